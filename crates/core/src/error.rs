@@ -1,0 +1,191 @@
+//! A setup failure as data: the step, the path and the errno travel inside the value, across the
+//! fork and the helper's status channel, to become an `IsolateError` in JavaScript.
+
+use serde::{Deserialize, Serialize};
+
+/// The setup steps, named for their syscall-level action. The names are part of the public
+/// contract: they are what `IsolateError.step` holds.
+macro_rules! steps {
+    ($($variant:ident => $name:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Step { $($variant,)* }
+
+        impl Step {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Step::$variant => $name,)* }
+            }
+
+            pub fn parse(name: &str) -> Option<Step> {
+                match name { $($name => Some(Step::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+steps! {
+    ReadSpec => "read_spec",
+    CreatePipes => "create_pipes",
+    CloneNamespaces => "clone_namespaces",
+    WriteIdMaps => "write_id_maps",
+    WaitForParent => "wait_for_parent",
+    EnterMappedIds => "enter_mapped_ids",
+    UnshareCgroup => "unshare_cgroup",
+    MakeRootPrivate => "make_root_private",
+    InspectSources => "inspect_sources",
+    MountStagingRoot => "mount_staging_root",
+    BindMount => "bind_mount",
+    MountTmpfs => "mount_tmpfs",
+    MountProc => "mount_proc",
+    MountDevpts => "mount_devpts",
+    CreateMountpoint => "create_mountpoint",
+    MaskPath => "mask_path",
+    RemountReadonly => "remount_readonly",
+    PivotRoot => "pivot_root",
+    DetachOldRoot => "detach_old_root",
+    SetHostname => "set_hostname",
+    BringUpLoopback => "bring_up_loopback",
+    SetRlimits => "set_rlimits",
+    ForkCommand => "fork_command",
+    SetGroups => "set_groups",
+    SetIds => "set_ids",
+    DropCapabilities => "drop_capabilities",
+    SetNoNewPrivs => "set_no_new_privs",
+    CloseFds => "close_fds",
+    NewSession => "new_session",
+    Chdir => "chdir",
+    Execve => "execve",
+    Supervise => "supervise",
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Step::parse(&name).ok_or_else(|| serde::de::Error::custom(format!("unknown step {name}")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupError {
+    pub step: Step,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// errno as its symbolic name ("ENOENT"), or None when the failure is not a syscall's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl SetupError {
+    pub fn new(step: Step, message: impl Into<String>) -> Self {
+        SetupError { step, path: None, errno: None, message: message.into(), hint: None }
+    }
+
+    pub fn sys(step: Step, errno: i32, path: Option<&str>) -> Self {
+        let name = errno_name(errno);
+        let what = path.map(|p| format!(" ({p})")).unwrap_or_default();
+        SetupError {
+            step,
+            path: path.map(str::to_owned),
+            errno: Some(name),
+            message: format!("{}{what}: {}", step_label(step), strerror(errno)),
+            hint: default_hint(step, errno),
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+fn step_label(step: Step) -> &'static str {
+    step.as_str()
+}
+
+pub fn errno_name(errno: i32) -> String {
+    let e = nix::errno::Errno::from_raw(errno);
+    if e == nix::errno::Errno::UnknownErrno {
+        return format!("E{errno}");
+    }
+    // Debug of nix's Errno is the symbolic name.
+    format!("{e:?}")
+}
+
+fn strerror(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno).to_string()
+}
+
+fn default_hint(step: Step, errno: i32) -> Option<String> {
+    use nix::errno::Errno;
+    let e = Errno::from_raw(errno);
+    let hint = match (step, e) {
+        (Step::CloneNamespaces, Errno::EPERM | Errno::ENOSPC | Errno::EACCES) => {
+            "this host refuses new user namespaces to this process; run `isolate doctor` (check \
+             kernel.unprivileged_userns_clone, user.max_user_namespaces, an AppArmor userns \
+             restriction, or a container seccomp profile)"
+        }
+        (Step::BindMount, Errno::ENOENT) => "the bind source does not exist on the host",
+        (Step::CreateMountpoint, Errno::EROFS) => {
+            "the mount target lies inside a read-only part of the root; mount it under /tmp or a \
+             new top-level directory, or bind its parent read-write"
+        }
+        (Step::CreateMountpoint, Errno::ENOTDIR) => "a parent of the mount target is not a directory",
+        (Step::MountProc, Errno::EPERM) => {
+            "the kernel refuses a new /proc when the host's /proc is partly masked (as in a \
+             default Docker container); run `isolate doctor`"
+        }
+        (Step::Execve, Errno::ENOENT) => {
+            "the command was not found inside the sandbox; give an absolute path or set env.PATH, \
+             and check that it and its interpreter exist in the rootfs"
+        }
+        (Step::Execve, Errno::EACCES) => "the command is not executable inside the sandbox (mode, or a noexec mount)",
+        (Step::Chdir, Errno::ENOENT) => "the cwd does not exist inside the sandbox",
+        (Step::WriteIdMaps, Errno::EPERM) => {
+            "this process may only map its own uid and gid; use user: { uid: 0 } or your own ids"
+        }
+        _ => return None,
+    };
+    Some(hint.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_names_are_snake_case() {
+        assert_eq!(Step::PivotRoot.as_str(), "pivot_root");
+        assert_eq!(Step::DetachOldRoot.as_str(), "detach_old_root");
+    }
+
+    #[test]
+    fn sys_error_carries_errno_name_path_and_hint() {
+        let e = SetupError::sys(Step::BindMount, libc::ENOENT, Some("/nope"));
+        assert_eq!(e.errno.as_deref(), Some("ENOENT"));
+        assert_eq!(e.path.as_deref(), Some("/nope"));
+        assert!(e.hint.is_some());
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"step\":\"bind_mount\""), "{json}");
+    }
+}

@@ -1,0 +1,19 @@
+//! The pure core of @isolate/core: one typed [`spec::Spec`], validated once, turned into ordered
+//! plans (mounts, id maps) by pure functions, and applied by thin syscall wrappers in the helper's
+//! processes. Nothing here runs in the Node process except validation and [`probe`].
+
+pub mod error;
+pub mod spec;
+pub mod validate;
+pub mod plan;
+pub mod probe;
+pub mod protocol;
+#[cfg(target_os = "linux")]
+pub mod sys;
+#[cfg(target_os = "linux")]
+pub mod sandbox;
+#[cfg(target_os = "linux")]
+pub mod supervisor;
+
+pub use error::{SetupError, Step};
+pub use spec::Spec;

@@ -1,0 +1,314 @@
+//! Plans: the spec plus a few facts about the host, turned into ordered data by pure functions.
+//! The sandbox applies each entry with one thin syscall wrapper; unit tests check the plans
+//! without root.
+
+use crate::spec::{Ids, Mount, Rootfs, Spec};
+
+/// What a path on the host is, as far as building the new root cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    /// A symlink, with where it points (recreated inside, never followed on the host).
+    Symlink(String),
+    /// Sockets, fifos, devices at the top of a rootfs: not carried in.
+    Other,
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootEntry {
+    pub name: String,
+    pub kind: EntryKind,
+}
+
+/// Facts gathered from the host right before planning (see `sandbox::gather_facts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    /// For `rootfs: 'host'`: each of [`HOST_SYSTEM_DIRS`]; for a directory rootfs: its entries.
+    pub root_entries: Vec<RootEntry>,
+    /// Which of [`HOST_SECRETS`] exist (only for `rootfs: 'host'`).
+    pub secrets: Vec<RootEntry>,
+    /// The kind of each `mounts[i]` bind source, in order (None for non-bind mounts).
+    pub bind_sources: Vec<Option<EntryKind>>,
+}
+
+/// The host directories a `rootfs: 'host'` sandbox sees, read-only. Not /root, /home, /var, /run,
+/// /srv, /mnt, /media: those hold users' and services' data.
+pub const HOST_SYSTEM_DIRS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "opt"];
+
+/// Files under the host's /etc that hold credentials; each is covered by an inaccessible
+/// placeholder inside so that even root in the sandbox cannot read it.
+pub const HOST_SECRETS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/security/opasswd",
+    "/etc/krb5.keytab",
+];
+
+/// Top-level names of a directory rootfs that the sandbox provides itself.
+const PROVIDED: &[&str] = &["proc", "dev", "tmp", "sys"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MountFlags {
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+}
+
+const NOSUID_NODEV: MountFlags = MountFlags { nosuid: true, nodev: true, noexec: false };
+
+/// One step of building the new root. Targets are paths inside the sandbox; sources are host paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    Tmpfs { target: String, mode: u32, size_bytes: Option<u64>, flags: MountFlags },
+    /// `is_dir` decides whether the mountpoint is made as a directory or an empty file.
+    Bind { source: String, target: String, readonly: bool, is_dir: bool },
+    Symlink { target: String, points_to: String },
+    Proc { target: String },
+    Devpts { target: String },
+    /// Cover a path with an inaccessible placeholder of the same kind.
+    Mask { target: String, is_dir: bool },
+}
+
+impl MountOp {
+    pub fn target(&self) -> &str {
+        match self {
+            MountOp::Tmpfs { target, .. }
+            | MountOp::Bind { target, .. }
+            | MountOp::Symlink { target, .. }
+            | MountOp::Proc { target }
+            | MountOp::Devpts { target }
+            | MountOp::Mask { target, .. } => target,
+        }
+    }
+}
+
+/// Device nodes bound from the host's /dev into the minimal /dev.
+pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The whole new root, in the order it must be built: the system tree first, then what the
+/// sandbox provides (/proc, /dev, /tmp), then the caller's mounts (which may land inside /tmp),
+/// then the masks (which must cover whatever was bound before them).
+pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
+    let mut ops = Vec::new();
+    let source_root = match &spec.rootfs {
+        Rootfs::Host => String::new(),
+        Rootfs::Dir { path } => path.trim_end_matches('/').to_owned(),
+    };
+    for entry in &facts.root_entries {
+        if matches!(spec.rootfs, Rootfs::Dir { .. }) && PROVIDED.contains(&entry.name.as_str()) {
+            continue;
+        }
+        let target = format!("/{}", entry.name);
+        let source = format!("{source_root}/{}", entry.name);
+        match &entry.kind {
+            EntryKind::Dir => ops.push(MountOp::Bind { source, target, readonly: true, is_dir: true }),
+            EntryKind::File => ops.push(MountOp::Bind { source, target, readonly: true, is_dir: false }),
+            EntryKind::Symlink(to) => ops.push(MountOp::Symlink { target, points_to: to.clone() }),
+            EntryKind::Other | EntryKind::Missing => {}
+        }
+    }
+
+    ops.push(MountOp::Proc { target: "/proc".into() });
+    ops.push(MountOp::Tmpfs {
+        target: "/dev".into(),
+        mode: 0o755,
+        size_bytes: Some(64 << 10),
+        flags: MountFlags { nosuid: true, nodev: false, noexec: true },
+    });
+    for node in DEV_NODES {
+        ops.push(MountOp::Bind { source: format!("/dev/{node}"), target: format!("/dev/{node}"), readonly: false, is_dir: false });
+    }
+    ops.push(MountOp::Devpts { target: "/dev/pts".into() });
+    ops.push(MountOp::Symlink { target: "/dev/ptmx".into(), points_to: "pts/ptmx".into() });
+    ops.push(MountOp::Tmpfs { target: "/dev/shm".into(), mode: 0o1777, size_bytes: None, flags: NOSUID_NODEV });
+    for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        ops.push(MountOp::Symlink { target: format!("/dev/{name}"), points_to: to.into() });
+    }
+
+    let caller_has_tmp = spec.mounts.iter().any(|m| m.target().trim_end_matches('/') == "/tmp");
+    if !caller_has_tmp {
+        ops.push(MountOp::Tmpfs { target: "/tmp".into(), mode: 0o1777, size_bytes: None, flags: NOSUID_NODEV });
+    }
+
+    for (i, m) in spec.mounts.iter().enumerate() {
+        match m {
+            Mount::Bind { source, target, readonly } => {
+                let is_dir = !matches!(facts.bind_sources.get(i), Some(Some(EntryKind::File | EntryKind::Other)));
+                ops.push(MountOp::Bind { source: source.clone(), target: target.clone(), readonly: *readonly, is_dir });
+            }
+            Mount::Tmpfs { target, size_bytes, mode } => ops.push(MountOp::Tmpfs {
+                target: target.clone(),
+                mode: mode.unwrap_or(0o755),
+                size_bytes: *size_bytes,
+                flags: NOSUID_NODEV,
+            }),
+        }
+    }
+
+    if matches!(spec.rootfs, Rootfs::Host) {
+        for s in &facts.secrets {
+            match s.kind {
+                EntryKind::Dir => ops.push(MountOp::Mask { target: s.name.clone(), is_dir: true }),
+                EntryKind::File | EntryKind::Other => ops.push(MountOp::Mask { target: s.name.clone(), is_dir: false }),
+                EntryKind::Symlink(_) | EntryKind::Missing => {}
+            }
+        }
+    }
+    ops
+}
+
+/// The lines written to /proc/PID/{uid_map,gid_map} and whether setgroups must be denied first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uid_map: String,
+    pub gid_map: String,
+    /// The kernel requires `deny` in /proc/PID/setgroups before an unprivileged gid_map write.
+    pub deny_setgroups: bool,
+}
+
+/// Who the sandbox's ids are on the host.
+///
+/// A root caller maps the sandbox's user onto `unprivileged` (never host root: a process that
+/// escapes its namespaces must land as nobody of importance). Anyone else can only map its own
+/// ids, and must give up setgroups to do so.
+pub fn plan_id_maps(inside: Ids, caller: Ids, unprivileged: Ids) -> IdMaps {
+    let (outside, deny_setgroups) = if caller.uid == 0 { (unprivileged, false) } else { (caller, true) };
+    IdMaps {
+        uid_map: format!("{} {} 1\n", inside.uid, outside.uid),
+        gid_map: format!("{} {} 1\n", inside.gid, outside.gid),
+        deny_setgroups,
+    }
+}
+
+/// The host ids a root caller's sandboxes run as: root's first subordinate id from
+/// /etc/subuid and /etc/subgid when it has them (those ranges are set aside for exactly this), else
+/// 100000, outside the ranges distributions give to users and system accounts.
+pub fn unprivileged_ids(subuid: Option<&str>, subgid: Option<&str>) -> Ids {
+    fn first_of_root(text: Option<&str>) -> Option<u32> {
+        text?.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let who = f.next()?;
+            if who != "root" && who != "0" {
+                return None;
+            }
+            let start: u32 = f.next()?.trim().parse().ok()?;
+            let count: u32 = f.next()?.trim().parse().ok()?;
+            (start != 0 && count > 0).then_some(start)
+        })
+    }
+    Ids { uid: first_of_root(subuid).unwrap_or(100_000), gid: first_of_root(subgid).unwrap_or(100_000) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Spec;
+
+    fn entry(name: &str, kind: EntryKind) -> RootEntry {
+        RootEntry { name: name.into(), kind }
+    }
+
+    fn host_facts() -> HostFacts {
+        HostFacts {
+            root_entries: vec![
+                entry("bin", EntryKind::Symlink("usr/bin".into())),
+                entry("usr", EntryKind::Dir),
+                entry("etc", EntryKind::Dir),
+                entry("lib32", EntryKind::Missing),
+            ],
+            secrets: vec![entry("/etc/shadow", EntryKind::File), entry("/etc/ssh", EntryKind::Dir), entry("/etc/sudoers", EntryKind::Missing)],
+            bind_sources: vec![],
+        }
+    }
+
+    #[test]
+    fn host_root_binds_system_dirs_read_only_and_keeps_symlinks() {
+        let ops = plan_mounts(&Spec::new("/bin/true", vec![]), &host_facts());
+        assert_eq!(ops[0], MountOp::Symlink { target: "/bin".into(), points_to: "usr/bin".into() });
+        assert_eq!(ops[1], MountOp::Bind { source: "/usr".into(), target: "/usr".into(), readonly: true, is_dir: true });
+        assert_eq!(ops[2], MountOp::Bind { source: "/etc".into(), target: "/etc".into(), readonly: true, is_dir: true });
+        assert!(!ops.iter().any(|o| o.target() == "/lib32"));
+        assert!(!ops.iter().any(|o| ["/root", "/home"].contains(&o.target())));
+    }
+
+    #[test]
+    fn provided_mounts_come_in_order_and_secrets_are_masked_last() {
+        let ops = plan_mounts(&Spec::new("/bin/true", vec![]), &host_facts());
+        let targets: Vec<&str> = ops.iter().map(|o| o.target()).collect();
+        let pos = |t: &str| targets.iter().position(|x| *x == t).unwrap_or_else(|| panic!("{t} missing from {targets:?}"));
+        assert!(pos("/etc") < pos("/proc"));
+        assert!(pos("/dev") < pos("/dev/null") && pos("/dev/null") < pos("/dev/pts"));
+        assert!(pos("/proc") < pos("/tmp"));
+        assert_eq!(ops[pos("/etc/shadow")], MountOp::Mask { target: "/etc/shadow".into(), is_dir: false });
+        assert_eq!(ops[pos("/etc/ssh")], MountOp::Mask { target: "/etc/ssh".into(), is_dir: true });
+        assert_eq!(pos("/etc/ssh"), targets.len() - 1);
+        assert!(!targets.contains(&"/etc/sudoers"));
+        for n in DEV_NODES {
+            assert!(targets.contains(&format!("/dev/{n}").as_str()));
+        }
+    }
+
+    #[test]
+    fn caller_mounts_follow_the_provided_ones_and_replace_tmp() {
+        let mut spec = Spec::new("/bin/true", vec![]);
+        spec.mounts = vec![
+            Mount::Tmpfs { target: "/tmp".into(), size_bytes: Some(1 << 20), mode: None },
+            Mount::Bind { source: "/srv/data.txt".into(), target: "/tmp/data.txt".into(), readonly: false },
+        ];
+        let mut facts = host_facts();
+        facts.bind_sources = vec![None, Some(EntryKind::File)];
+        let ops = plan_mounts(&spec, &facts);
+        let tmps: Vec<_> = ops.iter().filter(|o| o.target() == "/tmp").collect();
+        assert_eq!(tmps.len(), 1);
+        assert_eq!(tmps[0], &MountOp::Tmpfs { target: "/tmp".into(), mode: 0o755, size_bytes: Some(1 << 20), flags: NOSUID_NODEV });
+        assert!(ops.contains(&MountOp::Bind { source: "/srv/data.txt".into(), target: "/tmp/data.txt".into(), readonly: false, is_dir: false }));
+    }
+
+    #[test]
+    fn directory_rootfs_binds_its_entries_but_not_the_provided_ones() {
+        let mut spec = Spec::new("/bin/sh", vec![]);
+        spec.rootfs = Rootfs::Dir { path: "/srv/alpine/".into() };
+        let facts = HostFacts {
+            root_entries: vec![entry("bin", EntryKind::Dir), entry("proc", EntryKind::Dir), entry("tmp", EntryKind::Dir), entry("lib", EntryKind::Symlink("usr/lib".into()))],
+            secrets: vec![entry("/etc/shadow", EntryKind::File)],
+            bind_sources: vec![],
+        };
+        let ops = plan_mounts(&spec, &facts);
+        assert_eq!(ops[0], MountOp::Bind { source: "/srv/alpine/bin".into(), target: "/bin".into(), readonly: true, is_dir: true });
+        assert_eq!(ops[1], MountOp::Symlink { target: "/lib".into(), points_to: "usr/lib".into() });
+        assert_eq!(ops.iter().filter(|o| o.target() == "/proc").count(), 1);
+        assert!(matches!(ops.iter().find(|o| o.target() == "/proc"), Some(MountOp::Proc { .. })));
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::Mask { .. })), "masks are for the host's /etc only");
+    }
+
+    #[test]
+    fn root_caller_maps_onto_an_unprivileged_id() {
+        let m = plan_id_maps(Ids { uid: 0, gid: 0 }, Ids { uid: 0, gid: 0 }, Ids { uid: 100000, gid: 100001 });
+        assert_eq!(m.uid_map, "0 100000 1\n");
+        assert_eq!(m.gid_map, "0 100001 1\n");
+        assert!(!m.deny_setgroups);
+    }
+
+    #[test]
+    fn rootless_caller_maps_its_own_ids_and_denies_setgroups() {
+        let m = plan_id_maps(Ids { uid: 1000, gid: 1000 }, Ids { uid: 1234, gid: 99 }, Ids { uid: 100000, gid: 100000 });
+        assert_eq!(m.uid_map, "1000 1234 1\n");
+        assert_eq!(m.gid_map, "1000 99 1\n");
+        assert!(m.deny_setgroups);
+    }
+
+    #[test]
+    fn unprivileged_ids_come_from_roots_subordinate_range() {
+        let ids = unprivileged_ids(Some("alice:100000:65536\nroot:231072:65536\n"), Some("root:300000:10\n"));
+        assert_eq!(ids, Ids { uid: 231072, gid: 300000 });
+        assert_eq!(unprivileged_ids(None, Some("garbage")), Ids { uid: 100000, gid: 100000 });
+    }
+}

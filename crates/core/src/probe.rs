@@ -1,0 +1,137 @@
+//! What this host allows, detected once and reported as data; `isolate doctor` and the tests read
+//! the same answer.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    pub kernel: String,
+    pub arch: String,
+    pub uid: u32,
+    pub rootless: bool,
+    pub user_namespaces: UserNs,
+    pub cgroup: Cgroup,
+    pub overlay: bool,
+    pub landlock_abi: Option<u32>,
+    pub seccomp: bool,
+    /// The seccomp mode this process already runs under (2 = filtered, as in a container).
+    pub seccomp_mode: Option<u32>,
+    pub pivot_root: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserNs {
+    pub allowed: bool,
+    /// Why not, when not: which sysctl or policy refuses.
+    pub reason: Option<String>,
+    pub max_user_namespaces: Option<u64>,
+    pub unprivileged_userns_clone: Option<u64>,
+    pub apparmor_restricted: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cgroup {
+    /// "v2" (unified only), "v1" (legacy), "hybrid" (v1 controllers plus a v2 mount).
+    pub mode: String,
+    pub v2_controllers: Vec<String>,
+    pub v1_controllers: Vec<String>,
+    /// This process's own cgroup path per hierarchy ("0::/..." style lines).
+    pub own: Vec<String>,
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn read_num(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn landlock_abi() -> Option<u32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+    // SAFETY: the documented version query: NULL attr, size 0.
+    let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION) };
+    (v > 0).then_some(v as u32)
+}
+
+fn status_field(name: &str) -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+fn cgroup() -> Cgroup {
+    let own: Vec<String> = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default().lines().map(str::to_owned).collect();
+    let mut v1 = Vec::new();
+    let mut has_v2_mount = false;
+    let mut v2_dir = None;
+    for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines() {
+        let Some((_, after)) = line.split_once(" - ") else { continue };
+        let mut f = after.split_whitespace();
+        let fstype = f.next().unwrap_or("");
+        let _src = f.next();
+        let opts = f.next().unwrap_or("");
+        let mountpoint = line.split_whitespace().nth(4).unwrap_or("");
+        match fstype {
+            "cgroup2" => {
+                has_v2_mount = true;
+                v2_dir.get_or_insert_with(|| mountpoint.to_owned());
+            }
+            "cgroup" => {
+                for o in opts.split(',') {
+                    if ["cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer", "devices", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"].contains(&o) {
+                        v1.push(o.to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let v2_controllers: Vec<String> = v2_dir
+        .and_then(|d| std::fs::read_to_string(format!("{d}/cgroup.controllers")).ok())
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mode = match (has_v2_mount, v1.is_empty()) {
+        (true, true) => "v2",
+        (true, false) => "hybrid",
+        (false, false) => "v1",
+        (false, true) => "none",
+    };
+    v1.sort();
+    v1.dedup();
+    Cgroup { mode: mode.into(), v2_controllers, v1_controllers: v1, own }
+}
+
+pub fn probe() -> Probe {
+    let uts = nix::sys::utsname::uname().ok();
+    let uid = nix::unistd::geteuid().as_raw();
+    let max = read_num("/proc/sys/user/max_user_namespaces");
+    let clone = read_num("/proc/sys/kernel/unprivileged_userns_clone");
+    let apparmor = read_num("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1);
+    let reason = if max == Some(0) {
+        Some("user.max_user_namespaces is 0: `sysctl -w user.max_user_namespaces=15000`".to_owned())
+    } else if uid != 0 && clone == Some(0) {
+        Some("kernel.unprivileged_userns_clone is 0: `sysctl -w kernel.unprivileged_userns_clone=1`".to_owned())
+    } else if uid != 0 && apparmor {
+        Some("AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+): add an AppArmor profile granting `userns` to node, or `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`".to_owned())
+    } else {
+        None
+    };
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    Probe {
+        kernel: uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        arch: uts.as_ref().map(|u| u.machine().to_string_lossy().into_owned()).unwrap_or_default(),
+        uid,
+        rootless: uid != 0,
+        user_namespaces: UserNs { allowed: reason.is_none(), reason, max_user_namespaces: max, unprivileged_userns_clone: clone, apparmor_restricted: apparmor },
+        cgroup: cgroup(),
+        overlay: filesystems.lines().any(|l| l.trim_end().ends_with("overlay")),
+        landlock_abi: landlock_abi(),
+        seccomp: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),
+        seccomp_mode: status_field("Seccomp:"),
+        pivot_root: true,
+    }
+}

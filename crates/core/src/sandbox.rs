@@ -1,0 +1,374 @@
+//! Inside the sandbox: the setup that runs as the new namespaces' first process, the small init
+//! it becomes (pid 1: reaps orphans, forwards signals, reports the command's end), and the
+//! command's own last steps before execve. The order of the steps is the security model; see
+//! DESIGN section 3.
+
+use crate::error::{SetupError, Step};
+use crate::plan::{EntryKind, HostFacts, MountOp, RootEntry, HOST_SECRETS, HOST_SYSTEM_DIRS};
+use crate::protocol::Report;
+use crate::spec::{Rootfs, Spec};
+use crate::sys;
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// Where the new root is assembled before pivot_root. Bind sources are opened before anything is
+/// mounted here, so sources under the host's /tmp stay reachable.
+const STAGING: &str = "/tmp";
+
+/// Placeholder bound over masked files; unlinked once every mask is in place.
+const MASK_FILE: &str = "/.isolate-mask";
+
+fn kind_of(path: &str, follow: bool) -> EntryKind {
+    let st = if follow { nix::sys::stat::stat(path) } else { nix::sys::stat::lstat(path) };
+    match st {
+        Err(_) => EntryKind::Missing,
+        Ok(st) => match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => EntryKind::Dir,
+            libc::S_IFREG => EntryKind::File,
+            libc::S_IFLNK => match std::fs::read_link(path) {
+                Ok(to) => EntryKind::Symlink(to.to_string_lossy().into_owned()),
+                Err(_) => EntryKind::Missing,
+            },
+            _ => EntryKind::Other,
+        },
+    }
+}
+
+/// The few host facts the mount plan depends on. Runs in the helper before clone, so a missing
+/// rootfs or bind source fails before any namespace exists.
+pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
+    let mut facts = HostFacts::default();
+    match &spec.rootfs {
+        Rootfs::Host => {
+            for name in HOST_SYSTEM_DIRS {
+                facts.root_entries.push(RootEntry { name: (*name).into(), kind: kind_of(&format!("/{name}"), false) });
+            }
+            for path in HOST_SECRETS {
+                facts.secrets.push(RootEntry { name: (*path).into(), kind: kind_of(path, false) });
+            }
+        }
+        Rootfs::Dir { path } => {
+            let dir = std::fs::read_dir(path).map_err(|e| {
+                SetupError::sys(Step::InspectSources, e.raw_os_error().unwrap_or(libc::EIO), Some(path))
+                    .with_hint("rootfs must be a directory holding a root filesystem (for example an unpacked Alpine minirootfs)")
+            })?;
+            let mut names: Vec<String> = dir.filter_map(|d| d.ok()?.file_name().into_string().ok()).collect();
+            names.sort();
+            for name in names {
+                let kind = kind_of(&format!("{}/{name}", path.trim_end_matches('/')), false);
+                facts.root_entries.push(RootEntry { name, kind });
+            }
+        }
+    }
+    for m in &spec.mounts {
+        facts.bind_sources.push(match m {
+            crate::spec::Mount::Bind { source, .. } => match kind_of(source, true) {
+                EntryKind::Missing => {
+                    return Err(SetupError::sys(Step::BindMount, libc::ENOENT, Some(source))
+                        .with_hint("the bind source does not exist on the host; create it or fix mounts[].source"))
+                }
+                k => Some(k),
+            },
+            _ => None,
+        });
+    }
+    Ok(facts)
+}
+
+/// Fds the sandbox's first process receives from the helper.
+pub struct InitPipes {
+    /// Closed by the helper once id maps and cgroup are in place.
+    pub go: OwnedFd,
+    /// Reports to the helper.
+    pub report: OwnedFd,
+}
+
+fn send(report_fd: &OwnedFd, r: &Report) {
+    let line = r.to_line();
+    let _ = nix::unistd::write(report_fd, &line);
+}
+
+/// The whole life of the sandbox's first process. Never returns.
+pub fn run(spec: &Spec, plan: &[MountOp], pipes: InitPipes) -> ! {
+    let InitPipes { go, report } = pipes;
+    if let Err(e) = setup(spec, plan, &go) {
+        send(&report, &Report::SetupFailed(e));
+        std::process::exit(125);
+    }
+    drop(go);
+    init_loop(spec, report)
+}
+
+fn wait_for_parent(go: &OwnedFd) -> sys::Result<()> {
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(go, &mut byte) {
+        Ok(1) => Ok(()),
+        // EOF without the byte: the helper died or gave up before the maps were written.
+        Ok(_) => Err(SetupError::new(Step::WaitForParent, "the helper went away before the sandbox was released")),
+        Err(e) => Err(SetupError::sys(Step::WaitForParent, e as i32, None)),
+    }
+}
+
+fn staged(target: &str) -> String {
+    format!("{STAGING}{target}")
+}
+
+fn setup(spec: &Spec, plan: &[MountOp], go: &OwnedFd) -> sys::Result<()> {
+    // Die with the helper; the pid namespace then takes everything else with us.
+    sys::set_parent_death_signal()?;
+    wait_for_parent(go)?;
+    if spec.namespaces.user {
+        // A root caller's child is still host uid 0, unmapped here; become the mapped user so
+        // every file the setup creates belongs to the sandbox, keeping the namespace's caps.
+        sys::set_ids(spec.user.uid, spec.user.gid).map_err(|e| SetupError { step: Step::EnterMappedIds, ..e })?;
+    }
+    if spec.namespaces.cgroup {
+        // After the helper placed us in our cgroup, so that it becomes this namespace's root.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(|e| SetupError::sys(Step::UnshareCgroup, e as i32, None))?;
+    }
+    // Nothing we mount may propagate back to the host.
+    sys::make_root_private()?;
+
+    // Sources first: the staging tmpfs is about to cover the host's /tmp.
+    let mut sources = Vec::new();
+    for op in plan {
+        if let MountOp::Bind { source, .. } = op {
+            let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
+            sources.push(sys::open_source(source, follow)?);
+        }
+    }
+    sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+        .map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
+
+    let mut sources = sources.into_iter();
+    let mut masks_file_made = false;
+    for op in plan {
+        match op {
+            MountOp::Bind { source, target, readonly, is_dir } => {
+                let fd = sources.next().expect("one source per bind");
+                let t = staged(target);
+                if *is_dir { sys::create_dirs(&t)? } else { sys::create_file(&t, 0o644)? }
+                sys::bind_mount(&fd, source, &t)?;
+                if *readonly {
+                    sys::remount_readonly(&t)?;
+                }
+            }
+            MountOp::Tmpfs { target, mode, size_bytes, flags } => {
+                let t = staged(target);
+                sys::create_dirs(&t)?;
+                sys::mount_tmpfs(&t, *mode, *size_bytes, ms_flags(*flags))?;
+            }
+            MountOp::Symlink { target, points_to } => sys::create_symlink(points_to, &staged(target))?,
+            MountOp::Proc { target } => {
+                let t = staged(target);
+                sys::create_dirs(&t)?;
+                sys::mount_proc(&t)?;
+            }
+            MountOp::Devpts { target } => {
+                let t = staged(target);
+                sys::create_dirs(&t)?;
+                sys::mount_devpts(&t)?;
+            }
+            MountOp::Mask { target, is_dir } => {
+                let t = staged(target);
+                if *is_dir {
+                    sys::mount_tmpfs(&t, 0, Some(4096), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)
+                        .map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
+                } else {
+                    if !masks_file_made {
+                        sys::create_file(&staged(MASK_FILE), 0)?;
+                        masks_file_made = true;
+                    }
+                    let fd = sys::open_source(&staged(MASK_FILE), false)?;
+                    sys::bind_mount(&fd, target, &t).map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
+                    sys::remount_readonly(&t)?;
+                }
+            }
+        }
+    }
+    if masks_file_made {
+        sys::remove_file(&staged(MASK_FILE))?;
+    }
+
+    // pivot_root, not chroot: a chroot is escaped by anyone who can chroot again.
+    sys::pivot_root(STAGING)?;
+    sys::detach_old_root()?;
+    // Read-only last, after every mountpoint was created in it.
+    sys::remount_root_readonly()?;
+    if spec.namespaces.uts {
+        sys::set_hostname(&spec.hostname)?;
+    }
+    if spec.namespaces.net {
+        sys::bring_up_loopback()?;
+    }
+    // No core files: they would land in the sandbox's cwd and can hold secrets of the process.
+    sys::set_rlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0)?;
+    Ok(())
+}
+
+fn ms_flags(f: crate::plan::MountFlags) -> MsFlags {
+    let mut m = MsFlags::empty();
+    m.set(MsFlags::MS_NOSUID, f.nosuid);
+    m.set(MsFlags::MS_NODEV, f.nodev);
+    m.set(MsFlags::MS_NOEXEC, f.noexec);
+    m
+}
+
+/// Signals the init forwards to the command; everything else keeps its default.
+fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for sig in Signal::iterator() {
+        if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE | Signal::SIGTRAP | Signal::SIGSYS) {
+            set.add(sig);
+        }
+    }
+    set
+}
+
+fn init_loop(spec: &Spec, report: OwnedFd) -> ! {
+    let signals = forwarded_signals();
+    // Blocked before fork so no signal meant for the command is lost in between.
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
+    let (status_r, status_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            send(&report, &Report::SetupFailed(SetupError::sys(Step::ForkCommand, e as i32, None)));
+            std::process::exit(125);
+        }
+    };
+    // SAFETY: the sandbox's first process is single-threaded (a fork of the single-threaded helper).
+    let child = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => {
+            drop(status_r);
+            drop(report);
+            let e = exec_command(spec);
+            let mut f = std::fs::File::from(status_w);
+            let _ = f.write_all(&serde_json::to_vec(&e).unwrap_or_default());
+            // SAFETY: leaving the forked child without running the parent's atexit handlers.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            send(&report, &Report::SetupFailed(SetupError::sys(Step::ForkCommand, e as i32, None)));
+            std::process::exit(125);
+        }
+    };
+    drop(status_w);
+    // The init holds no stdio: the command's output ends when the command (and its children) do.
+    sys::redirect_stdio_to_null();
+    // The init needs no privilege from here on; a hostile command must not be able to take it over.
+    let _ = sys::drop_capabilities(&[]);
+    let _ = sys::set_no_new_privs();
+    let _ = nix::sys::prctl::set_dumpable(false);
+
+    let mut buf = Vec::new();
+    let _ = std::fs::File::from(status_r).read_to_end(&mut buf);
+    if !buf.is_empty() {
+        let e = serde_json::from_slice(&buf).unwrap_or_else(|_| SetupError::new(Step::Execve, "the command failed before execve"));
+        let _ = waitpid(child, None);
+        send(&report, &Report::SetupFailed(e));
+        std::process::exit(125);
+    }
+    send(&report, &Report::Started);
+
+    let sfd = match nix::sys::signalfd::SignalFd::new(&signals) {
+        Ok(s) => s,
+        Err(_) => {
+            // Without a signalfd we can still be a correct reaper, only not a forwarder.
+            reap_until(child, &report)
+        }
+    };
+    loop {
+        if let Some(done) = reap_all(child) {
+            finish(&report, done);
+        }
+        match sfd.read_signal() {
+            Ok(Some(info)) => {
+                let signo = info.ssi_signo as i32;
+                if signo != libc::SIGCHLD {
+                    // SAFETY: kill(2) on our own child's pid.
+                    unsafe { libc::kill(child.as_raw(), signo) };
+                }
+            }
+            Ok(None) | Err(Errno::EINTR) => {}
+            Err(_) => reap_until(child, &report),
+        }
+    }
+}
+
+/// Reap every exited process; Some(status) once the command itself is among them.
+fn reap_all(command: Pid) -> Option<WaitStatus> {
+    let mut result = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return result,
+            Ok(st) => {
+                if st.pid() == Some(command) && matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                    result = Some(st);
+                }
+            }
+        }
+    }
+}
+
+fn reap_until(command: Pid, report: &OwnedFd) -> ! {
+    loop {
+        match waitpid(None, None) {
+            Ok(st) if st.pid() == Some(command) && matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => finish(report, st),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => std::process::exit(1),
+        }
+    }
+}
+
+/// The command is done; report and leave. Our exit takes down everything left in the namespace.
+fn finish(report: &OwnedFd, st: WaitStatus) -> ! {
+    match st {
+        WaitStatus::Exited(_, code) => send(report, &Report::Exited { code }),
+        WaitStatus::Signaled(_, sig, _) => send(report, &Report::Signaled { signal: sig as i32 }),
+        _ => {}
+    }
+    std::process::exit(0)
+}
+
+/// The command's last steps, in the order DESIGN section 3 gives. Returns only on failure.
+fn exec_command(spec: &Spec) -> SetupError {
+    let argv: Vec<CString> = std::iter::once(spec.file.as_str())
+        .chain(spec.args.iter().map(String::as_str))
+        .map(|a| CString::new(a).unwrap_or_default())
+        .collect();
+    let envp: Vec<CString> = spec.env.iter().map(|kv| CString::new(kv.as_str()).unwrap_or_default()).collect();
+    let steps = || -> sys::Result<()> {
+        sys::reset_signals();
+        sys::clear_groups()?;
+        sys::set_ids(spec.user.uid, spec.user.gid)?;
+        // After the id change, which would otherwise clear (or, for root, keep) caps by its own rules.
+        sys::drop_capabilities(&[])?;
+        // A setuid or file-capability binary inside gains nothing from here on.
+        sys::set_no_new_privs()?;
+        // As the final user, so a cwd it may not enter fails here and not in the command.
+        sys::chdir(&spec.cwd)?;
+        sys::mark_fds_cloexec(3)?;
+        // Its own session: no TIOCSTI into the caller's terminal, no signals from its job control.
+        sys::new_session()?;
+        Ok(())
+    };
+    if let Err(e) = steps() {
+        return e;
+    }
+    sys::execve(&spec.file, &argv, &envp)
+}
+
+/// Build an [`InitPipes`] end from a raw fd inherited across clone.
+///
+/// # Safety
+/// `fd` must be an open descriptor owned by the caller.
+pub unsafe fn owned(fd: i32) -> OwnedFd {
+    OwnedFd::from_raw_fd(fd)
+}

@@ -1,0 +1,153 @@
+//! The one typed description of a sandbox. JavaScript options are converted into it once (in the
+//! napi crate), it is validated once ([`crate::validate`]), and the helper receives it as JSON.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Spec {
+    /// What to execute: an absolute path, or a name searched in the sandbox's `PATH`.
+    pub file: String,
+    /// argv[1..]; argv[0] is `file`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The command's whole environment, as `KEY=VALUE` (nothing of the host unless put here).
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default = "default_cwd")]
+    pub cwd: String,
+    #[serde(default)]
+    pub rootfs: Rootfs,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub namespaces: Namespaces,
+    #[serde(default)]
+    pub user: Ids,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_cwd() -> String {
+    "/".into()
+}
+
+fn default_hostname() -> String {
+    "sandbox".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Rootfs {
+    /// A read-only view of the host's system directories on a fresh tmpfs root.
+    #[default]
+    Host,
+    /// The top-level entries of a directory (an unpacked minirootfs), bound read-only.
+    Dir { path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type", deny_unknown_fields)]
+pub enum Mount {
+    Bind {
+        source: String,
+        target: String,
+        #[serde(default = "yes")]
+        readonly: bool,
+    },
+    Tmpfs {
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size_bytes: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+    },
+}
+
+impl Mount {
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Network {
+    /// Its own network namespace with only `lo`, up.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// Which namespaces are new. `mount` and `pid` cannot be turned off: the new root needs a mount
+/// namespace and the init that reaps and kills everything needs to be pid 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Namespaces {
+    pub user: bool,
+    pub mount: bool,
+    pub pid: bool,
+    pub uts: bool,
+    pub ipc: bool,
+    pub net: bool,
+    pub cgroup: bool,
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Namespaces { user: true, mount: true, pid: true, uts: true, ipc: true, net: true, cgroup: true }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Limits {
+    /// Wall clock, from the moment the command is released until it is killed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl Spec {
+    /// A spec for `file args` with every default of DESIGN section 4.
+    pub fn new(file: impl Into<String>, args: Vec<String>) -> Spec {
+        Spec {
+            file: file.into(),
+            args,
+            env: Vec::new(),
+            cwd: default_cwd(),
+            rootfs: Rootfs::Host,
+            mounts: Vec::new(),
+            hostname: default_hostname(),
+            network: Network::None,
+            namespaces: Namespaces::default(),
+            user: Ids::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Spec, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a spec always serializes")
+    }
+}

@@ -1,0 +1,379 @@
+//! Thin syscall wrappers: one action each, each failure turned into a [`SetupError`] naming the
+//! step, the path and the errno. Policy lives in the callers; nothing here decides what to do.
+
+use crate::error::{SetupError, Step};
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+pub type Result<T> = std::result::Result<T, SetupError>;
+
+fn fail(step: Step, path: &str) -> impl FnOnce(Errno) -> SetupError + '_ {
+    move |e| SetupError::sys(step, e as i32, Some(path))
+}
+
+pub fn make_root_private() -> Result<()> {
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(fail(Step::MakeRootPrivate, "/"))
+}
+
+/// An O_PATH handle on a bind source, taken before anything is mounted over the host's tree.
+pub fn open_source(path: &str, follow: bool) -> Result<OwnedFd> {
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    if !follow {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    open(path, flags, Mode::empty()).map_err(fail(Step::BindMount, path))
+}
+
+fn mount_data(mode: u32, size: Option<u64>) -> String {
+    match size {
+        Some(s) => format!("mode={mode:o},size={s}"),
+        None => format!("mode={mode:o}"),
+    }
+}
+
+pub fn mount_tmpfs(target: &str, mode: u32, size: Option<u64>, flags: MsFlags) -> Result<()> {
+    mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(mount_data(mode, size).as_str()))
+        .map_err(fail(Step::MountTmpfs, target))
+}
+
+/// Bind the object behind `source` (an O_PATH fd) onto `target`, with everything mounted below it.
+pub fn bind_mount(source: &OwnedFd, source_name: &str, target: &str) -> Result<()> {
+    let via = format!("/proc/self/fd/{}", source.as_raw_fd());
+    mount(Some(via.as_str()), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| SetupError::sys(Step::BindMount, e as i32, Some(source_name)).with_path(source_name))
+}
+
+/// Make a mount and all mounts below it read-only. `mount_setattr` (5.12+) changes only the one
+/// flag; the older remount must repeat the flags the kernel locked when the mount crossed into
+/// this user namespace, or it fails with EPERM.
+pub fn remount_readonly(target: &str) -> Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let c = CString::new(target).map_err(|_| SetupError::new(Step::RemountReadonly, "NUL in path"))?;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    // SAFETY: a valid NUL-terminated path and a properly sized mount_attr.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = Errno::last();
+    if err != Errno::ENOSYS {
+        return Err(SetupError::sys(Step::RemountReadonly, err as i32, Some(target)));
+    }
+    let st = nix::sys::statvfs::statvfs(target).map_err(fail(Step::RemountReadonly, target))?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    use nix::sys::statvfs::FsFlags;
+    for (f, m) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if st.flags().contains(f) {
+            flags |= m;
+        }
+    }
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(fail(Step::RemountReadonly, target))
+}
+
+pub fn mount_proc(target: &str) -> Result<()> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), target, Some("proc"), flags, None::<&str>).map_err(fail(Step::MountProc, target))
+}
+
+pub fn mount_devpts(target: &str) -> Result<()> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(Some("devpts"), target, Some("devpts"), flags, Some("newinstance,ptmxmode=0666,mode=620"))
+        .map_err(fail(Step::MountDevpts, target))
+}
+
+/// mkdir -p, refusing to walk through a symlink (every component is created or already a dir).
+pub fn create_dirs(path: &str) -> Result<()> {
+    let mut cur = String::with_capacity(path.len());
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        cur.push('/');
+        cur.push_str(comp);
+        match nix::unistd::mkdir(cur.as_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                let st = nix::sys::stat::lstat(cur.as_str()).map_err(fail(Step::CreateMountpoint, path))?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    return Err(SetupError::sys(Step::CreateMountpoint, libc::ENOTDIR, Some(path)));
+                }
+            }
+            Err(e) => return Err(SetupError::sys(Step::CreateMountpoint, e as i32, Some(path))),
+        }
+    }
+    Ok(())
+}
+
+pub fn create_file(path: &str, mode: u32) -> Result<()> {
+    if let Some(parent) = Path::new(path).parent().and_then(|p| p.to_str()) {
+        create_dirs(parent)?;
+    }
+    match open(path, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(mode)) {
+        Ok(fd) => {
+            drop(fd);
+            Ok(())
+        }
+        Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(SetupError::sys(Step::CreateMountpoint, e as i32, Some(path))),
+    }
+}
+
+pub fn create_symlink(points_to: &str, path: &str) -> Result<()> {
+    if let Some(parent) = Path::new(path).parent().and_then(|p| p.to_str()) {
+        create_dirs(parent)?;
+    }
+    nix::unistd::symlinkat(points_to, nix::fcntl::AT_FDCWD, path).map_err(fail(Step::CreateMountpoint, path))
+}
+
+pub fn remove_file(path: &str) -> Result<()> {
+    nix::unistd::unlink(path).map_err(fail(Step::MaskPath, path))
+}
+
+/// Enter `new_root` with the old root stacked beneath it, so no directory for the old root is
+/// needed; the caller detaches it next.
+pub fn pivot_root(new_root: &str) -> Result<()> {
+    nix::unistd::chdir(new_root).map_err(fail(Step::PivotRoot, new_root))?;
+    nix::unistd::pivot_root(".", ".").map_err(fail(Step::PivotRoot, new_root))
+}
+
+pub fn detach_old_root() -> Result<()> {
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail(Step::DetachOldRoot, "/"))?;
+    nix::unistd::chdir("/").map_err(fail(Step::DetachOldRoot, "/"))
+}
+
+pub fn remount_root_readonly() -> Result<()> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(fail(Step::RemountReadonly, "/"))
+}
+
+pub fn set_hostname(name: &str) -> Result<()> {
+    nix::unistd::sethostname(name).map_err(|e| SetupError::sys(Step::SetHostname, e as i32, None))
+}
+
+pub fn bring_up_loopback() -> Result<()> {
+    let err = |e: Errno| SetupError::sys(Step::BringUpLoopback, e as i32, Some("lo"));
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err)?;
+    // SAFETY: ifreq is plain data; the name is NUL-terminated within IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo\0".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(err(Errno::last()));
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(err(Errno::last()));
+        }
+    }
+    Ok(())
+}
+
+pub fn set_rlimit(resource: nix::sys::resource::Resource, value: u64) -> Result<()> {
+    nix::sys::resource::setrlimit(resource, value, value).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))
+}
+
+pub fn set_parent_death_signal() -> Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| SetupError::sys(Step::WaitForParent, e as i32, None))
+}
+
+pub fn set_ids(uid: u32, gid: u32) -> Result<()> {
+    use nix::unistd::{setresgid, setresuid, Gid, Uid};
+    let g = Gid::from_raw(gid);
+    let u = Uid::from_raw(uid);
+    setresgid(g, g, g).map_err(|e| SetupError::sys(Step::SetIds, e as i32, None))?;
+    setresuid(u, u, u).map_err(|e| SetupError::sys(Step::SetIds, e as i32, None))
+}
+
+/// Supplementary groups: none. EPERM means setgroups was denied for this user namespace (a
+/// rootless sandbox), where the process has none to drop anyway.
+pub fn clear_groups() -> Result<()> {
+    match nix::unistd::setgroups(&[]) {
+        Ok(()) | Err(Errno::EPERM) => Ok(()),
+        Err(e) => Err(SetupError::sys(Step::SetGroups, e as i32, None)),
+    }
+}
+
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+}
+
+/// Empty every capability set (bounding, ambient, inheritable, permitted, effective) except
+/// `keep`, so that not even a root-owned setuid or file-capability binary can regain one.
+pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
+    let err = |e: Errno| SetupError::sys(Step::DropCapabilities, e as i32, None);
+    let top = last_cap();
+    for cap in 0..=top {
+        if keep.contains(&cap) {
+            continue;
+        }
+        // SAFETY: plain prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
+            let e = Errno::last();
+            if e != Errno::EINVAL {
+                return Err(err(e));
+            }
+        }
+    }
+    // SAFETY: as above.
+    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) } < 0 {
+        let e = Errno::last();
+        if e != Errno::EINVAL {
+            return Err(err(e));
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut data = [Data::default(); 2];
+    for cap in keep {
+        let (i, bit) = ((*cap / 32) as usize, 1u32 << (cap % 32));
+        if i < 2 {
+            data[i].effective |= bit;
+            data[i].permitted |= bit;
+            data[i].inheritable |= bit;
+        }
+    }
+    let header = Header { version: 0x2008_0522, pid: 0 };
+    // SAFETY: a version-3 header with two data words, as capset(2) requires.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } < 0 {
+        return Err(err(Errno::last()));
+    }
+    for cap in keep {
+        // SAFETY: plain prctl; raising an ambient cap that is permitted and inheritable.
+        if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, *cap as libc::c_ulong, 0, 0) } < 0 {
+            return Err(err(Errno::last()));
+        }
+    }
+    Ok(())
+}
+
+pub fn set_no_new_privs() -> Result<()> {
+    nix::sys::prctl::set_no_new_privs().map_err(|e| SetupError::sys(Step::SetNoNewPrivs, e as i32, None))
+}
+
+/// Every fd from `from` up gets close-on-exec: nothing of the helper or of Node survives execve,
+/// while the exec-status pipe still works until the moment of exec.
+pub fn mark_fds_cloexec(from: u32) -> Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with flags only marks descriptors.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, from, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: walk /proc/self/fd.
+    let dir = std::fs::read_dir("/proc/self/fd").map_err(|e| SetupError::sys(Step::CloseFds, e.raw_os_error().unwrap_or(libc::EIO), Some("/proc/self/fd")))?;
+    let fds: Vec<RawFd> = dir.filter_map(|d| d.ok()?.file_name().to_str()?.parse().ok()).collect();
+    for fd in fds {
+        if fd >= from as RawFd {
+            // SAFETY: setting FD_CLOEXEC on a descriptor number; a stale one fails harmlessly.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    Ok(())
+}
+
+pub fn new_session() -> Result<()> {
+    nix::unistd::setsid().map(|_| ()).map_err(|e| SetupError::sys(Step::NewSession, e as i32, None))
+}
+
+pub fn chdir(path: &str) -> Result<()> {
+    nix::unistd::chdir(path).map_err(fail(Step::Chdir, path))
+}
+
+/// Reset every signal to its default action and unblock all: Node ignores SIGPIPE, and the
+/// command must not inherit that or the init's blocked mask.
+pub fn reset_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL is always sound.
+            let _ = unsafe { sigaction(sig, &dfl) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// execve, searching `PATH` from the command's own environment when `file` has no slash. The
+/// first error other than ENOENT/ENOTDIR wins, as in execvp.
+pub fn execve(file: &str, argv: &[CString], envp: &[CString]) -> SetupError {
+    let err = |e: Errno, p: &str| SetupError::sys(Step::Execve, e as i32, Some(p));
+    if file.contains('/') {
+        let Ok(path) = CString::new(file) else { return err(Errno::EINVAL, file) };
+        let e = nix::unistd::execve(&path, argv, envp).unwrap_err();
+        return err(e, file);
+    }
+    let path_var = envp
+        .iter()
+        .filter_map(|kv| kv.to_str().ok()?.strip_prefix("PATH=").map(str::to_owned))
+        .next()
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
+    let mut first = None;
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = format!("{}/{}", dir.trim_end_matches('/'), file);
+        let Ok(c) = CString::new(candidate.as_str()) else { continue };
+        let e = nix::unistd::execve(&c, argv, envp).unwrap_err();
+        if !matches!(e, Errno::ENOENT | Errno::ENOTDIR) && first.is_none() {
+            first = Some((e, candidate));
+        }
+    }
+    match first {
+        Some((e, p)) => err(e, &p),
+        None => err(Errno::ENOENT, file),
+    }
+}
+
+/// Point fds 0-2 at /dev/null: for processes that must not hold the sandbox's stdio open.
+pub fn redirect_stdio_to_null() {
+    if let Ok(null) = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of our own process.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}

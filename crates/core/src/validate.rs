@@ -1,0 +1,187 @@
+//! Validation at the boundary: every bad value or combination is refused here, naming the option,
+//! before anything is spawned.
+
+use crate::spec::{Mount, Network, Spec};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionError {
+    /// The option as the caller wrote it: `mounts[1].target`, `hostname`.
+    pub option: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for OptionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "options.{}: {}", self.option, self.message)
+    }
+}
+
+fn bad(option: impl Into<String>, message: impl Into<String>) -> OptionError {
+    OptionError { option: option.into(), message: message.into() }
+}
+
+/// A path the sandbox sees: absolute, without `..`, NUL or empty components that could make two
+/// spellings of one place.
+fn check_inside_path(option: &str, path: &str) -> Result<(), OptionError> {
+    if !path.starts_with('/') {
+        return Err(bad(option, format!("must be an absolute path inside the sandbox, got {path:?}")));
+    }
+    if path.contains('\0') {
+        return Err(bad(option, "must not contain NUL"));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err(bad(option, format!("must not contain '..', got {path:?}")));
+    }
+    Ok(())
+}
+
+fn check_host_path(option: &str, path: &str) -> Result<(), OptionError> {
+    if !path.starts_with('/') {
+        return Err(bad(option, format!("must be an absolute host path, got {path:?}")));
+    }
+    if path.contains('\0') {
+        return Err(bad(option, "must not contain NUL"));
+    }
+    Ok(())
+}
+
+/// Where the sandbox provides its own mounts; binding over them would undo an isolation step.
+const RESERVED_TARGETS: &[&str] = &["/", "/proc", "/dev"];
+
+pub fn validate(spec: &Spec) -> Result<(), OptionError> {
+    if spec.file.is_empty() {
+        return Err(bad("file", "must be a non-empty command"));
+    }
+    if spec.file.contains('\0') || spec.args.iter().any(|a| a.contains('\0')) {
+        return Err(bad("args", "must not contain NUL bytes"));
+    }
+    for (i, kv) in spec.env.iter().enumerate() {
+        match kv.split_once('=') {
+            Some((k, _)) if !k.is_empty() && !kv.contains('\0') => {}
+            _ => return Err(bad(format!("env[{i}]"), "must be KEY=VALUE with a non-empty key and no NUL")),
+        }
+    }
+    check_inside_path("cwd", &spec.cwd)?;
+    if let crate::spec::Rootfs::Dir { path } = &spec.rootfs {
+        check_host_path("rootfs", path)?;
+        if path == "/" {
+            return Err(bad("rootfs", "'/' would expose the whole host; use 'host' for a read-only view of its system directories"));
+        }
+    }
+    let h = &spec.hostname;
+    if h.is_empty() || h.len() > 64 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        return Err(bad("hostname", format!("must be 1 to 64 characters of letters, digits, '-' and '.', got {h:?}")));
+    }
+    if !spec.namespaces.mount {
+        return Err(bad("namespaces.mount", "cannot be false: the sandbox's root is built in its own mount namespace"));
+    }
+    if !spec.namespaces.pid {
+        return Err(bad("namespaces.pid", "cannot be false: the sandbox's init must be pid 1 so that everything ends with it"));
+    }
+    match (spec.network, spec.namespaces.net) {
+        (Network::None, false) => {
+            return Err(bad("namespaces.net", "false contradicts network: 'none'; use network: 'host' to share the host's network"))
+        }
+        (Network::Host, true) | (Network::Host, false) | (Network::None, true) => {}
+    }
+    if !spec.namespaces.user && !crate::probe::is_root() {
+        return Err(bad("namespaces.user", "can only be false when the caller is root: without it no other namespace can be created"));
+    }
+    let mut targets: Vec<&str> = Vec::new();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let opt = format!("mounts[{i}]");
+        let target = m.target();
+        check_inside_path(&format!("{opt}.target"), target)?;
+        let norm = target.trim_end_matches('/');
+        let norm = if norm.is_empty() { "/" } else { norm };
+        if RESERVED_TARGETS.contains(&norm) || norm.starts_with("/proc/") || norm.starts_with("/dev/") {
+            return Err(bad(format!("{opt}.target"), format!("{target} is provided by the sandbox itself and cannot be mounted over")));
+        }
+        if targets.contains(&norm) {
+            return Err(bad(format!("{opt}.target"), format!("{target} is the target of an earlier mount")));
+        }
+        targets.push(norm);
+        match m {
+            Mount::Bind { source, .. } => check_host_path(&format!("{opt}.source"), source)?,
+            Mount::Tmpfs { size_bytes, mode, .. } => {
+                if *size_bytes == Some(0) {
+                    return Err(bad(format!("{opt}.sizeBytes"), "must be greater than 0"));
+                }
+                if mode.is_some_and(|m| m > 0o7777) {
+                    return Err(bad(format!("{opt}.mode"), "must be a file mode of at most 0o7777"));
+                }
+            }
+        }
+    }
+    if spec.limits.timeout_ms == Some(0) {
+        return Err(bad("limits.timeoutMs", "must be greater than 0"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::*;
+
+    fn spec() -> Spec {
+        Spec::new("/bin/true", vec![])
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&spec()), Ok(()));
+    }
+
+    #[test]
+    fn relative_mount_target_names_the_option() {
+        let mut s = spec();
+        s.mounts.push(Mount::Tmpfs { target: "tmp".into(), size_bytes: None, mode: None });
+        let e = validate(&s).unwrap_err();
+        assert_eq!(e.option, "mounts[0].target");
+    }
+
+    #[test]
+    fn dotdot_and_reserved_targets_are_refused() {
+        let mut s = spec();
+        s.mounts.push(Mount::Bind { source: "/etc".into(), target: "/a/../proc".into(), readonly: true });
+        assert_eq!(validate(&s).unwrap_err().option, "mounts[0].target");
+        s.mounts[0] = Mount::Bind { source: "/etc".into(), target: "/proc/sys".into(), readonly: true };
+        assert_eq!(validate(&s).unwrap_err().option, "mounts[0].target");
+    }
+
+    #[test]
+    fn duplicate_targets_are_refused() {
+        let mut s = spec();
+        s.mounts.push(Mount::Tmpfs { target: "/x".into(), size_bytes: None, mode: None });
+        s.mounts.push(Mount::Tmpfs { target: "/x/".into(), size_bytes: None, mode: None });
+        assert_eq!(validate(&s).unwrap_err().option, "mounts[1].target");
+    }
+
+    #[test]
+    fn network_none_needs_a_net_namespace() {
+        let mut s = spec();
+        s.namespaces.net = false;
+        assert_eq!(validate(&s).unwrap_err().option, "namespaces.net");
+    }
+
+    #[test]
+    fn bad_hostname_and_env() {
+        let mut s = spec();
+        s.hostname = "a b".into();
+        assert_eq!(validate(&s).unwrap_err().option, "hostname");
+        let mut s = spec();
+        s.env.push("=x".into());
+        assert_eq!(validate(&s).unwrap_err().option, "env[0]");
+    }
+
+    #[test]
+    fn json_round_trip_and_unknown_fields() {
+        let s = spec();
+        assert_eq!(Spec::from_json(&s.to_json()).unwrap(), s);
+        assert!(Spec::from_json(br#"{"file":"x","bogus":1}"#).is_err());
+        let d = Spec::from_json(br#"{"file":"x","rootfs":{"kind":"dir","path":"/r"},"mounts":[{"type":"tmpfs","target":"/t","sizeBytes":4096}]}"#).unwrap();
+        assert_eq!(d.rootfs, Rootfs::Dir { path: "/r".into() });
+        assert_eq!(d.mounts[0], Mount::Tmpfs { target: "/t".into(), size_bytes: Some(4096), mode: None });
+    }
+}

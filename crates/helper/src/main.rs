@@ -1,0 +1,40 @@
+//! isolate-helper: read the spec, build the sandbox, supervise it, report, exit.
+//!
+//! Started by the Node addon with posix_spawn and this fd layout: 0-2 the sandbox's stdio,
+//! 3 the control socket (events out, requests in, EOF = the caller died), 4 a memfd holding the
+//! spec as JSON.
+
+use isolate_core::protocol::Event;
+use isolate_core::{SetupError, Spec, Step};
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+const CONTROL_FD: i32 = 3;
+const SPEC_FD: i32 = 4;
+
+fn main() {
+    // SAFETY: the fd layout above is this program's contract with the addon.
+    let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    let mut spec_file = unsafe { std::fs::File::from_raw_fd(SPEC_FD) };
+    // Neither may reach the sandbox; the init gets only what it is handed.
+    for fd in [CONTROL_FD, SPEC_FD] {
+        // SAFETY: setting FD_CLOEXEC on our own descriptors.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let mut bytes = Vec::new();
+    let spec = spec_file
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|_| Spec::from_json(&bytes))
+        .and_then(|s| isolate_core::validate::validate(&s).map(|_| s).map_err(|e| e.to_string()));
+    drop(spec_file);
+    let spec = match spec {
+        Ok(s) => s,
+        Err(msg) => {
+            let mut f = std::fs::File::from(control);
+            let _ = f.write_all(&Event::Error(SetupError::new(Step::ReadSpec, msg)).to_line());
+            std::process::exit(2);
+        }
+    };
+    std::process::exit(isolate_core::supervisor::run(&spec, control));
+}
