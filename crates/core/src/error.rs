@@ -132,8 +132,8 @@ pub fn errno_name(errno: i32) -> String {
     format!("{e:?}")
 }
 
-fn strerror(errno: i32) -> String {
-    std::io::Error::from_raw_os_error(errno).to_string()
+fn strerror(errno: i32) -> &'static str {
+    nix::errno::Errno::from_raw(errno).desc()
 }
 
 fn default_hint(step: Step, errno: i32) -> Option<String> {

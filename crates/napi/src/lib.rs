@@ -1,1 +1,184 @@
-pub fn placeholder() {}
+//! The Node-API binding: JS-shaped options become the typed spec in one conversion, and the
+//! helper is started with posix_spawn (vfork semantics: the cost does not grow with Node's heap).
+//! Nothing here waits on a child or parks a thread; JavaScript owns the returned fds.
+
+use isolate_core::Spec;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use nix::fcntl::OFlag;
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::sys::signal::SigSet;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+
+/// How one of the sandbox's stdio slots is wired, as the TypeScript layer encodes it.
+const STDIO_PIPE: i32 = -1;
+const STDIO_IGNORE: i32 = -2;
+const STDIO_INHERIT: i32 = -3;
+
+#[napi(object)]
+pub struct SpawnedHelper {
+    /// The helper's pid (reap it with `reapHelper` once its control socket ends).
+    pub pid: i32,
+    /// Our end of the control socket: events in, requests out.
+    pub control: i32,
+    pub stdin: Option<i32>,
+    pub stdout: Option<i32>,
+    pub stderr: Option<i32>,
+}
+
+fn option_error(message: String) -> Error {
+    Error::new(Status::InvalidArg, message)
+}
+
+fn sys_error(what: &str, e: nix::errno::Errno) -> Error {
+    Error::new(Status::GenericFailure, format!("{what}: {} ({e:?})", e.desc()))
+}
+
+/// Convert and validate options without spawning (what `spawnIsolated` checks first).
+#[napi]
+pub fn validate_spec(spec: serde_json::Value) -> Result<()> {
+    to_spec(spec).map(|_| ())
+}
+
+fn to_spec(value: serde_json::Value) -> Result<Spec> {
+    let spec: Spec = serde_json::from_value(value).map_err(|e| option_error(format!("options: {e}")))?;
+    isolate_core::validate::validate(&spec).map_err(|e| option_error(e.to_string()))?;
+    Ok(spec)
+}
+
+struct Wiring {
+    /// Fds that become the helper's 0..=4, in order.
+    child: Vec<OwnedFd>,
+    /// Our ends, handed to JavaScript.
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    control: OwnedFd,
+    /// Slots the helper inherits from us as they are.
+    inherit: Vec<RawFd>,
+}
+
+fn wire(spec_json: &[u8], stdio: &[i32]) -> Result<Wiring> {
+    let mut child = Vec::with_capacity(5);
+    let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+    let mut inherit = Vec::new();
+    for slot in 0..3 {
+        let mode = stdio.get(slot).copied().unwrap_or(STDIO_PIPE);
+        let fd = match mode {
+            STDIO_PIPE => {
+                let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| sys_error("pipe2", e))?;
+                if slot == 0 {
+                    ours[0] = Some(w);
+                    r
+                } else {
+                    ours[slot] = Some(r);
+                    w
+                }
+            }
+            STDIO_IGNORE => nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                .map_err(|e| sys_error("open /dev/null", e))?,
+            STDIO_INHERIT => {
+                inherit.push(slot as RawFd);
+                dup_high(slot as RawFd)?
+            }
+            n if n >= 0 => dup_high(n)?,
+            n => return Err(option_error(format!("options.stdio[{slot}]: unknown mode {n}"))),
+        };
+        child.push(fd);
+    }
+    let (control, helper_control) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| sys_error("socketpair", e))?;
+    child.push(helper_control);
+    child.push(spec_memfd(spec_json)?);
+    let [stdin, stdout, stderr] = ours;
+    Ok(Wiring { child, stdin, stdout, stderr, control, inherit })
+}
+
+/// A close-on-exec copy above the helper's fixed slots, so the dup2 sequence never clobbers it.
+fn dup_high(fd: RawFd) -> Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor we then own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    if new < 0 {
+        return Err(sys_error(&format!("stdio fd {fd}"), nix::errno::Errno::last()));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: `new` was just returned by fcntl and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// The spec travels in a sealed memfd: no size limit, no blocking write, invisible in argv.
+fn spec_memfd(bytes: &[u8]) -> Result<OwnedFd> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create("isolate-spec", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(|e| sys_error("memfd_create", e))?;
+    let mut off = 0;
+    while off < bytes.len() {
+        off += nix::unistd::write(&fd, &bytes[off..]).map_err(|e| sys_error("write spec", e))?;
+    }
+    nix::unistd::lseek(&fd, 0, nix::unistd::Whence::SeekSet).map_err(|e| sys_error("lseek spec", e))?;
+    // SAFETY: sealing our own memfd.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL) };
+    Ok(fd)
+}
+
+/// Start the helper for one sandbox. `stdio` holds three slots: -1 pipe, -2 ignore, -3 inherit,
+/// or an fd number to hand over.
+#[napi]
+pub fn spawn_helper(helper_path: String, spec: serde_json::Value, stdio: Vec<i32>) -> Result<SpawnedHelper> {
+    let spec = to_spec(spec)?;
+    let w = wire(&spec.to_json(), &stdio)?;
+
+    let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
+    for (slot, fd) in w.child.iter().enumerate() {
+        actions.add_dup2(fd.as_raw_fd(), slot as RawFd).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
+    }
+    let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
+    // Node ignores SIGPIPE and may block signals in this thread; the helper starts clean.
+    attr.set_sigmask(&SigSet::empty()).map_err(|e| sys_error("posix_spawnattr_setsigmask", e))?;
+    attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)
+        .map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
+    let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
+    let argv = [CString::new("isolate-helper").expect("static")];
+    let envp: [CString; 0] = [];
+    let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
+        .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
+    let _ = w.inherit;
+    drop(w.child);
+    Ok(SpawnedHelper {
+        pid: pid.as_raw(),
+        control: w.control.into_raw_fd(),
+        stdin: w.stdin.map(IntoRawFd::into_raw_fd),
+        stdout: w.stdout.map(IntoRawFd::into_raw_fd),
+        stderr: w.stderr.map(IntoRawFd::into_raw_fd),
+    })
+}
+
+/// Reap the helper if it has exited. Never blocks: true once reaped (or already gone).
+#[napi]
+pub fn reap_helper(pid: i32) -> bool {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(_) => true,
+    }
+}
+
+/// Close an fd JavaScript received but will not wrap (e.g. after a failed setup).
+#[napi]
+pub fn close_fd(fd: i32) {
+    // SAFETY: closing a descriptor JavaScript owns and has not handed to a stream.
+    unsafe { libc::close(fd) };
+}
+
+/// What this host allows (see isolate_core::probe).
+#[napi]
+pub fn probe() -> Result<serde_json::Value> {
+    serde_json::to_value(isolate_core::probe::probe()).map_err(|e| Error::from_reason(e.to_string()))
+}

@@ -1,0 +1,87 @@
+/**
+ * @isolate/core: run untrusted commands in lightweight Linux sandboxes made from kernel
+ * primitives. See DESIGN.md for the architecture and README.md for the options.
+ */
+import { IsolateError } from './lib/errors.js'
+import { loadNative } from './lib/native.js'
+import { normalize, stdioCode, type SpawnOptions } from './lib/options.js'
+import { Sandbox, type SandboxResult } from './lib/sandbox.js'
+
+export { IsolateError } from './lib/errors.js'
+export type { IsolateErrorCode, IsolateErrorDetails } from './lib/errors.js'
+export type { SpawnOptions, MountOption, BindMount, TmpfsMount, Limits, StdioMode, NamespaceName } from './lib/options.js'
+export { Sandbox } from './lib/sandbox.js'
+export type { SandboxResult, ExitReason } from './lib/sandbox.js'
+export type { HostProbe } from './lib/probe.js'
+export { probe } from './lib/probe.js'
+
+function abortError(signal: AbortSignal): IsolateError {
+  return new IsolateError('the sandbox was aborted before it started', { code: 'ABORT_ERR', cause: signal.reason })
+}
+
+/**
+ * Start `file` with `args` in a new sandbox. Resolves once the command has been exec'd inside the
+ * finished sandbox; rejects with an {@link IsolateError} naming the option or the setup step that
+ * failed (and then nothing is left running).
+ */
+export async function spawnIsolated(file: string, args: string[] = [], options: SpawnOptions = {}): Promise<Sandbox> {
+  const { spec, stdio, signal, command } = normalize(file, args, options)
+  if (signal?.aborted) throw abortError(signal)
+  const native = loadNative()
+  let h
+  try {
+    h = native.addon.spawnHelper(native.helperPath, spec, stdio.map(stdioCode))
+  } catch (e) {
+    const err = e as Error & { code?: string }
+    if (err.code === 'InvalidArg') {
+      const m = /^options\.([^:]*): (.*)$/s.exec(err.message)
+      throw new IsolateError(err.message, { code: 'ERR_ISOLATE_OPTION', option: m?.[1] })
+    }
+    throw new IsolateError(`could not start the sandbox helper: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', path: native.helperPath, cause: e })
+  }
+  const sb = new Sandbox(native.addon, h, command)
+  if (signal) {
+    const onAbort = () => sb.cancel()
+    signal.addEventListener('abort', onAbort, { once: true })
+    void sb.wait().then(
+      () => signal.removeEventListener('abort', onAbort),
+      () => signal.removeEventListener('abort', onAbort),
+    )
+  }
+  await sb.started
+  return sb
+}
+
+export interface RunOptions extends SpawnOptions {
+  /** Written to the command's stdin, which is then closed. */
+  input?: string | Uint8Array
+  /** `'utf8'` (default) gives strings; `'buffer'` gives Buffers. */
+  encoding?: BufferEncoding | 'buffer'
+}
+
+export interface RunResult<T = string> extends SandboxResult {
+  stdout: T
+  stderr: T
+}
+
+async function collect(stream: NodeJS.ReadableStream | null): Promise<Buffer> {
+  if (!stream) return Buffer.alloc(0)
+  const chunks: Buffer[] = []
+  for await (const c of stream) chunks.push(c as Buffer)
+  return Buffer.concat(chunks)
+}
+
+/** Like {@link spawnIsolated}, then wait for the end and collect stdout and stderr. */
+export async function runIsolated(file: string, args?: string[], options?: RunOptions & { encoding: 'buffer' }): Promise<RunResult<Buffer>>
+export async function runIsolated(file: string, args?: string[], options?: RunOptions): Promise<RunResult<string>>
+export async function runIsolated(file: string, args: string[] = [], options: RunOptions = {}): Promise<RunResult<string | Buffer>> {
+  const { input, encoding = 'utf8', ...spawnOptions } = options
+  if (spawnOptions.stdio === undefined) spawnOptions.stdio = ['pipe', 'pipe', 'pipe']
+  const sb = await spawnIsolated(file, args, spawnOptions)
+  const out = collect(sb.stdout)
+  const err = collect(sb.stderr)
+  if (sb.stdin) sb.stdin.end(input ?? '')
+  const [result, stdout, stderr] = await Promise.all([sb.wait(), out, err])
+  const decode = (b: Buffer) => (encoding === 'buffer' ? b : b.toString(encoding))
+  return { ...result, stdout: decode(stdout), stderr: decode(stderr) }
+}

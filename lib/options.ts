@@ -1,0 +1,228 @@
+/** The public options and their one conversion into the spec the Rust core validates again. */
+import { resolve } from 'node:path'
+import { optionError, unsupported } from './errors.js'
+
+export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
+
+export interface BindMount {
+  type: 'bind'
+  /** A host path; relative paths resolve against `process.cwd()`. */
+  source: string
+  /** Where it appears inside. */
+  target: string
+  /** Default true. */
+  readonly?: boolean
+}
+
+export interface TmpfsMount {
+  type: 'tmpfs'
+  target: string
+  sizeBytes?: number
+  mode?: number
+}
+
+export type MountOption = BindMount | TmpfsMount
+
+export type NamespaceName = 'user' | 'mount' | 'pid' | 'uts' | 'ipc' | 'net' | 'cgroup'
+
+export interface Limits {
+  /** Wall clock from the start; the whole sandbox is killed and the reason is `'timeout'`. */
+  timeoutMs?: number
+  memoryBytes?: number
+  pids?: number
+  cpus?: number
+  cpuTimeMs?: number
+  outputBytes?: number
+  openFiles?: number
+  fileSizeBytes?: number
+}
+
+export interface SpawnOptions {
+  /** `'host'` (default): the host's system directories read-only on a fresh tmpfs root; or a directory holding a root filesystem. */
+  rootfs?: 'host' | string
+  mounts?: MountOption[]
+  /** Default `'sandbox'`. */
+  hostname?: string
+  /** `'none'` (default): its own network namespace with only `lo`, up. `'host'`: the host's network. */
+  network?: 'none' | 'host'
+  /** Turn single namespaces off (`mount` and `pid` cannot be). */
+  namespaces?: Partial<Record<NamespaceName, boolean>>
+  /** The command's whole environment. Default: `{ PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' }`. */
+  env?: Record<string, string>
+  /** Also pass these host variables (or all with `true`); `env` wins over them. */
+  inheritEnv?: boolean | string[]
+  /** Inside the sandbox. Default `'/'`. */
+  cwd?: string
+  /** Ids inside the sandbox. Default `{ uid: 0, gid: 0 }` (mapped to an unprivileged host id). */
+  user?: { uid: number; gid: number }
+  limits?: Limits
+  /** Shorthand for `limits.timeoutMs`. */
+  timeoutMs?: number
+  stdio?: StdioMode | [StdioMode, StdioMode, StdioMode]
+  signal?: AbortSignal
+  /** Capabilities kept inside; only `[]` (the default) in this version. */
+  capabilities?: string[]
+}
+
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+/** The JSON shape of isolate_core::spec::Spec. */
+export interface Spec {
+  file: string
+  args: string[]
+  env: string[]
+  cwd: string
+  rootfs: { kind: 'host' } | { kind: 'dir'; path: string }
+  mounts: Array<{ type: 'bind'; source: string; target: string; readonly: boolean } | { type: 'tmpfs'; target: string; sizeBytes?: number; mode?: number }>
+  hostname: string
+  network: 'none' | 'host'
+  namespaces: Record<NamespaceName, boolean>
+  user: { uid: number; gid: number }
+  limits: { timeoutMs?: number }
+}
+
+const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'input', 'encoding', 'overlay', 'seccomp', 'tty', 'landlock'])
+const NOT_YET: Record<string, string> = {
+  overlay: 'copy-on-write overlay roots are not available in this version',
+  seccomp: 'seccomp profiles are not available in this version',
+  tty: 'a terminal for the command is not available in this version',
+  landlock: 'Landlock rules are not available in this version',
+}
+const LIMITS_NOT_YET = ['memoryBytes', 'pids', 'cpus', 'cpuTimeMs', 'outputBytes', 'openFiles', 'fileSizeBytes']
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const isUint = (v: unknown, max = 2 ** 32 - 1): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max
+
+function str(option: string, v: unknown): string {
+  if (typeof v !== 'string') throw optionError(option, `must be a string, got ${typeof v}`)
+  return v
+}
+
+function insidePath(option: string, v: unknown): string {
+  const p = str(option, v)
+  if (!p.startsWith('/')) throw optionError(option, `must be an absolute path inside the sandbox, got ${JSON.stringify(p)}`)
+  return p
+}
+
+export interface Normalized {
+  spec: Spec
+  stdio: [StdioMode, StdioMode, StdioMode]
+  signal?: AbortSignal
+  command: string
+}
+
+export function normalize(file: unknown, args: unknown, options: unknown): Normalized {
+  if (typeof file !== 'string' || file.length === 0) throw optionError('file', 'must be a non-empty string')
+  if (args === undefined) args = []
+  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw optionError('args', 'must be an array of strings')
+  if (options === undefined) options = {}
+  if (!isObject(options)) throw optionError('', 'options must be an object')
+  const o = options as SpawnOptions & Record<string, unknown>
+  for (const key of Object.keys(o)) {
+    if (!KNOWN.has(key)) throw optionError(key, 'is not an option of spawnIsolated')
+    if (key in NOT_YET && o[key] !== undefined && o[key] !== false && o[key] !== 'none') throw unsupported(key, NOT_YET[key])
+  }
+
+  let rootfs: Spec['rootfs'] = { kind: 'host' }
+  if (o.rootfs !== undefined && o.rootfs !== 'host') rootfs = { kind: 'dir', path: resolve(str('rootfs', o.rootfs)) }
+
+  const mounts: Spec['mounts'] = []
+  for (const [i, m] of (o.mounts ?? []).entries()) {
+    const opt = `mounts[${i}]`
+    if (!isObject(m)) throw optionError(opt, 'must be an object')
+    for (const key of Object.keys(m)) {
+      const allowed = m.type === 'bind' ? ['type', 'source', 'target', 'readonly'] : ['type', 'target', 'sizeBytes', 'mode']
+      if (!allowed.includes(key)) throw optionError(`${opt}.${key}`, `is not a field of a ${String(m.type)} mount`)
+    }
+    if (m.type === 'bind') {
+      if (m.readonly !== undefined && typeof m.readonly !== 'boolean') throw optionError(`${opt}.readonly`, 'must be a boolean')
+      mounts.push({ type: 'bind', source: resolve(str(`${opt}.source`, m.source)), target: insidePath(`${opt}.target`, m.target), readonly: m.readonly ?? true })
+    } else if (m.type === 'tmpfs') {
+      if (m.sizeBytes !== undefined && !(isUint(m.sizeBytes, Number.MAX_SAFE_INTEGER) && m.sizeBytes > 0)) throw optionError(`${opt}.sizeBytes`, 'must be a positive integer')
+      if (m.mode !== undefined && !isUint(m.mode, 0o7777)) throw optionError(`${opt}.mode`, 'must be a file mode such as 0o755')
+      mounts.push({ type: 'tmpfs', target: insidePath(`${opt}.target`, m.target), sizeBytes: m.sizeBytes, mode: m.mode })
+    } else {
+      throw optionError(`${opt}.type`, `must be 'bind' or 'tmpfs', got ${JSON.stringify((m as { type?: unknown }).type)}`)
+    }
+  }
+  if (o.mounts !== undefined && !Array.isArray(o.mounts)) throw optionError('mounts', 'must be an array')
+
+  const network = o.network ?? 'none'
+  if (network !== 'none' && network !== 'host') throw optionError('network', `must be 'none' or 'host', got ${JSON.stringify(network)}`)
+  const namespaces: Record<NamespaceName, boolean> = { user: true, mount: true, pid: true, uts: true, ipc: true, net: network === 'none', cgroup: true }
+  if (o.namespaces !== undefined) {
+    if (!isObject(o.namespaces)) throw optionError('namespaces', 'must be an object of booleans')
+    for (const [k, v] of Object.entries(o.namespaces)) {
+      if (!(k in namespaces)) throw optionError(`namespaces.${k}`, `is not a namespace; one of ${Object.keys(namespaces).join(', ')}`)
+      if (typeof v !== 'boolean') throw optionError(`namespaces.${k}`, 'must be a boolean')
+      namespaces[k as NamespaceName] = v
+    }
+  }
+
+  const env: Record<string, string> = {}
+  if (o.inheritEnv === true) {
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v
+  } else if (Array.isArray(o.inheritEnv)) {
+    for (const [i, k] of o.inheritEnv.entries()) {
+      const v = process.env[str(`inheritEnv[${i}]`, k)]
+      if (v !== undefined) env[k] = v
+    }
+  } else if (o.inheritEnv !== undefined && o.inheritEnv !== false) {
+    throw optionError('inheritEnv', 'must be a boolean or an array of variable names')
+  }
+  if (o.env === undefined) {
+    if (env.PATH === undefined) env.PATH = DEFAULT_PATH
+  } else {
+    if (!isObject(o.env)) throw optionError('env', 'must be an object of strings')
+    for (const [k, v] of Object.entries(o.env)) env[k] = str(`env.${k}`, v)
+  }
+
+  const user = o.user ?? { uid: 0, gid: 0 }
+  if (!isObject(user) || !isUint(user.uid) || !isUint(user.gid)) throw optionError('user', 'must be { uid, gid } with integer ids')
+
+  const limits = o.limits ?? {}
+  if (!isObject(limits)) throw optionError('limits', 'must be an object')
+  for (const key of Object.keys(limits)) {
+    if (LIMITS_NOT_YET.includes(key)) {
+      if ((limits as Record<string, unknown>)[key] !== undefined) throw unsupported(`limits.${key}`, 'is not enforced by this version, and a limit that cannot be enforced is refused rather than ignored')
+    } else if (key !== 'timeoutMs') throw optionError(`limits.${key}`, 'is not a limit')
+  }
+  const timeoutMs = limits.timeoutMs ?? o.timeoutMs
+  if (limits.timeoutMs !== undefined && o.timeoutMs !== undefined) throw optionError('timeoutMs', 'given twice (also as limits.timeoutMs)')
+  if (timeoutMs !== undefined && !(isUint(timeoutMs, Number.MAX_SAFE_INTEGER) && timeoutMs > 0)) throw optionError(limits.timeoutMs !== undefined ? 'limits.timeoutMs' : 'timeoutMs', 'must be a positive integer of milliseconds')
+
+  if (o.capabilities !== undefined && (!Array.isArray(o.capabilities) || o.capabilities.length > 0)) {
+    throw unsupported('capabilities', 'keeping capabilities is not available in this version; every capability is dropped')
+  }
+
+  let stdio: [StdioMode, StdioMode, StdioMode]
+  const s = o.stdio ?? 'pipe'
+  if (typeof s === 'string' || typeof s === 'number') stdio = [s, s, s]
+  else if (Array.isArray(s) && s.length === 3) stdio = [s[0], s[1], s[2]]
+  else throw optionError('stdio', "must be 'pipe', 'inherit', 'ignore', an fd, or an array of three of those")
+  stdio.forEach((m, i) => {
+    if (!(m === 'pipe' || m === 'inherit' || m === 'ignore' || isUint(m, 2 ** 31 - 1))) throw optionError(`stdio[${i}]`, `unknown mode ${JSON.stringify(m)}`)
+  })
+
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw optionError('signal', 'must be an AbortSignal')
+
+  const spec: Spec = {
+    file,
+    args: args as string[],
+    env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    cwd: o.cwd === undefined ? '/' : insidePath('cwd', o.cwd),
+    rootfs,
+    mounts,
+    hostname: o.hostname === undefined ? 'sandbox' : str('hostname', o.hostname),
+    network,
+    namespaces,
+    user: { uid: user.uid, gid: user.gid },
+    limits: timeoutMs === undefined ? {} : { timeoutMs },
+  }
+  return { spec, stdio, signal: o.signal, command: [file, ...(args as string[])].join(' ') }
+}
+
+/** The addon's encoding of a stdio slot. */
+export function stdioCode(m: StdioMode): number {
+  return m === 'pipe' ? -1 : m === 'ignore' ? -2 : m === 'inherit' ? -3 : m
+}

@@ -1,0 +1,161 @@
+/** A running sandbox as Node sees it: the helper's control socket, the command's stdio streams. */
+import { Socket } from 'node:net'
+import { constants } from 'node:os'
+import type { Readable, Writable } from 'node:stream'
+import { IsolateError } from './errors.js'
+import type { Addon, SpawnedHelper } from './native.js'
+
+export type ExitReason = 'exited' | 'signaled' | 'timeout' | 'canceled'
+
+export interface SandboxResult {
+  /** The command line, for logs. */
+  command: string
+  /** The command's exit code, or null when it was killed by a signal. */
+  exitCode: number | null
+  /** The signal that ended it (`'SIGKILL'`), or null. */
+  signal: string | null
+  reason: ExitReason
+  /** From spawn to the end of the sandbox. */
+  durationMs: number
+  /** The command's pid as the host sees it. */
+  pid: number
+}
+
+type Event =
+  | { event: 'spawned'; pid: number }
+  | { event: 'error'; step: string; path?: string; errno?: string; message: string; hint?: string }
+  | { event: 'exit'; exitCode: number | null; signal: string | null; reason: ExitReason; durationMs: number }
+
+export function setupError(e: Extract<Event, { event: 'error' }>): IsolateError {
+  return new IsolateError(`sandbox setup failed at ${e.step}: ${e.message}`, {
+    code: 'ERR_ISOLATE_SETUP',
+    step: e.step,
+    path: e.path,
+    errno: e.errno,
+    hint: e.hint,
+  })
+}
+
+function readable(fd: number | undefined): Readable | null {
+  return fd === undefined ? null : new Socket({ fd, readable: true, writable: false })
+}
+
+export class Sandbox {
+  /** The command's host pid (0 until started). */
+  pid = 0
+  readonly stdin: Writable | null
+  readonly stdout: Readable | null
+  readonly stderr: Readable | null
+  /** Resolves once the command runs inside the finished sandbox; rejects with the setup error. */
+  readonly started: Promise<void>
+  readonly #control: Socket
+  readonly #done: Promise<SandboxResult>
+  readonly #addon: Addon
+  readonly #helperPid: number
+  #exited = false
+  #ended = false
+
+  constructor(addon: Addon, h: SpawnedHelper, readonly command: string) {
+    this.#addon = addon
+    this.#helperPid = h.pid
+    this.#control = new Socket({ fd: h.control, readable: true, writable: true })
+    const stdin = h.stdin === undefined ? null : new Socket({ fd: h.stdin, readable: false, writable: true })
+    // A command that stops reading makes writes fail with EPIPE; that is its business, not a crash of ours.
+    stdin?.on('error', () => {})
+    this.stdin = stdin
+    this.stdout = readable(h.stdout)
+    this.stderr = readable(h.stderr)
+
+    let resolveStarted!: () => void
+    let rejectStarted!: (e: Error) => void
+    this.started = new Promise((res, rej) => ((resolveStarted = res), (rejectStarted = rej)))
+    let resolveDone!: (r: SandboxResult) => void
+    let rejectDone!: (e: Error) => void
+    this.#done = new Promise((res, rej) => ((resolveDone = res), (rejectDone = rej)))
+    // Both are observed by their users; never let one of them become an unhandled rejection.
+    this.started.catch(() => {})
+    this.#done.catch(() => {})
+
+    let buffered = ''
+    let failure: IsolateError | undefined
+    this.#control.setEncoding('utf8')
+    this.#control.on('data', (chunk: string) => {
+      buffered += chunk
+      for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+        const line = buffered.slice(0, nl)
+        buffered = buffered.slice(nl + 1)
+        const ev = JSON.parse(line) as Event
+        if (ev.event === 'spawned') {
+          this.pid = ev.pid
+          resolveStarted()
+        } else if (ev.event === 'error') {
+          failure = setupError(ev)
+          rejectStarted(failure)
+          rejectDone(failure)
+          this.#destroyStdio()
+        } else if (ev.event === 'exit') {
+          this.#exited = true
+          resolveStarted()
+          resolveDone({ command, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid })
+        }
+      }
+    })
+    this.#control.on('error', () => {})
+    this.#control.on('close', () => {
+      this.#ended = true
+      this.#reap()
+      if (!this.#exited && !failure) {
+        const e = new IsolateError('the sandbox helper ended without reporting', { code: 'ERR_ISOLATE_HELPER', step: 'supervise' })
+        rejectStarted(e)
+        rejectDone(e)
+        this.#destroyStdio()
+      }
+    })
+  }
+
+  #destroyStdio(): void {
+    this.stdin?.destroy()
+    this.stdout?.destroy()
+    this.stderr?.destroy()
+  }
+
+  /** The helper exits right after closing its socket; reap it without ever blocking. */
+  #reap(delay = 0): void {
+    if (this.#addon.reapHelper(this.#helperPid)) return
+    setTimeout(() => this.#reap(Math.min(delay * 2 + 1, 100)), delay).unref()
+  }
+
+  #send(line: string): boolean {
+    if (this.#ended || this.#exited || this.#control.destroyed) return false
+    this.#control.write(`${line}\n`)
+    return true
+  }
+
+  /** Send a signal to the command (SIGKILL ends the whole sandbox at once). */
+  kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
+    const n = typeof signal === 'number' ? signal : constants.signals[signal]
+    if (n === undefined || !Number.isInteger(n) || n <= 0 || n > 64) throw new IsolateError(`unknown signal ${String(signal)}`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
+    return this.#send(`signal ${n}`)
+  }
+
+  /** End the whole sandbox; `wait()` reports `reason: 'canceled'`. */
+  cancel(): boolean {
+    return this.#send('cancel')
+  }
+
+  /** Resolves when the sandbox is gone: the command, everything it started, its mounts. */
+  wait(): Promise<SandboxResult> {
+    return this.#done
+  }
+
+  /** Let the event loop exit while this sandbox runs (it is still killed when Node exits). */
+  unref(): this {
+    this.#control.unref()
+    return this
+  }
+
+  ref(): this {
+    this.#control.ref()
+    return this
+  }
+}

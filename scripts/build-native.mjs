@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+// Builds the addon (napi-rs) and the helper for one target into npm/<platform>/, the layout of the
+// platform package that ships them. The helper is linked statically: nothing to resolve at exec.
+import { execFileSync } from 'node:child_process'
+import { chmodSync, copyFileSync, mkdirSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const target = process.env.ISOLATE_TARGET ?? 'x86_64-unknown-linux-gnu'
+const platforms = {
+  'x86_64-unknown-linux-gnu': 'linux-x64-gnu',
+  'aarch64-unknown-linux-gnu': 'linux-arm64-gnu',
+  'x86_64-unknown-linux-musl': 'linux-x64-musl',
+  'aarch64-unknown-linux-musl': 'linux-arm64-musl',
+}
+const platform = platforms[target]
+if (!platform) throw new Error(`unknown target ${target}; one of ${Object.keys(platforms).join(', ')}`)
+const outDir = join(root, 'npm', platform)
+mkdirSync(outDir, { recursive: true })
+
+const run = (cmd, args, env = {}) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } })
+
+run(join(root, 'node_modules', '.bin', 'napi'), [
+  'build', '--platform', '--release', '--target', target,
+  '--manifest-path', 'crates/napi/Cargo.toml', '--package-json-path', 'package.json',
+  '--output-dir', outDir, '--no-js', '--dts', '../../.tmp/binding.d.ts',
+])
+
+const envName = `CARGO_TARGET_${target.toUpperCase().replaceAll('-', '_')}_RUSTFLAGS`
+run('cargo', ['build', '--release', '--locked', '-p', 'isolate-helper', '--target', target], {
+  [envName]: `${process.env[envName] ?? ''} -C target-feature=+crt-static`.trim(),
+})
+const helper = join(outDir, 'isolate-helper')
+copyFileSync(join(root, 'target', target, 'release', 'isolate-helper'), helper)
+chmodSync(helper, 0o755)
+console.log(`built ${platform}: ${outDir}`)
