@@ -27,7 +27,7 @@ type Event =
   | { event: 'exit'; exitCode: number | null; signal: string | null; reason: ExitReason; durationMs: number }
 
 export function setupError(e: Extract<Event, { event: 'error' }>): IsolateError {
-  return new IsolateError(`sandbox setup failed at ${e.step}: ${e.message}`, {
+  return new IsolateError(`sandbox setup failed at ${e.step}${e.path ? ` (${e.path})` : ''}: ${e.message}`, {
     code: 'ERR_ISOLATE_SETUP',
     step: e.step,
     path: e.path,

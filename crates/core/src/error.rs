@@ -89,13 +89,11 @@ impl SetupError {
     }
 
     pub fn sys(step: Step, errno: i32, path: Option<&str>) -> Self {
-        let name = errno_name(errno);
-        let what = path.map(|p| format!(" ({p})")).unwrap_or_default();
         SetupError {
             step,
             path: path.map(str::to_owned),
-            errno: Some(name),
-            message: format!("{}{what}: {}", step_label(step), strerror(errno)),
+            errno: Some(errno_name(errno)),
+            message: strerror(errno).to_owned(),
             hint: default_hint(step, errno),
         }
     }
@@ -113,15 +111,15 @@ impl SetupError {
 
 impl std::fmt::Display for SetupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.message)
+        write!(f, "{}", self.step.as_str())?;
+        if let Some(p) = &self.path {
+            write!(f, " ({p})")?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
 impl std::error::Error for SetupError {}
-
-fn step_label(step: Step) -> &'static str {
-    step.as_str()
-}
 
 pub fn errno_name(errno: i32) -> String {
     let e = nix::errno::Errno::from_raw(errno);

@@ -97,6 +97,8 @@ fn send(report_fd: &OwnedFd, r: &Report) {
 /// The whole life of the sandbox's first process. Never returns.
 pub fn run(spec: &Spec, plan: &[MountOp], pipes: InitPipes) -> ! {
     let InitPipes { go, report } = pipes;
+    // So `ps` inside and on the host tells the init from the helper it was forked from.
+    let _ = nix::sys::prctl::set_name(c"isolate-init");
     if let Err(e) = setup(spec, plan, &go) {
         send(&report, &Report::SetupFailed(e));
         std::process::exit(125);
@@ -123,6 +125,16 @@ fn setup(spec: &Spec, plan: &[MountOp], go: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
     wait_for_parent(go)?;
+    // Bind sources are opened with the caller's own host ids (a root caller's private temp dirs
+    // stay reachable), before the staging tmpfs covers the host's /tmp, and before anything the
+    // sandbox could influence exists.
+    let mut sources = Vec::new();
+    for op in plan {
+        if let MountOp::Bind { source, .. } = op {
+            let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
+            sources.push(sys::open_source(source, follow)?);
+        }
+    }
     if spec.namespaces.user {
         // A root caller's child is still host uid 0, unmapped here; become the mapped user so
         // every file the setup creates belongs to the sandbox, keeping the namespace's caps.
@@ -135,67 +147,19 @@ fn setup(spec: &Spec, plan: &[MountOp], go: &OwnedFd) -> sys::Result<()> {
     // Nothing we mount may propagate back to the host.
     sys::make_root_private()?;
 
-    // Sources first: the staging tmpfs is about to cover the host's /tmp.
-    let mut sources = Vec::new();
-    for op in plan {
-        if let MountOp::Bind { source, .. } = op {
-            let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
-            sources.push(sys::open_source(source, follow)?);
-        }
-    }
     sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
         .map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
 
     let mut sources = sources.into_iter();
     let mut masks_file_made = false;
     for op in plan {
-        match op {
-            MountOp::Bind { source, target, readonly, is_dir } => {
-                let fd = sources.next().expect("one source per bind");
-                let t = staged(target);
-                if *is_dir { sys::create_dirs(&t)? } else { sys::create_file(&t, 0o644)? }
-                sys::bind_mount(&fd, source, &t)?;
-                if *readonly {
-                    sys::remount_readonly(&t)?;
-                }
-            }
-            MountOp::Tmpfs { target, mode, size_bytes, flags } => {
-                let t = staged(target);
-                sys::create_dirs(&t)?;
-                sys::mount_tmpfs(&t, *mode, *size_bytes, ms_flags(*flags))?;
-            }
-            MountOp::Symlink { target, points_to } => sys::create_symlink(points_to, &staged(target))?,
-            MountOp::Proc { target } => {
-                let t = staged(target);
-                sys::create_dirs(&t)?;
-                sys::mount_proc(&t)?;
-            }
-            MountOp::Devpts { target } => {
-                let t = staged(target);
-                sys::create_dirs(&t)?;
-                sys::mount_devpts(&t)?;
-            }
-            MountOp::Mask { target, is_dir } => {
-                let t = staged(target);
-                if *is_dir {
-                    sys::mount_tmpfs(&t, 0, Some(4096), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)
-                        .map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
-                } else {
-                    if !masks_file_made {
-                        sys::create_file(&staged(MASK_FILE), 0)?;
-                        masks_file_made = true;
-                    }
-                    let fd = sys::open_source(&staged(MASK_FILE), false)?;
-                    sys::bind_mount(&fd, target, &t).map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
-                    sys::remount_readonly(&t)?;
-                }
-            }
-        }
+        apply(op, &mut sources, &mut masks_file_made).map_err(|e| inside_path(e, op))?;
     }
     if masks_file_made {
         sys::remove_file(&staged(MASK_FILE))?;
     }
 
+    // pivot_root, not chroot
     // pivot_root, not chroot: a chroot is escaped by anyone who can chroot again.
     sys::pivot_root(STAGING)?;
     sys::detach_old_root()?;
@@ -209,6 +173,61 @@ fn setup(spec: &Spec, plan: &[MountOp], go: &OwnedFd) -> sys::Result<()> {
     }
     // No core files: they would land in the sandbox's cwd and can hold secrets of the process.
     sys::set_rlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0)?;
+    Ok(())
+}
+
+/// Errors name the path as the sandbox sees it, not the staging path (bind sources stay host paths).
+fn inside_path(mut e: SetupError, op: &MountOp) -> SetupError {
+    if e.step != Step::BindMount && e.path.as_deref().is_some_and(|p| p.starts_with(STAGING)) {
+        e.path = Some(op.target().to_owned());
+    }
+    e
+}
+
+fn apply(op: &MountOp, sources: &mut impl Iterator<Item = OwnedFd>, masks_file_made: &mut bool) -> sys::Result<()> {
+    match op {
+        MountOp::Bind { source, target, readonly, is_dir } => {
+            let fd = sources.next().expect("one source per bind");
+            let t = staged(target);
+            if *is_dir { sys::create_dirs(&t)? } else { sys::create_file(&t, 0o644)? }
+            sys::bind_mount(&fd, source, &t)?;
+            if *readonly {
+                sys::remount_readonly(&t)?;
+            }
+        }
+        MountOp::Tmpfs { target, mode, size_bytes, flags } => {
+            let t = staged(target);
+            sys::create_dirs(&t)?;
+            sys::mount_tmpfs(&t, *mode, *size_bytes, ms_flags(*flags))?;
+        }
+        MountOp::Symlink { target, points_to } => sys::create_symlink(points_to, &staged(target))?,
+        MountOp::Proc { target } => {
+            let t = staged(target);
+            sys::create_dirs(&t)?;
+            sys::mount_proc(&t)?;
+        }
+        MountOp::Devpts { target } => {
+            let t = staged(target);
+            sys::create_dirs(&t)?;
+            sys::mount_devpts(&t)?;
+        }
+        MountOp::Mask { target, is_dir } => {
+            let t = staged(target);
+            if *is_dir {
+                sys::mount_tmpfs(&t, 0, Some(4096), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)
+                    .map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
+            } else {
+                if !*masks_file_made {
+                    sys::create_file(&staged(MASK_FILE), 0)?;
+                    *masks_file_made = true;
+                }
+                let fd = sys::open_source(&staged(MASK_FILE), false)?;
+                sys::bind_mount(&fd, target, &t).map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
+                sys::remount_readonly(&t)?;
+            }
+        }
+    }
+
     Ok(())
 }
 

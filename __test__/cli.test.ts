@@ -1,0 +1,255 @@
+/**
+ * The `isolate` command as a user runs it: a real process, real exit codes, real stdio.
+ * (Tests may use child_process; only the library must not.)
+ */
+import test from 'ava'
+import { spawn } from 'node:child_process'
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { DEFAULT_PATH } from '../lib/options.js'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+
+interface CliResult {
+  status: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+interface CliOptions {
+  input?: string
+  env?: NodeJS.ProcessEnv
+  /** Called with the child once it has printed `text` on stdout. */
+  onStdout?: { text: string; then: (child: ReturnType<typeof spawn>) => void }
+}
+
+function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import=tsx', 'cli.ts', ...args], {
+      cwd: root,
+      env: opts.env ?? process.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    let fired = false
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d
+      if (opts.onStdout && !fired && stdout.includes(opts.onStdout.text)) {
+        fired = true
+        opts.onStdout.then(child)
+      }
+    })
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    child.on('error', reject)
+    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }))
+    child.stdin.on('error', () => {})
+    child.stdin.end(opts.input ?? '')
+  })
+}
+
+test('run: the default hostname is sandbox', async (t) => {
+  const r = await cli(['run', '--', '/bin/sh', '-c', 'hostname'])
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'sandbox\n')
+})
+
+test('run: --hostname sets the hostname', async (t) => {
+  const r = await cli(['run', '--hostname', 'box', '--', '/bin/sh', '-c', 'hostname'])
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'box\n')
+})
+
+test('run: options end at the first non-option argument, without --', async (t) => {
+  const r = await cli(['run', '--hostname', 'box2', '/bin/sh', '-c', 'hostname'])
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'box2\n')
+})
+
+test("run: exits with the command's own exit code", async (t) => {
+  const r = await cli(['run', '--', '/bin/sh', '-c', 'exit 7'])
+  t.is(r.status, 7)
+  t.is(r.stderr, '')
+})
+
+test('run: a command killed by signal N exits 128+N', async (t) => {
+  const r = await cli(['run', '--', '/bin/sh', '-c', 'kill -TERM $$'])
+  t.is(r.status, 143)
+})
+
+test('run: --timeout ends the sandbox and exits 124', async (t) => {
+  const start = Date.now()
+  const r = await cli(['run', '--timeout', '200ms', '--', '/bin/sleep', '10'])
+  t.is(r.status, 124)
+  t.true(Date.now() - start < 8000, 'the sleep was not cut short')
+})
+
+test('run: a bad --timeout is a usage error (125)', async (t) => {
+  const r = await cli(['run', '--timeout', '5 parsecs', '--', '/bin/true'])
+  t.is(r.status, 125)
+  t.regex(r.stderr, /^isolate: --timeout: invalid duration/)
+})
+
+test('run: a missing command exits 125 with the failing step and errno', async (t) => {
+  const r = await cli(['run', '--', '/no/such'])
+  t.is(r.status, 125)
+  t.regex(r.stderr, /^isolate: /)
+  t.regex(r.stderr, /^ {2}step: execve$/m)
+  t.regex(r.stderr, /^ {2}errno: ENOENT$/m)
+  t.regex(r.stderr, /^ {2}path: \/no\/such$/m)
+  t.regex(r.stderr, /^ {2}hint: /m)
+})
+
+test('run: a missing bind source exits 125 with ENOENT', async (t) => {
+  const r = await cli(['run', '--bind', '/nonexistent:/x', '--', '/bin/true'])
+  t.is(r.status, 125)
+  t.regex(r.stderr, /^ {2}errno: ENOENT$/m)
+  t.regex(r.stderr, /^ {2}path: \/nonexistent$/m)
+})
+
+test('run: --bind is read-only by default and writable with :rw', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'isolate-cli-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  // The sandbox's root is an unprivileged host uid: let it write here when the mount allows.
+  chmodSync(dir, 0o777)
+  const ro = await cli(['run', '--bind', `${dir}:/data`, '--', '/bin/sh', '-c', 'echo x > /data/ro'])
+  t.not(ro.status, 0)
+  t.regex(ro.stderr, /Read-only file system/)
+  t.false(existsSync(join(dir, 'ro')))
+  const rw = await cli(['run', '--bind', `${dir}:/data:rw`, '--', '/bin/sh', '-c', 'echo written > /data/rw'])
+  t.is(rw.status, 0, rw.stderr)
+  t.is(readFileSync(join(dir, 'rw'), 'utf8'), 'written\n')
+})
+
+test('run: --tmpfs DST:SIZE mounts a tmpfs of that size', async (t) => {
+  const r = await cli(['run', '--tmpfs', '/scratch:2M', '--', '/bin/sh', '-c', 'df -k /scratch | tail -n 1'])
+  t.is(r.status, 0, r.stderr)
+  const fields = r.stdout.trim().split(/\s+/)
+  t.is(fields[0], 'tmpfs')
+  t.is(fields[1], '2048')
+})
+
+test('run: --json prints one JSON object and nothing else on stdout', async (t) => {
+  const r = await cli(['run', '--json', '--', '/bin/sh', '-c', 'echo out; echo err >&2; exit 3'])
+  t.is(r.status, 3)
+  t.is(r.stdout.trim().split('\n').length, 1)
+  const o = JSON.parse(r.stdout) as Record<string, unknown>
+  t.is(o.exitCode, 3)
+  t.is(o.reason, 'exited')
+  t.is(o.signal, null)
+  t.is(typeof o.durationMs, 'number')
+  // The command's own output went to stderr instead.
+  t.regex(r.stderr, /^out$/m)
+  t.regex(r.stderr, /^err$/m)
+})
+
+test('run: --json reports a setup failure as {error} on stdout', async (t) => {
+  const r = await cli(['run', '--json', '--', '/no/such'])
+  t.is(r.status, 125)
+  const o = JSON.parse(r.stdout) as { error: Record<string, unknown> }
+  t.is(o.error.step, 'execve')
+  t.is(o.error.errno, 'ENOENT')
+})
+
+test('run: -e gives exactly those variables plus the default PATH', async (t) => {
+  const r = await cli(['run', '-e', 'FOO=bar', '--', '/usr/bin/env'], { env: { ...process.env, LEAKY: 'host-secret' } })
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(r.stdout.trim().split('\n').sort(), ['FOO=bar', `PATH=${DEFAULT_PATH}`])
+})
+
+test('run: -e PATH=... replaces the default PATH, and -e NAME copies a host variable', async (t) => {
+  const r = await cli(['run', '-e', 'PATH=/bin', '-e', 'FROM_HOST', '--', '/usr/bin/env'], { env: { ...process.env, FROM_HOST: 'yes' } })
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(r.stdout.trim().split('\n').sort(), ['FROM_HOST=yes', 'PATH=/bin'])
+})
+
+test('run: without -e no host variable leaks in', async (t) => {
+  const r = await cli(['run', '--', '/usr/bin/env'], { env: { ...process.env, LEAKY: 'host-secret' } })
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(r.stdout.trim().split('\n'), [`PATH=${DEFAULT_PATH}`])
+})
+
+test('run: stdin passes through to the command', async (t) => {
+  const r = await cli(['run', '--', '/bin/cat'], { input: 'hello' })
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'hello')
+})
+
+test('run: --cwd, --uid and --gid apply inside', async (t) => {
+  const r = await cli(['run', '--cwd', '/tmp', '--uid', '1000', '--gid', '1001', '--', '/bin/sh', '-c', 'pwd; id -u; id -g'])
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, '/tmp\n1000\n1001\n')
+})
+
+test('run: --memory is refused (125), not dropped, and names memoryBytes', async (t) => {
+  const r = await cli(['run', '--memory', '64M', '--', '/bin/true'])
+  t.is(r.status, 125)
+  t.regex(r.stderr, /memoryBytes/)
+  t.regex(r.stderr, /--memory/)
+})
+
+test('run: -t is refused with exit 125', async (t) => {
+  const r = await cli(['run', '-t', '--', '/bin/true'])
+  t.is(r.status, 125)
+  t.regex(r.stderr, /tty.*not supported/)
+})
+
+test('run: SIGTERM sent to isolate is forwarded to the command', async (t) => {
+  const r = await cli(['run', '--', '/bin/sh', '-c', 'echo ready; exec /bin/sleep 30'], {
+    onStdout: { text: 'ready', then: (child) => child.kill('SIGTERM') },
+  })
+  // Forwarded: the command dies of SIGTERM and isolate exits 128+15 itself (not killed by it).
+  t.is(r.signal, null)
+  t.is(r.status, 143)
+})
+
+test('run: no command is a usage error', async (t) => {
+  const r = await cli(['run'])
+  t.is(r.status, 125)
+  t.regex(r.stderr, /no command given/)
+})
+
+test('run --help prints the options and exits 0', async (t) => {
+  const r = await cli(['run', '--help'])
+  t.is(r.status, 0)
+  t.regex(r.stdout, /^Usage: isolate run/)
+  t.regex(r.stdout, /--json/)
+})
+
+test('no subcommand: usage on stderr, exit 125; --help: exit 0', async (t) => {
+  const none = await cli([])
+  t.is(none.status, 125)
+  t.regex(none.stderr, /Usage: isolate/)
+  t.is(none.stdout, '')
+  const unknown = await cli(['frobnicate'])
+  t.is(unknown.status, 125)
+  t.regex(unknown.stderr, /unknown command "frobnicate"/)
+  const help = await cli(['--help'])
+  t.is(help.status, 0)
+  t.regex(help.stdout, /Usage: isolate/)
+})
+
+test('doctor exits 0 and describes cgroups', async (t) => {
+  const r = await cli(['doctor'])
+  t.is(r.status, 0, r.stdout + r.stderr)
+  t.regex(r.stdout, /cgroup/)
+  t.regex(r.stdout, /user namespaces:\s+allowed/)
+})
+
+test('doctor --json prints the probe as JSON', async (t) => {
+  const r = await cli(['doctor', '--json'])
+  t.is(r.status, 0, r.stderr)
+  const p = JSON.parse(r.stdout) as { userNamespaces: { allowed: boolean }; cgroup: { mode: string }; native: { helperPath: string } }
+  t.true(p.userNamespaces.allowed)
+  t.true(['v1', 'v2', 'hybrid', 'none'].includes(p.cgroup.mode))
+  t.true(existsSync(p.native.helperPath))
+})
+
+test('rootfs unpack is not implemented yet (125)', async (t) => {
+  const r = await cli(['rootfs', 'unpack', 'x.tar.gz', '/tmp/x'])
+  t.is(r.status, 125)
+  t.regex(r.stderr, /not implemented/)
+})

@@ -1,0 +1,103 @@
+/** Shared by the tests: what a process inside sees, and what the host has left afterwards. */
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { runIsolated, type RunOptions } from '../index.js'
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+export const isRoot = process.getuid?.() === 0
+
+/** CI runs this suite twice: as root, and as an unprivileged user with ISOLATE_TEST_ROOTLESS=1. */
+if (process.env.ISOLATE_TEST_ROOTLESS === '1' && isRoot) throw new Error('ISOLATE_TEST_ROOTLESS=1 but running as root')
+
+export function sh(script: string, options: RunOptions = {}) {
+  return runIsolated('/bin/sh', ['-c', script], options)
+}
+
+/** The host ids the sandbox's root runs as. */
+export function expectedOutsideIds(): { uid: number; gid: number } {
+  if (!isRoot) return { uid: process.getuid!(), gid: process.getgid!() }
+  const first = (file: string) => {
+    try {
+      for (const line of readFileSync(file, 'utf8').split('\n')) {
+        const [who, start, count] = line.split(':')
+        if ((who === 'root' || who === '0') && Number(start) > 0 && Number(count) > 0) return Number(start)
+      }
+    } catch {}
+    return 100000
+  }
+  return { uid: first('/etc/subuid'), gid: first('/etc/subgid') }
+}
+
+export function tempDir(prefix = 'isolate-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix))
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true })
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return !/^\d+ \(.*\) [ZX]/.test(stat)
+  } catch {
+    return false
+  }
+}
+
+export function parentOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+}
+
+/** Host pids of every process in the pid namespace `nsLink` (as from readlink /proc/PID/ns/pid). */
+export function pidsInNamespace(nsLink: string): number[] {
+  const pids: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      if (readlinkSync(`/proc/${name}/ns/pid`) === nsLink) pids.push(Number(name))
+    } catch {}
+  }
+  return pids
+}
+
+/** Our own children that are zombies (a helper nobody reaped). */
+export function zombieChildren(): number[] {
+  const me = process.pid
+  const found: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      if (rest[0] === 'Z' && Number(rest[1]) === me) found.push(Number(name))
+    } catch {}
+  }
+  return found
+}
+
+export function openFds(): string[] {
+  return readdirSync('/proc/self/fd')
+}
+
+export async function waitUntil(cond: () => boolean, ms: number, step = 20): Promise<boolean> {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (cond()) return true
+    await new Promise((r) => setTimeout(r, step))
+  }
+  return cond()
+}
+
+export const alpineTarball = join(root, '..', 'shared', 'fixtures', 'alpine-minirootfs-3.22.1-x86_64.tar.gz')
+
+/** Unpack the Alpine minirootfs fixture into a fresh directory (the caller removes it). */
+export function unpackAlpine(): string {
+  const dir = tempDir('isolate-alpine-')
+  execFileSync('tar', ['-xzf', alpineTarball, '-C', dir, '--no-same-owner'])
+  return dir
+}

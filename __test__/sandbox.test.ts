@@ -1,0 +1,223 @@
+/**
+ * The foundation: what a process inside a default sandbox observes. Runs as root and, in CI, again
+ * as an unprivileged user (ISOLATE_TEST_ROOTLESS=1).
+ */
+import test from 'ava'
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { join, relative } from 'node:path'
+import { IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
+import { expectedOutsideIds, isRoot, removeDir, sh, tempDir } from './helpers.js'
+
+test.before(async (t) => {
+  const p = await probe()
+  t.log(`running as ${isRoot ? 'root' : `uid ${process.getuid!()} (rootless)`}; user namespaces: ${p.userNamespaces.allowed ? 'allowed' : p.userNamespaces.reason}`)
+  if (!p.userNamespaces.allowed) throw new Error(`this host refuses user namespaces: ${p.userNamespaces.reason}`)
+})
+
+test('the hostname is the sandbox\'s own', async (t) => {
+  t.is((await sh('hostname')).stdout, 'sandbox\n')
+  t.is((await sh('hostname', { hostname: 'judge-7' })).stdout, 'judge-7\n')
+})
+
+test('uts: false shares the host\'s hostname', async (t) => {
+  t.is((await sh('hostname', { namespaces: { uts: false } })).stdout, `${hostname()}\n`)
+})
+
+test('pid 1 is the init and the command\'s parent', async (t) => {
+  const r = await sh('echo $$; cat /proc/1/comm; grep PPid /proc/self/status; ls /proc | grep -c "^[0-9]"')
+  const [self, initName, ppid, count] = r.stdout.trim().split('\n')
+  t.is(self, '2')
+  t.is(initName, 'isolate-init')
+  t.is(ppid, 'PPid:\t2', 'grep is the shell\'s child, the shell is pid 2')
+  t.is(count, '4', 'init, sh, ls and grep, and nothing of the host')
+  const direct = await runIsolated('/bin/grep', ['PPid', '/proc/self/status'])
+  t.is(direct.stdout, 'PPid:\t1\n')
+})
+
+test('root inside maps to an unprivileged host id', async (t) => {
+  const { uid, gid } = expectedOutsideIds()
+  const r = await sh('cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g')
+  const lines = r.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '))
+  t.deepEqual(lines, [`0 ${uid} 1`, `0 ${gid} 1`, '0', '0'])
+  t.not(uid, 0)
+})
+
+test('user sets the ids inside', async (t) => {
+  const { uid } = expectedOutsideIds()
+  const r = await sh('id -u; id -g; cat /proc/self/uid_map', { user: { uid: 1000, gid: 1001 } })
+  const [u, g, map] = r.stdout.trim().split('\n')
+  t.is(u, '1000')
+  t.is(g, '1001')
+  t.deepEqual(map.trim().split(/\s+/), ['1000', String(uid), '1'])
+})
+
+test('the mount table holds only the intended mounts', async (t) => {
+  const r = await sh('cat /proc/self/mountinfo')
+  const points = r.stdout.trim().split('\n').map((l) => l.split(' ')[4])
+  const provided = ['/', '/proc', '/dev', '/dev/pts', '/dev/shm', '/tmp', ...['null', 'zero', 'full', 'random', 'urandom', 'tty'].map((n) => `/dev/${n}`)]
+  const systemDirs = ['/usr', '/etc', '/lib', '/lib32', '/lib64', '/libx32', '/bin', '/sbin', '/opt']
+  const secrets = ['/etc/shadow', '/etc/shadow-', '/etc/gshadow', '/etc/gshadow-', '/etc/sudoers', '/etc/sudoers.d', '/etc/ssh', '/etc/ssl/private', '/etc/security/opasswd', '/etc/krb5.keytab']
+  const hostMounts = new Set(readFileSync('/proc/self/mountinfo', 'utf8').trim().split('\n').map((l) => l.split(' ')[4]))
+  for (const p of points) {
+    const underSystem = systemDirs.some((d) => p === d || p.startsWith(`${d}/`))
+    const ok = provided.includes(p) || secrets.includes(p) || systemDirs.includes(p) || (underSystem && hostMounts.has(p))
+    t.true(ok, `unexpected mount ${p}`)
+  }
+  for (const p of provided) t.true(points.includes(p), `missing ${p}`)
+  t.true(points.includes('/usr'))
+  t.false(points.some((p) => /^\/(home|root|run|var|sys|mnt|srv|media)(\/|$)/.test(p)), points.join(' '))
+})
+
+test('/root, /home and /etc/shadow are out of reach', async (t) => {
+  const r = await sh('ls /root; ls /home; cat /etc/shadow; echo done', { stdio: 'pipe' })
+  t.regex(r.stderr, /\/root.*No such file/)
+  t.regex(r.stderr, /\/home.*No such file/)
+  t.regex(r.stderr, /\/etc\/shadow.*Permission denied/)
+  t.is(r.stdout, 'done\n')
+})
+
+test('the system directories and the root are read-only', async (t) => {
+  const r = await sh('touch /usr/x 2>&1; touch /etc/x 2>&1; mkdir /newdir 2>&1; echo ok > /tmp/ok && cat /tmp/ok')
+  t.regex(r.stdout, /\/usr\/x'?: Read-only file system/)
+  t.regex(r.stdout, /\/etc\/x'?: Read-only file system/)
+  t.regex(r.stdout, /\/newdir'?: Read-only file system/)
+  t.regex(r.stdout, /^ok$/m)
+})
+
+test('binds: read-only fails with EROFS, read-write writes through', async (t) => {
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  writeFileSync(join(dir, 'in.txt'), 'from host\n')
+  chmodSync(dir, 0o777)
+  chmodSync(join(dir, 'in.txt'), 0o666)
+  const ro = await sh('cat /data/in.txt; echo x > /data/in.txt', { mounts: [{ type: 'bind', source: dir, target: '/data' }] })
+  t.is(ro.stdout, 'from host\n')
+  t.regex(ro.stderr, /Read-only file system/)
+  t.is(readFileSync(join(dir, 'in.txt'), 'utf8'), 'from host\n')
+  const rw = await sh('echo changed > /work/in.txt', { mounts: [{ type: 'bind', source: dir, target: '/work', readonly: false }] })
+  t.is(rw.exitCode, 0, rw.stderr)
+  t.is(readFileSync(join(dir, 'in.txt'), 'utf8'), 'changed\n')
+})
+
+test('a read-only bind of a single file, and a relative source', async (t) => {
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  writeFileSync(join(dir, 'conf'), 'k=v\n')
+  chmodSync(join(dir, 'conf'), 0o666)
+  const source = relative(process.cwd(), join(dir, 'conf'))
+  t.false(source.startsWith('/'))
+  const r = await sh('cat /app.conf; echo no >> /app.conf', { mounts: [{ type: 'bind', source, target: '/app.conf' }] })
+  t.is(r.stdout, 'k=v\n')
+  t.regex(r.stderr, /Read-only file system/)
+})
+
+test('tmpfs mounts honour their size', async (t) => {
+  const r = await sh('dd if=/dev/zero of=/scratch/f bs=1024 count=2048 2>&1; df -k /scratch | tail -1', { mounts: [{ type: 'tmpfs', target: '/scratch', sizeBytes: 1 << 20 }] })
+  t.regex(r.stdout, /No space left on device/)
+  t.regex(r.stdout, /\s1024\s/)
+})
+
+test('network none: only lo, and it is up', async (t) => {
+  const r = await sh('cat /proc/net/dev; cat /sys/class/net/lo/operstate 2>/dev/null; ip -o link 2>/dev/null || true')
+  const ifaces = r.stdout.split('\n').slice(2).filter((l) => l.includes(':')).map((l) => l.split(':')[0].trim())
+  t.deepEqual(ifaces.filter((i) => !i.startsWith('lo ') && i !== 'lo' && !/^\d/.test(i)).slice(0, 1), [], r.stdout)
+  t.true(ifaces.includes('lo'))
+  const up = await sh('exec 3<>/dev/tcp/127.0.0.1/1 2>&1; echo $?', {})
+  t.truthy(up)
+  const flags = await runIsolated('/bin/cat', ['/proc/net/if_inet6'])
+  t.is(flags.exitCode, 0)
+})
+
+test('network host sees the host\'s interfaces', async (t) => {
+  const hostIfaces = readFileSync('/proc/net/dev', 'utf8').split('\n').slice(2).filter(Boolean).length
+  const r = await sh('cat /proc/net/dev', { network: 'host' })
+  t.is(r.stdout.split('\n').slice(2).filter(Boolean).length, hostIfaces)
+})
+
+test('the environment holds exactly what was given', async (t) => {
+  process.env.ISOLATE_TEST_SECRET = 'leak'
+  const given = await runIsolated('/usr/bin/env', [], { env: { FOO: 'bar', PATH: '/bin' } })
+  t.deepEqual(given.stdout.trim().split('\n').sort(), ['FOO=bar', 'PATH=/bin'])
+  const dflt = await runIsolated('/usr/bin/env')
+  t.deepEqual(dflt.stdout.trim().split('\n'), ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'])
+  const inherited = await runIsolated('/usr/bin/env', [], { inheritEnv: ['ISOLATE_TEST_SECRET'], env: { A: '1' } })
+  t.deepEqual(inherited.stdout.trim().split('\n').sort(), ['A=1', 'ISOLATE_TEST_SECRET=leak'])
+})
+
+test('only fds 0, 1 and 2 are open in the command', async (t) => {
+  const r = await runIsolated('/bin/sh', ['-c', 'ls /proc/$$/fd'])
+  t.deepEqual(r.stdout.trim().split('\n'), ['0', '1', '2'])
+})
+
+test('the command runs in its own session', async (t) => {
+  const r = await runIsolated('/bin/sh', ['-c', 'ps -o sid= -p $$ 2>/dev/null || cut -d" " -f6 /proc/$$/stat'])
+  t.is(r.stdout.trim(), '2')
+})
+
+test('cwd is where the command starts; a missing one fails at chdir', async (t) => {
+  t.is((await runIsolated('/bin/pwd', [], { cwd: '/tmp' })).stdout, '/tmp\n')
+  const e = await t.throwsAsync(spawnIsolated('/bin/pwd', [], { cwd: '/nowhere' }), { instanceOf: IsolateError })
+  t.is(e?.step, 'chdir')
+  t.is(e?.errno, 'ENOENT')
+  t.is(e?.path, '/nowhere')
+})
+
+test('/dev is minimal and works', async (t) => {
+  const r = await sh('ls /dev | tr "\\n" " "; echo; head -c 4 /dev/zero | od -An -tx1; echo x > /dev/null && echo null-ok; head -c 8 /dev/urandom | wc -c; ls /dev/pts')
+  t.is(r.stdout.split('\n')[0].trim(), 'fd full null ptmx pts random shm stderr stdin stdout tty urandom zero')
+  t.regex(r.stdout, /00 00 00 00/)
+  t.regex(r.stdout, /null-ok/)
+  t.regex(r.stdout, /^8$/m)
+  const w = await sh('echo hi > /dev/shm/x && cat /dev/shm/x')
+  t.is(w.stdout, 'hi\n')
+})
+
+test('a fresh /proc of the sandbox\'s own pid namespace', async (t) => {
+  const r = await sh('cat /proc/1/cmdline | tr "\\0" " "; ls /proc/' + process.pid + ' 2>&1 | head -1')
+  t.regex(r.stdout, /No such file/)
+})
+
+test('no capabilities and no_new_privs in the command', async (t) => {
+  const r = await sh('grep -E "^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)" /proc/self/status')
+  const fields = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split(/:\s+/)))
+  for (const k of ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) t.is(fields[k], '0000000000000000', k)
+  t.is(fields.NoNewPrivs, '1')
+  const denied = await sh('mount -t tmpfs none /tmp 2>&1; hostname other 2>&1; echo $?')
+  t.regex(denied.stdout, /mount: .*(operation not permitted|permission denied|must be superuser)/i)
+  t.regex(denied.stdout, /hostname: .*(operation not permitted|must be root)/i)
+  const still = await sh('hostname')
+  t.is(still.stdout, 'sandbox\n')
+})
+
+test('exit codes and signals come back', async (t) => {
+  const r = await sh('exit 42')
+  t.is(r.exitCode, 42)
+  t.is(r.reason, 'exited')
+  t.is(r.signal, null)
+  const k = await sh('kill -SEGV $$')
+  t.is(k.exitCode, null)
+  t.is(k.signal, 'SIGSEGV')
+  t.is(k.reason, 'signaled')
+  t.true(k.durationMs > 0)
+  t.is(k.command, "/bin/sh -c kill -SEGV $$")
+})
+
+test('missing directory rootfs is refused with its path', async (t) => {
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', [], { rootfs: '/no/such/rootfs' }), { instanceOf: IsolateError })
+  t.is(e?.code, 'ERR_ISOLATE_SETUP')
+  t.is(e?.errno, 'ENOENT')
+  t.is(e?.path, '/no/such/rootfs')
+})
+
+test('a bind target inside a read-only directory fails with a hint', async (t) => {
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  mkdirSync(join(dir, 'sub'))
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', [], { mounts: [{ type: 'bind', source: dir, target: '/usr/definitely-not-there' }] }), { instanceOf: IsolateError })
+  t.is(e?.step, 'create_mountpoint')
+  t.is(e?.errno, 'EROFS')
+  t.truthy(e?.hint)
+  t.is(e?.path, '/usr/definitely-not-there', 'the path as the sandbox sees it')
+  t.false(existsSync('/usr/definitely-not-there'))
+})

@@ -1,0 +1,557 @@
+#!/usr/bin/env node
+/**
+ * The `isolate` command: `isolate run`, `isolate doctor`, `isolate rootfs unpack`.
+ *
+ * Arguments are parsed with `node:util` `parseArgs` only. Exit codes follow the conventions of
+ * `timeout(1)`, `env(1)` and container runtimes: the command's own code; 128+N when the command was
+ * killed by signal N; 124 when the wall-clock limit ended it; 125 when the sandbox could not be set
+ * up or the command line of `isolate` itself is wrong.
+ *
+ * This file never touches `process.stdin`: the sandboxed command inherits fd 0 as it is, and a
+ * Node stream on it would steal the input the command is meant to read.
+ */
+import { readFileSync } from 'node:fs'
+import { constants } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { IsolateError, probe, spawnIsolated, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions } from './index.js'
+import { DEFAULT_PATH } from './lib/options.js'
+
+const EXIT_TIMEOUT = 124
+const EXIT_SETUP = 125
+
+/** A mistake on the command line of `isolate` itself (exit 125). */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    /** Printed after the message: the usage, or where to find it. */
+    readonly help?: string,
+  ) {
+    super(message)
+    this.name = 'UsageError'
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Help texts
+
+const MAIN_HELP = `Usage: isolate <command> [options]
+
+Run commands in lightweight Linux sandboxes (namespaces, cgroups, seccomp, Landlock, pivot_root).
+
+Commands:
+  run [options] -- CMD [ARGS...]   run CMD in a new sandbox
+  doctor [--json]                  show what this host allows, and how to fix what it does not
+  rootfs unpack TARBALL DIR        unpack a root filesystem tarball (not implemented yet)
+  help [COMMAND]                   show help for a command
+
+Options:
+  -h, --help      show this help
+  -V, --version   print the version
+
+Exit codes of 'isolate run': the command's own exit code; 128+N when it was killed by signal N;
+124 when --timeout ended it; 125 when the sandbox could not be set up or the isolate command line
+is wrong.
+`
+
+const RUN_HELP = `Usage: isolate run [options] -- CMD [ARGS...]
+
+Run CMD in a new sandbox: all namespaces new (user, mount, pid, uts, ipc, net, cgroup), the host's
+system directories read-only on a fresh root, a fresh /proc, a minimal /dev, no network but
+loopback, no capabilities, and no host environment variables. Options end at '--' or at the first
+argument that is not an option, so 'isolate run ls -l /' also works.
+
+Filesystem:
+  --rootfs DIR|host        the root filesystem: 'host' (default; the host's system directories
+                           read-only) or a directory holding an unpacked root filesystem
+  --overlay                copy-on-write layer over the root (not available in this version)
+  --bind SRC[:DST][:ro|:rw]
+                           bind-mount host path SRC at DST inside (default: the same path);
+                           read-only unless ':rw' is given; repeatable
+  --tmpfs DST[:SIZE]       mount a fresh tmpfs at DST, SIZE like 64M, 1G, 512K or bytes; repeatable
+
+Process:
+  -e, --env K=V            set a variable; repeatable. With any -e the command's environment is
+                           exactly these, plus the default PATH unless PATH is given.
+                           '-e K' copies K from isolate's own environment. Without -e the
+                           environment is only the default PATH:
+                           ${DEFAULT_PATH}
+  --cwd DIR                working directory inside (default /)
+  --uid N, --gid N         user and group ids inside (default 0, mapped to an unprivileged host id;
+                           a missing one defaults to 0)
+  --hostname H             the sandbox's hostname (default 'sandbox')
+  --net none|host          'none' (default): own network namespace with only loopback;
+                           'host': the host's network
+  -t, --tty                give the command a terminal (not supported yet)
+
+Limits (durations like 500ms, 5s, 2m or plain milliseconds; sizes like 64M, 1G, 512K or bytes):
+  --timeout DURATION       wall-clock limit; the whole sandbox is killed and isolate exits 124
+  --memory SIZE            memory limit            (not enforced by this version: refused)
+  --pids N                 process/thread limit    (not enforced by this version: refused)
+  --cpus N                 CPU share, e.g. 0.5     (not enforced by this version: refused)
+  --cpu-time DURATION      CPU time limit          (not enforced by this version: refused)
+  --output SIZE            output size limit       (not enforced by this version: refused)
+  A limit that cannot be enforced makes isolate fail with exit 125; it is never dropped silently.
+
+Output:
+  --json                   after the command ends, print one JSON object on stdout:
+                           {command, exitCode, signal, reason, durationMs, pid}, or {error} when
+                           the sandbox could not be set up. The command's own stdout and stderr
+                           then go to isolate's stderr, so stdout holds only that JSON.
+                           Without --json the command's stdin, stdout and stderr are isolate's own.
+  -h, --help               show this help
+
+SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command.
+
+Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
+ended it; 125 when the sandbox could not be set up or these options are wrong (the failing setup
+step, path, errno and a hint are printed on stderr).
+`
+
+const DOCTOR_HELP = `Usage: isolate doctor [--json]
+
+Show what this host allows for sandboxes: kernel, user namespaces, cgroups, OverlayFS, Landlock,
+seccomp, and where the native parts were loaded from. Each problem is followed by how to fix it.
+
+Options:
+  --json       print the probe result as one JSON object
+  -h, --help   show this help
+
+Exit code: 0 when user namespaces are allowed (sandboxes can run), 1 otherwise.
+`
+
+const ROOTFS_HELP = `Usage: isolate rootfs unpack TARBALL DIR
+
+Unpack a root filesystem tarball (for example an Alpine minirootfs) into DIR, for use with
+'isolate run --rootfs DIR'. Not implemented yet: unpack it with 'mkdir -p DIR && tar -xzf TARBALL -C DIR'.
+
+Options:
+  -h, --help   show this help
+`
+
+/** What a usage error of a subcommand ends with: a pointer to its help, not the whole text. */
+const MORE = {
+  run: "Run 'isolate run --help' for the options.\n",
+  doctor: "Run 'isolate doctor --help' for the options.\n",
+  rootfs: "Run 'isolate rootfs --help' for the options.\n",
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value parsers
+
+/** `500ms`, `5s`, `2m`, `1h`, or plain milliseconds; a positive whole number of milliseconds. */
+function parseDuration(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/i.exec(text.trim())
+  if (!m) throw new UsageError(`${flag}: invalid duration ${JSON.stringify(text)}; use e.g. 500ms, 5s, 2m or plain milliseconds`)
+  const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms').toLowerCase() as 'ms' | 's' | 'm' | 'h']
+  const ms = Math.round(Number(m[1]) * scale)
+  if (!(ms > 0) || !Number.isSafeInteger(ms)) throw new UsageError(`${flag}: the duration must be at least 1ms, got ${JSON.stringify(text)}`)
+  return ms
+}
+
+/** `64M`, `1G`, `512K` (powers of 1024; `MB`/`MiB` spellings too), or plain bytes. */
+function parseSize(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(text.trim())
+  if (!m) throw new UsageError(`${flag}: invalid size ${JSON.stringify(text)}; use e.g. 64M, 1G, 512K or plain bytes`)
+  const power = ['', 'k', 'm', 'g', 't'].indexOf(m[2].toLowerCase())
+  const bytes = Math.floor(Number(m[1]) * 1024 ** power)
+  if (!(bytes > 0) || !Number.isSafeInteger(bytes)) throw new UsageError(`${flag}: the size must be at least 1 byte, got ${JSON.stringify(text)}`)
+  return bytes
+}
+
+function parseUint(flag: string, text: string, { positive = false } = {}): number {
+  if (!/^\d+$/.test(text.trim())) throw new UsageError(`${flag}: expected a whole number, got ${JSON.stringify(text)}`)
+  const n = Number(text.trim())
+  if (!Number.isSafeInteger(n) || (positive && n === 0)) throw new UsageError(`${flag}: expected a ${positive ? 'positive ' : ''}whole number, got ${JSON.stringify(text)}`)
+  return n
+}
+
+function parseCpus(text: string): number {
+  const n = Number(text.trim())
+  if (!/^\d*\.?\d+$/.test(text.trim()) || !(n > 0)) throw new UsageError(`--cpus: expected a positive number such as 0.5 or 2, got ${JSON.stringify(text)}`)
+  return n
+}
+
+/** `SRC[:DST][:ro|:rw]`; DST defaults to the absolute form of SRC. */
+function parseBind(text: string): MountOption {
+  const parts = text.split(':')
+  let readonly = true
+  if (parts.length > 1 && (parts[parts.length - 1] === 'ro' || parts[parts.length - 1] === 'rw')) readonly = parts.pop() === 'ro'
+  if (parts.length > 2) throw new UsageError(`--bind: ${JSON.stringify(text)} has too many ':'; use SRC:DST[:ro|:rw]`)
+  const [source, target = resolve(parts[0])] = parts
+  if (!source) throw new UsageError(`--bind: ${JSON.stringify(text)} has no source; use SRC:DST[:ro|:rw]`)
+  if (!target.startsWith('/')) throw new UsageError(`--bind: the target ${JSON.stringify(target)} must be an absolute path inside the sandbox`)
+  return { type: 'bind', source, target, readonly }
+}
+
+/** `DST[:SIZE]`. */
+function parseTmpfs(text: string): MountOption {
+  const i = text.indexOf(':')
+  const target = i < 0 ? text : text.slice(0, i)
+  if (!target.startsWith('/')) throw new UsageError(`--tmpfs: the target ${JSON.stringify(target)} must be an absolute path inside the sandbox`)
+  return i < 0 ? { type: 'tmpfs', target } : { type: 'tmpfs', target, sizeBytes: parseSize('--tmpfs', text.slice(i + 1)) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// isolate run
+
+const RUN_OPTIONS = {
+  rootfs: { type: 'string' },
+  overlay: { type: 'boolean' },
+  bind: { type: 'string', multiple: true },
+  tmpfs: { type: 'string', multiple: true },
+  hostname: { type: 'string' },
+  net: { type: 'string' },
+  timeout: { type: 'string' },
+  env: { type: 'string', short: 'e', multiple: true },
+  cwd: { type: 'string' },
+  uid: { type: 'string' },
+  gid: { type: 'string' },
+  json: { type: 'boolean' },
+  tty: { type: 'boolean', short: 't' },
+  memory: { type: 'string' },
+  pids: { type: 'string' },
+  cpus: { type: 'string' },
+  'cpu-time': { type: 'string' },
+  output: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+/** Library option names back to the flags that set them, for error messages. */
+const FLAG_OF: Record<string, string> = {
+  rootfs: '--rootfs',
+  overlay: '--overlay',
+  hostname: '--hostname',
+  network: '--net',
+  env: '--env',
+  cwd: '--cwd',
+  user: '--uid/--gid',
+  tty: '--tty',
+  'limits.timeoutMs': '--timeout',
+  'limits.memoryBytes': '--memory',
+  'limits.pids': '--pids',
+  'limits.cpus': '--cpus',
+  'limits.cpuTimeMs': '--cpu-time',
+  'limits.outputBytes': '--output',
+}
+
+interface RunPlan {
+  file: string
+  args: string[]
+  options: SpawnOptions
+  json: boolean
+  /** `mounts[i]` → the flag that made it. */
+  mountFlags: string[]
+}
+
+function parseParsed<T>(fn: () => T, help: string): T {
+  try {
+    return fn()
+  } catch (e) {
+    if ((e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) throw new UsageError((e as Error).message, help)
+    throw e
+  }
+}
+
+/** Split `[options] [--] CMD ARGS...`: the options of isolate end at `--` or the first non-option. */
+function splitCommand(argv: string[]): { optionArgs: string[]; command: string[] } {
+  const { tokens } = parseParsed(() => parseArgs({ args: argv, options: RUN_OPTIONS, strict: false, allowPositionals: true, tokens: true }), MORE.run)
+  const first = tokens.find((t) => t.kind === 'positional' || t.kind === 'option-terminator')
+  if (!first) return { optionArgs: argv, command: [] }
+  return { optionArgs: argv.slice(0, first.index), command: argv.slice(first.kind === 'option-terminator' ? first.index + 1 : first.index) }
+}
+
+function planRun(argv: string[]): RunPlan | 'help' {
+  const { optionArgs, command } = splitCommand(argv)
+  const { values, tokens } = parseParsed(() => parseArgs({ args: optionArgs, options: RUN_OPTIONS, strict: true, allowPositionals: false, tokens: true }), MORE.run)
+  if (values.help) return 'help'
+  if (values.tty) throw new UsageError('-t/--tty is not supported yet: a terminal for the command is not available in this version; run without -t (stdin, stdout and stderr are passed through as they are)')
+  if (command.length === 0) throw new UsageError('run: no command given; use: isolate run [options] -- CMD [ARGS...]', MORE.run)
+  const [file, ...args] = command
+
+  const options: SpawnOptions = {}
+  if (values.rootfs !== undefined) options.rootfs = values.rootfs
+  if (values.overlay) (options as Record<string, unknown>).overlay = true // refused by the library until overlays exist
+  if (values.hostname !== undefined) options.hostname = values.hostname
+  if (values.net !== undefined) {
+    if (values.net !== 'none' && values.net !== 'host') throw new UsageError(`--net: must be 'none' or 'host', got ${JSON.stringify(values.net)}`)
+    options.network = values.net
+  }
+  if (values.cwd !== undefined) options.cwd = values.cwd
+  if (values.uid !== undefined || values.gid !== undefined) {
+    options.user = { uid: values.uid === undefined ? 0 : parseUint('--uid', values.uid), gid: values.gid === undefined ? 0 : parseUint('--gid', values.gid) }
+  }
+
+  // Mounts in command-line order, --bind and --tmpfs interleaved as written.
+  const mounts: MountOption[] = []
+  const mountFlags: string[] = []
+  for (const t of tokens) {
+    if (t.kind !== 'option' || (t.name !== 'bind' && t.name !== 'tmpfs') || t.value === undefined) continue
+    mounts.push(t.name === 'bind' ? parseBind(t.value) : parseTmpfs(t.value))
+    mountFlags.push(`--${t.name} ${t.value}`)
+  }
+  if (mounts.length > 0) options.mounts = mounts
+
+  if (values.env !== undefined) {
+    const env: Record<string, string> = {}
+    for (const kv of values.env) {
+      const eq = kv.indexOf('=')
+      const key = eq < 0 ? kv : kv.slice(0, eq)
+      if (!key) throw new UsageError(`--env: ${JSON.stringify(kv)} has no name; use K=V`)
+      if (eq >= 0) env[key] = kv.slice(eq + 1)
+      else if (process.env[key] !== undefined) env[key] = process.env[key]
+    }
+    if (env.PATH === undefined) env.PATH = DEFAULT_PATH
+    options.env = env
+  }
+
+  const limits: Limits = {}
+  if (values.timeout !== undefined) limits.timeoutMs = parseDuration('--timeout', values.timeout)
+  if (values.memory !== undefined) limits.memoryBytes = parseSize('--memory', values.memory)
+  if (values.pids !== undefined) limits.pids = parseUint('--pids', values.pids, { positive: true })
+  if (values.cpus !== undefined) limits.cpus = parseCpus(values.cpus)
+  if (values['cpu-time'] !== undefined) limits.cpuTimeMs = parseDuration('--cpu-time', values['cpu-time'])
+  if (values.output !== undefined) limits.outputBytes = parseSize('--output', values.output)
+  if (Object.keys(limits).length > 0) options.limits = limits
+
+  const json = values.json === true
+  // With --json, stdout carries only the result; the command's output goes to our stderr (fd 2).
+  options.stdio = json ? ['inherit', 2, 2] : ['inherit', 'inherit', 'inherit']
+  return { file, args, options, json, mountFlags }
+}
+
+/** The exit code of `isolate run` for a finished sandbox. */
+function exitCodeOf(r: SandboxResult): number {
+  if (r.reason === 'timeout') return EXIT_TIMEOUT
+  if (r.signal) {
+    const n = constants.signals[r.signal as NodeJS.Signals] as number | undefined
+    return 128 + (n ?? 0)
+  }
+  if (r.exitCode !== null) return r.exitCode
+  return EXIT_SETUP
+}
+
+const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
+async function run(argv: string[]): Promise<number> {
+  const plan = planRun(argv)
+  if (plan === 'help') {
+    process.stdout.write(RUN_HELP)
+    return 0
+  }
+
+  // Installed before the spawn so that a signal arriving meanwhile is not lost (nor kills us and
+  // leaves the helper to notice through its lifeline); it is delivered once the command runs.
+  let sb: Sandbox | undefined
+  const pending: NodeJS.Signals[] = []
+  const forward = (sig: NodeJS.Signals) => {
+    if (sb) sb.kill(sig)
+    else pending.push(sig)
+  }
+  for (const sig of FORWARDED) process.on(sig, forward)
+  try {
+    try {
+      sb = await spawnIsolated(plan.file, plan.args, plan.options)
+    } catch (e) {
+      if (e instanceof IsolateError) {
+        reportError(e, plan.mountFlags)
+        if (plan.json) process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`)
+        return EXIT_SETUP
+      }
+      throw e
+    }
+    for (const sig of pending.splice(0)) sb.kill(sig)
+    let result: SandboxResult
+    try {
+      result = await sb.wait()
+    } catch (e) {
+      if (e instanceof IsolateError) {
+        reportError(e, plan.mountFlags)
+        if (plan.json) process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`)
+        return EXIT_SETUP
+      }
+      throw e
+    }
+    if (plan.json) process.stdout.write(`${JSON.stringify(result)}\n`)
+    return exitCodeOf(result)
+  } finally {
+    for (const sig of FORWARDED) process.off(sig, forward)
+  }
+}
+
+/** `isolate: <message>` and the structured details, one per line. */
+function reportError(e: IsolateError, mountFlags: string[] = []): void {
+  let message = e.message
+  if (e.hint && message.endsWith(` (hint: ${e.hint})`)) message = message.slice(0, -` (hint: ${e.hint})`.length)
+  const lines = [`isolate: ${message}`]
+  if (e.option) {
+    const m = /^mounts\[(\d+)\]/.exec(e.option)
+    const flag = m ? mountFlags[Number(m[1])] : FLAG_OF[e.option]
+    lines.push(`  option: ${e.option}${flag ? ` (${flag})` : ''}`)
+  }
+  if (e.step) lines.push(`  step: ${e.step}`)
+  if (e.path) lines.push(`  path: ${e.path}`)
+  if (e.errno) lines.push(`  errno: ${e.errno}`)
+  if (e.hint) lines.push(`  hint: ${e.hint}`)
+  process.stderr.write(`${lines.join('\n')}\n`)
+}
+
+// ---------------------------------------------------------------------------------------------
+// isolate doctor
+
+function doctorText(p: HostProbe): string {
+  const out: string[] = []
+  const row = (label: string, value: string) => out.push(`${`${label}:`.padEnd(18)}${value}`)
+  const fix = (text: string) => out.push(`${''.padEnd(18)}fix: ${text}`)
+  const problem = (text: string) => out.push(`${''.padEnd(18)}problem: ${text}`)
+
+  row('kernel', `${p.kernel} (${p.arch})`)
+  row('running as', p.rootless ? `uid ${p.uid}, rootless (unprivileged user namespaces are needed)` : 'root (uid 0); the sandbox root is mapped to an unprivileged host uid')
+
+  const u = p.userNamespaces
+  if (u.allowed) {
+    row('user namespaces', `allowed${u.maxUserNamespaces !== null ? ` (user.max_user_namespaces = ${u.maxUserNamespaces})` : ''}`)
+  } else {
+    row('user namespaces', 'NOT allowed: sandboxes cannot be created')
+    if (u.reason) problem(u.reason)
+    if (u.maxUserNamespaces === 0) fix('sudo sysctl -w user.max_user_namespaces=15000 (persist it in /etc/sysctl.d/)')
+    else if (u.unprivilegedUsernsClone === 0) fix('sudo sysctl -w kernel.unprivileged_userns_clone=1 (persist it in /etc/sysctl.d/), or run as root')
+    else if (u.apparmorRestricted) fix("add an AppArmor profile that grants 'userns' to the node binary (see Ubuntu's apparmor userns docs), or sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0")
+    else fix('allow unprivileged user namespaces on this host, or run as root')
+  }
+
+  const c = p.cgroup
+  const modeText = { v1: 'v1 (legacy)', v2: 'v2 (unified)', hybrid: 'hybrid (v1 controllers plus a v2 mount)', none: 'none mounted' }[c.mode] ?? c.mode
+  row('cgroup mode', modeText)
+  if (c.mode === 'none') {
+    problem('no cgroup hierarchy is mounted: memory, pids and cpu limits cannot be enforced')
+    fix('mount cgroup2: sudo mount -t cgroup2 none /sys/fs/cgroup')
+  } else {
+    if (c.mode !== 'v2') row('  v1 controllers', c.v1Controllers.length ? c.v1Controllers.join(', ') : '(none)')
+    row('  v2 controllers', c.v2Controllers.length ? c.v2Controllers.join(', ') : '(none)')
+    const v2Own = c.own.find((l) => l.startsWith('0::'))
+    if (v2Own) row('  own v2 cgroup', v2Own.slice(3) || '/')
+    if (c.mode === 'v2' && p.rootless && c.v2Controllers.length === 0) {
+      problem('no cgroup v2 controllers are delegated to this user: resource limits cannot be enforced')
+      fix('run under a delegated scope, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...')
+    }
+  }
+
+  row('overlayfs', p.overlay ? 'available' : 'not available')
+  if (!p.overlay) fix('sudo modprobe overlay (rootless overlay mounts need Linux 5.11 or newer)')
+
+  row('Landlock', p.landlockAbi !== null ? `ABI ${p.landlockAbi}` : 'not available')
+  if (p.landlockAbi === null) fix("enable it at boot: add 'landlock' to the kernel's lsm= list (Linux 5.13 or newer built with CONFIG_SECURITY_LANDLOCK)")
+
+  row('seccomp', p.seccomp ? 'available' : 'not available')
+  if (!p.seccomp) fix('use a kernel built with CONFIG_SECCOMP_FILTER')
+
+  const mode = p.seccompMode
+  row('this process', mode === 2 ? 'runs under a seccomp filter (e.g. a container runtime\'s default profile)' : mode === 1 ? 'runs in seccomp strict mode' : mode === 0 ? 'is not under a seccomp filter' : 'seccomp mode unknown')
+  if (mode === 2) {
+    problem('the filter may refuse unshare/clone of namespaces, mount or pivot_root, and sandbox setup then fails with EPERM')
+    fix('run the container with a profile that allows them (docker run --security-opt seccomp=unconfined, or a custom profile)')
+  }
+
+  if (!p.pivotRoot) {
+    row('pivot_root', 'not possible')
+    fix('the root filesystem must be a mount point (not an initramfs); boot from a real root or pivot out of the initramfs first')
+  }
+
+  row('native parts', p.native.from)
+  row('  helper', p.native.helperPath)
+  return `${out.join('\n')}\n`
+}
+
+async function doctor(argv: string[]): Promise<number> {
+  const { values } = parseParsed(
+    () => parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }),
+    MORE.doctor,
+  )
+  if (values.help) {
+    process.stdout.write(DOCTOR_HELP)
+    return 0
+  }
+  const p = await probe()
+  process.stdout.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : doctorText(p))
+  return p.userNamespaces.allowed ? 0 : 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// isolate rootfs
+
+async function rootfs(argv: string[]): Promise<number> {
+  const { values, positionals } = parseParsed(
+    () => parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true }),
+    MORE.rootfs,
+  )
+  if (values.help) {
+    process.stdout.write(ROOTFS_HELP)
+    return 0
+  }
+  const [sub, ...rest] = positionals
+  if (sub !== 'unpack') throw new UsageError(sub === undefined ? 'rootfs: no subcommand given' : `rootfs: unknown subcommand ${JSON.stringify(sub)}`, MORE.rootfs)
+  if (rest.length !== 2) throw new UsageError('rootfs unpack: expected TARBALL and DIR', MORE.rootfs)
+  throw new UsageError(`rootfs unpack is not implemented yet; for now: mkdir -p ${rest[1]} && tar -xzf ${rest[0]} -C ${rest[1]}`)
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
+
+function version(): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); dir !== dirname(dir); dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string }
+      if (pkg.name === '@isolate/core') return pkg.version ?? 'unknown'
+    } catch {
+      // not here; look further up
+    }
+  }
+  return 'unknown'
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv
+  switch (cmd) {
+    case 'run':
+      return run(rest)
+    case 'doctor':
+      return doctor(rest)
+    case 'rootfs':
+      return rootfs(rest)
+    case 'help': {
+      const help = { run: RUN_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }[rest[0] ?? ''] ?? MAIN_HELP
+      process.stdout.write(help)
+      return 0
+    }
+    case '-h':
+    case '--help':
+      process.stdout.write(MAIN_HELP)
+      return 0
+    case '-V':
+    case '--version':
+      process.stdout.write(`${version()}\n`)
+      return 0
+    case undefined:
+      throw new UsageError('no command given', MAIN_HELP)
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(cmd)}`, MAIN_HELP)
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (e: unknown) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`isolate: ${e.message}\n${e.help === undefined ? '' : e.help === MAIN_HELP ? `\n${e.help}` : e.help}`)
+    } else if (e instanceof IsolateError) {
+      reportError(e)
+    } else {
+      process.stderr.write(`isolate: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+    }
+    process.exitCode = EXIT_SETUP
+  },
+)
