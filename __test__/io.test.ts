@@ -1,0 +1,66 @@
+/** stdio: bytes in and out exactly, large streams without buffering them in Node. */
+import test from 'ava'
+import { createHash, randomBytes } from 'node:crypto'
+import { Readable } from 'node:stream'
+import { runIsolated, spawnIsolated } from '../index.js'
+
+test('stdin reaches the command and binary stdout comes back byte for byte', async (t) => {
+  const input = randomBytes(3 << 20)
+  const r = await runIsolated('/bin/cat', [], { input, encoding: 'buffer' })
+  t.is(r.exitCode, 0)
+  t.true(Buffer.compare(r.stdout, input) === 0)
+  const e = await runIsolated('/bin/sh', ['-c', 'cat >&2'], { input, encoding: 'buffer' })
+  t.true(Buffer.compare(e.stderr, input) === 0)
+  t.is(e.stdout.length, 0)
+})
+
+test('100 MB out of the sandbox streams without Node holding it', async (t) => {
+  const size = 100 << 20
+  const sb = await spawnIsolated('/bin/sh', ['-c', `head -c ${size} /dev/zero | tr '\\0' 'a'`])
+  const rssBefore = process.memoryUsage().rss
+  let peak = rssBefore
+  let total = 0
+  let allA = true
+  for await (const chunk of sb.stdout!) {
+    total += chunk.length
+    if (allA && (chunk as Buffer).some((b: number) => b !== 0x61)) allA = false
+    peak = Math.max(peak, process.memoryUsage().rss)
+  }
+  const r = await sb.wait()
+  t.is(r.exitCode, 0)
+  t.is(total, size)
+  t.true(allA)
+  t.true(peak - rssBefore < 64 << 20, `rss grew by ${(peak - rssBefore) >> 20} MB`)
+})
+
+test('100 MB into the sandbox through stdin', async (t) => {
+  const size = 100 << 20
+  const chunk = Buffer.alloc(1 << 20, 7)
+  const hash = createHash('sha256')
+  for (let i = 0; i < 100; i++) hash.update(chunk)
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'tee /dev/fd/3 3>&1 >/dev/null | sha256sum'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let out = ''
+  sb.stdout!.on('data', (d) => (out += d))
+  Readable.from((function* () {
+    for (let i = 0; i < 100; i++) yield chunk
+  })()).pipe(sb.stdin!)
+  const r = await sb.wait()
+  await new Promise((res) => (sb.stdout!.readableEnded ? res(null) : sb.stdout!.once('end', res)))
+  t.is(r.exitCode, 0)
+  t.is(out.split(' ')[0], hash.digest('hex'), `${size} bytes hashed inside`)
+})
+
+test('stdio ignore and an fd', async (t) => {
+  const r = await runIsolated('/bin/sh', ['-c', 'cat; echo out; echo err >&2'], { stdio: ['ignore', 'pipe', 'ignore'] })
+  t.is(r.stdout, 'out\n')
+  t.is(r.stderr, '')
+})
+
+test('a command that ignores its stdin does not break the caller', async (t) => {
+  const sb = await spawnIsolated('/bin/true')
+  const big = Buffer.alloc(4 << 20)
+  sb.stdin!.write(big)
+  sb.stdin!.end()
+  const r = await sb.wait()
+  t.is(r.exitCode, 0)
+})

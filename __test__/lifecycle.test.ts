@@ -1,0 +1,113 @@
+/** Lifecycle: timeouts, kill, abort, Node dying, and nothing left behind. */
+import test from 'ava'
+import { spawn } from 'node:child_process'
+import { readlinkSync } from 'node:fs'
+import { join } from 'node:path'
+import { IsolateError, spawnIsolated } from '../index.js'
+import { openFds, parentOf, pidAlive, pidsInNamespace, root, sh, waitUntil, zombieChildren } from './helpers.js'
+
+test('timeoutMs kills the whole sandbox, background children too', async (t) => {
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'sleep 100 & sleep 100 & wait'], { timeoutMs: 1500 })
+  const ns = readlinkSync(`/proc/${sb.pid}/ns/pid`)
+  t.true(await waitUntil(() => pidsInNamespace(ns).length === 4, 1000), 'init, sh and two sleeps')
+  const members = pidsInNamespace(ns)
+  const r = await sb.wait()
+  t.is(r.reason, 'timeout')
+  t.is(r.signal, 'SIGKILL')
+  t.true(r.durationMs >= 1500 && r.durationMs < 5000, String(r.durationMs))
+  for (const pid of members) t.false(pidAlive(pid), `pid ${pid} survived`)
+  t.deepEqual(pidsInNamespace(ns), [])
+})
+
+test('when the command exits, everything it started ends with it', async (t) => {
+  const sb = await spawnIsolated('/bin/sh', ['-c', '(setsid sleep 100 &) ; sleep 0.3; exit 5'])
+  const ns = readlinkSync(`/proc/${sb.pid}/ns/pid`)
+  t.true(await waitUntil(() => pidsInNamespace(ns).length >= 3, 1000))
+  const members = pidsInNamespace(ns)
+  const r = await sb.wait()
+  t.is(r.exitCode, 5)
+  t.is(r.reason, 'exited')
+  for (const pid of members) t.false(pidAlive(pid), `pid ${pid} survived`)
+})
+
+test('kill() forwards a signal through the init to the command', async (t) => {
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'trap "echo got-term; exit 9" TERM; echo ready; while :; do sleep 0.05; done'])
+  let out = ''
+  sb.stdout!.on('data', (d) => (out += d))
+  t.true(await waitUntil(() => out.includes('ready'), 2000))
+  t.true(sb.kill('SIGTERM'))
+  const r = await sb.wait()
+  t.is(r.exitCode, 9)
+  t.regex(out, /got-term/)
+  t.false(sb.kill('SIGTERM'), 'nothing left to signal')
+})
+
+test('kill(SIGKILL) ends the sandbox at once', async (t) => {
+  const sb = await spawnIsolated('/bin/sleep', ['100'])
+  sb.kill('SIGKILL')
+  const r = await sb.wait()
+  t.is(r.signal, 'SIGKILL')
+  t.is(r.reason, 'signaled')
+  t.false(pidAlive(sb.pid))
+})
+
+test('an AbortSignal cancels a running sandbox', async (t) => {
+  const ac = new AbortController()
+  const sb = await spawnIsolated('/bin/sleep', ['100'], { signal: ac.signal })
+  setTimeout(() => ac.abort(), 100)
+  const r = await sb.wait()
+  t.is(r.reason, 'canceled')
+  t.is(r.signal, 'SIGKILL')
+  t.false(pidAlive(sb.pid))
+})
+
+test('an aborted signal refuses to start', async (t) => {
+  const ac = new AbortController()
+  ac.abort()
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', [], { signal: ac.signal }), { instanceOf: IsolateError })
+  t.is(e?.code, 'ABORT_ERR')
+})
+
+test('a Node process killed with SIGKILL leaves no sandbox process behind', async (t) => {
+  const child = spawn(process.execPath, ['--import=tsx', join(root, '__test__', 'fixtures', 'spawn-and-hang.ts')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  const line = await new Promise<string>((resolve, reject) => {
+    let buf = ''
+    child.stdout!.on('data', (d) => {
+      buf += d
+      if (buf.includes('\n')) resolve(buf.split('\n')[0])
+    })
+    child.on('exit', (code) => reject(new Error(`fixture exited early with ${code}`)))
+  })
+  const { pid } = JSON.parse(line) as { pid: number }
+  const init = parentOf(pid)
+  const helper = parentOf(init)
+  t.is(parentOf(helper), child.pid, 'the helper is the Node process\'s direct child')
+  const ns = readlinkSync(`/proc/${pid}/ns/pid`)
+  const members = pidsInNamespace(ns)
+  t.is(members.length, 3, 'init, the exec\'d sleep and the background sleep')
+  const exited = new Promise((r) => child.once('exit', r))
+  child.kill('SIGKILL')
+  await exited
+  t.true(await waitUntil(() => [helper, ...members].every((p) => !pidAlive(p)), 1000), 'all gone within a second')
+})
+
+test.serial('no fd, zombie or process is left after many sandboxes, failed ones included', async (t) => {
+  await sh('true') // warm up lazy loading so its fds are not counted
+  const fdsBefore = openFds().length
+  const runs = []
+  for (let i = 0; i < 12; i++) {
+    runs.push(sh(`echo ${i}`))
+    runs.push(spawnIsolated('/no/such/command').catch((e: IsolateError) => e))
+    runs.push(spawnIsolated('/bin/true', [], { mounts: [{ type: 'bind', source: '/no/such/source', target: '/x' }] }).catch((e: IsolateError) => e))
+  }
+  const results = await Promise.all(runs)
+  t.is(results.filter((r) => r instanceof IsolateError).length, 24)
+  t.true(await waitUntil(() => zombieChildren().length === 0 && openFds().length <= fdsBefore, 2000), `fds ${fdsBefore} -> ${openFds().length}, zombies ${zombieChildren()}`)
+})
+
+test('a wait() without reading stdout still resolves', async (t) => {
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'echo some output'])
+  const r = await sb.wait()
+  t.is(r.exitCode, 0)
+  sb.stdout!.resume()
+})
