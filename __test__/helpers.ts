@@ -93,7 +93,8 @@ export async function waitUntil(cond: () => boolean, ms: number, step = 20): Pro
   return cond()
 }
 
-export const alpineTarball = join(root, '..', 'shared', 'fixtures', 'alpine-minirootfs-3.22.1-x86_64.tar.gz')
+export const fixturesDir = process.env.ISOLATE_FIXTURES ?? join(root, '..', 'shared', 'fixtures')
+export const alpineTarball = join(fixturesDir, 'alpine-minirootfs-3.22.1-x86_64.tar.gz')
 
 /** Unpack the Alpine minirootfs fixture into a fresh directory (the caller removes it). */
 export function unpackAlpine(): string {
