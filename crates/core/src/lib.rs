@@ -14,6 +14,10 @@ pub mod sys;
 pub mod sandbox;
 #[cfg(target_os = "linux")]
 pub mod supervisor;
+#[cfg(target_os = "linux")]
+pub mod seccomp;
+#[cfg(target_os = "linux")]
+pub mod cgroup;
 
 pub use error::{SetupError, Step};
 pub use spec::Spec;

@@ -1,0 +1,1 @@
+//! Seccomp: the default profile and OCI/Docker JSON profiles compiled to classic BPF, and loading.
