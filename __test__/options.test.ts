@@ -22,6 +22,9 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['unknown option', { hostnmae: 'x' }, 'hostnmae'],
   ['bad stdio', { stdio: ['pipe', 'pipe'] }, 'stdio'],
   ['rootfs slash', { rootfs: '/' }, 'rootfs'],
+  ['unknown capability', { capabilities: ['NET_BIND_SERVICE', 'FLY'] }, 'capabilities[1]'],
+  ['relative landlock path', { landlock: { read: ['usr'] } }, 'landlock.read[0]'],
+  ['unknown landlock list', { landlock: { delete: ['/x'] } }, 'landlock.delete'],
 ]
 
 for (const [name, options, option] of cases) {
@@ -36,7 +39,6 @@ for (const [name, options, option] of cases) {
 const unsupported: Array<[string, Record<string, unknown>, string]> = [
   ['memory limit', { limits: { memoryBytes: 64 << 20 } }, 'limits.memoryBytes'],
   ['pids limit', { limits: { pids: 10 } }, 'limits.pids'],
-  ['kept capabilities', { capabilities: ['NET_ADMIN'] }, 'capabilities'],
   ['overlay', { overlay: true }, 'overlay'],
   ['tty', { tty: true }, 'tty'],
 ]

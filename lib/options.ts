@@ -60,8 +60,10 @@ export interface SpawnOptions {
   timeoutMs?: number
   stdio?: StdioMode | [StdioMode, StdioMode, StdioMode]
   signal?: AbortSignal
-  /** Capabilities kept inside; only `[]` (the default) in this version. */
+  /** Capabilities kept inside (`'NET_BIND_SERVICE'`, `CAP_` optional); every other one is dropped from every set. Default none. */
   capabilities?: string[]
+  /** Paths inside the sandbox the command may read, write (and read) or execute (and read); everything else is denied by Landlock. */
+  landlock?: { read?: string[]; write?: string[]; exec?: string[] }
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
@@ -79,6 +81,8 @@ export interface Spec {
   namespaces: Record<NamespaceName, boolean>
   user: { uid: number; gid: number }
   limits: { timeoutMs?: number }
+  capabilities: string[]
+  landlock?: { read: string[]; write: string[]; exec: string[] }
 }
 
 const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'input', 'encoding', 'overlay', 'seccomp', 'tty', 'landlock'])
@@ -86,7 +90,6 @@ const NOT_YET: Record<string, string> = {
   overlay: 'copy-on-write overlay roots are not available in this version',
   seccomp: 'seccomp profiles are not available in this version',
   tty: 'a terminal for the command is not available in this version',
-  landlock: 'Landlock rules are not available in this version',
 }
 const LIMITS_NOT_YET = ['memoryBytes', 'pids', 'cpus', 'cpuTimeMs', 'outputBytes', 'openFiles', 'fileSizeBytes']
 
@@ -191,8 +194,20 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
   if (limits.timeoutMs !== undefined && o.timeoutMs !== undefined) throw optionError('timeoutMs', 'given twice (also as limits.timeoutMs)')
   if (timeoutMs !== undefined && !(isUint(timeoutMs, Number.MAX_SAFE_INTEGER) && timeoutMs > 0)) throw optionError(limits.timeoutMs !== undefined ? 'limits.timeoutMs' : 'timeoutMs', 'must be a positive integer of milliseconds')
 
-  if (o.capabilities !== undefined && (!Array.isArray(o.capabilities) || o.capabilities.length > 0)) {
-    throw unsupported('capabilities', 'keeping capabilities is not available in this version; every capability is dropped')
+  if (o.capabilities !== undefined && !Array.isArray(o.capabilities)) throw optionError('capabilities', 'must be an array of capability names')
+  const capabilities = (o.capabilities ?? []).map((c, i) => str(`capabilities[${i}]`, c))
+
+  let landlock: Spec['landlock']
+  if (o.landlock !== undefined) {
+    if (!isObject(o.landlock)) throw optionError('landlock', 'must be { read?, write?, exec? } lists of paths')
+    const list = (k: 'read' | 'write' | 'exec'): string[] => {
+      const v = (o.landlock as Record<string, unknown>)[k]
+      if (v === undefined) return []
+      if (!Array.isArray(v)) throw optionError(`landlock.${k}`, 'must be an array of paths')
+      return v.map((p, i) => insidePath(`landlock.${k}[${i}]`, p))
+    }
+    for (const k of Object.keys(o.landlock)) if (!['read', 'write', 'exec'].includes(k)) throw optionError(`landlock.${k}`, 'is not a Landlock list (read, write, exec)')
+    landlock = { read: list('read'), write: list('write'), exec: list('exec') }
   }
 
   let stdio: [StdioMode, StdioMode, StdioMode]
@@ -218,6 +233,8 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     namespaces,
     user: { uid: user.uid, gid: user.gid },
     limits: timeoutMs === undefined ? {} : { timeoutMs },
+    capabilities,
+    ...(landlock ? { landlock } : {}),
   }
   return { spec, stdio, signal: o.signal, command: [file, ...(args as string[])].join(' ') }
 }

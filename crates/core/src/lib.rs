@@ -8,6 +8,7 @@ pub mod validate;
 pub mod plan;
 pub mod probe;
 pub mod protocol;
+pub mod caps;
 #[cfg(target_os = "linux")]
 pub mod sys;
 #[cfg(target_os = "linux")]
@@ -18,6 +19,8 @@ pub mod supervisor;
 pub mod seccomp;
 #[cfg(target_os = "linux")]
 pub mod cgroup;
+#[cfg(target_os = "linux")]
+pub mod landlock;
 
 pub use error::{SetupError, Step};
 pub use spec::Spec;

@@ -75,6 +75,10 @@ pub enum MountOp {
     Devpts { target: String },
     /// Cover a path with an inaccessible placeholder of the same kind.
     Mask { target: String, is_dir: bool },
+    /// Mask a kernel-provided path (in /proc) when this kernel has it; its kind is read at apply time.
+    MaskIfPresent { target: String },
+    /// Make a kernel-provided subtree read-only when this kernel has it.
+    ReadonlyIfPresent { target: String },
 }
 
 impl MountOp {
@@ -85,10 +89,37 @@ impl MountOp {
             | MountOp::Symlink { target, .. }
             | MountOp::Proc { target }
             | MountOp::Devpts { target }
-            | MountOp::Mask { target, .. } => target,
+            | MountOp::Mask { target, .. }
+            | MountOp::MaskIfPresent { target }
+            | MountOp::ReadonlyIfPresent { target } => target,
         }
     }
 }
+
+/// /proc entries that leak the host or reach kernel helpers: covered (the OCI default list and more).
+pub const PROC_MASKED: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/key-users",
+    "/proc/kmsg",
+    "/proc/kallsyms",
+    "/proc/kpagecount",
+    "/proc/kpageflags",
+    "/proc/kpagecgroup",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/sysrq-trigger",
+    "/proc/config.gz",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/proc/asound",
+    "/proc/firmware",
+    "/proc/driver",
+];
+
+/// /proc subtrees kept readable but never writable.
+pub const PROC_READONLY: &[&str] = &["/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq"];
 
 /// Device nodes bound from the host's /dev into the minimal /dev.
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -117,6 +148,12 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
     }
 
     ops.push(MountOp::Proc { target: "/proc".into() });
+    for p in PROC_MASKED {
+        ops.push(MountOp::MaskIfPresent { target: (*p).into() });
+    }
+    for p in PROC_READONLY {
+        ops.push(MountOp::ReadonlyIfPresent { target: (*p).into() });
+    }
     ops.push(MountOp::Tmpfs {
         target: "/dev".into(),
         mode: 0o755,
@@ -247,6 +284,9 @@ mod tests {
         assert!(pos("/etc") < pos("/proc"));
         assert!(pos("/dev") < pos("/dev/null") && pos("/dev/null") < pos("/dev/pts"));
         assert!(pos("/proc") < pos("/tmp"));
+        assert!(pos("/proc") < pos("/proc/kcore") && pos("/proc") < pos("/proc/sys"));
+        assert_eq!(ops[pos("/proc/sysrq-trigger")], MountOp::MaskIfPresent { target: "/proc/sysrq-trigger".into() });
+        assert_eq!(ops[pos("/proc/sys")], MountOp::ReadonlyIfPresent { target: "/proc/sys".into() });
         assert_eq!(ops[pos("/etc/shadow")], MountOp::Mask { target: "/etc/shadow".into(), is_dir: false });
         assert_eq!(ops[pos("/etc/ssh")], MountOp::Mask { target: "/etc/ssh".into(), is_dir: true });
         assert_eq!(pos("/etc/ssh"), targets.len() - 1);

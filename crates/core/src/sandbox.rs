@@ -211,24 +211,41 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = OwnedFd>, masks_file_m
             sys::create_dirs(&t)?;
             sys::mount_devpts(&t)?;
         }
-        MountOp::Mask { target, is_dir } => {
+        MountOp::MaskIfPresent { target } => {
             let t = staged(target);
-            if *is_dir {
-                sys::mount_tmpfs(&t, 0, Some(4096), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)
-                    .map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
-            } else {
-                if !*masks_file_made {
-                    sys::create_file(&staged(MASK_FILE), 0)?;
-                    *masks_file_made = true;
-                }
-                let fd = sys::open_source(&staged(MASK_FILE), false)?;
-                sys::bind_mount(&fd, target, &t).map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
+            match kind_of(&t, false) {
+                EntryKind::Missing => {}
+                EntryKind::Dir => mask(&t, target, true, masks_file_made)?,
+                _ => mask(&t, target, false, masks_file_made)?,
+            }
+        }
+        MountOp::ReadonlyIfPresent { target } => {
+            let t = staged(target);
+            if kind_of(&t, false) != EntryKind::Missing {
+                let fd = sys::open_source(&t, false)?;
+                sys::bind_mount(&fd, target, &t).map_err(|e| SetupError { step: Step::RemountReadonly, ..e })?;
                 sys::remount_readonly(&t)?;
             }
         }
+        MountOp::Mask { target, is_dir } => mask(&staged(target), target, *is_dir, masks_file_made)?,
     }
-
     Ok(())
+}
+
+/// Cover `staged` with an inaccessible placeholder: an empty mode-000 read-only tmpfs for a
+/// directory, the mode-000 mask file for anything else.
+fn mask(t: &str, target: &str, is_dir: bool, masks_file_made: &mut bool) -> sys::Result<()> {
+    if is_dir {
+        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        return sys::mount_tmpfs(t, 0, Some(4096), flags).map_err(|e| SetupError { step: Step::MaskPath, ..e });
+    }
+    if !*masks_file_made {
+        sys::create_file(&staged(MASK_FILE), 0)?;
+        *masks_file_made = true;
+    }
+    let fd = sys::open_source(&staged(MASK_FILE), false)?;
+    sys::bind_mount(&fd, target, t).map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
+    sys::remount_readonly(t)
 }
 
 fn ms_flags(f: crate::plan::MountFlags) -> MsFlags {
@@ -363,16 +380,24 @@ fn exec_command(spec: &Spec) -> SetupError {
         .map(|a| CString::new(a).unwrap_or_default())
         .collect();
     let envp: Vec<CString> = spec.env.iter().map(|kv| CString::new(kv.as_str()).unwrap_or_default()).collect();
+    let keep: Vec<u32> = spec.capabilities.iter().filter_map(|c| crate::caps::number(c)).collect();
     let steps = || -> sys::Result<()> {
         sys::reset_signals();
         sys::clear_groups()?;
+        if !keep.is_empty() {
+            // Kept capabilities must survive a change to a non-root uid.
+            sys::keep_capabilities_across_setuid()?;
+        }
         sys::set_ids(spec.user.uid, spec.user.gid)?;
         // After the id change, which would otherwise clear (or, for root, keep) caps by its own rules.
-        sys::drop_capabilities(&[])?;
+        sys::drop_capabilities(&keep)?;
         // A setuid or file-capability binary inside gains nothing from here on.
         sys::set_no_new_privs()?;
         // As the final user, so a cwd it may not enter fails here and not in the command.
         sys::chdir(&spec.cwd)?;
+        if let Some(rules) = &spec.landlock {
+            crate::landlock::apply(rules)?;
+        }
         sys::mark_fds_cloexec(3)?;
         // Its own session: no TIOCSTI into the caller's terminal, no signals from its job control.
         sys::new_session()?;

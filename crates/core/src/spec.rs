@@ -30,6 +30,35 @@ pub struct Spec {
     pub user: Ids,
     #[serde(default)]
     pub limits: Limits,
+    /// Capabilities kept inside (names, `CAP_` optional); every other one is dropped from every set.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub seccomp: Seccomp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock: Option<Landlock>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", tag = "mode")]
+pub enum Seccomp {
+    /// The built-in profile (see crate::seccomp).
+    #[default]
+    Default,
+    /// No filter at all.
+    None,
+    /// A Docker/OCI JSON profile, as its text.
+    Profile { json: String },
+}
+
+/// Paths (inside the sandbox) the command may read, write (and read), or execute (and read);
+/// everything else is denied by Landlock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Landlock {
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub exec: Vec<String>,
 }
 
 fn default_cwd() -> String {
@@ -140,6 +169,9 @@ impl Spec {
             namespaces: Namespaces::default(),
             user: Ids::default(),
             limits: Limits::default(),
+            capabilities: Vec::new(),
+            seccomp: Seccomp::Default,
+            landlock: None,
         }
     }
 

@@ -291,6 +291,10 @@ pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
     Ok(())
 }
 
+pub fn keep_capabilities_across_setuid() -> Result<()> {
+    nix::sys::prctl::set_keepcaps(true).map_err(|e| SetupError::sys(Step::DropCapabilities, e as i32, None))
+}
+
 pub fn set_no_new_privs() -> Result<()> {
     nix::sys::prctl::set_no_new_privs().map_err(|e| SetupError::sys(Step::SetNoNewPrivs, e as i32, None))
 }

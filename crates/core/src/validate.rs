@@ -113,6 +113,23 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
             }
         }
     }
+    for (i, c) in spec.capabilities.iter().enumerate() {
+        if crate::caps::number(c).is_none() {
+            return Err(bad(format!("capabilities[{i}]"), format!("{c:?} is not a Linux capability")));
+        }
+    }
+    if let Some(l) = &spec.landlock {
+        for (list, paths) in [("read", &l.read), ("write", &l.write), ("exec", &l.exec)] {
+            for (i, p) in paths.iter().enumerate() {
+                check_inside_path(&format!("landlock.{list}[{i}]"), p)?;
+            }
+        }
+    }
+    if let crate::spec::Seccomp::Profile { json } = &spec.seccomp {
+        if serde_json::from_str::<serde_json::Value>(json).is_err() {
+            return Err(bad("seccomp", "a custom profile must be Docker/OCI seccomp JSON"));
+        }
+    }
     if spec.limits.timeout_ms == Some(0) {
         return Err(bad("limits.timeoutMs", "must be greater than 0"));
     }

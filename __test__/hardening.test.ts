@@ -1,0 +1,105 @@
+/** Capabilities, Landlock and the masked kernel interfaces, each with the thing it forbids tried. */
+import test from 'ava'
+import { existsSync } from 'node:fs'
+import { runIsolated, spawnIsolated, probe, IsolateError } from '../index.js'
+import { sh } from './helpers.js'
+
+const bindPort80 = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 80)); print('bound')"
+
+function caps(status: string): Record<string, bigint> {
+  const out: Record<string, bigint> = {}
+  for (const line of status.split('\n')) {
+    const m = /^(Cap\w+):\s+([0-9a-f]+)$/.exec(line)
+    if (m) out[m[1]] = BigInt(`0x${m[2]}`)
+  }
+  return out
+}
+
+test('without capabilities a non-root user cannot bind port 80', async (t) => {
+  const r = await runIsolated('/usr/bin/python3', ['-c', bindPort80], { user: { uid: 1000, gid: 1000 } })
+  t.not(r.exitCode, 0)
+  t.regex(r.stderr, /PermissionError|Permission denied/)
+})
+
+test('capabilities keeps exactly the named ones, in every set, across the uid change', async (t) => {
+  const r = await runIsolated('/bin/cat', ['/proc/self/status'], { user: { uid: 1000, gid: 1000 }, capabilities: ['NET_BIND_SERVICE'] })
+  const c = caps(r.stdout)
+  const bit = 1n << 10n
+  t.is(c.CapEff, bit)
+  t.is(c.CapPrm, bit)
+  t.is(c.CapBnd, bit)
+  t.is(c.CapAmb, bit)
+  const bound = await runIsolated('/usr/bin/python3', ['-c', bindPort80], { user: { uid: 1000, gid: 1000 }, capabilities: ['CAP_NET_BIND_SERVICE'] })
+  t.is(bound.stdout, 'bound\n', bound.stderr)
+  const root = await runIsolated('/bin/cat', ['/proc/self/status'], { capabilities: ['net_bind_service'] })
+  t.is(caps(root.stdout).CapBnd, bit, 'root inside gets nothing beyond the kept one either')
+})
+
+test('a kept capability does not bring others: CAP_SYS_ADMIN-only actions still fail', async (t) => {
+  const r = await sh('mount -t tmpfs none /tmp 2>&1; echo rc=$?', { capabilities: ['NET_BIND_SERVICE'] })
+  t.regex(r.stdout, /rc=(1|32|255)/)
+})
+
+test('/proc: the kernel helpers are masked or read-only', async (t) => {
+  const r = await sh([
+    'echo h > /proc/sysrq-trigger 2>&1; echo sysrq=$?',
+    'echo x > /proc/sys/kernel/core_pattern 2>&1; echo core=$?',
+    'echo x > /proc/sys/kernel/modprobe 2>&1; echo modprobe=$?',
+    'head -c1 /proc/kallsyms >/dev/null 2>&1; echo kallsyms=$?',
+    'ls /proc/acpi >/dev/null 2>&1; echo acpi=$?',
+    'cat /proc/sys/kernel/ostype',
+    'grep -E " /proc/sys | /proc/sysrq-trigger " /proc/self/mountinfo | cut -d" " -f5,6',
+  ].join('; '))
+  for (const k of ['sysrq', 'core', 'modprobe', 'kallsyms', 'acpi']) t.regex(r.stdout, new RegExp(`^${k}=[1-9]`, 'm'), `${k}: ${r.stdout}`)
+  t.regex(r.stdout, /^Linux$/m, '/proc/sys stays readable')
+  t.regex(r.stdout, /^\/proc\/sys ro,/m)
+  if (existsSync('/proc/sysrq-trigger')) t.regex(r.stdout, /^\/proc\/sysrq-trigger ro,/m)
+  else t.log('this kernel has no /proc/sysrq-trigger; its write was still tried above')
+})
+
+test('no /sys and no cgroupfs inside', async (t) => {
+  const r = await sh('ls /sys 2>&1; grep -c -E " - cgroup2? " /proc/self/mountinfo')
+  t.regex(r.stdout, /No such file/)
+  t.regex(r.stdout, /^0$/m)
+})
+
+test('the init cannot be opened or traced through /proc/1 (CVE-2019-5736 class)', async (t) => {
+  const r = await sh('cat /proc/1/exe >/dev/null 2>&1; echo exe=$?; ls /proc/1/fd >/dev/null 2>&1; echo fd=$?; cat /proc/1/environ >/dev/null 2>&1; echo env=$?')
+  t.regex(r.stdout, /exe=[1-9]/)
+  t.regex(r.stdout, /fd=[1-9]/)
+  t.regex(r.stdout, /env=[1-9]/)
+})
+
+test('landlock: reads, writes and execs outside the lists are denied', async (t) => {
+  const p = await probe()
+  if (!p.landlockAbi) throw new Error('this kernel has no Landlock; the landlock tests need it')
+  const landlock = { exec: ['/usr', '/bin', '/lib', '/lib64'], read: ['/etc/os-release', '/proc'], write: ['/tmp/out'] }
+  const r = await sh([
+    'mkdir /tmp/out 2>&1; echo mk=$?',
+    'cat /etc/os-release >/dev/null; echo osrel=$?',
+    'cat /etc/passwd >/dev/null 2>&1; echo passwd=$?',
+    'echo x > /tmp/else 2>&1; echo tmp=$?',
+    'echo ok >/dev/null; echo devnull=$?',
+  ].join('; '), { mounts: [{ type: 'tmpfs', target: '/tmp/out' }], landlock })
+  t.regex(r.stdout, /osrel=0/)
+  t.regex(r.stdout, /passwd=1/, 'a file outside the read list')
+  t.regex(r.stdout, /tmp=[12]/, 'a write outside the write list')
+  t.regex(r.stdout, /devnull=0/)
+  const w = await sh('echo data > /tmp/out/f && cat /tmp/out/f', { mounts: [{ type: 'tmpfs', target: '/tmp/out' }], landlock })
+  t.is(w.stdout, 'data\n', w.stderr)
+  const x = await sh('cp /bin/true /tmp/out/t && /tmp/out/t; echo rc=$?', { mounts: [{ type: 'tmpfs', target: '/tmp/out', mode: 0o777 }], landlock })
+  t.regex(x.stdout, /rc=126/, 'written but not executable: write does not imply exec')
+})
+
+test('landlock: a path that does not exist inside fails setup, naming it', async (t) => {
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', [], { landlock: { read: ['/nope'], exec: ['/usr', '/bin', '/lib', '/lib64'] } }), { instanceOf: IsolateError })
+  t.is(e?.step, 'apply_landlock')
+  t.is(e?.path, '/nope')
+  t.is(e?.errno, 'ENOENT')
+})
+
+test('landlock: a command outside the exec list is refused at execve', async (t) => {
+  const e = await t.throwsAsync(spawnIsolated('/usr/bin/python3', ['-c', '1'], { landlock: { read: ['/usr'] } }), { instanceOf: IsolateError })
+  t.is(e?.step, 'execve')
+  t.is(e?.errno, 'EACCES')
+})
