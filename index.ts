@@ -11,7 +11,7 @@ export { IsolateError } from './lib/errors.js'
 export type { IsolateErrorCode, IsolateErrorDetails } from './lib/errors.js'
 export type { SpawnOptions, MountOption, BindMount, TmpfsMount, Limits, StdioMode, NamespaceName } from './lib/options.js'
 export { Sandbox } from './lib/sandbox.js'
-export type { SandboxResult, ExitReason } from './lib/sandbox.js'
+export type { SandboxResult, ExitReason, Usage } from './lib/sandbox.js'
 export type { HostProbe } from './lib/probe.js'
 export { probe } from './lib/probe.js'
 

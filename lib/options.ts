@@ -35,6 +35,8 @@ export interface Limits {
   outputBytes?: number
   openFiles?: number
   fileSizeBytes?: number
+  /** Core dumps are off unless true. */
+  coreDumps?: boolean
 }
 
 export interface SpawnOptions {
@@ -80,7 +82,7 @@ export interface Spec {
   network: 'none' | 'host'
   namespaces: Record<NamespaceName, boolean>
   user: { uid: number; gid: number }
-  limits: { timeoutMs?: number }
+  limits: { timeoutMs?: number; outputBytes?: number; openFiles?: number; fileSizeBytes?: number; coreDumps?: boolean }
   capabilities: string[]
   landlock?: { read: string[]; write: string[]; exec: string[] }
 }
@@ -91,7 +93,8 @@ const NOT_YET: Record<string, string> = {
   seccomp: 'seccomp profiles are not available in this version',
   tty: 'a terminal for the command is not available in this version',
 }
-const LIMITS_NOT_YET = ['memoryBytes', 'pids', 'cpus', 'cpuTimeMs', 'outputBytes', 'openFiles', 'fileSizeBytes']
+const LIMITS_NOT_YET = ['memoryBytes', 'pids', 'cpus', 'cpuTimeMs']
+const COUNT_LIMITS = ['outputBytes', 'openFiles', 'fileSizeBytes'] as const
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isUint = (v: unknown, max = 2 ** 32 - 1): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max
@@ -188,7 +191,18 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
   for (const key of Object.keys(limits)) {
     if (LIMITS_NOT_YET.includes(key)) {
       if ((limits as Record<string, unknown>)[key] !== undefined) throw unsupported(`limits.${key}`, 'is not enforced by this version, and a limit that cannot be enforced is refused rather than ignored')
-    } else if (key !== 'timeoutMs') throw optionError(`limits.${key}`, 'is not a limit')
+    } else if (key !== 'timeoutMs' && key !== 'coreDumps' && !(COUNT_LIMITS as readonly string[]).includes(key)) throw optionError(`limits.${key}`, 'is not a limit')
+  }
+  const specLimits: Spec['limits'] = {}
+  for (const key of COUNT_LIMITS) {
+    const v = (limits as Record<string, unknown>)[key]
+    if (v === undefined) continue
+    if (!(isUint(v, Number.MAX_SAFE_INTEGER) && (key !== 'openFiles' || v > 0))) throw optionError(`limits.${key}`, 'must be a non-negative integer')
+    specLimits[key] = v
+  }
+  if (limits.coreDumps !== undefined) {
+    if (typeof limits.coreDumps !== 'boolean') throw optionError('limits.coreDumps', 'must be a boolean')
+    specLimits.coreDumps = limits.coreDumps
   }
   const timeoutMs = limits.timeoutMs ?? o.timeoutMs
   if (limits.timeoutMs !== undefined && o.timeoutMs !== undefined) throw optionError('timeoutMs', 'given twice (also as limits.timeoutMs)')
@@ -232,7 +246,7 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     network,
     namespaces,
     user: { uid: user.uid, gid: user.gid },
-    limits: timeoutMs === undefined ? {} : { timeoutMs },
+    limits: timeoutMs === undefined ? specLimits : { ...specLimits, timeoutMs },
     capabilities,
     ...(landlock ? { landlock } : {}),
   }

@@ -5,7 +5,15 @@ import type { Readable, Writable } from 'node:stream'
 import { IsolateError } from './errors.js'
 import type { Addon, SpawnedHelper } from './native.js'
 
-export type ExitReason = 'exited' | 'signaled' | 'timeout' | 'canceled'
+export type ExitReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
+
+export interface Usage {
+  cpuUserMs: number
+  cpuSystemMs: number
+  /** From the sandbox's cgroup when it has one, else the largest process's peak RSS. */
+  peakMemoryBytes: number
+  wallMs: number
+}
 
 export interface SandboxResult {
   /** The command line, for logs. */
@@ -19,12 +27,13 @@ export interface SandboxResult {
   durationMs: number
   /** The command's pid as the host sees it. */
   pid: number
+  usage: Usage
 }
 
 type Event =
   | { event: 'spawned'; pid: number }
   | { event: 'error'; step: string; path?: string; errno?: string; message: string; hint?: string }
-  | { event: 'exit'; exitCode: number | null; signal: string | null; reason: ExitReason; durationMs: number }
+  | { event: 'exit'; exitCode: number | null; signal: string | null; reason: ExitReason; durationMs: number; usage: Usage }
 
 export function setupError(e: Extract<Event, { event: 'error' }>): IsolateError {
   return new IsolateError(`sandbox setup failed at ${e.step}${e.path ? ` (${e.path})` : ''}: ${e.message}`, {
@@ -96,7 +105,7 @@ export class Sandbox {
         } else if (ev.event === 'exit') {
           this.#exited = true
           resolveStarted()
-          resolveDone({ command, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid })
+          resolveDone({ command, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage })
         }
       }
     })

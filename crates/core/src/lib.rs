@@ -21,6 +21,8 @@ pub mod seccomp;
 pub mod cgroup;
 #[cfg(target_os = "linux")]
 pub mod landlock;
+#[cfg(target_os = "linux")]
+pub mod relay;
 
 pub use error::{SetupError, Step};
 pub use spec::Spec;

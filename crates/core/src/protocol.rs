@@ -13,6 +13,21 @@ pub enum Reason {
     Signaled,
     Timeout,
     Canceled,
+    /// The kernel's OOM killer acted inside the sandbox's cgroup (from its own counters).
+    Oom,
+    CpuTime,
+    OutputLimit,
+}
+
+/// What the sandbox used, from its cgroup when it has one, else from the init's rusage (which
+/// holds every process the init reaped).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub cpu_user_ms: f64,
+    pub cpu_system_ms: f64,
+    pub peak_memory_bytes: u64,
+    pub wall_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +44,7 @@ pub enum Event {
         signal: Option<String>,
         reason: Reason,
         duration_ms: f64,
+        usage: Usage,
     },
 }
 
@@ -89,9 +105,13 @@ mod tests {
 
     #[test]
     fn events_are_tagged_json_lines() {
-        let line = Event::Exit { exit_code: None, signal: Some("SIGKILL".into()), reason: Reason::Timeout, duration_ms: 1.5 }.to_line();
+        let usage = Usage { cpu_user_ms: 1.0, cpu_system_ms: 2.0, peak_memory_bytes: 3, wall_ms: 1.5 };
+        let line = Event::Exit { exit_code: None, signal: Some("SIGKILL".into()), reason: Reason::OutputLimit, duration_ms: 1.5, usage }.to_line();
         let s = String::from_utf8(line).unwrap();
-        assert_eq!(s, "{\"event\":\"exit\",\"exitCode\":null,\"signal\":\"SIGKILL\",\"reason\":\"timeout\",\"durationMs\":1.5}\n");
+        assert_eq!(
+            s,
+            "{\"event\":\"exit\",\"exitCode\":null,\"signal\":\"SIGKILL\",\"reason\":\"output-limit\",\"durationMs\":1.5,\"usage\":{\"cpuUserMs\":1.0,\"cpuSystemMs\":2.0,\"peakMemoryBytes\":3,\"wallMs\":1.5}}\n"
+        );
         assert_eq!(String::from_utf8(Event::Spawned { pid: 7 }.to_line()).unwrap(), "{\"event\":\"spawned\",\"pid\":7}\n");
     }
 

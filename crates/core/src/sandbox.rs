@@ -171,8 +171,27 @@ fn setup(spec: &Spec, plan: &[MountOp], go: &OwnedFd) -> sys::Result<()> {
     if spec.namespaces.net {
         sys::bring_up_loopback()?;
     }
-    // No core files: they would land in the sandbox's cwd and can hold secrets of the process.
-    sys::set_rlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0)?;
+    set_rlimits(&spec.limits)?;
+    Ok(())
+}
+
+/// Inherited by the command and everything it starts.
+fn set_rlimits(limits: &crate::spec::Limits) -> sys::Result<()> {
+    use nix::sys::resource::Resource;
+    // No core files unless asked: they land in the sandbox's cwd and can hold the process's secrets.
+    if limits.core_dumps {
+        // As far as the hard limit the sandbox was given allows.
+        let (_, hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_CORE).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
+        sys::set_rlimit(Resource::RLIMIT_CORE, hard)?;
+    } else {
+        sys::set_rlimit(Resource::RLIMIT_CORE, 0)?;
+    }
+    if let Some(n) = limits.open_files {
+        sys::set_rlimit(Resource::RLIMIT_NOFILE, n)?;
+    }
+    if let Some(n) = limits.file_size_bytes {
+        sys::set_rlimit(Resource::RLIMIT_FSIZE, n)?;
+    }
     Ok(())
 }
 

@@ -1,20 +1,20 @@
 //! The helper's side: plan, clone the sandbox into its namespaces, write its id maps, release it,
-//! then supervise it (wall clock, signals and cancel from Node, the lifeline) and report its end.
-//! Single-threaded by design: the sandbox's first process is a fork of it.
+//! then supervise it (wall clock, output bound, signals and cancel from Node, the lifeline) and
+//! report its end. Single-threaded by design: the sandbox's first process is a fork of it.
 
 use crate::error::{SetupError, Step};
 use crate::plan::{plan_id_maps, plan_mounts, unprivileged_ids};
-use crate::protocol::{signal_name, Event, Reason, Report, Request};
+use crate::protocol::{signal_name, Event, Reason, Report, Request, Usage};
+use crate::relay::Relay;
 use crate::sandbox;
 use crate::spec::{Ids, Spec};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The helper's whole job; returns its exit status (0 when everything was reported).
 pub fn run(spec: &Spec, control: OwnedFd) -> i32 {
@@ -25,7 +25,7 @@ pub fn run(spec: &Spec, control: OwnedFd) -> i32 {
             out.send(&Event::Error(e));
             0
         }
-        Ok(child) => supervise(spec, child, &mut out, started),
+        Ok(child) => Supervisor::new(spec, child, started).run(&mut out),
     }
 }
 
@@ -36,12 +36,12 @@ struct Control {
 impl Control {
     fn send(&mut self, ev: &Event) {
         // Node may already be gone; the lifeline handles that, so a failed write is not an error.
-        let mut f = std::mem::ManuallyDrop::new(unsafe_file(&self.fd));
+        let mut f = std::mem::ManuallyDrop::new(borrowed_file(&self.fd));
         let _ = f.write_all(&ev.to_line());
     }
 }
 
-fn unsafe_file(fd: &OwnedFd) -> std::fs::File {
+fn borrowed_file(fd: &OwnedFd) -> std::fs::File {
     use std::os::fd::FromRawFd;
     // SAFETY: wrapped in ManuallyDrop by the caller, so the fd is never closed twice.
     unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) }
@@ -50,6 +50,7 @@ fn unsafe_file(fd: &OwnedFd) -> std::fs::File {
 struct Child {
     init: Pid,
     report: OwnedFd,
+    relay: Option<Relay>,
 }
 
 fn clone_flags(spec: &Spec) -> libc::c_ulong {
@@ -70,6 +71,11 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None));
     let (go_r, go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
+    // Before clone, so the sandbox inherits the relay's pipes as its stdout and stderr.
+    let relay = match spec.limits.output_bytes {
+        Some(limit) => Some(Relay::install(&[1, 2], limit).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?),
+        None => None,
+    };
 
     // SAFETY: fork-like clone (no new stack, no CLONE_VM) of a single-threaded process; the child
     // only continues in sandbox::run and never returns here.
@@ -80,12 +86,12 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
     if rc == 0 {
         drop(go_w);
         drop(report_r);
+        drop(relay);
         sandbox::run(spec, &plan, sandbox::InitPipes { go: go_r, report: report_w });
     }
     let init = Pid::from_raw(rc as i32);
     drop(go_r);
     drop(report_w);
-    let child = Child { init, report: report_r };
     let release = || -> Result<(), SetupError> {
         if spec.namespaces.user {
             let unpriv = if caller.uid == 0 {
@@ -100,10 +106,10 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
     };
     if let Err(e) = release() {
         let _ = kill(init, Signal::SIGKILL);
-        let _ = waitpid(init, None);
+        let _ = wait_with_usage(init);
         return Err(e);
     }
-    Ok(child)
+    Ok(Child { init, report: report_r, relay })
 }
 
 fn write_id_maps(pid: Pid, maps: &crate::plan::IdMaps) -> Result<(), SetupError> {
@@ -118,22 +124,31 @@ fn write_id_maps(pid: Pid, maps: &crate::plan::IdMaps) -> Result<(), SetupError>
     write("gid_map", &maps.gid_map)
 }
 
-/// Kill the whole sandbox (its init, and with it the pid namespace). `why` becomes the result's
-/// reason unless the command had already ended on its own.
-fn end_sandbox(init: Pid, why: Option<Reason>, ended: &Option<Report>, forced: &mut Option<Reason>) {
-    if ended.is_some() {
-        return;
-    }
-    if forced.is_none() {
-        *forced = why;
-    }
-    let _ = kill(init, Signal::SIGKILL);
-}
-
 /// The host pid of the command: the init's one child right after exec.
 fn command_pid(init: Pid) -> i32 {
     let path = format!("/proc/{0}/task/{0}/children", init.as_raw());
     std::fs::read_to_string(path).ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(init.as_raw())
+}
+
+/// waitpid that also returns the rusage of the init and everything it reaped.
+fn wait_with_usage(pid: Pid) -> (Option<i32>, libc::rusage) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by the kernel.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: wait4 on our own child with valid out-pointers.
+        let rc = unsafe { libc::wait4(pid.as_raw(), &mut status, 0, &mut ru) };
+        if rc == pid.as_raw() {
+            return (Some(status), ru);
+        }
+        if rc < 0 && Errno::last() != Errno::EINTR {
+            return (None, ru);
+        }
+    }
+}
+
+fn ms(tv: libc::timeval) -> f64 {
+    tv.tv_sec as f64 * 1000.0 + tv.tv_usec as f64 / 1000.0
 }
 
 struct LineReader {
@@ -162,100 +177,181 @@ impl LineReader {
     }
 }
 
-fn supervise(spec: &Spec, child: Child, out: &mut Control, started: Instant) -> i32 {
-    let Child { init, report } = child;
-    // The helper's own stdio is the sandbox's; let go of it so the caller sees EOF exactly when
-    // the sandbox's last writer is gone.
-    crate::sys::redirect_stdio_to_null();
-    let mut deadline = spec.limits.timeout_ms.map(|ms| started + std::time::Duration::from_millis(ms));
-    let mut reports = LineReader { buf: Vec::new() };
-    let mut requests = LineReader { buf: Vec::new() };
-    let mut control_open = true;
-    let mut report_open = true;
-    let mut ended: Option<Report> = None;
-    let mut setup_error = None;
-    let mut forced: Option<Reason> = None;
+struct Supervisor {
+    init: Pid,
+    report: OwnedFd,
+    relay: Option<Relay>,
+    started: Instant,
+    deadline: Option<Instant>,
+    reports: LineReader,
+    requests: LineReader,
+    control_open: bool,
+    report_open: bool,
+    /// The command's own end, as the init reported it.
+    ended: Option<Report>,
+    setup_error: Option<SetupError>,
+    /// Why we ended it, when we did.
+    forced: Option<Reason>,
+}
 
-    while report_open {
-        let timeout = match deadline {
+impl Supervisor {
+    fn new(spec: &Spec, child: Child, started: Instant) -> Supervisor {
+        // The helper's own stdio is the sandbox's; let go of it so the caller sees EOF exactly
+        // when the sandbox's last writer is gone.
+        crate::sys::redirect_stdio_to_null();
+        Supervisor {
+            init: child.init,
+            report: child.report,
+            relay: child.relay,
+            started,
+            deadline: spec.limits.timeout_ms.map(|ms| started + Duration::from_millis(ms)),
+            reports: LineReader { buf: Vec::new() },
+            requests: LineReader { buf: Vec::new() },
+            control_open: true,
+            report_open: true,
+            ended: None,
+            setup_error: None,
+            forced: None,
+        }
+    }
+
+    /// Kill the whole sandbox (its init, and with it the pid namespace). `why` becomes the
+    /// result's reason unless the command had already ended on its own.
+    fn end_sandbox(&mut self, why: Option<Reason>) {
+        if self.ended.is_some() {
+            return;
+        }
+        if self.forced.is_none() {
+            self.forced = why;
+        }
+        let _ = kill(self.init, Signal::SIGKILL);
+    }
+
+    fn poll_timeout(&self) -> PollTimeout {
+        match self.deadline {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1).unwrap_or(PollTimeout::MAX)
             }
             None => PollTimeout::NONE,
-        };
-        let mut fds = vec![PollFd::new(report.as_fd(), PollFlags::POLLIN)];
-        if control_open {
-            fds.push(PollFd::new(out.fd.as_fd(), PollFlags::POLLIN));
-        }
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => break,
-        }
-        let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
-        let (report_ready, control_ready) = (ready(0), ready(1));
-        drop(fds);
-        if report_ready {
-            if reports.fill(&report).is_none() {
-                report_open = false;
-            }
-            while let Some(line) = reports.next_line() {
-                match serde_json::from_str::<Report>(&line) {
-                    Ok(Report::Started) => out.send(&Event::Spawned { pid: command_pid(init) }),
-                    Ok(Report::SetupFailed(e)) => setup_error = Some(e),
-                    Ok(r @ (Report::Exited { .. } | Report::Signaled { .. })) => ended = Some(r),
-                    Err(_) => {}
-                }
-            }
-        }
-        if control_ready {
-            if requests.fill(&out.fd).is_none() {
-                // Lifeline: Node is gone, so is the sandbox.
-                control_open = false;
-                end_sandbox(init, Some(Reason::Canceled), &ended, &mut forced);
-            }
-            while let Some(line) = requests.next_line() {
-                match Request::parse(&line) {
-                    Some(Request::Cancel) => end_sandbox(init, Some(Reason::Canceled), &ended, &mut forced),
-                    Some(Request::Signal(libc::SIGKILL)) => end_sandbox(init, None, &ended, &mut forced),
-                    Some(Request::Signal(n)) => {
-                        // SAFETY: kill(2) on our own child; the init forwards it to the command.
-                        unsafe { libc::kill(init.as_raw(), n) };
-                    }
-                    None => {}
-                }
-            }
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            deadline = None;
-            end_sandbox(init, Some(Reason::Timeout), &ended, &mut forced);
         }
     }
 
-    // The init is gone or going; its exit took the whole pid namespace with it.
-    let status = loop {
-        match waitpid(init, None) {
-            Err(Errno::EINTR) => continue,
-            other => break other,
+    fn run(mut self, out: &mut Control) -> i32 {
+        // Until the init is gone, and then until the relay has delivered what the sandbox wrote.
+        while self.report_open || self.relay.as_ref().is_some_and(|r| !r.finished()) {
+            self.step(out);
         }
-    };
-    if let Some(e) = setup_error {
-        out.send(&Event::Error(e));
-        return 0;
+        let (status, ru) = wait_with_usage(self.init);
+        if let Some(e) = self.setup_error.take() {
+            out.send(&Event::Error(e));
+            return 0;
+        }
+        let wall_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let (exit_code, signal) = match (&self.ended, status) {
+            (Some(Report::Exited { code }), _) => (Some(*code), None),
+            (Some(Report::Signaled { signal }), _) => (None, Some(signal_name(*signal))),
+            (_, Some(st)) if libc::WIFSIGNALED(st) => (None, Some(signal_name(libc::WTERMSIG(st)))),
+            (_, Some(st)) if libc::WIFEXITED(st) => (Some(libc::WEXITSTATUS(st)), None),
+            _ => (None, None),
+        };
+        let usage = Usage { cpu_user_ms: ms(ru.ru_utime), cpu_system_ms: ms(ru.ru_stime), peak_memory_bytes: ru.ru_maxrss as u64 * 1024, wall_ms };
+        let reason = match self.forced {
+            Some(r) => r,
+            None if signal.is_some() => Reason::Signaled,
+            None => Reason::Exited,
+        };
+        out.send(&Event::Exit { exit_code, signal, reason, duration_ms: wall_ms, usage });
+        0
     }
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (exit_code, signal) = match (&ended, status) {
-        (Some(Report::Exited { code }), _) => (Some(*code), None),
-        (Some(Report::Signaled { signal }), _) => (None, Some(signal_name(*signal))),
-        (_, Ok(WaitStatus::Signaled(_, sig, _))) => (None, Some(signal_name(sig as i32))),
-        (_, Ok(WaitStatus::Exited(_, code))) => (Some(code), None),
-        _ => (None, None),
-    };
-    let reason = match forced {
-        Some(r) => r,
-        None if signal.is_some() => Reason::Signaled,
-        None => Reason::Exited,
-    };
-    out.send(&Event::Exit { exit_code, signal, reason, duration_ms });
-    0
+
+    fn step(&mut self, out: &mut Control) {
+        let mut fds = Vec::with_capacity(6);
+        if self.report_open {
+            fds.push(PollFd::new(self.report.as_fd(), PollFlags::POLLIN));
+        }
+        let control_at = fds.len();
+        if self.control_open {
+            fds.push(PollFd::new(out.fd.as_fd(), PollFlags::POLLIN));
+        }
+        let relay_at = fds.len();
+        if let Some(relay) = &self.relay {
+            for i in relay.interests() {
+                fds.push(PollFd::new(i.fd, if i.writable { PollFlags::POLLOUT } else { PollFlags::POLLIN }));
+            }
+        }
+        match poll(&mut fds, self.poll_timeout()) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => {
+                self.report_open = false;
+                return;
+            }
+        }
+        let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+        let report_ready = self.report_open && ready(0);
+        let control_ready = self.control_open && ready(control_at);
+        let relay_ready = (relay_at..fds.len()).any(ready);
+        drop(fds);
+
+        if report_ready {
+            self.read_reports(out);
+        }
+        if control_ready {
+            self.read_requests(out);
+        }
+        if relay_ready {
+            if let Some(relay) = &mut self.relay {
+                relay.pump();
+                if relay.exceeded() {
+                    relay.close();
+                    self.end_sandbox(Some(Reason::OutputLimit));
+                }
+            }
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.deadline = None;
+            self.end_sandbox(Some(Reason::Timeout));
+            if let Some(relay) = &mut self.relay {
+                // Whatever is still buffered past the deadline is not waited for.
+                relay.pump();
+                relay.close();
+            }
+        }
+    }
+
+    fn read_reports(&mut self, out: &mut Control) {
+        if self.reports.fill(&self.report).is_none() {
+            self.report_open = false;
+        }
+        while let Some(line) = self.reports.next_line() {
+            match serde_json::from_str::<Report>(&line) {
+                Ok(Report::Started) => out.send(&Event::Spawned { pid: command_pid(self.init) }),
+                Ok(Report::SetupFailed(e)) => self.setup_error = Some(e),
+                Ok(r @ (Report::Exited { .. } | Report::Signaled { .. })) => self.ended = Some(r),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn read_requests(&mut self, out: &Control) {
+        if self.requests.fill(&out.fd).is_none() {
+            // Lifeline: Node is gone, so is the sandbox.
+            self.control_open = false;
+            self.end_sandbox(Some(Reason::Canceled));
+            if let Some(relay) = &mut self.relay {
+                relay.close();
+            }
+        }
+        while let Some(line) = self.requests.next_line() {
+            match Request::parse(&line) {
+                Some(Request::Cancel) => self.end_sandbox(Some(Reason::Canceled)),
+                Some(Request::Signal(libc::SIGKILL)) => self.end_sandbox(None),
+                Some(Request::Signal(n)) => {
+                    // SAFETY: kill(2) on our own child; the init forwards it to the command.
+                    unsafe { libc::kill(self.init.as_raw(), n) };
+                }
+                None => {}
+            }
+        }
+    }
 }

@@ -130,8 +130,19 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
             return Err(bad("seccomp", "a custom profile must be Docker/OCI seccomp JSON"));
         }
     }
-    if spec.limits.timeout_ms == Some(0) {
-        return Err(bad("limits.timeoutMs", "must be greater than 0"));
+    let l = &spec.limits;
+    for (name, v) in [("timeoutMs", l.timeout_ms), ("memoryBytes", l.memory_bytes), ("pids", l.pids), ("cpuTimeMs", l.cpu_time_ms), ("openFiles", l.open_files)] {
+        if v == Some(0) {
+            return Err(bad(format!("limits.{name}"), "must be greater than 0"));
+        }
+    }
+    if let Some(c) = l.cpus {
+        if !(c.is_finite() && c >= 0.01 && c <= 4096.0) {
+            return Err(bad("limits.cpus", "must be a fraction of cores between 0.01 and 4096"));
+        }
+    }
+    if l.memory_bytes.is_some_and(|m| m < 1 << 20) {
+        return Err(bad("limits.memoryBytes", "must be at least 1 MiB: below that not even the sandbox's init starts"));
     }
     Ok(())
 }

@@ -1,0 +1,65 @@
+/** Limits that need no cgroup: output, file size, open files, core dumps; and the usage report. */
+import test from 'ava'
+import { runIsolated, spawnIsolated } from '../index.js'
+import { sh } from './helpers.js'
+
+test('1 GB of output stops at outputBytes, exactly, without Node buffering it', async (t) => {
+  const limit = 1 << 20
+  const rssBefore = process.memoryUsage().rss
+  const r = await runIsolated('/bin/sh', ['-c', 'head -c 1000000000 /dev/zero; echo unreachable >&2'], { limits: { outputBytes: limit }, encoding: 'buffer' })
+  t.is(r.reason, 'output-limit')
+  t.is(r.signal, 'SIGKILL')
+  t.is(r.stdout.length + r.stderr.length, limit)
+  t.true(process.memoryUsage().rss - rssBefore < 32 << 20)
+  t.true(r.durationMs < 10_000)
+})
+
+test('output under the bound passes through whole, stdout and stderr together', async (t) => {
+  const r = await sh('head -c 3000 /dev/zero | tr "\\0" a; echo; echo to-stderr >&2', { limits: { outputBytes: 5000 } })
+  t.is(r.reason, 'exited')
+  t.is(r.exitCode, 0)
+  t.is(r.stdout, `${'a'.repeat(3000)}\n`)
+  t.is(r.stderr, 'to-stderr\n')
+})
+
+test('the bound counts stderr too', async (t) => {
+  const r = await sh('head -c 100000 /dev/zero >&2', { limits: { outputBytes: 1000 }, encoding: 'buffer' })
+  t.is(r.reason, 'output-limit')
+  t.is(r.stderr.length, 1000)
+})
+
+test('outputBytes also bounds a spawned sandbox whose streams are read slowly', async (t) => {
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'while :; do echo 0123456789; done'], { limits: { outputBytes: 64 << 10 } })
+  let total = 0
+  await new Promise((r) => setTimeout(r, 200))
+  for await (const c of sb.stdout!) total += c.length
+  const r = await sb.wait()
+  t.is(r.reason, 'output-limit')
+  t.is(total, 64 << 10)
+})
+
+test('fileSizeBytes stops a large write', async (t) => {
+  const r = await sh('head -c 5000000 /dev/zero > /tmp/big; echo rc=$?; wc -c < /tmp/big', { limits: { fileSizeBytes: 1 << 20 } })
+  t.regex(r.stdout, /rc=153/, 'head died of SIGXFSZ (128 + 25)')
+  t.regex(r.stdout, /^1048576$/m)
+  const ok = await sh('head -c 5000000 /dev/zero > /tmp/big; wc -c < /tmp/big')
+  t.is(ok.stdout.trim(), '5000000', 'and without the limit the same write succeeds')
+})
+
+test('openFiles bounds the descriptors a process may open', async (t) => {
+  const r = await runIsolated('/usr/bin/python3', ['-c', 'import os\nfds = []\ntry:\n  while True: fds.append(os.open("/dev/null", 0))\nexcept OSError as e: print(e.errno, len(fds) + 3)'], { limits: { openFiles: 20 } })
+  t.is(r.stdout.trim(), '24 20', 'EMFILE at exactly 20 descriptors')
+})
+
+test('core dumps are off by default and on when asked', async (t) => {
+  t.is((await sh('ulimit -c')).stdout.trim(), '0')
+  t.not((await sh('ulimit -c', { limits: { coreDumps: true } })).stdout.trim(), '0')
+})
+
+test('the result carries usage', async (t) => {
+  const r = await runIsolated('/usr/bin/python3', ['-c', 'x = bytearray(50 << 20)\nimport time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass'])
+  t.is(r.exitCode, 0, r.stderr)
+  t.true(r.usage.cpuUserMs + r.usage.cpuSystemMs >= 150, JSON.stringify(r.usage))
+  t.true(r.usage.peakMemoryBytes >= 50 << 20, JSON.stringify(r.usage))
+  t.true(r.usage.wallMs >= (r.usage.cpuUserMs + r.usage.cpuSystemMs) * 0.5)
+})

@@ -1,0 +1,143 @@
+//! The output relay, used only when an output limit is asked for: the sandbox writes into pipes
+//! the helper owns, and the helper splices (zero-copy) into the caller's stdout and stderr,
+//! counting. The bound holds whatever the caller does with its streams, and the caller's memory
+//! never holds more than the pipes do.
+
+use nix::errno::Errno;
+use nix::fcntl::{splice, OFlag, SpliceFFlags};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+
+/// One relayed stream: from the sandbox's pipe (`from`) to the caller's (`to`).
+struct Stream {
+    from: Option<OwnedFd>,
+    to: OwnedFd,
+    /// Bytes sitting in `from` that `to` had no room for yet.
+    blocked: bool,
+}
+
+pub struct Relay {
+    streams: Vec<Stream>,
+    /// Bytes still allowed through, over all streams together.
+    left: u64,
+    exceeded: bool,
+}
+
+/// What to poll for, per stream: readable input, or a writable output when it was full.
+pub struct Interest<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub writable: bool,
+}
+
+fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {
+    let flags = nix::fcntl::fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, nix::fcntl::FcntlArg::F_GETFL)?;
+    nix::fcntl::fcntl(
+        unsafe { BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )?;
+    Ok(())
+}
+
+impl Relay {
+    /// Put a pipe between the sandbox and each of `slots` (1 and/or 2): the sandbox's end replaces
+    /// the slot (so the clone inherits it), the caller's end is kept here.
+    pub fn install(slots: &[RawFd], limit: u64) -> Result<Relay, Errno> {
+        let mut streams = Vec::new();
+        for &slot in slots {
+            // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we own.
+            let to = unsafe { libc::fcntl(slot, libc::F_DUPFD_CLOEXEC, 10) };
+            if to < 0 {
+                return Err(Errno::last());
+            }
+            // SAFETY: as above.
+            let to = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(to) };
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            // SAFETY: dup2 onto our own stdio slot; the slot's old file stays open through `to`.
+            if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), slot) } < 0 {
+                return Err(Errno::last());
+            }
+            drop(w);
+            // Only our private end: `to` may share its file description with the caller (an
+            // inherited terminal), whose flags are not ours to change; SPLICE_F_NONBLOCK covers it.
+            set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&r))?;
+            streams.push(Stream { from: Some(r), to, blocked: false });
+        }
+        Ok(Relay { streams, left: limit, exceeded: false })
+    }
+
+    /// True once more than the limit was written: the caller ends the sandbox.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+
+    /// True when every sandbox-side pipe reached EOF (all writers gone) and was drained.
+    pub fn finished(&self) -> bool {
+        self.streams.iter().all(|s| s.from.is_none())
+    }
+
+    pub fn interests(&self) -> Vec<Interest<'_>> {
+        self.streams
+            .iter()
+            .filter_map(|s| {
+                let from = s.from.as_ref()?;
+                Some(if s.blocked { Interest { fd: s.to.as_fd(), writable: true } } else { Interest { fd: from.as_fd(), writable: false } })
+            })
+            .collect()
+    }
+
+    /// Move what can be moved without blocking.
+    pub fn pump(&mut self) {
+        for s in &mut self.streams {
+            let Some(from) = s.from.as_ref() else { continue };
+            loop {
+                if self.left == 0 {
+                    // One byte more than allowed means the bound was passed: stop relaying.
+                    let mut probe = [0u8; 1];
+                    match nix::unistd::read(from, &mut probe) {
+                        Ok(0) => s.from = None,
+                        Ok(_) => {
+                            self.exceeded = true;
+                            s.from = None;
+                        }
+                        Err(_) => {}
+                    }
+                    break;
+                }
+                let chunk = self.left.min(1 << 20) as usize;
+                match splice(from, None, &s.to, None, chunk, SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE) {
+                    Ok(0) => {
+                        s.from = None;
+                        break;
+                    }
+                    Ok(n) => {
+                        self.left -= n as u64;
+                        s.blocked = false;
+                    }
+                    Err(Errno::EAGAIN) => {
+                        // Either nothing to read or no room to write; a zero-timeout poll on the
+                        // output tells which.
+                        s.blocked = !writable_now(s.to.as_fd());
+                        break;
+                    }
+                    Err(Errno::EINTR) => {}
+                    Err(_) => {
+                        // The caller closed its end: nothing more can be delivered.
+                        s.from = None;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drop every sandbox-side pipe (the sandbox is being ended).
+    pub fn close(&mut self) {
+        for s in &mut self.streams {
+            s.from = None;
+        }
+    }
+}
+
+fn writable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
+    matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
+}
