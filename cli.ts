@@ -454,10 +454,9 @@ function doctorText(p: HostProbe): string {
     fix('run the container with a profile that allows them (docker run --security-opt seccomp=unconfined, or a custom profile)')
   }
 
-  if (!p.pivotRoot) {
-    row('pivot_root', 'not possible')
-    fix('the root filesystem must be a mount point (not an initramfs); boot from a real root or pivot out of the initramfs first')
-  }
+  const tried = p.attempt.allNamespaces
+  row('namespaces', tried === null ? 'created (user, mount, pid, uts, ipc, net)' : `refused: ${tried}`)
+  if (tried !== null) fix('see the user namespaces line above; a container needs --security-opt seccomp=unconfined or a profile allowing clone/unshare')
 
   row('native parts', p.native.from)
   row('  helper', p.native.helperPath)

@@ -19,6 +19,7 @@ export interface SpawnedHelper {
 
 export interface Addon {
   spawnHelper(helperPath: string, spec: unknown, stdio: number[]): SpawnedHelper
+  spawnProbe(helperPath: string): SpawnedHelper
   validateSpec(spec: unknown): void
   reapHelper(pid: number): boolean
   closeFd(fd: number): void

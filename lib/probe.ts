@@ -1,5 +1,7 @@
 /** What this host allows, as the Rust core detects it once. */
-import { loadNative } from './native.js'
+import { Socket } from 'node:net'
+import { IsolateError } from './errors.js'
+import { loadNative, type Native } from './native.js'
 
 export interface HostProbe {
   kernel: string
@@ -18,17 +20,46 @@ export interface HostProbe {
   landlockAbi: number | null
   seccomp: boolean
   seccompMode: number | null
-  pivotRoot: boolean
+  /** What the helper saw when it really created the namespaces (errno names, null when it worked). */
+  attempt: { userNamespace: string | null; allNamespaces: string | null }
   /** Where the native addon and helper were loaded from. */
   native: { from: string; helperPath: string }
 }
 
-let cached: HostProbe | undefined
+let cached: Promise<HostProbe> | undefined
 
-export async function probe(): Promise<HostProbe> {
-  if (!cached) {
+/** Run the helper's real attempt and read its JSON, without forking Node or blocking the loop. */
+function attempt(native: Native): Promise<HostProbe['attempt']> {
+  const h = native.addon.spawnProbe(native.helperPath)
+  const socket = new Socket({ fd: h.control, readable: true, writable: false })
+  let text = ''
+  socket.setEncoding('utf8')
+  socket.on('data', (d: string) => (text += d))
+  return new Promise((resolve, reject) => {
+    socket.on('error', reject)
+    socket.on('close', () => {
+      const reap = () => (native.addon.reapHelper(h.pid) ? undefined : setTimeout(reap, 1))
+      reap()
+      try {
+        resolve(JSON.parse(text))
+      } catch {
+        reject(new IsolateError(`the helper's probe printed no result: ${JSON.stringify(text)}`, { code: 'ERR_ISOLATE_HELPER', path: native.helperPath }))
+      }
+    })
+  })
+}
+
+export function probe(): Promise<HostProbe> {
+  cached ??= (async () => {
     const native = loadNative()
-    cached = { ...(native.addon.probe() as Omit<HostProbe, 'native'>), native: { from: native.from, helperPath: native.helperPath } }
-  }
+    const facts = native.addon.probe() as Omit<HostProbe, 'native' | 'attempt'>
+    const tried = await attempt(native)
+    const userNamespaces = { ...facts.userNamespaces }
+    if (tried.userNamespace && userNamespaces.allowed) {
+      userNamespaces.allowed = false
+      userNamespaces.reason = `creating a user namespace failed with ${tried.userNamespace} (a container's seccomp profile, or a security module, refuses it)`
+    }
+    return { ...facts, userNamespaces, attempt: tried, native: { from: native.from, helperPath: native.helperPath } }
+  })()
   return cached
 }

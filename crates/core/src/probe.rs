@@ -17,7 +17,6 @@ pub struct Probe {
     pub seccomp: bool,
     /// The seccomp mode this process already runs under (2 = filtered, as in a container).
     pub seccomp_mode: Option<u32>,
-    pub pivot_root: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +131,36 @@ pub fn probe() -> Probe {
         landlock_abi: landlock_abi(),
         seccomp: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),
         seccomp_mode: status_field("Seccomp:"),
-        pivot_root: true,
     }
+}
+
+/// The result of really creating what a sandbox creates, in a throw-away child.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// None when it worked, else the errno's name.
+    pub user_namespace: Option<String>,
+    /// A new user namespace plus mount, pid, uts, ipc, net namespaces together.
+    pub all_namespaces: Option<String>,
+}
+
+/// Clone a child into new namespaces that exits at once; report the errno if the kernel refuses.
+/// Runs in the helper (single-threaded), never in Node.
+#[cfg(target_os = "linux")]
+pub fn attempt() -> Attempt {
+    fn try_clone(flags: libc::c_int) -> Option<String> {
+        // SAFETY: fork-like clone of the single-threaded helper; the child only calls _exit.
+        let rc = unsafe { libc::syscall(libc::SYS_clone, (flags | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) };
+        if rc < 0 {
+            return Some(crate::error::errno_name(nix::errno::Errno::last() as i32));
+        }
+        if rc == 0 {
+            // SAFETY: leaving the child at once.
+            unsafe { libc::_exit(0) }
+        }
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(rc as i32), None);
+        None
+    }
+    let all = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+    Attempt { user_namespace: try_clone(libc::CLONE_NEWUSER), all_namespaces: try_clone(all) }
 }

@@ -13,6 +13,12 @@ const CONTROL_FD: i32 = 3;
 const SPEC_FD: i32 = 4;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--probe") {
+        // What only a real attempt can tell: print it as JSON on stdout.
+        let mut out = std::io::stdout();
+        let _ = out.write_all(&serde_json::to_vec(&isolate_core::probe::attempt()).unwrap_or_default());
+        std::process::exit(0);
+    }
     // SAFETY: the fd layout above is this program's contract with the addon.
     let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
     let mut spec_file = unsafe { std::fs::File::from_raw_fd(SPEC_FD) };

@@ -159,6 +159,25 @@ pub fn spawn_helper(helper_path: String, spec: serde_json::Value, stdio: Vec<i32
     })
 }
 
+/// Run `isolate-helper --probe` (real namespace attempts happen there, never in Node). Returns
+/// its pid and the read end of its stdout; JavaScript reads the JSON and reaps it.
+#[napi]
+pub fn spawn_probe(helper_path: String) -> Result<SpawnedHelper> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| sys_error("pipe2", e))?;
+    let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
+    actions.add_dup2(w.as_raw_fd(), 1).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
+    let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
+    attr.set_sigmask(&SigSet::empty()).map_err(|e| sys_error("posix_spawnattr_setsigmask", e))?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
+    let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
+    let argv = [CString::new("isolate-helper").expect("static"), CString::new("--probe").expect("static")];
+    let envp: [CString; 0] = [];
+    let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
+        .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
+    drop(w);
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None })
+}
+
 /// Reap the helper if it has exited. Never blocks: true once reaped (or already gone).
 #[napi]
 pub fn reap_helper(pid: i32) -> bool {
