@@ -2,7 +2,9 @@
 import test from 'ava'
 import { existsSync } from 'node:fs'
 import { runIsolated, spawnIsolated, probe, IsolateError } from '../index.js'
-import { sh } from './helpers.js'
+import { buildMiniRootfs, removeDir, sh } from './helpers.js'
+import { symlinkSync } from 'node:fs'
+import { join } from 'node:path'
 
 const bindPort80 = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 80)); print('bound')"
 
@@ -102,4 +104,23 @@ test('landlock: a command outside the exec list is refused at execve', async (t)
   const e = await t.throwsAsync(spawnIsolated('/usr/bin/python3', ['-c', '1'], { landlock: { read: ['/usr'] } }), { instanceOf: IsolateError })
   t.is(e?.step, 'execve')
   t.is(e?.errno, 'EACCES')
+})
+
+test('a hostile rootfs: proc, dev and tmp symlinked out are replaced, a bind target through a symlink is refused', async (t) => {
+  const dir = buildMiniRootfs()
+  t.teardown(() => removeDir(dir))
+  symlinkSync('/etc', join(dir, 'proc'))
+  symlinkSync('/', join(dir, 'dev'))
+  symlinkSync('/root', join(dir, 'tmp'))
+  symlinkSync('/etc', join(dir, 'data'))
+  const r = await runIsolated('/bin/sh', ['-c', 'cat /proc/1/comm; echo *; echo x > /tmp/f && cat /tmp/f; cat /data/hostname 2>&1; true'], { rootfs: dir, env: {} })
+  t.is(r.exitCode, 0, r.stderr)
+  const [comm, listing, written] = r.stdout.split('\n')
+  t.is(comm, 'isolate-init', 'the sandbox\'s own /proc, not the host\'s /etc')
+  t.true(listing.split(' ').includes('dev'))
+  t.is(written, 'x', '/tmp is the sandbox\'s tmpfs')
+  t.regex(r.stdout, /No such file/, '/data points at the sandbox\'s own (absent) /etc, not the host\'s')
+  const e = await t.throwsAsync(spawnIsolated('/bin/sh', [], { rootfs: dir, mounts: [{ type: 'tmpfs', target: '/data/inner' }] }), { instanceOf: IsolateError })
+  t.is(e?.step, 'create_mountpoint')
+  t.is(e?.errno, 'ENOTDIR')
 })

@@ -1,6 +1,6 @@
 /** Shared by the tests: what a process inside sees, and what the host has left afterwards. */
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -100,5 +100,22 @@ export const alpineTarball = join(fixturesDir, 'alpine-minirootfs-3.22.1-x86_64.
 export function unpackAlpine(): string {
   const dir = tempDir('isolate-alpine-')
   execFileSync('tar', ['-xzf', alpineTarball, '-C', dir, '--no-same-owner'])
+  return dir
+}
+
+/** A minimal rootfs: the host's /bin/sh and its libraries under usr/, with bin -> usr/bin. */
+export function buildMiniRootfs(): string {
+  const dir = tempDir('isolate-rootfs-')
+  mkdirSync(join(dir, 'usr', 'bin'), { recursive: true })
+  symlinkSync('usr/bin', join(dir, 'bin'))
+  const sh = statSync('/bin/sh').isFile() ? '/bin/sh' : '/usr/bin/sh'
+  const libs = execFileSync('ldd', [sh], { encoding: 'utf8' })
+  for (const file of [sh, '/bin/cat', ...[...libs.matchAll(/(\/[^\s]+)/g)].map((m) => m[1])]) {
+    if (!existsSync(file)) continue
+    const dest = join(dir, file.startsWith('/bin/') ? `/usr${file}` : file)
+    mkdirSync(join(dest, '..'), { recursive: true })
+    copyFileSync(file, dest)
+  }
+  execFileSync('chmod', ['-R', 'a+rX', dir])
   return dir
 }

@@ -1,10 +1,9 @@
 /** A directory rootfs: the Alpine minirootfs fixture, and a tiny tree the test builds itself. */
 import test from 'ava'
-import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { runIsolated } from '../index.js'
-import { alpineTarball, removeDir, tempDir, unpackAlpine } from './helpers.js'
+import { alpineTarball, buildMiniRootfs, removeDir, unpackAlpine } from './helpers.js'
 
 const haveAlpine = existsSync(alpineTarball)
 if (!haveAlpine) console.log(`rootfs.test: ${alpineTarball} is absent (a clone outside this workplace); the Alpine tests are skipped for that reason`)
@@ -35,22 +34,8 @@ alpineTest('inside Alpine: own hostname, no host files, busybox tools', async (t
 })
 
 test('a minimal rootfs built from host binaries, with a symlinked top-level entry', async (t) => {
-  // A static busybox when the host has one, else the host's sh with its libraries.
-  const dir = tempDir('isolate-rootfs-')
+  const dir = buildMiniRootfs()
   t.teardown(() => removeDir(dir))
-  mkdirSync(join(dir, 'usr', 'bin'), { recursive: true })
-  symlinkSync('usr/bin', join(dir, 'bin'))
-  const sh = statSync('/bin/sh').isFile() ? '/bin/sh' : '/usr/bin/sh'
-  copyFileSync(sh, join(dir, 'usr', 'bin', 'sh'))
-  execFileSync('chmod', ['755', join(dir, 'usr', 'bin', 'sh')])
-  // Its shared libraries, at the paths the loader expects.
-  const ldd = execFileSync('ldd', [sh], { encoding: 'utf8' })
-  for (const m of ldd.matchAll(/(\/[^\s]+)/g)) {
-    const lib = m[1]
-    if (!existsSync(lib)) continue
-    mkdirSync(join(dir, lib, '..'), { recursive: true })
-    copyFileSync(lib, join(dir, lib))
-  }
   writeFileSync(join(dir, 'marker'), 'built by the test\n')
   const r = await runIsolated('/bin/sh', ['-c', 'read x < /marker; echo "$x"; echo *'], { rootfs: dir, env: {} })
   t.is(r.exitCode, 0, r.stderr)
