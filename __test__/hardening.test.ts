@@ -124,3 +124,43 @@ test('a hostile rootfs: proc, dev and tmp symlinked out are replaced, a bind tar
   t.is(e?.step, 'create_mountpoint')
   t.is(e?.errno, 'ENOTDIR')
 })
+
+test('seccomp default: new namespaces, vsock and the mount API are refused; none allows them', async (t) => {
+  const script = [
+    'import ctypes, errno, os, socket',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'r = libc.unshare(0x10000000)',
+    'print("unshare", r, errno.errorcode.get(ctypes.get_errno(), 0) if r else "ok")',
+    'try:',
+    '  socket.socket(40, socket.SOCK_STREAM); print("vsock ok")',
+    'except OSError as e: print("vsock", errno.errorcode[e.errno])',
+    'r = libc.syscall(435, 0, 0)',
+    'print("clone3", errno.errorcode.get(ctypes.get_errno(), 0))',
+  ].join('\n')
+  const d = await runIsolated('/usr/bin/python3', ['-c', script])
+  t.regex(d.stdout, /^unshare -1 EPERM$/m, d.stderr)
+  t.regex(d.stdout, /^vsock EAFNOSUPPORT$/m)
+  t.regex(d.stdout, /^clone3 ENOSYS$/m)
+  const n = await runIsolated('/usr/bin/python3', ['-c', script], { seccomp: 'none' })
+  t.regex(n.stdout, /^unshare 0 ok$/m, 'without the filter the same call works: the filter is what refuses it')
+  t.notRegex(n.stdout, /^clone3 ENOSYS$/m)
+})
+
+test('seccomp: ordinary programs keep working under the default profile', async (t) => {
+  const r = await runIsolated('/usr/bin/python3', ['-c', 'import threading, subprocess, socket\nt = threading.Thread(target=lambda: None); t.start(); t.join()\na, b = socket.socketpair(); a.send(b"x"); print(b.recv(1), subprocess.run(["/bin/echo", "child"], capture_output=True).stdout)'])
+  t.is(r.stdout, "b'x' b'child\\n'\n", r.stderr)
+  const node = await runIsolated(process.execPath, ['-e', 'const { Worker } = require("worker_threads"); new Worker("process.exit(0)", { eval: true }).on("exit", () => console.log("node ok"))'])
+  t.is(node.stdout, 'node ok\n', node.stderr)
+})
+
+test('seccomp: a custom OCI profile is enforced, and a broken one fails setup naming the field', async (t) => {
+  const profile = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 13 }] }
+  const r = await sh('mkdir /tmp/d 2>&1; echo rc=$?; touch /tmp/f && echo touched', { seccomp: profile })
+  t.regex(r.stdout, /Permission denied/)
+  t.regex(r.stdout, /touched/)
+  const asText = await sh('mkdir /tmp/d && echo made', { seccomp: JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [] }) })
+  t.is(asText.stdout, 'made\n')
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', [], { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['read'], action: 'SCMP_ACT_FOO' }] } }), { instanceOf: IsolateError })
+  t.is(e?.step, 'load_seccomp')
+  t.regex(e!.message, /syscalls\[0\]\.action/)
+})

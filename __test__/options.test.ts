@@ -25,6 +25,7 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['unknown capability', { capabilities: ['NET_BIND_SERVICE', 'FLY'] }, 'capabilities[1]'],
   ['relative landlock path', { landlock: { read: ['usr'] } }, 'landlock.read[0]'],
   ['unknown landlock list', { landlock: { delete: ['/x'] } }, 'landlock.delete'],
+  ['seccomp not a profile', { seccomp: 'strict' }, 'seccomp'],
 ]
 
 for (const [name, options, option] of cases) {

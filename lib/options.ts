@@ -66,6 +66,8 @@ export interface SpawnOptions {
   capabilities?: string[]
   /** Paths inside the sandbox the command may read, write (and read) or execute (and read); everything else is denied by Landlock. */
   landlock?: { read?: string[]; write?: string[]; exec?: string[] }
+  /** `'default'` (the built-in profile), `'none'`, or a Docker/OCI seccomp profile (object or JSON text). */
+  seccomp?: 'default' | 'none' | Record<string, unknown> | string
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
@@ -85,12 +87,12 @@ export interface Spec {
   limits: { timeoutMs?: number; outputBytes?: number; openFiles?: number; fileSizeBytes?: number; coreDumps?: boolean }
   capabilities: string[]
   landlock?: { read: string[]; write: string[]; exec: string[] }
+  seccomp: { mode: 'default' } | { mode: 'none' } | { mode: 'profile'; json: string }
 }
 
 const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'input', 'encoding', 'overlay', 'seccomp', 'tty', 'landlock'])
 const NOT_YET: Record<string, string> = {
   overlay: 'copy-on-write overlay roots are not available in this version',
-  seccomp: 'seccomp profiles are not available in this version',
   tty: 'a terminal for the command is not available in this version',
 }
 const LIMITS_NOT_YET = ['memoryBytes', 'pids', 'cpus', 'cpuTimeMs']
@@ -224,6 +226,18 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     landlock = { read: list('read'), write: list('write'), exec: list('exec') }
   }
 
+  let seccomp: Spec['seccomp'] = { mode: 'default' }
+  if (o.seccomp === 'none') seccomp = { mode: 'none' }
+  else if (isObject(o.seccomp)) seccomp = { mode: 'profile', json: JSON.stringify(o.seccomp) }
+  else if (typeof o.seccomp === 'string' && o.seccomp !== 'default') {
+    try {
+      if (!isObject(JSON.parse(o.seccomp))) throw new Error('not an object')
+    } catch {
+      throw optionError('seccomp', "must be 'default', 'none', or a Docker/OCI seccomp profile (an object or its JSON text)")
+    }
+    seccomp = { mode: 'profile', json: o.seccomp }
+  } else if (o.seccomp !== undefined && o.seccomp !== 'default') throw optionError('seccomp', "must be 'default', 'none', or a Docker/OCI seccomp profile")
+
   let stdio: [StdioMode, StdioMode, StdioMode]
   const s = o.stdio ?? 'pipe'
   if (typeof s === 'string' || typeof s === 'number') stdio = [s, s, s]
@@ -248,6 +262,7 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     user: { uid: user.uid, gid: user.gid },
     limits: timeoutMs === undefined ? specLimits : { ...specLimits, timeoutMs },
     capabilities,
+    seccomp,
     ...(landlock ? { landlock } : {}),
   }
   return { spec, stdio, signal: o.signal, command: [file, ...(args as string[])].join(' ') }

@@ -95,7 +95,7 @@ fn send(report_fd: &OwnedFd, r: &Report) {
 }
 
 /// The whole life of the sandbox's first process. Never returns.
-pub fn run(spec: &Spec, plan: &[MountOp], pipes: InitPipes) -> ! {
+pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Program>, pipes: InitPipes) -> ! {
     let InitPipes { go, report } = pipes;
     // So `ps` inside and on the host tells the init from the helper it was forked from.
     let _ = nix::sys::prctl::set_name(c"isolate-init");
@@ -104,7 +104,7 @@ pub fn run(spec: &Spec, plan: &[MountOp], pipes: InitPipes) -> ! {
         std::process::exit(125);
     }
     drop(go);
-    init_loop(spec, report)
+    init_loop(spec, seccomp, report)
 }
 
 fn wait_for_parent(go: &OwnedFd) -> sys::Result<()> {
@@ -286,7 +286,7 @@ fn forwarded_signals() -> SigSet {
     set
 }
 
-fn init_loop(spec: &Spec, report: OwnedFd) -> ! {
+fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: OwnedFd) -> ! {
     let signals = forwarded_signals();
     // Blocked before fork so no signal meant for the command is lost in between.
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
@@ -302,7 +302,7 @@ fn init_loop(spec: &Spec, report: OwnedFd) -> ! {
         Ok(ForkResult::Child) => {
             drop(status_r);
             drop(report);
-            let e = exec_command(spec);
+            let e = exec_command(spec, seccomp);
             let mut f = std::fs::File::from(status_w);
             let _ = f.write_all(&serde_json::to_vec(&e).unwrap_or_default());
             // SAFETY: leaving the forked child without running the parent's atexit handlers.
@@ -393,7 +393,7 @@ fn finish(report: &OwnedFd, st: WaitStatus) -> ! {
 }
 
 /// The command's last steps, in the order DESIGN section 3 gives. Returns only on failure.
-fn exec_command(spec: &Spec) -> SetupError {
+fn exec_command(spec: &Spec, seccomp: Option<&crate::seccomp::Program>) -> SetupError {
     let argv: Vec<CString> = std::iter::once(spec.file.as_str())
         .chain(spec.args.iter().map(String::as_str))
         .map(|a| CString::new(a).unwrap_or_default())
@@ -420,6 +420,10 @@ fn exec_command(spec: &Spec) -> SetupError {
         sys::mark_fds_cloexec(3)?;
         // Its own session: no TIOCSTI into the caller's terminal, no signals from its job control.
         sys::new_session()?;
+        // Last, so the filter (the caller's own profile included) need not allow any setup step.
+        if let Some(program) = seccomp {
+            crate::seccomp::load(program)?;
+        }
         Ok(())
     };
     if let Err(e) = steps() {

@@ -67,6 +67,8 @@ fn clone_flags(spec: &Spec) -> libc::c_ulong {
 fn launch(spec: &Spec) -> Result<Child, SetupError> {
     let facts = sandbox::gather_facts(spec)?;
     let plan = plan_mounts(spec, &facts);
+    // Compiled here, once: the sandbox's processes only load it.
+    let seccomp = compile_seccomp(spec)?;
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None));
     let (go_r, go_w) = pipe()?;
@@ -87,7 +89,7 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         drop(go_w);
         drop(report_r);
         drop(relay);
-        sandbox::run(spec, &plan, sandbox::InitPipes { go: go_r, report: report_w });
+        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w });
     }
     let init = Pid::from_raw(rc as i32);
     drop(go_r);
@@ -110,6 +112,22 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         return Err(e);
     }
     Ok(Child { init, report: report_r, relay })
+}
+
+fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, SetupError> {
+    use crate::spec::Seccomp;
+    match &spec.seccomp {
+        Seccomp::None => Ok(None),
+        Seccomp::Default => Ok(Some(crate::seccomp::default_program())),
+        Seccomp::Profile { json } => {
+            // A rule that a kept capability enables must stay in, as Docker resolves it.
+            let opts = crate::seccomp::OciOptions { capabilities: spec.capabilities.clone(), kernel: None };
+            crate::seccomp::compile_oci_with(json.as_bytes(), &opts).map(Some).map_err(|msg| {
+                SetupError::new(Step::LoadSeccomp, format!("the seccomp profile does not compile: {msg}"))
+                    .with_hint("options.seccomp must be a Docker/OCI seccomp profile (defaultAction, syscalls[].names/action/args)")
+            })
+        }
+    }
 }
 
 fn write_id_maps(pid: Pid, maps: &crate::plan::IdMaps) -> Result<(), SetupError> {
