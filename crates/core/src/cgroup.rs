@@ -1,1 +1,1805 @@
 //! cgroups v2 and v1: detection, the planned writes for limits, and the sandbox's own cgroup.
+//!
+//! Three layers, as elsewhere in the core:
+//! - [`detect`] reads `/proc/self/cgroup` and `/proc/self/mountinfo` once and describes the host
+//!   as plain data ([`CgroupHost`], serializable for `probe()` and `isolate doctor`);
+//! - [`plan_writes`] turns the asked limits into the ordered file writes for that host, a pure
+//!   function tested without root, failing closed when a controller is missing;
+//! - [`SandboxCgroup`] applies it: one directory beneath this process's own cgroup (v2) or one per
+//!   hierarchy used (v1), attach, usage counters, kill, removal.
+//!
+//! Sandbox cgroups are created only beneath the calling process's own cgroup, and removed.
+//!
+//! Order that matters to the caller (the helper):
+//! - attach the sandbox's first process before it runs anything of the command (the child waits
+//!   for the helper's "go"), so nothing it starts escapes the limits or the kill;
+//! - the child unshares its cgroup namespace only after it was attached, so that the namespace's
+//!   root is the sandbox cgroup and not the helper's;
+//! - a `cgroup.procs` attach of an existing process costs an RCU grace period (milliseconds); on
+//!   v2 `clone3(CLONE_INTO_CGROUP)` with [`SandboxCgroup::dir_fd_v2`] avoids that migration.
+
+use crate::error::{SetupError, Step};
+use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+// TODO(lead): Step::CreateCgroup
+const STEP_CREATE: Step = Step::Supervise;
+// TODO(lead): Step::WriteCgroupLimits
+const STEP_WRITE_LIMITS: Step = Step::Supervise;
+// TODO(lead): Step::AttachCgroup
+const STEP_ATTACH: Step = Step::Supervise;
+// TODO(lead): Step::RemoveCgroup
+const STEP_REMOVE: Step = Step::Supervise;
+/// Killing what runs in the cgroup is part of supervising it.
+const STEP_KILL: Step = Step::Supervise;
+
+/// The CFS period written with every cpu limit, in microseconds.
+pub const CPU_PERIOD_US: u64 = 100_000;
+/// The kernel refuses CFS quotas below 1 ms.
+const CPU_MIN_QUOTA_US: u64 = 1_000;
+
+/// v1 controllers the kernel may mount; other mount options (rw, xattr, name=...) are not.
+const V1_CONTROLLERS: &[&str] = &[
+    "cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer", "net_cls", "perf_event", "net_prio", "hugetlb",
+    "pids", "rdma", "misc",
+];
+/// v2 controllers that the kernel lets a cgroup holding processes enable for its children; doing
+/// so makes that cgroup a thread root whose children take only threads (`cgroup.type` threaded),
+/// so it is never done to the caller's cgroup. Domain controllers (memory, io) get EBUSY.
+const V2_THREADED: &[&str] = &["cpu", "cpuset", "perf_event", "pids"];
+
+// ---------------------------------------------------------------------------------------------
+// Detection
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CgroupMode {
+    /// Only the unified hierarchy.
+    #[serde(rename = "v2")]
+    V2,
+    /// Only v1 hierarchies.
+    #[serde(rename = "v1")]
+    V1,
+    /// v1 controllers plus a v2 mount (systemd's "hybrid"): limits go through v1.
+    #[serde(rename = "hybrid")]
+    Hybrid,
+    /// No cgroup filesystem is mounted.
+    #[serde(rename = "none")]
+    Unavailable,
+}
+
+impl CgroupMode {
+    /// Whether limits, attach and usage go through the unified hierarchy.
+    pub fn uses_v2(self) -> bool {
+        self == CgroupMode::V2
+    }
+}
+
+/// The controllers this module uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Controller {
+    Memory,
+    Pids,
+    Cpu,
+    /// v1 only: CPU time accounting (on v2 `cpu.stat` is always there).
+    Cpuacct,
+    /// v1 only: freeze before kill (on v2 `cgroup.freeze`/`cgroup.kill` are core files).
+    Freezer,
+}
+
+impl Controller {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Pids => "pids",
+            Controller::Cpu => "cpu",
+            Controller::Cpuacct => "cpuacct",
+            Controller::Freezer => "freezer",
+        }
+    }
+}
+
+/// The unified (v2) hierarchy as this process sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnifiedHierarchy {
+    /// Where it is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
+    pub mount: String,
+    /// This process's cgroup as `/proc/self/cgroup` names it (`0::<path>`).
+    pub own_path: String,
+    /// That cgroup's directory, when the mount shows it (a container may mount a subtree only).
+    pub own_dir: Option<String>,
+    /// The own cgroup is the hierarchy's real root (it has no `cgroup.type`), where the
+    /// no-internal-process rule does not apply.
+    pub is_root: bool,
+    /// `cgroup.controllers` of the own cgroup: what its parent delegates to it.
+    pub controllers: Vec<String>,
+    /// `cgroup.subtree_control` of the own cgroup: what its children get today.
+    pub subtree_control: Vec<String>,
+    pub subtree_control_writable: bool,
+    /// Processes in the own cgroup, this one included.
+    pub processes: usize,
+    /// This process may mkdir in the own cgroup.
+    pub writable: bool,
+    /// This process may write the own cgroup's `cgroup.procs`: needed to move a child from it
+    /// into a sandbox cgroup (the common ancestor's `cgroup.procs` rule of delegation).
+    pub procs_writable: bool,
+    /// Controllers a child cgroup can have: enabled already, or enable-able by this process.
+    pub usable: Vec<String>,
+}
+
+/// Why a v2 controller can or cannot be used by a child of the own cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V2Availability {
+    Enabled,
+    /// Available in the own cgroup and this process may write `+name` to its subtree_control.
+    Enableable,
+    /// The parent does not delegate it: not in the own `cgroup.controllers`.
+    NotDelegated,
+    /// Not enabled, and the own cgroup is not the root and holds processes: the kernel refuses a
+    /// domain controller (EBUSY, the no-internal-process rule) and would turn the caller's cgroup
+    /// into a thread root for a threaded one; neither is done.
+    NoInternalProcess,
+    /// Available, but the own `cgroup.subtree_control` is not writable by this process.
+    NotWritable,
+    /// The own cgroup is not visible through any mount.
+    Unreachable,
+}
+
+impl UnifiedHierarchy {
+    pub fn availability(&self, controller: &str) -> V2Availability {
+        let has = |list: &[String]| list.iter().any(|c| c == controller);
+        if self.own_dir.is_none() {
+            V2Availability::Unreachable
+        } else if has(&self.subtree_control) {
+            V2Availability::Enabled
+        } else if !has(&self.controllers) {
+            V2Availability::NotDelegated
+        } else if !self.is_root && self.processes > 0 {
+            V2Availability::NoInternalProcess
+        } else if !self.subtree_control_writable {
+            V2Availability::NotWritable
+        } else {
+            V2Availability::Enableable
+        }
+    }
+}
+
+/// One v1 hierarchy (one mount; merged ones such as `cpu,cpuacct` carry several controllers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V1Hierarchy {
+    pub controllers: Vec<String>,
+    pub mount: String,
+    pub own_path: String,
+    pub own_dir: Option<String>,
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CgroupHost {
+    pub mode: CgroupMode,
+    /// The unified hierarchy; on hybrid hosts reported only.
+    pub unified: Option<UnifiedHierarchy>,
+    /// v1 hierarchies that carry at least one controller.
+    pub v1: Vec<V1Hierarchy>,
+    /// Whether swap can be limited per cgroup (v1 `memory.memsw.*`, v2 `memory.swap.max`);
+    /// None when it cannot be told from the own cgroup (the v2 root has no memory files).
+    pub swap_accounting: Option<bool>,
+    /// Whether this process may create a sandbox cgroup at all.
+    pub can_create: bool,
+    /// Why not, when it may not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl CgroupHost {
+    /// The v1 hierarchy carrying `controller`, if mounted.
+    pub fn v1_hierarchy(&self, controller: &str) -> Option<&V1Hierarchy> {
+        self.v1.iter().find(|h| h.controllers.iter().any(|c| c == controller))
+    }
+}
+
+/// What `/proc/self/cgroup` and `/proc/self/mountinfo` say, before looking at any cgroup file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Layout {
+    /// (mount, own path, own dir)
+    unified: Option<(String, String, Option<String>)>,
+    /// (controllers, mount, own path, own dir)
+    v1: Vec<(Vec<String>, String, String, Option<String>)>,
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The directory of cgroup `own` through a mount of `root` at `mountpoint`, if it shows it.
+fn dir_through(mountpoint: &str, root: &str, own: &str) -> Option<String> {
+    let rel = if root == "/" {
+        own
+    } else if own == root {
+        "/"
+    } else {
+        own.strip_prefix(root).filter(|r| r.starts_with('/'))?
+    };
+    if rel.split('/').any(|c| c == "..") {
+        return None;
+    }
+    let dir = format!("{}{}", mountpoint.trim_end_matches('/'), rel.trim_end_matches('/'));
+    Some(if dir.is_empty() { "/".to_owned() } else { dir })
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn parse_layout(proc_cgroup: &str, mountinfo: &str) -> Layout {
+    // Own cgroup per hierarchy: "0::/path" (v2), "4:memory:/path", "1:cpu,cpuacct:/path".
+    let mut own_v2 = None;
+    let mut own_v1: Vec<(Vec<String>, String)> = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(id), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else { continue };
+        if id == "0" && ctrls.is_empty() {
+            own_v2 = Some(path.to_owned());
+        } else {
+            let set: Vec<String> = ctrls.split(',').filter(|c| V1_CONTROLLERS.contains(c)).map(str::to_owned).collect();
+            if !set.is_empty() {
+                own_v1.push((sorted(set), path.to_owned()));
+            }
+        }
+    }
+    let mut layout = Layout::default();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let l: Vec<&str> = left.split_whitespace().collect();
+        let r: Vec<&str> = right.split_whitespace().collect();
+        if l.len() < 5 || r.len() < 3 {
+            continue;
+        }
+        let (root, mountpoint) = (unescape(l[3]), unescape(l[4]));
+        match r[0] {
+            "cgroup2" => {
+                if layout.unified.as_ref().is_some_and(|u| u.2.is_some()) {
+                    continue;
+                }
+                let own = own_v2.clone().unwrap_or_else(|| "/".to_owned());
+                let dir = dir_through(&mountpoint, &root, &own);
+                layout.unified = Some((mountpoint, own, dir));
+            }
+            "cgroup" => {
+                let set = sorted(r[2].split(',').filter(|o| V1_CONTROLLERS.contains(o)).map(str::to_owned).collect());
+                if set.is_empty() {
+                    continue;
+                }
+                let own = own_v1.iter().find(|(s, _)| *s == set).map(|(_, p)| p.clone()).unwrap_or_else(|| "/".to_owned());
+                let dir = dir_through(&mountpoint, &root, &own);
+                match layout.v1.iter_mut().find(|h| h.0 == set) {
+                    // The same hierarchy mounted twice: keep the first mount that shows our cgroup.
+                    Some(h) if h.3.is_none() && dir.is_some() => *h = (set, mountpoint, own, dir),
+                    Some(_) => {}
+                    None => layout.v1.push((set, mountpoint, own, dir)),
+                }
+            }
+            _ => {}
+        }
+    }
+    layout
+}
+
+fn may_write(path: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(path) else { return false };
+    // SAFETY: a NUL-terminated path; faccessat only reads it. AT_EACCESS: the effective ids.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
+}
+
+fn words(path: &str) -> Vec<String> {
+    std::fs::read_to_string(path).map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+fn exists(path: &str) -> bool {
+    std::path::Path::new(path).exists()
+}
+
+/// Describe this host's cgroups as this process sees them. Call once and pass the answer on.
+pub fn detect() -> Result<CgroupHost, SetupError> {
+    let read = |path: &str| {
+        std::fs::read_to_string(path).map_err(|e| SetupError::sys(STEP_CREATE, e.raw_os_error().unwrap_or(libc::EIO), Some(path)))
+    };
+    let layout = parse_layout(&read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?);
+    Ok(host_from_layout(layout))
+}
+
+fn host_from_layout(layout: Layout) -> CgroupHost {
+    let unified = layout.unified.map(|(mount, own_path, own_dir)| {
+        let file = |name: &str| own_dir.as_ref().map(|d| format!("{d}/{name}")).unwrap_or_default();
+        let mut u = UnifiedHierarchy {
+            is_root: own_dir.is_some() && !exists(&file("cgroup.type")),
+            controllers: words(&file("cgroup.controllers")),
+            subtree_control: words(&file("cgroup.subtree_control")),
+            subtree_control_writable: own_dir.is_some() && may_write(&file("cgroup.subtree_control")),
+            processes: words(&file("cgroup.procs")).len(),
+            writable: own_dir.as_deref().is_some_and(may_write),
+            procs_writable: own_dir.is_some() && may_write(&file("cgroup.procs")),
+            usable: Vec::new(),
+            mount,
+            own_path,
+            own_dir,
+        };
+        u.usable = u
+            .controllers
+            .iter()
+            .filter(|c| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable))
+            .cloned()
+            .collect();
+        u
+    });
+    let v1: Vec<V1Hierarchy> = layout
+        .v1
+        .into_iter()
+        .map(|(controllers, mount, own_path, own_dir)| V1Hierarchy {
+            writable: own_dir.as_deref().is_some_and(may_write),
+            controllers,
+            mount,
+            own_path,
+            own_dir,
+        })
+        .collect();
+    let mode = match (&unified, v1.is_empty()) {
+        (Some(_), true) => CgroupMode::V2,
+        (Some(_), false) => CgroupMode::Hybrid,
+        (None, false) => CgroupMode::V1,
+        (None, true) => CgroupMode::Unavailable,
+    };
+    let mut host = CgroupHost { mode, unified, v1, swap_accounting: None, can_create: false, reason: None };
+    host.swap_accounting = match mode {
+        CgroupMode::V2 => host.unified.as_ref().filter(|u| !u.is_root).and_then(|u| u.own_dir.as_ref()).map(|d| exists(&format!("{d}/memory.swap.max"))),
+        CgroupMode::V1 | CgroupMode::Hybrid => {
+            host.v1_hierarchy("memory").and_then(|h| h.own_dir.as_ref()).map(|d| exists(&format!("{d}/memory.memsw.limit_in_bytes")))
+        }
+        CgroupMode::Unavailable => None,
+    };
+    let (can, reason) = match mode {
+        CgroupMode::Unavailable => (false, Some("no cgroup filesystem is mounted".to_owned())),
+        CgroupMode::V2 => {
+            let u = host.unified.as_ref().expect("v2 mode has the unified hierarchy");
+            match &u.own_dir {
+                None => (false, Some(format!("this process's cgroup {} is not visible under {}", u.own_path, u.mount))),
+                Some(d) if !u.writable => (false, Some(format!("{d} is not writable by this process (no delegation)"))),
+                Some(d) if !u.procs_writable => (false, Some(format!("{d}/cgroup.procs is not writable by this process (no delegation)"))),
+                Some(_) => (true, None),
+            }
+        }
+        CgroupMode::V1 | CgroupMode::Hybrid => {
+            let used = ["memory", "pids", "cpu", "cpuacct", "freezer"];
+            if host.v1.iter().any(|h| h.writable && h.controllers.iter().any(|c| used.contains(&c.as_str()))) {
+                (true, None)
+            } else {
+                (false, Some("no v1 hierarchy of memory, pids, cpu, cpuacct or freezer is writable by this process here".to_owned()))
+            }
+        }
+    };
+    host.can_create = can;
+    host.reason = reason;
+    host
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan
+
+/// The limits enforced through cgroups (the rest, such as cpu time and open files, are rlimits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CgroupLimits {
+    /// Memory, with swap off.
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+    /// A fraction of cores: 0.5 is half a core's time per period, 2 is two cores'.
+    pub cpus: Option<f64>,
+}
+
+impl CgroupLimits {
+    pub fn is_empty(&self) -> bool {
+        self.memory_bytes.is_none() && self.pids.is_none() && self.cpus.is_none()
+    }
+}
+
+/// One write into the sandbox cgroup's directory for `controller`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CgroupWrite {
+    pub controller: Controller,
+    pub file: &'static str,
+    pub value: String,
+    /// Skipped when the kernel has no such file (swap accounting compiled out or disabled).
+    pub optional: bool,
+}
+
+fn write(controller: Controller, file: &'static str, value: impl ToString, optional: bool) -> CgroupWrite {
+    CgroupWrite { controller, file, value: value.to_string(), optional }
+}
+
+fn invalid(message: String) -> SetupError {
+    SetupError::new(STEP_WRITE_LIMITS, message)
+}
+
+fn cpu_quota_us(cpus: f64) -> Result<u64, SetupError> {
+    if !cpus.is_finite() || cpus <= 0.0 {
+        return Err(invalid(format!("cpus must be a positive number of cores, not {cpus}")));
+    }
+    let quota = (cpus * CPU_PERIOD_US as f64).round();
+    if quota < CPU_MIN_QUOTA_US as f64 {
+        return Err(invalid(format!("cpus {cpus} is below the kernel's smallest quota (0.01 of a core)")));
+    }
+    Ok(quota as u64)
+}
+
+/// Why a controller cannot be had, as the hint of a fail-closed error.
+fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>) {
+    let v1_mount = |c: &str| {
+        format!(
+            "cgroup v1: the `{c}` controller is not mounted; mount it (`mkdir -p /sys/fs/cgroup/{c} && mount -t cgroup -o {c} cgroup /sys/fs/cgroup/{c}`; if /proc/cgroups shows it disabled, boot with cgroup_enable={c}), or boot with cgroup v2 only (systemd.unified_cgroup_hierarchy=1)"
+        )
+    };
+    match host.mode {
+        CgroupMode::Unavailable => (
+            "no cgroup filesystem is mounted".to_owned(),
+            Some("mount cgroup v2 (`mount -t cgroup2 none /sys/fs/cgroup`), or run where /sys/fs/cgroup is mounted".to_owned()),
+        ),
+        CgroupMode::V1 | CgroupMode::Hybrid => match host.v1_hierarchy(controller) {
+            None => (format!("the {controller} cgroup controller is not mounted"), Some(v1_mount(controller))),
+            Some(h) => (
+                format!("this process's {controller} cgroup {} is not visible under {}", h.own_path, h.mount),
+                Some(format!("mount the {controller} hierarchy's root (or run in the cgroup the mount shows), e.g. a container started with a private cgroup namespace")),
+            ),
+        },
+        CgroupMode::V2 => {
+            let u = host.unified.as_ref().expect("v2 mode has the unified hierarchy");
+            let own = u.own_dir.clone().unwrap_or_else(|| u.own_path.clone());
+            let delegate = format!(
+                "delegate it to this cgroup: as root, add `+{controller}` to the parent's cgroup.subtree_control; under systemd, start the caller with `systemd-run --user --scope -p Delegate=yes ...` or give user sessions `Delegate=cpu cpuset io memory pids` in /etc/systemd/system/user@.service.d/delegate.conf"
+            );
+            match u.availability(controller) {
+                V2Availability::Enabled | V2Availability::Enableable => (format!("the {controller} controller is usable"), None),
+                V2Availability::NotDelegated => (format!("the {controller} cgroup controller is not available in {own} (cgroup.controllers)"), Some(delegate)),
+                V2Availability::NoInternalProcess => (
+                    format!("the {controller} cgroup controller cannot be enabled for the children of {own}: it holds {} process(es), this one included", u.processes),
+                    Some(format!(
+                        "cgroup v2 lets a non-root cgroup give {controller} to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or without this limit; `isolate doctor` shows the cgroup layout"
+                    )),
+                ),
+                V2Availability::NotWritable => (
+                    format!("the {controller} cgroup controller is not enabled in {own}/cgroup.subtree_control, which this process may not write"),
+                    Some(delegate),
+                ),
+                V2Availability::Unreachable => (
+                    format!("this process's cgroup {} is not visible under {}", u.own_path, u.mount),
+                    Some("mount the cgroup2 hierarchy so that this process's cgroup is visible (a private cgroup namespace does this)".to_owned()),
+                ),
+            }
+        }
+    }
+}
+
+/// The writes that put `limits` on a fresh sandbox cgroup of `host`, in order. Fails closed, naming
+/// every missing controller, when a limit cannot be enforced here.
+pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<CgroupWrite>, SetupError> {
+    if limits.memory_bytes == Some(0) {
+        return Err(invalid("memoryBytes must be more than 0".to_owned()));
+    }
+    if limits.pids == Some(0) {
+        return Err(invalid("pids must be at least 1".to_owned()));
+    }
+    let quota = limits.cpus.map(cpu_quota_us).transpose()?;
+    let mut wanted = Vec::new();
+    if limits.memory_bytes.is_some() {
+        wanted.push("memory");
+    }
+    if limits.pids.is_some() {
+        wanted.push("pids");
+    }
+    if limits.cpus.is_some() {
+        wanted.push("cpu");
+    }
+    let v2 = host.mode.uses_v2();
+    let usable = |c: &str| match host.mode {
+        CgroupMode::V2 => host.unified.as_ref().is_some_and(|u| u.usable.iter().any(|x| x == c)),
+        CgroupMode::V1 | CgroupMode::Hybrid => host.v1_hierarchy(c).is_some_and(|h| h.own_dir.is_some()),
+        CgroupMode::Unavailable => false,
+    };
+    let missing: Vec<&str> = wanted.iter().copied().filter(|c| !usable(c)).collect();
+    if !missing.is_empty() {
+        let parts: Vec<(String, Option<String>)> = missing.iter().map(|c| missing_hint(host, c)).collect();
+        let mut message = format!("cannot enforce the asked limits: missing cgroup controller(s) {}: ", missing.join(", "));
+        message.push_str(&parts.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join("; "));
+        let mut hints: Vec<String> = parts.into_iter().filter_map(|p| p.1).collect();
+        hints.dedup();
+        let mut e = SetupError::new(STEP_CREATE, message);
+        if !hints.is_empty() {
+            e = e.with_hint(hints.join("; "));
+        }
+        let path = match host.mode {
+            CgroupMode::V2 => host.unified.as_ref().and_then(|u| u.own_dir.clone()),
+            _ => None,
+        };
+        if let Some(p) = path {
+            e = e.with_path(p);
+        }
+        return Err(e);
+    }
+    let mut plan = Vec::new();
+    if let Some(bytes) = limits.memory_bytes {
+        if v2 {
+            plan.push(write(Controller::Memory, "memory.max", bytes, false));
+            plan.push(write(Controller::Memory, "memory.swap.max", 0, true));
+        } else {
+            // limit before memsw: the kernel keeps memsw >= limit at every step.
+            plan.push(write(Controller::Memory, "memory.limit_in_bytes", bytes, false));
+            if host.swap_accounting == Some(true) {
+                plan.push(write(Controller::Memory, "memory.memsw.limit_in_bytes", bytes, false));
+            }
+            // On v1, swappiness 0 keeps limit reclaim from swapping even without memsw.
+            plan.push(write(Controller::Memory, "memory.swappiness", 0, true));
+        }
+    }
+    if let Some(n) = limits.pids {
+        plan.push(write(Controller::Pids, "pids.max", n, false));
+    }
+    if let Some(q) = quota {
+        if v2 {
+            plan.push(write(Controller::Cpu, "cpu.max", format!("{q} {CPU_PERIOD_US}"), false));
+        } else {
+            plan.push(write(Controller::Cpu, "cpu.cfs_period_us", CPU_PERIOD_US, false));
+            plan.push(write(Controller::Cpu, "cpu.cfs_quota_us", q, false));
+        }
+    }
+    Ok(plan)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sandbox cgroup
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// `isolate-<pid>-<counter>`: unique among the live processes of this host.
+pub fn unique_name() -> String {
+    format!("isolate-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Write one value with one write(2), to an existing file only (cgroupfs has no O_CREAT).
+fn write_file(path: &str, value: &str) -> Result<(), i32> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| errno_of(&e))?;
+    f.write_all(value.as_bytes()).map_err(|e| errno_of(&e))
+}
+
+fn read_file(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// The value of `key` in a flat-keyed file ("key value" lines).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    read_file(path)?.trim().parse().ok()
+}
+
+/// What the sandbox used, from the cgroup's own counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub cpu_user_ms: u64,
+    pub cpu_system_ms: u64,
+    /// The high-water mark of the cgroup's memory (0 without the memory controller).
+    pub peak_memory_bytes: u64,
+    /// Processes the kernel OOM-killed inside the sandbox.
+    pub oom_kills: u64,
+    /// Forks refused by the pids limit (`pids.events` max).
+    pub pids_limit_hits: u64,
+}
+
+#[derive(Debug)]
+struct Dir {
+    path: String,
+    controllers: Vec<Controller>,
+}
+
+/// A sandbox's cgroup: one directory on v2, one per hierarchy used on v1. Removed by
+/// [`SandboxCgroup::remove`], or on drop (best effort), ending whatever still runs in it.
+#[derive(Debug)]
+pub struct SandboxCgroup {
+    name: String,
+    v2: bool,
+    dirs: Vec<Dir>,
+    v2_fd: Option<OwnedFd>,
+    /// The largest `memory.current` seen, for kernels without `memory.peak`.
+    peak_seen: AtomicU64,
+    removed: bool,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && !name.starts_with("cgroup.")
+        && !name.bytes().any(|b| b == b'/' || b == b'\n' || b == 0)
+}
+
+fn mkdir(path: &str) -> Result<(), SetupError> {
+    nix::unistd::mkdir(path, nix::sys::stat::Mode::from_bits_truncate(0o755)).map_err(|e| {
+        let err = SetupError::sys(STEP_CREATE, e as i32, Some(path));
+        match e {
+            Errno::EEXIST => err.with_hint("a cgroup of this name already exists (left by a process that died?); choose another name"),
+            Errno::EACCES | Errno::EPERM | Errno::EROFS => err.with_hint(
+                "this process may not create cgroups here: cgroup v2 needs the cgroup delegated to this user (systemd Delegate=yes); cgroup v1 needs root or a cgroup an administrator created for this user; `isolate doctor` shows what this host allows",
+            ),
+            _ => err,
+        }
+    })
+}
+
+fn write_hint(err: SetupError, file: &str, errno: i32) -> SetupError {
+    match (file, Errno::from_raw(errno)) {
+        (f, Errno::EINVAL) if f.starts_with("cpu.") => err.with_hint("the kernel refused this cpu quota: give cpus between 0.01 and the number of cores"),
+        (f, Errno::EBUSY) if f.starts_with("memory.") => err.with_hint("the memory limit is below what the cgroup already uses"),
+        ("cgroup.subtree_control", Errno::EBUSY) => err.with_hint(
+            "cgroup v2's no-internal-process rule: this cgroup holds processes, so domain controllers cannot be enabled for its children; isolate does not move the caller's processes",
+        ),
+        ("cgroup.subtree_control", Errno::EACCES | Errno::EPERM) => err.with_hint("this cgroup's controllers are not delegated to this user (systemd Delegate=yes)"),
+        _ => err,
+    }
+}
+
+impl SandboxCgroup {
+    /// Create the sandbox cgroup `name` beneath this process's own cgroup and apply `limits`. On
+    /// any failure nothing created is left behind.
+    pub fn create(host: &CgroupHost, name: &str, limits: &CgroupLimits) -> Result<SandboxCgroup, SetupError> {
+        if !valid_name(name) {
+            return Err(SetupError::new(STEP_CREATE, format!("invalid cgroup name {name:?}")));
+        }
+        let plan = plan_writes(host, limits)?;
+        let needed: Vec<Controller> = {
+            let mut v: Vec<Controller> = plan.iter().map(|w| w.controller).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut cg = SandboxCgroup { name: name.to_owned(), v2: host.mode.uses_v2(), dirs: Vec::new(), v2_fd: None, peak_seen: AtomicU64::new(0), removed: false };
+        match host.mode {
+            CgroupMode::Unavailable => return Err(SetupError::new(STEP_CREATE, "no cgroup filesystem is mounted").with_hint(missing_hint(host, "memory").1.unwrap_or_default())),
+            CgroupMode::V2 => cg.create_v2(host, &needed)?,
+            CgroupMode::V1 | CgroupMode::Hybrid => cg.create_v1(host, &needed)?,
+        }
+        // From here on a failure drops `cg`, which removes what was created.
+        for w in &plan {
+            let Some(dir) = cg.dir_of(w.controller) else {
+                return Err(SetupError::new(STEP_WRITE_LIMITS, format!("no cgroup directory for the {} controller", w.controller.as_str())));
+            };
+            let path = format!("{dir}/{}", w.file);
+            match write_file(&path, &w.value) {
+                Ok(()) => {}
+                Err(libc::ENOENT) if w.optional => {}
+                Err(errno) => {
+                    let e = SetupError::sys(STEP_WRITE_LIMITS, errno, Some(&path));
+                    return Err(write_hint(e, w.file, errno));
+                }
+            }
+        }
+        Ok(cg)
+    }
+
+    fn create_v2(&mut self, host: &CgroupHost, needed: &[Controller]) -> Result<(), SetupError> {
+        let u = host.unified.as_ref().expect("v2 mode has the unified hierarchy");
+        let own = u.own_dir.as_deref().ok_or_else(|| {
+            let (m, h) = missing_hint(host, "memory");
+            SetupError::new(STEP_CREATE, m).with_hint(h.unwrap_or_default())
+        })?;
+        // Controllers the limits need that the own cgroup does not yet give its children. The
+        // plan vouched that they can be enabled: only in the root cgroup (or one without processes).
+        let enable: Vec<String> = needed.iter().map(|c| c.as_str()).filter(|c| !u.subtree_control.iter().any(|s| s == c)).map(|c| format!("+{c}")).collect();
+        if !enable.is_empty() {
+            let path = format!("{own}/cgroup.subtree_control");
+            write_file(&path, &enable.join(" ")).map_err(|errno| write_hint(SetupError::sys(STEP_CREATE, errno, Some(&path)), "cgroup.subtree_control", errno))?;
+        }
+        let path = format!("{own}/{}", self.name);
+        mkdir(&path)?;
+        // Memory and pids are accounted whenever the own cgroup gives them, limit or not.
+        let mut controllers: Vec<Controller> = [Controller::Memory, Controller::Pids, Controller::Cpu]
+            .into_iter()
+            .filter(|c| needed.contains(c) || u.subtree_control.iter().any(|s| s == c.as_str()))
+            .collect();
+        controllers.sort();
+        self.dirs.push(Dir { path: path.clone(), controllers });
+        // A cgroup that holds processes and gives threaded controllers (cpu, pids) to its children
+        // is a thread root: its new children are "domain invalid" and take processes only as
+        // threaded cgroups (where cgroup.kill is refused and kill_all freezes instead).
+        let type_file = format!("{path}/cgroup.type");
+        if read_file(&type_file).is_some_and(|t| t.trim() == "domain invalid") {
+            write_file(&type_file, "threaded").map_err(|errno| SetupError::sys(STEP_CREATE, errno, Some(&type_file)))?;
+        }
+        let fd = nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| SetupError::sys(STEP_CREATE, e as i32, Some(&path)))?;
+        self.v2_fd = Some(fd);
+        Ok(())
+    }
+
+    fn create_v1(&mut self, host: &CgroupHost, needed: &[Controller]) -> Result<(), SetupError> {
+        // Limits need their controllers; accounting (memory, pids, cpuacct) and the freezer are
+        // taken where this process may have them.
+        let all = [Controller::Memory, Controller::Pids, Controller::Cpu, Controller::Cpuacct, Controller::Freezer];
+        for c in all {
+            let required = needed.contains(&c);
+            if c == Controller::Cpu && !required {
+                continue;
+            }
+            let Some(h) = host.v1_hierarchy(c.as_str()) else { continue };
+            let Some(own) = &h.own_dir else { continue };
+            let path = format!("{own}/{}", self.name);
+            if let Some(d) = self.dirs.iter_mut().find(|d| d.path == path) {
+                d.controllers.push(c); // a merged hierarchy such as cpu,cpuacct
+                continue;
+            }
+            if !required && !h.writable {
+                continue;
+            }
+            match mkdir(&path) {
+                Ok(()) => self.dirs.push(Dir { path, controllers: vec![c] }),
+                // Accounting and the freezer are taken where this process may have them.
+                Err(e) if !required && matches!(e.errno.as_deref(), Some("EACCES" | "EPERM" | "EROFS")) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.dirs.is_empty() {
+            return Err(SetupError::new(STEP_CREATE, "no cgroup v1 hierarchy of memory, pids, cpuacct or freezer could be used")
+                .with_hint("run as root, or on a host with cgroup v2 and delegation; `isolate doctor` shows what this host allows"));
+        }
+        Ok(())
+    }
+
+    fn dir_of(&self, c: Controller) -> Option<&str> {
+        self.dirs.iter().find(|d| d.controllers.contains(&c)).map(|d| d.path.as_str())
+    }
+
+    /// v2: the one directory holds every file; v1: the directory of `c`'s hierarchy.
+    fn file(&self, c: Controller, name: &str) -> Option<String> {
+        let dir = if self.v2 { self.dirs.first().map(|d| d.path.as_str()) } else { self.dir_of(c) }?;
+        Some(format!("{dir}/{name}"))
+    }
+
+    /// v2 `cgroup.kill`, when the kernel has it (5.14+).
+    fn kill_file(&self) -> Option<String> {
+        let dir = self.dirs.first().filter(|_| self.v2)?;
+        Some(format!("{}/cgroup.kill", dir.path)).filter(|p| exists(p))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_v2(&self) -> bool {
+        self.v2
+    }
+
+    /// Every directory created, one per hierarchy.
+    pub fn paths(&self) -> Vec<&str> {
+        self.dirs.iter().map(|d| d.path.as_str()).collect()
+    }
+
+    /// The controllers the sandbox cgroup has (limited or accounted).
+    pub fn controllers(&self) -> Vec<Controller> {
+        let mut v: Vec<Controller> = self.dirs.iter().flat_map(|d| d.controllers.iter().copied()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// An `O_DIRECTORY` fd on the v2 cgroup, for `clone3(CLONE_INTO_CGROUP)`: the child starts
+    /// inside the cgroup, with no migration to pay for. None on v1.
+    pub fn dir_fd_v2(&self) -> Option<BorrowedFd<'_>> {
+        self.v2_fd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// Move `pid` (the whole thread group) into the sandbox cgroup, in every hierarchy. Do it
+    /// before the process runs anything of the command.
+    pub fn attach(&self, pid: i32) -> Result<(), SetupError> {
+        if pid <= 0 {
+            return Err(SetupError::new(STEP_ATTACH, format!("invalid pid {pid}")));
+        }
+        let value = pid.to_string();
+        for d in &self.dirs {
+            let path = format!("{}/cgroup.procs", d.path);
+            write_file(&path, &value).map_err(|errno| {
+                let e = SetupError::sys(STEP_ATTACH, errno, Some(&path));
+                match Errno::from_raw(errno) {
+                    Errno::EACCES | Errno::EPERM => e.with_hint("moving a process needs write access to cgroup.procs of the common ancestor (this process's own cgroup): delegate it to this user"),
+                    Errno::ESRCH => e.with_hint("the process is gone"),
+                    _ => e,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The pids in the cgroup (as this process's pid namespace numbers them), in any hierarchy.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .dirs
+            .iter()
+            .filter_map(|d| read_file(&format!("{}/cgroup.procs", d.path)))
+            .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// What the sandbox used so far; counters that the kernel lacks read as 0.
+    pub fn usage(&self) -> Usage {
+        let mut u = Usage::default();
+        if self.v2 {
+            if let Some(stat) = self.file(Controller::Cpu, "cpu.stat").and_then(|p| read_file(&p)) {
+                u.cpu_user_ms = keyed(&stat, "user_usec").unwrap_or(0) / 1000;
+                u.cpu_system_ms = keyed(&stat, "system_usec").unwrap_or(0) / 1000;
+            }
+            if self.controllers().contains(&Controller::Memory) {
+                let current = self.file(Controller::Memory, "memory.current").and_then(|p| read_u64(&p)).unwrap_or(0);
+                let seen = self.peak_seen.fetch_max(current, Ordering::Relaxed).max(current);
+                // memory.peak: 5.19+; before that, the largest memory.current seen by usage().
+                let peak = self.file(Controller::Memory, "memory.peak").and_then(|p| read_u64(&p));
+                u.peak_memory_bytes = peak.unwrap_or(seen).max(seen);
+                let events = self.file(Controller::Memory, "memory.events").and_then(|p| read_file(&p)).unwrap_or_default();
+                u.oom_kills = keyed(&events, "oom_kill").unwrap_or(0);
+            }
+        } else {
+            if let Some(dir) = self.dir_of(Controller::Cpuacct) {
+                let user = read_u64(&format!("{dir}/cpuacct.usage_user"));
+                let sys = read_u64(&format!("{dir}/cpuacct.usage_sys"));
+                if let (Some(user), Some(sys)) = (user, sys) {
+                    u.cpu_user_ms = user / 1_000_000;
+                    u.cpu_system_ms = sys / 1_000_000;
+                } else if let Some(stat) = read_file(&format!("{dir}/cpuacct.stat")) {
+                    // USER_HZ ticks.
+                    // SAFETY: sysconf has no preconditions.
+                    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+                    u.cpu_user_ms = keyed(&stat, "user").unwrap_or(0) * 1000 / hz;
+                    u.cpu_system_ms = keyed(&stat, "system").unwrap_or(0) * 1000 / hz;
+                }
+            }
+            if let Some(dir) = self.dir_of(Controller::Memory) {
+                u.peak_memory_bytes = read_u64(&format!("{dir}/memory.max_usage_in_bytes")).unwrap_or(0);
+                let oom = read_file(&format!("{dir}/memory.oom_control")).unwrap_or_default();
+                // The oom_kill counter is there since 4.13.
+                u.oom_kills = keyed(&oom, "oom_kill").unwrap_or(0);
+            }
+        }
+        if let Some(events) = self.file(Controller::Pids, "pids.events").and_then(|p| read_file(&p)) {
+            u.pids_limit_hits = keyed(&events, "max").unwrap_or(0);
+        }
+        u
+    }
+
+    /// End every process in the cgroup, however it daemonized, and wait until none is left:
+    /// v2 `cgroup.kill` (5.14+); else freeze, SIGKILL each, thaw, until empty.
+    pub fn kill_all(&self) -> Result<(), SetupError> {
+        self.kill_all_by(self.kill_file().is_some())
+    }
+
+    fn freeze(&self, on: bool) -> bool {
+        let wait_for = |file: &str, key: Option<&str>, want: &str| {
+            let until = Instant::now() + Duration::from_millis(500);
+            loop {
+                let text = read_file(file).unwrap_or_default();
+                let done = match key {
+                    Some(k) => keyed(&text, k).map(|v| v.to_string()).as_deref() == Some(want),
+                    None => text.trim() == want,
+                };
+                if done || Instant::now() > until {
+                    return done;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        };
+        if self.v2 {
+            let Some(dir) = self.dirs.first().map(|d| d.path.as_str()) else { return false };
+            if write_file(&format!("{dir}/cgroup.freeze"), if on { "1" } else { "0" }).is_err() {
+                return false;
+            }
+            !on || wait_for(&format!("{dir}/cgroup.events"), Some("frozen"), "1")
+        } else {
+            let Some(dir) = self.dir_of(Controller::Freezer) else { return false };
+            let state = format!("{dir}/freezer.state");
+            if write_file(&state, if on { "FROZEN" } else { "THAWED" }).is_err() {
+                return false;
+            }
+            !on || wait_for(&state, None, "FROZEN")
+        }
+    }
+
+    fn kill_all_by(&self, use_kill_file: bool) -> Result<(), SetupError> {
+        let me = std::process::id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Pid 0 stands for processes outside this pid namespace: never signal it (it would
+            // mean our own process group).
+            let pids: Vec<i32> = self.pids().into_iter().filter(|p| *p > 0).collect();
+            if pids.is_empty() {
+                return Ok(());
+            }
+            if pids.contains(&me) {
+                return Err(SetupError::new(STEP_KILL, "this process is inside the sandbox cgroup; not killing it").with_path(self.dirs[0].path.clone()));
+            }
+            if Instant::now() > deadline {
+                return Err(SetupError::sys(STEP_KILL, libc::EBUSY, Some(&self.dirs[0].path))
+                    .with_hint(format!("{} process(es) survived SIGKILL (stuck in the kernel?)", pids.len())));
+            }
+            let killed = use_kill_file && self.kill_file().is_some_and(|f| write_file(&f, "1").is_ok());
+            if !killed {
+                self.freeze(true);
+                // Frozen, nobody can fork between this listing and the kill.
+                self.kill_members(me);
+                // Thaw even after a freeze that did not finish, so that the signals land.
+                self.freeze(false);
+            }
+            // Give the kernel a moment to take them down before listing again.
+            let until = Instant::now() + Duration::from_millis(100);
+            while Instant::now() < until && self.pids().iter().any(|p| *p > 0) {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    }
+
+    /// SIGKILL every listed process. Each is pinned by a pidfd and signalled only if it is still
+    /// listed after that, so a pid reused by an unrelated process is never hit.
+    fn kill_members(&self, me: i32) {
+        use std::os::fd::FromRawFd;
+        let listed: Vec<i32> = self.pids().into_iter().filter(|p| *p > 0 && *p != me).collect();
+        let mut pinned = Vec::with_capacity(listed.len());
+        for pid in listed {
+            // SAFETY: pidfd_open with a pid and no flags.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            if fd >= 0 {
+                // SAFETY: a new descriptor that nothing else owns.
+                pinned.push((pid, Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })));
+            } else if Errno::last() == Errno::ENOSYS {
+                pinned.push((pid, None)); // before 5.3: the plain pid
+            }
+        }
+        let still = self.pids();
+        for (pid, fd) in pinned {
+            if !still.contains(&pid) {
+                continue;
+            }
+            match fd {
+                // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo, no flags.
+                Some(fd) => unsafe {
+                    libc::syscall(libc::SYS_pidfd_send_signal, std::os::fd::AsRawFd::as_raw_fd(&fd), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0);
+                },
+                None => {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn remove_dirs(&mut self) -> Result<(), SetupError> {
+        if self.removed {
+            return Ok(());
+        }
+        self.v2_fd = None;
+        let killed = self.kill_all();
+        let mut first_err = killed.err();
+        // Children go before parents; ours are siblings, but keep the order of creation reversed.
+        while let Some(d) = self.dirs.pop() {
+            if let Err(e) = rmdir_retrying(&d.path) {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.removed = true;
+        match first_err {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// End what still runs in the cgroup and remove its directories.
+    pub fn remove(mut self) -> Result<(), SetupError> {
+        self.remove_dirs()
+    }
+}
+
+/// rmdir, retrying while the kernel finishes tearing down the cgroup's last processes (EBUSY).
+fn rmdir_retrying(path: &str) -> Result<(), SetupError> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut pause = Duration::from_micros(200);
+    let c = std::ffi::CString::new(path).map_err(|_| SetupError::new(STEP_REMOVE, "NUL in path"))?;
+    loop {
+        // SAFETY: a NUL-terminated path.
+        if unsafe { libc::rmdir(c.as_ptr()) } == 0 {
+            return Ok(());
+        }
+        let e = Errno::last();
+        match e {
+            Errno::ENOENT => return Ok(()),
+            Errno::EBUSY if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            _ => return Err(SetupError::sys(STEP_REMOVE, e as i32, Some(path))),
+        }
+    }
+}
+
+impl Drop for SandboxCgroup {
+    fn drop(&mut self) {
+        let _ = self.remove_dirs();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    // ----- pure: the layout, the host's answers, the plans -----
+
+    const V1_CGROUP: &str = "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n2:cpu,cpuacct:/\n6:freezer:/\n0::/\n";
+    const V1_MOUNTS: &str = "\
+31 23 0:28 / /nowhere/cg rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /nowhere/cg/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /nowhere/cg/memory rw,relatime - cgroup cgroup rw,memory
+37 31 0:34 / /nowhere/cg/freezer rw,relatime - cgroup cgroup rw,freezer
+39 31 0:36 / /nowhere/cg/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /nowhere/cg/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /nowhere/cg/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn layout_of_a_hybrid_host_with_merged_hierarchies() {
+        let l = parse_layout(V1_CGROUP, V1_MOUNTS);
+        assert_eq!(l.unified, Some(("/nowhere/cg/unified".into(), "/".into(), Some("/nowhere/cg/unified".into()))));
+        let find = |c: &str| l.v1.iter().find(|h| h.0.iter().any(|x| x == c)).cloned().unwrap();
+        assert_eq!(find("cpu"), (vec!["cpu".to_owned(), "cpuacct".to_owned()], "/nowhere/cg/cpu,cpuacct".into(), "/".into(), Some("/nowhere/cg/cpu,cpuacct".into())));
+        assert_eq!(find("cpuacct").1, "/nowhere/cg/cpu,cpuacct");
+        assert_eq!(find("memory").3.as_deref(), Some("/nowhere/cg/memory/process_api/abc"));
+        assert_eq!(l.v1.len(), 4, "name=systemd carries no controller: {l:?}");
+        let host = host_from_layout(l);
+        assert_eq!(host.mode, CgroupMode::Hybrid);
+        assert!(!host.mode.uses_v2());
+        assert_eq!(host.v1_hierarchy("cpuacct").unwrap().mount, "/nowhere/cg/cpu,cpuacct");
+        let json = serde_json::to_value(&host).unwrap();
+        assert_eq!(json["mode"], "hybrid");
+        assert_eq!(json["v1"][0]["ownDir"], "/nowhere/cg/cpu,cpuacct");
+        assert!(json["canCreate"].is_boolean());
+    }
+
+    #[test]
+    fn layout_of_v2_only_and_of_a_container_view() {
+        let mounts = "39 33 0:34 / /nowhere/cg rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n";
+        let l = parse_layout("0::/user.slice/app.scope\n", mounts);
+        assert_eq!(l.unified.as_ref().unwrap().2.as_deref(), Some("/nowhere/cg/user.slice/app.scope"));
+        assert!(l.v1.is_empty());
+        assert_eq!(host_from_layout(l).mode, CgroupMode::V2);
+        // A mount of a subtree (root field) shows only cgroups inside it.
+        let sub = "50 33 0:34 /docker/abc /nowhere/cg rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(parse_layout("0::/docker/abc/x\n", sub).unified.unwrap().2.as_deref(), Some("/nowhere/cg/x"));
+        assert_eq!(parse_layout("0::/docker/abc\n", sub).unified.unwrap().2.as_deref(), Some("/nowhere/cg"));
+        assert_eq!(parse_layout("0::/docker/abcdef\n", sub).unified.unwrap().2, None);
+        assert_eq!(parse_layout("0::/../other\n", mounts).unified.unwrap().2, None);
+        // Escaped mount points.
+        let esc = "39 33 0:34 / /no\\040where rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(parse_layout("0::/a\n", esc).unified.unwrap().2.as_deref(), Some("/no where/a"));
+        // Nothing mounted.
+        assert_eq!(host_from_layout(parse_layout("0::/\n", "")).mode, CgroupMode::Unavailable);
+    }
+
+    fn v2_host(controllers: &[&str], enabled: &[&str], is_root: bool, processes: usize) -> CgroupHost {
+        let mut u = UnifiedHierarchy {
+            mount: "/sys/fs/cgroup".into(),
+            own_path: if is_root { "/".into() } else { "/app.slice/app.service".into() },
+            own_dir: Some(if is_root { "/sys/fs/cgroup".into() } else { "/sys/fs/cgroup/app.slice/app.service".into() }),
+            is_root,
+            controllers: controllers.iter().map(|s| s.to_string()).collect(),
+            subtree_control: enabled.iter().map(|s| s.to_string()).collect(),
+            subtree_control_writable: true,
+            processes,
+            writable: true,
+            procs_writable: true,
+            usable: Vec::new(),
+        };
+        u.usable = u.controllers.iter().filter(|c| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable)).cloned().collect();
+        CgroupHost { mode: CgroupMode::V2, unified: Some(u), v1: Vec::new(), swap_accounting: Some(true), can_create: true, reason: None }
+    }
+
+    fn v1_host(controllers: &[&str], memsw: bool) -> CgroupHost {
+        let v1 = controllers
+            .iter()
+            .map(|c| V1Hierarchy {
+                controllers: c.split(',').map(str::to_owned).collect(),
+                mount: format!("/sys/fs/cgroup/{c}"),
+                own_path: "/".into(),
+                own_dir: Some(format!("/sys/fs/cgroup/{c}")),
+                writable: true,
+            })
+            .collect();
+        CgroupHost { mode: CgroupMode::V1, unified: None, v1, swap_accounting: Some(memsw), can_create: true, reason: None }
+    }
+
+    fn all_limits() -> CgroupLimits {
+        CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(16), cpus: Some(0.5) }
+    }
+
+    fn triples(plan: &[CgroupWrite]) -> Vec<(&'static str, &'static str, String, bool)> {
+        plan.iter().map(|w| (w.controller.as_str(), w.file, w.value.clone(), w.optional)).collect()
+    }
+
+    #[test]
+    fn v2_plan() {
+        let host = v2_host(&["cpu", "memory", "pids", "io"], &["cpu", "memory", "pids"], true, 60);
+        let plan = plan_writes(&host, &all_limits()).unwrap();
+        assert_eq!(
+            triples(&plan),
+            vec![
+                ("memory", "memory.max", "67108864".into(), false),
+                ("memory", "memory.swap.max", "0".into(), true),
+                ("pids", "pids.max", "16".into(), false),
+                ("cpu", "cpu.max", "50000 100000".into(), false),
+            ]
+        );
+        let two_and_a_half = CgroupLimits { cpus: Some(2.5), ..Default::default() };
+        assert_eq!(plan_writes(&host, &two_and_a_half).unwrap()[0].value, "250000 100000");
+        assert!(plan_writes(&host, &CgroupLimits::default()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn v1_plan_with_and_without_swap_accounting() {
+        let host = v1_host(&["memory", "pids", "cpu,cpuacct", "freezer"], true);
+        assert_eq!(
+            triples(&plan_writes(&host, &all_limits()).unwrap()),
+            vec![
+                ("memory", "memory.limit_in_bytes", "67108864".into(), false),
+                ("memory", "memory.memsw.limit_in_bytes", "67108864".into(), false),
+                ("memory", "memory.swappiness", "0".into(), true),
+                ("pids", "pids.max", "16".into(), false),
+                ("cpu", "cpu.cfs_period_us", "100000".into(), false),
+                ("cpu", "cpu.cfs_quota_us", "50000".into(), false),
+            ]
+        );
+        let no_memsw = v1_host(&["memory"], false);
+        let files: Vec<&str> = plan_writes(&no_memsw, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap().iter().map(|w| w.file).collect();
+        assert_eq!(files, ["memory.limit_in_bytes", "memory.swappiness"]);
+    }
+
+    #[test]
+    fn missing_controllers_fail_closed_with_a_hint() {
+        // v1 without pids and cpu mounted.
+        let e = plan_writes(&v1_host(&["memory"], true), &all_limits()).unwrap_err();
+        assert_eq!(e.errno, None);
+        assert!(e.message.contains("pids, cpu"), "{e:?}");
+        assert!(e.hint.as_deref().unwrap().contains("mount -t cgroup -o pids"), "{e:?}");
+        // Only what was asked is needed.
+        assert!(plan_writes(&v1_host(&["memory"], true), &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).is_ok());
+
+        // v2: memory not delegated to the own cgroup.
+        let host = v2_host(&["cpu", "pids"], &[], false, 3);
+        let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
+        assert!(e.message.contains("memory") && e.message.contains("cgroup.controllers"), "{e:?}");
+        assert!(e.hint.as_deref().unwrap().contains("Delegate=yes"), "{e:?}");
+        assert_eq!(e.path.as_deref(), Some("/sys/fs/cgroup/app.slice/app.service"));
+
+        // v2: memory delegated but the own cgroup holds processes (no internal processes);
+        // pids and cpu are threaded-capable and may still be enabled.
+        let host = v2_host(&["cpu", "memory", "pids"], &[], false, 2);
+        let u = host.unified.as_ref().unwrap();
+        assert_eq!(u.availability("memory"), V2Availability::NoInternalProcess);
+        assert_eq!(u.availability("pids"), V2Availability::Enableable);
+        assert_eq!(u.availability("io"), V2Availability::NotDelegated);
+        let e = plan_writes(&host, &all_limits()).unwrap_err();
+        assert!(e.message.starts_with("cannot enforce the asked limits: missing cgroup controller(s) memory:"), "{e:?}");
+        assert!(e.hint.as_deref().unwrap().contains("no-internal-process"), "{e:?}");
+        assert!(plan_writes(&host, &CgroupLimits { pids: Some(8), cpus: Some(1.0), ..Default::default() }).is_ok());
+        // The root cgroup may enable anything it has, processes or not.
+        assert_eq!(v2_host(&["memory"], &[], true, 50).unified.unwrap().availability("memory"), V2Availability::Enableable);
+
+        // No cgroups at all: limits fail, no limits is fine.
+        let none = host_from_layout(parse_layout("", ""));
+        let e = plan_writes(&none, &all_limits()).unwrap_err();
+        assert!(e.hint.as_deref().unwrap().contains("mount -t cgroup2"), "{e:?}");
+        assert!(plan_writes(&none, &CgroupLimits::default()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn invalid_limits_are_refused() {
+        let host = v2_host(&["cpu", "memory", "pids"], &["cpu", "memory", "pids"], true, 1);
+        for bad in [
+            CgroupLimits { cpus: Some(0.0), ..Default::default() },
+            CgroupLimits { cpus: Some(-1.0), ..Default::default() },
+            CgroupLimits { cpus: Some(f64::NAN), ..Default::default() },
+            CgroupLimits { cpus: Some(0.001), ..Default::default() },
+            CgroupLimits { memory_bytes: Some(0), ..Default::default() },
+            CgroupLimits { pids: Some(0), ..Default::default() },
+        ] {
+            assert!(plan_writes(&host, &bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(plan_writes(&host, &CgroupLimits { cpus: Some(0.01), ..Default::default() }).unwrap()[0].value, "1000 100000");
+    }
+
+    #[test]
+    fn names_and_keyed_files() {
+        let (a, b) = (unique_name(), unique_name());
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("isolate-{}-", std::process::id())));
+        for bad in ["", ".", "..", "a/b", "cgroup.procs", "a\nb"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        let stat = "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n";
+        assert_eq!(keyed(stat, "user_usec"), Some(2000));
+        assert_eq!(keyed(stat, "usec"), None);
+        assert_eq!(keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill"), Some(3));
+    }
+
+    // ----- real cgroups on this host (v1 here, v2 in the cgroup2 lane) -----
+
+    /// The host, when this process may create cgroups with all three limits here; otherwise why not.
+    fn real_host() -> Option<CgroupHost> {
+        let host = detect().expect("detect");
+        let why = if !crate::probe::is_root() {
+            Some("not root".to_owned())
+        } else if !host.can_create {
+            host.reason.clone()
+        } else {
+            plan_writes(&host, &all_limits()).err().map(|e| format!("{e}: {}", e.hint.clone().unwrap_or_default()))
+        };
+        match why {
+            Some(w) => {
+                eprintln!("SKIP: cgroup tests need a host where this process may create limited cgroups: {w}");
+                None
+            }
+            None => Some(host),
+        }
+    }
+
+    /// A forked child that waits for `go`, then runs `body` (async-signal-safe calls only: the
+    /// test process has threads) and exits with its return value.
+    struct Kid {
+        pid: i32,
+        go: Option<OwnedFd>,
+        out: OwnedFd,
+        reaped: bool,
+    }
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap()
+    }
+
+    fn pause_forever() -> ! {
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    }
+
+    impl Kid {
+        fn spawn(body: fn(i32) -> i32) -> Kid {
+            let (go_r, go_w) = pipe();
+            let (out_r, out_w) = pipe();
+            // SAFETY: the child only calls async-signal-safe functions and leaves through _exit.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork: {}", Errno::last());
+            if pid == 0 {
+                let mut b = 0u8;
+                // SAFETY: plain read/_exit on descriptors this process owns.
+                unsafe {
+                    if libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) != 1 {
+                        libc::_exit(100);
+                    }
+                    libc::_exit(body(out_w.as_raw_fd()));
+                }
+            }
+            drop(go_r);
+            drop(out_w);
+            Kid { pid, go: Some(go_w), out: out_r, reaped: false }
+        }
+
+        fn go(&mut self) {
+            let go = self.go.take().unwrap();
+            assert_eq!(nix::unistd::write(&go, b"g"), Ok(1));
+        }
+
+        /// Read `n` bytes the child (or its descendants) wrote, within `secs`.
+        fn read(&self, n: usize, secs: u64) -> Vec<u8> {
+            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            let mut got = Vec::new();
+            while got.len() < n {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "timed out reading from the child (got {got:?})");
+                let mut fds = [PollFd::new(self.out.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::try_from(left.as_millis() as i32 + 1).unwrap());
+                let mut buf = [0u8; 64];
+                match nix::unistd::read(&self.out, &mut buf[..n - got.len()]) {
+                    Ok(0) => panic!("the child closed its output early (got {got:?})"),
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                    Err(Errno::EINTR | Errno::EAGAIN) => {}
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+            got
+        }
+
+        fn wait(&mut self) -> nix::sys::wait::WaitStatus {
+            let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid), None).unwrap();
+            self.reaped = true;
+            st
+        }
+    }
+
+    impl Drop for Kid {
+        fn drop(&mut self) {
+            if !self.reaped {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid), None);
+            }
+        }
+    }
+
+    fn write_out(fd: i32, bytes: &[u8]) {
+        // SAFETY: write of a live buffer.
+        unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    }
+
+    fn read_trim(path: &str) -> String {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_owned()
+    }
+
+    /// Remove and check that no directory is left.
+    fn remove_and_check(cg: SandboxCgroup) {
+        let paths: Vec<String> = cg.paths().iter().map(|p| p.to_string()).collect();
+        assert!(!paths.is_empty());
+        cg.remove().expect("remove");
+        for p in paths {
+            assert!(!exists(&p), "{p} left behind");
+        }
+    }
+
+    #[test]
+    fn detect_describes_this_host() {
+        let host = detect().unwrap();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        match host.mode {
+            CgroupMode::V1 | CgroupMode::Hybrid => {
+                let mem = host.v1_hierarchy("memory").expect("memory hierarchy");
+                let line = own.lines().find(|l| l.split(':').nth(1) == Some("memory")).unwrap();
+                assert_eq!(mem.own_path, line.splitn(3, ':').nth(2).unwrap());
+                assert!(mem.own_dir.as_deref().unwrap().ends_with(mem.own_path.trim_end_matches('/')));
+            }
+            CgroupMode::V2 => {
+                let u = host.unified.as_ref().unwrap();
+                assert_eq!(Some(u.own_path.as_str()), own.lines().find_map(|l| l.strip_prefix("0::")));
+                assert!(u.processes >= 1);
+                assert!(!u.controllers.is_empty());
+            }
+            CgroupMode::Unavailable => {}
+        }
+        eprintln!("{}", serde_json::to_string(&host).unwrap());
+    }
+
+    #[test]
+    fn limits_are_written_and_a_child_is_attached() {
+        let Some(host) = real_host() else { return };
+        let cg = SandboxCgroup::create(&host, &unique_name(), &all_limits()).unwrap();
+        let file = |c: Controller, f: &str| cg.file(c, f).unwrap();
+        if cg.is_v2() {
+            assert!(cg.dir_fd_v2().is_some());
+            assert_eq!(read_trim(&file(Controller::Memory, "memory.max")), "67108864");
+            if exists(&file(Controller::Memory, "memory.swap.max")) {
+                assert_eq!(read_trim(&file(Controller::Memory, "memory.swap.max")), "0");
+            }
+            assert_eq!(read_trim(&file(Controller::Cpu, "cpu.max")), "50000 100000");
+        } else {
+            assert!(cg.dir_fd_v2().is_none());
+            assert_eq!(read_trim(&file(Controller::Memory, "memory.limit_in_bytes")), "67108864");
+            if host.swap_accounting == Some(true) {
+                assert_eq!(read_trim(&file(Controller::Memory, "memory.memsw.limit_in_bytes")), "67108864");
+            }
+            assert_eq!(read_trim(&file(Controller::Memory, "memory.swappiness")), "0");
+            assert_eq!(read_trim(&file(Controller::Cpu, "cpu.cfs_quota_us")), "50000");
+            assert_eq!(read_trim(&file(Controller::Cpu, "cpu.cfs_period_us")), "100000");
+            for c in [Controller::Cpuacct, Controller::Freezer, Controller::Pids] {
+                assert!(cg.controllers().contains(&c), "{c:?} in {:?}", cg.controllers());
+            }
+        }
+        assert_eq!(read_trim(&file(Controller::Pids, "pids.max")), "16");
+        for p in cg.paths() {
+            assert!(p.starts_with("/sys/fs/cgroup/") && p.ends_with(cg.name()), "{p}");
+        }
+
+        let mut kid = Kid::spawn(|_| pause_forever());
+        cg.attach(kid.pid).unwrap();
+        assert_eq!(cg.pids(), vec![kid.pid]);
+        let view = std::fs::read_to_string(format!("/proc/{}/cgroup", kid.pid)).unwrap();
+        assert_eq!(view.lines().filter(|l| l.ends_with(&format!("/{}", cg.name()))).count(), cg.paths().len(), "{view}");
+        kid.go();
+        cg.kill_all().unwrap();
+        assert!(matches!(kid.wait(), nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)));
+        remove_and_check(cg);
+    }
+
+    fn hog(_: i32) -> i32 {
+        const SIZE: usize = 512 << 20;
+        // SAFETY: a private anonymous mapping, touched page by page.
+        unsafe {
+            let p = libc::mmap(std::ptr::null_mut(), SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0);
+            if p == libc::MAP_FAILED {
+                return 2;
+            }
+            let mut off = 0;
+            while off < SIZE {
+                std::ptr::write_volatile(p.cast::<u8>().add(off), 1);
+                off += 4096;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn a_memory_hog_is_oom_killed_and_counted() {
+        let Some(host) = real_host() else { return };
+        const LIMIT: u64 = 32 << 20;
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { memory_bytes: Some(LIMIT), ..Default::default() }).unwrap();
+        let mut kid = Kid::spawn(hog);
+        cg.attach(kid.pid).unwrap();
+        kid.go();
+        let st = kid.wait();
+        assert!(matches!(st, nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)), "{st:?}");
+        let u = cg.usage();
+        assert!(u.oom_kills >= 1, "{u:?}");
+        assert!(u.peak_memory_bytes >= LIMIT * 3 / 4 && u.peak_memory_bytes <= LIMIT, "{u:?}");
+        remove_and_check(cg);
+    }
+
+    fn forker(out: i32) -> i32 {
+        let mut ok: u32 = 0;
+        let mut err: i32 = 0;
+        for _ in 0..64 {
+            // SAFETY: fork in a single-threaded child.
+            let p = unsafe { libc::fork() };
+            if p == 0 {
+                pause_forever();
+            }
+            if p < 0 {
+                // SAFETY: reading this thread's errno.
+                err = unsafe { *libc::__errno_location() };
+                break;
+            }
+            ok += 1;
+        }
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&ok.to_ne_bytes());
+        msg[4..].copy_from_slice(&err.to_ne_bytes());
+        write_out(out, &msg);
+        pause_forever()
+    }
+
+    #[test]
+    fn the_pids_limit_stops_forks() {
+        let Some(host) = real_host() else { return };
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(8), ..Default::default() }).unwrap();
+        let mut kid = Kid::spawn(forker);
+        cg.attach(kid.pid).unwrap();
+        kid.go();
+        let msg = kid.read(8, 60);
+        let ok = u32::from_ne_bytes(msg[..4].try_into().unwrap());
+        let err = i32::from_ne_bytes(msg[4..].try_into().unwrap());
+        assert_eq!((ok, err), (7, libc::EAGAIN), "forks that worked, then the errno");
+        assert_eq!(cg.pids().len(), 8);
+        assert!(cg.usage().pids_limit_hits >= 1, "{:?}", cg.usage());
+        cg.kill_all().unwrap();
+        assert!(cg.pids().is_empty());
+        kid.wait();
+        remove_and_check(cg);
+    }
+
+    fn tree(out: i32) -> i32 {
+        // SAFETY: fork/setsid/write/_exit in a single-threaded child.
+        unsafe {
+            for i in 0..3 {
+                if libc::fork() == 0 {
+                    if i == 0 {
+                        // A daemon: new session, double fork, the middle process exits.
+                        libc::setsid();
+                        if libc::fork() == 0 {
+                            write_out(out, b"d");
+                            pause_forever();
+                        }
+                        libc::_exit(0);
+                    }
+                    pause_forever();
+                }
+            }
+        }
+        write_out(out, b"r");
+        pause_forever()
+    }
+
+    fn kill_a_tree(use_kill_file: Option<bool>) {
+        let Some(host) = real_host() else { return };
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(32), ..Default::default() }).unwrap();
+        let mut kid = Kid::spawn(tree);
+        cg.attach(kid.pid).unwrap();
+        kid.go();
+        let mut got = kid.read(2, 60);
+        got.sort();
+        assert_eq!(got, b"dr");
+        // The child, two sleepers and the daemon (the exited middle one is a zombie, not listed).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cg.pids().len() != 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(cg.pids().len(), 4, "{:?}", cg.pids());
+        match use_kill_file {
+            None => cg.kill_all().unwrap(),
+            Some(k) => cg.kill_all_by(k).unwrap(),
+        }
+        assert!(cg.pids().is_empty());
+        assert!(matches!(kid.wait(), nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)));
+        remove_and_check(cg);
+    }
+
+    #[test]
+    fn kill_all_ends_a_tree_with_a_daemon() {
+        kill_a_tree(None);
+    }
+
+    /// The freeze, SIGKILL, thaw path (the only one on v1; on v2 before 5.14).
+    #[test]
+    fn kill_all_by_freezing_ends_a_tree() {
+        kill_a_tree(Some(false));
+    }
+
+    fn cpu_time() -> Duration {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes the timespec it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    fn busy(_: i32) -> i32 {
+        // User time: a long stretch of arithmetic between clock reads (each one is a syscall).
+        let start = cpu_time();
+        let mut x: u64 = 1;
+        while cpu_time() - start < Duration::from_millis(300) {
+            for i in 0..2_000_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+            }
+        }
+        (x == 0) as i32
+    }
+
+    #[test]
+    fn cpu_time_is_accounted_and_the_quota_throttles() {
+        let Some(host) = real_host() else { return };
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { cpus: Some(0.5), ..Default::default() }).unwrap();
+        let mut kid = Kid::spawn(busy);
+        cg.attach(kid.pid).unwrap();
+        kid.go();
+        assert_eq!(kid.wait(), nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(kid.pid), 0));
+        let u = cg.usage();
+        assert!(u.cpu_user_ms + u.cpu_system_ms >= 250, "{u:?}");
+        assert!(u.cpu_user_ms >= 150, "{u:?}");
+        let stat = std::fs::read_to_string(cg.file(Controller::Cpu, "cpu.stat").unwrap()).unwrap();
+        assert!(keyed(&stat, "nr_throttled").unwrap() >= 1, "{stat}");
+        remove_and_check(cg);
+    }
+
+    #[test]
+    fn a_failed_create_leaves_nothing() {
+        let Some(host) = real_host() else { return };
+        let name = unique_name();
+        // Passes the plan, refused by the kernel (quota above its ~203 days maximum).
+        let e = SandboxCgroup::create(&host, &name, &CgroupLimits { memory_bytes: Some(1 << 30), pids: Some(4), cpus: Some(1e9) }).unwrap_err();
+        assert_eq!(e.errno.as_deref(), Some("EINVAL"), "{e:?}");
+        assert!(e.path.as_deref().unwrap().contains("cpu"), "{e:?}");
+        assert!(e.hint.is_some());
+        let mut dirs: Vec<String> = host.v1.iter().filter_map(|h| h.own_dir.clone()).collect();
+        dirs.extend(host.unified.iter().filter_map(|u| u.own_dir.clone()));
+        for d in dirs {
+            assert!(!exists(&format!("{d}/{name}")), "{d}/{name} left behind");
+        }
+        // An existing name is refused, and the existing directory is not taken over or removed.
+        let cg = SandboxCgroup::create(&host, &name, &CgroupLimits::default()).unwrap();
+        let e = SandboxCgroup::create(&host, &name, &CgroupLimits::default()).unwrap_err();
+        assert_eq!(e.errno.as_deref(), Some("EEXIST"));
+        assert!(cg.paths().iter().all(|p| exists(p)));
+        remove_and_check(cg);
+    }
+
+    /// clone3(CLONE_INTO_CGROUP) with the v2 directory fd: the child starts inside, no attach.
+    #[test]
+    fn clone_into_the_v2_cgroup() {
+        let Some(host) = real_host() else { return };
+        if !host.mode.uses_v2() {
+            eprintln!("SKIP: CLONE_INTO_CGROUP exists for cgroup v2 only; this host runs {:?}", host.mode);
+            return;
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(4), ..Default::default() }).unwrap();
+        let (r, w) = pipe();
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP | libc::CLONE_NEWCGROUP as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: cg.dir_fd_v2().unwrap().as_raw_fd() as u64,
+            ..Default::default()
+        };
+        // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack); the child makes raw syscalls only.
+        let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        assert!(pid >= 0, "clone3: {}", Errno::last());
+        if pid == 0 {
+            let mut buf = [0u8; 256];
+            // SAFETY: open/read/write on buffers and descriptors of this process, then pause.
+            unsafe {
+                let fd = libc::open(c"/proc/self/cgroup".as_ptr(), libc::O_RDONLY);
+                let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                libc::write(w.as_raw_fd(), buf.as_ptr().cast(), n.max(0) as usize);
+            }
+            pause_forever();
+        }
+        drop(w);
+        let mut view = Vec::new();
+        while !view.ends_with(b"\n") {
+            let mut buf = [0u8; 256];
+            match nix::unistd::read(&r, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => view.extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        let view = String::from_utf8_lossy(&view);
+        // Started inside, with no attach; and a cgroup namespace asked for in the same clone3 is
+        // rooted at the target cgroup, not at the parent's.
+        assert_eq!(cg.pids(), vec![pid as i32]);
+        assert_eq!(view, "0::/\n");
+        cg.kill_all().unwrap();
+        let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
+        assert!(matches!(st, nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)), "{st:?}");
+        remove_and_check(cg);
+    }
+
+    /// A process in a non-root cgroup of its own (one this test created): on v2 the kernel's
+    /// no-internal-process rule keeps `memory` from its children, while the threaded-capable
+    /// `pids` and `cpu` can still be enabled; on v1 there is no such rule.
+    #[test]
+    fn nested_in_a_non_root_cgroup() {
+        if std::env::var_os("ISOLATE_CGROUP_NESTED").is_some() {
+            return nested_body();
+        }
+        let Some(host) = real_host() else { return };
+        use std::os::unix::process::CommandExt;
+        let outer = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits::default()).unwrap();
+        let procs: Vec<std::ffi::CString> = outer.paths().iter().map(|p| std::ffi::CString::new(format!("{p}/cgroup.procs")).unwrap()).collect();
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["cgroup::tests::nested_in_a_non_root_cgroup", "--exact", "--test-threads=1", "--nocapture"]).env("ISOLATE_CGROUP_NESTED", "1");
+        // SAFETY: between fork and exec only open/write/close of prepared paths ("0" = this process).
+        unsafe {
+            cmd.pre_exec(move || {
+                for p in &procs {
+                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        assert!(text.contains("nested: checked"), "{text}");
+        remove_and_check(outer);
+    }
+
+    fn nested_body() {
+        let host = detect().unwrap();
+        if host.mode.uses_v2() {
+            let u = host.unified.as_ref().unwrap();
+            assert!(!u.is_root && u.processes == 1, "{u:?}");
+            for c in ["memory", "pids", "cpu"] {
+                assert_eq!(u.availability(c), V2Availability::NoInternalProcess, "{c}");
+            }
+            let e = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(8), ..Default::default() }).unwrap_err();
+            assert_eq!(e.errno, None);
+            assert!(e.message.contains("memory, pids"), "{e:?}");
+            assert!(e.hint.as_deref().unwrap().contains("no-internal-process"), "{e:?}");
+            let own = u.own_dir.clone().unwrap();
+            let subtree = format!("{own}/cgroup.subtree_control");
+            // What the plan foresaw is what the kernel says: EBUSY for a domain controller.
+            assert_eq!(write_file(&subtree, "+memory"), Err(libc::EBUSY));
+
+            // Without limits a sandbox cgroup still works here: kill and cpu accounting.
+            let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits::default()).unwrap();
+            assert!(cg.controllers().is_empty());
+            let mut kid = Kid::spawn(busy);
+            cg.attach(kid.pid).unwrap();
+            kid.go();
+            kid.wait();
+            assert!(cg.usage().cpu_user_ms >= 150, "{:?}", cg.usage());
+            let mut kid = Kid::spawn(tree);
+            cg.attach(kid.pid).unwrap();
+            kid.go();
+            kid.read(2, 60);
+            cg.kill_all().unwrap();
+            kid.wait();
+            remove_and_check(cg);
+
+            // A cgroup made a thread root by someone else (processes plus +pids): its children
+            // take processes only as threaded cgroups, where cgroup.kill is refused.
+            write_file(&subtree, "+pids").unwrap();
+            let host = detect().unwrap();
+            assert_eq!(host.unified.as_ref().unwrap().availability("pids"), V2Availability::Enabled);
+            let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(8), ..Default::default() }).unwrap();
+            assert_eq!(read_trim(&cg.file(Controller::Pids, "cgroup.type").unwrap()), "threaded");
+            let mut kid = Kid::spawn(forker);
+            cg.attach(kid.pid).unwrap();
+            kid.go();
+            let msg = kid.read(8, 60);
+            assert_eq!(u32::from_ne_bytes(msg[..4].try_into().unwrap()), 7);
+            assert_eq!(write_file(&cg.kill_file().unwrap(), "1"), Err(libc::EOPNOTSUPP));
+            cg.kill_all().unwrap();
+            kid.wait();
+            remove_and_check(cg);
+        } else {
+            let cg = SandboxCgroup::create(&host, &unique_name(), &all_limits()).unwrap();
+            for p in cg.paths() {
+                assert!(p.contains("/isolate-"), "{p}");
+            }
+            remove_and_check(cg);
+        }
+        eprintln!("nested: checked");
+    }
+}
