@@ -7,7 +7,13 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const target = process.env.ISOLATE_TARGET ?? 'x86_64-unknown-linux-gnu'
+// Default: this machine's own target (glibc unless Node reports none and has musl loaded).
+const hostLibc = (() => {
+  const r = process.report?.getReport() ?? {}
+  if (r.header?.glibcVersionRuntime) return 'gnu'
+  return (r.sharedObjects ?? []).some((f) => /ld-musl-|libc\.musl-/.test(f)) ? 'musl' : 'gnu'
+})()
+const target = process.env.ISOLATE_TARGET ?? `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-unknown-linux-${hostLibc}`
 const platforms = {
   'x86_64-unknown-linux-gnu': 'linux-x64-gnu',
   'aarch64-unknown-linux-gnu': 'linux-arm64-gnu',

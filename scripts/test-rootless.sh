@@ -4,7 +4,7 @@
 # is not readable to it, and removes the copy afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-suites=(__test__/sandbox.test.ts __test__/lifecycle.test.ts __test__/io.test.ts __test__/rootfs.test.ts __test__/options.test.ts)
+suites=(__test__/sandbox.test.ts __test__/lifecycle.test.ts __test__/io.test.ts __test__/rootfs.test.ts __test__/options.test.ts __test__/hardening.test.ts __test__/limits.test.ts __test__/escape.test.ts)
 fixtures="${ISOLATE_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -20,6 +20,9 @@ trap cleanup EXIT
 if ! runuser -u "$user" -- test -r "$tree/package.json" -a -x "$tree/node_modules/.bin"; then
   copy=$(mktemp -d /tmp/isolate-rootless.XXXXXX)
   tar --exclude=./target --exclude=./.git -cf - . | tar -xf - -C "$copy"
+  # The escape probe is built by root's lane; the unprivileged user has no toolchain.
+  mkdir -p "$copy/target/x86_64-unknown-linux-gnu/release"
+  cp target/x86_64-unknown-linux-gnu/release/escape-probe "$copy/target/x86_64-unknown-linux-gnu/release/"
   chown -R "$user:" "$copy"
   chmod 755 "$copy"
   tree=$copy

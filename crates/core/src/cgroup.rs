@@ -46,10 +46,6 @@ const V1_CONTROLLERS: &[&str] = &[
     "cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer", "net_cls", "perf_event", "net_prio", "hugetlb",
     "pids", "rdma", "misc",
 ];
-/// v2 controllers that the kernel lets a cgroup holding processes enable for its children; doing
-/// so makes that cgroup a thread root whose children take only threads (`cgroup.type` threaded),
-/// so it is never done to the caller's cgroup. Domain controllers (memory, io) get EBUSY.
-const V2_THREADED: &[&str] = &["cpu", "cpuset", "perf_event", "pids"];
 
 // ---------------------------------------------------------------------------------------------
 // Detection
@@ -159,6 +155,9 @@ impl UnifiedHierarchy {
         } else if !has(&self.controllers) {
             V2Availability::NotDelegated
         } else if !self.is_root && self.processes > 0 {
+            // Domain controllers (memory, io) get EBUSY. The threaded-capable ones (cpu, pids,
+            // cpuset, perf_event) would be accepted, but make the cgroup a thread root whose new
+            // children take processes only as threaded cgroups: not done to the caller's cgroup.
             V2Availability::NoInternalProcess
         } else if !self.subtree_control_writable {
             V2Availability::NotWritable
@@ -523,7 +522,7 @@ pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<Cgrou
     }
     let v2 = host.mode.uses_v2();
     let usable = |c: &str| match host.mode {
-        CgroupMode::V2 => host.unified.as_ref().is_some_and(|u| u.usable.iter().any(|x| x == c)),
+        CgroupMode::V2 => host.unified.as_ref().is_some_and(|u| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable)),
         CgroupMode::V1 | CgroupMode::Hybrid => host.v1_hierarchy(c).is_some_and(|h| h.own_dir.is_some()),
         CgroupMode::Unavailable => false,
     };
@@ -1216,17 +1215,22 @@ mod tests {
         assert!(e.hint.as_deref().unwrap().contains("Delegate=yes"), "{e:?}");
         assert_eq!(e.path.as_deref(), Some("/sys/fs/cgroup/app.slice/app.service"));
 
-        // v2: memory delegated but the own cgroup holds processes (no internal processes);
-        // pids and cpu are threaded-capable and may still be enabled.
-        let host = v2_host(&["cpu", "memory", "pids"], &[], false, 2);
+        // v2: delegated, but the own cgroup holds processes (the no-internal-process rule);
+        // what the own cgroup already enables for its children is usable all the same.
+        let host = v2_host(&["cpu", "memory", "pids"], &["pids"], false, 2);
         let u = host.unified.as_ref().unwrap();
         assert_eq!(u.availability("memory"), V2Availability::NoInternalProcess);
-        assert_eq!(u.availability("pids"), V2Availability::Enableable);
+        assert_eq!(u.availability("cpu"), V2Availability::NoInternalProcess);
+        assert_eq!(u.availability("pids"), V2Availability::Enabled);
         assert_eq!(u.availability("io"), V2Availability::NotDelegated);
         let e = plan_writes(&host, &all_limits()).unwrap_err();
-        assert!(e.message.starts_with("cannot enforce the asked limits: missing cgroup controller(s) memory:"), "{e:?}");
+        assert!(e.message.starts_with("cannot enforce the asked limits: missing cgroup controller(s) memory, cpu:"), "{e:?}");
         assert!(e.hint.as_deref().unwrap().contains("no-internal-process"), "{e:?}");
-        assert!(plan_writes(&host, &CgroupLimits { pids: Some(8), cpus: Some(1.0), ..Default::default() }).is_ok());
+        assert!(plan_writes(&host, &CgroupLimits { pids: Some(8), ..Default::default() }).is_ok());
+        // Not writable: the hint is delegation.
+        let mut host = v2_host(&["cpu", "memory", "pids"], &[], true, 2);
+        host.unified.as_mut().unwrap().subtree_control_writable = false;
+        assert_eq!(host.unified.as_ref().unwrap().availability("memory"), V2Availability::NotWritable);
         // The root cgroup may enable anything it has, processes or not.
         assert_eq!(v2_host(&["memory"], &[], true, 50).unified.unwrap().availability("memory"), V2Availability::Enableable);
 

@@ -44,6 +44,7 @@ steps! {
     DetachOldRoot => "detach_old_root",
     SetHostname => "set_hostname",
     BringUpLoopback => "bring_up_loopback",
+    JoinSessionKeyring => "join_session_keyring",
     SetRlimits => "set_rlimits",
     ForkCommand => "fork_command",
     SetGroups => "set_groups",

@@ -211,17 +211,38 @@ pub struct IdMaps {
     pub deny_setgroups: bool,
 }
 
+/// How many ids a root caller's sandbox gets: enough for every system account and ordinary user
+/// an image may hold (a tarball's files keep their owners, `su` and package managers work).
+pub const ROOT_MAPPED_RANGE: u32 = 65536;
+
 /// Who the sandbox's ids are on the host.
 ///
-/// A root caller maps the sandbox's user onto `unprivileged` (never host root: a process that
-/// escapes its namespaces must land as nobody of importance). Anyone else can only map its own
-/// ids, and must give up setgroups to do so.
+/// A root caller maps the sandbox's ids 0..65536 onto an unprivileged range starting at
+/// `unprivileged` (never host root: a process that escapes its namespaces must land as nobody of
+/// importance). Anyone else can only map its own ids, onto the sandbox's user, and must give up
+/// setgroups to do so.
 pub fn plan_id_maps(inside: Ids, caller: Ids, unprivileged: Ids) -> IdMaps {
-    let (outside, deny_setgroups) = if caller.uid == 0 { (unprivileged, false) } else { (caller, true) };
+    if caller.uid == 0 {
+        return IdMaps {
+            uid_map: format!("0 {} {ROOT_MAPPED_RANGE}\n", unprivileged.uid),
+            gid_map: format!("0 {} {ROOT_MAPPED_RANGE}\n", unprivileged.gid),
+            deny_setgroups: false,
+        };
+    }
     IdMaps {
-        uid_map: format!("{} {} 1\n", inside.uid, outside.uid),
-        gid_map: format!("{} {} 1\n", inside.gid, outside.gid),
-        deny_setgroups,
+        uid_map: format!("{} {} 1\n", inside.uid, caller.uid),
+        gid_map: format!("{} {} 1\n", inside.gid, caller.gid),
+        deny_setgroups: true,
+    }
+}
+
+/// The ids the sandbox's setup runs as once the maps exist: its root where root is mapped, else
+/// the one mapped user. Either way the setup keeps every capability of its user namespace.
+pub fn setup_ids(inside: Ids, caller: Ids) -> Ids {
+    if caller.uid == 0 {
+        Ids { uid: 0, gid: 0 }
+    } else {
+        inside
     }
 }
 
@@ -331,10 +352,11 @@ mod tests {
 
     #[test]
     fn root_caller_maps_onto_an_unprivileged_id() {
-        let m = plan_id_maps(Ids { uid: 0, gid: 0 }, Ids { uid: 0, gid: 0 }, Ids { uid: 100000, gid: 100001 });
-        assert_eq!(m.uid_map, "0 100000 1\n");
-        assert_eq!(m.gid_map, "0 100001 1\n");
+        let m = plan_id_maps(Ids { uid: 1000, gid: 1000 }, Ids { uid: 0, gid: 0 }, Ids { uid: 100000, gid: 100001 });
+        assert_eq!(m.uid_map, "0 100000 65536\n");
+        assert_eq!(m.gid_map, "0 100001 65536\n");
         assert!(!m.deny_setgroups);
+        assert_eq!(setup_ids(Ids { uid: 1000, gid: 1000 }, Ids { uid: 0, gid: 0 }), Ids { uid: 0, gid: 0 });
     }
 
     #[test]
@@ -343,6 +365,7 @@ mod tests {
         assert_eq!(m.uid_map, "1000 1234 1\n");
         assert_eq!(m.gid_map, "1000 99 1\n");
         assert!(m.deny_setgroups);
+        assert_eq!(setup_ids(Ids { uid: 1000, gid: 1000 }, Ids { uid: 1234, gid: 99 }), Ids { uid: 1000, gid: 1000 });
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct InitPipes {
     pub go: OwnedFd,
     /// Reports to the helper.
     pub report: OwnedFd,
+    /// The ids the setup takes once the maps exist (see plan::setup_ids).
+    pub setup_ids: crate::spec::Ids,
 }
 
 fn send(report_fd: &OwnedFd, r: &Report) {
@@ -96,10 +98,10 @@ fn send(report_fd: &OwnedFd, r: &Report) {
 
 /// The whole life of the sandbox's first process. Never returns.
 pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Program>, pipes: InitPipes) -> ! {
-    let InitPipes { go, report } = pipes;
+    let InitPipes { go, report, setup_ids } = pipes;
     // So `ps` inside and on the host tells the init from the helper it was forked from.
     let _ = nix::sys::prctl::set_name(c"isolate-init");
-    if let Err(e) = setup(spec, plan, &go) {
+    if let Err(e) = setup(spec, plan, setup_ids, &go) {
         send(&report, &Report::SetupFailed(e));
         std::process::exit(125);
     }
@@ -121,7 +123,7 @@ fn staged(target: &str) -> String {
     format!("{STAGING}{target}")
 }
 
-fn setup(spec: &Spec, plan: &[MountOp], go: &OwnedFd) -> sys::Result<()> {
+fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, go: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
     wait_for_parent(go)?;
@@ -138,7 +140,7 @@ fn setup(spec: &Spec, plan: &[MountOp], go: &OwnedFd) -> sys::Result<()> {
     if spec.namespaces.user {
         // A root caller's child is still host uid 0, unmapped here; become the mapped user so
         // every file the setup creates belongs to the sandbox, keeping the namespace's caps.
-        sys::set_ids(spec.user.uid, spec.user.gid).map_err(|e| SetupError { step: Step::EnterMappedIds, ..e })?;
+        sys::set_ids(pipes_ids.uid, pipes_ids.gid).map_err(|e| SetupError { step: Step::EnterMappedIds, ..e })?;
     }
     if spec.namespaces.cgroup {
         // After the helper placed us in our cgroup, so that it becomes this namespace's root.
@@ -171,6 +173,8 @@ fn setup(spec: &Spec, plan: &[MountOp], go: &OwnedFd) -> sys::Result<()> {
     if spec.namespaces.net {
         sys::bring_up_loopback()?;
     }
+    // The caller's session keyring stays outside.
+    sys::join_new_session_keyring()?;
     set_rlimits(&spec.limits)?;
     Ok(())
 }
@@ -210,8 +214,9 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = OwnedFd>, masks_file_m
             let t = staged(target);
             if *is_dir { sys::create_dirs(&t)? } else { sys::create_file(&t, 0o644)? }
             sys::bind_mount(&fd, source, &t)?;
-            if *readonly {
-                sys::remount_readonly(&t)?;
+            // The device binds of /dev are the only ones that must keep working as devices.
+            if !target.starts_with("/dev/") {
+                sys::restrict_mount(&t, *readonly)?;
             }
         }
         MountOp::Tmpfs { target, mode, size_bytes, flags } => {
@@ -287,6 +292,9 @@ fn forwarded_signals() -> SigSet {
 }
 
 fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: OwnedFd) -> ! {
+    // Before the fork, so the command never sees an init it could trace or take fds from (its own
+    // execve makes the command dumpable again, for itself only).
+    let _ = nix::sys::prctl::set_dumpable(false);
     let signals = forwarded_signals();
     // Blocked before fork so no signal meant for the command is lost in between.
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
@@ -320,7 +328,6 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
     // The init needs no privilege from here on; a hostile command must not be able to take it over.
     let _ = sys::drop_capabilities(&[]);
     let _ = sys::set_no_new_privs();
-    let _ = nix::sys::prctl::set_dumpable(false);
 
     let mut buf = Vec::new();
     let _ = std::fs::File::from(status_r).read_to_end(&mut buf);
@@ -403,13 +410,15 @@ fn exec_command(spec: &Spec, seccomp: Option<&crate::seccomp::Program>) -> Setup
     let steps = || -> sys::Result<()> {
         sys::reset_signals();
         sys::clear_groups()?;
+        // While still root inside: dropping from the bounding set needs CAP_SETPCAP.
+        sys::drop_bounding_set(&keep)?;
         if !keep.is_empty() {
             // Kept capabilities must survive a change to a non-root uid.
             sys::keep_capabilities_across_setuid()?;
         }
         sys::set_ids(spec.user.uid, spec.user.gid)?;
         // After the id change, which would otherwise clear (or, for root, keep) caps by its own rules.
-        sys::drop_capabilities(&keep)?;
+        sys::set_capabilities(&keep)?;
         // A setuid or file-capability binary inside gains nothing from here on.
         sys::set_no_new_privs()?;
         // As the final user, so a cwd it may not enter fails here and not in the command.

@@ -89,7 +89,8 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         drop(go_w);
         drop(report_r);
         drop(relay);
-        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w });
+        let setup_ids = crate::plan::setup_ids(spec.user, caller);
+        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids });
     }
     let init = Pid::from_raw(rc as i32);
     drop(go_r);

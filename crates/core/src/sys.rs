@@ -49,10 +49,16 @@ pub fn bind_mount(source: &OwnedFd, source_name: &str, target: &str) -> Result<(
         .map_err(|e| SetupError::sys(Step::BindMount, e as i32, Some(source_name)).with_path(source_name))
 }
 
-/// Make a mount and all mounts below it read-only. `mount_setattr` (5.12+) changes only the one
-/// flag; the older remount must repeat the flags the kernel locked when the mount crossed into
-/// this user namespace, or it fails with EPERM.
+/// Make a mount and all mounts below it read-only.
 pub fn remount_readonly(target: &str) -> Result<()> {
+    restrict_mount(target, true)
+}
+
+/// A bind from the host: no device nodes and no setuid bits through it (a bound directory or an
+/// unpacked rootfs may hold either), and read-only unless asked otherwise; for the mount and all
+/// mounts below it. `mount_setattr` (5.12+) only adds flags; the older remount must repeat the
+/// flags the kernel locked when the mount crossed into this user namespace, or it fails with EPERM.
+pub fn restrict_mount(target: &str, readonly: bool) -> Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -61,8 +67,11 @@ pub fn remount_readonly(target: &str) -> Result<()> {
         userns_fd: u64,
     }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
     let c = CString::new(target).map_err(|_| SetupError::new(Step::RemountReadonly, "NUL in path"))?;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | if readonly { MOUNT_ATTR_RDONLY } else { 0 };
+    let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
     // SAFETY: a valid NUL-terminated path and a properly sized mount_attr.
     let rc = unsafe {
         libc::syscall(
@@ -82,11 +91,13 @@ pub fn remount_readonly(target: &str) -> Result<()> {
         return Err(SetupError::sys(Step::RemountReadonly, err as i32, Some(target)));
     }
     let st = nix::sys::statvfs::statvfs(target).map_err(fail(Step::RemountReadonly, target))?;
-    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
     use nix::sys::statvfs::FsFlags;
     for (f, m) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
@@ -235,6 +246,13 @@ fn last_cap() -> u32 {
 /// Empty every capability set (bounding, ambient, inheritable, permitted, effective) except
 /// `keep`, so that not even a root-owned setuid or file-capability binary can regain one.
 pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
+    drop_bounding_set(keep)?;
+    set_capabilities(keep)
+}
+
+/// The bounding set and the ambient set, minus `keep`. Needs CAP_SETPCAP: call it before an id
+/// change that would take that away.
+pub fn drop_bounding_set(keep: &[u32]) -> Result<()> {
     let err = |e: Errno| SetupError::sys(Step::DropCapabilities, e as i32, None);
     let top = last_cap();
     for cap in 0..=top {
@@ -256,6 +274,13 @@ pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
             return Err(err(e));
         }
     }
+    Ok(())
+}
+
+/// Permitted, effective and inheritable become exactly `keep`, and `keep` is raised in the
+/// ambient set so that it survives execve for a non-root user.
+pub fn set_capabilities(keep: &[u32]) -> Result<()> {
+    let err = |e: Errno| SetupError::sys(Step::DropCapabilities, e as i32, None);
     #[repr(C)]
     struct Header {
         version: u32,
@@ -293,6 +318,20 @@ pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
 
 pub fn keep_capabilities_across_setuid() -> Result<()> {
     nix::sys::prctl::set_keepcaps(true).map_err(|e| SetupError::sys(Step::DropCapabilities, e as i32, None))
+}
+
+/// A new anonymous session keyring: the caller's own session keyring must not be reachable from
+/// inside (with a profile that allows keyctl).
+pub fn join_new_session_keyring() -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a NULL name creates and joins an anonymous keyring.
+    let rc = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, std::ptr::null::<libc::c_char>()) };
+    match rc {
+        // ENOSYS: a kernel without keys has nothing to share either.
+        r if r >= 0 => Ok(()),
+        _ if Errno::last() == Errno::ENOSYS => Ok(()),
+        _ => Err(SetupError::sys(Step::JoinSessionKeyring, Errno::last() as i32, None)),
+    }
 }
 
 pub fn set_no_new_privs() -> Result<()> {

@@ -87,6 +87,9 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     if !spec.namespaces.user && !crate::probe::is_root() {
         return Err(bad("namespaces.user", "can only be false when the caller is root: without it no other namespace can be created"));
     }
+    if crate::probe::is_root() && spec.namespaces.user && (spec.user.uid >= crate::plan::ROOT_MAPPED_RANGE || spec.user.gid >= crate::plan::ROOT_MAPPED_RANGE) {
+        return Err(bad("user", format!("ids inside must be below {}: that is the range a root caller's sandbox maps", crate::plan::ROOT_MAPPED_RANGE)));
+    }
     let mut targets: Vec<&str> = Vec::new();
     for (i, m) in spec.mounts.iter().enumerate() {
         let opt = format!("mounts[{i}]");

@@ -3,7 +3,8 @@
 //! The exit code is 0 only when every probe that ran is contained.
 //!
 //! Usage: escape-probe [--host-pid N] [--host-env NAME] [--host-marker PATH] [--host-shm NAME]
-//!                     [--host-keyring ID] [--abstract NAME] [--setuid-fixture PATH] [PROBE...]
+//!                     [--host-keyring ID] [--abstract NAME] [--setuid-fixture PATH]
+//!                     [--device-fixture PATH] [PROBE|CATEGORY...]
 //!        escape-probe --list            (names and categories, one per line)
 //!        escape-probe --report-euid     (what the kernel gave this exec: ids, caps, no_new_privs)
 //!        escape-probe --report-keyring  (this process's session keyring serial)
@@ -55,6 +56,7 @@ pub struct Ctx {
     pub host_keyring: Option<i64>,
     pub abstract_name: Option<String>,
     pub setuid_fixture: Option<String>,
+    pub device_fixture: Option<String>,
     pub start: Start,
 }
 
@@ -69,7 +71,7 @@ fn snapshot() -> Start {
     let mut lim: libc::rlimit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit into a struct we own.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    let top = (lim.rlim_cur.max(1024)).min(1 << 20) as i32;
+    let top = lim.rlim_cur.clamp(1024, 1 << 20) as i32;
     let mut open_fds = Vec::new();
     for fd in 0..top {
         // SAFETY: F_GETFD only queries.
@@ -103,7 +105,7 @@ fn snapshot() -> Start {
             Ok(v)
         }
     })();
-    let fds = open_fds.iter().map(|fd| (*fd, sys::readlink(&format!("/proc/self/fd/{fd}")).unwrap_or_else(|e| sys::ename(e)))).collect();
+    let fds = open_fds.iter().map(|fd| (*fd, sys::readlink(&format!("/proc/self/fd/{fd}")).unwrap_or_else(sys::ename))).collect();
     let cwd = std::env::current_dir().map(|p| p.to_string_lossy().into_owned()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO));
     let cwd_id = sys::stat(".").map(|s| sys::id_of(&s));
     let root_id = sys::stat("/").map(|s| sys::id_of(&s));
@@ -130,16 +132,7 @@ fn snapshot() -> Start {
         sys::close(fd);
         Ok(id)
     })();
-    Start {
-        fds,
-        proc_fds,
-        cwd,
-        proc_cwd: sys::readlink("/proc/self/cwd"),
-        proc_root: sys::readlink("/proc/self/root"),
-        cwd_id,
-        root_id,
-        cwd_top,
-    }
+    Start { fds, proc_fds, cwd, proc_cwd: sys::readlink("/proc/self/cwd"), proc_root: sys::readlink("/proc/self/root"), cwd_id, root_id, cwd_top }
 }
 
 fn json_str(s: &str) -> String {
@@ -316,7 +309,7 @@ fn report_keyring() -> i32 {
 
 fn usage(msg: &str) -> ! {
     eprintln!("escape-probe: {msg}");
-    eprintln!("usage: escape-probe [--host-pid N] [--host-env NAME] [--host-marker PATH] [--host-shm NAME] [--host-keyring ID] [--abstract NAME] [--setuid-fixture PATH] [PROBE...]");
+    eprintln!("usage: escape-probe [--host-pid N] [--host-env NAME] [--host-marker PATH] [--host-shm NAME] [--host-keyring ID] [--abstract NAME] [--setuid-fixture PATH] [--device-fixture PATH] [PROBE|CATEGORY...]");
     eprintln!("       escape-probe --list | --report-euid | --report-keyring");
     std::process::exit(2)
 }
@@ -334,6 +327,7 @@ fn main() {
         host_keyring: None,
         abstract_name: None,
         setuid_fixture: None,
+        device_fixture: None,
         start,
     };
     let mut selected: Vec<&Probe> = Vec::new();
@@ -360,6 +354,7 @@ fn main() {
             "--host-keyring" => ctx.host_keyring = Some(value().parse().unwrap_or_else(|_| usage("--host-keyring takes a number"))),
             "--abstract" => ctx.abstract_name = Some(value()),
             "--setuid-fixture" => ctx.setuid_fixture = Some(value()),
+            "--device-fixture" => ctx.device_fixture = Some(value()),
             "-h" | "--help" => usage("help"),
             s if s.starts_with('-') => usage(&format!("unknown option {s}")),
             name => match all.iter().find(|p| p.name == name || p.category == name) {
