@@ -9,7 +9,7 @@ import { Sandbox, type SandboxResult } from './lib/sandbox.js'
 
 export { IsolateError } from './lib/errors.js'
 export type { IsolateErrorCode, IsolateErrorDetails } from './lib/errors.js'
-export type { SpawnOptions, MountOption, BindMount, TmpfsMount, Limits, StdioMode, NamespaceName } from './lib/options.js'
+export type { SpawnOptions, MountOption, BindMount, TmpfsMount, OverlayMount, Limits, StdioMode, NamespaceName } from './lib/options.js'
 export { Sandbox } from './lib/sandbox.js'
 export type { SandboxResult, ExitReason, Usage } from './lib/sandbox.js'
 export type { HostProbe } from './lib/probe.js'
@@ -85,3 +85,6 @@ export async function runIsolated(file: string, args: string[] = [], options: Ru
   const decode = (b: Buffer) => (encoding === 'buffer' ? b : b.toString(encoding))
   return { ...result, stdout: decode(stdout), stderr: decode(stderr) }
 }
+
+export { unpackRootfs, importImage } from './lib/rootfs.js'
+export type { UnpackOptions, UnpackProgress, UnpackStats, UnpackResult, ImportOptions, ImportResult, ImageLayer, ImageConfig } from './lib/rootfs.js'

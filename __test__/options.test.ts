@@ -40,7 +40,6 @@ for (const [name, options, option] of cases) {
 const unsupported: Array<[string, Record<string, unknown>, string]> = [
   ['memory limit', { limits: { memoryBytes: 64 << 20 } }, 'limits.memoryBytes'],
   ['pids limit', { limits: { pids: 10 } }, 'limits.pids'],
-  ['overlay', { overlay: true }, 'overlay'],
   ['tty', { tty: true }, 'tty'],
 ]
 

@@ -21,7 +21,14 @@ export interface TmpfsMount {
   mode?: number
 }
 
-export type MountOption = BindMount | TmpfsMount
+/** A writable view of a host directory; what the sandbox writes stays in the sandbox. */
+export interface OverlayMount {
+  type: 'overlay'
+  source: string
+  target: string
+}
+
+export type MountOption = BindMount | TmpfsMount | OverlayMount
 
 export type NamespaceName = 'user' | 'mount' | 'pid' | 'uts' | 'ipc' | 'net' | 'cgroup'
 
@@ -66,6 +73,8 @@ export interface SpawnOptions {
   capabilities?: string[]
   /** Paths inside the sandbox the command may read, write (and read) or execute (and read); everything else is denied by Landlock. */
   landlock?: { read?: string[]; write?: string[]; exec?: string[] }
+  /** A copy-on-write layer over the rootfs: `true` (thrown away at the end), or `{ upper: DIR }` to keep it, `{ sizeBytes }` to bound it. */
+  overlay?: boolean | { upper?: string; sizeBytes?: number }
   /** `'default'` (the built-in profile), `'none'`, or a Docker/OCI seccomp profile (object or JSON text). */
   seccomp?: 'default' | 'none' | Record<string, unknown> | string
 }
@@ -79,7 +88,7 @@ export interface Spec {
   env: string[]
   cwd: string
   rootfs: { kind: 'host' } | { kind: 'dir'; path: string }
-  mounts: Array<{ type: 'bind'; source: string; target: string; readonly: boolean } | { type: 'tmpfs'; target: string; sizeBytes?: number; mode?: number }>
+  mounts: Array<{ type: 'bind'; source: string; target: string; readonly: boolean } | { type: 'tmpfs'; target: string; sizeBytes?: number; mode?: number } | { type: 'overlay'; source: string; target: string }>
   hostname: string
   network: 'none' | 'host'
   namespaces: Record<NamespaceName, boolean>
@@ -88,11 +97,11 @@ export interface Spec {
   capabilities: string[]
   landlock?: { read: string[]; write: string[]; exec: string[] }
   seccomp: { mode: 'default' } | { mode: 'none' } | { mode: 'profile'; json: string }
+  overlay?: { upper?: string; sizeBytes?: number }
 }
 
 const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'input', 'encoding', 'overlay', 'seccomp', 'tty', 'landlock'])
 const NOT_YET: Record<string, string> = {
-  overlay: 'copy-on-write overlay roots are not available in this version',
   tty: 'a terminal for the command is not available in this version',
 }
 const LIMITS_NOT_YET = ['memoryBytes', 'pids', 'cpus', 'cpuTimeMs']
@@ -139,18 +148,20 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     const opt = `mounts[${i}]`
     if (!isObject(m)) throw optionError(opt, 'must be an object')
     for (const key of Object.keys(m)) {
-      const allowed = m.type === 'bind' ? ['type', 'source', 'target', 'readonly'] : ['type', 'target', 'sizeBytes', 'mode']
+      const allowed = m.type === 'bind' ? ['type', 'source', 'target', 'readonly'] : m.type === 'overlay' ? ['type', 'source', 'target'] : ['type', 'target', 'sizeBytes', 'mode']
       if (!allowed.includes(key)) throw optionError(`${opt}.${key}`, `is not a field of a ${String(m.type)} mount`)
     }
     if (m.type === 'bind') {
       if (m.readonly !== undefined && typeof m.readonly !== 'boolean') throw optionError(`${opt}.readonly`, 'must be a boolean')
       mounts.push({ type: 'bind', source: resolve(str(`${opt}.source`, m.source)), target: insidePath(`${opt}.target`, m.target), readonly: m.readonly ?? true })
+    } else if (m.type === 'overlay') {
+      mounts.push({ type: 'overlay', source: resolve(str(`${opt}.source`, m.source)), target: insidePath(`${opt}.target`, m.target) })
     } else if (m.type === 'tmpfs') {
       if (m.sizeBytes !== undefined && !(isUint(m.sizeBytes, Number.MAX_SAFE_INTEGER) && m.sizeBytes > 0)) throw optionError(`${opt}.sizeBytes`, 'must be a positive integer')
       if (m.mode !== undefined && !isUint(m.mode, 0o7777)) throw optionError(`${opt}.mode`, 'must be a file mode such as 0o755')
       mounts.push({ type: 'tmpfs', target: insidePath(`${opt}.target`, m.target), sizeBytes: m.sizeBytes, mode: m.mode })
     } else {
-      throw optionError(`${opt}.type`, `must be 'bind' or 'tmpfs', got ${JSON.stringify((m as { type?: unknown }).type)}`)
+      throw optionError(`${opt}.type`, `must be 'bind', 'tmpfs' or 'overlay', got ${JSON.stringify((m as { type?: unknown }).type)}`)
     }
   }
   if (o.mounts !== undefined && !Array.isArray(o.mounts)) throw optionError('mounts', 'must be an array')
@@ -238,6 +249,15 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     seccomp = { mode: 'profile', json: o.seccomp }
   } else if (o.seccomp !== undefined && o.seccomp !== 'default') throw optionError('seccomp', "must be 'default', 'none', or a Docker/OCI seccomp profile")
 
+  let overlay: Spec['overlay']
+  if (o.overlay === true) overlay = {}
+  else if (isObject(o.overlay)) {
+    for (const k of Object.keys(o.overlay)) if (k !== 'upper' && k !== 'sizeBytes') throw optionError(`overlay.${k}`, 'is not an overlay field (upper, sizeBytes)')
+    const ov = o.overlay as { upper?: unknown; sizeBytes?: unknown }
+    if (ov.sizeBytes !== undefined && !(isUint(ov.sizeBytes, Number.MAX_SAFE_INTEGER) && ov.sizeBytes > 0)) throw optionError('overlay.sizeBytes', 'must be a positive integer')
+    overlay = { ...(ov.upper !== undefined ? { upper: resolve(str('overlay.upper', ov.upper)) } : {}), ...(ov.sizeBytes !== undefined ? { sizeBytes: ov.sizeBytes as number } : {}) }
+  } else if (o.overlay !== undefined && o.overlay !== false) throw optionError('overlay', 'must be true, false or { upper?, sizeBytes? }')
+
   let stdio: [StdioMode, StdioMode, StdioMode]
   const s = o.stdio ?? 'pipe'
   if (typeof s === 'string' || typeof s === 'number') stdio = [s, s, s]
@@ -264,6 +284,7 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     capabilities,
     seccomp,
     ...(landlock ? { landlock } : {}),
+    ...(overlay ? { overlay } : {}),
   }
   return { spec, stdio, signal: o.signal, command: [file, ...(args as string[])].join(' ') }
 }

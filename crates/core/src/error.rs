@@ -36,6 +36,7 @@ steps! {
     BindMount => "bind_mount",
     MountTmpfs => "mount_tmpfs",
     MountProc => "mount_proc",
+    MountOverlay => "mount_overlay",
     MountDevpts => "mount_devpts",
     CreateMountpoint => "create_mountpoint",
     MaskPath => "mask_path",

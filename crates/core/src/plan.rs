@@ -79,6 +79,9 @@ pub enum MountOp {
     MaskIfPresent { target: String },
     /// Make a kernel-provided subtree read-only when this kernel has it.
     ReadonlyIfPresent { target: String },
+    /// OverlayFS with `lower` (a host path) below and the sandbox's upper layer `layer` above;
+    /// target "/" is the new root itself.
+    Overlay { lower: String, target: String, layer: String },
 }
 
 impl MountOp {
@@ -91,7 +94,8 @@ impl MountOp {
             | MountOp::Devpts { target }
             | MountOp::Mask { target, .. }
             | MountOp::MaskIfPresent { target }
-            | MountOp::ReadonlyIfPresent { target } => target,
+            | MountOp::ReadonlyIfPresent { target }
+            | MountOp::Overlay { target, .. } => target,
         }
     }
 }
@@ -133,13 +137,23 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
         Rootfs::Host => String::new(),
         Rootfs::Dir { path } => path.trim_end_matches('/').to_owned(),
     };
+    // A directory rootfs under an overlay is one layer, the new root itself; the host's system
+    // directories each get their own (the rest of the host's / must stay out).
+    let whole_root_overlay = spec.overlay.is_some() && matches!(spec.rootfs, Rootfs::Dir { .. });
+    if whole_root_overlay {
+        ops.push(MountOp::Overlay { lower: source_root.clone(), target: "/".into(), layer: "root".into() });
+    }
     for entry in &facts.root_entries {
+        if whole_root_overlay {
+            break;
+        }
         if matches!(spec.rootfs, Rootfs::Dir { .. }) && PROVIDED.contains(&entry.name.as_str()) {
             continue;
         }
         let target = format!("/{}", entry.name);
         let source = format!("{source_root}/{}", entry.name);
         match &entry.kind {
+            EntryKind::Dir if spec.overlay.is_some() => ops.push(MountOp::Overlay { lower: source, target, layer: entry.name.clone() }),
             EntryKind::Dir => ops.push(MountOp::Bind { source, target, readonly: true, is_dir: true }),
             EntryKind::File => ops.push(MountOp::Bind { source, target, readonly: true, is_dir: false }),
             EntryKind::Symlink(to) => ops.push(MountOp::Symlink { target, points_to: to.clone() }),
@@ -181,6 +195,7 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
                 let is_dir = !matches!(facts.bind_sources.get(i), Some(Some(EntryKind::File | EntryKind::Other)));
                 ops.push(MountOp::Bind { source: source.clone(), target: target.clone(), readonly: *readonly, is_dir });
             }
+            Mount::Overlay { source, target } => ops.push(MountOp::Overlay { lower: source.clone(), target: target.clone(), layer: format!("mount{i}") }),
             Mount::Tmpfs { target, size_bytes, mode } => ops.push(MountOp::Tmpfs {
                 target: target.clone(),
                 mode: mode.unwrap_or(0o755),
@@ -348,6 +363,22 @@ mod tests {
         assert_eq!(ops.iter().filter(|o| o.target() == "/proc").count(), 1);
         assert!(matches!(ops.iter().find(|o| o.target() == "/proc"), Some(MountOp::Proc { .. })));
         assert!(!ops.iter().any(|o| matches!(o, MountOp::Mask { .. })), "masks are for the host's /etc only");
+    }
+
+    #[test]
+    fn overlay_plans_one_layer_per_system_dir_or_the_whole_directory_root() {
+        let mut spec = Spec::new("/bin/true", vec![]);
+        spec.overlay = Some(crate::spec::Overlay::default());
+        let ops = plan_mounts(&spec, &host_facts());
+        assert_eq!(ops[1], MountOp::Overlay { lower: "/usr".into(), target: "/usr".into(), layer: "usr".into() });
+        assert!(matches!(ops[0], MountOp::Symlink { .. }), "symlinks stay symlinks");
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::Bind { target, .. } if target == "/usr")));
+        spec.rootfs = Rootfs::Dir { path: "/srv/alpine".into() };
+        let facts = HostFacts { root_entries: vec![entry("bin", EntryKind::Dir), entry("etc", EntryKind::Dir)], ..HostFacts::default() };
+        let ops = plan_mounts(&spec, &facts);
+        assert_eq!(ops[0], MountOp::Overlay { lower: "/srv/alpine".into(), target: "/".into(), layer: "root".into() });
+        assert!(!ops.iter().any(|o| o.target() == "/bin" || o.target() == "/etc"), "the entries come with the layer");
+        assert!(ops.iter().any(|o| matches!(o, MountOp::Proc { .. })));
     }
 
     #[test]

@@ -21,6 +21,9 @@ use std::os::fd::{FromRawFd, OwnedFd};
 /// mounted here, so sources under the host's /tmp stay reachable.
 const STAGING: &str = "/tmp";
 
+/// The throw-away upper layers' tmpfs, detached before the sandbox starts.
+const OVERLAY_AREA: &str = "/.isolate-overlay";
+
 /// Placeholder bound over masked files; unlinked once every mask is in place.
 const MASK_FILE: &str = "/.isolate-mask";
 
@@ -68,7 +71,7 @@ pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
     }
     for m in &spec.mounts {
         facts.bind_sources.push(match m {
-            crate::spec::Mount::Bind { source, .. } => match kind_of(source, true) {
+            crate::spec::Mount::Bind { source, .. } | crate::spec::Mount::Overlay { source, .. } => match kind_of(source, true) {
                 EntryKind::Missing => {
                     return Err(SetupError::sys(Step::BindMount, libc::ENOENT, Some(source))
                         .with_hint("the bind source does not exist on the host; create it or fix mounts[].source"))
@@ -89,6 +92,11 @@ pub struct InitPipes {
     pub report: OwnedFd,
     /// The ids the setup takes once the maps exist (see plan::setup_ids).
     pub setup_ids: crate::spec::Ids,
+    /// For a root caller's overlay: the socket on which the helper sends the lower layers as
+    /// idmapped mount trees, one per overlay in plan order.
+    pub layers: Option<OwnedFd>,
+    /// A kept overlay upper directory's (upper, work) paths, prepared by the helper, one per overlay.
+    pub kept_uppers: Vec<(String, String)>,
 }
 
 fn send(report_fd: &OwnedFd, r: &Report) {
@@ -98,10 +106,10 @@ fn send(report_fd: &OwnedFd, r: &Report) {
 
 /// The whole life of the sandbox's first process. Never returns.
 pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Program>, pipes: InitPipes) -> ! {
-    let InitPipes { go, report, setup_ids } = pipes;
+    let InitPipes { go, report, setup_ids, layers, kept_uppers } = pipes;
     // So `ps` inside and on the host tells the init from the helper it was forked from.
     let _ = nix::sys::prctl::set_name(c"isolate-init");
-    if let Err(e) = setup(spec, plan, setup_ids, &go) {
+    if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, &go) {
         send(&report, &Report::SetupFailed(e));
         std::process::exit(125);
     }
@@ -123,19 +131,36 @@ fn staged(target: &str) -> String {
     format!("{STAGING}{target}")
 }
 
-fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, go: &OwnedFd) -> sys::Result<()> {
+fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, go: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
     wait_for_parent(go)?;
     // Bind sources are opened with the caller's own host ids (a root caller's private temp dirs
     // stay reachable), before the staging tmpfs covers the host's /tmp, and before anything the
     // sandbox could influence exists.
+    let mut trees = match &layers {
+        Some(sock) => sys::recv_fds(sock)?.into_iter(),
+        None => Vec::new().into_iter(),
+    };
     let mut sources = Vec::new();
     for op in plan {
-        if let MountOp::Bind { source, .. } = op {
-            let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
-            sources.push(sys::open_source(source, follow)?);
+        match op {
+            MountOp::Bind { source, .. } => {
+                let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
+                sources.push(Source::Path(sys::open_source(source, follow)?));
+            }
+            MountOp::Overlay { lower, target, layer } => sources.push(match trees.next() {
+                Some(tree) => Source::Tree(tree),
+                // The caller's own paths (the rootfs directory, a mount's source) are followed;
+                // a host system directory never is.
+                None => Source::Path(sys::open_source(lower, target == "/" || layer.starts_with("mount"))?),
+            }),
+            _ => {}
         }
+    }
+    let mut kept = Vec::new();
+    for (upper, work) in &kept_uppers {
+        kept.push((sys::open_source(upper, false)?, sys::open_source(work, false)?));
     }
     if spec.namespaces.user {
         // A root caller's child is still host uid 0, unmapped here; become the mapped user so
@@ -152,10 +177,30 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, go: &OwnedF
     sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
         .map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
 
+    // Where the upper layers live: the kept host directory, or a tmpfs beside the new root that
+    // is detached once the overlays hold it (nothing inside can reach either).
+    // The overlays' scratch tmpfs beside the new root: throw-away upper layers (bounded by
+    // overlay.sizeBytes) and the attach points of idmapped lowers. Reached only through its
+    // descriptor, since an overlay root may cover its path; detached before the sandbox starts.
+    let any_overlay = plan.iter().any(|op| matches!(op, MountOp::Overlay { .. }));
+    let mut area = if any_overlay {
+        let path = staged(OVERLAY_AREA);
+        sys::create_dirs(&path)?;
+        let size = spec.overlay.as_ref().and_then(|o| o.size_bytes);
+        sys::mount_tmpfs(&path, 0o700, size, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+        Some(UpperArea { dir: sys::open_source(&path, false)?, kept: kept.into_iter() })
+    } else {
+        None
+    };
     let mut sources = sources.into_iter();
     let mut masks_file_made = false;
     for op in plan {
-        apply(op, &mut sources, &mut masks_file_made).map_err(|e| inside_path(e, op))?;
+        apply(op, &mut sources, area.as_mut(), &mut masks_file_made).map_err(|e| inside_path(e, op))?;
+    }
+    drop(area);
+    let root_is_overlay = plan.iter().any(|op| matches!(op, MountOp::Overlay { target, .. } if target == "/"));
+    if any_overlay && !root_is_overlay {
+        sys::detach(&staged(OVERLAY_AREA))?;
     }
     if masks_file_made {
         sys::remove_file(&staged(MASK_FILE))?;
@@ -165,8 +210,11 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, go: &OwnedF
     // pivot_root, not chroot: a chroot is escaped by anyone who can chroot again.
     sys::pivot_root(STAGING)?;
     sys::detach_old_root()?;
-    // Read-only last, after every mountpoint was created in it.
-    sys::remount_root_readonly()?;
+    // Read-only last, after every mountpoint was created in it; an overlay root stays writable,
+    // which is what it is for.
+    if spec.overlay.is_none() {
+        sys::remount_root_readonly()?;
+    }
     if spec.namespaces.uts {
         sys::set_hostname(&spec.hostname)?;
     }
@@ -207,10 +255,48 @@ fn inside_path(mut e: SetupError, op: &MountOp) -> SetupError {
     e
 }
 
-fn apply(op: &MountOp, sources: &mut impl Iterator<Item = OwnedFd>, masks_file_made: &mut bool) -> sys::Result<()> {
+/// What a bind or an overlay mounts from: a path opened before the new root existed, or (a root
+/// caller's overlay) a detached, idmapped mount tree the helper made.
+enum Source {
+    Path(OwnedFd),
+    Tree(OwnedFd),
+}
+
+/// Where the overlays' upper layers come from: kept pairs the helper prepared (one per overlay,
+/// in plan order), else new directories in the scratch tmpfs `dir`.
+struct UpperArea {
+    dir: OwnedFd,
+    kept: std::vec::IntoIter<(OwnedFd, OwnedFd)>,
+}
+
+fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<&mut UpperArea>, masks_file_made: &mut bool) -> sys::Result<()> {
     match op {
+        MountOp::Overlay { lower, target, layer } => {
+            let area = area.expect("an overlay has its area");
+            let (upper, work) = match area.kept.next() {
+                Some(pair) => pair,
+                None => {
+                    let dir = sys::make_dir_at(&area.dir, layer)?;
+                    (sys::make_dir_at(&dir, "upper")?, sys::make_dir_at(&dir, "work")?)
+                }
+            };
+            let fd = match sources.next().expect("one source per overlay") {
+                Source::Path(fd) => fd,
+                Source::Tree(tree) => {
+                    let name = format!("{layer}.lower");
+                    drop(sys::make_dir_at(&area.dir, &name)?);
+                    sys::attach_tree(&tree, &area.dir, &name)?;
+                    sys::open_at(&area.dir, &name)?
+                }
+            };
+            let t = if target == "/" { STAGING.to_owned() } else { staged(target) };
+            if target != "/" {
+                sys::create_dirs(&t)?;
+            }
+            sys::mount_overlay(&fd, lower, &upper, &work, &t)?;
+        }
         MountOp::Bind { source, target, readonly, is_dir } => {
-            let fd = sources.next().expect("one source per bind");
+            let (Source::Path(fd) | Source::Tree(fd)) = sources.next().expect("one source per bind");
             let t = staged(target);
             if *is_dir { sys::create_dirs(&t)? } else { sys::create_file(&t, 0o644)? }
             sys::bind_mount(&fd, source, &t)?;

@@ -37,6 +37,22 @@ pub struct Spec {
     pub seccomp: Seccomp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landlock: Option<Landlock>,
+    /// A copy-on-write layer over the rootfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<Overlay>,
+}
+
+/// OverlayFS over the rootfs: the rootfs is the lower layer and is never modified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Overlay {
+    /// A host directory that keeps the upper layer for a later sandbox; None: a tmpfs thrown
+    /// away with the sandbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upper: Option<String>,
+    /// Bound on what may be written (the throw-away layer only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -95,12 +111,15 @@ pub enum Mount {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mode: Option<u32>,
     },
+    /// A writable view of a host directory whose changes stay in the sandbox (a throw-away
+    /// overlay upper layer over `source`).
+    Overlay { source: String, target: String },
 }
 
 impl Mount {
     pub fn target(&self) -> &str {
         match self {
-            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } | Mount::Overlay { target, .. } => target,
         }
     }
 }
@@ -195,6 +214,7 @@ impl Spec {
             capabilities: Vec::new(),
             seccomp: Seccomp::Default,
             landlock: None,
+            overlay: None,
         }
     }
 

@@ -65,14 +65,35 @@ fn clone_flags(spec: &Spec) -> libc::c_ulong {
 }
 
 fn launch(spec: &Spec) -> Result<Child, SetupError> {
+    let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
     let facts = sandbox::gather_facts(spec)?;
     let plan = plan_mounts(spec, &facts);
     // Compiled here, once: the sandbox's processes only load it.
     let seccomp = compile_seccomp(spec)?;
-    let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
+    let unpriv = if caller.uid == 0 {
+        unprivileged_ids(std::fs::read_to_string("/etc/subuid").ok().as_deref(), std::fs::read_to_string("/etc/subgid").ok().as_deref())
+    } else {
+        caller
+    };
+    let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None));
     let (go_r, go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
+    // A root caller's overlay lowers are idmapped by the helper, which alone may do that, and
+    // handed over on this socket once the sandbox's user namespace exists.
+    let idmap_layers = caller.uid == 0 && spec.namespaces.user && plan.iter().any(|op| matches!(op, crate::plan::MountOp::Overlay { .. }));
+    let layers = if idmap_layers {
+        let (a, b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?;
+        Some((a, b))
+    } else {
+        None
+    };
     // Before clone, so the sandbox inherits the relay's pipes as its stdout and stderr.
     let relay = match spec.limits.output_bytes {
         Some(limit) => Some(Relay::install(&[1, 2], limit).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?),
@@ -90,19 +111,22 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         drop(report_r);
         drop(relay);
         let setup_ids = crate::plan::setup_ids(spec.user, caller);
-        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids });
+        let layers = layers.map(|(ours, theirs)| {
+            drop(ours);
+            theirs
+        });
+        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers });
     }
+    let layers = layers.map(|(ours, _theirs)| ours);
     let init = Pid::from_raw(rc as i32);
     drop(go_r);
     drop(report_w);
     let release = || -> Result<(), SetupError> {
         if spec.namespaces.user {
-            let unpriv = if caller.uid == 0 {
-                unprivileged_ids(std::fs::read_to_string("/etc/subuid").ok().as_deref(), std::fs::read_to_string("/etc/subgid").ok().as_deref())
-            } else {
-                caller
-            };
             write_id_maps(init, &plan_id_maps(spec.user, caller, unpriv))?;
+        }
+        if let Some(sock) = &layers {
+            send_idmapped_layers(init, &plan, sock)?;
         }
         nix::unistd::write(&go_w, b"g").map_err(|e| SetupError::sys(Step::WaitForParent, e as i32, None))?;
         Ok(())
@@ -113,6 +137,47 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         return Err(e);
     }
     Ok(Child { init, report: report_r, relay })
+}
+
+/// Each overlay's lower layer as a detached mount tree idmapped into the sandbox's user
+/// namespace: the host's root-owned files then belong to the sandbox's root there, so its writes
+/// can copy them up (the lower layer itself stays read-only and untouched).
+fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd) -> Result<(), SetupError> {
+    let path = format!("/proc/{}/ns/user", init.as_raw());
+    let userns = nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(&path)))?;
+    let mut trees = Vec::new();
+    for op in plan {
+        if let crate::plan::MountOp::Overlay { lower, .. } = op {
+            trees.push(crate::sys::idmapped_tree(lower, &userns)?);
+        }
+    }
+    let raw: Vec<i32> = trees.iter().map(|t| t.as_raw_fd()).collect();
+    crate::sys::send_fds(sock, &raw)
+}
+
+/// A kept upper directory gets one `<layer>/{upper,work}` pair per overlay, owned by the
+/// sandbox's root as the host sees it, so the sandbox can write its layer and nothing else of
+/// the host. Created here, on the caller's side, before any namespace exists; the sandbox opens
+/// them before it gives up the caller's ids (overlayfs wants them from its own mount namespace).
+fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, unpriv: Ids) -> Result<Vec<(String, String)>, SetupError> {
+    let Some(dir) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return Ok(Vec::new()) };
+    let mut pairs = Vec::new();
+    let fail = |e: std::io::Error, p: &str| SetupError::sys(Step::MountOverlay, e.raw_os_error().unwrap_or(libc::EIO), Some(p));
+    let owner = if caller.uid == 0 { unpriv } else { caller };
+    for op in plan {
+        let crate::plan::MountOp::Overlay { layer, .. } = op else { continue };
+        for part in ["upper", "work"] {
+            let path = format!("{}/{layer}/{part}", dir.trim_end_matches('/'));
+            std::fs::create_dir_all(&path).map_err(|e| fail(e, &path))?;
+            for p in [format!("{}/{layer}", dir.trim_end_matches('/')), path] {
+                std::os::unix::fs::chown(&p, Some(owner.uid), Some(owner.gid)).map_err(|e| fail(e, &p))?;
+            }
+        }
+        let at = |part: &str| format!("{}/{layer}/{part}", dir.trim_end_matches('/'));
+        pairs.push((at("upper"), at("work")));
+    }
+    Ok(pairs)
 }
 
 fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, SetupError> {

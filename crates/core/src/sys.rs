@@ -110,6 +110,51 @@ pub fn restrict_mount(target: &str, readonly: bool) -> Result<()> {
     mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(fail(Step::RemountReadonly, target))
 }
 
+/// OverlayFS with the object behind `lower` (an O_PATH fd) as its read-only layer. In a user
+/// namespace its own metadata lives in `user.overlay.*` xattrs (`userxattr`); kernels without
+/// that option get the plain form.
+pub fn mount_overlay(lower: &OwnedFd, lower_name: &str, upper: &OwnedFd, work: &OwnedFd, target: &str) -> Result<()> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let fd = |f: &OwnedFd| format!("/proc/self/fd/{}", f.as_raw_fd());
+    let base = format!("lowerdir={},upperdir={},workdir={}", fd(lower), fd(upper), fd(work));
+    let with_userxattr = format!("{base},userxattr");
+    match mount(Some("overlay"), target, Some("overlay"), flags, Some(with_userxattr.as_str())) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL) => mount(Some("overlay"), target, Some("overlay"), flags, Some(base.as_str())),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| {
+        SetupError::sys(Step::MountOverlay, e as i32, Some(lower_name))
+            .with_hint("overlay needs Linux 5.11+ for user namespaces, and an upper directory the sandbox's root may write (see README: Overlay)")
+    })
+}
+
+/// `/proc/self/fd/N`: a path to what `fd` holds, usable where the kernel wants a path.
+pub fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// mkdir `name` inside the directory `dir` (no path walk) and return an O_PATH handle on it.
+pub fn make_dir_at(dir: &OwnedFd, name: &str) -> Result<OwnedFd> {
+    match nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(SetupError::sys(Step::MountOverlay, e as i32, Some(name))),
+    }
+    open_at(dir, name)
+}
+
+/// An O_PATH handle on the directory `name` inside `dir`, never following a symlink.
+pub fn open_at(dir: &OwnedFd, name: &str) -> Result<OwnedFd> {
+    nix::fcntl::openat(dir, name, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(name)))
+}
+
+/// Unmount lazily and remove the mountpoint.
+pub fn detach(target: &str) -> Result<()> {
+    umount2(target, MntFlags::MNT_DETACH).map_err(fail(Step::MountOverlay, target))?;
+    std::fs::remove_dir(target).map_err(|e| SetupError::sys(Step::MountOverlay, e.raw_os_error().unwrap_or(libc::EIO), Some(target)))
+}
+
 pub fn mount_proc(target: &str) -> Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), target, Some("proc"), flags, None::<&str>).map_err(fail(Step::MountProc, target))
@@ -419,4 +464,78 @@ pub fn redirect_stdio_to_null() {
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
+}
+
+/// A detached copy of the mount tree at `path` whose files appear to the user namespace `userns`
+/// as that namespace maps their on-disk owners (host root's files become the sandbox root's),
+/// read-only, nosuid, nodev. Only a process privileged over the host's mounts may make one.
+pub fn idmapped_tree(path: &str, userns: &OwnedFd) -> Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let err = |e: Errno| SetupError::sys(Step::MountOverlay, e as i32, Some(path));
+    let c = CString::new(path).map_err(|_| err(Errno::EINVAL))?;
+    // SAFETY: open_tree with a valid path; returns a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint) };
+    if fd < 0 {
+        return Err(err(Errno::last()));
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    let tree = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let empty = CString::default();
+    // SAFETY: mount_setattr on our detached tree with a properly sized attr.
+    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
+    if rc < 0 {
+        return Err(err(Errno::last()).with_hint("the filesystem under the overlay's lower layer must support idmapped mounts (ext4, xfs, btrfs, tmpfs on Linux 5.12+)"));
+    }
+    Ok(tree)
+}
+
+/// Attach a detached mount tree (from [`idmapped_tree`]) on `name` inside the directory `dir`.
+pub fn attach_tree(tree: &OwnedFd, dir: &OwnedFd, name: &str) -> Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let target = name;
+    let c = CString::new(target).map_err(|_| SetupError::sys(Step::MountOverlay, libc::EINVAL, Some(target)))?;
+    let empty = CString::default();
+    // SAFETY: move_mount from our tree fd onto a name under a directory fd.
+    let rc = unsafe { libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), empty.as_ptr(), dir.as_raw_fd(), c.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) };
+    if rc < 0 {
+        return Err(SetupError::sys(Step::MountOverlay, Errno::last() as i32, Some(target)));
+    }
+    Ok(())
+}
+
+/// Send fds over a unix socket in one message.
+pub fn send_fds(sock: &OwnedFd, fds: &[std::os::fd::RawFd]) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(b"f")];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(|_| ()).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, None))
+}
+
+/// Receive the fds of one [`send_fds`] message.
+pub fn recv_fds(sock: &OwnedFd) -> Result<Vec<OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 64]);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, None))?;
+    let mut out = Vec::new();
+    for c in msg.cmsgs().map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, None))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: descriptors the kernel just installed in this process for us.
+            out.extend(fds.into_iter().map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }));
+        }
+    }
+    Ok(out)
 }

@@ -105,7 +105,7 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         }
         targets.push(norm);
         match m {
-            Mount::Bind { source, .. } => check_host_path(&format!("{opt}.source"), source)?,
+            Mount::Bind { source, .. } | Mount::Overlay { source, .. } => check_host_path(&format!("{opt}.source"), source)?,
             Mount::Tmpfs { size_bytes, mode, .. } => {
                 if *size_bytes == Some(0) {
                     return Err(bad(format!("{opt}.sizeBytes"), "must be greater than 0"));
@@ -131,6 +131,23 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     if let crate::spec::Seccomp::Profile { json } = &spec.seccomp {
         if serde_json::from_str::<serde_json::Value>(json).is_err() {
             return Err(bad("seccomp", "a custom profile must be Docker/OCI seccomp JSON"));
+        }
+    }
+    if let Some(o) = &spec.overlay {
+        if let Some(upper) = &o.upper {
+            check_host_path("overlay.upper", upper)?;
+            if o.size_bytes.is_some() {
+                return Err(bad("overlay.sizeBytes", "bounds the throw-away layer only; a kept upper directory lives on the host's filesystem (use its quota)"));
+            }
+            if let crate::spec::Rootfs::Dir { path } = &spec.rootfs {
+                let (u, r) = (upper.trim_end_matches('/'), path.trim_end_matches('/'));
+                if u == r || u.starts_with(&format!("{r}/")) || r.starts_with(&format!("{u}/")) {
+                    return Err(bad("overlay.upper", "must lie outside the rootfs (and the rootfs outside it)"));
+                }
+            }
+        }
+        if o.size_bytes == Some(0) {
+            return Err(bad("overlay.sizeBytes", "must be greater than 0"));
         }
     }
     let l = &spec.limits;
