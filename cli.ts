@@ -15,7 +15,7 @@ import { constants } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { IsolateError, probe, spawnIsolated, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions } from './index.js'
+import { IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
 import { DEFAULT_PATH } from './lib/options.js'
 
 const EXIT_TIMEOUT = 124
@@ -43,7 +43,8 @@ Run commands in lightweight Linux sandboxes (namespaces, cgroups, seccomp, Landl
 Commands:
   run [options] -- CMD [ARGS...]   run CMD in a new sandbox
   doctor [--json]                  show what this host allows, and how to fix what it does not
-  rootfs unpack TARBALL DIR        unpack a root filesystem tarball (not implemented yet)
+  rootfs unpack TARBALL DIR        unpack a root filesystem tarball (.tar, .tar.gz, .tar.xz, .tar.zst)
+  rootfs import IMAGE DIR          turn an OCI image layout or a docker save archive into a rootfs
   help [COMMAND]                   show help for a command
 
 Options:
@@ -121,13 +122,40 @@ Options:
 Exit code: 0 when user namespaces are allowed (sandboxes can run), 1 otherwise.
 `
 
-const ROOTFS_HELP = `Usage: isolate rootfs unpack TARBALL DIR
+const ROOTFS_HELP = `Usage: isolate rootfs unpack [options] TARBALL DIR
+       isolate rootfs import [options] IMAGE DIR
 
-Unpack a root filesystem tarball (for example an Alpine minirootfs) into DIR, for use with
-'isolate run --rootfs DIR'. Not implemented yet: unpack it with 'mkdir -p DIR && tar -xzf TARBALL -C DIR'.
+unpack: unpack a root filesystem tarball (for example an Alpine minirootfs) into DIR, for use with
+'isolate run --rootfs DIR'. Plain tar and tar compressed with gzip, xz or zstd are recognised by
+their content, whatever the file is called. DIR is created if missing.
+
+import: turn an OCI image layout directory (oci-layout, index.json, blobs/) or a 'docker save'
+archive (optionally gzip/xz/zstd-compressed) into a root filesystem in DIR (new or empty). Layers
+are applied in order with their whiteouts, and every digest the image gives is checked first.
+
+Modes, symlinks, hard links and mtimes are kept. As root, files get the uid/gid numbers of the
+archive; otherwise they belong to you, which is how a rootless sandbox sees them (you are root
+inside), and setuid/setgid bits are dropped. An archive that tries to write outside DIR (absolute
+names, '..', writing through a symlink, hard links out) or holds device nodes or fifos is refused,
+naming the entry.
 
 Options:
-  -h, --help   show this help
+  --progress            show progress on stderr even when it is not a terminal
+  --skip-special        skip device nodes and fifos instead of refusing the archive
+  --json                print the result as one JSON object on stdout
+  -h, --help            show this help
+import only:
+  --platform OS/ARCH[/VARIANT]
+                        the image for this platform (default: this host's, e.g. linux/amd64)
+  --ref NAME            the image with this name (ref.name annotation or docker tag), when the
+                        layout or archive holds several
+  --layers              keep one directory per layer, DIR/layers/<n>/ (0 = bottom), in overlayfs
+                        form (whiteouts as char 0/0 devices, opaque directories marked with
+                        user.overlay.opaque), and write DIR/layers.json listing them in lowerdir=
+                        order, instead of merging them into DIR
+
+Exit codes: 0 done; 1 the archive or image was refused or could not be unpacked (the step, the
+entry and a hint are printed on stderr); 125 the command line is wrong.
 `
 
 /** What a usage error of a subcommand ends with: a pointer to its help, not the whole text. */
@@ -436,6 +464,9 @@ function doctorText(p: HostProbe): string {
       problem('no cgroup v2 controllers are delegated to this user: resource limits cannot be enforced')
       fix('run under a delegated scope, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...')
     }
+    const h = p.cgroupHost
+    row('  may create', h?.canCreate ? 'yes: memory, pids and cpu limits are enforced' : `no${h?.reason ? `: ${h.reason}` : ''}`)
+    if (h && !h.canCreate) fix('limits that need a cgroup (memory, pids, cpus, cpu time) fail closed here; run as root, or with a delegated cgroup v2 subtree')
   }
 
   row('overlayfs', p.overlay ? 'available' : 'not available')
@@ -480,19 +511,88 @@ async function doctor(argv: string[]): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // isolate rootfs
 
+const ROOTFS_OPTIONS = {
+  progress: { type: 'boolean' },
+  'skip-special': { type: 'boolean' },
+  json: { type: 'boolean' },
+  platform: { type: 'string' },
+  ref: { type: 'string' },
+  layers: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+function mib(bytes: number): string {
+  return `${(bytes / (1 << 20)).toFixed(1)} MiB`
+}
+
+/** Progress on stderr: one rewritten line on a terminal, else (with --progress) a line a second. */
+function progressReporter(verb: string, force: boolean): { update: (p: UnpackProgress) => void; end: () => void } | undefined {
+  const tty = process.stderr.isTTY === true
+  if (!tty && !force) return undefined
+  let lastLine = 0
+  let shown = false
+  const phases = { decompress: 'decompressing', verify: 'verifying', unpack: verb }
+  const text = (p: UnpackProgress) => {
+    const layer = p.layers !== undefined && p.layer !== undefined ? ` layer ${p.layer + 1}/${p.layers}` : ''
+    const amount = p.totalBytes > 0 ? `${mib(p.bytes)} / ${mib(p.totalBytes)} (${Math.min(100, Math.floor((p.bytes / p.totalBytes) * 100))}%)` : mib(p.bytes)
+    const entries = p.phase === 'unpack' ? `, ${p.entries} entries` : ''
+    return `${phases[p.phase]}${layer}: ${amount}${entries}`
+  }
+  return {
+    update(p) {
+      if (tty) {
+        process.stderr.write(`\r\x1b[K${text(p)}`)
+        shown = true
+      } else if (Date.now() - lastLine >= 1000 || (p.totalBytes > 0 && p.bytes >= p.totalBytes)) {
+        lastLine = Date.now()
+        process.stderr.write(`${text(p)}\n`)
+      }
+    },
+    end() {
+      if (tty && shown) process.stderr.write('\r\x1b[K')
+    },
+  }
+}
+
 async function rootfs(argv: string[]): Promise<number> {
-  const { values, positionals } = parseParsed(
-    () => parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true }),
-    MORE.rootfs,
-  )
+  const { values, positionals } = parseParsed(() => parseArgs({ args: argv, options: ROOTFS_OPTIONS, strict: true, allowPositionals: true }), MORE.rootfs)
   if (values.help) {
     process.stdout.write(ROOTFS_HELP)
     return 0
   }
   const [sub, ...rest] = positionals
-  if (sub !== 'unpack') throw new UsageError(sub === undefined ? 'rootfs: no subcommand given' : `rootfs: unknown subcommand ${JSON.stringify(sub)}`, MORE.rootfs)
-  if (rest.length !== 2) throw new UsageError('rootfs unpack: expected TARBALL and DIR', MORE.rootfs)
-  throw new UsageError(`rootfs unpack is not implemented yet; for now: mkdir -p ${rest[1]} && tar -xzf ${rest[0]} -C ${rest[1]}`)
+  if (sub !== 'unpack' && sub !== 'import') throw new UsageError(sub === undefined ? 'rootfs: no subcommand given; use unpack or import' : `rootfs: unknown subcommand ${JSON.stringify(sub)}; use unpack or import`, MORE.rootfs)
+  if (rest.length !== 2) throw new UsageError(sub === 'unpack' ? 'rootfs unpack: expected TARBALL and DIR' : 'rootfs import: expected IMAGE and DIR', MORE.rootfs)
+  if (sub === 'unpack') {
+    for (const flag of ['platform', 'ref', 'layers'] as const) {
+      if (values[flag] !== undefined) throw new UsageError(`rootfs unpack: --${flag} is an option of 'rootfs import'`, MORE.rootfs)
+    }
+  }
+  const [input, dir] = rest
+  const progress = progressReporter(sub === 'unpack' ? 'unpacking' : 'importing', values.progress === true)
+  const common = { onProgress: progress?.update, ...(values['skip-special'] ? { specialFiles: 'skip' as const } : {}) }
+  try {
+    const result =
+      sub === 'unpack'
+        ? await unpackRootfs(input, dir, common)
+        : await importImage(input, dir, { ...common, platform: values.platform, ref: values.ref, layout: values.layers ? 'layers' : 'flat' })
+    progress?.end()
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify(result)}\n`)
+    } else {
+      const extra = [result.setidDropped ? `${result.setidDropped} setuid/setgid bits dropped` : '', result.skipped ? `${result.skipped} special files skipped` : ''].filter(Boolean)
+      const what = 'layers' in result ? `${result.layers.length} layer${result.layers.length === 1 ? '' : 's'} of ${result.platform}, ${result.entries} entries` : `${result.entries} entries`
+      process.stdout.write(`${sub === 'unpack' ? 'unpacked' : 'imported'} ${what} (${mib(result.bytes)}) into ${result.dir}${extra.length ? `; ${extra.join(', ')}` : ''}\n`)
+      if ('lowerDirs' in result && result.lowerDirs) process.stdout.write(`layers: ${result.dir}/layers.json\n`)
+    }
+    return 0
+  } catch (e) {
+    progress?.end()
+    if (!(e instanceof IsolateError) || e.code === 'ERR_ISOLATE_NATIVE' || e.code === 'ERR_ISOLATE_OPTION') throw e
+    reportError(e)
+    if (values.json) process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`)
+    return 1
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

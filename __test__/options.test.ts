@@ -26,6 +26,9 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['relative landlock path', { landlock: { read: ['usr'] } }, 'landlock.read[0]'],
   ['unknown landlock list', { landlock: { delete: ['/x'] } }, 'landlock.delete'],
   ['seccomp not a profile', { seccomp: 'strict' }, 'seccomp'],
+  ['negative cpus', { limits: { cpus: -1 } }, 'limits.cpus'],
+  ['tiny memory', { limits: { memoryBytes: 4096 } }, 'limits.memoryBytes'],
+  ['zero pids', { limits: { pids: 0 } }, 'limits.pids'],
 ]
 
 for (const [name, options, option] of cases) {
@@ -38,8 +41,6 @@ for (const [name, options, option] of cases) {
 }
 
 const unsupported: Array<[string, Record<string, unknown>, string]> = [
-  ['memory limit', { limits: { memoryBytes: 64 << 20 } }, 'limits.memoryBytes'],
-  ['pids limit', { limits: { pids: 10 } }, 'limits.pids'],
   ['tty', { tty: true }, 'tty'],
 ]
 

@@ -93,7 +93,7 @@ export interface Spec {
   network: 'none' | 'host'
   namespaces: Record<NamespaceName, boolean>
   user: { uid: number; gid: number }
-  limits: { timeoutMs?: number; outputBytes?: number; openFiles?: number; fileSizeBytes?: number; coreDumps?: boolean }
+  limits: { timeoutMs?: number; outputBytes?: number; openFiles?: number; fileSizeBytes?: number; coreDumps?: boolean; memoryBytes?: number; pids?: number; cpuTimeMs?: number; cpus?: number }
   capabilities: string[]
   landlock?: { read: string[]; write: string[]; exec: string[] }
   seccomp: { mode: 'default' } | { mode: 'none' } | { mode: 'profile'; json: string }
@@ -104,8 +104,7 @@ const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 
 const NOT_YET: Record<string, string> = {
   tty: 'a terminal for the command is not available in this version',
 }
-const LIMITS_NOT_YET = ['memoryBytes', 'pids', 'cpus', 'cpuTimeMs']
-const COUNT_LIMITS = ['outputBytes', 'openFiles', 'fileSizeBytes'] as const
+const COUNT_LIMITS = ['outputBytes', 'openFiles', 'fileSizeBytes', 'memoryBytes', 'pids', 'cpuTimeMs'] as const
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isUint = (v: unknown, max = 2 ** 32 - 1): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max
@@ -202,16 +201,19 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
   const limits = o.limits ?? {}
   if (!isObject(limits)) throw optionError('limits', 'must be an object')
   for (const key of Object.keys(limits)) {
-    if (LIMITS_NOT_YET.includes(key)) {
-      if ((limits as Record<string, unknown>)[key] !== undefined) throw unsupported(`limits.${key}`, 'is not enforced by this version, and a limit that cannot be enforced is refused rather than ignored')
-    } else if (key !== 'timeoutMs' && key !== 'coreDumps' && !(COUNT_LIMITS as readonly string[]).includes(key)) throw optionError(`limits.${key}`, 'is not a limit')
+    if (key !== 'timeoutMs' && key !== 'coreDumps' && key !== 'cpus' && !(COUNT_LIMITS as readonly string[]).includes(key)) throw optionError(`limits.${key}`, 'is not a limit')
   }
   const specLimits: Spec['limits'] = {}
   for (const key of COUNT_LIMITS) {
     const v = (limits as Record<string, unknown>)[key]
     if (v === undefined) continue
-    if (!(isUint(v, Number.MAX_SAFE_INTEGER) && (key !== 'openFiles' || v > 0))) throw optionError(`limits.${key}`, 'must be a non-negative integer')
+    const positive = key !== 'outputBytes' && key !== 'fileSizeBytes'
+    if (!(isUint(v, Number.MAX_SAFE_INTEGER) && (!positive || v > 0))) throw optionError(`limits.${key}`, positive ? 'must be a positive integer' : 'must be a non-negative integer')
     specLimits[key] = v
+  }
+  if (limits.cpus !== undefined) {
+    if (typeof limits.cpus !== 'number' || !Number.isFinite(limits.cpus) || limits.cpus <= 0) throw optionError('limits.cpus', 'must be a positive fraction of cores (0.5 is half a core)')
+    specLimits.cpus = limits.cpus
   }
   if (limits.coreDumps !== undefined) {
     if (typeof limits.coreDumps !== 'boolean') throw optionError('limits.coreDumps', 'must be a boolean')

@@ -16,6 +16,8 @@ export interface HostProbe {
     apparmorRestricted: boolean
   }
   cgroup: { mode: 'v1' | 'v2' | 'hybrid' | 'none'; v2Controllers: string[]; v1Controllers: string[]; own: string[] }
+  /** Whether this process may create the sandbox cgroups that limits need, and why not. */
+  cgroupHost: { mode: string; canCreate: boolean; reason: string | null; swapAccounting: boolean | null } | null
   overlay: boolean
   landlockAbi: number | null
   seccomp: boolean

@@ -33,14 +33,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-// TODO(lead): Step::CreateCgroup
-const STEP_CREATE: Step = Step::Supervise;
-// TODO(lead): Step::WriteCgroupLimits
-const STEP_WRITE_LIMITS: Step = Step::Supervise;
-// TODO(lead): Step::AttachCgroup
-const STEP_ATTACH: Step = Step::Supervise;
-// TODO(lead): Step::RemoveCgroup
-const STEP_REMOVE: Step = Step::Supervise;
+const STEP_CREATE: Step = Step::CreateCgroup;
+const STEP_WRITE_LIMITS: Step = Step::WriteCgroupLimits;
+const STEP_ATTACH: Step = Step::AttachCgroup;
+const STEP_REMOVE: Step = Step::RemoveCgroup;
 /// Killing what runs in the cgroup is part of supervising it.
 const STEP_KILL: Step = Step::Supervise;
 

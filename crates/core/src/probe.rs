@@ -12,6 +12,9 @@ pub struct Probe {
     pub rootless: bool,
     pub user_namespaces: UserNs,
     pub cgroup: Cgroup,
+    /// What this process may do with cgroups (the detection the limits use).
+    #[cfg(target_os = "linux")]
+    pub cgroup_host: Option<crate::cgroup::CgroupHost>,
     pub overlay: bool,
     pub landlock_abi: Option<u32>,
     pub seccomp: bool,
@@ -127,6 +130,8 @@ pub fn probe() -> Probe {
         rootless: uid != 0,
         user_namespaces: UserNs { allowed: reason.is_none(), reason, max_user_namespaces: max, unprivileged_userns_clone: clone, apparmor_restricted: apparmor },
         cgroup: cgroup(),
+        #[cfg(target_os = "linux")]
+        cgroup_host: crate::cgroup::detect().ok(),
         overlay: filesystems.lines().any(|l| l.trim_end().ends_with("overlay")),
         landlock_abi: landlock_abi(),
         seccomp: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),

@@ -5,6 +5,7 @@
 use crate::error::{SetupError, Step};
 use crate::plan::{plan_id_maps, plan_mounts, unprivileged_ids};
 use crate::protocol::{signal_name, Event, Reason, Report, Request, Usage};
+use crate::cgroup::{CgroupLimits, SandboxCgroup};
 use crate::relay::Relay;
 use crate::sandbox;
 use crate::spec::{Ids, Spec};
@@ -51,6 +52,29 @@ struct Child {
     init: Pid,
     report: OwnedFd,
     relay: Option<Relay>,
+    cgroup: Option<SandboxCgroup>,
+}
+
+/// The limits only a cgroup can enforce or measure for the whole sandbox.
+fn cgroup_limits(spec: &Spec) -> Option<CgroupLimits> {
+    let l = &spec.limits;
+    let limits = CgroupLimits { memory_bytes: l.memory_bytes, pids: l.pids, cpus: l.cpus };
+    // cpuTimeMs needs the cgroup's CPU accounting (every process, however it forked), no limit file.
+    (!limits.is_empty() || l.cpu_time_ms.is_some()).then_some(limits)
+}
+
+/// The sandbox's cgroup, beneath the helper's own, when a limit needs one. A limit the host
+/// cannot enforce fails here, before any namespace exists, naming what is missing.
+fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
+    let Some(limits) = cgroup_limits(spec) else { return Ok(None) };
+    let host = crate::cgroup::detect()?;
+    if !host.can_create {
+        let why = host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into());
+        return Err(SetupError::new(Step::CreateCgroup, format!("limits need a cgroup, and {why}")).with_hint(
+            "run as root, or on cgroup v2 with a delegated subtree (systemd: Delegate=yes); `isolate doctor` shows what this host allows",
+        ));
+    }
+    SandboxCgroup::create(&host, &crate::cgroup::unique_name(), &limits).map(Some)
 }
 
 fn clone_flags(spec: &Spec) -> libc::c_ulong {
@@ -76,6 +100,7 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         caller
     };
     let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
+    let cgroup = create_cgroup(spec)?;
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None));
     let (go_r, go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
@@ -128,6 +153,10 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         if let Some(sock) = &layers {
             send_idmapped_layers(init, &plan, sock)?;
         }
+        // Before the child proceeds: it then makes this cgroup its cgroup namespace's root.
+        if let Some(cg) = &cgroup {
+            cg.attach(init.as_raw())?;
+        }
         nix::unistd::write(&go_w, b"g").map_err(|e| SetupError::sys(Step::WaitForParent, e as i32, None))?;
         Ok(())
     };
@@ -136,7 +165,7 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         let _ = wait_with_usage(init);
         return Err(e);
     }
-    Ok(Child { init, report: report_r, relay })
+    Ok(Child { init, report: report_r, relay, cgroup })
 }
 
 /// Each overlay's lower layer as a detached mount tree idmapped into the sandbox's user
@@ -265,6 +294,10 @@ struct Supervisor {
     init: Pid,
     report: OwnedFd,
     relay: Option<Relay>,
+    cgroup: Option<SandboxCgroup>,
+    /// CPU time allowed to the whole sandbox, checked from the cgroup's counters.
+    cpu_time_ms: Option<u64>,
+    next_cpu_check: Option<Instant>,
     started: Instant,
     deadline: Option<Instant>,
     reports: LineReader,
@@ -287,6 +320,9 @@ impl Supervisor {
             init: child.init,
             report: child.report,
             relay: child.relay,
+            cgroup: child.cgroup,
+            cpu_time_ms: spec.limits.cpu_time_ms,
+            next_cpu_check: spec.limits.cpu_time_ms.map(|_| started),
             started,
             deadline: spec.limits.timeout_ms.map(|ms| started + Duration::from_millis(ms)),
             reports: LineReader { buf: Vec::new() },
@@ -312,12 +348,35 @@ impl Supervisor {
     }
 
     fn poll_timeout(&self) -> PollTimeout {
-        match self.deadline {
+        let next = match (self.deadline, self.next_cpu_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1).unwrap_or(PollTimeout::MAX)
             }
             None => PollTimeout::NONE,
+        }
+    }
+
+    /// CPU time is summed over every process of the sandbox by its cgroup; checked often enough
+    /// that a busy sandbox overruns by at most a few milliseconds per core.
+    fn check_cpu_time(&mut self) {
+        let (Some(limit), Some(at), Some(cg)) = (self.cpu_time_ms, self.next_cpu_check, &self.cgroup) else { return };
+        if Instant::now() < at {
+            return;
+        }
+        let u = cg.usage();
+        let used = u.cpu_user_ms + u.cpu_system_ms;
+        if used >= limit {
+            self.next_cpu_check = None;
+            self.end_sandbox(Some(Reason::CpuTime));
+        } else {
+            // Never sooner than 5 ms, never later than the time left could run out on 2 cores.
+            let wait = ((limit - used) / 4).clamp(5, 100);
+            self.next_cpu_check = Some(Instant::now() + Duration::from_millis(wait));
         }
     }
 
@@ -327,6 +386,12 @@ impl Supervisor {
             self.step(out);
         }
         let (status, ru) = wait_with_usage(self.init);
+        // The pid namespace is gone with the init; the cgroup's count is the last word.
+        let cg_usage = self.cgroup.as_ref().map(|cg| cg.usage());
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_all();
+            let _ = cg.remove();
+        }
         if let Some(e) = self.setup_error.take() {
             out.send(&Event::Error(e));
             return 0;
@@ -339,9 +404,19 @@ impl Supervisor {
             (_, Some(st)) if libc::WIFEXITED(st) => (Some(libc::WEXITSTATUS(st)), None),
             _ => (None, None),
         };
-        let usage = Usage { cpu_user_ms: ms(ru.ru_utime), cpu_system_ms: ms(ru.ru_stime), peak_memory_bytes: ru.ru_maxrss as u64 * 1024, wall_ms };
+        let mut usage = Usage { cpu_user_ms: ms(ru.ru_utime), cpu_system_ms: ms(ru.ru_stime), peak_memory_bytes: ru.ru_maxrss as u64 * 1024, wall_ms };
+        if let Some(u) = cg_usage {
+            usage.cpu_user_ms = u.cpu_user_ms as f64;
+            usage.cpu_system_ms = u.cpu_system_ms as f64;
+            if u.peak_memory_bytes > 0 {
+                usage.peak_memory_bytes = u.peak_memory_bytes;
+            }
+        }
+        let oom = cg_usage.is_some_and(|u| u.oom_kills > 0);
         let reason = match self.forced {
             Some(r) => r,
+            // From the cgroup's own counter, not guessed from a SIGKILL.
+            None if oom => Reason::Oom,
             None if signal.is_some() => Reason::Signaled,
             None => Reason::Exited,
         };
@@ -391,6 +466,9 @@ impl Supervisor {
                     self.end_sandbox(Some(Reason::OutputLimit));
                 }
             }
+        }
+        if self.report_open {
+            self.check_cpu_time();
         }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             self.deadline = None;

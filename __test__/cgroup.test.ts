@@ -1,0 +1,82 @@
+/**
+ * Limits enforced through the sandbox's cgroup: memory (reason 'oom'), pids, cpus, cpu time.
+ * Runs on this host's cgroup v1 and, through .ci/run, inside a guest whose only hierarchy is
+ * cgroup v2 (ISOLATE_CGROUP_LANE=v2). Where this process may not create cgroups (rootless on v1),
+ * each limit must fail closed instead, and that is what is asserted.
+ */
+import test from 'ava'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
+
+const host = await probe()
+const enforced = host.cgroupHost?.canCreate === true
+console.log(`cgroup.test: mode ${host.cgroup.mode}, ${enforced ? 'limits enforced' : `limits must fail closed (${host.cgroupHost?.reason ?? 'no cgroup detection'})`}`)
+if (process.env.ISOLATE_CGROUP_LANE === 'v2' && host.cgroup.mode !== 'v2') throw new Error(`the v2 lane runs on a ${host.cgroup.mode} host`)
+
+/** Every cgroup directory beneath this process's own cgroups whose name the helper gives. */
+function leftoverCgroups(): string[] {
+  const found: string[] = []
+  for (const line of readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')) {
+    const [, controllers, path] = line.split(':')
+    const dir = controllers === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', controllers.split(',').find((c) => !c.startsWith('name=')) ?? controllers, path)
+    try {
+      for (const name of readdirSync(dir)) if (name.startsWith('isolate-')) found.push(join(dir, name))
+    } catch {}
+  }
+  return found
+}
+
+test.afterEach.always((t) => {
+  t.deepEqual(leftoverCgroups(), [], 'no sandbox cgroup is left behind')
+})
+
+async function failsClosed(t: import('ava').ExecutionContext, options: SpawnOptions) {
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', [], options), { instanceOf: IsolateError })
+  t.is(e?.step, 'create_cgroup')
+  t.truthy(e?.hint)
+}
+
+test.serial('a memory bomb ends with reason oom, its peak near the limit, Node unharmed', async (t) => {
+  const limit = 64 << 20
+  const options: SpawnOptions = { limits: { memoryBytes: limit }, timeoutMs: 60_000 }
+  if (!enforced) return failsClosed(t, options)
+  const rss = process.memoryUsage().rss
+  const r = await runIsolated('/usr/bin/python3', ['-c', 'x = []\nwhile True: x.append(bytearray(1 << 20))'], options)
+  t.is(r.reason, 'oom')
+  t.is(r.signal, 'SIGKILL')
+  t.true(r.usage.peakMemoryBytes > limit * 0.75 && r.usage.peakMemoryBytes <= limit * 1.02, String(r.usage.peakMemoryBytes))
+  t.true(process.memoryUsage().rss - rss < 32 << 20)
+  const after = await runIsolated('/bin/echo', ['still fine'])
+  t.is(after.stdout, 'still fine\n')
+})
+
+test.serial('a fork bomb stops at the pids limit', async (t) => {
+  const options: SpawnOptions = { limits: { pids: 16 }, timeoutMs: 60_000 }
+  if (!enforced) return failsClosed(t, options)
+  const bomb = 'import os, time\nforks = 0\nfor _ in range(200):\n  try:\n    if os.fork() == 0:\n      time.sleep(3); os._exit(0)\n    forks += 1\n  except OSError as e:\n    print("refused", e.errno); break\nprint(forks, len([p for p in os.listdir("/proc") if p.isdigit()]))'
+  const r = await runIsolated('/usr/bin/python3', ['-c', bomb], options)
+  t.regex(r.stdout, /^refused 11$/m, 'fork fails with EAGAIN')
+  const [forks, inside] = r.stdout.trim().split('\n').pop()!.split(' ').map(Number)
+  t.true(forks < 16 && inside <= 16, `${forks} forks, ${inside} processes inside`)
+  const after = await runIsolated('/bin/echo', ['host ok'])
+  t.is(after.stdout, 'host ok\n', 'Node and the host still spawn')
+})
+
+test.serial('cpus: 0.5 holds a busy loop near half a core', async (t) => {
+  const options: SpawnOptions = { limits: { cpus: 0.5 }, timeoutMs: 3000 }
+  if (!enforced) return failsClosed(t, options)
+  const r = await runIsolated('/bin/sh', ['-c', 'while :; do :; done'], options)
+  t.is(r.reason, 'timeout')
+  const ratio = (r.usage.cpuUserMs + r.usage.cpuSystemMs) / r.usage.wallMs
+  t.true(ratio > 0.3 && ratio < 0.65, `cpu/wall = ${ratio.toFixed(2)} (${JSON.stringify(r.usage)})`)
+})
+
+test.serial('cpuTimeMs ends a busy loop with reason cpu-time', async (t) => {
+  const options: SpawnOptions = { limits: { cpuTimeMs: 400 }, timeoutMs: 60_000 }
+  if (!enforced) return failsClosed(t, options)
+  const r = await runIsolated('/bin/sh', ['-c', 'while :; do :; done & while :; do :; done'], options)
+  t.is(r.reason, 'cpu-time')
+  const used = r.usage.cpuUserMs + r.usage.cpuSystemMs
+  t.true(used >= 400 && used < 700, `${used} ms of CPU for a 400 ms budget`)
+})
