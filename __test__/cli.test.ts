@@ -208,11 +208,14 @@ test('run: --cwd, --uid and --gid apply inside', async (t) => {
   t.is(r.stdout, '/tmp\n1000\n1001\n')
 })
 
-test('run: --memory is refused (125), not dropped, and names memoryBytes', async (t) => {
-  const r = await cli(['run', '--memory', '64M', '--', '/bin/true'])
-  t.is(r.status, 125)
-  t.regex(r.stderr, /memoryBytes/)
-  t.regex(r.stderr, /--memory/)
+test('run: limit flags reach the sandbox (--memory, --pids, --output, --json usage)', async (t) => {
+  const r = await cli(['run', '--json', '--memory', '64M', '--pids', '32', '--output', '1K', '--', '/bin/sh', '-c', 'head -c 5000 /dev/zero'])
+  const result = JSON.parse(r.stdout)
+  t.is(result.reason, 'output-limit')
+  t.true(typeof result.usage.cpuUserMs === 'number')
+  const bad = await cli(['run', '--memory', 'lots', '--', '/bin/true'])
+  t.is(bad.status, 125)
+  t.regex(bad.stderr, /--memory/)
 })
 
 test('run: -t is refused with exit 125', async (t) => {
@@ -272,8 +275,8 @@ test('doctor --json prints the probe as JSON', async (t) => {
   t.true(existsSync(p.native.helperPath))
 })
 
-test('rootfs unpack is not implemented yet (125)', async (t) => {
-  const r = await cli(['rootfs', 'unpack', 'x.tar.gz', '/tmp/x'])
-  t.is(r.status, 125)
-  t.regex(r.stderr, /not implemented/)
+test('rootfs unpack of a missing tarball fails naming the step', async (t) => {
+  const r = await cli(['rootfs', 'unpack', '/no/such/x.tar.gz', '/tmp/isolate-cli-never-made'])
+  t.is(r.status, 1)
+  t.regex(r.stderr, /step: open_archive/)
 })

@@ -34,10 +34,13 @@ run(join(root, 'node_modules', '.bin', 'napi'), [
 ])
 
 const envName = `CARGO_TARGET_${target.toUpperCase().replaceAll('-', '_')}_RUSTFLAGS`
-run('cargo', ['build', '--release', '--locked', '-p', 'isolate-helper', '--target', target], {
+// The helper and the image tool (the unpacker, kept out of the supervisor root runs).
+run('cargo', ['build', '--release', '--locked', '-p', 'isolate-helper', '-p', 'isolate-image', '--target', target], {
   [envName]: `${process.env[envName] ?? ''} -C target-feature=+crt-static`.trim(),
 })
-const helper = join(outDir, 'isolate-helper')
-copyFileSync(join(root, 'target', target, 'release', 'isolate-helper'), helper)
-chmodSync(helper, 0o755)
+for (const bin of ['isolate-helper', 'isolate-image']) {
+  const out = join(outDir, bin)
+  copyFileSync(join(root, 'target', target, 'release', bin), out)
+  chmodSync(out, 0o755)
+}
 console.log(`built ${platform}: ${outDir}`)

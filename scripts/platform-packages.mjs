@@ -56,7 +56,7 @@ export function check() {
     if (!same(p.os, ['linux'])) problems.push(`${where}: os should be ["linux"]`)
     if (!same(p.cpu, [cpu])) problems.push(`${where}: cpu should be ["${cpu}"]`)
     if (!same(p.libc, [libc])) problems.push(`${where}: libc should be ["${libc}"]`)
-    if (!same(p.files, [`isolate-core.${platform}.node`, 'isolate-helper'])) problems.push(`${where}: files should be exactly the addon and the helper`)
+    if (!same(p.files, [`isolate-core.${platform}.node`, 'isolate-helper', 'isolate-image'])) problems.push(`${where}: files should be exactly the addon, the helper and the image tool`)
     if (p.scripts) problems.push(`${where}: a platform package has no scripts`)
     if (p.dependencies || p.optionalDependencies) problems.push(`${where}: a platform package has no dependencies`)
 

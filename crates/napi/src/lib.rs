@@ -201,3 +201,34 @@ pub fn close_fd(fd: i32) {
 pub fn probe() -> Result<serde_json::Value> {
     serde_json::to_value(isolate_core::probe::probe()).map_err(|e| Error::from_reason(e.to_string()))
 }
+
+/// Start the image tool (`isolate-image unpack|import ARGS...`, see isolate_image::tool) with
+/// posix_spawn: stdin from /dev/null, stdout and stderr into one pipe whose read end comes back
+/// as `control` (JSON lines, then any panic text). JavaScript reads it, and reaps the pid with
+/// `reapHelper` once it ends.
+#[napi]
+pub fn spawn_image_tool(tool_path: String, args: Vec<String>) -> Result<SpawnedHelper> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| sys_error("pipe2", e))?;
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| sys_error("open /dev/null", e))?;
+    let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
+    actions.add_dup2(null.as_raw_fd(), 0).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
+    for slot in [1, 2] {
+        actions.add_dup2(w.as_raw_fd(), slot).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
+    }
+    let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
+    // SIGPIPE back to its default: the tool ends when nobody reads its report any more.
+    attr.set_sigmask(&SigSet::empty()).map_err(|e| sys_error("posix_spawnattr_setsigmask", e))?;
+    attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)
+        .map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
+    let path = CString::new(tool_path.clone()).map_err(|_| option_error("image tool path contains NUL".into()))?;
+    let mut argv = vec![CString::new("isolate-image").expect("static")];
+    for a in args {
+        argv.push(CString::new(a).map_err(|_| option_error("a path contains a NUL byte".into()))?);
+    }
+    let envp: [CString; 0] = [];
+    let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
+        .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {tool_path}: {} ({e:?})", e.desc())))?;
+    drop(w);
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None })
+}

@@ -1,0 +1,898 @@
+/**
+ * Root filesystems from tarballs and OCI/Docker images: `unpackRootfs`, `importImage` and
+ * `isolate rootfs unpack|import`. Every archive except the Alpine fixture is built here, at run
+ * time: hostile tarballs by a small tar writer below, images by hand (blobs, index, manifests).
+ * Runs as root and, in CI, again as an unprivileged user (ISOLATE_TEST_ROOTLESS=1).
+ */
+import test, { type ExecutionContext } from 'ava'
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { gunzipSync, gzipSync } from 'node:zlib'
+import { IsolateError, importImage, runIsolated, unpackRootfs, type ImportResult, type UnpackProgress } from '../index.js'
+import { alpineTarball, isRoot, removeDir, tempDir, waitUntil, zombieChildren } from './helpers.js'
+
+const root = fileURLToPath(new URL('..', import.meta.url))
+const haveAlpine = existsSync(alpineTarball)
+if (!haveAlpine) console.log(`image.test: ${alpineTarball} is absent (a clone outside this workplace); the tests that unpack the Alpine fixture are skipped for that reason`)
+const alpineTest = haveAlpine ? test : test.skip
+
+/** A command's stdout, without blocking the event loop (xz takes seconds; other tests' I/O goes on). */
+async function output(cmd: string, args: string[]): Promise<Buffer> {
+  const { stdout } = await promisify(execFile)(cmd, args, { encoding: 'buffer', maxBuffer: 1 << 30 })
+  return stdout
+}
+
+function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0
+}
+const tools = { xz: have('xz'), zstd: have('zstd'), unshare: have('unshare'), python3: have('python3') }
+for (const [name, ok] of Object.entries(tools)) {
+  if (!ok) console.log(`image.test: the '${name}' command is missing (apt-get install -y ${name === 'unshare' ? 'util-linux' : name}); the tests that need it are skipped for that reason`)
+}
+
+/** A tree removed even where the archive made directories read-only (rootless cannot write into them). */
+function removeTree(dir: string): void {
+  spawnSync('chmod', ['-R', 'u+rwX', dir])
+  removeDir(dir)
+}
+
+function workspace(t: ExecutionContext, prefix = 'isolate-image-'): string {
+  const dir = tempDir(prefix)
+  t.teardown(() => removeTree(dir))
+  return dir
+}
+
+// ---------------------------------------------------------------------------------------------
+// A tar writer (ustar, with PAX records for long names), enough to build any entry by hand.
+
+interface TarEntry {
+  name: string
+  type?: 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo'
+  mode?: number
+  uid?: number
+  gid?: number
+  mtime?: number
+  data?: string | Buffer
+  linkname?: string
+  devmajor?: number
+  devminor?: number
+}
+
+const TYPEFLAG = { file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' } as const
+
+function octal(n: number, width: number): string {
+  return `${n.toString(8).padStart(width - 1, '0')}\0`
+}
+
+function header(fields: { name: string; mode: number; uid: number; gid: number; size: number; mtime: number; type: string; linkname: string; devmajor: number; devminor: number }): Buffer {
+  const h = Buffer.alloc(512)
+  const put = (s: string | Buffer, off: number, len: number) => (typeof s === 'string' ? Buffer.from(s) : s).copy(h, off, 0, len)
+  put(fields.name, 0, 100)
+  put(octal(fields.mode, 8), 100, 8)
+  put(octal(fields.uid, 8), 108, 8)
+  put(octal(fields.gid, 8), 116, 8)
+  put(octal(fields.size, 12), 124, 12)
+  put(octal(fields.mtime, 12), 136, 12)
+  put('        ', 148, 8)
+  put(fields.type, 156, 1)
+  put(fields.linkname, 157, 100)
+  put('ustar\0', 257, 6)
+  put('00', 263, 2)
+  put(octal(fields.devmajor, 8), 329, 8)
+  put(octal(fields.devminor, 8), 337, 8)
+  let sum = 0
+  for (const b of h) sum += b
+  put(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8)
+  return h
+}
+
+function pad(data: Buffer): Buffer {
+  const rest = data.length % 512
+  return rest === 0 ? data : Buffer.concat([data, Buffer.alloc(512 - rest)])
+}
+
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`
+  let len = body.length + 1
+  while (`${len}${body}`.length !== len) len = `${len}${body}`.length
+  return `${len}${body}`
+}
+
+function tar(entries: TarEntry[]): Buffer {
+  const out: Buffer[] = []
+  for (const e of entries) {
+    const type = e.type ?? 'file'
+    const data = type === 'file' ? Buffer.from(e.data ?? '') : Buffer.alloc(0)
+    const linkname = e.linkname ?? ''
+    const pax = (Buffer.byteLength(e.name) > 100 ? paxRecord('path', e.name) : '') + (Buffer.byteLength(linkname) > 100 ? paxRecord('linkpath', linkname) : '')
+    const common = { uid: e.uid ?? 0, gid: e.gid ?? 0, mtime: e.mtime ?? 1_700_000_000, devmajor: e.devmajor ?? 0, devminor: e.devminor ?? 0 }
+    if (pax) {
+      const body = Buffer.from(pax)
+      out.push(header({ ...common, name: 'PaxHeader', mode: 0o644, size: body.length, type: 'x', linkname: '' }), pad(body))
+    }
+    const mode = e.mode ?? (type === 'dir' ? 0o755 : type === 'symlink' ? 0o777 : 0o644)
+    out.push(header({ ...common, name: e.name.slice(0, 100), mode, size: data.length, type: TYPEFLAG[type], linkname: linkname.slice(0, 100) }), pad(data))
+  }
+  out.push(Buffer.alloc(1024))
+  return Buffer.concat(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a tree holds, read without following any symlink.
+
+interface Node {
+  type: 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket'
+  mode: number
+  uid: number
+  gid: number
+  size: number
+  mtime: number
+  ino: number
+  nlink: number
+  target?: string
+  rdev?: number
+}
+
+function manifest(dir: string): Map<string, Node> {
+  const out = new Map<string, Node>()
+  const walk = (rel: string) => {
+    const st = lstatSync(join(dir, rel))
+    const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isCharacterDevice() ? 'char' : st.isBlockDevice() ? 'block' : st.isFIFO() ? 'fifo' : 'socket'
+    const node: Node = { type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: type === 'file' ? st.size : 0, mtime: Math.floor(st.mtimeMs / 1000), ino: st.ino, nlink: st.nlink }
+    if (type === 'symlink') node.target = readlinkSync(join(dir, rel))
+    if (type === 'char' || type === 'block') node.rdev = st.rdev
+    out.set(rel, node)
+    if (type === 'dir') for (const name of readdirSync(join(dir, rel)).sort()) walk(rel ? `${rel}/${name}` : name)
+  }
+  walk('')
+  return out
+}
+
+/** The manifest without inode numbers (comparable across two unpacks). */
+function comparable(m: Map<string, Node>): Record<string, Omit<Node, 'ino'>> {
+  return Object.fromEntries([...m].map(([k, { ino: _, ...rest }]) => [k, rest]))
+}
+
+function perms(n: Node): string {
+  const t = { file: '-', dir: 'd', symlink: 'l', char: 'c', block: 'b', fifo: 'p', socket: 's' }[n.type]
+  const m = n.mode
+  const bit = (mask: number, c: string) => (m & mask ? c : '-')
+  const x = (exec: number, special: number, on: string, off: string) => (m & special ? (m & exec ? on : off) : bit(exec, 'x'))
+  return t + bit(0o400, 'r') + bit(0o200, 'w') + x(0o100, 0o4000, 's', 'S') + bit(0o40, 'r') + bit(0o20, 'w') + x(0o10, 0o2000, 's', 'S') + bit(0o4, 'r') + bit(0o2, 'w') + x(0o1, 0o1000, 't', 'T')
+}
+
+interface Listed {
+  perms: string
+  uid: number
+  gid: number
+  size: number
+  mtime: number
+  name: string
+  symlink?: string
+  hardlink?: string
+}
+
+/** `tar -tv` in a form that can be compared: what GNU tar itself says the archive holds. */
+function tarListing(args: string[]): Listed[] {
+  const text = execFileSync('tar', ['--numeric-owner', '--full-time', '-tv', ...args], { encoding: 'utf8', env: { ...process.env, TZ: 'UTC' } })
+  return text
+    .trimEnd()
+    .split('\n')
+    .map((line) => {
+      const m = /^(\S{10})\s+(\d+)\/(\d+)\s+(\d+)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s(.*)$/.exec(line)
+      if (!m) throw new Error(`unexpected tar -tv line: ${line}`)
+      let name = m[6]
+      let symlink: string | undefined
+      let hardlink: string | undefined
+      if (m[1][0] === 'l') [name, symlink] = name.split(' -> ')
+      if (m[1][0] === 'h') [name, hardlink] = name.split(' link to ')
+      const clean = (p: string) => p.replace(/^\.\//, '').replace(/\/$/, '').replace(/^\.$/, '')
+      return { perms: m[1], uid: Number(m[2]), gid: Number(m[3]), size: Number(m[4]), mtime: Date.parse(`${m[5].replace(' ', 'T')}Z`) / 1000, name: clean(name), symlink, hardlink: hardlink && clean(hardlink) }
+    })
+}
+
+/** What a rootless unpack makes of a regular file's mode string: no setuid/setgid. */
+function withoutSetid(p: string): string {
+  if (p[0] !== '-') return p
+  const fix = (c: string) => (c === 's' ? 'x' : c === 'S' ? '-' : c)
+  return p.slice(0, 3) + fix(p[3]) + p.slice(4, 6) + fix(p[6]) + p.slice(7)
+}
+
+/** Every entry of the listing is in the tree as listed, and the tree holds nothing else. */
+function checkAgainstListing(t: ExecutionContext, dir: string, listing: Listed[]): void {
+  const m = manifest(dir)
+  const me = { uid: process.getuid!(), gid: process.getgid!() }
+  for (const e of listing) {
+    const n = m.get(e.name)
+    if (!n) {
+      t.fail(`${e.name} is missing`)
+      continue
+    }
+    const what = `${e.name}: ${JSON.stringify(n)} vs ${JSON.stringify(e)}`
+    if (e.hardlink !== undefined) {
+      t.is(n.ino, m.get(e.hardlink)?.ino ?? -1, `${what}: a hard link shares its target's inode`)
+      continue
+    }
+    t.is(perms(n), isRoot ? e.perms : withoutSetid(e.perms), what)
+    t.deepEqual([n.uid, n.gid], isRoot ? [e.uid, e.gid] : [me.uid, me.gid], `${what}: owner`)
+    if (n.type === 'file') t.is(n.size, e.size, `${what}: size`)
+    if (n.type === 'symlink') t.is(n.target, e.symlink, `${what}: symlink target`)
+    else t.is(n.mtime, e.mtime, `${what}: mtime`)
+  }
+  const listed = new Set(listing.map((e) => e.name))
+  t.deepEqual([...m.keys()].filter((k) => !listed.has(k)), [], 'nothing beyond what the archive lists')
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tarballs
+
+alpineTest('the Alpine minirootfs unpacks exactly as tar lists it, with progress', async (t) => {
+  const dir = join(workspace(t), 'rootfs')
+  const seen: UnpackProgress[] = []
+  const r = await unpackRootfs(alpineTarball, dir, { onProgress: (p) => seen.push(p) })
+  t.is(r.format, 'gzip')
+  t.is(r.dir, dir)
+  t.is(r.ownership, isRoot ? 'archive' : 'caller')
+  const listing = tarListing(['-zf', alpineTarball])
+  t.is(r.entries, listing.length)
+  t.is(r.files + r.directories + r.symlinks + r.hardlinks, listing.length)
+  checkAgainstListing(t, dir, listing)
+  t.regex(r.confinement, /^(landlock \(ABI \d+\)|none: .+)$/)
+  t.log(`confinement: ${r.confinement}`)
+  t.true(seen.length >= 1)
+  const last = seen[seen.length - 1]
+  t.is(last.totalBytes, statSync(alpineTarball).size)
+  t.is(last.bytes, last.totalBytes)
+  t.is(last.entries, listing.length)
+  t.true(seen.every((p, i) => p.phase === 'unpack' && (i === 0 || p.bytes >= seen[i - 1].bytes)))
+})
+
+alpineTest('.tar, .tar.xz and .tar.zst unpack to the same tree, told apart by content not name', async (t) => {
+  const ws = workspace(t)
+  const plain = join(ws, 'alpine.tar')
+  writeFileSync(plain, gunzipSync(readFileSync(alpineTarball)))
+  const reference = join(ws, 'from-gz')
+  await unpackRootfs(alpineTarball, reference)
+  const want = comparable(manifest(reference))
+  const variants: [string, string, string[] | null][] = [
+    ['tar', plain, null],
+    ['xz', join(ws, 'alpine-xz.tar.gz'), tools.xz ? ['xz', '-c', plain] : null],
+    ['zstd', join(ws, 'alpine-zstd.tgz'), tools.zstd ? ['zstd', '-q', '-c', plain] : null],
+  ]
+  for (const [format, file, make] of variants) {
+    if (make) writeFileSync(file, await output(make[0], make.slice(1)))
+    else if (file !== plain) {
+      t.log(`${format}: skipped, the ${format} command is missing`)
+      continue
+    }
+    const dir = join(ws, `from-${format}`)
+    const r = await unpackRootfs(file, dir)
+    t.is(r.format, format as 'tar' | 'xz' | 'zstd', file)
+    t.deepEqual(comparable(manifest(dir)), want, `${format} gives the same tree as gzip`)
+  }
+})
+
+test('modes, owners, set-id bits, hard links, long names, mtimes and read-only directories', async (t) => {
+  const ws = workspace(t)
+  const archive = join(ws, 'features.tar')
+  const long = `long/${'n'.repeat(120)}/${'f'.repeat(90)}`
+  writeFileSync(
+    archive,
+    tar([
+      { name: './', type: 'dir', mode: 0o755, mtime: 1_600_000_000 },
+      { name: './d/', type: 'dir', mode: 0o750, uid: 1000, gid: 1000, mtime: 1_600_000_001 },
+      { name: './d/f', data: 'hello\n', mode: 0o640, uid: 1000, gid: 1000, mtime: 1_600_000_002 },
+      { name: './d/h', type: 'hardlink', linkname: './d/f' },
+      { name: 'top', type: 'hardlink', linkname: 'd/f' },
+      { name: 'abs', type: 'symlink', linkname: '/etc/passwd', mtime: 1_600_000_003 },
+      { name: 'up', type: 'symlink', linkname: '../../outside' },
+      { name: 'suid-root', data: '#!/bin/sh\n', mode: 0o4755 },
+      { name: 'sgid-root', data: '#!/bin/sh\n', mode: 0o2755 },
+      { name: 'suid-user', data: '#!/bin/sh\n', mode: 0o4755, uid: 1000 },
+      { name: 'sticky/', type: 'dir', mode: 0o1777 },
+      { name: 'ro/', type: 'dir', mode: 0o555, mtime: 1_600_000_004 },
+      { name: 'ro/inside', data: 'x' },
+      { name: 'implicit/sub/file', data: 'made without its parents' },
+      { name: long, data: 'a long name' },
+      { name: 'empty', data: '' },
+      { name: 'dup', data: 'one' },
+      { name: 'dup', data: 'two' },
+      { name: '.wh.plain', data: 'an ordinary file in a plain tarball' },
+    ]),
+  )
+  const dir = join(ws, 'rootfs')
+  const r = await unpackRootfs(archive, dir)
+  const m = manifest(dir)
+  const me = [process.getuid!(), process.getgid!()]
+  const f = m.get('d/f')!
+  t.is(readFileSync(join(dir, 'd/f'), 'utf8'), 'hello\n')
+  t.deepEqual([f.mode, f.mtime, f.nlink], [0o640, 1_600_000_002, 3])
+  t.is(m.get('d/h')!.ino, f.ino)
+  t.is(m.get('top')!.ino, f.ino)
+  t.deepEqual([m.get('d')!.mode, m.get('d')!.mtime], [0o750, 1_600_000_001], 'a directory keeps its mtime although files were written into it')
+  t.deepEqual([m.get('')!.mode, m.get('')!.mtime], [0o755, 1_600_000_000], './ applies to DIR itself')
+  t.deepEqual([m.get('abs')!.target, m.get('abs')!.mtime], ['/etc/passwd', 1_600_000_003], 'a symlink to an absolute path is created, not followed')
+  t.is(m.get('up')!.target, '../../outside')
+  t.deepEqual([m.get('ro')!.mode, m.get('ro')!.mtime], [0o555, 1_600_000_004])
+  t.is(readFileSync(join(dir, 'ro/inside'), 'utf8'), 'x', 'a read-only directory is filled before its mode is set')
+  t.is(m.get('sticky')!.mode, 0o1777)
+  t.deepEqual([m.get('implicit')!.mode, m.get('implicit/sub')!.mode], [0o755, 0o755], 'directories made for an entry end 0755')
+  t.is(readFileSync(join(dir, long), 'utf8'), 'a long name')
+  t.is(m.get('empty')!.size, 0)
+  t.is(readFileSync(join(dir, 'dup'), 'utf8'), 'two', 'a later entry replaces an earlier one')
+  t.true(m.has('.wh.plain'), 'whiteouts mean nothing in a plain tarball')
+  t.is(m.get('suid-user')!.mode, 0o755, 'set-id bits are never kept on a file not owned by root')
+  if (isRoot) {
+    t.deepEqual([f.uid, f.gid], [1000, 1000])
+    t.deepEqual([m.get('suid-root')!.mode, m.get('sgid-root')!.mode], [0o4755, 0o2755], 'as root, set-id bits survive on root-owned files')
+    t.is(r.setidDropped, 1)
+  } else {
+    for (const [name, n] of m) t.deepEqual([n.uid, n.gid], me, `${name} belongs to the caller`)
+    t.deepEqual([m.get('suid-root')!.mode, m.get('sgid-root')!.mode], [0o755, 0o755], 'rootless: set-id bits are dropped')
+    t.is(r.setidDropped, 3)
+  }
+  t.deepEqual([r.hardlinks, r.symlinks, r.skipped], [2, 2, 0])
+})
+
+/** Each trick: the entries, the entry name the error must carry, and how the message names it. */
+function hostileCases(ws: string): { name: string; entries: TarEntry[]; path: string; message: RegExp }[] {
+  const sentinel = join(ws, 'sentinel')
+  const victim = join(ws, 'victim')
+  return [
+    { name: 'dotdot', entries: [{ name: '../sentinel/pwned', data: 'x' }], path: '../sentinel/pwned', message: /'\.\.' component \(path traversal trick\)/ },
+    { name: 'dotdot-inside', entries: [{ name: 'a/', type: 'dir' }, { name: 'a/../../sentinel/pwned', data: 'x' }], path: 'a/../../sentinel/pwned', message: /path traversal/ },
+    { name: 'absolute', entries: [{ name: `${sentinel}/pwned`, data: 'x' }], path: `${sentinel}/pwned`, message: /absolute path \(absolute-path trick\)/ },
+    {
+      name: 'symlink-then-file',
+      entries: [{ name: 'a', type: 'symlink', linkname: sentinel }, { name: 'a/passwd', data: 'root::0:0::/:/bin/sh\n' }],
+      path: 'a/passwd',
+      message: /written through the symlink 'a' \(symlink-then-file trick\)/,
+    },
+    { name: 'relative-symlink', entries: [{ name: 'b', type: 'symlink', linkname: '../sentinel' }, { name: 'b/pwned', data: 'x' }], path: 'b/pwned', message: /through the symlink 'b'/ },
+    { name: 'symlink-then-dir', entries: [{ name: 'c', type: 'symlink', linkname: sentinel }, { name: 'c/sub/', type: 'dir' }], path: 'c/sub/', message: /through the symlink 'c'/ },
+    {
+      name: 'nested-symlink',
+      entries: [{ name: 'd/', type: 'dir' }, { name: 'd/l', type: 'symlink', linkname: '../../sentinel' }, { name: 'd/l/deeper/pwned', data: 'x' }],
+      path: 'd/l/deeper/pwned',
+      message: /through the symlink 'd\/l'/,
+    },
+    {
+      name: 'hardlink-through-symlink',
+      entries: [{ name: 'e', type: 'symlink', linkname: ws }, { name: 'h', type: 'hardlink', linkname: 'e/victim' }],
+      path: 'h',
+      message: /through the symlink 'e' \(symlink trick\)/,
+    },
+    {
+      name: 'hardlink-placed-through-symlink',
+      entries: [{ name: 'f', data: 'x' }, { name: 's', type: 'symlink', linkname: sentinel }, { name: 's/h', type: 'hardlink', linkname: 'f' }],
+      path: 's/h',
+      message: /written through the symlink 's'/,
+    },
+    { name: 'hardlink-absolute', entries: [{ name: 'h', type: 'hardlink', linkname: victim }], path: 'h', message: /absolute path .* \(hardlink-outside trick\)/ },
+    { name: 'hardlink-dotdot', entries: [{ name: 'h', type: 'hardlink', linkname: '../victim' }], path: 'h', message: /leaves the target directory with '\.\.' \(hardlink-outside trick\)/ },
+    { name: 'char-device', entries: [{ name: 'dev/', type: 'dir' }, { name: 'dev/mem', type: 'char', devmajor: 1, devminor: 1, mode: 0o666 }], path: 'dev/mem', message: /a character device \(device-node trick\)/ },
+    { name: 'block-device', entries: [{ name: 'sda', type: 'block', devmajor: 8, devminor: 0, mode: 0o666 }], path: 'sda', message: /a block device \(device-node trick\)/ },
+    { name: 'fifo', entries: [{ name: 'fifo', type: 'fifo' }], path: 'fifo', message: /a fifo/ },
+  ]
+}
+
+test('a hostile tarball is refused, naming the entry and the trick, and writes nothing outside', async (t) => {
+  const names = hostileCases('/nowhere').map((c) => c.name)
+  t.is(names.length, 14)
+  await Promise.all(
+    names.map(async (name) => {
+      const ws = workspace(t)
+      mkdirSync(join(ws, 'sentinel'))
+      writeFileSync(join(ws, 'victim'), 'the victim\n')
+      // Each case's entries name this workspace's own sentinel and victim.
+      const c = hostileCases(ws).find((h) => h.name === name)!
+      writeFileSync(join(ws, 'hostile.tar'), tar(c.entries))
+      const e = await t.throwsAsync(unpackRootfs(join(ws, 'hostile.tar'), join(ws, 'rootfs')), { instanceOf: IsolateError }, name)
+      t.is(e?.code, 'ERR_ISOLATE_SETUP', name)
+      t.is(e?.step, 'check_entry', `${name}: ${e?.message}`)
+      t.is(e?.path, c.path, name)
+      t.regex(e?.message ?? '', c.message, name)
+      t.deepEqual(readdirSync(join(ws, 'sentinel')), [], `${name}: the sentinel beside DIR stays empty`)
+      t.deepEqual(readdirSync(ws).sort(), ['hostile.tar', 'rootfs', 'sentinel', 'victim'], `${name}: nothing new beside DIR`)
+      t.is(statSync(join(ws, 'victim')).nlink, 1, `${name}: no hard link to a file outside`)
+      t.is(readFileSync(join(ws, 'victim'), 'utf8'), 'the victim\n')
+    }),
+  )
+})
+
+test('the literal trick: a -> /etc, then a/passwd', async (t) => {
+  // As root a bug here would overwrite the host's /etc/passwd, so this exact form runs where it
+  // cannot (the rootless lane); as root the same trick runs above against a sentinel directory.
+  if (isRoot) return t.pass('runs in the rootless lane; the sentinel form runs as root')
+  const ws = workspace(t)
+  const before = readFileSync('/etc/passwd')
+  writeFileSync(join(ws, 'etc.tar'), tar([{ name: 'a', type: 'symlink', linkname: '/etc' }, { name: 'a/passwd', data: 'root::0:0::/:/bin/sh\n' }]))
+  const e = await t.throwsAsync(unpackRootfs(join(ws, 'etc.tar'), join(ws, 'rootfs')), { instanceOf: IsolateError })
+  t.is(e?.path, 'a/passwd')
+  t.regex(e?.message ?? '', /symlink-then-file trick/)
+  t.deepEqual(readFileSync('/etc/passwd'), before)
+  t.is(readlinkSync(join(ws, 'rootfs', 'a')), '/etc', 'the symlink itself is made, never followed')
+})
+
+test("specialFiles: 'skip' leaves devices and fifos out", async (t) => {
+  const ws = workspace(t)
+  writeFileSync(
+    join(ws, 'dev.tar'),
+    tar([
+      { name: 'dev/', type: 'dir' },
+      { name: 'dev/null', type: 'char', devmajor: 1, devminor: 3, mode: 0o666 },
+      { name: 'dev/sda', type: 'block', devmajor: 8, devminor: 0 },
+      { name: 'run/initctl', type: 'fifo' },
+      { name: 'etc/hostname', data: 'box\n' },
+    ]),
+  )
+  const r = await unpackRootfs(join(ws, 'dev.tar'), join(ws, 'rootfs'), { specialFiles: 'skip' })
+  t.is(r.skipped, 3)
+  t.deepEqual([...manifest(join(ws, 'rootfs')).keys()].sort(), ['', 'dev', 'etc', 'etc/hostname'], 'a skipped entry makes nothing, not even its parent')
+})
+
+test('bad archives and bad options', async (t) => {
+  const ws = workspace(t)
+  writeFileSync(join(ws, 'x.bz2'), Buffer.from('BZh91AY&SY....'))
+  const bz = await t.throwsAsync(unpackRootfs(join(ws, 'x.bz2'), join(ws, 'a')), { instanceOf: IsolateError })
+  t.is(bz?.step, 'open_archive')
+  t.regex(bz?.message ?? '', /bzip2/)
+  writeFileSync(join(ws, 'junk.tar'), Buffer.alloc(2048, 'garbage '))
+  const junk = await t.throwsAsync(unpackRootfs(join(ws, 'junk.tar'), join(ws, 'b')), { instanceOf: IsolateError })
+  t.is(junk?.step, 'read_archive')
+  t.regex(junk?.message ?? '', /not a readable tar archive/)
+  const missing = await t.throwsAsync(unpackRootfs(join(ws, 'nope.tar'), join(ws, 'c')), { instanceOf: IsolateError })
+  t.deepEqual([missing?.step, missing?.errno], ['open_archive', 'ENOENT'])
+  writeFileSync(join(ws, 'trunc.tar.gz'), gzipSync(tar([{ name: 'f', data: 'x'.repeat(5000) }])).subarray(0, 60))
+  const trunc = await t.throwsAsync(unpackRootfs(join(ws, 'trunc.tar.gz'), join(ws, 'd')), { instanceOf: IsolateError })
+  t.is(trunc?.code, 'ERR_ISOLATE_SETUP')
+  const opt = await t.throwsAsync(unpackRootfs(join(ws, 'x'), join(ws, 'e'), { specialFiles: 'keep' as 'skip' }), { instanceOf: IsolateError })
+  t.deepEqual([opt?.code, opt?.option], ['ERR_ISOLATE_OPTION', 'specialFiles'])
+  if (!isRoot) {
+    const own = await t.throwsAsync(unpackRootfs(join(ws, 'x'), join(ws, 'f'), { ownership: 'archive' }), { instanceOf: IsolateError })
+    t.deepEqual([own?.code, own?.option], ['ERR_ISOLATE_UNSUPPORTED', 'ownership'])
+  }
+})
+
+test('an abort kills the unpacker and rejects with ABORT_ERR', async (t) => {
+  const ws = workspace(t)
+  const big = gzipSync(tar([{ name: 'zeros', data: Buffer.alloc(64 << 20) }]))
+  writeFileSync(join(ws, 'big.tar.gz'), big)
+  const pre = new AbortController()
+  pre.abort()
+  t.is((await t.throwsAsync(unpackRootfs(join(ws, 'big.tar.gz'), join(ws, 'a'), { signal: pre.signal }), { instanceOf: IsolateError }))?.code, 'ABORT_ERR')
+  const ac = new AbortController()
+  const p = unpackRootfs(join(ws, 'big.tar.gz'), join(ws, 'b'), { signal: ac.signal })
+  ac.abort()
+  const e = await t.throwsAsync(p, { instanceOf: IsolateError })
+  t.is(e?.code, 'ABORT_ERR')
+  // Other tests' children come and go meanwhile; this one's is the only isolate-image here.
+  const unreaped = () => zombieChildren().filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'isolate-image'
+    } catch {
+      return false
+    }
+  })
+  t.true(await waitUntil(() => unreaped().length === 0, 5000), `the unpacker is reaped (zombies: ${unreaped().join(', ')})`)
+})
+
+// ---------------------------------------------------------------------------------------------
+// Images
+
+const HOST_ARCH = process.arch === 'arm64' ? 'arm64' : 'amd64'
+const OTHER_ARCH = HOST_ARCH === 'amd64' ? 'arm64' : 'amd64'
+
+const sha256 = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`
+
+interface Layer {
+  /** The layer as stored (maybe compressed). */
+  blob: Buffer
+  /** The uncompressed tar. */
+  tar: Buffer
+  mediaType: string
+}
+
+function layer(entries: TarEntry[], compression: 'gzip' | 'none' | 'zstd' = 'gzip'): Layer {
+  const raw = tar(entries)
+  if (compression === 'gzip') return { blob: gzipSync(raw), tar: raw, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }
+  if (compression === 'zstd') return { blob: execFileSync('zstd', ['-q', '-c'], { input: raw }), tar: raw, mediaType: 'application/vnd.oci.image.layer.v1.tar+zstd' }
+  return { blob: raw, tar: raw, mediaType: 'application/vnd.oci.image.layer.v1.tar' }
+}
+
+/** Two layers: the second deletes a file and a directory, makes a directory opaque, changes a file. */
+function twoLayers(): Layer[] {
+  const lower = layer([
+    { name: 'etc/', type: 'dir' },
+    { name: 'etc/a', data: 'a0' },
+    { name: 'etc/b', data: 'b0' },
+    { name: 'etc/c', data: 'c0' },
+    { name: 'etc/hard', type: 'hardlink', linkname: 'etc/c' },
+    { name: 'opq/', type: 'dir' },
+    { name: 'opq/old', data: 'old' },
+    { name: 'opq/sub/', type: 'dir' },
+    { name: 'opq/sub/old2', data: 'old2' },
+    { name: 'keep/', type: 'dir' },
+    { name: 'keep/x', data: 'x' },
+    { name: 'drop/', type: 'dir' },
+    { name: 'drop/f', data: 'f' },
+    { name: 'link', type: 'symlink', linkname: 'etc/a' },
+  ])
+  const upper = layer(
+    [
+      { name: 'etc/', type: 'dir' },
+      { name: 'etc/.wh.b', data: '' },
+      { name: 'etc/a', data: 'a1' },
+      { name: 'opq/', type: 'dir' },
+      { name: 'opq/.wh..wh..opq', data: '' },
+      { name: 'opq/new', data: 'new' },
+      { name: 'keep/', type: 'dir' },
+      { name: 'keep/y', data: 'y' },
+      { name: '.wh.drop', data: '' },
+    ],
+    tools.zstd ? 'zstd' : 'none',
+  )
+  return [lower, upper]
+}
+
+/** What twoLayers() gives once merged: path -> file content, symlink target (->) or 'dir'. */
+const MERGED: Record<string, string> = {
+  etc: 'dir',
+  'etc/a': 'a1',
+  'etc/c': 'c0',
+  'etc/hard': 'c0',
+  opq: 'dir',
+  'opq/new': 'new',
+  keep: 'dir',
+  'keep/x': 'x',
+  'keep/y': 'y',
+  link: '-> etc/a',
+}
+
+function tree(dir: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [path, n] of manifest(dir)) {
+    if (path === '') continue
+    out[path] = n.type === 'dir' ? 'dir' : n.type === 'symlink' ? `-> ${n.target}` : n.type === 'file' ? readFileSync(join(dir, path), 'utf8') : `${n.type} ${n.rdev}`
+  }
+  return out
+}
+
+interface ImageSpec {
+  layers: Layer[]
+  arch?: string
+  config?: Record<string, unknown>
+  ref?: string
+}
+
+function configJson(img: ImageSpec): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      architecture: img.arch ?? HOST_ARCH,
+      os: 'linux',
+      config: { Env: ['PATH=/usr/bin:/bin', 'GREETING=hello'], Cmd: ['/bin/sh'], WorkingDir: '/work', ...img.config },
+      rootfs: { type: 'layers', diff_ids: img.layers.map((l) => sha256(l.tar)) },
+    }),
+  )
+}
+
+/** An OCI image layout in `dir` with each image in index.json (its platform and ref annotated). */
+function ociLayout(dir: string, images: ImageSpec[]): { blobs: string } {
+  const blobs = join(dir, 'blobs', 'sha256')
+  mkdirSync(blobs, { recursive: true })
+  const put = (b: Buffer) => {
+    writeFileSync(join(blobs, sha256(b).slice(7)), b)
+    return { digest: sha256(b), size: b.length }
+  }
+  const manifests = images.map((img) => {
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...put(configJson(img)) },
+        layers: img.layers.map((l) => ({ mediaType: l.mediaType, ...put(l.blob) })),
+      }),
+    )
+    return {
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      ...put(manifest),
+      platform: { os: 'linux', architecture: img.arch ?? HOST_ARCH },
+      ...(img.ref ? { annotations: { 'org.opencontainers.image.ref.name': img.ref } } : {}),
+    }
+  })
+  writeFileSync(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }))
+  writeFileSync(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests }))
+  return { blobs }
+}
+
+/** A `docker save` archive (the classic layout: <id>/layer.tar, <config digest>.json). */
+function dockerSave(img: ImageSpec, tag = 'test/image:1'): Buffer {
+  const config = configJson(img)
+  const configName = `${sha256(config).slice(7)}.json`
+  const layerNames = img.layers.map((l) => `${createHash('sha256').update(l.tar).update('id').digest('hex')}/layer.tar`)
+  const entries: TarEntry[] = []
+  img.layers.forEach((l, i) => {
+    entries.push({ name: `${layerNames[i].split('/')[0]}/`, type: 'dir' }, { name: `${layerNames[i].split('/')[0]}/VERSION`, data: '1.0' }, { name: layerNames[i], data: l.tar })
+  })
+  entries.push({ name: configName, data: config })
+  entries.push({ name: 'manifest.json', data: JSON.stringify([{ Config: configName, RepoTags: [tag], Layers: layerNames }]) })
+  entries.push({ name: 'repositories', data: JSON.stringify({ [tag.split(':')[0]]: { [tag.split(':')[1]]: layerNames[layerNames.length - 1].split('/')[0] } }) })
+  return tar(entries)
+}
+
+function lowerDirOption(r: ImportResult): string {
+  return r.lowerDirs!.join(':')
+}
+
+/** Mount the layers with overlayfs in a new user+mount namespace and list the merged tree. */
+function mountedTree(r: ImportResult): Record<string, string> {
+  const mnt = join(r.dir, '..', 'mnt')
+  mkdirSync(mnt, { recursive: true })
+  const script = `mount -t overlay overlay -o lowerdir=${lowerDirOption(r)},userxattr ${mnt} && cd ${mnt} && find . -mindepth 1 | sort | while read -r p; do if [ -L "$p" ]; then echo "$p	-> $(readlink "$p")"; elif [ -d "$p" ]; then echo "$p	dir"; else echo "$p	$(cat "$p")"; fi; done`
+  const out = execFileSync('unshare', ['-Urm', 'sh', '-c', script], { encoding: 'utf8' })
+  return Object.fromEntries(
+    out
+      .trimEnd()
+      .split('\n')
+      .map((l) => {
+        const [p, v] = l.split('\t')
+        return [p.slice(2), v]
+      }),
+  )
+}
+
+function xattr(path: string, name: string): string | null {
+  const out = spawnSync('python3', ['-c', 'import os,sys\ntry: print(os.getxattr(sys.argv[1], sys.argv[2]).decode())\nexcept OSError: print("<none>")', path, name], { encoding: 'utf8' })
+  const v = out.stdout.trim()
+  return v === '<none>' ? null : v
+}
+
+test('an OCI layout with two layers, a whiteout and an opaque directory: merged', async (t) => {
+  const ws = workspace(t)
+  const layers = twoLayers()
+  ociLayout(join(ws, 'image'), [{ layers }])
+  const dir = join(ws, 'rootfs')
+  const phases = new Set<string>()
+  const r = await importImage(join(ws, 'image'), dir, { onProgress: (p) => phases.add(p.phase) })
+  t.deepEqual(tree(dir), MERGED)
+  t.is(lstatSync(join(dir, 'etc/hard')).ino, lstatSync(join(dir, 'etc/c')).ino)
+  t.is(r.format, 'oci')
+  t.is(r.layout, 'flat')
+  t.is(r.platform, `linux/${HOST_ARCH}`)
+  t.deepEqual(
+    r.layers.map((l) => [l.digest, l.diffId, l.compression]),
+    layers.map((l, i) => [sha256(l.blob), sha256(l.tar), i === 0 ? 'gzip' : tools.zstd ? 'zstd' : 'tar']),
+  )
+  t.is(r.whiteouts, 3)
+  t.deepEqual(r.config, { env: ['PATH=/usr/bin:/bin', 'GREETING=hello'], entrypoint: [], cmd: ['/bin/sh'], workingDir: '/work', user: '' })
+  t.regex(r.manifestDigest ?? '', /^sha256:[0-9a-f]{64}$/)
+  t.true(phases.has('verify') && phases.has('unpack'))
+})
+
+test("layout 'layers': one overlayfs lower directory per layer, and layers.json", async (t) => {
+  const ws = workspace(t)
+  ociLayout(join(ws, 'image'), [{ layers: twoLayers() }])
+  const dir = join(ws, 'rootfs')
+  const r = await importImage(join(ws, 'image'), dir, { layout: 'layers' })
+  t.deepEqual(r.lowerDirs, [join(dir, 'layers/1'), join(dir, 'layers/0')])
+  t.deepEqual(
+    r.layers.map((l) => l.dir),
+    [join(dir, 'layers/0'), join(dir, 'layers/1')],
+  )
+  const file = JSON.parse(readFileSync(join(dir, 'layers.json'), 'utf8'))
+  t.deepEqual(file.lowerDirs, ['layers/1', 'layers/0'])
+  t.is(file.whiteouts, 'chardev')
+  t.deepEqual(file.mountOptions, ['userxattr'])
+  t.deepEqual(file.opaqueXattrs, isRoot ? ['user.overlay.opaque', 'trusted.overlay.opaque'] : ['user.overlay.opaque'])
+  t.deepEqual(readdirSync(dir).sort(), ['layers', 'layers.json'])
+  // The bottom layer as it is; the top one with overlayfs whiteouts.
+  t.is(tree(join(dir, 'layers/0'))['opq/sub/old2'], 'old2')
+  const top = tree(join(dir, 'layers/1'))
+  t.is(top['etc/b'], 'char 0', '.wh.b became a 0/0 character device')
+  t.is(top.drop, 'char 0', 'a whited-out directory too')
+  t.is(top['etc/a'], 'a1')
+  t.false('opq/.wh..wh..opq' in top)
+  if (tools.python3) {
+    t.is(xattr(join(dir, 'layers/1/opq'), 'user.overlay.opaque'), 'y')
+    t.is(xattr(join(dir, 'layers/1/etc'), 'user.overlay.opaque'), null)
+    if (isRoot) t.is(xattr(join(dir, 'layers/1/opq'), 'trusted.overlay.opaque'), 'y')
+  }
+  // What the lead's overlay root will see: mount them (in a user namespace, as a sandbox does).
+  if (tools.unshare) t.deepEqual(mountedTree(r), MERGED, 'overlayfs over the layers shows the merged tree')
+  else t.log('overlay mount check skipped: no unshare command')
+})
+
+test('platform and ref choose among several images; a wrong platform is explained', async (t) => {
+  const ws = workspace(t)
+  const img = (arch: string, ref: string) => ({ layers: [layer([{ name: 'arch', data: arch }])], arch, ref })
+  ociLayout(join(ws, 'image'), [img(HOST_ARCH, 'one'), img(OTHER_ARCH, 'two')])
+  await importImage(join(ws, 'image'), join(ws, 'host'))
+  t.is(readFileSync(join(ws, 'host', 'arch'), 'utf8'), HOST_ARCH)
+  const other = await importImage(join(ws, 'image'), join(ws, 'other'), { platform: `linux/${OTHER_ARCH}` })
+  t.is(readFileSync(join(ws, 'other', 'arch'), 'utf8'), OTHER_ARCH)
+  t.is(other.platform, `linux/${OTHER_ARCH}`)
+  await importImage(join(ws, 'image'), join(ws, 'byref'), { ref: 'two', platform: `linux/${OTHER_ARCH}` })
+  t.is(readFileSync(join(ws, 'byref', 'arch'), 'utf8'), OTHER_ARCH)
+  const none = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'none'), { platform: 'linux/s390x' }), { instanceOf: IsolateError })
+  t.is(none?.step, 'read_image')
+  t.regex(none?.message ?? '', new RegExp(`no image for linux/s390x; it has: linux/${HOST_ARCH}, linux/${OTHER_ARCH}`))
+  const noref = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'noref'), { ref: 'three' }), { instanceOf: IsolateError })
+  t.regex(noref?.message ?? '', /no image named 'three'; it names: one, two/)
+  writeFileSync(join(ws, 'host', 'extra'), '')
+  const notEmpty = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'host')), { instanceOf: IsolateError })
+  t.regex(notEmpty?.message ?? '', /not empty/)
+})
+
+test('a docker save archive, plain and gzip-compressed, gives the same tree', async (t) => {
+  const ws = workspace(t)
+  const saved = dockerSave({ layers: twoLayers().map((l) => ({ ...l, blob: l.tar })) })
+  writeFileSync(join(ws, 'image.tar'), saved)
+  writeFileSync(join(ws, 'image.tar.gz'), gzipSync(saved))
+  const r = await importImage(join(ws, 'image.tar'), join(ws, 'plain'), { ref: 'test/image:1' })
+  t.is(r.format, 'docker')
+  t.deepEqual(tree(join(ws, 'plain')), MERGED)
+  t.deepEqual(
+    r.layers.map((l) => l.digest),
+    [undefined, undefined],
+  )
+  t.is(r.config.workingDir, '/work')
+  const phases = new Set<string>()
+  await importImage(join(ws, 'image.tar.gz'), join(ws, 'gz'), { onProgress: (p) => phases.add(p.phase) })
+  t.deepEqual(tree(join(ws, 'gz')), MERGED)
+  t.true(phases.has('decompress'))
+  const layers = await importImage(join(ws, 'image.tar'), join(ws, 'layers'), { layout: 'layers' })
+  t.is(layers.lowerDirs?.length, 2)
+  if (tools.unshare) t.deepEqual(mountedTree(layers), MERGED)
+})
+
+test('an OCI layout packed as a tar (oci-archive, or docker save since Docker 25)', async (t) => {
+  const ws = workspace(t)
+  ociLayout(join(ws, 'layout'), [{ layers: twoLayers() }])
+  await output('tar', ['-cf', join(ws, 'oci.tar'), '-C', join(ws, 'layout'), '.'])
+  const r = await importImage(join(ws, 'oci.tar'), join(ws, 'rootfs'))
+  t.is(r.format, 'oci')
+  t.deepEqual(tree(join(ws, 'rootfs')), MERGED)
+})
+
+test('a digest mismatch is refused before anything is written', async (t) => {
+  const ws = workspace(t)
+  const layers = twoLayers()
+  // OCI: a layer blob whose bytes no longer match its name.
+  const { blobs } = ociLayout(join(ws, 'oci'), [{ layers }])
+  const blob = join(blobs, sha256(layers[1].blob).slice(7))
+  const bytes = readFileSync(blob)
+  bytes[bytes.length - 1] ^= 0xff
+  writeFileSync(blob, bytes)
+  const e = await t.throwsAsync(importImage(join(ws, 'oci'), join(ws, 'a')), { instanceOf: IsolateError })
+  t.deepEqual([e?.code, e?.step, e?.path], ['ERR_ISOLATE_SETUP', 'verify_digest', `blobs/sha256/${sha256(layers[1].blob).slice(7)}`])
+  t.regex(e?.message ?? '', /does not match its digest: expected sha256:[0-9a-f]{64}, got sha256:[0-9a-f]{64}/)
+  t.deepEqual(readdirSync(join(ws, 'a')), [], 'nothing written')
+  // OCI: a manifest edited in place.
+  const { blobs: blobs2 } = ociLayout(join(ws, 'oci2'), [{ layers }])
+  const index = JSON.parse(readFileSync(join(ws, 'oci2', 'index.json'), 'utf8'))
+  const manifestPath = join(blobs2, index.manifests[0].digest.slice(7))
+  writeFileSync(manifestPath, readFileSync(manifestPath, 'utf8').replace('"schemaVersion":2', '"schemaVersion": 2'))
+  const m = await t.throwsAsync(importImage(join(ws, 'oci2'), join(ws, 'b')), { instanceOf: IsolateError })
+  t.is(m?.step, 'verify_digest')
+  t.deepEqual(readdirSync(join(ws, 'b')), [])
+  // Docker: a layer whose content is not the one its (correctly named) config lists.
+  const honest = twoLayers().map((l) => ({ ...l, blob: l.tar }))
+  const config = configJson({ layers: honest })
+  const configName = `${sha256(config).slice(7)}.json`
+  const entries: TarEntry[] = [
+    { name: configName, data: config },
+    { name: 'l0/layer.tar', data: honest[0].tar },
+    { name: 'l1/layer.tar', data: tar([{ name: 'etc/', type: 'dir' }, { name: 'etc/a', data: 'evil' }]) },
+    { name: 'manifest.json', data: JSON.stringify([{ Config: configName, RepoTags: ['x:1'], Layers: ['l0/layer.tar', 'l1/layer.tar'] }]) },
+  ]
+  writeFileSync(join(ws, 'docker.tar'), tar(entries))
+  const d = await t.throwsAsync(importImage(join(ws, 'docker.tar'), join(ws, 'c')), { instanceOf: IsolateError })
+  t.deepEqual([d?.step, d?.path], ['verify_digest', 'l1/layer.tar'])
+  t.regex(d?.message ?? '', /\(uncompressed\) does not match its digest/)
+  t.deepEqual(readdirSync(join(ws, 'c')), [], 'nothing written')
+})
+
+test('a hostile layer is refused like a hostile tarball', async (t) => {
+  const ws = workspace(t)
+  mkdirSync(join(ws, 'sentinel'))
+  const evil = layer([{ name: 'a', type: 'symlink', linkname: join(ws, 'sentinel') }, { name: 'a/pwned', data: 'x' }])
+  ociLayout(join(ws, 'image'), [{ layers: [evil] }])
+  for (const layout of ['flat', 'layers'] as const) {
+    const e = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, `rootfs-${layout}`), { layout }), { instanceOf: IsolateError })
+    t.deepEqual([e?.step, e?.path], ['check_entry', 'a/pwned'])
+    t.regex(e?.message ?? '', /^cannot import .*: layer 0: entry 'a\/pwned' would be written through the symlink 'a'/)
+  }
+  const wh = layer([{ name: '.wh...', data: '' }])
+  ociLayout(join(ws, 'image2'), [{ layers: [wh] }])
+  const w = await t.throwsAsync(importImage(join(ws, 'image2'), join(ws, 'rootfs-wh')), { instanceOf: IsolateError })
+  t.regex(w?.message ?? '', /path traversal/)
+  t.deepEqual(readdirSync(join(ws, 'sentinel')), [])
+})
+
+// ---------------------------------------------------------------------------------------------
+// The result runs
+
+alpineTest('a sandbox runs on an unpacked rootfs and on an imported image', async (t) => {
+  const ws = workspace(t)
+  const dir = join(ws, 'alpine')
+  await unpackRootfs(alpineTarball, dir)
+  const r = await runIsolated('/bin/sh', ['-c', 'cat /etc/os-release'], { rootfs: dir })
+  t.is(r.exitCode, 0, r.stderr)
+  t.regex(r.stdout, /^NAME="Alpine Linux"$/m)
+
+  // The fixture itself is a valid gzip layer; a second layer adds a file and deletes one.
+  const base: Layer = { blob: readFileSync(alpineTarball), tar: gunzipSync(readFileSync(alpineTarball)), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' }
+  const top = layer([{ name: 'hello', data: 'from the top layer\n' }, { name: 'etc/.wh.motd', data: '' }])
+  ociLayout(join(ws, 'image'), [{ layers: [base, top] }])
+  const imported = await importImage(join(ws, 'image'), join(ws, 'rootfs'))
+  const env = Object.fromEntries(imported.config.env.map((kv) => kv.split(/=(.*)/s).slice(0, 2)))
+  const s = await runIsolated('/bin/sh', ['-c', 'cat /hello; test -e /etc/motd || echo "no motd"; echo "$GREETING"; . /etc/os-release; echo "$ID"'], { rootfs: imported.dir, env })
+  t.is(s.exitCode, 0, s.stderr)
+  t.is(s.stdout, 'from the top layer\nno motd\nhello\nalpine\n')
+})
+
+alpineTest('an unpacked rootfs under overlay: true is writable inside and unchanged outside', async (t) => {
+  const ws = workspace(t)
+  const dir = join(ws, 'rootfs')
+  await unpackRootfs(alpineTarball, dir)
+  const before = comparable(manifest(dir))
+  const s = await runIsolated('/bin/sh', ['-c', 'stat -c "%u:%g" /etc/os-release; echo new > /etc/written && cat /etc/written; rm /etc/motd && echo deleted'], { rootfs: dir, overlay: true })
+  t.is(s.exitCode, 0, s.stderr)
+  t.is(s.stdout, '0:0\nnew\ndeleted\n', 'inside, the files belong to root (as root: the archive\'s ids, idmapped; rootless: the caller, mapped)')
+  t.deepEqual(comparable(manifest(dir)), before, 'the unpacked tree is untouched')
+})
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+function cli(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, ['--import=tsx', 'cli.ts', ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    child.on('error', reject)
+    child.on('close', (status) => resolvePromise({ status, stdout, stderr }))
+  })
+}
+
+test('isolate rootfs unpack and import, with --progress, --json and refusals', async (t) => {
+  const ws = workspace(t)
+  writeFileSync(join(ws, 'small.tar.gz'), gzipSync(tar([{ name: 'etc/hostname', data: 'box\n' }, { name: 'data', data: Buffer.alloc(3 << 20, 1) }])))
+  const ok = await cli(['rootfs', 'unpack', '--progress', join(ws, 'small.tar.gz'), join(ws, 'out')])
+  t.is(ok.status, 0, ok.stderr)
+  t.regex(ok.stdout, new RegExp(`^unpacked 2 entries \\(3\\.0 MiB\\) into ${join(ws, 'out')}\\n$`))
+  t.regex(ok.stderr, /^unpacking: .*MiB \/ .*MiB \(\d+%\)/m, 'progress lines on stderr (not a terminal, so only with --progress)')
+  t.regex(ok.stderr, /\(100%\), 2 entries$/m)
+  t.is(readFileSync(join(ws, 'out', 'etc/hostname'), 'utf8'), 'box\n')
+
+  const quiet = await cli(['rootfs', 'unpack', join(ws, 'small.tar.gz'), join(ws, 'out2')])
+  t.is(quiet.stderr, '', 'no progress without a terminal or --progress')
+
+  writeFileSync(join(ws, 'evil.tar'), tar([{ name: '../escape', data: 'x' }]))
+  const evil = await cli(['rootfs', 'unpack', '--json', join(ws, 'evil.tar'), join(ws, 'out3')])
+  t.is(evil.status, 1)
+  t.regex(evil.stderr, /^isolate: cannot unpack .*evil\.tar: entry '\.\.\/escape' contains a '\.\.' component/m)
+  t.regex(evil.stderr, /^ {2}step: check_entry$/m)
+  t.regex(evil.stderr, /^ {2}path: \.\.\/escape$/m)
+  t.is(JSON.parse(evil.stdout).error.path, '../escape')
+  t.false(existsSync(join(ws, 'escape')))
+
+  ociLayout(join(ws, 'image'), [{ layers: twoLayers() }])
+  const imp = await cli(['rootfs', 'import', '--layers', '--json', join(ws, 'image'), join(ws, 'img')])
+  t.is(imp.status, 0, imp.stderr)
+  const result = JSON.parse(imp.stdout) as ImportResult
+  t.deepEqual(result.lowerDirs, [join(ws, 'img', 'layers/1'), join(ws, 'img', 'layers/0')])
+  t.true(existsSync(join(ws, 'img', 'layers.json')))
+
+  const usage = await cli(['rootfs', 'unpack', '--platform', 'linux/arm64', 'a', 'b'])
+  t.is(usage.status, 125)
+  t.regex(usage.stderr, /--platform is an option of 'rootfs import'/)
+  const help = await cli(['rootfs', '--help'])
+  t.regex(help.stdout, /isolate rootfs import \[options\] IMAGE DIR/)
+})

@@ -1,0 +1,228 @@
+//! The `isolate-image` executable: what the Node addon starts (posix_spawn, never a fork of Node)
+//! to unpack a tarball or import an image. It opens its inputs, confines itself with Landlock,
+//! then works, reporting on stdout one JSON object per line:
+//!
+//! ```text
+//! {"event":"progress","phase":"unpack","bytes":1048576,"totalBytes":3145728,"entries":120}
+//! {"event":"done","result":{...}}
+//! {"event":"error","error":{"step":"check_entry","path":"../x","message":"...","hint":"..."}}
+//! ```
+//!
+//! Usage (argument order fixed; the TypeScript layer builds it):
+//! `isolate-image unpack [--ownership archive|caller] [--special refuse|skip] ARCHIVE DIR`
+//! `isolate-image import [--ownership ...] [--special ...] [--platform P] [--ref R]
+//!  [--layout flat|layers] IMAGE DIR`
+//!
+//! Exit status 0 after `done`, 1 after `error`, 2 on a usage error.
+
+use crate::error::{ImageError, Step};
+use crate::oci::Platform;
+use crate::source::Source;
+use crate::unpack::{Ownership, Specials};
+use crate::{confine, sys, ImportOptions, Layout, Progress, UnpackOptions};
+use serde::Serialize;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+enum Event<'a> {
+    Progress(&'a Progress),
+    Done { result: serde_json::Value },
+    Error { error: &'a ImageError },
+}
+
+fn emit(event: &Event<'_>) {
+    let mut line = serde_json::to_vec(event).expect("plain data serializes");
+    line.push(b'\n');
+    let mut out = std::io::stdout().lock();
+    // A reader that went away (Node died) ends us with SIGPIPE, which is what we want.
+    let _ = out.write_all(&line).and_then(|()| out.flush());
+}
+
+/// Progress at most every 100 ms (and always the last one, sent by the caller as `done`).
+struct Throttle {
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    fn tick(&mut self, p: &Progress) {
+        let now = Instant::now();
+        let due = match self.last {
+            None => true,
+            Some(t) => now.duration_since(t) >= Duration::from_millis(100),
+        };
+        if due {
+            self.last = Some(now);
+            emit(&Event::Progress(p));
+        }
+    }
+}
+
+struct Args {
+    command: String,
+    ownership: Option<Ownership>,
+    specials: Specials,
+    platform: Option<Platform>,
+    reference: Option<String>,
+    layout: Layout,
+    input: PathBuf,
+    dir: PathBuf,
+}
+
+fn parse(argv: &[String]) -> Result<Args, String> {
+    let mut it = argv.iter();
+    let command = it.next().cloned().ok_or("expected 'unpack' or 'import'")?;
+    if command != "unpack" && command != "import" {
+        return Err(format!("unknown command '{command}'; expected 'unpack' or 'import'"));
+    }
+    let mut a = Args { command, ownership: None, specials: Specials::Refuse, platform: None, reference: None, layout: Layout::Flat, input: PathBuf::new(), dir: PathBuf::new() };
+    let mut positional = Vec::new();
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| it.next().cloned().ok_or(format!("{flag} needs a value"));
+        match arg.as_str() {
+            "--ownership" => {
+                a.ownership = Some(match value("--ownership")?.as_str() {
+                    "archive" => Ownership::Archive,
+                    "caller" => Ownership::Caller,
+                    v => return Err(format!("--ownership: '{v}' is not 'archive' or 'caller'")),
+                })
+            }
+            "--special" => {
+                a.specials = match value("--special")?.as_str() {
+                    "refuse" => Specials::Refuse,
+                    "skip" => Specials::Skip,
+                    v => return Err(format!("--special: '{v}' is not 'refuse' or 'skip'")),
+                }
+            }
+            "--platform" if a.command == "import" => {
+                let v = value("--platform")?;
+                a.platform = Some(Platform::parse(&v).ok_or(format!("--platform: '{v}' is not OS/ARCH[/VARIANT]"))?);
+            }
+            "--ref" if a.command == "import" => a.reference = Some(value("--ref")?),
+            "--layout" if a.command == "import" => {
+                a.layout = match value("--layout")?.as_str() {
+                    "flat" => Layout::Flat,
+                    "layers" => Layout::Layers,
+                    v => return Err(format!("--layout: '{v}' is not 'flat' or 'layers'")),
+                }
+            }
+            "--" => positional.extend(it.by_ref().cloned()),
+            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
+            s => positional.push(s.to_owned()),
+        }
+    }
+    let [input, dir] = <[String; 2]>::try_from(positional).map_err(|_| "expected exactly two paths: the archive or image, and the target directory".to_string())?;
+    a.input = input.into();
+    a.dir = dir.into();
+    Ok(a)
+}
+
+/// mkdir -p the target (the caller's own path: its symlinks are followed), then open it.
+fn open_target(dir: &Path, must_be_empty: bool) -> Result<OwnedFd, ImageError> {
+    let shown = dir.display().to_string();
+    std::fs::create_dir_all(dir).map_err(|e| ImageError::io(Step::Open, &e, &shown, "create the target directory"))?;
+    let c = sys::cstring(dir.as_os_str().as_encoded_bytes());
+    let fd = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| ImageError::sys(Step::Open, e, &shown, "open the target directory"))?;
+    if must_be_empty {
+        let entries = sys::list_dir(fd.as_fd()).map_err(|e| ImageError::sys(Step::Open, e, &shown, "read the target directory"))?;
+        if !entries.is_empty() {
+            return Err(ImageError::new(Step::Open, format!("the target directory {shown} is not empty")).with_path(&shown).with_hint("import into a new or empty directory"));
+        }
+    }
+    Ok(fd)
+}
+
+fn ownership(asked: Option<Ownership>) -> Result<Ownership, ImageError> {
+    match asked {
+        Some(Ownership::Archive) if sys::geteuid() != 0 => Err(ImageError::new(Step::Open, "ownership 'archive' (the archive's uid/gid numbers) needs root")
+            .with_hint("without root every file is owned by the caller, whom the sandbox maps to root; leave ownership unset")),
+        Some(o) => Ok(o),
+        None => Ok(crate::default_ownership()),
+    }
+}
+
+/// Files above the soft descriptor limit would end a very deep removal; take the hard limit.
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max.min(1 << 16);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn run(a: Args) -> Result<serde_json::Value, ImageError> {
+    raise_nofile();
+    let own = ownership(a.ownership)?;
+    let mut throttle = Throttle { last: None };
+    let mut tick = |p: &Progress| throttle.tick(p);
+    if a.command == "unpack" {
+        let shown = a.input.display().to_string();
+        let archive = std::fs::File::open(&a.input).map_err(|e| ImageError::io(Step::Open, &e, &shown, "open the archive"))?;
+        let dir = open_target(&a.dir, false)?;
+        let confinement = confine::confine(dir.as_fd(), None, false);
+        let report = crate::unpack_rootfs(archive, &shown, dir, &UnpackOptions { ownership: own, specials: a.specials }, &mut tick)?;
+        let mut v = serde_json::to_value(&report).expect("plain data serializes");
+        v["confinement"] = confinement.into();
+        Ok(v)
+    } else {
+        let shown = a.input.display().to_string();
+        let input = Source::open_path(&a.input)?;
+        let dir = open_target(&a.dir, true)?;
+        let is_dir = sys::fstat(input.as_fd()).map(|st| sys::is_dir(&st)).unwrap_or(false);
+        let confinement = confine::confine(dir.as_fd(), is_dir.then(|| input.as_fd()), a.layout == Layout::Layers);
+        let mut decompress_tick = |bytes: u64, total: u64| tick(&Progress { phase: crate::Phase::Decompress, bytes, total_bytes: total, entries: 0, layer: None, layers: None });
+        let src = Source::from_fd(input, shown, dir.as_fd(), &mut decompress_tick)?;
+        let opts = ImportOptions { platform: a.platform, reference: a.reference, layout: a.layout, ownership: own, specials: a.specials };
+        let report = crate::import_image(&src, dir, &opts, &mut tick)?;
+        let mut v = serde_json::to_value(&report).expect("plain data serializes");
+        v["confinement"] = confinement.into();
+        Ok(v)
+    }
+}
+
+/// The whole program; returns the exit status.
+pub fn main(argv: Vec<String>) -> i32 {
+    let args = match parse(&argv) {
+        Ok(a) => a,
+        Err(message) => {
+            emit(&Event::Error { error: &ImageError::new(Step::Open, format!("usage: {message}")) });
+            return 2;
+        }
+    };
+    match run(args) {
+        Ok(result) => {
+            emit(&Event::Done { result });
+            0
+        }
+        Err(e) => {
+            emit(&Event::Error { error: &e });
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Args, String> {
+        parse(&s.split(' ').map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_what_the_typescript_layer_builds() {
+        let a = args("import --platform linux/arm64 --layout layers --special skip img out").unwrap();
+        assert_eq!(a.platform.unwrap().to_string(), "linux/arm64");
+        assert_eq!((a.layout, a.specials), (Layout::Layers, Specials::Skip));
+        assert_eq!(a.input, PathBuf::from("img"));
+        assert!(args("unpack --platform x a b").is_err(), "platform is an import option");
+        assert!(args("unpack a").is_err());
+        assert!(args("unpack -- --weird-name dir").is_ok());
+    }
+}

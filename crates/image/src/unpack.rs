@@ -1,0 +1,307 @@
+//! A tar stream applied to a [`Tree`]: every entry checked, then created by the tree's `*at`
+//! operations. Used for a plain rootfs tarball and for each layer of an image.
+
+use crate::error::{ImageError, Result, Step};
+use crate::names::{self, Trick, Whiteout};
+use crate::sys::cstring;
+use crate::tree::{Attrs, HardlinkOutcome, Tree, TreeError};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+
+/// Whose ids the files get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ownership {
+    /// The uid/gid numbers recorded in the archive (needs root). Set-id bits are kept only on
+    /// files owned by uid 0.
+    Archive,
+    /// The caller's own ids (the only choice without root; the sandbox maps the caller to root).
+    /// Set-id bits are dropped.
+    Caller,
+}
+
+/// What happens to character and block devices and fifos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Specials {
+    Refuse,
+    Skip,
+}
+
+/// What `.wh.` entries mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// A plain tarball: they are ordinary files.
+    Keep,
+    /// Image layers merged into one tree: they delete what lower layers made.
+    Apply,
+    /// One image layer per directory, for overlayfs: they become overlayfs whiteouts (char 0/0
+    /// devices) and opaque-directory xattrs (`user.overlay.opaque`, and `trusted.overlay.opaque`
+    /// when `trusted` is true, i.e. as root).
+    Overlay { trusted: bool },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub ownership: Ownership,
+    pub specials: Specials,
+    pub whiteouts: Whiteouts,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Every entry read (including refused-to-matter ones such as skipped specials).
+    pub entries: u64,
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    /// `.wh.` entries applied (merged) or converted (layers).
+    pub whiteouts: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Regular files whose setuid/setgid bits were dropped.
+    pub setid_dropped: u64,
+    /// Special files skipped (with `Specials::Skip`).
+    pub skipped: u64,
+}
+
+/// How often the copy loop reports progress while one large file is written.
+const TICK_BYTES: u64 = 1 << 20;
+
+/// Unpack every entry of the tar stream `r` into `tree`. `tick` is called after each entry and
+/// every MiB of file data (the caller throttles).
+pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut Stats, tick: &mut dyn FnMut(&Stats)) -> Result<()> {
+    let mut archive = tar::Archive::new(r);
+    let entries = archive.entries().map_err(|e| ImageError::io(Step::ReadArchive, &e, "", "reading the archive"))?;
+    // Paths this stream created: a whiteout only removes what lower layers made.
+    let mut created: HashSet<Vec<u8>> = HashSet::new();
+    let track = policy.whiteouts == Whiteouts::Apply;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut last_name = String::new();
+    for entry in entries {
+        let mut entry = entry.map_err(|e| {
+            let mut err = ImageError::io(Step::ReadArchive, &e, "", "reading the archive");
+            err.message = if last_name.is_empty() { format!("not a readable tar archive: {e}") } else { format!("reading the archive after entry '{last_name}': {e}") };
+            err.path = None;
+            err
+        })?;
+        let raw = entry.path_bytes().into_owned();
+        let name = names::lossy(&raw);
+        last_name.clone_from(&name);
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            continue;
+        }
+        stats.entries += 1;
+        let refuse = |msg: String| ImageError::new(Step::CheckEntry, msg).with_path(&name);
+        let comps = names::components(&raw).map_err(|t| refuse(t.describe(&format!("entry '{name}'"))))?;
+        let header = entry.header();
+        let bad_header = |e: std::io::Error| ImageError::io(Step::ReadArchive, &e, &name, "a corrupt header");
+        let mode = header.mode().map_err(bad_header)? & 0o7777;
+        let uid = id(header.uid().map_err(bad_header)?, &name)?;
+        let gid = id(header.gid().map_err(bad_header)?, &name)?;
+        let mut mtime = header.mtime().map_err(bad_header)? as i64;
+        if let Some(t) = pax_mtime(&mut entry) {
+            mtime = t;
+        }
+        let owner = match policy.ownership {
+            Ownership::Archive => Some((uid, gid)),
+            Ownership::Caller => None,
+        };
+        let attrs = Attrs { mode, owner, mtime: Some(mtime) };
+        let fail = |e: TreeError| tree_error(e, &name);
+
+        if policy.whiteouts != Whiteouts::Keep {
+            if let Some(w) = comps.last().and_then(|leaf| names::whiteout(leaf)) {
+                apply_whiteout(tree, policy, &comps, w, &created, &name)?;
+                stats.whiteouts += 1;
+                tick(stats);
+                continue;
+            }
+        }
+        if comps.is_empty() && !kind.is_dir() {
+            return Err(refuse(Trick::Empty.describe(&format!("entry '{name}'"))));
+        }
+
+        use tar::EntryType as T;
+        match kind {
+            T::Regular | T::Continuous | T::GNUSparse => {
+                let mut mode = mode;
+                let privileged_owner = policy.ownership == Ownership::Archive && uid == 0;
+                if mode & 0o6000 != 0 && !privileged_owner {
+                    mode &= !0o6000;
+                    stats.setid_dropped += 1;
+                }
+                let fd = tree.create_file(&comps).map_err(fail)?;
+                let mut file = std::fs::File::from(fd);
+                let mut since_tick = 0u64;
+                loop {
+                    let n = match entry.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(ImageError::io(Step::ReadArchive, &e, &name, "reading the entry's data")),
+                    };
+                    file.write_all(&buf[..n]).map_err(|e| ImageError::io(Step::WriteEntry, &e, &name, "write"))?;
+                    stats.bytes += n as u64;
+                    since_tick += n as u64;
+                    if since_tick >= TICK_BYTES {
+                        since_tick = 0;
+                        tick(stats);
+                    }
+                }
+                tree.finish_file(file.as_fd(), &Attrs { mode, ..attrs }).map_err(fail)?;
+                stats.files += 1;
+            }
+            T::Directory => {
+                tree.make_dir(&comps, attrs).map_err(fail)?;
+                stats.directories += 1;
+            }
+            T::Symlink => {
+                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                if target.is_empty() || target.contains(&0) {
+                    return Err(refuse(format!("symlink '{name}' has an empty or invalid target")));
+                }
+                tree.symlink(&comps, &cstring(&target), &attrs).map_err(fail)?;
+                stats.symlinks += 1;
+            }
+            T::Link => {
+                let target_raw = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                let target_name = names::lossy(&target_raw);
+                let target = names::components(&target_raw).map_err(|t| {
+                    let what = format!("the target '{target_name}' of hardlink '{name}'");
+                    refuse(match t {
+                        Trick::Absolute => format!("hardlink '{name}' points to the absolute path '{target_name}' (hardlink-outside trick): a hardlink may only point to an earlier entry of the archive"),
+                        Trick::DotDot => format!("hardlink '{name}' points to '{target_name}', which leaves the target directory with '..' (hardlink-outside trick)"),
+                        t => t.describe(&what),
+                    })
+                })?;
+                if target.is_empty() {
+                    return Err(refuse(format!("hardlink '{name}' points to the target directory itself")));
+                }
+                match tree.hardlink(&comps, &target) {
+                    Ok(HardlinkOutcome::Linked) => {}
+                    Ok(HardlinkOutcome::TargetMissing) => {
+                        return Err(ImageError::new(Step::CheckEntry, format!("hardlink '{name}' points to '{target_name}', which does not exist (a hardlink must point to an earlier entry of the archive)")).with_path(&name))
+                    }
+                    Ok(HardlinkOutcome::TargetIsDir) => return Err(refuse(format!("hardlink '{name}' points to the directory '{target_name}'"))),
+                    Ok(HardlinkOutcome::TargetBehindSymlink(p)) => {
+                        let via = names::lossy(&p);
+                        return Err(refuse(format!(
+                            "hardlink '{name}' points to '{target_name}' through the symlink '{via}' (symlink trick): nothing is ever resolved through a symlink while unpacking"
+                        )));
+                    }
+                    Err(e) => return Err(fail(e)),
+                }
+                stats.hardlinks += 1;
+            }
+            T::Char | T::Block | T::Fifo => {
+                let what = match kind {
+                    T::Char => "a character device",
+                    T::Block => "a block device",
+                    _ => "a fifo",
+                };
+                match policy.specials {
+                    Specials::Skip => {
+                        stats.skipped += 1;
+                        tick(stats);
+                        continue;
+                    }
+                    Specials::Refuse => {
+                        return Err(refuse(format!("entry '{name}' is {what} (device-node trick): special files are refused")).with_hint(
+                            "a sandbox gets its own minimal /dev; to unpack such an archive without its special files, pass specialFiles: 'skip' (isolate rootfs ... --skip-special)",
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(refuse(format!("entry '{name}' has a type this unpacker does not handle ({other:?})")));
+            }
+        }
+        if track {
+            created.insert(names::join(&comps));
+        }
+        tick(stats);
+    }
+    Ok(())
+}
+
+fn id(v: u64, name: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| ImageError::new(Step::CheckEntry, format!("entry '{name}' has an owner id beyond 32 bits ({v})")).with_path(name))
+}
+
+/// A PAX `mtime` (seconds, maybe with a fraction) overrides the header's.
+fn pax_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> Option<i64> {
+    let exts = entry.pax_extensions().ok()??;
+    for ext in exts.flatten() {
+        if ext.key_bytes() == b"mtime" {
+            let v = std::str::from_utf8(ext.value_bytes()).ok()?;
+            let secs = v.split('.').next()?;
+            return secs.parse().ok();
+        }
+    }
+    None
+}
+
+pub fn tree_error(e: TreeError, name: &str) -> ImageError {
+    match e {
+        TreeError::Symlink(p) => {
+            let via = names::lossy(&p);
+            ImageError::new(
+                Step::CheckEntry,
+                format!("entry '{name}' would be written through the symlink '{via}' (symlink-then-file trick): nothing is ever written through a symlink while unpacking"),
+            )
+            .with_path(name)
+        }
+        TreeError::NotDir(p) => {
+            let mut e = ImageError::new(Step::WriteEntry, format!("entry '{name}' needs '{}' to be a directory, and it is not", names::lossy(&p))).with_path(name);
+            e.errno = Some("ENOTDIR".into());
+            e
+        }
+        TreeError::Sys(errno, what) => ImageError::sys(Step::WriteEntry, errno, name, what),
+    }
+}
+
+fn apply_whiteout(tree: &mut Tree, policy: &Policy, comps: &[&[u8]], w: Whiteout<'_>, created: &HashSet<Vec<u8>>, name: &str) -> Result<()> {
+    let parent = &comps[..comps.len() - 1];
+    let fail = |e: TreeError| tree_error(e, name);
+    match (w, policy.whiteouts) {
+        (Whiteout::AufsMeta, _) | (_, Whiteouts::Keep) => Ok(()),
+        (Whiteout::Remove(target), _) if target.is_empty() || target == b"." || target == b".." => {
+            Err(ImageError::new(Step::CheckEntry, format!("whiteout '{name}' names no file, or '.' or '..' (path traversal trick)")).with_path(name))
+        }
+        (Whiteout::Remove(target), Whiteouts::Apply) => {
+            let mut path: Vec<&[u8]> = parent.to_vec();
+            path.push(target);
+            if !created.contains(&names::join(&path)) {
+                tree.remove(&path).map_err(fail)?;
+            }
+            Ok(())
+        }
+        (Whiteout::Opaque, Whiteouts::Apply) => tree.clear_dir(parent, &|p| created.contains(p)).map_err(fail),
+        (Whiteout::Remove(target), Whiteouts::Overlay { .. }) => {
+            let mut path: Vec<&[u8]> = parent.to_vec();
+            path.push(target);
+            tree.mknod(&path, libc::S_IFCHR, libc::makedev(0, 0)).map_err(|e| match e {
+                TreeError::Sys(nix::errno::Errno::EPERM, _) => ImageError::sys(Step::WriteEntry, nix::errno::Errno::EPERM, name, "mknod of an overlayfs whiteout (char 0/0)")
+                    .with_hint("creating whiteouts without root needs Linux 5.8 or newer; use layout 'flat' instead"),
+                e => fail(e),
+            })
+        }
+        (Whiteout::Opaque, Whiteouts::Overlay { trusted }) => {
+            let mut xattrs: Vec<(&std::ffi::CStr, &[u8])> = vec![(c"user.overlay.opaque", b"y")];
+            if trusted {
+                xattrs.push((c"trusted.overlay.opaque", b"y"));
+            }
+            let results = tree.set_dir_xattrs(parent, &xattrs).map_err(fail)?;
+            if let Some(errno) = results[0] {
+                return Err(ImageError::sys(Step::WriteEntry, errno, name, "setting user.overlay.opaque on an opaque directory")
+                    .with_hint("the filesystem of the target directory must support user extended attributes (ext4, xfs, btrfs, tmpfs on Linux 6.6+); or use layout 'flat'"));
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,353 @@
+/**
+ * Root filesystems from tarballs (`unpackRootfs`) and OCI/Docker images (`importImage`).
+ *
+ * The work happens in the `isolate-image` executable that ships beside the helper, started with
+ * posix_spawn by the addon (never a fork of Node, no libuv pool thread held for the minutes a
+ * large image can take). That process opens the archive and the target directory, confines itself
+ * with Landlock to writing beneath that directory, and only then decompresses and unpacks, so the
+ * C decompressors (liblzma, zstd) parse hostile input outside Node's address space and outside
+ * the rest of the filesystem. It reports progress and its result as JSON lines on a pipe, which
+ * this module reads on the event loop. Aborting kills it.
+ *
+ * Failures are `IsolateError`s with `code` `ERR_ISOLATE_SETUP` and `step` one of: `open_archive`
+ * (the archive, image or target directory could not be opened, or is of an unsupported kind),
+ * `read_archive` (decompression or tar parsing failed), `check_entry` (an entry was refused for
+ * what it is: `path` is its name as written in the archive and the message names the trick),
+ * `write_entry` (a syscall creating an entry failed; `errno` says which), `read_image` (index,
+ * manifest or config unreadable, or no image matches `platform`/`ref`), `verify_digest` (a blob or
+ * a layer's uncompressed content does not match its sha256).
+ *
+ * Ownership: as root, files get the uid/gid numbers recorded in the archive, and setuid/setgid
+ * bits survive only on files owned by uid 0. Without root, ownership cannot be set: every file is
+ * owned by the caller, which is exactly how a rootless sandbox sees it (the caller's uid is root
+ * inside), and setuid/setgid bits are dropped. Extended attributes (file capabilities included)
+ * are not restored: sandboxes run with no_new_privs, where they would have no effect.
+ */
+import { accessSync, constants } from 'node:fs'
+import { Socket } from 'node:net'
+import { dirname, join, resolve } from 'node:path'
+import { IsolateError, optionError } from './errors.js'
+import { loadNative, type Addon, type Native, type SpawnedHelper } from './native.js'
+
+export interface UnpackProgress {
+  /** `decompress`: a compressed image archive is decompressed first; `verify`: layer digests are checked before anything is written; `unpack`: entries are written. */
+  phase: 'decompress' | 'verify' | 'unpack'
+  /** Bytes of the archive (as stored, i.e. compressed) consumed in this phase. */
+  bytes: number
+  /** The phase's total; 0 when unknown (the archive is a pipe). */
+  totalBytes: number
+  /** Entries unpacked so far. */
+  entries: number
+  /** Image imports: the layer being verified or unpacked (0 = bottom), and how many there are. */
+  layer?: number
+  layers?: number
+}
+
+export interface UnpackOptions {
+  /** Called at most about ten times a second, and once at the end. */
+  onProgress?: (progress: UnpackProgress) => void
+  /** Character/block devices and fifos: `'refuse'` the archive (default) or `'skip'` them. A sandbox gets its own minimal /dev either way. */
+  specialFiles?: 'refuse' | 'skip'
+  /** `'archive'`: the uid/gid numbers recorded in the archive (root only; the default as root). `'caller'`: the caller's own ids (the default, and the only choice, without root). */
+  ownership?: 'archive' | 'caller'
+  /** Kills the unpacker; the promise rejects with `ABORT_ERR` and DIR holds a partial tree. */
+  signal?: AbortSignal
+}
+
+export interface UnpackStats {
+  /** Entries read from the archive (all layers). */
+  entries: number
+  files: number
+  directories: number
+  symlinks: number
+  hardlinks: number
+  /** Image layers: `.wh.` entries applied (flat) or converted to overlayfs whiteouts (layers). */
+  whiteouts: number
+  /** Bytes of file content written. */
+  bytes: number
+  /** Regular files whose setuid/setgid bits were dropped. */
+  setidDropped: number
+  /** Special files skipped (`specialFiles: 'skip'`). */
+  skipped: number
+}
+
+export interface UnpackResult extends UnpackStats {
+  /** The target directory, absolute. */
+  dir: string
+  /** The compression, told by the archive's first bytes. */
+  format: 'tar' | 'gzip' | 'xz' | 'zstd'
+  ownership: 'archive' | 'caller'
+  /** How the unpacker was confined: `landlock (ABI n)`, or `none: <why>`. */
+  confinement: string
+}
+
+export interface ImportOptions extends UnpackOptions {
+  /** `os/arch[/variant]` (`linux/arm64`); default: this host's. */
+  platform?: string
+  /** Which image, when the layout or archive holds several: an OCI `org.opencontainers.image.ref.name` annotation or a docker `RepoTags` entry. */
+  ref?: string
+  /**
+   * `'flat'` (default): all layers merged into DIR, a plain rootfs.
+   * `'layers'`: each layer in DIR/layers/<n>/ (0 = bottom) in overlayfs form (`.wh.` entries
+   * become char 0/0 devices, opaque directories get `user.overlay.opaque=y`, and as root also
+   * `trusted.overlay.opaque=y`), plus DIR/layers.json naming the lower directories in `lowerdir=`
+   * order; mount them with the `userxattr` option. Nothing is copied into an upper layer.
+   */
+  layout?: 'flat' | 'layers'
+}
+
+export interface ImageLayer {
+  /** 0 = bottom. */
+  index: number
+  /** sha256 of the blob as stored, when the format names it (OCI, Docker 25+). */
+  digest?: string
+  /** sha256 of the uncompressed tar (the config's `rootfs.diff_ids`). */
+  diffId?: string
+  mediaType?: string
+  size: number
+  compression: 'tar' | 'gzip' | 'xz' | 'zstd'
+  entries: number
+  /** Layout `'layers'`: the layer's directory (absolute). */
+  dir?: string
+}
+
+/** What the image says a container runs with (empty when it says nothing). */
+export interface ImageConfig {
+  env: string[]
+  entrypoint: string[]
+  cmd: string[]
+  workingDir: string
+  user: string
+}
+
+export interface ImportResult extends UnpackStats {
+  dir: string
+  format: 'oci' | 'docker'
+  layout: 'flat' | 'layers'
+  /** The image's platform, as its config states it. */
+  platform: string
+  /** OCI: the digest of the manifest imported. */
+  manifestDigest?: string
+  layers: ImageLayer[]
+  config: ImageConfig
+  /** Layout `'layers'`: the layer directories, absolute, topmost first (overlayfs `lowerdir=` order). */
+  lowerDirs?: string[]
+  ownership: 'archive' | 'caller'
+  confinement: string
+}
+
+type ToolEvent =
+  | ({ event: 'progress' } & UnpackProgress)
+  | { event: 'done'; result: Record<string, unknown> }
+  | { event: 'error'; error: { step: string; path?: string; errno?: string; message: string; hint?: string } }
+
+const TOOL_FILE = 'isolate-image'
+
+type ImageAddon = Addon & { spawnImageTool?: (toolPath: string, args: string[]) => SpawnedHelper }
+
+/** `isolate-image`, shipped beside the helper and the addon (`ISOLATE_IMAGE_TOOL_PATH` overrides). */
+function toolPath(native: Native): string {
+  const env = process.env.ISOLATE_IMAGE_TOOL_PATH
+  const candidates = env ? [resolve(env)] : [...new Set([join(dirname(native.helperPath), TOOL_FILE), join(dirname(native.addonPath), TOOL_FILE)])]
+  let errno: string | undefined
+  for (const path of candidates) {
+    try {
+      accessSync(path, constants.X_OK)
+      return path
+    } catch (e) {
+      errno ??= (e as NodeJS.ErrnoException).code
+    }
+  }
+  throw new IsolateError(`the image tool is missing or not executable: looked for ${candidates.join(' and ')}`, {
+    code: 'ERR_ISOLATE_NATIVE',
+    path: candidates[0],
+    errno,
+    hint: env ? 'ISOLATE_IMAGE_TOOL_PATH must name the isolate-image executable' : 'reinstall @isolate/core, or build it here with `npm run build:native` (isolate-image ships beside isolate-helper)',
+  })
+}
+
+function abortError(signal: AbortSignal): IsolateError {
+  return new IsolateError('the unpack was aborted', { code: 'ABORT_ERR', cause: signal.reason })
+}
+
+/** Run the tool with `args`; resolves with its `done` result. */
+function runTool(what: string, args: string[], options: UnpackOptions): Promise<Record<string, unknown>> {
+  const { onProgress, signal } = options
+  if (signal?.aborted) return Promise.reject(abortError(signal))
+  const native = loadNative()
+  const addon = native.addon as ImageAddon
+  if (typeof addon.spawnImageTool !== 'function') {
+    return Promise.reject(new IsolateError('this build of the addon cannot start the image tool', { code: 'ERR_ISOLATE_NATIVE', hint: 'rebuild it with `npm run build:native`' }))
+  }
+  const path = toolPath(native)
+  let h: SpawnedHelper
+  try {
+    h = addon.spawnImageTool(path, args)
+  } catch (e) {
+    return Promise.reject(new IsolateError(`could not start the image tool: ${(e as Error).message}`, { code: 'ERR_ISOLATE_NATIVE', path, cause: e }))
+  }
+  const pid = h.pid
+  return new Promise((resolvePromise, rejectPromise) => {
+    const socket = new Socket({ fd: h.control, readable: true, writable: false })
+    let buffered = ''
+    let result: Record<string, unknown> | undefined
+    let failure: IsolateError | undefined
+    let last: UnpackProgress | undefined
+    const stray: string[] = []
+    let reaped = false
+    const kill = () => {
+      if (reaped) return
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+    const reap = (delay = 0): void => {
+      if ((reaped = addon.reapHelper(pid))) return
+      setTimeout(() => reap(Math.min(delay * 2 + 1, 100)), delay).unref()
+    }
+    const onAbort = () => {
+      failure ??= abortError(signal!)
+      kill()
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+
+    const handle = (line: string) => {
+      let ev: ToolEvent
+      try {
+        ev = JSON.parse(line) as ToolEvent
+      } catch {
+        if (line.trim()) stray.push(line)
+        return
+      }
+      if (ev.event === 'progress') {
+        const { event: _, ...p } = ev
+        last = p
+        if (onProgress && !failure) {
+          try {
+            onProgress(p)
+          } catch (e) {
+            // The caller's callback failed: stop, and hand that error back.
+            failure = e instanceof IsolateError ? e : new IsolateError(`onProgress threw: ${(e as Error)?.message ?? String(e)}`, { code: 'ERR_ISOLATE_OPTION', option: 'onProgress', cause: e })
+            kill()
+          }
+        }
+      } else if (ev.event === 'done') {
+        result = ev.result
+      } else if (ev.event === 'error') {
+        const { step, path: entry, errno, message, hint } = ev.error
+        failure ??= new IsolateError(`${what}: ${message}`, { code: 'ERR_ISOLATE_SETUP', step, path: entry, errno, hint })
+      }
+    }
+
+    socket.setEncoding('utf8')
+    socket.on('data', (chunk: string) => {
+      buffered += chunk
+      for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+        handle(buffered.slice(0, nl))
+        buffered = buffered.slice(nl + 1)
+      }
+    })
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      if (buffered) handle(buffered)
+      reap()
+      signal?.removeEventListener('abort', onAbort)
+      if (failure) return rejectPromise(failure)
+      if (!result) {
+        const said = stray.length ? `: ${stray.join('\n').slice(0, 2000)}` : ''
+        return rejectPromise(new IsolateError(`${what}: the image tool ended without reporting${said}`, { code: 'ERR_ISOLATE_HELPER', path }))
+      }
+      if (onProgress) {
+        const total = last?.totalBytes ?? 0
+        try {
+          onProgress({ phase: 'unpack', bytes: total, totalBytes: total, entries: Number(result.entries ?? 0), ...(last?.layers === undefined ? {} : { layer: last.layers - 1, layers: last.layers }) })
+        } catch (e) {
+          return rejectPromise(new IsolateError(`onProgress threw: ${(e as Error)?.message ?? String(e)}`, { code: 'ERR_ISOLATE_OPTION', option: 'onProgress', cause: e }))
+        }
+      }
+      resolvePromise(result)
+    })
+  })
+}
+
+function checkPath(option: string, value: unknown): string {
+  if (typeof value !== 'string' || value === '') throw optionError(option, `expected a path, got ${JSON.stringify(value)}`)
+  if (value.includes('\0')) throw optionError(option, 'the path contains a NUL byte')
+  return resolve(value)
+}
+
+function commonArgs(options: UnpackOptions): string[] {
+  const args: string[] = []
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw optionError('onProgress', 'expected a function')
+  if (options.specialFiles !== undefined) {
+    if (options.specialFiles !== 'refuse' && options.specialFiles !== 'skip') throw optionError('specialFiles', `expected 'refuse' or 'skip', got ${JSON.stringify(options.specialFiles)}`)
+    args.push('--special', options.specialFiles)
+  }
+  if (options.ownership !== undefined) {
+    if (options.ownership !== 'archive' && options.ownership !== 'caller') throw optionError('ownership', `expected 'archive' or 'caller', got ${JSON.stringify(options.ownership)}`)
+    if (options.ownership === 'archive' && process.getuid?.() !== 0) {
+      throw new IsolateError("options.ownership: 'archive' (the archive's uid/gid numbers) needs root; without it every file is owned by the caller, whom a sandbox maps to root", {
+        code: 'ERR_ISOLATE_UNSUPPORTED',
+        option: 'ownership',
+      })
+    }
+    args.push('--ownership', options.ownership)
+  }
+  return args
+}
+
+/**
+ * Unpack the root filesystem tarball `tarball` (tar, or tar compressed with gzip, xz or zstd; told
+ * by its first bytes, not its name) into `dir` (created if missing; an existing tree is unpacked
+ * over, as tar would). Modes, symlinks, hard links and mtimes are kept, and as root the ownership.
+ *
+ * A hostile archive cannot write outside `dir`: absolute names, `..` components, writing through
+ * a symlink (`a -> /etc` then `a/passwd`), hard links to paths outside, and device nodes or fifos
+ * are refused with an {@link IsolateError} (`code` `ERR_ISOLATE_SETUP`, `step` `check_entry`,
+ * `path` the entry's name, a message naming the trick). Symlinks are created as they are (an
+ * absolute target is resolved inside the sandbox later) and never followed while unpacking.
+ * On any failure `dir` may hold a partial tree.
+ */
+export async function unpackRootfs(tarball: string, dir: string, options: UnpackOptions = {}): Promise<UnpackResult> {
+  const input = checkPath('tarball', tarball)
+  const target = checkPath('dir', dir)
+  const args = ['unpack', ...commonArgs(options), '--', input, target]
+  const r = await runTool(`cannot unpack ${input}`, args, options)
+  return { ...(r as unknown as UnpackResult), dir: target }
+}
+
+/**
+ * Turn an OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/...`) or a
+ * `docker save` archive (plain or compressed) into a root filesystem in `dir` (created if missing;
+ * it must be empty). Layers are applied in order with their whiteouts; every digest the format
+ * gives is checked (blobs before anything is written; OCI diff_ids while unpacking), and a mismatch
+ * is refused (`step` `verify_digest`). See {@link ImportOptions.layout} for one directory per layer.
+ */
+export async function importImage(image: string, dir: string, options: ImportOptions = {}): Promise<ImportResult> {
+  const input = checkPath('image', image)
+  const target = checkPath('dir', dir)
+  const args = ['import', ...commonArgs(options)]
+  if (options.platform !== undefined) {
+    if (typeof options.platform !== 'string' || !/^[^/\s]+(\/[^/\s]+){0,2}$/.test(options.platform)) throw optionError('platform', `expected 'os/arch[/variant]' such as 'linux/arm64', got ${JSON.stringify(options.platform)}`)
+    args.push('--platform', options.platform)
+  }
+  if (options.ref !== undefined) {
+    if (typeof options.ref !== 'string' || options.ref === '') throw optionError('ref', `expected an image name, got ${JSON.stringify(options.ref)}`)
+    args.push('--ref', options.ref)
+  }
+  if (options.layout !== undefined) {
+    if (options.layout !== 'flat' && options.layout !== 'layers') throw optionError('layout', `expected 'flat' or 'layers', got ${JSON.stringify(options.layout)}`)
+    args.push('--layout', options.layout)
+  }
+  args.push('--', input, target)
+  const r = (await runTool(`cannot import ${input}`, args, options)) as unknown as ImportResult
+  const abs = (p: string) => join(target, p)
+  return {
+    ...r,
+    dir: target,
+    layers: r.layers.map((l) => (l.dir === undefined ? l : { ...l, dir: abs(l.dir) })),
+    ...(r.lowerDirs === undefined ? {} : { lowerDirs: r.lowerDirs.map(abs) }),
+  }
+}
