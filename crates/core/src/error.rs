@@ -3,12 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The setup steps, named for their syscall-level action. The names are part of the public
-/// contract: they are what `IsolateError.step` holds.
+/// The setup steps, named for their syscall-level action, and the steps of the image unpacker
+/// (`isolate-image`). The names are part of the public contract: they are what
+/// `IsolateError.step` holds.
 macro_rules! steps {
-    ($($variant:ident => $name:literal,)*) => {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Step { $($variant,)* }
+        pub enum Step { $($(#[$doc])* $variant,)* }
 
         impl Step {
             pub fn as_str(self) -> &'static str {
@@ -63,6 +64,19 @@ steps! {
     Chdir => "chdir",
     Execve => "execve",
     Supervise => "supervise",
+    // The image unpacker's steps.
+    /// Opening the archive or image, or the target directory.
+    OpenArchive => "open_archive",
+    /// Decompressing or parsing the tar stream.
+    ReadArchive => "read_archive",
+    /// An entry refused for what it is (a path escaping DIR, a device node...).
+    CheckEntry => "check_entry",
+    /// A syscall creating an entry failed.
+    WriteEntry => "write_entry",
+    /// Reading the image's index, manifests and config.
+    ReadImage => "read_image",
+    /// A blob whose sha256 is not the one its descriptor names.
+    VerifyDigest => "verify_digest",
 }
 
 impl Serialize for Step {
@@ -103,6 +117,19 @@ impl SetupError {
             errno: Some(errno_name(errno)),
             message: strerror(errno).to_owned(),
             hint: default_hint(step, errno),
+        }
+    }
+
+    /// An I/O error (the decompressors and the tar parser report through io::Error): its errno
+    /// when it has one, and its text as the message.
+    pub fn io(step: Step, e: &std::io::Error, path: Option<&str>) -> Self {
+        let errno = e.raw_os_error();
+        SetupError {
+            step,
+            path: path.map(str::to_owned),
+            errno: errno.map(errno_name),
+            message: e.to_string(),
+            hint: errno.and_then(|n| default_hint(step, n)),
         }
     }
 
@@ -193,5 +220,29 @@ mod tests {
         assert!(e.hint.is_some());
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains("\"step\":\"bind_mount\""), "{json}");
+    }
+
+    #[test]
+    fn image_steps_keep_their_names() {
+        for (step, name) in [
+            (Step::OpenArchive, "open_archive"),
+            (Step::ReadArchive, "read_archive"),
+            (Step::CheckEntry, "check_entry"),
+            (Step::WriteEntry, "write_entry"),
+            (Step::ReadImage, "read_image"),
+            (Step::VerifyDigest, "verify_digest"),
+        ] {
+            assert_eq!(step.as_str(), name);
+            assert_eq!(Step::parse(name), Some(step));
+        }
+    }
+
+    #[test]
+    fn io_error_carries_errno_name_and_path() {
+        let e = SetupError::io(Step::ReadArchive, &std::io::Error::from_raw_os_error(libc::EACCES), Some("a.tar"));
+        assert_eq!(e.errno.as_deref(), Some("EACCES"));
+        assert_eq!(e.path.as_deref(), Some("a.tar"));
+        let plain = SetupError::io(Step::ReadArchive, &std::io::Error::other("truncated"), None);
+        assert_eq!((plain.errno, plain.path, plain.message.as_str()), (None, None, "truncated"));
     }
 }

@@ -3,30 +3,42 @@
 
 use crate::error::{SetupError, Step};
 use crate::spec::Landlock;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use nix::errno::Errno;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-const EXECUTE: u64 = 1 << 0;
-const WRITE_FILE: u64 = 1 << 1;
-const READ_FILE: u64 = 1 << 2;
-const READ_DIR: u64 = 1 << 3;
-const REMOVE_DIR: u64 = 1 << 4;
-const REMOVE_FILE: u64 = 1 << 5;
-// Handled (so denied) by every ruleset, granted by no list: no device nodes inside.
-#[allow(dead_code)]
-const MAKE_CHAR: u64 = 1 << 6;
-const MAKE_DIR: u64 = 1 << 7;
-const MAKE_REG: u64 = 1 << 8;
-const MAKE_SOCK: u64 = 1 << 9;
-const MAKE_FIFO: u64 = 1 << 10;
-#[allow(dead_code)]
-const MAKE_BLOCK: u64 = 1 << 11;
-const MAKE_SYM: u64 = 1 << 12;
-const REFER: u64 = 1 << 13;
-const TRUNCATE: u64 = 1 << 14;
-const IOCTL_DEV: u64 = 1 << 15;
+// The filesystem rights (`LANDLOCK_ACCESS_FS_*`).
+pub const EXECUTE: u64 = 1 << 0;
+pub const WRITE_FILE: u64 = 1 << 1;
+pub const READ_FILE: u64 = 1 << 2;
+pub const READ_DIR: u64 = 1 << 3;
+pub const REMOVE_DIR: u64 = 1 << 4;
+pub const REMOVE_FILE: u64 = 1 << 5;
+pub const MAKE_CHAR: u64 = 1 << 6;
+pub const MAKE_DIR: u64 = 1 << 7;
+pub const MAKE_REG: u64 = 1 << 8;
+pub const MAKE_SOCK: u64 = 1 << 9;
+pub const MAKE_FIFO: u64 = 1 << 10;
+pub const MAKE_BLOCK: u64 = 1 << 11;
+pub const MAKE_SYM: u64 = 1 << 12;
+/// ABI 2.
+pub const REFER: u64 = 1 << 13;
+/// ABI 3.
+pub const TRUNCATE: u64 = 1 << 14;
+/// ABI 5.
+pub const IOCTL_DEV: u64 = 1 << 15;
+
+// The network rights (`LANDLOCK_ACCESS_NET_*`, ABI 4).
+pub const NET_BIND_TCP: u64 = 1 << 0;
+pub const NET_CONNECT_TCP: u64 = 1 << 1;
+
+// The scopes (`LANDLOCK_SCOPE_*`, ABI 6).
+pub const SCOPE_ABSTRACT_UNIX: u64 = 1 << 0;
+pub const SCOPE_SIGNAL: u64 = 1 << 1;
 
 /// Rights that make sense on a file (the kernel refuses directory rights on a file rule).
 const FILE_RIGHTS: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV;
+// MAKE_CHAR and MAKE_BLOCK are handled (so denied) by every ruleset of the sandbox and granted by
+// no list: no device nodes inside.
 const READ: u64 = READ_FILE | READ_DIR;
 const WRITE: u64 = READ | WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO | MAKE_SYM | REFER | TRUNCATE;
 const EXEC: u64 = READ | EXECUTE;
@@ -34,7 +46,7 @@ const EXEC: u64 = READ | EXECUTE;
 /// What the sandbox's own devices need whatever the rules say: a shell's `>/dev/null`, a tty.
 const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts"];
 
-/// The rights each Landlock ABI version can handle.
+/// The filesystem rights each Landlock ABI version can handle.
 pub fn handled_by_abi(abi: u32) -> u64 {
     let mut rights = (1 << 13) - 1; // ABI 1: EXECUTE..MAKE_SYM
     if abi >= 2 {
@@ -63,11 +75,71 @@ pub fn plan_rules(rules: &Landlock) -> Vec<(String, u64)> {
     out
 }
 
+/// The kernel's Landlock ABI version, or None without Landlock.
 pub fn abi() -> Option<u32> {
     const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
     // SAFETY: the documented version query: NULL attr, size 0.
     let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION) };
     (v > 0).then_some(v as u32)
+}
+
+/// A Landlock ruleset being built: what it handles (so denies), then what each rule grants back.
+pub struct Ruleset(OwnedFd);
+
+impl Ruleset {
+    /// A ruleset handling the filesystem rights `fs`, the network rights `net` (0 before ABI 4)
+    /// and the scopes `scoped` (0 before ABI 6). The attr passed covers only the fields in use,
+    /// so older kernels accept it.
+    pub fn create(fs: u64, net: u64, scoped: u64) -> Result<Ruleset, Errno> {
+        #[repr(C)]
+        struct RulesetAttr {
+            handled_access_fs: u64,
+            handled_access_net: u64,
+            scoped: u64,
+        }
+        let attr = RulesetAttr { handled_access_fs: fs, handled_access_net: net, scoped };
+        let size = if scoped != 0 {
+            std::mem::size_of::<RulesetAttr>()
+        } else if net != 0 {
+            16
+        } else {
+            8 // the ABI 1 layout, accepted by every version
+        };
+        // SAFETY: a valid attr; `size` covers only the fields in use.
+        let fd = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, size, 0u32) };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: the kernel just returned this descriptor.
+        Ok(Ruleset(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Grant `rights` beneath `parent` (an open fd, O_PATH is enough).
+    pub fn allow_beneath(&self, parent: BorrowedFd<'_>, rights: u64) -> Result<(), Errno> {
+        #[repr(C, packed)]
+        struct PathBeneath {
+            allowed_access: u64,
+            parent_fd: i32,
+        }
+        const LANDLOCK_RULE_PATH_BENEATH: u32 = 1;
+        let rule = PathBeneath { allowed_access: rights, parent_fd: parent.as_raw_fd() };
+        // SAFETY: a packed path_beneath_attr naming an open fd.
+        let rc = unsafe { libc::syscall(libc::SYS_landlock_add_rule, self.0.as_raw_fd(), LANDLOCK_RULE_PATH_BENEATH, &rule as *const PathBeneath, 0u32) };
+        if rc < 0 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
+
+    /// Restrict the calling thread (and what it execs) to this ruleset. Needs no_new_privs (or
+    /// CAP_SYS_ADMIN) already set.
+    pub fn restrict_self(self) -> Result<(), Errno> {
+        // SAFETY: restricting ourselves with our own ruleset fd.
+        if unsafe { libc::syscall(libc::SYS_landlock_restrict_self, self.0.as_raw_fd(), 0u32) } < 0 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
 }
 
 fn err(errno: i32, path: Option<&str>) -> SetupError {
@@ -83,45 +155,19 @@ pub fn apply(rules: &Landlock) -> Result<(), SetupError> {
         ));
     };
     let handled = handled_by_abi(abi);
-    #[repr(C)]
-    struct RulesetAttr {
-        handled_access_fs: u64,
-    }
-    #[repr(C, packed)]
-    struct PathBeneath {
-        allowed_access: u64,
-        parent_fd: i32,
-    }
-    let attr = RulesetAttr { handled_access_fs: handled };
-    // SAFETY: a valid attr of the size we pass (the ABI 1 layout, accepted by every version).
-    let fd = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, std::mem::size_of::<RulesetAttr>(), 0u32) };
-    if fd < 0 {
-        return Err(err(nix::errno::Errno::last() as i32, None));
-    }
-    // SAFETY: the kernel just returned this descriptor.
-    let ruleset = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let ruleset = Ruleset::create(handled, 0, 0).map_err(|e| err(e as i32, None))?;
     for (path, rights) in plan_rules(rules) {
         let target = match nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
             Ok(t) => t,
             // The devices are a convenience; a missing one is not the caller's mistake.
-            Err(nix::errno::Errno::ENOENT) if DEVICES.contains(&path.as_str()) => continue,
+            Err(Errno::ENOENT) if DEVICES.contains(&path.as_str()) => continue,
             Err(e) => return Err(err(e as i32, Some(&path)).with_hint("every landlock path must exist inside the sandbox")),
         };
         let is_dir = nix::sys::stat::fstat(&target).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(false);
         let allowed = rights & handled & if is_dir { u64::MAX } else { FILE_RIGHTS };
-        let rule = PathBeneath { allowed_access: allowed, parent_fd: target.as_raw_fd() };
-        const LANDLOCK_RULE_PATH_BENEATH: u32 = 1;
-        // SAFETY: a packed path_beneath_attr with an open O_PATH fd.
-        let rc = unsafe { libc::syscall(libc::SYS_landlock_add_rule, ruleset.as_raw_fd(), LANDLOCK_RULE_PATH_BENEATH, &rule as *const PathBeneath, 0u32) };
-        if rc < 0 {
-            return Err(err(nix::errno::Errno::last() as i32, Some(&path)));
-        }
+        ruleset.allow_beneath(target.as_fd(), allowed).map_err(|e| err(e as i32, Some(&path)))?;
     }
-    // SAFETY: restricting ourselves with our own ruleset fd.
-    if unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) } < 0 {
-        return Err(err(nix::errno::Errno::last() as i32, None));
-    }
-    Ok(())
+    ruleset.restrict_self().map_err(|e| err(e as i32, None))
 }
 
 #[cfg(test)]

@@ -463,7 +463,12 @@ impl Supervisor {
                 relay.pump();
                 if relay.exceeded() {
                     relay.close();
-                    self.end_sandbox(Some(Reason::OutputLimit));
+                    // Even when the command already exited: its output was cut, and the result
+                    // must say so.
+                    if self.forced.is_none() {
+                        self.forced = Some(Reason::OutputLimit);
+                    }
+                    let _ = kill(self.init, Signal::SIGKILL);
                 }
             }
         }

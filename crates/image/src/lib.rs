@@ -24,7 +24,7 @@ pub mod tool;
 pub mod tree;
 pub mod unpack;
 
-pub use error::{ImageError, Result, Step};
+pub use error::{Result, SetupError, Step};
 
 use compress::Format;
 use digest::{Counting, Hashing};
@@ -70,8 +70,8 @@ fn finish_tree(tree: &mut Tree) -> Result<()> {
     tree.finish().map_err(|e| unpack::tree_error(e, "."))
 }
 
-fn unsupported(u: compress::Unsupported, name: &str) -> ImageError {
-    ImageError::new(Step::Open, format!("{name} is {} compressed; supported are tar, and tar compressed with gzip, xz or zstd", u.name()))
+fn unsupported(u: compress::Unsupported, name: &str) -> SetupError {
+    SetupError::new(Step::OpenArchive, format!("{name} is {} compressed; supported are tar, and tar compressed with gzip, xz or zstd", u.name()))
         .with_path(name)
         .with_hint("recompress it, e.g. bzip2 -dc X | zstd > X.tar.zst")
 }
@@ -105,8 +105,8 @@ pub fn unpack_rootfs(archive: File, name: &str, dir: OwnedFd, opts: &UnpackOptio
     let total = archive.metadata().map(|m| if m.is_file() { m.len() } else { 0 }).unwrap_or(0);
     let count = Rc::new(Cell::new(0u64));
     let mut r = BufReader::with_capacity(BUF, Counting::new(archive, count.clone()));
-    let format = compress::sniff_reader(&mut r).map_err(|e| ImageError::io(Step::ReadArchive, &e, name, "read"))?.map_err(|u| unsupported(u, name))?;
-    let mut dec = compress::decoder(format, r).map_err(|e| ImageError::io(Step::ReadArchive, &e, name, "decompress"))?;
+    let format = compress::sniff_reader(&mut r).map_err(|e| error::io(Step::ReadArchive, &e, name, "read"))?.map_err(|u| unsupported(u, name))?;
+    let mut dec = compress::decoder(format, r).map_err(|e| error::io(Step::ReadArchive, &e, name, "decompress"))?;
     let mut tree = Tree::new(dir);
     let policy = Policy { ownership: opts.ownership, specials: opts.specials, whiteouts: Whiteouts::Keep };
     let mut stats = Stats::default();
@@ -205,8 +205,8 @@ fn verify_layer(src: &Source, layer: &LayerPlan, diff_too: bool, tick: &mut dyn 
     let want_diff = layer.diff_id.as_deref().filter(|_| diff_too);
     if let Some(want) = want_diff {
         let mut br = BufReader::with_capacity(BUF, &mut raw);
-        let format = compress::sniff_reader(&mut br).map_err(|e| ImageError::io(Step::ReadImage, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
-        let mut dec = Hashing::new(compress::decoder(format, br).map_err(|e| ImageError::io(Step::ReadImage, &e, &layer.member, "decompress"))?);
+        let format = compress::sniff_reader(&mut br).map_err(|e| error::io(Step::ReadImage, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
+        let mut dec = Hashing::new(compress::decoder(format, br).map_err(|e| error::io(Step::ReadImage, &e, &layer.member, "decompress"))?);
         drain(&mut dec, &layer.member, &mut |_| tick(count.get()))?;
         let got = dec.finish();
         if got != want {
@@ -221,7 +221,7 @@ fn verify_layer(src: &Source, layer: &LayerPlan, diff_too: bool, tick: &mut dyn 
             return Err(oci::digest_mismatch(&layer.member, want, &got));
         }
         if read != layer.size {
-            return Err(ImageError::new(Step::VerifyDigest, format!("{} is {read} bytes; its descriptor says {}", layer.member, layer.size)).with_path(&layer.member));
+            return Err(SetupError::new(Step::VerifyDigest, format!("{} is {read} bytes; its descriptor says {}", layer.member, layer.size)).with_path(&layer.member));
         }
     }
     Ok(())
@@ -242,7 +242,7 @@ fn drain(r: &mut dyn Read, name: &str, tick: &mut dyn FnMut(u64)) -> Result<()> 
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ImageError::io(Step::ReadImage, &e, name, "read")),
+            Err(e) => return Err(error::io(Step::ReadImage, &e, name, "read")),
         }
     }
 }
@@ -262,8 +262,8 @@ fn apply_layer(a: &mut Applier<'_>, layer: &LayerPlan, index: usize, tree: &mut 
     let (r, _) = src.open_member(&layer.member)?;
     let count = Rc::new(Cell::new(0u64));
     let mut br = BufReader::with_capacity(BUF, Counting::new(r, count.clone()));
-    let compression = compress::sniff_reader(&mut br).map_err(|e| ImageError::io(Step::ReadArchive, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
-    let mut dec = Hashing::new(compress::decoder(compression, br).map_err(|e| ImageError::io(Step::ReadArchive, &e, &layer.member, "decompress"))?);
+    let compression = compress::sniff_reader(&mut br).map_err(|e| error::io(Step::ReadArchive, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
+    let mut dec = Hashing::new(compress::decoder(compression, br).map_err(|e| error::io(Step::ReadArchive, &e, &layer.member, "decompress"))?);
     let before = stats.entries;
     unpack::unpack(&mut dec, tree, policy, stats, &mut |s| tick(s, count.get())).map_err(|mut e| {
         e.message = format!("layer {index}: {}", e.message);
@@ -326,7 +326,7 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
                 root.make_dir(&comps[..1], dir_attrs).map_err(|e| unpack::tree_error(e, "layers"))?;
                 root.make_dir(&comps, dir_attrs).map_err(|e| unpack::tree_error(e, "layers"))?;
                 let fd = root.dir(&comps, false).map_err(|e| unpack::tree_error(e, "layers"))?;
-                let fd = fd.try_clone().map_err(|e| ImageError::io(Step::WriteEntry, &e, "layers", "dup"))?;
+                let fd = fd.try_clone().map_err(|e| error::io(Step::WriteEntry, &e, "layers", "dup"))?;
                 let mut layer_tree = Tree::new(fd);
                 let mut r = apply_layer(&mut applier, layer, i, &mut layer_tree, &mut tick)?;
                 finish_tree(&mut layer_tree)?;
@@ -385,6 +385,6 @@ fn write_small(tree: &mut Tree, name: &[u8], bytes: &[u8]) -> Result<()> {
     let shown = names::lossy(name);
     let fd = tree.create_file(&[name]).map_err(|e| unpack::tree_error(e, &shown))?;
     let mut f = File::from(fd);
-    std::io::Write::write_all(&mut f, bytes).map_err(|e| ImageError::io(Step::WriteEntry, &e, &shown, "write"))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(|e| error::io(Step::WriteEntry, &e, &shown, "write"))?;
     tree.finish_file(f.as_fd(), &Attrs { mode: 0o644, owner: None, mtime: None }).map_err(|e| unpack::tree_error(e, &shown))
 }

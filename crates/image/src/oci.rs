@@ -10,7 +10,7 @@
 //! Docker 25+ writes both at once; the OCI view is preferred, as it names every blob.
 
 use crate::digest::{sha256_hex, sha256_of};
-use crate::error::{ImageError, Result, Step};
+use crate::error::{Result, SetupError, Step};
 use crate::source::Source;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -212,8 +212,8 @@ pub struct ImagePlan {
     pub verify_diff_ids_first: bool,
 }
 
-fn bad(name: &str, what: impl std::fmt::Display) -> ImageError {
-    ImageError::new(Step::ReadImage, format!("{name}: {what}")).with_path(name)
+fn bad(name: &str, what: impl std::fmt::Display) -> SetupError {
+    SetupError::new(Step::ReadImage, format!("{name}: {what}")).with_path(name)
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(name: &str, bytes: &[u8]) -> Result<T> {
@@ -222,13 +222,13 @@ fn parse<T: for<'de> Deserialize<'de>>(name: &str, bytes: &[u8]) -> Result<T> {
 
 fn blob_name(digest: &str) -> Result<String> {
     let hex = sha256_hex(digest).ok_or_else(|| {
-        ImageError::new(Step::ReadImage, format!("unsupported or malformed digest '{digest}' (only sha256:<64 lowercase hex> is supported)")).with_path(digest)
+        SetupError::new(Step::ReadImage, format!("unsupported or malformed digest '{digest}' (only sha256:<64 lowercase hex> is supported)")).with_path(digest)
     })?;
     Ok(format!("blobs/sha256/{hex}"))
 }
 
-pub fn digest_mismatch(name: &str, want: &str, got: &str) -> ImageError {
-    ImageError::new(Step::VerifyDigest, format!("{name} does not match its digest: expected {want}, got {got}"))
+pub fn digest_mismatch(name: &str, want: &str, got: &str) -> SetupError {
+    SetupError::new(Step::VerifyDigest, format!("{name} does not match its digest: expected {want}, got {got}"))
         .with_path(name)
         .with_hint("the image is corrupt or was tampered with; fetch it again")
 }
@@ -242,7 +242,7 @@ fn read_verified(src: &Source, d: &Descriptor) -> Result<Vec<u8>> {
         return Err(digest_mismatch(&name, &d.digest, &got));
     }
     if bytes.len() as u64 != d.size {
-        return Err(ImageError::new(Step::VerifyDigest, format!("{name} is {} bytes; its descriptor says {}", bytes.len(), d.size)).with_path(&name));
+        return Err(SetupError::new(Step::VerifyDigest, format!("{name} is {} bytes; its descriptor says {}", bytes.len(), d.size)).with_path(&name));
     }
     Ok(bytes)
 }
@@ -258,7 +258,7 @@ pub fn plan(src: &Source, want: Option<&Platform>, reference: Option<&str>) -> R
     } else if src.exists("manifest.json") {
         plan_docker(src, want, reference)
     } else {
-        Err(ImageError::new(Step::ReadImage, format!("{} is neither an OCI image layout (oci-layout, index.json, blobs/) nor a docker save archive (manifest.json)", src.path()))
+        Err(SetupError::new(Step::ReadImage, format!("{} is neither an OCI image layout (oci-layout, index.json, blobs/) nor a docker save archive (manifest.json)", src.path()))
             .with_path(src.path())
             .with_hint("for a root filesystem tarball use unpackRootfs / isolate rootfs unpack"))
     }

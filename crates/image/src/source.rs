@@ -3,7 +3,7 @@
 //! as a byte range of the archive.
 
 use crate::compress::{self, Format};
-use crate::error::{ImageError, Result, Step};
+use crate::error::{self, Result, SetupError, Step};
 use crate::names;
 use crate::sys;
 use std::collections::HashMap;
@@ -31,28 +31,28 @@ impl Source {
     pub fn open_path(path: &Path) -> Result<OwnedFd> {
         let shown = path.display().to_string();
         let cpath = sys::cstring(path.as_os_str().as_encoded_bytes());
-        sys::open(&cpath, libc::O_RDONLY).map_err(|e| ImageError::sys(Step::Open, e, &shown, "open the image"))
+        sys::open(&cpath, libc::O_RDONLY).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the image"))
     }
 
     /// A directory (an OCI image layout) or an archive. A compressed archive is first
     /// decompressed into an unnamed temporary file (O_TMPFILE) in `scratch`; `tick(read, total)`
     /// reports that.
     pub fn from_fd(fd: OwnedFd, shown: String, scratch: BorrowedFd<'_>, tick: &mut dyn FnMut(u64, u64)) -> Result<Source> {
-        let st = sys::fstat(fd.as_fd()).map_err(|e| ImageError::sys(Step::Open, e, &shown, "fstat"))?;
+        let st = sys::fstat(fd.as_fd()).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "fstat"))?;
         if sys::is_dir(&st) {
             return Ok(Source::Dir { root: fd, path: shown });
         }
         let mut file = File::from(fd);
         let mut head = [0u8; 8];
-        let n = read_up_to(&mut file, &mut head).map_err(|e| ImageError::io(Step::Open, &e, &shown, "read the image"))?;
-        file.seek(SeekFrom::Start(0)).map_err(|e| ImageError::io(Step::Open, &e, &shown, "seek"))?;
+        let n = read_up_to(&mut file, &mut head).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "read the image"))?;
+        file.seek(SeekFrom::Start(0)).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "seek"))?;
         let format = compress::sniff(&head[..n]).map_err(|u| {
-            ImageError::new(Step::Open, format!("{shown} is a {} archive; an image must be a directory (OCI image layout) or a tar archive, optionally gzip/xz/zstd-compressed", u.name())).with_path(&shown)
+            SetupError::new(Step::OpenArchive, format!("{shown} is a {} archive; an image must be a directory (OCI image layout) or a tar archive, optionally gzip/xz/zstd-compressed", u.name())).with_path(&shown)
         })?;
         if format != Format::Tar {
             file = decompress_to_tmpfile(file, format, scratch, &shown, st.st_size as u64, tick)?;
         }
-        let members = index(&file).map_err(|e| ImageError::io(Step::ReadImage, &e, &shown, "not a readable tar archive"))?;
+        let members = index(&file).map_err(|e| error::io(Step::ReadImage, &e, &shown, "not a readable tar archive"))?;
         Ok(Source::Tar { file, path: shown, members })
     }
 
@@ -80,7 +80,7 @@ impl Source {
     /// A reader of the file `name` (a relative path inside the image) and its size.
     pub fn open_member(&self, name: &str) -> Result<(Box<dyn Read + '_>, u64)> {
         let missing = |e: nix::errno::Errno| {
-            ImageError::sys(Step::ReadImage, e, name, &format!("{} has no readable {name}", self.path())).with_path(name)
+            error::sys(Step::ReadImage, e, name, &format!("{} has no readable {name}", self.path())).with_path(name)
         };
         match self {
             Source::Dir { root, .. } => {
@@ -99,8 +99,8 @@ impl Source {
             }
             Source::Tar { file, members, .. } => {
                 let m = members.get(name).ok_or_else(|| missing(nix::errno::Errno::ENOENT))?;
-                let mut f = file.try_clone().map_err(|e| ImageError::io(Step::ReadImage, &e, name, "dup"))?;
-                f.seek(SeekFrom::Start(m.offset)).map_err(|e| ImageError::io(Step::ReadImage, &e, name, "seek"))?;
+                let mut f = file.try_clone().map_err(|e| error::io(Step::ReadImage, &e, name, "dup"))?;
+                f.seek(SeekFrom::Start(m.offset)).map_err(|e| error::io(Step::ReadImage, &e, name, "seek"))?;
                 Ok((Box::new(BufReader::with_capacity(256 << 10, f.take(m.size))), m.size))
             }
         }
@@ -110,10 +110,10 @@ impl Source {
     pub fn read_small(&self, name: &str) -> Result<Vec<u8>> {
         let (r, size) = self.open_member(name)?;
         if size > SMALL_LIMIT {
-            return Err(ImageError::new(Step::ReadImage, format!("{name} is {size} bytes; more than the {SMALL_LIMIT} a manifest or config may have")).with_path(name));
+            return Err(SetupError::new(Step::ReadImage, format!("{name} is {size} bytes; more than the {SMALL_LIMIT} a manifest or config may have")).with_path(name));
         }
         let mut out = Vec::with_capacity(size as usize);
-        r.take(SMALL_LIMIT + 1).read_to_end(&mut out).map_err(|e| ImageError::io(Step::ReadImage, &e, name, "read"))?;
+        r.take(SMALL_LIMIT + 1).read_to_end(&mut out).map_err(|e| error::io(Step::ReadImage, &e, name, "read"))?;
         Ok(out)
     }
 }
@@ -131,11 +131,11 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 fn decompress_to_tmpfile(file: File, format: Format, scratch: BorrowedFd<'_>, shown: &str, total: u64, tick: &mut dyn FnMut(u64, u64)) -> Result<File> {
     let tmp = sys::openat(scratch, c".", libc::O_TMPFILE | libc::O_RDWR, 0o600)
-        .map_err(|e| ImageError::sys(Step::Open, e, shown, "create a temporary file to decompress the image into").with_hint("the target directory's filesystem must support O_TMPFILE, or decompress the image first"))?;
+        .map_err(|e| error::sys(Step::OpenArchive, e, shown, "create a temporary file to decompress the image into").with_hint("the target directory's filesystem must support O_TMPFILE, or decompress the image first"))?;
     let mut tmp = File::from(tmp);
     let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let counted = crate::digest::Counting::new(file, count.clone());
-    let mut r = compress::decoder(format, BufReader::with_capacity(256 << 10, counted)).map_err(|e| ImageError::io(Step::ReadArchive, &e, shown, "decompress"))?;
+    let mut r = compress::decoder(format, BufReader::with_capacity(256 << 10, counted)).map_err(|e| error::io(Step::ReadArchive, &e, shown, "decompress"))?;
     let mut buf = vec![0u8; 256 << 10];
     let mut since = 0u64;
     loop {
@@ -143,9 +143,9 @@ fn decompress_to_tmpfile(file: File, format: Format, scratch: BorrowedFd<'_>, sh
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ImageError::io(Step::ReadArchive, &e, shown, "decompress the image")),
+            Err(e) => return Err(error::io(Step::ReadArchive, &e, shown, "decompress the image")),
         };
-        std::io::Write::write_all(&mut tmp, &buf[..n]).map_err(|e| ImageError::io(Step::WriteEntry, &e, shown, "write the decompressed image"))?;
+        std::io::Write::write_all(&mut tmp, &buf[..n]).map_err(|e| error::io(Step::WriteEntry, &e, shown, "write the decompressed image"))?;
         since += n as u64;
         if since >= 1 << 20 {
             since = 0;
@@ -153,7 +153,7 @@ fn decompress_to_tmpfile(file: File, format: Format, scratch: BorrowedFd<'_>, sh
         }
     }
     tick(count.get(), total);
-    tmp.seek(SeekFrom::Start(0)).map_err(|e| ImageError::io(Step::Open, &e, shown, "seek"))?;
+    tmp.seek(SeekFrom::Start(0)).map_err(|e| error::io(Step::OpenArchive, &e, shown, "seek"))?;
     Ok(tmp)
 }
 

@@ -15,7 +15,7 @@
 //!
 //! Exit status 0 after `done`, 1 after `error`, 2 on a usage error.
 
-use crate::error::{ImageError, Step};
+use crate::error::{self, SetupError, Step};
 use crate::oci::Platform;
 use crate::source::Source;
 use crate::unpack::{Ownership, Specials};
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 enum Event<'a> {
     Progress(&'a Progress),
     Done { result: serde_json::Value },
-    Error { error: &'a ImageError },
+    Error { error: &'a SetupError },
 }
 
 fn emit(event: &Event<'_>) {
@@ -121,23 +121,23 @@ fn parse(argv: &[String]) -> Result<Args, String> {
 }
 
 /// mkdir -p the target (the caller's own path: its symlinks are followed), then open it.
-fn open_target(dir: &Path, must_be_empty: bool) -> Result<OwnedFd, ImageError> {
+fn open_target(dir: &Path, must_be_empty: bool) -> Result<OwnedFd, SetupError> {
     let shown = dir.display().to_string();
-    std::fs::create_dir_all(dir).map_err(|e| ImageError::io(Step::Open, &e, &shown, "create the target directory"))?;
+    std::fs::create_dir_all(dir).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "create the target directory"))?;
     let c = sys::cstring(dir.as_os_str().as_encoded_bytes());
-    let fd = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| ImageError::sys(Step::Open, e, &shown, "open the target directory"))?;
+    let fd = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
     if must_be_empty {
-        let entries = sys::list_dir(fd.as_fd()).map_err(|e| ImageError::sys(Step::Open, e, &shown, "read the target directory"))?;
+        let entries = sys::list_dir(fd.as_fd()).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "read the target directory"))?;
         if !entries.is_empty() {
-            return Err(ImageError::new(Step::Open, format!("the target directory {shown} is not empty")).with_path(&shown).with_hint("import into a new or empty directory"));
+            return Err(SetupError::new(Step::OpenArchive, format!("the target directory {shown} is not empty")).with_path(&shown).with_hint("import into a new or empty directory"));
         }
     }
     Ok(fd)
 }
 
-fn ownership(asked: Option<Ownership>) -> Result<Ownership, ImageError> {
+fn ownership(asked: Option<Ownership>) -> Result<Ownership, SetupError> {
     match asked {
-        Some(Ownership::Archive) if sys::geteuid() != 0 => Err(ImageError::new(Step::Open, "ownership 'archive' (the archive's uid/gid numbers) needs root")
+        Some(Ownership::Archive) if sys::geteuid() != 0 => Err(SetupError::new(Step::OpenArchive, "ownership 'archive' (the archive's uid/gid numbers) needs root")
             .with_hint("without root every file is owned by the caller, whom the sandbox maps to root; leave ownership unset")),
         Some(o) => Ok(o),
         None => Ok(crate::default_ownership()),
@@ -156,14 +156,14 @@ fn raise_nofile() {
     }
 }
 
-fn run(a: Args) -> Result<serde_json::Value, ImageError> {
+fn run(a: Args) -> Result<serde_json::Value, SetupError> {
     raise_nofile();
     let own = ownership(a.ownership)?;
     let mut throttle = Throttle { last: None };
     let mut tick = |p: &Progress| throttle.tick(p);
     if a.command == "unpack" {
         let shown = a.input.display().to_string();
-        let archive = std::fs::File::open(&a.input).map_err(|e| ImageError::io(Step::Open, &e, &shown, "open the archive"))?;
+        let archive = std::fs::File::open(&a.input).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "open the archive"))?;
         let dir = open_target(&a.dir, false)?;
         let confinement = confine::confine(dir.as_fd(), None, false);
         let report = crate::unpack_rootfs(archive, &shown, dir, &UnpackOptions { ownership: own, specials: a.specials }, &mut tick)?;
@@ -191,7 +191,7 @@ pub fn main(argv: Vec<String>) -> i32 {
     let args = match parse(&argv) {
         Ok(a) => a,
         Err(message) => {
-            emit(&Event::Error { error: &ImageError::new(Step::Open, format!("usage: {message}")) });
+            emit(&Event::Error { error: &SetupError::new(Step::OpenArchive, format!("usage: {message}")) });
             return 2;
         }
     };

@@ -1,7 +1,7 @@
 //! A tar stream applied to a [`Tree`]: every entry checked, then created by the tree's `*at`
 //! operations. Used for a plain rootfs tarball and for each layer of an image.
 
-use crate::error::{ImageError, Result, Step};
+use crate::error::{self, Result, SetupError, Step};
 use crate::names::{self, Trick, Whiteout};
 use crate::sys::cstring;
 use crate::tree::{Attrs, HardlinkOutcome, Tree, TreeError};
@@ -75,7 +75,7 @@ const TICK_BYTES: u64 = 1 << 20;
 /// every MiB of file data (the caller throttles).
 pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut Stats, tick: &mut dyn FnMut(&Stats)) -> Result<()> {
     let mut archive = tar::Archive::new(r);
-    let entries = archive.entries().map_err(|e| ImageError::io(Step::ReadArchive, &e, "", "reading the archive"))?;
+    let entries = archive.entries().map_err(|e| error::io(Step::ReadArchive, &e, "", "reading the archive"))?;
     // Paths this stream created: a whiteout only removes what lower layers made.
     let mut created: HashSet<Vec<u8>> = HashSet::new();
     let track = policy.whiteouts == Whiteouts::Apply;
@@ -83,7 +83,7 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
     let mut last_name = String::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| {
-            let mut err = ImageError::io(Step::ReadArchive, &e, "", "reading the archive");
+            let mut err = error::io(Step::ReadArchive, &e, "", "reading the archive");
             err.message = if last_name.is_empty() { format!("not a readable tar archive: {e}") } else { format!("reading the archive after entry '{last_name}': {e}") };
             err.path = None;
             err
@@ -96,10 +96,10 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
             continue;
         }
         stats.entries += 1;
-        let refuse = |msg: String| ImageError::new(Step::CheckEntry, msg).with_path(&name);
+        let refuse = |msg: String| SetupError::new(Step::CheckEntry, msg).with_path(&name);
         let comps = names::components(&raw).map_err(|t| refuse(t.describe(&format!("entry '{name}'"))))?;
         let header = entry.header();
-        let bad_header = |e: std::io::Error| ImageError::io(Step::ReadArchive, &e, &name, "a corrupt header");
+        let bad_header = |e: std::io::Error| error::io(Step::ReadArchive, &e, &name, "a corrupt header");
         let mode = header.mode().map_err(bad_header)? & 0o7777;
         let uid = id(header.uid().map_err(bad_header)?, &name)?;
         let gid = id(header.gid().map_err(bad_header)?, &name)?;
@@ -143,9 +143,9 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
                         Ok(0) => break,
                         Ok(n) => n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(ImageError::io(Step::ReadArchive, &e, &name, "reading the entry's data")),
+                        Err(e) => return Err(error::io(Step::ReadArchive, &e, &name, "reading the entry's data")),
                     };
-                    file.write_all(&buf[..n]).map_err(|e| ImageError::io(Step::WriteEntry, &e, &name, "write"))?;
+                    file.write_all(&buf[..n]).map_err(|e| error::io(Step::WriteEntry, &e, &name, "write"))?;
                     stats.bytes += n as u64;
                     since_tick += n as u64;
                     if since_tick >= TICK_BYTES {
@@ -185,7 +185,7 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
                 match tree.hardlink(&comps, &target) {
                     Ok(HardlinkOutcome::Linked) => {}
                     Ok(HardlinkOutcome::TargetMissing) => {
-                        return Err(ImageError::new(Step::CheckEntry, format!("hardlink '{name}' points to '{target_name}', which does not exist (a hardlink must point to an earlier entry of the archive)")).with_path(&name))
+                        return Err(SetupError::new(Step::CheckEntry, format!("hardlink '{name}' points to '{target_name}', which does not exist (a hardlink must point to an earlier entry of the archive)")).with_path(&name))
                     }
                     Ok(HardlinkOutcome::TargetIsDir) => return Err(refuse(format!("hardlink '{name}' points to the directory '{target_name}'"))),
                     Ok(HardlinkOutcome::TargetBehindSymlink(p)) => {
@@ -230,7 +230,7 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
 }
 
 fn id(v: u64, name: &str) -> Result<u32> {
-    u32::try_from(v).map_err(|_| ImageError::new(Step::CheckEntry, format!("entry '{name}' has an owner id beyond 32 bits ({v})")).with_path(name))
+    u32::try_from(v).map_err(|_| SetupError::new(Step::CheckEntry, format!("entry '{name}' has an owner id beyond 32 bits ({v})")).with_path(name))
 }
 
 /// A PAX `mtime` (seconds, maybe with a fraction) overrides the header's.
@@ -246,22 +246,22 @@ fn pax_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> Option<i64> {
     None
 }
 
-pub fn tree_error(e: TreeError, name: &str) -> ImageError {
+pub fn tree_error(e: TreeError, name: &str) -> SetupError {
     match e {
         TreeError::Symlink(p) => {
             let via = names::lossy(&p);
-            ImageError::new(
+            SetupError::new(
                 Step::CheckEntry,
                 format!("entry '{name}' would be written through the symlink '{via}' (symlink-then-file trick): nothing is ever written through a symlink while unpacking"),
             )
             .with_path(name)
         }
         TreeError::NotDir(p) => {
-            let mut e = ImageError::new(Step::WriteEntry, format!("entry '{name}' needs '{}' to be a directory, and it is not", names::lossy(&p))).with_path(name);
+            let mut e = SetupError::new(Step::WriteEntry, format!("entry '{name}' needs '{}' to be a directory, and it is not", names::lossy(&p))).with_path(name);
             e.errno = Some("ENOTDIR".into());
             e
         }
-        TreeError::Sys(errno, what) => ImageError::sys(Step::WriteEntry, errno, name, what),
+        TreeError::Sys(errno, what) => error::sys(Step::WriteEntry, errno, name, what),
     }
 }
 
@@ -271,7 +271,7 @@ fn apply_whiteout(tree: &mut Tree, policy: &Policy, comps: &[&[u8]], w: Whiteout
     match (w, policy.whiteouts) {
         (Whiteout::AufsMeta, _) | (_, Whiteouts::Keep) => Ok(()),
         (Whiteout::Remove(target), _) if target.is_empty() || target == b"." || target == b".." => {
-            Err(ImageError::new(Step::CheckEntry, format!("whiteout '{name}' names no file, or '.' or '..' (path traversal trick)")).with_path(name))
+            Err(SetupError::new(Step::CheckEntry, format!("whiteout '{name}' names no file, or '.' or '..' (path traversal trick)")).with_path(name))
         }
         (Whiteout::Remove(target), Whiteouts::Apply) => {
             let mut path: Vec<&[u8]> = parent.to_vec();
@@ -286,7 +286,7 @@ fn apply_whiteout(tree: &mut Tree, policy: &Policy, comps: &[&[u8]], w: Whiteout
             let mut path: Vec<&[u8]> = parent.to_vec();
             path.push(target);
             tree.mknod(&path, libc::S_IFCHR, libc::makedev(0, 0)).map_err(|e| match e {
-                TreeError::Sys(nix::errno::Errno::EPERM, _) => ImageError::sys(Step::WriteEntry, nix::errno::Errno::EPERM, name, "mknod of an overlayfs whiteout (char 0/0)")
+                TreeError::Sys(nix::errno::Errno::EPERM, _) => error::sys(Step::WriteEntry, nix::errno::Errno::EPERM, name, "mknod of an overlayfs whiteout (char 0/0)")
                     .with_hint("creating whiteouts without root needs Linux 5.8 or newer; use layout 'flat' instead"),
                 e => fail(e),
             })
@@ -298,7 +298,7 @@ fn apply_whiteout(tree: &mut Tree, policy: &Policy, comps: &[&[u8]], w: Whiteout
             }
             let results = tree.set_dir_xattrs(parent, &xattrs).map_err(fail)?;
             if let Some(errno) = results[0] {
-                return Err(ImageError::sys(Step::WriteEntry, errno, name, "setting user.overlay.opaque on an opaque directory")
+                return Err(error::sys(Step::WriteEntry, errno, name, "setting user.overlay.opaque on an opaque directory")
                     .with_hint("the filesystem of the target directory must support user extended attributes (ext4, xfs, btrfs, tmpfs on Linux 6.6+); or use layout 'flat'"));
             }
             Ok(())
