@@ -833,6 +833,18 @@ alpineTest('a sandbox runs on an unpacked rootfs and on an imported image', asyn
   const s = await runIsolated('/bin/sh', ['-c', 'cat /hello; test -e /etc/motd || echo "no motd"; echo "$GREETING"; . /etc/os-release; echo "$ID"'], { rootfs: imported.dir, env })
   t.is(s.exitCode, 0, s.stderr)
   t.is(s.stdout, 'from the top layer\nno motd\nhello\nalpine\n')
+
+  // The same image as layers: stacked by overlayfs in the sandbox, nothing merged or copied.
+  const layered = await importImage(join(ws, 'image'), join(ws, 'layered'), { layout: 'layers' })
+  const check = 'cat /hello; test -e /etc/motd || echo "no motd"; . /etc/os-release; echo "$ID"; touch /x 2>&1 | grep -c "Read-only"'
+  const l = await runIsolated('/bin/sh', ['-c', check], { rootfs: layered.dir })
+  t.is(l.stdout, 'from the top layer\nno motd\nalpine\n1\n', l.stderr)
+  const byList = await runIsolated('/bin/sh', ['-c', 'cat /hello'], { rootfs: { layers: layered.lowerDirs } })
+  t.is(byList.stdout, 'from the top layer\n', byList.stderr)
+  const before = comparable(manifest(join(ws, 'layered')))
+  const w = await runIsolated('/bin/sh', ['-c', 'echo w > /etc/written && rm /hello && cat /etc/written'], { rootfs: layered.dir, overlay: true })
+  t.is(w.stdout, 'w\n', w.stderr)
+  t.deepEqual(comparable(manifest(join(ws, 'layered'))), before, 'the layers are never written')
 })
 
 alpineTest('an unpacked rootfs under overlay: true is writable inside and unchanged outside', async (t) => {

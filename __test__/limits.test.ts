@@ -3,7 +3,7 @@ import test from 'ava'
 import { runIsolated, spawnIsolated } from '../index.js'
 import { sh } from './helpers.js'
 
-test('1 GB of output stops at outputBytes, exactly, without Node buffering it', async (t) => {
+test.serial('1 GB of output stops at outputBytes, exactly, without Node buffering it', async (t) => {
   const limit = 1 << 20
   const rssBefore = process.memoryUsage().rss
   const r = await runIsolated('/bin/sh', ['-c', 'head -c 1000000000 /dev/zero; echo unreachable >&2'], { limits: { outputBytes: limit }, encoding: 'buffer' })

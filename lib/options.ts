@@ -1,5 +1,6 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
-import { resolve } from 'node:path'
+import { readFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 import { optionError, unsupported } from './errors.js'
 
 export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
@@ -47,8 +48,12 @@ export interface Limits {
 }
 
 export interface SpawnOptions {
-  /** `'host'` (default): the host's system directories read-only on a fresh tmpfs root; or a directory holding a root filesystem. */
-  rootfs?: 'host' | string
+  /**
+   * `'host'` (default): the host's system directories read-only on a fresh tmpfs root; or a
+   * directory holding a root filesystem (one made by `importImage(..., { layout: 'layers' })`,
+   * with a layers.json, is stacked from its layers); or `{ layers: [dirs] }`, topmost first.
+   */
+  rootfs?: 'host' | string | { layers: string[] }
   mounts?: MountOption[]
   /** Default `'sandbox'`. */
   hostname?: string
@@ -87,7 +92,7 @@ export interface Spec {
   args: string[]
   env: string[]
   cwd: string
-  rootfs: { kind: 'host' } | { kind: 'dir'; path: string }
+  rootfs: { kind: 'host' } | { kind: 'dir'; path: string } | { kind: 'layers'; paths: string[] }
   mounts: Array<{ type: 'bind'; source: string; target: string; readonly: boolean } | { type: 'tmpfs'; target: string; sizeBytes?: number; mode?: number } | { type: 'overlay'; source: string; target: string }>
   hostname: string
   network: 'none' | 'host'
@@ -140,7 +145,22 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
   }
 
   let rootfs: Spec['rootfs'] = { kind: 'host' }
-  if (o.rootfs !== undefined && o.rootfs !== 'host') rootfs = { kind: 'dir', path: resolve(str('rootfs', o.rootfs)) }
+  if (isObject(o.rootfs)) {
+    const layers = (o.rootfs as { layers?: unknown }).layers
+    if (!Array.isArray(layers) || layers.length === 0) throw optionError('rootfs.layers', 'must be a non-empty array of layer directories, topmost first')
+    rootfs = { kind: 'layers', paths: layers.map((p, i) => resolve(str(`rootfs.layers[${i}]`, p))) }
+  } else if (o.rootfs !== undefined && o.rootfs !== 'host') {
+    const dir = resolve(str('rootfs', o.rootfs))
+    rootfs = { kind: 'dir', path: dir }
+    // An image imported as layers: stack them rather than read the directory as a tree.
+    let manifest: { lowerDirs?: unknown } | undefined
+    try {
+      manifest = JSON.parse(readFileSync(join(dir, 'layers.json'), 'utf8'))
+    } catch {}
+    if (manifest && Array.isArray(manifest.lowerDirs) && manifest.lowerDirs.every((d) => typeof d === 'string')) {
+      rootfs = { kind: 'layers', paths: (manifest.lowerDirs as string[]).map((d) => resolve(dir, d)) }
+    }
+  }
 
   const mounts: Spec['mounts'] = []
   for (const [i, m] of (o.mounts ?? []).entries()) {

@@ -79,9 +79,10 @@ pub enum MountOp {
     MaskIfPresent { target: String },
     /// Make a kernel-provided subtree read-only when this kernel has it.
     ReadonlyIfPresent { target: String },
-    /// OverlayFS with `lower` (a host path) below and the sandbox's upper layer `layer` above;
-    /// target "/" is the new root itself.
-    Overlay { lower: String, target: String, layer: String },
+    /// OverlayFS with `lowers` (host paths, topmost first) below and the sandbox's upper layer
+    /// `layer` above; target "/" is the new root itself (read-only at the end unless an overlay
+    /// was asked for, like any root).
+    Overlay { lowers: Vec<String>, target: String, layer: String },
 }
 
 impl MountOp {
@@ -134,17 +135,22 @@ pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "t
 pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
     let mut ops = Vec::new();
     let source_root = match &spec.rootfs {
-        Rootfs::Host => String::new(),
+        Rootfs::Host | Rootfs::Layers { .. } => String::new(),
         Rootfs::Dir { path } => path.trim_end_matches('/').to_owned(),
     };
+    // An image's layers are stacked as the overlay's lower layers: nothing is copied or merged.
+    if let Rootfs::Layers { paths } = &spec.rootfs {
+        let lowers = paths.iter().map(|p| p.trim_end_matches('/').to_owned()).collect();
+        ops.push(MountOp::Overlay { lowers, target: "/".into(), layer: "root".into() });
+    }
     // A directory rootfs under an overlay is one layer, the new root itself; the host's system
     // directories each get their own (the rest of the host's / must stay out).
     let whole_root_overlay = spec.overlay.is_some() && matches!(spec.rootfs, Rootfs::Dir { .. });
     if whole_root_overlay {
-        ops.push(MountOp::Overlay { lower: source_root.clone(), target: "/".into(), layer: "root".into() });
+        ops.push(MountOp::Overlay { lowers: vec![source_root.clone()], target: "/".into(), layer: "root".into() });
     }
     for entry in &facts.root_entries {
-        if whole_root_overlay {
+        if whole_root_overlay || matches!(spec.rootfs, Rootfs::Layers { .. }) {
             break;
         }
         if matches!(spec.rootfs, Rootfs::Dir { .. }) && PROVIDED.contains(&entry.name.as_str()) {
@@ -153,7 +159,7 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
         let target = format!("/{}", entry.name);
         let source = format!("{source_root}/{}", entry.name);
         match &entry.kind {
-            EntryKind::Dir if spec.overlay.is_some() => ops.push(MountOp::Overlay { lower: source, target, layer: entry.name.clone() }),
+            EntryKind::Dir if spec.overlay.is_some() => ops.push(MountOp::Overlay { lowers: vec![source], target, layer: entry.name.clone() }),
             EntryKind::Dir => ops.push(MountOp::Bind { source, target, readonly: true, is_dir: true }),
             EntryKind::File => ops.push(MountOp::Bind { source, target, readonly: true, is_dir: false }),
             EntryKind::Symlink(to) => ops.push(MountOp::Symlink { target, points_to: to.clone() }),
@@ -195,7 +201,7 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
                 let is_dir = !matches!(facts.bind_sources.get(i), Some(Some(EntryKind::File | EntryKind::Other)));
                 ops.push(MountOp::Bind { source: source.clone(), target: target.clone(), readonly: *readonly, is_dir });
             }
-            Mount::Overlay { source, target } => ops.push(MountOp::Overlay { lower: source.clone(), target: target.clone(), layer: format!("mount{i}") }),
+            Mount::Overlay { source, target } => ops.push(MountOp::Overlay { lowers: vec![source.clone()], target: target.clone(), layer: format!("mount{i}") }),
             Mount::Tmpfs { target, size_bytes, mode } => ops.push(MountOp::Tmpfs {
                 target: target.clone(),
                 mode: mode.unwrap_or(0o755),
@@ -370,15 +376,25 @@ mod tests {
         let mut spec = Spec::new("/bin/true", vec![]);
         spec.overlay = Some(crate::spec::Overlay::default());
         let ops = plan_mounts(&spec, &host_facts());
-        assert_eq!(ops[1], MountOp::Overlay { lower: "/usr".into(), target: "/usr".into(), layer: "usr".into() });
+        assert_eq!(ops[1], MountOp::Overlay { lowers: vec!["/usr".into()], target: "/usr".into(), layer: "usr".into() });
         assert!(matches!(ops[0], MountOp::Symlink { .. }), "symlinks stay symlinks");
         assert!(!ops.iter().any(|o| matches!(o, MountOp::Bind { target, .. } if target == "/usr")));
         spec.rootfs = Rootfs::Dir { path: "/srv/alpine".into() };
         let facts = HostFacts { root_entries: vec![entry("bin", EntryKind::Dir), entry("etc", EntryKind::Dir)], ..HostFacts::default() };
         let ops = plan_mounts(&spec, &facts);
-        assert_eq!(ops[0], MountOp::Overlay { lower: "/srv/alpine".into(), target: "/".into(), layer: "root".into() });
+        assert_eq!(ops[0], MountOp::Overlay { lowers: vec!["/srv/alpine".into()], target: "/".into(), layer: "root".into() });
         assert!(!ops.iter().any(|o| o.target() == "/bin" || o.target() == "/etc"), "the entries come with the layer");
         assert!(ops.iter().any(|o| matches!(o, MountOp::Proc { .. })));
+    }
+
+    #[test]
+    fn image_layers_stack_as_the_lowers_of_one_root_overlay() {
+        let mut spec = Spec::new("/bin/sh", vec![]);
+        spec.rootfs = Rootfs::Layers { paths: vec!["/img/layers/1".into(), "/img/layers/0/".into()] };
+        let ops = plan_mounts(&spec, &HostFacts::default());
+        assert_eq!(ops[0], MountOp::Overlay { lowers: vec!["/img/layers/1".into(), "/img/layers/0".into()], target: "/".into(), layer: "root".into() });
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::Mask { .. })));
+        spec.overlay = Some(crate::spec::Overlay::default());
     }
 
     #[test]

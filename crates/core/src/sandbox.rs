@@ -56,6 +56,13 @@ pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
                 facts.secrets.push(RootEntry { name: (*path).into(), kind: kind_of(path, false) });
             }
         }
+        Rootfs::Layers { paths } => {
+            for p in paths {
+                if kind_of(p, true) != EntryKind::Dir {
+                    return Err(SetupError::sys(Step::InspectSources, libc::ENOENT, Some(p)).with_hint("each rootfs layer must be a directory (importImage with layout: 'layers' makes them)"));
+                }
+            }
+        }
         Rootfs::Dir { path } => {
             let dir = std::fs::read_dir(path).map_err(|e| {
                 SetupError::sys(Step::InspectSources, e.raw_os_error().unwrap_or(libc::EIO), Some(path))
@@ -149,12 +156,16 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
                 let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
                 sources.push(Source::Path(sys::open_source(source, follow)?));
             }
-            MountOp::Overlay { lower, target, layer } => sources.push(match trees.next() {
-                Some(tree) => Source::Tree(tree),
-                // The caller's own paths (the rootfs directory, a mount's source) are followed;
-                // a host system directory never is.
-                None => Source::Path(sys::open_source(lower, target == "/" || layer.starts_with("mount"))?),
-            }),
+            MountOp::Overlay { lowers, target, layer, .. } => {
+                for lower in lowers {
+                    sources.push(match trees.next() {
+                        Some(tree) => Source::Tree(tree),
+                        // The caller's own paths (the rootfs, a mount's source) are followed; a
+                        // host system directory never is.
+                        None => Source::Path(sys::open_source(lower, target == "/" || layer.starts_with("mount"))?),
+                    })
+                }
+            }
             _ => {}
         }
     }
@@ -271,7 +282,7 @@ struct UpperArea {
 
 fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<&mut UpperArea>, masks_file_made: &mut bool) -> sys::Result<()> {
     match op {
-        MountOp::Overlay { lower, target, layer } => {
+        MountOp::Overlay { lowers, target, layer } => {
             let area = area.expect("an overlay has its area");
             let (upper, work) = match area.kept.next() {
                 Some(pair) => pair,
@@ -280,20 +291,23 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
                     (sys::make_dir_at(&dir, "upper")?, sys::make_dir_at(&dir, "work")?)
                 }
             };
-            let fd = match sources.next().expect("one source per overlay") {
-                Source::Path(fd) => fd,
-                Source::Tree(tree) => {
-                    let name = format!("{layer}.lower");
-                    drop(sys::make_dir_at(&area.dir, &name)?);
-                    sys::attach_tree(&tree, &area.dir, &name)?;
-                    sys::open_at(&area.dir, &name)?
-                }
-            };
+            let mut fds = Vec::with_capacity(lowers.len());
+            for (i, _) in lowers.iter().enumerate() {
+                fds.push(match sources.next().expect("one source per lower layer") {
+                    Source::Path(fd) => fd,
+                    Source::Tree(tree) => {
+                        let name = format!("{layer}.lower{i}");
+                        drop(sys::make_dir_at(&area.dir, &name)?);
+                        sys::attach_tree(&tree, &area.dir, &name)?;
+                        sys::open_at(&area.dir, &name)?
+                    }
+                });
+            }
             let t = if target == "/" { STAGING.to_owned() } else { staged(target) };
             if target != "/" {
                 sys::create_dirs(&t)?;
             }
-            sys::mount_overlay(&fd, lower, &upper, &work, &t)?;
+            sys::mount_overlay(&fds, &lowers[0], &upper, &work, &t)?;
         }
         MountOp::Bind { source, target, readonly, is_dir } => {
             let (Source::Path(fd) | Source::Tree(fd)) = sources.next().expect("one source per bind");

@@ -93,6 +93,8 @@ pub enum Rootfs {
     Host,
     /// The top-level entries of a directory (an unpacked minirootfs), bound read-only.
     Dir { path: String },
+    /// An image's layer directories (topmost first), stacked by OverlayFS without a copy.
+    Layers { paths: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -177,8 +177,10 @@ fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd
         .map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(&path)))?;
     let mut trees = Vec::new();
     for op in plan {
-        if let crate::plan::MountOp::Overlay { lower, .. } = op {
-            trees.push(crate::sys::idmapped_tree(lower, &userns)?);
+        if let crate::plan::MountOp::Overlay { lowers, .. } = op {
+            for lower in lowers {
+                trees.push(crate::sys::idmapped_tree(lower, &userns)?);
+            }
         }
     }
     let raw: Vec<i32> = trees.iter().map(|t| t.as_raw_fd()).collect();

@@ -113,10 +113,11 @@ pub fn restrict_mount(target: &str, readonly: bool) -> Result<()> {
 /// OverlayFS with the object behind `lower` (an O_PATH fd) as its read-only layer. In a user
 /// namespace its own metadata lives in `user.overlay.*` xattrs (`userxattr`); kernels without
 /// that option get the plain form.
-pub fn mount_overlay(lower: &OwnedFd, lower_name: &str, upper: &OwnedFd, work: &OwnedFd, target: &str) -> Result<()> {
+pub fn mount_overlay(lowers: &[OwnedFd], lower_name: &str, upper: &OwnedFd, work: &OwnedFd, target: &str) -> Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     let fd = |f: &OwnedFd| format!("/proc/self/fd/{}", f.as_raw_fd());
-    let base = format!("lowerdir={},upperdir={},workdir={}", fd(lower), fd(upper), fd(work));
+    let lowerdir = lowers.iter().map(fd).collect::<Vec<_>>().join(":");
+    let base = format!("lowerdir={lowerdir},upperdir={},workdir={}", fd(upper), fd(work));
     let with_userxattr = format!("{base},userxattr");
     match mount(Some("overlay"), target, Some("overlay"), flags, Some(with_userxattr.as_str())) {
         Ok(()) => Ok(()),
@@ -528,7 +529,7 @@ pub fn recv_fds(sock: &OwnedFd) -> Result<Vec<OwnedFd>> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 64]);
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 200]);
     let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, None))?;
     let mut out = Vec::new();
     for c in msg.cmsgs().map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, None))? {
