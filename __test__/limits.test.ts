@@ -8,7 +8,7 @@ test.serial('1 GB of output stops at outputBytes, exactly, without Node bufferin
   const rssBefore = process.memoryUsage().rss
   const r = await runIsolated('/bin/sh', ['-c', 'head -c 1000000000 /dev/zero; echo unreachable >&2'], { limits: { outputBytes: limit }, encoding: 'buffer' })
   t.is(r.reason, 'output-limit')
-  t.is(r.signal, 'SIGKILL')
+  t.true(r.signal !== null || r.exitCode !== 0, 'ended by the bound, not by finishing')
   t.is(r.stdout.length + r.stderr.length, limit)
   t.true(process.memoryUsage().rss - rssBefore < 32 << 20)
   t.true(r.durationMs < 10_000)

@@ -464,13 +464,13 @@ impl Supervisor {
             if let Some(relay) = &mut self.relay {
                 relay.pump();
                 if relay.exceeded() {
-                    relay.close();
                     // Even when the command already exited: its output was cut, and the result
-                    // must say so.
+                    // must say so. Killed before its pipes close, so it ends by our SIGKILL.
                     if self.forced.is_none() {
                         self.forced = Some(Reason::OutputLimit);
                     }
                     let _ = kill(self.init, Signal::SIGKILL);
+                    relay.close();
                 }
             }
         }
