@@ -12,6 +12,15 @@ use std::path::Path;
 
 pub type Result<T> = std::result::Result<T, SetupError>;
 
+/// struct mount_attr of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
 fn fail(step: Step, path: &str) -> impl FnOnce(Errno) -> SetupError + '_ {
     move |e| SetupError::sys(step, e as i32, Some(path))
 }
@@ -59,13 +68,6 @@ pub fn remount_readonly(target: &str) -> Result<()> {
 /// mounts below it. `mount_setattr` (5.12+) only adds flags; the older remount must repeat the
 /// flags the kernel locked when the mount crossed into this user namespace, or it fails with EPERM.
 pub fn restrict_mount(target: &str, readonly: bool) -> Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
@@ -476,13 +478,6 @@ pub fn idmapped_tree(path: &str, userns: &OwnedFd) -> Result<OwnedFd> {
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
     let err = |e: Errno| SetupError::sys(Step::MountOverlay, e as i32, Some(path));
     let c = CString::new(path).map_err(|_| err(Errno::EINVAL))?;
     // SAFETY: open_tree with a valid path; returns a new fd we own.

@@ -150,18 +150,7 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
             if o.size_bytes.is_some() {
                 return Err(bad("overlay.sizeBytes", "bounds the throw-away layer only; a kept upper directory lives on the host's filesystem (use its quota)"));
             }
-            if let crate::spec::Rootfs::Layers { paths } = &spec.rootfs {
-        if paths.is_empty() || paths.len() > 128 {
-            return Err(bad("rootfs.layers", "must list 1 to 128 layer directories"));
-        }
-        for (i, p) in paths.iter().enumerate() {
-            check_host_path(&format!("rootfs.layers[{i}]"), p)?;
-            if p.contains(':') || p.contains(',') {
-                return Err(bad(format!("rootfs.layers[{i}]"), "must not contain ':' or ',' (overlayfs separators)"));
-            }
-        }
-    }
-    if let crate::spec::Rootfs::Dir { path } = &spec.rootfs {
+            if let crate::spec::Rootfs::Dir { path } = &spec.rootfs {
                 let (u, r) = (upper.trim_end_matches('/'), path.trim_end_matches('/'));
                 if u == r || u.starts_with(&format!("{r}/")) || r.starts_with(&format!("{u}/")) {
                     return Err(bad("overlay.upper", "must lie outside the rootfs (and the rootfs outside it)"));
