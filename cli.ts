@@ -84,7 +84,9 @@ Process:
   --hostname H             the sandbox's hostname (default 'sandbox')
   --net none|host          'none' (default): own network namespace with only loopback;
                            'host': the host's network
-  -t, --tty                give the command a terminal (not supported yet)
+  -t, --tty                give the command a terminal of its own (inside the sandbox), sized
+                           as this one and following its resizes; Ctrl-C reaches the command
+  -i, --interactive        accepted for docker-style -it (stdin is always passed)
 
 Limits (durations like 500ms, 5s, 2m or plain milliseconds; sizes like 64M, 1G, 512K or bytes):
   --timeout DURATION       wall-clock limit; the whole sandbox is killed and isolate exits 124
@@ -238,6 +240,7 @@ const RUN_OPTIONS = {
   gid: { type: 'string' },
   json: { type: 'boolean' },
   tty: { type: 'boolean', short: 't' },
+  interactive: { type: 'boolean', short: 'i' },
   memory: { type: 'string' },
   pids: { type: 'string' },
   cpus: { type: 'string' },
@@ -269,6 +272,7 @@ interface RunPlan {
   args: string[]
   options: SpawnOptions
   json: boolean
+  tty: boolean
   /** `mounts[i]` → the flag that made it. */
   mountFlags: string[]
 }
@@ -294,13 +298,12 @@ function planRun(argv: string[]): RunPlan | 'help' {
   const { optionArgs, command } = splitCommand(argv)
   const { values, tokens } = parseParsed(() => parseArgs({ args: optionArgs, options: RUN_OPTIONS, strict: true, allowPositionals: false, tokens: true }), MORE.run)
   if (values.help) return 'help'
-  if (values.tty) throw new UsageError('-t/--tty is not supported yet: a terminal for the command is not available in this version; run without -t (stdin, stdout and stderr are passed through as they are)')
   if (command.length === 0) throw new UsageError('run: no command given; use: isolate run [options] -- CMD [ARGS...]', MORE.run)
   const [file, ...args] = command
 
   const options: SpawnOptions = {}
   if (values.rootfs !== undefined) options.rootfs = values.rootfs
-  if (values.overlay) (options as Record<string, unknown>).overlay = true // refused by the library until overlays exist
+  if (values.overlay) options.overlay = true
   if (values.hostname !== undefined) options.hostname = values.hostname
   if (values.net !== undefined) {
     if (values.net !== 'none' && values.net !== 'host') throw new UsageError(`--net: must be 'none' or 'host', got ${JSON.stringify(values.net)}`)
@@ -344,9 +347,17 @@ function planRun(argv: string[]): RunPlan | 'help' {
   if (Object.keys(limits).length > 0) options.limits = limits
 
   const json = values.json === true
-  // With --json, stdout carries only the result; the command's output goes to our stderr (fd 2).
-  options.stdio = json ? ['inherit', 2, 2] : ['inherit', 'inherit', 'inherit']
-  return { file, args, options, json, mountFlags }
+  const tty = values.tty === true
+  if (tty && json) throw new UsageError('-t and --json do not go together: a terminal\'s output cannot be kept apart from the result')
+  if (tty) {
+    // Relayed by us: the terminal is the sandbox's own, never ours.
+    options.tty = { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 }
+    options.stdio = ['pipe', 'pipe', 'pipe']
+  } else {
+    // With --json, stdout carries only the result; the command's output goes to our stderr (fd 2).
+    options.stdio = json ? ['inherit', 2, 2] : ['inherit', 'inherit', 'inherit']
+  }
+  return { file, args, options, json, tty, mountFlags }
 }
 
 /** The exit code of `isolate run` for a finished sandbox. */
@@ -390,6 +401,7 @@ async function run(argv: string[]): Promise<number> {
       throw e
     }
     for (const sig of pending.splice(0)) sb.kill(sig)
+    const restoreTerminal = plan.tty ? attachTerminal(sb) : () => {}
     let result: SandboxResult
     try {
       result = await sb.wait()
@@ -401,10 +413,32 @@ async function run(argv: string[]): Promise<number> {
       }
       throw e
     }
+    restoreTerminal()
     if (plan.json) process.stdout.write(`${JSON.stringify(result)}\n`)
     return exitCodeOf(result)
   } finally {
     for (const sig of FORWARDED) process.off(sig, forward)
+  }
+}
+
+/**
+ * Our terminal in raw mode, its keys to the sandbox's terminal (Ctrl-C included: it is the
+ * command's to act on), the sandbox's output to our stdout, its size following ours. Returns
+ * what puts our terminal back as it was.
+ */
+function attachTerminal(sb: Sandbox): () => void {
+  const stdin = process.stdin
+  const wasRaw = stdin.isTTY ? stdin.isRaw : false
+  if (stdin.isTTY) stdin.setRawMode(true)
+  stdin.pipe(sb.stdin!)
+  sb.stdout!.pipe(process.stdout, { end: false })
+  const onResize = () => sb.resize(process.stdout.columns || 80, process.stdout.rows || 24)
+  process.stdout.on('resize', onResize)
+  return () => {
+    process.stdout.off('resize', onResize)
+    stdin.unpipe(sb.stdin!)
+    if (stdin.isTTY) stdin.setRawMode(wasRaw)
+    stdin.pause()
   }
 }
 

@@ -218,10 +218,10 @@ test('run: limit flags reach the sandbox (--memory, --pids, --output, --json usa
   t.regex(bad.stderr, /--memory/)
 })
 
-test('run: -t is refused with exit 125', async (t) => {
-  const r = await cli(['run', '-t', '--', '/bin/true'])
+test('run: -t with --json is a usage error (125)', async (t) => {
+  const r = await cli(['run', '-t', '--json', '--', '/bin/true'])
   t.is(r.status, 125)
-  t.regex(r.stderr, /tty.*not supported/)
+  t.regex(r.stderr, /-t and --json/)
 })
 
 test('run: SIGTERM sent to isolate is forwarded to the command', async (t) => {

@@ -29,6 +29,8 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['negative cpus', { limits: { cpus: -1 } }, 'limits.cpus'],
   ['tiny memory', { limits: { memoryBytes: 4096 } }, 'limits.memoryBytes'],
   ['zero pids', { limits: { pids: 0 } }, 'limits.pids'],
+  ['tty of no size', { tty: { rows: 0, cols: 80 } }, 'tty'],
+  ['tty with an output bound', { tty: true, limits: { outputBytes: 100 } }, 'limits.outputBytes'],
 ]
 
 for (const [name, options, option] of cases) {
@@ -41,7 +43,6 @@ for (const [name, options, option] of cases) {
 }
 
 const unsupported: Array<[string, Record<string, unknown>, string]> = [
-  ['tty', { tty: true }, 'tty'],
 ]
 
 for (const [name, options, option] of unsupported) {

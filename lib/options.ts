@@ -1,7 +1,7 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
 import { readFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { optionError, unsupported } from './errors.js'
+import { optionError } from './errors.js'
 
 export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
 
@@ -80,6 +80,12 @@ export interface SpawnOptions {
   landlock?: { read?: string[]; write?: string[]; exec?: string[] }
   /** A copy-on-write layer over the rootfs: `true` (thrown away at the end), or `{ upper: DIR }` to keep it, `{ sizeBytes }` to bound it. */
   overlay?: boolean | { upper?: string; sizeBytes?: number }
+  /**
+   * A pseudo-terminal for the command (its own devpts instance inside the sandbox): `true`
+   * (80x24) or `{ rows, cols }`. Its input is `sb.stdin`, its output `sb.stdout` (stderr goes
+   * there too, as on any terminal); `sb.resize(cols, rows)` follows window changes.
+   */
+  tty?: boolean | { rows: number; cols: number }
   /** `'default'` (the built-in profile), `'none'`, or a Docker/OCI seccomp profile (object or JSON text). */
   seccomp?: 'default' | 'none' | Record<string, unknown> | string
 }
@@ -103,12 +109,10 @@ export interface Spec {
   landlock?: { read: string[]; write: string[]; exec: string[] }
   seccomp: { mode: 'default' } | { mode: 'none' } | { mode: 'profile'; json: string }
   overlay?: { upper?: string; sizeBytes?: number }
+  tty?: { rows: number; cols: number }
 }
 
 const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'input', 'encoding', 'overlay', 'seccomp', 'tty', 'landlock'])
-const NOT_YET: Record<string, string> = {
-  tty: 'a terminal for the command is not available in this version',
-}
 const COUNT_LIMITS = ['outputBytes', 'openFiles', 'fileSizeBytes', 'memoryBytes', 'pids', 'cpuTimeMs'] as const
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
@@ -141,7 +145,6 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
   const o = options as SpawnOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
     if (!KNOWN.has(key)) throw optionError(key, 'is not an option of spawnIsolated')
-    if (key in NOT_YET && o[key] !== undefined && o[key] !== false && o[key] !== 'none') throw unsupported(key, NOT_YET[key])
   }
 
   let rootfs: Spec['rootfs'] = { kind: 'host' }
@@ -280,6 +283,14 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     overlay = { ...(ov.upper !== undefined ? { upper: resolve(str('overlay.upper', ov.upper)) } : {}), ...(ov.sizeBytes !== undefined ? { sizeBytes: ov.sizeBytes as number } : {}) }
   } else if (o.overlay !== undefined && o.overlay !== false) throw optionError('overlay', 'must be true, false or { upper?, sizeBytes? }')
 
+  let tty: Spec['tty']
+  if (o.tty === true) tty = { rows: 24, cols: 80 }
+  else if (isObject(o.tty)) {
+    const t = o.tty as { rows?: unknown; cols?: unknown }
+    if (!isUint(t.rows, 65535) || !isUint(t.cols, 65535) || t.rows === 0 || t.cols === 0) throw optionError('tty', 'must be true or { rows, cols } with sizes from 1 to 65535')
+    tty = { rows: t.rows, cols: t.cols }
+  } else if (o.tty !== undefined && o.tty !== false) throw optionError('tty', 'must be true, false or { rows, cols }')
+
   let stdio: [StdioMode, StdioMode, StdioMode]
   const s = o.stdio ?? 'pipe'
   if (typeof s === 'string' || typeof s === 'number') stdio = [s, s, s]
@@ -307,6 +318,7 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     seccomp,
     ...(landlock ? { landlock } : {}),
     ...(overlay ? { overlay } : {}),
+    ...(tty ? { tty } : {}),
   }
   return { spec, stdio, signal: o.signal, command: [file, ...(args as string[])].join(' ') }
 }

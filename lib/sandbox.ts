@@ -147,6 +147,14 @@ export class Sandbox {
     return this.#send(`signal ${n}`)
   }
 
+  /** A sandbox with a tty: the terminal's new size (the command gets SIGWINCH). */
+  resize(cols: number, rows: number): boolean {
+    if (!Number.isInteger(cols) || !Number.isInteger(rows) || cols < 1 || rows < 1 || cols > 65535 || rows > 65535) {
+      throw new IsolateError(`resize(${cols}, ${rows}): sizes must be integers from 1 to 65535`, { code: 'ERR_ISOLATE_OPTION', option: 'tty' })
+    }
+    return this.#send(`resize ${rows} ${cols}`)
+  }
+
   /** End the whole sandbox; `wait()` reports `reason: 'canceled'`. */
   cancel(): boolean {
     return this.#send('cancel')

@@ -48,6 +48,7 @@ steps! {
     BringUpLoopback => "bring_up_loopback",
     JoinSessionKeyring => "join_session_keyring",
     SetRlimits => "set_rlimits",
+    OpenPty => "open_pty",
     ForkCommand => "fork_command",
     SetGroups => "set_groups",
     SetIds => "set_ids",

@@ -63,6 +63,8 @@ pub enum Request {
     Signal(i32),
     /// End the whole sandbox; the result says `canceled`.
     Cancel,
+    /// The terminal's new size (rows, cols).
+    Resize(u16, u16),
 }
 
 impl Request {
@@ -71,6 +73,7 @@ impl Request {
         match (words.next()?, words.next()) {
             ("signal", Some(n)) => n.parse().ok().map(Request::Signal),
             ("cancel", None) => Some(Request::Cancel),
+            ("resize", Some(r)) => Some(Request::Resize(r.parse().ok()?, words.next()?.parse().ok()?)),
             _ => None,
         }
     }
@@ -121,6 +124,8 @@ mod tests {
         assert_eq!(Request::parse("cancel"), Some(Request::Cancel));
         assert_eq!(Request::parse("signal x"), None);
         assert_eq!(Request::parse("rm -rf"), None);
+        assert_eq!(Request::parse("resize 30 100"), Some(Request::Resize(30, 100)));
+        assert_eq!(Request::parse("resize 30"), None);
     }
 
     #[test]

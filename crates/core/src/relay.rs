@@ -141,3 +141,111 @@ fn writable_now(fd: BorrowedFd<'_>) -> bool {
     let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
     matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
 }
+
+/// A terminal relay: the caller's stdin into the pty's master, the master's output to the
+/// caller's stdout. Nonblocking both ways, with a bounded buffer per direction, so neither a
+/// slow reader nor a silent command can stall the helper's loop.
+pub struct TtyRelay {
+    master: Option<OwnedFd>,
+    input: Option<OwnedFd>,
+    output: OwnedFd,
+    to_master: Vec<u8>,
+    to_output: Vec<u8>,
+}
+
+impl TtyRelay {
+    pub fn new(master: OwnedFd, input: OwnedFd, output: OwnedFd) -> Result<TtyRelay, Errno> {
+        for fd in [&master, &input, &output] {
+            set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(fd))?;
+        }
+        Ok(TtyRelay { master: Some(master), input: Some(input), output, to_master: Vec::new(), to_output: Vec::new() })
+    }
+
+    pub fn master(&self) -> Option<BorrowedFd<'_>> {
+        self.master.as_ref().map(|m| m.as_fd())
+    }
+
+    /// Every process that held the terminal is gone and what it wrote was delivered.
+    pub fn finished(&self) -> bool {
+        self.master.is_none() && self.to_output.is_empty()
+    }
+
+    pub fn interests(&self) -> Vec<Interest<'_>> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.master {
+            if self.to_output.is_empty() {
+                out.push(Interest { fd: m.as_fd(), writable: false });
+            }
+            if !self.to_master.is_empty() {
+                out.push(Interest { fd: m.as_fd(), writable: true });
+            }
+        }
+        if let Some(i) = &self.input {
+            if self.to_master.is_empty() {
+                out.push(Interest { fd: i.as_fd(), writable: false });
+            }
+        }
+        if !self.to_output.is_empty() {
+            out.push(Interest { fd: self.output.as_fd(), writable: true });
+        }
+        out
+    }
+
+    pub fn pump(&mut self) {
+        let mut buf = [0u8; 16 << 10];
+        if self.to_master.is_empty() {
+            if let Some(input) = &self.input {
+                match nix::unistd::read(input, &mut buf) {
+                    // The caller closed stdin; the terminal stays open, as a terminal would.
+                    Ok(0) => self.input = None,
+                    Ok(n) => self.to_master.extend_from_slice(&buf[..n]),
+                    Err(Errno::EAGAIN | Errno::EINTR) => {}
+                    Err(_) => self.input = None,
+                }
+            }
+        }
+        if let Some(m) = &self.master {
+            if !self.to_master.is_empty() {
+                match nix::unistd::write(m, &self.to_master) {
+                    Ok(n) => {
+                        self.to_master.drain(..n);
+                    }
+                    Err(Errno::EAGAIN | Errno::EINTR) => {}
+                    Err(_) => self.to_master.clear(),
+                }
+            }
+            if self.to_output.is_empty() {
+                match nix::unistd::read(m, &mut buf) {
+                    Ok(n) if n > 0 => self.to_output.extend_from_slice(&buf[..n]),
+                    Err(Errno::EAGAIN | Errno::EINTR) => {}
+                    // EIO: no process holds the terminal any more.
+                    _ => self.master = None,
+                }
+            }
+        }
+        if !self.to_output.is_empty() {
+            match nix::unistd::write(&self.output, &self.to_output) {
+                Ok(n) => {
+                    self.to_output.drain(..n);
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                // The caller stopped reading: nothing more can be delivered.
+                Err(_) => {
+                    self.to_output.clear();
+                    self.master = None;
+                }
+            }
+        }
+    }
+
+    pub fn resize(&self, rows: u16, cols: u16) {
+        if let Some(m) = &self.master {
+            let _ = crate::sys::set_window_size(m, rows, cols);
+        }
+    }
+
+    pub fn close(&mut self) {
+        self.master = None;
+        self.input = None;
+    }
+}

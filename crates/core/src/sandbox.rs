@@ -104,6 +104,8 @@ pub struct InitPipes {
     pub layers: Option<OwnedFd>,
     /// A kept overlay upper directory's (upper, work) paths, prepared by the helper, one per overlay.
     pub kept_uppers: Vec<(String, String)>,
+    /// With a tty: where the init hands the terminal's master to the helper.
+    pub tty: Option<OwnedFd>,
 }
 
 fn send(report_fd: &OwnedFd, r: &Report) {
@@ -113,7 +115,7 @@ fn send(report_fd: &OwnedFd, r: &Report) {
 
 /// The whole life of the sandbox's first process. Never returns.
 pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Program>, pipes: InitPipes) -> ! {
-    let InitPipes { go, report, setup_ids, layers, kept_uppers } = pipes;
+    let InitPipes { go, report, setup_ids, layers, kept_uppers, tty } = pipes;
     // So `ps` inside and on the host tells the init from the helper it was forked from.
     let _ = nix::sys::prctl::set_name(c"isolate-init");
     if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, &go) {
@@ -121,7 +123,7 @@ pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Progr
         std::process::exit(125);
     }
     drop(go);
-    init_loop(spec, seccomp, report)
+    init_loop(spec, seccomp, report, tty)
 }
 
 fn wait_for_parent(go: &OwnedFd) -> sys::Result<()> {
@@ -391,13 +393,32 @@ fn forwarded_signals() -> SigSet {
     set
 }
 
-fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: OwnedFd) -> ! {
+/// The terminal, opened inside (so it belongs to the sandbox's devpts), its master handed to the
+/// helper; the slave is for the command.
+fn open_terminal(size: crate::spec::Tty, handoff: &OwnedFd) -> sys::Result<OwnedFd> {
+    let (master, slave) = sys::open_pty(size.rows, size.cols)?;
+    sys::send_fds(handoff, &[std::os::fd::AsRawFd::as_raw_fd(&master)]).map_err(|e| SetupError { step: Step::OpenPty, ..e })?;
+    Ok(slave)
+}
+
+fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: OwnedFd, tty: Option<OwnedFd>) -> ! {
     // Before the fork, so the command never sees an init it could trace or take fds from (its own
     // execve makes the command dumpable again, for itself only).
     let _ = nix::sys::prctl::set_dumpable(false);
     let signals = forwarded_signals();
     // Blocked before fork so no signal meant for the command is lost in between.
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
+    let slave = match (spec.tty, &tty) {
+        (Some(size), Some(handoff)) => match open_terminal(size, handoff) {
+            Ok(slave) => Some(slave),
+            Err(e) => {
+                send(&report, &Report::SetupFailed(e));
+                std::process::exit(125);
+            }
+        },
+        _ => None,
+    };
+    drop(tty);
     let (status_r, status_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
@@ -410,7 +431,7 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         Ok(ForkResult::Child) => {
             drop(status_r);
             drop(report);
-            let e = exec_command(spec, seccomp);
+            let e = exec_command(spec, seccomp, slave.as_ref());
             let mut f = std::fs::File::from(status_w);
             let _ = f.write_all(&serde_json::to_vec(&e).unwrap_or_default());
             // SAFETY: leaving the forked child without running the parent's atexit handlers.
@@ -423,6 +444,7 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         }
     };
     drop(status_w);
+    drop(slave);
     // The init holds no stdio: the command's output ends when the command (and its children) do.
     sys::redirect_stdio_to_null();
     // The init needs no privilege from here on; a hostile command must not be able to take it over.
@@ -500,7 +522,7 @@ fn finish(report: &OwnedFd, st: WaitStatus) -> ! {
 }
 
 /// The command's last steps, in the order DESIGN section 3 gives. Returns only on failure.
-fn exec_command(spec: &Spec, seccomp: Option<&crate::seccomp::Program>) -> SetupError {
+fn exec_command(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, terminal: Option<&OwnedFd>) -> SetupError {
     let argv: Vec<CString> = std::iter::once(spec.file.as_str())
         .chain(spec.args.iter().map(String::as_str))
         .map(|a| CString::new(a).unwrap_or_default())
@@ -529,6 +551,10 @@ fn exec_command(spec: &Spec, seccomp: Option<&crate::seccomp::Program>) -> Setup
         sys::mark_fds_cloexec(3)?;
         // Its own session: no TIOCSTI into the caller's terminal, no signals from its job control.
         sys::new_session()?;
+        if let Some(slave) = terminal {
+            // The new session's controlling terminal: Ctrl-C reaches its foreground job.
+            sys::take_terminal(slave)?;
+        }
         // Last, so the filter (the caller's own profile included) need not allow any setup step.
         if let Some(program) = seccomp {
             crate::seccomp::load(program)?;

@@ -40,6 +40,17 @@ pub struct Spec {
     /// A copy-on-write layer over the rootfs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<Overlay>,
+    /// A pseudo-terminal for the command, from the sandbox's own devpts instance; the helper
+    /// relays it to the caller's stdin and stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<Tty>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tty {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// OverlayFS over the rootfs: the rootfs is the lower layer and is never modified.
@@ -217,6 +228,7 @@ impl Spec {
             seccomp: Seccomp::Default,
             landlock: None,
             overlay: None,
+            tty: None,
         }
     }
 

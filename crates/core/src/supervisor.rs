@@ -6,7 +6,7 @@ use crate::error::{SetupError, Step};
 use crate::plan::{plan_id_maps, plan_mounts, unprivileged_ids};
 use crate::protocol::{signal_name, Event, Reason, Report, Request, Usage};
 use crate::cgroup::{CgroupLimits, SandboxCgroup};
-use crate::relay::Relay;
+use crate::relay::{Relay, TtyRelay};
 use crate::sandbox;
 use crate::spec::{Ids, Spec};
 use nix::errno::Errno;
@@ -53,6 +53,8 @@ struct Child {
     report: OwnedFd,
     relay: Option<Relay>,
     cgroup: Option<SandboxCgroup>,
+    /// With a tty: the socket on which the init hands over the terminal's master.
+    tty: Option<OwnedFd>,
 }
 
 /// The limits only a cgroup can enforce or measure for the whole sandbox.
@@ -119,6 +121,18 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
     } else {
         None
     };
+    let tty = match spec.tty {
+        Some(_) => Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::SeqPacket,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?,
+        ),
+        None => None,
+    };
     // Before clone, so the sandbox inherits the relay's pipes as its stdout and stderr.
     let relay = match spec.limits.output_bytes {
         Some(limit) => Some(Relay::install(&[1, 2], limit).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?),
@@ -140,8 +154,13 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
             drop(ours);
             theirs
         });
-        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers });
+        let tty = tty.map(|(ours, theirs)| {
+            drop(ours);
+            theirs
+        });
+        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty });
     }
+    let tty = tty.map(|(ours, _theirs)| ours);
     let layers = layers.map(|(ours, _theirs)| ours);
     let init = Pid::from_raw(rc as i32);
     drop(go_r);
@@ -165,7 +184,7 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         let _ = wait_with_usage(init);
         return Err(e);
     }
-    Ok(Child { init, report: report_r, relay, cgroup })
+    Ok(Child { init, report: report_r, relay, cgroup, tty })
 }
 
 /// Each overlay's lower layer as a detached mount tree idmapped into the sandbox's user
@@ -297,6 +316,11 @@ struct Supervisor {
     report: OwnedFd,
     relay: Option<Relay>,
     cgroup: Option<SandboxCgroup>,
+    /// With a tty: the handoff socket until the master arrives, then the terminal relay with
+    /// the caller's stdin and stdout (kept from before they were let go).
+    tty_handoff: Option<OwnedFd>,
+    tty_io: Option<(OwnedFd, OwnedFd)>,
+    tty: Option<TtyRelay>,
     /// CPU time allowed to the whole sandbox, checked from the cgroup's counters.
     cpu_time_ms: Option<u64>,
     next_cpu_check: Option<Instant>,
@@ -315,6 +339,12 @@ struct Supervisor {
 
 impl Supervisor {
     fn new(spec: &Spec, child: Child, started: Instant) -> Supervisor {
+        // With a terminal, the caller's stdin and stdout are the relay's ends, not the sandbox's.
+        let tty_io = child.tty.as_ref().and_then(|_| {
+            let dup = |fd| nix::fcntl::fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).ok();
+            // SAFETY: fcntl just returned these descriptors.
+            Some(unsafe { (<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup(0)?), <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup(1)?)) })
+        });
         // The helper's own stdio is the sandbox's; let go of it so the caller sees EOF exactly
         // when the sandbox's last writer is gone.
         crate::sys::redirect_stdio_to_null();
@@ -323,6 +353,9 @@ impl Supervisor {
             report: child.report,
             relay: child.relay,
             cgroup: child.cgroup,
+            tty_handoff: child.tty,
+            tty_io,
+            tty: None,
             cpu_time_ms: spec.limits.cpu_time_ms,
             next_cpu_check: spec.limits.cpu_time_ms.map(|_| started),
             started,
@@ -384,7 +417,7 @@ impl Supervisor {
 
     fn run(mut self, out: &mut Control) -> i32 {
         // Until the init is gone, and then until the relay has delivered what the sandbox wrote.
-        while self.report_open || self.relay.as_ref().is_some_and(|r| !r.finished()) {
+        while self.report_open || self.relay.as_ref().is_some_and(|r| !r.finished()) || self.tty.as_ref().is_some_and(|t| !t.finished()) {
             self.step(out);
         }
         let (status, ru) = wait_with_usage(self.init);
@@ -441,6 +474,16 @@ impl Supervisor {
                 fds.push(PollFd::new(i.fd, if i.writable { PollFlags::POLLOUT } else { PollFlags::POLLIN }));
             }
         }
+        let tty_at = fds.len();
+        if let Some(tty) = &self.tty {
+            for i in tty.interests() {
+                fds.push(PollFd::new(i.fd, if i.writable { PollFlags::POLLOUT } else { PollFlags::POLLIN }));
+            }
+        }
+        let handoff_at = fds.len();
+        if let Some(h) = &self.tty_handoff {
+            fds.push(PollFd::new(h.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, self.poll_timeout()) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => {
@@ -451,8 +494,18 @@ impl Supervisor {
         let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
         let report_ready = self.report_open && ready(0);
         let control_ready = self.control_open && ready(control_at);
-        let relay_ready = (relay_at..fds.len()).any(ready);
+        let relay_ready = (relay_at..tty_at).any(ready);
+        let tty_ready = (tty_at..handoff_at).any(ready);
+        let handoff_ready = self.tty_handoff.is_some() && ready(handoff_at);
         drop(fds);
+        if handoff_ready {
+            self.take_terminal();
+        }
+        if tty_ready {
+            if let Some(tty) = &mut self.tty {
+                tty.pump();
+            }
+        }
 
         if report_ready {
             self.read_reports(out);
@@ -488,6 +541,15 @@ impl Supervisor {
         }
     }
 
+    /// The init's terminal master arrives once; from then on the helper relays it.
+    fn take_terminal(&mut self) {
+        let Some(handoff) = self.tty_handoff.take() else { return };
+        let master = crate::sys::recv_fds(&handoff).ok().and_then(|mut v| if v.is_empty() { None } else { Some(v.remove(0)) });
+        if let (Some(master), Some((input, output))) = (master, self.tty_io.take()) {
+            self.tty = TtyRelay::new(master, input, output).ok();
+        }
+    }
+
     fn read_reports(&mut self, out: &mut Control) {
         if self.reports.fill(&self.report).is_none() {
             self.report_open = false;
@@ -510,11 +572,19 @@ impl Supervisor {
             if let Some(relay) = &mut self.relay {
                 relay.close();
             }
+            if let Some(tty) = &mut self.tty {
+                tty.close();
+            }
         }
         while let Some(line) = self.requests.next_line() {
             match Request::parse(&line) {
                 Some(Request::Cancel) => self.end_sandbox(Some(Reason::Canceled)),
                 Some(Request::Signal(libc::SIGKILL)) => self.end_sandbox(None),
+                Some(Request::Resize(rows, cols)) => {
+                    if let Some(tty) = &self.tty {
+                        tty.resize(rows, cols);
+                    }
+                }
                 Some(Request::Signal(n)) => {
                     // SAFETY: kill(2) on our own child; the init forwards it to the command.
                     unsafe { libc::kill(self.init.as_raw(), n) };

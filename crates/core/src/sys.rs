@@ -535,3 +535,53 @@ pub fn recv_fds(sock: &OwnedFd) -> Result<Vec<OwnedFd>> {
     }
     Ok(out)
 }
+
+/// A new pseudo-terminal from the devpts instance at /dev/pts: (master, slave), both
+/// close-on-exec, the slave not yet anyone's controlling terminal, sized rows x cols.
+pub fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd)> {
+    let err = |e: Errno| SetupError::sys(Step::OpenPty, e as i32, Some("/dev/ptmx"));
+    let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).map_err(err)?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int; TIOCGPTPEER returns a new fd we own.
+    unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
+            return Err(err(Errno::last()));
+        }
+    }
+    const TIOCGPTPEER: libc::c_ulong = 0x5441;
+    // SAFETY: as above.
+    let slave = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER as _, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if slave < 0 {
+        return Err(err(Errno::last()));
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    set_window_size(&master, rows, cols).map_err(err)?;
+    Ok((master, slave))
+}
+
+pub fn set_window_size(fd: &OwnedFd, rows: u16, cols: u16) -> std::result::Result<(), Errno> {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads the winsize we own.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Make `slave` this session's controlling terminal and the command's stdin, stdout and stderr.
+pub fn take_terminal(slave: &OwnedFd) -> Result<()> {
+    let err = |e: Errno| SetupError::sys(Step::OpenPty, e as i32, None);
+    // SAFETY: TIOCSCTTY on a terminal of our own new session; dup2 onto our stdio slots.
+    unsafe {
+        if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
+            return Err(err(Errno::last()));
+        }
+        for fd in 0..3 {
+            if libc::dup2(slave.as_raw_fd(), fd) < 0 {
+                return Err(err(Errno::last()));
+            }
+        }
+    }
+    Ok(())
+}

@@ -161,6 +161,14 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
             return Err(bad("overlay.sizeBytes", "must be greater than 0"));
         }
     }
+    if let Some(t) = &spec.tty {
+        if t.rows == 0 || t.cols == 0 {
+            return Err(bad("tty", "rows and cols must be at least 1"));
+        }
+        if spec.limits.output_bytes.is_some() {
+            return Err(bad("limits.outputBytes", "cannot bound a terminal's output in this version; drop tty or the bound"));
+        }
+    }
     let l = &spec.limits;
     for (name, v) in [("timeoutMs", l.timeout_ms), ("memoryBytes", l.memory_bytes), ("pids", l.pids), ("cpuTimeMs", l.cpu_time_ms), ("openFiles", l.open_files)] {
         if v == Some(0) {
