@@ -139,9 +139,9 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         None => None,
     };
 
-    // SAFETY: fork-like clone (no new stack, no CLONE_VM) of a single-threaded process; the child
-    // only continues in sandbox::run and never returns here.
-    let rc = unsafe { libc::syscall(libc::SYS_clone, clone_flags(spec), 0usize, 0usize, 0usize, 0usize) };
+    // On cgroup v2 the child is born in its cgroup (no migration, no RCU grace period to wait for).
+    let into_cgroup = cgroup.as_ref().and_then(|cg| cg.dir_fd_v2()).map(|fd| fd.as_raw_fd());
+    let (rc, born_in_cgroup) = fork_into_namespaces(clone_flags(spec), into_cgroup);
     if rc < 0 {
         return Err(SetupError::sys(Step::CloneNamespaces, Errno::last() as i32, None));
     }
@@ -173,7 +173,7 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
             send_idmapped_layers(init, &plan, sock)?;
         }
         // Before the child proceeds: it then makes this cgroup its cgroup namespace's root.
-        if let Some(cg) = &cgroup {
+        if let (Some(cg), false) = (&cgroup, born_in_cgroup) {
             cg.attach(init.as_raw())?;
         }
         nix::unistd::write(&go_w, b"g").map_err(|e| SetupError::sys(Step::WaitForParent, e as i32, None))?;
@@ -244,6 +244,47 @@ fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, Setup
             })
         }
     }
+}
+
+/// A fork-like clone (no new stack, no CLONE_VM) of this single-threaded process into new
+/// namespaces: clone3 with CLONE_INTO_CGROUP when a v2 cgroup fd is given, else clone. Returns
+/// what clone returns (0 in the child) and whether the child started inside the cgroup.
+fn fork_into_namespaces(flags: libc::c_ulong, cgroup_fd: Option<i32>) -> (libc::c_long, bool) {
+    if let Some(fd) = cgroup_fd {
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+        let args = CloneArgs {
+            flags: (flags & !0xff) as u64 | CLONE_INTO_CGROUP,
+            exit_signal: (flags & 0xff) as u64,
+            cgroup: fd as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 with no stack behaves like fork: the child continues on a copy of ours.
+        let rc = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        if rc >= 0 {
+            return (rc, true);
+        }
+        // Kernels before 5.7 (or a filter refusing clone3): the plain clone and a migration.
+        if !matches!(Errno::last(), Errno::ENOSYS | Errno::E2BIG | Errno::EINVAL | Errno::EPERM) {
+            return (rc, false);
+        }
+    }
+    // SAFETY: as above, with clone(2)'s argument order (no stack, no tids, no tls).
+    (unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }, false)
 }
 
 fn write_id_maps(pid: Pid, maps: &crate::plan::IdMaps) -> Result<(), SetupError> {
