@@ -144,37 +144,11 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
     wait_for_parent(go)?;
-    // Bind sources are opened with the caller's own host ids (a root caller's private temp dirs
-    // stay reachable), before the staging tmpfs covers the host's /tmp, and before anything the
+    // Sources are opened with the caller's own host ids (a root caller's private temp dirs stay
+    // reachable), before the staging tmpfs covers the host's /tmp, and before anything the
     // sandbox could influence exists.
-    let mut trees = match &layers {
-        Some(sock) => sys::recv_fds(sock)?.into_iter(),
-        None => Vec::new().into_iter(),
-    };
-    let mut sources = Vec::new();
-    for op in plan {
-        match op {
-            MountOp::Bind { source, .. } => {
-                let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
-                sources.push(Source::Path(sys::open_source(source, follow)?));
-            }
-            MountOp::Overlay { lowers, target, layer, .. } => {
-                for lower in lowers {
-                    sources.push(match trees.next() {
-                        Some(tree) => Source::Tree(tree),
-                        // The caller's own paths (the rootfs, a mount's source) are followed; a
-                        // host system directory never is.
-                        None => Source::Path(sys::open_source(lower, target == "/" || layer.starts_with("mount"))?),
-                    })
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut kept = Vec::new();
-    for (upper, work) in &kept_uppers {
-        kept.push((sys::open_source(upper, false)?, sys::open_source(work, false)?));
-    }
+    let sources = open_sources(spec, plan, layers.as_ref())?;
+    let kept = open_kept_uppers(&kept_uppers)?;
     if spec.namespaces.user {
         // A root caller's child is still host uid 0, unmapped here; become the mapped user so
         // every file the setup creates belongs to the sandbox, keeping the namespace's caps.
@@ -190,8 +164,6 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
         .map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
 
-    // Where the upper layers live: the kept host directory, or a tmpfs beside the new root that
-    // is detached once the overlays hold it (nothing inside can reach either).
     // The overlays' scratch tmpfs beside the new root: throw-away upper layers (bounded by
     // overlay.sizeBytes) and the attach points of idmapped lowers. Reached only through its
     // descriptor, since an overlay root may cover its path; detached before the sandbox starts.
@@ -219,7 +191,6 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
         sys::remove_file(&staged(MASK_FILE))?;
     }
 
-    // pivot_root, not chroot
     // pivot_root, not chroot: a chroot is escaped by anyone who can chroot again.
     sys::pivot_root(STAGING)?;
     sys::detach_old_root()?;
@@ -266,6 +237,41 @@ fn inside_path(mut e: SetupError, op: &MountOp) -> SetupError {
         e.path = Some(op.target().to_owned());
     }
     e
+}
+
+/// Every bind's and overlay layer's source, in plan order: the helper's idmapped trees where it
+/// sent them (a root caller's overlay), else the host path opened here.
+fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>) -> sys::Result<Vec<Source>> {
+    let mut trees = match layers {
+        Some(sock) => sys::recv_fds(sock)?.into_iter(),
+        None => Vec::new().into_iter(),
+    };
+    let mut sources = Vec::new();
+    for op in plan {
+        match op {
+            MountOp::Bind { source, .. } => {
+                let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
+                sources.push(Source::Path(sys::open_source(source, follow)?));
+            }
+            MountOp::Overlay { lowers, target, layer } => {
+                for lower in lowers {
+                    sources.push(match trees.next() {
+                        Some(tree) => Source::Tree(tree),
+                        // The caller's own paths (the rootfs, a mount's source) are followed; a
+                        // host system directory never is.
+                        None => Source::Path(sys::open_source(lower, target == "/" || layer.starts_with("mount"))?),
+                    })
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(sources)
+}
+
+/// The (upper, work) pairs of a kept upper directory, which the helper prepared.
+fn open_kept_uppers(paths: &[(String, String)]) -> sys::Result<Vec<(OwnedFd, OwnedFd)>> {
+    paths.iter().map(|(upper, work)| Ok((sys::open_source(upper, false)?, sys::open_source(work, false)?))).collect()
 }
 
 /// What a bind or an overlay mounts from: a path opened before the new root existed, or (a root
