@@ -393,12 +393,7 @@ async function run(argv: string[]): Promise<number> {
     try {
       sb = await spawnIsolated(plan.file, plan.args, plan.options)
     } catch (e) {
-      if (e instanceof IsolateError) {
-        reportError(e, plan.mountFlags)
-        if (plan.json) process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`)
-        return EXIT_SETUP
-      }
-      throw e
+      return setupFailed(e, plan)
     }
     for (const sig of pending.splice(0)) sb.kill(sig)
     const restoreTerminal = plan.tty ? attachTerminal(sb) : () => {}
@@ -406,12 +401,7 @@ async function run(argv: string[]): Promise<number> {
     try {
       result = await sb.wait()
     } catch (e) {
-      if (e instanceof IsolateError) {
-        reportError(e, plan.mountFlags)
-        if (plan.json) process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`)
-        return EXIT_SETUP
-      }
-      throw e
+      return setupFailed(e, plan)
     }
     restoreTerminal()
     if (plan.json) process.stdout.write(`${JSON.stringify(result)}\n`)
@@ -440,6 +430,14 @@ function attachTerminal(sb: Sandbox): () => void {
     if (stdin.isTTY) stdin.setRawMode(wasRaw)
     stdin.pause()
   }
+}
+
+/** A sandbox that could not be set up: report it (and as JSON with --json), exit 125. */
+function setupFailed(e: unknown, plan: RunPlan): number {
+  if (!(e instanceof IsolateError)) throw e
+  reportError(e, plan.mountFlags)
+  if (plan.json) process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`)
+  return EXIT_SETUP
 }
 
 /** `isolate: <message>` and the structured details, one per line. */

@@ -1732,32 +1732,9 @@ mod tests {
             eprintln!("SKIP: CLONE_INTO_CGROUP exists for cgroup v2 only; this host runs {:?}", host.mode);
             return;
         }
-        #[repr(C)]
-        #[derive(Default)]
-        struct CloneArgs {
-            flags: u64,
-            pidfd: u64,
-            child_tid: u64,
-            parent_tid: u64,
-            exit_signal: u64,
-            stack: u64,
-            stack_size: u64,
-            tls: u64,
-            set_tid: u64,
-            set_tid_size: u64,
-            cgroup: u64,
-        }
-        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
         let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(4), ..Default::default() }).unwrap();
         let (r, w) = pipe();
-        let args = CloneArgs {
-            flags: CLONE_INTO_CGROUP | libc::CLONE_NEWCGROUP as u64,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: cg.dir_fd_v2().unwrap().as_raw_fd() as u64,
-            ..Default::default()
-        };
-        // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack); the child makes raw syscalls only.
-        let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        let pid = crate::sys::clone3_into_cgroup(libc::CLONE_NEWCGROUP as u64, libc::SIGCHLD as u64, cg.dir_fd_v2().unwrap().as_raw_fd());
         assert!(pid >= 0, "clone3: {}", Errno::last());
         if pid == 0 {
             let mut buf = [0u8; 256];

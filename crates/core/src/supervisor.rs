@@ -251,30 +251,7 @@ fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, Setup
 /// what clone returns (0 in the child) and whether the child started inside the cgroup.
 fn fork_into_namespaces(flags: libc::c_ulong, cgroup_fd: Option<i32>) -> (libc::c_long, bool) {
     if let Some(fd) = cgroup_fd {
-        #[repr(C)]
-        #[derive(Default)]
-        struct CloneArgs {
-            flags: u64,
-            pidfd: u64,
-            child_tid: u64,
-            parent_tid: u64,
-            exit_signal: u64,
-            stack: u64,
-            stack_size: u64,
-            tls: u64,
-            set_tid: u64,
-            set_tid_size: u64,
-            cgroup: u64,
-        }
-        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-        let args = CloneArgs {
-            flags: (flags & !0xff) as u64 | CLONE_INTO_CGROUP,
-            exit_signal: (flags & 0xff) as u64,
-            cgroup: fd as u64,
-            ..CloneArgs::default()
-        };
-        // SAFETY: clone3 with no stack behaves like fork: the child continues on a copy of ours.
-        let rc = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        let rc = crate::sys::clone3_into_cgroup((flags & !0xff) as u64, (flags & 0xff) as u64, fd);
         if rc >= 0 {
             return (rc, true);
         }
@@ -283,7 +260,7 @@ fn fork_into_namespaces(flags: libc::c_ulong, cgroup_fd: Option<i32>) -> (libc::
             return (rc, false);
         }
     }
-    // SAFETY: as above, with clone(2)'s argument order (no stack, no tids, no tls).
+    // SAFETY: fork-like clone(2): no stack, no tids, no tls; the child continues on a copy of ours.
     (unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }, false)
 }
 
