@@ -535,6 +535,14 @@ struct Seg {
     to: Label,
 }
 
+/// With A holding an argument, jump to `allow` when it is one of `values`, else to `refuse`.
+fn allow_only(a: &mut Asm, values: &[u32], allow: Label, refuse: Label) {
+    for (i, &v) in values.iter().enumerate() {
+        let otherwise = if i + 1 == values.len() { To(refuse) } else { Next };
+        a.jump(Cmp::Eq, v, To(allow), otherwise);
+    }
+}
+
 /// With A holding the syscall number, jump to the label of its entry, or to `default`: a
 /// binary search over the segments of the number line that share a label. Each comparison is one
 /// `jge`; a small stretch with a few single numbers in a sea of one outcome becomes a `jeq` chain.
@@ -763,10 +771,7 @@ fn build_default() -> Result<Program, String> {
     // personality(unsigned int): no ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC and the like.
     a.bind(personality);
     a.load(arg_words(0).0);
-    for (i, &p) in PERSONALITY_ALLOWED.iter().enumerate() {
-        let otherwise = if i + 1 == PERSONALITY_ALLOWED.len() { To(eperm) } else { Next };
-        a.jump(Cmp::Eq, p, To(allow), otherwise);
-    }
+    allow_only(&mut a, PERSONALITY_ALLOWED, allow, eperm);
 
     // ioctl(fd, unsigned int cmd): compare the low word only, as the kernel does, so high bits
     // set by the caller do not hide TIOCSTI (typing into the terminal) or TIOCLINUX.
@@ -779,10 +784,7 @@ fn build_default() -> Result<Program, String> {
     // namespace; AF_PACKET, AF_BLUETOOTH and friends are attack surface nobody here needs.
     a.bind(socket);
     a.load(arg_words(0).0);
-    for (i, &fam) in SOCKET_FAMILIES.iter().enumerate() {
-        let otherwise = if i + 1 == SOCKET_FAMILIES.len() { To(eafnosupport) } else { Next };
-        a.jump(Cmp::Eq, fam, To(allow), otherwise);
-    }
+    allow_only(&mut a, SOCKET_FAMILIES, allow, eafnosupport);
 
     rets.emit(&mut a);
     a.finish()
