@@ -4,14 +4,17 @@
  */
 import { IsolateError } from './lib/errors.js'
 import { loadNative } from './lib/native.js'
-import { normalize, stdioCode, type SpawnOptions } from './lib/options.js'
+import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type SpawnOptions } from './lib/options.js'
+import { collect, PersistentSandbox } from './lib/persistent.js'
 import { Sandbox, type SandboxResult } from './lib/sandbox.js'
 
 export { IsolateError } from './lib/errors.js'
 export type { IsolateErrorCode, IsolateErrorDetails } from './lib/errors.js'
-export type { SpawnOptions, MountOption, BindMount, TmpfsMount, OverlayMount, Limits, StdioMode, NamespaceName } from './lib/options.js'
+export type { SpawnOptions, SandboxOptions, ExecOptions, MountOption, BindMount, TmpfsMount, OverlayMount, Limits, StdioMode, NamespaceName } from './lib/options.js'
 export { Sandbox } from './lib/sandbox.js'
 export type { SandboxResult, ExitReason, Usage } from './lib/sandbox.js'
+export { PersistentSandbox, ExecProcess } from './lib/persistent.js'
+export type { ExecExit, ExecResult, ExecReason } from './lib/persistent.js'
 export type { HostProbe } from './lib/probe.js'
 export { probe } from './lib/probe.js'
 
@@ -24,13 +27,10 @@ function abortError(signal: AbortSignal): IsolateError {
  * finished sandbox; rejects with an {@link IsolateError} naming the option or the setup step that
  * failed (and then nothing is left running).
  */
-export async function spawnIsolated(file: string, args: string[] = [], options: SpawnOptions = {}): Promise<Sandbox> {
-  const { spec, stdio, signal, command } = normalize(file, args, options)
-  if (signal?.aborted) throw abortError(signal)
+function startHelper(spec: unknown, stdio: number[]) {
   const native = loadNative()
-  let h
   try {
-    h = native.addon.spawnHelper(native.helperPath, spec, stdio.map(stdioCode))
+    return { native, h: native.addon.spawnHelper(native.helperPath, spec, stdio) }
   } catch (e) {
     const err = e as Error & { code?: string }
     if (err.code === 'InvalidArg') {
@@ -39,6 +39,12 @@ export async function spawnIsolated(file: string, args: string[] = [], options: 
     }
     throw new IsolateError(`could not start the sandbox helper: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', path: native.helperPath, cause: e })
   }
+}
+
+export async function spawnIsolated(file: string, args: string[] = [], options: SpawnOptions = {}): Promise<Sandbox> {
+  const { spec, stdio, signal, command } = normalize(file, args, options)
+  if (signal?.aborted) throw abortError(signal)
+  const { native, h } = startHelper(spec, stdio.map(stdioCode))
   const sb = new Sandbox(native.addon, h, command)
   if (signal) {
     const onAbort = () => sb.cancel()
@@ -64,11 +70,32 @@ export interface RunResult<T = string> extends SandboxResult {
   stderr: T
 }
 
-async function collect(stream: NodeJS.ReadableStream | null): Promise<Buffer> {
-  if (!stream) return Buffer.alloc(0)
-  const chunks: Buffer[] = []
-  for await (const c of stream) chunks.push(c as Buffer)
-  return Buffer.concat(chunks)
+/**
+ * Build a sandbox that stays up: its init waits for commands, run with `sb.exec()` or
+ * `sb.spawn()`, until `sb.destroy()` (or Node's exit, or the sandbox's own `limits`). Takes the
+ * options of {@link spawnIsolated} that describe the sandbox; its `env` and `cwd` are each exec's
+ * defaults. Rejects like `spawnIsolated` when a setup step fails (and then nothing is left).
+ */
+export async function createSandbox(options: SandboxOptions = {}): Promise<PersistentSandbox> {
+  const { spec, signal } = normalizeSandbox(options)
+  if (signal?.aborted) throw abortError(signal)
+  // The sandbox has no stdio of its own; each exec brings its own.
+  const { native, h } = startHelper(spec, [-2, -2, -2])
+  const sb = new PersistentSandbox(native.addon, h, spec)
+  if (signal) {
+    const onAbort = () => void sb.destroy()
+    signal.addEventListener('abort', onAbort, { once: true })
+    void sb.ready.then(
+      () => signal.removeEventListener('abort', onAbort),
+      () => signal.removeEventListener('abort', onAbort),
+    )
+  }
+  await sb.ready
+  if (sb.destroyed) {
+    if (signal?.aborted) throw abortError(signal)
+    throw new IsolateError('the sandbox ended before it was ready', { code: 'ERR_ISOLATE_DESTROYED' })
+  }
+  return sb
 }
 
 /** Like {@link spawnIsolated}, then wait for the end and collect stdout and stderr. */

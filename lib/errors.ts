@@ -5,6 +5,7 @@ export type IsolateErrorCode =
   | 'ERR_ISOLATE_SETUP' // a sandbox setup step failed; nothing is left running
   | 'ERR_ISOLATE_NATIVE' // the addon or the helper could not be found or started
   | 'ERR_ISOLATE_HELPER' // the helper ended without reporting (a bug: please report it)
+  | 'ERR_ISOLATE_DESTROYED' // the long-lived sandbox has ended; nothing can run in it any more
   | 'ABORT_ERR' // the AbortSignal fired before the sandbox started
 
 export interface IsolateErrorDetails {

@@ -26,10 +26,20 @@ export interface SpawnedHelper {
   stdin?: number
   stdout?: number
   stderr?: number
+  /** A long-lived sandbox's exec socket (written by `sendExec` only). */
+  exec?: number
+}
+
+export interface ExecStdio {
+  stdin?: number
+  stdout?: number
+  stderr?: number
 }
 
 export interface Addon {
   spawnHelper(helperPath: string, spec: unknown, stdio: number[]): SpawnedHelper
+  /** Throws with code `QueueFull` when the exec socket is full (try again shortly). */
+  sendExec(execFd: number, request: unknown, stdio: number[]): ExecStdio
   spawnProbe(helperPath: string): SpawnedHelper
   validateSpec(spec: unknown): void
   reapHelper(pid: number): boolean

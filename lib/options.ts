@@ -110,6 +110,7 @@ export interface Spec {
   seccomp: { mode: 'default' } | { mode: 'none' } | { mode: 'profile'; json: string }
   overlay?: { upper?: string; sizeBytes?: number }
   tty?: { rows: number; cols: number }
+  persistent?: boolean
 }
 
 const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'input', 'encoding', 'overlay', 'seccomp', 'tty', 'landlock'])
@@ -136,7 +137,7 @@ export interface Normalized {
   command: string
 }
 
-export function normalize(file: unknown, args: unknown, options: unknown): Normalized {
+export function normalize(file: unknown, args: unknown, options: unknown, api = 'spawnIsolated'): Normalized {
   if (typeof file !== 'string' || file.length === 0) throw optionError('file', 'must be a non-empty string')
   if (args === undefined) args = []
   if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw optionError('args', 'must be an array of strings')
@@ -144,7 +145,7 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
   if (!isObject(options)) throw optionError('', 'options must be an object')
   const o = options as SpawnOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
-    if (!KNOWN.has(key)) throw optionError(key, 'is not an option of spawnIsolated')
+    if (!KNOWN.has(key)) throw optionError(key, `is not an option of ${api}`)
   }
 
   let rootfs: Spec['rootfs'] = { kind: 'host' }
@@ -283,22 +284,8 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     overlay = { ...(ov.upper !== undefined ? { upper: resolve(str('overlay.upper', ov.upper)) } : {}), ...(ov.sizeBytes !== undefined ? { sizeBytes: ov.sizeBytes as number } : {}) }
   } else if (o.overlay !== undefined && o.overlay !== false) throw optionError('overlay', 'must be true, false or { upper?, sizeBytes? }')
 
-  let tty: Spec['tty']
-  if (o.tty === true) tty = { rows: 24, cols: 80 }
-  else if (isObject(o.tty)) {
-    const t = o.tty as { rows?: unknown; cols?: unknown }
-    if (!isUint(t.rows, 65535) || !isUint(t.cols, 65535) || t.rows === 0 || t.cols === 0) throw optionError('tty', 'must be true or { rows, cols } with sizes from 1 to 65535')
-    tty = { rows: t.rows, cols: t.cols }
-  } else if (o.tty !== undefined && o.tty !== false) throw optionError('tty', 'must be true, false or { rows, cols }')
-
-  let stdio: [StdioMode, StdioMode, StdioMode]
-  const s = o.stdio ?? 'pipe'
-  if (typeof s === 'string' || typeof s === 'number') stdio = [s, s, s]
-  else if (Array.isArray(s) && s.length === 3) stdio = [s[0], s[1], s[2]]
-  else throw optionError('stdio', "must be 'pipe', 'inherit', 'ignore', an fd, or an array of three of those")
-  stdio.forEach((m, i) => {
-    if (!(m === 'pipe' || m === 'inherit' || m === 'ignore' || isUint(m, 2 ** 31 - 1))) throw optionError(`stdio[${i}]`, `unknown mode ${JSON.stringify(m)}`)
-  })
+  const tty = parseTty(o.tty)
+  const stdio = parseStdio(o.stdio)
 
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw optionError('signal', 'must be an AbortSignal')
 
@@ -321,6 +308,98 @@ export function normalize(file: unknown, args: unknown, options: unknown): Norma
     ...(tty ? { tty } : {}),
   }
   return { spec, stdio, signal: o.signal, command: [file, ...(args as string[])].join(' ') }
+}
+
+function parseTty(v: unknown): Spec['tty'] {
+  if (v === undefined || v === false) return undefined
+  if (v === true) return { rows: 24, cols: 80 }
+  if (isObject(v)) {
+    const t = v as { rows?: unknown; cols?: unknown }
+    if (isUint(t.rows, 65535) && isUint(t.cols, 65535) && t.rows > 0 && t.cols > 0) return { rows: t.rows, cols: t.cols }
+    throw optionError('tty', 'must be true or { rows, cols } with sizes from 1 to 65535')
+  }
+  throw optionError('tty', 'must be true, false or { rows, cols }')
+}
+
+function parseStdio(v: unknown): [StdioMode, StdioMode, StdioMode] {
+  let stdio: [StdioMode, StdioMode, StdioMode]
+  const s = v ?? 'pipe'
+  if (typeof s === 'string' || typeof s === 'number') stdio = [s, s, s] as [StdioMode, StdioMode, StdioMode]
+  else if (Array.isArray(s) && s.length === 3) stdio = [s[0], s[1], s[2]]
+  else throw optionError('stdio', "must be 'pipe', 'inherit', 'ignore', an fd, or an array of three of those")
+  stdio.forEach((m, i) => {
+    if (!(m === 'pipe' || m === 'inherit' || m === 'ignore' || isUint(m, 2 ** 31 - 1))) throw optionError(`stdio[${i}]`, `unknown mode ${JSON.stringify(m)}`)
+  })
+  return stdio
+}
+
+/** Options of `createSandbox`: those of `spawnIsolated` that describe the sandbox, not one command. */
+export type SandboxOptions = Omit<SpawnOptions, 'stdio' | 'tty'>
+
+const PER_EXEC = ['stdio', 'tty', 'input', 'encoding']
+
+/** The spec of a long-lived sandbox: no command of its own; env and cwd become its execs' defaults. */
+export function normalizeSandbox(options: unknown): { spec: Spec; signal?: AbortSignal } {
+  if (isObject(options)) {
+    for (const key of PER_EXEC) if (key in options) throw optionError(key, 'is an option of each exec (sb.exec, sb.spawn), not of createSandbox')
+  }
+  const { spec, signal } = normalize('-', [], options, 'createSandbox')
+  return { spec: { ...spec, file: '', persistent: true }, signal }
+}
+
+/** Options of one command run in a long-lived sandbox. */
+export interface ExecOptions {
+  /** Set over the sandbox's own `env` (which every exec starts from). */
+  env?: Record<string, string>
+  /** Inside the sandbox. Default: the sandbox's `cwd`. */
+  cwd?: string
+  /** A terminal for this command: `true` (80x24) or `{ rows, cols }`; its output is all on stdout. */
+  tty?: boolean | { rows: number; cols: number }
+  /** Default `'pipe'`. With a tty, stderr is the terminal too and its slot is ignored. */
+  stdio?: StdioMode | [StdioMode, StdioMode, StdioMode]
+  /** This command's wall clock: its process group is killed and the reason is `'timeout'`. */
+  timeoutMs?: number
+}
+
+/** The JSON shape of isolate_core::protocol::ExecRequest. */
+export interface ExecRequest {
+  id: number
+  file: string
+  args: string[]
+  env: string[]
+  cwd: string
+  tty?: { rows: number; cols: number }
+  timeoutMs?: number
+}
+
+const EXEC_KNOWN = new Set(['env', 'cwd', 'tty', 'stdio', 'timeoutMs', 'input', 'encoding'])
+
+export function normalizeExec(file: unknown, args: unknown, options: unknown, base: Spec): { request: Omit<ExecRequest, 'id'>; stdio: [StdioMode, StdioMode, StdioMode]; command: string } {
+  if (typeof file !== 'string' || file.length === 0) throw optionError('file', 'must be a non-empty string')
+  if (args === undefined) args = []
+  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw optionError('args', 'must be an array of strings')
+  if (options === undefined) options = {}
+  if (!isObject(options)) throw optionError('', 'options must be an object')
+  const o = options as ExecOptions & Record<string, unknown>
+  for (const key of Object.keys(o)) if (!EXEC_KNOWN.has(key)) throw optionError(key, 'is not an option of exec (env, cwd, tty, stdio, timeoutMs)')
+  const env = new Map(base.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
+  if (o.env !== undefined) {
+    if (!isObject(o.env)) throw optionError('env', 'must be an object of strings')
+    for (const [k, v] of Object.entries(o.env)) env.set(k, str(`env.${k}`, v))
+  }
+  if (o.timeoutMs !== undefined && !(isUint(o.timeoutMs, Number.MAX_SAFE_INTEGER) && o.timeoutMs > 0)) throw optionError('timeoutMs', 'must be a positive integer of milliseconds')
+  const tty = parseTty(o.tty)
+  const stdio = parseStdio(o.stdio)
+  if (tty) stdio[2] = 'ignore'
+  const request: Omit<ExecRequest, 'id'> = {
+    file,
+    args: args as string[],
+    env: [...env].map(([k, v]) => `${k}=${v}`),
+    cwd: o.cwd === undefined ? base.cwd : insidePath('cwd', o.cwd),
+    ...(tty ? { tty } : {}),
+    ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+  }
+  return { request, stdio, command: [file, ...(args as string[])].join(' ') }
 }
 
 /** The addon's encoding of a stdio slot. */

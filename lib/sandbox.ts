@@ -35,8 +35,11 @@ type Event =
   | { event: 'error'; step: string; path?: string; errno?: string; message: string; hint?: string }
   | { event: 'exit'; exitCode: number | null; signal: string | null; reason: ExitReason; durationMs: number; usage: Usage }
 
-export function setupError(e: Extract<Event, { event: 'error' }>): IsolateError {
-  return new IsolateError(`sandbox setup failed at ${e.step}${e.path ? ` (${e.path})` : ''}: ${e.message}`, {
+export type SetupFailure = Omit<Extract<Event, { event: 'error' }>, 'event'>
+
+/** A setup step's failure as it crossed from the helper, as an IsolateError. */
+export function setupError(e: SetupFailure, what = 'sandbox setup'): IsolateError {
+  return new IsolateError(`${what} failed at ${e.step}${e.path ? ` (${e.path})` : ''}: ${e.message}`, {
     code: 'ERR_ISOLATE_SETUP',
     step: e.step,
     path: e.path,
@@ -45,8 +48,49 @@ export function setupError(e: Extract<Event, { event: 'error' }>): IsolateError 
   })
 }
 
-function readable(fd: number | undefined): Readable | null {
+export function readable(fd: number | undefined): Readable | null {
   return fd === undefined ? null : new Socket({ fd, readable: true, writable: false })
+}
+
+export function writable(fd: number | undefined): Writable | null {
+  const stdin = fd === undefined ? null : new Socket({ fd, readable: false, writable: true })
+  // A command that stops reading makes writes fail with EPIPE; that is its business, not a crash of ours.
+  stdin?.on('error', () => {})
+  return stdin
+}
+
+/** A signal's number, from its name or number; throws on anything else. */
+export function signalNumber(signal: NodeJS.Signals | number): number {
+  const n = typeof signal === 'number' ? signal : constants.signals[signal]
+  if (n === undefined || !Number.isInteger(n) || n <= 0 || n > 64) throw new IsolateError(`unknown signal ${String(signal)}`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
+  return n
+}
+
+/** A terminal size from resize(cols, rows); throws when out of range. */
+export function checkSize(cols: number, rows: number): void {
+  if (!Number.isInteger(cols) || !Number.isInteger(rows) || cols < 1 || rows < 1 || cols > 65535 || rows > 65535) {
+    throw new IsolateError(`resize(${cols}, ${rows}): sizes must be integers from 1 to 65535`, { code: 'ERR_ISOLATE_OPTION', option: 'tty' })
+  }
+}
+
+/** The helper exits right after closing its socket; reap it without ever blocking. */
+export function reapHelper(addon: Addon, pid: number, delay = 0): void {
+  if (addon.reapHelper(pid)) return
+  setTimeout(() => reapHelper(addon, pid, Math.min(delay * 2 + 1, 100)), delay).unref()
+}
+
+/** Each JSON line the helper writes on its control socket, parsed, in order. */
+export function onEvents<E>(control: Socket, fn: (ev: E) => void): void {
+  let buffered = ''
+  control.setEncoding('utf8')
+  control.on('data', (chunk: string) => {
+    buffered += chunk
+    for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      fn(JSON.parse(line) as E)
+    }
+  })
 }
 
 export class Sandbox {
@@ -68,10 +112,7 @@ export class Sandbox {
     this.#addon = addon
     this.#helperPid = h.pid
     this.#control = new Socket({ fd: h.control, readable: true, writable: true })
-    const stdin = h.stdin === undefined ? null : new Socket({ fd: h.stdin, readable: false, writable: true })
-    // A command that stops reading makes writes fail with EPIPE; that is its business, not a crash of ours.
-    stdin?.on('error', () => {})
-    this.stdin = stdin
+    this.stdin = writable(h.stdin)
     this.stdout = readable(h.stdout)
     this.stderr = readable(h.stderr)
 
@@ -85,34 +126,26 @@ export class Sandbox {
     this.started.catch(() => {})
     this.#done.catch(() => {})
 
-    let buffered = ''
     let failure: IsolateError | undefined
-    this.#control.setEncoding('utf8')
-    this.#control.on('data', (chunk: string) => {
-      buffered += chunk
-      for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
-        const line = buffered.slice(0, nl)
-        buffered = buffered.slice(nl + 1)
-        const ev = JSON.parse(line) as Event
-        if (ev.event === 'spawned') {
-          this.pid = ev.pid
-          resolveStarted()
-        } else if (ev.event === 'error') {
-          failure = setupError(ev)
-          rejectStarted(failure)
-          rejectDone(failure)
-          this.#destroyStdio()
-        } else if (ev.event === 'exit') {
-          this.#exited = true
-          resolveStarted()
-          resolveDone({ command, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage })
-        }
+    onEvents<Event>(this.#control, (ev) => {
+      if (ev.event === 'spawned') {
+        this.pid = ev.pid
+        resolveStarted()
+      } else if (ev.event === 'error') {
+        failure = setupError(ev)
+        rejectStarted(failure)
+        rejectDone(failure)
+        this.#destroyStdio()
+      } else if (ev.event === 'exit') {
+        this.#exited = true
+        resolveStarted()
+        resolveDone({ command, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage })
       }
     })
     this.#control.on('error', () => {})
     this.#control.on('close', () => {
       this.#ended = true
-      this.#reap()
+      reapHelper(this.#addon, this.#helperPid)
       if (!this.#exited && !failure) {
         const e = new IsolateError('the sandbox helper ended without reporting', { code: 'ERR_ISOLATE_HELPER', step: 'supervise' })
         rejectStarted(e)
@@ -128,11 +161,6 @@ export class Sandbox {
     this.stderr?.destroy()
   }
 
-  /** The helper exits right after closing its socket; reap it without ever blocking. */
-  #reap(delay = 0): void {
-    if (this.#addon.reapHelper(this.#helperPid)) return
-    setTimeout(() => this.#reap(Math.min(delay * 2 + 1, 100)), delay).unref()
-  }
 
   #send(line: string): boolean {
     if (this.#ended || this.#exited || this.#control.destroyed) return false
@@ -142,16 +170,12 @@ export class Sandbox {
 
   /** Send a signal to the command (SIGKILL ends the whole sandbox at once). */
   kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
-    const n = typeof signal === 'number' ? signal : constants.signals[signal]
-    if (n === undefined || !Number.isInteger(n) || n <= 0 || n > 64) throw new IsolateError(`unknown signal ${String(signal)}`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
-    return this.#send(`signal ${n}`)
+    return this.#send(`signal ${signalNumber(signal)}`)
   }
 
   /** A sandbox with a tty: the terminal's new size (the command gets SIGWINCH). */
   resize(cols: number, rows: number): boolean {
-    if (!Number.isInteger(cols) || !Number.isInteger(rows) || cols < 1 || rows < 1 || cols > 65535 || rows > 65535) {
-      throw new IsolateError(`resize(${cols}, ${rows}): sizes must be integers from 1 to 65535`, { code: 'ERR_ISOLATE_OPTION', option: 'tty' })
-    }
+    checkSize(cols, rows)
     return this.#send(`resize ${rows} ${cols}`)
   }
 

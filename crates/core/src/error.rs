@@ -50,6 +50,10 @@ steps! {
     SetRlimits => "set_rlimits",
     OpenPty => "open_pty",
     ForkCommand => "fork_command",
+    /// An exec's stdin, stdout and stderr, received from Node, put in place.
+    InstallStdio => "install_stdio",
+    /// Passing an exec and its stdio between Node, the helper and the sandbox's init.
+    SendExec => "send_exec",
     SetGroups => "set_groups",
     SetIds => "set_ids",
     DropCapabilities => "drop_capabilities",

@@ -14,6 +14,10 @@ pub mod sys;
 #[cfg(target_os = "linux")]
 pub mod sandbox;
 #[cfg(target_os = "linux")]
+pub mod exec_server;
+#[cfg(target_os = "linux")]
+pub mod execs;
+#[cfg(target_os = "linux")]
 pub mod supervisor;
 #[cfg(target_os = "linux")]
 pub mod seccomp;

@@ -3,6 +3,7 @@
 //! reports to the helper on its report pipe.
 
 use crate::error::SetupError;
+use crate::spec::Tty;
 use serde::{Deserialize, Serialize};
 
 /// Why the sandbox ended, as the caller sees it in `result.reason`.
@@ -46,6 +47,25 @@ pub enum Event {
         duration_ms: f64,
         usage: Usage,
     },
+    /// A long-lived sandbox is built and its init waits for execs; `pid` is the init's host pid.
+    Ready { pid: i32 },
+    /// An exec's command has been exec'd; `pid` as the sandbox sees it.
+    ExecSpawned { id: u32, pid: i32 },
+    /// An exec failed before its command ran; the sandbox itself lives on.
+    ExecError {
+        id: u32,
+        #[serde(flatten)]
+        error: SetupError,
+    },
+    /// An exec's command has ended (its own background children may live on in the sandbox).
+    #[serde(rename_all = "camelCase")]
+    ExecExit {
+        id: u32,
+        exit_code: Option<i32>,
+        signal: Option<String>,
+        reason: Reason,
+        duration_ms: f64,
+    },
 }
 
 impl Event {
@@ -65,6 +85,10 @@ pub enum Request {
     Cancel,
     /// The terminal's new size (rows, cols).
     Resize(u16, u16),
+    /// A signal for one exec's command (by exec id).
+    ExecSignal(u32, i32),
+    /// One exec's terminal's new size (id, rows, cols).
+    ExecResize(u32, u16, u16),
 }
 
 impl Request {
@@ -74,9 +98,52 @@ impl Request {
             ("signal", Some(n)) => n.parse().ok().map(Request::Signal),
             ("cancel", None) => Some(Request::Cancel),
             ("resize", Some(r)) => Some(Request::Resize(r.parse().ok()?, words.next()?.parse().ok()?)),
+            ("exec-signal", Some(id)) => Some(Request::ExecSignal(id.parse().ok()?, words.next()?.parse().ok()?)),
+            ("exec-resize", Some(id)) => Some(Request::ExecResize(id.parse().ok()?, words.next()?.parse().ok()?, words.next()?.parse().ok()?)),
             _ => None,
         }
     }
+}
+
+/// One command to run in a long-lived sandbox: Node → helper on the exec socket, with the
+/// command's stdin, stdout and stderr attached as SCM_RIGHTS; helper → init on the work socket
+/// (with a tty, the helper keeps the stdio and relays the terminal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecRequest {
+    pub id: u32,
+    pub file: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default = "root_dir")]
+    pub cwd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<Tty>,
+    /// Wall clock for this command alone; its process group is killed when it runs out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+fn root_dir() -> String {
+    "/".into()
+}
+
+/// Helper → init on the work socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "work")]
+pub enum Work {
+    Exec(ExecRequest),
+    /// `group`: the command's whole process group (a timeout), else the command alone.
+    Signal { id: u32, signal: i32, group: bool },
+}
+
+/// Init → helper on the work socket: an exec's terminal master, attached as SCM_RIGHTS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminalHandoff {
+    pub terminal: u32,
 }
 
 /// Sandbox init → helper.
@@ -88,6 +155,12 @@ pub enum Report {
     Started,
     Exited { code: i32 },
     Signaled { signal: i32 },
+    /// A long-lived sandbox's init is built and waits for work.
+    Ready,
+    ExecStarted { id: u32, pid: i32 },
+    ExecFailed { id: u32, error: SetupError },
+    ExecExited { id: u32, code: i32 },
+    ExecSignaled { id: u32, signal: i32 },
 }
 
 impl Report {
@@ -126,6 +199,21 @@ mod tests {
         assert_eq!(Request::parse("rm -rf"), None);
         assert_eq!(Request::parse("resize 30 100"), Some(Request::Resize(30, 100)));
         assert_eq!(Request::parse("resize 30"), None);
+        assert_eq!(Request::parse("exec-signal 3 15"), Some(Request::ExecSignal(3, 15)));
+        assert_eq!(Request::parse("exec-resize 3 30 100"), Some(Request::ExecResize(3, 30, 100)));
+        assert_eq!(Request::parse("exec-signal 3"), None);
+    }
+
+    #[test]
+    fn exec_events_and_work_are_tagged() {
+        let e = SetupError::sys(crate::Step::Execve, libc::ENOENT, Some("/nope"));
+        let s = String::from_utf8(Event::ExecError { id: 4, error: e }.to_line()).unwrap();
+        assert!(s.starts_with("{\"event\":\"execError\",\"id\":4,\"step\":\"execve\""), "{s}");
+        let w: Work = serde_json::from_str(r#"{"work":"signal","id":2,"signal":9,"group":true}"#).unwrap();
+        assert_eq!(w, Work::Signal { id: 2, signal: 9, group: true });
+        let r: ExecRequest = serde_json::from_str(r#"{"id":1,"file":"/bin/true"}"#).unwrap();
+        assert_eq!((r.cwd.as_str(), r.tty, r.timeout_ms), ("/", None, None));
+        assert!(serde_json::from_str::<ExecRequest>(r#"{"id":1,"file":"x","bogus":1}"#).is_err());
     }
 
     #[test]

@@ -106,16 +106,18 @@ pub struct InitPipes {
     pub kept_uppers: Vec<(String, String)>,
     /// With a tty: where the init hands the terminal's master to the helper.
     pub tty: Option<OwnedFd>,
+    /// A long-lived sandbox: where the helper sends execs (see [`crate::exec_server`]).
+    pub work: Option<OwnedFd>,
 }
 
-fn send(report_fd: &OwnedFd, r: &Report) {
+pub(crate) fn send(report_fd: &OwnedFd, r: &Report) {
     let line = r.to_line();
     let _ = nix::unistd::write(report_fd, &line);
 }
 
 /// The whole life of the sandbox's first process. Never returns.
 pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Program>, pipes: InitPipes) -> ! {
-    let InitPipes { go, report, setup_ids, layers, kept_uppers, tty } = pipes;
+    let InitPipes { go, report, setup_ids, layers, kept_uppers, tty, work } = pipes;
     // So `ps` inside and on the host tells the init from the helper it was forked from.
     let _ = nix::sys::prctl::set_name(c"isolate-init");
     if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, &go) {
@@ -123,7 +125,10 @@ pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Progr
         std::process::exit(125);
     }
     drop(go);
-    init_loop(spec, seccomp, report, tty)
+    match work {
+        Some(work) => crate::exec_server::serve(spec, seccomp, report, work),
+        None => init_loop(spec, seccomp, report, tty),
+    }
 }
 
 fn wait_for_parent(go: &OwnedFd) -> sys::Result<()> {
@@ -389,7 +394,7 @@ fn ms_flags(f: crate::plan::MountFlags) -> MsFlags {
 }
 
 /// Signals the init forwards to the command; everything else keeps its default.
-fn forwarded_signals() -> SigSet {
+pub(crate) fn forwarded_signals() -> SigSet {
     let mut set = SigSet::empty();
     for sig in Signal::iterator() {
         if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE | Signal::SIGTRAP | Signal::SIGSYS) {
@@ -437,7 +442,7 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         Ok(ForkResult::Child) => {
             drop(status_r);
             drop(report);
-            let e = exec_command(spec, seccomp, slave.as_ref());
+            let e = exec_command(spec, spec.command(), seccomp, slave.as_ref());
             let mut f = std::fs::File::from(status_w);
             let _ = f.write_all(&serde_json::to_vec(&e).unwrap_or_default());
             // SAFETY: leaving the forked child without running the parent's atexit handlers.
@@ -527,13 +532,14 @@ fn finish(report: &OwnedFd, st: WaitStatus) -> ! {
     std::process::exit(0)
 }
 
-/// The command's last steps, in the order DESIGN section 3 gives. Returns only on failure.
-fn exec_command(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, terminal: Option<&OwnedFd>) -> SetupError {
-    let argv: Vec<CString> = std::iter::once(spec.file.as_str())
-        .chain(spec.args.iter().map(String::as_str))
+/// The command's last steps, in the order DESIGN section 3 gives: the same for a sandbox's own
+/// command and for every exec into a long-lived one. Returns only on failure.
+pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Option<&crate::seccomp::Program>, terminal: Option<&OwnedFd>) -> SetupError {
+    let argv: Vec<CString> = std::iter::once(cmd.file)
+        .chain(cmd.args.iter().map(String::as_str))
         .map(|a| CString::new(a).unwrap_or_default())
         .collect();
-    let envp: Vec<CString> = spec.env.iter().map(|kv| CString::new(kv.as_str()).unwrap_or_default()).collect();
+    let envp: Vec<CString> = cmd.env.iter().map(|kv| CString::new(kv.as_str()).unwrap_or_default()).collect();
     let keep: Vec<u32> = spec.capabilities.iter().filter_map(|c| crate::caps::number(c)).collect();
     let steps = || -> sys::Result<()> {
         sys::reset_signals();
@@ -550,7 +556,7 @@ fn exec_command(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, terminal
         // A setuid or file-capability binary inside gains nothing from here on.
         sys::set_no_new_privs()?;
         // As the final user, so a cwd it may not enter fails here and not in the command.
-        sys::chdir(&spec.cwd)?;
+        sys::chdir(cmd.cwd)?;
         if let Some(rules) = &spec.landlock {
             crate::landlock::apply(rules)?;
         }
@@ -570,7 +576,7 @@ fn exec_command(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, terminal
     if let Err(e) = steps() {
         return e;
     }
-    sys::execve(&spec.file, &argv, &envp)
+    sys::execve(cmd.file, &argv, &envp)
 }
 
 /// Build an [`InitPipes`] end from a raw fd inherited across clone.

@@ -44,6 +44,9 @@ pub struct Spec {
     /// relays it to the caller's stdin and stdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<Tty>,
+    /// A long-lived sandbox (`createSandbox`): no command of its own; its init waits for execs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persistent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,7 +232,13 @@ impl Spec {
             landlock: None,
             overlay: None,
             tty: None,
+            persistent: false,
         }
+    }
+
+    /// The command this spec runs first (a long-lived sandbox has none: its execs bring theirs).
+    pub fn command(&self) -> Command<'_> {
+        Command { file: &self.file, args: &self.args, env: &self.env, cwd: &self.cwd }
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Spec, String> {
@@ -238,5 +247,20 @@ impl Spec {
 
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a spec always serializes")
+    }
+}
+
+/// What one process of the sandbox runs: the spec's own command, or an exec's.
+#[derive(Debug, Clone, Copy)]
+pub struct Command<'a> {
+    pub file: &'a str,
+    pub args: &'a [String],
+    pub env: &'a [String],
+    pub cwd: &'a str,
+}
+
+impl<'a> From<&'a crate::protocol::ExecRequest> for Command<'a> {
+    fn from(r: &'a crate::protocol::ExecRequest) -> Self {
+        Command { file: &r.file, args: &r.args, env: &r.env, cwd: &r.cwd }
     }
 }

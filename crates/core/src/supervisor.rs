@@ -6,6 +6,7 @@ use crate::error::{SetupError, Step};
 use crate::plan::{plan_id_maps, plan_mounts, unprivileged_ids};
 use crate::protocol::{signal_name, Event, Reason, Report, Request, Usage};
 use crate::cgroup::{CgroupLimits, SandboxCgroup};
+use crate::execs::Execs;
 use crate::relay::{Relay, TtyRelay};
 use crate::sandbox;
 use crate::spec::{Ids, Spec};
@@ -18,7 +19,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// The helper's whole job; returns its exit status (0 when everything was reported).
-pub fn run(spec: &Spec, control: OwnedFd) -> i32 {
+/// `execs`: a long-lived sandbox's exec socket from Node.
+pub fn run(spec: &Spec, control: OwnedFd, execs: Option<OwnedFd>) -> i32 {
     let started = Instant::now();
     let mut out = Control { fd: control };
     match launch(spec) {
@@ -26,16 +28,17 @@ pub fn run(spec: &Spec, control: OwnedFd) -> i32 {
             out.send(&Event::Error(e));
             0
         }
-        Ok(child) => Supervisor::new(spec, child, started).run(&mut out),
+        Ok(child) => Supervisor::new(spec, child, execs, started).run(&mut out),
     }
 }
 
-struct Control {
+/// The control socket to Node: events out, requests in.
+pub struct Control {
     fd: OwnedFd,
 }
 
 impl Control {
-    fn send(&mut self, ev: &Event) {
+    pub fn send(&mut self, ev: &Event) {
         // Node may already be gone; the lifeline handles that, so a failed write is not an error.
         let mut f = std::mem::ManuallyDrop::new(borrowed_file(&self.fd));
         let _ = f.write_all(&ev.to_line());
@@ -55,6 +58,8 @@ struct Child {
     cgroup: Option<SandboxCgroup>,
     /// With a tty: the socket on which the init hands over the terminal's master.
     tty: Option<OwnedFd>,
+    /// A long-lived sandbox: the work socket to its init.
+    work: Option<OwnedFd>,
 }
 
 /// The limits only a cgroup can enforce or measure for the whole sandbox.
@@ -109,30 +114,9 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
     // A root caller's overlay lowers are idmapped by the helper, which alone may do that, and
     // handed over on this socket once the sandbox's user namespace exists.
     let idmap_layers = caller.uid == 0 && spec.namespaces.user && plan.iter().any(|op| matches!(op, crate::plan::MountOp::Overlay { .. }));
-    let layers = if idmap_layers {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?;
-        Some((a, b))
-    } else {
-        None
-    };
-    let tty = match spec.tty {
-        Some(_) => Some(
-            nix::sys::socket::socketpair(
-                nix::sys::socket::AddressFamily::Unix,
-                nix::sys::socket::SockType::SeqPacket,
-                None,
-                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-            )
-            .map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?,
-        ),
-        None => None,
-    };
+    let layers = if idmap_layers { Some(seqpacket_pair()?) } else { None };
+    let tty = if spec.tty.is_some() { Some(seqpacket_pair()?) } else { None };
+    let work = if spec.persistent { Some(seqpacket_pair()?) } else { None };
     // Before clone, so the sandbox inherits the relay's pipes as its stdout and stderr.
     let relay = match spec.limits.output_bytes {
         Some(limit) => Some(Relay::install(&[1, 2], limit).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?),
@@ -158,9 +142,14 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
             drop(ours);
             theirs
         });
-        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty });
+        let work = work.map(|(ours, theirs)| {
+            drop(ours);
+            theirs
+        });
+        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty, work });
     }
     let tty = tty.map(|(ours, _theirs)| ours);
+    let work = work.map(|(ours, _theirs)| ours);
     let layers = layers.map(|(ours, _theirs)| ours);
     let init = Pid::from_raw(rc as i32);
     drop(go_r);
@@ -184,7 +173,13 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         let _ = wait_with_usage(init);
         return Err(e);
     }
-    Ok(Child { init, report: report_r, relay, cgroup, tty })
+    Ok(Child { init, report: report_r, relay, cgroup, tty, work })
+}
+
+/// A close-on-exec SOCK_SEQPACKET pair: messages keep their bounds and can carry fds.
+fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), SetupError> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))
 }
 
 /// Each overlay's lower layer as a detached mount tree idmapped into the sandbox's user
@@ -339,6 +334,8 @@ struct Supervisor {
     tty_handoff: Option<OwnedFd>,
     tty_io: Option<(OwnedFd, OwnedFd)>,
     tty: Option<TtyRelay>,
+    /// A long-lived sandbox's execs.
+    execs: Option<Execs>,
     /// CPU time allowed to the whole sandbox, checked from the cgroup's counters.
     cpu_time_ms: Option<u64>,
     next_cpu_check: Option<Instant>,
@@ -356,7 +353,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(spec: &Spec, child: Child, started: Instant) -> Supervisor {
+    fn new(spec: &Spec, child: Child, execs: Option<OwnedFd>, started: Instant) -> Supervisor {
         // With a terminal, the caller's stdin and stdout are the relay's ends, not the sandbox's.
         let tty_io = child.tty.as_ref().and_then(|_| {
             let dup = |fd| nix::fcntl::fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).ok();
@@ -374,6 +371,7 @@ impl Supervisor {
             tty_handoff: child.tty,
             tty_io,
             tty: None,
+            execs: execs.zip(child.work).map(|(requests, work)| Execs::new(requests, work)),
             cpu_time_ms: spec.limits.cpu_time_ms,
             next_cpu_check: spec.limits.cpu_time_ms.map(|_| started),
             started,
@@ -401,10 +399,7 @@ impl Supervisor {
     }
 
     fn poll_timeout(&self) -> PollTimeout {
-        let next = match (self.deadline, self.next_cpu_check) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [self.deadline, self.next_cpu_check, self.execs.as_ref().and_then(Execs::next_due)].into_iter().flatten().min();
         match next {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
@@ -448,6 +443,9 @@ impl Supervisor {
         if let Some(e) = self.setup_error.take() {
             out.send(&Event::Error(e));
             return 0;
+        }
+        if let Some(execs) = &mut self.execs {
+            execs.end_all(self.forced.unwrap_or(Reason::Canceled), out);
         }
         let wall_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let (exit_code, signal) = match (&self.ended, status) {
@@ -502,6 +500,11 @@ impl Supervisor {
         if let Some(h) = &self.tty_handoff {
             fds.push(PollFd::new(h.as_fd(), PollFlags::POLLIN));
         }
+        if let Some(execs) = &self.execs {
+            for i in execs.interests() {
+                fds.push(PollFd::new(i.fd, if i.writable { PollFlags::POLLOUT } else { PollFlags::POLLIN }));
+            }
+        }
         match poll(&mut fds, self.poll_timeout()) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => {
@@ -530,6 +533,9 @@ impl Supervisor {
         }
         if control_ready {
             self.read_requests(out);
+        }
+        if let Some(execs) = &mut self.execs {
+            execs.pump(out);
         }
         if relay_ready {
             if let Some(relay) = &mut self.relay {
@@ -575,9 +581,11 @@ impl Supervisor {
         while let Some(line) = self.reports.next_line() {
             match serde_json::from_str::<Report>(&line) {
                 Ok(Report::Started) => out.send(&Event::Spawned { pid: command_pid(self.init) }),
+                Ok(Report::Ready) => out.send(&Event::Ready { pid: self.init.as_raw() }),
+                Ok(r) if self.execs.as_mut().is_some_and(|x| x.on_report(&r, out)) => {}
                 Ok(Report::SetupFailed(e)) => self.setup_error = Some(e),
                 Ok(r @ (Report::Exited { .. } | Report::Signaled { .. })) => self.ended = Some(r),
-                Err(_) => {}
+                Ok(_) | Err(_) => {}
             }
         }
     }
@@ -601,6 +609,16 @@ impl Supervisor {
                 Some(Request::Resize(rows, cols)) => {
                     if let Some(tty) = &self.tty {
                         tty.resize(rows, cols);
+                    }
+                }
+                Some(Request::ExecSignal(id, n)) => {
+                    if let Some(execs) = &self.execs {
+                        execs.signal(id, n);
+                    }
+                }
+                Some(Request::ExecResize(id, rows, cols)) => {
+                    if let Some(execs) = &self.execs {
+                        execs.resize(id, rows, cols);
                     }
                 }
                 Some(Request::Signal(n)) => {

@@ -511,29 +511,75 @@ pub fn attach_tree(tree: &OwnedFd, dir: &OwnedFd, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Send fds over a unix socket in one message.
+/// Send `fds` (SCM_RIGHTS) on `sock` with a one-byte message; [`recv_fds`] takes them.
 pub fn send_fds(sock: &OwnedFd, fds: &[std::os::fd::RawFd]) -> Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let iov = [std::io::IoSlice::new(b"f")];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map(|_| ()).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, None))
+    send_message(sock, b"f", fds, Step::MountOverlay)
 }
 
 /// Receive the fds of one [`send_fds`] message.
 pub fn recv_fds(sock: &OwnedFd) -> Result<Vec<OwnedFd>> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 200]);
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, None))?;
-    let mut out = Vec::new();
-    for c in msg.cmsgs().map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, None))? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: descriptors the kernel just installed in this process for us.
-            out.extend(fds.into_iter().map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }));
+    Ok(recv_message(sock, 1, Step::MountOverlay)?.map(|(_, fds)| fds).unwrap_or_default())
+}
+
+/// One message on a SOCK_SEQPACKET socket, with `fds` attached (SCM_RIGHTS).
+pub fn send_message(sock: &OwnedFd, bytes: &[u8], fds: &[std::os::fd::RawFd], step: Step) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(bytes)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsg: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None) {
+            Err(Errno::EINTR) => continue,
+            r => return r.map(|_| ()).map_err(|e| SetupError::sys(step, e as i32, None)),
         }
     }
-    Ok(out)
+}
+
+/// One message of at most `max` bytes and the fds attached to it (close-on-exec); None at EOF.
+/// A longer message is an error, never silently cut.
+pub fn recv_message(sock: &OwnedFd, max: usize, step: Step) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = vec![0u8; max];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 200]);
+    let (n, flags, fds) = loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(SetupError::sys(step, e as i32, None)),
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for c in msg.cmsgs().map_err(|e| SetupError::sys(step, e as i32, None))? {
+                    if let ControlMessageOwned::ScmRights(got) = c {
+                        // SAFETY: descriptors the kernel just installed in this process for us.
+                        fds.extend(got.into_iter().map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }));
+                    }
+                }
+                break (msg.bytes, msg.flags, fds);
+            }
+        }
+    };
+    if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+        return Err(SetupError::sys(step, libc::EMSGSIZE, None));
+    }
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    buf.truncate(n);
+    Ok(Some((buf, fds)))
+}
+
+/// `fds` become this process's stdin, stdout and stderr (without close-on-exec).
+pub fn install_stdio(fds: &[OwnedFd]) -> Result<()> {
+    if fds.len() != 3 {
+        return Err(SetupError::new(Step::InstallStdio, format!("expected 3 stdio descriptors, got {}", fds.len())));
+    }
+    for (slot, fd) in fds.iter().enumerate() {
+        // SAFETY: dup2 onto our own stdio slots; the sources are open descriptors we own.
+        if unsafe { libc::dup2(fd.as_raw_fd(), slot as i32) } < 0 {
+            return Err(SetupError::sys(Step::InstallStdio, Errno::last() as i32, None));
+        }
+    }
+    Ok(())
 }
 
 /// A new pseudo-terminal from the devpts instance at /dev/pts: (master, slave), both

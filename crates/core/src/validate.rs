@@ -1,7 +1,8 @@
 //! Validation at the boundary: every bad value or combination is refused here, naming the option,
 //! before anything is spawned.
 
-use crate::spec::{Mount, Network, Spec};
+use crate::protocol::ExecRequest;
+use crate::spec::{Command, Mount, Network, Spec, Tty};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionError {
@@ -48,20 +49,58 @@ fn check_host_path(option: &str, path: &str) -> Result<(), OptionError> {
 /// Where the sandbox provides its own mounts; binding over them would undo an isolation step.
 const RESERVED_TARGETS: &[&str] = &["/", "/proc", "/dev"];
 
-pub fn validate(spec: &Spec) -> Result<(), OptionError> {
-    if spec.file.is_empty() {
+/// The parts of a command, the spec's own or an exec's.
+fn check_command(cmd: Command) -> Result<(), OptionError> {
+    if cmd.file.is_empty() {
         return Err(bad("file", "must be a non-empty command"));
     }
-    if spec.file.contains('\0') || spec.args.iter().any(|a| a.contains('\0')) {
+    if cmd.file.contains('\0') || cmd.args.iter().any(|a| a.contains('\0')) {
         return Err(bad("args", "must not contain NUL bytes"));
     }
-    for (i, kv) in spec.env.iter().enumerate() {
+    for (i, kv) in cmd.env.iter().enumerate() {
         match kv.split_once('=') {
             Some((k, _)) if !k.is_empty() && !kv.contains('\0') => {}
             _ => return Err(bad(format!("env[{i}]"), "must be KEY=VALUE with a non-empty key and no NUL")),
         }
     }
-    check_inside_path("cwd", &spec.cwd)?;
+    check_inside_path("cwd", cmd.cwd)
+}
+
+fn check_tty(t: &Tty) -> Result<(), OptionError> {
+    if t.rows == 0 || t.cols == 0 {
+        return Err(bad("tty", "rows and cols must be at least 1"));
+    }
+    Ok(())
+}
+
+/// One exec into a long-lived sandbox, checked by the addon and again by the helper.
+pub fn validate_exec(req: &ExecRequest) -> Result<(), OptionError> {
+    check_command(req.into())?;
+    if let Some(t) = &req.tty {
+        check_tty(t)?;
+    }
+    if req.timeout_ms == Some(0) {
+        return Err(bad("timeoutMs", "must be greater than 0"));
+    }
+    Ok(())
+}
+
+pub fn validate(spec: &Spec) -> Result<(), OptionError> {
+    if spec.persistent {
+        // Its commands come with each exec, and so do a terminal and an output bound.
+        if !spec.file.is_empty() || !spec.args.is_empty() {
+            return Err(bad("file", "a long-lived sandbox has no command of its own; run commands with exec"));
+        }
+        if spec.tty.is_some() {
+            return Err(bad("tty", "is an option of each exec in a long-lived sandbox, not of the sandbox"));
+        }
+        if spec.limits.output_bytes.is_some() {
+            return Err(bad("limits.outputBytes", "bounds one command's output; a long-lived sandbox's execs are not bounded in this version"));
+        }
+        check_command(Command { file: "-", ..spec.command() })?;
+    } else {
+        check_command(spec.command())?;
+    }
     if let crate::spec::Rootfs::Layers { paths } = &spec.rootfs {
         if paths.is_empty() || paths.len() > 128 {
             return Err(bad("rootfs.layers", "must list 1 to 128 layer directories"));
@@ -162,9 +201,7 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         }
     }
     if let Some(t) = &spec.tty {
-        if t.rows == 0 || t.cols == 0 {
-            return Err(bad("tty", "rows and cols must be at least 1"));
-        }
+        check_tty(t)?;
         if spec.limits.output_bytes.is_some() {
             return Err(bad("limits.outputBytes", "cannot bound a terminal's output in this version; drop tty or the bound"));
         }
@@ -193,6 +230,33 @@ mod tests {
 
     fn spec() -> Spec {
         Spec::new("/bin/true", vec![])
+    }
+
+    #[test]
+    fn a_long_lived_sandbox_has_no_command_tty_or_output_bound() {
+        let mut s = Spec::new("", vec![]);
+        s.persistent = true;
+        assert_eq!(validate(&s), Ok(()));
+        s.limits.output_bytes = Some(10);
+        assert_eq!(validate(&s).unwrap_err().option, "limits.outputBytes");
+        s.limits.output_bytes = None;
+        s.tty = Some(Tty { rows: 2, cols: 2 });
+        assert_eq!(validate(&s).unwrap_err().option, "tty");
+        s.tty = None;
+        s.file = "/bin/sh".into();
+        assert_eq!(validate(&s).unwrap_err().option, "file");
+    }
+
+    #[test]
+    fn exec_requests_are_checked_like_commands() {
+        let ok: ExecRequest = serde_json::from_str(r#"{"id":1,"file":"/bin/true"}"#).unwrap();
+        assert_eq!(validate_exec(&ok), Ok(()));
+        let rel = ExecRequest { cwd: "tmp".into(), ..ok.clone() };
+        assert_eq!(validate_exec(&rel).unwrap_err().option, "cwd");
+        let env = ExecRequest { env: vec!["=x".into()], ..ok.clone() };
+        assert_eq!(validate_exec(&env).unwrap_err().option, "env[0]");
+        let t = ExecRequest { timeout_ms: Some(0), ..ok };
+        assert_eq!(validate_exec(&t).unwrap_err().option, "timeoutMs");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Started by the Node addon with posix_spawn and this fd layout: 0-2 the sandbox's stdio,
 //! 3 the control socket (events out, requests in, EOF = the caller died), 4 a memfd holding the
-//! spec as JSON.
+//! spec as JSON, and for a long-lived sandbox 5 the exec socket (SOCK_SEQPACKET: one exec request
+//! per message, its stdio attached).
 
 use isolate_core::protocol::Event;
 use isolate_core::{SetupError, Spec, Step};
@@ -11,6 +12,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 const CONTROL_FD: i32 = 3;
 const SPEC_FD: i32 = 4;
+const EXEC_FD: i32 = 5;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--probe") {
@@ -42,5 +44,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    std::process::exit(isolate_core::supervisor::run(&spec, control));
+    // SAFETY: fd 5 is the addon's exec socket exactly when the spec is persistent.
+    let execs = spec.persistent.then(|| unsafe { OwnedFd::from_raw_fd(EXEC_FD) });
+    if execs.is_some() {
+        // SAFETY: as above, for our own descriptor.
+        unsafe { libc::fcntl(EXEC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    std::process::exit(isolate_core::supervisor::run(&spec, control, execs));
 }

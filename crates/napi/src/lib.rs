@@ -25,6 +25,16 @@ pub struct SpawnedHelper {
     pub stdin: Option<i32>,
     pub stdout: Option<i32>,
     pub stderr: Option<i32>,
+    /// A long-lived sandbox: our end of the exec socket (see `sendExec`); never wrapped by libuv.
+    pub exec: Option<i32>,
+}
+
+/// Our ends of one exec's stdio pipes.
+#[napi(object)]
+pub struct ExecStdio {
+    pub stdin: Option<i32>,
+    pub stdout: Option<i32>,
+    pub stderr: Option<i32>,
 }
 
 fn option_error(message: String) -> Error {
@@ -48,21 +58,20 @@ fn to_spec(value: serde_json::Value) -> Result<Spec> {
 }
 
 struct Wiring {
-    /// Fds that become the helper's 0..=4, in order.
+    /// Fds that become the helper's 0..=4 (and 5, the exec socket), in order.
     child: Vec<OwnedFd>,
     /// Our ends, handed to JavaScript.
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     control: OwnedFd,
-    /// Slots the helper inherits from us as they are.
-    inherit: Vec<RawFd>,
+    exec: Option<OwnedFd>,
 }
 
-fn wire(spec_json: &[u8], stdio: &[i32]) -> Result<Wiring> {
-    let mut child = Vec::with_capacity(5);
+/// The three stdio slots of a command: the child's ends in slot order, and ours (pipes only).
+fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
+    let mut child = Vec::with_capacity(3);
     let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
-    let mut inherit = Vec::new();
     for slot in 0..3 {
         let mode = stdio.get(slot).copied().unwrap_or(STDIO_PIPE);
         let fd = match mode {
@@ -78,15 +87,17 @@ fn wire(spec_json: &[u8], stdio: &[i32]) -> Result<Wiring> {
             }
             STDIO_IGNORE => nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
                 .map_err(|e| sys_error("open /dev/null", e))?,
-            STDIO_INHERIT => {
-                inherit.push(slot as RawFd);
-                dup_high(slot as RawFd)?
-            }
+            STDIO_INHERIT => dup_high(slot as RawFd)?,
             n if n >= 0 => dup_high(n)?,
             n => return Err(option_error(format!("options.stdio[{slot}]: unknown mode {n}"))),
         };
         child.push(fd);
     }
+    Ok((child, ours))
+}
+
+fn wire(spec_json: &[u8], stdio: &[i32], persistent: bool) -> Result<Wiring> {
+    let (mut child, ours) = stdio_ends(stdio)?;
     let (control, helper_control) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::Stream,
@@ -96,8 +107,21 @@ fn wire(spec_json: &[u8], stdio: &[i32]) -> Result<Wiring> {
     .map_err(|e| sys_error("socketpair", e))?;
     child.push(helper_control);
     child.push(spec_memfd(spec_json)?);
+    let exec = if persistent {
+        let (ours, helper_exec) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| sys_error("socketpair", e))?;
+        child.push(helper_exec);
+        Some(ours)
+    } else {
+        None
+    };
     let [stdin, stdout, stderr] = ours;
-    Ok(Wiring { child, stdin, stdout, stderr, control, inherit })
+    Ok(Wiring { child, stdin, stdout, stderr, control, exec })
 }
 
 /// A close-on-exec copy above the helper's fixed slots, so the dup2 sequence never clobbers it.
@@ -131,7 +155,7 @@ fn spec_memfd(bytes: &[u8]) -> Result<OwnedFd> {
 #[napi]
 pub fn spawn_helper(helper_path: String, spec: serde_json::Value, stdio: Vec<i32>) -> Result<SpawnedHelper> {
     let spec = to_spec(spec)?;
-    let w = wire(&spec.to_json(), &stdio)?;
+    let w = wire(&spec.to_json(), &stdio, spec.persistent)?;
 
     let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
     for (slot, fd) in w.child.iter().enumerate() {
@@ -148,7 +172,6 @@ pub fn spawn_helper(helper_path: String, spec: serde_json::Value, stdio: Vec<i32
     let envp: [CString; 0] = [];
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
-    let _ = w.inherit;
     drop(w.child);
     Ok(SpawnedHelper {
         pid: pid.as_raw(),
@@ -156,7 +179,37 @@ pub fn spawn_helper(helper_path: String, spec: serde_json::Value, stdio: Vec<i32
         stdin: w.stdin.map(IntoRawFd::into_raw_fd),
         stdout: w.stdout.map(IntoRawFd::into_raw_fd),
         stderr: w.stderr.map(IntoRawFd::into_raw_fd),
+        exec: w.exec.map(IntoRawFd::into_raw_fd),
     })
+}
+
+/// Hand one exec to a long-lived sandbox's helper: the request and the command's stdio (the
+/// child's ends, as SCM_RIGHTS) in one message on the exec socket `exec_fd`. Never blocks: a
+/// full socket throws with code `QueueFull` (try again shortly). Returns our ends of the pipes.
+#[napi]
+pub fn send_exec(exec_fd: i32, request: serde_json::Value, stdio: Vec<i32>) -> Result<ExecStdio> {
+    let req: isolate_core::protocol::ExecRequest = serde_json::from_value(request).map_err(|e| option_error(format!("options: {e}")))?;
+    isolate_core::validate::validate_exec(&req).map_err(|e| option_error(e.to_string()))?;
+    let bytes = serde_json::to_vec(&req).map_err(|e| Error::from_reason(e.to_string()))?;
+    if bytes.len() > isolate_core::exec_server::MAX_REQUEST {
+        return Err(option_error(format!("options.args: the command, its arguments and environment take {} bytes; at most {} fit", bytes.len(), isolate_core::exec_server::MAX_REQUEST)));
+    }
+    let (child, ours) = stdio_ends(&stdio)?;
+    let raw: Vec<RawFd> = child.iter().map(AsRawFd::as_raw_fd).collect();
+    let iov = [std::io::IoSlice::new(&bytes)];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
+    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL;
+    loop {
+        match nix::sys::socket::sendmsg::<()>(exec_fd, &iov, &cmsg, flags, None) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => return Err(Error::new(Status::QueueFull, "the exec socket is full".to_string())),
+            Err(e) => return Err(sys_error("send exec", e)),
+        }
+    }
+    drop(child);
+    let [stdin, stdout, stderr] = ours;
+    Ok(ExecStdio { stdin: stdin.map(IntoRawFd::into_raw_fd), stdout: stdout.map(IntoRawFd::into_raw_fd), stderr: stderr.map(IntoRawFd::into_raw_fd) })
 }
 
 /// Run `isolate-helper --probe` (real namespace attempts happen there, never in Node). Returns
@@ -175,7 +228,7 @@ pub fn spawn_probe(helper_path: String) -> Result<SpawnedHelper> {
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
     drop(w);
-    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None })
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
 }
 
 /// Reap the helper if it has exited. Never blocks: true once reaped (or already gone).
@@ -230,5 +283,5 @@ pub fn spawn_image_tool(tool_path: String, args: Vec<String>) -> Result<SpawnedH
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {tool_path}: {} ({e:?})", e.desc())))?;
     drop(w);
-    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None })
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
 }

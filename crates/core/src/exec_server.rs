@@ -1,0 +1,214 @@
+//! Inside a long-lived sandbox: its init, once the sandbox is built, waits for work from the
+//! helper and forks every exec from itself. An exec'd command so starts inside every namespace,
+//! under the new root and in the cgroup, and nothing of the host (no fd, no binary, no cwd) is
+//! within its reach while it joins: the class of `runc exec` escapes (CVE-2019-5736,
+//! CVE-2024-21626) needs a process that enters from outside, and there is none. Each exec takes
+//! the same last steps as a sandbox's first command ([`crate::sandbox::exec_command`]).
+
+use crate::error::{SetupError, Step};
+use crate::protocol::{ExecRequest, Report, TerminalHandoff, Work};
+use crate::sandbox::{exec_command, forwarded_signals, send};
+use crate::seccomp::Program;
+use crate::spec::Spec;
+use crate::sys;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::SigmaskHow;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+/// The largest exec request the work socket carries (the addon refuses bigger ones first).
+pub const MAX_REQUEST: usize = 256 << 10;
+
+/// What forking an exec needs beyond the capabilities it may keep: changing ids and groups, and
+/// shrinking the bounding set.
+const FORK_CAPS: [&str; 3] = ["SETGID", "SETUID", "SETPCAP"];
+
+/// An exec forked but not yet past execve: its status pipe tells which way it went.
+struct Starting {
+    id: u32,
+    pid: Pid,
+    status: OwnedFd,
+    error: Vec<u8>,
+}
+
+struct Server<'a> {
+    spec: &'a Spec,
+    seccomp: Option<&'a Program>,
+    report: OwnedFd,
+    work: OwnedFd,
+    starting: Vec<Starting>,
+    /// Commands past execve, by pid (as this namespace sees it).
+    running: HashMap<Pid, u32>,
+}
+
+fn fail(report: &OwnedFd, e: SetupError) -> ! {
+    send(report, &Report::SetupFailed(e));
+    std::process::exit(125)
+}
+
+/// The life of a long-lived sandbox's init after setup. Never returns; ends when the helper
+/// closes the work socket (or kills it), taking the whole pid namespace with it.
+pub fn serve(spec: &Spec, seccomp: Option<&Program>, report: OwnedFd, work: OwnedFd) -> ! {
+    // Before anything inside runs: no process of the sandbox may trace the init or open its /proc
+    // files (its exe is the host's helper binary, its fds are the helper's sockets).
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let signals = forwarded_signals();
+    // Signals from inside are read and dropped; SIGCHLD is the one the init acts on.
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
+    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .unwrap_or_else(|e| fail(&report, SetupError::sys(Step::ForkCommand, e as i32, None)));
+    sys::redirect_stdio_to_null();
+    // The init keeps only what forking execs needs and what they may keep.
+    let caps: Vec<u32> = spec.capabilities.iter().map(String::as_str).chain(FORK_CAPS).filter_map(crate::caps::number).collect();
+    if let Err(e) = sys::drop_capabilities(&caps) {
+        fail(&report, e);
+    }
+    send(&report, &Report::Ready);
+    let mut server = Server { spec, seccomp, report, work, starting: Vec::new(), running: HashMap::new() };
+    loop {
+        server.step(&sfd);
+    }
+}
+
+impl Server<'_> {
+    fn step(&mut self, sfd: &SignalFd) {
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN), PollFd::new(self.work.as_fd(), PollFlags::POLLIN)];
+        fds.extend(self.starting.iter().map(|s| PollFd::new(s.status.as_fd(), PollFlags::POLLIN)));
+        if let Err(e) = poll(&mut fds, PollTimeout::NONE) {
+            if e == Errno::EINTR {
+                return;
+            }
+            std::process::exit(1);
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        // Status pipes first: an exec that ran and already exited must be reported started first.
+        let ready_starts: Vec<Pid> = ready[2..].iter().zip(&self.starting).filter(|(r, _)| **r).map(|(_, s)| s.pid).collect();
+        for pid in ready_starts {
+            self.read_status(pid);
+        }
+        if ready[1] {
+            self.take_work();
+        }
+        if ready[0] {
+            while let Ok(Some(_)) = sfd.read_signal() {}
+            self.reap();
+        }
+    }
+
+    fn take_work(&mut self) {
+        let (bytes, fds) = match sys::recv_message(&self.work, MAX_REQUEST, Step::SendExec) {
+            // The helper is gone: so is the sandbox (our exit ends the pid namespace).
+            Ok(None) | Err(_) => std::process::exit(0),
+            Ok(Some(m)) => m,
+        };
+        match serde_json::from_slice::<Work>(&bytes) {
+            Ok(Work::Exec(req)) => self.start(req, fds),
+            Ok(Work::Signal { id, signal, group }) => self.signal(id, signal, group),
+            Err(_) => {}
+        }
+    }
+
+    /// `group`: the command's whole process group (it leads its own session), else the command.
+    fn signal(&self, id: u32, signal: i32, group: bool) {
+        let pid = self.running.iter().find(|(_, i)| **i == id).map(|(p, _)| *p).or_else(|| self.starting.iter().find(|s| s.id == id).map(|s| s.pid));
+        if let Some(pid) = pid {
+            let target = if group && self.running.contains_key(&pid) { -pid.as_raw() } else { pid.as_raw() };
+            // SAFETY: kill(2) on a child of ours (or its process group).
+            unsafe { libc::kill(target, signal) };
+        }
+    }
+
+    fn start(&mut self, req: ExecRequest, stdio: Vec<OwnedFd>) {
+        if let Err(e) = self.fork_exec(&req, stdio) {
+            send(&self.report, &Report::ExecFailed { id: req.id, error: e });
+        }
+    }
+
+    fn fork_exec(&mut self, req: &ExecRequest, stdio: Vec<OwnedFd>) -> sys::Result<()> {
+        // A terminal is opened here, in the sandbox's devpts; its master goes to the helper.
+        let terminal = match req.tty {
+            Some(size) => {
+                let (master, slave) = sys::open_pty(size.rows, size.cols)?;
+                let note = serde_json::to_vec(&TerminalHandoff { terminal: req.id }).unwrap_or_default();
+                sys::send_message(&self.work, &note, &[master.as_raw_fd()], Step::OpenPty)?;
+                Some(slave)
+            }
+            None => None,
+        };
+        let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| SetupError::sys(Step::ForkCommand, e as i32, None))?;
+        // SAFETY: the init is single-threaded.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                drop(status_r);
+                let e = match terminal {
+                    Some(_) => exec_command(self.spec, req.into(), self.seccomp, terminal.as_ref()),
+                    None => match sys::install_stdio(&stdio) {
+                        Ok(()) => exec_command(self.spec, req.into(), self.seccomp, None),
+                        Err(e) => e,
+                    },
+                };
+                let _ = nix::fcntl::fcntl(&status_w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
+                let _ = std::fs::File::from(status_w).write_all(&serde_json::to_vec(&e).unwrap_or_default());
+                // SAFETY: leaving the forked child without running the init's atexit handlers.
+                unsafe { libc::_exit(127) }
+            }
+            Ok(ForkResult::Parent { child }) => {
+                self.starting.push(Starting { id: req.id, pid: child, status: status_r, error: Vec::new() });
+                Ok(())
+            }
+            Err(e) => Err(SetupError::sys(Step::ForkCommand, e as i32, None)),
+        }
+    }
+
+    /// Read what the exec's status pipe holds; at its end (execve closed it, or the child is
+    /// gone) report the exec started or failed.
+    fn read_status(&mut self, pid: Pid) {
+        let Some(i) = self.starting.iter().position(|s| s.pid == pid) else { return };
+        let s = &mut self.starting[i];
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(&s.status, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => s.error.extend_from_slice(&buf[..n]),
+                Err(Errno::EINTR) => continue,
+                // Not at its end yet (a failure still being written).
+                Err(_) => return,
+            }
+        }
+        let s = self.starting.remove(i);
+        if s.error.is_empty() {
+            self.running.insert(s.pid, s.id);
+            send(&self.report, &Report::ExecStarted { id: s.id, pid: s.pid.as_raw() });
+        } else {
+            let e = serde_json::from_slice(&s.error).unwrap_or_else(|_| SetupError::new(Step::Execve, "the command failed before execve"));
+            send(&self.report, &Report::ExecFailed { id: s.id, error: e });
+        }
+    }
+
+    /// Reap every exited process: the execs' commands are reported, orphans just reaped.
+    fn reap(&mut self) {
+        loop {
+            let (pid, report) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Some((code, None))),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Some((0, Some(sig as i32)))),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            // Its status pipe is at its end now: settle whether it ever ran.
+            self.read_status(pid);
+            if let (Some(id), Some((code, signal))) = (self.running.remove(&pid), report) {
+                send(&self.report, &match signal {
+                    Some(signal) => Report::ExecSignaled { id, signal },
+                    None => Report::ExecExited { id, code },
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The helper's side of a long-lived sandbox: execs arrive from Node on the exec socket (a
+//! request and its stdio), are checked and passed to the sandbox's init on the work socket, and
+//! each is followed to its end: its wall clock, its terminal relay, its events to Node.
+
+use crate::error::{SetupError, Step};
+use crate::exec_server::MAX_REQUEST;
+use crate::protocol::{signal_name, Event, ExecRequest, Reason, Report, TerminalHandoff, Work};
+use crate::relay::{Interest, TtyRelay};
+use crate::supervisor::Control;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How long a terminal's output is still relayed after its command ended, for background
+/// processes that hold it; then the relay closes (as a terminal emulator would).
+const TTY_GRACE: Duration = Duration::from_millis(200);
+
+struct Exec {
+    started: Instant,
+    deadline: Option<Instant>,
+    /// Why we ended it, when we did.
+    forced: Option<Reason>,
+    /// With a tty: the caller's ends until the init hands over the master, then the relay.
+    tty_io: Option<(OwnedFd, OwnedFd)>,
+    tty: Option<TtyRelay>,
+    /// The command's end, held back until its terminal output is delivered.
+    ended: Option<(Option<i32>, Option<String>, Instant)>,
+}
+
+pub struct Execs {
+    /// From Node: requests with their stdio attached. None once Node closed it.
+    requests: Option<OwnedFd>,
+    /// To and from the sandbox's init.
+    work: OwnedFd,
+    execs: HashMap<u32, Exec>,
+}
+
+impl Execs {
+    pub fn new(requests: OwnedFd, work: OwnedFd) -> Execs {
+        Execs { requests: Some(requests), work, execs: HashMap::new() }
+    }
+
+    /// The fds to poll: the request socket, the work socket, then each relay's.
+    pub fn interests(&self) -> Vec<Interest<'_>> {
+        let mut out = Vec::new();
+        if let Some(r) = &self.requests {
+            out.push(Interest { fd: r.as_fd(), writable: false });
+        }
+        out.push(Interest { fd: self.work.as_fd(), writable: false });
+        for e in self.execs.values() {
+            if let Some(t) = &e.tty {
+                out.extend(t.interests());
+            }
+        }
+        out
+    }
+
+    /// The earliest moment something is due: a deadline, or the end of a terminal's grace.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.execs.values().flat_map(|e| [e.deadline, e.ended.as_ref().filter(|_| e.tty.is_some()).map(|(_, _, at)| *at + TTY_GRACE)]).flatten().min()
+    }
+
+    /// Whatever is ready: requests from Node, terminals from the init, relays, deadlines.
+    pub fn pump(&mut self, out: &mut Control) {
+        self.take_requests(out);
+        self.take_terminals();
+        for e in self.execs.values_mut() {
+            if let Some(t) = &mut e.tty {
+                t.pump();
+            }
+        }
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for (id, e) in &mut self.execs {
+            if e.deadline.is_some_and(|d| now >= d) && e.ended.is_none() {
+                e.deadline = None;
+                e.forced = Some(Reason::Timeout);
+                expired.push(*id);
+            }
+        }
+        for id in expired {
+            self.send_work(&Work::Signal { id, signal: libc::SIGKILL, group: true });
+        }
+        self.flush_ended(out);
+    }
+
+    fn take_requests(&mut self, out: &mut Control) {
+        let Some(sock) = &self.requests else { return };
+        if !readable(sock) {
+            return;
+        }
+        let (bytes, fds) = match crate::sys::recv_message(sock, MAX_REQUEST, Step::SendExec) {
+            Ok(Some(m)) => m,
+            // Node closed it: no more execs (the control socket is the lifeline).
+            Ok(None) | Err(_) => {
+                self.requests = None;
+                return;
+            }
+        };
+        let req = match serde_json::from_slice::<ExecRequest>(&bytes) {
+            Ok(r) => r,
+            Err(e) => return out.send(&Event::ExecError { id: 0, error: SetupError::new(Step::SendExec, format!("a bad exec request: {e}")) }),
+        };
+        let id = req.id;
+        if let Err(e) = crate::validate::validate_exec(&req) {
+            return out.send(&Event::ExecError { id, error: SetupError::new(Step::SendExec, e.to_string()) });
+        }
+        if self.execs.contains_key(&id) || fds.len() != 3 {
+            return out.send(&Event::ExecError { id, error: SetupError::new(Step::SendExec, "an exec id in use, or not three stdio descriptors") });
+        }
+        let started = Instant::now();
+        let deadline = req.timeout_ms.map(|ms| started + Duration::from_millis(ms));
+        let mut fds = fds.into_iter();
+        // With a terminal, the caller's stdin and stdout are the relay's; the command gets the pty.
+        let (tty_io, passed) = match req.tty {
+            Some(_) => (fds.next().zip(fds.next()), Vec::new()),
+            None => (None, fds.collect::<Vec<_>>()),
+        };
+        let raw: Vec<i32> = passed.iter().map(|f| f.as_raw_fd()).collect();
+        let msg = serde_json::to_vec(&Work::Exec(req)).unwrap_or_default();
+        if let Err(e) = crate::sys::send_message(&self.work, &msg, &raw, Step::SendExec) {
+            return out.send(&Event::ExecError { id, error: e });
+        }
+        self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, ended: None });
+    }
+
+    fn take_terminals(&mut self) {
+        while readable(&self.work) {
+            let Ok(Some((bytes, mut fds))) = crate::sys::recv_message(&self.work, 4096, Step::OpenPty) else { return };
+            let Ok(TerminalHandoff { terminal: id }) = serde_json::from_slice(&bytes) else { continue };
+            if let (Some(e), Some(master)) = (self.execs.get_mut(&id), fds.pop()) {
+                if let Some((input, output)) = e.tty_io.take() {
+                    e.tty = TtyRelay::new(master, input, output).ok();
+                }
+            }
+        }
+    }
+
+    fn send_work(&self, w: &Work) {
+        let _ = crate::sys::send_message(&self.work, &serde_json::to_vec(w).unwrap_or_default(), &[], Step::SendExec);
+    }
+
+    /// A report of the init about an exec; false when it is not one.
+    pub fn on_report(&mut self, r: &Report, out: &mut Control) -> bool {
+        match r {
+            Report::ExecStarted { id, pid } => out.send(&Event::ExecSpawned { id: *id, pid: *pid }),
+            Report::ExecFailed { id, error } => {
+                self.execs.remove(id);
+                out.send(&Event::ExecError { id: *id, error: error.clone() });
+            }
+            Report::ExecExited { id, code } => self.ended(*id, Some(*code), None),
+            Report::ExecSignaled { id, signal } => self.ended(*id, None, Some(signal_name(*signal))),
+            _ => return false,
+        }
+        self.flush_ended(out);
+        true
+    }
+
+    fn ended(&mut self, id: u32, code: Option<i32>, signal: Option<String>) {
+        if let Some(e) = self.execs.get_mut(&id) {
+            e.ended = Some((code, signal, Instant::now()));
+        }
+    }
+
+    /// Report every ended exec whose terminal output is delivered (or whose grace ran out).
+    fn flush_ended(&mut self, out: &mut Control) {
+        let now = Instant::now();
+        let done: Vec<u32> = self
+            .execs
+            .iter()
+            .filter(|(_, e)| e.ended.as_ref().is_some_and(|(_, _, at)| e.tty.as_ref().is_none_or(|t| t.finished() || now >= *at + TTY_GRACE)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            let e = self.execs.remove(&id).expect("listed above");
+            let (exit_code, signal, _) = e.ended.expect("ended");
+            let reason = e.forced.unwrap_or(if signal.is_some() { Reason::Signaled } else { Reason::Exited });
+            out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms: ms_since(e.started) });
+        }
+    }
+
+    pub fn signal(&self, id: u32, signal: i32) {
+        if self.execs.contains_key(&id) {
+            self.send_work(&Work::Signal { id, signal, group: false });
+        }
+    }
+
+    pub fn resize(&self, id: u32, rows: u16, cols: u16) {
+        if let Some(t) = self.execs.get(&id).and_then(|e| e.tty.as_ref()) {
+            t.resize(rows, cols);
+        }
+    }
+
+    /// The sandbox is gone: every exec still running ended with it.
+    pub fn end_all(&mut self, why: Reason, out: &mut Control) {
+        for (id, e) in self.execs.drain() {
+            let (exit_code, signal, reason) = match e.ended {
+                Some((code, Some(signal), _)) => (code, Some(signal), Reason::Signaled),
+                Some((code, None, _)) => (code, None, Reason::Exited),
+                None => (None, Some(signal_name(libc::SIGKILL)), why),
+            };
+            let reason = e.forced.unwrap_or(reason);
+            out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms: ms_since(e.started) });
+        }
+    }
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn readable(fd: &OwnedFd) -> bool {
+    let mut p = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
+}

@@ -1,0 +1,292 @@
+/**
+ * A long-lived sandbox as Node sees it: the helper's control socket (events in, requests out),
+ * its exec socket (each exec's request with its stdio attached, written only by the addon), and
+ * the execs running in it.
+ */
+import { randomBytes } from 'node:crypto'
+import { Socket } from 'node:net'
+import type { Readable, Writable } from 'node:stream'
+import { IsolateError } from './errors.js'
+import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
+import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
+import { checkSize, onEvents, readable, reapHelper, setupError, signalNumber, writable, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
+
+export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled'
+
+export interface ExecExit {
+  /** The command line, for logs. */
+  command: string
+  exitCode: number | null
+  signal: string | null
+  /** `'canceled'`: the sandbox ended (destroyed, or its own limits) while the command ran. */
+  reason: ExecReason
+  durationMs: number
+  /** The command's pid as the sandbox sees it. */
+  pid: number
+}
+
+type Event =
+  | { event: 'ready'; pid: number }
+  | ({ event: 'error' } & SetupFailure)
+  | { event: 'exit'; exitCode: number | null; signal: string | null; reason: SandboxResult['reason']; durationMs: number; usage: Usage }
+  | { event: 'execSpawned'; id: number; pid: number }
+  | ({ event: 'execError'; id: number } & SetupFailure)
+  | { event: 'execExit'; id: number; exitCode: number | null; signal: string | null; reason: ExecReason; durationMs: number }
+
+const destroyedError = (id: string) =>
+  new IsolateError(`the sandbox ${id} has ended; nothing can run in it any more`, {
+    code: 'ERR_ISOLATE_DESTROYED',
+    hint: 'create a new sandbox with createSandbox()',
+  })
+
+/** One command running in a long-lived sandbox. */
+export class ExecProcess {
+  /** The command's pid as the sandbox sees it (0 until started). */
+  pid = 0
+  readonly stdin: Writable | null
+  readonly stdout: Readable | null
+  readonly stderr: Readable | null
+  /** Resolves once the command runs; rejects with the step that failed (the sandbox lives on). */
+  readonly started: Promise<void>
+  readonly #done: Promise<ExecExit>
+  #settle: { spawned(pid: number): void; failed(e: IsolateError): void; exit(e: Omit<ExecExit, 'command' | 'pid'>): void }
+  #running = true
+  readonly #request: (line: string) => boolean
+
+  constructor(
+    readonly command: string,
+    stdio: ExecStdio,
+    request: (line: string) => boolean,
+    /** @internal */
+    readonly id: number,
+  ) {
+    this.#request = request
+    this.stdin = writable(stdio.stdin)
+    this.stdout = readable(stdio.stdout)
+    this.stderr = readable(stdio.stderr)
+    let resolveStarted!: () => void
+    let rejectStarted!: (e: Error) => void
+    this.started = new Promise((res, rej) => ((resolveStarted = res), (rejectStarted = rej)))
+    let resolveDone!: (r: ExecExit) => void
+    let rejectDone!: (e: Error) => void
+    this.#done = new Promise((res, rej) => ((resolveDone = res), (rejectDone = rej)))
+    this.started.catch(() => {})
+    this.#done.catch(() => {})
+    this.#settle = {
+      spawned: (pid) => {
+        this.pid = pid
+        resolveStarted()
+      },
+      failed: (e) => {
+        this.#running = false
+        rejectStarted(e)
+        rejectDone(e)
+        this.stdin?.destroy()
+        this.stdout?.destroy()
+        this.stderr?.destroy()
+      },
+      exit: (e) => {
+        this.#running = false
+        resolveStarted()
+        resolveDone({ command, pid: this.pid, ...e })
+      },
+    }
+  }
+
+  /** @internal The sandbox's events for this exec. */
+  _event(ev: Event): void {
+    if (ev.event === 'execSpawned') this.#settle.spawned(ev.pid)
+    else if (ev.event === 'execError') this.#settle.failed(setupError(ev, `exec of ${this.command}`))
+    else if (ev.event === 'execExit') this.#settle.exit({ exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs })
+  }
+
+  /** @internal */
+  _failed(e: IsolateError): void {
+    this.#settle.failed(e)
+  }
+
+  /** Send a signal to the command (only to it: its process group is left alone). */
+  kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
+    const n = signalNumber(signal)
+    return this.#running && this.#request(`exec-signal ${this.id} ${n}`)
+  }
+
+  /** With a tty: the terminal's new size (the command gets SIGWINCH). */
+  resize(cols: number, rows: number): boolean {
+    checkSize(cols, rows)
+    return this.#running && this.#request(`exec-resize ${this.id} ${rows} ${cols}`)
+  }
+
+  /** Resolves when the command has ended (what it left running in the background lives on). */
+  wait(): Promise<ExecExit> {
+    return this.#done
+  }
+}
+
+export interface ExecResult<T = string> extends ExecExit {
+  stdout: T
+  stderr: T
+}
+
+/** A sandbox that stays up between commands: files and background processes persist. */
+export class PersistentSandbox {
+  /** 12 hex digits, for logs and the CLI's registry. */
+  readonly id = randomBytes(6).toString('hex')
+  /** The host pid of the sandbox's init (0 until ready). */
+  pid = 0
+  /** @internal Resolves once the sandbox is built; rejects with the setup error. */
+  readonly ready: Promise<void>
+  readonly #control: Socket
+  readonly #done: Promise<SandboxResult>
+  readonly #addon: Addon
+  readonly #spec: Spec
+  #execFd: number | undefined
+  #nextId = 1
+  readonly #execs = new Map<number, ExecProcess>()
+  #ended = false
+
+  constructor(addon: Addon, h: SpawnedHelper, spec: Spec) {
+    this.#addon = addon
+    this.#spec = spec
+    this.#execFd = h.exec
+    this.#control = new Socket({ fd: h.control, readable: true, writable: true })
+    let resolveReady!: () => void
+    let rejectReady!: (e: Error) => void
+    this.ready = new Promise((res, rej) => ((resolveReady = res), (rejectReady = rej)))
+    let resolveDone!: (r: SandboxResult) => void
+    let rejectDone!: (e: Error) => void
+    this.#done = new Promise((res, rej) => ((resolveDone = res), (rejectDone = rej)))
+    this.ready.catch(() => {})
+    this.#done.catch(() => {})
+
+    let settled = false
+    onEvents<Event>(this.#control, (ev) => {
+      if (ev.event === 'ready') {
+        this.pid = ev.pid
+        resolveReady()
+      } else if (ev.event === 'error') {
+        settled = true
+        const e = setupError(ev)
+        rejectReady(e)
+        rejectDone(e)
+      } else if (ev.event === 'exit') {
+        settled = true
+        this.#end()
+        resolveReady()
+        resolveDone({ command: `sandbox ${this.id}`, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage })
+      } else {
+        const exec = this.#execs.get(ev.id)
+        exec?._event(ev)
+        if (ev.event !== 'execSpawned') this.#execs.delete(ev.id)
+      }
+    })
+    this.#control.on('error', () => {})
+    this.#control.on('close', () => {
+      this.#end()
+      reapHelper(addon, h.pid)
+      if (!settled) {
+        const e = new IsolateError('the sandbox helper ended without reporting', { code: 'ERR_ISOLATE_HELPER', step: 'supervise' })
+        rejectReady(e)
+        rejectDone(e)
+      }
+    })
+  }
+
+  /** No more execs: the exec socket is closed and whatever still waits on an answer fails. */
+  #end(): void {
+    if (this.#ended) return
+    this.#ended = true
+    if (this.#execFd !== undefined) this.#addon.closeFd(this.#execFd)
+    this.#execFd = undefined
+    for (const exec of this.#execs.values()) exec._failed(destroyedError(this.id))
+    this.#execs.clear()
+  }
+
+  /** True once the sandbox has ended (destroyed, or ended by its own limits). */
+  get destroyed(): boolean {
+    return this.#ended
+  }
+
+  #request = (line: string): boolean => {
+    if (this.#ended || this.#control.destroyed) return false
+    this.#control.write(`${line}\n`)
+    return true
+  }
+
+  /**
+   * Run `file` inside, in the same namespaces, cgroup, capabilities, seccomp filter and Landlock
+   * domain as every other command of this sandbox. Resolves once it runs; rejects with an
+   * `IsolateError` (an option, a step such as `execve`, or `ERR_ISOLATE_DESTROYED`).
+   */
+  async spawn(file: string, args: string[] = [], options: ExecOptions = {}): Promise<ExecProcess> {
+    const { request, stdio, command } = normalizeExec(file, args, options, this.#spec)
+    const id = this.#nextId++
+    let fds: ExecStdio | undefined
+    for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
+      if (this.#ended || this.#execFd === undefined) throw destroyedError(this.id)
+      try {
+        fds = this.#addon.sendExec(this.#execFd, { ...request, id }, stdio.map(stdioCode))
+        break
+      } catch (e) {
+        const err = e as Error & { code?: string }
+        // The helper reads its socket as fast as it can; a full one only needs a moment.
+        if (err.code === 'QueueFull') {
+          await new Promise((r) => setTimeout(r, delay))
+          continue
+        }
+        if (err.code === 'InvalidArg') {
+          const m = /^options\.([^:]*): (.*)$/s.exec(err.message)
+          throw new IsolateError(err.message, { code: 'ERR_ISOLATE_OPTION', option: m?.[1] })
+        }
+        throw new IsolateError(`could not hand the exec to the sandbox: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', cause: e })
+      }
+    }
+    const exec = new ExecProcess(command, fds, this.#request, id)
+    this.#execs.set(id, exec)
+    await exec.started
+    return exec
+  }
+
+  /** Like {@link spawn}, then wait for the command's end and collect its stdout and stderr. */
+  async exec(file: string, args?: string[], options?: ExecOptions & { input?: string | Uint8Array; encoding: 'buffer' }): Promise<ExecResult<Buffer>>
+  async exec(file: string, args?: string[], options?: ExecOptions & { input?: string | Uint8Array; encoding?: BufferEncoding }): Promise<ExecResult<string>>
+  async exec(file: string, args: string[] = [], options: ExecOptions & { input?: string | Uint8Array; encoding?: BufferEncoding | 'buffer' } = {}): Promise<ExecResult<string | Buffer>> {
+    const { input, encoding = 'utf8', ...execOptions } = options
+    const p = await this.spawn(file, args, execOptions)
+    const out = collect(p.stdout)
+    const err = collect(p.stderr)
+    if (p.stdin) p.stdin.end(input ?? '')
+    const [result, stdout, stderr] = await Promise.all([p.wait(), out, err])
+    const decode = (b: Buffer) => (encoding === 'buffer' ? b : b.toString(encoding))
+    return { ...result, stdout: decode(stdout), stderr: decode(stderr) }
+  }
+
+  /** End everything in the sandbox (processes, mounts, cgroup). Resolves when it is all gone. */
+  destroy(): Promise<SandboxResult> {
+    this.#request('cancel')
+    return this.#done
+  }
+
+  /** Resolves when the sandbox has ended, by destroy() or by its own limits. */
+  wait(): Promise<SandboxResult> {
+    return this.#done
+  }
+
+  /** Let the event loop exit while this sandbox lives (it still ends when Node exits). */
+  unref(): this {
+    this.#control.unref()
+    return this
+  }
+
+  ref(): this {
+    this.#control.ref()
+    return this
+  }
+}
+
+export async function collect(stream: NodeJS.ReadableStream | null): Promise<Buffer> {
+  if (!stream) return Buffer.alloc(0)
+  const chunks: Buffer[] = []
+  for await (const c of stream) chunks.push(c as Buffer)
+  return Buffer.concat(chunks)
+}
