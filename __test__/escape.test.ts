@@ -14,7 +14,7 @@ import { execFileSync } from 'node:child_process'
 import { chmodSync, chownSync, copyFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { join } from 'node:path'
-import { runIsolated, type RunOptions } from '../index.js'
+import { createSandbox, runIsolated, type RunOptions } from '../index.js'
 import { isRoot, removeDir, root, tempDir } from './helpers.js'
 
 const TARGET = 'x86_64-unknown-linux-gnu'
@@ -51,6 +51,8 @@ interface Setup {
   listed: Array<{ probe: string; category: string }>
   /** The default-sandbox run. */
   run: { exitCode: number | null; signal: string | null; stderr: string; lines: ProbeLine[] }
+  /** The same, exec'd into a long-lived default sandbox that already runs other commands. */
+  execRun: { exitCode: number | null; signal: string | null; stderr: string; lines: ProbeLine[] }
 }
 
 let setup: Setup | undefined
@@ -103,7 +105,7 @@ function parseLines(stdout: string): ProbeLine[] {
 }
 
 /** The arguments that tell the probes what of the host to look for. */
-function hostArgs(s: Omit<Setup, 'run' | 'listed'>): string[] {
+function hostArgs(s: Omit<Setup, 'run' | 'listed' | 'execRun'>): string[] {
   return [
     '--host-pid', String(process.pid),
     '--host-env', HOST_ENV,
@@ -116,8 +118,25 @@ function hostArgs(s: Omit<Setup, 'run' | 'listed'>): string[] {
   ]
 }
 
+/**
+ * Exec the probe into a long-lived default sandbox (its directory bound read-only), after other
+ * execs ran there and while one still does: what an exec'd process can reach, as it joins and after.
+ */
+async function probeByExec(s: Omit<Setup, 'run' | 'listed' | 'execRun'>) {
+  const sb = await createSandbox({ mounts: [{ type: 'bind', source: s.dir, target: '/probe' }] })
+  try {
+    await sb.exec('/bin/sh', ['-c', 'echo earlier > /tmp/earlier'])
+    const neighbour = await sb.spawn('/bin/sleep', ['1000'], { stdio: 'ignore' })
+    const r = await sb.exec('/probe/escape-probe', hostArgs(s))
+    neighbour.kill('SIGKILL')
+    return { exitCode: r.exitCode, signal: r.signal, stderr: r.stderr, lines: parseLines(r.stdout) }
+  } finally {
+    await sb.destroy()
+  }
+}
+
 /** Run the probe inside a sandbox: the given options plus the read-only bind of its directory. */
-async function probeInSandbox(s: Omit<Setup, 'run' | 'listed'>, names: string[] = [], options: RunOptions = {}) {
+async function probeInSandbox(s: Omit<Setup, 'run' | 'listed' | 'execRun'>, names: string[] = [], options: RunOptions = {}) {
   const r = await runIsolated('/probe/escape-probe', [...hostArgs(s), ...names], {
     ...options,
     mounts: [{ type: 'bind', source: s.dir, target: '/probe' }, ...(options.mounts ?? [])],
@@ -194,9 +213,12 @@ test.before(async (t) => {
 
   const partial = { probe, dir, markerDir, marker, shmName, abstractName, server, fixtureArg, deviceArg, hostKeyring }
   const run = await probeInSandbox(partial)
-  setup = { ...partial, listed, run }
-  const escaped = run.lines.filter((l) => l.result !== 'contained').map((l) => `${l.probe}=${l.result}`)
-  t.log(`${run.lines.length} probes ran; not contained: ${escaped.length ? escaped.join(', ') : 'none'}`)
+  const execRun = await probeByExec(partial)
+  setup = { ...partial, listed, run, execRun }
+  for (const [how, r] of [['spawned', run], ['exec\'d', execRun]] as const) {
+    const escaped = r.lines.filter((l) => l.result !== 'contained').map((l) => `${l.probe}=${l.result}`)
+    t.log(`${how}: ${r.lines.length} probes ran; not contained: ${escaped.length ? escaped.join(', ') : 'none'}`)
+  }
 })
 
 test.after.always(() => {
@@ -221,6 +243,15 @@ test('every probe ran once and reported', (t) => {
   t.is(stderr, '')
   t.is(exitCode, lines.every((l) => l.result === 'contained') ? 0 : 1, 'exit code 0 exactly when everything is contained')
   for (const l of lines) t.true(CATEGORIES.includes(l.category as never) || l.category === 'control', `${l.probe}: unknown category ${l.category}`)
+})
+
+test('exec\'d into a long-lived sandbox: every probe ran and every one is contained', (t) => {
+  const { lines, exitCode, signal, stderr } = setup!.execRun
+  t.deepEqual(lines.map((l) => l.probe), setup!.listed.map((l) => l.probe))
+  t.is(signal, null)
+  t.is(stderr, '')
+  for (const l of lines) t.is(l.result, 'contained', `exec'd: ${l.probe}: ${l.detail}`)
+  t.is(exitCode, 0)
 })
 
 test('at least 40 attack probes, across every category', (t) => {

@@ -1,0 +1,281 @@
+/**
+ * Long-lived sandboxes: createSandbox, then exec into it any number of times, concurrently; what
+ * each exec'd process observes (the same namespaces, cgroup, capabilities, seccomp and Landlock
+ * as every other, the files and processes the others left), what it cannot reach while it joins
+ * (no host fd, no host binary), and that destroy() and Node's exit leave nothing behind.
+ */
+import test, { type ExecutionContext } from 'ava'
+import { spawn } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
+import { join } from 'node:path'
+import { createSandbox, IsolateError, probe, runIsolated, type PersistentSandbox, type SandboxOptions } from '../index.js'
+import { isRoot, openFds, parentOf, pidAlive, pidsInNamespace, root, waitUntil, zombieChildren } from './helpers.js'
+
+const host = await probe()
+const cgroups = host.cgroupHost?.canCreate === true
+if (!cgroups) console.log(`persistent.test: this host gives us no cgroups (${host.cgroupHost?.reason}); the cleanup test runs without cgroup limits`)
+
+/** A sandbox destroyed after the test that made it, whatever the test did. */
+async function sandbox(t: ExecutionContext, options: SandboxOptions = {}): Promise<PersistentSandbox> {
+  const sb = await createSandbox(options)
+  t.teardown(async () => {
+    await sb.destroy().catch(() => {})
+  })
+  return sb
+}
+
+const sh = (sb: PersistentSandbox, script: string, options = {}) => sb.exec('/bin/sh', ['-c', script], options)
+
+test('ten execs into one sandbox see each other\'s files and processes', async (t) => {
+  const sb = await sandbox(t)
+  t.true(sb.pid > 0)
+  // A background process outlives the exec that started it.
+  const first = await sh(sb, 'echo 0 > /tmp/log; sleep 1000 >/dev/null 2>&1 & echo $!')
+  t.is(first.exitCode, 0, first.stderr)
+  const sleeper = Number(first.stdout.trim())
+  const pidNs = new Set<string>()
+  for (let i = 1; i < 10; i++) {
+    const r = await sh(sb, `echo ${i} >> /tmp/log; readlink /proc/self/ns/pid; test -d /proc/${sleeper} && cat /proc/${sleeper}/cmdline | tr '\\0' ' '`)
+    t.is(r.exitCode, 0, `exec ${i}: ${r.stderr}`)
+    const [ns, cmdline] = r.stdout.trim().split('\n')
+    pidNs.add(ns)
+    t.is(cmdline.trim(), 'sleep 1000', `exec ${i} sees the first exec's background process`)
+  }
+  t.is(pidNs.size, 1, 'every exec is in the same pid namespace')
+  const log = await sb.exec('/bin/cat', ['/tmp/log'])
+  t.is(log.stdout, '0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n', 'each exec found the file the ones before it wrote')
+  t.is(log.reason, 'exited')
+})
+
+test('20 concurrent execs each run, with their own stdio and pid', async (t) => {
+  const sb = await sandbox(t)
+  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => sb.exec('/bin/sh', ['-c', 'read x; echo "$x $$"; echo err-$x >&2; exit $((x % 7))'], { input: `${i}\n` })))
+  const pids = new Set<number>()
+  results.forEach((r, i) => {
+    const [echoed, pid] = r.stdout.trim().split(' ')
+    t.is(echoed, String(i), `exec ${i} got its own stdin and stdout`)
+    t.is(r.stderr, `err-${i}\n`, `exec ${i}: its own stderr`)
+    t.is(r.exitCode, i % 7)
+    t.is(r.pid, Number(pid), 'pid as the sandbox sees it')
+    pids.add(r.pid)
+  })
+  t.is(pids.size, 20)
+})
+
+test('every exec gets the sandbox\'s namespaces, cgroup, ids, capabilities, no_new_privs, seccomp and Landlock', async (t) => {
+  const options: SandboxOptions = { capabilities: ['NET_BIND_SERVICE'], user: { uid: 1000, gid: 1000 }, landlock: { read: ['/'], write: ['/tmp'], exec: ['/usr', '/bin'] }, hostname: 'kept' }
+  const look = 'cat /proc/self/cgroup; for n in mnt pid net uts ipc user cgroup; do readlink /proc/self/ns/$n; done; grep -E "^(Uid|Gid|Cap(Eff|Prm|Bnd|Amb)|NoNewPrivs|Seccomp):" /proc/self/status; hostname'
+  const sb = await sandbox(t, options)
+  const a = await sh(sb, look)
+  const b = await sh(sb, look)
+  t.is(a.exitCode, 0, a.stderr)
+  t.is(a.stdout, b.stdout, 'two execs observe the same sandbox')
+  const once = await runIsolated('/bin/sh', ['-c', look], options)
+  const sameShape = (s: string) => s.replace(/\[\d+\]/g, '[n]')
+  t.is(sameShape(a.stdout), sameShape(once.stdout), 'an exec observes what a one-shot sandbox with the same options does')
+  t.regex(a.stdout, /^Uid:\s+1000\s+1000\s+1000\s+1000$/m)
+  t.regex(a.stdout, /^CapEff:\s+0000000000000400$/m, 'only NET_BIND_SERVICE')
+  t.regex(a.stdout, /^CapBnd:\s+0000000000000400$/m)
+  t.regex(a.stdout, /^NoNewPrivs:\s+1$/m)
+  t.regex(a.stdout, /^Seccomp:\s+2$/m)
+  t.regex(a.stdout, /^kept$/m)
+  // Landlock: /tmp writable, the rest not (as uid 1000, /etc would be denied anyway; /dev/shm is
+  // a world-writable tmpfs the uid could write without Landlock).
+  const w = await sh(sb, 'echo ok > /tmp/w && cat /tmp/w; echo no > /dev/shm/w 2>&1 || echo denied')
+  t.is(w.stdout, 'ok\ndenied\n', w.stderr)
+  // The default seccomp filter: unshare of a user namespace is refused with EPERM.
+  const u = await sb.exec('/usr/bin/python3', ['-c', 'import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nprint("unshared" if libc.unshare(0x10000000) == 0 else ctypes.get_errno())'])
+  t.is(u.stdout.trim(), '1', `EPERM expected: ${u.stdout}${u.stderr}`)
+})
+
+test('an exec joins without a path back: no host fd, no helper binary, an unreadable init', async (t) => {
+  const sb = await sandbox(t)
+  const fds = await sb.exec('/bin/ls', ['/proc/self/fd'])
+  t.deepEqual(fds.stdout.trim().split('\n').sort(), ['0', '1', '2', '3'], 'stdio and ls\'s own directory fd only')
+  const init = await sh(sb, 'for f in exe cwd root; do readlink /proc/1/$f >/dev/null 2>&1 && echo "$f readable"; done; ls /proc/1/fd >/dev/null 2>&1 && echo "fd readable"; cat /proc/1/environ >/dev/null 2>&1 && echo "environ readable"; head -c1 /proc/1/mem >/dev/null 2>&1 && echo "mem readable"; echo done')
+  t.is(init.stdout, 'done\n', 'nothing of the init (the host helper binary, its sockets) can be opened')
+
+  // A watcher inside races every exec as it joins, reading each process's exe and fd links: it
+  // must never reach the host's helper binary or a host fd of a joining process.
+  const watcher = await sb.spawn('/bin/sh', ['-c', 'while :; do for p in /proc/[0-9]*; do readlink $p/exe; ls -l $p/fd 2>/dev/null; done; done'], { stdio: ['ignore', 'pipe', 'ignore'] })
+  let seen = ''
+  watcher.stdout!.on('data', (d) => (seen += d))
+  for (let i = 0; i < 10; i++) await Promise.all(Array.from({ length: 5 }, () => sb.exec('/bin/true')))
+  watcher.kill('SIGKILL')
+  const end = await watcher.wait()
+  t.is(end.signal, 'SIGKILL')
+  t.true(seen.length > 0, 'the watcher ran')
+  t.notRegex(seen, /isolate-helper|\/work\/|socket:|anon_inode:\[signalfd\]/, 'no helper binary, host path, or init socket was ever visible')
+})
+
+test('a failed exec rejects with its step and errno, and the sandbox lives on', async (t) => {
+  const sb = await sandbox(t)
+  const e = await t.throwsAsync(sb.exec('/no/such/command'), { instanceOf: IsolateError })
+  t.is(e?.code, 'ERR_ISOLATE_SETUP')
+  t.is(e?.step, 'execve')
+  t.is(e?.errno, 'ENOENT')
+  t.regex(e!.message, /exec of \/no\/such\/command failed at execve/)
+  const c = await t.throwsAsync(sb.exec('/bin/true', [], { cwd: '/no/such/dir' }), { instanceOf: IsolateError })
+  t.is(c?.step, 'chdir')
+  t.is(c?.path, '/no/such/dir')
+  const o = await t.throwsAsync(sb.exec('/bin/true', [], { cwd: 'relative' }), { instanceOf: IsolateError })
+  t.is(o?.code, 'ERR_ISOLATE_OPTION')
+  t.is(o?.option, 'cwd')
+  const bad = await t.throwsAsync(sb.exec('/bin/true', [], { bogus: 1 } as never), { instanceOf: IsolateError })
+  t.is(bad?.option, 'bogus')
+  const r = await sb.exec('/bin/echo', ['still', 'here'])
+  t.is(r.stdout, 'still here\n')
+})
+
+test('createSandbox refuses per-command options and reports setup failures like spawnIsolated', async (t) => {
+  const tty = await t.throwsAsync(createSandbox({ tty: true } as never), { instanceOf: IsolateError })
+  t.is(tty?.option, 'tty')
+  const out = await t.throwsAsync(createSandbox({ limits: { outputBytes: 10 } }), { instanceOf: IsolateError })
+  t.is(out?.option, 'limits.outputBytes')
+  const fdsBefore = openFds().length
+  const e = await t.throwsAsync(createSandbox({ rootfs: '/no/such/rootfs' }), { instanceOf: IsolateError })
+  t.is(e?.code, 'ERR_ISOLATE_SETUP')
+  t.is(e?.path, '/no/such/rootfs')
+  t.true(await waitUntil(() => zombieChildren().length === 0 && openFds().length <= fdsBefore, 2000), 'no fd or helper left by the failure')
+})
+
+test('exec env and cwd start from the sandbox\'s own', async (t) => {
+  const sb = await sandbox(t, { env: { PATH: '/usr/bin:/bin', BASE: 'b', KEEP: 'k' }, cwd: '/tmp' })
+  const r = await sh(sb, 'echo $BASE $KEEP $EXTRA; pwd', { env: { BASE: 'over', EXTRA: 'e' } })
+  t.is(r.stdout, 'over k e\n/tmp\n')
+  const d = await sb.exec('pwd', [], { cwd: '/' })
+  t.is(d.stdout, '/\n', 'a relative file is found on PATH')
+})
+
+test('an exec\'s own timeout kills its process group; kill() signals it; the sandbox survives both', async (t) => {
+  const sb = await sandbox(t)
+  const timed = await sh(sb, 'sleep 101 & sleep 102', { timeoutMs: 200 })
+  t.is(timed.reason, 'timeout')
+  t.is(timed.signal, 'SIGKILL')
+  t.true(timed.durationMs < 5000)
+  const left = await sh(sb, 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done')
+  t.notRegex(left.stdout, /sleep 10[12]/, 'the timed-out command and its background child are gone')
+  const p = await sb.spawn('/bin/sleep', ['100'])
+  t.true(p.kill('SIGTERM'))
+  const end = await p.wait()
+  t.is(end.signal, 'SIGTERM')
+  t.is(end.reason, 'signaled')
+  t.is((await sb.exec('/bin/true')).exitCode, 0)
+})
+
+test('a tty exec: its own terminal, resize, Ctrl-C to the foreground job, exit code back', async (t) => {
+  const sb = await sandbox(t)
+  const p = await sb.spawn('/bin/sh', ['-i'], { tty: { rows: 24, cols: 80 }, env: { PS1: 'PROMPT$ ' } })
+  t.is(p.stderr, null, 'a terminal has one output')
+  let out = ''
+  p.stdout!.on('data', (d) => (out += d))
+  t.true(await waitUntil(() => out.includes('PROMPT$ '), 5000), out)
+  p.stdin!.write('tty; stty size\n')
+  t.true(await waitUntil(() => /\/dev\/pts\/\d+\r\n24 80\r\n/.test(out), 5000), out)
+  p.resize(132, 40)
+  p.stdin!.write('stty size\n')
+  t.true(await waitUntil(() => out.includes('40 132'), 5000), out)
+  p.stdin!.write('sleep 100\n')
+  await new Promise((r) => setTimeout(r, 200))
+  p.stdin!.write('\x03')
+  p.stdin!.write('echo "interrupted $?"\n')
+  t.true(await waitUntil(() => out.includes('interrupted 130'), 5000), out)
+  p.stdin!.write('exit 5\n')
+  const end = await p.wait()
+  t.is(end.exitCode, 5)
+})
+
+test('destroy() ends everything: processes, cgroup, the helper; then exec rejects clearly', async (t) => {
+  const fdsBefore = openFds().length
+  const sb = await createSandbox(cgroups ? { limits: { memoryBytes: 128 << 20, pids: 64 } } : {})
+  const bg = await sh(sb, 'sleep 1000 >/dev/null 2>&1 & echo started')
+  t.is(bg.stdout, 'started\n')
+  const p = await sb.spawn('/bin/sleep', ['1000'])
+  t.teardown(() => void sb.destroy())
+  const members = sandboxMembers(sb.pid)
+  t.is(members.length, 3, 'the init, the background sleep and the running one')
+  const helper = parentOf(sb.pid)
+  const cgroupDirs = cgroups ? sandboxCgroupDirs(sb.pid) : []
+  if (cgroups) t.true(cgroupDirs.length > 0 && cgroupDirs.every((d) => existsSync(d)), 'the sandbox has cgroups')
+
+  const result = await sb.destroy()
+  t.is(result.reason, 'canceled')
+  t.true(sb.destroyed)
+  const end = await p.wait()
+  t.is(end.reason, 'canceled', 'a running exec ends with its sandbox')
+  t.true(await waitUntil(() => [helper, ...members].every((pid) => !pidAlive(pid)), 2000), 'no process of the sandbox or its helper is left')
+  for (const d of cgroupDirs) t.false(existsSync(d), `${d} removed`)
+  t.true(await waitUntil(() => zombieChildren().length === 0 && openFds().length <= fdsBefore, 2000), `fds ${fdsBefore} -> ${openFds().length}`)
+
+  const e = await t.throwsAsync(sb.exec('/bin/true'), { instanceOf: IsolateError })
+  t.is(e?.code, 'ERR_ISOLATE_DESTROYED')
+  t.regex(e!.message, new RegExp(`sandbox ${sb.id} has ended`))
+  t.is((await sb.destroy()).reason, 'canceled', 'destroy() again gives the same result')
+})
+
+test('the sandbox\'s own timeoutMs ends it, and the execs in it', async (t) => {
+  const sb = await sandbox(t, { timeoutMs: 300 })
+  const p = await sb.spawn('/bin/sleep', ['100'])
+  const [end, result] = await Promise.all([p.wait(), sb.wait()])
+  t.is(result.reason, 'timeout')
+  t.is(end.reason, 'timeout')
+  await t.throwsAsync(sb.exec('/bin/true'), { code: 'ERR_ISOLATE_DESTROYED' } as never)
+})
+
+test('a Node process that dies leaves no long-lived sandbox behind', async (t) => {
+  const child = spawn(process.execPath, ['--import=tsx', join(root, '__test__', 'fixtures', 'create-and-hang.ts')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  const line = await new Promise<string>((resolve, reject) => {
+    let buf = ''
+    child.stdout!.on('data', (d) => {
+      buf += d
+      if (buf.includes('\n')) resolve(buf.split('\n')[0])
+    })
+    child.on('exit', (code) => reject(new Error(`fixture exited early with ${code}`)))
+  })
+  const { init } = JSON.parse(line) as { init: number }
+  const helper = parentOf(init)
+  t.is(parentOf(helper), child.pid)
+  const members = sandboxMembers(init)
+  t.is(members.length, 2, 'the init and the background sleep')
+  const exited = new Promise((r) => child.once('exit', r))
+  child.kill('SIGKILL')
+  await exited
+  t.true(await waitUntil(() => [helper, ...members].every((p) => !pidAlive(p)), 2000), 'all gone')
+})
+
+/**
+ * Host pids of the init and every process in its pid namespace. The init is not dumpable, so
+ * (rootless) its own ns link cannot be read: the namespace is read from one of its children.
+ */
+function sandboxMembers(init: number): number[] {
+  let ns: string | undefined
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      if (parentOf(Number(name)) === init) ns = readlinkSync(`/proc/${name}/ns/pid`)
+    } catch {}
+  }
+  if (!ns) throw new Error(`no readable child of the init ${init}`)
+  return [...new Set([init, ...pidsInNamespace(ns)])]
+}
+
+/** The host cgroup directories the sandbox's init is in, beneath our own. */
+function sandboxCgroupDirs(pid: number): string[] {
+  const dirs: string[] = []
+  for (const line of readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n')) {
+    const [, controllers, path] = line.split(':')
+    if (!path.includes('isolate-')) continue
+    const ctl = controllers === '' ? '' : controllers.split(',').find((c) => !c.startsWith('name=')) ?? controllers
+    dirs.push(join('/sys/fs/cgroup', ctl, path))
+  }
+  return dirs
+}
+
+test('rootless and root alike: an exec runs as the sandbox\'s root, mapped to no host privilege', async (t) => {
+  const sb = await sandbox(t)
+  const r = await sh(sb, 'id -u; cat /proc/self/uid_map')
+  const [uid, map] = r.stdout.trim().split('\n')
+  t.is(uid, '0')
+  t.not(map.trim().split(/\s+/)[1], '0', 'uid 0 inside is not uid 0 outside')
+  if (!isRoot) t.is(map.trim().split(/\s+/)[1], String(process.getuid!()))
+})
