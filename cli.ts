@@ -1,22 +1,29 @@
 #!/usr/bin/env node
 /**
- * The `isolate` command: `isolate run`, `isolate doctor`, `isolate rootfs unpack`.
+ * The `isolate` command: `isolate run`, `isolate create`/`exec`/`ps`/`rm`, `isolate doctor`,
+ * `isolate rootfs unpack`.
  *
  * Arguments are parsed with `node:util` `parseArgs` only. Exit codes follow the conventions of
  * `timeout(1)`, `env(1)` and container runtimes: the command's own code; 128+N when the command was
  * killed by signal N; 124 when the wall-clock limit ended it; 125 when the sandbox could not be set
  * up or the command line of `isolate` itself is wrong.
  *
- * This file never touches `process.stdin`: the sandboxed command inherits fd 0 as it is, and a
- * Node stream on it would steal the input the command is meant to read.
+ * `isolate run` never touches `process.stdin` (but with -t): the sandboxed command inherits fd 0
+ * as it is, and a Node stream on it would steal the input the command is meant to read.
+ * `isolate exec` has no fd to hand over (the command runs under a keeper process, see
+ * lib/keeper.ts), so it relays its stdin over the keeper's socket instead.
  */
 import { readFileSync } from 'node:fs'
 import { constants } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
+import type { Socket } from 'node:net'
+import { IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
+import { encodeFrame, Frame, FrameDecoder, jsonFrame } from './lib/frames.js'
+import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { DEFAULT_PATH } from './lib/options.js'
+import { ensureRuntimeDir, findSandbox, ID_RE, listSandboxes, NAME_RE, NotFoundError, RegistryError } from './lib/registry.js'
 
 const EXIT_TIMEOUT = 124
 const EXIT_SETUP = 125
@@ -42,6 +49,11 @@ Run commands in lightweight Linux sandboxes (namespaces, cgroups, seccomp, Landl
 
 Commands:
   run [options] -- CMD [ARGS...]   run CMD in a new sandbox
+  create [options]                 make a sandbox that stays, and print its ID
+  exec [options] ID -- CMD [ARGS...]
+                                   run CMD inside the sandbox ID (made by create)
+  ps [--json]                      list the sandboxes made by create that still run
+  rm [-f] ID...                    end those sandboxes and everything in them
   doctor [--json]                  show what this host allows, and how to fix what it does not
   rootfs unpack TARBALL DIR        unpack a root filesystem tarball (.tar, .tar.gz, .tar.xz, .tar.zst)
   rootfs import IMAGE DIR          turn an OCI image layout or a docker save archive into a rootfs
@@ -112,6 +124,77 @@ ended it; 125 when the sandbox could not be set up or these options are wrong (t
 step, path, errno and a hint are printed on stderr).
 `
 
+const CREATE_HELP = `Usage: isolate create [options]
+
+Make a sandbox that stays after isolate exits, and print its ID (one line on stdout). Commands
+run in it with 'isolate exec ID -- CMD'; files they write and processes they leave running are
+still there for the next one. It lasts until 'isolate rm ID', or until --timeout ends it. A small
+keeper process holds it (one per sandbox, detached from this terminal); if the keeper is killed,
+the sandbox ends with it.
+
+Options: those of 'isolate run' that make the sandbox (see 'isolate run --help'):
+  --rootfs DIR|host, --overlay, --bind SRC[:DST][:ro|:rw], --tmpfs DST[:SIZE], --hostname H,
+  --net none|host, -e/--env K=V (every exec's environment, to which exec's own -e add),
+  --cwd DIR (every exec's default), --uid N, --gid N,
+  --timeout DURATION (how long the sandbox may live), --memory SIZE, --pids N, --cpus N,
+  --cpu-time DURATION (for everything in it, together)
+  --name NAME              a name to use instead of the ID (letters, digits, '_', '.', '-')
+  -h, --help               show this help
+
+Sandboxes are registered in $ISOLATE_RUNTIME_DIR, else /run/isolate for root, else
+$XDG_RUNTIME_DIR/isolate, else /tmp/isolate-<uid> (mode 0700; one socket and one .json each).
+
+Exit codes: 0 and the ID on stdout; 125 when the sandbox could not be set up (the failing step,
+path, errno and a hint are printed on stderr) or these options are wrong.
+`
+
+const EXEC_HELP = `Usage: isolate exec [options] ID [--] CMD [ARGS...]
+
+Run CMD inside the sandbox ID (or NAME) made by 'isolate create': same root, files, processes,
+network and limits as every other command there. Options come before ID. isolate's stdin goes to
+the command (its end too), the command's stdout and stderr to isolate's own, kept apart.
+
+Options:
+  -t, --tty                give the command a terminal of the sandbox's own, sized as this one
+                           and following its resizes (this terminal is in raw mode meanwhile)
+  -i, --interactive        accepted for docker-style -it (stdin is always passed)
+  -e, --env K=V            set a variable over the sandbox's environment; repeatable;
+                           '-e K' copies K from isolate's own environment
+  --cwd DIR                working directory inside (default: the sandbox's)
+  --timeout DURATION       wall-clock limit for this command; isolate then exits 124
+  -h, --help               show this help
+
+SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command. If isolate itself
+dies, the command is killed (what it started in the background stays).
+
+Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
+ended it; 125 when there is no such sandbox (any more), the command could not be started (the
+step, path, errno and a hint are printed on stderr), or these options are wrong.
+`
+
+const PS_HELP = `Usage: isolate ps [--json]
+
+List the sandboxes made by 'isolate create' that still run: ID, name, the host pid of its init,
+when it was made, and its root filesystem. Entries whose keeper is gone (killed) are removed.
+
+Options:
+  --json       print them as a JSON array of {id, name, pid, keeperPid, created, rootfs, summary}
+  -h, --help   show this help
+`
+
+const RM_HELP = `Usage: isolate rm [-f] ID...
+
+End each sandbox ID (or NAME) made by 'isolate create': every process in it is killed, its
+mounts and files are gone, and its keeper has exited when isolate returns. Prints each ID.
+
+Options:
+  -f, --force  an ID that does not exist (or has already ended) is not an error
+  -h, --help   show this help
+
+Exit codes: 0 when every sandbox was removed; 125 when one of them does not exist (without -f),
+or these options are wrong.
+`
+
 const DOCTOR_HELP = `Usage: isolate doctor [--json]
 
 Show what this host allows for sandboxes: kernel, user namespaces, cgroups, OverlayFS, Landlock,
@@ -165,6 +248,10 @@ const MORE = {
   run: "Run 'isolate run --help' for the options.\n",
   doctor: "Run 'isolate doctor --help' for the options.\n",
   rootfs: "Run 'isolate rootfs --help' for the options.\n",
+  create: "Run 'isolate create --help' for the options.\n",
+  exec: "Run 'isolate exec --help' for the options.\n",
+  ps: "Run 'isolate ps --help' for the options.\n",
+  rm: "Run 'isolate rm --help' for the options.\n",
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,6 +300,19 @@ function parseBind(text: string): MountOption {
   if (!source) throw new UsageError(`--bind: ${JSON.stringify(text)} has no source; use SRC:DST[:ro|:rw]`)
   if (!target.startsWith('/')) throw new UsageError(`--bind: the target ${JSON.stringify(target)} must be an absolute path inside the sandbox`)
   return { type: 'bind', source, target, readonly }
+}
+
+/** `-e K=V` sets K; `-e K` copies K from our own environment (when it is set there). */
+function parseEnv(list: string[]): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const kv of list) {
+    const eq = kv.indexOf('=')
+    const key = eq < 0 ? kv : kv.slice(0, eq)
+    if (!key) throw new UsageError(`--env: ${JSON.stringify(kv)} has no name; use K=V`)
+    if (eq >= 0) env[key] = kv.slice(eq + 1)
+    else if (process.env[key] !== undefined) env[key] = process.env[key]
+  }
+  return env
 }
 
 /** `DST[:SIZE]`. */
@@ -294,13 +394,28 @@ function splitCommand(argv: string[]): { optionArgs: string[]; command: string[]
   return { optionArgs: argv.slice(0, first.index), command: argv.slice(first.kind === 'option-terminator' ? first.index + 1 : first.index) }
 }
 
-function planRun(argv: string[]): RunPlan | 'help' {
-  const { optionArgs, command } = splitCommand(argv)
-  const { values, tokens } = parseParsed(() => parseArgs({ args: optionArgs, options: RUN_OPTIONS, strict: true, allowPositionals: false, tokens: true }), MORE.run)
-  if (values.help) return 'help'
-  if (command.length === 0) throw new UsageError('run: no command given; use: isolate run [options] -- CMD [ARGS...]', MORE.run)
-  const [file, ...args] = command
+/** The flags that make a sandbox, shared by `isolate run` and `isolate create`. */
+interface SandboxFlags {
+  rootfs?: string
+  overlay?: boolean
+  hostname?: string
+  net?: string
+  cwd?: string
+  uid?: string
+  gid?: string
+  env?: string[]
+  timeout?: string
+  memory?: string
+  pids?: string
+  cpus?: string
+  'cpu-time'?: string
+  output?: string
+}
 
+type ParsedToken = { kind: string; name?: string; value?: string }
+
+/** The sandbox options those flags ask for; `mounts[i]` was made by `mountFlags[i]`. */
+function sandboxOptions(values: SandboxFlags, tokens: ParsedToken[]): { options: SpawnOptions; mountFlags: string[] } {
   const options: SpawnOptions = {}
   if (values.rootfs !== undefined) options.rootfs = values.rootfs
   if (values.overlay) options.overlay = true
@@ -325,14 +440,7 @@ function planRun(argv: string[]): RunPlan | 'help' {
   if (mounts.length > 0) options.mounts = mounts
 
   if (values.env !== undefined) {
-    const env: Record<string, string> = {}
-    for (const kv of values.env) {
-      const eq = kv.indexOf('=')
-      const key = eq < 0 ? kv : kv.slice(0, eq)
-      if (!key) throw new UsageError(`--env: ${JSON.stringify(kv)} has no name; use K=V`)
-      if (eq >= 0) env[key] = kv.slice(eq + 1)
-      else if (process.env[key] !== undefined) env[key] = process.env[key]
-    }
+    const env = parseEnv(values.env)
     if (env.PATH === undefined) env.PATH = DEFAULT_PATH
     options.env = env
   }
@@ -345,6 +453,16 @@ function planRun(argv: string[]): RunPlan | 'help' {
   if (values['cpu-time'] !== undefined) limits.cpuTimeMs = parseDuration('--cpu-time', values['cpu-time'])
   if (values.output !== undefined) limits.outputBytes = parseSize('--output', values.output)
   if (Object.keys(limits).length > 0) options.limits = limits
+  return { options, mountFlags }
+}
+
+function planRun(argv: string[]): RunPlan | 'help' {
+  const { optionArgs, command } = splitCommand(argv)
+  const { values, tokens } = parseParsed(() => parseArgs({ args: optionArgs, options: RUN_OPTIONS, strict: true, allowPositionals: false, tokens: true }), MORE.run)
+  if (values.help) return 'help'
+  if (command.length === 0) throw new UsageError('run: no command given; use: isolate run [options] -- CMD [ARGS...]', MORE.run)
+  const [file, ...args] = command
+  const { options, mountFlags } = sandboxOptions(values, tokens)
 
   const json = values.json === true
   const tty = values.tty === true
@@ -360,8 +478,8 @@ function planRun(argv: string[]): RunPlan | 'help' {
   return { file, args, options, json, tty, mountFlags }
 }
 
-/** The exit code of `isolate run` for a finished sandbox. */
-function exitCodeOf(r: SandboxResult): number {
+/** The exit code of `isolate run` for a finished sandbox (and of `isolate exec` for a command). */
+function exitCodeOf(r: Pick<SandboxResult, 'reason' | 'signal' | 'exitCode'>): number {
   if (r.reason === 'timeout') return EXIT_TIMEOUT
   if (r.signal) {
     const n = constants.signals[r.signal as NodeJS.Signals] as number | undefined
@@ -455,6 +573,281 @@ function reportError(e: IsolateError, mountFlags: string[] = []): void {
   if (e.errno) lines.push(`  errno: ${e.errno}`)
   if (e.hint) lines.push(`  hint: ${e.hint}`)
   process.stderr.write(`${lines.join('\n')}\n`)
+}
+
+// ---------------------------------------------------------------------------------------------
+// isolate create, exec, ps, rm: sandboxes that stay
+
+const CREATE_OPTIONS = {
+  rootfs: { type: 'string' },
+  overlay: { type: 'boolean' },
+  bind: { type: 'string', multiple: true },
+  tmpfs: { type: 'string', multiple: true },
+  hostname: { type: 'string' },
+  net: { type: 'string' },
+  timeout: { type: 'string' },
+  env: { type: 'string', short: 'e', multiple: true },
+  cwd: { type: 'string' },
+  uid: { type: 'string' },
+  gid: { type: 'string' },
+  memory: { type: 'string' },
+  pids: { type: 'string' },
+  cpus: { type: 'string' },
+  'cpu-time': { type: 'string' },
+  name: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+/** This very file, which the keeper runs again (`isolate __keeper`). */
+const CLI_FILE = fileURLToPath(import.meta.url)
+
+async function create(argv: string[]): Promise<number> {
+  const { values, tokens, positionals } = parseParsed(() => parseArgs({ args: argv, options: CREATE_OPTIONS, strict: true, allowPositionals: true, tokens: true }), MORE.create)
+  if (values.help) {
+    process.stdout.write(CREATE_HELP)
+    return 0
+  }
+  if (positionals.length > 0) throw new UsageError(`create: takes no command (got ${JSON.stringify(positionals[0])}); run one in the sandbox with: isolate exec ID -- CMD`, MORE.create)
+  const { options, mountFlags } = sandboxOptions(values, tokens)
+  // The keeper works from /: host paths are made absolute here, against our cwd.
+  if (typeof options.rootfs === 'string' && options.rootfs !== 'host') options.rootfs = resolve(options.rootfs)
+  for (const m of options.mounts ?? []) if (m.type === 'bind' || m.type === 'overlay') m.source = resolve(m.source)
+  const name = values.name
+  if (name !== undefined) {
+    if (!NAME_RE.test(name)) throw new UsageError(`--name: ${JSON.stringify(name)} is not a name; use letters, digits, '_', '.' and '-' (at most 63, not starting with '_', '.' or '-')`, MORE.create)
+    if (ID_RE.test(name)) throw new UsageError(`--name: ${JSON.stringify(name)} looks like a sandbox ID; choose a name that does not`, MORE.create)
+  }
+
+  ensureRuntimeDir()
+  if (name !== undefined) {
+    const taken = (await listSandboxes()).find((e) => e.name === name)
+    if (taken) throw new RegistryError(`the name ${name} is taken by sandbox ${taken.id}`, "choose another --name, or 'isolate rm' that one first")
+  }
+  const summary: Record<string, unknown> = {
+    rootfs: options.rootfs ?? 'host',
+    hostname: options.hostname ?? 'sandbox',
+    network: options.network ?? 'none',
+    ...(options.overlay ? { overlay: true } : {}),
+    ...(mountFlags.length ? { mounts: mountFlags } : {}),
+    ...(options.user ? { user: options.user } : {}),
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+    // Names only: values may be secrets.
+    ...(options.env ? { env: Object.keys(options.env) } : {}),
+    ...(options.limits ? { limits: options.limits } : {}),
+  }
+  try {
+    const { id } = await startKeeper(CLI_FILE, { options, name, summary })
+    process.stdout.write(`${id}\n`)
+    return 0
+  } catch (e) {
+    if (!(e instanceof IsolateError)) throw e
+    reportError(e, mountFlags)
+    return EXIT_SETUP
+  }
+}
+
+const EXEC_OPTIONS = {
+  tty: { type: 'boolean', short: 't' },
+  interactive: { type: 'boolean', short: 'i' },
+  env: { type: 'string', short: 'e', multiple: true },
+  cwd: { type: 'string' },
+  timeout: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+/** `[options] ID [--] CMD ARGS...`: the options of isolate end at ID (or at a `--` before it). */
+function planExec(argv: string[]): { ref: string; request: ExecRequest } | 'help' {
+  const { tokens } = parseParsed(() => parseArgs({ args: argv, options: EXEC_OPTIONS, strict: false, allowPositionals: true, tokens: true }), MORE.exec)
+  const first = tokens.find((t) => t.kind === 'positional' || t.kind === 'option-terminator')
+  const optionArgs = first ? argv.slice(0, first.index) : argv
+  const rest = first ? argv.slice(first.kind === 'option-terminator' ? first.index + 1 : first.index) : []
+  const { values } = parseParsed(() => parseArgs({ args: optionArgs, options: EXEC_OPTIONS, strict: true, allowPositionals: false }), MORE.exec)
+  if (values.help) return 'help'
+  const [ref, ...after] = rest
+  if (ref === undefined) throw new UsageError('exec: no sandbox ID given; use: isolate exec [options] ID -- CMD [ARGS...]', MORE.exec)
+  const command = after[0] === '--' ? after.slice(1) : after
+  if (command.length === 0) throw new UsageError('exec: no command given; use: isolate exec [options] ID -- CMD [ARGS...]', MORE.exec)
+  const [file, ...args] = command
+  const request: ExecRequest = { op: 'exec', file, args }
+  if (values.env !== undefined) request.env = parseEnv(values.env)
+  if (values.cwd !== undefined) {
+    if (!values.cwd.startsWith('/')) throw new UsageError(`--cwd: ${JSON.stringify(values.cwd)} must be an absolute path inside the sandbox`, MORE.exec)
+    request.cwd = values.cwd
+  }
+  if (values.timeout !== undefined) request.timeoutMs = parseDuration('--timeout', values.timeout)
+  if (values.tty) request.tty = { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 }
+  return { ref, request }
+}
+
+type ExecExit = Awaited<ReturnType<ExecProcess['wait']>>
+
+async function exec(argv: string[]): Promise<number> {
+  const plan = planExec(argv)
+  if (plan === 'help') {
+    process.stdout.write(EXEC_HELP)
+    return 0
+  }
+  const { ref, request } = plan
+
+  // As in run: installed first, so that a signal arriving meanwhile is delivered, not lost.
+  let conn: Socket | undefined
+  const pending: NodeJS.Signals[] = []
+  const forward = (sig: NodeJS.Signals) => {
+    if (conn && !conn.destroyed) conn.write(encodeFrame(Frame.SIGNAL, sig))
+    else pending.push(sig)
+  }
+  for (const sig of FORWARDED) process.on(sig, forward)
+  try {
+    const { dir, entry } = await findSandbox(ref)
+    conn = await connectKeeper(dir, entry.id, ref)
+    conn.write(jsonFrame(Frame.REQUEST, request))
+    for (const sig of pending.splice(0)) conn.write(encodeFrame(Frame.SIGNAL, sig))
+    const outcome = await execSession(conn, request.tty !== undefined)
+    if ('exit' in outcome) return exitCodeOf(outcome.exit)
+    if ('lost' in outcome) {
+      process.stderr.write(`isolate: lost the connection to sandbox ${entry.id} before the command ended (its keeper was killed?)\n`)
+      return EXIT_SETUP
+    }
+    const e = errorFromJSON(outcome.error)
+    if ((e as IsolateError).code === DESTROYED) throw new NotFoundError(ref, 'the sandbox is being removed')
+    if (e instanceof IsolateError) reportError(e)
+    else throw e
+    return EXIT_SETUP
+  } finally {
+    for (const sig of FORWARDED) process.off(sig, forward)
+    conn?.destroy()
+  }
+}
+
+/**
+ * Relay one exec over its connection: our stdin to it (raw, with -t), its stdout and stderr to
+ * ours, our terminal's size. Ends with its exit, its error, or a lost connection.
+ */
+function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | { error: Record<string, unknown> } | { lost: true }> {
+  return new Promise((resolve) => {
+    const stdin = process.stdin
+    const wasRaw = stdin.isTTY ? stdin.isRaw : false
+    if (tty && stdin.isTTY) stdin.setRawMode(true)
+    const onData = (d: Buffer) => {
+      if (!conn.write(encodeFrame(Frame.STDIN, d))) {
+        stdin.pause()
+        conn.once('drain', () => stdin.resume())
+      }
+    }
+    const onEnd = () => {
+      if (!conn.destroyed) conn.write(encodeFrame(Frame.STDIN_EOF))
+    }
+    stdin.on('data', onData)
+    stdin.once('end', onEnd)
+    stdin.on('error', onEnd)
+    const onResize = () => {
+      if (!conn.destroyed) conn.write(jsonFrame(Frame.RESIZE, { cols: process.stdout.columns || 80, rows: process.stdout.rows || 24 }))
+    }
+    if (tty) process.stdout.on('resize', onResize)
+
+    let finished = false
+    const finish = (outcome: { exit: ExecExit } | { error: Record<string, unknown> } | { lost: true }) => {
+      if (finished) return
+      finished = true
+      if (tty) process.stdout.off('resize', onResize)
+      stdin.off('data', onData)
+      stdin.off('end', onEnd)
+      stdin.off('error', onEnd)
+      if (tty && stdin.isTTY) stdin.setRawMode(wasRaw)
+      // Stop reading: a terminal stays ours (paused), anything else is done with.
+      if (stdin.isTTY) stdin.pause()
+      else stdin.destroy()
+      resolve(outcome)
+    }
+
+    const write = (out: NodeJS.WriteStream, d: Buffer) => {
+      if (!out.write(d)) {
+        conn.pause()
+        out.once('drain', () => conn.resume())
+      }
+    }
+    const decoder = new FrameDecoder()
+    conn.on('data', (chunk: Buffer) => {
+      let frames
+      try {
+        frames = decoder.push(chunk)
+      } catch {
+        conn.destroy()
+        return
+      }
+      for (const { type, payload } of frames) {
+        if (type === Frame.STDOUT) write(process.stdout, payload)
+        else if (type === Frame.STDERR) write(process.stderr, payload)
+        else if (type === Frame.EXIT) finish({ exit: JSON.parse(payload.toString('utf8')) as ExecExit })
+        else if (type === Frame.ERROR) finish({ error: JSON.parse(payload.toString('utf8')) as Record<string, unknown> })
+      }
+    })
+    conn.on('error', () => {})
+    conn.on('close', () => finish({ lost: true }))
+  })
+}
+
+async function ps(argv: string[]): Promise<number> {
+  const { values, positionals } = parseParsed(() => parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true }), MORE.ps)
+  if (values.help) {
+    process.stdout.write(PS_HELP)
+    return 0
+  }
+  if (positionals.length > 0) throw new UsageError(`ps: unexpected argument ${JSON.stringify(positionals[0])}`, MORE.ps)
+  const list = await listSandboxes()
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(list, null, 2)}\n`)
+    return 0
+  }
+  const when = (iso: string) => {
+    const d = new Date(iso)
+    const p = (n: number) => String(n).padStart(2, '0')
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`
+  }
+  const rows = [['ID', 'NAME', 'PID', 'CREATED', 'ROOTFS'], ...list.map((e) => [e.id, e.name ?? '-', String(e.pid), when(e.created), e.rootfs])]
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
+  process.stdout.write(rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('   ')).join('\n') + '\n')
+  return 0
+}
+
+async function rm(argv: string[]): Promise<number> {
+  const { values, positionals } = parseParsed(
+    () => parseArgs({ args: argv, options: { force: { type: 'boolean', short: 'f' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true }),
+    MORE.rm,
+  )
+  if (values.help) {
+    process.stdout.write(RM_HELP)
+    return 0
+  }
+  if (positionals.length === 0) throw new UsageError('rm: no sandbox ID given; use: isolate rm [-f] ID...', MORE.rm)
+  // Every one at once; reported in the order given.
+  const outcomes = await Promise.all(
+    positionals.map(async (ref) => {
+      try {
+        const { dir, entry } = await findSandbox(ref)
+        await removeSandbox(dir, entry, ref)
+        return { id: entry.id }
+      } catch (e) {
+        if (e instanceof NotFoundError && values.force) return {}
+        if (e instanceof RegistryError) return { error: e }
+        throw e
+      }
+    }),
+  )
+  let failed = false
+  for (const o of outcomes) {
+    if (o.id) process.stdout.write(`${o.id}\n`)
+    if (o.error) {
+      reportRegistryError(o.error)
+      failed = true
+    }
+  }
+  return failed ? EXIT_SETUP : 0
+}
+
+/** `isolate: <message>` and its hint. */
+function reportRegistryError(e: RegistryError): void {
+  process.stderr.write(`isolate: ${e.message}\n${e.hint ? `  hint: ${e.hint}\n` : ''}`)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -651,8 +1044,19 @@ async function main(argv: string[]): Promise<number> {
       return doctor(rest)
     case 'rootfs':
       return rootfs(rest)
+    case 'create':
+      return create(rest)
+    case 'exec':
+      return exec(rest)
+    case 'ps':
+      return ps(rest)
+    case 'rm':
+      return rm(rest)
+    case '__keeper':
+      // Not for people: the process `isolate create` leaves behind to hold the sandbox.
+      return runKeeper()
     case 'help': {
-      const help = { run: RUN_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }[rest[0] ?? ''] ?? MAIN_HELP
+      const help = { run: RUN_HELP, create: CREATE_HELP, exec: EXEC_HELP, ps: PS_HELP, rm: RM_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }[rest[0] ?? ''] ?? MAIN_HELP
       process.stdout.write(help)
       return 0
     }
@@ -680,6 +1084,8 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`isolate: ${e.message}\n${e.help === undefined ? '' : e.help === MAIN_HELP ? `\n${e.help}` : e.help}`)
     } else if (e instanceof IsolateError) {
       reportError(e)
+    } else if (e instanceof RegistryError) {
+      reportRegistryError(e)
     } else {
       process.stderr.write(`isolate: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
     }

@@ -1,0 +1,408 @@
+/**
+ * `isolate create`, `exec`, `ps`, `rm`: sandboxes that outlive the command that made them, held
+ * by a detached keeper process, driven as a user drives them (real processes, real exit codes).
+ * Each test has a runtime directory of its own and leaves nothing: no keeper, no process of a
+ * sandbox, no file.
+ */
+import test, { type ExecutionContext } from 'ava'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { availableParallelism, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pidAlive, removeDir, root, waitUntil } from './helpers.js'
+
+const cliPath = join(root, 'cli.ts')
+
+interface CliResult {
+  status: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+}
+
+interface CliOptions {
+  input?: string
+  /** Called with the child once it has printed `text` on stdout. */
+  onStdout?: { text: string; then: (child: ReturnType<typeof spawn>) => void }
+}
+
+// Each run starts Node with tsx (hundreds of ms of CPU); a few at a time keeps them all quick.
+let running = 0
+const queue: Array<() => void> = []
+async function limited<T>(fn: () => Promise<T>): Promise<T> {
+  if (running >= Math.max(2, availableParallelism())) await new Promise<void>((r) => queue.push(r))
+  else running++
+  try {
+    return await fn()
+  } finally {
+    const next = queue.shift()
+    if (next) next()
+    else running--
+  }
+}
+
+interface Entry {
+  id: string
+  name?: string
+  pid: number
+  keeperPid: number
+  created: string
+  rootfs: string
+}
+
+/** A runtime directory of its own, and the CLI pointed at it. */
+class Runtime {
+  readonly dir = mkdtempSync(join(tmpdir(), 'isolate-rt-'))
+  readonly env: NodeJS.ProcessEnv = { ...process.env, ISOLATE_RUNTIME_DIR: this.dir }
+  /** Keepers seen, for the final check (and the last-resort cleanup). */
+  readonly keepers = new Set<number>()
+
+  cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+    return limited(
+      () =>
+        new Promise((resolve, reject) => {
+          const child = spawn(process.execPath, ['--import=tsx', cliPath, ...args], { cwd: root, env: this.env, stdio: ['pipe', 'pipe', 'pipe'] })
+          let stdout = ''
+          let stderr = ''
+          let fired = false
+          child.stdout.setEncoding('utf8').on('data', (d: string) => {
+            stdout += d
+            if (opts.onStdout && !fired && stdout.includes(opts.onStdout.text)) {
+              fired = true
+              opts.onStdout.then(child)
+            }
+          })
+          child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+          child.on('error', reject)
+          child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }))
+          child.stdin.on('error', () => {})
+          child.stdin.end(opts.input ?? '')
+        }),
+    )
+  }
+
+  async create(t: ExecutionContext, args: string[] = []): Promise<string> {
+    const r = await this.cli(['create', ...args])
+    t.is(r.status, 0, r.stderr)
+    t.regex(r.stdout, /^[0-9a-f]{12}\n$/)
+    const id = r.stdout.trim()
+    this.keepers.add(this.entry(id).keeperPid)
+    return id
+  }
+
+  /** What the keeper of `id` wrote about it. */
+  entry(id: string): Entry {
+    return JSON.parse(readFileSync(join(this.dir, `${id}.json`), 'utf8')) as Entry
+  }
+
+  async ps(t: ExecutionContext): Promise<Entry[]> {
+    const r = await this.cli(['ps', '--json'])
+    t.is(r.status, 0, r.stderr)
+    return JSON.parse(r.stdout) as Entry[]
+  }
+
+  files(): string[] {
+    return existsSync(this.dir) ? readdirSync(this.dir) : []
+  }
+
+  /** Host processes that carry this runtime directory in their environment (keepers, helpers). */
+  processes(): number[] {
+    const needle = Buffer.from(`ISOLATE_RUNTIME_DIR=${this.dir}\0`)
+    const found: number[] = []
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name) || Number(name) === process.pid) continue
+      try {
+        if (readFileSync(`/proc/${name}/environ`).includes(needle) && pidAlive(Number(name))) found.push(Number(name))
+      } catch {}
+    }
+    return found
+  }
+
+  /** The end of every test: nothing of it is left on the host. */
+  async assertClean(t: ExecutionContext): Promise<void> {
+    t.deepEqual(await this.ps(t), [])
+    t.true(await waitUntil(() => [...this.keepers].every((p) => !pidAlive(p)), 10_000), `keepers ${[...this.keepers]} gone`)
+    t.deepEqual(this.files().filter((f) => /\.(sock|json|name|tmp)$/.test(f)), [])
+    t.true(await waitUntil(() => this.processes().length === 0, 10_000), `processes left: ${this.processes()}`)
+  }
+
+  /** Teardown: whatever a failed test left. Keepers are ours (we started them): their pids only. */
+  async cleanup(): Promise<void> {
+    try {
+      const r = await this.cli(['ps', '--json'])
+      const ids = (JSON.parse(r.stdout) as Entry[]).map((e) => e.id)
+      if (ids.length) await this.cli(['rm', '-f', ...ids])
+    } catch {}
+    for (const pid of this.keepers) {
+      if (!pidAlive(pid)) continue
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {}
+    }
+    removeDir(this.dir)
+  }
+}
+
+function runtime(t: ExecutionContext): Runtime {
+  const rt = new Runtime()
+  t.teardown(() => rt.cleanup())
+  return rt
+}
+
+/** Host pids whose command line holds `marker`. */
+function hostProcessesWith(marker: string): number[] {
+  const found: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(marker) && pidAlive(Number(name))) found.push(Number(name))
+    } catch {}
+  }
+  return found
+}
+
+test('create prints an ID; files and processes persist between execs; ps lists it; rm leaves nothing', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+
+  // The registry: a private directory, a private socket, a description.
+  t.is(statSync(rt.dir).mode & 0o777, 0o700)
+  t.is(statSync(join(rt.dir, `${id}.sock`)).mode & 0o777, 0o600)
+  t.true(statSync(join(rt.dir, `${id}.sock`)).isSocket())
+  t.is(rt.entry(id).id, id)
+
+  // Files persist.
+  const w = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo kept > /tmp/note'])
+  t.is(w.status, 0, w.stderr)
+  const r = await rt.cli(['exec', id, '--', '/bin/cat', '/tmp/note'])
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'kept\n')
+
+  // Processes persist, in the same pid namespace.
+  const marker = `isolate-marker-${process.pid}-${Date.now()}`
+  const bg = await rt.cli(['exec', id, '--', '/bin/sh', '-c', `sh -c 'sleep 300; : ${marker}' >/dev/null 2>&1 &`])
+  t.is(bg.status, 0, bg.stderr)
+  const seen = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'for p in /proc/[0-9]*; do [ "$p" = /proc/$$ ] || { tr "\\0" " " < $p/cmdline; echo; }; done 2>/dev/null'])
+  t.is(seen.status, 0, seen.stderr)
+  t.regex(seen.stdout, /^sleep 300 ?$/m)
+  t.true(seen.stdout.includes(marker), seen.stdout)
+  t.true(hostProcessesWith(marker).length > 0, 'the background shell runs on the host too')
+
+  // ps lists it, as text and as JSON.
+  const text = await rt.cli(['ps'])
+  t.is(text.status, 0, text.stderr)
+  t.regex(text.stdout, /^ID\s+NAME\s+PID\s+CREATED\s+ROOTFS$/m)
+  t.regex(text.stdout, new RegExp(`^${id}\\s+-\\s+\\d+\\s+\\S+ \\S+\\s+host$`, 'm'))
+  const [entry, ...others] = await rt.ps(t)
+  t.deepEqual(others, [])
+  t.is(entry.id, id)
+  t.is(entry.rootfs, 'host')
+  t.true(entry.pid > 0 && pidAlive(entry.pid), 'the init pid is a live host process')
+  t.true(pidAlive(entry.keeperPid))
+  t.false(Number.isNaN(Date.parse(entry.created)))
+
+  // rm: the keeper, the sandbox's processes and the files are gone when it returns.
+  const rm = await rt.cli(['rm', id])
+  t.is(rm.status, 0, rm.stderr)
+  t.is(rm.stdout, `${id}\n`)
+  t.false(pidAlive(entry.keeperPid), 'the keeper has exited')
+  t.deepEqual(rt.files(), [])
+  t.true(await waitUntil(() => !pidAlive(entry.pid) && hostProcessesWith(marker).length === 0, 5000), `left: init ${entry.pid}, ${hostProcessesWith(marker)}`)
+
+  // Gone means gone.
+  const after = await rt.cli(['exec', id, '--', '/bin/true'])
+  t.is(after.status, 125)
+  t.true(after.stderr.includes(id), after.stderr)
+  t.regex(after.stderr, /isolate ps/)
+  await rt.assertClean(t)
+})
+
+test('exec: exit codes, stdin, and stdout kept apart from stderr', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+
+  const seven = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'exit 7'])
+  t.is(seven.status, 7)
+  t.is(seven.stderr, '')
+
+  const killed = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'kill -TERM $$'])
+  t.is(killed.status, 143)
+
+  const data = 'data\n'.repeat(50_000) // 250 KB: more than a pipe holds
+  const cat = await rt.cli(['exec', id, '--', '/bin/cat'], { input: data })
+  t.is(cat.status, 0, cat.stderr)
+  t.true(cat.stdout === data, `stdin came back whole (${cat.stdout.length} of ${data.length} bytes)`)
+  const printf = await rt.cli(['exec', id, '/bin/sh', '-c', 'wc -c'], { input: 'data' })
+  t.is(printf.stdout.trim(), '4', 'without -- and with the EOF passed on')
+
+  const split = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo out; echo err >&2; echo out2; exit 3'])
+  t.is(split.status, 3)
+  t.is(split.stdout, 'out\nout2\n')
+  t.is(split.stderr, 'err\n')
+
+  // -e is set over the sandbox's environment; --cwd applies.
+  const env = await rt.cli(['exec', '-e', 'FOO=bar', '--cwd', '/tmp', id, '--', '/bin/sh', '-c', 'echo "$FOO $PATH"; pwd'])
+  t.is(env.status, 0, env.stderr)
+  t.regex(env.stdout, /^bar \/\S*bin\S*\n\/tmp\n$/)
+
+  t.is((await rt.cli(['rm', id])).status, 0)
+  await rt.assertClean(t)
+})
+
+test('exec: a command that cannot start exits 125 naming the step; --timeout exits 124; signals are forwarded', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+
+  const missing = await rt.cli(['exec', id, '--', '/no/such'])
+  t.is(missing.status, 125)
+  t.regex(missing.stderr, /^isolate: /)
+  t.regex(missing.stderr, /^ {2}step: execve$/m)
+  t.regex(missing.stderr, /^ {2}errno: ENOENT$/m)
+
+  const slow = await rt.cli(['exec', '--timeout', '300ms', id, '--', '/bin/sleep', '30'])
+  t.is(slow.status, 124)
+
+  const term = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo ready; exec /bin/sleep 30'], {
+    onStdout: { text: 'ready', then: (child) => child.kill('SIGTERM') },
+  })
+  t.is(term.signal, null, 'isolate itself was not killed')
+  t.is(term.status, 143)
+
+  // The sandbox outlived all of that.
+  const still = await rt.cli(['exec', id, '--', '/bin/echo', 'alive'])
+  t.is(still.stdout, 'alive\n')
+  t.is((await rt.cli(['rm', id])).status, 0)
+  await rt.assertClean(t)
+})
+
+test('exec, rm: an unknown ID is an error naming it (125); rm -f ignores it', async (t) => {
+  const rt = runtime(t)
+  const exec = await rt.cli(['exec', '0123456789ab', '--', '/bin/true'])
+  t.is(exec.status, 125)
+  t.regex(exec.stderr, /0123456789ab/)
+  t.regex(exec.stderr, /isolate ps/)
+  const rm = await rt.cli(['rm', 'nosuch'])
+  t.is(rm.status, 125)
+  t.regex(rm.stderr, /nosuch/)
+  const force = await rt.cli(['rm', '-f', 'nosuch'])
+  t.is(force.status, 0, force.stderr)
+  t.is(force.stdout, '')
+  const usage = await rt.cli(['exec', '0123456789ab'])
+  t.is(usage.status, 125)
+  t.regex(usage.stderr, /no command given/)
+  await rt.assertClean(t)
+})
+
+test('create: a setup failure exits 125 naming the step, and leaves no keeper and no file', async (t) => {
+  const rt = runtime(t)
+  const r = await rt.cli(['create', '--rootfs', '/nonexistent'])
+  t.is(r.status, 125)
+  t.is(r.stdout, '')
+  t.regex(r.stderr, /^isolate: /)
+  t.regex(r.stderr, /^ {2}step: \w+$/m)
+  t.regex(r.stderr, /^ {2}path: \/nonexistent$/m)
+  t.deepEqual(rt.files(), [])
+  t.deepEqual(rt.processes(), [], 'the keeper has exited')
+
+  const run = await rt.cli(['create', '-t'])
+  t.is(run.status, 125, 'no -t for create')
+  const cmd = await rt.cli(['create', '--', '/bin/sh'])
+  t.is(cmd.status, 125)
+  t.regex(cmd.stderr, /isolate exec/)
+  await rt.assertClean(t)
+})
+
+test('create: refuses a runtime directory that others may use', async (t) => {
+  const rt = runtime(t)
+  chmodSync(rt.dir, 0o755)
+  const r = await rt.cli(['create'])
+  t.is(r.status, 125)
+  t.regex(r.stderr, /runtime directory .* mode 0755/)
+  t.regex(r.stderr, /hint: chmod 700/)
+  t.deepEqual(rt.files(), [])
+  chmodSync(rt.dir, 0o700)
+  await rt.assertClean(t)
+})
+
+test('create --timeout: the sandbox ends on its own, and its keeper and files with it', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t, ['--timeout', '3s'])
+  const entry = rt.entry(id)
+  t.true(pidAlive(entry.pid))
+  t.true(await waitUntil(() => !pidAlive(entry.keeperPid), 15_000), 'the keeper exits')
+  t.deepEqual(rt.files(), [])
+  t.false(pidAlive(entry.pid))
+  await rt.assertClean(t)
+})
+
+test('ps: a keeper that was killed is pruned (its sandbox ended with it)', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  const [entry] = await rt.ps(t)
+  // We started this keeper: ending it by its pid is ours to do.
+  process.kill(entry.keeperPid, 'SIGKILL')
+  t.true(await waitUntil(() => !pidAlive(entry.keeperPid), 5000))
+  t.true(existsSync(join(rt.dir, `${id}.json`)), 'a keeper killed outright cannot clean up')
+  t.deepEqual(await rt.ps(t), [])
+  t.deepEqual(rt.files(), [])
+  t.true(await waitUntil(() => !pidAlive(entry.pid), 5000), 'the sandbox ended with its keeper')
+  const exec = await rt.cli(['exec', id, '--', '/bin/true'])
+  t.is(exec.status, 125)
+  await rt.assertClean(t)
+})
+
+test('--name: exec and rm by name; a name is taken once', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t, ['--name', 'box-1', '--hostname', 'named'])
+  const r = await rt.cli(['exec', 'box-1', '--', '/bin/hostname'])
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'named\n')
+  const [entry] = await rt.ps(t)
+  t.is(entry.name, 'box-1')
+  const again = await rt.cli(['create', '--name', 'box-1'])
+  t.is(again.status, 125)
+  t.regex(again.stderr, new RegExp(`taken by sandbox ${id}`))
+  const rm = await rt.cli(['rm', 'box-1'])
+  t.is(rm.status, 0, rm.stderr)
+  t.is(rm.stdout, `${id}\n`)
+  await rt.assertClean(t)
+})
+
+const tmux = spawnSync('tmux', ['-V']).status === 0
+if (!tmux) console.log('cli-sandboxes.test: tmux is not installed; the exec -t test cannot run without it')
+const withTmux = tmux ? test : test.skip
+
+withTmux('exec -t: a shell on a terminal of the sandbox, in a real terminal', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  // The tmux server's socket in a directory of this test's own, removed afterwards.
+  const tmuxDir = mkdtempSync(join(tmpdir(), 'isolate-tmux-'))
+  const sock = join(tmuxDir, 'sock')
+  const kill = () => {
+    spawnSync('tmux', ['-S', sock, 'kill-server'])
+    removeDir(tmuxDir)
+  }
+  t.teardown(kill)
+  const tm = (...args: string[]) => execFileSync('tmux', ['-S', sock, '-f', '/dev/null', ...args], { encoding: 'utf8' })
+  const screen = () => tm('capture-pane', '-p', '-t', 'sb')
+  const cmd = `ISOLATE_RUNTIME_DIR=${rt.dir} ${process.execPath} --import=tsx ${cliPath} exec -t ${id} -- /bin/sh; echo EXIT=$?; sleep 60`
+  tm('new-session', '-d', '-s', 'sb', '-c', root, '-x', '100', '-y', '30', cmd)
+  const seen = (re: RegExp, ms = 20_000) => waitUntil(() => re.test(screen()), ms, 100)
+  t.true(await seen(/^[#$] ?$/m), `a prompt: ${screen()}`)
+  tm('send-keys', '-t', 'sb', 'tty; stty size', 'Enter')
+  t.true(await seen(/^\/dev\/pts\/\d+$/m), screen())
+  t.true(await seen(/^30 100$/m), screen())
+  tm('resize-window', '-t', 'sb', '-x', '120', '-y', '40')
+  tm('send-keys', '-t', 'sb', 'stty size', 'Enter')
+  t.true(await seen(/^40 120$/m), screen())
+  tm('send-keys', '-t', 'sb', 'sleep 100', 'Enter')
+  await new Promise((r) => setTimeout(r, 700))
+  tm('send-keys', '-t', 'sb', 'C-c')
+  tm('send-keys', '-t', 'sb', 'echo still-$((40+2))', 'Enter')
+  t.true(await seen(/^still-42$/m), `Ctrl-C ended only the sleep: ${screen()}`)
+  tm('send-keys', '-t', 'sb', 'exit 3', 'Enter')
+  t.true(await seen(/^EXIT=3$/m), screen())
+  kill()
+  t.is((await rt.cli(['rm', id])).status, 0)
+  await rt.assertClean(t)
+})

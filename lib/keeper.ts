@@ -1,0 +1,574 @@
+/**
+ * The keeper: the detached Node process that `isolate create` leaves behind to hold one
+ * long-lived sandbox (the sandbox lives exactly as long as it does), and what the other commands
+ * use to talk to it.
+ *
+ * `isolate create` starts it (`startKeeper`) with stdio ignored, in a session of its own, and one
+ * pipe on fd 3: down it go the sandbox options, up it comes `{ id }` once the sandbox exists and
+ * the keeper listens on `<id>.sock` (or the setup error). It then serves requests over its
+ * socket, one per connection, in the frames of ./frames.ts:
+ *
+ * - `exec`: run a command inside (`PersistentSandbox.spawn`) and relay its stdio, signals and
+ *   terminal size until it ends;
+ * - `info`: its entry;
+ * - `rm`: destroy the sandbox, remove its files, answer, exit.
+ *
+ * When the sandbox ends on its own (its lifetime, OOM...), the keeper removes its files and exits
+ * too. A keeper killed outright takes its sandbox with it (the library's lifeline); its files stay
+ * until `isolate ps` (or the next look-up of that id) finds nobody listening and removes them.
+ */
+import { spawn } from 'node:child_process'
+import { chmodSync, rmSync } from 'node:fs'
+import { createServer, Socket, type Server } from 'node:net'
+import { createSandbox, IsolateError, type ExecOptions, type ExecProcess, type PersistentSandbox, type SandboxOptions, type SandboxResult } from '../index.js'
+import { encodeFrame, Frame, FrameDecoder, jsonFrame } from './frames.js'
+import { claimName, ensureRuntimeDir, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, sockPath, writeEntry, type SandboxEntry } from './registry.js'
+
+/** What `create` sends the keeper on fd 3. */
+export interface KeeperSetup {
+  options: SandboxOptions
+  name?: string
+  /** For `ps`: what the sandbox was made of (no environment values). */
+  summary: Record<string, unknown>
+}
+
+/** The keeper's one line back on fd 3. */
+export type KeeperReport = { id: string; pid: number } | { error: Record<string, unknown> }
+
+/** The request frame of an `exec` connection. */
+export interface ExecRequest {
+  op: 'exec'
+  file: string
+  args: string[]
+  env?: Record<string, string>
+  cwd?: string
+  tty?: { rows: number; cols: number }
+  timeoutMs?: number
+}
+
+export type KeeperRequest = ExecRequest | { op: 'info' } | { op: 'rm' }
+
+/** The code of an error frame about a sandbox that is being (or has been) destroyed. */
+export const DESTROYED = 'ERR_ISOLATE_DESTROYED'
+
+// ---------------------------------------------------------------------------------------------
+// Errors across the wire
+
+/** An error as it travels in a frame or on fd 3. */
+export function errorToJSON(e: unknown): Record<string, unknown> {
+  if (e instanceof IsolateError) return e.toJSON()
+  if (e instanceof RegistryError) return { name: e.name, message: e.message, hint: e.hint }
+  return { name: 'Error', message: e instanceof Error ? e.message : String(e) }
+}
+
+/** Back into an `IsolateError` when it was one (with its details), else a plain `Error`. */
+export function errorFromJSON(o: Record<string, unknown>): Error {
+  const s = (k: string) => (typeof o[k] === 'string' ? (o[k] as string) : undefined)
+  let message = s('message') ?? 'unknown error'
+  const hint = s('hint')
+  if (s('name') === 'IsolateError' && s('code')) {
+    // The message already ends with the hint; the constructor appends it again.
+    if (hint && message.endsWith(` (hint: ${hint})`)) message = message.slice(0, -` (hint: ${hint})`.length)
+    return new IsolateError(message, { code: s('code') as IsolateError['code'], step: s('step'), path: s('path'), errno: s('errno'), hint, option: s('option') })
+  }
+  return new RegistryError(message, hint)
+}
+
+// ---------------------------------------------------------------------------------------------
+// isolate create: start a keeper and wait for its report
+
+/**
+ * Start a keeper for a sandbox with these options, detached from us (own session, stdio
+ * ignored), and wait until it reports. Resolves with the id, or rejects with the setup error
+ * (an `IsolateError` as `createSandbox` threw it).
+ */
+export function startKeeper(cliFile: string, setup: KeeperSetup): Promise<{ id: string; pid: number }> {
+  // The same Node and loader flags as ours (tsx when run from source), minus a debugger's.
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--inspect'))
+  const child = spawn(process.execPath, [...execArgv, cliFile, '__keeper'], {
+    detached: true,
+    // Our cwd, so that loader flags resolve; the keeper moves to / as soon as it runs.
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+  })
+  const pipe = child.stdio[3] as Socket
+  return new Promise((resolve, reject) => {
+    let line = ''
+    let settled = false
+    const exited = new Promise<void>((r) => child.once('exit', () => r()))
+    const fail = (e: Error) => {
+      if (settled) return
+      settled = true
+      pipe.destroy()
+      // It reported a failure, or died: it is our child until it is gone, so wait for that (it
+      // exits right after reporting) and leave nothing behind.
+      void Promise.race([exited, new Promise((r) => setTimeout(r, 5000).unref())]).then(() => reject(e))
+    }
+    child.once('error', (e) => fail(new RegistryError(`could not start the sandbox keeper: ${e.message}`)))
+    pipe.setEncoding('utf8')
+    pipe.on('data', (d: string) => {
+      line += d
+      const nl = line.indexOf('\n')
+      if (nl < 0 || settled) return
+      let report: KeeperReport
+      try {
+        report = JSON.parse(line.slice(0, nl)) as KeeperReport
+      } catch {
+        return fail(new RegistryError('the sandbox keeper sent a report that is not JSON'))
+      }
+      if ('error' in report) return fail(errorFromJSON(report.error))
+      settled = true
+      pipe.destroy()
+      child.unref()
+      resolve(report)
+    })
+    pipe.on('error', () => {})
+    pipe.on('close', () => fail(new RegistryError('the sandbox keeper ended before it reported', 'run the same options with isolate run to see what fails')))
+    pipe.write(`${JSON.stringify(setup)}\n`)
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The keeper itself
+
+/** `p`, or nothing after `ms` (a timer that holds nothing up once `p` is settled). */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))])
+  clearTimeout(timer)
+}
+
+/** The one line `create` sends on fd 3. */
+function readSetup(ctl: Socket): Promise<KeeperSetup> {
+  return new Promise((resolve, reject) => {
+    let buf = ''
+    const onData = (d: string) => {
+      buf += d
+      const nl = buf.indexOf('\n')
+      if (nl < 0) return
+      ctl.off('data', onData)
+      ctl.pause()
+      try {
+        resolve(JSON.parse(buf.slice(0, nl)) as KeeperSetup)
+      } catch (e) {
+        reject(e)
+      }
+    }
+    ctl.setEncoding('utf8')
+    ctl.on('data', onData)
+    ctl.once('close', () => reject(new Error('create went away before sending the options')))
+  })
+}
+
+/**
+ * The hidden `isolate __keeper` subcommand. Resolves with the exit code once the sandbox is gone
+ * and every file of it removed.
+ */
+export async function runKeeper(): Promise<number> {
+  process.chdir('/')
+  process.umask(0o077)
+  // Its own session already; a hang-up of a terminal it never had must not end the sandbox.
+  process.on('SIGHUP', () => {})
+  const ctl = new Socket({ fd: 3, readable: true, writable: true })
+  ctl.on('error', () => {})
+  const report = (r: KeeperReport) => new Promise<void>((res) => ctl.end(`${JSON.stringify(r)}\n`, () => res()))
+
+  let setup: KeeperSetup
+  let dir: string
+  let sb: PersistentSandbox
+  try {
+    setup = await readSetup(ctl)
+    dir = ensureRuntimeDir()
+    sb = await createSandbox(setup.options)
+  } catch (e) {
+    await report({ error: errorToJSON(e) })
+    return 1
+  }
+  // `create` may have been interrupted meanwhile: then nobody will ever learn the id.
+  let creatorGone = false
+  ctl.once('close', () => (creatorGone = true))
+  ctl.on('data', () => {})
+  ctl.resume()
+
+  const keeper = new Keeper(sb, dir, setup)
+  try {
+    await keeper.listen()
+    const held = setup.name === undefined ? undefined : await claimName(dir, setup.name, sb.id)
+    if (held !== undefined) throw new RegistryError(`the name ${setup.name} is taken by sandbox ${held}`, "choose another --name, or 'isolate rm' that one first")
+    if (setup.name !== undefined) keeper.name = setup.name
+    writeEntry(dir, keeper.entry())
+  } catch (e) {
+    await keeper.shutdown()
+    await report({ error: errorToJSON(e) })
+    return 1
+  }
+  if (creatorGone) {
+    await keeper.shutdown()
+    return 1
+  }
+  process.title = `isolate keeper ${sb.id}`
+  await report({ id: sb.id, pid: sb.pid })
+
+  // Asked to end: as rm does. Asked again while that is under way: now.
+  let asked = false
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(sig, () => {
+      if (asked) {
+        keeper.removeFilesSync()
+        process.exit(128 + (sig === 'SIGTERM' ? 15 : 2))
+      }
+      asked = true
+      void keeper.shutdown()
+    })
+  }
+  // An unexpected failure of ours: the sandbox dies with us anyway; leave no files that say otherwise.
+  process.on('uncaughtException', () => {
+    keeper.removeFilesSync()
+    process.exit(70)
+  })
+  void sb.wait().then(
+    () => keeper.shutdown(),
+    () => keeper.shutdown(),
+  )
+  await keeper.done
+  // Nothing of ours should be left to keep us; if something is, it must not keep us either.
+  setTimeout(() => process.exit(0), 2000).unref()
+  return 0
+}
+
+class Keeper {
+  readonly #sb: PersistentSandbox
+  readonly #dir: string
+  readonly #setup: KeeperSetup
+  readonly #created = new Date().toISOString()
+  #server: Server | undefined
+  /** Connections still relaying an exec; shutdown lets them send their exit first. */
+  readonly #execs = new Set<Promise<void>>()
+  readonly #conns = new Set<Socket>()
+  #closing: Promise<SandboxResult | undefined> | undefined
+  name: string | undefined
+  #resolveDone!: () => void
+  readonly done = new Promise<void>((r) => (this.#resolveDone = r))
+
+  constructor(sb: PersistentSandbox, dir: string, setup: KeeperSetup) {
+    this.#sb = sb
+    this.#dir = dir
+    this.#setup = setup
+  }
+
+  entry(): SandboxEntry {
+    const rootfs = this.#setup.options.rootfs
+    return {
+      id: this.#sb.id,
+      ...(this.name !== undefined ? { name: this.name } : {}),
+      keeperPid: process.pid,
+      keeperStart: procStartTime(process.pid) ?? '',
+      pid: this.#sb.pid,
+      created: this.#created,
+      rootfs: typeof rootfs === 'string' ? rootfs : rootfs === undefined ? 'host' : JSON.stringify(rootfs),
+      summary: this.#setup.summary,
+    }
+  }
+
+  listen(): Promise<void> {
+    const path = sockPath(this.#dir, this.#sb.id)
+    return new Promise((resolve, reject) => {
+      const server = createServer((conn) => this.#serve(conn))
+      server.once('error', reject)
+      server.listen(path, () => {
+        server.off('error', reject)
+        server.on('error', () => {})
+        this.#server = server
+        chmodSync(path, 0o600)
+        resolve()
+      })
+    })
+  }
+
+  removeFilesSync(): void {
+    if (this.name !== undefined) releaseName(this.#dir, this.name, this.#sb.id)
+    rmSync(jsonPath(this.#dir, this.#sb.id), { force: true })
+    rmSync(`${jsonPath(this.#dir, this.#sb.id)}.tmp`, { force: true })
+    rmSync(sockPath(this.#dir, this.#sb.id), { force: true })
+  }
+
+  /**
+   * Destroy the sandbox (if it still runs), let running execs report their end, stop listening,
+   * remove every file. Idempotent; resolves with the sandbox's result.
+   */
+  shutdown(): Promise<SandboxResult | undefined> {
+    this.#closing ??= (async () => {
+      // No longer listed from here on; new requests are refused as destroyed.
+      if (this.name !== undefined) releaseName(this.#dir, this.name, this.#sb.id)
+      rmSync(jsonPath(this.#dir, this.#sb.id), { force: true })
+      let result: SandboxResult | undefined
+      try {
+        result = await this.#sb.destroy()
+      } catch {
+        result = undefined
+      }
+      await within(Promise.allSettled([...this.#execs]), 3000)
+      // Stop accepting (its callback would wait for the connections, the rm ones among them,
+      // which wait for us: not awaited).
+      this.#server?.close()
+      this.removeFilesSync()
+      return result
+    })()
+    void this.#closing.then(() => {
+      // Requests that wait for the end (rm) answer once the files are gone; then we are done.
+      setImmediate(() => {
+        for (const c of this.#conns) if (!c.writableEnded) c.end()
+        this.#resolveDone()
+      })
+    })
+    return this.#closing
+  }
+
+  #serve(conn: Socket): void {
+    this.#conns.add(conn)
+    conn.on('close', () => this.#conns.delete(conn))
+    conn.on('error', () => {})
+    const decoder = new FrameDecoder()
+    let handler: ((type: number, payload: Buffer) => void) | undefined
+    conn.on('data', (chunk: Buffer) => {
+      let frames
+      try {
+        frames = decoder.push(chunk)
+      } catch {
+        conn.destroy()
+        return
+      }
+      for (const { type, payload } of frames) {
+        if (handler) {
+          handler(type, payload)
+          continue
+        }
+        if (type !== Frame.REQUEST) {
+          conn.destroy()
+          return
+        }
+        let req: KeeperRequest
+        try {
+          req = JSON.parse(payload.toString('utf8')) as KeeperRequest
+        } catch {
+          conn.destroy()
+          return
+        }
+        handler = this.#handle(conn, req)
+      }
+    })
+  }
+
+  /** Start serving one request; returns what takes the frames that follow it. */
+  #handle(conn: Socket, req: KeeperRequest): (type: number, payload: Buffer) => void {
+    const ignore = () => {}
+    if (req.op === 'info') {
+      conn.end(jsonFrame(Frame.REPLY, this.entry()))
+      return ignore
+    }
+    if (req.op === 'rm') {
+      void this.shutdown().then((result) => {
+        if (!conn.destroyed) conn.end(jsonFrame(Frame.REPLY, { id: this.#sb.id, result: result ?? null }))
+      })
+      return ignore
+    }
+    if (req.op === 'exec') {
+      const relay = new ExecRelay(this.#sb, conn, req, this.#closing !== undefined)
+      const p = relay.run()
+      this.#execs.add(p)
+      void p.finally(() => this.#execs.delete(p))
+      return (type, payload) => relay.frame(type, payload)
+    }
+    conn.end(jsonFrame(Frame.ERROR, { name: 'Error', message: `unknown request ${JSON.stringify((req as { op?: unknown }).op)}` }))
+    return ignore
+  }
+}
+
+/** One `exec` connection: the command's stdio over the frames, until it ends. */
+class ExecRelay {
+  #proc: ExecProcess | undefined
+  /** Frames that came before the command ran: delivered once it does. */
+  #early: Array<[number, Buffer]> = []
+  #finished = false
+
+  constructor(
+    readonly sb: PersistentSandbox,
+    readonly conn: Socket,
+    readonly req: ExecRequest,
+    readonly refused: boolean,
+  ) {}
+
+  #send(buf: Buffer): boolean {
+    if (this.conn.destroyed || this.conn.writableEnded) return true
+    return this.conn.write(buf)
+  }
+
+  frame(type: number, payload: Buffer): void {
+    if (this.#finished) return
+    const proc = this.#proc
+    if (!proc) {
+      this.#early.push([type, payload])
+      return
+    }
+    switch (type) {
+      case Frame.STDIN:
+        if (proc.stdin && !proc.stdin.destroyed && !proc.stdin.writableEnded && !proc.stdin.write(payload)) {
+          // The command reads slower than we receive: stop reading the connection meanwhile.
+          this.conn.pause()
+          proc.stdin.once('drain', () => this.conn.resume())
+        }
+        break
+      case Frame.STDIN_EOF:
+        if (proc.stdin && !proc.stdin.destroyed) proc.stdin.end()
+        break
+      case Frame.RESIZE: {
+        try {
+          const { cols, rows } = JSON.parse(payload.toString('utf8')) as { cols: number; rows: number }
+          proc.resize(cols, rows)
+        } catch {}
+        break
+      }
+      case Frame.SIGNAL:
+        try {
+          proc.kill(payload.toString('utf8') as NodeJS.Signals)
+        } catch {}
+        break
+      default:
+        break
+    }
+  }
+
+  async run(): Promise<void> {
+    const { file, args, env, cwd, tty, timeoutMs } = this.req
+    if (this.refused || this.sb.destroyed) {
+      this.#finished = true
+      this.conn.end(jsonFrame(Frame.ERROR, { name: 'IsolateError', code: DESTROYED, message: `sandbox ${this.sb.id} is being removed` }))
+      return
+    }
+    const opts: ExecOptions = { stdio: 'pipe' }
+    if (env !== undefined) opts.env = env
+    if (cwd !== undefined) opts.cwd = cwd
+    if (tty !== undefined) opts.tty = tty
+    if (timeoutMs !== undefined) opts.timeoutMs = timeoutMs
+    let proc: ExecProcess
+    try {
+      proc = await this.sb.spawn(file, args ?? [], opts)
+    } catch (e) {
+      this.#finished = true
+      this.conn.end(jsonFrame(Frame.ERROR, errorToJSON(e)))
+      return
+    }
+    this.#proc = proc
+    proc.stdin?.on('error', () => {})
+    this.#send(jsonFrame(Frame.START, { pid: proc.pid }))
+
+    // Output, in order, with backpressure from the connection.
+    let lastData = Date.now()
+    const pump = (stream: NodeJS.ReadableStream | null, type: number) => {
+      if (!stream) return Promise.resolve()
+      return new Promise<void>((resolve) => {
+        stream.on('data', (d: Buffer) => {
+          lastData = Date.now()
+          if (!this.#send(encodeFrame(type, d))) {
+            stream.pause()
+            this.conn.once('drain', () => stream.resume())
+          }
+        })
+        stream.once('end', resolve)
+        stream.once('close', resolve)
+        stream.on('error', () => resolve())
+      })
+    }
+    const outputs = Promise.all([pump(proc.stdout, Frame.STDOUT), pump(proc.stderr, Frame.STDERR)])
+
+    // The client went away before the end: the command goes too (what it started in the
+    // background stays, as in any sandbox of this kind).
+    const onClose = () => {
+      if (!this.#finished) proc.kill('SIGKILL')
+    }
+    this.conn.once('close', onClose)
+
+    for (const [type, payload] of this.#early.splice(0)) this.frame(type, payload)
+
+    let exit
+    try {
+      exit = await proc.wait()
+    } catch (e) {
+      this.#finished = true
+      this.conn.end(jsonFrame(Frame.ERROR, errorToJSON(e)))
+      return
+    }
+    // What it wrote before it ended is still in the pipes: pass it on. Its output ends when
+    // the last writer is gone; one it left in the background may hold it open, so stop once
+    // nothing has come for a while.
+    let ended = false
+    const quiet = new Promise<void>((resolve) => {
+      const end = Date.now() + 2000
+      const tick = () => (ended || Date.now() - lastData >= 100 || Date.now() >= end ? resolve() : setTimeout(tick, 25))
+      tick()
+    })
+    await Promise.race([outputs, quiet])
+    ended = true
+    this.#finished = true
+    this.conn.off('close', onClose)
+    this.conn.resume()
+    proc.stdin?.destroy()
+    proc.stdout?.destroy()
+    proc.stderr?.destroy()
+    this.conn.end(jsonFrame(Frame.EXIT, exit))
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Talking to a keeper
+
+/** Connect to the keeper of `id`; a keeper that is gone is a NotFoundError naming `ref`. */
+export function connectKeeper(dir: string, id: string, ref: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = new Socket()
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      reject(e.code === 'ECONNREFUSED' || e.code === 'ENOENT' ? new NotFoundError(ref, 'the sandbox has ended') : e)
+    })
+    s.connect(sockPath(dir, id), () => {
+      s.removeAllListeners('error')
+      resolve(s)
+    })
+  })
+}
+
+/**
+ * `isolate rm`: ask the keeper to destroy its sandbox, then wait until the keeper has exited.
+ * Resolves with the sandbox's result (null when it had already ended).
+ */
+export async function removeSandbox(dir: string, entry: SandboxEntry, ref: string, timeoutMs = 30_000): Promise<SandboxResult | null> {
+  let result: SandboxResult | null = null
+  let conn: Socket | undefined
+  try {
+    conn = await connectKeeper(dir, entry.id, ref)
+  } catch (e) {
+    if (!(e instanceof NotFoundError)) throw e
+  }
+  if (conn) {
+    const c = conn
+    result = await new Promise<SandboxResult | null>((resolve) => {
+      const decoder = new FrameDecoder()
+      let got: SandboxResult | null = null
+      c.on('data', (chunk: Buffer) => {
+        for (const f of decoder.push(chunk)) {
+          if (f.type === Frame.REPLY) got = (JSON.parse(f.payload.toString('utf8')) as { result: SandboxResult | null }).result
+        }
+      })
+      c.on('error', () => {})
+      c.on('close', () => resolve(got))
+      c.write(jsonFrame(Frame.REQUEST, { op: 'rm' } satisfies KeeperRequest))
+    })
+  }
+  // The keeper answers after removing its files, and exits right after.
+  const end = Date.now() + timeoutMs
+  while (!procGone(entry.keeperPid, entry.keeperStart)) {
+    if (Date.now() > end) throw new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) has not exited after ${timeoutMs / 1000}s`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  // Normally gone already; not so when the keeper died without cleaning up.
+  removeFiles(dir, entry.id)
+  return result
+}

@@ -1,0 +1,263 @@
+/**
+ * Where the long-lived sandboxes of `isolate create` are found: one runtime directory per user,
+ * holding for each sandbox its keeper's socket (`<id>.sock`), a description (`<id>.json`), and,
+ * when it was given a name, `<name>.name` (a symlink to the id).
+ *
+ * A keeper creates its files in that order (socket, name, description) and removes them in the
+ * reverse one, so a description always has a socket beside it while the keeper lives. Whether a
+ * keeper lives is asked of its socket alone: a socket nobody listens on (ECONNREFUSED) or no
+ * socket at all means it is gone. Nothing is ever signalled to find out.
+ */
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
+import { join, resolve } from 'node:path'
+
+/** A sandbox id as the library makes them (12 lowercase hex digits; a little leeway). */
+export const ID_RE = /^[0-9a-f]{6,64}$/
+export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/
+
+/** The kernel's bound on a unix socket path (sun_path, with its NUL). */
+const SUN_PATH_MAX = 107
+
+/** What `isolate ps` shows of a sandbox, and what its keeper wrote when it was ready. */
+export interface SandboxEntry {
+  id: string
+  name?: string
+  /** The keeper process that holds the sandbox. */
+  keeperPid: number
+  /** Its start time (/proc/PID/stat field 22), so that a reused pid is not taken for it. */
+  keeperStart: string
+  /** The host pid of the sandbox's init. */
+  pid: number
+  /** ISO 8601. */
+  created: string
+  /** `'host'` or the root filesystem's directory. */
+  rootfs: string
+  /** The rest of the options, for people (never the environment's values). */
+  summary: Record<string, unknown>
+}
+
+/** The runtime directory cannot be used (exit 125). */
+export class RegistryError extends Error {
+  constructor(
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message)
+    this.name = 'RegistryError'
+  }
+}
+
+/** No such live sandbox (exit 125). */
+export class NotFoundError extends RegistryError {
+  constructor(readonly ref: string, detail = 'no such sandbox') {
+    super(`${detail}: ${ref}`, "'isolate ps' lists the live sandboxes")
+    this.name = 'NotFoundError'
+  }
+}
+
+/** `ISOLATE_RUNTIME_DIR`, else `/run/isolate` for root, else `$XDG_RUNTIME_DIR/isolate`, else `/tmp/isolate-<uid>`. */
+export function runtimeDir(): string {
+  const env = process.env.ISOLATE_RUNTIME_DIR
+  if (env) return resolve(env)
+  const uid = process.geteuid!()
+  if (uid === 0) return '/run/isolate'
+  if (process.env.XDG_RUNTIME_DIR) return join(resolve(process.env.XDG_RUNTIME_DIR), 'isolate')
+  return `/tmp/isolate-${uid}`
+}
+
+/** Refuse a directory that others could read or plant sockets in. */
+function checkDir(dir: string): void {
+  const st = lstatSync(dir)
+  if (st.isSymbolicLink()) throw new RegistryError(`runtime directory ${dir} is a symbolic link; refusing to use it`, 'remove it, or set ISOLATE_RUNTIME_DIR to a directory of your own with mode 0700')
+  if (!st.isDirectory()) throw new RegistryError(`runtime directory ${dir} is not a directory`, 'remove it, or set ISOLATE_RUNTIME_DIR to a directory of your own with mode 0700')
+  const uid = process.geteuid!()
+  if (st.uid !== uid) throw new RegistryError(`runtime directory ${dir} belongs to uid ${st.uid}, not to us (uid ${uid}); refusing to use it`, 'set ISOLATE_RUNTIME_DIR to a directory of your own with mode 0700')
+  if ((st.mode & 0o077) !== 0) {
+    throw new RegistryError(`runtime directory ${dir} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: others may use it; refusing to`, `chmod 700 ${dir}`)
+  }
+}
+
+/** The runtime directory, created (mode 0700) if missing. */
+export function ensureRuntimeDir(): string {
+  const dir = runtimeDir()
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+  } catch (e) {
+    throw new RegistryError(`cannot create the runtime directory ${dir}: ${(e as Error).message}`, 'set ISOLATE_RUNTIME_DIR to a directory you may write')
+  }
+  checkDir(dir)
+  const longest = sockPath(dir, 'f'.repeat(64))
+  if (Buffer.byteLength(longest) > SUN_PATH_MAX) {
+    throw new RegistryError(`runtime directory ${dir} is too long for a unix socket path (${SUN_PATH_MAX} bytes at most)`, 'set ISOLATE_RUNTIME_DIR to a shorter path')
+  }
+  return dir
+}
+
+/** The runtime directory if it exists (checked), else undefined: then there are no sandboxes. */
+export function existingRuntimeDir(): string | undefined {
+  const dir = runtimeDir()
+  try {
+    lstatSync(dir)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw new RegistryError(`cannot use the runtime directory ${dir}: ${(e as Error).message}`)
+  }
+  checkDir(dir)
+  return dir
+}
+
+export const sockPath = (dir: string, id: string) => join(dir, `${id}.sock`)
+export const jsonPath = (dir: string, id: string) => join(dir, `${id}.json`)
+export const namePath = (dir: string, name: string) => join(dir, `${name}.name`)
+
+/** Write `<id>.json` whole or not at all (readers never see half of it). */
+export function writeEntry(dir: string, entry: SandboxEntry): void {
+  const tmp = `${jsonPath(dir, entry.id)}.tmp`
+  writeFileSync(tmp, `${JSON.stringify(entry, null, 2)}\n`, { mode: 0o600 })
+  renameSync(tmp, jsonPath(dir, entry.id))
+}
+
+export function readEntry(dir: string, id: string): SandboxEntry | undefined {
+  try {
+    const e = JSON.parse(readFileSync(jsonPath(dir, id), 'utf8')) as SandboxEntry
+    return e && e.id === id ? e : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Take `name` for `id`, atomically (a symlink either is made or exists). A name held by a
+ * sandbox whose keeper is gone is taken over. Returns the id holding it when it is in use.
+ */
+export async function claimName(dir: string, name: string, id: string): Promise<string | undefined> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      symlinkSync(id, namePath(dir, name))
+      return undefined
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
+    }
+    const holder = nameTarget(dir, name)
+    if (holder !== undefined && holder !== id && (await keeperState(dir, holder)) !== 'gone') return holder
+    rmSync(namePath(dir, name), { force: true })
+  }
+  throw new RegistryError(`could not take the name ${name}`)
+}
+
+export function nameTarget(dir: string, name: string): string | undefined {
+  try {
+    const target = readlinkSync(namePath(dir, name))
+    return ID_RE.test(target) ? target : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Remove `<name>.name` if it still points at `id`. */
+export function releaseName(dir: string, name: string, id: string): void {
+  if (nameTarget(dir, name) === id) rmSync(namePath(dir, name), { force: true })
+}
+
+/**
+ * Is the keeper behind `<id>.sock` alive? `'gone'` only when nothing listens there (or there is
+ * no socket); a keeper that does not accept in time is `'unknown'` and is left alone.
+ */
+export function keeperState(dir: string, id: string, timeoutMs = 2000): Promise<'alive' | 'gone' | 'unknown'> {
+  return new Promise((done) => {
+    const s = connect(sockPath(dir, id))
+    const timer = setTimeout(() => finish('unknown'), timeoutMs)
+    function finish(state: 'alive' | 'gone' | 'unknown') {
+      clearTimeout(timer)
+      s.destroy()
+      done(state)
+    }
+    s.once('connect', () => finish('alive'))
+    s.once('error', (e: NodeJS.ErrnoException) => finish(e.code === 'ECONNREFUSED' || e.code === 'ENOENT' || e.code === 'ENOTSOCK' ? 'gone' : 'unknown'))
+  })
+}
+
+/** Every file a sandbox left, for one whose keeper is gone. */
+export function removeFiles(dir: string, id: string): void {
+  const entry = readEntry(dir, id)
+  if (entry?.name) releaseName(dir, entry.name, id)
+  rmSync(jsonPath(dir, id), { force: true })
+  rmSync(`${jsonPath(dir, id)}.tmp`, { force: true })
+  rmSync(sockPath(dir, id), { force: true })
+}
+
+/**
+ * The live sandboxes, oldest first. Files of sandboxes whose keeper is gone are removed on the
+ * way (a keeper killed with SIGKILL cannot clean up after itself; its sandbox ended with it).
+ */
+export async function listSandboxes(dir: string | undefined = existingRuntimeDir()): Promise<SandboxEntry[]> {
+  if (dir === undefined) return []
+  const ids = new Set<string>()
+  const names: string[] = []
+  for (const f of readdirSync(dir)) {
+    const m = /^(.+)\.(sock|json|json\.tmp|name)$/.exec(f)
+    if (!m) continue
+    if (m[2] === 'name') names.push(m[1])
+    else if (ID_RE.test(m[1])) ids.add(m[1])
+  }
+  const states = await Promise.all([...ids].map(async (id) => [id, await keeperState(dir, id)] as const))
+  const live: SandboxEntry[] = []
+  const alive = new Set<string>()
+  for (const [id, state] of states) {
+    if (state === 'gone') {
+      removeFiles(dir, id)
+      continue
+    }
+    alive.add(id)
+    const entry = readEntry(dir, id)
+    // A socket without a description yet: a keeper still getting ready.
+    if (entry) live.push(entry)
+  }
+  for (const name of names) {
+    const target = nameTarget(dir, name)
+    if (target === undefined || !alive.has(target)) rmSync(namePath(dir, name), { force: true })
+  }
+  return live.sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id))
+}
+
+/**
+ * The sandbox `ref` (an id or a name) names, if its keeper lives. A stale one is cleaned up and
+ * then not found.
+ */
+export async function findSandbox(ref: string): Promise<{ dir: string; entry: SandboxEntry }> {
+  const dir = existingRuntimeDir()
+  if (dir === undefined) throw new NotFoundError(ref)
+  let id: string | undefined
+  if (ID_RE.test(ref) && readEntry(dir, ref)) id = ref
+  else if (NAME_RE.test(ref)) id = nameTarget(dir, ref)
+  const entry = id === undefined ? undefined : readEntry(dir, id)
+  if (id === undefined || entry === undefined) throw new NotFoundError(ref)
+  if ((await keeperState(dir, id)) === 'gone') {
+    removeFiles(dir, id)
+    throw new NotFoundError(ref, 'the sandbox has ended')
+  }
+  return { dir, entry }
+}
+
+/** When host process `pid` started, in clock ticks since boot (/proc/PID/stat field 22). */
+export function procStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+  } catch {
+    return undefined
+  }
+}
+
+/** Process `pid` (started at `start`, when known) has ended: gone, a zombie, or the pid reused. */
+export function procGone(pid: number, start?: string): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    if (rest[0] === 'Z' || rest[0] === 'X') return true
+    return Boolean(start) && rest[19] !== start
+  } catch {
+    return true
+  }
+}
