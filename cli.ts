@@ -709,7 +709,7 @@ async function exec(argv: string[]): Promise<number> {
       return EXIT_SETUP
     }
     const e = errorFromJSON(outcome.error)
-    if ((e as IsolateError).code === DESTROYED) throw new NotFoundError(ref, 'the sandbox is being removed')
+    if ((e as IsolateError).code === DESTROYED) throw new NotFoundError(ref, 'the sandbox has ended')
     if (e instanceof IsolateError) reportError(e)
     else throw e
     return EXIT_SETUP
@@ -750,6 +750,8 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
       if (finished) return
       finished = true
       if (tty) process.stdout.off('resize', onResize)
+      process.stdout.off('error', onStdoutError)
+      process.stderr.off('error', onStderrError)
       stdin.off('data', onData)
       stdin.off('end', onEnd)
       stdin.off('error', onEnd)
@@ -760,7 +762,21 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
       resolve(outcome)
     }
 
+    // Where nobody reads our output any more (isolate exec ... | head -1), the command gets
+    // SIGPIPE, as it would writing to that pipe itself; what it still sends is dropped.
+    const broken = new Set<NodeJS.WriteStream>()
+    const onBroken = (out: NodeJS.WriteStream) => (e: NodeJS.ErrnoException) => {
+      if (broken.has(out)) return
+      broken.add(out)
+      if (e.code === 'EPIPE' && !conn.destroyed) conn.write(encodeFrame(Frame.SIGNAL, 'SIGPIPE'))
+      conn.resume()
+    }
+    const onStdoutError = onBroken(process.stdout)
+    const onStderrError = onBroken(process.stderr)
+    process.stdout.on('error', onStdoutError)
+    process.stderr.on('error', onStderrError)
     const write = (out: NodeJS.WriteStream, d: Buffer) => {
+      if (broken.has(out)) return
       if (!out.write(d)) {
         conn.pause()
         out.once('drain', () => conn.resume())

@@ -5,7 +5,7 @@
  * sandbox, no file.
  */
 import test, { type ExecutionContext } from 'ava'
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -77,6 +77,20 @@ class Runtime {
           child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }))
           child.stdin.on('error', () => {})
           child.stdin.end(opts.input ?? '')
+        }),
+    )
+  }
+
+  /** `sh -c script` with `$ISOLATE` the CLI, for pipelines. */
+  shell(script: string): Promise<CliResult> {
+    return limited(
+      () =>
+        new Promise((resolve, reject) => {
+          const env = { ...this.env, ISOLATE: `${process.execPath} --import=tsx ${cliPath}` }
+          execFile('/bin/sh', ['-c', script], { cwd: root, env }, (err, stdout, stderr) => {
+            if (err && typeof err.code !== 'number') reject(err)
+            else resolve({ status: err ? (err.code as number) : 0, signal: null, stdout, stderr })
+          })
         }),
     )
   }
@@ -271,6 +285,34 @@ test('exec: a command that cannot start exits 125 naming the step; --timeout exi
   // The sandbox outlived all of that.
   const still = await rt.cli(['exec', id, '--', '/bin/echo', 'alive'])
   t.is(still.stdout, 'alive\n')
+  t.is((await rt.cli(['rm', id])).status, 0)
+  await rt.assertClean(t)
+})
+
+test('exec: pipelines, background output holders, and execs side by side', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+
+  // Nobody reads our output any more: the command gets SIGPIPE, as in a pipeline of its own.
+  const head = await rt.shell(`{ $ISOLATE exec ${id} -- /usr/bin/yes; echo "status=$?" >&2; } | head -n 2`)
+  t.is(head.stdout, 'y\ny\n')
+  t.regex(head.stderr, /^status=141$/m, '128+SIGPIPE')
+
+  // Its end is its end, even when something it left in the background holds its stdout.
+  const started = Date.now()
+  const bg = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo before; /bin/sleep 300 & echo after'])
+  t.is(bg.status, 0, bg.stderr)
+  t.is(bg.stdout, 'before\nafter\n')
+  t.true(Date.now() - started < 60_000)
+
+  // Several at once, each with its own stdio.
+  const many = await Promise.all([1, 2, 3, 4, 5].map((n) => rt.cli(['exec', id, '--', '/bin/sh', '-c', `read x; echo "$x-${n}"; echo e${n} >&2; exit ${n}`], { input: `in${n}\n` })))
+  many.forEach((r, i) => {
+    t.is(r.status, i + 1)
+    t.is(r.stdout, `in${i + 1}-${i + 1}\n`)
+    t.is(r.stderr, `e${i + 1}\n`)
+  })
+
   t.is((await rt.cli(['rm', id])).status, 0)
   await rt.assertClean(t)
 })

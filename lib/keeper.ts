@@ -441,7 +441,7 @@ class ExecRelay {
     const { file, args, env, cwd, tty, timeoutMs } = this.req
     if (this.refused || this.sb.destroyed) {
       this.#finished = true
-      this.conn.end(jsonFrame(Frame.ERROR, { name: 'IsolateError', code: DESTROYED, message: `sandbox ${this.sb.id} is being removed` }))
+      this.conn.end(jsonFrame(Frame.ERROR, { name: 'IsolateError', code: DESTROYED, message: `sandbox ${this.sb.id} has ended` }))
       return
     }
     const opts: ExecOptions = { stdio: 'pipe' }
@@ -540,6 +540,8 @@ export function connectKeeper(dir: string, id: string, ref: string): Promise<Soc
  * Resolves with the sandbox's result (null when it had already ended).
  */
 export async function removeSandbox(dir: string, entry: SandboxEntry, ref: string, timeoutMs = 30_000): Promise<SandboxResult | null> {
+  const end = Date.now() + timeoutMs
+  const late = () => new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) has not ended it after ${timeoutMs / 1000}s`)
   let result: SandboxResult | null = null
   let conn: Socket | undefined
   try {
@@ -549,23 +551,33 @@ export async function removeSandbox(dir: string, entry: SandboxEntry, ref: strin
   }
   if (conn) {
     const c = conn
-    result = await new Promise<SandboxResult | null>((resolve) => {
+    result = await new Promise<SandboxResult | null>((resolve, reject) => {
       const decoder = new FrameDecoder()
       let got: SandboxResult | null = null
+      const timer = setTimeout(() => {
+        c.destroy()
+        reject(late())
+      }, timeoutMs)
       c.on('data', (chunk: Buffer) => {
-        for (const f of decoder.push(chunk)) {
-          if (f.type === Frame.REPLY) got = (JSON.parse(f.payload.toString('utf8')) as { result: SandboxResult | null }).result
+        try {
+          for (const f of decoder.push(chunk)) {
+            if (f.type === Frame.REPLY) got = (JSON.parse(f.payload.toString('utf8')) as { result: SandboxResult | null }).result
+          }
+        } catch {
+          c.destroy()
         }
       })
       c.on('error', () => {})
-      c.on('close', () => resolve(got))
+      c.on('close', () => {
+        clearTimeout(timer)
+        resolve(got)
+      })
       c.write(jsonFrame(Frame.REQUEST, { op: 'rm' } satisfies KeeperRequest))
     })
   }
   // The keeper answers after removing its files, and exits right after.
-  const end = Date.now() + timeoutMs
   while (!procGone(entry.keeperPid, entry.keeperStart)) {
-    if (Date.now() > end) throw new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) has not exited after ${timeoutMs / 1000}s`)
+    if (Date.now() > end) throw late()
     await new Promise((r) => setTimeout(r, 10))
   }
   // Normally gone already; not so when the keeper died without cleaning up.
