@@ -9,6 +9,7 @@ import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { encodeFrame, FrameDecoder } from '../lib/frames.js'
 import { pidAlive, removeDir, root, waitUntil } from './helpers.js'
 
 const cliPath = join(root, 'cli.ts')
@@ -174,6 +175,41 @@ function hostProcessesWith(marker: string): number[] {
   }
   return found
 }
+
+test('frames: the same frames however the bytes are cut', (t) => {
+  const frames = [
+    { type: 0x01, payload: Buffer.from('{"op":"exec"}') },
+    { type: 0x03, payload: Buffer.alloc(0) },
+    { type: 0x12, payload: Buffer.alloc(70_000, 7) },
+    { type: 0x14, payload: Buffer.from('{"exitCode":0}') },
+  ]
+  const wire = Buffer.concat(frames.map((f) => encodeFrame(f.type, f.payload)))
+  for (const cut of [1, 2, 5, 6, 4096, wire.length]) {
+    const d = new FrameDecoder()
+    const got = []
+    for (let i = 0; i < wire.length; i += cut) got.push(...d.push(wire.subarray(i, i + cut)))
+    t.deepEqual(got.map((f) => ({ type: f.type, payload: Buffer.from(f.payload) })), frames, `chunks of ${cut}`)
+    t.is(d.buffered, 0)
+  }
+  const huge = Buffer.alloc(5)
+  huge.writeUInt32BE(0xffffffff, 1)
+  t.throws(() => new FrameDecoder().push(huge), { message: /longer than/ })
+})
+
+test('exec: a client that goes away takes its command with it', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  const marker = `isolate-gone-${process.pid}-${Date.now()}`
+  const r = await rt.cli(['exec', id, '--', '/bin/sh', '-c', `echo ready; exec /bin/sh -c 'sleep 300; : ${marker}'`], {
+    onStdout: { text: 'ready', then: (child) => child.kill('SIGKILL') },
+  })
+  t.is(r.signal, 'SIGKILL')
+  t.true(await waitUntil(() => hostProcessesWith(marker).length === 0, 10_000), 'the command was killed')
+  const still = await rt.cli(['exec', id, '--', '/bin/echo', 'alive'])
+  t.is(still.stdout, 'alive\n', 'the sandbox lives on')
+  t.is((await rt.cli(['rm', id])).status, 0)
+  await rt.assertClean(t)
+})
 
 test('create prints an ID; files and processes persist between execs; ps lists it; rm leaves nothing', async (t) => {
   const rt = runtime(t)

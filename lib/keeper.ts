@@ -444,6 +444,14 @@ class ExecRelay {
       this.conn.end(jsonFrame(Frame.ERROR, { name: 'IsolateError', code: DESTROYED, message: `sandbox ${this.sb.id} has ended` }))
       return
     }
+    // The client went away before the end: the command goes too (what it started in the
+    // background stays, as in any sandbox of this kind).
+    let clientGone = false
+    const onClose = () => {
+      clientGone = true
+      if (this.#proc && !this.#finished) this.#proc.kill('SIGKILL')
+    }
+    this.conn.once('close', onClose)
     const opts: ExecOptions = { stdio: 'pipe' }
     if (env !== undefined) opts.env = env
     if (cwd !== undefined) opts.cwd = cwd
@@ -454,10 +462,12 @@ class ExecRelay {
       proc = await this.sb.spawn(file, args ?? [], opts)
     } catch (e) {
       this.#finished = true
+      this.conn.off('close', onClose)
       this.conn.end(jsonFrame(Frame.ERROR, errorToJSON(e)))
       return
     }
     this.#proc = proc
+    if (clientGone) proc.kill('SIGKILL')
     proc.stdin?.on('error', () => {})
     this.#send(jsonFrame(Frame.START, { pid: proc.pid }))
 
@@ -480,13 +490,6 @@ class ExecRelay {
     }
     const outputs = Promise.all([pump(proc.stdout, Frame.STDOUT), pump(proc.stderr, Frame.STDERR)])
 
-    // The client went away before the end: the command goes too (what it started in the
-    // background stays, as in any sandbox of this kind).
-    const onClose = () => {
-      if (!this.#finished) proc.kill('SIGKILL')
-    }
-    this.conn.once('close', onClose)
-
     for (const [type, payload] of this.#early.splice(0)) this.frame(type, payload)
 
     let exit
@@ -494,6 +497,7 @@ class ExecRelay {
       exit = await proc.wait()
     } catch (e) {
       this.#finished = true
+      this.conn.off('close', onClose)
       this.conn.end(jsonFrame(Frame.ERROR, errorToJSON(e)))
       return
     }
