@@ -170,7 +170,8 @@ export async function runKeeper(): Promise<number> {
   process.on('SIGHUP', () => {})
   const ctl = new Socket({ fd: 3, readable: true, writable: true })
   ctl.on('error', () => {})
-  const report = (r: KeeperReport) => new Promise<void>((res) => ctl.end(`${JSON.stringify(r)}\n`, () => res()))
+  // Written, or given up on when `create` is no longer there to read it.
+  const report = (r: KeeperReport) => within(new Promise<void>((res) => ctl.end(`${JSON.stringify(r)}\n`, () => res())), 2000)
 
   let setup: KeeperSetup
   let dir: string
