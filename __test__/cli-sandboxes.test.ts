@@ -211,6 +211,20 @@ test('exec: a client that goes away takes its command with it', async (t) => {
   await rt.assertClean(t)
 })
 
+test('rm while an exec runs: the exec ends killed (137), rm returns once all is gone', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  let removed: Promise<CliResult> | undefined
+  const r = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo ready; exec /bin/sleep 300'], {
+    onStdout: { text: 'ready', then: () => (removed = rt.cli(['rm', id])) },
+  })
+  t.is(r.status, 137, r.stderr)
+  const rm = await removed!
+  t.is(rm.status, 0, rm.stderr)
+  t.is(rm.stdout, `${id}\n`)
+  await rt.assertClean(t)
+})
+
 test('create prints an ID; files and processes persist between execs; ps lists it; rm leaves nothing', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)
