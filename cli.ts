@@ -102,11 +102,11 @@ Process:
 
 Limits (durations like 500ms, 5s, 2m or plain milliseconds; sizes like 64M, 1G, 512K or bytes):
   --timeout DURATION       wall-clock limit; the whole sandbox is killed and isolate exits 124
-  --memory SIZE            memory limit            (not enforced by this version: refused)
-  --pids N                 process/thread limit    (not enforced by this version: refused)
-  --cpus N                 CPU share, e.g. 0.5     (not enforced by this version: refused)
-  --cpu-time DURATION      CPU time limit          (not enforced by this version: refused)
-  --output SIZE            output size limit       (not enforced by this version: refused)
+  --memory SIZE            memory limit, swap off (the sandbox's cgroup; reason oom)
+  --pids N                 process/thread limit    (the sandbox's cgroup)
+  --cpus N                 CPU share, e.g. 0.5     (the sandbox's cgroup)
+  --cpu-time DURATION      CPU time of the whole sandbox (reason cpu-time)
+  --output SIZE            stdout + stderr bound   (reason output-limit)
   A limit that cannot be enforced makes isolate fail with exit 125; it is never dropped silently.
 
 Output:

@@ -3,8 +3,9 @@
  * primitives. See DESIGN.md for the architecture and README.md for the options.
  */
 import { IsolateError } from './lib/errors.js'
-import { loadNative } from './lib/native.js'
-import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type SpawnOptions } from './lib/options.js'
+import { loadNative, type Native, type SpawnedHelper } from './lib/native.js'
+import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
+import { helperPool } from './lib/pool.js'
 import { collect, PersistentSandbox } from './lib/persistent.js'
 import { Sandbox, type SandboxResult } from './lib/sandbox.js'
 
@@ -17,6 +18,8 @@ export { PersistentSandbox, ExecProcess } from './lib/persistent.js'
 export type { ExecExit, ExecResult, ExecReason } from './lib/persistent.js'
 export type { HostProbe } from './lib/probe.js'
 export { probe } from './lib/probe.js'
+export { configurePool } from './lib/pool.js'
+export type { PoolOptions } from './lib/pool.js'
 
 function abortError(signal: AbortSignal): IsolateError {
   return new IsolateError('the sandbox was aborted before it started', { code: 'ABORT_ERR', cause: signal.reason })
@@ -27,16 +30,37 @@ function abortError(signal: AbortSignal): IsolateError {
  * finished sandbox; rejects with an {@link IsolateError} naming the option or the setup step that
  * failed (and then nothing is left running).
  */
-function startHelper(spec: unknown, stdio: number[]) {
+const optionFailure = (err: Error) => {
+  const m = /^options\.([^:]*): (.*)$/s.exec(err.message)
+  return new IsolateError(err.message, { code: 'ERR_ISOLATE_OPTION', option: m?.[1] })
+}
+
+/** A warm helper from the pool when there is one (cgroup v1), else a new helper. */
+async function startHelper(spec: Spec, stdio: number[]): Promise<{ native: Native; h: SpawnedHelper }> {
   const native = loadNative()
+  const warm = helperPool(native.addon, native.helperPath)?.take()
+  if (warm) {
+    try {
+      const fds = native.addon.sendSpec(warm.handoff, spec, stdio)
+      // A one-shot sandbox needs the handoff socket no more; a long-lived one sends its execs there.
+      if (!spec.persistent) native.addon.closeFd(warm.handoff)
+      return { native, h: { pid: warm.pid, control: -1, socket: warm.control, ...fds, exec: spec.persistent ? warm.handoff : undefined } }
+    } catch (e) {
+      const err = e as Error & { code?: string }
+      const pool = helperPool(native.addon, native.helperPath)
+      if (err.code === 'InvalidArg') {
+        pool?.giveBack(warm)
+        throw optionFailure(err)
+      }
+      // Too large for the handoff socket, or the helper went away: the cold way.
+      pool?.discard(warm)
+    }
+  }
   try {
-    return { native, h: native.addon.spawnHelper(native.helperPath, spec, stdio) }
+    return { native, h: await native.addon.spawnHelper(native.helperPath, spec, stdio) }
   } catch (e) {
     const err = e as Error & { code?: string }
-    if (err.code === 'InvalidArg') {
-      const m = /^options\.([^:]*): (.*)$/s.exec(err.message)
-      throw new IsolateError(err.message, { code: 'ERR_ISOLATE_OPTION', option: m?.[1] })
-    }
+    if (err.code === 'InvalidArg') throw optionFailure(err)
     throw new IsolateError(`could not start the sandbox helper: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', path: native.helperPath, cause: e })
   }
 }
@@ -44,7 +68,7 @@ function startHelper(spec: unknown, stdio: number[]) {
 export async function spawnIsolated(file: string, args: string[] = [], options: SpawnOptions = {}): Promise<Sandbox> {
   const { spec, stdio, signal, command } = normalize(file, args, options)
   if (signal?.aborted) throw abortError(signal)
-  const { native, h } = startHelper(spec, stdio.map(stdioCode))
+  const { native, h } = await startHelper(spec, stdio.map(stdioCode))
   const sb = new Sandbox(native.addon, h, command)
   if (signal) {
     const onAbort = () => sb.cancel()
@@ -80,7 +104,7 @@ export async function createSandbox(options: SandboxOptions = {}): Promise<Persi
   const { spec, signal } = normalizeSandbox(options)
   if (signal?.aborted) throw abortError(signal)
   // The sandbox has no stdio of its own; each exec brings its own.
-  const { native, h } = startHelper(spec, [-2, -2, -2])
+  const { native, h } = await startHelper(spec, [-2, -2, -2])
   const sb = new PersistentSandbox(native.addon, h, spec)
   if (signal) {
     const onAbort = () => void sb.destroy()

@@ -6,7 +6,7 @@
  */
 import test from 'ava'
 import { readdirSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 
 const host = await probe()
@@ -14,8 +14,8 @@ const enforced = host.cgroupHost?.canCreate === true
 console.log(`cgroup.test: mode ${host.cgroup.mode}, ${enforced ? 'limits enforced' : `limits must fail closed (${host.cgroupHost?.reason ?? 'no cgroup detection'})`}`)
 if (process.env.ISOLATE_CGROUP_LANE === 'v2' && host.cgroup.mode !== 'v2') throw new Error(`the v2 lane runs on a ${host.cgroup.mode} host`)
 
-/** Every cgroup directory beneath this process's own cgroups whose name the helper gives. */
-function leftoverCgroups(): string[] {
+/** The sandbox cgroups beneath each of this process's own cgroups, by hierarchy directory. */
+function sandboxCgroups(): string[] {
   const found: string[] = []
   for (const line of readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')) {
     const [, controllers, path] = line.split(':')
@@ -25,6 +25,23 @@ function leftoverCgroups(): string[] {
     } catch {}
   }
   return found
+}
+
+/** A warm helper's cgroup, made ahead for the next sandbox, holds the pool's zygote (and nothing else). */
+function holdsZygote(dir: string): boolean {
+  try {
+    const pids = readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').filter(Boolean)
+    return pids.length > 0 && pids.every((p) => readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'isolate-zygote')
+  } catch {
+    return false
+  }
+}
+
+/** Every sandbox cgroup but the pool's (those are named alike in every hierarchy). */
+function leftoverCgroups(): string[] {
+  const all = sandboxCgroups()
+  const pool = new Set(all.filter(holdsZygote).map((d) => basename(d)))
+  return all.filter((d) => !pool.has(basename(d)))
 }
 
 test.afterEach.always((t) => {

@@ -28,6 +28,8 @@ export interface SpawnedHelper {
   stderr?: number
   /** A long-lived sandbox's exec socket (written by `sendExec` only). */
   exec?: number
+  /** The control socket, when already wrapped (a warm helper's). */
+  socket?: import('node:net').Socket
 }
 
 export interface ExecStdio {
@@ -37,7 +39,11 @@ export interface ExecStdio {
 }
 
 export interface Addon {
-  spawnHelper(helperPath: string, spec: unknown, stdio: number[]): SpawnedHelper
+  /** Validates synchronously (throws `InvalidArg`); spawns on the libuv thread pool. */
+  spawnHelper(helperPath: string, spec: unknown, stdio: number[]): Promise<SpawnedHelper>
+  spawnWarmHelper(helperPath: string): Promise<SpawnedHelper>
+  /** Validates (throws `InvalidArg`); hands the spec and stdio to a warm helper. */
+  sendSpec(handoffFd: number, spec: unknown, stdio: number[]): ExecStdio
   /** Throws with code `QueueFull` when the exec socket is full (try again shortly). */
   sendExec(execFd: number, request: unknown, stdio: number[]): ExecStdio
   spawnProbe(helperPath: string): SpawnedHelper

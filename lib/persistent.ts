@@ -149,7 +149,7 @@ export class PersistentSandbox {
     this.#addon = addon
     this.#spec = spec
     this.#execFd = h.exec
-    this.#control = new Socket({ fd: h.control, readable: true, writable: true })
+    this.#control = h.socket ?? new Socket({ fd: h.control, readable: true, writable: true })
     let resolveReady!: () => void
     let rejectReady!: (e: Error) => void
     this.ready = new Promise((res, rej) => ((resolveReady = res), (rejectReady = rej)))

@@ -111,7 +111,7 @@ export class Sandbox {
   constructor(addon: Addon, h: SpawnedHelper, readonly command: string) {
     this.#addon = addon
     this.#helperPid = h.pid
-    this.#control = new Socket({ fd: h.control, readable: true, writable: true })
+    this.#control = h.socket ?? new Socket({ fd: h.control, readable: true, writable: true })
     this.stdin = writable(h.stdin)
     this.stdout = readable(h.stdout)
     this.stderr = readable(h.stderr)

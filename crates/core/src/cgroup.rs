@@ -687,25 +687,52 @@ impl SandboxCgroup {
     /// Create the sandbox cgroup `name` beneath this process's own cgroup and apply `limits`. On
     /// any failure nothing created is left behind.
     pub fn create(host: &CgroupHost, name: &str, limits: &CgroupLimits) -> Result<SandboxCgroup, SetupError> {
+        let plan = plan_writes(host, limits)?;
+        let mut needed: Vec<Controller> = plan.iter().map(|w| w.controller).collect();
+        needed.sort();
+        needed.dedup();
+        let cg = SandboxCgroup::create_dirs(host, name, &needed)?;
+        // From here on a failure drops `cg`, which removes what was created.
+        cg.write_plan(&plan)?;
+        Ok(cg)
+    }
+
+    /// A cgroup v1 sandbox cgroup made ahead of its sandbox, with every controller a limit could
+    /// need and no limit yet ([`SandboxCgroup::apply_limits`] sets them once they are known).
+    pub fn prepare_v1(host: &CgroupHost, name: &str) -> Result<SandboxCgroup, SetupError> {
+        if !matches!(host.mode, CgroupMode::V1 | CgroupMode::Hybrid) {
+            return Err(SetupError::new(STEP_CREATE, "a cgroup is made ahead only on cgroup v1 (v2 clones into a new one)"));
+        }
+        let offered: Vec<Controller> = [Controller::Memory, Controller::Pids, Controller::Cpu]
+            .into_iter()
+            .filter(|c| host.v1_hierarchy(c.as_str()).is_some_and(|h| h.own_dir.is_some() && h.writable))
+            .collect();
+        SandboxCgroup::create_dirs(host, name, &offered)
+    }
+
+    /// Put `limits` on a cgroup made by [`SandboxCgroup::prepare_v1`]. Fails closed, as
+    /// [`SandboxCgroup::create`] does, when a limit's controller is missing here.
+    pub fn apply_limits(&self, host: &CgroupHost, limits: &CgroupLimits) -> Result<(), SetupError> {
+        let plan = plan_writes(host, limits)?;
+        self.write_plan(&plan)
+    }
+
+    fn create_dirs(host: &CgroupHost, name: &str, needed: &[Controller]) -> Result<SandboxCgroup, SetupError> {
         if !valid_name(name) {
             return Err(SetupError::new(STEP_CREATE, format!("invalid cgroup name {name:?}")));
         }
-        let plan = plan_writes(host, limits)?;
-        let needed: Vec<Controller> = {
-            let mut v: Vec<Controller> = plan.iter().map(|w| w.controller).collect();
-            v.sort();
-            v.dedup();
-            v
-        };
         let mut cg = SandboxCgroup { name: name.to_owned(), v2: host.mode.uses_v2(), dirs: Vec::new(), v2_fd: None, peak_seen: AtomicU64::new(0), removed: false };
         match host.mode {
             CgroupMode::Unavailable => return Err(SetupError::new(STEP_CREATE, "no cgroup filesystem is mounted").with_hint(missing_hint(host, "memory").1.unwrap_or_default())),
-            CgroupMode::V2 => cg.create_v2(host, &needed)?,
-            CgroupMode::V1 | CgroupMode::Hybrid => cg.create_v1(host, &needed)?,
+            CgroupMode::V2 => cg.create_v2(host, needed)?,
+            CgroupMode::V1 | CgroupMode::Hybrid => cg.create_v1(host, needed)?,
         }
-        // From here on a failure drops `cg`, which removes what was created.
-        for w in &plan {
-            let Some(dir) = cg.dir_of(w.controller) else {
+        Ok(cg)
+    }
+
+    fn write_plan(&self, plan: &[CgroupWrite]) -> Result<(), SetupError> {
+        for w in plan {
+            let Some(dir) = self.dir_of(w.controller) else {
                 return Err(SetupError::new(STEP_WRITE_LIMITS, format!("no cgroup directory for the {} controller", w.controller.as_str())));
             };
             let path = format!("{dir}/{}", w.file);
@@ -718,7 +745,7 @@ impl SandboxCgroup {
                 }
             }
         }
-        Ok(cg)
+        Ok(())
     }
 
     fn create_v2(&mut self, host: &CgroupHost, needed: &[Controller]) -> Result<(), SetupError> {

@@ -55,7 +55,7 @@ pub const HOST_SECRETS: &[&str] = &[
 /// Top-level names of a directory rootfs that the sandbox provides itself.
 const PROVIDED: &[&str] = &["proc", "dev", "tmp", "sys"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MountFlags {
     pub nosuid: bool,
     pub nodev: bool,
@@ -65,7 +65,7 @@ pub struct MountFlags {
 const NOSUID_NODEV: MountFlags = MountFlags { nosuid: true, nodev: true, noexec: false };
 
 /// One step of building the new root. Targets are paths inside the sandbox; sources are host paths.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MountOp {
     Tmpfs { target: String, mode: u32, size_bytes: Option<u64>, flags: MountFlags },
     /// `is_dir` decides whether the mountpoint is made as a directory or an empty file.

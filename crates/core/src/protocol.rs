@@ -47,6 +47,8 @@ pub enum Event {
         duration_ms: f64,
         usage: Usage,
     },
+    /// A warm helper is ready for its spec (see crate::warm).
+    Warm,
     /// A long-lived sandbox is built and its init waits for execs; `pid` is the init's host pid.
     Ready { pid: i32 },
     /// An exec's command has been exec'd; `pid` as the sandbox sees it.

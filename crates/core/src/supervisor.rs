@@ -7,6 +7,7 @@ use crate::plan::{plan_id_maps, plan_mounts, unprivileged_ids};
 use crate::protocol::{signal_name, Event, Reason, Report, Request, Usage};
 use crate::cgroup::{CgroupLimits, SandboxCgroup};
 use crate::execs::Execs;
+use crate::warm::Warm;
 use crate::relay::{Relay, TtyRelay};
 use crate::sandbox;
 use crate::spec::{Ids, Spec};
@@ -21,9 +22,13 @@ use std::time::{Duration, Instant};
 /// The helper's whole job; returns its exit status (0 when everything was reported).
 /// `execs`: a long-lived sandbox's exec socket from Node.
 pub fn run(spec: &Spec, control: OwnedFd, execs: Option<OwnedFd>) -> i32 {
+    run_with(spec, Control::new(control), execs, None)
+}
+
+/// The same, with what a warm helper made ahead (see [`crate::warm`]).
+pub(crate) fn run_with(spec: &Spec, mut out: Control, execs: Option<OwnedFd>, warm: Option<Warm>) -> i32 {
     let started = Instant::now();
-    let mut out = Control { fd: control };
-    match launch(spec) {
+    match launch(spec, warm) {
         Err(e) => {
             out.send(&Event::Error(e));
             0
@@ -38,6 +43,14 @@ pub struct Control {
 }
 
 impl Control {
+    pub fn new(fd: OwnedFd) -> Control {
+        Control { fd }
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     pub fn send(&mut self, ev: &Event) {
         // Node may already be gone; the lifeline handles that, so a failed write is not an error.
         let mut f = std::mem::ManuallyDrop::new(borrowed_file(&self.fd));
@@ -84,7 +97,7 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
     SandboxCgroup::create(&host, &crate::cgroup::unique_name(), &limits).map(Some)
 }
 
-fn clone_flags(spec: &Spec) -> libc::c_ulong {
+pub(crate) fn clone_flags(spec: &Spec) -> libc::c_ulong {
     let ns = spec.namespaces;
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
     for (on, f) in [(ns.user, libc::CLONE_NEWUSER), (ns.uts, libc::CLONE_NEWUTS), (ns.ipc, libc::CLONE_NEWIPC), (ns.net, libc::CLONE_NEWNET)] {
@@ -95,19 +108,23 @@ fn clone_flags(spec: &Spec) -> libc::c_ulong {
     flags as libc::c_ulong | libc::SIGCHLD as libc::c_ulong
 }
 
-fn launch(spec: &Spec) -> Result<Child, SetupError> {
+fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
     let facts = sandbox::gather_facts(spec)?;
     let plan = plan_mounts(spec, &facts);
-    // Compiled here, once: the sandbox's processes only load it.
-    let seccomp = compile_seccomp(spec)?;
+    // Compiled once, by whoever clones the init: the sandbox's processes only load it.
+    let seccomp = if warm.is_none() { compile_seccomp(spec)? } else { None };
     let unpriv = if caller.uid == 0 {
         unprivileged_ids(std::fs::read_to_string("/etc/subuid").ok().as_deref(), std::fs::read_to_string("/etc/subgid").ok().as_deref())
     } else {
         caller
     };
     let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
-    let cgroup = create_cgroup(spec)?;
+    // A warm helper's cgroup exists already, its zygote inside; its limits go on after the birth.
+    let (cgroup, warm) = match warm {
+        Some(Warm { zygote, host, cgroup }) => (Some(cgroup), Some((zygote, host))),
+        None => (create_cgroup(spec)?, None),
+    };
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None));
     let (go_r, go_w) = pipe()?;
     let (report_r, report_w) = pipe()?;
@@ -123,9 +140,31 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         None => None,
     };
 
-    // On cgroup v2 the child is born in its cgroup (no migration, no RCU grace period to wait for).
-    let into_cgroup = cgroup.as_ref().and_then(|cg| cg.dir_fd_v2()).map(|fd| fd.as_raw_fd());
-    let (rc, born_in_cgroup) = fork_into_namespaces(clone_flags(spec), into_cgroup);
+    let setup_ids = crate::plan::setup_ids(spec.user, caller);
+    let mut limits_host = None;
+    // On cgroup v2 the child is born in its cgroup (no migration, no RCU grace period to wait
+    // for); from a warm helper, the zygote inside the cgroup clones it.
+    let (rc, born_in_cgroup) = match warm {
+        Some((zygote, host)) => {
+            limits_host = Some(host);
+            let birth = crate::warm::Birth {
+                spec: spec.clone(),
+                plan: plan.clone(),
+                setup_ids,
+                kept_uppers: kept_uppers.clone(),
+                layers: layers.is_some(),
+                tty: tty.is_some(),
+                work: work.is_some(),
+            };
+            let mut fds = vec![0, 1, 2, go_r.as_raw_fd(), report_w.as_raw_fd()];
+            fds.extend([&layers, &tty, &work].into_iter().flatten().map(|(_, theirs)| theirs.as_raw_fd()));
+            (zygote.give_birth(&birth, &fds)?.as_raw() as libc::c_long, true)
+        }
+        None => {
+            let into_cgroup = cgroup.as_ref().and_then(|cg| cg.dir_fd_v2()).map(|fd| fd.as_raw_fd());
+            fork_into_namespaces(clone_flags(spec), into_cgroup)
+        }
+    };
     if rc < 0 {
         return Err(SetupError::sys(Step::CloneNamespaces, Errno::last() as i32, None));
     }
@@ -133,7 +172,6 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
         drop(go_w);
         drop(report_r);
         drop(relay);
-        let setup_ids = crate::plan::setup_ids(spec.user, caller);
         let layers = layers.map(|(ours, theirs)| {
             drop(ours);
             theirs
@@ -155,6 +193,9 @@ fn launch(spec: &Spec) -> Result<Child, SetupError> {
     drop(go_r);
     drop(report_w);
     let release = || -> Result<(), SetupError> {
+        if let (Some(host), Some(cg), Some(limits)) = (&limits_host, &cgroup, cgroup_limits(spec)) {
+            cg.apply_limits(host, &limits)?;
+        }
         if spec.namespaces.user {
             write_id_maps(init, &plan_id_maps(spec.user, caller, unpriv))?;
         }
@@ -225,7 +266,7 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, u
     Ok(pairs)
 }
 
-fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, SetupError> {
+pub(crate) fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, SetupError> {
     use crate::spec::Seccomp;
     match &spec.seccomp {
         Seccomp::None => Ok(None),

@@ -21,6 +21,17 @@ fn main() {
         let _ = out.write_all(&serde_json::to_vec(&isolate_core::probe::attempt()).unwrap_or_default());
         std::process::exit(0);
     }
+    if std::env::args().nth(1).as_deref() == Some("--warm") {
+        // Made ahead of its sandbox (isolate_core::warm): 3 the control socket, 5 the handoff
+        // socket on which the spec and the sandbox's stdio arrive; no spec memfd.
+        for fd in [CONTROL_FD, EXEC_FD] {
+            // SAFETY: setting FD_CLOEXEC on our own descriptors.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        // SAFETY: the fd layout of --warm is this program's contract with the addon.
+        let (control, handoff) = unsafe { (OwnedFd::from_raw_fd(CONTROL_FD), OwnedFd::from_raw_fd(EXEC_FD)) };
+        std::process::exit(isolate_core::warm::run(control, handoff));
+    }
     // SAFETY: the fd layout above is this program's contract with the addon.
     let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
     let mut spec_file = unsafe { std::fs::File::from_raw_fd(SPEC_FD) };

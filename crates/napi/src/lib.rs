@@ -151,36 +151,58 @@ fn spec_memfd(bytes: &[u8]) -> Result<OwnedFd> {
 }
 
 /// Start the helper for one sandbox. `stdio` holds three slots: -1 pipe, -2 ignore, -3 inherit,
-/// or an fd number to hand over.
-#[napi]
-pub fn spawn_helper(helper_path: String, spec: serde_json::Value, stdio: Vec<i32>) -> Result<SpawnedHelper> {
+/// or an fd number to hand over. The options are converted and validated here, synchronously
+/// (a bad option throws); the pipes and the posix_spawn happen on the libuv thread pool, so the
+/// event loop never waits for a fork (the returned promise gives the fds).
+#[napi(ts_return_type = "Promise<SpawnedHelper>")]
+pub fn spawn_helper(helper_path: String, spec: serde_json::Value, stdio: Vec<i32>) -> Result<AsyncTask<SpawnHelper>> {
     let spec = to_spec(spec)?;
-    let w = wire(&spec.to_json(), &stdio, spec.persistent)?;
-
-    let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
-    for (slot, fd) in w.child.iter().enumerate() {
-        actions.add_dup2(fd.as_raw_fd(), slot as RawFd).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
-    }
-    let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
-    // Node ignores SIGPIPE and may block signals in this thread; the helper starts clean.
-    attr.set_sigmask(&SigSet::empty()).map_err(|e| sys_error("posix_spawnattr_setsigmask", e))?;
-    attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
-    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)
-        .map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
     let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
-    let argv = [CString::new("isolate-helper").expect("static")];
-    let envp: [CString; 0] = [];
-    let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
-        .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
-    drop(w.child);
-    Ok(SpawnedHelper {
-        pid: pid.as_raw(),
-        control: w.control.into_raw_fd(),
-        stdin: w.stdin.map(IntoRawFd::into_raw_fd),
-        stdout: w.stdout.map(IntoRawFd::into_raw_fd),
-        stderr: w.stderr.map(IntoRawFd::into_raw_fd),
-        exec: w.exec.map(IntoRawFd::into_raw_fd),
-    })
+    Ok(AsyncTask::new(SpawnHelper { helper_path, path, spec_json: spec.to_json(), persistent: spec.persistent, stdio }))
+}
+
+pub struct SpawnHelper {
+    helper_path: String,
+    path: CString,
+    spec_json: Vec<u8>,
+    persistent: bool,
+    stdio: Vec<i32>,
+}
+
+impl Task for SpawnHelper {
+    type Output = SpawnedHelper;
+    type JsValue = SpawnedHelper;
+
+    fn compute(&mut self) -> Result<SpawnedHelper> {
+        let w = wire(&self.spec_json, &self.stdio, self.persistent)?;
+        let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
+        for (slot, fd) in w.child.iter().enumerate() {
+            actions.add_dup2(fd.as_raw_fd(), slot as RawFd).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
+        }
+        let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
+        // Node ignores SIGPIPE and may block signals in this thread; the helper starts clean.
+        attr.set_sigmask(&SigSet::empty()).map_err(|e| sys_error("posix_spawnattr_setsigmask", e))?;
+        attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
+        attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)
+            .map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
+        let argv = [CString::new("isolate-helper").expect("static")];
+        let envp: [CString; 0] = [];
+        let pid = posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp)
+            .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
+        drop(w.child);
+        Ok(SpawnedHelper {
+            pid: pid.as_raw(),
+            control: w.control.into_raw_fd(),
+            stdin: w.stdin.map(IntoRawFd::into_raw_fd),
+            stdout: w.stdout.map(IntoRawFd::into_raw_fd),
+            stderr: w.stderr.map(IntoRawFd::into_raw_fd),
+            exec: w.exec.map(IntoRawFd::into_raw_fd),
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
+        Ok(output)
+    }
 }
 
 /// Hand one exec to a long-lived sandbox's helper: the request and the command's stdio (the
@@ -194,22 +216,84 @@ pub fn send_exec(exec_fd: i32, request: serde_json::Value, stdio: Vec<i32>) -> R
     if bytes.len() > isolate_core::exec_server::MAX_REQUEST {
         return Err(option_error(format!("options.args: the command, its arguments and environment take {} bytes; at most {} fit", bytes.len(), isolate_core::exec_server::MAX_REQUEST)));
     }
-    let (child, ours) = stdio_ends(&stdio)?;
+    send_with_stdio(exec_fd, &bytes, &stdio)
+}
+
+/// One message on a SOCK_SEQPACKET socket of a helper, the child's ends of the stdio attached;
+/// never blocks (a full socket throws `QueueFull`). Returns our ends.
+fn send_with_stdio(fd: RawFd, bytes: &[u8], stdio: &[i32]) -> Result<ExecStdio> {
+    let (child, ours) = stdio_ends(stdio)?;
     let raw: Vec<RawFd> = child.iter().map(AsRawFd::as_raw_fd).collect();
-    let iov = [std::io::IoSlice::new(&bytes)];
+    let iov = [std::io::IoSlice::new(bytes)];
     let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
     let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL;
     loop {
-        match nix::sys::socket::sendmsg::<()>(exec_fd, &iov, &cmsg, flags, None) {
+        match nix::sys::socket::sendmsg::<()>(fd, &iov, &cmsg, flags, None) {
             Ok(_) => break,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::EAGAIN) => return Err(Error::new(Status::QueueFull, "the exec socket is full".to_string())),
-            Err(e) => return Err(sys_error("send exec", e)),
+            Err(nix::errno::Errno::EAGAIN) => return Err(Error::new(Status::QueueFull, "the helper's socket is full".to_string())),
+            Err(e) => return Err(sys_error("sendmsg to the helper", e)),
         }
     }
     drop(child);
     let [stdin, stdout, stderr] = ours;
     Ok(ExecStdio { stdin: stdin.map(IntoRawFd::into_raw_fd), stdout: stdout.map(IntoRawFd::into_raw_fd), stderr: stderr.map(IntoRawFd::into_raw_fd) })
+}
+
+/// Start a warm helper (`isolate-helper --warm`, see isolate_core::warm) on the libuv thread
+/// pool: stdio /dev/null, 3 the control socket, 5 the handoff socket (returned as `exec`). It
+/// says `{"event":"warm"}` when ready; `sendSpec` then gives it its one sandbox.
+#[napi(ts_return_type = "Promise<SpawnedHelper>")]
+pub fn spawn_warm_helper(helper_path: String) -> Result<AsyncTask<SpawnWarmHelper>> {
+    let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
+    Ok(AsyncTask::new(SpawnWarmHelper { helper_path, path }))
+}
+
+pub struct SpawnWarmHelper {
+    helper_path: String,
+    path: CString,
+}
+
+impl Task for SpawnWarmHelper {
+    type Output = SpawnedHelper;
+    type JsValue = SpawnedHelper;
+
+    fn compute(&mut self) -> Result<SpawnedHelper> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| sys_error("open /dev/null", e))?;
+        let (control, helper_control) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(|e| sys_error("socketpair", e))?;
+        let (handoff, helper_handoff) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(|e| sys_error("socketpair", e))?;
+        let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
+        for (fd, slot) in [(&null, 0), (&null, 1), (&null, 2), (&helper_control, 3), (&helper_handoff, 5)] {
+            actions.add_dup2(fd.as_raw_fd(), slot).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
+        }
+        let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
+        attr.set_sigmask(&SigSet::empty()).map_err(|e| sys_error("posix_spawnattr_setsigmask", e))?;
+        attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
+        attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)
+            .map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
+        let argv = [CString::new("isolate-helper").expect("static"), CString::new("--warm").expect("static")];
+        let envp: [CString; 0] = [];
+        let pid = posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp)
+            .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
+        Ok(SpawnedHelper { pid: pid.as_raw(), control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) })
+    }
+
+    fn resolve(&mut self, _env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
+        Ok(output)
+    }
+}
+
+/// Give a warm helper its sandbox: the spec (converted and validated here) and the command's
+/// stdio, in one message on its handoff socket. Returns our ends of the stdio pipes.
+#[napi]
+pub fn send_spec(handoff_fd: i32, spec: serde_json::Value, stdio: Vec<i32>) -> Result<ExecStdio> {
+    let spec = to_spec(spec)?;
+    let bytes = spec.to_json();
+    if bytes.len() > isolate_core::warm::MAX_SPEC {
+        return Err(Error::new(Status::GenericFailure, "the spec is too large for a warm helper".to_string()));
+    }
+    send_with_stdio(handoff_fd, &bytes, &stdio)
 }
 
 /// Run `isolate-helper --probe` (real namespace attempts happen there, never in Node). Returns

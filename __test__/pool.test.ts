@@ -1,0 +1,144 @@
+/**
+ * The warm-helper pool (cgroup v1 hosts where this process may create cgroups): sandboxes taken
+ * from it are as fresh as cold ones (a file, a process, a network setting or a cgroup of one is
+ * never seen by the next; each warm helper serves one sandbox), and a Node process that exits
+ * leaves no pooled helper, zygote or cgroup behind. Elsewhere the pool must stay off.
+ */
+import test from 'ava'
+import { spawn } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
+import { parentOf, pidAlive, root, waitUntil } from './helpers.js'
+
+const host = await probe()
+const eligible = host.cgroupHost?.canCreate === true && (host.cgroupHost.mode === 'v1' || host.cgroupHost.mode === 'hybrid')
+console.log(`pool.test: ${eligible ? 'cgroup v1 with cgroups: the pool is on' : `no pool here (cgroups ${host.cgroupHost?.mode}, may create: ${host.cgroupHost?.canCreate}): asserting every sandbox starts cold`}`)
+
+const LIMITS = { memoryBytes: 128 << 20, pids: 64 }
+
+/** The helper that supervises the sandbox whose command is `pid`, and whether it was a warm one. */
+function helperOf(pid: number): { helper: number; warm: boolean; cgroup: string } {
+  const init = parentOf(pid)
+  const helper = parentOf(init)
+  const warm = readFileSync(`/proc/${helper}/cmdline`, 'utf8').split('\0').includes('--warm')
+  const cgroup = readFileSync(`/proc/${init}/cgroup`, 'utf8').split('\n').find((l) => l.split(':')[1]?.split(',').includes('memory'))?.split(':')[2] ?? ''
+  return { helper, warm, cgroup }
+}
+
+/** Start a sandbox that reports its helper, then end it. */
+async function oneSandbox(script: string, options = {}) {
+  const sb = await spawnIsolated('/bin/sh', ['-c', `${script}; read x`], { limits: LIMITS, stdio: ['pipe', 'pipe', 'pipe'], ...options })
+  const who = helperOf(sb.pid)
+  let out = ''
+  sb.stdout!.on('data', (d) => (out += d))
+  sb.stderr!.resume()
+  sb.stdin!.end('\n')
+  const r = await sb.wait()
+  return { ...who, out, r }
+}
+
+test.serial('each sandbox gets a helper of its own; on cgroup v1 a warm one, never one used before', async (t) => {
+  await runIsolated('/bin/true', [], { limits: LIMITS }) // the first fills the pool
+  await new Promise((r) => setTimeout(r, 300))
+  const seen = []
+  for (let i = 0; i < 6; i++) {
+    seen.push(await oneSandbox('true'))
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  t.is(new Set(seen.map((s) => s.helper)).size, 6, 'six helpers for six sandboxes')
+  t.is(new Set(seen.map((s) => s.cgroup)).size, 6, 'six cgroups for six sandboxes')
+  for (const s of seen) t.is(s.r.exitCode, 0)
+  if (eligible) t.true(seen.every((s) => s.warm), 'with a pool, each came from it')
+  else t.true(seen.every((s) => !s.warm), 'without a pool, each started cold')
+  for (const s of seen) t.false(pidAlive(s.helper), 'a used helper is gone')
+})
+
+test.serial('nothing one pooled sandbox leaves is seen by the next: files, processes, network settings', async (t) => {
+  const first = await oneSandbox('echo left > /tmp/mark; (sleep 1000 &); ip link set lo mtu 1280 && cat /sys/class/net/lo/mtu 2>/dev/null; ip link show lo | grep -o "mtu [0-9]*"', { capabilities: ['NET_ADMIN'] })
+  t.regex(first.out, /mtu 1280/, 'the first sandbox did change its loopback')
+  const next = await oneSandbox('cat /tmp/mark 2>&1; ps -eo args | grep -c "^sleep 1000"; ip link show lo | grep -o "mtu [0-9]*"')
+  t.regex(next.out, /No such file or directory/, 'no file of the first')
+  t.regex(next.out, /^0$/m, 'no process of the first')
+  t.regex(next.out, /mtu 65536/, 'a loopback as fresh as a cold one')
+  t.not(next.helper, first.helper)
+  t.not(next.cgroup, first.cgroup)
+})
+
+test.serial('usage and limits hold through a warm helper', async (t) => {
+  await runIsolated('/bin/true', [], { limits: LIMITS })
+  await new Promise((r) => setTimeout(r, 200))
+  const busy = await runIsolated('/bin/sh', ['-c', 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done'], { limits: LIMITS })
+  t.is(busy.exitCode, 0)
+  t.true(busy.usage.cpuUserMs + busy.usage.cpuSystemMs > 20, `the sandbox's CPU is counted: ${JSON.stringify(busy.usage)}`)
+  // The init, python and three children are the five: no helper or zygote is counted.
+  const script = 'import os, time\nn = 0\nfor i in range(8):\n  try:\n    if os.fork() == 0:\n      time.sleep(5); os._exit(0)\n    n += 1\n  except OSError:\n    pass\nprint(n)'
+  const forks = await runIsolated('/usr/bin/python3', ['-c', script], { limits: { pids: 5 } })
+  t.is(forks.stdout.trim(), '3', `three children, as a cold sandbox allows (${forks.stderr.trim()})`)
+})
+
+test.serial('configurePool({ size: 0 }) ends the pooled helpers and their cgroups; sandboxes start cold', async (t) => {
+  await runIsolated('/bin/true', [], { limits: LIMITS })
+  await new Promise((r) => setTimeout(r, 300))
+  const zygotes = zygotesOf(process.pid)
+  if (eligible) t.true(zygotes.length > 0, 'the pool had warm helpers')
+  else t.is(zygotes.length, 0, 'no pool here')
+  const cgroups = zygotes.map(cgroupDirsOf).flat()
+  configurePool({ size: 0 })
+  try {
+    t.true(await waitUntil(() => zygotes.every((z) => !pidAlive(z.zygote) && !pidAlive(z.helper)), 3000), 'pooled helpers and zygotes gone')
+    t.true(await waitUntil(() => cgroups.every((d) => !existsSync(d)), 3000), `their cgroups removed: ${cgroups.filter(existsSync)}`)
+    const cold = await oneSandbox('true')
+    t.false(cold.warm)
+  } finally {
+    configurePool({ size: 2 })
+  }
+})
+
+test.serial('a Node process that dies leaves no pooled helper, zygote or cgroup behind', async (t) => {
+  const child = spawn(process.execPath, ['--import=tsx', '-e', `
+    const { runIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    await runIsolated('/bin/true', [], { limits: { memoryBytes: 64 << 20 } })
+    process.stdout.write('ready\\n')
+    setInterval(() => {}, 1000)
+  `], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d) => String(d).includes('ready') && resolve())
+    child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
+  })
+  if (eligible) t.true(await waitUntil(() => zygotesOf(child.pid!).length === 2, 5000), 'its pool filled: two warm helpers')
+  const pooled = zygotesOf(child.pid!)
+  const cgroups = pooled.map(cgroupDirsOf).flat()
+  if (eligible) t.true(cgroups.length >= 2)
+  const exited = new Promise((r) => child.once('exit', r))
+  child.kill('SIGKILL')
+  await exited
+  t.true(await waitUntil(() => pooled.every((z) => !pidAlive(z.zygote) && !pidAlive(z.helper)), 3000), 'helpers and zygotes gone')
+  t.true(await waitUntil(() => cgroups.every((d) => !existsSync(d)), 3000), `cgroups removed: ${cgroups.filter(existsSync)}`)
+})
+
+/** The warm helpers of `node` (its children started with --warm) and their zygotes. */
+function zygotesOf(node: number): Array<{ helper: number; zygote: number }> {
+  const found = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() !== 'isolate-zygote') continue
+      const helper = parentOf(Number(name))
+      if (parentOf(helper) === node) found.push({ helper, zygote: Number(name) })
+    } catch {}
+  }
+  return found
+}
+
+/** Every cgroup directory a process is in that a sandbox would own (named isolate-...). */
+function cgroupDirsOf(z: { zygote: number }): string[] {
+  const dirs: string[] = []
+  for (const line of readFileSync(`/proc/${z.zygote}/cgroup`, 'utf8').trim().split('\n')) {
+    const [, controllers, path] = line.split(':')
+    if (!path.includes('isolate-')) continue
+    const ctl = controllers === '' ? '' : controllers.split(',').find((c) => !c.startsWith('name=')) ?? controllers
+    dirs.push(join('/sys/fs/cgroup', ctl, path))
+  }
+  return dirs
+}

@@ -1,0 +1,152 @@
+/**
+ * Warm helpers, made ahead on cgroup v1 hosts where this process may create cgroups: each has
+ * detected the host, created its sandbox's cgroup and moved a zygote into it (the migration that
+ * costs an RCU grace period), so a sandbox taken from the pool starts with no cgroup migration
+ * and no helper exec on its path (see crates/core/src/warm.rs). Each serves exactly one sandbox
+ * and is never reused; the pool refills in the background. Pooled helpers do not keep Node
+ * alive, and end (removing their cgroups) when Node exits, however it exits: their control
+ * socket is their lifeline.
+ */
+import { Socket } from 'node:net'
+import type { Addon } from './native.js'
+import { reapHelper } from './sandbox.js'
+
+export interface WarmHelper {
+  pid: number
+  /** The control socket, already wrapped (it said `warm` on it). */
+  control: Socket
+  /** The handoff socket: the spec and stdio go there (and a long-lived sandbox's execs). */
+  handoff: number
+}
+
+export interface PoolOptions {
+  /** Warm helpers kept ready (default 2; 0 turns the pool off). */
+  size?: number
+}
+
+const DEFAULT_SIZE = 2
+
+export class HelperPool {
+  #size: number
+  readonly #ready: WarmHelper[] = []
+  #starting = 0
+  /** Set when a warm helper could not get ready: this host gets cold starts only. */
+  #broken = false
+
+  constructor(
+    readonly addon: Addon,
+    readonly helperPath: string,
+    size = DEFAULT_SIZE,
+  ) {
+    this.#size = size
+  }
+
+  get size(): number {
+    return this.#size
+  }
+
+  /** A warm helper, or undefined (the pool is empty, off, or this host cannot have one). */
+  take(): WarmHelper | undefined {
+    const h = this.#ready.shift()
+    if (h) {
+      h.control.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
+      h.control.ref()
+    }
+    this.fill()
+    return h
+  }
+
+  /** Give back a helper that was taken but not used (its sandbox's options were refused). */
+  giveBack(h: WarmHelper): void {
+    h.control.unref()
+    this.#watch(h)
+    this.#ready.unshift(h)
+  }
+
+  resize(size: number): void {
+    this.#size = size
+    while (this.#ready.length > size) this.#discard(this.#ready.pop()!)
+    this.fill()
+  }
+
+  fill(): void {
+    while (!this.#broken && this.#ready.length + this.#starting < this.#size) void this.#start()
+  }
+
+  /** End a helper that was taken but cannot be used. */
+  discard(h: WarmHelper): void {
+    this.#discard(h)
+  }
+
+  #discard(h: WarmHelper): void {
+    h.control.destroy()
+    this.addon.closeFd(h.handoff)
+    reapHelper(this.addon, h.pid)
+  }
+
+  /** While in the pool: a helper that ends (it should not) leaves the pool. */
+  #watch(h: WarmHelper): void {
+    h.control.on('error', () => {})
+    h.control.once('close', () => {
+      const i = this.#ready.indexOf(h)
+      if (i >= 0) this.#ready.splice(i, 1)
+      this.addon.closeFd(h.handoff)
+      reapHelper(this.addon, h.pid)
+    })
+  }
+
+  async #start(): Promise<void> {
+    this.#starting++
+    try {
+      const s = await this.addon.spawnWarmHelper(this.helperPath)
+      const control = new Socket({ fd: s.control, readable: true, writable: true })
+      control.unref()
+      const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
+      const warm = await new Promise<boolean>((resolve) => {
+        let line = ''
+        control.setEncoding('utf8')
+        control.on('data', (d: string) => {
+          line += d
+          if (line.includes('\n')) resolve((JSON.parse(line.slice(0, line.indexOf('\n'))) as { event: string }).event === 'warm')
+        })
+        control.on('error', () => resolve(false))
+        control.on('close', () => resolve(false))
+      })
+      control.removeAllListeners()
+      if (!warm || this.#ready.length >= this.#size) {
+        if (!warm) this.#broken = true
+        this.#discard(h)
+        return
+      }
+      this.#watch(h)
+      this.#ready.push(h)
+    } catch {
+      this.#broken = true
+    } finally {
+      this.#starting--
+    }
+  }
+}
+
+let pool: HelperPool | undefined
+let wanted = DEFAULT_SIZE
+
+/** The process's pool when this host benefits from one (cgroup v1, cgroups allowed), made on first use. */
+export function helperPool(addon: Addon, helperPath: string): HelperPool | undefined {
+  if (pool === undefined) {
+    const host = (addon.probe() as { cgroupHost?: { mode: string; canCreate: boolean } | null }).cgroupHost
+    const eligible = host?.canCreate === true && (host.mode === 'v1' || host.mode === 'hybrid')
+    pool = new HelperPool(addon, helperPath, eligible ? wanted : 0)
+    if (!eligible) pool.resize = () => {}
+    pool.fill()
+  }
+  return pool.size > 0 ? pool : undefined
+}
+
+/** How many warm helpers to keep (cgroup v1 hosts only); 0 turns the pool off. */
+export function configurePool(options: PoolOptions): void {
+  const size = options.size ?? DEFAULT_SIZE
+  if (!Number.isInteger(size) || size < 0 || size > 64) throw new RangeError('configurePool: size must be an integer from 0 to 64')
+  wanted = size
+  pool?.resize(size)
+}
