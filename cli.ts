@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Socket } from 'node:net'
 import { IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
-import { encodeFrame, Frame, FrameDecoder, jsonFrame } from './lib/frames.js'
+import { encodeFrame, Frame, jsonFrame, onFrames } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { DEFAULT_PATH } from './lib/options.js'
 import { ensureRuntimeDir, findSandbox, ID_RE, listSandboxes, NAME_RE, NotFoundError, RegistryError } from './lib/registry.js'
@@ -326,7 +326,8 @@ function parseTmpfs(text: string): MountOption {
 // ---------------------------------------------------------------------------------------------
 // isolate run
 
-const RUN_OPTIONS = {
+/** The flags that describe a sandbox, for run and for create. */
+const SANDBOX_FLAGS = {
   rootfs: { type: 'string' },
   overlay: { type: 'boolean' },
   bind: { type: 'string', multiple: true },
@@ -338,15 +339,19 @@ const RUN_OPTIONS = {
   cwd: { type: 'string' },
   uid: { type: 'string' },
   gid: { type: 'string' },
-  json: { type: 'boolean' },
-  tty: { type: 'boolean', short: 't' },
-  interactive: { type: 'boolean', short: 'i' },
   memory: { type: 'string' },
   pids: { type: 'string' },
   cpus: { type: 'string' },
   'cpu-time': { type: 'string' },
-  output: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
+} as const
+
+const RUN_OPTIONS = {
+  ...SANDBOX_FLAGS,
+  json: { type: 'boolean' },
+  tty: { type: 'boolean', short: 't' },
+  interactive: { type: 'boolean', short: 'i' },
+  output: { type: 'string' },
 } as const
 
 /** Library option names back to the flags that set them, for error messages. */
@@ -579,23 +584,8 @@ function reportError(e: IsolateError, mountFlags: string[] = []): void {
 // isolate create, exec, ps, rm: sandboxes that stay
 
 const CREATE_OPTIONS = {
-  rootfs: { type: 'string' },
-  overlay: { type: 'boolean' },
-  bind: { type: 'string', multiple: true },
-  tmpfs: { type: 'string', multiple: true },
-  hostname: { type: 'string' },
-  net: { type: 'string' },
-  timeout: { type: 'string' },
-  env: { type: 'string', short: 'e', multiple: true },
-  cwd: { type: 'string' },
-  uid: { type: 'string' },
-  gid: { type: 'string' },
-  memory: { type: 'string' },
-  pids: { type: 'string' },
-  cpus: { type: 'string' },
-  'cpu-time': { type: 'string' },
+  ...SANDBOX_FLAGS,
   name: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
 } as const
 
 /** This very file, which the keeper runs again (`isolate __keeper`). */
@@ -782,21 +772,11 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
         out.once('drain', () => conn.resume())
       }
     }
-    const decoder = new FrameDecoder()
-    conn.on('data', (chunk: Buffer) => {
-      let frames
-      try {
-        frames = decoder.push(chunk)
-      } catch {
-        conn.destroy()
-        return
-      }
-      for (const { type, payload } of frames) {
-        if (type === Frame.STDOUT) write(process.stdout, payload)
-        else if (type === Frame.STDERR) write(process.stderr, payload)
-        else if (type === Frame.EXIT) finish({ exit: JSON.parse(payload.toString('utf8')) as ExecExit })
-        else if (type === Frame.ERROR) finish({ error: JSON.parse(payload.toString('utf8')) as Record<string, unknown> })
-      }
+    onFrames(conn, (type, payload) => {
+      if (type === Frame.STDOUT) write(process.stdout, payload)
+      else if (type === Frame.STDERR) write(process.stderr, payload)
+      else if (type === Frame.EXIT) finish({ exit: JSON.parse(payload.toString('utf8')) as ExecExit })
+      else if (type === Frame.ERROR) finish({ error: JSON.parse(payload.toString('utf8')) as Record<string, unknown> })
     })
     conn.on('error', () => {})
     conn.on('close', () => finish({ lost: true }))

@@ -75,3 +75,21 @@ export class FrameDecoder {
     return this.#size
   }
 }
+
+/** Each frame arriving on `conn`, in order; a malformed stream ends the connection. */
+export function onFrames(conn: import('node:net').Socket, fn: (type: number, payload: Buffer) => void): void {
+  const decoder = new FrameDecoder()
+  conn.on('data', (chunk: Buffer) => {
+    let frames
+    try {
+      frames = decoder.push(chunk)
+    } catch {
+      conn.destroy()
+      return
+    }
+    for (const { type, payload } of frames) {
+      if (conn.destroyed) return
+      fn(type, payload)
+    }
+  })
+}

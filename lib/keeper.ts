@@ -21,7 +21,7 @@ import { spawn } from 'node:child_process'
 import { chmodSync, rmSync } from 'node:fs'
 import { createServer, Socket, type Server } from 'node:net'
 import { createSandbox, IsolateError, type ExecOptions, type ExecProcess, type PersistentSandbox, type SandboxOptions, type SandboxResult } from '../index.js'
-import { encodeFrame, Frame, FrameDecoder, jsonFrame } from './frames.js'
+import { encodeFrame, Frame, jsonFrame, onFrames } from './frames.js'
 import { claimName, ensureRuntimeDir, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, sockPath, writeEntry, type SandboxEntry } from './registry.js'
 
 /** What `create` sends the keeper on fd 3. */
@@ -328,34 +328,15 @@ class Keeper {
     this.#conns.add(conn)
     conn.on('close', () => this.#conns.delete(conn))
     conn.on('error', () => {})
-    const decoder = new FrameDecoder()
     let handler: ((type: number, payload: Buffer) => void) | undefined
-    conn.on('data', (chunk: Buffer) => {
-      let frames
+    onFrames(conn, (type, payload) => {
+      if (handler) return handler(type, payload)
+      let req: KeeperRequest | undefined
       try {
-        frames = decoder.push(chunk)
-      } catch {
-        conn.destroy()
-        return
-      }
-      for (const { type, payload } of frames) {
-        if (handler) {
-          handler(type, payload)
-          continue
-        }
-        if (type !== Frame.REQUEST) {
-          conn.destroy()
-          return
-        }
-        let req: KeeperRequest
-        try {
-          req = JSON.parse(payload.toString('utf8')) as KeeperRequest
-        } catch {
-          conn.destroy()
-          return
-        }
-        handler = this.#handle(conn, req)
-      }
+        if (type === Frame.REQUEST) req = JSON.parse(payload.toString('utf8')) as KeeperRequest
+      } catch {}
+      if (req) handler = this.#handle(conn, req)
+      else conn.destroy()
     })
   }
 
@@ -557,17 +538,14 @@ export async function removeSandbox(dir: string, entry: SandboxEntry, ref: strin
   if (conn) {
     const c = conn
     result = await new Promise<SandboxResult | null>((resolve, reject) => {
-      const decoder = new FrameDecoder()
       let got: SandboxResult | null = null
       const timer = setTimeout(() => {
         c.destroy()
         reject(late())
       }, timeoutMs)
-      c.on('data', (chunk: Buffer) => {
+      onFrames(c, (type, payload) => {
         try {
-          for (const f of decoder.push(chunk)) {
-            if (f.type === Frame.REPLY) got = (JSON.parse(f.payload.toString('utf8')) as { result: SandboxResult | null }).result
-          }
+          if (type === Frame.REPLY) got = (JSON.parse(payload.toString('utf8')) as { result: SandboxResult | null }).result
         } catch {
           c.destroy()
         }
