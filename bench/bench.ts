@@ -22,7 +22,7 @@ import type { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { spawnIsolated, type Sandbox, type SpawnOptions } from '../index.js'
+import { createSandbox, spawnIsolated, type PersistentSandbox, type Sandbox, type SpawnOptions } from '../index.js'
 import { loadNative } from '../lib/native.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -283,8 +283,29 @@ const plain: Variant = {
 
 const ours = oursVariant('ours', 'spawnIsolated (default + limits)', { limits: LIMITS })
 
+/** One long-lived sandbox (created on first use, ended with the run) that the exec variant runs in. */
+let longLived: Promise<PersistentSandbox> | undefined
+
+const execVariant: Variant = {
+  key: 'ours-exec',
+  label: 'sb.spawn into one long-lived sandbox (createSandbox, default + limits)',
+  describe: `(await createSandbox(${JSON.stringify({ limits: LIMITS })})).spawn(cmd, args, { stdio: ['ignore', '<ignore|pipe>', 'ignore'] })`,
+  async start(argv, stdout) {
+    longLived ??= createSandbox({ limits: LIMITS }).then((sb) => {
+      // The lifeline ends it with Node anyway; this ends it with the run.
+      cleanups.push(() => void sb.destroy())
+      return sb
+    })
+    const p = await (await longLived).spawn(argv[0], argv.slice(1), { stdio: ['ignore', stdout, 'ignore'] })
+    const done = p.wait().then((r) => r.exitCode ?? -1)
+    done.catch(() => {})
+    return { pid: p.pid, stdout: p.stdout, done, kill: () => p.kill('SIGKILL') }
+  },
+}
+
 /** Our own spawn path with single parts switched off, to see where its time goes. */
 const ablations: Variant[] = [
+  execVariant,
   oursVariant('ours-nolimits', 'ours, no limits (no cgroup)', {}),
   oursVariant('ours-nethost', "ours + limits, network 'host' (no net ns)", { limits: LIMITS, network: 'host' }),
   oursVariant('ours-noseccomp', "ours + limits, seccomp 'none'", { limits: LIMITS, seccomp: 'none' }),
