@@ -38,10 +38,11 @@ const optionFailure = (err: Error) => {
 /** A warm helper from the pool when there is one (cgroup v1), else a new helper. */
 async function startHelper(spec: Spec, stdio: number[]): Promise<{ native: Native; h: SpawnedHelper }> {
   const native = loadNative()
+  const json = JSON.stringify(spec)
   const warm = helperPool(native.addon, native.helperPath)?.take()
   if (warm) {
     try {
-      const fds = native.addon.sendSpec(warm.handoff, spec, stdio)
+      const fds = native.addon.sendSpec(warm.handoff, json, stdio)
       // A one-shot sandbox needs the handoff socket no more; a long-lived one sends its execs there.
       if (!spec.persistent) native.addon.closeFd(warm.handoff)
       return { native, h: { pid: warm.pid, control: -1, socket: warm.control, ...fds, exec: spec.persistent ? warm.handoff : undefined } }
@@ -57,7 +58,7 @@ async function startHelper(spec: Spec, stdio: number[]): Promise<{ native: Nativ
     }
   }
   try {
-    return { native, h: await native.addon.spawnHelper(native.helperPath, spec, stdio) }
+    return { native, h: await native.addon.spawnHelper(native.helperPath, json, stdio) }
   } catch (e) {
     const err = e as Error & { code?: string }
     if (err.code === 'InvalidArg') throw optionFailure(err)

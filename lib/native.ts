@@ -39,11 +39,11 @@ export interface ExecStdio {
 }
 
 export interface Addon {
-  /** Validates synchronously (throws `InvalidArg`); spawns on the libuv thread pool. */
-  spawnHelper(helperPath: string, spec: unknown, stdio: number[]): Promise<SpawnedHelper>
+  /** The spec as JSON text; validated and spawned on the libuv thread pool (rejects with `InvalidArg`). */
+  spawnHelper(helperPath: string, specJson: string, stdio: number[]): Promise<SpawnedHelper>
   spawnWarmHelper(helperPath: string): Promise<SpawnedHelper>
   /** Validates (throws `InvalidArg`); hands the spec and stdio to a warm helper. */
-  sendSpec(handoffFd: number, spec: unknown, stdio: number[]): ExecStdio
+  sendSpec(handoffFd: number, specJson: string, stdio: number[]): ExecStdio
   /** Throws with code `QueueFull` when the exec socket is full (try again shortly). */
   sendExec(execFd: number, request: unknown, stdio: number[]): ExecStdio
   spawnProbe(helperPath: string): SpawnedHelper

@@ -66,7 +66,9 @@ fn prepare() -> Result<Warm, SetupError> {
         return Err(SetupError::new(Step::CreateCgroup, host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into())));
     }
     let cgroup = SandboxCgroup::prepare_v1(&host, &crate::cgroup::unique_name())?;
-    let zygote = Zygote::fork_into(&cgroup)?;
+    // Assembled ahead, before the fork, so the zygote has the default filter at hand.
+    let default_seccomp = crate::seccomp::default_program();
+    let zygote = Zygote::fork_into(&cgroup, &default_seccomp)?;
     Ok(Warm { zygote, host, cgroup })
 }
 
@@ -117,14 +119,14 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
 }
 
 impl Zygote {
-    fn fork_into(cgroup: &SandboxCgroup) -> Result<Zygote, SetupError> {
+    fn fork_into(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program) -> Result<Zygote, SetupError> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?;
         // SAFETY: the helper is single-threaded.
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
                 drop(ours);
-                zygote_main(cgroup, theirs)
+                zygote_main(cgroup, default_seccomp, theirs)
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(theirs);
@@ -178,7 +180,7 @@ impl Drop for Zygote {
 /// The zygote: enter the cgroup, wait for one birth, clone the init into the sandbox's
 /// namespaces as the helper's child, answer, exit. Never returns, never runs a destructor (the
 /// cgroup it holds a copy of belongs to the helper).
-fn zygote_main(cgroup: &SandboxCgroup, sock: OwnedFd) -> ! {
+fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program, sock: OwnedFd) -> ! {
     let _ = nix::sys::prctl::set_name(c"isolate-zygote");
     let reply = |r: &BirthReply| {
         let _ = sys::send_message(&sock, &serde_json::to_vec(r).unwrap_or_default(), &[], Step::CloneNamespaces);
@@ -201,7 +203,7 @@ fn zygote_main(cgroup: &SandboxCgroup, sock: OwnedFd) -> ! {
         // SAFETY: as above.
         unsafe { libc::_exit(0) }
     };
-    match birth(&bytes, fds, std::os::fd::AsRawFd::as_raw_fd(&sock)) {
+    match birth(&bytes, fds, default_seccomp, std::os::fd::AsRawFd::as_raw_fd(&sock)) {
         Ok(pid) => reply(&BirthReply::Born { pid }),
         Err(e) => reply(&BirthReply::Failed(e)),
     }
@@ -209,7 +211,7 @@ fn zygote_main(cgroup: &SandboxCgroup, sock: OwnedFd) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-fn birth(bytes: &[u8], fds: Vec<OwnedFd>, sock: RawFd) -> Result<i32, SetupError> {
+fn birth(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Program, sock: RawFd) -> Result<i32, SetupError> {
     let b: Birth = serde_json::from_slice(bytes).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
     let want = 5 + b.layers as usize + b.tty as usize + b.work as usize;
     if fds.len() != want {
@@ -224,7 +226,10 @@ fn birth(bytes: &[u8], fds: Vec<OwnedFd>, sock: RawFd) -> Result<i32, SetupError
     let layers = if b.layers { fds.next() } else { None };
     let tty = if b.tty { fds.next() } else { None };
     let work = if b.work { fds.next() } else { None };
-    let seccomp = crate::supervisor::compile_seccomp(&b.spec)?;
+    let seccomp = match b.spec.seccomp {
+        crate::spec::Seccomp::Default => Some(default_seccomp.clone()),
+        _ => crate::supervisor::compile_seccomp(&b.spec)?,
+    };
     // CLONE_PARENT: the init is the helper's child (it waits for it, writes its id maps and is
     // its parent-death signal), born in this process's cgroup.
     let flags = crate::supervisor::clone_flags(&b.spec) | libc::CLONE_PARENT as libc::c_ulong;

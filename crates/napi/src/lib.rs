@@ -150,23 +150,28 @@ fn spec_memfd(bytes: &[u8]) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Start the helper for one sandbox. `stdio` holds three slots: -1 pipe, -2 ignore, -3 inherit,
-/// or an fd number to hand over. The options are converted and validated here, synchronously
-/// (a bad option throws); the pipes and the posix_spawn happen on the libuv thread pool, so the
-/// event loop never waits for a fork (the returned promise gives the fds).
+/// Start the helper for one sandbox, given the spec as JSON text. `stdio` holds three slots: -1
+/// pipe, -2 ignore, -3 inherit, or an fd number to hand over. Everything happens on the libuv
+/// thread pool (parsing and validating the spec, which rejects with `InvalidArg`, the pipes, the
+/// posix_spawn), so the event loop neither converts objects nor waits for a fork.
 #[napi(ts_return_type = "Promise<SpawnedHelper>")]
-pub fn spawn_helper(helper_path: String, spec: serde_json::Value, stdio: Vec<i32>) -> Result<AsyncTask<SpawnHelper>> {
-    let spec = to_spec(spec)?;
+pub fn spawn_helper(helper_path: String, spec_json: String, stdio: Vec<i32>) -> Result<AsyncTask<SpawnHelper>> {
     let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
-    Ok(AsyncTask::new(SpawnHelper { helper_path, path, spec_json: spec.to_json(), persistent: spec.persistent, stdio }))
+    Ok(AsyncTask::new(SpawnHelper { helper_path, path, spec_json, stdio }))
 }
 
 pub struct SpawnHelper {
     helper_path: String,
     path: CString,
-    spec_json: Vec<u8>,
-    persistent: bool,
+    spec_json: String,
     stdio: Vec<i32>,
+}
+
+/// The spec from JSON text, validated.
+fn parse_spec(json: &str) -> Result<Spec> {
+    let spec = Spec::from_json(json.as_bytes()).map_err(|e| option_error(format!("options: {e}")))?;
+    isolate_core::validate::validate(&spec).map_err(|e| option_error(e.to_string()))?;
+    Ok(spec)
 }
 
 impl Task for SpawnHelper {
@@ -174,7 +179,8 @@ impl Task for SpawnHelper {
     type JsValue = SpawnedHelper;
 
     fn compute(&mut self) -> Result<SpawnedHelper> {
-        let w = wire(&self.spec_json, &self.stdio, self.persistent)?;
+        let spec = parse_spec(&self.spec_json)?;
+        let w = wire(&spec.to_json(), &self.stdio, spec.persistent)?;
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (slot, fd) in w.child.iter().enumerate() {
             actions.add_dup2(fd.as_raw_fd(), slot as RawFd).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
@@ -287,8 +293,8 @@ impl Task for SpawnWarmHelper {
 /// Give a warm helper its sandbox: the spec (converted and validated here) and the command's
 /// stdio, in one message on its handoff socket. Returns our ends of the stdio pipes.
 #[napi]
-pub fn send_spec(handoff_fd: i32, spec: serde_json::Value, stdio: Vec<i32>) -> Result<ExecStdio> {
-    let spec = to_spec(spec)?;
+pub fn send_spec(handoff_fd: i32, spec_json: String, stdio: Vec<i32>) -> Result<ExecStdio> {
+    let spec = parse_spec(&spec_json)?;
     let bytes = spec.to_json();
     if bytes.len() > isolate_core::warm::MAX_SPEC {
         return Err(Error::new(Status::GenericFailure, "the spec is too large for a warm helper".to_string()));
