@@ -27,21 +27,22 @@ function sandboxCgroups(): string[] {
   return found
 }
 
-/** A warm helper's cgroup, made ahead for the next sandbox, holds the pool's zygote (and nothing else). */
-function holdsZygote(dir: string): boolean {
+/**
+ * A warm helper's cgroup, made ahead for the next sandbox, is named after the helper
+ * (`isolate-<pid>-<n>`) and lives as long as it waits; pool.test.ts checks that those go too.
+ */
+function pooled(dir: string): boolean {
+  const pid = /^isolate-(\d+)-\d+$/.exec(basename(dir))?.[1]
   try {
-    const pids = readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').filter(Boolean)
-    return pids.length > 0 && pids.every((p) => readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'isolate-zygote')
+    return pid !== undefined && readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--warm')
   } catch {
     return false
   }
 }
 
-/** Every sandbox cgroup but the pool's (those are named alike in every hierarchy). */
+/** Every sandbox cgroup but the pool's. */
 function leftoverCgroups(): string[] {
-  const all = sandboxCgroups()
-  const pool = new Set(all.filter(holdsZygote).map((d) => basename(d)))
-  return all.filter((d) => !pool.has(basename(d)))
+  return sandboxCgroups().filter((d) => !pooled(d))
 }
 
 test.afterEach.always((t) => {

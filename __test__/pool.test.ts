@@ -56,6 +56,7 @@ test.serial('each sandbox gets a helper of its own; on cgroup v1 a warm one, nev
   if (eligible) t.true(seen.every((s) => s.warm), 'with a pool, each came from it')
   else t.true(seen.every((s) => !s.warm), 'without a pool, each started cold')
   for (const s of seen) t.false(pidAlive(s.helper), 'a used helper is gone')
+  if (eligible) for (const s of seen) t.false(existsSync(join('/sys/fs/cgroup/memory', s.cgroup)), `its cgroup ${s.cgroup} is gone`)
 })
 
 test.serial('nothing one pooled sandbox leaves is seen by the next: files, processes, network settings', async (t) => {

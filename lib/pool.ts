@@ -79,6 +79,9 @@ export class HelperPool {
   }
 
   #discard(h: WarmHelper): void {
+    // Not through #watch's close handler: the handoff fd is closed here, exactly once.
+    h.control.removeAllListeners('close').removeAllListeners('data')
+    h.control.on('error', () => {})
     h.control.destroy()
     this.addon.closeFd(h.handoff)
     reapHelper(this.addon, h.pid)
