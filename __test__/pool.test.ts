@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
-import { parentOf, pidAlive, root, waitUntil } from './helpers.js'
+import { openFds, parentOf, pidAlive, root, waitUntil, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && (host.cgroupHost.mode === 'v1' || host.cgroupHost.mode === 'hybrid')
@@ -102,6 +102,25 @@ poolTest('configurePool({ size: 0 }) ends the pooled helpers and their cgroups; 
   } finally {
     configurePool({ size: 2 })
   }
+})
+
+test.serial('resizing the pool while sandboxes start neither crashes Node nor leaks an fd or a helper', async (t) => {
+  await runIsolated('/bin/true', [], { limits: LIMITS })
+  await new Promise((r) => setTimeout(r, 300))
+  const fdsBefore = openFds().length
+  try {
+    for (let i = 0; i < 30; i++) {
+      configurePool({ size: i % 4 })
+      const [a, b] = await Promise.all([runIsolated('/bin/echo', [String(i)], { limits: LIMITS }), runIsolated('/bin/true', [], { limits: LIMITS })])
+      t.is(a.stdout, `${i}\n`)
+      t.is(b.exitCode, 0)
+    }
+  } finally {
+    configurePool({ size: 2 })
+  }
+  await new Promise((r) => setTimeout(r, 300))
+  t.true(await waitUntil(() => zombieChildren().length === 0 && openFds().length <= fdsBefore + 2 * 2, 3000), `fds ${fdsBefore} -> ${openFds().length} (two warm helpers hold two each)`)
+  t.true(zygotesOf(process.pid).length <= 2, 'no more warm helpers than the pool holds')
 })
 
 poolTest('a Node process that dies leaves no pooled helper, zygote or cgroup behind', async (t) => {
