@@ -1,10 +1,10 @@
 /** Lifecycle: timeouts, kill, abort, Node dying, and nothing left behind. */
 import test from 'ava'
 import { spawn } from 'node:child_process'
-import { readlinkSync } from 'node:fs'
+import { readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { IsolateError, spawnIsolated } from '../index.js'
-import { openFds, parentOf, pidAlive, pidsInNamespace, root, sh, waitUntil, zombieChildren } from './helpers.js'
+import { openFds, parentOf, pidAlive, pidsInNamespace, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 test('timeoutMs kills the whole sandbox, background children too', async (t) => {
   const sb = await spawnIsolated('/bin/sh', ['-c', 'sleep 100 & sleep 100 & wait'], { timeoutMs: 1500 })
@@ -114,4 +114,44 @@ test('a wait() without reading stdout still resolves', async (t) => {
   const r = await sb.wait()
   t.is(r.exitCode, 0)
   sb.stdout!.resume()
+})
+
+test('a descriptor Node inherited without close-on-exec reaches neither the helper nor the init', async (t) => {
+  // This child Node inherits fd 7 from a shell, not close-on-exec (as Node inherits whatever its
+  // parent leaves open); posix_spawn passes such fds on, so the helper must close them itself.
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  const marker = join(dir, 'leaked-fd')
+  writeFileSync(marker, '')
+  const script = `
+    const { spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const { readdirSync, readlinkSync, readFileSync } = await import('node:fs')
+    const ppid = (p) => Number(readFileSync('/proc/' + p + '/stat', 'utf8').split(') ')[1].split(' ')[1])
+    const links = (p) => readdirSync('/proc/' + p + '/fd').map((f) => readlinkSync('/proc/' + p + '/fd/' + f))
+    const result = {}
+    for (const limits of [{}, { memoryBytes: 64 << 20 }, { memoryBytes: 64 << 20 }]) {
+      const sb = await spawnIsolated('/bin/sleep', ['5'], { stdio: 'ignore', limits })
+      const init = ppid(sb.pid)
+      const helper = ppid(init)
+      result.leaked = readlinkSync('/proc/self/fd/7')
+      ;(result.helpers ??= []).push(links(helper))
+      ;(result.inits ??= []).push(links(init))
+      sb.kill('SIGKILL')
+      await sb.wait()
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    process.stdout.write(JSON.stringify(result) + '\\n')
+  `
+  const child = spawn('/bin/sh', ['-c', 'exec 7<"$1"; exec "$0" --import=tsx --input-type=module -e "$2"', process.execPath, marker, script], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout!.on('data', (d) => (out += d))
+  await new Promise((r) => child.once('exit', r))
+  const { leaked, helpers, inits } = JSON.parse(out) as { leaked: string; helpers: string[][]; inits: string[][] }
+  t.is(leaked, marker)
+  // Cold, then (with a pool, on cgroup v1) warm: neither holds the leaked fd.
+  for (const h of helpers) t.false(h.includes(marker), `a helper holds ${h.join(', ')}`)
+  for (const i of inits) {
+    t.false(i.includes(marker), `an init holds ${i.join(', ')}`)
+    t.deepEqual(i.filter((l) => l.startsWith('socket:')), [], 'no socket of the helper\'s (its control socket to Node) in the init')
+  }
 })

@@ -94,10 +94,9 @@ impl Relay {
                     let mut probe = [0u8; 1];
                     match nix::unistd::read(from, &mut probe) {
                         Ok(0) => s.from = None,
-                        Ok(_) => {
-                            self.exceeded = true;
-                            s.from = None;
-                        }
+                        // The pipe stays open until the caller has killed the sandbox: closed
+                        // now, the writer's SIGPIPE would let the command go on to finish.
+                        Ok(_) => self.exceeded = true,
                         Err(_) => {}
                     }
                     break;

@@ -120,6 +120,10 @@ pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Progr
     let InitPipes { go, report, setup_ids, layers, kept_uppers, tty, work } = pipes;
     // So `ps` inside and on the host tells the init from the helper it was forked from.
     let _ = nix::sys::prctl::set_name(c"isolate-init");
+    // The init keeps what it was handed and nothing else of the helper (its control socket to
+    // Node, a cgroup directory, the relay's ends).
+    let keep: Vec<i32> = [Some(&go), Some(&report), layers.as_ref(), tty.as_ref(), work.as_ref()].into_iter().flatten().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    sys::close_fds_except(&keep);
     if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, &go) {
         send(&report, &Report::SetupFailed(e));
         std::process::exit(125);

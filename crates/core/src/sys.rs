@@ -459,6 +459,22 @@ pub fn execve(file: &str, argv: &[CString], envp: &[CString]) -> SetupError {
     }
 }
 
+/// Close every descriptor from 3 up but those in `keep`: for a fork that must not hold its
+/// parent's, and for the helper, which must not pass on what Node inherited and leaked to it.
+pub fn close_fds_except(keep: &[RawFd]) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir.filter_map(|d| d.ok()?.file_name().to_str()?.parse().ok()).collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closing descriptor numbers of our own process; the directory's own fd is
+            // already gone (a failed close is harmless).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// Point fds 0-2 at /dev/null: for processes that must not hold the sandbox's stdio open.
 pub fn redirect_stdio_to_null() {
     if let Ok(null) = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {

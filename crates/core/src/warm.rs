@@ -182,6 +182,9 @@ impl Drop for Zygote {
 /// cgroup it holds a copy of belongs to the helper).
 fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program, sock: OwnedFd) -> ! {
     let _ = nix::sys::prctl::set_name(c"isolate-zygote");
+    // Nothing of the helper's (its control and handoff sockets) reaches the zygote, so nothing
+    // reaches the init it clones.
+    sys::close_fds_except(&[std::os::fd::AsRawFd::as_raw_fd(&sock)]);
     let reply = |r: &BirthReply| {
         let _ = sys::send_message(&sock, &serde_json::to_vec(r).unwrap_or_default(), &[], Step::CloneNamespaces);
     };

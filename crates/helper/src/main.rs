@@ -21,7 +21,11 @@ fn main() {
         let _ = out.write_all(&serde_json::to_vec(&isolate_core::probe::attempt()).unwrap_or_default());
         std::process::exit(0);
     }
-    if std::env::args().nth(1).as_deref() == Some("--warm") {
+    // Whatever Node left open without close-on-exec (fds it inherited itself) ends here, so
+    // neither this process nor the sandbox's init holds it.
+    let warm = std::env::args().nth(1).as_deref() == Some("--warm");
+    isolate_core::sys::close_fds_except(if warm { &[CONTROL_FD, EXEC_FD] } else { &[CONTROL_FD, SPEC_FD, EXEC_FD] });
+    if warm {
         // Made ahead of its sandbox (isolate_core::warm): 3 the control socket, 5 the handoff
         // socket on which the spec and the sandbox's stdio arrive; no spec memfd.
         for fd in [CONTROL_FD, EXEC_FD] {
@@ -60,6 +64,9 @@ fn main() {
     if execs.is_some() {
         // SAFETY: as above, for our own descriptor.
         unsafe { libc::fcntl(EXEC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    } else {
+        // SAFETY: fd 5 is ours only for a long-lived sandbox; anything else there is a leak.
+        unsafe { libc::close(EXEC_FD) };
     }
     std::process::exit(isolate_core::supervisor::run(&spec, control, execs));
 }
