@@ -19,7 +19,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Socket } from 'node:net'
-import { IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
+import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
 import { encodeFrame, Frame, jsonFrame, onFrames } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { DEFAULT_PATH } from './lib/options.js'
@@ -1033,6 +1033,8 @@ function version(): string {
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv
+  // Each isolate process starts one sandbox at most: warm helpers made ahead would go unused.
+  configurePool({ size: 0 })
   switch (cmd) {
     case 'run':
       return run(rest)

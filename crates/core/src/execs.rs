@@ -23,6 +23,8 @@ struct Exec {
     /// With a tty: the caller's ends until the init hands over the master, then the relay.
     tty_io: Option<(OwnedFd, OwnedFd)>,
     tty: Option<TtyRelay>,
+    /// A size asked for before the terminal existed.
+    tty_size: Option<(u16, u16)>,
     /// The command's end, held back until its terminal output is delivered.
     ended: Option<(Option<i32>, Option<String>, Instant)>,
 }
@@ -121,7 +123,7 @@ impl Execs {
         if let Err(e) = crate::sys::send_message(&self.work, &msg, &raw, Step::SendExec) {
             return out.send(&Event::ExecError { id, error: e });
         }
-        self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, ended: None });
+        self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None });
     }
 
     fn take_terminals(&mut self) {
@@ -131,6 +133,9 @@ impl Execs {
             if let (Some(e), Some(master)) = (self.execs.get_mut(&id), fds.pop()) {
                 if let Some((input, output)) = e.tty_io.take() {
                     e.tty = TtyRelay::new(master, input, output).ok();
+                    if let (Some(t), Some((rows, cols))) = (&e.tty, e.tty_size.take()) {
+                        t.resize(rows, cols);
+                    }
                 }
             }
         }
@@ -185,9 +190,11 @@ impl Execs {
         }
     }
 
-    pub fn resize(&self, id: u32, rows: u16, cols: u16) {
-        if let Some(t) = self.execs.get(&id).and_then(|e| e.tty.as_ref()) {
-            t.resize(rows, cols);
+    pub fn resize(&mut self, id: u32, rows: u16, cols: u16) {
+        let Some(e) = self.execs.get_mut(&id) else { return };
+        match &e.tty {
+            Some(t) => t.resize(rows, cols),
+            None => e.tty_size = Some((rows, cols)),
         }
     }
 

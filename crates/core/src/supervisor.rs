@@ -375,6 +375,8 @@ struct Supervisor {
     tty_handoff: Option<OwnedFd>,
     tty_io: Option<(OwnedFd, OwnedFd)>,
     tty: Option<TtyRelay>,
+    /// A size asked for before the terminal existed.
+    tty_size: Option<(u16, u16)>,
     /// A long-lived sandbox's execs.
     execs: Option<Execs>,
     /// CPU time allowed to the whole sandbox, checked from the cgroup's counters.
@@ -412,6 +414,7 @@ impl Supervisor {
             tty_handoff: child.tty,
             tty_io,
             tty: None,
+            tty_size: None,
             execs: execs.zip(child.work).map(|(requests, work)| Execs::new(requests, work)),
             cpu_time_ms: spec.limits.cpu_time_ms,
             next_cpu_check: spec.limits.cpu_time_ms.map(|_| started),
@@ -612,6 +615,9 @@ impl Supervisor {
         let master = crate::sys::recv_fds(&handoff).ok().and_then(|mut v| if v.is_empty() { None } else { Some(v.remove(0)) });
         if let (Some(master), Some((input, output))) = (master, self.tty_io.take()) {
             self.tty = TtyRelay::new(master, input, output).ok();
+            if let (Some(tty), Some((rows, cols))) = (&self.tty, self.tty_size.take()) {
+                tty.resize(rows, cols);
+            }
         }
     }
 
@@ -647,18 +653,18 @@ impl Supervisor {
             match Request::parse(&line) {
                 Some(Request::Cancel) => self.end_sandbox(Some(Reason::Canceled)),
                 Some(Request::Signal(libc::SIGKILL)) => self.end_sandbox(None),
-                Some(Request::Resize(rows, cols)) => {
-                    if let Some(tty) = &self.tty {
-                        tty.resize(rows, cols);
-                    }
-                }
+                Some(Request::Resize(rows, cols)) => match &self.tty {
+                    Some(tty) => tty.resize(rows, cols),
+                    // Before the terminal is handed over: applied when it is.
+                    None => self.tty_size = Some((rows, cols)),
+                },
                 Some(Request::ExecSignal(id, n)) => {
                     if let Some(execs) = &self.execs {
                         execs.signal(id, n);
                     }
                 }
                 Some(Request::ExecResize(id, rows, cols)) => {
-                    if let Some(execs) = &self.execs {
+                    if let Some(execs) = &mut self.execs {
                         execs.resize(id, rows, cols);
                     }
                 }
