@@ -1054,6 +1054,13 @@ impl SandboxCgroup {
             return Ok(());
         }
         self.v2_fd = None;
+        // The common case first: the sandbox's init was reaped, so each directory is empty and
+        // has no children; what does not go that simply is emptied and removed below.
+        self.dirs.retain(|d| std::fs::remove_dir(&d.path).is_err());
+        if self.dirs.is_empty() {
+            self.removed = true;
+            return Ok(());
+        }
         let killed = self.kill_all();
         let mut first_err = killed.err();
         // Children go before parents; ours are siblings, but keep the order of creation reversed.

@@ -481,7 +481,7 @@ impl Supervisor {
         // The pid namespace is gone with the init; the cgroup's count is the last word.
         let cg_usage = self.cgroup.as_ref().map(|cg| cg.usage());
         if let Some(cg) = self.cgroup.take() {
-            let _ = cg.kill_all();
+            // Ends whatever could still be in it (nothing, once the init is reaped), then removes it.
             let _ = cg.remove();
         }
         if let Some(e) = self.setup_error.take() {
