@@ -566,17 +566,18 @@ impl Supervisor {
         if handoff_ready {
             self.take_terminal();
         }
+        if report_ready {
+            self.read_reports(out);
+        }
+        // Requests before the terminal's input: a resize Node sent before a keystroke takes
+        // effect before the command can read that keystroke.
+        if control_ready {
+            self.read_requests(out);
+        }
         if tty_ready {
             if let Some(tty) = &mut self.tty {
                 tty.pump();
             }
-        }
-
-        if report_ready {
-            self.read_reports(out);
-        }
-        if control_ready {
-            self.read_requests(out);
         }
         if let Some(execs) = &mut self.execs {
             execs.pump(out);
