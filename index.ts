@@ -71,7 +71,9 @@ export async function spawnIsolated(file: string, args: string[] = [], options: 
   if (signal?.aborted) throw abortError(signal)
   const { native, h } = await startHelper(spec, stdio.map(stdioCode))
   const sb = new Sandbox(native.addon, h, command)
-  if (signal) {
+  // It may have fired while the helper was being started.
+  if (signal?.aborted) sb.cancel()
+  else if (signal) {
     const onAbort = () => sb.cancel()
     signal.addEventListener('abort', onAbort, { once: true })
     void sb.wait().then(
@@ -107,7 +109,8 @@ export async function createSandbox(options: SandboxOptions = {}): Promise<Persi
   // The sandbox has no stdio of its own; each exec brings its own.
   const { native, h } = await startHelper(spec, [-2, -2, -2])
   const sb = new PersistentSandbox(native.addon, h, spec)
-  if (signal) {
+  if (signal?.aborted) void sb.destroy()
+  else if (signal) {
     const onAbort = () => void sb.destroy()
     signal.addEventListener('abort', onAbort, { once: true })
     void sb.ready.then(

@@ -279,3 +279,27 @@ test('rootless and root alike: an exec runs as the sandbox\'s root, mapped to no
   t.not(map.trim().split(/\s+/)[1], '0', 'uid 0 inside is not uid 0 outside')
   if (!isRoot) t.is(map.trim().split(/\s+/)[1], String(process.getuid!()))
 })
+
+test('short tty execs lose no output, even when their end is reported before their terminal', async (t) => {
+  const sb = await sandbox(t)
+  const results = await Promise.all(Array.from({ length: 12 }, (_, i) => sb.exec('/bin/echo', [`hi ${i}`], { tty: true })))
+  results.forEach((r, i) => t.is(r.stdout, `hi ${i}\r\n`, `exec ${i}`))
+})
+
+test('a small openFiles limit binds each command, not the init that takes the execs', async (t) => {
+  const sb = await sandbox(t, { limits: { openFiles: 8 } })
+  const runs = await Promise.all(Array.from({ length: 6 }, () => sb.exec('/bin/sh', ['-c', 'ulimit -n'])))
+  for (const r of runs) t.is(r.stdout, '8\n')
+  t.is((await sb.exec('/bin/true')).exitCode, 0, 'the sandbox still takes execs')
+})
+
+test('execs whose failures make long reports cannot wedge the sandbox: destroy() still ends it', async (t) => {
+  const sb = await createSandbox()
+  // Each fails at execve with ENAMETOOLONG, and its error names the whole path.
+  const long = `/${'a/'.repeat(30_000)}x`
+  const failures = await Promise.all(Array.from({ length: 5 }, () => sb.exec(long).catch((e: IsolateError) => e)))
+  for (const e of failures) t.true(e instanceof IsolateError && e.step === 'execve', String(e))
+  t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
+  const ended = await Promise.race([sb.destroy(), new Promise((r) => setTimeout(() => r('stuck'), 10_000))])
+  t.not(ended, 'stuck')
+})

@@ -21,8 +21,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-/// The largest exec request the work socket carries (the addon refuses bigger ones first).
-pub const MAX_REQUEST: usize = 256 << 10;
+/// The largest exec request the addon sends (well under a unix socket's default send buffer);
+/// the init reads with room for the helper's wrapping of it.
+pub const MAX_REQUEST: usize = 128 << 10;
+const MAX_WORK: usize = MAX_REQUEST + (4 << 10);
 
 /// What forking an exec needs beyond the capabilities it may keep: changing ids and groups, and
 /// shrinking the bounding set.
@@ -102,10 +104,14 @@ impl Server<'_> {
     }
 
     fn take_work(&mut self) {
-        let (bytes, fds) = match sys::recv_message(&self.work, MAX_REQUEST, Step::SendExec) {
-            // The helper is gone: so is the sandbox (our exit ends the pid namespace).
-            Ok(None) | Err(_) => std::process::exit(0),
+        let (bytes, fds) = match sys::recv_message(&self.work, MAX_WORK, Step::SendExec) {
             Ok(Some(m)) => m,
+            // The helper is gone: so is the sandbox (our exit ends the pid namespace).
+            Ok(None) => std::process::exit(0),
+            // A message that cannot be read whole (the helper never sends one) is dropped; any
+            // other failure means the socket is unusable.
+            Err(e) if matches!(e.errno.as_deref(), Some("EMSGSIZE" | "ENOMEM" | "ENOBUFS")) => return,
+            Err(_) => std::process::exit(0),
         };
         match serde_json::from_slice::<Work>(&bytes) {
             Ok(Work::Exec(req)) => self.start(req, fds),
@@ -147,12 +153,11 @@ impl Server<'_> {
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
                 drop(status_r);
-                let e = match terminal {
-                    Some(_) => exec_command(self.spec, req.into(), self.seccomp, terminal.as_ref()),
-                    None => match sys::install_stdio(&stdio) {
-                        Ok(()) => exec_command(self.spec, req.into(), self.seccomp, None),
-                        Err(e) => e,
-                    },
+                // Nothing of the init's (its report pipe, work socket, signalfd, other execs'
+                // status pipes) stays in a joining process, not even until execve.
+                let e = match prepare_joiner(&stdio, terminal.as_ref(), &status_w) {
+                    Err(e) => e,
+                    Ok(()) => exec_command(self.spec, req.into(), self.seccomp, terminal.as_ref()),
                 };
                 let _ = nix::fcntl::fcntl(&status_w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
                 let _ = std::fs::File::from(status_w).write_all(&serde_json::to_vec(&e).unwrap_or_default());
@@ -211,4 +216,16 @@ impl Server<'_> {
             }
         }
     }
+}
+
+/// A joining process's first steps: its stdio in place (a terminal's slave is put there by
+/// `exec_command`), then every other descriptor of the init closed, not left for execve.
+fn prepare_joiner(stdio: &[OwnedFd], terminal: Option<&OwnedFd>, status: &OwnedFd) -> sys::Result<()> {
+    if terminal.is_none() {
+        sys::install_stdio(stdio)?;
+    }
+    let mut keep = vec![status.as_raw_fd()];
+    keep.extend(terminal.map(|t| t.as_raw_fd()));
+    sys::close_fds_except(&keep);
+    Ok(())
 }

@@ -32,14 +32,18 @@ struct Exec {
 pub struct Execs {
     /// From Node: requests with their stdio attached. None once Node closed it.
     requests: Option<OwnedFd>,
-    /// To and from the sandbox's init.
+    /// To and from the sandbox's init. Non-blocking: the helper never waits on the init (which
+    /// may itself be waiting for the helper to read its reports).
     work: OwnedFd,
+    /// Messages for the init that did not fit in the socket yet, with their fds.
+    outbox: std::collections::VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
     execs: HashMap<u32, Exec>,
 }
 
 impl Execs {
     pub fn new(requests: OwnedFd, work: OwnedFd) -> Execs {
-        Execs { requests: Some(requests), work, execs: HashMap::new() }
+        let _ = crate::relay::set_nonblocking(work.as_raw_fd());
+        Execs { requests: Some(requests), work, outbox: Default::default(), execs: HashMap::new() }
     }
 
     /// The fds to poll: the request socket, the work socket, then each relay's.
@@ -49,6 +53,9 @@ impl Execs {
             out.push(Interest { fd: r.as_fd(), writable: false });
         }
         out.push(Interest { fd: self.work.as_fd(), writable: false });
+        if !self.outbox.is_empty() {
+            out.push(Interest { fd: self.work.as_fd(), writable: true });
+        }
         for e in self.execs.values() {
             if let Some(t) = &e.tty {
                 out.extend(t.interests());
@@ -59,11 +66,13 @@ impl Execs {
 
     /// The earliest moment something is due: a deadline, or the end of a terminal's grace.
     pub fn next_due(&self) -> Option<Instant> {
-        self.execs.values().flat_map(|e| [e.deadline, e.ended.as_ref().filter(|_| e.tty.is_some()).map(|(_, _, at)| *at + TTY_GRACE)]).flatten().min()
+        let grace = |e: &Exec| e.ended.as_ref().filter(|_| e.tty.is_some() || e.tty_io.is_some()).map(|(_, _, at)| *at + TTY_GRACE);
+        self.execs.values().flat_map(|e| [e.deadline, grace(e)]).flatten().min()
     }
 
     /// Whatever is ready: requests from Node, terminals from the init, relays, deadlines.
     pub fn pump(&mut self, out: &mut Control) {
+        self.flush_outbox();
         self.take_requests(out);
         self.take_terminals();
         for e in self.execs.values_mut() {
@@ -118,11 +127,9 @@ impl Execs {
             Some(_) => (fds.next().zip(fds.next()), Vec::new()),
             None => (None, fds.collect::<Vec<_>>()),
         };
-        let raw: Vec<i32> = passed.iter().map(|f| f.as_raw_fd()).collect();
         let msg = serde_json::to_vec(&Work::Exec(req)).unwrap_or_default();
-        if let Err(e) = crate::sys::send_message(&self.work, &msg, &raw, Step::SendExec) {
-            return out.send(&Event::ExecError { id, error: e });
-        }
+        self.outbox.push_back((msg, passed));
+        self.flush_outbox();
         self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None });
     }
 
@@ -141,8 +148,23 @@ impl Execs {
         }
     }
 
-    fn send_work(&self, w: &Work) {
-        let _ = crate::sys::send_message(&self.work, &serde_json::to_vec(w).unwrap_or_default(), &[], Step::SendExec);
+    fn send_work(&mut self, w: &Work) {
+        self.outbox.push_back((serde_json::to_vec(w).unwrap_or_default(), Vec::new()));
+        self.flush_outbox();
+    }
+
+    /// Send what the socket takes now, in order; the rest waits for POLLOUT.
+    fn flush_outbox(&mut self) {
+        while let Some((msg, fds)) = self.outbox.front() {
+            let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            match crate::sys::send_message(&self.work, msg, &raw, Step::SendExec) {
+                Err(e) if e.errno.as_deref() == Some("EAGAIN") => return,
+                // Sent, or the init is gone (its end then shows in the reports).
+                _ => {
+                    self.outbox.pop_front();
+                }
+            }
+        }
     }
 
     /// A report of the init about an exec; false when it is not one.
@@ -164,6 +186,7 @@ impl Execs {
     fn ended(&mut self, id: u32, code: Option<i32>, signal: Option<String>) {
         if let Some(e) = self.execs.get_mut(&id) {
             e.ended = Some((code, signal, Instant::now()));
+            e.deadline = None;
         }
     }
 
@@ -173,7 +196,16 @@ impl Execs {
         let done: Vec<u32> = self
             .execs
             .iter()
-            .filter(|(_, e)| e.ended.as_ref().is_some_and(|(_, _, at)| e.tty.as_ref().is_none_or(|t| t.finished() || now >= *at + TTY_GRACE)))
+            .filter(|(_, e)| {
+                // A terminal's output is delivered first: its master may even arrive after the
+                // command's end was reported.
+                let delivered = match (&e.tty, &e.tty_io) {
+                    (Some(t), _) => t.finished(),
+                    (None, Some(_)) => false,
+                    (None, None) => true,
+                };
+                e.ended.as_ref().is_some_and(|(_, _, at)| delivered || now >= *at + TTY_GRACE)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in done {
@@ -184,7 +216,7 @@ impl Execs {
         }
     }
 
-    pub fn signal(&self, id: u32, signal: i32) {
+    pub fn signal(&mut self, id: u32, signal: i32) {
         if self.execs.contains_key(&id) {
             self.send_work(&Work::Signal { id, signal, group: false });
         }

@@ -28,7 +28,7 @@ pub struct Interest<'a> {
     pub writable: bool,
 }
 
-fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {
+pub(crate) fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {
     let flags = nix::fcntl::fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, nix::fcntl::FcntlArg::F_GETFL)?;
     nix::fcntl::fcntl(
         unsafe { BorrowedFd::borrow_raw(fd) },

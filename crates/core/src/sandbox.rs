@@ -216,7 +216,6 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     }
     // The caller's session keyring stays outside.
     sys::join_new_session_keyring()?;
-    set_rlimits(&spec.limits)?;
     Ok(())
 }
 
@@ -547,6 +546,8 @@ pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Opti
     let keep: Vec<u32> = spec.capabilities.iter().filter_map(|c| crate::caps::number(c)).collect();
     let steps = || -> sys::Result<()> {
         sys::reset_signals();
+        // The command's, not the init's: a long-lived init must stay able to take execs' fds.
+        set_rlimits(&spec.limits)?;
         sys::clear_groups()?;
         // While still root inside: dropping from the bounding set needs CAP_SETPCAP.
         sys::drop_bounding_set(&keep)?;
@@ -555,6 +556,9 @@ pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Opti
             sys::keep_capabilities_across_setuid()?;
         }
         sys::set_ids(spec.user.uid, spec.user.gid)?;
+        // The id change may have made it dumpable (fs.suid_dumpable=1); until execve it is
+        // still the init's copy.
+        let _ = nix::sys::prctl::set_dumpable(false);
         // After the id change, which would otherwise clear (or, for root, keep) caps by its own rules.
         sys::set_capabilities(&keep)?;
         // A setuid or file-capability binary inside gains nothing from here on.

@@ -488,9 +488,6 @@ impl Supervisor {
             out.send(&Event::Error(e));
             return 0;
         }
-        if let Some(execs) = &mut self.execs {
-            execs.end_all(self.forced.unwrap_or(Reason::Canceled), out);
-        }
         let wall_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let (exit_code, signal) = match (&self.ended, status) {
             (Some(Report::Exited { code }), _) => (Some(*code), None),
@@ -515,6 +512,10 @@ impl Supervisor {
             None if signal.is_some() => Reason::Signaled,
             None => Reason::Exited,
         };
+        if let Some(execs) = &mut self.execs {
+            // What ended the sandbox ended them: destroy() (canceled), its limits, its OOM.
+            execs.end_all(if matches!(reason, Reason::Exited | Reason::Signaled) { Reason::Canceled } else { reason }, out);
+        }
         out.send(&Event::Exit { exit_code, signal, reason, duration_ms: wall_ms, usage });
         0
     }
@@ -660,7 +661,7 @@ impl Supervisor {
                     None => self.tty_size = Some((rows, cols)),
                 },
                 Some(Request::ExecSignal(id, n)) => {
-                    if let Some(execs) = &self.execs {
+                    if let Some(execs) = &mut self.execs {
                         execs.signal(id, n);
                     }
                 }

@@ -464,7 +464,20 @@ pub fn execve(file: &str, argv: &[CString], envp: &[CString]) -> SetupError {
 pub fn close_fds_except(keep: &[RawFd]) {
     let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir.filter_map(|d| d.ok()?.file_name().to_str()?.parse().ok()).collect(),
-        Err(_) => return,
+        Err(_) => {
+            // No /proc: close the ranges between the kept ones instead.
+            let mut kept: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd > 2).collect();
+            kept.sort_unstable();
+            let mut from = 3u32;
+            for fd in kept.into_iter().map(|fd| fd as u32).chain(std::iter::once(u32::MAX)) {
+                if fd > from {
+                    // SAFETY: close_range over descriptor numbers of our own process.
+                    unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0) };
+                }
+                from = fd.saturating_add(1);
+            }
+            return;
+        }
     };
     for fd in fds {
         if fd > 2 && !keep.contains(&fd) {
@@ -552,7 +565,8 @@ pub fn send_message(sock: &OwnedFd, bytes: &[u8], fds: &[std::os::fd::RawFd], st
 }
 
 /// One message of at most `max` bytes and the fds attached to it (close-on-exec); None at EOF.
-/// A longer message is an error, never silently cut.
+/// A longer message is an error, never silently cut; fds the kernel could not install (this
+/// process is at its fd limit) are simply missing, for the caller to notice.
 pub fn recv_message(sock: &OwnedFd, max: usize, step: Step) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut buf = vec![0u8; max];
@@ -574,7 +588,7 @@ pub fn recv_message(sock: &OwnedFd, max: usize, step: Step) -> Result<Option<(Ve
             }
         }
     };
-    if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+    if flags.contains(MsgFlags::MSG_TRUNC) {
         return Err(SetupError::sys(step, libc::EMSGSIZE, None));
     }
     if n == 0 && fds.is_empty() {

@@ -18,7 +18,7 @@ use crate::sys;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// The largest spec a warm helper takes on its handoff socket (the addon refuses bigger ones,
 /// and such a sandbox starts the cold way).
@@ -130,6 +130,12 @@ impl Zygote {
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(theirs);
+                // A birth carries the spec and its mount plan in one message: room for the
+                // largest (the default send buffer would refuse what a cold start accepts).
+                // Only root may go past wmem_max, and only root has warm helpers.
+                let room = (4 * MAX_SPEC) as libc::c_int;
+                // SAFETY: setsockopt with an int value on our own socket.
+                unsafe { libc::setsockopt(ours.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &room as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
                 let mut z = Zygote { pid: child, sock: ours, done: false };
                 // The migration happens now, in the warm phase; the zygote says when it is inside.
                 match sys::recv_message(&z.sock, 64 << 10, Step::AttachCgroup) {
@@ -202,7 +208,7 @@ fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program
             unsafe { libc::_exit(1) }
         }
     }
-    let Ok(Some((bytes, fds))) = sys::recv_message(&sock, MAX_SPEC + (64 << 10), Step::CloneNamespaces) else {
+    let Ok(Some((bytes, fds))) = sys::recv_message(&sock, 4 * MAX_SPEC, Step::CloneNamespaces) else {
         // SAFETY: as above.
         unsafe { libc::_exit(0) }
     };

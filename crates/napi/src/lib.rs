@@ -96,8 +96,9 @@ fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
     Ok((child, ours))
 }
 
-fn wire(spec_json: &[u8], stdio: &[i32], persistent: bool) -> Result<Wiring> {
-    let (mut child, ours) = stdio_ends(stdio)?;
+/// The helper's fds around the stdio ends `stdio_ends` made: the control socket, the spec
+/// memfd, and for a long-lived sandbox the exec socket.
+fn wire(spec_json: &[u8], (mut child, ours): (Vec<OwnedFd>, [Option<OwnedFd>; 3]), persistent: bool) -> Result<Wiring> {
     let (control, helper_control) = nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::Stream,
@@ -157,6 +158,8 @@ fn spec_memfd(bytes: &[u8]) -> Result<OwnedFd> {
 #[napi(ts_return_type = "Promise<SpawnedHelper>")]
 pub fn spawn_helper(helper_path: String, spec_json: String, stdio: Vec<i32>) -> Result<AsyncTask<SpawnHelper>> {
     let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
+    // Now, not on the pool: an fd number the caller handed over must be taken before it returns.
+    let stdio = Some(stdio_ends(&stdio)?);
     Ok(AsyncTask::new(SpawnHelper { helper_path, path, spec_json, stdio }))
 }
 
@@ -164,7 +167,7 @@ pub struct SpawnHelper {
     helper_path: String,
     path: CString,
     spec_json: String,
-    stdio: Vec<i32>,
+    stdio: Option<(Vec<OwnedFd>, [Option<OwnedFd>; 3])>,
 }
 
 /// The spec from JSON text, validated.
@@ -180,7 +183,8 @@ impl Task for SpawnHelper {
 
     fn compute(&mut self) -> Result<SpawnedHelper> {
         let spec = parse_spec(&self.spec_json)?;
-        let w = wire(&spec.to_json(), &self.stdio, spec.persistent)?;
+        let stdio = self.stdio.take().ok_or_else(|| Error::from_reason("the helper was already spawned"))?;
+        let w = wire(&spec.to_json(), stdio, spec.persistent)?;
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (slot, fd) in w.child.iter().enumerate() {
             actions.add_dup2(fd.as_raw_fd(), slot as RawFd).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
