@@ -5,42 +5,15 @@
  * sandbox, no file.
  */
 import test, { type ExecutionContext } from 'ava'
-import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
+import { execFile, execFileSync, spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
-import { availableParallelism, tmpdir } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { encodeFrame, FrameDecoder } from '../lib/frames.js'
+import { cli, limited, type CliOptions, type CliResult } from './cli-runner.js'
 import { pidAlive, removeDir, root, waitUntil } from './helpers.js'
 
 const cliPath = join(root, 'cli.ts')
-
-interface CliResult {
-  status: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
-}
-
-interface CliOptions {
-  input?: string
-  /** Called with the child once it has printed `text` on stdout. */
-  onStdout?: { text: string; then: (child: ReturnType<typeof spawn>) => void }
-}
-
-// Each run starts Node with tsx (hundreds of ms of CPU); a few at a time keeps them all quick.
-let running = 0
-const queue: Array<() => void> = []
-async function limited<T>(fn: () => Promise<T>): Promise<T> {
-  if (running >= Math.max(2, availableParallelism())) await new Promise<void>((r) => queue.push(r))
-  else running++
-  try {
-    return await fn()
-  } finally {
-    const next = queue.shift()
-    if (next) next()
-    else running--
-  }
-}
 
 interface Entry {
   id: string
@@ -58,28 +31,8 @@ class Runtime {
   /** Keepers seen, for the final check (and the last-resort cleanup). */
   readonly keepers = new Set<number>()
 
-  cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
-    return limited(
-      () =>
-        new Promise((resolve, reject) => {
-          const child = spawn(process.execPath, ['--import=tsx', cliPath, ...args], { cwd: root, env: this.env, stdio: ['pipe', 'pipe', 'pipe'] })
-          let stdout = ''
-          let stderr = ''
-          let fired = false
-          child.stdout.setEncoding('utf8').on('data', (d: string) => {
-            stdout += d
-            if (opts.onStdout && !fired && stdout.includes(opts.onStdout.text)) {
-              fired = true
-              opts.onStdout.then(child)
-            }
-          })
-          child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
-          child.on('error', reject)
-          child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }))
-          child.stdin.on('error', () => {})
-          child.stdin.end(opts.input ?? '')
-        }),
-    )
+  cli(args: string[], opts: Omit<CliOptions, 'env'> = {}): Promise<CliResult> {
+    return cli(args, { ...opts, env: this.env })
   }
 
   /** `sh -c script` with `$ISOLATE` the CLI, for pipelines. */

@@ -14,7 +14,7 @@
  * Everything the detection reads from the host goes through an injectable `LoaderHost`, so the
  * tests can play glibc, musl, an old lockfile or a stripped exec bit without touching the machine.
  */
-import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs'
+import { accessSync, closeSync, constants, openSync, readFileSync, readSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
