@@ -99,23 +99,11 @@ fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
 /// The helper's fds around the stdio ends `stdio_ends` made: the control socket, the spec
 /// memfd, and for a long-lived sandbox the exec socket.
 fn wire(spec_json: &[u8], (mut child, ours): (Vec<OwnedFd>, [Option<OwnedFd>; 3]), persistent: bool) -> Result<Wiring> {
-    let (control, helper_control) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::Stream,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| sys_error("socketpair", e))?;
+    let (control, helper_control) = socket_pair(nix::sys::socket::SockType::Stream)?;
     child.push(helper_control);
     child.push(spec_memfd(spec_json)?);
     let exec = if persistent {
-        let (ours, helper_exec) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| sys_error("socketpair", e))?;
+        let (ours, helper_exec) = socket_pair(nix::sys::socket::SockType::SeqPacket)?;
         child.push(helper_exec);
         Some(ours)
     } else {
@@ -123,6 +111,13 @@ fn wire(spec_json: &[u8], (mut child, ours): (Vec<OwnedFd>, [Option<OwnedFd>; 3]
     };
     let [stdin, stdout, stderr] = ours;
     Ok(Wiring { child, stdin, stdout, stderr, control, exec })
+}
+
+/// A close-on-exec unix socket pair: Stream for the control socket's JSON lines, SeqPacket for
+/// messages that carry fds.
+fn socket_pair(kind: nix::sys::socket::SockType) -> Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag};
+    socketpair(AddressFamily::Unix, kind, None, SockFlag::SOCK_CLOEXEC).map_err(|e| sys_error("socketpair", e))
 }
 
 /// A close-on-exec copy above the helper's fixed slots, so the dup2 sequence never clobbers it.
@@ -269,10 +264,9 @@ impl Task for SpawnWarmHelper {
     type JsValue = SpawnedHelper;
 
     fn compute(&mut self) -> Result<SpawnedHelper> {
-        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| sys_error("open /dev/null", e))?;
-        let (control, helper_control) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(|e| sys_error("socketpair", e))?;
-        let (handoff, helper_handoff) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(|e| sys_error("socketpair", e))?;
+        let (control, helper_control) = socket_pair(nix::sys::socket::SockType::Stream)?;
+        let (handoff, helper_handoff) = socket_pair(nix::sys::socket::SockType::SeqPacket)?;
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (fd, slot) in [(&null, 0), (&null, 1), (&null, 2), (&helper_control, 3), (&helper_handoff, 5)] {
             actions.add_dup2(fd.as_raw_fd(), slot).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
