@@ -66,21 +66,21 @@ async function startHelper(spec: Spec, stdio: number[]): Promise<{ native: Nativ
   }
 }
 
+/** `stop` when `signal` aborts (at once if it already has: it may have fired while the helper was being started), until `settled`. */
+function onAbort(signal: AbortSignal | undefined, stop: () => void, settled: Promise<unknown>): void {
+  if (!signal) return
+  if (signal.aborted) return stop()
+  signal.addEventListener('abort', stop, { once: true })
+  const forget = () => signal.removeEventListener('abort', stop)
+  void settled.then(forget, forget)
+}
+
 export async function spawnIsolated(file: string, args: string[] = [], options: SpawnOptions = {}): Promise<Sandbox> {
   const { spec, stdio, signal, command } = normalize(file, args, options)
   if (signal?.aborted) throw abortError(signal)
   const { native, h } = await startHelper(spec, stdio.map(stdioCode))
   const sb = new Sandbox(native.addon, h, command)
-  // It may have fired while the helper was being started.
-  if (signal?.aborted) sb.cancel()
-  else if (signal) {
-    const onAbort = () => sb.cancel()
-    signal.addEventListener('abort', onAbort, { once: true })
-    void sb.wait().then(
-      () => signal.removeEventListener('abort', onAbort),
-      () => signal.removeEventListener('abort', onAbort),
-    )
-  }
+  onAbort(signal, () => sb.cancel(), sb.wait())
   await sb.started
   return sb
 }
@@ -109,15 +109,7 @@ export async function createSandbox(options: SandboxOptions = {}): Promise<Persi
   // The sandbox has no stdio of its own; each exec brings its own.
   const { native, h } = await startHelper(spec, [-2, -2, -2])
   const sb = new PersistentSandbox(native.addon, h, spec)
-  if (signal?.aborted) void sb.destroy()
-  else if (signal) {
-    const onAbort = () => void sb.destroy()
-    signal.addEventListener('abort', onAbort, { once: true })
-    void sb.ready.then(
-      () => signal.removeEventListener('abort', onAbort),
-      () => signal.removeEventListener('abort', onAbort),
-    )
-  }
+  onAbort(signal, () => void sb.destroy(), sb.ready)
   await sb.ready
   if (sb.destroyed) {
     if (signal?.aborted) throw abortError(signal)

@@ -5,13 +5,13 @@
  * sandbox, no file.
  */
 import test, { type ExecutionContext } from 'ava'
-import { execFile, execFileSync, spawnSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { encodeFrame, FrameDecoder } from '../lib/frames.js'
 import { cli, limited, type CliOptions, type CliResult } from './cli-runner.js'
-import { pidAlive, removeDir, root, waitUntil } from './helpers.js'
+import { driveShellInTmux, hasTmux, pidAlive, removeDir, root, waitUntil } from './helpers.js'
 
 const cliPath = join(root, 'cli.ts')
 
@@ -413,41 +413,17 @@ test('--name: exec and rm by name; a name is taken once', async (t) => {
   await rt.assertClean(t)
 })
 
-const tmux = spawnSync('tmux', ['-V']).status === 0
-if (!tmux) console.log('cli-sandboxes.test: tmux is not installed; the exec -t test cannot run without it')
-const withTmux = tmux ? test : test.skip
+if (!hasTmux) console.log('cli-sandboxes.test: tmux is not installed; the exec -t test cannot run without it')
+const withTmux = hasTmux ? test : test.skip
 
 withTmux('exec -t: a shell on a terminal of the sandbox, in a real terminal', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)
-  // The tmux server's socket in a directory of this test's own, removed afterwards.
-  const tmuxDir = mkdtempSync(join(tmpdir(), 'isolate-tmux-'))
-  const sock = join(tmuxDir, 'sock')
-  const kill = () => {
-    spawnSync('tmux', ['-S', sock, 'kill-server'])
-    removeDir(tmuxDir)
-  }
-  t.teardown(kill)
-  const tm = (...args: string[]) => execFileSync('tmux', ['-S', sock, '-f', '/dev/null', ...args], { encoding: 'utf8' })
-  const screen = () => tm('capture-pane', '-p', '-t', 'sb')
   const cmd = `ISOLATE_RUNTIME_DIR=${rt.dir} ${process.execPath} --import=tsx ${cliPath} exec -t ${id} -- /bin/sh; echo EXIT=$?; sleep 60`
-  tm('new-session', '-d', '-s', 'sb', '-c', root, '-x', '100', '-y', '30', cmd)
-  const seen = (re: RegExp, ms = 20_000) => waitUntil(() => re.test(screen()), ms, 100)
-  t.true(await seen(/^[#$] ?$/m), `a prompt: ${screen()}`)
-  tm('send-keys', '-t', 'sb', 'tty; stty size', 'Enter')
-  t.true(await seen(/^\/dev\/pts\/\d+$/m), screen())
-  t.true(await seen(/^30 100$/m), screen())
-  tm('resize-window', '-t', 'sb', '-x', '120', '-y', '40')
-  tm('send-keys', '-t', 'sb', 'stty size', 'Enter')
-  t.true(await seen(/^40 120$/m), screen())
-  tm('send-keys', '-t', 'sb', 'sleep 100', 'Enter')
-  await new Promise((r) => setTimeout(r, 700))
-  tm('send-keys', '-t', 'sb', 'C-c')
-  tm('send-keys', '-t', 'sb', 'echo still-$((40+2))', 'Enter')
-  t.true(await seen(/^still-42$/m), `Ctrl-C ended only the sleep: ${screen()}`)
-  tm('send-keys', '-t', 'sb', 'exit 3', 'Enter')
-  t.true(await seen(/^EXIT=3$/m), screen())
-  kill()
+  await driveShellInTmux(t, cmd, async (keys, seen, screen) => {
+    keys('tty')
+    t.true(await seen(/^\/dev\/pts\/\d+$/m), screen())
+  })
   t.is((await rt.cli(['rm', id])).status, 0)
   await rt.assertClean(t)
 })

@@ -1,5 +1,6 @@
 /** Shared by the tests: what a process inside sees, and what the host has left afterwards. */
-import { execFileSync } from 'node:child_process'
+import type { ExecutionContext } from 'ava'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -118,4 +119,57 @@ export function buildMiniRootfs(): string {
   }
   execFileSync('chmod', ['-R', 'a+rX', dir])
   return dir
+}
+
+/** Start `__test__/fixtures/NAME` in a Node process of its own; resolves with its first line of stdout. */
+export async function startFixture(name: string): Promise<{ child: ChildProcess; line: string }> {
+  const child = spawn(process.execPath, ['--import=tsx', join(root, '__test__', 'fixtures', name)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  const line = await new Promise<string>((resolve, reject) => {
+    let buf = ''
+    child.stdout!.on('data', (d) => {
+      buf += d
+      if (buf.includes('\n')) resolve(buf.split('\n')[0])
+    })
+    child.on('exit', (code) => reject(new Error(`fixture ${name} exited early with ${code}`)))
+  })
+  return { child, line }
+}
+
+/** Whether tmux can drive a real terminal here (.ci/run installs it). */
+export const hasTmux = spawnSync('tmux', ['-V']).status === 0
+
+/**
+ * Run `cmd` (which starts `/bin/sh` on a sandbox's terminal, then prints `EXIT=$?`) in a tmux
+ * session of a 100x30 terminal, its server socket in a directory of its own, and drive it as a
+ * person would: the prompt, `stty size`, a resize, Ctrl-C ending only the foreground `sleep`,
+ * `exit 3` coming back. `probe` adds checks right after the prompt.
+ */
+export async function driveShellInTmux(t: ExecutionContext, cmd: string, probe?: (keys: (k: string) => void, seen: (re: RegExp) => Promise<boolean>, screen: () => string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'isolate-tmux-'))
+  const sock = join(dir, 'sock')
+  const end = () => {
+    spawnSync('tmux', ['-S', sock, 'kill-server'])
+    removeDir(dir)
+  }
+  t.teardown(end)
+  const tm = (...args: string[]) => execFileSync('tmux', ['-S', sock, '-f', '/dev/null', ...args], { encoding: 'utf8' })
+  const screen = () => tm('capture-pane', '-p', '-t', 'sb')
+  const keys = (k: string) => void tm('send-keys', '-t', 'sb', k, 'Enter')
+  const seen = (re: RegExp, ms = 20_000) => waitUntil(() => re.test(screen()), ms, 100)
+  tm('new-session', '-d', '-s', 'sb', '-c', root, '-x', '100', '-y', '30', cmd)
+  t.true(await seen(/^[#$] ?$/m), `a prompt: ${screen()}`)
+  if (probe) await probe(keys, seen, screen)
+  keys('stty size')
+  t.true(await seen(/^30 100$/m), screen())
+  tm('resize-window', '-t', 'sb', '-x', '120', '-y', '40')
+  keys('stty size')
+  t.true(await seen(/^40 120$/m), screen())
+  keys('sleep 100')
+  await new Promise((r) => setTimeout(r, 700))
+  tm('send-keys', '-t', 'sb', 'C-c')
+  keys('echo still-$((40+2))')
+  t.true(await seen(/^still-42$/m), `Ctrl-C ended only the sleep: ${screen()}`)
+  keys('exit 3')
+  t.true(await seen(/^EXIT=3$/m), screen())
+  end()
 }

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process'
 import { readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { IsolateError, probe, spawnIsolated } from '../index.js'
-import { isRoot, openFds, parentOf, pidAlive, pidsInNamespace, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { isRoot, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 test('timeoutMs kills the whole sandbox, background children too', async (t) => {
   const sb = await spawnIsolated('/bin/sh', ['-c', 'sleep 100 & sleep 100 & wait'], { timeoutMs: 1500 })
@@ -73,15 +73,7 @@ test('an aborted signal refuses to start', async (t) => {
 })
 
 test('a Node process killed with SIGKILL leaves no sandbox process behind', async (t) => {
-  const child = spawn(process.execPath, ['--import=tsx', join(root, '__test__', 'fixtures', 'spawn-and-hang.ts')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
-  const line = await new Promise<string>((resolve, reject) => {
-    let buf = ''
-    child.stdout!.on('data', (d) => {
-      buf += d
-      if (buf.includes('\n')) resolve(buf.split('\n')[0])
-    })
-    child.on('exit', (code) => reject(new Error(`fixture exited early with ${code}`)))
-  })
+  const { child, line } = await startFixture('spawn-and-hang.ts')
   const { pid } = JSON.parse(line) as { pid: number }
   const init = parentOf(pid)
   const helper = parentOf(init)

@@ -3,7 +3,6 @@ import test from 'ava'
 import { createHash } from 'node:crypto'
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { runIsolated } from '../index.js'
 import { alpineTarball, buildMiniRootfs, isRoot, removeDir, sh, tempDir, unpackAlpine } from './helpers.js'
 
 /** Every entry's path, type, mode, owner, size, inode, mtime and content hash (or link target). */

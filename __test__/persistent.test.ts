@@ -5,11 +5,10 @@
  * (no host fd, no host binary), and that destroy() and Node's exit leave nothing behind.
  */
 import test, { type ExecutionContext } from 'ava'
-import { spawn } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { createSandbox, IsolateError, probe, runIsolated, type PersistentSandbox, type SandboxOptions } from '../index.js'
-import { isRoot, openFds, parentOf, pidAlive, pidsInNamespace, root, waitUntil, zombieChildren } from './helpers.js'
+import { isRoot, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, waitUntil, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const cgroups = host.cgroupHost?.canCreate === true
@@ -223,15 +222,7 @@ test('the sandbox\'s own timeoutMs ends it, and the execs in it', async (t) => {
 })
 
 test('a Node process that dies leaves no long-lived sandbox behind', async (t) => {
-  const child = spawn(process.execPath, ['--import=tsx', join(root, '__test__', 'fixtures', 'create-and-hang.ts')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
-  const line = await new Promise<string>((resolve, reject) => {
-    let buf = ''
-    child.stdout!.on('data', (d) => {
-      buf += d
-      if (buf.includes('\n')) resolve(buf.split('\n')[0])
-    })
-    child.on('exit', (code) => reject(new Error(`fixture exited early with ${code}`)))
-  })
+  const { child, line } = await startFixture('create-and-hang.ts')
   const { init } = JSON.parse(line) as { init: number }
   const helper = parentOf(init)
   t.is(parentOf(helper), child.pid)

@@ -1,10 +1,9 @@
 /** Terminals: the sandbox's own pty, sized and resized, Ctrl-C to the foreground job; and a
  * person's shell through `isolate run -t`, driven by tmux in a real terminal. */
 import test from 'ava'
-import { execFileSync, spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { runIsolated, spawnIsolated } from '../index.js'
-import { root, waitUntil } from './helpers.js'
+import { driveShellInTmux, hasTmux, root, waitUntil } from './helpers.js'
 
 test('tty: the command runs on a terminal of the given size, inside the sandbox', async (t) => {
   const r = await runIsolated('/bin/sh', ['-c', 'test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; stty size; tty'], { tty: { rows: 30, cols: 100 } })
@@ -31,32 +30,14 @@ test('tty: the command cannot push input into a terminal with TIOCSTI', async (t
   t.is(r.stdout.trim(), 'EPERM')
 })
 
-const tmux = spawnSync('tmux', ['-V']).status === 0
-if (!tmux) console.log('tty.test: tmux is not installed (.ci/run installs it); the interactive shell test cannot run without it')
-const withTmux = tmux ? test : test.skip
+if (!hasTmux) console.log('tty.test: tmux is not installed (.ci/run installs it); the interactive shell test cannot run without it')
+const withTmux = hasTmux ? test : test.skip
 
 withTmux('isolate run -t: an interactive shell in a real terminal', async (t) => {
-  const sock = `isolate-test-${process.pid}`
-  const tm = (...args: string[]) => execFileSync('tmux', ['-L', sock, '-f', '/dev/null', ...args], { encoding: 'utf8' })
-  const screen = () => tm('capture-pane', '-p', '-t', 'sb')
   const cmd = `${process.execPath} --import=tsx ${join(root, 'cli.ts')} run -t -- /bin/sh; echo EXIT=$?; sleep 60`
-  tm('new-session', '-d', '-s', 'sb', '-x', '100', '-y', '30', cmd)
-  t.teardown(() => spawnSync('tmux', ['-L', sock, 'kill-server']))
-  const seen = (re: RegExp, ms = 20_000) => waitUntil(() => re.test(screen()), ms, 100)
-  t.true(await seen(/^[#$] ?$/m), `a prompt: ${screen()}`)
-  tm('send-keys', '-t', 'sb', 'echo hi-$((1+1)); hostname', 'Enter')
-  t.true(await seen(/^hi-2$/m), screen())
-  t.true(await seen(/^sandbox$/m), screen())
-  tm('send-keys', '-t', 'sb', 'stty size', 'Enter')
-  t.true(await seen(/^30 100$/m), screen())
-  tm('resize-window', '-t', 'sb', '-x', '120', '-y', '40')
-  tm('send-keys', '-t', 'sb', 'stty size', 'Enter')
-  t.true(await seen(/^40 120$/m), screen())
-  tm('send-keys', '-t', 'sb', 'sleep 100', 'Enter')
-  await new Promise((r) => setTimeout(r, 700))
-  tm('send-keys', '-t', 'sb', 'C-c')
-  tm('send-keys', '-t', 'sb', 'echo still-$((40+2))', 'Enter')
-  t.true(await seen(/^still-42$/m), `Ctrl-C ended only the sleep: ${screen()}`)
-  tm('send-keys', '-t', 'sb', 'exit 3', 'Enter')
-  t.true(await seen(/^EXIT=3$/m), screen())
+  await driveShellInTmux(t, cmd, async (keys, seen, screen) => {
+    keys('echo hi-$((1+1)); hostname')
+    t.true(await seen(/^hi-2$/m), screen())
+    t.true(await seen(/^sandbox$/m), screen())
+  })
 })

@@ -33,12 +33,14 @@ export class HelperPool {
   /** Set when a warm helper could not get ready: this host gets cold starts only. */
   #broken = false
 
+  /** `eligible`: this host gains from warm helpers (cgroup v1, cgroups allowed); else the pool stays empty. */
   constructor(
     readonly addon: Addon,
     readonly helperPath: string,
+    readonly eligible: boolean,
     size = DEFAULT_SIZE,
   ) {
-    this.#size = size
+    this.#size = eligible ? size : 0
   }
 
   get size(): number {
@@ -64,6 +66,7 @@ export class HelperPool {
   }
 
   resize(size: number): void {
+    if (!this.eligible) return
     this.#size = size
     while (this.#ready.length > size) this.#discard(this.#ready.pop()!)
     this.fill()
@@ -139,8 +142,7 @@ export function helperPool(addon: Addon, helperPath: string): HelperPool | undef
   if (pool === undefined) {
     const host = (addon.probe() as { cgroupHost?: { mode: string; canCreate: boolean } | null }).cgroupHost
     const eligible = host?.canCreate === true && (host.mode === 'v1' || host.mode === 'hybrid')
-    pool = new HelperPool(addon, helperPath, eligible ? wanted : 0)
-    if (!eligible) pool.resize = () => {}
+    pool = new HelperPool(addon, helperPath, eligible, wanted)
     pool.fill()
   }
   return pool.size > 0 ? pool : undefined
