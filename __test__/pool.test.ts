@@ -1,12 +1,15 @@
 /**
  * The warm-helper pool (cgroup v1 hosts where this process may create cgroups): sandboxes taken
  * from it are as fresh as cold ones (a file, a process, a network setting or a cgroup of one is
- * never seen by the next; each warm helper serves one sandbox), and a Node process that exits
- * leaves no pooled helper, zygote or cgroup behind. Elsewhere the pool must stay off.
+ * never seen by the next; each warm helper serves one sandbox; an init made ahead sees the host's
+ * mounts as they are when the sandbox starts, and runs at the default scheduling policy), and a
+ * Node process that exits leaves no pooled helper, zygote, init or cgroup behind. Elsewhere the
+ * pool must stay off.
  */
 import test from 'ava'
-import { spawn } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
 import { openFds, parentOf, pidAlive, root, waitUntil, zombieChildren } from './helpers.js'
@@ -92,10 +95,12 @@ poolTest('configurePool({ size: 0 }) ends the pooled helpers and their cgroups; 
   await new Promise((r) => setTimeout(r, 300))
   const zygotes = zygotesOf(process.pid)
   t.true(zygotes.length > 0, 'the pool had warm helpers')
+  const ahead = initsAheadOf(process.pid)
+  t.true(ahead.length > 0, 'the pool had inits made ahead')
   const cgroups = zygotes.map(cgroupDirsOf).flat()
   configurePool({ size: 0 })
   try {
-    t.true(await waitUntil(() => zygotes.every((z) => !pidAlive(z.zygote) && !pidAlive(z.helper)), 3000), 'pooled helpers and zygotes gone')
+    t.true(await waitUntil(() => zygotes.every((z) => !pidAlive(z.zygote) && !pidAlive(z.helper)) && !ahead.some(pidAlive), 3000), 'pooled helpers, zygotes and inits gone')
     t.true(await waitUntil(() => cgroups.every((d) => !existsSync(d)), 3000), `their cgroups removed: ${cgroups.filter(existsSync)}`)
     const cold = await oneSandbox('true')
     t.false(cold.warm)
@@ -136,13 +141,104 @@ poolTest('a Node process that dies leaves no pooled helper, zygote or cgroup beh
   })
   t.true(await waitUntil(() => zygotesOf(child.pid!).length === 2, 5000), 'its pool filled: two warm helpers')
   const pooled = zygotesOf(child.pid!)
+  const ahead = initsAheadOf(child.pid!)
+  t.is(ahead.length, 2, 'each warm helper has an init made ahead')
   const cgroups = pooled.map(cgroupDirsOf).flat()
   t.true(cgroups.length >= 2)
   const exited = new Promise((r) => child.once('exit', r))
   child.kill('SIGKILL')
   await exited
-  t.true(await waitUntil(() => pooled.every((z) => !pidAlive(z.zygote) && !pidAlive(z.helper)), 3000), 'helpers and zygotes gone')
+  t.true(await waitUntil(() => pooled.every((z) => !pidAlive(z.zygote) && !pidAlive(z.helper)) && !ahead.some(pidAlive), 3000), 'helpers, zygotes and inits made ahead gone')
   t.true(await waitUntil(() => cgroups.every((d) => !existsSync(d)), 3000), `cgroups removed: ${cgroups.filter(existsSync)}`)
+})
+
+/** The inits that `node`'s warm helpers made ahead (their children named isolate-init). */
+function initsAheadOf(node: number): number[] {
+  const helpers = new Set(zygotesOf(node).map((z) => z.helper))
+  const found = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() === 'isolate-init' && helpers.has(parentOf(Number(name)))) found.push(Number(name))
+    } catch {}
+  }
+  return found
+}
+
+/** Scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE) and nice value, from a /proc/PID/stat text. */
+function schedOf(stat: string): { policy: number; nice: number } {
+  const f = stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ')
+  // Fields 19 (nice) and 41 (policy) of proc(5), counted from 1 with pid and comm as 1 and 2.
+  return { nice: Number(f[19 - 3]), policy: Number(f[41 - 3]) }
+}
+
+/** A sandbox started while the pool is full; its init, and the inits made ahead before it. */
+async function fromFullPool(script: string, options = {}) {
+  await runIsolated('/bin/true', [], { limits: LIMITS })
+  await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000)
+  const ahead = initsAheadOf(process.pid)
+  const s = await oneSandbox(script, options)
+  return { ...s, ahead }
+}
+
+poolTest('an init made ahead gives the sandbox its namespaces; a sandbox that wants others gets them', async (t) => {
+  const def = await fromFullPool('echo $PPID; hostname; readlink /proc/self/ns/net')
+  t.is(def.ahead.length, 2, 'two inits were ready')
+  const [ppid, name, netns] = def.out.trim().split('\n')
+  t.is(ppid, '1', 'the command is the child of the init, pid 1 inside')
+  t.is(name, 'sandbox')
+  t.not(netns, readlinkSync('/proc/self/ns/net'), 'its own network namespace')
+  const other = await fromFullPool('hostname', { namespaces: { uts: false } })
+  t.true(other.warm, 'still a warm helper (its cgroup made ahead)')
+  t.is(other.out.trim(), hostname(), 'the host\'s uts namespace, as asked: not the one made ahead')
+})
+
+poolTest('the init a sandbox gets is one made ahead, or fresh when its options differ (seen from the host)', async (t) => {
+  for (const [options, ahead] of [[{}, true], [{ network: 'host' }, false], [{ namespaces: { ipc: false } }, false]] as const) {
+    await runIsolated('/bin/true', [], { limits: LIMITS })
+    t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000))
+    const before = new Set(initsAheadOf(process.pid))
+    const sb = await spawnIsolated('/bin/sh', ['-c', 'read x'], { limits: LIMITS, stdio: ['pipe', 'ignore', 'ignore'], ...options })
+    const init = parentOf(sb.pid)
+    sb.stdin!.end('\n')
+    t.is((await sb.wait()).exitCode, 0)
+    t.is(before.has(init), ahead, `${JSON.stringify(options)}: init ${init} ${ahead ? 'is' : 'is not'} one made ahead`)
+  }
+})
+
+poolTest('work done ahead runs at idle priority; every process of the sandbox at the default policy', async (t) => {
+  await runIsolated('/bin/true', [], { limits: LIMITS })
+  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000))
+  for (const pid of [...zygotesOf(process.pid).flatMap((z) => [z.helper, z.zygote]), ...initsAheadOf(process.pid)]) {
+    t.is(schedOf(readFileSync(`/proc/${pid}/stat`, 'utf8')).policy, 5, `pooled process ${pid} is SCHED_IDLE while it waits`)
+  }
+  const r = await runIsolated('/bin/sh', ['-c', 'cat /proc/1/stat; echo; cat /proc/self/stat'], { limits: LIMITS })
+  const [initStat, selfStat] = r.stdout.split('\n').filter(Boolean)
+  for (const [who, stat] of [['init', initStat], ['command', selfStat]]) {
+    t.deepEqual(schedOf(stat), { policy: 0, nice: 0 }, `the sandbox's ${who} runs at SCHED_OTHER, nice 0`)
+  }
+})
+
+poolTest('an init made ahead sees what the host mounted after it was made', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'isolate-pool-mnt-'))
+  chmodSync(dir, 0o755)
+  const sub = join(dir, 'sub')
+  mkdirSync(sub)
+  await runIsolated('/bin/true', [], { limits: LIMITS })
+  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000), 'inits made ahead, before the mount')
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', sub])
+  t.is(mounted.status, 0, String(mounted.stderr))
+  try {
+    writeFileSync(join(sub, 'file'), 'on the new tmpfs\n')
+    const r = await runIsolated('/bin/sh', ['-c', 'cat /data/sub/file; grep -c " /data/sub " /proc/self/mountinfo'], {
+      limits: LIMITS,
+      mounts: [{ type: 'bind', source: dir, target: '/data' }],
+    })
+    t.is(r.stdout, 'on the new tmpfs\n1\n', r.stderr)
+  } finally {
+    spawnSync('umount', [sub])
+    rmSync(dir, { recursive: true, force: true })
+  }
 })
 
 /** The warm helpers of `node` (its children started with --warm) and their zygotes. */

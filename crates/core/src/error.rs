@@ -69,6 +69,8 @@ steps! {
     Chdir => "chdir",
     Execve => "execve",
     Supervise => "supervise",
+    /// A warm helper's scheduling policy: idle while it prepares, the default once it serves.
+    SetPriority => "set_priority",
     // The image unpacker's steps.
     /// Opening the archive or image, or the target directory.
     OpenArchive => "open_archive",

@@ -108,6 +108,8 @@ pub struct InitPipes {
     pub tty: Option<OwnedFd>,
     /// A long-lived sandbox: where the helper sends execs (see [`crate::exec_server`]).
     pub work: Option<OwnedFd>,
+    /// The network namespace's loopback is up already (an init cloned ahead, see [`crate::warm`]).
+    pub loopback_up: bool,
 }
 
 pub(crate) fn send(report_fd: &OwnedFd, r: &Report) {
@@ -117,14 +119,14 @@ pub(crate) fn send(report_fd: &OwnedFd, r: &Report) {
 
 /// The whole life of the sandbox's first process. Never returns.
 pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Program>, pipes: InitPipes) -> ! {
-    let InitPipes { go, report, setup_ids, layers, kept_uppers, tty, work } = pipes;
+    let InitPipes { go, report, setup_ids, layers, kept_uppers, tty, work, loopback_up } = pipes;
     // So `ps` inside and on the host tells the init from the helper it was forked from.
     let _ = nix::sys::prctl::set_name(c"isolate-init");
     // The init keeps what it was handed and nothing else of the helper (its control socket to
     // Node, a cgroup directory, the relay's ends).
     let keep: Vec<i32> = [Some(&go), Some(&report), layers.as_ref(), tty.as_ref(), work.as_ref()].into_iter().flatten().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     sys::close_fds_except(&keep);
-    if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, &go) {
+    if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, loopback_up, &go) {
         send(&report, &Report::SetupFailed(e));
         std::process::exit(125);
     }
@@ -149,7 +151,7 @@ fn staged(target: &str) -> String {
     format!("{STAGING}{target}")
 }
 
-fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, go: &OwnedFd) -> sys::Result<()> {
+fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, loopback_up: bool, go: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
     wait_for_parent(go)?;
@@ -211,7 +213,7 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     if spec.namespaces.uts {
         sys::set_hostname(&spec.hostname)?;
     }
-    if spec.namespaces.net {
+    if spec.namespaces.net && !loopback_up {
         sys::bring_up_loopback()?;
     }
     // The caller's session keyring stays outside.

@@ -97,8 +97,22 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
     SandboxCgroup::create(&host, &crate::cgroup::unique_name(), &limits).map(Some)
 }
 
+/// The host ids the sandbox's users are mapped onto: a root caller's subordinate range, else the
+/// caller itself.
+pub(crate) fn sandbox_host_ids(caller: Ids) -> Ids {
+    if caller.uid == 0 {
+        unprivileged_ids(std::fs::read_to_string("/etc/subuid").ok().as_deref(), std::fs::read_to_string("/etc/subgid").ok().as_deref())
+    } else {
+        caller
+    }
+}
+
 pub(crate) fn clone_flags(spec: &Spec) -> libc::c_ulong {
-    let ns = spec.namespaces;
+    namespace_clone_flags(spec.namespaces)
+}
+
+/// The clone(2) flags that make these namespaces (the cgroup one is unshared later, from inside).
+pub(crate) fn namespace_clone_flags(ns: crate::spec::Namespaces) -> libc::c_ulong {
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
     for (on, f) in [(ns.user, libc::CLONE_NEWUSER), (ns.uts, libc::CLONE_NEWUTS), (ns.ipc, libc::CLONE_NEWIPC), (ns.net, libc::CLONE_NEWNET)] {
         if on {
@@ -114,15 +128,11 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     let plan = plan_mounts(spec, &facts);
     // Compiled once, by whoever clones the init: the sandbox's processes only load it.
     let seccomp = if warm.is_none() { compile_seccomp(spec)? } else { None };
-    let unpriv = if caller.uid == 0 {
-        unprivileged_ids(std::fs::read_to_string("/etc/subuid").ok().as_deref(), std::fs::read_to_string("/etc/subgid").ok().as_deref())
-    } else {
-        caller
-    };
+    let unpriv = sandbox_host_ids(caller);
     let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
     // A warm helper's cgroup exists already, its zygote inside; its limits go on after the birth.
     let (cgroup, warm) = match warm {
-        Some(Warm { zygote, host, cgroup }) => (Some(cgroup), Some((zygote, host))),
+        Some(Warm { preborn, zygote, host, cgroup }) => (Some(cgroup), Some((preborn, zygote, host))),
         None => (create_cgroup(spec)?, None),
     };
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None));
@@ -142,10 +152,13 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
 
     let setup_ids = crate::plan::setup_ids(spec.user, caller);
     let mut limits_host = None;
+    let mut maps_written = false;
+    let mut spare_zygote = None;
     // On cgroup v2 the child is born in its cgroup (no migration, no RCU grace period to wait
-    // for); from a warm helper, the zygote inside the cgroup clones it.
+    // for); from a warm helper, it is the init cloned ahead into its namespaces when the spec
+    // wants those, else the zygote inside the cgroup clones it now.
     let (rc, born_in_cgroup) = match warm {
-        Some((zygote, host)) => {
+        Some((preborn, zygote, host)) => {
             limits_host = Some(host);
             let birth = crate::warm::Birth {
                 spec: spec.clone(),
@@ -158,7 +171,16 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
             };
             let mut fds = vec![0, 1, 2, go_r.as_raw_fd(), report_w.as_raw_fd()];
             fds.extend([&layers, &tty, &work].into_iter().flatten().map(|(_, theirs)| theirs.as_raw_fd()));
-            (zygote.give_birth(&birth, &fds)?.as_raw() as libc::c_long, true)
+            let pid = match preborn.filter(|p| p.fits(spec)) {
+                Some(p) => {
+                    maps_written = true;
+                    // The zygote, unused, ends once the init is on its way.
+                    spare_zygote = Some(zygote);
+                    p.give_birth(&birth, &fds)?
+                }
+                None => zygote.give_birth(&birth, &fds)?,
+            };
+            (pid.as_raw() as libc::c_long, true)
         }
         None => {
             let into_cgroup = cgroup.as_ref().and_then(|cg| cg.dir_fd_v2()).map(|fd| fd.as_raw_fd());
@@ -184,7 +206,7 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
             drop(ours);
             theirs
         });
-        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty, work });
+        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty, work, loopback_up: false });
     }
     let tty = tty.map(|(ours, _theirs)| ours);
     let work = work.map(|(ours, _theirs)| ours);
@@ -196,7 +218,7 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
         if let (Some(host), Some(cg), Some(limits)) = (&limits_host, &cgroup, cgroup_limits(spec)) {
             cg.apply_limits(host, &limits)?;
         }
-        if spec.namespaces.user {
+        if spec.namespaces.user && !maps_written {
             write_id_maps(init, &plan_id_maps(spec.user, caller, unpriv))?;
         }
         if let Some(sock) = &layers {
@@ -209,7 +231,9 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
         nix::unistd::write(&go_w, b"g").map_err(|e| SetupError::sys(Step::WaitForParent, e as i32, None))?;
         Ok(())
     };
-    if let Err(e) = release() {
+    let released = release();
+    drop(spare_zygote);
+    if let Err(e) = released {
         let _ = kill(init, Signal::SIGKILL);
         let _ = wait_with_usage(init);
         return Err(e);
@@ -300,7 +324,7 @@ fn fork_into_namespaces(flags: libc::c_ulong, cgroup_fd: Option<i32>) -> (libc::
     (unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }, false)
 }
 
-fn write_id_maps(pid: Pid, maps: &crate::plan::IdMaps) -> Result<(), SetupError> {
+pub(crate) fn write_id_maps(pid: Pid, maps: &crate::plan::IdMaps) -> Result<(), SetupError> {
     let write = |name: &str, text: &str| {
         let path = format!("/proc/{}/{name}", pid.as_raw());
         std::fs::write(&path, text).map_err(|e| SetupError::sys(Step::WriteIdMaps, e.raw_os_error().unwrap_or(libc::EIO), Some(&path)))

@@ -689,3 +689,41 @@ pub fn clone3_into_cgroup(flags: u64, exit_signal: u64, cgroup_fd: RawFd) -> lib
     // SAFETY: clone3 with no stack behaves like fork: the child continues on a copy of ours.
     unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) }
 }
+
+/// Run `pid` (0: this process) only on CPU time nobody else wants: work done ahead of need must
+/// not slow the sandboxes that are starting now.
+pub fn set_idle_priority(pid: i32) -> Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler with a valid param struct.
+    if unsafe { libc::sched_setscheduler(pid, libc::SCHED_IDLE, &param) } < 0 {
+        return Err(SetupError::sys(Step::SetPriority, Errno::last() as i32, None));
+    }
+    Ok(())
+}
+
+/// Back to the default policy (SCHED_OTHER, nice 0), as a process Node started would have.
+pub fn set_normal_priority(pid: i32) -> Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as above.
+    if unsafe { libc::sched_setscheduler(pid, libc::SCHED_OTHER, &param) } < 0 {
+        return Err(SetupError::sys(Step::SetPriority, Errno::last() as i32, None));
+    }
+    Ok(())
+}
+
+/// A watch on this process's mount table: see [`mounts_changed`].
+pub fn watch_mounts() -> Result<OwnedFd> {
+    open("/proc/self/mountinfo", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail(Step::CloneNamespaces, "/proc/self/mountinfo"))
+}
+
+/// Whether anything was mounted or unmounted in this mount namespace since `watch` was opened
+/// (or last asked): the kernel flags the mount table's poll with POLLPRI on every change.
+pub fn mounts_changed(watch: &OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(watch.as_fd(), nix::poll::PollFlags::POLLPRI)];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(_) => fds[0].revents().is_none_or(|r| r.intersects(nix::poll::PollFlags::POLLPRI | nix::poll::PollFlags::POLLERR)),
+        // Unknown: assume it changed, which costs only speed.
+        Err(_) => true,
+    }
+}

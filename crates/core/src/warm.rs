@@ -1,11 +1,18 @@
 //! A helper made ahead of its sandbox, for cgroup v1, where moving a process into a cgroup waits
 //! for an RCU grace period (several milliseconds, paid by whoever writes `cgroup.procs`). A warm
 //! helper has detected the host, created the sandbox's cgroup, and forked a zygote that moved
-//! itself into that cgroup before any sandbox waited for it. When the spec arrives, the zygote
-//! clones the sandbox's init with CLONE_PARENT: the init is the helper's child, born inside the
-//! cgroup, and nothing migrates on the hot path (the helper itself never enters the cgroup, so it
-//! can remove it at the end). Each warm helper serves one sandbox and is never reused; if Node
-//! goes away first, the zygote is killed and the cgroup removed.
+//! itself into that cgroup before any sandbox waited for it. The zygote then clones, with
+//! CLONE_PARENT, an init ahead into the default namespaces (user, mount, pid, uts, ipc, net): it
+//! is the helper's child, born inside the cgroup; the helper writes its id maps and the init
+//! brings up its loopback, then it waits. When the spec arrives and wants exactly those
+//! namespaces, that init takes it and does the rest of the setup (mounts onwards); for any other
+//! spec, or if the host's mount table changed since the init's copy of it was taken, that init is
+//! killed and the zygote clones a fresh one now. Nothing migrates on the hot path (the helper
+//! itself never enters the cgroup, so it can remove it at the end). All of this runs at idle
+//! priority, so it never takes CPU from sandboxes starting meanwhile; every process the sandbox
+//! gets is put back to the default policy before it runs anything of the spec. Each warm helper
+//! serves one sandbox and is never reused; if Node goes away first, the init made ahead and the
+//! zygote are killed and the cgroup removed.
 
 use crate::cgroup::{CgroupHost, SandboxCgroup};
 use crate::error::{SetupError, Step};
@@ -24,8 +31,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 /// and such a sandbox starts the cold way).
 pub const MAX_SPEC: usize = 256 << 10;
 
-/// What a warm helper made ahead. Dropped unused: the zygote ends, then the cgroup is removed.
+/// What a warm helper made ahead. Dropped unused (fields drop in order): the init made ahead and
+/// the zygote end, then the cgroup is removed.
 pub struct Warm {
+    pub(crate) preborn: Option<Preborn>,
     pub(crate) zygote: Zygote,
     pub(crate) host: CgroupHost,
     pub(crate) cgroup: SandboxCgroup,
@@ -36,6 +45,21 @@ pub struct Zygote {
     pid: Pid,
     sock: OwnedFd,
     done: bool,
+}
+
+/// An init cloned ahead into the default namespaces, its id maps written and its loopback up,
+/// waiting for its spec on `sock`. Killed and reaped when dropped unused.
+pub struct Preborn {
+    pid: Pid,
+    sock: OwnedFd,
+    /// The host's mount table as of before the clone copied it (see [`sys::mounts_changed`]).
+    mounts: OwnedFd,
+    done: bool,
+}
+
+/// The namespaces an init is cloned into ahead: the default profile's.
+fn ahead_flags() -> libc::c_ulong {
+    crate::supervisor::namespace_clone_flags(crate::spec::Namespaces::default())
 }
 
 /// Everything the zygote needs to clone the init, besides its fds.
@@ -61,6 +85,8 @@ enum BirthReply {
 
 /// The warm phase: detect, create the cgroup, fork the zygote into it.
 fn prepare() -> Result<Warm, SetupError> {
+    // Work done ahead takes only CPU time nobody else wants; a failure here costs only that.
+    let _ = sys::set_idle_priority(0);
     let host = crate::cgroup::detect()?;
     if !host.can_create {
         return Err(SetupError::new(Step::CreateCgroup, host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into())));
@@ -68,8 +94,13 @@ fn prepare() -> Result<Warm, SetupError> {
     let cgroup = SandboxCgroup::prepare_v1(&host, &crate::cgroup::unique_name())?;
     // Assembled ahead, before the fork, so the zygote has the default filter at hand.
     let default_seccomp = crate::seccomp::default_program();
-    let zygote = Zygote::fork_into(&cgroup, &default_seccomp)?;
-    Ok(Warm { zygote, host, cgroup })
+    // Opened before the zygote clones the init ahead, whose mount namespace copies the table.
+    let mounts = sys::watch_mounts()?;
+    let (zygote, ahead) = Zygote::fork_into(&cgroup, &default_seccomp)?;
+    // An init that cannot get ready ahead is no loss: the zygote clones one at the birth, and
+    // then whatever failed is reported with its step.
+    let preborn = ahead.and_then(|(pid, sock)| Preborn { pid, sock, mounts, done: false }.get_ready().ok());
+    Ok(Warm { preborn, zygote, host, cgroup })
 }
 
 /// A warm helper's whole job: prepare, say so, wait for the spec (or the lifeline's end), then
@@ -98,6 +129,8 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
     if !fds[1].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN)) {
         return 0;
     }
+    // From here on this helper serves a sandbox that is starting now.
+    let _ = sys::set_normal_priority(0);
     let (bytes, stdio) = match sys::recv_message(&handoff, MAX_SPEC, Step::ReadSpec) {
         Ok(Some(m)) => m,
         Ok(None) | Err(_) => return 0,
@@ -119,7 +152,8 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
 }
 
 impl Zygote {
-    fn fork_into(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program) -> Result<Zygote, SetupError> {
+    /// The zygote, inside the cgroup, and the init it cloned ahead (its pid and socket), if it could.
+    fn fork_into(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program) -> Result<(Zygote, Option<(Pid, OwnedFd)>), SetupError> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?;
         // SAFETY: the helper is single-threaded.
@@ -139,7 +173,16 @@ impl Zygote {
                 let mut z = Zygote { pid: child, sock: ours, done: false };
                 // The migration happens now, in the warm phase; the zygote says when it is inside.
                 match sys::recv_message(&z.sock, 64 << 10, Step::AttachCgroup) {
-                    Ok(Some((b, _))) if b == b"in" => Ok(z),
+                    Ok(Some((b, _))) if b == b"in" => {
+                        let ahead = match sys::recv_message(&z.sock, 64, Step::CloneNamespaces) {
+                            Ok(Some((b, mut fds))) if fds.len() == 1 => std::str::from_utf8(&b)
+                                .ok()
+                                .and_then(|t| t.strip_prefix("ahead ")?.parse().ok())
+                                .map(|pid| (Pid::from_raw(pid), fds.remove(0))),
+                            _ => None,
+                        };
+                        Ok((z, ahead))
+                    }
                     Ok(Some((b, _))) => Err(serde_json::from_slice(&b).unwrap_or_else(|_| SetupError::new(Step::AttachCgroup, "the zygote failed"))),
                     Ok(None) => Err(SetupError::new(Step::AttachCgroup, "the zygote ended before it entered the cgroup")),
                     Err(e) => {
@@ -155,6 +198,8 @@ impl Zygote {
     /// Hand the zygote the init's fds (stdio, go, report, then the optional ones `birth` names)
     /// and what it needs to clone it; it does, answers with the pid, and ends.
     pub(crate) fn give_birth(mut self, birth: &Birth, fds: &[RawFd]) -> Result<Pid, SetupError> {
+        // The init inherits the zygote's policy.
+        sys::set_normal_priority(self.pid.as_raw())?;
         let msg = serde_json::to_vec(birth).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
         sys::send_message(&self.sock, &msg, fds, Step::CloneNamespaces)?;
         let reply = sys::recv_message(&self.sock, 64 << 10, Step::CloneNamespaces)?;
@@ -166,12 +211,14 @@ impl Zygote {
         }
     }
 
-    /// The zygote exits on its own after a birth; otherwise it is killed. Reaped either way.
+    /// The zygote exits on its own after a birth; otherwise it is killed (at the default policy,
+    /// so that it goes at once). Reaped either way.
     fn end(&mut self) {
         if self.done {
             return;
         }
         self.done = true;
+        let _ = sys::set_normal_priority(self.pid.as_raw());
         let _ = kill(self.pid, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(self.pid, None);
     }
@@ -183,7 +230,57 @@ impl Drop for Zygote {
     }
 }
 
-/// The zygote: enter the cgroup, wait for one birth, clone the init into the sandbox's
+impl Preborn {
+    /// Write the id maps (a root caller's, the only kind with warm helpers: they do not depend on
+    /// the spec), then let the init bring up its loopback.
+    fn get_ready(self) -> Result<Preborn, SetupError> {
+        let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
+        if caller.uid != 0 {
+            return Err(SetupError::new(Step::WriteIdMaps, "only a root caller's maps are known ahead"));
+        }
+        let unpriv = crate::supervisor::sandbox_host_ids(caller);
+        crate::supervisor::write_id_maps(self.pid, &crate::plan::plan_id_maps(Ids { uid: 0, gid: 0 }, caller, unpriv))?;
+        sys::send_message(&self.sock, b"mapped", &[], Step::BringUpLoopback)?;
+        match sys::recv_message(&self.sock, 64 << 10, Step::BringUpLoopback)? {
+            Some((b, _)) if b == b"up" => Ok(self),
+            Some((b, _)) => Err(serde_json::from_slice(&b).unwrap_or_else(|_| SetupError::new(Step::BringUpLoopback, "the init made ahead failed"))),
+            None => Err(SetupError::new(Step::BringUpLoopback, "the init made ahead ended")),
+        }
+    }
+
+    /// Whether this init can serve `spec`: it wants exactly these namespaces, and nothing was
+    /// mounted or unmounted on the host since the init's mount namespace copied the table (bind
+    /// sources are opened in there).
+    pub(crate) fn fits(&self, spec: &Spec) -> bool {
+        crate::supervisor::clone_flags(spec) == ahead_flags() && !sys::mounts_changed(&self.mounts)
+    }
+
+    /// Hand the init its fds (as [`Zygote::give_birth`]) and the spec; it answers once it took them.
+    pub(crate) fn give_birth(mut self, birth: &Birth, fds: &[RawFd]) -> Result<Pid, SetupError> {
+        sys::set_normal_priority(self.pid.as_raw())?;
+        let msg = serde_json::to_vec(birth).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
+        sys::send_message(&self.sock, &msg, fds, Step::CloneNamespaces)?;
+        match sys::recv_message(&self.sock, 64 << 10, Step::CloneNamespaces)?.map(|(b, _)| serde_json::from_slice::<BirthReply>(&b)) {
+            Some(Ok(BirthReply::Born { .. })) => {
+                self.done = true;
+                Ok(self.pid)
+            }
+            Some(Ok(BirthReply::Failed(e))) => Err(e),
+            _ => Err(SetupError::new(Step::CloneNamespaces, "the init made ahead ended before it took the spec")),
+        }
+    }
+}
+
+impl Drop for Preborn {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(self.pid, None);
+        }
+    }
+}
+
+/// The zygote: enter the cgroup, clone an init ahead, wait for one birth, clone the init into the sandbox's
 /// namespaces as the helper's child, answer, exit. Never returns, never runs a destructor (the
 /// cgroup it holds a copy of belongs to the helper).
 fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program, sock: OwnedFd) -> ! {
@@ -201,6 +298,7 @@ fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program
     match cgroup.attach(std::process::id() as i32) {
         Ok(()) => {
             let _ = sys::send_message(&sock, b"in", &[], Step::AttachCgroup);
+            clone_ahead(default_seccomp, &sock);
         }
         Err(e) => {
             let _ = sys::send_message(&sock, &serde_json::to_vec(&e).unwrap_or_default(), &[], Step::AttachCgroup);
@@ -220,7 +318,75 @@ fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program
     unsafe { libc::_exit(0) }
 }
 
-fn birth(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Program, sock: RawFd) -> Result<i32, SetupError> {
+/// Clone the init ahead into the default namespaces and tell the helper its pid, with the
+/// socket that reaches it; or tell it nothing came of it.
+fn clone_ahead(default_seccomp: &crate::seccomp::Program, helper: &OwnedFd) {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let Ok((ours, theirs)) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC) else {
+        let _ = sys::send_message(helper, b"none", &[], Step::CloneNamespaces);
+        return;
+    };
+    // CLONE_PARENT: the init is the helper's child, as one cloned at the birth would be.
+    let flags = ahead_flags() | libc::CLONE_PARENT as libc::c_ulong;
+    // SAFETY: fork-like clone(2) of this single-threaded process: no stack, no tids, no tls.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if rc == 0 {
+        // SAFETY: the init keeps nothing of the zygote's conversation with the helper.
+        unsafe { libc::close(helper.as_raw_fd()) };
+        drop(ours);
+        preborn_main(theirs, default_seccomp);
+    }
+    drop(theirs);
+    if rc < 0 {
+        let _ = sys::send_message(helper, b"none", &[], Step::CloneNamespaces);
+    } else {
+        let _ = sys::send_message(helper, format!("ahead {rc}").as_bytes(), &[ours.as_raw_fd()], Step::CloneNamespaces);
+    }
+}
+
+/// The init made ahead: wait for its id maps, bring up the loopback, wait for the spec, then run
+/// the sandbox like any init. Whatever goes wrong before the spec arrives just ends it (the
+/// helper then lets the zygote clone one, which reports the failure properly).
+fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program) -> ! {
+    let _ = nix::sys::prctl::set_name(c"isolate-init");
+    // SAFETY: leaving the clone without running the helper's destructors.
+    let leave = |code: i32| -> ! { unsafe { libc::_exit(code) } };
+    // Its parent is the helper (CLONE_PARENT). Had the helper died before this, every other end
+    // of `sock` is gone with it and the zygote, and the first receive below ends this process.
+    if sys::set_parent_death_signal().is_err() {
+        leave(1);
+    }
+    sys::close_fds_except(&[sock.as_raw_fd()]);
+    match sys::recv_message(&sock, 64, Step::WriteIdMaps) {
+        Ok(Some((b, _))) if b == b"mapped" => {}
+        _ => leave(0),
+    }
+    if let Err(e) = sys::bring_up_loopback() {
+        let _ = sys::send_message(&sock, &serde_json::to_vec(&e).unwrap_or_default(), &[], Step::BringUpLoopback);
+        leave(1);
+    }
+    let _ = sys::send_message(&sock, b"up", &[], Step::BringUpLoopback);
+    let Ok(Some((bytes, fds))) = sys::recv_message(&sock, 4 * MAX_SPEC, Step::CloneNamespaces) else { leave(0) };
+    let reply = |r: &BirthReply| {
+        let _ = sys::send_message(&sock, &serde_json::to_vec(r).unwrap_or_default(), &[], Step::CloneNamespaces);
+    };
+    match unpack(&bytes, fds, default_seccomp) {
+        Ok((spec, plan, seccomp, mut pipes)) => {
+            pipes.loopback_up = true;
+            reply(&BirthReply::Born { pid: 1 });
+            drop(sock);
+            crate::sandbox::run(&spec, &plan, seccomp.as_ref(), pipes)
+        }
+        Err(e) => {
+            reply(&BirthReply::Failed(e));
+            leave(1)
+        }
+    }
+}
+
+/// A birth message taken apart: its stdio installed as this process's, its fds sorted into the
+/// init's pipes, the seccomp program at hand (the default one is assembled already).
+fn unpack(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Program) -> Result<(Spec, Vec<MountOp>, Option<crate::seccomp::Program>, InitPipes), SetupError> {
     let b: Birth = serde_json::from_slice(bytes).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
     let want = 5 + b.layers as usize + b.tty as usize + b.work as usize;
     if fds.len() != want {
@@ -239,9 +405,15 @@ fn birth(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Prog
         crate::spec::Seccomp::Default => Some(default_seccomp.clone()),
         _ => crate::supervisor::compile_seccomp(&b.spec)?,
     };
+    let pipes = InitPipes { go, report, setup_ids: b.setup_ids, layers, kept_uppers: b.kept_uppers, tty, work, loopback_up: false };
+    Ok((b.spec, b.plan, seccomp, pipes))
+}
+
+fn birth(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Program, sock: RawFd) -> Result<i32, SetupError> {
+    let (spec, plan, seccomp, pipes) = unpack(bytes, fds, default_seccomp)?;
     // CLONE_PARENT: the init is the helper's child (it waits for it, writes its id maps and is
     // its parent-death signal), born in this process's cgroup.
-    let flags = crate::supervisor::clone_flags(&b.spec) | libc::CLONE_PARENT as libc::c_ulong;
+    let flags = crate::supervisor::clone_flags(&spec) | libc::CLONE_PARENT as libc::c_ulong;
     // SAFETY: fork-like clone(2) of this single-threaded process: no stack, no tids, no tls.
     let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
     if rc < 0 {
@@ -250,8 +422,7 @@ fn birth(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Prog
     if rc == 0 {
         // SAFETY: the init keeps nothing of the zygote's conversation with the helper.
         unsafe { libc::close(sock) };
-        let pipes = InitPipes { go, report, setup_ids: b.setup_ids, layers, kept_uppers: b.kept_uppers, tty, work };
-        crate::sandbox::run(&b.spec, &b.plan, seccomp.as_ref(), pipes);
+        crate::sandbox::run(&spec, &plan, seccomp.as_ref(), pipes);
     }
     Ok(rc as i32)
 }
