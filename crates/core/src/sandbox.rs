@@ -181,7 +181,7 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     let any_overlay = plan.iter().any(|op| matches!(op, MountOp::Overlay { .. }));
     let mut area = if any_overlay {
         let path = staged(OVERLAY_AREA);
-        sys::create_dirs(&path)?;
+        sys::create_dirs(STAGING, &path)?;
         let size = spec.overlay.as_ref().and_then(|o| o.size_bytes);
         sys::mount_tmpfs(&path, 0o700, size, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
         Some(UpperArea { dir: sys::open_source(&path, false)?, kept: kept.into_iter() })
@@ -323,14 +323,14 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
             }
             let t = if target == "/" { STAGING.to_owned() } else { staged(target) };
             if target != "/" {
-                sys::create_dirs(&t)?;
+                sys::create_dirs(STAGING, &t)?;
             }
             sys::mount_overlay(&fds, &lowers[0], &upper, &work, &t)?;
         }
         MountOp::Bind { source, target, readonly, is_dir } => {
             let (Source::Path(fd) | Source::Tree(fd)) = sources.next().expect("one source per bind");
             let t = staged(target);
-            if *is_dir { sys::create_dirs(&t)? } else { sys::create_file(&t, 0o644)? }
+            if *is_dir { sys::create_dirs(STAGING, &t)? } else { sys::create_file(STAGING, &t, 0o644)? }
             sys::bind_mount(&fd, source, &t)?;
             // The device binds of /dev are the only ones that must keep working as devices.
             if !target.starts_with("/dev/") {
@@ -339,18 +339,18 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
         }
         MountOp::Tmpfs { target, mode, size_bytes, flags } => {
             let t = staged(target);
-            sys::create_dirs(&t)?;
+            sys::create_dirs(STAGING, &t)?;
             sys::mount_tmpfs(&t, *mode, *size_bytes, ms_flags(*flags))?;
         }
-        MountOp::Symlink { target, points_to } => sys::create_symlink(points_to, &staged(target))?,
+        MountOp::Symlink { target, points_to } => sys::create_symlink(points_to, STAGING, &staged(target))?,
         MountOp::Proc { target } => {
             let t = staged(target);
-            sys::create_dirs(&t)?;
+            sys::create_dirs(STAGING, &t)?;
             sys::mount_proc(&t)?;
         }
         MountOp::Devpts { target } => {
             let t = staged(target);
-            sys::create_dirs(&t)?;
+            sys::create_dirs(STAGING, &t)?;
             sys::mount_devpts(&t)?;
         }
         MountOp::MaskIfPresent { target } => {
@@ -382,7 +382,7 @@ fn mask(t: &str, target: &str, is_dir: bool, masks_file_made: &mut bool) -> sys:
         return sys::mount_tmpfs(t, 0, Some(4096), flags).map_err(|e| SetupError { step: Step::MaskPath, ..e });
     }
     if !*masks_file_made {
-        sys::create_file(&staged(MASK_FILE), 0)?;
+        sys::create_file(STAGING, &staged(MASK_FILE), 0)?;
         *masks_file_made = true;
     }
     let fd = sys::open_source(&staged(MASK_FILE), false)?;

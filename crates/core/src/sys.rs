@@ -170,9 +170,16 @@ pub fn mount_devpts(target: &str) -> Result<()> {
 }
 
 /// mkdir -p, refusing to walk through a symlink (every component is created or already a dir).
-pub fn create_dirs(path: &str) -> Result<()> {
+/// Every missing directory of `path` below `root` (a directory the caller made, so not checked),
+/// each existing one checked to be a directory and not a symlink, which could lead out of `root`.
+pub fn create_dirs(root: &str, path: &str) -> Result<()> {
+    let below = path.strip_prefix(root).filter(|rest| rest.is_empty() || rest.starts_with('/') || root.ends_with('/'));
+    let Some(below) = below else {
+        return Err(SetupError::sys(Step::CreateMountpoint, libc::EINVAL, Some(path)));
+    };
     let mut cur = String::with_capacity(path.len());
-    for comp in path.split('/').filter(|c| !c.is_empty()) {
+    cur.push_str(root.trim_end_matches('/'));
+    for comp in below.split('/').filter(|c| !c.is_empty()) {
         cur.push('/');
         cur.push_str(comp);
         match nix::unistd::mkdir(cur.as_str(), Mode::from_bits_truncate(0o755)) {
@@ -189,9 +196,10 @@ pub fn create_dirs(path: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn create_file(path: &str, mode: u32) -> Result<()> {
+/// An empty file at `path` (its directories made below `root`, as [`create_dirs`]).
+pub fn create_file(root: &str, path: &str, mode: u32) -> Result<()> {
     if let Some(parent) = Path::new(path).parent().and_then(|p| p.to_str()) {
-        create_dirs(parent)?;
+        create_dirs(root, parent)?;
     }
     match open(path, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(mode)) {
         Ok(fd) => {
@@ -203,9 +211,10 @@ pub fn create_file(path: &str, mode: u32) -> Result<()> {
     }
 }
 
-pub fn create_symlink(points_to: &str, path: &str) -> Result<()> {
+/// A symlink at `path` (its directories made below `root`, as [`create_dirs`]).
+pub fn create_symlink(points_to: &str, root: &str, path: &str) -> Result<()> {
     if let Some(parent) = Path::new(path).parent().and_then(|p| p.to_str()) {
-        create_dirs(parent)?;
+        create_dirs(root, parent)?;
     }
     nix::unistd::symlinkat(points_to, nix::fcntl::AT_FDCWD, path).map_err(fail(Step::CreateMountpoint, path))
 }
