@@ -152,14 +152,13 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
 
     let setup_ids = crate::plan::setup_ids(spec.user, caller);
     let mut limits_host = None;
-    let mut maps_written = false;
+    let mut released_early = false;
     let mut spare_zygote = None;
     // On cgroup v2 the child is born in its cgroup (no migration, no RCU grace period to wait
     // for); from a warm helper, it is the init cloned ahead into its namespaces when the spec
     // wants those, else the zygote inside the cgroup clones it now.
     let (rc, born_in_cgroup) = match warm {
         Some((preborn, zygote, host)) => {
-            limits_host = Some(host);
             let birth = crate::warm::Birth {
                 spec: spec.clone(),
                 plan: plan.clone(),
@@ -173,13 +172,18 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
             fds.extend([&layers, &tty, &work].into_iter().flatten().map(|(_, theirs)| theirs.as_raw_fd()));
             let pid = match preborn.filter(|p| p.fits(spec)) {
                 Some(p) => {
-                    maps_written = true;
+                    // Released before it is handed the spec (its id maps are written already):
+                    // it finds its go waiting and runs through its setup without a round trip.
+                    let how = Release { limits: Some((&host, cgroup.as_ref().expect("a warm helper has a cgroup"))), write_maps: false, attach_to: None };
+                    release(spec, &plan, caller, unpriv, p.pid(), &how, layers.as_ref().map(|(ours, _)| ours), &go_w)?;
+                    released_early = true;
                     // The zygote, unused, ends once the init is on its way.
                     spare_zygote = Some(zygote);
                     p.give_birth(&birth, &fds)?
                 }
                 None => zygote.give_birth(&birth, &fds)?,
             };
+            limits_host = Some(host);
             (pid.as_raw() as libc::c_long, true)
         }
         None => {
@@ -214,24 +218,16 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     let init = Pid::from_raw(rc as i32);
     drop(go_r);
     drop(report_w);
-    let release = || -> Result<(), SetupError> {
-        if let (Some(host), Some(cg), Some(limits)) = (&limits_host, &cgroup, cgroup_limits(spec)) {
-            cg.apply_limits(host, &limits)?;
-        }
-        if spec.namespaces.user && !maps_written {
-            write_id_maps(init, &plan_id_maps(spec.user, caller, unpriv))?;
-        }
-        if let Some(sock) = &layers {
-            send_idmapped_layers(init, &plan, sock)?;
-        }
-        // Before the child proceeds: it then makes this cgroup its cgroup namespace's root.
-        if let (Some(cg), false) = (&cgroup, born_in_cgroup) {
-            cg.attach(init.as_raw())?;
-        }
-        nix::unistd::write(&go_w, b"g").map_err(|e| SetupError::sys(Step::WaitForParent, e as i32, None))?;
+    let released = if released_early {
         Ok(())
+    } else {
+        let how = Release {
+            limits: limits_host.as_ref().zip(cgroup.as_ref()),
+            write_maps: spec.namespaces.user,
+            attach_to: cgroup.as_ref().filter(|_| !born_in_cgroup),
+        };
+        release(spec, &plan, caller, unpriv, init, &how, layers.as_ref(), &go_w)
     };
-    let released = release();
     drop(spare_zygote);
     if let Err(e) = released {
         let _ = kill(init, Signal::SIGKILL);
@@ -239,6 +235,34 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
         return Err(e);
     }
     Ok(Child { init, report: report_r, relay, cgroup, tty, work })
+}
+
+/// What releasing a new init involves besides its go: a warm helper's cgroup limits (written
+/// once the spec is known), its id maps, its move into its cgroup (unless it was born there).
+struct Release<'a> {
+    limits: Option<(&'a crate::cgroup::CgroupHost, &'a SandboxCgroup)>,
+    write_maps: bool,
+    attach_to: Option<&'a SandboxCgroup>,
+}
+
+/// Put everything in place that the init waits for, then let it go.
+#[allow(clippy::too_many_arguments)]
+fn release(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, unpriv: Ids, init: Pid, how: &Release, layers: Option<&OwnedFd>, go: &OwnedFd) -> Result<(), SetupError> {
+    if let (Some((host, cg)), Some(limits)) = (how.limits, cgroup_limits(spec)) {
+        cg.apply_limits(host, &limits)?;
+    }
+    if how.write_maps {
+        write_id_maps(init, &plan_id_maps(spec.user, caller, unpriv))?;
+    }
+    if let Some(sock) = layers {
+        send_idmapped_layers(init, plan, sock)?;
+    }
+    // Before the child proceeds: it then makes this cgroup its cgroup namespace's root.
+    if let Some(cg) = how.attach_to {
+        cg.attach(init.as_raw())?;
+    }
+    nix::unistd::write(go, b"g").map_err(|e| SetupError::sys(Step::WaitForParent, e as i32, None))?;
+    Ok(())
 }
 
 /// A close-on-exec SOCK_SEQPACKET pair: messages keep their bounds and can carry fds.

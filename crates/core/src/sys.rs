@@ -296,8 +296,10 @@ pub fn clear_groups() -> Result<()> {
     }
 }
 
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+/// Read once per process tree: a fork inherits it, so the init and each command do not read it again.
+pub fn last_cap() -> u32 {
+    static LAST: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40))
 }
 
 /// Empty every capability set (bounding, ambient, inheritable, permitted, effective) except

@@ -92,8 +92,10 @@ fn prepare() -> Result<Warm, SetupError> {
         return Err(SetupError::new(Step::CreateCgroup, host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into())));
     }
     let cgroup = SandboxCgroup::prepare_v1(&host, &crate::cgroup::unique_name())?;
-    // Assembled ahead, before the fork, so the zygote has the default filter at hand.
+    // Assembled ahead, before the fork, so the zygote has the default filter at hand (and the
+    // init and its commands the count of capabilities to drop).
     let default_seccomp = crate::seccomp::default_program();
+    sys::last_cap();
     // Opened before the zygote clones the init ahead, whose mount namespace copies the table.
     let mounts = sys::watch_mounts()?;
     let (zygote, ahead) = Zygote::fork_into(&cgroup, &default_seccomp)?;
@@ -246,6 +248,10 @@ impl Preborn {
             Some((b, _)) => Err(serde_json::from_slice(&b).unwrap_or_else(|_| SetupError::new(Step::BringUpLoopback, "the init made ahead failed"))),
             None => Err(SetupError::new(Step::BringUpLoopback, "the init made ahead ended")),
         }
+    }
+
+    pub(crate) fn pid(&self) -> Pid {
+        self.pid
     }
 
     /// Whether this init can serve `spec`: it wants exactly these namespaces, and nothing was
