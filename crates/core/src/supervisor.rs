@@ -177,7 +177,10 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
                     let how = Release { limits: Some((&host, cgroup.as_ref().expect("a warm helper has a cgroup"))), write_maps: false, attach_to: None };
                     release(spec, &plan, caller, unpriv, p.pid(), &how, layers.as_ref().map(|(ours, _)| ours), &go_w)?;
                     released_early = true;
-                    // The zygote, unused, ends once the init is on its way.
+                    // The zygote, unused, is killed now and reaped once the init is on its way:
+                    // gone before the init forks anything (a v1 pids cgroup counts it until reaped).
+                    let mut zygote = zygote;
+                    zygote.dismiss();
                     spare_zygote = Some(zygote);
                     p.give_birth(&birth, &fds)?
                 }

@@ -213,15 +213,22 @@ impl Zygote {
         }
     }
 
+    /// Kill it (at the default policy, so that it goes at once); [`Zygote::end`] reaps it.
+    pub(crate) fn dismiss(&mut self) {
+        if !self.done {
+            let _ = sys::set_normal_priority(self.pid.as_raw());
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+    }
+
     /// The zygote exits on its own after a birth; otherwise it is killed (at the default policy,
     /// so that it goes at once). Reaped either way.
     fn end(&mut self) {
         if self.done {
             return;
         }
+        self.dismiss();
         self.done = true;
-        let _ = sys::set_normal_priority(self.pid.as_raw());
-        let _ = kill(self.pid, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(self.pid, None);
     }
 }
