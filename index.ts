@@ -35,7 +35,7 @@ const optionFailure = (err: Error) => {
   return new IsolateError(err.message, { code: 'ERR_ISOLATE_OPTION', option: m?.[1] })
 }
 
-/** A warm helper from the pool when there is one (cgroup v1), else a new helper. */
+/** A warm helper from the pool when there is one, else a new helper. */
 async function startHelper(spec: Spec, stdio: number[]): Promise<{ native: Native; h: SpawnedHelper }> {
   const native = loadNative()
   const json = JSON.stringify(spec)

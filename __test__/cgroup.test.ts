@@ -98,3 +98,51 @@ test.serial('cpuTimeMs ends a busy loop with reason cpu-time', async (t) => {
   const used = r.usage.cpuUserMs + r.usage.cpuSystemMs
   t.true(used >= 400 && used < 700, `${used} ms of CPU for a 400 ms budget`)
 })
+
+/** This process's warm helpers (children started with --warm) and the inits they made ahead. */
+function warmHelpers(): { helpers: number[]; inits: number[] } {
+  const helpers: number[] = []
+  const inits: number[] = []
+  const procs = readdirSync('/proc').filter((n) => /^\d+$/.test(n))
+  const parent = (pid: string) => {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+  }
+  for (const name of procs) {
+    try {
+      if (parent(name) === process.pid && readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').includes('--warm')) helpers.push(Number(name))
+    } catch {}
+  }
+  for (const name of procs) {
+    try {
+      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() === 'isolate-init' && helpers.includes(parent(name))) inits.push(Number(name))
+    } catch {}
+  }
+  return { helpers, inits }
+}
+
+test.serial('where sandbox cgroups can be made, a sandbox starts from a warm helper with an init made ahead, its limits on', async (t) => {
+  const options: SpawnOptions = { limits: { pids: 16 }, stdio: ['pipe', 'pipe', 'pipe'] }
+  if (!enforced) {
+    t.deepEqual(warmHelpers().helpers, [], 'no warm helpers where no cgroup can be made')
+    return failsClosed(t, options)
+  }
+  await runIsolated('/bin/true', [], { limits: { pids: 16 } })
+  const until = Date.now() + 20_000
+  while (warmHelpers().inits.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 50))
+  const ahead = warmHelpers().inits
+  t.is(ahead.length, 2, 'two warm helpers, each with an init made ahead')
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'read x; echo done'], options)
+  const stat = readFileSync(`/proc/${sb.pid}/stat`, 'utf8')
+  const init = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+  t.true(ahead.includes(init), `the sandbox's init ${init} is one made ahead (${ahead})`)
+  const line = readFileSync(`/proc/${init}/cgroup`, 'utf8').trim().split('\n').find((l) => l.startsWith('0::') || l.split(':')[1].split(',').includes('pids'))!
+  const [, controllers, path] = line.split(':')
+  const dir = controllers === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', 'pids', path)
+  t.is(readFileSync(join(dir, 'pids.max'), 'utf8').trim(), '16', `the limit is on the warm helper's cgroup ${dir}`)
+  let out = ''
+  sb.stdout!.on('data', (d) => (out += d))
+  sb.stdin!.end('\n')
+  t.is((await sb.wait()).exitCode, 0)
+  t.is(out, 'done\n')
+})

@@ -1,8 +1,9 @@
 /**
- * Warm helpers, made ahead on cgroup v1 hosts where this process may create cgroups: each has
+ * Warm helpers, made ahead on hosts where this process may create cgroups (v1 or v2): each has
  * detected the host, created its sandbox's cgroup and moved a zygote into it (the migration that
- * costs an RCU grace period), so a sandbox taken from the pool starts with no cgroup migration
- * and no helper exec on its path (see crates/core/src/warm.rs). Each serves exactly one sandbox
+ * costs an RCU grace period), and the zygote has cloned an init ahead into the default namespaces,
+ * so a sandbox taken from the pool starts with no cgroup migration, no helper exec and (with the
+ * default namespaces) no namespace creation on its path (see crates/core/src/warm.rs). Each serves exactly one sandbox
  * and is never reused; the pool refills in the background. Pooled helpers do not keep Node
  * alive, and end (removing their cgroups) when Node exits, however it exits: their control
  * socket is their lifeline.
@@ -33,7 +34,7 @@ export class HelperPool {
   /** Set when a warm helper could not get ready: this host gets cold starts only. */
   #broken = false
 
-  /** `eligible`: this host gains from warm helpers (cgroup v1, cgroups allowed); else the pool stays empty. */
+  /** `eligible`: this host can have warm helpers (cgroups allowed); else the pool stays empty. */
   constructor(
     readonly addon: Addon,
     readonly helperPath: string,
@@ -137,18 +138,18 @@ export class HelperPool {
 let pool: HelperPool | undefined
 let wanted = DEFAULT_SIZE
 
-/** The process's pool when this host benefits from one (cgroup v1, cgroups allowed), made on first use. */
+/** The process's pool when this host can have one (cgroups allowed), made on first use. */
 export function helperPool(addon: Addon, helperPath: string): HelperPool | undefined {
   if (pool === undefined) {
     const host = (addon.probe() as { cgroupHost?: { mode: string; canCreate: boolean } | null }).cgroupHost
-    const eligible = host?.canCreate === true && (host.mode === 'v1' || host.mode === 'hybrid')
+    const eligible = host?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.mode)
     pool = new HelperPool(addon, helperPath, eligible, wanted)
     pool.fill()
   }
   return pool.size > 0 ? pool : undefined
 }
 
-/** How many warm helpers to keep (cgroup v1 hosts only); 0 turns the pool off. */
+/** How many warm helpers to keep (where this process may create cgroups); 0 turns the pool off. */
 export function configurePool(options: PoolOptions): void {
   const size = options.size ?? DEFAULT_SIZE
   if (!Number.isInteger(size) || size < 0 || size > 64) throw new RangeError('configurePool: size must be an integer from 0 to 64')

@@ -697,20 +697,30 @@ impl SandboxCgroup {
         Ok(cg)
     }
 
-    /// A cgroup v1 sandbox cgroup made ahead of its sandbox, with every controller a limit could
-    /// need and no limit yet ([`SandboxCgroup::apply_limits`] sets them once they are known).
-    pub fn prepare_v1(host: &CgroupHost, name: &str) -> Result<SandboxCgroup, SetupError> {
-        if !matches!(host.mode, CgroupMode::V1 | CgroupMode::Hybrid) {
-            return Err(SetupError::new(STEP_CREATE, "a cgroup is made ahead only on cgroup v1 (v2 clones into a new one)"));
-        }
-        let offered: Vec<Controller> = [Controller::Memory, Controller::Pids, Controller::Cpu]
-            .into_iter()
-            .filter(|c| host.v1_hierarchy(c.as_str()).is_some_and(|h| h.own_dir.is_some() && h.writable))
-            .collect();
+    /// A sandbox cgroup made ahead of its sandbox, with every controller a limit could need that
+    /// this host lets it have (on v2 enabled for the own cgroup's children now, as a cold start
+    /// needing it would) and no limit yet ([`SandboxCgroup::apply_limits`] sets them once they
+    /// are known; [`SandboxCgroup::covers`] says whether it can).
+    pub fn prepare(host: &CgroupHost, name: &str) -> Result<SandboxCgroup, SetupError> {
+        let all = [Controller::Memory, Controller::Pids, Controller::Cpu].into_iter();
+        let offered: Vec<Controller> = match host.mode {
+            CgroupMode::V1 | CgroupMode::Hybrid => all.filter(|c| host.v1_hierarchy(c.as_str()).is_some_and(|h| h.own_dir.is_some() && h.writable)).collect(),
+            CgroupMode::V2 => {
+                let u = host.unified.as_ref().expect("v2 mode has the unified hierarchy");
+                all.filter(|c| matches!(u.availability(c.as_str()), V2Availability::Enabled | V2Availability::Enableable)).collect()
+            }
+            CgroupMode::Unavailable => Vec::new(),
+        };
         SandboxCgroup::create_dirs(host, name, &offered)
     }
 
-    /// Put `limits` on a cgroup made by [`SandboxCgroup::prepare_v1`]. Fails closed, as
+    /// Whether [`SandboxCgroup::apply_limits`] can put `limits` on this cgroup: it has the
+    /// directory of every controller they need.
+    pub fn covers(&self, host: &CgroupHost, limits: &CgroupLimits) -> bool {
+        plan_writes(host, limits).is_ok_and(|plan| plan.iter().all(|w| self.dir_of(w.controller).is_some()))
+    }
+
+    /// Put `limits` on a cgroup made by [`SandboxCgroup::prepare`]. Fails closed, as
     /// [`SandboxCgroup::create`] does, when a limit's controller is missing here.
     pub fn apply_limits(&self, host: &CgroupHost, limits: &CgroupLimits) -> Result<(), SetupError> {
         let plan = plan_writes(host, limits)?;

@@ -126,6 +126,9 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
     let facts = sandbox::gather_facts(spec)?;
     let plan = plan_mounts(spec, &facts);
+    // A warm helper's cgroup may lack a controller these limits need (on v2, one a cold start
+    // would enable now): then what it made ahead goes, and this helper starts the cold way.
+    let warm = warm.filter(|w| cgroup_limits(spec).is_none_or(|l| w.cgroup.covers(&w.host, &l)));
     // Compiled once, by whoever clones the init: the sandbox's processes only load it.
     let seccomp = if warm.is_none() { compile_seccomp(spec)? } else { None };
     let unpriv = sandbox_host_ids(caller);

@@ -1,5 +1,7 @@
-//! A helper made ahead of its sandbox, for cgroup v1, where moving a process into a cgroup waits
-//! for an RCU grace period (several milliseconds, paid by whoever writes `cgroup.procs`). A warm
+//! A helper made ahead of its sandbox. Moving a process into a cgroup waits for an RCU grace
+//! period (several milliseconds, paid by whoever writes `cgroup.procs`; on cgroup v2 a cold start
+//! avoids it with CLONE_INTO_CGROUP, on v1 nothing does), and a new network namespace and the
+//! helper's own start cost about as much as the rest of a sandbox's setup together. A warm
 //! helper has detected the host, created the sandbox's cgroup, and forked a zygote that moved
 //! itself into that cgroup before any sandbox waited for it. The zygote then clones, with
 //! CLONE_PARENT, an init ahead into the default namespaces (user, mount, pid, uts, ipc, net): it
@@ -91,7 +93,7 @@ fn prepare() -> Result<Warm, SetupError> {
     if !host.can_create {
         return Err(SetupError::new(Step::CreateCgroup, host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into())));
     }
-    let cgroup = SandboxCgroup::prepare_v1(&host, &crate::cgroup::unique_name())?;
+    let cgroup = SandboxCgroup::prepare(&host, &crate::cgroup::unique_name())?;
     // Assembled ahead, before the fork, so the zygote has the default filter at hand (and the
     // init and its commands the count of capabilities to drop).
     let default_seccomp = crate::seccomp::default_program();
