@@ -8,6 +8,7 @@ import test from 'ava'
 import { readdirSync, readFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
+import { untilQuietMounts, waitUntil } from './helpers.js'
 
 const host = await probe()
 const enforced = host.cgroupHost?.canCreate === true
@@ -45,7 +46,9 @@ function leftoverCgroups(): string[] {
   return sandboxCgroups().filter((d) => !pooled(d))
 }
 
-test.afterEach.always((t) => {
+test.afterEach.always(async (t) => {
+  // The helper removes the cgroup right after it reported the end (and exits only then).
+  await waitUntil(() => leftoverCgroups().length === 0, 3000)
   t.deepEqual(leftoverCgroups(), [], 'no sandbox cgroup is left behind')
 })
 
@@ -127,14 +130,21 @@ test.serial('where sandbox cgroups can be made, a sandbox starts from a warm hel
     t.deepEqual(warmHelpers().helpers, [], 'no warm helpers where no cgroup can be made')
     return failsClosed(t, options)
   }
-  await runIsolated('/bin/true', [], { limits: { pids: 16 } })
-  const until = Date.now() + 20_000
-  while (warmHelpers().inits.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 50))
-  const ahead = warmHelpers().inits
+  const start = async () => {
+    await runIsolated('/bin/true', [], { limits: { pids: 16 } })
+    await waitUntil(() => warmHelpers().inits.length === 2, 20_000, 50)
+    const ahead = warmHelpers().inits
+    const sb = await spawnIsolated('/bin/sh', ['-c', 'read x; echo done'], options)
+    const stat = readFileSync(`/proc/${sb.pid}/stat`, 'utf8')
+    const init = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    if (!ahead.includes(init)) {
+      sb.stdin!.end('\n')
+      await sb.wait()
+    }
+    return { ahead, sb, init }
+  }
+  const { ahead, sb, init } = await untilQuietMounts(start, (r) => r.ahead.includes(r.init))
   t.is(ahead.length, 2, 'two warm helpers, each with an init made ahead')
-  const sb = await spawnIsolated('/bin/sh', ['-c', 'read x; echo done'], options)
-  const stat = readFileSync(`/proc/${sb.pid}/stat`, 'utf8')
-  const init = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
   t.true(ahead.includes(init), `the sandbox's init ${init} is one made ahead (${ahead})`)
   const line = readFileSync(`/proc/${init}/cgroup`, 'utf8').trim().split('\n').find((l) => l.startsWith('0::') || l.split(':')[1].split(',').includes('pids'))!
   const [, controllers, path] = line.split(':')

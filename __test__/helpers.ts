@@ -94,6 +94,18 @@ export async function waitUntil(cond: () => boolean, ms: number, step = 20): Pro
   return cond()
 }
 
+/**
+ * `fn`'s first result that `ok` accepts, or its last of `tries`. An init a warm helper made ahead
+ * is, rightly, not used once this host's mount table changed after it was made (tests in other
+ * files mount things meanwhile); each try takes a newer one, so a quiet moment gives a fair try.
+ */
+export async function untilQuietMounts<T>(fn: () => Promise<T>, ok: (r: T) => boolean, tries = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    const r = await fn()
+    if (ok(r) || i >= tries) return r
+  }
+}
+
 export const fixturesDir = process.env.ISOLATE_FIXTURES ?? join(root, '..', 'shared', 'fixtures')
 export const alpineTarball = join(fixturesDir, 'alpine-minirootfs-3.22.1-x86_64.tar.gz')
 

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
-import { openFds, parentOf, pidAlive, root, waitUntil, zombieChildren } from './helpers.js'
+import { openFds, parentOf, pidAlive, root, untilQuietMounts, waitUntil, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode)
@@ -59,7 +59,8 @@ test.serial('each sandbox gets a helper of its own; on cgroup v1 a warm one, nev
   if (eligible) t.true(seen.every((s) => s.warm), 'with a pool, each came from it')
   else t.true(seen.every((s) => !s.warm), 'without a pool, each started cold')
   for (const s of seen) t.false(pidAlive(s.helper), 'a used helper is gone')
-  if (eligible) for (const s of seen) t.false(existsSync(join('/sys/fs/cgroup/memory', s.cgroup)), `its cgroup ${s.cgroup} is gone`)
+  // Removed by each helper right after it reported the end, before it exits.
+  if (eligible) t.true(await waitUntil(() => seen.every((s) => !existsSync(join('/sys/fs/cgroup/memory', s.cgroup))), 3000), 'their cgroups are gone')
 })
 
 test.serial('nothing one pooled sandbox leaves is seen by the next: files, processes, network settings', async (t) => {
@@ -195,14 +196,19 @@ poolTest('an init made ahead gives the sandbox its namespaces; a sandbox that wa
 
 poolTest('the init a sandbox gets is one made ahead, or fresh when its options differ (seen from the host)', async (t) => {
   for (const [options, ahead] of [[{}, true], [{ network: 'host' }, false], [{ namespaces: { ipc: false } }, false]] as const) {
-    await runIsolated('/bin/true', [], { limits: LIMITS })
-    t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000))
-    const before = new Set(initsAheadOf(process.pid))
-    const sb = await spawnIsolated('/bin/sh', ['-c', 'read x'], { limits: LIMITS, stdio: ['pipe', 'ignore', 'ignore'], ...options })
-    const init = parentOf(sb.pid)
-    sb.stdin!.end('\n')
-    t.is((await sb.wait()).exitCode, 0)
-    t.is(before.has(init), ahead, `${JSON.stringify(options)}: init ${init} ${ahead ? 'is' : 'is not'} one made ahead`)
+    const once = async () => {
+      await runIsolated('/bin/true', [], { limits: LIMITS })
+      await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000)
+      const before = new Set(initsAheadOf(process.pid))
+      const sb = await spawnIsolated('/bin/sh', ['-c', 'read x'], { limits: LIMITS, stdio: ['pipe', 'ignore', 'ignore'], ...options })
+      const init = parentOf(sb.pid)
+      sb.stdin!.end('\n')
+      return { took: before.has(init), init, code: (await sb.wait()).exitCode, ready: before.size }
+    }
+    const r = ahead ? await untilQuietMounts(once, (r) => r.took) : await once()
+    t.is(r.ready, 2, 'two inits were made ahead')
+    t.is(r.code, 0)
+    t.is(r.took, ahead, `${JSON.stringify(options)}: init ${r.init} ${ahead ? 'is' : 'is not'} one made ahead`)
   }
 })
 

@@ -576,6 +576,13 @@ function latStats(xs: number[], sync: number[] = []): Lat {
   return { sync50: median(sync), p50: pct(s, 50), p95: pct(s, 95), p99: pct(s, 99), mean: s.reduce((a, b) => a + b, 0) / s.length, n: s.length }
 }
 
+/**
+ * Between two measured spawns: a service starts a sandbox per request, not back to back (the
+ * throughput runs measure that), and a dozen of our variants in a row would otherwise find the
+ * pool of warm helpers (2) still refilling. The same pause for every variant.
+ */
+const SETTLE_MS = 20
+
 /** Sequential latency, variants interleaved round by round (rotating the order) so drift hits all alike. */
 async function latency(vs: Variant[], n: number, warmup: number): Promise<Map<string, Lat>> {
   for (let i = 0; i < warmup; i++) for (const v of vs) await once(v)
@@ -584,6 +591,7 @@ async function latency(vs: Variant[], n: number, warmup: number): Promise<Map<st
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < vs.length; j++) {
       const v = vs[(i + j) % vs.length]
+      await sleep(SETTLE_MS)
       samples.get(v.key)!.push(await once(v))
       sync.get(v.key)!.push(lastSyncMs)
     }
@@ -998,7 +1006,7 @@ async function main(): Promise<void> {
 
   p('## Latency: `/bin/true`, sequential, spawn to exit observed (ms)')
   p()
-  p(`${N.latency} rounds after ${N.warmup} warm-up rounds; Node RSS ${fmt(MiB(rssLat), 0)} MiB. Ratios are p50 / p50 of the column's variant (lower is better for the row). Machine CPU per spawn from /proc/stat over the concurrency-1 throughput run (all processes, so bwrap's and the runtimes' teardown after the reaped child exits is counted), idle rate subtracted (noisy when others load the machine); reaped children CPU is what waitpid accounted to this process for its descendants (misses what outlives the reaped child, such as bwrap's inner pid 1); Node CPU is this process's own share; the sync part is the median time the call blocks the caller before it first yields (p50).`)
+  p(`${N.latency} rounds after ${N.warmup} warm-up rounds, ${SETTLE_MS} ms between two measured spawns (a service starting one per request; back to back is the throughput table's concurrency 1); Node RSS ${fmt(MiB(rssLat), 0)} MiB. Ratios are p50 / p50 of the column's variant (lower is better for the row). Machine CPU per spawn from /proc/stat over the concurrency-1 throughput run (all processes, so bwrap's and the runtimes' teardown after the reaped child exits is counted), idle rate subtracted (noisy when others load the machine); reaped children CPU is what waitpid accounted to this process for its descendants (misses what outlives the reaped child, such as bwrap's inner pid 1); Node CPU is this process's own share; the sync part is the median time the call blocks the caller before it first yields (p50).`)
   p()
   p(table(
     ['variant', 'p50', 'p95', 'p99', ...refs.map((r) => `p50 ×${r.key}`), 'machine CPU/spawn', 'reaped children CPU/spawn', 'node CPU/spawn', 'sync part of the call'],

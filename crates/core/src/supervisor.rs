@@ -534,13 +534,22 @@ impl Supervisor {
         let (status, ru) = wait_with_usage(self.init);
         // The pid namespace is gone with the init; the cgroup's count is the last word.
         let cg_usage = self.cgroup.as_ref().map(|cg| cg.usage());
+        let ev = self.end_event(status, ru, cg_usage, out);
+        out.send(&ev);
+        // After the report: a v1 rmdir waits for cgroup_mutex, which a migration elsewhere (a warm
+        // helper's zygote entering its cgroup) holds through an RCU grace period, ~10 ms here.
+        // The helper exits only once it is done, so nothing outlives it.
         if let Some(cg) = self.cgroup.take() {
             // Ends whatever could still be in it (nothing, once the init is reaped), then removes it.
             let _ = cg.remove();
         }
+        0
+    }
+
+    /// The sandbox's end as Node hears it: its setup's failure, or how the command ended and what it used.
+    fn end_event(&mut self, status: Option<i32>, ru: libc::rusage, cg_usage: Option<crate::cgroup::Usage>, out: &mut Control) -> Event {
         if let Some(e) = self.setup_error.take() {
-            out.send(&Event::Error(e));
-            return 0;
+            return Event::Error(e);
         }
         let wall_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let (exit_code, signal) = match (&self.ended, status) {
@@ -570,8 +579,7 @@ impl Supervisor {
             // What ended the sandbox ended them: destroy() (canceled), its limits, its OOM.
             execs.end_all(if matches!(reason, Reason::Exited | Reason::Signaled) { Reason::Canceled } else { reason }, out);
         }
-        out.send(&Event::Exit { exit_code, signal, reason, duration_ms: wall_ms, usage });
-        0
+        Event::Exit { exit_code, signal, reason, duration_ms: wall_ms, usage }
     }
 
     fn step(&mut self, out: &mut Control) {
