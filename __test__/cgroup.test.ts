@@ -8,7 +8,7 @@ import test from 'ava'
 import { readdirSync, readFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
-import { untilQuietMounts, waitUntil } from './helpers.js'
+import { ended, untilQuietMounts, waitUntil } from './helpers.js'
 
 const host = await probe()
 const enforced = host.cgroupHost?.canCreate === true
@@ -154,5 +154,6 @@ test.serial('where sandbox cgroups can be made, a sandbox starts from a warm hel
   sb.stdout!.on('data', (d) => (out += d))
   sb.stdin!.end('\n')
   t.is((await sb.wait()).exitCode, 0)
+  await ended(sb.stdout)
   t.is(out, 'done\n')
 })

@@ -94,6 +94,11 @@ export async function waitUntil(cond: () => boolean, ms: number, step = 20): Pro
   return cond()
 }
 
+/** Once `stream` has ended: a sandbox's end can be reported before the last of its output is read. */
+export function ended(stream: NodeJS.ReadableStream | null | undefined): Promise<void> {
+  return new Promise((res) => (!stream || (stream as { readableEnded?: boolean }).readableEnded ? res() : stream.once('end', () => res())))
+}
+
 /**
  * `fn`'s first result that `ok` accepts, or its last of `tries`. An init a warm helper made ahead
  * is, rightly, not used once this host's mount table changed after it was made (tests in other

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process'
 import { readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { IsolateError, probe, spawnIsolated } from '../index.js'
-import { isRoot, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { ended, isRoot, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 test('timeoutMs kills the whole sandbox, background children too', async (t) => {
   const sb = await spawnIsolated('/bin/sh', ['-c', 'sleep 100 & sleep 100 & wait'], { timeoutMs: 1500 })
@@ -41,6 +41,7 @@ test('kill() forwards a signal through the init to the command', async (t) => {
   t.true(await waitUntil(() => out.includes('ready'), 2000))
   t.true(sb.kill('SIGTERM'))
   const r = await sb.wait()
+  await ended(sb.stdout)
   t.is(r.exitCode, 9)
   t.regex(out, /got-term/)
   t.false(sb.kill('SIGTERM'), 'nothing left to signal')

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
-import { openFds, parentOf, pidAlive, root, untilQuietMounts, waitUntil, zombieChildren } from './helpers.js'
+import { ended, openFds, parentOf, pidAlive, root, untilQuietMounts, waitUntil, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode)
@@ -42,6 +42,7 @@ async function oneSandbox(script: string, options = {}) {
   sb.stderr!.resume()
   sb.stdin!.end('\n')
   const r = await sb.wait()
+  await ended(sb.stdout)
   return { ...who, out, r }
 }
 

@@ -133,7 +133,8 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     let seccomp = if warm.is_none() { compile_seccomp(spec)? } else { None };
     let unpriv = sandbox_host_ids(caller);
     let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
-    // A warm helper's cgroup exists already, its zygote inside; its limits go on after the birth.
+    // A warm helper's cgroup exists already, its zygote inside; its limits go on once the spec
+    // is here, before the init runs anything of it.
     let (cgroup, warm) = match warm {
         Some(Warm { preborn, zygote, host, cgroup }) => (Some(cgroup), Some((preborn, zygote, host))),
         None => (create_cgroup(spec)?, None),

@@ -701,6 +701,29 @@ pub fn clone3_into_cgroup(flags: u64, exit_signal: u64, cgroup_fd: RawFd) -> lib
     unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) }
 }
 
+/// Whether this process may put a process back from idle priority (CAP_SYS_NICE): without it,
+/// nothing is ever made idle, since its sandbox could not be given the default policy again.
+pub fn may_renice() -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const CAP_SYS_NICE: u32 = 23;
+    let mut header = Header { version: 0x2008_0522, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget fills two data structs for version 3 headers.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut Header, data.as_mut_ptr()) };
+    rc == 0 && data[0].effective & (1 << CAP_SYS_NICE) != 0
+}
+
 /// Run `pid` (0: this process) only on CPU time nobody else wants: work done ahead of need must
 /// not slow the sandboxes that are starting now.
 pub fn set_idle_priority(pid: i32) -> Result<()> {

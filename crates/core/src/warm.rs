@@ -87,8 +87,11 @@ enum BirthReply {
 
 /// The warm phase: detect, create the cgroup, fork the zygote into it.
 fn prepare() -> Result<Warm, SetupError> {
-    // Work done ahead takes only CPU time nobody else wants; a failure here costs only that.
-    let _ = sys::set_idle_priority(0);
+    // Work done ahead takes only CPU time nobody else wants, where the sandbox's processes can
+    // be put back to the default policy afterwards.
+    if sys::may_renice() {
+        let _ = sys::set_idle_priority(0);
+    }
     let host = crate::cgroup::detect()?;
     if !host.can_create {
         return Err(SetupError::new(Step::CreateCgroup, host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into())));
