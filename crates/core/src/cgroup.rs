@@ -1249,6 +1249,27 @@ mod tests {
         CgroupHost { mode: CgroupMode::V1, unified: None, v1, swap_accounting: Some(memsw), can_create: true, reason: None }
     }
 
+    /// A cgroup value with these directories, as if made (nothing is created or removed).
+    fn made(v2: bool, dirs: &[(&str, &[Controller])]) -> SandboxCgroup {
+        let dirs = dirs.iter().map(|(p, c)| Dir { path: (*p).into(), controllers: c.to_vec() }).collect();
+        SandboxCgroup { name: "isolate-test".into(), v2, dirs, v2_fd: None, peak_seen: AtomicU64::new(0), removed: true }
+    }
+
+    #[test]
+    fn a_cgroup_made_ahead_covers_only_limits_whose_controllers_it_has() {
+        let host = v1_host(&["memory", "pids", "cpu,cpuacct"], true);
+        let cg = made(false, &[("/sys/fs/cgroup/memory/x", &[Controller::Memory]), ("/sys/fs/cgroup/pids/x", &[Controller::Pids])]);
+        assert!(cg.covers(&host, &CgroupLimits { memory_bytes: Some(1 << 20), pids: Some(4), cpus: None }));
+        assert!(cg.covers(&host, &CgroupLimits::default()));
+        assert!(!cg.covers(&host, &CgroupLimits { cpus: Some(0.5), ..Default::default() }), "no cpu directory");
+        let v2 = v2_host(&["cpu", "memory", "pids"], &["memory", "pids"], true, 1);
+        let cg = made(true, &[("/sys/fs/cgroup/x", &[Controller::Memory, Controller::Pids])]);
+        assert!(cg.covers(&v2, &CgroupLimits { pids: Some(4), ..Default::default() }));
+        assert!(!cg.covers(&v2, &all_limits()), "cpu was not enabled for it");
+        // Limits no cgroup could take are not covered either (the cold path then reports why).
+        assert!(!cg.covers(&v2, &CgroupLimits { pids: Some(0), ..Default::default() }));
+    }
+
     fn all_limits() -> CgroupLimits {
         CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(16), cpus: Some(0.5) }
     }

@@ -761,3 +761,24 @@ pub fn mounts_changed(watch: &OwnedFd) -> bool {
         Err(_) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountpoints_are_made_only_below_their_root() {
+        let dir = std::env::temp_dir().join(format!("isolate-sys-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = dir.to_str().unwrap().to_owned();
+        let outside = format!("{root}x/a");
+        assert_eq!(create_dirs(&root, &outside).unwrap_err().errno.as_deref(), Some("EINVAL"), "a sibling that only shares the prefix");
+        create_dirs(&root, &format!("{root}/a/b")).unwrap();
+        assert!(dir.join("a/b").is_dir());
+        // An existing symlink on the way is refused, never followed.
+        std::os::unix::fs::symlink("/", dir.join("link")).unwrap();
+        assert_eq!(create_dirs(&root, &format!("{root}/link/etc/x")).unwrap_err().errno.as_deref(), Some("ENOTDIR"));
+        assert!(!std::path::Path::new("/etc/x").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
