@@ -15,8 +15,8 @@ import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
 import { ended, openFds, parentOf, pidAlive, root, untilQuietMounts, waitUntil, zombieChildren } from './helpers.js'
 
 const host = await probe()
-const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode)
-console.log(`pool.test: ${eligible ? `cgroups ${host.cgroupHost?.mode} that this process may create: the pool is on` : `no pool here (cgroups ${host.cgroupHost?.mode}, may create: ${host.cgroupHost?.canCreate}): asserting every sandbox starts cold`}`)
+const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode) && process.geteuid?.() === 0
+console.log(`pool.test: ${eligible ? `root, cgroups ${host.cgroupHost?.mode} that this process may create: the pool is on` : `no pool here (uid ${process.geteuid?.()}, cgroups ${host.cgroupHost?.mode}, may create: ${host.cgroupHost?.canCreate}): asserting every sandbox starts cold`}`)
 
 // Without the pool (rootless on v1: no cgroups) the sandboxes go without limits, which would fail closed.
 const LIMITS = eligible ? { memoryBytes: 128 << 20, pids: 64 } : {}

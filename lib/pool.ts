@@ -1,5 +1,5 @@
 /**
- * Warm helpers, made ahead on hosts where this process may create cgroups (v1 or v2): each has
+ * Warm helpers, made ahead where this process is root and may create cgroups (v1 or v2): each has
  * detected the host, created its sandbox's cgroup and moved a zygote into it (the migration that
  * costs an RCU grace period), and the zygote has cloned an init ahead into the default namespaces,
  * so a sandbox taken from the pool starts with no cgroup migration, no helper exec and (with the
@@ -138,11 +138,14 @@ export class HelperPool {
 let pool: HelperPool | undefined
 let wanted = DEFAULT_SIZE
 
-/** The process's pool when this host can have one (cgroups allowed), made on first use. */
+/** The process's pool when this host can have one (root, cgroups allowed), made on first use. */
 export function helperPool(addon: Addon, helperPath: string): HelperPool | undefined {
   if (pool === undefined) {
     const host = (addon.probe() as { cgroupHost?: { mode: string; canCreate: boolean } | null }).cgroupHost
-    const eligible = host?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.mode)
+    // Root only: what a warm helper makes ahead (an init with its id maps, an idle priority it
+    // can undo, room for the largest births) needs root's privileges; a rootless caller's cold
+    // start on a delegated v2 cgroup already clones straight into its cgroup.
+    const eligible = host?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.mode) && process.geteuid?.() === 0
     pool = new HelperPool(addon, helperPath, eligible, wanted)
     pool.fill()
   }

@@ -173,7 +173,7 @@ impl Zygote {
                 drop(theirs);
                 // A birth carries the spec and its mount plan in one message: room for the
                 // largest (the default send buffer would refuse what a cold start accepts).
-                // Only root may go past wmem_max, and only root has warm helpers.
+                // Only root may go past wmem_max, and only root has warm helpers (lib/pool.ts).
                 let room = (4 * MAX_SPEC) as libc::c_int;
                 // SAFETY: setsockopt with an int value on our own socket.
                 unsafe { libc::setsockopt(ours.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &room as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
