@@ -80,6 +80,24 @@ test.serial('nothing one pooled sandbox leaves is seen by the next: files, proce
   }
 })
 
+test.serial("the command's umask is the caller's when it asked, as a cold start's; the setup's own directories keep their modes", async (t) => {
+  await runIsolated('/bin/true', [], { limits: LIMITS }) // the pool, if any, fills with today's umask
+  await new Promise((r) => setTimeout(r, 300))
+  const before = process.umask(0o077)
+  try {
+    const r = await runIsolated('/bin/sh', ['-c', 'umask; stat -c %a /made/for; touch /tmp/f; stat -c %a /tmp/f'], {
+      limits: LIMITS,
+      user: { uid: 1000, gid: 1000 },
+      mounts: [{ type: 'tmpfs', target: '/made/for/it' }],
+    })
+    t.is(r.stdout, '0077\n755\n600\n', r.stderr)
+  } finally {
+    process.umask(before)
+  }
+  const back = await runIsolated('/bin/sh', ['-c', 'umask'], { limits: LIMITS })
+  t.is(back.stdout, `${before.toString(8).padStart(4, '0')}\n`)
+})
+
 poolTest('usage and limits hold through a warm helper', async (t) => {
   await runIsolated('/bin/true', [], { limits: LIMITS })
   await new Promise((r) => setTimeout(r, 200))
@@ -137,14 +155,15 @@ poolTest('a Node process that dies leaves no pooled helper, zygote or cgroup beh
     process.stdout.write('ready\\n')
     setInterval(() => {}, 1000)
   `], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  // Whatever fails below, the child goes (its pool with it), or this file's process would wait for it.
+  t.teardown(() => void child.kill('SIGKILL'))
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (d) => String(d).includes('ready') && resolve())
     child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
   })
-  t.true(await waitUntil(() => zygotesOf(child.pid!).length === 2, 5000), 'its pool filled: two warm helpers')
+  t.true(await waitUntil(() => zygotesOf(child.pid!).length === 2 && initsAheadOf(child.pid!).length === 2, 5000), 'its pool filled: two warm helpers, each with an init made ahead')
   const pooled = zygotesOf(child.pid!)
   const ahead = initsAheadOf(child.pid!)
-  t.is(ahead.length, 2, 'each warm helper has an init made ahead')
   const cgroups = pooled.map(cgroupDirsOf).flat()
   t.true(cgroups.length >= 2)
   const exited = new Promise((r) => child.once('exit', r))

@@ -154,6 +154,8 @@ fn staged(target: &str) -> String {
 fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, loopback_up: bool, go: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
+    // Everything the setup creates has its mode spelled out; the caller's mask is the commands'.
+    sys::set_umask(0);
     wait_for_parent(go)?;
     // Sources are opened with the caller's own host ids (a root caller's private temp dirs stay
     // reachable), before the staging tmpfs covers the host's /tmp, and before anything the
@@ -548,6 +550,7 @@ pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Opti
     let keep: Vec<u32> = spec.capabilities.iter().filter_map(|c| crate::caps::number(c)).collect();
     let steps = || -> sys::Result<()> {
         sys::reset_signals();
+        sys::set_umask(spec.umask.unwrap_or(0o022));
         // The command's, not the init's: a long-lived init must stay able to take execs' fds.
         set_rlimits(&spec.limits)?;
         sys::clear_groups()?;

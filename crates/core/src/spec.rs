@@ -47,6 +47,10 @@ pub struct Spec {
     /// A long-lived sandbox (`createSandbox`): no command of its own; its init waits for execs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub persistent: bool,
+    /// The caller's file mode creation mask when it asked for this sandbox, for its commands
+    /// (set by the addon, not an option: a warm helper spawned earlier must not hand on an older one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +237,7 @@ impl Spec {
             overlay: None,
             tty: None,
             persistent: false,
+            umask: None,
         }
     }
 

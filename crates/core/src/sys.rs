@@ -275,6 +275,18 @@ pub fn set_rlimit(resource: nix::sys::resource::Resource, value: u64) -> Result<
     nix::sys::resource::setrlimit(resource, value, value).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))
 }
 
+pub fn set_umask(mask: u32) {
+    nix::sys::stat::umask(Mode::from_bits_truncate(mask));
+}
+
+/// This process's file mode creation mask, read without changing it (Linux 4.7+ shows it in
+/// /proc/self/status; umask(2) can only read it by setting it, racing other threads).
+pub fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+}
+
 pub fn set_parent_death_signal() -> Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| SetupError::sys(Step::WaitForParent, e as i32, None))
 }

@@ -86,6 +86,9 @@ pub fn validate_exec(req: &ExecRequest) -> Result<(), OptionError> {
 }
 
 pub fn validate(spec: &Spec) -> Result<(), OptionError> {
+    if spec.umask.is_some_and(|m| m > 0o777) {
+        return Err(bad("umask", "must be a file mode mask (0 to 0o777)"));
+    }
     if spec.persistent {
         // Its commands come with each exec, and so do a terminal and an output bound.
         if !spec.file.is_empty() || !spec.args.is_empty() {

@@ -165,10 +165,12 @@ pub struct SpawnHelper {
     stdio: Option<(Vec<OwnedFd>, [Option<OwnedFd>; 3])>,
 }
 
-/// The spec from JSON text, validated.
+/// The spec from JSON text, validated, with the caller's umask of this moment (what a cold
+/// helper would inherit; a warm one was spawned earlier).
 fn parse_spec(json: &str) -> Result<Spec> {
-    let spec = Spec::from_json(json.as_bytes()).map_err(|e| option_error(format!("options: {e}")))?;
+    let mut spec = Spec::from_json(json.as_bytes()).map_err(|e| option_error(format!("options: {e}")))?;
     isolate_core::validate::validate(&spec).map_err(|e| option_error(e.to_string()))?;
+    spec.umask = isolate_core::sys::current_umask();
     Ok(spec)
 }
 
