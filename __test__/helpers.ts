@@ -138,9 +138,13 @@ export function buildMiniRootfs(): string {
   return dir
 }
 
-/** Start `__test__/fixtures/NAME` in a Node process of its own; resolves with its first line of stdout. */
-export async function startFixture(name: string): Promise<{ child: ChildProcess; line: string }> {
+/**
+ * Start `__test__/fixtures/NAME` in a Node process of its own; resolves with its first line of
+ * stdout. It is killed when the test ends, however the test ends.
+ */
+export async function startFixture(t: ExecutionContext, name: string): Promise<{ child: ChildProcess; line: string }> {
   const child = spawn(process.execPath, ['--import=tsx', join(root, '__test__', 'fixtures', name)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => void child.kill('SIGKILL'))
   const line = await new Promise<string>((resolve, reject) => {
     let buf = ''
     child.stdout!.on('data', (d) => {

@@ -74,7 +74,7 @@ test('an aborted signal refuses to start', async (t) => {
 })
 
 test('a Node process killed with SIGKILL leaves no sandbox process behind', async (t) => {
-  const { child, line } = await startFixture('spawn-and-hang.ts')
+  const { child, line } = await startFixture(t, 'spawn-and-hang.ts')
   const { pid } = JSON.parse(line) as { pid: number }
   const init = parentOf(pid)
   const helper = parentOf(init)

@@ -222,7 +222,7 @@ test('the sandbox\'s own timeoutMs ends it, and the execs in it', async (t) => {
 })
 
 test('a Node process that dies leaves no long-lived sandbox behind', async (t) => {
-  const { child, line } = await startFixture('create-and-hang.ts')
+  const { child, line } = await startFixture(t, 'create-and-hang.ts')
   const { init } = JSON.parse(line) as { init: number }
   const helper = parentOf(init)
   t.is(parentOf(helper), child.pid)
