@@ -1,12 +1,12 @@
 /**
- * Warm helpers, made ahead where this process is root and may create cgroups (v1 or v2): each has
- * detected the host, created its sandbox's cgroup and moved a zygote into it (the migration that
- * costs an RCU grace period), and the zygote has cloned an init ahead into the default namespaces,
- * so a sandbox taken from the pool starts with no cgroup migration, no helper exec and (with the
- * default namespaces) no namespace creation on its path (see crates/core/src/warm.rs). Each serves exactly one sandbox
- * and is never reused; the pool refills in the background. Pooled helpers do not keep Node
- * alive, and end (removing their cgroups) when Node exits, however it exits: their control
- * socket is their lifeline.
+ * Warm helpers, made ahead where this process is root and may create cgroups (v1 or v2): each
+ * has detected the host, created its sandbox's cgroup and moved a zygote into it (the migration
+ * that costs an RCU grace period), and the zygote has cloned an init ahead into the default
+ * namespaces, so a sandbox taken from the pool starts with no cgroup migration, no helper exec
+ * and (with the default namespaces) no namespace creation on its path (see
+ * crates/core/src/warm.rs). Each serves exactly one sandbox and is never reused; the pool refills
+ * in the background, at idle priority. Pooled helpers do not keep Node alive, and end (removing
+ * their cgroups) when Node exits, however it exits: their control socket is their lifeline.
  */
 import { Socket } from 'node:net'
 import type { Addon } from './native.js'
@@ -152,7 +152,7 @@ export function helperPool(addon: Addon, helperPath: string): HelperPool | undef
   return pool.size > 0 ? pool : undefined
 }
 
-/** How many warm helpers to keep (where this process may create cgroups); 0 turns the pool off. */
+/** How many warm helpers to keep (where this process is root and may create cgroups); 0 turns the pool off. */
 export function configurePool(options: PoolOptions): void {
   const size = options.size ?? DEFAULT_SIZE
   if (!Number.isInteger(size) || size < 0 || size > 64) throw new RangeError('configurePool: size must be an integer from 0 to 64')
