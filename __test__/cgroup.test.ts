@@ -8,7 +8,7 @@ import test from 'ava'
 import { readdirSync, readFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
-import { ended, untilQuietMounts, waitUntil } from './helpers.js'
+import { ended, parentOf, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
 const enforced = host.cgroupHost?.canCreate === true
@@ -102,27 +102,7 @@ test.serial('cpuTimeMs ends a busy loop with reason cpu-time', async (t) => {
   t.true(used >= 400 && used < 700, `${used} ms of CPU for a 400 ms budget`)
 })
 
-/** This process's warm helpers (children started with --warm) and the inits they made ahead. */
-function warmHelpers(): { helpers: number[]; inits: number[] } {
-  const helpers: number[] = []
-  const inits: number[] = []
-  const procs = readdirSync('/proc').filter((n) => /^\d+$/.test(n))
-  const parent = (pid: string) => {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-  }
-  for (const name of procs) {
-    try {
-      if (parent(name) === process.pid && readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').includes('--warm')) helpers.push(Number(name))
-    } catch {}
-  }
-  for (const name of procs) {
-    try {
-      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() === 'isolate-init' && helpers.includes(parent(name))) inits.push(Number(name))
-    } catch {}
-  }
-  return { helpers, inits }
-}
+const warmHelpers = () => warmHelpersOf(process.pid)
 
 test.serial('where root may make sandbox cgroups, a sandbox starts from a warm helper with an init made ahead, its limits on', async (t) => {
   const options: SpawnOptions = { limits: { pids: 16 }, stdio: ['pipe', 'pipe', 'pipe'] }
@@ -142,8 +122,7 @@ test.serial('where root may make sandbox cgroups, a sandbox starts from a warm h
     await waitUntil(() => warmHelpers().inits.length === 2, 20_000, 50)
     const ahead = warmHelpers().inits
     const sb = await spawnIsolated('/bin/sh', ['-c', 'read x; echo done'], options)
-    const stat = readFileSync(`/proc/${sb.pid}/stat`, 'utf8')
-    const init = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    const init = parentOf(sb.pid)
     if (!ahead.includes(init)) {
       sb.stdin!.end('\n')
       await sb.wait()

@@ -54,6 +54,38 @@ export function parentOf(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
 }
 
+/** Every pid on this host with its comm and its parent; processes that vanish meanwhile are left out. */
+function processes(): Array<{ pid: number; comm: string; ppid: number }> {
+  const found = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      found.push({ pid: Number(name), comm: readFileSync(`/proc/${name}/comm`, 'utf8').trim(), ppid: parentOf(Number(name)) })
+    } catch {}
+  }
+  return found
+}
+
+/** `node`'s warm helpers (its children started with --warm), with their zygotes and the inits they made ahead. */
+export function warmHelpersOf(node: number): { helpers: number[]; zygotes: Array<{ helper: number; zygote: number }>; inits: number[] } {
+  const all = processes()
+  const helpers = all
+    .filter((p) => {
+      try {
+        return p.ppid === node && readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0').includes('--warm')
+      } catch {
+        return false
+      }
+    })
+    .map((p) => p.pid)
+  const ofHelper = (comm: string) => all.filter((p) => p.comm === comm && helpers.includes(p.ppid))
+  return {
+    helpers,
+    zygotes: ofHelper('isolate-zygote').map((p) => ({ helper: p.ppid, zygote: p.pid })),
+    inits: ofHelper('isolate-init').map((p) => p.pid),
+  }
+}
+
 /** Host pids of every process in the pid namespace `nsLink` (as from readlink /proc/PID/ns/pid). */
 export function pidsInNamespace(nsLink: string): number[] {
   const pids: number[] = []

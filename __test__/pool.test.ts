@@ -8,11 +8,11 @@
  */
 import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
-import { ended, openFds, parentOf, pidAlive, root, untilQuietMounts, waitUntil, zombieChildren } from './helpers.js'
+import { ended, openFds, parentOf, pidAlive, root, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode) && process.geteuid?.() === 0
@@ -173,18 +173,7 @@ poolTest('a Node process that dies leaves no pooled helper, zygote or cgroup beh
   t.true(await waitUntil(() => cgroups.every((d) => !existsSync(d)), 3000), `cgroups removed: ${cgroups.filter(existsSync)}`)
 })
 
-/** The inits that `node`'s warm helpers made ahead (their children named isolate-init). */
-function initsAheadOf(node: number): number[] {
-  const helpers = new Set(zygotesOf(node).map((z) => z.helper))
-  const found = []
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try {
-      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() === 'isolate-init' && helpers.has(parentOf(Number(name)))) found.push(Number(name))
-    } catch {}
-  }
-  return found
-}
+const initsAheadOf = (node: number) => warmHelpersOf(node).inits
 
 /** Scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE) and nice value, from a /proc/PID/stat text. */
 function schedOf(stat: string): { policy: number; nice: number } {
@@ -267,19 +256,7 @@ poolTest('an init made ahead sees what the host mounted after it was made', asyn
   }
 })
 
-/** The warm helpers of `node` (its children started with --warm) and their zygotes. */
-function zygotesOf(node: number): Array<{ helper: number; zygote: number }> {
-  const found = []
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try {
-      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() !== 'isolate-zygote') continue
-      const helper = parentOf(Number(name))
-      if (parentOf(helper) === node) found.push({ helper, zygote: Number(name) })
-    } catch {}
-  }
-  return found
-}
+const zygotesOf = (node: number) => warmHelpersOf(node).zygotes
 
 /** Every cgroup directory a process is in that a sandbox would own (named isolate-...). */
 function cgroupDirsOf(z: { zygote: number }): string[] {

@@ -205,16 +205,12 @@ impl Zygote {
     /// Hand the zygote the init's fds (stdio, go, report, then the optional ones `birth` names)
     /// and what it needs to clone it; it does, answers with the pid, and ends.
     pub(crate) fn give_birth(mut self, birth: &Birth, fds: &[RawFd]) -> Result<Pid, SetupError> {
-        // The init inherits the zygote's policy.
-        sys::set_normal_priority(self.pid.as_raw())?;
-        let msg = serde_json::to_vec(birth).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
-        sys::send_message(&self.sock, &msg, fds, Step::CloneNamespaces)?;
-        let reply = sys::recv_message(&self.sock, 64 << 10, Step::CloneNamespaces)?;
+        let reply = exchange_birth(self.pid, &self.sock, birth, fds);
         self.end();
-        match reply.map(|(b, _)| serde_json::from_slice::<BirthReply>(&b)) {
-            Some(Ok(BirthReply::Born { pid })) => Ok(Pid::from_raw(pid)),
-            Some(Ok(BirthReply::Failed(e))) => Err(e),
-            _ => Err(SetupError::new(Step::CloneNamespaces, "the zygote ended without cloning the sandbox")),
+        match reply? {
+            Some(BirthReply::Born { pid }) => Ok(Pid::from_raw(pid)),
+            Some(BirthReply::Failed(e)) => Err(e),
+            None => Err(SetupError::new(Step::CloneNamespaces, "the zygote ended without cloning the sandbox")),
         }
     }
 
@@ -275,18 +271,30 @@ impl Preborn {
 
     /// Hand the init its fds (as [`Zygote::give_birth`]) and the spec; it answers once it took them.
     pub(crate) fn give_birth(mut self, birth: &Birth, fds: &[RawFd]) -> Result<Pid, SetupError> {
-        sys::set_normal_priority(self.pid.as_raw())?;
-        let msg = serde_json::to_vec(birth).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
-        sys::send_message(&self.sock, &msg, fds, Step::CloneNamespaces)?;
-        match sys::recv_message(&self.sock, 64 << 10, Step::CloneNamespaces)?.map(|(b, _)| serde_json::from_slice::<BirthReply>(&b)) {
-            Some(Ok(BirthReply::Born { .. })) => {
+        match exchange_birth(self.pid, &self.sock, birth, fds)? {
+            Some(BirthReply::Born { .. }) => {
                 self.done = true;
                 Ok(self.pid)
             }
-            Some(Ok(BirthReply::Failed(e))) => Err(e),
-            _ => Err(SetupError::new(Step::CloneNamespaces, "the init made ahead ended before it took the spec")),
+            Some(BirthReply::Failed(e)) => Err(e),
+            None => Err(SetupError::new(Step::CloneNamespaces, "the init made ahead ended before it took the spec")),
         }
     }
+}
+
+/// Put `to` (a zygote, or an init made ahead) back to the default policy, which what it starts
+/// inherits, hand it `birth` with its fds on `sock`, and read its answer (None: it ended).
+fn exchange_birth(to: Pid, sock: &OwnedFd, birth: &Birth, fds: &[RawFd]) -> Result<Option<BirthReply>, SetupError> {
+    sys::set_normal_priority(to.as_raw())?;
+    let msg = serde_json::to_vec(birth).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
+    sys::send_message(sock, &msg, fds, Step::CloneNamespaces)?;
+    let reply = sys::recv_message(sock, 64 << 10, Step::CloneNamespaces)?;
+    Ok(reply.and_then(|(b, _)| serde_json::from_slice::<BirthReply>(&b).ok()))
+}
+
+/// The answer to a birth, from the zygote or the init made ahead.
+fn send_reply(sock: &OwnedFd, r: &BirthReply) {
+    let _ = sys::send_message(sock, &serde_json::to_vec(r).unwrap_or_default(), &[], Step::CloneNamespaces);
 }
 
 impl Drop for Preborn {
@@ -306,9 +314,7 @@ fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program
     // Nothing of the helper's (its control and handoff sockets) reaches the zygote, so nothing
     // reaches the init it clones.
     sys::close_fds_except(&[std::os::fd::AsRawFd::as_raw_fd(&sock)]);
-    let reply = |r: &BirthReply| {
-        let _ = sys::send_message(&sock, &serde_json::to_vec(r).unwrap_or_default(), &[], Step::CloneNamespaces);
-    };
+    let reply = |r: &BirthReply| send_reply(&sock, r);
     if sys::set_parent_death_signal().is_err() {
         // SAFETY: leaving the fork without running the helper's destructors.
         unsafe { libc::_exit(1) }
@@ -385,9 +391,7 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program) -> ! {
     }
     let _ = sys::send_message(&sock, b"up", &[], Step::BringUpLoopback);
     let Ok(Some((bytes, fds))) = sys::recv_message(&sock, 4 * MAX_SPEC, Step::CloneNamespaces) else { leave(0) };
-    let reply = |r: &BirthReply| {
-        let _ = sys::send_message(&sock, &serde_json::to_vec(r).unwrap_or_default(), &[], Step::CloneNamespaces);
-    };
+    let reply = |r: &BirthReply| send_reply(&sock, r);
     match unpack(&bytes, fds, default_seccomp) {
         Ok((spec, plan, seccomp, mut pipes)) => {
             pipes.loopback_up = true;
