@@ -5,7 +5,7 @@
 import { IsolateError } from './lib/errors.js'
 import { loadNative, type Native, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
-import { helperPool } from './lib/pool.js'
+import { helperPool, refillPool } from './lib/pool.js'
 import { collect, PersistentSandbox } from './lib/persistent.js'
 import { Sandbox, type SandboxResult } from './lib/sandbox.js'
 
@@ -78,12 +78,38 @@ function onAbort(signal: AbortSignal | undefined, stop: () => void, settled: Pro
 export async function spawnIsolated(file: string, args: string[] = [], options: SpawnOptions = {}): Promise<Sandbox> {
   const { spec, stdio, signal, command } = normalize(file, args, options)
   if (signal?.aborted) throw abortError(signal)
-  const { native, h } = await startHelper(spec, stdio.map(stdioCode))
-  const sb = new Sandbox(native.addon, h, command)
-  onAbort(signal, () => sb.cancel(), sb.wait())
-  await sb.started
+  let sb: Sandbox
+  try {
+    const { native, h } = await startHelper(spec, stdio.map(stdioCode))
+    sb = new Sandbox(native.addon, h, command)
+    onAbort(signal, () => sb.cancel(), sb.wait())
+    await sb.started
+  } catch (e) {
+    refillPool()
+    throw e
+  }
+  refillAfter(sb)
   return sb
 }
+
+/**
+ * The pool refills once this sandbox ended or had its first moments, not while it starts: a
+ * refill's exec and set-up would take CPU from it, even at idle priority (an idle task still
+ * gets a slice now and then). A short command's exit comes first; a long one waits no more.
+ */
+function refillAfter(sb: Sandbox): void {
+  let done = false
+  const refill = () => {
+    if (done) return
+    done = true
+    clearTimeout(timer)
+    refillPool()
+  }
+  const timer = setTimeout(refill, REFILL_DELAY_MS).unref()
+  void sb.wait().then(refill, refill)
+}
+
+const REFILL_DELAY_MS = 20
 
 export interface RunOptions extends SpawnOptions {
   /** Written to the command's stdin, which is then closed. */
@@ -106,11 +132,16 @@ export interface RunResult<T = string> extends SandboxResult {
 export async function createSandbox(options: SandboxOptions = {}): Promise<PersistentSandbox> {
   const { spec, signal } = normalizeSandbox(options)
   if (signal?.aborted) throw abortError(signal)
-  // The sandbox has no stdio of its own; each exec brings its own.
-  const { native, h } = await startHelper(spec, [-2, -2, -2])
-  const sb = new PersistentSandbox(native.addon, h, spec)
-  onAbort(signal, () => void sb.destroy(), sb.ready)
-  await sb.ready
+  let sb: PersistentSandbox
+  try {
+    // The sandbox has no stdio of its own; each exec brings its own.
+    const { native, h } = await startHelper(spec, [-2, -2, -2])
+    sb = new PersistentSandbox(native.addon, h, spec)
+    onAbort(signal, () => void sb.destroy(), sb.ready)
+    await sb.ready
+  } finally {
+    refillPool()
+  }
   if (sb.destroyed) {
     if (signal?.aborted) throw abortError(signal)
     throw new IsolateError('the sandbox ended before it was ready', { code: 'ERR_ISOLATE_DESTROYED' })

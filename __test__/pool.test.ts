@@ -9,7 +9,7 @@
 import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
-import { hostname, tmpdir } from 'node:os'
+import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
 import { ended, openFds, parentOf, pidAlive, root, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
@@ -221,16 +221,60 @@ poolTest('the init a sandbox gets is one made ahead, or fresh when its options d
   }
 })
 
-poolTest('work done ahead runs at idle priority; every process of the sandbox at the default policy', async (t) => {
+poolTest('work done ahead runs at idle priority; a ready helper, zygote and init wait at the default policy, as every process of the sandbox runs', async (t) => {
   await runIsolated('/bin/true', [], { limits: LIMITS })
   t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000))
-  for (const pid of [...zygotesOf(process.pid).flatMap((z) => [z.helper, z.zygote]), ...initsAheadOf(process.pid)]) {
-    t.is(schedOf(readFileSync(`/proc/${pid}/stat`, 'utf8')).policy, 5, `pooled process ${pid} is SCHED_IDLE while it waits`)
+  const ready = new Set(warmHelpersOf(process.pid).helpers)
+  // Every CPU busy at the default policy: a helper at idle priority then takes long to get
+  // ready, long enough to be watched at it.
+  const spinners = Array.from({ length: availableParallelism() }, () => spawn('/bin/sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }))
+  const stopSpinners = () => spinners.forEach((s) => s.kill('SIGKILL'))
+  configurePool({ size: 3 })
+  try {
+    // It puts itself at idle priority right after its exec.
+    let making: number | undefined
+    const policies = new Set<number>()
+    for (const end = Date.now() + 5000; Date.now() < end; ) {
+      making ??= warmHelpersOf(process.pid).helpers.find((h) => !ready.has(h))
+      if (making === undefined) continue
+      let policy: number
+      try {
+        policy = schedOf(readFileSync(`/proc/${making}/stat`, 'utf8')).policy
+      } catch {
+        break
+      }
+      policies.add(policy)
+      if (policies.has(5) && policy === 0) break
+    }
+    stopSpinners()
+    t.truthy(making, 'a third warm helper was seen being made')
+    t.true(policies.has(5), `helper ${making} was seen at SCHED_IDLE while it made its sandbox ahead (seen: ${[...policies]})`)
+    t.true(await waitUntil(() => initsAheadOf(process.pid).length === 3, 5000), 'three inits made ahead')
+    for (const pid of [...zygotesOf(process.pid).flatMap((z) => [z.helper, z.zygote]), ...initsAheadOf(process.pid)]) {
+      t.deepEqual(schedOf(readFileSync(`/proc/${pid}/stat`, 'utf8')), { policy: 0, nice: 0 }, `pooled process ${pid} waits at SCHED_OTHER, nice 0`)
+    }
+  } finally {
+    stopSpinners()
+    configurePool({ size: 2 })
   }
   const r = await runIsolated('/bin/sh', ['-c', 'cat /proc/1/stat; echo; cat /proc/self/stat'], { limits: LIMITS })
   const [initStat, selfStat] = r.stdout.split('\n').filter(Boolean)
   for (const [who, stat] of [['init', initStat], ['command', selfStat]]) {
     t.deepEqual(schedOf(stat), { policy: 0, nice: 0 }, `the sandbox's ${who} runs at SCHED_OTHER, nice 0`)
+  }
+})
+
+poolTest('the pool refills after a start, while a long sandbox still runs', async (t) => {
+  await runIsolated('/bin/true', [], { limits: LIMITS })
+  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000), 'two inits made ahead')
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'read x'], { limits: LIMITS, stdio: ['pipe', 'ignore', 'ignore'] })
+  try {
+    t.true(helperOf(sb.pid).warm, 'the sandbox took a warm helper')
+    t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000), 'two inits made ahead again, the sandbox still running')
+    t.true(pidAlive(sb.pid))
+  } finally {
+    sb.stdin!.end('\n')
+    await sb.wait()
   }
 })
 

@@ -48,14 +48,16 @@ export class HelperPool {
     return this.#size
   }
 
-  /** A warm helper, or undefined (the pool is empty, off, or this host cannot have one). */
+  /**
+   * A warm helper, or undefined (the pool is empty, off, or this host cannot have one). The
+   * caller refills the pool ({@link refillPool}) once the start it served is over.
+   */
   take(): WarmHelper | undefined {
     const h = this.#ready.shift()
     if (h) {
       h.control.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
       h.control.ref()
     }
-    this.fill()
     return h
   }
 
@@ -150,6 +152,11 @@ export function helperPool(addon: Addon, helperPath: string): HelperPool | undef
     pool.fill()
   }
   return pool.size > 0 ? pool : undefined
+}
+
+/** Top the pool up, if this process has one: called once a start is over, however it ended. */
+export function refillPool(): void {
+  pool?.fill()
 }
 
 /** How many warm helpers to keep (where this process is root and may create cgroups); 0 turns the pool off. */

@@ -11,8 +11,9 @@
 //! spec, or if the host's mount table changed since the init's copy of it was taken, that init is
 //! killed and the zygote clones a fresh one now. Nothing migrates on the hot path (the helper
 //! itself never enters the cgroup, so it can remove it at the end). All of this runs at idle
-//! priority, so it never takes CPU from sandboxes starting meanwhile; every process the sandbox
-//! gets is put back to the default policy before it runs anything of the spec. Each warm helper
+//! priority, so it takes little CPU from sandboxes starting meanwhile; once ready, the helper,
+//! the zygote and the init are put back to the default policy (they wait at it, and what the
+//! init starts inherits it). Each warm helper
 //! serves one sandbox and is never reused; if Node goes away first, the init made ahead and the
 //! zygote are killed and the cgroup removed.
 
@@ -122,6 +123,10 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
             return 0;
         }
     };
+    // Only the making ahead runs at idle priority. A ready helper, zygote and init wait at the
+    // default policy, so the spec's arrival wakes them at once: an idle task waits for the CPU
+    // behind every other task, and behind the next refill (idle too) for a whole slice.
+    warm.leave_idle_priority();
     out.send(&Event::Warm);
     // Node writes requests only after it handed over the spec, so until then the control socket
     // can only end (Node is gone): then `warm` is dropped, which ends the zygote and the cgroup.
@@ -136,8 +141,6 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
     if !fds[1].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN)) {
         return 0;
     }
-    // From here on this helper serves a sandbox that is starting now.
-    let _ = sys::set_normal_priority(0);
     let (bytes, stdio) = match sys::recv_message(&handoff, MAX_SPEC, Step::ReadSpec) {
         Ok(Some(m)) => m,
         Ok(None) | Err(_) => return 0,
@@ -156,6 +159,19 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
     drop(stdio);
     let execs = spec.persistent.then_some(handoff);
     crate::supervisor::run_with(&spec, out, execs, Some(warm))
+}
+
+impl Warm {
+    fn leave_idle_priority(&self) {
+        if !sys::may_renice() {
+            return;
+        }
+        let _ = sys::set_normal_priority(0);
+        let _ = sys::set_normal_priority(self.zygote.pid.as_raw());
+        if let Some(p) = &self.preborn {
+            let _ = sys::set_normal_priority(p.pid.as_raw());
+        }
+    }
 }
 
 impl Zygote {
@@ -205,7 +221,7 @@ impl Zygote {
     /// Hand the zygote the init's fds (stdio, go, report, then the optional ones `birth` names)
     /// and what it needs to clone it; it does, answers with the pid, and ends.
     pub(crate) fn give_birth(mut self, birth: &Birth, fds: &[RawFd]) -> Result<Pid, SetupError> {
-        let reply = exchange_birth(self.pid, &self.sock, birth, fds);
+        let reply = exchange_birth(&self.sock, birth, fds);
         self.end();
         match reply? {
             Some(BirthReply::Born { pid }) => Ok(Pid::from_raw(pid)),
@@ -271,7 +287,7 @@ impl Preborn {
 
     /// Hand the init its fds (as [`Zygote::give_birth`]) and the spec; it answers once it took them.
     pub(crate) fn give_birth(mut self, birth: &Birth, fds: &[RawFd]) -> Result<Pid, SetupError> {
-        match exchange_birth(self.pid, &self.sock, birth, fds)? {
+        match exchange_birth(&self.sock, birth, fds)? {
             Some(BirthReply::Born { .. }) => {
                 self.done = true;
                 Ok(self.pid)
@@ -282,10 +298,9 @@ impl Preborn {
     }
 }
 
-/// Put `to` (a zygote, or an init made ahead) back to the default policy, which what it starts
-/// inherits, hand it `birth` with its fds on `sock`, and read its answer (None: it ended).
-fn exchange_birth(to: Pid, sock: &OwnedFd, birth: &Birth, fds: &[RawFd]) -> Result<Option<BirthReply>, SetupError> {
-    sys::set_normal_priority(to.as_raw())?;
+/// Hand a zygote or an init made ahead `birth` with its fds on `sock`, and read its answer
+/// (None: it ended).
+fn exchange_birth(sock: &OwnedFd, birth: &Birth, fds: &[RawFd]) -> Result<Option<BirthReply>, SetupError> {
     let msg = serde_json::to_vec(birth).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
     sys::send_message(sock, &msg, fds, Step::CloneNamespaces)?;
     let reply = sys::recv_message(sock, 64 << 10, Step::CloneNamespaces)?;

@@ -276,20 +276,9 @@ impl Task for SpawnWarmHelper {
         let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
         attr.set_sigmask(&SigSet::empty()).map_err(|e| sys_error("posix_spawnattr_setsigmask", e))?;
         attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
-        let mut flags = PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF;
-        // A refill starts while sandboxes are starting: from its exec on, it runs only on CPU time
-        // nobody else wants, where the helper can set its sandbox's processes back to the
-        // default policy (CAP_SYS_NICE, which it inherits from this process).
-        if isolate_core::sys::may_renice() {
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: PosixSpawnAttr is a transparent wrapper of an initialised posix_spawnattr_t.
-            let raw = &mut attr as *mut PosixSpawnAttr as *mut libc::posix_spawnattr_t;
-            unsafe {
-                libc::posix_spawnattr_setschedpolicy(raw, libc::SCHED_IDLE);
-                libc::posix_spawnattr_setschedparam(raw, &param);
-            }
-            flags |= PosixSpawnFlags::from_bits_retain(libc::POSIX_SPAWN_SETSCHEDULER as _);
-        }
+        // No POSIX_SPAWN_SETSCHEDULER: glibc refuses SCHED_IDLE there (EINVAL). The helper puts
+        // itself at idle priority first thing (isolate_core::warm).
+        let flags = PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF;
         attr.set_flags(flags).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
         let argv = [CString::new("isolate-helper").expect("static"), CString::new("--warm").expect("static")];
         let envp: [CString; 0] = [];
