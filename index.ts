@@ -39,7 +39,7 @@ const optionFailure = (err: Error) => {
 async function startHelper(spec: Spec, stdio: number[]): Promise<{ native: Native; h: SpawnedHelper }> {
   const native = loadNative()
   const json = JSON.stringify(spec)
-  const warm = helperPool(native.addon, native.helperPath)?.take()
+  const warm = helperPool(native.addon, native.helperPath)?.take(spec)
   if (warm) {
     try {
       const fds = native.addon.sendSpec(warm.handoff, json, stdio)

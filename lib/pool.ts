@@ -10,6 +10,7 @@
  */
 import { Socket } from 'node:net'
 import type { Addon } from './native.js'
+import type { Spec } from './options.js'
 import { reapHelper } from './sandbox.js'
 
 export interface WarmHelper {
@@ -33,6 +34,10 @@ export class HelperPool {
   #starting = 0
   /** Set when a warm helper could not get ready: this host gets cold starts only. */
   #broken = false
+  /** The root part of the last sandbox's spec ({@link rootOf}). */
+  #lastRoot: string | undefined
+  /** What refills build their init's root for: the root the last two sandboxes both had. */
+  #ahead: string | undefined
 
   /** `eligible`: this host can have warm helpers (cgroups allowed); else the pool stays empty. */
   constructor(
@@ -49,10 +54,15 @@ export class HelperPool {
   }
 
   /**
-   * A warm helper, or undefined (the pool is empty, off, or this host cannot have one). The
-   * caller refills the pool ({@link refillPool}) once the start it served is over.
+   * A warm helper, or undefined (the pool is empty, off, or this host cannot have one), for a
+   * sandbox of `spec`. The caller refills the pool ({@link refillPool}) once the start it served
+   * is over. A service that starts the same kind of sandbox again and again gets refills whose
+   * init has that root built already (the helper checks that it still fits; else that init goes).
    */
-  take(): WarmHelper | undefined {
+  take(spec: Spec): WarmHelper | undefined {
+    const root = rootOf(spec)
+    this.#ahead = root === this.#lastRoot ? root : undefined
+    this.#lastRoot = root
     const h = this.#ready.shift()
     if (h) {
       h.control.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
@@ -107,7 +117,7 @@ export class HelperPool {
   async #start(): Promise<void> {
     this.#starting++
     try {
-      const s = await this.addon.spawnWarmHelper(this.helperPath)
+      const s = await this.addon.spawnWarmHelper(this.helperPath, this.#ahead)
       const control = new Socket({ fd: s.control, readable: true, writable: true })
       control.unref()
       const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
@@ -135,6 +145,16 @@ export class HelperPool {
       this.#starting--
     }
   }
+}
+
+/**
+ * A spec as far as its root goes (as JSON): what a command, its environment or limits change
+ * is left out. The helper compares the whole mount plan and everything else the root is built
+ * from, so this only picks what to build ahead.
+ */
+export function rootOf(spec: Spec): string {
+  const { file: _file, args: _args, env: _env, cwd: _cwd, hostname: _hostname, limits: _limits, capabilities: _caps, seccomp: _seccomp, landlock: _landlock, tty: _tty, persistent: _persistent, ...root } = spec
+  return JSON.stringify({ file: '/', ...root })
 }
 
 let pool: HelperPool | undefined

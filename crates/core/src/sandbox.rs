@@ -108,8 +108,42 @@ pub struct InitPipes {
     pub tty: Option<OwnedFd>,
     /// A long-lived sandbox: where the helper sends execs (see [`crate::exec_server`]).
     pub work: Option<OwnedFd>,
-    /// The network namespace's loopback is up already (an init cloned ahead, see [`crate::warm`]).
-    pub loopback_up: bool,
+    /// What an init cloned ahead did before its spec arrived (see [`crate::warm`]).
+    pub ahead: Ahead,
+}
+
+/// How far an init got before its spec arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ahead {
+    /// Nothing: cloned for this spec.
+    Nothing,
+    /// Its namespaces exist, their id maps are written and the loopback is up.
+    Namespaces,
+    /// That, and its root is built ([`build_root`]) for a spec with the same [`crate::warm::RootKey`].
+    Root,
+}
+
+/// A host object the new root holds on to (a bind's source, the file a mask covers), as it was
+/// when the root was built: a root built ahead is used only while each is still what its path
+/// names (a bind or a mask stays on the object it was made on, not on whatever replaced it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostObject {
+    pub path: String,
+    pub follow: bool,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl HostObject {
+    fn of(path: &str, follow: bool, st: &nix::sys::stat::FileStat) -> HostObject {
+        HostObject { path: path.to_owned(), follow, dev: st.st_dev, ino: st.st_ino }
+    }
+
+    /// Whether `path` still names this object on the host (as seen from here).
+    pub fn unchanged(&self) -> bool {
+        let st = if self.follow { nix::sys::stat::stat(self.path.as_str()) } else { nix::sys::stat::lstat(self.path.as_str()) };
+        st.is_ok_and(|st| st.st_dev == self.dev && st.st_ino == self.ino)
+    }
 }
 
 pub(crate) fn send(report_fd: &OwnedFd, r: &Report) {
@@ -119,14 +153,14 @@ pub(crate) fn send(report_fd: &OwnedFd, r: &Report) {
 
 /// The whole life of the sandbox's first process. Never returns.
 pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Program>, pipes: InitPipes) -> ! {
-    let InitPipes { go, report, setup_ids, layers, kept_uppers, tty, work, loopback_up } = pipes;
+    let InitPipes { go, report, setup_ids, layers, kept_uppers, tty, work, ahead } = pipes;
     // So `ps` inside and on the host tells the init from the helper it was forked from.
     let _ = nix::sys::prctl::set_name(c"isolate-init");
     // The init keeps what it was handed and nothing else of the helper (its control socket to
     // Node, a cgroup directory, the relay's ends).
     let keep: Vec<i32> = [Some(&go), Some(&report), layers.as_ref(), tty.as_ref(), work.as_ref()].into_iter().flatten().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     sys::close_fds_except(&keep);
-    if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, loopback_up, &go) {
+    if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, ahead, &go) {
         send(&report, &Report::SetupFailed(e));
         std::process::exit(125);
     }
@@ -151,16 +185,33 @@ fn staged(target: &str) -> String {
     format!("{STAGING}{target}")
 }
 
-fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, loopback_up: bool, go: &OwnedFd) -> sys::Result<()> {
+fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, ahead: Ahead, go: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
+    wait_for_parent(go)?;
+    if ahead != Ahead::Root {
+        build_root(spec, plan, pipes_ids, layers, kept_uppers)?;
+    }
+    if spec.namespaces.uts {
+        sys::set_hostname(&spec.hostname)?;
+    }
+    if spec.namespaces.net && ahead == Ahead::Nothing {
+        sys::bring_up_loopback()?;
+    }
+    // The caller's session keyring stays outside.
+    sys::join_new_session_keyring()?;
+    Ok(())
+}
+
+/// The new root, from the host's objects to the pivot: what this process then sees as `/`.
+/// Returns the host objects it holds on to (see [`HostObject`]).
+pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>) -> sys::Result<Vec<HostObject>> {
     // Everything the setup creates has its mode spelled out; the caller's mask is the commands'.
     sys::set_umask(0);
-    wait_for_parent(go)?;
     // Sources are opened with the caller's own host ids (a root caller's private temp dirs stay
     // reachable), before the staging tmpfs covers the host's /tmp, and before anything the
     // sandbox could influence exists.
-    let sources = open_sources(spec, plan, layers.as_ref())?;
+    let (sources, mut held) = open_sources(spec, plan, layers.as_ref())?;
     let kept = open_kept_uppers(&kept_uppers)?;
     if spec.namespaces.user {
         // A root caller's child is still host uid 0, unmapped here; become the mapped user so
@@ -193,6 +244,12 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     let mut sources = sources.into_iter();
     let mut masks_file_made = false;
     for op in plan {
+        if let MountOp::Mask { target, .. } = op {
+            // A host secret, seen through its bound directory: the object this mask covers.
+            if let Ok(st) = nix::sys::stat::lstat(staged(target).as_str()) {
+                held.push(HostObject::of(target, false, &st));
+            }
+        }
         apply(op, &mut sources, area.as_mut(), &mut masks_file_made).map_err(|e| inside_path(e, op))?;
     }
     drop(area);
@@ -212,15 +269,7 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     if spec.overlay.is_none() {
         sys::remount_root_readonly()?;
     }
-    if spec.namespaces.uts {
-        sys::set_hostname(&spec.hostname)?;
-    }
-    if spec.namespaces.net && !loopback_up {
-        sys::bring_up_loopback()?;
-    }
-    // The caller's session keyring stays outside.
-    sys::join_new_session_keyring()?;
-    Ok(())
+    Ok(held)
 }
 
 /// Inherited by the command and everything it starts.
@@ -252,18 +301,24 @@ fn inside_path(mut e: SetupError, op: &MountOp) -> SetupError {
 }
 
 /// Every bind's and overlay layer's source, in plan order: the helper's idmapped trees where it
-/// sent them (a root caller's overlay), else the host path opened here.
-fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>) -> sys::Result<Vec<Source>> {
+/// sent them (a root caller's overlay), else the host path opened here; and the host objects
+/// the binds hold on to.
+fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>) -> sys::Result<(Vec<Source>, Vec<HostObject>)> {
     let mut trees = match layers {
         Some(sock) => sys::recv_fds(sock)?.into_iter(),
         None => Vec::new().into_iter(),
     };
     let mut sources = Vec::new();
+    let mut held = Vec::new();
     for op in plan {
         match op {
             MountOp::Bind { source, .. } => {
                 let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
-                sources.push(Source::Path(sys::open_source(source, follow)?));
+                let fd = sys::open_source(source, follow)?;
+                if let Ok(st) = nix::sys::stat::fstat(&fd) {
+                    held.push(HostObject::of(source, follow, &st));
+                }
+                sources.push(Source::Path(fd));
             }
             MountOp::Overlay { lowers, target, layer } => {
                 for lower in lowers {
@@ -278,7 +333,7 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>) -> sys:
             _ => {}
         }
     }
-    Ok(sources)
+    Ok((sources, held))
 }
 
 /// The (upper, work) pairs of a kept upper directory, which the helper prepared.

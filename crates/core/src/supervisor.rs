@@ -174,7 +174,7 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
             };
             let mut fds = vec![0, 1, 2, go_r.as_raw_fd(), report_w.as_raw_fd()];
             fds.extend([&layers, &tty, &work].into_iter().flatten().map(|(_, theirs)| theirs.as_raw_fd()));
-            let pid = match preborn.filter(|p| p.fits(spec)) {
+            let pid = match preborn.filter(|p| p.fits(spec, &plan, setup_ids)) {
                 Some(p) => {
                     // Released before it is handed the spec (its id maps are written already):
                     // it finds its go waiting and runs through its setup without a round trip.
@@ -217,7 +217,7 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
             drop(ours);
             theirs
         });
-        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty, work, loopback_up: false });
+        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty, work, ahead: sandbox::Ahead::Nothing });
     }
     let tty = tty.map(|(ours, _theirs)| ours);
     let work = work.map(|(ours, _theirs)| ours);

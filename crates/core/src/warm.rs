@@ -21,8 +21,8 @@ use crate::cgroup::{CgroupHost, SandboxCgroup};
 use crate::error::{SetupError, Step};
 use crate::plan::MountOp;
 use crate::protocol::Event;
-use crate::sandbox::InitPipes;
-use crate::spec::{Ids, Spec};
+use crate::sandbox::{Ahead, HostObject, InitPipes};
+use crate::spec::{Ids, Mount, Namespaces, Network, Overlay, Spec};
 use crate::supervisor::Control;
 use crate::sys;
 use nix::sys::signal::{kill, Signal};
@@ -57,7 +57,36 @@ pub struct Preborn {
     sock: OwnedFd,
     /// The host's mount table as of before the clone copied it (see [`sys::mounts_changed`]).
     mounts: OwnedFd,
+    /// Its root, when it was built ahead: for which specs, and on which host objects.
+    built: Option<(RootKey, Vec<HostObject>)>,
     done: bool,
+}
+
+/// Everything the root's building reads ([`crate::sandbox::build_root`]): two specs with equal
+/// keys get the same root. The mount plan holds what the host looked like when it was made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RootKey {
+    plan: Vec<MountOp>,
+    namespaces: Namespaces,
+    network: Network,
+    mounts: Vec<Mount>,
+    overlay: Option<Overlay>,
+    setup_ids: Ids,
+}
+
+impl RootKey {
+    pub(crate) fn of(spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> RootKey {
+        RootKey { plan: plan.to_vec(), namespaces: spec.namespaces, network: spec.network, mounts: spec.mounts.clone(), overlay: spec.overlay.clone(), setup_ids }
+    }
+}
+
+/// What the init made ahead builds its root for, before any spec arrived.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Prebuild {
+    spec: Spec,
+    plan: Vec<MountOp>,
+    setup_ids: Ids,
 }
 
 /// The namespaces an init is cloned into ahead: the default profile's.
@@ -81,13 +110,21 @@ pub(crate) struct Birth {
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+enum BuildReply {
+    Built(Vec<HostObject>),
+    Failed(SetupError),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 enum BirthReply {
     Born { pid: i32 },
     Failed(SetupError),
 }
 
-/// The warm phase: detect, create the cgroup, fork the zygote into it.
-fn prepare() -> Result<Warm, SetupError> {
+/// The warm phase: detect, create the cgroup, fork the zygote into it; the zygote clones an init
+/// ahead, which builds its root for `ahead` when there is one.
+fn prepare(ahead: Option<Spec>) -> Result<Warm, SetupError> {
     // Work done ahead takes only CPU time nobody else wants, where the sandbox's processes can
     // be put back to the default policy afterwards.
     if sys::may_renice() {
@@ -104,10 +141,15 @@ fn prepare() -> Result<Warm, SetupError> {
     sys::last_cap();
     // Opened before the zygote clones the init ahead, whose mount namespace copies the table.
     let mounts = sys::watch_mounts()?;
-    let (zygote, ahead) = Zygote::fork_into(&cgroup, &default_seccomp)?;
+    let (zygote, inits_ahead) = Zygote::fork_into(&cgroup, &default_seccomp)?;
     // An init that cannot get ready ahead is no loss: the zygote clones one at the birth, and
     // then whatever failed is reported with its step.
-    let preborn = ahead.and_then(|(pid, sock)| Preborn { pid, sock, mounts, done: false }.get_ready().ok());
+    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, mounts, built: None, done: false }.get_ready().ok());
+    // A root that cannot be built ahead is no loss either: that init goes, as above.
+    let preborn = match (preborn, ahead) {
+        (Some(p), Some(spec)) => p.build_root(&spec).ok(),
+        (p, _) => p,
+    };
     Ok(Warm { preborn, zygote, host, cgroup })
 }
 
@@ -116,7 +158,14 @@ fn prepare() -> Result<Warm, SetupError> {
 /// long-lived sandbox then its execs.
 pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
     let mut out = Control::new(control);
-    let warm = match prepare() {
+    let ahead = match read_ahead(&handoff) {
+        Ok(a) => a,
+        Err(e) => {
+            out.send(&Event::Error(e));
+            return 0;
+        }
+    };
+    let warm = match prepare(ahead) {
         Ok(w) => w,
         Err(e) => {
             out.send(&Event::Error(e));
@@ -160,6 +209,27 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
     let execs = spec.persistent.then_some(handoff);
     crate::supervisor::run_with(&spec, out, execs, Some(warm))
 }
+
+/// The first message on the handoff socket, which the addon writes before the exec: `ahead`,
+/// or `ahead ` and a spec whose root to build ahead (the root of the caller's last sandboxes).
+fn read_ahead(handoff: &OwnedFd) -> Result<Option<Spec>, SetupError> {
+    let step = Step::ReadSpec;
+    let Some((bytes, _)) = sys::recv_message(handoff, MAX_AHEAD, step)? else {
+        return Err(SetupError::new(step, "the caller went away before the helper started"));
+    };
+    match bytes.strip_prefix(b"ahead") {
+        Some([]) => Ok(None),
+        Some([b' ', json @ ..]) => {
+            let spec = Spec::from_json(json).map_err(|e| SetupError::new(step, e))?;
+            crate::validate::validate(&spec).map_err(|e| SetupError::new(step, e.to_string()))?;
+            Ok(Some(spec))
+        }
+        _ => Err(SetupError::new(step, "the handoff socket did not start with `ahead`")),
+    }
+}
+
+/// The largest spec sent ahead (the addon sends none bigger).
+pub const MAX_AHEAD: usize = 64 << 10;
 
 impl Warm {
     fn leave_idle_priority(&self) {
@@ -274,15 +344,43 @@ impl Preborn {
         }
     }
 
+    /// Have the init build its root for `spec` now (not for a spec with overlays: their layers
+    /// come from this helper at the release). The root is what a sandbox started now with that
+    /// spec would get; [`Preborn::fits`] says for which specs, and until when, it still is.
+    fn build_root(mut self, spec: &Spec) -> Result<Preborn, SetupError> {
+        let step = Step::MountStagingRoot;
+        let facts = crate::sandbox::gather_facts(spec)?;
+        let plan = crate::plan::plan_mounts(spec, &facts);
+        if plan.iter().any(|op| matches!(op, MountOp::Overlay { .. })) || crate::supervisor::clone_flags(spec) != ahead_flags() {
+            return Ok(self);
+        }
+        let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
+        let setup_ids = crate::plan::setup_ids(spec.user, caller);
+        let mut msg = b"build ".to_vec();
+        msg.extend(serde_json::to_vec(&Prebuild { spec: spec.clone(), plan: plan.clone(), setup_ids }).map_err(|e| SetupError::new(step, e.to_string()))?);
+        sys::send_message(&self.sock, &msg, &[], step)?;
+        match sys::recv_message(&self.sock, 4 * MAX_SPEC, step)?.map(|(b, _)| serde_json::from_slice::<BuildReply>(&b)) {
+            Some(Ok(BuildReply::Built(held))) => {
+                self.built = Some((RootKey::of(spec, &plan, setup_ids), held));
+                Ok(self)
+            }
+            Some(Ok(BuildReply::Failed(e))) => Err(e),
+            _ => Err(SetupError::new(step, "the init made ahead ended while it built its root")),
+        }
+    }
+
     pub(crate) fn pid(&self) -> Pid {
         self.pid
     }
 
-    /// Whether this init can serve `spec`: it wants exactly these namespaces, and nothing was
-    /// mounted or unmounted on the host since the init's mount namespace copied the table (bind
-    /// sources are opened in there).
-    pub(crate) fn fits(&self, spec: &Spec) -> bool {
-        crate::supervisor::clone_flags(spec) == ahead_flags() && !sys::mounts_changed(&self.mounts)
+    /// Whether this init can serve `spec` (planned as `plan`): it wants exactly these namespaces,
+    /// and nothing was mounted or unmounted on the host since the init's mount namespace copied
+    /// the table (bind sources are opened in there). An init whose root was built ahead serves
+    /// only a spec whose root is the same, and only while every host object it holds is still
+    /// what its path names.
+    pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> bool {
+        let same_root = |(key, held): &(RootKey, Vec<HostObject>)| *key == RootKey::of(spec, plan, setup_ids) && held.iter().all(HostObject::unchanged);
+        crate::supervisor::clone_flags(spec) == ahead_flags() && !sys::mounts_changed(&self.mounts) && self.built.as_ref().is_none_or(same_root)
     }
 
     /// Hand the init its fds (as [`Zygote::give_birth`]) and the spec; it answers once it took them.
@@ -405,11 +503,24 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program) -> ! {
         leave(1);
     }
     let _ = sys::send_message(&sock, b"up", &[], Step::BringUpLoopback);
-    let Ok(Some((bytes, fds))) = sys::recv_message(&sock, 4 * MAX_SPEC, Step::CloneNamespaces) else { leave(0) };
+    let Ok(Some((mut bytes, mut fds))) = sys::recv_message(&sock, 4 * MAX_SPEC, Step::CloneNamespaces) else { leave(0) };
+    let mut ahead = Ahead::Namespaces;
+    if let Some(json) = bytes.strip_prefix(b"build ") {
+        let built = serde_json::from_slice::<Prebuild>(json)
+            .map_err(|e| SetupError::new(Step::MountStagingRoot, e.to_string()))
+            .and_then(|b| crate::sandbox::build_root(&b.spec, &b.plan, b.setup_ids, None, Vec::new()));
+        let _ = sys::send_message(&sock, &serde_json::to_vec(&built.as_ref().map_or_else(|e| BuildReply::Failed(e.clone()), |h| BuildReply::Built(h.clone()))).unwrap_or_default(), &[], Step::MountStagingRoot);
+        if built.is_err() {
+            leave(1);
+        }
+        ahead = Ahead::Root;
+        let Ok(Some(birth)) = sys::recv_message(&sock, 4 * MAX_SPEC, Step::CloneNamespaces) else { leave(0) };
+        (bytes, fds) = birth;
+    }
     let reply = |r: &BirthReply| send_reply(&sock, r);
     match unpack(&bytes, fds, default_seccomp) {
         Ok((spec, plan, seccomp, mut pipes)) => {
-            pipes.loopback_up = true;
+            pipes.ahead = ahead;
             reply(&BirthReply::Born { pid: 1 });
             drop(sock);
             crate::sandbox::run(&spec, &plan, seccomp.as_ref(), pipes)
@@ -442,7 +553,7 @@ fn unpack(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Pro
         crate::spec::Seccomp::Default => Some(default_seccomp.clone()),
         _ => crate::supervisor::compile_seccomp(&b.spec)?,
     };
-    let pipes = InitPipes { go, report, setup_ids: b.setup_ids, layers, kept_uppers: b.kept_uppers, tty, work, loopback_up: false };
+    let pipes = InitPipes { go, report, setup_ids: b.setup_ids, layers, kept_uppers: b.kept_uppers, tty, work, ahead: Ahead::Nothing };
     Ok((b.spec, b.plan, seccomp, pipes))
 }
 

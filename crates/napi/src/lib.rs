@@ -249,16 +249,19 @@ fn send_with_stdio(fd: RawFd, bytes: &[u8], stdio: &[i32]) -> Result<ExecStdio> 
 
 /// Start a warm helper (`isolate-helper --warm`, see isolate_core::warm) on the libuv thread
 /// pool: stdio /dev/null, 3 the control socket, 5 the handoff socket (returned as `exec`). It
-/// says `{"event":"warm"}` when ready; `sendSpec` then gives it its one sandbox.
+/// says `{"event":"warm"}` when ready; `sendSpec` then gives it its one sandbox. `ahead`: a spec
+/// (JSON) whose root it builds ahead, as a guess of what the next sandbox wants (it checks).
 #[napi(ts_return_type = "Promise<SpawnedHelper>")]
-pub fn spawn_warm_helper(helper_path: String) -> Result<AsyncTask<SpawnWarmHelper>> {
+pub fn spawn_warm_helper(helper_path: String, ahead: Option<String>) -> Result<AsyncTask<SpawnWarmHelper>> {
     let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
-    Ok(AsyncTask::new(SpawnWarmHelper { helper_path, path }))
+    let ahead = ahead.filter(|a| a.len() < isolate_core::warm::MAX_AHEAD - 6);
+    Ok(AsyncTask::new(SpawnWarmHelper { helper_path, path, ahead }))
 }
 
 pub struct SpawnWarmHelper {
     helper_path: String,
     path: CString,
+    ahead: Option<String>,
 }
 
 impl Task for SpawnWarmHelper {
@@ -269,6 +272,12 @@ impl Task for SpawnWarmHelper {
         let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| sys_error("open /dev/null", e))?;
         let (control, helper_control) = socket_pair(nix::sys::socket::SockType::Stream)?;
         let (handoff, helper_handoff) = socket_pair(nix::sys::socket::SockType::SeqPacket)?;
+        // Waiting in the socket when the helper starts: its first read.
+        let first = match &self.ahead {
+            Some(spec) => format!("ahead {spec}"),
+            None => "ahead".into(),
+        };
+        isolate_core::sys::send_message(&handoff, first.as_bytes(), &[], isolate_core::Step::ReadSpec).map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (fd, slot) in [(&null, 0), (&null, 1), (&null, 2), (&helper_control, 3), (&helper_handoff, 5)] {
             actions.add_dup2(fd.as_raw_fd(), slot).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
