@@ -226,3 +226,38 @@ export async function driveShellInTmux(t: ExecutionContext, cmd: string, probe?:
   t.true(await seen(/^EXIT=3$/m), screen())
   end()
 }
+
+/** The mount points of process `pid`'s mount namespace, with their filesystem types. */
+export function mountsOf(pid: number): Array<{ at: string; type: string }> {
+  return readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => ({ at: l.split(' ')[4], type: l.split(' - ')[1]?.split(' ')[0] ?? '' }))
+}
+
+/** Whether init `pid`, made ahead, has its root built already, with a mount at `at`: seen from the host, its / is the staging tmpfs. */
+export function rootBuiltAhead(pid: number, at = '/proc/sys'): boolean {
+  try {
+    const mounts = mountsOf(pid)
+    return mounts.some((m) => m.at === '/' && m.type === 'tmpfs') && mounts.some((m) => m.at === at)
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Start sandboxes with `options` until both inits this process's pool made ahead have their root
+ * built for them (the pool builds ahead the root its last two sandboxes both had), as told by a
+ * mount at `at` that only that root has. False if that never happens.
+ */
+export async function poolBuiltFor(options: RunOptions, at: string): Promise<boolean> {
+  for (let i = 1; i <= 10; i++) {
+    await runIsolated('/bin/true', [], options)
+    const built = () => {
+      const { inits } = warmHelpersOf(process.pid)
+      return inits.length === 2 && inits.every((p) => rootBuiltAhead(p, at))
+    }
+    if (i >= 4 && (await waitUntil(built, 3000))) return true
+  }
+  return false
+}

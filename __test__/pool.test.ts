@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSy
 import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
-import { ended, openFds, parentOf, pidAlive, root, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
+import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, root, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode) && process.geteuid?.() === 0
@@ -183,9 +183,21 @@ function schedOf(stat: string): { policy: number; nice: number } {
 }
 
 /** A sandbox started while the pool is full; its init, and the inits made ahead before it. */
+/**
+ * Start default sandboxes until both warm helpers have an init made ahead. A helper whose init
+ * could not build the root it was asked to build ahead (say, its bind source went away) has none
+ * and is only used up by a sandbox.
+ */
+async function poolFull(): Promise<boolean> {
+  for (let i = 0; i < 6; i++) {
+    await runIsolated('/bin/true', [], { limits: LIMITS })
+    if (await waitUntil(() => initsAheadOf(process.pid).length === 2, 2000)) return true
+  }
+  return false
+}
+
 async function fromFullPool(script: string, options = {}) {
-  await runIsolated('/bin/true', [], { limits: LIMITS })
-  await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000)
+  await poolFull()
   const ahead = initsAheadOf(process.pid)
   const s = await oneSandbox(script, options)
   return { ...s, ahead }
@@ -206,8 +218,7 @@ poolTest('an init made ahead gives the sandbox its namespaces; a sandbox that wa
 poolTest('the init a sandbox gets is one made ahead, or fresh when its options differ (seen from the host)', async (t) => {
   for (const [options, ahead] of [[{}, true], [{ network: 'host' }, false], [{ namespaces: { ipc: false } }, false]] as const) {
     const once = async () => {
-      await runIsolated('/bin/true', [], { limits: LIMITS })
-      await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000)
+      await poolFull()
       const before = new Set(initsAheadOf(process.pid))
       const sb = await spawnIsolated('/bin/sh', ['-c', 'read x'], { limits: LIMITS, stdio: ['pipe', 'ignore', 'ignore'], ...options })
       const init = parentOf(sb.pid)
@@ -222,8 +233,7 @@ poolTest('the init a sandbox gets is one made ahead, or fresh when its options d
 })
 
 poolTest('work done ahead runs at idle priority; a ready helper, zygote and init wait at the default policy, as every process of the sandbox runs', async (t) => {
-  await runIsolated('/bin/true', [], { limits: LIMITS })
-  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000))
+  t.true(await poolFull())
   const ready = new Set(warmHelpersOf(process.pid).helpers)
   // Every CPU busy at the default policy: a helper at idle priority then takes long to get
   // ready, long enough to be watched at it.
@@ -265,8 +275,7 @@ poolTest('work done ahead runs at idle priority; a ready helper, zygote and init
 })
 
 poolTest('the pool refills after a start, while a long sandbox still runs', async (t) => {
-  await runIsolated('/bin/true', [], { limits: LIMITS })
-  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000), 'two inits made ahead')
+  t.true(await poolFull(), 'two inits made ahead')
   const sb = await spawnIsolated('/bin/sh', ['-c', 'read x'], { limits: LIMITS, stdio: ['pipe', 'ignore', 'ignore'] })
   try {
     t.true(helperOf(sb.pid).warm, 'the sandbox took a warm helper')
@@ -278,13 +287,86 @@ poolTest('the pool refills after a start, while a long sandbox still runs', asyn
   }
 })
 
+/** Start `script` in a sandbox of `options` that waits on stdin; whether its init was one of the inits made ahead, and its output. */
+async function startFromPool(script: string, options: Parameters<typeof spawnIsolated>[2]) {
+  const before = new Set(initsAheadOf(process.pid))
+  const sb = await spawnIsolated('/bin/sh', ['-c', `${script}; read x`], { ...options, stdio: ['pipe', 'pipe', 'pipe'] })
+  const took = before.has(parentOf(sb.pid))
+  const out: Buffer[] = []
+  sb.stdout!.on('data', (d: Buffer) => out.push(d))
+  sb.stderr!.resume()
+  sb.stdin!.end('\n')
+  const r = await sb.wait()
+  await ended(sb.stdout)
+  return { took, code: r.exitCode, out: Buffer.concat(out).toString() }
+}
+
+poolTest('an init made ahead has the root of the last sandboxes built; a sandbox with that root takes it, one with other mounts gets a fresh init', async (t) => {
+  const check = 'hostname; touch /tmp/x && echo tmp-writable; touch /usr/x 2>/dev/null || echo usr-readonly; cat /etc/shadow >/dev/null 2>&1 || echo shadow-unreadable'
+  const same = await untilQuietMounts(async () => {
+    t.true(await poolBuiltFor({ limits: LIMITS }, '/proc/sys'), 'both inits made ahead have the default root built')
+    return startFromPool(check, { limits: LIMITS })
+  }, (r) => r.took)
+  t.true(same.took, 'the same options took an init made ahead, its root built')
+  t.is(same.out, 'sandbox\ntmp-writable\nusr-readonly\nshadow-unreadable\n')
+  t.is(same.code, 0)
+  t.true(initsAheadOf(process.pid).some((p) => mountsOf(p).some((m) => m.at === '/proc/sys')), 'the other init made ahead still has its root built')
+  const other = await startFromPool('mountpoint -q /scratch && echo scratch', { limits: LIMITS, mounts: [{ type: 'tmpfs', target: '/scratch' }] })
+  t.false(other.took, 'other mounts: not an init whose root was built for the default')
+  t.is(other.out, 'scratch\n')
+})
+
+poolTest('a root built ahead is not used once a bind source was replaced: the sandbox sees the new one', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'isolate-pool-src-'))
+  chmodSync(dir, 0o755)
+  const src = join(dir, 'src')
+  mkdirSync(src)
+  writeFileSync(join(src, 'file'), 'old\n')
+  const options = { limits: LIMITS, mounts: [{ type: 'bind' as const, source: src, target: '/data' }] }
+  try {
+    const first = await untilQuietMounts(async () => {
+      t.true(await poolBuiltFor(options, '/data'), 'both inits made ahead have /data bound')
+      return startFromPool('cat /data/file', options)
+    }, (r) => r.took)
+    t.true(first.took)
+    t.is(first.out, 'old\n')
+    t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2 && initsAheadOf(process.pid).every((p) => mountsOf(p).some((m) => m.at === '/data')), 3000), 'two inits ahead with /data bound again')
+    // Replaced, not changed: the bound directory the inits ahead hold is gone from the host.
+    rmSync(src, { recursive: true })
+    mkdirSync(src)
+    writeFileSync(join(src, 'file'), 'new\n')
+    const after = await startFromPool('cat /data/file', options)
+    t.false(after.took, 'no init whose /data is the replaced directory')
+    t.is(after.out, 'new\n')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+poolTest('a root built ahead is not used once a masked secret was replaced: the new file is masked too', async (t) => {
+  // In a mount namespace of its own (unshare(1), for this test only), whose /etc/security is a
+  // tmpfs: /etc/security/opasswd, one of the host secrets every sandbox masks, is then the
+  // fixture's to create and replace, and the host's /etc is untouched.
+  const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', 'mount -t tmpfs -o mode=755 tmpfs /etc/security && exec "$0" "$@"', process.execPath, '--import=tsx', join(root, '__test__', 'fixtures', 'secret-replaced.ts')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => void child.kill('SIGKILL'))
+  let out = ''
+  child.stdout!.on('data', (d) => (out += d))
+  const code = await new Promise((resolve) => child.on('exit', resolve))
+  t.is(code, 0, out)
+  const r = JSON.parse(out.trim().split('\n').pop()!) as { built: boolean; before: { took: boolean; out: string }; after: { took: boolean; out: string } }
+  t.true(r.built, 'both inits made ahead had the mask over /etc/security/opasswd')
+  t.true(r.before.took, 'before the replacement, an init whose root was built ahead served')
+  t.is(r.before.out, 'masked\n', 'the secret is masked in it')
+  t.false(r.after.took, 'after the replacement, no init whose mask covers the file that was replaced')
+  t.is(r.after.out, 'masked\n', 'the new secret is masked')
+})
+
 poolTest('an init made ahead sees what the host mounted after it was made', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'isolate-pool-mnt-'))
   chmodSync(dir, 0o755)
   const sub = join(dir, 'sub')
   mkdirSync(sub)
-  await runIsolated('/bin/true', [], { limits: LIMITS })
-  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 3000), 'inits made ahead, before the mount')
+  t.true(await poolFull(), 'inits made ahead, before the mount')
   const mounted = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', sub])
   t.is(mounted.status, 0, String(mounted.stderr))
   try {
