@@ -165,7 +165,7 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
             return 0;
         }
     };
-    let warm = match prepare(ahead) {
+    let mut warm = match prepare(ahead) {
         Ok(w) => w,
         Err(e) => {
             out.send(&Event::Error(e));
@@ -177,17 +177,7 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
     // behind every other task, and behind the next refill (idle too) for a whole slice.
     warm.leave_idle_priority();
     out.send(&Event::Warm);
-    // Node writes requests only after it handed over the spec, so until then the control socket
-    // can only end (Node is gone): then `warm` is dropped, which ends the zygote and the cgroup.
-    let mut fds = [nix::poll::PollFd::new(out.fd().as_fd(), nix::poll::PollFlags::POLLIN), nix::poll::PollFd::new(handoff.as_fd(), nix::poll::PollFlags::POLLIN)];
-    loop {
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
-            Ok(_) => break,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return 0,
-        }
-    }
-    if !fds[1].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLIN)) {
+    if !wait_for_spec(out.fd(), &handoff, &mut warm) {
         return 0;
     }
     let (bytes, stdio) = match sys::recv_message(&handoff, MAX_SPEC, Step::ReadSpec) {
@@ -208,6 +198,38 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
     drop(stdio);
     let execs = spec.persistent.then_some(handoff);
     crate::supervisor::run_with(&spec, out, execs, Some(warm))
+}
+
+/// Wait until the spec arrives (true) or Node is gone (false). Node writes requests only after
+/// it handed over the spec, so until then the control socket can only end: then `warm` is
+/// dropped, which ends the zygote and the cgroup. An init made ahead whose copy of the host's
+/// mount table went stale meanwhile is ended at once: it could serve no sandbox any more, and
+/// would keep filesystems the host unmounted alive.
+fn wait_for_spec(control: &OwnedFd, handoff: &OwnedFd, warm: &mut Warm) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let mut fds = vec![PollFd::new(control.as_fd(), PollFlags::POLLIN), PollFd::new(handoff.as_fd(), PollFlags::POLLIN)];
+        if let Some(p) = &warm.preborn {
+            fds.push(PollFd::new(p.mounts.as_fd(), PollFlags::POLLPRI));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+        let fired = |i: usize, what: PollFlags| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| r.intersects(what));
+        if fired(1, PollFlags::POLLIN) {
+            return true;
+        }
+        if fired(0, PollFlags::all()) || fired(1, PollFlags::all()) {
+            return false;
+        }
+        let stale = fired(2, PollFlags::POLLPRI | PollFlags::POLLERR);
+        drop(fds);
+        if stale {
+            warm.preborn = None;
+        }
+    }
 }
 
 /// The first message on the handoff socket, which the addon writes before the exec: `ahead`,
