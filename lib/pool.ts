@@ -34,9 +34,9 @@ export class HelperPool {
   #starting = 0
   /** Set when a warm helper could not get ready: this host gets cold starts only. */
   #broken = false
-  /** The root part of the last sandbox's spec ({@link rootOf}). */
-  #lastRoot: string | undefined
-  /** What refills build their init's root for: the root the last two sandboxes both had. */
+  /** The roots ({@link rootOf}) of the last sandboxes, oldest first. */
+  readonly #recent: string[] = []
+  /** What refills build their init's root for: the commonest of the recent roots, if any came twice. */
   #ahead: string | undefined
 
   /** `eligible`: this host can have warm helpers (cgroups allowed); else the pool stays empty. */
@@ -56,13 +56,13 @@ export class HelperPool {
   /**
    * A warm helper, or undefined (the pool is empty, off, or this host cannot have one), for a
    * sandbox of `spec`. The caller refills the pool ({@link refillPool}) once the start it served
-   * is over. A service that starts the same kind of sandbox again and again gets refills whose
-   * init has that root built already (the helper checks that it still fits; else that init goes).
+   * is over. A service that starts mostly one kind of sandbox gets refills whose init has that
+   * root built already (the helper checks that it still fits; else that init goes).
    */
   take(spec: Spec): WarmHelper | undefined {
-    const root = rootOf(spec)
-    this.#ahead = root === this.#lastRoot ? root : undefined
-    this.#lastRoot = root
+    this.#recent.push(rootOf(spec))
+    if (this.#recent.length > RECENT) this.#recent.shift()
+    this.#ahead = commonest(this.#recent)
     const h = this.#ready.shift()
     if (h) {
       h.control.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
@@ -155,6 +155,21 @@ export class HelperPool {
 export function rootOf(spec: Spec): string {
   const { file: _file, args: _args, env: _env, cwd: _cwd, hostname: _hostname, limits: _limits, capabilities: _caps, seccomp: _seccomp, landlock: _landlock, tty: _tty, persistent: _persistent, ...root } = spec
   return JSON.stringify({ file: '/', ...root })
+}
+
+/** How many of the last sandboxes' roots decide what is built ahead. */
+const RECENT = 8
+
+/** The value that comes most often (at least twice) in `list`; of equals, the latest. */
+function commonest(list: string[]): string | undefined {
+  const counts = new Map<string, number>()
+  let best: string | undefined
+  for (const v of list) {
+    const n = (counts.get(v) ?? 0) + 1
+    counts.set(v, n)
+    if (n >= 2 && n >= (best === undefined ? 0 : counts.get(best)!)) best = v
+  }
+  return best
 }
 
 let pool: HelperPool | undefined
