@@ -126,23 +126,26 @@ pub enum Ahead {
 /// A host object the new root holds on to (a bind's source, the file a mask covers), as it was
 /// when the root was built: a root built ahead is used only while each is still what its path
 /// names (a bind or a mask stays on the object it was made on, not on whatever replaced it).
+/// The inode's change time tells a new object that got a freed inode number (ext4 reuses them at
+/// once) from the old one; a change of the object's own metadata only costs that root.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostObject {
     pub path: String,
     pub follow: bool,
     pub dev: u64,
     pub ino: u64,
+    pub ctime: (i64, i64),
 }
 
 impl HostObject {
     fn of(path: &str, follow: bool, st: &nix::sys::stat::FileStat) -> HostObject {
-        HostObject { path: path.to_owned(), follow, dev: st.st_dev, ino: st.st_ino }
+        HostObject { path: path.to_owned(), follow, dev: st.st_dev, ino: st.st_ino, ctime: (st.st_ctime, st.st_ctime_nsec) }
     }
 
     /// Whether `path` still names this object on the host (as seen from here).
     pub fn unchanged(&self) -> bool {
         let st = if self.follow { nix::sys::stat::stat(self.path.as_str()) } else { nix::sys::stat::lstat(self.path.as_str()) };
-        st.is_ok_and(|st| st.st_dev == self.dev && st.st_ino == self.ino)
+        st.is_ok_and(|st| HostObject::of(&self.path, self.follow, &st) == *self)
     }
 }
 
