@@ -6,16 +6,18 @@
 //! itself into that cgroup before any sandbox waited for it. The zygote then clones, with
 //! CLONE_PARENT, an init ahead into the default namespaces (user, mount, pid, uts, ipc, net): it
 //! is the helper's child, born inside the cgroup; the helper writes its id maps and the init
-//! brings up its loopback, then it waits. When the spec arrives and wants exactly those
-//! namespaces, that init takes it and does the rest of the setup (mounts onwards); for any other
-//! spec, or if the host's mount table changed since the init's copy of it was taken, that init is
-//! killed and the zygote clones a fresh one now. Nothing migrates on the hot path (the helper
-//! itself never enters the cgroup, so it can remove it at the end). All of this runs at idle
-//! priority, so it takes little CPU from sandboxes starting meanwhile; once ready, the helper,
-//! the zygote and the init are put back to the default policy (they wait at it, and what the
-//! init starts inherits it). Each warm helper
-//! serves one sandbox and is never reused; if Node goes away first, the init made ahead and the
-//! zygote are killed and the cgroup removed.
+//! brings up its loopback; given a spec ahead (the root the caller's recent sandboxes had), it
+//! builds that root too, up to the pivot. Then it waits. When the spec arrives and wants exactly
+//! those namespaces (and, for a root built ahead, the same root on the same host objects: see
+//! [`Preborn::fits`]), that init takes it and does the rest of the setup; for any other spec,
+//! or if the host's mount table changed since the init's copy of it was taken (it is then ended
+//! at once), that init is killed and the zygote clones a fresh one now. Nothing migrates on the
+//! hot path (the helper itself never enters the cgroup, so it can remove it at the end). All of
+//! this runs at idle priority, so it takes little CPU from sandboxes starting meanwhile; once
+//! ready, the helper, the zygote and the init are put back to the default policy (they wait at
+//! it, and what the init starts inherits it). Each warm helper serves one sandbox and is never
+//! reused; if Node goes away first, the init made ahead and the zygote are killed and the cgroup
+//! removed.
 
 use crate::cgroup::{CgroupHost, SandboxCgroup};
 use crate::error::{SetupError, Step};
