@@ -1075,7 +1075,7 @@ async function main(): Promise<void> {
 
   p('## Where our spawn time goes: our own variants (sequential `/bin/true`, ms)')
   p()
-  p(`Measured in the same interleaved rounds as the first table. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the default namespaces; a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path, so its Δ also holds that clone. "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
+  p(`Measured in the same interleaved rounds as the first table. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the default namespaces, with the root built ahead that most of the recent sandboxes had (here the default profile's: limits and seccomp do not change the root); a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path, so its Δ also holds that clone and that root's building. "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
   p()
   p(table(
     ['variant', 'p50', 'p95', 'p99', 'Δ p50 vs ours', '×plain', 'sync part of the call'],
