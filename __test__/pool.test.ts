@@ -12,6 +12,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSy
 import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
+import { commonest, rootOf } from '../lib/pool.js'
+import { normalize } from '../lib/options.js'
 import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, root, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
@@ -23,6 +25,18 @@ const LIMITS = eligible ? { memoryBytes: 128 << 20, pids: 64 } : {}
 /** Tests of what only a pool shows (its warm helpers' cgroups and zygotes, limits through them). */
 const poolTest = eligible ? test.serial : test.skip
 if (!eligible) console.log('pool.test: the tests of warm helpers\' limits, zygotes and cgroups cannot run without a pool here; the cold path is asserted instead')
+
+test('what is built ahead: the root of a spec leaves out the command, environment and limits; the commonest recent root that came twice', (t) => {
+  const root = (file: string, options: Parameters<typeof normalize>[2]) => rootOf(normalize(file, [], options).spec)
+  t.is(root('/bin/true', { limits: LIMITS }), root('/bin/sh', { env: { A: '1' }, cwd: '/tmp', hostname: 'h', seccomp: 'none' }))
+  t.not(root('/bin/true', {}), root('/bin/true', { mounts: [{ type: 'tmpfs', target: '/scratch' }] }))
+  t.not(root('/bin/true', {}), root('/bin/true', { network: 'host' }))
+  t.not(root('/bin/true', {}), root('/bin/true', { user: { uid: 1000, gid: 1000 } }))
+  t.is(commonest(['a', 'b', 'c']), undefined, 'none came twice')
+  t.is(commonest(['a', 'b', 'a', 'c']), 'a')
+  t.is(commonest(['a', 'b', 'b', 'a']), 'a', 'of equals, the one that came last')
+  t.is(commonest(['b', 'a', 'b', 'a', 'a', 'c', 'b', 'a']), 'a')
+})
 
 /** The helper that supervises the sandbox whose command is `pid`, and whether it was a warm one. */
 function helperOf(pid: number): { helper: number; warm: boolean; cgroup: string } {

@@ -161,7 +161,7 @@ export function rootOf(spec: Spec): string {
 const RECENT = 8
 
 /** The value that comes most often (at least twice) in `list`; of equals, the latest. */
-function commonest(list: string[]): string | undefined {
+export function commonest(list: string[]): string | undefined {
   const counts = new Map<string, number>()
   let best: string | undefined
   for (const v of list) {

@@ -174,7 +174,16 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
             };
             let mut fds = vec![0, 1, 2, go_r.as_raw_fd(), report_w.as_raw_fd()];
             fds.extend([&layers, &tty, &work].into_iter().flatten().map(|(_, theirs)| theirs.as_raw_fd()));
-            let pid = match preborn.filter(|p| p.fits(spec, &plan, setup_ids)) {
+            // An init made ahead that cannot serve this spec is killed now and reaped once the
+            // zygote cloned the fresh one: its namespaces (and a root built ahead) go meanwhile.
+            let (fit, mut unfit) = match preborn {
+                Some(p) if p.fits(spec, &plan, setup_ids) => (Some(p), None),
+                p => (None, p),
+            };
+            if let Some(p) = unfit.as_mut() {
+                p.dismiss();
+            }
+            let pid = match fit {
                 Some(p) => {
                     // Released before it is handed the spec (its id maps are written already):
                     // it finds its go waiting and runs through its setup without a round trip.
@@ -190,6 +199,7 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
                 }
                 None => zygote.give_birth(&birth, &fds)?,
             };
+            drop(unfit);
             limits_host = Some(host);
             (pid.as_raw() as libc::c_long, true)
         }

@@ -397,6 +397,13 @@ impl Preborn {
         self.pid
     }
 
+    /// Kill it now; dropping it reaps it.
+    pub(crate) fn dismiss(&mut self) {
+        if !self.done {
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+    }
+
     /// Whether this init can serve `spec` (planned as `plan`): it wants exactly these namespaces,
     /// and nothing was mounted or unmounted on the host since the init's mount namespace copied
     /// the table (bind sources are opened in there). An init whose root was built ahead serves
