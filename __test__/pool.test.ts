@@ -330,6 +330,19 @@ poolTest('an init made ahead has the root of the last sandboxes built; a sandbox
   t.is(other.out, 'scratch\n')
 })
 
+poolTest('nothing a sandbox leaves is seen by the next one from a root built ahead: files in /tmp and /dev/shm, processes', async (t) => {
+  const r = await untilQuietMounts(async () => {
+    const built = await poolBuiltFor({ limits: LIMITS }, '/proc/sys')
+    const first = await startFromPool('echo left > /tmp/mark; echo left > /dev/shm/mark; (sleep 1000 &)', { limits: LIMITS })
+    const next = await startFromPool('cat /tmp/mark /dev/shm/mark 2>&1; ps -eo args | grep -c "^sleep 1000"', { limits: LIMITS })
+    return { built, first, next }
+  }, (r) => r.built && r.first.took && r.next.took)
+  t.true(r.built && r.first.took && r.next.took, 'both took an init made ahead, its root built')
+  t.regex(r.next.out, /\/tmp\/mark: No such file/)
+  t.regex(r.next.out, /\/dev\/shm\/mark: No such file/)
+  t.regex(r.next.out, /^0$/m, 'no process of the first')
+})
+
 poolTest('a root built ahead is not used once a bind source was replaced: the sandbox sees the new one', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'isolate-pool-src-'))
   chmodSync(dir, 0o755)
