@@ -236,6 +236,7 @@ fn wait_for_spec(control: &OwnedFd, handoff: &OwnedFd, warm: &mut Warm) -> bool 
 
 /// The first message on the handoff socket, which the addon writes before the exec: `ahead`,
 /// or `ahead ` and a spec whose root to build ahead (the root of the caller's last sandboxes).
+/// A spec that does not parse or validate is only a guess that missed: no root is built ahead.
 fn read_ahead(handoff: &OwnedFd) -> Result<Option<Spec>, SetupError> {
     let step = Step::ReadSpec;
     let Some((bytes, _)) = sys::recv_message(handoff, MAX_AHEAD, step)? else {
@@ -243,11 +244,7 @@ fn read_ahead(handoff: &OwnedFd) -> Result<Option<Spec>, SetupError> {
     };
     match bytes.strip_prefix(b"ahead") {
         Some([]) => Ok(None),
-        Some([b' ', json @ ..]) => {
-            let spec = Spec::from_json(json).map_err(|e| SetupError::new(step, e))?;
-            crate::validate::validate(&spec).map_err(|e| SetupError::new(step, e.to_string()))?;
-            Ok(Some(spec))
-        }
+        Some([b' ', json @ ..]) => Ok(Spec::from_json(json).ok().filter(|s| crate::validate::validate(s).is_ok())),
         _ => Err(SetupError::new(step, "the handoff socket did not start with `ahead`")),
     }
 }
