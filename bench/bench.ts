@@ -248,13 +248,15 @@ function cpStart(file: string, args: string[], stdout: 'ignore' | 'pipe'): Start
   return { pid: cp.pid ?? 0, stdout: cp.stdout, done, kill: () => cp.kill('SIGKILL') }
 }
 
-function oursVariant(key: string, label: string, options: SpawnOptions): Variant {
+/** `options`, or a function that gives each start its own (the first call's show in the description). */
+function oursVariant(key: string, label: string, options: SpawnOptions | (() => SpawnOptions)): Variant {
+  const optionsNow = typeof options === 'function' ? options : () => options
   return {
     key,
     label,
-    describe: `spawnIsolated(cmd, args, ${JSON.stringify({ ...options, stdio: ['ignore', '<ignore|pipe>', 'ignore'] })})`,
+    describe: `spawnIsolated(cmd, args, ${JSON.stringify({ ...optionsNow(), stdio: ['ignore', '<ignore|pipe>', 'ignore'] })})`,
     async start(argv, stdout) {
-      const sb = await spawnIsolated(argv[0], argv.slice(1), { ...options, stdio: ['ignore', stdout, 'ignore'] })
+      const sb = await spawnIsolated(argv[0], argv.slice(1), { ...optionsNow(), stdio: ['ignore', stdout, 'ignore'] })
       sandboxes.add(sb)
       const done = sb.wait().then(
         (r) => {
@@ -282,6 +284,7 @@ const plain: Variant = {
 }
 
 const ours = oursVariant('ours', 'spawnIsolated (default + limits)', { limits: LIMITS })
+let scratch = 0
 
 /** One long-lived sandbox (created on first use, ended with the run) that the exec variant runs in. */
 let longLived: Promise<PersistentSandbox> | undefined
@@ -306,6 +309,7 @@ const execVariant: Variant = {
 /** Our own spawn path with single parts switched off, to see where its time goes. */
 const ablations: Variant[] = [
   execVariant,
+  oursVariant('ours-newroot', 'ours + limits, a tmpfs at a new path each time (no root built ahead fits)', () => ({ limits: LIMITS, mounts: [{ type: 'tmpfs', target: `/scratch${++scratch}` }] })),
   oursVariant('ours-nolimits', 'ours, no limits (no cgroup)', {}),
   oursVariant('ours-nethost', "ours + limits, network 'host' (no net ns)", { limits: LIMITS, network: 'host' }),
   oursVariant('ours-noseccomp', "ours + limits, seccomp 'none'", { limits: LIMITS, seccomp: 'none' }),
@@ -1075,7 +1079,7 @@ async function main(): Promise<void> {
 
   p('## Where our spawn time goes: our own variants (sequential `/bin/true`, ms)')
   p()
-  p(`Measured in the same interleaved rounds as the first table. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the default namespaces, with the root built ahead that most of the recent sandboxes had (here the default profile's: limits and seccomp do not change the root); a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path, so its Δ also holds that clone and that root's building. "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
+  p(`Measured in the same interleaved rounds as the first table. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the default namespaces, with the root built ahead that most of the recent sandboxes had (here the default profile's: limits and seccomp do not change the root); a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path, so its Δ also holds that clone and that root's building; so does the row whose sandboxes each have a tmpfs at a new path (a root nothing was built ahead for: the start a service gets whose sandboxes all differ). "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
   p()
   p(table(
     ['variant', 'p50', 'p95', 'p99', 'Δ p50 vs ours', '×plain', 'sync part of the call'],
