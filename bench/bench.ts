@@ -587,7 +587,6 @@ function latStats(xs: number[], sync: number[] = []): Lat {
  */
 const SETTLE_MS = 20
 
-/** Sequential latency, variants interleaved round by round (in a new order each round) so drift hits all alike. */
 /** A small deterministic PRNG (mulberry32): the same orders in every run. */
 function seeded(seed: number): () => number {
   let a = seed >>> 0
@@ -600,6 +599,7 @@ function seeded(seed: number): () => number {
   }
 }
 
+/** Sequential latency, variants interleaved round by round (in a new order each round) so drift hits all alike. */
 async function latency(vs: Variant[], n: number, warmup: number): Promise<Map<string, Lat>> {
   for (let i = 0; i < warmup; i++) for (const v of vs) await once(v)
   const samples = new Map<string, number[]>(vs.map((v) => [v.key, []]))
