@@ -587,15 +587,12 @@ function latStats(xs: number[], sync: number[] = []): Lat {
  */
 const SETTLE_MS = 20
 
-/** A small deterministic PRNG (mulberry32): the same orders in every run. */
+/** A deterministic pseudo-random sequence in [0, 1) (a linear congruential generator): the same orders in every run. */
 function seeded(seed: number): () => number {
   let a = seed >>> 0
   return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0
+    return a / 2 ** 32
   }
 }
 
