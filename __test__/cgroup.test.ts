@@ -133,7 +133,7 @@ test.serial('where root may make sandbox cgroups, a sandbox starts from a warm h
   }
   const start = async () => {
     await runIsolated('/bin/true', [], { limits: { pids: 16 } })
-    await waitUntil(() => warmHelpers().inits.length === 2, 20_000, 50)
+    await waitUntil(() => warmHelpers().inits.length >= 2, 20_000, 50)
     const ahead = warmHelpers().inits
     const sb = await spawnIsolated('/bin/sh', ['-c', 'read x; echo done'], options)
     const init = parentOf(sb.pid)
@@ -144,7 +144,7 @@ test.serial('where root may make sandbox cgroups, a sandbox starts from a warm h
     return { ahead, sb, init }
   }
   const { ahead, sb, init } = await untilQuietMounts(start, (r) => r.ahead.includes(r.init))
-  t.is(ahead.length, 2, 'two warm helpers, each with an init made ahead')
+  t.true(ahead.length >= 2, `warm helpers, each with an init made ahead (${ahead})`)
   t.true(ahead.includes(init), `the sandbox's init ${init} is one made ahead (${ahead})`)
   const line = readFileSync(`/proc/${init}/cgroup`, 'utf8').trim().split('\n').find((l) => l.startsWith('0::') || l.split(':')[1].split(',').includes('pids'))!
   const [, controllers, path] = line.split(':')

@@ -246,16 +246,16 @@ export function rootBuiltAhead(pid: number, at = '/proc/sys'): boolean {
 }
 
 /**
- * Start sandboxes with `options` until both inits this process's pool made ahead have their root
- * built for them (the pool builds ahead the root its last two sandboxes both had), as told by a
- * mount at `at` that only that root has. False if that never happens.
+ * Start sandboxes with `options` until every init this process's pool made ahead (two at least)
+ * has its root built for them (the pool builds ahead the commonest root of its last sandboxes),
+ * as told by a mount at `at` that only that root has. False if that never happens.
  */
 export async function poolBuiltFor(options: RunOptions, at: string): Promise<boolean> {
   for (let i = 1; i <= 10; i++) {
     await runIsolated('/bin/true', [], options)
     const built = () => {
       const { inits } = warmHelpersOf(process.pid)
-      return inits.length === 2 && inits.every((p) => rootBuiltAhead(p, at))
+      return inits.length >= 2 && inits.every((p) => rootBuiltAhead(p, at))
     }
     if (i >= 4 && (await waitUntil(built, 3000))) return true
   }

@@ -24,6 +24,8 @@ console.log(`pool.test: ${eligible ? `root, cgroups ${host.cgroupHost?.mode} tha
 const LIMITS = eligible ? { memoryBytes: 128 << 20, pids: 64 } : {}
 /** Tests of what only a pool shows (its warm helpers' cgroups and zygotes, limits through them). */
 const poolTest = eligible ? test.serial : test.skip
+// A fixed size, so that these tests can count warm helpers (the default grows when it runs dry).
+configurePool({ size: 2 })
 if (!eligible) console.log('pool.test: the tests of warm helpers\' limits, zygotes and cgroups cannot run without a pool here; the cold path is asserted instead')
 
 test('what is built ahead: the root of a spec leaves out the command, environment and limits; the commonest recent root that came twice', (t) => {
@@ -286,6 +288,26 @@ poolTest('work done ahead runs at idle priority; a ready helper, zygote and init
   for (const [who, stat] of [['init', initStat], ['command', selfStat]]) {
     t.deepEqual(schedOf(stat), { policy: 0, nice: 0 }, `the sandbox's ${who} runs at SCHED_OTHER, nice 0`)
   }
+})
+
+poolTest('the default pool grows when sandboxes find it empty, up to 4; a size given stays', async (t) => {
+  configurePool({})
+  try {
+    t.true(await poolFull(), 'two warm helpers, each with an init made ahead')
+    // More at once than the pool holds: the ones that find it empty start cold, and it grows.
+    await Promise.all(Array.from({ length: 6 }, () => runIsolated('/bin/true', [], { limits: LIMITS })))
+    t.true(await waitUntil(() => initsAheadOf(process.pid).length === 4, 10_000), `four inits made ahead (${initsAheadOf(process.pid)})`)
+    await Promise.all(Array.from({ length: 8 }, () => runIsolated('/bin/true', [], { limits: LIMITS })))
+    await waitUntil(() => initsAheadOf(process.pid).length >= 4, 10_000)
+    await new Promise((r) => setTimeout(r, 300))
+    t.is(initsAheadOf(process.pid).length, 4, 'never more than four')
+  } finally {
+    configurePool({ size: 2 })
+  }
+  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 5000), 'a size given: two again')
+  await Promise.all(Array.from({ length: 6 }, () => runIsolated('/bin/true', [], { limits: LIMITS })))
+  await new Promise((r) => setTimeout(r, 500))
+  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 5000), 'and it stays two')
 })
 
 poolTest('the pool refills after a start, while a long sandbox still runs', async (t) => {

@@ -583,7 +583,7 @@ function latStats(xs: number[], sync: number[] = []): Lat {
 /**
  * Between two measured spawns: a service starts a sandbox per request, not back to back (the
  * throughput runs measure that), and a dozen of our variants in a row would otherwise find the
- * pool of warm helpers (2) still refilling. The same pause for every variant.
+ * pool of warm helpers (2, growing to 4 when it runs dry) still refilling. The same pause for every variant.
  */
 const SETTLE_MS = 20
 

@@ -22,14 +22,21 @@ export interface WarmHelper {
 }
 
 export interface PoolOptions {
-  /** Warm helpers kept ready (default 2; 0 turns the pool off). */
+  /**
+   * Warm helpers kept ready: a fixed number (0 turns the pool off), or unset for the default,
+   * 2, growing by one each time a sandbox finds the pool empty, up to 4.
+   */
   size?: number
 }
 
 const DEFAULT_SIZE = 2
+/** What the default size may grow to: a burst of starts then finds warm helpers. */
+const GROWN_SIZE = 4
 
 export class HelperPool {
   #size: number
+  /** The default size, which grows when a sandbox finds the pool empty (not a size the caller set). */
+  #grows: boolean
   readonly #ready: WarmHelper[] = []
   #starting = 0
   /** Set when a warm helper could not get ready: this host gets cold starts only. */
@@ -44,9 +51,10 @@ export class HelperPool {
     readonly addon: Addon,
     readonly helperPath: string,
     readonly eligible: boolean,
-    size = DEFAULT_SIZE,
+    size?: number,
   ) {
-    this.#size = eligible ? size : 0
+    this.#size = eligible ? (size ?? DEFAULT_SIZE) : 0
+    this.#grows = eligible && size === undefined
   }
 
   get size(): number {
@@ -64,6 +72,7 @@ export class HelperPool {
     if (this.#recent.length > RECENT) this.#recent.shift()
     this.#ahead = commonest(this.#recent)
     const h = this.#ready.shift()
+    if (!h && this.#grows && !this.#broken && this.#size < GROWN_SIZE) this.#size++
     if (h) {
       h.control.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
       h.control.ref()
@@ -78,10 +87,11 @@ export class HelperPool {
     this.#ready.unshift(h)
   }
 
-  resize(size: number): void {
+  resize(size: number | undefined): void {
     if (!this.eligible) return
-    this.#size = size
-    while (this.#ready.length > size) this.#discard(this.#ready.pop()!)
+    this.#size = size ?? DEFAULT_SIZE
+    this.#grows = size === undefined
+    while (this.#ready.length > this.#size) this.#discard(this.#ready.pop()!)
     this.fill()
   }
 
@@ -173,7 +183,7 @@ export function commonest(list: string[]): string | undefined {
 }
 
 let pool: HelperPool | undefined
-let wanted = DEFAULT_SIZE
+let wanted: number | undefined
 
 /** The process's pool when this host can have one (root, cgroups allowed), made on first use. */
 export function helperPool(addon: Addon, helperPath: string): HelperPool | undefined {
@@ -194,10 +204,13 @@ export function refillPool(): void {
   pool?.fill()
 }
 
-/** How many warm helpers to keep (where this process is root and may create cgroups); 0 turns the pool off. */
+/**
+ * How many warm helpers to keep (where this process is root and may create cgroups); 0 turns the
+ * pool off, no size gives back the default (2, growing up to 4 when sandboxes find it empty).
+ */
 export function configurePool(options: PoolOptions): void {
-  const size = options.size ?? DEFAULT_SIZE
-  if (!Number.isInteger(size) || size < 0 || size > 64) throw new RangeError('configurePool: size must be an integer from 0 to 64')
+  const size = options.size
+  if (size !== undefined && (!Number.isInteger(size) || size < 0 || size > 64)) throw new RangeError('configurePool: size must be an integer from 0 to 64')
   wanted = size
   pool?.resize(size)
 }
