@@ -177,7 +177,7 @@ poolTest('a Node process that dies leaves no pooled helper, zygote or cgroup beh
     child.stdout!.on('data', (d) => String(d).includes('ready') && resolve())
     child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
   })
-  t.true(await waitUntil(() => zygotesOf(child.pid!).length === 2 && initsAheadOf(child.pid!).length === 2, 5000), 'its pool filled: two warm helpers, each with an init made ahead')
+  t.true(await waitUntil(() => zygotesOf(child.pid!).length >= 2 && initsAheadOf(child.pid!).length === zygotesOf(child.pid!).length, 5000), 'its pool filled: warm helpers, each with an init made ahead')
   const pooled = zygotesOf(child.pid!)
   const ahead = initsAheadOf(child.pid!)
   const cgroups = pooled.map(cgroupDirsOf).flat()
