@@ -8,7 +8,8 @@
  * crates/core/src/warm.rs). Each serves exactly one sandbox and is never reused; the pool refills
  * in the background, at idle priority, once the start it served is over, and the default pool
  * grows when a sandbox finds it empty. Pooled helpers do not keep Node alive, and end (removing
- * their cgroups) when Node exits, however it exits: their control socket is their lifeline. */
+ * their cgroups) when Node exits, however it exits: their control socket is their lifeline.
+ */
 import { Socket } from 'node:net'
 import type { Addon } from './native.js'
 import type { Spec } from './options.js'
