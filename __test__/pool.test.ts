@@ -372,24 +372,21 @@ poolTest('a root built ahead is not used once a bind source was replaced: the sa
   mkdirSync(src)
   writeFileSync(join(src, 'file'), 'old\n')
   const options = { limits: LIMITS, mounts: [{ type: 'bind' as const, source: src, target: '/data' }] }
-  try {
-    const first = await untilQuietMounts(async () => {
-      t.true(await poolBuiltFor(options, '/data'), 'both inits made ahead have /data bound')
-      return startFromPool('cat /data/file', options)
-    }, (r) => r.took)
-    t.true(first.took)
-    t.is(first.out, 'old\n')
-    t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2 && initsAheadOf(process.pid).every((p) => mountsOf(p).some((m) => m.at === '/data')), 3000), 'two inits ahead with /data bound again')
-    // Replaced, not changed: the bound directory the inits ahead hold is gone from the host.
-    rmSync(src, { recursive: true })
-    mkdirSync(src)
-    writeFileSync(join(src, 'file'), 'new\n')
-    const after = await startFromPool('cat /data/file', options)
-    t.false(after.took, 'no init whose /data is the replaced directory')
-    t.is(after.out, 'new\n')
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const first = await untilQuietMounts(async () => {
+    t.true(await poolBuiltFor(options, '/data'), 'both inits made ahead have /data bound')
+    return startFromPool('cat /data/file', options)
+  }, (r) => r.took)
+  t.true(first.took)
+  t.is(first.out, 'old\n')
+  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2 && initsAheadOf(process.pid).every((p) => mountsOf(p).some((m) => m.at === '/data')), 3000), 'two inits ahead with /data bound again')
+  // Replaced, not changed: the bound directory the inits ahead hold is gone from the host.
+  rmSync(src, { recursive: true })
+  mkdirSync(src)
+  writeFileSync(join(src, 'file'), 'new\n')
+  const after = await startFromPool('cat /data/file', options)
+  t.false(after.took, 'no init whose /data is the replaced directory')
+  t.is(after.out, 'new\n')
 })
 
 poolTest('a root built ahead is not used once a masked secret was replaced: the new file is masked too', async (t) => {
@@ -415,22 +412,22 @@ poolTest('inits made ahead end when the host mounts something; the next sandbox 
   chmodSync(dir, 0o755)
   const sub = join(dir, 'sub')
   mkdirSync(sub)
+  // However the test ends (an assertion, a timeout), the mount and the directory go.
+  t.teardown(() => {
+    spawnSync('umount', [sub])
+    rmSync(dir, { recursive: true, force: true })
+  })
   t.true(await poolFull(), 'inits made ahead, before the mount')
   const stale = initsAheadOf(process.pid)
   const mounted = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', sub])
   t.is(mounted.status, 0, String(mounted.stderr))
-  try {
-    t.true(await waitUntil(() => stale.every((p) => !pidAlive(p)), 3000), `the inits made ahead (${stale}), their copy of the mount table stale, ended at once`)
-    writeFileSync(join(sub, 'file'), 'on the new tmpfs\n')
-    const r = await runIsolated('/bin/sh', ['-c', 'cat /data/sub/file; grep -c " /data/sub " /proc/self/mountinfo'], {
-      limits: LIMITS,
-      mounts: [{ type: 'bind', source: dir, target: '/data' }],
-    })
-    t.is(r.stdout, 'on the new tmpfs\n1\n', r.stderr)
-  } finally {
-    spawnSync('umount', [sub])
-    rmSync(dir, { recursive: true, force: true })
-  }
+  t.true(await waitUntil(() => stale.every((p) => !pidAlive(p)), 3000), `the inits made ahead (${stale}), their copy of the mount table stale, ended at once`)
+  writeFileSync(join(sub, 'file'), 'on the new tmpfs\n')
+  const r = await runIsolated('/bin/sh', ['-c', 'cat /data/sub/file; grep -c " /data/sub " /proc/self/mountinfo'], {
+    limits: LIMITS,
+    mounts: [{ type: 'bind', source: dir, target: '/data' }],
+  })
+  t.is(r.stdout, 'on the new tmpfs\n1\n', r.stderr)
 })
 
 const zygotesOf = (node: number) => warmHelpersOf(node).zygotes
