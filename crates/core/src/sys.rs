@@ -348,23 +348,32 @@ pub fn drop_bounding_set(keep: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// capget(2)/capset(2)'s header, version 3 (two data words: capabilities 0-31 and 32-63).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+impl CapHeader {
+    fn this_process() -> CapHeader {
+        CapHeader { version: 0x2008_0522, pid: 0 }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
 /// Permitted, effective and inheritable become exactly `keep`, and `keep` is raised in the
 /// ambient set so that it survives execve for a non-root user.
 pub fn set_capabilities(keep: &[u32]) -> Result<()> {
     let err = |e: Errno| SetupError::sys(Step::DropCapabilities, e as i32, None);
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut data = [Data::default(); 2];
+    let mut data = [CapData::default(); 2];
     for cap in keep {
         let (i, bit) = ((*cap / 32) as usize, 1u32 << (cap % 32));
         if i < 2 {
@@ -373,9 +382,9 @@ pub fn set_capabilities(keep: &[u32]) -> Result<()> {
             data[i].inheritable |= bit;
         }
     }
-    let header = Header { version: 0x2008_0522, pid: 0 };
+    let header = CapHeader::this_process();
     // SAFETY: a version-3 header with two data words, as capset(2) requires.
-    if unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } < 0 {
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } < 0 {
         return Err(err(Errno::last()));
     }
     for cap in keep {
@@ -729,24 +738,12 @@ pub fn clone3_into_cgroup(flags: u64, exit_signal: u64, cgroup_fd: RawFd) -> lib
 /// Whether this process may put a process back from idle priority (CAP_SYS_NICE): without it,
 /// nothing is ever made idle, since its sandbox could not be given the default policy again.
 pub fn may_renice() -> bool {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const CAP_SYS_NICE: u32 = 23;
-    let mut header = Header { version: 0x2008_0522, pid: 0 };
-    let mut data = [Data::default(); 2];
+    let Some(cap) = crate::caps::number("SYS_NICE") else { return false };
+    let mut header = CapHeader::this_process();
+    let mut data = [CapData::default(); 2];
     // SAFETY: capget fills two data structs for version 3 headers.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut Header, data.as_mut_ptr()) };
-    rc == 0 && data[0].effective & (1 << CAP_SYS_NICE) != 0
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) };
+    rc == 0 && data[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0
 }
 
 /// Run `pid` (0: this process) only on CPU time nobody else wants: work done ahead of need must

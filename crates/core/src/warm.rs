@@ -66,7 +66,7 @@ pub struct Preborn {
 
 /// Everything the root's building reads ([`crate::sandbox::build_root`]): two specs with equal
 /// keys get the same root. The mount plan holds what the host looked like when it was made.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RootKey {
     plan: Vec<MountOp>,
     namespaces: Namespaces,
@@ -79,6 +79,11 @@ pub struct RootKey {
 impl RootKey {
     pub(crate) fn of(spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> RootKey {
         RootKey { plan: plan.to_vec(), namespaces: spec.namespaces, network: spec.network, mounts: spec.mounts.clone(), overlay: spec.overlay.clone(), setup_ids }
+    }
+
+    /// Whether `spec`, planned as `plan`, has this key (compared in place: no copy on a start's path).
+    fn is_of(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> bool {
+        self.plan == plan && self.namespaces == spec.namespaces && self.network == spec.network && self.mounts == spec.mounts && self.overlay == spec.overlay && self.setup_ids == setup_ids
     }
 }
 
@@ -407,7 +412,7 @@ impl Preborn {
     /// only a spec whose root is the same, and only while every host object it holds is still
     /// what its path names.
     pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> bool {
-        let same_root = |(key, held): &(RootKey, Vec<HostObject>)| *key == RootKey::of(spec, plan, setup_ids) && held.iter().all(HostObject::unchanged);
+        let same_root = |(key, held): &(RootKey, Vec<HostObject>)| key.is_of(spec, plan, setup_ids) && held.iter().all(HostObject::unchanged);
         crate::supervisor::clone_flags(spec) == ahead_flags() && !sys::mounts_changed(&self.mounts) && self.built.as_ref().is_none_or(same_root)
     }
 

@@ -254,7 +254,7 @@ fn send_with_stdio(fd: RawFd, bytes: &[u8], stdio: &[i32]) -> Result<ExecStdio> 
 #[napi(ts_return_type = "Promise<SpawnedHelper>")]
 pub fn spawn_warm_helper(helper_path: String, ahead: Option<String>) -> Result<AsyncTask<SpawnWarmHelper>> {
     let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
-    let ahead = ahead.filter(|a| a.len() < isolate_core::warm::MAX_AHEAD - 6);
+    let ahead = ahead.filter(|a| "ahead ".len() + a.len() <= isolate_core::warm::MAX_AHEAD);
     Ok(AsyncTask::new(SpawnWarmHelper { helper_path, path, ahead }))
 }
 
