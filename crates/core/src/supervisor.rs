@@ -265,6 +265,9 @@ struct Release<'a> {
 /// Put everything in place that the init waits for, then let it go.
 #[allow(clippy::too_many_arguments)]
 fn release(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, unpriv: Ids, init: Pid, how: &Release, layers: Option<&OwnedFd>, go: &OwnedFd) -> Result<(), SetupError> {
+    // The init was born of a helper (or zygote) that steps back behind the caller; what it runs
+    // for the sandbox, and the command it starts, run at the caller's priority.
+    crate::priority::as_caller(init.as_raw())?;
     if let (Some((host, cg)), Some(limits)) = (how.limits, cgroup_limits(spec)) {
         cg.apply_limits(host, &limits)?;
     }
@@ -352,7 +355,7 @@ pub(crate) fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Prog
 /// what clone returns (0 in the child) and whether the child started inside the cgroup.
 fn fork_into_namespaces(flags: libc::c_ulong, cgroup_fd: Option<i32>) -> (libc::c_long, bool) {
     if let Some(fd) = cgroup_fd {
-        let rc = crate::sys::clone3_into_cgroup((flags & !0xff) as u64, (flags & 0xff) as u64, fd);
+        let rc = crate::sys::clone3_into_cgroup(flags & !0xff, flags & 0xff, fd);
         if rc >= 0 {
             return (rc, true);
         }

@@ -735,8 +735,8 @@ pub fn clone3_into_cgroup(flags: u64, exit_signal: u64, cgroup_fd: RawFd) -> lib
     unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) }
 }
 
-/// Whether this process may put a process back from idle priority (CAP_SYS_NICE): without it,
-/// nothing is ever made idle, since its sandbox could not be given the default policy again.
+/// Whether this process may raise a process's priority (CAP_SYS_NICE): back from idle priority,
+/// or to a lower nice (see [`crate::priority`]).
 pub fn may_renice() -> bool {
     let Some(cap) = crate::caps::number("SYS_NICE") else { return false };
     let mut header = CapHeader::this_process();
@@ -757,11 +757,31 @@ pub fn set_idle_priority(pid: i32) -> Result<()> {
     Ok(())
 }
 
-/// Back to the default policy (SCHED_OTHER, nice 0), as a process Node started would have.
+/// Back to the default policy (SCHED_OTHER); the nice stays as it is.
 pub fn set_normal_priority(pid: i32) -> Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: as above.
     if unsafe { libc::sched_setscheduler(pid, libc::SCHED_OTHER, &param) } < 0 {
+        return Err(SetupError::sys(Step::SetPriority, Errno::last() as i32, None));
+    }
+    Ok(())
+}
+
+/// The nice of `pid` (0: this thread).
+pub fn nice(pid: i32) -> Result<i32> {
+    Errno::clear();
+    // SAFETY: getpriority reads; -1 is a valid nice, so errno tells a failure apart.
+    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t) };
+    if n == -1 && Errno::last_raw() != 0 {
+        return Err(SetupError::sys(Step::SetPriority, Errno::last() as i32, None));
+    }
+    Ok(n)
+}
+
+/// Set the nice of `pid` (0: this thread; a single-threaded process is its one thread).
+pub fn set_nice(pid: i32, nice: i32) -> Result<()> {
+    // SAFETY: setpriority with plain integers.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) } < 0 {
         return Err(SetupError::sys(Step::SetPriority, Errno::last() as i32, None));
     }
     Ok(())

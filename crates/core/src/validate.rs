@@ -216,7 +216,7 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         }
     }
     if let Some(c) = l.cpus {
-        if !(c.is_finite() && c >= 0.01 && c <= 4096.0) {
+        if !(c.is_finite() && (0.01..=4096.0).contains(&c)) {
             return Err(bad("limits.cpus", "must be a fraction of cores between 0.01 and 4096"));
         }
     }

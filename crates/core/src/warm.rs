@@ -132,11 +132,9 @@ enum BirthReply {
 /// The warm phase: detect, create the cgroup, fork the zygote into it; the zygote clones an init
 /// ahead, which builds its root for `ahead` when there is one.
 fn prepare(ahead: Option<Spec>) -> Result<Warm, SetupError> {
-    // Work done ahead takes only CPU time nobody else wants, where the sandbox's processes can
-    // be put back to the default policy afterwards.
-    if sys::may_renice() {
-        let _ = sys::set_idle_priority(0);
-    }
+    // Work done ahead takes only CPU time nobody else wants (where the sandbox's processes can
+    // be given their caller's priority back afterwards).
+    crate::priority::idle_ahead(0);
     let host = crate::cgroup::detect()?;
     if !host.can_create {
         return Err(SetupError::new(Step::CreateCgroup, host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into())));
@@ -180,8 +178,9 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
         }
     };
     // Only the making ahead runs at idle priority. A ready helper, zygote and init wait at the
-    // default policy, so the spec's arrival wakes them at once: an idle task waits for the CPU
-    // behind every other task, and behind the next refill (idle too) for a whole slice.
+    // default policy (the helper behind its caller, the zygote and init at the caller's nice), so
+    // the spec's arrival wakes them at once: an idle task waits for the CPU behind every other
+    // task, and behind the next refill (idle too) for a whole slice.
     warm.leave_idle_priority();
     out.send(&Event::Warm);
     if !wait_for_spec(out.fd(), &handoff, &mut warm) {
@@ -259,13 +258,11 @@ pub const MAX_AHEAD: usize = 64 << 10;
 
 impl Warm {
     fn leave_idle_priority(&self) {
-        if !sys::may_renice() {
-            return;
-        }
-        let _ = sys::set_normal_priority(0);
-        let _ = sys::set_normal_priority(self.zygote.pid.as_raw());
+        crate::priority::leave_idle();
+        // What the zygote clones at the birth inherits its priority.
+        let _ = crate::priority::as_caller(self.zygote.pid.as_raw());
         if let Some(p) = &self.preborn {
-            let _ = sys::set_normal_priority(p.pid.as_raw());
+            let _ = crate::priority::as_caller(p.pid.as_raw());
         }
     }
 }

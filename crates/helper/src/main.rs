@@ -24,6 +24,8 @@ fn main() {
     // Whatever Node left open without close-on-exec (fds it inherited itself) ends here, so
     // neither this process nor the sandbox's init holds it.
     let warm = std::env::args().nth(1).as_deref() == Some("--warm");
+    // Before any work: this process works for its caller, behind the caller's own threads.
+    isolate_core::priority::step_back();
     isolate_core::sys::close_fds_except(if warm { &[CONTROL_FD, EXEC_FD] } else { &[CONTROL_FD, SPEC_FD, EXEC_FD] });
     if warm {
         // Made ahead of its sandbox (isolate_core::warm): 3 the control socket, 5 the handoff

@@ -194,7 +194,7 @@ impl Task for SpawnHelper {
             .map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
         let argv = [CString::new("isolate-helper").expect("static")];
         let envp: [CString; 0] = [];
-        let pid = posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp)
+        let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))
             .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
         drop(w.child);
         Ok(SpawnedHelper {
@@ -291,7 +291,7 @@ impl Task for SpawnWarmHelper {
         attr.set_flags(flags).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
         let argv = [CString::new("isolate-helper").expect("static"), CString::new("--warm").expect("static")];
         let envp: [CString; 0] = [];
-        let pid = posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp)
+        let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))
             .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
         Ok(SpawnedHelper { pid: pid.as_raw(), control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) })
     }

@@ -1,0 +1,73 @@
+/**
+ * Where a sandbox's work stands in the CPU's queue: the helper works behind its caller (nice 19,
+ * where it can give the sandbox its caller's priority back: CAP_SYS_NICE), and every process of
+ * the sandbox runs at its caller's nice and policy, whether it came from the pool or started cold.
+ * This process runs at nice 7 here, so a sandbox that inherited the helper's nice, or a fixed 0,
+ * is told apart from one given its caller's.
+ */
+import test from 'ava'
+import { readFileSync } from 'node:fs'
+import { getPriority, setPriority } from 'node:os'
+import { configurePool, probe, spawnIsolated } from '../index.js'
+import { isRoot, parentOf, waitUntil, warmHelpersOf } from './helpers.js'
+
+const CALLER = 7
+setPriority(CALLER)
+const host = await probe()
+const pooled = host.cgroupHost?.canCreate === true && isRoot
+const stepsBack = isRoot // root has CAP_SYS_NICE; the rootless lane's user has not
+console.log(`priority.test: this process at nice ${getPriority()}; ${stepsBack ? 'root: helpers step back to nice 19' : 'no CAP_SYS_NICE: helpers run at the caller\'s nice'}; ${pooled ? 'warm helpers from the pool' : 'no pool here: every sandbox starts cold'}`)
+
+/** Scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE) and nice, from a /proc/PID/stat text. */
+function schedOf(stat: string): { policy: number; nice: number } {
+  const f = stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ')
+  // Fields 19 (nice) and 41 (policy) of proc(5), counted from 1 with pid and comm as 1 and 2.
+  return { nice: Number(f[19 - 3]), policy: Number(f[41 - 3]) }
+}
+const schedOfPid = (pid: number) => schedOf(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+
+/** One sandbox: what its command and its init say of themselves, and its helper seen from here. */
+async function observe(limits = {}) {
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'cat /proc/self/stat; echo; cat /proc/1/stat; echo; read x'], { stdio: ['pipe', 'pipe', 'inherit'], limits })
+  let out = ''
+  sb.stdout!.on('data', (d) => (out += d))
+  await waitUntil(() => out.split('\n').filter(Boolean).length === 2, 5000, 5)
+  const helper = parentOf(parentOf(sb.pid))
+  const fromPool = readFileSync(`/proc/${helper}/cmdline`, 'utf8').split('\0').includes('--warm')
+  const helperSched = schedOfPid(helper)
+  sb.stdin!.end('\n')
+  await sb.wait()
+  const [command, init] = out.split('\n').filter(Boolean).map(schedOf)
+  return { command, init, helper: helperSched, fromPool }
+}
+
+const expectedHelper = { policy: 0, nice: stepsBack ? 19 : CALLER }
+const asCaller = { policy: 0, nice: CALLER }
+
+test.serial('a sandbox started cold runs at its caller\'s nice; its helper behind it', async (t) => {
+  configurePool({ size: 0 })
+  const r = await observe()
+  t.false(r.fromPool)
+  t.deepEqual(r.command, asCaller, 'the command, as it sees itself')
+  t.deepEqual(r.init, asCaller, 'the init (pid 1 inside)')
+  t.deepEqual(r.helper, expectedHelper, 'the helper, from the host')
+})
+
+test.serial('a sandbox from the pool runs at its caller\'s nice; a ready helper waits behind it, its zygote and init at the caller\'s', async (t) => {
+  if (!pooled) {
+    t.log(`no pool here (uid ${process.geteuid?.()}, may create cgroups: ${host.cgroupHost?.canCreate}): the cold test covers this lane`)
+    t.pass()
+    return
+  }
+  configurePool({ size: 1 })
+  t.teardown(() => configurePool({}))
+  t.true(await waitUntil(() => warmHelpersOf(process.pid).inits.length === 1, 10_000), 'a warm helper with an init made ahead')
+  const ready = warmHelpersOf(process.pid)
+  t.deepEqual(schedOfPid(ready.helpers[0]), expectedHelper, 'the ready helper')
+  for (const pid of [...ready.zygotes.map((z) => z.zygote), ...ready.inits]) t.deepEqual(schedOfPid(pid), asCaller, `zygote or init made ahead ${pid}`)
+  const r = await observe({ memoryBytes: 64 << 20 })
+  t.true(r.fromPool, 'a warm helper served it')
+  t.deepEqual(r.command, asCaller, 'the command, as it sees itself')
+  t.deepEqual(r.init, asCaller, 'the init (pid 1 inside)')
+  t.deepEqual(r.helper, expectedHelper, 'its helper, from the host')
+})
