@@ -582,10 +582,24 @@ function latStats(xs: number[], sync: number[] = []): Lat {
 
 /**
  * Between two measured spawns: a service starts a sandbox per request, not back to back (the
- * throughput runs measure that), and a dozen of our variants in a row would otherwise find the
- * pool of warm helpers (2, growing to 4 when it runs dry) still refilling. The same pause for every variant.
+ * throughput runs measure that). The same pause for every variant: at least SETTLE_MS, and until
+ * what the previous spawn left running is over (the machine quiet: at most one busy 10 ms tick
+ * in a 30 ms window, for at most QUIET_MAX_MS). Interleaving protects against drift; without the
+ * wait it also put one variant's aftermath (a runtime's cgroup and network namespace teardown in
+ * kernel workers, our pool refilling) on the start of whichever variant came next.
  */
 const SETTLE_MS = 20
+const QUIET_MAX_MS = 300
+
+async function settle(): Promise<void> {
+  const t0 = now()
+  await sleep(SETTLE_MS)
+  while (now() - t0 < QUIET_MAX_MS) {
+    const b0 = machineBusyMs()
+    await sleep(30)
+    if (machineBusyMs() - b0 <= 10) return
+  }
+}
 
 /** A deterministic pseudo-random sequence in [0, 1) (a linear congruential generator): the same orders in every run. */
 function seeded(seed: number): () => number {
@@ -607,7 +621,7 @@ async function latency(vs: Variant[], n: number, warmup: number): Promise<Map<st
   for (let i = 0; i < n; i++) {
     const order = vs.map((v) => ({ v, k: random() })).sort((a, b) => a.k - b.k).map((x) => x.v)
     for (const v of order) {
-      await sleep(SETTLE_MS)
+      await settle()
       samples.get(v.key)!.push(await once(v))
       sync.get(v.key)!.push(lastSyncMs)
     }
@@ -926,8 +940,14 @@ async function main(): Promise<void> {
   log(`idle machine CPU: ${fmt(idleBusyRate * 1000, 1)} ms/s`)
 
   const rssLat = process.memoryUsage().rss
-  log(`sequential latency of /bin/true, ${N.latency} rounds, interleaved: ${[...all, ...ablations].map((v) => v.key).join(', ')}`)
-  const lat = await latency([...all, ...ablations], N.latency, N.warmup)
+  log(`sequential latency of /bin/true, ${N.latency} rounds, interleaved: ${all.map((v) => v.key).join(', ')}`)
+  const lat = await latency(all, N.latency, N.warmup)
+  // A phase of its own: eight other profiles of ours in the same rounds would share the pool (and
+  // its guess of the root to build ahead) with the headline row, where a service mostly starts
+  // one profile; the row whose sandboxes all differ shows the other case.
+  const ablationRounds = Math.ceil(N.latency / 2)
+  log(`where our time goes: ${ablationRounds} rounds, interleaved: ours, plain, ${ablations.map((v) => v.key).join(', ')}`)
+  const latAbl = await latency([ours, plain, ...ablations], ablationRounds, N.warmup)
 
   const thr = new Map<string, Map<number, Thr>>(all.map((v) => [v.key, new Map(CONCURRENCY.map((c) => [c, new Thr()]))]))
   for (let pass = 0; pass < N.thrPasses; pass++) {
@@ -993,6 +1013,7 @@ async function main(): Promise<void> {
   const mcpu = (t: Thr | undefined) => (machineBusy ? 'n/a (busy)' : `${fmt(t?.cpuMs ?? NaN)} ms`)
   const labelOf = (k: string) => [...all, ...ablations].find((v) => v.key === k)?.label ?? k
   const L = (k: string) => lat.get(k)!
+  const A = (k: string) => latAbl.get(k)!
   const T = (k: string, c: number) => thr.get(k)?.get(c)
   const md: string[] = []
   const p = (s = '') => md.push(s)
@@ -1022,7 +1043,7 @@ async function main(): Promise<void> {
 
   p('## Latency: `/bin/true`, sequential, spawn to exit observed (ms)')
   p()
-  p(`${N.latency} rounds after ${N.warmup} warm-up rounds, ${SETTLE_MS} ms between two measured spawns (a service starting one per request; back to back is the throughput table's concurrency 1); Node RSS ${fmt(MiB(rssLat), 0)} MiB. Ratios are p50 / p50 of the column's variant (lower is better for the row). Machine CPU per spawn from /proc/stat over the concurrency-1 throughput run (all processes, so bwrap's and the runtimes' teardown after the reaped child exits is counted), idle rate subtracted (noisy when others load the machine); reaped children CPU is what waitpid accounted to this process for its descendants (misses what outlives the reaped child, such as bwrap's inner pid 1); Node CPU is this process's own share; the sync part is the median time the call blocks the caller before it first yields (p50).`)
+  p(`${N.latency} rounds after ${N.warmup} warm-up rounds, each measured spawn starts at least ${SETTLE_MS} ms after the previous one ended and once the machine is quiet again (at most one busy 10 ms tick in 30 ms, waiting at most ${QUIET_MAX_MS} ms), so that no variant starts amid another's teardown (a service starting one per request; back to back is the throughput table's concurrency 1); Node RSS ${fmt(MiB(rssLat), 0)} MiB. Ratios are p50 / p50 of the column's variant (lower is better for the row). Machine CPU per spawn from /proc/stat over the concurrency-1 throughput run (all processes, so bwrap's and the runtimes' teardown after the reaped child exits is counted), idle rate subtracted (noisy when others load the machine); reaped children CPU is what waitpid accounted to this process for its descendants (misses what outlives the reaped child, such as bwrap's inner pid 1); Node CPU is this process's own share; the sync part is the median time the call blocks the caller before it first yields (p50).`)
   p()
   p(table(
     ['variant', 'p50', 'p95', 'p99', ...refs.map((r) => `p50 ×${r.key}`), 'machine CPU/spawn', 'reaped children CPU/spawn', 'node CPU/spawn', 'sync part of the call'],
@@ -1091,11 +1112,11 @@ async function main(): Promise<void> {
 
   p('## Where our spawn time goes: our own variants (sequential `/bin/true`, ms)')
   p()
-  p(`Measured in the same interleaved rounds as the first table. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the default namespaces, with the root built ahead that most of the recent sandboxes had (here the default profile's: limits and seccomp do not change the root); a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path, so its Δ also holds that clone and that root's building; so does the row whose sandboxes each have a tmpfs at a new path (a root nothing was built ahead for: the start a service gets whose sandboxes all differ). "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
+  p(`Measured after the first table, in ${ablationRounds} interleaved rounds of their own that hold the default profile and Node's own spawn again (the rows here compare with those, not with the first table): eight profiles of ours in the first table's rounds would share the pool, and its guess of the root to build ahead, with the headline row, where a service mostly starts one profile. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the default namespaces, with the root built ahead that most of the recent sandboxes had (here the default profile's: limits and seccomp do not change the root); a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path, so its Δ also holds that clone and that root's building; so does the row whose sandboxes each have a tmpfs at a new path (a root nothing was built ahead for: the start a service gets whose sandboxes all differ). "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
   p()
   p(table(
     ['variant', 'p50', 'p95', 'p99', 'Δ p50 vs ours', '×plain', 'sync part of the call'],
-    [ours, ...ablations].map((v) => [v.label, fmt(L(v.key).p50), fmt(L(v.key).p95), fmt(L(v.key).p99), v === ours ? '' : fmt(L(v.key).p50 - L('ours').p50), ratio(L(v.key).p50, L('plain').p50), `${fmt(L(v.key).sync50, 3)} ms`]),
+    [ours, plain, ...ablations].map((v) => [v.label, fmt(A(v.key).p50), fmt(A(v.key).p95), fmt(A(v.key).p99), v === ours ? '' : fmt(A(v.key).p50 - A('ours').p50), ratio(A(v.key).p50, A('plain').p50), `${fmt(A(v.key).sync50, 3)} ms`]),
   ))
   p()
 
