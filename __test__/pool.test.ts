@@ -6,7 +6,7 @@
  * Node process that exits leaves no pooled helper, zygote, init or cgroup behind. Elsewhere the
  * pool must stay off.
  */
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, hostname, tmpdir } from 'node:os'
@@ -409,27 +409,81 @@ poolTest('a root built ahead is not used once a masked secret was replaced: the 
   t.is(r.after.out, 'masked\n', 'the new secret is masked')
 })
 
-poolTest('inits made ahead end when the host mounts something; the next sandbox sees what the host mounted', async (t) => {
+/** A directory (0755) with a subdirectory to mount on; the mount and the directory go however the test ends. */
+function mountPlace(t: ExecutionContext): { dir: string; sub: string } {
   const dir = mkdtempSync(join(tmpdir(), 'isolate-pool-mnt-'))
   chmodSync(dir, 0o755)
   const sub = join(dir, 'sub')
   mkdirSync(sub)
-  // However the test ends (an assertion, a timeout), the mount and the directory go.
   t.teardown(() => {
     spawnSync('umount', [sub])
     rmSync(dir, { recursive: true, force: true })
   })
+  return { dir, sub }
+}
+
+function mountTmpfs(t: ExecutionContext, at: string) {
+  const r = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', at])
+  t.is(r.status, 0, String(r.stderr))
+}
+
+function unmount(t: ExecutionContext, at: string) {
+  const r = spawnSync('umount', [at])
+  t.is(r.status, 0, String(r.stderr))
+}
+
+poolTest('an init made ahead is not used once the host mounted something; the sandbox sees what the host mounted', async (t) => {
+  const { dir, sub } = mountPlace(t)
   t.true(await poolFull(), 'inits made ahead, before the mount')
-  const stale = initsAheadOf(process.pid)
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', sub])
-  t.is(mounted.status, 0, String(mounted.stderr))
-  t.true(await waitUntil(() => stale.every((p) => !pidAlive(p)), 3000), `the inits made ahead (${stale}), their copy of the mount table stale, ended at once`)
+  const before = initsAheadOf(process.pid)
+  mountTmpfs(t, sub)
   writeFileSync(join(sub, 'file'), 'on the new tmpfs\n')
-  const r = await runIsolated('/bin/sh', ['-c', 'cat /data/sub/file; grep -c " /data/sub " /proc/self/mountinfo'], {
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'cat /data/sub/file; grep -c " /data/sub " /proc/self/mountinfo'], {
     limits: LIMITS,
     mounts: [{ type: 'bind', source: dir, target: '/data' }],
+    stdio: ['ignore', 'pipe', 'pipe'],
   })
+  const init = parentOf(sb.pid)
+  const r = { stdout: '', stderr: '' }
+  sb.stdout!.on('data', (d) => (r.stdout += d))
+  sb.stderr!.on('data', (d) => (r.stderr += d))
+  await Promise.all([sb.wait(), ended(sb.stdout), ended(sb.stderr)])
+  t.false(before.includes(init), `init ${init} is not one made ahead (${before}), whose copy of the mount table lacks the new mount`)
   t.is(r.stdout, 'on the new tmpfs\n1\n', r.stderr)
+})
+
+poolTest('inits made ahead end at once when the host unmounts something their copy of the mount table holds', async (t) => {
+  const { sub } = mountPlace(t)
+  mountTmpfs(t, sub)
+  // Only inits made after the mount: their copies hold it.
+  configurePool({ size: 0 })
+  configurePool({ size: 2 })
+  t.true(await poolFull(), 'inits made ahead, after the mount')
+  const holding = initsAheadOf(process.pid)
+  unmount(t, sub)
+  t.true(await waitUntil(() => holding.every((p) => !pidAlive(p)), 3000), `the inits made ahead (${holding}) ended: their copies would keep the unmounted tmpfs alive`)
+})
+
+poolTest('a mount the host makes and removes again (runc and crun do, on every run) leaves the inits made ahead in use', async (t) => {
+  const { sub } = mountPlace(t)
+  const r = await untilQuietMounts(
+    async () => {
+      await poolFull()
+      const before = initsAheadOf(process.pid)
+      mountTmpfs(t, sub)
+      // Seen by the warm helpers (the watch flags the change) while the mount is there.
+      await new Promise((res) => setTimeout(res, 50))
+      unmount(t, sub)
+      const sb = await spawnIsolated('/bin/sh', ['-c', 'read x'], { limits: LIMITS, stdio: ['pipe', 'ignore', 'ignore'] })
+      const init = parentOf(sb.pid)
+      sb.stdin!.end('\n')
+      await sb.wait()
+      return { took: before.includes(init), alive: before.filter((p) => p !== init && pidAlive(p)).length, before }
+    },
+    (r) => r.took,
+  )
+  t.true(r.took, `the sandbox got an init made ahead (${r.before})`)
+  t.is(r.alive, r.before.length - 1, 'the other init made ahead still waits')
 })
 
 const zygotesOf = (node: number) => warmHelpersOf(node).zygotes

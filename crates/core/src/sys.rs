@@ -804,9 +804,94 @@ pub fn mounts_changed(watch: &OwnedFd) -> bool {
     }
 }
 
+/// The host's mount table, exactly: every mount's unique id (listmount(2), Linux 6.8+: never
+/// reused, unlike mountinfo's ids and anonymous device numbers) and mountinfo's text (each
+/// mount's place, flags, propagation and source). Two equal values are the same mounts with the
+/// same attributes. None where listmount is unavailable (older kernels, a filter refusing it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountTable {
+    ids: Vec<u64>,
+    text: Vec<u8>,
+}
+
+/// How the host's mount table stands against one taken earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountsSince {
+    Same,
+    /// Every mount of then is still there; some were added or changed their attributes.
+    Changed,
+    /// A mount of then is gone: a copy of that table keeps the host's filesystem alive.
+    Gone,
+}
+
+impl MountTable {
+    pub fn now() -> Option<MountTable> {
+        let ids = mount_ids()?;
+        let text = std::fs::read("/proc/self/mountinfo").ok()?;
+        Some(MountTable { ids, text })
+    }
+
+    /// This table against the host's now (`None`: now unknown, which counts as gone).
+    pub fn since(&self, now: Option<&MountTable>) -> MountsSince {
+        match now {
+            Some(n) if *n == *self => MountsSince::Same,
+            // Both sorted.
+            Some(n) if self.ids.iter().all(|id| n.ids.binary_search(id).is_ok()) => MountsSince::Changed,
+            _ => MountsSince::Gone,
+        }
+    }
+}
+
+/// The unique ids of every mount in this mount namespace, sorted.
+fn mount_ids() -> Option<Vec<u64>> {
+    #[repr(C)]
+    struct MntIdReq {
+        size: u32,
+        spare: u32,
+        mnt_id: u64,
+        param: u64,
+    }
+    const SYS_LISTMOUNT: libc::c_long = 458; // the same number on every architecture
+    const LSMT_ROOT: u64 = u64::MAX; // the mount namespace's root: all of it
+    let mut ids = Vec::new();
+    let mut buf = vec![0u64; 512];
+    let mut last = 0u64;
+    loop {
+        let req = MntIdReq { size: std::mem::size_of::<MntIdReq>() as u32, spare: 0, mnt_id: LSMT_ROOT, param: last };
+        // SAFETY: listmount fills at most buf.len() ids into buf.
+        let n = unsafe { libc::syscall(SYS_LISTMOUNT, &req as *const MntIdReq, buf.as_mut_ptr(), buf.len(), 0u32) };
+        if n < 0 {
+            return None;
+        }
+        let got = &buf[..n as usize];
+        ids.extend_from_slice(got);
+        match got.last() {
+            // A full buffer: ask again from the last id given.
+            Some(&l) if got.len() == buf.len() => last = l,
+            _ => break,
+        }
+    }
+    ids.sort_unstable();
+    Some(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mount_table_is_the_same_only_mount_for_mount() {
+        let t = |ids: &[u64], text: &str| MountTable { ids: ids.to_vec(), text: text.as_bytes().to_vec() };
+        let then = t(&[10, 11, 12], "a\nb\nc\n");
+        assert_eq!(then.since(Some(&t(&[10, 11, 12], "a\nb\nc\n"))), MountsSince::Same);
+        assert_eq!(then.since(Some(&t(&[10, 11, 12, 13], "a\nb\nc\nd\n"))), MountsSince::Changed, "one added");
+        assert_eq!(then.since(Some(&t(&[10, 11, 12], "a\nb ro\nc\n"))), MountsSince::Changed, "same mounts, other flags");
+        assert_eq!(then.since(Some(&t(&[10, 12], "a\nc\n"))), MountsSince::Gone, "one unmounted");
+        assert_eq!(then.since(Some(&t(&[10, 11, 14], "a\nb\nc\n"))), MountsSince::Gone, "the same text on another mount");
+        assert_eq!(then.since(None), MountsSince::Gone, "unknown now");
+        let here = MountTable::now().expect("listmount on this kernel (6.8+)");
+        assert_eq!(here.since(MountTable::now().as_ref()), MountsSince::Same);
+    }
 
     #[test]
     fn mountpoints_are_made_only_below_their_root() {

@@ -10,8 +10,9 @@
 //! builds that root too, up to the pivot. Then it waits. When the spec arrives and wants exactly
 //! those namespaces (and, for a root built ahead, the same root on the same host objects: see
 //! [`Preborn::fits`]), that init takes it and does the rest of the setup; for any other spec,
-//! or if the host's mount table changed since the init's copy of it was taken (it is then ended
-//! at once), that init is killed and the zygote clones a fresh one now. Nothing migrates on the
+//! or if the host's mount table is not, mount for mount, the one the init's namespace copied
+//! (a mount the host added and removed again meanwhile leaves it so; one the host unmounted
+//! ends that init at once), that init is killed and the zygote clones a fresh one now. Nothing migrates on the
 //! hot path (the helper itself never enters the cgroup, so it can remove it at the end). All of
 //! this runs at idle priority, so it takes little CPU from sandboxes starting meanwhile; once
 //! ready, the helper, the zygote and the init are put back to the default policy (they wait at
@@ -26,7 +27,8 @@ use crate::protocol::Event;
 use crate::sandbox::{Ahead, HostObject, InitPipes};
 use crate::spec::{Ids, Mount, Namespaces, Network, Overlay, Spec};
 use crate::supervisor::Control;
-use crate::sys;
+use crate::sys::{self, MountsSince};
+use std::cell::Cell;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
@@ -57,8 +59,12 @@ pub struct Zygote {
 pub struct Preborn {
     pid: Pid,
     sock: OwnedFd,
-    /// The host's mount table as of before the clone copied it (see [`sys::mounts_changed`]).
+    /// The host's mount table as of before the clone copied it: a watch that flags every change
+    /// ([`sys::mounts_changed`]), and the table itself where it can be read exactly.
     mounts: OwnedFd,
+    table: Option<sys::MountTable>,
+    /// How the host's table stood against `table` when the watch last flagged a change.
+    since: Cell<MountsSince>,
     /// Its root, when it was built ahead: for which specs, and on which host objects.
     built: Option<(RootKey, Vec<HostObject>)>,
     done: bool,
@@ -144,12 +150,14 @@ fn prepare(ahead: Option<Spec>) -> Result<Warm, SetupError> {
     // init and its commands the count of capabilities to drop).
     let default_seccomp = crate::seccomp::default_program();
     sys::last_cap();
-    // Opened before the zygote clones the init ahead, whose mount namespace copies the table.
+    // Opened and read before the zygote clones the init ahead, whose mount namespace copies the
+    // table (a change in between only makes that init unfit).
     let mounts = sys::watch_mounts()?;
+    let table = sys::MountTable::now();
     let (zygote, inits_ahead) = Zygote::fork_into(&cgroup, &default_seccomp)?;
     // An init that cannot get ready ahead is no loss: the zygote clones one at the birth, and
     // then whatever failed is reported with its step.
-    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, mounts, built: None, done: false }.get_ready().ok());
+    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }.get_ready().ok());
     // A root that cannot be built ahead is no loss either: that init goes, as above.
     let preborn = match (preborn, ahead) {
         (Some(p), Some(spec)) => p.build_root(&spec).ok(),
@@ -209,8 +217,10 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
 /// Wait until the spec arrives (true) or Node is gone (false). Node writes requests only after
 /// it handed over the spec, so until then the control socket can only end: then `warm` is
 /// dropped, which ends the zygote and the cgroup. An init made ahead whose copy of the host's
-/// mount table went stale meanwhile is ended at once: it could serve no sandbox any more, and
-/// would keep filesystems the host unmounted alive.
+/// mount table holds a mount the host has since unmounted is ended at once: it could serve no
+/// sandbox any more, and would keep that filesystem alive. One that only misses a mount the
+/// host added waits on: the host may take it away again (runc and crun mount and unmount on the
+/// host on every run), and then the copy is the host's table again.
 fn wait_for_spec(control: &OwnedFd, handoff: &OwnedFd, warm: &mut Warm) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     loop {
@@ -230,9 +240,10 @@ fn wait_for_spec(control: &OwnedFd, handoff: &OwnedFd, warm: &mut Warm) -> bool 
         if fired(0, PollFlags::all()) || fired(1, PollFlags::all()) {
             return false;
         }
-        let stale = fired(2, PollFlags::POLLPRI | PollFlags::POLLERR);
+        let changed = fired(2, PollFlags::POLLPRI | PollFlags::POLLERR);
         drop(fds);
-        if stale {
+        // The poll took the watch's news: look at the table now.
+        if changed && warm.preborn.as_ref().is_some_and(|p| p.look_at_mounts() == MountsSince::Gone) {
             warm.preborn = None;
         }
     }
@@ -396,6 +407,23 @@ impl Preborn {
         self.pid
     }
 
+    /// How the host's mount table stands against the one this init's namespace copied, looked
+    /// at again only when the watch flagged a change since.
+    fn mounts_since(&self) -> MountsSince {
+        if sys::mounts_changed(&self.mounts) {
+            self.look_at_mounts();
+        }
+        self.since.get()
+    }
+
+    /// Compare the host's mount table with the copied one now. Without the exact table, any
+    /// change counts as gone: the copy could hold what the host unmounted.
+    fn look_at_mounts(&self) -> MountsSince {
+        let since = self.table.as_ref().map_or(MountsSince::Gone, |t| t.since(sys::MountTable::now().as_ref()));
+        self.since.set(since);
+        since
+    }
+
     /// Kill it now; dropping it reaps it.
     pub(crate) fn dismiss(&mut self) {
         if !self.done {
@@ -404,13 +432,13 @@ impl Preborn {
     }
 
     /// Whether this init can serve `spec` (planned as `plan`): it wants exactly these namespaces,
-    /// and nothing was mounted or unmounted on the host since the init's mount namespace copied
-    /// the table (bind sources are opened in there). An init whose root was built ahead serves
+    /// and the host's mount table is the one the init's mount namespace copied, mount for mount
+    /// (bind sources are opened in there). An init whose root was built ahead serves
     /// only a spec whose root is the same, and only while every host object it holds is still
     /// what its path names.
     pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> bool {
         let same_root = |(key, held): &(RootKey, Vec<HostObject>)| key.is_of(spec, plan, setup_ids) && held.iter().all(HostObject::unchanged);
-        crate::supervisor::clone_flags(spec) == ahead_flags() && !sys::mounts_changed(&self.mounts) && self.built.as_ref().is_none_or(same_root)
+        crate::supervisor::clone_flags(spec) == ahead_flags() && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
     }
 
     /// Hand the init its fds (as [`Zygote::give_birth`]) and the spec; it answers once it took them.
