@@ -391,6 +391,28 @@ poolTest('a root built ahead is not used once a bind source was replaced: the sa
   t.is(after.out, 'new\n')
 })
 
+poolTest('a root built ahead stays in use when a bind source only changed its metadata (where the filesystem keeps birth times)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'isolate-pool-src-'))
+  chmodSync(dir, 0o755)
+  const src = join(dir, 'src')
+  mkdirSync(src)
+  writeFileSync(join(src, 'file'), 'same\n')
+  const options = { limits: LIMITS, mounts: [{ type: 'bind' as const, source: src, target: '/data' }] }
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  // Without a birth time the change time stands in, and then any metadata change costs the root.
+  const births = spawnSync('stat', ['-c', '%W', src], { encoding: 'utf8' }).stdout.trim() !== '0'
+  t.log(`${src}: ${births ? 'has a birth time' : 'no birth time on this filesystem: a metadata change must cost the root built ahead'}`)
+  const r = await untilQuietMounts(async () => {
+    t.true(await poolBuiltFor(options, '/data'), 'both inits made ahead have /data bound')
+    // Its change time moves (an entry added, the same mode set again), its birth time does not.
+    writeFileSync(join(src, 'other'), 'x')
+    chmodSync(src, 0o755)
+    return startFromPool('cat /data/file; ls /data | wc -l', options)
+  }, (r) => r.took === births)
+  t.is(r.took, births, births ? 'the root built ahead on the same directory served' : 'the root built ahead was not used')
+  t.is(r.out, 'same\n2\n', 'the sandbox sees the directory as it is now')
+})
+
 poolTest('a root built ahead is not used once a masked secret was replaced: the new file is masked too', async (t) => {
   // In a mount namespace of its own (unshare(1), for this test only), whose /etc/security is a
   // tmpfs: /etc/security/opasswd, one of the host secrets every sandbox masks, is then the

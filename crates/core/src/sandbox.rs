@@ -126,26 +126,18 @@ pub enum Ahead {
 /// A host object the new root holds on to (a bind's source, the file a mask covers), as it was
 /// when the root was built: a root built ahead is used only while each is still what its path
 /// names (a bind or a mask stays on the object it was made on, not on whatever replaced it).
-/// The inode's change time tells a new object that got a freed inode number (ext4 reuses them at
-/// once) from the old one; a change of the object's own metadata only costs that root.
+/// See [`sys::FileIdentity`] for what tells two objects apart.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostObject {
     pub path: String,
     pub follow: bool,
-    pub dev: u64,
-    pub ino: u64,
-    pub ctime: (i64, i64),
+    pub id: sys::FileIdentity,
 }
 
 impl HostObject {
-    fn of(path: &str, follow: bool, st: &nix::sys::stat::FileStat) -> HostObject {
-        HostObject { path: path.to_owned(), follow, dev: st.st_dev, ino: st.st_ino, ctime: (st.st_ctime, st.st_ctime_nsec) }
-    }
-
     /// Whether `path` still names this object on the host (as seen from here).
     pub fn unchanged(&self) -> bool {
-        let st = if self.follow { nix::sys::stat::stat(self.path.as_str()) } else { nix::sys::stat::lstat(self.path.as_str()) };
-        st.is_ok_and(|st| HostObject::of(&self.path, self.follow, &st) == *self)
+        sys::FileIdentity::of_path(&self.path, self.follow).is_some_and(|id| id == self.id)
     }
 }
 
@@ -249,8 +241,8 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
     for op in plan {
         if let MountOp::Mask { target, .. } = op {
             // A host secret, seen through its bound directory: the object this mask covers.
-            if let Ok(st) = nix::sys::stat::lstat(staged(target).as_str()) {
-                held.push(HostObject::of(target, false, &st));
+            if let Some(id) = sys::FileIdentity::of_path(&staged(target), false) {
+                held.push(HostObject { path: target.clone(), follow: false, id });
             }
         }
         apply(op, &mut sources, area.as_mut(), &mut masks_file_made).map_err(|e| inside_path(e, op))?;
@@ -318,8 +310,8 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>) -> sys:
             MountOp::Bind { source, .. } => {
                 let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
                 let fd = sys::open_source(source, follow)?;
-                if let Ok(st) = nix::sys::stat::fstat(&fd) {
-                    held.push(HostObject::of(source, follow, &st));
+                if let Some(id) = sys::FileIdentity::of_fd(&fd) {
+                    held.push(HostObject { path: source.clone(), follow, id });
                 }
                 sources.push(Source::Path(fd));
             }

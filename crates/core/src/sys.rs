@@ -804,6 +804,43 @@ pub fn mounts_changed(watch: &OwnedFd) -> bool {
     }
 }
 
+/// What tells a file from one that later took its place, even on its inode number (ext4 gives a
+/// freed number to the next new file at once): device, inode and birth time; where the
+/// filesystem keeps no birth time, the change time, which also moves when the file's own
+/// metadata does (a chmod, an entry added to a directory): then a root built on it is only
+/// rebuilt, never wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileIdentity {
+    dev: (u32, u32),
+    ino: u64,
+    /// Seconds and nanoseconds of the birth (true) or change (false) time.
+    stamp: (i64, u32, bool),
+}
+
+impl FileIdentity {
+    pub fn of_fd(fd: &OwnedFd) -> Option<FileIdentity> {
+        Self::statx(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+    }
+
+    pub fn of_path(path: &str, follow: bool) -> Option<FileIdentity> {
+        let c = std::ffi::CString::new(path).ok()?;
+        Self::statx(libc::AT_FDCWD, &c, if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW })
+    }
+
+    fn statx(dirfd: RawFd, path: &std::ffi::CStr, flags: i32) -> Option<FileIdentity> {
+        // SAFETY: statx fills the zeroed struct we own.
+        let mut st: libc::statx = unsafe { std::mem::zeroed() };
+        let mask = libc::STATX_INO | libc::STATX_BTIME | libc::STATX_CTIME;
+        // SAFETY: a valid path pointer and struct; the flags ask for no automount.
+        if unsafe { libc::statx(dirfd, path.as_ptr(), flags | libc::AT_NO_AUTOMOUNT, mask, &mut st) } < 0 {
+            return None;
+        }
+        let born = st.stx_mask & libc::STATX_BTIME != 0;
+        let t = if born { st.stx_btime } else { st.stx_ctime };
+        Some(FileIdentity { dev: (st.stx_dev_major, st.stx_dev_minor), ino: st.stx_ino, stamp: (t.tv_sec, t.tv_nsec, born) })
+    }
+}
+
 /// The host's mount table, exactly: every mount's unique id (listmount(2), Linux 6.8+: never
 /// reused, unlike mountinfo's ids and anonymous device numbers) and mountinfo's text (each
 /// mount's place, flags, propagation and source). Two equal values are the same mounts with the
