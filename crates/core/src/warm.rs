@@ -12,13 +12,13 @@
 //! [`Preborn::fits`]), that init takes it and does the rest of the setup; for any other spec,
 //! or if the host's mount table is not, mount for mount, the one the init's namespace copied
 //! (a mount the host added and removed again meanwhile leaves it so; one the host unmounted
-//! ends that init at once), that init is killed and the zygote clones a fresh one now. Nothing migrates on the
-//! hot path (the helper itself never enters the cgroup, so it can remove it at the end). All of
-//! this runs at idle priority, so it takes little CPU from sandboxes starting meanwhile; once
-//! ready, the helper, the zygote and the init are put back to the default policy (they wait at
-//! it, and what the init starts inherits it). Each warm helper serves one sandbox and is never
-//! reused; if Node goes away first, the init made ahead and the zygote are killed and the cgroup
-//! removed.
+//! ends that init at once), that init is killed and the zygote clones a fresh one now. Nothing
+//! migrates on the hot path (the helper itself never enters the cgroup, so it can remove it at
+//! the end). All of this runs at idle priority, so it takes little CPU from sandboxes starting
+//! meanwhile; once ready, the helper, the zygote and the init are put back to the default policy
+//! (they wait at it: the helper behind its caller, the zygote and the init at the caller's nice,
+//! see [`crate::priority`]). Each warm helper serves one sandbox and is never reused; if Node
+//! goes away first, the init made ahead and the zygote are killed and the cgroup removed.
 
 use crate::cgroup::{CgroupHost, SandboxCgroup};
 use crate::error::{SetupError, Step};
