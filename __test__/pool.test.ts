@@ -367,14 +367,19 @@ poolTest('nothing a sandbox leaves is seen by the next one from a root built ahe
   t.regex(r.next.out, /^0$/m, 'no process of the first')
 })
 
-poolTest('a root built ahead is not used once a bind source was replaced: the sandbox sees the new one', async (t) => {
+/** A directory holding `file` (with `text`) to bind at /data, and the options that do; removed however the test ends. */
+function bindSource(t: ExecutionContext, text: string) {
   const dir = mkdtempSync(join(tmpdir(), 'isolate-pool-src-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   chmodSync(dir, 0o755)
   const src = join(dir, 'src')
   mkdirSync(src)
-  writeFileSync(join(src, 'file'), 'old\n')
-  const options = { limits: LIMITS, mounts: [{ type: 'bind' as const, source: src, target: '/data' }] }
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(src, 'file'), text)
+  return { src, options: { limits: LIMITS, mounts: [{ type: 'bind' as const, source: src, target: '/data' }] } }
+}
+
+poolTest('a root built ahead is not used once a bind source was replaced: the sandbox sees the new one', async (t) => {
+  const { src, options } = bindSource(t, 'old\n')
   const first = await untilQuietMounts(async () => {
     t.true(await poolBuiltFor(options, '/data'), 'both inits made ahead have /data bound')
     return startFromPool('cat /data/file', options)
@@ -392,13 +397,7 @@ poolTest('a root built ahead is not used once a bind source was replaced: the sa
 })
 
 poolTest('a root built ahead stays in use when a bind source only changed its metadata (where the filesystem keeps birth times)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'isolate-pool-src-'))
-  chmodSync(dir, 0o755)
-  const src = join(dir, 'src')
-  mkdirSync(src)
-  writeFileSync(join(src, 'file'), 'same\n')
-  const options = { limits: LIMITS, mounts: [{ type: 'bind' as const, source: src, target: '/data' }] }
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const { src, options } = bindSource(t, 'same\n')
   // Without a birth time the change time stands in, and then any metadata change costs the root.
   const births = spawnSync('stat', ['-c', '%W', src], { encoding: 'utf8' }).stdout.trim() !== '0'
   t.log(`${src}: ${births ? 'has a birth time' : 'no birth time on this filesystem: a metadata change must cost the root built ahead'}`)
