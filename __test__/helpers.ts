@@ -220,6 +220,9 @@ export async function driveShellInTmux(t: ExecutionContext, cmd: string, probe?:
   keys('sleep 100')
   await new Promise((r) => setTimeout(r, 700))
   tm('send-keys', '-t', 'sb', 'C-c')
+  // The shell's next prompt first: a line typed ahead would be echoed before it, and its output
+  // would then follow the prompt on one line.
+  t.true(await seen(/\^C\s*\n[#$] ?$/m), `a prompt after Ctrl-C: ${screen()}`)
   keys('echo still-$((40+2))')
   t.true(await seen(/^still-42$/m), `Ctrl-C ended only the sleep: ${screen()}`)
   keys('exit 3')

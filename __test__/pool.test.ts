@@ -339,6 +339,25 @@ async function startFromPool(script: string, options: Parameters<typeof spawnIso
   return { took, code: r.exitCode, out: Buffer.concat(out).toString() }
 }
 
+poolTest("an init made ahead has the namespaces of the commonest recent root (network 'host', no user namespace); a sandbox wanting others does not get it", async (t) => {
+  const cases = [
+    { options: { limits: LIMITS, network: 'host' as const }, ns: 'net', what: "the host's network namespace" },
+    { options: { limits: LIMITS, namespaces: { user: false } }, ns: 'user', what: "the host's user namespace" },
+  ]
+  for (const { options, ns, what } of cases) {
+    const hostNs = readlinkSync(`/proc/self/ns/${ns}`)
+    const r = await untilQuietMounts(async () => {
+      t.true(await poolBuiltFor(options, '/proc/sys'), `${JSON.stringify(options)}: both inits made ahead have that root built`)
+      return startFromPool(`readlink /proc/self/ns/${ns}`, options)
+    }, (r) => r.took)
+    t.true(r.took, `${JSON.stringify(options)}: the sandbox got an init made ahead`)
+    t.is(r.out.trim(), hostNs, `${what}, as asked`)
+    const own = await startFromPool(`readlink /proc/self/ns/${ns}`, { limits: LIMITS })
+    t.false(own.took, `the default options do not get an init made ahead in ${what}`)
+    t.not(own.out.trim(), hostNs)
+  }
+})
+
 poolTest('an init made ahead has the root of the last sandboxes built; a sandbox with that root takes it, one with other mounts gets a fresh init', async (t) => {
   const check = 'hostname; touch /tmp/x && echo tmp-writable; touch /usr/x 2>/dev/null || echo usr-readonly; cat /etc/shadow >/dev/null 2>&1 || echo shadow-unreadable'
   const same = await untilQuietMounts(async () => {

@@ -1,11 +1,11 @@
 /**
  * Warm helpers, made ahead where this process is root and may create cgroups (v1 or v2): each
  * has detected the host, created its sandbox's cgroup and moved a zygote into it (the migration
- * that costs an RCU grace period), and the zygote has cloned an init ahead into the default
- * namespaces, which has also built the root most recent sandboxes had (see {@link rootOf}), so
- * a sandbox taken from the pool starts with no cgroup migration, no helper exec and (with the
- * default namespaces, and that root) no namespace creation and no mounts on its path (see
- * crates/core/src/warm.rs). Each serves exactly one sandbox and is never reused; the pool refills
+ * that costs an RCU grace period), and the zygote has cloned an init ahead into the namespaces
+ * of the root most recent sandboxes had (see {@link rootOf}; the default ones when no root
+ * came twice), which has also built that root, so a sandbox taken from the pool starts with no
+ * cgroup migration, no helper exec and (with those namespaces and that root) no namespace
+ * creation and no mounts on its path (see crates/core/src/warm.rs). Each serves exactly one sandbox and is never reused; the pool refills
  * in the background, at idle priority, once the start it served is over, and the default pool
  * grows when a sandbox finds it empty. Pooled helpers do not keep Node alive, and end (removing
  * their cgroups) when Node exits, however it exits: their control socket is their lifeline.

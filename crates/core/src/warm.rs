@@ -4,10 +4,11 @@
 //! helper's own start cost about as much as the rest of a sandbox's setup together. A warm
 //! helper has detected the host, created the sandbox's cgroup, and forked a zygote that moved
 //! itself into that cgroup before any sandbox waited for it. The zygote then clones, with
-//! CLONE_PARENT, an init ahead into the default namespaces (user, mount, pid, uts, ipc, net): it
-//! is the helper's child, born inside the cgroup; the helper writes its id maps and the init
-//! brings up its loopback; given a spec ahead (the root the caller's recent sandboxes had), it
-//! builds that root too, up to the pivot. Then it waits. When the spec arrives and wants exactly
+//! CLONE_PARENT, an init ahead into the namespaces of the spec given ahead (the root the
+//! caller's recent sandboxes had), or else the default ones (user, mount, pid, uts, ipc, net):
+//! it is the helper's child, born inside the cgroup; the helper writes its id maps and the init
+//! brings up its loopback (those of its own namespaces); given that spec, it builds its root
+//! too, up to the pivot. Then it waits. When the spec arrives and wants exactly
 //! those namespaces (and, for a root built ahead, the same root on the same host objects: see
 //! [`Preborn::fits`]), that init takes it and does the rest of the setup; for any other spec,
 //! or if the host's mount table is not, mount for mount, the one the init's namespace copied
@@ -54,11 +55,13 @@ pub struct Zygote {
     done: bool,
 }
 
-/// An init cloned ahead into the default namespaces, its id maps written and its loopback up,
-/// waiting for its spec on `sock`. Killed and reaped when dropped unused.
+/// An init cloned ahead into its namespaces, its id maps written and its loopback up (where it
+/// has a user and a network namespace of its own), waiting for its spec on `sock`. Killed and reaped when dropped unused.
 pub struct Preborn {
     pid: Pid,
     sock: OwnedFd,
+    /// The clone flags it was made with: its namespaces.
+    flags: libc::c_ulong,
     /// The host's mount table as of before the clone copied it: a watch that flags every change
     /// ([`sys::mounts_changed`]), and the table itself where it can be read exactly.
     mounts: OwnedFd,
@@ -103,8 +106,10 @@ struct Prebuild {
 }
 
 /// The namespaces an init is cloned into ahead: the default profile's.
-fn ahead_flags() -> libc::c_ulong {
-    crate::supervisor::namespace_clone_flags(crate::spec::Namespaces::default())
+/// The namespaces an init is made ahead in: those of the spec whose root is built ahead (the
+/// commonest of the caller's recent sandboxes), else the default ones.
+fn ahead_flags(ahead: Option<&Spec>) -> libc::c_ulong {
+    ahead.map_or_else(|| crate::supervisor::namespace_clone_flags(crate::spec::Namespaces::default()), crate::supervisor::clone_flags)
 }
 
 /// Everything the zygote needs to clone the init, besides its fds.
@@ -154,10 +159,11 @@ fn prepare(ahead: Option<Spec>) -> Result<Warm, SetupError> {
     // table (a change in between only makes that init unfit).
     let mounts = sys::watch_mounts()?;
     let table = sys::MountTable::now();
-    let (zygote, inits_ahead) = Zygote::fork_into(&cgroup, &default_seccomp)?;
+    let flags = ahead_flags(ahead.as_ref());
+    let (zygote, inits_ahead) = Zygote::fork_into(&cgroup, &default_seccomp, flags)?;
     // An init that cannot get ready ahead is no loss: the zygote clones one at the birth, and
     // then whatever failed is reported with its step.
-    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }.get_ready().ok());
+    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, flags, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }.get_ready().ok());
     // A root that cannot be built ahead is no loss either: that init goes, as above.
     let preborn = match (preborn, ahead) {
         (Some(p), Some(spec)) => p.build_root(&spec).ok(),
@@ -280,14 +286,14 @@ impl Warm {
 
 impl Zygote {
     /// The zygote, inside the cgroup, and the init it cloned ahead (its pid and socket), if it could.
-    fn fork_into(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program) -> Result<(Zygote, Option<(Pid, OwnedFd)>), SetupError> {
+    fn fork_into(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program, flags: libc::c_ulong) -> Result<(Zygote, Option<(Pid, OwnedFd)>), SetupError> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?;
         // SAFETY: the helper is single-threaded.
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
                 drop(ours);
-                zygote_main(cgroup, default_seccomp, theirs)
+                zygote_main(cgroup, default_seccomp, theirs, flags)
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(theirs);
@@ -368,8 +374,10 @@ impl Preborn {
         if caller.uid != 0 {
             return Err(SetupError::new(Step::WriteIdMaps, "only a root caller's maps are known ahead"));
         }
-        let unpriv = crate::supervisor::sandbox_host_ids(caller);
-        crate::supervisor::write_id_maps(self.pid, &crate::plan::plan_id_maps(Ids { uid: 0, gid: 0 }, caller, unpriv))?;
+        if self.flags & libc::CLONE_NEWUSER as libc::c_ulong != 0 {
+            let unpriv = crate::supervisor::sandbox_host_ids(caller);
+            crate::supervisor::write_id_maps(self.pid, &crate::plan::plan_id_maps(Ids { uid: 0, gid: 0 }, caller, unpriv))?;
+        }
         sys::send_message(&self.sock, b"mapped", &[], Step::BringUpLoopback)?;
         match sys::recv_message(&self.sock, 64 << 10, Step::BringUpLoopback)? {
             Some((b, _)) if b == b"up" => Ok(self),
@@ -385,7 +393,7 @@ impl Preborn {
         let step = Step::MountStagingRoot;
         let facts = crate::sandbox::gather_facts(spec)?;
         let plan = crate::plan::plan_mounts(spec, &facts);
-        if plan.iter().any(|op| matches!(op, MountOp::Overlay { .. })) || crate::supervisor::clone_flags(spec) != ahead_flags() {
+        if plan.iter().any(|op| matches!(op, MountOp::Overlay { .. })) || crate::supervisor::clone_flags(spec) != self.flags {
             return Ok(self);
         }
         let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
@@ -438,7 +446,7 @@ impl Preborn {
     /// what its path names.
     pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> bool {
         let same_root = |(key, held): &(RootKey, Vec<HostObject>)| key.is_of(spec, plan, setup_ids) && held.iter().all(HostObject::unchanged);
-        crate::supervisor::clone_flags(spec) == ahead_flags() && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
+        crate::supervisor::clone_flags(spec) == self.flags && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
     }
 
     /// Hand the init its fds (as [`Zygote::give_birth`]) and the spec; it answers once it took them.
@@ -480,7 +488,7 @@ impl Drop for Preborn {
 /// The zygote: enter the cgroup, clone an init ahead, wait for one birth, clone the init into the sandbox's
 /// namespaces as the helper's child, answer, exit. Never returns, never runs a destructor (the
 /// cgroup it holds a copy of belongs to the helper).
-fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program, sock: OwnedFd) -> ! {
+fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program, sock: OwnedFd, ahead_flags: libc::c_ulong) -> ! {
     let _ = nix::sys::prctl::set_name(c"isolate-zygote");
     // Nothing of the helper's (its control and handoff sockets) reaches the zygote, so nothing
     // reaches the init it clones.
@@ -493,7 +501,7 @@ fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program
     match cgroup.attach(std::process::id() as i32) {
         Ok(()) => {
             let _ = sys::send_message(&sock, b"in", &[], Step::AttachCgroup);
-            clone_ahead(default_seccomp, &sock);
+            clone_ahead(default_seccomp, &sock, ahead_flags);
         }
         Err(e) => {
             let _ = sys::send_message(&sock, &serde_json::to_vec(&e).unwrap_or_default(), &[], Step::AttachCgroup);
@@ -513,23 +521,23 @@ fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program
     unsafe { libc::_exit(0) }
 }
 
-/// Clone the init ahead into the default namespaces and tell the helper its pid, with the
+/// Clone the init ahead into the namespaces of `flags` and tell the helper its pid, with the
 /// socket that reaches it; or tell it nothing came of it.
-fn clone_ahead(default_seccomp: &crate::seccomp::Program, helper: &OwnedFd) {
+fn clone_ahead(default_seccomp: &crate::seccomp::Program, helper: &OwnedFd, flags: libc::c_ulong) {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let Ok((ours, theirs)) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC) else {
         let _ = sys::send_message(helper, b"none", &[], Step::CloneNamespaces);
         return;
     };
     // CLONE_PARENT: the init is the helper's child, as one cloned at the birth would be.
-    let flags = ahead_flags() | libc::CLONE_PARENT as libc::c_ulong;
+    let with_parent = flags | libc::CLONE_PARENT as libc::c_ulong;
     // SAFETY: fork-like clone(2) of this single-threaded process: no stack, no tids, no tls.
-    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    let rc = unsafe { libc::syscall(libc::SYS_clone, with_parent, 0usize, 0usize, 0usize, 0usize) };
     if rc == 0 {
         // SAFETY: the init keeps nothing of the zygote's conversation with the helper.
         unsafe { libc::close(helper.as_raw_fd()) };
         drop(ours);
-        preborn_main(theirs, default_seccomp);
+        preborn_main(theirs, default_seccomp, flags & libc::CLONE_NEWNET as libc::c_ulong != 0);
     }
     drop(theirs);
     if rc < 0 {
@@ -539,10 +547,11 @@ fn clone_ahead(default_seccomp: &crate::seccomp::Program, helper: &OwnedFd) {
     }
 }
 
-/// The init made ahead: wait for its id maps, bring up the loopback, wait for the spec, then run
-/// the sandbox like any init. Whatever goes wrong before the spec arrives just ends it (the
-/// helper then lets the zygote clone one, which reports the failure properly).
-fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program) -> ! {
+/// The init made ahead: wait for its id maps, bring up the loopback of its own network
+/// namespace, wait for the spec, then run the sandbox like any init. Whatever goes wrong before
+/// the spec arrives just ends it (the helper then lets the zygote clone one, which reports the
+/// failure properly).
+fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_net: bool) -> ! {
     let _ = nix::sys::prctl::set_name(c"isolate-init");
     // SAFETY: leaving the clone without running the helper's destructors.
     let leave = |code: i32| -> ! { unsafe { libc::_exit(code) } };
@@ -556,7 +565,7 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program) -> ! {
         Ok(Some((b, _))) if b == b"mapped" => {}
         _ => leave(0),
     }
-    if let Err(e) = sys::bring_up_loopback() {
+    if let Err(e) = if own_net { sys::bring_up_loopback() } else { Ok(()) } {
         let _ = sys::send_message(&sock, &serde_json::to_vec(&e).unwrap_or_default(), &[], Step::BringUpLoopback);
         leave(1);
     }
