@@ -12,9 +12,9 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSy
 import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
-import { commonest, rootOf } from '../lib/pool.js'
+import { aheadOf, commonest, rootOf } from '../lib/pool.js'
 import { normalize } from '../lib/options.js'
-import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, root, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
+import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, root, rootBuiltAhead, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode) && process.geteuid?.() === 0
@@ -28,7 +28,7 @@ const poolTest = eligible ? test.serial : test.skip
 configurePool({ size: 2 })
 if (!eligible) console.log('pool.test: the tests of warm helpers\' limits, zygotes and cgroups cannot run without a pool here; the cold path is asserted instead')
 
-test('what is built ahead: the root of a spec leaves out the command, environment and limits; the commonest recent root that came twice', (t) => {
+test('what is built ahead: the root of a spec leaves out the command, environment and limits; the commonest recent root when it came twice and in two of three sandboxes with its namespaces, else those namespaces only', (t) => {
   const root = (file: string, options: Parameters<typeof normalize>[2]) => rootOf(normalize(file, [], options).spec)
   t.is(root('/bin/true', { limits: LIMITS }), root('/bin/sh', { env: { A: '1' }, cwd: '/tmp', hostname: 'h', seccomp: 'none' }))
   t.not(root('/bin/true', {}), root('/bin/true', { mounts: [{ type: 'tmpfs', target: '/scratch' }] }))
@@ -38,6 +38,13 @@ test('what is built ahead: the root of a spec leaves out the command, environmen
   t.is(commonest(['a', 'b', 'a', 'c']), 'a')
   t.is(commonest(['a', 'b', 'b', 'a']), 'a', 'of equals, the one that came last')
   t.is(commonest(['b', 'a', 'b', 'a', 'a', 'c', 'b', 'a']), 'a')
+  // Roots a-d; namespaces N (default) or H (network 'host').
+  const recent = (list: string) => list.split(' ').map((x) => ({ root: x[0], namespaces: x[1] }))
+  t.deepEqual(aheadOf(recent('aN aN aN bN')), { spec: 'a', build: true }, 'three in four: its root built ahead')
+  t.deepEqual(aheadOf(recent('aN bN aN cN')), { spec: 'c', build: false }, 'two in four: a miss would cost more than the hits save; the namespaces only')
+  t.deepEqual(aheadOf(recent('aH aH bN cN')), { spec: 'a', build: true }, 'its namespaces\' sandboxes all wanted it')
+  t.deepEqual(aheadOf(recent('aH bH cH dN')), { spec: 'c', build: false }, 'no root came twice: the commonest namespaces, with the latest root that has them')
+  t.is(aheadOf(recent('aN bH')), undefined, 'nothing came twice')
 })
 
 /** The helper that supervises the sandbox whose command is `pid`, and whether it was a warm one. */
@@ -356,6 +363,22 @@ poolTest("an init made ahead has the namespaces of the commonest recent root (ne
     t.false(own.took, `the default options do not get an init made ahead in ${what}`)
     t.not(own.out.trim(), hostNs)
   }
+})
+
+poolTest("sandboxes whose roots all differ get inits made ahead in their namespaces, without a root: each builds its own", async (t) => {
+  const hostNet = readlinkSync('/proc/self/ns/net')
+  let n = 0
+  const options = () => ({ limits: LIMITS, network: 'host' as const, mounts: [{ type: 'tmpfs' as const, target: `/scratch${++n}` }] })
+  const r = await untilQuietMounts(async () => {
+    // Eight: the pool's whole memory of recent roots (earlier tests' are forgotten).
+    for (let i = 0; i < 8; i++) await runIsolated('/bin/true', [], options())
+    t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2, 5000), 'two inits made ahead')
+    t.false(initsAheadOf(process.pid).some((p) => rootBuiltAhead(p, '/proc/sys')), 'no root built ahead: no root came twice')
+    const o = options()
+    return { ...(await startFromPool(`readlink /proc/self/ns/net; grep -c ' ${o.mounts[0].target} ' /proc/self/mountinfo`, o)), target: o.mounts[0].target }
+  }, (r) => r.took)
+  t.true(r.took, 'the sandbox got an init made ahead')
+  t.is(r.out, `${hostNet}\n1\n`, `the host's network namespace, and its own tmpfs at ${r.target}`)
 })
 
 poolTest('an init made ahead has the root of the last sandboxes built; a sandbox with that root takes it, one with other mounts gets a fresh init', async (t) => {

@@ -41,7 +41,7 @@ export interface ExecStdio {
 export interface Addon {
   /** The spec as JSON text; validated and spawned on the libuv thread pool (rejects with `InvalidArg`). */
   spawnHelper(helperPath: string, specJson: string, stdio: number[]): Promise<SpawnedHelper>
-  spawnWarmHelper(helperPath: string, ahead?: string | null): Promise<SpawnedHelper>
+  spawnWarmHelper(helperPath: string, ahead?: string | null, buildRoot?: boolean | null): Promise<SpawnedHelper>
   /** Validates (throws `InvalidArg`); hands the spec and stdio to a warm helper. */
   sendSpec(handoffFd: number, specJson: string, stdio: number[]): ExecStdio
   /** Throws with code `QueueFull` when the exec socket is full (try again shortly). */

@@ -43,10 +43,10 @@ export class HelperPool {
   #starting = 0
   /** Set when a warm helper could not get ready: this host gets cold starts only. */
   #broken = false
-  /** The roots ({@link rootOf}) of the last sandboxes, oldest first. */
-  readonly #recent: string[] = []
-  /** What refills build their init's root for: the commonest of the recent roots, if any came twice. */
-  #ahead: string | undefined
+  /** The roots ({@link rootOf}) and namespaces of the last sandboxes, oldest first. */
+  readonly #recent: Recent[] = []
+  /** What refills make their init for ({@link aheadOf}). */
+  #ahead: Ahead | undefined
 
   /** `eligible`: this host can have warm helpers (cgroups allowed); else the pool stays empty. */
   constructor(
@@ -70,9 +70,9 @@ export class HelperPool {
    * root built already (the helper checks that it still fits; else that init goes).
    */
   take(spec: Spec): WarmHelper | undefined {
-    this.#recent.push(rootOf(spec))
+    this.#recent.push({ root: rootOf(spec), namespaces: JSON.stringify(spec.namespaces) })
     if (this.#recent.length > RECENT) this.#recent.shift()
-    this.#ahead = commonest(this.#recent)
+    this.#ahead = aheadOf(this.#recent)
     const h = this.#ready.shift()
     if (!h && this.#grows && !this.#broken && this.#size < GROWN_SIZE) this.#size++
     if (h) {
@@ -129,7 +129,7 @@ export class HelperPool {
   async #start(): Promise<void> {
     this.#starting++
     try {
-      const s = await this.addon.spawnWarmHelper(this.helperPath, this.#ahead)
+      const s = await this.addon.spawnWarmHelper(this.helperPath, this.#ahead?.spec, this.#ahead?.build)
       const control = new Socket({ fd: s.control, readable: true, writable: true })
       control.unref()
       const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
@@ -171,6 +171,37 @@ export function rootOf(spec: Spec): string {
 
 /** How many of the last sandboxes' roots decide what is built ahead. */
 const RECENT = 8
+
+export interface Recent {
+  root: string
+  namespaces: string
+}
+
+/** A spec ({@link rootOf}) whose namespaces an init is made in ahead, and whether its root is built too. */
+export interface Ahead {
+  spec: string
+  build: boolean
+}
+
+/**
+ * What a refill's init is made for, from the last sandboxes. Its namespaces: those of the
+ * commonest recent root (else the commonest namespaces). Its root, built too when that root came
+ * at least twice and at least two in three recent sandboxes with its namespaces wanted it: a
+ * sandbox that wants another root then gets a fresh init, its namespaces made on its path, which
+ * costs about twice what a root built ahead saves.
+ */
+export function aheadOf(recent: Recent[]): Ahead | undefined {
+  const root = commonest(recent.map((r) => r.root))
+  if (root !== undefined) {
+    const namespaces = recent.find((r) => r.root === root)!.namespaces
+    const alike = recent.filter((r) => r.namespaces === namespaces)
+    if (3 * alike.filter((r) => r.root === root).length >= 2 * alike.length) return { spec: root, build: true }
+  }
+  const namespaces = commonest(recent.map((r) => r.namespaces))
+  if (namespaces === undefined) return undefined
+  // Any root with those namespaces carries them; the latest.
+  return { spec: [...recent].reverse().find((r) => r.namespaces === namespaces)!.root, build: false }
+}
 
 /** The value that comes most often (at least twice) in `list`; of equals, the latest. */
 export function commonest(list: string[]): string | undefined {

@@ -141,8 +141,9 @@ enum BirthReply {
 }
 
 /// The warm phase: detect, create the cgroup, fork the zygote into it; the zygote clones an init
-/// ahead, which builds its root for `ahead` when there is one.
-fn prepare(ahead: Option<Spec>) -> Result<Warm, SetupError> {
+/// ahead in the namespaces of `ahead`'s spec (else the default ones), which also builds that
+/// spec's root when asked to.
+fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     // Work done ahead takes only CPU time nobody else wants (where the sandbox's processes can
     // be given their caller's priority back afterwards).
     crate::priority::idle_ahead(0);
@@ -159,14 +160,14 @@ fn prepare(ahead: Option<Spec>) -> Result<Warm, SetupError> {
     // table (a change in between only makes that init unfit).
     let mounts = sys::watch_mounts()?;
     let table = sys::MountTable::now();
-    let flags = ahead_flags(ahead.as_ref());
+    let flags = ahead_flags(ahead.as_ref().map(|(spec, _)| spec));
     let (zygote, inits_ahead) = Zygote::fork_into(&cgroup, &default_seccomp, flags)?;
     // An init that cannot get ready ahead is no loss: the zygote clones one at the birth, and
     // then whatever failed is reported with its step.
     let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, flags, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }.get_ready().ok());
     // A root that cannot be built ahead is no loss either: that init goes, as above.
     let preborn = match (preborn, ahead) {
-        (Some(p), Some(spec)) => p.build_root(&spec).ok(),
+        (Some(p), Some((spec, true))) => p.build_root(&spec).ok(),
         (p, _) => p,
     };
     Ok(Warm { preborn, zygote, host, cgroup })
@@ -255,20 +256,30 @@ fn wait_for_spec(control: &OwnedFd, handoff: &OwnedFd, warm: &mut Warm) -> bool 
     }
 }
 
-/// The first message on the handoff socket, which the addon writes before the exec: `ahead`,
-/// or `ahead ` and a spec whose root to build ahead (the root of the caller's last sandboxes).
-/// A spec that does not parse or validate is only a guess that missed: no root is built ahead.
-fn read_ahead(handoff: &OwnedFd) -> Result<Option<Spec>, SetupError> {
+/// The first message on the handoff socket, which the addon writes before the exec: `ahead`;
+/// `ahead ` and a spec whose root to build ahead, in its namespaces (the root of the caller's
+/// last sandboxes); or `namespaces ` and a spec in whose namespaces only to make the init ahead.
+/// A spec that does not parse or validate is only a guess that missed: nothing is built ahead.
+fn read_ahead(handoff: &OwnedFd) -> Result<Option<(Spec, bool)>, SetupError> {
     let step = Step::ReadSpec;
     let Some((bytes, _)) = sys::recv_message(handoff, MAX_AHEAD, step)? else {
         return Err(SetupError::new(step, "the caller went away before the helper started"));
     };
-    match bytes.strip_prefix(b"ahead") {
-        Some([]) => Ok(None),
-        Some([b' ', json @ ..]) => Ok(Spec::from_json(json).ok().filter(|s| crate::validate::validate(s).is_ok())),
-        _ => Err(SetupError::new(step, "the handoff socket did not start with `ahead`")),
+    let valid = |json: &[u8]| Spec::from_json(json).ok().filter(|s| crate::validate::validate(s).is_ok());
+    if bytes == AHEAD_ROOT.as_bytes() {
+        return Ok(None);
     }
+    for (word, build) in [(AHEAD_ROOT, true), (AHEAD_NAMESPACES, false)] {
+        if let Some(json) = bytes.strip_prefix(word.as_bytes()).and_then(|rest| rest.strip_prefix(b" ")) {
+            return Ok(valid(json).map(|s| (s, build)));
+        }
+    }
+    Err(SetupError::new(step, "the handoff socket did not start with `ahead` or `namespaces`"))
 }
+
+/// The first words of a warm helper's first message: see [`read_ahead`].
+pub const AHEAD_ROOT: &str = "ahead";
+pub const AHEAD_NAMESPACES: &str = "namespaces";
 
 /// The largest spec sent ahead (the addon sends none bigger).
 pub const MAX_AHEAD: usize = 64 << 10;

@@ -250,18 +250,24 @@ fn send_with_stdio(fd: RawFd, bytes: &[u8], stdio: &[i32]) -> Result<ExecStdio> 
 /// Start a warm helper (`isolate-helper --warm`, see isolate_core::warm) on the libuv thread
 /// pool: stdio /dev/null, 3 the control socket, 5 the handoff socket (returned as `exec`). It
 /// says `{"event":"warm"}` when ready; `sendSpec` then gives it its one sandbox. `ahead`: a spec
-/// (JSON) whose root it builds ahead, as a guess of what the next sandbox wants (it checks).
+/// (JSON) in whose namespaces it makes its init ahead, and with `build_root`, whose root it builds
+/// ahead too: a guess of what the next sandbox wants (it checks).
 #[napi(ts_return_type = "Promise<SpawnedHelper>")]
-pub fn spawn_warm_helper(helper_path: String, ahead: Option<String>) -> Result<AsyncTask<SpawnWarmHelper>> {
+pub fn spawn_warm_helper(helper_path: String, ahead: Option<String>, build_root: Option<bool>) -> Result<AsyncTask<SpawnWarmHelper>> {
     let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
-    let ahead = ahead.filter(|a| "ahead ".len() + a.len() <= isolate_core::warm::MAX_AHEAD);
-    Ok(AsyncTask::new(SpawnWarmHelper { helper_path, path, ahead }))
+    let word = if build_root.unwrap_or(true) { isolate_core::warm::AHEAD_ROOT } else { isolate_core::warm::AHEAD_NAMESPACES };
+    let first = match ahead {
+        Some(spec) if word.len() + 1 + spec.len() <= isolate_core::warm::MAX_AHEAD => format!("{word} {spec}"),
+        _ => isolate_core::warm::AHEAD_ROOT.into(),
+    };
+    Ok(AsyncTask::new(SpawnWarmHelper { helper_path, path, first }))
 }
 
 pub struct SpawnWarmHelper {
     helper_path: String,
     path: CString,
-    ahead: Option<String>,
+    /// The first message on the handoff socket (see isolate_core::warm::read_ahead).
+    first: String,
 }
 
 impl Task for SpawnWarmHelper {
@@ -273,11 +279,7 @@ impl Task for SpawnWarmHelper {
         let (control, helper_control) = socket_pair(nix::sys::socket::SockType::Stream)?;
         let (handoff, helper_handoff) = socket_pair(nix::sys::socket::SockType::SeqPacket)?;
         // Waiting in the socket when the helper starts: its first read.
-        let first = match &self.ahead {
-            Some(spec) => format!("ahead {spec}"),
-            None => "ahead".into(),
-        };
-        isolate_core::sys::send_message(&handoff, first.as_bytes(), &[], isolate_core::Step::ReadSpec).map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
+        isolate_core::sys::send_message(&handoff, self.first.as_bytes(), &[], isolate_core::Step::ReadSpec).map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (fd, slot) in [(&null, 0), (&null, 1), (&null, 2), (&helper_control, 3), (&helper_handoff, 5)] {
             actions.add_dup2(fd.as_raw_fd(), slot).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
