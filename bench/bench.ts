@@ -309,7 +309,7 @@ const execVariant: Variant = {
 /** Our own spawn path with single parts switched off, to see where its time goes. */
 const ablations: Variant[] = [
   execVariant,
-  oursVariant('ours-newroot', 'ours + limits, a tmpfs at a new path each time (no root built ahead fits)', () => ({ limits: LIMITS, mounts: [{ type: 'tmpfs', target: `/scratch${++scratch}` }] })),
+  oursVariant('ours-newroot', 'ours + limits, a tmpfs at a new path each time (not the root built ahead)', () => ({ limits: LIMITS, mounts: [{ type: 'tmpfs', target: `/scratch${++scratch}` }] })),
   oursVariant('ours-nolimits', 'ours, no limits (no cgroup)', {}),
   oursVariant('ours-nethost', "ours + limits, network 'host' (no net ns)", { limits: LIMITS, network: 'host' }),
   oursVariant('ours-noseccomp', "ours + limits, seccomp 'none'", { limits: LIMITS, seccomp: 'none' }),
@@ -944,7 +944,7 @@ async function main(): Promise<void> {
   const lat = await latency(all, N.latency, N.warmup)
   // A phase of its own: eight other profiles of ours in the same rounds would share the pool (and
   // its guess of the root to build ahead) with the headline row, where a service mostly starts
-  // one profile; the row whose sandboxes all differ shows the other case.
+  // one profile; the row whose root is never the one built ahead shows what a miss costs.
   const ablationRounds = Math.ceil(N.latency / 2)
   log(`where our time goes: ${ablationRounds} rounds, interleaved: ours, plain, ${ablations.map((v) => v.key).join(', ')}`)
   const latAbl = await latency([ours, plain, ...ablations], ablationRounds, N.warmup)
@@ -1112,7 +1112,7 @@ async function main(): Promise<void> {
 
   p('## Where our spawn time goes: our own variants (sequential `/bin/true`, ms)')
   p()
-  p(`Measured after the first table, in ${ablationRounds} interleaved rounds of their own that hold the default profile and Node's own spawn again (the rows here compare with those, not with the first table): eight profiles of ours in the first table's rounds would share the pool, and its guess of the root to build ahead, with the headline row, where a service mostly starts one profile. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the namespaces of the root that most of the recent sandboxes had, with that root built ahead (here the default profile's: limits and seccomp do not change the root); a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path (a service whose sandboxes all turned it off would have its inits made in those namespaces), so its Δ also holds that clone and that root's building; so does the row whose sandboxes each have a tmpfs at a new path (a root nothing was built ahead for: the start a service gets whose sandboxes all differ). "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
+  p(`Measured after the first table, in ${ablationRounds} interleaved rounds of their own that hold the default profile and Node's own spawn again (the rows here compare with those, not with the first table): eight profiles of ours in the first table's rounds would share the pool, and its guess of the root to build ahead, with the headline row, where a service mostly starts one profile. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the namespaces of the root that most of the recent sandboxes had, with that root built ahead (here the default profile's: limits and seccomp do not change the root); a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path (a service whose sandboxes all turned it off would have its inits made in those namespaces), so its Δ also holds that clone and that root's building; so does the row whose sandboxes each have a tmpfs at a new path (a root other than the one built ahead: what a miss costs in a mixed workload; a service whose sandboxes' roots all differ gets inits made ahead without a root, and builds each root on its path). "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
   p()
   p(table(
     ['variant', 'p50', 'p95', 'p99', 'Δ p50 vs ours', '×plain', 'sync part of the call'],
