@@ -5,9 +5,10 @@
  * of the root most recent sandboxes had (see {@link rootOf}; the default ones when no root
  * came twice), which has also built that root, so a sandbox taken from the pool starts with no
  * cgroup migration, no helper exec and (with those namespaces and that root) no namespace
- * creation and no mounts on its path (see crates/core/src/warm.rs). Each serves exactly one sandbox and is never reused; the pool refills
- * in the background, at idle priority, once the start it served is over, and the default pool
- * grows when a sandbox finds it empty. Pooled helpers do not keep Node alive, and end (removing
+ * creation and no mounts on its path (see crates/core/src/warm.rs; {@link aheadOf} for what is
+ * made ahead). Each serves exactly one sandbox and is never reused; the pool refills in the
+ * background, at idle priority, once the start it served is over, and the default pool grows
+ * when a sandbox finds it empty. Pooled helpers do not keep Node alive, and end (removing
  * their cgroups) when Node exits, however it exits: their control socket is their lifeline.
  */
 import { Socket } from 'node:net'
@@ -184,11 +185,11 @@ export interface Ahead {
 }
 
 /**
- * What a refill's init is made for, from the last sandboxes. Its namespaces: those of the
- * commonest recent root (else the commonest namespaces). Its root, built too when that root came
- * at least twice and at least two in three recent sandboxes with its namespaces wanted it: a
- * sandbox that wants another root then gets a fresh init, its namespaces made on its path, which
- * costs about twice what a root built ahead saves.
+ * What a refill's init is made for, from the last sandboxes: the commonest recent root (its
+ * namespaces, and the root built) when it came at least twice and at least two in three recent
+ * sandboxes with its namespaces wanted it (a sandbox that wants another root then gets a fresh
+ * init, its namespaces made on its path, which costs about twice what a root built ahead
+ * saves); else the commonest recent namespaces, without a root.
  */
 export function aheadOf(recent: Recent[]): Ahead | undefined {
   const root = commonest(recent.map((r) => r.root))

@@ -1,24 +1,23 @@
-//! A helper made ahead of its sandbox. Moving a process into a cgroup waits for an RCU grace
-//! period (several milliseconds, paid by whoever writes `cgroup.procs`; on cgroup v2 a cold start
-//! avoids it with CLONE_INTO_CGROUP, on v1 nothing does), and a new network namespace and the
-//! helper's own start cost about as much as the rest of a sandbox's setup together. A warm
-//! helper has detected the host, created the sandbox's cgroup, and forked a zygote that moved
-//! itself into that cgroup before any sandbox waited for it. The zygote then clones, with
-//! CLONE_PARENT, an init ahead into the namespaces of the spec given ahead (the root the
-//! caller's recent sandboxes had), or else the default ones (user, mount, pid, uts, ipc, net):
-//! it is the helper's child, born inside the cgroup; the helper writes its id maps and the init
-//! brings up its loopback (those of its own namespaces); given that spec, it builds its root
-//! too, up to the pivot. Then it waits. When the spec arrives and wants exactly
-//! those namespaces (and, for a root built ahead, the same root on the same host objects: see
-//! [`Preborn::fits`]), that init takes it and does the rest of the setup; for any other spec,
-//! or if the host's mount table is not, mount for mount, the one the init's namespace copied
-//! (a mount the host added and removed again meanwhile leaves it so; one the host unmounted
-//! ends that init at once), that init is killed and the zygote clones a fresh one now. Nothing
-//! migrates on the hot path (the helper itself never enters the cgroup, so it can remove it at
-//! the end). All of this runs at idle priority, so it takes little CPU from sandboxes starting
-//! meanwhile; once ready, the helper, the zygote and the init are put back to the default policy
-//! (they wait at it: the helper behind its caller, the zygote and the init at the caller's nice,
-//! see [`crate::priority`]). Each warm helper serves one sandbox and is never reused; if Node
+//! A helper made ahead of its sandbox. Moving a process into a cgroup waits for an RCU grace period
+//! (several milliseconds, paid by whoever writes `cgroup.procs`; on cgroup v2 a cold start avoids
+//! it with CLONE_INTO_CGROUP, on v1 nothing does), and a new network namespace and the helper's own
+//! start cost about as much as the rest of a sandbox's setup together. A warm helper has detected
+//! the host, created the sandbox's cgroup, and forked a zygote that moved itself into that cgroup
+//! before any sandbox waited for it. The zygote then clones, with CLONE_PARENT, an init ahead into
+//! the namespaces of the spec given ahead (the root the caller's recent sandboxes had), or else the
+//! default ones (user, mount, pid, uts, ipc, net): it is the helper's child, born inside the
+//! cgroup; the helper writes its id maps and the init brings up its loopback (those of its own
+//! namespaces); given that spec, it builds its root too, up to the pivot. Then it waits. When the
+//! spec arrives and wants exactly those namespaces (and, for a root built ahead, the same root on
+//! the same host objects: see [`Preborn::fits`]), that init takes it and does the rest of the
+//! setup; for any other spec, or if the host's mount table is not, mount for mount, the one the
+//! init's namespace copied (a mount the host added and removed again meanwhile leaves it so; one
+//! the host unmounted ends that init at once), that init is killed and the zygote clones a fresh
+//! one now. Nothing migrates on the hot path (the helper itself never enters the cgroup, so it can
+//! remove it at the end). All of this runs at idle priority, so it takes little CPU from sandboxes
+//! starting meanwhile; once ready, the helper, the zygote and the init are put back to the default
+//! policy (they wait at it: the helper behind its caller, the zygote and the init at the caller's
+//! nice, see [`crate::priority`]). Each warm helper serves one sandbox and is never reused; if Node
 //! goes away first, the init made ahead and the zygote are killed and the cgroup removed.
 
 use crate::cgroup::{CgroupHost, SandboxCgroup};
@@ -56,7 +55,8 @@ pub struct Zygote {
 }
 
 /// An init cloned ahead into its namespaces, its id maps written and its loopback up (where it
-/// has a user and a network namespace of its own), waiting for its spec on `sock`. Killed and reaped when dropped unused.
+/// has a user and a network namespace of its own), waiting for its spec on `sock`. Killed and
+/// reaped when dropped unused.
 pub struct Preborn {
     pid: Pid,
     sock: OwnedFd,
@@ -105,7 +105,6 @@ struct Prebuild {
     setup_ids: Ids,
 }
 
-/// The namespaces an init is cloned into ahead: the default profile's.
 /// The namespaces an init is made ahead in: those of the spec whose root is built ahead (the
 /// commonest of the caller's recent sandboxes), else the default ones.
 fn ahead_flags(ahead: Option<&Spec>) -> libc::c_ulong {
