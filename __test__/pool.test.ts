@@ -519,11 +519,36 @@ poolTest('an init made ahead is not used once the host mounted something; the sa
   t.is(r.stdout, 'on the new tmpfs\n1\n', r.stderr)
 })
 
+poolTest('an init made ahead is not used when the host mounted something as the spec arrived (both news in one wakeup of its helper)', async (t) => {
+  const { dir, sub } = mountPlace(t)
+  t.true(await poolFull(), 'inits made ahead, before the mount')
+  const { helpers, inits: before } = warmHelpersOf(process.pid)
+  // Stopped (our own processes), the warm helpers find the mount's news and the spec together.
+  const resume = () => helpers.forEach((h) => pidAlive(h) && process.kill(h, 'SIGCONT'))
+  t.teardown(resume)
+  helpers.forEach((h) => process.kill(h, 'SIGSTOP'))
+  mountTmpfs(t, sub)
+  writeFileSync(join(sub, 'file'), 'on the new tmpfs\n')
+  const starting = spawnIsolated('/bin/sh', ['-c', 'cat /data/sub/file; read x'], { limits: LIMITS, mounts: [{ type: 'bind', source: dir, target: '/data' }], stdio: ['pipe', 'pipe', 'inherit'] })
+  await new Promise((r) => setTimeout(r, 100))
+  resume()
+  const sb = await starting
+  const init = parentOf(sb.pid)
+  let out = ''
+  sb.stdout!.on('data', (d) => (out += d))
+  sb.stdin!.end('\n')
+  await Promise.all([sb.wait(), ended(sb.stdout)])
+  t.false(before.includes(init), `init ${init} is not one made ahead (${before})`)
+  t.is(out, 'on the new tmpfs\n')
+})
+
 poolTest('inits made ahead end at once when the host unmounts something their copy of the mount table holds', async (t) => {
   const { sub } = mountPlace(t)
   mountTmpfs(t, sub)
-  // Only inits made after the mount: their copies hold it.
+  // Only inits made after the mount: their copies hold it (a helper still being made when the
+  // pool went to 0 ends once it is ready).
   configurePool({ size: 0 })
+  t.true(await waitUntil(() => warmHelpersOf(process.pid).helpers.length === 0, 10_000), 'no warm helper left from before the mount')
   configurePool({ size: 2 })
   t.true(await poolFull(), 'inits made ahead, after the mount')
   const holding = initsAheadOf(process.pid)

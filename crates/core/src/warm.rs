@@ -240,17 +240,19 @@ fn wait_for_spec(control: &OwnedFd, handoff: &OwnedFd, warm: &mut Warm) -> bool 
             Err(_) => return false,
         }
         let fired = |i: usize, what: PollFlags| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| r.intersects(what));
-        if fired(1, PollFlags::POLLIN) {
-            return true;
-        }
-        if fired(0, PollFlags::all()) || fired(1, PollFlags::all()) {
-            return false;
-        }
+        let (spec, ended) = (fired(1, PollFlags::POLLIN), fired(0, PollFlags::all()) || fired(1, PollFlags::all()));
         let changed = fired(2, PollFlags::POLLPRI | PollFlags::POLLERR);
         drop(fds);
-        // The poll took the watch's news: look at the table now.
+        // The poll took the watch's news, even when the spec came with it (a later look would
+        // find none): look at the table now.
         if changed && warm.preborn.as_ref().is_some_and(|p| p.look_at_mounts() == MountsSince::Gone) {
             warm.preborn = None;
+        }
+        if spec {
+            return true;
+        }
+        if ended {
+            return false;
         }
     }
 }
