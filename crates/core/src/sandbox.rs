@@ -185,7 +185,7 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     sys::set_parent_death_signal()?;
     wait_for_parent(go)?;
     if ahead != Ahead::Root {
-        build_root(spec, plan, pipes_ids, layers, kept_uppers)?;
+        build_root(spec, plan, pipes_ids, layers, kept_uppers, false)?;
     }
     if spec.namespaces.uts {
         sys::set_hostname(&spec.hostname)?;
@@ -199,14 +199,15 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
 }
 
 /// The new root, from the host's objects to the pivot: what this process then sees as `/`.
-/// Returns the host objects it holds on to (see [`HostObject`]).
-pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>) -> sys::Result<Vec<HostObject>> {
+/// With `note_held` (a root built ahead), returns the host objects it holds on to (see
+/// [`HostObject`]); a root built for its spec now needs none, and spares the stat calls.
+pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, note_held: bool) -> sys::Result<Vec<HostObject>> {
     // Everything the setup creates has its mode spelled out; the caller's mask is the commands'.
     sys::set_umask(0);
     // Sources are opened with the caller's own host ids (a root caller's private temp dirs stay
     // reachable), before the staging tmpfs covers the host's /tmp, and before anything the
     // sandbox could influence exists.
-    let (sources, mut held) = open_sources(spec, plan, layers.as_ref())?;
+    let (sources, mut held) = open_sources(spec, plan, layers.as_ref(), note_held)?;
     let kept = open_kept_uppers(&kept_uppers)?;
     if spec.namespaces.user {
         // A root caller's child is still host uid 0, unmapped here; become the mapped user so
@@ -239,7 +240,7 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
     let mut sources = sources.into_iter();
     let mut masks_file_made = false;
     for op in plan {
-        if let MountOp::Mask { target, .. } = op {
+        if let (MountOp::Mask { target, .. }, true) = (op, note_held) {
             // A host secret, seen through its bound directory: the object this mask covers.
             if let Some(id) = sys::FileIdentity::of_path(&staged(target), false) {
                 held.push(HostObject { path: target.clone(), follow: false, id });
@@ -296,9 +297,9 @@ fn inside_path(mut e: SetupError, op: &MountOp) -> SetupError {
 }
 
 /// Every bind's and overlay layer's source, in plan order: the helper's idmapped trees where it
-/// sent them (a root caller's overlay), else the host path opened here; and the host objects
-/// the binds hold on to.
-fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>) -> sys::Result<(Vec<Source>, Vec<HostObject>)> {
+/// sent them (a root caller's overlay), else the host path opened here; and, with `note_held`,
+/// the host objects the binds hold on to.
+fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>, note_held: bool) -> sys::Result<(Vec<Source>, Vec<HostObject>)> {
     let mut trees = match layers {
         Some(sock) => sys::recv_fds(sock)?.into_iter(),
         None => Vec::new().into_iter(),
@@ -310,7 +311,7 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>) -> sys:
             MountOp::Bind { source, .. } => {
                 let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
                 let fd = sys::open_source(source, follow)?;
-                if let Some(id) = sys::FileIdentity::of_fd(&fd) {
+                if let Some(id) = note_held.then(|| sys::FileIdentity::of_fd(&fd)).flatten() {
                     held.push(HostObject { path: source.clone(), follow, id });
                 }
                 sources.push(Source::Path(fd));

@@ -587,7 +587,7 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
     if let Some(json) = bytes.strip_prefix(b"build ") {
         let built = serde_json::from_slice::<Prebuild>(json)
             .map_err(|e| SetupError::new(Step::MountStagingRoot, e.to_string()))
-            .and_then(|b| crate::sandbox::build_root(&b.spec, &b.plan, b.setup_ids, None, Vec::new()));
+            .and_then(|b| crate::sandbox::build_root(&b.spec, &b.plan, b.setup_ids, None, Vec::new(), true));
         let _ = sys::send_message(&sock, &serde_json::to_vec(&built.as_ref().map_or_else(|e| BuildReply::Failed(e.clone()), |h| BuildReply::Built(h.clone()))).unwrap_or_default(), &[], Step::MountStagingRoot);
         if built.is_err() {
             leave(1);
