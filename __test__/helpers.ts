@@ -98,6 +98,32 @@ export function pidsInNamespace(nsLink: string): number[] {
   return pids
 }
 
+/**
+ * Host pids that are in the namespace `nsLink` (as from readlink /proc/PID/ns/mnt) or hold an fd
+ * on it: everything that keeps it alive, as far as this process may look.
+ */
+export function namespaceHolders(kind: string, nsLink: string): number[] {
+  const pids: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      if (readlinkSync(`/proc/${name}/ns/${kind}`) === nsLink) {
+        pids.push(Number(name))
+        continue
+      }
+      for (const fd of readdirSync(`/proc/${name}/fd`)) {
+        try {
+          if (readlinkSync(`/proc/${name}/fd/${fd}`) === nsLink) {
+            pids.push(Number(name))
+            break
+          }
+        } catch {}
+      }
+    } catch {}
+  }
+  return pids
+}
+
 /** Our own children that are zombies (a helper nobody reaped). */
 export function zombieChildren(): number[] {
   const me = process.pid

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process'
 import { readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, IsolateError, probe, spawnIsolated } from '../index.js'
-import { ended, isRoot, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { ended, isRoot, namespaceHolders, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 test('timeoutMs kills the whole sandbox, background children too', async (t) => {
   const sb = await spawnIsolated('/bin/sh', ['-c', 'sleep 100 & sleep 100 & wait'], { timeoutMs: 1500 })
@@ -32,6 +32,20 @@ test('when the command exits, everything it started ends with it', async (t) => 
   t.is(r.exitCode, 5)
   t.is(r.reason, 'exited')
   for (const pid of members) t.false(pidAlive(pid), `pid ${pid} survived`)
+})
+
+test("the sandbox's mount namespace goes with its helper, after Node heard of the end", async (t) => {
+  const sb = await spawnIsolated('/bin/sleep', ['100'])
+  const mnt = readlinkSync(`/proc/${sb.pid}/ns/mnt`)
+  const init = parentOf(sb.pid)
+  const helper = parentOf(init)
+  sb.kill('SIGKILL')
+  await sb.wait()
+  // The helper drops the namespace (its mounts, their superblocks) once it reported the end:
+  // by then no process of the sandbox is in it, and once the helper exits nothing holds it.
+  t.false(pidAlive(init), 'the init was reaped before the end was reported')
+  t.true(await waitUntil(() => !pidAlive(helper), 3000), 'the helper exits')
+  t.deepEqual(namespaceHolders('mnt', mnt), [], `nothing holds ${mnt}`)
 })
 
 test('kill() forwards a signal through the init to the command', async (t) => {

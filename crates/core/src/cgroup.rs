@@ -31,6 +31,7 @@ use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const STEP_CREATE: Step = Step::CreateCgroup;
@@ -612,10 +613,6 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-fn read_u64(path: &str) -> Option<u64> {
-    read_file(path)?.trim().parse().ok()
-}
-
 /// What the sandbox used, from the cgroup's own counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -646,6 +643,10 @@ pub struct SandboxCgroup {
     v2_fd: Option<OwnedFd>,
     /// The largest `memory.current` seen, for kernels without `memory.peak`.
     peak_seen: AtomicU64,
+    /// The counter files [`SandboxCgroup::usage`] reads, kept open once opened
+    /// ([`SandboxCgroup::open_counters`]): the sandbox's end then costs one pread per counter,
+    /// not a path walk through cgroupfs and an open, stat and close.
+    counters: Mutex<Vec<(String, OwnedFd)>>,
     removed: bool,
 }
 
@@ -731,12 +732,13 @@ impl SandboxCgroup {
         if !valid_name(name) {
             return Err(SetupError::new(STEP_CREATE, format!("invalid cgroup name {name:?}")));
         }
-        let mut cg = SandboxCgroup { name: name.to_owned(), v2: host.mode.uses_v2(), dirs: Vec::new(), v2_fd: None, peak_seen: AtomicU64::new(0), removed: false };
+        let mut cg = SandboxCgroup { name: name.to_owned(), v2: host.mode.uses_v2(), dirs: Vec::new(), v2_fd: None, peak_seen: AtomicU64::new(0), counters: Mutex::new(Vec::new()), removed: false };
         match host.mode {
             CgroupMode::Unavailable => return Err(SetupError::new(STEP_CREATE, "no cgroup filesystem is mounted").with_hint(missing_hint(host, "memory").1.unwrap_or_default())),
             CgroupMode::V2 => cg.create_v2(host, needed)?,
             CgroupMode::V1 | CgroupMode::Hybrid => cg.create_v1(host, needed)?,
         }
+        cg.open_counters();
         Ok(cg)
     }
 
@@ -912,30 +914,81 @@ impl SandboxCgroup {
     }
 
     /// What the sandbox used so far; counters that the kernel lacks read as 0.
+    /// Every counter file [`SandboxCgroup::usage`] reads, by the directory it is in.
+    fn counter_paths(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.v2 {
+            out.extend(self.file(Controller::Cpu, "cpu.stat"));
+            if self.controllers().contains(&Controller::Memory) {
+                out.extend(["memory.current", "memory.peak", "memory.events"].iter().filter_map(|f| self.file(Controller::Memory, f)));
+            }
+        } else {
+            if let Some(dir) = self.dir_of(Controller::Cpuacct) {
+                out.extend(["cpuacct.usage_user", "cpuacct.usage_sys"].iter().map(|f| format!("{dir}/{f}")));
+            }
+            if let Some(dir) = self.dir_of(Controller::Memory) {
+                out.extend(["memory.max_usage_in_bytes", "memory.oom_control"].iter().map(|f| format!("{dir}/{f}")));
+            }
+        }
+        out.extend(self.file(Controller::Pids, "pids.events"));
+        out
+    }
+
+    /// Open the counters now (a warm helper: ahead of its sandbox), so that reading them later is
+    /// one pread each. One missing (an older kernel's) is opened, and missed, at each read.
+    pub fn open_counters(&self) {
+        let mut open = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        for path in self.counter_paths() {
+            if !open.iter().any(|(p, _)| *p == path) {
+                if let Ok(fd) = nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+                    open.push((path, fd));
+                }
+            }
+        }
+    }
+
+    /// A counter file's text, from its open fd where there is one (cgroupfs regenerates the text
+    /// on every read at offset 0).
+    fn read_counter(&self, path: &str) -> Option<String> {
+        let open = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((_, fd)) = open.iter().find(|(p, _)| p == path) else { return read_file(path) };
+        let mut buf = [0u8; 512];
+        let n = nix::sys::uio::pread(fd, &mut buf, 0).ok()?;
+        // Every counter file here is short; a longer one is read whole from its path.
+        if n == buf.len() {
+            return read_file(path);
+        }
+        String::from_utf8(buf[..n].to_vec()).ok()
+    }
+
+    fn read_counter_u64(&self, path: &str) -> Option<u64> {
+        self.read_counter(path)?.trim().parse().ok()
+    }
+
     pub fn usage(&self) -> Usage {
         let mut u = Usage::default();
         if self.v2 {
-            if let Some(stat) = self.file(Controller::Cpu, "cpu.stat").and_then(|p| read_file(&p)) {
+            if let Some(stat) = self.file(Controller::Cpu, "cpu.stat").and_then(|p| self.read_counter(&p)) {
                 u.cpu_user_ms = keyed(&stat, "user_usec").unwrap_or(0) / 1000;
                 u.cpu_system_ms = keyed(&stat, "system_usec").unwrap_or(0) / 1000;
             }
             if self.controllers().contains(&Controller::Memory) {
-                let current = self.file(Controller::Memory, "memory.current").and_then(|p| read_u64(&p)).unwrap_or(0);
+                let current = self.file(Controller::Memory, "memory.current").and_then(|p| self.read_counter_u64(&p)).unwrap_or(0);
                 let seen = self.peak_seen.fetch_max(current, Ordering::Relaxed).max(current);
                 // memory.peak: 5.19+; before that, the largest memory.current seen by usage().
-                let peak = self.file(Controller::Memory, "memory.peak").and_then(|p| read_u64(&p));
+                let peak = self.file(Controller::Memory, "memory.peak").and_then(|p| self.read_counter_u64(&p));
                 u.peak_memory_bytes = peak.unwrap_or(seen).max(seen);
-                let events = self.file(Controller::Memory, "memory.events").and_then(|p| read_file(&p)).unwrap_or_default();
+                let events = self.file(Controller::Memory, "memory.events").and_then(|p| self.read_counter(&p)).unwrap_or_default();
                 u.oom_kills = keyed(&events, "oom_kill").unwrap_or(0);
             }
         } else {
             if let Some(dir) = self.dir_of(Controller::Cpuacct) {
-                let user = read_u64(&format!("{dir}/cpuacct.usage_user"));
-                let sys = read_u64(&format!("{dir}/cpuacct.usage_sys"));
+                let user = self.read_counter_u64(&format!("{dir}/cpuacct.usage_user"));
+                let sys = self.read_counter_u64(&format!("{dir}/cpuacct.usage_sys"));
                 if let (Some(user), Some(sys)) = (user, sys) {
                     u.cpu_user_ms = user / 1_000_000;
                     u.cpu_system_ms = sys / 1_000_000;
-                } else if let Some(stat) = read_file(&format!("{dir}/cpuacct.stat")) {
+                } else if let Some(stat) = self.read_counter(&format!("{dir}/cpuacct.stat")) {
                     // USER_HZ ticks.
                     // SAFETY: sysconf has no preconditions.
                     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
@@ -944,13 +997,13 @@ impl SandboxCgroup {
                 }
             }
             if let Some(dir) = self.dir_of(Controller::Memory) {
-                u.peak_memory_bytes = read_u64(&format!("{dir}/memory.max_usage_in_bytes")).unwrap_or(0);
-                let oom = read_file(&format!("{dir}/memory.oom_control")).unwrap_or_default();
+                u.peak_memory_bytes = self.read_counter_u64(&format!("{dir}/memory.max_usage_in_bytes")).unwrap_or(0);
+                let oom = self.read_counter(&format!("{dir}/memory.oom_control")).unwrap_or_default();
                 // The oom_kill counter is there since 4.13.
                 u.oom_kills = keyed(&oom, "oom_kill").unwrap_or(0);
             }
         }
-        if let Some(events) = self.file(Controller::Pids, "pids.events").and_then(|p| read_file(&p)) {
+        if let Some(events) = self.file(Controller::Pids, "pids.events").and_then(|p| self.read_counter(&p)) {
             u.pids_limit_hits = keyed(&events, "max").unwrap_or(0);
         }
         u
@@ -1064,6 +1117,7 @@ impl SandboxCgroup {
             return Ok(());
         }
         self.v2_fd = None;
+        self.counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
         // The common case first: the sandbox's init was reaped, so each directory is empty and
         // has no children; what does not go that simply is emptied and removed below.
         self.dirs.retain(|d| std::fs::remove_dir(&d.path).is_err());
@@ -1252,7 +1306,7 @@ mod tests {
     /// A cgroup value with these directories, as if made (nothing is created or removed).
     fn made(v2: bool, dirs: &[(&str, &[Controller])]) -> SandboxCgroup {
         let dirs = dirs.iter().map(|(p, c)| Dir { path: (*p).into(), controllers: c.to_vec() }).collect();
-        SandboxCgroup { name: "isolate-test".into(), v2, dirs, v2_fd: None, peak_seen: AtomicU64::new(0), removed: true }
+        SandboxCgroup { name: "isolate-test".into(), v2, dirs, v2_fd: None, peak_seen: AtomicU64::new(0), counters: Mutex::new(Vec::new()), removed: true }
     }
 
     #[test]
