@@ -46,8 +46,8 @@ export class HelperPool {
   #broken = false
   /** The roots ({@link rootOf}) and namespaces of the last sandboxes, oldest first. */
   readonly #recent: Recent[] = []
-  /** What refills make their init for ({@link aheadOf}). */
-  #ahead: Ahead | undefined
+  /** Specs taken since the last refill, folded into `#recent` by the next one: off the start's path. */
+  #taken: Spec[] = []
 
   /** `eligible`: this host can have warm helpers (cgroups allowed); else the pool stays empty. */
   constructor(
@@ -71,9 +71,8 @@ export class HelperPool {
    * root built already (the helper checks that it still fits; else that init goes).
    */
   take(spec: Spec): WarmHelper | undefined {
-    this.#recent.push({ root: rootOf(spec), namespaces: JSON.stringify(spec.namespaces) })
-    if (this.#recent.length > RECENT) this.#recent.shift()
-    this.#ahead = aheadOf(this.#recent)
+    this.#taken.push(spec)
+    if (this.#taken.length > RECENT) this.#taken.shift()
     const h = this.#ready.shift()
     if (!h && this.#grows && !this.#broken && this.#size < GROWN_SIZE) this.#size++
     if (h) {
@@ -117,6 +116,16 @@ export class HelperPool {
   }
 
   /** While in the pool: a helper that ends (it should not) leaves the pool. */
+  /** What a refill makes its init for ({@link aheadOf}), from the roots of the last sandboxes. */
+  #ahead(): Ahead | undefined {
+    for (const spec of this.#taken) {
+      this.#recent.push({ root: rootOf(spec), namespaces: JSON.stringify(spec.namespaces) })
+      if (this.#recent.length > RECENT) this.#recent.shift()
+    }
+    this.#taken = []
+    return aheadOf(this.#recent)
+  }
+
   #watch(h: WarmHelper): void {
     h.control.on('error', () => {})
     h.control.once('close', () => {
@@ -130,7 +139,8 @@ export class HelperPool {
   async #start(): Promise<void> {
     this.#starting++
     try {
-      const s = await this.addon.spawnWarmHelper(this.helperPath, this.#ahead?.spec, this.#ahead?.build)
+      const ahead = this.#ahead()
+      const s = await this.addon.spawnWarmHelper(this.helperPath, ahead?.spec, ahead?.build)
       const control = new Socket({ fd: s.control, readable: true, writable: true })
       control.unref()
       const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }

@@ -133,12 +133,12 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     let warm = warm.filter(|w| cgroup_limits(spec).is_none_or(|l| w.cgroup.covers(&w.host, &l)));
     // Compiled once, by whoever clones the init: the sandbox's processes only load it.
     let seccomp = if warm.is_none() { compile_seccomp(spec)? } else { None };
-    let unpriv = sandbox_host_ids(caller);
+    let unpriv = warm.as_ref().map_or_else(|| sandbox_host_ids(caller), |w| w.unpriv);
     let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
     // A warm helper's cgroup exists already, its zygote inside; its limits go on once the spec
     // is here, before the init runs anything of it.
     let (cgroup, warm) = match warm {
-        Some(Warm { preborn, zygote, host, cgroup }) => (Some(cgroup), Some((preborn, zygote, host))),
+        Some(Warm { preborn, zygote, host, cgroup, .. }) => (Some(cgroup), Some((preborn, zygote, host))),
         None => (create_cgroup(spec)?, None),
     };
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None));

@@ -45,6 +45,9 @@ pub struct Warm {
     pub(crate) zygote: Zygote,
     pub(crate) host: CgroupHost,
     pub(crate) cgroup: SandboxCgroup,
+    /// The host ids the sandbox's users map onto, read once ahead (and the ones an init made
+    /// ahead was mapped with): /etc/subuid is not read again on the sandbox's way.
+    pub(crate) unpriv: Ids,
 }
 
 /// A fork of the helper that waits inside the sandbox's cgroup to clone the sandbox's init.
@@ -163,13 +166,15 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     let (zygote, inits_ahead) = Zygote::fork_into(&cgroup, &default_seccomp, flags)?;
     // An init that cannot get ready ahead is no loss: the zygote clones one at the birth, and
     // then whatever failed is reported with its step.
-    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, flags, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }.get_ready().ok());
+    let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
+    let unpriv = crate::supervisor::sandbox_host_ids(caller);
+    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, flags, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }.get_ready(caller, unpriv).ok());
     // A root that cannot be built ahead is no loss either: that init goes, as above.
     let preborn = match (preborn, ahead) {
         (Some(p), Some((spec, true))) => p.build_root(&spec).ok(),
         (p, _) => p,
     };
-    Ok(Warm { preborn, zygote, host, cgroup })
+    Ok(Warm { preborn, zygote, host, cgroup, unpriv })
 }
 
 /// A warm helper's whole job: prepare, say so, wait for the spec (or the lifeline's end), then
@@ -381,13 +386,11 @@ impl Drop for Zygote {
 impl Preborn {
     /// Write the id maps (a root caller's, the only kind with warm helpers: they do not depend on
     /// the spec), then let the init bring up its loopback.
-    fn get_ready(self) -> Result<Preborn, SetupError> {
-        let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
+    fn get_ready(self, caller: Ids, unpriv: Ids) -> Result<Preborn, SetupError> {
         if caller.uid != 0 {
             return Err(SetupError::new(Step::WriteIdMaps, "only a root caller's maps are known ahead"));
         }
         if self.flags & libc::CLONE_NEWUSER as libc::c_ulong != 0 {
-            let unpriv = crate::supervisor::sandbox_host_ids(caller);
             crate::supervisor::write_id_maps(self.pid, &crate::plan::plan_id_maps(Ids { uid: 0, gid: 0 }, caller, unpriv))?;
         }
         sys::send_message(&self.sock, b"mapped", &[], Step::BringUpLoopback)?;

@@ -72,6 +72,9 @@ struct Wiring {
 fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
     let mut child = Vec::with_capacity(3);
     let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+    // One open of /dev/null for this command's ignored slots (a dup is no path walk); never one
+    // shared with another sandbox's.
+    let mut null: Option<RawFd> = None;
     for slot in 0..3 {
         let mode = stdio.get(slot).copied().unwrap_or(STDIO_PIPE);
         let fd = match mode {
@@ -85,8 +88,15 @@ fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
                     w
                 }
             }
-            STDIO_IGNORE => nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-                .map_err(|e| sys_error("open /dev/null", e))?,
+            STDIO_IGNORE => match null {
+                // `child` holds the first one until the message is sent.
+                Some(fd) => dup_high(fd)?,
+                None => {
+                    let fd = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| sys_error("open /dev/null", e))?;
+                    null = Some(fd.as_raw_fd());
+                    fd
+                }
+            },
             STDIO_INHERIT => dup_high(slot as RawFd)?,
             n if n >= 0 => dup_high(n)?,
             n => return Err(option_error(format!("options.stdio[{slot}]: unknown mode {n}"))),
