@@ -12,9 +12,9 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 /// Where the new root is assembled before pivot_root. Bind sources are opened before anything is
@@ -495,18 +495,17 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
             std::process::exit(125);
         }
     };
-    // SAFETY: the sandbox's first process is single-threaded (a fork of the single-threaded helper).
-    let child = match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Child) => {
-            drop(status_r);
-            drop(report);
-            let e = exec_command(spec, spec.command(), seccomp, slave.as_ref());
-            let mut f = std::fs::File::from(status_w);
-            let _ = f.write_all(&serde_json::to_vec(&e).unwrap_or_default());
-            // SAFETY: leaving the forked child without running the parent's atexit handlers.
-            unsafe { libc::_exit(127) }
-        }
-        Ok(ForkResult::Parent { child }) => child,
+    // The command shares the init's memory until its execve (the init waits meanwhile): it takes
+    // no copy of the init's page tables and no copy-on-write fault, and the init's own steps
+    // below wait until the command is on its way. The init is single-threaded.
+    let mut run_command = || -> i32 {
+        let e = exec_command(spec, spec.command(), seccomp, slave.as_ref());
+        let _ = nix::unistd::write(&status_w, &serde_json::to_vec(&e).unwrap_or_default());
+        // SAFETY: leaving the child without running anything of the init's (atexit handlers).
+        unsafe { libc::_exit(127) }
+    };
+    let child = match sys::spawn_sharing_memory(&mut run_command) {
+        Ok(child) => child,
         Err(e) => {
             send(&report, &Report::SetupFailed(SetupError::sys(Step::ForkCommand, e as i32, None)));
             std::process::exit(125);

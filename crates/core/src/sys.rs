@@ -531,6 +531,44 @@ fn close_listed_fds_except(keep: &[RawFd]) {
 }
 
 /// Point fds 0-2 at /dev/null: for processes that must not hold the sandbox's stdio open.
+/// Run `child` in a new process that shares this one's memory (clone with CLONE_VM | CLONE_VFORK,
+/// on a stack of its own), as posix_spawn does: no page tables are copied and no copy-on-write
+/// fault is taken, and this process is suspended until the child has called execve or exited.
+/// `child` must end in one of those two (its return value becomes the child's exit status), must
+/// not unwind, and must leave alone what this process owns in memory: it may allocate (what it
+/// allocates is never freed, a few bytes per command) but must not free or change the caller's
+/// data. Only for a single-threaded caller: the suspended caller's heap and TLS are the child's.
+pub fn spawn_sharing_memory(child: &mut dyn FnMut() -> i32) -> std::result::Result<nix::unistd::Pid, Errno> {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `&mut dyn FnMut` below, alive while the caller is suspended.
+        let f = unsafe { &mut *(arg as *mut &mut dyn FnMut() -> i32) };
+        f()
+    }
+    // The child's stack: what the setup steps and execve need, with a guard page below it.
+    const STACK: usize = 1 << 20;
+    const GUARD: usize = 4096;
+    // SAFETY: a fresh private anonymous mapping, unmapped below once the child left it.
+    let base = unsafe { libc::mmap(std::ptr::null_mut(), STACK, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK, -1, 0) };
+    if base == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    // SAFETY: the lowest page of the mapping just made.
+    unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) };
+    let mut f: &mut dyn FnMut() -> i32 = child;
+    // SAFETY: the stack top is the end of our mapping (16-byte aligned); CLONE_VFORK keeps this
+    // frame, `f` and the mapping alive until the child no longer uses them.
+    let rc = unsafe {
+        libc::clone(trampoline, (base as *mut u8).add(STACK) as *mut libc::c_void, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD, &mut f as *mut &mut dyn FnMut() -> i32 as *mut libc::c_void)
+    };
+    let err = Errno::last();
+    // SAFETY: the mapping made above; the child has exec'd or exited (CLONE_VFORK).
+    unsafe { libc::munmap(base, STACK) };
+    if rc < 0 {
+        return Err(err);
+    }
+    Ok(nix::unistd::Pid::from_raw(rc))
+}
+
 pub fn redirect_stdio_to_null() {
     if let Ok(null) = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
         for fd in 0..3 {
