@@ -165,9 +165,10 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     // wants those, else the zygote inside the cgroup clones it now.
     let (rc, born_in_cgroup) = match warm {
         Some((preborn, zygote, host)) => {
-            let birth = crate::warm::Birth {
+            // The mount plan only for an init that builds its root (not one that built it ahead).
+            let birth = |with_plan: bool| crate::warm::Birth {
                 spec: spec.clone(),
-                plan: plan.clone(),
+                plan: if with_plan { plan.clone() } else { Vec::new() },
                 setup_ids,
                 kept_uppers: kept_uppers.clone(),
                 layers: layers.is_some(),
@@ -197,9 +198,10 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
                     let mut zygote = zygote;
                     zygote.dismiss();
                     spare_zygote = Some(zygote);
-                    p.give_birth(&birth, &fds)?
+                    let with_plan = !p.has_root();
+                    p.give_birth(&birth(with_plan), &fds)?
                 }
-                None => zygote.give_birth(&birth, &fds)?,
+                None => zygote.give_birth(&birth(true), &fds)?,
             };
             drop(unfit);
             limits_host = Some(host);

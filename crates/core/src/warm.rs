@@ -430,6 +430,11 @@ impl Preborn {
         self.pid
     }
 
+    /// Whether it built its root ahead (and needs no mount plan at its birth).
+    pub(crate) fn has_root(&self) -> bool {
+        self.built.is_some()
+    }
+
     /// How the host's mount table stands against the one this init's namespace copied, looked
     /// at again only when the watch flagged a change since.
     fn mounts_since(&self) -> MountsSince {
