@@ -3,7 +3,7 @@
  * primitives. See DESIGN.md for the architecture and README.md for the options.
  */
 import { IsolateError } from './lib/errors.js'
-import { loadNative, type Native, type SpawnedHelper } from './lib/native.js'
+import { loadNative, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
 import { helperPool, refillPool } from './lib/pool.js'
 import { collect, PersistentSandbox } from './lib/persistent.js'
@@ -35,35 +35,48 @@ const optionFailure = (err: Error) => {
   return new IsolateError(err.message, { code: 'ERR_ISOLATE_OPTION', option: m?.[1] })
 }
 
-/** A warm helper from the pool when there is one, else a new helper. */
-async function startHelper(spec: Spec, stdio: number[]): Promise<{ native: Native; h: SpawnedHelper }> {
+/**
+ * The sandbox object `make` builds, on a warm helper from the pool when there is one, else on a
+ * new helper. A warm helper is handed its spec (`send`) only once `make` is ready to hear from
+ * it: the spec's arrival wakes the helper on this CPU (a socket's wakeup is a "sync" one), where
+ * it waits until this thread goes idle, so whatever this thread does after the send delays it.
+ */
+async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon, h: SpawnedHelper, send?: () => ExecStdio) => T): Promise<T> {
   const native = loadNative()
   const json = JSON.stringify(spec)
-  const warm = helperPool(native.addon, native.helperPath)?.take(spec)
-  if (warm) {
-    try {
+  const pool = helperPool(native.addon, native.helperPath)
+  const warm = pool?.take(spec)
+  if (pool && warm) {
+    let sent = false
+    const send = () => {
       const fds = native.addon.sendSpec(warm.handoff, json, stdio)
+      sent = true
       // A one-shot sandbox needs the handoff socket no more; a long-lived one sends its execs there.
       if (!spec.persistent) native.addon.closeFd(warm.handoff)
-      return { native, h: { pid: warm.pid, control: -1, socket: warm.control, ...fds, exec: spec.persistent ? warm.handoff : undefined } }
+      return fds
+    }
+    try {
+      return make(native.addon, { pid: warm.pid, control: -1, socket: warm.control, exec: spec.persistent ? warm.handoff : undefined }, send)
     } catch (e) {
+      if (sent) throw e
       const err = e as Error & { code?: string }
-      const pool = helperPool(native.addon, native.helperPath)
       if (err.code === 'InvalidArg') {
-        pool?.giveBack(warm)
+        pool.giveBack(warm)
         throw optionFailure(err)
       }
       // Too large for the handoff socket, or the helper went away: the cold way.
-      pool?.discard(warm)
+      pool.discard(warm)
     }
   }
+  let h: SpawnedHelper
   try {
-    return { native, h: await native.addon.spawnHelper(native.helperPath, json, stdio) }
+    h = await native.addon.spawnHelper(native.helperPath, json, stdio)
   } catch (e) {
     const err = e as Error & { code?: string }
     if (err.code === 'InvalidArg') throw optionFailure(err)
     throw new IsolateError(`could not start the sandbox helper: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', path: native.helperPath, cause: e })
   }
+  return make(native.addon, h)
 }
 
 /** `stop` when `signal` aborts (at once if it already has: it may have fired while the helper was being started), until `settled`. */
@@ -80,8 +93,7 @@ export async function spawnIsolated(file: string, args: string[] = [], options: 
   if (signal?.aborted) throw abortError(signal)
   let sb: Sandbox
   try {
-    const { native, h } = await startHelper(spec, stdio.map(stdioCode))
-    sb = new Sandbox(native.addon, h, command)
+    sb = await startSandbox(spec, stdio.map(stdioCode), (addon, h, send) => new Sandbox(addon, h, command, send))
     onAbort(signal, () => sb.cancel(), sb.wait())
     await sb.started
   } catch (e) {
@@ -135,8 +147,7 @@ export async function createSandbox(options: SandboxOptions = {}): Promise<Persi
   let sb: PersistentSandbox
   try {
     // The sandbox has no stdio of its own; each exec brings its own.
-    const { native, h } = await startHelper(spec, [-2, -2, -2])
-    sb = new PersistentSandbox(native.addon, h, spec)
+    sb = await startSandbox(spec, [-2, -2, -2], (addon, h, send) => new PersistentSandbox(addon, send ? { ...h, ...send() } : h, spec))
     onAbort(signal, () => void sb.destroy(), sb.ready)
     await sb.ready
   } finally {

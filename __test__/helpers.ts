@@ -279,14 +279,31 @@ export function rootBuiltAhead(pid: number, at = '/proc/sys'): boolean {
  * has its root built for them (the pool builds ahead the commonest root of its last sandboxes),
  * as told by a mount at `at` that only that root has. False if that never happens.
  */
+const SCHED_IDLE = 5
+
+/** A process's scheduling policy (field 41 of /proc/PID/stat), or -1 once it is gone. */
+export function schedPolicy(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38])
+  } catch {
+    return -1
+  }
+}
+
 export async function poolBuiltFor(options: RunOptions, at: string): Promise<boolean> {
   for (let i = 1; i <= 10; i++) {
     await runIsolated('/bin/true', [], options)
     const built = () => {
-      const { inits } = warmHelpersOf(process.pid)
-      return inits.length >= 2 && inits.every((p) => rootBuiltAhead(p, at))
+      const { helpers, inits } = warmHelpersOf(process.pid)
+      // Ready: done with the work ahead (a helper then leaves idle priority and says so).
+      return inits.length >= 2 && inits.every((p) => rootBuiltAhead(p, at)) && helpers.every((p) => schedPolicy(p) !== SCHED_IDLE)
     }
-    if (i >= 4 && (await waitUntil(built, 3000))) return true
+    if (i >= 4 && (await waitUntil(built, 3000))) {
+      // Its word that it is ready reaches the pool on the next turns of the event loop.
+      await new Promise((r) => setTimeout(r, 50))
+      return true
+    }
   }
   return false
 }

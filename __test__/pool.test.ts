@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
 import { aheadOf, commonest, rootOf } from '../lib/pool.js'
 import { normalize } from '../lib/options.js'
-import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, root, rootBuiltAhead, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
+import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, root, rootBuiltAhead, schedPolicy, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode) && process.geteuid?.() === 0
@@ -85,6 +85,27 @@ test.serial('each sandbox gets a helper of its own; on cgroup v1 a warm one, nev
   for (const s of seen) t.false(pidAlive(s.helper), 'a used helper is gone')
   // Removed by each helper right after it reported the end, before it exits.
   if (eligible) t.true(await waitUntil(() => seen.every((s) => !existsSync(join('/sys/fs/cgroup/memory', s.cgroup))), 3000), 'their cgroups are gone')
+})
+
+poolTest('a spec too large for a warm helper starts cold; the warm helper taken for it goes, nothing is left', async (t) => {
+  await runIsolated('/bin/true', [], { limits: LIMITS })
+  const ready = () => warmHelpersOf(process.pid).helpers.filter((p) => ![5, -1].includes(schedPolicy(p)))
+  t.true(await waitUntil(() => ready().length >= 2, 5000), 'the pool is full')
+  await new Promise((r) => setTimeout(r, 50))
+  const before = warmHelpersOf(process.pid).helpers
+  // Three variables of 100 KiB: more than a warm helper's handoff takes (256 KiB), each below execve's limit.
+  const env = { A: 'a'.repeat(100 << 10), B: 'b'.repeat(100 << 10), C: 'c'.repeat(100 << 10) }
+  const r = await runIsolated('/bin/sh', ['-c', 'echo ${#A} ${#B} ${#C}'], { limits: LIMITS, env })
+  t.is(r.exitCode, 0)
+  t.is(r.stdout.trim(), `${100 << 10} ${100 << 10} ${100 << 10}`)
+  // A warm helper taken and then not used was ended then: emptying the pool ends the others.
+  configurePool({ size: 0 })
+  try {
+    t.true(await waitUntil(() => before.every((p) => !pidAlive(p)), 3000), 'no helper of the pool before it is left')
+  } finally {
+    configurePool({ size: 2 })
+  }
+  t.deepEqual(zombieChildren(), [])
 })
 
 test.serial('nothing one pooled sandbox leaves is seen by the next: files, processes, network settings', async (t) => {

@@ -3,7 +3,7 @@ import { Socket } from 'node:net'
 import { constants } from 'node:os'
 import type { Readable, Writable } from 'node:stream'
 import { IsolateError } from './errors.js'
-import type { Addon, SpawnedHelper } from './native.js'
+import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 
 export type ExitReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
 
@@ -108,13 +108,14 @@ export class Sandbox {
   #exited = false
   #ended = false
 
-  constructor(addon: Addon, h: SpawnedHelper, readonly command: string) {
+  /**
+   * `send`: hands a warm helper its spec, last, once this object listens to the helper (see
+   * startSandbox); returns the stdio ends. Throws what it throws, with nothing left listening.
+   */
+  constructor(addon: Addon, h: SpawnedHelper, readonly command: string, send?: () => ExecStdio) {
     this.#addon = addon
     this.#helperPid = h.pid
     this.#control = h.socket ?? new Socket({ fd: h.control, readable: true, writable: true })
-    this.stdin = writable(h.stdin)
-    this.stdout = readable(h.stdout)
-    this.stderr = readable(h.stderr)
 
     let resolveStarted!: () => void
     let rejectStarted!: (e: Error) => void
@@ -153,6 +154,18 @@ export class Sandbox {
         this.#destroyStdio()
       }
     })
+    let io: ExecStdio = h
+    if (send) {
+      try {
+        io = send()
+      } catch (e) {
+        this.#control.removeAllListeners()
+        throw e
+      }
+    }
+    this.stdin = writable(io.stdin)
+    this.stdout = readable(io.stdout)
+    this.stderr = readable(io.stderr)
   }
 
   #destroyStdio(): void {
