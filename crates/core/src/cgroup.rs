@@ -507,6 +507,22 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
 
 /// The writes that put `limits` on a fresh sandbox cgroup of `host`, in order. Fails closed, naming
 /// every missing controller, when a limit cannot be enforced here.
+/// Every file [`plan_writes`] may write, by controller: what a cgroup made ahead opens ahead.
+fn limit_files(v2: bool) -> &'static [(Controller, &'static str)] {
+    if v2 {
+        &[(Controller::Memory, "memory.max"), (Controller::Memory, "memory.swap.max"), (Controller::Pids, "pids.max"), (Controller::Cpu, "cpu.max")]
+    } else {
+        &[
+            (Controller::Memory, "memory.limit_in_bytes"),
+            (Controller::Memory, "memory.memsw.limit_in_bytes"),
+            (Controller::Memory, "memory.swappiness"),
+            (Controller::Pids, "pids.max"),
+            (Controller::Cpu, "cpu.cfs_period_us"),
+            (Controller::Cpu, "cpu.cfs_quota_us"),
+        ]
+    }
+}
+
 pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<CgroupWrite>, SetupError> {
     if limits.memory_bytes == Some(0) {
         return Err(invalid("memoryBytes must be more than 0".to_owned()));
@@ -647,6 +663,9 @@ pub struct SandboxCgroup {
     /// ([`SandboxCgroup::open_counters`]): the sandbox's end then costs one pread per counter,
     /// not a path walk through cgroupfs and an open, stat and close.
     counters: Mutex<Vec<(String, OwnedFd)>>,
+    /// A cgroup made ahead ([`SandboxCgroup::prepare`]): every file a limit may go to, opened
+    /// ahead, so that the limits known at the spec are one write each.
+    limit_files: Mutex<Vec<(String, OwnedFd)>>,
     removed: bool,
 }
 
@@ -712,7 +731,33 @@ impl SandboxCgroup {
             }
             CgroupMode::Unavailable => Vec::new(),
         };
-        SandboxCgroup::create_dirs(host, name, &offered)
+        let cg = SandboxCgroup::create_dirs(host, name, &offered)?;
+        cg.open_limit_files();
+        Ok(cg)
+    }
+
+    /// Open every limit file of this cgroup's controllers ([`limit_files`]) for writing.
+    fn open_limit_files(&self) {
+        let mut open = self.limit_files.lock().unwrap_or_else(|e| e.into_inner());
+        for &(c, name) in limit_files(self.v2) {
+            let Some(path) = self.file(c, name) else { continue };
+            if let Ok(fd) = nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+                open.push((path, fd));
+            }
+        }
+    }
+
+    /// One value in one write(2): to the file's fd opened ahead, else by its path.
+    fn write_limit(&self, path: &str, value: &str) -> Result<(), i32> {
+        let open = self.limit_files.lock().unwrap_or_else(|e| e.into_inner());
+        match open.iter().find(|(p, _)| p == path) {
+            Some((_, fd)) => match nix::sys::uio::pwrite(fd, value.as_bytes(), 0) {
+                Ok(n) if n == value.len() => Ok(()),
+                Ok(_) => Err(libc::EIO),
+                Err(e) => Err(e as i32),
+            },
+            None => write_file(path, value),
+        }
     }
 
     /// Whether [`SandboxCgroup::apply_limits`] can put `limits` on this cgroup: it has the
@@ -732,7 +777,7 @@ impl SandboxCgroup {
         if !valid_name(name) {
             return Err(SetupError::new(STEP_CREATE, format!("invalid cgroup name {name:?}")));
         }
-        let mut cg = SandboxCgroup { name: name.to_owned(), v2: host.mode.uses_v2(), dirs: Vec::new(), v2_fd: None, peak_seen: AtomicU64::new(0), counters: Mutex::new(Vec::new()), removed: false };
+        let mut cg = SandboxCgroup { name: name.to_owned(), v2: host.mode.uses_v2(), dirs: Vec::new(), v2_fd: None, peak_seen: AtomicU64::new(0), counters: Mutex::new(Vec::new()), limit_files: Mutex::new(Vec::new()), removed: false };
         match host.mode {
             CgroupMode::Unavailable => return Err(SetupError::new(STEP_CREATE, "no cgroup filesystem is mounted").with_hint(missing_hint(host, "memory").1.unwrap_or_default())),
             CgroupMode::V2 => cg.create_v2(host, needed)?,
@@ -748,7 +793,7 @@ impl SandboxCgroup {
                 return Err(SetupError::new(STEP_WRITE_LIMITS, format!("no cgroup directory for the {} controller", w.controller.as_str())));
             };
             let path = format!("{dir}/{}", w.file);
-            match write_file(&path, &w.value) {
+            match self.write_limit(&path, &w.value) {
                 Ok(()) => {}
                 Err(libc::ENOENT) if w.optional => {}
                 Err(errno) => {
@@ -1118,6 +1163,7 @@ impl SandboxCgroup {
         }
         self.v2_fd = None;
         self.counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.limit_files.lock().unwrap_or_else(|e| e.into_inner()).clear();
         // The common case first: the sandbox's init was reaped, so each directory is empty and
         // has no children; what does not go that simply is emptied and removed below.
         self.dirs.retain(|d| std::fs::remove_dir(&d.path).is_err());
@@ -1306,7 +1352,7 @@ mod tests {
     /// A cgroup value with these directories, as if made (nothing is created or removed).
     fn made(v2: bool, dirs: &[(&str, &[Controller])]) -> SandboxCgroup {
         let dirs = dirs.iter().map(|(p, c)| Dir { path: (*p).into(), controllers: c.to_vec() }).collect();
-        SandboxCgroup { name: "isolate-test".into(), v2, dirs, v2_fd: None, peak_seen: AtomicU64::new(0), counters: Mutex::new(Vec::new()), removed: true }
+        SandboxCgroup { name: "isolate-test".into(), v2, dirs, v2_fd: None, peak_seen: AtomicU64::new(0), counters: Mutex::new(Vec::new()), limit_files: Mutex::new(Vec::new()), removed: true }
     }
 
     #[test]
@@ -1322,6 +1368,18 @@ mod tests {
         assert!(!cg.covers(&v2, &all_limits()), "cpu was not enabled for it");
         // Limits no cgroup could take are not covered either (the cold path then reports why).
         assert!(!cg.covers(&v2, &CgroupLimits { pids: Some(0), ..Default::default() }));
+    }
+
+    #[test]
+    fn a_cgroup_made_ahead_opens_ahead_every_file_a_limit_may_go_to() {
+        let hosts = [(v1_host(&["memory", "pids", "cpu,cpuacct"], true), false), (v1_host(&["memory", "pids", "cpu"], false), false), (v2_host(&["cpu", "memory", "pids"], &["cpu", "memory", "pids"], true, 1), true)];
+        for (host, v2) in hosts {
+            let plan = plan_writes(&host, &all_limits()).unwrap();
+            assert!(!plan.is_empty());
+            for w in plan {
+                assert!(limit_files(v2).contains(&(w.controller, w.file)), "{} (v2: {v2}) is not opened ahead", w.file);
+            }
+        }
     }
 
     fn all_limits() -> CgroupLimits {
