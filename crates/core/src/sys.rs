@@ -289,7 +289,13 @@ pub fn set_umask(mask: u32) {
 /// This process's file mode creation mask, read without changing it (Linux 4.7+ shows it in
 /// /proc/self/status; umask(2) can only read it by setting it, racing other threads).
 pub fn current_umask() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    // Opened once: every spawn then costs one pread (the kernel renders the file anew at offset
+    // 0), not a walk through /proc. Umask comes early in the file, so a short read is enough.
+    static STATUS: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    let fd = STATUS.get_or_init(|| open("/proc/self/status", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok()).as_ref()?;
+    let mut buf = [0u8; 256];
+    let n = nix::sys::uio::pread(fd, &mut buf, 0).ok()?;
+    let status = std::str::from_utf8(&buf[..n]).ok()?;
     let line = status.lines().find(|l| l.starts_with("Umask:"))?;
     u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
 }
