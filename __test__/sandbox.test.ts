@@ -3,7 +3,7 @@
  * as an unprivileged user (ISOLATE_TEST_ROOTLESS=1).
  */
 import test from 'ava'
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, relative } from 'node:path'
 import { IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
@@ -79,6 +79,22 @@ test('/root, /home and /etc/shadow are out of reach', async (t) => {
   t.regex(r.stderr, /\/home.*No such file/)
   t.regex(r.stderr, /\/etc\/shadow.*Permission denied/)
   t.is(r.stdout, 'done\n')
+})
+
+test('a masked directory is empty, cannot be listed, entered or written, and its placeholder is gone from the root', async (t) => {
+  const dirs = ['/etc/ssh', '/etc/ssl/private', '/proc/acpi', '/proc/driver'].filter((d) => existsSync(d))
+  if (dirs.length === 0) return t.log('none of /etc/ssh, /etc/ssl/private, /proc/acpi, /proc/driver exists on this host: nothing to mask')
+  const script = dirs.map((d) => `stat -c '%a %F' ${d}; ls ${d} >/dev/null 2>&1; echo ls=$?; cd ${d} 2>/dev/null; echo cd=$?; touch ${d}/x 2>/dev/null; echo touch=$?`).join('; ')
+  const r = await sh(`${script}; ls -a / | grep -c isolate-mask`)
+  const lines = r.stdout.trim().split('\n')
+  for (let i = 0; i < dirs.length; i++) {
+    const [mode, ls, cd, touch] = lines.slice(i * 4, i * 4 + 4)
+    t.is(mode, '0 directory', `${dirs[i]}: ${r.stdout}`)
+    for (const [what, line] of [['ls', ls], ['cd', cd], ['touch', touch]]) t.regex(line, new RegExp(`^${what}=[1-9]`), `${dirs[i]}: ${what} fails`)
+  }
+  t.is(lines.at(-1), '0', 'no placeholder left in the root')
+  // On the host the directories are untouched.
+  for (const d of dirs) t.true(statSync(d).isDirectory())
 })
 
 test('the system directories and the root are read-only', async (t) => {

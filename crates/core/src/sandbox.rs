@@ -24,8 +24,16 @@ const STAGING: &str = "/tmp";
 /// The throw-away upper layers' tmpfs, detached before the sandbox starts.
 const OVERLAY_AREA: &str = "/.isolate-overlay";
 
-/// Placeholder bound over masked files; unlinked once every mask is in place.
+/// Placeholders bound over masked files and directories; removed once every mask is in place.
 const MASK_FILE: &str = "/.isolate-mask";
+const MASK_DIR: &str = "/.isolate-mask-dir";
+
+/// The placeholders, each made (mode 000, empty) and opened once for all the masks.
+#[derive(Default)]
+struct MaskSources {
+    file: Option<OwnedFd>,
+    dir: Option<OwnedFd>,
+}
 
 fn kind_of(path: &str, follow: bool) -> EntryKind {
     let st = if follow { nix::sys::stat::stat(path) } else { nix::sys::stat::lstat(path) };
@@ -238,7 +246,7 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
         None
     };
     let mut sources = sources.into_iter();
-    let mut masks_file_made = false;
+    let mut masks = MaskSources::default();
     for op in plan {
         if let (MountOp::Mask { target, .. }, true) = (op, note_held) {
             // A host secret, seen through its bound directory: the object this mask covers.
@@ -246,15 +254,19 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
                 held.push(HostObject { path: target.clone(), follow: false, id });
             }
         }
-        apply(op, &mut sources, area.as_mut(), &mut masks_file_made).map_err(|e| inside_path(e, op))?;
+        apply(op, &mut sources, area.as_mut(), &mut masks).map_err(|e| inside_path(e, op))?;
     }
     drop(area);
     let root_is_overlay = plan.iter().any(|op| matches!(op, MountOp::Overlay { target, .. } if target == "/"));
     if any_overlay && !root_is_overlay {
         sys::detach(&staged(OVERLAY_AREA))?;
     }
-    if masks_file_made {
+    // The binds keep what they cover; the names go.
+    if masks.file.take().is_some() {
         sys::remove_file(&staged(MASK_FILE))?;
+    }
+    if masks.dir.take().is_some() {
+        sys::remove_dir(&staged(MASK_DIR))?;
     }
 
     // pivot_root, not chroot: a chroot is escaped by anyone who can chroot again.
@@ -351,7 +363,7 @@ struct UpperArea {
     kept: std::vec::IntoIter<(OwnedFd, OwnedFd)>,
 }
 
-fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<&mut UpperArea>, masks_file_made: &mut bool) -> sys::Result<()> {
+fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<&mut UpperArea>, masks: &mut MaskSources) -> sys::Result<()> {
     match op {
         MountOp::Overlay { lowers, target, layer } => {
             let area = area.expect("an overlay has its area");
@@ -410,8 +422,8 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
             let t = staged(target);
             match kind_of(&t, false) {
                 EntryKind::Missing => {}
-                EntryKind::Dir => mask(&t, target, true, masks_file_made)?,
-                _ => mask(&t, target, false, masks_file_made)?,
+                EntryKind::Dir => mask(&t, target, true, masks)?,
+                _ => mask(&t, target, false, masks)?,
             }
         }
         MountOp::ReadonlyIfPresent { target } => {
@@ -422,25 +434,30 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
                 sys::remount_readonly(&t)?;
             }
         }
-        MountOp::Mask { target, is_dir } => mask(&staged(target), target, *is_dir, masks_file_made)?,
+        MountOp::Mask { target, is_dir } => mask(&staged(target), target, *is_dir, masks)?,
     }
     Ok(())
 }
 
-/// Cover `staged` with an inaccessible placeholder: an empty mode-000 read-only tmpfs for a
-/// directory, the mode-000 mask file for anything else.
-fn mask(t: &str, target: &str, is_dir: bool, masks_file_made: &mut bool) -> sys::Result<()> {
-    if is_dir {
-        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        return sys::mount_tmpfs(t, 0, Some(4096), flags).map_err(|e| SetupError { step: Step::MaskPath, ..e });
-    }
-    if !*masks_file_made {
-        sys::create_file(STAGING, &staged(MASK_FILE), 0)?;
-        *masks_file_made = true;
-    }
-    let fd = sys::open_source(&staged(MASK_FILE), false)?;
-    sys::bind_mount(&fd, target, t).map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
-    sys::remount_readonly(t)
+/// Cover `staged` with an inaccessible placeholder: an empty mode-000 file or directory of the
+/// staging root (one of each for all masks: no filesystem of its own per mask), bound read-only,
+/// nosuid, nodev, and for a directory noexec.
+fn mask(t: &str, target: &str, is_dir: bool, masks: &mut MaskSources) -> sys::Result<()> {
+    let slot = if is_dir { &mut masks.dir } else { &mut masks.file };
+    let source = match slot {
+        Some(fd) => fd,
+        None => {
+            let name = staged(if is_dir { MASK_DIR } else { MASK_FILE });
+            if is_dir {
+                sys::create_sealed_dir(&name)?;
+            } else {
+                sys::create_file(STAGING, &name, 0)?;
+            }
+            slot.insert(sys::open_source(&name, false)?)
+        }
+    };
+    sys::bind_mount(source, target, t).map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
+    sys::restrict_mount_with(t, true, is_dir).map_err(|e| SetupError { step: Step::MaskPath, ..e })
 }
 
 fn ms_flags(f: crate::plan::MountFlags) -> MsFlags {

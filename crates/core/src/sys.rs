@@ -75,11 +75,17 @@ pub fn remount_readonly(target: &str) -> Result<()> {
 /// mounts below it. `mount_setattr` (5.12+) only adds flags; the older remount must repeat the
 /// flags the kernel locked when the mount crossed into this user namespace, or it fails with EPERM.
 pub fn restrict_mount(target: &str, readonly: bool) -> Result<()> {
+    restrict_mount_with(target, readonly, false)
+}
+
+/// [`restrict_mount`], and with `noexec` no execution through it either.
+pub fn restrict_mount_with(target: &str, readonly: bool, noexec: bool) -> Result<()> {
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
     let c = CString::new(target).map_err(|_| SetupError::new(Step::RemountReadonly, "NUL in path"))?;
-    let set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | if readonly { MOUNT_ATTR_RDONLY } else { 0 };
+    let set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | if readonly { MOUNT_ATTR_RDONLY } else { 0 } | if noexec { MOUNT_ATTR_NOEXEC } else { 0 };
     let attr = MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
     // SAFETY: a valid NUL-terminated path and a properly sized mount_attr.
     let rc = unsafe {
@@ -103,6 +109,9 @@ pub fn restrict_mount(target: &str, readonly: bool) -> Result<()> {
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     if readonly {
         flags |= MsFlags::MS_RDONLY;
+    }
+    if noexec {
+        flags |= MsFlags::MS_NOEXEC;
     }
     use nix::sys::statvfs::FsFlags;
     for (f, m) in [
@@ -224,6 +233,16 @@ pub fn create_symlink(points_to: &str, root: &str, path: &str) -> Result<()> {
         create_dirs(root, parent)?;
     }
     nix::unistd::symlinkat(points_to, nix::fcntl::AT_FDCWD, path).map_err(fail(Step::CreateMountpoint, path))
+}
+
+/// An empty directory that nobody but a privileged process may enter or list (mode 000: the
+/// umask cannot add bits).
+pub fn create_sealed_dir(path: &str) -> Result<()> {
+    nix::unistd::mkdir(path, Mode::empty()).map_err(fail(Step::CreateMountpoint, path))
+}
+
+pub fn remove_dir(path: &str) -> Result<()> {
+    std::fs::remove_dir(path).map_err(|e| SetupError::sys(Step::MaskPath, e.raw_os_error().unwrap_or(libc::EIO), Some(path)))
 }
 
 pub fn remove_file(path: &str) -> Result<()> {
