@@ -201,8 +201,11 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     if spec.namespaces.net && ahead == Ahead::Nothing {
         sys::bring_up_loopback()?;
     }
-    // The caller's session keyring stays outside.
-    sys::join_new_session_keyring()?;
+    // The caller's session keyring stays outside (an init whose root was built ahead joined a
+    // new one then, with the ids it has now).
+    if ahead != Ahead::Root {
+        sys::join_new_session_keyring()?;
+    }
     Ok(())
 }
 

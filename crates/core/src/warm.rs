@@ -595,7 +595,9 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
     if let Some(json) = bytes.strip_prefix(b"build ") {
         let built = serde_json::from_slice::<Prebuild>(json)
             .map_err(|e| SetupError::new(Step::MountStagingRoot, e.to_string()))
-            .and_then(|b| crate::sandbox::build_root(&b.spec, &b.plan, b.setup_ids, None, Vec::new(), true));
+            .and_then(|b| crate::sandbox::build_root(&b.spec, &b.plan, b.setup_ids, None, Vec::new(), true))
+            // With its final ids now: the session keyring its sandbox will have, made ahead too.
+            .and_then(|held| sys::join_new_session_keyring().map(|()| held));
         let _ = sys::send_message(&sock, &serde_json::to_vec(&built.as_ref().map_or_else(|e| BuildReply::Failed(e.clone()), |h| BuildReply::Built(h.clone()))).unwrap_or_default(), &[], Step::MountStagingRoot);
         if built.is_err() {
             leave(1);
