@@ -28,7 +28,7 @@ const MAX_WORK: usize = MAX_REQUEST + (4 << 10);
 
 /// What forking an exec needs beyond the capabilities it may keep: changing ids and groups, and
 /// shrinking the bounding set.
-const FORK_CAPS: [&str; 3] = ["SETGID", "SETUID", "SETPCAP"];
+pub(crate) const FORK_CAPS: [&str; 3] = ["SETGID", "SETUID", "SETPCAP"];
 
 /// An exec forked but not yet past execve: its status pipe tells which way it went.
 struct Starting {

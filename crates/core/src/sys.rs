@@ -359,7 +359,10 @@ pub fn drop_bounding_set(keep: &[u32]) -> Result<()> {
     let err = |e: Errno| SetupError::sys(Step::DropCapabilities, e as i32, None);
     let top = last_cap();
     for cap in 0..=top {
-        if keep.contains(&cap) {
+        // Each drop commits new credentials: one already out of the set (an init made ahead
+        // emptied it) is only read.
+        // SAFETY: plain prctl with integer arguments.
+        if keep.contains(&cap) || unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } == 0 {
             continue;
         }
         // SAFETY: plain prctl with integer arguments.

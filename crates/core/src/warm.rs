@@ -459,14 +459,15 @@ impl Preborn {
         }
     }
 
-    /// Whether this init can serve `spec` (planned as `plan`): it wants exactly these namespaces,
-    /// and the host's mount table is the one the init's mount namespace copied, mount for mount
+    /// Whether this init can serve `spec` (planned as `plan`): it keeps no capability, it wants
+    /// exactly these namespaces, and the host's mount table is the one the init's mount namespace copied, mount for mount
     /// (bind sources are opened in there). An init whose root was built ahead serves
     /// only a spec whose root is the same, and only while every host object it holds is still
     /// what its path names.
     pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> bool {
         let same_root = |(key, held): &(RootKey, Vec<HostObject>)| key.is_of(spec, plan, setup_ids) && held.iter().all(HostObject::unchanged);
-        crate::supervisor::clone_flags(spec) == self.flags && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
+        // Its bounding set is emptied ahead: a command that keeps a capability needs a fresh init.
+        spec.capabilities.is_empty() && crate::supervisor::clone_flags(spec) == self.flags && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
     }
 
     /// Hand the init its fds (as [`Zygote::give_birth`]) and the spec; it answers once it took them.
@@ -585,7 +586,12 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
         Ok(Some((b, _))) if b == b"mapped" => {}
         _ => leave(0),
     }
-    if let Err(e) = if own_net { sys::bring_up_loopback() } else { Ok(()) } {
+    // Its commands keep no capability (the only specs it serves, see `Preborn::fits`): their
+    // bounding set is emptied here, ahead, but for what a long-lived init keeps to fork its execs
+    // (each command drops those three itself).
+    let fork_caps: Vec<u32> = crate::exec_server::FORK_CAPS.iter().filter_map(|c| crate::caps::number(c)).collect();
+    let ready = if own_net { sys::bring_up_loopback() } else { Ok(()) }.and_then(|()| sys::drop_bounding_set(&fork_caps));
+    if let Err(e) = ready {
         let _ = sys::send_message(&sock, &serde_json::to_vec(&e).unwrap_or_default(), &[], Step::BringUpLoopback);
         leave(1);
     }
