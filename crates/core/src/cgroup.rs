@@ -981,7 +981,7 @@ impl SandboxCgroup {
 
     /// Open the counters now (a warm helper: ahead of its sandbox), so that reading them later is
     /// one pread each. One missing (an older kernel's) is opened, and missed, at each read.
-    pub fn open_counters(&self) {
+    fn open_counters(&self) {
         let mut open = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         for path in self.counter_paths() {
             if !open.iter().any(|(p, _)| *p == path) {

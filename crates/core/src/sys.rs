@@ -563,9 +563,10 @@ fn close_listed_fds_except(keep: &[RawFd]) {
 /// on a stack of its own), as posix_spawn does: no page tables are copied and no copy-on-write
 /// fault is taken, and this process is suspended until the child has called execve or exited.
 /// `child` must end in one of those two (its return value becomes the child's exit status), must
-/// not unwind, and must leave alone what this process owns in memory: it may allocate (what it
-/// allocates is never freed, a few bytes per command) but must not free or change the caller's
-/// data. Only for a single-threaded caller: the suspended caller's heap and TLS are the child's.
+/// not unwind, and must leave alone what this process owns in memory: it may allocate and free
+/// its own allocations (the heap is the caller's and stays consistent, the caller being
+/// suspended; what an execve leaves allocated is a few bytes per command) but must not free or
+/// change the caller's data. Only for a single-threaded caller: its heap and TLS are the child's.
 pub fn spawn_sharing_memory(child: &mut dyn FnMut() -> i32) -> std::result::Result<nix::unistd::Pid, Errno> {
     extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` is the `&mut dyn FnMut` below, alive while the caller is suspended.

@@ -460,8 +460,8 @@ impl Preborn {
     }
 
     /// Whether this init can serve `spec` (planned as `plan`): it keeps no capability, it wants
-    /// exactly these namespaces, and the host's mount table is the one the init's mount namespace copied, mount for mount
-    /// (bind sources are opened in there). An init whose root was built ahead serves
+    /// exactly these namespaces, and the host's mount table is the one the init's mount
+    /// namespace copied, mount for mount (bind sources are opened in there). An init whose root was built ahead serves
     /// only a spec whose root is the same, and only while every host object it holds is still
     /// what its path names.
     pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> bool {
