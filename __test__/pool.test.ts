@@ -446,6 +446,26 @@ poolTest('an init made ahead has the root of the last sandboxes built; a sandbox
   t.is(other.out, 'scratch\n')
 })
 
+poolTest("a sandbox has a session keyring of its own, from a root built ahead as from a cold start: never its caller's", async (t) => {
+  // The fixture runs in a session keyring its launcher joined (KEYCTL_JOIN_SESSION_KEYRING):
+  // a sandbox that kept its caller's would report that keyring's serial.
+  const joinKeyring = `import ctypes, os, sys; ctypes.CDLL(None).syscall(250, 1, b'isolate-test-session'); os.execv(sys.argv[1], sys.argv[1:])`
+  const child = spawn('python3', ['-c', joinKeyring, process.execPath, '--import=tsx', join(root, '__test__', 'fixtures', 'session-keyring.ts')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => void child.kill('SIGKILL'))
+  let out = ''
+  child.stdout!.on('data', (d) => (out += d))
+  const code = await new Promise((resolve) => child.on('exit', resolve))
+  t.is(code, 0, out)
+  const r = JSON.parse(out.trim().split('\n').pop()!) as { caller: string; built: boolean; pooled: { took: boolean; out: string }; cold: string }
+  t.regex(r.caller, /^[1-9]\d*$/, `the caller's session keyring: ${r.caller}`)
+  t.true(r.built, 'both inits made ahead have their root built')
+  t.true(r.pooled.took, 'the sandbox got an init whose root was built ahead')
+  t.regex(r.pooled.out, /^[1-9]\d*$/)
+  t.not(r.pooled.out, r.caller, "from a root built ahead: not the caller's session keyring")
+  t.regex(r.cold, /^[1-9]\d*$/)
+  t.not(r.cold, r.caller, "cold: not the caller's session keyring")
+})
+
 poolTest('nothing a sandbox leaves is seen by the next one from a root built ahead: files in /tmp and /dev/shm, processes', async (t) => {
   const r = await untilQuietMounts(async () => {
     const built = await poolBuiltFor({ limits: LIMITS }, '/proc/sys')

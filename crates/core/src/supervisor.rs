@@ -237,7 +237,6 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     let work = work.map(|(ours, _theirs)| ours);
     let layers = layers.map(|(ours, _theirs)| ours);
     let init = Pid::from_raw(rc as i32);
-    let mount_ns = hold_mount_namespace(&plan, init);
     drop(go_r);
     drop(report_w);
     let released = if released_early {
@@ -256,6 +255,8 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
         let _ = wait_with_usage(init);
         return Err(e);
     }
+    // After the release, off the init's way (an init already gone has nothing left to hold).
+    let mount_ns = hold_mount_namespace(&plan, init);
     Ok(Child { init, report: report_r, relay, cgroup, tty, work, mount_ns })
 }
 
@@ -269,7 +270,7 @@ fn hold_mount_namespace(plan: &[crate::plan::MountOp], init: Pid) -> Option<Owne
         return None;
     }
     // An optimization only: a namespace that cannot be held goes with the init, as it would anyway.
-    crate::sys::open_mount_namespace(init.as_raw()).ok()
+    crate::sys::open_namespace(init.as_raw(), "mnt", Step::CloneNamespaces).ok()
 }
 
 /// What releasing a new init involves besides its go: a warm helper's cgroup limits (written
@@ -313,9 +314,7 @@ fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), SetupError> {
 /// namespace: the host's root-owned files then belong to the sandbox's root there, so its writes
 /// can copy them up (the lower layer itself stays read-only and untouched).
 fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd) -> Result<(), SetupError> {
-    let path = format!("/proc/{}/ns/user", init.as_raw());
-    let userns = nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(&path)))?;
+    let userns = crate::sys::open_namespace(init.as_raw(), "user", Step::MountOverlay)?;
     let mut trees = Vec::new();
     for op in plan {
         if let crate::plan::MountOp::Overlay { lowers, .. } = op {

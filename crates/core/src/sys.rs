@@ -39,11 +39,11 @@ pub fn open_source(path: &str, follow: bool) -> Result<OwnedFd> {
     open(path, flags, Mode::empty()).map_err(fail(Step::BindMount, path))
 }
 
-/// A handle on `pid`'s mount namespace: while it is open, the namespace (every mount in it and
-/// their superblocks) outlives the last process in it.
-pub fn open_mount_namespace(pid: i32) -> Result<OwnedFd> {
-    let path = format!("/proc/{pid}/ns/mnt");
-    open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| SetupError::sys(Step::CloneNamespaces, e as i32, Some(&path)))
+/// A handle on `pid`'s namespace of `kind` (`mnt`, `user`, ...): while it is open, the namespace
+/// outlives the last process in it (a mount namespace: every mount in it and their superblocks).
+pub fn open_namespace(pid: i32, kind: &str, step: Step) -> Result<OwnedFd> {
+    let path = format!("/proc/{pid}/ns/{kind}");
+    open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| SetupError::sys(step, e as i32, Some(&path)))
 }
 
 fn mount_data(mode: u32, size: Option<u64>) -> String {
