@@ -1,7 +1,7 @@
 /** Lifecycle: timeouts, kill, abort, Node dying, and nothing left behind. */
 import test from 'ava'
 import { spawn } from 'node:child_process'
-import { readlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, IsolateError, probe, spawnIsolated } from '../index.js'
 import { ended, isRoot, namespaceHolders, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
@@ -32,6 +32,23 @@ test('when the command exits, everything it started ends with it', async (t) => 
   t.is(r.exitCode, 5)
   t.is(r.reason, 'exited')
   for (const pid of members) t.false(pidAlive(pid), `pid ${pid} survived`)
+})
+
+test('a command that left nothing running: its end comes back with its usage, the init is reaped right after', async (t) => {
+  // The init reports the end at once when it has reaped every other process (it is then alone
+  // in the pid namespace) and exits meanwhile; the test above is the case where it is not alone.
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'read x; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 7'], { stdio: ['pipe', 'ignore', 'ignore'] })
+  const ns = readlinkSync(`/proc/${sb.pid}/ns/pid`)
+  const init = parentOf(sb.pid)
+  sb.stdin!.end('\n')
+  const r = await sb.wait()
+  t.is(r.exitCode, 7)
+  t.is(r.reason, 'exited')
+  t.true(r.usage.cpuUserMs + r.usage.cpuSystemMs > 5, `the command's CPU is counted: ${JSON.stringify(r.usage)}`)
+  t.true(r.usage.peakMemoryBytes > 0)
+  t.false(pidAlive(sb.pid), 'the command is gone')
+  t.deepEqual(pidsInNamespace(ns).filter((p) => p !== init), [], 'nothing but the init, on its way out')
+  t.true(await waitUntil(() => !existsSync(`/proc/${init}`), 3000), 'the init ends and its helper reaps it')
 })
 
 test("the sandbox's mount namespace goes with its helper, after Node heard of the end", async (t) => {

@@ -155,14 +155,65 @@ pub enum Report {
     SetupFailed(SetupError),
     /// exec succeeded.
     Started,
-    Exited { code: i32 },
-    Signaled { signal: i32 },
+    /// The command's end. `reaped`: the init had reaped every other process of the sandbox too
+    /// (nothing but the init is left), and what they all used.
+    Exited {
+        code: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reaped: Option<Reaped>,
+    },
+    Signaled {
+        signal: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reaped: Option<Reaped>,
+    },
     /// A long-lived sandbox's init is built and waits for work.
     Ready,
     ExecStarted { id: u32, pid: i32 },
     ExecFailed { id: u32, error: SetupError },
     ExecExited { id: u32, code: i32 },
     ExecSignaled { id: u32, signal: i32 },
+}
+
+/// What a sandbox's processes used, as the init counts it once it reaped them all: its own
+/// usage and its children's (what `wait4` on the init would have said).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reaped {
+    pub user_us: u64,
+    pub system_us: u64,
+    pub max_rss_kib: u64,
+}
+
+impl Reaped {
+    /// As `wait4` fills it: times and the peak, nothing else.
+    pub fn as_rusage(&self) -> libc::rusage {
+        // SAFETY: rusage is plain data; all zeroes is a valid value.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let tv = |us: u64| libc::timeval { tv_sec: (us / 1_000_000) as libc::time_t, tv_usec: (us % 1_000_000) as libc::suseconds_t };
+        ru.ru_utime = tv(self.user_us);
+        ru.ru_stime = tv(self.system_us);
+        ru.ru_maxrss = self.max_rss_kib as libc::c_long;
+        ru
+    }
+
+    /// The init's own usage and its reaped children's, summed (peak: the larger).
+    pub fn of_init() -> Reaped {
+        let get = |who| {
+            // SAFETY: rusage is plain data filled by the kernel.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: getrusage with a valid out-pointer.
+            unsafe { libc::getrusage(who, &mut ru) };
+            ru
+        };
+        let (me, children) = (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN));
+        let us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+        Reaped {
+            user_us: us(me.ru_utime) + us(children.ru_utime),
+            system_us: us(me.ru_stime) + us(children.ru_stime),
+            max_rss_kib: me.ru_maxrss.max(children.ru_maxrss) as u64,
+        }
+    }
 }
 
 impl Report {
@@ -216,6 +267,22 @@ mod tests {
         let r: ExecRequest = serde_json::from_str(r#"{"id":1,"file":"/bin/true"}"#).unwrap();
         assert_eq!((r.cwd.as_str(), r.tty, r.timeout_ms), ("/", None, None));
         assert!(serde_json::from_str::<ExecRequest>(r#"{"id":1,"file":"x","bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn an_end_reported_alone_carries_usage_as_wait4_would() {
+        let reaped = Reaped { user_us: 1_500_000, system_us: 250, max_rss_kib: 4096 };
+        let line = String::from_utf8(Report::Exited { code: 3, reaped: Some(reaped) }.to_line()).unwrap();
+        assert_eq!(line, "{\"report\":\"exited\",\"code\":3,\"reaped\":{\"userUs\":1500000,\"systemUs\":250,\"maxRssKib\":4096}}\n");
+        // Not alone: no usage, and the helper waits for the init as before.
+        assert_eq!(serde_json::from_str::<Report>(r#"{"report":"signaled","signal":9}"#).unwrap(), Report::Signaled { signal: 9, reaped: None });
+        let ru = reaped.as_rusage();
+        assert_eq!((ru.ru_utime.tv_sec, ru.ru_utime.tv_usec, ru.ru_stime.tv_usec, ru.ru_maxrss), (1, 500_000, 250, 4096));
+        // The init's own count: a process that used CPU sees some.
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_millis(20) {}
+        let mine = Reaped::of_init();
+        assert!(mine.user_us + mine.system_us >= 10_000 && mine.max_rss_kib > 0, "{mine:?}");
     }
 
     #[test]

@@ -557,8 +557,8 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         }
     };
     loop {
-        if let Some(done) = reap_all(child) {
-            finish(&report, done);
+        if let Some((done, alone)) = reap_all(child) {
+            finish(&report, done, alone);
         }
         match sfd.read_signal() {
             Ok(Some(info)) => {
@@ -575,11 +575,14 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
 }
 
 /// Reap every exited process; Some(status) once the command itself is among them.
-fn reap_all(command: Pid) -> Option<WaitStatus> {
+/// The command's status once it ended, and whether that left this init alone: pid 1 of its
+/// namespace with no child left (every orphan of the sandbox is reparented to it, so none runs).
+fn reap_all(command: Pid) -> Option<(WaitStatus, bool)> {
     let mut result = None;
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return result,
+            Err(Errno::ECHILD) => return result.map(|st| (st, std::process::id() == 1)),
+            Ok(WaitStatus::StillAlive) | Err(_) => return result.map(|st| (st, false)),
             Ok(st) => {
                 if st.pid() == Some(command) && matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
                     result = Some(st);
@@ -592,7 +595,7 @@ fn reap_all(command: Pid) -> Option<WaitStatus> {
 fn reap_until(command: Pid, report: &OwnedFd) -> ! {
     loop {
         match waitpid(None, None) {
-            Ok(st) if st.pid() == Some(command) && matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => finish(report, st),
+            Ok(st) if st.pid() == Some(command) && matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => finish(report, st, false),
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => std::process::exit(1),
         }
@@ -600,13 +603,17 @@ fn reap_until(command: Pid, report: &OwnedFd) -> ! {
 }
 
 /// The command is done; report and leave. Our exit takes down everything left in the namespace.
-fn finish(report: &OwnedFd, st: WaitStatus) -> ! {
+/// Alone, the report says so (with what was used): the helper may then tell the caller at once,
+/// while this process's own exit (its memory, its namespaces) runs.
+fn finish(report: &OwnedFd, st: WaitStatus, alone: bool) -> ! {
+    let reaped = alone.then(crate::protocol::Reaped::of_init);
     match st {
-        WaitStatus::Exited(_, code) => send(report, &Report::Exited { code }),
-        WaitStatus::Signaled(_, sig, _) => send(report, &Report::Signaled { signal: sig as i32 }),
+        WaitStatus::Exited(_, code) => send(report, &Report::Exited { code, reaped }),
+        WaitStatus::Signaled(_, sig, _) => send(report, &Report::Signaled { signal: sig as i32, reaped }),
         _ => {}
     }
-    std::process::exit(0)
+    // SAFETY: leaving without the exit handlers: nothing of this process is left to flush.
+    unsafe { libc::_exit(0) }
 }
 
 /// The command's last steps, in the order DESIGN section 3 gives: the same for a sandbox's own

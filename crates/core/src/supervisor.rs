@@ -475,6 +475,8 @@ struct Supervisor {
     report_open: bool,
     /// The command's own end, as the init reported it.
     ended: Option<Report>,
+    /// What the sandbox used, when the init reported its end alone (see [`Supervisor::run`]).
+    reaped: Option<crate::protocol::Reaped>,
     setup_error: Option<SetupError>,
     /// Why we ended it, when we did.
     forced: Option<Reason>,
@@ -512,6 +514,7 @@ impl Supervisor {
             control_open: true,
             report_open: true,
             ended: None,
+            reaped: None,
             setup_error: None,
             forced: None,
         }
@@ -564,11 +567,22 @@ impl Supervisor {
         while self.report_open || self.relay.as_ref().is_some_and(|r| !r.finished()) || self.tty.as_ref().is_some_and(|t| !t.finished()) {
             self.step(out);
         }
-        let (status, ru) = wait_with_usage(self.init);
+        // An init that reaped every other process of the sandbox reported its end and what they
+        // used: its own exit (unmapping its memory, letting go of its namespaces, ~0.2 ms) runs
+        // while the caller hears of the end; nothing of the command's is left to run.
+        let early = self.reaped.take();
+        let (status, ru) = match early {
+            Some(r) => (None, r.as_rusage()),
+            None => wait_with_usage(self.init),
+        };
         // The pid namespace is gone with the init; the cgroup's count is the last word.
         let cg_usage = self.cgroup.as_ref().map(|cg| cg.usage());
         let ev = self.end_event(status, ru, cg_usage, out);
         out.send(&ev);
+        if early.is_some() {
+            // Reaped before its cgroup goes (a cgroup with a process in it cannot be removed).
+            let _ = wait_with_usage(self.init);
+        }
         // Its mounts go now that Node knows (the helper's own exit waits for their teardown).
         drop(self.mount_ns.take());
         // After the report: a v1 rmdir waits for cgroup_mutex, which a migration elsewhere (a warm
@@ -588,8 +602,8 @@ impl Supervisor {
         }
         let wall_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let (exit_code, signal) = match (&self.ended, status) {
-            (Some(Report::Exited { code }), _) => (Some(*code), None),
-            (Some(Report::Signaled { signal }), _) => (None, Some(signal_name(*signal))),
+            (Some(Report::Exited { code, .. }), _) => (Some(*code), None),
+            (Some(Report::Signaled { signal, .. }), _) => (None, Some(signal_name(*signal))),
             (_, Some(st)) if libc::WIFSIGNALED(st) => (None, Some(signal_name(libc::WTERMSIG(st)))),
             (_, Some(st)) if libc::WIFEXITED(st) => (Some(libc::WEXITSTATUS(st)), None),
             _ => (None, None),
@@ -730,7 +744,15 @@ impl Supervisor {
                 Ok(Report::Ready) => out.send(&Event::Ready { pid: self.init.as_raw() }),
                 Ok(r) if self.execs.as_mut().is_some_and(|x| x.on_report(&r, out)) => {}
                 Ok(Report::SetupFailed(e)) => self.setup_error = Some(e),
-                Ok(r @ (Report::Exited { .. } | Report::Signaled { .. })) => self.ended = Some(r),
+                Ok(r @ (Report::Exited { reaped, .. } | Report::Signaled { reaped, .. })) => {
+                    // Nothing but the init is left, and the sandbox's mounts are held here until
+                    // the end is reported: the caller may hear of it now (see `run`).
+                    if reaped.is_some() && self.mount_ns.is_some() && self.execs.is_none() {
+                        self.reaped = reaped;
+                        self.report_open = false;
+                    }
+                    self.ended = Some(r);
+                }
                 Ok(_) | Err(_) => {}
             }
         }
