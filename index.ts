@@ -118,7 +118,9 @@ function refillAfter(sb: Sandbox): void {
     refillPool()
   }
   const timer = setTimeout(refill, REFILL_DELAY_MS).unref()
-  void sb.wait().then(refill, refill)
+  // After the caller's own continuation of wait() (registered later, so it would run after this).
+  const later = () => void setImmediate(refill)
+  void sb.wait().then(later, later)
 }
 
 const REFILL_DELAY_MS = 20
