@@ -121,7 +121,9 @@ pub struct UnifiedHierarchy {
     /// `cgroup.subtree_control` of the own cgroup: what its children get today.
     pub subtree_control: Vec<String>,
     pub subtree_control_writable: bool,
-    /// Processes in the own cgroup, this one included.
+    /// Processes in the own cgroup, this one included (the no-internal-process rule's subject);
+    /// not counted (0) in the hierarchy's root, which the rule exempts: listing the root's
+    /// processes walks every process of the host, on every cold start.
     pub processes: usize,
     /// This process may mkdir in the own cgroup.
     pub writable: bool,
@@ -336,12 +338,13 @@ pub fn detect() -> Result<CgroupHost, SetupError> {
 fn host_from_layout(layout: Layout) -> CgroupHost {
     let unified = layout.unified.map(|(mount, own_path, own_dir)| {
         let file = |name: &str| own_dir.as_ref().map(|d| format!("{d}/{name}")).unwrap_or_default();
+        let is_root = own_dir.is_some() && !exists(&file("cgroup.type"));
         let mut u = UnifiedHierarchy {
-            is_root: own_dir.is_some() && !exists(&file("cgroup.type")),
+            is_root,
             controllers: words(&file("cgroup.controllers")),
             subtree_control: words(&file("cgroup.subtree_control")),
             subtree_control_writable: own_dir.is_some() && may_write(&file("cgroup.subtree_control")),
-            processes: words(&file("cgroup.procs")).len(),
+            processes: if is_root { 0 } else { words(&file("cgroup.procs")).len() },
             writable: own_dir.as_deref().is_some_and(may_write),
             procs_writable: own_dir.is_some() && may_write(&file("cgroup.procs")),
             usable: Vec::new(),
@@ -1638,7 +1641,7 @@ mod tests {
             CgroupMode::V2 => {
                 let u = host.unified.as_ref().unwrap();
                 assert_eq!(Some(u.own_path.as_str()), own.lines().find_map(|l| l.strip_prefix("0::")));
-                assert!(u.processes >= 1);
+                assert!(u.is_root || u.processes >= 1, "this process is in its own cgroup: {u:?}");
                 assert!(!u.controllers.is_empty());
             }
             CgroupMode::Unavailable => {}
