@@ -23,11 +23,13 @@ test('timeoutMs kills the whole sandbox, background children too', async (t) => 
 })
 
 test('when the command exits, everything it started ends with it', async (t) => {
-  const sb = await spawnIsolated('/bin/sh', ['-c', '(setsid sleep 100 &) ; sleep 0.3; exit 5'])
+  // The command ends when told (a fixed sleep could run out before the test looked, under load).
+  const sb = await spawnIsolated('/bin/sh', ['-c', '(setsid sleep 100 &) ; read x; exit 5'], { stdio: ['pipe', 'ignore', 'ignore'] })
   const ns = readlinkSync(`/proc/${sb.pid}/ns/pid`)
   const init = parentOf(sb.pid)
-  t.true(await waitUntil(() => pidsInNamespace(ns).length >= 2, 1000))
+  t.true(await waitUntil(() => pidsInNamespace(ns).length >= 2, 5000))
   const members = [init, ...pidsInNamespace(ns)]
+  sb.stdin!.end('\n')
   const r = await sb.wait()
   t.is(r.exitCode, 5)
   t.is(r.reason, 'exited')
