@@ -196,17 +196,19 @@ export interface Ahead {
 
 /**
  * What a refill's init is made for, from the last sandboxes: the commonest recent root (its
- * namespaces, and the root built) when it came at least twice and at least two in three recent
- * sandboxes with its namespaces wanted it (a sandbox that wants another root then gets a fresh
- * init, its namespaces made on its path, which costs about twice what a root built ahead
- * saves); else the commonest recent namespaces, without a root.
+ * namespaces, and the root built) when it came at least twice and more than half of the recent
+ * sandboxes with its namespaces wanted it; else the commonest recent namespaces, without a root.
+ * A sandbox that wants another root than the one built gets a fresh init, its namespaces made on
+ * its path, and that costs about what a root built ahead saves (sequential `/bin/true` here: 2.4
+ * ms from a root built ahead, 3.8 ms building its root from an init with only its namespaces,
+ * 5.1 ms from a fresh init), so a root is built ahead for the majority.
  */
 export function aheadOf(recent: Recent[]): Ahead | undefined {
   const root = commonest(recent.map((r) => r.root))
   if (root !== undefined) {
     const namespaces = recent.find((r) => r.root === root)!.namespaces
     const alike = recent.filter((r) => r.namespaces === namespaces)
-    if (3 * alike.filter((r) => r.root === root).length >= 2 * alike.length) return { spec: root, build: true }
+    if (2 * alike.filter((r) => r.root === root).length > alike.length) return { spec: root, build: true }
   }
   const namespaces = commonest(recent.map((r) => r.namespaces))
   if (namespaces === undefined) return undefined
