@@ -118,7 +118,8 @@ function refillAfter(sb: Sandbox): void {
     refillPool()
   }
   const timer = setTimeout(refill, REFILL_DELAY_MS).unref()
-  // After the caller's own continuation of wait() (registered later, so it would run after this).
+  // The caller's own continuation of wait() goes first: registered after this one, it would
+  // otherwise run behind the refill's start of a helper.
   const later = () => void setImmediate(refill)
   void sb.wait().then(later, later)
 }

@@ -574,9 +574,9 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
     }
 }
 
-/// Reap every exited process; Some(status) once the command itself is among them.
-/// The command's status once it ended, and whether that left this init alone: pid 1 of its
-/// namespace with no child left (every orphan of the sandbox is reparented to it, so none runs).
+/// Reap every exited process. Once the command itself is among them: its status, and whether
+/// that left this init alone, pid 1 of its namespace with no child left (every orphan of the
+/// sandbox is reparented to it, so none runs).
 fn reap_all(command: Pid) -> Option<(WaitStatus, bool)> {
     let mut result = None;
     loop {
