@@ -197,7 +197,10 @@ export class Sandbox {
     return this.#send('cancel')
   }
 
-  /** Resolves when the sandbox is gone: the command, everything it started, its mounts. */
+  /**
+   * Resolves once the command and everything it started have ended. The sandbox's own init, its
+   * mounts (but an overlay's, gone already) and its cgroup go right after, before its helper exits.
+   */
   wait(): Promise<SandboxResult> {
     return this.#done
   }
