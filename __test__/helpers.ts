@@ -5,7 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { runIsolated, type RunOptions } from '../index.js'
+import { runIsolated, spawnIsolated, type RunOptions, type SpawnOptions } from '../index.js'
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const isRoot = process.getuid?.() === 0
@@ -306,4 +306,21 @@ export async function poolBuiltFor(options: RunOptions, at: string): Promise<boo
     }
   }
   return false
+}
+
+/**
+ * Run `script` with `sh -c` in a sandbox of `options`: whether it took an init made ahead (one of
+ * `inits()` at the call; by default this process's warm helpers'), its exit code and its stdout.
+ */
+export async function startFromPool(script: string, options: SpawnOptions, inits = () => warmHelpersOf(process.pid).inits) {
+  const before = new Set(inits())
+  const sb = await spawnIsolated('/bin/sh', ['-c', `${script}; read x`], { ...options, stdio: ['pipe', 'pipe', 'pipe'] })
+  const took = before.has(parentOf(sb.pid))
+  const out: Buffer[] = []
+  sb.stdout!.on('data', (d: Buffer) => out.push(d))
+  sb.stderr!.resume()
+  sb.stdin!.end('\n')
+  const r = await sb.wait()
+  await ended(sb.stdout)
+  return { took, code: r.exitCode, out: Buffer.concat(out).toString() }
 }

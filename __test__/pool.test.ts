@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
 import { aheadOf, commonest, rootOf } from '../lib/pool.js'
 import { normalize } from '../lib/options.js'
-import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, root, rootBuiltAhead, schedPolicy, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
+import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode) && process.geteuid?.() === 0
@@ -371,19 +371,6 @@ poolTest('the pool refills after a start, while a long sandbox still runs', asyn
 })
 
 /** Start `script` in a sandbox of `options` that waits on stdin; whether its init was one of the inits made ahead, and its output. */
-async function startFromPool(script: string, options: Parameters<typeof spawnIsolated>[2], inits = () => initsAheadOf(process.pid)) {
-  const before = new Set(inits())
-  const sb = await spawnIsolated('/bin/sh', ['-c', `${script}; read x`], { ...options, stdio: ['pipe', 'pipe', 'pipe'] })
-  const took = before.has(parentOf(sb.pid))
-  const out: Buffer[] = []
-  sb.stdout!.on('data', (d: Buffer) => out.push(d))
-  sb.stderr!.resume()
-  sb.stdin!.end('\n')
-  const r = await sb.wait()
-  await ended(sb.stdout)
-  return { took, code: r.exitCode, out: Buffer.concat(out).toString() }
-}
-
 poolTest("an init made ahead has the namespaces of the commonest recent root (network 'host', no user namespace); a sandbox wanting others does not get it", async (t) => {
   const cases = [
     { options: { limits: LIMITS, network: 'host' as const }, ns: 'net', what: "the host's network namespace" },

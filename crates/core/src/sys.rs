@@ -558,7 +558,6 @@ fn close_listed_fds_except(keep: &[RawFd]) {
     }
 }
 
-/// Point fds 0-2 at /dev/null: for processes that must not hold the sandbox's stdio open.
 /// Run `child` in a new process that shares this one's memory (clone with CLONE_VM | CLONE_VFORK,
 /// on a stack of its own), as posix_spawn does: no page tables are copied and no copy-on-write
 /// fault is taken, and this process is suspended until the child has called execve or exited.
@@ -598,6 +597,7 @@ pub fn spawn_sharing_memory(child: &mut dyn FnMut() -> i32) -> std::result::Resu
     Ok(nix::unistd::Pid::from_raw(rc))
 }
 
+/// Point fds 0-2 at /dev/null: for processes that must not hold the sandbox's stdio open.
 pub fn redirect_stdio_to_null() {
     if let Ok(null) = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
         for fd in 0..3 {
