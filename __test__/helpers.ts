@@ -79,10 +79,13 @@ export function warmHelpersOf(node: number): { helpers: number[]; zygotes: Array
     })
     .map((p) => p.pid)
   const ofHelper = (comm: string) => all.filter((p) => p.comm === comm && helpers.includes(p.ppid))
+  const zygotes = ofHelper('isolate-zygote')
   return {
     helpers,
-    zygotes: ofHelper('isolate-zygote').map((p) => ({ helper: p.ppid, zygote: p.pid })),
-    inits: ofHelper('isolate-init').map((p) => p.pid),
+    zygotes: zygotes.map((p) => ({ helper: p.ppid, zygote: p.pid })),
+    // Of a helper still waiting for its spec (it keeps its zygote until the birth): not the init
+    // of a sandbox that has ended and is still on its way out.
+    inits: ofHelper('isolate-init').filter((p) => zygotes.some((z) => z.ppid === p.ppid)).map((p) => p.pid),
   }
 }
 
