@@ -35,6 +35,9 @@ const here = dirname(fileURLToPath(import.meta.url))
 const repo = join(here, '..')
 const outArg = argv.indexOf('--out')
 const OUT: string | undefined = outArg >= 0 ? argv[outArg + 1] : QUICK ? undefined : join(here, 'RESULTS.md')
+/** Inside the cgroup v2 guest (see v2Lane): only the sequential latency of ours, plain spawn and bwrap, as JSON. */
+const V2_GUEST = argv.includes('--v2-guest')
+const NO_V2 = argv.includes('--no-v2')
 
 const N = QUICK
   ? { warmup: 3, latency: 20, latency2g: 6, thrMs: 500, thrPasses: 1, quietWaitMs: 0, pss: 4, storm: 50, stormSleep: 10, stdoutBytes: 128 << 20, stdoutReps: 1, idleMs: 300, growBytes: 2 ** 31 }
@@ -914,9 +917,71 @@ function machine(): Record<string, string> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// cgroup v2: this machine runs v1, so the v2 figures come from the emulated guest of the
+// cgroup v2 lane (scripts/test-cgroup2.sh boots the same one for the v2 tests).
+
+/** What the guest prints on its stdout, after this marker, as one line of JSON. */
+const V2_MARK = 'ISOLATE-BENCH-V2 '
+const V2_ROUNDS = QUICK ? 6 : 40
+
+interface V2Result {
+  cgroups: string
+  kernel: string
+  /** Whether the sandboxes came from warm helpers (root with cgroups: the default pool). */
+  pooled: boolean
+  lat: Record<string, Lat>
+  bwrapSkipped?: string
+}
+
+/** In the guest: ours, plain spawn and bwrap (when it runs there), interleaved as in the first table. */
+async function v2Guest(): Promise<void> {
+  const vs: Variant[] = [ours, plain]
+  let bwrapSkipped: string | undefined
+  const bw = which('bwrap')
+  if (!bw) bwrapSkipped = 'bwrap is not installed'
+  else {
+    const v = bwrapVariant(bw)
+    try {
+      await once(v)
+      vs.push(v)
+    } catch (e) {
+      bwrapSkipped = `bwrap cannot run in the guest: ${(e as Error).message}`
+    }
+  }
+  const { helperPool } = await import('../lib/pool.js')
+  const native = loadNative()
+  const pooled = (helperPool(native.addon, native.helperPath)?.size ?? 0) > 0
+  const lat = await latency(vs, V2_ROUNDS, 3)
+  const result: V2Result = { cgroups: machine().cgroups, kernel: `Linux ${release()}`, pooled, lat: Object.fromEntries(lat), bwrapSkipped }
+  console.log(V2_MARK + JSON.stringify(result))
+}
+
+/** The lane's script: the same lookup as scripts/test-cgroup2.sh. */
+const laneScript = () => process.env.ISOLATE_CGROUP2_LANE ?? join(repo, '..', 'shared', 'tools', 'cgroup2-lane.sh')
+
+/** Run {@link v2Guest} in the cgroup v2 guest; a reason instead when it cannot run. */
+function v2Lane(): V2Result | { skipped: string } {
+  if (NO_V2) return { skipped: '--no-v2 given' }
+  if (machine().cgroups.startsWith('v2')) return { skipped: 'this host is cgroup v2 itself: the tables above are the v2 figures' }
+  const lane = laneScript()
+  if (!existsSync(lane)) return { skipped: `the cgroup v2 lane (${lane}) is absent on this machine` }
+  if (process.getuid?.() !== 0) return { skipped: 'booting the cgroup v2 guest needs root' }
+  const env = { ...process.env, LANE_SUITE: 'trixie' }
+  const setup = spawnSync('bash', [lane, 'setup'], { stdio: ['ignore', 'inherit', 'inherit'], env })
+  if (setup.status !== 0) return { skipped: `the cgroup v2 lane's setup failed (exit ${setup.status})` }
+  const args = ['run', '--rw', repo, '--', process.execPath, '--import=tsx', join(here, 'bench.ts'), '--v2-guest', ...(QUICK ? ['--quick'] : [])]
+  log(`cgroup v2: ${V2_ROUNDS} rounds in the emulated guest (bash ${lane} ${args.join(' ')})`)
+  const r = spawnSync('bash', [lane, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...env, LANE_TIMEOUT: process.env.LANE_TIMEOUT ?? '900' }, encoding: 'utf8', maxBuffer: 64 << 20 })
+  const line = r.stdout.split('\n').find((l) => l.startsWith(V2_MARK))
+  if (r.status !== 0 || !line) return { skipped: `the guest run failed (exit ${r.status}${line ? '' : ', no result printed'})` }
+  return JSON.parse(line.slice(V2_MARK.length)) as V2Result
+}
+
+// ---------------------------------------------------------------------------------------------
 // Main
 
 async function main(): Promise<void> {
+  if (V2_GUEST) return v2Guest()
   const startedAt = new Date()
   const tStart = now()
   log(`${QUICK ? 'quick' : 'full'} run; temp dir ${tmp}`)
@@ -1003,6 +1068,8 @@ async function main(): Promise<void> {
   void ballast.length
 
   const idleEnd = await busyRate(N.idleMs)
+  // Last: the guest runs on this machine's CPUs, so nothing else of the run may overlap it.
+  const v2 = v2Lane()
   const elapsed = (now() - tStart) / 1000
 
   // -------------------------------------------------------------------------------------------
@@ -1137,9 +1204,33 @@ async function main(): Promise<void> {
   const outRatio = median(out.get('ours')!) / median(out.get('plain')!)
   t('stdout throughput ≥ 0.9× unsandboxed spawn', `${fmt(outRatio)}×`, outRatio >= 0.9)
 
+  // The v2 guest's figures come from an emulator: only ratios between variants measured there.
+  const v2ok = 'lat' in v2 ? v2 : undefined
+  if (v2ok) {
+    const g = (k: string) => v2ok.lat[k]
+    const g50 = g('ours').p50
+    t('cgroup v2 (emulated guest): p50 ≤ 1.6× Node\'s unsandboxed spawn', `${ratio(g50, g('plain').p50)} (on this host: ${ratio(o50, L('plain').p50)})`, g50 <= 1.6 * g('plain').p50)
+    t('cgroup v2 (emulated guest): p50 ≤ 0.3× bwrap spawned from Node', g('bwrap') ? `${ratio(g50, g('bwrap').p50)} (on this host: ${bwrap ? ratio(o50, L('bwrap').p50) : '–'})` : `bwrap skipped: ${v2ok.bwrapSkipped}`, g('bwrap') ? g50 <= 0.3 * g('bwrap').p50 : undefined)
+  }
+
+  p('## cgroup v2: sequential latency in an emulated guest')
+  p()
+  if (!v2ok) p(`Not measured: ${'skipped' in v2 ? v2.skipped : ''}.`)
+  else {
+    const vkeys = Object.keys(v2ok.lat)
+    const g = (k: string) => v2ok.lat[k]
+    p(`This machine runs cgroup v1, so the v2 path (the sandbox's cgroup made in the unified hierarchy, the init cloned straight into it with \`clone3(CLONE_INTO_CGROUP)\`, the pool's cgroups prepared there) was measured in the guest of the cgroup v2 lane (\`${laneScript()}\`): ${v2ok.kernel}, cgroups ${v2ok.cgroups}, the sandboxes ${v2ok.pooled ? 'from the warm pool, as on the host' : '**not** from the pool (cold starts)'}. That guest runs under qemu's emulator (no hardware virtualisation here), where not every kind of work slows alike: against the first table's p50 on this host, ${vkeys.map((k) => `${k} is ${fmt(g(k).p50 / L(k).p50, 0)}×`).join(', ')} slower there. So its absolute figures say nothing about the 3 ms target, and its ratios lean against whatever slows most (the ratios on the host are in the first table). ${V2_ROUNDS} interleaved rounds after 3 warm-up rounds, the same variants, command and pauses as the first table.`)
+    p()
+    p(table(
+      ['variant', 'p50', 'p95', 'p99', ...vkeys.filter((k) => k !== 'ours').map((k) => `p50 ×${k}`)],
+      vkeys.map((k) => [labelOf(k), fmt(g(k).p50), fmt(g(k).p95), fmt(g(k).p99), ...vkeys.filter((r) => r !== 'ours').map((r) => ratio(g(k).p50, g(r).p50))]),
+    ))
+  }
+  p()
+
   p('## Targets (issue 7)')
   p()
-  p(`${mach.cgroups.startsWith('v2') ? 'cgroup v2 host.' : 'This host runs cgroup v1, so these are the v1 figures; the v2 targets are not measured by this run.'}${QUICK ? ' Quick run: indicative only.' : ''}`)
+  p(`${mach.cgroups.startsWith('v2') ? 'cgroup v2 host.' : `This host runs cgroup v1, so these are the v1 figures${v2ok ? '; the rows marked "cgroup v2" come from the emulated guest above (ratios only: the 3 ms target cannot be measured there)' : '; the v2 targets are not measured by this run'}.`}${QUICK ? ' Quick run: indicative only.' : ''}`)
   p()
   p(table(['target', 'measured', 'status'], targets.map(([n, v, ok]) => [n, v, ok === undefined ? 'not measured' : ok ? 'met' : '**not met**'])))
   p()
