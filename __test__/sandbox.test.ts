@@ -83,7 +83,11 @@ test('/root, /home and /etc/shadow are out of reach', async (t) => {
 
 test('a masked directory is empty, cannot be listed, entered or written, and its placeholder is gone from the root', async (t) => {
   const dirs = ['/etc/ssh', '/etc/ssl/private', '/proc/acpi', '/proc/driver'].filter((d) => existsSync(d))
-  if (dirs.length === 0) return t.log('none of /etc/ssh, /etc/ssl/private, /proc/acpi, /proc/driver exists on this host: nothing to mask')
+  if (dirs.length === 0) {
+    // Said in the output, and counted as run: ava would otherwise fail it for having no assertion, with a message that does not say why.
+    t.log('SKIP: none of /etc/ssh, /etc/ssl/private, /proc/acpi, /proc/driver exists on this host, so no directory is masked here')
+    return t.pass()
+  }
   const script = dirs.map((d) => `stat -c '%a %F' ${d}; ls ${d} >/dev/null 2>&1; echo ls=$?; cd ${d} 2>/dev/null; echo cd=$?; touch ${d}/x 2>/dev/null; echo touch=$?`).join('; ')
   const r = await sh(`${script}; ls -a / | grep -c isolate-mask`)
   const lines = r.stdout.trim().split('\n')
