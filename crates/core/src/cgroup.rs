@@ -508,8 +508,6 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
     }
 }
 
-/// The writes that put `limits` on a fresh sandbox cgroup of `host`, in order. Fails closed, naming
-/// every missing controller, when a limit cannot be enforced here.
 /// Every file [`plan_writes`] may write, by controller: what a cgroup made ahead opens ahead.
 fn limit_files(v2: bool) -> &'static [(Controller, &'static str)] {
     if v2 {
@@ -526,6 +524,8 @@ fn limit_files(v2: bool) -> &'static [(Controller, &'static str)] {
     }
 }
 
+/// The writes that put `limits` on a fresh sandbox cgroup of `host`, in order. Fails closed, naming
+/// every missing controller, when a limit cannot be enforced here.
 pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<CgroupWrite>, SetupError> {
     if limits.memory_bytes == Some(0) {
         return Err(invalid("memoryBytes must be more than 0".to_owned()));
