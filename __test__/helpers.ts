@@ -294,17 +294,24 @@ export function schedPolicy(pid: number): number {
   }
 }
 
+/**
+ * Whether this process's pool holds two warm helpers whose inits made ahead pass `initOk`, each
+ * helper done with its work ahead (it then leaves idle priority and says so: an init made ahead
+ * exists before its helper is ready, and a sandbox started then finds the pool empty).
+ */
+export function poolReady(initOk: (init: number) => boolean = () => true): boolean {
+  const { helpers, inits } = warmHelpersOf(process.pid)
+  return inits.length >= 2 && inits.every(initOk) && helpers.every((p) => schedPolicy(p) !== SCHED_IDLE)
+}
+
+/** Once {@link poolReady} holds: its helpers' word that they are ready reaches the pool on the next turns of the event loop. */
+export const poolHeard = () => new Promise((r) => setTimeout(r, 50))
+
 export async function poolBuiltFor(options: RunOptions, at: string): Promise<boolean> {
   for (let i = 1; i <= 10; i++) {
     await runIsolated('/bin/true', [], options)
-    const built = () => {
-      const { helpers, inits } = warmHelpersOf(process.pid)
-      // Ready: done with the work ahead (a helper then leaves idle priority and says so).
-      return inits.length >= 2 && inits.every((p) => rootBuiltAhead(p, at)) && helpers.every((p) => schedPolicy(p) !== SCHED_IDLE)
-    }
-    if (i >= 4 && (await waitUntil(built, 3000))) {
-      // Its word that it is ready reaches the pool on the next turns of the event loop.
-      await new Promise((r) => setTimeout(r, 50))
+    if (i >= 4 && (await waitUntil(() => poolReady((p) => rootBuiltAhead(p, at)), 3000))) {
+      await poolHeard()
       return true
     }
   }

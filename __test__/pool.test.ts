@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
 import { aheadOf, commonest, rootOf } from '../lib/pool.js'
 import { normalize } from '../lib/options.js'
-import { ended, openFds, parentOf, pidAlive, poolBuiltFor, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
+import { ended, openFds, parentOf, pidAlive, poolBuiltFor, poolHeard, poolReady, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode) && process.geteuid?.() === 0
@@ -236,7 +236,10 @@ function schedOf(stat: string): { policy: number; nice: number } {
 async function poolFull(): Promise<boolean> {
   for (let i = 0; i < 6; i++) {
     await runIsolated('/bin/true', [], { limits: LIMITS })
-    if (await waitUntil(() => initsAheadOf(process.pid).length === 2, 2000)) return true
+    if (await waitUntil(() => poolReady() && initsAheadOf(process.pid).length === 2, 2000)) {
+      await poolHeard()
+      return true
+    }
   }
   return false
 }
@@ -256,6 +259,7 @@ poolTest('an init made ahead gives the sandbox its namespaces; a sandbox that wa
   t.is(name, 'sandbox')
   t.not(netns, readlinkSync('/proc/self/ns/net'), 'its own network namespace')
   const other = await fromFullPool('hostname', { namespaces: { uts: false } })
+  t.is(other.ahead.length, 2, 'two inits were ready again')
   t.true(other.warm, 'still a warm helper (its cgroup made ahead)')
   t.is(other.out.trim(), hostname(), 'the host\'s uts namespace, as asked: not the one made ahead')
 })
