@@ -61,6 +61,17 @@ test('20 concurrent execs each run, with their own stdio and pid', async (t) => 
   t.is(pids.size, 20)
 })
 
+test('every exec starts with every signal at its default action, none blocked', async (t) => {
+  // The init that forks the execs ignores, catches and blocks signals of its own; none of that
+  // may reach an exec (see the same test for one-shot sandboxes).
+  const sb = await sandbox(t)
+  for (let i = 0; i < 2; i++) {
+    const r = await sb.exec('/bin/cat', ['/proc/self/status'])
+    const sig = Object.fromEntries(r.stdout.split('\n').filter((l) => /^Sig(Blk|Ign|Cgt):/.test(l)).map((l) => l.split(/:\s+/)))
+    t.deepEqual(sig, { SigBlk: '0000000000000000', SigIgn: '0000000000000000', SigCgt: '0000000000000000' }, `exec ${i + 1}`)
+  }
+})
+
 test('every exec gets the sandbox\'s namespaces, cgroup, ids, capabilities, no_new_privs, seccomp and Landlock', async (t) => {
   const options: SandboxOptions = { capabilities: ['NET_BIND_SERVICE'], user: { uid: 1000, gid: 1000 }, landlock: { read: ['/'], write: ['/tmp'], exec: ['/usr', '/bin'] }, hostname: 'kept' }
   const look = 'cat /proc/self/cgroup; for n in mnt pid net uts ipc user cgroup; do readlink /proc/self/ns/$n; done; grep -E "^(Uid|Gid|Cap(Eff|Prm|Bnd|Amb)|NoNewPrivs|Seccomp):" /proc/self/status; hostname'

@@ -9,6 +9,7 @@ use nix::sys::stat::Mode;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub type Result<T> = std::result::Result<T, SetupError>;
 
@@ -353,16 +354,33 @@ pub fn drop_capabilities(keep: &[u32]) -> Result<()> {
     set_capabilities(keep)
 }
 
+/// Which capabilities may still be in this process's bounding set (bit n: capability n), as far
+/// as [`note_bounding_set`] knows: all until it is told. The set only ever shrinks, and a fork
+/// copies it with this word, so a clear bit stays true in every descendant until an execve
+/// (which starts this word over).
+static MAYBE_BOUNDING: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Record that this process's bounding set holds at most `kept`, right after it dropped the
+/// rest ([`drop_bounding_set`]): the commands its children run then only look at those. Only a
+/// process of its own may call this, never a child that shares its memory until execve (what
+/// that child drops the parent still has).
+pub fn note_bounding_set(kept: &[u32]) {
+    let mask = kept.iter().filter(|c| **c < 64).fold(0u64, |m, c| m | 1 << c);
+    MAYBE_BOUNDING.fetch_and(mask, Ordering::Relaxed);
+}
+
 /// The bounding set and the ambient set, minus `keep`. Needs CAP_SETPCAP: call it before an id
 /// change that would take that away.
 pub fn drop_bounding_set(keep: &[u32]) -> Result<()> {
     let err = |e: Errno| SetupError::sys(Step::DropCapabilities, e as i32, None);
     let top = last_cap();
+    let maybe = MAYBE_BOUNDING.load(Ordering::Relaxed);
     for cap in 0..=top {
         // Each drop commits new credentials: one already out of the set (an init made ahead
-        // emptied it) is only read.
+        // emptied it, and noted so) is not even read.
+        let known_gone = cap < 64 && maybe & (1 << cap) == 0;
         // SAFETY: plain prctl with integer arguments.
-        if keep.contains(&cap) || unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } == 0 {
+        if known_gone || keep.contains(&cap) || unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } == 0 {
             continue;
         }
         // SAFETY: plain prctl with integer arguments.
@@ -482,16 +500,57 @@ pub fn chdir(path: &str) -> Result<()> {
     nix::unistd::chdir(path).map_err(fail(Step::Chdir, path))
 }
 
-/// Reset every signal to its default action and unblock all: Node ignores SIGPIPE, and the
-/// command must not inherit that or the init's blocked mask.
-pub fn reset_signals() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
-    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for sig in Signal::iterator() {
-        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
-            // SAFETY: installing SIG_DFL is always sound.
-            let _ = unsafe { sigaction(sig, &dfl) };
+/// The kernel's struct sigaction (rt_sigaction(2)), the same on x86_64 and aarch64. Raw, because
+/// glibc's sigaction refuses its own two internal signals (32 and 33), which its posix_spawn
+/// leaves ignored in the helper.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// The highest signal number (the kernel's _NSIG, 64 on Linux).
+const LAST_SIGNAL: i32 = 64;
+
+fn is_unchangeable(sig: i32) -> bool {
+    sig == libc::SIGKILL || sig == libc::SIGSTOP
+}
+
+/// The signals whose action in this process is not the default (bit n-1: signal n), once
+/// [`note_signal_actions`] looked; every one of them until then (no real mask has them all:
+/// SIGKILL and SIGSTOP never have an action).
+static NON_DEFAULT_SIGNALS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Look once at which signals this process ignores or catches, so that every command started
+/// from it resets only those ([`reset_signals`]). A warm helper does this ahead, before it forks
+/// anything; nothing of ours changes an action after that (Rust's runtime set its own at start).
+pub fn note_signal_actions() {
+    let mut mask = 0u64;
+    for sig in (1..=LAST_SIGNAL).filter(|s| !is_unchangeable(*s)) {
+        let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+        // SAFETY: rt_sigaction only reading the action into `old`, with the kernel's sigset size.
+        let rc = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, std::ptr::null::<KernelSigaction>(), &mut old, 8usize) };
+        if rc != 0 || old.handler != libc::SIG_DFL {
+            mask |= 1 << (sig - 1);
         }
+    }
+    NON_DEFAULT_SIGNALS.store(mask, Ordering::Relaxed);
+}
+
+/// Every signal back to its default action, none blocked, before the command's execve: an
+/// ignored signal stays ignored across execve (Node ignores SIGPIPE; glibc's posix_spawn leaves
+/// its internal 32 and 33 ignored), a caught one must not run its handler in a child that shares
+/// the init's memory, and the init's blocked mask is its own. Only the signals noted as not at
+/// their default ([`note_signal_actions`]), else all of them.
+pub fn reset_signals() {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    let mask = NON_DEFAULT_SIGNALS.load(Ordering::Relaxed);
+    let dfl = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+    for sig in (1..=LAST_SIGNAL).filter(|s| !is_unchangeable(*s) && mask & (1 << (s - 1)) != 0) {
+        // SAFETY: rt_sigaction installing SIG_DFL, with the kernel's sigset size.
+        unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &dfl, std::ptr::null_mut::<KernelSigaction>(), 8usize) };
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
@@ -989,6 +1048,66 @@ fn mount_ids() -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The action of `sig` in this process, read raw (as the kernel keeps it).
+    fn action(sig: i32) -> usize {
+        let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+        // SAFETY: rt_sigaction only reading into `old`.
+        assert_eq!(unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, std::ptr::null::<KernelSigaction>(), &mut old, 8usize) }, 0);
+        old.handler
+    }
+
+    #[test]
+    fn a_command_gets_every_noted_signal_back_at_its_default() {
+        // In a child of its own: the test harness's actions and the noted mask stay untouched.
+        // SAFETY: the child only makes syscalls and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let fail = |code: i32| -> ! { unsafe { libc::_exit(code) } };
+            // SAFETY: SIG_IGN for a signal nothing here relies on.
+            unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+            let ign = KernelSigaction { handler: libc::SIG_IGN, flags: 0, restorer: 0, mask: 0 };
+            // SAFETY: rt_sigaction setting SIG_IGN on 33, which glibc's own sigaction refuses.
+            unsafe { libc::syscall(libc::SYS_rt_sigaction, 33, &ign, std::ptr::null_mut::<KernelSigaction>(), 8usize) };
+            note_signal_actions();
+            let mask = NON_DEFAULT_SIGNALS.load(Ordering::Relaxed);
+            let noted = |sig: i32| mask & (1 << (sig - 1)) != 0;
+            // Rust's runtime ignores SIGPIPE; SIGUSR2 and 33 were just ignored; SIGUSR1 is at its default.
+            if !(noted(libc::SIGPIPE) && noted(libc::SIGUSR2) && noted(33) && !noted(libc::SIGUSR1) && !noted(libc::SIGKILL)) {
+                fail(2);
+            }
+            reset_signals();
+            if [libc::SIGPIPE, libc::SIGUSR2, 33].iter().any(|s| action(*s) != libc::SIG_DFL) {
+                fail(3);
+            }
+            fail(0);
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "status {status}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "2: the mask missed a signal, 3: one was not reset");
+    }
+
+    #[test]
+    fn a_noted_bounding_set_only_shrinks() {
+        assert_eq!(MAYBE_BOUNDING.load(Ordering::Relaxed), u64::MAX, "nothing noted in the test process");
+        // SAFETY: the child only makes syscalls and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            note_bounding_set(&[6, 7, 8]);
+            note_bounding_set(&[7, 40]);
+            let ok = MAYBE_BOUNDING.load(Ordering::Relaxed) == 1 << 7;
+            // SAFETY: leaving the forked child.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+    }
 
     #[test]
     fn a_mount_table_is_the_same_only_mount_for_mount() {

@@ -181,6 +181,9 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
 /// supervise that one sandbox. `handoff` carries the spec and the sandbox's stdio, and for a
 /// long-lived sandbox then its execs.
 pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
+    // Ahead, before the zygote and the init are forked (they copy what it notes): each command
+    // then resets only the signals that are not at their default.
+    sys::note_signal_actions();
     let mut out = Control::new(control);
     let ahead = match read_ahead(&handoff) {
         Ok(a) => a,
@@ -591,6 +594,10 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
     // (each command drops those three itself).
     let fork_caps: Vec<u32> = crate::exec_server::FORK_CAPS.iter().filter_map(|c| crate::caps::number(c)).collect();
     let ready = if own_net { sys::bring_up_loopback() } else { Ok(()) }.and_then(|()| sys::drop_bounding_set(&fork_caps));
+    if ready.is_ok() {
+        // Its commands then look only at those three.
+        sys::note_bounding_set(&fork_caps);
+    }
     if let Err(e) = ready {
         let _ = sys::send_message(&sock, &serde_json::to_vec(&e).unwrap_or_default(), &[], Step::BringUpLoopback);
         leave(1);
