@@ -519,21 +519,38 @@ poolTest('a root built ahead stays in use when a bind source only changed its me
   t.is(r.out, 'same\n2\n', 'the sandbox sees the directory as it is now')
 })
 
-poolTest('a root built ahead is not used once a masked secret was replaced: the new file is masked too', async (t) => {
-  // In a mount namespace of its own (unshare(1), for this test only), whose /etc/security is a
-  // tmpfs: /etc/security/opasswd, one of the host secrets every sandbox masks, is then the
-  // fixture's to create and replace, and the host's /etc is untouched.
-  const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', 'mount -t tmpfs -o mode=755 tmpfs /etc/security && exec "$0" "$@"', process.execPath, '--import=tsx', join(root, '__test__', 'fixtures', 'secret-replaced.ts')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+/**
+ * Run fixtures/secret-replaced.ts in a mount namespace of its own (unshare(1), for this test
+ * only), whose /etc/security is a tmpfs: /etc/security/opasswd, one of the host secrets every
+ * sandbox masks, is then the fixture's to create and replace, and the host's /etc is untouched.
+ */
+async function secretFixture(t: ExecutionContext, mode: 'replace' | 'appear') {
+  const child = spawn('unshare', ['--mount', '--propagation', 'private', '--', '/bin/sh', '-c', 'mount -t tmpfs -o mode=755 tmpfs /etc/security && exec "$0" "$@"', process.execPath, '--import=tsx', join(root, '__test__', 'fixtures', 'secret-replaced.ts'), mode], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => void child.kill('SIGKILL'))
   let out = ''
   child.stdout!.on('data', (d) => (out += d))
   const code = await new Promise((resolve) => child.on('exit', resolve))
   t.is(code, 0, out)
-  const r = JSON.parse(out.trim().split('\n').pop()!) as { built: boolean; before: { took: boolean; out: string }; after: { took: boolean; out: string } }
+  return JSON.parse(out.trim().split('\n').pop()!) as { built: boolean; before: { took: boolean; out: string }; after: { took: boolean; out: string } }
+}
+
+poolTest('a root built ahead is not used once a masked secret was replaced: the new file is masked too', async (t) => {
+  const r = await secretFixture(t, 'replace')
   t.true(r.built, 'both inits made ahead had the mask over /etc/security/opasswd')
   t.true(r.before.took, 'before the replacement, an init whose root was built ahead served')
   t.is(r.before.out, 'masked\n', 'the secret is masked in it')
   t.false(r.after.took, 'after the replacement, no init whose mask covers the file that was replaced')
+  t.is(r.after.out, 'masked\n', 'the new secret is masked')
+})
+
+poolTest('a root built ahead is not used once a secret that was missing appeared: the new file is masked', async (t) => {
+  // The host facts a root was planned from are not read again while every path they came from
+  // names what it did: a path that named nothing and now names a file is such a change.
+  const r = await secretFixture(t, 'appear')
+  t.true(r.built, 'both inits made ahead had their roots built')
+  t.true(r.before.took, 'before the file appeared, an init whose root was built ahead served')
+  t.is(r.before.out, 'absent\nmasked\n')
+  t.false(r.after.took, 'after it appeared, no init whose root was planned without it')
   t.is(r.after.out, 'masked\n', 'the new secret is masked')
 })
 

@@ -52,7 +52,8 @@ fn kind_of(path: &str, follow: bool) -> EntryKind {
 }
 
 /// The few host facts the mount plan depends on. Runs in the helper before clone, so a missing
-/// rootfs or bind source fails before any namespace exists.
+/// rootfs or bind source fails before any namespace exists. For a host-root spec it reads
+/// exactly [`host_fact_paths`].
 pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
     let mut facts = HostFacts::default();
     match &spec.rootfs {
@@ -97,6 +98,76 @@ pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
         });
     }
     Ok(facts)
+}
+
+/// The paths [`gather_facts`] reads for a host-root spec, and whether it follows a symlink there
+/// ([`FactsAhead`] relies on this being all of them).
+fn host_fact_paths(spec: &Spec) -> impl Iterator<Item = (String, bool)> + '_ {
+    let system = HOST_SYSTEM_DIRS.iter().map(|name| (format!("/{name}"), false));
+    let secrets = HOST_SECRETS.iter().map(|path| ((*path).to_owned(), false));
+    let sources = spec.mounts.iter().filter_map(|m| match m {
+        crate::spec::Mount::Bind { source, .. } | crate::spec::Mount::Overlay { source, .. } => Some((source.clone(), true)),
+        _ => None,
+    });
+    system.chain(secrets).chain(sources)
+}
+
+/// A path the host facts were read from, and the object it named then (None: nothing).
+#[derive(Debug, Clone)]
+struct SeenPath {
+    path: String,
+    follow: bool,
+    id: Option<sys::FileIdentity>,
+}
+
+/// A host-root spec's facts gathered ahead (with the root built ahead), and every path they were
+/// read from: they still hold while each of those paths names the same object, or still none
+/// (an object's kind, and a symlink's target, cannot change without it becoming another object).
+/// Not for a directory rootfs, whose facts list its entries: a directory stays the same object
+/// when entries come and go.
+#[derive(Debug, Clone)]
+pub struct FactsAhead {
+    mounts: Vec<crate::spec::Mount>,
+    facts: HostFacts,
+    seen: Vec<SeenPath>,
+}
+
+impl FactsAhead {
+    /// `spec`'s facts, and where they came from (None for a rootfs other than the host's). The
+    /// objects are named before the facts are read: a path that changes in between is then one
+    /// whose object no longer matches, and the facts are read again on the start's path.
+    pub fn gather(spec: &Spec) -> Result<Option<FactsAhead>, SetupError> {
+        if spec.rootfs != Rootfs::Host {
+            return Ok(None);
+        }
+        let seen = host_fact_paths(spec).map(|(path, follow)| SeenPath { id: sys::FileIdentity::of_path(&path, follow), path, follow }).collect();
+        let facts = gather_facts(spec)?;
+        Ok(Some(FactsAhead { mounts: spec.mounts.clone(), facts, seen }))
+    }
+
+    pub fn facts(&self) -> &HostFacts {
+        &self.facts
+    }
+
+    /// The facts for `spec` when it reads the same paths and each still names what it did, with
+    /// the objects found there now (checked already: [`crate::warm::Preborn::fits`] need not
+    /// look at them again); None when `spec`'s facts must be read anew.
+    pub fn still_for(&self, spec: &Spec) -> Option<(HostFacts, Vec<HostObject>)> {
+        if spec.rootfs != Rootfs::Host || spec.mounts != self.mounts {
+            return None;
+        }
+        let mut now = Vec::with_capacity(self.seen.len());
+        for s in &self.seen {
+            let id = sys::FileIdentity::of_path(&s.path, s.follow);
+            if id != s.id {
+                return None;
+            }
+            if let Some(id) = id {
+                now.push(HostObject { path: s.path.clone(), follow: s.follow, id });
+            }
+        }
+        Some((self.facts.clone(), now))
+    }
 }
 
 /// Fds the sandbox's first process receives from the helper.
@@ -675,4 +746,41 @@ pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Opti
 /// `fd` must be an open descriptor owned by the caller.
 pub unsafe fn owned(fd: i32) -> OwnedFd {
     OwnedFd::from_raw_fd(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Mount;
+
+    fn spec_binding(source: &str) -> Spec {
+        let mut spec = Spec::new("/bin/true", Vec::new());
+        spec.mounts = vec![Mount::Bind { source: source.into(), target: "/data".into(), readonly: true }];
+        spec
+    }
+
+    #[test]
+    fn facts_gathered_ahead_hold_only_while_every_path_names_what_it_did() {
+        let dir = std::env::temp_dir().join(format!("isolate-facts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let source = dir.join("src");
+        std::fs::create_dir(&source).unwrap();
+        let spec = spec_binding(source.to_str().unwrap());
+        let ahead = FactsAhead::gather(&spec).unwrap().expect("a host-root spec");
+        let (facts, checked) = ahead.still_for(&spec).expect("nothing changed");
+        assert_eq!(facts, gather_facts(&spec).unwrap());
+        assert!(checked.iter().any(|h| h.path == source.to_str().unwrap() && h.follow), "the bind source was looked at: {checked:?}");
+        // Another spec's paths (other mounts), or another rootfs: its facts are read anew.
+        assert!(ahead.still_for(&spec_binding("/usr")).is_none());
+        let mut dir_root = spec.clone();
+        dir_root.rootfs = Rootfs::Dir { path: dir.to_str().unwrap().into() };
+        assert!(ahead.still_for(&dir_root).is_none());
+        assert!(FactsAhead::gather(&dir_root).unwrap().is_none(), "a directory rootfs's entries are not facts an identity covers");
+        // The source replaced by another directory: the facts no longer hold.
+        std::fs::remove_dir(&source).unwrap();
+        std::fs::create_dir(&source).unwrap();
+        assert!(ahead.still_for(&spec).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -126,7 +126,13 @@ pub(crate) fn namespace_clone_flags(ns: crate::spec::Namespaces) -> libc::c_ulon
 
 fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
-    let facts = sandbox::gather_facts(spec)?;
+    // An init whose root was built ahead brought the facts it was planned from: while each path
+    // they were read from names what it did (looked at now), they are not read again.
+    let ahead_facts = warm.as_ref().and_then(|w| w.preborn.as_ref()).and_then(|p| p.facts_for(spec));
+    let (facts, checked) = match ahead_facts {
+        Some(found) => found,
+        None => (sandbox::gather_facts(spec)?, Vec::new()),
+    };
     let plan = plan_mounts(spec, &facts);
     // A warm helper's cgroup may lack a controller these limits need (on v2, one a cold start
     // would enable now): then what it made ahead goes, and this helper starts the cold way.
@@ -180,7 +186,7 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
             // An init made ahead that cannot serve this spec is killed now and reaped once the
             // zygote cloned the fresh one: its namespaces (and a root built ahead) go meanwhile.
             let (fit, mut unfit) = match preborn {
-                Some(p) if p.fits(spec, &plan, setup_ids) => (Some(p), None),
+                Some(p) if p.fits(spec, &plan, setup_ids, &checked) => (Some(p), None),
                 p => (None, p),
             };
             if let Some(p) = unfit.as_mut() {

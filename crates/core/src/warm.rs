@@ -24,7 +24,7 @@ use crate::cgroup::{CgroupHost, SandboxCgroup};
 use crate::error::{SetupError, Step};
 use crate::plan::MountOp;
 use crate::protocol::Event;
-use crate::sandbox::{Ahead, HostObject, InitPipes};
+use crate::sandbox::{Ahead, FactsAhead, HostObject, InitPipes};
 use crate::spec::{Ids, Mount, Namespaces, Network, Overlay, Spec};
 use crate::supervisor::Control;
 use crate::sys::{self, MountsSince};
@@ -71,8 +71,9 @@ pub struct Preborn {
     table: Option<sys::MountTable>,
     /// How the host's table stood against `table` when the watch last flagged a change.
     since: Cell<MountsSince>,
-    /// Its root, when it was built ahead: for which specs, and on which host objects.
-    built: Option<(RootKey, Vec<HostObject>)>,
+    /// Its root, when it was built ahead: for which specs, on which host objects, and from which
+    /// host facts (for a host-root spec).
+    built: Option<(RootKey, Vec<HostObject>, Option<FactsAhead>)>,
     done: bool,
 }
 
@@ -409,8 +410,11 @@ impl Preborn {
     /// spec would get; [`Preborn::fits`] says for which specs, and until when, it still is.
     fn build_root(mut self, spec: &Spec) -> Result<Preborn, SetupError> {
         let step = Step::MountStagingRoot;
-        let facts = crate::sandbox::gather_facts(spec)?;
-        let plan = crate::plan::plan_mounts(spec, &facts);
+        let ahead = FactsAhead::gather(spec)?;
+        let plan = match &ahead {
+            Some(a) => crate::plan::plan_mounts(spec, a.facts()),
+            None => crate::plan::plan_mounts(spec, &crate::sandbox::gather_facts(spec)?),
+        };
         if plan.iter().any(|op| matches!(op, MountOp::Overlay { .. })) || crate::supervisor::clone_flags(spec) != self.flags {
             return Ok(self);
         }
@@ -421,7 +425,7 @@ impl Preborn {
         sys::send_message(&self.sock, &msg, &[], step)?;
         match sys::recv_message(&self.sock, 4 * MAX_SPEC, step)?.map(|(b, _)| serde_json::from_slice::<BuildReply>(&b)) {
             Some(Ok(BuildReply::Built(held))) => {
-                self.built = Some((RootKey::of(spec, &plan, setup_ids), held));
+                self.built = Some((RootKey::of(spec, &plan, setup_ids), held, ahead));
                 Ok(self)
             }
             Some(Ok(BuildReply::Failed(e))) => Err(e),
@@ -462,13 +466,19 @@ impl Preborn {
         }
     }
 
+    /// The host facts its root was built from, for `spec` (see [`FactsAhead::still_for`]).
+    pub(crate) fn facts_for(&self, spec: &Spec) -> Option<(crate::plan::HostFacts, Vec<HostObject>)> {
+        self.built.as_ref()?.2.as_ref()?.still_for(spec)
+    }
+
     /// Whether this init can serve `spec` (planned as `plan`): it keeps no capability, it wants
     /// exactly these namespaces, and the host's mount table is the one the init's mount
     /// namespace copied, mount for mount (bind sources are opened in there). An init whose root was built ahead serves
     /// only a spec whose root is the same, and only while every host object it holds is still
-    /// what its path names.
-    pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> bool {
-        let same_root = |(key, held): &(RootKey, Vec<HostObject>)| key.is_of(spec, plan, setup_ids) && held.iter().all(HostObject::unchanged);
+    /// what its path names (`checked`: objects looked at on this start already, as they are now).
+    pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids, checked: &[HostObject]) -> bool {
+        let unchanged = |h: &HostObject| checked.contains(h) || h.unchanged();
+        let same_root = |(key, held, _): &(RootKey, Vec<HostObject>, Option<FactsAhead>)| key.is_of(spec, plan, setup_ids) && held.iter().all(unchanged);
         // Its bounding set is emptied ahead: a command that keeps a capability needs a fresh init.
         spec.capabilities.is_empty() && crate::supervisor::clone_flags(spec) == self.flags && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
     }
