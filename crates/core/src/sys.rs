@@ -523,20 +523,17 @@ fn is_unchangeable(sig: i32) -> bool {
 /// SIGKILL and SIGSTOP never have an action).
 static NON_DEFAULT_SIGNALS: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Look once at which signals this process ignores or catches, so that every command started
-/// from it resets only those ([`reset_signals`]). A warm helper does this ahead, before it forks
-/// anything; nothing of ours changes an action after that (Rust's runtime set its own at start).
+/// Look once at which signals this process ignores or catches (the kernel's own masks in
+/// /proc/self/status: one read, where asking for each action is 62 calls), so that every command
+/// started from it resets only those ([`reset_signals`]). The helper does this at its start,
+/// before it forks anything (a warm one ahead); nothing of ours changes an action after that
+/// (Rust's runtime set its own before main). Without /proc, nothing is noted.
 pub fn note_signal_actions() {
-    let mut mask = 0u64;
-    for sig in (1..=LAST_SIGNAL).filter(|s| !is_unchangeable(*s)) {
-        let mut old = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
-        // SAFETY: rt_sigaction only reading the action into `old`, with the kernel's sigset size.
-        let rc = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, std::ptr::null::<KernelSigaction>(), &mut old, 8usize) };
-        if rc != 0 || old.handler != libc::SIG_DFL {
-            mask |= 1 << (sig - 1);
-        }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return };
+    let mask = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    if let (Some(ignored), Some(caught)) = (mask("SigIgn:"), mask("SigCgt:")) {
+        NON_DEFAULT_SIGNALS.store(ignored | caught, Ordering::Relaxed);
     }
-    NON_DEFAULT_SIGNALS.store(mask, Ordering::Relaxed);
 }
 
 /// Every signal back to its default action, none blocked, before the command's execve: an

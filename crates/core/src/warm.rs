@@ -182,9 +182,6 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
 /// supervise that one sandbox. `handoff` carries the spec and the sandbox's stdio, and for a
 /// long-lived sandbox then its execs.
 pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
-    // Ahead, before the zygote and the init are forked (they copy what it notes): each command
-    // then resets only the signals that are not at their default.
-    sys::note_signal_actions();
     let mut out = Control::new(control);
     let ahead = match read_ahead(&handoff) {
         Ok(a) => a,

@@ -26,6 +26,10 @@ fn main() {
     let warm = std::env::args().nth(1).as_deref() == Some("--warm");
     // Before any work: this process works for its caller, behind the caller's own threads.
     isolate_core::priority::step_back();
+    // Before anything is forked (the zygote, the init and their commands copy the note): each
+    // command then resets only the signals that are not at their default. A warm helper does it
+    // ahead of its sandbox.
+    isolate_core::sys::note_signal_actions();
     isolate_core::sys::close_fds_except(if warm { &[CONTROL_FD, EXEC_FD] } else { &[CONTROL_FD, SPEC_FD, EXEC_FD] });
     if warm {
         // Made ahead of its sandbox (isolate_core::warm): 3 the control socket, 5 the handoff
