@@ -224,8 +224,8 @@ test('destroy() ends everything: processes, cgroup, the helper; then exec reject
 })
 
 test('the sandbox\'s own timeoutMs ends it, and the execs in it', async (t) => {
-  // Long enough that the exec surely starts before it runs out, on a loaded machine too (with
-  // 300 ms, the timeout once ended the sandbox before the spawn below reached it).
+  // Long enough for the exec to start before it runs out, on a loaded machine too (a spawn into
+  // a sandbox that already timed out rejects).
   const sb = await sandbox(t, { timeoutMs: 1000 })
   const p = await sb.spawn('/bin/sleep', ['100'])
   const [end, result] = await Promise.all([p.wait(), sb.wait()])
