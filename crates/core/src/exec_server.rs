@@ -70,6 +70,8 @@ pub fn serve(spec: &Spec, seccomp: Option<&Program>, report: OwnedFd, work: Owne
     if let Err(e) = sys::drop_capabilities(&caps) {
         fail(&report, e);
     }
+    // Each exec then looks only at those.
+    sys::note_bounding_set(&caps);
     send(&report, &Report::Ready);
     let mut server = Server { spec, seccomp, report, work, starting: Vec::new(), running: HashMap::new() };
     loop {

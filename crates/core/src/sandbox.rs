@@ -262,6 +262,11 @@ fn staged(target: &str) -> String {
 fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, ahead: Ahead, go: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
+    if ahead == Ahead::Nothing {
+        // While the helper writes the id maps and releases this init, off the start's path (an
+        // init made ahead did it ahead).
+        empty_bounding_set(spec);
+    }
     wait_for_parent(go)?;
     if ahead != Ahead::Root {
         build_root(spec, plan, pipes_ids, layers, kept_uppers, false)?;
@@ -278,6 +283,19 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
         sys::join_new_session_keyring()?;
     }
     Ok(())
+}
+
+/// Empty this init's bounding set but for the capabilities its commands keep (and, in a
+/// long-lived sandbox, what forking execs needs), and note it: each command then drops only
+/// those few itself, where it read and dropped every capability. The set only limits what an
+/// execve can gain: the setup keeps its own capabilities. A failure is left to the commands,
+/// which drop the set step by step and report it.
+fn empty_bounding_set(spec: &Spec) {
+    let fork_caps = if spec.persistent { &crate::exec_server::FORK_CAPS[..] } else { &[] };
+    let kept: Vec<u32> = spec.capabilities.iter().map(String::as_str).chain(fork_caps.iter().copied()).filter_map(crate::caps::number).collect();
+    if sys::drop_bounding_set(&kept).is_ok() {
+        sys::note_bounding_set(&kept);
+    }
 }
 
 /// The new root, from the host's objects to the pivot: what this process then sees as `/`.
