@@ -153,14 +153,16 @@ test('seccomp: ordinary programs keep working under the default profile', async 
   t.is(node.stdout, 'node ok\n', node.stderr)
 })
 
-test('seccomp: a custom OCI profile is enforced, and a broken one fails setup naming the field', async (t) => {
+test('seccomp: a custom OCI profile is enforced, and a broken one is refused as an option naming the field, before any process', async (t) => {
   const profile = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 13 }] }
   const r = await sh('mkdir /tmp/d 2>&1; echo rc=$?; touch /tmp/f && echo touched', { seccomp: profile })
   t.regex(r.stdout, /Permission denied/)
   t.regex(r.stdout, /touched/)
   const asText = await sh('mkdir /tmp/d && echo made', { seccomp: JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [] }) })
   t.is(asText.stdout, 'made\n')
+  // Compiled once in the addon, before any process: refused as the option it is.
   const e = await t.throwsAsync(spawnIsolated('/bin/true', [], { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['read'], action: 'SCMP_ACT_FOO' }] } }), { instanceOf: IsolateError })
-  t.is(e?.step, 'load_seccomp')
+  t.is(e?.code, 'ERR_ISOLATE_OPTION')
+  t.is(e?.option, 'seccomp')
   t.regex(e!.message, /syscalls\[0\]\.action/)
 })

@@ -224,6 +224,38 @@ impl Report {
     }
 }
 
+/// What the addon hands a helper (in the spec memfd, or on a warm helper's handoff socket): the
+/// spec, and the seccomp filter the addon compiled for it, once per Node process (none for
+/// `seccomp: 'none'`). One message: the spec's JSON, a NUL byte (JSON text never holds a raw
+/// one), the filter's instructions ([`crate::seccomp::Program::to_bytes`]).
+pub struct SpecMessage {
+    pub spec: crate::spec::Spec,
+    pub filter: Option<crate::seccomp::Program>,
+}
+
+impl SpecMessage {
+    pub fn encode(spec: &crate::spec::Spec, filter: Option<&crate::seccomp::Program>) -> Vec<u8> {
+        let mut out = spec.to_json();
+        if let Some(f) = filter {
+            out.push(0);
+            out.extend(f.to_bytes());
+        }
+        out
+    }
+
+    /// The spec parsed and validated (a helper checks what it is handed, as the addon did), and
+    /// the filter when one came.
+    pub fn decode(bytes: &[u8]) -> Result<SpecMessage, String> {
+        let (json, filter) = match bytes.iter().position(|b| *b == 0) {
+            Some(nul) => (&bytes[..nul], Some(crate::seccomp::Program::from_bytes(&bytes[nul + 1..])?)),
+            None => (bytes, None),
+        };
+        let spec = crate::spec::Spec::from_json(json)?;
+        crate::validate::validate(&spec).map_err(|e| e.to_string())?;
+        Ok(SpecMessage { spec, filter })
+    }
+}
+
 pub fn signal_name(signo: i32) -> String {
     nix::sys::signal::Signal::try_from(signo).map(|s| s.as_str().to_owned()).unwrap_or_else(|_| format!("SIG{signo}"))
 }
@@ -231,6 +263,25 @@ pub fn signal_name(signo: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spec_message_carries_the_spec_and_the_filter_compiled_for_it() {
+        let mut spec = crate::spec::Spec::new("/bin/true", vec!["a\u{1}b".into()]);
+        spec.hostname = "h".into();
+        let filter = crate::seccomp::default_program();
+        let bytes = SpecMessage::encode(&spec, Some(&filter));
+        let back = SpecMessage::decode(&bytes).unwrap();
+        assert_eq!(back.spec, spec, "control characters in the spec's strings are escaped in its JSON");
+        assert_eq!(back.filter.unwrap().to_bytes(), filter.to_bytes());
+        let bare = SpecMessage::decode(&SpecMessage::encode(&spec, None)).unwrap();
+        assert!(bare.filter.is_none());
+        // A filter cut short, or none at all after the NUL, is refused; so is a spec that does not validate.
+        assert!(SpecMessage::decode(&bytes[..bytes.len() - 3]).is_err());
+        assert!(SpecMessage::decode(&[spec.to_json(), vec![0]].concat()).is_err());
+        let mut bad = spec.clone();
+        bad.file = String::new();
+        assert!(SpecMessage::decode(&SpecMessage::encode(&bad, None)).is_err());
+    }
 
     #[test]
     fn events_are_tagged_json_lines() {

@@ -269,6 +269,31 @@ impl Program {
     pub fn instructions(&self) -> &[sock_filter] {
         &self.filter
     }
+
+    /// The instructions as bytes, each laid out as the kernel reads it (native endian): how a
+    /// filter compiled once in the addon reaches each helper, and a helper's the init.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.filter.len() * 8);
+        for i in &self.filter {
+            out.extend(i.code.to_ne_bytes());
+            out.extend([i.jt, i.jf]);
+            out.extend(i.k.to_ne_bytes());
+        }
+        out
+    }
+
+    /// A filter from [`Program::to_bytes`]. Only its size is checked here: the kernel checks
+    /// every instruction when it loads them ([`load`]).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Program, String> {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(8) || bytes.len() / 8 > MAX_INSNS {
+            return Err(format!("a compiled filter of {} bytes is not 1 to {MAX_INSNS} BPF instructions", bytes.len()));
+        }
+        let filter = bytes
+            .chunks_exact(8)
+            .map(|c| sock_filter { code: u16::from_ne_bytes([c[0], c[1]]), jt: c[2], jf: c[3], k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]) })
+            .collect();
+        Ok(Program { filter })
+    }
 }
 
 impl fmt::Debug for Program {

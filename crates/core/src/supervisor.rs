@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 
 /// The helper's whole job; returns its exit status (0 when everything was reported).
 /// `execs`: a long-lived sandbox's exec socket from Node.
-pub fn run(spec: &Spec, control: OwnedFd, execs: Option<OwnedFd>) -> i32 {
-    run_with(spec, Control::new(control), execs, None)
+pub fn run(spec: &Spec, control: OwnedFd, execs: Option<OwnedFd>, filter: Option<crate::seccomp::Program>) -> i32 {
+    run_with(spec, Control::new(control), execs, None, filter)
 }
 
 /// The same, with what a warm helper made ahead (see [`crate::warm`]).
-pub(crate) fn run_with(spec: &Spec, mut out: Control, execs: Option<OwnedFd>, warm: Option<Warm>) -> i32 {
+pub(crate) fn run_with(spec: &Spec, mut out: Control, execs: Option<OwnedFd>, warm: Option<Warm>, filter: Option<crate::seccomp::Program>) -> i32 {
     let started = Instant::now();
-    match launch(spec, warm) {
+    match launch(spec, warm, filter) {
         Err(e) => {
             out.send(&Event::Error(e));
             0
@@ -124,7 +124,8 @@ pub(crate) fn namespace_clone_flags(ns: crate::spec::Namespaces) -> libc::c_ulon
     flags as libc::c_ulong | libc::SIGCHLD as libc::c_ulong
 }
 
-fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
+/// `filter`: the spec's seccomp filter as the addon compiled it (compiled here when none came).
+fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<crate::seccomp::Program>) -> Result<Child, SetupError> {
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
     // An init whose root was built ahead brought the facts it was planned from: while each path
     // they were read from names what it did (looked at now), they are not read again.
@@ -137,8 +138,15 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
     // A warm helper's cgroup may lack a controller these limits need (on v2, one a cold start
     // would enable now): then what it made ahead goes, and this helper starts the cold way.
     let warm = warm.filter(|w| cgroup_limits(spec).is_none_or(|l| w.cgroup.covers(&w.host, &l)));
-    // Compiled once, by whoever clones the init: the sandbox's processes only load it.
-    let seccomp = if warm.is_none() { compile_seccomp(spec)? } else { None };
+    // Compiled once, in the addon (else by whoever clones the init): the sandbox's processes only
+    // load it. A zygote or an init made ahead has the built-in one at hand, and is handed a
+    // custom profile's in its birth.
+    let custom = matches!(spec.seccomp, crate::spec::Seccomp::Profile { .. });
+    let (seccomp, birth_filter) = match (&warm, filter) {
+        (None, Some(f)) if spec.seccomp != crate::spec::Seccomp::None => (Some(f), None),
+        (None, _) => (compile_seccomp(spec)?, None),
+        (Some(_), f) => (None, f.filter(|_| custom).map(|f| f.to_bytes())),
+    };
     let unpriv = warm.as_ref().map_or_else(|| sandbox_host_ids(caller), |w| w.unpriv);
     let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
     // A warm helper's cgroup exists already, its zygote inside; its limits go on once the spec
@@ -173,6 +181,7 @@ fn launch(spec: &Spec, warm: Option<Warm>) -> Result<Child, SetupError> {
         Some((preborn, zygote, host)) => {
             // The mount plan only for an init that builds its root (not one that built it ahead).
             let birth = |with_plan: bool| crate::warm::Birth {
+                filter: birth_filter.clone(),
                 spec: spec.clone(),
                 plan: if with_plan { plan.clone() } else { Vec::new() },
                 setup_ids,
@@ -357,7 +366,8 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, u
     Ok(pairs)
 }
 
-pub(crate) fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, SetupError> {
+/// The spec's seccomp filter: the built-in one, a custom profile compiled, or none.
+pub fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, SetupError> {
     use crate::spec::Seccomp;
     match &spec.seccomp {
         Seccomp::None => Ok(None),

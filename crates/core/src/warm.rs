@@ -23,7 +23,7 @@
 use crate::cgroup::{CgroupHost, SandboxCgroup};
 use crate::error::{SetupError, Step};
 use crate::plan::MountOp;
-use crate::protocol::Event;
+use crate::protocol::{Event, SpecMessage};
 use crate::sandbox::{Ahead, FactsAhead, HostObject, InitPipes};
 use crate::spec::{Ids, Mount, Namespaces, Network, Overlay, Spec};
 use crate::supervisor::Control;
@@ -119,6 +119,9 @@ fn ahead_flags(ahead: Option<&Spec>) -> libc::c_ulong {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Birth {
+    /// A custom profile's filter as the addon compiled it ([`crate::seccomp::Program::to_bytes`]);
+    /// the built-in one the zygote and the init made ahead have at hand.
+    pub filter: Option<Vec<u8>>,
     pub spec: Spec,
     pub plan: Vec<MountOp>,
     pub setup_ids: Ids,
@@ -210,8 +213,8 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
         Ok(Some(m)) => m,
         Ok(None) | Err(_) => return 0,
     };
-    let spec = match Spec::from_json(&bytes).and_then(|s| crate::validate::validate(&s).map(|_| s).map_err(|e| e.to_string())) {
-        Ok(s) => s,
+    let SpecMessage { spec, filter } = match SpecMessage::decode(&bytes) {
+        Ok(m) => m,
         Err(msg) => {
             out.send(&Event::Error(SetupError::new(Step::ReadSpec, msg)));
             return 0;
@@ -223,7 +226,7 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
     }
     drop(stdio);
     let execs = spec.persistent.then_some(handoff);
-    crate::supervisor::run_with(&spec, out, execs, Some(warm))
+    crate::supervisor::run_with(&spec, out, execs, Some(warm), filter)
 }
 
 /// Wait until the spec arrives (true) or Node is gone (false). Node writes requests only after
@@ -658,8 +661,9 @@ fn unpack(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Pro
     let layers = if b.layers { fds.next() } else { None };
     let tty = if b.tty { fds.next() } else { None };
     let work = if b.work { fds.next() } else { None };
-    let seccomp = match b.spec.seccomp {
-        crate::spec::Seccomp::Default => Some(default_seccomp.clone()),
+    let seccomp = match (&b.spec.seccomp, &b.filter) {
+        (crate::spec::Seccomp::Default, _) => Some(default_seccomp.clone()),
+        (crate::spec::Seccomp::Profile { .. }, Some(bytes)) => Some(crate::seccomp::Program::from_bytes(bytes).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?),
         _ => crate::supervisor::compile_seccomp(&b.spec)?,
     };
     let pipes = InitPipes { go, report, setup_ids: b.setup_ids, layers, kept_uppers: b.kept_uppers, tty, work, ahead: Ahead::Nothing };

@@ -2,11 +2,12 @@
 //!
 //! Started by the Node addon with posix_spawn and this fd layout: 0-2 the sandbox's stdio,
 //! 3 the control socket (events out, requests in, EOF = the caller died), 4 a memfd holding the
-//! spec as JSON, and for a long-lived sandbox 5 the exec socket (SOCK_SEQPACKET: one exec request
-//! per message, its stdio attached).
+//! spec as JSON with its compiled seccomp filter (isolate_core::protocol::SpecMessage), and for
+//! a long-lived sandbox 5 the exec socket (SOCK_SEQPACKET: one exec request per message, its
+//! stdio attached).
 
-use isolate_core::protocol::Event;
-use isolate_core::{SetupError, Spec, Step};
+use isolate_core::protocol::{Event, SpecMessage};
+use isolate_core::{SetupError, Step};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -51,14 +52,10 @@ fn main() {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     let mut bytes = Vec::new();
-    let spec = spec_file
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())
-        .and_then(|_| Spec::from_json(&bytes))
-        .and_then(|s| isolate_core::validate::validate(&s).map(|_| s).map_err(|e| e.to_string()));
+    let message = spec_file.read_to_end(&mut bytes).map_err(|e| e.to_string()).and_then(|_| SpecMessage::decode(&bytes));
     drop(spec_file);
-    let spec = match spec {
-        Ok(s) => s,
+    let SpecMessage { spec, filter } = match message {
+        Ok(m) => m,
         Err(msg) => {
             let mut f = std::fs::File::from(control);
             let _ = f.write_all(&Event::Error(SetupError::new(Step::ReadSpec, msg)).to_line());
@@ -74,5 +71,5 @@ fn main() {
         // SAFETY: fd 5 is ours only for a long-lived sandbox; anything else there is a leak.
         unsafe { libc::close(EXEC_FD) };
     }
-    std::process::exit(isolate_core::supervisor::run(&spec, control, execs));
+    std::process::exit(isolate_core::supervisor::run(&spec, control, execs, filter));
 }

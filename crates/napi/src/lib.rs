@@ -2,6 +2,9 @@
 //! helper is started with posix_spawn (vfork semantics: the cost does not grow with Node's heap).
 //! Nothing here waits on a child or parks a thread; JavaScript owns the returned fds.
 
+use isolate_core::protocol::SpecMessage;
+use isolate_core::seccomp::Program;
+use isolate_core::spec::Seccomp;
 use isolate_core::Spec;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -10,6 +13,7 @@ use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnF
 use nix::sys::signal::SigSet;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, OnceLock};
 
 /// How one of the sandbox's stdio slots is wired, as the TypeScript layer encodes it.
 const STDIO_PIPE: i32 = -1;
@@ -184,14 +188,44 @@ fn parse_spec(json: &str) -> Result<Spec> {
     Ok(spec)
 }
 
+/// The spec's seccomp filter, compiled once per Node process: the built-in one, and the last
+/// few custom profiles (by their text and the capabilities that decide which of their rules
+/// apply). Each helper is handed it with its spec ([`SpecMessage`]) instead of compiling it
+/// again. A profile that does not compile is refused here, as an option, before any process.
+fn filter_for(spec: &Spec) -> Result<Option<Program>> {
+    static BUILT_IN: OnceLock<Program> = OnceLock::new();
+    static PROFILES: Mutex<Vec<(String, Vec<String>, Program)>> = Mutex::new(Vec::new());
+    const KEPT_PROFILES: usize = 8;
+    match &spec.seccomp {
+        Seccomp::None => Ok(None),
+        Seccomp::Default => Ok(Some(BUILT_IN.get_or_init(isolate_core::seccomp::default_program).clone())),
+        Seccomp::Profile { json } => {
+            let mut kept = PROFILES.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = kept.iter().position(|(j, caps, _)| j == json && *caps == spec.capabilities) {
+                let hit = kept.remove(i);
+                let program = hit.2.clone();
+                kept.insert(0, hit);
+                return Ok(Some(program));
+            }
+            let program = isolate_core::supervisor::compile_seccomp(spec)
+                .map_err(|e| option_error(format!("options.seccomp: {} (it must be a Docker/OCI seccomp profile: defaultAction, syscalls[].names/action/args)", e.message)))?
+                .expect("a custom profile compiles to a filter");
+            kept.insert(0, (json.clone(), spec.capabilities.clone(), program.clone()));
+            kept.truncate(KEPT_PROFILES);
+            Ok(Some(program))
+        }
+    }
+}
+
 impl Task for SpawnHelper {
     type Output = SpawnedHelper;
     type JsValue = SpawnedHelper;
 
     fn compute(&mut self) -> Result<SpawnedHelper> {
         let spec = parse_spec(&self.spec_json)?;
+        let filter = filter_for(&spec)?;
         let stdio = self.stdio.take().ok_or_else(|| Error::from_reason("the helper was already spawned"))?;
-        let w = wire(&spec.to_json(), stdio, spec.persistent)?;
+        let w = wire(&SpecMessage::encode(&spec, filter.as_ref()), stdio, spec.persistent)?;
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (slot, fd) in w.child.iter().enumerate() {
             actions.add_dup2(fd.as_raw_fd(), slot as RawFd).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
@@ -318,7 +352,8 @@ impl Task for SpawnWarmHelper {
 #[napi]
 pub fn send_spec(handoff_fd: i32, spec_json: String, stdio: Vec<i32>) -> Result<ExecStdio> {
     let spec = parse_spec(&spec_json)?;
-    let bytes = spec.to_json();
+    let filter = filter_for(&spec)?;
+    let bytes = SpecMessage::encode(&spec, filter.as_ref());
     if bytes.len() > isolate_core::warm::MAX_SPEC {
         return Err(Error::new(Status::GenericFailure, "the spec is too large for a warm helper".to_string()));
     }
