@@ -209,7 +209,7 @@ fn filter_for(spec: &Spec) -> Result<Option<Program>> {
             }
             let program = isolate_core::supervisor::compile_seccomp(spec)
                 .map_err(|e| option_error(format!("options.seccomp: {} (it must be a Docker/OCI seccomp profile: defaultAction, syscalls[].names/action/args)", e.message)))?
-                .expect("a custom profile compiles to a filter");
+                .ok_or_else(|| Error::from_reason("a custom seccomp profile compiled to no filter"))?;
             kept.insert(0, (json.clone(), spec.capabilities.clone(), program.clone()));
             kept.truncate(KEPT_PROFILES);
             Ok(Some(program))
