@@ -14,7 +14,6 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { gunzipSync } from 'node:zlib'
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -23,6 +22,7 @@ import type { Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
+import { gunzipSync } from 'node:zlib'
 import { createSandbox, spawnIsolated, type PersistentSandbox, type Sandbox, type SpawnOptions } from '../index.js'
 import { loadNative } from '../lib/native.js'
 
