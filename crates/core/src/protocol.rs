@@ -226,33 +226,38 @@ impl Report {
 
 /// What the addon hands a helper (in the spec memfd, or on a warm helper's handoff socket): the
 /// spec, and the seccomp filter the addon compiled for it, once per Node process (none for
-/// `seccomp: 'none'`). One message: the spec's JSON, a NUL byte (JSON text never holds a raw
-/// one), the filter's instructions ([`crate::seccomp::Program::to_bytes`]).
+/// `seccomp: 'none'`, nor for the built-in one to a warm helper, which has it at hand). One
+/// message: the spec's JSON, a NUL byte (JSON text never holds a raw one), the filter's
+/// instructions ([`crate::seccomp::Program::to_bytes`]), kept as bytes until they are loaded
+/// or handed on to an init.
 pub struct SpecMessage {
     pub spec: crate::spec::Spec,
-    pub filter: Option<crate::seccomp::Program>,
+    pub filter: Option<Vec<u8>>,
 }
 
 impl SpecMessage {
-    pub fn encode(spec: &crate::spec::Spec, filter: Option<&crate::seccomp::Program>) -> Vec<u8> {
+    pub fn encode(spec: &crate::spec::Spec, filter: Option<&[u8]>) -> Vec<u8> {
         let mut out = spec.to_json();
         if let Some(f) = filter {
             out.push(0);
-            out.extend(f.to_bytes());
+            out.extend_from_slice(f);
         }
         out
     }
 
     /// The spec parsed and validated (a helper checks what it is handed, as the addon did), and
-    /// the filter when one came.
+    /// the filter when one came (its size checked; the kernel checks its instructions).
     pub fn decode(bytes: &[u8]) -> Result<SpecMessage, String> {
         let (json, filter) = match bytes.iter().position(|b| *b == 0) {
-            Some(nul) => (&bytes[..nul], Some(crate::seccomp::Program::from_bytes(&bytes[nul + 1..])?)),
+            Some(nul) => (&bytes[..nul], Some(&bytes[nul + 1..])),
             None => (bytes, None),
         };
+        if let Some(f) = filter {
+            crate::seccomp::Program::check_bytes(f)?;
+        }
         let spec = crate::spec::Spec::from_json(json)?;
         crate::validate::validate(&spec).map_err(|e| e.to_string())?;
-        Ok(SpecMessage { spec, filter })
+        Ok(SpecMessage { spec, filter: filter.map(<[u8]>::to_vec) })
     }
 }
 
@@ -269,10 +274,10 @@ mod tests {
         let mut spec = crate::spec::Spec::new("/bin/true", vec!["a\u{1}b".into()]);
         spec.hostname = "h".into();
         let filter = crate::seccomp::default_program();
-        let bytes = SpecMessage::encode(&spec, Some(&filter));
+        let bytes = SpecMessage::encode(&spec, Some(&filter.to_bytes()));
         let back = SpecMessage::decode(&bytes).unwrap();
         assert_eq!(back.spec, spec, "control characters in the spec's strings are escaped in its JSON");
-        assert_eq!(back.filter.unwrap().to_bytes(), filter.to_bytes());
+        assert_eq!(back.filter.unwrap(), filter.to_bytes());
         let bare = SpecMessage::decode(&SpecMessage::encode(&spec, None)).unwrap();
         assert!(bare.filter.is_none());
         // A filter cut short, or none at all after the NUL, is refused; so is a spec that does not validate.

@@ -149,24 +149,17 @@ impl FactsAhead {
         &self.facts
     }
 
-    /// The facts for `spec` when it reads the same paths and each still names what it did, with
-    /// the objects found there now (checked already: [`crate::warm::Preborn::fits`] need not
-    /// look at them again); None when `spec`'s facts must be read anew.
-    pub fn still_for(&self, spec: &Spec) -> Option<(HostFacts, Vec<HostObject>)> {
-        if spec.rootfs != Rootfs::Host || spec.mounts != self.mounts {
-            return None;
-        }
-        let mut now = Vec::with_capacity(self.seen.len());
-        for s in &self.seen {
-            let id = sys::FileIdentity::of_path(&s.path, s.follow);
-            if id != s.id {
-                return None;
-            }
-            if let Some(id) = id {
-                now.push(HostObject { path: s.path.clone(), follow: s.follow, id });
-            }
-        }
-        Some((self.facts.clone(), now))
+    /// The facts, when `spec` reads the same paths and each still names what it did (looked at
+    /// now); None when `spec`'s facts must be read anew.
+    pub fn still_for(&self, spec: &Spec) -> Option<&HostFacts> {
+        let same = spec.rootfs == Rootfs::Host && spec.mounts == self.mounts;
+        (same && self.seen.iter().all(|s| sys::FileIdentity::of_path(&s.path, s.follow) == s.id)).then_some(&self.facts)
+    }
+
+    /// Whether `held` is one of the objects these facts were read from, as it was then: once
+    /// [`FactsAhead::still_for`] found them unchanged on this start, it need not be looked at again.
+    pub fn saw(&self, held: &HostObject) -> bool {
+        self.seen.iter().any(|s| s.path == held.path && s.follow == held.follow && s.id == Some(held.id))
     }
 }
 
@@ -786,9 +779,11 @@ mod tests {
         std::fs::create_dir(&source).unwrap();
         let spec = spec_binding(source.to_str().unwrap());
         let ahead = FactsAhead::gather(&spec).unwrap().expect("a host-root spec");
-        let (facts, checked) = ahead.still_for(&spec).expect("nothing changed");
-        assert_eq!(facts, gather_facts(&spec).unwrap());
-        assert!(checked.iter().any(|h| h.path == source.to_str().unwrap() && h.follow), "the bind source was looked at: {checked:?}");
+        let facts = ahead.still_for(&spec).expect("nothing changed");
+        assert_eq!(*facts, gather_facts(&spec).unwrap());
+        let held = HostObject { path: source.to_str().unwrap().into(), follow: true, id: sys::FileIdentity::of_path(source.to_str().unwrap(), true).unwrap() };
+        assert!(ahead.saw(&held), "the bind source was among the paths looked at");
+        assert!(!ahead.saw(&HostObject { follow: false, ..held.clone() }), "not followed, it is another look");
         // Another spec's paths (other mounts), or another rootfs: its facts are read anew.
         assert!(ahead.still_for(&spec_binding("/usr")).is_none());
         let mut dir_root = spec.clone();
@@ -799,6 +794,8 @@ mod tests {
         std::fs::remove_dir(&source).unwrap();
         std::fs::create_dir(&source).unwrap();
         assert!(ahead.still_for(&spec).is_none());
+        let replaced = HostObject { id: sys::FileIdentity::of_path(source.to_str().unwrap(), true).unwrap(), ..held };
+        assert!(!ahead.saw(&replaced), "the new directory is not what the facts were read from");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

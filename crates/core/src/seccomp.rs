@@ -282,12 +282,18 @@ impl Program {
         out
     }
 
-    /// A filter from [`Program::to_bytes`]. Only its size is checked here: the kernel checks
-    /// every instruction when it loads them ([`load`]).
-    pub fn from_bytes(bytes: &[u8]) -> Result<Program, String> {
+    /// Whether `bytes` can be a filter from [`Program::to_bytes`]: 1 to 4096 whole instructions.
+    pub fn check_bytes(bytes: &[u8]) -> Result<(), String> {
         if bytes.is_empty() || !bytes.len().is_multiple_of(8) || bytes.len() / 8 > MAX_INSNS {
             return Err(format!("a compiled filter of {} bytes is not 1 to {MAX_INSNS} BPF instructions", bytes.len()));
         }
+        Ok(())
+    }
+
+    /// A filter from [`Program::to_bytes`]. Only its size is checked here: the kernel checks
+    /// every instruction when it loads them ([`load`]).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Program, String> {
+        Program::check_bytes(bytes)?;
         let filter = bytes
             .chunks_exact(8)
             .map(|c| sock_filter { code: u16::from_ne_bytes([c[0], c[1]]), jt: c[2], jf: c[3], k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]) })

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 /// The helper's whole job; returns its exit status (0 when everything was reported).
 /// `execs`: a long-lived sandbox's exec socket from Node.
-pub fn run(spec: &Spec, control: OwnedFd, execs: Option<OwnedFd>, filter: Option<crate::seccomp::Program>) -> i32 {
+pub fn run(spec: &Spec, control: OwnedFd, execs: Option<OwnedFd>, filter: Option<Vec<u8>>) -> i32 {
     run_with(spec, Control::new(control), execs, None, filter)
 }
 
 /// The same, with what a warm helper made ahead (see [`crate::warm`]).
-pub(crate) fn run_with(spec: &Spec, mut out: Control, execs: Option<OwnedFd>, warm: Option<Warm>, filter: Option<crate::seccomp::Program>) -> i32 {
+pub(crate) fn run_with(spec: &Spec, mut out: Control, execs: Option<OwnedFd>, warm: Option<Warm>, filter: Option<Vec<u8>>) -> i32 {
     let started = Instant::now();
     match launch(spec, warm, filter) {
         Err(e) => {
@@ -124,17 +124,16 @@ pub(crate) fn namespace_clone_flags(ns: crate::spec::Namespaces) -> libc::c_ulon
     flags as libc::c_ulong | libc::SIGCHLD as libc::c_ulong
 }
 
-/// `filter`: the spec's seccomp filter as the addon compiled it (compiled here when none came).
-fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<crate::seccomp::Program>) -> Result<Child, SetupError> {
+/// `filter`: the spec's seccomp filter as the addon compiled it ([`crate::protocol::SpecMessage`];
+/// compiled here when none came).
+fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Child, SetupError> {
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
     // An init whose root was built ahead brought the facts it was planned from: while each path
     // they were read from names what it did (looked at now), they are not read again.
-    let ahead_facts = warm.as_ref().and_then(|w| w.preborn.as_ref()).and_then(|p| p.facts_for(spec));
-    let (facts, checked) = match ahead_facts {
-        Some(found) => found,
-        None => (sandbox::gather_facts(spec)?, Vec::new()),
+    let (plan, facts_checked) = match warm.as_ref().and_then(|w| w.preborn.as_ref()).and_then(|p| p.facts_for(spec)) {
+        Some(facts) => (plan_mounts(spec, facts), true),
+        None => (plan_mounts(spec, &sandbox::gather_facts(spec)?), false),
     };
-    let plan = plan_mounts(spec, &facts);
     // A warm helper's cgroup may lack a controller these limits need (on v2, one a cold start
     // would enable now): then what it made ahead goes, and this helper starts the cold way.
     let warm = warm.filter(|w| cgroup_limits(spec).is_none_or(|l| w.cgroup.covers(&w.host, &l)));
@@ -143,9 +142,11 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<crate::seccomp::Progra
     // custom profile's in its birth.
     let custom = matches!(spec.seccomp, crate::spec::Seccomp::Profile { .. });
     let (seccomp, birth_filter) = match (&warm, filter) {
-        (None, Some(f)) if spec.seccomp != crate::spec::Seccomp::None => (Some(f), None),
+        (None, Some(f)) if spec.seccomp != crate::spec::Seccomp::None => {
+            (Some(crate::seccomp::Program::from_bytes(&f).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?), None)
+        }
         (None, _) => (compile_seccomp(spec)?, None),
-        (Some(_), f) => (None, f.filter(|_| custom).map(|f| f.to_bytes())),
+        (Some(_), f) => (None, f.filter(|_| custom)),
     };
     let unpriv = warm.as_ref().map_or_else(|| sandbox_host_ids(caller), |w| w.unpriv);
     let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
@@ -195,7 +196,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<crate::seccomp::Progra
             // An init made ahead that cannot serve this spec is killed now and reaped once the
             // zygote cloned the fresh one: its namespaces (and a root built ahead) go meanwhile.
             let (fit, mut unfit) = match preborn {
-                Some(p) if p.fits(spec, &plan, setup_ids, &checked) => (Some(p), None),
+                Some(p) if p.fits(spec, &plan, setup_ids, facts_checked) => (Some(p), None),
                 p => (None, p),
             };
             if let Some(p) = unfit.as_mut() {

@@ -467,7 +467,7 @@ impl Preborn {
     }
 
     /// The host facts its root was built from, for `spec` (see [`FactsAhead::still_for`]).
-    pub(crate) fn facts_for(&self, spec: &Spec) -> Option<(crate::plan::HostFacts, Vec<HostObject>)> {
+    pub(crate) fn facts_for(&self, spec: &Spec) -> Option<&crate::plan::HostFacts> {
         self.built.as_ref()?.2.as_ref()?.still_for(spec)
     }
 
@@ -475,10 +475,13 @@ impl Preborn {
     /// exactly these namespaces, and the host's mount table is the one the init's mount
     /// namespace copied, mount for mount (bind sources are opened in there). An init whose root was built ahead serves
     /// only a spec whose root is the same, and only while every host object it holds is still
-    /// what its path names (`checked`: objects looked at on this start already, as they are now).
-    pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids, checked: &[HostObject]) -> bool {
-        let unchanged = |h: &HostObject| checked.contains(h) || h.unchanged();
-        let same_root = |(key, held, _): &(RootKey, Vec<HostObject>, Option<FactsAhead>)| key.is_of(spec, plan, setup_ids) && held.iter().all(unchanged);
+    /// what its path names (`facts_checked`: its facts were found unchanged on this start, so the
+    /// objects they were read from need no second look).
+    pub(crate) fn fits(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids, facts_checked: bool) -> bool {
+        let same_root = |(key, held, facts): &(RootKey, Vec<HostObject>, Option<FactsAhead>)| {
+            let seen = |h: &HostObject| facts_checked && facts.as_ref().is_some_and(|f| f.saw(h));
+            key.is_of(spec, plan, setup_ids) && held.iter().all(|h| seen(h) || h.unchanged())
+        };
         // Its bounding set is emptied ahead: a command that keeps a capability needs a fresh init.
         spec.capabilities.is_empty() && crate::supervisor::clone_flags(spec) == self.flags && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
     }

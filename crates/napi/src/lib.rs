@@ -3,7 +3,6 @@
 //! Nothing here waits on a child or parks a thread; JavaScript owns the returned fds.
 
 use isolate_core::protocol::SpecMessage;
-use isolate_core::seccomp::Program;
 use isolate_core::spec::Seccomp;
 use isolate_core::Spec;
 use napi::bindgen_prelude::*;
@@ -13,7 +12,7 @@ use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnF
 use nix::sys::signal::SigSet;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How one of the sandbox's stdio slots is wired, as the TypeScript layer encodes it.
 const STDIO_PIPE: i32 = -1;
@@ -188,31 +187,37 @@ fn parse_spec(json: &str) -> Result<Spec> {
     Ok(spec)
 }
 
-/// The spec's seccomp filter, compiled once per Node process: the built-in one, and the last
-/// few custom profiles (by their text and the capabilities that decide which of their rules
-/// apply). Each helper is handed it with its spec ([`SpecMessage`]) instead of compiling it
-/// again. A profile that does not compile is refused here, as an option, before any process.
-fn filter_for(spec: &Spec) -> Result<Option<Program>> {
-    static BUILT_IN: OnceLock<Program> = OnceLock::new();
-    static PROFILES: Mutex<Vec<(String, Vec<String>, Program)>> = Mutex::new(Vec::new());
+/// The spec's seccomp filter as bytes ([`isolate_core::seccomp::Program::to_bytes`]), compiled once per Node process:
+/// the built-in one, and the last few custom profiles (by their text and the capabilities that
+/// decide which of their rules apply). Each helper is handed it with its spec ([`SpecMessage`])
+/// instead of compiling it again; a warm helper, which has the built-in one at hand, is handed
+/// only a custom profile's (`warm`). A profile that does not compile is refused here, as an
+/// option, before any process.
+fn filter_for(spec: &Spec, warm: bool) -> Result<Option<Arc<[u8]>>> {
+    /// A custom profile's text, the capabilities it was compiled for, its filter.
+    type Compiled = (String, Vec<String>, Arc<[u8]>);
+    static BUILT_IN: OnceLock<Arc<[u8]>> = OnceLock::new();
+    static PROFILES: Mutex<Vec<Compiled>> = Mutex::new(Vec::new());
     const KEPT_PROFILES: usize = 8;
     match &spec.seccomp {
         Seccomp::None => Ok(None),
-        Seccomp::Default => Ok(Some(BUILT_IN.get_or_init(isolate_core::seccomp::default_program).clone())),
+        Seccomp::Default if warm => Ok(None),
+        Seccomp::Default => Ok(Some(BUILT_IN.get_or_init(|| isolate_core::seccomp::default_program().to_bytes().into()).clone())),
         Seccomp::Profile { json } => {
             let mut kept = PROFILES.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = kept.iter().position(|(j, caps, _)| j == json && *caps == spec.capabilities) {
                 let hit = kept.remove(i);
-                let program = hit.2.clone();
+                let bytes = hit.2.clone();
                 kept.insert(0, hit);
-                return Ok(Some(program));
+                return Ok(Some(bytes));
             }
             let program = isolate_core::supervisor::compile_seccomp(spec)
                 .map_err(|e| option_error(format!("options.seccomp: {} (it must be a Docker/OCI seccomp profile: defaultAction, syscalls[].names/action/args)", e.message)))?
                 .ok_or_else(|| Error::from_reason("a custom seccomp profile compiled to no filter"))?;
-            kept.insert(0, (json.clone(), spec.capabilities.clone(), program.clone()));
+            let bytes: Arc<[u8]> = program.to_bytes().into();
+            kept.insert(0, (json.clone(), spec.capabilities.clone(), bytes.clone()));
             kept.truncate(KEPT_PROFILES);
-            Ok(Some(program))
+            Ok(Some(bytes))
         }
     }
 }
@@ -223,9 +228,9 @@ impl Task for SpawnHelper {
 
     fn compute(&mut self) -> Result<SpawnedHelper> {
         let spec = parse_spec(&self.spec_json)?;
-        let filter = filter_for(&spec)?;
+        let filter = filter_for(&spec, false)?;
         let stdio = self.stdio.take().ok_or_else(|| Error::from_reason("the helper was already spawned"))?;
-        let w = wire(&SpecMessage::encode(&spec, filter.as_ref()), stdio, spec.persistent)?;
+        let w = wire(&SpecMessage::encode(&spec, filter.as_deref()), stdio, spec.persistent)?;
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (slot, fd) in w.child.iter().enumerate() {
             actions.add_dup2(fd.as_raw_fd(), slot as RawFd).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
@@ -352,8 +357,8 @@ impl Task for SpawnWarmHelper {
 #[napi]
 pub fn send_spec(handoff_fd: i32, spec_json: String, stdio: Vec<i32>) -> Result<ExecStdio> {
     let spec = parse_spec(&spec_json)?;
-    let filter = filter_for(&spec)?;
-    let bytes = SpecMessage::encode(&spec, filter.as_ref());
+    let filter = filter_for(&spec, true)?;
+    let bytes = SpecMessage::encode(&spec, filter.as_deref());
     if bytes.len() > isolate_core::warm::MAX_SPEC {
         return Err(Error::new(Status::GenericFailure, "the spec is too large for a warm helper".to_string()));
     }
