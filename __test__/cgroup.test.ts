@@ -28,41 +28,50 @@ function sandboxCgroups(): string[] {
   return found
 }
 
+/** The helper a sandbox cgroup is named after (`isolate-<helper pid>-<n>`). */
+const helperOf = (dir: string) => /^isolate-(\d+)-\d+$/.exec(basename(dir))?.[1]
+
 /**
- * A warm helper's cgroup, made ahead for the next sandbox, is named after the helper
- * (`isolate-<pid>-<n>`) and lives as long as it waits; pool.test.ts checks that those go too.
+ * What became of a sandbox cgroup's helper: `ended` (exited, reaped or not), `warm` (a helper of
+ * this process's pool: it keeps its cgroup while it waits for a spec, and when it ran a sandbox
+ * it removes the cgroup before it exits), `running` (another helper of this process), or
+ * `other` (another process's: other test files run their sandboxes at the same time, in the
+ * same cgroup, and theirs are theirs to check).
  */
-function pooled(dir: string): boolean {
-  const pid = /^isolate-(\d+)-\d+$/.exec(basename(dir))?.[1]
+function helperState(dir: string): 'ended' | 'warm' | 'running' | 'other' {
+  const pid = helperOf(dir)
+  let stat: string
   try {
-    return pid !== undefined && readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--warm')
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   } catch {
-    return false
+    return 'ended'
+  }
+  const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  if (Number(ppid) !== process.pid) return 'other'
+  if (state === 'Z' || state === 'X') return 'ended'
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--warm') ? 'warm' : 'running'
+  } catch {
+    return 'ended'
   }
 }
 
 /**
- * Every sandbox cgroup of this process's sandboxes but the pool's, and every one whose helper is
- * gone (a helper removes its cgroup before it exits). Other test files run their sandboxes at
- * the same time, in the same cgroup: theirs are theirs to check.
+ * The sandbox cgroups left behind: those whose helper has ended and those of this process's
+ * helpers that are not waiting in its pool (pool.test.ts checks that the pool's go too). A
+ * helper removes its cgroup before it exits, so its state is read first and the directory looked
+ * for after: the other order sees a cgroup removed between the two as a leak.
  */
 function leftoverCgroups(): string[] {
   return sandboxCgroups().filter((d) => {
-    const pid = /^isolate-(\d+)-\d+$/.exec(basename(d))?.[1]
-    let stat: string
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    } catch {
-      return true
-    }
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-    return ppid === process.pid && !pooled(d)
+    const state = helperState(d)
+    return (state === 'ended' || state === 'running') && existsSync(d)
   })
 }
 
 /** What a leftover cgroup and its helper look like, for the failure's message. */
 function describe(dir: string): string {
-  const pid = /^isolate-(\d+)-\d+$/.exec(basename(dir))?.[1]
+  const pid = helperOf(dir)
   const read = (f: string) => {
     try {
       return readFileSync(f, 'utf8').replace(/[\s\0]+/g, ' ').trim()
@@ -77,9 +86,8 @@ function describe(dir: string): string {
 test.afterEach.always(async (t) => {
   // The helper removes the cgroup right after it reported the end, and exits only then. It does
   // that behind its caller (nice 19): on a loaded host, or in the emulated v2 guest, it may take
-  // a while; a cgroup whose helper is gone, though, is left for good.
-  const gone = (dir: string) => !existsSync(`/proc/${/^isolate-(\d+)-\d+$/.exec(basename(dir))?.[1]}`)
-  await waitUntil(() => leftoverCgroups().every(gone), 30_000)
+  // a while; a cgroup whose helper has ended, though, is left for good.
+  await waitUntil(() => leftoverCgroups().every((d) => helperState(d) === 'ended'), 30_000)
   t.deepEqual(leftoverCgroups().map(describe), [], 'no sandbox cgroup is left behind')
 })
 
