@@ -260,18 +260,23 @@ export async function driveShellInTmux(t: ExecutionContext, cmd: string, probe?:
 }
 
 /** The mount points of process `pid`'s mount namespace, with their filesystem types. */
-export function mountsOf(pid: number): Array<{ at: string; type: string }> {
+/** `root`: the directory of its filesystem that the mount shows ('/' unless a bind of one below). */
+export function mountsOf(pid: number): Array<{ at: string; type: string; root: string }> {
   return readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => ({ at: l.split(' ')[4], type: l.split(' - ')[1]?.split(' ')[0] ?? '' }))
+    .map((l) => ({ at: l.split(' ')[4], root: l.split(' ')[3], type: l.split(' - ')[1]?.split(' ')[0] ?? '' }))
 }
 
-/** Whether init `pid`, made ahead, has its root built already, with a mount at `at`: seen from the host, its / is the staging tmpfs. */
-export function rootBuiltAhead(pid: number, at = '/proc/sys'): boolean {
+/**
+ * Whether init `pid`, made ahead, has its root built already, with a mount at `at` (with `bound`:
+ * a bind of a directory below its filesystem's root there): seen from the host, its / is the
+ * staging tmpfs.
+ */
+export function rootBuiltAhead(pid: number, at = '/proc/sys', bound = false): boolean {
   try {
     const mounts = mountsOf(pid)
-    return mounts.some((m) => m.at === '/' && m.type === 'tmpfs') && mounts.some((m) => m.at === at)
+    return mounts.some((m) => m.at === '/' && m.type === 'tmpfs') && mounts.some((m) => m.at === at && (!bound || m.root !== '/'))
   } catch {
     return false
   }
@@ -307,10 +312,10 @@ export function poolReady(initOk: (init: number) => boolean = () => true): boole
 /** Once {@link poolReady} holds: its helpers' word that they are ready reaches the pool on the next turns of the event loop. */
 export const poolHeard = () => new Promise((r) => setTimeout(r, 50))
 
-export async function poolBuiltFor(options: RunOptions, at: string): Promise<boolean> {
+export async function poolBuiltFor(options: RunOptions, at: string, bound = false): Promise<boolean> {
   for (let i = 1; i <= 10; i++) {
     await runIsolated('/bin/true', [], options)
-    if (i >= 4 && (await waitUntil(() => poolReady((p) => rootBuiltAhead(p, at)), 3000))) {
+    if (i >= 4 && (await waitUntil(() => poolReady((p) => rootBuiltAhead(p, at, bound)), 3000))) {
       await poolHeard()
       return true
     }

@@ -11,10 +11,10 @@ import { spawn, spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { configurePool, probe, runIsolated, spawnIsolated } from '../index.js'
-import { aheadOf, commonest, rootOf } from '../lib/pool.js'
+import { configurePool, IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
+import { aheadOf, commonest, madeAtRelease, rootOf } from '../lib/pool.js'
 import { normalize } from '../lib/options.js'
-import { ended, openFds, parentOf, pidAlive, poolBuiltFor, poolHeard, poolReady, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
+import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, poolHeard, poolReady, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const eligible = host.cgroupHost?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.cgroupHost.mode) && process.geteuid?.() === 0
@@ -31,7 +31,16 @@ if (!eligible) console.log('pool.test: the tests of warm helpers\' limits, zygot
 test('what is built ahead: the root of a spec leaves out the command, environment and limits; the commonest recent root when it came twice and in more than half the sandboxes with its namespaces, else those namespaces only', (t) => {
   const root = (file: string, options: Parameters<typeof normalize>[2]) => rootOf(normalize(file, [], options).spec)
   t.is(root('/bin/true', { limits: LIMITS }), root('/bin/sh', { env: { A: '1' }, cwd: '/tmp', hostname: 'h', seccomp: 'none' }))
-  t.not(root('/bin/true', {}), root('/bin/true', { mounts: [{ type: 'tmpfs', target: '/scratch' }] }))
+  t.not(root('/bin/true', {}), root('/bin/true', { mounts: [{ type: 'tmpfs', target: '/tmp', sizeBytes: 1 << 20 }] }))
+  // A bind or a tmpfs the init made ahead can mount at its release is not part of the root.
+  const work = (dir: string) => root('/bin/true', { mounts: [{ type: 'bind', source: dir, target: '/work' }, { type: 'tmpfs', target: '/scratch' }] })
+  t.is(work('/srv/job1'), root('/bin/true', {}))
+  t.is(work('/srv/job1'), work('/srv/job2'))
+  t.deepEqual(
+    madeAtRelease(normalize('/bin/true', [], { mounts: [{ type: 'bind', source: '/a', target: '/data' }, { type: 'tmpfs', target: '/tmp' }, { type: 'bind', source: '/a', target: '/etc/x' }, { type: 'overlay', source: '/a', target: '/data/o' }, { type: 'tmpfs', target: '/w' }, { type: 'bind', source: '/a', target: '/w/in' }] }).spec.mounts),
+    [false, false, false, false, true, true],
+    "as the helper's plan::made_at_release: not at /tmp, under /etc, nor below or above a later mount made with the root",
+  )
   t.not(root('/bin/true', {}), root('/bin/true', { network: 'host' }))
   t.not(root('/bin/true', {}), root('/bin/true', { user: { uid: 1000, gid: 1000 } }))
   t.is(commonest(['a', 'b', 'c']), undefined, 'none came twice')
@@ -406,7 +415,9 @@ poolTest("an init made ahead has the namespaces of the commonest recent root (ne
 poolTest("sandboxes whose roots all differ get inits made ahead in their namespaces, without a root: each builds its own", async (t) => {
   const hostNet = readlinkSync('/proc/self/ns/net')
   let n = 0
-  const options = () => ({ limits: LIMITS, network: 'host' as const, mounts: [{ type: 'tmpfs' as const, target: `/scratch${++n}` }] })
+  // A /tmp of another size each: a root of its own (a mount at a new path each would be made at
+  // the release of one root built ahead).
+  const options = () => ({ limits: LIMITS, network: 'host' as const, mounts: [{ type: 'tmpfs' as const, target: '/tmp', sizeBytes: (1 << 20) + 4096 * ++n }] })
   const r = await untilQuietMounts(async () => {
     // Eight: the pool's whole memory of recent roots (earlier tests' are forgotten). A refill
     // made before that (slow under load) may still hold an older guess: the next try uses it up.
@@ -416,11 +427,11 @@ poolTest("sandboxes whose roots all differ get inits made ahead in their namespa
       return inits.length === 2 && !inits.some((p) => rootBuiltAhead(p, '/proc/sys'))
     }, 5000)
     const o = options()
-    return { ready, ...(await startFromPool(`readlink /proc/self/ns/net; grep -c ' ${o.mounts[0].target} ' /proc/self/mountinfo`, o)), target: o.mounts[0].target }
+    return { ready, ...(await startFromPool(`readlink /proc/self/ns/net; grep ' /tmp ' /proc/self/mountinfo | grep -o 'size=[0-9]*k'`, o)), kib: o.mounts[0].sizeBytes / 1024 }
   }, (r) => r.ready && r.took)
   t.true(r.ready, 'two inits made ahead, no root built: no root came twice')
   t.true(r.took, 'the sandbox got an init made ahead')
-  t.is(r.out, `${hostNet}\n1\n`, `the host's network namespace, and its own tmpfs at ${r.target}`)
+  t.is(r.out, `${hostNet}\nsize=${r.kib}k\n`, "the host's network namespace, and its own /tmp")
 })
 
 poolTest('an init made ahead has the root of the last sandboxes built; a sandbox with that root takes it, one with other mounts gets a fresh init', async (t) => {
@@ -436,9 +447,9 @@ poolTest('an init made ahead has the root of the last sandboxes built; a sandbox
   t.is(same.out, 'sandbox\ntmp-writable\nusr-readonly\nshadow-unreadable\n')
   t.is(same.code, 0)
   t.true(same.otherBuilt, 'the other init made ahead still has its root built')
-  const other = await startFromPool('mountpoint -q /scratch && echo scratch', { limits: LIMITS, mounts: [{ type: 'tmpfs', target: '/scratch' }] })
-  t.false(other.took, 'other mounts: not an init whose root was built for the default')
-  t.is(other.out, 'scratch\n')
+  const other = await startFromPool('grep " /tmp " /proc/self/mountinfo | grep -c size=1024k', { limits: LIMITS, mounts: [{ type: 'tmpfs', target: '/tmp', sizeBytes: 1 << 20 }] })
+  t.false(other.took, 'another /tmp: not an init whose root was built for the default')
+  t.is(other.out, '1\n')
 })
 
 poolTest("a sandbox has a session keyring of its own, from a root built ahead as from a cold start: never its caller's", async (t) => {
@@ -474,7 +485,11 @@ poolTest('nothing a sandbox leaves is seen by the next one from a root built ahe
   t.regex(r.next.out, /^0$/m, 'no process of the first')
 })
 
-/** A directory holding `file` (with `text`) to bind at /data, and the options that do; removed however the test ends. */
+/**
+ * A directory holding `file` (with `text`), and the options that bind it at /tmp: a bind the
+ * root is built with (not one made at the release, see plan::made_at_release), so its root built
+ * ahead holds the directory. Removed however the test ends.
+ */
 function bindSource(t: ExecutionContext, text: string) {
   const dir = mkdtempSync(join(tmpdir(), 'isolate-pool-src-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -482,24 +497,24 @@ function bindSource(t: ExecutionContext, text: string) {
   const src = join(dir, 'src')
   mkdirSync(src)
   writeFileSync(join(src, 'file'), text)
-  return { src, options: { limits: LIMITS, mounts: [{ type: 'bind' as const, source: src, target: '/data' }] } }
+  return { src, options: { limits: LIMITS, mounts: [{ type: 'bind' as const, source: src, target: '/tmp' }] } }
 }
 
 poolTest('a root built ahead is not used once a bind source was replaced: the sandbox sees the new one', async (t) => {
   const { src, options } = bindSource(t, 'old\n')
   const first = await untilQuietMounts(async () => {
-    t.true(await poolBuiltFor(options, '/data'), 'both inits made ahead have /data bound')
-    return startFromPool('cat /data/file', options)
+    t.true(await poolBuiltFor(options, '/tmp', true), 'both inits made ahead have the directory bound at /tmp')
+    return startFromPool('cat /tmp/file', options)
   }, (r) => r.took)
   t.true(first.took)
   t.is(first.out, 'old\n')
-  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2 && initsAheadOf(process.pid).every((p) => rootBuiltAhead(p, '/data')), 3000), 'two inits ahead with /data bound again')
+  t.true(await waitUntil(() => initsAheadOf(process.pid).length === 2 && initsAheadOf(process.pid).every((p) => rootBuiltAhead(p, '/tmp', true)), 3000), 'two inits ahead with the directory bound again')
   // Replaced, not changed: the bound directory the inits ahead hold is gone from the host.
   rmSync(src, { recursive: true })
   mkdirSync(src)
   writeFileSync(join(src, 'file'), 'new\n')
-  const after = await startFromPool('cat /data/file', options)
-  t.false(after.took, 'no init whose /data is the replaced directory')
+  const after = await startFromPool('cat /tmp/file', options)
+  t.false(after.took, 'no init whose /tmp is the replaced directory')
   t.is(after.out, 'new\n')
 })
 
@@ -509,14 +524,70 @@ poolTest('a root built ahead stays in use when a bind source only changed its me
   const births = spawnSync('stat', ['-c', '%W', src], { encoding: 'utf8' }).stdout.trim() !== '0'
   t.log(`${src}: ${births ? 'has a birth time' : 'no birth time on this filesystem: a metadata change must cost the root built ahead'}`)
   const r = await untilQuietMounts(async () => {
-    t.true(await poolBuiltFor(options, '/data'), 'both inits made ahead have /data bound')
+    t.true(await poolBuiltFor(options, '/tmp', true), 'both inits made ahead have the directory bound at /tmp')
     // Its change time moves (an entry added, the same mode set again), its birth time does not.
     writeFileSync(join(src, 'other'), 'x')
     chmodSync(src, 0o755)
-    return startFromPool('cat /data/file; ls /data | wc -l', options)
+    return startFromPool('cat /tmp/file; ls /tmp | wc -l', options)
   }, (r) => r.took === births)
   t.is(r.took, births, births ? 'the root built ahead on the same directory served' : 'the root built ahead was not used')
   t.is(r.out, 'same\n2\n', 'the sandbox sees the directory as it is now')
+})
+
+poolTest("sandboxes that each bind their own directory take the root built ahead; each sees only its own, mounted at its release as a cold start mounts it", async (t) => {
+  // The jobs' directories on a tmpfs of the host's that is shared: a bind of it that is not made
+  // private would carry mounts between the host and the sandbox.
+  const { sub: base } = mountPlace(t)
+  mountTmpfs(t, base)
+  t.is(spawnSync('mount', ['--make-shared', base]).status, 0)
+  chmodSync(base, 0o755)
+  let n = 0
+  const job = (readonly: boolean) => {
+    const dir = join(base, `job${++n}`)
+    mkdirSync(join(dir, 'scratch'), { recursive: true })
+    chmodSync(dir, 0o777)
+    writeFileSync(join(dir, 'in.txt'), `job ${n}\n`)
+    writeFileSync(join(base, `in${n}.txt`), `file of job ${n}\n`)
+    const mounts = [
+      { type: 'bind' as const, source: dir, target: '/work', readonly },
+      { type: 'bind' as const, source: join(base, `in${n}.txt`), target: '/input.txt' },
+      { type: 'tmpfs' as const, target: '/work/scratch', sizeBytes: 1 << 20 },
+    ]
+    return { dir, n, options: { limits: LIMITS, mounts } }
+  }
+  // What the sandbox sees of its mounts and of the rest of its root.
+  const look = [
+    'cat /work/in.txt /input.txt',
+    'ls /work | tr "\\n" " "; echo',
+    '(echo out > /work/out.txt) 2>/dev/null && echo work-writable || echo work-readonly',
+    'awk \'$5 == "/work" || $5 == "/input.txt" || $5 == "/work/scratch" { print $5, $6 }\' /proc/self/mountinfo | sort',
+    'grep " /work/scratch " /proc/self/mountinfo | grep -c "size=1024k"',
+    'touch /x 2>/dev/null || echo root-readonly',
+    'cat /etc/shadow >/dev/null 2>&1 || echo shadow-unreadable',
+  ].join('; ')
+  const r = await untilQuietMounts(async () => {
+    // The root every one of them shares is built ahead, without /work or /input.txt.
+    const built = await poolBuiltFor(job(true).options, '/proc/sys')
+    const bare = initsAheadOf(process.pid).every((p) => !mountsOf(p).some((m) => ['/work', '/input.txt'].includes(m.at)))
+    const ro = job(true)
+    const roRun = await startFromPool(look, ro.options)
+    const rw = job(false)
+    const rwRun = await startFromPool(look, rw.options)
+    return { built, bare, ro, roRun, rw, rwRun }
+  }, (r) => r.built && r.roRun.took && r.rwRun.took)
+  t.true(r.built && r.bare, 'the inits made ahead have the shared root built, without the per-job mounts')
+  t.true(r.roRun.took && r.rwRun.took, 'both took an init whose root was built ahead')
+  const mounts = (o: string) => `/input.txt ro,nosuid,nodev,relatime\n/work ${o},nosuid,nodev,relatime\n/work/scratch rw,nosuid,nodev,relatime\n`
+  t.is(r.roRun.out, `job ${r.ro.n}\nfile of job ${r.ro.n}\nin.txt scratch \nwork-readonly\n${mounts('ro')}1\nroot-readonly\nshadow-unreadable\n`)
+  t.is(r.rwRun.out, `job ${r.rw.n}\nfile of job ${r.rw.n}\nin.txt scratch \nwork-writable\n${mounts('rw')}1\nroot-readonly\nshadow-unreadable\n`)
+  t.is(readFileSync(join(r.rw.dir, 'out.txt'), 'utf8'), 'out\n', 'a writable bind writes through to the host directory')
+  t.false(existsSync(join(r.ro.dir, 'out.txt')))
+  // The bind is private: the tmpfs the sandbox's setup mounted inside it did not reach the host.
+  t.false(readFileSync('/proc/self/mountinfo', 'utf8').includes(join(r.rw.dir, 'scratch')), 'no tmpfs of a sandbox below a job directory on the host')
+  // A missing source fails as a cold start's does, and nothing of the init made ahead is left.
+  const missing = join(base, 'missing')
+  const e = await t.throwsAsync(runIsolated('/bin/true', [], { limits: LIMITS, mounts: [{ type: 'bind', source: missing, target: '/work' }] }), { instanceOf: IsolateError })
+  t.like(e, { step: 'bind_mount', path: missing, errno: 'ENOENT' })
 })
 
 /**
@@ -561,7 +632,7 @@ function mountPlace(t: ExecutionContext): { dir: string; sub: string } {
   const sub = join(dir, 'sub')
   mkdirSync(sub)
   t.teardown(() => {
-    spawnSync('umount', [sub])
+    spawnSync('umount', ['-R', sub])
     rmSync(dir, { recursive: true, force: true })
   })
   return { dir, sub }

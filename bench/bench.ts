@@ -291,6 +291,13 @@ const plain: Variant = {
 const ours = oursVariant('ours', 'spawnIsolated (default + limits)', { limits: LIMITS })
 let scratch = 0
 
+/** One of 64 host directories, in turn: each sandbox of the per-job row binds another than the last. */
+function jobDir(n: number): string {
+  const dir = join(tmp, 'jobs', String(n % 64))
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
 /** One long-lived sandbox (created on first use, ended with the run) that the exec variant runs in. */
 let longLived: Promise<PersistentSandbox> | undefined
 
@@ -314,7 +321,8 @@ const execVariant: Variant = {
 /** Our own spawn path with single parts switched off, to see where its time goes. */
 const ablations: Variant[] = [
   execVariant,
-  oursVariant('ours-newroot', 'ours + limits, a tmpfs at a new path each time (not the root built ahead)', () => ({ limits: LIMITS, mounts: [{ type: 'tmpfs', target: `/scratch${++scratch}` }] })),
+  oursVariant('ours-newroot', 'ours + limits, a /tmp of a new size each time (not the root built ahead)', () => ({ limits: LIMITS, mounts: [{ type: 'tmpfs', target: '/tmp', sizeBytes: (64 << 20) + 4096 * ++scratch }] })),
+  oursVariant('ours-jobdir', "ours + limits, a bind of another host directory at /work each time (a judge's per-job dir)", () => ({ limits: LIMITS, mounts: [{ type: 'bind', source: jobDir(++scratch), target: '/work', readonly: false }] })),
   oursVariant('ours-nolimits', 'ours, no limits (no cgroup)', {}),
   oursVariant('ours-nethost', "ours + limits, network 'host' (no net ns)", { limits: LIMITS, network: 'host' }),
   oursVariant('ours-noseccomp', "ours + limits, seccomp 'none'", { limits: LIMITS, seccomp: 'none' }),
@@ -1261,7 +1269,7 @@ async function main(): Promise<void> {
 
   p('## Where our spawn time goes: our own variants (sequential `/bin/true`, ms)')
   p()
-  p(`Measured after the first table, in ${ablationRounds} interleaved rounds of their own that hold the default profile and Node's own spawn again (the rows here compare with those, not with the first table): eight profiles of ours in the first table's rounds would share the pool, and its guess of the root to build ahead, with the headline row, where a service mostly starts one profile. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the namespaces of the root that most of the recent sandboxes had, with that root built ahead (here the default profile's: limits and seccomp do not change the root); a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path (a service whose sandboxes all turned it off would have its inits made in those namespaces), so its Δ also holds that clone and that root's building; so does the row whose sandboxes each have a tmpfs at a new path (a root other than the one built ahead: what a miss costs in a mixed workload; a service whose sandboxes' roots all differ gets inits made ahead without a root, and builds each root on its path). "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
+  p(`Measured after the first table, in ${ablationRounds} interleaved rounds of their own that hold the default profile and Node's own spawn again (the rows here compare with those, not with the first table): eight profiles of ours in the first table's rounds would share the pool, and its guess of the root to build ahead, with the headline row, where a service mostly starts one profile. Δ is the p50 difference against the default profile with limits: what switching that part off saves. Where this process may create cgroups, sandboxes start from warm helpers whose init was cloned ahead into the namespaces of the root that most of the recent sandboxes had, with that root built ahead (here the default profile's: limits and seccomp do not change the root); a variant that turns a namespace off (network 'host', no uts/ipc/cgroup ns, no user ns) cannot take that init and gets one cloned on its path (a service whose sandboxes all turned it off would have its inits made in those namespaces), so its Δ also holds that clone and that root's building; so does the row whose sandboxes each have a /tmp of another size (a root other than the one built ahead: what a miss costs in a mixed workload; a service whose sandboxes' roots all differ gets inits made ahead without a root, and builds each root on its path). The row whose sandboxes each bind another host directory at /work (as a judge binds each submission's directory) takes the root built ahead: its init attaches the bind, a mount tree the helper opened on the host, at its release. "ours, no limits" still comes from the pool (a warm sandbox always has a cgroup).`)
   p()
   p(table(
     ['variant', 'p50', 'p95', 'p99', 'Δ p50 vs ours', '×plain', 'sync part of the call'],

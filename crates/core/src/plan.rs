@@ -196,19 +196,7 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
     }
 
     for (i, m) in spec.mounts.iter().enumerate() {
-        match m {
-            Mount::Bind { source, target, readonly } => {
-                let is_dir = !matches!(facts.bind_sources.get(i), Some(Some(EntryKind::File | EntryKind::Other)));
-                ops.push(MountOp::Bind { source: source.clone(), target: target.clone(), readonly: *readonly, is_dir });
-            }
-            Mount::Overlay { source, target } => ops.push(MountOp::Overlay { lowers: vec![source.clone()], target: target.clone(), layer: format!("mount{i}") }),
-            Mount::Tmpfs { target, size_bytes, mode } => ops.push(MountOp::Tmpfs {
-                target: target.clone(),
-                mode: mode.unwrap_or(0o755),
-                size_bytes: *size_bytes,
-                flags: NOSUID_NODEV,
-            }),
-        }
+        ops.push(caller_mount_op(i, m, facts));
     }
 
     if matches!(spec.rootfs, Rootfs::Host) {
@@ -221,6 +209,76 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
         }
     }
     ops
+}
+
+/// The step that makes the caller's `mounts[i]`.
+fn caller_mount_op(i: usize, m: &Mount, facts: &HostFacts) -> MountOp {
+    match m {
+        Mount::Bind { source, target, readonly } => {
+            let is_dir = !matches!(facts.bind_sources.get(i), Some(Some(EntryKind::File | EntryKind::Other)));
+            MountOp::Bind { source: source.clone(), target: target.clone(), readonly: *readonly, is_dir }
+        }
+        Mount::Overlay { source, target } => MountOp::Overlay { lowers: vec![source.clone()], target: target.clone(), layer: format!("mount{i}") },
+        Mount::Tmpfs { target, size_bytes, mode } => MountOp::Tmpfs { target: target.clone(), mode: mode.unwrap_or(0o755), size_bytes: *size_bytes, flags: NOSUID_NODEV },
+    }
+}
+
+/// Whether two paths are the same or one lies below the other (component by component).
+fn overlaps(a: &str, b: &str) -> bool {
+    let mut a = a.split('/').filter(|c| !c.is_empty());
+    let mut b = b.split('/').filter(|c| !c.is_empty());
+    loop {
+        match (a.next(), b.next()) {
+            (Some(x), Some(y)) if x == y => {}
+            (Some(_), Some(_)) => return false,
+            _ => return true,
+        }
+    }
+}
+
+/// Which of the caller's mounts an init whose root was built ahead makes at its release (one flag
+/// per `mounts[i]`), so that sandboxes that each bind their own directory (a judge's, a runner's
+/// work dir) still start from a root built ahead: binds (of a detached tree the helper opens on
+/// the host) and tmpfs mounts. Not one at /tmp (it replaces the sandbox's own), at /etc or below
+/// it (the masks over the host's secrets there come after the caller's mounts), nor one that shares
+/// a path with a later mount made with the root (that one would land in another order). Made
+/// last, in their order, they give the root that making them in place gives.
+pub fn made_at_release(spec: &Spec) -> Vec<bool> {
+    let mut made = vec![false; spec.mounts.len()];
+    let mut later_in_root: Vec<&str> = Vec::new();
+    for (i, m) in spec.mounts.iter().enumerate().rev() {
+        let t = m.target();
+        let kind_ok = matches!(m, Mount::Bind { .. } | Mount::Tmpfs { .. });
+        made[i] = kind_ok && !overlaps(t, "/etc") && t.trim_end_matches('/') != "/tmp" && !later_in_root.iter().any(|l| overlaps(t, l));
+        if !made[i] {
+            later_in_root.push(t);
+        }
+    }
+    made
+}
+
+/// `spec` without the mounts made at the release (`made`, from [`made_at_release`]): what a root
+/// built ahead is built from.
+pub fn without_made_at_release(spec: &Spec, made: &[bool]) -> Spec {
+    let mut base = spec.clone();
+    let mut flags = made.iter();
+    base.mounts.retain(|_| !flags.next().copied().unwrap_or(false));
+    base
+}
+
+/// The steps that make the mounts made at the release, in their order (`facts` are `spec`'s).
+pub fn plan_release_mounts(spec: &Spec, facts: &HostFacts, made: &[bool]) -> Vec<MountOp> {
+    spec.mounts.iter().enumerate().filter(|(i, _)| made.get(*i).copied().unwrap_or(false)).map(|(i, m)| caller_mount_op(i, m, facts)).collect()
+}
+
+impl HostFacts {
+    /// These facts (`spec`'s) as the facts of `spec` without the mounts made at the release.
+    pub fn without_made_at_release(&self, made: &[bool]) -> HostFacts {
+        let mut flags = made.iter();
+        let mut base = self.clone();
+        base.bind_sources.retain(|_| !flags.next().copied().unwrap_or(false));
+        base
+    }
 }
 
 /// The lines written to /proc/PID/{uid_map,gid_map} and whether setgroups must be denied first.
@@ -395,6 +453,69 @@ mod tests {
         assert_eq!(ops[0], MountOp::Overlay { lowers: vec!["/img/layers/1".into(), "/img/layers/0".into()], target: "/".into(), layer: "root".into() });
         assert!(!ops.iter().any(|o| matches!(o, MountOp::Mask { .. })));
         spec.overlay = Some(crate::spec::Overlay::default());
+    }
+
+    #[test]
+    fn binds_and_tmpfs_mounts_are_made_at_the_release_unless_the_root_depends_on_them() {
+        let bind = |t: &str| Mount::Bind { source: "/srv/job".into(), target: t.into(), readonly: true };
+        let tmpfs = |t: &str| Mount::Tmpfs { target: t.into(), size_bytes: None, mode: None };
+        let mut spec = Spec::new("/bin/true", vec![]);
+        spec.mounts = vec![
+            bind("/work"),
+            tmpfs("/scratch"),
+            bind("/tmp"),
+            bind("/etc/app"),
+            Mount::Overlay { source: "/srv/src".into(), target: "/src".into() },
+            bind("/data"),
+            tmpfs("/data/cache"),
+            bind("/data2/"),
+            bind("/data2/sub"),
+        ];
+        // /data: a later tmpfs lands inside it, and that one is made at the release too; /data2
+        // comes before its own sub-mount, which is also made at the release: both keep their order.
+        assert_eq!(made_at_release(&spec), vec![true, true, false, false, false, true, true, true, true]);
+        spec.mounts.push(Mount::Overlay { source: "/srv/x".into(), target: "/work/x".into() });
+        assert!(!made_at_release(&spec)[0], "an overlay made with the root lands inside /work: /work is made with the root");
+        assert!(made_at_release(&spec)[1]);
+        assert!(overlaps("/a/b", "/a") && overlaps("/a", "/a/") && !overlaps("/ab", "/a") && !overlaps("/a/b", "/a/c"));
+    }
+
+    #[test]
+    fn the_root_with_the_mounts_made_at_the_release_added_last_is_the_root_made_in_one_go() {
+        let mut spec = Spec::new("/bin/true", vec![]);
+        spec.mounts = vec![
+            Mount::Bind { source: "/srv/job/in.txt".into(), target: "/in.txt".into(), readonly: true },
+            Mount::Tmpfs { target: "/tmp".into(), size_bytes: None, mode: None },
+            Mount::Bind { source: "/srv/job".into(), target: "/tmp/work".into(), readonly: false },
+        ];
+        let mut facts = host_facts();
+        facts.bind_sources = vec![Some(EntryKind::File), None, Some(EntryKind::Dir)];
+        let made = made_at_release(&spec);
+        assert_eq!(made, vec![true, false, true]);
+        let base = without_made_at_release(&spec, &made);
+        assert_eq!(base.mounts, vec![spec.mounts[1].clone()]);
+        let base_facts = facts.without_made_at_release(&made);
+        assert_eq!(base_facts.bind_sources, vec![None]);
+        let mut in_two = plan_mounts(&base, &base_facts);
+        let release = plan_release_mounts(&spec, &facts, &made);
+        assert_eq!(release[0], MountOp::Bind { source: "/srv/job/in.txt".into(), target: "/in.txt".into(), readonly: true, is_dir: false });
+        in_two.extend(release);
+        let in_one = plan_mounts(&spec, &facts);
+        // The same steps; each made at the release shares no path with any that came after it.
+        let sorted = |v: &[MountOp]| {
+            let mut v: Vec<String> = v.iter().map(|o| format!("{o:?}")).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&in_two), sorted(&in_one));
+        let pos = |ops: &[MountOp], t: &str| ops.iter().position(|o| o.target() == t).unwrap();
+        for t in ["/in.txt", "/tmp/work"] {
+            for later in &in_one[pos(&in_one, t) + 1..] {
+                if !in_two[pos(&in_two, t) + 1..].contains(later) {
+                    assert!(!overlaps(t, later.target()), "{t} moved after {later:?}");
+                }
+            }
+        }
     }
 
     #[test]

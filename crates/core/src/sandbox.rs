@@ -86,18 +86,33 @@ pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
         }
     }
     for m in &spec.mounts {
-        facts.bind_sources.push(match m {
-            crate::spec::Mount::Bind { source, .. } | crate::spec::Mount::Overlay { source, .. } => match kind_of(source, true) {
-                EntryKind::Missing => {
-                    return Err(SetupError::sys(Step::BindMount, libc::ENOENT, Some(source))
-                        .with_hint("the bind source does not exist on the host; create it or fix mounts[].source"))
-                }
-                k => Some(k),
-            },
-            _ => None,
-        });
+        facts.bind_sources.push(source_kind(m)?);
     }
     Ok(facts)
+}
+
+/// What a mount's host source is (None for a tmpfs); a missing one is an error.
+fn source_kind(m: &crate::spec::Mount) -> Result<Option<EntryKind>, SetupError> {
+    match m {
+        crate::spec::Mount::Bind { source, .. } | crate::spec::Mount::Overlay { source, .. } => match kind_of(source, true) {
+            EntryKind::Missing => Err(SetupError::sys(Step::BindMount, libc::ENOENT, Some(source)).with_hint("the bind source does not exist on the host; create it or fix mounts[].source")),
+            k => Ok(Some(k)),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// `spec`'s facts from `base`'s, the facts of `spec` without its mounts made at the release
+/// (`made`): the sources of those are read now.
+pub fn facts_with_release_mounts(base: &HostFacts, spec: &Spec, made: &[bool]) -> Result<HostFacts, SetupError> {
+    let mut kept = base.bind_sources.iter();
+    let bind_sources = spec
+        .mounts
+        .iter()
+        .zip(made)
+        .map(|(m, at_release)| if *at_release { source_kind(m) } else { Ok(kept.next().cloned().flatten()) })
+        .collect::<Result<_, _>>()?;
+    Ok(HostFacts { root_entries: base.root_entries.clone(), secrets: base.secrets.clone(), bind_sources })
 }
 
 /// The paths [`gather_facts`] reads for a host-root spec, and whether it follows a symlink there
@@ -182,6 +197,9 @@ pub struct InitPipes {
     pub work: Option<OwnedFd>,
     /// What an init cloned ahead did before its spec arrived (see [`crate::warm`]).
     pub ahead: Ahead,
+    /// For an init whose root was built ahead: a detached tree ([`sys::bind_tree`]) for each bind
+    /// it makes at its release, in plan order.
+    pub trees: Vec<OwnedFd>,
 }
 
 /// How far an init got before its spec arrived.
@@ -220,14 +238,14 @@ pub(crate) fn send(report_fd: &OwnedFd, r: &Report) {
 
 /// The whole life of the sandbox's first process. Never returns.
 pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Program>, pipes: InitPipes) -> ! {
-    let InitPipes { go, report, setup_ids, layers, kept_uppers, tty, work, ahead } = pipes;
+    let InitPipes { go, report, setup_ids, layers, kept_uppers, tty, work, ahead, trees } = pipes;
     // So `ps` inside and on the host tells the init from the helper it was forked from.
     let _ = nix::sys::prctl::set_name(c"isolate-init");
     // The init keeps what it was handed and nothing else of the helper (its control socket to
     // Node, a cgroup directory, the relay's ends).
-    let keep: Vec<i32> = [Some(&go), Some(&report), layers.as_ref(), tty.as_ref(), work.as_ref()].into_iter().flatten().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    let keep: Vec<i32> = [Some(&go), Some(&report), layers.as_ref(), tty.as_ref(), work.as_ref()].into_iter().flatten().chain(&trees).map(std::os::fd::AsRawFd::as_raw_fd).collect();
     sys::close_fds_except(&keep);
-    if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, ahead, &go) {
+    if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, ahead, trees, &go) {
         send(&report, &Report::SetupFailed(e));
         std::process::exit(125);
     }
@@ -252,7 +270,9 @@ fn staged(target: &str) -> String {
     format!("{STAGING}{target}")
 }
 
-fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, ahead: Ahead, go: &OwnedFd) -> sys::Result<()> {
+/// `plan`: the whole root's, or for a root built ahead only the mounts made at its release.
+#[allow(clippy::too_many_arguments)]
+fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, ahead: Ahead, trees: Vec<OwnedFd>, go: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
     if ahead == Ahead::Nothing {
@@ -263,6 +283,8 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
     wait_for_parent(go)?;
     if ahead != Ahead::Root {
         build_root(spec, plan, pipes_ids, layers, kept_uppers, false)?;
+    } else if !plan.is_empty() {
+        mount_at_release(plan, trees)?;
     }
     if spec.namespaces.uts {
         sys::set_hostname(&spec.hostname)?;
@@ -363,6 +385,33 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
         sys::remount_root_readonly()?;
     }
     Ok(held)
+}
+
+/// The caller's mounts that a root built ahead gets at its release ([`crate::plan::made_at_release`]),
+/// in their order, into the root this process has pivoted into: each bind attaches the tree the
+/// helper opened on the host (`trees`, in order), each tmpfs is mounted here. Then read-only
+/// again, as the root was built.
+fn mount_at_release(ops: &[MountOp], trees: Vec<OwnedFd>) -> sys::Result<()> {
+    // Its mountpoints are made in it, as a root built in one go makes them before it is sealed.
+    sys::remount_root_writable()?;
+    let root = sys::open_source("/", false)?;
+    let mut trees = trees.into_iter();
+    for op in ops {
+        match op {
+            MountOp::Bind { target, readonly, is_dir, .. } => {
+                let tree = trees.next().ok_or_else(|| SetupError::new(Step::BindMount, "a bind made at the release came without its tree"))?;
+                if *is_dir { sys::create_dirs("/", target)? } else { sys::create_file("/", target, 0o644)? }
+                sys::attach_tree(&tree, &root, target.trim_start_matches('/'), Step::BindMount)?;
+                sys::restrict_mount(target, *readonly)?;
+            }
+            MountOp::Tmpfs { target, mode, size_bytes, flags } => {
+                sys::create_dirs("/", target)?;
+                sys::mount_tmpfs(target, *mode, *size_bytes, ms_flags(*flags))?;
+            }
+            other => return Err(SetupError::new(Step::MountStagingRoot, format!("{} cannot be mounted at the release", other.target()))),
+        }
+    }
+    sys::remount_root_readonly()
 }
 
 /// Inherited by the command and everything it starts.
@@ -466,7 +515,7 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
                     Source::Tree(tree) => {
                         let name = format!("{layer}.lower{i}");
                         drop(sys::make_dir_at(&area.dir, &name)?);
-                        sys::attach_tree(&tree, &area.dir, &name)?;
+                        sys::attach_tree(&tree, &area.dir, &name, Step::MountOverlay)?;
                         sys::open_at(&area.dir, &name)?
                     }
                 });

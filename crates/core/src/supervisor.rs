@@ -130,9 +130,28 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
     // An init whose root was built ahead brought the facts it was planned from: while each path
     // they were read from names what it did (looked at now), they are not read again.
-    let (plan, facts_checked) = match warm.as_ref().and_then(|w| w.preborn.as_ref()).and_then(|p| p.facts_for(spec)) {
-        Some(facts) => (plan_mounts(spec, facts), true),
-        None => (plan_mounts(spec, &sandbox::gather_facts(spec)?), false),
+    // Such a root was built without the mounts made at the release (a bind of each sandbox's own
+    // work dir): the facts it brought are those of the spec without them.
+    let made = crate::plan::made_at_release(spec);
+    let base = made.contains(&true).then(|| crate::plan::without_made_at_release(spec, &made));
+    let (plan, at_release, facts_checked) = {
+        let lent = warm.as_ref().and_then(|w| w.preborn.as_ref()).and_then(|p| p.facts_for(base.as_ref().unwrap_or(spec)));
+        let gathered;
+        let with_release;
+        let facts = match (lent, &base) {
+            (Some(f), None) => f,
+            (Some(f), Some(_)) => {
+                with_release = sandbox::facts_with_release_mounts(f, spec, &made)?;
+                &with_release
+            }
+            (None, _) => {
+                gathered = sandbox::gather_facts(spec)?;
+                &gathered
+            }
+        };
+        // For a root built ahead: its own plan, and the mounts it makes at the release.
+        let at_release = base.as_ref().map(|b| (plan_mounts(b, &facts.without_made_at_release(&made)), crate::plan::plan_release_mounts(spec, facts, &made)));
+        (plan_mounts(spec, facts), at_release, lent.is_some())
     };
     // A warm helper's cgroup may lack a controller these limits need (on v2, one a cold start
     // would enable now): then what it made ahead goes, and this helper starts the cold way.
@@ -180,23 +199,29 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     // wants those, else the zygote inside the cgroup clones it now.
     let (rc, born_in_cgroup) = match warm {
         Some((preborn, zygote, host)) => {
-            // The mount plan only for an init that builds its root (not one that built it ahead).
-            let birth = |with_plan: bool| crate::warm::Birth {
+            // The whole mount plan for an init that builds its root; for one that built it ahead,
+            // the mounts it makes at the release, with a tree for each bind among them.
+            let birth = |plan: &[crate::plan::MountOp], trees: usize| crate::warm::Birth {
                 filter: birth_filter.clone(),
                 spec: spec.clone(),
-                plan: if with_plan { plan.clone() } else { Vec::new() },
+                plan: plan.to_vec(),
                 setup_ids,
                 kept_uppers: kept_uppers.clone(),
                 layers: layers.is_some(),
                 tty: tty.is_some(),
                 work: work.is_some(),
+                trees,
             };
             let mut fds = vec![0, 1, 2, go_r.as_raw_fd(), report_w.as_raw_fd()];
             fds.extend([&layers, &tty, &work].into_iter().flatten().map(|(_, theirs)| theirs.as_raw_fd()));
             // An init made ahead that cannot serve this spec is killed now and reaped once the
             // zygote cloned the fresh one: its namespaces (and a root built ahead) go meanwhile.
+            let fits = |p: &crate::warm::Preborn| match (&at_release, &base) {
+                (Some((base_plan, _)), Some(base)) if p.has_root() => p.fits(base, base_plan, setup_ids, facts_checked),
+                _ => p.fits(spec, &plan, setup_ids, facts_checked),
+            };
             let (fit, mut unfit) = match preborn {
-                Some(p) if p.fits(spec, &plan, setup_ids, facts_checked) => (Some(p), None),
+                Some(p) if fits(&p) => (Some(p), None),
                 p => (None, p),
             };
             if let Some(p) = unfit.as_mut() {
@@ -204,6 +229,14 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
             }
             let pid = match fit {
                 Some(p) => {
+                    let own_plan: &[crate::plan::MountOp] = match &at_release {
+                        _ if !p.has_root() => &plan,
+                        Some((_, ops)) => ops,
+                        None => &[],
+                    };
+                    // Opened here on the host, before the init goes: its namespace may not reach them.
+                    let trees = if p.has_root() { open_bind_trees(own_plan)? } else { Vec::new() };
+                    fds.extend(trees.iter().map(AsRawFd::as_raw_fd));
                     // Released before it is handed the spec (its id maps are written already):
                     // it finds its go waiting and runs through its setup without a round trip.
                     let how = Release { limits: Some((&host, cgroup.as_ref().expect("a warm helper has a cgroup"))), write_maps: false, attach_to: None };
@@ -214,10 +247,9 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
                     let mut zygote = zygote;
                     zygote.dismiss();
                     spare_zygote = Some(zygote);
-                    let with_plan = !p.has_root();
-                    p.give_birth(&birth(with_plan), &fds)?
+                    p.give_birth(&birth(own_plan, trees.len()), &fds)?
                 }
-                None => zygote.give_birth(&birth(true), &fds)?,
+                None => zygote.give_birth(&birth(&plan, 0), &fds)?,
             };
             drop(unfit);
             limits_host = Some(host);
@@ -247,7 +279,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
             drop(ours);
             theirs
         });
-        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty, work, ahead: sandbox::Ahead::Nothing });
+        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty, work, ahead: sandbox::Ahead::Nothing, trees: Vec::new() });
     }
     let tty = tty.map(|(ours, _theirs)| ours);
     let work = work.map(|(ours, _theirs)| ours);
@@ -274,6 +306,11 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     // After the release, off the init's way (an init already gone has nothing left to hold).
     let mount_ns = hold_mount_namespace(&plan, init);
     Ok(Child { init, report: report_r, relay, cgroup, tty, work, mount_ns })
+}
+
+/// A detached tree ([`crate::sys::bind_tree`]) for each bind among `ops`, in order.
+fn open_bind_trees(ops: &[crate::plan::MountOp]) -> Result<Vec<OwnedFd>, SetupError> {
+    ops.iter().filter_map(|op| if let crate::plan::MountOp::Bind { source, .. } = op { Some(crate::sys::bind_tree(source)) } else { None }).collect()
 }
 
 /// The init's mount namespace, held by the helper so that its teardown (unmounting the whole root,

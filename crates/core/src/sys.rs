@@ -262,6 +262,12 @@ pub fn detach_old_root() -> Result<()> {
     nix::unistd::chdir("/").map_err(fail(Step::DetachOldRoot, "/"))
 }
 
+/// Writable again (a root built ahead, for the mountpoints of what is mounted at its release).
+pub fn remount_root_writable() -> Result<()> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(fail(Step::RemountReadonly, "/"))
+}
+
 pub fn remount_root_readonly() -> Result<()> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(fail(Step::RemountReadonly, "/"))
@@ -691,16 +697,43 @@ pub fn idmapped_tree(path: &str, userns: &OwnedFd) -> Result<OwnedFd> {
     Ok(tree)
 }
 
-/// Attach a detached mount tree (from [`idmapped_tree`]) on `name` inside the directory `dir`.
-pub fn attach_tree(tree: &OwnedFd, dir: &OwnedFd, name: &str) -> Result<()> {
+/// A detached copy of the mount tree at `path` (symlinks followed, as a caller's bind source is),
+/// with everything mounted below it, private: what binding `path` would mount, to be attached
+/// by the init of another mount namespace ([`attach_tree`]), where the path may not reach.
+pub fn bind_tree(path: &str) -> Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let err = |e: Errno| SetupError::sys(Step::BindMount, e as i32, Some(path));
+    let c = CString::new(path).map_err(|_| err(Errno::EINVAL))?;
+    // SAFETY: open_tree with a valid path; returns a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint) };
+    if fd < 0 {
+        return Err(err(Errno::last()));
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    let tree = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    // A clone of a shared mount joins its peer group: nothing may propagate between the host and
+    // the sandbox through it (a bind made inside the init's namespace is private like its root).
+    let attr = MountAttr { attr_set: 0, attr_clr: 0, propagation: libc::MS_PRIVATE, userns_fd: 0 };
+    let empty = CString::default();
+    // SAFETY: mount_setattr on our detached tree with a properly sized attr.
+    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
+    if rc < 0 {
+        return Err(err(Errno::last()));
+    }
+    Ok(tree)
+}
+
+/// Attach a detached mount tree (from [`idmapped_tree`] or [`bind_tree`]) on `name` inside the
+/// directory `dir`; a failure is reported as `step`'s.
+pub fn attach_tree(tree: &OwnedFd, dir: &OwnedFd, name: &str, step: Step) -> Result<()> {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
     let target = name;
-    let c = CString::new(target).map_err(|_| SetupError::sys(Step::MountOverlay, libc::EINVAL, Some(target)))?;
+    let c = CString::new(target).map_err(|_| SetupError::sys(step, libc::EINVAL, Some(target)))?;
     let empty = CString::default();
     // SAFETY: move_mount from our tree fd onto a name under a directory fd.
     let rc = unsafe { libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), empty.as_ptr(), dir.as_raw_fd(), c.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) };
     if rc < 0 {
-        return Err(SetupError::sys(Step::MountOverlay, Errno::last() as i32, Some(target)));
+        return Err(SetupError::sys(step, Errno::last() as i32, Some(target)));
     }
     Ok(())
 }

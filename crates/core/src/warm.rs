@@ -130,6 +130,9 @@ pub(crate) struct Birth {
     pub layers: bool,
     pub tty: bool,
     pub work: bool,
+    /// Then, for an init whose root was built ahead, this many trees to attach at its release
+    /// (one per bind in `plan`, which then holds only the mounts made at the release).
+    pub trees: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -410,6 +413,8 @@ impl Preborn {
     /// spec would get; [`Preborn::fits`] says for which specs, and until when, it still is.
     fn build_root(mut self, spec: &Spec) -> Result<Preborn, SetupError> {
         let step = Step::MountStagingRoot;
+        // Without what its sandbox mounts at the release, which may differ from one to the next.
+        let spec = &crate::plan::without_made_at_release(spec, &crate::plan::made_at_release(spec));
         let ahead = FactsAhead::gather(spec)?;
         let plan = match &ahead {
             Some(a) => crate::plan::plan_mounts(spec, a.facts()),
@@ -651,7 +656,7 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
 /// init's pipes, the seccomp program at hand (the default one is assembled already).
 fn unpack(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Program) -> Result<(Spec, Vec<MountOp>, Option<crate::seccomp::Program>, InitPipes), SetupError> {
     let b: Birth = serde_json::from_slice(bytes).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
-    let want = 5 + b.layers as usize + b.tty as usize + b.work as usize;
+    let want = 5 + b.layers as usize + b.tty as usize + b.work as usize + b.trees;
     if fds.len() != want {
         return Err(SetupError::new(Step::CloneNamespaces, format!("expected {want} descriptors, got {}", fds.len())));
     }
@@ -664,12 +669,13 @@ fn unpack(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Pro
     let layers = if b.layers { fds.next() } else { None };
     let tty = if b.tty { fds.next() } else { None };
     let work = if b.work { fds.next() } else { None };
+    let trees = fds.collect();
     let seccomp = match (&b.spec.seccomp, &b.filter) {
         (crate::spec::Seccomp::Default, _) => Some(default_seccomp.clone()),
         (crate::spec::Seccomp::Profile { .. }, Some(bytes)) => Some(crate::seccomp::Program::from_bytes(bytes).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?),
         _ => crate::supervisor::compile_seccomp(&b.spec)?,
     };
-    let pipes = InitPipes { go, report, setup_ids: b.setup_ids, layers, kept_uppers: b.kept_uppers, tty, work, ahead: Ahead::Nothing };
+    let pipes = InitPipes { go, report, setup_ids: b.setup_ids, layers, kept_uppers: b.kept_uppers, tty, work, ahead: Ahead::Nothing, trees };
     Ok((b.spec, b.plan, seccomp, pipes))
 }
 
