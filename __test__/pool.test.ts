@@ -588,6 +588,21 @@ poolTest("sandboxes that each bind their own directory take the root built ahead
   const missing = join(base, 'missing')
   const e = await t.throwsAsync(runIsolated('/bin/true', [], { limits: LIMITS, mounts: [{ type: 'bind', source: missing, target: '/work' }] }), { instanceOf: IsolateError })
   t.like(e, { step: 'bind_mount', path: missing, errno: 'ENOENT' })
+  // A source whose tree the helper cannot open (an unbindable mount; a kernel without open_tree):
+  // a fresh init builds the whole root the cold way, in its private copy of the host's mounts.
+  const unbindable = join(base, 'unbindable')
+  mkdirSync(unbindable)
+  mountTmpfs(t, unbindable)
+  t.is(spawnSync('mount', ['--make-unbindable', unbindable]).status, 0)
+  writeFileSync(join(unbindable, 'in.txt'), 'unbindable\n')
+  const u = await untilQuietMounts(async () => {
+    // Inits made ahead after that mount (those from before it are not used).
+    const built = await poolBuiltFor(job(true).options, '/proc/sys')
+    return { built, ...(await startFromPool('cat /work/in.txt', { limits: LIMITS, mounts: [{ type: 'bind', source: unbindable, target: '/work' }] })) }
+  }, (r) => r.built)
+  t.true(u.built)
+  t.false(u.took, 'no tree of an unbindable mount: a fresh init')
+  t.is(u.out, 'unbindable\n')
 })
 
 /**

@@ -133,7 +133,8 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     // Such a root was built without the mounts made at the release (a bind of each sandbox's own
     // work dir): the facts it brought are those of the spec without them.
     let made = crate::plan::made_at_release(spec);
-    let base = made.contains(&true).then(|| crate::plan::without_made_at_release(spec, &made));
+    let root_ahead = warm.as_ref().and_then(|w| w.preborn.as_ref()).is_some_and(crate::warm::Preborn::has_root);
+    let base = (root_ahead && made.contains(&true)).then(|| crate::plan::without_made_at_release(spec, &made));
     let (plan, at_release, facts_checked) = {
         let lent = warm.as_ref().and_then(|w| w.preborn.as_ref()).and_then(|p| p.facts_for(base.as_ref().unwrap_or(spec)));
         let gathered;
@@ -220,10 +221,22 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
                 (Some((base_plan, _)), Some(base)) if p.has_root() => p.fits(base, base_plan, setup_ids, facts_checked),
                 _ => p.fits(spec, &plan, setup_ids, facts_checked),
             };
-            let (fit, mut unfit) = match preborn {
+            let (mut fit, mut unfit) = match preborn {
                 Some(p) if fits(&p) => (Some(p), None),
                 p => (None, p),
             };
+            // The mounts a root built ahead makes at its release, and a tree for each bind among
+            // them, opened here on the host before the init goes (its namespace may not reach
+            // them). Where one cannot be opened (no open_tree before Linux 5.2, a source gone
+            // meanwhile), a fresh init builds the whole root the cold way, and reports what fails.
+            // (`at_release` is there only for an init whose root was built ahead.)
+            let mut trees = Vec::new();
+            if let (true, Some((_, ops))) = (fit.is_some(), &at_release) {
+                match open_bind_trees(ops) {
+                    Ok(t) => trees = t,
+                    Err(_) => unfit = fit.take(),
+                }
+            }
             if let Some(p) = unfit.as_mut() {
                 p.dismiss();
             }
@@ -234,8 +247,6 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
                         Some((_, ops)) => ops,
                         None => &[],
                     };
-                    // Opened here on the host, before the init goes: its namespace may not reach them.
-                    let trees = if p.has_root() { open_bind_trees(own_plan)? } else { Vec::new() };
                     fds.extend(trees.iter().map(AsRawFd::as_raw_fd));
                     // Released before it is handed the spec (its id maps are written already):
                     // it finds its go waiting and runs through its setup without a round trip.
