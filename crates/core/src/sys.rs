@@ -669,57 +669,56 @@ pub fn redirect_stdio_to_null() {
     }
 }
 
+/// A detached copy of the mount tree at `path` (symlinks followed), with everything mounted
+/// below it; a failure is reported as `step`'s.
+fn clone_tree(path: &str, step: Step) -> Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = CString::new(path).map_err(|_| SetupError::sys(step, libc::EINVAL, Some(path)))?;
+    // SAFETY: open_tree with a valid path; returns a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint) };
+    if fd < 0 {
+        return Err(SetupError::sys(step, Errno::last() as i32, Some(path)));
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// mount_setattr on every mount of a detached tree.
+fn set_tree_attr(tree: &OwnedFd, attr: &MountAttr) -> std::result::Result<(), Errno> {
+    let empty = CString::default();
+    // SAFETY: mount_setattr on our detached tree with a properly sized attr.
+    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// A detached copy of the mount tree at `path` whose files appear to the user namespace `userns`
 /// as that namespace maps their on-disk owners (host root's files become the sandbox root's),
 /// read-only, nosuid, nodev. Only a process privileged over the host's mounts may make one.
 pub fn idmapped_tree(path: &str, userns: &OwnedFd) -> Result<OwnedFd> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-    let err = |e: Errno| SetupError::sys(Step::MountOverlay, e as i32, Some(path));
-    let c = CString::new(path).map_err(|_| err(Errno::EINVAL))?;
-    // SAFETY: open_tree with a valid path; returns a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint) };
-    if fd < 0 {
-        return Err(err(Errno::last()));
-    }
-    // SAFETY: the kernel just returned this descriptor.
-    let tree = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let tree = clone_tree(path, Step::MountOverlay)?;
     let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
-    let empty = CString::default();
-    // SAFETY: mount_setattr on our detached tree with a properly sized attr.
-    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
-    if rc < 0 {
-        return Err(err(Errno::last()).with_hint("the filesystem under the overlay's lower layer must support idmapped mounts (ext4, xfs, btrfs, tmpfs on Linux 5.12+)"));
-    }
+    set_tree_attr(&tree, &attr).map_err(|e| {
+        SetupError::sys(Step::MountOverlay, e as i32, Some(path)).with_hint("the filesystem under the overlay's lower layer must support idmapped mounts (ext4, xfs, btrfs, tmpfs on Linux 5.12+)")
+    })?;
     Ok(tree)
 }
 
-/// A detached copy of the mount tree at `path` (symlinks followed, as a caller's bind source is),
-/// with everything mounted below it, private: what binding `path` would mount, to be attached
-/// by the init of another mount namespace ([`attach_tree`]), where the path may not reach.
+/// What binding `path` (symlinks followed, as a caller's bind source is) would mount, as a
+/// detached tree, private: to be attached by the init of another mount namespace
+/// ([`attach_tree`]), where the path may not reach.
 pub fn bind_tree(path: &str) -> Result<OwnedFd> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    let err = |e: Errno| SetupError::sys(Step::BindMount, e as i32, Some(path));
-    let c = CString::new(path).map_err(|_| err(Errno::EINVAL))?;
-    // SAFETY: open_tree with a valid path; returns a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint) };
-    if fd < 0 {
-        return Err(err(Errno::last()));
-    }
-    // SAFETY: the kernel just returned this descriptor.
-    let tree = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let tree = clone_tree(path, Step::BindMount)?;
     // A clone of a shared mount joins its peer group: nothing may propagate between the host and
     // the sandbox through it (a bind made inside the init's namespace is private like its root).
     let attr = MountAttr { attr_set: 0, attr_clr: 0, propagation: libc::MS_PRIVATE, userns_fd: 0 };
-    let empty = CString::default();
-    // SAFETY: mount_setattr on our detached tree with a properly sized attr.
-    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, &attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
-    if rc < 0 {
-        return Err(err(Errno::last()));
-    }
+    set_tree_attr(&tree, &attr).map_err(|e| SetupError::sys(Step::BindMount, e as i32, Some(path)))?;
     Ok(tree)
 }
 
