@@ -19,12 +19,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 LANE_SUITE=trixie bash "$lane" setup
-# One vCPU: the emulated guest's kernel patches its own code live (static keys, at boot too),
-# and under qemu's emulator another vCPU can still run a breakpoint that the patching already
-# took out again ("Oops: int3" in a function it just patched; a panic, no exit status). With one
-# vCPU nothing runs beside the patching; it costs ~15 s of the lane's ~45.
 run_lane() {
-  LANE_SMP="${LANE_SMP:-1}" LANE_TIMEOUT="${LANE_TIMEOUT:-1500}" bash "$lane" run --rw "$PWD" -- \
+  LANE_TIMEOUT="${LANE_TIMEOUT:-1500}" bash "$lane" run --rw "$PWD" -- \
     env ISOLATE_CGROUP_LANE=v2 node node_modules/ava/entrypoints/cli.mjs --timeout=10m __test__/cgroup.test.ts
 }
 echo "cgroup v2 lane: running __test__/cgroup.test.ts in the guest (emulated: minutes, not seconds)"
@@ -33,11 +29,18 @@ trap 'rm -f "$log"' EXIT
 set +e
 run_lane 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-# A guest that died without an exit status crashed under emulation (its kernel, not a test);
-# a test that failed gives its own status and is never retried.
-if [ "$rc" -ne 0 ] && grep -q "guest gave no exit status" "$log"; then
-  echo "cgroup v2 lane: the emulated guest died without an exit status; booting it once more"
-  run_lane
-  rc=$?
-fi
+# A guest that died without an exit status crashed under emulation (its kernel, not a test: an
+# "Oops: int3" where a vCPU ran the breakpoint of a live code patch that another vCPU had already
+# finished, a race of qemu's emulator); a test that failed gives its own status and is never
+# retried. Booted up to three times. (One vCPU avoids the race, but there the cpuTimeMs test
+# overran its bound once in two runs: 768 ms of CPU for 400, the helper's checks far apart under
+# emulation; pinned to one CPU on this host the same test overruns by under 10 ms.)
+for attempt in 2 3; do
+  if [ "$rc" -eq 0 ] || ! grep -q "guest gave no exit status" "$log"; then
+    break
+  fi
+  echo "cgroup v2 lane: the emulated guest died without an exit status; booting it again ($attempt of 3)"
+  run_lane 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+done
 exit "$rc"
