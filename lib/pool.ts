@@ -172,8 +172,9 @@ export class HelperPool {
 
 /**
  * A spec as far as its root goes (as JSON): what a command, its environment or limits change
- * is left out. The helper compares the whole mount plan and everything else the root is built
- * from, so this only picks what to build ahead.
+ * is left out, and so are the mounts made at the release ({@link madeAtRelease}). The helper
+ * compares the whole mount plan and everything else the root is built from, so this only picks
+ * what to build ahead.
  */
 export function rootOf(spec: Spec): string {
   const { file: _file, args: _args, env: _env, cwd: _cwd, hostname: _hostname, limits: _limits, capabilities: _caps, seccomp: _seccomp, landlock: _landlock, tty: _tty, persistent: _persistent, mounts, ...root } = spec
