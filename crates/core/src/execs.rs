@@ -71,6 +71,12 @@ impl Execs {
     }
 
     /// Whatever is ready: requests from Node, terminals from the init, relays, deadlines.
+    /// Read what the callers typed into every exec's terminal (see [`TtyRelay::take_input`]);
+    /// true when something was read.
+    pub fn take_tty_input(&mut self) -> bool {
+        self.execs.values_mut().filter_map(|e| e.tty.as_mut()).fold(false, |any, t| t.take_input() | any)
+    }
+
     pub fn pump(&mut self, out: &mut Control) {
         self.flush_outbox();
         self.take_requests(out);
@@ -97,7 +103,7 @@ impl Execs {
 
     fn take_requests(&mut self, out: &mut Control) {
         let Some(sock) = &self.requests else { return };
-        if !readable(sock) {
+        if !crate::sys::readable_now(sock) {
             return;
         }
         let (bytes, fds) = match crate::sys::recv_message(sock, MAX_REQUEST, Step::SendExec) {
@@ -134,7 +140,7 @@ impl Execs {
     }
 
     fn take_terminals(&mut self) {
-        while readable(&self.work) {
+        while crate::sys::readable_now(&self.work) {
             let Ok(Some((bytes, mut fds))) = crate::sys::recv_message(&self.work, 4096, Step::OpenPty) else { return };
             let Ok(TerminalHandoff { terminal: id }) = serde_json::from_slice(&bytes) else { continue };
             if let (Some(e), Some(master)) = (self.execs.get_mut(&id), fds.pop()) {
@@ -248,7 +254,3 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-fn readable(fd: &OwnedFd) -> bool {
-    let mut p = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
-    matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
-}

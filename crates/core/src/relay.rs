@@ -190,19 +190,27 @@ impl TtyRelay {
         out
     }
 
+    /// Read what the caller typed, unless earlier keystrokes still wait for the terminal; true
+    /// when something was read.
+    pub fn take_input(&mut self) -> bool {
+        if !self.to_master.is_empty() {
+            return false;
+        }
+        let Some(input) = &self.input else { return false };
+        let mut buf = [0u8; 16 << 10];
+        match nix::unistd::read(input, &mut buf) {
+            // The caller closed stdin; the terminal stays open, as a terminal would.
+            Ok(0) => self.input = None,
+            Ok(n) => self.to_master.extend_from_slice(&buf[..n]),
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(_) => self.input = None,
+        }
+        !self.to_master.is_empty()
+    }
+
     pub fn pump(&mut self) {
         let mut buf = [0u8; 16 << 10];
-        if self.to_master.is_empty() {
-            if let Some(input) = &self.input {
-                match nix::unistd::read(input, &mut buf) {
-                    // The caller closed stdin; the terminal stays open, as a terminal would.
-                    Ok(0) => self.input = None,
-                    Ok(n) => self.to_master.extend_from_slice(&buf[..n]),
-                    Err(Errno::EAGAIN | Errno::EINTR) => {}
-                    Err(_) => self.input = None,
-                }
-            }
-        }
+        self.take_input();
         if let Some(m) = &self.master {
             if !self.to_master.is_empty() {
                 match nix::unistd::write(m, &self.to_master) {

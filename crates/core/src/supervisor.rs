@@ -746,9 +746,12 @@ impl Supervisor {
         if report_ready {
             self.read_reports(out);
         }
-        // Requests before the terminal's input: a resize Node sent before a keystroke takes
-        // effect before the command can read that keystroke.
-        if control_ready {
+        // Keystrokes are read first, then the requests, then the keystrokes go to the terminal:
+        // Node writes a resize before the keystrokes that follow it, so once those are read here
+        // the resize is in the control socket, and it takes effect before the command can read
+        // them (the relays read their input whenever they run, not only when poll flagged it).
+        let took_input = self.tty.as_mut().is_some_and(TtyRelay::take_input) | self.execs.as_mut().is_some_and(Execs::take_tty_input);
+        if control_ready || (took_input && self.control_open && crate::sys::readable_now(&out.fd)) {
             self.read_requests(out);
         }
         if tty_ready {

@@ -737,6 +737,12 @@ pub fn attach_tree(tree: &OwnedFd, dir: &OwnedFd, name: &str, step: Step) -> Res
     Ok(())
 }
 
+/// Whether `fd` has something to read (or has hung up) right now: a poll that does not wait.
+pub fn readable_now(fd: &OwnedFd) -> bool {
+    let mut p = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(fd), nix::poll::PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
+}
+
 /// Send `fds` (SCM_RIGHTS) on `sock` with a one-byte message; [`recv_fds`] takes them.
 pub fn send_fds(sock: &OwnedFd, fds: &[std::os::fd::RawFd]) -> Result<()> {
     send_message(sock, b"f", fds, Step::MountOverlay)
