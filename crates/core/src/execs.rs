@@ -70,13 +70,13 @@ impl Execs {
         self.execs.values().flat_map(|e| [e.deadline, grace(e)]).flatten().min()
     }
 
-    /// Whatever is ready: requests from Node, terminals from the init, relays, deadlines.
     /// Read what the callers typed into every exec's terminal (see [`TtyRelay::take_input`]);
     /// true when something was read.
     pub fn take_tty_input(&mut self) -> bool {
         self.execs.values_mut().filter_map(|e| e.tty.as_mut()).fold(false, |any, t| t.take_input() | any)
     }
 
+    /// Whatever is ready: requests from Node, terminals from the init, relays, deadlines.
     pub fn pump(&mut self, out: &mut Control) {
         self.flush_outbox();
         self.take_requests(out);
