@@ -291,12 +291,12 @@ const plain: Variant = {
 const ours = oursVariant('ours', 'spawnIsolated (default + limits)', { limits: LIMITS })
 let scratch = 0
 
-/** One of 64 host directories, in turn: each sandbox of the per-job row binds another than the last. */
-function jobDir(n: number): string {
-  const dir = join(tmp, 'jobs', String(n % 64))
+/** 64 host directories, made before anything is timed: each sandbox of the per-job row binds another than the last. */
+const jobDirs = Array.from({ length: 64 }, (_, i) => {
+  const dir = join(tmp, 'jobs', String(i))
   mkdirSync(dir, { recursive: true })
   return dir
-}
+})
 
 /** One long-lived sandbox (created on first use, ended with the run) that the exec variant runs in. */
 let longLived: Promise<PersistentSandbox> | undefined
@@ -322,7 +322,7 @@ const execVariant: Variant = {
 const ablations: Variant[] = [
   execVariant,
   oursVariant('ours-newroot', 'ours + limits, a /tmp of a new size each time (not the root built ahead)', () => ({ limits: LIMITS, mounts: [{ type: 'tmpfs', target: '/tmp', sizeBytes: (64 << 20) + 4096 * ++scratch }] })),
-  oursVariant('ours-jobdir', "ours + limits, a bind of another host directory at /work each time (a judge's per-job dir)", () => ({ limits: LIMITS, mounts: [{ type: 'bind', source: jobDir(++scratch), target: '/work', readonly: false }] })),
+  oursVariant('ours-jobdir', "ours + limits, a bind of another host directory at /work each time (a judge's per-job dir)", () => ({ limits: LIMITS, mounts: [{ type: 'bind', source: jobDirs[++scratch % jobDirs.length], target: '/work', readonly: false }] })),
   oursVariant('ours-nolimits', 'ours, no limits (no cgroup)', {}),
   oursVariant('ours-nethost', "ours + limits, network 'host' (no net ns)", { limits: LIMITS, network: 'host' }),
   oursVariant('ours-noseccomp', "ours + limits, seccomp 'none'", { limits: LIMITS, seccomp: 'none' }),
