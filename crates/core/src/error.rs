@@ -42,6 +42,8 @@ steps! {
     CreateMountpoint => "create_mountpoint",
     MaskPath => "mask_path",
     RemountReadonly => "remount_readonly",
+    /// A root built ahead made writable again, for the mountpoints of what its release mounts.
+    RemountWritable => "remount_writable",
     PivotRoot => "pivot_root",
     DetachOldRoot => "detach_old_root",
     SetHostname => "set_hostname",
@@ -227,6 +229,13 @@ mod tests {
         assert!(e.hint.is_some());
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains("\"step\":\"bind_mount\""), "{json}");
+    }
+
+    #[test]
+    fn making_a_root_writable_again_is_not_reported_as_sealing_it() {
+        assert_eq!(Step::RemountWritable.as_str(), "remount_writable");
+        assert_eq!(Step::parse("remount_writable"), Some(Step::RemountWritable));
+        assert_ne!(Step::RemountWritable.as_str(), Step::RemountReadonly.as_str());
     }
 
     #[test]

@@ -265,7 +265,7 @@ pub fn detach_old_root() -> Result<()> {
 /// Writable again (a root built ahead, for the mountpoints of what is mounted at its release).
 pub fn remount_root_writable() -> Result<()> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(fail(Step::RemountReadonly, "/"))
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(fail(Step::RemountWritable, "/"))
 }
 
 pub fn remount_root_readonly() -> Result<()> {

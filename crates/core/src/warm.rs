@@ -120,7 +120,9 @@ fn ahead_flags(ahead: Option<&Spec>) -> libc::c_ulong {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Birth {
     /// A custom profile's filter as the addon compiled it ([`crate::seccomp::Program::to_bytes`]);
-    /// the built-in one the zygote and the init made ahead have at hand.
+    /// the built-in one the zygote and the init made ahead have at hand. It travels as raw bytes
+    /// after the JSON ([`Birth::encode`]), not as a JSON array of numbers.
+    #[serde(skip)]
     pub filter: Option<Vec<u8>>,
     pub spec: Spec,
     pub plan: Vec<MountOp>,
@@ -133,6 +135,29 @@ pub(crate) struct Birth {
     /// Then, for an init whose root was built ahead, this many trees to attach at its release
     /// (one per bind in `plan`, which then holds only the mounts made at the release).
     pub trees: usize,
+}
+
+impl Birth {
+    /// The JSON, then a NUL and the filter's bytes when there is one (JSON text never holds a
+    /// NUL byte: serde_json writes one inside a string as `\u0000`).
+    fn encode(&self) -> Result<Vec<u8>, SetupError> {
+        let mut out = serde_json::to_vec(self).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
+        if let Some(f) = &self.filter {
+            out.push(0);
+            out.extend_from_slice(f);
+        }
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Birth, SetupError> {
+        let (json, filter) = match bytes.iter().position(|b| *b == 0) {
+            Some(nul) => (&bytes[..nul], Some(bytes[nul + 1..].to_vec())),
+            None => (bytes, None),
+        };
+        let mut b: Birth = serde_json::from_slice(json).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
+        b.filter = filter;
+        Ok(b)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -507,8 +532,7 @@ impl Preborn {
 /// Hand a zygote or an init made ahead `birth` with its fds on `sock`, and read its answer
 /// (None: it ended).
 fn exchange_birth(sock: &OwnedFd, birth: &Birth, fds: &[RawFd]) -> Result<Option<BirthReply>, SetupError> {
-    let msg = serde_json::to_vec(birth).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
-    sys::send_message(sock, &msg, fds, Step::CloneNamespaces)?;
+    sys::send_message(sock, &birth.encode()?, fds, Step::CloneNamespaces)?;
     let reply = sys::recv_message(sock, 64 << 10, Step::CloneNamespaces)?;
     Ok(reply.and_then(|(b, _)| serde_json::from_slice::<BirthReply>(&b).ok()))
 }
@@ -655,7 +679,7 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
 /// A birth message taken apart: its stdio installed as this process's, its fds sorted into the
 /// init's pipes, the seccomp program at hand (the default one is assembled already).
 fn unpack(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Program) -> Result<(Spec, Vec<MountOp>, Option<crate::seccomp::Program>, InitPipes), SetupError> {
-    let b: Birth = serde_json::from_slice(bytes).map_err(|e| SetupError::new(Step::CloneNamespaces, e.to_string()))?;
+    let b = Birth::decode(bytes)?;
     let want = 5 + b.layers as usize + b.tty as usize + b.work as usize + b.trees;
     if fds.len() != want {
         return Err(SetupError::new(Step::CloneNamespaces, format!("expected {want} descriptors, got {}", fds.len())));
@@ -695,4 +719,35 @@ fn birth(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Prog
         crate::sandbox::run(&spec, &plan, seccomp.as_ref(), pipes);
     }
     Ok(rc as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn birth(filter: Option<Vec<u8>>) -> Birth {
+        // A NUL inside a string must not be taken for the end of the JSON.
+        let spec = Spec::new("/bin/true", vec!["a\u{0}b".into()]);
+        Birth { filter, spec, plan: Vec::new(), setup_ids: Ids { uid: 0, gid: 0 }, kept_uppers: Vec::new(), layers: false, tty: true, work: false, trees: 2 }
+    }
+
+    #[test]
+    fn a_birth_carries_a_custom_filter_as_raw_bytes_after_its_json() {
+        let filter = crate::seccomp::default_program().to_bytes();
+        let bytes = birth(Some(filter.clone())).encode().unwrap();
+        let nul = bytes.iter().position(|b| *b == 0).unwrap();
+        assert_eq!(&bytes[nul + 1..], &filter[..], "the filter follows the JSON as it is");
+        assert!(!String::from_utf8_lossy(&bytes[..nul]).contains("filter"), "not also inside the JSON");
+        let back = Birth::decode(&bytes).unwrap();
+        assert_eq!(back.filter.as_deref(), Some(&filter[..]));
+        assert_eq!(back.spec.args, vec!["a\u{0}b".to_string()]);
+        assert_eq!((back.tty, back.trees), (true, 2));
+    }
+
+    #[test]
+    fn a_birth_without_a_filter_is_its_json_alone() {
+        let bytes = birth(None).encode().unwrap();
+        assert!(!bytes.contains(&0));
+        assert!(Birth::decode(&bytes).unwrap().filter.is_none());
+    }
 }
