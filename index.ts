@@ -164,8 +164,10 @@ export async function createSandbox(options: SandboxOptions = {}): Promise<Persi
 }
 
 /** Like {@link spawnIsolated}, then wait for the end and collect stdout and stderr. */
-export async function runIsolated(file: string, args?: string[], options?: RunOptions & { encoding: 'buffer' }): Promise<RunResult<Buffer>>
-export async function runIsolated(file: string, args?: string[], options?: RunOptions): Promise<RunResult<string>>
+export async function runIsolated(file: string, args: string[] | undefined, options: RunOptions & { encoding: 'buffer' }): Promise<RunResult<Buffer>>
+export async function runIsolated(file: string, args?: string[], options?: RunOptions & { encoding?: BufferEncoding }): Promise<RunResult<string>>
+/** Options whose encoding is only known at run time: either. */
+export async function runIsolated(file: string, args?: string[], options?: RunOptions): Promise<RunResult<string | Buffer>>
 export async function runIsolated(file: string, args: string[] = [], options: RunOptions = {}): Promise<RunResult<string | Buffer>> {
   const { input, encoding = 'utf8', ...spawnOptions } = options
   if (spawnOptions.stdio === undefined) spawnOptions.stdio = ['pipe', 'pipe', 'pipe']

@@ -12,7 +12,7 @@
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
 import { chmodSync, chownSync, copyFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
+import * as net from 'node:net'
 import { join } from 'node:path'
 import { createSandbox, runIsolated, type RunOptions } from '../index.js'
 import { isRoot, removeDir, root, tempDir } from './helpers.js'
@@ -136,7 +136,7 @@ async function probeByExec(s: Omit<Setup, 'run' | 'listed' | 'execRun'>) {
 }
 
 /** Run the probe inside a sandbox: the given options plus the read-only bind of its directory. */
-async function probeInSandbox(s: Omit<Setup, 'run' | 'listed' | 'execRun'>, names: string[] = [], options: RunOptions = {}) {
+async function probeInSandbox(s: Omit<Setup, 'run' | 'listed' | 'execRun'>, names: string[] = [], options: RunOptions & { encoding?: BufferEncoding } = {}) {
   const r = await runIsolated('/probe/escape-probe', [...hostArgs(s), ...names], {
     ...options,
     mounts: [{ type: 'bind', source: s.dir, target: '/probe' }, ...(options.mounts ?? [])],

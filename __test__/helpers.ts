@@ -5,7 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { runIsolated, spawnIsolated, type RunOptions, type SpawnOptions } from '../index.js'
+import { runIsolated, spawnIsolated, type RunOptions, type RunResult, type SpawnOptions } from '../index.js'
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const isRoot = process.getuid?.() === 0
@@ -13,7 +13,9 @@ export const isRoot = process.getuid?.() === 0
 /** CI runs this suite twice: as root, and as an unprivileged user with ISOLATE_TEST_ROOTLESS=1. */
 if (process.env.ISOLATE_TEST_ROOTLESS === '1' && isRoot) throw new Error('ISOLATE_TEST_ROOTLESS=1 but running as root')
 
-export function sh(script: string, options: RunOptions = {}) {
+export function sh(script: string, options: RunOptions & { encoding: 'buffer' }): Promise<RunResult<Buffer>>
+export function sh(script: string, options?: RunOptions & { encoding?: BufferEncoding }): Promise<RunResult<string>>
+export function sh(script: string, options: RunOptions = {}): Promise<RunResult<string | Buffer>> {
   return runIsolated('/bin/sh', ['-c', script], options)
 }
 

@@ -839,7 +839,7 @@ alpineTest('a sandbox runs on an unpacked rootfs and on an imported image', asyn
   const check = 'cat /hello; test -e /etc/motd || echo "no motd"; . /etc/os-release; echo "$ID"; touch /x 2>&1 | grep -c "Read-only"'
   const l = await runIsolated('/bin/sh', ['-c', check], { rootfs: layered.dir })
   t.is(l.stdout, 'from the top layer\nno motd\nalpine\n1\n', l.stderr)
-  const byList = await runIsolated('/bin/sh', ['-c', 'cat /hello'], { rootfs: { layers: layered.lowerDirs } })
+  const byList = await runIsolated('/bin/sh', ['-c', 'cat /hello'], { rootfs: { layers: layered.lowerDirs! } })
   t.is(byList.stdout, 'from the top layer\n', byList.stderr)
   const before = comparable(manifest(join(ws, 'layered')))
   const w = await runIsolated('/bin/sh', ['-c', 'echo w > /etc/written && rm /hello && cat /etc/written'], { rootfs: layered.dir, overlay: true })

@@ -2,7 +2,7 @@
 import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
-import { runIsolated, spawnIsolated } from '../index.js'
+import { createSandbox, runIsolated, spawnIsolated } from '../index.js'
 
 test('stdin reaches the command and binary stdout comes back byte for byte', async (t) => {
   const input = randomBytes(3 << 20)
@@ -12,6 +12,23 @@ test('stdin reaches the command and binary stdout comes back byte for byte', asy
   const e = await runIsolated('/bin/sh', ['-c', 'cat >&2'], { input, encoding: 'buffer' })
   t.true(Buffer.compare(e.stderr, input) === 0)
   t.is(e.stdout.length, 0)
+})
+
+test('output is a string by default and a Buffer with encoding "buffer", as the types say (tsc checks the annotations)', async (t) => {
+  // Without options the string overload applies (an optional options on the Buffer one took every such call).
+  const s: string = (await runIsolated('/bin/echo', ['hi'])).stdout
+  t.is(s, 'hi\n')
+  const b: Buffer = (await runIsolated('/bin/echo', ['hi'], { encoding: 'buffer' })).stdout
+  t.true(Buffer.isBuffer(b))
+  const sb = await createSandbox()
+  try {
+    const e: string = (await sb.exec('/bin/echo', ['hi'])).stdout
+    t.is(e, 'hi\n')
+    const eb: Buffer = (await sb.exec('/bin/echo', ['hi'], { encoding: 'buffer' })).stdout
+    t.true(Buffer.isBuffer(eb))
+  } finally {
+    await sb.destroy()
+  }
 })
 
 test('100 MB out of the sandbox streams without Node holding it', async (t) => {

@@ -115,7 +115,7 @@ test('a Node process killed with SIGKILL leaves no sandbox process behind', asyn
   const { pid } = JSON.parse(line) as { pid: number }
   const init = parentOf(pid)
   const helper = parentOf(init)
-  t.is(parentOf(helper), child.pid, 'the helper is the Node process\'s direct child')
+  t.is(parentOf(helper), child.pid!, 'the helper is the Node process\'s direct child')
   const ns = readlinkSync(`/proc/${pid}/ns/pid`)
   const members = [...new Set([init, ...pidsInNamespace(ns)])]
   t.is(members.length, 3, 'init, the exec\'d sleep and the background sleep')

@@ -240,7 +240,7 @@ test('a Node process that dies leaves no long-lived sandbox behind', async (t) =
   const { child, line } = await startFixture(t, 'create-and-hang.ts')
   const { init } = JSON.parse(line) as { init: number }
   const helper = parentOf(init)
-  t.is(parentOf(helper), child.pid)
+  t.is(parentOf(helper), child.pid!)
   const members = sandboxMembers(init)
   t.is(members.length, 2, 'the init and the background sleep')
   const exited = new Promise((r) => child.once('exit', r))

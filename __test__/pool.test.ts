@@ -82,7 +82,7 @@ async function oneSandbox(script: string, options = {}) {
 test.serial('each sandbox gets a helper of its own; on cgroup v1 a warm one, never one used before', async (t) => {
   await runIsolated('/bin/true', [], { limits: LIMITS }) // the first fills the pool
   await new Promise((r) => setTimeout(r, 300))
-  const seen = []
+  const seen: Awaited<ReturnType<typeof oneSandbox>>[] = []
   for (let i = 0; i < 6; i++) {
     seen.push(await oneSandbox('true'))
     // The pool refills at idle priority: under load (other test files) that takes a while.

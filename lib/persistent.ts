@@ -248,8 +248,9 @@ export class PersistentSandbox {
   }
 
   /** Like {@link spawn}, then wait for the command's end and collect its stdout and stderr. */
-  async exec(file: string, args?: string[], options?: ExecOptions & { input?: string | Uint8Array; encoding: 'buffer' }): Promise<ExecResult<Buffer>>
+  async exec(file: string, args: string[] | undefined, options: ExecOptions & { input?: string | Uint8Array; encoding: 'buffer' }): Promise<ExecResult<Buffer>>
   async exec(file: string, args?: string[], options?: ExecOptions & { input?: string | Uint8Array; encoding?: BufferEncoding }): Promise<ExecResult<string>>
+  async exec(file: string, args?: string[], options?: ExecOptions & { input?: string | Uint8Array; encoding?: BufferEncoding | 'buffer' }): Promise<ExecResult<string | Buffer>>
   async exec(file: string, args: string[] = [], options: ExecOptions & { input?: string | Uint8Array; encoding?: BufferEncoding | 'buffer' } = {}): Promise<ExecResult<string | Buffer>> {
     const { input, encoding = 'utf8', ...execOptions } = options
     const p = await this.spawn(file, args, execOptions)
