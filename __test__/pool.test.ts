@@ -37,7 +37,7 @@ test('what is built ahead: the root of a spec leaves out the command, environmen
   t.is(work('/srv/job1'), root('/bin/true', {}))
   t.is(work('/srv/job1'), work('/srv/job2'))
   t.deepEqual(
-    madeAtRelease(normalize('/bin/true', [], { mounts: [{ type: 'bind', source: '/a', target: '/data' }, { type: 'tmpfs', target: '/tmp' }, { type: 'bind', source: '/a', target: '/etc/x' }, { type: 'overlay', source: '/a', target: '/data/o' }, { type: 'tmpfs', target: '/w' }, { type: 'bind', source: '/a', target: '/w/in' }] }).spec.mounts),
+    madeAtRelease(normalize('/bin/true', [], { mounts: [{ type: 'bind', source: '/a', target: '/data' }, { type: 'tmpfs', target: '/tmp' }, { type: 'bind', source: '/a', target: '/etc/x' }, { type: 'overlay', source: '/a', target: '/data/o' }, { type: 'tmpfs', target: '/w' }, { type: 'bind', source: '/a', target: '/w/in' }] }).spec),
     [false, false, false, false, true, true],
     "as the helper's plan::made_at_release: not at /tmp, under /etc, nor below or above a later mount made with the root",
   )

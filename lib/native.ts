@@ -48,6 +48,8 @@ export interface Addon {
   sendExec(execFd: number, request: unknown, stdio: number[]): ExecStdio
   spawnProbe(helperPath: string): SpawnedHelper
   validateSpec(spec: unknown): void
+  /** Which of the spec's mounts an init whose root was built ahead makes at its release (the helper's rule). */
+  madeAtRelease(specJson: string): boolean[]
   reapHelper(pid: number): boolean
   closeFd(fd: number): void
   probe(): unknown

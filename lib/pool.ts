@@ -12,7 +12,7 @@
  * their cgroups) when Node exits, however it exits: their control socket is their lifeline.
  */
 import { Socket } from 'node:net'
-import type { Addon } from './native.js'
+import { loadNative, type Addon } from './native.js'
 import type { Spec } from './options.js'
 import { reapHelper } from './sandbox.js'
 
@@ -178,33 +178,19 @@ export class HelperPool {
  */
 export function rootOf(spec: Spec): string {
   const { file: _file, args: _args, env: _env, cwd: _cwd, hostname: _hostname, limits: _limits, capabilities: _caps, seccomp: _seccomp, landlock: _landlock, tty: _tty, persistent: _persistent, mounts, ...root } = spec
-  const made = madeAtRelease(mounts)
+  const made = mounts.length === 0 ? [] : madeAtRelease(spec)
   return JSON.stringify({ file: '/', ...root, mounts: mounts.filter((_, i) => !made[i]) })
-}
-
-/** Whether two paths inside the sandbox are the same or one lies below the other. */
-function overlaps(a: string, b: string): boolean {
-  const x = a.split('/').filter(Boolean)
-  const y = b.split('/').filter(Boolean)
-  return x.slice(0, Math.min(x.length, y.length)).every((c, i) => c === y[i])
 }
 
 /**
  * Which mounts an init whose root was built ahead makes at its release, so that sandboxes that
- * each bind their own work dir share the root built ahead: the helper's rule
- * (`plan::made_at_release` in crates/core/src/plan.rs), which alone decides; this only groups
- * roots. Binds and tmpfs mounts, but not at /tmp, at /etc or below, nor sharing a path with a
- * later mount made with the root.
+ * each bind their own work dir share the root built ahead: asked of the helper's own rule
+ * (`plan::made_at_release` in crates/core/src/plan.rs), which alone decides. Binds and tmpfs
+ * mounts, but not at /tmp, at /etc or below, nor sharing a path with a later mount made with
+ * the root.
  */
-export function madeAtRelease(mounts: Spec['mounts']): boolean[] {
-  const made: boolean[] = []
-  const laterInRoot: string[] = []
-  for (let i = mounts.length - 1; i >= 0; i--) {
-    const m = mounts[i]
-    made[i] = m.type !== 'overlay' && !overlaps(m.target, '/etc') && m.target.replace(/\/+$/, '') !== '/tmp' && !laterInRoot.some((l) => overlaps(m.target, l))
-    if (!made[i]) laterInRoot.push(m.target)
-  }
-  return made
+export function madeAtRelease(spec: Spec): boolean[] {
+  return loadNative().addon.madeAtRelease(JSON.stringify(spec))
 }
 
 /** How many of the last sandboxes' roots decide what is built ahead. */

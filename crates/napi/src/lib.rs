@@ -54,6 +54,15 @@ pub fn validate_spec(spec: serde_json::Value) -> Result<()> {
     to_spec(spec).map(|_| ())
 }
 
+/// Which of the spec's mounts an init whose root was built ahead makes at its release: the
+/// helper's own rule ([`isolate_core::plan::made_at_release`]), which the pool (lib/pool.ts)
+/// asks to group sandboxes by the rest of their root.
+#[napi]
+pub fn made_at_release(spec_json: String) -> Result<Vec<bool>> {
+    let spec = Spec::from_json(spec_json.as_bytes()).map_err(|e| option_error(format!("options: {e}")))?;
+    Ok(isolate_core::plan::made_at_release(&spec))
+}
+
 fn to_spec(value: serde_json::Value) -> Result<Spec> {
     let spec: Spec = serde_json::from_value(value).map_err(|e| option_error(format!("options: {e}")))?;
     isolate_core::validate::validate(&spec).map_err(|e| option_error(e.to_string()))?;
