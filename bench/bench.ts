@@ -587,10 +587,36 @@ interface Lat {
   p99: number
   mean: number
   n: number
+  /** Every sample, in the order of the rounds (one per round: variants' samples pair by index). */
+  samples: number[]
 }
 function latStats(xs: number[], sync: number[] = []): Lat {
   const s = [...xs].sort((a, b) => a - b)
-  return { sync50: median(sync), p50: pct(s, 50), p95: pct(s, 95), p99: pct(s, 99), mean: s.reduce((a, b) => a + b, 0) / s.length, n: s.length }
+  return { sync50: median(sync), p50: pct(s, 50), p95: pct(s, 95), p99: pct(s, 99), mean: s.reduce((a, b) => a + b, 0) / s.length, n: s.length, samples: xs }
+}
+
+/**
+ * How far the ratio of two variants' p50s moves with the rounds that happened to be measured: a
+ * paired bootstrap over the rounds (resampled with replacement, both variants' samples of a
+ * round kept together, since they shared its conditions), its 2.5th and 97.5th percentiles.
+ */
+function p50RatioInterval(a: number[], b: number[], reps = 2000): [number, number] {
+  const n = Math.min(a.length, b.length)
+  if (n === 0) return [NaN, NaN]
+  const random = seeded(0xb0_07)
+  const ratios: number[] = []
+  for (let r = 0; r < reps; r++) {
+    const ra: number[] = []
+    const rb: number[] = []
+    for (let i = 0; i < n; i++) {
+      const k = Math.floor(random() * n)
+      ra.push(a[k])
+      rb.push(b[k])
+    }
+    ratios.push(median(ra) / median(rb))
+  }
+  ratios.sort((x, y) => x - y)
+  return [pct(ratios, 2.5), pct(ratios, 97.5)]
 }
 
 /**
@@ -1282,8 +1308,13 @@ async function main(): Promise<void> {
   const t = (name: string, value: string, ok: boolean | undefined) => targets.push([name, value, ok])
   const o50 = L('ours').p50
   t('p50 latency, default profile + limits ≤ 3 ms', `${fmt(o50)} ms`, o50 <= 3)
-  t('p50 ≤ 1.6× Node\'s unsandboxed spawn', ratio(o50, L('plain').p50, 1.6), o50 <= 1.6 * L('plain').p50)
-  t('p50 ≤ 0.3× bwrap spawned from Node', bwrap ? ratio(o50, L('bwrap').p50, 0.3) : 'bwrap skipped', bwrap ? o50 <= 0.3 * L('bwrap').p50 : undefined)
+  // The rounds measured are a sample: how far the ratio would move with others (see p50RatioInterval).
+  const spread = (k: string) => {
+    const [lo, hi] = p50RatioInterval(L('ours').samples, L(k).samples)
+    return ` (95% bootstrap interval over the ${L('ours').n} rounds: ${fmt(lo, 3)}–${fmt(hi, 3)}×)`
+  }
+  t('p50 ≤ 1.6× Node\'s unsandboxed spawn', ratio(o50, L('plain').p50, 1.6) + spread('plain'), o50 <= 1.6 * L('plain').p50)
+  t('p50 ≤ 0.3× bwrap spawned from Node', bwrap ? ratio(o50, L('bwrap').p50, 0.3) + spread('bwrap') : 'bwrap skipped', bwrap ? o50 <= 0.3 * L('bwrap').p50 : undefined)
   t('p50 at 2 GB RSS within 1.2× of p50 at ~50 MB', `${ratio(big.get('ours')!.p50, small.get('ours')!.p50, 1.2)} of the p50 measured just before growing, at ${fmt(MiB(rssSmall), 0)} MiB (${ratio(big.get('ours')!.p50, L('ours').p50)} of the first table, at ${fmt(MiB(rssLat), 0)} MiB)`, big.get('ours')!.p50 <= 1.2 * small.get('ours')!.p50)
   const o32 = T('ours', 32)!.perSec
   t('throughput at 32 ≥ 3× bwrap\'s', bwrap ? ratio(o32, T('bwrap', 32)!.perSec, 3) : 'bwrap skipped', bwrap ? o32 >= 3 * T('bwrap', 32)!.perSec : undefined)
