@@ -13,7 +13,7 @@ import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
 import { aheadOf, commonest, madeAtRelease, rootOf } from '../lib/pool.js'
-import { normalize } from '../lib/options.js'
+import { normalize, type Spec } from '../lib/options.js'
 import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, poolHeard, poolReady, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
@@ -41,6 +41,10 @@ test('what is built ahead: the root of a spec leaves out the command, environmen
     [false, false, false, false, true, true],
     "as the helper's plan::made_at_release: not at /tmp, under /etc, nor below or above a later mount made with the root",
   )
+  // A spec the helper cannot read (options that only fail later) is grouped, never thrown on: the refill that groups it must not end the pool.
+  const unreadable = { ...normalize('/bin/true', [], { mounts: [{ type: 'tmpfs', target: '/w' }] }).spec, limits: { memoryBytes: -1 } } as unknown as Spec
+  t.notThrows(() => rootOf(unreadable))
+  t.throws(() => madeAtRelease(unreadable), { code: 'InvalidArg' })
   t.not(root('/bin/true', {}), root('/bin/true', { network: 'host' }))
   t.not(root('/bin/true', {}), root('/bin/true', { user: { uid: 1000, gid: 1000 } }))
   t.is(commonest(['a', 'b', 'c']), undefined, 'none came twice')

@@ -178,7 +178,7 @@ export class HelperPool {
  */
 export function rootOf(spec: Spec): string {
   const { file: _file, args: _args, env: _env, cwd: _cwd, hostname: _hostname, limits: _limits, capabilities: _caps, seccomp: _seccomp, landlock: _landlock, tty: _tty, persistent: _persistent, mounts, ...root } = spec
-  const made = mounts.length === 0 ? [] : madeAtRelease(spec)
+  const made = mounts.length === 0 ? [] : madeAtReleaseOrNone(spec)
   return JSON.stringify({ file: '/', ...root, mounts: mounts.filter((_, i) => !made[i]) })
 }
 
@@ -191,6 +191,15 @@ export function rootOf(spec: Spec): string {
  */
 export function madeAtRelease(spec: Spec): boolean[] {
   return loadNative().addon.madeAtRelease(JSON.stringify(spec))
+}
+
+/** For grouping only: a spec the helper's rule cannot read (the sandbox fails anyway) counts as one whose mounts are all built with its root, and never breaks the pool's refill. */
+function madeAtReleaseOrNone(spec: Spec): boolean[] {
+  try {
+    return madeAtRelease(spec)
+  } catch {
+    return spec.mounts.map(() => false)
+  }
 }
 
 /** How many of the last sandboxes' roots decide what is built ahead. */
