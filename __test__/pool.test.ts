@@ -12,7 +12,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSy
 import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
-import { aheadOf, commonest, madeAtRelease, rootOf } from '../lib/pool.js'
+import { aheadOf, commonest, HelperPool, madeAtRelease, rootOf } from '../lib/pool.js'
+import type { Addon } from '../lib/native.js'
 import { normalize, type Spec } from '../lib/options.js'
 import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, poolHeard, poolReady, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
@@ -59,6 +60,35 @@ test('what is built ahead: the root of a spec leaves out the command, environmen
   t.deepEqual(aheadOf(recent('aH aH bN cN')), { spec: 'a', build: true }, 'its namespaces\' sandboxes all wanted it')
   t.deepEqual(aheadOf(recent('aH bH cH dN')), { spec: 'c', build: false }, 'no root came twice: the commonest namespaces, with the latest root that has them')
   t.is(aheadOf(recent('aN bH')), undefined, 'nothing came twice')
+})
+
+test('a warm helper that cannot get ready stops the pool for a while, not for good: it tries again after a backoff that doubles', async (t) => {
+  // An addon whose warm helpers never start (a passing EAGAIN, or a host that cannot have them).
+  let tries = 0
+  const failing = { spawnWarmHelper: async () => { tries++; throw new Error('posix_spawn: EAGAIN') } } as unknown as Addon
+  const backoff = 1000
+  const pool = new HelperPool(failing, '/nonexistent', true, 1, backoff)
+  const turn = () => new Promise((r) => setImmediate(r))
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+  pool.fill()
+  await turn()
+  t.is(tries, 1)
+  pool.fill()
+  await turn()
+  t.is(tries, 1, 'no second try within the backoff')
+  t.is(pool.take(normalize('/bin/true', [], {}).spec), undefined, 'meanwhile sandboxes start cold')
+  await sleep(backoff + 100)
+  pool.fill()
+  await turn()
+  t.is(tries, 2, 'tried again once the backoff is over')
+  await sleep(backoff + 100)
+  pool.fill()
+  await turn()
+  t.is(tries, 2, 'the second failure waits twice as long')
+  await sleep(backoff)
+  pool.fill()
+  await turn()
+  t.is(tries, 3)
 })
 
 /** The helper that supervises the sandbox whose command is `pid`, and whether it was a warm one. */

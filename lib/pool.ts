@@ -33,6 +33,9 @@ export interface PoolOptions {
 }
 
 const DEFAULT_SIZE = 2
+/** After a warm helper failed to get ready, how long until the pool tries again, and at most. */
+const RETRY_AFTER_MS = 5_000
+const MAX_RETRY_AFTER_MS = 60_000
 /** What the default size may grow to: a burst of starts then finds warm helpers. */
 const GROWN_SIZE = 4
 
@@ -42,8 +45,13 @@ export class HelperPool {
   #grows: boolean
   readonly #ready: WarmHelper[] = []
   #starting = 0
-  /** Set when a warm helper could not get ready: this host gets cold starts only. */
-  #broken = false
+  /**
+   * Until when no warm helper is started, after one could not get ready: cold starts meanwhile.
+   * A host that cannot have them costs one try per backoff (doubling up to a minute); a passing
+   * failure (no fd or process to spare for a moment) does not turn the pool off for good.
+   */
+  #brokenUntil = 0
+  #backoffMs: number
   /** The roots ({@link rootOf}) and namespaces of the last sandboxes, oldest first. */
   readonly #recent: Recent[] = []
   /** Specs taken since the last refill, folded into `#recent` by the next one: off the start's path. */
@@ -55,7 +63,10 @@ export class HelperPool {
     readonly helperPath: string,
     readonly eligible: boolean,
     size?: number,
+    /** The first wait after a failure (tests shorten it). */
+    readonly retryAfterMs = RETRY_AFTER_MS,
   ) {
+    this.#backoffMs = retryAfterMs
     this.#size = eligible ? (size ?? DEFAULT_SIZE) : 0
     this.#grows = eligible && size === undefined
   }
@@ -74,7 +85,7 @@ export class HelperPool {
     this.#taken.push(spec)
     if (this.#taken.length > RECENT) this.#taken.shift()
     const h = this.#ready.shift()
-    if (!h && this.#grows && !this.#broken && this.#size < GROWN_SIZE) this.#size++
+    if (!h && this.#grows && !this.#broken() && this.#size < GROWN_SIZE) this.#size++
     if (h) {
       h.control.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
       h.control.ref()
@@ -98,7 +109,7 @@ export class HelperPool {
   }
 
   fill(): void {
-    while (!this.#broken && this.#ready.length + this.#starting < this.#size) void this.#start()
+    while (!this.#broken() && this.#ready.length + this.#starting < this.#size) void this.#start()
   }
 
   /** End a helper that was taken but cannot be used. */
@@ -124,6 +135,17 @@ export class HelperPool {
     }
     this.#taken = []
     return aheadOf(this.#recent)
+  }
+
+  #broken(): boolean {
+    return Date.now() < this.#brokenUntil
+  }
+
+  #failed(): void {
+    // Helpers started together that fail together count once.
+    if (this.#broken()) return
+    this.#brokenUntil = Date.now() + this.#backoffMs
+    this.#backoffMs = Math.min(2 * this.#backoffMs, MAX_RETRY_AFTER_MS)
   }
 
   #watch(h: WarmHelper): void {
@@ -156,14 +178,16 @@ export class HelperPool {
       })
       control.removeAllListeners()
       if (!warm || this.#ready.length >= this.#size) {
-        if (!warm) this.#broken = true
+        if (!warm) this.#failed()
         this.#discard(h)
         return
       }
       this.#watch(h)
       this.#ready.push(h)
+      // Ready: the next failure waits the shortest backoff again.
+      this.#backoffMs = this.retryAfterMs
     } catch {
-      this.#broken = true
+      this.#failed()
     } finally {
       this.#starting--
     }
