@@ -267,6 +267,74 @@ poolTest('a Node process that dies leaves no pooled helper, zygote or cgroup beh
 
 const initsAheadOf = (node: number) => warmHelpersOf(node).inits
 
+// Root in a container often may not create cgroups (its cgroupfs is read-only): simulated with
+// the cgroup mounts made read-only in a mount namespace of the child's own.
+const asRoot = process.geteuid?.() === 0 ? test.serial : test.skip
+if (process.geteuid?.() !== 0) console.log('pool.test: the test of warm helpers without a cgroup needs root (a pool is root\'s); skipped')
+asRoot('where root may not create cgroups (a read-only cgroupfs, as in a container), warm helpers are made without one and serve the sandboxes that need none', async (t) => {
+  const script = `
+    const { readFileSync } = await import('node:fs')
+    const { probe, runIsolated, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const say = (o) => process.stdout.write(JSON.stringify(o) + '\\n')
+    const parentOf = (pid) => { const s = readFileSync('/proc/' + pid + '/stat', 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]) }
+    say({ canCreate: (await probe()).cgroupHost?.canCreate ?? null })
+    await runIsolated('/bin/true', [])
+    say({ started: true })
+    await new Promise((r) => process.stdin.once('data', r))
+    const runs = []
+    for (let i = 0; i < 3; i++) {
+      const sb = await spawnIsolated('/bin/sh', ['-c', 'ls -A /tmp; touch /tmp/left-' + i])
+      const helper = parentOf(parentOf(sb.pid))
+      const warm = readFileSync('/proc/' + helper + '/cmdline', 'utf8').split('\\0').includes('--warm')
+      let out = ''
+      sb.stdout.on('data', (d) => (out += d))
+      const r = await sb.wait()
+      await new Promise((res) => (sb.stdout.readableEnded ? res() : sb.stdout.once('end', res)))
+      runs.push({ warm, helper, exitCode: r.exitCode, tmp: out })
+      await new Promise((res) => setTimeout(res, 500))
+    }
+    const limited = await runIsolated('/bin/true', [], { limits: { memoryBytes: 64 << 20 } }).then(() => null, (e) => ({ step: e.step, message: e.message }))
+    say({ runs, limited })
+  `
+  const remount = 'for m in $(awk \'$3 ~ /^cgroup/ {print $2}\' /proc/self/mounts); do mount -o remount,bind,ro "$m" || exit 3; done; exec "$0" "$@"'
+  const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', remount, process.execPath, '--import=tsx', '--input-type=module', '-e', script], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] })
+  t.teardown(() => void child.kill('SIGKILL'))
+  const lines: Array<Record<string, unknown>> = []
+  const next = (key: string) => new Promise<Record<string, unknown>>((resolve, reject) => {
+    const look = () => {
+      const l = lines.find((x) => key in x)
+      if (l) resolve(l)
+    }
+    child.stdout!.on('data', (d) => {
+      for (const line of String(d).split('\n').filter(Boolean)) lines.push(JSON.parse(line))
+      look()
+    })
+    child.on('exit', (code) => reject(new Error(`the child exited with ${code} before saying ${key}`)))
+    look()
+  })
+  t.is((await next('canCreate')).canCreate, false, 'the child may not create cgroups')
+  await next('started')
+  t.true(await waitUntil(() => initsAheadOf(child.pid!).length >= 2, 10_000), `warm helpers, each with an init made ahead (${JSON.stringify(warmHelpersOf(child.pid!))})`)
+  const pool = warmHelpersOf(child.pid!)
+  const ahead = pool.inits
+  t.deepEqual(pool.zygotes.flatMap(cgroupDirsOf), [], 'no sandbox cgroup: the zygotes stay in the caller\'s')
+  child.stdin!.write('go\n')
+  const { runs, limited } = (await next('runs')) as { runs: Array<{ warm: boolean; helper: number; exitCode: number; tmp: string }>; limited: { step: string; message: string } | null }
+  t.true(runs.every((r) => r.warm), `each sandbox came from a warm helper: ${JSON.stringify(runs)}`)
+  t.is(new Set(runs.map((r) => r.helper)).size, 3, 'a helper of its own each')
+  for (const r of runs) {
+    t.is(r.exitCode, 0)
+    t.is(r.tmp, '', 'nothing the sandbox before left in /tmp')
+  }
+  t.is(limited?.step, 'create_cgroup', 'limits that need a cgroup still fail, naming the step')
+  t.regex(limited?.message ?? '', /limits need a cgroup/)
+  const exited = new Promise((r) => child.once('exit', r))
+  child.stdin!.end()
+  child.kill('SIGTERM')
+  await exited
+  t.true(await waitUntil(() => !pool.helpers.some(pidAlive) && !ahead.some(pidAlive) && !pool.zygotes.some((z) => pidAlive(z.zygote)), 3000), 'its helpers, zygotes and inits made ahead end with it')
+})
+
 /** Scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE) and nice value, from a /proc/PID/stat text. */
 function schedOf(stat: string): { policy: number; nice: number } {
   const f = stat.slice(stat.lastIndexOf(')') + 2).trim().split(' ')

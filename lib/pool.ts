@@ -1,7 +1,8 @@
 /**
- * Warm helpers, made ahead where this process is root and may create cgroups (v1 or v2): each
- * has detected the host, created its sandbox's cgroup and moved a zygote into it (the migration
- * that costs an RCU grace period), and the zygote has cloned an init ahead into the namespaces
+ * Warm helpers, made ahead where this process is root: each has detected the host, created its
+ * sandbox's cgroup and moved a zygote into it (the migration that costs an RCU grace period;
+ * where this process may create cgroups, v1 or v2: else there is no cgroup and no migration),
+ * and the zygote has cloned an init ahead into the namespaces
  * of the root most recent sandboxes had (see {@link rootOf}; the default ones when no root
  * came twice), which has also built that root, so a sandbox taken from the pool starts with no
  * cgroup migration, no helper exec and (with those namespaces and that root) no namespace
@@ -277,14 +278,15 @@ export function commonest(list: string[]): string | undefined {
 let pool: HelperPool | undefined
 let wanted: number | undefined
 
-/** The process's pool when this host can have one (root, cgroups allowed), made on first use. */
+/** The process's pool when this host can have one (root), made on first use. */
 export function helperPool(addon: Addon, helperPath: string): HelperPool | undefined {
   if (pool === undefined) {
-    const host = (addon.probe() as { cgroupHost?: { mode: string; canCreate: boolean } | null }).cgroupHost
     // Root only: what a warm helper makes ahead (an init with its id maps, an idle priority it
     // can undo, room for the largest births) needs root's privileges; a rootless caller's cold
-    // start on a delegated v2 cgroup already clones straight into its cgroup.
-    const eligible = host?.canCreate === true && ['v1', 'hybrid', 'v2'].includes(host.mode) && process.geteuid?.() === 0
+    // start on a delegated v2 cgroup already clones straight into its cgroup. Where root may not
+    // create cgroups (a container's read-only cgroupfs), its warm helpers have none: they serve
+    // the sandboxes that need no cgroup (those with limits cannot start there either way).
+    const eligible = process.geteuid?.() === 0
     pool = new HelperPool(addon, helperPath, eligible, wanted)
     pool.fill()
   }

@@ -155,8 +155,9 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
         (plan_mounts(spec, facts), at_release, lent.is_some())
     };
     // A warm helper's cgroup may lack a controller these limits need (on v2, one a cold start
-    // would enable now): then what it made ahead goes, and this helper starts the cold way.
-    let warm = warm.filter(|w| cgroup_limits(spec).is_none_or(|l| w.cgroup.covers(&w.host, &l)));
+    // would enable now), or it has none (it may not create one): then what it made ahead goes,
+    // and this helper starts the cold way (which refuses limits it cannot enforce, saying why).
+    let warm = warm.filter(|w| cgroup_limits(spec).is_none_or(|l| w.cgroup.as_ref().is_some_and(|cg| cg.covers(&w.host, &l))));
     // Compiled once, in the addon (else by whoever clones the init): the sandbox's processes only
     // load it. A zygote or an init made ahead has the built-in one at hand, and is handed a
     // custom profile's in its birth.
@@ -173,7 +174,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     // A warm helper's cgroup exists already, its zygote inside; its limits go on once the spec
     // is here, before the init runs anything of it.
     let (cgroup, warm) = match warm {
-        Some(Warm { preborn, zygote, host, cgroup, .. }) => (Some(cgroup), Some((preborn, zygote, host))),
+        Some(Warm { preborn, zygote, host, cgroup, .. }) => (cgroup, Some((preborn, zygote, host))),
         None => (create_cgroup(spec)?, None),
     };
     let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None));
@@ -250,7 +251,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
                     fds.extend(trees.iter().map(AsRawFd::as_raw_fd));
                     // Released before it is handed the spec (its id maps are written already):
                     // it finds its go waiting and runs through its setup without a round trip.
-                    let how = Release { limits: Some((&host, cgroup.as_ref().expect("a warm helper has a cgroup"))), write_maps: false, attach_to: None };
+                    let how = Release { limits: cgroup.as_ref().map(|cg| (&host, cg)), write_maps: false, attach_to: None };
                     release(spec, &plan, caller, unpriv, p.pid(), &how, layers.as_ref().map(|(ours, _)| ours), &go_w)?;
                     released_early = true;
                     // The zygote, unused, is killed now and reaped once the init is on its way:

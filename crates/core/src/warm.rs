@@ -3,7 +3,9 @@
 //! it with CLONE_INTO_CGROUP, on v1 nothing does), and a new network namespace and the helper's own
 //! start cost about as much as the rest of a sandbox's setup together. A warm helper has detected
 //! the host, created the sandbox's cgroup, and forked a zygote that moved itself into that cgroup
-//! before any sandbox waited for it. The zygote then clones, with CLONE_PARENT, an init ahead into
+//! before any sandbox waited for it (where this process may not create cgroups, as in a container
+//! whose cgroupfs is read-only, there is no cgroup and the rest is the same, for the sandboxes
+//! that need none). The zygote then clones, with CLONE_PARENT, an init ahead into
 //! the namespaces of the spec given ahead (the root the caller's recent sandboxes had), or else the
 //! default ones (user, mount, pid, uts, ipc, net): it is the helper's child, born inside the
 //! cgroup; the helper writes its id maps and the init brings up its loopback (those of its own
@@ -44,7 +46,10 @@ pub struct Warm {
     pub(crate) preborn: Option<Preborn>,
     pub(crate) zygote: Zygote,
     pub(crate) host: CgroupHost,
-    pub(crate) cgroup: SandboxCgroup,
+    /// None where this process may not create cgroups (a container's read-only cgroupfs): the
+    /// init is still made ahead, for the sandboxes that need no cgroup; one whose limits need a
+    /// cgroup starts the cold way, which says why it cannot have one.
+    pub(crate) cgroup: Option<SandboxCgroup>,
     /// The host ids the sandbox's users map onto, read once ahead (and the ones an init made
     /// ahead was mapped with): /etc/subuid is not read again on the sandbox's way.
     pub(crate) unpriv: Ids,
@@ -182,10 +187,7 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     // be given their caller's priority back afterwards).
     crate::priority::idle_ahead(0);
     let host = crate::cgroup::detect()?;
-    if !host.can_create {
-        return Err(SetupError::new(Step::CreateCgroup, host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into())));
-    }
-    let cgroup = SandboxCgroup::prepare(&host, &crate::cgroup::unique_name())?;
+    let cgroup = if host.can_create { Some(SandboxCgroup::prepare(&host, &crate::cgroup::unique_name())?) } else { None };
     // Assembled ahead, before the fork, so the zygote has the default filter at hand (and the
     // init and its commands the count of capabilities to drop).
     let default_seccomp = crate::seccomp::default_program();
@@ -195,7 +197,7 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     let mounts = sys::watch_mounts()?;
     let table = sys::MountTable::now();
     let flags = ahead_flags(ahead.as_ref().map(|(spec, _)| spec));
-    let (zygote, inits_ahead) = Zygote::fork_into(&cgroup, &default_seccomp, flags)?;
+    let (zygote, inits_ahead) = Zygote::fork_into(cgroup.as_ref(), &default_seccomp, flags)?;
     // An init that cannot get ready ahead is no loss: the zygote clones one at the birth, and
     // then whatever failed is reported with its step.
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
@@ -335,7 +337,7 @@ impl Warm {
 
 impl Zygote {
     /// The zygote, inside the cgroup, and the init it cloned ahead (its pid and socket), if it could.
-    fn fork_into(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program, flags: libc::c_ulong) -> Result<(Zygote, Option<(Pid, OwnedFd)>), SetupError> {
+    fn fork_into(cgroup: Option<&SandboxCgroup>, default_seccomp: &crate::seccomp::Program, flags: libc::c_ulong) -> Result<(Zygote, Option<(Pid, OwnedFd)>), SetupError> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?;
         // SAFETY: the helper is single-threaded.
@@ -551,10 +553,10 @@ impl Drop for Preborn {
     }
 }
 
-/// The zygote: enter the cgroup, clone an init ahead, wait for one birth, clone the init into the sandbox's
-/// namespaces as the helper's child, answer, exit. Never returns, never runs a destructor (the
-/// cgroup it holds a copy of belongs to the helper).
-fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program, sock: OwnedFd, ahead_flags: libc::c_ulong) -> ! {
+/// The zygote: enter the cgroup (where there is one), clone an init ahead, wait for one birth,
+/// clone the init into the sandbox's namespaces as the helper's child, answer, exit. Never
+/// returns, never runs a destructor (the cgroup it holds a copy of belongs to the helper).
+fn zygote_main(cgroup: Option<&SandboxCgroup>, default_seccomp: &crate::seccomp::Program, sock: OwnedFd, ahead_flags: libc::c_ulong) -> ! {
     let _ = nix::sys::prctl::set_name(c"isolate-zygote");
     // Nothing of the helper's (its control and handoff sockets) reaches the zygote, so nothing
     // reaches the init it clones.
@@ -564,7 +566,7 @@ fn zygote_main(cgroup: &SandboxCgroup, default_seccomp: &crate::seccomp::Program
         // SAFETY: leaving the fork without running the helper's destructors.
         unsafe { libc::_exit(1) }
     }
-    match cgroup.attach(std::process::id() as i32) {
+    match cgroup.map_or(Ok(()), |cg| cg.attach(std::process::id() as i32)) {
         Ok(()) => {
             let _ = sys::send_message(&sock, b"in", &[], Step::AttachCgroup);
             clone_ahead(default_seccomp, &sock, ahead_flags);
