@@ -412,6 +412,29 @@ poolTest('the init a sandbox gets is one made ahead, or fresh when its options d
   }
 })
 
+poolTest('a spec near the largest a warm helper takes (about 205 KiB) starts from an init made ahead, as a small one does', async (t) => {
+  // Five variables of 41 KiB: under the handoff's 256 KiB, over the ~208 KiB a socket's default
+  // send buffer takes in one message (the birth handed to the init made ahead failed with EMSGSIZE).
+  const env: Record<string, string> = { PATH: '/usr/bin:/bin' }
+  for (const k of ['A', 'B', 'C', 'D', 'E']) env[k] = k.repeat(41 << 10)
+  const once = async () => {
+    await poolFull()
+    const before = new Set(initsAheadOf(process.pid))
+    const sb = await spawnIsolated('/bin/sh', ['-c', 'read x; echo ${#A} ${#E}'], { limits: LIMITS, env, stdio: ['pipe', 'pipe', 'ignore'] })
+    const init = parentOf(sb.pid)
+    let out = ''
+    sb.stdout!.on('data', (d) => (out += d))
+    sb.stdin!.end('\n')
+    const code = (await sb.wait()).exitCode
+    await ended(sb.stdout)
+    return { took: before.has(init), code, out }
+  }
+  const r = await untilQuietMounts(once, (r) => r.took)
+  t.true(r.took, 'its init is one made ahead')
+  t.is(r.code, 0)
+  t.is(r.out, `${41 << 10} ${41 << 10}\n`)
+})
+
 poolTest('work done ahead runs at idle priority; a ready helper, zygote and init wait at the default policy (the helper behind its caller), as every process of the sandbox runs', async (t) => {
   t.true(await poolFull())
   const ready = new Set(warmHelpersOf(process.pid).helpers)

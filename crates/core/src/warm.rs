@@ -348,12 +348,7 @@ impl Zygote {
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(theirs);
-                // A birth carries the spec and its mount plan in one message: room for the
-                // largest (the default send buffer would refuse what a cold start accepts).
-                // Only root may go past wmem_max, and only root has warm helpers (lib/pool.ts).
-                let room = (4 * MAX_SPEC) as libc::c_int;
-                // SAFETY: setsockopt with an int value on our own socket.
-                unsafe { libc::setsockopt(ours.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &room as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+                room_for_births(&ours);
                 let mut z = Zygote { pid: child, sock: ours, done: false };
                 // The migration happens now, in the warm phase; the zygote says when it is inside.
                 match sys::recv_message(&z.sock, 64 << 10, Step::AttachCgroup) {
@@ -589,6 +584,15 @@ fn zygote_main(cgroup: Option<&SandboxCgroup>, default_seccomp: &crate::seccomp:
     unsafe { libc::_exit(0) }
 }
 
+/// A birth carries the spec and its mount plan in one message: room on `sock` for the largest (the
+/// default send buffer, ~208 KiB, refuses what a cold start accepts: EMSGSIZE). Only root may go
+/// past wmem_max, and only root has warm helpers (lib/pool.ts).
+fn room_for_births(sock: &OwnedFd) {
+    let room = (4 * MAX_SPEC) as libc::c_int;
+    // SAFETY: setsockopt with an int value on our own socket.
+    unsafe { libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &room as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+}
+
 /// Clone the init ahead into the namespaces of `flags` and tell the helper its pid, with the
 /// socket that reaches it; or tell it nothing came of it.
 fn clone_ahead(default_seccomp: &crate::seccomp::Program, helper: &OwnedFd, flags: libc::c_ulong) {
@@ -611,6 +615,8 @@ fn clone_ahead(default_seccomp: &crate::seccomp::Program, helper: &OwnedFd, flag
     if rc < 0 {
         let _ = sys::send_message(helper, b"none", &[], Step::CloneNamespaces);
     } else {
+        // The helper hands the init made ahead its birth on this socket, as it hands the zygote's.
+        room_for_births(&ours);
         let _ = sys::send_message(helper, format!("ahead {rc}").as_bytes(), &[ours.as_raw_fd()], Step::CloneNamespaces);
     }
 }
