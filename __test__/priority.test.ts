@@ -25,6 +25,14 @@ function schedOf(stat: string): { policy: number; nice: number } {
   return { nice: Number(f[19 - 3]), policy: Number(f[41 - 3]) }
 }
 const schedOfPid = (pid: number) => schedOf(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+/** Whether a process runs at another policy than SCHED_IDLE (5) by now; false once it is gone. */
+const leftIdle = (pid: number) => {
+  try {
+    return schedOfPid(pid).policy !== 5
+  } catch {
+    return false
+  }
+}
 
 /** One sandbox: what its command and its init say of themselves, and its helper seen from here. */
 async function observe(limits = {}) {
@@ -57,7 +65,9 @@ test.serial('a sandbox started cold runs at its caller\'s nice; its helper behin
 ;(pooled ? test.serial : test.skip)('a sandbox from the pool runs at its caller\'s nice; a ready helper waits behind it, its zygote and init at the caller\'s', async (t) => {
   configurePool({ size: 1 })
   t.teardown(() => configurePool({}))
-  t.true(await waitUntil(() => warmHelpersOf(process.pid).inits.length === 1, 10_000), 'a warm helper with an init made ahead')
+  // The init made ahead exists early in its helper's warm phase (then come its maps, its
+  // loopback, its root), all of it at idle priority: ready is when the helper has left it.
+  t.true(await waitUntil(() => warmHelpersOf(process.pid).inits.length === 1 && warmHelpersOf(process.pid).helpers.every(leftIdle), 10_000), 'a warm helper with an init made ahead, done with its warm phase')
   const ready = warmHelpersOf(process.pid)
   t.deepEqual(schedOfPid(ready.helpers[0]), expectedHelper, 'the ready helper')
   for (const pid of [...ready.zygotes.map((z) => z.zygote), ...ready.inits]) t.deepEqual(schedOfPid(pid), asCaller, `zygote or init made ahead ${pid}`)
