@@ -308,7 +308,20 @@ export function schedPolicy(pid: number): number {
  */
 export function poolReady(initOk: (init: number) => boolean = () => true): boolean {
   const { helpers, inits } = warmHelpersOf(process.pid)
-  return inits.length >= 2 && inits.every(initOk) && helpers.every((p) => schedPolicy(p) !== SCHED_IDLE)
+  return inits.length >= 2 && inits.every(initOk) && helpers.every((p) => schedPolicy(p) !== SCHED_IDLE && waitingForSpec(p))
+}
+
+/**
+ * Whether a warm helper waits for its spec: in the poll of its last step, after it said `warm`
+ * (during its warm phase it waits on its zygote's socket instead). A caller who cannot step back
+ * to idle priority has no other sign of it.
+ */
+export function waitingForSpec(pid: number): boolean {
+  try {
+    return /^(poll_schedule_timeout|do_sys_poll|do_poll)/.test(readFileSync(`/proc/${pid}/wchan`, 'utf8'))
+  } catch {
+    return false
+  }
 }
 
 /** Once {@link poolReady} holds: its helpers' word that they are ready reaches the pool on the next turns of the event loop. */

@@ -1,5 +1,6 @@
 /**
- * Warm helpers, made ahead where this process is root: each has detected the host, created its
+ * Warm helpers, made ahead where this process is root or may not create cgroups (see
+ * {@link helperPool}): each has detected the host, created its
  * sandbox's cgroup and moved a zygote into it (the migration that costs an RCU grace period;
  * where this process may create cgroups, v1 or v2: else there is no cgroup and no migration),
  * and the zygote has cloned an init ahead into the namespaces
@@ -278,15 +279,22 @@ export function commonest(list: string[]): string | undefined {
 let pool: HelperPool | undefined
 let wanted: number | undefined
 
-/** The process's pool when this host can have one (root), made on first use. */
+/**
+ * The process's pool when this host can have one, made on first use: where this process is
+ * root, or may not create cgroups at all.
+ */
 export function helperPool(addon: Addon, helperPath: string): HelperPool | undefined {
   if (pool === undefined) {
-    // Root only: what a warm helper makes ahead (an init with its id maps, an idle priority it
-    // can undo, room for the largest births) needs root's privileges; a rootless caller's cold
-    // start on a delegated v2 cgroup already clones straight into its cgroup. Where root may not
-    // create cgroups (a container's read-only cgroupfs), its warm helpers have none: they serve
-    // the sandboxes that need no cgroup (those with limits cannot start there either way).
-    const eligible = process.geteuid?.() === 0
+    const host = (addon.probe() as { cgroupHost?: { canCreate: boolean } | null }).cgroupHost
+    // Where this process may not create cgroups (root in a container whose cgroupfs is
+    // read-only; an ordinary user on cgroup v1, or on v2 without a delegated subtree), warm
+    // helpers have none: they serve the sandboxes that need none (those with limits cannot start
+    // there either way). Root's have one where it may create them. An ordinary user who may
+    // create cgroups starts cold: a warm helper without a cgroup would be wasted on every
+    // sandbox with limits, and a cold start on v2 already clones straight into its cgroup. Where
+    // a warm helper cannot do for an ordinary user what it does for root (step back to an idle
+    // priority it can undo, make room on its sockets for the largest spec), it does without.
+    const eligible = process.geteuid?.() === 0 || host?.canCreate !== true
     pool = new HelperPool(addon, helperPath, eligible, wanted)
     pool.fill()
   }

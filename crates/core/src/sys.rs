@@ -754,6 +754,16 @@ pub fn recv_fds(sock: &OwnedFd) -> Result<Vec<OwnedFd>> {
 }
 
 /// One message on a SOCK_SEQPACKET socket, with `fds` attached (SCM_RIGHTS).
+/// The largest message `sock` (a unix datagram or seqpacket socket) sends in one piece: its send
+/// buffer, less what the kernel keeps back for itself. None when it cannot be read.
+pub fn send_room(sock: &OwnedFd) -> Option<usize> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt with an int-sized buffer on our own socket.
+    let rc = unsafe { libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, &mut v as *mut _ as *mut libc::c_void, &mut len) };
+    (rc == 0).then(|| (v as usize).saturating_sub(32))
+}
+
 pub fn send_message(sock: &OwnedFd, bytes: &[u8], fds: &[std::os::fd::RawFd], step: Step) -> Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let iov = [std::io::IoSlice::new(bytes)];

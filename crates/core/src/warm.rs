@@ -70,6 +70,10 @@ pub struct Preborn {
     sock: OwnedFd,
     /// The clone flags it was made with: its namespaces.
     flags: libc::c_ulong,
+    /// The ids its setup runs as, which its id maps were written for ([`crate::plan::setup_ids`]):
+    /// always root's for a root caller; for anyone else, the sandbox's user, mapped onto the
+    /// caller (a sandbox that wants another user needs a fresh init).
+    setup_ids: Ids,
     /// The host's mount table as of before the clone copied it: a watch that flags every change
     /// ([`sys::mounts_changed`]), and the table itself where it can be read exactly.
     mounts: OwnedFd,
@@ -202,7 +206,10 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     // then whatever failed is reported with its step.
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
     let unpriv = crate::supervisor::sandbox_host_ids(caller);
-    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, flags, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }.get_ready(caller, unpriv).ok());
+    // The user the recent sandboxes ran as (root inside when none came twice).
+    let inside = ahead.as_ref().map_or_else(Ids::default, |(spec, _)| spec.user);
+    let setup_ids = crate::plan::setup_ids(inside, caller);
+    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, flags, setup_ids, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }.get_ready(inside, caller, unpriv).ok());
     // A root that cannot be built ahead is no loss either: that init goes, as above.
     let preborn = match (preborn, ahead) {
         (Some(p), Some((spec, true))) => p.build_root(&spec).ok(),
@@ -325,6 +332,19 @@ pub const AHEAD_NAMESPACES: &str = "namespaces";
 pub const MAX_AHEAD: usize = 64 << 10;
 
 impl Warm {
+    /// Whether the zygote's and the init's sockets take any birth (root made room for the
+    /// largest); else [`Warm::carries`] must be asked with the birth's size.
+    pub(crate) fn roomy(&self) -> bool {
+        let roomy = |sock: &OwnedFd| sys::send_room(sock).is_some_and(|room| room >= 4 * MAX_SPEC);
+        roomy(&self.zygote.sock) && self.preborn.as_ref().is_none_or(|p| roomy(&p.sock))
+    }
+
+    /// Whether a birth of `len` bytes goes to the zygote and to the init made ahead in one message.
+    pub(crate) fn carries(&self, len: usize) -> bool {
+        let fits = |sock: &OwnedFd| sys::send_room(sock).is_some_and(|room| len <= room);
+        fits(&self.zygote.sock) && self.preborn.as_ref().is_none_or(|p| fits(&p.sock))
+    }
+
     fn leave_idle_priority(&self) {
         crate::priority::leave_idle();
         // What the zygote clones at the birth inherits its priority.
@@ -413,14 +433,11 @@ impl Drop for Zygote {
 }
 
 impl Preborn {
-    /// Write the id maps (a root caller's, the only kind with warm helpers: they do not depend on
-    /// the spec), then let the init bring up its loopback.
-    fn get_ready(self, caller: Ids, unpriv: Ids) -> Result<Preborn, SetupError> {
-        if caller.uid != 0 {
-            return Err(SetupError::new(Step::WriteIdMaps, "only a root caller's maps are known ahead"));
-        }
+    /// Write the id maps (a root caller's do not depend on the spec; anyone else's map `inside`,
+    /// the sandbox's user, onto the caller), then let the init bring up its loopback.
+    fn get_ready(self, inside: Ids, caller: Ids, unpriv: Ids) -> Result<Preborn, SetupError> {
         if self.flags & libc::CLONE_NEWUSER as libc::c_ulong != 0 {
-            crate::supervisor::write_id_maps(self.pid, &crate::plan::plan_id_maps(Ids { uid: 0, gid: 0 }, caller, unpriv))?;
+            crate::supervisor::write_id_maps(self.pid, &crate::plan::plan_id_maps(inside, caller, unpriv))?;
         }
         sys::send_message(&self.sock, b"mapped", &[], Step::BringUpLoopback)?;
         match sys::recv_message(&self.sock, 64 << 10, Step::BringUpLoopback)? {
@@ -510,7 +527,7 @@ impl Preborn {
             key.is_of(spec, plan, setup_ids) && held.iter().all(|h| seen(h) || h.unchanged())
         };
         // Its bounding set is emptied ahead: a command that keeps a capability needs a fresh init.
-        spec.capabilities.is_empty() && crate::supervisor::clone_flags(spec) == self.flags && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
+        spec.capabilities.is_empty() && setup_ids == self.setup_ids && crate::supervisor::clone_flags(spec) == self.flags && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
     }
 
     /// Hand the init its fds (as [`Zygote::give_birth`]) and the spec; it answers once it took them.
@@ -586,11 +603,17 @@ fn zygote_main(cgroup: Option<&SandboxCgroup>, default_seccomp: &crate::seccomp:
 
 /// A birth carries the spec and its mount plan in one message: room on `sock` for the largest (the
 /// default send buffer, ~208 KiB, refuses what a cold start accepts: EMSGSIZE). Only root may go
-/// past wmem_max, and only root has warm helpers (lib/pool.ts).
+/// past wmem_max; anyone else gets as far as wmem_max, and a birth that does not fit
+/// ([`Warm::carries`]) starts the cold way.
 fn room_for_births(sock: &OwnedFd) {
     let room = (4 * MAX_SPEC) as libc::c_int;
-    // SAFETY: setsockopt with an int value on our own socket.
-    unsafe { libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &room as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+    let set = |opt: libc::c_int| {
+        // SAFETY: setsockopt with an int value on our own socket.
+        unsafe { libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, opt, &room as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) == 0 }
+    };
+    if !set(libc::SO_SNDBUFFORCE) {
+        set(libc::SO_SNDBUF);
+    }
 }
 
 /// Clone the init ahead into the namespaces of `flags` and tell the helper its pid, with the
