@@ -58,12 +58,13 @@ test("the sandbox's mount namespace goes with its helper, after Node heard of th
   const mnt = readlinkSync(`/proc/${sb.pid}/ns/mnt`)
   const init = parentOf(sb.pid)
   const helper = parentOf(init)
+  // A namespace's inode number is reused as soon as it is freed: a process made after that
+  // (another sandbox, this process's pool refilling, which may start before this sandbox's end
+  // is heard) can be in a new namespace of the same number. Only processes that existed while
+  // this one was alive can hold it.
+  const lastPid = Number(readFileSync('/proc/sys/kernel/ns_last_pid', 'utf8'))
   sb.kill('SIGKILL')
   await sb.wait()
-  // A namespace's inode number is reused as soon as it is freed: a process made after the end
-  // (another sandbox, this process's pool refilling) can be in a new namespace of the same
-  // number. Only processes that existed at the end can hold this one.
-  const lastPid = Number(readFileSync('/proc/sys/kernel/ns_last_pid', 'utf8'))
   // The helper drops the namespace (its mounts, their superblocks) once it reported the end:
   // by then no process of the sandbox is in it, and once the helper exits nothing holds it.
   t.false(pidAlive(init), 'the init was reaped before the end was reported')
