@@ -296,7 +296,9 @@ export function helperPool(addon: Addon, helperPath: string): HelperPool | undef
     // priority it can undo, make room on its sockets for the largest spec), it does without.
     const eligible = process.geteuid?.() === 0 || host?.canCreate !== true
     pool = new HelperPool(addon, helperPath, eligible, wanted)
-    pool.fill()
+    // Root's work ahead runs at idle priority: it may start with the first sandbox. Anyone else's
+    // would take CPU from that first (cold) start: it starts once that start is over (refillPool).
+    if (process.geteuid?.() === 0) pool.fill()
   }
   return pool.size > 0 ? pool : undefined
 }
