@@ -1,15 +1,15 @@
 /**
  * Warm helpers, made ahead where this process is root or may not create cgroups (see
- * {@link helperPool}): each has detected the host, created its
- * sandbox's cgroup and moved a zygote into it (the migration that costs an RCU grace period;
- * where this process may create cgroups, v1 or v2: else there is no cgroup and no migration),
- * and the zygote has cloned an init ahead into the namespaces
- * of the root most recent sandboxes had (see {@link rootOf}; the default ones when no root
- * came twice), which has also built that root, so a sandbox taken from the pool starts with no
- * cgroup migration, no helper exec and (with those namespaces and that root) no namespace
- * creation and no mounts on its path (see crates/core/src/warm.rs; {@link aheadOf} for what is
- * made ahead). Each serves exactly one sandbox and is never reused; the pool refills in the
- * background, at idle priority, once the start it served is over, and the default pool grows
+ * {@link helperPool}): each has detected the host, created its sandbox's cgroup and moved a
+ * zygote into it (the migration that costs an RCU grace period; where this process may not
+ * create cgroups there is no cgroup and no migration), and the zygote has cloned an init ahead
+ * into the namespaces of the root most recent sandboxes had (see {@link rootOf}; the default
+ * ones when no root came twice), which has also built that root, so a sandbox taken from the
+ * pool starts with no cgroup migration, no helper exec and (with those namespaces and that root)
+ * no namespace creation and no mounts on its path (see crates/core/src/warm.rs; {@link aheadOf}
+ * for what is made ahead). Each serves exactly one sandbox and is never reused; the pool refills
+ * in the background (at idle priority where this process may undo it: root), once the start it
+ * served is over, and the default pool grows
  * when a sandbox finds it empty. Pooled helpers do not keep Node alive, and end (removing
  * their cgroups) when Node exits, however it exits: their control socket is their lifeline.
  */

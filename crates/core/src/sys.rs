@@ -753,7 +753,6 @@ pub fn recv_fds(sock: &OwnedFd) -> Result<Vec<OwnedFd>> {
     Ok(recv_message(sock, 1, Step::MountOverlay)?.map(|(_, fds)| fds).unwrap_or_default())
 }
 
-/// One message on a SOCK_SEQPACKET socket, with `fds` attached (SCM_RIGHTS).
 /// The largest message `sock` (a unix datagram or seqpacket socket) sends in one piece: its send
 /// buffer, less what the kernel keeps back for itself. None when it cannot be read.
 pub fn send_room(sock: &OwnedFd) -> Option<usize> {
@@ -764,6 +763,7 @@ pub fn send_room(sock: &OwnedFd) -> Option<usize> {
     (rc == 0).then(|| (v as usize).saturating_sub(32))
 }
 
+/// One message on a SOCK_SEQPACKET socket, with `fds` attached (SCM_RIGHTS).
 pub fn send_message(sock: &OwnedFd, bytes: &[u8], fds: &[std::os::fd::RawFd], step: Step) -> Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let iov = [std::io::IoSlice::new(bytes)];
