@@ -261,8 +261,10 @@ export async function driveShellInTmux(t: ExecutionContext, cmd: string, probe?:
   end()
 }
 
-/** The mount points of process `pid`'s mount namespace, with their filesystem types. */
-/** `root`: the directory of its filesystem that the mount shows ('/' unless a bind of one below). */
+/**
+ * The mount points of process `pid`'s mount namespace, with their filesystem types; `root`: the
+ * directory of its filesystem that the mount shows ('/' unless a bind of one below).
+ */
 export function mountsOf(pid: number): Array<{ at: string; type: string; root: string }> {
   return readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
     .split('\n')

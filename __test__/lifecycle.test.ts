@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, IsolateError, probe, spawnIsolated } from '../index.js'
+import { poolEligible } from '../lib/pool.js'
 import { ended, isRoot, namespaceHolders, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, poolReady, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 test('timeoutMs kills the whole sandbox, background children too', async (t) => {
@@ -134,7 +135,7 @@ test.serial('no fd, zombie or process is left after many sandboxes, failed ones 
   await sh('true') // warm up lazy loading so its fds are not counted
   // And, where there is a pool (lib/pool.ts: root, or a caller who may not create cgroups), its
   // two warm helpers: their fds are this process's too.
-  if (isRoot || (await probe()).cgroupHost?.canCreate !== true) await waitUntil(() => poolReady(), 10_000)
+  if (poolEligible(isRoot, (await probe()).cgroupHost?.canCreate === true)) await waitUntil(() => poolReady(), 10_000)
   const fdsBefore = openFds().length
   const runs = []
   for (let i = 0; i < 12; i++) {

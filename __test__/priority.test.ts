@@ -9,13 +9,14 @@ import test from 'ava'
 import { readFileSync } from 'node:fs'
 import { getPriority, setPriority } from 'node:os'
 import { configurePool, probe, spawnIsolated } from '../index.js'
+import { poolEligible } from '../lib/pool.js'
 import { isRoot, parentOf, waitingForSpec, waitUntil, warmHelpersOf } from './helpers.js'
 
 const CALLER = 7
 setPriority(CALLER)
 const host = await probe()
 // As lib/pool.ts: root, or a caller who may not create cgroups (its warm helpers have none).
-const pooled = isRoot || host.cgroupHost?.canCreate !== true
+const pooled = poolEligible(isRoot, host.cgroupHost?.canCreate === true)
 const cgroups = host.cgroupHost?.canCreate === true
 const stepsBack = isRoot // root has CAP_SYS_NICE; the rootless lane's user has not
 console.log(`priority.test: this process at nice ${getPriority()}; ${stepsBack ? 'root: helpers step back to nice 19' : 'no CAP_SYS_NICE: helpers run at the caller\'s nice'}; ${pooled ? 'warm helpers from the pool' : `no pool here (uid ${process.geteuid?.()}, may create cgroups: ${host.cgroupHost?.canCreate}): every sandbox starts cold, the pooled test is skipped`}`)

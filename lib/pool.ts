@@ -280,22 +280,25 @@ let pool: HelperPool | undefined
 let wanted: number | undefined
 
 /**
- * The process's pool when this host can have one, made on first use: where this process is
- * root, or may not create cgroups at all.
+ * Whether a process has a pool: where it is root, or may not create cgroups at all. Where it may
+ * not create cgroups (root in a container whose cgroupfs is read-only; an ordinary user on cgroup
+ * v1, or on v2 without a delegated subtree), warm helpers have none: they serve the sandboxes that
+ * need none (those with limits cannot start there either way). Root's have one where it may
+ * create them. An ordinary user who may create cgroups starts cold: a warm helper without a
+ * cgroup would be wasted on every sandbox with limits, and a cold start on v2 already clones
+ * straight into its cgroup. What a warm helper cannot do for an ordinary user that it does for
+ * root (step back to an idle priority it can undo, make room on its sockets for the largest
+ * spec), it does without.
  */
+export function poolEligible(root: boolean, mayCreateCgroups: boolean): boolean {
+  return root || !mayCreateCgroups
+}
+
+/** The process's pool when this host can have one ({@link poolEligible}), made on first use. */
 export function helperPool(addon: Addon, helperPath: string): HelperPool | undefined {
   if (pool === undefined) {
     const host = (addon.probe() as { cgroupHost?: { canCreate: boolean } | null }).cgroupHost
-    // Where this process may not create cgroups (root in a container whose cgroupfs is
-    // read-only; an ordinary user on cgroup v1, or on v2 without a delegated subtree), warm
-    // helpers have none: they serve the sandboxes that need none (those with limits cannot start
-    // there either way). Root's have one where it may create them. An ordinary user who may
-    // create cgroups starts cold: a warm helper without a cgroup would be wasted on every
-    // sandbox with limits, and a cold start on v2 already clones straight into its cgroup. Where
-    // a warm helper cannot do for an ordinary user what it does for root (step back to an idle
-    // priority it can undo, make room on its sockets for the largest spec), it does without.
-    const eligible = process.geteuid?.() === 0 || host?.canCreate !== true
-    pool = new HelperPool(addon, helperPath, eligible, wanted)
+    pool = new HelperPool(addon, helperPath, poolEligible(process.geteuid?.() === 0, host?.canCreate === true), wanted)
     // Root's work ahead runs at idle priority: it may start with the first sandbox. Anyone else's
     // would take CPU from that first (cold) start: it starts once that start is over (refillPool).
     if (process.geteuid?.() === 0) pool.fill()

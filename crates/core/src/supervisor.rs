@@ -161,7 +161,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     // A caller that could not make room on the sockets a birth goes through (not root) starts a
     // spec whose birth would not fit the cold way (the birth is its spec, its plan and its filter).
     let warm = warm.filter(|w| {
-        w.roomy() || w.carries(spec.to_json().len() + serde_json::to_vec(&plan).map_or(usize::MAX / 2, |p| p.len()) + filter.as_ref().map_or(0, Vec::len) + 4096)
+        w.carries(crate::warm::MAX_BIRTH) || w.carries(spec.to_json().len() + serde_json::to_vec(&plan).map_or(usize::MAX / 2, |p| p.len()) + filter.as_ref().map_or(0, Vec::len) + 4096)
     });
     // Compiled once, in the addon (else by whoever clones the init): the sandbox's processes only
     // load it. A zygote or an init made ahead has the built-in one at hand, and is handed a

@@ -328,18 +328,16 @@ fn read_ahead(handoff: &OwnedFd) -> Result<Option<(Spec, bool)>, SetupError> {
 pub const AHEAD_ROOT: &str = "ahead";
 pub const AHEAD_NAMESPACES: &str = "namespaces";
 
+/// The room [`room_for_births`] asks for: the largest birth (a spec of [`MAX_SPEC`], its plan and
+/// its filter) fits.
+pub const MAX_BIRTH: usize = 4 * MAX_SPEC;
+
 /// The largest spec sent ahead (the addon sends none bigger).
 pub const MAX_AHEAD: usize = 64 << 10;
 
 impl Warm {
-    /// Whether the zygote's and the init's sockets take any birth (root made room for the
-    /// largest); else [`Warm::carries`] must be asked with the birth's size.
-    pub(crate) fn roomy(&self) -> bool {
-        let roomy = |sock: &OwnedFd| sys::send_room(sock).is_some_and(|room| room >= 4 * MAX_SPEC);
-        roomy(&self.zygote.sock) && self.preborn.as_ref().is_none_or(|p| roomy(&p.sock))
-    }
-
-    /// Whether a birth of `len` bytes goes to the zygote and to the init made ahead in one message.
+    /// Whether a birth of `len` bytes goes to the zygote and to the init made ahead in one message
+    /// (any birth does where root made room for the largest, [`MAX_BIRTH`]).
     pub(crate) fn carries(&self, len: usize) -> bool {
         let fits = |sock: &OwnedFd| sys::send_room(sock).is_some_and(|room| len <= room);
         fits(&self.zygote.sock) && self.preborn.as_ref().is_none_or(|p| fits(&p.sock))
@@ -589,7 +587,7 @@ fn zygote_main(cgroup: Option<&SandboxCgroup>, default_seccomp: &crate::seccomp:
             unsafe { libc::_exit(1) }
         }
     }
-    let Ok(Some((bytes, fds))) = sys::recv_message(&sock, 4 * MAX_SPEC, Step::CloneNamespaces) else {
+    let Ok(Some((bytes, fds))) = sys::recv_message(&sock, MAX_BIRTH, Step::CloneNamespaces) else {
         // SAFETY: as above.
         unsafe { libc::_exit(0) }
     };
@@ -606,7 +604,7 @@ fn zygote_main(cgroup: Option<&SandboxCgroup>, default_seccomp: &crate::seccomp:
 /// past wmem_max; anyone else gets as far as wmem_max, and a birth that does not fit
 /// ([`Warm::carries`]) starts the cold way.
 fn room_for_births(sock: &OwnedFd) {
-    let room = (4 * MAX_SPEC) as libc::c_int;
+    let room = MAX_BIRTH as libc::c_int;
     let set = |opt: libc::c_int| {
         // SAFETY: setsockopt with an int value on our own socket.
         unsafe { libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, opt, &room as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) == 0 }
@@ -676,7 +674,7 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
         leave(1);
     }
     let _ = sys::send_message(&sock, b"up", &[], Step::BringUpLoopback);
-    let Ok(Some((mut bytes, mut fds))) = sys::recv_message(&sock, 4 * MAX_SPEC, Step::CloneNamespaces) else { leave(0) };
+    let Ok(Some((mut bytes, mut fds))) = sys::recv_message(&sock, MAX_BIRTH, Step::CloneNamespaces) else { leave(0) };
     let mut ahead = Ahead::Namespaces;
     if let Some(json) = bytes.strip_prefix(b"build ") {
         let built = serde_json::from_slice::<Prebuild>(json)
@@ -689,7 +687,7 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
             leave(1);
         }
         ahead = Ahead::Root;
-        let Ok(Some(birth)) = sys::recv_message(&sock, 4 * MAX_SPEC, Step::CloneNamespaces) else { leave(0) };
+        let Ok(Some(birth)) = sys::recv_message(&sock, MAX_BIRTH, Step::CloneNamespaces) else { leave(0) };
         (bytes, fds) = birth;
     }
     let reply = |r: &BirthReply| send_reply(&sock, r);
