@@ -6,7 +6,8 @@ import { IsolateError } from './lib/errors.js'
 import { loadNative, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
 import { helperPool, refillPool } from './lib/pool.js'
-import { collect, PersistentSandbox } from './lib/persistent.js'
+import { collectOutput, maxBufferOption } from './lib/collect.js'
+import { PersistentSandbox } from './lib/persistent.js'
 import { Sandbox, type SandboxResult } from './lib/sandbox.js'
 
 export { IsolateError } from './lib/errors.js'
@@ -15,7 +16,7 @@ export type { SpawnOptions, SandboxOptions, ExecOptions, MountOption, BindMount,
 export { Sandbox } from './lib/sandbox.js'
 export type { SandboxResult, ExitReason, Usage } from './lib/sandbox.js'
 export { PersistentSandbox, ExecProcess } from './lib/persistent.js'
-export type { ExecExit, ExecResult, ExecReason } from './lib/persistent.js'
+export type { ExecExit, ExecResult, ExecReason, ExecRunOptions } from './lib/persistent.js'
 export type { HostProbe } from './lib/probe.js'
 export { probe } from './lib/probe.js'
 export { configurePool } from './lib/pool.js'
@@ -131,6 +132,12 @@ export interface RunOptions extends SpawnOptions {
   input?: string | Uint8Array
   /** `'utf8'` (default) gives strings; `'buffer'` gives Buffers. */
   encoding?: BufferEncoding | 'buffer'
+  /**
+   * Most bytes of stdout and stderr together kept in Node (default 64 MiB; `Infinity`: no
+   * bound). Past it the sandbox is killed, the reason is `'output-limit'` and the output holds
+   * its first `maxBuffer` bytes. `limits.outputBytes` bounds the command itself, in its helper.
+   */
+  maxBuffer?: number
 }
 
 export interface RunResult<T = string> extends SandboxResult {
@@ -169,15 +176,16 @@ export async function runIsolated(file: string, args?: string[], options?: RunOp
 /** Options whose encoding is only known at run time: either. */
 export async function runIsolated(file: string, args?: string[], options?: RunOptions): Promise<RunResult<string | Buffer>>
 export async function runIsolated(file: string, args: string[] = [], options: RunOptions = {}): Promise<RunResult<string | Buffer>> {
-  const { input, encoding = 'utf8', ...spawnOptions } = options
+  const { input, encoding = 'utf8', maxBuffer, ...spawnOptions } = options
+  const max = maxBufferOption(maxBuffer)
   if (spawnOptions.stdio === undefined) spawnOptions.stdio = ['pipe', 'pipe', 'pipe']
   const sb = await spawnIsolated(file, args, spawnOptions)
-  const out = collect(sb.stdout)
-  const err = collect(sb.stderr)
+  const output = collectOutput(sb.stdout, sb.stderr, max, () => void sb.kill('SIGKILL'))
   if (sb.stdin) sb.stdin.end(input ?? '')
-  const [result, stdout, stderr] = await Promise.all([sb.wait(), out, err])
+  const [result, { stdout, stderr, overflowed }] = await Promise.all([sb.wait(), output])
   const decode = (b: Buffer) => (encoding === 'buffer' ? b : b.toString(encoding))
-  return { ...result, stdout: decode(stdout), stderr: decode(stderr) }
+  // Cut output is reported as such even when the command had ended before Node read past the bound.
+  return { ...result, reason: overflowed ? 'output-limit' : result.reason, stdout: decode(stdout), stderr: decode(stderr) }
 }
 
 export { unpackRootfs, importImage } from './lib/rootfs.js'

@@ -31,6 +31,12 @@ test('output is a string by default and a Buffer with encoding "buffer", as the 
   }
 })
 
+test('commands that end before Node reads their (empty) output still resolve, one after another', async (t) => {
+  for (let i = 0; i < 20; i++) t.is((await runIsolated('/bin/true')).exitCode, 0)
+  const tty = await runIsolated('/bin/true', [], { tty: true })
+  t.is(tty.reason, 'exited')
+})
+
 test('100 MB out of the sandbox streams without Node holding it', async (t) => {
   const size = 100 << 20
   const sb = await spawnIsolated('/bin/sh', ['-c', `head -c ${size} /dev/zero | tr '\\0' 'a'`])

@@ -1,6 +1,6 @@
 /** Limits that need no cgroup: output, file size, open files, core dumps; and the usage report. */
 import test from 'ava'
-import { runIsolated, spawnIsolated } from '../index.js'
+import { IsolateError, runIsolated, spawnIsolated } from '../index.js'
 import { sh } from './helpers.js'
 
 test.serial('1 GB of output stops at outputBytes, exactly, without Node buffering it', async (t) => {
@@ -36,6 +36,38 @@ test('outputBytes also bounds a spawned sandbox whose streams are read slowly', 
   const r = await sb.wait()
   t.is(r.reason, 'output-limit')
   t.is(total, 64 << 10)
+})
+
+test.serial('runIsolated keeps at most maxBuffer (64 MiB by default) of a command that writes without end, and kills it', async (t) => {
+  const rssBefore = process.memoryUsage().rss
+  // Not `yes`: a shell loop whose output never ends, with no outputBytes of the helper's to stop it.
+  const r = await runIsolated('/bin/sh', ['-c', 'while :; do cat /bin/sh; done'], { encoding: 'buffer' })
+  t.is(r.reason, 'output-limit')
+  t.is(r.signal, 'SIGKILL')
+  t.is(r.stdout.length + r.stderr.length, 64 << 20)
+  // Without the bound Node grew by gigabytes before failing (ERR_STRING_TOO_LONG or the OOM killer).
+  t.true(process.memoryUsage().rss - rssBefore < 400 << 20, `rss grew ${(process.memoryUsage().rss - rssBefore) >> 20} MiB`)
+})
+
+test('maxBuffer counts stdout and stderr together, exactly; output at the bound is whole', async (t) => {
+  const over = await sh('head -c 600 /dev/zero; head -c 600 /dev/zero >&2; sleep 10', { maxBuffer: 1000, encoding: 'buffer' })
+  t.is(over.reason, 'output-limit')
+  t.is(over.stdout.length + over.stderr.length, 1000)
+  t.true(over.durationMs < 5000, 'killed at the bound, not after the sleep')
+  const at = await sh('head -c 1000 /dev/zero | tr "\\0" a', { maxBuffer: 1000 })
+  t.is(at.reason, 'exited')
+  t.is(at.stdout, 'a'.repeat(1000))
+  const none = await sh('head -c 100000 /dev/zero', { maxBuffer: Infinity, encoding: 'buffer' })
+  t.is(none.reason, 'exited')
+  t.is(none.stdout.length, 100000)
+})
+
+test('a bad maxBuffer is an option error before anything starts', async (t) => {
+  for (const maxBuffer of [-1, 1.5, Number.NaN, '10' as unknown as number]) {
+    const e = await t.throwsAsync(runIsolated('/bin/true', [], { maxBuffer }), { instanceOf: IsolateError })
+    t.is(e?.code, 'ERR_ISOLATE_OPTION')
+    t.is(e?.option, 'maxBuffer')
+  }
 })
 
 test('fileSizeBytes stops a large write', async (t) => {

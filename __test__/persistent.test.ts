@@ -173,6 +173,21 @@ test('an exec\'s own timeout kills its process group; kill() signals it; the san
   t.is((await sb.exec('/bin/true')).exitCode, 0)
 })
 
+test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that command only, and the sandbox lives on', async (t) => {
+  const sb = await sandbox(t)
+  const big = await sh(sb, 'while :; do cat /bin/sh; done', { encoding: 'buffer' })
+  t.is(big.reason, 'output-limit')
+  t.is(big.signal, 'SIGKILL')
+  t.is(big.stdout.length + big.stderr.length, 64 << 20)
+  const small = await sh(sb, 'echo 0123456789; echo abcdefghij >&2; sleep 100', { maxBuffer: 15 })
+  t.is(small.reason, 'output-limit')
+  t.is(small.stdout.length + small.stderr.length, 15)
+  t.true(small.durationMs < 5000, 'killed at the bound, not after the sleep')
+  const bad = await t.throwsAsync(sh(sb, 'true', { maxBuffer: -5 }), { instanceOf: IsolateError })
+  t.is(bad?.option, 'maxBuffer')
+  t.is((await sh(sb, 'echo still here')).stdout, 'still here\n')
+})
+
 test('a tty exec: its own terminal, resize, Ctrl-C to the foreground job, exit code back', async (t) => {
   const sb = await sandbox(t)
   const p = await sb.spawn('/bin/sh', ['-i'], { tty: { rows: 24, cols: 80 }, env: { PS1: 'PROMPT$ ' } })

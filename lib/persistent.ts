@@ -6,19 +6,33 @@
 import { randomBytes } from 'node:crypto'
 import { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
+import { collectOutput, maxBufferOption } from './collect.js'
 import { IsolateError } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
 import { checkSize, onEvents, readable, reapHelper, setupError, signalNumber, writable, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
 
-export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled'
+export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'output-limit'
+
+/** `sb.exec`'s options: those of `sb.spawn`, and how the output comes back. */
+export interface ExecRunOptions extends ExecOptions {
+  /** Written to the command's stdin, which is then closed. */
+  input?: string | Uint8Array
+  /** `'utf8'` (default) gives strings; `'buffer'` gives Buffers. */
+  encoding?: BufferEncoding | 'buffer'
+  /** As runIsolated's: most bytes of stdout and stderr together kept (default 64 MiB); past it the command is killed, reason `'output-limit'`. */
+  maxBuffer?: number
+}
 
 export interface ExecExit {
   /** The command line, for logs. */
   command: string
   exitCode: number | null
   signal: string | null
-  /** `'canceled'`: the sandbox ended (destroyed, or its own limits) while the command ran. */
+  /**
+   * `'canceled'`: the sandbox ended (destroyed, or its own limits) while the command ran;
+   * `'output-limit'`: `sb.exec` killed it at its `maxBuffer`.
+   */
   reason: ExecReason
   durationMs: number
   /** The command's pid as the sandbox sees it. */
@@ -248,18 +262,18 @@ export class PersistentSandbox {
   }
 
   /** Like {@link spawn}, then wait for the command's end and collect its stdout and stderr. */
-  async exec(file: string, args: string[] | undefined, options: ExecOptions & { input?: string | Uint8Array; encoding: 'buffer' }): Promise<ExecResult<Buffer>>
-  async exec(file: string, args?: string[], options?: ExecOptions & { input?: string | Uint8Array; encoding?: BufferEncoding }): Promise<ExecResult<string>>
-  async exec(file: string, args?: string[], options?: ExecOptions & { input?: string | Uint8Array; encoding?: BufferEncoding | 'buffer' }): Promise<ExecResult<string | Buffer>>
-  async exec(file: string, args: string[] = [], options: ExecOptions & { input?: string | Uint8Array; encoding?: BufferEncoding | 'buffer' } = {}): Promise<ExecResult<string | Buffer>> {
-    const { input, encoding = 'utf8', ...execOptions } = options
+  async exec(file: string, args: string[] | undefined, options: ExecRunOptions & { encoding: 'buffer' }): Promise<ExecResult<Buffer>>
+  async exec(file: string, args?: string[], options?: ExecRunOptions & { encoding?: BufferEncoding }): Promise<ExecResult<string>>
+  async exec(file: string, args?: string[], options?: ExecRunOptions): Promise<ExecResult<string | Buffer>>
+  async exec(file: string, args: string[] = [], options: ExecRunOptions = {}): Promise<ExecResult<string | Buffer>> {
+    const { input, encoding = 'utf8', maxBuffer, ...execOptions } = options
+    const max = maxBufferOption(maxBuffer)
     const p = await this.spawn(file, args, execOptions)
-    const out = collect(p.stdout)
-    const err = collect(p.stderr)
+    const output = collectOutput(p.stdout, p.stderr, max, () => void p.kill('SIGKILL'))
     if (p.stdin) p.stdin.end(input ?? '')
-    const [result, stdout, stderr] = await Promise.all([p.wait(), out, err])
+    const [result, { stdout, stderr, overflowed }] = await Promise.all([p.wait(), output])
     const decode = (b: Buffer) => (encoding === 'buffer' ? b : b.toString(encoding))
-    return { ...result, stdout: decode(stdout), stderr: decode(stderr) }
+    return { ...result, reason: overflowed ? 'output-limit' : result.reason, stdout: decode(stdout), stderr: decode(stderr) }
   }
 
   /** End everything in the sandbox (processes, mounts, cgroup). Resolves when it is all gone. */
@@ -283,11 +297,4 @@ export class PersistentSandbox {
     this.#control.ref()
     return this
   }
-}
-
-export async function collect(stream: NodeJS.ReadableStream | null): Promise<Buffer> {
-  if (!stream) return Buffer.alloc(0)
-  const chunks: Buffer[] = []
-  for await (const c of stream) chunks.push(c as Buffer)
-  return Buffer.concat(chunks)
 }
