@@ -127,7 +127,7 @@ test('a Node process killed with SIGKILL leaves no sandbox process behind', asyn
   t.true(await waitUntil(() => [helper, ...members].every((p) => !pidAlive(p)), 1000), 'all gone within a second')
 })
 
-test.serial('no fd, zombie or process is left after many sandboxes, failed ones included', async (t) => {
+test.serial('no fd, zombie or process is left after many sandboxes, failed ones and unclosed stdins included', async (t) => {
   // A fixed pool: the default one grows when a burst like this finds it empty, and each warm
   // helper holds two of this process's fds (pool.test.ts counts those).
   configurePool({ size: 2 })
@@ -140,6 +140,8 @@ test.serial('no fd, zombie or process is left after many sandboxes, failed ones 
   const runs = []
   for (let i = 0; i < 12; i++) {
     runs.push(sh(`echo ${i}`))
+    // Its stdin never written nor closed by the caller: it goes with the command (it stayed open).
+    runs.push(spawnIsolated('/bin/true').then((sb) => (sb.stdout?.resume(), sb.stderr?.resume(), sb.wait())))
     runs.push(spawnIsolated('/no/such/command').catch((e: IsolateError) => e))
     runs.push(spawnIsolated('/bin/true', [], { mounts: [{ type: 'bind', source: '/no/such/source', target: '/x' }] }).catch((e: IsolateError) => e))
   }

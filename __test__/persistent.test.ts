@@ -188,6 +188,19 @@ test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that
   t.is((await sh(sb, 'echo still here')).stdout, 'still here\n')
 })
 
+test('a spawned exec whose stdin the caller never closes leaves no fd once it ends', async (t) => {
+  const sb = await sandbox(t)
+  await sb.exec('/bin/true')
+  const fdsBefore = openFds().length
+  for (let i = 0; i < 5; i++) {
+    const p = await sb.spawn('/bin/true')
+    p.stdout?.resume()
+    p.stderr?.resume()
+    await p.wait()
+  }
+  t.true(await waitUntil(() => openFds().length <= fdsBefore, 2000), `fds ${fdsBefore} -> ${openFds().length}`)
+})
+
 test('a tty exec: its own terminal, resize, Ctrl-C to the foreground job, exit code back', async (t) => {
   const sb = await sandbox(t)
   const p = await sb.spawn('/bin/sh', ['-i'], { tty: { rows: 24, cols: 80 }, env: { PS1: 'PROMPT$ ' } })

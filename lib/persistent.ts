@@ -101,6 +101,8 @@ export class ExecProcess {
       },
       exit: (e) => {
         this.#running = false
+        // As child_process does: the fd goes with the command, not when the object is collected.
+        this.stdin?.destroy()
         resolveStarted()
         resolveDone({ command, pid: this.pid, ...e })
       },

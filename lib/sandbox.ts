@@ -139,6 +139,8 @@ export class Sandbox {
         this.#destroyStdio()
       } else if (ev.event === 'exit') {
         this.#exited = true
+        // Nothing reads it any more; as child_process does, its fd goes now, not when the Sandbox is collected.
+        this.stdin?.destroy()
         resolveStarted()
         resolveDone({ command, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage })
       }
