@@ -6,7 +6,7 @@ import { IsolateError } from './lib/errors.js'
 import { loadNative, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
 import { helperPool, refillPool } from './lib/pool.js'
-import { collectOutput, maxBufferOption } from './lib/collect.js'
+import { collectOutput, decode, splitRunOptions } from './lib/collect.js'
 import { PersistentSandbox } from './lib/persistent.js'
 import { Sandbox, type SandboxResult } from './lib/sandbox.js'
 
@@ -176,16 +176,14 @@ export async function runIsolated(file: string, args?: string[], options?: RunOp
 /** Options whose encoding is only known at run time: either. */
 export async function runIsolated(file: string, args?: string[], options?: RunOptions): Promise<RunResult<string | Buffer>>
 export async function runIsolated(file: string, args: string[] = [], options: RunOptions = {}): Promise<RunResult<string | Buffer>> {
-  const { input, encoding = 'utf8', maxBuffer, ...spawnOptions } = options
-  const max = maxBufferOption(maxBuffer)
+  const { run, rest: spawnOptions } = splitRunOptions<SpawnOptions>(options)
   if (spawnOptions.stdio === undefined) spawnOptions.stdio = ['pipe', 'pipe', 'pipe']
   const sb = await spawnIsolated(file, args, spawnOptions)
-  const output = collectOutput(sb.stdout, sb.stderr, max, () => void sb.kill('SIGKILL'))
-  if (sb.stdin) sb.stdin.end(input ?? '')
+  const output = collectOutput(sb.stdout, sb.stderr, run.maxBuffer, () => void sb.kill('SIGKILL'))
+  if (sb.stdin) sb.stdin.end(run.input)
   const [result, { stdout, stderr, overflowed }] = await Promise.all([sb.wait(), output])
-  const decode = (b: Buffer) => (encoding === 'buffer' ? b : b.toString(encoding))
   // Cut output is reported as such even when the command had ended before Node read past the bound.
-  return { ...result, reason: overflowed ? 'output-limit' : result.reason, stdout: decode(stdout), stderr: decode(stderr) }
+  return { ...result, reason: overflowed ? 'output-limit' : result.reason, stdout: decode(stdout, run.encoding), stderr: decode(stderr, run.encoding) }
 }
 
 export { unpackRootfs, importImage } from './lib/rootfs.js'

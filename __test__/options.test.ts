@@ -1,7 +1,9 @@
 /** Invalid options throw before anything is spawned, naming the option. */
 import test from 'ava'
-import { IsolateError, spawnIsolated } from '../index.js'
-import { zombieChildren } from './helpers.js'
+import { chmodSync, existsSync, symlinkSync } from 'node:fs'
+import { join } from 'node:path'
+import { createSandbox, importImage, IsolateError, runIsolated, spawnIsolated, unpackRootfs } from '../index.js'
+import { alpineTarball, removeDir, tempDir, zombieChildren } from './helpers.js'
 
 const cases: Array<[string, Record<string, unknown>, string]> = [
   ['relative mount target', { mounts: [{ type: 'tmpfs', target: 'tmp' }] }, 'mounts[0].target'],
@@ -31,6 +33,16 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['zero pids', { limits: { pids: 0 } }, 'limits.pids'],
   ['tty of no size', { tty: { rows: 0, cols: 80 } }, 'tty'],
   ['tty with an output bound', { tty: true, limits: { outputBytes: 100 } }, 'limits.outputBytes'],
+  ['mounts not an array', { mounts: 'abc' }, 'mounts'],
+  ['mounts an object', { mounts: {} }, 'mounts'],
+  ['= in an env name (it would set another variable)', { env: { 'PATH=/evil:/bin;X': '1' } }, 'env.PATH=/evil:/bin;X'],
+  ['empty env name', { env: { '': '1' } }, 'env.'],
+  ['lone surrogate in an env value', { env: { A: 'x\uD800' } }, 'env.A'],
+  ['lone surrogate in a path', { cwd: '/\uDC00' }, 'cwd'],
+  ['empty rootfs (it meant the working directory)', { rootfs: '' }, 'rootfs'],
+  ['input is runIsolated\'s', { input: 'x' }, 'input'],
+  ['encoding is runIsolated\'s', { encoding: 'buffer' }, 'encoding'],
+  ['maxBuffer is runIsolated\'s', { maxBuffer: 10 }, 'maxBuffer'],
 ]
 
 for (const [name, options, option] of cases) {
@@ -56,9 +68,62 @@ for (const [name, options, option] of unsupported) {
 test('invalid file and args', async (t) => {
   await t.throwsAsync(spawnIsolated('', []), { instanceOf: IsolateError, message: /options\.file/ })
   await t.throwsAsync(spawnIsolated('/bin/true', [1 as never]), { instanceOf: IsolateError, message: /options\.args/ })
+  t.is((await t.throwsAsync(spawnIsolated('/bin/t\0rue', []), { instanceOf: IsolateError }))?.option, 'file')
+  t.is((await t.throwsAsync(spawnIsolated('/bin/echo', ['ok', '\uD800']), { instanceOf: IsolateError }))?.option, 'args[1]')
+})
+
+test('a rootfs that is the host\'s / through a symlink is refused like \'/\'', async (t) => {
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  symlinkSync('/', join(dir, 'root'))
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', [], { rootfs: join(dir, 'root') }), { instanceOf: IsolateError })
+  t.is(e?.option, 'rootfs')
+})
+
+test('runIsolated and sb.exec check input, encoding and maxBuffer before anything runs', async (t) => {
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  chmodSync(dir, 0o777) // the sandbox's root is an unprivileged host id
+  const marks = { mounts: [{ type: 'bind' as const, source: dir, target: '/m', readonly: false }] }
+  const bad: Array<[Record<string, unknown> | null, string]> = [
+    [{ ...marks, input: 5 }, 'input'],
+    [{ ...marks, encoding: 'bogus' }, 'encoding'],
+    [{ ...marks, maxBuffer: -1 }, 'maxBuffer'],
+    [null, ''],
+  ]
+  for (const [options, option] of bad) {
+    const e = await t.throwsAsync(runIsolated('/bin/sh', ['-c', 'touch /m/ran'], options as never), { instanceOf: IsolateError })
+    t.is(e?.code, 'ERR_ISOLATE_OPTION')
+    t.is(e?.option, option)
+  }
+  const sb = await createSandbox(marks)
+  t.teardown(() => sb.destroy())
+  for (const [options, option] of bad.slice(0, 3)) {
+    const { mounts: _, ...execOptions } = options as Record<string, unknown>
+    const e = await t.throwsAsync(sb.exec('/bin/sh', ['-c', 'touch /m/ran'], execOptions as never), { instanceOf: IsolateError })
+    t.is(e?.option, option)
+  }
+  await new Promise((r) => setTimeout(r, 300))
+  t.false(existsSync(join(dir, 'ran')), 'no command ran (it did, and stayed, when input was checked after the spawn)')
+  // Control: the same command with good options leaves the mark.
+  t.is((await runIsolated('/bin/sh', ['-c', 'touch /m/ran'], marks)).exitCode, 0)
+  t.true(existsSync(join(dir, 'ran')))
 })
 
 test('nothing is spawned for invalid options', async (t) => {
   await t.throwsAsync(spawnIsolated('/bin/true', [], { hostname: '' }))
+  t.deepEqual(zombieChildren(), [])
+})
+
+test('unpackRootfs and importImage check their options before their tool starts', async (t) => {
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  for (const call of [unpackRootfs, importImage]) {
+    const e = await t.throwsAsync(call(alpineTarball, join(dir, 'out'), { signal: 5 as never }), { instanceOf: IsolateError })
+    t.is(e?.option, 'signal')
+    t.is((await t.throwsAsync(call(alpineTarball, join(dir, 'out'), null as never), { instanceOf: IsolateError }))?.code, 'ERR_ISOLATE_OPTION')
+  }
+  await new Promise((r) => setTimeout(r, 300))
+  t.false(existsSync(join(dir, 'out')), 'nothing unpacked (the tool ran on, unwatched, when the signal was checked after its start)')
   t.deepEqual(zombieChildren(), [])
 })

@@ -10,11 +10,36 @@ import { optionError } from './errors.js'
 /** stdout and stderr together; `child_process.execFile`'s 1 MiB is too small for a code runner. */
 export const DEFAULT_MAX_BUFFER = 64 << 20
 
-/** `maxBuffer` of runIsolated and sb.exec, checked before anything starts. */
-export function maxBufferOption(v: unknown): number {
+/** `maxBuffer` of runIsolated and sb.exec. */
+function maxBufferOption(v: unknown): number {
   if (v === undefined) return DEFAULT_MAX_BUFFER
   if (v === Infinity || (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0)) return v
   throw optionError('maxBuffer', `must be a whole number of bytes (stdout and stderr together) or Infinity for no bound, got ${String(v)}`)
+}
+
+export interface RunOutput {
+  input: string | Uint8Array
+  encoding: BufferEncoding | 'buffer'
+  maxBuffer: number
+}
+
+/**
+ * The options of runIsolated and sb.exec that say what goes in and how the output comes back,
+ * split from those of the spawn they make and checked before it: a bad one found after the
+ * spawn would leave its sandbox running.
+ */
+export function splitRunOptions<T extends object>(options: unknown): { run: RunOutput; rest: T } {
+  if (options === undefined) options = {}
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'options must be an object')
+  const { input = '', encoding = 'utf8', maxBuffer, ...rest } = options as Record<string, unknown>
+  if (typeof input !== 'string' && !(input instanceof Uint8Array)) throw optionError('input', `must be a string, a Buffer or a Uint8Array, got ${typeof input}`)
+  if (encoding !== 'buffer' && !(typeof encoding === 'string' && Buffer.isEncoding(encoding))) throw optionError('encoding', `must be 'buffer' or a Buffer encoding such as 'utf8', got ${JSON.stringify(encoding)}`)
+  return { run: { input, encoding, maxBuffer: maxBufferOption(maxBuffer) }, rest: rest as T }
+}
+
+/** What the command wrote, as the caller asked for it. */
+export function decode(b: Buffer, encoding: RunOutput['encoding']): string | Buffer {
+  return encoding === 'buffer' ? b : b.toString(encoding)
 }
 
 export interface Collected {

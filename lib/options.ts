@@ -1,5 +1,5 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
-import { readFileSync } from 'node:fs'
+import { readFileSync, realpathSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { optionError } from './errors.js'
 
@@ -113,15 +113,46 @@ export interface Spec {
   persistent?: boolean
 }
 
-const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'input', 'encoding', 'overlay', 'seccomp', 'tty', 'landlock'])
+/** Options of the calls that collect the output (lib/collect.ts), refused by those that give streams. */
+const RUN_ONLY = ['input', 'encoding', 'maxBuffer']
+const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'overlay', 'seccomp', 'tty', 'landlock'])
 const COUNT_LIMITS = ['outputBytes', 'openFiles', 'fileSizeBytes', 'memoryBytes', 'pids', 'cpuTimeMs'] as const
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isUint = (v: unknown, max = 2 ** 32 - 1): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max
 
+/** Half of a UTF-16 surrogate pair, alone: it has no UTF-8 form, so the helper could not be given it. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
 function str(option: string, v: unknown): string {
   if (typeof v !== 'string') throw optionError(option, `must be a string, got ${typeof v}`)
+  if (LONE_SURROGATE.test(v)) throw optionError(option, 'holds a lone UTF-16 surrogate, which has no UTF-8 form')
   return v
+}
+
+function realpathOrSelf(p: string): string {
+  try {
+    return realpathSync(p)
+  } catch {
+    return p
+  }
+}
+
+/** The command and its arguments, checked here so that an error names the one at fault. */
+function commandLine(file: unknown, args: unknown): { file: string; args: string[] } {
+  if (typeof file !== 'string' || file.length === 0) throw optionError('file', 'must be a non-empty string')
+  if (file.includes('\0')) throw optionError('file', 'must not contain NUL')
+  str('file', file)
+  if (args === undefined) args = []
+  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw optionError('args', 'must be an array of strings')
+  args.forEach((a: string, i) => str(`args[${i}]`, a))
+  return { file, args }
+}
+
+/** An environment variable's name: `=` in it would make `KEY=VALUE` name another variable. */
+function envName(option: string, k: string): string {
+  if (k.length === 0 || k.includes('=') || k.includes('\0')) throw optionError(option, `must be a variable name: not empty, without '=' or NUL, got ${JSON.stringify(k)}`)
+  return str(option, k)
 }
 
 function insidePath(option: string, v: unknown): string {
@@ -138,13 +169,12 @@ export interface Normalized {
 }
 
 export function normalize(file: unknown, args: unknown, options: unknown, api = 'spawnIsolated'): Normalized {
-  if (typeof file !== 'string' || file.length === 0) throw optionError('file', 'must be a non-empty string')
-  if (args === undefined) args = []
-  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw optionError('args', 'must be an array of strings')
+  const cmd = commandLine(file, args)
   if (options === undefined) options = {}
   if (!isObject(options)) throw optionError('', 'options must be an object')
   const o = options as SpawnOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
+    if (RUN_ONLY.includes(key)) throw optionError(key, `is an option of runIsolated and sb.exec, which collect the output; ${api} gives streams`)
     if (!KNOWN.has(key)) throw optionError(key, `is not an option of ${api}`)
   }
 
@@ -154,7 +184,10 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     if (!Array.isArray(layers) || layers.length === 0) throw optionError('rootfs.layers', 'must be a non-empty array of layer directories, topmost first')
     rootfs = { kind: 'layers', paths: layers.map((p, i) => resolve(str(`rootfs.layers[${i}]`, p))) }
   } else if (o.rootfs !== undefined && o.rootfs !== 'host') {
-    const dir = resolve(str('rootfs', o.rootfs))
+    if (str('rootfs', o.rootfs) === '') throw optionError('rootfs', "must be 'host', a directory or { layers }, got ''")
+    const dir = resolve(o.rootfs)
+    // The helper refuses '/' by its text; a path that leads there through symlinks is the same host.
+    if (realpathOrSelf(dir) === '/') throw optionError('rootfs', `${JSON.stringify(o.rootfs)} is the host's '/', which would expose the whole host; use 'host' for a read-only view of its system directories`)
     rootfs = { kind: 'dir', path: dir }
     // An image imported as layers: stack them rather than read the directory as a tree.
     let manifest: { lowerDirs?: unknown } | undefined
@@ -167,6 +200,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   }
 
   const mounts: Spec['mounts'] = []
+  if (o.mounts !== undefined && !Array.isArray(o.mounts)) throw optionError('mounts', 'must be an array')
   for (const [i, m] of (o.mounts ?? []).entries()) {
     const opt = `mounts[${i}]`
     if (!isObject(m)) throw optionError(opt, 'must be an object')
@@ -187,7 +221,6 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
       throw optionError(`${opt}.type`, `must be 'bind', 'tmpfs' or 'overlay', got ${JSON.stringify((m as { type?: unknown }).type)}`)
     }
   }
-  if (o.mounts !== undefined && !Array.isArray(o.mounts)) throw optionError('mounts', 'must be an array')
 
   const network = o.network ?? 'none'
   if (network !== 'none' && network !== 'host') throw optionError('network', `must be 'none' or 'host', got ${JSON.stringify(network)}`)
@@ -216,7 +249,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     if (env.PATH === undefined) env.PATH = DEFAULT_PATH
   } else {
     if (!isObject(o.env)) throw optionError('env', 'must be an object of strings')
-    for (const [k, v] of Object.entries(o.env)) env[k] = str(`env.${k}`, v)
+    for (const [k, v] of Object.entries(o.env)) env[envName(`env.${k}`, k)] = str(`env.${k}`, v)
   }
 
   const user = o.user ?? { uid: 0, gid: 0 }
@@ -290,8 +323,8 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw optionError('signal', 'must be an AbortSignal')
 
   const spec: Spec = {
-    file,
-    args: args as string[],
+    file: cmd.file,
+    args: cmd.args,
     env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
     cwd: o.cwd === undefined ? '/' : insidePath('cwd', o.cwd),
     rootfs,
@@ -307,7 +340,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     ...(overlay ? { overlay } : {}),
     ...(tty ? { tty } : {}),
   }
-  return { spec, stdio, signal: o.signal, command: [file, ...(args as string[])].join(' ') }
+  return { spec, stdio, signal: o.signal, command: [cmd.file, ...cmd.args].join(' ') }
 }
 
 function parseTty(v: unknown): Spec['tty'] {
@@ -336,7 +369,7 @@ function parseStdio(v: unknown): [StdioMode, StdioMode, StdioMode] {
 /** Options of `createSandbox`: those of `spawnIsolated` that describe the sandbox, not one command. */
 export type SandboxOptions = Omit<SpawnOptions, 'stdio' | 'tty'>
 
-const PER_EXEC = ['stdio', 'tty', 'input', 'encoding']
+const PER_EXEC = ['stdio', 'tty', ...RUN_ONLY]
 
 /** The spec of a long-lived sandbox: no command of its own; env and cwd become its execs' defaults. */
 export function normalizeSandbox(options: unknown): { spec: Spec; signal?: AbortSignal } {
@@ -372,34 +405,35 @@ export interface ExecRequest {
   timeoutMs?: number
 }
 
-const EXEC_KNOWN = new Set(['env', 'cwd', 'tty', 'stdio', 'timeoutMs', 'input', 'encoding'])
+const EXEC_KNOWN = new Set(['env', 'cwd', 'tty', 'stdio', 'timeoutMs'])
 
 export function normalizeExec(file: unknown, args: unknown, options: unknown, base: Spec): { request: Omit<ExecRequest, 'id'>; stdio: [StdioMode, StdioMode, StdioMode]; command: string } {
-  if (typeof file !== 'string' || file.length === 0) throw optionError('file', 'must be a non-empty string')
-  if (args === undefined) args = []
-  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw optionError('args', 'must be an array of strings')
+  const cmd = commandLine(file, args)
   if (options === undefined) options = {}
   if (!isObject(options)) throw optionError('', 'options must be an object')
   const o = options as ExecOptions & Record<string, unknown>
-  for (const key of Object.keys(o)) if (!EXEC_KNOWN.has(key)) throw optionError(key, 'is not an option of exec (env, cwd, tty, stdio, timeoutMs)')
+  for (const key of Object.keys(o)) {
+    if (RUN_ONLY.includes(key)) throw optionError(key, 'is an option of sb.exec, which collects the output; sb.spawn gives streams')
+    if (!EXEC_KNOWN.has(key)) throw optionError(key, 'is not an option of exec (env, cwd, tty, stdio, timeoutMs)')
+  }
   const env = new Map(base.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
   if (o.env !== undefined) {
     if (!isObject(o.env)) throw optionError('env', 'must be an object of strings')
-    for (const [k, v] of Object.entries(o.env)) env.set(k, str(`env.${k}`, v))
+    for (const [k, v] of Object.entries(o.env)) env.set(envName(`env.${k}`, k), str(`env.${k}`, v))
   }
   if (o.timeoutMs !== undefined && !(isUint(o.timeoutMs, Number.MAX_SAFE_INTEGER) && o.timeoutMs > 0)) throw optionError('timeoutMs', 'must be a positive integer of milliseconds')
   const tty = parseTty(o.tty)
   const stdio = parseStdio(o.stdio)
   if (tty) stdio[2] = 'ignore'
   const request: Omit<ExecRequest, 'id'> = {
-    file,
-    args: args as string[],
+    file: cmd.file,
+    args: cmd.args,
     env: [...env].map(([k, v]) => `${k}=${v}`),
     cwd: o.cwd === undefined ? base.cwd : insidePath('cwd', o.cwd),
     ...(tty ? { tty } : {}),
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
   }
-  return { request, stdio, command: [file, ...(args as string[])].join(' ') }
+  return { request, stdio, command: [cmd.file, ...cmd.args].join(' ') }
 }
 
 /** The addon's encoding of a stdio slot. */

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
-import { collectOutput, maxBufferOption } from './collect.js'
+import { collectOutput, decode, splitRunOptions } from './collect.js'
 import { IsolateError } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
@@ -268,14 +268,12 @@ export class PersistentSandbox {
   async exec(file: string, args?: string[], options?: ExecRunOptions & { encoding?: BufferEncoding }): Promise<ExecResult<string>>
   async exec(file: string, args?: string[], options?: ExecRunOptions): Promise<ExecResult<string | Buffer>>
   async exec(file: string, args: string[] = [], options: ExecRunOptions = {}): Promise<ExecResult<string | Buffer>> {
-    const { input, encoding = 'utf8', maxBuffer, ...execOptions } = options
-    const max = maxBufferOption(maxBuffer)
+    const { run, rest: execOptions } = splitRunOptions<ExecOptions>(options)
     const p = await this.spawn(file, args, execOptions)
-    const output = collectOutput(p.stdout, p.stderr, max, () => void p.kill('SIGKILL'))
-    if (p.stdin) p.stdin.end(input ?? '')
+    const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => void p.kill('SIGKILL'))
+    if (p.stdin) p.stdin.end(run.input)
     const [result, { stdout, stderr, overflowed }] = await Promise.all([p.wait(), output])
-    const decode = (b: Buffer) => (encoding === 'buffer' ? b : b.toString(encoding))
-    return { ...result, reason: overflowed ? 'output-limit' : result.reason, stdout: decode(stdout), stderr: decode(stderr) }
+    return { ...result, reason: overflowed ? 'output-limit' : result.reason, stdout: decode(stdout, run.encoding), stderr: decode(stderr, run.encoding) }
   }
 
   /** End everything in the sandbox (processes, mounts, cgroup). Resolves when it is all gone. */

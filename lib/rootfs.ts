@@ -280,6 +280,9 @@ function checkPath(option: string, value: unknown): string {
 
 function commonArgs(options: UnpackOptions): string[] {
   const args: string[] = []
+  // Checked here, before the tool starts: found after, it would go on unpacking, unwatched.
+  if (typeof options !== 'object' || options === null) throw optionError('', 'options must be an object')
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw optionError('signal', 'expected an AbortSignal')
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw optionError('onProgress', 'expected a function')
   if (options.specialFiles !== undefined) {
     if (options.specialFiles !== 'refuse' && options.specialFiles !== 'skip') throw optionError('specialFiles', `expected 'refuse' or 'skip', got ${JSON.stringify(options.specialFiles)}`)
@@ -311,9 +314,10 @@ function commonArgs(options: UnpackOptions): string[] {
  * On any failure `dir` may hold a partial tree.
  */
 export async function unpackRootfs(tarball: string, dir: string, options: UnpackOptions = {}): Promise<UnpackResult> {
+  const common = commonArgs(options)
   const input = checkPath('tarball', tarball)
   const target = checkPath('dir', dir)
-  const args = ['unpack', ...commonArgs(options), '--', input, target]
+  const args = ['unpack', ...common, '--', input, target]
   const r = await runTool(`cannot unpack ${input}`, args, options)
   return { ...(r as unknown as UnpackResult), dir: target }
 }
@@ -326,9 +330,10 @@ export async function unpackRootfs(tarball: string, dir: string, options: Unpack
  * is refused (`step` `verify_digest`). See {@link ImportOptions.layout} for one directory per layer.
  */
 export async function importImage(image: string, dir: string, options: ImportOptions = {}): Promise<ImportResult> {
+  const common = commonArgs(options)
   const input = checkPath('image', image)
   const target = checkPath('dir', dir)
-  const args = ['import', ...commonArgs(options)]
+  const args = ['import', ...common]
   if (options.platform !== undefined) {
     if (typeof options.platform !== 'string' || !/^[^/\s]+(\/[^/\s]+){0,2}$/.test(options.platform)) throw optionError('platform', `expected 'os/arch[/variant]' such as 'linux/arm64', got ${JSON.stringify(options.platform)}`)
     args.push('--platform', options.platform)
