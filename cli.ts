@@ -78,7 +78,7 @@ argument that is not an option, so 'isolate run ls -l /' also works.
 Filesystem:
   --rootfs DIR|host        the root filesystem: 'host' (default; the host's system directories
                            read-only) or a directory holding an unpacked root filesystem
-  --overlay                copy-on-write layer over the root (not available in this version)
+  --overlay                a copy-on-write layer over the root, thrown away at the end
   --bind SRC[:DST][:ro|:rw]
                            bind-mount host path SRC at DST inside (default: the same path);
                            read-only unless ':rw' is given; repeatable

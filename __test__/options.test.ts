@@ -23,6 +23,7 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['zero timeout', { timeoutMs: 0 }, 'timeoutMs'],
   ['unknown option', { hostnmae: 'x' }, 'hostnmae'],
   ['bad stdio', { stdio: ['pipe', 'pipe'] }, 'stdio'],
+  ['stdio fd not open', { stdio: ['ignore', 99999, 'ignore'] }, 'stdio[1]'],
   ['rootfs slash', { rootfs: '/' }, 'rootfs'],
   ['unknown capability', { capabilities: ['NET_BIND_SERVICE', 'FLY'] }, 'capabilities[1]'],
   ['relative landlock path', { landlock: { read: ['usr'] } }, 'landlock.read[0]'],

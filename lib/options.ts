@@ -1,5 +1,5 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
-import { readFileSync, realpathSync } from 'node:fs'
+import { fstatSync, readFileSync, realpathSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { optionError } from './errors.js'
 
@@ -128,6 +128,15 @@ function str(option: string, v: unknown): string {
   if (typeof v !== 'string') throw optionError(option, `must be a string, got ${typeof v}`)
   if (LONE_SURROGATE.test(v)) throw optionError(option, 'holds a lone UTF-16 surrogate, which has no UTF-8 form')
   return v
+}
+
+function isOpenFd(fd: number): boolean {
+  try {
+    fstatSync(fd)
+    return true
+  } catch {
+    return false
+  }
 }
 
 function realpathOrSelf(p: string): string {
@@ -362,6 +371,7 @@ function parseStdio(v: unknown): [StdioMode, StdioMode, StdioMode] {
   else throw optionError('stdio', "must be 'pipe', 'inherit', 'ignore', an fd, or an array of three of those")
   stdio.forEach((m, i) => {
     if (!(m === 'pipe' || m === 'inherit' || m === 'ignore' || isUint(m, 2 ** 31 - 1))) throw optionError(`stdio[${i}]`, `unknown mode ${JSON.stringify(m)}`)
+    if (typeof m === 'number' && !isOpenFd(m)) throw optionError(`stdio[${i}]`, `fd ${m} is not open in this process`)
   })
   return stdio
 }

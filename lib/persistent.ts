@@ -12,7 +12,7 @@ import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
 import { checkSize, onEvents, readable, reapHelper, setupError, signalNumber, writable, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
 
-export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'output-limit'
+export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
 
 /** `sb.exec`'s options: those of `sb.spawn`, and how the output comes back. */
 export interface ExecRunOptions extends ExecOptions {
@@ -30,7 +30,8 @@ export interface ExecExit {
   exitCode: number | null
   signal: string | null
   /**
-   * `'canceled'`: the sandbox ended (destroyed, or its own limits) while the command ran;
+   * `'timeout'`: its own timeoutMs. When the sandbox ends while the command runs, the sandbox's
+   * reason: `'canceled'` (destroyed) or that of its limit (`'timeout'`, `'oom'`, `'cpu-time'`).
    * `'output-limit'`: `sb.exec` killed it at its `maxBuffer`.
    */
   reason: ExecReason
