@@ -64,7 +64,7 @@ Options:
   -V, --version   print the version
 
 Exit codes of 'isolate run': the command's own exit code; 128+N when it was killed by signal N;
-124 when --timeout ended it; 125 when the sandbox could not be set up or the isolate command line
+124 when --timeout ended it; 137 when --output cut its output; 125 when the sandbox could not be set up or the isolate command line
 is wrong.
 `
 
@@ -120,7 +120,8 @@ Output:
 SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command.
 
 Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
-ended it; 125 when the sandbox could not be set up or these options are wrong (the failing setup
+ended it; 137 (128+SIGKILL) when --output cut its output, even if it had ended by then; 125 when
+the sandbox could not be set up or these options are wrong (the failing setup
 step, path, errno and a hint are printed on stderr).
 `
 
@@ -486,6 +487,9 @@ function planRun(argv: string[]): RunPlan | 'help' {
 /** The exit code of `isolate run` for a finished sandbox (and of `isolate exec` for a command). */
 function exitCodeOf(r: Pick<SandboxResult, 'reason' | 'signal' | 'exitCode'>): number {
   if (r.reason === 'timeout') return EXIT_TIMEOUT
+  // The helper kills the sandbox at the bound; a command that had ended before it was read past
+  // the bound still lost output, which its own exit code (often 0) would hide.
+  if (r.reason === 'output-limit') return 128 + constants.signals.SIGKILL
   if (r.signal) {
     const n = constants.signals[r.signal as NodeJS.Signals] as number | undefined
     return 128 + (n ?? 0)

@@ -150,10 +150,19 @@ test('run: limit flags reach the sandbox (--memory, --pids, --output, --json usa
   const r = await cli(['run', '--json', '--memory', '64M', '--pids', '32', '--output', '1K', '--', '/bin/sh', '-c', 'head -c 5000 /dev/zero'])
   const result = JSON.parse(r.stdout)
   t.is(result.reason, 'output-limit')
+  t.is(r.status, 137)
   t.true(typeof result.usage.cpuUserMs === 'number')
   const bad = await cli(['run', '--memory', 'lots', '--', '/bin/true'])
   t.is(bad.status, 125)
   t.regex(bad.stderr, /--memory/)
+})
+
+test('run: output cut by --output exits 137 even when the command had ended (with 0) before the cut', async (t) => {
+  for (let i = 0; i < 5; i++) {
+    const r = await cli(['run', '--output', '1', '--', '/bin/echo', 'hello'])
+    t.is(r.stdout, 'h')
+    t.is(r.status, 137, 'it was 0 or 137 by the race between echo and the helper')
+  }
 })
 
 test('run: -t with --json is a usage error (125)', async (t) => {
