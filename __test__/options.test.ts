@@ -32,6 +32,7 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['negative cpus', { limits: { cpus: -1 } }, 'limits.cpus'],
   ['tiny memory', { limits: { memoryBytes: 4096 } }, 'limits.memoryBytes'],
   ['zero pids', { limits: { pids: 0 } }, 'limits.pids'],
+  ['openFiles above fs.nr_open (it failed at set_rlimits with EPERM and no hint)', { limits: { openFiles: 1e9 + 1 } }, 'limits.openFiles'],
   ['tty of no size', { tty: { rows: 0, cols: 80 } }, 'tty'],
   ['tty with an output bound', { tty: true, limits: { outputBytes: 100 } }, 'limits.outputBytes'],
   ['mounts not an array', { mounts: 'abc' }, 'mounts'],

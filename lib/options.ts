@@ -130,6 +130,24 @@ function str(option: string, v: unknown): string {
   return v
 }
 
+/** fs.nr_open, the most descriptors a process may have; read once (an administrator's knob). */
+let nrOpenRead: { value?: number } | undefined
+function kernelNrOpen(): number | undefined {
+  if (!nrOpenRead) {
+    const n = Number.parseInt(readFileOr('/proc/sys/fs/nr_open'), 10)
+    nrOpenRead = { value: Number.isSafeInteger(n) && n > 0 ? n : undefined }
+  }
+  return nrOpenRead.value
+}
+
+function readFileOr(path: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch {
+    return ''
+  }
+}
+
 function isOpenFd(fd: number): boolean {
   try {
     fstatSync(fd)
@@ -276,6 +294,10 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     const positive = key !== 'outputBytes' && key !== 'fileSizeBytes'
     if (!(isUint(v, Number.MAX_SAFE_INTEGER) && (!positive || v > 0))) throw optionError(`limits.${key}`, positive ? 'must be a positive integer' : 'must be a non-negative integer')
     specLimits[key] = v
+  }
+  const nrOpen = kernelNrOpen()
+  if (specLimits.openFiles !== undefined && nrOpen !== undefined && specLimits.openFiles > nrOpen) {
+    throw optionError('limits.openFiles', `must be at most ${nrOpen}: the kernel refuses more descriptors per process (fs.nr_open), got ${specLimits.openFiles}`)
   }
   if (limits.cpus !== undefined) {
     if (typeof limits.cpus !== 'number' || !Number.isFinite(limits.cpus) || limits.cpus <= 0) throw optionError('limits.cpus', 'must be a positive fraction of cores (0.5 is half a core)')
