@@ -75,9 +75,25 @@ async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon,
   } catch (e) {
     const err = e as Error & { code?: string }
     if (err.code === 'InvalidArg') throw optionFailure(err)
-    throw new IsolateError(`could not start the sandbox helper: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', path: native.helperPath, cause: e })
+    throw helperStartFailure(err, native.helperPath)
   }
   return make(native.addon, h)
+}
+
+/** The addon's messages end with the errno's name, as `(EMFILE)`. */
+const ERRNO_AT_END = /\((E[A-Z0-9]+)\)\s*$/
+
+/** Hints for what a caller runs out of when it starts many sandboxes at once. */
+const START_HINTS: Record<string, string> = {
+  EMFILE: 'this process has too many open files: raise its RLIMIT_NOFILE (ulimit -n) or start fewer sandboxes at once (each running one holds a few descriptors of this process)',
+  ENFILE: 'the system-wide file table is full (fs.file-max)',
+  EAGAIN: "a process limit of this user was reached (RLIMIT_NPROC, or the pids limit of the caller's cgroup): start fewer sandboxes at once",
+  ENOMEM: 'the host is out of memory',
+}
+
+function helperStartFailure(err: Error, helperPath: string): IsolateError {
+  const errno = ERRNO_AT_END.exec(err.message)?.[1]
+  return new IsolateError(`could not start the sandbox helper: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', path: helperPath, errno, hint: errno ? START_HINTS[errno] : undefined, cause: err })
 }
 
 /** `stop` when `signal` aborts (at once if it already has: it may have fired while the helper was being started), until `settled`. */

@@ -1,6 +1,6 @@
 /** Lifecycle: timeouts, kill, abort, Node dying, and nothing left behind. */
 import test from 'ava'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, IsolateError, probe, spawnIsolated } from '../index.js'
@@ -203,5 +203,18 @@ test('a descriptor Node inherited without close-on-exec reaches neither the help
     }
     t.false(i.includes(marker), `an init holds ${i.join(', ')}`)
     t.deepEqual(i.filter((l) => l.startsWith('socket:')), [], 'no socket of the helper\'s (its control socket to Node) in the init')
+  }
+})
+
+test('a caller out of descriptors gets EMFILE with a hint, and the sandboxes that started still end', async (t) => {
+  // A child Node whose RLIMIT_NOFILE is 40 starts 40 sandboxes at once (fixtures/few-fds.ts).
+  const r = spawnSync('/bin/sh', ['-c', `ulimit -n 40 && exec "${process.execPath}" --import=tsx __test__/fixtures/few-fds.ts`], { cwd: root, encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  const { started, errors } = JSON.parse(r.stdout) as { started: number; errors: Array<{ code?: string; errno?: string; hint?: string }> }
+  t.true(errors.length > 0 && started + errors.length === 40, r.stdout)
+  for (const e of errors) {
+    t.is(e.code, 'ERR_ISOLATE_NATIVE')
+    t.is(e.errno, 'EMFILE')
+    t.regex(e.hint ?? '', /ulimit -n/)
   }
 })
