@@ -110,7 +110,7 @@ export async function spawnIsolated(file: string, args: string[] = [], options: 
   if (signal?.aborted) throw abortError(signal)
   let sb: Sandbox
   try {
-    sb = await startSandbox(spec, stdio.map(stdioCode), (addon, h, send) => new Sandbox(addon, h, command, send))
+    sb = await startSandbox(spec, stdio.map(stdioCode), (addon, h, send) => new Sandbox(addon, h, command, spec.tty !== undefined, send))
     onAbort(signal, () => sb.cancel(), sb.wait())
     await sb.started
   } catch (e) {

@@ -2,13 +2,26 @@
  * person's shell through `isolate run -t`, driven by tmux in a real terminal. */
 import test from 'ava'
 import { join } from 'node:path'
-import { runIsolated, spawnIsolated } from '../index.js'
+import { createSandbox, runIsolated, spawnIsolated } from '../index.js'
 import { driveShellInTmux, hasTmux, root, waitUntil } from './helpers.js'
 
 test('tty: the command runs on a terminal of the given size, inside the sandbox', async (t) => {
   const r = await runIsolated('/bin/sh', ['-c', 'test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; stty size; tty'], { tty: { rows: 30, cols: 100 } })
   t.is(r.exitCode, 0, r.stdout)
   t.is(r.stdout, 'on-a-tty\r\n30 100\r\n/dev/pts/0\r\n', 'its own devpts: the first terminal there')
+})
+
+test('resize without a tty says so (false), for a sandbox and for an exec', async (t) => {
+  const sb = await spawnIsolated('/bin/sleep', ['10'], { stdio: 'ignore' })
+  t.false(sb.resize(80, 24))
+  sb.cancel()
+  await sb.wait()
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  const p = await box.spawn('/bin/sleep', ['10'], { stdio: 'ignore' })
+  t.false(p.resize(80, 24))
+  const q = await box.spawn('/bin/sleep', ['10'], { tty: true })
+  t.true(q.resize(80, 24))
 })
 
 test('tty: resize reaches the command, Ctrl-C interrupts the foreground job only', async (t) => {

@@ -67,6 +67,7 @@ export class ExecProcess {
   #settle: { spawned(pid: number): void; failed(e: IsolateError): void; exit(e: Omit<ExecExit, 'command' | 'pid'>): void }
   #running = true
   readonly #request: (line: string) => boolean
+  readonly #tty: boolean
 
   constructor(
     readonly command: string,
@@ -74,8 +75,10 @@ export class ExecProcess {
     request: (line: string) => boolean,
     /** @internal */
     readonly id: number,
+    tty: boolean,
   ) {
     this.#request = request
+    this.#tty = tty
     this.stdin = writable(stdio.stdin)
     this.stdout = readable(stdio.stdout)
     this.stderr = readable(stdio.stderr)
@@ -128,10 +131,10 @@ export class ExecProcess {
     return this.#running && this.#request(`exec-signal ${this.id} ${n}`)
   }
 
-  /** With a tty: the terminal's new size (the command gets SIGWINCH). */
+  /** With a tty: the terminal's new size (the command gets SIGWINCH); false without one. */
   resize(cols: number, rows: number): boolean {
     checkSize(cols, rows)
-    return this.#running && this.#request(`exec-resize ${this.id} ${rows} ${cols}`)
+    return this.#tty && this.#running && this.#request(`exec-resize ${this.id} ${rows} ${cols}`)
   }
 
   /** Resolves when the command has ended (what it left running in the background lives on). */
@@ -258,7 +261,7 @@ export class PersistentSandbox {
         throw new IsolateError(`could not hand the exec to the sandbox: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', cause: e })
       }
     }
-    const exec = new ExecProcess(command, fds, this.#request, id)
+    const exec = new ExecProcess(command, fds, this.#request, id, request.tty !== undefined)
     this.#execs.set(id, exec)
     await exec.started
     return exec

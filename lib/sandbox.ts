@@ -105,6 +105,7 @@ export class Sandbox {
   readonly #done: Promise<SandboxResult>
   readonly #addon: Addon
   readonly #helperPid: number
+  readonly #tty: boolean
   #exited = false
   #ended = false
 
@@ -112,8 +113,9 @@ export class Sandbox {
    * `send`: hands a warm helper its spec, last, once this object listens to the helper (see
    * startSandbox); returns the stdio ends. Throws what it throws, with nothing left listening.
    */
-  constructor(addon: Addon, h: SpawnedHelper, readonly command: string, send?: () => ExecStdio) {
+  constructor(addon: Addon, h: SpawnedHelper, readonly command: string, tty: boolean, send?: () => ExecStdio) {
     this.#addon = addon
+    this.#tty = tty
     this.#helperPid = h.pid
     this.#control = h.socket ?? new Socket({ fd: h.control, readable: true, writable: true })
 
@@ -188,10 +190,10 @@ export class Sandbox {
     return this.#send(`signal ${signalNumber(signal)}`)
   }
 
-  /** A sandbox with a tty: the terminal's new size (the command gets SIGWINCH). */
+  /** A sandbox with a tty: the terminal's new size (the command gets SIGWINCH); false without one. */
   resize(cols: number, rows: number): boolean {
     checkSize(cols, rows)
-    return this.#send(`resize ${rows} ${cols}`)
+    return this.#tty && this.#send(`resize ${rows} ${cols}`)
   }
 
   /** End the whole sandbox; `wait()` reports `reason: 'canceled'`. */
