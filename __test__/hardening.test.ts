@@ -1,8 +1,9 @@
 /** Capabilities, Landlock and the masked kernel interfaces, each with the thing it forbids tried. */
 import test from 'ava'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
 import { runIsolated, spawnIsolated, probe, IsolateError } from '../index.js'
-import { buildMiniRootfs, removeDir, sh } from './helpers.js'
+import { buildMiniRootfs, removeDir, root, sh } from './helpers.js'
 import { symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -144,6 +145,55 @@ test('seccomp default: new namespaces, vsock and the mount API are refused; none
   const n = await runIsolated('/usr/bin/python3', ['-c', script], { seccomp: 'none' })
   t.regex(n.stdout, /^unshare 0 ok$/m, 'without the filter the same call works: the filter is what refuses it')
   t.notRegex(n.stdout, /^clone3 ENOSYS$/m)
+})
+
+// Sets the line discipline of fd 0 to N_NULL and prints what happened. A line discipline outlives
+// the process that set it: on the caller's terminal it would stay after the sandbox.
+const setNullLdisc = [
+  'import errno, fcntl, struct, termios',
+  'try:',
+  '  fcntl.ioctl(0, termios.TIOCSETD, struct.pack("i", 27)); print("changed")',
+  'except OSError as e: print(errno.errorcode[e.errno])',
+].join('\n')
+const hasNullLdisc = /^n_null\s+27$/m.test(readFileSync('/proc/tty/ldiscs', 'utf8'))
+
+test('seccomp default: TIOCSETD is refused on the sandbox\'s own terminal; none allows it', async (t) => {
+  const d = await runIsolated('/usr/bin/python3', ['-c', setNullLdisc], { tty: true })
+  t.is(d.stdout.trim(), 'EPERM', d.stderr)
+  // Set back to N_TTY at once: N_NULL discards what the command writes after it.
+  const calibrate = setNullLdisc.replace('print("changed")', 'fcntl.ioctl(0, termios.TIOCSETD, struct.pack("i", 0)); print("changed")')
+  const n = await runIsolated('/usr/bin/python3', ['-c', calibrate], { tty: true, seccomp: 'none' })
+  t.not(n.stdout.trim(), 'EPERM', 'without the filter the kernel does not refuse it: the filter is what does')
+  if (hasNullLdisc) t.is(n.stdout.trim(), 'changed')
+})
+
+test('seccomp default: a sandbox on the caller\'s terminal cannot change its line discipline', async (t) => {
+  // A pty whose slave is the stdin of a Node process that runs the sandbox with stdin 'inherit';
+  // afterwards the harness asks the slave, as the caller's shell would, for its line discipline.
+  const harness = [
+    'import errno, fcntl, os, struct, subprocess, sys, termios',
+    'm, s = os.openpty()',
+    'p = subprocess.run(sys.argv[1:], stdin=s, stdout=subprocess.PIPE, stderr=subprocess.PIPE)',
+    'ld = struct.unpack("i", fcntl.ioctl(s, termios.TIOCGETD, bytes(4)))[0]',
+    'try: termios.tcgetattr(s); attr = "ok"',
+    'except termios.error as e: attr = errno.errorcode[e.args[0]]',
+    'print(p.stdout.decode().strip() or p.stderr.decode().strip(), ld, attr)',
+  ].join('\n')
+  const node = (seccomp: string) => `
+    const { spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const sb = await spawnIsolated('/usr/bin/python3', ['-c', ${JSON.stringify(setNullLdisc)}], { stdio: ['inherit', 'pipe', 'inherit'], seccomp: '${seccomp}' })
+    let out = ''
+    sb.stdout.on('data', (d) => (out += d))
+    const ended = new Promise((r) => sb.stdout.once('end', r))
+    await sb.wait()
+    await ended
+    process.stdout.write(out)`
+  const run = (seccomp: string) => spawnSync('python3', ['-c', harness, process.execPath, '--import=tsx', '--input-type=module', '-e', node(seccomp)], { cwd: root, encoding: 'utf8' })
+  const d = run('default')
+  t.is(d.stdout, 'EPERM 0 ok\n', d.stderr)
+  const n = run('none')
+  if (hasNullLdisc) t.is(n.stdout, 'changed 27 EINVAL\n', `without the filter the caller's terminal is broken: ${n.stderr}`)
+  else t.notRegex(n.stdout, /^EPERM/, n.stderr)
 })
 
 test('seccomp: ordinary programs keep working under the default profile', async (t) => {

@@ -757,6 +757,7 @@ const PERSONALITY_ALLOWED: &[u32] = &[0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff]
 
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541C;
+const TIOCSETD: u32 = 0x5423;
 
 const SOCKET_FAMILIES: &[u32] =
     &[libc::AF_UNIX as u32, libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];
@@ -805,10 +806,16 @@ fn build_default() -> Result<Program, String> {
     allow_only(&mut a, PERSONALITY_ALLOWED, allow, eperm);
 
     // ioctl(fd, unsigned int cmd): compare the low word only, as the kernel does, so high bits
-    // set by the caller do not hide TIOCSTI (typing into the terminal) or TIOCLINUX.
+    // set by the caller do not hide TIOCSTI (typing into the terminal), TIOCLINUX, or TIOCSETD.
+    // TIOCSETD needs no capability and its change outlives the sandbox: with the caller's
+    // terminal as stdio, a line discipline set from inside (N_NULL) breaks that terminal for the
+    // caller, and it reaches line-discipline code that has had its share of kernel bugs. The
+    // other terminal ioctls that reach beyond the sandbox (TIOCCONS, TIOCSCTTY stealing,
+    // TIOCVHANGUP) check CAP_SYS_ADMIN in the initial user namespace, which the sandbox never has.
     a.bind(ioctl);
     a.load(arg_words(1).0);
     a.jump(Cmp::Eq, TIOCSTI, To(eperm), Next);
+    a.jump(Cmp::Eq, TIOCSETD, To(eperm), Next);
     a.jump(Cmp::Eq, TIOCLINUX, To(eperm), To(allow));
 
     // socket/socketpair(int family): AF_VSOCK would reach the VM host even from a fresh network
@@ -1523,6 +1530,9 @@ mod tests {
         assert_eq!(eval(&p, ioctl, [0, TIOCSTI as u64 | (1 << 32), 0, 0, 0, 0]), EPERM);
         assert_eq!(eval(&p, ioctl, [0, TIOCSTI as u64 | 0xffff_ffff_0000_0000, 0, 0, 0, 0]), EPERM);
         assert_eq!(eval(&p, ioctl, [0, TIOCLINUX as u64, 0, 0, 0, 0]), EPERM);
+        assert_eq!(eval(&p, ioctl, [0, TIOCSETD as u64, 0, 0, 0, 0]), EPERM);
+        assert_eq!(eval(&p, ioctl, [0, TIOCSETD as u64 | (1 << 32), 0, 0, 0, 0]), EPERM);
+        assert_eq!(eval(&p, ioctl, [0, 0x5424, 0, 0, 0, 0]), RET_ALLOW); // TIOCGETD
         assert_eq!(eval(&p, ioctl, [0, 0x5401, 0, 0, 0, 0]), RET_ALLOW); // TCGETS
         assert_eq!(eval(&p, ioctl, [0, 0x5413, 0, 0, 0, 0]), RET_ALLOW); // TIOCGWINSZ
         assert_eq!(eval(&p, ioctl, [TIOCSTI as u64, 0x5401, TIOCSTI as u64, 0, 0, 0]), RET_ALLOW);
@@ -1908,6 +1918,9 @@ mod tests {
             let ch: u8 = b'x';
             out.push(outcome(libc::ioctl(master, libc::TIOCSTI, &ch) as i64));
             out.push(outcome(libc::syscall(libc::SYS_ioctl, master, (1u64 << 32) | TIOCSTI as u64, &ch)));
+            // N_TTY, what the pty already has: harmless if the filter wrongly lets it through.
+            let n_tty: libc::c_int = 0;
+            out.push(outcome(libc::ioctl(master, libc::TIOCSETD, &n_tty) as i64));
             let mut ws: libc::winsize = std::mem::zeroed();
             out.push(outcome(libc::ioctl(master, libc::TIOCGWINSZ, &mut ws) as i64));
             out.push(outcome(libc::mount(c"none".as_ptr(), c"/".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null())
@@ -1947,6 +1960,7 @@ mod tests {
             e(libc::EPERM),        // personality(ADDR_NO_RANDOMIZE)
             e(libc::EPERM),        // ioctl(TIOCSTI)
             e(libc::EPERM),        // ioctl(TIOCSTI | 1 << 32)
+            e(libc::EPERM),        // ioctl(TIOCSETD, N_TTY)
             0,                     // ioctl(TIOCGWINSZ)
             e(libc::EPERM),        // mount
             e(libc::EPERM),        // clone(CLONE_NEWUSER)
@@ -1962,6 +1976,7 @@ mod tests {
         let (status, plain) = in_child(None, probe_default);
         assert!(exited_ok(status));
         assert_eq!(plain[2], e(libc::EINVAL), "clone3 exists and rejects a zero size without the filter");
+        assert_eq!(plain[6], 0, "TIOCSETD needs no privilege without the filter");
         if plain[0] == e(libc::EPERM) {
             eprintln!("note: this host refuses new user namespaces even without the filter");
         }
