@@ -219,9 +219,9 @@ import: turn an OCI image layout directory (oci-layout, index.json, blobs/) or a
 archive (optionally gzip/xz/zstd-compressed) into a root filesystem in DIR (new or empty). Layers
 are applied in order with their whiteouts, and every digest the image gives is checked first.
 
-Modes, symlinks, hard links and mtimes are kept. As root, files get the uid/gid numbers of the
-archive; otherwise they belong to you, which is how a rootless sandbox sees them (you are root
-inside), and setuid/setgid bits are dropped. An archive that tries to write outside DIR (absolute
+Modes (but setuid/setgid bits of files, always dropped), symlinks, hard links and mtimes are
+kept. As root, files get the uid/gid numbers of the archive; otherwise they belong to you, which
+is how a rootless sandbox sees them (you are root inside). An archive that tries to write outside DIR (absolute
 names, '..', writing through a symlink, hard links out) or holds device nodes or fifos is refused,
 naming the entry.
 

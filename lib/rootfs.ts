@@ -17,10 +17,11 @@
  * manifest or config unreadable, or no image matches `platform`/`ref`), `verify_digest` (a blob or
  * a layer's uncompressed content does not match its sha256).
  *
- * Ownership: as root, files get the uid/gid numbers recorded in the archive, and setuid/setgid
- * bits survive only on files owned by uid 0. Without root, ownership cannot be set: every file is
- * owned by the caller, which is exactly how a rootless sandbox sees it (the caller's uid is root
- * inside), and setuid/setgid bits are dropped. Extended attributes (file capabilities included)
+ * Ownership: as root, files get the uid/gid numbers recorded in the archive. Without root,
+ * ownership cannot be set: every file is owned by the caller, which is exactly how a rootless
+ * sandbox sees it (the caller's uid is root inside). Setuid/setgid bits are dropped from every
+ * regular file either way: the tree is on the host, where a root-owned setuid file from an
+ * archive would make root of any local user who can reach it (inside a sandbox they grant nothing). Extended attributes (file capabilities included)
  * are not restored: sandboxes run with no_new_privs, where they would have no effect.
  */
 import { accessSync, constants } from 'node:fs'

@@ -164,7 +164,7 @@ impl Tree {
         sys::openat(parent.as_fd(), &name, flags, 0o600).map_err(sys_err("openat"))
     }
 
-    /// Owner first: chown clears set-id bits, which the mode then sets (when policy kept them).
+    /// Owner first: chown clears set-id bits, so a mode set before it would not be the final one.
     pub fn finish_file(&mut self, fd: BorrowedFd<'_>, attrs: &Attrs) -> TreeResult<()> {
         if let Some((uid, gid)) = attrs.owner {
             sys::fchown(fd, uid, gid).map_err(sys_err("fchown"))?;

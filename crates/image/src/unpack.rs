@@ -14,11 +14,9 @@ use std::os::fd::AsFd;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ownership {
-    /// The uid/gid numbers recorded in the archive (needs root). Set-id bits are kept only on
-    /// files owned by uid 0.
+    /// The uid/gid numbers recorded in the archive (needs root).
     Archive,
     /// The caller's own ids (the only choice without root; the sandbox maps the caller to root).
-    /// Set-id bits are dropped.
     Caller,
 }
 
@@ -129,9 +127,14 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
+                // Set-id bits are dropped from every regular file, whoever owns it. Inside a
+                // sandbox they grant nothing (no_new_privs, nosuid binds), but DIR is on the host:
+                // kept, an archive's 0:0 mode 4755 entry would be a setuid-root program there
+                // for any local user who can reach DIR. A directory keeps its setgid bit: it only
+                // makes new entries take the directory's group, and the kernel strips setgid from
+                // a file created there by someone outside that group.
                 let mut mode = mode;
-                let privileged_owner = policy.ownership == Ownership::Archive && uid == 0;
-                if mode & 0o6000 != 0 && !privileged_owner {
+                if mode & 0o6000 != 0 {
                     mode &= !0o6000;
                     stats.setid_dropped += 1;
                 }
