@@ -1,9 +1,10 @@
 /** A directory rootfs: the Alpine minirootfs fixture, and a tiny tree the test builds itself. */
 import test from 'ava'
-import { existsSync, readdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { runIsolated } from '../index.js'
-import { alpineTarball, buildMiniRootfs, removeDir, unpackAlpine } from './helpers.js'
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { basename, join } from 'node:path'
+import { configurePool, probe, runIsolated, type SpawnOptions } from '../index.js'
+import { poolEligible } from '../lib/pool.js'
+import { alpineTarball, buildMiniRootfs, isRoot, poolBuiltFor, removeDir, startFromPool, tempDir, unpackAlpine } from './helpers.js'
 
 const haveAlpine = existsSync(alpineTarball)
 if (!haveAlpine) console.log(`rootfs.test: ${alpineTarball} is absent (a clone outside this workplace); the Alpine tests are skipped for that reason`)
@@ -43,4 +44,71 @@ test('a minimal rootfs built from host binaries, with a symlinked top-level entr
   t.is(marker, 'built by the test')
   t.true(listing.split(' ').includes('bin') && listing.split(' ').includes('proc') && listing.split(' ').includes('tmp'), listing)
   t.false(listing.split(' ').includes('etc'), 'nothing of the host\'s root')
+})
+
+/** The host's mount points (but unbindable ones, which no bind copies), as this process sees them. */
+function hostMountPoints(): Set<string> {
+  const lines = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean)
+  return new Set(lines.filter((l) => !/ unbindable /.test(l.split(' - ')[0])).map((l) => l.split(' ')[4]))
+}
+
+test.serial('a bind of the host\'s /tmp or / shows the host\'s tree, never the sandbox\'s root in the making, cold and warm alike', async (t) => {
+  // The sandbox builds its root on a tmpfs over /tmp in its own mount namespace, and a bind
+  // brings the mounts below its source: the host's /tmp, or /, holds that tmpfs.
+  const dir = tempDir('isolate-bind-tmp-')
+  t.teardown(() => removeDir(dir))
+  const name = basename(dir)
+  writeFileSync(join(dir, 'marker'), 'from the host\n')
+  // The sandbox's root is an unprivileged host uid: let it in, and write.
+  chmodSync(dir, 0o777)
+  const script = [
+    `cat /in/${name}/marker /host/tmp/${name}/marker`,
+    `echo "$MODE" > /in/${name}/written-$MODE`,
+    'for p in /in/proc/self /in/dev/null /in/etc/passwd /host/tmp/proc/self /host/tmp/dev/null; do test -e $p && echo "sandbox root at $p"; done',
+    'echo ---',
+    'cut -d" " -f5 /proc/self/mountinfo',
+  ].join('; ')
+  const options = (mode: string, more: SpawnOptions = {}): SpawnOptions => ({
+    env: { MODE: mode },
+    mounts: [
+      { type: 'bind', source: '/tmp', target: '/in', readonly: false },
+      { type: 'bind', source: '/', target: '/host' },
+    ],
+    ...more,
+  })
+  const check = (mode: string, r: { code: number | null; out: string }, before: Set<string>) => {
+    const after = hostMountPoints()
+    const [seen, mounts] = r.out.split('---\n')
+    t.is(r.code, 0, `${mode}: ${r.out}`)
+    t.is(seen, 'from the host\nfrom the host\n', `${mode}: /in and /host/tmp are the host's /tmp, with nothing of the sandbox's root there`)
+    t.is(readFileSync(join(dir, `written-${mode}`), 'utf8'), `${mode}\n`, `${mode}: a read-write bind of /tmp writes into the host's /tmp`)
+    // Under /host exactly the host's mount points (the host may have changed during the run):
+    // the sandbox's own /proc, /dev, masks and binds are not there a second time.
+    const inside = new Set(mounts.split('\n').filter((m) => m === '/host' || m.startsWith('/host/')).map((m) => m.slice('/host'.length) || '/'))
+    const underIn = mounts.split('\n').filter((m) => m.startsWith('/in/')).map((m) => `/tmp${m.slice('/in'.length)}`)
+    t.deepEqual([...inside].filter((m) => !before.has(m) && !after.has(m)), [], `${mode}: mounts under /host that the host does not have`)
+    t.deepEqual([...before].filter((m) => after.has(m) && !inside.has(m)), [], `${mode}: host mounts missing under /host`)
+    t.deepEqual(underIn.filter((m) => !before.has(m) && !after.has(m)), [], `${mode}: mounts under /in that the host's /tmp does not have`)
+  }
+
+  configurePool({ size: 0 })
+  t.teardown(() => configurePool({}))
+  for (const [mode, more] of [['cold', {}], ['cold-overlay', { overlay: true }]] as const) {
+    const before = hostMountPoints()
+    const r = await startFromPool(script, options(mode, more))
+    t.false(r.took)
+    check(mode, r, before)
+  }
+
+  const host = await probe()
+  if (!poolEligible(isRoot, host.cgroupHost?.canCreate === true)) {
+    t.log('no pool here (lib/pool.ts poolEligible): the warm start, whose binds are trees the helper takes on the host, is not run')
+    return
+  }
+  configurePool({})
+  t.true(await poolBuiltFor(options('warm'), '/proc/sys'), 'the pool built the root ahead for these options')
+  const before = hostMountPoints()
+  const r = await startFromPool(script, options('warm'))
+  t.true(r.took, 'the warm start took an init whose root was built ahead, the binds attached at its release')
+  check('warm', r, before)
 })

@@ -18,7 +18,8 @@ use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 /// Where the new root is assembled before pivot_root. Bind sources are opened before anything is
-/// mounted here, so sources under the host's /tmp stay reachable.
+/// mounted here, so sources under the host's /tmp stay reachable; a source that holds it (the
+/// host's /tmp, or /) is bound while the staging tmpfs is unbindable (see [`build_root`]).
 const STAGING: &str = "/tmp";
 
 /// The throw-away upper layers' tmpfs, detached before the sandbox starts.
@@ -338,6 +339,8 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
 
     sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
         .map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
+    // The staging tmpfs itself, whatever is later stacked on its path (an overlay root).
+    let staging = sys::open_source(STAGING, false).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
 
     // The overlays' scratch tmpfs beside the new root: throw-away upper layers (bounded by
     // overlay.sizeBytes) and the attach points of idmapped lowers. Reached only through its
@@ -354,7 +357,22 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
     };
     let mut sources = sources.into_iter();
     let mut masks = MaskSources::default();
+    // A host bind is recursive (the mounts below its source come with it), and a source that
+    // holds the staging point (the host's /tmp, or /) would bring along the staging tmpfs with
+    // the root half built on it: a second, unmasked copy of the sandbox's root instead of the
+    // host's tree, writable with a read-write bind. Unbindable, the staging tmpfs and everything
+    // on it are left out of such a copy, which then shows the host's tree as a bind made at a
+    // root built ahead's release does (a tree the helper took on the host). Private again for the
+    // steps that bind from the staging root itself (masks, read-only remounts), which an
+    // unbindable source would refuse, and for pivot_root.
+    let mut unbindable = false;
     for op in plan {
+        let host_bind = matches!(op, MountOp::Bind { .. });
+        if host_bind != unbindable {
+            let propagation = if host_bind { MsFlags::MS_UNBINDABLE } else { MsFlags::MS_PRIVATE };
+            sys::set_propagation(&staging, STAGING, propagation, Step::MountStagingRoot)?;
+            unbindable = host_bind;
+        }
         if let (MountOp::Mask { target, .. }, true) = (op, note_held) {
             // A host secret, seen through its bound directory: the object this mask covers.
             if let Some(id) = sys::FileIdentity::of_path(&staged(target), false) {
@@ -363,6 +381,10 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
         }
         apply(op, &mut sources, area.as_mut(), &mut masks).map_err(|e| inside_path(e, op))?;
     }
+    if unbindable {
+        sys::set_propagation(&staging, STAGING, MsFlags::MS_PRIVATE, Step::MountStagingRoot)?;
+    }
+    drop(staging);
     drop(area);
     let root_is_overlay = plan.iter().any(|op| matches!(op, MountOp::Overlay { target, .. } if target == "/"));
     if any_overlay && !root_is_overlay {

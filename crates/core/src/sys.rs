@@ -66,6 +66,14 @@ pub fn bind_mount(source: &OwnedFd, source_name: &str, target: &str) -> Result<(
         .map_err(|e| SetupError::sys(Step::BindMount, e as i32, Some(source_name)).with_path(source_name))
 }
 
+/// Set the propagation type (`MS_PRIVATE`, `MS_UNBINDABLE`...) of the one mount whose root
+/// `root` (an O_PATH fd) is: through the fd, not a path, so a mount stacked on it later is not
+/// the one changed; the mounts on and below it keep theirs.
+pub fn set_propagation(root: &OwnedFd, name: &str, propagation: MsFlags, step: Step) -> Result<()> {
+    let via = format!("/proc/self/fd/{}", root.as_raw_fd());
+    mount(None::<&str>, via.as_str(), None::<&str>, propagation, None::<&str>).map_err(fail(step, name))
+}
+
 /// Make a mount and all mounts below it read-only.
 pub fn remount_readonly(target: &str) -> Result<()> {
     restrict_mount(target, true)
