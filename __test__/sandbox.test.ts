@@ -245,6 +245,14 @@ test('missing directory rootfs is refused with its path', async (t) => {
   t.is(e?.path, '/no/such/rootfs')
 })
 
+test('an argument larger than one execve takes fails at execve with E2BIG and a hint', async (t) => {
+  // One string of the command line may be at most 128 KiB (MAX_ARG_STRLEN).
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', ['x'.repeat(200_000)]), { instanceOf: IsolateError })
+  t.is(e?.step, 'execve')
+  t.is(e?.errno, 'E2BIG')
+  t.regex(e?.hint ?? '', /stdin/)
+})
+
 test('a bind target inside a read-only directory fails with a hint', async (t) => {
   const dir = tempDir()
   t.teardown(() => removeDir(dir))

@@ -201,7 +201,19 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
             "the command was not found inside the sandbox; give an absolute path or set env.PATH, \
              and check that it and its interpreter exist in the rootfs"
         }
-        (Step::Execve, Errno::EACCES) => "the command is not executable inside the sandbox (mode, or a noexec mount)",
+        (Step::Execve, Errno::EACCES) => {
+            "the command is not executable inside the sandbox (its mode, a noexec mount, or a \
+             landlock option whose exec list does not hold it)"
+        }
+        (Step::Execve, Errno::E2BIG) => {
+            "the arguments and environment are more than one execve takes (together a quarter of \
+             the stack limit, RLIMIT_STACK; one string at most 128 KiB): pass large data through \
+             stdin or a bound file"
+        }
+        (Step::ForkCommand, Errno::EAGAIN) => {
+            "the sandbox has no room for one more process: raise limits.pids (it counts every \
+             process and thread of the sandbox, its init included)"
+        }
         (Step::Chdir, Errno::ENOENT) => "the cwd does not exist inside the sandbox",
         (Step::WriteIdMaps, Errno::EPERM) => {
             "this process may only map its own uid and gid; use user: { uid: 0 } or your own ids"
@@ -229,6 +241,14 @@ mod tests {
         assert!(e.hint.is_some());
         let json = serde_json::to_string(&e).unwrap();
         assert!(json.contains("\"step\":\"bind_mount\""), "{json}");
+    }
+
+    #[test]
+    fn common_failures_of_a_command_start_have_hints() {
+        for (step, errno, says) in [(Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids")] {
+            let hint = SetupError::sys(step, errno, None).hint.unwrap_or_default();
+            assert!(hint.contains(says), "{step:?} {errno}: {hint}");
+        }
     }
 
     #[test]
