@@ -109,6 +109,9 @@ test.serial('a bind of the host\'s /tmp or / shows the host\'s tree, never the s
   t.true(await poolBuiltFor(options('warm'), '/proc/sys'), 'the pool built the root ahead for these options')
   const before = hostMountPoints()
   const r = await startFromPool(script, options('warm'))
-  t.true(r.took, 'the warm start took an init whose root was built ahead, the binds attached at its release')
+  // An ordinary user's helper cannot take a mount tree on the host (open_tree's clone needs
+  // CAP_SYS_ADMIN there), so its init made ahead is dismissed and the root built on the start's path.
+  if (isRoot) t.true(r.took, 'the warm start took an init whose root was built ahead, the binds attached at its release')
+  else t.false(r.took, 'an ordinary user: a fresh init, as the helper could not open the binds on the host')
   check('warm', r, before)
 })
