@@ -149,9 +149,10 @@ export interface RunOptions extends SpawnOptions {
   /** `'utf8'` (default) gives strings; `'buffer'` gives Buffers. */
   encoding?: BufferEncoding | 'buffer'
   /**
-   * Most bytes of stdout and stderr together kept in Node (default 64 MiB; `Infinity`: no
-   * bound). Past it the sandbox is killed, the reason is `'output-limit'` and the output holds
-   * its first `maxBuffer` bytes. `limits.outputBytes` bounds the command itself, in its helper.
+   * Most bytes of stdout and stderr together kept in Node (default 64 MiB, or no bound of its
+   * own when `limits.outputBytes` is given, which bounds the command itself in its helper;
+   * `Infinity`: none). Past it the sandbox is killed, the reason is `'output-limit'` and the
+   * output holds its first `maxBuffer` bytes.
    */
   maxBuffer?: number
 }

@@ -62,6 +62,12 @@ test('maxBuffer counts stdout and stderr together, exactly; output at the bound 
   t.is(none.stdout.length, 100000)
 })
 
+test.serial('limits.outputBytes above 64 MiB is not cut short by the default maxBuffer', async (t) => {
+  const r = await sh('head -c 70000000 /dev/zero', { limits: { outputBytes: 80_000_000 }, encoding: 'buffer' })
+  t.is(r.reason, 'exited')
+  t.is(r.stdout.length, 70_000_000)
+})
+
 test('a bad maxBuffer is an option error before anything starts', async (t) => {
   for (const maxBuffer of [-1, 1.5, Number.NaN, '10' as unknown as number]) {
     const e = await t.throwsAsync(runIsolated('/bin/true', [], { maxBuffer }), { instanceOf: IsolateError })

@@ -34,7 +34,10 @@ export function splitRunOptions<T extends object>(options: unknown): { run: RunO
   const { input = '', encoding = 'utf8', maxBuffer, ...rest } = options as Record<string, unknown>
   if (typeof input !== 'string' && !(input instanceof Uint8Array)) throw optionError('input', `must be a string, a Buffer or a Uint8Array, got ${typeof input}`)
   if (encoding !== 'buffer' && !(typeof encoding === 'string' && Buffer.isEncoding(encoding))) throw optionError('encoding', `must be 'buffer' or a Buffer encoding such as 'utf8', got ${JSON.stringify(encoding)}`)
-  return { run: { input, encoding, maxBuffer: maxBufferOption(maxBuffer) }, rest: rest as T }
+  // A caller who bounds the output in the helper (limits.outputBytes, exact) gets no second,
+  // smaller bound here unless asking for one.
+  const bounded = maxBuffer === undefined && typeof (rest.limits as { outputBytes?: unknown } | undefined)?.outputBytes === 'number'
+  return { run: { input, encoding, maxBuffer: bounded ? Infinity : maxBufferOption(maxBuffer) }, rest: rest as T }
 }
 
 /** What the command wrote, as the caller asked for it. */
