@@ -24,6 +24,7 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['unknown option', { hostnmae: 'x' }, 'hostnmae'],
   ['bad stdio', { stdio: ['pipe', 'pipe'] }, 'stdio'],
   ['stdio fd not open', { stdio: ['ignore', 99999, 'ignore'] }, 'stdio[1]'],
+  ['overlay of a file (overlayfs said EINVAL of an internal layer name)', { mounts: [{ type: 'overlay', source: '/etc/hostname', target: '/x' }] }, 'mounts[0].source'],
   ['rootfs slash', { rootfs: '/' }, 'rootfs'],
   ['unknown capability', { capabilities: ['NET_BIND_SERVICE', 'FLY'] }, 'capabilities[1]'],
   ['relative landlock path', { landlock: { read: ['usr'] } }, 'landlock.read[0]'],

@@ -1,5 +1,5 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
-import { fstatSync, readFileSync, realpathSync } from 'node:fs'
+import { fstatSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { optionError } from './errors.js'
 
@@ -148,6 +148,14 @@ function readFileOr(path: string): string {
   }
 }
 
+function isNotDirectory(p: string): boolean {
+  try {
+    return !statSync(p).isDirectory()
+  } catch {
+    return false
+  }
+}
+
 function isOpenFd(fd: number): boolean {
   try {
     fstatSync(fd)
@@ -239,7 +247,11 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
       if (m.readonly !== undefined && typeof m.readonly !== 'boolean') throw optionError(`${opt}.readonly`, 'must be a boolean')
       mounts.push({ type: 'bind', source: resolve(str(`${opt}.source`, m.source)), target: insidePath(`${opt}.target`, m.target), readonly: m.readonly ?? true })
     } else if (m.type === 'overlay') {
-      mounts.push({ type: 'overlay', source: resolve(str(`${opt}.source`, m.source)), target: insidePath(`${opt}.target`, m.target) })
+      const source = resolve(str(`${opt}.source`, m.source))
+      // Found by the kernel, it is an EINVAL of overlayfs naming an internal layer; one that is
+      // missing is left to the helper, whose error names the step and the path.
+      if (isNotDirectory(source)) throw optionError(`${opt}.source`, `must be a directory (the overlay's lower layer), got the file ${JSON.stringify(source)}`)
+      mounts.push({ type: 'overlay', source, target: insidePath(`${opt}.target`, m.target) })
     } else if (m.type === 'tmpfs') {
       if (m.sizeBytes !== undefined && !(isUint(m.sizeBytes, Number.MAX_SAFE_INTEGER) && m.sizeBytes > 0)) throw optionError(`${opt}.sizeBytes`, 'must be a positive integer')
       if (m.mode !== undefined && !isUint(m.mode, 0o7777)) throw optionError(`${opt}.mode`, 'must be a file mode such as 0o755')
