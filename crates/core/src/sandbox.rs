@@ -340,7 +340,8 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
     sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
         .map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
     // The staging tmpfs itself, whatever is later stacked on its path (an overlay root).
-    let staging = sys::open_source(STAGING, false).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
+    // Followed: where the host's /tmp is a symlink, the tmpfs went to its target.
+    let staging = sys::open_source(STAGING, true).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
 
     // The overlays' scratch tmpfs beside the new root: throw-away upper layers (bounded by
     // overlay.sizeBytes) and the attach points of idmapped lowers. Reached only through its
