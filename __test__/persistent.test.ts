@@ -183,6 +183,14 @@ test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that
   t.is(small.reason, 'output-limit')
   t.is(small.stdout.length + small.stderr.length, 15)
   t.true(small.durationMs < 5000, 'killed at the bound, not after the sleep')
+  // Its process group went with it, as with its timeoutMs: the sleep the shell ran too.
+  const list = async () => (await sh(sb, 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done')).stdout
+  let procs = await list()
+  for (let i = 0; i < 10 && /sleep 100/.test(procs); i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    procs = await list()
+  }
+  t.notRegex(procs, /sleep 100/)
   const bad = await t.throwsAsync(sh(sb, 'true', { maxBuffer: -5 }), { instanceOf: IsolateError })
   t.is(bad?.option, 'maxBuffer')
   t.is((await sh(sb, 'echo still here')).stdout, 'still here\n')

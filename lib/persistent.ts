@@ -20,7 +20,7 @@ export interface ExecRunOptions extends ExecOptions {
   input?: string | Uint8Array
   /** `'utf8'` (default) gives strings; `'buffer'` gives Buffers. */
   encoding?: BufferEncoding | 'buffer'
-  /** As runIsolated's: most bytes of stdout and stderr together kept (default 64 MiB); past it the command is killed, reason `'output-limit'`. */
+  /** As runIsolated's: most bytes of stdout and stderr together kept (default 64 MiB); past it the command's process group is killed, reason `'output-limit'`. */
   maxBuffer?: number
 }
 
@@ -129,6 +129,11 @@ export class ExecProcess {
   kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
     const n = signalNumber(signal)
     return this.#running && this.#request(`exec-signal ${this.id} ${n}`)
+  }
+
+  /** @internal SIGKILL to the command's whole process group, as its own timeoutMs does. */
+  _killGroup(): boolean {
+    return this.#running && this.#request(`exec-signal-group ${this.id} ${signalNumber('SIGKILL')}`)
   }
 
   /** With a tty: the terminal's new size (the command gets SIGWINCH); false without one. */
@@ -274,7 +279,8 @@ export class PersistentSandbox {
   async exec(file: string, args: string[] = [], options: ExecRunOptions = {}): Promise<ExecResult<string | Buffer>> {
     const { run, rest: execOptions } = splitRunOptions<ExecOptions>(options)
     const p = await this.spawn(file, args, execOptions)
-    const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => void p.kill('SIGKILL'))
+    // The group, as its timeoutMs does: what the command started would live on otherwise.
+    const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => void p._killGroup())
     if (p.stdin) p.stdin.end(run.input)
     const [result, { stdout, stderr, overflowed }] = await Promise.all([p.wait(), output])
     return { ...result, reason: overflowed ? 'output-limit' : result.reason, stdout: decode(stdout, run.encoding), stderr: decode(stderr, run.encoding) }

@@ -222,9 +222,10 @@ impl Execs {
         }
     }
 
-    pub fn signal(&mut self, id: u32, signal: i32) {
+    /// `group`: the exec's whole process group (what it started in the background too).
+    pub fn signal(&mut self, id: u32, signal: i32, group: bool) {
         if self.execs.contains_key(&id) {
-            self.send_work(&Work::Signal { id, signal, group: false });
+            self.send_work(&Work::Signal { id, signal, group });
         }
     }
 

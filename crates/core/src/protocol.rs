@@ -89,6 +89,8 @@ pub enum Request {
     Resize(u16, u16),
     /// A signal for one exec's command (by exec id).
     ExecSignal(u32, i32),
+    /// A signal for one exec's whole process group (Node's bound on what it collects, as its timeout does).
+    ExecSignalGroup(u32, i32),
     /// One exec's terminal's new size (id, rows, cols).
     ExecResize(u32, u16, u16),
 }
@@ -101,6 +103,7 @@ impl Request {
             ("cancel", None) => Some(Request::Cancel),
             ("resize", Some(r)) => Some(Request::Resize(r.parse().ok()?, words.next()?.parse().ok()?)),
             ("exec-signal", Some(id)) => Some(Request::ExecSignal(id.parse().ok()?, words.next()?.parse().ok()?)),
+            ("exec-signal-group", Some(id)) => Some(Request::ExecSignalGroup(id.parse().ok()?, words.next()?.parse().ok()?)),
             ("exec-resize", Some(id)) => Some(Request::ExecResize(id.parse().ok()?, words.next()?.parse().ok()?, words.next()?.parse().ok()?)),
             _ => None,
         }
@@ -311,6 +314,7 @@ mod tests {
         assert_eq!(Request::parse("exec-signal 3 15"), Some(Request::ExecSignal(3, 15)));
         assert_eq!(Request::parse("exec-resize 3 30 100"), Some(Request::ExecResize(3, 30, 100)));
         assert_eq!(Request::parse("exec-signal 3"), None);
+        assert_eq!(Request::parse("exec-signal-group 3 9"), Some(Request::ExecSignalGroup(3, 9)));
     }
 
     #[test]

@@ -855,7 +855,12 @@ impl Supervisor {
                 },
                 Some(Request::ExecSignal(id, n)) => {
                     if let Some(execs) = &mut self.execs {
-                        execs.signal(id, n);
+                        execs.signal(id, n, false);
+                    }
+                }
+                Some(Request::ExecSignalGroup(id, n)) => {
+                    if let Some(execs) = &mut self.execs {
+                        execs.signal(id, n, true);
                     }
                 }
                 Some(Request::ExecResize(id, rows, cols)) => {
