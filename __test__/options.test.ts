@@ -1,9 +1,12 @@
 /** Invalid options throw before anything is spawned, naming the option. */
 import test from 'ava'
-import { chmodSync, existsSync, symlinkSync } from 'node:fs'
+import { chmodSync, existsSync, readFileSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { createSandbox, importImage, IsolateError, runIsolated, spawnIsolated, unpackRootfs } from '../index.js'
 import { alpineTarball, removeDir, tempDir, zombieChildren } from './helpers.js'
+
+/** This process's hard RLIMIT_NOFILE. */
+const hardNoFile = () => Number(/^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1])
 
 const cases: Array<[string, Record<string, unknown>, string]> = [
   ['relative mount target', { mounts: [{ type: 'tmpfs', target: 'tmp' }] }, 'mounts[0].target'],
@@ -34,6 +37,7 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['tiny memory', { limits: { memoryBytes: 4096 } }, 'limits.memoryBytes'],
   ['zero pids', { limits: { pids: 0 } }, 'limits.pids'],
   ['openFiles above fs.nr_open (it failed at set_rlimits with EPERM and no hint)', { limits: { openFiles: 1e9 + 1 } }, 'limits.openFiles'],
+  ['openFiles above this process\'s hard limit, which a sandbox cannot raise', { limits: { openFiles: hardNoFile() + 1 } }, 'limits.openFiles'],
   ['tty of no size', { tty: { rows: 0, cols: 80 } }, 'tty'],
   ['tty with an output bound', { tty: true, limits: { outputBytes: 100 } }, 'limits.outputBytes'],
   ['mounts not an array', { mounts: 'abc' }, 'mounts'],
@@ -129,4 +133,10 @@ test('unpackRootfs and importImage check their options before their tool starts'
   await new Promise((r) => setTimeout(r, 300))
   t.false(existsSync(join(dir, 'out')), 'nothing unpacked (the tool ran on, unwatched, when the signal was checked after its start)')
   t.deepEqual(zombieChildren(), [])
+})
+
+test('openFiles up to this process\'s hard limit is what the command gets', async (t) => {
+  const n = Math.min(hardNoFile(), 4096)
+  const r = await runIsolated('/bin/sh', ['-c', 'ulimit -Hn'], { limits: { openFiles: n } })
+  t.is(r.stdout.trim(), String(n), r.stderr)
 })

@@ -130,14 +130,23 @@ function str(option: string, v: unknown): string {
   return v
 }
 
-/** fs.nr_open, the most descriptors a process may have; read once (an administrator's knob). */
-let nrOpenRead: { value?: number } | undefined
-function kernelNrOpen(): number | undefined {
-  if (!nrOpenRead) {
-    const n = Number.parseInt(readFileOr('/proc/sys/fs/nr_open'), 10)
-    nrOpenRead = { value: Number.isSafeInteger(n) && n > 0 ? n : undefined }
+/**
+ * The most descriptors a sandbox's command may be allowed: its init sets the limit inside a user
+ * namespace, where a hard limit can be lowered but not raised, so this process's own hard
+ * RLIMIT_NOFILE (and fs.nr_open, the kernel's). Read once per process.
+ */
+let openFilesBound: { n: number; why: string } | undefined | null = null
+function mostOpenFiles(): { n: number; why: string } | undefined {
+  if (openFilesBound === null) {
+    const hard = /^Max open files\s+\S+\s+(\d+)/m.exec(readFileOr('/proc/self/limits'))?.[1]
+    const nrOpen = Number.parseInt(readFileOr('/proc/sys/fs/nr_open'), 10)
+    const bounds = [
+      ...(hard ? [{ n: Number(hard), why: "this process's own hard RLIMIT_NOFILE (ulimit -Hn), which a sandbox cannot raise" }] : []),
+      ...(Number.isSafeInteger(nrOpen) && nrOpen > 0 ? [{ n: nrOpen, why: "the kernel's fs.nr_open" }] : []),
+    ]
+    openFilesBound = bounds.sort((a, b) => a.n - b.n)[0]
   }
-  return nrOpenRead.value
+  return openFilesBound
 }
 
 function readFileOr(path: string): string {
@@ -307,9 +316,9 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     if (!(isUint(v, Number.MAX_SAFE_INTEGER) && (!positive || v > 0))) throw optionError(`limits.${key}`, positive ? 'must be a positive integer' : 'must be a non-negative integer')
     specLimits[key] = v
   }
-  const nrOpen = kernelNrOpen()
-  if (specLimits.openFiles !== undefined && nrOpen !== undefined && specLimits.openFiles > nrOpen) {
-    throw optionError('limits.openFiles', `must be at most ${nrOpen}: the kernel refuses more descriptors per process (fs.nr_open), got ${specLimits.openFiles}`)
+  const most = mostOpenFiles()
+  if (specLimits.openFiles !== undefined && most !== undefined && specLimits.openFiles > most.n) {
+    throw optionError('limits.openFiles', `must be at most ${most.n}, ${most.why}, got ${specLimits.openFiles}`)
   }
   if (limits.cpus !== undefined) {
     if (typeof limits.cpus !== 'number' || !Number.isFinite(limits.cpus) || limits.cpus <= 0) throw optionError('limits.cpus', 'must be a positive fraction of cores (0.5 is half a core)')
@@ -418,7 +427,7 @@ const PER_EXEC = ['stdio', 'tty', ...RUN_ONLY]
 /** The spec of a long-lived sandbox: no command of its own; env and cwd become its execs' defaults. */
 export function normalizeSandbox(options: unknown): { spec: Spec; signal?: AbortSignal } {
   if (isObject(options)) {
-    for (const key of PER_EXEC) if (key in options) throw optionError(key, 'is an option of each exec (sb.exec, sb.spawn), not of createSandbox')
+    for (const key of PER_EXEC) if (key in options) throw optionError(key, `is an option of each exec (${RUN_ONLY.includes(key) ? 'sb.exec' : 'sb.exec, sb.spawn'}), not of createSandbox`)
   }
   const { spec, signal } = normalize('-', [], options, 'createSandbox')
   return { spec: { ...spec, file: '', persistent: true }, signal }

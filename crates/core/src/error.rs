@@ -210,6 +210,10 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
              the stack limit, RLIMIT_STACK; one string at most 128 KiB): pass large data through \
              stdin or a bound file"
         }
+        (Step::SetRlimits, Errno::EPERM) => {
+            "a limit above the caller's own hard limit: inside its user namespace the sandbox may \
+             lower a hard limit, not raise it (ulimit -H shows the caller's)"
+        }
         (Step::ForkCommand, Errno::EAGAIN) => {
             "the sandbox has no room for one more process: raise limits.pids (it counts every \
              process and thread of the sandbox, its init included)"
@@ -245,7 +249,7 @@ mod tests {
 
     #[test]
     fn common_failures_of_a_command_start_have_hints() {
-        for (step, errno, says) in [(Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids")] {
+        for (step, errno, says) in [(Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids"), (Step::SetRlimits, libc::EPERM, "ulimit -H")] {
             let hint = SetupError::sys(step, errno, None).hint.unwrap_or_default();
             assert!(hint.contains(says), "{step:?} {errno}: {hint}");
         }
