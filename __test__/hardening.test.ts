@@ -168,12 +168,14 @@ test('seccomp default: TIOCSETD is refused on the sandbox\'s own terminal; none 
 })
 
 test('seccomp default: a sandbox on the caller\'s terminal cannot change its line discipline', async (t) => {
-  // A pty whose slave is the stdin of a Node process that runs the sandbox with stdin 'inherit';
-  // afterwards the harness asks the slave, as the caller's shell would, for its line discipline.
+  // A pty whose slave a Node process hands to the sandbox as its stdin (as an fd: were it Node's
+  // own stdin, the calibration run would make Node abort at its exit, in ResetStdio, as the
+  // isolate CLI did); afterwards the harness asks the slave, as the caller's shell would, for its
+  // line discipline.
   const harness = [
     'import errno, fcntl, os, struct, subprocess, sys, termios',
     'm, s = os.openpty()',
-    'p = subprocess.run(sys.argv[1:], stdin=s, stdout=subprocess.PIPE, stderr=subprocess.PIPE)',
+    'p = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, pass_fds=(s,), env={**os.environ, "TTY_FD": str(s)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)',
     'ld = struct.unpack("i", fcntl.ioctl(s, termios.TIOCGETD, bytes(4)))[0]',
     'try: termios.tcgetattr(s); attr = "ok"',
     'except termios.error as e: attr = errno.errorcode[e.args[0]]',
@@ -181,14 +183,14 @@ test('seccomp default: a sandbox on the caller\'s terminal cannot change its lin
   ].join('\n')
   const node = (seccomp: string) => `
     const { spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
-    const sb = await spawnIsolated('/usr/bin/python3', ['-c', ${JSON.stringify(setNullLdisc)}], { stdio: ['inherit', 'pipe', 'inherit'], seccomp: '${seccomp}' })
+    const sb = await spawnIsolated('/usr/bin/python3', ['-c', ${JSON.stringify(setNullLdisc)}], { stdio: [Number(process.env.TTY_FD), 'pipe', 'inherit'], seccomp: '${seccomp}' })
     let out = ''
     sb.stdout.on('data', (d) => (out += d))
     const ended = new Promise((r) => sb.stdout.once('end', r))
     await sb.wait()
     await ended
     process.stdout.write(out)`
-  const run = (seccomp: string) => spawnSync('python3', ['-c', harness, process.execPath, '--import=tsx', '--input-type=module', '-e', node(seccomp)], { cwd: root, encoding: 'utf8' })
+  const run = (seccomp: string) => spawnSync('python3', ['-c', harness, process.execPath, '--import=tsx', '--input-type=module', '-e', node(seccomp)], { cwd: root, encoding: 'utf8', timeout: 90_000 })
   const d = run('default')
   t.is(d.stdout, 'EPERM 0 ok\n', d.stderr)
   const n = run('none')
