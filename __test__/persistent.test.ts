@@ -173,7 +173,7 @@ test('an exec\'s own timeout kills its process group; kill() signals it; the san
   t.is((await sb.exec('/bin/true')).exitCode, 0)
 })
 
-test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that command only, and the sandbox lives on', async (t) => {
+test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that command and its process group, and the sandbox lives on', async (t) => {
   const sb = await sandbox(t)
   const big = await sh(sb, 'while :; do cat /bin/sh; done', { encoding: 'buffer' })
   t.is(big.reason, 'output-limit')
