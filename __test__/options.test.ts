@@ -117,7 +117,9 @@ test('runIsolated and sb.exec check input, encoding and maxBuffer before anythin
   t.true(existsSync(join(dir, 'ran')))
 })
 
-test('nothing is spawned for invalid options', async (t) => {
+// Serial, so before the tests of this file that do start sandboxes (whose helpers are, for a
+// moment, zombie children of this process).
+test.serial('nothing is spawned for invalid options', async (t) => {
   await t.throwsAsync(spawnIsolated('/bin/true', [], { hostname: '' }))
   t.deepEqual(zombieChildren(), [])
 })
