@@ -8,7 +8,7 @@ import { finished } from 'node:stream/promises'
 import { optionError } from './errors.js'
 
 /** stdout and stderr together; `child_process.execFile`'s 1 MiB is too small for a code runner. */
-export const DEFAULT_MAX_BUFFER = 64 << 20
+const DEFAULT_MAX_BUFFER = 64 << 20
 
 /** `maxBuffer` of runIsolated and sb.exec. */
 function maxBufferOption(v: unknown): number {

@@ -133,52 +133,24 @@ function str(option: string, v: unknown): string {
 /**
  * The most descriptors a sandbox's command may be allowed: its init sets the limit inside a user
  * namespace, where a hard limit can be lowered but not raised, so this process's own hard
- * RLIMIT_NOFILE (and fs.nr_open, the kernel's). Read once per process.
+ * RLIMIT_NOFILE (and fs.nr_open, the kernel's). Read when the option is given, so never stale.
  */
-let openFilesBound: { n: number; why: string } | undefined | null = null
 function mostOpenFiles(): { n: number; why: string } | undefined {
-  if (openFilesBound === null) {
-    const hard = /^Max open files\s+\S+\s+(\d+)/m.exec(readFileOr('/proc/self/limits'))?.[1]
-    const nrOpen = Number.parseInt(readFileOr('/proc/sys/fs/nr_open'), 10)
-    const bounds = [
-      ...(hard ? [{ n: Number(hard), why: "this process's own hard RLIMIT_NOFILE (ulimit -Hn), which a sandbox cannot raise" }] : []),
-      ...(Number.isSafeInteger(nrOpen) && nrOpen > 0 ? [{ n: nrOpen, why: "the kernel's fs.nr_open" }] : []),
-    ]
-    openFilesBound = bounds.sort((a, b) => a.n - b.n)[0]
-  }
-  return openFilesBound
+  const hard = /^Max open files\s+\S+\s+(\d+)/m.exec(orElse(() => readFileSync('/proc/self/limits', 'utf8'), ''))?.[1]
+  const nrOpen = Number.parseInt(orElse(() => readFileSync('/proc/sys/fs/nr_open', 'utf8'), ''), 10)
+  const bounds = [
+    ...(hard ? [{ n: Number(hard), why: "this process's own hard RLIMIT_NOFILE (ulimit -Hn), which a sandbox cannot raise" }] : []),
+    ...(Number.isSafeInteger(nrOpen) && nrOpen > 0 ? [{ n: nrOpen, why: "the kernel's fs.nr_open" }] : []),
+  ]
+  return bounds.sort((a, b) => a.n - b.n)[0]
 }
 
-function readFileOr(path: string): string {
+/** `f()`, or `fallback` where it throws: a fact of the host that the helper checks again anyway. */
+function orElse<T>(f: () => T, fallback: T): T {
   try {
-    return readFileSync(path, 'utf8')
+    return f()
   } catch {
-    return ''
-  }
-}
-
-function isNotDirectory(p: string): boolean {
-  try {
-    return !statSync(p).isDirectory()
-  } catch {
-    return false
-  }
-}
-
-function isOpenFd(fd: number): boolean {
-  try {
-    fstatSync(fd)
-    return true
-  } catch {
-    return false
-  }
-}
-
-function realpathOrSelf(p: string): string {
-  try {
-    return realpathSync(p)
-  } catch {
-    return p
+    return fallback
   }
 }
 
@@ -231,7 +203,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     if (str('rootfs', o.rootfs) === '') throw optionError('rootfs', "must be 'host', a directory or { layers }, got ''")
     const dir = resolve(o.rootfs)
     // The helper refuses '/' by its text; a path that leads there through symlinks is the same host.
-    if (realpathOrSelf(dir) === '/') throw optionError('rootfs', `${JSON.stringify(o.rootfs)} is the host's '/', which would expose the whole host; use 'host' for a read-only view of its system directories`)
+    if (orElse(() => realpathSync(dir), dir) === '/') throw optionError('rootfs', `${JSON.stringify(o.rootfs)} is the host's '/', which would expose the whole host; use 'host' for a read-only view of its system directories`)
     rootfs = { kind: 'dir', path: dir }
     // An image imported as layers: stack them rather than read the directory as a tree.
     let manifest: { lowerDirs?: unknown } | undefined
@@ -259,7 +231,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
       const source = resolve(str(`${opt}.source`, m.source))
       // Found by the kernel, it is an EINVAL of overlayfs naming an internal layer; one that is
       // missing is left to the helper, whose error names the step and the path.
-      if (isNotDirectory(source)) throw optionError(`${opt}.source`, `must be a directory (the overlay's lower layer), got the file ${JSON.stringify(source)}`)
+      if (orElse(() => !statSync(source).isDirectory(), false)) throw optionError(`${opt}.source`, `must be a directory (the overlay's lower layer), got the file ${JSON.stringify(source)}`)
       mounts.push({ type: 'overlay', source, target: insidePath(`${opt}.target`, m.target) })
     } else if (m.type === 'tmpfs') {
       if (m.sizeBytes !== undefined && !(isUint(m.sizeBytes, Number.MAX_SAFE_INTEGER) && m.sizeBytes > 0)) throw optionError(`${opt}.sizeBytes`, 'must be a positive integer')
@@ -316,7 +288,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     if (!(isUint(v, Number.MAX_SAFE_INTEGER) && (!positive || v > 0))) throw optionError(`limits.${key}`, positive ? 'must be a positive integer' : 'must be a non-negative integer')
     specLimits[key] = v
   }
-  const most = mostOpenFiles()
+  const most = specLimits.openFiles === undefined ? undefined : mostOpenFiles()
   if (specLimits.openFiles !== undefined && most !== undefined && specLimits.openFiles > most.n) {
     throw optionError('limits.openFiles', `must be at most ${most.n}, ${most.why}, got ${specLimits.openFiles}`)
   }
@@ -414,7 +386,7 @@ function parseStdio(v: unknown): [StdioMode, StdioMode, StdioMode] {
   else throw optionError('stdio', "must be 'pipe', 'inherit', 'ignore', an fd, or an array of three of those")
   stdio.forEach((m, i) => {
     if (!(m === 'pipe' || m === 'inherit' || m === 'ignore' || isUint(m, 2 ** 31 - 1))) throw optionError(`stdio[${i}]`, `unknown mode ${JSON.stringify(m)}`)
-    if (typeof m === 'number' && !isOpenFd(m)) throw optionError(`stdio[${i}]`, `fd ${m} is not open in this process`)
+    if (typeof m === 'number' && !orElse(() => fstatSync(m) !== undefined, false)) throw optionError(`stdio[${i}]`, `fd ${m} is not open in this process`)
   })
   return stdio
 }
