@@ -8,7 +8,7 @@ import test from 'ava'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
-import { ended, parentOf, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
+import { ended, helperServersOf, parentOf, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
 const enforced = host.cgroupHost?.canCreate === true
@@ -34,7 +34,8 @@ const helperOf = (dir: string) => /^isolate-(\d+)-\d+$/.exec(basename(dir))?.[1]
 /**
  * What became of a sandbox cgroup's helper: `ended` (exited, reaped or not), `warm` (a helper of
  * this process's pool: it keeps its cgroup while it waits for a spec, and when it ran a sandbox
- * it removes the cgroup before it exits), `running` (another helper of this process), or
+ * it removes the cgroup before it exits), `running` (another helper of this process or of its
+ * helper server), or
  * `other` (another process's: other test files run their sandboxes at the same time, in the
  * same cgroup, and theirs are theirs to check).
  */
@@ -47,7 +48,7 @@ function helperState(dir: string): 'ended' | 'warm' | 'running' | 'other' {
     return 'ended'
   }
   const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  if (Number(ppid) !== process.pid) return 'other'
+  if (Number(ppid) !== process.pid && !helperServersOf(process.pid).includes(Number(ppid))) return 'other'
   if (state === 'Z' || state === 'X') return 'ended'
   try {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--warm') ? 'warm' : 'running'

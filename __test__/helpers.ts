@@ -68,18 +68,31 @@ function processes(): Array<{ pid: number; comm: string; ppid: number }> {
   return found
 }
 
-/** `node`'s warm helpers (its children started with --warm), with their zygotes and the inits they made ahead. */
+/** Whether `pid` was started as a warm helper (or the helper server, which forks them: its comm is isolate-server). */
+function startedWarm(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('--warm')
+  } catch {
+    return false
+  }
+}
+
+/** `node`'s helper servers: its children that fork its warm helpers. */
+export function helperServersOf(node: number, all = processes()): number[] {
+  return all.filter((p) => p.ppid === node && p.comm === 'isolate-server' && startedWarm(p.pid)).map((p) => p.pid)
+}
+
+/** Whether `helper` is `node`'s: its child, or a child of its helper server (which forks the warm ones). */
+export function isHelperOf(helper: number, node: number): boolean {
+  const parent = parentOf(helper)
+  return parent === node || helperServersOf(node).includes(parent)
+}
+
+/** `node`'s warm helpers (started with --warm: its children, or its helper server's), with their zygotes and the inits they made ahead. */
 export function warmHelpersOf(node: number): { helpers: number[]; zygotes: Array<{ helper: number; zygote: number }>; inits: number[] } {
   const all = processes()
-  const helpers = all
-    .filter((p) => {
-      try {
-        return p.ppid === node && readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0').includes('--warm')
-      } catch {
-        return false
-      }
-    })
-    .map((p) => p.pid)
+  const parents = [node, ...helperServersOf(node, all)]
+  const helpers = all.filter((p) => parents.includes(p.ppid) && p.comm !== 'isolate-server' && startedWarm(p.pid)).map((p) => p.pid)
   const ofHelper = (comm: string) => all.filter((p) => p.comm === comm && helpers.includes(p.ppid))
   const zygotes = ofHelper('isolate-zygote')
   return {

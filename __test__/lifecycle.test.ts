@@ -5,7 +5,7 @@ import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, IsolateError, probe, spawnIsolated } from '../index.js'
 import { poolEligible } from '../lib/pool.js'
-import { ended, isRoot, namespaceHolders, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, poolReady, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { ended, helperServersOf, isHelperOf, isRoot, namespaceHolders, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, poolReady, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 test('timeoutMs kills the whole sandbox, background children too', async (t) => {
   const sb = await spawnIsolated('/bin/sh', ['-c', 'sleep 100 & sleep 100 & wait'], { timeoutMs: 1500 })
@@ -117,14 +117,15 @@ test('a Node process killed with SIGKILL leaves no sandbox process behind', asyn
   const { pid } = JSON.parse(line) as { pid: number }
   const init = parentOf(pid)
   const helper = parentOf(init)
-  t.is(parentOf(helper), child.pid!, 'the helper is the Node process\'s direct child')
+  t.true(isHelperOf(helper, child.pid!), 'the helper is the Node process\'s child, or its helper server\'s')
   const ns = readlinkSync(`/proc/${pid}/ns/pid`)
   const members = [...new Set([init, ...pidsInNamespace(ns)])]
   t.is(members.length, 3, 'init, the exec\'d sleep and the background sleep')
+  const servers = helperServersOf(child.pid!)
   const exited = new Promise((r) => child.once('exit', r))
   child.kill('SIGKILL')
   await exited
-  t.true(await waitUntil(() => [helper, ...members].every((p) => !pidAlive(p)), 1000), 'all gone within a second')
+  t.true(await waitUntil(() => [helper, ...members, ...servers].every((p) => !pidAlive(p)), 1000), 'all gone within a second (the helper server too)')
 })
 
 test.serial('no fd, zombie or process is left after many sandboxes, failed ones and unclosed stdins included', async (t) => {

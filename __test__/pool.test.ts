@@ -15,7 +15,7 @@ import { configurePool, IsolateError, probe, runIsolated, spawnIsolated } from '
 import { aheadOf, commonest, HelperPool, madeAtRelease, poolEligible, rootOf } from '../lib/pool.js'
 import type { Addon } from '../lib/native.js'
 import { normalize, type Spec } from '../lib/options.js'
-import { ended, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, poolHeard, poolReady, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
+import { ended, helperServersOf, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, poolHeard, poolReady, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
 /** Warm helpers with cgroups of their own: root where it may create cgroups. */
@@ -325,9 +325,12 @@ asRoot('where root may not create cgroups (a read-only cgroupfs, as in a contain
     await new Promise((r) => process.stdin.once('data', r))
     const runs = []
     for (let i = 0; i < 3; i++) {
-      const sb = await spawnIsolated('/bin/sh', ['-c', 'ls -A /tmp; touch /tmp/left-' + i])
+      // It waits for its stdin: its helper is looked up while it runs.
+      const sb = await spawnIsolated('/bin/sh', ['-c', 'ls -A /tmp; touch /tmp/left-' + i + '; read x'], { stdio: ['pipe', 'pipe', 'pipe'] })
       const helper = parentOf(parentOf(sb.pid))
       const warm = readFileSync('/proc/' + helper + '/cmdline', 'utf8').split('\\0').includes('--warm')
+      sb.stderr.resume()
+      sb.stdin.end('\\n')
       let out = ''
       sb.stdout.on('data', (d) => (out += d))
       const r = await sb.wait()
@@ -370,11 +373,13 @@ asRoot('where root may not create cgroups (a read-only cgroupfs, as in a contain
   }
   t.is(limited?.step, 'create_cgroup', 'limits that need a cgroup still fail, naming the step')
   t.regex(limited?.message ?? '', /limits need a cgroup/)
+  const servers = helperServersOf(child.pid!)
+  t.is(servers.length, 1, 'one helper server forks its warm helpers')
   const exited = new Promise((r) => child.once('exit', r))
   child.stdin!.end()
   child.kill('SIGTERM')
   await exited
-  t.true(await waitUntil(() => !pool.helpers.some(pidAlive) && !ahead.some(pidAlive) && !pool.zygotes.some((z) => pidAlive(z.zygote)), 3000), 'its helpers, zygotes and inits made ahead end with it')
+  t.true(await waitUntil(() => !pool.helpers.some(pidAlive) && !ahead.some(pidAlive) && !pool.zygotes.some((z) => pidAlive(z.zygote)) && !servers.some(pidAlive), 3000), 'its helper server, helpers, zygotes and inits made ahead end with it')
 })
 
 /** Scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE) and nice value, from a /proc/PID/stat text. */

@@ -28,6 +28,8 @@ export interface SpawnedHelper {
   stderr?: number
   /** A long-lived sandbox's exec socket (written by `sendExec` only). */
   exec?: number
+  /** Forked by the helper server, which reaps it: never reaped here. */
+  forked?: boolean
   /** The control socket, when already wrapped (a warm helper's). */
   socket?: import('node:net').Socket
 }

@@ -19,6 +19,7 @@ import type { Spec } from './options.js'
 import { reapHelper } from './sandbox.js'
 
 export interface WarmHelper {
+  /** To reap once it ends; 0 for one the helper server forked (the server reaps it). */
   pid: number
   /** The control socket, already wrapped (it said `warm` on it). */
   control: Socket
@@ -167,7 +168,8 @@ export class HelperPool {
       const s = await this.addon.spawnWarmHelper(this.helperPath, ahead?.spec, ahead?.build)
       const control = new Socket({ fd: s.control, readable: true, writable: true })
       control.unref()
-      const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
+      // One forked by the helper server is that server's to reap (pid 0: never waited on here).
+      const h: WarmHelper = { pid: s.forked ? 0 : s.pid, control, handoff: s.exec! }
       const warm = await new Promise<boolean>((resolve) => {
         let line = ''
         control.setEncoding('utf8')

@@ -75,7 +75,8 @@ export function checkSize(cols: number, rows: number): void {
 
 /** The helper exits right after closing its socket; reap it without ever blocking. */
 export function reapHelper(addon: Addon, pid: number, delay = 0): void {
-  if (addon.reapHelper(pid)) return
+  // 0: a helper the helper server forked and reaps.
+  if (pid <= 0 || addon.reapHelper(pid)) return
   setTimeout(() => reapHelper(addon, pid, Math.min(delay * 2 + 1, 100)), delay).unref()
 }
 

@@ -22,6 +22,8 @@ pub mod supervisor;
 #[cfg(target_os = "linux")]
 pub mod warm;
 #[cfg(target_os = "linux")]
+pub mod server;
+#[cfg(target_os = "linux")]
 pub mod priority;
 #[cfg(target_os = "linux")]
 pub mod seccomp;

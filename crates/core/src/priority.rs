@@ -13,22 +13,29 @@
 
 use crate::error::SetupError;
 use crate::sys;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// How far a helper steps back.
 pub const BEHIND: i32 = 19;
 
-/// The caller's nice when this helper stepped back; unset when it did not.
-static CALLER: OnceLock<i32> = OnceLock::new();
+/// The caller's nice when this helper stepped back; [`UNSET`] when it did not.
+static CALLER: AtomicI32 = AtomicI32::new(UNSET);
+const UNSET: i32 = i32::MIN;
 
 /// At the helper's start, before any work: record the caller's nice (its parent's: Node's main
 /// thread, what `os.getPriority()` says) and step back behind it.
 pub fn step_back() {
     // SAFETY: getppid cannot fail.
-    let parent = unsafe { libc::getppid() };
-    let Ok(caller) = sys::nice(parent).or_else(|_| sys::nice(0)) else { return };
+    step_back_behind(unsafe { libc::getppid() });
+}
+
+/// [`step_back`] behind `caller` (a pid): a helper forked by the helper server
+/// ([`crate::server`]) reads its caller's nice as it is now, not as it was when the server started.
+pub fn step_back_behind(caller: i32) {
+    CALLER.store(UNSET, Ordering::Relaxed);
+    let Ok(caller) = sys::nice(caller).or_else(|_| sys::nice(0)) else { return };
     if caller < BEHIND && sys::may_renice() && sys::set_nice(0, BEHIND).is_ok() {
-        let _ = CALLER.set(caller);
+        CALLER.store(caller, Ordering::Relaxed);
         return;
     }
     // Nothing will be given back: the helper, and so its sandbox, run at the caller's nice where
@@ -52,7 +59,7 @@ pub fn born_behind<T>(spawn: impl FnOnce() -> T) -> T {
 
 /// Whether this helper stepped back (and so may put its work ahead at idle priority).
 pub fn stepped_back() -> bool {
-    CALLER.get().is_some()
+    CALLER.load(Ordering::Relaxed) != UNSET
 }
 
 /// Run work done ahead of need (0: this process) only on CPU time nobody else wants.
@@ -72,7 +79,10 @@ pub fn leave_idle() {
 /// Give a process of the sandbox (made by this helper, or by its zygote) the caller's policy and
 /// nice, before it runs anything of the sandbox's.
 pub fn as_caller(pid: i32) -> Result<(), SetupError> {
-    let Some(&caller) = CALLER.get() else { return Ok(()) };
+    let caller = CALLER.load(Ordering::Relaxed);
+    if caller == UNSET {
+        return Ok(());
+    }
     sys::set_normal_priority(pid)?;
     sys::set_nice(pid, caller).map_err(|e| e.with_hint("the helper runs at nice 19 and could not give the sandbox its caller's nice back"))
 }

@@ -4,7 +4,8 @@
 //! 3 the control socket (events out, requests in, EOF = the caller died), 4 a memfd holding the
 //! spec as JSON with its compiled seccomp filter (isolate_core::protocol::SpecMessage), and for
 //! a long-lived sandbox 5 the exec socket (SOCK_SEQPACKET: one exec request per message, its
-//! stdio attached).
+//! stdio attached). `--warm` makes a warm helper (isolate_core::warm); `--warm --server` the
+//! helper server, which forks warm helpers (isolate_core::server).
 
 use isolate_core::protocol::{Event, SpecMessage};
 use isolate_core::{SetupError, Step};
@@ -22,15 +23,18 @@ fn main() {
         let _ = out.write_all(&serde_json::to_vec(&isolate_core::probe::attempt()).unwrap_or_default());
         std::process::exit(0);
     }
-    // Whatever Node left open without close-on-exec (fds it inherited itself) ends here, so
-    // neither this process nor the sandbox's init holds it.
     let warm = std::env::args().nth(1).as_deref() == Some("--warm");
+    let server = warm && std::env::args().nth(2).as_deref() == Some("--server");
     // Before any work: this process works for its caller, behind the caller's own threads.
     isolate_core::priority::step_back();
     // Before anything is forked (the zygote, the init and their commands copy the note): each
     // command then resets only the signals that are not at their default. A warm helper does it
-    // ahead of its sandbox.
+    // ahead of its sandbox; the helper server once, for all the helpers it forks.
     isolate_core::sys::note_signal_actions();
+    // The helper server returns only in a helper it forked, its descriptors in this layout.
+    let warm = if server { serve() } else { warm };
+    // Whatever Node left open without close-on-exec (fds it inherited itself) ends here, so
+    // neither this process nor the sandbox's init holds it.
     isolate_core::sys::close_fds_except(if warm { &[CONTROL_FD, EXEC_FD] } else { &[CONTROL_FD, SPEC_FD, EXEC_FD] });
     if warm {
         // Made ahead of its sandbox (isolate_core::warm): 3 the control socket, 5 the handoff
@@ -72,4 +76,22 @@ fn main() {
         unsafe { libc::close(EXEC_FD) };
     }
     std::process::exit(isolate_core::supervisor::run(&spec, control, execs, filter));
+}
+
+/// Run the helper server (isolate_core::server) on fd 3. Returns in each helper it forks, for
+/// its caller as one exec'd would be: whether it is a warm one.
+fn serve() -> bool {
+    isolate_core::sys::close_fds_except(&[isolate_core::server::SOCKET_FD]);
+    // SAFETY: setting FD_CLOEXEC on our own descriptor.
+    unsafe { libc::fcntl(isolate_core::server::SOCKET_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: fd 3 is the server's socket in the addon's layout for --server.
+    let sock = unsafe { OwnedFd::from_raw_fd(isolate_core::server::SOCKET_FD) };
+    match isolate_core::server::run(sock) {
+        isolate_core::server::Outcome::Exit(code) => std::process::exit(code),
+        isolate_core::server::Outcome::Helper { warm, caller } => {
+            // The caller's nice as it is now (the server's note is from its own start).
+            isolate_core::priority::step_back_behind(caller);
+            warm
+        }
+    }
 }

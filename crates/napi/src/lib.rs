@@ -14,6 +14,8 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod server;
+
 /// How one of the sandbox's stdio slots is wired, as the TypeScript layer encodes it.
 const STDIO_PIPE: i32 = -1;
 const STDIO_IGNORE: i32 = -2;
@@ -30,6 +32,8 @@ pub struct SpawnedHelper {
     pub stderr: Option<i32>,
     /// A long-lived sandbox: our end of the exec socket (see `sendExec`); never wrapped by libuv.
     pub exec: Option<i32>,
+    /// Forked by the helper server, which reaps it: not this process's child, never reaped here.
+    pub forked: Option<bool>,
 }
 
 /// Our ends of one exec's stdio pipes.
@@ -240,6 +244,18 @@ impl Task for SpawnHelper {
         let filter = filter_for(&spec, false)?;
         let stdio = self.stdio.take().ok_or_else(|| Error::from_reason("the helper was already spawned"))?;
         let w = wire(&SpecMessage::encode(&spec, filter.as_deref()), stdio, spec.persistent)?;
+        if let Some(pid) = server::fork_helper(&self.helper_path, &self.path, false, &w.child.iter().collect::<Vec<_>>()) {
+            drop(w.child);
+            return Ok(SpawnedHelper {
+                pid,
+                control: w.control.into_raw_fd(),
+                stdin: w.stdin.map(IntoRawFd::into_raw_fd),
+                stdout: w.stdout.map(IntoRawFd::into_raw_fd),
+                stderr: w.stderr.map(IntoRawFd::into_raw_fd),
+                exec: w.exec.map(IntoRawFd::into_raw_fd),
+                forked: Some(true),
+            });
+        }
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (slot, fd) in w.child.iter().enumerate() {
             actions.add_dup2(fd.as_raw_fd(), slot as RawFd).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
@@ -262,6 +278,7 @@ impl Task for SpawnHelper {
             stdout: w.stdout.map(IntoRawFd::into_raw_fd),
             stderr: w.stderr.map(IntoRawFd::into_raw_fd),
             exec: w.exec.map(IntoRawFd::into_raw_fd),
+            forked: None,
         })
     }
 
@@ -306,7 +323,8 @@ fn send_with_stdio(fd: RawFd, bytes: &[u8], stdio: &[i32]) -> Result<ExecStdio> 
 }
 
 /// Start a warm helper (`isolate-helper --warm`, see isolate_core::warm) on the libuv thread
-/// pool: stdio /dev/null, 3 the control socket, 5 the handoff socket (returned as `exec`). It
+/// pool: forked by the helper server (see server.rs), or where that cannot be, spawned with
+/// stdio /dev/null, 3 the control socket, 5 the handoff socket (returned as `exec`). It
 /// says `{"event":"warm"}` when ready; `sendSpec` then gives it its one sandbox. `ahead`: a spec
 /// (JSON) in whose namespaces it makes its init ahead, and with `build_root`, whose root it builds
 /// ahead too: a guess of what the next sandbox wants (it checks).
@@ -338,6 +356,9 @@ impl Task for SpawnWarmHelper {
         let (handoff, helper_handoff) = socket_pair(nix::sys::socket::SockType::SeqPacket)?;
         // Waiting in the socket when the helper starts: its first read.
         isolate_core::sys::send_message(&handoff, self.first.as_bytes(), &[], isolate_core::Step::ReadSpec).map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
+        if let Some(pid) = server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff]) {
+            return Ok(SpawnedHelper { pid, control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()), forked: Some(true) });
+        }
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (fd, slot) in [(&null, 0), (&null, 1), (&null, 2), (&helper_control, 3), (&helper_handoff, 5)] {
             actions.add_dup2(fd.as_raw_fd(), slot).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
@@ -353,7 +374,7 @@ impl Task for SpawnWarmHelper {
         let envp: [CString; 0] = [];
         let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))
             .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
-        Ok(SpawnedHelper { pid: pid.as_raw(), control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) })
+        Ok(SpawnedHelper { pid: pid.as_raw(), control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()), forked: None })
     }
 
     fn resolve(&mut self, _env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
@@ -390,13 +411,17 @@ pub fn spawn_probe(helper_path: String) -> Result<SpawnedHelper> {
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
     drop(w);
-    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None, forked: None })
 }
 
 /// Reap the helper if it has exited. Never blocks: true once reaped (or already gone).
 #[napi]
 pub fn reap_helper(pid: i32) -> bool {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    // Not a pid: waitpid would take any child of the process group (or any child at all).
+    if pid <= 0 {
+        return true;
+    }
     match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) => false,
         Ok(_) => true,
@@ -445,5 +470,5 @@ pub fn spawn_image_tool(tool_path: String, args: Vec<String>) -> Result<SpawnedH
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {tool_path}: {} ({e:?})", e.desc())))?;
     drop(w);
-    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None, forked: None })
 }

@@ -1,0 +1,89 @@
+/**
+ * The helper server (crates/core/src/server.rs): one per Node process, it forks every helper,
+ * warm or cold, so no helper is exec'd on a sandbox's path. A forked helper must start as an
+ * exec'd one would: in Node's working directory and with its umask as they are at that start,
+ * holding nothing of the server's or of another sandbox's; the server holds nothing of any
+ * sandbox's; a server that dies is replaced without a sandbox failing or a zombie left.
+ */
+import test from 'ava'
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
+import { configurePool, spawnIsolated, type Sandbox } from '../index.js'
+import { helperServersOf, parentOf, pidAlive, removeDir, tempDir, waitUntil, zombieChildren } from './helpers.js'
+
+/** A sandbox whose command waits for a line on stdin, and its helper (the init's parent). */
+async function waiting(): Promise<{ sb: Sandbox; helper: number }> {
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'read x'], { stdio: ['pipe', 'ignore', 'ignore'] })
+  return { sb, helper: parentOf(parentOf(sb.pid)) }
+}
+
+async function end(sb: Sandbox): Promise<void> {
+  sb.stdin!.end('\n')
+  await sb.wait()
+}
+
+const fdTargets = (pid: number) => readdirSync(`/proc/${pid}/fd`).map((fd) => {
+  try {
+    return readlinkSync(`/proc/${pid}/fd/${fd}`)
+  } catch {
+    return 'gone'
+  }
+})
+const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean)
+
+test.serial('every helper is forked by this process\'s one helper server, which holds none of a sandbox\'s descriptors', async (t) => {
+  const runs = [await waiting(), await waiting()]
+  const servers = helperServersOf(process.pid)
+  t.is(servers.length, 1, 'one helper server, a child of this process')
+  for (const { helper } of runs) {
+    t.is(parentOf(helper), servers[0], 'the helper is the server\'s child')
+    t.regex(cmdline(helper).join(' '), /^isolate-helper --(warm|cold) --forked$/, 'its process list entry says what it is')
+    t.is(readFileSync(`/proc/${helper}/comm`, 'utf8').trim(), 'isolate-helper')
+  }
+  t.not(runs[0].helper, runs[1].helper, 'a helper of its own each')
+  const held = fdTargets(servers[0])
+  t.deepEqual(held.filter((l) => l.startsWith('pipe:')), [], `no pipe of a sandbox's stdio: ${held}`)
+  t.is(held.filter((l) => l.startsWith('socket:')).length, 1, `its own socket only: ${held}`)
+  t.deepEqual(held.filter((l) => !/^(socket:|pipe:|anon_inode:\[signalfd\]$|\/dev\/null$)/.test(l)), [], `nothing else: ${held}`)
+  for (const { sb } of runs) await end(sb)
+})
+
+test.serial('a forked helper starts in the working directory and with the umask this process has at that start', async (t) => {
+  // Cold starts: a warm helper, forked or exec'd, was made before this test changed them.
+  configurePool({ size: 0 })
+  const dir = realpathSync(tempDir('isolate-server-cwd-'))
+  const before = { cwd: process.cwd(), umask: process.umask(0o027) }
+  process.chdir(dir)
+  t.teardown(() => {
+    process.chdir(before.cwd)
+    process.umask(before.umask)
+    configurePool({})
+    removeDir(dir)
+  })
+  const { sb, helper } = await waiting()
+  t.is(readlinkSync(`/proc/${helper}/cwd`), dir)
+  t.is(/^Umask:\s*(\d+)$/m.exec(readFileSync(`/proc/${helper}/status`, 'utf8'))?.[1], '0027')
+  await end(sb)
+})
+
+test.serial('a helper server that dies is replaced: the next sandbox starts, and no zombie is left', async (t) => {
+  // Cold starts: the pool's helpers forked by the killed server would still serve sandboxes.
+  configurePool({ size: 0 })
+  t.teardown(() => configurePool({}))
+  await end((await waiting()).sb)
+  const [server] = helperServersOf(process.pid)
+  t.truthy(server)
+  process.kill(server, 'SIGKILL')
+  t.true(await waitUntil(() => !pidAlive(server), 2000))
+  // The first start after it asks the dead server, ends it for good (reaped) and is spawned.
+  const { sb, helper } = await waiting()
+  t.is(parentOf(helper), process.pid, 'spawned by this process while there is no server')
+  await end(sb)
+  t.false(existsSync(`/proc/${server}`), 'the dead server was reaped')
+  const next = await waiting()
+  const servers = helperServersOf(process.pid)
+  t.is(servers.length, 1, 'a new server')
+  t.not(servers[0], server)
+  t.is(parentOf(next.helper), servers[0])
+  await end(next.sb)
+  t.true(await waitUntil(() => zombieChildren().length === 0, 3000), `no zombie child: ${zombieChildren()}`)
+})
