@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs'
 import { getPriority, setPriority } from 'node:os'
 import { configurePool, probe, spawnIsolated } from '../index.js'
 import { poolEligible } from '../lib/pool.js'
-import { isRoot, parentOf, waitingForSpec, waitUntil, warmHelpersOf } from './helpers.js'
+import { isRoot, parentOf, poolHeard, waitingForSpec, waitUntil, warmHelpersOf } from './helpers.js'
 
 const CALLER = 7
 setPriority(CALLER)
@@ -71,6 +71,8 @@ test.serial('a sandbox started cold runs at its caller\'s nice; its helper behin
   // The init made ahead exists early in its helper's warm phase (then come its maps, its
   // loopback, its root), all of it at idle priority: ready is when the helper has left it.
   t.true(await waitUntil(() => warmHelpersOf(process.pid).inits.length === 1 && warmHelpersOf(process.pid).helpers.every((p) => leftIdle(p) && waitingForSpec(p)), 10_000), 'a warm helper with an init made ahead, done with its warm phase')
+  // And this process has read its `warm` line (on a loaded machine, a moment after the helper wrote it).
+  await poolHeard()
   const ready = warmHelpersOf(process.pid)
   t.deepEqual(schedOfPid(ready.helpers[0]), expectedHelper, 'the ready helper')
   for (const pid of [...ready.zygotes.map((z) => z.zygote), ...ready.inits]) t.deepEqual(schedOfPid(pid), asCaller, `zygote or init made ahead ${pid}`)
