@@ -167,11 +167,28 @@ function memOf(pid: number): { pss: number; rss: number } | undefined {
     return undefined
   }
 }
-/** CPU of this process's reaped descendants (cutime + cstime of /proc/self/stat), in ms. */
+/** Fields of /proc/PID/stat after the comm, from the state on (field 3 of proc(5) is [0]). */
+function statFields(pid: number | 'self'): string[] {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return s.slice(s.lastIndexOf(')') + 2).split(' ')
+}
+/** This process's helper servers (its children that fork our helpers, crates/core/src/server.rs). */
+const helperServers = () => allProcs().filter((p) => p.ppid === process.pid && p.comm === 'isolate-server')
+/**
+ * CPU of this process's reaped descendants (cutime + cstime of /proc/self/stat), in ms, and of
+ * the helper server's work and its reaped children (our helpers, which it forks and reaps: their
+ * CPU is accounted to it, not to this process, and it lives until Node exits).
+ */
 function reapedChildrenCpuMs(): number {
-  const s = readFileSync('/proc/self/stat', 'utf8')
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[13]) + Number(f[14])) * (1000 / 100)
+  const f = statFields('self')
+  let ticks = Number(f[13]) + Number(f[14])
+  for (const server of helperServers()) {
+    try {
+      const g = statFields(server.pid)
+      ticks += Number(g[11]) + Number(g[12]) + Number(g[13]) + Number(g[14])
+    } catch {}
+  }
+  return ticks * (1000 / 100)
 }
 /** A full GC when this Node lets us have one (so RSS before/after compares live memory, not garbage). */
 const gc: () => void = (() => {
@@ -831,7 +848,7 @@ async function pss(v: Variant, count: number): Promise<{ overheadKiB: number[]; 
         const init = cmd && procInfo(cmd.ppid)
         const helper = init && procInfo(init.ppid)
         if (!cmd || !init || !helper) throw new Error(`sandbox ${s.pid}: process chain not found`)
-        if (helper.ppid !== process.pid) note = `the helper's parent is ${helper.ppid}, not this Node (${process.pid})`
+        if (helper.ppid !== process.pid && !helperServers().some((p) => p.pid === helper.ppid)) note = `the helper's parent is ${helper.ppid}, neither this Node (${process.pid}) nor its helper server`
         const mh = memOf(helper.pid)!
         const mi = memOf(init.pid)!
         push(`helper (${helper.comm})`, mh.pss)
@@ -949,7 +966,10 @@ async function storm(count: number, secs: number): Promise<Storm> {
   const teardownSecs = (now() - t1) / 1000
   for (const r of results) if (r.status === 'rejected') failed.push(`wait: ${(r.reason as Error).message}`)
   await sleep(300)
-  const leftoverHelpers = allProcs().filter((p) => p.ppid === process.pid && p.comm.startsWith('isolate')).length
+  // Helpers are the helper server's children (the server itself is not counted).
+  const procs = allProcs()
+  const parents = new Set([process.pid, ...procs.filter((p) => p.ppid === process.pid && p.comm === 'isolate-server').map((p) => p.pid)])
+  const leftoverHelpers = procs.filter((p) => parents.has(p.ppid) && p.comm.startsWith('isolate') && p.comm !== 'isolate-server').length
   return {
     wanted: count,
     started: sbs.length,
@@ -1244,7 +1264,7 @@ async function main(): Promise<void> {
 
   p('## Latency: `/bin/true`, sequential, spawn to exit observed (ms)')
   p()
-  p(`${N.latency} rounds after ${N.warmup} warm-up rounds, each measured spawn starts at least ${SETTLE_MS} ms after the previous one ended and once the machine is quiet again (at most one busy 10 ms tick in 30 ms, waiting at most ${QUIET_MAX_MS} ms), so that no variant starts amid another's teardown (a service starting one per request; back to back is the throughput table's concurrency 1); Node RSS ${fmt(MiB(rssLat), 0)} MiB. Ratios are p50 / p50 of the column's variant (lower is better for the row). Machine CPU per spawn from /proc/stat over the concurrency-1 throughput run (all processes, so bwrap's and the runtimes' teardown after the reaped child exits is counted), idle rate subtracted (noisy when others load the machine); reaped children CPU is what waitpid accounted to this process for its descendants (misses what outlives the reaped child, such as bwrap's inner pid 1); Node CPU is this process's own share; the sync part is the median time the call blocks the caller before it first yields (p50).`)
+  p(`${N.latency} rounds after ${N.warmup} warm-up rounds, each measured spawn starts at least ${SETTLE_MS} ms after the previous one ended and once the machine is quiet again (at most one busy 10 ms tick in 30 ms, waiting at most ${QUIET_MAX_MS} ms), so that no variant starts amid another's teardown (a service starting one per request; back to back is the throughput table's concurrency 1); Node RSS ${fmt(MiB(rssLat), 0)} MiB. Ratios are p50 / p50 of the column's variant (lower is better for the row). Machine CPU per spawn from /proc/stat over the concurrency-1 throughput run (all processes, so bwrap's and the runtimes' teardown after the reaped child exits is counted), idle rate subtracted (noisy when others load the machine); reaped children CPU is what waitpid accounted to this process for its descendants (misses what outlives the reaped child, such as bwrap's inner pid 1), and for ours also the helper server's own CPU and what it was accounted for the helpers it forked and reaped; Node CPU is this process's own share; the sync part is the median time the call blocks the caller before it first yields (p50).`)
   p()
   p(table(
     ['variant', 'p50', 'p95', 'p99', ...refs.map((r) => `p50 ×${r.key}`), 'machine CPU/spawn', 'reaped children CPU/spawn', 'node CPU/spawn', 'sync part of the call'],
@@ -1307,7 +1327,7 @@ async function main(): Promise<void> {
     ['Node fds before → during', `${st.fdsBefore} → ${st.fdsDuring}`],
     ['machine memory per sandbox (MemAvailable drop / count)', `${fmt(st.machineKiBPerSandbox / 1024)} MiB`],
     ['SIGKILL all and await every wait()', `${fmt(st.teardownSecs)} s`],
-    ['helpers left afterwards', String(st.leftoverHelpers)],
+    ['helpers left afterwards (the pool\'s warm ones)', String(st.leftoverHelpers)],
   ]))
   p()
 

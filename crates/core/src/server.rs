@@ -50,8 +50,8 @@ pub enum Outcome {
 }
 
 /// Serve fork requests until the addon goes away. Returns in the server (to exit) and in each
-/// forked helper (to become a warm helper); the helper has SIGCHLD unblocked again and holds no
-/// descriptor of the server's.
+/// forked helper (to run as the helper it was asked for); the helper has SIGCHLD unblocked again
+/// and holds no descriptor of the server's.
 pub fn run(sock: OwnedFd) -> Outcome {
     // SAFETY: getppid cannot fail.
     let caller = unsafe { libc::getppid() };
@@ -220,5 +220,26 @@ fn reap_helpers() {
         if status == WaitStatus::StillAlive {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(word: &[u8], umask: i32) -> Vec<u8> {
+        [word, &umask.to_ne_bytes()].concat()
+    }
+
+    #[test]
+    fn a_request_names_its_kind_its_umask_and_brings_the_descriptors_of_its_layout() {
+        assert_eq!(parse(&request(WARM, 0o022), 3), Some((true, Some(0o022))), "the working directory, control, handoff");
+        assert_eq!(parse(&request(COLD, 0o077), 6), Some((false, Some(0o077))), "the working directory, stdio, control, spec");
+        assert_eq!(parse(&request(COLD, -1), 7), Some((false, None)), "and a long-lived sandbox's exec socket; no umask known");
+        assert_eq!(parse(&request(WARM, 0), 2), None, "a descriptor missing (the server out of them)");
+        assert_eq!(parse(&request(COLD, 0), 5), None);
+        assert_eq!(parse(&request(COLD, 0), 8), None, "one too many");
+        assert_eq!(parse(b"warm", 3), None, "no umask");
+        assert_eq!(parse(&request(b"exec", 0), 3), None, "no such kind");
     }
 }
