@@ -118,6 +118,14 @@ export async function spawnIsolated(file: string, args: string[] = [], options: 
     refillPool()
     throw e
   }
+  if (signal?.aborted) {
+    // Aborted before the caller had it: as createSandbox, the promise rejects (once the sandbox,
+    // canceled, is gone), whether or not the command had been exec'd meanwhile.
+    await sb.wait().catch(() => {})
+    for (const s of [sb.stdin, sb.stdout, sb.stderr]) s?.destroy()
+    refillPool()
+    throw abortError(signal)
+  }
   refillAfter(sb)
   return sb
 }

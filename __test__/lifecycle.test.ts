@@ -1,7 +1,7 @@
 /** Lifecycle: timeouts, kill, abort, Node dying, and nothing left behind. */
 import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, IsolateError, probe, spawnIsolated } from '../index.js'
 import { poolEligible } from '../lib/pool.js'
@@ -103,6 +103,24 @@ test('an AbortSignal cancels a running sandbox', async (t) => {
   t.is(r.reason, 'canceled')
   t.is(r.signal, 'SIGKILL')
   t.false(pidAlive(sb.pid))
+})
+
+test('an abort while spawnIsolated is pending rejects it with ABORT_ERR, as createSandbox, and leaves no process', async (t) => {
+  const ac = new AbortController()
+  // A duration no other test sleeps for: its process is this sandbox's command.
+  const pending = spawnIsolated('/bin/sleep', ['3141'], { signal: ac.signal, stdio: ['pipe', 'pipe', 'pipe'] })
+  ac.abort()
+  const e = await t.throwsAsync(pending, { instanceOf: IsolateError })
+  t.is(e?.code, 'ABORT_ERR')
+  t.is(e?.message, 'the sandbox was aborted before it started')
+  const sleeping = readdirSync('/proc').filter((p) => {
+    try {
+      return /^\d+$/.test(p) && readFileSync(`/proc/${p}/cmdline`, 'utf8') === '/bin/sleep\u00003141\u0000'
+    } catch {
+      return false
+    }
+  })
+  t.deepEqual(sleeping, [], 'the command is not left running')
 })
 
 test('an aborted signal refuses to start', async (t) => {
