@@ -244,7 +244,7 @@ impl Task for SpawnHelper {
         let filter = filter_for(&spec, false)?;
         let stdio = self.stdio.take().ok_or_else(|| Error::from_reason("the helper was already spawned"))?;
         let w = wire(&SpecMessage::encode(&spec, filter.as_deref()), stdio, spec.persistent)?;
-        if let Some(pid) = server::fork_helper(&self.helper_path, &self.path, false, &w.child.iter().collect::<Vec<_>>()) {
+        if let Some(pid) = server::fork_helper(&self.helper_path, &self.path, false, &w.child.iter().collect::<Vec<_>>(), spec.umask) {
             drop(w.child);
             return Ok(SpawnedHelper {
                 pid,
@@ -356,7 +356,7 @@ impl Task for SpawnWarmHelper {
         let (handoff, helper_handoff) = socket_pair(nix::sys::socket::SockType::SeqPacket)?;
         // Waiting in the socket when the helper starts: its first read.
         isolate_core::sys::send_message(&handoff, self.first.as_bytes(), &[], isolate_core::Step::ReadSpec).map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
-        if let Some(pid) = server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff]) {
+        if let Some(pid) = server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff], isolate_core::sys::current_umask()) {
             return Ok(SpawnedHelper { pid, control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()), forked: Some(true) });
         }
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;

@@ -36,8 +36,9 @@ struct State {
 static STATE: Mutex<State> = Mutex::new(State { server: None, starts: 0 });
 
 /// A helper forked by the server, given its descriptors in the order of their slots (see
-/// isolate_core::server): its pid, or None (spawn it instead).
-pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd]) -> Option<i32> {
+/// isolate_core::server) and the umask it takes (this process's, as an exec'd helper would
+/// inherit it): its pid, or None (spawn it instead).
+pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> Option<i32> {
     let mut state = STATE.lock().ok()?;
     if state.server.is_none() {
         if state.starts >= MOST_STARTS {
@@ -52,7 +53,7 @@ pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd]) -> Op
     }
     // This process out of descriptors is not the server's failure: spawn (which reports it).
     let cwd = nix::fcntl::open(".", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()?;
-    match ask(&server.sock, warm, &cwd, fds) {
+    match ask(&server.sock, warm, umask, &cwd, fds) {
         Ok(pid) if pid > 0 => Some(pid),
         // The server could not fork now (out of processes or memory): so would a spawn, which
         // reports it.
@@ -87,10 +88,10 @@ fn start(path: &str, cpath: &CStr) -> Option<Server> {
     Some(Server { path: path.to_owned(), pid, sock: ours })
 }
 
-/// One request: the kind, this process's umask, its working directory and the helper's
+/// One request: the kind, the umask, this process's working directory and the helper's
 /// descriptors go; the pid (or a negative errno) comes back.
-fn ask(sock: &OwnedFd, warm: bool, cwd: &OwnedFd, fds: &[&OwnedFd]) -> Result<i32, ()> {
-    let umask = isolate_core::sys::current_umask().map_or(-1, |m| m as i32);
+fn ask(sock: &OwnedFd, warm: bool, umask: Option<u32>, cwd: &OwnedFd, fds: &[&OwnedFd]) -> Result<i32, ()> {
+    let umask = umask.map_or(-1, |m| m as i32);
     let mut request = Vec::with_capacity(8);
     request.extend_from_slice(if warm { WARM } else { COLD });
     request.extend_from_slice(&umask.to_ne_bytes());
