@@ -1,9 +1,9 @@
 //! The helper server: one process per Node process (`isolate-helper --warm --server`) that forks
-//! its warm helpers. A helper exec'd for each sandbox pays the exec, the loading of its pages and
+//! its helpers, warm and cold. A helper exec'd for each sandbox pays the exec, the loading of its pages and
 //! the C library's start (which asks the CPU for its features and caches: in a VM, each of those
 //! questions exits to the hypervisor), all of it work that has the same result every time; a
 //! fork of this process, which has done that once and nothing else, skips it. The server holds
-//! nothing of any sandbox: it only ever sees the two sockets it forks a helper for, and closes
+//! nothing of any sandbox: it only ever sees the descriptors it forks a helper with, and closes
 //! its copies at once, so a forked helper starts as fresh as an exec'd one.
 //!
 //! Protocol on its socket (SOCK_SEQPACKET, fd 3): the addon sends `warm` or `cold` and its umask

@@ -5,7 +5,7 @@
 //! spec as JSON with its compiled seccomp filter (isolate_core::protocol::SpecMessage), and for
 //! a long-lived sandbox 5 the exec socket (SOCK_SEQPACKET: one exec request per message, its
 //! stdio attached). `--warm` makes a warm helper (isolate_core::warm); `--warm --server` the
-//! helper server, which forks warm helpers (isolate_core::server).
+//! helper server, which forks the helpers, warm and cold (isolate_core::server).
 
 use isolate_core::protocol::{Event, SpecMessage};
 use isolate_core::{SetupError, Step};

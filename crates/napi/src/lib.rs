@@ -1,6 +1,8 @@
 //! The Node-API binding: JS-shaped options become the typed spec in one conversion, and the
-//! helper is started with posix_spawn (vfork semantics: the cost does not grow with Node's heap).
-//! Nothing here waits on a child or parks a thread; JavaScript owns the returned fds.
+//! helper is forked by the helper server (server.rs), itself started with posix_spawn (vfork
+//! semantics: the cost does not grow with Node's heap), or where there is none spawned that way.
+//! Nothing here waits on a child or parks a thread (a pool thread waits for the server's answer,
+//! a fork's time, as it waits for a posix_spawn); JavaScript owns the returned fds.
 
 use isolate_core::protocol::SpecMessage;
 use isolate_core::spec::Seccomp;
