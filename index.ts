@@ -77,8 +77,7 @@ async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon,
     if (err.code === 'InvalidArg') throw optionFailure(err)
     throw helperStartFailure(err, native.helperPath)
   }
-  // One forked by the helper server is that server's to reap (pid 0: never waited on here).
-  return make(native.addon, h.forked ? { ...h, pid: 0 } : h)
+  return make(native.addon, h)
 }
 
 /** The addon's messages end with the errno's name, as `(EMFILE)`. */

@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url'
 import { IsolateError } from './errors.js'
 
 export interface SpawnedHelper {
+  /** 0 for a helper the helper server forked (the server reaps it). */
   pid: number
   control: number
   stdin?: number
@@ -28,8 +29,6 @@ export interface SpawnedHelper {
   stderr?: number
   /** A long-lived sandbox's exec socket (written by `sendExec` only). */
   exec?: number
-  /** Forked by the helper server, which reaps it: never reaped here. */
-  forked?: boolean
   /** The control socket, when already wrapped (a warm helper's). */
   socket?: import('node:net').Socket
 }

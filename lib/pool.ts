@@ -168,8 +168,7 @@ export class HelperPool {
       const s = await this.addon.spawnWarmHelper(this.helperPath, ahead?.spec, ahead?.build)
       const control = new Socket({ fd: s.control, readable: true, writable: true })
       control.unref()
-      // One forked by the helper server is that server's to reap (pid 0: never waited on here).
-      const h: WarmHelper = { pid: s.forked ? 0 : s.pid, control, handoff: s.exec! }
+      const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
       const warm = await new Promise<boolean>((resolve) => {
         let line = ''
         control.setEncoding('utf8')

@@ -137,8 +137,8 @@ fn parse(bytes: &[u8], fds: usize) -> Option<(bool, Option<u32>)> {
 }
 
 /// In the forked helper: the addon's working directory and umask, and each descriptor in its slot
-/// (moved out of the way first: one may already sit in another's slot); nothing else stays open.
-/// On a failure (out of descriptors), the error goes to the control socket, as the helper's own.
+/// (moved out of the way first: one may already sit in another's slot); main then closes
+/// whatever else is open, as for an exec'd helper. On a failure (out of descriptors), the error goes to the control socket, as the helper's own.
 fn take_place(mut got: Vec<OwnedFd>, slots: &[i32], umask: Option<u32>) -> bool {
     let control = slots.iter().position(|&s| s == CONTROL_SLOT);
     let report = |to: Option<&OwnedFd>, e: Errno| {
@@ -176,8 +176,6 @@ fn take_place(mut got: Vec<OwnedFd>, slots: &[i32], umask: Option<u32>) -> bool 
             return report(control.and_then(|i| high.get(i)), Errno::last());
         }
     }
-    drop(high);
-    sys::close_fds_except(slots);
     true
 }
 

@@ -25,7 +25,8 @@ const STDIO_INHERIT: i32 = -3;
 
 #[napi(object)]
 pub struct SpawnedHelper {
-    /// The helper's pid (reap it with `reapHelper` once its control socket ends).
+    /// The helper's pid (reap it with `reapHelper` once its control socket ends); 0 for one the
+    /// helper server forked, which is the server's child and reaped there.
     pub pid: i32,
     /// Our end of the control socket: events in, requests out.
     pub control: i32,
@@ -34,8 +35,6 @@ pub struct SpawnedHelper {
     pub stderr: Option<i32>,
     /// A long-lived sandbox: our end of the exec socket (see `sendExec`); never wrapped by libuv.
     pub exec: Option<i32>,
-    /// Forked by the helper server, which reaps it: not this process's child, never reaped here.
-    pub forked: Option<bool>,
 }
 
 /// Our ends of one exec's stdio pipes.
@@ -246,16 +245,15 @@ impl Task for SpawnHelper {
         let filter = filter_for(&spec, false)?;
         let stdio = self.stdio.take().ok_or_else(|| Error::from_reason("the helper was already spawned"))?;
         let w = wire(&SpecMessage::encode(&spec, filter.as_deref()), stdio, spec.persistent)?;
-        if let Some(pid) = server::fork_helper(&self.helper_path, &self.path, false, &w.child.iter().collect::<Vec<_>>(), spec.umask) {
+        if server::fork_helper(&self.helper_path, &self.path, false, &w.child.iter().collect::<Vec<_>>(), spec.umask) {
             drop(w.child);
             return Ok(SpawnedHelper {
-                pid,
+                pid: 0,
                 control: w.control.into_raw_fd(),
                 stdin: w.stdin.map(IntoRawFd::into_raw_fd),
                 stdout: w.stdout.map(IntoRawFd::into_raw_fd),
                 stderr: w.stderr.map(IntoRawFd::into_raw_fd),
                 exec: w.exec.map(IntoRawFd::into_raw_fd),
-                forked: Some(true),
             });
         }
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
@@ -280,7 +278,6 @@ impl Task for SpawnHelper {
             stdout: w.stdout.map(IntoRawFd::into_raw_fd),
             stderr: w.stderr.map(IntoRawFd::into_raw_fd),
             exec: w.exec.map(IntoRawFd::into_raw_fd),
-            forked: None,
         })
     }
 
@@ -358,8 +355,8 @@ impl Task for SpawnWarmHelper {
         let (handoff, helper_handoff) = socket_pair(nix::sys::socket::SockType::SeqPacket)?;
         // Waiting in the socket when the helper starts: its first read.
         isolate_core::sys::send_message(&handoff, self.first.as_bytes(), &[], isolate_core::Step::ReadSpec).map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
-        if let Some(pid) = server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff], isolate_core::sys::current_umask()) {
-            return Ok(SpawnedHelper { pid, control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()), forked: Some(true) });
+        if server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff], isolate_core::sys::current_umask()) {
+            return Ok(SpawnedHelper { pid: 0, control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) });
         }
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (fd, slot) in [(&null, 0), (&null, 1), (&null, 2), (&helper_control, 3), (&helper_handoff, 5)] {
@@ -376,7 +373,7 @@ impl Task for SpawnWarmHelper {
         let envp: [CString; 0] = [];
         let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))
             .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
-        Ok(SpawnedHelper { pid: pid.as_raw(), control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()), forked: None })
+        Ok(SpawnedHelper { pid: pid.as_raw(), control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) })
     }
 
     fn resolve(&mut self, _env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
@@ -413,7 +410,7 @@ pub fn spawn_probe(helper_path: String) -> Result<SpawnedHelper> {
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
     drop(w);
-    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None, forked: None })
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
 }
 
 /// Reap the helper if it has exited. Never blocks: true once reaped (or already gone).
@@ -472,5 +469,5 @@ pub fn spawn_image_tool(tool_path: String, args: Vec<String>) -> Result<SpawnedH
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {tool_path}: {} ({e:?})", e.desc())))?;
     drop(w);
-    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None, forked: None })
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
 }

@@ -37,8 +37,12 @@ static STATE: Mutex<State> = Mutex::new(State { server: None, starts: 0 });
 
 /// A helper forked by the server, given its descriptors in the order of their slots (see
 /// isolate_core::server) and the umask it takes (this process's, as an exec'd helper would
-/// inherit it): its pid, or None (spawn it instead).
-pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> Option<i32> {
+/// inherit it): whether it was (else spawn it). The server reaps it; nothing here needs its pid.
+pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> bool {
+    fork_with_server(path, cpath, warm, fds, umask).is_some()
+}
+
+fn fork_with_server(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> Option<i32> {
     let mut state = STATE.lock().ok()?;
     if state.server.is_none() {
         if state.starts >= MOST_STARTS {
