@@ -5,10 +5,10 @@
  * each limit must fail closed instead, and that is what is asserted.
  */
 import test from 'ava'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { basename, join } from 'node:path'
-import { IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
-import { ended, helperServersOf, parentOf, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
+import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
+import { ended, helperServersOf, parentOf, pidAlive, pidsInNamespace, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
 const enforced = host.cgroupHost?.canCreate === true
@@ -26,6 +26,14 @@ function sandboxCgroups(): string[] {
     } catch {}
   }
   return found
+}
+
+const commOf = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim()
+  } catch {
+    return ''
+  }
 }
 
 /** The helper a sandbox cgroup is named after (`isolate-<helper pid>-<n>`). */
@@ -147,7 +155,8 @@ const warmHelpers = () => warmHelpersOf(process.pid)
 test.serial('where root may make sandbox cgroups, a sandbox starts from a warm helper with an init made ahead, its limits on', async (t) => {
   const options: SpawnOptions = { limits: { pids: 16 }, stdio: ['pipe', 'pipe', 'pipe'] }
   if (!enforced) {
-    t.deepEqual(warmHelpers().helpers, [], 'no warm helpers where no cgroup can be made')
+    // Warm helpers without a cgroup may serve the sandboxes that need none; none has one here.
+    t.deepEqual(sandboxCgroups(), [], 'no sandbox cgroup where none can be made')
     return failsClosed(t, options)
   }
   if (process.geteuid?.() !== 0) {
@@ -182,4 +191,39 @@ test.serial('where root may make sandbox cgroups, a sandbox starts from a warm h
   t.is((await sb.wait()).exitCode, 0)
   await ended(sb.stdout)
   t.is(out, 'done\n')
+})
+
+test.serial("a sandbox's cgroup joins no v1 freezer (its processes end with its init's pid namespace): a daemon it left ends with it, from a warm helper and cold", async (t) => {
+  const options: SpawnOptions = { limits: { pids: 16 }, stdio: ['pipe', 'ignore', 'ignore'] }
+  if (!enforced) return failsClosed(t, options)
+  const ownLines = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')
+  const freezerHere = ownLines.some((l) => l.split(':')[1].split(',').includes('freezer'))
+  if (!freezerHere) t.log(`no v1 freezer hierarchy here (${host.cgroup.mode}): only the daemon's end and the cgroup's removal are asserted`)
+  for (const way of ['warm', 'cold'] as const) {
+    if (way === 'cold') configurePool({ size: 0 })
+    else if (process.geteuid?.() === 0) await waitUntil(() => warmHelpers().helpers.length >= 1, 20_000, 50)
+    try {
+      const sb = await spawnIsolated('/bin/sh', ['-c', '(setsid sleep 100 &) ; read x; exit 3'], options)
+      const helper = parentOf(parentOf(sb.pid))
+      const warm = readFileSync(`/proc/${helper}/cmdline`, 'utf8').split('\0').includes('--warm')
+      if (way === 'cold' || process.geteuid?.() === 0) t.is(warm, way === 'warm', `helper ${helper} started ${way}`)
+      const ns = readlinkSync(`/proc/${sb.pid}/ns/pid`)
+      const sleeper = () => pidsInNamespace(ns).find((p) => commOf(p) === 'sleep' && parentOf(p) === parentOf(sb.pid))
+      t.true(await waitUntil(() => sleeper() !== undefined, 5000), 'the daemon runs, a child of the init (its parent ended)')
+      const daemon = sleeper()!
+      const lines = readFileSync(`/proc/${daemon}/cgroup`, 'utf8').trim().split('\n').map((l) => l.split(':'))
+      const own = lines.filter(([, , path]) => /\/isolate-\d+-\d+$/.test(path))
+      t.true(own.length > 0, `the daemon is in the sandbox's cgroup: ${JSON.stringify(lines)}`)
+      if (freezerHere) t.false(own.some(([, c]) => c.split(',').includes('freezer')), `${way}: no freezer cgroup of its own (${JSON.stringify(own)})`)
+      const dirs = own.map(([, c, path]) => (c === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', c.split(',').find((x) => !x.startsWith('name='))!, path)))
+      t.true(dirs.every((d) => existsSync(d)), `its cgroup: ${dirs}`)
+      sb.stdin!.end('\n')
+      const r = await sb.wait()
+      t.is(r.exitCode, 3)
+      t.false(pidAlive(daemon), `${way}: the daemon ${daemon} ended with the sandbox`)
+      t.true(await waitUntil(() => dirs.every((d) => !existsSync(d)), 10_000), `${way}: its cgroup is removed`)
+    } finally {
+      if (way === 'cold') configurePool({})
+    }
+  }
 })

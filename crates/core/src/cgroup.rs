@@ -646,6 +646,19 @@ pub struct Usage {
     pub pids_limit_hits: u64,
 }
 
+/// How the processes of a sandbox cgroup end when they outlive the process that started them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// They share a pid namespace with that process, its init (every sandbox has one: validation
+    /// refuses `namespaces.pid: false`): the kernel kills them when the init dies, and nothing
+    /// can fork into that namespace after. Its cgroup is empty once the init is reaped, so on v1
+    /// a freezer directory would be made, joined and removed for nothing on every start.
+    WithInit,
+    /// Anything may outlive it (daemonized, in the caller's pid namespace): on v1 the freezer holds
+    /// them still while each is killed, so none forks between the listing and the kill.
+    Frozen,
+}
+
 #[derive(Debug)]
 struct Dir {
     path: String,
@@ -709,12 +722,12 @@ fn write_hint(err: SetupError, file: &str, errno: i32) -> SetupError {
 impl SandboxCgroup {
     /// Create the sandbox cgroup `name` beneath this process's own cgroup and apply `limits`. On
     /// any failure nothing created is left behind.
-    pub fn create(host: &CgroupHost, name: &str, limits: &CgroupLimits) -> Result<SandboxCgroup, SetupError> {
+    pub fn create(host: &CgroupHost, name: &str, limits: &CgroupLimits, ending: Ending) -> Result<SandboxCgroup, SetupError> {
         let plan = plan_writes(host, limits)?;
         let mut needed: Vec<Controller> = plan.iter().map(|w| w.controller).collect();
         needed.sort();
         needed.dedup();
-        let cg = SandboxCgroup::create_dirs(host, name, &needed)?;
+        let cg = SandboxCgroup::create_dirs(host, name, &needed, ending)?;
         // From here on a failure drops `cg`, which removes what was created.
         cg.write_plan(&plan)?;
         Ok(cg)
@@ -724,7 +737,7 @@ impl SandboxCgroup {
     /// this host lets it have (on v2 enabled for the own cgroup's children now, as a cold start
     /// needing it would) and no limit yet ([`SandboxCgroup::apply_limits`] sets them once they
     /// are known; [`SandboxCgroup::covers`] says whether it can).
-    pub fn prepare(host: &CgroupHost, name: &str) -> Result<SandboxCgroup, SetupError> {
+    pub fn prepare(host: &CgroupHost, name: &str, ending: Ending) -> Result<SandboxCgroup, SetupError> {
         let all = [Controller::Memory, Controller::Pids, Controller::Cpu].into_iter();
         let offered: Vec<Controller> = match host.mode {
             CgroupMode::V1 | CgroupMode::Hybrid => all.filter(|c| host.v1_hierarchy(c.as_str()).is_some_and(|h| h.own_dir.is_some() && h.writable)).collect(),
@@ -734,7 +747,7 @@ impl SandboxCgroup {
             }
             CgroupMode::Unavailable => Vec::new(),
         };
-        let cg = SandboxCgroup::create_dirs(host, name, &offered)?;
+        let cg = SandboxCgroup::create_dirs(host, name, &offered, ending)?;
         cg.open_limit_files();
         Ok(cg)
     }
@@ -776,7 +789,7 @@ impl SandboxCgroup {
         self.write_plan(&plan)
     }
 
-    fn create_dirs(host: &CgroupHost, name: &str, needed: &[Controller]) -> Result<SandboxCgroup, SetupError> {
+    fn create_dirs(host: &CgroupHost, name: &str, needed: &[Controller], ending: Ending) -> Result<SandboxCgroup, SetupError> {
         if !valid_name(name) {
             return Err(SetupError::new(STEP_CREATE, format!("invalid cgroup name {name:?}")));
         }
@@ -784,7 +797,7 @@ impl SandboxCgroup {
         match host.mode {
             CgroupMode::Unavailable => return Err(SetupError::new(STEP_CREATE, "no cgroup filesystem is mounted").with_hint(missing_hint(host, "memory").1.unwrap_or_default())),
             CgroupMode::V2 => cg.create_v2(host, needed)?,
-            CgroupMode::V1 | CgroupMode::Hybrid => cg.create_v1(host, needed)?,
+            CgroupMode::V1 | CgroupMode::Hybrid => cg.create_v1(host, needed, ending)?,
         }
         cg.open_counters();
         Ok(cg)
@@ -846,13 +859,13 @@ impl SandboxCgroup {
         Ok(())
     }
 
-    fn create_v1(&mut self, host: &CgroupHost, needed: &[Controller]) -> Result<(), SetupError> {
-        // Limits need their controllers; accounting (memory, pids, cpuacct) and the freezer are
-        // taken where this process may have them.
+    fn create_v1(&mut self, host: &CgroupHost, needed: &[Controller], ending: Ending) -> Result<(), SetupError> {
+        // Limits need their controllers; accounting (memory, pids, cpuacct) and the freezer (where
+        // processes may outlive the init) are taken where this process may have them.
         let all = [Controller::Memory, Controller::Pids, Controller::Cpu, Controller::Cpuacct, Controller::Freezer];
         for c in all {
             let required = needed.contains(&c);
-            if c == Controller::Cpu && !required {
+            if (c == Controller::Cpu && !required) || (c == Controller::Freezer && ending == Ending::WithInit) {
                 continue;
             }
             let Some(h) = host.v1_hierarchy(c.as_str()) else { continue };
@@ -1652,7 +1665,7 @@ mod tests {
     #[test]
     fn limits_are_written_and_a_child_is_attached() {
         let Some(host) = real_host() else { return };
-        let cg = SandboxCgroup::create(&host, &unique_name(), &all_limits()).unwrap();
+        let cg = SandboxCgroup::create(&host, &unique_name(), &all_limits(), Ending::Frozen).unwrap();
         let file = |c: Controller, f: &str| cg.file(c, f).unwrap();
         if cg.is_v2() {
             assert!(cg.dir_fd_v2().is_some());
@@ -1690,6 +1703,30 @@ mod tests {
         remove_and_check(cg);
     }
 
+    /// A sandbox's cgroup (its processes end with its init's pid namespace) joins no freezer on
+    /// v1, and is otherwise the same as one whose processes may outlive their first; a process
+    /// in it still ends by kill_all (listed and killed, no freeze).
+    #[test]
+    fn a_cgroup_whose_processes_end_with_their_init_has_no_freezer() {
+        let Some(host) = real_host() else { return };
+        let limits = CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(8), ..Default::default() };
+        let frozen = SandboxCgroup::create(&host, &unique_name(), &limits, Ending::Frozen).unwrap();
+        let with_init = SandboxCgroup::create(&host, &unique_name(), &limits, Ending::WithInit).unwrap();
+        let freezer_here = !host.mode.uses_v2() && host.v1_hierarchy("freezer").is_some_and(|h| h.own_dir.is_some() && h.writable);
+        assert_eq!(frozen.controllers().contains(&Controller::Freezer), freezer_here, "{:?}", frozen.controllers());
+        assert!(!with_init.controllers().contains(&Controller::Freezer), "{:?}", with_init.controllers());
+        let others = |cg: &SandboxCgroup| cg.controllers().into_iter().filter(|c| *c != Controller::Freezer).collect::<Vec<_>>();
+        assert_eq!(others(&with_init), others(&frozen));
+        assert_eq!(with_init.paths().len() + freezer_here as usize, frozen.paths().len());
+        let mut kid = Kid::spawn(|_| pause_forever());
+        with_init.attach(kid.pid).unwrap();
+        kid.go();
+        with_init.kill_all().unwrap();
+        assert!(matches!(kid.wait(), nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)));
+        remove_and_check(with_init);
+        remove_and_check(frozen);
+    }
+
     fn hog(_: i32) -> i32 {
         const SIZE: usize = 512 << 20;
         // SAFETY: a private anonymous mapping, touched page by page.
@@ -1711,7 +1748,7 @@ mod tests {
     fn a_memory_hog_is_oom_killed_and_counted() {
         let Some(host) = real_host() else { return };
         const LIMIT: u64 = 32 << 20;
-        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { memory_bytes: Some(LIMIT), ..Default::default() }).unwrap();
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { memory_bytes: Some(LIMIT), ..Default::default() }, Ending::Frozen).unwrap();
         let mut kid = Kid::spawn(hog);
         cg.attach(kid.pid).unwrap();
         kid.go();
@@ -1749,7 +1786,7 @@ mod tests {
     #[test]
     fn the_pids_limit_stops_forks() {
         let Some(host) = real_host() else { return };
-        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(8), ..Default::default() }).unwrap();
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(8), ..Default::default() }, Ending::Frozen).unwrap();
         let mut kid = Kid::spawn(forker);
         cg.attach(kid.pid).unwrap();
         kid.go();
@@ -1789,7 +1826,7 @@ mod tests {
 
     fn kill_a_tree(use_kill_file: Option<bool>) {
         let Some(host) = real_host() else { return };
-        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(32), ..Default::default() }).unwrap();
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(32), ..Default::default() }, Ending::Frozen).unwrap();
         let mut kid = Kid::spawn(tree);
         cg.attach(kid.pid).unwrap();
         kid.go();
@@ -1821,7 +1858,7 @@ mod tests {
     #[test]
     fn cgroups_made_inside_are_killed_and_removed() {
         let Some(host) = real_host() else { return };
-        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(16), ..Default::default() }).unwrap();
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(16), ..Default::default() }, Ending::Frozen).unwrap();
         let mut kid = Kid::spawn(tree);
         cg.attach(kid.pid).unwrap();
         for p in cg.paths() {
@@ -1869,7 +1906,7 @@ mod tests {
     #[test]
     fn cpu_time_is_accounted_and_the_quota_throttles() {
         let Some(host) = real_host() else { return };
-        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { cpus: Some(0.5), ..Default::default() }).unwrap();
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { cpus: Some(0.5), ..Default::default() }, Ending::Frozen).unwrap();
         let mut kid = Kid::spawn(busy);
         cg.attach(kid.pid).unwrap();
         kid.go();
@@ -1887,7 +1924,7 @@ mod tests {
         let Some(host) = real_host() else { return };
         let name = unique_name();
         // Passes the plan, refused by the kernel (quota above its ~203 days maximum).
-        let e = SandboxCgroup::create(&host, &name, &CgroupLimits { memory_bytes: Some(1 << 30), pids: Some(4), cpus: Some(1e9) }).unwrap_err();
+        let e = SandboxCgroup::create(&host, &name, &CgroupLimits { memory_bytes: Some(1 << 30), pids: Some(4), cpus: Some(1e9) }, Ending::Frozen).unwrap_err();
         assert_eq!(e.errno.as_deref(), Some("EINVAL"), "{e:?}");
         assert!(e.path.as_deref().unwrap().contains("cpu"), "{e:?}");
         assert!(e.hint.is_some());
@@ -1897,8 +1934,8 @@ mod tests {
             assert!(!exists(&format!("{d}/{name}")), "{d}/{name} left behind");
         }
         // An existing name is refused, and the existing directory is not taken over or removed.
-        let cg = SandboxCgroup::create(&host, &name, &CgroupLimits::default()).unwrap();
-        let e = SandboxCgroup::create(&host, &name, &CgroupLimits::default()).unwrap_err();
+        let cg = SandboxCgroup::create(&host, &name, &CgroupLimits::default(), Ending::Frozen).unwrap();
+        let e = SandboxCgroup::create(&host, &name, &CgroupLimits::default(), Ending::Frozen).unwrap_err();
         assert_eq!(e.errno.as_deref(), Some("EEXIST"));
         assert!(cg.paths().iter().all(|p| exists(p)));
         remove_and_check(cg);
@@ -1912,7 +1949,7 @@ mod tests {
             eprintln!("SKIP: CLONE_INTO_CGROUP exists for cgroup v2 only; this host runs {:?}", host.mode);
             return;
         }
-        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(4), ..Default::default() }).unwrap();
+        let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { pids: Some(4), ..Default::default() }, Ending::Frozen).unwrap();
         let (r, w) = pipe();
         let pid = crate::sys::clone3_into_cgroup(libc::CLONE_NEWCGROUP as u64, libc::SIGCHLD as u64, cg.dir_fd_v2().unwrap().as_raw_fd());
         assert!(pid >= 0, "clone3: {}", Errno::last());
@@ -1958,7 +1995,7 @@ mod tests {
         }
         let Some(host) = real_host() else { return };
         use std::os::unix::process::CommandExt;
-        let outer = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits::default()).unwrap();
+        let outer = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits::default(), Ending::Frozen).unwrap();
         let procs: Vec<std::ffi::CString> = outer.paths().iter().map(|p| std::ffi::CString::new(format!("{p}/cgroup.procs")).unwrap()).collect();
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
         cmd.args(["cgroup::tests::nested_in_a_non_root_cgroup", "--exact", "--test-threads=1", "--nocapture"]).env("ISOLATE_CGROUP_NESTED", "1");
@@ -2002,7 +2039,7 @@ mod tests {
             for c in ["memory", "pids", "cpu"] {
                 assert_eq!(u.availability(c), V2Availability::NoInternalProcess, "{c}");
             }
-            let e = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(8), ..Default::default() }).unwrap_err();
+            let e = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(8), ..Default::default() }, Ending::Frozen).unwrap_err();
             assert_eq!(e.errno, None);
             assert!(e.message.contains("memory, pids"), "{e:?}");
             assert!(e.hint.as_deref().unwrap().contains("no-internal-process"), "{e:?}");
@@ -2012,7 +2049,7 @@ mod tests {
             assert_eq!(write_file(&subtree, "+memory"), Err(libc::EBUSY));
 
             // Without limits a sandbox cgroup still works here: kill and cpu accounting.
-            let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits::default()).unwrap();
+            let cg = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits::default(), Ending::Frozen).unwrap();
             assert!(cg.controllers().is_empty());
             let mut kid = Kid::spawn(busy);
             cg.attach(kid.pid).unwrap();
@@ -2033,12 +2070,12 @@ mod tests {
             let host = detect().unwrap();
             assert_eq!(host.unified.as_ref().unwrap().availability("pids"), V2Availability::Enabled);
             let name = unique_name();
-            let e = SandboxCgroup::create(&host, &name, &CgroupLimits { pids: Some(8), ..Default::default() }).unwrap_err();
+            let e = SandboxCgroup::create(&host, &name, &CgroupLimits { pids: Some(8), ..Default::default() }, Ending::Frozen).unwrap_err();
             assert!(e.message.contains("thread root"), "{e:?}");
             assert!(!exists(&format!("{own}/{name}")));
             write_file(&subtree, "-pids").unwrap();
         } else {
-            let cg = SandboxCgroup::create(&host, &unique_name(), &all_limits()).unwrap();
+            let cg = SandboxCgroup::create(&host, &unique_name(), &all_limits(), Ending::Frozen).unwrap();
             for p in cg.paths() {
                 assert!(p.contains("/isolate-"), "{p}");
             }

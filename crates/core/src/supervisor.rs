@@ -96,7 +96,7 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
             "run as root, or on cgroup v2 with a delegated subtree (systemd: Delegate=yes); `isolate doctor` shows what this host allows",
         ));
     }
-    SandboxCgroup::create(&host, &crate::cgroup::unique_name(), &limits).map(Some)
+    SandboxCgroup::create(&host, &crate::cgroup::unique_name(), &limits, crate::cgroup::Ending::WithInit).map(Some)
 }
 
 /// The host ids the sandbox's users are mapped onto: a root caller's subordinate range, else the

@@ -191,7 +191,7 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     // be given their caller's priority back afterwards).
     crate::priority::idle_ahead(0);
     let host = crate::cgroup::detect()?;
-    let cgroup = if host.can_create { Some(SandboxCgroup::prepare(&host, &crate::cgroup::unique_name())?) } else { None };
+    let cgroup = if host.can_create { Some(SandboxCgroup::prepare(&host, &crate::cgroup::unique_name(), crate::cgroup::Ending::WithInit)?) } else { None };
     // Assembled ahead, before the fork, so the zygote has the default filter at hand (and the
     // init and its commands the count of capabilities to drop).
     let default_seccomp = crate::seccomp::default_program();
