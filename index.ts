@@ -5,7 +5,7 @@
 import { IsolateError } from './lib/errors.js'
 import { loadNative, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
-import { helperPool, refillPool } from './lib/pool.js'
+import { helperPool, refillPool, startBegins } from './lib/pool.js'
 import { collectOutput, decode, splitRunOptions } from './lib/collect.js'
 import { PersistentSandbox } from './lib/persistent.js'
 import { Sandbox, type SandboxResult } from './lib/sandbox.js'
@@ -43,6 +43,7 @@ const optionFailure = (err: Error) => {
  * it waits until this thread goes idle, so whatever this thread does after the send delays it.
  */
 async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon, h: SpawnedHelper, send?: () => ExecStdio) => T): Promise<T> {
+  startBegins()
   const native = loadNative()
   const json = JSON.stringify(spec)
   const pool = helperPool(native.addon, native.helperPath)

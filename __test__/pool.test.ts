@@ -94,6 +94,27 @@ test('a warm helper that cannot get ready stops the pool for a while, not for go
   t.is(tries, 3)
 })
 
+test('a burst of starts larger than the pool makes no warm helper while it lasts (its starts go cold); the pool refills as it subsides', async (t) => {
+  // An addon whose warm helpers are only counted (each stays starting: the promise never settles).
+  let started = 0
+  const counting = { spawnWarmHelper: () => { started++; return new Promise(() => {}) } } as unknown as Addon
+  let underway = 0
+  const pool = new HelperPool(counting, '/nonexistent', true, 2, 1000, () => underway)
+  const turn = () => new Promise((r) => setImmediate(r))
+  underway = 3
+  pool.fill()
+  await turn()
+  t.is(started, 0, 'three starts under way, a pool of two: none made')
+  underway = 2
+  pool.fill()
+  await turn()
+  t.is(started, 2, 'as many under way as it holds: it fills')
+  underway = 0
+  pool.fill()
+  await turn()
+  t.is(started, 2, 'never more than its size')
+})
+
 /** The helper that supervises the sandbox whose command is `pid`, and whether it was a warm one. */
 function helperOf(pid: number): { helper: number; warm: boolean; cgroup: string } {
   const init = parentOf(pid)

@@ -68,6 +68,8 @@ export class HelperPool {
     size?: number,
     /** The first wait after a failure (tests shorten it). */
     readonly retryAfterMs = RETRY_AFTER_MS,
+    /** How many sandbox starts are under way (tests give their own count). */
+    readonly underway: () => number = () => startsUnderway,
   ) {
     this.#backoffMs = retryAfterMs
     this.#size = eligible ? (size ?? DEFAULT_SIZE) : 0
@@ -112,6 +114,11 @@ export class HelperPool {
   }
 
   fill(): void {
+    // More starts under way than the pool holds: a burst that drains it faster than it refills.
+    // Its starts go the cold way, which costs the machine less CPU than a warm helper made beside
+    // them (that one's zygote and the checks of what it made ahead come on top), so helpers made
+    // now would take CPU from the burst they are too late for; the pool refills as it subsides.
+    if (this.underway() > this.#size) return
     while (!this.#broken() && this.#ready.length + this.#starting < this.#size) void this.#start()
   }
 
@@ -279,6 +286,13 @@ export function commonest(list: string[]): string | undefined {
 
 let pool: HelperPool | undefined
 let wanted: number | undefined
+/** Sandbox starts begun ({@link startBegins}) and not yet over ({@link refillPool}). */
+let startsUnderway = 0
+
+/** A sandbox start begins: each is over with one call of {@link refillPool}. */
+export function startBegins(): void {
+  startsUnderway++
+}
 
 /**
  * Whether a process has a pool: where it is root, or may not create cgroups at all. Where it may
@@ -307,8 +321,9 @@ export function helperPool(addon: Addon, helperPath: string): HelperPool | undef
   return pool.size > 0 ? pool : undefined
 }
 
-/** Top the pool up, if this process has one: called once a start is over, however it ended. */
+/** A start is over, however it ended: top the pool up, if this process has one. */
 export function refillPool(): void {
+  startsUnderway = Math.max(0, startsUnderway - 1)
   pool?.fill()
 }
 
