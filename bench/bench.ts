@@ -1390,7 +1390,7 @@ async function main(): Promise<void> {
     ))
     if (emulated && g('bwrap') && g('plain')) {
       p()
-      p(`What bounds the v2 ratio against bwrap in this emulator: unsandboxed spawn itself is at ${ratio(g('plain').p50, g('bwrap').p50)} of bwrap's p50 here (${ratio(L('plain').p50, L('bwrap').p50)} on this host). What the emulator makes slowest is the start of any program (its exec, the dynamic loader's relocations, page faults): measured separately in this guest with \`perf sched\` (2026-11-30), \`/bin/true\` alone ran ~30–45 ms of CPU per start, in our sandbox and unsandboxed alike, about all of what 0.3× bwrap's p50 leaves (${fmt(0.3 * g('bwrap').p50)} ms).`)
+      p(`What bounds the v2 ratio against bwrap in this emulator: unsandboxed spawn's p50 itself is ${ratio(g('plain').p50, g('bwrap').p50)} bwrap's here (${ratio(L('plain').p50, L('bwrap').p50)} on this host). What the emulator makes slowest is the start of any program (its exec, the dynamic loader's relocations, page faults): measured separately in this guest with \`perf sched\` (2026-11-30), \`/bin/true\` alone ran ~30–45 ms of CPU per start, in our sandbox and unsandboxed alike, about all of what 0.3× bwrap's p50 leaves (${fmt(0.3 * g('bwrap').p50)} ms).`)
     }
   }
   p()
