@@ -8,7 +8,7 @@ import test from 'ava'
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
-import { ended, helperServersOf, parentOf, pidAlive, pidsInNamespace, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
+import { ended, helperServersOf, parentOf, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
 const enforced = host.cgroupHost?.canCreate === true
@@ -181,6 +181,11 @@ test.serial('where root may make sandbox cgroups, a sandbox starts from a warm h
   const { ahead, sb, init } = await untilQuietMounts(start, (r) => r.ahead.includes(r.init))
   t.true(ahead.length >= 2, `warm helpers, each with an init made ahead (${ahead})`)
   t.true(ahead.includes(init), `the sandbox's init ${init} is one made ahead (${ahead})`)
+  // A v2 child is born in its cgroup: the warm helper clones its init ahead itself. On v1 a zygote
+  // waits inside the cgroup to clone a fresh one, should the one made ahead not fit.
+  const { zygotes } = warmHelpers()
+  if (host.cgroup.mode === 'v2') t.deepEqual(zygotes, [], 'no zygote on cgroup v2')
+  else t.true(zygotes.length > 0, 'the other ready warm helper keeps its zygote on cgroup v1')
   const line = readFileSync(`/proc/${init}/cgroup`, 'utf8').trim().split('\n').find((l) => l.startsWith('0::') || l.split(':')[1].split(',').includes('pids'))!
   const [, controllers, path] = line.split(':')
   const dir = controllers === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', 'pids', path)
@@ -201,7 +206,10 @@ test.serial("a sandbox's cgroup joins no v1 freezer (its processes end with its 
   if (!freezerHere) t.log(`no v1 freezer hierarchy here (${host.cgroup.mode}): only the daemon's end and the cgroup's removal are asserted`)
   for (const way of ['warm', 'cold'] as const) {
     if (way === 'cold') configurePool({ size: 0 })
-    else if (process.geteuid?.() === 0) await waitUntil(() => warmHelpers().helpers.length >= 1, 20_000, 50)
+    else if (process.geteuid?.() === 0) {
+      await waitUntil(() => poolReady(), 20_000, 50)
+      await poolHeard()
+    }
     try {
       const sb = await spawnIsolated('/bin/sh', ['-c', '(setsid sleep 100 &) ; read x; exit 3'], options)
       const helper = parentOf(parentOf(sb.pid))
@@ -225,5 +233,34 @@ test.serial("a sandbox's cgroup joins no v1 freezer (its processes end with its 
     } finally {
       if (way === 'cold') configurePool({})
     }
+  }
+})
+
+test.serial('a warm helper whose init made ahead does not fit the spec (other namespaces) has a fresh one cloned inside its cgroup, limits on', async (t) => {
+  const options: SpawnOptions = { limits: { pids: 16 }, network: 'host', stdio: ['pipe', 'ignore', 'ignore'] }
+  if (!enforced) return failsClosed(t, options)
+  if (process.geteuid?.() !== 0) {
+    t.log('a rootless caller who may create cgroups has no pool: its starts are cold')
+    t.is((await runIsolated('/bin/true', [], options)).exitCode, 0)
+    return
+  }
+  t.true(await waitUntil(() => poolReady(), 20_000, 50), 'warm helpers with inits made ahead (in the default namespaces)')
+  await poolHeard()
+  const ahead = warmHelpers().inits
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'read x'], options)
+  try {
+    const init = parentOf(sb.pid)
+    const helper = parentOf(init)
+    t.true(readFileSync(`/proc/${helper}/cmdline`, 'utf8').split('\0').includes('--warm'), `helper ${helper} is a warm one`)
+    t.false(ahead.includes(init), `the init ${init} is a fresh one, not one made ahead (${ahead})`)
+    t.is(readlinkSync(`/proc/${sb.pid}/ns/net`), readlinkSync('/proc/self/ns/net'), "the sandbox has the host's network, as asked")
+    const line = readFileSync(`/proc/${sb.pid}/cgroup`, 'utf8').trim().split('\n').find((l) => l.startsWith('0::') || l.split(':')[1].split(',').includes('pids'))!
+    const [, controllers, path] = line.split(':')
+    t.regex(path, new RegExp(`/isolate-${helper}-\\d+$`), "in its warm helper's cgroup")
+    const dir = controllers === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', 'pids', path)
+    t.is(readFileSync(join(dir, 'pids.max'), 'utf8').trim(), '16', 'its limit on')
+  } finally {
+    sb.stdin!.end('\n')
+    t.is((await sb.wait()).exitCode, 0)
   }
 })

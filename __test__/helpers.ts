@@ -88,7 +88,7 @@ export function isHelperOf(helper: number, node: number): boolean {
   return parent === node || helperServersOf(node).includes(parent)
 }
 
-/** `node`'s warm helpers (started with --warm: its children, or its helper server's), with their zygotes and the inits they made ahead. */
+/** `node`'s warm helpers (started with --warm: its children, or its helper server's), with their zygotes (cgroup v1 only) and the inits they made ahead. */
 export function warmHelpersOf(node: number): { helpers: number[]; zygotes: Array<{ helper: number; zygote: number }>; inits: number[] } {
   const all = processes()
   const parents = [node, ...helperServersOf(node, all)]
@@ -98,9 +98,8 @@ export function warmHelpersOf(node: number): { helpers: number[]; zygotes: Array
   return {
     helpers,
     zygotes: zygotes.map((p) => ({ helper: p.ppid, zygote: p.pid })),
-    // Of a helper still waiting for its spec (it keeps its zygote until the birth): not the init
-    // of a sandbox that has ended and is still on its way out.
-    inits: ofHelper('isolate-init').filter((p) => zygotes.some((z) => z.ppid === p.ppid)).map((p) => p.pid),
+    // Named so until their birth: not the init of a sandbox, running or on its way out.
+    inits: ofHelper('isolate-ahead').map((p) => p.pid),
   }
 }
 

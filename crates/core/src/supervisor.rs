@@ -167,12 +167,15 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     // load it. A zygote or an init made ahead has the built-in one at hand, and is handed a
     // custom profile's in its birth.
     let custom = matches!(spec.seccomp, crate::spec::Seccomp::Profile { .. });
-    let (seccomp, birth_filter) = match (&warm, filter) {
-        (None, Some(f)) if spec.seccomp != crate::spec::Seccomp::None => {
-            (Some(crate::seccomp::Program::from_bytes(&f).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?), None)
-        }
-        (None, _) => (compile_seccomp(spec)?, None),
-        (Some(_), f) => (None, f.filter(|_| custom)),
+    // The program for an init this helper clones itself (cold, or warm without a zygote when the
+    // init made ahead does not fit).
+    let program = |filter: Option<&[u8]>| match filter {
+        Some(f) if spec.seccomp != crate::spec::Seccomp::None => Ok(Some(crate::seccomp::Program::from_bytes(f).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?)),
+        _ => compile_seccomp(spec),
+    };
+    let (mut seccomp, birth_filter) = match (&warm, filter) {
+        (None, f) => (program(f.as_deref())?, None),
+        (Some(_), f) => (None, f),
     };
     let unpriv = warm.as_ref().map_or_else(|| sandbox_host_ids(caller), |w| w.unpriv);
     let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
@@ -203,13 +206,14 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     let mut spare_zygote = None;
     // On cgroup v2 the child is born in its cgroup (no migration, no RCU grace period to wait
     // for); from a warm helper, it is the init cloned ahead into its namespaces when the spec
-    // wants those, else the zygote inside the cgroup clones it now.
+    // wants those, else the zygote inside the v1 cgroup clones it now (on v2, or without a
+    // cgroup, this helper does, as a cold start does).
     let (rc, born_in_cgroup) = match warm {
         Some((preborn, zygote, host)) => {
             // The whole mount plan for an init that builds its root; for one that built it ahead,
             // the mounts it makes at the release, with a tree for each bind among them.
             let birth = |plan: &[crate::plan::MountOp], trees: usize| crate::warm::Birth {
-                filter: birth_filter.clone(),
+                filter: birth_filter.clone().filter(|_| custom),
                 spec: spec.clone(),
                 plan: plan.to_vec(),
                 setup_ids,
@@ -246,8 +250,8 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
             if let Some(p) = unfit.as_mut() {
                 p.dismiss();
             }
-            let pid = match fit {
-                Some(p) => {
+            let born = match (fit, zygote) {
+                (Some(p), zygote) => {
                     let own_plan: &[crate::plan::MountOp] = match &at_release {
                         _ if !p.has_root() => &plan,
                         Some((_, ops)) => ops,
@@ -261,16 +265,22 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
                     released_early = true;
                     // The zygote, unused, is killed now and reaped once the init is on its way:
                     // gone before the init forks anything (a v1 pids cgroup counts it until reaped).
-                    let mut zygote = zygote;
-                    zygote.dismiss();
-                    spare_zygote = Some(zygote);
-                    p.give_birth(&birth(own_plan, trees.len()), &fds)?
+                    if let Some(mut zygote) = zygote {
+                        zygote.dismiss();
+                        spare_zygote = Some(zygote);
+                    }
+                    (p.give_birth(&birth(own_plan, trees.len()), &fds)?.as_raw() as libc::c_long, true)
                 }
-                None => zygote.give_birth(&birth(&plan, 0), &fds)?,
+                (None, Some(zygote)) => (zygote.give_birth(&birth(&plan, 0), &fds)?.as_raw() as libc::c_long, true),
+                // No zygote (a v2 cgroup, or none): cloned here, as a cold start clones it.
+                (None, None) => {
+                    seccomp = program(birth_filter.as_deref())?;
+                    fork_into_namespaces(clone_flags(spec), cgroup.as_ref().and_then(|cg| cg.dir_fd_v2()).map(|fd| fd.as_raw_fd()))
+                }
             };
             drop(unfit);
             limits_host = Some(host);
-            (pid.as_raw() as libc::c_long, true)
+            born
         }
         None => {
             let into_cgroup = cgroup.as_ref().and_then(|cg| cg.dir_fd_v2()).map(|fd| fd.as_raw_fd());

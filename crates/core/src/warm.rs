@@ -2,21 +2,24 @@
 //! (several milliseconds, paid by whoever writes `cgroup.procs`; on cgroup v2 a cold start avoids
 //! it with CLONE_INTO_CGROUP, on v1 nothing does), and a new network namespace and the helper's own
 //! start cost about as much as the rest of a sandbox's setup together. A warm helper has detected
-//! the host, created the sandbox's cgroup, and forked a zygote that moved itself into that cgroup
-//! before any sandbox waited for it (where this process may not create cgroups, as in a container
-//! whose cgroupfs is read-only, there is no cgroup and the rest is the same, for the sandboxes
-//! that need none). The zygote then clones, with CLONE_PARENT, an init ahead into
-//! the namespaces of the spec given ahead (the root the caller's recent sandboxes had), or else the
-//! default ones (user, mount, pid, uts, ipc, net): it is the helper's child, born inside the
-//! cgroup; the helper writes its id maps and the init brings up its loopback (those of its own
-//! namespaces); given that spec, it builds its root too, up to the pivot. Then it waits. When the
-//! spec arrives and wants exactly those namespaces (and, for a root built ahead, the same root on
-//! the same host objects: see [`Preborn::fits`]), that init takes it and does the rest of the
-//! setup; for any other spec, or if the host's mount table is not, mount for mount, the one the
-//! init's namespace copied (a mount the host added and removed again meanwhile leaves it so; one
-//! the host unmounted ends that init at once), that init is killed and the zygote clones a fresh
-//! one now. Nothing migrates on the hot path (the helper itself never enters the cgroup, so it can
-//! remove it at the end). All of this runs at idle priority, so it takes little CPU from sandboxes
+//! the host and created the sandbox's cgroup before any sandbox waited for it (where this process
+//! may not create cgroups, as in a container whose cgroupfs is read-only, there is no cgroup and
+//! the rest is the same, for the sandboxes that need none). On cgroup v1 it has forked a zygote
+//! that moved itself into that cgroup, and the zygote clones, with CLONE_PARENT, an init ahead
+//! into the namespaces of the spec given ahead (the root the caller's recent sandboxes had), or
+//! else the default ones (user, mount, pid, uts, ipc, net); on v2, or without a cgroup, the helper
+//! clones that init itself, on v2 straight into the cgroup (CLONE_INTO_CGROUP), and needs no
+//! zygote. Either way the init is the helper's child, born inside the cgroup; the helper writes
+//! its id maps and the init brings up its loopback (those of its own namespaces); given that
+//! spec, it builds its root too, up to the pivot. Then it waits. When the spec arrives and wants
+//! exactly those namespaces (and, for a root built ahead, the same root on the same host objects:
+//! see [`Preborn::fits`]), that init takes it and does the rest of the setup; for any other
+//! spec, or if the host's mount table is not, mount for mount, the one the init's namespace
+//! copied (a mount the host added and removed again meanwhile leaves it so; one the host
+//! unmounted ends that init at once), that init is killed and a fresh one is cloned now,
+//! by the zygote on v1 (inside the cgroup), else by the helper (as a cold start clones it).
+//! Nothing migrates on the hot path (the helper itself never enters the cgroup, so it can remove
+//! it at the end). All of this runs at idle priority, so it takes little CPU from sandboxes
 //! starting meanwhile; once ready, the helper, the zygote and the init are put back to the default
 //! policy (they wait at it: the helper behind its caller, the zygote and the init at the caller's
 //! nice, see [`crate::priority`]). Each warm helper serves one sandbox and is never reused; if Node
@@ -44,7 +47,9 @@ pub const MAX_SPEC: usize = 256 << 10;
 /// the zygote end, then the cgroup is removed.
 pub struct Warm {
     pub(crate) preborn: Option<Preborn>,
-    pub(crate) zygote: Zygote,
+    /// On cgroup v1 with a cgroup only: where the init is cloned straight into its cgroup (v2) or
+    /// has none, the helper clones it itself.
+    pub(crate) zygote: Option<Zygote>,
     pub(crate) host: CgroupHost,
     /// None where this process may not create cgroups (a container's read-only cgroupfs): the
     /// init is still made ahead, for the sandboxes that need no cgroup; one whose limits need a
@@ -201,8 +206,18 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     let mounts = sys::watch_mounts()?;
     let table = sys::MountTable::now();
     let flags = ahead_flags(ahead.as_ref().map(|(spec, _)| spec));
-    let (zygote, inits_ahead) = Zygote::fork_into(cgroup.as_ref(), &default_seccomp, flags)?;
-    // An init that cannot get ready ahead is no loss: the zygote clones one at the birth, and
+    // Only a v1 cgroup needs a zygote: a process moved into it waits for an RCU grace period, so
+    // one waits inside, ahead, to clone a fresh init there should the one made ahead not fit. A v2
+    // child is born in its cgroup, and without a cgroup there is nothing to be born in.
+    let cloned_here = match cgroup.as_ref() {
+        Some(cg) if !cg.is_v2() => None,
+        cg => clone_ahead_here(&default_seccomp, flags, cg.and_then(SandboxCgroup::dir_fd_v2).map(|fd| fd.as_raw_fd())),
+    };
+    let (zygote, inits_ahead) = match cloned_here {
+        Some(ahead) => (None, ahead),
+        None => Zygote::fork_into(cgroup.as_ref(), &default_seccomp, flags).map(|(z, a)| (Some(z), a))?,
+    };
+    // An init that cannot get ready ahead is no loss: a fresh one is cloned at the birth, and
     // then whatever failed is reported with its step.
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
     let unpriv = crate::supervisor::sandbox_host_ids(caller);
@@ -340,13 +355,15 @@ impl Warm {
     /// (any birth does where root made room for the largest, [`MAX_BIRTH`]).
     pub(crate) fn carries(&self, len: usize) -> bool {
         let fits = |sock: &OwnedFd| sys::send_room(sock).is_some_and(|room| len <= room);
-        fits(&self.zygote.sock) && self.preborn.as_ref().is_none_or(|p| fits(&p.sock))
+        self.zygote.as_ref().is_none_or(|z| fits(&z.sock)) && self.preborn.as_ref().is_none_or(|p| fits(&p.sock))
     }
 
     fn leave_idle_priority(&self) {
         crate::priority::leave_idle();
         // What the zygote clones at the birth inherits its priority.
-        let _ = crate::priority::as_caller(self.zygote.pid.as_raw());
+        if let Some(z) = &self.zygote {
+            let _ = crate::priority::as_caller(z.pid.as_raw());
+        }
         if let Some(p) = &self.preborn {
             let _ = crate::priority::as_caller(p.pid.as_raw());
         }
@@ -614,6 +631,30 @@ fn room_for_births(sock: &OwnedFd) {
     }
 }
 
+/// The helper's own clone of the init ahead into the namespaces of `flags` (on v2 into the cgroup
+/// `cgroup_fd`): Some with its pid and the socket that reaches it, or Some(None) when it could not
+/// be made (the birth then clones one); None where the kernel cannot clone into a cgroup (before
+/// Linux 5.7, or a filter refusing clone3): a zygote moves into it instead.
+fn clone_ahead_here(default_seccomp: &crate::seccomp::Program, flags: libc::c_ulong, cgroup_fd: Option<RawFd>) -> Option<Option<(Pid, OwnedFd)>> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let Ok((ours, theirs)) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC) else { return Some(None) };
+    let rc = match cgroup_fd {
+        Some(fd) => sys::clone3_into_cgroup(flags & !0xff, flags & 0xff, fd),
+        // SAFETY: fork-like clone(2) of this single-threaded process: no stack, no tids, no tls.
+        None => unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) },
+    };
+    if rc == 0 {
+        drop(ours);
+        preborn_main(theirs, default_seccomp, flags & libc::CLONE_NEWNET as libc::c_ulong != 0);
+    }
+    if rc < 0 {
+        let unsupported = cgroup_fd.is_some() && matches!(nix::errno::Errno::last(), nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL | nix::errno::Errno::EPERM);
+        return if unsupported { None } else { Some(None) };
+    }
+    room_for_births(&ours);
+    Some(Some((Pid::from_raw(rc as i32), ours)))
+}
+
 /// Clone the init ahead into the namespaces of `flags` and tell the helper its pid, with the
 /// socket that reaches it; or tell it nothing came of it.
 fn clone_ahead(default_seccomp: &crate::seccomp::Program, helper: &OwnedFd, flags: libc::c_ulong) {
@@ -644,14 +685,16 @@ fn clone_ahead(default_seccomp: &crate::seccomp::Program, helper: &OwnedFd, flag
 
 /// The init made ahead: wait for its id maps, bring up the loopback of its own network
 /// namespace, wait for the spec, then run the sandbox like any init. Whatever goes wrong before
-/// the spec arrives just ends it (the helper then lets the zygote clone one, which reports the
+/// the spec arrives just ends it (a fresh one is then cloned at the birth, which reports the
 /// failure properly).
 fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_net: bool) -> ! {
-    let _ = nix::sys::prctl::set_name(c"isolate-init");
+    // Until its birth: one can tell it from a sandbox's init (ps, the tests).
+    let _ = nix::sys::prctl::set_name(c"isolate-ahead");
     // SAFETY: leaving the clone without running the helper's destructors.
     let leave = |code: i32| -> ! { unsafe { libc::_exit(code) } };
-    // Its parent is the helper (CLONE_PARENT). Had the helper died before this, every other end
-    // of `sock` is gone with it and the zygote, and the first receive below ends this process.
+    // Its parent is the helper (cloned by it, or by its zygote with CLONE_PARENT). Had the helper
+    // died before this, every other end of `sock` is gone with it (and with the zygote), and the
+    // first receive below ends this process.
     if sys::set_parent_death_signal().is_err() {
         leave(1);
     }
@@ -693,6 +736,7 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
     let reply = |r: &BirthReply| send_reply(&sock, r);
     match unpack(&bytes, fds, default_seccomp) {
         Ok((spec, plan, seccomp, mut pipes)) => {
+            let _ = nix::sys::prctl::set_name(c"isolate-init");
             pipes.ahead = ahead;
             reply(&BirthReply::Born { pid: 1 });
             drop(sock);
