@@ -116,8 +116,8 @@ export class HelperPool {
   fill(): void {
     // More starts under way than the pool holds: a burst that drains it faster than it refills.
     // Its starts go the cold way, which costs the machine less CPU than a warm helper made beside
-    // them (that one's zygote and the checks of what it made ahead come on top), so helpers made
-    // now would take CPU from the burst they are too late for; the pool refills as it subsides.
+    // them (the checks of what it made ahead, and on cgroup v1 its zygote, come on top), so helpers
+    // made now would take CPU from the burst they are too late for; it refills as the burst subsides.
     if (this.underway() > this.#size) return
     while (!this.#broken() && this.#ready.length + this.#starting < this.#size) void this.#start()
   }
