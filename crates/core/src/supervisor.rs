@@ -208,6 +208,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     // for); from a warm helper, it is the init cloned ahead into its namespaces when the spec
     // wants those, else the zygote inside the v1 cgroup clones it now (on v2, or without a
     // cgroup, this helper does, as a cold start does).
+    let into_cgroup = cgroup.as_ref().and_then(|cg| cg.dir_fd_v2()).map(|fd| fd.as_raw_fd());
     let (rc, born_in_cgroup) = match warm {
         Some((preborn, zygote, host)) => {
             // The whole mount plan for an init that builds its root; for one that built it ahead,
@@ -275,17 +276,14 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
                 // No zygote (a v2 cgroup, or none): cloned here, as a cold start clones it.
                 (None, None) => {
                     seccomp = program(birth_filter.as_deref())?;
-                    fork_into_namespaces(clone_flags(spec), cgroup.as_ref().and_then(|cg| cg.dir_fd_v2()).map(|fd| fd.as_raw_fd()))
+                    fork_into_namespaces(clone_flags(spec), into_cgroup)
                 }
             };
             drop(unfit);
             limits_host = Some(host);
             born
         }
-        None => {
-            let into_cgroup = cgroup.as_ref().and_then(|cg| cg.dir_fd_v2()).map(|fd| fd.as_raw_fd());
-            fork_into_namespaces(clone_flags(spec), into_cgroup)
-        }
+        None => fork_into_namespaces(clone_flags(spec), into_cgroup),
     };
     if rc < 0 {
         return Err(SetupError::sys(Step::CloneNamespaces, Errno::last() as i32, None));

@@ -211,7 +211,17 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     // child is born in its cgroup, and without a cgroup there is nothing to be born in.
     let cloned_here = match cgroup.as_ref() {
         Some(cg) if !cg.is_v2() => None,
-        cg => clone_ahead_here(&default_seccomp, flags, cg.and_then(SandboxCgroup::dir_fd_v2).map(|fd| fd.as_raw_fd())),
+        cg => {
+            let into = cg.and_then(SandboxCgroup::dir_fd_v2).map(|fd| fd.as_raw_fd());
+            match clone_init_ahead(&default_seccomp, flags, into, None) {
+                Ok(init) => Some(Some(init)),
+                // A kernel that cannot clone into a cgroup (before 5.7, or a filter refusing
+                // clone3): a zygote moves into it instead.
+                Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL | nix::errno::Errno::EPERM) if into.is_some() => None,
+                // No init ahead: the birth clones one.
+                Err(_) => Some(None),
+            }
+        }
     };
     let (zygote, inits_ahead) = match cloned_here {
         Some(ahead) => (None, ahead),
@@ -631,56 +641,42 @@ fn room_for_births(sock: &OwnedFd) {
     }
 }
 
-/// The helper's own clone of the init ahead into the namespaces of `flags` (on v2 into the cgroup
-/// `cgroup_fd`): Some with its pid and the socket that reaches it, or Some(None) when it could not
-/// be made (the birth then clones one); None where the kernel cannot clone into a cgroup (before
-/// Linux 5.7, or a filter refusing clone3): a zygote moves into it instead.
-fn clone_ahead_here(default_seccomp: &crate::seccomp::Program, flags: libc::c_ulong, cgroup_fd: Option<RawFd>) -> Option<Option<(Pid, OwnedFd)>> {
+/// Clone an init ahead into the namespaces of `flags` (with `cgroup_fd`, straight into that v2
+/// cgroup): its pid and the socket that reaches it, where its birth will come. `keep_out`: an fd of
+/// this process's that the init must not keep (closed in the child before anything else).
+fn clone_init_ahead(default_seccomp: &crate::seccomp::Program, flags: libc::c_ulong, cgroup_fd: Option<RawFd>, keep_out: Option<RawFd>) -> Result<(Pid, OwnedFd), nix::errno::Errno> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    let Ok((ours, theirs)) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC) else { return Some(None) };
+    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
     let rc = match cgroup_fd {
         Some(fd) => sys::clone3_into_cgroup(flags & !0xff, flags & 0xff, fd),
         // SAFETY: fork-like clone(2) of this single-threaded process: no stack, no tids, no tls.
         None => unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) },
     };
+    if rc < 0 {
+        return Err(nix::errno::Errno::last());
+    }
     if rc == 0 {
+        if let Some(fd) = keep_out {
+            // SAFETY: the child's copy of a descriptor nothing else in it uses.
+            unsafe { libc::close(fd) };
+        }
         drop(ours);
         preborn_main(theirs, default_seccomp, flags & libc::CLONE_NEWNET as libc::c_ulong != 0);
     }
-    if rc < 0 {
-        let unsupported = cgroup_fd.is_some() && matches!(nix::errno::Errno::last(), nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG | nix::errno::Errno::EINVAL | nix::errno::Errno::EPERM);
-        return if unsupported { None } else { Some(None) };
-    }
+    // The helper hands the init made ahead its birth on this socket, as it hands the zygote's.
     room_for_births(&ours);
-    Some(Some((Pid::from_raw(rc as i32), ours)))
+    Ok((Pid::from_raw(rc as i32), ours))
 }
 
-/// Clone the init ahead into the namespaces of `flags` and tell the helper its pid, with the
-/// socket that reaches it; or tell it nothing came of it.
+/// The zygote's clone of the init ahead: tell the helper its pid, with the socket that reaches
+/// it, or that nothing came of it.
 fn clone_ahead(default_seccomp: &crate::seccomp::Program, helper: &OwnedFd, flags: libc::c_ulong) {
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    let Ok((ours, theirs)) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC) else {
-        let _ = sys::send_message(helper, b"none", &[], Step::CloneNamespaces);
-        return;
+    // CLONE_PARENT: the init is the helper's child, as one cloned at the birth would be; it keeps
+    // nothing of the zygote's conversation with the helper.
+    let _ = match clone_init_ahead(default_seccomp, flags | libc::CLONE_PARENT as libc::c_ulong, None, Some(helper.as_raw_fd())) {
+        Ok((pid, ours)) => sys::send_message(helper, format!("ahead {pid}").as_bytes(), &[ours.as_raw_fd()], Step::CloneNamespaces),
+        Err(_) => sys::send_message(helper, b"none", &[], Step::CloneNamespaces),
     };
-    // CLONE_PARENT: the init is the helper's child, as one cloned at the birth would be.
-    let with_parent = flags | libc::CLONE_PARENT as libc::c_ulong;
-    // SAFETY: fork-like clone(2) of this single-threaded process: no stack, no tids, no tls.
-    let rc = unsafe { libc::syscall(libc::SYS_clone, with_parent, 0usize, 0usize, 0usize, 0usize) };
-    if rc == 0 {
-        // SAFETY: the init keeps nothing of the zygote's conversation with the helper.
-        unsafe { libc::close(helper.as_raw_fd()) };
-        drop(ours);
-        preborn_main(theirs, default_seccomp, flags & libc::CLONE_NEWNET as libc::c_ulong != 0);
-    }
-    drop(theirs);
-    if rc < 0 {
-        let _ = sys::send_message(helper, b"none", &[], Step::CloneNamespaces);
-    } else {
-        // The helper hands the init made ahead its birth on this socket, as it hands the zygote's.
-        room_for_births(&ours);
-        let _ = sys::send_message(helper, format!("ahead {rc}").as_bytes(), &[ours.as_raw_fd()], Step::CloneNamespaces);
-    }
 }
 
 /// The init made ahead: wait for its id maps, bring up the loopback of its own network
