@@ -14,7 +14,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -62,6 +62,16 @@ const tmp = mkdtempSync(join(tmpdir(), 'isolate-bench-'))
 chmodSync(tmp, 0o755)
 const cleanups: Array<() => void> = []
 let cleanedUp = false
+
+// The peers run as root and some change host files they are handed (see ociStdio): whatever
+// owned /dev/null before the run owns it after, and a change is reported.
+const devNull = statSync('/dev/null')
+cleanups.push(() => {
+  const now = statSync('/dev/null')
+  if (now.uid === devNull.uid && now.gid === devNull.gid) return
+  log(`/dev/null changed owner during the run (${devNull.uid}:${devNull.gid} -> ${now.uid}:${now.gid}): put back`)
+  chownSync('/dev/null', devNull.uid, devNull.gid)
+})
 
 function cleanup(): void {
   if (cleanedUp) return
@@ -253,8 +263,8 @@ interface Variant {
   skipped?: string
 }
 
-function cpStart(file: string, args: string[], stdout: 'ignore' | 'pipe'): Started {
-  const cp = spawn(file, args, { stdio: ['ignore', stdout, 'ignore'], env: { PATH } })
+function cpStart(file: string, args: string[], stdout: 'ignore' | 'pipe', own?: { stdin: number; sink: number }): Started {
+  const cp = spawn(file, args, { stdio: own ? [own.stdin, stdout === 'pipe' ? 'pipe' : own.sink, own.sink] : ['ignore', stdout, 'ignore'], env: { PATH } })
   children.add(cp)
   const done = new Promise<number>((res, rej) => {
     cp.once('error', (e) => {
@@ -386,6 +396,25 @@ function bwrapVariant(bin: string): Variant {
 }
 
 /** An OCI runtime (crun or runc) on a bundle of ours: host system dirs bound read-only. */
+/**
+ * The OCI runtimes' stdin and discarded output: files of this run, not /dev/null. crun 1.8 and
+ * runc 1.1 chown a container's stdio to the host id of its root (100000 here), and Node's
+ * 'ignore' is the host's own /dev/null: they would give it away (crun#1845, fixed in 1.23).
+ */
+let ociFiles: { stdin: number; sink: number } | undefined
+function ociStdio(): { stdin: number; sink: number } {
+  if (!ociFiles) {
+    writeFileSync(join(tmp, 'oci-stdin'), '')
+    const files = { stdin: openSync(join(tmp, 'oci-stdin'), 'r'), sink: openSync(join(tmp, 'oci-sink'), 'w') }
+    cleanups.push(() => {
+      closeSync(files.stdin)
+      closeSync(files.sink)
+    })
+    ociFiles = files
+  }
+  return ociFiles
+}
+
 function ociVariant(name: 'crun' | 'runc', bin: string): Variant & { setup(): void; bundleConfig(argv: string[]): object } {
   const state = join(tmp, `${name}-state`)
   const rootfs = join(tmp, 'oci-rootfs')
@@ -482,7 +511,7 @@ function ociVariant(name: 'crun' | 'runc', bin: string): Variant & { setup(): vo
     },
     async start(argv: string[], stdout: 'ignore' | 'pipe'): Promise<Started> {
       const id = `isolate-bench-${process.pid}-${counter++}`
-      const s = cpStart(prefix[0], [...prefix.slice(1), 'run', '--bundle', bundleFor(argv), id], stdout)
+      const s = cpStart(prefix[0], [...prefix.slice(1), 'run', '--bundle', bundleFor(argv), id], stdout, ociStdio())
       // SIGKILL of the runtime would orphan the container (and the container's pid 1 ignores
       // SIGTERM): `<runtime> kill <id> KILL`; `delete --force` if the runtime is still there after 2 s.
       const cp = [...children].find((c) => c.pid === s.pid)
