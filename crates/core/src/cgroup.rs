@@ -517,6 +517,7 @@ fn limit_files(v2: bool) -> &'static [(Controller, &'static str)] {
             (Controller::Memory, "memory.limit_in_bytes"),
             (Controller::Memory, "memory.memsw.limit_in_bytes"),
             (Controller::Memory, "memory.swappiness"),
+            (Controller::Memory, "memory.kmem.tcp.limit_in_bytes"),
             (Controller::Pids, "pids.max"),
             (Controller::Cpu, "cpu.cfs_period_us"),
             (Controller::Cpu, "cpu.cfs_quota_us"),
@@ -583,6 +584,10 @@ pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<Cgrou
             }
             // On v1, swappiness 0 keeps limit reclaim from swapping even without memsw.
             plan.push(write(Controller::Memory, "memory.swappiness", 0, true));
+            // v1 charges TCP buffers to a counter of their own, and counts them at all only once
+            // it has a limit: without one, loopback connections that nobody reads pin host memory
+            // far past limit_in_bytes. (v2 charges them to memory.max.)
+            plan.push(write(Controller::Memory, "memory.kmem.tcp.limit_in_bytes", bytes, true));
         }
     }
     if let Some(n) = limits.pids {
@@ -1433,6 +1438,7 @@ mod tests {
                 ("memory", "memory.limit_in_bytes", "67108864".into(), false),
                 ("memory", "memory.memsw.limit_in_bytes", "67108864".into(), false),
                 ("memory", "memory.swappiness", "0".into(), true),
+                ("memory", "memory.kmem.tcp.limit_in_bytes", "67108864".into(), true),
                 ("pids", "pids.max", "16".into(), false),
                 ("cpu", "cpu.cfs_period_us", "100000".into(), false),
                 ("cpu", "cpu.cfs_quota_us", "50000".into(), false),
@@ -1440,7 +1446,7 @@ mod tests {
         );
         let no_memsw = v1_host(&["memory"], false);
         let files: Vec<&str> = plan_writes(&no_memsw, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap().iter().map(|w| w.file).collect();
-        assert_eq!(files, ["memory.limit_in_bytes", "memory.swappiness"]);
+        assert_eq!(files, ["memory.limit_in_bytes", "memory.swappiness", "memory.kmem.tcp.limit_in_bytes"]);
     }
 
     #[test]
@@ -1681,6 +1687,9 @@ mod tests {
                 assert_eq!(read_trim(&file(Controller::Memory, "memory.memsw.limit_in_bytes")), "67108864");
             }
             assert_eq!(read_trim(&file(Controller::Memory, "memory.swappiness")), "0");
+            if exists(&file(Controller::Memory, "memory.kmem.tcp.limit_in_bytes")) {
+                assert_eq!(read_trim(&file(Controller::Memory, "memory.kmem.tcp.limit_in_bytes")), "67108864");
+            }
             assert_eq!(read_trim(&file(Controller::Cpu, "cpu.cfs_quota_us")), "50000");
             assert_eq!(read_trim(&file(Controller::Cpu, "cpu.cfs_period_us")), "100000");
             for c in [Controller::Cpuacct, Controller::Freezer, Controller::Pids] {
