@@ -860,7 +860,7 @@ function doctorText(p: HostProbe): string {
   const problem = (text: string) => out.push(`${''.padEnd(18)}problem: ${text}`)
 
   row('kernel', `${p.kernel} (${p.arch})`)
-  row('running as', p.rootless ? `uid ${p.uid}, rootless (unprivileged user namespaces are needed)` : 'root (uid 0); the sandbox root is mapped to an unprivileged host uid')
+  row('running as', p.rootless ? `uid ${p.uid}, rootless (unprivileged user namespaces are needed)` : `root (uid 0); the sandbox root is mapped to unprivileged host uid ${p.sandboxHostIds.uid}, gid ${p.sandboxHostIds.gid}`)
 
   const u = p.userNamespaces
   if (u.allowed) {

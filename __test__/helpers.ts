@@ -5,7 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { runIsolated, spawnIsolated, type RunOptions, type RunResult, type SpawnOptions } from '../index.js'
+import { probe, runIsolated, spawnIsolated, type RunOptions, type RunResult, type SpawnOptions } from '../index.js'
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const isRoot = process.getuid?.() === 0
@@ -19,19 +19,10 @@ export function sh(script: string, options: RunOptions = {}): Promise<RunResult<
   return runIsolated('/bin/sh', ['-c', script], options)
 }
 
-/** The host ids the sandbox's root runs as. */
-export function expectedOutsideIds(): { uid: number; gid: number } {
+/** The host ids the sandbox's root runs as, as the library reports them (sandbox.test checks its choice). */
+export async function expectedOutsideIds(): Promise<{ uid: number; gid: number }> {
   if (!isRoot) return { uid: process.getuid!(), gid: process.getgid!() }
-  const first = (file: string) => {
-    try {
-      for (const line of readFileSync(file, 'utf8').split('\n')) {
-        const [who, start, count] = line.split(':')
-        if ((who === 'root' || who === '0') && Number(start) > 0 && Number(count) > 0) return Number(start)
-      }
-    } catch {}
-    return 100000
-  }
-  return { uid: first('/etc/subuid'), gid: first('/etc/subgid') }
+  return (await probe()).sandboxHostIds
 }
 
 export function tempDir(prefix = 'isolate-test-'): string {

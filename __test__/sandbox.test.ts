@@ -37,7 +37,7 @@ test('pid 1 is the init and the command\'s parent', async (t) => {
 })
 
 test('root inside maps to an unprivileged host id', async (t) => {
-  const { uid, gid } = expectedOutsideIds()
+  const { uid, gid } = await expectedOutsideIds()
   const r = await sh('cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g')
   const lines = r.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '))
   const count = isRoot ? 65536 : 1
@@ -45,8 +45,30 @@ test('root inside maps to an unprivileged host id', async (t) => {
   t.not(uid, 0)
 })
 
+test("a root caller's sandbox ids are no one else's: root's own subordinate range, else a block no subordinate range and no account holds", async (t) => {
+  const { uid, gid } = await expectedOutsideIds()
+  if (!isRoot) return t.deepEqual({ uid, gid }, { uid: process.getuid!(), gid: process.getgid!() })
+  const lines = (file: string) => {
+    try {
+      return readFileSync(file, 'utf8').split('\n').map((l) => l.split(':'))
+    } catch {
+      return []
+    }
+  }
+  const check = (id: number, sub: string, accounts: string) => {
+    const ranges = lines(sub).filter((f) => f.length >= 3 && f[1] !== '').map(([who, start, count]) => ({ who, start: Number(start), count: Number(count) }))
+    const roots = ranges.find((r) => (r.who === 'root' || r.who === '0') && r.start > 0 && r.count >= 65536)
+    if (roots) return t.is(id, roots.start, `root's own range in ${sub}`)
+    t.true(id >= 65536 && id + 65536 <= 2 ** 31, `${id} is an unprivileged id below 2^31`)
+    for (const r of ranges) t.false(r.start < id + 65536 && id < r.start + r.count, `${id}+65536 overlaps ${r.who}'s range ${r.start}+${r.count} in ${sub}`)
+    for (const f of lines(accounts)) t.false(Number(f[2]) >= id && Number(f[2]) < id + 65536, `${f[0]} (${f[2]}) of ${accounts} lies in ${id}+65536`)
+  }
+  check(uid, '/etc/subuid', '/etc/passwd')
+  check(gid, '/etc/subgid', '/etc/group')
+})
+
 test('user sets the ids inside', async (t) => {
-  const { uid } = expectedOutsideIds()
+  const { uid } = await expectedOutsideIds()
   const r = await sh('id -u; id -g; cat /proc/self/uid_map', { user: { uid: 1000, gid: 1001 } })
   const [u, g, map] = r.stdout.trim().split('\n')
   t.is(u, '1000')

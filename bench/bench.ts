@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { gunzipSync } from 'node:zlib'
-import { createSandbox, spawnIsolated, type PersistentSandbox, type Sandbox, type SpawnOptions } from '../index.js'
+import { createSandbox, probe, spawnIsolated, type PersistentSandbox, type Sandbox, type SpawnOptions } from '../index.js'
 import { loadNative } from '../lib/native.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -395,11 +395,13 @@ function bwrapVariant(bin: string): Variant {
   }
 }
 
-/** An OCI runtime (crun or runc) on a bundle of ours: host system dirs bound read-only. */
+/** The host ids our sandboxes' root runs as: the OCI runtimes map their container's root there too. */
+const ourIds = (await probe()).sandboxHostIds
+
 /**
  * The OCI runtimes' stdin and discarded output: files of this run, not /dev/null. crun 1.8 and
- * runc 1.1 chown a container's stdio to the host id of its root (100000 here), and Node's
- * 'ignore' is the host's own /dev/null: they would give it away (crun#1845, fixed in 1.23).
+ * runc 1.1 chown a container's stdio to the host id of its root, and Node's 'ignore' is the
+ * host's own /dev/null: they would give it away (crun#1845).
  */
 let ociFiles: { stdin: number; sink: number } | undefined
 function ociStdio(): { stdin: number; sink: number } {
@@ -415,6 +417,7 @@ function ociStdio(): { stdin: number; sink: number } {
   return ociFiles
 }
 
+/** An OCI runtime (crun or runc) on a bundle of ours: host system dirs bound read-only. */
 function ociVariant(name: 'crun' | 'runc', bin: string): Variant & { setup(): void; bundleConfig(argv: string[]): object } {
   const state = join(tmp, `${name}-state`)
   const rootfs = join(tmp, 'oci-rootfs')
@@ -448,8 +451,8 @@ function ociVariant(name: 'crun' | 'runc', bin: string): Variant & { setup(): vo
       ...binds.map((d) => ({ destination: d, type: 'bind', source: d, options: ['rbind', 'ro', 'nosuid', 'nodev'] })),
     ],
     linux: {
-      uidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }],
-      gidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }],
+      uidMappings: [{ containerID: 0, hostID: ourIds.uid, size: 65536 }],
+      gidMappings: [{ containerID: 0, hostID: ourIds.gid, size: 65536 }],
       resources: { devices: [{ allow: false, access: 'rwm' }], memory: { limit: LIMITS.memoryBytes }, pids: { limit: LIMITS.pids } },
       namespaces: ['pid', 'network', 'ipc', 'uts', 'mount', 'user', 'cgroup'].map((type) => ({ type })),
       maskedPaths: ['/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi'],

@@ -22,6 +22,13 @@ export interface HostProbe {
   landlockAbi: number | null
   seccomp: boolean
   seccompMode: number | null
+  /**
+   * The host ids the sandbox's root runs as: for a root caller, the first of an unprivileged range
+   * (root's own in /etc/subuid and /etc/subgid, else a block that no one's subordinate range and
+   * no account holds): give these write access to a directory bound read-write. For anyone else,
+   * the caller's own ids.
+   */
+  sandboxHostIds: { uid: number; gid: number }
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */
   attempt: { userNamespace: string | null; allNamespaces: string | null }
   /** Where the native addon and helper were loaded from. */

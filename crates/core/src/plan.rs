@@ -325,23 +325,57 @@ pub fn setup_ids(inside: Ids, caller: Ids) -> Ids {
     }
 }
 
-/// The host ids a root caller's sandboxes run as: root's first subordinate id from
-/// /etc/subuid and /etc/subgid when it has them (those ranges are set aside for exactly this), else
-/// 100000, outside the ranges distributions give to users and system accounts.
-pub fn unprivileged_ids(subuid: Option<&str>, subgid: Option<&str>) -> Ids {
-    fn first_of_root(text: Option<&str>) -> Option<u32> {
-        text?.lines().find_map(|l| {
+/// Where a root caller's sandboxes go when root has no subordinate range of its own: above what
+/// useradd hands out to users (SUB_UID_MIN 100000 to SUB_UID_MAX 600100000 by default: 100000 is
+/// usually the first user's own range, whose owner can become those ids with newuidmap) and
+/// systemd-nspawn's ranges (up to 0x6FFFFFFF), below systemd's transient and foreign ranges
+/// (0x7FFE0000 up) and 2^31.
+pub const FALLBACK_FIRST_ID: u32 = 0x7000_0000;
+const FALLBACK_END: u32 = 0x7FFE_0000;
+
+/// The host ids a root caller's sandboxes run as: root's first subordinate id from /etc/subuid and
+/// /etc/subgid when it has a whole range there (those ranges are set aside for exactly this), else
+/// the first [`ROOT_MAPPED_RANGE`] block from [`FALLBACK_FIRST_ID`] that no one's subordinate range
+/// and no account of /etc/passwd (/etc/group) holds. `read` gives a file's text.
+pub fn unprivileged_ids(read: impl Fn(&str) -> Option<String>) -> Ids {
+    let uid = mapped_base(read("/etc/subuid").as_deref(), || read("/etc/passwd"));
+    let gid = mapped_base(read("/etc/subgid").as_deref(), || read("/etc/group"));
+    Ids { uid, gid }
+}
+
+/// One of [`unprivileged_ids`]' two ids: from a subordinate-id file and, for the fallback, the
+/// account file whose third field is that kind of id.
+fn mapped_base(sub: Option<&str>, accounts: impl FnOnce() -> Option<String>) -> u32 {
+    // (owner, start, count) of every well-formed line.
+    let ranges: Vec<(&str, u64, u64)> = sub
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| {
             let mut f = l.split(':');
-            let who = f.next()?;
-            if who != "root" && who != "0" {
-                return None;
-            }
-            let start: u32 = f.next()?.trim().parse().ok()?;
-            let count: u32 = f.next()?.trim().parse().ok()?;
-            (start != 0 && count > 0).then_some(start)
+            let who = f.next()?.trim();
+            let start = f.next()?.trim().parse().ok()?;
+            let count = f.next()?.trim().parse().ok()?;
+            Some((who, start, count))
         })
+        .collect();
+    let whole = |&&(who, start, count): &&(&str, u64, u64)| (who == "root" || who == "0") && start != 0 && count >= u64::from(ROOT_MAPPED_RANGE);
+    if let Some(&(_, start, _)) = ranges.iter().find(whole) {
+        if let Ok(start) = u32::try_from(start) {
+            return start;
+        }
     }
-    Ids { uid: first_of_root(subuid).unwrap_or(100_000), gid: first_of_root(subgid).unwrap_or(100_000) }
+    let accounts = accounts().unwrap_or_default();
+    let ids: Vec<u64> = accounts.lines().filter_map(|l| l.split(':').nth(2)?.trim().parse().ok()).collect();
+    let size = u64::from(ROOT_MAPPED_RANGE);
+    let mut base = u64::from(FALLBACK_FIRST_ID);
+    while base + size <= u64::from(FALLBACK_END) {
+        let taken = ranges.iter().any(|&(_, start, count)| start < base + size && base < start + count) || ids.iter().any(|id| (base..base + size).contains(id));
+        if !taken {
+            return base as u32;
+        }
+        base += size;
+    }
+    FALLBACK_FIRST_ID
 }
 
 #[cfg(test)]
@@ -536,10 +570,31 @@ mod tests {
         assert_eq!(setup_ids(Ids { uid: 1000, gid: 1000 }, Ids { uid: 1234, gid: 99 }), Ids { uid: 1000, gid: 1000 });
     }
 
+    fn files<'a>(list: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |path| list.iter().find(|(p, _)| *p == path).map(|(_, text)| (*text).to_owned())
+    }
+
     #[test]
     fn unprivileged_ids_come_from_roots_subordinate_range() {
-        let ids = unprivileged_ids(Some("alice:100000:65536\nroot:231072:65536\n"), Some("root:300000:10\n"));
+        let ids = unprivileged_ids(files(&[("/etc/subuid", "alice:100000:65536\nroot:231072:65536\n"), ("/etc/subgid", "root:300000:65536\n")]));
         assert_eq!(ids, Ids { uid: 231072, gid: 300000 });
-        assert_eq!(unprivileged_ids(None, Some("garbage")), Ids { uid: 100000, gid: 100000 });
+    }
+
+    #[test]
+    fn without_a_whole_range_of_roots_the_ids_are_nobodys() {
+        let first = FALLBACK_FIRST_ID;
+        assert_eq!(unprivileged_ids(files(&[("/etc/subgid", "garbage")])), Ids { uid: first, gid: first });
+        // The first user's range (useradd's default) is never taken: its owner can become those ids.
+        let ids = unprivileged_ids(files(&[("/etc/subuid", "alice:100000:65536\n"), ("/etc/subgid", "alice:100000:65536\n")]));
+        assert!(ids.uid >= first && ids.gid >= first);
+        // Root's range too small for the sandbox's 65536 ids: not used (the rest would be someone else's).
+        let small = unprivileged_ids(files(&[("/etc/subuid", "root:300000:10\n")]));
+        assert_eq!(small.uid, first);
+        // A range or an account inside the first block moves the ids on, past both.
+        let busy = format!("bob:{}:100\n", first + 5);
+        let passwd = format!("svc:x:{}:{}::/:/bin/false\n", first + 65536 + 7, first);
+        let group = format!("svc:x:{}:\n", first + 3);
+        let ids = unprivileged_ids(files(&[("/etc/subuid", &busy), ("/etc/passwd", &passwd), ("/etc/group", &group)]));
+        assert_eq!(ids, Ids { uid: first + 2 * 65536, gid: first + 65536 });
     }
 }

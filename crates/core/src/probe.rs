@@ -20,6 +20,10 @@ pub struct Probe {
     pub seccomp: bool,
     /// The seccomp mode this process already runs under (2 = filtered, as in a container).
     pub seccomp_mode: Option<u32>,
+    /// The host ids the sandbox's root runs as: an unprivileged range's first ids for a root
+    /// caller (what a read-write bind must let write), the caller's own ids otherwise.
+    #[cfg(target_os = "linux")]
+    pub sandbox_host_ids: crate::spec::Ids,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,6 +140,8 @@ pub fn probe() -> Probe {
         landlock_abi: landlock_abi(),
         seccomp: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),
         seccomp_mode: status_field("Seccomp:"),
+        #[cfg(target_os = "linux")]
+        sandbox_host_ids: crate::supervisor::sandbox_host_ids(crate::spec::Ids { uid, gid: nix::unistd::getegid().as_raw() }),
     }
 }
 

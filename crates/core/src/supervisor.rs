@@ -103,7 +103,7 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
 /// caller itself.
 pub(crate) fn sandbox_host_ids(caller: Ids) -> Ids {
     if caller.uid == 0 {
-        unprivileged_ids(std::fs::read_to_string("/etc/subuid").ok().as_deref(), std::fs::read_to_string("/etc/subgid").ok().as_deref())
+        unprivileged_ids(|path| std::fs::read_to_string(path).ok())
     } else {
         caller
     }
