@@ -1,9 +1,9 @@
 /** Capabilities, Landlock and the masked kernel interfaces, each with the thing it forbids tried. */
 import test from 'ava'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { runIsolated, spawnIsolated, probe, IsolateError } from '../index.js'
-import { buildMiniRootfs, removeDir, root, sh } from './helpers.js'
+import { buildMiniRootfs, removeDir, root, sh, tempDir } from './helpers.js'
 import { symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -41,6 +41,34 @@ test('capabilities keeps exactly the named ones, in every set, across the uid ch
 test('a kept capability does not bring others: CAP_SYS_ADMIN-only actions still fail', async (t) => {
   const r = await sh('mount -t tmpfs none /tmp 2>&1; echo rc=$?', { capabilities: ['NET_BIND_SERVICE'] })
   t.regex(r.stdout, /rc=(1|32|255)/)
+})
+
+test("without a user namespace the command runs as the sandbox's unprivileged host ids, never host root: root's files stay closed, ids 0 are refused", async (t) => {
+  const options = { namespaces: { user: false } }
+  if (process.getuid!() !== 0) {
+    const e = await t.throwsAsync(runIsolated('/bin/true', [], options), { instanceOf: IsolateError })
+    return t.is(e?.option, 'namespaces.user')
+  }
+  const { sandboxHostIds } = await probe()
+  const dir = tempDir()
+  try {
+    writeFileSync(join(dir, 'secret'), 'root only\n', { mode: 0o600 })
+    const r = await runIsolated('/bin/sh', ['-c', 'cat /proc/self/uid_map; id -u; id -g; cat /job/secret || echo unreadable; chmod 666 /dev/zero || echo unchangeable'], {
+      ...options,
+      mounts: [{ type: 'bind', source: dir, target: '/job' }],
+    })
+    const [map, uid, gid, ...rest] = r.stdout.trim().split('\n')
+    t.deepEqual(map.trim().split(/\s+/), ['0', '0', '4294967295'], "the host's own user namespace")
+    t.deepEqual([Number(uid), Number(gid)], [sandboxHostIds.uid, sandboxHostIds.gid])
+    // chmod to the mode it has: a no-op where it is allowed, refused to anyone but the owner.
+    t.deepEqual(rest, ['unreadable', 'unchangeable'], r.stderr)
+    for (const user of [{ uid: 0, gid: 0 }, { uid: sandboxHostIds.uid, gid: 0 }]) {
+      const e = await t.throwsAsync(runIsolated('/bin/true', [], { ...options, user }), { instanceOf: IsolateError })
+      t.is(e?.option, 'user')
+    }
+  } finally {
+    removeDir(dir)
+  }
 })
 
 test('/proc: the kernel helpers are masked or read-only', async (t) => {

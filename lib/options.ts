@@ -2,6 +2,7 @@
 import { fstatSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { optionError } from './errors.js'
+import { loadNative } from './native.js'
 
 export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
 
@@ -67,7 +68,10 @@ export interface SpawnOptions {
   inheritEnv?: boolean | string[]
   /** Inside the sandbox. Default `'/'`. */
   cwd?: string
-  /** Ids inside the sandbox. Default `{ uid: 0, gid: 0 }` (mapped to an unprivileged host id). */
+  /**
+   * Ids inside the sandbox. Default `{ uid: 0, gid: 0 }` (mapped to an unprivileged host id). With
+   * `namespaces.user` false they are host ids: the default is then `probe().sandboxHostIds`, and 0 is refused.
+   */
   user?: { uid: number; gid: number }
   limits?: Limits
   /** Shorthand for `limits.timeoutMs`. */
@@ -272,7 +276,9 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     for (const [k, v] of Object.entries(o.env)) env[envName(`env.${k}`, k)] = str(`env.${k}`, v)
   }
 
-  const user = o.user ?? { uid: 0, gid: 0 }
+  // Without a user namespace the ids are the host's: by default the unprivileged ones a root
+  // caller's sandboxes map their root to, never host root (validation refuses 0).
+  const user = o.user ?? (namespaces.user ? { uid: 0, gid: 0 } : sandboxHostIds())
   if (!isObject(user) || !isUint(user.uid) || !isUint(user.gid)) throw optionError('user', 'must be { uid, gid } with integer ids')
 
   const limits = o.limits ?? {}
@@ -464,4 +470,9 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
 /** The addon's encoding of a stdio slot. */
 export function stdioCode(m: StdioMode): number {
   return m === 'pipe' ? -1 : m === 'ignore' ? -2 : m === 'inherit' ? -3 : m
+}
+
+/** The host ids a root caller's sandbox root maps to (see HostProbe.sandboxHostIds). */
+function sandboxHostIds(): { uid: number; gid: number } {
+  return (loadNative().addon.probe() as { sandboxHostIds: { uid: number; gid: number } }).sandboxHostIds
 }

@@ -140,6 +140,10 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     if !spec.namespaces.user && !crate::probe::is_root() {
         return Err(bad("namespaces.user", "can only be false when the caller is root: without it no other namespace can be created"));
     }
+    if !spec.namespaces.user && (spec.user.uid == 0 || spec.user.gid == 0) {
+        // Without a user namespace the ids are the host's: 0 would run the command as host root.
+        return Err(bad("user", "ids 0 with namespaces.user false would be host root: leave user out (the sandbox's unprivileged host ids, probe().sandboxHostIds) or name another unprivileged host id"));
+    }
     if crate::probe::is_root() && spec.namespaces.user && (spec.user.uid >= crate::plan::ROOT_MAPPED_RANGE || spec.user.gid >= crate::plan::ROOT_MAPPED_RANGE) {
         return Err(bad("user", format!("ids inside must be below {}: that is the range a root caller's sandbox maps", crate::plan::ROOT_MAPPED_RANGE)));
     }
@@ -260,6 +264,19 @@ mod tests {
         assert_eq!(validate_exec(&env).unwrap_err().option, "env[0]");
         let t = ExecRequest { timeout_ms: Some(0), ..ok };
         assert_eq!(validate_exec(&t).unwrap_err().option, "timeoutMs");
+    }
+
+    #[test]
+    fn without_a_user_namespace_ids_0_are_refused() {
+        let mut s = spec();
+        s.namespaces.user = false;
+        s.user = Ids { uid: 0, gid: 0 };
+        let only_root = if crate::probe::is_root() { "user" } else { "namespaces.user" };
+        assert_eq!(validate(&s).unwrap_err().option, only_root);
+        s.user = Ids { uid: 0x7000_0000, gid: 0 };
+        assert_eq!(validate(&s).unwrap_err().option, only_root);
+        s.user = Ids { uid: 0x7000_0000, gid: 0x7000_0000 };
+        assert_eq!(validate(&s).map_err(|e| e.option), if crate::probe::is_root() { Ok(()) } else { Err("namespaces.user".into()) });
     }
 
     #[test]
