@@ -130,6 +130,24 @@ test('an aborted signal refuses to start', async (t) => {
   t.is(e?.code, 'ABORT_ERR')
 })
 
+for (const [how, size] of [['from a warm helper where there is a pool', undefined], ['cold', 0]] as const) {
+  test.serial(`a helper killed with SIGKILL takes its sandbox with it: the init dies with it (${how})`, async (t) => {
+    configurePool({ size })
+    t.teardown(() => configurePool({}))
+    if (size === undefined && poolEligible(isRoot, (await probe()).cgroupHost?.canCreate === true)) await waitUntil(() => poolReady(), 10_000)
+    const sb = await spawnIsolated('/bin/sh', ['-c', 'sleep 100 & sleep 100'], { limits: {} })
+    const init = parentOf(sb.pid)
+    const helper = parentOf(init)
+    const ns = readlinkSync(`/proc/${sb.pid}/ns/pid`)
+    t.true(await waitUntil(() => pidsInNamespace(ns).length >= 2, 2000), 'the shell and its sleeps run')
+    const members = [...new Set([init, ...pidsInNamespace(ns)])]
+    const failed = t.throwsAsync(sb.wait())
+    process.kill(helper, 'SIGKILL')
+    t.true(await waitUntil(() => members.every((p) => !pidAlive(p)), 2000), `init ${init} and ${members.filter(pidAlive)} outlived helper ${helper}`)
+    await failed
+  })
+}
+
 test('a Node process killed with SIGKILL leaves no sandbox process behind', async (t) => {
   const { child, line } = await startFixture(t, 'spawn-and-hang.ts')
   const { pid } = JSON.parse(line) as { pid: number }

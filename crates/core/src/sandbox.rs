@@ -246,7 +246,7 @@ pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Progr
     // Node, a cgroup directory, the relay's ends).
     let keep: Vec<i32> = [Some(&go), Some(&report), layers.as_ref(), tty.as_ref(), work.as_ref()].into_iter().flatten().chain(&trees).map(std::os::fd::AsRawFd::as_raw_fd).collect();
     sys::close_fds_except(&keep);
-    if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, ahead, trees, &go) {
+    if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, ahead, trees, &go, &report) {
         send(&report, &Report::SetupFailed(e));
         std::process::exit(125);
     }
@@ -273,7 +273,8 @@ fn staged(target: &str) -> String {
 
 /// `plan`: the whole root's, or for a root built ahead only the mounts made at its release.
 #[allow(clippy::too_many_arguments)]
-fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, ahead: Ahead, trees: Vec<OwnedFd>, go: &OwnedFd) -> sys::Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, ahead: Ahead, trees: Vec<OwnedFd>, go: &OwnedFd, report: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
     if ahead == Ahead::Nothing {
@@ -286,6 +287,13 @@ fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Opt
         build_root(spec, plan, pipes_ids, layers, kept_uppers, false)?;
     } else if !plan.is_empty() {
         mount_at_release(plan, trees)?;
+    }
+    // Entering the mapped ids (build_root, or ahead before the birth) cleared the parent-death
+    // signal: a change of effective uid does (prctl(2)). Set again, then look whether the helper
+    // died before that (it holds the report pipe's other end until it is done with us).
+    sys::set_parent_death_signal()?;
+    if sys::reader_gone(report) {
+        return Err(SetupError::new(Step::WaitForParent, "the helper went away while the sandbox was being set up"));
     }
     if spec.namespaces.uts {
         sys::set_hostname(&spec.hostname)?;

@@ -338,6 +338,12 @@ pub fn set_parent_death_signal() -> Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| SetupError::sys(Step::WaitForParent, e as i32, None))
 }
 
+/// Whether the reading end of the pipe `fd` writes to is gone: a poll that does not wait.
+pub fn reader_gone(fd: &OwnedFd) -> bool {
+    let mut p = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(fd), nix::poll::PollFlags::POLLOUT)];
+    matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1)) && p[0].revents().is_some_and(|r| r.contains(nix::poll::PollFlags::POLLERR))
+}
+
 pub fn set_ids(uid: u32, gid: u32) -> Result<()> {
     use nix::unistd::{setresgid, setresuid, Gid, Uid};
     let g = Gid::from_raw(gid);
