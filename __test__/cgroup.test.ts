@@ -6,9 +6,10 @@
  */
 import test from 'ava'
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
+import { spawn } from 'node:child_process'
 import { basename, join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
-import { ended, helperServersOf, parentOf, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
+import { ended, helperServersOf, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
 const enforced = host.cgroupHost?.canCreate === true
@@ -144,6 +145,32 @@ test.serial('TCP buffers count against the memory limit: loopback connections no
   const queued = Number(r.stdout.trim())
   t.true(queued > 0 && queued < limit * 1.5, `${queued >> 20} MiB queued in TCP buffers under a ${limit >> 20} MiB limit`)
 })
+
+for (const signal of ['SIGINT', 'SIGHUP'] as const) {
+  test.serial(`${signal} to the caller's process group (Ctrl-C, a terminal hanging up) ends the caller only: its helpers end its sandboxes and remove their cgroups`, async (t) => {
+    // A Node process of its own session and group, as a terminal's foreground job is.
+    const child = spawn(process.execPath, ['--import=tsx', '-e', `
+      const { spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+      const sb = await spawnIsolated('/bin/sleep', ['100'], ${enforced ? `{ limits: { memoryBytes: ${64 << 20}, pids: 16 } }` : '{}'})
+      process.stdout.write(sb.pid + '\\n')
+      setInterval(() => {}, 1000)
+    `], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'inherit'] })
+    t.teardown(() => void child.kill('SIGKILL'))
+    const pid = await new Promise<number>((resolve, reject) => {
+      child.stdout!.on('data', (d) => resolve(Number(String(d).trim())))
+      child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
+    })
+    const helper = parentOf(parentOf(pid))
+    const servers = helperServersOf(child.pid!)
+    const cgroups = sandboxCgroups().filter((d) => helperOf(d) === String(helper))
+    t.is(cgroups.length > 0, enforced, `the sandbox's cgroups: ${cgroups}`)
+    const exited = new Promise((r) => child.once('exit', (_code, sig) => r(sig)))
+    process.kill(-child.pid!, signal)
+    t.is(await exited, signal)
+    t.true(await waitUntil(() => [pid, helper, ...servers].every((p) => !pidAlive(p)), 5000), 'the command, its helper and the helper server end')
+    t.deepEqual(cgroups.filter(existsSync), [], 'no cgroup is left')
+  })
+}
 
 test.serial('a fork bomb stops at the pids limit', async (t) => {
   const options: SpawnOptions = { limits: { pids: 16 }, timeoutMs: 60_000 }

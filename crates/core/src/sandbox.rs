@@ -273,7 +273,6 @@ fn staged(target: &str) -> String {
 
 /// `plan`: the whole root's, or for a root built ahead only the mounts made at its release.
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, ahead: Ahead, trees: Vec<OwnedFd>, go: &OwnedFd, report: &OwnedFd) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
