@@ -23,6 +23,15 @@ const STDIO_PIPE: i32 = -1;
 const STDIO_IGNORE: i32 = -2;
 const STDIO_INHERIT: i32 = -3;
 
+/// How a helper (or the helper server, which forks them) is spawned: with a clean signal mask and
+/// dispositions (Node ignores SIGPIPE and may block signals on this thread), in a session of its
+/// own. Not in Node's process group: Ctrl-C or a terminal hanging up signals that whole group,
+/// and a helper killed there would leave its sandbox's cgroups behind; Node's end closes the
+/// helper's socket instead, and the helper ends its sandbox and cleans up.
+pub(crate) fn helper_spawn_flags() -> PosixSpawnFlags {
+    PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF | PosixSpawnFlags::from_bits_retain(libc::POSIX_SPAWN_SETSID as libc::c_int)
+}
+
 #[napi(object)]
 pub struct SpawnedHelper {
     /// The helper's pid (reap it with `reapHelper` once its control socket ends); 0 for one the
@@ -264,8 +273,7 @@ impl Task for SpawnHelper {
         // Node ignores SIGPIPE and may block signals in this thread; the helper starts clean.
         attr.set_sigmask(&SigSet::empty()).map_err(|e| sys_error("posix_spawnattr_setsigmask", e))?;
         attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
-        attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)
-            .map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
+        attr.set_flags(helper_spawn_flags()).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
         let argv = [CString::new("isolate-helper").expect("static")];
         let envp: [CString; 0] = [];
         let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))
@@ -367,8 +375,7 @@ impl Task for SpawnWarmHelper {
         attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
         // No POSIX_SPAWN_SETSCHEDULER: glibc refuses SCHED_IDLE there (EINVAL). The helper puts
         // itself at idle priority first thing (isolate_core::warm).
-        let flags = PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF;
-        attr.set_flags(flags).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
+        attr.set_flags(helper_spawn_flags()).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
         let argv = [CString::new("isolate-helper").expect("static"), CString::new("--warm").expect("static")];
         let envp: [CString; 0] = [];
         let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))

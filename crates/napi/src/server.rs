@@ -5,7 +5,7 @@
 use isolate_core::server::{COLD, SOCKET_FD, WARM};
 use isolate_core::Step;
 use nix::errno::Errno;
-use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
 use nix::sys::time::TimeVal;
@@ -85,7 +85,7 @@ fn start(path: &str, cpath: &CStr) -> Option<Server> {
     let mut attr = PosixSpawnAttr::init().ok()?;
     attr.set_sigmask(&SigSet::empty()).ok()?;
     attr.set_sigdefault(&SigSet::all()).ok()?;
-    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF).ok()?;
+    attr.set_flags(crate::helper_spawn_flags()).ok()?;
     let argv = [c"isolate-helper".to_owned(), c"--warm".to_owned(), c"--server".to_owned()];
     let envp: [CString; 0] = [];
     let pid = isolate_core::priority::born_behind(|| posix_spawn(cpath, &actions, &attr, &argv, &envp)).ok()?;
