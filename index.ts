@@ -184,7 +184,8 @@ export async function createSandbox(options: SandboxOptions = {}): Promise<Persi
   try {
     // The sandbox has no stdio of its own; each exec brings its own.
     sb = await startSandbox(spec, [-2, -2, -2], (addon, h, send) => new PersistentSandbox(addon, send ? { ...h, ...send() } : h, spec))
-    onAbort(signal, () => void sb.destroy(), sb.ready)
+    // As spawnIsolated's: an abort after the start ends the sandbox (reason 'canceled').
+    onAbort(signal, () => void sb.destroy(), sb.wait())
     await sb.ready
   } finally {
     refillPool()

@@ -272,6 +272,18 @@ test('the sandbox\'s own timeoutMs ends it, and the execs in it', async (t) => {
   await t.throwsAsync(sb.exec('/bin/true'), { code: 'ERR_ISOLATE_DESTROYED' } as never)
 })
 
+test('an abort of its signal after the start ends the sandbox (reason canceled), as spawnIsolated\'s does', async (t) => {
+  const ac = new AbortController()
+  const box = await createSandbox({ signal: ac.signal })
+  t.is((await box.exec('/bin/echo', ['up'])).stdout, 'up\n')
+  ac.abort()
+  const end = await box.wait()
+  t.is(end.reason, 'canceled')
+  t.true(box.destroyed)
+  const e = await t.throwsAsync(box.exec('/bin/true'), { instanceOf: IsolateError })
+  t.is(e?.code, 'ERR_ISOLATE_DESTROYED')
+})
+
 test('a Node process that dies leaves no long-lived sandbox behind', async (t) => {
   const { child, line } = await startFixture(t, 'create-and-hang.ts')
   const { init } = JSON.parse(line) as { init: number }
