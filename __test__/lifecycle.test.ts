@@ -187,6 +187,28 @@ test.serial('no fd, zombie or process is left after many sandboxes, failed ones 
   t.true(await waitUntil(() => zombieChildren().length === 0 && openFds().length <= fdsBefore, 2000), `fds ${fdsBefore} -> ${openFds().length}, zombies ${zombieChildren()}`)
 })
 
+test.serial('output nobody reads leaves no fd once the command ends; output read right after wait() is all there', async (t) => {
+  // A fixed pool, full before counting: each warm helper holds two of this process's fds.
+  configurePool({ size: 2 })
+  t.teardown(() => configurePool({}))
+  await sh('true')
+  if (poolEligible(isRoot, (await probe()).cgroupHost?.canCreate === true)) await waitUntil(() => poolReady(), 10_000)
+  const fdsBefore = openFds().length
+  for (let i = 0; i < 40; i++) {
+    const sb = await spawnIsolated('/bin/echo', ['unread'])
+    await sb.wait()
+  }
+  t.true(await waitUntil(() => openFds().length <= fdsBefore, 2000), `fds ${fdsBefore} -> ${openFds().length}`)
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'echo out; echo err >&2'])
+  await sb.wait()
+  const text = async (s: NodeJS.ReadableStream | null) => {
+    let out = ''
+    for await (const c of s!) out += String(c)
+    return out
+  }
+  t.deepEqual(await Promise.all([text(sb.stdout), text(sb.stderr)]), ['out\n', 'err\n'])
+})
+
 test('a wait() without reading stdout still resolves', async (t) => {
   const sb = await spawnIsolated('/bin/sh', ['-c', 'echo some output'])
   const r = await sb.wait()

@@ -209,6 +209,14 @@ test('a spawned exec whose stdin the caller never closes leaves no fd once it en
   t.true(await waitUntil(() => openFds().length <= fdsBefore, 2000), `fds ${fdsBefore} -> ${openFds().length}`)
 })
 
+test('a spawned exec whose output nobody reads leaves no fd once it ends', async (t) => {
+  const sb = await sandbox(t)
+  await sb.exec('/bin/true')
+  const fdsBefore = openFds().length
+  for (let i = 0; i < 10; i++) await (await sb.spawn('/bin/sh', ['-c', 'echo out; echo err >&2'])).wait()
+  t.true(await waitUntil(() => openFds().length <= fdsBefore, 2000), `fds ${fdsBefore} -> ${openFds().length}`)
+})
+
 test('a tty exec: its own terminal, resize, Ctrl-C to the foreground job, exit code back', async (t) => {
   const sb = await sandbox(t)
   const p = await sb.spawn('/bin/sh', ['-i'], { tty: { rows: 24, cols: 80 }, env: { PS1: 'PROMPT$ ' } })

@@ -59,6 +59,20 @@ export function writable(fd: number | undefined): Writable | null {
   return stdin
 }
 
+/**
+ * Output nobody reads: once the command has ended and the caller has had its turn (the
+ * continuation of `wait()` runs before the loop's next phase), a stream that no one consumes
+ * is drained and dropped, as child_process does, so that it reaches its end and closes its fd.
+ * A stream the caller paused, piped or listens to is left alone.
+ */
+export function dropUnread(streams: Array<Readable | null>): void {
+  setImmediate(() => {
+    for (const s of streams) {
+      if (s && !s.destroyed && s.readableFlowing === null && s.listenerCount('data') === 0 && s.listenerCount('readable') === 0) s.resume()
+    }
+  })
+}
+
 /** A signal's number, from its name or number; throws on anything else. */
 export function signalNumber(signal: NodeJS.Signals | number): number {
   const n = typeof signal === 'number' ? signal : constants.signals[signal]
@@ -144,6 +158,7 @@ export class Sandbox {
         this.#exited = true
         // Nothing reads it any more; as child_process does, its fd goes now, not when the Sandbox is collected.
         this.stdin?.destroy()
+        dropUnread([this.stdout, this.stderr])
         resolveStarted()
         resolveDone({ command, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage })
       }
