@@ -34,6 +34,21 @@ alpineTest('inside Alpine: own hostname, no host files, busybox tools', async (t
   t.regex(lines[3], /No such file/, 'the host\'s /usr is not visible')
 })
 
+test('a file bound over a file the root already has (/etc/hosts, /etc/passwd): the bind is what the command reads, the host\'s root and an image\'s alike', async (t) => {
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  writeFileSync(join(dir, 'hosts'), '10.9.9.9 custom\n')
+  writeFileSync(join(dir, 'passwd'), 'judge:x:0:0::/:/bin/sh\n')
+  const mounts: SpawnOptions['mounts'] = ['hosts', 'passwd'].map((f) => ({ type: 'bind', source: join(dir, f), target: `/etc/${f}` }))
+  const roots: Array<[string, string | undefined]> = [['host', undefined]]
+  if (haveAlpine) roots.push(['alpine', unpackAlpine()])
+  for (const [name, rootfs] of roots) {
+    if (rootfs) t.teardown(() => removeDir(rootfs))
+    const r = await runIsolated('/bin/cat', ['/etc/hosts', '/etc/passwd'], { rootfs, mounts })
+    t.is(r.stdout, '10.9.9.9 custom\njudge:x:0:0::/:/bin/sh\n', `${name}: ${r.stderr}`)
+  }
+})
+
 test('a minimal rootfs built from host binaries, with a symlinked top-level entry', async (t) => {
   const dir = buildMiniRootfs()
   t.teardown(() => removeDir(dir))

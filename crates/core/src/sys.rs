@@ -226,12 +226,17 @@ pub fn create_file(root: &str, path: &str, mode: u32) -> Result<()> {
     if let Some(parent) = Path::new(path).parent().and_then(|p| p.to_str()) {
         create_dirs(root, parent)?;
     }
-    match open(path, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(mode)) {
+    // O_EXCL: a file already there (one of a read-only tree, that this process may not open for
+    // writing) is the mount point as it is. A symlink there is not (O_NOFOLLOW's ELOOP before).
+    match open(path, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(mode)) {
         Ok(fd) => {
             drop(fd);
             Ok(())
         }
-        Err(Errno::EEXIST) => Ok(()),
+        Err(Errno::EEXIST) => match nix::sys::stat::lstat(path) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => Err(SetupError::sys(Step::CreateMountpoint, libc::ELOOP, Some(path))),
+            _ => Ok(()),
+        },
         Err(e) => Err(SetupError::sys(Step::CreateMountpoint, e as i32, Some(path))),
     }
 }
