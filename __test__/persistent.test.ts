@@ -292,6 +292,20 @@ test('an abort of its signal after the start ends the sandbox (reason canceled),
   t.is(e?.code, 'ERR_ISOLATE_DESTROYED')
 })
 
+test("an exec the OOM killer ends has reason oom, and the sandbox lives on; a SIGKILL of one's own is signaled", async (t) => {
+  if (!cgroups) {
+    const e = await t.throwsAsync(createSandbox({ limits: { memoryBytes: 64 << 20 } }), { instanceOf: IsolateError })
+    return t.is(e?.step, 'create_cgroup')
+  }
+  const sb = await sandbox(t, { limits: { memoryBytes: 64 << 20 } })
+  const bomb = await sb.exec('/usr/bin/python3', ['-c', 'x = []\nwhile True: x.append(bytearray(1 << 20))'])
+  t.is(bomb.signal, 'SIGKILL')
+  t.is(bomb.reason, 'oom')
+  t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
+  const own = await sh(sb, 'kill -KILL $$')
+  t.deepEqual([own.signal, own.reason], ['SIGKILL', 'signaled'])
+})
+
 test('a Node process that dies leaves no long-lived sandbox behind', async (t) => {
   const { child, line } = await startFixture(t, 'create-and-hang.ts')
   const { init } = JSON.parse(line) as { init: number }

@@ -1031,6 +1031,13 @@ impl SandboxCgroup {
         self.read_counter(path)?.trim().parse().ok()
     }
 
+    /// How many processes the kernel's OOM killer has killed in this cgroup so far.
+    pub fn oom_kills(&self) -> u64 {
+        let (file, name) = if self.v2 { ("memory.events", "oom_kill") } else { ("memory.oom_control", "oom_kill") };
+        // v1's oom_kill counter is there since 4.13.
+        self.file(Controller::Memory, file).and_then(|p| self.read_counter(&p)).and_then(|text| keyed(&text, name)).unwrap_or(0)
+    }
+
     pub fn usage(&self) -> Usage {
         let mut u = Usage::default();
         if self.v2 {
@@ -1044,8 +1051,7 @@ impl SandboxCgroup {
                 // memory.peak: 5.19+; before that, the largest memory.current seen by usage().
                 let peak = self.file(Controller::Memory, "memory.peak").and_then(|p| self.read_counter_u64(&p));
                 u.peak_memory_bytes = peak.unwrap_or(seen).max(seen);
-                let events = self.file(Controller::Memory, "memory.events").and_then(|p| self.read_counter(&p)).unwrap_or_default();
-                u.oom_kills = keyed(&events, "oom_kill").unwrap_or(0);
+                u.oom_kills = self.oom_kills();
             }
         } else {
             if let Some(dir) = self.dir_of(Controller::Cpuacct) {
@@ -1064,9 +1070,7 @@ impl SandboxCgroup {
             }
             if let Some(dir) = self.dir_of(Controller::Memory) {
                 u.peak_memory_bytes = self.read_counter_u64(&format!("{dir}/memory.max_usage_in_bytes")).unwrap_or(0);
-                let oom = self.read_counter(&format!("{dir}/memory.oom_control")).unwrap_or_default();
-                // The oom_kill counter is there since 4.13.
-                u.oom_kills = keyed(&oom, "oom_kill").unwrap_or(0);
+                u.oom_kills = self.oom_kills();
             }
         }
         if let Some(events) = self.file(Controller::Pids, "pids.events").and_then(|p| self.read_counter(&p)) {

@@ -38,12 +38,17 @@ pub struct Execs {
     /// Messages for the init that did not fit in the socket yet, with their fds.
     outbox: std::collections::VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
     execs: HashMap<u32, Exec>,
+    /// The sandbox cgroup's OOM kills already put down to an exec.
+    oom_seen: u64,
 }
+
+/// The sandbox cgroup's count of OOM kills so far (0 without a cgroup).
+pub type OomKills<'a> = &'a dyn Fn() -> u64;
 
 impl Execs {
     pub fn new(requests: OwnedFd, work: OwnedFd) -> Execs {
         let _ = crate::relay::set_nonblocking(work.as_raw_fd());
-        Execs { requests: Some(requests), work, outbox: Default::default(), execs: HashMap::new() }
+        Execs { requests: Some(requests), work, outbox: Default::default(), execs: HashMap::new(), oom_seen: 0 }
     }
 
     /// The fds to poll: the request socket, the work socket, then each relay's.
@@ -77,7 +82,7 @@ impl Execs {
     }
 
     /// Whatever is ready: requests from Node, terminals from the init, relays, deadlines.
-    pub fn pump(&mut self, out: &mut Control) {
+    pub fn pump(&mut self, out: &mut Control, oom: OomKills) {
         self.flush_outbox();
         self.take_requests(out);
         self.take_terminals();
@@ -98,7 +103,7 @@ impl Execs {
         for id in expired {
             self.send_work(&Work::Signal { id, signal: libc::SIGKILL, group: true });
         }
-        self.flush_ended(out);
+        self.flush_ended(out, oom);
     }
 
     fn take_requests(&mut self, out: &mut Control) {
@@ -174,7 +179,7 @@ impl Execs {
     }
 
     /// A report of the init about an exec; false when it is not one.
-    pub fn on_report(&mut self, r: &Report, out: &mut Control) -> bool {
+    pub fn on_report(&mut self, r: &Report, out: &mut Control, oom: OomKills) -> bool {
         match r {
             Report::ExecStarted { id, pid } => out.send(&Event::ExecSpawned { id: *id, pid: *pid }),
             Report::ExecFailed { id, error } => {
@@ -185,7 +190,7 @@ impl Execs {
             Report::ExecSignaled { id, signal } => self.ended(*id, None, Some(signal_name(*signal))),
             _ => return false,
         }
-        self.flush_ended(out);
+        self.flush_ended(out, oom);
         true
     }
 
@@ -197,7 +202,7 @@ impl Execs {
     }
 
     /// Report every ended exec whose terminal output is delivered (or whose grace ran out).
-    fn flush_ended(&mut self, out: &mut Control) {
+    fn flush_ended(&mut self, out: &mut Control, oom: OomKills) {
         let now = Instant::now();
         let done: Vec<u32> = self
             .execs
@@ -217,7 +222,16 @@ impl Execs {
         for id in done {
             let e = self.execs.remove(&id).expect("listed above");
             let (exit_code, signal, _) = e.ended.expect("ended");
-            let reason = e.forced.unwrap_or(if signal.is_some() { Reason::Signaled } else { Reason::Exited });
+            let reason = e.forced.unwrap_or_else(|| match signal.as_deref() {
+                // Killed while the cgroup's OOM count rose: the OOM killer's victim (the count, not
+                // a guess from SIGKILL alone, as for a one-shot sandbox).
+                Some("SIGKILL") if oom() > self.oom_seen => {
+                    self.oom_seen = oom();
+                    Reason::Oom
+                }
+                Some(_) => Reason::Signaled,
+                None => Reason::Exited,
+            });
             out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms: ms_since(e.started) });
         }
     }

@@ -774,7 +774,8 @@ impl Supervisor {
             }
         }
         if let Some(execs) = &mut self.execs {
-            execs.pump(out);
+            let cgroup = &self.cgroup;
+            execs.pump(out, &|| cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills));
         }
         if relay_ready {
             if let Some(relay) = &mut self.relay {
@@ -821,10 +822,12 @@ impl Supervisor {
             self.report_open = false;
         }
         while let Some(line) = self.reports.next_line() {
+            let cgroup = &self.cgroup;
+            let oom = || cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
             match serde_json::from_str::<Report>(&line) {
                 Ok(Report::Started) => out.send(&Event::Spawned { pid: command_pid(self.init) }),
                 Ok(Report::Ready) => out.send(&Event::Ready { pid: self.init.as_raw() }),
-                Ok(r) if self.execs.as_mut().is_some_and(|x| x.on_report(&r, out)) => {}
+                Ok(r) if self.execs.as_mut().is_some_and(|x| x.on_report(&r, out, &oom)) => {}
                 Ok(Report::SetupFailed(e)) => self.setup_error = Some(e),
                 Ok(r @ (Report::Exited { reaped, .. } | Report::Signaled { reaped, .. })) => {
                     // Nothing but the init is left, and the sandbox's mounts are held here until
