@@ -3,6 +3,7 @@ import test from 'ava'
 import { createHash } from 'node:crypto'
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { IsolateError } from '../index.js'
 import { alpineTarball, buildMiniRootfs, isRoot, removeDir, sh, tempDir, unpackAlpine } from './helpers.js'
 
 /** Every entry's path, type, mode, owner, size, inode, mtime and content hash (or link target). */
@@ -55,6 +56,21 @@ test('overlay with a kept upper: a second sandbox starts from the first one\'s c
   t.deepEqual(manifest(dir), before)
   const fresh = await sh('cat /data/note 2>&1', { rootfs: dir, overlay: true })
   t.regex(fresh.stdout, /No such file/)
+})
+
+test('a kept upper must exist: a missing one (a typo) is refused, nothing is made on the host', async (t) => {
+  const dir = rootfs()
+  const base = tempDir('isolate-upper-')
+  t.teardown(() => (removeDir(dir), removeDir(base)))
+  const missing = join(base, 'no', 'such')
+  const e = await t.throwsAsync(sh('true', { rootfs: dir, overlay: { upper: missing } }), { instanceOf: IsolateError })
+  t.is(e?.errno, 'ENOENT')
+  t.is(e?.path, missing)
+  t.regex(e?.hint ?? '', /overlay\.upper/)
+  t.false(existsSync(join(base, 'no')), 'no host directory was made')
+  writeFileSync(join(base, 'file'), '')
+  const notDir = await t.throwsAsync(sh('true', { rootfs: dir, overlay: { upper: join(base, 'file') } }), { instanceOf: IsolateError })
+  t.is(notDir?.errno, 'ENOTDIR')
 })
 
 test('the overlay\'s upper and work directories appear nowhere inside', async (t) => {

@@ -414,6 +414,13 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, u
     let mut pairs = Vec::new();
     let fail = |e: std::io::Error, p: &str| SetupError::sys(Step::MountOverlay, e.raw_os_error().unwrap_or(libc::EIO), Some(p));
     let owner = if caller.uid == 0 { unpriv } else { caller };
+    // Its own layers are made in it, never the directory itself: a mistyped path must not become
+    // new host directories.
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(fail(std::io::Error::from_raw_os_error(libc::ENOTDIR), dir).with_hint("overlay.upper must name an existing directory")),
+        Err(e) => return Err(fail(e, dir).with_hint("overlay.upper must name an existing directory: create it first")),
+    }
     for op in plan {
         let crate::plan::MountOp::Overlay { layer, .. } = op else { continue };
         for part in ["upper", "work"] {
