@@ -2,7 +2,7 @@
 import test from 'ava'
 import { chmodSync, existsSync, readFileSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { createSandbox, importImage, IsolateError, runIsolated, spawnIsolated, unpackRootfs } from '../index.js'
+import { configurePool, createSandbox, importImage, IsolateError, runIsolated, spawnIsolated, unpackRootfs } from '../index.js'
 import { alpineTarball, removeDir, tempDir, zombieChildren } from './helpers.js'
 
 /** This process's hard RLIMIT_NOFILE. */
@@ -50,6 +50,10 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['input is runIsolated\'s', { input: 'x' }, 'input'],
   ['encoding is runIsolated\'s', { encoding: 'buffer' }, 'encoding'],
   ['maxBuffer is runIsolated\'s', { maxBuffer: 10 }, 'maxBuffer'],
+  ['pids above the kernel\'s ceiling (it failed at write_cgroup_limits with EINVAL)', { limits: { pids: 5_000_000 } }, 'limits.pids'],
+  ['a hostname without the uts namespace (it was silently the host\'s)', { hostname: 'x', namespaces: { uts: false } }, 'hostname'],
+  ['net namespace on with network host (it was silently a network of its own)', { network: 'host', namespaces: { net: true } }, 'namespaces.net'],
+  ['NUL in an env value (it was named env[0])', { env: { A: 'x\0y' } }, 'env.A'],
 ]
 
 for (const [name, options, option] of cases) {
@@ -119,6 +123,16 @@ test('runIsolated and sb.exec check input, encoding and maxBuffer before anythin
 
 // Serial, so before the tests of this file that do start sandboxes (whose helpers are, for a
 // moment, zombie children of this process).
+test('runIsolated refuses input that has no stdin to go to; configurePool refuses what it does not take, as an IsolateError', async (t) => {
+  const e = await t.throwsAsync(runIsolated('/bin/cat', [], { input: 'x', stdio: ['ignore', 'pipe', 'pipe'] }), { instanceOf: IsolateError })
+  t.is(e?.option, 'input')
+  for (const [options, option] of [[{ size: -1 }, 'size'], [{ size: 1.5 }, 'size'], [{ sizes: 2 }, 'sizes']] as const) {
+    const err = t.throws(() => configurePool(options as never), { instanceOf: IsolateError })
+    t.is(err?.option, option)
+  }
+  t.notThrows(() => configurePool())
+})
+
 test.serial('nothing is spawned for invalid options', async (t) => {
   await t.throwsAsync(spawnIsolated('/bin/true', [], { hostname: '' }))
   t.deepEqual(zombieChildren(), [])

@@ -36,6 +36,11 @@ export function splitRunOptions<T extends object>(options: unknown): { run: RunO
   if (encoding !== 'buffer' && !(typeof encoding === 'string' && Buffer.isEncoding(encoding))) throw optionError('encoding', `must be 'buffer' or a Buffer encoding such as 'utf8', got ${JSON.stringify(encoding)}`)
   // A caller who bounds the output in the helper (limits.outputBytes, exact) gets no second,
   // smaller bound here unless asking for one.
+  const stdio = rest.stdio as unknown
+  const stdin = Array.isArray(stdio) ? stdio[0] : stdio
+  if ((options as { input?: unknown }).input !== undefined && stdin !== undefined && stdin !== 'pipe') {
+    throw optionError('input', `is written to the command's stdin, which needs stdio[0] 'pipe', not ${JSON.stringify(stdin)}`)
+  }
   const bounded = maxBuffer === undefined && typeof (rest.limits as { outputBytes?: unknown } | undefined)?.outputBytes === 'number'
   return { run: { input, encoding, maxBuffer: bounded ? Infinity : maxBufferOption(maxBuffer) }, rest: rest as T }
 }

@@ -131,6 +131,7 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 function str(option: string, v: unknown): string {
   if (typeof v !== 'string') throw optionError(option, `must be a string, got ${typeof v}`)
   if (LONE_SURROGATE.test(v)) throw optionError(option, 'holds a lone UTF-16 surrogate, which has no UTF-8 form')
+  if (v.includes('\0')) throw optionError(option, 'holds a NUL character, which no path, name or argument of a process can')
   return v
 }
 
@@ -359,7 +360,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     cwd: o.cwd === undefined ? '/' : insidePath('cwd', o.cwd),
     rootfs,
     mounts,
-    hostname: o.hostname === undefined ? 'sandbox' : str('hostname', o.hostname),
+    hostname: o.hostname === undefined ? 'sandbox' : hostnameOption(o.hostname, namespaces.uts),
     network,
     namespaces,
     user: { uid: user.uid, gid: user.gid },
@@ -475,4 +476,11 @@ export function stdioCode(m: StdioMode): number {
 /** The host ids a root caller's sandbox root maps to (see HostProbe.sandboxHostIds). */
 function sandboxHostIds(): { uid: number; gid: number } {
   return (loadNative().addon.probe() as { sandboxHostIds: { uid: number; gid: number } }).sandboxHostIds
+}
+
+/** A hostname needs the uts namespace it is set in: without one it would be silently the host's. */
+function hostnameOption(v: unknown, uts: boolean): string {
+  const name = str('hostname', v)
+  if (!uts) throw optionError('hostname', 'needs the uts namespace, and namespaces.uts is false')
+  return name
 }

@@ -15,6 +15,7 @@
  */
 import { Socket } from 'node:net'
 import { loadNative, type Addon } from './native.js'
+import { optionError } from './errors.js'
 import type { Spec } from './options.js'
 import { reapHelper } from './sandbox.js'
 
@@ -331,9 +332,11 @@ export function refillPool(): void {
  * How many warm helpers to keep (where this process is root and may create cgroups); 0 turns the
  * pool off, no size gives back the default (2, growing up to 4 when sandboxes find it empty).
  */
-export function configurePool(options: PoolOptions): void {
+export function configurePool(options: PoolOptions = {}): void {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'configurePool takes an object: { size }')
+  for (const k of Object.keys(options)) if (k !== 'size') throw optionError(k, 'is not a pool option (size)')
   const size = options.size
-  if (size !== undefined && (!Number.isInteger(size) || size < 0 || size > 64)) throw new RangeError('configurePool: size must be an integer from 0 to 64')
+  if (size !== undefined && (!Number.isInteger(size) || size < 0 || size > 64)) throw optionError('size', 'must be an integer from 0 to 64')
   wanted = size
   pool?.resize(size)
 }

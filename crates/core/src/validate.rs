@@ -4,6 +4,9 @@
 use crate::protocol::ExecRequest;
 use crate::spec::{Command, Mount, Network, Spec, Tty};
 
+/// The kernel's ceiling on pids (PID_MAX_LIMIT on 64-bit): pids.max takes nothing above it.
+const PID_MAX_LIMIT: u64 = 4 * 1024 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptionError {
     /// The option as the caller wrote it: `mounts[1].target`, `hostname`.
@@ -135,7 +138,8 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         (Network::None, false) => {
             return Err(bad("namespaces.net", "false contradicts network: 'none'; use network: 'host' to share the host's network"))
         }
-        (Network::Host, true) | (Network::Host, false) | (Network::None, true) => {}
+        (Network::Host, true) => return Err(bad("namespaces.net", "true contradicts network: 'host'; use network: 'none' for a network of the sandbox's own")),
+        (Network::Host, false) | (Network::None, true) => {}
     }
     if !spec.namespaces.user && !crate::probe::is_root() {
         return Err(bad("namespaces.user", "can only be false when the caller is root: without it no other namespace can be created"));
@@ -224,6 +228,9 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
             return Err(bad("limits.cpus", "must be a fraction of cores between 0.01 and 4096"));
         }
     }
+    if l.pids.is_some_and(|n| n > PID_MAX_LIMIT) {
+        return Err(bad("limits.pids", format!("must be at most {PID_MAX_LIMIT}, the most processes the kernel can have")));
+    }
     if l.memory_bytes.is_some_and(|m| m < 1 << 20) {
         return Err(bad("limits.memoryBytes", "must be at least 1 MiB: below that not even the sandbox's init starts"));
     }
@@ -277,6 +284,15 @@ mod tests {
         assert_eq!(validate(&s).unwrap_err().option, only_root);
         s.user = Ids { uid: 0x7000_0000, gid: 0x7000_0000 };
         assert_eq!(validate(&s).map_err(|e| e.option), if crate::probe::is_root() { Ok(()) } else { Err("namespaces.user".into()) });
+    }
+
+    #[test]
+    fn a_pids_limit_above_the_kernels_ceiling_names_the_option() {
+        let mut s = spec();
+        s.limits.pids = Some(PID_MAX_LIMIT);
+        assert_eq!(validate(&s), Ok(()));
+        s.limits.pids = Some(PID_MAX_LIMIT + 1);
+        assert_eq!(validate(&s).unwrap_err().option, "limits.pids");
     }
 
     #[test]
