@@ -10,7 +10,7 @@ import { collectOutput, decode, splitRunOptions } from './collect.js'
 import { IsolateError } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
-import { checkSize, dropUnread, onEvents, readable, reapHelper, setupError, signalNumber, writable, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
+import { checkSize, onEvents, readable, reapHelper, setupError, signalNumber, writable, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
 
 export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
 
@@ -107,7 +107,6 @@ export class ExecProcess {
         this.#running = false
         // As child_process does: the fd goes with the command, not when the object is collected.
         this.stdin?.destroy()
-        dropUnread([this.stdout, this.stderr])
         resolveStarted()
         resolveDone({ command, pid: this.pid, ...e })
       },

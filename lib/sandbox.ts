@@ -1,7 +1,7 @@
 /** A running sandbox as Node sees it: the helper's control socket, the command's stdio streams. */
 import { Socket } from 'node:net'
 import { constants } from 'node:os'
-import type { Readable, Writable } from 'node:stream'
+import { PassThrough, pipeline, type Readable, type Writable } from 'node:stream'
 import { IsolateError } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 
@@ -48,8 +48,16 @@ export function setupError(e: SetupFailure, what = 'sandbox setup'): IsolateErro
   })
 }
 
+/**
+ * The command's output as the caller reads it: a stream fed from the pipe, so that the pipe's fd
+ * goes as soon as its end has been read, whether or not anyone reads what it held (that stays
+ * readable, as long as the caller keeps the stream).
+ */
 export function readable(fd: number | undefined): Readable | null {
-  return fd === undefined ? null : new Socket({ fd, readable: true, writable: false })
+  if (fd === undefined) return null
+  const out = new PassThrough()
+  pipeline(new Socket({ fd, readable: true, writable: false }), out, () => {})
+  return out
 }
 
 export function writable(fd: number | undefined): Writable | null {
@@ -57,20 +65,6 @@ export function writable(fd: number | undefined): Writable | null {
   // A command that stops reading makes writes fail with EPIPE; that is its business, not a crash of ours.
   stdin?.on('error', () => {})
   return stdin
-}
-
-/**
- * Output nobody reads: once the command has ended and the caller has had its turn (the
- * continuation of `wait()` runs before the loop's next phase), a stream that no one consumes
- * is drained and dropped, as child_process does, so that it reaches its end and closes its fd.
- * A stream the caller paused, piped or listens to is left alone.
- */
-export function dropUnread(streams: Array<Readable | null>): void {
-  setImmediate(() => {
-    for (const s of streams) {
-      if (s && !s.destroyed && s.readableFlowing === null && s.listenerCount('data') === 0 && s.listenerCount('readable') === 0) s.resume()
-    }
-  })
 }
 
 /** A signal's number, from its name or number; throws on anything else. */
@@ -158,7 +152,6 @@ export class Sandbox {
         this.#exited = true
         // Nothing reads it any more; as child_process does, its fd goes now, not when the Sandbox is collected.
         this.stdin?.destroy()
-        dropUnread([this.stdout, this.stderr])
         resolveStarted()
         resolveDone({ command, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage })
       }
