@@ -424,11 +424,22 @@ test('a hostile tarball is refused, naming the entry and the trick, and writes n
       t.is(e?.path, c.path, name)
       t.regex(e?.message ?? '', c.message, name)
       t.deepEqual(readdirSync(join(ws, 'sentinel')), [], `${name}: the sentinel beside DIR stays empty`)
-      t.deepEqual(readdirSync(ws).sort(), ['hostile.tar', 'rootfs', 'sentinel', 'victim'], `${name}: nothing new beside DIR`)
+      t.deepEqual(readdirSync(ws).sort(), ['hostile.tar', 'sentinel', 'victim'], `${name}: nothing new beside DIR, and DIR, made by the call, is gone again`)
       t.is(statSync(join(ws, 'victim')).nlink, 1, `${name}: no hard link to a file outside`)
       t.is(readFileSync(join(ws, 'victim'), 'utf8'), 'the victim\n')
     }),
   )
+})
+
+test('a failed unpack removes the directory it made, and leaves one that was there', async (t) => {
+  const ws = workspace(t)
+  writeFileSync(join(ws, 'not.tar'), 'not an archive at all\n'.repeat(64))
+  const e = await t.throwsAsync(unpackRootfs(join(ws, 'not.tar'), join(ws, 'new')), { instanceOf: IsolateError })
+  t.is(e?.code, 'ERR_ISOLATE_SETUP')
+  t.false(existsSync(join(ws, 'new')), 'made by the call, gone again')
+  mkdirSync(join(ws, 'old'))
+  await t.throwsAsync(unpackRootfs(join(ws, 'not.tar'), join(ws, 'old')), { instanceOf: IsolateError })
+  t.true(existsSync(join(ws, 'old')), 'there before the call, still there')
 })
 
 test('the literal trick: a -> /etc, then a/passwd', async (t) => {
@@ -797,7 +808,7 @@ test('a digest mismatch is refused before anything is written', async (t) => {
   const e = await t.throwsAsync(importImage(join(ws, 'oci'), join(ws, 'a')), { instanceOf: IsolateError })
   t.deepEqual([e?.code, e?.step, e?.path], ['ERR_ISOLATE_SETUP', 'verify_digest', `blobs/sha256/${sha256(layers[1].blob).slice(7)}`])
   t.regex(e?.message ?? '', /does not match its digest: expected sha256:[0-9a-f]{64}, got sha256:[0-9a-f]{64}/)
-  t.deepEqual(readdirSync(join(ws, 'a')), [], 'nothing written')
+  t.false(existsSync(join(ws, 'a')), 'nothing written: the directory the call made is gone again')
   // OCI: a manifest edited in place.
   const { blobs: blobs2 } = ociLayout(join(ws, 'oci2'), [{ layers }])
   const index = JSON.parse(readFileSync(join(ws, 'oci2', 'index.json'), 'utf8'))
@@ -805,7 +816,7 @@ test('a digest mismatch is refused before anything is written', async (t) => {
   writeFileSync(manifestPath, readFileSync(manifestPath, 'utf8').replace('"schemaVersion":2', '"schemaVersion": 2'))
   const m = await t.throwsAsync(importImage(join(ws, 'oci2'), join(ws, 'b')), { instanceOf: IsolateError })
   t.is(m?.step, 'verify_digest')
-  t.deepEqual(readdirSync(join(ws, 'b')), [])
+  t.false(existsSync(join(ws, 'b')))
   // Docker: a layer whose content is not the one its (correctly named) config lists.
   const honest = twoLayers().map((l) => ({ ...l, blob: l.tar }))
   const config = configJson({ layers: honest })
@@ -820,7 +831,7 @@ test('a digest mismatch is refused before anything is written', async (t) => {
   const d = await t.throwsAsync(importImage(join(ws, 'docker.tar'), join(ws, 'c')), { instanceOf: IsolateError })
   t.deepEqual([d?.step, d?.path], ['verify_digest', 'l1/layer.tar'])
   t.regex(d?.message ?? '', /\(uncompressed\) does not match its digest/)
-  t.deepEqual(readdirSync(join(ws, 'c')), [], 'nothing written')
+  t.false(existsSync(join(ws, 'c')), 'nothing written')
 })
 
 test('a hostile layer is refused like a hostile tarball', async (t) => {

@@ -24,7 +24,7 @@
  * archive would make root of any local user who can reach it (inside a sandbox they grant nothing). Extended attributes (file capabilities included)
  * are not restored: sandboxes run with no_new_privs, where they would have no effect.
  */
-import { accessSync, constants } from 'node:fs'
+import { accessSync, constants, lstatSync, rmSync } from 'node:fs'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { IsolateError, optionError } from './errors.js'
@@ -172,6 +172,26 @@ function abortError(signal: AbortSignal): IsolateError {
 }
 
 /** Run the tool with `args`; resolves with its `done` result. */
+/**
+ * The tool run into `target`; a target that was not there before is removed again when it fails
+ * (the tool, confined beneath it, cannot remove the directory itself). Nothing in it is followed:
+ * rm removes symlinks the archive left, never their targets.
+ */
+async function runInto(target: string, what: string, args: string[], options: UnpackOptions): Promise<Record<string, unknown>> {
+  let existed = true
+  try {
+    lstatSync(target)
+  } catch {
+    existed = false
+  }
+  try {
+    return await runTool(what, args, options)
+  } catch (e) {
+    if (!existed) rmSync(target, { recursive: true, force: true })
+    throw e
+  }
+}
+
 function runTool(what: string, args: string[], options: UnpackOptions): Promise<Record<string, unknown>> {
   const { onProgress, signal } = options
   if (signal?.aborted) return Promise.reject(abortError(signal))
@@ -312,14 +332,14 @@ function commonArgs(options: UnpackOptions): string[] {
  * are refused with an {@link IsolateError} (`code` `ERR_ISOLATE_SETUP`, `step` `check_entry`,
  * `path` the entry's name, a message naming the trick). Symlinks are created as they are (an
  * absolute target is resolved inside the sandbox later) and never followed while unpacking.
- * On any failure `dir` may hold a partial tree.
+ * On a failure, a `dir` this call created is removed again; an existing one may hold a partial tree.
  */
 export async function unpackRootfs(tarball: string, dir: string, options: UnpackOptions = {}): Promise<UnpackResult> {
   const common = commonArgs(options)
   const input = checkPath('tarball', tarball)
   const target = checkPath('dir', dir)
   const args = ['unpack', ...common, '--', input, target]
-  const r = await runTool(`cannot unpack ${input}`, args, options)
+  const r = await runInto(target, `cannot unpack ${input}`, args, options)
   return { ...(r as unknown as UnpackResult), dir: target }
 }
 
@@ -329,6 +349,7 @@ export async function unpackRootfs(tarball: string, dir: string, options: Unpack
  * it must be empty). Layers are applied in order with their whiteouts; every digest the format
  * gives is checked (blobs before anything is written; OCI diff_ids while unpacking), and a mismatch
  * is refused (`step` `verify_digest`). See {@link ImportOptions.layout} for one directory per layer.
+ * On a failure, a `dir` this call created is removed again.
  */
 export async function importImage(image: string, dir: string, options: ImportOptions = {}): Promise<ImportResult> {
   const common = commonArgs(options)
@@ -348,7 +369,7 @@ export async function importImage(image: string, dir: string, options: ImportOpt
     args.push('--layout', options.layout)
   }
   args.push('--', input, target)
-  const r = (await runTool(`cannot import ${input}`, args, options)) as unknown as ImportResult
+  const r = (await runInto(target, `cannot import ${input}`, args, options)) as unknown as ImportResult
   const abs = (p: string) => join(target, p)
   return {
     ...r,
