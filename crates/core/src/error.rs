@@ -192,7 +192,15 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
             "the mount target lies inside a read-only part of the root; mount it under /tmp or a \
              new top-level directory, or bind its parent read-write"
         }
-        (Step::CreateMountpoint, Errno::ENOTDIR) => "a parent of the mount target is not a directory",
+        (Step::CreateMountpoint, Errno::ENOTDIR) => {
+            "the mount target, or a parent of it, is something other than a directory inside (a \
+             directory mounts only on a directory)"
+        }
+        (Step::BindMount, Errno::ENOTDIR | Errno::EISDIR) => {
+            "a file binds only onto a file and a directory only onto a directory: the target is \
+             there inside as the other kind"
+        }
+        (Step::Chdir, Errno::ENOTDIR) => "the cwd, or a parent of it, is not a directory inside the sandbox",
         (Step::MountProc, Errno::EPERM) => {
             "the kernel refuses a new /proc when the host's /proc is partly masked (as in a \
              default Docker container); run `isolate doctor`"
@@ -249,7 +257,7 @@ mod tests {
 
     #[test]
     fn common_failures_of_a_command_start_have_hints() {
-        for (step, errno, says) in [(Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids"), (Step::SetRlimits, libc::EPERM, "ulimit -H")] {
+        for (step, errno, says) in [(Step::BindMount, libc::ENOTDIR, "onto a file"), (Step::Chdir, libc::ENOTDIR, "cwd"), (Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids"), (Step::SetRlimits, libc::EPERM, "ulimit -H")] {
             let hint = SetupError::sys(step, errno, None).hint.unwrap_or_default();
             assert!(hint.contains(says), "{step:?} {errno}: {hint}");
         }
