@@ -173,6 +173,24 @@ for (const signal of ['SIGINT', 'SIGHUP'] as const) {
   })
 }
 
+for (const [how, size] of [['from a warm helper', undefined], ['cold', 0]] as const) {
+  test.serial(`a helper killed with SIGKILL leaves no cgroup: the helper server removes what it left (${how})`, async (t) => {
+    const options: SpawnOptions = { limits: { memoryBytes: 64 << 20, pids: 16 } }
+    if (!enforced) return failsClosed(t, options)
+    configurePool({ size })
+    t.teardown(() => configurePool({}))
+    if (size === undefined) await waitUntil(() => poolReady(), 10_000)
+    const sb = await spawnIsolated('/bin/sleep', ['100'], options)
+    const failed = t.throwsAsync(sb.wait())
+    const helper = parentOf(parentOf(sb.pid))
+    const cgroups = sandboxCgroups().filter((d) => helperOf(d) === String(helper))
+    t.true(cgroups.length > 0, 'the sandbox has cgroups')
+    process.kill(helper, 'SIGKILL')
+    await failed
+    t.true(await waitUntil(() => !pidAlive(sb.pid) && cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
+  })
+}
+
 test.serial('a fork bomb stops at the pids limit', async (t) => {
   const options: SpawnOptions = { limits: { pids: 16 }, timeoutMs: 60_000 }
   if (!enforced) return failsClosed(t, options)

@@ -1220,6 +1220,32 @@ impl SandboxCgroup {
     }
 }
 
+/// Remove the sandbox cgroups a helper left when it died without cleaning up (killed by a
+/// signal): those named after its pid beneath this process's own cgroups, the processes still in
+/// them (its sandbox's, whose init dies with it) killed first. For the helper server, whose
+/// children the helpers are.
+pub fn remove_left_by(helper: i32) {
+    let Ok(host) = detect() else { return };
+    let prefix = format!("isolate-{helper}-");
+    let mut parents: Vec<String> = host.v1.iter().filter_map(|h| h.own_dir.clone()).collect();
+    if host.mode == CgroupMode::V2 {
+        parents.extend(host.unified.as_ref().and_then(|u| u.own_dir.clone()));
+    }
+    for parent in parents {
+        let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str().filter(|n| n.starts_with(&prefix) && valid_name(n)) else { continue };
+            for dir in subtree(&format!("{parent}/{name}")) {
+                for pid in procs_in(&dir).unwrap_or_default() {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+                let _ = rmdir_retrying(&dir);
+            }
+        }
+    }
+}
+
 /// Every cgroup directory at and below `dir`, deepest first.
 fn subtree(dir: &str) -> Vec<String> {
     let mut out = Vec::new();

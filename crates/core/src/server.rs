@@ -213,11 +213,27 @@ fn answer(sock: &OwnedFd, value: i32) -> Result<(), crate::SetupError> {
     sys::send_message(sock, &value.to_ne_bytes(), &[], Step::ReadSpec)
 }
 
+/// Reap every helper that ended. One killed by a signal (or crashed) removed no cgroup: a child
+/// of the server removes what it left, off the server's loop (rmdir may wait for its sandbox's
+/// last processes to go).
 fn reap_helpers() {
     while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-        if status == WaitStatus::StillAlive {
-            break;
+        match status {
+            WaitStatus::StillAlive => break,
+            WaitStatus::Signaled(pid, ..) => sweep_after(pid.as_raw()),
+            _ => {}
         }
+    }
+}
+
+fn sweep_after(helper: i32) {
+    // SAFETY: this process is single-threaded; the child runs no destructor and exits.
+    if let Ok(ForkResult::Child) = unsafe { fork() } {
+        sys::close_fds_except(&[]);
+        let _ = nix::sys::prctl::set_name(c"isolate-sweep");
+        crate::cgroup::remove_left_by(helper);
+        // SAFETY: leaving the forked child without unwinding.
+        unsafe { libc::_exit(0) };
     }
 }
 
