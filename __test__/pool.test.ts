@@ -870,12 +870,14 @@ poolTest('an init made ahead is not used once the host mounted something; the sa
   const before = initsAheadOf(process.pid)
   mountTmpfs(t, sub)
   writeFileSync(join(sub, 'file'), 'on the new tmpfs\n')
-  const sb = await spawnIsolated('/bin/sh', ['-c', 'cat /data/sub/file; grep -c " /data/sub " /proc/self/mountinfo'], {
+  // It waits for its stdin to close: its init is looked up while it runs.
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'cat /data/sub/file; grep -c " /data/sub " /proc/self/mountinfo; read x'], {
     limits: LIMITS,
     mounts: [{ type: 'bind', source: dir, target: '/data' }],
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'],
   })
   const init = parentOf(sb.pid)
+  sb.stdin!.end()
   const r = { stdout: '', stderr: '' }
   sb.stdout!.on('data', (d) => (r.stdout += d))
   sb.stderr!.on('data', (d) => (r.stderr += d))
