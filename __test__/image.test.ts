@@ -442,6 +442,24 @@ test('a failed unpack removes the directory it made, and leaves one that was the
   t.true(existsSync(join(ws, 'old')), 'there before the call, still there')
 })
 
+test('a layers.json that an archive brought is refused, not followed: no host directory becomes a layer', async (t) => {
+  const ws = workspace(t)
+  const cases: Array<[string, TarEntry[]]> = [
+    ['host paths', [{ name: 'layers.json', data: JSON.stringify({ lowerDirs: ['/etc', '/usr'] }) }]],
+    ['a way out', [{ name: 'layers.json', data: JSON.stringify({ lowerDirs: ['layers/../../../etc'] }) }]],
+    ['a symlinked layer', [{ name: 'layers/', type: 'dir' }, { name: 'layers/1', type: 'symlink', linkname: '/etc' }, { name: 'layers.json', data: JSON.stringify({ lowerDirs: ['layers/1'] }) }]],
+    ['a symlinked layers directory', [{ name: 'real/1/', type: 'dir' }, { name: 'layers', type: 'symlink', linkname: '/' }, { name: 'layers.json', data: JSON.stringify({ lowerDirs: ['layers/1'] }) }]],
+  ]
+  for (const [name, entries] of cases) {
+    const dir = join(ws, name.replace(/ /g, '-'))
+    writeFileSync(`${dir}.tar`, tar(entries))
+    await unpackRootfs(`${dir}.tar`, dir)
+    const refused = await t.throwsAsync(runIsolated('/bin/sh', ['-c', 'cat /shadow /etc/shadow'], { rootfs: dir }), { instanceOf: IsolateError }, name)
+    t.is(refused?.option, 'rootfs', name)
+    t.regex(refused?.message ?? '', /refused rather than followed/, name)
+  }
+})
+
 test('the literal trick: a -> /etc, then a/passwd', async (t) => {
   // As root a bug here would overwrite the host's /etc/passwd, so this exact form runs where it
   // cannot (the rootless lane); as root the same trick runs above against a sentinel directory.

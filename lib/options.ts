@@ -1,5 +1,5 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
-import { fstatSync, readFileSync, realpathSync, statSync } from 'node:fs'
+import { fstatSync, lstatSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { optionError } from './errors.js'
 import { loadNative } from './native.js'
@@ -216,7 +216,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
       manifest = JSON.parse(readFileSync(join(dir, 'layers.json'), 'utf8'))
     } catch {}
     if (manifest && Array.isArray(manifest.lowerDirs) && manifest.lowerDirs.every((d) => typeof d === 'string')) {
-      rootfs = { kind: 'layers', paths: (manifest.lowerDirs as string[]).map((d) => resolve(dir, d)) }
+      rootfs = { kind: 'layers', paths: importedLayers(dir, manifest.lowerDirs as string[]) }
     }
   }
 
@@ -483,4 +483,19 @@ function hostnameOption(v: unknown, uts: boolean): string {
   const name = str('hostname', v)
   if (!uts) throw optionError('hostname', 'needs the uts namespace, and namespaces.uts is false')
   return name
+}
+
+/**
+ * The layers a `layers.json` in a rootfs directory names, as isolate-image writes them: `layers/<n>`,
+ * each a real directory inside it. Anything else is refused, not followed: the file may come from
+ * an archive (a flat unpack or an image layer carries whatever it likes), and a layer outside the
+ * directory would put host files into the sandbox.
+ */
+function importedLayers(dir: string, lowerDirs: string[]): string[] {
+  const realDir = (p: string) => orElse(() => lstatSync(p).isDirectory(), false)
+  const bad = lowerDirs.length === 0 ? '(none)' : lowerDirs.find((d) => !/^layers\/\d{1,6}$/.test(d) || !realDir(join(dir, 'layers')) || !realDir(join(dir, d)))
+  if (bad !== undefined) {
+    throw optionError('rootfs', `${join(dir, 'layers.json')} names the layer ${JSON.stringify(bad)}, not one isolate-image made (layers/<n>, a directory inside ${dir}, no symlink): refused rather than followed`)
+  }
+  return lowerDirs.map((d) => join(dir, d))
 }
