@@ -1,7 +1,7 @@
 /** OverlayFS: copy-on-write roots whose lower layers are never modified, kept or thrown away. */
 import test from 'ava'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { IsolateError } from '../index.js'
 import { alpineTarball, buildMiniRootfs, isRoot, removeDir, sh, tempDir, unpackAlpine } from './helpers.js'
@@ -71,6 +71,26 @@ test('a kept upper must exist: a missing one (a typo) is refused, nothing is mad
   writeFileSync(join(base, 'file'), '')
   const notDir = await t.throwsAsync(sh('true', { rootfs: dir, overlay: { upper: join(base, 'file') } }), { instanceOf: IsolateError })
   t.is(notDir?.errno, 'ENOTDIR')
+})
+
+test('a kept upper is the caller\'s alone, and a part of it swapped for a symlink is refused, never followed', async (t) => {
+  const upper = tempDir('isolate-upper-')
+  const victim = tempDir('isolate-victim-')
+  t.teardown(() => (removeDir(upper), removeDir(victim)))
+  const first = await sh('echo ok', { overlay: { upper } })
+  t.is(first.stdout, 'ok\n', first.stderr)
+  // What the sandbox's own id may do to its layer between two runs: swap a part for a symlink.
+  const owned = (p: string) => `${lstatSync(p).uid}:${lstatSync(p).mode & 0o7777}`
+  const before = owned(victim)
+  removeDir(join(upper, 'etc', 'upper'))
+  symlinkSync(victim, join(upper, 'etc', 'upper'))
+  const e = await t.throwsAsync(sh('echo ok', { overlay: { upper } }), { instanceOf: IsolateError })
+  t.is(e?.errno, 'ELOOP', e?.message)
+  t.is(owned(victim), before, 'the directory the symlink named keeps its owner and mode')
+  // A directory others may write: they could make that swap themselves.
+  chmodSync(upper, 0o777)
+  const open = await t.throwsAsync(sh('echo ok', { overlay: { upper } }), { instanceOf: IsolateError })
+  t.regex(open?.hint ?? '', /no one else may write/)
 })
 
 test('the overlay\'s upper and work directories appear nowhere inside', async (t) => {

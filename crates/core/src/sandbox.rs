@@ -331,7 +331,7 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
     // reachable), before the staging tmpfs covers the host's /tmp, and before anything the
     // sandbox could influence exists.
     let (sources, mut held) = open_sources(spec, plan, layers.as_ref(), note_held)?;
-    let kept = open_kept_uppers(&kept_uppers)?;
+    let kept = open_kept_uppers(spec.overlay.as_ref().and_then(|o| o.upper.as_deref()), &kept_uppers)?;
     if spec.namespaces.user {
         // A root caller's child is still host uid 0, unmapped here; become the mapped user so
         // every file the setup creates belongs to the sandbox, keeping the namespace's caps.
@@ -509,8 +509,18 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>, note_he
 }
 
 /// The (upper, work) pairs of a kept upper directory, which the helper prepared.
-fn open_kept_uppers(paths: &[(String, String)]) -> sys::Result<Vec<(OwnedFd, OwnedFd)>> {
-    paths.iter().map(|(upper, work)| Ok((sys::open_source(upper, false)?, sys::open_source(work, false)?))).collect()
+/// The kept upper directories the helper prepared in `base` (overlay.upper), each opened beneath it
+/// with no symlink on the way: the sandbox's own id owns them, and may have swapped a part for a
+/// symlink since the helper looked.
+fn open_kept_uppers(base: Option<&str>, paths: &[(String, String)]) -> sys::Result<Vec<(OwnedFd, OwnedFd)>> {
+    let Some(base) = base.filter(|_| !paths.is_empty()) else { return Ok(Vec::new()) };
+    let base = base.trim_end_matches('/');
+    let dir = sys::open_source(base, true)?;
+    let open = |path: &str| {
+        let rel = path.strip_prefix(base).and_then(|r| r.strip_prefix('/')).unwrap_or(path);
+        sys::open_beneath(&dir, rel, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(path)))
+    };
+    paths.iter().map(|(upper, work)| Ok((open(upper)?, open(work)?))).collect()
 }
 
 /// What a bind or an overlay mounts from: a path opened before the new root existed, or (a root

@@ -409,29 +409,43 @@ fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd
 /// sandbox's root as the host sees it, so the sandbox can write its layer and nothing else of
 /// the host. Created here, on the caller's side, before any namespace exists; the sandbox opens
 /// them before it gives up the caller's ids (overlayfs wants them from its own mount namespace).
+/// The directory must be the caller's and writable by no one else, and what lies in it is made
+/// and changed through descriptors, never through a symlink: the sandbox's own id owns each layer
+/// and may have swapped its parts since the last run.
 fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, unpriv: Ids) -> Result<Vec<(String, String)>, SetupError> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
     let Some(dir) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return Ok(Vec::new()) };
-    let mut pairs = Vec::new();
-    let fail = |e: std::io::Error, p: &str| SetupError::sys(Step::MountOverlay, e.raw_os_error().unwrap_or(libc::EIO), Some(p));
+    let dir = dir.trim_end_matches('/');
+    let fail = |e: nix::errno::Errno, p: &str| SetupError::sys(Step::MountOverlay, e as i32, Some(p));
     let owner = if caller.uid == 0 { unpriv } else { caller };
     // Its own layers are made in it, never the directory itself: a mistyped path must not become
     // new host directories.
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(fail(std::io::Error::from_raw_os_error(libc::ENOTDIR), dir).with_hint("overlay.upper must name an existing directory")),
-        Err(e) => return Err(fail(e, dir).with_hint("overlay.upper must name an existing directory: create it first")),
+    let base = nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| fail(e, dir).with_hint("overlay.upper must name an existing directory: create it first"))?;
+    let st = nix::sys::stat::fstat(&base).map_err(|e| fail(e, dir))?;
+    if st.st_uid != caller.uid || st.st_mode & 0o022 != 0 {
+        return Err(SetupError::new(Step::MountOverlay, format!("{dir} is not owned by uid {} alone (owner {}, mode {:o})", caller.uid, st.st_uid, st.st_mode & 0o7777))
+            .with_path(dir)
+            .with_hint("overlay.upper must be a directory of the caller's that no one else may write: whoever may could swap a layer for a symlink to a host directory"));
     }
+    let made_owned = |parent: &OwnedFd, name: &str, shown: &str| -> Result<OwnedFd, SetupError> {
+        match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(fail(e, shown)),
+        }
+        let fd = crate::sys::open_beneath(parent, name, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| fail(e, shown))?;
+        nix::unistd::fchown(&fd, Some(nix::unistd::Uid::from_raw(owner.uid)), Some(nix::unistd::Gid::from_raw(owner.gid))).map_err(|e| fail(e, shown))?;
+        Ok(fd)
+    };
+    let mut pairs = Vec::new();
     for op in plan {
         let crate::plan::MountOp::Overlay { layer, .. } = op else { continue };
+        let layer_fd = made_owned(&base, layer, &format!("{dir}/{layer}"))?;
         for part in ["upper", "work"] {
-            let path = format!("{}/{layer}/{part}", dir.trim_end_matches('/'));
-            std::fs::create_dir_all(&path).map_err(|e| fail(e, &path))?;
-            for p in [format!("{}/{layer}", dir.trim_end_matches('/')), path] {
-                std::os::unix::fs::chown(&p, Some(owner.uid), Some(owner.gid)).map_err(|e| fail(e, &p))?;
-            }
+            made_owned(&layer_fd, part, &format!("{dir}/{layer}/{part}"))?;
         }
-        let at = |part: &str| format!("{}/{layer}/{part}", dir.trim_end_matches('/'));
-        pairs.push((at("upper"), at("work")));
+        pairs.push((format!("{dir}/{layer}/upper"), format!("{dir}/{layer}/work")));
     }
     Ok(pairs)
 }

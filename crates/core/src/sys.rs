@@ -40,6 +40,24 @@ pub fn open_source(path: &str, follow: bool) -> Result<OwnedFd> {
     open(path, flags, Mode::empty()).map_err(fail(Step::BindMount, path))
 }
 
+/// `rel` beneath the directory `base`, with no symlink and no `..` on the way (openat2's
+/// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): what another may have swapped in is refused (ELOOP,
+/// EXDEV), never followed.
+pub fn open_beneath(base: &OwnedFd, rel: &str, flags: i32) -> nix::Result<OwnedFd> {
+    let path = std::ffi::CString::new(rel).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: open_how is plain data; zero is its default for every field.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a valid directory fd, a NUL-terminated path and the struct with its size.
+    let fd = unsafe { libc::syscall(libc::SYS_openat2, base.as_raw_fd(), path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a descriptor the kernel just gave us.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) })
+}
+
 /// A handle on `pid`'s namespace of `kind` (`mnt`, `user`, ...): while it is open, the namespace
 /// outlives the last process in it (a mount namespace: every mount in it and their superblocks).
 pub fn open_namespace(pid: i32, kind: &str, step: Step) -> Result<OwnedFd> {
