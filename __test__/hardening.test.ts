@@ -7,6 +7,7 @@ import { buildMiniRootfs, removeDir, root, sh, tempDir } from './helpers.js'
 import { symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 
+const libcEperm = 1
 const bindPort80 = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 80)); print('bound')"
 
 function caps(status: string): Record<string, bigint> {
@@ -224,6 +225,22 @@ test('seccomp default: a sandbox on the caller\'s terminal cannot change its lin
   const n = run('none')
   if (hasNullLdisc) t.is(n.stdout, 'changed 27 EINVAL\n', `without the filter the caller's terminal is broken: ${n.stderr}`)
   else t.notRegex(n.stdout, /^EPERM/, n.stderr)
+})
+
+test('seccomp default: no file gets a set-user-id or set-group-id bit (chmod, creating open, mkdir); none allows it', async (t) => {
+  const script = [
+    'import os',
+    'def tried(f):',
+    '  try: f(); return "ok"',
+    '  except OSError as e: return str(e.errno)',
+    'open("/tmp/f", "w").close()',
+    'print(tried(lambda: os.chmod("/tmp/f", 0o4755)), tried(lambda: os.chmod("/tmp/f", 0o2755)), tried(lambda: os.close(os.open("/tmp/g", os.O_CREAT | os.O_WRONLY, 0o4755))), tried(lambda: os.mkdir("/tmp/d", 0o2775)))',
+    'print(tried(lambda: os.chmod("/tmp/f", 0o755)), tried(lambda: os.close(os.open("/tmp/h", os.O_CREAT | os.O_WRONLY, 0o755))), tried(lambda: os.mkdir("/tmp/e", 0o1777)))',
+  ].join('\n')
+  const strict = await runIsolated('/usr/bin/python3', ['-c', script])
+  t.is(strict.stdout, `${libcEperm} ${libcEperm} ${libcEperm} ${libcEperm}\nok ok ok\n`, strict.stderr)
+  const none = await runIsolated('/usr/bin/python3', ['-c', script], { seccomp: 'none' })
+  t.is(none.stdout, 'ok ok ok ok\nok ok ok\n', none.stderr)
 })
 
 test('seccomp: ordinary programs keep working under the default profile', async (t) => {

@@ -759,6 +759,18 @@ const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541C;
 const TIOCSETD: u32 = 0x5423;
 
+/// S_ISUID | S_ISGID: a file the sandbox makes set-user-id or set-group-id in a read-write bind
+/// would run with the sandbox's host id for any host user who runs it (systemd calls the same
+/// refusal RestrictSUIDSGID). Compared in the mode's low word, as the kernel reads it.
+const SET_ID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+
+/// What may carry a mode: O_CREAT, and __O_TMPFILE (O_TMPFILE without its O_DIRECTORY).
+const CREATING: u32 = (libc::O_CREAT | 0o20000000) as u32;
+
+/// Syscalls whose mode (the argument given) may set the set-id bits; open and openat only
+/// when their flags create.
+const MODE_IN_ARG: &[(&str, u8)] = &[("chmod", 1), ("fchmod", 1), ("creat", 1), ("mkdir", 1), ("mknod", 1), ("fchmodat", 2), ("fchmodat2", 2), ("mkdirat", 2), ("mknodat", 2)];
+
 const SOCKET_FAMILIES: &[u32] =
     &[libc::AF_UNIX as u32, libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];
 
@@ -778,6 +790,7 @@ fn build_default() -> Result<Program, String> {
     let enosys = rets.get(&mut a, ret_errno(libc::ENOSYS));
     let eafnosupport = rets.get(&mut a, ret_errno(libc::EAFNOSUPPORT));
     let (clone, personality, ioctl, socket) = (a.label(), a.label(), a.label(), a.label());
+    let (mode1, mode2, open, openat) = (a.label(), a.label(), a.label(), a.label());
 
     prologue(&mut a, kill);
     let mut entries: Vec<(u32, Label)> =
@@ -792,6 +805,15 @@ fn build_default() -> Result<Program, String> {
         (libc::SYS_socket as u32, socket),
         (libc::SYS_socketpair as u32, socket),
     ]);
+    for (name, arg) in MODE_IN_ARG {
+        if let Some(nr) = syscall_number(name) {
+            entries.push((nr, if *arg == 1 { mode1 } else { mode2 }));
+        }
+    }
+    entries.extend(syscall_number("open").map(|nr| (nr, open)));
+    entries.push((libc::SYS_openat as u32, openat));
+    // Its mode is in memory, out of a filter's reach: ENOSYS, and libc's callers use openat.
+    entries.push((libc::SYS_openat2 as u32, enosys));
     dispatch(&mut a, entries, allow)?;
 
     // clone: the flags are args[0] on x86_64 and aarch64 alike (only the order of the tid and
@@ -823,6 +845,24 @@ fn build_default() -> Result<Program, String> {
     a.bind(socket);
     a.load(arg_words(0).0);
     allow_only(&mut a, SOCKET_FAMILIES, allow, eafnosupport);
+
+    // No set-user-id or set-group-id bit in a mode: chmod and the like, and what open creates.
+    a.bind(open);
+    a.load(arg_words(1).0);
+    a.jump(Cmp::Set, CREATING, Next, To(allow));
+    a.load(arg_words(2).0);
+    a.jump(Cmp::Set, SET_ID_BITS, To(eperm), To(allow));
+    a.bind(openat);
+    a.load(arg_words(2).0);
+    a.jump(Cmp::Set, CREATING, Next, To(allow));
+    a.load(arg_words(3).0);
+    a.jump(Cmp::Set, SET_ID_BITS, To(eperm), To(allow));
+    a.bind(mode1);
+    a.load(arg_words(1).0);
+    a.jump(Cmp::Set, SET_ID_BITS, To(eperm), To(allow));
+    a.bind(mode2);
+    a.load(arg_words(2).0);
+    a.jump(Cmp::Set, SET_ID_BITS, To(eperm), To(allow));
 
     rets.emit(&mut a);
     a.finish()
@@ -1468,7 +1508,8 @@ mod tests {
     fn default_decides_every_syscall_number_as_specified() {
         let p = default_program();
         let denied: HashSet<u32> = DEFAULT_EPERM.iter().filter_map(|n| syscall_number(n)).collect();
-        let special: HashSet<u32> = ["clone", "clone3", "personality", "ioctl", "socket", "socketpair"].map(nr).into();
+        let mut special: HashSet<u32> = ["clone", "clone3", "personality", "ioctl", "socket", "socketpair", "openat", "openat2"].map(nr).into();
+        special.extend(MODE_IN_ARG.iter().map(|(n, _)| *n).chain(["open"]).filter_map(syscall_number));
         for n in 0..1024u32 {
             if special.contains(&n) {
                 continue;
@@ -1476,7 +1517,7 @@ mod tests {
             let want = if denied.contains(&n) { EPERM } else { RET_ALLOW };
             assert_eq!(eval(&p, n, [0; 6]), want, "syscall {n}");
         }
-        for name in ["read", "write", "openat", "execve", "execveat", "fork", "vfork", "wait4", "mmap", "futex", "prctl", "seccomp", "exit_group", "rt_sigreturn", "pidfd_open", "pidfd_send_signal"] {
+        for name in ["read", "write", "execve", "execveat", "fork", "vfork", "wait4", "mmap", "futex", "prctl", "seccomp", "exit_group", "rt_sigreturn", "pidfd_open", "pidfd_send_signal"] {
             if let Some(n) = syscall_number(name) {
                 assert_eq!(eval(&p, n, [u64::MAX; 6]), RET_ALLOW, "{name}");
             }
@@ -1485,6 +1526,36 @@ mod tests {
             assert_eq!(eval(&p, nr(name), [0; 6]), EPERM, "{name}");
         }
         assert_eq!(eval(&p, nr("clone3"), [0; 6]), ENOSYS);
+    }
+
+    #[test]
+    fn default_refuses_set_id_bits_in_any_mode_and_nothing_else() {
+        let p = default_program();
+        let (suid, sgid, creat, tmpfile) = (libc::S_ISUID as u64, libc::S_ISGID as u64, libc::O_CREAT as u64, 0o20200000u64);
+        for (name, arg) in MODE_IN_ARG {
+            let Some(n) = syscall_number(name) else { continue };
+            let with = |mode: u64| {
+                let mut args = [0u64; 6];
+                args[*arg as usize] = mode;
+                eval(&p, n, args)
+            };
+            assert_eq!(with(0o755), RET_ALLOW, "{name} 755");
+            assert_eq!(with(0o4755), EPERM, "{name} 4755");
+            assert_eq!(with(0o2775), EPERM, "{name} 2775");
+            assert_eq!(with(0o1777), RET_ALLOW, "{name} sticky");
+            // High bits set by the caller do not hide them (the kernel reads a umode_t).
+            assert_eq!(with(0xffff_ffff_0000_0000 | suid), EPERM, "{name} high bits");
+        }
+        let openat = nr("openat");
+        assert_eq!(eval(&p, openat, [0, 0, creat, 0o644, 0, 0]), RET_ALLOW);
+        assert_eq!(eval(&p, openat, [0, 0, creat, 0o4755, 0, 0]), EPERM);
+        assert_eq!(eval(&p, openat, [0, 0, tmpfile | 2, sgid | 0o755, 0, 0]), EPERM);
+        assert_eq!(eval(&p, openat, [0, 0, 0, 0o4755, 0, 0]), RET_ALLOW, "no mode without O_CREAT: whatever the 4th word holds");
+        if let Some(open) = syscall_number("open") {
+            assert_eq!(eval(&p, open, [0, creat, 0o6755, 0, 0, 0]), EPERM);
+            assert_eq!(eval(&p, open, [0, 2, 0o6755, 0, 0, 0]), RET_ALLOW);
+        }
+        assert_eq!(eval(&p, nr("openat2"), [0; 6]), ENOSYS);
     }
 
     #[test]
