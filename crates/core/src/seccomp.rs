@@ -762,6 +762,7 @@ const TIOCSETD: u32 = 0x5423;
 /// S_ISUID | S_ISGID: a file the sandbox makes set-user-id or set-group-id in a read-write bind
 /// would run with the sandbox's host id for any host user who runs it (systemd calls the same
 /// refusal RestrictSUIDSGID). Compared in the mode's low word, as the kernel reads it.
+#[allow(clippy::unnecessary_cast)] // mode_t is not u32 on every target
 const SET_ID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
 
 /// What may carry a mode: O_CREAT, and __O_TMPFILE (O_TMPFILE without its O_DIRECTORY).
