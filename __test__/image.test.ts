@@ -460,6 +460,18 @@ test('a layers.json that an archive brought is refused, not followed: no host di
   }
 })
 
+test('an entry name longer than a path may be is refused at once, named in part: a small archive cannot make a huge report', async (t) => {
+  const ws = workspace(t)
+  const long = `${'\x01'.repeat(8 << 20)}/../x`
+  writeFileSync(join(ws, 'long.tar.gz'), gzipSync(tar([{ name: long, data: 'x' }])))
+  t.true(statSync(join(ws, 'long.tar.gz')).size < 64 << 10, 'a small archive')
+  // The report was a line of ~50 MB (the name, escaped, twice): 41 s here, the event loop held for 1.6 s at a time.
+  const e = await t.throwsAsync(unpackRootfs(join(ws, 'long.tar.gz'), join(ws, 'rootfs')), { instanceOf: IsolateError })
+  t.is(e?.step, 'check_entry')
+  t.regex(e?.message ?? '', /more than a path may have \(4096\)/)
+  t.true((e?.path ?? '').length < 300 && (e?.message ?? '').length < 1000, `path of ${e?.path?.length} characters`)
+})
+
 test('the literal trick: a -> /etc, then a/passwd', async (t) => {
   // As root a bug here would overwrite the host's /etc/passwd, so this exact form runs where it
   // cannot (the rootless lane); as root the same trick runs above against a sentinel directory.

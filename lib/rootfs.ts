@@ -192,6 +192,9 @@ async function runInto(target: string, what: string, args: string[], options: Un
   }
 }
 
+/** The longest report line of the image tool that is read (its lines are short JSON). */
+const MAX_REPORT_LINE = 1 << 20
+
 function runTool(what: string, args: string[], options: UnpackOptions): Promise<Record<string, unknown>> {
   const { onProgress, signal } = options
   if (signal?.aborted) return Promise.reject(abortError(signal))
@@ -264,10 +267,19 @@ function runTool(what: string, args: string[], options: UnpackOptions): Promise<
 
     socket.setEncoding('utf8')
     socket.on('data', (chunk: string) => {
-      buffered += chunk
-      for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
-        handle(buffered.slice(0, nl))
-        buffered = buffered.slice(nl + 1)
+      // Only the new chunk is searched: a line the tool draws out (an entry's name is any length
+      // an archive gives) costs its length once, not once per chunk.
+      let start = 0
+      for (let nl = chunk.indexOf('\n'); nl >= 0; nl = chunk.indexOf('\n', start)) {
+        handle(buffered + chunk.slice(start, nl))
+        buffered = ''
+        start = nl + 1
+      }
+      buffered += chunk.slice(start)
+      if (buffered.length > MAX_REPORT_LINE) {
+        buffered = ''
+        failure ??= new IsolateError(`${what}: the image tool wrote a report line of more than ${MAX_REPORT_LINE} bytes`, { code: 'ERR_ISOLATE_HELPER', path })
+        kill()
       }
     })
     socket.on('error', () => {})

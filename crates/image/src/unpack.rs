@@ -10,6 +10,9 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 
+/// The longest path Linux takes (PATH_MAX, its NUL included).
+const PATH_MAX: usize = 4096;
+
 /// Whose ids the files get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,6 +90,11 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
             err
         })?;
         let raw = entry.path_bytes().into_owned();
+        if raw.len() > PATH_MAX {
+            // Named in part: the whole name (any length a GNU or PAX header gives) would be the report.
+            let shown = format!("{}...", names::lossy(&raw[..200]));
+            return Err(SetupError::new(Step::CheckEntry, format!("entry '{shown}' has a name of {} bytes, more than a path may have ({PATH_MAX})", raw.len())).with_path(shown));
+        }
         let name = names::lossy(&raw);
         last_name.clone_from(&name);
         let kind = entry.header().entry_type();
