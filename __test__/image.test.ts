@@ -472,6 +472,18 @@ test('an entry name longer than a path may be is refused at once, named in part:
   t.true((e?.path ?? '').length < 300 && (e?.message ?? '').length < 1000, `path of ${e?.path?.length} characters`)
 })
 
+test("an archive's ./ gives a directory made for it its mode, never one that was there (the caller's keeps its own)", async (t) => {
+  const ws = workspace(t)
+  writeFileSync(join(ws, 'open.tar'), tar([{ name: './', type: 'dir', mode: 0o777 }, { name: 'f', data: 'x' }]))
+  await unpackRootfs(join(ws, 'open.tar'), join(ws, 'new'))
+  t.is(statSync(join(ws, 'new')).mode & 0o7777, 0o777, 'made for it: as tar gives it')
+  mkdirSync(join(ws, 'mine'), { mode: 0o750 })
+  chmodSync(join(ws, 'mine'), 0o750)
+  await unpackRootfs(join(ws, 'open.tar'), join(ws, 'mine'))
+  t.is(statSync(join(ws, 'mine')).mode & 0o7777, 0o750, 'there before: its own mode')
+  t.is(readFileSync(join(ws, 'mine', 'f'), 'utf8'), 'x')
+})
+
 test('the literal trick: a -> /etc, then a/passwd', async (t) => {
   // As root a bug here would overwrite the host's /etc/passwd, so this exact form runs where it
   // cannot (the rootless lane); as root the same trick runs above against a sentinel directory.

@@ -337,7 +337,7 @@ function commonArgs(options: UnpackOptions): string[] {
 /**
  * Unpack the root filesystem tarball `tarball` (tar, or tar compressed with gzip, xz or zstd; told
  * by its first bytes, not its name) into `dir` (created if missing; an existing tree is unpacked
- * over, as tar would). Modes, symlinks, hard links and mtimes are kept, and as root the ownership.
+ * over, as tar would, but keeps its own owner and mode whatever the archive's `./` says). Modes, symlinks, hard links and mtimes are kept, and as root the ownership.
  *
  * A hostile archive cannot write outside `dir`: absolute names, `..` components, writing through
  * a symlink (`a -> /etc` then `a/passwd`), hard links to paths outside, and device nodes or fifos

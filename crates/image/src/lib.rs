@@ -89,6 +89,9 @@ pub fn default_ownership() -> Ownership {
 pub struct UnpackOptions {
     pub ownership: Ownership,
     pub specials: Specials,
+    /// The target was there before (the caller's): the archive's `./` does not change its owner,
+    /// mode or times. A target made for the unpack takes them, as tar gives them.
+    pub existing_target: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,7 +110,7 @@ pub fn unpack_rootfs(archive: File, name: &str, dir: OwnedFd, opts: &UnpackOptio
     let mut r = BufReader::with_capacity(BUF, Counting::new(archive, count.clone()));
     let format = compress::sniff_reader(&mut r).map_err(|e| error::io(Step::ReadArchive, &e, name, "read"))?.map_err(|u| unsupported(u, name))?;
     let mut dec = compress::decoder(format, r).map_err(|e| error::io(Step::ReadArchive, &e, name, "decompress"))?;
-    let mut tree = Tree::new(dir);
+    let mut tree = if opts.existing_target { Tree::new(dir).keep_root_attrs() } else { Tree::new(dir) };
     let policy = Policy { ownership: opts.ownership, specials: opts.specials, whiteouts: Whiteouts::Keep };
     let mut stats = Stats::default();
     let at = |s: &Stats, bytes: u64| Progress { phase: Phase::Unpack, bytes, total_bytes: total, entries: s.entries, layer: None, layers: None };

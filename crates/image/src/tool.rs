@@ -164,9 +164,10 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
     if a.command == "unpack" {
         let shown = a.input.display().to_string();
         let archive = std::fs::File::open(&a.input).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "open the archive"))?;
+        let existing_target = std::fs::symlink_metadata(&a.dir).is_ok();
         let dir = open_target(&a.dir, false)?;
         let confinement = confine::confine(dir.as_fd(), None, false);
-        let report = crate::unpack_rootfs(archive, &shown, dir, &UnpackOptions { ownership: own, specials: a.specials }, &mut tick)?;
+        let report = crate::unpack_rootfs(archive, &shown, dir, &UnpackOptions { ownership: own, specials: a.specials, existing_target }, &mut tick)?;
         let mut v = serde_json::to_value(&report).expect("plain data serializes");
         v["confinement"] = confinement.into();
         Ok(v)

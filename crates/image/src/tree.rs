@@ -55,12 +55,21 @@ pub struct Tree {
     cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     /// Directories whose attributes [`Tree::finish`] applies, by canonical path.
     dirs: HashMap<Vec<u8>, Attrs>,
+    /// The root keeps its own owner, mode and times, whatever the archive's `./` says.
+    keep_root: bool,
 }
 
 impl Tree {
     /// `root` is the target directory, opened by the caller (any open mode; O_PATH is enough).
     pub fn new(root: OwnedFd) -> Tree {
-        Tree { root, openat2: true, cache: None, dirs: HashMap::new() }
+        Tree { root, openat2: true, cache: None, dirs: HashMap::new(), keep_root: false }
+    }
+
+    /// The root is the caller's directory, perhaps one that was there before: an archive's `./`
+    /// entry must not give it another owner or mode (0777, set-id bits) than the caller gave it.
+    pub fn keep_root_attrs(mut self) -> Tree {
+        self.keep_root = true;
+        self
     }
 
     /// An O_PATH fd on the directory `comps` (the root when empty). With `create`, missing
@@ -302,6 +311,9 @@ impl Tree {
         let mut dirs: Vec<(Vec<u8>, Attrs)> = std::mem::take(&mut self.dirs).into_iter().collect();
         dirs.sort_by(|a, b| depth(&b.0).cmp(&depth(&a.0)).then_with(|| a.0.cmp(&b.0)));
         for (path, attrs) in dirs {
+            if path.is_empty() && self.keep_root {
+                continue;
+            }
             let fd = match self.open_dir_rdonly(&path) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
