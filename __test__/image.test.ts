@@ -491,6 +491,8 @@ test('the literal trick: a -> /etc, then a/passwd', async (t) => {
   const ws = workspace(t)
   const before = readFileSync('/etc/passwd')
   writeFileSync(join(ws, 'etc.tar'), tar([{ name: 'a', type: 'symlink', linkname: '/etc' }, { name: 'a/passwd', data: 'root::0:0::/:/bin/sh\n' }]))
+  // There before the call, so the partial tree stays to be looked at (a directory the call made goes).
+  mkdirSync(join(ws, 'rootfs'))
   const e = await t.throwsAsync(unpackRootfs(join(ws, 'etc.tar'), join(ws, 'rootfs')), { instanceOf: IsolateError })
   t.is(e?.path, 'a/passwd')
   t.regex(e?.message ?? '', /symlink-then-file trick/)
