@@ -508,7 +508,6 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>, note_he
     Ok((sources, held))
 }
 
-/// The (upper, work) pairs of a kept upper directory, which the helper prepared.
 /// The kept upper directories the helper prepared in `base` (overlay.upper), each opened beneath it
 /// with no symlink on the way: the sandbox's own id owns them, and may have swapped a part for a
 /// symlink since the helper looked.
