@@ -484,6 +484,20 @@ test("an archive's ./ gives a directory made for it its mode, never one that was
   t.is(readFileSync(join(ws, 'mine', 'f'), 'utf8'), 'x')
 })
 
+test('runs of zeros are written as holes: a small archive cannot fill the disk, and every file reads back the same', async (t) => {
+  const ws = workspace(t)
+  const zeros = Buffer.alloc(32 << 20)
+  const mixed = Buffer.concat([Buffer.alloc(1 << 20), Buffer.from('data in the middle\n'), Buffer.alloc(3 << 20)])
+  writeFileSync(join(ws, 'holes.tar.gz'), gzipSync(tar([{ name: 'zeros', data: zeros }, { name: 'mixed', data: mixed }, { name: 'plain', data: 'x' }])))
+  await unpackRootfs(join(ws, 'holes.tar.gz'), join(ws, 'rootfs'))
+  const z = statSync(join(ws, 'rootfs', 'zeros'))
+  t.is(z.size, zeros.length)
+  t.true(z.blocks * 512 < 1 << 20, `${z.blocks * 512} bytes on disk for ${z.size}`)
+  t.deepEqual(createHash('sha256').update(readFileSync(join(ws, 'rootfs', 'zeros'))).digest(), createHash('sha256').update(zeros).digest())
+  t.true(readFileSync(join(ws, 'rootfs', 'mixed')).equals(mixed), 'a file that ends in a hole keeps its size and its data')
+  t.is(readFileSync(join(ws, 'rootfs', 'plain'), 'utf8'), 'x')
+})
+
 test('the literal trick: a -> /etc, then a/passwd', async (t) => {
   // As root a bug here would overwrite the host's /etc/passwd, so this exact form runs where it
   // cannot (the rootless lane); as root the same trick runs above against a sentinel directory.

@@ -149,6 +149,9 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
                 let fd = tree.create_file(&comps).map_err(fail)?;
                 let mut file = std::fs::File::from(fd);
                 let mut since_tick = 0u64;
+                // Runs of zeros (a sparse entry's holes, or a compressed bomb of zeros) are skipped,
+                // not written: the file keeps its size, and the disk holds only what is data.
+                let (mut pos, mut skipped) = (0u64, false);
                 loop {
                     let n = match entry.read(&mut buf) {
                         Ok(0) => break,
@@ -156,13 +159,23 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(error::io(Step::ReadArchive, &e, &name, "reading the entry's data")),
                     };
-                    file.write_all(&buf[..n]).map_err(|e| error::io(Step::WriteEntry, &e, &name, "write"))?;
+                    pos += n as u64;
+                    skipped = buf[..n].iter().all(|b| *b == 0);
+                    if skipped {
+                        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(pos)).map_err(|e| error::io(Step::WriteEntry, &e, &name, "seek"))?;
+                    } else {
+                        file.write_all(&buf[..n]).map_err(|e| error::io(Step::WriteEntry, &e, &name, "write"))?;
+                    }
                     stats.bytes += n as u64;
                     since_tick += n as u64;
                     if since_tick >= TICK_BYTES {
                         since_tick = 0;
                         tick(stats);
                     }
+                }
+                if skipped {
+                    // A file that ends in a hole: its size is where the data would have ended.
+                    file.set_len(pos).map_err(|e| error::io(Step::WriteEntry, &e, &name, "set the size"))?;
                 }
                 tree.finish_file(file.as_fd(), &Attrs { mode, ..attrs }).map_err(fail)?;
                 stats.files += 1;
