@@ -482,6 +482,16 @@ test("an archive's ./ gives a directory made for it its mode, never one that was
   await unpackRootfs(join(ws, 'open.tar'), join(ws, 'mine'))
   t.is(statSync(join(ws, 'mine')).mode & 0o7777, 0o750, 'there before: its own mode')
   t.is(readFileSync(join(ws, 'mine', 'f'), 'utf8'), 'x')
+  // The same for an image whose layer carries ./ (docker save), imported into an empty directory that was there.
+  const l = layer([{ name: './', type: 'dir', mode: 0o777 }, { name: 'f', data: 'x' }], 'none')
+  const config = configJson({ layers: [l] })
+  const configName = `${sha256(config).slice(7)}.json`
+  writeFileSync(join(ws, 'image.tar'), tar([{ name: configName, data: config }, { name: 'l0/layer.tar', data: l.tar }, { name: 'manifest.json', data: JSON.stringify([{ Config: configName, RepoTags: ['x:1'], Layers: ['l0/layer.tar'] }]) }]))
+  mkdirSync(join(ws, 'empty'), { mode: 0o750 })
+  chmodSync(join(ws, 'empty'), 0o750)
+  await importImage(join(ws, 'image.tar'), join(ws, 'empty'))
+  t.is(statSync(join(ws, 'empty')).mode & 0o7777, 0o750, 'imported into a directory that was there: its own mode')
+  t.is(readFileSync(join(ws, 'empty', 'f'), 'utf8'), 'x')
 })
 
 test('runs of zeros are written as holes: a small archive cannot fill the disk, and every file reads back the same', async (t) => {

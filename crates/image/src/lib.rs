@@ -136,6 +136,8 @@ pub struct ImportOptions {
     pub layout: Layout,
     pub ownership: Ownership,
     pub specials: Specials,
+    /// As [`UnpackOptions::existing_target`]: a layer's `./` leaves a target that was there alone.
+    pub existing_target: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -315,7 +317,7 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
     };
     let policy = Policy { ownership: opts.ownership, specials: opts.specials, whiteouts };
     let mut applier = Applier { src, policy, check_diff: !plan.verify_diff_ids_first, stats: Stats::default() };
-    let mut root = Tree::new(dir);
+    let mut root = if opts.existing_target { Tree::new(dir).keep_root_attrs() } else { Tree::new(dir) };
     let mut reports = Vec::with_capacity(n);
     let mut done = 0u64;
     for (i, layer) in plan.layers.iter().enumerate() {

@@ -174,12 +174,13 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
     } else {
         let shown = a.input.display().to_string();
         let input = Source::open_path(&a.input)?;
+        let existing_target = std::fs::symlink_metadata(&a.dir).is_ok();
         let dir = open_target(&a.dir, true)?;
         let is_dir = sys::fstat(input.as_fd()).map(|st| sys::is_dir(&st)).unwrap_or(false);
         let confinement = confine::confine(dir.as_fd(), is_dir.then(|| input.as_fd()), a.layout == Layout::Layers);
         let mut decompress_tick = |bytes: u64, total: u64| tick(&Progress { phase: crate::Phase::Decompress, bytes, total_bytes: total, entries: 0, layer: None, layers: None });
         let src = Source::from_fd(input, shown, dir.as_fd(), &mut decompress_tick)?;
-        let opts = ImportOptions { platform: a.platform, reference: a.reference, layout: a.layout, ownership: own, specials: a.specials };
+        let opts = ImportOptions { platform: a.platform, reference: a.reference, layout: a.layout, ownership: own, specials: a.specials, existing_target };
         let report = crate::import_image(&src, dir, &opts, &mut tick)?;
         let mut v = serde_json::to_value(&report).expect("plain data serializes");
         v["confinement"] = confinement.into();
