@@ -1,7 +1,7 @@
 /** OverlayFS: copy-on-write roots whose lower layers are never modified, kept or thrown away. */
 import test from 'ava'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { IsolateError } from '../index.js'
 import { alpineTarball, buildMiniRootfs, isRoot, removeDir, sh, tempDir, unpackAlpine } from './helpers.js'
@@ -79,6 +79,7 @@ test('a kept upper is the caller\'s alone, and a part of it swapped for a symlin
   t.teardown(() => (removeDir(upper), removeDir(victim)))
   const first = await sh('echo ok', { overlay: { upper } })
   t.is(first.stdout, 'ok\n', first.stderr)
+  t.is(statSync(join(upper, 'etc')).mode & 0o777, 0o700, 'a layer is its owner\'s alone: what copy-up keeps (set-id bits) is out of other users\' reach')
   // What the sandbox's own id may do to its layer between two runs: swap a part for a symlink.
   const owned = (p: string) => `${lstatSync(p).uid}:${lstatSync(p).mode & 0o7777}`
   const before = owned(victim)

@@ -225,8 +225,10 @@ impl Execs {
             let reason = e.forced.unwrap_or_else(|| match signal.as_deref() {
                 // Killed while the cgroup's OOM count rose: the OOM killer's victim (the count, not
                 // a guess from SIGKILL alone, as for a one-shot sandbox).
+                // One kill per count: two execs the same OOM burst ended are both 'oom'. (A
+                // guess when other processes of the sandbox die of it too.)
                 Some("SIGKILL") if oom() > self.oom_seen => {
-                    self.oom_seen = oom();
+                    self.oom_seen += 1;
                     Reason::Oom
                 }
                 Some(_) => Reason::Signaled,

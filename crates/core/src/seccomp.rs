@@ -769,8 +769,9 @@ const SET_ID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
 const CREATING: u32 = (libc::O_CREAT | 0o20000000) as u32;
 
 /// Syscalls whose mode (the argument given) may set the set-id bits; open and openat only
-/// when their flags create.
-const MODE_IN_ARG: &[(&str, u8)] = &[("chmod", 1), ("fchmod", 1), ("creat", 1), ("mkdir", 1), ("mknod", 1), ("fchmodat", 2), ("fchmodat2", 2), ("mkdirat", 2), ("mknodat", 2)];
+/// when their flags create. Not mkdir: the kernel keeps only the permission and sticky bits of
+/// its mode (a directory's setgid comes from its parent).
+const MODE_IN_ARG: &[(&str, u8)] = &[("chmod", 1), ("fchmod", 1), ("creat", 1), ("mknod", 1), ("fchmodat", 2), ("fchmodat2", 2), ("mknodat", 2)];
 
 const SOCKET_FAMILIES: &[u32] =
     &[libc::AF_UNIX as u32, libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];

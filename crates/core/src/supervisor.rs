@@ -429,21 +429,24 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, u
             .with_path(dir)
             .with_hint("overlay.upper must be a directory of the caller's that no one else may write: whoever may could swap a layer for a symlink to a host directory"));
     }
-    let made_owned = |parent: &OwnedFd, name: &str, shown: &str| -> Result<OwnedFd, SetupError> {
-        match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
+    // Each layer directory is its owner's alone (0700): what copy-up brought into its upper (a
+    // host binary's set-id bits, kept) is out of other host users' reach.
+    let made_owned = |parent: &OwnedFd, name: &str, shown: &str, mode: u32| -> Result<OwnedFd, SetupError> {
+        match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(mode)) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(fail(e, shown)),
         }
         let fd = crate::sys::open_beneath(parent, name, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| fail(e, shown))?;
         nix::unistd::fchown(&fd, Some(nix::unistd::Uid::from_raw(owner.uid)), Some(nix::unistd::Gid::from_raw(owner.gid))).map_err(|e| fail(e, shown))?;
+        nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(|e| fail(e, shown))?;
         Ok(fd)
     };
     let mut pairs = Vec::new();
     for op in plan {
         let crate::plan::MountOp::Overlay { layer, .. } = op else { continue };
-        let layer_fd = made_owned(&base, layer, &format!("{dir}/{layer}"))?;
+        let layer_fd = made_owned(&base, layer, &format!("{dir}/{layer}"), 0o700)?;
         for part in ["upper", "work"] {
-            made_owned(&layer_fd, part, &format!("{dir}/{layer}/{part}"))?;
+            made_owned(&layer_fd, part, &format!("{dir}/{layer}/{part}"), 0o755)?;
         }
         pairs.push((format!("{dir}/{layer}/upper"), format!("{dir}/{layer}/work")));
     }

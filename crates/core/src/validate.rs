@@ -144,6 +144,10 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     if !spec.namespaces.user && !crate::probe::is_root() {
         return Err(bad("namespaces.user", "can only be false when the caller is root: without it no other namespace can be created"));
     }
+    if !spec.namespaces.user && !spec.capabilities.is_empty() {
+        // Without a user namespace a kept capability is the host's (SETUID would make it host root).
+        return Err(bad("capabilities", "with namespaces.user false a kept capability would be a capability over the host: keep none"));
+    }
     if !spec.namespaces.user && (spec.user.uid == 0 || spec.user.gid == 0) {
         // Without a user namespace the ids are the host's: 0 would run the command as host root.
         return Err(bad("user", "ids 0 with namespaces.user false would be host root: leave user out (the sandbox's unprivileged host ids, probe().sandboxHostIds) or name another unprivileged host id"));
@@ -284,6 +288,9 @@ mod tests {
         assert_eq!(validate(&s).unwrap_err().option, only_root);
         s.user = Ids { uid: 0x7000_0000, gid: 0x7000_0000 };
         assert_eq!(validate(&s).map_err(|e| e.option), if crate::probe::is_root() { Ok(()) } else { Err("namespaces.user".into()) });
+        // A capability kept there would be one over the host.
+        s.capabilities = vec!["SETUID".into()];
+        assert_eq!(validate(&s).unwrap_err().option, if crate::probe::is_root() { "capabilities" } else { "namespaces.user" });
     }
 
     #[test]
