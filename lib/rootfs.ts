@@ -24,7 +24,8 @@
  * archive would make root of any local user who can reach it (inside a sandbox they grant nothing). Extended attributes (file capabilities included)
  * are not restored: sandboxes run with no_new_privs, where they would have no effect.
  */
-import { accessSync, constants, lstatSync, rmSync } from 'node:fs'
+import { accessSync, constants, lstatSync } from 'node:fs'
+import { rm } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { IsolateError, optionError } from './errors.js'
@@ -187,7 +188,13 @@ async function runInto(target: string, what: string, args: string[], options: Un
   try {
     return await runTool(what, args, options)
   } catch (e) {
-    if (!existed) rmSync(target, { recursive: true, force: true })
+    // Off the event loop (a failed import may leave a large tree); the tool's error is the one
+    // that counts, and what could not be removed stays (named in it).
+    if (!existed) {
+      await rm(target, { recursive: true, force: true }).catch((r: Error) => {
+        if (e instanceof Error) e.message += ` (and ${target}, which this call made, could not be removed: ${r.message})`
+      })
+    }
     throw e
   }
 }
