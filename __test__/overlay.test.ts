@@ -88,6 +88,13 @@ test('a kept upper is the caller\'s alone, and a part of it swapped for a symlin
   const e = await t.throwsAsync(sh('echo ok', { overlay: { upper } }), { instanceOf: IsolateError })
   t.is(e?.errno, 'ELOOP', e?.message)
   t.is(owned(victim), before, 'the directory the symlink named keeps its owner and mode')
+  // A path to it through a symlink: whoever may write where the symlink lies could aim it.
+  const link = `${upper}-link`
+  symlinkSync(upper, link)
+  t.teardown(() => removeDir(link))
+  const linked = await t.throwsAsync(sh('echo ok', { overlay: { upper: link } }), { instanceOf: IsolateError })
+  t.is(linked?.errno, 'ELOOP')
+  t.regex(linked?.hint ?? '', /no symlink/)
   // A directory others may write: they could make that swap themselves.
   chmodSync(upper, 0o777)
   const open = await t.throwsAsync(sh('echo ok', { overlay: { upper } }), { instanceOf: IsolateError })

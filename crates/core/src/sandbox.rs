@@ -514,7 +514,7 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>, note_he
 fn open_kept_uppers(base: Option<&str>, paths: &[(String, String)]) -> sys::Result<Vec<(OwnedFd, OwnedFd)>> {
     let Some(base) = base.filter(|_| !paths.is_empty()) else { return Ok(Vec::new()) };
     let base = base.trim_end_matches('/');
-    let dir = sys::open_source(base, true)?;
+    let dir = sys::open_without_symlinks(base, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(base)))?;
     let open = |path: &str| {
         let rel = path.strip_prefix(base).and_then(|r| r.strip_prefix('/')).unwrap_or(path);
         sys::open_beneath(&dir, rel, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(path)))

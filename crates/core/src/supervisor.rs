@@ -413,7 +413,6 @@ fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd
 /// and changed through descriptors, never through a symlink: the sandbox's own id owns each layer
 /// and may have swapped its parts since the last run.
 fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, unpriv: Ids) -> Result<Vec<(String, String)>, SetupError> {
-    use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
     let Some(dir) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return Ok(Vec::new()) };
     let dir = dir.trim_end_matches('/');
@@ -421,8 +420,13 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, u
     let owner = if caller.uid == 0 { unpriv } else { caller };
     // Its own layers are made in it, never the directory itself: a mistyped path must not become
     // new host directories.
-    let base = nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| fail(e, dir).with_hint("overlay.upper must name an existing directory: create it first"))?;
+    let base = crate::sys::open_without_symlinks(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| {
+        let hint = match e {
+            nix::errno::Errno::ELOOP => "overlay.upper's path must hold no symlink (whoever may write where one points could aim it): give its real path",
+            _ => "overlay.upper must name an existing directory: create it first",
+        };
+        fail(e, dir).with_hint(hint)
+    })?;
     let st = nix::sys::stat::fstat(&base).map_err(|e| fail(e, dir))?;
     if st.st_uid != caller.uid || st.st_mode & 0o022 != 0 {
         return Err(SetupError::new(Step::MountOverlay, format!("{dir} is not owned by uid {} alone (owner {}, mode {:o})", caller.uid, st.st_uid, st.st_mode & 0o7777))

@@ -51,11 +51,42 @@ pub fn open_beneath(base: &OwnedFd, rel: &str, flags: i32) -> nix::Result<OwnedF
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
     // SAFETY: a valid directory fd, a NUL-terminated path and the struct with its size.
     let fd = unsafe { libc::syscall(libc::SYS_openat2, base.as_raw_fd(), path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
-    if fd < 0 {
-        return Err(Errno::last());
+    if fd >= 0 {
+        // SAFETY: a descriptor the kernel just gave us.
+        return Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) });
     }
-    // SAFETY: a descriptor the kernel just gave us.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) })
+    match Errno::last() {
+        // Before Linux 5.6, or a container profile older than openat2: one component at a time.
+        Errno::ENOSYS | Errno::EPERM => open_beneath_by_steps(base, rel, flags),
+        e => Err(e),
+    }
+}
+
+/// [`open_beneath`] by hand: each component opened with O_NOFOLLOW, `..` and empty names refused.
+fn open_beneath_by_steps(base: &OwnedFd, rel: &str, flags: i32) -> nix::Result<OwnedFd> {
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if parts.is_empty() || parts.contains(&"..") {
+        return Err(Errno::EXDEV);
+    }
+    let mut dir: Option<OwnedFd> = None;
+    for (i, part) in parts.iter().enumerate() {
+        let at = dir.as_ref().unwrap_or(base);
+        let last = i + 1 == parts.len();
+        let f = if last { OFlag::from_bits_truncate(flags) } else { OFlag::O_PATH | OFlag::O_DIRECTORY };
+        dir = Some(nix::fcntl::openat(at, *part, f | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?);
+    }
+    dir.ok_or(Errno::EXDEV)
+}
+
+/// An absolute `path` with no symlink anywhere on it ([`open_beneath`] from `/`): a directory a
+/// caller names for others to write into must be the one its path says, whoever else can write
+/// one of its parents.
+pub fn open_without_symlinks(path: &str, flags: i32) -> nix::Result<OwnedFd> {
+    let root = open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    match path.trim_start_matches('/') {
+        "" => Err(Errno::EINVAL),
+        rel => open_beneath(&root, rel, flags),
+    }
 }
 
 /// A handle on `pid`'s namespace of `kind` (`mnt`, `user`, ...): while it is open, the namespace
@@ -1130,6 +1161,27 @@ fn mount_ids() -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_beneath_refuses_symlinks_and_escapes_with_openat2_and_without() {
+        let dir = std::env::temp_dir().join(format!("isolate-beneath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("a/link")).unwrap();
+        let base = open(&dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        for open in [open_beneath, open_beneath_by_steps] {
+            assert!(open(&base, "a/b", flags).is_ok());
+            // ELOOP from openat2; by steps, O_NOFOLLOW with O_DIRECTORY says ENOTDIR.
+            assert!(matches!(open(&base, "a/link", flags).unwrap_err(), Errno::ELOOP | Errno::ENOTDIR));
+            assert!(open(&base, "a/link/ssl", flags).is_err());
+            assert!(open(&base, "../x", flags).is_err(), "nothing above the base");
+        }
+        let whole = dir.join("a/b");
+        assert!(open_without_symlinks(whole.to_str().unwrap(), flags).is_ok());
+        assert_eq!(open_without_symlinks(dir.join("a/link").to_str().unwrap(), flags).unwrap_err(), Errno::ELOOP);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// The action of `sig` in this process, read raw (as the kernel keeps it).
     fn action(sig: i32) -> usize {
