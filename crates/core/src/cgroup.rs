@@ -1152,34 +1152,7 @@ impl SandboxCgroup {
     /// SIGKILL every listed process. Each is pinned by a pidfd and signalled only if it is still
     /// listed after that, so a pid reused by an unrelated process is never hit.
     fn kill_members(&self, me: i32) {
-        use std::os::fd::FromRawFd;
-        let listed: Vec<i32> = self.pids().into_iter().filter(|p| *p > 0 && *p != me).collect();
-        let mut pinned = Vec::with_capacity(listed.len());
-        for pid in listed {
-            // SAFETY: pidfd_open with a pid and no flags.
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-            if fd >= 0 {
-                // SAFETY: a new descriptor that nothing else owns.
-                pinned.push((pid, Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })));
-            } else if Errno::last() == Errno::ENOSYS {
-                pinned.push((pid, None)); // before 5.3: the plain pid
-            }
-        }
-        let still = self.pids();
-        for (pid, fd) in pinned {
-            if !still.contains(&pid) {
-                continue;
-            }
-            match fd {
-                // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo, no flags.
-                Some(fd) => unsafe {
-                    libc::syscall(libc::SYS_pidfd_send_signal, std::os::fd::AsRawFd::as_raw_fd(&fd), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0);
-                },
-                None => {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-        }
+        kill_pinned(|| self.pids(), me);
     }
 
     fn remove_dirs(&mut self) -> Result<(), SetupError> {
@@ -1220,6 +1193,39 @@ impl SandboxCgroup {
     }
 }
 
+/// SIGKILL what `list` names (but `me` and pid 0), each pinned by a pidfd and still listed after
+/// that: a pid that ended meanwhile and was reused is never signalled.
+fn kill_pinned(list: impl Fn() -> Vec<i32>, me: i32) {
+    use std::os::fd::FromRawFd;
+    let listed: Vec<i32> = list().into_iter().filter(|p| *p > 0 && *p != me).collect();
+    let mut pinned = Vec::with_capacity(listed.len());
+    for pid in listed {
+        // SAFETY: pidfd_open with a pid and no flags.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd >= 0 {
+            // SAFETY: a new descriptor that nothing else owns.
+            pinned.push((pid, Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })));
+        } else if Errno::last() == Errno::ENOSYS {
+            pinned.push((pid, None)); // before 5.3: the plain pid
+        }
+    }
+    let still = list();
+    for (pid, fd) in pinned {
+        if !still.contains(&pid) {
+            continue;
+        }
+        match fd {
+            // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo, no flags.
+            Some(fd) => unsafe {
+                libc::syscall(libc::SYS_pidfd_send_signal, std::os::fd::AsRawFd::as_raw_fd(&fd), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0);
+            },
+            None => {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Remove the sandbox cgroups a helper left when it died without cleaning up (killed by a
 /// signal): those named after its pid beneath this process's own cgroups, the processes still in
 /// them (its sandbox's, whose init dies with it) killed first. For the helper server, whose
@@ -1237,9 +1243,7 @@ pub fn remove_left_by(helper: i32) {
             let name = entry.file_name();
             let Some(name) = name.to_str().filter(|n| n.starts_with(&prefix) && valid_name(n)) else { continue };
             for dir in subtree(&format!("{parent}/{name}")) {
-                for pid in procs_in(&dir).unwrap_or_default() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-                }
+                kill_pinned(|| procs_in(&dir).unwrap_or_default(), std::process::id() as i32);
                 let _ = rmdir_retrying(&dir);
             }
         }
