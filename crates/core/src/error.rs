@@ -193,8 +193,9 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
              new top-level directory, or bind its parent read-write"
         }
         (Step::CreateMountpoint, Errno::ENOTDIR) => {
-            "the mount target, or a parent of it, is something other than a directory inside (a \
-             directory mounts only on a directory)"
+            "the mount target, or a parent of it, is something other than a directory inside: a \
+             file (a directory mounts only on a directory), or a symlink, which a mount is never \
+             made through (name the real path: /usr/bin/x, not /bin/x)"
         }
         (Step::BindMount, Errno::ENOTDIR | Errno::EISDIR) => {
             "a file binds only onto a file and a directory only onto a directory: the target is \
