@@ -1723,6 +1723,8 @@ mod tests {
             assert_eq!(read_trim(&file(Controller::Memory, "memory.swappiness")), "0");
             if exists(&file(Controller::Memory, "memory.kmem.tcp.limit_in_bytes")) {
                 assert_eq!(read_trim(&file(Controller::Memory, "memory.kmem.tcp.limit_in_bytes")), "67108864");
+            } else {
+                eprintln!("this kernel has no memory.kmem.tcp.limit_in_bytes: TCP buffers are not bounded on v1 here");
             }
             assert_eq!(read_trim(&file(Controller::Cpu, "cpu.cfs_quota_us")), "50000");
             assert_eq!(read_trim(&file(Controller::Cpu, "cpu.cfs_period_us")), "100000");

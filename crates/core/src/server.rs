@@ -57,6 +57,9 @@ pub fn run(sock: OwnedFd) -> Outcome {
     let caller = unsafe { libc::getppid() };
     // Apart from the helpers in a process list (they share its command line).
     let _ = nix::sys::prctl::set_name(c"isolate-server");
+    // Once, for every helper it forks (they inherit it).
+    let euid = nix::unistd::geteuid().as_raw();
+    let _ = crate::supervisor::sandbox_host_ids(crate::spec::Ids { uid: euid, gid: nix::unistd::getegid().as_raw() });
     // Reaped between requests, from a signalfd: a handler would run in the forked helpers too.
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);

@@ -102,8 +102,12 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
 /// The host ids the sandbox's users are mapped onto: a root caller's subordinate range, else the
 /// caller itself.
 pub(crate) fn sandbox_host_ids(caller: Ids) -> Ids {
+    // Read once per process: the helper server reads it before it forks any helper (see
+    // server::run), so a sandbox's start reads none of the four files it comes from. A change to
+    // them applies from the caller's next helper server (the next Node process).
+    static ROOTS: std::sync::OnceLock<Ids> = std::sync::OnceLock::new();
     if caller.uid == 0 {
-        unprivileged_ids(|path| std::fs::read_to_string(path).ok())
+        *ROOTS.get_or_init(|| unprivileged_ids(|path| std::fs::read_to_string(path).ok()))
     } else {
         caller
     }

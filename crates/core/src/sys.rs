@@ -45,21 +45,26 @@ pub fn open_source(path: &str, follow: bool) -> Result<OwnedFd> {
 /// EXDEV), never followed.
 pub fn open_beneath(base: &OwnedFd, rel: &str, flags: i32) -> nix::Result<OwnedFd> {
     let path = std::ffi::CString::new(rel).map_err(|_| Errno::EINVAL)?;
+    match openat2(std::os::fd::AsFd::as_fd(base), &path, flags, libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS) {
+        // Before Linux 5.6, or a container profile older than openat2: one component at a time.
+        Err(Errno::ENOSYS | Errno::EPERM) => open_beneath_by_steps(base, rel, flags),
+        r => r,
+    }
+}
+
+/// openat2(2): `path` resolved from `dir` under `resolve` (RESOLVE_* flags), close-on-exec.
+pub fn openat2(dir: std::os::fd::BorrowedFd<'_>, path: &std::ffi::CStr, flags: i32, resolve: u64) -> nix::Result<OwnedFd> {
     // SAFETY: open_how is plain data; zero is its default for every field.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    how.resolve = resolve;
     // SAFETY: a valid directory fd, a NUL-terminated path and the struct with its size.
-    let fd = unsafe { libc::syscall(libc::SYS_openat2, base.as_raw_fd(), path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
-    if fd >= 0 {
-        // SAFETY: a descriptor the kernel just gave us.
-        return Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) });
+    let fd = unsafe { libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
+    if fd < 0 {
+        return Err(Errno::last());
     }
-    match Errno::last() {
-        // Before Linux 5.6, or a container profile older than openat2: one component at a time.
-        Errno::ENOSYS | Errno::EPERM => open_beneath_by_steps(base, rel, flags),
-        e => Err(e),
-    }
+    // SAFETY: a descriptor the kernel just gave us.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as RawFd) })
 }
 
 /// [`open_beneath`] by hand: each component opened with O_NOFOLLOW, `..` and empty names refused.

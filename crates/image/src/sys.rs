@@ -35,13 +35,7 @@ pub fn resolve_flags() -> u64 {
 
 /// openat2(2): `path` resolved with `dir` as its root, under `resolve` (RESOLVE_* flags).
 pub fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: i32, resolve: u64) -> SysResult<OwnedFd> {
-    // SAFETY: open_how is plain data; zeroed is a valid value to start from.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = resolve;
-    // SAFETY: a valid path and a properly sized open_how.
-    let fd = unsafe { libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
-    owned(fd)
+    isolate_core::sys::openat2(dir, path, flags, resolve)
 }
 
 pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> SysResult<OwnedFd> {
