@@ -730,11 +730,15 @@ const DEFAULT_EPERM: &[&str] = &[
     "ustat",
     "sysfs",
     "_sysctl",
-    // Direct hardware and real-mode access.
+    // Direct hardware and real-mode access, and the x86 per-process descriptor table (a history of
+    // kernel bugs; only 16-bit and Wine-style code needs it).
+    "modify_ldt",
     "iopl",
     "ioperm",
     "vm86",
     "vm86old",
+    // Memory taken out of the kernel's direct map: while any exists the host cannot hibernate.
+    "memfd_secret",
     // Clocks are not namespaced (time namespaces only offset the monotonic ones).
     "settimeofday",
     "clock_settime",
