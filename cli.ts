@@ -860,7 +860,11 @@ function doctorText(p: HostProbe): string {
   const problem = (text: string) => out.push(`${''.padEnd(18)}problem: ${text}`)
 
   row('kernel', `${p.kernel} (${p.arch})`)
-  row('running as', p.rootless ? `uid ${p.uid}, rootless (unprivileged user namespaces are needed)` : `root (uid 0); the sandbox root is mapped to unprivileged host uid ${p.sandboxHostIds.uid}, gid ${p.sandboxHostIds.gid}`)
+  row('running as', p.rootless ? `uid ${p.uid}, rootless (unprivileged user namespaces are needed)` : p.sandboxHostIds ? `root (uid 0); the sandbox root is mapped to unprivileged host uid ${p.sandboxHostIds.uid}, gid ${p.sandboxHostIds.gid}` : 'root (uid 0)')
+  if (!p.rootless && !p.sandboxHostIds) {
+    problem('no unprivileged host ids for the sandbox root: root has no range in /etc/subuid and /etc/subgid, and every 65536-id block from 1879048192 up is taken')
+    fix('add root:<first id>:65536 to /etc/subuid and /etc/subgid, ids no one else uses')
+  }
 
   const u = p.userNamespaces
   if (u.allowed) {

@@ -3,7 +3,7 @@ import test from 'ava'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { runIsolated, spawnIsolated, probe, IsolateError } from '../index.js'
-import { buildMiniRootfs, removeDir, root, sh, tempDir } from './helpers.js'
+import { buildMiniRootfs, expectedOutsideIds, removeDir, root, sh, tempDir } from './helpers.js'
 import { symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 
@@ -50,7 +50,7 @@ test("without a user namespace the command runs as the sandbox's unprivileged ho
     const e = await t.throwsAsync(runIsolated('/bin/true', [], options), { instanceOf: IsolateError })
     return t.is(e?.option, 'namespaces.user')
   }
-  const { sandboxHostIds } = await probe()
+  const sandboxHostIds = await expectedOutsideIds()
   const dir = tempDir()
   try {
     writeFileSync(join(dir, 'secret'), 'root only\n', { mode: 0o600 })

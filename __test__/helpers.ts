@@ -22,7 +22,9 @@ export function sh(script: string, options: RunOptions = {}): Promise<RunResult<
 /** The host ids the sandbox's root runs as, as the library reports them (sandbox.test checks its choice). */
 export async function expectedOutsideIds(): Promise<{ uid: number; gid: number }> {
   if (!isRoot) return { uid: process.getuid!(), gid: process.getgid!() }
-  return (await probe()).sandboxHostIds
+  const ids = (await probe()).sandboxHostIds
+  if (!ids) throw new Error('this host has no free ids for a root caller\'s sandboxes (isolate doctor says why)')
+  return ids
 }
 
 export function tempDir(prefix = 'isolate-test-'): string {

@@ -396,7 +396,7 @@ function bwrapVariant(bin: string): Variant {
 }
 
 /** The host ids our sandboxes' root runs as: the OCI runtimes map their container's root there too. */
-const ourIds = (await probe()).sandboxHostIds
+const ourIds = (await probe()).sandboxHostIds ?? (() => { throw new Error('no free unprivileged host ids for the sandboxes (isolate doctor says why)') })()
 
 /**
  * The OCI runtimes' stdin and discarded output: files of this run, not /dev/null. crun 1.8 and

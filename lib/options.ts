@@ -475,7 +475,9 @@ export function stdioCode(m: StdioMode): number {
 
 /** The host ids a root caller's sandbox root maps to (see HostProbe.sandboxHostIds). */
 function sandboxHostIds(): { uid: number; gid: number } {
-  return (loadNative().addon.probe() as { sandboxHostIds: { uid: number; gid: number } }).sandboxHostIds
+  const ids = (loadNative().addon.probe() as { sandboxHostIds: { uid: number; gid: number } | null }).sandboxHostIds
+  if (ids === null) throw optionError('user', 'has no default with namespaces.user false: no unprivileged host ids are free (isolate doctor says why); name one')
+  return ids
 }
 
 /** A hostname needs the uts namespace it is set in: without one it would be silently the host's. */

@@ -26,9 +26,10 @@ export interface HostProbe {
    * The host ids the sandbox's root runs as: for a root caller, the first of an unprivileged range
    * (root's own in /etc/subuid and /etc/subgid, else a block that no one's subordinate range and
    * no account holds): give these write access to a directory bound read-write. For anyone else,
-   * the caller's own ids.
+   * the caller's own ids. Null for a root caller when every such block is taken: its sandboxes
+   * are then refused (step write_id_maps) until root has a range in /etc/subuid and /etc/subgid.
    */
-  sandboxHostIds: { uid: number; gid: number }
+  sandboxHostIds: { uid: number; gid: number } | null
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */
   attempt: { userNamespace: string | null; allNamespaces: string | null }
   /** Where the native addon and helper were loaded from. */

@@ -336,16 +336,17 @@ const FALLBACK_END: u32 = 0x7FFE_0000;
 /// The host ids a root caller's sandboxes run as: root's first subordinate id from /etc/subuid and
 /// /etc/subgid when it has a whole range there (those ranges are set aside for exactly this), else
 /// the first [`ROOT_MAPPED_RANGE`] block from [`FALLBACK_FIRST_ID`] that no one's subordinate range
-/// and no account of /etc/passwd (/etc/group) holds. `read` gives a file's text.
-pub fn unprivileged_ids(read: impl Fn(&str) -> Option<String>) -> Ids {
-    let uid = mapped_base(read("/etc/subuid").as_deref(), || read("/etc/passwd"));
-    let gid = mapped_base(read("/etc/subgid").as_deref(), || read("/etc/group"));
-    Ids { uid, gid }
+/// and no account of /etc/passwd (/etc/group) holds. `read` gives a file's text. None when every
+/// block is held: no id is then safe to hand out.
+pub fn unprivileged_ids(read: impl Fn(&str) -> Option<String>) -> Option<Ids> {
+    let uid = mapped_base(read("/etc/subuid").as_deref(), || read("/etc/passwd"))?;
+    let gid = mapped_base(read("/etc/subgid").as_deref(), || read("/etc/group"))?;
+    Some(Ids { uid, gid })
 }
 
 /// One of [`unprivileged_ids`]' two ids: from a subordinate-id file and, for the fallback, the
 /// account file whose third field is that kind of id.
-fn mapped_base(sub: Option<&str>, accounts: impl FnOnce() -> Option<String>) -> u32 {
+fn mapped_base(sub: Option<&str>, accounts: impl FnOnce() -> Option<String>) -> Option<u32> {
     // (owner, start, count) of every well-formed line.
     let ranges: Vec<(&str, u64, u64)> = sub
         .unwrap_or("")
@@ -361,7 +362,7 @@ fn mapped_base(sub: Option<&str>, accounts: impl FnOnce() -> Option<String>) -> 
     let whole = |&&(who, start, count): &&(&str, u64, u64)| (who == "root" || who == "0") && start != 0 && count >= u64::from(ROOT_MAPPED_RANGE);
     if let Some(&(_, start, _)) = ranges.iter().find(whole) {
         if let Ok(start) = u32::try_from(start) {
-            return start;
+            return Some(start);
         }
     }
     let accounts = accounts().unwrap_or_default();
@@ -371,11 +372,11 @@ fn mapped_base(sub: Option<&str>, accounts: impl FnOnce() -> Option<String>) -> 
     while base + size <= u64::from(FALLBACK_END) {
         let taken = ranges.iter().any(|&(_, start, count)| start < base + size && base < start + count) || ids.iter().any(|id| (base..base + size).contains(id));
         if !taken {
-            return base as u32;
+            return u32::try_from(base).ok();
         }
         base += size;
     }
-    FALLBACK_FIRST_ID
+    None
 }
 
 #[cfg(test)]
@@ -577,24 +578,35 @@ mod tests {
     #[test]
     fn unprivileged_ids_come_from_roots_subordinate_range() {
         let ids = unprivileged_ids(files(&[("/etc/subuid", "alice:100000:65536\nroot:231072:65536\n"), ("/etc/subgid", "root:300000:65536\n")]));
-        assert_eq!(ids, Ids { uid: 231072, gid: 300000 });
+        assert_eq!(ids, Some(Ids { uid: 231072, gid: 300000 }));
     }
 
     #[test]
     fn without_a_whole_range_of_roots_the_ids_are_nobodys() {
         let first = FALLBACK_FIRST_ID;
-        assert_eq!(unprivileged_ids(files(&[("/etc/subgid", "garbage")])), Ids { uid: first, gid: first });
+        assert_eq!(unprivileged_ids(files(&[("/etc/subgid", "garbage")])), Some(Ids { uid: first, gid: first }));
         // The first user's range (useradd's default) is never taken: its owner can become those ids.
-        let ids = unprivileged_ids(files(&[("/etc/subuid", "alice:100000:65536\n"), ("/etc/subgid", "alice:100000:65536\n")]));
+        let ids = unprivileged_ids(files(&[("/etc/subuid", "alice:100000:65536\n"), ("/etc/subgid", "alice:100000:65536\n")])).unwrap();
         assert!(ids.uid >= first && ids.gid >= first);
         // Root's range too small for the sandbox's 65536 ids: not used (the rest would be someone else's).
-        let small = unprivileged_ids(files(&[("/etc/subuid", "root:300000:10\n")]));
+        let small = unprivileged_ids(files(&[("/etc/subuid", "root:300000:10\n")])).unwrap();
         assert_eq!(small.uid, first);
         // A range or an account inside the first block moves the ids on, past both.
         let busy = format!("bob:{}:100\n", first + 5);
         let passwd = format!("svc:x:{}:{}::/:/bin/false\n", first + 65536 + 7, first);
         let group = format!("svc:x:{}:\n", first + 3);
         let ids = unprivileged_ids(files(&[("/etc/subuid", &busy), ("/etc/passwd", &passwd), ("/etc/group", &group)]));
-        assert_eq!(ids, Ids { uid: first + 2 * 65536, gid: first + 65536 });
+        assert_eq!(ids, Some(Ids { uid: first + 2 * 65536, gid: first + 65536 }));
+    }
+
+    #[test]
+    fn with_every_block_held_there_are_no_ids() {
+        // One range over the whole fallback space: no id is handed out rather than someone's.
+        let all = format!("carol:{FALLBACK_FIRST_ID}:{}\n", FALLBACK_END - FALLBACK_FIRST_ID);
+        assert_eq!(unprivileged_ids(files(&[("/etc/subuid", &all)])), None);
+        assert_eq!(unprivileged_ids(files(&[("/etc/subgid", &all)])), None);
+        // Everything but the last block: that one.
+        let most = format!("carol:{FALLBACK_FIRST_ID}:{}\n", FALLBACK_END - FALLBACK_FIRST_ID - 65536);
+        assert_eq!(unprivileged_ids(files(&[("/etc/subuid", &most)])).map(|i| i.uid), Some(FALLBACK_END - 65536));
     }
 }

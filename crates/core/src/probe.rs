@@ -21,9 +21,10 @@ pub struct Probe {
     /// The seccomp mode this process already runs under (2 = filtered, as in a container).
     pub seccomp_mode: Option<u32>,
     /// The host ids the sandbox's root runs as: an unprivileged range's first ids for a root
-    /// caller (what a read-write bind must let write), the caller's own ids otherwise.
+    /// caller (what a read-write bind must let write), the caller's own ids otherwise. None for a
+    /// root caller when no block of ids is free (its sandboxes are refused at write_id_maps).
     #[cfg(target_os = "linux")]
-    pub sandbox_host_ids: crate::spec::Ids,
+    pub sandbox_host_ids: Option<crate::spec::Ids>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -141,7 +142,7 @@ pub fn probe() -> Probe {
         seccomp: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),
         seccomp_mode: status_field("Seccomp:"),
         #[cfg(target_os = "linux")]
-        sandbox_host_ids: crate::supervisor::sandbox_host_ids(crate::spec::Ids { uid, gid: nix::unistd::getegid().as_raw() }),
+        sandbox_host_ids: crate::supervisor::sandbox_host_ids(crate::spec::Ids { uid, gid: nix::unistd::getegid().as_raw() }).ok(),
     }
 }
 

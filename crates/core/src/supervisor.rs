@@ -101,16 +101,19 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
 
 /// The host ids the sandbox's users are mapped onto: a root caller's subordinate range, else the
 /// caller itself.
-pub(crate) fn sandbox_host_ids(caller: Ids) -> Ids {
+pub(crate) fn sandbox_host_ids(caller: Ids) -> Result<Ids, SetupError> {
     // Read once per process: the helper server reads it before it forks any helper (see
     // server::run), so a sandbox's start reads none of the four files it comes from. A change to
     // them applies from the caller's next helper server (the next Node process).
-    static ROOTS: std::sync::OnceLock<Ids> = std::sync::OnceLock::new();
-    if caller.uid == 0 {
-        *ROOTS.get_or_init(|| unprivileged_ids(|path| std::fs::read_to_string(path).ok()))
-    } else {
-        caller
+    static ROOTS: std::sync::OnceLock<Option<Ids>> = std::sync::OnceLock::new();
+    if caller.uid != 0 {
+        return Ok(caller);
     }
+    ROOTS.get_or_init(|| unprivileged_ids(|path| std::fs::read_to_string(path).ok())).ok_or_else(|| {
+        let first = crate::plan::FALLBACK_FIRST_ID;
+        SetupError::new(Step::WriteIdMaps, format!("no unprivileged host ids for the sandbox's root: root has no range in /etc/subuid and /etc/subgid, and every 65536-id block from {first} up is someone's range or account"))
+            .with_hint(format!("give root a range of its own: a line root:<first id>:65536 in /etc/subuid and in /etc/subgid, ids no one else uses (for example root:{first}:65536 once that block is free)"))
+    })
 }
 
 pub(crate) fn clone_flags(spec: &Spec) -> libc::c_ulong {
@@ -181,7 +184,10 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
         (None, f) => (program(f.as_deref())?, None),
         (Some(_), f) => (None, f),
     };
-    let unpriv = warm.as_ref().map_or_else(|| sandbox_host_ids(caller), |w| w.unpriv);
+    let unpriv = match warm.as_ref() {
+        Some(w) => w.unpriv,
+        None => sandbox_host_ids(caller)?,
+    };
     let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
     // A warm helper's cgroup exists already, its zygote inside; its limits go on once the spec
     // is here, before the init runs anything of it.

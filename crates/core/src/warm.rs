@@ -230,7 +230,7 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     // An init that cannot get ready ahead is no loss: a fresh one is cloned at the birth, and
     // then whatever failed is reported with its step.
     let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
-    let unpriv = crate::supervisor::sandbox_host_ids(caller);
+    let unpriv = crate::supervisor::sandbox_host_ids(caller)?;
     // The user the recent sandboxes ran as (root inside when none came twice).
     let inside = ahead.as_ref().map_or_else(Ids::default, |(spec, _)| spec.user);
     let setup_ids = crate::plan::setup_ids(inside, caller);
