@@ -153,3 +153,12 @@ test('binds keep working over an overlay root, and mounts accept an overlay of a
   t.is(readFileSync(join(data, 'sub', 'f'), 'utf8'), 'host\n', 'the overlay mount\'s changes stay inside')
   t.false(existsSync(join(data, 'new')))
 })
+
+test('a missing source of an overlay mount fails at mount_overlay, naming the mount', async (t) => {
+  const data = tempDir('isolate-data-')
+  t.teardown(() => removeDir(data))
+  const missing = join(data, 'gone')
+  const e = await t.throwsAsync(sh('true', { mounts: [{ type: 'tmpfs', target: '/scratch' }, { type: 'overlay', source: missing, target: '/view' }] }), { instanceOf: IsolateError })
+  t.like(e, { step: 'mount_overlay', path: missing, errno: 'ENOENT' })
+  t.regex(e?.hint ?? '', /mounts\[1\]\.source/)
+})

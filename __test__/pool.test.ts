@@ -789,6 +789,7 @@ poolTest("sandboxes that each bind their own directory take the root built ahead
   const missing = join(base, 'missing')
   const e = await t.throwsAsync(runIsolated('/bin/true', [], { limits: LIMITS, mounts: [{ type: 'bind', source: missing, target: '/work' }] }), { instanceOf: IsolateError })
   t.like(e, { step: 'bind_mount', path: missing, errno: 'ENOENT' })
+  t.regex(e?.hint ?? '', /mounts\[0\]\.source/)
   // A source whose tree the helper cannot open (an unbindable mount; a kernel without open_tree):
   // a fresh init builds the whole root the cold way, in its private copy of the host's mounts.
   const unbindable = join(base, 'unbindable')

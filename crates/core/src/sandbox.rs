@@ -86,20 +86,22 @@ pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
             }
         }
     }
-    for m in &spec.mounts {
-        facts.bind_sources.push(source_kind(m)?);
+    for (i, m) in spec.mounts.iter().enumerate() {
+        facts.bind_sources.push(source_kind(i, m)?);
     }
     Ok(facts)
 }
 
-/// What a mount's host source is (None for a tmpfs); a missing one is an error.
-fn source_kind(m: &crate::spec::Mount) -> Result<Option<EntryKind>, SetupError> {
-    match m {
-        crate::spec::Mount::Bind { source, .. } | crate::spec::Mount::Overlay { source, .. } => match kind_of(source, true) {
-            EntryKind::Missing => Err(SetupError::sys(Step::BindMount, libc::ENOENT, Some(source)).with_hint("the bind source does not exist on the host; create it or fix mounts[].source")),
-            k => Ok(Some(k)),
-        },
-        _ => Ok(None),
+/// What `mounts[i]`'s host source is (None for a tmpfs); a missing one is an error naming it.
+fn source_kind(i: usize, m: &crate::spec::Mount) -> Result<Option<EntryKind>, SetupError> {
+    let (step, source) = match m {
+        crate::spec::Mount::Bind { source, .. } => (Step::BindMount, source),
+        crate::spec::Mount::Overlay { source, .. } => (Step::MountOverlay, source),
+        _ => return Ok(None),
+    };
+    match kind_of(source, true) {
+        EntryKind::Missing => Err(SetupError::sys(step, libc::ENOENT, Some(source)).with_hint(format!("mounts[{i}].source does not exist on the host; create it or fix mounts[{i}].source"))),
+        k => Ok(Some(k)),
     }
 }
 
@@ -111,7 +113,8 @@ pub fn facts_with_release_mounts(base: &HostFacts, spec: &Spec, made: &[bool]) -
         .mounts
         .iter()
         .zip(made)
-        .map(|(m, at_release)| if *at_release { source_kind(m) } else { Ok(kept.next().cloned().flatten()) })
+        .enumerate()
+        .map(|(i, (m, at_release))| if *at_release { source_kind(i, m) } else { Ok(kept.next().cloned().flatten()) })
         .collect::<Result<_, _>>()?;
     Ok(HostFacts { root_entries: base.root_entries.clone(), secrets: base.secrets.clone(), bind_sources })
 }
