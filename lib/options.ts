@@ -473,9 +473,13 @@ export function stdioCode(m: StdioMode): number {
   return m === 'pipe' ? -1 : m === 'ignore' ? -2 : m === 'inherit' ? -3 : m
 }
 
-/** The host ids a root caller's sandbox root maps to (see HostProbe.sandboxHostIds). */
+/**
+ * The host ids a root caller's sandbox root maps to (see HostProbe.sandboxHostIds), asked of the
+ * addon once: it reads them once per process too.
+ */
+let hostIds: { uid: number; gid: number } | null | undefined
 function sandboxHostIds(): { uid: number; gid: number } {
-  const ids = (loadNative().addon.probe() as { sandboxHostIds: { uid: number; gid: number } | null }).sandboxHostIds
+  const ids = (hostIds ??= (loadNative().addon.probe() as { sandboxHostIds: { uid: number; gid: number } | null }).sandboxHostIds)
   if (ids === null) throw optionError('user', 'has no default with namespaces.user false: no unprivileged host ids are free (isolate doctor says why); name one')
   return ids
 }
