@@ -472,6 +472,24 @@ test('an entry name longer than a path may be is refused at once, named in part:
   t.true((e?.path ?? '').length < 300 && (e?.message ?? '').length < 1000, `path of ${e?.path?.length} characters`)
 })
 
+test('a header of gigabytes (a GNU long name, a PAX record) is refused when it passes the unpacker\'s 1 GiB: a small archive cannot take the host\'s memory', async (t) => {
+  const ws = workspace(t)
+  // 1.5 GiB of header data, as 1536 gzip members of 1 MiB each (a stream may hold several).
+  const member = gzipSync(Buffer.alloc(1 << 20, 'a'))
+  const size = 1536 << 20
+  const common = { mode: 0o644, uid: 0, gid: 0, mtime: 0, linkname: '', devmajor: 0, devminor: 0 }
+  for (const [kind, type] of [['GNU long name', 'L'], ['PAX record', 'x']]) {
+    const file = join(ws, `huge-${type}.tar.gz`)
+    const head = gzipSync(header({ ...common, name: '././@LongLink', size, type }))
+    writeFileSync(file, Buffer.concat([head, ...Array<Buffer>(1536).fill(member), gzipSync(tar([{ name: 'x', data: 'x' }]))]))
+    t.true(statSync(file).size < 8 << 20, 'a small archive')
+    const e = await t.throwsAsync(unpackRootfs(file, join(ws, `rootfs-${type}`)), { instanceOf: IsolateError })
+    t.like(e, { step: 'read_archive', errno: 'ENOMEM' }, kind)
+    t.regex(e?.message ?? '', /1 GiB of memory/, kind)
+    t.false(existsSync(join(ws, `rootfs-${type}`)), `${kind}: the directory the call made is gone`)
+  }
+})
+
 test("an archive's ./ gives a directory made for it its mode, never one that was there (the caller's keeps its own)", async (t) => {
   const ws = workspace(t)
   writeFileSync(join(ws, 'open.tar'), tar([{ name: './', type: 'dir', mode: 0o777 }, { name: 'f', data: 'x' }]))

@@ -12,6 +12,7 @@
 //! These functions run in the `isolate-image` process ([`tool`]), which the Node addon starts
 //! with posix_spawn; Node never runs the decompressors itself.
 
+pub mod budget;
 pub mod compress;
 pub mod confine;
 pub mod digest;

@@ -1,0 +1,150 @@
+//! The unpacker's memory budget. An archive says what it likes about itself: a GNU long name or a
+//! PAX record of gigabytes (a few KiB once gzipped), which the tar parser reads whole before the
+//! entry reaches [`crate::unpack`] and its name checks. The `isolate-image` process counts every
+//! heap allocation against [`BUDGET`]; one that would pass it ends the process with an error
+//! report, as any other error is reported, instead of taking the host's memory.
+//!
+//! The decompressors' own C allocations are not counted: their windows and dictionaries are
+//! bounded by the formats' limits.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Far above what unpacking needs (a copy buffer, the names of the entries made for whiteouts:
+/// about 100 bytes per entry), far below what a host misses.
+pub const BUDGET: usize = 1 << 30;
+
+/// The error event `over_budget` writes: what `tool` would emit for a `SetupError` at read_archive.
+const REPORT: &[u8] = b"{\"event\":\"error\",\"error\":{\"step\":\"read_archive\",\"errno\":\"ENOMEM\",\"message\":\"reading the archive would take more than the unpacker's 1 GiB of memory: a header (a GNU long name or link, a PAX record) or the list of its entries is larger than any real root filesystem's\",\"hint\":\"this archive cannot be a usable rootfs or image; make it again with ordinary tar\"}}\n";
+
+/// The system allocator, with every live byte counted against a limit.
+pub struct Budgeted {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budgeted {
+    pub const fn new(limit: usize) -> Self {
+        Budgeted { used: AtomicUsize::new(0), limit }
+    }
+
+    /// Counts `n` more bytes, or none and false when that would pass the limit.
+    fn take(&self, n: usize) -> bool {
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before.checked_add(n).is_some_and(|after| after <= self.limit) {
+            return true;
+        }
+        self.used.fetch_sub(n, Ordering::Relaxed);
+        false
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Bytes counted now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// Ends the process with the error event on stdout. Allocates nothing (it runs where allocating
+/// is what failed): one write of a fixed line, then _exit with status 1, as after any error event.
+fn over_budget() -> ! {
+    // SAFETY: write of a static buffer to fd 1, then _exit, which never returns.
+    unsafe {
+        libc::write(1, REPORT.as_ptr().cast(), REPORT.len());
+        libc::_exit(1)
+    }
+}
+
+// SAFETY: every method hands the call to System unchanged; the counting only decides whether to
+// make it, and a refused one never returns.
+unsafe impl GlobalAlloc for Budgeted {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !self.take(layout.size()) {
+            over_budget();
+        }
+        let p = System.alloc(layout);
+        if p.is_null() {
+            self.give(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if !self.take(layout.size()) {
+            over_budget();
+        }
+        let p = System.alloc_zeroed(layout);
+        if p.is_null() {
+            self.give(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        self.give(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old = layout.size();
+        if new_size > old && !self.take(new_size - old) {
+            over_budget();
+        }
+        let p = System.realloc(ptr, layout, new_size);
+        match (p.is_null(), new_size > old) {
+            // Failed: the block is unchanged.
+            (true, true) => self.give(new_size - old),
+            (false, false) => self.give(old - new_size),
+            _ => {}
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_live_bytes_and_refuses_what_would_pass_the_limit() {
+        let b = Budgeted::new(1000);
+        assert!(b.take(600));
+        assert!(!b.take(401), "600 + 401 passes 1000");
+        assert_eq!(b.used(), 600, "a refused take counts nothing");
+        assert!(b.take(400));
+        b.give(1000);
+        assert!(!b.take(usize::MAX), "no overflow into a small count");
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn allocations_through_it_are_counted_and_given_back() {
+        let b = Budgeted::new(1 << 20);
+        let layout = Layout::from_size_align(4096, 8).unwrap();
+        // SAFETY: each pointer is used with the layout it was allocated with, then freed.
+        unsafe {
+            let p = b.alloc(layout);
+            assert!(!p.is_null());
+            assert_eq!(b.used(), 4096);
+            let q = b.realloc(p, layout, 10_000);
+            assert_eq!(b.used(), 10_000);
+            let q = b.realloc(q, Layout::from_size_align(10_000, 8).unwrap(), 100);
+            assert_eq!(b.used(), 100);
+            b.dealloc(q, Layout::from_size_align(100, 8).unwrap());
+        }
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn the_report_is_one_line_of_the_tool_s_error_event() {
+        let line = std::str::from_utf8(REPORT).unwrap();
+        assert_eq!(line.matches('\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["event"], "error");
+        let e: crate::error::SetupError = serde_json::from_value(v["error"].clone()).unwrap();
+        assert_eq!((e.step, e.errno.as_deref()), (crate::error::Step::ReadArchive, Some("ENOMEM")));
+    }
+}
