@@ -863,7 +863,7 @@ function doctorText(p: HostProbe): string {
   row('running as', p.rootless ? `uid ${p.uid}, rootless (unprivileged user namespaces are needed)` : p.sandboxHostIds ? `root (uid 0); the sandbox root is mapped to unprivileged host uid ${p.sandboxHostIds.uid}, gid ${p.sandboxHostIds.gid}` : 'root (uid 0)')
   if (!p.rootless && !p.sandboxHostIds) {
     problem('no unprivileged host ids for the sandbox root: root has no range in /etc/subuid and /etc/subgid, and every 65536-id block from 1879048192 up is taken')
-    fix('add root:<first id>:65536 to /etc/subuid and /etc/subgid, ids no one else uses')
+    fix('add root:<first id>:65536 to /etc/subuid and /etc/subgid, on a block no range or account uses; then restart the Node process (it reads them once)')
   }
 
   const u = p.userNamespaces
@@ -934,7 +934,7 @@ async function doctor(argv: string[]): Promise<number> {
   }
   const p = await probe()
   process.stdout.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : doctorText(p))
-  return p.userNamespaces.allowed ? 0 : 1
+  return p.userNamespaces.allowed && (p.rootless || p.sandboxHostIds !== null) ? 0 : 1
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -479,7 +479,8 @@ export function stdioCode(m: StdioMode): number {
  */
 let hostIds: { uid: number; gid: number } | null | undefined
 function sandboxHostIds(): { uid: number; gid: number } {
-  const ids = (hostIds ??= (loadNative().addon.probe() as { sandboxHostIds: { uid: number; gid: number } | null }).sandboxHostIds)
+  if (hostIds === undefined) hostIds = (loadNative().addon.probe() as { sandboxHostIds: { uid: number; gid: number } | null }).sandboxHostIds
+  const ids = hostIds
   if (ids === null) throw optionError('user', 'has no default with namespaces.user false: no unprivileged host ids are free (isolate doctor says why); name one')
   return ids
 }

@@ -1409,7 +1409,7 @@ mod tests {
         #[cfg(target_arch = "aarch64")]
         let absent: &[&str] = &[
             "vm86", "vm86old", "iopl", "ioperm", "uselib", "ustat", "sysfs", "_sysctl", "create_module",
-            "get_kernel_syms", "query_module",
+            "get_kernel_syms", "query_module", "modify_ldt",
         ];
         for name in DEFAULT_EPERM {
             assert_eq!(syscall_number(name).is_none(), absent.contains(name), "{name}");

@@ -112,7 +112,7 @@ pub(crate) fn sandbox_host_ids(caller: Ids) -> Result<Ids, SetupError> {
     ROOTS.get_or_init(|| unprivileged_ids(|path| std::fs::read_to_string(path).ok())).ok_or_else(|| {
         let first = crate::plan::FALLBACK_FIRST_ID;
         SetupError::new(Step::WriteIdMaps, format!("no unprivileged host ids for the sandbox's root: root has no range in /etc/subuid and /etc/subgid, and every 65536-id block from {first} up is someone's range or account"))
-            .with_hint(format!("give root a range of its own: a line root:<first id>:65536 in /etc/subuid and in /etc/subgid, ids no one else uses (for example root:{first}:65536 once that block is free)"))
+            .with_hint("give root a range of its own: a line root:<first id>:65536 in /etc/subuid and in /etc/subgid, on a block no range or account uses; the ids are read once per Node process, so restart it after")
     })
 }
 
@@ -184,11 +184,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
         (None, f) => (program(f.as_deref())?, None),
         (Some(_), f) => (None, f),
     };
-    let unpriv = match warm.as_ref() {
-        Some(w) => w.unpriv,
-        None => sandbox_host_ids(caller)?,
-    };
-    let kept_uppers = prepare_kept_upper(spec, &plan, caller, unpriv)?;
+    let kept_uppers = prepare_kept_upper(spec, &plan, caller)?;
     // A warm helper's cgroup exists already, its zygote inside; its limits go on once the spec
     // is here, before the init runs anything of it.
     let (cgroup, warm) = match warm {
@@ -272,7 +268,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
                     // Released before it is handed the spec (its id maps are written already):
                     // it finds its go waiting and runs through its setup without a round trip.
                     let how = Release { limits: cgroup.as_ref().map(|cg| (&host, cg)), write_maps: false, attach_to: None };
-                    release(spec, &plan, caller, unpriv, p.pid(), &how, layers.as_ref().map(|(ours, _)| ours), &go_w)?;
+                    release(spec, &plan, caller, p.pid(), &how, layers.as_ref().map(|(ours, _)| ours), &go_w)?;
                     released_early = true;
                     // The zygote, unused, is killed now and reaped once the init is on its way:
                     // gone before the init forks anything (a v1 pids cgroup counts it until reaped).
@@ -330,7 +326,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
             write_maps: spec.namespaces.user,
             attach_to: cgroup.as_ref().filter(|_| !born_in_cgroup),
         };
-        release(spec, &plan, caller, unpriv, init, &how, layers.as_ref(), &go_w)
+        release(spec, &plan, caller, init, &how, layers.as_ref(), &go_w)
     };
     drop(spare_zygote);
     if let Err(e) = released {
@@ -371,7 +367,7 @@ struct Release<'a> {
 
 /// Put everything in place that the init waits for, then let it go.
 #[allow(clippy::too_many_arguments)]
-fn release(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, unpriv: Ids, init: Pid, how: &Release, layers: Option<&OwnedFd>, go: &OwnedFd) -> Result<(), SetupError> {
+fn release(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, init: Pid, how: &Release, layers: Option<&OwnedFd>, go: &OwnedFd) -> Result<(), SetupError> {
     // The init was born of a helper (or zygote) that steps back behind the caller; what it runs
     // for the sandbox, and the command it starts, run at the caller's priority.
     crate::priority::as_caller(init.as_raw())?;
@@ -379,7 +375,9 @@ fn release(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, unpriv: Ids,
         cg.apply_limits(host, &limits)?;
     }
     if how.write_maps {
-        write_id_maps(init, &plan_id_maps(spec.user, caller, unpriv))?;
+        // Read once per process, before any helper was forked (see sandbox_host_ids): only
+        // sandboxes that map ids need them, so only those fail when there are none.
+        write_id_maps(init, &plan_id_maps(spec.user, caller, sandbox_host_ids(caller)?))?;
     }
     if let Some(sock) = layers {
         send_idmapped_layers(init, plan, sock)?;
@@ -422,12 +420,12 @@ fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd
 /// The directory must be the caller's and writable by no one else, and what lies in it is made
 /// and changed through descriptors, never through a symlink: the sandbox's own id owns each layer
 /// and may have swapped its parts since the last run.
-fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, unpriv: Ids) -> Result<Vec<(String, String)>, SetupError> {
+fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -> Result<Vec<(String, String)>, SetupError> {
     use nix::sys::stat::Mode;
     let Some(dir) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return Ok(Vec::new()) };
     let dir = dir.trim_end_matches('/');
     let fail = |e: nix::errno::Errno, p: &str| SetupError::sys(Step::MountOverlay, e as i32, Some(p));
-    let owner = if caller.uid == 0 { unpriv } else { caller };
+    let owner = sandbox_host_ids(caller)?;
     // Its own layers are made in it, never the directory itself: a mistyped path must not become
     // new host directories.
     let base = crate::sys::open_without_symlinks(dir, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| {

@@ -150,7 +150,7 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     }
     if !spec.namespaces.user && (spec.user.uid == 0 || spec.user.gid == 0) {
         // Without a user namespace the ids are the host's: 0 would run the command as host root.
-        return Err(bad("user", "ids 0 with namespaces.user false would be host root: leave user out (the sandbox's unprivileged host ids, probe().sandboxHostIds) or name another unprivileged host id"));
+        return Err(bad("user", "ids 0 with namespaces.user false would be host root: leave user out (the sandbox's unprivileged host ids, probe().sandboxHostIds, when there are some) or name another unprivileged host id"));
     }
     if crate::probe::is_root() && spec.namespaces.user && (spec.user.uid >= crate::plan::ROOT_MAPPED_RANGE || spec.user.gid >= crate::plan::ROOT_MAPPED_RANGE) {
         return Err(bad("user", format!("ids inside must be below {}: that is the range a root caller's sandbox maps", crate::plan::ROOT_MAPPED_RANGE)));

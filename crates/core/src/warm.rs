@@ -55,9 +55,6 @@ pub struct Warm {
     /// init is still made ahead, for the sandboxes that need no cgroup; one whose limits need a
     /// cgroup starts the cold way, which says why it cannot have one.
     pub(crate) cgroup: Option<SandboxCgroup>,
-    /// The host ids the sandbox's users map onto, read once ahead (and the ones an init made
-    /// ahead was mapped with): /etc/subuid is not read again on the sandbox's way.
-    pub(crate) unpriv: Ids,
 }
 
 /// A fork of the helper that waits inside the sandbox's cgroup to clone the sandbox's init.
@@ -192,6 +189,9 @@ enum BirthReply {
 /// ahead in the namespaces of `ahead`'s spec (else the default ones), which also builds that
 /// spec's root when asked to.
 fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
+    // Before anything is made: an init ahead is mapped onto these (read once per process).
+    let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
+    let unpriv = crate::supervisor::sandbox_host_ids(caller)?;
     // Work done ahead takes only CPU time nobody else wants (where the sandbox's processes can
     // be given their caller's priority back afterwards).
     crate::priority::idle_ahead(0);
@@ -229,8 +229,6 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     };
     // An init that cannot get ready ahead is no loss: a fresh one is cloned at the birth, and
     // then whatever failed is reported with its step.
-    let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
-    let unpriv = crate::supervisor::sandbox_host_ids(caller)?;
     // The user the recent sandboxes ran as (root inside when none came twice).
     let inside = ahead.as_ref().map_or_else(Ids::default, |(spec, _)| spec.user);
     let setup_ids = crate::plan::setup_ids(inside, caller);
@@ -240,7 +238,7 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
         (Some(p), Some((spec, true))) => p.build_root(&spec).ok(),
         (p, _) => p,
     };
-    Ok(Warm { preborn, zygote, host, cgroup, unpriv })
+    Ok(Warm { preborn, zygote, host, cgroup })
 }
 
 /// A warm helper's whole job: prepare, say so, wait for the spec (or the lifeline's end), then

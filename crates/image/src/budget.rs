@@ -4,8 +4,8 @@
 //! heap allocation against [`BUDGET`]; one that would pass it ends the process with an error
 //! report, as any other error is reported, instead of taking the host's memory.
 //!
-//! The decompressors' own C allocations are not counted: their windows and dictionaries are
-//! bounded by the formats' limits.
+//! The decompressors' own C allocations are not counted here: `compress` bounds them (xz's
+//! dictionary by a decoder memory limit, zstd's window by its largest log).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// about 100 bytes per entry), far below what a host misses.
 pub const BUDGET: usize = 1 << 30;
 
-/// The error event `over_budget` writes: what `tool` would emit for a `SetupError` at read_archive.
-const REPORT: &[u8] = b"{\"event\":\"error\",\"error\":{\"step\":\"read_archive\",\"errno\":\"ENOMEM\",\"message\":\"reading the archive would take more than the unpacker's 1 GiB of memory: a header (a GNU long name or link, a PAX record) or the list of its entries is larger than any real root filesystem's\",\"hint\":\"this archive cannot be a usable rootfs or image; make it again with ordinary tar\"}}\n";
+/// The error events `end_with` writes: what `tool` would emit for a `SetupError` at read_archive.
+const OVER_BUDGET: &[u8] = b"{\"event\":\"error\",\"error\":{\"step\":\"read_archive\",\"errno\":\"ENOMEM\",\"message\":\"reading the archive would take more than the unpacker's 1 GiB of memory: a header (a GNU long name or link, a PAX record) or the list of its entries is larger than any real root filesystem's\",\"hint\":\"this archive cannot be a usable rootfs or image; make it again with ordinary tar\"}}\n";
+const NO_MEMORY: &[u8] = b"{\"event\":\"error\",\"error\":{\"step\":\"read_archive\",\"errno\":\"ENOMEM\",\"message\":\"the system gave the unpacker no more memory (within its 1 GiB budget)\",\"hint\":\"the host is short of memory, or a limit of this process (RLIMIT_AS, RLIMIT_DATA, its cgroup) is below 1 GiB\"}}\n";
 
 /// The system allocator, with every live byte counted against a limit.
 pub struct Budgeted {
@@ -30,12 +31,7 @@ impl Budgeted {
 
     /// Counts `n` more bytes, or none and false when that would pass the limit.
     fn take(&self, n: usize) -> bool {
-        let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before.checked_add(n).is_some_and(|after| after <= self.limit) {
-            return true;
-        }
-        self.used.fetch_sub(n, Ordering::Relaxed);
-        false
+        self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| used.checked_add(n).filter(|after| *after <= self.limit)).is_ok()
     }
 
     fn give(&self, n: usize) {
@@ -48,37 +44,45 @@ impl Budgeted {
     }
 }
 
-/// Ends the process with the error event on stdout. Allocates nothing (it runs where allocating
-/// is what failed): one write of a fixed line, then _exit with status 1, as after any error event.
-fn over_budget() -> ! {
-    // SAFETY: write of a static buffer to fd 1, then _exit, which never returns.
-    unsafe {
-        libc::write(1, REPORT.as_ptr().cast(), REPORT.len());
-        libc::_exit(1)
+/// Ends the process with an error event on stdout. Allocates nothing (it runs where allocating
+/// is what failed): writes of a fixed line, then _exit with status 1, as after any error event.
+/// The tool is single-threaded and `tool::emit` writes each line whole, so this one starts a line.
+fn end_with(event: &[u8]) -> ! {
+    let mut rest = event;
+    while !rest.is_empty() {
+        // SAFETY: write of a live static buffer to fd 1.
+        let n = unsafe { libc::write(1, rest.as_ptr().cast(), rest.len()) };
+        match n {
+            n if n > 0 => rest = &rest[n as usize..],
+            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => {}
+            _ => break,
+        }
     }
+    // SAFETY: ends the process; never returns.
+    unsafe { libc::_exit(1) }
 }
 
 // SAFETY: every method hands the call to System unchanged; the counting only decides whether to
-// make it, and a refused one never returns.
+// make it, and a refused or failed one never returns.
 unsafe impl GlobalAlloc for Budgeted {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !self.take(layout.size()) {
-            over_budget();
+            end_with(OVER_BUDGET);
         }
         let p = System.alloc(layout);
         if p.is_null() {
-            self.give(layout.size());
+            end_with(NO_MEMORY);
         }
         p
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if !self.take(layout.size()) {
-            over_budget();
+            end_with(OVER_BUDGET);
         }
         let p = System.alloc_zeroed(layout);
         if p.is_null() {
-            self.give(layout.size());
+            end_with(NO_MEMORY);
         }
         p
     }
@@ -91,14 +95,14 @@ unsafe impl GlobalAlloc for Budgeted {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let old = layout.size();
         if new_size > old && !self.take(new_size - old) {
-            over_budget();
+            end_with(OVER_BUDGET);
         }
         let p = System.realloc(ptr, layout, new_size);
-        match (p.is_null(), new_size > old) {
-            // Failed: the block is unchanged.
-            (true, true) => self.give(new_size - old),
-            (false, false) => self.give(old - new_size),
-            _ => {}
+        if p.is_null() {
+            end_with(NO_MEMORY);
+        }
+        if new_size < old {
+            self.give(old - new_size);
         }
         p
     }
@@ -139,12 +143,15 @@ mod tests {
     }
 
     #[test]
-    fn the_report_is_one_line_of_the_tool_s_error_event() {
-        let line = std::str::from_utf8(REPORT).unwrap();
-        assert_eq!(line.matches('\n').count(), 1);
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["event"], "error");
-        let e: crate::error::SetupError = serde_json::from_value(v["error"].clone()).unwrap();
-        assert_eq!((e.step, e.errno.as_deref()), (crate::error::Step::ReadArchive, Some("ENOMEM")));
+    fn each_report_is_one_line_of_the_tool_s_error_event() {
+        for event in [OVER_BUDGET, NO_MEMORY] {
+            let line = std::str::from_utf8(event).unwrap();
+            assert_eq!(line.matches('\n').count(), 1);
+            assert!(line.ends_with('\n'));
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["event"], "error");
+            let e: crate::error::SetupError = serde_json::from_value(v["error"].clone()).unwrap();
+            assert_eq!((e.step, e.errno.as_deref()), (crate::error::Step::ReadArchive, Some("ENOMEM")));
+        }
     }
 }
