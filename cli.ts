@@ -205,7 +205,7 @@ Options:
   --json       print the probe result as one JSON object
   -h, --help   show this help
 
-Exit code: 0 when user namespaces are allowed (sandboxes can run), 1 otherwise.
+Exit code: 0 when sandboxes can run (user namespaces are allowed and, for root, unprivileged host ids are free), 1 otherwise.
 `
 
 const ROOTFS_HELP = `Usage: isolate rootfs unpack [options] TARBALL DIR
