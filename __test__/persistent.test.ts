@@ -173,6 +173,28 @@ test('an exec\'s own timeout kills its process group; kill() signals it; the san
   t.is((await sb.exec('/bin/true')).exitCode, 0)
 })
 
+test('an exec\'s timeoutMs bounds the call even when what it left behind holds its output', async (t) => {
+  const sb = await sandbox(t)
+  // Ended in time, with a background child holding stdout: the output it wrote, cut at the deadline.
+  const bg = await sh(sb, 'sleep 30 & echo hi', { timeoutMs: 500 })
+  t.is(bg.stdout, 'hi\n')
+  t.is(bg.exitCode, 0)
+  t.is(bg.reason, 'timeout', 'its output was cut at its timeout')
+  // Killed at its timeout, with a child in a session of its own (out of the group's reach).
+  const own = await sh(sb, 'setsid sleep 30 & sleep 30', { timeoutMs: 500 })
+  t.is(own.reason, 'timeout')
+  t.is(own.signal, 'SIGKILL')
+  // Both settled while the sandbox lives on (before, they waited for destroy()).
+  t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
+  // An exec without holders keeps all of its output and its own reason.
+  const plain = await sh(sb, 'head -c 100000 /dev/zero | tr "\\0" x', { timeoutMs: 60_000 })
+  t.is(plain.stdout.length, 100000)
+  t.is(plain.reason, 'exited')
+  const e = await t.throwsAsync(sb.exec('/bin/true', [], { timeoutMs: 2 ** 32 }), { instanceOf: IsolateError })
+  t.is(e?.option, 'timeoutMs')
+  t.is((await sb.exec('/bin/true', [], { timeoutMs: 2 ** 32 - 1 })).exitCode, 0)
+})
+
 test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that command and its process group, and the sandbox lives on', async (t) => {
   const sb = await sandbox(t)
   const big = await sh(sb, 'while :; do cat /bin/sh; done', { encoding: 'buffer' })
@@ -367,6 +389,23 @@ test('a small openFiles limit binds each command, not the init that takes the ex
   const runs = await Promise.all(Array.from({ length: 6 }, () => sb.exec('/bin/sh', ['-c', 'ulimit -n'])))
   for (const r of runs) t.is(r.stdout, '8\n')
   t.is((await sb.exec('/bin/true')).exitCode, 0, 'the sandbox still takes execs')
+})
+
+const lowerInitFiles = 'import resource as r\ntry:\n  r.prlimit(1, r.RLIMIT_NOFILE, (6, 6)); print("lowered")\nexcept OSError as e: print("refused", e.errno)'
+
+test('a command cannot set the init\'s limits (prlimit on pid 1); without the filter, an exec the init cannot take fails, never hangs', async (t) => {
+  const sb = await sandbox(t)
+  const d = await sb.exec('/usr/bin/python3', ['-c', lowerInitFiles])
+  t.is(d.stdout, 'refused 1\n', d.stderr) // EPERM
+  t.regex((await sb.exec('/bin/sh', ['-c', 'grep "open files" /proc/1/limits'])).stdout, /open files\s+(\d+)\s+\1/, 'its limits can still be read')
+  t.is((await sb.exec('/bin/echo', ['fine'])).stdout, 'fine\n')
+  // seccomp 'none': the kernel allows it (same ids). The next exec's stdio does not fit in the
+  // init: it was dropped in silence, and the exec hung until destroy().
+  const open = await sandbox(t, { seccomp: 'none' })
+  t.is((await open.exec('/usr/bin/python3', ['-c', lowerInitFiles])).stdout, 'lowered\n')
+  const e = await t.throwsAsync(open.exec('/bin/true', [], { timeoutMs: 60_000 }), { instanceOf: IsolateError })
+  t.true(['install_stdio', 'fork_command'].includes(e?.step ?? ''), `${e?.step}: ${e?.message}`)
+  t.log(e?.message)
 })
 
 test('execs whose failures make long reports cannot wedge the sandbox: destroy() still ends it', async (t) => {

@@ -55,6 +55,8 @@ export interface Collected {
   stderr: Buffer
   /** More than the bound came: what is kept is its first `maxBuffer` bytes, both streams together. */
   overflowed: boolean
+  /** `cutAt` came first: what is kept is what came before it. */
+  cut: boolean
 }
 
 /**
@@ -63,10 +65,17 @@ export interface Collected {
  * streams: a process the command left behind that holds them dies of SIGPIPE when it writes
  * again, and Node does not wait for it to close them.
  */
-export function collectOutput(stdout: Readable | null, stderr: Readable | null, maxBuffer: number, overflow: () => void): Promise<Collected> {
+export function collectOutput(stdout: Readable | null, stderr: Readable | null, maxBuffer: number, overflow: () => void, cutAt?: Promise<unknown>): Promise<Collected> {
   let left = maxBuffer
   let overflowed = false
+  let cut = false
   const streams = [stdout, stderr].filter((s): s is Readable => s !== null)
+  // Streams still open then are closed, as at the bound: whoever holds them gets SIGPIPE.
+  void cutAt?.then(() => {
+    if (overflowed || streams.every((s) => s.readableEnded || s.destroyed)) return
+    cut = true
+    for (const s of streams) s.destroy()
+  }, () => {})
   const take = async (stream: Readable | null): Promise<Buffer> => {
     const chunks: Buffer[] = []
     if (!stream) return Buffer.alloc(0)
@@ -85,9 +94,9 @@ export function collectOutput(stdout: Readable | null, stderr: Readable | null, 
     })
     // finished() also settles for a stream that ended before this was called.
     await finished(stream).catch((e: unknown) => {
-      if (!overflowed) throw e
+      if (!overflowed && !cut) throw e
     })
     return Buffer.concat(chunks)
   }
-  return Promise.all([take(stdout), take(stderr)]).then(([out, err]) => ({ stdout: out, stderr: err, overflowed }))
+  return Promise.all([take(stdout), take(stderr)]).then(([out, err]) => ({ stdout: out, stderr: err, overflowed, cut }))
 }

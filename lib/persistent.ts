@@ -30,7 +30,8 @@ export interface ExecExit {
   exitCode: number | null
   signal: string | null
   /**
-   * `'timeout'`: its own timeoutMs. When the sandbox ends while the command runs, the sandbox's
+   * `'timeout'`: its own timeoutMs (from `sb.exec`, also when the command ended in time but what
+   * it left behind held its output past it: that output is cut there). When the sandbox ends while the command runs, the sandbox's
    * reason: `'canceled'` (destroyed) or that of its limit (`'timeout'`, `'oom'`, `'cpu-time'`).
    * `'output-limit'`: `sb.exec` killed it at its `maxBuffer`.
    */
@@ -47,6 +48,9 @@ type Event =
   | { event: 'execSpawned'; id: number; pid: number }
   | ({ event: 'execError'; id: number } & SetupFailure)
   | { event: 'execExit'; id: number; exitCode: number | null; signal: string | null; reason: ExecReason; durationMs: number }
+
+/** How long after an exec's deadline (or its end, when that came later) its output may still drain. */
+const DRAIN_MS = 250
 
 const destroyedError = (id: string) =>
   new IsolateError(`the sandbox ${id} has ended; nothing can run in it any more`, {
@@ -279,11 +283,20 @@ export class PersistentSandbox {
   async exec(file: string, args: string[] = [], options: ExecRunOptions = {}): Promise<ExecResult<string | Buffer>> {
     const { run, rest: execOptions } = splitRunOptions<ExecOptions>(options)
     const p = await this.spawn(file, args, execOptions)
+    const deadline = execOptions.timeoutMs === undefined ? undefined : Date.now() + execOptions.timeoutMs
+    const ended = p.wait()
+    // Its timeoutMs bounds the call: what the command left behind (`sleep 30 &`, a setsid
+    // child) may hold its output open long after it ended or was killed. Once it has ended, its
+    // output is done by the deadline (and a moment to drain what is already written), or is cut.
+    let timer: NodeJS.Timeout | undefined
+    // (A timer takes at most 2^31-1 ms, 24.8 days: a longer timeoutMs cuts there.)
+    const cutAt = deadline === undefined ? undefined : ended.then(() => new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(Math.max(0, deadline - Date.now()) + DRAIN_MS, 2 ** 31 - 1)))))
     // The group, as its timeoutMs does: what the command started would live on otherwise.
-    const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => void p._killGroup())
+    const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => void p._killGroup(), cutAt)
     if (p.stdin) p.stdin.end(run.input)
-    const [result, { stdout, stderr, overflowed }] = await Promise.all([p.wait(), output])
-    return { ...result, reason: overflowed ? 'output-limit' : result.reason, stdout: decode(stdout, run.encoding), stderr: decode(stderr, run.encoding) }
+    const [result, { stdout, stderr, overflowed, cut }] = await Promise.all([ended, output]).finally(() => clearTimeout(timer))
+    const reason = overflowed ? 'output-limit' : cut ? 'timeout' : result.reason
+    return { ...result, reason, stdout: decode(stdout, run.encoding), stderr: decode(stderr, run.encoding) }
   }
 
   /** End everything in the sandbox (processes, mounts, cgroup). Resolves when it is all gone. */

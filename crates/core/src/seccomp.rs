@@ -797,6 +797,7 @@ fn build_default() -> Result<Program, String> {
     let eafnosupport = rets.get(&mut a, ret_errno(libc::EAFNOSUPPORT));
     let (clone, personality, ioctl, socket) = (a.label(), a.label(), a.label(), a.label());
     let (mode1, mode2, open, openat) = (a.label(), a.label(), a.label(), a.label());
+    let prlimit = a.label();
 
     prologue(&mut a, kill);
     let mut entries: Vec<(u32, Label)> =
@@ -810,6 +811,7 @@ fn build_default() -> Result<Program, String> {
         (libc::SYS_ioctl as u32, ioctl),
         (libc::SYS_socket as u32, socket),
         (libc::SYS_socketpair as u32, socket),
+        (libc::SYS_prlimit64 as u32, prlimit),
     ]);
     for (name, arg) in MODE_IN_ARG {
         if let Some(nr) = syscall_number(name) {
@@ -869,6 +871,18 @@ fn build_default() -> Result<Program, String> {
     a.bind(mode2);
     a.load(arg_words(2).0);
     a.jump(Cmp::Set, SET_ID_BITS, To(eperm), To(allow));
+
+    // prlimit64(pid_t pid, resource, new, old): no new limit for pid 1, the sandbox's init, which
+    // runs as the same ids as a command (the kernel's only check): a lowered RLIMIT_NOFILE there
+    // loses the next exec's stdio, RLIMIT_CPU kills it, and every later exec inherits them.
+    // Reading its limits stays allowed; the kernel reads the pid's low word only.
+    a.bind(prlimit);
+    a.load(arg_words(0).0);
+    a.jump(Cmp::Eq, 1, Next, To(allow));
+    a.load(arg_words(2).0);
+    a.jump(Cmp::Eq, 0, Next, To(eperm));
+    a.load(arg_words(2).1);
+    a.jump(Cmp::Eq, 0, To(allow), To(eperm));
 
     rets.emit(&mut a);
     a.finish()
@@ -1492,7 +1506,7 @@ mod tests {
     fn default_program_is_small() {
         let p = default_program();
         eprintln!("default program: {} instructions", p.len());
-        assert!(p.len() < 110, "{p:#?}");
+        assert!(p.len() < 120, "{p:#?}");
     }
 
     #[test]
@@ -1597,6 +1611,19 @@ mod tests {
         }
         // The flags are args[0]: a namespace bit elsewhere changes nothing.
         assert_eq!(eval(&p, clone, [sigchld, libc::CLONE_NEWUSER as u64, 0, 0, 0, 0]), RET_ALLOW);
+    }
+
+    #[test]
+    fn default_prlimit_sets_no_limit_of_pid_1() {
+        let p = default_program();
+        let prlimit = nr("prlimit64");
+        let new = 0x7ffd_1234_5678u64;
+        assert_eq!(eval(&p, prlimit, [1, 7, new, 0, 0, 0]), EPERM, "a new limit for the init");
+        assert_eq!(eval(&p, prlimit, [1 | (5 << 32), 7, new, 0, 0, 0]), EPERM, "the kernel reads the pid's low word");
+        assert_eq!(eval(&p, prlimit, [1, 7, 1 << 40, 0, 0, 0]), EPERM, "a pointer with only high bits");
+        assert_eq!(eval(&p, prlimit, [1, 7, 0, new, 0, 0]), RET_ALLOW, "reading the init's limits");
+        assert_eq!(eval(&p, prlimit, [0, 7, new, new, 0, 0]), RET_ALLOW, "its own");
+        assert_eq!(eval(&p, prlimit, [2, 7, new, 0, 0, 0]), RET_ALLOW, "another process of the sandbox");
     }
 
     #[test]

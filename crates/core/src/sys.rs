@@ -854,7 +854,7 @@ pub fn send_message(sock: &OwnedFd, bytes: &[u8], fds: &[std::os::fd::RawFd], st
 /// A longer message is an error, never silently cut; fds the kernel could not install (this
 /// process is at its fd limit) are simply missing, for the caller to notice.
 pub fn recv_message(sock: &OwnedFd, max: usize, step: Step) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use nix::sys::socket::MsgFlags;
     // The message's length first: a zeroed buffer of `max` bytes costs a page fault per 4 KiB
     // touched, hundreds of microseconds for the largest, on a start's path.
     let len = loop {
@@ -870,22 +870,41 @@ pub fn recv_message(sock: &OwnedFd, max: usize, step: Step) -> Result<Option<(Ve
     // One longer than `max` is received truncated, and refused below.
     let mut buf = vec![0u8; len.clamp(1, max.max(1))];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 200]);
+    // recvmsg by hand: with MSG_CTRUNC (fds the kernel could not install, at our fd limit) nix
+    // refuses to list the control messages, which would leak the fds that were installed.
     let (n, flags, fds) = loop {
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        match recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(SetupError::sys(step, e as i32, None)),
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for c in msg.cmsgs().map_err(|e| SetupError::sys(step, e as i32, None))? {
-                    if let ControlMessageOwned::ScmRights(got) = c {
-                        // SAFETY: descriptors the kernel just installed in this process for us.
-                        fds.extend(got.into_iter().map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }));
-                    }
-                }
-                break (msg.bytes, msg.flags, fds);
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: a zeroed msghdr is valid; its pointers are set to live buffers just below.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = space.as_mut_ptr().cast();
+        hdr.msg_controllen = space.len() as _;
+        // SAFETY: recvmsg into the buffers hdr points at, which outlive the call.
+        let rc = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut hdr, libc::MSG_CMSG_CLOEXEC) };
+        if rc < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(SetupError::sys(step, e as i32, None)),
             }
         }
+        let mut fds = Vec::new();
+        // SAFETY: the CMSG_* walk stays within msg_controllen bytes the kernel filled in; each
+        // SCM_RIGHTS payload is whole descriptors it just installed in this process for us.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(c).cast::<std::os::fd::RawFd>();
+                    let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<std::os::fd::RawFd>();
+                    for i in 0..count {
+                        fds.push(<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(data.add(i).read_unaligned()));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&hdr, c);
+            }
+        }
+        break (rc as usize, MsgFlags::from_bits_truncate(hdr.msg_flags), fds);
     };
     if flags.contains(MsgFlags::MSG_TRUNC) {
         return Err(SetupError::sys(step, libc::EMSGSIZE, None));
@@ -900,7 +919,8 @@ pub fn recv_message(sock: &OwnedFd, max: usize, step: Step) -> Result<Option<(Ve
 /// `fds` become this process's stdin, stdout and stderr (without close-on-exec).
 pub fn install_stdio(fds: &[OwnedFd]) -> Result<()> {
     if fds.len() != 3 {
-        return Err(SetupError::new(Step::InstallStdio, format!("expected 3 stdio descriptors, got {}", fds.len())));
+        let why = if fds.len() < 3 { " (the others could not be received: this process is at its open-files limit)" } else { "" };
+        return Err(SetupError::new(Step::InstallStdio, format!("expected 3 stdio descriptors, got {}{why}", fds.len())));
     }
     for (slot, fd) in fds.iter().enumerate() {
         // SAFETY: dup2 onto our own stdio slots; the sources are open descriptors we own.
