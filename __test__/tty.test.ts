@@ -1,9 +1,11 @@
 /** Terminals: the sandbox's own pty, sized and resized, Ctrl-C to the foreground job; and a
  * person's shell through `isolate run -t`, driven by tmux in a real terminal. */
 import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { closeSync, constants, openSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createSandbox, runIsolated, spawnIsolated } from '../index.js'
-import { driveShellInTmux, hasTmux, root, waitUntil } from './helpers.js'
+import { driveShellInTmux, hasTmux, removeDir, root, tempDir, waitUntil } from './helpers.js'
 
 test('tty: the command runs on a terminal of the given size, inside the sandbox', async (t) => {
   const r = await runIsolated('/bin/sh', ['-c', 'test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; stty size; tty'], { tty: { rows: 30, cols: 100 } })
@@ -53,4 +55,29 @@ withTmux('isolate run -t: an interactive shell in a real terminal', async (t) =>
     t.true(await seen(/^hi-2$/m), screen())
     t.true(await seen(/^sandbox$/m), screen())
   })
+})
+
+/** The file status flags of one of this process's descriptors, as the kernel holds them. */
+function fdFlags(fd: number): number {
+  return Number.parseInt(/^flags:\s+(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1], 8)
+}
+
+test('tty: the caller\'s own descriptors keep their flags (never left nonblocking): a file, a FIFO', async (t) => {
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  const fifo = join(dir, 'in')
+  t.is(spawnSync('mkfifo', [fifo]).status, 0)
+  // O_RDWR: a FIFO opened so never waits for a peer (Linux), and its data stays unread here.
+  const input = openSync(fifo, 'r+')
+  const output = openSync(join(dir, 'out'), 'a')
+  t.teardown(() => (closeSync(input), closeSync(output)))
+  const before = [fdFlags(input), fdFlags(output)]
+  t.is(before[0] & constants.O_NONBLOCK, 0)
+  const r = await runIsolated('/bin/echo', ['through the terminal'], { tty: true, stdio: [input, output, 'ignore'] })
+  t.is(r.exitCode, 0)
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  await box.exec('/bin/echo', ['and an exec'], { tty: true, stdio: [input, output, 'ignore'] })
+  t.deepEqual([fdFlags(input), fdFlags(output)], before, 'O_NONBLOCK was left on the shared file descriptions')
+  t.regex(readFileSync(join(dir, 'out'), 'utf8'), /through the terminal\r\n[^]*and an exec\r\n/)
 })

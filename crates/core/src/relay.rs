@@ -141,22 +141,72 @@ fn writable_now(fd: BorrowedFd<'_>) -> bool {
     matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
 }
 
+/// One of the caller's descriptors, read or written without ever blocking and without changing
+/// its flags: the file description may be shared (a terminal, a shell's file), and O_NONBLOCK
+/// set on it would stay after the sandbox (a shell's next `cat` then fails with EAGAIN).
+struct CallerEnd {
+    fd: OwnedFd,
+    /// A socket: MSG_DONTWAIT per call. Anything else is a description of its own (see `open`).
+    socket: bool,
+}
+
+impl CallerEnd {
+    /// A regular file or block device never makes a read or write wait: used as it is. A socket
+    /// takes MSG_DONTWAIT. A pipe, FIFO or terminal is opened again through /proc/self/fd: a new
+    /// file description of the same object, ours to make nonblocking (O_NOCTTY: never the
+    /// helper's controlling terminal). Only where that fails is the shared one made nonblocking.
+    fn open(fd: OwnedFd, write: bool) -> Result<CallerEnd, Errno> {
+        let st = nix::sys::stat::fstat(&fd)?;
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG | libc::S_IFBLK => return Ok(CallerEnd { fd, socket: false }),
+            libc::S_IFSOCK => return Ok(CallerEnd { fd, socket: true }),
+            _ => {}
+        }
+        let access = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY };
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        match nix::fcntl::open(path.as_str(), access | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+            Ok(own) => Ok(CallerEnd { fd: own, socket: false }),
+            Err(_) => {
+                set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
+                Ok(CallerEnd { fd, socket: false })
+            }
+        }
+    }
+
+    fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        if self.socket {
+            nix::sys::socket::recv(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT)
+        } else {
+            nix::unistd::read(&self.fd, buf)
+        }
+    }
+
+    fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
+        if self.socket {
+            use nix::sys::socket::MsgFlags;
+            nix::sys::socket::send(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
+        } else {
+            nix::unistd::write(&self.fd, buf)
+        }
+    }
+}
+
 /// A terminal relay: the caller's stdin into the pty's master, the master's output to the
 /// caller's stdout. Nonblocking both ways, with a bounded buffer per direction, so neither a
 /// slow reader nor a silent command can stall the helper's loop.
 pub struct TtyRelay {
     master: Option<OwnedFd>,
-    input: Option<OwnedFd>,
-    output: OwnedFd,
+    input: Option<CallerEnd>,
+    output: CallerEnd,
     to_master: Vec<u8>,
     to_output: Vec<u8>,
 }
 
 impl TtyRelay {
     pub fn new(master: OwnedFd, input: OwnedFd, output: OwnedFd) -> Result<TtyRelay, Errno> {
-        for fd in [&master, &input, &output] {
-            set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(fd))?;
-        }
+        // The master is the helper's own.
+        set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&master))?;
+        let (input, output) = (CallerEnd::open(input, false)?, CallerEnd::open(output, true)?);
         Ok(TtyRelay { master: Some(master), input: Some(input), output, to_master: Vec::new(), to_output: Vec::new() })
     }
 
@@ -181,11 +231,11 @@ impl TtyRelay {
         }
         if let Some(i) = &self.input {
             if self.to_master.is_empty() {
-                out.push(Interest { fd: i.as_fd(), writable: false });
+                out.push(Interest { fd: i.fd.as_fd(), writable: false });
             }
         }
         if !self.to_output.is_empty() {
-            out.push(Interest { fd: self.output.as_fd(), writable: true });
+            out.push(Interest { fd: self.output.fd.as_fd(), writable: true });
         }
         out
     }
@@ -198,7 +248,7 @@ impl TtyRelay {
         }
         let Some(input) = &self.input else { return false };
         let mut buf = [0u8; 16 << 10];
-        match nix::unistd::read(input, &mut buf) {
+        match input.read(&mut buf) {
             // The caller closed stdin; the terminal stays open, as a terminal would.
             Ok(0) => self.input = None,
             Ok(n) => self.to_master.extend_from_slice(&buf[..n]),
@@ -231,7 +281,7 @@ impl TtyRelay {
             }
         }
         if !self.to_output.is_empty() {
-            match nix::unistd::write(&self.output, &self.to_output) {
+            match self.output.write(&self.to_output) {
                 Ok(n) => {
                     self.to_output.drain(..n);
                 }
