@@ -3,7 +3,7 @@ import test from 'ava'
 import { chmodSync, existsSync, readFileSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, createSandbox, importImage, IsolateError, runIsolated, spawnIsolated, unpackRootfs } from '../index.js'
-import { alpineTarball, removeDir, tempDir, zombieChildren } from './helpers.js'
+import { alpineTarball, isRoot, removeDir, tempDir, zombieChildren } from './helpers.js'
 
 /** This process's hard RLIMIT_NOFILE. */
 const hardNoFile = () => Number(/^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1])
@@ -54,7 +54,21 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['a hostname without the uts namespace (it was silently the host\'s)', { hostname: 'x', namespaces: { uts: false } }, 'hostname'],
   ['net namespace on with network host (it was silently a network of its own)', { network: 'host', namespaces: { net: true } }, 'namespaces.net'],
   ['NUL in an env value (it was named env[0])', { env: { A: 'x\0y' } }, 'env.A'],
+  ['empty bind source (it bound the working directory)', { mounts: [{ type: 'bind', source: '', target: '/x' }] }, 'mounts[0].source'],
+  ['empty overlay upper', { rootfs: '/tmp', overlay: { upper: '' } }, 'overlay.upper'],
+  ['/./proc as a mount target (it replaced the sandbox\'s /proc)', { mounts: [{ type: 'bind', source: '/proc', target: '/./proc' }] }, 'mounts[0].target'],
+  ['//dev as a mount target', { mounts: [{ type: 'tmpfs', target: '//dev' }] }, 'mounts[0].target'],
+  ['a second spelling of an earlier target', { mounts: [{ type: 'tmpfs', target: '/x' }, { type: 'tmpfs', target: '/./x' }] }, 'mounts[1].target'],
+  // Without a user namespace (root only): it ran as host root, the kernel reading it as 'unchanged'.
+  ...(isRoot ? [['uid 4294967295 without a user namespace', { namespaces: { user: false }, user: { uid: 2 ** 32 - 1, gid: 2 ** 32 - 1 } }, 'user'] as [string, Record<string, unknown>, string]] : []),
+  ['gid 4294967295', { user: { uid: 0, gid: 2 ** 32 - 1 } }, 'user'],
+  ['a cwd longer than the kernel takes (its error hung the sandbox)', { cwd: `/${'a'.repeat(70_000)}` }, 'cwd'],
 ]
+
+test('invalid: a command path longer than the kernel takes (its error hung the sandbox)', async (t) => {
+  const e = await t.throwsAsync(spawnIsolated(`/${'a'.repeat(70_000)}`), { instanceOf: IsolateError })
+  t.is(e?.option, 'file')
+})
 
 for (const [name, options, option] of cases) {
   test(`invalid: ${name}`, async (t) => {

@@ -176,6 +176,13 @@ function envName(option: string, k: string): string {
   return str(option, k)
 }
 
+/** A host path, relative ones from the working directory; '' is refused (it would be that directory). */
+function hostPath(option: string, v: unknown): string {
+  const p = str(option, v)
+  if (p === '') throw optionError(option, 'must be a host path, got \'\' (for the working directory, say \'.\')')
+  return resolve(p)
+}
+
 function insidePath(option: string, v: unknown): string {
   const p = str(option, v)
   if (!p.startsWith('/')) throw optionError(option, `must be an absolute path inside the sandbox, got ${JSON.stringify(p)}`)
@@ -203,7 +210,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   if (isObject(o.rootfs)) {
     const layers = (o.rootfs as { layers?: unknown }).layers
     if (!Array.isArray(layers) || layers.length === 0) throw optionError('rootfs.layers', 'must be a non-empty array of layer directories, topmost first')
-    rootfs = { kind: 'layers', paths: layers.map((p, i) => resolve(str(`rootfs.layers[${i}]`, p))) }
+    rootfs = { kind: 'layers', paths: layers.map((p, i) => hostPath(`rootfs.layers[${i}]`, p)) }
   } else if (o.rootfs !== undefined && o.rootfs !== 'host') {
     if (str('rootfs', o.rootfs) === '') throw optionError('rootfs', "must be 'host', a directory or { layers }, got ''")
     const dir = resolve(o.rootfs)
@@ -231,9 +238,9 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     }
     if (m.type === 'bind') {
       if (m.readonly !== undefined && typeof m.readonly !== 'boolean') throw optionError(`${opt}.readonly`, 'must be a boolean')
-      mounts.push({ type: 'bind', source: resolve(str(`${opt}.source`, m.source)), target: insidePath(`${opt}.target`, m.target), readonly: m.readonly ?? true })
+      mounts.push({ type: 'bind', source: hostPath(`${opt}.source`, m.source), target: insidePath(`${opt}.target`, m.target), readonly: m.readonly ?? true })
     } else if (m.type === 'overlay') {
-      const source = resolve(str(`${opt}.source`, m.source))
+      const source = hostPath(`${opt}.source`, m.source)
       // Found by the kernel, it is an EINVAL of overlayfs naming an internal layer; one that is
       // missing is left to the helper, whose error names the step and the path.
       if (orElse(() => !statSync(source).isDirectory(), false)) throw optionError(`${opt}.source`, `must be a directory (the overlay's lower layer), got the file ${JSON.stringify(source)}`)
@@ -345,7 +352,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     for (const k of Object.keys(o.overlay)) if (k !== 'upper' && k !== 'sizeBytes') throw optionError(`overlay.${k}`, 'is not an overlay field (upper, sizeBytes)')
     const ov = o.overlay as { upper?: unknown; sizeBytes?: unknown }
     if (ov.sizeBytes !== undefined && !(isUint(ov.sizeBytes, Number.MAX_SAFE_INTEGER) && ov.sizeBytes > 0)) throw optionError('overlay.sizeBytes', 'must be a positive integer')
-    overlay = { ...(ov.upper !== undefined ? { upper: resolve(str('overlay.upper', ov.upper)) } : {}), ...(ov.sizeBytes !== undefined ? { sizeBytes: ov.sizeBytes as number } : {}) }
+    overlay = { ...(ov.upper !== undefined ? { upper: hostPath('overlay.upper', ov.upper) } : {}), ...(ov.sizeBytes !== undefined ? { sizeBytes: ov.sizeBytes as number } : {}) }
   } else if (o.overlay !== undefined && o.overlay !== false) throw optionError('overlay', 'must be true, false or { upper?, sizeBytes? }')
 
   const tty = parseTty(o.tty)

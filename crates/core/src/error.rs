@@ -151,7 +151,35 @@ impl SetupError {
         self.path = Some(path.into());
         self
     }
+
+    /// As JSON, in at most PIPE_BUF (4096) bytes: a writer whose reader waits for it to exit (a
+    /// command started with CLONE_VFORK) must fit in one pipe write, or both wait for good. Texts
+    /// (message, path, hint) are cut as far as that takes.
+    pub fn to_bounded_json(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec(self).unwrap_or_default();
+        for keep in [1024, 160] {
+            if json.len() <= PIPE_BUF {
+                break;
+            }
+            let mut cut = self.clone();
+            for text in [Some(&mut cut.message), cut.path.as_mut(), cut.hint.as_mut()].into_iter().flatten() {
+                if text.len() > keep {
+                    let mut end = keep - 3;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text.truncate(end);
+                    text.push_str("...");
+                }
+            }
+            json = serde_json::to_vec(&cut).unwrap_or_default();
+        }
+        json
+    }
 }
+
+/// What one write to a pipe moves whole, and what a pipe always has room for when empty.
+const PIPE_BUF: usize = 4096;
 
 impl std::fmt::Display for SetupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,6 +267,21 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_as_json_fits_in_one_pipe_write_whatever_its_texts() {
+        let small = SetupError::sys(Step::Chdir, libc::ENOENT, Some("/nowhere"));
+        assert_eq!(small.to_bounded_json(), serde_json::to_vec(&small).unwrap(), "a small one is whole");
+        // 70000 characters, and control characters that JSON writes as six bytes each.
+        for text in ["a".repeat(70_000), "\u{1}".repeat(5000), "é".repeat(3000)] {
+            let e = SetupError::sys(Step::Execve, libc::ENAMETOOLONG, Some(&text)).with_hint(text.clone());
+            let json = e.to_bounded_json();
+            assert!(json.len() <= PIPE_BUF, "{} bytes", json.len());
+            let back: SetupError = serde_json::from_slice(&json).unwrap();
+            assert_eq!((back.step, back.errno.as_deref()), (Step::Execve, Some("ENAMETOOLONG")));
+            assert!(back.path.unwrap().ends_with("..."));
+        }
+    }
 
     #[test]
     fn step_names_are_snake_case() {

@@ -162,7 +162,7 @@ impl Server<'_> {
                     Ok(()) => exec_command(self.spec, req.into(), self.seccomp, terminal.as_ref()),
                 };
                 let _ = nix::fcntl::fcntl(&status_w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
-                let _ = std::fs::File::from(status_w).write_all(&serde_json::to_vec(&e).unwrap_or_default());
+                let _ = std::fs::File::from(status_w).write_all(&e.to_bounded_json());
                 // SAFETY: leaving the forked child without running the init's atexit handlers.
                 unsafe { libc::_exit(127) }
             }

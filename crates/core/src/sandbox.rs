@@ -693,7 +693,8 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
     // below wait until the command is on its way. The init is single-threaded.
     let mut run_command = || -> i32 {
         let e = exec_command(spec, spec.command(), seccomp, slave.as_ref());
-        let _ = nix::unistd::write(&status_w, &serde_json::to_vec(&e).unwrap_or_default());
+        // One write that fits the empty pipe: the init reads it only once this child is gone.
+        let _ = nix::unistd::write(&status_w, &e.to_bounded_json());
         // SAFETY: leaving the child without running anything of the init's (atexit handlers).
         unsafe { libc::_exit(127) }
     };

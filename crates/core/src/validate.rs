@@ -26,6 +26,17 @@ fn bad(option: impl Into<String>, message: impl Into<String>) -> OptionError {
 
 /// A path the sandbox sees: absolute, without `..`, NUL or empty components that could make two
 /// spellings of one place.
+/// The longest path the kernel takes, its NUL included.
+const PATH_MAX: usize = 4096;
+
+/// A path refused at once when the kernel would refuse it: the error would carry it whole.
+fn check_length(option: &str, path: &str) -> Result<(), OptionError> {
+    if path.len() >= PATH_MAX {
+        return Err(bad(option, format!("is a path of {} bytes; the kernel takes at most {}", path.len(), PATH_MAX - 1)));
+    }
+    Ok(())
+}
+
 fn check_inside_path(option: &str, path: &str) -> Result<(), OptionError> {
     if !path.starts_with('/') {
         return Err(bad(option, format!("must be an absolute path inside the sandbox, got {path:?}")));
@@ -33,8 +44,12 @@ fn check_inside_path(option: &str, path: &str) -> Result<(), OptionError> {
     if path.contains('\0') {
         return Err(bad(option, "must not contain NUL"));
     }
-    if path.split('/').any(|c| c == "..") {
-        return Err(bad(option, format!("must not contain '..', got {path:?}")));
+    check_length(option, path)?;
+    // Compared as written (reserved targets, one mount per target): `/./proc` and `//dev` are
+    // `/proc` and `/dev` to the kernel, so only one spelling of a path is taken.
+    let inner = path.trim_end_matches('/');
+    if inner.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(bad(option, format!("must be a plain absolute path (no '.', '..' or empty components), got {path:?}")));
     }
     Ok(())
 }
@@ -46,7 +61,7 @@ fn check_host_path(option: &str, path: &str) -> Result<(), OptionError> {
     if path.contains('\0') {
         return Err(bad(option, "must not contain NUL"));
     }
-    Ok(())
+    check_length(option, path)
 }
 
 /// Where the sandbox provides its own mounts; binding over them would undo an isolation step.
@@ -60,6 +75,7 @@ fn check_command(cmd: Command) -> Result<(), OptionError> {
     if cmd.file.contains('\0') || cmd.args.iter().any(|a| a.contains('\0')) {
         return Err(bad("args", "must not contain NUL bytes"));
     }
+    check_length("file", cmd.file)?;
     for (i, kv) in cmd.env.iter().enumerate() {
         match kv.split_once('=') {
             Some((k, _)) if !k.is_empty() && !kv.contains('\0') => {}
@@ -147,6 +163,10 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     if !spec.namespaces.user && !spec.capabilities.is_empty() {
         // Without a user namespace a kept capability is the host's (SETUID would make it host root).
         return Err(bad("capabilities", "with namespaces.user false a kept capability would be a capability over the host: keep none"));
+    }
+    if spec.user.uid == u32::MAX || spec.user.gid == u32::MAX {
+        // (uid_t)-1 is no one: setresuid and setresgid read it as "leave this id as it is".
+        return Err(bad("user", "4294967295 is not an id: to the kernel it means 'unchanged' (the helper's own ids)"));
     }
     if !spec.namespaces.user && (spec.user.uid == 0 || spec.user.gid == 0) {
         // Without a user namespace the ids are the host's: 0 would run the command as host root.
@@ -322,6 +342,39 @@ mod tests {
         assert_eq!(validate(&s).unwrap_err().option, "mounts[0].target");
         s.mounts[0] = Mount::Bind { source: "/etc".into(), target: "/proc/sys".into(), readonly: true };
         assert_eq!(validate(&s).unwrap_err().option, "mounts[0].target");
+        // Other spellings of a reserved target, or of an earlier one, are no way around it.
+        for t in ["/./proc", "//dev", "/dev//shm", "/./", "/x/.", "/x//y"] {
+            s.mounts[0] = Mount::Bind { source: "/proc".into(), target: t.into(), readonly: true };
+            assert_eq!(validate(&s).unwrap_err().option, "mounts[0].target", "{t}");
+        }
+        s.mounts[0] = Mount::Tmpfs { target: "/x/y/".into(), size_bytes: None, mode: None };
+        assert_eq!(validate(&s), Ok(()), "a trailing slash is still one spelling");
+    }
+
+    #[test]
+    fn paths_the_kernel_would_refuse_as_too_long_are_refused_first() {
+        let long = format!("/{}", "a".repeat(PATH_MAX));
+        let mut s = spec();
+        s.file = long.clone();
+        assert_eq!(validate(&s).unwrap_err().option, "file");
+        let mut s = spec();
+        s.cwd = long.clone();
+        assert_eq!(validate(&s).unwrap_err().option, "cwd");
+        let mut s = spec();
+        s.mounts.push(Mount::Bind { source: long, target: "/x".into(), readonly: true });
+        assert_eq!(validate(&s).unwrap_err().option, "mounts[0].source");
+    }
+
+    #[test]
+    fn the_id_that_means_unchanged_is_refused() {
+        for user in [Ids { uid: u32::MAX, gid: 1000 }, Ids { uid: 1000, gid: u32::MAX }] {
+            let mut s = spec();
+            s.user = user;
+            assert_eq!(validate(&s).unwrap_err().option, "user");
+            s.namespaces.user = false;
+            let only_root = if crate::probe::is_root() { "user" } else { "namespaces.user" };
+            assert_eq!(validate(&s).unwrap_err().option, only_root);
+        }
     }
 
     #[test]
