@@ -3,7 +3,7 @@ import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { configurePool, IsolateError, probe, spawnIsolated } from '../index.js'
+import { configurePool, createSandbox, IsolateError, probe, spawnIsolated } from '../index.js'
 import { poolEligible } from '../lib/pool.js'
 import { ended, helperServersOf, isHelperOf, isRoot, namespaceHolders, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, poolReady, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
@@ -276,4 +276,26 @@ test('a caller out of descriptors gets EMFILE with a hint, and the sandboxes tha
     t.is(e.errno, 'EMFILE')
     t.regex(e.hint ?? '', /ulimit -n/)
   }
+})
+
+/** Holds the event loop (nothing of a socket is read meanwhile) for `ms`. */
+function holdLoop(ms: number): void {
+  const until = Date.now() + ms
+  while (Date.now() < until);
+}
+
+test('a cancel or destroy() that comes after the sandbox ended, its report still unread, gets that end, not a helper error', async (t) => {
+  for (let i = 0; i < 10; i++) {
+    const sb = await spawnIsolated('/bin/true', [], { stdio: 'ignore' })
+    // Past the command's end and its helper's exit: the exit report waits in the socket, unread.
+    holdLoop(30)
+    sb.cancel()
+    // It was an ERR_ISOLATE_HELPER: the write to the helper's closed socket failed, and Node
+    // destroyed the socket before the report was read.
+    const r = await sb.wait()
+    t.is(r.exitCode, 0)
+  }
+  const box = await createSandbox({ timeoutMs: 200 })
+  holdLoop(600)
+  t.is((await box.destroy()).reason, 'timeout')
 })

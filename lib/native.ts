@@ -51,6 +51,8 @@ export interface Addon {
   validateSpec(spec: unknown): void
   /** Which of the spec's mounts an init whose root was built ahead makes at its release (the helper's rule). */
   madeAtRelease(specJson: string): boolean[]
+  /** Bytes sent (the rest goes through the stream), -1 when the helper is gone (see send_control in crates/napi). */
+  sendControl(fd: number, line: string): number
   reapHelper(pid: number): boolean
   closeFd(fd: number): void
   probe(): unknown

@@ -10,7 +10,7 @@ import { collectOutput, decode, splitRunOptions } from './collect.js'
 import { IsolateError } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
-import { checkSize, onEvents, readable, reapHelper, setupError, signalNumber, writable, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
+import { checkSize, onEvents, readable, reapHelper, sendLine, setupError, signalNumber, writable, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
 
 export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
 
@@ -238,8 +238,7 @@ export class PersistentSandbox {
 
   #request = (line: string): boolean => {
     if (this.#ended || this.#control.destroyed) return false
-    this.#control.write(`${line}\n`)
-    return true
+    return sendLine(this.#addon, this.#control, line)
   }
 
   /**

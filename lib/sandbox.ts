@@ -81,6 +81,20 @@ export function checkSize(cols: number, rows: number): void {
   }
 }
 
+/**
+ * One request line to a helper: false when the helper has gone. Sent past the stream (a failed
+ * write there would destroy it before the helper's last report, still unread, is read: the
+ * sandbox's `exit` right as it is canceled); what did not fit goes through the stream.
+ */
+export function sendLine(addon: Addon, control: Socket, line: string): boolean {
+  const fd = (control as unknown as { _handle?: { fd?: number } })._handle?.fd
+  const text = `${line}\n`
+  const sent = typeof fd === 'number' && fd >= 0 ? addon.sendControl(fd, text) : 0
+  if (sent < 0) return false
+  if (sent < Buffer.byteLength(text)) control.write(Buffer.from(text).subarray(sent))
+  return true
+}
+
 /** The helper exits right after closing its socket; reap it without ever blocking. */
 export function reapHelper(addon: Addon, pid: number, delay = 0): void {
   // 0: a helper the helper server forked and reaps.
@@ -190,8 +204,7 @@ export class Sandbox {
 
   #send(line: string): boolean {
     if (this.#ended || this.#exited || this.#control.destroyed) return false
-    this.#control.write(`${line}\n`)
-    return true
+    return sendLine(this.#addon, this.#control, line)
   }
 
   /** Send a signal to the command (SIGKILL ends the whole sandbox at once). */

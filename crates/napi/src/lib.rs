@@ -435,6 +435,27 @@ pub fn reap_helper(pid: i32) -> bool {
     }
 }
 
+/// A line to a helper's control socket, past the stream that reads it: how many bytes went
+/// (all, or the start of it when the socket is nearly full: the caller writes the rest through
+/// the stream), -1 when the helper has gone (EPIPE, ECONNRESET: no SIGPIPE, and nothing happens
+/// to the stream, whose last unread report, a sandbox's `exit`, is still read; a net.Socket
+/// write that fails destroys the socket before that).
+#[napi]
+pub fn send_control(fd: i32, line: String) -> i32 {
+    loop {
+        // SAFETY: send(2) of a live buffer on a descriptor JavaScript holds open.
+        let n = unsafe { libc::send(fd, line.as_ptr().cast(), line.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return n as i32;
+        }
+        match nix::errno::Errno::last() {
+            nix::errno::Errno::EINTR => continue,
+            nix::errno::Errno::EAGAIN => return 0,
+            _ => return -1,
+        }
+    }
+}
+
 /// Close an fd JavaScript received but will not wrap (e.g. after a failed setup).
 #[napi]
 pub fn close_fd(fd: i32) {
