@@ -409,11 +409,14 @@ test('a command cannot set the init\'s limits (prlimit on pid 1); without the fi
 })
 
 test('execs whose failures make long reports cannot wedge the sandbox: destroy() still ends it', async (t) => {
-  const sb = await createSandbox()
-  // Each fails at execve with ENAMETOOLONG, and its error names the whole path.
-  const long = `/${'a/'.repeat(30_000)}x`
+  const sb = await sandbox(t)
+  // Each fails at execve with ENAMETOOLONG (a name past NAME_MAX), and its error names the path,
+  // cut to fit one pipe write. A path past PATH_MAX is an option error before anything runs.
+  const long = `/${`${'a'.repeat(300)}/`.repeat(13)}x`
   const failures = await Promise.all(Array.from({ length: 5 }, () => sb.exec(long).catch((e: IsolateError) => e)))
-  for (const e of failures) t.true(e instanceof IsolateError && e.step === 'execve', String(e))
+  for (const e of failures) t.true(e instanceof IsolateError && e.step === 'execve' && e.errno === 'ENAMETOOLONG', String(e))
+  const tooLong = await t.throwsAsync(sb.exec(`/${'a/'.repeat(30_000)}x`), { instanceOf: IsolateError })
+  t.is(tooLong?.option, 'file')
   t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
   const ended = await Promise.race([sb.destroy(), new Promise((r) => setTimeout(() => r('stuck'), 10_000))])
   t.not(ended, 'stuck')
