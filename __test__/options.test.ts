@@ -170,3 +170,45 @@ test('openFiles up to this process\'s hard limit is what the command gets', asyn
   const r = await runIsolated('/bin/sh', ['-c', 'ulimit -Hn'], { limits: { openFiles: n } })
   t.is(r.stdout.trim(), String(n), r.stderr)
 })
+
+test('options that cannot become JSON are option errors (BigInt, cycles, throwing getters), never a TypeError', async (t) => {
+  const cycle: Record<string, unknown> = { defaultAction: 'SCMP_ACT_ALLOW' }
+  cycle.self = cycle
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ network: 1n }, 'network'],
+    [{ stdio: ['pipe', 1n, 'pipe'] }, 'stdio[1]'],
+    [{ mounts: [{ type: 1n, target: '/x' }] }, 'mounts[0].type'],
+    [{ seccomp: { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['read'], action: 'SCMP_ACT_ERRNO', errnoRet: 1n }] } }, 'seccomp'],
+    [{ seccomp: cycle }, 'seccomp.self'],
+    [{ get cwd() { throw new Error('a getter that throws') } }, 'cwd'],
+    [{ maxBuffer: 1n }, 'maxBuffer'],
+    [{ encoding: 1n }, 'encoding'],
+  ]
+  for (const [options, option] of cases) {
+    const e = await t.throwsAsync(runIsolated('/bin/true', [], options as never), { instanceOf: IsolateError }, option)
+    t.is(e?.option, option)
+  }
+  const m = await t.throwsAsync(runIsolated('/bin/true', [], { maxBuffer: 1n } as never), { instanceOf: IsolateError })
+  t.regex(m!.message, /got 1n/, 'a BigInt is shown as one, not as the number it is not')
+})
+
+test.serial('a property set on Object.prototype (pollution elsewhere in the process) is never read as an option', async (t) => {
+  const proto = Object.prototype as Record<string, unknown>
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  proto.seccomp = 'none'
+  proto.namespaces = { user: false, net: false }
+  proto.network = 'host'
+  try {
+    const r = await runIsolated('/bin/sh', ['-c', 'grep -E "^(Seccomp|Uid):" /proc/self/status; awk -F: \'NR > 2 { gsub(/ /, "", $1); print "if " $1 }\' /proc/net/dev'])
+    t.regex(r.stdout, /^Seccomp:\s+2$/m, 'the default filter')
+    t.regex(r.stdout, /^Uid:\s+0\s+0\s+0\s+0$/m, 'root of its own user namespace')
+    t.deepEqual(r.stdout.split('\n').filter((l) => l.startsWith('if ')), ['if lo'], `a network of its own\n${r.stdout}${r.stderr}`)
+    const e = await box.exec('/bin/sh', ['-c', 'grep ^Seccomp: /proc/self/status'])
+    t.regex(e.stdout, /^Seccomp:\s+2$/m, 'an exec too (its request was read with the prototype\'s properties)')
+  } finally {
+    delete proto.seccomp
+    delete proto.namespaces
+    delete proto.network
+  }
+})

@@ -5,7 +5,7 @@
  */
 import type { Readable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import { optionError } from './errors.js'
+import { optionError, ownOptions, shown } from './errors.js'
 
 /** stdout and stderr together; `child_process.execFile`'s 1 MiB is too small for a code runner. */
 const DEFAULT_MAX_BUFFER = 64 << 20
@@ -14,7 +14,7 @@ const DEFAULT_MAX_BUFFER = 64 << 20
 function maxBufferOption(v: unknown): number {
   if (v === undefined) return DEFAULT_MAX_BUFFER
   if (v === Infinity || (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0)) return v
-  throw optionError('maxBuffer', `must be a whole number of bytes (stdout and stderr together) or Infinity for no bound, got ${String(v)}`)
+  throw optionError('maxBuffer', `must be a whole number of bytes (stdout and stderr together) or Infinity for no bound, got ${shown(v)}`)
 }
 
 export interface RunOutput {
@@ -31,15 +31,16 @@ export interface RunOutput {
 export function splitRunOptions<T extends object>(options: unknown): { run: RunOutput; rest: T } {
   if (options === undefined) options = {}
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'options must be an object')
+  options = ownOptions(options)
   const { input = '', encoding = 'utf8', maxBuffer, ...rest } = options as Record<string, unknown>
   if (typeof input !== 'string' && !(input instanceof Uint8Array)) throw optionError('input', `must be a string, a Buffer or a Uint8Array, got ${typeof input}`)
-  if (encoding !== 'buffer' && !(typeof encoding === 'string' && Buffer.isEncoding(encoding))) throw optionError('encoding', `must be 'buffer' or a Buffer encoding such as 'utf8', got ${JSON.stringify(encoding)}`)
+  if (encoding !== 'buffer' && !(typeof encoding === 'string' && Buffer.isEncoding(encoding))) throw optionError('encoding', `must be 'buffer' or a Buffer encoding such as 'utf8', got ${shown(encoding)}`)
   // A caller who bounds the output in the helper (limits.outputBytes, exact) gets no second,
   // smaller bound here unless asking for one.
   const stdio = rest.stdio as unknown
   const stdin = Array.isArray(stdio) ? stdio[0] : stdio
   if ((options as { input?: unknown }).input !== undefined && stdin !== undefined && stdin !== 'pipe') {
-    throw optionError('input', `is written to the command's stdin, which needs stdio[0] 'pipe', not ${JSON.stringify(stdin)}`)
+    throw optionError('input', `is written to the command's stdin, which needs stdio[0] 'pipe', not ${shown(stdin)}`)
   }
   const bounded = maxBuffer === undefined && typeof (rest.limits as { outputBytes?: unknown } | undefined)?.outputBytes === 'number'
   return { run: { input, encoding, maxBuffer: bounded ? Infinity : maxBufferOption(maxBuffer) }, rest: rest as T }

@@ -48,6 +48,52 @@ export class IsolateError extends Error {
   }
 }
 
+/** A value as an error message shows it: JSON where it has one, never a throw (BigInt, cycles). */
+export function shown(v: unknown): string {
+  if (typeof v === 'bigint') return `${v}n`
+  try {
+    return JSON.stringify(v) ?? String(v)
+  } catch {
+    return Object.prototype.toString.call(v)
+  }
+}
+
+/**
+ * Options as the caller owns them: plain objects (and arrays) copied with their own enumerable
+ * properties only, into objects without a prototype, so a property set on Object.prototype
+ * (prototype pollution elsewhere in the process: `seccomp: 'none'`, `namespaces`) is never read
+ * as an option; other objects (an AbortSignal, a Buffer) as they are. A getter that throws, a
+ * cycle or a nesting past 64 levels is an option error naming where.
+ */
+export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> = new Set()): unknown {
+  if (typeof v !== 'object' || v === null) return v
+  const proto = Object.getPrototypeOf(v)
+  const plain = proto === Object.prototype || proto === null
+  if (!plain && !Array.isArray(v)) return v
+  const where = path === '' ? 'options' : path
+  if (seen.has(v)) throw optionError(path, `${where} holds itself (a cycle)`)
+  if (depth >= 64) throw optionError(path, 'is nested too deep (64 levels)')
+  seen.add(v)
+  try {
+    const read = (key: string): unknown => {
+      const at = Array.isArray(v) ? `${path}[${key}]` : path === '' ? key : `${path}.${key}`
+      let value: unknown
+      try {
+        value = (v as Record<string, unknown>)[key]
+      } catch (e) {
+        throw optionError(at, `could not be read: ${(e as Error)?.message ?? shown(e)}`)
+      }
+      return ownOptions(value, at, depth + 1, seen)
+    }
+    if (Array.isArray(v)) return Array.from({ length: v.length }, (_, i) => (Object.prototype.hasOwnProperty.call(v, i) ? read(String(i)) : undefined))
+    const out: Record<string, unknown> = Object.create(null)
+    for (const key of Object.keys(v)) out[key] = read(key)
+    return out
+  } finally {
+    seen.delete(v)
+  }
+}
+
 export function optionError(option: string, message: string): IsolateError {
   return new IsolateError(`options.${option}: ${message}`, { code: 'ERR_ISOLATE_OPTION', option })
 }

@@ -46,7 +46,8 @@ export interface Addon {
   /** Validates (throws `InvalidArg`); hands the spec and stdio to a warm helper. */
   sendSpec(handoffFd: number, specJson: string, stdio: number[]): ExecStdio
   /** Throws with code `QueueFull` when the exec socket is full (try again shortly). */
-  sendExec(execFd: number, request: unknown, stdio: number[]): ExecStdio
+  /** `requestJson`: the request as JSON text. */
+  sendExec(execFd: number, requestJson: string, stdio: number[]): ExecStdio
   spawnProbe(helperPath: string): SpawnedHelper
   validateSpec(spec: unknown): void
   /** Which of the spec's mounts an init whose root was built ahead makes at its release (the helper's rule). */

@@ -1,7 +1,7 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
 import { fstatSync, lstatSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { optionError } from './errors.js'
+import { optionError, ownOptions, shown } from './errors.js'
 import { loadNative } from './native.js'
 
 export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
@@ -172,7 +172,7 @@ function commandLine(file: unknown, args: unknown): { file: string; args: string
 
 /** An environment variable's name: `=` in it would make `KEY=VALUE` name another variable. */
 function envName(option: string, k: string): string {
-  if (k.length === 0 || k.includes('=') || k.includes('\0')) throw optionError(option, `must be a variable name: not empty, without '=' or NUL, got ${JSON.stringify(k)}`)
+  if (k.length === 0 || k.includes('=') || k.includes('\0')) throw optionError(option, `must be a variable name: not empty, without '=' or NUL, got ${shown(k)}`)
   return str(option, k)
 }
 
@@ -185,7 +185,7 @@ function hostPath(option: string, v: unknown): string {
 
 function insidePath(option: string, v: unknown): string {
   const p = str(option, v)
-  if (!p.startsWith('/')) throw optionError(option, `must be an absolute path inside the sandbox, got ${JSON.stringify(p)}`)
+  if (!p.startsWith('/')) throw optionError(option, `must be an absolute path inside the sandbox, got ${shown(p)}`)
   return p
 }
 
@@ -199,6 +199,7 @@ export interface Normalized {
 export function normalize(file: unknown, args: unknown, options: unknown, api = 'spawnIsolated'): Normalized {
   const cmd = commandLine(file, args)
   if (options === undefined) options = {}
+  options = ownOptions(options)
   if (!isObject(options)) throw optionError('', 'options must be an object')
   const o = options as SpawnOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
@@ -215,7 +216,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     if (str('rootfs', o.rootfs) === '') throw optionError('rootfs', "must be 'host', a directory or { layers }, got ''")
     const dir = resolve(o.rootfs)
     // The helper refuses '/' by its text; a path that leads there through symlinks is the same host.
-    if (orElse(() => realpathSync(dir), dir) === '/') throw optionError('rootfs', `${JSON.stringify(o.rootfs)} is the host's '/', which would expose the whole host; use 'host' for a read-only view of its system directories`)
+    if (orElse(() => realpathSync(dir), dir) === '/') throw optionError('rootfs', `${shown(o.rootfs)} is the host's '/', which would expose the whole host; use 'host' for a read-only view of its system directories`)
     rootfs = { kind: 'dir', path: dir }
     // An image imported as layers: stack them rather than read the directory as a tree.
     let manifest: { lowerDirs?: unknown } | undefined
@@ -243,19 +244,19 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
       const source = hostPath(`${opt}.source`, m.source)
       // Found by the kernel, it is an EINVAL of overlayfs naming an internal layer; one that is
       // missing is left to the helper, whose error names the step and the path.
-      if (orElse(() => !statSync(source).isDirectory(), false)) throw optionError(`${opt}.source`, `must be a directory (the overlay's lower layer), got the file ${JSON.stringify(source)}`)
+      if (orElse(() => !statSync(source).isDirectory(), false)) throw optionError(`${opt}.source`, `must be a directory (the overlay's lower layer), got the file ${shown(source)}`)
       mounts.push({ type: 'overlay', source, target: insidePath(`${opt}.target`, m.target) })
     } else if (m.type === 'tmpfs') {
       if (m.sizeBytes !== undefined && !(isUint(m.sizeBytes, Number.MAX_SAFE_INTEGER) && m.sizeBytes > 0)) throw optionError(`${opt}.sizeBytes`, 'must be a positive integer')
       if (m.mode !== undefined && !isUint(m.mode, 0o7777)) throw optionError(`${opt}.mode`, 'must be a file mode such as 0o755')
       mounts.push({ type: 'tmpfs', target: insidePath(`${opt}.target`, m.target), sizeBytes: m.sizeBytes, mode: m.mode })
     } else {
-      throw optionError(`${opt}.type`, `must be 'bind', 'tmpfs' or 'overlay', got ${JSON.stringify((m as { type?: unknown }).type)}`)
+      throw optionError(`${opt}.type`, `must be 'bind', 'tmpfs' or 'overlay', got ${shown((m as { type?: unknown }).type)}`)
     }
   }
 
   const network = o.network ?? 'none'
-  if (network !== 'none' && network !== 'host') throw optionError('network', `must be 'none' or 'host', got ${JSON.stringify(network)}`)
+  if (network !== 'none' && network !== 'host') throw optionError('network', `must be 'none' or 'host', got ${shown(network)}`)
   const namespaces: Record<NamespaceName, boolean> = { user: true, mount: true, pid: true, uts: true, ipc: true, net: network === 'none', cgroup: true }
   if (o.namespaces !== undefined) {
     if (!isObject(o.namespaces)) throw optionError('namespaces', 'must be an object of booleans')
@@ -336,7 +337,15 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
 
   let seccomp: Spec['seccomp'] = { mode: 'default' }
   if (o.seccomp === 'none') seccomp = { mode: 'none' }
-  else if (isObject(o.seccomp)) seccomp = { mode: 'profile', json: JSON.stringify(o.seccomp) }
+  else if (isObject(o.seccomp)) {
+    let json: string
+    try {
+      json = JSON.stringify(o.seccomp)
+    } catch (e) {
+      throw optionError('seccomp', `a profile must be plain JSON data: ${(e as Error).message}`)
+    }
+    seccomp = { mode: 'profile', json }
+  }
   else if (typeof o.seccomp === 'string' && o.seccomp !== 'default') {
     try {
       if (!isObject(JSON.parse(o.seccomp))) throw new Error('not an object')
@@ -399,7 +408,7 @@ function parseStdio(v: unknown): [StdioMode, StdioMode, StdioMode] {
   else if (Array.isArray(s) && s.length === 3) stdio = [s[0], s[1], s[2]]
   else throw optionError('stdio', "must be 'pipe', 'inherit', 'ignore', an fd, or an array of three of those")
   stdio.forEach((m, i) => {
-    if (!(m === 'pipe' || m === 'inherit' || m === 'ignore' || isUint(m, 2 ** 31 - 1))) throw optionError(`stdio[${i}]`, `unknown mode ${JSON.stringify(m)}`)
+    if (!(m === 'pipe' || m === 'inherit' || m === 'ignore' || isUint(m, 2 ** 31 - 1))) throw optionError(`stdio[${i}]`, `unknown mode ${shown(m)}`)
     if (typeof m === 'number' && !orElse(() => fstatSync(m) !== undefined, false)) throw optionError(`stdio[${i}]`, `fd ${m} is not open in this process`)
   })
   return stdio
@@ -412,6 +421,7 @@ const PER_EXEC = ['stdio', 'tty', ...RUN_ONLY]
 
 /** The spec of a long-lived sandbox: no command of its own; env and cwd become its execs' defaults. */
 export function normalizeSandbox(options: unknown): { spec: Spec; signal?: AbortSignal } {
+  options = ownOptions(options)
   if (isObject(options)) {
     for (const key of PER_EXEC) if (key in options) throw optionError(key, `is an option of each exec (${RUN_ONLY.includes(key) ? 'sb.exec' : 'sb.exec, sb.spawn'}), not of createSandbox`)
   }
@@ -449,6 +459,7 @@ const EXEC_KNOWN = new Set(['env', 'cwd', 'tty', 'stdio', 'timeoutMs'])
 export function normalizeExec(file: unknown, args: unknown, options: unknown, base: Spec): { request: Omit<ExecRequest, 'id'>; stdio: [StdioMode, StdioMode, StdioMode]; command: string } {
   const cmd = commandLine(file, args)
   if (options === undefined) options = {}
+  options = ownOptions(options)
   if (!isObject(options)) throw optionError('', 'options must be an object')
   const o = options as ExecOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
@@ -509,7 +520,7 @@ function importedLayers(dir: string, lowerDirs: string[]): string[] {
   const realDir = (p: string) => orElse(() => lstatSync(p).isDirectory(), false)
   const bad = lowerDirs.length === 0 ? '(none)' : lowerDirs.find((d) => !/^layers\/\d{1,6}$/.test(d) || !realDir(join(dir, 'layers')) || !realDir(join(dir, d)))
   if (bad !== undefined) {
-    throw optionError('rootfs', `${join(dir, 'layers.json')} names the layer ${JSON.stringify(bad)}, not one isolate-image made (layers/<n>, a directory inside ${dir}, no symlink): refused rather than followed`)
+    throw optionError('rootfs', `${join(dir, 'layers.json')} names the layer ${shown(bad)}, not one isolate-image made (layers/<n>, a directory inside ${dir}, no symlink): refused rather than followed`)
   }
   return lowerDirs.map((d) => join(dir, d))
 }

@@ -253,7 +253,7 @@ export class PersistentSandbox {
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
       if (this.#ended || this.#execFd === undefined) throw destroyedError(this.id)
       try {
-        fds = this.#addon.sendExec(this.#execFd, { ...request, id }, stdio.map(stdioCode))
+        fds = this.#addon.sendExec(this.#execFd, JSON.stringify({ ...request, id }), stdio.map(stdioCode))
         break
       } catch (e) {
         const err = e as Error & { code?: string }

@@ -28,7 +28,7 @@ import { accessSync, constants, lstatSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
-import { IsolateError, optionError } from './errors.js'
+import { IsolateError, optionError, shown } from './errors.js'
 import { loadNative, type Addon, type Native, type SpawnedHelper } from './native.js'
 
 export interface UnpackProgress {
@@ -313,7 +313,7 @@ function runTool(what: string, args: string[], options: UnpackOptions): Promise<
 }
 
 function checkPath(option: string, value: unknown): string {
-  if (typeof value !== 'string' || value === '') throw optionError(option, `expected a path, got ${JSON.stringify(value)}`)
+  if (typeof value !== 'string' || value === '') throw optionError(option, `expected a path, got ${shown(value)}`)
   if (value.includes('\0')) throw optionError(option, 'the path contains a NUL byte')
   return resolve(value)
 }
@@ -325,11 +325,11 @@ function commonArgs(options: UnpackOptions): string[] {
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw optionError('signal', 'expected an AbortSignal')
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw optionError('onProgress', 'expected a function')
   if (options.specialFiles !== undefined) {
-    if (options.specialFiles !== 'refuse' && options.specialFiles !== 'skip') throw optionError('specialFiles', `expected 'refuse' or 'skip', got ${JSON.stringify(options.specialFiles)}`)
+    if (options.specialFiles !== 'refuse' && options.specialFiles !== 'skip') throw optionError('specialFiles', `expected 'refuse' or 'skip', got ${shown(options.specialFiles)}`)
     args.push('--special', options.specialFiles)
   }
   if (options.ownership !== undefined) {
-    if (options.ownership !== 'archive' && options.ownership !== 'caller') throw optionError('ownership', `expected 'archive' or 'caller', got ${JSON.stringify(options.ownership)}`)
+    if (options.ownership !== 'archive' && options.ownership !== 'caller') throw optionError('ownership', `expected 'archive' or 'caller', got ${shown(options.ownership)}`)
     if (options.ownership === 'archive' && process.getuid?.() !== 0) {
       throw new IsolateError("options.ownership: 'archive' (the archive's uid/gid numbers) needs root; without it every file is owned by the caller, whom a sandbox maps to root", {
         code: 'ERR_ISOLATE_UNSUPPORTED',
@@ -376,15 +376,15 @@ export async function importImage(image: string, dir: string, options: ImportOpt
   const target = checkPath('dir', dir)
   const args = ['import', ...common]
   if (options.platform !== undefined) {
-    if (typeof options.platform !== 'string' || !/^[^/\s]+(\/[^/\s]+){0,2}$/.test(options.platform)) throw optionError('platform', `expected 'os/arch[/variant]' such as 'linux/arm64', got ${JSON.stringify(options.platform)}`)
+    if (typeof options.platform !== 'string' || !/^[^/\s]+(\/[^/\s]+){0,2}$/.test(options.platform)) throw optionError('platform', `expected 'os/arch[/variant]' such as 'linux/arm64', got ${shown(options.platform)}`)
     args.push('--platform', options.platform)
   }
   if (options.ref !== undefined) {
-    if (typeof options.ref !== 'string' || options.ref === '') throw optionError('ref', `expected an image name, got ${JSON.stringify(options.ref)}`)
+    if (typeof options.ref !== 'string' || options.ref === '') throw optionError('ref', `expected an image name, got ${shown(options.ref)}`)
     args.push('--ref', options.ref)
   }
   if (options.layout !== undefined) {
-    if (options.layout !== 'flat' && options.layout !== 'layers') throw optionError('layout', `expected 'flat' or 'layers', got ${JSON.stringify(options.layout)}`)
+    if (options.layout !== 'flat' && options.layout !== 'layers') throw optionError('layout', `expected 'flat' or 'layers', got ${shown(options.layout)}`)
     args.push('--layout', options.layout)
   }
   args.push('--', input, target)

@@ -298,8 +298,10 @@ impl Task for SpawnHelper {
 /// child's ends, as SCM_RIGHTS) in one message on the exec socket `exec_fd`. Never blocks: a
 /// full socket throws with code `QueueFull` (try again shortly). Returns our ends of the pipes.
 #[napi]
-pub fn send_exec(exec_fd: i32, request: serde_json::Value, stdio: Vec<i32>) -> Result<ExecStdio> {
-    let req: isolate_core::protocol::ExecRequest = serde_json::from_value(request).map_err(|e| option_error(format!("options: {e}")))?;
+pub fn send_exec(exec_fd: i32, request_json: String, stdio: Vec<i32>) -> Result<ExecStdio> {
+    // JSON text, not an object: napi lists an object's inherited enumerable properties too (a
+    // property set on Object.prototype would be read as part of the request).
+    let req: isolate_core::protocol::ExecRequest = serde_json::from_str(&request_json).map_err(|e| option_error(format!("options: {e}")))?;
     isolate_core::validate::validate_exec(&req).map_err(|e| option_error(e.to_string()))?;
     let bytes = serde_json::to_vec(&req).map_err(|e| Error::from_reason(e.to_string()))?;
     if bytes.len() > isolate_core::exec_server::MAX_REQUEST {
