@@ -103,6 +103,23 @@ test('/root, /home and /etc/shadow are out of reach', async (t) => {
   t.is(r.stdout, 'done\n')
 })
 
+test('a mount of the caller\'s at /etc: a tmpfs there works, and a shadow file in a directory bound there is still masked', async (t) => {
+  // Both failed at mask_path: the host's secrets were masked whether or not the mount had them.
+  const tmp = await sh('touch /etc/made && ls /etc', { mounts: [{ type: 'tmpfs', target: '/etc' }] })
+  t.is(tmp.exitCode, 0, tmp.stderr)
+  t.is(tmp.stdout, 'made\n')
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  writeFileSync(join(dir, 'shadow'), 'root:secret\n')
+  writeFileSync(join(dir, 'hosts'), '127.0.0.1 localhost\n')
+  chmodSync(dir, 0o755)
+  for (const f of ['shadow', 'hosts']) chmodSync(join(dir, f), 0o644)
+  const bound = await sh('cat /etc/hosts; cat /etc/shadow 2>&1; echo done', { mounts: [{ type: 'bind', source: dir, target: '/etc' }] })
+  t.regex(bound.stdout, /^127\.0\.0\.1 localhost$/m, bound.stderr)
+  t.regex(bound.stdout, /\/etc\/shadow.*Permission denied/)
+  t.notRegex(bound.stdout, /secret/)
+})
+
 test('a masked directory is empty, cannot be listed, entered or written, and its placeholder is gone from the root', async (t) => {
   const dirs = ['/etc/ssh', '/etc/ssl/private', '/proc/acpi', '/proc/driver'].filter((d) => existsSync(d))
   if (dirs.length === 0) {

@@ -152,6 +152,18 @@ impl SetupError {
         self
     }
 
+    /// The same failure told as one of `step` (a syscall wrapper's error, from the step that
+    /// called it): a hint that was the old step's default becomes the new step's.
+    pub fn at(mut self, step: Step) -> Self {
+        if let Some(errno) = self.errno.as_deref().and_then(errno_number) {
+            if self.hint == default_hint(self.step, errno) {
+                self.hint = default_hint(step, errno);
+            }
+        }
+        self.step = step;
+        self
+    }
+
     /// As JSON, in at most PIPE_BUF (4096) bytes: a writer whose reader waits for it to exit (a
     /// command started with CLONE_VFORK) must fit in one pipe write, or both wait for good. Texts
     /// (message, path, hint) are cut as far as that takes.
@@ -200,6 +212,11 @@ pub fn errno_name(errno: i32) -> String {
     }
     // Debug of nix's Errno is the symbolic name.
     format!("{e:?}")
+}
+
+/// The number of an errno's symbolic name (what [`errno_name`] gives); failure paths only.
+fn errno_number(name: &str) -> Option<i32> {
+    (1..4096).find(|n| errno_name(*n) == name)
 }
 
 fn strerror(errno: i32) -> &'static str {

@@ -201,14 +201,27 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
 
     if matches!(spec.rootfs, Rootfs::Host) {
         for s in &facts.secrets {
+            // Under a mount of the caller's (a tmpfs or a directory of its own at /etc), the
+            // host's file is not what is there: masked only where that mount has one. A mount at
+            // the very path is what the caller put there.
+            let at = |m: &Mount| m.target().trim_end_matches('/') == s.name;
+            let covered = spec.mounts.iter().any(|m| covers(m.target(), &s.name));
             match s.kind {
+                EntryKind::Symlink(_) | EntryKind::Missing => {}
+                _ if spec.mounts.iter().any(at) => {}
+                _ if covered => ops.push(MountOp::MaskIfPresent { target: s.name.clone() }),
                 EntryKind::Dir => ops.push(MountOp::Mask { target: s.name.clone(), is_dir: true }),
                 EntryKind::File | EntryKind::Other => ops.push(MountOp::Mask { target: s.name.clone(), is_dir: false }),
-                EntryKind::Symlink(_) | EntryKind::Missing => {}
             }
         }
     }
     ops
+}
+
+/// Whether a mount at `target` holds `path` (or is it).
+fn covers(target: &str, path: &str) -> bool {
+    let t = target.trim_end_matches('/');
+    t.is_empty() || path == t || path.strip_prefix(t).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The step that makes the caller's `mounts[i]`.
@@ -429,6 +442,21 @@ mod tests {
         for n in DEV_NODES {
             assert!(targets.contains(&format!("/dev/{n}").as_str()));
         }
+    }
+
+    #[test]
+    fn secrets_under_a_callers_mount_are_masked_where_that_mount_has_them() {
+        let mut spec = Spec::new("/bin/true", vec![]);
+        spec.mounts = vec![Mount::Tmpfs { target: "/etc/ssh".into(), size_bytes: None, mode: None }];
+        let ops = plan_mounts(&spec, &host_facts());
+        assert!(!ops.iter().any(|o| o.target() == "/etc/ssh" && !matches!(o, MountOp::Tmpfs { .. })), "a mount at the secret itself is the caller's own");
+        assert!(ops.contains(&MountOp::Mask { target: "/etc/shadow".into(), is_dir: false }), "not under it");
+        spec.mounts = vec![Mount::Tmpfs { target: "/etc/".into(), size_bytes: None, mode: None }];
+        let ops = plan_mounts(&spec, &host_facts());
+        assert!(ops.contains(&MountOp::MaskIfPresent { target: "/etc/shadow".into() }));
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::Mask { .. })));
+        spec.mounts = vec![Mount::Tmpfs { target: "/etcetera".into(), size_bytes: None, mode: None }];
+        assert!(plan_mounts(&spec, &host_facts()).contains(&MountOp::Mask { target: "/etc/shadow".into(), is_dir: false }), "a prefix of the name is not a parent");
     }
 
     #[test]

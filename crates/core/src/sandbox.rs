@@ -632,8 +632,8 @@ fn mask(t: &str, target: &str, is_dir: bool, masks: &mut MaskSources) -> sys::Re
             slot.insert(sys::open_source(&name, false)?)
         }
     };
-    sys::bind_mount(source, target, t).map_err(|e| SetupError { step: Step::MaskPath, ..e })?;
-    sys::restrict_mount_with(t, true, is_dir).map_err(|e| SetupError { step: Step::MaskPath, ..e })
+    sys::bind_mount(source, target, t).map_err(|e| e.at(Step::MaskPath))?;
+    sys::restrict_mount_with(t, true, is_dir).map_err(|e| e.at(Step::MaskPath))
 }
 
 fn ms_flags(f: crate::plan::MountFlags) -> MsFlags {
