@@ -86,6 +86,25 @@ test('kill() forwards a signal through the init to the command', async (t) => {
   t.false(sb.kill('SIGTERM'), 'nothing left to signal')
 })
 
+test('kill() forwards real-time signals; SIGSTOP stops the command (not the init) and SIGCONT goes on', async (t) => {
+  const script = 'import signal, sys, time\nsignal.signal(40, lambda *a: (print("got 40", flush=True), sys.exit(7)))\nprint("ready", flush=True)\nwhile True: time.sleep(0.05)'
+  const sb = await spawnIsolated('/usr/bin/python3', ['-c', script])
+  let out = ''
+  sb.stdout!.on('data', (d) => (out += d))
+  t.true(await waitUntil(() => out.includes('ready'), 5000))
+  // Its state as the host sees it (the command's host pid).
+  const state = () => /^\d+ \(.*\) (\S)/.exec(readFileSync(`/proc/${sb.pid}/stat`, 'utf8'))?.[1]
+  t.true(sb.kill('SIGSTOP'))
+  t.true(await waitUntil(() => state() === 'T', 5000), `stopped: ${state()}`)
+  t.true(sb.kill('SIGCONT'))
+  t.true(await waitUntil(() => state() !== 'T', 5000), 'going on')
+  // 40 was dropped by the init, which forwarded only the standard signals.
+  t.true(sb.kill(40))
+  const r = await sb.wait()
+  t.is(r.exitCode, 7, out)
+  t.regex(out, /got 40/)
+})
+
 test('kill(SIGKILL) ends the sandbox at once', async (t) => {
   const sb = await spawnIsolated('/bin/sleep', ['100'])
   sb.kill('SIGKILL')

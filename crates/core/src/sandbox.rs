@@ -644,7 +644,15 @@ fn ms_flags(f: crate::plan::MountFlags) -> MsFlags {
     m
 }
 
-/// Signals the init forwards to the command; everything else keeps its default.
+/// How the helper asks the init to stop the command: SIGSTOP itself would stop the init (no
+/// process can catch it), so it comes as this real-time signal queued with [`STOP_MARK`], which
+/// only the helper can send (the kernel drops a signal from inside to its pid namespace's init),
+/// and the init stops its own child (never a pid it has reaped).
+pub(crate) const STOP_CARRIER: i32 = 64;
+pub(crate) const STOP_MARK: i32 = 0x5354_4f50;
+
+/// Signals the init forwards to the command, the real-time ones (32 to 64) too; everything else
+/// keeps its default.
 pub(crate) fn forwarded_signals() -> SigSet {
     let mut set = SigSet::empty();
     for sig in Signal::iterator() {
@@ -652,7 +660,13 @@ pub(crate) fn forwarded_signals() -> SigSet {
             set.add(sig);
         }
     }
-    set
+    let mut raw = *set.as_ref();
+    for n in 32..=64 {
+        // SAFETY: sigaddset on a local, initialized set; 32 to 64 are valid signal numbers.
+        unsafe { libc::sigaddset(&mut raw, n) };
+    }
+    // SAFETY: `raw` came from a valid SigSet and only had valid signals added.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
 }
 
 /// The terminal, opened inside (so it belongs to the sandbox's devpts), its master handed to the
@@ -737,9 +751,10 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         match sfd.read_signal() {
             Ok(Some(info)) => {
                 let signo = info.ssi_signo as i32;
+                let stop = signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE && info.ssi_int == STOP_MARK;
                 if signo != libc::SIGCHLD {
                     // SAFETY: kill(2) on our own child's pid.
-                    unsafe { libc::kill(child.as_raw(), signo) };
+                    unsafe { libc::kill(child.as_raw(), if stop { libc::SIGSTOP } else { signo }) };
                 }
             }
             Ok(None) | Err(Errno::EINTR) => {}

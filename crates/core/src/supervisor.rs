@@ -915,6 +915,11 @@ impl Supervisor {
                         execs.resize(id, rows, cols);
                     }
                 }
+                Some(Request::Signal(n)) if n == libc::SIGSTOP => {
+                    let mark = libc::sigval { sival_ptr: crate::sandbox::STOP_MARK as usize as *mut libc::c_void };
+                    // SAFETY: sigqueue(3) to our own child; the init stops the command (see STOP_CARRIER).
+                    unsafe { libc::sigqueue(self.init.as_raw(), crate::sandbox::STOP_CARRIER, mark) };
+                }
                 Some(Request::Signal(n)) => {
                     // SAFETY: kill(2) on our own child; the init forwards it to the command.
                     unsafe { libc::kill(self.init.as_raw(), n) };
