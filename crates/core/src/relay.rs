@@ -200,6 +200,21 @@ pub struct TtyRelay {
     output: CallerEnd,
     to_master: Vec<u8>,
     to_output: Vec<u8>,
+    /// The last byte typed was not a newline: an end of input must end that line first.
+    line_open: bool,
+}
+
+/// What a person types to end the input of a terminal in canonical mode (a shell's `cat`): its
+/// EOF character (^D) at the start of a line, so after a line left open, twice. Nothing in raw
+/// mode, where the program reads bytes and decides itself.
+fn end_of_input(master: &OwnedFd, line_open: bool) -> Vec<u8> {
+    // SAFETY: a zeroed termios is valid for tcgetattr to fill in.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr on the helper's own pty master (it reads the terminal's settings).
+    if unsafe { libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(master), &mut t) } != 0 || t.c_lflag & libc::ICANON == 0 {
+        return Vec::new();
+    }
+    vec![t.c_cc[libc::VEOF]; if line_open { 2 } else { 1 }]
 }
 
 impl TtyRelay {
@@ -207,7 +222,7 @@ impl TtyRelay {
         // The master is the helper's own.
         set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&master))?;
         let (input, output) = (CallerEnd::open(input, false)?, CallerEnd::open(output, true)?);
-        Ok(TtyRelay { master: Some(master), input: Some(input), output, to_master: Vec::new(), to_output: Vec::new() })
+        Ok(TtyRelay { master: Some(master), input: Some(input), output, to_master: Vec::new(), to_output: Vec::new(), line_open: false })
     }
 
     pub fn master(&self) -> Option<BorrowedFd<'_>> {
@@ -249,9 +264,18 @@ impl TtyRelay {
         let Some(input) = &self.input else { return false };
         let mut buf = [0u8; 16 << 10];
         match input.read(&mut buf) {
-            // The caller closed stdin; the terminal stays open, as a terminal would.
-            Ok(0) => self.input = None,
-            Ok(n) => self.to_master.extend_from_slice(&buf[..n]),
+            // The caller closed stdin; the terminal stays open, as a terminal would, and says
+            // end of input as one does (see end_of_input).
+            Ok(0) => {
+                self.input = None;
+                if let Some(m) = &self.master {
+                    self.to_master.extend(end_of_input(m, self.line_open));
+                }
+            }
+            Ok(n) => {
+                self.line_open = buf[n - 1] != b'\n';
+                self.to_master.extend_from_slice(&buf[..n]);
+            }
             Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(_) => self.input = None,
         }
