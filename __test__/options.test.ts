@@ -56,6 +56,7 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['NUL in an env value (it was named env[0])', { env: { A: 'x\0y' } }, 'env.A'],
   ['empty bind source (it bound the working directory)', { mounts: [{ type: 'bind', source: '', target: '/x' }] }, 'mounts[0].source'],
   ['empty overlay upper', { rootfs: '/tmp', overlay: { upper: '' } }, 'overlay.upper'],
+  ['the host\'s / as the overlay upper (it said path \'\')', { overlay: { upper: '/' } }, 'overlay.upper'],
   ['/./proc as a mount target (it replaced the sandbox\'s /proc)', { mounts: [{ type: 'bind', source: '/proc', target: '/./proc' }] }, 'mounts[0].target'],
   ['//dev as a mount target', { mounts: [{ type: 'tmpfs', target: '//dev' }] }, 'mounts[0].target'],
   ['a second spelling of an earlier target', { mounts: [{ type: 'tmpfs', target: '/x' }, { type: 'tmpfs', target: '/./x' }] }, 'mounts[1].target'],

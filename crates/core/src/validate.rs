@@ -221,6 +221,9 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     if let Some(o) = &spec.overlay {
         if let Some(upper) = &o.upper {
             check_host_path("overlay.upper", upper)?;
+            if upper.trim_end_matches('/').is_empty() {
+                return Err(bad("overlay.upper", "cannot be the host's '/': name a directory of its own for the kept layers"));
+            }
             if o.size_bytes.is_some() {
                 return Err(bad("overlay.sizeBytes", "bounds the throw-away layer only; a kept upper directory lives on the host's filesystem (use its quota)"));
             }
