@@ -32,7 +32,9 @@ export function splitRunOptions<T extends object>(options: unknown): { run: RunO
   if (options === undefined) options = {}
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'options must be an object')
   options = ownOptions(options)
-  const { input = '', encoding = 'utf8', maxBuffer, ...rest } = options as Record<string, unknown>
+  const { input = '', encoding = 'utf8', maxBuffer, ...spread } = options as Record<string, unknown>
+  // Without a prototype, as ownOptions made it (an object rest gets Object.prototype again).
+  const rest: Record<string, unknown> = Object.assign(Object.create(null), spread)
   if (typeof input !== 'string' && !(input instanceof Uint8Array)) throw optionError('input', `must be a string, a Buffer or a Uint8Array, got ${typeof input}`)
   if (encoding !== 'buffer' && !(typeof encoding === 'string' && Buffer.isEncoding(encoding))) throw optionError('encoding', `must be 'buffer' or a Buffer encoding such as 'utf8', got ${shown(encoding)}`)
   // A caller who bounds the output in the helper (limits.outputBytes, exact) gets no second,

@@ -67,10 +67,16 @@ export function shown(v: unknown): string {
  */
 export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> = new Set()): unknown {
   if (typeof v !== 'object' || v === null) return v
-  const proto = Object.getPrototypeOf(v)
+  let proto: unknown
+  try {
+    proto = Object.getPrototypeOf(v)
+  } catch (e) {
+    throw optionError(path, `could not be read: ${(e as Error)?.message ?? shown(e)}`)
+  }
   const plain = proto === Object.prototype || proto === null
   if (!plain && !Array.isArray(v)) return v
   const where = path === '' ? 'options' : path
+  if (Array.isArray(v) && v.length > 65536) throw optionError(path, `has ${v.length} entries; at most 65536 are taken`)
   if (seen.has(v)) throw optionError(path, `${where} holds itself (a cycle)`)
   if (depth >= 64) throw optionError(path, 'is nested too deep (64 levels)')
   seen.add(v)

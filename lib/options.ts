@@ -235,7 +235,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     if (!isObject(m)) throw optionError(opt, 'must be an object')
     for (const key of Object.keys(m)) {
       const allowed = m.type === 'bind' ? ['type', 'source', 'target', 'readonly'] : m.type === 'overlay' ? ['type', 'source', 'target'] : ['type', 'target', 'sizeBytes', 'mode']
-      if (!allowed.includes(key)) throw optionError(`${opt}.${key}`, `is not a field of a ${String(m.type)} mount`)
+      if (!allowed.includes(key)) throw optionError(`${opt}.${key}`, `is not a field of a ${shown(m.type)} mount`)
     }
     if (m.type === 'bind') {
       if (m.readonly !== undefined && typeof m.readonly !== 'boolean') throw optionError(`${opt}.readonly`, 'must be a boolean')

@@ -289,7 +289,11 @@ export class PersistentSandbox {
     // output is done by the deadline (and a moment to drain what is already written), or is cut.
     let timer: NodeJS.Timeout | undefined
     // (A timer takes at most 2^31-1 ms, 24.8 days: a longer timeoutMs cuts there.)
-    const cutAt = deadline === undefined ? undefined : ended.then(() => new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.min(Math.max(0, deadline - Date.now()) + DRAIN_MS, 2 ** 31 - 1)))))
+    // One I/O turn more when it fires: after a stalled loop, timers run before the reads that
+    // would have ended the output in time. Unref'd: it never keeps Node alive by itself.
+    const cutAt = deadline === undefined ? undefined : ended.then(() => new Promise<void>((resolve) => {
+      timer = setTimeout(() => setImmediate(resolve), Math.min(Math.max(0, deadline - Date.now()) + DRAIN_MS, 2 ** 31 - 1)).unref()
+    }))
     // The group, as its timeoutMs does: what the command started would live on otherwise.
     const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => void p._killGroup(), cutAt)
     if (p.stdin) p.stdin.end(run.input)

@@ -2,7 +2,7 @@
 import { Socket } from 'node:net'
 import { constants } from 'node:os'
 import { PassThrough, pipeline, type Readable, type Writable } from 'node:stream'
-import { IsolateError } from './errors.js'
+import { IsolateError, shown } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 
 export type ExitReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
@@ -70,7 +70,9 @@ export function writable(fd: number | undefined): Writable | null {
 /** A signal's number, from its name or number; throws on anything else. */
 export function signalNumber(signal: NodeJS.Signals | number): number {
   const n = typeof signal === 'number' ? signal : constants.signals[signal]
-  if (n === undefined || !Number.isInteger(n) || n <= 0 || n > 64) throw new IsolateError(`unknown signal ${String(signal)}`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
+  if (n === undefined || !Number.isInteger(n) || n <= 0 || n > 64) throw new IsolateError(`unknown signal ${shown(signal)}`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
+  // The C library keeps them for its threads: the init can neither block nor forward them.
+  if (n === 32 || n === 33) throw new IsolateError(`signal ${n} is reserved by the C library (its threads use it) and is not forwarded; real-time signals start at 34 (SIGRTMIN)`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
   return n
 }
 
@@ -89,7 +91,9 @@ export function checkSize(cols: number, rows: number): void {
 export function sendLine(addon: Addon, control: Socket, line: string): boolean {
   const fd = (control as unknown as { _handle?: { fd?: number } })._handle?.fd
   const text = `${line}\n`
-  const sent = typeof fd === 'number' && fd >= 0 ? addon.sendControl(fd, text) : 0
+  // Behind a line still queued in the stream, never ahead of it.
+  const direct = typeof fd === 'number' && fd >= 0 && control.writableLength === 0
+  const sent = direct ? addon.sendControl(fd, text) : 0
   if (sent < 0) return false
   if (sent < Buffer.byteLength(text)) control.write(Buffer.from(text).subarray(sent))
   return true

@@ -141,53 +141,98 @@ fn writable_now(fd: BorrowedFd<'_>) -> bool {
     matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
 }
 
-/// One of the caller's descriptors, read or written without ever blocking and without changing
-/// its flags: the file description may be shared (a terminal, a shell's file), and O_NONBLOCK
-/// set on it would stay after the sandbox (a shell's next `cat` then fails with EAGAIN).
+/// One of the caller's descriptors, read or written without ever blocking, and never with its
+/// flags changed: the file description may be shared (a terminal, a shell's file), and
+/// O_NONBLOCK set on it would stay after the sandbox (a shell's next `cat` then fails with EAGAIN).
 struct CallerEnd {
     fd: OwnedFd,
-    /// A socket: MSG_DONTWAIT per call. Anything else is a description of its own (see `open`).
+    /// A socket: MSG_DONTWAIT per call.
     socket: bool,
+    /// The caller's own description, left blocking: each read or write waits for nothing
+    /// because poll says it is ready first, and a write is at most [`SHARED_WRITE`] bytes.
+    shared: bool,
 }
+
+/// What one write to a blocking pipe or terminal that poll called writable takes without
+/// waiting: a pipe then has a page free, a terminal's line discipline at least this much.
+const SHARED_WRITE: usize = 256;
+
+/// /proc/self/fd/N of an anonymous pipe (pipefs) opens the same pipe.
+const PIPEFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x5049_5045);
 
 impl CallerEnd {
     /// A regular file or block device never makes a read or write wait: used as it is. A socket
-    /// takes MSG_DONTWAIT. A pipe, FIFO or terminal is opened again through /proc/self/fd: a new
-    /// file description of the same object, ours to make nonblocking (O_NOCTTY: never the
-    /// helper's controlling terminal). Only where that fails is the shared one made nonblocking.
+    /// takes MSG_DONTWAIT. An anonymous pipe or a terminal's slave side is opened again through
+    /// /proc/self/fd: a new file description of the same object (checked), ours to make
+    /// nonblocking (O_NOCTTY: never the helper's controlling terminal). Anything else (a named
+    /// FIFO, whose reopened end would miss its writers' hang-up; a pty master, /dev/tty or
+    /// another device, which would open something else; a terminal we may not open) is used as
+    /// it is, blocking, through poll (see `shared`).
     fn open(fd: OwnedFd, write: bool) -> Result<CallerEnd, Errno> {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
         let st = nix::sys::stat::fstat(&fd)?;
-        match st.st_mode & libc::S_IFMT {
-            libc::S_IFREG | libc::S_IFBLK => return Ok(CallerEnd { fd, socket: false }),
-            libc::S_IFSOCK => return Ok(CallerEnd { fd, socket: true }),
+        let kind = st.st_mode & libc::S_IFMT;
+        match kind {
+            libc::S_IFREG | libc::S_IFBLK => return Ok(CallerEnd { fd, socket: false, shared: false }),
+            libc::S_IFSOCK => return Ok(CallerEnd { fd, socket: true, shared: false }),
             _ => {}
         }
-        let access = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY };
-        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-        match nix::fcntl::open(path.as_str(), access | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
-            Ok(own) => Ok(CallerEnd { fd: own, socket: false }),
-            Err(_) => {
-                set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
-                Ok(CallerEnd { fd, socket: false })
+        let reopenable = match kind {
+            libc::S_IFIFO => nix::sys::statfs::fstatfs(&fd).is_ok_and(|f| f.filesystem_type() == PIPEFS_MAGIC),
+            // A terminal, but not a pty master (TIOCGPTN answers only there) nor /dev/tty,
+            // /dev/console or /dev/ptmx (major 5), which name another terminal once reopened.
+            libc::S_IFCHR => {
+                let mut n: libc::c_uint = 0;
+                // SAFETY: isatty and TIOCGPTN on our own descriptor; TIOCGPTN writes one uint.
+                let tty = unsafe { libc::isatty(raw) } == 1;
+                let master = unsafe { libc::ioctl(raw, libc::TIOCGPTN, &mut n) } == 0;
+                tty && !master && libc::major(st.st_rdev) != 5
+            }
+            _ => false,
+        };
+        if reopenable {
+            let access = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY };
+            let path = format!("/proc/self/fd/{raw}");
+            if let Ok(own) = nix::fcntl::open(path.as_str(), access | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+                let same = nix::sys::stat::fstat(&own).is_ok_and(|o| (o.st_dev, o.st_ino, o.st_rdev) == (st.st_dev, st.st_ino, st.st_rdev));
+                if same {
+                    return Ok(CallerEnd { fd: own, socket: false, shared: false });
+                }
             }
         }
+        Ok(CallerEnd { fd, socket: false, shared: true })
+    }
+
+    /// Whether poll says the shared description is ready now (readable, or at its end).
+    fn ready(&self, events: nix::poll::PollFlags) -> bool {
+        let mut p = [nix::poll::PollFd::new(self.fd.as_fd(), events)];
+        matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
     }
 
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        use nix::poll::PollFlags;
         if self.socket {
-            nix::sys::socket::recv(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT)
-        } else {
-            nix::unistd::read(&self.fd, buf)
+            return nix::sys::socket::recv(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT);
         }
+        // POLLHUP too: a read then returns the end (0) at once.
+        if self.shared && !self.ready(PollFlags::POLLIN | PollFlags::POLLHUP) {
+            return Err(Errno::EAGAIN);
+        }
+        nix::unistd::read(&self.fd, buf)
     }
 
     fn write(&self, buf: &[u8]) -> Result<usize, Errno> {
         if self.socket {
             use nix::sys::socket::MsgFlags;
-            nix::sys::socket::send(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
-        } else {
-            nix::unistd::write(&self.fd, buf)
+            return nix::sys::socket::send(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
         }
+        if self.shared {
+            if !self.ready(nix::poll::PollFlags::POLLOUT) {
+                return Err(Errno::EAGAIN);
+            }
+            return nix::unistd::write(&self.fd, &buf[..buf.len().min(SHARED_WRITE)]);
+        }
+        nix::unistd::write(&self.fd, buf)
     }
 }
 
@@ -200,21 +245,6 @@ pub struct TtyRelay {
     output: CallerEnd,
     to_master: Vec<u8>,
     to_output: Vec<u8>,
-    /// The last byte typed was not a newline: an end of input must end that line first.
-    line_open: bool,
-}
-
-/// What a person types to end the input of a terminal in canonical mode (a shell's `cat`): its
-/// EOF character (^D) at the start of a line, so after a line left open, twice. Nothing in raw
-/// mode, where the program reads bytes and decides itself.
-fn end_of_input(master: &OwnedFd, line_open: bool) -> Vec<u8> {
-    // SAFETY: a zeroed termios is valid for tcgetattr to fill in.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: tcgetattr on the helper's own pty master (it reads the terminal's settings).
-    if unsafe { libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(master), &mut t) } != 0 || t.c_lflag & libc::ICANON == 0 {
-        return Vec::new();
-    }
-    vec![t.c_cc[libc::VEOF]; if line_open { 2 } else { 1 }]
 }
 
 impl TtyRelay {
@@ -222,7 +252,7 @@ impl TtyRelay {
         // The master is the helper's own.
         set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&master))?;
         let (input, output) = (CallerEnd::open(input, false)?, CallerEnd::open(output, true)?);
-        Ok(TtyRelay { master: Some(master), input: Some(input), output, to_master: Vec::new(), to_output: Vec::new(), line_open: false })
+        Ok(TtyRelay { master: Some(master), input: Some(input), output, to_master: Vec::new(), to_output: Vec::new() })
     }
 
     pub fn master(&self) -> Option<BorrowedFd<'_>> {
@@ -264,18 +294,9 @@ impl TtyRelay {
         let Some(input) = &self.input else { return false };
         let mut buf = [0u8; 16 << 10];
         match input.read(&mut buf) {
-            // The caller closed stdin; the terminal stays open, as a terminal would, and says
-            // end of input as one does (see end_of_input).
-            Ok(0) => {
-                self.input = None;
-                if let Some(m) = &self.master {
-                    self.to_master.extend(end_of_input(m, self.line_open));
-                }
-            }
-            Ok(n) => {
-                self.line_open = buf[n - 1] != b'\n';
-                self.to_master.extend_from_slice(&buf[..n]);
-            }
+            // The caller closed stdin; the terminal stays open, as a terminal would.
+            Ok(0) => self.input = None,
+            Ok(n) => self.to_master.extend_from_slice(&buf[..n]),
             Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(_) => self.input = None,
         }

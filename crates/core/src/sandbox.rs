@@ -597,7 +597,9 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
         MountOp::MaskIfPresent { target } => {
             let t = staged(target);
             match kind_of(&t, false) {
-                EntryKind::Missing => {}
+                // A symlink is never followed (a caller's tree may name another place with it);
+                // what it leads to is masked, or not, where it is.
+                EntryKind::Missing | EntryKind::Symlink(_) => {}
                 EntryKind::Dir => mask(&t, target, true, masks)?,
                 _ => mask(&t, target, false, masks)?,
             }
@@ -645,14 +647,15 @@ fn ms_flags(f: crate::plan::MountFlags) -> MsFlags {
 }
 
 /// How the helper asks the init to stop the command: SIGSTOP itself would stop the init (no
-/// process can catch it), so it comes as this real-time signal queued with [`STOP_MARK`], which
-/// only the helper can send (the kernel drops a signal from inside to its pid namespace's init),
-/// and the init stops its own child (never a pid it has reaped).
+/// process can catch it), so it comes as this real-time signal queued with [`STOP_MARK`], and the
+/// init stops its own child (never a pid it has reaped). A process inside could queue the same
+/// (the init blocks the signal, so the kernel delivers it): it gains nothing, as it can stop
+/// the command itself.
 pub(crate) const STOP_CARRIER: i32 = 64;
 pub(crate) const STOP_MARK: i32 = 0x5354_4f50;
 
-/// Signals the init forwards to the command, the real-time ones (32 to 64) too; everything else
-/// keeps its default.
+/// Signals the init forwards to the command, the real-time ones (34 to 64: the C library keeps
+/// 32 and 33, and Node's side refuses them) too; everything else keeps its default.
 pub(crate) fn forwarded_signals() -> SigSet {
     let mut set = SigSet::empty();
     for sig in Signal::iterator() {
@@ -661,8 +664,8 @@ pub(crate) fn forwarded_signals() -> SigSet {
         }
     }
     let mut raw = *set.as_ref();
-    for n in 32..=64 {
-        // SAFETY: sigaddset on a local, initialized set; 32 to 64 are valid signal numbers.
+    for n in 34..=64 {
+        // SAFETY: sigaddset on a local, initialized set; 34 to 64 are valid signal numbers.
         unsafe { libc::sigaddset(&mut raw, n) };
     }
     // SAFETY: `raw` came from a valid SigSet and only had valid signals added.
@@ -751,7 +754,8 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         match sfd.read_signal() {
             Ok(Some(info)) => {
                 let signo = info.ssi_signo as i32;
-                let stop = signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE && info.ssi_int == STOP_MARK;
+                // The whole sigval (ssi_ptr), whatever the byte order.
+                let stop = signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE && info.ssi_ptr == STOP_MARK as u64;
                 if signo != libc::SIGCHLD {
                     // SAFETY: kill(2) on our own child's pid.
                     unsafe { libc::kill(child.as_raw(), if stop { libc::SIGSTOP } else { signo }) };

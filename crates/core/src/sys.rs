@@ -896,7 +896,7 @@ pub fn recv_message(sock: &OwnedFd, max: usize, step: Step) -> Result<Option<(Ve
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                     let data = libc::CMSG_DATA(c).cast::<std::os::fd::RawFd>();
-                    let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<std::os::fd::RawFd>();
+                    let count = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize) / std::mem::size_of::<std::os::fd::RawFd>();
                     for i in 0..count {
                         fds.push(<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(data.add(i).read_unaligned()));
                     }

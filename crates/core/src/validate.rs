@@ -24,8 +24,6 @@ fn bad(option: impl Into<String>, message: impl Into<String>) -> OptionError {
     OptionError { option: option.into(), message: message.into() }
 }
 
-/// A path the sandbox sees: absolute, without `..`, NUL or empty components that could make two
-/// spellings of one place.
 /// The longest path the kernel takes, its NUL included.
 const PATH_MAX: usize = 4096;
 
@@ -37,6 +35,8 @@ fn check_length(option: &str, path: &str) -> Result<(), OptionError> {
     Ok(())
 }
 
+/// A path the sandbox sees: absolute, one spelling only (no '.', '..' or empty component), no NUL,
+/// shorter than PATH_MAX.
 fn check_inside_path(option: &str, path: &str) -> Result<(), OptionError> {
     if !path.starts_with('/') {
         return Err(bad(option, format!("must be an absolute path inside the sandbox, got {path:?}")));
