@@ -58,6 +58,10 @@ export function shown(v: unknown): string {
   }
 }
 
+/** What ownOptions made: taken as it is when it comes again (runIsolated's options, then its spawn's). */
+const owned = new WeakSet<object>()
+const mark = <T extends object>(v: T): T => (owned.add(v), v)
+
 /**
  * Options as the caller owns them: plain objects (and arrays) copied with their own enumerable
  * properties only, into objects without a prototype, so a property set on Object.prototype
@@ -66,7 +70,7 @@ export function shown(v: unknown): string {
  * cycle or a nesting past 64 levels is an option error naming where.
  */
 export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> = new Set()): unknown {
-  if (typeof v !== 'object' || v === null) return v
+  if (typeof v !== 'object' || v === null || owned.has(v)) return v
   let proto: unknown
   try {
     proto = Object.getPrototypeOf(v)
@@ -91,10 +95,10 @@ export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> =
       }
       return ownOptions(value, at, depth + 1, seen)
     }
-    if (Array.isArray(v)) return Array.from({ length: v.length }, (_, i) => (Object.prototype.hasOwnProperty.call(v, i) ? read(String(i)) : undefined))
+    if (Array.isArray(v)) return mark(Array.from({ length: v.length }, (_, i) => (Object.prototype.hasOwnProperty.call(v, i) ? read(String(i)) : undefined)))
     const out: Record<string, unknown> = Object.create(null)
     for (const key of Object.keys(v)) out[key] = read(key)
-    return out
+    return mark(out)
   } finally {
     seen.delete(v)
   }

@@ -31,7 +31,7 @@ export interface ExecExit {
   signal: string | null
   /**
    * `'timeout'`: its own timeoutMs (from `sb.exec`, also when the command ended in time but what
-   * it left behind held its output past it: that output is cut there). When the sandbox ends while the command runs, the sandbox's
+   * it left behind held its output past it: that output is cut 250 ms after the deadline). When the sandbox ends while the command runs, the sandbox's
    * reason: `'canceled'` (destroyed) or that of its limit (`'timeout'`, `'oom'`, `'cpu-time'`).
    * `'output-limit'`: `sb.exec` killed it at its `maxBuffer`.
    */

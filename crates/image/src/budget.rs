@@ -42,6 +42,19 @@ impl Budgeted {
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
+
+    /// A new block from `system`, counted first; past the budget, or refused by the system, the
+    /// process ends with its report.
+    fn counted(&self, size: usize, system: impl FnOnce() -> *mut u8) -> *mut u8 {
+        if !self.take(size) {
+            end_with(OVER_BUDGET);
+        }
+        let p = system();
+        if p.is_null() {
+            end_with(NO_MEMORY);
+        }
+        p
+    }
 }
 
 /// Ends the process with an error event on stdout. Allocates nothing (it runs where allocating
@@ -66,25 +79,11 @@ fn end_with(event: &[u8]) -> ! {
 // make it, and a refused or failed one never returns.
 unsafe impl GlobalAlloc for Budgeted {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !self.take(layout.size()) {
-            end_with(OVER_BUDGET);
-        }
-        let p = System.alloc(layout);
-        if p.is_null() {
-            end_with(NO_MEMORY);
-        }
-        p
+        self.counted(layout.size(), || System.alloc(layout))
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !self.take(layout.size()) {
-            end_with(OVER_BUDGET);
-        }
-        let p = System.alloc_zeroed(layout);
-        if p.is_null() {
-            end_with(NO_MEMORY);
-        }
-        p
+        self.counted(layout.size(), || System.alloc_zeroed(layout))
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
