@@ -1,3 +1,4 @@
+import * as vm from 'node:vm'
 /** Invalid options throw before anything is spawned, naming the option. */
 import test from 'ava'
 import { chmodSync, existsSync, readFileSync, symlinkSync } from 'node:fs'
@@ -211,5 +212,39 @@ test.serial('a property set on Object.prototype (pollution elsewhere in the proc
     delete proto.seccomp
     delete proto.namespaces
     delete proto.network
+  }
+})
+
+test.serial("options made in another realm, or as a class's instance, are read without their realm's Object.prototype", async (t) => {
+  const realm = vm.createContext({})
+  const foreignProto = vm.runInContext('Object.prototype', realm) as Record<string, unknown>
+  foreignProto.seccomp = 'none'
+  foreignProto.network = 'host'
+  const proto = Object.prototype as Record<string, unknown>
+  proto.seccomp = 'none'
+  try {
+    // createSandbox: runIsolated's own split of its options already copies them.
+    const foreign = await createSandbox(vm.runInContext("({ env: { PATH: '/usr/bin:/bin', FROM: 'a vm context' } })", realm))
+    t.teardown(() => foreign.destroy())
+    const r = await foreign.exec('/bin/sh', ['-c', 'grep ^Seccomp: /proc/self/status; echo "$FROM"; awk -F: \'NR > 2 { gsub(/ /, "", $1); print "if " $1 }\' /proc/net/dev'])
+    t.regex(r.stdout, /^Seccomp:\s+2$/m, `the default filter, not the vm context's prototype's 'none'\n${r.stdout}${r.stderr}`)
+    t.regex(r.stdout, /^a vm context$/m, 'its own properties are read')
+    t.deepEqual(r.stdout.split('\n').filter((l) => l.startsWith('if ')), ['if lo'], 'a network of its own')
+
+    class Options {
+      env = { PATH: '/usr/bin:/bin' }
+      get hostname() {
+        return 'from-a-getter'
+      }
+    }
+    const instance = await createSandbox(new Options() as {})
+    t.teardown(() => instance.destroy())
+    const c = await instance.exec('/bin/sh', ['-c', 'grep ^Seccomp: /proc/self/status; hostname'])
+    t.regex(c.stdout, /^Seccomp:\s+2$/m, "a class's instance: the default filter, not Object.prototype's 'none'")
+    t.regex(c.stdout, /^from-a-getter$/m, "its class's getter is read")
+  } finally {
+    delete foreignProto.seccomp
+    delete foreignProto.network
+    delete proto.seccomp
   }
 })

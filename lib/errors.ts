@@ -63,30 +63,34 @@ const owned = new WeakSet<object>()
 const mark = <T extends object>(v: T): T => (owned.add(v), v)
 
 /**
- * Options as the caller owns them: plain objects (and arrays) copied with their own enumerable
- * properties only, into objects without a prototype, so a property set on Object.prototype
- * (prototype pollution elsewhere in the process: `seccomp: 'none'`, `namespaces`) is never read
- * as an option; other objects (an AbortSignal, a Buffer) as they are. A getter that throws, a
- * cycle or a nesting past 64 levels is an option error naming where.
+ * Options as the caller owns them: every object that holds options (a literal, one made in another
+ * realm such as a vm context or a test runner's, an instance of the caller's own class) is copied
+ * into an object without a prototype with its own enumerable properties and the getters of the
+ * prototypes its class defines; nothing a realm's Object.prototype holds is read, so a
+ * property set there (prototype pollution elsewhere in the process: `seccomp: 'none'`,
+ * `namespaces`) is never an option. Arrays are copied entry by entry. The objects that are values,
+ * not options (an AbortSignal, a Buffer or other view), are taken as they are. A getter that
+ * throws, a cycle or a nesting past 64 levels is an option error naming where.
  */
 export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> = new Set()): unknown {
   if (typeof v !== 'object' || v === null || owned.has(v)) return v
-  let proto: unknown
-  try {
-    proto = Object.getPrototypeOf(v)
-  } catch (e) {
-    throw optionError(path, `could not be read: ${(e as Error)?.message ?? shown(e)}`)
+  const readable = (what: () => unknown): unknown => {
+    try {
+      return what()
+    } catch (e) {
+      throw optionError(path, `could not be read: ${(e as Error)?.message ?? shown(e)}`)
+    }
   }
-  const plain = proto === Object.prototype || proto === null
-  if (!plain && !Array.isArray(v)) return v
+  if (readable(() => v instanceof AbortSignal || ArrayBuffer.isView(v) || v instanceof ArrayBuffer)) return v
   const where = path === '' ? 'options' : path
-  if (Array.isArray(v) && v.length > 65536) throw optionError(path, `has ${v.length} entries; at most 65536 are taken`)
+  const array = readable(() => Array.isArray(v)) as boolean
+  if (array && (v as unknown[]).length > 65536) throw optionError(path, `has ${(v as unknown[]).length} entries; at most 65536 are taken`)
   if (seen.has(v)) throw optionError(path, `${where} holds itself (a cycle)`)
   if (depth >= 64) throw optionError(path, 'is nested too deep (64 levels)')
   seen.add(v)
   try {
     const read = (key: string): unknown => {
-      const at = Array.isArray(v) ? `${path}[${key}]` : path === '' ? key : `${path}.${key}`
+      const at = array ? `${path}[${key}]` : path === '' ? key : `${path}.${key}`
       let value: unknown
       try {
         value = (v as Record<string, unknown>)[key]
@@ -95,13 +99,26 @@ export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> =
       }
       return ownOptions(value, at, depth + 1, seen)
     }
-    if (Array.isArray(v)) return mark(Array.from({ length: v.length }, (_, i) => (Object.prototype.hasOwnProperty.call(v, i) ? read(String(i)) : undefined)))
+    if (array) return mark(Array.from({ length: (v as unknown[]).length }, (_, i) => (Object.prototype.hasOwnProperty.call(v, i) ? read(String(i)) : undefined)))
     const out: Record<string, unknown> = Object.create(null)
-    for (const key of Object.keys(v)) out[key] = read(key)
+    for (const key of readable(() => new Set([...classKeys(v), ...Object.keys(v)])) as Set<string>) out[key] = read(key)
     return mark(out)
   } finally {
     seen.delete(v)
   }
+}
+
+/**
+ * The getters of the prototypes between an object and its realm's root (the one whose own
+ * prototype is null: Object.prototype of whichever realm, or none): what a caller's class
+ * defines (its fields are the object's own), never what the root holds.
+ */
+function classKeys(v: object): string[] {
+  const keys: string[] = []
+  for (let p = Object.getPrototypeOf(v); p !== null && Object.getPrototypeOf(p) !== null; p = Object.getPrototypeOf(p)) {
+    for (const key of Object.getOwnPropertyNames(p)) if (Object.getOwnPropertyDescriptor(p, key)!.get !== undefined) keys.push(key)
+  }
+  return keys
 }
 
 export function optionError(option: string, message: string): IsolateError {
