@@ -19,6 +19,7 @@ const root = fileURLToPath(new URL('..', import.meta.url))
 const haveAlpine = existsSync(alpineTarball)
 if (!haveAlpine) console.log(`image.test: ${alpineTarball} is absent (a clone outside this workplace); the tests that unpack the Alpine fixture are skipped for that reason`)
 const alpineTest = haveAlpine ? test : test.skip
+const alpineSerial = haveAlpine ? test.serial : test.skip
 
 /** A command's stdout, without blocking the event loop (xz takes seconds; other tests' I/O goes on). */
 async function output(cmd: string, args: string[]): Promise<Buffer> {
@@ -249,6 +250,22 @@ alpineTest('the Alpine minirootfs unpacks exactly as tar lists it, with progress
   t.is(last.bytes, last.totalBytes)
   t.is(last.entries, listing.length)
   t.true(seen.every((p, i) => p.phase === 'unpack' && (i === 0 || p.bytes >= seen[i - 1].bytes)))
+})
+
+alpineSerial("a property set on Object.prototype is never an unpack option (onProgress, specialFiles)", async (t) => {
+  const dir = join(workspace(t), 'rootfs')
+  const proto = Object.prototype as Record<string, unknown>
+  let calls = 0
+  proto.onProgress = () => calls++
+  proto.specialFiles = 'not an option value'
+  try {
+    const r = await unpackRootfs(alpineTarball, dir)
+    t.true(r.entries > 0)
+    t.is(calls, 0, "the prototype's onProgress was called")
+  } finally {
+    delete proto.onProgress
+    delete proto.specialFiles
+  }
 })
 
 alpineTest('.tar, .tar.xz and .tar.zst unpack to the same tree, told apart by content not name', async (t) => {

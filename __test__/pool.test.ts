@@ -283,6 +283,23 @@ poolTest('configurePool({ size: 0 }) ends the pooled helpers and their cgroups; 
   }
 })
 
+poolTest("a size set on Object.prototype is not configurePool's: {} gives back the default pool", async (t) => {
+  const proto = Object.prototype as Record<string, unknown>
+  proto.size = 0
+  try {
+    configurePool({})
+  } finally {
+    delete proto.size
+  }
+  try {
+    await runIsolated('/bin/true', [], { limits: LIMITS })
+    await new Promise((r) => setTimeout(r, 300))
+    t.true((await oneSandbox('true')).warm, 'a warm sandbox: the pool was not turned off')
+  } finally {
+    configurePool({ size: 2 })
+  }
+})
+
 test.serial('resizing the pool while sandboxes start neither crashes Node nor leaks an fd or a helper', async (t) => {
   await runIsolated('/bin/true', [], { limits: LIMITS })
   await new Promise((r) => setTimeout(r, 300))

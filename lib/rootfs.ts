@@ -28,7 +28,7 @@ import { accessSync, constants, lstatSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
-import { IsolateError, optionError, shown } from './errors.js'
+import { IsolateError, optionError, ownOptions, shown } from './errors.js'
 import { loadNative, type Addon, type Native, type SpawnedHelper } from './native.js'
 
 export interface UnpackProgress {
@@ -318,10 +318,15 @@ function checkPath(option: string, value: unknown): string {
   return resolve(value)
 }
 
+/** The caller's own options (see ownOptions: a polluted Object.prototype's `ownership` is never one). */
+function callersOptions<T extends UnpackOptions>(options: T): T {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'options must be an object')
+  return ownOptions(options) as T
+}
+
 function commonArgs(options: UnpackOptions): string[] {
   const args: string[] = []
   // Checked here, before the tool starts: found after, it would go on unpacking, unwatched.
-  if (typeof options !== 'object' || options === null) throw optionError('', 'options must be an object')
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw optionError('signal', 'expected an AbortSignal')
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw optionError('onProgress', 'expected a function')
   if (options.specialFiles !== undefined) {
@@ -354,6 +359,7 @@ function commonArgs(options: UnpackOptions): string[] {
  * On a failure, a `dir` this call created is removed again; an existing one may hold a partial tree.
  */
 export async function unpackRootfs(tarball: string, dir: string, options: UnpackOptions = {}): Promise<UnpackResult> {
+  options = callersOptions(options)
   const common = commonArgs(options)
   const input = checkPath('tarball', tarball)
   const target = checkPath('dir', dir)
@@ -371,6 +377,7 @@ export async function unpackRootfs(tarball: string, dir: string, options: Unpack
  * On a failure, a `dir` this call created is removed again.
  */
 export async function importImage(image: string, dir: string, options: ImportOptions = {}): Promise<ImportResult> {
+  options = callersOptions(options)
   const common = commonArgs(options)
   const input = checkPath('image', image)
   const target = checkPath('dir', dir)
