@@ -81,3 +81,34 @@ test('tty: the caller\'s own descriptors keep their flags (never left nonblockin
   t.deepEqual([fdFlags(input), fdFlags(output)], before, 'O_NONBLOCK was left on the shared file descriptions')
   t.regex(readFileSync(join(dir, 'out'), 'utf8'), /through the terminal\r\n[^]*and an exec\r\n/)
 })
+
+test('tty: the end of the input is the terminal\'s end of file (^D), so a command reading to the end finishes', async (t) => {
+  // It hung: closing stdin said nothing to the terminal.
+  const r = await runIsolated('/bin/cat', [], { tty: true, input: 'hello\n', timeoutMs: 20_000 })
+  t.is(r.reason, 'exited')
+  t.is(r.exitCode, 0)
+  t.is(r.stdout, 'hello\r\nhello\r\n', 'the terminal echoes the line, then cat writes it')
+  // A last line without its newline: the first ^D hands it over, the second ends the input.
+  const open = await runIsolated('/bin/sh', ['-c', 'cat; echo " end"'], { tty: true, input: 'abc', timeoutMs: 20_000 })
+  t.is(open.reason, 'exited')
+  t.regex(open.stdout, /abc[^]*abc end\r\n$/)
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  const e = await box.exec('/usr/bin/wc', ['-l'], { tty: true, input: 'a\nb\n', timeoutMs: 20_000 })
+  t.is(e.reason, 'exited')
+  t.regex(e.stdout, /^\s*2\r\n$/m)
+})
+
+test('tty: a command that lets go of its terminal before it ends is not hung up (no SIGHUP while it runs)', async (t) => {
+  // The helper closed the master as soon as nobody held the terminal: the command, still
+  // running, got SIGHUP (so did cat, which closes stdin at the end of its input).
+  const script = 'exec </dev/null >/dev/null 2>&1; sleep 0.3; exit 3'
+  const r = await runIsolated('/bin/sh', ['-c', script], { tty: true, timeoutMs: 20_000 })
+  t.is(r.reason, 'exited', `${r.signal ?? ''}`)
+  t.is(r.exitCode, 3)
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  const e = await box.exec('/bin/sh', ['-c', script], { tty: true, timeoutMs: 20_000 })
+  t.is(e.reason, 'exited', `${e.signal ?? ''}`)
+  t.is(e.exitCode, 3)
+})

@@ -154,6 +154,9 @@ impl Execs {
                     if let (Some(t), Some((rows, cols))) = (&e.tty, e.tty_size.take()) {
                         t.resize(rows, cols);
                     }
+                    if let Some(t) = e.tty.as_mut().filter(|_| e.ended.is_some()) {
+                        t.command_ended();
+                    }
                 }
             }
         }
@@ -198,6 +201,9 @@ impl Execs {
         if let Some(e) = self.execs.get_mut(&id) {
             e.ended = Some((code, signal, Instant::now()));
             e.deadline = None;
+            if let Some(t) = &mut e.tty {
+                t.command_ended();
+            }
         }
     }
 

@@ -245,6 +245,26 @@ pub struct TtyRelay {
     output: CallerEnd,
     to_master: Vec<u8>,
     to_output: Vec<u8>,
+    /// The last byte typed was not a newline: an end of input must end that line first.
+    line_open: bool,
+    /// Every process let go of the terminal (the master read EIO). The master stays open until
+    /// the command has ended too: closing it hangs the terminal up, and a command that closes its
+    /// stdio before it exits (`cat` closes stdin at the end of its input) would die of SIGHUP.
+    released: bool,
+    command_ended: bool,
+}
+
+/// What a person types to end the input of a terminal in canonical mode (a shell's `cat`): its
+/// EOF character (^D) at the start of a line, so after a line left open, twice. Nothing in raw
+/// mode, where the program reads bytes and decides itself.
+fn end_of_input(master: &OwnedFd, line_open: bool) -> Vec<u8> {
+    // SAFETY: a zeroed termios is valid for tcgetattr to fill in.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr on the helper's own pty master (it reads the terminal's settings).
+    if unsafe { libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(master), &mut t) } != 0 || t.c_lflag & libc::ICANON == 0 {
+        return Vec::new();
+    }
+    vec![t.c_cc[libc::VEOF]; if line_open { 2 } else { 1 }]
 }
 
 impl TtyRelay {
@@ -252,7 +272,7 @@ impl TtyRelay {
         // The master is the helper's own.
         set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&master))?;
         let (input, output) = (CallerEnd::open(input, false)?, CallerEnd::open(output, true)?);
-        Ok(TtyRelay { master: Some(master), input: Some(input), output, to_master: Vec::new(), to_output: Vec::new() })
+        Ok(TtyRelay { master: Some(master), input: Some(input), output, to_master: Vec::new(), to_output: Vec::new(), line_open: false, released: false, command_ended: false })
     }
 
     pub fn master(&self) -> Option<BorrowedFd<'_>> {
@@ -266,7 +286,7 @@ impl TtyRelay {
 
     pub fn interests(&self) -> Vec<Interest<'_>> {
         let mut out = Vec::new();
-        if let Some(m) = &self.master {
+        if let Some(m) = self.master.as_ref().filter(|_| !self.released) {
             if self.to_output.is_empty() {
                 out.push(Interest { fd: m.as_fd(), writable: false });
             }
@@ -294,9 +314,18 @@ impl TtyRelay {
         let Some(input) = &self.input else { return false };
         let mut buf = [0u8; 16 << 10];
         match input.read(&mut buf) {
-            // The caller closed stdin; the terminal stays open, as a terminal would.
-            Ok(0) => self.input = None,
-            Ok(n) => self.to_master.extend_from_slice(&buf[..n]),
+            // The caller closed stdin; the terminal stays open, as a terminal would, and says
+            // end of input as one does (see end_of_input).
+            Ok(0) => {
+                self.input = None;
+                if let Some(m) = &self.master {
+                    self.to_master.extend(end_of_input(m, self.line_open));
+                }
+            }
+            Ok(n) => {
+                self.line_open = buf[n - 1] != b'\n';
+                self.to_master.extend_from_slice(&buf[..n]);
+            }
             Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(_) => self.input = None,
         }
@@ -306,7 +335,11 @@ impl TtyRelay {
     pub fn pump(&mut self) {
         let mut buf = [0u8; 16 << 10];
         self.take_input();
-        if let Some(m) = &self.master {
+        if self.released {
+            // Nobody holds the terminal to read what is typed.
+            self.to_master.clear();
+        }
+        if let Some(m) = self.master.as_ref().filter(|_| !self.released) {
             if !self.to_master.is_empty() {
                 match nix::unistd::write(m, &self.to_master) {
                     Ok(n) => {
@@ -321,7 +354,10 @@ impl TtyRelay {
                     Ok(n) if n > 0 => self.to_output.extend_from_slice(&buf[..n]),
                     Err(Errno::EAGAIN | Errno::EINTR) => {}
                     // EIO: no process holds the terminal any more.
-                    _ => self.master = None,
+                    _ => {
+                        self.released = true;
+                        self.close_when_done();
+                    }
                 }
             }
         }
@@ -343,6 +379,18 @@ impl TtyRelay {
     pub fn resize(&self, rows: u16, cols: u16) {
         if let Some(m) = &self.master {
             let _ = crate::sys::set_window_size(m, rows, cols);
+        }
+    }
+
+    /// The command has ended (reaped): once nobody holds the terminal either, the master closes.
+    pub fn command_ended(&mut self) {
+        self.command_ended = true;
+        self.close_when_done();
+    }
+
+    fn close_when_done(&mut self) {
+        if self.released && self.command_ended {
+            self.master = None;
         }
     }
 

@@ -850,12 +850,19 @@ impl Supervisor {
             if let (Some(tty), Some((rows, cols))) = (&self.tty, self.tty_size.take()) {
                 tty.resize(rows, cols);
             }
+            if let Some(tty) = self.tty.as_mut().filter(|_| self.ended.is_some() || !self.report_open) {
+                tty.command_ended();
+            }
         }
     }
 
     fn read_reports(&mut self, out: &mut Control) {
         if self.reports.fill(&self.report).is_none() {
             self.report_open = false;
+            // The init is gone, and every process of its pid namespace with it.
+            if let Some(tty) = &mut self.tty {
+                tty.command_ended();
+            }
         }
         while let Some(line) = self.reports.next_line() {
             let cgroup = &self.cgroup;
@@ -873,6 +880,9 @@ impl Supervisor {
                         self.report_open = false;
                     }
                     self.ended = Some(r);
+                    if let Some(tty) = &mut self.tty {
+                        tty.command_ended();
+                    }
                 }
                 Ok(_) | Err(_) => {}
             }
