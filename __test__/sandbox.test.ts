@@ -3,11 +3,14 @@
  * as an unprivileged user (ISOLATE_TEST_ROOTLESS=1).
  */
 import test from 'ava'
+import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, relative } from 'node:path'
 import { IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
-import { expectedOutsideIds, isRoot, removeDir, sh, tempDir } from './helpers.js'
+import { expectedOutsideIds, isRoot, removeDir, root, sh, tempDir } from './helpers.js'
+
+const rootOnly = isRoot ? test : test.skip
 
 test.before(async (t) => {
   const p = await probe()
@@ -65,6 +68,50 @@ test("a root caller's sandbox ids are no one else's: root's own subordinate rang
   }
   check(uid, '/etc/subuid', '/etc/passwd')
   check(gid, '/etc/subgid', '/etc/group')
+})
+
+// Root's ids need a host whose fallback space is full: a Node process in a mount namespace of its
+// own (made by a Python harness: unshare, then an overlay on /etc adding the two files) sees an
+// /etc/subuid and /etc/subgid whose one range holds every fallback block, and no range of root's.
+rootOnly("with no free host ids for a root caller, sandboxes that map ids fail closed; user: false with explicit ids still runs; doctor says so", async (t) => {
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  const full = `carol:${0x7000_0000}:${0x7ffe_0000 - 0x7000_0000}\n`
+  mkdirSync(join(dir, 'upper'))
+  mkdirSync(join(dir, 'work'))
+  writeFileSync(join(dir, 'upper', 'subuid'), full)
+  writeFileSync(join(dir, 'upper', 'subgid'), full)
+  const harness = [
+    'import ctypes, os, sys',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'def check(r, what):',
+    '  if r != 0: e = ctypes.get_errno(); raise OSError(e, what + ": " + os.strerror(e))',
+    'check(libc.unshare(0x20000), "unshare(CLONE_NEWNS)")',
+    'check(libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None), "make / private")',
+    'up, work = sys.argv[1] + "/upper", sys.argv[1] + "/work"',
+    'check(libc.mount(b"overlay", b"/etc", b"overlay", 0, ("lowerdir=/etc,upperdir=%s,workdir=%s" % (up, work)).encode()), "overlay on /etc")',
+    'os.execv(sys.argv[2], sys.argv[2:])',
+  ].join('\n')
+  const node = `
+    const { probe, runIsolated, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const { readFileSync } = await import('node:fs')
+    let error
+    try { await spawnIsolated('/bin/true') } catch (e) { error = e }
+    const explicit = await runIsolated('/usr/bin/id', ['-u'], { namespaces: { user: false }, user: { uid: 1000, gid: 1000 } })
+    console.log(JSON.stringify({ subuid: readFileSync('/etc/subuid', 'utf8'), ids: (await probe()).sandboxHostIds, error: error && { code: error.code, step: error.step, hint: error.hint }, explicit: explicit.stdout.trim() }))`
+  const inNs = (...args: string[]) => spawnSync('python3', ['-c', harness, dir, process.execPath, '--import=tsx', ...args], { cwd: root, encoding: 'utf8', timeout: 90_000 })
+  const r = inNs('--input-type=module', '-e', node)
+  t.is(r.status, 0, r.stderr)
+  const seen = JSON.parse(r.stdout.trim().split('\n').pop()!)
+  t.is(seen.subuid, full, 'the harness gave the Node process its own /etc/subuid')
+  t.is(seen.ids, null, 'probe().sandboxHostIds')
+  t.is(seen.error?.code, 'ERR_ISOLATE_SETUP', JSON.stringify(seen.error))
+  t.is(seen.error?.step, 'write_id_maps')
+  t.regex(seen.error?.hint ?? '', /\/etc\/subuid/)
+  t.is(seen.explicit, '1000', "user: false with the caller's own ids needs no mapped ids")
+  const doctor = inNs(join(root, 'cli.ts'), 'doctor')
+  t.is(doctor.status, 1, doctor.stdout + doctor.stderr)
+  t.regex(doctor.stdout + doctor.stderr, /subuid/)
 })
 
 test('user sets the ids inside', async (t) => {
