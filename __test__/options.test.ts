@@ -215,6 +215,54 @@ test.serial('a property set on Object.prototype (pollution elsewhere in the proc
   }
 })
 
+test.serial('a limit, an env PATH or a namespace name set on Object.prototype is not read where the caller gave none', async (t) => {
+  const proto = Object.prototype as Record<string, unknown>
+  proto.timeoutMs = 300
+  proto.coreDumps = true
+  proto.PATH = '/nowhere'
+  try {
+    const r = await runIsolated('/bin/sh', ['-c', 'sleep 0.6; ulimit -c; echo "$PATH"'])
+    t.is(r.reason, 'exited', 'no timeout came from the prototype')
+    t.is(r.stdout, '0\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n', r.stderr)
+  } finally {
+    delete proto.timeoutMs
+    delete proto.coreDumps
+    delete proto.PATH
+  }
+  const e = await t.throwsAsync(runIsolated('/bin/true', [], { namespaces: { constructor: false } as never }), { instanceOf: IsolateError })
+  t.is(e?.option, 'namespaces.constructor')
+})
+
+test('options inherited from defaults (Object.create), a class\'s getters through runIsolated, and getters that are no options', async (t) => {
+  const defaults = { hostname: 'from-defaults', env: { PATH: '/usr/bin:/bin', WHO: 'defaults' } }
+  const r = await runIsolated('/bin/sh', ['-c', 'hostname; echo "$WHO"'], Object.create(defaults) as typeof defaults)
+  t.is(r.stdout, 'from-defaults\ndefaults\n', r.stderr)
+  class Job {
+    get hostname() {
+      return 'from-a-getter'
+    }
+    get summary() {
+      return 'not an option, and never taken for one'
+    }
+  }
+  const c = await runIsolated('/bin/hostname', [], new Job() as {})
+  t.is(c.stdout, 'from-a-getter\n', c.stderr)
+})
+
+test('option graphs: a subtree shared many times is copied once; a stream is a value, not options; a Proxy whose length throws is an option error', async (t) => {
+  let shared: unknown = { PATH: '/usr/bin:/bin' }
+  for (let i = 0; i < 40; i++) shared = { a: shared, b: shared }
+  // 2^40 paths through it: walked path by path this would never end.
+  const e = await t.throwsAsync(runIsolated('/bin/true', [], { env: shared as never }), { instanceOf: IsolateError })
+  t.is(e?.option, 'env.a', 'its first value is not a string')
+  const s = await t.throwsAsync(runIsolated('/bin/true', [], { stdio: ['pipe', process.stdout, 'pipe'] as never }), { instanceOf: IsolateError })
+  t.is(s?.option, 'stdio[1]')
+  t.notRegex(s!.message, /cycle/)
+  const trap = new Proxy([], { get: (target, key) => (key === 'length' ? (() => { throw new Error('no length') })() : Reflect.get(target, key)) })
+  const p = await t.throwsAsync(runIsolated('/bin/true', [], { capabilities: trap as never }), { instanceOf: IsolateError })
+  t.is(p?.option, 'capabilities')
+})
+
 test.serial("options made in another realm, or as a class's instance, are read without their realm's Object.prototype", async (t) => {
   const realm = vm.createContext({})
   const foreignProto = vm.runInContext('Object.prototype', realm) as Record<string, unknown>
@@ -237,6 +285,9 @@ test.serial("options made in another realm, or as a class's instance, are read w
         return 'from-a-getter'
       }
     }
+    const bytes = vm.runInContext("new Uint8Array([104, 105, 10])", realm) as Uint8Array
+    const fromRealm = await runIsolated('/bin/cat', [], { input: bytes })
+    t.is(fromRealm.stdout, 'hi\n', "a vm context's Uint8Array is input too")
     const instance = await createSandbox(new Options() as {})
     t.teardown(() => instance.destroy())
     const c = await instance.exec('/bin/sh', ['-c', 'grep ^Seccomp: /proc/self/status; hostname'])

@@ -5,7 +5,7 @@
  */
 import type { Readable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import { optionError, ownOptions, shown } from './errors.js'
+import { optionError, ownOptions, shown, withoutKeys } from './errors.js'
 
 /** stdout and stderr together; `child_process.execFile`'s 1 MiB is too small for a code runner. */
 const DEFAULT_MAX_BUFFER = 64 << 20
@@ -32,10 +32,13 @@ export function splitRunOptions<T extends object>(options: unknown): { run: RunO
   if (options === undefined) options = {}
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'options must be an object')
   options = ownOptions(options)
-  const { input = '', encoding = 'utf8', maxBuffer, ...spread } = options as Record<string, unknown>
-  // Without a prototype, as ownOptions made it (an object rest gets Object.prototype again).
-  const rest: Record<string, unknown> = Object.assign(Object.create(null), spread)
-  if (typeof input !== 'string' && !(input instanceof Uint8Array)) throw optionError('input', `must be a string, a Buffer or a Uint8Array, got ${typeof input}`)
+  const { input = '', encoding = 'utf8', maxBuffer } = options as Record<string, unknown>
+  // Without a prototype, as ownOptions made it (an object rest would get Object.prototype again
+  // and lose what a class's getters gave).
+  const rest = withoutKeys(options as object, ['input', 'encoding', 'maxBuffer'])
+  // A Uint8Array of another realm (a vm context's) is one too; it is written as this realm's.
+  const foreign = !(input instanceof Uint8Array) && ArrayBuffer.isView(input) && Object.prototype.toString.call(input) === '[object Uint8Array]'
+  if (typeof input !== 'string' && !(input instanceof Uint8Array) && !foreign) throw optionError('input', `must be a string, a Buffer or a Uint8Array, got ${typeof input}`)
   if (encoding !== 'buffer' && !(typeof encoding === 'string' && Buffer.isEncoding(encoding))) throw optionError('encoding', `must be 'buffer' or a Buffer encoding such as 'utf8', got ${shown(encoding)}`)
   // A caller who bounds the output in the helper (limits.outputBytes, exact) gets no second,
   // smaller bound here unless asking for one.
@@ -45,7 +48,8 @@ export function splitRunOptions<T extends object>(options: unknown): { run: RunO
     throw optionError('input', `is written to the command's stdin, which needs stdio[0] 'pipe', not ${shown(stdin)}`)
   }
   const bounded = maxBuffer === undefined && typeof (rest.limits as { outputBytes?: unknown } | undefined)?.outputBytes === 'number'
-  return { run: { input, encoding, maxBuffer: bounded ? Infinity : maxBufferOption(maxBuffer) }, rest: rest as T }
+  const bytes = foreign ? Buffer.from((input as Uint8Array).buffer, (input as Uint8Array).byteOffset, (input as Uint8Array).byteLength) : (input as string | Uint8Array)
+  return { run: { input: bytes, encoding, maxBuffer: bounded ? Infinity : maxBufferOption(maxBuffer) }, rest: rest as T }
 }
 
 /** What the command wrote, as the caller asked for it. */

@@ -1,3 +1,5 @@
+import { EventEmitter } from 'node:events'
+
 /** Every failure of @isolate/core: bad options, a setup step that failed, a missing native part. */
 export type IsolateErrorCode =
   | 'ERR_ISOLATE_OPTION' // an option is invalid; nothing was spawned
@@ -62,31 +64,41 @@ export function shown(v: unknown): string {
 const owned = new WeakSet<object>()
 const mark = <T extends object>(v: T): T => (owned.add(v), v)
 
+/** The most objects and arrays one call copies: options are small; a huge graph is a mistake. */
+const MOST_NODES = 100_000
+
 /**
  * Options as the caller owns them: every object that holds options (a literal, one made in another
- * realm such as a vm context or a test runner's, an instance of the caller's own class) is copied
- * into an object without a prototype with its own enumerable properties and the getters of the
- * prototypes its class defines; nothing a realm's Object.prototype holds is read, so a
- * property set there (prototype pollution elsewhere in the process: `seccomp: 'none'`,
- * `namespaces`) is never an option. Arrays are copied entry by entry. The objects that are values,
- * not options (an AbortSignal, a Buffer or other view), are taken as they are. A getter that
- * throws, a cycle or a nesting past 64 levels is an option error naming where.
+ * realm such as a vm context or a test runner's, one made with `Object.create(defaults)`, an
+ * instance of the caller's own class) is copied into an object without a prototype: its own
+ * enumerable properties, the enumerable properties of the prototypes it inherits from, and the
+ * values of their getters (those kept out of `Object.keys`, as a class's accessors are, so that
+ * they are read, as before, but never taken for unknown options); nothing a realm's
+ * Object.prototype holds is read, so a property set there (prototype pollution elsewhere in the
+ * process: `seccomp: 'none'`, `namespaces`) is never an option. Arrays are copied entry by entry.
+ * The objects that are values, not options (an AbortSignal or other EventTarget, a stream or other
+ * EventEmitter, a Buffer or other view) are taken as they are. An object met twice is copied once.
+ * A getter that throws, a cycle, a nesting past 64 levels or more than 100000 objects is an option
+ * error naming where.
  */
-export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> = new Set()): unknown {
+export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> = new Set(), copies: Map<object, unknown> = new Map()): unknown {
   if (typeof v !== 'object' || v === null || owned.has(v)) return v
-  const readable = (what: () => unknown): unknown => {
+  const readable = <T>(what: () => T): T => {
     try {
       return what()
     } catch (e) {
       throw optionError(path, `could not be read: ${(e as Error)?.message ?? shown(e)}`)
     }
   }
-  if (readable(() => v instanceof AbortSignal || ArrayBuffer.isView(v) || v instanceof ArrayBuffer)) return v
+  if (readable(() => v instanceof EventTarget || v instanceof EventEmitter || ArrayBuffer.isView(v) || v instanceof ArrayBuffer)) return v
   const where = path === '' ? 'options' : path
-  const array = readable(() => Array.isArray(v)) as boolean
-  if (array && (v as unknown[]).length > 65536) throw optionError(path, `has ${(v as unknown[]).length} entries; at most 65536 are taken`)
   if (seen.has(v)) throw optionError(path, `${where} holds itself (a cycle)`)
+  if (copies.has(v)) return copies.get(v)
   if (depth >= 64) throw optionError(path, 'is nested too deep (64 levels)')
+  if (copies.size >= MOST_NODES) throw optionError(path, `is past ${MOST_NODES} objects and arrays in all; options are never that many`)
+  const array = readable(() => Array.isArray(v))
+  const length = array ? readable(() => (v as unknown[]).length) : 0
+  if (length > 65536) throw optionError(path, `has ${length} entries; at most 65536 are taken`)
   seen.add(v)
   try {
     const read = (key: string): unknown => {
@@ -97,28 +109,56 @@ export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> =
       } catch (e) {
         throw optionError(at, `could not be read: ${(e as Error)?.message ?? shown(e)}`)
       }
-      return ownOptions(value, at, depth + 1, seen)
+      return ownOptions(value, at, depth + 1, seen, copies)
     }
-    if (array) return mark(Array.from({ length: (v as unknown[]).length }, (_, i) => (Object.prototype.hasOwnProperty.call(v, i) ? read(String(i)) : undefined)))
+    if (array) {
+      const own = (i: number) => readable(() => Object.prototype.hasOwnProperty.call(v, i))
+      const out = mark(Array.from({ length }, (_, i) => (own(i) ? read(String(i)) : undefined)))
+      copies.set(v, out)
+      return out
+    }
     const out: Record<string, unknown> = Object.create(null)
-    for (const key of readable(() => new Set([...classKeys(v), ...Object.keys(v)])) as Set<string>) out[key] = read(key)
+    copies.set(v, out)
+    const { listed, unlisted } = readable(() => inheritedKeys(v))
+    for (const key of readable(() => Object.keys(v))) listed.add(key)
+    for (const key of listed) out[key] = read(key)
+    for (const key of unlisted) if (!listed.has(key)) Object.defineProperty(out, key, { value: read(key), enumerable: false })
     return mark(out)
   } finally {
     seen.delete(v)
   }
 }
 
+/** A realm's Object.prototype (this one's, a vm context's): the end of a chain, never read. */
+function isRealmRoot(p: object): boolean {
+  return Object.getPrototypeOf(p) === null && typeof Object.getOwnPropertyDescriptor(p, 'isPrototypeOf')?.value === 'function'
+}
+
 /**
- * The getters of the prototypes between an object and its realm's root (the one whose own
- * prototype is null: Object.prototype of whichever realm, or none): what a caller's class
- * defines (its fields are the object's own), never what the root holds.
+ * What `v` inherits from the prototypes between it and its realm's root: their enumerable
+ * properties (`Object.create(defaults)`) listed, their other getters (a class's accessors) not.
+ * A class's methods and other non-enumerable data are not options.
  */
-function classKeys(v: object): string[] {
-  const keys: string[] = []
-  for (let p = Object.getPrototypeOf(v); p !== null && Object.getPrototypeOf(p) !== null; p = Object.getPrototypeOf(p)) {
-    for (const key of Object.getOwnPropertyNames(p)) if (Object.getOwnPropertyDescriptor(p, key)!.get !== undefined) keys.push(key)
+function inheritedKeys(v: object): { listed: Set<string>; unlisted: Set<string> } {
+  const listed = new Set<string>()
+  const unlisted = new Set<string>()
+  for (let p = Object.getPrototypeOf(v); p !== null && !isRealmRoot(p); p = Object.getPrototypeOf(p)) {
+    for (const key of Object.getOwnPropertyNames(p)) {
+      const d = Object.getOwnPropertyDescriptor(p, key)!
+      if (d.enumerable) listed.add(key)
+      else if (d.get !== undefined) unlisted.add(key)
+    }
   }
-  return keys
+  return { listed, unlisted }
+}
+
+/** A copy of options that ownOptions made, without `keys`; the others kept as they were (listed or not). */
+export function withoutKeys(options: object, keys: readonly string[]): Record<string, unknown> {
+  const rest: Record<string, unknown> = Object.create(null)
+  for (const key of Object.getOwnPropertyNames(options)) {
+    if (!keys.includes(key)) Object.defineProperty(rest, key, Object.getOwnPropertyDescriptor(options, key)!)
+  }
+  return mark(rest)
 }
 
 export function optionError(option: string, message: string): IsolateError {

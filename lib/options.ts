@@ -261,13 +261,14 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   if (o.namespaces !== undefined) {
     if (!isObject(o.namespaces)) throw optionError('namespaces', 'must be an object of booleans')
     for (const [k, v] of Object.entries(o.namespaces)) {
-      if (!(k in namespaces)) throw optionError(`namespaces.${k}`, `is not a namespace; one of ${Object.keys(namespaces).join(', ')}`)
+      if (!Object.hasOwn(namespaces, k)) throw optionError(`namespaces.${k}`, `is not a namespace; one of ${Object.keys(namespaces).join(', ')}`)
       if (typeof v !== 'boolean') throw optionError(`namespaces.${k}`, 'must be a boolean')
       namespaces[k as NamespaceName] = v
     }
   }
 
-  const env: Record<string, string> = {}
+  // No prototype: an `env.PATH` set on Object.prototype is not this one's.
+  const env: Record<string, string> = Object.create(null)
   if (o.inheritEnv === true) {
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v
   } else if (Array.isArray(o.inheritEnv)) {
@@ -290,7 +291,8 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   const user = o.user ?? (namespaces.user ? { uid: 0, gid: 0 } : sandboxHostIds())
   if (!isObject(user) || !isUint(user.uid) || !isUint(user.gid)) throw optionError('user', 'must be { uid, gid } with integer ids')
 
-  const limits = o.limits ?? {}
+  // No prototype: a limit set on Object.prototype is never read as one.
+  const limits = o.limits ?? Object.create(null)
   if (!isObject(limits)) throw optionError('limits', 'must be an object')
   for (const key of Object.keys(limits)) {
     if (key !== 'timeoutMs' && key !== 'coreDumps' && key !== 'cpus' && !(COUNT_LIMITS as readonly string[]).includes(key)) throw optionError(`limits.${key}`, 'is not a limit')
