@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process'
 import { closeSync, constants, openSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createSandbox, runIsolated, spawnIsolated } from '../index.js'
-import { driveShellInTmux, hasTmux, removeDir, root, tempDir, waitUntil } from './helpers.js'
+import { driveShellInTmux, ended, hasTmux, removeDir, root, tempDir, waitUntil } from './helpers.js'
 
 test('tty: the command runs on a terminal of the given size, inside the sandbox', async (t) => {
   const r = await runIsolated('/bin/sh', ['-c', 'test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; stty size; tty'], { tty: { rows: 30, cols: 100 } })
@@ -111,4 +111,72 @@ test('tty: a command that lets go of its terminal before it ends is not hung up 
   const e = await box.exec('/bin/sh', ['-c', script], { tty: true, timeoutMs: 20_000 })
   t.is(e.reason, 'exited', `${e.signal ?? ''}`)
   t.is(e.exitCode, 3)
+})
+
+test('tty: a command that closed its stdio can still prompt on /dev/tty and read the answer (as ssh, sudo and gpg do)', async (t) => {
+  // The terminal was dead once nobody held it for a moment: the prompt was lost, the answer
+  // never read, and the command waited for its timeout.
+  const script = 'exec </dev/null >/dev/null 2>&1; sleep 0.2; printf "Password: " >/dev/tty; read p </dev/tty; echo "got $p" >/dev/tty'
+  const run = async (sb: { stdout: NodeJS.ReadableStream | null; stdin: NodeJS.WritableStream | null; wait(): Promise<{ reason: string }> }) => {
+    let out = ''
+    let answered = false
+    sb.stdout!.on('data', (d) => {
+      out += d
+      if (!answered && out.includes('Password: ')) (answered = true), sb.stdin!.write('secret\n')
+    })
+    const [r] = await Promise.all([sb.wait(), ended(sb.stdout)])
+    return { reason: r.reason, out }
+  }
+  const one = await run(await spawnIsolated('/bin/sh', ['-c', script], { tty: true, timeoutMs: 20_000 }))
+  t.is(one.reason, 'exited')
+  t.regex(one.out, /Password: secret\r\ngot secret\r\n/)
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  const two = await run(await box.spawn('/bin/sh', ['-c', script], { tty: true, timeoutMs: 20_000 }))
+  t.is(two.reason, 'exited')
+  t.regex(two.out, /Password: secret\r\ngot secret\r\n/)
+})
+
+test('tty: the end of input is told in the mode the program reads in: nothing to a raw reader, ^D to readline (bash -i, python -i), nothing when the EOF character is off', async (t) => {
+  // Decided when stdin ended, before the program ran: a ^D queued in canonical mode became a NUL
+  // byte of a program that then went raw, readline never heard of the end, and a terminal with
+  // no EOF character got a NUL.
+  const raw = await runIsolated('/usr/bin/python3', ['-c', 'import tty, os, time\ntime.sleep(0.3)\ntty.setraw(0, tty.TCSANOW)\nos.write(2, repr(os.read(0, 100)).encode())'], { tty: true, input: 'abc\n', timeoutMs: 20_000 })
+  t.is(raw.reason, 'exited')
+  t.regex(raw.stdout, /b'abc\\n'$/, 'the typed bytes, no NUL after them')
+  const bash = await runIsolated('/bin/bash', ['--norc', '-i'], { tty: true, input: 'echo hi\n', timeoutMs: 20_000 })
+  t.is(bash.reason, 'exited', bash.stdout)
+  t.regex(bash.stdout, /\r\nhi\r\n[^]*exit\r\n$/)
+  const python = await runIsolated('/usr/bin/python3', ['-q', '-i'], { tty: true, input: 'print(6 * 7)\n', timeoutMs: 20_000 })
+  t.is(python.reason, 'exited', python.stdout)
+  t.regex(python.stdout, /\r\n42\r\n/)
+  const off = await runIsolated('/bin/sh', ['-c', 'stty eof undef; dd bs=1 count=4 2>/dev/null | od -An -c'], { tty: true, input: 'ab\n', timeoutMs: 1500 })
+  t.is(off.reason, 'timeout', 'dd waits for its fourth byte')
+  t.notRegex(off.stdout, /\\0/, 'no NUL was typed for it')
+})
+
+test('tty: an ended sandbox does not wait on a caller that stops reading its terminal, and a slow exec reader gets all of it', async (t) => {
+  // A one-shot tty sandbox whose output was not read ignored its timeout, cancel() and kill().
+  t.timeout(90_000)
+  const within = <T>(p: Promise<T>, ms: number) => Promise.race([p, new Promise<'hung'>((r) => setTimeout(() => r('hung'), ms).unref())])
+  const a = await spawnIsolated('/usr/bin/seq', ['1', '40000'], { tty: true, timeoutMs: 500 })
+  t.not(await within(a.wait(), 30_000), 'hung', 'timeoutMs')
+  a.stdout?.destroy()
+  const b = await spawnIsolated('/usr/bin/seq', ['1', '40000'], { tty: true, timeoutMs: 60_000 })
+  await new Promise((r) => setTimeout(r, 300))
+  b.cancel()
+  t.not(await within(b.wait(), 30_000), 'hung', 'cancel()')
+  b.stdout?.destroy()
+  // An exec's terminal output was cut 200 ms after its end while the caller had not read it.
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  const sb = await box.spawn('/usr/bin/seq', ['1', '20000'], { tty: true, timeoutMs: 20_000 })
+  sb.stdout!.pause()
+  await new Promise((r) => setTimeout(r, 700))
+  let out = ''
+  sb.stdout!.on('data', (d) => (out += d))
+  sb.stdout!.resume()
+  t.is((await sb.wait()).reason, 'exited')
+  await ended(sb.stdout)
+  t.is(out.length, 128894, 'every line of seq 1 20000, with \r\n')
 })

@@ -72,7 +72,7 @@ impl Execs {
     /// The earliest moment something is due: a deadline, or the end of a terminal's grace.
     pub fn next_due(&self) -> Option<Instant> {
         let grace = |e: &Exec| e.ended.as_ref().filter(|_| e.tty.is_some() || e.tty_io.is_some()).map(|(_, _, at)| *at + TTY_GRACE);
-        self.execs.values().flat_map(|e| [e.deadline, grace(e)]).flatten().min()
+        self.execs.values().flat_map(|e| [e.deadline, grace(e), e.tty.as_ref().and_then(TtyRelay::next_due)]).flatten().min()
     }
 
     /// Read what the callers typed into every exec's terminal (see [`TtyRelay::take_input`]);
@@ -150,12 +150,9 @@ impl Execs {
             let Ok(TerminalHandoff { terminal: id }) = serde_json::from_slice(&bytes) else { continue };
             if let (Some(e), Some(master)) = (self.execs.get_mut(&id), fds.pop()) {
                 if let Some((input, output)) = e.tty_io.take() {
-                    e.tty = TtyRelay::new(master, input, output).ok();
+                    e.tty = TtyRelay::new(master, input, output, e.ended.is_some()).ok();
                     if let (Some(t), Some((rows, cols))) = (&e.tty, e.tty_size.take()) {
                         t.resize(rows, cols);
-                    }
-                    if let Some(t) = e.tty.as_mut().filter(|_| e.ended.is_some()) {
-                        t.command_ended();
                     }
                 }
             }
@@ -216,12 +213,14 @@ impl Execs {
             .filter(|(_, e)| {
                 // A terminal's output is delivered first: its master may even arrive after the
                 // command's end was reported.
-                let delivered = match (&e.tty, &e.tty_io) {
-                    (Some(t), _) => t.finished(),
-                    (None, Some(_)) => false,
-                    (None, None) => true,
+                let (delivered, cut) = match (&e.tty, &e.tty_io) {
+                    // After the grace, a silent holder of the terminal (a background job) is not
+                    // waited for; output the caller is still reading is.
+                    (Some(t), _) => (t.finished(), t.drained()),
+                    (None, Some(_)) => (false, true),
+                    (None, None) => (true, true),
                 };
-                e.ended.as_ref().is_some_and(|(_, _, at)| delivered || now >= *at + TTY_GRACE)
+                e.ended.as_ref().is_some_and(|(_, _, at)| delivered || (cut && now >= *at + TTY_GRACE))
             })
             .map(|(id, _)| *id)
             .collect();

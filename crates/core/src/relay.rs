@@ -6,6 +6,7 @@
 use nix::errno::Errno;
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 /// One relayed stream: from the sandbox's pipe (`from`) to the caller's (`to`).
 struct Stream {
@@ -241,38 +242,111 @@ impl CallerEnd {
 /// slow reader nor a silent command can stall the helper's loop.
 pub struct TtyRelay {
     master: Option<OwnedFd>,
+    /// The helper's own hold on the terminal until the command has ended: while the command runs,
+    /// the master never reads EIO (nobody holds it) even when the command has let go of its
+    /// stdio for a while (coreutils' cat closes stdin at its end; ssh, sudo and gpg reopen
+    /// /dev/tty to prompt), so the terminal is never hung up (SIGHUP) under a running command.
+    slave: Option<OwnedFd>,
     input: Option<CallerEnd>,
     output: CallerEnd,
     to_master: Vec<u8>,
     to_output: Vec<u8>,
-    /// The last byte typed was not a newline: an end of input must end that line first.
+    /// The last master read found nothing (EAGAIN): what the terminal held is all relayed.
+    master_idle: bool,
+    /// The last byte typed ended no line.
     line_open: bool,
-    /// Every process let go of the terminal (the master read EIO). The master stays open until
-    /// the command has ended too: closing it hangs the terminal up, and a command that closes its
-    /// stdio before it exits (`cat` closes stdin at the end of its input) would die of SIGHUP.
-    released: bool,
-    command_ended: bool,
+    end_of_input: EndOfInput,
+    /// When a pending end of input is looked at next: a moment after the last bytes went to the
+    /// master (the terminal takes them in a little later), then again while the program has not
+    /// read them.
+    next_look: Instant,
+    /// What the last look saw with nothing unread: the terminal's mode bits. The end is told
+    /// only when two looks agree, so a program between two reads (readline gives the terminal
+    /// its canonical mode back while a line's command runs) is not taken for one reading.
+    settled: Option<libc::tcflag_t>,
 }
 
-/// What a person types to end the input of a terminal in canonical mode (a shell's `cat`): its
-/// EOF character (^D) at the start of a line, so after a line left open, twice. Nothing in raw
-/// mode, where the program reads bytes and decides itself.
-fn end_of_input(master: &OwnedFd, line_open: bool) -> Vec<u8> {
-    // SAFETY: a zeroed termios is valid for tcgetattr to fill in.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: tcgetattr on the helper's own pty master (it reads the terminal's settings).
-    if unsafe { libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(master), &mut t) } != 0 || t.c_lflag & libc::ICANON == 0 {
-        return Vec::new();
+/// Whether the caller's stdin has ended, and the terminal been told.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum EndOfInput {
+    NotYet,
+    /// Told once the command has read everything typed before (see [`end_of_input`]).
+    Pending,
+    Told,
+}
+
+/// How often a pending end of input looks whether the command has read what came before it.
+const END_OF_INPUT_CHECK: Duration = Duration::from_millis(20);
+
+/// What a person types to end a terminal's input, decided once the command has read all that was
+/// typed before, so the mode is the one the program reads in: in canonical mode the EOF character
+/// (^D), which at the start of a line is the end (after a line left open, a first one hands that
+/// line over: [`EofStep::LineFirst`], and the second is decided again once it is read); once where
+/// the program reads keys itself but keeps the terminal's signals (readline: bash, python), which
+/// takes ^D on an empty line for the end; nothing in raw mode (no signals either), where it would
+/// be a byte of the data, nor where the EOF character is switched off.
+fn end_of_input(t: &libc::termios, line_open: bool) -> EofStep {
+    let eof = t.c_cc[libc::VEOF];
+    if eof == 0 {
+        EofStep::Nothing // _POSIX_VDISABLE
+    } else if t.c_lflag & libc::ICANON != 0 && line_open {
+        EofStep::LineFirst(eof)
+    } else if t.c_lflag & (libc::ICANON | libc::ISIG) != 0 {
+        EofStep::End(eof)
+    } else {
+        EofStep::Nothing
     }
-    vec![t.c_cc[libc::VEOF]; if line_open { 2 } else { 1 }]
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum EofStep {
+    Nothing,
+    /// Ends the line left open; the end itself is decided once the program has read it.
+    LineFirst(u8),
+    End(u8),
+}
+
+/// Whether `typed` ends a line for a terminal set as `t`: a newline, its EOL characters, or a
+/// carriage return it reads as a newline.
+fn ends_line(typed: u8, t: &libc::termios) -> bool {
+    let eol = |c: u8| c != 0 && c == typed;
+    typed == b'\n' || eol(t.c_cc[libc::VEOL]) || eol(t.c_cc[libc::VEOL2]) || (typed == b'\r' && t.c_iflag & libc::ICRNL != 0 && t.c_iflag & libc::IGNCR == 0)
+}
+
+fn termios_of(fd: BorrowedFd<'_>) -> Option<libc::termios> {
+    // SAFETY: a zeroed termios is valid for tcgetattr to fill in; tcgetattr on our own descriptor.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    (unsafe { libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut t) } == 0).then_some(t)
+}
+
+/// Bytes typed that the program has not read yet (FIONREAD on the slave; in canonical mode, of
+/// whole lines only).
+fn unread(slave: &OwnedFd) -> Option<libc::c_int> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int; the helper's own slave descriptor.
+    (unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(slave), libc::FIONREAD, &mut n) } == 0).then_some(n)
 }
 
 impl TtyRelay {
-    pub fn new(master: OwnedFd, input: OwnedFd, output: OwnedFd) -> Result<TtyRelay, Errno> {
+    /// `command_ended`: the command's end was heard before its terminal's master came.
+    pub fn new(master: OwnedFd, input: OwnedFd, output: OwnedFd, command_ended: bool) -> Result<TtyRelay, Errno> {
         // The master is the helper's own.
         set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&master))?;
         let (input, output) = (CallerEnd::open(input, false)?, CallerEnd::open(output, true)?);
-        Ok(TtyRelay { master: Some(master), input: Some(input), output, to_master: Vec::new(), to_output: Vec::new(), line_open: false, released: false, command_ended: false })
+        let slave = if command_ended { None } else { crate::sys::pty_peer(&master) };
+        Ok(TtyRelay {
+            master: Some(master),
+            slave,
+            input: Some(input),
+            output,
+            to_master: Vec::new(),
+            to_output: Vec::new(),
+            master_idle: false,
+            line_open: false,
+            end_of_input: EndOfInput::NotYet,
+            next_look: Instant::now(),
+            settled: None,
+        })
     }
 
     pub fn master(&self) -> Option<BorrowedFd<'_>> {
@@ -284,9 +358,30 @@ impl TtyRelay {
         self.master.is_none() && self.to_output.is_empty()
     }
 
+    /// What the terminal held when last looked at is delivered, whether or not a process still
+    /// holds it: a silent holder (a background job) is all that is left.
+    pub fn drained(&self) -> bool {
+        self.to_output.is_empty() && (self.master.is_none() || self.master_idle)
+    }
+
+    /// The command has ended (reaped): the helper lets go of the terminal, which hangs up once
+    /// every other holder has too.
+    pub fn command_ended(&mut self) {
+        self.slave = None;
+    }
+
+    /// When the loop must run the relay again with no event: to look at a pending end of input.
+    pub fn next_due(&self) -> Option<Instant> {
+        (self.end_of_input == EndOfInput::Pending && self.master.is_some()).then_some(self.next_look)
+    }
+
+    pub fn due(&self) -> bool {
+        self.next_due().is_some_and(|d| Instant::now() >= d)
+    }
+
     pub fn interests(&self) -> Vec<Interest<'_>> {
         let mut out = Vec::new();
-        if let Some(m) = self.master.as_ref().filter(|_| !self.released) {
+        if let Some(m) = &self.master {
             if self.to_output.is_empty() {
                 out.push(Interest { fd: m.as_fd(), writable: false });
             }
@@ -314,16 +409,15 @@ impl TtyRelay {
         let Some(input) = &self.input else { return false };
         let mut buf = [0u8; 16 << 10];
         match input.read(&mut buf) {
-            // The caller closed stdin; the terminal stays open, as a terminal would, and says
-            // end of input as one does (see end_of_input).
+            // The caller closed stdin; the terminal stays open, as a terminal would, and hears
+            // of the end as a person would tell it (see end_of_input).
             Ok(0) => {
                 self.input = None;
-                if let Some(m) = &self.master {
-                    self.to_master.extend(end_of_input(m, self.line_open));
-                }
+                self.end_of_input = EndOfInput::Pending;
             }
             Ok(n) => {
-                self.line_open = buf[n - 1] != b'\n';
+                let t = self.master.as_ref().and_then(|m| termios_of(m.as_fd()));
+                self.line_open = t.is_some_and(|t| !ends_line(buf[n - 1], &t));
                 self.to_master.extend_from_slice(&buf[..n]);
             }
             Err(Errno::EAGAIN | Errno::EINTR) => {}
@@ -332,32 +426,61 @@ impl TtyRelay {
         !self.to_master.is_empty()
     }
 
+    /// A pending end of input, told once everything typed before it reached the terminal and the
+    /// program has read it (a moment after the last write, FIONREAD 0 on the helper's slave).
+    fn tell_end_of_input(&mut self) {
+        let Some(m) = &self.master else { return };
+        if self.end_of_input != EndOfInput::Pending || !self.to_master.is_empty() {
+            return;
+        }
+        // The slave's settings are the terminal's (the master's own are raw).
+        let t = self.slave.as_ref().map_or_else(|| termios_of(m.as_fd()), |s| termios_of(s.as_fd()));
+        if let Some(slave) = &self.slave {
+            let now = Instant::now();
+            if now < self.next_look {
+                return;
+            }
+            let mode = t.map(|t| t.c_lflag & (libc::ICANON | libc::ISIG));
+            let seen = if unread(slave) == Some(0) { mode } else { None };
+            if seen.is_none() || seen != self.settled {
+                self.settled = seen;
+                self.next_look = now + END_OF_INPUT_CHECK;
+                return;
+            }
+        }
+        match t.map_or(EofStep::Nothing, |t| end_of_input(&t, self.line_open)) {
+            // Without the helper's own slave the program's reading cannot be seen: both at once.
+            EofStep::LineFirst(eof) if self.slave.is_none() => (self.to_master, self.end_of_input) = (vec![eof, eof], EndOfInput::Told),
+            EofStep::LineFirst(eof) => (self.to_master, self.line_open) = (vec![eof], false),
+            EofStep::End(eof) => (self.to_master, self.end_of_input) = (vec![eof], EndOfInput::Told),
+            EofStep::Nothing => self.end_of_input = EndOfInput::Told,
+        }
+    }
+
     pub fn pump(&mut self) {
         let mut buf = [0u8; 16 << 10];
         self.take_input();
-        if self.released {
-            // Nobody holds the terminal to read what is typed.
-            self.to_master.clear();
-        }
-        if let Some(m) = self.master.as_ref().filter(|_| !self.released) {
+        self.tell_end_of_input();
+        if let Some(m) = &self.master {
             if !self.to_master.is_empty() {
                 match nix::unistd::write(m, &self.to_master) {
                     Ok(n) => {
                         self.to_master.drain(..n);
+                        self.next_look = Instant::now() + END_OF_INPUT_CHECK;
+                        self.settled = None;
                     }
                     Err(Errno::EAGAIN | Errno::EINTR) => {}
                     Err(_) => self.to_master.clear(),
                 }
             }
             if self.to_output.is_empty() {
+                self.master_idle = false;
                 match nix::unistd::read(m, &mut buf) {
                     Ok(n) if n > 0 => self.to_output.extend_from_slice(&buf[..n]),
-                    Err(Errno::EAGAIN | Errno::EINTR) => {}
-                    // EIO: no process holds the terminal any more.
-                    _ => {
-                        self.released = true;
-                        self.close_when_done();
-                    }
+                    Err(Errno::EAGAIN | Errno::EINTR) => self.master_idle = true,
+                    // EIO: no process holds the terminal any more (the helper let go of it when
+                    // the command ended).
+                    _ => self.master = None,
                 }
             }
         }
@@ -382,20 +505,53 @@ impl TtyRelay {
         }
     }
 
-    /// The command has ended (reaped): once nobody holds the terminal either, the master closes.
-    pub fn command_ended(&mut self) {
-        self.command_ended = true;
-        self.close_when_done();
-    }
-
-    fn close_when_done(&mut self) {
-        if self.released && self.command_ended {
-            self.master = None;
-        }
-    }
-
+    /// Ends the relay: what the caller did not take yet is dropped, the terminal hung up.
     pub fn close(&mut self) {
         self.master = None;
+        self.slave = None;
         self.input = None;
+        self.to_output.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn termios(lflag: libc::tcflag_t, iflag: libc::tcflag_t, eof: u8) -> libc::termios {
+        // SAFETY: all-zero is a valid termios (every flag off, every character disabled).
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        t.c_lflag = lflag;
+        t.c_iflag = iflag;
+        t.c_cc[libc::VEOF] = eof;
+        t
+    }
+
+    #[test]
+    fn the_end_of_input_is_what_a_person_would_type_in_the_mode_the_program_reads_in() {
+        let canonical = termios(libc::ICANON | libc::ISIG | libc::ECHO, libc::ICRNL, 4);
+        assert_eq!(end_of_input(&canonical, false), EofStep::End(4));
+        assert_eq!(end_of_input(&canonical, true), EofStep::LineFirst(4), "a line left open is handed over first");
+        // readline: keys read one by one, the terminal's signals kept.
+        assert_eq!(end_of_input(&termios(libc::ISIG, libc::ICRNL, 4), true), EofStep::End(4));
+        // Raw (cfmakeraw): ^D would be a byte of the data.
+        assert_eq!(end_of_input(&termios(0, 0, 4), false), EofStep::Nothing);
+        // `stty eof undef`: _POSIX_VDISABLE, never a NUL typed.
+        assert_eq!(end_of_input(&termios(libc::ICANON | libc::ISIG, libc::ICRNL, 0), false), EofStep::Nothing);
+    }
+
+    #[test]
+    fn a_line_ends_where_the_terminal_ends_it() {
+        let mut t = termios(libc::ICANON, libc::ICRNL, 4);
+        assert!(ends_line(b'\n', &t));
+        assert!(ends_line(b'\r', &t), "ICRNL reads a carriage return as a newline");
+        assert!(!ends_line(b'x', &t));
+        assert!(!ends_line(0, &t), "a disabled EOL character matches no byte");
+        t.c_cc[libc::VEOL] = b';';
+        assert!(ends_line(b';', &t));
+        t.c_iflag = libc::ICRNL | libc::IGNCR;
+        assert!(!ends_line(b'\r', &t), "IGNCR drops it");
+        t.c_iflag = 0;
+        assert!(!ends_line(b'\r', &t));
     }
 }

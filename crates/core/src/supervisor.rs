@@ -596,7 +596,12 @@ struct Supervisor {
     /// Why we ended it, when we did.
     forced: Option<Reason>,
     mount_ns: Option<OwnedFd>,
+    /// Once the sandbox is being ended: when the terminal relay stops waiting for its caller.
+    tty_cutoff: Option<Instant>,
 }
+
+/// How long an ended sandbox's terminal output is still relayed to a caller that is slow to read.
+const TTY_DRAIN: Duration = Duration::from_millis(250);
 
 impl Supervisor {
     fn new(spec: &Spec, child: Child, execs: Option<OwnedFd>, started: Instant) -> Supervisor {
@@ -632,12 +637,16 @@ impl Supervisor {
             reaped: None,
             setup_error: None,
             forced: None,
+            tty_cutoff: None,
         }
     }
 
     /// Kill the whole sandbox (its init, and with it the pid namespace). `why` becomes the
     /// result's reason unless the command had already ended on its own.
     fn end_sandbox(&mut self, why: Option<Reason>) {
+        // What the terminal still holds is delivered for a moment, not waited for: a caller that
+        // reads no more must not keep an ended sandbox (its command's end, a timeout, a kill).
+        self.tty_cutoff.get_or_insert(Instant::now() + TTY_DRAIN);
         if self.ended.is_some() {
             return;
         }
@@ -648,7 +657,9 @@ impl Supervisor {
     }
 
     fn poll_timeout(&self) -> PollTimeout {
-        let next = [self.deadline, self.next_cpu_check, self.execs.as_ref().and_then(Execs::next_due)].into_iter().flatten().min();
+        let tty = self.tty.as_ref().filter(|t| !t.finished());
+        let tty_due = [tty.and_then(TtyRelay::next_due), tty.and(self.tty_cutoff)];
+        let next = [self.deadline, self.next_cpu_check, self.execs.as_ref().and_then(Execs::next_due)].into_iter().chain(tty_due).flatten().min();
         match next {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
@@ -804,9 +815,14 @@ impl Supervisor {
         if control_ready || (took_input && self.control_open && crate::sys::readable_now(&out.fd)) {
             self.read_requests(out);
         }
-        if tty_ready {
+        if tty_ready || self.tty.as_ref().is_some_and(TtyRelay::due) {
             if let Some(tty) = &mut self.tty {
                 tty.pump();
+            }
+        }
+        if self.tty_cutoff.is_some_and(|c| Instant::now() >= c) {
+            if let Some(tty) = &mut self.tty {
+                tty.close();
             }
         }
         if let Some(execs) = &mut self.execs {
@@ -846,12 +862,9 @@ impl Supervisor {
         let Some(handoff) = self.tty_handoff.take() else { return };
         let master = crate::sys::recv_fds(&handoff).ok().and_then(|mut v| if v.is_empty() { None } else { Some(v.remove(0)) });
         if let (Some(master), Some((input, output))) = (master, self.tty_io.take()) {
-            self.tty = TtyRelay::new(master, input, output).ok();
+            self.tty = TtyRelay::new(master, input, output, self.ended.is_some() || !self.report_open).ok();
             if let (Some(tty), Some((rows, cols))) = (&self.tty, self.tty_size.take()) {
                 tty.resize(rows, cols);
-            }
-            if let Some(tty) = self.tty.as_mut().filter(|_| self.ended.is_some() || !self.report_open) {
-                tty.command_ended();
             }
         }
     }

@@ -937,22 +937,32 @@ pub fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd)> {
     let err = |e: Errno| SetupError::sys(Step::OpenPty, e as i32, Some("/dev/ptmx"));
     let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).map_err(err)?;
     let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads an int; TIOCGPTPEER returns a new fd we own.
+    // SAFETY: TIOCSPTLCK reads an int.
     unsafe {
         if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
             return Err(err(Errno::last()));
         }
     }
-    const TIOCGPTPEER: libc::c_ulong = 0x5441;
-    // SAFETY: as above.
-    let slave = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER as _, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    if slave < 0 {
-        return Err(err(Errno::last()));
-    }
-    // SAFETY: the kernel just returned this descriptor.
-    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    let slave = pty_peer_or_errno(&master).map_err(err)?;
     set_window_size(&master, rows, cols).map_err(err)?;
     Ok((master, slave))
+}
+
+/// The slave of the pty whose master is `master` (TIOCGPTPEER: the very terminal, whichever
+/// devpts instance or mount namespace it belongs to), close-on-exec, never a controlling terminal.
+pub fn pty_peer(master: &OwnedFd) -> Option<OwnedFd> {
+    pty_peer_or_errno(master).ok()
+}
+
+fn pty_peer_or_errno(master: &OwnedFd) -> std::result::Result<OwnedFd, Errno> {
+    const TIOCGPTPEER: libc::c_ulong = 0x5441;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor we own.
+    let slave = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER as _, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if slave < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) })
 }
 
 pub fn set_window_size(fd: &OwnedFd, rows: u16, cols: u16) -> std::result::Result<(), Errno> {
