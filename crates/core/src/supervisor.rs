@@ -645,7 +645,8 @@ impl Supervisor {
     /// result's reason unless the command had already ended on its own.
     fn end_sandbox(&mut self, why: Option<Reason>) {
         // What the terminal still holds is delivered for a moment, not waited for: a caller that
-        // reads no more must not keep an ended sandbox (its command's end, a timeout, a kill).
+        // reads no more must not keep a sandbox it ends (a timeout, cancel, a kill, a limit),
+        // even one whose command had already ended on its own.
         self.tty_cutoff.get_or_insert(Instant::now() + TTY_DRAIN);
         if self.ended.is_some() {
             return;
