@@ -153,6 +153,11 @@ test('tty: the end of input is told in the mode the program reads in: nothing to
   const off = await runIsolated('/bin/sh', ['-c', 'stty eof undef; dd bs=1 count=4 2>/dev/null | od -An -c'], { tty: true, input: 'ab\n', timeoutMs: 1500 })
   t.is(off.reason, 'timeout', 'dd waits for its fourth byte')
   t.notRegex(off.stdout, /\\0/, 'no NUL was typed for it')
+  // Input nobody read before the command ended: no ^D is typed after its end (it echoed back).
+  // (Five at once: the echo raced the terminal's hang-up, about two runs in three showed it.)
+  const notReading = 'import termios, time\nt = termios.tcgetattr(0)\nt[3] &= ~termios.ICANON\ntermios.tcsetattr(0, termios.TCSANOW, t)\ntime.sleep(0.5)\nprint("bye")'
+  const unread = await Promise.all(Array.from({ length: 5 }, () => runIsolated('/usr/bin/python3', ['-c', notReading], { tty: true, input: 'ab', timeoutMs: 20_000 })))
+  t.deepEqual(unread.map((r) => [r.reason, r.stdout]), Array(5).fill(['exited', 'abbye\r\n']))
 })
 
 test('tty: an ended sandbox does not wait on a caller that stops reading its terminal, and a slow exec reader gets all of it', async (t) => {

@@ -343,7 +343,7 @@ impl TtyRelay {
             to_output: Vec::new(),
             master_idle: false,
             line_open: false,
-            end_of_input: EndOfInput::NotYet,
+            end_of_input: if command_ended { EndOfInput::Told } else { EndOfInput::NotYet },
             next_look: Instant::now(),
             settled: None,
         })
@@ -368,6 +368,8 @@ impl TtyRelay {
     /// every other holder has too.
     pub fn command_ended(&mut self) {
         self.slave = None;
+        // Nobody is left to hear an end of input: none is typed (it would only echo back).
+        self.end_of_input = EndOfInput::Told;
     }
 
     /// When the loop must run the relay again with no event: to look at a pending end of input.
@@ -413,7 +415,9 @@ impl TtyRelay {
             // of the end as a person would tell it (see end_of_input).
             Ok(0) => {
                 self.input = None;
-                self.end_of_input = EndOfInput::Pending;
+                if self.end_of_input == EndOfInput::NotYet {
+                    self.end_of_input = EndOfInput::Pending;
+                }
             }
             Ok(n) => {
                 let t = self.master.as_ref().and_then(|m| termios_of(m.as_fd()));
