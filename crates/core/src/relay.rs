@@ -115,7 +115,7 @@ impl Relay {
                     Err(Errno::EAGAIN) => {
                         // Either nothing to read or no room to write; a zero-timeout poll on the
                         // output tells which.
-                        s.blocked = !writable_now(s.to.as_fd());
+                        s.blocked = !crate::sys::ready_now(s.to.as_fd(), nix::poll::PollFlags::POLLOUT);
                         break;
                     }
                     Err(Errno::EINTR) => {}
@@ -135,11 +135,6 @@ impl Relay {
             s.from = None;
         }
     }
-}
-
-fn writable_now(fd: BorrowedFd<'_>) -> bool {
-    let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
-    matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
 }
 
 /// One of the caller's descriptors, read or written without ever blocking, and never with its
@@ -204,11 +199,6 @@ impl CallerEnd {
         Ok(CallerEnd { fd, socket: false, shared: true })
     }
 
-    /// Whether poll says the shared description is ready now (readable, or at its end).
-    fn ready(&self, events: nix::poll::PollFlags) -> bool {
-        let mut p = [nix::poll::PollFd::new(self.fd.as_fd(), events)];
-        matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
-    }
 
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
         use nix::poll::PollFlags;
@@ -216,7 +206,7 @@ impl CallerEnd {
             return nix::sys::socket::recv(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT);
         }
         // POLLHUP too: a read then returns the end (0) at once.
-        if self.shared && !self.ready(PollFlags::POLLIN | PollFlags::POLLHUP) {
+        if self.shared && !crate::sys::ready_now(self.fd.as_fd(), PollFlags::POLLIN | PollFlags::POLLHUP) {
             return Err(Errno::EAGAIN);
         }
         nix::unistd::read(&self.fd, buf)
@@ -228,7 +218,7 @@ impl CallerEnd {
             return nix::sys::socket::send(std::os::fd::AsRawFd::as_raw_fd(&self.fd), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL);
         }
         if self.shared {
-            if !self.ready(nix::poll::PollFlags::POLLOUT) {
+            if !crate::sys::ready_now(self.fd.as_fd(), nix::poll::PollFlags::POLLOUT) {
                 return Err(Errno::EAGAIN);
             }
             return nix::unistd::write(&self.fd, &buf[..buf.len().min(SHARED_WRITE)]);
@@ -437,8 +427,8 @@ impl TtyRelay {
         if self.end_of_input != EndOfInput::Pending || !self.to_master.is_empty() {
             return;
         }
-        // The slave's settings are the terminal's (the master's own are raw).
-        let t = self.slave.as_ref().map_or_else(|| termios_of(m.as_fd()), |s| termios_of(s.as_fd()));
+        // tcgetattr on a pty master gives its slave's settings: the terminal's.
+        let t = termios_of(m.as_fd());
         if let Some(slave) = &self.slave {
             let now = Instant::now();
             if now < self.next_look {

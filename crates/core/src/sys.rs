@@ -812,7 +812,12 @@ pub fn attach_tree(tree: &OwnedFd, dir: &OwnedFd, name: &str, step: Step) -> Res
 
 /// Whether `fd` has something to read (or has hung up) right now: a poll that does not wait.
 pub fn readable_now(fd: &OwnedFd) -> bool {
-    let mut p = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(fd), nix::poll::PollFlags::POLLIN)];
+    ready_now(std::os::fd::AsFd::as_fd(fd), nix::poll::PollFlags::POLLIN)
+}
+
+/// Whether poll, without waiting, says `fd` has one of `events` now.
+pub fn ready_now(fd: std::os::fd::BorrowedFd<'_>, events: nix::poll::PollFlags) -> bool {
+    let mut p = [nix::poll::PollFd::new(fd, events)];
     matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::ZERO), Ok(1))
 }
 
