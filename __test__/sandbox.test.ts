@@ -71,16 +71,14 @@ test("a root caller's sandbox ids are no one else's: root's own subordinate rang
 })
 
 // Root's ids need a host whose fallback space is full: a Node process in a mount namespace of its
-// own (made by a Python harness: unshare, then an overlay on /etc adding the two files) sees an
-// /etc/subuid and /etc/subgid whose one range holds every fallback block, and no range of root's.
+// own (made by a Python harness: unshare, then an overlay on /etc adding the two files, its upper
+// layer on a tmpfs of that namespace, which any host's /tmp can hold) sees an /etc/subuid and
+// /etc/subgid whose one range holds every id from 65536 up, so no fallback block is free wherever
+// its bounds lie, and no range of root's.
 rootOnly("with no free host ids for a root caller, sandboxes that map ids fail closed; user: false with explicit ids still runs; doctor says so", async (t) => {
   const dir = tempDir()
   t.teardown(() => removeDir(dir))
-  const full = `carol:${0x7000_0000}:${0x7ffe_0000 - 0x7000_0000}\n`
-  mkdirSync(join(dir, 'upper'))
-  mkdirSync(join(dir, 'work'))
-  writeFileSync(join(dir, 'upper', 'subuid'), full)
-  writeFileSync(join(dir, 'upper', 'subgid'), full)
+  const full = `carol:65536:${2 ** 32 - 65536}\n`
   const harness = [
     'import ctypes, os, sys',
     'libc = ctypes.CDLL(None, use_errno=True)',
@@ -88,9 +86,13 @@ rootOnly("with no free host ids for a root caller, sandboxes that map ids fail c
     '  if r != 0: e = ctypes.get_errno(); raise OSError(e, what + ": " + os.strerror(e))',
     'check(libc.unshare(0x20000), "unshare(CLONE_NEWNS)")',
     'check(libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None), "make / private")',
+    'check(libc.mount(b"tmpfs", sys.argv[1].encode(), b"tmpfs", 0, b"mode=0700"), "tmpfs for the upper layer")',
     'up, work = sys.argv[1] + "/upper", sys.argv[1] + "/work"',
+    'os.mkdir(up); os.mkdir(work)',
+    'for name in ("subuid", "subgid"):',
+    '  with open(up + "/" + name, "w") as f: f.write(sys.argv[2])',
     'check(libc.mount(b"overlay", b"/etc", b"overlay", 0, ("lowerdir=/etc,upperdir=%s,workdir=%s" % (up, work)).encode()), "overlay on /etc")',
-    'os.execv(sys.argv[2], sys.argv[2:])',
+    'os.execv(sys.argv[3], sys.argv[3:])',
   ].join('\n')
   const node = `
     const { probe, runIsolated, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
@@ -99,7 +101,7 @@ rootOnly("with no free host ids for a root caller, sandboxes that map ids fail c
     try { await spawnIsolated('/bin/true') } catch (e) { error = e }
     const explicit = await runIsolated('/usr/bin/id', ['-u'], { namespaces: { user: false }, user: { uid: 1000, gid: 1000 } })
     console.log(JSON.stringify({ subuid: readFileSync('/etc/subuid', 'utf8'), ids: (await probe()).sandboxHostIds, error: error && { code: error.code, step: error.step, hint: error.hint }, explicit: explicit.stdout.trim() }))`
-  const inNs = (...args: string[]) => spawnSync('python3', ['-c', harness, dir, process.execPath, '--import=tsx', ...args], { cwd: root, encoding: 'utf8', timeout: 90_000 })
+  const inNs = (...args: string[]) => spawnSync('python3', ['-c', harness, dir, full, process.execPath, '--import=tsx', ...args], { cwd: root, encoding: 'utf8', timeout: 90_000 })
   const r = inNs('--input-type=module', '-e', node)
   t.is(r.status, 0, r.stderr)
   const seen = JSON.parse(r.stdout.trim().split('\n').pop()!)
