@@ -5,7 +5,9 @@ import { spawnSync } from 'node:child_process'
 import { closeSync, constants, openSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createSandbox, runIsolated, spawnIsolated } from '../index.js'
-import { driveShellInTmux, ended, hasTmux, removeDir, root, tempDir, waitUntil } from './helpers.js'
+import { driveShellInTmux, ended, hasTmux, isRoot, removeDir, root, tempDir, waitUntil } from './helpers.js'
+
+const rootOnly = isRoot ? test : test.skip
 
 test('tty: the command runs on a terminal of the given size, inside the sandbox', async (t) => {
   const r = await runIsolated('/bin/sh', ['-c', 'test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; stty size; tty'], { tty: { rows: 30, cols: 100 } })
@@ -158,6 +160,53 @@ test('tty: the end of input is told in the mode the program reads in: nothing to
   const notReading = 'import termios, time\nt = termios.tcgetattr(0)\nt[3] &= ~termios.ICANON\ntermios.tcsetattr(0, termios.TCSANOW, t)\ntime.sleep(0.5)\nprint("bye")'
   const unread = await Promise.all(Array.from({ length: 5 }, () => runIsolated('/usr/bin/python3', ['-c', notReading], { tty: true, input: 'ab', timeoutMs: 20_000 })))
   t.deepEqual(unread.map((r) => [r.reason, r.stdout]), Array(5).fill(['exited', 'abbye\r\n']))
+})
+
+test('tty: the end of input is typed when a process waits to read (read, select, poll, epoll), to each canonical read as from a pipe, and never queued for a program that goes raw later', async (t) => {
+  // The mode was sampled: with no input, a program still starting up looked like one waiting in
+  // read, so one that went raw later read the queued ^D as a NUL byte; and only one end of file
+  // was typed, so a second reader (`cat; cat`) waited for its timeout.
+  const lateRaw = 'import tty, os, time, select\ntime.sleep(0.3)\ntty.setraw(0, tty.TCSANOW)\nr, _, _ = select.select([0], [], [], 0.5)\nprint(repr(os.read(0, 100)) if r else "nothing typed")'
+  const raw = await runIsolated('/usr/bin/python3', ['-c', lateRaw], { tty: true, input: '', timeoutMs: 20_000 })
+  t.is(raw.reason, 'exited')
+  t.is(raw.stdout, 'nothing typed\n', 'no NUL for a program that went raw 0.3 s after its start')
+  const twice = await runIsolated('/bin/sh', ['-c', 'cat; cat; echo done'], { tty: true, input: 'a\n', timeoutMs: 20_000 })
+  t.is(twice.reason, 'exited', twice.stdout)
+  t.is(twice.stdout, 'a\r\na\r\ndone\r\n')
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  const inBox = await box.exec('/bin/sh', ['-c', 'cat; cat; echo done'], { tty: true, input: 'b\n', timeoutMs: 20_000 })
+  t.is(inBox.reason, 'exited', inBox.stdout)
+  t.is(inBox.stdout, 'b\r\nb\r\ndone\r\n')
+  // Each way a program waits for input, and one that starts reading long after the input ended.
+  const waits: Record<string, string> = {
+    read: '',
+    select: 'select.select([0], [], [])',
+    poll: 'p = select.poll()\np.register(0, select.POLLIN)\np.poll()',
+    epoll: 'e = select.epoll()\ne.register(0, select.EPOLLIN)\ne.poll()',
+    late: 'time.sleep(0.5)',
+  }
+  const runs = await Promise.all(Object.values(waits).map((wait) => runIsolated('/usr/bin/python3', ['-c', `import os, select, time\n${wait}\nprint(repr(os.read(0, 100)))`], { tty: true, input: '', timeoutMs: 20_000 })))
+  t.deepEqual(Object.fromEntries(Object.keys(waits).map((k, i) => [k, [runs[i].reason, runs[i].stdout]])), Object.fromEntries(Object.keys(waits).map((k) => [k, ['exited', "b''\r\n"]])))
+  // A prompt on /dev/tty once stdin was let go: its reads wait on the controlling terminal.
+  const prompt = await runIsolated('/bin/sh', ['-c', 'exec </dev/null; read a </dev/tty; read b </dev/tty || echo "end after $a"'], { tty: true, input: 'x\n', timeoutMs: 20_000 })
+  t.is(prompt.reason, 'exited', prompt.stdout)
+  t.regex(prompt.stdout, /end after x\r\n$/)
+  // More processes than a look reads (512): the end is typed once what came before was read.
+  const crowd = await runIsolated('/bin/sh', ['-c', 'for i in $(seq 600); do sleep 60 & done; cat; echo done'], { tty: true, input: 'x\n', timeoutMs: 20_000 })
+  t.is(crowd.reason, 'exited', crowd.stdout.slice(-200))
+  t.regex(crowd.stdout, /x\r\nx\r\ndone\r\n$/)
+})
+
+// Without a user namespace and with no seccomp filter, a kept CAP_SYS_PTRACE would be the host's
+// and could make a userfaultfd that holds a read of the sandbox's memory: poll and select calls,
+// which name their descriptors there, are not looked into, and the end is typed as where tasks
+// cannot be seen (once what came before was read).
+rootOnly('tty: a poll reader of a sandbox whose memory the helper does not read still hears the end of input', async (t) => {
+  const code = 'import os, select\np = select.poll()\np.register(0, select.POLLIN)\np.poll()\nprint(repr(os.read(0, 100)))'
+  const r = await runIsolated('/usr/bin/python3', ['-c', code], { tty: true, input: '', seccomp: 'none', namespaces: { user: false }, timeoutMs: 20_000 })
+  t.is(r.reason, 'exited', r.stdout)
+  t.is(r.stdout, "b''\r\n")
 })
 
 test('tty: an ended sandbox does not wait on a caller that stops reading its terminal, and a slow exec reader gets all of it', async (t) => {

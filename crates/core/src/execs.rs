@@ -40,15 +40,17 @@ pub struct Execs {
     execs: HashMap<u32, Exec>,
     /// The sandbox cgroup's OOM kills already put down to an exec.
     oom_seen: u64,
+    /// Whose tasks the terminal relays look at.
+    sandbox: crate::terminal_readers::Sandbox,
 }
 
 /// The sandbox cgroup's count of OOM kills so far (0 without a cgroup).
 pub type OomKills<'a> = &'a dyn Fn() -> u64;
 
 impl Execs {
-    pub fn new(requests: OwnedFd, work: OwnedFd) -> Execs {
+    pub fn new(requests: OwnedFd, work: OwnedFd, sandbox: crate::terminal_readers::Sandbox) -> Execs {
         let _ = crate::relay::set_nonblocking(work.as_raw_fd());
-        Execs { requests: Some(requests), work, outbox: Default::default(), execs: HashMap::new(), oom_seen: 0 }
+        Execs { requests: Some(requests), work, outbox: Default::default(), execs: HashMap::new(), oom_seen: 0, sandbox }
     }
 
     /// The fds to poll: the request socket, the work socket, then each relay's.
@@ -150,7 +152,7 @@ impl Execs {
             let Ok(TerminalHandoff { terminal: id }) = serde_json::from_slice(&bytes) else { continue };
             if let (Some(e), Some(master)) = (self.execs.get_mut(&id), fds.pop()) {
                 if let Some((input, output)) = e.tty_io.take() {
-                    e.tty = TtyRelay::new(master, input, output, e.ended.is_some()).ok();
+                    e.tty = TtyRelay::new(master, input, output, e.ended.is_some(), self.sandbox).ok();
                     if let (Some(t), Some((rows, cols))) = (&e.tty, e.tty_size.take()) {
                         t.resize(rows, cols);
                     }

@@ -33,6 +33,8 @@ pub mod cgroup;
 pub mod landlock;
 #[cfg(target_os = "linux")]
 pub mod relay;
+#[cfg(target_os = "linux")]
+pub mod terminal_readers;
 
 pub use error::{SetupError, Step};
 pub use spec::Spec;

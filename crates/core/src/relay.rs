@@ -8,6 +8,8 @@ use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::terminal_readers::{Readers, Sandbox, Terminal};
+
 /// One relayed stream: from the sandbox's pipe (`from`) to the caller's (`to`).
 struct Stream {
     from: Option<OwnedFd>,
@@ -246,10 +248,17 @@ pub struct TtyRelay {
     /// The last byte typed ended no line.
     line_open: bool,
     end_of_input: EndOfInput,
+    /// The sandbox and this terminal, where the helper holds its slave: the end of input is typed
+    /// when a task of the sandbox waits to read it ([`crate::terminal_readers`]). Dropped after
+    /// [`UNKNOWN_LOOKS`] looks in a row could not see every task.
+    readers: Option<(Sandbox, Terminal)>,
+    unknown_looks: u32,
     /// When a pending end of input is looked at next: a moment after the last bytes went to the
     /// master (the terminal takes them in a little later), then again while the program has not
     /// read them.
     next_look: Instant,
+    /// How long until the next look while no task waits to read (doubling up to [`LOOK_AT_MOST`]).
+    look_every: Duration,
     /// What the last look saw with nothing unread: the terminal's mode bits. The end is told
     /// only when two looks agree, so a program between two reads (readline gives the terminal
     /// its canonical mode back while a line's command runs) is not taken for one reading.
@@ -267,6 +276,13 @@ enum EndOfInput {
 
 /// How often a pending end of input looks whether the command has read what came before it.
 const END_OF_INPUT_CHECK: Duration = Duration::from_millis(20);
+/// The longest wait between two looks for a task that waits to read the terminal: how late a
+/// program that starts reading long after the input ended hears of its end, at worst.
+const LOOK_AT_MOST: Duration = Duration::from_millis(160);
+/// Looks in a row that could not see every task before the relay stops looking at tasks and
+/// watches the terminal alone: what cannot be seen now (more tasks than a look reads, a task it
+/// may not trace) mostly stays so, and each such look costs the helper the most.
+const UNKNOWN_LOOKS: u32 = 3;
 
 /// What a person types to end a terminal's input, decided once the command has read all that was
 /// typed before, so the mode is the one the program reads in: in canonical mode the EOF character
@@ -318,12 +334,14 @@ fn unread(slave: &OwnedFd) -> Option<libc::c_int> {
 }
 
 impl TtyRelay {
-    /// `command_ended`: the command's end was heard before its terminal's master came.
-    pub fn new(master: OwnedFd, input: OwnedFd, output: OwnedFd, command_ended: bool) -> Result<TtyRelay, Errno> {
+    /// `command_ended`: the command's end was heard before its terminal's master came. `sandbox`:
+    /// whose tasks are looked at for one that waits to read the terminal.
+    pub fn new(master: OwnedFd, input: OwnedFd, output: OwnedFd, command_ended: bool, sandbox: Sandbox) -> Result<TtyRelay, Errno> {
         // The master is the helper's own.
         set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&master))?;
         let (input, output) = (CallerEnd::open(input, false)?, CallerEnd::open(output, true)?);
         let slave = if command_ended { None } else { crate::sys::pty_peer(&master) };
+        let readers = slave.as_ref().and_then(Terminal::of).map(|t| (sandbox, t));
         Ok(TtyRelay {
             master: Some(master),
             slave,
@@ -334,7 +352,10 @@ impl TtyRelay {
             master_idle: false,
             line_open: false,
             end_of_input: if command_ended { EndOfInput::Told } else { EndOfInput::NotYet },
+            readers,
+            unknown_looks: 0,
             next_look: Instant::now(),
+            look_every: END_OF_INPUT_CHECK,
             settled: None,
         })
     }
@@ -420,8 +441,13 @@ impl TtyRelay {
         !self.to_master.is_empty()
     }
 
-    /// A pending end of input, told once everything typed before it reached the terminal and the
-    /// program has read it (a moment after the last write, FIONREAD 0 on the helper's slave).
+    /// A pending end of input, typed once everything typed before it reached the terminal and a
+    /// task of the sandbox waits to read it, in the mode that task reads in (see [`end_of_input`]).
+    /// In canonical mode each later read that waits gets an end of its own, as from a pipe
+    /// (`cat; cat`), but only once the one before was read: none is left queued for a program
+    /// that goes raw later. Where the sandbox's tasks cannot be seen, it is told once, when the
+    /// program has read what came before (FIONREAD 0 on the helper's slave) and two looks agree
+    /// on the mode.
     fn tell_end_of_input(&mut self) {
         let Some(m) = &self.master else { return };
         if self.end_of_input != EndOfInput::Pending || !self.to_master.is_empty() {
@@ -433,6 +459,33 @@ impl TtyRelay {
             let now = Instant::now();
             if now < self.next_look {
                 return;
+            }
+            let readers = self.readers.as_ref().map_or(Readers::Unknown, |(sandbox, tty)| crate::terminal_readers::look(sandbox, *tty));
+            self.unknown_looks = if readers == Readers::Unknown { self.unknown_looks + 1 } else { 0 };
+            if self.unknown_looks >= UNKNOWN_LOOKS {
+                self.readers = None;
+            }
+            match readers {
+                // Readable: what was typed last (an end of file too) has not been read yet.
+                Readers::Waiting if crate::sys::ready_now(slave.as_fd(), nix::poll::PollFlags::POLLIN) => {
+                    self.next_look = now + END_OF_INPUT_CHECK;
+                    return;
+                }
+                Readers::Waiting => {
+                    let canonical = t.is_some_and(|t| t.c_lflag & libc::ICANON != 0);
+                    match t.map_or(EofStep::Nothing, |t| end_of_input(&t, self.line_open)) {
+                        EofStep::LineFirst(eof) => (self.to_master, self.line_open) = (vec![eof], false),
+                        EofStep::End(eof) if canonical => self.to_master = vec![eof],
+                        // Readline takes one ^D for the end; more would be keys.
+                        EofStep::End(eof) => (self.to_master, self.end_of_input) = (vec![eof], EndOfInput::Told),
+                        // Raw, or no EOF character: nothing to type, unless the mode changes.
+                        EofStep::Nothing => return self.look_later(now),
+                    }
+                    (self.next_look, self.look_every) = (now + END_OF_INPUT_CHECK, END_OF_INPUT_CHECK);
+                    return;
+                }
+                Readers::NoneWaiting => return self.look_later(now),
+                Readers::Unknown => {}
             }
             let mode = t.map(|t| t.c_lflag & (libc::ICANON | libc::ISIG));
             let seen = if unread(slave) == Some(0) { mode } else { None };
@@ -451,6 +504,12 @@ impl TtyRelay {
         }
     }
 
+    /// Nothing to type yet: look again later, less often the longer nothing changes.
+    fn look_later(&mut self, now: Instant) {
+        self.next_look = now + self.look_every;
+        self.look_every = (self.look_every * 2).min(LOOK_AT_MOST);
+    }
+
     pub fn pump(&mut self) {
         let mut buf = [0u8; 16 << 10];
         self.take_input();
@@ -461,6 +520,7 @@ impl TtyRelay {
                     Ok(n) => {
                         self.to_master.drain(..n);
                         self.next_look = Instant::now() + END_OF_INPUT_CHECK;
+                        self.look_every = END_OF_INPUT_CHECK;
                         self.settled = None;
                     }
                     Err(Errno::EAGAIN | Errno::EINTR) => {}

@@ -598,6 +598,8 @@ struct Supervisor {
     mount_ns: Option<OwnedFd>,
     /// Once the sandbox is being ended: when the terminal relay stops waiting for its caller.
     tty_cutoff: Option<Instant>,
+    /// Whose tasks the terminal relays look at.
+    sandbox: crate::terminal_readers::Sandbox,
 }
 
 /// How long an ended sandbox's terminal output is still relayed to a caller that is slow to read.
@@ -614,7 +616,9 @@ impl Supervisor {
         // The helper's own stdio is the sandbox's; let go of it so the caller sees EOF exactly
         // when the sandbox's last writer is gone.
         crate::sys::redirect_stdio_to_null();
+        let sandbox = crate::terminal_readers::Sandbox::of(spec, child.init.as_raw());
         Supervisor {
+            sandbox,
             init: child.init,
             report: child.report,
             relay: child.relay,
@@ -624,7 +628,7 @@ impl Supervisor {
             tty_io,
             tty: None,
             tty_size: None,
-            execs: execs.zip(child.work).map(|(requests, work)| Execs::new(requests, work)),
+            execs: execs.zip(child.work).map(|(requests, work)| Execs::new(requests, work, sandbox)),
             cpu_time_ms: spec.limits.cpu_time_ms,
             next_cpu_check: spec.limits.cpu_time_ms.map(|_| started),
             started,
@@ -863,7 +867,7 @@ impl Supervisor {
         let Some(handoff) = self.tty_handoff.take() else { return };
         let master = crate::sys::recv_fds(&handoff).ok().and_then(|mut v| if v.is_empty() { None } else { Some(v.remove(0)) });
         if let (Some(master), Some((input, output))) = (master, self.tty_io.take()) {
-            self.tty = TtyRelay::new(master, input, output, self.ended.is_some() || !self.report_open).ok();
+            self.tty = TtyRelay::new(master, input, output, self.ended.is_some() || !self.report_open, self.sandbox).ok();
             if let (Some(tty), Some((rows, cols))) = (&self.tty, self.tty_size.take()) {
                 tty.resize(rows, cols);
             }
