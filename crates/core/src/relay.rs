@@ -259,6 +259,8 @@ pub struct TtyRelay {
     next_look: Instant,
     /// How long until the next look while no task waits to read (doubling up to [`LOOK_AT_MOST`]).
     look_every: Duration,
+    /// No look before this: the last one's cost times [`LOOK_SHARE`].
+    look_floor: Instant,
     /// What the last look saw with nothing unread: the terminal's mode bits. The end is told
     /// only when two looks agree, so a program between two reads (readline gives the terminal
     /// its canonical mode back while a line's command runs) is not taken for one reading.
@@ -283,6 +285,8 @@ const LOOK_AT_MOST: Duration = Duration::from_millis(160);
 /// watches the terminal alone: what cannot be seen now (more tasks than a look reads, a task it
 /// may not trace) mostly stays so, and each such look costs the helper the most.
 const UNKNOWN_LOOKS: u32 = 3;
+/// Looks at the sandbox's tasks take at most one part in this many of the helper's time.
+const LOOK_SHARE: u32 = 100;
 
 /// What a person types to end a terminal's input, decided once the command has read all that was
 /// typed before, so the mode is the one the program reads in: in canonical mode the EOF character
@@ -356,6 +360,7 @@ impl TtyRelay {
             unknown_looks: 0,
             next_look: Instant::now(),
             look_every: END_OF_INPUT_CHECK,
+            look_floor: Instant::now(),
             settled: None,
         })
     }
@@ -461,16 +466,15 @@ impl TtyRelay {
                 return;
             }
             let readers = self.readers.as_ref().map_or(Readers::Unknown, |(sandbox, tty)| crate::terminal_readers::look(sandbox, *tty));
+            // Looks of a sandbox with many tasks cost more: they come less often.
+            self.look_floor = now + Instant::now().duration_since(now) * LOOK_SHARE;
             self.unknown_looks = if readers == Readers::Unknown { self.unknown_looks + 1 } else { 0 };
             if self.unknown_looks >= UNKNOWN_LOOKS {
                 self.readers = None;
             }
             match readers {
                 // Readable: what was typed last (an end of file too) has not been read yet.
-                Readers::Waiting if crate::sys::ready_now(slave.as_fd(), nix::poll::PollFlags::POLLIN) => {
-                    self.next_look = now + END_OF_INPUT_CHECK;
-                    return;
-                }
+                Readers::Waiting if crate::sys::ready_now(slave.as_fd(), nix::poll::PollFlags::POLLIN) => return self.look_at(now + END_OF_INPUT_CHECK),
                 Readers::Waiting => {
                     let canonical = t.is_some_and(|t| t.c_lflag & libc::ICANON != 0);
                     match t.map_or(EofStep::Nothing, |t| end_of_input(&t, self.line_open)) {
@@ -481,8 +485,8 @@ impl TtyRelay {
                         // Raw, or no EOF character: nothing to type, unless the mode changes.
                         EofStep::Nothing => return self.look_later(now),
                     }
-                    (self.next_look, self.look_every) = (now + END_OF_INPUT_CHECK, END_OF_INPUT_CHECK);
-                    return;
+                    self.look_every = END_OF_INPUT_CHECK;
+                    return self.look_at(now + END_OF_INPUT_CHECK);
                 }
                 Readers::NoneWaiting => return self.look_later(now),
                 Readers::Unknown => {}
@@ -506,8 +510,14 @@ impl TtyRelay {
 
     /// Nothing to type yet: look again later, less often the longer nothing changes.
     fn look_later(&mut self, now: Instant) {
-        self.next_look = now + self.look_every;
+        self.look_at(now + self.look_every);
         self.look_every = (self.look_every * 2).min(LOOK_AT_MOST);
+    }
+
+    /// The next look at the sandbox's tasks: at `at`, or later if the last look cost more than
+    /// [`LOOK_SHARE`] allows.
+    fn look_at(&mut self, at: Instant) {
+        self.next_look = at.max(self.look_floor);
     }
 
     pub fn pump(&mut self) {
