@@ -198,6 +198,51 @@ test('tty: the end of input is typed when a process waits to read (read, select,
   t.regex(crowd.stdout, /x\r\nx\r\ndone\r\n$/)
 })
 
+test('tty: the end of input is not typed to a stopped reader, reaches a reader whose thread group lost its leader, node and each readline prompt in turn; a sandbox that makes its epoll set huge still ends at its timeout', async (t) => {
+  t.timeout(90_000)
+  // A reader stopped in read (SIGSTOP, or SIGTTIN for a background job) counted as waiting: the
+  // ^D typed for it stayed queued, and a program that went raw later read it as a NUL.
+  const lateRaw = 'import tty, os, time, select\ntime.sleep(0.5)\ntty.setraw(0, tty.TCSANOW)\nr, _, _ = select.select([0], [], [], 0.5)\nprint(repr(os.read(0, 100)) if r else "nothing typed")'
+  const sb = await spawnIsolated('/bin/sh', ['-c', `(exec cat 0</dev/tty >/dev/null) & sleep 0.2; kill -STOP $!; echo stopped; python3 -c '${lateRaw}'; kill -9 $!`], { tty: true, timeoutMs: 20_000 })
+  let out = ''
+  sb.stdout!.on('data', (d) => {
+    out += d
+    // The input ends once the reader is stopped in its read.
+    if (out.includes('stopped')) sb.stdin!.end()
+  })
+  const [stopped] = await Promise.all([sb.wait(), ended(sb.stdout)])
+  t.is(stopped.reason, 'exited', out)
+  t.regex(out, /nothing typed\n$/, 'no NUL for the program that went raw after the stopped reader')
+  // A thread group whose leader has exited has no descriptors at the process's path: the
+  // reading thread's own were not looked at, and it waited for its timeout.
+  const leaderGone = 'import threading, os, time, ctypes\ndef reader():\n  time.sleep(0.2)\n  n = 0\n  while True:\n    b = os.read(0, 100)\n    if not b: break\n    n += len(b)\n  os.write(1, b"read %d\\n" % n)\n  os._exit(0)\nthreading.Thread(target=reader).start()\nctypes.CDLL(None).pthread_exit(None)'
+  const gone = await runIsolated('/usr/bin/python3', ['-c', leaderGone], { tty: true, input: 'hello\n', timeoutMs: 20_000 })
+  t.is(gone.reason, 'exited', gone.stdout)
+  t.regex(gone.stdout, /read 6\r\n$/)
+  // Node reopens its terminal (libuv) and waits in epoll on that descriptor.
+  const node = await runIsolated(process.execPath, ['-e', "let n = 0; process.stdin.on('data', (d) => (n += d.length)); process.stdin.on('end', () => console.log('end', n))"], { tty: true, input: 'hello\n', timeoutMs: 20_000 })
+  t.is(node.reason, 'exited', node.stdout)
+  t.regex(node.stdout, /end 6\r\n$/)
+  // Readline heard one ^D only: a shell after the python it ran, and a last line without its
+  // newline (readline takes ^D on a line as a key) waited for their timeouts.
+  const nested = await runIsolated('/bin/bash', ['--norc', '-i'], { tty: true, input: 'python3 -q\nprint(6 * 7)\n', timeoutMs: 20_000 })
+  t.is(nested.reason, 'exited', nested.stdout)
+  t.regex(nested.stdout, /\r\n42\r\n[^]*exit\r\n$/)
+  const open = await runIsolated('/usr/bin/python3', ['-q', '-i'], { tty: true, input: 'print(6 * 7)', timeoutMs: 20_000 })
+  t.is(open.reason, 'exited', open.stdout)
+  t.regex(open.stdout, /\r\n42\r\n/)
+  // 500000 entries in one epoll set, 20 threads waiting on it: a look read each thread's
+  // epoll fdinfo, which the kernel formats whole (~0.9 s each), and the helper's loop, which
+  // also enforces the timeout, ended the sandbox after 14.6 s instead of 5.
+  const huge = 'import os, select, resource, threading\nsoft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\nresource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\nep = select.epoll()\nfor f in range(100):\n  e = os.eventfd(0)\n  for d in range(5000): ep.register(os.dup2(e, 1000 + d), select.EPOLLPRI)\n  for d in range(5000): os.close(1000 + d)\nprint("built", flush=True)\ndef wait():\n  while True: ep.poll()\nfor i in range(20): threading.Thread(target=wait, daemon=True).start()\nthreading.Event().wait()'
+  const began = Date.now()
+  const big = await runIsolated('/usr/bin/python3', ['-c', huge], { tty: true, input: '', timeoutMs: 5000 })
+  const took = Date.now() - began
+  t.is(big.reason, 'timeout', big.stdout)
+  t.regex(big.stdout, /built/, 'the set was built before the timeout')
+  t.true(took < 10_000, `ended ${took} ms after its start, with a timeout of 5000 ms`)
+})
+
 // Without a user namespace and with no seccomp filter, a kept CAP_SYS_PTRACE would be the host's
 // and could make a userfaultfd that holds a read of the sandbox's memory: poll and select calls,
 // which name their descriptors there, are not looked into, and the end is typed as where tasks

@@ -249,9 +249,9 @@ pub struct TtyRelay {
     line_open: bool,
     end_of_input: EndOfInput,
     /// The sandbox and this terminal, where the helper holds its slave: the end of input is typed
-    /// when a task of the sandbox waits to read it ([`crate::terminal_readers`]). Dropped after
-    /// [`UNKNOWN_LOOKS`] looks in a row could not see every task.
+    /// when a task of the sandbox waits to read it ([`crate::terminal_readers`]).
     readers: Option<(Sandbox, Terminal)>,
+    /// Looks in a row that could not see every task (see [`UNKNOWN_LOOKS`]).
     unknown_looks: u32,
     /// When a pending end of input is looked at next: a moment after the last bytes went to the
     /// master (the terminal takes them in a little later), then again while the program has not
@@ -281,26 +281,30 @@ const END_OF_INPUT_CHECK: Duration = Duration::from_millis(20);
 /// The longest wait between two looks for a task that waits to read the terminal: how late a
 /// program that starts reading long after the input ended hears of its end, at worst.
 const LOOK_AT_MOST: Duration = Duration::from_millis(160);
-/// Looks in a row that could not see every task before the relay stops looking at tasks and
-/// watches the terminal alone: what cannot be seen now (more tasks than a look reads, a task it
-/// may not trace) mostly stays so, and each such look costs the helper the most.
+/// Looks in a row that could not see every task (more than a look reads, one it may not trace)
+/// before the end is told by watching the terminal alone, as long as that lasts: what cannot be
+/// seen now mostly stays so, and a helper that may trace nothing must still tell the end.
 const UNKNOWN_LOOKS: u32 = 3;
 /// Looks at the sandbox's tasks take at most one part in this many of the helper's time.
 const LOOK_SHARE: u32 = 100;
 
-/// What a person types to end a terminal's input, decided once the command has read all that was
-/// typed before, so the mode is the one the program reads in: in canonical mode the EOF character
-/// (^D), which at the start of a line is the end (after a line left open, a first one hands that
-/// line over: [`EofStep::LineFirst`], and the second is decided again once it is read); once where
-/// the program reads keys itself but keeps the terminal's signals (readline: bash, python), which
-/// takes ^D on an empty line for the end; nothing in raw mode (no signals either), where it would
-/// be a byte of the data, nor where the EOF character is switched off.
+/// What a person types to end a terminal's input, decided when the program waits to read, so the
+/// mode is the one it reads in: in canonical mode the EOF character (^D), which at the start of a
+/// line is the end (after a line left open, a first one hands that line over:
+/// [`EofStep::LineFirst`], and the end is decided again once it is read); where the program reads
+/// keys itself but keeps the terminal's signals (readline: bash, python), ^D too, which it takes
+/// for the end on an empty line (a line left open gets Enter first: readline takes no line
+/// without its end, and a shell or python given that text through a pipe would run it too);
+/// nothing in raw mode (no signals either), where it would be a byte of the data, nor where the
+/// EOF character is switched off.
 fn end_of_input(t: &libc::termios, line_open: bool) -> EofStep {
     let eof = t.c_cc[libc::VEOF];
     if eof == 0 {
         EofStep::Nothing // _POSIX_VDISABLE
     } else if t.c_lflag & libc::ICANON != 0 && line_open {
         EofStep::LineFirst(eof)
+    } else if t.c_lflag & libc::ISIG != 0 && t.c_lflag & libc::ICANON == 0 && line_open {
+        EofStep::LineFirst(b'\r')
     } else if t.c_lflag & (libc::ICANON | libc::ISIG) != 0 {
         EofStep::End(eof)
     } else {
@@ -311,7 +315,8 @@ fn end_of_input(t: &libc::termios, line_open: bool) -> EofStep {
 #[derive(Debug, PartialEq, Eq)]
 enum EofStep {
     Nothing,
-    /// Ends the line left open; the end itself is decided once the program has read it.
+    /// Ends the line left open (the byte to type); the end itself is decided once the program has
+    /// read it.
     LineFirst(u8),
     End(u8),
 }
@@ -447,64 +452,74 @@ impl TtyRelay {
     }
 
     /// A pending end of input, typed once everything typed before it reached the terminal and a
-    /// task of the sandbox waits to read it, in the mode that task reads in (see [`end_of_input`]).
-    /// In canonical mode each later read that waits gets an end of its own, as from a pipe
-    /// (`cat; cat`), but only once the one before was read: none is left queued for a program
-    /// that goes raw later. Where the sandbox's tasks cannot be seen, it is told once, when the
-    /// program has read what came before (FIONREAD 0 on the helper's slave) and two looks agree
-    /// on the mode.
+    /// task of the sandbox waits to read it, in the mode that task reads in (see [`end_of_input`]),
+    /// and again for each later read that waits (as a pipe ends each: `cat; cat`, a shell after
+    /// the program it ran), but only once the one before was read: none is left queued for a
+    /// program that goes raw later. Where the sandbox's tasks cannot be seen (several looks in a
+    /// row), it is told once, when the program has read what came before (FIONREAD 0 on the
+    /// helper's slave) and two looks agree on the mode.
     fn tell_end_of_input(&mut self) {
         let Some(m) = &self.master else { return };
         if self.end_of_input != EndOfInput::Pending || !self.to_master.is_empty() {
             return;
         }
-        // tcgetattr on a pty master gives its slave's settings: the terminal's.
+        let Some(slave) = &self.slave else {
+            // Without the helper's own slave the program's reading cannot be seen: all at once.
+            let t = termios_of(m.as_fd());
+            (self.to_master, self.end_of_input) = match t.map_or(EofStep::Nothing, |t| end_of_input(&t, self.line_open)) {
+                EofStep::LineFirst(first) => (vec![first, t.map_or(4, |t| t.c_cc[libc::VEOF])], EndOfInput::Told),
+                EofStep::End(eof) => (vec![eof], EndOfInput::Told),
+                EofStep::Nothing => (Vec::new(), EndOfInput::Told),
+            };
+            return;
+        };
+        let now = Instant::now();
+        if now < self.next_look {
+            return;
+        }
+        let readers = self.readers.as_ref().map_or(Readers::Unknown, |(sandbox, tty)| crate::terminal_readers::look(sandbox, *tty));
+        // Looks of a sandbox with many tasks cost more: they come less often.
+        self.look_floor = now + Instant::now().duration_since(now) * LOOK_SHARE;
+        self.unknown_looks = if readers == Readers::Unknown { self.unknown_looks + 1 } else { 0 };
+        // Read after the look, which may take a while: the mode the program reads in now
+        // (tcgetattr on a pty master gives its slave's settings: the terminal's).
         let t = termios_of(m.as_fd());
-        if let Some(slave) = &self.slave {
-            let now = Instant::now();
-            if now < self.next_look {
-                return;
-            }
-            let readers = self.readers.as_ref().map_or(Readers::Unknown, |(sandbox, tty)| crate::terminal_readers::look(sandbox, *tty));
-            // Looks of a sandbox with many tasks cost more: they come less often.
-            self.look_floor = now + Instant::now().duration_since(now) * LOOK_SHARE;
-            self.unknown_looks = if readers == Readers::Unknown { self.unknown_looks + 1 } else { 0 };
-            if self.unknown_looks >= UNKNOWN_LOOKS {
-                self.readers = None;
-            }
-            match readers {
-                // Readable: what was typed last (an end of file too) has not been read yet.
-                Readers::Waiting if crate::sys::ready_now(slave.as_fd(), nix::poll::PollFlags::POLLIN) => return self.look_at(now + END_OF_INPUT_CHECK),
-                Readers::Waiting => {
-                    let canonical = t.is_some_and(|t| t.c_lflag & libc::ICANON != 0);
-                    match t.map_or(EofStep::Nothing, |t| end_of_input(&t, self.line_open)) {
-                        EofStep::LineFirst(eof) => (self.to_master, self.line_open) = (vec![eof], false),
-                        EofStep::End(eof) if canonical => self.to_master = vec![eof],
-                        // Readline takes one ^D for the end; more would be keys.
-                        EofStep::End(eof) => (self.to_master, self.end_of_input) = (vec![eof], EndOfInput::Told),
-                        // Raw, or no EOF character: nothing to type, unless the mode changes.
-                        EofStep::Nothing => return self.look_later(now),
-                    }
+        let step = t.map_or(EofStep::Nothing, |t| end_of_input(&t, self.line_open));
+        match readers {
+            // Readable: what was typed last (an end of file too) has not been read yet.
+            Readers::Waiting if crate::sys::ready_now(slave.as_fd(), nix::poll::PollFlags::POLLIN) => self.look_at(now + END_OF_INPUT_CHECK),
+            Readers::Waiting => {
+                match step {
+                    EofStep::LineFirst(first) => (self.to_master, self.line_open) = (vec![first], false),
+                    EofStep::End(eof) => self.to_master = vec![eof],
+                    // Raw, or no EOF character: nothing to type, unless the mode changes.
+                    EofStep::Nothing => return self.look_later(now),
+                }
+                // Readline that takes the ^D for a key (a line it was given back) waits on: the
+                // next ones come ever less often. A canonical read takes each as its end.
+                let canonical = t.is_some_and(|t| t.c_lflag & libc::ICANON != 0);
+                if canonical {
                     self.look_every = END_OF_INPUT_CHECK;
+                    self.look_at(now + END_OF_INPUT_CHECK);
+                } else {
+                    self.look_later(now);
+                }
+            }
+            Readers::NoneWaiting => self.look_later(now),
+            Readers::Unknown if self.unknown_looks < UNKNOWN_LOOKS => self.look_at(now + END_OF_INPUT_CHECK),
+            Readers::Unknown => {
+                let mode = t.map(|t| t.c_lflag & (libc::ICANON | libc::ISIG));
+                let seen = if unread(slave) == Some(0) { mode } else { None };
+                if seen.is_none() || seen != self.settled {
+                    self.settled = seen;
                     return self.look_at(now + END_OF_INPUT_CHECK);
                 }
-                Readers::NoneWaiting => return self.look_later(now),
-                Readers::Unknown => {}
+                match step {
+                    EofStep::LineFirst(first) => (self.to_master, self.line_open) = (vec![first], false),
+                    EofStep::End(eof) => (self.to_master, self.end_of_input) = (vec![eof], EndOfInput::Told),
+                    EofStep::Nothing => self.end_of_input = EndOfInput::Told,
+                }
             }
-            let mode = t.map(|t| t.c_lflag & (libc::ICANON | libc::ISIG));
-            let seen = if unread(slave) == Some(0) { mode } else { None };
-            if seen.is_none() || seen != self.settled {
-                self.settled = seen;
-                self.next_look = now + END_OF_INPUT_CHECK;
-                return;
-            }
-        }
-        match t.map_or(EofStep::Nothing, |t| end_of_input(&t, self.line_open)) {
-            // Without the helper's own slave the program's reading cannot be seen: both at once.
-            EofStep::LineFirst(eof) if self.slave.is_none() => (self.to_master, self.end_of_input) = (vec![eof, eof], EndOfInput::Told),
-            EofStep::LineFirst(eof) => (self.to_master, self.line_open) = (vec![eof], false),
-            EofStep::End(eof) => (self.to_master, self.end_of_input) = (vec![eof], EndOfInput::Told),
-            EofStep::Nothing => self.end_of_input = EndOfInput::Told,
         }
     }
 
@@ -597,7 +612,8 @@ mod tests {
         assert_eq!(end_of_input(&canonical, false), EofStep::End(4));
         assert_eq!(end_of_input(&canonical, true), EofStep::LineFirst(4), "a line left open is handed over first");
         // readline: keys read one by one, the terminal's signals kept.
-        assert_eq!(end_of_input(&termios(libc::ISIG, libc::ICRNL, 4), true), EofStep::End(4));
+        assert_eq!(end_of_input(&termios(libc::ISIG, libc::ICRNL, 4), false), EofStep::End(4));
+        assert_eq!(end_of_input(&termios(libc::ISIG, libc::ICRNL, 4), true), EofStep::LineFirst(b'\r'), "readline gets Enter for a line left open");
         // Raw (cfmakeraw): ^D would be a byte of the data.
         assert_eq!(end_of_input(&termios(0, 0, 4), false), EofStep::Nothing);
         // `stty eof undef`: _POSIX_VDISABLE, never a NUL typed.

@@ -2,20 +2,31 @@
 //! keyboard sees before typing ^D. The terminal's own state cannot tell a program that waits in
 //! read from one still starting up (nothing is unread in either case), so this looks where the
 //! kernel keeps it: each task's blocked system call (/proc/PID/task/TID/syscall, readable by
-//! whoever may trace the task: the helper, which started the sandbox) and the descriptors that
-//! call names, for read, readv, pread and preadv, poll and ppoll, select and pselect, and the
-//! epoll waits (each watched descriptor, from the epoll descriptor's fdinfo).
+//! whoever may trace the task: the helper, which started the sandbox), its state (a stopped task
+//! waits for nothing), and the descriptors that call names: for read, readv, pread and preadv
+//! the one it reads; for poll, ppoll, select and pselect those it waits to read (from the
+//! caller's arguments in its memory); for the epoll waits, whether a descriptor of the task that
+//! is this terminal is in the epoll set under its own number (kcmp(KCMP_EPOLL_TFD), which asks
+//! the kernel for that one entry). An epoll descriptor's fdinfo is never read: the kernel formats
+//! the whole set for it, which a sandbox can make millions of entries long. Descriptors are
+//! looked up in the task's own table (a thread may have one of its own; a thread group whose
+//! leader has exited has none at the process's path).
 //!
 //! Pids are the host's; a pid reused meanwhile by an unrelated process cannot hold this
 //! sandbox's terminal (its devpts is the sandbox's own), so it never looks like a reader.
 //!
 //! A poll or select call names its descriptors in the caller's memory, read through
-//! /proc/PID/mem. A page there could make that read wait as long as the sandbox likes only
-//! through a userfaultfd that handles the kernel's own faults, which an unprivileged process may
-//! make only where `vm.unprivileged_userfaultfd` is 1; the default seccomp profile refuses
+//! /proc/PID/task/TID/mem. A page there could make that read wait as long as the sandbox likes
+//! only through a userfaultfd that handles the kernel's own faults, which an unprivileged process
+//! may make only where `vm.unprivileged_userfaultfd` is 1; the default seccomp profile refuses
 //! userfaultfd outright. Elsewhere such calls count as unknown, and the relay falls back to
 //! watching the terminal alone.
+//!
+//! What a look costs is bounded: tasks, files opened, entries of a call's arguments, and epoll
+//! queries (each walks the set in the kernel), so a sandbox can make one look take the helper
+//! about a tenth of a second at most; the relay spaces looks by their cost.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -68,11 +79,17 @@ pub enum Readers {
 
 /// At most this many tasks are looked at in one look; beyond, [`Readers::Unknown`].
 const MAX_TASKS: usize = 512;
-/// At most this many files are read or looked at in one look (a task's two, and each descriptor
-/// a wait names); beyond, [`Readers::Unknown`]: a sandbox cannot make a look cost the helper much.
+/// At most this many files are read or looked at in one look (a task's few, and each of its
+/// descriptors a wait needs); beyond, [`Readers::Unknown`].
 const MAX_FILES: usize = 4096;
-/// At most this many descriptors of one poll or select call are looked at.
-const MAX_FDS: u64 = 1024;
+/// At most this many entries of one poll array or descriptors of one select set are looked at;
+/// beyond, unknown.
+const MAX_FDS: u64 = 16384;
+/// At most this many epoll queries in one look: each walks the whole set in the kernel, which a
+/// sandbox may make millions of entries long (~35 ms a query for 500000 here); beyond, unknown.
+const MAX_EPOLL_QUERIES: usize = 2;
+/// At most this many bytes of the tasks' memory in one look; beyond, unknown.
+const MAX_MEMORY: usize = 1 << 20;
 
 /// Whether a task of the process tree under the sandbox's init waits to read `tty`.
 pub fn look(sandbox: &Sandbox, tty: Terminal) -> Readers {
@@ -80,12 +97,12 @@ pub fn look(sandbox: &Sandbox, tty: Terminal) -> Readers {
     let mut pending = vec![init];
     let mut seen = 0usize;
     let mut unknown = false;
-    let mut budget = Budget(MAX_FILES);
+    let mut budget = Budget { files: MAX_FILES, epoll: MAX_EPOLL_QUERIES, memory: MAX_MEMORY };
     while let Some(pid) = pending.pop() {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
         for tid in tasks.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
             seen += 1;
-            if seen > MAX_TASKS || !budget.take(2) {
+            if seen > MAX_TASKS || !budget.take(3) {
                 return Readers::Unknown;
             }
             let dir = format!("/proc/{pid}/task/{tid}");
@@ -100,13 +117,14 @@ pub fn look(sandbox: &Sandbox, tty: Terminal) -> Readers {
             if pid == init {
                 continue;
             }
+            let task = Task { dir: &dir };
             match read_small(&format!("{dir}/syscall")).map(|s| blocked_call(&s)) {
-                Some(Some(call)) => match waits_for(pid, tid, &call, tty, sandbox.memory, &mut budget) {
+                Some(Some(call)) if !matches!(watched(&call), Watched::Nothing) => match task.waits_for(&call, tty, sandbox.memory, &mut budget) {
                     Some(true) => return Readers::Waiting,
                     Some(false) => {}
                     None => unknown = true,
                 },
-                Some(None) => {}
+                Some(_) => {}
                 // Gone meanwhile, or not ours to see.
                 None => unknown |= std::path::Path::new(&dir).exists(),
             }
@@ -119,13 +137,29 @@ pub fn look(sandbox: &Sandbox, tty: Terminal) -> Readers {
     }
 }
 
-/// Files a look may still read.
-struct Budget(usize);
+/// What a look may still do.
+struct Budget {
+    files: usize,
+    epoll: usize,
+    memory: usize,
+}
 
 impl Budget {
-    fn take(&mut self, n: usize) -> bool {
-        self.0 = self.0.saturating_sub(n);
-        self.0 > 0
+    fn take(&mut self, files: usize) -> bool {
+        self.files = self.files.saturating_sub(files);
+        self.files > 0
+    }
+
+    fn take_epoll_query(&mut self) -> bool {
+        let Some(left) = self.epoll.checked_sub(1) else { return false };
+        self.epoll = left;
+        true
+    }
+
+    fn take_memory(&mut self, bytes: u64) -> bool {
+        let Some(left) = usize::try_from(bytes).ok().and_then(|b| self.memory.checked_sub(b)) else { return false };
+        self.memory = left;
+        true
     }
 }
 
@@ -199,95 +233,159 @@ fn watched(call: &Call) -> Watched {
 /// `/dev/tty`: whoever opens it gets its controlling terminal.
 const DEV_TTY: u64 = 5 << 8;
 
-/// Whether `call` of the task `tid` of `pid` waits for `tty` to have input; None when what it
-/// names cannot be read (or may not be: its memory, where `memory` is false).
-fn waits_for(pid: i32, tid: i32, call: &Call, tty: Terminal, memory: bool, budget: &mut Budget) -> Option<bool> {
-    let mut is_tty = |fd: u64| -> Option<bool> {
-        if !budget.take(1) {
-            return None;
+/// One task of the sandbox, by its /proc/PID/task/TID directory.
+struct Task<'a> {
+    dir: &'a str,
+}
+
+impl Task<'_> {
+    /// Whether `call`, which this task is blocked in, waits for `tty` to have input; None when
+    /// what it names cannot be read (or may not be: its memory, where `memory` is false).
+    fn waits_for(&self, call: &Call, tty: Terminal, memory: bool, budget: &mut Budget) -> Option<bool> {
+        // Sleeping in the call: a stopped task (SIGSTOP, or SIGTTIN for a background job) still
+        // shows the call it stopped in, but reads nothing until it is continued.
+        let (state, ctty) = state_and_terminal(&read_small(&format!("{}/stat", self.dir))?)?;
+        if state != 'S' {
+            return Some(false);
         }
-        match std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
-            Ok(m) if m.mode() & libc::S_IFMT != libc::S_IFCHR => Some(false),
-            Ok(m) if m.rdev() == DEV_TTY => Some(controlling_terminal(pid, tid)? == tty.rdev),
-            Ok(m) => Some(m.dev() == tty.dev && m.rdev() == tty.rdev),
+        let fd_is_tty = |fd: u64, budget: &mut Budget| -> Option<bool> {
+            if !budget.take(1) {
+                return None;
+            }
+            self.is_tty(fd, tty, ctty)
+        };
+        match watched(call) {
+            Watched::Nothing => Some(false),
+            Watched::One(fd) => fd_is_tty(fd, budget),
+            Watched::PollArray { .. } | Watched::SelectSet { .. } if !memory => None,
+            Watched::PollArray { at, count } => {
+                if count > MAX_FDS {
+                    return None;
+                }
+                let ttys = self.tty_fds(tty, ctty, budget)?;
+                if ttys.is_empty() {
+                    return Some(false);
+                }
+                if !budget.take_memory(count * 8) {
+                    return None;
+                }
+                let bytes = self.memory(at, count * 8)?;
+                let reads = (libc::POLLIN | libc::POLLRDNORM) as u16;
+                Some(bytes.chunks_exact(8).any(|p| {
+                    let fd = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
+                    u16::from_ne_bytes([p[4], p[5]]) & reads != 0 && fd >= 0 && ttys.contains(&(fd as u64))
+                }))
+            }
+            Watched::SelectSet { at, nfds } => {
+                if at == 0 {
+                    return Some(false);
+                }
+                if nfds > MAX_FDS {
+                    return None;
+                }
+                let ttys = self.tty_fds(tty, ctty, budget)?;
+                if ttys.is_empty() {
+                    return Some(false);
+                }
+                if !budget.take_memory(nfds.div_ceil(64) * 8) {
+                    return None;
+                }
+                let bytes = self.memory(at, nfds.div_ceil(64) * 8)?;
+                Some(ttys.iter().any(|&fd| fd < nfds && bytes[(fd / 8) as usize] & (1 << (fd % 8)) != 0))
+            }
+            Watched::Epoll(epfd) => {
+                // Where a reader's terminal is found first: stdin, then one it opened itself
+                // (libuv reopens a terminal to make it nonblocking), last stdout and stderr.
+                let mut ttys: Vec<u64> = self.tty_fds(tty, ctty, budget)?.into_iter().collect();
+                ttys.sort_by_key(|&fd| (fd != 0, fd <= 2, std::cmp::Reverse(fd)));
+                for &fd in &ttys {
+                    if !budget.take_epoll_query() {
+                        return None;
+                    }
+                    if self.in_epoll_set(epfd, fd)? {
+                        return Some(true);
+                    }
+                }
+                Some(false)
+            }
+        }
+    }
+
+    /// Whether the task's descriptor `fd` is `tty` (or `/dev/tty` while `tty` is its controlling
+    /// terminal `ctty`). Only a device's path is looked at further (readlink does not ask the file
+    /// system; stat would, of any file).
+    fn is_tty(&self, fd: u64, tty: Terminal, ctty: u64) -> Option<bool> {
+        let path = format!("{}/fd/{fd}", self.dir);
+        match std::fs::read_link(&path) {
+            Ok(to) if !to.starts_with("/dev/") => return Some(false),
+            Ok(_) => {}
             // A closed descriptor is no reader.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Some(false),
+            Err(_) => return None,
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.mode() & libc::S_IFMT != libc::S_IFCHR => Some(false),
+            Ok(m) if m.rdev() == DEV_TTY => Some(ctty == tty.rdev),
+            Ok(m) => Some(m.dev() == tty.dev && m.rdev() == tty.rdev),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Some(false),
             Err(_) => None,
         }
-    };
-    match watched(call) {
-        Watched::Nothing => Some(false),
-        Watched::One(fd) => is_tty(fd),
-        Watched::PollArray { .. } | Watched::SelectSet { .. } if !memory => None,
-        Watched::PollArray { at, count } => {
-            let bytes = read_memory(pid, at, count.min(MAX_FDS) * 8)?;
-            let reads = (libc::POLLIN | libc::POLLRDNORM) as u16;
-            for p in bytes.chunks_exact(8) {
-                let fd = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
-                let events = u16::from_ne_bytes([p[4], p[5]]);
-                if fd >= 0 && events & reads != 0 && is_tty(fd as u64)? {
-                    return Some(true);
-                }
+    }
+
+    /// The task's descriptors that are `tty`.
+    fn tty_fds(&self, tty: Terminal, ctty: u64, budget: &mut Budget) -> Option<HashSet<u64>> {
+        let mut out = HashSet::new();
+        for fd in std::fs::read_dir(format!("{}/fd", self.dir)).ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok()) {
+            if !budget.take(1) {
+                return None;
             }
-            Some(false)
+            if self.is_tty(fd, tty, ctty)? {
+                out.insert(fd);
+            }
         }
-        Watched::SelectSet { at, nfds } => {
-            if at == 0 {
-                return Some(false);
-            }
-            let nfds = nfds.min(MAX_FDS);
-            let bytes = read_memory(pid, at, nfds.div_ceil(64) * 8)?;
-            for fd in 0..nfds {
-                if bytes[(fd / 8) as usize] & (1 << (fd % 8)) != 0 && is_tty(fd)? {
-                    return Some(true);
-                }
-            }
-            Some(false)
+        Some(out)
+    }
+
+    /// Whether the task's epoll descriptor `epfd` watches its descriptor `fd`, registered under
+    /// that number.
+    fn in_epoll_set(&self, epfd: u64, fd: u64) -> Option<bool> {
+        const KCMP_EPOLL_TFD: libc::c_int = 7;
+        #[repr(C)]
+        struct Slot {
+            efd: u32,
+            tfd: u32,
+            toff: u32,
         }
-        Watched::Epoll(epfd) => {
-            let info = read_small(&format!("/proc/{pid}/fdinfo/{epfd}"))?;
-            for (fd, events) in epoll_targets(&info) {
-                if events & libc::EPOLLIN as u32 != 0 && is_tty(fd)? {
-                    return Some(true);
-                }
-            }
-            Some(false)
+        let tid: libc::pid_t = self.dir.rsplit('/').next()?.parse().ok()?;
+        let slot = Slot { efd: u32::try_from(epfd).ok()?, tfd: u32::try_from(fd).ok()?, toff: 0 };
+        // SAFETY: kcmp reads the slot we pass; the descriptors are the task's, looked up by the kernel.
+        let rc = unsafe { libc::syscall(libc::SYS_kcmp, tid, tid, KCMP_EPOLL_TFD, fd as libc::c_ulong, &slot as *const Slot) };
+        match rc {
+            0 => Some(true),
+            // Another file under that number, or none in the set.
+            1 | 2 => Some(false),
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) => Some(false),
+            _ => None,
         }
+    }
+
+    /// `len` bytes of the task's memory at `at` (a call's arguments: a poll array, a select set).
+    fn memory(&self, at: u64, len: u64) -> Option<Vec<u8>> {
+        let mem = std::fs::File::open(format!("{}/mem", self.dir)).ok()?;
+        let mut buf = vec![0u8; len as usize];
+        mem.read_exact_at(&mut buf, at).ok()?;
+        Some(buf)
     }
 }
 
-/// The device number of a task's controlling terminal (/proc/PID/task/TID/stat's seventh field,
-/// in the encoding stat(2) gives), 0 for none.
-fn controlling_terminal(pid: i32, tid: i32) -> Option<u64> {
-    tty_nr(&read_small(&format!("/proc/{pid}/task/{tid}/stat"))?)
-}
-
-fn tty_nr(stat: &str) -> Option<u64> {
+/// A task's state letter and controlling terminal (/proc/PID/task/TID/stat's third and seventh
+/// fields; the terminal's device number in the encoding stat(2) gives, 0 for none).
+fn state_and_terminal(stat: &str) -> Option<(char, u64)> {
     // The name in parentheses may hold spaces and parentheses of its own.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let tty_nr: i64 = after_name.split_whitespace().nth(4)?.parse().ok()?;
-    Some(tty_nr as u32 as u64)
-}
-
-/// The watched descriptors of an epoll descriptor's fdinfo: "tfd: FD events: HEX ..." lines.
-fn epoll_targets(info: &str) -> Vec<(u64, u32)> {
-    info.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next()? == "tfd:").then_some(())?;
-            let fd = f.next()?.parse().ok()?;
-            (f.next()? == "events:").then_some(())?;
-            Some((fd, u32::from_str_radix(f.next()?, 16).ok()?))
-        })
-        .collect()
-}
-
-/// `len` bytes of a task's memory at `at` (the caller's arguments: a poll array, a select set).
-fn read_memory(pid: i32, at: u64, len: u64) -> Option<Vec<u8>> {
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    let mut buf = vec![0u8; len as usize];
-    mem.read_exact_at(&mut buf, at).ok()?;
-    Some(buf)
+    let mut f = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let tty_nr: i64 = f.nth(3)?.parse().ok()?;
+    Some((state, tty_nr as u32 as u64))
 }
 
 #[cfg(test)]
@@ -303,11 +401,12 @@ mod tests {
     }
 
     #[test]
-    fn a_controlling_terminal_is_read_past_a_name_with_parentheses_in_stat_s_encoding() {
+    fn a_task_s_state_and_terminal_are_read_past_a_name_with_parentheses_in_stat_s_encoding() {
         // /dev/pts/3 (136:3) and /dev/pts/300 (136:300: the minor's high bits go above the major).
-        assert_eq!(tty_nr("42 (a) b (c)) S 1 42 42 34819 42 4194560 0 0"), Some(libc::makedev(136, 3)));
-        assert_eq!(tty_nr("42 (sh) S 1 42 42 1083436 42 0"), Some(libc::makedev(136, 300)));
-        assert_eq!(tty_nr("42 (sh) S 1 42 42 0 -1 0"), Some(0));
+        assert_eq!(state_and_terminal("42 (a) b (c)) S 1 42 42 34819 42 4194560 0 0"), Some(('S', libc::makedev(136, 3))));
+        assert_eq!(state_and_terminal("42 (sh) T 1 42 42 1083436 42 0"), Some(('T', libc::makedev(136, 300))));
+        assert_eq!(state_and_terminal("42 (sh) S 1 42 42 0 -1 0"), Some(('S', 0)));
+        assert_eq!(state_and_terminal("42 (sh) S 1"), None, "a line cut short");
         assert_eq!(DEV_TTY, libc::makedev(5, 0));
     }
 
@@ -325,12 +424,6 @@ mod tests {
         let sysctl = std::fs::read_to_string("/proc/sys/vm/unprivileged_userfaultfd").unwrap_or_default();
         assert_eq!(with(Seccomp::None, true, true), sysctl.trim() == "0", "vm.unprivileged_userfaultfd = {sysctl:?}");
         assert!(!with(Seccomp::Default, true, false), "no terminal: nothing to read");
-    }
-
-    #[test]
-    fn an_epoll_fdinfo_lists_its_watched_descriptors() {
-        let info = "pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\ntfd:        0 events:       19 data:                0  pos:0 ino:3 sdev:19\ntfd:        7 events:        4 data:                7  pos:0 ino:9 sdev:d\n";
-        assert_eq!(epoll_targets(info), vec![(0, 0x19), (7, 0x4)]);
     }
 
     #[test]
