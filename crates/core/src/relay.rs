@@ -544,8 +544,9 @@ impl TtyRelay {
                 match nix::unistd::write(m, &self.to_master) {
                     Ok(n) => {
                         self.to_master.drain(..n);
-                        self.next_look = Instant::now() + END_OF_INPUT_CHECK;
-                        self.look_every = END_OF_INPUT_CHECK;
+                        // The terminal takes what was written a little later; a look planned
+                        // later than that (spaced by its cost, or backing off) stays so.
+                        self.next_look = self.next_look.max(Instant::now() + END_OF_INPUT_CHECK);
                         self.settled = None;
                     }
                     Err(Errno::EAGAIN | Errno::EINTR) => {}

@@ -5,12 +5,15 @@
 //! whoever may trace the task: the helper, which started the sandbox), its state (a stopped task
 //! waits for nothing), and the descriptors that call names: for read, readv, pread and preadv
 //! the one it reads; for poll, ppoll, select and pselect those it waits to read (from the
-//! caller's arguments in its memory); for the epoll waits, whether a descriptor of the task that
-//! is this terminal is in the epoll set under its own number (kcmp(KCMP_EPOLL_TFD), which asks
-//! the kernel for that one entry). An epoll descriptor's fdinfo is never read: the kernel formats
-//! the whole set for it, which a sandbox can make millions of entries long. Descriptors are
-//! looked up in the task's own table (a thread may have one of its own; a thread group whose
-//! leader has exited has none at the process's path).
+//! caller's arguments in its memory). An epoll set does not tell cheaply which descriptors it
+//! reads: its fdinfo is formatted whole by the kernel, and kcmp(KCMP_EPOLL_TFD) walks the whole
+//! set under a lock that the sandbox can hold, either way as long as the sandbox likes (a set may
+//! hold millions of entries). So a task waiting in epoll (or in a call restarted after a stop,
+//! whose first form is gone) counts as a reader when it holds this terminal, as its controlling
+//! terminal, in the terminal's foreground process group: what a person sees of a program waiting
+//! for keys, whether or not it reads them yet. Descriptors are looked up in the task's own table
+//! (a thread may have one of its own; a thread group whose leader has exited has none at the
+//! process's path).
 //!
 //! Pids are the host's; a pid reused meanwhile by an unrelated process cannot hold this
 //! sandbox's terminal (its devpts is the sandbox's own), so it never looks like a reader.
@@ -22,9 +25,8 @@
 //! userfaultfd outright. Elsewhere such calls count as unknown, and the relay falls back to
 //! watching the terminal alone.
 //!
-//! What a look costs is bounded: tasks, files opened, entries of a call's arguments, and epoll
-//! queries (each walks the set in the kernel), so a sandbox can make one look take the helper
-//! about a tenth of a second at most; the relay spaces looks by their cost.
+//! What a look costs is bounded (tasks, files opened, bytes of memory read), and it makes no call
+//! that waits on a lock or a page the sandbox controls; the relay spaces looks by their cost.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -85,9 +87,6 @@ const MAX_FILES: usize = 4096;
 /// At most this many entries of one poll array or descriptors of one select set are looked at;
 /// beyond, unknown.
 const MAX_FDS: u64 = 16384;
-/// At most this many epoll queries in one look: each walks the whole set in the kernel, which a
-/// sandbox may make millions of entries long (~35 ms a query for 500000 here); beyond, unknown.
-const MAX_EPOLL_QUERIES: usize = 2;
 /// At most this many bytes of the tasks' memory in one look; beyond, unknown.
 const MAX_MEMORY: usize = 1 << 20;
 
@@ -97,7 +96,7 @@ pub fn look(sandbox: &Sandbox, tty: Terminal) -> Readers {
     let mut pending = vec![init];
     let mut seen = 0usize;
     let mut unknown = false;
-    let mut budget = Budget { files: MAX_FILES, epoll: MAX_EPOLL_QUERIES, memory: MAX_MEMORY };
+    let mut budget = Budget { files: MAX_FILES, memory: MAX_MEMORY };
     while let Some(pid) = pending.pop() {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
         for tid in tasks.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
@@ -140,7 +139,6 @@ pub fn look(sandbox: &Sandbox, tty: Terminal) -> Readers {
 /// What a look may still do.
 struct Budget {
     files: usize,
-    epoll: usize,
     memory: usize,
 }
 
@@ -150,12 +148,6 @@ impl Budget {
         self.files > 0
     }
 
-    fn take_epoll_query(&mut self) -> bool {
-        let Some(left) = self.epoll.checked_sub(1) else { return false };
-        self.epoll = left;
-        true
-    }
-
     fn take_memory(&mut self, bytes: u64) -> bool {
         let Some(left) = usize::try_from(bytes).ok().and_then(|b| self.memory.checked_sub(b)) else { return false };
         self.memory = left;
@@ -163,10 +155,13 @@ impl Budget {
     }
 }
 
+/// A small /proc file's text (a task's name in it may be any bytes); None when it is missing,
+/// unreadable, or longer than a look reads (a cut list of pids would name a wrong last one).
 fn read_small(path: &str) -> Option<String> {
-    let mut s = String::new();
-    std::fs::File::open(path).ok()?.take(64 << 10).read_to_string(&mut s).ok()?;
-    Some(s)
+    const CAP: u64 = 64 << 10;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).ok()?.take(CAP).read_to_end(&mut bytes).ok()?;
+    (bytes.len() < CAP as usize).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// A task's blocked call as /proc/PID/syscall shows it: the number and six arguments.
@@ -196,7 +191,8 @@ enum Watched {
     One(u64),
     PollArray { at: u64, count: u64 },
     SelectSet { at: u64, nfds: u64 },
-    Epoll(u64),
+    /// An epoll wait, or a call restarted after a stop (restart_syscall): see the module's notes.
+    Holder,
     Nothing,
 }
 
@@ -212,8 +208,8 @@ fn watched(call: &Call) -> Watched {
     if nr == libc::SYS_pselect6 {
         return Watched::SelectSet { at: a[1], nfds: a[0] };
     }
-    if nr == libc::SYS_epoll_pwait || nr == libc::SYS_epoll_pwait2 {
-        return Watched::Epoll(a[0]);
+    if [libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2, libc::SYS_restart_syscall].contains(&nr) {
+        return Watched::Holder;
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -224,7 +220,7 @@ fn watched(call: &Call) -> Watched {
             return Watched::SelectSet { at: a[1], nfds: a[0] };
         }
         if nr == libc::SYS_epoll_wait {
-            return Watched::Epoll(a[0]);
+            return Watched::Holder;
         }
     }
     Watched::Nothing
@@ -244,10 +240,11 @@ impl Task<'_> {
     fn waits_for(&self, call: &Call, tty: Terminal, memory: bool, budget: &mut Budget) -> Option<bool> {
         // Sleeping in the call: a stopped task (SIGSTOP, or SIGTTIN for a background job) still
         // shows the call it stopped in, but reads nothing until it is continued.
-        let (state, ctty) = state_and_terminal(&read_small(&format!("{}/stat", self.dir))?)?;
-        if state != 'S' {
+        let stat = TaskStat::parse(&read_small(&format!("{}/stat", self.dir))?)?;
+        if stat.state != 'S' {
             return Some(false);
         }
+        let ctty = stat.terminal;
         let fd_is_tty = |fd: u64, budget: &mut Budget| -> Option<bool> {
             if !budget.take(1) {
                 return None;
@@ -293,20 +290,11 @@ impl Task<'_> {
                 let bytes = self.memory(at, nfds.div_ceil(64) * 8)?;
                 Some(ttys.iter().any(|&fd| fd < nfds && bytes[(fd / 8) as usize] & (1 << (fd % 8)) != 0))
             }
-            Watched::Epoll(epfd) => {
-                // Where a reader's terminal is found first: stdin, then one it opened itself
-                // (libuv reopens a terminal to make it nonblocking), last stdout and stderr.
-                let mut ttys: Vec<u64> = self.tty_fds(tty, ctty, budget)?.into_iter().collect();
-                ttys.sort_by_key(|&fd| (fd != 0, fd <= 2, std::cmp::Reverse(fd)));
-                for &fd in &ttys {
-                    if !budget.take_epoll_query() {
-                        return None;
-                    }
-                    if self.in_epoll_set(epfd, fd)? {
-                        return Some(true);
-                    }
+            Watched::Holder => {
+                if ctty != tty.rdev || stat.pgrp != stat.foreground {
+                    return Some(false);
                 }
-                Some(false)
+                Some(!self.tty_fds(tty, ctty, budget)?.is_empty())
             }
         }
     }
@@ -346,29 +334,6 @@ impl Task<'_> {
         Some(out)
     }
 
-    /// Whether the task's epoll descriptor `epfd` watches its descriptor `fd`, registered under
-    /// that number.
-    fn in_epoll_set(&self, epfd: u64, fd: u64) -> Option<bool> {
-        const KCMP_EPOLL_TFD: libc::c_int = 7;
-        #[repr(C)]
-        struct Slot {
-            efd: u32,
-            tfd: u32,
-            toff: u32,
-        }
-        let tid: libc::pid_t = self.dir.rsplit('/').next()?.parse().ok()?;
-        let slot = Slot { efd: u32::try_from(epfd).ok()?, tfd: u32::try_from(fd).ok()?, toff: 0 };
-        // SAFETY: kcmp reads the slot we pass; the descriptors are the task's, looked up by the kernel.
-        let rc = unsafe { libc::syscall(libc::SYS_kcmp, tid, tid, KCMP_EPOLL_TFD, fd as libc::c_ulong, &slot as *const Slot) };
-        match rc {
-            0 => Some(true),
-            // Another file under that number, or none in the set.
-            1 | 2 => Some(false),
-            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) => Some(false),
-            _ => None,
-        }
-    }
-
     /// `len` bytes of the task's memory at `at` (a call's arguments: a poll array, a select set).
     fn memory(&self, at: u64, len: u64) -> Option<Vec<u8>> {
         let mem = std::fs::File::open(format!("{}/mem", self.dir)).ok()?;
@@ -378,14 +343,25 @@ impl Task<'_> {
     }
 }
 
-/// A task's state letter and controlling terminal (/proc/PID/task/TID/stat's third and seventh
-/// fields; the terminal's device number in the encoding stat(2) gives, 0 for none).
-fn state_and_terminal(stat: &str) -> Option<(char, u64)> {
-    // The name in parentheses may hold spaces and parentheses of its own.
-    let mut f = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = f.next()?.chars().next()?;
-    let tty_nr: i64 = f.nth(3)?.parse().ok()?;
-    Some((state, tty_nr as u32 as u64))
+/// What a look needs of /proc/PID/task/TID/stat.
+#[derive(Debug, PartialEq, Eq)]
+struct TaskStat {
+    state: char,
+    pgrp: i64,
+    /// The controlling terminal's device number, in the encoding stat(2) gives; 0 for none.
+    terminal: u64,
+    /// The foreground process group of that terminal (-1 for none).
+    foreground: i64,
+}
+
+impl TaskStat {
+    fn parse(stat: &str) -> Option<TaskStat> {
+        // The name in parentheses may hold spaces and parentheses of its own.
+        let f: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().take(6).collect();
+        let [state, _ppid, pgrp, _session, tty_nr, tpgid] = f.as_slice() else { return None };
+        let tty_nr: i64 = tty_nr.parse().ok()?;
+        Some(TaskStat { state: state.chars().next()?, pgrp: pgrp.parse().ok()?, terminal: tty_nr as u32 as u64, foreground: tpgid.parse().ok()? })
+    }
 }
 
 #[cfg(test)]
@@ -401,12 +377,14 @@ mod tests {
     }
 
     #[test]
-    fn a_task_s_state_and_terminal_are_read_past_a_name_with_parentheses_in_stat_s_encoding() {
+    fn a_task_s_state_group_and_terminal_are_read_past_a_name_with_parentheses_in_stat_s_encoding() {
         // /dev/pts/3 (136:3) and /dev/pts/300 (136:300: the minor's high bits go above the major).
-        assert_eq!(state_and_terminal("42 (a) b (c)) S 1 42 42 34819 42 4194560 0 0"), Some(('S', libc::makedev(136, 3))));
-        assert_eq!(state_and_terminal("42 (sh) T 1 42 42 1083436 42 0"), Some(('T', libc::makedev(136, 300))));
-        assert_eq!(state_and_terminal("42 (sh) S 1 42 42 0 -1 0"), Some(('S', 0)));
-        assert_eq!(state_and_terminal("42 (sh) S 1"), None, "a line cut short");
+        let stat = |state, pgrp, terminal, foreground| Some(TaskStat { state, pgrp, terminal, foreground });
+        assert_eq!(TaskStat::parse("42 (a) b (c)) S 1 42 42 34819 42 4194560 0 0"), stat('S', 42, libc::makedev(136, 3), 42));
+        assert_eq!(TaskStat::parse("42 (sh) T 1 40 40 1083436 41 0"), stat('T', 40, libc::makedev(136, 300), 41));
+        assert_eq!(TaskStat::parse("42 (sh) S 1 42 42 0 -1 0"), stat('S', 42, 0, -1));
+        assert_eq!(TaskStat::parse("42 (\u{fffd}) S 1 42 42 0 -1 0"), stat('S', 42, 0, -1), "a name that was not UTF-8");
+        assert_eq!(TaskStat::parse("42 (sh) S 1"), None, "a line cut short");
         assert_eq!(DEV_TTY, libc::makedev(5, 0));
     }
 
@@ -432,7 +410,8 @@ mod tests {
         assert!(matches!(call(libc::SYS_read, [3, 0, 0, 0, 0, 0]), Watched::One(3)));
         assert!(matches!(call(libc::SYS_ppoll, [0x1000, 2, 0, 0, 0, 0]), Watched::PollArray { at: 0x1000, count: 2 }));
         assert!(matches!(call(libc::SYS_pselect6, [5, 0x2000, 0, 0, 0, 0]), Watched::SelectSet { at: 0x2000, nfds: 5 }));
-        assert!(matches!(call(libc::SYS_epoll_pwait, [4, 0, 0, 0, 0, 0]), Watched::Epoll(4)));
+        assert!(matches!(call(libc::SYS_epoll_pwait, [4, 0, 0, 0, 0, 0]), Watched::Holder));
+        assert!(matches!(call(libc::SYS_restart_syscall, [0; 6]), Watched::Holder));
         assert!(matches!(call(libc::SYS_nanosleep, [0; 6]), Watched::Nothing));
     }
 }
