@@ -254,16 +254,12 @@ impl Task<'_> {
         match watched(call) {
             Watched::Nothing => Some(false),
             Watched::One(fd) => fd_is_tty(fd, budget),
-            Watched::PollArray { .. } | Watched::SelectSet { .. } if !memory => None,
             Watched::PollArray { at, count } => {
-                if count > MAX_FDS {
-                    return None;
-                }
                 let ttys = self.tty_fds(tty, ctty, budget)?;
                 if ttys.is_empty() {
                     return Some(false);
                 }
-                if !budget.take_memory(count * 8) {
+                if !memory || count > MAX_FDS || !budget.take_memory(count * 8) {
                     return None;
                 }
                 let bytes = self.memory(at, count * 8)?;
@@ -274,17 +270,11 @@ impl Task<'_> {
                 }))
             }
             Watched::SelectSet { at, nfds } => {
-                if at == 0 {
-                    return Some(false);
-                }
-                if nfds > MAX_FDS {
-                    return None;
-                }
                 let ttys = self.tty_fds(tty, ctty, budget)?;
-                if ttys.is_empty() {
+                if at == 0 || ttys.is_empty() {
                     return Some(false);
                 }
-                if !budget.take_memory(nfds.div_ceil(64) * 8) {
+                if !memory || nfds > MAX_FDS || !budget.take_memory(nfds.div_ceil(64) * 8) {
                     return None;
                 }
                 let bytes = self.memory(at, nfds.div_ceil(64) * 8)?;
