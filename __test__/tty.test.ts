@@ -198,7 +198,7 @@ test('tty: the end of input is typed when a process waits to read (read, select,
   t.regex(crowd.stdout, /x\r\nx\r\ndone\r\n$/)
 })
 
-test('tty: an epoll waiter that holds the terminal gets its end (a later reader gets its own); a task named with bytes that are not UTF-8 and a poll restarted after a stop are still seen', async (t) => {
+test('tty: an epoll waiter that holds the terminal gets its end (a later reader gets its own); a task named with bytes that are not UTF-8, a splice and a poll restarted after a stop are still seen; a cbreak reader gets nothing', async (t) => {
   // Node waited in epoll without reading: the look could not tell (two epoll queries, then
   // unknown), typed one ^D the sampled way and stopped looking, so the second cat waited.
   const between = await runIsolated('/bin/sh', ['-c', `cat; echo A; ${process.execPath} -e 'setTimeout(() => {}, 300)'; cat; echo B; cat; echo C`], { tty: true, input: 'x\n', timeoutMs: 20_000 })
@@ -208,6 +208,16 @@ test('tty: an epoll waiter that holds the terminal gets its end (a later reader 
   const named = await runIsolated('/usr/bin/python3', ['-c', "import ctypes, os\nctypes.CDLL(None).prctl(15, b'\\xc3', 0, 0, 0)\nfor i in range(3): print(repr(os.read(0, 10)))"], { tty: true, input: 'x\n', timeoutMs: 20_000 })
   t.is(named.reason, 'exited', named.stdout)
   t.regex(named.stdout, /b'x\\n'\r\nb''\r\nb''\r\n$/)
+  // A splice from the terminal waited for its timeout: splice was not a read.
+  const spliced = await runIsolated('/usr/bin/python3', ['-c', 'import os\nr, w = os.pipe()\nwhile (n := os.splice(0, w, 4096)) > 0: os.read(r, n)\nprint("spliced to the end")'], { tty: true, input: 'ab\n', timeoutMs: 20_000 })
+  t.is(spliced.reason, 'exited', spliced.stdout)
+  t.regex(spliced.stdout, /spliced to the end\r\n$/)
+  // A program reading key by key without readline (cbreak: `read -n1`) got ^D, a byte of its
+  // data to it, every 160 ms (and a carriage return for the line left open).
+  const keys = await runIsolated('/bin/bash', ['-c', 'while read -n1 c; do printf "[%q]" "$c"; done; echo END'], { tty: true, input: 'ab', timeoutMs: 1500 })
+  t.is(keys.reason, 'timeout', 'it waits for keys, as in raw mode')
+  t.regex(keys.stdout, /\[a\]\[b\]$/, 'the keys, nothing typed after them')
+  t.notRegex(keys.stdout, /004|\x04|\[\$'\\r'\]/, 'no ^D, no carriage return')
   // After SIGSTOP and SIGCONT a poll shows as restart_syscall.
   const sb = await spawnIsolated('/usr/bin/python3', ['-c', 'import os, select\np = select.poll()\np.register(0, select.POLLIN)\nprint("polling", flush=True)\np.poll()\nprint(repr(os.read(0, 10)))'], { tty: true, timeoutMs: 20_000 })
   let out = ''

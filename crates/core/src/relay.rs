@@ -291,21 +291,27 @@ const LOOK_SHARE: u32 = 100;
 /// What a person types to end a terminal's input, decided when the program waits to read, so the
 /// mode is the one it reads in: in canonical mode the EOF character (^D), which at the start of a
 /// line is the end (after a line left open, a first one hands that line over:
-/// [`EofStep::LineFirst`], and the end is decided again once it is read); where the program reads
-/// keys itself but keeps the terminal's signals (readline: bash, python), ^D too, which it takes
-/// for the end on an empty line (a line left open gets Enter first: readline takes no line
-/// without its end, and a shell or python given that text through a pipe would run it too);
-/// nothing in raw mode (no signals either), where it would be a byte of the data, nor where the
-/// EOF character is switched off.
+/// [`EofStep::LineFirst`], and the end is decided again once it is read); ^D too where readline
+/// reads the keys (bash, python: no canonical mode, no echo, no carriage-return translation, the
+/// terminal's signals kept), which takes it for the end on an empty line (a line left open gets
+/// Enter first: readline takes no line without its end, and a shell or python given that text
+/// through a pipe would run it too); nothing where the program reads keys otherwise, raw or
+/// cbreak (`read -n`, `less`, curses), where ^D would be a byte of the data, nor where the EOF
+/// character is switched off.
 fn end_of_input(t: &libc::termios, line_open: bool) -> EofStep {
     let eof = t.c_cc[libc::VEOF];
+    let readline = t.c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG) == libc::ISIG && t.c_iflag & libc::ICRNL == 0;
     if eof == 0 {
         EofStep::Nothing // _POSIX_VDISABLE
-    } else if t.c_lflag & libc::ICANON != 0 && line_open {
-        EofStep::LineFirst(eof)
-    } else if t.c_lflag & libc::ISIG != 0 && t.c_lflag & libc::ICANON == 0 && line_open {
+    } else if t.c_lflag & libc::ICANON != 0 {
+        if line_open {
+            EofStep::LineFirst(eof)
+        } else {
+            EofStep::End(eof)
+        }
+    } else if readline && line_open {
         EofStep::LineFirst(b'\r')
-    } else if t.c_lflag & (libc::ICANON | libc::ISIG) != 0 {
+    } else if readline {
         EofStep::End(eof)
     } else {
         EofStep::Nothing
@@ -612,9 +618,13 @@ mod tests {
         let canonical = termios(libc::ICANON | libc::ISIG | libc::ECHO, libc::ICRNL, 4);
         assert_eq!(end_of_input(&canonical, false), EofStep::End(4));
         assert_eq!(end_of_input(&canonical, true), EofStep::LineFirst(4), "a line left open is handed over first");
-        // readline: keys read one by one, the terminal's signals kept.
-        assert_eq!(end_of_input(&termios(libc::ISIG, libc::ICRNL, 4), false), EofStep::End(4));
-        assert_eq!(end_of_input(&termios(libc::ISIG, libc::ICRNL, 4), true), EofStep::LineFirst(b'\r'), "readline gets Enter for a line left open");
+        // readline (bash -i, python3 -i): keys read one by one, no echo, no CR translation, the
+        // terminal's signals kept.
+        assert_eq!(end_of_input(&termios(libc::ISIG, 0, 4), false), EofStep::End(4));
+        assert_eq!(end_of_input(&termios(libc::ISIG, 0, 4), true), EofStep::LineFirst(b'\r'), "readline gets Enter for a line left open");
+        // cbreak (`read -n1`, `stty -icanon`, tty.setcbreak, less): ^D would be data.
+        assert_eq!(end_of_input(&termios(libc::ISIG | libc::ECHO, libc::ICRNL, 4), false), EofStep::Nothing);
+        assert_eq!(end_of_input(&termios(libc::ISIG, libc::ICRNL, 4), true), EofStep::Nothing);
         // Raw (cfmakeraw): ^D would be a byte of the data.
         assert_eq!(end_of_input(&termios(0, 0, 4), false), EofStep::Nothing);
         // `stty eof undef`: _POSIX_VDISABLE, never a NUL typed.

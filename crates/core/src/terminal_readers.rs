@@ -3,8 +3,8 @@
 //! read from one still starting up (nothing is unread in either case), so this looks where the
 //! kernel keeps it: each task's blocked system call (/proc/PID/task/TID/syscall, readable by
 //! whoever may trace the task: the helper, which started the sandbox), its state (a stopped task
-//! waits for nothing), and the descriptors that call names: for read, readv, pread and preadv
-//! the one it reads; for poll, ppoll, select and pselect those it waits to read (from the
+//! waits for nothing), and the descriptors that call names: for read, readv, pread, preadv,
+//! splice, tee, sendfile and copy_file_range the one it reads; for poll, ppoll, select and pselect those it waits to read (from the
 //! caller's arguments in its memory). An epoll set does not tell cheaply which descriptors it
 //! reads: its fdinfo is formatted whole by the kernel, and kcmp(KCMP_EPOLL_TFD) walks the whole
 //! set under a lock that the sandbox can hold, either way as long as the sandbox likes (a set may
@@ -199,8 +199,11 @@ enum Watched {
 fn watched(call: &Call) -> Watched {
     let a = call.args;
     let nr = call.nr;
-    if [libc::SYS_read, libc::SYS_readv, libc::SYS_pread64, libc::SYS_preadv, libc::SYS_preadv2].contains(&nr) {
+    if [libc::SYS_read, libc::SYS_readv, libc::SYS_pread64, libc::SYS_preadv, libc::SYS_preadv2, libc::SYS_splice, libc::SYS_tee, libc::SYS_copy_file_range].contains(&nr) {
         return Watched::One(a[0]);
+    }
+    if nr == libc::SYS_sendfile {
+        return Watched::One(a[1]);
     }
     if nr == libc::SYS_ppoll {
         return Watched::PollArray { at: a[0], count: a[1] };
@@ -398,6 +401,8 @@ mod tests {
     fn the_calls_that_wait_for_input_name_their_descriptors() {
         let call = |nr: i64, args: [u64; 6]| watched(&Call { nr, args });
         assert!(matches!(call(libc::SYS_read, [3, 0, 0, 0, 0, 0]), Watched::One(3)));
+        assert!(matches!(call(libc::SYS_splice, [0, 0, 5, 0, 4096, 0]), Watched::One(0)));
+        assert!(matches!(call(libc::SYS_sendfile, [5, 0, 0, 4096, 0, 0]), Watched::One(0)));
         assert!(matches!(call(libc::SYS_ppoll, [0x1000, 2, 0, 0, 0, 0]), Watched::PollArray { at: 0x1000, count: 2 }));
         assert!(matches!(call(libc::SYS_pselect6, [5, 0x2000, 0, 0, 0, 0]), Watched::SelectSet { at: 0x2000, nfds: 5 }));
         assert!(matches!(call(libc::SYS_epoll_pwait, [4, 0, 0, 0, 0, 0]), Watched::Holder));
