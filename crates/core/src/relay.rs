@@ -498,7 +498,7 @@ impl TtyRelay {
                 match step {
                     EofStep::LineFirst(first) => (self.to_master, self.line_open) = (vec![first], false),
                     EofStep::End(eof) => self.to_master = vec![eof],
-                    // Raw, or no EOF character: nothing to type, unless the mode changes.
+                    // Raw or cbreak, or no EOF character: nothing to type, unless the mode changes.
                     EofStep::Nothing => return self.look_later(now),
                 }
                 // Readline that takes the ^D for a key (a line it was given back) waits on: the
