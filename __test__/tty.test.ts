@@ -1,6 +1,6 @@
 /** Terminals: the sandbox's own pty, sized and resized, Ctrl-C to the foreground job; and a
  * person's shell through `isolate run -t`, driven by tmux in a real terminal. */
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 import { spawnSync } from 'node:child_process'
 import { closeSync, constants, openSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -8,6 +8,14 @@ import { createSandbox, runIsolated, spawnIsolated } from '../index.js'
 import { driveShellInTmux, ended, hasTmux, isRoot, removeDir, root, tempDir, waitUntil } from './helpers.js'
 
 const rootOnly = isRoot ? test : test.skip
+
+/** Run on a terminal of its own with `input` typed (at most 20 s): the command ends by itself, and
+ * what the terminal showed ends as `end` says. */
+async function endsOnItsOwn(t: ExecutionContext, file: string, args: string[], input: string, end: RegExp): Promise<void> {
+  const r = await runIsolated(file, args, { tty: true, input, timeoutMs: 20_000 })
+  t.is(r.reason, 'exited', r.stdout)
+  t.regex(r.stdout, end)
+}
 
 test('tty: the command runs on a terminal of the given size, inside the sandbox', async (t) => {
   const r = await runIsolated('/bin/sh', ['-c', 'test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; stty size; tty'], { tty: { rows: 30, cols: 100 } })
@@ -146,12 +154,8 @@ test('tty: the end of input is told in the mode the program reads in: nothing to
   const raw = await runIsolated('/usr/bin/python3', ['-c', 'import tty, os, time\ntime.sleep(0.3)\ntty.setraw(0, tty.TCSANOW)\nos.write(2, repr(os.read(0, 100)).encode())'], { tty: true, input: 'abc\n', timeoutMs: 20_000 })
   t.is(raw.reason, 'exited')
   t.regex(raw.stdout, /b'abc\\n'$/, 'the typed bytes, no NUL after them')
-  const bash = await runIsolated('/bin/bash', ['--norc', '-i'], { tty: true, input: 'echo hi\n', timeoutMs: 20_000 })
-  t.is(bash.reason, 'exited', bash.stdout)
-  t.regex(bash.stdout, /\r\nhi\r\n[^]*exit\r\n$/)
-  const python = await runIsolated('/usr/bin/python3', ['-q', '-i'], { tty: true, input: 'print(6 * 7)\n', timeoutMs: 20_000 })
-  t.is(python.reason, 'exited', python.stdout)
-  t.regex(python.stdout, /\r\n42\r\n/)
+  await endsOnItsOwn(t, '/bin/bash', ['--norc', '-i'], 'echo hi\n', /\r\nhi\r\n[^]*exit\r\n$/)
+  await endsOnItsOwn(t, '/usr/bin/python3', ['-q', '-i'], 'print(6 * 7)\n', /\r\n42\r\n/)
   const off = await runIsolated('/bin/sh', ['-c', 'stty eof undef; dd bs=1 count=4 2>/dev/null | od -An -c'], { tty: true, input: 'ab\n', timeoutMs: 1500 })
   t.is(off.reason, 'timeout', 'dd waits for its fourth byte')
   t.notRegex(off.stdout, /\\0/, 'no NUL was typed for it')
@@ -189,9 +193,7 @@ test('tty: the end of input is typed when a process waits to read (read, select,
   const runs = await Promise.all(Object.values(waits).map((wait) => runIsolated('/usr/bin/python3', ['-c', `import os, select, time\n${wait}\nprint(repr(os.read(0, 100)))`], { tty: true, input: '', timeoutMs: 20_000 })))
   t.deepEqual(Object.fromEntries(Object.keys(waits).map((k, i) => [k, [runs[i].reason, runs[i].stdout]])), Object.fromEntries(Object.keys(waits).map((k) => [k, ['exited', "b''\r\n"]])))
   // A prompt on /dev/tty once stdin was let go: its reads wait on the controlling terminal.
-  const prompt = await runIsolated('/bin/sh', ['-c', 'exec </dev/null; read a </dev/tty; read b </dev/tty || echo "end after $a"'], { tty: true, input: 'x\n', timeoutMs: 20_000 })
-  t.is(prompt.reason, 'exited', prompt.stdout)
-  t.regex(prompt.stdout, /end after x\r\n$/)
+  await endsOnItsOwn(t, '/bin/sh', ['-c', 'exec </dev/null; read a </dev/tty; read b </dev/tty || echo "end after $a"'], 'x\n', /end after x\r\n$/)
   // More processes than a look reads (512): the end is typed once what came before was read.
   const crowd = await runIsolated('/bin/sh', ['-c', 'for i in $(seq 600); do sleep 60 & done; cat; echo done'], { tty: true, input: 'x\n', timeoutMs: 20_000 })
   t.is(crowd.reason, 'exited', crowd.stdout.slice(-200))
@@ -201,17 +203,11 @@ test('tty: the end of input is typed when a process waits to read (read, select,
 test('tty: an epoll waiter that holds the terminal gets its end (a later reader gets its own); a task named with bytes that are not UTF-8, a splice and a poll restarted after a stop are still seen; a cbreak reader gets nothing', async (t) => {
   // Node waited in epoll without reading: the look could not tell (two epoll queries, then
   // unknown), typed one ^D the sampled way and stopped looking, so the second cat waited.
-  const between = await runIsolated('/bin/sh', ['-c', `cat; echo A; ${process.execPath} -e 'setTimeout(() => {}, 300)'; cat; echo B; cat; echo C`], { tty: true, input: 'x\n', timeoutMs: 20_000 })
-  t.is(between.reason, 'exited', between.stdout)
-  t.regex(between.stdout, /A\r\nB\r\nC\r\n$/)
+  await endsOnItsOwn(t, '/bin/sh', ['-c', `cat; echo A; ${process.execPath} -e 'setTimeout(() => {}, 300)'; cat; echo B; cat; echo C`], 'x\n', /A\r\nB\r\nC\r\n$/)
   // A name cut inside a UTF-8 character made /proc/PID/stat unreadable as text: every look unknown.
-  const named = await runIsolated('/usr/bin/python3', ['-c', "import ctypes, os\nctypes.CDLL(None).prctl(15, b'\\xc3', 0, 0, 0)\nfor i in range(3): print(repr(os.read(0, 10)))"], { tty: true, input: 'x\n', timeoutMs: 20_000 })
-  t.is(named.reason, 'exited', named.stdout)
-  t.regex(named.stdout, /b'x\\n'\r\nb''\r\nb''\r\n$/)
+  await endsOnItsOwn(t, '/usr/bin/python3', ['-c', "import ctypes, os\nctypes.CDLL(None).prctl(15, b'\\xc3', 0, 0, 0)\nfor i in range(3): print(repr(os.read(0, 10)))"], 'x\n', /b'x\\n'\r\nb''\r\nb''\r\n$/)
   // A splice from the terminal waited for its timeout: splice was not a read.
-  const spliced = await runIsolated('/usr/bin/python3', ['-c', 'import os\nr, w = os.pipe()\nwhile (n := os.splice(0, w, 4096)) > 0: os.read(r, n)\nprint("spliced to the end")'], { tty: true, input: 'ab\n', timeoutMs: 20_000 })
-  t.is(spliced.reason, 'exited', spliced.stdout)
-  t.regex(spliced.stdout, /spliced to the end\r\n$/)
+  await endsOnItsOwn(t, '/usr/bin/python3', ['-c', 'import os\nr, w = os.pipe()\nwhile (n := os.splice(0, w, 4096)) > 0: os.read(r, n)\nprint("spliced to the end")'], 'ab\n', /spliced to the end\r\n$/)
   // A program reading key by key without readline (cbreak: `read -n1`) got ^D, a byte of its
   // data to it, every 160 ms (and a carriage return for the line left open).
   const keys = await runIsolated('/bin/bash', ['-c', 'while read -n1 c; do printf "[%q]" "$c"; done; echo END'], { tty: true, input: 'ab', timeoutMs: 1500 })
@@ -252,25 +248,18 @@ test('tty: the end of input is not typed to a stopped reader, reaches a reader w
   // A thread group whose leader has exited has no descriptors at the process's path: the
   // reading thread's own were not looked at, and it waited for its timeout.
   const leaderGone = 'import threading, os, time, ctypes\ndef reader():\n  time.sleep(0.2)\n  n = 0\n  while True:\n    b = os.read(0, 100)\n    if not b: break\n    n += len(b)\n  os.write(1, b"read %d\\n" % n)\n  os._exit(0)\nthreading.Thread(target=reader).start()\nctypes.CDLL(None).pthread_exit(None)'
-  const gone = await runIsolated('/usr/bin/python3', ['-c', leaderGone], { tty: true, input: 'hello\n', timeoutMs: 20_000 })
-  t.is(gone.reason, 'exited', gone.stdout)
-  t.regex(gone.stdout, /read 6\r\n$/)
+  await endsOnItsOwn(t, '/usr/bin/python3', ['-c', leaderGone], 'hello\n', /read 6\r\n$/)
   // Node reopens its terminal (libuv) and waits in epoll on that descriptor.
-  const node = await runIsolated(process.execPath, ['-e', "let n = 0; process.stdin.on('data', (d) => (n += d.length)); process.stdin.on('end', () => console.log('end', n))"], { tty: true, input: 'hello\n', timeoutMs: 20_000 })
-  t.is(node.reason, 'exited', node.stdout)
-  t.regex(node.stdout, /end 6\r\n$/)
+  await endsOnItsOwn(t, process.execPath, ['-e', "let n = 0; process.stdin.on('data', (d) => (n += d.length)); process.stdin.on('end', () => console.log('end', n))"], 'hello\n', /end 6\r\n$/)
   // Readline heard one ^D only: a shell after the python it ran, and a last line without its
   // newline (readline takes ^D on a line as a key) waited for their timeouts.
-  const nested = await runIsolated('/bin/bash', ['--norc', '-i'], { tty: true, input: 'python3 -q\nprint(6 * 7)\n', timeoutMs: 20_000 })
-  t.is(nested.reason, 'exited', nested.stdout)
-  t.regex(nested.stdout, /\r\n42\r\n[^]*exit\r\n$/)
-  const open = await runIsolated('/usr/bin/python3', ['-q', '-i'], { tty: true, input: 'print(6 * 7)', timeoutMs: 20_000 })
-  t.is(open.reason, 'exited', open.stdout)
-  t.regex(open.stdout, /\r\n42\r\n/)
+  await endsOnItsOwn(t, '/bin/bash', ['--norc', '-i'], 'python3 -q\nprint(6 * 7)\n', /\r\n42\r\n[^]*exit\r\n$/)
+  await endsOnItsOwn(t, '/usr/bin/python3', ['-q', '-i'], 'print(6 * 7)', /\r\n42\r\n/)
   // 500000 entries in one epoll set, threads waiting on it: a look read each thread's epoll
   // fdinfo, which the kernel formats whole (~0.9 s each), and the helper's loop, which also
-  // enforces the timeout, ended the sandbox after 14.6 s instead of 5 with 20 threads (here 40). (kcmp, tried next,
-  // walks the set under a mutex the sandbox can hold: no query goes into an epoll set now.)
+  // enforces the timeout, ended the sandbox after 14.6 s instead of 5 with 20 threads (here 40).
+  // (kcmp, tried next, walks the set under a mutex the sandbox can hold: no query goes into an
+  // epoll set now.)
   const huge = 'import os, select, resource, threading\nsoft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\nresource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\nep = select.epoll()\nfor f in range(100):\n  e = os.eventfd(0)\n  for d in range(5000): ep.register(os.dup2(e, 1000 + d), select.EPOLLPRI)\n  for d in range(5000): os.close(1000 + d)\nprint("built", flush=True)\ndef wait():\n  while True: ep.poll()\nfor i in range(40): threading.Thread(target=wait, daemon=True).start()\nthreading.Event().wait()'
   const began = Date.now()
   const big = await runIsolated('/usr/bin/python3', ['-c', huge], { tty: true, input: '', timeoutMs: 5000 })
