@@ -263,6 +263,27 @@ test('option graphs: a subtree shared many times is copied once; a stream is a v
   t.is(p?.option, 'capabilities')
 })
 
+test('an object held in many places is refused as a seccomp profile, and shown cut short in a message, where written out it would never end', async (t) => {
+  let dag: unknown = { names: ['read'], action: 'SCMP_ACT_ALLOW' }
+  // 2^40 copies as JSON text: JSON.stringify alone hung the call (and Node's loop) for good.
+  for (let i = 0; i < 40; i++) dag = { l: dag, r: dag }
+  const profile = await t.throwsAsync(runIsolated('/bin/true', [], { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', rules: dag } }), { instanceOf: IsolateError })
+  t.is(profile?.option, 'seccomp')
+  t.regex(profile!.message, /at most 4 MiB as JSON text; this one is more/)
+  for (const [options, option] of [[{ network: dag }, 'network'], [{ mounts: [{ type: dag, target: '/x' }] }, 'mounts[0].type']] as const) {
+    const e = await t.throwsAsync(runIsolated('/bin/true', [], options as never), { instanceOf: IsolateError })
+    t.is(e?.option, option)
+    t.regex(e!.message, /\[object Object\] \(more than 65536 characters as JSON\)/)
+  }
+  const text = JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', pad: 'x'.repeat(4 << 20) })
+  const long = await t.throwsAsync(runIsolated('/bin/true', [], { seccomp: text }), { instanceOf: IsolateError })
+  t.is(long?.option, 'seccomp')
+  t.regex(long!.message, /at most 4 MiB as JSON text; this one has \d+ characters/)
+  // Short values are shown whole, as before.
+  const short = await t.throwsAsync(runIsolated('/bin/true', [], { network: { a: [1, 2] } } as never), { instanceOf: IsolateError })
+  t.regex(short!.message, /got \{"a":\[1,2\]\}/)
+})
+
 test.serial("options made in another realm, or as a class's instance, are read without their realm's Object.prototype", async (t) => {
   const realm = vm.createContext({})
   const foreignProto = vm.runInContext('Object.prototype', realm) as Record<string, unknown>

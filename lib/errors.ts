@@ -50,13 +50,39 @@ export class IsolateError extends Error {
   }
 }
 
-/** A value as an error message shows it: JSON where it has one, never a throw (BigInt, cycles). */
+/** What {@link boundedJson} throws when the text would pass its bound. */
+export class JsonTooLong extends Error {}
+
+/**
+ * `JSON.stringify(v)`, or a {@link JsonTooLong} thrown as soon as the text would pass `most`
+ * characters (counted as it is written, so the work stops there too). An object held in many
+ * places is written out at each: a few dozen objects, each holding the next one twice, stand for
+ * more text than any memory holds, and JSON.stringify alone would never return.
+ */
+export function boundedJson(v: unknown, most: number): string | undefined {
+  let written = 0
+  const json = JSON.stringify(v, (key, value: unknown) => {
+    // Keys and strings by their length (escapes may add to that: checked again below); any
+    // other value, and the punctuation around each, by a few characters.
+    written += key.length + (typeof value === 'string' ? value.length : 0) + 4
+    if (written > most) throw new JsonTooLong()
+    return value
+  })
+  if (json !== undefined && json.length > most) throw new JsonTooLong()
+  return json
+}
+
+/** The most JSON an error message shows of a value. */
+const SHOWN_MOST = 64 << 10
+
+/** A value as an error message shows it: JSON where it has one, never a throw (BigInt, cycles) and never without end (an object held in many places). */
 export function shown(v: unknown): string {
   if (typeof v === 'bigint') return `${v}n`
   try {
-    return JSON.stringify(v) ?? String(v)
-  } catch {
-    return Object.prototype.toString.call(v)
+    return boundedJson(v, SHOWN_MOST) ?? String(v)
+  } catch (e) {
+    const what = Object.prototype.toString.call(v)
+    return e instanceof JsonTooLong ? `${what} (more than ${SHOWN_MOST} characters as JSON)` : what
   }
 }
 

@@ -1,7 +1,7 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
 import { fstatSync, lstatSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { optionError, ownOptions, shown } from './errors.js'
+import { boundedJson, JsonTooLong, optionError, ownOptions, shown } from './errors.js'
 import { loadNative } from './native.js'
 
 export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
@@ -116,6 +116,9 @@ export interface Spec {
   tty?: { rows: number; cols: number }
   persistent?: boolean
 }
+
+/** The largest seccomp profile taken, as JSON text: Docker's default one is ~20 KiB. */
+const MOST_PROFILE_JSON = 4 << 20
 
 /** Options of the calls that collect the output (lib/collect.ts), refused by those that give streams. */
 const RUN_ONLY = ['input', 'encoding', 'maxBuffer']
@@ -338,17 +341,20 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   }
 
   let seccomp: Spec['seccomp'] = { mode: 'default' }
+  const tooLong = `a profile is at most ${MOST_PROFILE_JSON >> 20} MiB as JSON text`
   if (o.seccomp === 'none') seccomp = { mode: 'none' }
   else if (isObject(o.seccomp)) {
     let json: string
     try {
-      json = JSON.stringify(o.seccomp)
+      json = boundedJson(o.seccomp, MOST_PROFILE_JSON)!
     } catch (e) {
+      if (e instanceof JsonTooLong) throw optionError('seccomp', `${tooLong}; this one is more (an object held in several places of it is written out at each)`)
       throw optionError('seccomp', `a profile must be plain JSON data: ${(e as Error).message}`)
     }
     seccomp = { mode: 'profile', json }
   }
   else if (typeof o.seccomp === 'string' && o.seccomp !== 'default') {
+    if (o.seccomp.length > MOST_PROFILE_JSON) throw optionError('seccomp', `${tooLong}; this one has ${o.seccomp.length} characters`)
     try {
       if (!isObject(JSON.parse(o.seccomp))) throw new Error('not an object')
     } catch {
