@@ -232,7 +232,8 @@ test.serial('where root may make sandbox cgroups, a sandbox starts from a warm h
   const options: SpawnOptions = { limits: { pids: 16 }, stdio: ['pipe', 'pipe', 'pipe'] }
   if (!enforced) {
     // Warm helpers without a cgroup may serve the sandboxes that need none; none has one here.
-    t.deepEqual(sandboxCgroups(), [], 'no sandbox cgroup where none can be made')
+    // Another process's sandboxes in the same cgroup (a root caller's, beside this rootless run) are theirs.
+    t.deepEqual(sandboxCgroups().filter((d) => helperState(d) !== 'other'), [], 'no sandbox cgroup where none can be made')
     return failsClosed(t, options)
   }
   if (process.geteuid?.() !== 0) {
