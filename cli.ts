@@ -23,6 +23,7 @@ import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackR
 import { encodeFrame, Frame, jsonFrame, onFrames } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { DEFAULT_PATH } from './lib/options.js'
+import { cgroupLimitsHere } from './lib/probe.js'
 import { ensureRuntimeDir, findSandbox, ID_RE, listSandboxes, NAME_RE, NotFoundError, RegistryError } from './lib/registry.js'
 
 const EXIT_TIMEOUT = 124
@@ -889,13 +890,22 @@ function doctorText(p: HostProbe): string {
     row('  v2 controllers', c.v2Controllers.length ? c.v2Controllers.join(', ') : '(none)')
     const v2Own = c.own.find((l) => l.startsWith('0::'))
     if (v2Own) row('  own v2 cgroup', v2Own.slice(3) || '/')
-    if (c.mode === 'v2' && p.rootless && c.v2Controllers.length === 0) {
-      problem('no cgroup v2 controllers are delegated to this user: resource limits cannot be enforced')
-      fix('run under a delegated scope, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...')
-    }
     const h = p.cgroupHost
-    row('  may create', h?.canCreate ? 'yes: memory, pids and cpu limits are enforced' : `no${h?.reason ? `: ${h.reason}` : ''}`)
-    if (h && !h.canCreate) fix('limits that need a cgroup (memory, pids, cpus, cpu time) fail closed here; run as root, or with a delegated cgroup v2 subtree')
+    const { canCreate, missing } = cgroupLimitsHere(p)
+    // memoryBytes, pids and cpus need more than a cgroup of the sandbox's own on v2 (see below).
+    const atRoot = 'memoryBytes, pids and cpus also need the caller\'s own cgroup to be the hierarchy\'s root (a VM or a machine of its own): isolate neither moves the caller nor restructures its cgroup'
+    if (!canCreate) {
+      row('  may create', `no${h?.reason ? `: ${h.reason}` : ''}`)
+      problem('limits that need a cgroup (memoryBytes, pids, cpus, cpuTimeMs) fail closed here')
+      if (c.mode === 'v2') fix(`for cpuTimeMs, run under a delegated cgroup, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...; ${atRoot}`)
+      else fix('run as root')
+    } else if (missing.length === 0) {
+      row('  may create', 'yes: memory, pids, cpu and cpu-time limits are enforced')
+    } else {
+      row('  may create', `yes: cpuTimeMs is enforced; ${missing.map((m) => m.option).join(', ')} fail closed`)
+      for (const m of missing) problem(`${m.option}: ${m.why}`)
+      fix(atRoot)
+    }
   }
 
   row('overlayfs', p.overlay ? 'available' : 'not available')

@@ -9,20 +9,20 @@ import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { basename, join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
+import { cgroupLimitsHere } from '../lib/probe.js'
+import { cli } from './cli-runner.js'
 import { ended, helperServersOf, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
-/** This process may make a sandbox cgroup: cpuTimeMs is counted there (v2 counts CPU in any cgroup). */
-const canCreate = host.cgroupHost?.canCreate === true
 /**
- * The cgroup limits hold: on v2 a child of this process's cgroup must also be able to have their
- * controllers, which a delegated cgroup holding the caller's own processes cannot give it (the
- * no-internal-process rule): there memory, pids and cpus fail closed.
+ * This process may make a sandbox cgroup (what cpuTimeMs needs), and the other cgroup limits hold
+ * too: on v2 a child of this process's cgroup must also be able to have their controllers, which
+ * a delegated cgroup holding the caller's own processes cannot give it (the no-internal-process
+ * rule): there memoryBytes, pids and cpus fail closed. The same reading `isolate doctor` prints.
  */
-const usable = (host.cgroupHost as { unified?: { usable?: string[] } } | null)?.unified?.usable ?? []
-const unusable = host.cgroup.mode === 'v2' ? ['memory', 'pids', 'cpu'].filter((c) => !usable.includes(c)) : []
-const enforced = canCreate && unusable.length === 0
-const why = canCreate ? `the controllers ${unusable.join(', ')} cannot be had by a child of this process's cgroup` : (host.cgroupHost?.reason ?? 'no cgroup detection')
+const { canCreate, missing } = cgroupLimitsHere(host)
+const enforced = canCreate && missing.length === 0
+const why = canCreate ? missing.map((m) => `${m.option}: ${m.why}`).join('; ') : (host.cgroupHost?.reason ?? 'no cgroup detection')
 console.log(`cgroup.test: mode ${host.cgroup.mode}, ${enforced ? 'limits enforced' : `limits must fail closed (${why})`}${canCreate && !enforced ? ', cpuTimeMs counted in a cgroup of its own' : ''}`)
 if (process.env.ISOLATE_CGROUP_LANE === 'v2' && host.cgroup.mode !== 'v2') throw new Error(`the v2 lane runs on a ${host.cgroup.mode} host`)
 
@@ -225,6 +225,19 @@ test.serial('cpus: 0.5 holds a busy loop near half a core', async (t) => {
   t.is(r.reason, 'timeout')
   const ratio = (r.usage.cpuUserMs + r.usage.cpuSystemMs) / r.usage.wallMs
   t.true(ratio > 0.3 && ratio < 0.65, `cpu/wall = ${ratio.toFixed(2)} (${JSON.stringify(r.usage)})`)
+})
+
+test('isolate doctor says which limits hold here, as the sandboxes of this file find them', async (t) => {
+  const r = await cli(['doctor'])
+  t.is(r.status, 0, r.stderr)
+  const line = /may create:\s+(.*)/.exec(r.stdout)?.[1] ?? ''
+  if (enforced) t.is(line, 'yes: memory, pids, cpu and cpu-time limits are enforced')
+  else if (canCreate) {
+    t.is(line, `yes: cpuTimeMs is enforced; ${missing.map((m) => m.option).join(', ')} fail closed`)
+    // The same reason, but for the count of processes, which is the doctor's own moment's.
+    const counted = (text: string) => text.replace(/holds \d+ process/g, 'holds N process')
+    for (const m of missing) t.true(counted(r.stdout).includes(`problem: ${m.option}: ${counted(m.why)}`), r.stdout)
+  } else t.regex(line, /^no/)
 })
 
 test.serial('cpuTimeMs ends a busy loop with reason cpu-time', async (t) => {

@@ -17,7 +17,26 @@ export interface HostProbe {
   }
   cgroup: { mode: 'v1' | 'v2' | 'hybrid' | 'none'; v2Controllers: string[]; v1Controllers: string[]; own: string[] }
   /** Whether this process may create the sandbox cgroups that limits need, and why not. */
-  cgroupHost: { mode: string; canCreate: boolean; reason: string | null; swapAccounting: boolean | null } | null
+  cgroupHost: {
+    mode: string
+    canCreate: boolean
+    reason: string | null
+    swapAccounting: boolean | null
+    /** The unified hierarchy as this process sees it (on v1 hosts without one: absent). */
+    unified?: {
+      ownPath: string
+      /** The own cgroup is the hierarchy's real root, where the no-internal-process rule does not apply. */
+      isRoot: boolean
+      /** What the parent delegates to the own cgroup. */
+      controllers: string[]
+      subtreeControl: string[]
+      subtreeControlWritable: boolean
+      /** Processes in the own cgroup, this one included (0 at the root, where they are not counted). */
+      processes: number
+      /** Controllers a child of the own cgroup can have. */
+      usable: string[]
+    } | null
+  } | null
   overlay: boolean
   landlockAbi: number | null
   seccomp: boolean
@@ -72,4 +91,33 @@ export function probe(): Promise<HostProbe> {
     return { ...facts, userNamespaces, attempt: tried, native: { from: native.from, helperPath: native.helperPath } }
   })()
   return cached
+}
+
+/** The v2 controller each cgroup limit needs beyond a cgroup of its own (cpuTimeMs needs none). */
+const LIMIT_CONTROLLERS = [
+  ['limits.memoryBytes', 'memory'],
+  ['limits.pids', 'pids'],
+  ['limits.cpus', 'cpu'],
+] as const
+
+/**
+ * Which cgroup limits a sandbox started by this process can have, as probe() found the host:
+ * `canCreate`, a cgroup of its own (what cpuTimeMs needs); `missing`, the limits that fail closed
+ * although it can: on cgroup v2, those whose controller a child of this process's cgroup cannot
+ * have, and why (the same reasons the helper gives when it refuses them).
+ */
+export function cgroupLimitsHere(p: HostProbe): { canCreate: boolean; missing: Array<{ option: string; controller: string; why: string }> } {
+  const h = p.cgroupHost
+  const canCreate = h?.canCreate === true
+  const u = h?.unified
+  if (!canCreate || p.cgroup.mode !== 'v2' || !u) return { canCreate, missing: [] }
+  const own = u.ownPath || '/'
+  const missing = LIMIT_CONTROLLERS.filter(([, c]) => !u.usable.includes(c)).map(([option, controller]) => {
+    let why = `${own} cannot give ${controller} to its children`
+    if (!u.controllers.includes(controller)) why = `${controller} is not delegated to ${own} (its parent does not enable it there)`
+    else if (!u.isRoot && u.processes > 0) why = `${own} holds ${u.processes} process(es), this one included, and cgroup v2 lets a cgroup that is not the hierarchy's root give ${controller} to its children only while it holds none (the no-internal-process rule)`
+    else if (!u.subtreeControlWritable) why = `${own}/cgroup.subtree_control is not writable by this process`
+    return { option, controller, why }
+  })
+  return { canCreate, missing }
 }
