@@ -891,20 +891,20 @@ function doctorText(p: HostProbe): string {
     const v2Own = c.own.find((l) => l.startsWith('0::'))
     if (v2Own) row('  own v2 cgroup', v2Own.slice(3) || '/')
     const h = p.cgroupHost
-    const { canCreate, missing } = cgroupLimitsHere(p)
-    // memoryBytes, pids and cpus need more than a cgroup of the sandbox's own on v2 (see below).
+    const { canCreate, refused } = cgroupLimitsHere(p)
     const atRoot = 'memoryBytes, pids and cpus also need the caller\'s own cgroup to be the hierarchy\'s root (a VM or a machine of its own): isolate neither moves the caller nor restructures its cgroup'
     if (!canCreate) {
       row('  may create', `no${h?.reason ? `: ${h.reason}` : ''}`)
       problem('limits that need a cgroup (memoryBytes, pids, cpus, cpuTimeMs) fail closed here')
       if (c.mode === 'v2') fix(`for cpuTimeMs, run under a delegated cgroup, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...; ${atRoot}`)
       else fix('run as root')
-    } else if (missing.length === 0) {
+    } else if (refused.length === 0) {
       row('  may create', 'yes: memory, pids, cpu and cpu-time limits are enforced')
     } else {
-      row('  may create', `yes: cpuTimeMs is enforced; ${missing.map((m) => m.option).join(', ')} fail closed`)
-      for (const m of missing) problem(`${m.option}: ${m.why}`)
-      fix(atRoot)
+      row('  may create', `yes: cpuTimeMs is enforced; ${refused.map((r) => r.option).join(', ')} fail closed`)
+      for (const r of refused) problem(`${r.option}: ${r.message}`)
+      const hints = [...new Set(refused.map((r) => r.hint).filter((h) => h !== undefined))]
+      for (const h of hints) fix(h)
     }
   }
 

@@ -20,9 +20,9 @@ const host = await probe()
  * a delegated cgroup holding the caller's own processes cannot give it (the no-internal-process
  * rule): there memoryBytes, pids and cpus fail closed. The same reading `isolate doctor` prints.
  */
-const { canCreate, missing } = cgroupLimitsHere(host)
-const enforced = canCreate && missing.length === 0
-const why = canCreate ? missing.map((m) => `${m.option}: ${m.why}`).join('; ') : (host.cgroupHost?.reason ?? 'no cgroup detection')
+const { canCreate, refused } = cgroupLimitsHere(host)
+const enforced = canCreate && refused.length === 0
+const why = canCreate ? refused.map((r) => `${r.option}: ${r.message}`).join('; ') : (host.cgroupHost?.reason ?? 'no cgroup detection')
 console.log(`cgroup.test: mode ${host.cgroup.mode}, ${enforced ? 'limits enforced' : `limits must fail closed (${why})`}${canCreate && !enforced ? ', cpuTimeMs counted in a cgroup of its own' : ''}`)
 if (process.env.ISOLATE_CGROUP_LANE === 'v2' && host.cgroup.mode !== 'v2') throw new Error(`the v2 lane runs on a ${host.cgroup.mode} host`)
 
@@ -233,10 +233,10 @@ test('isolate doctor says which limits hold here, as the sandboxes of this file 
   const line = /may create:\s+(.*)/.exec(r.stdout)?.[1] ?? ''
   if (enforced) t.is(line, 'yes: memory, pids, cpu and cpu-time limits are enforced')
   else if (canCreate) {
-    t.is(line, `yes: cpuTimeMs is enforced; ${missing.map((m) => m.option).join(', ')} fail closed`)
+    t.is(line, `yes: cpuTimeMs is enforced; ${refused.map((l) => l.option).join(', ')} fail closed`)
     // The same reason, but for the count of processes, which is the doctor's own moment's.
     const counted = (text: string) => text.replace(/holds \d+ process/g, 'holds N process')
-    for (const m of missing) t.true(counted(r.stdout).includes(`problem: ${m.option}: ${counted(m.why)}`), r.stdout)
+    for (const l of refused) t.true(counted(r.stdout).includes(`problem: ${l.option}: ${counted(l.message)}`), r.stdout)
   } else t.regex(line, /^no/)
 })
 

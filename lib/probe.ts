@@ -3,6 +3,15 @@ import { Socket } from 'node:net'
 import { IsolateError } from './errors.js'
 import { loadNative, type Native } from './native.js'
 
+/** A cgroup limit that fails closed on this host, as its error would say. */
+export interface RefusedLimit {
+  /** `limits.memoryBytes`, `limits.pids` or `limits.cpus`. */
+  option: string
+  controller: string
+  message: string
+  hint?: string
+}
+
 export interface HostProbe {
   kernel: string
   arch: string
@@ -22,20 +31,8 @@ export interface HostProbe {
     canCreate: boolean
     reason: string | null
     swapAccounting: boolean | null
-    /** The unified hierarchy as this process sees it (on v1 hosts without one: absent). */
-    unified?: {
-      ownPath: string
-      /** The own cgroup is the hierarchy's real root, where the no-internal-process rule does not apply. */
-      isRoot: boolean
-      /** What the parent delegates to the own cgroup. */
-      controllers: string[]
-      subtreeControl: string[]
-      subtreeControlWritable: boolean
-      /** Processes in the own cgroup, this one included (0 at the root, where they are not counted). */
-      processes: number
-      /** Controllers a child of the own cgroup can have. */
-      usable: string[]
-    } | null
+    /** The limits that fail closed although a cgroup may be made ({@link cgroupLimitsHere}). */
+    refused: RefusedLimit[]
   } | null
   overlay: boolean
   landlockAbi: number | null
@@ -93,31 +90,13 @@ export function probe(): Promise<HostProbe> {
   return cached
 }
 
-/** The v2 controller each cgroup limit needs beyond a cgroup of its own (cpuTimeMs needs none). */
-const LIMIT_CONTROLLERS = [
-  ['limits.memoryBytes', 'memory'],
-  ['limits.pids', 'pids'],
-  ['limits.cpus', 'cpu'],
-] as const
-
 /**
  * Which cgroup limits a sandbox started by this process can have, as probe() found the host:
- * `canCreate`, a cgroup of its own (what cpuTimeMs needs); `missing`, the limits that fail closed
- * although it can: on cgroup v2, those whose controller a child of this process's cgroup cannot
- * have, and why (the same reasons the helper gives when it refuses them).
+ * `canCreate`, a cgroup of its own (what cpuTimeMs needs); `refused`, the limits that fail closed
+ * although it can, with what their error says (on cgroup v2, those whose controller a child of
+ * this process's cgroup cannot have; on v1, those whose hierarchy is not mounted).
  */
-export function cgroupLimitsHere(p: HostProbe): { canCreate: boolean; missing: Array<{ option: string; controller: string; why: string }> } {
-  const h = p.cgroupHost
-  const canCreate = h?.canCreate === true
-  const u = h?.unified
-  if (!canCreate || p.cgroup.mode !== 'v2' || !u) return { canCreate, missing: [] }
-  const own = u.ownPath || '/'
-  const missing = LIMIT_CONTROLLERS.filter(([, c]) => !u.usable.includes(c)).map(([option, controller]) => {
-    let why = `${own} cannot give ${controller} to its children`
-    if (!u.controllers.includes(controller)) why = `${controller} is not delegated to ${own} (its parent does not enable it there)`
-    else if (!u.isRoot && u.processes > 0) why = `${own} holds ${u.processes} process(es), this one included, and cgroup v2 lets a cgroup that is not the hierarchy's root give ${controller} to its children only while it holds none (the no-internal-process rule)`
-    else if (!u.subtreeControlWritable) why = `${own}/cgroup.subtree_control is not writable by this process`
-    return { option, controller, why }
-  })
-  return { canCreate, missing }
+export function cgroupLimitsHere(p: HostProbe): { canCreate: boolean; refused: RefusedLimit[] } {
+  const canCreate = p.cgroupHost?.canCreate === true
+  return { canCreate, refused: canCreate ? (p.cgroupHost?.refused ?? []) : [] }
 }

@@ -201,12 +201,55 @@ pub struct CgroupHost {
     /// Why not, when it may not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What [`CgroupHost::refused_limits`] found when the host was detected.
+    pub refused: Vec<RefusedLimit>,
 }
+
+/// A limit that fails closed where a sandbox cgroup may be made, as its error would say why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedLimit {
+    /// The option, as `limits.memoryBytes`.
+    pub option: &'static str,
+    pub controller: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// The cgroup limits that need a controller, and which (cpuTimeMs needs only a cgroup).
+const LIMIT_CONTROLLERS: [(&str, &str); 3] = [("limits.memoryBytes", "memory"), ("limits.pids", "pids"), ("limits.cpus", "cpu")];
 
 impl CgroupHost {
     /// The v1 hierarchy carrying `controller`, if mounted.
     pub fn v1_hierarchy(&self, controller: &str) -> Option<&V1Hierarchy> {
         self.v1.iter().find(|h| h.controllers.iter().any(|c| c == controller))
+    }
+
+    /// A sandbox cgroup of this host can have `controller`.
+    fn usable(&self, controller: &str) -> bool {
+        match self.mode {
+            CgroupMode::V2 => self.unified.as_ref().is_some_and(|u| matches!(u.availability(controller), V2Availability::Enabled | V2Availability::Enableable)),
+            CgroupMode::V1 | CgroupMode::Hybrid => self.v1_hierarchy(controller).is_some_and(|h| h.own_dir.is_some()),
+            CgroupMode::Unavailable => false,
+        }
+    }
+
+    /// The limits that fail closed although a sandbox cgroup may be made (none where it may not:
+    /// then all of them do, for [`CgroupHost::reason`]), with what their error says: `isolate
+    /// doctor` and the tests read them from the probe.
+    pub fn refused_limits(&self) -> Vec<RefusedLimit> {
+        if !self.can_create {
+            return Vec::new();
+        }
+        LIMIT_CONTROLLERS
+            .iter()
+            .filter(|(_, c)| !self.usable(c))
+            .map(|&(option, controller)| {
+                let (message, hint) = missing_hint(self, controller);
+                RefusedLimit { option, controller, message, hint }
+            })
+            .collect()
     }
 }
 
@@ -377,7 +420,7 @@ fn host_from_layout(layout: Layout) -> CgroupHost {
         (None, false) => CgroupMode::V1,
         (None, true) => CgroupMode::Unavailable,
     };
-    let mut host = CgroupHost { mode, unified, v1, swap_accounting: None, can_create: false, reason: None };
+    let mut host = CgroupHost { mode, unified, v1, swap_accounting: None, can_create: false, reason: None, refused: Vec::new() };
     host.swap_accounting = match mode {
         CgroupMode::V2 => host.unified.as_ref().filter(|u| !u.is_root).and_then(|u| u.own_dir.as_ref()).map(|d| exists(&format!("{d}/memory.swap.max"))),
         CgroupMode::V1 | CgroupMode::Hybrid => {
@@ -407,6 +450,7 @@ fn host_from_layout(layout: Layout) -> CgroupHost {
     };
     host.can_create = can;
     host.reason = reason;
+    host.refused = host.refused_limits();
     host
 }
 
@@ -546,12 +590,7 @@ pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<Cgrou
         wanted.push("cpu");
     }
     let v2 = host.mode.uses_v2();
-    let usable = |c: &str| match host.mode {
-        CgroupMode::V2 => host.unified.as_ref().is_some_and(|u| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable)),
-        CgroupMode::V1 | CgroupMode::Hybrid => host.v1_hierarchy(c).is_some_and(|h| h.own_dir.is_some()),
-        CgroupMode::Unavailable => false,
-    };
-    let missing: Vec<&str> = wanted.iter().copied().filter(|c| !usable(c)).collect();
+    let missing: Vec<&str> = wanted.iter().copied().filter(|c| !host.usable(c)).collect();
     if !missing.is_empty() {
         let parts: Vec<(String, Option<String>)> = missing.iter().map(|c| missing_hint(host, c)).collect();
         let mut message = format!("cannot enforce the asked limits: missing cgroup controller(s) {}: ", missing.join(", "));
@@ -1387,7 +1426,7 @@ mod tests {
             usable: Vec::new(),
         };
         u.usable = u.controllers.iter().filter(|c| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable)).cloned().collect();
-        CgroupHost { mode: CgroupMode::V2, unified: Some(u), v1: Vec::new(), swap_accounting: Some(true), can_create: true, reason: None }
+        CgroupHost { mode: CgroupMode::V2, unified: Some(u), v1: Vec::new(), swap_accounting: Some(true), can_create: true, reason: None, refused: Vec::new() }
     }
 
     fn v1_host(controllers: &[&str], memsw: bool) -> CgroupHost {
@@ -1401,7 +1440,7 @@ mod tests {
                 writable: true,
             })
             .collect();
-        CgroupHost { mode: CgroupMode::V1, unified: None, v1, swap_accounting: Some(memsw), can_create: true, reason: None }
+        CgroupHost { mode: CgroupMode::V1, unified: None, v1, swap_accounting: Some(memsw), can_create: true, reason: None, refused: Vec::new() }
     }
 
     /// A cgroup value with these directories, as if made (nothing is created or removed).
@@ -1481,6 +1520,23 @@ mod tests {
         let no_memsw = v1_host(&["memory"], false);
         let files: Vec<&str> = plan_writes(&no_memsw, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap().iter().map(|w| w.file).collect();
         assert_eq!(files, ["memory.limit_in_bytes", "memory.swappiness", "memory.kmem.tcp.limit_in_bytes"]);
+    }
+
+    #[test]
+    fn the_probe_names_the_limits_that_fail_closed_with_their_errors_words() {
+        // Delegated, but holding the caller: what plan_writes refuses, by option, with its reason.
+        let host = v2_host(&["cpu", "memory", "pids"], &["pids"], false, 2);
+        let refused = host.refused_limits();
+        assert_eq!(refused.iter().map(|r| r.option).collect::<Vec<_>>(), ["limits.memoryBytes", "limits.cpus"]);
+        let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
+        assert!(e.message.ends_with(&refused[0].message), "{e:?} / {refused:?}");
+        assert_eq!(e.hint, refused[0].hint);
+        // v1 without pids mounted; none where a cgroup may not be made at all (reason says why).
+        assert_eq!(v1_host(&["memory", "cpu"], true).refused_limits().iter().map(|r| r.controller).collect::<Vec<_>>(), ["pids"]);
+        let mut host = v1_host(&["memory"], true);
+        host.can_create = false;
+        assert!(host.refused_limits().is_empty());
+        assert!(v2_host(&["cpu", "memory", "pids"], &[], true, 0).refused_limits().is_empty());
     }
 
     #[test]
