@@ -530,14 +530,23 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
             let delegate = format!(
                 "delegate it to this cgroup: as root, add `+{controller}` to the parent's cgroup.subtree_control; under systemd, start the caller with `systemd-run --user --scope -p Delegate=yes ...` or give user sessions `Delegate=cpu cpuset io memory pids` in /etc/systemd/system/user@.service.d/delegate.conf"
             );
+            let no_internal_process = format!(
+                "cgroup v2 lets a non-root cgroup give {controller} to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or without this limit"
+            );
             match u.availability(controller) {
                 V2Availability::Enabled | V2Availability::Enableable => (format!("the {controller} controller is usable"), None),
-                V2Availability::NotDelegated => (format!("the {controller} cgroup controller is not available in {own} (cgroup.controllers)"), Some(delegate)),
+                V2Availability::NotDelegated if u.is_root => (
+                    format!("the {controller} cgroup controller is not available in {own} (cgroup.controllers)"),
+                    Some(format!("at the hierarchy's root, this kernel offers no {controller} controller (not built, or turned off with cgroup_disable= on its command line)")),
+                ),
+                // Delegating it would not do: the caller's own cgroup holds the caller.
+                V2Availability::NotDelegated => (
+                    format!("the {controller} cgroup controller is not available in {own} (cgroup.controllers)"),
+                    Some(format!("delegating it would not be enough: {no_internal_process}")),
+                ),
                 V2Availability::NoInternalProcess => (
                     format!("the {controller} cgroup controller cannot be enabled for the children of {own}: it holds {} process(es), this one included", u.processes),
-                    Some(format!(
-                        "cgroup v2 lets a non-root cgroup give {controller} to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or without this limit; `isolate doctor` shows the cgroup layout"
-                    )),
+                    Some(no_internal_process),
                 ),
                 V2Availability::NotWritable => (
                     format!("the {controller} cgroup controller is not enabled in {own}/cgroup.subtree_control, which this process may not write"),
@@ -597,6 +606,7 @@ pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<Cgrou
         message.push_str(&parts.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join("; "));
         let mut hints: Vec<String> = parts.into_iter().filter_map(|p| p.1).collect();
         hints.dedup();
+        hints.push("`isolate doctor` says which limits hold here".to_owned());
         let mut e = SetupError::new(STEP_CREATE, message);
         if !hints.is_empty() {
             e = e.with_hint(hints.join("; "));
@@ -1530,13 +1540,17 @@ mod tests {
         assert_eq!(refused.iter().map(|r| r.option).collect::<Vec<_>>(), ["limits.memoryBytes", "limits.cpus"]);
         let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
         assert!(e.message.ends_with(&refused[0].message), "{e:?} / {refused:?}");
-        assert_eq!(e.hint, refused[0].hint);
+        assert!(e.hint.as_deref().unwrap().starts_with(refused[0].hint.as_deref().unwrap()), "{e:?} / {refused:?}");
         // v1 without pids mounted; none where a cgroup may not be made at all (reason says why).
         assert_eq!(v1_host(&["memory", "cpu"], true).refused_limits().iter().map(|r| r.controller).collect::<Vec<_>>(), ["pids"]);
         let mut host = v1_host(&["memory"], true);
         host.can_create = false;
         assert!(host.refused_limits().is_empty());
         assert!(v2_host(&["cpu", "memory", "pids"], &[], true, 0).refused_limits().is_empty());
+        // At the root, a controller missing from cgroup.controllers is the kernel's doing.
+        let at_root = v2_host(&["cpu", "pids"], &[], true, 0).refused_limits();
+        assert_eq!(at_root.len(), 1);
+        assert!(at_root[0].hint.as_deref().unwrap().contains("cgroup_disable="), "{at_root:?}");
     }
 
     #[test]
@@ -1553,7 +1567,8 @@ mod tests {
         let host = v2_host(&["cpu", "pids"], &[], false, 3);
         let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
         assert!(e.message.contains("memory") && e.message.contains("cgroup.controllers"), "{e:?}");
-        assert!(e.hint.as_deref().unwrap().contains("Delegate=yes"), "{e:?}");
+        // Delegating it would not do while the cgroup holds the caller.
+        assert!(e.hint.as_deref().unwrap().starts_with("delegating it would not be enough: ") && e.hint.as_deref().unwrap().contains("no-internal-process"), "{e:?}");
         assert_eq!(e.path.as_deref(), Some("/sys/fs/cgroup/app.slice/app.service"));
 
         // v2: delegated, but the own cgroup holds processes (the no-internal-process rule);

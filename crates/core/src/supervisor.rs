@@ -93,7 +93,7 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
     if !host.can_create {
         let why = host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into());
         return Err(SetupError::new(Step::CreateCgroup, format!("limits need a cgroup, and {why}")).with_hint(
-            "run as root, or on cgroup v2 with a delegated subtree (systemd: Delegate=yes); `isolate doctor` shows what this host allows",
+            "run as root on cgroup v1, or where the caller's cgroup is a cgroup v2 hierarchy's root (a VM or a machine of its own); a cgroup v2 subtree delegated to this user (systemd: Delegate=yes) allows cpuTimeMs only, as a cgroup that holds the caller cannot give its children memory, pids or cpu (the no-internal-process rule); `isolate doctor` says which limits hold here",
         ));
     }
     SandboxCgroup::create(&host, &crate::cgroup::unique_name(), &limits, crate::cgroup::Ending::WithInit).map(Some)
