@@ -891,17 +891,17 @@ function doctorText(p: HostProbe): string {
     const v2Own = c.own.find((l) => l.startsWith('0::'))
     if (v2Own) row('  own v2 cgroup', v2Own.slice(3) || '/')
     const h = p.cgroupHost
-    const { canCreate, refused } = cgroupLimitsHere(p)
-    const atRoot = 'memoryBytes, pids and cpus also need the caller\'s own cgroup to be the hierarchy\'s root (a VM or a machine of its own): isolate neither moves the caller nor restructures its cgroup'
+    const { canCreate, held, refused } = cgroupLimitsHere(p)
     if (!canCreate) {
       row('  may create', `no${h?.reason ? `: ${h.reason}` : ''}`)
       problem('limits that need a cgroup (memoryBytes, pids, cpus, cpuTimeMs) fail closed here')
-      if (c.mode === 'v2') fix(`for cpuTimeMs, run under a delegated cgroup, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...; ${atRoot}`)
+      if (c.mode === 'v2' && p.rootless) fix('for cpuTimeMs, run under a delegated cgroup, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...; memoryBytes, pids and cpus also need the caller\'s own cgroup to be the hierarchy\'s root (a VM or a machine of its own): isolate neither moves the caller nor restructures its cgroup')
+      else if (c.mode === 'v2') fix('mount the cgroup2 hierarchy writable where this process sees its own cgroup (a container: a private cgroup namespace and a writable /sys/fs/cgroup)')
       else fix('run as root')
     } else if (refused.length === 0) {
       row('  may create', 'yes: memory, pids, cpu and cpu-time limits are enforced')
     } else {
-      row('  may create', `yes: cpuTimeMs is enforced; ${refused.map((r) => r.option).join(', ')} fail closed`)
+      row('  may create', `yes: ${held.length ? `${held.join(', ')} enforced` : 'but no limit holds'}; ${refused.map((r) => r.option).join(', ')} fail closed`)
       for (const r of refused) problem(`${r.option}: ${r.message}`)
       const hints = [...new Set(refused.map((r) => r.hint).filter((h) => h !== undefined))]
       for (const h of hints) fix(h)

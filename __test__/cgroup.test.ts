@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { basename, join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
-import { cgroupLimitsHere } from '../lib/probe.js'
+import { cgroupLimitsHere, limitsHold } from '../lib/probe.js'
 import { cli } from './cli-runner.js'
 import { ended, helperServersOf, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
@@ -20,10 +20,12 @@ const host = await probe()
  * a delegated cgroup holding the caller's own processes cannot give it (the no-internal-process
  * rule): there memoryBytes, pids and cpus fail closed. The same reading `isolate doctor` prints.
  */
-const { canCreate, refused } = cgroupLimitsHere(host)
+const { canCreate, held, refused } = cgroupLimitsHere(host)
 const enforced = canCreate && refused.length === 0
+/** Every limit of these options holds here; else they fail closed, naming what is missing. */
+const holds = (options: SpawnOptions) => limitsHold(host, { ...options.limits })
 const why = canCreate ? refused.map((r) => `${r.option}: ${r.message}`).join('; ') : (host.cgroupHost?.reason ?? 'no cgroup detection')
-console.log(`cgroup.test: mode ${host.cgroup.mode}, ${enforced ? 'limits enforced' : `limits must fail closed (${why})`}${canCreate && !enforced ? ', cpuTimeMs counted in a cgroup of its own' : ''}`)
+console.log(`cgroup.test: mode ${host.cgroup.mode}, ${enforced ? 'limits enforced' : `limits must fail closed (${why})`}${canCreate && !enforced ? `; these hold: ${held.join(', ') || 'none'}` : ''}`)
 if (process.env.ISOLATE_CGROUP_LANE === 'v2' && host.cgroup.mode !== 'v2') throw new Error(`the v2 lane runs on a ${host.cgroup.mode} host`)
 
 /** The sandbox cgroups beneath each of this process's own cgroups, by hierarchy directory. */
@@ -120,7 +122,7 @@ async function failsClosed(t: import('ava').ExecutionContext, options: SpawnOpti
 test.serial('a memory bomb ends with reason oom, its peak near the limit, Node unharmed', async (t) => {
   const limit = 64 << 20
   const options: SpawnOptions = { limits: { memoryBytes: limit }, timeoutMs: 60_000 }
-  if (!enforced) return failsClosed(t, options)
+  if (!holds(options)) return failsClosed(t, options)
   const rss = process.memoryUsage().rss
   const r = await runIsolated('/usr/bin/python3', ['-c', 'x = []\nwhile True: x.append(bytearray(1 << 20))'], options)
   t.is(r.reason, 'oom')
@@ -137,7 +139,7 @@ test.serial('TCP buffers count against the memory limit: loopback connections no
   // sometimes neither ends nor is killed there (its sends wait on the cgroup's reclaim): what it
   // had queued by its deadline is the answer then. Unbounded, it passes 48 MiB long before.
   const options: SpawnOptions = { limits: { memoryBytes: limit }, timeoutMs: 120_000 }
-  if (!enforced) return failsClosed(t, options)
+  if (!holds(options)) return failsClosed(t, options)
   // Each connection queues what the kernel lets it (its send buffer and its peer's receive
   // buffer, megabytes each): unbounded, 64 of them reach the 256 MiB this stops at. The total
   // so far is printed at every MiB.
@@ -162,12 +164,13 @@ test.serial('TCP buffers count against the memory limit: loopback connections no
   t.true(queued < limit * 1.5, `${queued >> 20} MiB queued in TCP buffers under a ${limit >> 20} MiB limit (${r.reason})`)
 })
 
+const signalLimits = { memoryBytes: 64 << 20, pids: 16 }
 for (const signal of ['SIGINT', 'SIGHUP'] as const) {
   test.serial(`${signal} to the caller's process group (Ctrl-C, a terminal hanging up) ends the caller only: its helpers end its sandboxes and remove their cgroups`, async (t) => {
     // A Node process of its own session and group, as a terminal's foreground job is.
     const child = spawn(process.execPath, ['--import=tsx', '-e', `
       const { spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
-      const sb = await spawnIsolated('/bin/sleep', ['100'], ${enforced ? `{ limits: { memoryBytes: ${64 << 20}, pids: 16 } }` : '{}'})
+      const sb = await spawnIsolated('/bin/sleep', ['100'], ${holds({ limits: signalLimits }) ? JSON.stringify({ limits: signalLimits }) : '{}'})
       process.stdout.write(sb.pid + '\\n')
       setInterval(() => {}, 1000)
     `], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'inherit'] })
@@ -179,7 +182,7 @@ for (const signal of ['SIGINT', 'SIGHUP'] as const) {
     const helper = parentOf(parentOf(pid))
     const servers = helperServersOf(child.pid!)
     const cgroups = sandboxCgroups().filter((d) => helperOf(d) === String(helper))
-    t.is(cgroups.length > 0, enforced, `the sandbox's cgroups: ${cgroups}`)
+    t.is(cgroups.length > 0, holds({ limits: signalLimits }), `the sandbox's cgroups: ${cgroups}`)
     const exited = new Promise((r) => child.once('exit', (_code, sig) => r(sig)))
     process.kill(-child.pid!, signal)
     t.is(await exited, signal)
@@ -191,7 +194,7 @@ for (const signal of ['SIGINT', 'SIGHUP'] as const) {
 for (const [how, size] of [['from a warm helper', undefined], ['cold', 0]] as const) {
   test.serial(`a helper killed with SIGKILL leaves no cgroup: the helper server removes what it left (${how})`, async (t) => {
     const options: SpawnOptions = { limits: { memoryBytes: 64 << 20, pids: 16 } }
-    if (!enforced) return failsClosed(t, options)
+    if (!holds(options)) return failsClosed(t, options)
     configurePool({ size })
     t.teardown(() => configurePool({}))
     if (size === undefined) await waitUntil(() => poolReady(), 10_000)
@@ -208,7 +211,7 @@ for (const [how, size] of [['from a warm helper', undefined], ['cold', 0]] as co
 
 test.serial('a fork bomb stops at the pids limit', async (t) => {
   const options: SpawnOptions = { limits: { pids: 16 }, timeoutMs: 60_000 }
-  if (!enforced) return failsClosed(t, options)
+  if (!holds(options)) return failsClosed(t, options)
   const bomb = 'import os, time\nforks = 0\nfor _ in range(200):\n  try:\n    if os.fork() == 0:\n      time.sleep(3); os._exit(0)\n    forks += 1\n  except OSError as e:\n    print("refused", e.errno); break\nprint(forks, len([p for p in os.listdir("/proc") if p.isdigit()]))'
   const r = await runIsolated('/usr/bin/python3', ['-c', bomb], options)
   t.regex(r.stdout, /^refused 11$/m, 'fork fails with EAGAIN')
@@ -220,7 +223,7 @@ test.serial('a fork bomb stops at the pids limit', async (t) => {
 
 test.serial('cpus: 0.5 holds a busy loop near half a core', async (t) => {
   const options: SpawnOptions = { limits: { cpus: 0.5 }, timeoutMs: 3000 }
-  if (!enforced) return failsClosed(t, options)
+  if (!holds(options)) return failsClosed(t, options)
   const r = await runIsolated('/bin/sh', ['-c', 'while :; do :; done'], options)
   t.is(r.reason, 'timeout')
   const ratio = (r.usage.cpuUserMs + r.usage.cpuSystemMs) / r.usage.wallMs
@@ -233,7 +236,7 @@ test('isolate doctor says which limits hold here, as the sandboxes of this file 
   const line = /may create:\s+(.*)/.exec(r.stdout)?.[1] ?? ''
   if (enforced) t.is(line, 'yes: memory, pids, cpu and cpu-time limits are enforced')
   else if (canCreate) {
-    t.is(line, `yes: cpuTimeMs is enforced; ${refused.map((l) => l.option).join(', ')} fail closed`)
+    t.is(line, `yes: ${held.length ? `${held.join(', ')} enforced` : 'but no limit holds'}; ${refused.map((l) => l.option).join(', ')} fail closed`)
     // The same reason, but for the count of processes, which is the doctor's own moment's.
     const counted = (text: string) => text.replace(/holds \d+ process/g, 'holds N process')
     for (const l of refused) t.true(counted(r.stdout).includes(`problem: ${l.option}: ${counted(l.message)}`), r.stdout)
@@ -242,7 +245,7 @@ test('isolate doctor says which limits hold here, as the sandboxes of this file 
 
 test.serial('cpuTimeMs ends a busy loop with reason cpu-time', async (t) => {
   const options: SpawnOptions = { limits: { cpuTimeMs: 400 }, timeoutMs: 60_000 }
-  if (!canCreate) return failsClosed(t, options)
+  if (!holds(options)) return failsClosed(t, options)
   const r = await runIsolated('/bin/sh', ['-c', 'while :; do :; done & while :; do :; done'], options)
   t.is(r.reason, 'cpu-time')
   const used = r.usage.cpuUserMs + r.usage.cpuSystemMs
@@ -253,14 +256,16 @@ const warmHelpers = () => warmHelpersOf(process.pid)
 
 test.serial('where root may make sandbox cgroups, a sandbox starts from a warm helper with an init made ahead, its limits on', async (t) => {
   const options: SpawnOptions = { limits: { pids: 16 }, stdio: ['pipe', 'pipe', 'pipe'] }
-  if (!enforced) {
-    // Warm helpers without a cgroup may serve the sandboxes that need none; none has one here.
-    // Another process's sandboxes in the same cgroup (a root caller's, beside this rootless run) are theirs.
-    t.deepEqual(sandboxCgroups().filter((d) => helperState(d) !== 'other'), [], 'no sandbox cgroup where none can be made')
+  if (!holds(options)) {
+    // Warm helpers without a cgroup may serve the sandboxes that need none, and nothing is left
+    // of those refused. Another process's sandboxes in the same cgroup (a root caller's, beside
+    // this rootless run) are theirs.
+    t.deepEqual(sandboxCgroups().filter((d) => helperState(d) !== 'other'), [], 'no sandbox cgroup of ours where the limit fails closed')
     return failsClosed(t, options)
   }
   if (process.geteuid?.() !== 0) {
-    // A rootless caller with a delegated v2 cgroup: cold starts, cloned straight into their cgroup.
+    // A rootless caller whose pids limit holds (on v2 its cgroup is the hierarchy's root, written
+    // by it): cold starts, cloned straight into their cgroups.
     const r = await runIsolated('/bin/sh', ['-c', 'echo done'], { limits: { pids: 16 } })
     t.is(r.stdout, 'done\n')
     t.deepEqual(warmHelpers().helpers, [], 'no warm helpers for a rootless caller')
@@ -300,7 +305,7 @@ test.serial('where root may make sandbox cgroups, a sandbox starts from a warm h
 
 test.serial("a sandbox's cgroup joins no v1 freezer (its processes end with its init's pid namespace): a daemon it left ends with it, from a warm helper and cold", async (t) => {
   const options: SpawnOptions = { limits: { pids: 16 }, stdio: ['pipe', 'ignore', 'ignore'] }
-  if (!enforced) return failsClosed(t, options)
+  if (!holds(options)) return failsClosed(t, options)
   const ownLines = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')
   const freezerHere = ownLines.some((l) => l.split(':')[1].split(',').includes('freezer'))
   if (!freezerHere) t.log(`no v1 freezer hierarchy here (${host.cgroup.mode}): only the daemon's end and the cgroup's removal are asserted`)
@@ -338,7 +343,7 @@ test.serial("a sandbox's cgroup joins no v1 freezer (its processes end with its 
 
 test.serial('a warm helper whose init made ahead does not fit the spec (other namespaces) has a fresh one cloned inside its cgroup, limits on', async (t) => {
   const options: SpawnOptions = { limits: { pids: 16 }, network: 'host', stdio: ['pipe', 'ignore', 'ignore'] }
-  if (!enforced) return failsClosed(t, options)
+  if (!holds(options)) return failsClosed(t, options)
   if (process.geteuid?.() !== 0) {
     t.log('a rootless caller who may create cgroups has no pool: its starts are cold')
     t.is((await runIsolated('/bin/true', [], options)).exitCode, 0)

@@ -4,6 +4,7 @@ import test from 'ava'
 import { chmodSync, existsSync, readFileSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, createSandbox, importImage, IsolateError, runIsolated, spawnIsolated, unpackRootfs } from '../index.js'
+import { shown } from '../lib/errors.js'
 import { alpineTarball, isRoot, removeDir, tempDir, zombieChildren } from './helpers.js'
 
 /** This process's hard RLIMIT_NOFILE. */
@@ -279,9 +280,19 @@ test('an object held in many places is refused as a seccomp profile, and shown c
   const long = await t.throwsAsync(runIsolated('/bin/true', [], { seccomp: text }), { instanceOf: IsolateError })
   t.is(long?.option, 'seccomp')
   t.regex(long!.message, /at most 4 MiB as JSON text; this one has \d+ characters/)
-  // Short values are shown whole, as before.
+  // Short values are shown whole, as before; a long text by its start and its length.
   const short = await t.throwsAsync(runIsolated('/bin/true', [], { network: { a: [1, 2] } } as never), { instanceOf: IsolateError })
   t.regex(short!.message, /got \{"a":\[1,2\]\}/)
+  const longText = await t.throwsAsync(runIsolated('/bin/true', [], { network: 'n'.repeat(70_000) } as never), { instanceOf: IsolateError })
+  t.regex(longText!.message, /got "n{1024}"… \(70000 characters\)$/)
+  // String objects count as the text they write (a value shown as it came, as kill()'s signal).
+  let boxed: unknown = new String('s'.repeat(2000))
+  for (let i = 0; i < 30; i++) boxed = { l: boxed, r: boxed }
+  t.regex(shown(boxed), /more than 65536 characters as JSON/)
+  // A profile whose toJSON makes it something else than an object.
+  const unmade = await t.throwsAsync(runIsolated('/bin/true', [], { seccomp: { defaultAction: 'SCMP_ACT_ALLOW', toJSON: () => undefined } as never }), { instanceOf: IsolateError })
+  t.is(unmade?.option, 'seccomp')
+  t.regex(unmade!.message, /must be a JSON object/)
 })
 
 test.serial("options made in another realm, or as a class's instance, are read without their realm's Object.prototype", async (t) => {

@@ -8,11 +8,12 @@ import test, { type ExecutionContext } from 'ava'
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { createSandbox, IsolateError, probe, runIsolated, type PersistentSandbox, type SandboxOptions } from '../index.js'
+import { limitsHold } from '../lib/probe.js'
 import { isHelperOf, isRoot, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, waitUntil, zombieChildren } from './helpers.js'
 
 const host = await probe()
-const cgroups = host.cgroupHost?.canCreate === true
-if (!cgroups) console.log(`persistent.test: this host gives us no cgroups (${host.cgroupHost?.reason}); the cleanup test runs without cgroup limits`)
+const cgroups = limitsHold(host, { memoryBytes: 1, pids: 1 })
+if (!cgroups) console.log(`persistent.test: memory and pids limits do not hold here (${host.cgroupHost?.reason ?? host.cgroupHost?.refused.map((r) => r.option).join(', ')}); the cleanup test runs without cgroup limits`)
 
 /** A sandbox destroyed after the test that made it, whatever the test did. */
 async function sandbox(t: ExecutionContext, options: SandboxOptions = {}): Promise<PersistentSandbox> {

@@ -9,6 +9,7 @@ import test from 'ava'
 import { readFileSync } from 'node:fs'
 import { getPriority, setPriority } from 'node:os'
 import { configurePool, probe, spawnIsolated } from '../index.js'
+import { limitsHold } from '../lib/probe.js'
 import { poolEligible } from '../lib/pool.js'
 import { isRoot, parentOf, poolHeard, waitingForSpec, waitUntil, warmHelpersOf } from './helpers.js'
 
@@ -17,7 +18,7 @@ setPriority(CALLER)
 const host = await probe()
 // As lib/pool.ts: root, or a caller who may not create cgroups (its warm helpers have none).
 const pooled = poolEligible(isRoot, host.cgroupHost?.canCreate === true)
-const cgroups = host.cgroupHost?.canCreate === true
+const cgroups = limitsHold(host, { memoryBytes: 1 })
 const stepsBack = isRoot // root has CAP_SYS_NICE; the rootless lane's user has not
 console.log(`priority.test: this process at nice ${getPriority()}; ${stepsBack ? 'root: helpers step back to nice 19' : 'no CAP_SYS_NICE: helpers run at the caller\'s nice'}; ${pooled ? 'warm helpers from the pool' : `no pool here (uid ${process.geteuid?.()}, may create cgroups: ${host.cgroupHost?.canCreate}): every sandbox starts cold, the pooled test is skipped`}`)
 

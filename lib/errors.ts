@@ -62,6 +62,8 @@ export class JsonTooLong extends Error {}
 export function boundedJson(v: unknown, most: number): string | undefined {
   let written = 0
   const json = JSON.stringify(v, (key, value: unknown) => {
+    // A String object is written as the text its toString gives: counted as that text.
+    if (value instanceof String) value = String(value)
     // Keys and strings by their length (escapes may add to that: checked again below); any
     // other value, and the punctuation around each, by a few characters.
     written += key.length + (typeof value === 'string' ? value.length : 0) + 4
@@ -78,6 +80,8 @@ const SHOWN_MOST = 64 << 10
 /** A value as an error message shows it: JSON where it has one, never a throw (BigInt, cycles) and never without end (an object held in many places). */
 export function shown(v: unknown): string {
   if (typeof v === 'bigint') return `${v}n`
+  // A long text shows its start, as JSON, and how long it is.
+  if (typeof v === 'string' && v.length > SHOWN_MOST) return `${JSON.stringify(v.slice(0, 1024))}… (${v.length} characters)`
   try {
     return boundedJson(v, SHOWN_MOST) ?? String(v)
   } catch (e) {

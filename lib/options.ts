@@ -344,13 +344,15 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   const tooLong = `a profile is at most ${MOST_PROFILE_JSON >> 20} MiB as JSON text`
   if (o.seccomp === 'none') seccomp = { mode: 'none' }
   else if (isObject(o.seccomp)) {
-    let json: string
+    let json: string | undefined
     try {
-      json = boundedJson(o.seccomp, MOST_PROFILE_JSON)!
+      json = boundedJson(o.seccomp, MOST_PROFILE_JSON)
     } catch (e) {
-      if (e instanceof JsonTooLong) throw optionError('seccomp', `${tooLong}; this one is more (an object held in several places of it is written out at each)`)
+      if (e instanceof JsonTooLong) throw optionError('seccomp', `${tooLong}; this one is more (an object held in several places of it counts once for each)`)
       throw optionError('seccomp', `a profile must be plain JSON data: ${(e as Error).message}`)
     }
+    // A toJSON of its own may turn it into anything, or nothing.
+    if (json === undefined || !json.startsWith('{')) throw optionError('seccomp', 'a profile must be a JSON object (its toJSON gave something else)')
     seccomp = { mode: 'profile', json }
   }
   else if (typeof o.seccomp === 'string' && o.seccomp !== 'default') {

@@ -3,9 +3,12 @@ import { Socket } from 'node:net'
 import { IsolateError } from './errors.js'
 import { loadNative, type Native } from './native.js'
 
+/** The limits a sandbox's cgroup enforces. */
+export const CGROUP_LIMITS = ['limits.memoryBytes', 'limits.pids', 'limits.cpus', 'limits.cpuTimeMs'] as const
+
 /** A cgroup limit that fails closed on this host, as its error would say. */
 export interface RefusedLimit {
-  /** `limits.memoryBytes`, `limits.pids` or `limits.cpus`. */
+  /** One of {@link CGROUP_LIMITS}. */
   option: string
   controller: string
   message: string
@@ -29,7 +32,8 @@ export interface HostProbe {
   cgroupHost: {
     mode: string
     canCreate: boolean
-    reason: string | null
+    /** Why it may not (absent when it may). */
+    reason?: string
     swapAccounting: boolean | null
     /** The limits that fail closed although a cgroup may be made ({@link cgroupLimitsHere}). */
     refused: RefusedLimit[]
@@ -92,11 +96,20 @@ export function probe(): Promise<HostProbe> {
 
 /**
  * Which cgroup limits a sandbox started by this process can have, as probe() found the host:
- * `canCreate`, a cgroup of its own (what cpuTimeMs needs); `refused`, the limits that fail closed
- * although it can, with what their error says (on cgroup v2, those whose controller a child of
- * this process's cgroup cannot have; on v1, those whose hierarchy is not mounted).
+ * `canCreate`, a cgroup of its own (without one every limit fails closed); `held`, the limits
+ * that hold; `refused`, those that fail closed although it can, with what their error says (on
+ * cgroup v2, those whose controller a child of this process's cgroup cannot have; on v1, those
+ * whose hierarchy this process may not use, cpuTimeMs without cpuacct).
  */
-export function cgroupLimitsHere(p: HostProbe): { canCreate: boolean; refused: RefusedLimit[] } {
+export function cgroupLimitsHere(p: HostProbe): { canCreate: boolean; held: string[]; refused: RefusedLimit[] } {
   const canCreate = p.cgroupHost?.canCreate === true
-  return { canCreate, refused: canCreate ? (p.cgroupHost?.refused ?? []) : [] }
+  const refused = canCreate ? (p.cgroupHost?.refused ?? []) : []
+  const held = canCreate ? CGROUP_LIMITS.filter((l) => !refused.some((r) => r.option === l)) : []
+  return { canCreate, held, refused }
+}
+
+/** Whether every limit of `limits` (keys as in SpawnOptions.limits) holds here. */
+export function limitsHold(p: HostProbe, limits: Record<string, unknown>): boolean {
+  const { held } = cgroupLimitsHere(p)
+  return Object.keys(limits).every((k) => !CGROUP_LIMITS.includes(`limits.${k}` as (typeof CGROUP_LIMITS)[number]) || held.includes(`limits.${k}`))
 }

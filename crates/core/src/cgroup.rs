@@ -217,8 +217,8 @@ pub struct RefusedLimit {
     pub hint: Option<String>,
 }
 
-/// The cgroup limits that need a controller, and which (cpuTimeMs needs only a cgroup).
-const LIMIT_CONTROLLERS: [(&str, &str); 3] = [("limits.memoryBytes", "memory"), ("limits.pids", "pids"), ("limits.cpus", "cpu")];
+/// The cgroup limits and the controller each needs (cpuTimeMs: cpuacct on v1, nothing on v2).
+const LIMIT_CONTROLLERS: [(&str, &str); 4] = [("limits.memoryBytes", "memory"), ("limits.pids", "pids"), ("limits.cpus", "cpu"), ("limits.cpuTimeMs", "cpuacct")];
 
 impl CgroupHost {
     /// The v1 hierarchy carrying `controller`, if mounted.
@@ -226,11 +226,13 @@ impl CgroupHost {
         self.v1.iter().find(|h| h.controllers.iter().any(|c| c == controller))
     }
 
-    /// A sandbox cgroup of this host can have `controller`.
+    /// A sandbox cgroup of this host can have `controller` (`cpuacct`: its CPU time is counted).
     fn usable(&self, controller: &str) -> bool {
         match self.mode {
+            // cpu.stat is in every v2 cgroup.
+            CgroupMode::V2 if controller == "cpuacct" => true,
             CgroupMode::V2 => self.unified.as_ref().is_some_and(|u| matches!(u.availability(controller), V2Availability::Enabled | V2Availability::Enableable)),
-            CgroupMode::V1 | CgroupMode::Hybrid => self.v1_hierarchy(controller).is_some_and(|h| h.own_dir.is_some()),
+            CgroupMode::V1 | CgroupMode::Hybrid => self.v1_hierarchy(controller).is_some_and(|h| h.own_dir.is_some() && h.writable),
             CgroupMode::Unavailable => false,
         }
     }
@@ -467,11 +469,15 @@ pub struct CgroupLimits {
     pub pids: Option<u64>,
     /// A fraction of cores: 0.5 is half a core's time per period, 2 is two cores'.
     pub cpus: Option<f64>,
+    /// The sandbox's CPU time is counted (cpuTimeMs): v2 counts it in every cgroup, v1 only with
+    /// the cpuacct controller, without which the limit would never be reached.
+    #[serde(default)]
+    pub cpu_time: bool,
 }
 
 impl CgroupLimits {
     pub fn is_empty(&self) -> bool {
-        self.memory_bytes.is_none() && self.pids.is_none() && self.cpus.is_none()
+        self.memory_bytes.is_none() && self.pids.is_none() && self.cpus.is_none() && !self.cpu_time
     }
 }
 
@@ -519,6 +525,10 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
         ),
         CgroupMode::V1 | CgroupMode::Hybrid => match host.v1_hierarchy(controller) {
             None => (format!("the {controller} cgroup controller is not mounted"), Some(v1_mount(controller))),
+            Some(h) if h.own_dir.is_some() && !h.writable => (
+                format!("this process may not create {controller} cgroups in {}", h.own_dir.as_deref().unwrap_or_default()),
+                Some("cgroup v1 lets root create cgroups (or a user for whom an administrator made one); run as root".to_owned()),
+            ),
             Some(h) => (
                 format!("this process's {controller} cgroup {} is not visible under {}", h.own_path, h.mount),
                 Some(format!("mount the {controller} hierarchy's root (or run in the cgroup the mount shows), e.g. a container started with a private cgroup namespace")),
@@ -527,12 +537,8 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
         CgroupMode::V2 => {
             let u = host.unified.as_ref().expect("v2 mode has the unified hierarchy");
             let own = u.own_dir.clone().unwrap_or_else(|| u.own_path.clone());
-            let delegate = format!(
-                "delegate it to this cgroup: as root, add `+{controller}` to the parent's cgroup.subtree_control; under systemd, start the caller with `systemd-run --user --scope -p Delegate=yes ...` or give user sessions `Delegate=cpu cpuset io memory pids` in /etc/systemd/system/user@.service.d/delegate.conf"
-            );
-            let no_internal_process = format!(
-                "cgroup v2 lets a non-root cgroup give {controller} to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or without this limit"
-            );
+            // One text for every controller, so that the hints of several limits read it once.
+            let no_internal_process = "cgroup v2 lets a cgroup other than the hierarchy's root give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or without these limits".to_owned();
             match u.availability(controller) {
                 V2Availability::Enabled | V2Availability::Enableable => (format!("the {controller} controller is usable"), None),
                 V2Availability::NotDelegated if u.is_root => (
@@ -548,9 +554,10 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
                     format!("the {controller} cgroup controller cannot be enabled for the children of {own}: it holds {} process(es), this one included", u.processes),
                     Some(no_internal_process),
                 ),
+                // Only where the rule above does not apply: the hierarchy's root, which only root may write.
                 V2Availability::NotWritable => (
                     format!("the {controller} cgroup controller is not enabled in {own}/cgroup.subtree_control, which this process may not write"),
-                    Some(delegate),
+                    Some(format!("as root, add `+{controller}` to {own}/cgroup.subtree_control, or run the caller as root")),
                 ),
                 V2Availability::Unreachable => (
                     format!("this process's cgroup {} is not visible under {}", u.own_path, u.mount),
@@ -597,6 +604,9 @@ pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<Cgrou
     }
     if limits.cpus.is_some() {
         wanted.push("cpu");
+    }
+    if limits.cpu_time {
+        wanted.push("cpuacct");
     }
     let v2 = host.mode.uses_v2();
     let missing: Vec<&str> = wanted.iter().copied().filter(|c| !host.usable(c)).collect();
@@ -754,7 +764,7 @@ fn mkdir(path: &str) -> Result<(), SetupError> {
         match e {
             Errno::EEXIST => err.with_hint("a cgroup of this name already exists (left by a process that died?); choose another name"),
             Errno::EACCES | Errno::EPERM | Errno::EROFS => err.with_hint(
-                "this process may not create cgroups here: cgroup v2 needs the cgroup delegated to this user (systemd Delegate=yes); cgroup v1 needs root or a cgroup an administrator created for this user; `isolate doctor` shows what this host allows",
+                "this process may not create cgroups here: cgroup v2 needs the cgroup delegated to this user (systemd Delegate=yes), which allows cpuTimeMs (memory, pids and cpu also need the caller's cgroup to be the hierarchy's root); cgroup v1 needs root or a cgroup an administrator created for this user; `isolate doctor` says which limits hold here",
             ),
             _ => err,
         }
@@ -768,7 +778,7 @@ fn write_hint(err: SetupError, file: &str, errno: i32) -> SetupError {
         ("cgroup.subtree_control", Errno::EBUSY) => err.with_hint(
             "cgroup v2's no-internal-process rule: this cgroup holds processes, so domain controllers cannot be enabled for its children; isolate does not move the caller's processes",
         ),
-        ("cgroup.subtree_control", Errno::EACCES | Errno::EPERM) => err.with_hint("this cgroup's controllers are not delegated to this user (systemd Delegate=yes)"),
+        ("cgroup.subtree_control", Errno::EACCES | Errno::EPERM) => err.with_hint("this process may not enable controllers for its cgroup's children; even where it may (a cgroup delegated to it), a cgroup that holds the caller gives its children no memory, pids or cpu (the no-internal-process rule): run the caller as root where its cgroup is the hierarchy's root"),
         _ => err,
     }
 }
@@ -779,6 +789,10 @@ impl SandboxCgroup {
     pub fn create(host: &CgroupHost, name: &str, limits: &CgroupLimits, ending: Ending) -> Result<SandboxCgroup, SetupError> {
         let plan = plan_writes(host, limits)?;
         let mut needed: Vec<Controller> = plan.iter().map(|w| w.controller).collect();
+        // Counting CPU time writes nothing, but on v1 it is required all the same.
+        if limits.cpu_time && !host.mode.uses_v2() {
+            needed.push(Controller::Cpuacct);
+        }
         needed.sort();
         needed.dedup();
         let cg = SandboxCgroup::create_dirs(host, name, &needed, ending)?;
@@ -833,7 +847,8 @@ impl SandboxCgroup {
     /// Whether [`SandboxCgroup::apply_limits`] can put `limits` on this cgroup: it has the
     /// directory of every controller they need.
     pub fn covers(&self, host: &CgroupHost, limits: &CgroupLimits) -> bool {
-        plan_writes(host, limits).is_ok_and(|plan| plan.iter().all(|w| self.dir_of(w.controller).is_some()))
+        let counts_cpu = !limits.cpu_time || self.v2 || self.dir_of(Controller::Cpuacct).is_some();
+        counts_cpu && plan_writes(host, limits).is_ok_and(|plan| plan.iter().all(|w| self.dir_of(w.controller).is_some()))
     }
 
     /// Put `limits` on a cgroup made by [`SandboxCgroup::prepare`]. Fails closed, as
@@ -941,7 +956,7 @@ impl SandboxCgroup {
         }
         if self.dirs.is_empty() {
             return Err(SetupError::new(STEP_CREATE, "no cgroup v1 hierarchy of memory, pids, cpuacct or freezer could be used")
-                .with_hint("run as root, or on a host with cgroup v2 and delegation; `isolate doctor` shows what this host allows"));
+                .with_hint("run as root; `isolate doctor` says which limits hold here"));
         }
         Ok(())
     }
@@ -1463,7 +1478,7 @@ mod tests {
     fn a_cgroup_made_ahead_covers_only_limits_whose_controllers_it_has() {
         let host = v1_host(&["memory", "pids", "cpu,cpuacct"], true);
         let cg = made(false, &[("/sys/fs/cgroup/memory/x", &[Controller::Memory]), ("/sys/fs/cgroup/pids/x", &[Controller::Pids])]);
-        assert!(cg.covers(&host, &CgroupLimits { memory_bytes: Some(1 << 20), pids: Some(4), cpus: None }));
+        assert!(cg.covers(&host, &CgroupLimits { memory_bytes: Some(1 << 20), pids: Some(4), cpus: None, cpu_time: false }));
         assert!(cg.covers(&host, &CgroupLimits::default()));
         assert!(!cg.covers(&host, &CgroupLimits { cpus: Some(0.5), ..Default::default() }), "no cpu directory");
         let v2 = v2_host(&["cpu", "memory", "pids"], &["memory", "pids"], true, 1);
@@ -1487,7 +1502,7 @@ mod tests {
     }
 
     fn all_limits() -> CgroupLimits {
-        CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(16), cpus: Some(0.5) }
+        CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(16), cpus: Some(0.5), cpu_time: false }
     }
 
     fn triples(plan: &[CgroupWrite]) -> Vec<(&'static str, &'static str, String, bool)> {
@@ -1541,8 +1556,10 @@ mod tests {
         let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
         assert!(e.message.ends_with(&refused[0].message), "{e:?} / {refused:?}");
         assert!(e.hint.as_deref().unwrap().starts_with(refused[0].hint.as_deref().unwrap()), "{e:?} / {refused:?}");
-        // v1 without pids mounted; none where a cgroup may not be made at all (reason says why).
-        assert_eq!(v1_host(&["memory", "cpu"], true).refused_limits().iter().map(|r| r.controller).collect::<Vec<_>>(), ["pids"]);
+        // v1 without pids and cpuacct mounted (cpuTimeMs is then refused: nothing would count its
+        // CPU time); none where a cgroup may not be made at all (reason says why).
+        assert_eq!(v1_host(&["memory", "cpu"], true).refused_limits().iter().map(|r| r.option).collect::<Vec<_>>(), ["limits.pids", "limits.cpuTimeMs"]);
+        assert!(v1_host(&["memory", "pids", "cpu,cpuacct"], true).refused_limits().is_empty());
         let mut host = v1_host(&["memory"], true);
         host.can_create = false;
         assert!(host.refused_limits().is_empty());
@@ -1551,6 +1568,23 @@ mod tests {
         let at_root = v2_host(&["cpu", "pids"], &[], true, 0).refused_limits();
         assert_eq!(at_root.len(), 1);
         assert!(at_root[0].hint.as_deref().unwrap().contains("cgroup_disable="), "{at_root:?}");
+    }
+
+    #[test]
+    fn cpu_time_needs_cpuacct_on_v1_and_nothing_more_on_v2() {
+        let cpu_time = CgroupLimits { cpu_time: true, ..Default::default() };
+        // Without cpuacct nothing counts the sandbox's CPU time: refused, never a limit that no
+        // count ever reaches.
+        let e = plan_writes(&v1_host(&["memory", "pids"], true), &cpu_time).unwrap_err();
+        assert!(e.message.contains("missing cgroup controller(s) cpuacct"), "{e:?}");
+        assert_eq!(plan_writes(&v1_host(&["memory", "cpu,cpuacct"], true), &cpu_time).map(|p| p.len()), Ok(0));
+        assert_eq!(plan_writes(&v2_host(&["memory"], &[], false, 1), &cpu_time).map(|p| p.len()), Ok(0));
+        // A v1 hierarchy this process may not write is no more usable than a missing one.
+        let mut host = v1_host(&["memory", "cpu,cpuacct"], true);
+        host.v1.iter_mut().for_each(|h| h.writable = false);
+        let e = plan_writes(&host, &cpu_time).unwrap_err();
+        assert!(e.message.contains("may not create cpuacct cgroups"), "{e:?}");
+        assert!(!cpu_time.is_empty());
     }
 
     #[test]
@@ -2040,7 +2074,7 @@ mod tests {
         let Some(host) = real_host() else { return };
         let name = unique_name();
         // Passes the plan, refused by the kernel (quota above its ~203 days maximum).
-        let e = SandboxCgroup::create(&host, &name, &CgroupLimits { memory_bytes: Some(1 << 30), pids: Some(4), cpus: Some(1e9) }, Ending::Frozen).unwrap_err();
+        let e = SandboxCgroup::create(&host, &name, &CgroupLimits { memory_bytes: Some(1 << 30), pids: Some(4), cpus: Some(1e9), cpu_time: false }, Ending::Frozen).unwrap_err();
         assert_eq!(e.errno.as_deref(), Some("EINVAL"), "{e:?}");
         assert!(e.path.as_deref().unwrap().contains("cpu"), "{e:?}");
         assert!(e.hint.is_some());

@@ -80,9 +80,9 @@ struct Child {
 /// The limits only a cgroup can enforce or measure for the whole sandbox.
 fn cgroup_limits(spec: &Spec) -> Option<CgroupLimits> {
     let l = &spec.limits;
-    let limits = CgroupLimits { memory_bytes: l.memory_bytes, pids: l.pids, cpus: l.cpus };
     // cpuTimeMs needs the cgroup's CPU accounting (every process, however it forked), no limit file.
-    (!limits.is_empty() || l.cpu_time_ms.is_some()).then_some(limits)
+    let limits = CgroupLimits { memory_bytes: l.memory_bytes, pids: l.pids, cpus: l.cpus, cpu_time: l.cpu_time_ms.is_some() };
+    (!limits.is_empty()).then_some(limits)
 }
 
 /// The sandbox's cgroup, beneath the helper's own, when a limit needs one. A limit the host
