@@ -201,7 +201,8 @@ pub struct CgroupHost {
     /// Why not, when it may not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// What [`CgroupHost::refused_limits`] found when the host was detected.
+    /// What [`CgroupHost::refused_limits`] says, filled in for the probe only: a sandbox's start,
+    /// which detects the host too, finds out from its own limits' plan.
     pub refused: Vec<RefusedLimit>,
 }
 
@@ -452,7 +453,6 @@ fn host_from_layout(layout: Layout) -> CgroupHost {
     };
     host.can_create = can;
     host.reason = reason;
-    host.refused = host.refused_limits();
     host
 }
 

@@ -136,7 +136,10 @@ pub fn probe() -> Probe {
         user_namespaces: UserNs { allowed: reason.is_none(), reason, max_user_namespaces: max, unprivileged_userns_clone: clone, apparmor_restricted: apparmor },
         cgroup: cgroup(),
         #[cfg(target_os = "linux")]
-        cgroup_host: crate::cgroup::detect().ok(),
+        cgroup_host: crate::cgroup::detect().ok().map(|mut h| {
+            h.refused = h.refused_limits();
+            h
+        }),
         overlay: filesystems.lines().any(|l| l.trim_end().ends_with("overlay")),
         landlock_abi: landlock_abi(),
         seccomp: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),
