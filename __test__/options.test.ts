@@ -3,12 +3,14 @@ import * as vm from 'node:vm'
 import test from 'ava'
 import { chmodSync, existsSync, readFileSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { configurePool, createSandbox, importImage, IsolateError, runIsolated, spawnIsolated, unpackRootfs } from '../index.js'
+import { configurePool, createSandbox, importImage, IsolateError, probe, runIsolated, spawnIsolated, unpackRootfs } from '../index.js'
 import { shown } from '../lib/errors.js'
 import { alpineTarball, isRoot, removeDir, tempDir, zombieChildren } from './helpers.js'
 
 /** This process's hard RLIMIT_NOFILE. */
 const hardNoFile = () => Number(/^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1])
+
+const firstHostId = isRoot ? (await probe()).sandboxHostIds ?? undefined : undefined
 
 const cases: Array<[string, Record<string, unknown>, string]> = [
   ['relative mount target', { mounts: [{ type: 'tmpfs', target: 'tmp' }] }, 'mounts[0].target'],
@@ -64,6 +66,13 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['a second spelling of an earlier target', { mounts: [{ type: 'tmpfs', target: '/x' }, { type: 'tmpfs', target: '/./x' }] }, 'mounts[1].target'],
   // Without a user namespace (root only): it ran as host root, the kernel reading it as 'unchanged'.
   ...(isRoot ? [['uid 4294967295 without a user namespace', { namespaces: { user: false }, user: { uid: 2 ** 32 - 1, gid: 2 ** 32 - 1 } }, 'user'] as [string, Record<string, unknown>, string]] : []),
+  // The ids that own root's sandboxes' user namespaces: a host process running as one would hold one's capabilities.
+  ...(isRoot && firstHostId !== undefined
+    ? ([
+        ['an owner of root sandboxes\' user namespaces without a user namespace', { namespaces: { user: false }, user: { uid: firstHostId.uid + 1, gid: firstHostId.gid } }, 'user'],
+        ['the last owner of root sandboxes\' user namespaces', { namespaces: { user: false }, user: { uid: firstHostId.uid + 65535, gid: firstHostId.gid } }, 'user'],
+      ] as Array<[string, Record<string, unknown>, string]>)
+    : []),
   ['gid 4294967295', { user: { uid: 0, gid: 2 ** 32 - 1 } }, 'user'],
   ['a cwd longer than the kernel takes (its error hung the sandbox)', { cwd: `/${'a'.repeat(70_000)}` }, 'cwd'],
 ]

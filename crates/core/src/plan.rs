@@ -328,6 +328,16 @@ pub fn plan_id_maps(inside: Ids, caller: Ids, unprivileged: Ids) -> IdMaps {
     }
 }
 
+/// The owner of a root caller's sandbox user namespace: an id of the sandbox's mapped range, one
+/// per helper (`key`: the helper's pid, which no other live sandbox's helper has), never its first
+/// (the sandboxes run without a user namespace run as that one on the host). Only a process in the
+/// host's user namespace running as the owner would hold the namespace's capabilities; a sandbox's
+/// own processes run as those ids only inside namespaces of their own. Per-user kernel counts are
+/// then charged to each sandbox apart, neither to host root nor to the other sandboxes.
+pub fn namespace_owner(first: u32, key: u32) -> u32 {
+    first + 1 + key % (ROOT_MAPPED_RANGE - 1)
+}
+
 /// The ids the sandbox's setup runs as once the maps exist: its root where root is mapped, else
 /// the one mapped user. Either way the setup keeps every capability of its user namespace.
 pub fn setup_ids(inside: Ids, caller: Ids) -> Ids {
@@ -412,6 +422,16 @@ mod tests {
             secrets: vec![entry("/etc/shadow", EntryKind::File), entry("/etc/ssh", EntryKind::Dir), entry("/etc/sudoers", EntryKind::Missing)],
             bind_sources: vec![],
         }
+    }
+
+    #[test]
+    fn a_namespace_owner_is_in_the_mapped_range_never_its_first_id() {
+        let first = FALLBACK_FIRST_ID;
+        for key in [0, 1, 65534, 65535, 65536, 4_194_304, u32::MAX] {
+            let owner = namespace_owner(first, key);
+            assert!(owner > first && owner < first + ROOT_MAPPED_RANGE, "{key} -> {owner}");
+        }
+        assert_ne!(namespace_owner(first, 4242), namespace_owner(first, 4243));
     }
 
     #[test]

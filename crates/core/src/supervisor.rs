@@ -116,6 +116,18 @@ pub(crate) fn sandbox_host_ids(caller: Ids) -> Result<Ids, SetupError> {
     })
 }
 
+/// Who owns the user namespace that a clone with `flags` makes (see [`crate::sys::clone_as_owner`]):
+/// for a root caller, an id of its sandboxes' range keyed by the helper (the init's parent: this
+/// process, or with CLONE_PARENT a zygote's parent); None otherwise, or with no user namespace.
+pub(crate) fn namespace_owner(flags: libc::c_ulong) -> Option<u32> {
+    if flags & libc::CLONE_NEWUSER as libc::c_ulong == 0 || !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let first = sandbox_host_ids(Ids { uid: 0, gid: 0 }).ok()?.uid;
+    let helper = if flags & libc::CLONE_PARENT as libc::c_ulong != 0 { nix::unistd::getppid() } else { nix::unistd::getpid() };
+    Some(crate::plan::namespace_owner(first, helper.as_raw() as u32))
+}
+
 pub(crate) fn clone_flags(spec: &Spec) -> libc::c_ulong {
     namespace_clone_flags(spec.namespaces)
 }
@@ -486,8 +498,9 @@ pub fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, S
 /// namespaces: clone3 with CLONE_INTO_CGROUP when a v2 cgroup fd is given, else clone. Returns
 /// what clone returns (0 in the child) and whether the child started inside the cgroup.
 fn fork_into_namespaces(flags: libc::c_ulong, cgroup_fd: Option<i32>) -> (libc::c_long, bool) {
+    let owner = namespace_owner(flags);
     if let Some(fd) = cgroup_fd {
-        let rc = crate::sys::clone3_into_cgroup(flags & !0xff, flags & 0xff, fd);
+        let rc = crate::sys::clone_as_owner(owner, || crate::sys::clone3_into_cgroup(flags & !0xff, flags & 0xff, fd));
         if rc >= 0 {
             return (rc, true);
         }
@@ -497,7 +510,7 @@ fn fork_into_namespaces(flags: libc::c_ulong, cgroup_fd: Option<i32>) -> (libc::
         }
     }
     // SAFETY: fork-like clone(2): no stack, no tids, no tls; the child continues on a copy of ours.
-    (unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }, false)
+    (crate::sys::clone_as_owner(owner, || unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) }), false)
 }
 
 pub(crate) fn write_id_maps(pid: Pid, maps: &crate::plan::IdMaps) -> Result<(), SetupError> {

@@ -996,6 +996,61 @@ pub fn take_terminal(slave: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
+/// Run `clone` (a fork-like clone of this single-threaded process into a new user namespace) with
+/// `owner` as this thread's effective uid, so that the namespace is owned by `owner`: the kernel
+/// charges what is counted per user (inotify instances and watches, user namespaces, fanotify
+/// groups, queued signals, message-queue bytes) to a user namespace's owner in its parent as well,
+/// and for a root caller's sandbox that owner would otherwise be host root, whose counts the
+/// sandbox could use up (128 inotify instances here) for every root process of the host.
+///
+/// Capabilities stay (SECBIT_NO_SETUID_FIXUP) and the file-system uid stays 0 for the clone itself
+/// (CLONE_INTO_CGROUP's write check) and for the child, which opens the caller's sources as host
+/// root until it enters its mapped ids; the new namespace gives the child default securebits.
+/// Everything is put back in the parent, also the parent-death signal and the dumpable flag that
+/// a change of effective uid clears. `None` (an ordinary user's sandbox, or no user namespace):
+/// `clone` runs as it is. Where the switch is refused (no CAP_SETPCAP), the namespace is root's.
+/// Returns what `clone` returns, errno kept.
+pub fn clone_as_owner(owner: Option<u32>, clone: impl FnOnce() -> libc::c_long) -> libc::c_long {
+    const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+    let Some(owner) = owner else { return clone() };
+    // SAFETY: prctl and raw setresuid/setfsuid act on this thread's own credentials only.
+    unsafe {
+        let bits = libc::prctl(libc::PR_GET_SECUREBITS);
+        let mut pdeath: libc::c_int = 0;
+        libc::prctl(libc::PR_GET_PDEATHSIG, &mut pdeath as *mut libc::c_int);
+        let parent = libc::getppid();
+        if bits < 0 || libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong | SECBIT_NO_SETUID_FIXUP) != 0 {
+            return clone();
+        }
+        let switched = libc::syscall(libc::SYS_setresuid, -1i32, owner, -1i32) == 0;
+        if switched {
+            libc::syscall(libc::SYS_setfsuid, 0);
+            // The child's memory is a copy of ours, dumpable as before the switch.
+            libc::prctl(libc::PR_SET_DUMPABLE, 1);
+        }
+        let rc = clone();
+        if rc == 0 {
+            return rc;
+        }
+        let errno = *libc::__errno_location();
+        if switched {
+            // Back to 0 (the saved uid), which also brings the file-system uid back.
+            libc::syscall(libc::SYS_setresuid, -1i32, 0, -1i32);
+            libc::prctl(libc::PR_SET_DUMPABLE, 1);
+        }
+        libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong);
+        if switched && pdeath != 0 {
+            libc::prctl(libc::PR_SET_PDEATHSIG, pdeath as libc::c_ulong);
+            if libc::getppid() != parent {
+                // The parent died while the signal was off: as it would have had it been on.
+                libc::raise(pdeath);
+            }
+        }
+        *libc::__errno_location() = errno;
+        rc
+    }
+}
+
 /// A fork-like clone3 (no new stack, no CLONE_VM) of a single-threaded process whose child starts
 /// inside the cgroup v2 directory `cgroup_fd` (CLONE_INTO_CGROUP), with `flags` (namespaces) and
 /// `exit_signal`. Returns what clone3 returns: 0 in the child, its pid in the parent, -1 on error.

@@ -645,11 +645,11 @@ fn room_for_births(sock: &OwnedFd) {
 fn clone_init_ahead(default_seccomp: &crate::seccomp::Program, flags: libc::c_ulong, cgroup_fd: Option<RawFd>, keep_out: Option<RawFd>) -> Result<(Pid, OwnedFd), nix::errno::Errno> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
-    let rc = match cgroup_fd {
+    let rc = sys::clone_as_owner(crate::supervisor::namespace_owner(flags), || match cgroup_fd {
         Some(fd) => sys::clone3_into_cgroup(flags & !0xff, flags & 0xff, fd),
         // SAFETY: fork-like clone(2) of this single-threaded process: no stack, no tids, no tls.
         None => unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) },
-    };
+    });
     if rc < 0 {
         return Err(nix::errno::Errno::last());
     }
@@ -776,7 +776,7 @@ fn birth(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Prog
     // its parent-death signal), born in this process's cgroup.
     let flags = crate::supervisor::clone_flags(&spec) | libc::CLONE_PARENT as libc::c_ulong;
     // SAFETY: fork-like clone(2) of this single-threaded process: no stack, no tids, no tls.
-    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    let rc = sys::clone_as_owner(crate::supervisor::namespace_owner(flags), || unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) });
     if rc < 0 {
         return Err(SetupError::sys(Step::CloneNamespaces, nix::errno::Errno::last() as i32, None));
     }

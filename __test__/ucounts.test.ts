@@ -1,0 +1,116 @@
+/**
+ * What the kernel counts per user (inotify instances and watches, user namespaces, queued signals,
+ * message-queue bytes) it charges to a user namespace's owner as well, in the namespace above. A
+ * root caller's sandbox namespace is owned by an id of its own (plan::namespace_owner), so a
+ * sandbox that uses up such a count uses up its own: not host root's, not another sandbox's.
+ */
+import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { configurePool, probe, spawnIsolated, type Sandbox, type SpawnOptions } from '../index.js'
+import { isRoot, parentOf, poolHeard, poolReady, waitUntil, warmHelpersOf } from './helpers.js'
+
+const host = await probe()
+const maxInstances = Number(readFileSync('/proc/sys/fs/inotify/max_user_instances', 'utf8'))
+
+/** Open inotify instances until the kernel refuses one; print how many and the errno; hold them until stdin ends. */
+const takeAll = [
+  'import ctypes, sys',
+  'libc = ctypes.CDLL(None, use_errno=True)',
+  'n = 0',
+  'while libc.inotify_init1(0) >= 0:',
+  '    n += 1',
+  'print(n, ctypes.get_errno(), flush=True)',
+  'sys.stdin.read()',
+].join('\n')
+
+/** How many inotify instances this process's user could open now (each closed again). */
+function hostInstances(): number {
+  const r = spawnSync('python3', ['-c', takeAll], { input: '', encoding: 'utf8' })
+  return Number(r.stdout.split(' ')[0])
+}
+
+/** The host uid that owns the user namespace of `pid` (ioctl NS_GET_OWNER_UID). */
+function namespaceOwner(pid: number): number {
+  const code = `import fcntl, os, struct; b = bytearray(4); fcntl.ioctl(os.open('/proc/${pid}/ns/user', os.O_RDONLY), 0xb704, b); print(struct.unpack('I', b)[0])`
+  const r = spawnSync('python3', ['-c', code], { encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`NS_GET_OWNER_UID of ${pid}: ${r.stderr}`)
+  return Number(r.stdout)
+}
+
+/** A sandbox holding every inotify instance it could open, and how many that was. */
+async function holding(options: SpawnOptions = {}): Promise<{ sb: Sandbox; took: number; errno: number }> {
+  const sb = await spawnIsolated('/usr/bin/python3', ['-c', takeAll], { ...options, stdio: ['pipe', 'pipe', 'inherit'] })
+  const line = await new Promise<string>((resolve) => {
+    let out = ''
+    sb.stdout!.on('data', (d: Buffer) => {
+      out += d
+      if (out.includes('\n')) resolve(out)
+    })
+    sb.stdout!.on('end', () => resolve(out))
+  })
+  const [took, errno] = line.trim().split(' ').map(Number)
+  return { sb, took, errno }
+}
+
+async function release(sb: Sandbox) {
+  sb.stdin!.end()
+  return sb.wait()
+}
+
+const EMFILE = 24
+const ways = ['cold', 'from an init made ahead', 'from a warm helper, a fresh init (network host does not fit the one made ahead)'] as const
+
+for (const way of ways) {
+  test.serial(`a root caller's sandbox that opens every inotify instance it may leaves root's count whole: its user namespace has an owner of its own (${way})`, async (t) => {
+    const options: SpawnOptions = way.includes('network host') ? { network: 'host' } : {}
+    if (way === 'cold') configurePool({ size: 0 })
+    else {
+      const ready = await waitUntil(() => poolReady(), 20_000, 50)
+      await poolHeard()
+      if (!ready) t.log('the pool was not ready in 20 s: the sandbox may start cold')
+    }
+    const madeAhead = new Set(warmHelpersOf(process.pid).inits)
+    const before = hostInstances()
+    const { sb, took, errno } = await holding(options)
+    try {
+      if (way === 'from an init made ahead' && isRoot) t.true(madeAhead.has(parentOf(sb.pid)), 'the sandbox took an init made ahead')
+      if (way === 'cold') t.false(madeAhead.has(parentOf(sb.pid)))
+      t.is(errno, EMFILE, 'the sandbox went on until the kernel refused one')
+      const owner = namespaceOwner(sb.pid)
+      if (!isRoot) {
+        // An ordinary user's namespace can only be its own: the count is shared with the caller.
+        t.log(`an ordinary user's sandbox namespace is owned by the caller (${process.getuid!()}): what the kernel counts per user, the sandbox shares with it`)
+        t.is(owner, process.getuid!())
+        return
+      }
+      const first = host.sandboxHostIds!.uid
+      t.true(owner > first && owner < first + 65536, `owner ${owner} is one of the sandbox range's ids past its first (${first})`)
+      t.is(took, maxInstances, `the sandbox opened as many as one user may (${maxInstances})`)
+      t.is(hostInstances(), before, `host root may still open as many as before (${before}) while the sandbox holds ${took}`)
+    } finally {
+      t.is((await release(sb)).exitCode, 0)
+      if (way === 'cold') configurePool({})
+    }
+  })
+}
+
+test.serial("two sandboxes at once: each may open as many inotify instances as one user may, neither takes the other's (root's sandboxes)", async (t) => {
+  if (!isRoot) {
+    t.log("an ordinary user's sandboxes all count as the caller: the kernel offers no other owner to one who may map only its own id")
+    const a = await holding()
+    t.is(namespaceOwner(a.sb.pid), process.getuid!())
+    await release(a.sb)
+    return
+  }
+  const a = await holding()
+  const b = await holding()
+  try {
+    t.is(a.took, maxInstances)
+    t.is(b.took, maxInstances)
+    t.not(namespaceOwner(a.sb.pid), namespaceOwner(b.sb.pid), 'each has an owner of its own')
+  } finally {
+    await release(a.sb)
+    await release(b.sb)
+  }
+})
