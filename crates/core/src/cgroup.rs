@@ -702,6 +702,10 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
 pub struct Usage {
     pub cpu_user_ms: u64,
     pub cpu_system_ms: u64,
+    /// Whether the cgroup counted the CPU time (v2's cpu.stat, v1's cpuacct): without that the
+    /// two above are 0, not a count, and the init's reaped usage is the better figure.
+    #[serde(skip)]
+    pub cpu_counted: bool,
     /// The high-water mark of the cgroup's memory (0 without the memory controller).
     pub peak_memory_bytes: u64,
     /// Processes the kernel OOM-killed inside the sandbox.
@@ -1108,6 +1112,7 @@ impl SandboxCgroup {
             if let Some(stat) = self.file(Controller::Cpu, "cpu.stat").and_then(|p| self.read_counter(&p)) {
                 u.cpu_user_ms = keyed(&stat, "user_usec").unwrap_or(0) / 1000;
                 u.cpu_system_ms = keyed(&stat, "system_usec").unwrap_or(0) / 1000;
+                u.cpu_counted = true;
             }
             if self.controllers().contains(&Controller::Memory) {
                 let current = self.file(Controller::Memory, "memory.current").and_then(|p| self.read_counter_u64(&p)).unwrap_or(0);
@@ -1124,12 +1129,14 @@ impl SandboxCgroup {
                 if let (Some(user), Some(sys)) = (user, sys) {
                     u.cpu_user_ms = user / 1_000_000;
                     u.cpu_system_ms = sys / 1_000_000;
+                    u.cpu_counted = true;
                 } else if let Some(stat) = self.read_counter(&format!("{dir}/cpuacct.stat")) {
                     // USER_HZ ticks.
                     // SAFETY: sysconf has no preconditions.
                     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
                     u.cpu_user_ms = keyed(&stat, "user").unwrap_or(0) * 1000 / hz;
                     u.cpu_system_ms = keyed(&stat, "system").unwrap_or(0) * 1000 / hz;
+                    u.cpu_counted = true;
                 }
             }
             if let Some(dir) = self.dir_of(Controller::Memory) {

@@ -618,6 +618,24 @@ struct Supervisor {
 /// How long an ended sandbox's terminal output is still relayed to a caller that is slow to read.
 const TTY_DRAIN: Duration = Duration::from_millis(250);
 
+/// What the sandbox used: the init's rusage (itself and everything it reaped), with the cgroup's
+/// counts where it kept them. Those count every process, also one whose parent let the kernel
+/// reap it (SIGCHLD ignored), which no rusage holds; a cgroup without CPU accounting keeps the
+/// rusage's CPU time rather than a 0.
+fn merged_usage(ru: &libc::rusage, cg: Option<crate::cgroup::Usage>, wall_ms: f64) -> Usage {
+    let mut usage = Usage { cpu_user_ms: ms(ru.ru_utime), cpu_system_ms: ms(ru.ru_stime), peak_memory_bytes: ru.ru_maxrss as u64 * 1024, wall_ms };
+    if let Some(u) = cg {
+        if u.cpu_counted {
+            usage.cpu_user_ms = u.cpu_user_ms as f64;
+            usage.cpu_system_ms = u.cpu_system_ms as f64;
+        }
+        if u.peak_memory_bytes > 0 {
+            usage.peak_memory_bytes = u.peak_memory_bytes;
+        }
+    }
+    usage
+}
+
 impl Supervisor {
     fn new(spec: &Spec, child: Child, execs: Option<OwnedFd>, started: Instant) -> Supervisor {
         // With a terminal, the caller's stdin and stdout are the relay's ends, not the sandbox's.
@@ -752,14 +770,7 @@ impl Supervisor {
             (_, Some(st)) if libc::WIFEXITED(st) => (Some(libc::WEXITSTATUS(st)), None),
             _ => (None, None),
         };
-        let mut usage = Usage { cpu_user_ms: ms(ru.ru_utime), cpu_system_ms: ms(ru.ru_stime), peak_memory_bytes: ru.ru_maxrss as u64 * 1024, wall_ms };
-        if let Some(u) = cg_usage {
-            usage.cpu_user_ms = u.cpu_user_ms as f64;
-            usage.cpu_system_ms = u.cpu_system_ms as f64;
-            if u.peak_memory_bytes > 0 {
-                usage.peak_memory_bytes = u.peak_memory_bytes;
-            }
-        }
+        let usage = merged_usage(&ru, cg_usage, wall_ms);
         let oom = cg_usage.is_some_and(|u| u.oom_kills > 0);
         let reason = match self.forced {
             Some(r) => r,
@@ -968,5 +979,27 @@ impl Supervisor {
                 None => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_without_cpu_accounting_keeps_the_rusage_cpu_time() {
+        // SAFETY: rusage is plain data; all zeros is a valid value.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        ru.ru_utime = libc::timeval { tv_sec: 1, tv_usec: 500_000 };
+        ru.ru_stime = libc::timeval { tv_sec: 0, tv_usec: 250_000 };
+        ru.ru_maxrss = 2048;
+        let no_cpu = crate::cgroup::Usage { peak_memory_bytes: 8 << 20, ..Default::default() };
+        let u = merged_usage(&ru, Some(no_cpu), 3.0);
+        assert_eq!((u.cpu_user_ms, u.cpu_system_ms, u.peak_memory_bytes), (1500.0, 250.0, 8 << 20));
+        let counted = crate::cgroup::Usage { cpu_user_ms: 1700, cpu_system_ms: 300, cpu_counted: true, ..Default::default() };
+        let u = merged_usage(&ru, Some(counted), 3.0);
+        // A process reaped by the kernel (its parent ignored SIGCHLD) is in the cgroup's count only.
+        assert_eq!((u.cpu_user_ms, u.cpu_system_ms, u.peak_memory_bytes), (1700.0, 300.0, 2048 * 1024));
+        assert_eq!(merged_usage(&ru, None, 3.0).cpu_user_ms, 1500.0);
     }
 }
