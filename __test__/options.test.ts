@@ -10,7 +10,7 @@ import { alpineTarball, isRoot, removeDir, tempDir, zombieChildren } from './hel
 /** This process's hard RLIMIT_NOFILE. */
 const hardNoFile = () => Number(/^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1])
 
-const firstHostId = isRoot ? (await probe()).sandboxHostIds ?? undefined : undefined
+const owners = isRoot ? (await probe()).namespaceOwners : null
 
 const cases: Array<[string, Record<string, unknown>, string]> = [
   ['relative mount target', { mounts: [{ type: 'tmpfs', target: 'tmp' }] }, 'mounts[0].target'],
@@ -67,10 +67,10 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   // Without a user namespace (root only): it ran as host root, the kernel reading it as 'unchanged'.
   ...(isRoot ? [['uid 4294967295 without a user namespace', { namespaces: { user: false }, user: { uid: 2 ** 32 - 1, gid: 2 ** 32 - 1 } }, 'user'] as [string, Record<string, unknown>, string]] : []),
   // The ids that own root's sandboxes' user namespaces: a host process running as one would hold one's capabilities.
-  ...(isRoot && firstHostId !== undefined
+  ...(isRoot && owners !== null
     ? ([
-        ['an owner of root sandboxes\' user namespaces without a user namespace', { namespaces: { user: false }, user: { uid: firstHostId.uid + 1, gid: firstHostId.gid } }, 'user'],
-        ['the last owner of root sandboxes\' user namespaces', { namespaces: { user: false }, user: { uid: firstHostId.uid + 65535, gid: firstHostId.gid } }, 'user'],
+        ['the first owner of root sandboxes\' user namespaces without a user namespace', { namespaces: { user: false }, user: { uid: owners, gid: 1000 } }, 'user'],
+        ['the last owner of root sandboxes\' user namespaces', { namespaces: { user: false }, user: { uid: owners + 65535, gid: 1000 } }, 'user'],
       ] as Array<[string, Record<string, unknown>, string]>)
     : []),
   ['gid 4294967295', { user: { uid: 0, gid: 2 ** 32 - 1 } }, 'user'],

@@ -50,6 +50,15 @@ export interface HostProbe {
    * are then refused (step write_id_maps) until root has a range in /etc/subuid and /etc/subgid.
    */
   sandboxHostIds: { uid: number; gid: number } | null
+  /**
+   * The first of the 65536 host uids that own a root caller's sandbox user namespaces, one per
+   * sandbox and mapped into none: what the kernel counts per user (inotify instances, user
+   * namespaces, queued signals) a sandbox then counts against its own owner, not host root. Null
+   * where a sandbox's namespace is its caller's: an ordinary user's, or root's when this process
+   * lacks CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID or CAP_SETPCAP (a container's root)
+   * or no block of ids is free for them. With namespaces.user false these ids are refused.
+   */
+  namespaceOwners: number | null
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */
   attempt: { userNamespace: string | null; allNamespaces: string | null }
   /** Where the native addon and helper were loaded from. */

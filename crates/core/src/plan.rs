@@ -328,14 +328,15 @@ pub fn plan_id_maps(inside: Ids, caller: Ids, unprivileged: Ids) -> IdMaps {
     }
 }
 
-/// The owner of a root caller's sandbox user namespace: an id of the sandbox's mapped range, one
-/// per helper (`key`: the helper's pid, which no other live sandbox's helper has), never its first
-/// (the sandboxes run without a user namespace run as that one on the host). Only a process in the
-/// host's user namespace running as the owner would hold the namespace's capabilities; a sandbox's
-/// own processes run as those ids only inside namespaces of their own. Per-user kernel counts are
-/// then charged to each sandbox apart, neither to host root nor to the other sandboxes.
-pub fn namespace_owner(first: u32, key: u32) -> u32 {
-    first + 1 + key % (ROOT_MAPPED_RANGE - 1)
+/// The owner of a root caller's sandbox user namespace: one id of the owner block
+/// ([`unprivileged_ids`]' `owners`) per helper (`key`: the helper's pid, which no other live
+/// sandbox's helper has). Only a process of the host's user namespace running as the owner holds
+/// the namespace's capabilities; the block's ids are mapped into no sandbox, so no file a sandbox
+/// makes belongs to one (a set-user-ID file it left would otherwise make whoever runs it that
+/// owner). Per-user kernel counts are then charged to each sandbox apart, neither to host root nor
+/// to the other sandboxes.
+pub fn namespace_owner(owners: u32, key: u32) -> u32 {
+    owners + key % ROOT_MAPPED_RANGE
 }
 
 /// The ids the sandbox's setup runs as once the maps exist: its root where root is mapped, else
@@ -356,50 +357,79 @@ pub fn setup_ids(inside: Ids, caller: Ids) -> Ids {
 pub const FALLBACK_FIRST_ID: u32 = 0x7000_0000;
 const FALLBACK_END: u32 = 0x7FFE_0000;
 
-/// The host ids a root caller's sandboxes run as: root's first subordinate id from /etc/subuid and
-/// /etc/subgid when it has a whole range there (those ranges are set aside for exactly this), else
-/// the first [`ROOT_MAPPED_RANGE`] block from [`FALLBACK_FIRST_ID`] that no one's subordinate range
-/// and no account of /etc/passwd (/etc/group) holds. `read` gives a file's text. None when every
-/// block is held: no id is then safe to hand out.
-pub fn unprivileged_ids(read: impl Fn(&str) -> Option<String>) -> Option<Ids> {
-    let uid = mapped_base(read("/etc/subuid").as_deref(), || read("/etc/passwd"))?;
-    let gid = mapped_base(read("/etc/subgid").as_deref(), || read("/etc/group"))?;
-    Some(Ids { uid, gid })
+/// The host ids a root caller's sandboxes run as, and the first uid of the block whose ids own
+/// their user namespaces ([`namespace_owner`]; None when no block is left for them: the namespaces
+/// are then root's). The ids: root's first subordinate id from /etc/subuid and /etc/subgid when it
+/// has a whole range there (those ranges are set aside for exactly this), else the first
+/// [`ROOT_MAPPED_RANGE`] block from [`FALLBACK_FIRST_ID`] that no one's subordinate range and no
+/// account of /etc/passwd (/etc/group) holds. The owners: the next block of root's range where it
+/// holds two, else the next such free block. `read` gives a file's text. None when every block is
+/// held: no id is then safe to hand out.
+pub fn unprivileged_ids(read: impl Fn(&str) -> Option<String>) -> Option<HostIds> {
+    let (subuid, passwd, subgid, group) = (read("/etc/subuid"), read("/etc/passwd"), read("/etc/subgid"), read("/etc/group"));
+    let uids = IdSpace::of(subuid.as_deref(), passwd.as_deref());
+    let gids = IdSpace::of(subgid.as_deref(), group.as_deref());
+    let uid = uids.block(0, None)?;
+    let gid = gids.block(0, None)?;
+    Some(HostIds { ids: Ids { uid, gid }, owners: uids.block(1, Some(uid)) })
 }
 
-/// One of [`unprivileged_ids`]' two ids: from a subordinate-id file and, for the fallback, the
-/// account file whose third field is that kind of id.
-fn mapped_base(sub: Option<&str>, accounts: impl FnOnce() -> Option<String>) -> Option<u32> {
-    // (owner, start, count) of every well-formed line.
-    let ranges: Vec<(&str, u64, u64)> = sub
-        .unwrap_or("")
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let who = f.next()?.trim();
-            let start = f.next()?.trim().parse().ok()?;
-            let count = f.next()?.trim().parse().ok()?;
-            Some((who, start, count))
-        })
-        .collect();
-    let whole = |&&(who, start, count): &&(&str, u64, u64)| (who == "root" || who == "0") && start != 0 && count >= u64::from(ROOT_MAPPED_RANGE);
-    if let Some(&(_, start, _)) = ranges.iter().find(whole) {
-        if let Ok(start) = u32::try_from(start) {
-            return Some(start);
-        }
+/// What [`unprivileged_ids`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostIds {
+    /// The host ids of the sandbox's root (its ids 0..65536 are mapped from there).
+    pub ids: Ids,
+    /// The first uid of the block of namespace owners.
+    pub owners: Option<u32>,
+}
+
+/// One kind of id (uids or gids) as the host hands them out: the subordinate ranges of its
+/// subordinate-id file and the ids of its account file.
+struct IdSpace<'a> {
+    /// (owner, start, count) of every well-formed line.
+    ranges: Vec<(&'a str, u64, u64)>,
+    accounts: Vec<u64>,
+}
+
+impl<'a> IdSpace<'a> {
+    fn of(sub: Option<&'a str>, accounts: Option<&str>) -> IdSpace<'a> {
+        let ranges = sub
+            .unwrap_or("")
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(':');
+                let who = f.next()?.trim();
+                let start = f.next()?.trim().parse().ok()?;
+                let count = f.next()?.trim().parse().ok()?;
+                Some((who, start, count))
+            })
+            .collect();
+        let accounts = accounts.unwrap_or("").lines().filter_map(|l| l.split(':').nth(2)?.trim().parse().ok()).collect();
+        IdSpace { ranges, accounts }
     }
-    let accounts = accounts().unwrap_or_default();
-    let ids: Vec<u64> = accounts.lines().filter_map(|l| l.split(':').nth(2)?.trim().parse().ok()).collect();
-    let size = u64::from(ROOT_MAPPED_RANGE);
-    let mut base = u64::from(FALLBACK_FIRST_ID);
-    while base + size <= u64::from(FALLBACK_END) {
-        let taken = ranges.iter().any(|&(_, start, count)| start < base + size && base < start + count) || ids.iter().any(|id| (base..base + size).contains(id));
-        if !taken {
-            return u32::try_from(base).ok();
+
+    /// The `nth` block (from 0) of root's own range when it holds that many, else the first free
+    /// fallback block other than `besides`.
+    fn block(&self, nth: u64, besides: Option<u32>) -> Option<u32> {
+        let size = u64::from(ROOT_MAPPED_RANGE);
+        let roots = self.ranges.iter().find(|&&(who, start, count)| (who == "root" || who == "0") && start != 0 && count >= size * (nth + 1));
+        if let Some(&(_, start, _)) = roots {
+            if let Ok(first) = u32::try_from(start + nth * size) {
+                return Some(first);
+            }
         }
-        base += size;
+        let mut base = u64::from(FALLBACK_FIRST_ID);
+        while base + size <= u64::from(FALLBACK_END) {
+            let taken = self.ranges.iter().any(|&(_, start, count)| start < base + size && base < start + count)
+                || self.accounts.iter().any(|id| (base..base + size).contains(id))
+                || besides.is_some_and(|b| u64::from(b) < base + size && base < u64::from(b) + size);
+            if !taken {
+                return u32::try_from(base).ok();
+            }
+            base += size;
+        }
+        None
     }
-    None
 }
 
 #[cfg(test)]
@@ -425,13 +455,37 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_owner_is_in_the_mapped_range_never_its_first_id() {
-        let first = FALLBACK_FIRST_ID;
-        for key in [0, 1, 65534, 65535, 65536, 4_194_304, u32::MAX] {
-            let owner = namespace_owner(first, key);
-            assert!(owner > first && owner < first + ROOT_MAPPED_RANGE, "{key} -> {owner}");
+    fn a_namespace_owner_is_one_of_the_owner_block() {
+        let owners = FALLBACK_FIRST_ID + ROOT_MAPPED_RANGE;
+        for key in [0, 1, 65535, 65536, 4_194_304, u32::MAX] {
+            let owner = namespace_owner(owners, key);
+            assert!((owners..owners + ROOT_MAPPED_RANGE).contains(&owner), "{key} -> {owner}");
         }
-        assert_ne!(namespace_owner(first, 4242), namespace_owner(first, 4243));
+        assert_ne!(namespace_owner(owners, 4242), namespace_owner(owners, 4243));
+    }
+
+    #[test]
+    fn the_owner_block_is_mapped_into_no_sandbox() {
+        let first = FALLBACK_FIRST_ID;
+        let block = u64::from(ROOT_MAPPED_RANGE);
+        // Nothing in /etc: the two first fallback blocks.
+        assert_eq!(unprivileged_ids(files(&[])).map(|h| h.owners), Some(Some(first + ROOT_MAPPED_RANGE)));
+        // Root's range holds two blocks: its second half.
+        let two = format!("root:200000:{}\n", 2 * block);
+        let h = unprivileged_ids(files(&[("/etc/subuid", &two), ("/etc/subgid", &two)])).unwrap();
+        assert_eq!((h.ids.uid, h.owners), (200000, Some(200000 + ROOT_MAPPED_RANGE)));
+        // Root's range holds one: the owners are the first free fallback block.
+        let one = format!("root:200000:{block}\n");
+        let h = unprivileged_ids(files(&[("/etc/subuid", &one), ("/etc/subgid", &one)])).unwrap();
+        assert_eq!((h.ids.uid, h.owners), (200000, Some(first)));
+        // No root range, the second fallback block someone's: the third.
+        let busy = format!("bob:{}:10\n", first + ROOT_MAPPED_RANGE + 1);
+        let h = unprivileged_ids(files(&[("/etc/subuid", &busy)])).unwrap();
+        assert_eq!((h.ids.uid, h.owners), (first, Some(first + 2 * ROOT_MAPPED_RANGE)));
+        // Only one fallback block free: the sandboxes' ids, and no owners (the namespaces stay root's).
+        let most = format!("carol:{FALLBACK_FIRST_ID}:{}\n", FALLBACK_END - FALLBACK_FIRST_ID - ROOT_MAPPED_RANGE);
+        let h = unprivileged_ids(files(&[("/etc/subuid", &most)])).unwrap();
+        assert_eq!((h.ids.uid, h.owners), (FALLBACK_END - ROOT_MAPPED_RANGE, None));
     }
 
     #[test]
@@ -626,25 +680,25 @@ mod tests {
     #[test]
     fn unprivileged_ids_come_from_roots_subordinate_range() {
         let ids = unprivileged_ids(files(&[("/etc/subuid", "alice:100000:65536\nroot:231072:65536\n"), ("/etc/subgid", "root:300000:65536\n")]));
-        assert_eq!(ids, Some(Ids { uid: 231072, gid: 300000 }));
+        assert_eq!(ids.map(|h| h.ids), Some(Ids { uid: 231072, gid: 300000 }));
     }
 
     #[test]
     fn without_a_whole_range_of_roots_the_ids_are_nobodys() {
         let first = FALLBACK_FIRST_ID;
-        assert_eq!(unprivileged_ids(files(&[("/etc/subgid", "garbage")])), Some(Ids { uid: first, gid: first }));
+        assert_eq!(unprivileged_ids(files(&[("/etc/subgid", "garbage")])).map(|h| h.ids), Some(Ids { uid: first, gid: first }));
         // The first user's range (useradd's default) is never taken: its owner can become those ids.
-        let ids = unprivileged_ids(files(&[("/etc/subuid", "alice:100000:65536\n"), ("/etc/subgid", "alice:100000:65536\n")])).unwrap();
+        let ids = unprivileged_ids(files(&[("/etc/subuid", "alice:100000:65536\n"), ("/etc/subgid", "alice:100000:65536\n")])).unwrap().ids;
         assert!(ids.uid >= first && ids.gid >= first);
         // Root's range too small for the sandbox's 65536 ids: not used (the rest would be someone else's).
-        let small = unprivileged_ids(files(&[("/etc/subuid", "root:300000:10\n")])).unwrap();
+        let small = unprivileged_ids(files(&[("/etc/subuid", "root:300000:10\n")])).unwrap().ids;
         assert_eq!(small.uid, first);
         // A range or an account inside the first block moves the ids on, past both.
         let busy = format!("bob:{}:100\n", first + 5);
         let passwd = format!("svc:x:{}:{}::/:/bin/false\n", first + 65536 + 7, first);
         let group = format!("svc:x:{}:\n", first + 3);
         let ids = unprivileged_ids(files(&[("/etc/subuid", &busy), ("/etc/passwd", &passwd), ("/etc/group", &group)]));
-        assert_eq!(ids, Some(Ids { uid: first + 2 * 65536, gid: first + 65536 }));
+        assert_eq!(ids.map(|h| h.ids), Some(Ids { uid: first + 2 * 65536, gid: first + 65536 }));
     }
 
     #[test]
@@ -655,6 +709,6 @@ mod tests {
         assert_eq!(unprivileged_ids(files(&[("/etc/subgid", &all)])), None);
         // Everything but the last block: that one.
         let most = format!("carol:{FALLBACK_FIRST_ID}:{}\n", FALLBACK_END - FALLBACK_FIRST_ID - 65536);
-        assert_eq!(unprivileged_ids(files(&[("/etc/subuid", &most)])).map(|i| i.uid), Some(FALLBACK_END - 65536));
+        assert_eq!(unprivileged_ids(files(&[("/etc/subuid", &most)])).map(|i| i.ids.uid), Some(FALLBACK_END - 65536));
     }
 }

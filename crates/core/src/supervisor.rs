@@ -105,27 +105,52 @@ pub(crate) fn sandbox_host_ids(caller: Ids) -> Result<Ids, SetupError> {
     // Read once per process: the helper server reads it before it forks any helper (see
     // server::run), so a sandbox's start reads none of the four files it comes from. A change to
     // them applies from the caller's next helper server (the next Node process).
-    static ROOTS: std::sync::OnceLock<Option<Ids>> = std::sync::OnceLock::new();
     if caller.uid != 0 {
         return Ok(caller);
     }
-    ROOTS.get_or_init(|| unprivileged_ids(|path| std::fs::read_to_string(path).ok())).ok_or_else(|| {
+    roots_host_ids().map(|h| h.ids).ok_or_else(|| {
         let first = crate::plan::FALLBACK_FIRST_ID;
         SetupError::new(Step::WriteIdMaps, format!("no unprivileged host ids for the sandbox's root: root has no range in /etc/subuid and /etc/subgid, and every 65536-id block from {first} up is someone's range or account"))
             .with_hint("give root a range of its own: a line root:<first id>:65536 in /etc/subuid and in /etc/subgid, on a block no range or account uses; the ids are read once per Node process, so restart it after")
     })
 }
 
-/// Who owns the user namespace that a clone with `flags` makes (see [`crate::sys::clone_as_owner`]):
-/// for a root caller, an id of its sandboxes' range keyed by the helper (the init's parent: this
-/// process, or with CLONE_PARENT a zygote's parent); None otherwise, or with no user namespace.
-pub(crate) fn namespace_owner(flags: libc::c_ulong) -> Option<u32> {
-    if flags & libc::CLONE_NEWUSER as libc::c_ulong == 0 || !nix::unistd::geteuid().is_root() {
+/// A root caller's sandbox host ids and namespace owners ([`unprivileged_ids`]), read once per
+/// process: the helper server reads them before it forks any helper (see server::run).
+fn roots_host_ids() -> Option<crate::plan::HostIds> {
+    static ROOTS: std::sync::OnceLock<Option<crate::plan::HostIds>> = std::sync::OnceLock::new();
+    *ROOTS.get_or_init(|| unprivileged_ids(|path| std::fs::read_to_string(path).ok()))
+}
+
+/// The first uid of the block whose ids own a root caller's sandbox user namespaces, where they
+/// can: a block is free for them, and this process holds what it needs over a namespace it does
+/// not own (writing its id maps and opening its namespaces takes CAP_SYS_ADMIN and CAP_SYS_PTRACE,
+/// ending its init CAP_KILL; the clone as the owner CAP_SETUID and CAP_SETPCAP). Otherwise None:
+/// the namespaces are root's, as a root with fewer capabilities (a container's) can still run
+/// them. `probe().namespaceOwners` says which.
+pub(crate) fn namespace_owners() -> Option<u32> {
+    if !nix::unistd::geteuid().is_root() || !crate::sys::has_effective_caps(&["SYS_ADMIN", "SYS_PTRACE", "KILL", "SETUID", "SETPCAP"]) {
         return None;
     }
-    let first = sandbox_host_ids(Ids { uid: 0, gid: 0 }).ok()?.uid;
+    owner_block()
+}
+
+/// The block of namespace owners of this host (see [`crate::plan::unprivileged_ids`]), whether or
+/// not this process can use it: no sandbox without a user namespace may run as one of its ids.
+pub(crate) fn owner_block() -> Option<u32> {
+    roots_host_ids()?.owners
+}
+
+/// Who owns the user namespace that a clone with `flags` makes (see [`crate::sys::clone_as_owner`]):
+/// for a root caller, an id of the owner block keyed by the helper (the init's parent: this
+/// process, or with CLONE_PARENT a zygote's parent); None otherwise, or with no user namespace.
+pub(crate) fn namespace_owner(flags: libc::c_ulong) -> Option<u32> {
+    if flags & libc::CLONE_NEWUSER as libc::c_ulong == 0 {
+        return None;
+    }
+    let owners = namespace_owners()?;
     let helper = if flags & libc::CLONE_PARENT as libc::c_ulong != 0 { nix::unistd::getppid() } else { nix::unistd::getpid() };
-    Some(crate::plan::namespace_owner(first, helper.as_raw() as u32))
+    Some(crate::plan::namespace_owner(owners, helper.as_raw() as u32))
 }
 
 pub(crate) fn clone_flags(spec: &Spec) -> libc::c_ulong {

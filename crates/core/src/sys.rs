@@ -1005,39 +1005,42 @@ pub fn take_terminal(slave: &OwnedFd) -> Result<()> {
 ///
 /// Capabilities stay (SECBIT_NO_SETUID_FIXUP) and the file-system uid stays 0 for the clone itself
 /// (CLONE_INTO_CGROUP's write check) and for the child, which opens the caller's sources as host
-/// root until it enters its mapped ids; the new namespace gives the child default securebits.
-/// Everything is put back in the parent, also the parent-death signal and the dumpable flag that
-/// a change of effective uid clears. `None` (an ordinary user's sandbox, or no user namespace):
-/// `clone` runs as it is. Where the switch is refused (no CAP_SETPCAP), the namespace is root's.
-/// Returns what `clone` returns, errno kept.
+/// root until it enters its mapped ids; the new namespace gives the child default securebits. The
+/// child is born not dumpable, so its /proc files are root's (0:0), not the owner's: the helper
+/// writes its id maps and the child reads its own files as before. Everything is put back in the
+/// parent, also the parent-death signal and the dumpable flag that a change of effective uid
+/// clears. `None` (an ordinary user's sandbox, no user namespace, or see
+/// [`crate::supervisor::namespace_owners`]): `clone` runs as it is. Where the switch is refused,
+/// the namespace is root's. Returns what `clone` returns, errno kept.
 pub fn clone_as_owner(owner: Option<u32>, clone: impl FnOnce() -> libc::c_long) -> libc::c_long {
     const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
     let Some(owner) = owner else { return clone() };
     // SAFETY: prctl and raw setresuid/setfsuid act on this thread's own credentials only.
     unsafe {
         let bits = libc::prctl(libc::PR_GET_SECUREBITS);
+        let dumpable = libc::prctl(libc::PR_GET_DUMPABLE);
         let mut pdeath: libc::c_int = 0;
         libc::prctl(libc::PR_GET_PDEATHSIG, &mut pdeath as *mut libc::c_int);
         let parent = libc::getppid();
-        if bits < 0 || libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong | SECBIT_NO_SETUID_FIXUP) != 0 {
+        if bits < 0 || dumpable < 0 || libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong | SECBIT_NO_SETUID_FIXUP) != 0 {
             return clone();
         }
         let switched = libc::syscall(libc::SYS_setresuid, -1i32, owner, -1i32) == 0;
         if switched {
             libc::syscall(libc::SYS_setfsuid, 0);
-            // The child's memory is a copy of ours, dumpable as before the switch.
-            libc::prctl(libc::PR_SET_DUMPABLE, 1);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0);
         }
         let rc = clone();
         if rc == 0 {
             return rc;
         }
         let errno = *libc::__errno_location();
-        if switched {
-            // Back to 0 (the saved uid), which also brings the file-system uid back.
-            libc::syscall(libc::SYS_setresuid, -1i32, 0, -1i32);
-            libc::prctl(libc::PR_SET_DUMPABLE, 1);
+        // Back to 0 (the saved uid), which brings the file-system uid back too. It cannot be
+        // refused; were it, this process would go on as someone else: it stops instead.
+        if switched && libc::syscall(libc::SYS_setresuid, -1i32, 0, -1i32) != 0 {
+            std::process::abort();
         }
+        libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong);
         libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong);
         if switched && pdeath != 0 {
             libc::prctl(libc::PR_SET_PDEATHSIG, pdeath as libc::c_ulong);
@@ -1079,12 +1082,18 @@ pub fn clone3_into_cgroup(flags: u64, exit_signal: u64, cgroup_fd: RawFd) -> lib
 /// Whether this process may raise a process's priority (CAP_SYS_NICE): back from idle priority,
 /// or to a lower nice (see [`crate::priority`]).
 pub fn may_renice() -> bool {
-    let Some(cap) = crate::caps::number("SYS_NICE") else { return false };
+    has_effective_caps(&["SYS_NICE"])
+}
+
+/// Whether every one of `caps` (names as [`crate::caps::number`] reads them) is in this thread's
+/// effective set.
+pub fn has_effective_caps(caps: &[&str]) -> bool {
     let mut header = CapHeader::this_process();
     let mut data = [CapData::default(); 2];
     // SAFETY: capget fills two data structs for version 3 headers.
     let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) };
-    rc == 0 && data[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0
+    let held = |cap: u32| cap < 64 && data[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0;
+    rc == 0 && caps.iter().all(|name| crate::caps::number(name).is_some_and(held))
 }
 
 /// Run `pid` (0: this process) only on CPU time nobody else wants: work done ahead of need must

@@ -173,12 +173,10 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         return Err(bad("user", "ids 0 with namespaces.user false would be host root: leave user out (the sandbox's unprivileged host ids, probe().sandboxHostIds, when there are some) or name another unprivileged host id"));
     }
     if !spec.namespaces.user && crate::probe::is_root() {
-        // Every id of that range but its first owns some root-caller sandbox's user namespace
-        // (plan::namespace_owner): a process of the host's namespace running as it would hold
-        // that namespace's capabilities.
-        let ids = crate::supervisor::sandbox_host_ids(crate::spec::Ids { uid: 0, gid: 0 }).ok();
-        if let Some(first) = ids.map(|i| i.uid).filter(|&first| spec.user.uid > first && spec.user.uid - first < crate::plan::ROOT_MAPPED_RANGE) {
-            return Err(bad("user", format!("uid {} is one of the ids that own the user namespaces of root's sandboxes ({} to {}): with namespaces.user false name an id outside them, or leave user out (probe().sandboxHostIds)", spec.user.uid, first + 1, first + crate::plan::ROOT_MAPPED_RANGE - 1)));
+        // A process of the host's user namespace running as an id of the owner block would hold
+        // the capabilities of some root-caller sandbox's user namespace (plan::namespace_owner).
+        if let Some(owners) = crate::supervisor::owner_block().filter(|&o| spec.user.uid >= o && spec.user.uid - o < crate::plan::ROOT_MAPPED_RANGE) {
+            return Err(bad("user", format!("uid {} is one of the ids that own the user namespaces of root's sandboxes ({} to {}): with namespaces.user false name an id outside them, or leave user out (probe().sandboxHostIds)", spec.user.uid, owners, owners + crate::plan::ROOT_MAPPED_RANGE - 1)));
         }
     }
     if crate::probe::is_root() && spec.namespaces.user && (spec.user.uid >= crate::plan::ROOT_MAPPED_RANGE || spec.user.gid >= crate::plan::ROOT_MAPPED_RANGE) {
@@ -320,13 +318,13 @@ mod tests {
         assert_eq!(validate(&s).unwrap_err().option, only_root);
         s.user = Ids { uid: 0x7000_0000, gid: 0x7000_0000 };
         assert_eq!(validate(&s).map_err(|e| e.option), if crate::probe::is_root() { Ok(()) } else { Err("namespaces.user".into()) });
-        if let (true, Ok(first)) = (crate::probe::is_root(), crate::supervisor::sandbox_host_ids(Ids { uid: 0, gid: 0 })) {
-            // The ids that own root's sandboxes' user namespaces, past the first.
-            for uid in [first.uid + 1, first.uid + crate::plan::ROOT_MAPPED_RANGE - 1] {
-                s.user = Ids { uid, gid: first.gid };
+        if let (true, Some(owners)) = (crate::probe::is_root(), crate::supervisor::owner_block()) {
+            // The ids that own root's sandboxes' user namespaces.
+            for uid in [owners, owners + crate::plan::ROOT_MAPPED_RANGE - 1] {
+                s.user = Ids { uid, gid: 0x7000_0000 };
                 assert_eq!(validate(&s).unwrap_err().option, "user", "{uid}");
             }
-            s.user = Ids { uid: first.uid + crate::plan::ROOT_MAPPED_RANGE, gid: first.gid };
+            s.user = Ids { uid: owners + crate::plan::ROOT_MAPPED_RANGE, gid: 0x7000_0000 };
             assert_eq!(validate(&s), Ok(()));
             s.user = Ids { uid: 0x7000_0000, gid: 0x7000_0000 };
         }
