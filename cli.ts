@@ -864,7 +864,7 @@ function doctorText(p: HostProbe): string {
   row('running as', p.rootless ? `uid ${p.uid}, rootless (unprivileged user namespaces are needed)` : p.sandboxHostIds ? `root (uid 0); the sandbox root is mapped to unprivileged host uid ${p.sandboxHostIds.uid}, gid ${p.sandboxHostIds.gid}` : 'root (uid 0)')
   if (!p.rootless && p.sandboxHostIds) {
     row('  namespaces', p.namespaceOwners !== null ? `owned by host uids ${p.namespaceOwners}-${p.namespaceOwners + 65535}, one per sandbox (per-user kernel counts are each sandbox's own)` : 'owned by root: a sandbox counts its inotify instances, user namespaces and queued signals against root\'s own')
-    if (p.namespaceOwners === null) fix('give this process CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID and CAP_SETPCAP, and root a second block of ids (root:<first id>:131072 in /etc/subuid) or a free one above 1879048192')
+    if (p.namespaceOwners === null) fix('give this process CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID and CAP_SETPCAP, and root a second block of ids (root:<first id>:131072 in /etc/subuid) or a free one above 1879048192, mapped in its user namespace')
   }
   if (!p.rootless && !p.sandboxHostIds) {
     problem('no unprivileged host ids for the sandbox root: root has no range in /etc/subuid and /etc/subgid, and every 65536-id block from 1879048192 up is taken')

@@ -1,7 +1,7 @@
 /** Lifecycle: timeouts, kill, abort, Node dying, and nothing left behind. */
 import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, createSandbox, IsolateError, probe, spawnIsolated } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
@@ -46,6 +46,11 @@ test('a command that left nothing running: its end comes back with its usage, th
   // in the pid namespace) and exits meanwhile; the test above is the case where it is not alone.
   const sb = await spawnIsolated('/bin/sh', ['-c', 'read x; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 7'], { stdio: ['pipe', 'ignore', 'ignore'] })
   const ns = readlinkSync(`/proc/${sb.pid}/ns/pid`)
+  // Held open, the namespace keeps its number once the init is gone: a sandbox of another test
+  // file started meanwhile could otherwise get a namespace of the same number (seen in the
+  // rootless lane: a stranger's pid counted as left behind in this one).
+  const held = openSync(`/proc/${sb.pid}/ns/pid`, 'r')
+  t.teardown(() => closeSync(held))
   const init = parentOf(sb.pid)
   sb.stdin!.end('\n')
   const r = await sb.wait()

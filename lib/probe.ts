@@ -55,8 +55,9 @@ export interface HostProbe {
    * sandbox and mapped into none: what the kernel counts per user (inotify instances, user
    * namespaces, queued signals) a sandbox then counts against its own owner, not host root. Null
    * where a sandbox's namespace is its caller's: an ordinary user's, or root's when this process
-   * lacks CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID or CAP_SETPCAP (a container's root)
-   * or no block of ids is free for them. With namespaces.user false these ids are refused.
+   * lacks CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID or CAP_SETPCAP (a container's root),
+   * its own user namespace does not map the block, or no block of ids is free for them. With
+   * namespaces.user false these ids are refused.
    */
   namespaceOwners: number | null
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */

@@ -374,6 +374,17 @@ pub fn unprivileged_ids(read: impl Fn(&str) -> Option<String>) -> Option<HostIds
     Some(HostIds { ids: Ids { uid, gid }, owners: uids.block(1, Some(uid)) })
 }
 
+/// Whether the `count` ids from `first` all exist in the user namespace whose `/proc/self/uid_map`
+/// (or gid_map) reads `map`: one of its lines ("inside outside count") holds them all. A process
+/// may only become an id its namespace maps.
+pub fn ids_mapped(map: &str, first: u32, count: u32) -> bool {
+    let (first, count) = (u64::from(first), u64::from(count));
+    map.lines().any(|l| {
+        let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        f.len() == 3 && f[0] <= first && first + count <= f[0] + f[2]
+    })
+}
+
 /// What [`unprivileged_ids`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostIds {
@@ -462,6 +473,16 @@ mod tests {
             assert!((owners..owners + ROOT_MAPPED_RANGE).contains(&owner), "{key} -> {owner}");
         }
         assert_ne!(namespace_owner(owners, 4242), namespace_owner(owners, 4243));
+    }
+
+    #[test]
+    fn ids_mapped_reads_a_uid_map() {
+        assert!(ids_mapped("         0          0 4294967295\n", FALLBACK_FIRST_ID, ROOT_MAPPED_RANGE));
+        // A container's namespace mapping 65536 ids: the fallback block is not there.
+        assert!(!ids_mapped("0 100000 65536\n", FALLBACK_FIRST_ID, ROOT_MAPPED_RANGE));
+        assert!(ids_mapped("0 100000 65536\n1000000 5000 131072\n", 1_065_536, ROOT_MAPPED_RANGE));
+        assert!(!ids_mapped("0 100000 65536\n1000000 5000 131072\n", 1_065_537, ROOT_MAPPED_RANGE));
+        assert!(!ids_mapped("", 0, 1));
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub fn run(sock: OwnedFd) -> Outcome {
     // Once, for every helper it forks (they inherit it).
     let euid = nix::unistd::geteuid().as_raw();
     let _ = crate::supervisor::sandbox_host_ids(crate::spec::Ids { uid: euid, gid: nix::unistd::getegid().as_raw() });
+    let _ = crate::supervisor::namespace_owners();
     // Reaped between requests, from a signalfd: a handler would run in the forked helpers too.
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);

@@ -128,11 +128,18 @@ fn roots_host_ids() -> Option<crate::plan::HostIds> {
 /// ending its init CAP_KILL; the clone as the owner CAP_SETUID and CAP_SETPCAP). Otherwise None:
 /// the namespaces are root's, as a root with fewer capabilities (a container's) can still run
 /// them. `probe().namespaceOwners` says which.
+/// Found once per process, like the ids (the helper server finds it before it forks any helper).
 pub(crate) fn namespace_owners() -> Option<u32> {
-    if !nix::unistd::geteuid().is_root() || !crate::sys::has_effective_caps(&["SYS_ADMIN", "SYS_PTRACE", "KILL", "SETUID", "SETPCAP"]) {
-        return None;
-    }
-    owner_block()
+    static OWNERS: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *OWNERS.get_or_init(|| {
+        if !nix::unistd::geteuid().is_root() || !crate::sys::has_effective_caps(&["SYS_ADMIN", "SYS_PTRACE", "KILL", "SETUID", "SETPCAP"]) {
+            return None;
+        }
+        // A root in a user namespace of its own (a container's) may only become the ids it maps.
+        let owners = owner_block()?;
+        let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+        crate::plan::ids_mapped(&map, owners, crate::plan::ROOT_MAPPED_RANGE).then_some(owners)
+    })
 }
 
 /// The block of namespace owners of this host (see [`crate::plan::unprivileged_ids`]), whether or
