@@ -151,6 +151,7 @@ pub fn probe() -> Probe {
         seccomp_mode: status_field("Seccomp:"),
         #[cfg(target_os = "linux")]
         sandbox_host_ids: crate::supervisor::sandbox_host_ids(crate::spec::Ids { uid, gid: nix::unistd::getegid().as_raw() }).ok(),
+        #[cfg(target_os = "linux")]
         namespace_owners: crate::supervisor::namespace_owners(),
     }
 }

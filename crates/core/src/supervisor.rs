@@ -127,8 +127,8 @@ fn roots_host_ids() -> Option<crate::plan::HostIds> {
 /// not own (writing its id maps and opening its namespaces takes CAP_SYS_ADMIN and CAP_SYS_PTRACE,
 /// ending its init CAP_KILL; the clone as the owner CAP_SETUID and CAP_SETPCAP). Otherwise None:
 /// the namespaces are root's, as a root with fewer capabilities (a container's) can still run
-/// them. `probe().namespaceOwners` says which.
-/// Found once per process, like the ids (the helper server finds it before it forks any helper).
+/// them; `probe().namespaceOwners` says which. Found once per process, like the ids (the helper
+/// server finds it before it forks any helper).
 pub(crate) fn namespace_owners() -> Option<u32> {
     static OWNERS: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
     *OWNERS.get_or_init(|| {
