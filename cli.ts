@@ -13,7 +13,7 @@
  * `isolate exec` has no fd to hand over (the command runs under a keeper process, see
  * lib/keeper.ts), so it relays its stdin over the keeper's socket instead.
  */
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { constants } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -23,7 +23,7 @@ import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackR
 import { encodeFrame, Frame, jsonFrame, onFrames } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { DEFAULT_PATH } from './lib/options.js'
-import { cgroupLimitsHere } from './lib/probe.js'
+import { cgroupLimitsHere, unseenAccountSources } from './lib/probe.js'
 import { ensureRuntimeDir, findSandbox, ID_RE, listSandboxes, NAME_RE, NotFoundError, RegistryError } from './lib/registry.js'
 
 const EXIT_TIMEOUT = 124
@@ -865,6 +865,14 @@ function doctorText(p: HostProbe): string {
   if (!p.rootless && p.sandboxHostIds) {
     row('  namespaces', p.namespaceOwners !== null ? `owned by host uids ${p.namespaceOwners}-${p.namespaceOwners + 65535}, one per sandbox (per-user kernel counts are each sandbox's own)` : 'owned by root: a sandbox counts its inotify instances, user namespaces and queued signals against root\'s own')
     if (p.namespaceOwners === null) fix('give this process CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID and CAP_SETPCAP, and root a second block of ids (root:<first id>:131072 in /etc/subuid) or a free one above 1879048192, mapped in its user namespace')
+  }
+  if (!p.rootless && p.sandboxHostIds) {
+    const read = (path: string) => (existsSync(path) ? readFileSync(path, 'utf8') : '')
+    const unseen = unseenAccountSources(read('/etc/nsswitch.conf'), read('/etc/subuid'))
+    if (unseen.length > 0) {
+      problem(`accounts also come from ${unseen.join(', ')} (/etc/nsswitch.conf), but the sandbox ids were checked against /etc/passwd and /etc/subuid only: a directory user may hold them, and could then signal or trace what the sandboxes run`)
+      fix('give root ids of its own that no directory user holds: root:<first id>:131072 in /etc/subuid and root:<first id>:65536 in /etc/subgid, then restart the Node process')
+    }
   }
   if (!p.rootless && !p.sandboxHostIds) {
     problem('no unprivileged host ids for the sandbox root: root has no range in /etc/subuid and /etc/subgid, and every 65536-id block from 1879048192 up is taken')

@@ -7,6 +7,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DEFAULT_PATH } from '../lib/options.js'
+import { unseenAccountSources } from '../lib/probe.js'
 import { cli } from './cli-runner.js'
 
 test('run: the default hostname is sandbox', async (t) => {
@@ -211,6 +212,20 @@ test('doctor exits 0 and describes cgroups', async (t) => {
   t.is(r.status, 0, r.stdout + r.stderr)
   t.regex(r.stdout, /cgroup/)
   t.regex(r.stdout, /user namespaces:\s+allowed/)
+})
+
+test('doctor warns where accounts come from a directory and root has no ids of its own (the fallback ids were checked against /etc/passwd only)', (t) => {
+  const sssd = 'passwd:     files sss systemd\ngroup: files sss\n'
+  t.deepEqual(unseenAccountSources(sssd, ''), ['sss'])
+  t.deepEqual(unseenAccountSources('passwd: compat ldap [NOTFOUND=return] winbind # comment\n', 'alice:100000:65536\n'), ['ldap', 'winbind'])
+  // Root's own range is set aside for it: no directory user holds it.
+  t.deepEqual(unseenAccountSources(sssd, 'root:300000:131072\n'), [])
+  // Local accounts only.
+  t.deepEqual(unseenAccountSources('passwd: files systemd\n', ''), [])
+  t.deepEqual(unseenAccountSources('', ''), [])
+  // This host: what the doctor prints follows.
+  const here = unseenAccountSources(existsSync('/etc/nsswitch.conf') ? readFileSync('/etc/nsswitch.conf', 'utf8') : '', existsSync('/etc/subuid') ? readFileSync('/etc/subuid', 'utf8') : '')
+  t.log(`this host's unseen account sources: ${JSON.stringify(here)}`)
 })
 
 test('doctor --json prints the probe as JSON', async (t) => {

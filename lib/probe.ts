@@ -118,6 +118,27 @@ export function cgroupLimitsHere(p: HostProbe): { canCreate: boolean; held: stri
   return { canCreate, held, refused }
 }
 
+/** nsswitch.conf sources that read accounts from /etc/passwd or from the machine itself. */
+const LOCAL_ACCOUNT_SOURCES = ['files', 'compat', 'systemd', 'altfiles', 'db', 'cache', 'nis-local']
+
+/**
+ * The account services (sss, ldap, winbind...) that `nsswitch` (the text of /etc/nsswitch.conf)
+ * takes users from besides the local files, where root has no whole range of its own in `subuid`
+ * (the text of /etc/subuid): the sandbox host ids and namespace owners are then blocks found free
+ * in /etc/passwd and /etc/subuid only, and a directory's users may hold those ids. [] otherwise.
+ */
+export function unseenAccountSources(nsswitch: string, subuid: string): string[] {
+  const rootsRange = subuid.split('\n').some((l) => {
+    const [who, start, count] = l.split(':').map((f) => f.trim())
+    return (who === 'root' || who === '0') && Number(start) > 0 && Number(count) >= 65536
+  })
+  if (rootsRange) return []
+  const line = nsswitch.split('\n').find((l) => /^\s*passwd\s*:/.test(l))
+  if (!line) return []
+  const sources = line.replace(/#.*/, '').split(':')[1].trim().split(/\s+/).filter((w) => w !== '' && !w.startsWith('['))
+  return sources.filter((w) => !LOCAL_ACCOUNT_SOURCES.includes(w))
+}
+
 /** Whether every limit of `limits` (keys as in SpawnOptions.limits) holds here. */
 export function limitsHold(p: HostProbe, limits: Record<string, unknown>): boolean {
   const { held } = cgroupLimitsHere(p)
