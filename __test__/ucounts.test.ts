@@ -8,8 +8,8 @@
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { configurePool, probe, spawnIsolated, type Sandbox, type SpawnOptions } from '../index.js'
 import { join } from 'node:path'
+import { configurePool, probe, spawnIsolated, type Sandbox, type SpawnOptions } from '../index.js'
 import { isRoot, parentOf, poolHeard, poolReady, root, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
