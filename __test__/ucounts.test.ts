@@ -104,7 +104,10 @@ for (const way of ways) {
       const mapped = host.sandboxHostIds!.uid
       t.false(owner >= mapped && owner < mapped + 65536, `owner ${owner} is no id the sandboxes map (${mapped}-${mapped + 65535})`)
       if (usedUp(t, held)) t.is(held.took, maxInstances, `the sandbox opened as many as one user may (${maxInstances})`)
-      t.is(hostInstances(), before, `host root may still open as many as before (${before}) while the sandbox holds ${held.took}`)
+      // Within a few of it: other test files running beside this one may open some meanwhile
+      // (taken by the sandbox, root would have none left).
+      const during = hostInstances()
+      t.true(during >= before - 8 && during > 0, `host root may still open about as many as before (${before}: now ${during}) while the sandbox holds ${held.took}`)
     } finally {
       t.is((await release(sb)).exitCode, 0)
       if (way === 'cold') configurePool({})
