@@ -218,8 +218,9 @@ test('doctor warns where accounts come from a directory and root has no ids of i
   const sssd = 'passwd:     files sss systemd\ngroup: files sss\n'
   t.deepEqual(unseenAccountSources(sssd, ''), ['sss'])
   t.deepEqual(unseenAccountSources('passwd: compat ldap [NOTFOUND=return] winbind # comment\n', 'alice:100000:65536\n'), ['ldap', 'winbind'])
-  // Root's own range is set aside for it: no directory user holds it.
+  // Root's own range is set aside for it: no directory user holds it. It must hold the owners too.
   t.deepEqual(unseenAccountSources(sssd, 'root:300000:131072\n'), [])
+  t.deepEqual(unseenAccountSources(sssd, 'root:300000:65536\n'), ['sss'])
   // Local accounts only.
   t.deepEqual(unseenAccountSources('passwd: files systemd\n', ''), [])
   t.deepEqual(unseenAccountSources('', ''), [])

@@ -123,14 +123,15 @@ const LOCAL_ACCOUNT_SOURCES = ['files', 'compat', 'systemd', 'altfiles', 'db', '
 
 /**
  * The account services (sss, ldap, winbind...) that `nsswitch` (the text of /etc/nsswitch.conf)
- * takes users from besides the local files, where root has no whole range of its own in `subuid`
- * (the text of /etc/subuid): the sandbox host ids and namespace owners are then blocks found free
- * in /etc/passwd and /etc/subuid only, and a directory's users may hold those ids. [] otherwise.
+ * takes users from besides the local files, where root's own range in `subuid` (the text of
+ * /etc/subuid) does not hold both the sandbox host ids and the namespace owners (131072 ids): those
+ * are then blocks found free in /etc/passwd and /etc/subuid only, and a directory's users may hold
+ * them. [] otherwise.
  */
 export function unseenAccountSources(nsswitch: string, subuid: string): string[] {
   const rootsRange = subuid.split('\n').some((l) => {
     const [who, start, count] = l.split(':').map((f) => f.trim())
-    return (who === 'root' || who === '0') && Number(start) > 0 && Number(count) >= 65536
+    return (who === 'root' || who === '0') && Number(start) > 0 && Number(count) >= 2 * 65536
   })
   if (rootsRange) return []
   const line = nsswitch.split('\n').find((l) => /^\s*passwd\s*:/.test(l))
