@@ -866,7 +866,7 @@ function doctorText(p: HostProbe): string {
     row('  namespaces', p.namespaceOwners !== null ? `owned by host uids ${p.namespaceOwners}-${p.namespaceOwners + 65535}, one per sandbox (per-user kernel counts are each sandbox's own)` : 'owned by root: a sandbox counts its inotify instances, user namespaces and queued signals against root\'s own')
     if (p.namespaceOwners === null) fix('give this process CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID and CAP_SETPCAP, and root a second block of ids (root:<first id>:131072 in /etc/subuid) or a free one above 1879048192, mapped in its user namespace')
     const read = (path: string) => (existsSync(path) ? readFileSync(path, 'utf8') : '')
-    const unseen = unseenAccountSources(read('/etc/nsswitch.conf'), read('/etc/subuid'))
+    const unseen = unseenAccountSources(read('/etc/nsswitch.conf'), p.sandboxIdsRootsOwn)
     if (unseen.length > 0) {
       problem(`accounts also come from ${unseen.join(', ')} (/etc/nsswitch.conf), but the sandbox ids and namespace owners were checked against /etc/passwd and /etc/subuid only: a directory user may hold them, and could then signal or trace what the sandboxes run, or hold a sandbox namespace's capabilities`)
       fix('give root ids of its own that no directory user holds: root:<first id>:131072 in /etc/subuid and root:<first id>:65536 in /etc/subgid, then restart the Node process')

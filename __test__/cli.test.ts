@@ -214,19 +214,25 @@ test('doctor exits 0 and describes cgroups', async (t) => {
   t.regex(r.stdout, /user namespaces:\s+allowed/)
 })
 
-test('doctor warns where accounts come from a directory and root has no ids of its own (the fallback ids were checked against /etc/passwd only)', (t) => {
+test('doctor warns where accounts come from a directory and root has no ids of its own (the fallback ids were checked against /etc/passwd only)', async (t) => {
   const sssd = 'passwd:     files sss systemd\ngroup: files sss\n'
-  t.deepEqual(unseenAccountSources(sssd, ''), ['sss'])
-  t.deepEqual(unseenAccountSources('passwd: compat ldap [NOTFOUND=return] winbind # comment\n', 'alice:100000:65536\n'), ['ldap', 'winbind'])
-  // Root's own range is set aside for it: no directory user holds it. It must hold the owners too.
-  t.deepEqual(unseenAccountSources(sssd, 'root:300000:131072\n'), [])
-  t.deepEqual(unseenAccountSources(sssd, 'root:300000:65536\n'), ['sss'])
+  t.deepEqual(unseenAccountSources(sssd, false), ['sss'])
+  t.deepEqual(unseenAccountSources('passwd: compat ldap [NOTFOUND=return] winbind # comment\n', false), ['ldap', 'winbind'])
+  // Root's own ranges are set aside for it: no directory user holds them.
+  t.deepEqual(unseenAccountSources(sssd, true), [])
   // Local accounts only.
-  t.deepEqual(unseenAccountSources('passwd: files systemd\n', ''), [])
-  t.deepEqual(unseenAccountSources('', ''), [])
-  // This host: what the doctor prints follows.
-  const here = unseenAccountSources(existsSync('/etc/nsswitch.conf') ? readFileSync('/etc/nsswitch.conf', 'utf8') : '', existsSync('/etc/subuid') ? readFileSync('/etc/subuid', 'utf8') : '')
-  t.log(`this host's unseen account sources: ${JSON.stringify(here)}`)
+  t.deepEqual(unseenAccountSources('passwd: files systemd\n', false), [])
+  t.deepEqual(unseenAccountSources('', false), [])
+  // This host: the probe's word on where the ids came from, and what the doctor prints from it.
+  const p = JSON.parse((await cli(['doctor', '--json'])).stdout) as { sandboxIdsRootsOwn: boolean; rootless: boolean }
+  const rootsRange = (file: string, ids: number) => {
+    const m = /^(root|0):[1-9]\d*:(\d+)\s*$/m.exec(existsSync(file) ? readFileSync(file, 'utf8') : '')
+    return m !== null && Number(m[2]) >= ids
+  }
+  if (!p.rootless) t.is(p.sandboxIdsRootsOwn, rootsRange('/etc/subuid', 131072) && rootsRange('/etc/subgid', 65536))
+  const doctor = await cli(['doctor'])
+  const here = unseenAccountSources(existsSync('/etc/nsswitch.conf') ? readFileSync('/etc/nsswitch.conf', 'utf8') : '', p.sandboxIdsRootsOwn)
+  t.is(/accounts also come from/.test(doctor.stdout), !p.rootless && here.length > 0, doctor.stdout)
 })
 
 test('doctor --json prints the probe as JSON', async (t) => {

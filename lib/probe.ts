@@ -60,6 +60,12 @@ export interface HostProbe {
    * namespaces.user false these ids are refused.
    */
   namespaceOwners: number | null
+  /**
+   * For a root caller: whether the sandbox host ids and the namespace owners all come from root's
+   * own ranges in /etc/subuid and /etc/subgid (131072 uids, 65536 gids). Otherwise some are blocks
+   * checked against /etc/passwd, /etc/group and the ranges only: see {@link unseenAccountSources}.
+   */
+  sandboxIdsRootsOwn: boolean
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */
   attempt: { userNamespace: string | null; allNamespaces: string | null }
   /** Where the native addon and helper were loaded from. */
@@ -123,17 +129,12 @@ const LOCAL_ACCOUNT_SOURCES = ['files', 'compat', 'systemd', 'altfiles', 'db', '
 
 /**
  * The account services (sss, ldap, winbind...) that `nsswitch` (the text of /etc/nsswitch.conf)
- * takes users from besides the local files, where root's own range in `subuid` (the text of
- * /etc/subuid) does not hold both the sandbox host ids and the namespace owners (131072 ids): those
- * are then blocks found free in /etc/passwd and /etc/subuid only, and a directory's users may hold
- * them. [] otherwise.
+ * takes users from besides the local files, where the sandbox ids and namespace owners are not all
+ * root's own ranges (`rootsOwn`, {@link HostProbe.sandboxIdsRootsOwn}): those are then blocks
+ * found free in the local files only, and a directory's users may hold them. [] otherwise.
  */
-export function unseenAccountSources(nsswitch: string, subuid: string): string[] {
-  const rootsRange = subuid.split('\n').some((l) => {
-    const [who, start, count] = l.split(':').map((f) => f.trim())
-    return (who === 'root' || who === '0') && Number(start) > 0 && Number(count) >= 2 * 65536
-  })
-  if (rootsRange) return []
+export function unseenAccountSources(nsswitch: string, rootsOwn: boolean): string[] {
+  if (rootsOwn) return []
   const line = nsswitch.split('\n').find((l) => /^\s*passwd\s*:/.test(l))
   if (!line) return []
   const sources = line.replace(/#.*/, '').split(':')[1].trim().split(/\s+/).filter((w) => w !== '' && !w.startsWith('['))

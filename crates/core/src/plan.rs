@@ -371,7 +371,10 @@ pub fn unprivileged_ids(read: impl Fn(&str) -> Option<String>) -> Option<HostIds
     let gids = IdSpace::of(subgid.as_deref(), group.as_deref());
     let uid = uids.block(0, None)?;
     let gid = gids.block(0, None)?;
-    Some(HostIds { ids: Ids { uid, gid }, owners: uids.block(1, Some(uid)) })
+    let owners = uids.block(1, Some(uid));
+    // Both taken from root's own range (set aside for it) rather than found free in the files.
+    let roots_own = uids.roots_range(2).is_some() && gids.roots_range(1).is_some();
+    Some(HostIds { ids: Ids { uid, gid }, owners, roots_own })
 }
 
 /// Whether the `count` ids from `first` all exist in the user namespace whose `/proc/self/uid_map`
@@ -392,6 +395,10 @@ pub struct HostIds {
     pub ids: Ids,
     /// The first uid of the block of namespace owners.
     pub owners: Option<u32>,
+    /// Whether the ids and the owners all come from root's own subordinate ranges; otherwise some
+    /// are blocks checked against /etc/passwd and the subordinate ranges only (an account of a
+    /// directory, SSSD or LDAP, may hold them).
+    pub roots_own: bool,
 }
 
 /// One kind of id (uids or gids) as the host hands them out: the subordinate ranges of its
@@ -403,6 +410,12 @@ struct IdSpace<'a> {
 }
 
 impl<'a> IdSpace<'a> {
+    /// The start of root's own range when it holds `blocks` blocks of [`ROOT_MAPPED_RANGE`] ids.
+    fn roots_range(&self, blocks: u64) -> Option<u64> {
+        let size = u64::from(ROOT_MAPPED_RANGE);
+        self.ranges.iter().find(|&&(who, start, count)| (who == "root" || who == "0") && start != 0 && count >= size * blocks).map(|&(_, start, _)| start)
+    }
+
     fn of(sub: Option<&'a str>, accounts: Option<&str>) -> IdSpace<'a> {
         let ranges = sub
             .unwrap_or("")
@@ -423,8 +436,7 @@ impl<'a> IdSpace<'a> {
     /// fallback block other than `besides`.
     fn block(&self, nth: u64, besides: Option<u32>) -> Option<u32> {
         let size = u64::from(ROOT_MAPPED_RANGE);
-        let roots = self.ranges.iter().find(|&&(who, start, count)| (who == "root" || who == "0") && start != 0 && count >= size * (nth + 1));
-        if let Some(&(_, start, _)) = roots {
+        if let Some(start) = self.roots_range(nth + 1) {
             if let Ok(first) = u32::try_from(start + nth * size) {
                 return Some(first);
             }
@@ -494,15 +506,15 @@ mod tests {
         // Root's range holds two blocks: its second half.
         let two = format!("root:200000:{}\n", 2 * block);
         let h = unprivileged_ids(files(&[("/etc/subuid", &two), ("/etc/subgid", &two)])).unwrap();
-        assert_eq!((h.ids.uid, h.owners), (200000, Some(200000 + ROOT_MAPPED_RANGE)));
+        assert_eq!((h.ids.uid, h.owners, h.roots_own), (200000, Some(200000 + ROOT_MAPPED_RANGE), true));
         // Root's range holds one: the owners are the first free fallback block.
         let one = format!("root:200000:{block}\n");
         let h = unprivileged_ids(files(&[("/etc/subuid", &one), ("/etc/subgid", &one)])).unwrap();
-        assert_eq!((h.ids.uid, h.owners), (200000, Some(first)));
+        assert_eq!((h.ids.uid, h.owners, h.roots_own), (200000, Some(first), false));
         // No root range, the second fallback block someone's: the third.
         let busy = format!("bob:{}:10\n", first + ROOT_MAPPED_RANGE + 1);
         let h = unprivileged_ids(files(&[("/etc/subuid", &busy)])).unwrap();
-        assert_eq!((h.ids.uid, h.owners), (first, Some(first + 2 * ROOT_MAPPED_RANGE)));
+        assert_eq!((h.ids.uid, h.owners, h.roots_own), (first, Some(first + 2 * ROOT_MAPPED_RANGE), false));
         // Only one fallback block free: the sandboxes' ids, and no owners (the namespaces stay root's).
         let most = format!("carol:{FALLBACK_FIRST_ID}:{}\n", FALLBACK_END - FALLBACK_FIRST_ID - ROOT_MAPPED_RANGE);
         let h = unprivileged_ids(files(&[("/etc/subuid", &most)])).unwrap();

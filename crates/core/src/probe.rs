@@ -30,6 +30,10 @@ pub struct Probe {
     /// when it lacks a capability that takes (see supervisor::namespace_owners) or no block is free.
     #[cfg(target_os = "linux")]
     pub namespace_owners: Option<u32>,
+    /// For a root caller: whether those ids and owners all come from root's own subordinate ranges
+    /// (/etc/subuid, /etc/subgid), not from blocks checked against /etc/passwd and the ranges only.
+    #[cfg(target_os = "linux")]
+    pub sandbox_ids_roots_own: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,6 +157,8 @@ pub fn probe() -> Probe {
         sandbox_host_ids: crate::supervisor::sandbox_host_ids(crate::spec::Ids { uid, gid: nix::unistd::getegid().as_raw() }).ok(),
         #[cfg(target_os = "linux")]
         namespace_owners: crate::supervisor::namespace_owners(),
+        #[cfg(target_os = "linux")]
+        sandbox_ids_roots_own: uid == 0 && crate::supervisor::host_ids_roots_own(),
     }
 }
 

@@ -142,6 +142,12 @@ pub(crate) fn namespace_owners() -> Option<u32> {
     })
 }
 
+/// Whether a root caller's sandbox ids and namespace owners all come from root's own subordinate
+/// ranges (see [`crate::plan::HostIds::roots_own`]).
+pub(crate) fn host_ids_roots_own() -> bool {
+    roots_host_ids().is_some_and(|h| h.roots_own)
+}
+
 /// The block of namespace owners of this host (see [`crate::plan::unprivileged_ids`]), whether or
 /// not this process can use it: no sandbox without a user namespace may run as one of its ids.
 pub(crate) fn owner_block() -> Option<u32> {
