@@ -23,7 +23,7 @@ import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackR
 import { encodeFrame, Frame, jsonFrame, onFrames } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { DEFAULT_PATH } from './lib/options.js'
-import { cgroupLimitsHere, unseenAccountSources } from './lib/probe.js'
+import { cgroupLimitsHere, NAMESPACE_OWNER_IDS, ROOTS_OWN_UIDS, unseenAccountSources } from './lib/probe.js'
 import { ensureRuntimeDir, findSandbox, ID_RE, listSandboxes, NAME_RE, NotFoundError, RegistryError } from './lib/registry.js'
 
 const EXIT_TIMEOUT = 124
@@ -863,13 +863,13 @@ function doctorText(p: HostProbe): string {
   row('kernel', `${p.kernel} (${p.arch})`)
   row('running as', p.rootless ? `uid ${p.uid}, rootless (unprivileged user namespaces are needed)` : p.sandboxHostIds ? `root (uid 0); the sandbox root is mapped to unprivileged host uid ${p.sandboxHostIds.uid}, gid ${p.sandboxHostIds.gid}` : 'root (uid 0)')
   if (!p.rootless && p.sandboxHostIds) {
-    row('  namespaces', p.namespaceOwners !== null ? `owned by host uids ${p.namespaceOwners}-${p.namespaceOwners + 65535}, one per sandbox (per-user kernel counts are each sandbox's own)` : 'owned by root: a sandbox counts its inotify instances, user namespaces and queued signals against root\'s own')
-    if (p.namespaceOwners === null) fix('give this process CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID and CAP_SETPCAP, and root a second block of ids (root:<first id>:131072 in /etc/subuid) or a free one above 1879048192, mapped in its user namespace')
+    row('  namespaces', p.namespaceOwners !== null ? `owned by host uids ${p.namespaceOwners}-${p.namespaceOwners + NAMESPACE_OWNER_IDS - 1}, one per sandbox (per-user kernel counts are each sandbox's own)` : 'owned by root: a sandbox counts its inotify instances, user namespaces and queued signals against root\'s own')
+    if (p.namespaceOwners === null) fix(`give this process CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID and CAP_SETPCAP, and root ${NAMESPACE_OWNER_IDS} more ids after its 65536 (root:<first id>:${ROOTS_OWN_UIDS} in /etc/subuid) or ${NAMESPACE_OWNER_IDS} free ones above 1879048192, mapped in its user namespace`)
     const read = (path: string) => (existsSync(path) ? readFileSync(path, 'utf8') : '')
     const unseen = unseenAccountSources(read('/etc/nsswitch.conf'), p.sandboxIdsRootsOwn)
     if (unseen.length > 0) {
       problem(`accounts also come from ${unseen.join(', ')} (/etc/nsswitch.conf), but the sandbox ids and namespace owners were checked against /etc/passwd and /etc/subuid only: a directory user may hold them, and could then signal or trace what the sandboxes run, or hold a sandbox namespace's capabilities`)
-      fix('give root ids of its own that no directory user holds: root:<first id>:131072 in /etc/subuid and root:<first id>:65536 in /etc/subgid, then restart the Node process')
+      fix(`give root ids of its own that no directory user holds: root:<first id>:${ROOTS_OWN_UIDS} in /etc/subuid and root:<first id>:65536 in /etc/subgid, then restart the Node process`)
     }
   }
   if (!p.rootless && !p.sandboxHostIds) {

@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DEFAULT_PATH } from '../lib/options.js'
-import { unseenAccountSources } from '../lib/probe.js'
+import { ROOTS_OWN_UIDS, unseenAccountSources } from '../lib/probe.js'
 import { cli } from './cli-runner.js'
 
 test('run: the default hostname is sandbox', async (t) => {
@@ -229,7 +229,7 @@ test('doctor warns where accounts come from a directory and root has no ids of i
     const m = /^(root|0):[1-9]\d*:(\d+)\s*$/m.exec(existsSync(file) ? readFileSync(file, 'utf8') : '')
     return m !== null && Number(m[2]) >= ids
   }
-  if (!p.rootless) t.is(p.sandboxIdsRootsOwn, rootsRange('/etc/subuid', 131072) && rootsRange('/etc/subgid', 65536))
+  if (!p.rootless) t.is(p.sandboxIdsRootsOwn, rootsRange('/etc/subuid', ROOTS_OWN_UIDS) && rootsRange('/etc/subgid', 65536))
   const doctor = await cli(['doctor'])
   const here = unseenAccountSources(existsSync('/etc/nsswitch.conf') ? readFileSync('/etc/nsswitch.conf', 'utf8') : '', p.sandboxIdsRootsOwn)
   t.is(/accounts also come from/.test(doctor.stdout), !p.rootless && here.length > 0, doctor.stdout)

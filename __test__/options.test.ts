@@ -5,6 +5,7 @@ import { chmodSync, existsSync, readFileSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, createSandbox, importImage, IsolateError, probe, runIsolated, spawnIsolated, unpackRootfs } from '../index.js'
 import { shown } from '../lib/errors.js'
+import { NAMESPACE_OWNER_IDS } from '../lib/probe.js'
 import { alpineTarball, isRoot, removeDir, tempDir, zombieChildren } from './helpers.js'
 
 /** This process's hard RLIMIT_NOFILE. */
@@ -70,7 +71,8 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ...(isRoot && owners !== null
     ? ([
         ['the first owner of root sandboxes\' user namespaces without a user namespace', { namespaces: { user: false }, user: { uid: owners, gid: 1000 } }, 'user'],
-        ['the last owner of root sandboxes\' user namespaces', { namespaces: { user: false }, user: { uid: owners + 65535, gid: 1000 } }, 'user'],
+        ['an owner past the first 65536 (a helper pid above 65535)', { namespaces: { user: false }, user: { uid: owners + 65536, gid: 1000 } }, 'user'],
+        ['the last owner of root sandboxes\' user namespaces', { namespaces: { user: false }, user: { uid: owners + NAMESPACE_OWNER_IDS - 1, gid: 1000 } }, 'user'],
       ] as Array<[string, Record<string, unknown>, string]>)
     : []),
   ['gid 4294967295', { user: { uid: 0, gid: 2 ** 32 - 1 } }, 'user'],

@@ -9,7 +9,8 @@ import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { configurePool, probe, spawnIsolated, type Sandbox, type SpawnOptions } from '../index.js'
+import { configurePool, probe, runIsolated, spawnIsolated, type Sandbox, type SpawnOptions } from '../index.js'
+import { NAMESPACE_OWNER_IDS } from '../lib/probe.js'
 import { isRoot, parentOf, poolHeard, poolReady, root, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
@@ -100,7 +101,10 @@ for (const way of ways) {
         return
       }
       const owners = host.namespaceOwners!
-      t.true(owner >= owners && owner < owners + 65536, `owner ${owner} is one of the owner block's ids (${owners}-${owners + 65535})`)
+      t.true(owner >= owners && owner < owners + NAMESPACE_OWNER_IDS, `owner ${owner} is one of the owner block's ids (${owners}-${owners + NAMESPACE_OWNER_IDS - 1})`)
+      // One id per pid: no two helpers alive at once share an owner, wherever their pids run.
+      const helper = parentOf(parentOf(sb.pid))
+      t.is(owner, owners + helper, `the owner is the block's id of the helper's pid (${helper})`)
       const mapped = host.sandboxHostIds!.uid
       t.false(owner >= mapped && owner < mapped + 65536, `owner ${owner} is no id the sandboxes map (${mapped}-${mapped + 65535})`)
       if (usedUp(t, held)) t.is(held.took, maxInstances, `the sandbox opened as many as one user may (${maxInstances})`)
@@ -155,4 +159,15 @@ rootOnly('root without the capabilities a namespace it does not own takes (a con
   t.is(seen.code, 0, seen.err)
   t.regex(seen.out, new RegExp(`^\\s*0\\s+${host.sandboxHostIds!.uid}\\s+65536$`, 'm'), 'the sandbox maps its ids as ever')
   t.regex(seen.out, /CapEff:\s*0+$/m)
+})
+
+rootOnly('without a user namespace, the uid just past the owner block runs and the block\'s last one is refused: the block ends where probe() and the doctor say', async (t) => {
+  const owners = host.namespaceOwners
+  t.not(owners, null, 'a root caller with every capability has namespace owners here')
+  const past = owners! + NAMESPACE_OWNER_IDS
+  const r = await runIsolated('/bin/sh', ['-c', 'grep ^Uid: /proc/self/status'], { namespaces: { user: false }, user: { uid: past, gid: past } })
+  t.is(r.exitCode, 0, r.stderr)
+  t.regex(r.stdout, new RegExp(`^Uid:\\s+${past}\\s+${past}\\s`))
+  const refused = await t.throwsAsync(runIsolated('/bin/true', [], { namespaces: { user: false }, user: { uid: past - 1, gid: past } }))
+  t.regex(refused.message, /own the user namespaces/)
 })

@@ -62,7 +62,7 @@ export interface HostProbe {
   namespaceOwners: number | null
   /**
    * For a root caller: whether the sandbox host ids and the namespace owners all come from root's
-   * own ranges in /etc/subuid and /etc/subgid (131072 uids, 65536 gids). Otherwise some are blocks
+   * own ranges in /etc/subuid and /etc/subgid ({@link ROOTS_OWN_UIDS} uids, 65536 gids). Otherwise some are blocks
    * checked against /etc/passwd, /etc/group and the ranges only: see {@link unseenAccountSources}.
    */
   sandboxIdsRootsOwn: boolean
@@ -71,6 +71,16 @@ export interface HostProbe {
   /** Where the native addon and helper were loaded from. */
   native: { from: string; helperPath: string }
 }
+
+/**
+ * How many host uids own a root caller's sandbox user namespaces, from
+ * {@link HostProbe.namespaceOwners} on (the helper's plan::OWNER_IDS): one for every pid a kernel
+ * may hand out, so that no two sandboxes alive at once share one.
+ */
+export const NAMESPACE_OWNER_IDS = 4194304
+
+/** The uids root's own range must hold for the sandbox ids (65536) and the namespace owners. */
+export const ROOTS_OWN_UIDS = 65536 + NAMESPACE_OWNER_IDS
 
 let cached: Promise<HostProbe> | undefined
 

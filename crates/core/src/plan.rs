@@ -330,14 +330,19 @@ pub fn plan_id_maps(inside: Ids, caller: Ids, unprivileged: Ids) -> IdMaps {
 
 /// The owner of a root caller's sandbox user namespace: one id of the owner block
 /// ([`unprivileged_ids`]' `owners`) per helper (`key`: the helper's pid, which no other live
-/// sandbox's helper has). Only a process of the host's user namespace running as the owner holds
+/// sandbox's helper of this pid namespace has). Only a process of the host's user namespace running as the owner holds
 /// the namespace's capabilities; the block's ids are mapped into no sandbox, so no file a sandbox
 /// makes belongs to one (a set-user-ID file it left would otherwise make whoever runs it that
 /// owner). Per-user kernel counts are then charged to each sandbox apart, neither to host root nor
 /// to the other sandboxes.
 pub fn namespace_owner(owners: u32, key: u32) -> u32 {
-    owners + key % ROOT_MAPPED_RANGE
+    owners + key % OWNER_IDS
 }
+
+/// How many ids the owner block holds: one for every pid a kernel may hand out (PID_MAX_LIMIT on
+/// 64-bit, the most `kernel.pid_max` may be; systemd sets it that high), so that no two helpers
+/// alive at once share an owner, and with it their sandboxes' per-user counts.
+pub const OWNER_IDS: u32 = 1 << 22;
 
 /// The ids the sandbox's setup runs as once the maps exist: its root where root is mapped, else
 /// the one mapped user. Either way the setup keeps every capability of its user namespace.
@@ -362,18 +367,19 @@ const FALLBACK_END: u32 = 0x7FFE_0000;
 /// are then root's). The ids: root's first subordinate id from /etc/subuid and /etc/subgid when it
 /// has a whole range there (those ranges are set aside for exactly this), else the first
 /// [`ROOT_MAPPED_RANGE`] block from [`FALLBACK_FIRST_ID`] that no one's subordinate range and no
-/// account of /etc/passwd (/etc/group) holds. The owners: the next block of root's range where it
-/// holds two, else the next such free block. `read` gives a file's text. None when every block is
-/// held: no id is then safe to hand out.
+/// account of /etc/passwd (/etc/group) holds. The owners: the [`OWNER_IDS`] ids after those in
+/// root's range where it holds them too, else the first such free block of that size. `read`
+/// gives a file's text. None when every block is held: no id is then safe to hand out.
 pub fn unprivileged_ids(read: impl Fn(&str) -> Option<String>) -> Option<HostIds> {
     let (subuid, passwd, subgid, group) = (read("/etc/subuid"), read("/etc/passwd"), read("/etc/subgid"), read("/etc/group"));
     let uids = IdSpace::of(subuid.as_deref(), passwd.as_deref());
     let gids = IdSpace::of(subgid.as_deref(), group.as_deref());
-    let uid = uids.block(0, None)?;
-    let gid = gids.block(0, None)?;
-    let owners = uids.block(1, Some(uid));
+    let (ids, owner_ids) = (u64::from(ROOT_MAPPED_RANGE), u64::from(OWNER_IDS));
+    let uid = uids.block(0, ids, None)?;
+    let gid = gids.block(0, ids, None)?;
+    let owners = uids.block(ids, owner_ids, Some((uid, ids)));
     // Both taken from root's own range (set aside for it) rather than found free in the files.
-    let roots_own = uids.roots_range(2).is_some() && gids.roots_range(1).is_some();
+    let roots_own = uids.roots_range(ids + owner_ids).is_some() && gids.roots_range(ids).is_some();
     Some(HostIds { ids: Ids { uid, gid }, owners, roots_own })
 }
 
@@ -410,10 +416,9 @@ struct IdSpace<'a> {
 }
 
 impl<'a> IdSpace<'a> {
-    /// The start of root's own range when it holds `blocks` blocks of [`ROOT_MAPPED_RANGE`] ids.
-    fn roots_range(&self, blocks: u64) -> Option<u64> {
-        let size = u64::from(ROOT_MAPPED_RANGE);
-        self.ranges.iter().find(|&&(who, start, count)| (who == "root" || who == "0") && start != 0 && count >= size * blocks).map(|&(_, start, _)| start)
+    /// The start of root's own range when it holds `ids` ids.
+    fn roots_range(&self, ids: u64) -> Option<u64> {
+        self.ranges.iter().find(|&&(who, start, count)| (who == "root" || who == "0") && start != 0 && count >= ids).map(|&(_, start, _)| start)
     }
 
     fn of(sub: Option<&'a str>, accounts: Option<&str>) -> IdSpace<'a> {
@@ -432,24 +437,25 @@ impl<'a> IdSpace<'a> {
         IdSpace { ranges, accounts }
     }
 
-    /// The `nth` block (from 0) of root's own range when it holds that many, else the first free
-    /// fallback block other than `besides`.
-    fn block(&self, nth: u64, besides: Option<u32>) -> Option<u32> {
-        let size = u64::from(ROOT_MAPPED_RANGE);
-        if let Some(start) = self.roots_range(nth + 1) {
-            if let Ok(first) = u32::try_from(start + nth * size) {
+    /// The `size` ids from `offset` in root's own range when it holds them, else the first free
+    /// fallback block of `size` ids (from a multiple of [`ROOT_MAPPED_RANGE`]) that overlaps no
+    /// range, no account and not `besides` (first, count).
+    fn block(&self, offset: u64, size: u64, besides: Option<(u32, u64)>) -> Option<u32> {
+        if let Some(start) = self.roots_range(offset + size) {
+            if let Ok(first) = u32::try_from(start + offset) {
                 return Some(first);
             }
         }
+        let overlaps = |start: u64, count: u64, base: u64| start < base + size && base < start + count;
         let mut base = u64::from(FALLBACK_FIRST_ID);
         while base + size <= u64::from(FALLBACK_END) {
-            let taken = self.ranges.iter().any(|&(_, start, count)| start < base + size && base < start + count)
+            let taken = self.ranges.iter().any(|&(_, start, count)| overlaps(start, count, base))
                 || self.accounts.iter().any(|id| (base..base + size).contains(id))
-                || besides.is_some_and(|b| u64::from(b) < base + size && base < u64::from(b) + size);
+                || besides.is_some_and(|(first, count)| overlaps(u64::from(first), count, base));
             if !taken {
                 return u32::try_from(base).ok();
             }
-            base += size;
+            base += u64::from(ROOT_MAPPED_RANGE);
         }
         None
     }
@@ -480,16 +486,20 @@ mod tests {
     #[test]
     fn a_namespace_owner_is_one_of_the_owner_block() {
         let owners = FALLBACK_FIRST_ID + ROOT_MAPPED_RANGE;
-        for key in [0, 1, 65535, 65536, 4_194_304, u32::MAX] {
+        for key in [0, 1, 65535, 65536, 4_194_303, 4_194_304, u32::MAX] {
             let owner = namespace_owner(owners, key);
-            assert!((owners..owners + ROOT_MAPPED_RANGE).contains(&owner), "{key} -> {owner}");
+            assert!((owners..owners + OWNER_IDS).contains(&owner), "{key} -> {owner}");
         }
+        // Helpers alive at once have different pids, below PID_MAX_LIMIT: never the same owner,
+        // also where pids run past 65536 (kernel.pid_max 4194304, as systemd sets it).
         assert_ne!(namespace_owner(owners, 4242), namespace_owner(owners, 4243));
+        assert_ne!(namespace_owner(owners, 4242), namespace_owner(owners, 4242 + 65536));
+        assert_ne!(namespace_owner(owners, 0), namespace_owner(owners, 4_194_303));
     }
 
     #[test]
     fn ids_mapped_reads_a_uid_map() {
-        assert!(ids_mapped("         0          0 4294967295\n", FALLBACK_FIRST_ID, ROOT_MAPPED_RANGE));
+        assert!(ids_mapped("         0          0 4294967295\n", FALLBACK_FIRST_ID, OWNER_IDS));
         // A container's namespace mapping 65536 ids: the fallback block is not there.
         assert!(!ids_mapped("0 100000 65536\n", FALLBACK_FIRST_ID, ROOT_MAPPED_RANGE));
         assert!(ids_mapped("0 100000 65536\n1000000 5000 131072\n", 1_065_536, ROOT_MAPPED_RANGE));
@@ -500,25 +510,30 @@ mod tests {
     #[test]
     fn the_owner_block_is_mapped_into_no_sandbox() {
         let first = FALLBACK_FIRST_ID;
-        let block = u64::from(ROOT_MAPPED_RANGE);
-        // Nothing in /etc: the two first fallback blocks.
+        let (block, owner_ids) = (u64::from(ROOT_MAPPED_RANGE), u64::from(OWNER_IDS));
+        // Nothing in /etc: the first fallback block, and the owners right after it.
         assert_eq!(unprivileged_ids(files(&[])).map(|h| h.owners), Some(Some(first + ROOT_MAPPED_RANGE)));
-        // Root's range holds two blocks: its second half.
+        // Root's range holds the ids and the owners: the owners are the rest of it.
+        let whole = format!("root:200000:{}\n", block + owner_ids);
+        let h = unprivileged_ids(files(&[("/etc/subuid", &whole), ("/etc/subgid", &whole)])).unwrap();
+        assert_eq!((h.ids.uid, h.owners, h.roots_own), (200000, Some(200000 + ROOT_MAPPED_RANGE), true));
+        // Root's range holds two blocks of 65536 (too few owners for every pid): the owners are the
+        // first free fallback block.
         let two = format!("root:200000:{}\n", 2 * block);
         let h = unprivileged_ids(files(&[("/etc/subuid", &two), ("/etc/subgid", &two)])).unwrap();
-        assert_eq!((h.ids.uid, h.owners, h.roots_own), (200000, Some(200000 + ROOT_MAPPED_RANGE), true));
-        // Root's range holds one: the owners are the first free fallback block.
-        let one = format!("root:200000:{block}\n");
-        let h = unprivileged_ids(files(&[("/etc/subuid", &one), ("/etc/subgid", &one)])).unwrap();
         assert_eq!((h.ids.uid, h.owners, h.roots_own), (200000, Some(first), false));
-        // No root range, the second fallback block someone's: the third.
+        // No root range, someone's range within what would be the owners: the first block after it.
         let busy = format!("bob:{}:10\n", first + ROOT_MAPPED_RANGE + 1);
         let h = unprivileged_ids(files(&[("/etc/subuid", &busy)])).unwrap();
         assert_eq!((h.ids.uid, h.owners, h.roots_own), (first, Some(first + 2 * ROOT_MAPPED_RANGE), false));
-        // Only one fallback block free: the sandboxes' ids, and no owners (the namespaces stay root's).
-        let most = format!("carol:{FALLBACK_FIRST_ID}:{}\n", FALLBACK_END - FALLBACK_FIRST_ID - ROOT_MAPPED_RANGE);
+        // An account inside them does as much.
+        let passwd = format!("svc:x:{}:0::/:/bin/false\n", first + 3 * ROOT_MAPPED_RANGE);
+        let h = unprivileged_ids(files(&[("/etc/passwd", &passwd)])).unwrap();
+        assert_eq!((h.ids.uid, h.owners), (first, Some(first + 4 * ROOT_MAPPED_RANGE)));
+        // Room for the ids but not for a whole owner block: no owners (the namespaces stay root's).
+        let most = format!("carol:{FALLBACK_FIRST_ID}:{}\n", u64::from(FALLBACK_END - FALLBACK_FIRST_ID) - owner_ids);
         let h = unprivileged_ids(files(&[("/etc/subuid", &most)])).unwrap();
-        assert_eq!((h.ids.uid, h.owners), (FALLBACK_END - ROOT_MAPPED_RANGE, None));
+        assert_eq!((h.ids.uid, h.owners), (FALLBACK_END - OWNER_IDS, None));
     }
 
     #[test]

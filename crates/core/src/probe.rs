@@ -25,8 +25,8 @@ pub struct Probe {
     /// root caller when no block of ids is free (its sandboxes are refused at write_id_maps).
     #[cfg(target_os = "linux")]
     pub sandbox_host_ids: Option<crate::spec::Ids>,
-    /// The first of the 65536 host uids that own a root caller's sandbox user namespaces (one per
-    /// sandbox, mapped into none). None where they are the caller's: an ordinary user's, or root's
+    /// The first of the plan::OWNER_IDS host uids that own a root caller's sandbox user namespaces
+    /// (one per sandbox, mapped into none). None where they are the caller's: an ordinary user's, or root's
     /// when it lacks a capability that takes (see supervisor::namespace_owners) or no block is free.
     #[cfg(target_os = "linux")]
     pub namespace_owners: Option<u32>,

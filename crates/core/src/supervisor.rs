@@ -138,7 +138,7 @@ pub(crate) fn namespace_owners() -> Option<u32> {
         // A root in a user namespace of its own (a container's) may only become the ids it maps.
         let owners = owner_block()?;
         let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
-        crate::plan::ids_mapped(&map, owners, crate::plan::ROOT_MAPPED_RANGE).then_some(owners)
+        crate::plan::ids_mapped(&map, owners, crate::plan::OWNER_IDS).then_some(owners)
     })
 }
 

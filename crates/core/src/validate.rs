@@ -175,8 +175,8 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     if !spec.namespaces.user && crate::probe::is_root() {
         // A process of the host's user namespace running as an id of the owner block would hold
         // the capabilities of some root-caller sandbox's user namespace (plan::namespace_owner).
-        if let Some(owners) = crate::supervisor::owner_block().filter(|&o| spec.user.uid >= o && spec.user.uid - o < crate::plan::ROOT_MAPPED_RANGE) {
-            return Err(bad("user", format!("uid {} is one of the ids that own the user namespaces of root's sandboxes ({} to {}): with namespaces.user false name an id outside them, or leave user out (probe().sandboxHostIds)", spec.user.uid, owners, owners + crate::plan::ROOT_MAPPED_RANGE - 1)));
+        if let Some(owners) = crate::supervisor::owner_block().filter(|&o| spec.user.uid >= o && spec.user.uid - o < crate::plan::OWNER_IDS) {
+            return Err(bad("user", format!("uid {} is one of the ids that own the user namespaces of root's sandboxes ({} to {}): with namespaces.user false name an id outside them, or leave user out (probe().sandboxHostIds)", spec.user.uid, owners, owners + crate::plan::OWNER_IDS - 1)));
         }
     }
     if crate::probe::is_root() && spec.namespaces.user && (spec.user.uid >= crate::plan::ROOT_MAPPED_RANGE || spec.user.gid >= crate::plan::ROOT_MAPPED_RANGE) {
@@ -320,11 +320,11 @@ mod tests {
         assert_eq!(validate(&s).map_err(|e| e.option), if crate::probe::is_root() { Ok(()) } else { Err("namespaces.user".into()) });
         if let (true, Some(owners)) = (crate::probe::is_root(), crate::supervisor::owner_block()) {
             // The ids that own root's sandboxes' user namespaces.
-            for uid in [owners, owners + crate::plan::ROOT_MAPPED_RANGE - 1] {
+            for uid in [owners, owners + 65536, owners + crate::plan::OWNER_IDS - 1] {
                 s.user = Ids { uid, gid: 0x7000_0000 };
                 assert_eq!(validate(&s).unwrap_err().option, "user", "{uid}");
             }
-            s.user = Ids { uid: owners + crate::plan::ROOT_MAPPED_RANGE, gid: 0x7000_0000 };
+            s.user = Ids { uid: owners + crate::plan::OWNER_IDS, gid: 0x7000_0000 };
             assert_eq!(validate(&s), Ok(()));
             s.user = Ids { uid: 0x7000_0000, gid: 0x7000_0000 };
         }
