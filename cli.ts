@@ -901,11 +901,14 @@ function doctorText(p: HostProbe): string {
     const v2Own = c.own.find((l) => l.startsWith('0::'))
     if (v2Own) row('  own v2 cgroup', v2Own.slice(3) || '/')
     const h = p.cgroupHost
+    if (h?.unified?.fromEnv) row('  sandboxes in', `${h.unified.ownPath} (ISOLATE_CGROUP_PARENT)`)
+    const parentRefused = h?.parentRefused === true
     const { canCreate, held, refused } = cgroupLimitsHere(p)
     if (!canCreate) {
       row('  may create', `no${h?.reason ? `: ${h.reason}` : ''}`)
       problem('limits that need a cgroup (memoryBytes, pids, cpus, cpuTimeMs) fail closed here')
-      if (c.mode === 'v2' && p.rootless) fix('for cpuTimeMs, run under a delegated cgroup, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...; memoryBytes, pids and cpus also need the caller\'s own cgroup to be the hierarchy\'s root (a VM or a machine of its own): isolate neither moves the caller nor restructures its cgroup')
+      if (parentRefused) fix(c.mode === 'v2' ? "name this process's cgroup or one above it in ISOLATE_CGROUP_PARENT, as /proc/self/cgroup writes it, or unset it" : 'unset ISOLATE_CGROUP_PARENT: it names a cgroup v2 parent, and limits here are cgroup v1\'s')
+      else if (c.mode === 'v2' && p.rootless) fix('for cpuTimeMs, run under a delegated cgroup, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...; memoryBytes, pids and cpus also need a cgroup that holds no process: the hierarchy\'s root (a VM or a machine of its own), or one above the caller\'s, delegated to it, named in ISOLATE_CGROUP_PARENT (isolate neither moves the caller nor restructures its cgroup)')
       else if (c.mode === 'v2') fix('mount the cgroup2 hierarchy writable where this process sees its own cgroup (a container: a private cgroup namespace and a writable /sys/fs/cgroup)')
       else fix('run as root')
     } else if (refused.length === 0) {

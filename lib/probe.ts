@@ -34,9 +34,16 @@ export interface HostProbe {
     canCreate: boolean
     /** Why it may not (absent when it may). */
     reason?: string
+    /** It may not because `ISOLATE_CGROUP_PARENT` names no cgroup it could use (`reason` says why). */
+    parentRefused: boolean
     swapAccounting: boolean | null
     /** The limits that fail closed although a cgroup may be made ({@link cgroupLimitsHere}). */
     refused: RefusedLimit[]
+    /**
+     * The unified (v2) hierarchy, where mounted. `ownPath` is the cgroup beneath which sandbox
+     * cgroups are made: this process's own, or (`fromEnv`) the one `ISOLATE_CGROUP_PARENT` names.
+     */
+    unified: { mount: string; ownPath: string; ownDir: string | null; fromEnv: boolean; isRoot: boolean; processes: number } | null
   } | null
   overlay: boolean
   landlockAbi: number | null

@@ -109,10 +109,13 @@ impl Controller {
 pub struct UnifiedHierarchy {
     /// Where it is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
     pub mount: String,
-    /// This process's cgroup as `/proc/self/cgroup` names it (`0::<path>`).
+    /// The cgroup beneath which sandbox cgroups are made, as `/proc/self/cgroup` names cgroups:
+    /// this process's own (`0::<path>`), or the one [`PARENT_ENV`] names (`from_env`).
     pub own_path: String,
     /// That cgroup's directory, when the mount shows it (a container may mount a subtree only).
     pub own_dir: Option<String>,
+    /// `own_path` is [`PARENT_ENV`]'s cgroup, above this process's own.
+    pub from_env: bool,
     /// The own cgroup is the hierarchy's real root (it has no `cgroup.type`), where the
     /// no-internal-process rule does not apply.
     pub is_root: bool,
@@ -201,6 +204,8 @@ pub struct CgroupHost {
     /// Why not, when it may not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// It may not because [`PARENT_ENV`] names no cgroup it could use (`reason` says why).
+    pub parent_refused: bool,
     /// What [`CgroupHost::refused_limits`] says, filled in for the probe only: a sandbox's start,
     /// which detects the host too, finds out from its own limits' plan.
     pub refused: Vec<RefusedLimit>,
@@ -259,10 +264,12 @@ impl CgroupHost {
 /// What `/proc/self/cgroup` and `/proc/self/mountinfo` say, before looking at any cgroup file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Layout {
-    /// (mount, own path, own dir)
-    unified: Option<(String, String, Option<String>)>,
+    /// (mount, own path, own dir, the mount's root in the hierarchy)
+    unified: Option<(String, String, Option<String>, String)>,
     /// (controllers, mount, own path, own dir)
     v1: Vec<(Vec<String>, String, String, Option<String>)>,
+    /// The unified own path and dir are [`PARENT_ENV`]'s cgroup, not this process's.
+    parent_from_env: bool,
 }
 
 /// Undo mountinfo's octal escapes (`\040` for a space).
@@ -336,7 +343,7 @@ fn parse_layout(proc_cgroup: &str, mountinfo: &str) -> Layout {
                 }
                 let own = own_v2.clone().unwrap_or_else(|| "/".to_owned());
                 let dir = dir_through(&mountpoint, &root, &own);
-                layout.unified = Some((mountpoint, own, dir));
+                layout.unified = Some((mountpoint, own, dir, root));
             }
             "cgroup" => {
                 let set = sorted(r[2].split(',').filter(|o| V1_CONTROLLERS.contains(o)).map(str::to_owned).collect());
@@ -372,17 +379,67 @@ fn exists(path: &str) -> bool {
     std::path::Path::new(path).exists()
 }
 
+/// The environment variable that names the cgroup v2 parent of the sandbox cgroups, in place of
+/// the caller's own cgroup: that cgroup or one above it, as `/proc/self/cgroup` writes paths
+/// (`/system.slice/app.service`). Where the caller's own cgroup holds the caller, the kernel's
+/// no-internal-process rule gives its children no memory, pids or cpu; a cgroup above it that
+/// holds no process can (systemd: `Delegate=yes` with `DelegateSubgroup=`). The addon passes it
+/// to the helpers, whose environment is otherwise empty.
+pub const PARENT_ENV: &str = "ISOLATE_CGROUP_PARENT";
+
 /// Describe this host's cgroups as this process sees them. Call once and pass the answer on.
 pub fn detect() -> Result<CgroupHost, SetupError> {
     let read = |path: &str| {
         std::fs::read_to_string(path).map_err(|e| SetupError::sys(STEP_CREATE, e.raw_os_error().unwrap_or(libc::EIO), Some(path)))
     };
     let layout = parse_layout(&read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?);
-    Ok(host_from_layout(layout))
+    let parent = std::env::var(PARENT_ENV).ok().filter(|p| !p.is_empty());
+    Ok(match parent.map(|p| with_parent(layout.clone(), &p)) {
+        None => host_from_layout(layout),
+        Some(Ok(chosen)) => host_from_layout(chosen),
+        // Named but unusable: no sandbox cgroup anywhere else (limits fail closed, saying why).
+        Some(Err(why)) => {
+            let mut host = host_from_layout(layout);
+            host.can_create = false;
+            host.reason = Some(why);
+            host.parent_refused = true;
+            host
+        }
+    })
+}
+
+/// `layout` with the sandbox cgroups' parent the cgroup `parent` ([`PARENT_ENV`]) in place of this
+/// process's own: only a cgroup v2 host's, only the own cgroup or one above it (the subtree the
+/// caller's cgroup is in: never a cgroup beside it), visible through the mount. Why not, otherwise.
+fn with_parent(mut layout: Layout, parent: &str) -> Result<Layout, String> {
+    let named = format!("{PARENT_ENV}={parent}");
+    // A trailing slash names the same cgroup.
+    let parent = if parent.len() > 1 && parent.ends_with('/') { &parent[..parent.len() - 1] } else { parent };
+    let parts: Vec<&str> = parent.split('/').skip(1).collect();
+    let well_formed = parent.starts_with('/') && (parent == "/" || parts.iter().all(|c| !c.is_empty() && *c != "." && *c != ".." && !c.contains('\n')));
+    if !well_formed {
+        return Err(format!("{named} is not a cgroup path as /proc/self/cgroup writes them (absolute, no empty, . or .. parts: /system.slice/app.service)"));
+    }
+    if !layout.v1.is_empty() {
+        return Err(format!("{named} names a parent in the cgroup v2 hierarchy, but the limits of this host are cgroup v1's (leave it unset here)"));
+    }
+    let Some((mount, own, dir, root)) = layout.unified.as_mut() else {
+        return Err(format!("{named}, but no cgroup v2 hierarchy is mounted"));
+    };
+    if !(parent == "/" || own == parent || own.starts_with(&format!("{parent}/"))) {
+        return Err(format!("{named} is neither this process's cgroup ({own}) nor one above it"));
+    }
+    let Some(through) = dir_through(mount, root, parent) else {
+        return Err(format!("{named} is not visible under {mount}, which shows the cgroups beneath {root}"));
+    };
+    (*own, *dir) = (parent.to_owned(), Some(through));
+    layout.parent_from_env = true;
+    Ok(layout)
 }
 
 fn host_from_layout(layout: Layout) -> CgroupHost {
-    let unified = layout.unified.map(|(mount, own_path, own_dir)| {
+    let from_env = layout.parent_from_env;
+    let unified = layout.unified.map(|(mount, own_path, own_dir, _)| {
         let file = |name: &str| own_dir.as_ref().map(|d| format!("{d}/{name}")).unwrap_or_default();
         let is_root = own_dir.is_some() && !exists(&file("cgroup.type"));
         let mut u = UnifiedHierarchy {
@@ -397,6 +454,7 @@ fn host_from_layout(layout: Layout) -> CgroupHost {
             mount,
             own_path,
             own_dir,
+            from_env,
         };
         u.usable = u
             .controllers
@@ -423,7 +481,7 @@ fn host_from_layout(layout: Layout) -> CgroupHost {
         (None, false) => CgroupMode::V1,
         (None, true) => CgroupMode::Unavailable,
     };
-    let mut host = CgroupHost { mode, unified, v1, swap_accounting: None, can_create: false, reason: None, refused: Vec::new() };
+    let mut host = CgroupHost { mode, unified, v1, swap_accounting: None, can_create: false, reason: None, parent_refused: false, refused: Vec::new() };
     host.swap_accounting = match mode {
         CgroupMode::V2 => host.unified.as_ref().filter(|u| !u.is_root).and_then(|u| u.own_dir.as_ref()).map(|d| exists(&format!("{d}/memory.swap.max"))),
         CgroupMode::V1 | CgroupMode::Hybrid => {
@@ -538,7 +596,7 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
             let u = host.unified.as_ref().expect("v2 mode has the unified hierarchy");
             let own = u.own_dir.clone().unwrap_or_else(|| u.own_path.clone());
             // One text for every controller, so that the hints of several limits read it once.
-            let no_internal_process = "cgroup v2 lets a cgroup other than the hierarchy's root give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or without these limits".to_owned();
+            let no_internal_process = "cgroup v2 lets a cgroup other than the hierarchy's root give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; name a cgroup above the caller's that holds no process and is delegated to it in ISOLATE_CGROUP_PARENT (systemd: Delegate=yes with DelegateSubgroup=, the cgroup of the service), run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or run without these limits".to_owned();
             match u.availability(controller) {
                 V2Availability::Enabled | V2Availability::Enableable => (format!("the {controller} controller is usable"), None),
                 V2Availability::NotDelegated if u.is_root => (
@@ -1407,7 +1465,7 @@ mod tests {
     #[test]
     fn layout_of_a_hybrid_host_with_merged_hierarchies() {
         let l = parse_layout(V1_CGROUP, V1_MOUNTS);
-        assert_eq!(l.unified, Some(("/nowhere/cg/unified".into(), "/".into(), Some("/nowhere/cg/unified".into()))));
+        assert_eq!(l.unified, Some(("/nowhere/cg/unified".into(), "/".into(), Some("/nowhere/cg/unified".into()), "/".into())));
         let find = |c: &str| l.v1.iter().find(|h| h.0.iter().any(|x| x == c)).cloned().unwrap();
         assert_eq!(find("cpu"), (vec!["cpu".to_owned(), "cpuacct".to_owned()], "/nowhere/cg/cpu,cpuacct".into(), "/".into(), Some("/nowhere/cg/cpu,cpuacct".into())));
         assert_eq!(find("cpuacct").1, "/nowhere/cg/cpu,cpuacct");
@@ -1443,6 +1501,36 @@ mod tests {
         assert_eq!(host_from_layout(parse_layout("0::/\n", "")).mode, CgroupMode::Unavailable);
     }
 
+    #[test]
+    fn a_parent_named_in_the_environment_is_the_own_cgroup_or_one_above_it() {
+        let mounts = "39 33 0:34 / /nowhere/cg rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n";
+        let l = parse_layout("0::/system.slice/app.service/main\n", mounts);
+        let chosen = |p: &str| with_parent(l.clone(), p).map(|l| (l.unified.clone().unwrap().1, l.unified.unwrap().2, l.parent_from_env));
+        assert_eq!(chosen("/system.slice/app.service"), Ok(("/system.slice/app.service".into(), Some("/nowhere/cg/system.slice/app.service".into()), true)));
+        assert_eq!(chosen("/system.slice/app.service/main").unwrap().1.as_deref(), Some("/nowhere/cg/system.slice/app.service/main"));
+        assert_eq!(chosen("/").unwrap().1.as_deref(), Some("/nowhere/cg"));
+        assert_eq!(chosen("/system.slice/app.service/").unwrap().0, "/system.slice/app.service");
+        // Beside it, below it, or a prefix that is no ancestor: refused, naming the variable.
+        for beside in ["/system.slice/other.service", "/system.slice/app.service/main/x", "/system.slice/app", "/user.slice"] {
+            let why = chosen(beside).unwrap_err();
+            assert!(why.contains("ISOLATE_CGROUP_PARENT=") && why.contains("nor one above it"), "{beside}: {why}");
+        }
+        for bad in ["system.slice", "/system.slice/../x", "/system.slice//app.service", "/./system.slice", "/a\nb"] {
+            assert!(chosen(bad).unwrap_err().contains("is not a cgroup path"), "{bad}");
+        }
+        // A mount of a subtree shows nothing above its root.
+        let sub = "50 33 0:34 /system.slice/app.service /nowhere/cg rw - cgroup2 cgroup2 rw\n";
+        let l = parse_layout("0::/system.slice/app.service/main\n", sub);
+        assert_eq!(with_parent(l.clone(), "/system.slice/app.service").unwrap().unified.unwrap().2.as_deref(), Some("/nowhere/cg"));
+        assert!(with_parent(l, "/system.slice").unwrap_err().contains("is not visible under /nowhere/cg"));
+        // cgroup v1 (or hybrid) hosts keep their limits in v1 hierarchies: the variable has no place there.
+        assert!(with_parent(parse_layout(V1_CGROUP, V1_MOUNTS), "/").unwrap_err().contains("cgroup v1"));
+        assert!(with_parent(parse_layout("", ""), "/").unwrap_err().contains("no cgroup v2 hierarchy"));
+        // Serialized for the probe.
+        let host = host_from_layout(with_parent(parse_layout("0::/a/b\n", mounts), "/a").unwrap());
+        assert_eq!(serde_json::to_value(&host).unwrap()["unified"]["fromEnv"], true);
+    }
+
     fn v2_host(controllers: &[&str], enabled: &[&str], is_root: bool, processes: usize) -> CgroupHost {
         let mut u = UnifiedHierarchy {
             mount: "/sys/fs/cgroup".into(),
@@ -1456,9 +1544,10 @@ mod tests {
             writable: true,
             procs_writable: true,
             usable: Vec::new(),
+            from_env: false,
         };
         u.usable = u.controllers.iter().filter(|c| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable)).cloned().collect();
-        CgroupHost { mode: CgroupMode::V2, unified: Some(u), v1: Vec::new(), swap_accounting: Some(true), can_create: true, reason: None, refused: Vec::new() }
+        CgroupHost { mode: CgroupMode::V2, unified: Some(u), v1: Vec::new(), swap_accounting: Some(true), can_create: true, reason: None, parent_refused: false, refused: Vec::new() }
     }
 
     fn v1_host(controllers: &[&str], memsw: bool) -> CgroupHost {
@@ -1472,7 +1561,7 @@ mod tests {
                 writable: true,
             })
             .collect();
-        CgroupHost { mode: CgroupMode::V1, unified: None, v1, swap_accounting: Some(memsw), can_create: true, reason: None, refused: Vec::new() }
+        CgroupHost { mode: CgroupMode::V1, unified: None, v1, swap_accounting: Some(memsw), can_create: true, reason: None, parent_refused: false, refused: Vec::new() }
     }
 
     /// A cgroup value with these directories, as if made (nothing is created or removed).

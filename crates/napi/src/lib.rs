@@ -94,6 +94,15 @@ struct Wiring {
     exec: Option<OwnedFd>,
 }
 
+/// The whole environment of a helper, the helper server and the probe: the cgroup parent this
+/// process names (isolate_core::cgroup::PARENT_ENV), if it does, and nothing else. Read at each
+/// start; the helper server, started once, keeps what it got.
+pub(crate) fn helper_env() -> Vec<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = isolate_core::cgroup::PARENT_ENV;
+    std::env::var_os(name).and_then(|v| CString::new([name.as_bytes(), b"=", v.as_bytes()].concat()).ok()).into_iter().collect()
+}
+
 /// The three stdio slots of a command: the child's ends in slot order, and ours (pipes only).
 fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
     let mut child = Vec::with_capacity(3);
@@ -275,7 +284,7 @@ impl Task for SpawnHelper {
         attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
         attr.set_flags(helper_spawn_flags()).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
         let argv = [CString::new("isolate-helper").expect("static")];
-        let envp: [CString; 0] = [];
+        let envp = helper_env();
         let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))
             .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
         drop(w.child);
@@ -379,7 +388,7 @@ impl Task for SpawnWarmHelper {
         // itself at idle priority first thing (isolate_core::warm).
         attr.set_flags(helper_spawn_flags()).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
         let argv = [CString::new("isolate-helper").expect("static"), CString::new("--warm").expect("static")];
-        let envp: [CString; 0] = [];
+        let envp = helper_env();
         let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))
             .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
         Ok(SpawnedHelper { pid: pid.as_raw(), control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) })
@@ -415,7 +424,7 @@ pub fn spawn_probe(helper_path: String) -> Result<SpawnedHelper> {
     attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
     let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
     let argv = [CString::new("isolate-helper").expect("static"), CString::new("--probe").expect("static")];
-    let envp: [CString; 0] = [];
+    let envp = helper_env();
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
     drop(w);

@@ -11,7 +11,7 @@ use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
 use nix::sys::time::TimeVal;
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
@@ -87,7 +87,7 @@ fn start(path: &str, cpath: &CStr) -> Option<Server> {
     attr.set_sigdefault(&SigSet::all()).ok()?;
     attr.set_flags(crate::helper_spawn_flags()).ok()?;
     let argv = [c"isolate-helper".to_owned(), c"--warm".to_owned(), c"--server".to_owned()];
-    let envp: [CString; 0] = [];
+    let envp = crate::helper_env();
     let pid = isolate_core::priority::born_behind(|| posix_spawn(cpath, &actions, &attr, &argv, &envp)).ok()?;
     Some(Server { path: path.to_owned(), pid, sock: ours })
 }
