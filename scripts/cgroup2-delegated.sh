@@ -5,7 +5,9 @@
 # with memory, pids and cpu enabled for its children, and the user's processes sit in a leaf of it.
 # The suite itself then starts in a cgroup that holds processes (its own), whose children the
 # no-internal-process rule denies those controllers: cgroup limits must fail closed there, and
-# cpuTimeMs is counted in a cgroup of the sandbox's own. The guest is thrown away afterwards.
+# cpuTimeMs is counted in a cgroup of the sandbox's own. Then cgroup-parent.test.ts: with the
+# delegated cgroup, which holds no process, named in ISOLATE_CGROUP_PARENT, those limits hold.
+# The guest is thrown away afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 user=isolate-ci
@@ -21,6 +23,6 @@ for d in "$delegated" "$delegated/session"; do
 done
 echo '+memory +pids +cpu' > "$delegated/cgroup.subtree_control"
 echo $$ > "$delegated/session/cgroup.procs"
-echo "cgroup v2 lane (delegated): running __test__/cgroup.test.ts as $user in $(cut -d: -f3 /proc/self/cgroup)"
-runuser -u "$user" -- env -i PATH="$PATH" HOME=/tmp ISOLATE_TEST_ROOTLESS=1 ISOLATE_CGROUP_LANE=v2 \
-  node node_modules/ava/entrypoints/cli.mjs --timeout=10m __test__/cgroup.test.ts
+echo "cgroup v2 lane (delegated): running __test__/cgroup.test.ts and __test__/cgroup-parent.test.ts as $user in $(cut -d: -f3 /proc/self/cgroup)"
+runuser -u "$user" -- env -i PATH="$PATH" HOME=/tmp ISOLATE_TEST_ROOTLESS=1 ISOLATE_CGROUP_LANE=v2 ISOLATE_TEST_CGROUP_PARENT="${delegated#/sys/fs/cgroup}" \
+  node node_modules/ava/entrypoints/cli.mjs --timeout=10m __test__/cgroup.test.ts __test__/cgroup-parent.test.ts

@@ -27,7 +27,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Booted once per run: as root, whose cgroup in the guest is the hierarchy's root (limits hold);
 # then as an ordinary user in a delegated cgroup (scripts/cgroup2-delegated.sh).
-runs=("env ISOLATE_CGROUP_LANE=v2 node node_modules/ava/entrypoints/cli.mjs --timeout=10m __test__/cgroup.test.ts __test__/ucounts.test.ts" "bash scripts/cgroup2-delegated.sh")
+runs=("env ISOLATE_CGROUP_LANE=v2 node node_modules/ava/entrypoints/cli.mjs --timeout=10m __test__/cgroup.test.ts __test__/cgroup-parent.test.ts __test__/ucounts.test.ts" "bash scripts/cgroup2-delegated.sh")
 for run in "${runs[@]}"; do
   echo "cgroup v2 lane: running $run in the guest (emulated: minutes, not seconds)"
   set +e

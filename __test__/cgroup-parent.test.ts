@@ -1,0 +1,107 @@
+/**
+ * ISOLATE_CGROUP_PARENT: the cgroup v2 parent of the sandbox cgroups, in place of the caller's own
+ * cgroup, which holds the caller and so (the no-internal-process rule) cannot give its children
+ * memory, pids or cpu. Only the caller's own cgroup or one above it, only on cgroup v2; anything
+ * else fails closed, naming the variable. Each case runs in a Node process of its own: the
+ * variable is read by the helpers that process starts.
+ *
+ * Where the limits hold beneath such a parent is tested in the cgroup v2 lane's delegated boot
+ * (scripts/cgroup2-delegated.sh: the suite runs in a leaf of a delegated cgroup that holds no
+ * process, which it names in ISOLATE_TEST_CGROUP_PARENT) and its root boot (the parent '/').
+ */
+import test from 'ava'
+import { spawn } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { probe } from '../index.js'
+import { root } from './helpers.js'
+
+const host = await probe()
+const mode = host.cgroup.mode
+/** This process's cgroup v2 path, as /proc/self/cgroup writes it. */
+const own = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/'
+/** A cgroup above this process's that holds no process, delegated to it (the lane says which), or the root where this process is in it. */
+const usableParent = process.env.ISOLATE_TEST_CGROUP_PARENT ?? (mode === 'v2' && own === '/' ? '/' : undefined)
+
+/** Run `body` (module code with `api`, this package's index, imported) in a Node process whose ISOLATE_CGROUP_PARENT is `parent`; what it printed last, as JSON. */
+function inNode(parent: string, body: string): Promise<Record<string, any>> {
+  const code = `const api = await import(${JSON.stringify(join(root, 'index.ts'))})\n${body}`
+  const child = spawn(process.execPath, ['--import=tsx', '--input-type=module', '-e', code], { cwd: root, env: { ...process.env, ISOLATE_CGROUP_PARENT: parent }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d: Buffer) => (out += d))
+  child.stderr.on('data', (d: Buffer) => (err += d))
+  return new Promise((resolve, reject) => {
+    child.on('error', reject)
+    child.on('close', (code) => {
+      const last = out.trim().split('\n').pop() ?? ''
+      if (code !== 0 || !last.startsWith('{')) reject(new Error(`the Node process with ISOLATE_CGROUP_PARENT=${parent} exited ${code}: ${out}${err}`))
+      else resolve(JSON.parse(last))
+    })
+  })
+}
+
+const refusedBody = `
+const p = await api.probe()
+const free = await api.runIsolated('/bin/echo', ['ran'])
+let err = null
+try {
+  await api.runIsolated('/bin/true', [], { limits: { pids: 16 } })
+} catch (e) {
+  err = { name: e.name, step: e.step, message: e.message, hint: e.hint }
+}
+console.log(JSON.stringify({ parentRefused: p.cgroupHost.parentRefused, canCreate: p.cgroupHost.canCreate, free: free.stdout, err }))
+`
+
+// On cgroup v1 or hybrid hosts the limits are v1's: any parent is refused. On v2, one beside
+// this process's cgroup (or below the root it is in).
+const notAbove = mode === 'v2' ? (own === '/' ? `/isolate-not-above-${process.pid}` : `${dirname(own)}/isolate-not-above-${process.pid}`) : '/'
+
+test(`a parent that is not this process's cgroup or one above it (${notAbove}), or any on cgroup v1, is refused: limits fail closed naming ISOLATE_CGROUP_PARENT, sandboxes without limits still run`, async (t) => {
+  const seen = await inNode(notAbove, refusedBody)
+  t.true(seen.parentRefused, 'probe() says the parent was refused')
+  t.false(seen.canCreate)
+  t.is(seen.free, 'ran\n', 'a sandbox without limits needs no cgroup')
+  t.is(seen.err?.name, 'IsolateError', JSON.stringify(seen.err))
+  t.is(seen.err.step, 'create_cgroup')
+  t.true(seen.err.message.includes(`ISOLATE_CGROUP_PARENT=${notAbove}`), seen.err.message)
+  t.regex(seen.err.message, mode === 'v2' ? /nor one above it/ : /cgroup v1/)
+  t.regex(seen.err.hint, /ISOLATE_CGROUP_PARENT/)
+})
+
+test('a parent that is no cgroup path is refused as such', async (t) => {
+  const seen = await inNode('relative/path', refusedBody)
+  t.true(seen.parentRefused)
+  t.regex(seen.err.message, /ISOLATE_CGROUP_PARENT=relative\/path is not a cgroup path/)
+})
+
+const where = usableParent === undefined ? test.skip : test
+if (usableParent === undefined) {
+  console.log(`cgroup-parent.test: limits beneath a parent are not tried here: this ${mode} host has no cgroup v2 parent above this process (${own}) that holds no process; the cgroup v2 lane's boots try them`)
+}
+
+where(`beneath a parent above this process's cgroup that holds no process (${usableParent}), memory and pids limits hold, in a sandbox cgroup made there and removed after its end`, async (t) => {
+  const parent = usableParent!
+  const seen = await inNode(
+    parent,
+    `
+const { readFileSync } = await import('node:fs')
+const p = await api.probe()
+const mem = await api.runIsolated('/usr/bin/python3', ['-c', 'x = []\\nwhile True: x.append(bytearray(1 << 20))'], { limits: { memoryBytes: 64 << 20 } })
+const pids = await api.runIsolated('/bin/sh', ['-c', 'n=0; for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 3 & n=$((n+1)); done; wait; echo started $n'], { limits: { pids: 6 } })
+const sb = await api.spawnIsolated('/bin/sleep', ['30'], { limits: { memoryBytes: 64 << 20 } })
+const cgroup = readFileSync('/proc/' + sb.pid + '/cgroup', 'utf8')
+sb.kill('SIGKILL')
+await sb.wait()
+console.log(JSON.stringify({ unified: p.cgroupHost.unified, refused: p.cgroupHost.refused, mem: mem.reason, pids: pids.stderr, pidsOut: pids.stdout, cgroup }))
+`,
+  )
+  t.true(seen.unified.fromEnv)
+  t.is(seen.unified.ownPath, parent)
+  t.deepEqual(seen.refused, [], 'no limit fails closed beneath the parent')
+  t.is(seen.mem, 'oom', 'the memory limit ended the allocation')
+  t.regex(seen.pids, /fork|Resource temporarily unavailable|Cannot/i, `the pids limit refused a process: ${seen.pidsOut}`)
+  t.regex(seen.cgroup, new RegExp(`^0::${parent === '/' ? '' : parent}/isolate-`, 'm'), 'the command ran in a sandbox cgroup beneath the parent')
+  const made = /^0::(.*)$/m.exec(seen.cgroup)![1]
+  t.false(existsSync(join('/sys/fs/cgroup', made)), `the sandbox cgroup ${made} was removed`)
+})
