@@ -3,7 +3,7 @@
  * primitives. See DESIGN.md for the architecture and README.md for the options.
  */
 import { IsolateError } from './lib/errors.js'
-import { loadNative, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
+import { loadNative, takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
 import { helperPool, refillPool, startBegins } from './lib/pool.js'
 import { collectOutput, decode, splitRunOptions } from './lib/collect.js'
@@ -78,7 +78,10 @@ async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon,
     if (err.code === 'InvalidArg') throw optionFailure(err)
     throw helperStartFailure(err, native.helperPath)
   }
-  return make(native.addon, h)
+  const made = make(native.addon, h)
+  // Wrapped in streams now: the addon holds them no more.
+  takeWrapped(native.addon, h)
+  return made
 }
 
 /** The addon's messages end with the errno's name, as `(EMFILE)`. */

@@ -195,6 +195,17 @@ test('a Node process killed with SIGKILL leaves no sandbox process behind', asyn
   t.true(await waitUntil(() => [helper, ...members, ...servers].every((p) => !pidAlive(p)), 1000), 'all gone within a second (the helper server too)')
 })
 
+test('a worker thread that is terminated ends the sandboxes it started and the ones it was starting, warm or cold, and leaves no descriptor in the process', async (t) => {
+  const { line } = await startFixture(t, 'workers-terminated.ts')
+  const seen = JSON.parse(line) as { first: number; rounds: Array<{ cold: boolean; after: string; started: number; running: number }>; newFds: string[] }
+  t.is(seen.first, 0)
+  for (const r of seen.rounds) {
+    if (r.after === 'started') t.is(r.started, 3, 'three sandboxes ran in the worker before it was terminated')
+    t.is(r.running, 0, `${r.cold ? 'cold' : 'warm'}, terminated once ${r.after}: nothing of it runs two seconds later`)
+  }
+  t.deepEqual(seen.newFds, [], 'the process holds no descriptor of the workers\' sandboxes or helpers')
+})
+
 test.serial('no fd, zombie or process is left after many sandboxes, failed ones and unclosed stdins included', async (t) => {
   // A fixed pool: the default one grows when a burst like this finds it empty, and each warm
   // helper holds two of this process's fds (pool.test.ts counts those).

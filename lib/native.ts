@@ -55,8 +55,21 @@ export interface Addon {
   /** Bytes sent (the rest goes through the stream), -1 when the helper is gone (see send_control in crates/napi). */
   sendControl(fd: number, line: string): number
   reapHelper(pid: number): boolean
+  /** Closes a descriptor JavaScript keeps raw (see crates/napi/src/handover.rs). */
   closeFd(fd: number): void
+  /** The descriptors a start resolved with that JavaScript now wraps in streams (see crates/napi/src/handover.rs). */
+  takeFds(fds: number[]): void
   probe(): unknown
+}
+
+/**
+ * Take the descriptors of a helper that JavaScript has wrapped in streams (its control socket and
+ * stdio), right after wrapping them: until then the addon holds them, and closes them if this
+ * thread is torn down first (a worker terminated while the start was on the thread pool, whose
+ * continuation never runs): the helper then ends its sandbox.
+ */
+export function takeWrapped(addon: Addon, h: SpawnedHelper): void {
+  addon.takeFds([h.control, h.stdin, h.stdout, h.stderr].filter((fd): fd is number => typeof fd === 'number' && fd >= 0))
 }
 
 export interface Native {

@@ -14,7 +14,7 @@
  * their cgroups) when Node exits, however it exits: their control socket is their lifeline.
  */
 import { Socket } from 'node:net'
-import { loadNative, type Addon } from './native.js'
+import { loadNative, takeWrapped, type Addon } from './native.js'
 import { optionError, ownOptions } from './errors.js'
 import type { Spec } from './options.js'
 import { reapHelper } from './sandbox.js'
@@ -175,6 +175,7 @@ export class HelperPool {
       const ahead = this.#ahead()
       const s = await this.addon.spawnWarmHelper(this.helperPath, ahead?.spec, ahead?.build)
       const control = new Socket({ fd: s.control, readable: true, writable: true })
+      takeWrapped(this.addon, s)
       control.unref()
       const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
       const warm = await new Promise<boolean>((resolve) => {

@@ -16,6 +16,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod handover;
 mod server;
 
 /// How one of the sandbox's stdio slots is wired, as the TypeScript layer encodes it.
@@ -44,6 +45,13 @@ pub struct SpawnedHelper {
     pub stderr: Option<i32>,
     /// A long-lived sandbox: our end of the exec socket (see `sendExec`); never wrapped by libuv.
     pub exec: Option<i32>,
+}
+
+impl SpawnedHelper {
+    /// Every descriptor it hands to JavaScript.
+    fn fds(&self) -> impl Iterator<Item = RawFd> {
+        [Some(self.control), self.stdin, self.stdout, self.stderr, self.exec].into_iter().flatten()
+    }
 }
 
 /// Our ends of one exec's stdio pipes.
@@ -298,7 +306,8 @@ impl Task for SpawnHelper {
         })
     }
 
-    fn resolve(&mut self, _env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
+    fn resolve(&mut self, env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
+        handover::hold(&env, output.fds());
         Ok(output)
     }
 }
@@ -394,7 +403,8 @@ impl Task for SpawnWarmHelper {
         Ok(SpawnedHelper { pid: pid.as_raw(), control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) })
     }
 
-    fn resolve(&mut self, _env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
+    fn resolve(&mut self, env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
+        handover::hold(&env, output.fds());
         Ok(output)
     }
 }
@@ -470,6 +480,7 @@ pub fn send_control(fd: i32, line: String) -> i32 {
 /// Close an fd JavaScript received but will not wrap (e.g. after a failed setup).
 #[napi]
 pub fn close_fd(fd: i32) {
+    handover::release(fd);
     // SAFETY: closing a descriptor JavaScript owns and has not handed to a stream.
     unsafe { libc::close(fd) };
 }
