@@ -393,8 +393,12 @@ pub fn detect() -> Result<CgroupHost, SetupError> {
         std::fs::read_to_string(path).map_err(|e| SetupError::sys(STEP_CREATE, e.raw_os_error().unwrap_or(libc::EIO), Some(path)))
     };
     let layout = parse_layout(&read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?);
-    let parent = std::env::var(PARENT_ENV).ok().filter(|p| !p.is_empty());
-    Ok(match parent.map(|p| with_parent(layout.clone(), &p)) {
+    let chosen = std::env::var_os(PARENT_ENV).filter(|p| !p.is_empty()).map(|p| {
+        // Refused, never taken as unset.
+        let text = p.into_string().map_err(|p| format!("{PARENT_ENV}={} is not UTF-8 text, as cgroup paths here are", p.to_string_lossy()))?;
+        with_parent(layout.clone(), &text)
+    });
+    Ok(match chosen {
         None => host_from_layout(layout),
         Some(Ok(chosen)) => host_from_layout(chosen),
         // Named but unusable: no sandbox cgroup anywhere else (limits fail closed, saying why).
@@ -426,7 +430,9 @@ fn with_parent(mut layout: Layout, parent: &str) -> Result<Layout, String> {
     let Some((mount, own, dir, root)) = layout.unified.as_mut() else {
         return Err(format!("{named}, but no cgroup v2 hierarchy is mounted"));
     };
-    if !(parent == "/" || own == parent || own.starts_with(&format!("{parent}/"))) {
+    // A cgroup outside this process's cgroup namespace (`/..`) has no ancestor the namespace shows.
+    let own_outside = own.split('/').any(|c| c == "..");
+    if own_outside || !(parent == "/" || own == parent || own.starts_with(&format!("{parent}/"))) {
         return Err(format!("{named} is neither this process's cgroup ({own}) nor one above it"));
     }
     let Some(through) = dir_through(mount, root, parent) else {
@@ -1526,6 +1532,8 @@ mod tests {
         // cgroup v1 (or hybrid) hosts keep their limits in v1 hierarchies: the variable has no place there.
         assert!(with_parent(parse_layout(V1_CGROUP, V1_MOUNTS), "/").unwrap_err().contains("cgroup v1"));
         assert!(with_parent(parse_layout("", ""), "/").unwrap_err().contains("no cgroup v2 hierarchy"));
+        // This process's cgroup outside its cgroup namespace's view: nothing shown is above it.
+        assert!(with_parent(parse_layout("0::/../elsewhere\n", mounts), "/").unwrap_err().contains("nor one above it"));
         // Serialized for the probe.
         let host = host_from_layout(with_parent(parse_layout("0::/a/b\n", mounts), "/a").unwrap());
         assert_eq!(serde_json::to_value(&host).unwrap()["unified"]["fromEnv"], true);

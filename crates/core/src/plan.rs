@@ -441,17 +441,20 @@ impl<'a> IdSpace<'a> {
     /// fallback block of `size` ids (from a multiple of [`ROOT_MAPPED_RANGE`]) that overlaps no
     /// range, no account and not `besides` (first, count).
     fn block(&self, offset: u64, size: u64, besides: Option<(u32, u64)>) -> Option<u32> {
+        let overlaps = |start: u64, count: u64, base: u64| start < base + size && base < start + count;
+        let clear_of_besides = |base: u64| !besides.is_some_and(|(first, count)| overlaps(u64::from(first), count, base));
         if let Some(start) = self.roots_range(offset + size) {
-            if let Ok(first) = u32::try_from(start + offset) {
-                return Some(first);
+            // Every id of it a u32 (the owners are added to), and not the other block (two lines
+            // of root's may overlap).
+            if u32::try_from(start + offset + size - 1).is_ok() && clear_of_besides(start + offset) {
+                return u32::try_from(start + offset).ok();
             }
         }
-        let overlaps = |start: u64, count: u64, base: u64| start < base + size && base < start + count;
         let mut base = u64::from(FALLBACK_FIRST_ID);
         while base + size <= u64::from(FALLBACK_END) {
             let taken = self.ranges.iter().any(|&(_, start, count)| overlaps(start, count, base))
                 || self.accounts.iter().any(|id| (base..base + size).contains(id))
-                || besides.is_some_and(|(first, count)| overlaps(u64::from(first), count, base));
+                || !clear_of_besides(base);
             if !taken {
                 return u32::try_from(base).ok();
             }
@@ -517,6 +520,16 @@ mod tests {
         let whole = format!("root:200000:{}\n", block + owner_ids);
         let h = unprivileged_ids(files(&[("/etc/subuid", &whole), ("/etc/subgid", &whole)])).unwrap();
         assert_eq!((h.ids.uid, h.owners, h.roots_own), (200000, Some(200000 + ROOT_MAPPED_RANGE), true));
+        // Two lines of root's that overlap: the owners never among the sandbox ids.
+        let overlapping = format!("root:165536:{block}\nroot:100000:{}\n", block + owner_ids);
+        let h = unprivileged_ids(files(&[("/etc/subuid", &overlapping), ("/etc/subgid", &overlapping)])).unwrap();
+        assert_eq!(h.ids.uid, 165536);
+        let owners = u64::from(h.owners.unwrap());
+        assert!(owners >= 165536 + block || owners + owner_ids <= 165536, "{owners}");
+        // A range whose owners would run past the last uid: not used for them.
+        let high = format!("root:{}:{}\n", u64::from(u32::MAX) - block - owner_ids + 2, block + owner_ids);
+        let h = unprivileged_ids(files(&[("/etc/subuid", &high), ("/etc/subgid", &high)])).unwrap();
+        assert_eq!(h.owners, Some(first));
         // Root's range holds two blocks of 65536 (too few owners for every pid): the owners are the
         // first free fallback block.
         let two = format!("root:200000:{}\n", 2 * block);

@@ -94,7 +94,7 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
         let why = host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into());
         let err = SetupError::new(Step::CreateCgroup, format!("limits need a cgroup, and {why}"));
         if host.parent_refused {
-            return Err(err.with_hint(format!("name this process's cgroup or one above it in {} (cgroup v2 only), as /proc/self/cgroup writes it, or unset it; it is read when the Node process starts its first sandbox", crate::cgroup::PARENT_ENV)));
+            return Err(err.with_hint(format!("name this process's cgroup or one above it in {} (cgroup v2 only), as /proc/self/cgroup writes it, or unset it; it is read once per Node process, at its first sandbox or probe()", crate::cgroup::PARENT_ENV)));
         }
         return Err(err.with_hint(
             "run as root on cgroup v1, or where the caller's cgroup is a cgroup v2 hierarchy's root (a VM or a machine of its own); a cgroup v2 subtree delegated to this user (systemd: Delegate=yes) allows cpuTimeMs only, as a cgroup that holds the caller cannot give its children memory, pids or cpu (the no-internal-process rule), unless ISOLATE_CGROUP_PARENT names one above it that holds no process; `isolate doctor` says which limits hold here",

@@ -54,6 +54,8 @@ pub(crate) fn release(fd: RawFd) {
 
 /// The environment's teardown: its descriptors that JavaScript never took end here.
 fn close_held() {
+    // Another environment may come to this thread (an embedder's): it gets a hook of its own.
+    HOOKED.set(false);
     for (fd, dev, ino) in HELD.with_borrow_mut(std::mem::take) {
         if identity(fd) == Some((dev, ino)) {
             // SAFETY: still the open file this thread was handed, which JavaScript neither took

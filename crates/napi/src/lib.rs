@@ -103,12 +103,21 @@ struct Wiring {
 }
 
 /// The whole environment of a helper, the helper server and the probe: the cgroup parent this
-/// process names (isolate_core::cgroup::PARENT_ENV), if it does, and nothing else. Read at each
-/// start; the helper server, started once, keeps what it got.
-pub(crate) fn helper_env() -> Vec<CString> {
+/// process names (isolate_core::cgroup::PARENT_ENV), if it does, and nothing else. Read once per
+/// process, on a JavaScript thread, at its first start or probe ([`read_helper_env`]): the pool
+/// threads that spawn helpers never read the environment (a getenv there would race a setenv of
+/// the main thread's `process.env`), and every helper gets what the helper server got.
+static HELPER_ENV: OnceLock<Vec<CString>> = OnceLock::new();
+
+/// On a JavaScript thread, before a helper or the probe is started: see [`HELPER_ENV`].
+fn read_helper_env() {
     use std::os::unix::ffi::OsStrExt;
     let name = isolate_core::cgroup::PARENT_ENV;
-    std::env::var_os(name).and_then(|v| CString::new([name.as_bytes(), b"=", v.as_bytes()].concat()).ok()).into_iter().collect()
+    HELPER_ENV.get_or_init(|| std::env::var_os(name).and_then(|v| CString::new([name.as_bytes(), b"=", v.as_bytes()].concat()).ok()).into_iter().collect());
+}
+
+pub(crate) fn helper_env() -> Vec<CString> {
+    HELPER_ENV.get().cloned().unwrap_or_default()
 }
 
 /// The three stdio slots of a command: the child's ends in slot order, and ours (pipes only).
@@ -206,6 +215,7 @@ fn spec_memfd(bytes: &[u8]) -> Result<OwnedFd> {
 #[napi(ts_return_type = "Promise<SpawnedHelper>")]
 pub fn spawn_helper(helper_path: String, spec_json: String, stdio: Vec<i32>) -> Result<AsyncTask<SpawnHelper>> {
     let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
+    read_helper_env();
     // Now, not on the pool: an fd number the caller handed over must be taken before it returns.
     let stdio = Some(stdio_ends(&stdio)?);
     Ok(AsyncTask::new(SpawnHelper { helper_path, path, spec_json, stdio }))
@@ -357,6 +367,7 @@ fn send_with_stdio(fd: RawFd, bytes: &[u8], stdio: &[i32]) -> Result<ExecStdio> 
 /// ahead too: a guess of what the next sandbox wants (it checks).
 #[napi(ts_return_type = "Promise<SpawnedHelper>")]
 pub fn spawn_warm_helper(helper_path: String, ahead: Option<String>, build_root: Option<bool>) -> Result<AsyncTask<SpawnWarmHelper>> {
+    read_helper_env();
     let path = CString::new(helper_path.clone()).map_err(|_| option_error("helper path contains NUL".into()))?;
     let word = if build_root.unwrap_or(true) { isolate_core::warm::AHEAD_ROOT } else { isolate_core::warm::AHEAD_NAMESPACES };
     let first = match ahead {
@@ -426,6 +437,7 @@ pub fn send_spec(handoff_fd: i32, spec_json: String, stdio: Vec<i32>) -> Result<
 /// its pid and the read end of its stdout; JavaScript reads the JSON and reaps it.
 #[napi]
 pub fn spawn_probe(helper_path: String) -> Result<SpawnedHelper> {
+    read_helper_env();
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| sys_error("pipe2", e))?;
     let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
     actions.add_dup2(w.as_raw_fd(), 1).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
