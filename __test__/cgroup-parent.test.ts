@@ -14,6 +14,7 @@ import { spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { probe } from '../index.js'
+import { cli } from './cli-runner.js'
 import { root } from './helpers.js'
 
 const host = await probe()
@@ -73,6 +74,14 @@ test('a parent that is no cgroup path is refused as such', async (t) => {
   const seen = await inNode('relative/path', refusedBody)
   t.true(seen.parentRefused)
   t.regex(seen.err.message, /ISOLATE_CGROUP_PARENT=relative\/path is not a cgroup path/)
+})
+
+test('probe() names a delegated parent above this process\'s cgroup beneath which every limit would hold, where some fail closed, and isolate doctor says to set it', async (t) => {
+  // The delegated lane's parent (not the root: the hierarchy's root is never named).
+  const expected = usableParent !== undefined && usableParent !== '/' ? usableParent : null
+  t.is(host.cgroupHost?.parentWouldHold ?? null, expected)
+  const doctor = await cli(['doctor'])
+  t.is(doctor.stdout.includes(`set ISOLATE_CGROUP_PARENT=${expected}`), expected !== null, doctor.stdout)
 })
 
 const where = usableParent === undefined ? test.skip : test

@@ -36,6 +36,12 @@ export interface HostProbe {
     reason?: string
     /** It may not because `ISOLATE_CGROUP_PARENT` names no cgroup it could use (`reason` says why). */
     parentRefused: boolean
+    /**
+     * Where some limit fails closed beneath this process's own cgroup v2 cgroup: the nearest
+     * delegated cgroup above it beneath which every limit would hold, what `ISOLATE_CGROUP_PARENT`
+     * could name (null otherwise).
+     */
+    parentWouldHold: string | null
     swapAccounting: boolean | null
     /** The limits that fail closed although a cgroup may be made ({@link cgroupLimitsHere}). */
     refused: RefusedLimit[]

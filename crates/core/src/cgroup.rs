@@ -209,6 +209,8 @@ pub struct CgroupHost {
     /// What [`CgroupHost::refused_limits`] says, filled in for the probe only: a sandbox's start,
     /// which detects the host too, finds out from its own limits' plan.
     pub refused: Vec<RefusedLimit>,
+    /// What [`parent_that_would_hold`] says, filled in for the probe only.
+    pub parent_would_hold: Option<String>,
 }
 
 /// A limit that fails closed where a sandbox cgroup may be made, as its error would say why.
@@ -443,6 +445,45 @@ fn with_parent(mut layout: Layout, parent: &str) -> Result<Layout, String> {
     Ok(layout)
 }
 
+/// Where a limit fails closed beneath this process's own cgroup v2 cgroup (no parent named in
+/// [`PARENT_ENV`]): the nearest cgroup above it, delegated to this process, beneath which every
+/// limit would hold (it holds no process): what [`PARENT_ENV`] could name. Only up through
+/// delegated cgroups, never the hierarchy's root: above a delegation the tree is its manager's.
+/// `isolate doctor` prints it.
+pub fn parent_that_would_hold(host: &CgroupHost) -> Option<String> {
+    let u = host.unified.as_ref().filter(|u| host.mode == CgroupMode::V2 && !u.from_env && host.can_create)?;
+    if host.refused_limits().is_empty() {
+        return None;
+    }
+    let layout = parse_layout(&std::fs::read_to_string("/proc/self/cgroup").ok()?, &std::fs::read_to_string("/proc/self/mountinfo").ok()?);
+    let mut path = u.own_path.clone();
+    while let Some(cut) = path.rfind('/').filter(|&cut| cut > 0) {
+        path.truncate(cut);
+        let candidate = host_from_layout(with_parent(layout.clone(), &path).ok()?);
+        if !candidate.unified.as_ref().and_then(|c| c.own_dir.as_deref()).is_some_and(delegated) {
+            return None;
+        }
+        if candidate.can_create && candidate.refused_limits().is_empty() {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// The cgroup directory `dir` is delegated to this process: systemd marks the cgroups it delegates
+/// (`Delegate=yes`) with the attribute `trusted.delegate` (`user.delegate` from a user's manager);
+/// to a caller other than root a cgroup is delegated by giving it the directory.
+fn delegated(dir: &str) -> bool {
+    let Ok(path) = std::ffi::CString::new(dir) else { return false };
+    let marked = [c"trusted.delegate", c"user.delegate"].iter().any(|name| {
+        let mut value = [0u8; 8];
+        // SAFETY: a NUL-terminated path and attribute name; the buffer is ours and its size given.
+        let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        n > 0 && value[..n as usize].starts_with(b"1")
+    });
+    marked || (!nix::unistd::geteuid().is_root() && may_write(dir))
+}
+
 fn host_from_layout(layout: Layout) -> CgroupHost {
     let from_env = layout.parent_from_env;
     let unified = layout.unified.map(|(mount, own_path, own_dir, _)| {
@@ -487,7 +528,7 @@ fn host_from_layout(layout: Layout) -> CgroupHost {
         (None, false) => CgroupMode::V1,
         (None, true) => CgroupMode::Unavailable,
     };
-    let mut host = CgroupHost { mode, unified, v1, swap_accounting: None, can_create: false, reason: None, parent_refused: false, refused: Vec::new() };
+    let mut host = CgroupHost { mode, unified, v1, swap_accounting: None, can_create: false, reason: None, parent_refused: false, refused: Vec::new(), parent_would_hold: None };
     host.swap_accounting = match mode {
         CgroupMode::V2 => host.unified.as_ref().filter(|u| !u.is_root).and_then(|u| u.own_dir.as_ref()).map(|d| exists(&format!("{d}/memory.swap.max"))),
         CgroupMode::V1 | CgroupMode::Hybrid => {
@@ -1555,7 +1596,7 @@ mod tests {
             from_env: false,
         };
         u.usable = u.controllers.iter().filter(|c| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable)).cloned().collect();
-        CgroupHost { mode: CgroupMode::V2, unified: Some(u), v1: Vec::new(), swap_accounting: Some(true), can_create: true, reason: None, parent_refused: false, refused: Vec::new() }
+        CgroupHost { mode: CgroupMode::V2, unified: Some(u), v1: Vec::new(), swap_accounting: Some(true), can_create: true, reason: None, parent_refused: false, refused: Vec::new(), parent_would_hold: None }
     }
 
     fn v1_host(controllers: &[&str], memsw: bool) -> CgroupHost {
@@ -1569,7 +1610,7 @@ mod tests {
                 writable: true,
             })
             .collect();
-        CgroupHost { mode: CgroupMode::V1, unified: None, v1, swap_accounting: Some(memsw), can_create: true, reason: None, parent_refused: false, refused: Vec::new() }
+        CgroupHost { mode: CgroupMode::V1, unified: None, v1, swap_accounting: Some(memsw), can_create: true, reason: None, parent_refused: false, refused: Vec::new(), parent_would_hold: None }
     }
 
     /// A cgroup value with these directories, as if made (nothing is created or removed).

@@ -147,6 +147,7 @@ pub fn probe() -> Probe {
         #[cfg(target_os = "linux")]
         cgroup_host: crate::cgroup::detect().ok().map(|mut h| {
             h.refused = h.refused_limits();
+            h.parent_would_hold = crate::cgroup::parent_that_would_hold(&h);
             h
         }),
         overlay: filesystems.lines().any(|l| l.trim_end().ends_with("overlay")),
