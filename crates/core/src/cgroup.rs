@@ -873,7 +873,7 @@ fn mkdir(path: &str) -> Result<(), SetupError> {
         match e {
             Errno::EEXIST => err.with_hint("a cgroup of this name already exists (left by a process that died?); choose another name"),
             Errno::EACCES | Errno::EPERM | Errno::EROFS => err.with_hint(
-                "this process may not create cgroups here: cgroup v2 needs the cgroup delegated to this user (systemd Delegate=yes), which allows cpuTimeMs (memory, pids and cpu also need the caller's cgroup to be the hierarchy's root); cgroup v1 needs root or a cgroup an administrator created for this user; `isolate doctor` says which limits hold here",
+                "this process may not create cgroups here: cgroup v2 needs the cgroup delegated to this user (systemd Delegate=yes), which allows cpuTimeMs (memory, pids and cpu also need a cgroup that holds no process: the hierarchy's root, or one above the caller's named in ISOLATE_CGROUP_PARENT); cgroup v1 needs root or a cgroup an administrator created for this user; `isolate doctor` says which limits hold here",
             ),
             _ => err,
         }
@@ -885,9 +885,9 @@ fn write_hint(err: SetupError, file: &str, errno: i32) -> SetupError {
         (f, Errno::EINVAL) if f.starts_with("cpu.") => err.with_hint("the kernel refused this cpu quota: give cpus between 0.01 and the number of cores"),
         (f, Errno::EBUSY) if f.starts_with("memory.") => err.with_hint("the memory limit is below what the cgroup already uses"),
         ("cgroup.subtree_control", Errno::EBUSY) => err.with_hint(
-            "cgroup v2's no-internal-process rule: this cgroup holds processes, so domain controllers cannot be enabled for its children; isolate does not move the caller's processes",
+            "cgroup v2's no-internal-process rule: this cgroup holds processes, so domain controllers cannot be enabled for its children; isolate does not move the caller's processes (name a cgroup above the caller's that holds none in ISOLATE_CGROUP_PARENT)",
         ),
-        ("cgroup.subtree_control", Errno::EACCES | Errno::EPERM) => err.with_hint("this process may not enable controllers for its cgroup's children; even where it may (a cgroup delegated to it), a cgroup that holds the caller gives its children no memory, pids or cpu (the no-internal-process rule): run the caller as root where its cgroup is the hierarchy's root"),
+        ("cgroup.subtree_control", Errno::EACCES | Errno::EPERM) => err.with_hint("this process may not enable controllers for its cgroup's children; even where it may (a cgroup delegated to it), a cgroup that holds the caller gives its children no memory, pids or cpu (the no-internal-process rule): run the caller as root where its cgroup is the hierarchy's root, or name a delegated cgroup above the caller's that holds no process in ISOLATE_CGROUP_PARENT"),
         _ => err,
     }
 }
