@@ -11,7 +11,7 @@
  */
 import test from 'ava'
 import { spawn } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { probe } from '../index.js'
 import { cli } from './cli-runner.js'
@@ -24,10 +24,19 @@ const own = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ??
 /** A cgroup above this process's that holds no process, delegated to it (the lane says which), or the root where this process is in it. */
 const usableParent = process.env.ISOLATE_TEST_CGROUP_PARENT ?? (mode === 'v2' && own === '/' ? '/' : undefined)
 
-/** Run `body` (module code with `api`, this package's index, imported) in a Node process whose ISOLATE_CGROUP_PARENT is `parent`; what it printed last, as JSON. */
-function inNode(parent: string, body: string): Promise<Record<string, any>> {
+/**
+ * Run `body` (module code with `api`, this package's index, imported) in a Node process whose
+ * ISOLATE_CGROUP_PARENT is `parent`, started in the cgroup directory `leaf` if given; what it
+ * printed last, as JSON.
+ */
+function inNode(parent: string, body: string, leaf?: string): Promise<Record<string, any>> {
   const code = `const api = await import(${JSON.stringify(join(root, 'index.ts'))})\n${body}`
-  const child = spawn(process.execPath, ['--import=tsx', '--input-type=module', '-e', code], { cwd: root, env: { ...process.env, ISOLATE_CGROUP_PARENT: parent }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const argv = ['--import=tsx', '--input-type=module', '-e', code]
+  const env = { ...process.env, ISOLATE_CGROUP_PARENT: parent }
+  // The shell moves itself into the leaf, then becomes Node there.
+  const child = leaf
+    ? spawn('/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', leaf, process.execPath, ...argv], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, argv, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
   child.stdout.on('data', (d: Buffer) => (out += d))
@@ -113,4 +122,63 @@ console.log(JSON.stringify({ unified: p.cgroupHost.unified, refused: p.cgroupHos
   t.regex(seen.cgroup, new RegExp(`^0::${parent === '/' ? '' : parent}/isolate-`, 'm'), 'the command ran in a sandbox cgroup beneath the parent')
   const made = /^0::(.*)$/m.exec(seen.cgroup)![1]
   t.false(existsSync(join('/sys/fs/cgroup', made)), `the sandbox cgroup ${made} was removed`)
+})
+
+// Root at the hierarchy's root of a cgroup v2 host (the v2 lane's root boot): a root service as
+// systemd runs one with Delegate=yes and DelegateSubgroup=main, its processes in <service>/main.
+const rootAtV2Root = mode === 'v2' && own === '/' && process.getuid!() === 0
+if (!rootAtV2Root) console.log(`cgroup-parent.test: a root service in a leaf of its own cgroup is tried where root is at a cgroup v2 hierarchy's root (the v2 lane's root boot), not on this ${mode} host as uid ${process.getuid!()} in ${own}`)
+
+;(rootAtV2Root ? test : test.skip)('a root service in a leaf of its cgroup (systemd DelegateSubgroup=) naming that cgroup: its sandboxes, from the warm pool and cold, have every limit there, and leave nothing in it', async (t) => {
+  // Not named isolate-*: the other test files here count those beneath the root as sandbox cgroups.
+  const service = `/service-of-cgroup-parent-test-${process.pid}`
+  const dir = join('/sys/fs/cgroup', service)
+  mkdirSync(join(dir, 'main'), { recursive: true })
+  try {
+    const seen = await inNode(
+      service,
+      `
+const { readFileSync } = await import('node:fs')
+const own = readFileSync('/proc/self/cgroup', 'utf8').trim()
+const p = await api.probe()
+const limits = { memoryBytes: 64 << 20, pids: 16, cpus: 0.5 }
+const cgroupOf = async (options) => {
+  const sb = await api.spawnIsolated('/bin/sleep', ['30'], { limits, ...options })
+  const cg = readFileSync('/proc/' + sb.pid + '/cgroup', 'utf8').trim()
+  const max = readFileSync('/sys/fs/cgroup' + cg.slice(3) + '/memory.max', 'utf8').trim()
+  sb.kill('SIGKILL')
+  await sb.wait()
+  return { cg, max }
+}
+const runs = []
+// The pool's helpers are ready a moment after the first start.
+for (let i = 0; i < 3; i++) {
+  runs.push(await cgroupOf({}))
+  await new Promise((r) => setTimeout(r, 2000))
+}
+api.configurePool({ size: 0 })
+runs.push(await cgroupOf({}))
+const mem = await api.runIsolated('/usr/bin/python3', ['-c', 'x = []\\nwhile True: x.append(bytearray(1 << 20))'], { limits })
+console.log(JSON.stringify({ own, unified: p.cgroupHost.unified, refused: p.cgroupHost.refused, runs, mem: mem.reason }))
+`,
+      join(dir, 'main'),
+    )
+    t.is(seen.own, `0::${service}/main`, 'the service\'s Node process runs in its leaf')
+    t.true(seen.unified.fromEnv)
+    t.deepEqual(seen.refused, [], 'no limit fails closed beneath the service\'s cgroup')
+    for (const r of seen.runs) {
+      t.regex(r.cg, new RegExp(`^0::${service}/isolate-`), 'each sandbox cgroup is made beneath the service\'s cgroup')
+      t.is(r.max, String(64 << 20), 'with its memory limit')
+    }
+    t.is(seen.mem, 'oom')
+    t.deepEqual(readdirSync(dir).filter((n) => n.startsWith('isolate-')), [], 'the Node process gone, no sandbox cgroup is left in the service\'s cgroup')
+  } finally {
+    for (const d of [join(dir, 'main'), dir]) {
+      try {
+        rmdirSync(d)
+      } catch (e) {
+        t.log(`could not remove ${d}: ${(e as Error).message}`)
+      }
+    }
+  }
 })
