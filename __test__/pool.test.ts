@@ -16,7 +16,7 @@ import { limitsHold } from '../lib/probe.js'
 import { aheadOf, commonest, HelperPool, madeAtRelease, poolEligible, rootOf } from '../lib/pool.js'
 import type { Addon } from '../lib/native.js'
 import { normalize, type Spec } from '../lib/options.js'
-import { ended, helperServersOf, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, poolHeard, poolReady, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
+import { ended, helperServersOf, mountsOf, openFds, parentOf, pidAlive, poolBuiltFor, poolHeard, poolReady, root, rootBuiltAhead, schedPolicy, startFromPool, untilQuietMounts, waitingForSpec, waitUntil, warmHelpersOf, zombieChildren } from './helpers.js'
 
 const host = await probe()
 /** Warm helpers with cgroups of their own: root where it may create cgroups. */
@@ -534,12 +534,13 @@ poolTest('work done ahead runs at idle priority; a ready helper, zygote and init
   // ready, long enough to be watched at it.
   const spinners = Array.from({ length: availableParallelism() }, () => spawn('/bin/sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }))
   const stopSpinners = () => spinners.forEach((s) => s.kill('SIGKILL'))
-  configurePool({ size: 3 })
+  let size = 3
+  configurePool({ size })
   try {
-    // It puts itself at idle priority right after its exec.
+    // It puts itself at idle priority first thing in its work ahead.
     let making: number | undefined
     const policies = new Set<number>()
-    for (const end = Date.now() + 5000; Date.now() < end; ) {
+    for (const end = Date.now() + 20_000; Date.now() < end; ) {
       making ??= warmHelpersOf(process.pid).helpers.find((h) => !ready.has(h))
       if (making === undefined) continue
       let policy: number
@@ -554,11 +555,20 @@ poolTest('work done ahead runs at idle priority; a ready helper, zygote and init
       }
       policies.add(policy)
       if (policies.has(5) && policy === 0) break
+      if (policy === 0 && !policies.has(5) && waitingForSpec(making) && size < 6) {
+        // Ready before this loop first looked at it (in the whole suite the other test files'
+        // work can hold this process back that long; CI twice saw one only at SCHED_OTHER): one
+        // more is made, watched from its start.
+        ready.add(making)
+        making = undefined
+        policies.clear()
+        configurePool({ size: ++size })
+      }
     }
     stopSpinners()
-    t.truthy(making, 'a third warm helper was seen being made')
+    t.truthy(making, 'another warm helper was seen being made')
     t.true(policies.has(5), `helper ${making} was seen at SCHED_IDLE while it made its sandbox ahead (seen: ${[...policies]})`)
-    t.true(await waitUntil(() => initsAheadOf(process.pid).length === 3, 5000), 'three inits made ahead')
+    t.true(await waitUntil(() => initsAheadOf(process.pid).length === size, 5000), `${size} inits made ahead`)
     // The helper behind its caller (priority.test.ts), what becomes the sandbox at the caller's nice.
     for (const z of zygotesOf(process.pid)) t.deepEqual(schedOf(readFileSync(`/proc/${z.helper}/stat`, 'utf8')), { policy: 0, nice: 19 }, `warm helper ${z.helper} waits at SCHED_OTHER, nice 19`)
     for (const pid of [...zygotesOf(process.pid).map((z) => z.zygote), ...initsAheadOf(process.pid)]) {
