@@ -67,11 +67,11 @@ export interface HostProbe {
    * The first of the {@link NAMESPACE_OWNER_IDS} host uids that own a root caller's sandbox user
    * namespaces, one per sandbox (the one of its helper's pid) and mapped into none: what the
    * kernel counts per user (inotify instances, user namespaces, queued signals) a sandbox then
-   * counts against its own owner, not host root. Null
-   * where a sandbox's namespace is its caller's: an ordinary user's, or root's when this process
-   * lacks CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID or CAP_SETPCAP (a container's root),
-   * its own user namespace does not map the block, or no block of ids is free for them. With
-   * namespaces.user false these ids are refused.
+   * counts against its own owner, not host root. Null where a sandbox's namespace is its
+   * caller's: an ordinary user's, or root's when this process lacks CAP_SYS_ADMIN,
+   * CAP_SYS_PTRACE, CAP_KILL, CAP_SETUID or CAP_SETPCAP (a container's root), its own user
+   * namespace does not map the block, or no block of ids is free for them. With namespaces.user
+   * false these ids are refused.
    */
   namespaceOwners: number | null
   /**

@@ -209,7 +209,7 @@ pub struct CgroupHost {
     /// What [`CgroupHost::refused_limits`] says, filled in for the probe only: a sandbox's start,
     /// which detects the host too, finds out from its own limits' plan.
     pub refused: Vec<RefusedLimit>,
-    /// What [`parent_that_would_hold`] says, filled in for the probe only.
+    /// What [`parent_that_would_hold`] says, filled in for the probe only ([`detect_for_probe`]).
     pub parent_would_hold: Option<String>,
 }
 
@@ -391,16 +391,34 @@ pub const PARENT_ENV: &str = "ISOLATE_CGROUP_PARENT";
 
 /// Describe this host's cgroups as this process sees them. Call once and pass the answer on.
 pub fn detect() -> Result<CgroupHost, SetupError> {
+    Ok(host_of(read_layout()?))
+}
+
+/// [`detect`], with what only `probe()` and `isolate doctor` show filled in: the limits that fail
+/// closed and the parent beneath which they would hold.
+pub fn detect_for_probe() -> Result<CgroupHost, SetupError> {
+    let layout = read_layout()?;
+    let mut host = host_of(layout.clone());
+    host.refused = host.refused_limits();
+    host.parent_would_hold = parent_that_would_hold(&host, &layout);
+    Ok(host)
+}
+
+fn read_layout() -> Result<Layout, SetupError> {
     let read = |path: &str| {
         std::fs::read_to_string(path).map_err(|e| SetupError::sys(STEP_CREATE, e.raw_os_error().unwrap_or(libc::EIO), Some(path)))
     };
-    let layout = parse_layout(&read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?);
+    Ok(parse_layout(&read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?))
+}
+
+/// The host `layout` shows, beneath the parent [`PARENT_ENV`] names if it does.
+fn host_of(layout: Layout) -> CgroupHost {
     let chosen = std::env::var_os(PARENT_ENV).filter(|p| !p.is_empty()).map(|p| {
         // Refused, never taken as unset.
         let text = p.into_string().map_err(|p| format!("{PARENT_ENV}={} is not UTF-8 text, as cgroup paths here are", p.to_string_lossy()))?;
         with_parent(layout.clone(), &text)
     });
-    Ok(match chosen {
+    match chosen {
         None => host_from_layout(layout),
         Some(Ok(chosen)) => host_from_layout(chosen),
         // Named but unusable: no sandbox cgroup anywhere else (limits fail closed, saying why).
@@ -411,7 +429,7 @@ pub fn detect() -> Result<CgroupHost, SetupError> {
             host.parent_refused = true;
             host
         }
-    })
+    }
 }
 
 /// `layout` with the sandbox cgroups' parent the cgroup `parent` ([`PARENT_ENV`]) in place of this
@@ -449,13 +467,12 @@ fn with_parent(mut layout: Layout, parent: &str) -> Result<Layout, String> {
 /// [`PARENT_ENV`]): the nearest cgroup above it, delegated to this process, beneath which every
 /// limit would hold (it holds no process): what [`PARENT_ENV`] could name. Only up through
 /// delegated cgroups, never the hierarchy's root: above a delegation the tree is its manager's.
-/// `isolate doctor` prints it.
-pub fn parent_that_would_hold(host: &CgroupHost) -> Option<String> {
+/// `isolate doctor` prints it. `layout`: what `host` was found from.
+fn parent_that_would_hold(host: &CgroupHost, layout: &Layout) -> Option<String> {
     let u = host.unified.as_ref().filter(|u| host.mode == CgroupMode::V2 && !u.from_env && host.can_create)?;
-    if host.refused_limits().is_empty() {
+    if host.refused.is_empty() {
         return None;
     }
-    let layout = parse_layout(&std::fs::read_to_string("/proc/self/cgroup").ok()?, &std::fs::read_to_string("/proc/self/mountinfo").ok()?);
     let mut path = u.own_path.clone();
     while let Some(cut) = path.rfind('/').filter(|&cut| cut > 0) {
         path.truncate(cut);

@@ -145,11 +145,7 @@ pub fn probe() -> Probe {
         user_namespaces: UserNs { allowed: reason.is_none(), reason, max_user_namespaces: max, unprivileged_userns_clone: clone, apparmor_restricted: apparmor },
         cgroup: cgroup(),
         #[cfg(target_os = "linux")]
-        cgroup_host: crate::cgroup::detect().ok().map(|mut h| {
-            h.refused = h.refused_limits();
-            h.parent_would_hold = crate::cgroup::parent_that_would_hold(&h);
-            h
-        }),
+        cgroup_host: crate::cgroup::detect_for_probe().ok(),
         overlay: filesystems.lines().any(|l| l.trim_end().ends_with("overlay")),
         landlock_abi: landlock_abi(),
         seccomp: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),
