@@ -944,7 +944,7 @@ poolTest('an init made ahead is not used when the host mounted something as the 
   t.is(out, 'on the new tmpfs\n')
 })
 
-poolTest('inits made ahead end at once when the host unmounts something their copy of the mount table holds', async (t) => {
+poolTest('inits made ahead end at once when the host unmounts something their copy of the mount table holds; with no start, helpers with inits made ahead take their helpers\' places', async (t) => {
   const { sub } = mountPlace(t)
   mountTmpfs(t, sub)
   // Only inits made after the mount: their copies hold it (a helper still being made when the
@@ -954,8 +954,19 @@ poolTest('inits made ahead end at once when the host unmounts something their co
   configurePool({ size: 2 })
   t.true(await poolFull(), 'inits made ahead, after the mount')
   const holding = initsAheadOf(process.pid)
+  const theirHelpers = warmHelpersOf(process.pid).helpers
   unmount(t, sub)
   t.true(await waitUntil(() => holding.every((p) => !pidAlive(p)), 3000), `the inits made ahead (${holding}) ended: their copies would keep the unmounted tmpfs alive`)
+  // Their helpers told the pool (`stale`); until others are ready they still serve, with fresh inits.
+  const replaced = () => theirHelpers.every((p) => !pidAlive(p)) && initsAheadOf(process.pid).length === 2 && poolReady()
+  t.true(await waitUntil(replaced, 20_000), `the helpers whose inits went (${theirHelpers}) were replaced by helpers with inits made ahead, with no sandbox started meanwhile`)
+  await poolHeard()
+  const r = await untilQuietMounts(async () => {
+    await waitUntil(() => poolReady() && initsAheadOf(process.pid).length === 2, 20_000)
+    await poolHeard()
+    return startFromPool('true', { limits: LIMITS })
+  }, (r) => r.took)
+  t.true(r.took, 'the next sandbox takes an init made ahead')
 })
 
 poolTest('a mount the host makes and removes again (runc and crun do, on every run) leaves the inits made ahead in use', async (t) => {

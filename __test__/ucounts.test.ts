@@ -79,18 +79,30 @@ for (const way of ways) {
   test.serial(`a root caller's sandbox that opens every inotify instance it may leaves root's count whole: its user namespace has an owner of its own (${way})`, async (t) => {
     const options: SpawnOptions = way.includes('network host') ? { network: 'host' } : {}
     if (way === 'cold') configurePool({ size: 0 })
-    else {
-      const ready = await waitUntil(() => poolReady(), 20_000, 50)
-      await poolHeard()
-      if (!ready) t.log('the pool was not ready in 20 s: the sandbox may start cold')
+    const start = async () => {
+      if (way !== 'cold') {
+        const ready = await waitUntil(() => poolReady(), 20_000, 50)
+        await poolHeard()
+        if (!ready) t.log('the pool was not ready in 20 s: the sandbox may start cold')
+      }
+      const madeAhead = new Set(warmHelpersOf(process.pid).inits)
+      const before = hostInstances()
+      const held = await holding(options)
+      return { before, held, took: madeAhead.has(parentOf(held.sb.pid)) }
     }
-    const madeAhead = new Set(warmHelpersOf(process.pid).inits)
-    const before = hostInstances()
-    const held = await holding(options)
+    let { before, held, took } = await start()
+    // An init made ahead is, rightly, not used once the host unmounted something its copy of the
+    // mount table holds (pool.test does, beside this file): then the pool makes another, and the
+    // next try takes that one.
+    for (let i = 1; way === 'from an init made ahead' && isRoot && !took && i < 5; i++) {
+      t.log(`try ${i}: the sandbox got a fresh init, not one made ahead; trying again`)
+      await release(held.sb)
+      ;({ before, held, took } = await start())
+    }
     const { sb } = held
     try {
-      if (way === 'from an init made ahead' && isRoot) t.true(madeAhead.has(parentOf(sb.pid)), 'the sandbox took an init made ahead')
-      if (way === 'cold') t.false(madeAhead.has(parentOf(sb.pid)))
+      if (way === 'from an init made ahead' && isRoot) t.true(took, 'the sandbox took an init made ahead')
+      if (way === 'cold') t.false(took)
       t.is(held.errno, EMFILE, 'the sandbox went on until the kernel refused one')
       const owner = namespaceOwner(sb.pid)
       if (!isRoot) {

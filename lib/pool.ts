@@ -17,7 +17,7 @@ import { Socket } from 'node:net'
 import { loadNative, takeWrapped, type Addon } from './native.js'
 import { optionError, ownOptions } from './errors.js'
 import type { Spec } from './options.js'
-import { reapHelper } from './sandbox.js'
+import { onEvents, reapHelper } from './sandbox.js'
 
 export interface WarmHelper {
   /** To reap once it ends; 0 for one the helper server forked (the server reaps it). */
@@ -26,6 +26,11 @@ export interface WarmHelper {
   control: Socket
   /** The handoff socket: the spec and stdio go there (and a long-lived sandbox's execs). */
   handoff: number
+  /**
+   * Its init made ahead went (the host unmounted something that init's copy of the mount table
+   * held): it still serves, with a fresh init, until a helper with an init ahead takes its place.
+   */
+  stale?: boolean
 }
 
 export interface PoolOptions {
@@ -90,7 +95,9 @@ export class HelperPool {
   take(spec: Spec): WarmHelper | undefined {
     this.#taken.push(spec)
     if (this.#taken.length > RECENT) this.#taken.shift()
-    const h = this.#ready.shift()
+    // One that still has its init made ahead first.
+    const fresh = this.#ready.findIndex((r) => !r.stale)
+    const h = this.#ready.splice(Math.max(fresh, 0), 1)[0]
     if (!h && this.#grows && !this.#broken() && this.#size < GROWN_SIZE) this.#size++
     if (h) {
       h.control.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
@@ -102,6 +109,7 @@ export class HelperPool {
   /** Give back a helper that was taken but not used (its sandbox's options were refused). */
   giveBack(h: WarmHelper): void {
     h.control.unref()
+    this.#hear(h)
     this.#watch(h)
     this.#ready.unshift(h)
   }
@@ -110,7 +118,7 @@ export class HelperPool {
     if (!this.eligible) return
     this.#size = size ?? DEFAULT_SIZE
     this.#grows = size === undefined
-    while (this.#ready.length > this.#size) this.#discard(this.#ready.pop()!)
+    while (this.#ready.length > this.#size) this.#discard(this.#ready.splice(this.#lastToGo(), 1)[0])
     this.fill()
   }
 
@@ -120,7 +128,18 @@ export class HelperPool {
     // them (the checks of what it made ahead, and on cgroup v1 its zygote, come on top), so helpers
     // made now would take CPU from the burst they are too late for; it refills as the burst subsides.
     if (this.underway() > this.#size) return
-    while (!this.#broken() && this.#ready.length + this.#starting < this.#size) void this.#start()
+    while (!this.#broken() && this.#fresh() + this.#starting < this.#size) void this.#start()
+  }
+
+  /** Ready helpers that still have their init made ahead. */
+  #fresh(): number {
+    return this.#ready.filter((h) => !h.stale).length
+  }
+
+  /** Which ready helper goes first when there are too many: a stale one, else the newest. */
+  #lastToGo(): number {
+    const stale = this.#ready.findIndex((h) => h.stale)
+    return stale >= 0 ? stale : this.#ready.length - 1
   }
 
   /** End a helper that was taken but cannot be used. */
@@ -137,7 +156,6 @@ export class HelperPool {
     reapHelper(this.addon, h.pid)
   }
 
-  /** While in the pool: a helper that ends (it should not) leaves the pool. */
   /** What a refill makes its init for ({@link aheadOf}), from the roots of the last sandboxes. */
   #ahead(): Ahead | undefined {
     for (const spec of this.#taken) {
@@ -159,6 +177,19 @@ export class HelperPool {
     this.#backoffMs = Math.min(2 * this.#backoffMs, MAX_RETRY_AFTER_MS)
   }
 
+  /**
+   * What a ready helper says while it waits: only that its init made ahead went. A pool that is
+   * not told would keep it (it serves, slower) and make no other until the next start.
+   */
+  #hear(h: WarmHelper): void {
+    onEvents<{ event: string }>(h.control, (ev) => {
+      if (ev.event !== 'stale' || h.stale) return
+      h.stale = true
+      if (this.#ready.includes(h)) this.fill()
+    })
+  }
+
+  /** While in the pool: a helper that ends (it should not) leaves the pool. */
   #watch(h: WarmHelper): void {
     h.control.on('error', () => {})
     h.control.once('close', () => {
@@ -171,6 +202,7 @@ export class HelperPool {
 
   async #start(): Promise<void> {
     this.#starting++
+    let stale = false
     try {
       const ahead = this.#ahead()
       const s = await this.addon.spawnWarmHelper(this.helperPath, ahead?.spec, ahead?.build)
@@ -179,29 +211,31 @@ export class HelperPool {
       control.unref()
       const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
       const warm = await new Promise<boolean>((resolve) => {
-        let line = ''
-        control.setEncoding('utf8')
-        control.on('data', (d: string) => {
-          line += d
-          if (line.includes('\n')) resolve((JSON.parse(line.slice(0, line.indexOf('\n'))) as { event: string }).event === 'warm')
-        })
+        // Its first word says whether it got ready; `stale` may come right after `warm`.
+        onEvents<{ event: string }>(control, (ev) => (ev.event === 'stale' ? (h.stale = true) : resolve(ev.event === 'warm')))
         control.on('error', () => resolve(false))
         control.on('close', () => resolve(false))
       })
       control.removeAllListeners()
-      if (!warm || this.#ready.length >= this.#size) {
+      if (!warm || this.#fresh() >= this.#size) {
         if (!warm) this.#failed()
         this.#discard(h)
         return
       }
+      this.#hear(h)
       this.#watch(h)
       this.#ready.push(h)
+      // It takes the place of one whose init went.
+      if (this.#ready.length > this.#size) this.#discard(this.#ready.splice(this.#lastToGo(), 1)[0])
+      // Or its own went already: the next one is made once this start is over (below).
+      stale = h.stale === true
       // Ready: the next failure waits the shortest backoff again.
       this.#backoffMs = this.retryAfterMs
     } catch {
       this.#failed()
     } finally {
       this.#starting--
+      if (stale) this.fill()
     }
   }
 }

@@ -49,6 +49,10 @@ pub enum Event {
     },
     /// A warm helper is ready for its spec (see crate::warm).
     Warm,
+    /// A ready warm helper's init made ahead went: the host unmounted something its copy of the
+    /// mount table held. The helper still serves its sandbox (with a fresh init); the pool makes
+    /// one with an init ahead to take its place.
+    Stale,
     /// A long-lived sandbox is built and its init waits for execs; `pid` is the init's host pid.
     Ready { pid: i32 },
     /// An exec's command has been exec'd; `pid` as the sandbox sees it.
@@ -301,6 +305,9 @@ mod tests {
             "{\"event\":\"exit\",\"exitCode\":null,\"signal\":\"SIGKILL\",\"reason\":\"output-limit\",\"durationMs\":1.5,\"usage\":{\"cpuUserMs\":1.0,\"cpuSystemMs\":2.0,\"peakMemoryBytes\":3,\"wallMs\":1.5}}\n"
         );
         assert_eq!(String::from_utf8(Event::Spawned { pid: 7 }.to_line()).unwrap(), "{\"event\":\"spawned\",\"pid\":7}\n");
+        // lib/pool.ts reads these two by name.
+        assert_eq!(String::from_utf8(Event::Warm.to_line()).unwrap(), "{\"event\":\"warm\"}\n");
+        assert_eq!(String::from_utf8(Event::Stale.to_line()).unwrap(), "{\"event\":\"stale\"}\n");
     }
 
     #[test]

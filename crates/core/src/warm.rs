@@ -266,7 +266,7 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
     // task, and behind the next refill (idle too) for a whole slice.
     warm.leave_idle_priority();
     out.send(&Event::Warm);
-    if !wait_for_spec(out.fd(), &handoff, &mut warm) {
+    if !wait_for_spec(&mut out, &handoff, &mut warm) {
         return 0;
     }
     let (bytes, stdio) = match sys::recv_message(&handoff, MAX_SPEC, Step::ReadSpec) {
@@ -295,11 +295,12 @@ pub fn run(control: OwnedFd, handoff: OwnedFd) -> i32 {
 /// mount table holds a mount the host has since unmounted is ended at once: it could serve no
 /// sandbox any more, and would keep that filesystem alive. One that only misses a mount the
 /// host added waits on: the host may take it away again (runc and crun mount and unmount on the
-/// host on every run), and then the copy is the host's table again.
-fn wait_for_spec(control: &OwnedFd, handoff: &OwnedFd, warm: &mut Warm) -> bool {
+/// host on every run), and then the copy is the host's table again. Node hears of an init that
+/// went (`stale`) and makes a helper with a fresh one ahead to take this one's place.
+fn wait_for_spec(out: &mut Control, handoff: &OwnedFd, warm: &mut Warm) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     loop {
-        let mut fds = vec![PollFd::new(control.as_fd(), PollFlags::POLLIN), PollFd::new(handoff.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(out.fd().as_fd(), PollFlags::POLLIN), PollFd::new(handoff.as_fd(), PollFlags::POLLIN)];
         if let Some(p) = &warm.preborn {
             fds.push(PollFd::new(p.mounts.as_fd(), PollFlags::POLLPRI));
         }
@@ -316,6 +317,10 @@ fn wait_for_spec(control: &OwnedFd, handoff: &OwnedFd, warm: &mut Warm) -> bool 
         // find none): look at the table now.
         if changed && warm.preborn.as_ref().is_some_and(|p| p.look_at_mounts() == MountsSince::Gone) {
             warm.preborn = None;
+            // Told only while it still waits: a spec that came with the news is served at once.
+            if !spec && !ended {
+                out.send(&Event::Stale);
+            }
         }
         if spec {
             return true;
