@@ -210,8 +210,8 @@ export function buildMiniRootfs(): string {
  * Start `__test__/fixtures/NAME` in a Node process of its own; resolves with its first line of
  * stdout. It is killed when the test ends, however the test ends.
  */
-export async function startFixture(t: ExecutionContext, name: string): Promise<{ child: ChildProcess; line: string }> {
-  const child = spawn(process.execPath, ['--import=tsx', join(root, '__test__', 'fixtures', name)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+export async function startFixture(t: ExecutionContext, name: string, args: string[] = []): Promise<{ child: ChildProcess; line: string }> {
+  const child = spawn(process.execPath, ['--import=tsx', join(root, '__test__', 'fixtures', name), ...args], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => void child.kill('SIGKILL'))
   const line = await new Promise<string>((resolve, reject) => {
     let buf = ''

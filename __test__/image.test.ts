@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { IsolateError, importImage, runIsolated, unpackRootfs, type ImportResult, type UnpackProgress } from '../index.js'
-import { alpineTarball, isRoot, removeDir, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { alpineTarball, isRoot, removeDir, startFixture, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const haveAlpine = existsSync(alpineTarball)
@@ -620,6 +620,51 @@ test('an abort kills the unpacker and rejects with ABORT_ERR', async (t) => {
     }
   })
   t.true(await waitUntil(() => unreaped().length === 0, 5000), `the unpacker is reaped (zombies: ${unreaped().join(', ')})`)
+})
+
+/** Pids of this host's image tools whose command line names `path`. */
+function toolsFor(path: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'isolate-image' && readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(path)
+      } catch {
+        return false
+      }
+    })
+    .map(Number)
+}
+
+test('a worker thread terminated mid-unpack ends its unpackers and removes the directory the call made (one that was there stays); one that finished keeps its tree; so does an exit', async (t) => {
+  const ws = workspace(t)
+  // Bytes that are not zeros (those become holes): the unpack takes a while.
+  writeFileSync(join(ws, 'big.tar'), tar([{ name: 'data', data: Buffer.alloc(64 << 20, 0x61) }]))
+  const { line } = await startFixture(t, 'image-abandoned.ts', [join(ws, 'big.tar'), ws])
+  const seen = JSON.parse(line) as { whenStarted: { said: string; running: number }; whenFinished: { said: string }; left: number[]; exists: Record<string, boolean> }
+  t.deepEqual(seen.whenStarted, { said: 'started', running: 2 }, 'both unpackers ran when the first worker was terminated')
+  t.is(seen.whenFinished.said, 'finished')
+  t.deepEqual(seen.left, [], 'no image tool of that process is left, running or unreaped')
+  t.deepEqual(seen.exists, { made: false, existing: true, finished: true }, 'the directory the terminated call made is gone; the one that was there, and the finished one, stay')
+  t.true(readdirSync(join(ws, 'finished')).includes('data'))
+
+  // The main thread: an exit mid-unpack (Node runs no cleanup hook of its then: an exit listener does it).
+  const exiting = join(ws, 'exiting')
+  const script = [
+    `const api = await import(${JSON.stringify(join(root, 'dist', 'index.js'))})`,
+    "const { existsSync } = await import('node:fs')",
+    `const dir = ${JSON.stringify(exiting)}`,
+    `api.unpackRootfs(${JSON.stringify(join(ws, 'big.tar'))}, dir).then(() => console.log('finished'), (e) => console.log(e.message))`,
+    // Once the tool has made it: then it is the call's to remove.
+    'while (!existsSync(dir)) await new Promise((r) => setTimeout(r, 1))',
+    "console.log('made')",
+    'process.exit(0)',
+  ].join('\n')
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })
+  t.is(child.status, 0, child.stderr)
+  t.is(child.stdout, 'made\n', 'the process exited while the unpack ran, the directory made')
+  t.false(existsSync(exiting), 'the directory the call made is gone with the process')
+  t.true(await waitUntil(() => toolsFor(exiting).length === 0, 5000), `its unpacker ended (${toolsFor(exiting)})`)
 })
 
 // ---------------------------------------------------------------------------------------------

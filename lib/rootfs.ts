@@ -145,7 +145,11 @@ type ToolEvent =
 
 const TOOL_FILE = 'isolate-image'
 
-type ImageAddon = Addon & { spawnImageTool?: (toolPath: string, args: string[]) => SpawnedHelper }
+type ImageAddon = Addon & {
+  spawnImageTool?: (toolPath: string, args: string[], made?: string) => SpawnedHelper
+  settleMade?: (dir: string) => void
+  endUnreaped?: () => void
+}
 
 /** `isolate-image`, shipped beside the helper and the addon (`ISOLATE_IMAGE_TOOL_PATH` overrides). */
 function toolPath(native: Native): string {
@@ -173,10 +177,14 @@ function abortError(signal: AbortSignal): IsolateError {
 }
 
 /** Run the tool with `args`; resolves with its `done` result. */
+let endsAtExit = false
+
 /**
  * The tool run into `target`; a target that was not there before is removed again when it fails
  * (the tool, confined beneath it, cannot remove the directory itself). Nothing in it is followed:
- * rm removes symlinks the archive left, never their targets.
+ * rm removes symlinks the archive left, never their targets. Should this thread be torn down, or
+ * the process exit, before the call settles, the addon kills the tool and removes that target
+ * (crates/napi/src/unreaped.rs).
  */
 async function runInto(target: string, what: string, args: string[], options: UnpackOptions): Promise<Record<string, unknown>> {
   let existed = true
@@ -185,8 +193,14 @@ async function runInto(target: string, what: string, args: string[], options: Un
   } catch {
     existed = false
   }
+  const addon = loadNative().addon as ImageAddon
+  if (!endsAtExit) {
+    // Node runs no cleanup hook of the main thread's at an exit.
+    process.once('exit', () => addon.endUnreaped?.())
+    endsAtExit = true
+  }
   try {
-    return await runTool(what, args, options)
+    return await runTool(what, args, options, existed ? undefined : target)
   } catch (e) {
     // Off the event loop (a failed import may leave a large tree); the tool's error is the one
     // that counts, and what could not be removed stays (named in it).
@@ -196,13 +210,15 @@ async function runInto(target: string, what: string, args: string[], options: Un
       })
     }
     throw e
+  } finally {
+    if (!existed) addon.settleMade?.(target)
   }
 }
 
 /** The longest report line of the image tool that is read (its lines are short JSON). */
 const MAX_REPORT_LINE = 1 << 20
 
-function runTool(what: string, args: string[], options: UnpackOptions): Promise<Record<string, unknown>> {
+function runTool(what: string, args: string[], options: UnpackOptions, made?: string): Promise<Record<string, unknown>> {
   const { onProgress, signal } = options
   if (signal?.aborted) return Promise.reject(abortError(signal))
   const native = loadNative()
@@ -213,7 +229,7 @@ function runTool(what: string, args: string[], options: UnpackOptions): Promise<
   const path = toolPath(native)
   let h: SpawnedHelper
   try {
-    h = addon.spawnImageTool(path, args)
+    h = addon.spawnImageTool(path, args, made)
   } catch (e) {
     return Promise.reject(new IsolateError(`could not start the image tool: ${(e as Error).message}`, { code: 'ERR_ISOLATE_NATIVE', path, cause: e }))
   }
@@ -357,6 +373,7 @@ function commonArgs(options: UnpackOptions): string[] {
  * `path` the entry's name, a message naming the trick). Symlinks are created as they are (an
  * absolute target is resolved inside the sandbox later) and never followed while unpacking.
  * On a failure, a `dir` this call created is removed again; an existing one may hold a partial tree.
+ * So it is when the worker thread that called it is terminated, or the process exits, first.
  */
 export async function unpackRootfs(tarball: string, dir: string, options: UnpackOptions = {}): Promise<UnpackResult> {
   options = callersOptions(options)
@@ -374,7 +391,8 @@ export async function unpackRootfs(tarball: string, dir: string, options: Unpack
  * it must be empty). Layers are applied in order with their whiteouts; every digest the format
  * gives is checked (blobs before anything is written; OCI diff_ids while unpacking), and a mismatch
  * is refused (`step` `verify_digest`). See {@link ImportOptions.layout} for one directory per layer.
- * On a failure, a `dir` this call created is removed again.
+ * On a failure, a `dir` this call created is removed again, also when the worker thread that
+ * called it is terminated, or the process exits, first.
  */
 export async function importImage(image: string, dir: string, options: ImportOptions = {}): Promise<ImportResult> {
   options = callersOptions(options)

@@ -17,6 +17,7 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub mod handover;
+pub mod unreaped;
 mod server;
 
 /// How one of the sandbox's stdio slots is wired, as the TypeScript layer encodes it.
@@ -434,9 +435,10 @@ pub fn send_spec(handoff_fd: i32, spec_json: String, stdio: Vec<i32>) -> Result<
 }
 
 /// Run `isolate-helper --probe` (real namespace attempts happen there, never in Node). Returns
-/// its pid and the read end of its stdout; JavaScript reads the JSON and reaps it.
+/// its pid and the read end of its stdout; JavaScript reads the JSON and reaps it (or this
+/// thread's teardown does, see unreaped).
 #[napi]
-pub fn spawn_probe(helper_path: String) -> Result<SpawnedHelper> {
+pub fn spawn_probe(env: Env, helper_path: String) -> Result<SpawnedHelper> {
     read_helper_env();
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| sys_error("pipe2", e))?;
     let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
@@ -450,6 +452,7 @@ pub fn spawn_probe(helper_path: String) -> Result<SpawnedHelper> {
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
     drop(w);
+    unreaped::remember(&env, pid.as_raw(), unreaped::End::Wait, None);
     Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
 }
 
@@ -461,11 +464,11 @@ pub fn reap_helper(pid: i32) -> bool {
     if pid <= 0 {
         return true;
     }
-    match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-        Ok(WaitStatus::StillAlive) => false,
-        Ok(_) => true,
-        Err(_) => true,
+    let reaped = !matches!(waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive));
+    if reaped {
+        unreaped::forget(pid);
     }
+    reaped
 }
 
 /// A line to a helper's control socket, past the stream that reads it: how many bytes went
@@ -506,9 +509,10 @@ pub fn probe() -> Result<serde_json::Value> {
 /// Start the image tool (`isolate-image unpack|import ARGS...`, see isolate_image::tool) with
 /// posix_spawn: stdin from /dev/null, stdout and stderr into one pipe whose read end comes back
 /// as `control` (JSON lines, then any panic text). JavaScript reads it, and reaps the pid with
-/// `reapHelper` once it ends.
+/// `reapHelper` once it ends. `made`: the target directory when the call makes it, removed
+/// should this thread be torn down before the call settles (`settleMade`; see unreaped).
 #[napi]
-pub fn spawn_image_tool(tool_path: String, args: Vec<String>) -> Result<SpawnedHelper> {
+pub fn spawn_image_tool(env: Env, tool_path: String, args: Vec<String>, made: Option<String>) -> Result<SpawnedHelper> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| sys_error("pipe2", e))?;
     let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| sys_error("open /dev/null", e))?;
     let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
@@ -531,5 +535,6 @@ pub fn spawn_image_tool(tool_path: String, args: Vec<String>) -> Result<SpawnedH
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {tool_path}: {} ({e:?})", e.desc())))?;
     drop(w);
+    unreaped::remember(&env, pid.as_raw(), unreaped::End::Kill, made.map(std::path::PathBuf::from));
     Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
 }

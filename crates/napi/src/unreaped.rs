@@ -1,0 +1,87 @@
+//! Children a JavaScript thread started on its own thread and has not reaped (image tools and
+//! probes), and the directories its unpacks and imports made and have not settled.
+//!
+//! An unpack or import runs in the `isolate-image` process for as long as the archive takes;
+//! JavaScript reaps it and, when it failed, removes the directory the call made. A worker thread
+//! terminated meanwhile runs none of that: the tool would go on writing until its next report met
+//! the closed pipe, stay a zombie of the process, and leave its half-made tree. So the thread
+//! remembers each such child until it is reaped ([`forget`]), and each directory a call made until
+//! that call has settled (`settleMade`: it succeeded, or its failure removed the directory), and
+//! its environment's teardown ([`end_unreaped`]; also called at the process's `exit`) ends what is
+//! left as a failed call ends: a tool is killed, a probe (which may be making the namespaces and
+//! cgroup it tries) is waited for, each is reaped, then the directories go. A pid is safe to
+//! signal while it is remembered: an unreaped child's pid is not reused.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+
+/// How a child that is still unreaped at the teardown ends.
+pub(crate) enum End {
+    /// An image tool.
+    Kill,
+    /// A probe.
+    Wait,
+}
+
+thread_local! {
+    static CHILDREN: RefCell<Vec<(i32, End)>> = const { RefCell::new(Vec::new()) };
+    static MADE: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+    /// Its environment has the hook that ends them.
+    static HOOKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Remember `pid`, started on `env`'s thread, until it is reaped, and `made` until its call
+/// settles (not where the environment refuses a cleanup hook: nothing would end them then).
+pub(crate) fn remember(env: &Env, pid: i32, end: End, made: Option<PathBuf>) {
+    if !HOOKED.get() {
+        let teardown = |()| {
+            // Another environment may come to this thread (an embedder's): it gets a hook of its own.
+            HOOKED.set(false);
+            end_unreaped();
+        };
+        if env.add_env_cleanup_hook((), teardown).is_err() {
+            return;
+        }
+        HOOKED.set(true);
+    }
+    CHILDREN.with_borrow_mut(|children| children.push((pid, end)));
+    MADE.with_borrow_mut(|made_dirs| made_dirs.extend(made));
+}
+
+/// `pid` was reaped: nothing is left to end.
+pub(crate) fn forget(pid: i32) {
+    CHILDREN.with_borrow_mut(|children| children.retain(|(p, _)| *p != pid));
+}
+
+/// The call that made `dir` has settled: it is the caller's now (or gone).
+#[napi]
+pub fn settle_made(dir: String) {
+    let dir = PathBuf::from(dir);
+    MADE.with_borrow_mut(|made_dirs| made_dirs.retain(|d| *d != dir));
+}
+
+/// End this thread's unreaped children and remove the directories of its unsettled calls. Its
+/// environment's teardown runs it; JavaScript runs it at the process's `exit`, where Node runs no
+/// cleanup hook.
+#[napi]
+pub fn end_unreaped() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::waitpid;
+    use nix::unistd::Pid;
+    for (pid, end) in CHILDREN.with_borrow_mut(std::mem::take) {
+        let pid = Pid::from_raw(pid);
+        if matches!(end, End::Kill) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        // Reaped before a tree goes: nothing writes into it any more.
+        while let Err(nix::errno::Errno::EINTR) = waitpid(pid, None) {}
+    }
+    for dir in MADE.with_borrow_mut(std::mem::take) {
+        // Not followed if a symlink took its place: only that link would go.
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
