@@ -31,6 +31,8 @@ export interface WarmHelper {
    * held): it still serves, with a fresh init, until a helper with an init ahead takes its place.
    */
   stale?: boolean
+  /** When it got ready (Date.now()). */
+  readyAt?: number
 }
 
 export interface PoolOptions {
@@ -45,6 +47,15 @@ const DEFAULT_SIZE = 2
 /** After a warm helper failed to get ready, how long until the pool tries again, and at most. */
 const RETRY_AFTER_MS = 5_000
 const MAX_RETRY_AFTER_MS = 60_000
+/**
+ * After a helper's init made ahead went, how long the host's mount table must stay quiet before
+ * a helper with an init ahead is made to replace it; doubled, up to a minute, while replacements
+ * go stale within {@link STALE_SOON_MS} of getting ready (a host that mounts and unmounts all the
+ * time: any change counts without listmount, Linux < 6.8).
+ */
+const STALE_QUIET_MS = 1_000
+const MAX_STALE_QUIET_MS = 60_000
+const STALE_SOON_MS = 10_000
 /** What the default size may grow to: a burst of starts then finds warm helpers. */
 const GROWN_SIZE = 4
 
@@ -65,6 +76,10 @@ export class HelperPool {
   readonly #recent: Recent[] = []
   /** Specs taken since the last refill, folded into `#recent` by the next one: off the start's path. */
   #taken: Spec[] = []
+  /** Until when stale helpers count as ready (no replacement is made), and the next such wait. */
+  #staleQuietUntil = 0
+  #staleQuietMs = STALE_QUIET_MS
+  #staleTimer: NodeJS.Timeout | undefined
 
   /** `eligible`: this host can have warm helpers (cgroups allowed); else the pool stays empty. */
   constructor(
@@ -128,12 +143,17 @@ export class HelperPool {
     // them (the checks of what it made ahead, and on cgroup v1 its zygote, come on top), so helpers
     // made now would take CPU from the burst they are too late for; it refills as the burst subsides.
     if (this.underway() > this.#size) return
-    while (!this.#broken() && this.#fresh() + this.#starting < this.#size) void this.#start()
+    while (!this.#broken() && this.#counted() + this.#starting < this.#size) void this.#start()
   }
 
   /** Ready helpers that still have their init made ahead. */
   #fresh(): number {
     return this.#ready.filter((h) => !h.stale).length
+  }
+
+  /** Ready helpers as the pool counts them: the stale ones too while the mount table is not quiet yet. */
+  #counted(): number {
+    return Date.now() < this.#staleQuietUntil ? this.#ready.length : this.#fresh()
   }
 
   /** Which ready helper goes first when there are too many: a stale one, else the newest. */
@@ -183,10 +203,21 @@ export class HelperPool {
    */
   #hear(h: WarmHelper): void {
     onEvents<{ event: string }>(h.control, (ev) => {
-      if (ev.event !== 'stale' || h.stale) return
-      h.stale = true
-      if (this.#ready.includes(h)) this.fill()
+      if (ev.event === 'stale' && !h.stale && this.#ready.includes(h)) this.#wentStale(h)
     })
+  }
+
+  /** `h`, ready, has lost its init made ahead: replace it once the mount table is quiet. */
+  #wentStale(h: WarmHelper): void {
+    h.stale = true
+    // Once per change of the host's mounts: the helpers it made stale tell of it together.
+    if (Date.now() >= this.#staleQuietUntil) {
+      const soon = Date.now() - (h.readyAt ?? 0) < STALE_SOON_MS
+      this.#staleQuietMs = soon ? Math.min(2 * this.#staleQuietMs, MAX_STALE_QUIET_MS) : STALE_QUIET_MS
+    }
+    this.#staleQuietUntil = Date.now() + this.#staleQuietMs
+    clearTimeout(this.#staleTimer)
+    this.#staleTimer = setTimeout(() => this.fill(), this.#staleQuietMs + 1).unref()
   }
 
   /** While in the pool: a helper that ends (it should not) leaves the pool. */
@@ -202,7 +233,6 @@ export class HelperPool {
 
   async #start(): Promise<void> {
     this.#starting++
-    let stale = false
     try {
       const ahead = this.#ahead()
       const s = await this.addon.spawnWarmHelper(this.helperPath, ahead?.spec, ahead?.build)
@@ -210,9 +240,10 @@ export class HelperPool {
       takeWrapped(this.addon, s)
       control.unref()
       const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
+      let staleAtBirth = false
       const warm = await new Promise<boolean>((resolve) => {
         // Its first word says whether it got ready; `stale` may come right after `warm`.
-        onEvents<{ event: string }>(control, (ev) => (ev.event === 'stale' ? (h.stale = true) : resolve(ev.event === 'warm')))
+        onEvents<{ event: string }>(control, (ev) => (ev.event === 'stale' ? (staleAtBirth = true) : resolve(ev.event === 'warm')))
         control.on('error', () => resolve(false))
         control.on('close', () => resolve(false))
       })
@@ -224,18 +255,17 @@ export class HelperPool {
       }
       this.#hear(h)
       this.#watch(h)
+      h.readyAt = Date.now()
       this.#ready.push(h)
       // It takes the place of one whose init went.
       if (this.#ready.length > this.#size) this.#discard(this.#ready.splice(this.#lastToGo(), 1)[0])
-      // Or its own went already: the next one is made once this start is over (below).
-      stale = h.stale === true
+      if (staleAtBirth) this.#wentStale(h)
       // Ready: the next failure waits the shortest backoff again.
       this.#backoffMs = this.retryAfterMs
     } catch {
       this.#failed()
     } finally {
       this.#starting--
-      if (stale) this.fill()
     }
   }
 }

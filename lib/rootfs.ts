@@ -176,7 +176,6 @@ function abortError(signal: AbortSignal): IsolateError {
   return new IsolateError('the unpack was aborted', { code: 'ABORT_ERR', cause: signal.reason })
 }
 
-/** Run the tool with `args`; resolves with its `done` result. */
 let endsAtExit = false
 
 /**
@@ -218,6 +217,7 @@ async function runInto(target: string, what: string, args: string[], options: Un
 /** The longest report line of the image tool that is read (its lines are short JSON). */
 const MAX_REPORT_LINE = 1 << 20
 
+/** Run the tool with `args`; resolves with its `done` result. */
 function runTool(what: string, args: string[], options: UnpackOptions, made?: string): Promise<Record<string, unknown>> {
   const { onProgress, signal } = options
   if (signal?.aborted) return Promise.reject(abortError(signal))

@@ -115,7 +115,15 @@ export function onEvents<E>(control: Socket, fn: (ev: E) => void): void {
     for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
       const line = buffered.slice(0, nl)
       buffered = buffered.slice(nl + 1)
-      fn(JSON.parse(line) as E)
+      let ev: E
+      try {
+        ev = JSON.parse(line) as E
+      } catch {
+        // Never thrown in a 'data' handler (Node would die of it): a line that is not an event
+        // (the tail of one an earlier listener read the start of) is none of this listener's.
+        continue
+      }
+      fn(ev)
     }
   })
 }

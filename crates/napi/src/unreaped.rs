@@ -9,7 +9,8 @@
 //! that call has settled (`settleMade`: it succeeded, or its failure removed the directory), and
 //! its environment's teardown ([`end_unreaped`]; also called at the process's `exit`) ends what is
 //! left as a failed call ends: a tool is killed, a probe (which may be making the namespaces and
-//! cgroup it tries) is waited for, each is reaped, then the directories go. A pid is safe to
+//! cgroup it tries) is waited for a second, then killed too, each is reaped, then the directories
+//! go (not while a tool is still unreaped after 3 s: it could still write there). A pid is safe to
 //! signal while it is remembered: an unreaped child's pid is not reused.
 
 use napi::bindgen_prelude::*;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 pub(crate) enum End {
     /// An image tool.
     Kill,
-    /// A probe.
+    /// A probe: waited for (a second).
     Wait,
 }
 
@@ -59,7 +60,12 @@ pub(crate) fn forget(pid: i32) {
 #[napi]
 pub fn settle_made(dir: String) {
     let dir = PathBuf::from(dir);
-    MADE.with_borrow_mut(|made_dirs| made_dirs.retain(|d| *d != dir));
+    // One entry: another call into the same new directory (which found it made) has its own.
+    MADE.with_borrow_mut(|made_dirs| {
+        if let Some(i) = made_dirs.iter().position(|d| *d == dir) {
+            made_dirs.swap_remove(i);
+        }
+    });
 }
 
 /// End this thread's unreaped children and remove the directories of its unsettled calls. Its
@@ -68,15 +74,35 @@ pub fn settle_made(dir: String) {
 #[napi]
 pub fn end_unreaped() {
     use nix::sys::signal::{kill, Signal};
-    use nix::sys::wait::waitpid;
-    use nix::unistd::Pid;
-    for (pid, end) in CHILDREN.with_borrow_mut(std::mem::take) {
-        let pid = Pid::from_raw(pid);
+    use std::time::{Duration, Instant};
+    let mut left = CHILDREN.with_borrow_mut(std::mem::take);
+    for (pid, end) in &left {
         if matches!(end, End::Kill) {
-            let _ = kill(pid, Signal::SIGKILL);
+            let _ = kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
         }
-        // Reaped before a tree goes: nothing writes into it any more.
-        while let Err(nix::errno::Errno::EINTR) = waitpid(pid, None) {}
+    }
+    // Bounded: a teardown never hangs on a child (a probe that hangs, a tool in an uninterruptible
+    // read of a hung NFS mount). A probe is given a second before it is killed too.
+    let start = Instant::now();
+    let mut probes_killed = false;
+    loop {
+        left.retain(|(pid, _)| !crate::reap_helper(*pid));
+        if left.is_empty() || start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        if !probes_killed && start.elapsed() > Duration::from_secs(1) {
+            for (pid, _) in &left {
+                let _ = kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+            }
+            probes_killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A tool not reaped could still write into its tree: that tree stays (and the pids are not
+    // remembered any more: nothing signals them later, when their numbers may be another's).
+    if left.iter().any(|(_, end)| matches!(end, End::Kill)) {
+        MADE.with_borrow_mut(std::mem::take);
+        return;
     }
     for dir in MADE.with_borrow_mut(std::mem::take) {
         // Not followed if a symlink took its place: only that link would go.
