@@ -7,10 +7,11 @@
  *
  * Where the limits hold beneath such a parent is tested in the cgroup v2 lane's delegated boot
  * (scripts/cgroup2-delegated.sh: the suite runs in a leaf of a delegated cgroup that holds no
- * process, which it names in ISOLATE_TEST_CGROUP_PARENT) and its root boot (the parent '/').
+ * process, which it names in ISOLATE_TEST_CGROUP_PARENT) and its root boot (the parent '/'; a
+ * service's cgroup; a container's, in a cgroup namespace, by the README's recipe).
  */
 import test from 'ava'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { probe } from '../index.js'
@@ -26,16 +27,15 @@ const usableParent = process.env.ISOLATE_TEST_CGROUP_PARENT ?? (mode === 'v2' &&
 
 /**
  * Run `body` (module code with `api`, this package's index, imported) in a Node process whose
- * ISOLATE_CGROUP_PARENT is `parent`, started in the cgroup directory `leaf` if given; what it
- * printed last, as JSON.
+ * ISOLATE_CGROUP_PARENT is `parent`; what it printed last, as JSON. `launch`: a shell script that
+ * starts it (its `$0` is `arg`; it ends by running its arguments, Node's command line).
  */
-function inNode(parent: string, body: string, leaf?: string): Promise<Record<string, any>> {
+function inNode(parent: string, body: string, launch?: { script: string; arg: string }): Promise<Record<string, any>> {
   const code = `const api = await import(${JSON.stringify(join(root, 'index.ts'))})\n${body}`
   const argv = ['--import=tsx', '--input-type=module', '-e', code]
   const env = { ...process.env, ISOLATE_CGROUP_PARENT: parent }
-  // The shell moves itself into the leaf, then becomes Node there.
-  const child = leaf
-    ? spawn('/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', leaf, process.execPath, ...argv], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = launch
+    ? spawn('/bin/sh', ['-c', launch.script, launch.arg, process.execPath, ...argv], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, argv, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   let err = ''
@@ -127,17 +127,13 @@ console.log(JSON.stringify({ unified: p.cgroupHost.unified, refused: p.cgroupHos
 // Root at the hierarchy's root of a cgroup v2 host (the v2 lane's root boot): a root service as
 // systemd runs one with Delegate=yes and DelegateSubgroup=main, its processes in <service>/main.
 const rootAtV2Root = mode === 'v2' && own === '/' && process.getuid!() === 0
-if (!rootAtV2Root) console.log(`cgroup-parent.test: a root service in a leaf of its own cgroup is tried where root is at a cgroup v2 hierarchy's root (the v2 lane's root boot), not on this ${mode} host as uid ${process.getuid!()} in ${own}`)
 
-;(rootAtV2Root ? test : test.skip)('a root service in a leaf of its cgroup (systemd DelegateSubgroup=) naming that cgroup: its sandboxes, from the warm pool and cold, have every limit there, and leave nothing in it', async (t) => {
-  // Not named isolate-*: the other test files here count those beneath the root as sandbox cgroups.
-  const service = `/service-of-cgroup-parent-test-${process.pid}`
-  const dir = join('/sys/fs/cgroup', service)
-  mkdirSync(join(dir, 'main'), { recursive: true })
-  try {
-    const seen = await inNode(
-      service,
-      `
+/**
+ * Node code that starts sandboxes with memory, pids and cpu limits, from the warm pool and cold,
+ * then a memory bomb; prints its own cgroup, the probe's view, each sandbox's cgroup with its
+ * memory.max, and the bomb's reason.
+ */
+const limitsBeneath = `
 const { readFileSync } = await import('node:fs')
 const own = readFileSync('/proc/self/cgroup', 'utf8').trim()
 const p = await api.probe()
@@ -160,9 +156,17 @@ api.configurePool({ size: 0 })
 runs.push(await cgroupOf({}))
 const mem = await api.runIsolated('/usr/bin/python3', ['-c', 'x = []\\nwhile True: x.append(bytearray(1 << 20))'], { limits })
 console.log(JSON.stringify({ own, unified: p.cgroupHost.unified, refused: p.cgroupHost.refused, runs, mem: mem.reason }))
-`,
-      join(dir, 'main'),
-    )
+`
+if (!rootAtV2Root) console.log(`cgroup-parent.test: a root service in a leaf of its own cgroup is tried where root is at a cgroup v2 hierarchy's root (the v2 lane's root boot), not on this ${mode} host as uid ${process.getuid!()} in ${own}`)
+
+;(rootAtV2Root ? test : test.skip)('a root service in a leaf of its cgroup (systemd DelegateSubgroup=) naming that cgroup: its sandboxes, from the warm pool and cold, have every limit there, and leave nothing in it', async (t) => {
+  // Not named isolate-*: the other test files here count those beneath the root as sandbox cgroups.
+  const service = `/service-of-cgroup-parent-test-${process.pid}`
+  const dir = join('/sys/fs/cgroup', service)
+  mkdirSync(join(dir, 'main'), { recursive: true })
+  try {
+    // The shell moves itself into the leaf, then becomes Node there.
+    const seen = await inNode(service, limitsBeneath, { script: 'echo $$ > "$0/cgroup.procs" && exec "$@"', arg: join(dir, 'main') })
     t.is(seen.own, `0::${service}/main`, 'the service\'s Node process runs in its leaf')
     t.true(seen.unified.fromEnv)
     t.deepEqual(seen.refused, [], 'no limit fails closed beneath the service\'s cgroup')
@@ -172,6 +176,41 @@ console.log(JSON.stringify({ own, unified: p.cgroupHost.unified, refused: p.cgro
     }
     t.is(seen.mem, 'oom')
     t.deepEqual(readdirSync(dir).filter((n) => n.startsWith('isolate-')), [], 'the Node process gone, no sandbox cgroup is left in the service\'s cgroup')
+  } finally {
+    for (const d of [join(dir, 'main'), dir]) {
+      try {
+        rmdirSync(d)
+      } catch (e) {
+        t.log(`could not remove ${d}: ${(e as Error).message}`)
+      }
+    }
+  }
+})
+
+const hasUnshare = spawnSync('unshare', ['--version']).status === 0
+if (rootAtV2Root && !hasUnshare) console.log('cgroup-parent.test: unshare(1) (util-linux) is missing: the container of the README recipe cannot be made here')
+
+;(rootAtV2Root && hasUnshare ? test : test.skip)("the README's container recipe: in a cgroup namespace of its own, the entrypoint moves itself into /main and sets ISOLATE_CGROUP_PARENT=/: every limit holds, nothing is left", async (t) => {
+  // The container, as a runtime makes it: its cgroup, a cgroup namespace rooted there, and in a
+  // mount namespace of its own the cgroupfs mounted as that namespace sees it. (unshare(1) plays
+  // the runtime here; the library under test makes no use of it.)
+  const container = `/container-of-cgroup-parent-test-${process.pid}`
+  const dir = join('/sys/fs/cgroup', container)
+  mkdirSync(dir)
+  // The README's entrypoint, as written there, after the cgroupfs mount a runtime makes.
+  const entrypoint = 'umount -l /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && mkdir /sys/fs/cgroup/main && echo $$ > /sys/fs/cgroup/main/cgroup.procs && exec "$@"'
+  const runtime = `echo $$ > "$0/cgroup.procs" && exec unshare --cgroup --mount --propagation private /bin/sh -c '${entrypoint}' entrypoint "$@"`
+  try {
+    const seen = await inNode('/', limitsBeneath, { script: runtime, arg: dir })
+    t.is(seen.own, '0::/main', 'the entrypoint\'s Node runs in /main of its cgroup namespace')
+    t.true(seen.unified.fromEnv)
+    t.deepEqual(seen.refused, [], 'no limit fails closed beneath the container\'s cgroup')
+    for (const r of seen.runs) {
+      t.regex(r.cg, /^0::\/isolate-/, 'each sandbox cgroup is made beneath the container\'s root, as the container sees it')
+      t.is(r.max, String(64 << 20), 'with its memory limit')
+    }
+    t.is(seen.mem, 'oom')
+    t.deepEqual(readdirSync(dir).filter((n) => n.startsWith('isolate-')), [], 'the Node process gone, no sandbox cgroup is left in the container\'s cgroup')
   } finally {
     for (const d of [join(dir, 'main'), dir]) {
       try {
