@@ -190,18 +190,24 @@ if (!rootAtV2Root) console.log(`cgroup-parent.test: a root service in a leaf of 
 const hasUnshare = spawnSync('unshare', ['--version']).status === 0
 if (rootAtV2Root && !hasUnshare) console.log('cgroup-parent.test: unshare(1) (util-linux) is missing: the container of the README recipe cannot be made here')
 
-;(rootAtV2Root && hasUnshare ? test : test.skip)("the README's container recipe: in a cgroup namespace of its own, the entrypoint moves itself into /main and sets ISOLATE_CGROUP_PARENT=/: every limit holds, nothing is left", async (t) => {
+;(rootAtV2Root && hasUnshare ? test : test.skip)("the README's container recipe: in a cgroup namespace of its own, where the limits fail closed with the recipe as their hint, the entrypoint moves itself into /main and sets ISOLATE_CGROUP_PARENT=/: every limit holds, nothing is left", async (t) => {
   // The container, as a runtime makes it: its cgroup, a cgroup namespace rooted there, and in a
   // mount namespace of its own the cgroupfs mounted as that namespace sees it. (unshare(1) plays
   // the runtime here; the library under test makes no use of it.)
   const container = `/container-of-cgroup-parent-test-${process.pid}`
   const dir = join('/sys/fs/cgroup', container)
   mkdirSync(dir)
-  // The README's entrypoint, as written there, after the cgroupfs mount a runtime makes.
-  const entrypoint = 'umount -l /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && mkdir /sys/fs/cgroup/main && echo $$ > /sys/fs/cgroup/main/cgroup.procs && exec "$@"'
-  const runtime = `echo $$ > "$0/cgroup.procs" && exec unshare --cgroup --mount --propagation private /bin/sh -c '${entrypoint}' entrypoint "$@"`
+  const mountCgroupfs = 'umount -l /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup'
+  const runtime = (entrypoint: string) => `echo $$ > "$0/cgroup.procs" && exec unshare --cgroup --mount --propagation private /bin/sh -c '${mountCgroupfs} && ${entrypoint}' entrypoint "$@"`
   try {
-    const seen = await inNode('/', limitsBeneath, { script: runtime, arg: dir })
+    // Without the recipe: the limits fail closed, and their hint is the recipe.
+    const before = await inNode('', 'const p = await api.probe()\nconsole.log(JSON.stringify({ own: p.cgroupHost.unified.ownPath, refused: p.cgroupHost.refused }))', { script: runtime('exec "$@"'), arg: dir })
+    t.is(before.own, '/', 'Node runs at the root of the container\'s cgroup namespace')
+    t.deepEqual(before.refused.map((r: { option: string }) => r.option), ['limits.memoryBytes', 'limits.pids', 'limits.cpus'])
+    for (const r of before.refused) t.true(r.hint.includes('echo $$ > /sys/fs/cgroup/main/cgroup.procs') && r.hint.includes('ISOLATE_CGROUP_PARENT=/'), r.hint)
+    // The README's entrypoint, as written there.
+    const entrypoint = 'mkdir /sys/fs/cgroup/main && echo $$ > /sys/fs/cgroup/main/cgroup.procs && exec "$@"'
+    const seen = await inNode('/', limitsBeneath, { script: runtime(entrypoint), arg: dir })
     t.is(seen.own, '0::/main', 'the entrypoint\'s Node runs in /main of its cgroup namespace')
     t.true(seen.unified.fromEnv)
     t.deepEqual(seen.refused, [], 'no limit fails closed beneath the container\'s cgroup')

@@ -659,8 +659,14 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
         CgroupMode::V2 => {
             let u = host.unified.as_ref().expect("v2 mode has the unified hierarchy");
             let own = u.own_dir.clone().unwrap_or_else(|| u.own_path.clone());
-            // One text for every controller, so that the hints of several limits read it once.
-            let no_internal_process = "cgroup v2 lets a cgroup other than the hierarchy's root give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; name a cgroup above the caller's that holds no process and is delegated to it in ISOLATE_CGROUP_PARENT (systemd: Delegate=yes with DelegateSubgroup=, the cgroup of the service), run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or run without these limits".to_owned();
+            // One text for every controller, so that the hints of several limits read it once. At
+            // the root of a cgroup namespace that is not the hierarchy's (a container's own
+            // cgroup) nothing above is visible to name: the caller moves first.
+            let no_internal_process = if u.own_path == "/" && !u.is_root && !u.from_env {
+                format!("this process is at the root of its cgroup namespace (a container's cgroup), which holds it, and cgroup v2 lets such a cgroup give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule); isolate neither moves the caller's processes nor restructures its cgroup: have the container's entrypoint move itself into a child cgroup first (`mkdir {m}/main && echo $$ > {m}/main/cgroup.procs`, then `exec node ...`) and set {PARENT_ENV}=/, or run without these limits", m = u.mount)
+            } else {
+                "cgroup v2 lets a cgroup other than the hierarchy's root give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; name a cgroup above the caller's that holds no process and is delegated to it in ISOLATE_CGROUP_PARENT (systemd: Delegate=yes with DelegateSubgroup=, the cgroup of the service), run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or run without these limits".to_owned()
+            };
             match u.availability(controller) {
                 V2Availability::Enabled | V2Availability::Enableable => (format!("the {controller} controller is usable"), None),
                 V2Availability::NotDelegated if u.is_root => (
@@ -1785,6 +1791,14 @@ mod tests {
         assert_eq!(host.unified.as_ref().unwrap().availability("memory"), V2Availability::NotWritable);
         // The root cgroup may enable anything it has, processes or not.
         assert_eq!(v2_host(&["memory"], &[], true, 50).unified.unwrap().availability("memory"), V2Availability::Enableable);
+
+        // At the root of a container's cgroup namespace: the hint is the entrypoint's move.
+        let mut host = v2_host(&["cpu", "memory", "pids"], &[], false, 2);
+        host.unified.as_mut().unwrap().own_path = "/".into();
+        host.unified.as_mut().unwrap().own_dir = Some("/sys/fs/cgroup".into());
+        let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
+        let hint = e.hint.as_deref().unwrap();
+        assert!(hint.contains("root of its cgroup namespace") && hint.contains("echo $$ > /sys/fs/cgroup/main/cgroup.procs") && hint.contains("ISOLATE_CGROUP_PARENT=/"), "{e:?}");
 
         // No cgroups at all: limits fail, no limits is fine.
         let none = host_from_layout(parse_layout("", ""));
