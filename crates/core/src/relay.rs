@@ -483,10 +483,20 @@ impl TtyRelay {
         if now < self.next_look {
             return;
         }
-        let readers = self.readers.as_ref().map_or(Readers::Unknown, |(sandbox, tty)| crate::terminal_readers::look(sandbox, *tty));
-        // Looks of a sandbox with many tasks cost more: they come less often.
-        self.look_floor = now + Instant::now().duration_since(now) * LOOK_SHARE;
-        self.unknown_looks = if readers == Readers::Unknown { self.unknown_looks + 1 } else { 0 };
+        // Once looks could not see every task, the terminal alone decides, and its check costs
+        // next to nothing: the tasks are looked at again (they may have become fewer) only as
+        // often as a look's cost allows, not before each check. On a loaded machine a look at
+        // more tasks than it reads took long enough to space the checks seconds apart.
+        let watching_terminal = self.unknown_looks >= UNKNOWN_LOOKS && now < self.look_floor;
+        let readers = if watching_terminal {
+            Readers::Unknown
+        } else {
+            let readers = self.readers.as_ref().map_or(Readers::Unknown, |(sandbox, tty)| crate::terminal_readers::look(sandbox, *tty));
+            // Looks of a sandbox with many tasks cost more: they come less often.
+            self.look_floor = now + Instant::now().duration_since(now) * LOOK_SHARE;
+            self.unknown_looks = if readers == Readers::Unknown { self.unknown_looks + 1 } else { 0 };
+            readers
+        };
         // Read after the look, which may take a while: the mode the program reads in now
         // (tcgetattr on a pty master gives its slave's settings: the terminal's).
         let t = termios_of(m.as_fd());
@@ -518,7 +528,9 @@ impl TtyRelay {
                 let seen = if unread(slave) == Some(0) { mode } else { None };
                 if seen.is_none() || seen != self.settled {
                     self.settled = seen;
-                    return self.look_at(now + END_OF_INPUT_CHECK);
+                    // The terminal's next check, whenever the tasks' next look may be.
+                    self.next_look = now + END_OF_INPUT_CHECK;
+                    return;
                 }
                 match step {
                     EofStep::LineFirst(first) => (self.to_master, self.line_open) = (vec![first], false),
