@@ -12,7 +12,7 @@
  */
 import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { probe } from '../index.js'
 import { cli } from './cli-runner.js'
@@ -41,9 +41,12 @@ function inNode(parent: string, body: string, launch?: { script: string; arg: st
   let err = ''
   child.stdout.on('data', (d: Buffer) => (out += d))
   child.stderr.on('data', (d: Buffer) => (err += d))
+  // Ended, with all it started (a sandbox dies with its helper's lifeline), should it hang.
+  const timer = setTimeout(() => child.kill('SIGKILL'), 150_000)
   return new Promise((resolve, reject) => {
     child.on('error', reject)
     child.on('close', (code) => {
+      clearTimeout(timer)
       const last = out.trim().split('\n').pop() ?? ''
       if (code !== 0 || !last.startsWith('{')) reject(new Error(`the Node process with ISOLATE_CGROUP_PARENT=${parent} exited ${code}: ${out}${err}`))
       else resolve(JSON.parse(last))
@@ -218,9 +221,19 @@ if (rootAtV2Root && !hasUnshare) console.log('cgroup-parent.test: unshare(1) (ut
     t.is(seen.mem, 'oom')
     t.deepEqual(readdirSync(dir).filter((n) => n.startsWith('isolate-')), [], 'the Node process gone, no sandbox cgroup is left in the container\'s cgroup')
   } finally {
-    for (const d of [join(dir, 'main'), dir]) {
+    // Whatever a failed run left in the container's cgroup goes first (its processes killed).
+    const left = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name))
+    for (const d of [...left, dir]) {
       try {
-        rmdirSync(d)
+        if (d !== dir) writeFileSync(join(d, 'cgroup.kill'), '1')
+        for (let i = 0; i < 100 && existsSync(d); i++) {
+          try {
+            rmdirSync(d)
+          } catch {
+            await new Promise((r) => setTimeout(r, 20))
+          }
+        }
+        if (existsSync(d)) rmdirSync(d)
       } catch (e) {
         t.log(`could not remove ${d}: ${(e as Error).message}`)
       }

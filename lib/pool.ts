@@ -201,9 +201,10 @@ export class HelperPool {
    * What a ready helper says while it waits: only that its init made ahead went. A pool that is
    * not told would keep it (it serves, slower) and make no other until the next start.
    */
-  #hear(h: WarmHelper): void {
+  #hear(h: WarmHelper, beforeReady?: (ev: { event: string }) => void): void {
     onEvents<{ event: string }>(h.control, (ev) => {
-      if (ev.event === 'stale' && !h.stale && this.#ready.includes(h)) this.#wentStale(h)
+      if (!this.#ready.includes(h)) beforeReady?.(ev)
+      else if (ev.event === 'stale' && !h.stale) this.#wentStale(h)
     })
   }
 
@@ -242,18 +243,18 @@ export class HelperPool {
       const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
       let staleAtBirth = false
       const warm = await new Promise<boolean>((resolve) => {
-        // Its first word says whether it got ready; `stale` may come right after `warm`.
-        onEvents<{ event: string }>(control, (ev) => (ev.event === 'stale' ? (staleAtBirth = true) : resolve(ev.event === 'warm')))
+        // Its first word says whether it got ready; `stale` may come right after `warm`. One
+        // listener for as long as it is pooled: a line split across reads stays whole.
+        this.#hear(h, (ev) => (ev.event === 'stale' ? (staleAtBirth = true) : resolve(ev.event === 'warm')))
         control.on('error', () => resolve(false))
         control.on('close', () => resolve(false))
       })
-      control.removeAllListeners()
+      control.removeAllListeners('error').removeAllListeners('close')
       if (!warm || this.#fresh() >= this.#size) {
         if (!warm) this.#failed()
         this.#discard(h)
         return
       }
-      this.#hear(h)
       this.#watch(h)
       h.readyAt = Date.now()
       this.#ready.push(h)

@@ -662,8 +662,9 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
             // One text for every controller, so that the hints of several limits read it once. At
             // the root of a cgroup namespace that is not the hierarchy's (a container's own
             // cgroup) nothing above is visible to name: the caller moves first.
-            let no_internal_process = if u.own_path == "/" && !u.is_root && !u.from_env {
-                format!("this process is at the root of its cgroup namespace (a container's cgroup), which holds it, and cgroup v2 lets such a cgroup give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule); isolate neither moves the caller's processes nor restructures its cgroup: have the container's entrypoint move itself into a child cgroup first (`mkdir {m}/main && echo $$ > {m}/main/cgroup.procs`, then `exec node ...`) and set {PARENT_ENV}=/, or run without these limits", m = u.mount)
+            // (Also with the variable naming "/" itself: the cgroup still holds processes.)
+            let no_internal_process = if u.own_path == "/" && !u.is_root {
+                format!("the root of this process's cgroup namespace (a container's cgroup) holds processes, this one included, and cgroup v2 lets such a cgroup give memory, pids or cpu to its child cgroups only while it holds none (the no-internal-process rule); isolate neither moves the caller's processes nor restructures its cgroup: with a writable cgroupfs, have the container's entrypoint move itself into a child cgroup first, before it starts anything (`mkdir {m}/main && echo $$ > {m}/main/cgroup.procs`, then `exec node ...`), and set {PARENT_ENV}=/, or run without these limits", m = u.mount)
             } else {
                 "cgroup v2 lets a cgroup other than the hierarchy's root give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; name a cgroup above the caller's that holds no process and is delegated to it in ISOLATE_CGROUP_PARENT (systemd: Delegate=yes with DelegateSubgroup=, the cgroup of the service), run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or run without these limits".to_owned()
             };
@@ -1798,7 +1799,11 @@ mod tests {
         host.unified.as_mut().unwrap().own_dir = Some("/sys/fs/cgroup".into());
         let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
         let hint = e.hint.as_deref().unwrap();
-        assert!(hint.contains("root of its cgroup namespace") && hint.contains("echo $$ > /sys/fs/cgroup/main/cgroup.procs") && hint.contains("ISOLATE_CGROUP_PARENT=/"), "{e:?}");
+        assert!(hint.contains("root of this process's cgroup namespace") && hint.contains("echo $$ > /sys/fs/cgroup/main/cgroup.procs") && hint.contains("ISOLATE_CGROUP_PARENT=/"), "{e:?}");
+        // The same where the variable names that root while it still holds the processes.
+        host.unified.as_mut().unwrap().from_env = true;
+        let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
+        assert!(e.hint.as_deref().unwrap().contains("echo $$ > /sys/fs/cgroup/main/cgroup.procs"), "{e:?}");
 
         // No cgroups at all: limits fail, no limits is fine.
         let none = host_from_layout(parse_layout("", ""));

@@ -495,6 +495,10 @@ impl TtyRelay {
             // Looks of a sandbox with many tasks cost more: they come less often.
             self.look_floor = now + Instant::now().duration_since(now) * LOOK_SHARE;
             self.unknown_looks = if readers == Readers::Unknown { self.unknown_looks + 1 } else { 0 };
+            if readers != Readers::Unknown {
+                // A sighting of the terminal alone holds only within one stretch of such looks.
+                self.settled = None;
+            }
             readers
         };
         // Read after the look, which may take a while: the mode the program reads in now
@@ -526,16 +530,31 @@ impl TtyRelay {
             Readers::Unknown => {
                 let mode = t.map(|t| t.c_lflag & (libc::ICANON | libc::ISIG));
                 let seen = if unread(slave) == Some(0) { mode } else { None };
-                if seen.is_none() || seen != self.settled {
+                // The terminal's next check is timed from now, not from before a look that may
+                // have taken longer than the gap, and whenever the tasks' next look may be.
+                let now = Instant::now();
+                if seen.is_none() {
+                    // Input not read yet (the program is busy elsewhere): checked ever less often.
+                    self.settled = None;
+                    return self.check_terminal_later(now);
+                }
+                if seen != self.settled {
+                    // Told once the mode holds, with nothing unread, a while: readline gives
+                    // canonical mode back while a line's command runs. Where looks are costly,
+                    // and so no look comes between the checks, the while is longer.
                     self.settled = seen;
-                    // The terminal's next check, whenever the tasks' next look may be.
-                    self.next_look = now + END_OF_INPUT_CHECK;
+                    let costly = self.look_floor > now + END_OF_INPUT_CHECK;
+                    self.next_look = now + if costly { LOOK_AT_MOST } else { END_OF_INPUT_CHECK };
                     return;
                 }
                 match step {
                     EofStep::LineFirst(first) => (self.to_master, self.line_open) = (vec![first], false),
                     EofStep::End(eof) => (self.to_master, self.end_of_input) = (vec![eof], EndOfInput::Told),
-                    EofStep::Nothing => self.end_of_input = EndOfInput::Told,
+                    // Raw or cbreak, or no EOF character: nothing to type, unless the mode changes.
+                    EofStep::Nothing => {
+                        self.settled = None;
+                        self.check_terminal_later(now);
+                    }
                 }
             }
         }
@@ -544,6 +563,13 @@ impl TtyRelay {
     /// Nothing to type yet: look again later, less often the longer nothing changes.
     fn look_later(&mut self, now: Instant) {
         self.look_at(now + self.look_every);
+        self.look_every = (self.look_every * 2).min(LOOK_AT_MOST);
+    }
+
+    /// The terminal alone decides (the tasks cannot all be seen): its next check, less often the
+    /// longer nothing changes.
+    fn check_terminal_later(&mut self, now: Instant) {
+        self.next_look = now + self.look_every;
         self.look_every = (self.look_every * 2).min(LOOK_AT_MOST);
     }
 
