@@ -666,7 +666,7 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
             let no_internal_process = if u.own_path == "/" && !u.is_root {
                 format!("the root of this process's cgroup namespace (a container's cgroup) holds processes, this one included, and cgroup v2 lets such a cgroup give memory, pids or cpu to its child cgroups only while it holds none (the no-internal-process rule); isolate neither moves the caller's processes nor restructures its cgroup: with a writable cgroupfs, have the container's entrypoint move itself into a child cgroup first, before it starts anything (`mkdir {m}/main && echo $$ > {m}/main/cgroup.procs`, then `exec node ...`), and set {PARENT_ENV}=/, or run without these limits", m = u.mount)
             } else {
-                "cgroup v2 lets a cgroup other than the hierarchy's root give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; name a cgroup above the caller's that holds no process and is delegated to it in ISOLATE_CGROUP_PARENT (systemd: Delegate=yes with DelegateSubgroup=, the cgroup of the service), run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or run without these limits".to_owned()
+                format!("cgroup v2 lets a cgroup other than the hierarchy's root give memory, pids or cpu to its child cgroups only while it holds no processes (the no-internal-process rule; for cpu and pids the kernel would instead turn it into a thread root), and isolate neither moves the caller's processes nor restructures its cgroup; name a cgroup above the caller's that holds no process and is delegated to it in {PARENT_ENV} (systemd: Delegate=yes with DelegateSubgroup=, the cgroup of the service), run the caller where its cgroup is the hierarchy's root (a VM or a dedicated machine), or run without these limits")
             };
             match u.availability(controller) {
                 V2Availability::Enabled | V2Availability::Enableable => (format!("the {controller} controller is usable"), None),
@@ -897,7 +897,7 @@ fn mkdir(path: &str) -> Result<(), SetupError> {
         match e {
             Errno::EEXIST => err.with_hint("a cgroup of this name already exists (left by a process that died?); choose another name"),
             Errno::EACCES | Errno::EPERM | Errno::EROFS => err.with_hint(
-                "this process may not create cgroups here: cgroup v2 needs the cgroup delegated to this user (systemd Delegate=yes), which allows cpuTimeMs (memory, pids and cpu also need a cgroup that holds no process: the hierarchy's root, or one above the caller's named in ISOLATE_CGROUP_PARENT); cgroup v1 needs root or a cgroup an administrator created for this user; `isolate doctor` says which limits hold here",
+                format!("this process may not create cgroups here: cgroup v2 needs the cgroup delegated to this user (systemd Delegate=yes), which allows cpuTimeMs (memory, pids and cpu also need a cgroup that holds no process: the hierarchy's root, or one above the caller's named in {PARENT_ENV}); cgroup v1 needs root or a cgroup an administrator created for this user; `isolate doctor` says which limits hold here"),
             ),
             _ => err,
         }
@@ -909,9 +909,9 @@ fn write_hint(err: SetupError, file: &str, errno: i32) -> SetupError {
         (f, Errno::EINVAL) if f.starts_with("cpu.") => err.with_hint("the kernel refused this cpu quota: give cpus between 0.01 and the number of cores"),
         (f, Errno::EBUSY) if f.starts_with("memory.") => err.with_hint("the memory limit is below what the cgroup already uses"),
         ("cgroup.subtree_control", Errno::EBUSY) => err.with_hint(
-            "cgroup v2's no-internal-process rule: this cgroup holds processes, so domain controllers cannot be enabled for its children; isolate does not move the caller's processes (name a cgroup above the caller's that holds none in ISOLATE_CGROUP_PARENT)",
+            format!("cgroup v2's no-internal-process rule: this cgroup holds processes, so domain controllers cannot be enabled for its children; isolate does not move the caller's processes (name a cgroup above the caller's that holds none in {PARENT_ENV})"),
         ),
-        ("cgroup.subtree_control", Errno::EACCES | Errno::EPERM) => err.with_hint("this process may not enable controllers for its cgroup's children; even where it may (a cgroup delegated to it), a cgroup that holds the caller gives its children no memory, pids or cpu (the no-internal-process rule): run the caller as root where its cgroup is the hierarchy's root, or name a delegated cgroup above the caller's that holds no process in ISOLATE_CGROUP_PARENT"),
+        ("cgroup.subtree_control", Errno::EACCES | Errno::EPERM) => err.with_hint(format!("this process may not enable controllers for its cgroup's children; even where it may (a cgroup delegated to it), a cgroup that holds the caller gives its children no memory, pids or cpu (the no-internal-process rule): run the caller as root where its cgroup is the hierarchy's root, or name a delegated cgroup above the caller's that holds no process in {PARENT_ENV}")),
         _ => err,
     }
 }

@@ -96,9 +96,10 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
         if host.parent_refused {
             return Err(err.with_hint(format!("name this process's cgroup or one above it in {} (cgroup v2 only), as /proc/self/cgroup writes it, or unset it; it is read once per Node process, at its first sandbox or probe()", crate::cgroup::PARENT_ENV)));
         }
-        return Err(err.with_hint(
-            "run as root on cgroup v1, or where the caller's cgroup is a cgroup v2 hierarchy's root (a VM or a machine of its own); a cgroup v2 subtree delegated to this user (systemd: Delegate=yes) allows cpuTimeMs only, as a cgroup that holds the caller cannot give its children memory, pids or cpu (the no-internal-process rule), unless ISOLATE_CGROUP_PARENT names one above it that holds no process; `isolate doctor` says which limits hold here",
-        ));
+        return Err(err.with_hint(format!(
+            "run as root on cgroup v1, or where the caller's cgroup is a cgroup v2 hierarchy's root (a VM or a machine of its own); a cgroup v2 subtree delegated to this user (systemd: Delegate=yes) allows cpuTimeMs only, as a cgroup that holds the caller cannot give its children memory, pids or cpu (the no-internal-process rule), unless {} names one above it that holds no process; `isolate doctor` says which limits hold here",
+            crate::cgroup::PARENT_ENV
+        )));
     }
     SandboxCgroup::create(&host, &crate::cgroup::unique_name(), &limits, crate::cgroup::Ending::WithInit).map(Some)
 }

@@ -16,25 +16,20 @@
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::os::fd::RawFd;
 
 thread_local! {
     /// The descriptors this JavaScript thread's environment was handed and has not taken, with
     /// the device and inode of what each is.
     static HELD: RefCell<Vec<(RawFd, u64, u64)>> = const { RefCell::new(Vec::new()) };
-    /// Its environment has the hook that closes them.
-    static HOOKED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Hold `fds`, resolved to JavaScript on `env`'s thread, until it takes or closes them (not
 /// where the environment refuses a cleanup hook: nothing would close them then).
 pub(crate) fn hold(env: &Env, fds: impl IntoIterator<Item = RawFd>) {
-    if !HOOKED.get() {
-        if env.add_env_cleanup_hook((), |()| close_held()).is_err() {
-            return;
-        }
-        HOOKED.set(true);
+    if !crate::teardown::watch(env) {
+        return;
     }
     let known: Vec<(RawFd, u64, u64)> = fds.into_iter().filter_map(|fd| identity(fd).map(|(dev, ino)| (fd, dev, ino))).collect();
     HELD.with_borrow_mut(|held| held.extend(known));
@@ -52,10 +47,8 @@ pub(crate) fn release(fd: RawFd) {
     HELD.with_borrow_mut(|held| held.retain(|&(h, ..)| h != fd));
 }
 
-/// The environment's teardown: its descriptors that JavaScript never took end here.
-fn close_held() {
-    // Another environment may come to this thread (an embedder's): it gets a hook of its own.
-    HOOKED.set(false);
+/// The environment's teardown ([`crate::teardown`]): its descriptors that JavaScript never took end here.
+pub(crate) fn close_held() {
     for (fd, dev, ino) in HELD.with_borrow_mut(std::mem::take) {
         if identity(fd) == Some((dev, ino)) {
             // SAFETY: still the open file this thread was handed, which JavaScript neither took

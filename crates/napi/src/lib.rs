@@ -17,8 +17,9 @@ use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub mod handover;
-pub mod unreaped;
 mod server;
+mod teardown;
+pub mod unreaped;
 
 /// How one of the sandbox's stdio slots is wired, as the TypeScript layer encodes it.
 const STDIO_PIPE: i32 = -1;

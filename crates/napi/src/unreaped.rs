@@ -15,7 +15,7 @@
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::path::PathBuf;
 
 /// How a child that is still unreaped at the teardown ends.
@@ -29,23 +29,13 @@ pub(crate) enum End {
 thread_local! {
     static CHILDREN: RefCell<Vec<(i32, End)>> = const { RefCell::new(Vec::new()) };
     static MADE: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
-    /// Its environment has the hook that ends them.
-    static HOOKED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Remember `pid`, started on `env`'s thread, until it is reaped, and `made` until its call
 /// settles (not where the environment refuses a cleanup hook: nothing would end them then).
 pub(crate) fn remember(env: &Env, pid: i32, end: End, made: Option<PathBuf>) {
-    if !HOOKED.get() {
-        let teardown = |()| {
-            // Another environment may come to this thread (an embedder's): it gets a hook of its own.
-            HOOKED.set(false);
-            end_unreaped();
-        };
-        if env.add_env_cleanup_hook((), teardown).is_err() {
-            return;
-        }
-        HOOKED.set(true);
+    if !crate::teardown::watch(env) {
+        return;
     }
     CHILDREN.with_borrow_mut(|children| children.push((pid, end)));
     MADE.with_borrow_mut(|made_dirs| made_dirs.extend(made));
@@ -69,7 +59,7 @@ pub fn settle_made(dir: String) {
 }
 
 /// End this thread's unreaped children and remove the directories of its unsettled calls. Its
-/// environment's teardown runs it; JavaScript runs it at the process's `exit`, where Node runs no
+/// environment's teardown runs it ([`crate::teardown`]); JavaScript runs it at the process's `exit`, where Node runs no
 /// cleanup hook.
 #[napi]
 pub fn end_unreaped() {
