@@ -969,6 +969,34 @@ poolTest('inits made ahead end at once when the host unmounts something their co
   t.true(r.took, 'the next sandbox takes an init made ahead')
 })
 
+poolTest('a warm helper whose init made ahead and zygote ended while it waited still serves, its sandbox in its cgroup with its limits, and one with both takes its place; a pooled helper that ends is replaced with no start', async (t) => {
+  t.true(await poolFull(), 'two warm helpers with inits made ahead')
+  const first = warmHelpersOf(process.pid)
+  const waiting = [...first.inits, ...first.zygotes.map((z) => z.zygote)]
+  // As the OOM killer or an operator would end them.
+  for (const p of waiting) process.kill(p, 'SIGKILL')
+  t.true(await waitUntil(() => waiting.every((p) => !existsSync(`/proc/${p}`)), 3000), `their helpers reaped them while they waited (${waiting})`)
+  t.true(first.helpers.every(pidAlive), 'the helpers wait on')
+  // The init cloned now, by the helper itself, and moved into the cgroup: the limits hold.
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'read x; exec /usr/bin/python3 -c "x = []\nwhile True: x.append(bytearray(1 << 20))"'], { limits: LIMITS, stdio: ['pipe', 'ignore', 'ignore'], timeoutMs: 60_000 })
+  const who = helperOf(sb.pid)
+  sb.stdin!.end('\n')
+  const r = await sb.wait()
+  t.true(first.helpers.includes(who.helper) && who.warm, `one of those helpers (${first.helpers}) served it (${who.helper})`)
+  t.regex(who.cgroup, /isolate-/, 'its init was in the sandbox\'s cgroup')
+  t.is(r.reason, 'oom', 'its memory limit ended the allocation')
+  t.true(await waitUntil(() => first.helpers.every((p) => !pidAlive(p)) && poolReady() && initsAheadOf(process.pid).length === 2, 20_000), `helpers with inits made ahead and zygotes took the places of ${first.helpers}`)
+  await poolHeard()
+  const second = warmHelpersOf(process.pid).helpers
+  for (const p of second) process.kill(p, 'SIGKILL')
+  const replaced = () => {
+    const now = warmHelpersOf(process.pid).helpers
+    return now.length === 2 && now.every((p) => !second.includes(p)) && poolReady()
+  }
+  t.true(await waitUntil(replaced, 20_000), `others took the places of the helpers that ended (${second}), with no start`)
+  await poolHeard()
+})
+
 poolTest('a mount the host makes and removes again (runc and crun do, on every run) leaves the inits made ahead in use', async (t) => {
   const { sub } = mountPlace(t)
   const r = await untilQuietMounts(

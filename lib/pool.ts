@@ -50,12 +50,13 @@ const MAX_RETRY_AFTER_MS = 60_000
 /**
  * After a helper's init made ahead went, how long the host's mount table must stay quiet before
  * a helper with an init ahead is made to replace it; doubled, up to a minute, while replacements
- * go stale within {@link STALE_SOON_MS} of getting ready (a host that mounts and unmounts all the
+ * go stale within {@link SOON_AFTER_READY_MS} of getting ready (a host that mounts and unmounts all the
  * time: any change counts without listmount, Linux < 6.8).
  */
 const STALE_QUIET_MS = 1_000
 const MAX_STALE_QUIET_MS = 60_000
-const STALE_SOON_MS = 10_000
+/** A helper that goes stale, or ends, this soon after it got ready came too soon: the wait before the next one doubles. */
+const SOON_AFTER_READY_MS = 10_000
 /** What the default size may grow to: a burst of starts then finds warm helpers. */
 const GROWN_SIZE = 4
 
@@ -80,6 +81,8 @@ export class HelperPool {
   #staleQuietUntil = 0
   #staleQuietMs = STALE_QUIET_MS
   #staleTimer: NodeJS.Timeout | undefined
+  /** Refills the place of a helper that ended while pooled. */
+  #lostTimer: NodeJS.Timeout | undefined
 
   /** `eligible`: this host can have warm helpers (cgroups allowed); else the pool stays empty. */
   constructor(
@@ -213,7 +216,7 @@ export class HelperPool {
     h.stale = true
     // Once per change of the host's mounts: the helpers it made stale tell of it together.
     if (Date.now() >= this.#staleQuietUntil) {
-      const soon = Date.now() - (h.readyAt ?? 0) < STALE_SOON_MS
+      const soon = Date.now() - (h.readyAt ?? 0) < SOON_AFTER_READY_MS
       this.#staleQuietMs = soon ? Math.min(2 * this.#staleQuietMs, MAX_STALE_QUIET_MS) : STALE_QUIET_MS
     }
     this.#staleQuietUntil = Date.now() + this.#staleQuietMs
@@ -221,7 +224,11 @@ export class HelperPool {
     this.#staleTimer = setTimeout(() => this.fill(), this.#staleQuietMs + 1).unref()
   }
 
-  /** While in the pool: a helper that ends (it should not) leaves the pool. */
+  /**
+   * While in the pool: a helper that ends (it should not: killed, or out of memory) leaves the
+   * pool, and another takes its place, with no start needed; after a backoff where they end soon
+   * after they got ready, as for one that cannot get ready.
+   */
   #watch(h: WarmHelper): void {
     h.control.on('error', () => {})
     h.control.once('close', () => {
@@ -229,7 +236,16 @@ export class HelperPool {
       if (i >= 0) this.#ready.splice(i, 1)
       this.addon.closeFd(h.handoff)
       reapHelper(this.addon, h.pid)
+      if (i < 0) return
+      if (Date.now() - (h.readyAt ?? 0) < SOON_AFTER_READY_MS) this.#failed()
+      this.#fillLater()
     })
+  }
+
+  /** Fill once the backoff (if any) is over, with no start needed. */
+  #fillLater(): void {
+    clearTimeout(this.#lostTimer)
+    this.#lostTimer = setTimeout(() => this.fill(), Math.max(0, this.#brokenUntil - Date.now()) + 1).unref()
   }
 
   async #start(): Promise<void> {

@@ -2,7 +2,7 @@
 // Builds the addon (napi-rs) and the helper for one target into npm/<platform>/, the layout of the
 // platform package that ships them. The helper is linked statically: nothing to resolve at exec.
 import { execFileSync } from 'node:child_process'
-import { chmodSync, copyFileSync, mkdirSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, renameSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -39,8 +39,11 @@ run('cargo', ['build', '--release', '--locked', '-p', 'isolate-helper', '-p', 'i
   [envName]: `${process.env[envName] ?? ''} -C target-feature=+crt-static`.trim(),
 })
 for (const bin of ['isolate-helper', 'isolate-image']) {
+  // Beside it, then renamed over it: a helper that runs meanwhile (ETXTBSY) keeps its own copy.
   const out = join(outDir, bin)
-  copyFileSync(join(root, 'target', target, 'release', bin), out)
-  chmodSync(out, 0o755)
+  const next = `${out}.${process.pid}`
+  copyFileSync(join(root, 'target', target, 'release', bin), next)
+  chmodSync(next, 0o755)
+  renameSync(next, out)
 }
 console.log(`built ${platform}: ${outDir}`)

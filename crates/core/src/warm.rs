@@ -301,26 +301,41 @@ fn wait_for_spec(out: &mut Control, handoff: &OwnedFd, warm: &mut Warm) -> bool 
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     loop {
         let mut fds = vec![PollFd::new(out.fd().as_fd(), PollFlags::POLLIN), PollFd::new(handoff.as_fd(), PollFlags::POLLIN)];
-        if let Some(p) = &warm.preborn {
-            fds.push(PollFd::new(p.mounts.as_fd(), PollFlags::POLLPRI));
+        fn watch<'a>(fds: &mut Vec<PollFd<'a>>, fd: &'a OwnedFd, what: PollFlags) -> Option<usize> {
+            fds.push(PollFd::new(fd.as_fd(), what));
+            Some(fds.len() - 1)
         }
+        // The zygote and the init made ahead say nothing while they wait: their socket turns
+        // readable only once they ended (killed, out of memory).
+        let zygote = warm.zygote.as_ref().and_then(|z| watch(&mut fds, &z.sock, PollFlags::POLLIN));
+        let init = warm.preborn.as_ref().and_then(|p| watch(&mut fds, &p.sock, PollFlags::POLLIN));
+        let mounts = warm.preborn.as_ref().and_then(|p| watch(&mut fds, &p.mounts, PollFlags::POLLPRI));
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return false,
         }
-        let fired = |i: usize, what: PollFlags| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| r.intersects(what));
-        let (spec, ended) = (fired(1, PollFlags::POLLIN), fired(0, PollFlags::all()) || fired(1, PollFlags::all()));
-        let changed = fired(2, PollFlags::POLLPRI | PollFlags::POLLERR);
+        let fired = |i: Option<usize>, what: PollFlags| i.and_then(|i| fds.get(i)).and_then(|f| f.revents()).is_some_and(|r| r.intersects(what));
+        let (spec, ended) = (fired(Some(1), PollFlags::POLLIN), fired(Some(0), PollFlags::all()) || fired(Some(1), PollFlags::all()));
+        let changed = fired(mounts, PollFlags::POLLPRI | PollFlags::POLLERR);
+        let (zygote_went, init_went) = (fired(zygote, PollFlags::all()), fired(init, PollFlags::all()));
         drop(fds);
+        let mut went = false;
         // The poll took the watch's news, even when the spec came with it (a later look would
         // find none): look at the table now.
-        if changed && warm.preborn.as_ref().is_some_and(|p| p.look_at_mounts() == MountsSince::Gone) {
+        if init_went || (changed && warm.preborn.as_ref().is_some_and(|p| p.look_at_mounts() == MountsSince::Gone)) {
             warm.preborn = None;
-            // Told only while it still waits: a spec that came with the news is served at once.
-            if !spec && !ended {
-                out.send(&Event::Stale);
-            }
+            went = true;
+        }
+        // Without its zygote, a v1 helper clones the init itself and moves it into the cgroup
+        // (the migration the zygote was there to spare): it still serves, slower.
+        if zygote_went {
+            warm.zygote = None;
+            went = true;
+        }
+        // Told only while it still waits: a spec that came with the news is served at once.
+        if went && !spec && !ended {
+            out.send(&Event::Stale);
         }
         if spec {
             return true;
