@@ -109,6 +109,8 @@ Limits (durations like 500ms, 5s, 2m or plain milliseconds; sizes like 64M, 1G, 
   --cpu-time DURATION      CPU time of the whole sandbox (reason cpu-time)
   --output SIZE            stdout + stderr bound   (reason output-limit)
   A limit that cannot be enforced makes isolate fail with exit 125; it is never dropped silently.
+  None is set unless asked: for code you do not trust, set at least --timeout, --memory and --pids
+  (without --pids a sandbox may start as many processes as the host has pids).
 
 Output:
   --json                   after the command ends, print one JSON object on stdout:

@@ -202,6 +202,46 @@ test('seccomp default: modify_ldt (x86) and memfd_secret are refused; none allow
   else t.regex(n.stdout, /^memfd_secret ok$/m, `without the filter the call works here\n${n.stdout}${n.stderr}`)
 })
 
+test('seccomp default: io_setup answers ENOSYS (the host has one pool of AIO events, bounded by no cgroup); none allows it', async (t) => {
+  const nr = process.arch === 'x64' ? { setup: 206, destroy: 207 } : { setup: 0, destroy: 1 }
+  const script = [
+    'import ctypes, errno',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'ctx = ctypes.c_ulong(0)',
+    `r = libc.syscall(${nr.setup}, 1, ctypes.byref(ctx))`,
+    'print("io_setup", "ok" if r == 0 else errno.errorcode.get(ctypes.get_errno(), 0))',
+    `r == 0 and libc.syscall(${nr.destroy}, ctx)`,
+  ].join('\n')
+  const d = await runIsolated('/usr/bin/python3', ['-c', script])
+  t.is(d.stdout, 'io_setup ENOSYS\n', d.stderr)
+  const n = await runIsolated('/usr/bin/python3', ['-c', script], { seccomp: 'none' })
+  t.is(n.stdout, 'io_setup ok\n', `without the filter the call works here: the filter is what refuses it\n${n.stderr}`)
+})
+
+test("a sandbox opens at most 64 terminals from its devpts (the host's pool for every devpts but its own holds 3072): while one holds all it may, another still gets its terminal", async (t) => {
+  const grab = [
+    'import errno, os, sys',
+    'fds = []',
+    'try:',
+    '    while True: fds.append(os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY))',
+    'except OSError as e: print(len(fds), errno.errorcode[e.errno], flush=True)',
+    'sys.stdin.read()',
+  ].join('\n')
+  const holder = await spawnIsolated('/usr/bin/python3', ['-c', grab], { stdio: ['pipe', 'pipe', 'inherit'], timeoutMs: 60_000 })
+  t.teardown(() => holder.kill('SIGKILL'))
+  const said = await new Promise<string>((resolve) => {
+    let out = ''
+    holder.stdout!.on('data', (d) => (out += d))
+    holder.stdout!.on('data', () => out.includes('\n') && resolve(out))
+    holder.stdout!.on('end', () => resolve(out))
+  })
+  t.is(said, '64 ENOSPC\n', 'the 65th open of /dev/ptmx is refused')
+  const other = await runIsolated('/bin/sh', ['-c', 'tty'], { tty: true })
+  t.is(other.stdout, '/dev/pts/0\r\n', 'another sandbox gets its terminal meanwhile')
+  holder.stdin!.end()
+  t.is((await holder.wait()).exitCode, 0)
+})
+
 // Sets the line discipline of fd 0 to N_NULL and prints what happened. A line discipline outlives
 // the process that set it: on the caller's terminal it would stay after the sandbox.
 const setNullLdisc = [

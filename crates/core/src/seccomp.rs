@@ -822,6 +822,10 @@ fn build_default() -> Result<Program, String> {
     entries.push((libc::SYS_openat as u32, openat));
     // Its mode is in memory, out of a filter's reach: ENOSYS, and libc's callers use openat.
     entries.push((libc::SYS_openat2 as u32, enosys));
+    // The kernel's AIO events (fs.aio-max-nr) are one pool for the whole host, bounded by no
+    // cgroup: one sandbox could take them all. ENOSYS, a kernel without AIO's answer, on which
+    // libaio's users fall back to threads.
+    entries.push((libc::SYS_io_setup as u32, enosys));
     dispatch(&mut a, entries, allow)?;
 
     // clone: the flags are args[0] on x86_64 and aarch64 alike (only the order of the tid and
@@ -1528,7 +1532,7 @@ mod tests {
     fn default_decides_every_syscall_number_as_specified() {
         let p = default_program();
         let denied: HashSet<u32> = DEFAULT_EPERM.iter().filter_map(|n| syscall_number(n)).collect();
-        let mut special: HashSet<u32> = ["clone", "clone3", "personality", "ioctl", "socket", "socketpair", "openat", "openat2"].map(nr).into();
+        let mut special: HashSet<u32> = ["clone", "clone3", "personality", "ioctl", "socket", "socketpair", "openat", "openat2", "io_setup"].map(nr).into();
         special.extend(MODE_IN_ARG.iter().map(|(n, _)| *n).chain(["open"]).filter_map(syscall_number));
         for n in 0..1024u32 {
             if special.contains(&n) {
@@ -1576,6 +1580,12 @@ mod tests {
             assert_eq!(eval(&p, open, [0, 2, 0o6755, 0, 0, 0]), RET_ALLOW);
         }
         assert_eq!(eval(&p, nr("openat2"), [0; 6]), ENOSYS);
+    }
+
+    #[test]
+    fn default_answers_enosys_to_io_setup() {
+        // The host's one pool of AIO events; the other io_* calls need a context it makes.
+        assert_eq!(eval(&default_program(), nr("io_setup"), [1, 0, 0, 0, 0, 0]), ENOSYS);
     }
 
     #[test]

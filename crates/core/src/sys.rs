@@ -242,9 +242,14 @@ pub fn mount_proc(target: &str) -> Result<()> {
     mount(Some("proc"), target, Some("proc"), flags, None::<&str>).map_err(fail(Step::MountProc, target))
 }
 
+/// `max`: the terminals one sandbox may open (64). Every devpts but the host's own draws from one
+/// pool for the whole host (kernel.pty.max less kernel.pty.reserve: 3072 by default), which no
+/// cgroup bounds: without a bound, one sandbox could take them all and no other could open one.
+const DEVPTS_OPTIONS: &str = "newinstance,ptmxmode=0666,mode=620,max=64";
+
 pub fn mount_devpts(target: &str) -> Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    mount(Some("devpts"), target, Some("devpts"), flags, Some("newinstance,ptmxmode=0666,mode=620"))
+    mount(Some("devpts"), target, Some("devpts"), flags, Some(DEVPTS_OPTIONS))
         .map_err(fail(Step::MountDevpts, target))
 }
 
