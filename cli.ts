@@ -23,6 +23,7 @@ import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackR
 import { encodeFrame, Frame, jsonFrame, onFrames } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { DEFAULT_PATH } from './lib/options.js'
+import { signalNumber, type SignalName } from './lib/sandbox.js'
 import { cgroupLimitsHere, NAMESPACE_OWNER_IDS, ROOTS_OWN_UIDS, unseenAccountSources } from './lib/probe.js'
 import { ensureRuntimeDir, findSandbox, ID_RE, listSandboxes, NAME_RE, NotFoundError, RegistryError } from './lib/registry.js'
 
@@ -487,6 +488,15 @@ function planRun(argv: string[]): RunPlan | 'help' {
   return { file, args, options, json, tty, mountFlags }
 }
 
+/** A result's signal name as a number (0 for one no name gives: `SIG32`). */
+function signalNumberOr0(name: string): number {
+  try {
+    return signalNumber(name as SignalName)
+  } catch {
+    return 0
+  }
+}
+
 /** The exit code of `isolate run` for a finished sandbox (and of `isolate exec` for a command). */
 function exitCodeOf(r: Pick<SandboxResult, 'reason' | 'signal' | 'exitCode'>): number {
   if (r.reason === 'timeout') return EXIT_TIMEOUT
@@ -494,8 +504,7 @@ function exitCodeOf(r: Pick<SandboxResult, 'reason' | 'signal' | 'exitCode'>): n
   // the bound still lost output, which its own exit code (often 0) would hide.
   if (r.reason === 'output-limit') return 128 + constants.signals.SIGKILL
   if (r.signal) {
-    const n = constants.signals[r.signal as NodeJS.Signals] as number | undefined
-    return 128 + (n ?? 0)
+    return 128 + signalNumberOr0(r.signal)
   }
   if (r.exitCode !== null) return r.exitCode
   return EXIT_SETUP

@@ -191,8 +191,9 @@ for (const signal of ['SIGINT', 'SIGHUP'] as const) {
   })
 }
 
-for (const [how, size] of [['from a warm helper', undefined], ['cold', 0]] as const) {
-  test.serial(`a helper killed with SIGKILL leaves no cgroup: the helper server removes what it left (${how})`, async (t) => {
+// A real-time signal too: the server's reaping once stopped at a status nix could not decode.
+for (const [how, size, signal] of [['from a warm helper', undefined, 'SIGKILL'], ['cold', 0, 'SIGKILL'], ['cold', 0, 40]] as const) {
+  test.serial(`a helper killed with ${signal} leaves no cgroup: the helper server removes what it left (${how})`, async (t) => {
     const options: SpawnOptions = { limits: { memoryBytes: 64 << 20, pids: 16 } }
     if (!holds(options)) return failsClosed(t, options)
     configurePool({ size })
@@ -203,7 +204,7 @@ for (const [how, size] of [['from a warm helper', undefined], ['cold', 0]] as co
     const helper = parentOf(parentOf(sb.pid))
     const cgroups = sandboxCgroups().filter((d) => helperOf(d) === String(helper))
     t.true(cgroups.length > 0, 'the sandbox has cgroups')
-    process.kill(helper, 'SIGKILL')
+    process.kill(helper, signal)
     await failed
     t.true(await waitUntil(() => !pidAlive(sb.pid) && cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
   })

@@ -3,7 +3,7 @@ import test from 'ava'
 import { spawn, spawnSync } from 'node:child_process'
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { configurePool, createSandbox, IsolateError, probe, spawnIsolated } from '../index.js'
+import { configurePool, createSandbox, IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
 import { poolEligible } from '../lib/pool.js'
 import { ended, helperServersOf, isHelperOf, isRoot, namespaceHolders, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, poolReady, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
@@ -124,6 +124,25 @@ test('kill(SIGKILL) ends the sandbox at once', async (t) => {
   t.is(r.signal, 'SIGKILL')
   t.is(r.reason, 'signaled')
   t.false(pidAlive(sb.pid))
+})
+
+test('a command ended by a real-time signal is reported signaled, with its name, a first command and an exec alike (its end was lost before: wait() never settled)', async (t) => {
+  // Timeouts only so that a lost end fails here instead of hanging.
+  const own = await runIsolated('/bin/sh', ['-c', 'kill -s 40 $$'], { timeoutMs: 20_000 })
+  t.is(own.reason, 'signaled')
+  t.is(own.signal, 'SIGRTMIN+6')
+  const sb = await spawnIsolated('/bin/sleep', ['100'], { timeoutMs: 20_000 })
+  t.true(sb.kill('SIGRTMIN'), 'named as results name it')
+  const r = await sb.wait()
+  t.is(r.reason, 'signaled')
+  t.is(r.signal, 'SIGRTMIN')
+  t.throws(() => sb.kill('SIGRTMIN+31' as 'SIGRTMIN'), { instanceOf: IsolateError }, 'past 64')
+  const box = await createSandbox({ timeoutMs: 30_000 })
+  t.teardown(() => box.destroy())
+  const e = await box.exec('/bin/sh', ['-c', 'kill -s 64 $$'], { timeoutMs: 20_000 })
+  t.is(e.reason, 'signaled')
+  t.is(e.signal, 'SIGRTMIN+30')
+  t.is((await box.exec('/bin/echo', ['still serves'])).stdout, 'still serves\n')
 })
 
 test('an AbortSignal cancels a running sandbox', async (t) => {

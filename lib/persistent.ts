@@ -10,7 +10,7 @@ import { collectOutput, decode, splitRunOptions } from './collect.js'
 import { IsolateError } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
-import { checkSize, onEvents, readable, reapHelper, sendLine, setupError, signalNumber, writable, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
+import { checkSize, onEvents, readable, reapHelper, sendLine, setupError, signalNumber, writable, type SignalName, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
 
 export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
 
@@ -130,7 +130,7 @@ export class ExecProcess {
   }
 
   /** Send a signal to the command (only to it: its process group is left alone). */
-  kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
+  kill(signal: SignalName | number = 'SIGTERM'): boolean {
     const n = signalNumber(signal)
     return this.#running && this.#request(`exec-signal ${this.id} ${n}`)
   }

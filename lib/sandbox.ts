@@ -20,7 +20,7 @@ export interface SandboxResult {
   command: string
   /** The command's exit code, or null when it was killed by a signal. */
   exitCode: number | null
-  /** The signal that ended it (`'SIGKILL'`), or null. */
+  /** The signal that ended it (`'SIGKILL'`; a real-time one as `'SIGRTMIN+6'`), or null. */
   signal: string | null
   reason: ExitReason
   /** From spawn to the end of the sandbox. */
@@ -67,13 +67,28 @@ export function writable(fd: number | undefined): Writable | null {
   return stdin
 }
 
-/** A signal's number, from its name or number; throws on anything else. */
-export function signalNumber(signal: NodeJS.Signals | number): number {
-  const n = typeof signal === 'number' ? signal : constants.signals[signal]
+/**
+ * A signal's number, from its name (Node's, or a real-time one as a result names it: `SIGRTMIN`,
+ * `SIGRTMIN+6`) or number; throws on anything else.
+ */
+export function signalNumber(signal: SignalName | number): number {
+  const n = typeof signal === 'number' ? signal : (constants.signals[signal as NodeJS.Signals] ?? realtimeNumber(signal))
   if (n === undefined || !Number.isInteger(n) || n <= 0 || n > 64) throw new IsolateError(`unknown signal ${shown(signal)}`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
   // The C library keeps them for its threads: the init can neither block nor forward them.
   if (n === 32 || n === 33) throw new IsolateError(`signal ${n} is reserved by the C library (its threads use it) and is not forwarded; real-time signals start at 34 (SIGRTMIN)`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
   return n
+}
+
+/** A signal by name: Node's, or a real-time one (`SIGRTMIN`, `SIGRTMIN+6`: 34 and 40 in the C library's numbering). */
+export type SignalName = NodeJS.Signals | 'SIGRTMIN' | `SIGRTMIN+${number}`
+
+/** The C library's first real-time signal (glibc and musl alike: 32 and 33 are its own). */
+const SIGRTMIN = 34
+
+/** `SIGRTMIN` and `SIGRTMIN+n`, as results name real-time signals (crates/core/src/protocol.rs `signal_name`). */
+function realtimeNumber(name: string): number | undefined {
+  const m = /^SIGRTMIN(?:\+([1-9]\d?))?$/.exec(name)
+  return m ? SIGRTMIN + Number(m[1] ?? 0) : undefined
 }
 
 /** A terminal size from resize(cols, rows); throws when out of range. */
@@ -220,7 +235,7 @@ export class Sandbox {
   }
 
   /** Send a signal to the command (SIGKILL ends the whole sandbox at once). */
-  kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
+  kill(signal: SignalName | number = 'SIGTERM'): boolean {
     return this.#send(`signal ${signalNumber(signal)}`)
   }
 

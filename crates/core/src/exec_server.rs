@@ -10,12 +10,11 @@ use crate::protocol::{ExecRequest, Report, TerminalHandoff, Work};
 use crate::sandbox::{exec_command, forwarded_signals, send};
 use crate::seccomp::Program;
 use crate::spec::Spec;
-use crate::sys;
+use crate::sys::{self, Ended};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::SigmaskHow;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use std::collections::HashMap;
 use std::io::Write;
@@ -202,11 +201,11 @@ impl Server<'_> {
     /// Reap every exited process: the execs' commands are reported, orphans just reaped.
     fn reap(&mut self) {
         loop {
-            let (pid, report) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, Some((code, None))),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Some((0, Some(sig as i32)))),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
+            let (pid, report) = match sys::wait_child(None, false) {
+                Ok(Ended::Exited(pid, code)) => (pid, Some((code, None))),
+                Ok(Ended::Signaled(pid, signal)) => (pid, Some((0, Some(signal)))),
+                Ok(Ended::StillAlive) | Err(_) => return,
+                Ok(Ended::Other(_)) => continue,
             };
             // Its status pipe is at its end now: settle whether it ever ran.
             self.read_status(pid);

@@ -269,8 +269,17 @@ impl SpecMessage {
 }
 
 pub fn signal_name(signo: i32) -> String {
-    nix::sys::signal::Signal::try_from(signo).map(|s| s.as_str().to_owned()).unwrap_or_else(|_| format!("SIG{signo}"))
+    match nix::sys::signal::Signal::try_from(signo) {
+        Ok(s) => s.as_str().to_owned(),
+        // Real-time signals as the C library numbers them (32 and 33 are its own).
+        Err(_) if signo == RTMIN => "SIGRTMIN".into(),
+        Err(_) if (RTMIN + 1..=64).contains(&signo) => format!("SIGRTMIN+{}", signo - RTMIN),
+        Err(_) => format!("SIG{signo}"),
+    }
 }
+
+/// The C library's first real-time signal (glibc and musl alike).
+const RTMIN: i32 = 34;
 
 #[cfg(test)]
 mod tests {
@@ -355,5 +364,9 @@ mod tests {
     #[test]
     fn signal_names() {
         assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(34), "SIGRTMIN");
+        assert_eq!(signal_name(40), "SIGRTMIN+6");
+        assert_eq!(signal_name(64), "SIGRTMIN+30");
+        assert_eq!(signal_name(32), "SIG32");
     }
 }

@@ -7,11 +7,11 @@ use crate::error::{SetupError, Step};
 use crate::plan::{EntryKind, HostFacts, MountOp, RootEntry, HOST_SECRETS, HOST_SYSTEM_DIRS};
 use crate::protocol::Report;
 use crate::spec::{Rootfs, Spec};
-use crate::sys;
+use crate::sys::{self, Ended};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use std::ffi::CString;
 use std::io::Read;
@@ -770,25 +770,22 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
 /// Reap every exited process. Once the command itself is among them: its status, and whether
 /// that left this init alone, pid 1 of its namespace with no child left (every orphan of the
 /// sandbox is reparented to it, so none runs).
-fn reap_all(command: Pid) -> Option<(WaitStatus, bool)> {
+fn reap_all(command: Pid) -> Option<(Ended, bool)> {
     let mut result = None;
     loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        match sys::wait_child(None, false) {
             Err(Errno::ECHILD) => return result.map(|st| (st, std::process::id() == 1)),
-            Ok(WaitStatus::StillAlive) | Err(_) => return result.map(|st| (st, false)),
-            Ok(st) => {
-                if st.pid() == Some(command) && matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
-                    result = Some(st);
-                }
-            }
+            Ok(Ended::StillAlive) | Err(_) => return result.map(|st| (st, false)),
+            Ok(st @ (Ended::Exited(pid, _) | Ended::Signaled(pid, _))) if pid == command => result = Some(st),
+            Ok(_) => {}
         }
     }
 }
 
 fn reap_until(command: Pid, report: &OwnedFd) -> ! {
     loop {
-        match waitpid(None, None) {
-            Ok(st) if st.pid() == Some(command) && matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => finish(report, st, false),
+        match sys::wait_child(None, true) {
+            Ok(st @ (Ended::Exited(pid, _) | Ended::Signaled(pid, _))) if pid == command => finish(report, st, false),
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => std::process::exit(1),
         }
@@ -798,11 +795,11 @@ fn reap_until(command: Pid, report: &OwnedFd) -> ! {
 /// The command is done; report and leave. Our exit takes down everything left in the namespace.
 /// Alone, the report says so (with what was used): the helper may then tell the caller at once,
 /// while this process's own exit (its memory, its namespaces) runs.
-fn finish(report: &OwnedFd, st: WaitStatus, alone: bool) -> ! {
+fn finish(report: &OwnedFd, st: Ended, alone: bool) -> ! {
     let reaped = alone.then(crate::protocol::Reaped::of_init);
     match st {
-        WaitStatus::Exited(_, code) => send(report, &Report::Exited { code, reaped }),
-        WaitStatus::Signaled(_, sig, _) => send(report, &Report::Signaled { signal: sig as i32, reaped }),
+        Ended::Exited(_, code) => send(report, &Report::Exited { code, reaped }),
+        Ended::Signaled(_, signal) => send(report, &Report::Signaled { signal, reaped }),
         _ => {}
     }
     // SAFETY: leaving without the exit handlers: nothing of this process is left to flush.

@@ -18,13 +18,12 @@
 
 use crate::error::{SetupError, Step};
 use crate::protocol::Event;
-use crate::sys;
+use crate::sys::{self, Ended};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// The server's socket, as the addon starts it.
@@ -221,10 +220,10 @@ fn answer(sock: &OwnedFd, value: i32) -> Result<(), crate::SetupError> {
 /// of the server removes what it left, off the server's loop (rmdir may wait for its sandbox's
 /// last processes to go).
 fn reap_helpers() {
-    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+    while let Ok(status) = sys::wait_child(None, false) {
         match status {
-            WaitStatus::StillAlive => break,
-            WaitStatus::Signaled(pid, ..) => sweep_after(pid.as_raw()),
+            Ended::StillAlive => break,
+            Ended::Signaled(pid, _) => sweep_after(pid.as_raw()),
             _ => {}
         }
     }

@@ -737,6 +737,36 @@ pub fn spawn_sharing_memory(child: &mut dyn FnMut() -> i32) -> std::result::Resu
     Ok(nix::unistd::Pid::from_raw(rc))
 }
 
+/// How a child ended, as waitpid(2) told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Exited(nix::unistd::Pid, i32),
+    /// By this signal: any number, real-time ones too.
+    Signaled(nix::unistd::Pid, i32),
+    /// Stopped or continued (a traced child).
+    Other(nix::unistd::Pid),
+    StillAlive,
+}
+
+/// waitpid(2) for `pid` (None: any child), without waiting unless `block`. Not nix's: its
+/// status cannot hold a real-time signal, so it reaps a child that one killed, then returns
+/// EINVAL, and that end is lost (a command killed by signal 40 was never reported).
+pub fn wait_child(pid: Option<nix::unistd::Pid>, block: bool) -> nix::Result<Ended> {
+    let mut status = 0;
+    // SAFETY: waitpid(2) with a valid out-pointer.
+    let rc = unsafe { libc::waitpid(pid.map_or(-1, nix::unistd::Pid::as_raw), &mut status, if block { 0 } else { libc::WNOHANG }) };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    let pid = nix::unistd::Pid::from_raw(rc);
+    Ok(match rc {
+        0 => Ended::StillAlive,
+        _ if libc::WIFEXITED(status) => Ended::Exited(pid, libc::WEXITSTATUS(status)),
+        _ if libc::WIFSIGNALED(status) => Ended::Signaled(pid, libc::WTERMSIG(status)),
+        _ => Ended::Other(pid),
+    })
+}
+
 /// Point fds 0-2 at /dev/null: for processes that must not hold the sandbox's stdio open.
 pub fn redirect_stdio_to_null() {
     if let Ok(null) = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
