@@ -217,7 +217,7 @@ const ROOTFS_HELP = `Usage: isolate rootfs unpack [options] TARBALL DIR
 
 unpack: unpack a root filesystem tarball (for example an Alpine minirootfs) into DIR, for use with
 'isolate run --rootfs DIR'. Plain tar and tar compressed with gzip, xz or zstd are recognised by
-their content, whatever the file is called. DIR is created if missing.
+their content, whatever the file is called. DIR is created if missing; it is never /.
 
 import: turn an OCI image layout directory (oci-layout, index.json, blobs/) or a 'docker save'
 archive (optionally gzip/xz/zstd-compressed) into a root filesystem in DIR (new or empty). Layers

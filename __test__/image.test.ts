@@ -7,7 +7,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -597,6 +597,28 @@ test('bad archives and bad options', async (t) => {
     const own = await t.throwsAsync(unpackRootfs(join(ws, 'x'), join(ws, 'f'), { ownership: 'archive' }), { instanceOf: IsolateError })
     t.deepEqual([own?.code, own?.option], ['ERR_ISOLATE_UNSUPPORTED', 'ownership'])
   }
+})
+
+test("the host's root is refused as the target, also through a symlink, and so is an unknown option (a misspelt signal would do nothing), before anything is written", async (t) => {
+  const ws = workspace(t)
+  const name = `isolate-test-not-here-${process.pid}`
+  t.teardown(() => rmSync(join('/', name), { force: true }))
+  writeFileSync(join(ws, 'one.tar'), tar([{ name, data: 'x' }]))
+  symlinkSync('/', join(ws, 'to-root'))
+  for (const dir of ['/', join(ws, 'to-root'), '/tmp/..']) {
+    for (const call of [unpackRootfs(join(ws, 'one.tar'), dir), importImage(join(ws, 'one.tar'), dir)]) {
+      const e = await t.throwsAsync(call, { instanceOf: IsolateError })
+      t.deepEqual([e?.code, e?.option], ['ERR_ISOLATE_OPTION', 'dir'], dir)
+      t.regex(e?.message ?? '', /host's root/)
+    }
+  }
+  t.false(existsSync(join('/', name)), 'nothing was written there')
+  const ac = new AbortController()
+  const typo = await t.throwsAsync(unpackRootfs(join(ws, 'one.tar'), join(ws, 'a'), { singal: ac.signal } as never), { instanceOf: IsolateError })
+  t.deepEqual([typo?.code, typo?.option], ['ERR_ISOLATE_OPTION', 'singal'])
+  const imp = await t.throwsAsync(importImage(join(ws, 'one.tar'), join(ws, 'b'), { layers: 'flat' } as never), { instanceOf: IsolateError })
+  t.deepEqual([imp?.code, imp?.option], ['ERR_ISOLATE_OPTION', 'layers'])
+  t.false(existsSync(join(ws, 'a')) || existsSync(join(ws, 'b')), 'no target was made')
 })
 
 test('an abort kills the unpacker and rejects with ABORT_ERR', async (t) => {

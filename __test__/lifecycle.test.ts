@@ -268,6 +268,25 @@ test.serial('output nobody reads leaves no fd once the command ends; output read
     return out
   }
   t.deepEqual(await Promise.all([text(sb.stdout), text(sb.stderr)]), ['out\n', 'err\n'])
+  // More than the stream's buffer and the pipe hold together, nobody reading: the writer blocks
+  // until its timeout. Once it ended, the rest is read in, so the fds go with no reader; and
+  // all of what it wrote is there for a late one.
+  // Pipes only: the pool's refill comes and goes meanwhile, with sockets.
+  const pipes = () => openFds().filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`).startsWith('pipe:') } catch { return false } }).length
+  const pipesNow = pipes()
+  const full = await spawnIsolated('/bin/sh', ['-c', 'head -c 1000000 /dev/zero; echo done >&2'], { timeoutMs: 1000 })
+  const fullDone = await full.wait()
+  t.is(fullDone.reason, 'timeout', 'it blocked on the full pipe')
+  t.true(await waitUntil(() => pipes() <= pipesNow, 2000), `pipes ${pipesNow} -> ${pipes()}: a pipe whose command ended stayed open`)
+  const held = await text(full.stdout)
+  t.true(held.length > 64 << 10, `what the pipe held came in too (${held.length} bytes)`)
+  t.is(held.replaceAll('\0', ''), '', 'only what was written')
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  const pipesBox = pipes()
+  const exec = await box.spawn('/bin/sh', ['-c', 'head -c 200000 /dev/zero'], { timeoutMs: 1000 })
+  t.is((await exec.wait()).reason, 'timeout')
+  t.true(await waitUntil(() => pipes() <= pipesBox, 2000), `an exec's too: pipes ${pipesBox} -> ${pipes()}`)
 })
 
 test('a wait() without reading stdout still resolves', async (t) => {

@@ -24,7 +24,7 @@
  * archive would make root of any local user who can reach it (inside a sandbox they grant nothing). Extended attributes (file capabilities included)
  * are not restored: sandboxes run with no_new_privs, where they would have no effect.
  */
-import { accessSync, constants, lstatSync } from 'node:fs'
+import { accessSync, constants, lstatSync, realpathSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
@@ -334,10 +334,26 @@ function checkPath(option: string, value: unknown): string {
   return resolve(value)
 }
 
-/** The caller's own options (see ownOptions: a polluted Object.prototype's `ownership` is never one). */
-function callersOptions<T extends UnpackOptions>(options: T): T {
+/** The target directory: never the host's root, whose files an archive would replace. */
+function checkTarget(dir: unknown): string {
+  const target = checkPath('dir', dir)
+  let real = target
+  try {
+    real = realpathSync(target)
+  } catch {}
+  if (real === '/') throw optionError('dir', `${shown(dir)} is the host's root directory: an archive would replace the host's files; name a directory of its own`)
+  return target
+}
+
+const UNPACK_OPTIONS = ['onProgress', 'specialFiles', 'ownership', 'signal']
+const IMPORT_OPTIONS = [...UNPACK_OPTIONS, 'platform', 'ref', 'layout']
+
+/** The caller's own options (see ownOptions: a polluted Object.prototype's `ownership` is never one), none unknown (a misspelt `signal` would do nothing). */
+function callersOptions<T extends UnpackOptions>(options: T, api: string, known: string[]): T {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'options must be an object')
-  return ownOptions(options) as T
+  const own = ownOptions(options) as T
+  for (const k of Object.keys(own)) if (!known.includes(k)) throw optionError(k, `is not an option of ${api} (${known.join(', ')})`)
+  return own
 }
 
 function commonArgs(options: UnpackOptions): string[] {
@@ -365,7 +381,8 @@ function commonArgs(options: UnpackOptions): string[] {
 /**
  * Unpack the root filesystem tarball `tarball` (tar, or tar compressed with gzip, xz or zstd; told
  * by its first bytes, not its name) into `dir` (created if missing; an existing tree is unpacked
- * over, as tar would, but keeps its own owner and mode whatever the archive's `./` says). Modes, symlinks, hard links and mtimes are kept, and as root the ownership.
+ * over, as tar would, but keeps its own owner and mode whatever the archive's `./` says; never
+ * the host's root, `/`, refused as an option). Modes, symlinks, hard links and mtimes are kept, and as root the ownership.
  *
  * A hostile archive cannot write outside `dir`: absolute names, `..` components, writing through
  * a symlink (`a -> /etc` then `a/passwd`), hard links to paths outside, and device nodes or fifos
@@ -376,10 +393,10 @@ function commonArgs(options: UnpackOptions): string[] {
  * So it is when the worker thread that called it is terminated, or the process exits, first.
  */
 export async function unpackRootfs(tarball: string, dir: string, options: UnpackOptions = {}): Promise<UnpackResult> {
-  options = callersOptions(options)
+  options = callersOptions(options, 'unpackRootfs', UNPACK_OPTIONS)
   const common = commonArgs(options)
   const input = checkPath('tarball', tarball)
-  const target = checkPath('dir', dir)
+  const target = checkTarget(dir)
   const args = ['unpack', ...common, '--', input, target]
   const r = await runInto(target, `cannot unpack ${input}`, args, options)
   return { ...(r as unknown as UnpackResult), dir: target }
@@ -395,10 +412,10 @@ export async function unpackRootfs(tarball: string, dir: string, options: Unpack
  * called it is terminated, or the process exits, first.
  */
 export async function importImage(image: string, dir: string, options: ImportOptions = {}): Promise<ImportResult> {
-  options = callersOptions(options)
+  options = callersOptions(options, 'importImage', IMPORT_OPTIONS)
   const common = commonArgs(options)
   const input = checkPath('image', image)
-  const target = checkPath('dir', dir)
+  const target = checkTarget(dir)
   const args = ['import', ...common]
   if (options.platform !== undefined) {
     if (typeof options.platform !== 'string' || !/^[^/\s]+(\/[^/\s]+){0,2}$/.test(options.platform)) throw optionError('platform', `expected 'os/arch[/variant]' such as 'linux/arm64', got ${shown(options.platform)}`)

@@ -1,7 +1,7 @@
 /** A running sandbox as Node sees it: the helper's control socket, the command's stdio streams. */
 import { Socket } from 'node:net'
 import { constants } from 'node:os'
-import { PassThrough, pipeline, type Readable, type Writable } from 'node:stream'
+import { Readable, type Writable } from 'node:stream'
 import { IsolateError, shown } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 
@@ -51,13 +51,43 @@ export function setupError(e: SetupFailure, what = 'sandbox setup'): IsolateErro
 /**
  * The command's output as the caller reads it: a stream fed from the pipe, so that the pipe's fd
  * goes as soon as its end has been read, whether or not anyone reads what it held (that stays
- * readable, as long as the caller keeps the stream).
+ * readable, as long as the caller keeps the stream). While the command runs, a stream nobody
+ * reads holds at most its buffer and the rest waits in the pipe (the command blocks on a full
+ * pipe, as with child_process); once it ended, {@link takeRest} reads the rest in.
  */
 export function readable(fd: number | undefined): Readable | null {
   if (fd === undefined) return null
-  const out = new PassThrough()
-  pipeline(new Socket({ fd, readable: true, writable: false }), out, () => {})
+  const pipe = new Socket({ fd, readable: true, writable: false })
+  // Read in past the stream's buffer once the command ended, up to this many bytes more.
+  let budget = 0
+  const out = new Readable({ read: () => void pipe.resume() })
+  pipe.on('data', (chunk: Buffer) => {
+    budget -= chunk.length
+    if (!out.push(chunk) && budget < 0) pipe.pause()
+  })
+  pipe.on('end', () => out.push(null))
+  pipe.on('error', (e) => out.destroy(e))
+  out.on('close', () => pipe.destroy())
+  rests.set(out, () => {
+    budget = REST_MAX
+    pipe.resume()
+  })
   return out
+}
+
+/**
+ * What a pipe may still hold once its command ended, read in even if nobody reads the stream, so
+ * that the pipe's fd goes (else it stayed open for as long as the process, the Sandbox long
+ * collected): a pipe holds at most `fs.pipe-max-size` (1 MiB by default), which a sandbox
+ * cannot raise. What processes left running still write (a long-lived sandbox's exec that left
+ * `sleep 30 &` behind with its stdout) goes past it only as it is read.
+ */
+const REST_MAX = 1 << 20
+const rests = new WeakMap<Readable, () => void>()
+
+/** The command behind `out` ended: read in what its pipe still holds ({@link REST_MAX}). */
+export function takeRest(out: Readable | null): void {
+  if (out) rests.get(out)?.()
 }
 
 export function writable(fd: number | undefined): Writable | null {
@@ -193,6 +223,8 @@ export class Sandbox {
         this.#exited = true
         // Nothing reads it any more; as child_process does, its fd goes now, not when the Sandbox is collected.
         this.stdin?.destroy()
+        takeRest(this.stdout)
+        takeRest(this.stderr)
         resolveStarted()
         resolveDone({ command, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage })
       }
