@@ -1097,8 +1097,9 @@ async function main(argv: string[]): Promise<number> {
       // Not for people: the process `isolate create` leaves behind to hold the sandbox.
       return runKeeper()
     case 'help': {
-      const help = { run: RUN_HELP, create: CREATE_HELP, exec: EXEC_HELP, ps: PS_HELP, rm: RM_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }[rest[0] ?? ''] ?? MAIN_HELP
-      process.stdout.write(help)
+      const helps: Record<string, string> = { run: RUN_HELP, create: CREATE_HELP, exec: EXEC_HELP, ps: PS_HELP, rm: RM_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }
+      if (rest[0] !== undefined && !Object.hasOwn(helps, rest[0])) throw new UsageError(`help: unknown command ${JSON.stringify(rest[0])}`, MAIN_HELP)
+      process.stdout.write(rest[0] === undefined ? MAIN_HELP : helps[rest[0]])
       return 0
     }
     case '-h':

@@ -205,6 +205,12 @@ test('no subcommand: usage on stderr, exit 125; --help: exit 0', async (t) => {
   const help = await cli(['--help'])
   t.is(help.status, 0)
   t.regex(help.stdout, /Usage: isolate/)
+  const helpRun = await cli(['help', 'run'])
+  t.is(helpRun.status, 0)
+  t.regex(helpRun.stdout, /^Usage: isolate run/)
+  const helpUnknown = await cli(['help', 'frobnicate'])
+  t.is(helpUnknown.status, 125)
+  t.regex(helpUnknown.stderr, /help: unknown command "frobnicate"/)
 })
 
 test('doctor exits 0 and describes cgroups', async (t) => {

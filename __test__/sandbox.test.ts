@@ -333,6 +333,12 @@ test('missing directory rootfs is refused with its path', async (t) => {
   t.is(e?.path, '/no/such/rootfs')
 })
 
+test('a bind source that no filesystem holds (a pipe named by /proc/self/fd) is refused at bind_mount with a hint', async (t) => {
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', [], { mounts: [{ type: 'bind', source: '/proc/self/fd/0', target: '/x' }], stdio: ['pipe', 'ignore', 'ignore'] }), { instanceOf: IsolateError })
+  t.like(e, { step: 'bind_mount', errno: 'EINVAL', path: '/proc/self/fd/0' })
+  t.regex(e?.hint ?? '', /a pipe, a socket or an anonymous file/)
+})
+
 test('an argument larger than one execve takes fails at execve with E2BIG and a hint', async (t) => {
   // One string of the command line may be at most 128 KiB (MAX_ARG_STRLEN).
   const e = await t.throwsAsync(spawnIsolated('/bin/true', ['x'.repeat(200_000)]), { instanceOf: IsolateError })

@@ -242,6 +242,10 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
              file (a directory mounts only on a directory), or a symlink, which a mount is never \
              made through (name the real path: /usr/bin/x, not /bin/x)"
         }
+        (Step::BindMount, Errno::EINVAL) => {
+            "the bind source is not on a filesystem that can be mounted: a pipe, a socket or an \
+             anonymous file, as /proc/PID/fd/N may name; bind a path of a filesystem instead"
+        }
         (Step::BindMount, Errno::ENOTDIR | Errno::EISDIR) => {
             "a file binds only onto a file and a directory only onto a directory: the target is \
              there inside as the other kind"
@@ -318,7 +322,7 @@ mod tests {
 
     #[test]
     fn common_failures_of_a_command_start_have_hints() {
-        for (step, errno, says) in [(Step::BindMount, libc::ENOTDIR, "onto a file"), (Step::Chdir, libc::ENOTDIR, "cwd"), (Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids"), (Step::SetRlimits, libc::EPERM, "ulimit -H")] {
+        for (step, errno, says) in [(Step::BindMount, libc::ENOTDIR, "onto a file"), (Step::BindMount, libc::EINVAL, "a pipe"), (Step::Chdir, libc::ENOTDIR, "cwd"), (Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids"), (Step::SetRlimits, libc::EPERM, "ulimit -H")] {
             let hint = SetupError::sys(step, errno, None).hint.unwrap_or_default();
             assert!(hint.contains(says), "{step:?} {errno}: {hint}");
         }

@@ -52,9 +52,27 @@ pub fn join(components: &[&[u8]]) -> Vec<u8> {
     components.join(&b'/')
 }
 
-/// A name for a person (archives may hold names that are not UTF-8).
+/// A name for a person (archives may hold names that are not UTF-8, or control characters: a
+/// name with a terminal's escape sequences must not reach the terminal that shows the error).
 pub fn lossy(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
+    escape_controls(&String::from_utf8_lossy(raw))
+}
+
+/// A message that may quote an archive's bytes (the tar reader quotes a header field it could
+/// not read), fit for a person and a log line: its control characters escaped, and no longer
+/// than `max` characters.
+pub fn printable(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", escape_controls(&text[..cut])),
+        None => escape_controls(text),
+    }
+}
+
+fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 
 /// OCI/AUFS whiteout markers.
@@ -85,6 +103,14 @@ pub fn whiteout(leaf: &[u8]) -> Option<Whiteout<'_>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_and_messages_for_a_person_escape_control_characters_and_messages_are_bounded() {
+        assert_eq!(super::lossy(b"a\x1b[2Jb\xff"), "a\\u{1b}[2Jb\u{fffd}");
+        assert_eq!(super::lossy(b"etc/passwd"), "etc/passwd");
+        assert_eq!(super::printable("x\ny", 10), "x\\ny");
+        assert_eq!(super::printable(&"\u{fffd}".repeat(500), 200).chars().count(), 203);
+    }
+
     use super::*;
 
     fn comps(s: &str) -> Result<Vec<String>, Trick> {
