@@ -66,7 +66,8 @@ export function readable(fd: number | undefined): Readable | null {
     if (!out.push(chunk) && budget < 0) pipe.pause()
   })
   pipe.on('end', () => out.push(null))
-  pipe.on('error', (e) => out.destroy(e))
+  // A read error ends the output: an 'error' on a stream the caller never listened to would end Node.
+  pipe.on('error', () => out.push(null))
   out.on('close', () => pipe.destroy())
   rests.set(out, () => {
     budget = REST_MAX
