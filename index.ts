@@ -49,16 +49,19 @@ async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon,
   const pool = helperPool(native.addon, native.helperPath)
   const warm = pool?.take(spec)
   if (pool && warm) {
-    let sent = false
+    let sent: ExecStdio | undefined
     const send = () => {
       const fds = native.addon.sendSpec(warm.handoff, json, stdio)
-      sent = true
+      sent = fds
       // A one-shot sandbox needs the handoff socket no more; a long-lived one sends its execs there.
       if (!spec.persistent) native.addon.closeFd(warm.handoff)
       return fds
     }
     try {
-      return make(native.addon, { pid: warm.pid, control: -1, socket: warm.control, exec: spec.persistent ? warm.handoff : undefined }, send)
+      const made = make(native.addon, { pid: warm.pid, control: -1, socket: warm.control, exec: spec.persistent ? warm.handoff : undefined }, send)
+      // Wrapped in streams now: the addon holds them no more.
+      if (sent) takeWrapped(native.addon, sent)
+      return made
     } catch (e) {
       if (sent) throw e
       const err = e as Error & { code?: string }

@@ -43,10 +43,10 @@ export interface Addon {
   /** The spec as JSON text; validated and spawned on the libuv thread pool (rejects with `InvalidArg`). */
   spawnHelper(helperPath: string, specJson: string, stdio: number[]): Promise<SpawnedHelper>
   spawnWarmHelper(helperPath: string, ahead?: string | null, buildRoot?: boolean | null): Promise<SpawnedHelper>
-  /** Validates (throws `InvalidArg`); hands the spec and stdio to a warm helper. */
+  /** Validates (throws `InvalidArg`); hands the spec and stdio to a warm helper. Our ends are held until `takeFds` (see takeWrapped). */
   sendSpec(handoffFd: number, specJson: string, stdio: number[]): ExecStdio
   /** Throws with code `QueueFull` when the exec socket is full (try again shortly). */
-  /** `requestJson`: the request as JSON text. */
+  /** `requestJson`: the request as JSON text. Our ends are held until `takeFds` (see takeWrapped). */
   sendExec(execFd: number, requestJson: string, stdio: number[]): ExecStdio
   spawnProbe(helperPath: string): SpawnedHelper
   validateSpec(spec: unknown): void
@@ -64,12 +64,14 @@ export interface Addon {
 
 /**
  * Take the descriptors of a helper that JavaScript has wrapped in streams (its control socket and
- * stdio), right after wrapping them: until then the addon holds them, and closes them if this
- * thread is torn down first (a worker terminated while the start was on the thread pool, whose
- * continuation never runs): the helper then ends its sandbox.
+ * stdio), or the stdio a warm helper or an exec was handed (`sendSpec`, `sendExec`), right after
+ * wrapping them: until then the addon holds them, and closes them if this thread is torn down
+ * first (a worker terminated while the start was on the thread pool, whose continuation never
+ * runs, or between a call and the wrapping): the helper then ends its sandbox.
  */
-export function takeWrapped(addon: Addon, h: SpawnedHelper): void {
-  addon.takeFds([h.control, h.stdin, h.stdout, h.stderr].filter((fd): fd is number => typeof fd === 'number' && fd >= 0))
+export function takeWrapped(addon: Addon, h: SpawnedHelper | ExecStdio): void {
+  const control = 'control' in h ? h.control : undefined
+  addon.takeFds([control, h.stdin, h.stdout, h.stderr].filter((fd): fd is number => typeof fd === 'number' && fd >= 0))
 }
 
 export interface Native {

@@ -8,7 +8,7 @@ import { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
 import { collectOutput, decode, splitRunOptions } from './collect.js'
 import { IsolateError } from './errors.js'
-import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
+import { takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
 import { checkSize, onEvents, readable, reapHelper, sendLine, setupError, signalNumber, takeRest, writable, type SignalName, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
 
@@ -272,6 +272,8 @@ export class PersistentSandbox {
       }
     }
     const exec = new ExecProcess(command, fds, this.#request, id, request.tty !== undefined)
+    // Wrapped in streams now: the addon holds them no more.
+    takeWrapped(this.#addon, fds)
     this.#execs.set(id, exec)
     await exec.started
     return exec

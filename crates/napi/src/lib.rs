@@ -328,7 +328,7 @@ impl Task for SpawnHelper {
 /// child's ends, as SCM_RIGHTS) in one message on the exec socket `exec_fd`. Never blocks: a
 /// full socket throws with code `QueueFull` (try again shortly). Returns our ends of the pipes.
 #[napi]
-pub fn send_exec(exec_fd: i32, request_json: String, stdio: Vec<i32>) -> Result<ExecStdio> {
+pub fn send_exec(env: Env, exec_fd: i32, request_json: String, stdio: Vec<i32>) -> Result<ExecStdio> {
     // JSON text, not an object: napi lists an object's inherited enumerable properties too (a
     // property set on Object.prototype would be read as part of the request).
     let req: isolate_core::protocol::ExecRequest = serde_json::from_str(&request_json).map_err(|e| option_error(format!("options: {e}")))?;
@@ -337,12 +337,14 @@ pub fn send_exec(exec_fd: i32, request_json: String, stdio: Vec<i32>) -> Result<
     if bytes.len() > isolate_core::exec_server::MAX_REQUEST {
         return Err(option_error(format!("options.args: the command, its arguments and environment take {} bytes; at most {} fit", bytes.len(), isolate_core::exec_server::MAX_REQUEST)));
     }
-    send_with_stdio(exec_fd, &bytes, &stdio)
+    send_with_stdio(&env, exec_fd, &bytes, &stdio)
 }
 
 /// One message on a SOCK_SEQPACKET socket of a helper, the child's ends of the stdio attached;
-/// never blocks (a full socket throws `QueueFull`). Returns our ends.
-fn send_with_stdio(fd: RawFd, bytes: &[u8], stdio: &[i32]) -> Result<ExecStdio> {
+/// never blocks (a full socket throws `QueueFull`). Returns our ends, held for `env`'s thread
+/// until JavaScript has wrapped them (`takeFds`): a worker terminated before it did would leave
+/// them open in the process (see handover).
+fn send_with_stdio(env: &Env, fd: RawFd, bytes: &[u8], stdio: &[i32]) -> Result<ExecStdio> {
     let (child, ours) = stdio_ends(stdio)?;
     let raw: Vec<RawFd> = child.iter().map(AsRawFd::as_raw_fd).collect();
     let iov = [std::io::IoSlice::new(bytes)];
@@ -358,7 +360,9 @@ fn send_with_stdio(fd: RawFd, bytes: &[u8], stdio: &[i32]) -> Result<ExecStdio> 
     }
     drop(child);
     let [stdin, stdout, stderr] = ours;
-    Ok(ExecStdio { stdin: stdin.map(IntoRawFd::into_raw_fd), stdout: stdout.map(IntoRawFd::into_raw_fd), stderr: stderr.map(IntoRawFd::into_raw_fd) })
+    let io = ExecStdio { stdin: stdin.map(IntoRawFd::into_raw_fd), stdout: stdout.map(IntoRawFd::into_raw_fd), stderr: stderr.map(IntoRawFd::into_raw_fd) };
+    handover::hold(env, [io.stdin, io.stdout, io.stderr].into_iter().flatten());
+    Ok(io)
 }
 
 /// Start a warm helper (`isolate-helper --warm`, see isolate_core::warm) on the libuv thread
@@ -425,14 +429,14 @@ impl Task for SpawnWarmHelper {
 /// Give a warm helper its sandbox: the spec (converted and validated here) and the command's
 /// stdio, in one message on its handoff socket. Returns our ends of the stdio pipes.
 #[napi]
-pub fn send_spec(handoff_fd: i32, spec_json: String, stdio: Vec<i32>) -> Result<ExecStdio> {
+pub fn send_spec(env: Env, handoff_fd: i32, spec_json: String, stdio: Vec<i32>) -> Result<ExecStdio> {
     let spec = parse_spec(&spec_json)?;
     let filter = filter_for(&spec, true)?;
     let bytes = SpecMessage::encode(&spec, filter.as_deref());
     if bytes.len() > isolate_core::warm::MAX_SPEC {
         return Err(Error::new(Status::GenericFailure, "the spec is too large for a warm helper".to_string()));
     }
-    send_with_stdio(handoff_fd, &bytes, &stdio)
+    send_with_stdio(&env, handoff_fd, &bytes, &stdio)
 }
 
 /// Run `isolate-helper --probe` (real namespace attempts happen there, never in Node). Returns
