@@ -111,7 +111,7 @@ Limits (durations like 500ms, 5s, 2m or plain milliseconds; sizes like 64M, 1G, 
   --output SIZE            stdout + stderr bound   (reason output-limit)
   A limit that cannot be enforced makes isolate fail with exit 125; it is never dropped silently.
   None is set unless asked: for code you do not trust, set at least --timeout, --memory and --pids
-  (without --pids a sandbox may start as many processes as the host has pids).
+  (without --pids a sandbox may start processes until the host has no pid left).
 
 Output:
   --json                   after the command ends, print one JSON object on stdout:
@@ -493,7 +493,8 @@ function signalNumberOr0(name: string): number {
   try {
     return signalNumber(name as SignalName)
   } catch {
-    return 0
+    // The C library's own two (`SIG32`, `SIG33`), which kill() refuses but a command can die of.
+    return Number(/^SIG(\d+)$/.exec(name)?.[1] ?? 0)
   }
 }
 
@@ -593,7 +594,16 @@ function reportError(e: IsolateError, mountFlags: string[] = []): void {
   if (e.path) lines.push(`  path: ${e.path}`)
   if (e.errno) lines.push(`  errno: ${e.errno}`)
   if (e.hint) lines.push(`  hint: ${e.hint}`)
-  process.stderr.write(`${lines.join('\n')}\n`)
+  process.stderr.write(`${printable(lines.join('\n'))}\n`)
+}
+
+/**
+ * Text for the terminal: control characters other than newline and tab escaped. An error may
+ * quote what a sandbox or an archive chose (a path, an image's tag), and an escape sequence in
+ * it must not reach the terminal.
+ */
+function printable(text: string): string {
+  return text.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1097,7 +1107,7 @@ async function main(argv: string[]): Promise<number> {
       // Not for people: the process `isolate create` leaves behind to hold the sandbox.
       return runKeeper()
     case 'help': {
-      const helps: Record<string, string> = { run: RUN_HELP, create: CREATE_HELP, exec: EXEC_HELP, ps: PS_HELP, rm: RM_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }
+      const helps: Record<string, string> = { help: MAIN_HELP, run: RUN_HELP, create: CREATE_HELP, exec: EXEC_HELP, ps: PS_HELP, rm: RM_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }
       if (rest[0] !== undefined && !Object.hasOwn(helps, rest[0])) throw new UsageError(`help: unknown command ${JSON.stringify(rest[0])}`, MAIN_HELP)
       process.stdout.write(rest[0] === undefined ? MAIN_HELP : helps[rest[0]])
       return 0

@@ -213,6 +213,15 @@ test('no subcommand: usage on stderr, exit 125; --help: exit 0', async (t) => {
   t.regex(helpUnknown.stderr, /help: unknown command "frobnicate"/)
 })
 
+test('an error quoting a name with a terminal escape prints it escaped; a command killed by signal 32 exits 160', async (t) => {
+  const r = await cli(['run', '--bind', '/no\x1b]0;title\x07such:/x', '--', '/bin/true'])
+  t.is(r.status, 125)
+  t.notRegex(r.stderr, /[\x07\x1b]/, 'no control character reaches the terminal')
+  t.regex(r.stderr, /\/no\\x1b\]0;title\\x07such/)
+  const sig = await cli(['run', '--', '/bin/sh', '-c', 'kill -32 $$'])
+  t.is(sig.status, 128 + 32)
+})
+
 test('doctor exits 0 and describes cgroups', async (t) => {
   const r = await cli(['doctor'])
   t.is(r.status, 0, r.stdout + r.stderr)

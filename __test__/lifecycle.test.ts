@@ -281,6 +281,10 @@ test.serial('output nobody reads leaves no fd once the command ends; output read
   const held = await text(full.stdout)
   t.true(held.length > 64 << 10, `what the pipe held came in too (${held.length} bytes)`)
   t.is(held.replaceAll('\0', ''), '', 'only what was written')
+  // A command that grew its pipe to the most it may (F_SETPIPE_SZ, 1 MiB by default) and filled it.
+  const grown = await spawnIsolated('/usr/bin/python3', ['-c', 'import fcntl, sys\nfcntl.fcntl(1, 1031, 1 << 20)\nsys.stdout.buffer.write(bytes(4 << 20))'], { timeoutMs: 2000 })
+  t.is((await grown.wait()).reason, 'timeout', 'it blocked on its full pipe')
+  t.true(await waitUntil(() => pipes() <= pipesNow, 2000), `pipes ${pipesNow} -> ${pipes()}: a grown pipe whose command ended stayed open`)
   const box = await createSandbox()
   t.teardown(() => box.destroy())
   // Counted once the pool refilled the place of the helper the sandbox took.

@@ -10,7 +10,7 @@ import { collectOutput, decode, splitRunOptions } from './collect.js'
 import { IsolateError } from './errors.js'
 import { takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
-import { checkSize, onEvents, readable, reapHelper, sendLine, setupError, signalNumber, takeRest, writable, type SignalName, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
+import { checkSize, onEvents, readable, reapHelper, sendLine, execRest, setupError, signalNumber, takeRest, writable, type SignalName, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
 
 export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
 
@@ -111,8 +111,9 @@ export class ExecProcess {
         this.#running = false
         // As child_process does: the fd goes with the command, not when the object is collected.
         this.stdin?.destroy()
-        takeRest(this.stdout)
-        takeRest(this.stderr)
+        // Processes it left may still write there: bounded.
+        takeRest(this.stdout, execRest())
+        takeRest(this.stderr, execRest())
         resolveStarted()
         resolveDone({ command, pid: this.pid, ...e })
       },

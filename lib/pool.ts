@@ -28,7 +28,8 @@ export interface WarmHelper {
   handoff: number
   /**
    * Its init made ahead went (the host unmounted something that init's copy of the mount table
-   * held): it still serves, with a fresh init, until a helper with an init ahead takes its place.
+   * held, or it ended: killed, out of memory), or its zygote ended: it still serves, with a fresh
+   * init, until a helper with an init ahead takes its place.
    */
   stale?: boolean
   /** When it got ready (Date.now()). */
@@ -120,6 +121,7 @@ export class HelperPool {
     if (h) {
       h.control.removeAllListeners('data').removeAllListeners('close').removeAllListeners('error')
       h.control.ref()
+      this.#servedWell()
     }
     return h
   }
@@ -189,6 +191,15 @@ export class HelperPool {
     return aheadOf(this.#recent)
   }
 
+  /**
+   * A helper served a sandbox, or stayed up past {@link SOON_AFTER_READY_MS}: the next failure
+   * waits the shortest backoff again. Not at ready: helpers that end soon after it (the OOM
+   * killer picking them) would else be made again every backoff, never a longer one.
+   */
+  #servedWell(): void {
+    this.#backoffMs = this.retryAfterMs
+  }
+
   #broken(): boolean {
     return Date.now() < this.#brokenUntil
   }
@@ -208,7 +219,14 @@ export class HelperPool {
     onEvents<{ event: string }>(h.control, (ev) => {
       if (!this.#ready.includes(h)) beforeReady?.(ev)
       else if (ev.event === 'stale' && !h.stale) this.#wentStale(h)
+      else if (ev.event === 'lost') this.#lost(h)
     })
+  }
+
+  /** `h`, ready, lost its zygote or init made ahead (not to a mount): replace it now. */
+  #lost(h: WarmHelper): void {
+    h.stale = true
+    this.fill()
   }
 
   /** `h`, ready, has lost its init made ahead: replace it once the mount table is quiet. */
@@ -238,6 +256,7 @@ export class HelperPool {
       reapHelper(this.addon, h.pid)
       if (i < 0) return
       if (Date.now() - (h.readyAt ?? 0) < SOON_AFTER_READY_MS) this.#failed()
+      else this.#servedWell()
       this.#fillLater()
     })
   }
@@ -258,10 +277,15 @@ export class HelperPool {
       control.unref()
       const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
       let staleAtBirth = false
+      let lostAtBirth = false
       const warm = await new Promise<boolean>((resolve) => {
         // Its first word says whether it got ready; `stale` may come right after `warm`. One
         // listener for as long as it is pooled: a line split across reads stays whole.
-        this.#hear(h, (ev) => (ev.event === 'stale' ? (staleAtBirth = true) : resolve(ev.event === 'warm')))
+        this.#hear(h, (ev) => {
+          if (ev.event === 'stale') staleAtBirth = true
+          else if (ev.event === 'lost') lostAtBirth = true
+          else resolve(ev.event === 'warm')
+        })
         control.on('error', () => resolve(false))
         control.on('close', () => resolve(false))
       })
@@ -277,8 +301,7 @@ export class HelperPool {
       // It takes the place of one whose init went.
       if (this.#ready.length > this.#size) this.#discard(this.#ready.splice(this.#lastToGo(), 1)[0])
       if (staleAtBirth) this.#wentStale(h)
-      // Ready: the next failure waits the shortest backoff again.
-      this.#backoffMs = this.retryAfterMs
+      if (lostAtBirth) this.#lost(h)
     } catch {
       this.#failed()
     } finally {

@@ -1,4 +1,5 @@
 /** A running sandbox as Node sees it: the helper's control socket, the command's stdio streams. */
+import { readFileSync } from 'node:fs'
 import { Socket } from 'node:net'
 import { constants } from 'node:os'
 import { Readable, type Writable } from 'node:stream'
@@ -66,30 +67,47 @@ export function readable(fd: number | undefined): Readable | null {
     if (!out.push(chunk) && budget < 0) pipe.pause()
   })
   pipe.on('end', () => out.push(null))
-  // A read error ends the output: an 'error' on a stream the caller never listened to would end Node.
-  pipe.on('error', () => out.push(null))
+  // A read error ends the output; as an 'error' only for a caller who listens for one (on a
+  // stream nobody listened to, it would end Node).
+  pipe.on('error', (e) => (out.listenerCount('error') > 0 ? out.destroy(e) : out.push(null)))
   out.on('close', () => pipe.destroy())
-  rests.set(out, () => {
-    budget = REST_MAX
+  rests.set(out, (bound) => {
+    budget = bound
     pipe.resume()
   })
   return out
 }
 
-/**
- * What a pipe may still hold once its command ended, read in even if nobody reads the stream, so
- * that the pipe's fd goes (else it stayed open for as long as the process, the Sandbox long
- * collected): a pipe holds at most `fs.pipe-max-size` (1 MiB by default), which a sandbox
- * cannot raise. What processes left running still write (a long-lived sandbox's exec that left
- * `sleep 30 &` behind with its stdout) goes past it only as it is read.
- */
-const REST_MAX = 1 << 20
-const rests = new WeakMap<Readable, () => void>()
+const rests = new WeakMap<Readable, (bound: number) => void>()
 
-/** The command behind `out` ended: read in what its pipe still holds ({@link REST_MAX}). */
-export function takeRest(out: Readable | null): void {
-  if (out) rests.get(out)?.()
+/**
+ * The command behind `out` ended: read in what its pipe still holds, even if nobody reads the
+ * stream, so that the pipe's fd goes at its end (else it stayed open for as long as the process,
+ * the Sandbox long collected). `bound`: how much more at most, for a pipe that processes still
+ * running may write on (an exec that left `sleep 30 &` behind with its stdout): past it, the rest
+ * comes only as it is read. Without one, for a sandbox whose every process has ended, all of it:
+ * what a pipe holds once its writers are gone.
+ */
+export function takeRest(out: Readable | null, bound = Infinity): void {
+  if (out) rests.get(out)?.(bound)
 }
+
+/**
+ * What an exec's pipe may still hold when its command ended (and processes it left may add as
+ * it is read): a pipe grows to `fs.pipe-max-size` at most (a sandbox may ask for that much with
+ * F_SETPIPE_SZ), and the stream's socket buffers a read or two more.
+ */
+export function execRest(): number {
+  if (pipeMax === undefined) {
+    try {
+      pipeMax = Number(readFileSync('/proc/sys/fs/pipe-max-size', 'utf8')) || 1 << 20
+    } catch {
+      pipeMax = 1 << 20
+    }
+  }
+  return pipeMax + (256 << 10)
+}
+let pipeMax: number | undefined
 
 export function writable(fd: number | undefined): Writable | null {
   const stdin = fd === undefined ? null : new Socket({ fd, readable: false, writable: true })

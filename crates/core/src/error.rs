@@ -243,8 +243,13 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
              made through (name the real path: /usr/bin/x, not /bin/x)"
         }
         (Step::BindMount, Errno::EINVAL) => {
-            "the bind source is not on a filesystem that can be mounted: a pipe, a socket or an \
-             anonymous file, as /proc/PID/fd/N may name; bind a path of a filesystem instead"
+            "the kernel cannot bind that source: it is on no filesystem that can be mounted (a \
+             pipe, a socket or an anonymous file, as /proc/PID/fd/N may name), or its mount is \
+             unbindable; bind a path of an ordinary filesystem instead"
+        }
+        (Step::OpenPty, Errno::ENOSPC) => {
+            "the sandbox's devpts holds at most 64 terminals, and its processes hold them all (or \
+             the host's pool, kernel.pty.max, is used up)"
         }
         (Step::BindMount, Errno::ENOTDIR | Errno::EISDIR) => {
             "a file binds only onto a file and a directory only onto a directory: the target is \

@@ -53,6 +53,10 @@ pub enum Event {
     /// mount table held. The helper still serves its sandbox (with a fresh init); the pool makes
     /// one with an init ahead to take its place.
     Stale,
+    /// A ready warm helper's zygote or init made ahead ended (killed, out of memory), the host's
+    /// mounts not in question. It still serves (slower); the pool makes another to take its place
+    /// at once, with no wait for the host's mount table to go quiet.
+    Lost,
     /// A long-lived sandbox is built and its init waits for execs; `pid` is the init's host pid.
     Ready { pid: i32 },
     /// An exec's command has been exec'd; `pid` as the sandbox sees it.
@@ -272,14 +276,11 @@ pub fn signal_name(signo: i32) -> String {
     match nix::sys::signal::Signal::try_from(signo) {
         Ok(s) => s.as_str().to_owned(),
         // Real-time signals as the C library numbers them (32 and 33 are its own).
-        Err(_) if signo == RTMIN => "SIGRTMIN".into(),
-        Err(_) if (RTMIN + 1..=64).contains(&signo) => format!("SIGRTMIN+{}", signo - RTMIN),
+        Err(_) if signo == crate::sys::SIGRTMIN => "SIGRTMIN".into(),
+        Err(_) if (crate::sys::SIGRTMIN + 1..=64).contains(&signo) => format!("SIGRTMIN+{}", signo - crate::sys::SIGRTMIN),
         Err(_) => format!("SIG{signo}"),
     }
 }
-
-/// The C library's first real-time signal (glibc and musl alike).
-const RTMIN: i32 = 34;
 
 #[cfg(test)]
 mod tests {
@@ -317,6 +318,7 @@ mod tests {
         // lib/pool.ts reads these two by name.
         assert_eq!(String::from_utf8(Event::Warm.to_line()).unwrap(), "{\"event\":\"warm\"}\n");
         assert_eq!(String::from_utf8(Event::Stale.to_line()).unwrap(), "{\"event\":\"stale\"}\n");
+        assert_eq!(String::from_utf8(Event::Lost.to_line()).unwrap(), "{\"event\":\"lost\"}\n");
     }
 
     #[test]

@@ -664,7 +664,7 @@ pub(crate) fn forwarded_signals() -> SigSet {
         }
     }
     let mut raw = *set.as_ref();
-    for n in 34..=64 {
+    for n in sys::SIGRTMIN..=64 {
         // SAFETY: sigaddset on a local, initialized set; 34 to 64 are valid signal numbers.
         unsafe { libc::sigaddset(&mut raw, n) };
     }

@@ -737,6 +737,9 @@ pub fn spawn_sharing_memory(child: &mut dyn FnMut() -> i32) -> std::result::Resu
     Ok(nix::unistd::Pid::from_raw(rc))
 }
 
+/// The C library's first real-time signal (glibc and musl alike: 32 and 33 are its own).
+pub const SIGRTMIN: i32 = 34;
+
 /// How a child ended, as waitpid(2) told it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {

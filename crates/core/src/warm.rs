@@ -320,22 +320,25 @@ fn wait_for_spec(out: &mut Control, handoff: &OwnedFd, warm: &mut Warm) -> bool 
         let changed = fired(mounts, PollFlags::POLLPRI | PollFlags::POLLERR);
         let (zygote_went, init_went) = (fired(zygote, PollFlags::all()), fired(init, PollFlags::all()));
         drop(fds);
-        let mut went = false;
         // The poll took the watch's news, even when the spec came with it (a later look would
         // find none): look at the table now.
-        if init_went || (changed && warm.preborn.as_ref().is_some_and(|p| p.look_at_mounts() == MountsSince::Gone)) {
+        let unmounted = !init_went && changed && warm.preborn.as_ref().is_some_and(|p| p.look_at_mounts() == MountsSince::Gone);
+        if init_went || unmounted {
             warm.preborn = None;
-            went = true;
         }
         // Without its zygote, a v1 helper clones the init itself and moves it into the cgroup
         // (the migration the zygote was there to spare): it still serves, slower.
         if zygote_went {
             warm.zygote = None;
-            went = true;
         }
         // Told only while it still waits: a spec that came with the news is served at once.
-        if went && !spec && !ended {
-            out.send(&Event::Stale);
+        if !spec && !ended {
+            if unmounted {
+                out.send(&Event::Stale);
+            }
+            if init_went || zygote_went {
+                out.send(&Event::Lost);
+            }
         }
         if spec {
             return true;

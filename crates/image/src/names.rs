@@ -59,13 +59,21 @@ pub fn lossy(raw: &[u8]) -> String {
 }
 
 /// A message that may quote an archive's bytes (the tar reader quotes a header field it could
-/// not read), fit for a person and a log line: its control characters escaped, and no longer
-/// than `max` characters.
+/// not read), fit for a person and a log line: its control characters escaped, and the result at
+/// most `max` characters and `...`.
 pub fn printable(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}...", escape_controls(&text[..cut])),
-        None => escape_controls(text),
+    let mut out = String::new();
+    let mut len = 0;
+    for c in text.chars() {
+        let shown: Vec<char> = if c.is_control() { c.escape_default().collect() } else { vec![c] };
+        if len + shown.len() > max {
+            out.push_str("...");
+            break;
+        }
+        len += shown.len();
+        out.extend(shown);
     }
+    out
 }
 
 fn escape_controls(text: &str) -> String {
@@ -109,6 +117,7 @@ mod tests {
         assert_eq!(super::lossy(b"etc/passwd"), "etc/passwd");
         assert_eq!(super::printable("x\ny", 10), "x\\ny");
         assert_eq!(super::printable(&"\u{fffd}".repeat(500), 200).chars().count(), 203);
+        assert!(super::printable(&"\u{1}".repeat(500), 200).chars().count() <= 203, "bounded after escaping");
     }
 
     use super::*;

@@ -93,7 +93,7 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
         let raw = entry.path_bytes().into_owned();
         if raw.len() > PATH_MAX {
             // Named in part: the whole name (any length a GNU or PAX header gives) would be the report.
-            let shown = format!("{}...", names::lossy(&raw[..200]));
+            let shown = names::printable(&String::from_utf8_lossy(&raw[..200]), 200);
             return Err(SetupError::new(Step::CheckEntry, format!("entry '{shown}' has a name of {} bytes, more than a path may have ({PATH_MAX})", raw.len())).with_path(shown));
         }
         let name = names::lossy(&raw);
