@@ -998,7 +998,7 @@ poolTest('a warm helper whose init made ahead and zygote ended while it waited s
   t.true(first.helpers.includes(who.helper) && who.warm, `one of those helpers (${first.helpers}) served it (${who.helper})`)
   t.regex(who.cgroup, /isolate-/, 'its init was in the sandbox\'s cgroup')
   t.is(r.reason, 'oom', 'its memory limit ended the allocation')
-  t.true(await waitUntil(() => first.helpers.every((p) => !pidAlive(p)) && poolReady() && initsAheadOf(process.pid).length === 2, 20_000), `helpers with inits made ahead and zygotes took the places of ${first.helpers}`)
+  t.true(await waitUntil(() => first.helpers.every((p) => !pidAlive(p)) && poolReady() && initsAheadOf(process.pid).length === 2, 30_000), `helpers with inits made ahead and zygotes took the places of ${first.helpers} (after a backoff: their zygotes and inits ended soon after they got ready)`)
   await poolHeard()
   const second = warmHelpersOf(process.pid).helpers
   for (const p of second) process.kill(p, 'SIGKILL')
@@ -1006,7 +1006,7 @@ poolTest('a warm helper whose init made ahead and zygote ended while it waited s
     const now = warmHelpersOf(process.pid).helpers
     return now.length === 2 && now.every((p) => !second.includes(p)) && poolReady()
   }
-  t.true(await waitUntil(replaced, 20_000), `others took the places of the helpers that ended (${second}), with no start`)
+  t.true(await waitUntil(replaced, 30_000), `others took the places of the helpers that ended (${second}), with no start`)
   await poolHeard()
 })
 

@@ -223,10 +223,14 @@ export class HelperPool {
     })
   }
 
-  /** `h`, ready, lost its zygote or init made ahead (not to a mount): replace it now. */
+  /**
+   * `h`, ready, lost its zygote or init made ahead (not to a mount): replace it now, or after the
+   * backoff where that came soon after it got ready (the OOM killer picking them again and again).
+   */
   #lost(h: WarmHelper): void {
     h.stale = true
-    this.fill()
+    if (Date.now() - (h.readyAt ?? 0) < SOON_AFTER_READY_MS) this.#failed()
+    this.#fillLater()
   }
 
   /** `h`, ready, has lost its init made ahead: replace it once the mount table is quiet. */
@@ -261,7 +265,7 @@ export class HelperPool {
     })
   }
 
-  /** Fill once the backoff (if any) is over, with no start needed. */
+  /** Fill once the backoff (if any) is over, with no start needed (at once without one). */
   #fillLater(): void {
     clearTimeout(this.#lostTimer)
     this.#lostTimer = setTimeout(() => this.fill(), Math.max(0, this.#brokenUntil - Date.now()) + 1).unref()
