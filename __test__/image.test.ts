@@ -940,6 +940,11 @@ test('platform and ref choose among several images; a wrong platform is explaine
   t.regex(none?.message ?? '', new RegExp(`no image for linux/s390x; it has: linux/${HOST_ARCH}, linux/${OTHER_ARCH}`))
   const noref = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'noref'), { ref: 'three' }), { instanceOf: IsolateError })
   t.regex(noref?.message ?? '', /no image named 'three'; it names: one, two/)
+  // An image's own names reach the caller's terminal or log escaped.
+  ociLayout(join(ws, 'escapes'), [img(HOST_ARCH, 'one'), img(HOST_ARCH, 'red\x1b[31m')])
+  const escaped = await t.throwsAsync(importImage(join(ws, 'escapes'), join(ws, 'e'), { ref: 'three' }), { instanceOf: IsolateError })
+  t.notRegex(escaped?.message ?? '', /[\x00-\x1f]/)
+  t.regex(escaped?.message ?? '', /red\\u\{1b\}\[31m/)
   writeFileSync(join(ws, 'host', 'extra'), '')
   const notEmpty = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'host')), { instanceOf: IsolateError })
   t.regex(notEmpty?.message ?? '', /not empty/)

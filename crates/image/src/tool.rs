@@ -202,7 +202,15 @@ pub fn main(argv: Vec<String>) -> i32 {
             emit(&Event::Done { result });
             0
         }
-        Err(e) => {
+        Err(mut e) => {
+            // An image's own strings (a tag, a digest, a layer's name) may be quoted in it, on
+            // their way to a terminal or a log: their control characters escaped.
+            fn shown(text: &str) -> String {
+                crate::names::printable(text, 16 << 10)
+            }
+            e.message = shown(&e.message);
+            e.path = e.path.as_deref().map(shown);
+            e.hint = e.hint.as_deref().map(shown);
             emit(&Event::Error { error: &e });
             1
         }
