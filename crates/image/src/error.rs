@@ -18,8 +18,7 @@ pub fn io(step: Step, e: &std::io::Error, path: &str, what: &str) -> SetupError 
 }
 
 fn doing(mut e: SetupError, what: &str) -> SetupError {
-    // An I/O error of the tar reader may quote the archive's bytes.
-    e.message = format!("{what}: {}", crate::names::printable(&e.message, 1000));
+    e.message = format!("{what}: {}", e.message);
     e
 }
 

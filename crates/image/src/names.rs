@@ -52,15 +52,15 @@ pub fn join(components: &[&[u8]]) -> Vec<u8> {
     components.join(&b'/')
 }
 
-/// A name for a person (archives may hold names that are not UTF-8, or control characters: a
-/// name with a terminal's escape sequences must not reach the terminal that shows the error).
+/// A name for a person (archives may hold names that are not UTF-8). Its control characters are
+/// escaped where the tool reports an error ([`printable`], in tool.rs), once for every message.
 pub fn lossy(raw: &[u8]) -> String {
-    escape_controls(&String::from_utf8_lossy(raw))
+    String::from_utf8_lossy(raw).into_owned()
 }
 
-/// A message that may quote an archive's bytes (the tar reader quotes a header field it could
-/// not read), fit for a person and a log line: its control characters escaped, and the result at
-/// most `max` characters and `...`.
+/// Text that may quote an archive's or an image's own bytes (an entry's name, a tag, a header
+/// field the tar reader could not read), fit for a terminal and a log line: its control
+/// characters escaped, and the result at most `max` characters and `...`.
 pub fn printable(text: &str, max: usize) -> String {
     let mut out = String::new();
     let mut len = 0;
@@ -74,13 +74,6 @@ pub fn printable(text: &str, max: usize) -> String {
         out.extend(shown);
     }
     out
-}
-
-fn escape_controls(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 
 /// OCI/AUFS whiteout markers.
@@ -112,9 +105,9 @@ pub fn whiteout(leaf: &[u8]) -> Option<Whiteout<'_>> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn names_and_messages_for_a_person_escape_control_characters_and_messages_are_bounded() {
-        assert_eq!(super::lossy(b"a\x1b[2Jb\xff"), "a\\u{1b}[2Jb\u{fffd}");
-        assert_eq!(super::lossy(b"etc/passwd"), "etc/passwd");
+    fn text_for_a_person_has_its_control_characters_escaped_and_is_bounded() {
+        assert_eq!(super::printable(&super::lossy(b"a\x1b[2Jb\xff"), 100), "a\\u{1b}[2Jb\u{fffd}");
+        assert_eq!(super::printable("etc/passwd", 100), "etc/passwd");
         assert_eq!(super::printable("x\ny", 10), "x\\ny");
         assert_eq!(super::printable(&"\u{fffd}".repeat(500), 200).chars().count(), 203);
         assert!(super::printable(&"\u{1}".repeat(500), 200).chars().count() <= 203, "bounded after escaping");

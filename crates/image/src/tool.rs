@@ -203,8 +203,8 @@ pub fn main(argv: Vec<String>) -> i32 {
             0
         }
         Err(mut e) => {
-            // An image's own strings (a tag, a digest, a layer's name) may be quoted in it, on
-            // their way to a terminal or a log: their control characters escaped.
+            // An archive's or an image's own strings (an entry's name, a tag, a digest) may be
+            // quoted in it, on their way to a terminal or a log: escaped here, once for all.
             fn shown(text: &str) -> String {
                 crate::names::printable(text, 16 << 10)
             }

@@ -464,12 +464,12 @@ pub fn spawn_probe(env: Env, helper_path: String) -> Result<SpawnedHelper> {
 /// Reap the helper if it has exited. Never blocks: true once reaped (or already gone).
 #[napi]
 pub fn reap_helper(pid: i32) -> bool {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     // Not a pid: waitpid would take any child of the process group (or any child at all).
     if pid <= 0 {
         return true;
     }
-    let reaped = !matches!(waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive));
+    // The core's waitpid: nix's errs on a child a real-time signal ended, after reaping it.
+    let reaped = !matches!(isolate_core::sys::wait_child(Some(nix::unistd::Pid::from_raw(pid)), false), Ok(isolate_core::sys::Ended::StillAlive));
     if reaped {
         unreaped::forget(pid);
     }
