@@ -361,3 +361,84 @@ export async function startFromPool(script: string, options: SpawnOptions, inits
   await ended(sb.stdout)
   return { took, code: r.exitCode, out: Buffer.concat(out).toString() }
 }
+
+/** Fields of /proc/PID/stat that place a process in its session: its process group, its session and its controlling terminal (0: none). */
+export function sessionOf(pid: number): { pgrp: number; sid: number; tty: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return { pgrp: Number(f[2]), sid: Number(f[3]), tty: Number(f[4]) }
+}
+
+/** Every descendant of `pid` on this host (processes that vanish meanwhile are left out). */
+export function descendantsOf(pid: number): number[] {
+  const all = processes()
+  const found: number[] = []
+  for (let next = [pid]; next.length; ) {
+    next = all.filter((p) => next.includes(p.ppid)).map((p) => p.pid)
+    found.push(...next)
+  }
+  return found
+}
+
+/**
+ * Run `fixtures/terminal-caller.ts` as the session leader of a pseudo-terminal of its own (a
+ * Python launcher opens it with pty.fork and stays its only master): `node` is that process, and
+ * `command` the pid of the sandbox it started; `hangUp()` closes the terminal's master, as a
+ * terminal window closing does, and resolves to how `node` ended (`signal 1`: SIGHUP).
+ */
+export async function underTerminal(limits?: object): Promise<{ node: number; command: number; hangUp(): Promise<string>; kill(): void }> {
+  const launcher = [
+    'import os, pty, sys',
+    'pid, fd = pty.fork()',
+    'if pid == 0: os.execv(sys.argv[1], sys.argv[1:])',
+    'print(pid, flush=True)',
+    'out = b""',
+    'while b"}" not in out:',
+    '  try: chunk = os.read(fd, 4096)',
+    '  except OSError: chunk = b""',
+    '  if not chunk: break',
+    '  out += chunk',
+    'print(out.decode(errors="replace").replace("\\r", ""), flush=True)',
+    'sys.stdin.read()',
+    'os.close(fd)',
+    '_, status = os.waitpid(pid, 0)',
+    'print("signal", os.WTERMSIG(status)) if os.WIFSIGNALED(status) else print("exit", os.WEXITSTATUS(status))',
+  ].join('\n')
+  const fixture = join(root, '__test__', 'fixtures', 'terminal-caller.ts')
+  const child = spawn('python3', ['-c', launcher, process.execPath, '--import=tsx', fixture, ...(limits ? [JSON.stringify(limits)] : [])], { cwd: root, stdio: ['pipe', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout!.on('data', (d) => (out += d))
+  const ended = new Promise<void>((r) => child.once('exit', () => r()))
+  await Promise.race([waitUntil(() => /\{.*\}/.test(out), 30_000, 20), ended])
+  const node = Number(out.split('\n')[0])
+  const line = /\{.*\}/.exec(out)
+  if (!line) {
+    child.kill('SIGKILL')
+    throw new Error(`the terminal's caller printed no line: ${JSON.stringify(out)}`)
+  }
+  const { command } = JSON.parse(line[0]) as { command: number }
+  return {
+    node,
+    command,
+    hangUp: async () => {
+      child.stdin!.end()
+      await ended
+      return out.trim().split('\n').pop() ?? ''
+    },
+    kill: () => {
+      if (pidAlive(node)) process.kill(node, 'SIGKILL')
+      child.kill('SIGKILL')
+    },
+  }
+}
+
+/** The directories of the sandbox cgroups (named isolate-*) that `pid` is in, one per hierarchy. */
+export function sandboxCgroupsOf(pid: number): string[] {
+  const found: string[] = []
+  for (const line of readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n')) {
+    const [, controllers, path] = line.split(':')
+    if (!path.split('/').some((part) => part.startsWith('isolate-'))) continue
+    found.push(controllers === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', controllers.split(',').find((c) => !c.startsWith('name=')) ?? controllers, path))
+  }
+  return found
+}

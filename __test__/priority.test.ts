@@ -1,17 +1,19 @@
 /**
- * Where a sandbox's work stands in the CPU's queue: the helper works behind its caller (nice 19,
- * where it can give the sandbox its caller's priority back: CAP_SYS_NICE), and every process of
- * the sandbox runs at its caller's nice and policy, whether it came from the pool or started cold.
+ * Where a sandbox's work stands in the CPU's queue: the helper works at nice 19 (where it can give
+ * the sandbox its caller's priority back: CAP_SYS_NICE) in the helper server's session, away from
+ * its caller's terminal (and, where autogroups apply, in a scheduling group beside its caller's),
+ * and every process of the sandbox runs at its caller's nice and policy, whether it came from the
+ * pool or started cold.
  * This process runs at nice 7 here, so a sandbox that inherited the helper's nice, or a fixed 0,
  * is told apart from one given its caller's.
  */
 import test from 'ava'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { getPriority, setPriority } from 'node:os'
 import { configurePool, probe, spawnIsolated } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
 import { poolEligible } from '../lib/pool.js'
-import { isRoot, parentOf, poolHeard, waitingForSpec, waitUntil, warmHelpersOf } from './helpers.js'
+import { descendantsOf, isRoot, parentOf, poolHeard, sandboxCgroupsOf, sessionOf, underTerminal, waitingForSpec, waitUntil, warmHelpersOf } from './helpers.js'
 
 const CALLER = 7
 setPriority(CALLER)
@@ -82,4 +84,39 @@ test.serial('a sandbox started cold runs at its caller\'s nice; its helper behin
   t.deepEqual(r.command, asCaller, 'the command, as it sees itself')
   t.deepEqual(r.init, asCaller, 'the init (pid 1 inside)')
   t.deepEqual(r.helper, expectedHelper, 'its helper, from the host')
+})
+
+/** The scheduling autogroup of `pid` (sched(7)), without its nice. */
+const autogroupOf = (pid: number) => readFileSync(`/proc/${pid}/autogroup`, 'utf8').split(' ')[0]
+const autogroups = existsSync('/proc/sys/kernel/sched_autogroup_enabled') && readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1'
+if (!autogroups) console.log('priority.test: scheduling autogroups are off on this host: the test of the helpers\' session checks their session and terminal only')
+
+test.serial("helpers and inits work in the helper server's session, away from their caller's terminal (and, where autogroups apply, in one scheduling group beside the caller's); the command has a session of its own", async (t) => {
+  // A caller with a terminal, as a CLI run from a shell: it leads that terminal's session.
+  const caller = await underTerminal(cgroups ? { memoryBytes: 64 << 20, pids: 16 } : undefined)
+  t.teardown(caller.kill)
+  const own = sessionOf(caller.node)
+  t.is(own.sid, caller.node, 'the caller leads its session')
+  t.not(own.tty, 0, 'the caller has a controlling terminal')
+  // Not the command, nor what the test's loader started (tsx's esbuild).
+  const comm = (p: number) => readFileSync(`/proc/${p}/comm`, 'utf8').trim()
+  const ours = descendantsOf(caller.node).filter((p) => p !== caller.command && comm(p).startsWith('isolate-'))
+  const names = ours.map(comm)
+  // The helper server and what it forked; with a pool, warm helpers and what they made ahead.
+  const server = ours[names.indexOf('isolate-server')]
+  t.true(server !== undefined && names.includes('isolate-helper') && names.includes('isolate-init'), names.join(' '))
+  for (const [i, pid] of ours.entries()) {
+    // Ctrl-C and a hang-up signal the caller's process group, and the terminal's session leader.
+    t.deepEqual(sessionOf(pid), { pgrp: server, sid: server, tty: 0 }, `${names[i]} ${pid}: in the helper server's session and group, no terminal`)
+    if (autogroups) t.is(autogroupOf(pid), autogroupOf(server), `${names[i]} ${pid} is in the helper server's scheduling autogroup`)
+  }
+  if (autogroups) t.not(autogroupOf(server), autogroupOf(caller.node), "the helper server's autogroup is not its caller's")
+  const command = sessionOf(caller.command)
+  t.deepEqual(command, { pgrp: caller.command, sid: caller.command, tty: 0 }, 'the command leads a session of its own, with no terminal')
+  if (autogroups) t.false([caller.node, server].map(autogroupOf).includes(autogroupOf(caller.command)), 'so it has an autogroup of its own')
+  const cgroupDirs = sandboxCgroupsOf(caller.command)
+  t.is(cgroupDirs.length > 0, cgroups, `the sandbox's cgroups: ${cgroupDirs}`)
+  t.is(await caller.hangUp(), 'signal 1', 'the terminal hanging up ended its caller (SIGHUP)')
+  t.true(await waitUntil(() => [caller.command, ...ours].every((p) => !existsSync(`/proc/${p}`)), 5000), 'the sandbox and every helper end with it')
+  t.deepEqual(cgroupDirs.filter(existsSync), [], 'no cgroup is left')
 })

@@ -21,8 +21,8 @@
 //! Nothing migrates on the hot path (the helper itself never enters the cgroup, so it can remove
 //! it at the end). All of this runs at idle priority, so it takes little CPU from sandboxes
 //! starting meanwhile; once ready, the helper, the zygote and the init are put back to the default
-//! policy (they wait at it: the helper behind its caller, the zygote and the init at the caller's
-//! nice, see [`crate::priority`]). Each warm helper serves one sandbox and is never reused; if Node
+//! policy (they wait at it: the helper at nice 19, the zygote and the init at the caller's nice,
+//! see [`crate::priority`]). Each warm helper serves one sandbox and is never reused; if Node
 //! goes away first, the init made ahead and the zygote are killed and the cgroup removed.
 
 use crate::cgroup::{CgroupHost, SandboxCgroup};

@@ -30,7 +30,10 @@ const STDIO_INHERIT: i32 = -3;
 /// dispositions (Node ignores SIGPIPE and may block signals on this thread), in a session of its
 /// own. Not in Node's process group: Ctrl-C or a terminal hanging up signals that whole group,
 /// and a helper killed there would leave its sandbox's cgroups behind; Node's end closes the
-/// helper's socket instead, and the helper ends its sandbox and cleans up.
+/// helper's socket instead, and the helper ends its sandbox and cleans up. A session and not only
+/// a process group: no terminal of the caller's to hold, and where scheduling autogroups apply,
+/// the sandboxes' setup works in a group beside Node's, not among its threads
+/// (isolate_core::priority).
 pub(crate) fn helper_spawn_flags() -> PosixSpawnFlags {
     PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF | PosixSpawnFlags::from_bits_retain(libc::POSIX_SPAWN_SETSID as libc::c_int)
 }
