@@ -631,6 +631,37 @@ test("the host's root is refused as the target, also through a symlink, and so i
   t.false(existsSync(join(ws, 'a')) || existsSync(join(ws, 'b')), 'no target was made')
 })
 
+test("the image tool refuses the host's root itself: named to it directly, or as a bind mount of / elsewhere (a name the library cannot tell from any other)", async (t) => {
+  const ws = workspace(t)
+  const name = `isolate-test-not-here-${process.pid}`
+  t.teardown(() => rmSync(join('/', name), { force: true }))
+  writeFileSync(join(ws, 'one.tar'), tar([{ name, data: 'x' }]))
+  const tool = join(root, 'npm', 'linux-x64-gnu', 'isolate-image')
+  for (const command of ['unpack', 'import']) {
+    const r = spawnSync(tool, [command, '--', join(ws, 'one.tar'), '/'], { encoding: 'utf8' })
+    t.is(r.status, 1, `${command}: ${r.stdout}${r.stderr}`)
+    t.regex(r.stdout, /"step":"open_archive","path":"\/","message":"the target directory \/ is the host's root directory/, command)
+  }
+  if (isRoot) {
+    // As root: a bind mount of the host's root at a directory of the workspace.
+    const bound = join(ws, 'bound')
+    mkdirSync(bound)
+    execFileSync('mount', ['--bind', '/', bound])
+    try {
+      for (const call of [unpackRootfs(join(ws, 'one.tar'), bound), importImage(join(ws, 'one.tar'), bound)]) {
+        const e = await t.throwsAsync(call, { instanceOf: IsolateError })
+        t.deepEqual([e?.step, e?.path], ['open_archive', bound])
+        t.regex(e?.message ?? '', /host's root directory/)
+      }
+    } finally {
+      execFileSync('umount', [bound])
+    }
+  } else {
+    console.log('image.test: not root, so no bind mount of / to name: the tool was asked for / directly only')
+  }
+  t.false(existsSync(join('/', name)), 'nothing was written there')
+})
+
 test('an abort kills the unpacker and rejects with ABORT_ERR', async (t) => {
   const ws = workspace(t)
   const big = gzipSync(tar([{ name: 'zeros', data: Buffer.alloc(64 << 20) }]))

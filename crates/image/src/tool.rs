@@ -126,6 +126,7 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<OwnedFd, SetupError> {
     std::fs::create_dir_all(dir).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "create the target directory"))?;
     let c = sys::cstring(dir.as_os_str().as_encoded_bytes());
     let fd = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
+    refuse_root(fd.as_fd(), &shown)?;
     if must_be_empty {
         let entries = sys::list_dir(fd.as_fd()).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "read the target directory"))?;
         if !entries.is_empty() {
@@ -133,6 +134,21 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<OwnedFd, SetupError> {
         }
     }
     Ok(fd)
+}
+
+/// The directory opened as the target is not this host's root: not `/` itself, nor `/` through a
+/// symlink swapped in after the caller looked, nor a bind mount of it elsewhere (the same inode
+/// on the same device). The library refuses those names first; this is the check that holds.
+fn refuse_root(target: std::os::fd::BorrowedFd<'_>, shown: &str) -> Result<(), SetupError> {
+    let root = sys::open(c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, "/", "open the root directory"))?;
+    let [t, r] = [target, root.as_fd()].map(sys::fstat);
+    let (t, r) = (t.map_err(|e| error::sys(Step::OpenArchive, e, shown, "stat the target directory"))?, r.map_err(|e| error::sys(Step::OpenArchive, e, "/", "stat the root directory"))?);
+    if (t.st_dev, t.st_ino) == (r.st_dev, r.st_ino) {
+        return Err(SetupError::new(Step::OpenArchive, format!("the target directory {shown} is the host's root directory: an archive would replace the host's files"))
+            .with_path(shown)
+            .with_hint("name a directory of its own"));
+    }
+    Ok(())
 }
 
 fn ownership(asked: Option<Ownership>) -> Result<Ownership, SetupError> {
