@@ -191,6 +191,14 @@ export function withoutKeys(options: object, keys: readonly string[]): Record<st
   return mark(rest)
 }
 
+/** The caller's own options of `api` (see ownOptions: a polluted Object.prototype's keys are never its), none unknown (a misspelt one would do nothing). */
+export function callersOptions<T extends object>(options: unknown, api: string, known: readonly string[]): T {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', `${api} takes an object of options (${known.join(', ')})`)
+  const own = ownOptions(options) as T
+  for (const k of Object.keys(own)) if (!known.includes(k)) throw optionError(k, `is not an option of ${api} (${known.join(', ')})`)
+  return own
+}
+
 export function optionError(option: string, message: string): IsolateError {
   return new IsolateError(`options.${option}: ${message}`, { code: 'ERR_ISOLATE_OPTION', option })
 }

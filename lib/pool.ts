@@ -15,7 +15,7 @@
  */
 import { Socket } from 'node:net'
 import { loadNative, takeWrapped, type Addon } from './native.js'
-import { optionError, ownOptions } from './errors.js'
+import { callersOptions, optionError } from './errors.js'
 import type { Spec } from './options.js'
 import { onEvents, reapHelper } from './sandbox.js'
 
@@ -442,9 +442,7 @@ export function refillPool(): void {
  * pool off, no size gives back the default (2, growing up to 4 when sandboxes find it empty).
  */
 export function configurePool(options: PoolOptions = {}): void {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'configurePool takes an object: { size }')
-  options = ownOptions(options) as PoolOptions
-  for (const k of Object.keys(options)) if (k !== 'size') throw optionError(k, 'is not a pool option (size)')
+  options = callersOptions<PoolOptions>(options, 'configurePool', ['size'])
   const size = options.size
   if (size !== undefined && (!Number.isInteger(size) || size < 0 || size > 64)) throw optionError('size', 'must be an integer from 0 to 64')
   wanted = size

@@ -28,7 +28,7 @@ import { accessSync, constants, lstatSync, realpathSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
-import { IsolateError, optionError, ownOptions, shown } from './errors.js'
+import { callersOptions, IsolateError, optionError, shown } from './errors.js'
 import { loadNative, type Addon, type Native, type SpawnedHelper } from './native.js'
 
 export interface UnpackProgress {
@@ -347,14 +347,6 @@ function checkTarget(dir: unknown): string {
 
 const UNPACK_OPTIONS = ['onProgress', 'specialFiles', 'ownership', 'signal']
 const IMPORT_OPTIONS = [...UNPACK_OPTIONS, 'platform', 'ref', 'layout']
-
-/** The caller's own options (see ownOptions: a polluted Object.prototype's `ownership` is never one), none unknown (a misspelt `signal` would do nothing). */
-function callersOptions<T extends UnpackOptions>(options: T, api: string, known: string[]): T {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'options must be an object')
-  const own = ownOptions(options) as T
-  for (const k of Object.keys(own)) if (!known.includes(k)) throw optionError(k, `is not an option of ${api} (${known.join(', ')})`)
-  return own
-}
 
 function commonArgs(options: UnpackOptions): string[] {
   const args: string[] = []
