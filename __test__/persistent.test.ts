@@ -292,6 +292,20 @@ test('destroy() ends everything: processes, cgroup, the helper; then exec reject
   t.is((await sb.destroy()).reason, 'canceled', 'destroy() again gives the same result')
 })
 
+test('an exec handed over after the sandbox ended, before this process heard of it, rejects as destroyed', async (t) => {
+  const sb = await sandbox(t, {})
+  t.is((await sb.exec('/bin/echo', ['up'])).stdout, 'up\n')
+  const helper = parentOf(sb.pid)
+  // Its init killed from outside: the helper reports the end and exits, closing its exec socket.
+  // Watched without yielding, so this process has not read that report when the exec goes.
+  process.kill(sb.pid, 'SIGKILL')
+  for (const end = Date.now() + 5000; pidAlive(helper) && Date.now() < end; ) {}
+  t.false(pidAlive(helper), 'the helper is gone')
+  const e = await t.throwsAsync(sb.exec('/bin/true'), { instanceOf: IsolateError })
+  t.is(e?.code, 'ERR_ISOLATE_DESTROYED', e?.message)
+  t.is((await sb.wait()).signal, 'SIGKILL')
+})
+
 test('the sandbox\'s own timeoutMs ends it, and the execs in it', async (t) => {
   // Long enough for the exec to start before it runs out, on a loaded machine too (a spawn into
   // a sandbox that already timed out rejects).

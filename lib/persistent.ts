@@ -269,6 +269,9 @@ export class PersistentSandbox {
           const m = /^options\.([^:]*): (.*)$/s.exec(err.message)
           throw new IsolateError(err.message, { code: 'ERR_ISOLATE_OPTION', option: m?.[1] })
         }
+        // The helper closed its end: the sandbox ended (destroyed, timed out, its init killed)
+        // and this process has not heard yet.
+        if (/\((EPIPE|ECONNRESET|ENOTCONN)\)\s*$/.test(err.message)) throw destroyedError(this.id)
         throw new IsolateError(`could not hand the exec to the sandbox: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', cause: e })
       }
     }
