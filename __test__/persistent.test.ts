@@ -393,6 +393,24 @@ test('rootless and root alike: an exec runs as the sandbox\'s root, mapped to no
   if (!isRoot) t.is(map.trim().split(/\s+/)[1], String(process.getuid!()))
 })
 
+test("a tty exec's end is heard though nobody reads its output (its timeout, a kill); what it wrote is still there to read", async (t) => {
+  const sb = await sandbox(t, {})
+  const timed = await sb.spawn('/usr/bin/yes', [], { tty: true, timeoutMs: 300 })
+  const late = (p: Promise<unknown>) => Promise.race([p, new Promise((r) => setTimeout(() => r('not settled within 10 s'), 10_000))])
+  t.like(await late(timed.wait()), { reason: 'timeout', signal: 'SIGKILL' })
+  const killed = await sb.spawn('/usr/bin/yes', [], { tty: true })
+  killed.kill('SIGKILL')
+  t.like(await late(killed.wait()), { reason: 'signaled', signal: 'SIGKILL' })
+  // Read only after the end was heard: everything the command wrote is delivered, then the end of the stream.
+  const wrote = await sb.spawn('/bin/sh', ['-c', 'printf "%s\\n" one two three; exit 4'], { tty: true })
+  t.like(await late(wrote.wait()), { exitCode: 4, reason: 'exited' })
+  let out = ''
+  wrote.stdout!.on('data', (d) => (out += d))
+  await new Promise((r) => wrote.stdout!.once('end', r))
+  t.is(out, 'one\r\ntwo\r\nthree\r\n')
+  for (const p of [timed, killed]) p.stdout!.destroy()
+})
+
 test('short tty execs lose no output, even when their end is reported before their terminal', async (t) => {
   const sb = await sandbox(t)
   const results = await Promise.all(Array.from({ length: 12 }, (_, i) => sb.exec('/bin/echo', [`hi ${i}`], { tty: true })))

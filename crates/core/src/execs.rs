@@ -25,8 +25,10 @@ struct Exec {
     tty: Option<TtyRelay>,
     /// A size asked for before the terminal existed.
     tty_size: Option<(u16, u16)>,
-    /// The command's end, held back until its terminal output is delivered.
+    /// The command's end, held back until its terminal output is delivered (or its grace ran out).
     ended: Option<(Option<i32>, Option<String>, Instant)>,
+    /// Its end was reported; it stays only for its terminal's output, until that is delivered.
+    reported: bool,
 }
 
 pub struct Execs {
@@ -73,7 +75,7 @@ impl Execs {
 
     /// The earliest moment something is due: a deadline, or the end of a terminal's grace.
     pub fn next_due(&self) -> Option<Instant> {
-        let grace = |e: &Exec| e.ended.as_ref().filter(|_| e.tty.is_some() || e.tty_io.is_some()).map(|(_, _, at)| *at + TTY_GRACE);
+        let grace = |e: &Exec| e.ended.as_ref().filter(|_| !e.reported && (e.tty.is_some() || e.tty_io.is_some())).map(|(_, _, at)| *at + TTY_GRACE);
         self.execs.values().flat_map(|e| [e.deadline, grace(e), e.tty.as_ref().and_then(TtyRelay::next_due)]).flatten().min()
     }
 
@@ -143,7 +145,7 @@ impl Execs {
         let msg = serde_json::to_vec(&Work::Exec(req)).unwrap_or_default();
         self.outbox.push_back((msg, passed));
         self.flush_outbox();
-        self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None });
+        self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None, reported: false });
     }
 
     fn take_terminals(&mut self) {
@@ -206,29 +208,36 @@ impl Execs {
         }
     }
 
-    /// Report every ended exec whose terminal output is delivered (or whose grace ran out).
+    /// Report every ended exec whose terminal output is delivered, or whose grace ran out: a
+    /// caller who does not read the output still hears of the end (as of a command without a
+    /// terminal, whose output waits in its pipe). An exec goes once its output is delivered, or
+    /// after the grace when only a silent holder of its terminal (a background job) is left;
+    /// output the caller is still reading is relayed to the end.
     fn flush_ended(&mut self, out: &mut Control, oom: OomKills) {
         let now = Instant::now();
-        let done: Vec<u32> = self
-            .execs
-            .iter()
-            .filter(|(_, e)| {
-                // A terminal's output is delivered first: its master may even arrive after the
-                // command's end was reported.
-                let (delivered, cut) = match (&e.tty, &e.tty_io) {
-                    // After the grace, a silent holder of the terminal (a background job) is not
-                    // waited for; output the caller is still reading is.
-                    (Some(t), _) => (t.finished(), t.drained()),
-                    (None, Some(_)) => (false, true),
-                    (None, None) => (true, true),
-                };
-                e.ended.as_ref().is_some_and(|(_, _, at)| delivered || (cut && now >= *at + TTY_GRACE))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in done {
-            let e = self.execs.remove(&id).expect("listed above");
-            let (exit_code, signal, _) = e.ended.expect("ended");
+        let mut report = Vec::new();
+        let mut done = Vec::new();
+        for (id, e) in &self.execs {
+            let Some((_, _, at)) = &e.ended else { continue };
+            // A terminal's output is delivered first: its master may even arrive after the
+            // command's end was reported.
+            let (delivered, cut) = match (&e.tty, &e.tty_io) {
+                (Some(t), _) => (t.finished(), t.drained()),
+                (None, Some(_)) => (false, true),
+                (None, None) => (true, true),
+            };
+            let graced = now >= *at + TTY_GRACE;
+            if !e.reported && (delivered || graced) {
+                report.push(*id);
+            }
+            if delivered || (cut && graced) {
+                done.push(*id);
+            }
+        }
+        for id in report {
+            let e = self.execs.get_mut(&id).expect("listed above");
+            e.reported = true;
+            let (exit_code, signal, at) = e.ended.clone().expect("ended");
             let reason = e.forced.unwrap_or_else(|| match signal.as_deref() {
                 // Killed while the cgroup's OOM count rose: the OOM killer's victim (the count, not
                 // a guess from SIGKILL alone, as for a one-shot sandbox).
@@ -241,7 +250,12 @@ impl Execs {
                 Some(_) => Reason::Signaled,
                 None => Reason::Exited,
             });
-            out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms: ms_since(e.started) });
+            // To the command's end, not to this report (which may wait for its terminal's output).
+            let duration_ms = at.duration_since(e.started).as_secs_f64() * 1000.0;
+            out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms });
+        }
+        for id in done {
+            self.execs.remove(&id);
         }
     }
 
@@ -262,7 +276,7 @@ impl Execs {
 
     /// The sandbox is gone: every exec still running ended with it.
     pub fn end_all(&mut self, why: Reason, out: &mut Control) {
-        for (id, e) in self.execs.drain() {
+        for (id, e) in self.execs.drain().filter(|(_, e)| !e.reported) {
             let (exit_code, signal, reason) = match e.ended {
                 Some((code, Some(signal), _)) => (code, Some(signal), Reason::Signaled),
                 Some((code, None, _)) => (code, None, Reason::Exited),
