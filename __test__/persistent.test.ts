@@ -341,6 +341,30 @@ test("an exec the OOM killer ends has reason oom, and the sandbox lives on; a SI
   t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
   const own = await sh(sb, 'kill -KILL $$')
   t.deepEqual([own.signal, own.reason], ['SIGKILL', 'signaled'])
+  // The OOM killer ends a process the exec started, and the exec lives on: no OOM of its own,
+  // and none left over for a later SIGKILL, nor for the sandbox's own end.
+  const child = await sh(sb, '/usr/bin/python3 -c "x = []\nwhile True: x.append(bytearray(1 << 20))"; echo $?')
+  t.deepEqual([child.stdout, child.reason], ['137\n', 'exited'])
+  const later = await sh(sb, 'kill -KILL $$')
+  t.deepEqual([later.signal, later.reason], ['SIGKILL', 'signaled'], 'an OOM kill before it started was not its own')
+  const running = await sb.spawn('/bin/sleep', ['100'])
+  process.kill(sb.pid, 'SIGKILL')
+  t.like(await sb.wait(), { signal: 'SIGKILL', reason: 'signaled' }, 'its init killed from outside, long after an OOM')
+  t.not((await running.wait()).reason, 'oom')
+})
+
+test('files that fill the memory limit end the sandbox (reason oom); a /tmp sized below it fails the write (ENOSPC) and the sandbox lives on', async (t) => {
+  if (!cgroups) return t.pass('no memory limit here (printed above)')
+  const fill = 'head -c 100000000 /dev/zero > /tmp/fill; echo $?'
+  const sized = await sandbox(t, { limits: { memoryBytes: 64 << 20 }, mounts: [{ type: 'tmpfs', target: '/tmp', sizeBytes: 32 << 20 }] })
+  const full = await sh(sized, fill)
+  t.deepEqual([full.stdout, full.reason], ['1\n', 'exited'])
+  t.regex(full.stderr, /No space left on device/)
+  t.is((await sized.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
+  const unsized = await sandbox(t, { limits: { memoryBytes: 64 << 20 } })
+  t.is((await sh(unsized, fill)).reason, 'oom')
+  t.like(await unsized.wait(), { reason: 'oom', signal: 'SIGKILL' }, 'its init too')
+  t.is((await t.throwsAsync(unsized.exec('/bin/true')))?.code, 'ERR_ISOLATE_DESTROYED')
 })
 
 test('a Node process that dies leaves no long-lived sandbox behind', async (t) => {

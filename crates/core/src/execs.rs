@@ -29,6 +29,8 @@ struct Exec {
     ended: Option<(Option<i32>, Option<String>, Instant)>,
     /// Its end was reported; it stays only for its terminal's output, until that is delivered.
     reported: bool,
+    /// The sandbox cgroup's OOM kills when it started: none before can have been its own.
+    oom_at_start: u64,
 }
 
 pub struct Execs {
@@ -40,8 +42,11 @@ pub struct Execs {
     /// Messages for the init that did not fit in the socket yet, with their fds.
     outbox: std::collections::VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
     execs: HashMap<u32, Exec>,
-    /// The sandbox cgroup's OOM kills already put down to an exec.
-    oom_seen: u64,
+    /// The sandbox cgroup's OOM kills already put down to an exec (or before one that was).
+    oom_credited: u64,
+    /// The count when an exec last started or ended: kills after it are news of the sandbox's
+    /// own end (see [`Execs::oom_since`]); those before were another process's (a background job's).
+    oom_noted: u64,
     /// Whose tasks the terminal relays look at.
     sandbox: crate::terminal_readers::Sandbox,
 }
@@ -52,7 +57,7 @@ pub type OomKills<'a> = &'a dyn Fn() -> u64;
 impl Execs {
     pub fn new(requests: OwnedFd, work: OwnedFd, sandbox: crate::terminal_readers::Sandbox) -> Execs {
         let _ = crate::relay::set_nonblocking(work.as_raw_fd());
-        Execs { requests: Some(requests), work, outbox: Default::default(), execs: HashMap::new(), oom_seen: 0, sandbox }
+        Execs { requests: Some(requests), work, outbox: Default::default(), execs: HashMap::new(), oom_credited: 0, oom_noted: 0, sandbox }
     }
 
     /// The fds to poll: the request socket, the work socket, then each relay's.
@@ -88,7 +93,7 @@ impl Execs {
     /// Whatever is ready: requests from Node, terminals from the init, relays, deadlines.
     pub fn pump(&mut self, out: &mut Control, oom: OomKills) {
         self.flush_outbox();
-        self.take_requests(out);
+        self.take_requests(out, oom);
         self.take_terminals();
         for e in self.execs.values_mut() {
             if let Some(t) = &mut e.tty {
@@ -110,7 +115,7 @@ impl Execs {
         self.flush_ended(out, oom);
     }
 
-    fn take_requests(&mut self, out: &mut Control) {
+    fn take_requests(&mut self, out: &mut Control, oom: OomKills) {
         let Some(sock) = &self.requests else { return };
         if !crate::sys::readable_now(sock) {
             return;
@@ -136,6 +141,8 @@ impl Execs {
         }
         let started = Instant::now();
         let deadline = req.timeout_ms.map(|ms| started + Duration::from_millis(ms));
+        let oom_at_start = oom();
+        self.oom_noted = oom_at_start;
         let mut fds = fds.into_iter();
         // With a terminal, the caller's stdin and stdout are the relay's; the command gets the pty.
         let (tty_io, passed) = match req.tty {
@@ -145,7 +152,7 @@ impl Execs {
         let msg = serde_json::to_vec(&Work::Exec(req)).unwrap_or_default();
         self.outbox.push_back((msg, passed));
         self.flush_outbox();
-        self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None, reported: false });
+        self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None, reported: false, oom_at_start });
     }
 
     fn take_terminals(&mut self) {
@@ -238,18 +245,24 @@ impl Execs {
             let e = self.execs.get_mut(&id).expect("listed above");
             e.reported = true;
             let (exit_code, signal, at) = e.ended.clone().expect("ended");
+            let kills = oom();
+            // Kills before it started were not its own (nor were those already put down to
+            // another exec): one more since, and a SIGKILL, and the OOM killer is taken for its
+            // end (the count, not a guess from SIGKILL alone). One kill per count: two execs the
+            // same OOM burst ended are both 'oom'. (Still a guess when a process it did not start
+            // died of it meanwhile.)
+            let before = e.oom_at_start.max(self.oom_credited);
             let reason = e.forced.unwrap_or_else(|| match signal.as_deref() {
-                // Killed while the cgroup's OOM count rose: the OOM killer's victim (the count, not
-                // a guess from SIGKILL alone, as for a one-shot sandbox).
-                // One kill per count: two execs the same OOM burst ended are both 'oom'. (A
-                // guess when other processes of the sandbox die of it too.)
-                Some("SIGKILL") if oom() > self.oom_seen => {
-                    self.oom_seen += 1;
+                Some("SIGKILL") if kills > before => {
+                    self.oom_credited = before + 1;
                     Reason::Oom
                 }
                 Some(_) => Reason::Signaled,
                 None => Reason::Exited,
             });
+            // Kills it explains are noted; more of the same burst (the init's, which this report
+            // may have reached us after) stay news for the sandbox's end.
+            self.oom_noted = if reason == Reason::Oom { self.oom_credited } else { kills };
             // To the command's end, not to this report (which may wait for its terminal's output).
             let duration_ms = at.duration_since(e.started).as_secs_f64() * 1000.0;
             out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms });
@@ -257,6 +270,12 @@ impl Execs {
         for id in done {
             self.execs.remove(&id);
         }
+    }
+
+    /// Whether the sandbox cgroup's OOM killer struck since an exec last started or ended (`kills`,
+    /// its count now): what ends the sandbox then is taken for its victim, not an OOM an hour ago.
+    pub fn oom_since(&self, kills: u64) -> bool {
+        kills > self.oom_noted
     }
 
     /// `group`: the exec's whole process group (what it started in the background too).

@@ -814,7 +814,9 @@ impl Supervisor {
             _ => (None, None),
         };
         let usage = merged_usage(&ru, cg_usage, wall_ms);
-        let oom = cg_usage.is_some_and(|u| u.oom_kills > 0);
+        // A one-shot sandbox's OOM at any point is its verdict; a long-lived one's only since its
+        // last exec started or ended.
+        let oom = cg_usage.is_some_and(|u| self.execs.as_ref().map_or(u.oom_kills > 0, |x| x.oom_since(u.oom_kills)));
         let reason = match self.forced {
             Some(r) => r,
             // From the cgroup's own counter, not guessed from a SIGKILL.
