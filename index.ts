@@ -196,10 +196,13 @@ export async function createSandbox(options: SandboxOptions = {}): Promise<Persi
   } finally {
     refillPool()
   }
-  if (sb.destroyed) {
-    if (signal?.aborted) throw abortError(signal)
-    throw new IsolateError('the sandbox ended before it was ready', { code: 'ERR_ISOLATE_DESTROYED' })
+  if (signal?.aborted) {
+    // Aborted before the caller had it (its ready may come before the destroy's end): the promise
+    // rejects once the sandbox is gone, as spawnIsolated's does.
+    await sb.destroy().catch(() => {})
+    throw abortError(signal)
   }
+  if (sb.destroyed) throw new IsolateError('the sandbox ended before it was ready', { code: 'ERR_ISOLATE_DESTROYED' })
   return sb
 }
 

@@ -329,6 +329,21 @@ test('an abort of its signal after the start ends the sandbox (reason canceled),
   t.is(e?.code, 'ERR_ISOLATE_DESTROYED')
 })
 
+test('an abort before createSandbox resolved always rejects it (ABORT_ERR)', async (t) => {
+  const outcomes = await Promise.all(Array.from({ length: 30 }, async (_, i) => {
+    const ac = new AbortController()
+    const p = createSandbox({ signal: ac.signal })
+    // At once, or a moment later: before or after the sandbox got ready inside.
+    if (i % 3 === 0) ac.abort()
+    else setTimeout(() => ac.abort(), i % 3)
+    return p.then(async (box) => {
+      await box.destroy()
+      return 'resolved'
+    }, (e: IsolateError) => e.code)
+  }))
+  t.deepEqual(outcomes.filter((o) => o !== 'ABORT_ERR'), [])
+})
+
 test("an exec the OOM killer ends has reason oom, and the sandbox lives on; a SIGKILL of one's own is signaled", async (t) => {
   if (!cgroups) {
     const e = await t.throwsAsync(createSandbox({ limits: { memoryBytes: 64 << 20 } }), { instanceOf: IsolateError })
@@ -364,7 +379,7 @@ test('files that fill the memory limit end the sandbox (reason oom); a /tmp size
   const unsized = await sandbox(t, { limits: { memoryBytes: 64 << 20 } })
   t.is((await sh(unsized, fill)).reason, 'oom')
   t.like(await unsized.wait(), { reason: 'oom', signal: 'SIGKILL' }, 'its init too')
-  t.is((await t.throwsAsync(unsized.exec('/bin/true')))?.code, 'ERR_ISOLATE_DESTROYED')
+  t.is((await t.throwsAsync(unsized.exec('/bin/true'), { instanceOf: IsolateError }))?.code, 'ERR_ISOLATE_DESTROYED')
 })
 
 test('a Node process that dies leaves no long-lived sandbox behind', async (t) => {
