@@ -121,7 +121,9 @@ Output:
                            Without --json the command's stdin, stdout and stderr are isolate's own.
   -h, --help               show this help
 
-SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command.
+SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command, each followed by
+SIGCONT (a stopped command gets it too); a second one kills the sandbox (SIGKILL), so a command
+that ignores the first cannot keep isolate running.
 
 Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
 ended it; 137 (128+SIGKILL) when --output cut its output, even if it had ended by then; 125 when
@@ -169,8 +171,9 @@ Options:
   --timeout DURATION       wall-clock limit for this command; isolate then exits 124
   -h, --help               show this help
 
-SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command. If isolate itself
-dies, the command is killed (what it started in the background stays).
+SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command, each followed by
+SIGCONT (a stopped command gets it too); a second one kills the command (SIGKILL). If isolate
+itself dies, the command is killed (what it started in the background stays).
 
 Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
 ended it; 125 when there is no such sandbox (any more), the command could not be started (the
@@ -513,10 +516,61 @@ function exitCodeOf(r: Pick<SandboxResult, 'reason' | 'signal' | 'exitCode'>): n
 
 const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
+/**
+ * How the signals isolate receives reach the command (`send`): each one, then SIGCONT (a stopped
+ * command takes a signal only once it runs again); from the second on, SIGKILL (a command that
+ * ignores or blocks the first cannot keep isolate from ending, as Ctrl-C twice ends it).
+ */
+function forwarder(send: (sig: NodeJS.Signals) => void): (sig: NodeJS.Signals) => void {
+  let received = 0
+  return (sig) => {
+    if (++received > 1) return send('SIGKILL')
+    send(sig)
+    send('SIGCONT')
+  }
+}
+
+/** How a process that SIGPIPE ended exits: where nobody reads isolate's stdout any more. */
+const EXIT_SIGPIPE = 128 + constants.signals.SIGPIPE
+
+/**
+ * Whether isolate's stdout went away (EPIPE: `isolate ps | true`). What is written after is
+ * dropped, never an unhandled 'error'; isolate then exits as a tool SIGPIPE ended would (141),
+ * unless it had a failure of its own to report.
+ */
+let stdoutGone = false
+const watched = new WeakSet<NodeJS.WriteStream>()
+
+/**
+ * isolate's stdout or stderr, watched for a reader that went away. Opened only once isolate
+ * writes to it: Node makes a pipe non-blocking when it opens it, and a command that shares that
+ * pipe (run without -t) would then see its own writes fail (EAGAIN).
+ */
+function out(name: 'stdout' | 'stderr'): NodeJS.WriteStream {
+  const stream = process[name]
+  if (!watched.has(stream)) {
+    watched.add(stream)
+    stream.on('error', () => {
+      if (name === 'stdout') stdoutGone = true
+    })
+  }
+  return stream
+}
+
+// Looked at last: an EPIPE of the last write is heard only after main() settled.
+process.on('exit', () => {
+  if (stdoutGone && !process.exitCode) process.exitCode = EXIT_SIGPIPE
+})
+
+/** Write `text` to stdout; resolves to whether it got there. */
+function delivered(text: string): Promise<boolean> {
+  return new Promise((resolve) => out('stdout').write(text, (e) => resolve(!e && !stdoutGone)))
+}
+
 async function run(argv: string[]): Promise<number> {
   const plan = planRun(argv)
   if (plan === 'help') {
-    process.stdout.write(RUN_HELP)
+    out('stdout').write(RUN_HELP)
     return 0
   }
 
@@ -524,8 +578,9 @@ async function run(argv: string[]): Promise<number> {
   // leaves the helper to notice through its lifeline); it is delivered once the command runs.
   let sb: Sandbox | undefined
   const pending: NodeJS.Signals[] = []
+  const deliver = forwarder((sig) => sb!.kill(sig))
   const forward = (sig: NodeJS.Signals) => {
-    if (sb) sb.kill(sig)
+    if (sb) deliver(sig)
     else pending.push(sig)
   }
   for (const sig of FORWARDED) process.on(sig, forward)
@@ -535,7 +590,7 @@ async function run(argv: string[]): Promise<number> {
     } catch (e) {
       return setupFailed(e, plan)
     }
-    for (const sig of pending.splice(0)) sb.kill(sig)
+    for (const sig of pending.splice(0)) deliver(sig)
     const restoreTerminal = plan.tty ? attachTerminal(sb) : () => {}
     let result: SandboxResult
     try {
@@ -544,7 +599,7 @@ async function run(argv: string[]): Promise<number> {
       return setupFailed(e, plan)
     }
     restoreTerminal()
-    if (plan.json) process.stdout.write(`${JSON.stringify(result)}\n`)
+    if (plan.json) out('stdout').write(`${JSON.stringify(result)}\n`)
     return exitCodeOf(result)
   } finally {
     for (const sig of FORWARDED) process.off(sig, forward)
@@ -561,10 +616,19 @@ function attachTerminal(sb: Sandbox): () => void {
   const wasRaw = stdin.isTTY ? stdin.isRaw : false
   if (stdin.isTTY) stdin.setRawMode(true)
   stdin.pipe(sb.stdin!)
-  sb.stdout!.pipe(process.stdout, { end: false })
+  sb.stdout!.pipe(out('stdout'), { end: false })
+  // Nobody reads our output any more (isolate run -t ... | head -1): the command gets SIGPIPE, as
+  // it would writing to that pipe itself; what it still writes is read and dropped.
+  const onBroken = () => {
+    sb.stdout!.unpipe(process.stdout)
+    sb.stdout!.resume()
+    sb.kill('SIGPIPE')
+  }
+  process.stdout.once('error', onBroken)
   const onResize = () => sb.resize(process.stdout.columns || 80, process.stdout.rows || 24)
   process.stdout.on('resize', onResize)
   return () => {
+    process.stdout.off('error', onBroken)
     process.stdout.off('resize', onResize)
     stdin.unpipe(sb.stdin!)
     if (stdin.isTTY) stdin.setRawMode(wasRaw)
@@ -576,7 +640,7 @@ function attachTerminal(sb: Sandbox): () => void {
 function setupFailed(e: unknown, plan: RunPlan): number {
   if (!(e instanceof IsolateError)) throw e
   reportError(e, plan.mountFlags)
-  if (plan.json) process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`)
+  if (plan.json) out('stdout').write(`${JSON.stringify({ error: e.toJSON() })}\n`)
   return EXIT_SETUP
 }
 
@@ -594,7 +658,7 @@ function reportError(e: IsolateError, mountFlags: string[] = []): void {
   if (e.path) lines.push(`  path: ${e.path}`)
   if (e.errno) lines.push(`  errno: ${e.errno}`)
   if (e.hint) lines.push(`  hint: ${e.hint}`)
-  process.stderr.write(`${printable(lines.join('\n'))}\n`)
+  out('stderr').write(`${printable(lines.join('\n'))}\n`)
 }
 
 /**
@@ -620,7 +684,7 @@ const CLI_FILE = fileURLToPath(import.meta.url)
 async function create(argv: string[]): Promise<number> {
   const { values, tokens, positionals } = parseParsed(() => parseArgs({ args: argv, options: CREATE_OPTIONS, strict: true, allowPositionals: true, tokens: true }), MORE.create)
   if (values.help) {
-    process.stdout.write(CREATE_HELP)
+    out('stdout').write(CREATE_HELP)
     return 0
   }
   if (positionals.length > 0) throw new UsageError(`create: takes no command (got ${JSON.stringify(positionals[0])}); run one in the sandbox with: isolate exec ID -- CMD`, MORE.create)
@@ -653,8 +717,11 @@ async function create(argv: string[]): Promise<number> {
   }
   try {
     const { id } = await startKeeper(CLI_FILE, { options, name, summary })
-    process.stdout.write(`${id}\n`)
-    return 0
+    if (await delivered(`${id}\n`)) return 0
+    // Nobody got its ID (isolate create | true): a sandbox nobody knows of is removed again.
+    const { dir, entry } = await findSandbox(id)
+    await removeSandbox(dir, entry, id)
+    return EXIT_SIGPIPE
   } catch (e) {
     if (!(e instanceof IsolateError)) throw e
     reportError(e, mountFlags)
@@ -700,7 +767,7 @@ type ExecExit = Awaited<ReturnType<ExecProcess['wait']>>
 async function exec(argv: string[]): Promise<number> {
   const plan = planExec(argv)
   if (plan === 'help') {
-    process.stdout.write(EXEC_HELP)
+    out('stdout').write(EXEC_HELP)
     return 0
   }
   const { ref, request } = plan
@@ -708,8 +775,9 @@ async function exec(argv: string[]): Promise<number> {
   // As in run: installed first, so that a signal arriving meanwhile is delivered, not lost.
   let conn: Socket | undefined
   const pending: NodeJS.Signals[] = []
+  const deliver = forwarder((sig) => void (conn!.destroyed || conn!.write(encodeFrame(Frame.SIGNAL, sig))))
   const forward = (sig: NodeJS.Signals) => {
-    if (conn && !conn.destroyed) conn.write(encodeFrame(Frame.SIGNAL, sig))
+    if (conn && !conn.destroyed) deliver(sig)
     else pending.push(sig)
   }
   for (const sig of FORWARDED) process.on(sig, forward)
@@ -717,11 +785,11 @@ async function exec(argv: string[]): Promise<number> {
     const { dir, entry } = await findSandbox(ref)
     conn = await connectKeeper(dir, entry.id, ref)
     conn.write(jsonFrame(Frame.REQUEST, request))
-    for (const sig of pending.splice(0)) conn.write(encodeFrame(Frame.SIGNAL, sig))
+    for (const sig of pending.splice(0)) deliver(sig)
     const outcome = await execSession(conn, request.tty !== undefined)
     if ('exit' in outcome) return exitCodeOf(outcome.exit)
     if ('lost' in outcome) {
-      process.stderr.write(`isolate: lost the connection to sandbox ${entry.id} before the command ended (its keeper was killed?)\n`)
+      out('stderr').write(`isolate: lost the connection to sandbox ${entry.id} before the command ended (its keeper was killed?)\n`)
       return EXIT_SETUP
     }
     const e = errorFromJSON(outcome.error)
@@ -812,13 +880,13 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
 async function ps(argv: string[]): Promise<number> {
   const { values, positionals } = parseParsed(() => parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true }), MORE.ps)
   if (values.help) {
-    process.stdout.write(PS_HELP)
+    out('stdout').write(PS_HELP)
     return 0
   }
   if (positionals.length > 0) throw new UsageError(`ps: unexpected argument ${JSON.stringify(positionals[0])}`, MORE.ps)
   const list = await listSandboxes()
   if (values.json) {
-    process.stdout.write(`${JSON.stringify(list, null, 2)}\n`)
+    out('stdout').write(`${JSON.stringify(list, null, 2)}\n`)
     return 0
   }
   const when = (iso: string) => {
@@ -828,7 +896,7 @@ async function ps(argv: string[]): Promise<number> {
   }
   const rows = [['ID', 'NAME', 'PID', 'CREATED', 'ROOTFS'], ...list.map((e) => [e.id, e.name ?? '-', String(e.pid), when(e.created), e.rootfs])]
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)))
-  process.stdout.write(rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('   ')).join('\n') + '\n')
+  out('stdout').write(rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('   ')).join('\n') + '\n')
   return 0
 }
 
@@ -838,7 +906,7 @@ async function rm(argv: string[]): Promise<number> {
     MORE.rm,
   )
   if (values.help) {
-    process.stdout.write(RM_HELP)
+    out('stdout').write(RM_HELP)
     return 0
   }
   if (positionals.length === 0) throw new UsageError('rm: no sandbox ID given; use: isolate rm [-f] ID...', MORE.rm)
@@ -858,7 +926,7 @@ async function rm(argv: string[]): Promise<number> {
   )
   let failed = false
   for (const o of outcomes) {
-    if (o.id) process.stdout.write(`${o.id}\n`)
+    if (o.id) out('stdout').write(`${o.id}\n`)
     if (o.error) {
       reportRegistryError(o.error)
       failed = true
@@ -869,7 +937,7 @@ async function rm(argv: string[]): Promise<number> {
 
 /** `isolate: <message>` and its hint. */
 function reportRegistryError(e: RegistryError): void {
-  process.stderr.write(`isolate: ${e.message}\n${e.hint ? `  hint: ${e.hint}\n` : ''}`)
+  out('stderr').write(`isolate: ${e.message}\n${e.hint ? `  hint: ${e.hint}\n` : ''}`)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -974,11 +1042,11 @@ async function doctor(argv: string[]): Promise<number> {
     MORE.doctor,
   )
   if (values.help) {
-    process.stdout.write(DOCTOR_HELP)
+    out('stdout').write(DOCTOR_HELP)
     return 0
   }
   const p = await probe()
-  process.stdout.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : doctorText(p))
+  out('stdout').write(values.json ? `${JSON.stringify(p, null, 2)}\n` : doctorText(p))
   return p.userNamespaces.allowed && (p.rootless || p.sandboxHostIds !== null) ? 0 : 1
 }
 
@@ -1015,15 +1083,15 @@ function progressReporter(verb: string, force: boolean): { update: (p: UnpackPro
   return {
     update(p) {
       if (tty) {
-        process.stderr.write(`\r\x1b[K${text(p)}`)
+        out('stderr').write(`\r\x1b[K${text(p)}`)
         shown = true
       } else if (Date.now() - lastLine >= 1000 || (p.totalBytes > 0 && p.bytes >= p.totalBytes)) {
         lastLine = Date.now()
-        process.stderr.write(`${text(p)}\n`)
+        out('stderr').write(`${text(p)}\n`)
       }
     },
     end() {
-      if (tty && shown) process.stderr.write('\r\x1b[K')
+      if (tty && shown) out('stderr').write('\r\x1b[K')
     },
   }
 }
@@ -1031,7 +1099,7 @@ function progressReporter(verb: string, force: boolean): { update: (p: UnpackPro
 async function rootfs(argv: string[]): Promise<number> {
   const { values, positionals } = parseParsed(() => parseArgs({ args: argv, options: ROOTFS_OPTIONS, strict: true, allowPositionals: true }), MORE.rootfs)
   if (values.help) {
-    process.stdout.write(ROOTFS_HELP)
+    out('stdout').write(ROOTFS_HELP)
     return 0
   }
   const [sub, ...rest] = positionals
@@ -1052,19 +1120,19 @@ async function rootfs(argv: string[]): Promise<number> {
         : await importImage(input, dir, { ...common, platform: values.platform, ref: values.ref, layout: values.layers ? 'layers' : 'flat' })
     progress?.end()
     if (values.json) {
-      process.stdout.write(`${JSON.stringify(result)}\n`)
+      out('stdout').write(`${JSON.stringify(result)}\n`)
     } else {
       const extra = [result.setidDropped ? `${result.setidDropped} setuid/setgid bits dropped` : '', result.skipped ? `${result.skipped} special files skipped` : ''].filter(Boolean)
       const what = 'layers' in result ? `${result.layers.length} layer${result.layers.length === 1 ? '' : 's'} of ${result.platform}, ${result.entries} entries` : `${result.entries} entries`
-      process.stdout.write(`${sub === 'unpack' ? 'unpacked' : 'imported'} ${what} (${mib(result.bytes)}) into ${result.dir}${extra.length ? `; ${extra.join(', ')}` : ''}\n`)
-      if ('lowerDirs' in result && result.lowerDirs) process.stdout.write(`layers: ${result.dir}/layers.json\n`)
+      out('stdout').write(`${sub === 'unpack' ? 'unpacked' : 'imported'} ${what} (${mib(result.bytes)}) into ${result.dir}${extra.length ? `; ${extra.join(', ')}` : ''}\n`)
+      if ('lowerDirs' in result && result.lowerDirs) out('stdout').write(`layers: ${result.dir}/layers.json\n`)
     }
     return 0
   } catch (e) {
     progress?.end()
     if (!(e instanceof IsolateError) || e.code === 'ERR_ISOLATE_NATIVE' || e.code === 'ERR_ISOLATE_OPTION') throw e
     reportError(e)
-    if (values.json) process.stdout.write(`${JSON.stringify({ error: e.toJSON() })}\n`)
+    if (values.json) out('stdout').write(`${JSON.stringify({ error: e.toJSON() })}\n`)
     return 1
   }
 }
@@ -1109,16 +1177,16 @@ async function main(argv: string[]): Promise<number> {
     case 'help': {
       const helps: Record<string, string> = { help: MAIN_HELP, run: RUN_HELP, create: CREATE_HELP, exec: EXEC_HELP, ps: PS_HELP, rm: RM_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }
       if (rest[0] !== undefined && !Object.hasOwn(helps, rest[0])) throw new UsageError(`help: unknown command ${JSON.stringify(rest[0])}`, MAIN_HELP)
-      process.stdout.write(rest[0] === undefined ? MAIN_HELP : helps[rest[0]])
+      out('stdout').write(rest[0] === undefined ? MAIN_HELP : helps[rest[0]])
       return 0
     }
     case '-h':
     case '--help':
-      process.stdout.write(MAIN_HELP)
+      out('stdout').write(MAIN_HELP)
       return 0
     case '-V':
     case '--version':
-      process.stdout.write(`${version()}\n`)
+      out('stdout').write(`${version()}\n`)
       return 0
     case undefined:
       throw new UsageError('no command given', MAIN_HELP)
@@ -1133,13 +1201,13 @@ main(process.argv.slice(2)).then(
   },
   (e: unknown) => {
     if (e instanceof UsageError) {
-      process.stderr.write(`isolate: ${e.message}\n${e.help === undefined ? '' : e.help === MAIN_HELP ? `\n${e.help}` : e.help}`)
+      out('stderr').write(`isolate: ${e.message}\n${e.help === undefined ? '' : e.help === MAIN_HELP ? `\n${e.help}` : e.help}`)
     } else if (e instanceof IsolateError) {
       reportError(e)
     } else if (e instanceof RegistryError) {
       reportRegistryError(e)
     } else {
-      process.stderr.write(`isolate: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+      out('stderr').write(`isolate: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
     }
     process.exitCode = EXIT_SETUP
   },

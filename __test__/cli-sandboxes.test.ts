@@ -292,6 +292,27 @@ test('exec: a command that cannot start exits 125 naming the step; --timeout exi
   await rt.assertClean(t)
 })
 
+test("a reader that goes away early: isolate exits 141 as a tool SIGPIPE ended would, never with a stack trace; create removes the sandbox whose ID nobody got", async (t) => {
+  const rt = runtime(t)
+  // isolate's own status, from inside the pipeline: `{ isolate ...; echo status; } | reader`.
+  for (const [line, reader] of [
+    // The command's own output through isolate's (-t): the command gets SIGPIPE.
+    ['$ISOLATE run -t -- /usr/bin/seq 1 100000', 'head -n 1'],
+    // The command's own stdout, shared: its write fails, not ours (and never with EAGAIN).
+    ['$ISOLATE run -- /usr/bin/yes', 'head -n 1'],
+    // isolate's own output, once the reader is gone.
+    ['$ISOLATE run --json -- /bin/true', 'head -c 0'],
+    ['sleep 0.3; $ISOLATE ps --json', 'true'],
+    ['sleep 0.3; $ISOLATE create --name gone', 'true'],
+  ]) {
+    const r = await rt.shell(`{ ${line}; echo "status=$?" >&2; } | ${reader}`)
+    t.regex(r.stderr, /^status=141$/m, `${line} | ${reader}: ${r.stderr}`)
+    t.notRegex(r.stderr, /Error|at .*\.(ts|js):\d+|Resource temporarily unavailable/, line)
+  }
+  t.false((await rt.ps(t)).some((e) => e.name === 'gone'), 'the sandbox whose ID nobody got is gone')
+  await rt.assertClean(t)
+})
+
 test('exec: pipelines, background output holders, and execs side by side', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)

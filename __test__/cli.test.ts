@@ -181,6 +181,23 @@ test('run: SIGTERM sent to isolate is forwarded to the command', async (t) => {
   t.is(r.status, 143)
 })
 
+test('run: a command that stopped itself still gets the SIGTERM sent to isolate (SIGCONT follows it); one that ignores it is killed by a second', async (t) => {
+  const stopped = await cli(['run', '--', '/bin/sh', '-c', 'echo ready; kill -STOP $$'], {
+    onStdout: { text: 'ready', then: (child) => setTimeout(() => child.kill('SIGTERM'), 300) },
+  })
+  t.is(stopped.status, 143, stopped.stderr)
+  const ignoring = await cli(['run', '--', '/bin/sh', '-c', 'trap "" TERM; echo ready; while :; do /bin/sleep 1; done'], {
+    onStdout: {
+      text: 'ready',
+      then: (child) => {
+        child.kill('SIGTERM')
+        setTimeout(() => child.kill('SIGTERM'), 500)
+      },
+    },
+  })
+  t.is(ignoring.status, 137, ignoring.stderr)
+})
+
 test('run: no command is a usage error', async (t) => {
   const r = await cli(['run'])
   t.is(r.status, 125)

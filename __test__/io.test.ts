@@ -1,8 +1,11 @@
 /** stdio: bytes in and out exactly, large streams without buffering them in Node. */
 import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { createSandbox, runIsolated, spawnIsolated } from '../index.js'
+import { root } from './helpers.js'
 
 test('stdin reaches the command and binary stdout comes back byte for byte', async (t) => {
   const input = randomBytes(3 << 20)
@@ -86,4 +89,37 @@ test('a command that ignores its stdin does not break the caller', async (t) => 
   sb.stdin!.end()
   const r = await sb.wait()
   t.is(r.exitCode, 0)
+})
+
+test("an inherited stdout that is non-blocking on the caller's side (Node's own pipe, once it wrote to it) is blocking for the command, as child_process leaves it: a full pipe makes it wait, not fail with EAGAIN", async (t) => {
+  // A Node process whose stdout is a pipe it has written to, running a sandbox and an exec that
+  // inherit it; each says how its stdout is open, then writes more than the pipe holds while
+  // nobody reads for a moment.
+  const script = `
+    import { createSandbox, runIsolated } from ${JSON.stringify(join(root, 'index.ts'))}
+    process.stdout.write('caller\\n')
+    const cmd = ['/bin/sh', ['-c', 'grep ^flags /proc/self/fdinfo/1; head -c 300000 /dev/zero | tr "\\\\0" z; echo; echo rc=$?']]
+    const sandbox = await runIsolated(cmd[0], cmd[1], { stdio: ['ignore', 'inherit', 'inherit'] })
+    const box = await createSandbox({})
+    const exec = await box.exec(cmd[0], cmd[1], { stdio: ['ignore', 'inherit', 'inherit'] })
+    await box.destroy()
+    process.stderr.write(JSON.stringify([sandbox.exitCode, exec.exitCode]) + '\\n')
+  `
+  const child = spawn(process.execPath, ['--import=tsx', '--input-type=module', '-e', script], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+  // Nobody reads for a moment: the pipe fills.
+  await new Promise((r) => setTimeout(r, 1500))
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+  const code = await new Promise((r) => child.on('close', r))
+  clearTimeout(timer)
+  t.is(code, 0, err)
+  t.is(err.trim(), '[0,0]', err)
+  const flags = [...out.matchAll(/^flags:\s+([0-7]+)$/gm)].map((m) => parseInt(m[1], 8))
+  t.is(flags.length, 2, out.slice(0, 200))
+  for (const f of flags) t.is(f & 0o4000, 0, `O_NONBLOCK in ${f.toString(8)}`)
+  t.deepEqual(out.match(/^rc=\d+$/gm), ['rc=0', 'rc=0'])
+  t.is(out.split('z').length - 1, 600000, 'every byte of both')
 })

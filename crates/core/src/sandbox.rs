@@ -841,6 +841,10 @@ pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Opti
             crate::landlock::apply(rules)?;
         }
         sys::mark_fds_cloexec(3)?;
+        // A stdio descriptor the caller shares (inherit) may be non-blocking on its side (Node
+        // makes a pipe so once it writes to it): the command's writes would fail with EAGAIN.
+        // Blocking, as child_process leaves them.
+        sys::make_stdio_blocking();
         // Its own session: no TIOCSTI into the caller's terminal, no signals from its job control.
         sys::new_session()?;
         if let Some(slave) = terminal {

@@ -576,6 +576,19 @@ pub fn mark_fds_cloexec(from: u32) -> Result<()> {
     Ok(())
 }
 
+/// Clear O_NONBLOCK on descriptors 0-2 (their open file descriptions, which the caller may
+/// share). Best effort: a slot that is closed or refuses is left as it is.
+pub fn make_stdio_blocking() {
+    for fd in 0..3 {
+        // SAFETY: fcntl on a descriptor number; a closed one fails harmlessly.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+            // SAFETY: as above, with the flags just read less O_NONBLOCK.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+        }
+    }
+}
+
 pub fn new_session() -> Result<()> {
     nix::unistd::setsid().map(|_| ()).map_err(|e| SetupError::sys(Step::NewSession, e as i32, None))
 }
