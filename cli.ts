@@ -271,7 +271,8 @@ function parseDuration(flag: string, text: string): number {
   if (!m) throw new UsageError(`${flag}: invalid duration ${JSON.stringify(text)}; use e.g. 500ms, 5s, 2m or plain milliseconds`)
   const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms').toLowerCase() as 'ms' | 's' | 'm' | 'h']
   const ms = Math.round(Number(m[1]) * scale)
-  if (!(ms > 0) || !Number.isSafeInteger(ms)) throw new UsageError(`${flag}: the duration must be at least 1ms, got ${JSON.stringify(text)}`)
+  if (!(ms > 0)) throw new UsageError(`${flag}: the duration must be at least 1ms, got ${JSON.stringify(text)}`)
+  if (!Number.isSafeInteger(ms)) throw new UsageError(`${flag}: the duration is too long (at most ${Number.MAX_SAFE_INTEGER} ms), got ${JSON.stringify(text)}`)
   return ms
 }
 
@@ -281,7 +282,8 @@ function parseSize(flag: string, text: string): number {
   if (!m) throw new UsageError(`${flag}: invalid size ${JSON.stringify(text)}; use e.g. 64M, 1G, 512K or plain bytes`)
   const power = ['', 'k', 'm', 'g', 't'].indexOf(m[2].toLowerCase())
   const bytes = Math.floor(Number(m[1]) * 1024 ** power)
-  if (!(bytes > 0) || !Number.isSafeInteger(bytes)) throw new UsageError(`${flag}: the size must be at least 1 byte, got ${JSON.stringify(text)}`)
+  if (!(bytes > 0)) throw new UsageError(`${flag}: the size must be at least 1 byte, got ${JSON.stringify(text)}`)
+  if (!Number.isSafeInteger(bytes)) throw new UsageError(`${flag}: the size is too large (at most ${Number.MAX_SAFE_INTEGER} bytes), got ${JSON.stringify(text)}`)
   return bytes
 }
 

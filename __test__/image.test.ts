@@ -586,6 +586,11 @@ test('bad archives and bad options', async (t) => {
   const junk = await t.throwsAsync(unpackRootfs(join(ws, 'junk.tar'), join(ws, 'b')), { instanceOf: IsolateError })
   t.is(junk?.step, 'read_archive')
   t.regex(junk?.message ?? '', /not a readable tar archive/)
+  // A file that is no archive at all (a password file named by mistake): none of its bytes are quoted.
+  writeFileSync(join(ws, 'secret'), `root:x:0:0:${'s3cret'.repeat(30)}\n`)
+  const secret = await t.throwsAsync(unpackRootfs(join(ws, 'secret'), join(ws, 'c')), { instanceOf: IsolateError })
+  t.is(secret?.step, 'read_archive')
+  t.notRegex(JSON.stringify(secret), /root:x|s3cret/)
   // Bytes of the archive a message quotes reach a terminal or a log: no control character.
   writeFileSync(join(ws, 'noise.tar'), Buffer.from(Array.from({ length: 3072 }, (_, i) => (i * 7919 + 13) % 256)))
   const noise = await t.throwsAsync(unpackRootfs(join(ws, 'noise.tar'), join(ws, 'n')), { instanceOf: IsolateError })

@@ -30,7 +30,7 @@ export interface RunOutput {
  */
 export function splitRunOptions<T extends object>(options: unknown): { run: RunOutput; rest: T } {
   if (options === undefined) options = {}
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'options must be an object')
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'must be an object')
   options = ownOptions(options)
   const { input = '', encoding = 'utf8', maxBuffer } = options as Record<string, unknown>
   // Without a prototype, as ownOptions made it (an object rest would get Object.prototype again

@@ -199,10 +199,13 @@ export function callersOptions<T extends object>(options: unknown, api: string, 
   return own
 }
 
+/** `options.NAME: message`; `options: message` for the options object itself (`option` ''). */
+const named = (option: string) => (option === '' ? 'options' : `options.${option}`)
+
 export function optionError(option: string, message: string): IsolateError {
-  return new IsolateError(`options.${option}: ${message}`, { code: 'ERR_ISOLATE_OPTION', option })
+  return new IsolateError(`${named(option)}: ${message}`, { code: 'ERR_ISOLATE_OPTION', option })
 }
 
 export function unsupported(option: string, message: string): IsolateError {
-  return new IsolateError(`options.${option}: ${message}`, { code: 'ERR_ISOLATE_UNSUPPORTED', option })
+  return new IsolateError(`${named(option)}: ${message}`, { code: 'ERR_ISOLATE_UNSUPPORTED', option })
 }

@@ -203,7 +203,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   const cmd = commandLine(file, args)
   if (options === undefined) options = {}
   options = ownOptions(options)
-  if (!isObject(options)) throw optionError('', 'options must be an object')
+  if (!isObject(options)) throw optionError('', 'must be an object')
   const o = options as SpawnOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
     if (RUN_ONLY.includes(key)) throw optionError(key, `is an option of runIsolated and sb.exec, which collect the output; ${api} gives streams`)
@@ -293,6 +293,8 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   // caller's sandboxes map their root to, never host root (validation refuses 0).
   const user = o.user ?? (namespaces.user ? { uid: 0, gid: 0 } : sandboxHostIds())
   if (!isObject(user) || !isUint(user.uid) || !isUint(user.gid)) throw optionError('user', 'must be { uid, gid } with integer ids')
+  // Supplementary groups are always none inside (setgroups is cleared before the command runs).
+  for (const k of Object.keys(user)) if (k !== 'uid' && k !== 'gid') throw optionError(`user.${k}`, k === 'groups' ? 'is not an option: the command has no supplementary groups (only user.gid)' : 'is not a field of user ({ uid, gid })')
 
   // No prototype: a limit set on Object.prototype is never read as one.
   const limits = o.limits ?? Object.create(null)
@@ -470,11 +472,11 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
   const cmd = commandLine(file, args)
   if (options === undefined) options = {}
   options = ownOptions(options)
-  if (!isObject(options)) throw optionError('', 'options must be an object')
+  if (!isObject(options)) throw optionError('', 'must be an object')
   const o = options as ExecOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
     if (RUN_ONLY.includes(key)) throw optionError(key, 'is an option of sb.exec, which collects the output; sb.spawn gives streams')
-    if (!EXEC_KNOWN.has(key)) throw optionError(key, 'is not an option of exec (env, cwd, tty, stdio, timeoutMs)')
+    if (!EXEC_KNOWN.has(key)) throw optionError(key, 'is not an option of sb.spawn or sb.exec (env, cwd, tty, stdio, timeoutMs; sb.exec also input, encoding, maxBuffer)')
   }
   const env = new Map(base.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
   if (o.env !== undefined) {

@@ -74,7 +74,7 @@ function checkDir(dir: string): void {
   const uid = process.geteuid!()
   if (st.uid !== uid) throw new RegistryError(`runtime directory ${dir} belongs to uid ${st.uid}, not to us (uid ${uid}); refusing to use it`, 'set ISOLATE_RUNTIME_DIR to a directory of your own with mode 0700')
   if ((st.mode & 0o077) !== 0) {
-    throw new RegistryError(`runtime directory ${dir} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: others may use it; refusing to`, `chmod 700 ${dir}`)
+    throw new RegistryError(`runtime directory ${dir} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: others may use it; refusing to use it`, `chmod 700 ${dir}`)
   }
 }
 
