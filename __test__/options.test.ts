@@ -28,6 +28,7 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['env value not a string', { env: { A: 1 } }, 'env.A'],
   ['relative cwd', { cwd: 'tmp' }, 'cwd'],
   ['negative uid', { user: { uid: -1, gid: 0 } }, 'user'],
+  ['a host variable to inherit that is no name', { inheritEnv: ['A=B'] }, 'inheritEnv[0]'],
   ['supplementary groups, which the command never has', { user: { uid: 1000, gid: 1000, groups: [5] } }, 'user.groups'],
   ['zero timeout', { timeoutMs: 0 }, 'timeoutMs'],
   ['unknown option', { hostnmae: 'x' }, 'hostnmae'],

@@ -276,7 +276,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v
   } else if (Array.isArray(o.inheritEnv)) {
     for (const [i, k] of o.inheritEnv.entries()) {
-      const v = process.env[str(`inheritEnv[${i}]`, k)]
+      const v = process.env[envName(`inheritEnv[${i}]`, k)]
       if (v !== undefined) env[k] = v
     }
   } else if (o.inheritEnv !== undefined && o.inheritEnv !== false) {
