@@ -22,6 +22,7 @@ import type { Socket } from 'node:net'
 import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
 import { encodeFrame, Frame, jsonFrame, onFrames } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
+import { loadNative } from './lib/native.js'
 import { DEFAULT_PATH } from './lib/options.js'
 import { signalNumber, type SignalName } from './lib/sandbox.js'
 import { cgroupLimitsHere, NAMESPACE_OWNER_IDS, ROOTS_OWN_UIDS, unseenAccountSources } from './lib/probe.js'
@@ -593,14 +594,14 @@ async function run(argv: string[]): Promise<number> {
       return setupFailed(e, plan)
     }
     for (const sig of pending.splice(0)) deliver(sig)
-    const restoreTerminal = plan.tty ? attachTerminal(sb) : () => {}
+    const restoreTerminal = plan.tty ? attachTerminal(sb) : async () => {}
     let result: SandboxResult
     try {
       result = await sb.wait()
     } catch (e) {
       return setupFailed(e, plan)
     }
-    restoreTerminal()
+    await restoreTerminal()
     if (plan.json) out('stdout').write(`${JSON.stringify(result)}\n`)
     return exitCodeOf(result)
   } finally {
@@ -613,10 +614,11 @@ async function run(argv: string[]): Promise<number> {
  * command's to act on), the sandbox's output to our stdout, its size following ours. Returns
  * what puts our terminal back as it was.
  */
-function attachTerminal(sb: Sandbox): () => void {
+function attachTerminal(sb: Sandbox): () => Promise<void> {
   const stdin = process.stdin
   const wasRaw = stdin.isTTY ? stdin.isRaw : false
   if (stdin.isTTY) stdin.setRawMode(true)
+  const restoreOutput = rawOutput()
   stdin.pipe(sb.stdin!)
   sb.stdout!.pipe(out('stdout'), { end: false })
   // Nobody reads our output any more (isolate run -t ... | head -1): the command gets SIGPIPE, as
@@ -629,13 +631,44 @@ function attachTerminal(sb: Sandbox): () => void {
   process.stdout.once('error', onBroken)
   const onResize = () => sb.resize(process.stdout.columns || 80, process.stdout.rows || 24)
   process.stdout.on('resize', onResize)
-  return () => {
+  return async () => {
     process.stdout.off('error', onBroken)
     process.stdout.off('resize', onResize)
     stdin.unpipe(sb.stdin!)
-    if (stdin.isTTY) stdin.setRawMode(wasRaw)
     stdin.pause()
+    // What the command wrote last reaches our terminal before its modes go back (our writes to a
+    // terminal complete later; the sandbox's terminal output may still be on its way).
+    await ended(sb.stdout!, 2000)
+    await new Promise((resolve) => out('stdout').write('', resolve))
+    if (stdin.isTTY) stdin.setRawMode(wasRaw)
+    restoreOutput()
   }
+}
+
+/** Once `stream` has ended or closed, or `ms` passed. */
+function ended(stream: NodeJS.ReadableStream & { readableEnded?: boolean; destroyed?: boolean }, ms: number): Promise<void> {
+  if (stream.readableEnded || stream.destroyed) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    stream.once('end', done)
+    stream.once('close', done)
+  })
+}
+
+/**
+ * Our terminal's output passed through as it comes: the sandbox's terminal turned its newlines
+ * into `\r\n` already (libuv's raw mode leaves that on, and each line would end `\r\r\n`).
+ * Returns what turns it back on, if it was.
+ */
+function rawOutput(): () => void {
+  if (!out('stdout').isTTY) return () => {}
+  const { addon } = loadNative()
+  const was = addon.setOutputProcessing(1, false)
+  return () => void (was && addon.setOutputProcessing(1, true))
 }
 
 /** A sandbox that could not be set up: report it (and as JSON with --json), exit 125. */
@@ -814,6 +847,7 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
     const stdin = process.stdin
     const wasRaw = stdin.isTTY ? stdin.isRaw : false
     if (tty && stdin.isTTY) stdin.setRawMode(true)
+    const restoreOutput = tty ? rawOutput() : () => {}
     const onData = (d: Buffer) => {
       if (!conn.write(encodeFrame(Frame.STDIN, d))) {
         stdin.pause()
@@ -841,11 +875,16 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
       stdin.off('data', onData)
       stdin.off('end', onEnd)
       stdin.off('error', onEnd)
-      if (tty && stdin.isTTY) stdin.setRawMode(wasRaw)
       // Stop reading: a terminal stays ours (paused), anything else is done with.
       if (stdin.isTTY) stdin.pause()
       else stdin.destroy()
-      resolve(outcome)
+      // What came last reaches our terminal before its modes go back (writes to a terminal
+      // complete later).
+      out('stdout').write('', () => {
+        if (tty && stdin.isTTY) stdin.setRawMode(wasRaw)
+        restoreOutput()
+        resolve(outcome)
+      })
     }
 
     // Where nobody reads our output any more (isolate exec ... | head -1), the command gets

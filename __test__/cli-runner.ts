@@ -59,3 +59,36 @@ export function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
       }),
   )
 }
+
+/**
+ * `isolate ARGS...` with a terminal of its own for stdin, stdout and stderr (a pseudo-terminal a
+ * Python launcher opens with pty.fork): every byte that terminal shows, and the exit status.
+ */
+export function cliUnderTerminal(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ status: number; bytes: Buffer }> {
+  const launcher = [
+    'import os, pty, sys',
+    'pid, fd = pty.fork()',
+    'if pid == 0: os.execv(sys.argv[1], sys.argv[1:])',
+    'out = b""',
+    'while True:',
+    '  try: chunk = os.read(fd, 4096)',
+    '  except OSError: chunk = b""',
+    '  if not chunk: break',
+    '  out += chunk',
+    '_, status = os.waitpid(pid, 0)',
+    'sys.stdout.write(str(os.waitstatus_to_exitcode(status)) + "\\n" + out.hex())',
+  ].join('\n')
+  return limited(
+    () =>
+      new Promise((resolve, reject) => {
+        const child = spawn('python3', ['-c', launcher, process.execPath, '--import=tsx', join(root, 'cli.ts'), ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'inherit'] })
+        let text = ''
+        child.stdout.setEncoding('utf8').on('data', (d: string) => (text += d))
+        child.on('error', reject)
+        child.on('close', () => {
+          const [status, hex] = text.split('\n')
+          resolve({ status: Number(status), bytes: Buffer.from(hex ?? '', 'hex') })
+        })
+      }),
+  )
+}

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { encodeFrame, FrameDecoder } from '../lib/frames.js'
-import { cli, limited, type CliOptions, type CliResult } from './cli-runner.js'
+import { cli, cliUnderTerminal, limited, type CliOptions, type CliResult } from './cli-runner.js'
 import { driveShellInTmux, hasTmux, pidAlive, removeDir, root, waitUntil } from './helpers.js'
 
 const cliPath = join(root, 'cli.ts')
@@ -310,6 +310,16 @@ test("a reader that goes away early: isolate exits 141 as a tool SIGPIPE ended w
     t.notRegex(r.stderr, /Error|at .*\.(ts|js):\d+|Resource temporarily unavailable/, line)
   }
   t.false((await rt.ps(t)).some((e) => e.name === 'gone'), 'the sandbox whose ID nobody got is gone')
+  await rt.assertClean(t)
+})
+
+test("exec -t in a terminal: each line ends as the sandbox's terminal ended it (\\r\\n, not \\r\\r\\n)", async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  const r = await cliUnderTerminal(['exec', '-t', id, '--', '/bin/sh', '-c', 'printf "one\\ntwo\\n"; exit 3'], rt.env)
+  t.is(r.status, 3)
+  t.is(r.bytes.toString('latin1'), 'one\r\ntwo\r\n')
+  t.is((await rt.cli(['rm', id])).status, 0)
   await rt.assertClean(t)
 })
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DEFAULT_PATH } from '../lib/options.js'
 import { ROOTS_OWN_UIDS, unseenAccountSources } from '../lib/probe.js'
-import { cli } from './cli-runner.js'
+import { cli, cliUnderTerminal } from './cli-runner.js'
 
 test('run: the default hostname is sandbox', async (t) => {
   const r = await cli(['run', '--', '/bin/sh', '-c', 'hostname'])
@@ -167,6 +167,12 @@ test('run: output cut by --output exits 137 even when the command had ended (wit
     t.is(r.stdout, 'h')
     t.is(r.status, 137, 'it was 0 or 137 by the race between echo and the helper')
   }
+})
+
+test("run -t in a terminal: each line ends as the sandbox's terminal ended it (\\r\\n, not \\r\\r\\n), the last one too, before the terminal's modes go back", async (t) => {
+  const r = await cliUnderTerminal(['run', '-t', '--', '/bin/sh', '-c', 'printf "one\\ntwo\\n"; exit 3'])
+  t.is(r.status, 3)
+  t.is(r.bytes.toString('latin1'), 'one\r\ntwo\r\n')
 })
 
 test('run: -t with --json is a usage error (125)', async (t) => {

@@ -40,6 +40,8 @@ export interface ExecStdio {
 }
 
 export interface Addon {
+  /** OPOST of the terminal `fd` on or off; whether it was on, or null for no terminal. */
+  setOutputProcessing(fd: number, on: boolean): boolean | null
   /** The spec as JSON text; validated and spawned on the libuv thread pool (rejects with `InvalidArg`). */
   spawnHelper(helperPath: string, specJson: string, stdio: number[]): Promise<SpawnedHelper>
   spawnWarmHelper(helperPath: string, ahead?: string | null, buildRoot?: boolean | null): Promise<SpawnedHelper>

@@ -508,6 +508,27 @@ pub fn close_fd(fd: i32) {
     unsafe { libc::close(fd) };
 }
 
+/// Turn a terminal's output processing (OPOST: `\n` to `\r\n` and the like) on or off; returns
+/// whether it was on, or null when `fd` is no terminal. The CLI relays a sandbox's terminal, whose
+/// output its own line discipline has processed already, to its own terminal in raw mode, where
+/// libuv keeps that processing on: every line would end `\r\r\n`.
+#[napi]
+pub fn set_output_processing(fd: i32, on: bool) -> Option<bool> {
+    // SAFETY: a zeroed termios is valid for tcgetattr to fill in; tcgetattr/tcsetattr on a
+    // descriptor number JavaScript names (a bad one fails).
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
+        return None;
+    }
+    let was = t.c_oflag & libc::OPOST != 0;
+    if was != on {
+        t.c_oflag = if on { t.c_oflag | libc::OPOST } else { t.c_oflag & !libc::OPOST };
+        // SAFETY: as above, with the settings just read.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) };
+    }
+    Some(was)
+}
+
 /// What this host allows (see isolate_core::probe).
 #[napi]
 pub fn probe() -> Result<serde_json::Value> {
