@@ -388,6 +388,23 @@ test('create: a setup failure exits 125 naming the step, and leaves no keeper an
   await rt.assertClean(t)
 })
 
+test("create: a runtime directory is as long as its sockets' paths allow, no shorter; a longer one is refused before it is made", async (t) => {
+  const rt = runtime(t)
+  // A socket path is DIR/ID.sock, an ID of 12 characters: 107 bytes at most.
+  const fits = join(rt.dir, 'd'.repeat(107 - rt.dir.length - 1 - 18))
+  const env = { ...rt.env, ISOLATE_RUNTIME_DIR: fits }
+  const made = await cli(['create'], { env })
+  t.is(made.status, 0, made.stderr)
+  t.is((await cli(['rm', made.stdout.trim()], { env })).status, 0)
+  const long = join(rt.dir, 'e'.repeat(107 - rt.dir.length - 1 - 17), 'deeper')
+  const refused = await cli(['create'], { env: { ...rt.env, ISOLATE_RUNTIME_DIR: long } })
+  t.is(refused.status, 125)
+  t.regex(refused.stderr, /too long for a unix socket path/)
+  t.false(existsSync(long), 'nothing was made')
+  removeDir(fits)
+  await rt.assertClean(t)
+})
+
 test('create: refuses a runtime directory that others may use', async (t) => {
   const rt = runtime(t)
   chmodSync(rt.dir, 0o755)

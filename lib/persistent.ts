@@ -52,6 +52,9 @@ type Event =
 /** How long after an exec's deadline (or its end, when that came later) its output may still drain. */
 const DRAIN_MS = 250
 
+/** Characters of a sandbox's id (hex): what a socket named after it takes (lib/registry.ts). */
+export const ID_LENGTH = 12
+
 const destroyedError = (id: string) =>
   new IsolateError(`the sandbox ${id} has ended; nothing can run in it any more`, {
     code: 'ERR_ISOLATE_DESTROYED',
@@ -163,7 +166,7 @@ export interface ExecResult<T = string> extends ExecExit {
 /** A sandbox that stays up between commands: files and background processes persist. */
 export class PersistentSandbox {
   /** 12 hex digits, for logs and the CLI's registry. */
-  readonly id = randomBytes(6).toString('hex')
+  readonly id = randomBytes(ID_LENGTH / 2).toString('hex')
   /** The host pid of the sandbox's init (0 until ready). */
   pid = 0
   /** @internal Resolves once the sandbox is built; rejects with the setup error. */

@@ -11,6 +11,7 @@
 import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join, resolve } from 'node:path'
+import { ID_LENGTH } from './persistent.js'
 
 /** A sandbox id as the library makes them (12 lowercase hex digits; a little leeway). */
 export const ID_RE = /^[0-9a-f]{6,64}$/
@@ -81,16 +82,17 @@ function checkDir(dir: string): void {
 /** The runtime directory, created (mode 0700) if missing. */
 export function ensureRuntimeDir(): string {
   const dir = runtimeDir()
+  // Before anything is made: a keeper's socket there, named after its sandbox, must fit.
+  const longest = sockPath(dir, 'f'.repeat(ID_LENGTH))
+  if (Buffer.byteLength(longest) > SUN_PATH_MAX) {
+    throw new RegistryError(`runtime directory ${dir} is too long for a unix socket path: its sockets' paths take ${Buffer.byteLength(longest)} bytes, ${SUN_PATH_MAX} at most`, 'set ISOLATE_RUNTIME_DIR to a shorter path')
+  }
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
   } catch (e) {
     throw new RegistryError(`cannot create the runtime directory ${dir}: ${(e as Error).message}`, 'set ISOLATE_RUNTIME_DIR to a directory you may write')
   }
   checkDir(dir)
-  const longest = sockPath(dir, 'f'.repeat(64))
-  if (Buffer.byteLength(longest) > SUN_PATH_MAX) {
-    throw new RegistryError(`runtime directory ${dir} is too long for a unix socket path (${SUN_PATH_MAX} bytes at most)`, 'set ISOLATE_RUNTIME_DIR to a shorter path')
-  }
   return dir
 }
 
