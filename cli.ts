@@ -123,8 +123,9 @@ Output:
   -h, --help               show this help
 
 SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command, each followed by
-SIGCONT (a stopped command gets it too); a second one kills the sandbox (SIGKILL), so a command
-that ignores the first cannot keep isolate running.
+SIGCONT (a stopped command gets it too). A command that ignores them cannot keep isolate running:
+a second SIGTERM, or a third SIGINT within 2 s, kills the sandbox (SIGKILL). Where nobody reads
+isolate's output any more, the command gets SIGPIPE (and with -t, SIGKILL 1 s later).
 
 Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
 ended it; 137 (128+SIGKILL) when --output cut its output, even if it had ended by then; 125 when
@@ -173,8 +174,10 @@ Options:
   -h, --help               show this help
 
 SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command, each followed by
-SIGCONT (a stopped command gets it too); a second one kills the command (SIGKILL). If isolate
-itself dies, the command is killed (what it started in the background stays).
+SIGCONT (a stopped command gets it too); a second SIGTERM, or a third SIGINT within 2 s, kills
+the command (SIGKILL). Where nobody reads isolate's output any more, the command gets SIGPIPE,
+and SIGKILL 1 s later. If isolate itself dies, the command is killed (what it started in the
+background stays).
 
 Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
 ended it; 125 when there is no such sandbox (any more), the command could not be started (the
@@ -519,15 +522,28 @@ function exitCodeOf(r: Pick<SandboxResult, 'reason' | 'signal' | 'exitCode'>): n
 
 const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
+/** How long a command with a terminal may outlive the SIGPIPE for a reader that went away. */
+const PIPE_GRACE_MS = 1000
+
+/** SIGINTs within this long of each other that end a command which ignores them (Ctrl-C thrice). */
+const INSIST_MS = 2000
+
 /**
  * How the signals isolate receives reach the command (`send`): each one, then SIGCONT (a stopped
- * command takes a signal only once it runs again); from the second on, SIGKILL (a command that
- * ignores or blocks the first cannot keep isolate from ending, as Ctrl-C twice ends it).
+ * command takes a signal only once it runs again). A command that ignores them cannot keep
+ * isolate from ending: a second SIGTERM, or a third SIGINT within 2 s of the first, sends
+ * SIGKILL instead (a REPL that takes Ctrl-C keeps taking it; SIGHUP is only ever forwarded).
  */
 function forwarder(send: (sig: NodeJS.Signals) => void): (sig: NodeJS.Signals) => void {
-  let received = 0
+  let terms = 0
+  let ints: number[] = []
   return (sig) => {
-    if (++received > 1) return send('SIGKILL')
+    if (sig === 'SIGTERM' && ++terms > 1) return send('SIGKILL')
+    if (sig === 'SIGINT') {
+      const now = Date.now()
+      ints = [...ints.filter((at) => now - at < INSIST_MS), now]
+      if (ints.length >= 3) return send('SIGKILL')
+    }
     send(sig)
     send('SIGCONT')
   }
@@ -537,11 +553,12 @@ function forwarder(send: (sig: NodeJS.Signals) => void): (sig: NodeJS.Signals) =
 const EXIT_SIGPIPE = 128 + constants.signals.SIGPIPE
 
 /**
- * Whether isolate's stdout went away (EPIPE: `isolate ps | true`). What is written after is
- * dropped, never an unhandled 'error'; isolate then exits as a tool SIGPIPE ended would (141),
- * unless it had a failure of its own to report.
+ * Why isolate's stdout failed, if it did: EPIPE where its reader went away (`isolate ps | true`),
+ * else a write error (ENOSPC: `> /dev/full`). What is written after is dropped, never an
+ * unhandled 'error'. Looked at as isolate exits: unless it had a failure of its own to report,
+ * it then exits as a tool SIGPIPE ended would (141), or says what failed (125).
  */
-let stdoutGone = false
+let stdoutFailed: string | undefined
 const watched = new WeakSet<NodeJS.WriteStream>()
 
 /**
@@ -553,8 +570,8 @@ function out(name: 'stdout' | 'stderr'): NodeJS.WriteStream {
   const stream = process[name]
   if (!watched.has(stream)) {
     watched.add(stream)
-    stream.on('error', () => {
-      if (name === 'stdout') stdoutGone = true
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (name === 'stdout') stdoutFailed ??= e.code ?? 'EIO'
     })
   }
   return stream
@@ -562,12 +579,18 @@ function out(name: 'stdout' | 'stderr'): NodeJS.WriteStream {
 
 // Looked at last: an EPIPE of the last write is heard only after main() settled.
 process.on('exit', () => {
-  if (stdoutGone && !process.exitCode) process.exitCode = EXIT_SIGPIPE
+  if (stdoutFailed === undefined || process.exitCode) return
+  if (stdoutFailed === 'EPIPE') {
+    process.exitCode = EXIT_SIGPIPE
+    return
+  }
+  out('stderr').write(`isolate: cannot write to stdout (${stdoutFailed})\n`)
+  process.exitCode = EXIT_SETUP
 })
 
 /** Write `text` to stdout; resolves to whether it got there. */
 function delivered(text: string): Promise<boolean> {
-  return new Promise((resolve) => out('stdout').write(text, (e) => resolve(!e && !stdoutGone)))
+  return new Promise((resolve) => out('stdout').write(text, (e) => resolve(!e && stdoutFailed === undefined)))
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -627,6 +650,9 @@ function attachTerminal(sb: Sandbox): () => Promise<void> {
     sb.stdout!.unpipe(process.stdout)
     sb.stdout!.resume()
     sb.kill('SIGPIPE')
+    // It writes to its terminal, not to the pipe, so it never sees EPIPE: one that ignores
+    // SIGPIPE would write on, unread, for ever.
+    setTimeout(() => sb.kill('SIGKILL'), PIPE_GRACE_MS).unref()
   }
   process.stdout.once('error', onBroken)
   const onResize = () => sb.resize(process.stdout.columns || 80, process.stdout.rows || 24)
@@ -888,23 +914,34 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
     }
 
     // Where nobody reads our output any more (isolate exec ... | head -1), the command gets
-    // SIGPIPE, as it would writing to that pipe itself; what it still sends is dropped.
+    // SIGPIPE, as it would writing to that pipe itself; what it still sends is dropped. It writes
+    // to its keeper, not to that pipe, so it never sees EPIPE: one that ignores SIGPIPE is killed
+    // a moment later, else it would write on, unread, for ever.
     const broken = new Set<NodeJS.WriteStream>()
-    const onBroken = (out: NodeJS.WriteStream) => (e: NodeJS.ErrnoException) => {
-      if (broken.has(out)) return
-      broken.add(out)
-      if (e.code === 'EPIPE' && !conn.destroyed) conn.write(encodeFrame(Frame.SIGNAL, 'SIGPIPE'))
+    const onBroken = (stream: NodeJS.WriteStream) => (e: NodeJS.ErrnoException) => {
+      if (broken.has(stream)) return
+      broken.add(stream)
+      if (e.code === 'EPIPE' && !conn.destroyed) {
+        conn.write(encodeFrame(Frame.SIGNAL, 'SIGPIPE'))
+        setTimeout(() => void (conn.destroyed || conn.write(encodeFrame(Frame.SIGNAL, 'SIGKILL'))), PIPE_GRACE_MS).unref()
+      }
       conn.resume()
     }
-    const onStdoutError = onBroken(process.stdout)
-    const onStderrError = onBroken(process.stderr)
+    const onStdoutError = onBroken(out('stdout'))
+    const onStderrError = onBroken(out('stderr'))
     process.stdout.on('error', onStdoutError)
     process.stderr.on('error', onStderrError)
-    const write = (out: NodeJS.WriteStream, d: Buffer) => {
-      if (broken.has(out)) return
-      if (!out.write(d)) {
+    // One wait for 'drain' per stream: frames of one read may each find it full.
+    const draining = new Set<NodeJS.WriteStream>()
+    const write = (stream: NodeJS.WriteStream, d: Buffer) => {
+      if (broken.has(stream)) return
+      if (!stream.write(d) && !draining.has(stream)) {
+        draining.add(stream)
         conn.pause()
-        out.once('drain', () => conn.resume())
+        stream.once('drain', () => {
+          draining.delete(stream)
+          conn.resume()
+        })
       }
     }
     onFrames(conn, (type, payload) => {
@@ -1000,6 +1037,13 @@ function doctorText(p: HostProbe): string {
     if (unseen.length > 0) {
       problem(`accounts also come from ${unseen.join(', ')} (/etc/nsswitch.conf), but the sandbox ids and namespace owners were checked against /etc/passwd and /etc/subuid only: a directory user may hold them, and could then signal or trace what the sandboxes run, or hold a sandbox namespace's capabilities`)
       fix(`give root ids of its own that no directory user holds: root:<first id>:${ROOTS_OWN_UIDS} in /etc/subuid and root:<first id>:65536 in /etc/subgid, then restart the Node process`)
+    }
+  }
+  if (p.rootless) {
+    const groups = (process.getgroups?.() ?? []).filter((g) => g !== process.getegid?.())
+    if (groups.length > 0) {
+      problem(`this account's supplementary groups (${groups.join(', ')}) keep their access inside its sandboxes: an unprivileged user namespace cannot drop them, so host files only those groups may read stay readable there`)
+      fix('run untrusted code from an account of its own with no supplementary groups, or as root (root sandboxes have none)')
     }
   }
   if (!p.rootless && !p.sandboxHostIds) {

@@ -294,6 +294,7 @@ test('exec: a command that cannot start exits 125 naming the step; --timeout exi
 
 test("a reader that goes away early: isolate exits 141 as a tool SIGPIPE ended would, never with a stack trace; create removes the sandbox whose ID nobody got", async (t) => {
   const rt = runtime(t)
+  const id = await rt.create(t)
   // isolate's own status, from inside the pipeline: `{ isolate ...; echo status; } | reader`.
   for (const [line, reader] of [
     // The command's own output through isolate's (-t): the command gets SIGPIPE.
@@ -304,11 +305,21 @@ test("a reader that goes away early: isolate exits 141 as a tool SIGPIPE ended w
     ['$ISOLATE run --json -- /bin/true', 'head -c 0'],
     ['sleep 0.3; $ISOLATE ps --json', 'true'],
     ['sleep 0.3; $ISOLATE create --name gone', 'true'],
+    [`$ISOLATE exec ${id} -- /bin/echo hi`, 'true'],
   ]) {
     const r = await rt.shell(`{ ${line}; echo "status=$?" >&2; } | ${reader}`)
     t.regex(r.stderr, /^status=141$/m, `${line} | ${reader}: ${r.stderr}`)
     t.notRegex(r.stderr, /Error|at .*\.(ts|js):\d+|Resource temporarily unavailable/, line)
   }
+  // A command that ignores SIGPIPE is killed a moment later (it writes through isolate, never to the pipe).
+  for (const how of [`exec ${id}`, 'run -t']) {
+    const ignoring = await rt.shell(`{ $ISOLATE ${how} -- /bin/sh -c 'trap "" PIPE; while :; do echo y; done'; echo "status=$?" >&2; } | head -n 1`)
+    t.regex(ignoring.stderr, /^status=137$/m, `${how}: ${ignoring.stderr}`)
+  }
+  const full = await rt.shell('$ISOLATE ps --json > /dev/full; echo "status=$?" >&2')
+  t.regex(full.stderr, /^isolate: cannot write to stdout \(ENOSPC\)$/m)
+  t.regex(full.stderr, /^status=125$/m)
+  t.is((await rt.cli(['rm', id])).status, 0)
   t.false((await rt.ps(t)).some((e) => e.name === 'gone'), 'the sandbox whose ID nobody got is gone')
   await rt.assertClean(t)
 })

@@ -3,12 +3,14 @@
  * (Tests may use child_process; only the library must not.)
  */
 import test from 'ava'
+import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DEFAULT_PATH } from '../lib/options.js'
 import { ROOTS_OWN_UIDS, unseenAccountSources } from '../lib/probe.js'
 import { cli, cliUnderTerminal } from './cli-runner.js'
+import { root } from './helpers.js'
 
 test('run: the default hostname is sandbox', async (t) => {
   const r = await cli(['run', '--', '/bin/sh', '-c', 'hostname'])
@@ -205,6 +207,17 @@ test('run: a command that stopped itself still gets the SIGTERM sent to isolate 
     },
   })
   t.is(ignoring.status, 137, ignoring.stderr)
+  // A command that takes Ctrl-C (a REPL) keeps taking it: two SIGINTs are forwarded, not a kill.
+  const taking = await cli(['run', '--', '/bin/sh', '-c', 'n=0; trap \'n=$((n+1)); [ $n -ge 2 ] && exit 7\' INT; echo ready; while :; do /bin/sleep 0.1; done'], {
+    onStdout: {
+      text: 'ready',
+      then: (child) => {
+        child.kill('SIGINT')
+        setTimeout(() => child.kill('SIGINT'), 500)
+      },
+    },
+  })
+  t.is(taking.status, 7, taking.stderr)
 })
 
 test('run: no command is a usage error', async (t) => {
@@ -246,6 +259,19 @@ test('an error quoting a name with a terminal escape prints it escaped; a comman
   t.regex(r.stderr, /\/no\\x1b\]0;title\\x07such/)
   const sig = await cli(['run', '--', '/bin/sh', '-c', 'kill -32 $$'])
   t.is(sig.status, 128 + 32)
+})
+
+test("doctor warns an account without root that its supplementary groups keep their access inside its sandboxes", async (t) => {
+  if (process.getuid?.() !== 0) {
+    console.log('cli.test: not root, so no process with other groups can be started here; the root suite runs the doctor groups test')
+    return t.pass()
+  }
+  // As nobody, with one supplementary group (a gid no account needs to have).
+  const asNobody = 'import os, sys; os.setgroups([4242]); os.setgid(65534); os.setuid(65534); os.execv(sys.argv[1], sys.argv[1:])'
+  const r = spawnSync('python3', ['-c', asNobody, process.execPath, '--import=tsx', join(root, 'cli.ts'), 'doctor'], { cwd: root, encoding: 'utf8', env: { PATH: process.env.PATH, HOME: '/tmp' } })
+  t.teardown(() => rmSync('/tmp/tsx-65534', { recursive: true, force: true }))
+  t.is(r.status, 0, r.stderr)
+  t.regex(r.stdout, /problem: this account's supplementary groups \(4242\) keep their access inside its sandboxes/)
 })
 
 test('doctor exits 0 and describes cgroups', async (t) => {

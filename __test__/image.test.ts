@@ -7,7 +7,8 @@
 import test, { type ExecutionContext } from 'ava'
 import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -591,6 +592,9 @@ test('bad archives and bad options', async (t) => {
   const secret = await t.throwsAsync(unpackRootfs(join(ws, 'secret'), join(ws, 'c')), { instanceOf: IsolateError })
   t.is(secret?.step, 'read_archive')
   t.notRegex(JSON.stringify(secret), /root:x|s3cret/)
+  const asImage = await t.throwsAsync(importImage(join(ws, 'secret'), join(ws, 'd')), { instanceOf: IsolateError })
+  t.is(asImage?.step, 'read_image')
+  t.notRegex(JSON.stringify(asImage), /root:x|s3cret/)
   // Bytes of the archive a message quotes reach a terminal or a log: no control character.
   writeFileSync(join(ws, 'noise.tar'), Buffer.from(Array.from({ length: 3072 }, (_, i) => (i * 7919 + 13) % 256)))
   const noise = await t.throwsAsync(unpackRootfs(join(ws, 'noise.tar'), join(ws, 'n')), { instanceOf: IsolateError })
@@ -648,18 +652,21 @@ test("the image tool refuses the host's root itself: named to it directly, or as
     t.regex(r.stdout, /"step":"open_archive","path":"\/","message":"the target directory \/ is the host's root directory/, command)
   }
   if (isRoot) {
-    // As root: a bind mount of the host's root at a directory of the workspace.
-    const bound = join(ws, 'bound')
-    mkdirSync(bound)
-    execFileSync('mount', ['--bind', '/', bound])
+    // As root: a bind mount of the host's root, read-only (the same device and inode, and nothing
+    // a failed check could write), on a directory of its own outside the workspace, whose
+    // teardown removes a tree: only rmdir'd once unmounted.
+    const bound = mkdtempSync(join(tmpdir(), 'isolate-bound-root-'))
+    execFileSync('mount', ['-o', 'bind,ro', '/', bound])
     try {
+      t.throws(() => writeFileSync(join(bound, name), 'x'), { code: 'EROFS' }, 'the bind is read-only')
       for (const call of [unpackRootfs(join(ws, 'one.tar'), bound), importImage(join(ws, 'one.tar'), bound)]) {
         const e = await t.throwsAsync(call, { instanceOf: IsolateError })
         t.deepEqual([e?.step, e?.path], ['open_archive', bound])
         t.regex(e?.message ?? '', /host's root directory/)
       }
     } finally {
-      execFileSync('umount', [bound])
+      execFileSync('umount', ['-l', bound])
+      rmdirSync(bound)
     }
   } else {
     console.log('image.test: not root, so no bind mount of / to name: the tool was asked for / directly only')

@@ -98,7 +98,7 @@ test("an inherited stdout that is non-blocking on the caller's side (Node's own 
   const script = `
     import { createSandbox, runIsolated } from ${JSON.stringify(join(root, 'index.ts'))}
     process.stdout.write('caller\\n')
-    const cmd = ['/bin/sh', ['-c', 'grep ^flags /proc/self/fdinfo/1; head -c 300000 /dev/zero | tr "\\\\0" z; echo; echo rc=$?']]
+    const cmd = ['/bin/sh', ['-c', 'grep ^flags /proc/self/fdinfo/1; head -c 300000 /dev/zero | tr "\\\\0" z; r=$?; echo; echo rc=$r']]
     const sandbox = await runIsolated(cmd[0], cmd[1], { stdio: ['ignore', 'inherit', 'inherit'] })
     const box = await createSandbox({})
     const exec = await box.exec(cmd[0], cmd[1], { stdio: ['ignore', 'inherit', 'inherit'] })

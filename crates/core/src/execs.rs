@@ -142,7 +142,7 @@ impl Execs {
         let started = Instant::now();
         let deadline = req.timeout_ms.map(|ms| started + Duration::from_millis(ms));
         let oom_at_start = oom();
-        self.oom_noted = oom_at_start;
+        self.oom_noted = self.oom_noted.max(oom_at_start);
         let mut fds = fds.into_iter();
         // With a terminal, the caller's stdin and stdout are the relay's; the command gets the pty.
         let (tty_io, passed) = match req.tty {
@@ -262,7 +262,7 @@ impl Execs {
             });
             // Kills it explains are noted; more of the same burst (the init's, which this report
             // may have reached us after) stay news for the sandbox's end.
-            self.oom_noted = if reason == Reason::Oom { self.oom_credited } else { kills };
+            self.oom_noted = self.oom_noted.max(if reason == Reason::Oom { self.oom_credited } else { kills });
             // To the command's end, not to this report (which may wait for its terminal's output).
             let duration_ms = at.duration_since(e.started).as_secs_f64() * 1000.0;
             out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms });

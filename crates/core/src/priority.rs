@@ -4,7 +4,10 @@
 //! autogroups apply (Node in the root cpu group), a session is a scheduling group, so every
 //! helper, zygote and init of one Node process works in one group beside Node's: a storm of
 //! starts weighs as much as Node's group, however many run (each command, in a session of its
-//! own, is a group of its own). In a cpu cgroup they share the caller's. Within its group the
+//! own, is a group of its own). A helper Node spawns itself, where the helper server could not
+//! start, is a group of its own too. In a cpu cgroup they share the caller's; a sandbox in a cpu
+//! cgroup of its own (`limits.cpus`; on v1 any warm one) has its init and command weighed by that
+//! cgroup (no autogroup applies beneath the root cpu group). Within its group the
 //! helper steps back to nice 19: behind the processes of sandboxes starting (and, in a shared
 //! cpu cgroup, behind the caller's own threads), and still with the group's whole share when they
 //! are idle. The sandbox's processes are its own work, not the helper's: each is given the

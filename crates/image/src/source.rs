@@ -52,7 +52,7 @@ impl Source {
         if format != Format::Tar {
             file = decompress_to_tmpfile(file, format, scratch, &shown, st.st_size as u64, tick)?;
         }
-        let members = index(&file).map_err(|e| error::io(Step::ReadImage, &e, &shown, "not a readable tar archive"))?;
+        let members = index(&file, &shown)?;
         Ok(Source::Tar { file, path: shown, members })
     }
 
@@ -159,12 +159,26 @@ fn decompress_to_tmpfile(file: File, format: Format, scratch: BorrowedFd<'_>, sh
 
 /// Every regular file of the archive by canonical name; symlinks and hard links (docker save
 /// links a layer used twice) resolve to the member they name.
-fn index(file: &File) -> std::io::Result<HashMap<String, Member>> {
+fn index(file: &File, shown: &str) -> Result<HashMap<String, Member>> {
     let mut members = HashMap::new();
     let mut links: Vec<(String, String, bool)> = Vec::new();
     let mut archive = tar::Archive::new(file);
-    for entry in archive.entries_with_seek()? {
-        let entry = entry?;
+    let mut read_one = false;
+    // The tar crate's errors may quote a header's bytes: bounded, and never those of the first
+    // header, which for a file that is no archive at all (a password file named by mistake) are
+    // whatever it holds.
+    let unreadable = |e: std::io::Error, read_one: bool| {
+        let mut err = error::io(Step::ReadImage, &e, shown, "not a readable tar archive");
+        err.message = if read_one {
+            format!("not a readable tar archive: {}", names::printable(&e.to_string(), 200))
+        } else {
+            "not a readable tar archive: its first header does not parse as a tar header".into()
+        };
+        err
+    };
+    for entry in archive.entries_with_seek().map_err(|e| unreadable(e, false))? {
+        let entry = entry.map_err(|e| unreadable(e, read_one))?;
+        read_one = true;
         let raw = entry.path_bytes().into_owned();
         let Ok(comps) = names::components(&raw) else { continue };
         let Ok(name) = String::from_utf8(names::join(&comps)) else { continue };
