@@ -1084,6 +1084,7 @@ function doctorText(p: HostProbe): string {
       if (parentRefused) fix(c.mode === 'v2' ? "name this process's cgroup or one above it in ISOLATE_CGROUP_PARENT, as /proc/self/cgroup writes it, or unset it" : 'unset ISOLATE_CGROUP_PARENT: it names a cgroup v2 parent, and limits here are cgroup v1\'s')
       else if (c.mode === 'v2' && p.rootless) fix('for cpuTimeMs, run under a delegated cgroup, e.g. systemd-run --user --scope -p Delegate=yes isolate run ...; memoryBytes, pids and cpus also need a cgroup that holds no process: the hierarchy\'s root (a VM or a machine of its own), or one above the caller\'s, delegated to it, named in ISOLATE_CGROUP_PARENT (isolate neither moves the caller nor restructures its cgroup)')
       else if (c.mode === 'v2') fix('mount the cgroup2 hierarchy writable where this process sees its own cgroup (a container: a private cgroup namespace and a writable /sys/fs/cgroup)')
+      else if (p.rootless) fix("run as root: cgroup v1 delegates nothing to another user (on a cgroup v2 host, a delegated cgroup would do: systemd-run --user --scope -p Delegate=yes)")
       else fix('run as root')
     } else if (refused.length === 0) {
       row('  may create', 'yes: memory, pids, cpu and cpu-time limits are enforced')
