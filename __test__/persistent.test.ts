@@ -150,6 +150,14 @@ test('createSandbox refuses per-command options and reports setup failures like 
   t.true(await waitUntil(() => zombieChildren().length === 0 && openFds().length <= fdsBefore, 2000), 'no fd or helper left by the failure')
 })
 
+test("an exec's timeoutMs takes what the sandbox's takes, up to Number.MAX_SAFE_INTEGER", async (t) => {
+  const sb = await sandbox(t, { timeoutMs: Number.MAX_SAFE_INTEGER })
+  const r = await sb.exec('/bin/echo', ['long'], { timeoutMs: Number.MAX_SAFE_INTEGER })
+  t.deepEqual([r.stdout, r.reason], ['long\n', 'exited'])
+  const e = await t.throwsAsync(sb.exec('/bin/true', [], { timeoutMs: Number.MAX_SAFE_INTEGER + 1 }), { instanceOf: IsolateError })
+  t.is(e?.option, 'timeoutMs')
+})
+
 test('exec env and cwd start from the sandbox\'s own', async (t) => {
   const sb = await sandbox(t, { env: { PATH: '/usr/bin:/bin', BASE: 'b', KEEP: 'k' }, cwd: '/tmp' })
   const r = await sh(sb, 'echo $BASE $KEEP $EXTRA; pwd', { env: { BASE: 'over', EXTRA: 'e' } })

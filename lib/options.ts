@@ -483,7 +483,7 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
     if (!isObject(o.env)) throw optionError('env', 'must be an object of strings')
     for (const [k, v] of Object.entries(o.env)) env.set(envName(`env.${k}`, k), str(`env.${k}`, v))
   }
-  if (o.timeoutMs !== undefined && !(isUint(o.timeoutMs, 0xFFFF_FFFF) && o.timeoutMs > 0)) throw optionError('timeoutMs', 'must be a positive integer of milliseconds, at most 4294967295 (49 days)')
+  if (o.timeoutMs !== undefined && !(isUint(o.timeoutMs, Number.MAX_SAFE_INTEGER) && o.timeoutMs > 0)) throw optionError('timeoutMs', 'must be a positive integer of milliseconds')
   const tty = parseTty(o.tty)
   const stdio = parseStdio(o.stdio)
   if (tty) stdio[2] = 'ignore'

@@ -140,7 +140,8 @@ impl Execs {
             return out.send(&Event::ExecError { id, error: SetupError::new(Step::SendExec, "an exec id in use, or not three stdio descriptors") });
         }
         let started = Instant::now();
-        let deadline = req.timeout_ms.map(|ms| started + Duration::from_millis(ms));
+        // One past what the clock can name is no deadline at all.
+        let deadline = req.timeout_ms.and_then(|ms| started.checked_add(Duration::from_millis(ms)));
         let oom_at_start = oom();
         self.oom_noted = self.oom_noted.max(oom_at_start);
         let mut fds = fds.into_iter();

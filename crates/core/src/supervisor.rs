@@ -706,7 +706,7 @@ impl Supervisor {
             cpu_time_ms: spec.limits.cpu_time_ms,
             next_cpu_check: spec.limits.cpu_time_ms.map(|_| started),
             started,
-            deadline: spec.limits.timeout_ms.map(|ms| started + Duration::from_millis(ms)),
+            deadline: spec.limits.timeout_ms.and_then(|ms| started.checked_add(Duration::from_millis(ms))),
             reports: LineReader { buf: Vec::new() },
             requests: LineReader { buf: Vec::new() },
             control_open: true,
