@@ -199,9 +199,7 @@ test('an exec\'s timeoutMs bounds the call even when what it left behind holds i
   const plain = await sh(sb, 'head -c 100000 /dev/zero | tr "\\0" x', { timeoutMs: 60_000 })
   t.is(plain.stdout.length, 100000)
   t.is(plain.reason, 'exited')
-  const e = await t.throwsAsync(sb.exec('/bin/true', [], { timeoutMs: 2 ** 32 }), { instanceOf: IsolateError })
-  t.is(e?.option, 'timeoutMs')
-  t.is((await sb.exec('/bin/true', [], { timeoutMs: 2 ** 32 - 1 })).exitCode, 0)
+  t.is((await sb.exec('/bin/true', [], { timeoutMs: 2 ** 32 })).exitCode, 0)
 })
 
 test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that command and its process group, and the sandbox lives on', async (t) => {
@@ -373,7 +371,7 @@ test("an exec the OOM killer ends has reason oom, and the sandbox lives on; a SI
   const running = await sb.spawn('/bin/sleep', ['100'])
   process.kill(sb.pid, 'SIGKILL')
   t.like(await sb.wait(), { signal: 'SIGKILL', reason: 'signaled' }, 'its init killed from outside, long after an OOM')
-  t.not((await running.wait()).reason, 'oom')
+  t.like(await running.wait(), { reason: 'signaled', signal: 'SIGKILL' }, 'a running exec ended with its init, killed: not canceled')
 })
 
 test('files that fill the memory limit end the sandbox (reason oom); a /tmp sized below it fails the write (ENOSPC) and the sandbox lives on', async (t) => {

@@ -32,7 +32,8 @@ export interface ExecExit {
   /**
    * `'timeout'`: its own timeoutMs (from `sb.exec`, also when the command ended in time but what
    * it left behind held its output past it: that output is cut 250 ms after the deadline). When the sandbox ends while the command runs, the sandbox's
-   * reason: `'canceled'` (destroyed) or that of its limit (`'timeout'`, `'oom'`, `'cpu-time'`).
+   * reason: `'canceled'` (destroyed) or that of its limit (`'timeout'`, `'oom'`, `'cpu-time'`), or
+   * `'signaled'` (SIGKILL) when its init was killed from outside.
    * `'output-limit'`: `sb.exec` killed it at its `maxBuffer`.
    */
   reason: ExecReason

@@ -825,8 +825,9 @@ impl Supervisor {
             None => Reason::Exited,
         };
         if let Some(execs) = &mut self.execs {
-            // What ended the sandbox ended them: destroy() (canceled), its limits, its OOM.
-            execs.end_all(if matches!(reason, Reason::Exited | Reason::Signaled) { Reason::Canceled } else { reason }, out);
+            // What ended the sandbox ended them: destroy() (canceled), its limits, its OOM, a
+            // signal that killed its init from outside (signaled: nobody canceled them).
+            execs.end_all(if reason == Reason::Exited { Reason::Canceled } else { reason }, out);
         }
         Event::Exit { exit_code, signal, reason, duration_ms: wall_ms, usage }
     }
