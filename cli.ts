@@ -809,6 +809,10 @@ function planExec(argv: string[]): { ref: string; request: ExecRequest } | 'help
   if (values.help) return 'help'
   const [ref, ...after] = rest
   if (ref === undefined) throw new UsageError('exec: no sandbox ID given; use: isolate exec [options] ID -- CMD [ARGS...]', MORE.exec)
+  // An option after the ID (isolate exec ID --cwd /tmp -- pwd) would be run as the command.
+  if (after[0] !== undefined && after[0] !== '--' && after[0].startsWith('-')) {
+    throw new UsageError(`exec: ${JSON.stringify(after[0])} after the sandbox ID: options come before it, the command after it (isolate exec [options] ID -- CMD [ARGS...])`, MORE.exec)
+  }
   const command = after[0] === '--' ? after.slice(1) : after
   if (command.length === 0) throw new UsageError('exec: no command given; use: isolate exec [options] ID -- CMD [ARGS...]', MORE.exec)
   const [file, ...args] = command

@@ -377,6 +377,9 @@ test('exec, rm: an unknown ID is an error naming it (125); rm -f ignores it', as
   const usage = await rt.cli(['exec', '0123456789ab'])
   t.is(usage.status, 125)
   t.regex(usage.stderr, /no command given/)
+  const late = await rt.cli(['exec', '0123456789ab', '--cwd', '/tmp', '--', '/bin/pwd'])
+  t.is(late.status, 125)
+  t.regex(late.stderr, /"--cwd" after the sandbox ID: options come before it/)
   await rt.assertClean(t)
 })
 
