@@ -5,8 +5,10 @@
  * each limit must fail closed instead, and that is what is asserted.
  */
 import test from 'ava'
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
-import { spawn } from 'node:child_process'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { tmpdir } from 'node:os'
+import { gunzipSync } from 'node:zlib'
 import { basename, join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 import { cgroupLimitsHere, limitsHold } from '../lib/probe.js'
@@ -251,6 +253,32 @@ test.serial('cpuTimeMs ends a busy loop with reason cpu-time', async (t) => {
   t.is(r.reason, 'cpu-time')
   const used = r.usage.cpuUserMs + r.usage.cpuSystemMs
   t.true(used >= 400 && used < 700, `${used} ms of CPU for a 400 ms budget`)
+})
+
+test.serial("cpuTimeMs counts CPU time exactly: a program that runs only between timer ticks (which a tick-sampled count misses) is still stopped at it", async (t) => {
+  const options: SpawnOptions = { limits: { cpuTimeMs: 1000 }, timeoutMs: 30_000 }
+  if (!holds(options)) return failsClosed(t, options)
+  const dir = mkdtempSync(join(tmpdir(), 'isolate-ticks-'))
+  // The sandbox's root is no host root: it may enter and run what is there, not write it.
+  chmodSync(dir, 0o755)
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const cc = spawnSync('gcc', ['-O1', '-o', join(dir, 'between-ticks'), join(root, '__test__', 'fixtures', 'between-ticks.c')], { encoding: 'utf8' })
+  if (cc.error || cc.status !== 0) {
+    console.log(`cgroup.test: no C compiler here (${cc.error?.message ?? cc.stderr}): the between-ticks test runs on the host`)
+    return t.pass()
+  }
+  // The tick's period, from the kernel's configuration (250 Hz where it cannot be read).
+  let hz = 250
+  try {
+    hz = Number(/^CONFIG_HZ=(\d+)$/m.exec(gunzipSync(readFileSync('/proc/config.gz')).toString('latin1'))?.[1] ?? hz)
+  } catch {}
+  const runs = await Promise.all(Array.from({ length: 3 }, () =>
+    runIsolated('/j/between-ticks', ['1500', String(Math.round(1e6 / hz))], { ...options, mounts: [{ type: 'bind', source: dir, target: '/j' }] }),
+  ))
+  for (const r of runs) {
+    t.is(r.reason, 'cpu-time', `it ran ${r.stdout.trim() || 'past'} ms of CPU (its own count), ${r.usage.cpuUserMs + r.usage.cpuSystemMs} counted`)
+    t.true(r.usage.cpuUserMs + r.usage.cpuSystemMs >= 1000)
+  }
 })
 
 const warmHelpers = () => warmHelpersOf(process.pid)

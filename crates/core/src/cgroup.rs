@@ -177,6 +177,18 @@ impl UnifiedHierarchy {
     }
 }
 
+/// `total` (exact) split into user and system time in the proportion of `user` to `sys` (sampled
+/// at timer ticks), as the kernel's cputime_adjust does for a task's times: all user time when
+/// no tick saw it. The parts sum to `total`, in nanoseconds.
+fn split_exact(total: u64, user: u64, sys: u64) -> (u64, u64) {
+    let sampled = user as u128 + sys as u128;
+    if sampled == 0 {
+        return (total, 0);
+    }
+    let sys = (total as u128 * sys as u128 / sampled) as u64;
+    (total - sys, sys)
+}
+
 /// One v1 hierarchy (one mount; merged ones such as `cpu,cpuacct` carry several controllers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -1187,7 +1199,7 @@ impl SandboxCgroup {
             }
         } else {
             if let Some(dir) = self.dir_of(Controller::Cpuacct) {
-                out.extend(["cpuacct.usage_user", "cpuacct.usage_sys"].iter().map(|f| format!("{dir}/{f}")));
+                out.extend(["cpuacct.usage", "cpuacct.usage_user", "cpuacct.usage_sys"].iter().map(|f| format!("{dir}/{f}")));
             }
             if let Some(dir) = self.dir_of(Controller::Memory) {
                 out.extend(["memory.max_usage_in_bytes", "memory.oom_control"].iter().map(|f| format!("{dir}/{f}")));
@@ -1253,11 +1265,18 @@ impl SandboxCgroup {
             }
         } else {
             if let Some(dir) = self.dir_of(Controller::Cpuacct) {
+                // cpuacct.usage is exact (the scheduler adds every stretch a task ran); its split
+                // into user and system time is sampled at each timer tick, which a program that
+                // runs only between ticks escapes. So the total is the exact one, split as the
+                // ticks saw it.
+                let total = self.read_counter_u64(&format!("{dir}/cpuacct.usage"));
                 let user = self.read_counter_u64(&format!("{dir}/cpuacct.usage_user"));
                 let sys = self.read_counter_u64(&format!("{dir}/cpuacct.usage_sys"));
-                if let (Some(user), Some(sys)) = (user, sys) {
-                    u.cpu_user_ms = user / 1_000_000;
+                if let (Some(total), Some(user), Some(sys)) = (total, user, sys) {
+                    let (_, sys) = split_exact(total, user, sys);
+                    // In whole milliseconds that still sum to the total's.
                     u.cpu_system_ms = sys / 1_000_000;
+                    u.cpu_user_ms = total / 1_000_000 - u.cpu_system_ms;
                     u.cpu_counted = true;
                 } else if let Some(stat) = self.read_counter(&format!("{dir}/cpuacct.stat")) {
                     // USER_HZ ticks.
@@ -1517,6 +1536,19 @@ impl Drop for SandboxCgroup {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_time_is_the_exact_total_split_as_the_ticks_saw_it() {
+        use super::split_exact;
+        // Ticks saw 3 parts user to 1 system: the exact total split so.
+        assert_eq!(split_exact(1_000, 300, 100), (750, 250));
+        // No tick saw it run (it ran between them): all of it, as user time.
+        assert_eq!(split_exact(3_000_000_000, 0, 0), (3_000_000_000, 0));
+        // The parts always sum to the total, whatever the samples say.
+        let (u, s) = split_exact(999_999_999, 7, 13);
+        assert_eq!(u + s, 999_999_999);
+        assert_eq!(split_exact(u64::MAX, u64::MAX, u64::MAX), (u64::MAX - u64::MAX / 2, u64::MAX / 2));
+    }
+
     use super::*;
     use std::os::fd::AsRawFd;
 

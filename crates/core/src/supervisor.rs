@@ -817,10 +817,14 @@ impl Supervisor {
         // A one-shot sandbox's OOM at any point is its verdict; a long-lived one's only since its
         // last exec started or ended.
         let oom = cg_usage.is_some_and(|u| self.execs.as_ref().map_or(u.oom_kills > 0, |x| x.oom_since(u.oom_kills)));
+        // Checked while it runs, every few ms: one that used it up and ended between two checks
+        // used it up all the same.
+        let over_cpu_time = used_up_cpu_time(self.cpu_time_ms, cg_usage);
         let reason = match self.forced {
             Some(r) => r,
             // From the cgroup's own counter, not guessed from a SIGKILL.
             None if oom => Reason::Oom,
+            None if over_cpu_time => Reason::CpuTime,
             None if signal.is_some() => Reason::Signaled,
             None => Reason::Exited,
         };
@@ -1028,9 +1032,26 @@ impl Supervisor {
     }
 }
 
+/// Whether the cgroup's count says the sandbox used its whole `cpuTimeMs`.
+fn used_up_cpu_time(limit: Option<u64>, usage: Option<crate::cgroup::Usage>) -> bool {
+    limit.zip(usage).is_some_and(|(limit, u)| u.cpu_counted && u.cpu_user_ms + u.cpu_system_ms >= limit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sandbox_that_used_up_its_cpu_time_between_two_checks_used_it_up() {
+        let used = |user, system| Some(crate::cgroup::Usage { cpu_user_ms: user, cpu_system_ms: system, cpu_counted: true, ..Default::default() });
+        assert!(used_up_cpu_time(Some(1000), used(1003, 0)));
+        assert!(used_up_cpu_time(Some(1000), used(700, 300)));
+        assert!(!used_up_cpu_time(Some(1000), used(700, 299)));
+        // No limit, no cgroup, or a cgroup that does not count CPU time: nothing to say.
+        assert!(!used_up_cpu_time(None, used(5000, 0)));
+        assert!(!used_up_cpu_time(Some(1000), None));
+        assert!(!used_up_cpu_time(Some(1000), Some(crate::cgroup::Usage { cpu_user_ms: 5000, ..Default::default() })));
+    }
 
     #[test]
     fn a_cgroup_without_cpu_accounting_keeps_the_rusage_cpu_time() {
