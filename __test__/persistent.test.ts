@@ -158,6 +158,40 @@ test("an exec's timeoutMs takes what the sandbox's takes, up to Number.MAX_SAFE_
   t.is(e?.option, 'timeoutMs')
 })
 
+test("an exec's signal ends that exec (its process group, reason canceled), not the sandbox; aborted before it resolved, the call rejects with ABORT_ERR", async (t) => {
+  const sb = await sandbox(t, {})
+  // Aborted while it runs: the command and what it started in its group go; the sandbox lives on.
+  const ac = new AbortController()
+  const p = await sb.spawn('/bin/sh', ['-c', '/bin/sleep 100 & echo $!; wait'], { signal: ac.signal })
+  let out = ''
+  p.stdout!.on('data', (d) => (out += d))
+  t.true(await waitUntil(() => out.includes('\n'), 5000))
+  ac.abort()
+  t.like(await p.wait(), { reason: 'canceled', signal: 'SIGKILL' })
+  const bg = out.trim()
+  t.is((await sh(sb, `kill -0 ${bg} 2>/dev/null && echo alive || echo gone`)).stdout, 'gone\n', 'its background sleep went with it')
+  // sb.exec too, and the sandbox still runs the next one.
+  const ac2 = new AbortController()
+  setTimeout(() => ac2.abort(), 200)
+  t.like(await sb.exec('/bin/sleep', ['100'], { signal: ac2.signal }), { reason: 'canceled', signal: 'SIGKILL' })
+  t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
+  // Aborted before: nothing runs.
+  const before = AbortSignal.abort()
+  t.is((await t.throwsAsync(sb.exec('/bin/sh', ['-c', 'touch /tmp/ran'], { signal: before }), { instanceOf: IsolateError }))?.code, 'ABORT_ERR')
+  t.is((await sh(sb, 'ls /tmp/ran 2>/dev/null || echo none')).stdout, 'none\n')
+  // Aborted while it starts: rejects once the command is gone.
+  for (let i = 0; i < 10; i++) {
+    const ac3 = new AbortController()
+    const starting = sb.spawn('/bin/sleep', ['100'], { signal: ac3.signal })
+    queueMicrotask(() => ac3.abort())
+    const outcome = starting.then(async (q) => (await q.wait()).reason, (e: IsolateError) => e.code)
+    const e = await Promise.race([outcome, new Promise((r) => setTimeout(() => r('still running after 10 s'), 10_000))])
+    t.true(e === 'ABORT_ERR' || e === 'canceled', String(e))
+  }
+  const bad = await t.throwsAsync(sb.exec('/bin/true', [], { signal: 'stop' as never }), { instanceOf: IsolateError })
+  t.is(bad?.option, 'signal')
+})
+
 test('exec env and cwd start from the sandbox\'s own', async (t) => {
   const sb = await sandbox(t, { env: { PATH: '/usr/bin:/bin', BASE: 'b', KEEP: 'k' }, cwd: '/tmp' })
   const r = await sh(sb, 'echo $BASE $KEEP $EXTRA; pwd', { env: { BASE: 'over', EXTRA: 'e' } })

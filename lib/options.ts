@@ -453,6 +453,11 @@ export interface ExecOptions {
   stdio?: StdioMode | [StdioMode, StdioMode, StdioMode]
   /** This command's wall clock: its process group is killed and the reason is `'timeout'`. */
   timeoutMs?: number
+  /**
+   * Ends this command: its process group is killed (SIGKILL) and the reason is `'canceled'`; the
+   * sandbox lives on. Aborted before the call resolved: it rejects with `ABORT_ERR`.
+   */
+  signal?: AbortSignal
 }
 
 /** The JSON shape of isolate_core::protocol::ExecRequest. */
@@ -466,9 +471,9 @@ export interface ExecRequest {
   timeoutMs?: number
 }
 
-const EXEC_KNOWN = new Set(['env', 'cwd', 'tty', 'stdio', 'timeoutMs'])
+const EXEC_KNOWN = new Set(['env', 'cwd', 'tty', 'stdio', 'timeoutMs', 'signal'])
 
-export function normalizeExec(file: unknown, args: unknown, options: unknown, base: Spec): { request: Omit<ExecRequest, 'id'>; stdio: [StdioMode, StdioMode, StdioMode]; command: string } {
+export function normalizeExec(file: unknown, args: unknown, options: unknown, base: Spec): { request: Omit<ExecRequest, 'id'>; stdio: [StdioMode, StdioMode, StdioMode]; command: string; signal?: AbortSignal } {
   const cmd = commandLine(file, args)
   if (options === undefined) options = {}
   options = ownOptions(options)
@@ -476,7 +481,7 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
   const o = options as ExecOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
     if (RUN_ONLY.includes(key)) throw optionError(key, 'is an option of sb.exec, which collects the output; sb.spawn gives streams')
-    if (!EXEC_KNOWN.has(key)) throw optionError(key, 'is not an option of sb.spawn or sb.exec (env, cwd, tty, stdio, timeoutMs; sb.exec also input, encoding, maxBuffer)')
+    if (!EXEC_KNOWN.has(key)) throw optionError(key, 'is not an option of sb.spawn or sb.exec (env, cwd, tty, stdio, timeoutMs, signal; sb.exec also input, encoding, maxBuffer)')
   }
   const env = new Map(base.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
   if (o.env !== undefined) {
@@ -484,6 +489,7 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
     for (const [k, v] of Object.entries(o.env)) env.set(envName(`env.${k}`, k), str(`env.${k}`, v))
   }
   if (o.timeoutMs !== undefined && !(isUint(o.timeoutMs, Number.MAX_SAFE_INTEGER) && o.timeoutMs > 0)) throw optionError('timeoutMs', 'must be a positive integer of milliseconds')
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw optionError('signal', 'must be an AbortSignal')
   const tty = parseTty(o.tty)
   const stdio = parseStdio(o.stdio)
   if (tty) stdio[2] = 'ignore'
@@ -495,7 +501,7 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
     ...(tty ? { tty } : {}),
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
   }
-  return { request, stdio, command: [cmd.file, ...cmd.args].join(' ') }
+  return { request, stdio, command: [cmd.file, ...cmd.args].join(' '), signal: o.signal }
 }
 
 /** The addon's encoding of a stdio slot. */

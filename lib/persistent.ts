@@ -62,6 +62,8 @@ const destroyedError = (id: string) =>
     hint: 'create a new sandbox with createSandbox()',
   })
 
+const execAborted = (signal: AbortSignal) => new IsolateError('the exec was aborted before it started', { code: 'ABORT_ERR', cause: signal.reason })
+
 /** One command running in a long-lived sandbox. */
 export class ExecProcess {
   /** The command's pid as the sandbox sees it (0 until started). */
@@ -74,6 +76,8 @@ export class ExecProcess {
   readonly #done: Promise<ExecExit>
   #settle: { spawned(pid: number): void; failed(e: IsolateError): void; exit(e: Omit<ExecExit, 'command' | 'pid'>): void }
   #running = true
+  /** Its signal aborted: a SIGKILL that ends it is a cancel. */
+  #aborted = false
   readonly #request: (line: string) => boolean
   readonly #tty: boolean
 
@@ -119,7 +123,7 @@ export class ExecProcess {
         takeRest(this.stdout, execRest())
         takeRest(this.stderr, execRest())
         resolveStarted()
-        resolveDone({ command, pid: this.pid, ...e })
+        resolveDone({ command, pid: this.pid, ...e, reason: this.#aborted && e.reason === 'signaled' ? 'canceled' : e.reason })
       },
     }
   }
@@ -145,6 +149,20 @@ export class ExecProcess {
   /** @internal SIGKILL to the command's whole process group, as its own timeoutMs does. */
   _killGroup(): boolean {
     return this.#running && this.#request(`exec-signal-group ${this.id} ${signalNumber('SIGKILL')}`)
+  }
+
+  /** @internal Its exec's `signal`: an abort kills its process group, and its end is a cancel. */
+  _abortOn(signal: AbortSignal): void {
+    const abort = () => {
+      this.#aborted = true
+      // Once it runs: the request to kill it goes on another socket than the exec itself, and
+      // one that overtook it would find no such command yet.
+      this.started.then(() => this._killGroup(), () => {})
+    }
+    if (signal.aborted) return abort()
+    signal.addEventListener('abort', abort, { once: true })
+    const forget = () => signal.removeEventListener('abort', abort)
+    void this.#done.then(forget, forget)
   }
 
   /** With a tty: the terminal's new size (the command gets SIGWINCH); false without one. */
@@ -254,7 +272,8 @@ export class PersistentSandbox {
    * `IsolateError` (an option, a step such as `execve`, or `ERR_ISOLATE_DESTROYED`).
    */
   async spawn(file: string, args: string[] = [], options: ExecOptions = {}): Promise<ExecProcess> {
-    const { request, stdio, command } = normalizeExec(file, args, options, this.#spec)
+    const { request, stdio, command, signal } = normalizeExec(file, args, options, this.#spec)
+    if (signal?.aborted) throw execAborted(signal)
     const id = this.#nextId++
     let fds: ExecStdio | undefined
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
@@ -283,7 +302,14 @@ export class PersistentSandbox {
     // Wrapped in streams now: the addon holds them no more.
     takeWrapped(this.#addon, fds)
     this.#execs.set(id, exec)
+    if (signal) exec._abortOn(signal)
     await exec.started
+    if (signal?.aborted) {
+      // Aborted before the caller had it: the call rejects once the command, killed, is gone.
+      await exec.wait().catch(() => {})
+      for (const s of [exec.stdin, exec.stdout, exec.stderr]) s?.destroy()
+      throw execAborted(signal)
+    }
     return exec
   }
 
