@@ -13,7 +13,7 @@ import { basename, join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 import { cgroupLimitsHere, limitsHold } from '../lib/probe.js'
 import { cli } from './cli-runner.js'
-import { ended, helperServersOf, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
+import { cgroupDirOf, ended, helperServersOf, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
 /**
@@ -34,8 +34,7 @@ if (process.env.ISOLATE_CGROUP_LANE === 'v2' && host.cgroup.mode !== 'v2') throw
 function sandboxCgroups(): string[] {
   const found: string[] = []
   for (const line of readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')) {
-    const [, controllers, path] = line.split(':')
-    const dir = controllers === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', controllers.split(',').find((c) => !c.startsWith('name=')) ?? controllers, path)
+    const { dir } = cgroupDirOf(line)
     try {
       for (const name of readdirSync(dir)) if (name.startsWith('isolate-')) found.push(join(dir, name))
     } catch {}

@@ -192,31 +192,25 @@ test('run: SIGTERM sent to isolate is forwarded to the command', async (t) => {
   t.is(r.status, 143)
 })
 
-test('run: a command that stopped itself still gets the SIGTERM sent to isolate (SIGCONT follows it); one that ignores it is killed by a second', async (t) => {
-  const stopped = await cli(['run', '--', '/bin/sh', '-c', 'echo ready; kill -STOP $$'], {
-    onStdout: { text: 'ready', then: (child) => setTimeout(() => child.kill('SIGTERM'), 300) },
-  })
-  t.is(stopped.status, 143, stopped.stderr)
-  const ignoring = await cli(['run', '--', '/bin/sh', '-c', 'trap "" TERM; echo ready; while :; do /bin/sleep 1; done'], {
+/** `isolate run -- sh -c SCRIPT`, where SCRIPT echoes `ready`; then `signals`, each `after` ms after the one before. */
+const signaled = (script: string, signals: Array<[after: number, signal: NodeJS.Signals]>) =>
+  cli(['run', '--', '/bin/sh', '-c', script], {
     onStdout: {
       text: 'ready',
       then: (child) => {
-        child.kill('SIGTERM')
-        setTimeout(() => child.kill('SIGTERM'), 500)
+        let at = 0
+        for (const [after, signal] of signals) setTimeout(() => child.kill(signal), (at += after))
       },
     },
   })
+
+test('run: a command that stopped itself still gets the SIGTERM sent to isolate (SIGCONT follows it); one that ignores it is killed by a second', async (t) => {
+  const stopped = await signaled('echo ready; kill -STOP $$', [[300, 'SIGTERM']])
+  t.is(stopped.status, 143, stopped.stderr)
+  const ignoring = await signaled('trap "" TERM; echo ready; while :; do /bin/sleep 1; done', [[0, 'SIGTERM'], [500, 'SIGTERM']])
   t.is(ignoring.status, 137, ignoring.stderr)
   // A command that takes Ctrl-C (a REPL) keeps taking it: two SIGINTs are forwarded, not a kill.
-  const taking = await cli(['run', '--', '/bin/sh', '-c', 'n=0; trap \'n=$((n+1)); [ $n -ge 2 ] && exit 7\' INT; echo ready; while :; do /bin/sleep 0.1; done'], {
-    onStdout: {
-      text: 'ready',
-      then: (child) => {
-        child.kill('SIGINT')
-        setTimeout(() => child.kill('SIGINT'), 500)
-      },
-    },
-  })
+  const taking = await signaled('n=0; trap \'n=$((n+1)); [ $n -ge 2 ] && exit 7\' INT; echo ready; while :; do /bin/sleep 0.1; done', [[0, 'SIGINT'], [500, 'SIGINT']])
   t.is(taking.status, 7, taking.stderr)
 })
 

@@ -432,13 +432,16 @@ export async function underTerminal(limits?: object): Promise<{ node: number; co
   }
 }
 
+/** The directory of a /proc/PID/cgroup line's cgroup (`ID:CONTROLLERS:PATH`; v2 when CONTROLLERS is empty). */
+export function cgroupDirOf(line: string): { dir: string; path: string } {
+  const [, controllers, path] = line.split(':')
+  const hierarchy = controllers === '' ? '' : (controllers.split(',').find((c) => !c.startsWith('name=')) ?? controllers)
+  return { dir: join('/sys/fs/cgroup', hierarchy, path), path }
+}
+
 /** The directories of the sandbox cgroups (named isolate-*) that `pid` is in, one per hierarchy. */
 export function sandboxCgroupsOf(pid: number): string[] {
-  const found: string[] = []
-  for (const line of readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n')) {
-    const [, controllers, path] = line.split(':')
-    if (!path.split('/').some((part) => part.startsWith('isolate-'))) continue
-    found.push(controllers === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', controllers.split(',').find((c) => !c.startsWith('name=')) ?? controllers, path))
-  }
-  return found
+  return readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n').map(cgroupDirOf)
+    .filter(({ path }) => path.split('/').some((part) => part.startsWith('isolate-')))
+    .map(({ dir }) => dir)
 }

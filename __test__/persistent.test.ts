@@ -5,11 +5,10 @@
  * (no host fd, no host binary), and that destroy() and Node's exit leave nothing behind.
  */
 import test, { type ExecutionContext } from 'ava'
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, readdirSync, readlinkSync } from 'node:fs'
 import { createSandbox, IsolateError, probe, runIsolated, type PersistentSandbox, type SandboxOptions } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
-import { isHelperOf, isRoot, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, waitUntil, zombieChildren } from './helpers.js'
+import { isHelperOf, isRoot, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, sandboxCgroupsOf, waitUntil, zombieChildren } from './helpers.js'
 
 const host = await probe()
 const cgroups = limitsHold(host, { memoryBytes: 1, pids: 1 })
@@ -314,7 +313,7 @@ test('destroy() ends everything: processes, cgroup, the helper; then exec reject
   const members = sandboxMembers(sb.pid)
   t.is(members.length, 3, 'the init, the background sleep and the running one')
   const helper = parentOf(sb.pid)
-  const cgroupDirs = cgroups ? sandboxCgroupDirs(sb.pid) : []
+  const cgroupDirs = cgroups ? sandboxCgroupsOf(sb.pid) : []
   if (cgroups) t.true(cgroupDirs.length > 0 && cgroupDirs.every((d) => existsSync(d)), 'the sandbox has cgroups')
 
   const result = await sb.destroy()
@@ -452,17 +451,6 @@ function sandboxMembers(init: number): number[] {
 }
 
 /** The host cgroup directories the sandbox's init is in, beneath our own. */
-function sandboxCgroupDirs(pid: number): string[] {
-  const dirs: string[] = []
-  for (const line of readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n')) {
-    const [, controllers, path] = line.split(':')
-    if (!path.includes('isolate-')) continue
-    const ctl = controllers === '' ? '' : controllers.split(',').find((c) => !c.startsWith('name=')) ?? controllers
-    dirs.push(join('/sys/fs/cgroup', ctl, path))
-  }
-  return dirs
-}
-
 test('rootless and root alike: an exec runs as the sandbox\'s root, mapped to no host privilege', async (t) => {
   const sb = await sandbox(t)
   const r = await sh(sb, 'id -u; cat /proc/self/uid_map')

@@ -17,6 +17,19 @@ pub fn io(step: Step, e: &std::io::Error, path: &str, what: &str) -> SetupError 
     doing(SetupError::io(step, e, Some(path)), what)
 }
 
+/// The tar reader failed at a header, after `after` (what was read before: None for the first
+/// header). Its message may quote that header's bytes: bounded, and never the first header's,
+/// which for a file that is no archive at all (a password file named by mistake) are whatever it
+/// holds.
+pub fn tar_header(step: Step, e: &std::io::Error, path: &str, after: Option<&str>) -> SetupError {
+    let mut err = io(step, e, path, "not a readable tar archive");
+    err.message = match after {
+        None => "not a readable tar archive: its first header does not parse as a tar header".into(),
+        Some(before) => format!("{before}: {}", crate::names::printable(&e.to_string(), 200)),
+    };
+    err
+}
+
 fn doing(mut e: SetupError, what: &str) -> SetupError {
     e.message = format!("{what}: {}", e.message);
     e

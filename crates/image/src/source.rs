@@ -164,18 +164,7 @@ fn index(file: &File, shown: &str) -> Result<HashMap<String, Member>> {
     let mut links: Vec<(String, String, bool)> = Vec::new();
     let mut archive = tar::Archive::new(file);
     let mut read_one = false;
-    // The tar crate's errors may quote a header's bytes: bounded, and never those of the first
-    // header, which for a file that is no archive at all (a password file named by mistake) are
-    // whatever it holds.
-    let unreadable = |e: std::io::Error, read_one: bool| {
-        let mut err = error::io(Step::ReadImage, &e, shown, "not a readable tar archive");
-        err.message = if read_one {
-            format!("not a readable tar archive: {}", names::printable(&e.to_string(), 200))
-        } else {
-            "not a readable tar archive: its first header does not parse as a tar header".into()
-        };
-        err
-    };
+    let unreadable = |e: std::io::Error, read_one: bool| error::tar_header(Step::ReadImage, &e, shown, read_one.then_some("not a readable tar archive"));
     for entry in archive.entries_with_seek().map_err(|e| unreadable(e, false))? {
         let entry = entry.map_err(|e| unreadable(e, read_one))?;
         read_one = true;

@@ -84,15 +84,8 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
     let mut last_name = String::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| {
-            let mut err = error::io(Step::ReadArchive, &e, "", "reading the archive");
-            // It may quote a header's bytes: bounded here, escaped where the tool reports it. Not
-            // for the first header: a file that is no archive at all would have its first bytes
-            // (whatever they hold: a password file) quoted into the caller's logs.
-            err.message = if last_name.is_empty() {
-                "not a readable tar archive: its first header does not parse as a tar header".into()
-            } else {
-                format!("reading the archive after entry '{last_name}': {}", names::printable(&e.to_string(), 200))
-            };
+            let before = (!last_name.is_empty()).then(|| format!("reading the archive after entry '{last_name}'"));
+            let mut err = error::tar_header(Step::ReadArchive, &e, "", before.as_deref());
             err.path = None;
             err
         })?;
