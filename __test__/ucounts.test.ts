@@ -9,7 +9,7 @@ import test from 'ava'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { configurePool, probe, runIsolated, spawnIsolated, type Sandbox, type SpawnOptions } from '../index.js'
+import { configurePool, createSandbox, probe, runIsolated, spawnIsolated, type Sandbox, type SpawnOptions } from '../index.js'
 import { NAMESPACE_OWNER_IDS } from '../lib/probe.js'
 import { isRoot, parentOf, poolHeard, poolReady, root, waitUntil, warmHelpersOf } from './helpers.js'
 
@@ -182,4 +182,63 @@ rootOnly('without a user namespace, the uid just past the owner block runs and t
   t.regex(r.stdout, new RegExp(`^Uid:\\s+${past}\\s+${past}\\s`))
   const refused = await t.throwsAsync(runIsolated('/bin/true', [], { namespaces: { user: false }, user: { uid: past - 1, gid: past } }))
   t.regex(refused.message, /own the user namespaces/)
+})
+
+/**
+ * Put descriptors in flight (sent on unix sockets, never received) until the kernel refuses more;
+ * print how many and the errno, and hold them until stdin ends. The kernel counts them per host
+ * user against the sender's RLIMIT_NOFILE, which this raises to its hard limit.
+ */
+const putInFlight = [
+  'import os, resource, socket, sys',
+  'soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)',
+  'resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))',
+  'fd = os.open("/dev/null", os.O_RDONLY)',
+  'pairs, n, err = [], 0, 0',
+  'while not err:',
+  '    a, b = socket.socketpair()',
+  '    pairs.append((a, b))',
+  '    a.setblocking(False)',
+  '    try:',
+  '        while True:',
+  '            socket.send_fds(a, [b"x"], [fd] * 253)',
+  '            n += 253',
+  '    except BlockingIOError:',
+  '        pass',
+  '    except OSError as e:',
+  '        err = e.errno',
+  'print(n, err, flush=True)',
+  'sys.stdin.read()',
+].join('\n')
+
+/** One descriptor sent on a fresh socket pair: 0, or the errno that refused it. */
+const sendOne = 'import os, socket\na, b = socket.socketpair()\ntry:\n    socket.send_fds(a, [b"x"], [os.open("/dev/null", os.O_RDONLY)]); print(0)\nexcept OSError as e:\n    print(e.errno)'
+
+const ETOOMANYREFS = 109
+
+rootOnly("a sandbox that fills its host user's count of descriptors in flight keeps no other sandbox of root's from its terminal: the helper takes it from the init (pidfd_getfd)", async (t) => {
+  const victim = await createSandbox()
+  const hog = await spawnIsolated('/usr/bin/python3', ['-c', putInFlight], { stdio: ['pipe', 'pipe', 'inherit'] })
+  try {
+    const line = await new Promise<string>((resolve) => {
+      let out = ''
+      hog.stdout!.on('data', (d: Buffer) => (out += d).includes('\n') && resolve(out))
+      hog.stdout!.on('end', () => resolve(out))
+    })
+    const [n, errno] = line.trim().split(' ').map(Number)
+    t.is(errno, ETOOMANYREFS, `the hog went on until the kernel refused more in flight (${n} sent)`)
+    // Every sandbox of root's is the same host user: another one's own send is refused now.
+    const control = await runIsolated('/usr/bin/python3', ['-c', sendOne])
+    t.is(control.stdout.trim(), String(ETOOMANYREFS), "another sandbox's own SCM_RIGHTS send is refused while the hog holds the count")
+    const one = await runIsolated('/bin/sh', ['-c', 'test -t 0 && echo on a terminal'], { tty: true })
+    t.is(one.exitCode, 0, one.stderr)
+    t.regex(one.stdout, /on a terminal/, 'a new sandbox still gets its terminal')
+    const exec = await victim.exec('/bin/sh', ['-c', 'test -t 0 && echo on a terminal'], { tty: true })
+    t.is(exec.exitCode, 0, exec.stderr)
+    t.regex(exec.stdout, /on a terminal/, "an exec of a long-lived sandbox still gets its terminal")
+  } finally {
+    hog.stdin!.end()
+    await hog.wait()
+    await victim.destroy()
+  }
 })

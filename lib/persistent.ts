@@ -295,7 +295,14 @@ export class PersistentSandbox {
         // The helper closed its end: the sandbox ended (destroyed, timed out, its init killed)
         // and this process has not heard yet.
         if (/\((EPIPE|ECONNRESET|ENOTCONN)\)\s*$/.test(err.message)) throw destroyedError(this.id)
-        throw new IsolateError(`could not hand the exec to the sandbox: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', cause: e })
+        // Counted per host user: a caller without root is the same user as its sandboxes.
+        const inFlight = /\(ETOOMANYREFS\)\s*$/.test(err.message)
+        throw new IsolateError(`could not hand the exec to the sandbox: ${err.message}`, {
+          code: 'ERR_ISOLATE_NATIVE',
+          errno: inFlight ? 'ETOOMANYREFS' : undefined,
+          hint: inFlight ? "this user has too many descriptors in flight in unix sockets, which the kernel counts per host user: a sandbox of this caller's (the same user) holds them; give untrusted sandboxes a limits.openFiles well below this process's" : undefined,
+          cause: e,
+        })
       }
     }
     const exec = new ExecProcess(command, fds, this.#request, id, request.tty !== undefined)

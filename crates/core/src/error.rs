@@ -251,6 +251,13 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
             "the sandbox's devpts holds at most 64 terminals, and its processes hold them all (or \
              the host's pool, kernel.pty.max, is used up)"
         }
+        (Step::OpenPty, Errno::ETOOMANYREFS) => {
+            "this host user has too many descriptors in flight in unix sockets (the kernel counts \
+             them per host user, and every sandbox of this caller runs as the same one: another \
+             sandbox holds them); as root the helper takes the terminal itself, so this caller is \
+             not root or may not ptrace its sandbox; give untrusted sandboxes a limits.openFiles \
+             well below the host's"
+        }
         (Step::BindMount, Errno::ENOTDIR | Errno::EISDIR) => {
             "a file binds only onto a file and a directory only onto a directory: the target is \
              there inside as the other kind"

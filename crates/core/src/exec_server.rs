@@ -45,6 +45,9 @@ struct Server<'a> {
     starting: Vec<Starting>,
     /// Commands past execve, by pid (as this namespace sees it).
     running: HashMap<Pid, u32>,
+    /// Terminal masters lent to the helper (see [`TerminalHandoff::lent`]), by exec id: kept open
+    /// until it says it is done with one, so the number it takes names nothing else.
+    lent: HashMap<u32, OwnedFd>,
 }
 
 fn fail(report: &OwnedFd, e: SetupError) -> ! {
@@ -72,7 +75,7 @@ pub fn serve(spec: &Spec, seccomp: Option<&Program>, report: OwnedFd, work: Owne
     // Each exec then looks only at those.
     sys::note_bounding_set(&caps);
     send(&report, &Report::Ready);
-    let mut server = Server { spec, seccomp, report, work, starting: Vec::new(), running: HashMap::new() };
+    let mut server = Server { spec, seccomp, report, work, starting: Vec::new(), running: HashMap::new(), lent: HashMap::new() };
     loop {
         server.step(&sfd);
     }
@@ -117,6 +120,7 @@ impl Server<'_> {
         match serde_json::from_slice::<Work>(&bytes) {
             Ok(Work::Exec(req)) => self.start(req, fds),
             Ok(Work::Signal { id, signal, group }) => self.signal(id, signal, group),
+            Ok(Work::TerminalTaken { id }) => drop(self.lent.remove(&id)),
             Err(_) => {}
         }
     }
@@ -142,8 +146,17 @@ impl Server<'_> {
         let terminal = match req.tty {
             Some(size) => {
                 let (master, slave) = sys::open_pty(size.rows, size.cols)?;
-                let note = serde_json::to_vec(&TerminalHandoff { terminal: req.id }).unwrap_or_default();
-                sys::send_message(&self.work, &note, &[master.as_raw_fd()], Step::OpenPty)?;
+                let note = serde_json::to_vec(&TerminalHandoff { terminal: req.id, lent: None }).unwrap_or_default();
+                match sys::send_message(&self.work, &note, &[master.as_raw_fd()], Step::OpenPty) {
+                    Ok(()) => {}
+                    // Another sandbox of this host user filled its count of fds in flight.
+                    Err(e) if sys::too_many_in_flight(&e) => {
+                        let note = serde_json::to_vec(&TerminalHandoff { terminal: req.id, lent: Some(master.as_raw_fd()) }).unwrap_or_default();
+                        sys::send_message(&self.work, &note, &[], Step::OpenPty)?;
+                        self.lent.insert(req.id, master);
+                    }
+                    Err(e) => return Err(e),
+                }
                 Some(slave)
             }
             None => None,

@@ -159,8 +159,21 @@ impl Execs {
     fn take_terminals(&mut self) {
         while crate::sys::readable_now(&self.work) {
             let Ok(Some((bytes, mut fds))) = crate::sys::recv_message(&self.work, 4096, Step::OpenPty) else { return };
-            let Ok(TerminalHandoff { terminal: id }) = serde_json::from_slice(&bytes) else { continue };
-            if let (Some(e), Some(master)) = (self.execs.get_mut(&id), fds.pop()) {
+            let Ok(TerminalHandoff { terminal: id, lent }) = serde_json::from_slice(&bytes) else { continue };
+            let master = match (fds.pop(), lent) {
+                (Some(master), _) => Some(master),
+                (None, Some(fd)) => {
+                    let taken = crate::sys::take_fd_of(self.sandbox.init, fd).ok();
+                    self.send_work(&Work::TerminalTaken { id });
+                    if taken.is_none() {
+                        // Its command would run with no one at its terminal.
+                        self.send_work(&Work::Signal { id, signal: libc::SIGKILL, group: true });
+                    }
+                    taken
+                }
+                (None, None) => None,
+            };
+            if let (Some(e), Some(master)) = (self.execs.get_mut(&id), master) {
                 if let Some((input, output)) = e.tty_io.take() {
                     e.tty = TtyRelay::new(master, input, output, e.ended.is_some(), self.sandbox).ok();
                     if let (Some(t), Some((rows, cols))) = (&e.tty, e.tty_size.take()) {

@@ -150,13 +150,19 @@ pub enum Work {
     Exec(ExecRequest),
     /// `group`: the command's whole process group (a timeout), else the command alone.
     Signal { id: u32, signal: i32, group: bool },
+    /// The helper took the terminal master the init lent it ([`TerminalHandoff::lent`]).
+    TerminalTaken { id: u32 },
 }
 
-/// Init → helper on the work socket: an exec's terminal master, attached as SCM_RIGHTS.
+/// Init → helper on the work socket: an exec's terminal master, attached as SCM_RIGHTS, or, where
+/// the init's host user has too many fds in flight to send it, lent: its number in the init,
+/// for the helper to take with pidfd_getfd and answer [`Work::TerminalTaken`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TerminalHandoff {
     pub terminal: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lent: Option<i32>,
 }
 
 /// Sandbox init → helper.

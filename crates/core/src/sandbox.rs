@@ -676,7 +676,19 @@ pub(crate) fn forwarded_signals() -> SigSet {
 /// helper; the slave is for the command.
 fn open_terminal(size: crate::spec::Tty, handoff: &OwnedFd) -> sys::Result<OwnedFd> {
     let (master, slave) = sys::open_pty(size.rows, size.cols)?;
-    sys::send_fds(handoff, &[std::os::fd::AsRawFd::as_raw_fd(&master)]).map_err(|e| SetupError { step: Step::OpenPty, ..e })?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&master);
+    match sys::send_fds(handoff, &[fd]) {
+        Ok(()) => {}
+        // Another sandbox of this host user filled its count of fds in flight: lend it, and
+        // keep it open until the helper says it took it (an EOF: it could not).
+        Err(e) if sys::too_many_in_flight(&e) => {
+            sys::send_message(handoff, &sys::lent_note(fd), &[], Step::OpenPty)?;
+            if !matches!(sys::recv_message(handoff, 1, Step::OpenPty)?, Some((b, _)) if b == b"t") {
+                return Err(SetupError { step: Step::OpenPty, ..e });
+            }
+        }
+        Err(e) => return Err(SetupError { step: Step::OpenPty, ..e }),
+    }
     Ok(slave)
 }
 

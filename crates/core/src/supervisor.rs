@@ -939,7 +939,15 @@ impl Supervisor {
     /// The init's terminal master arrives once; from then on the helper relays it.
     fn take_terminal(&mut self) {
         let Some(handoff) = self.tty_handoff.take() else { return };
-        let master = crate::sys::recv_fds(&handoff).ok().and_then(|mut v| if v.is_empty() { None } else { Some(v.remove(0)) });
+        let master = match crate::sys::recv_message(&handoff, 64, Step::OpenPty) {
+            Ok(Some((_, mut fds))) if !fds.is_empty() => Some(fds.remove(0)),
+            // Lent (see sandbox.rs open_terminal): taken, and the init told so; else the init
+            // sees this end close and fails its setup.
+            Ok(Some((note, _))) => crate::sys::lent_fd(&note)
+                .and_then(|fd| crate::sys::take_fd_of(self.init.as_raw(), fd).ok())
+                .filter(|_| crate::sys::send_message(&handoff, b"t", &[], Step::OpenPty).is_ok()),
+            _ => None,
+        };
         if let (Some(master), Some((input, output))) = (master, self.tty_io.take()) {
             self.tty = TtyRelay::new(master, input, output, self.ended.is_some() || !self.report_open, self.sandbox).ok();
             if let (Some(tty), Some((rows, cols))) = (&self.tty, self.tty_size.take()) {

@@ -877,6 +877,45 @@ pub fn send_fds(sock: &OwnedFd, fds: &[std::os::fd::RawFd]) -> Result<()> {
     send_message(sock, b"f", fds, Step::MountOverlay)
 }
 
+/// Whether an SCM_RIGHTS send failed only because its sender's host user has too many
+/// descriptors in flight (ETOOMANYREFS). The kernel counts those per host user, not per user
+/// namespace, so every sandbox of a root caller (one host id) shares one count, which any of
+/// them can fill; the fd is then lent instead (see [`lent_note`], [`take_fd_of`]).
+pub fn too_many_in_flight(e: &SetupError) -> bool {
+    e.errno.as_deref() == Some("ETOOMANYREFS")
+}
+
+/// The message that lends descriptor `fd` instead of sending it: its number, for the receiver to
+/// take with [`take_fd_of`] while the sender keeps it open.
+pub fn lent_note(fd: RawFd) -> Vec<u8> {
+    format!("lent {fd}").into_bytes()
+}
+
+/// The descriptor number a [`lent_note`] names.
+pub fn lent_fd(note: &[u8]) -> Option<RawFd> {
+    std::str::from_utf8(note).ok()?.strip_prefix("lent ")?.parse().ok().filter(|n: &RawFd| *n >= 0)
+}
+
+/// Descriptor `fd` of process `pid` (a child of ours, not yet reaped), duplicated into this one,
+/// close-on-exec (pidfd_getfd): nothing is in flight, so no host user's count can refuse it. It
+/// needs ptrace rights over that process, which a root caller's helper has over its init.
+pub fn take_fd_of(pid: i32, fd: RawFd) -> std::result::Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open of a pid with no flags; a child we have not reaped cannot be another's.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: pidfd_getfd on a pidfd we own, no flags: the new descriptor is ours, close-on-exec.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if got < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(got as RawFd) })
+}
+
 /// Receive the fds of one [`send_fds`] message.
 pub fn recv_fds(sock: &OwnedFd) -> Result<Vec<OwnedFd>> {
     Ok(recv_message(sock, 1, Step::MountOverlay)?.map(|(_, fds)| fds).unwrap_or_default())
@@ -1316,6 +1355,14 @@ fn mount_ids() -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lent_note_names_its_descriptor_and_nothing_else_does() {
+        assert_eq!(lent_fd(&lent_note(7)), Some(7));
+        assert_eq!(lent_fd(b"f"), None, "a send_fds message");
+        assert_eq!(lent_fd(b"lent -1"), None);
+        assert_eq!(lent_fd(b"lent 7x"), None);
+    }
 
     #[test]
     fn opening_beneath_refuses_symlinks_and_escapes_with_openat2_and_without() {
