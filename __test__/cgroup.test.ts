@@ -13,7 +13,7 @@ import { basename, join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 import { cgroupLimitsHere, limitsHold } from '../lib/probe.js'
 import { cli } from './cli-runner.js'
-import { cgroupDirOf, ended, helperServersOf, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
+import { cgroupDirOf, descendantsOf, ended, helperServersOf, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
 /**
@@ -191,6 +191,33 @@ for (const signal of ['SIGINT', 'SIGHUP'] as const) {
     t.deepEqual(cgroups.filter(existsSync), [], 'no cgroup is left')
   })
 }
+
+test.serial("SIGTERM to every process of the caller's service at once (systemd's stop) leaves no cgroup: the helpers ignore it, and end with their caller", async (t) => {
+  const child = spawn(process.execPath, ['--import=tsx', '-e', `
+    const { createSandbox, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const options = ${holds({ limits: signalLimits }) ? JSON.stringify({ limits: signalLimits }) : '{}'}
+    const sb = await spawnIsolated('/bin/sleep', ['100'], options)
+    await createSandbox(options)
+    process.stdout.write(sb.pid + '\\n')
+    setInterval(() => {}, 1000)
+  `], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => void child.kill('SIGKILL'))
+  const pid = await new Promise<number>((resolve, reject) => {
+    child.stdout!.on('data', (d) => resolve(Number(String(d).trim())))
+    child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
+  })
+  // Its pool's warm helpers too, each with a cgroup made ahead where cgroups may be made.
+  await new Promise((r) => setTimeout(r, 500))
+  const service = [child.pid!, ...descendantsOf(child.pid!)]
+  const cgroups = sandboxCgroups().filter((d) => service.includes(Number(helperOf(d))))
+  t.is(cgroups.length > 0, holds({ limits: signalLimits }), `the service's cgroups: ${cgroups}`)
+  t.true(service.includes(pid), "the sandbox's command is one of the service's processes")
+  const exited = new Promise((r) => child.once('exit', (_code, sig) => r(sig)))
+  for (const p of service) process.kill(p, 'SIGTERM')
+  t.is(await exited, 'SIGTERM')
+  t.true(await waitUntil(() => service.every((p) => !pidAlive(p)), 5000), `left running: ${service.filter(pidAlive)}`)
+  t.deepEqual(cgroups.filter(existsSync), [], 'no cgroup is left')
+})
 
 // A real-time signal too: the server's reaping once stopped at a status nix could not decode.
 for (const [how, size, signal] of [['from a warm helper', undefined, 'SIGKILL'], ['cold', 0, 'SIGKILL'], ['cold', 0, 40]] as const) {

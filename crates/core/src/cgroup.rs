@@ -478,39 +478,75 @@ fn with_parent(mut layout: Layout, parent: &str) -> Result<Layout, String> {
 /// Where a limit fails closed beneath this process's own cgroup v2 cgroup (no parent named in
 /// [`PARENT_ENV`]): the nearest cgroup above it, delegated to this process, beneath which every
 /// limit would hold (it holds no process): what [`PARENT_ENV`] could name. Only up through
-/// delegated cgroups, never the hierarchy's root: above a delegation the tree is its manager's.
+/// delegated cgroups, never the hierarchy's root, and never past a cgroup marked as a delegation:
+/// above it the tree is its manager's (a user's systemd owns the slices above a `Delegate=yes`
+/// scope, writable as they are, and takes back controllers it did not enable there).
 /// `isolate doctor` prints it. `layout`: what `host` was found from.
 fn parent_that_would_hold(host: &CgroupHost, layout: &Layout) -> Option<String> {
     let u = host.unified.as_ref().filter(|u| host.mode == CgroupMode::V2 && !u.from_env && host.can_create)?;
     if host.refused.is_empty() {
         return None;
     }
-    let mut path = u.own_path.clone();
-    while let Some(cut) = path.rfind('/').filter(|&cut| cut > 0) {
-        path.truncate(cut);
+    let ancestors = std::iter::successors(Some(u.own_path.clone()), |p| p.rfind('/').filter(|&cut| cut > 0).map(|cut| p[..cut].to_owned())).skip(1);
+    let above = ancestors.map_while(|path| {
         let candidate = host_from_layout(with_parent(layout.clone(), &path).ok()?);
-        if !candidate.unified.as_ref().and_then(|c| c.own_dir.as_deref()).is_some_and(delegated) {
+        let dir = candidate.unified.as_ref().and_then(|c| c.own_dir.clone());
+        Some(Above {
+            marked: dir.as_deref().is_some_and(marked_delegation),
+            delegated: dir.as_deref().is_some_and(delegated),
+            holds: candidate.can_create && candidate.refused_limits().is_empty(),
+            path,
+        })
+    });
+    nearest_that_holds(u.own_dir.as_deref().is_some_and(marked_delegation), above)
+}
+
+/// A cgroup above the caller's, as [`parent_that_would_hold`] weighs it.
+struct Above {
+    path: String,
+    /// Marked as a delegation's top ([`marked_delegation`]).
+    marked: bool,
+    delegated: bool,
+    /// Every limit would hold beneath it.
+    holds: bool,
+}
+
+/// The first of `above` (nearest first) beneath which every limit holds, climbing only through
+/// delegated cgroups and not past a delegation's top (`own_marked`: the caller's own is one).
+fn nearest_that_holds(own_marked: bool, above: impl IntoIterator<Item = Above>) -> Option<String> {
+    if own_marked {
+        return None;
+    }
+    for a in above {
+        if !a.delegated {
             return None;
         }
-        if candidate.can_create && candidate.refused_limits().is_empty() {
-            return Some(path);
+        if a.holds {
+            return Some(a.path);
+        }
+        if a.marked {
+            return None;
         }
     }
     None
 }
 
-/// The cgroup directory `dir` is delegated to this process: systemd marks the cgroups it delegates
-/// (`Delegate=yes`) with the attribute `trusted.delegate` (`user.delegate` from a user's manager);
-/// to a caller other than root a cgroup is delegated by giving it the directory.
-fn delegated(dir: &str) -> bool {
+/// systemd marks the cgroups it delegates (`Delegate=yes`) with the attribute `trusted.delegate`
+/// (`user.delegate` from a user's manager): the top of a delegated subtree.
+fn marked_delegation(dir: &str) -> bool {
     let Ok(path) = std::ffi::CString::new(dir) else { return false };
-    let marked = [c"trusted.delegate", c"user.delegate"].iter().any(|name| {
+    [c"trusted.delegate", c"user.delegate"].iter().any(|name| {
         let mut value = [0u8; 8];
         // SAFETY: a NUL-terminated path and attribute name; the buffer is ours and its size given.
         let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
         n > 0 && value[..n as usize].starts_with(b"1")
-    });
-    marked || (!nix::unistd::geteuid().is_root() && may_write(dir))
+    })
+}
+
+/// The cgroup directory `dir` is delegated to this process: marked so ([`marked_delegation`]), or,
+/// to a caller other than root, given to it (its directory writable).
+fn delegated(dir: &str) -> bool {
+    marked_delegation(dir) || (!nix::unistd::geteuid().is_root() && may_write(dir))
 }
 
 fn host_from_layout(layout: Layout) -> CgroupHost {
@@ -904,7 +940,12 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn mkdir(path: &str) -> Result<(), SetupError> {
-    nix::unistd::mkdir(path, nix::sys::stat::Mode::from_bits_truncate(0o755)).map_err(|e| {
+    let make = || nix::unistd::mkdir(path, nix::sys::stat::Mode::from_bits_truncate(0o755));
+    // A sandbox cgroup's name holds its helper's pid, and no helper makes one name twice: one
+    // there already was left by a dead process that had this pid (everything of a service killed
+    // at once leaves its helpers no time to clean up). Empty, it goes (rmdir takes nothing else).
+    let made = make().or_else(|e| if e == Errno::EEXIST && subtree(path).iter().all(|d| rmdir_once(d)) { make() } else { Err(e) });
+    made.map_err(|e| {
         let err = SetupError::sys(STEP_CREATE, e as i32, Some(path));
         match e {
             Errno::EEXIST => err.with_hint("a cgroup of this name already exists (left by a process that died?); choose another name"),
@@ -1507,6 +1548,14 @@ fn procs_in(dir: &str) -> Result<Vec<i32>, i32> {
 }
 
 /// rmdir, retrying while the kernel finishes tearing down the cgroup's last processes (EBUSY).
+/// One rmdir: true when `path` is gone.
+fn rmdir_once(path: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(path) else { return false };
+    // SAFETY: a NUL-terminated path.
+    let removed = unsafe { libc::rmdir(c.as_ptr()) } == 0;
+    removed || Errno::last() == Errno::ENOENT
+}
+
 fn rmdir_retrying(path: &str) -> Result<(), SetupError> {
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut pause = Duration::from_micros(200);
@@ -1769,6 +1818,21 @@ mod tests {
         let at_root = v2_host(&["cpu", "pids"], &[], true, 0).refused_limits();
         assert_eq!(at_root.len(), 1);
         assert!(at_root[0].hint.as_deref().unwrap().contains("cgroup_disable="), "{at_root:?}");
+    }
+
+    #[test]
+    fn a_parent_is_suggested_only_up_to_the_top_of_a_delegation() {
+        let above = |path: &str, marked: bool, delegated: bool, holds: bool| Above { path: path.into(), marked, delegated, holds };
+        // A service with Delegate=yes and DelegateSubgroup=main: the caller is in main, the mark on the service.
+        assert_eq!(nearest_that_holds(false, [above("/app.service", true, true, true)]), Some("/app.service".into()));
+        // A user's Delegate=yes scope (marked) in a slice of the user's manager, writable by the user: not the slice.
+        assert_eq!(nearest_that_holds(true, [above("/user@1001.service/app.slice", false, true, true)]), None);
+        // A marked top that holds processes: nothing above it either.
+        assert_eq!(nearest_that_holds(false, [above("/a", true, true, false), above("/", false, true, true)]), None);
+        // Directories given to the caller (no marks): up through them, to the first that holds.
+        assert_eq!(nearest_that_holds(false, [above("/d/s", false, true, false), above("/d", false, true, true)]), Some("/d".into()));
+        // Not delegated: the climb ends.
+        assert_eq!(nearest_that_holds(false, [above("/d", false, false, true)]), None);
     }
 
     #[test]
@@ -2296,12 +2360,25 @@ mod tests {
         for d in dirs {
             assert!(!exists(&format!("{d}/{name}")), "{d}/{name} left behind");
         }
-        // An existing name is refused, and the existing directory is not taken over or removed.
+        // An existing name in use is refused, and its directory is not taken over or removed.
         let cg = SandboxCgroup::create(&host, &name, &CgroupLimits::default(), Ending::Frozen).unwrap();
+        let mut kid = Kid::spawn(|_| pause_forever());
+        cg.attach(kid.pid).unwrap();
         let e = SandboxCgroup::create(&host, &name, &CgroupLimits::default(), Ending::Frozen).unwrap_err();
         assert_eq!(e.errno.as_deref(), Some("EEXIST"));
         assert!(cg.paths().iter().all(|p| exists(p)));
-        remove_and_check(cg);
+        kid.go();
+        cg.kill_all().unwrap();
+        kid.wait();
+        // Left empty, with a cgroup made inside, as a helper killed with its whole service leaves
+        // it (the name holds its pid, which a later helper may get): made anew.
+        let inner = format!("{}/left", cg.paths()[0]);
+        std::fs::create_dir(&inner).unwrap();
+        std::mem::forget(cg);
+        let again = SandboxCgroup::create(&host, &name, &CgroupLimits { pids: Some(4), ..Default::default() }, Ending::Frozen).unwrap();
+        assert!(!exists(&inner), "what the leftover held is gone");
+        assert_eq!(read_trim(&again.file(Controller::Pids, "pids.max").unwrap()), "4");
+        remove_and_check(again);
     }
 
     /// clone3(CLONE_INTO_CGROUP) with the v2 directory fd: the child starts inside, no attach.

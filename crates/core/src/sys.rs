@@ -633,6 +633,19 @@ pub fn note_signal_actions() {
     }
 }
 
+/// Ignore the signals that stop a service (SIGTERM, SIGHUP, SIGINT): systemd's stop, and any
+/// kill of a whole cgroup or process tree, signals the helpers with their caller. A helper ends
+/// when its caller does (its control socket closes), ending its sandbox and removing its cgroups
+/// on its way out; one a signal killed outright would leave them. Before [`note_signal_actions`],
+/// so every command resets them ([`reset_signals`]); the init blocks and reads them as before.
+pub fn ignore_stop_signals() {
+    let ign = KernelSigaction { handler: libc::SIG_IGN, flags: 0, restorer: 0, mask: 0 };
+    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+        // SAFETY: rt_sigaction installing SIG_IGN, with the kernel's sigset size.
+        unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &ign, std::ptr::null_mut::<KernelSigaction>(), 8usize) };
+    }
+}
+
 /// Every signal back to its default action, none blocked, before the command's execve: an
 /// ignored signal stays ignored across execve (Node ignores SIGPIPE; glibc's posix_spawn leaves
 /// its internal 32 and 33 ignored), a caught one must not run its handler in a child that shares

@@ -27,6 +27,9 @@ fn main() {
     let server = warm && std::env::args().nth(2).as_deref() == Some("--server");
     // Before any work: this process works for its caller, behind the caller's own threads.
     isolate_core::priority::step_back();
+    // A service's stop signals every process of it: the helpers end with their caller instead,
+    // cleaning up (see ignore_stop_signals); noted just below, so no command inherits it.
+    isolate_core::sys::ignore_stop_signals();
     // Before anything is forked (the zygote, the init and their commands copy the note): each
     // command then resets only the signals that are not at their default. A warm helper does it
     // ahead of its sandbox; the helper server once, for all the helpers it forks.
