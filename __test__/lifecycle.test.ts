@@ -389,3 +389,23 @@ test('a cancel or destroy() that comes after the sandbox ended, its report still
   holdLoop(600)
   t.is((await box.destroy()).reason, 'timeout')
 })
+
+for (const [what, body] of [
+  ['a sandbox with stdio pipes (the default)', `const sb = await spawnIsolated('/bin/sleep', ['100']); sb.unref(); pids.push(sb.pid)`],
+  ['a sandbox with a terminal', `const sb = await spawnIsolated('/bin/sleep', ['100'], { tty: true }); sb.unref(); pids.push(sb.pid)`],
+  ['a long-lived sandbox with an exec running, and one started after unref()', `const box = await createSandbox(); await box.spawn('/bin/sleep', ['100']); box.unref(); const keep = setInterval(() => {}, 1000); await box.spawn('/bin/sleep', ['100']); clearInterval(keep); pids.push(box.pid)`],
+] as const) {
+  test(`unref() lets Node exit while ${what} runs, its stdio pipes unref'd too; the sandbox ends with Node`, async (t) => {
+    const script = `
+      const { createSandbox, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+      const pids = []
+      ${body}
+      console.log(JSON.stringify(pids))
+    `
+    const r = spawnSync(process.execPath, ['--import=tsx', '-e', script], { cwd: root, encoding: 'utf8', timeout: 20_000 })
+    t.is(r.error, undefined, 'Node exited by itself, not at the 20 s timeout')
+    t.is(r.status, 0, r.stderr)
+    const pids = JSON.parse(r.stdout.trim().split('\n').pop()!) as number[]
+    t.true(await waitUntil(() => pids.every((p) => !pidAlive(p)), 3000), `the sandbox ended with Node: ${pids.filter(pidAlive)}`)
+  })
+}

@@ -10,7 +10,7 @@ import { collectOutput, decode, splitRunOptions } from './collect.js'
 import { IsolateError } from './errors.js'
 import { takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
-import { checkSize, onEvents, readable, reapHelper, sendLine, execRest, setupError, signalNumber, takeRest, writable, type SignalName, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
+import { checkSize, onEvents, readable, reapHelper, refStdio, sendLine, execRest, setupError, signalNumber, takeRest, writable, type SignalName, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
 
 export type ExecReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
 
@@ -198,6 +198,8 @@ export class PersistentSandbox {
   #nextId = 1
   readonly #execs = new Map<number, ExecProcess>()
   #ended = false
+  /** unref() was called (and no ref() since): execs' stdio pipes keep the loop alive neither. */
+  #unrefd = false
 
   constructor(addon: Addon, h: SpawnedHelper, spec: Spec) {
     this.#addon = addon
@@ -309,6 +311,7 @@ export class PersistentSandbox {
     // Wrapped in streams now: the addon holds them no more.
     takeWrapped(this.#addon, fds)
     this.#execs.set(id, exec)
+    if (this.#unrefd) refStdio([exec.stdin, exec.stdout, exec.stderr], false)
     if (signal) exec._abortOn(signal)
     await exec.started
     if (signal?.aborted) {
@@ -358,14 +361,18 @@ export class PersistentSandbox {
     return this.#done
   }
 
-  /** Let the event loop exit while this sandbox lives (it still ends when Node exits). */
+  /** Let the event loop exit while this sandbox lives, its execs' stdio pipes included, now and later (it still ends when Node exits). */
   unref(): this {
+    this.#unrefd = true
     this.#control.unref()
+    for (const e of this.#execs.values()) refStdio([e.stdin, e.stdout, e.stderr], false)
     return this
   }
 
   ref(): this {
+    this.#unrefd = false
     this.#control.ref()
+    for (const e of this.#execs.values()) refStdio([e.stdin, e.stdout, e.stderr], true)
     return this
   }
 }

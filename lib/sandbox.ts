@@ -71,6 +71,7 @@ export function readable(fd: number | undefined): Readable | null {
   // stream nobody listened to, it would end Node).
   pipe.on('error', (e) => (out.listenerCount('error') > 0 ? out.destroy(e) : out.push(null)))
   out.on('close', () => pipe.destroy())
+  pipes.set(out, pipe)
   rests.set(out, (bound) => {
     budget = bound
     pipe.resume()
@@ -79,6 +80,19 @@ export function readable(fd: number | undefined): Readable | null {
 }
 
 const rests = new WeakMap<Readable, (bound: number) => void>()
+const pipes = new WeakMap<Readable, Socket>()
+
+/**
+ * Whether the pipes behind a command's stdio keep Node's event loop alive (`ref`) or not: what a
+ * sandbox's unref() and ref() do to its streams too (child_process leaves that to the caller, on
+ * Sockets of its own; ours are streams in front of a socket, and a caller cannot reach it).
+ */
+export function refStdio(streams: (Readable | Writable | null)[], ref: boolean): void {
+  for (const s of streams) {
+    const socket = s instanceof Socket ? s : s && pipes.get(s as Readable)
+    if (socket) ref ? socket.ref() : socket.unref()
+  }
+}
 
 /**
  * The command behind `out` ended: read in what its pipe still holds, even if nobody reads the
@@ -309,14 +323,16 @@ export class Sandbox {
     return this.#done
   }
 
-  /** Let the event loop exit while this sandbox runs (it is still killed when Node exits). */
+  /** Let the event loop exit while this sandbox runs, its stdio pipes included (it is still killed when Node exits). */
   unref(): this {
     this.#control.unref()
+    refStdio([this.stdin, this.stdout, this.stderr], false)
     return this
   }
 
   ref(): this {
     this.#control.ref()
+    refStdio([this.stdin, this.stdout, this.stderr], true)
     return this
   }
 }
