@@ -5,7 +5,7 @@
  * each limit must fail closed instead, and that is what is asserted.
  */
 import test from 'ava'
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync } from 'node:fs'
 import { spawn, spawnSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { gunzipSync } from 'node:zlib'
@@ -213,10 +213,35 @@ test.serial("SIGTERM to every process of the caller's service at once (systemd's
   t.is(cgroups.length > 0, holds({ limits: signalLimits }), `the service's cgroups: ${cgroups}`)
   t.true(service.includes(pid), "the sandbox's command is one of the service's processes")
   const exited = new Promise((r) => child.once('exit', (_code, sig) => r(sig)))
-  for (const p of service) process.kill(p, 'SIGTERM')
+  for (const p of service) {
+    try {
+      process.kill(p, 'SIGTERM')
+    } catch {} // gone meanwhile (a zygote's clone, a sweep)
+  }
   t.is(await exited, 'SIGTERM')
   t.true(await waitUntil(() => service.every((p) => !pidAlive(p)), 5000), `left running: ${service.filter(pidAlive)}`)
   t.deepEqual(cgroups.filter(existsSync), [], 'no cgroup is left')
+})
+
+test.serial("a helper server, as it starts, removes the empty cgroups that helpers no longer alive left (a SIGKILL of a whole service), and nothing else", async (t) => {
+  if (!canCreate || process.env.ISOLATE_CGROUP_PARENT) return t.pass(`not here: ${canCreate ? 'sandbox cgroups go beneath ISOLATE_CGROUP_PARENT' : why}`)
+  // The own cgroups the sandbox cgroups are made beneath: v1's memory and pids, or v2's one.
+  const parents = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')
+    .filter((l) => (host.cgroup.mode === 'v2' ? l.startsWith('0::') : /^\d+:[^:]*\b(memory|pids)\b/.test(l)))
+    .map((l) => cgroupDirOf(l).dir)
+  t.true(parents.length > 0, 'this process has cgroups of its own to make sandbox cgroups beneath')
+  const exitedAt = spawnSync('/bin/sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim()
+  const left = parents.flatMap((p) => [join(p, `isolate-${exitedAt}-0`), join(p, `isolate-${exitedAt}-0`, 'inner')])
+  const living = parents.map((p) => join(p, `isolate-${process.pid}-999999`))
+  for (const d of [...left, ...living]) mkdirSync(d)
+  t.teardown(() => [...left].reverse().concat(living).forEach((d) => existsSync(d) && rmdirSync(d)))
+  const r = spawnSync(process.execPath, ['--import=tsx', '-e', `
+    const { runIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    await runIsolated('/bin/true')
+  `], { cwd: root, encoding: 'utf8', timeout: 30_000 })
+  t.is(r.status, 0, r.stderr)
+  t.true(await waitUntil(() => left.every((d) => !existsSync(d)), 5000), `left by pid ${exitedAt}, which no process has now: ${left.filter(existsSync)}`)
+  t.true(living.every(existsSync), 'one named after a living process stays')
 })
 
 // A real-time signal too: the server's reaping once stopped at a status nix could not decode.

@@ -6,9 +6,9 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import { execFile } from 'node:child_process'
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
 import { encodeFrame, FrameDecoder } from '../lib/frames.js'
 import { cli, cliUnderTerminal, limited, type CliOptions, type CliResult } from './cli-runner.js'
 import { driveShellInTmux, hasTmux, pidAlive, removeDir, root, waitUntil } from './helpers.js'
@@ -417,6 +417,27 @@ test("create: a runtime directory is as long as its sockets' paths allow, no sho
   t.false(existsSync(long), 'nothing was made')
   removeDir(fits)
   await rt.assertClean(t)
+})
+
+test('create: a relative ISOLATE_RUNTIME_DIR is the one ps, exec and rm find (relative to where isolate runs, not to the keeper\'s /)', async (t) => {
+  // Beneath the directory the CLI runs in (the repository), named relative to it: resolved
+  // against / instead, it would be another directory.
+  const dir = mkdtempSync(join(root, '.isolate-rt-'))
+  const rel = relative(root, dir)
+  t.teardown(() => [dir, join('/', rel)].forEach((d) => rmSync(d, { recursive: true, force: true })))
+  const env = { ...process.env, ISOLATE_RUNTIME_DIR: rel }
+  const made = await cli(['create'], { env })
+  t.is(made.status, 0, made.stderr)
+  const id = made.stdout.trim()
+  try {
+    t.true(existsSync(join(dir, `${id}.json`)), 'registered in the directory named')
+    t.regex((await cli(['ps'], { env })).stdout, new RegExp(id))
+    t.is((await cli(['exec', id, '--', '/bin/echo', 'hi'], { env })).stdout, 'hi\n')
+  } finally {
+    const removed = await cli(['rm', id], { env })
+    if (removed.status !== 0) await cli(['rm', id], { env: { ...env, ISOLATE_RUNTIME_DIR: join('/', rel) } })
+  }
+  t.deepEqual(readdirSync(dir), [], 'nothing left in it')
 })
 
 test('create: refuses a runtime directory that others may use', async (t) => {

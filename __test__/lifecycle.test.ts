@@ -409,3 +409,40 @@ for (const [what, body] of [
     t.true(await waitUntil(() => pids.every((p) => !pidAlive(p)), 3000), `the sandbox ended with Node: ${pids.filter(pidAlive)}`)
   })
 }
+
+test('a polluted Object.prototype (stdin, stdout, persistent, tty) reaches none of the objects the library makes: no fd of the caller taken, no descriptor left', async (t) => {
+  // In a Node of its own: the pollution must not reach the other tests.
+  const script = `
+    const { createSandbox, runIsolated, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const { openSync, readdirSync, readlinkSync } = await import('node:fs')
+    const mine = openSync('/dev/null', 'r')
+    await runIsolated('/bin/true')
+    await new Promise((r) => setTimeout(r, 500)) // a warm pool
+    const fds = () => readdirSync('/proc/self/fd').length
+    const before = fds()
+    for (const k of ['stdin', 'stdout', 'stderr', 'control']) Object.prototype[k] = mine
+    Object.prototype.persistent = true
+    Object.prototype.tty = { rows: 1, cols: 1 }
+    const seen = []
+    for (let i = 0; i < 5; i++) {
+      const sb = await spawnIsolated('/bin/sh', ['-c', 'test -t 0 && echo tty || echo no tty'], { stdio: ['ignore', 'pipe', 'ignore'] })
+      let out = ''
+      sb.stdout.on('data', (d) => (out += d))
+      await Promise.all([sb.wait(), new Promise((r) => sb.stdout.on('end', r))])
+      seen.push(out.trim())
+    }
+    const box = await createSandbox()
+    const r = await box.exec('/bin/echo', ['hi'], { stdio: 'ignore' })
+    await box.destroy()
+    for (const k of ['stdin', 'stdout', 'stderr', 'control', 'persistent', 'tty']) delete Object.prototype[k]
+    await new Promise((r) => setTimeout(r, 500))
+    console.log(JSON.stringify({ seen, exec: r.exitCode, mine: readlinkSync('/proc/self/fd/' + mine), grew: fds() - before }))
+  `
+  const r = spawnSync(process.execPath, ['--import=tsx', '-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  const seen = JSON.parse(r.stdout.trim().split('\n').pop()!)
+  t.deepEqual(seen.seen, Array(5).fill('no tty'), 'no terminal where none was asked for')
+  t.is(seen.exec, 0)
+  t.is(seen.mine, '/dev/null', "the caller's descriptor is still its own")
+  t.true(seen.grew <= 2, `${seen.grew} more descriptors open after (a pool's helpers may hold a few)`)
+})

@@ -98,6 +98,15 @@ const mark = <T extends object>(v: T): T => (owned.add(v), v)
 const MOST_NODES = 100_000
 
 /**
+ * `o`'s own fields in an object with no prototype: a field left out (the addon omits a missing
+ * one) reads as undefined, never as what a polluted Object.prototype holds (an fd of the caller's
+ * taken as a sandbox's stdio, a spec taken as long-lived).
+ */
+export function ownFields<T extends object>(o: T): T {
+  return Object.assign(Object.create(null) as T, o)
+}
+
+/**
  * Options as the caller owns them: every object that holds options (a literal, one made in another
  * realm such as a vm context or a test runner's, one made with `Object.create(defaults)`, an
  * instance of the caller's own class) is copied into an object without a prototype: its own

@@ -22,7 +22,7 @@ import { chmodSync, rmSync } from 'node:fs'
 import { createServer, Socket, type Server } from 'node:net'
 import { createSandbox, IsolateError, type ExecOptions, type ExecProcess, type PersistentSandbox, type SandboxOptions, type SandboxResult } from '../index.js'
 import { encodeFrame, Frame, jsonFrame, onFrames } from './frames.js'
-import { claimName, ensureRuntimeDir, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, sockPath, writeEntry, type SandboxEntry } from './registry.js'
+import { claimName, ensureRuntimeDir, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, runtimeDir, sockPath, writeEntry, type SandboxEntry } from './registry.js'
 
 /** What `create` sends the keeper on fd 3. */
 export interface KeeperSetup {
@@ -87,8 +87,10 @@ export function startKeeper(cliFile: string, setup: KeeperSetup): Promise<{ id: 
   const execArgv = process.execArgv.filter((a) => !a.startsWith('--inspect'))
   const child = spawn(process.execPath, [...execArgv, cliFile, '__keeper'], {
     detached: true,
-    // Our cwd, so that loader flags resolve; the keeper moves to / as soon as it runs.
+    // Our cwd, so that loader flags resolve; the keeper moves to / as soon as it runs, so the
+    // runtime directory is ours as we resolved it (a relative ISOLATE_RUNTIME_DIR would be /'s).
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ISOLATE_RUNTIME_DIR: runtimeDir() },
   })
   const pipe = child.stdio[3] as Socket
   return new Promise((resolve, reject) => {

@@ -18,7 +18,7 @@ import { accessSync, closeSync, constants, openSync, readFileSync, readSync, sta
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { IsolateError } from './errors.js'
+import { IsolateError, ownFields } from './errors.js'
 
 export interface SpawnedHelper {
   /** 0 for a helper the helper server forked (the server reaps it). */
@@ -394,6 +394,18 @@ export function loadNative(): Native {
       cause: e,
     })
   }
-  cached = { addon, ...loc }
+  cached = { addon: ownResults(addon), ...loc }
   return cached
+}
+
+/** The addon, its results read only for their own fields (see ownFields). */
+function ownResults(raw: Addon): Addon {
+  return {
+    ...raw,
+    spawnHelper: (...a) => raw.spawnHelper(...a).then(ownFields),
+    spawnWarmHelper: (...a) => raw.spawnWarmHelper(...a).then(ownFields),
+    sendSpec: (...a) => ownFields(raw.sendSpec(...a)),
+    sendExec: (...a) => ownFields(raw.sendExec(...a)),
+    spawnProbe: (...a) => ownFields(raw.spawnProbe(...a)),
+  }
 }

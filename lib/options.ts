@@ -1,7 +1,7 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
 import { fstatSync, lstatSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { boundedJson, JsonTooLong, optionError, ownOptions, shown } from './errors.js'
+import { boundedJson, JsonTooLong, optionError, ownFields, ownOptions, shown } from './errors.js'
 import { loadNative } from './native.js'
 
 export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
@@ -381,7 +381,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
 
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw optionError('signal', 'must be an AbortSignal')
 
-  const spec: Spec = {
+  const spec: Spec = ownFields({
     file: cmd.file,
     args: cmd.args,
     env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
@@ -398,7 +398,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     ...(landlock ? { landlock } : {}),
     ...(overlay ? { overlay } : {}),
     ...(tty ? { tty } : {}),
-  }
+  })
   return { spec, stdio, signal: o.signal, command: [cmd.file, ...cmd.args].join(' ') }
 }
 
@@ -438,7 +438,7 @@ export function normalizeSandbox(options: unknown): { spec: Spec; signal?: Abort
     for (const key of PER_EXEC) if (key in options) throw optionError(key, `is an option of each exec (${RUN_ONLY.includes(key) ? 'sb.exec' : 'sb.exec, sb.spawn'}), not of createSandbox`)
   }
   const { spec, signal } = normalize('-', [], options, 'createSandbox')
-  return { spec: { ...spec, file: '', persistent: true }, signal }
+  return { spec: ownFields({ ...spec, file: '', persistent: true }), signal }
 }
 
 /** Options of one command run in a long-lived sandbox. */
@@ -493,14 +493,14 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
   const tty = parseTty(o.tty)
   const stdio = parseStdio(o.stdio)
   if (tty) stdio[2] = 'ignore'
-  const request: Omit<ExecRequest, 'id'> = {
+  const request: Omit<ExecRequest, 'id'> = ownFields({
     file: cmd.file,
     args: cmd.args,
     env: [...env].map(([k, v]) => `${k}=${v}`),
     cwd: o.cwd === undefined ? base.cwd : insidePath('cwd', o.cwd),
     ...(tty ? { tty } : {}),
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
-  }
+  })
   return { request, stdio, command: [cmd.file, ...cmd.args].join(' '), signal: o.signal }
 }
 

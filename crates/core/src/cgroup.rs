@@ -1491,8 +1491,25 @@ fn kill_pinned(list: impl Fn() -> Vec<i32>, me: i32) {
 /// them (its sandbox's, whose init dies with it) killed first. For the helper server, whose
 /// children the helpers are.
 pub fn remove_left_by(helper: i32) {
+    remove_left(|pid| pid == helper, true);
+}
+
+/// Remove the empty sandbox cgroups that helpers no longer alive left beneath this process's own
+/// cgroups (named after a pid no process has now): what a SIGKILL of a whole service leaves, its
+/// helpers and their server killed at once, with no one to clean up after them. Only empty ones,
+/// and nothing is killed: a cgroup that holds a process is someone's. For the helper server, as
+/// it starts.
+pub fn remove_left_by_the_dead() {
+    // kill(pid, 0): ESRCH is no process at all (EPERM is someone's).
+    let gone = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH);
+    remove_left(gone, false);
+}
+
+/// Sandbox cgroups beneath this process's own cgroups whose helper's pid `left_by` picks, each
+/// subtree removed deepest first; with `kill`, its processes are killed first (else a cgroup
+/// that holds any stays).
+fn remove_left(left_by: impl Fn(i32) -> bool, kill: bool) {
     let Ok(host) = detect() else { return };
-    let prefix = format!("isolate-{helper}-");
     let mut parents: Vec<String> = host.v1.iter().filter_map(|h| h.own_dir.clone()).collect();
     if host.mode == CgroupMode::V2 {
         parents.extend(host.unified.as_ref().and_then(|u| u.own_dir.clone()));
@@ -1501,13 +1518,28 @@ pub fn remove_left_by(helper: i32) {
         let Ok(entries) = std::fs::read_dir(&parent) else { continue };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(name) = name.to_str().filter(|n| n.starts_with(&prefix) && valid_name(n)) else { continue };
+            let Some(name) = name.to_str().filter(|n| valid_name(n)) else { continue };
+            if !helper_of(name).is_some_and(&left_by) {
+                continue;
+            }
             for dir in subtree(&format!("{parent}/{name}")) {
-                kill_pinned(|| procs_in(&dir).unwrap_or_default(), std::process::id() as i32);
-                let _ = rmdir_retrying(&dir);
+                if kill {
+                    kill_pinned(|| procs_in(&dir).unwrap_or_default(), std::process::id() as i32);
+                    let _ = rmdir_retrying(&dir);
+                } else {
+                    rmdir_once(&dir);
+                }
             }
         }
     }
+}
+
+/// The helper pid in a sandbox cgroup's name ([`unique_name`]).
+fn helper_of(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("isolate-")?;
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok().filter(|p: &i32| *p > 0)
 }
 
 /// Every cgroup directory at and below `dir`, deepest first.
@@ -1818,6 +1850,15 @@ mod tests {
         let at_root = v2_host(&["cpu", "pids"], &[], true, 0).refused_limits();
         assert_eq!(at_root.len(), 1);
         assert!(at_root[0].hint.as_deref().unwrap().contains("cgroup_disable="), "{at_root:?}");
+    }
+
+    #[test]
+    fn a_sandbox_cgroup_names_its_helper() {
+        assert_eq!(helper_of("isolate-123-0"), Some(123));
+        assert_eq!(helper_of(&unique_name()), Some(std::process::id() as i32));
+        for other in ["isolate-123", "isolate-x-0", "isolate-0-1", "isolate-12-3x", "isolated-1-2", "isolate--1-0"] {
+            assert_eq!(helper_of(other), None, "{other}");
+        }
     }
 
     #[test]

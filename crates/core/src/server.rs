@@ -67,6 +67,8 @@ pub fn run(sock: OwnedFd) -> Outcome {
         return Outcome::Exit(1);
     }
     let Ok(sfd) = SignalFd::with_flags(&chld, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) else { return Outcome::Exit(1) };
+    // What helpers killed with their whole service left (no server outlived them to sweep).
+    sweep(crate::cgroup::remove_left_by_the_dead);
     loop {
         let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
@@ -223,18 +225,19 @@ fn reap_helpers() {
     while let Ok(status) = sys::wait_child(None, false) {
         match status {
             Ended::StillAlive => break,
-            Ended::Signaled(pid, _) => sweep_after(pid.as_raw()),
+            Ended::Signaled(pid, _) => sweep(|| crate::cgroup::remove_left_by(pid.as_raw())),
             _ => {}
         }
     }
 }
 
-fn sweep_after(helper: i32) {
+/// Cgroup removal in a child of its own (reaped as a helper is), off the server's loop.
+fn sweep(remove: impl FnOnce()) {
     // SAFETY: this process is single-threaded; the child runs no destructor and exits.
     if let Ok(ForkResult::Child) = unsafe { fork() } {
         sys::close_fds_except(&[]);
         let _ = nix::sys::prctl::set_name(c"isolate-sweep");
-        crate::cgroup::remove_left_by(helper);
+        remove();
         // SAFETY: leaving the forked child without unwinding.
         unsafe { libc::_exit(0) };
     }
