@@ -13,7 +13,7 @@ import { basename, join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 import { cgroupLimitsHere, limitsHold } from '../lib/probe.js'
 import { cli } from './cli-runner.js'
-import { cgroupDirOf, descendantsOf, ended, helperServersOf, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
+import { cgroupDirOf, descendantsOf, ended, helperServersOf, nodeScript, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
 /**
@@ -235,10 +235,10 @@ test.serial("a helper server, as it starts, removes the empty cgroups that helpe
   const living = parents.map((p) => join(p, `isolate-${process.pid}-999999`))
   for (const d of [...left, ...living]) mkdirSync(d)
   t.teardown(() => [...left].reverse().concat(living).forEach((d) => existsSync(d) && rmdirSync(d)))
-  const r = spawnSync(process.execPath, ['--import=tsx', '-e', `
+  const r = await nodeScript(`
     const { runIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
     await runIsolated('/bin/true')
-  `], { cwd: root, encoding: 'utf8', timeout: 30_000 })
+  `, 30_000)
   t.is(r.status, 0, r.stderr)
   t.true(await waitUntil(() => left.every((d) => !existsSync(d)), 5000), `left by pid ${exitedAt}, which no process has now: ${left.filter(existsSync)}`)
   t.true(living.every(existsSync), 'one named after a living process stays')

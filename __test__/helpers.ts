@@ -445,3 +445,26 @@ export function sandboxCgroupsOf(pid: number): string[] {
     .filter(({ path }) => path.split('/').some((part) => part.startsWith('isolate-')))
     .map(({ dir }) => dir)
 }
+
+/**
+ * Run `script` in a Node of its own (ESM, tsx, the repository as its cwd) without blocking this
+ * one: tests of a file run side by side on one event loop. `timedOut` when it had to be killed.
+ */
+export function nodeScript(script: string, timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string; timedOut: boolean }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import=tsx', '-e', script], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, timeoutMs)
+    child.on('close', (status) => {
+      clearTimeout(timer)
+      resolve({ status, stdout, stderr, timedOut })
+    })
+  })
+}

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { configurePool, createSandbox, IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
 import { poolEligible } from '../lib/pool.js'
-import { ended, helperServersOf, isHelperOf, isRoot, namespaceHolders, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, poolReady, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { ended, helperServersOf, isHelperOf, isRoot, namespaceHolders, nodeScript, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, poolReady, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 test('timeoutMs kills the whole sandbox, background children too', async (t) => {
   // Long enough for a loaded machine to start the sleeps, and this test to look, before it runs out.
@@ -402,8 +402,8 @@ for (const [what, body] of [
       ${body}
       console.log(JSON.stringify(pids))
     `
-    const r = spawnSync(process.execPath, ['--import=tsx', '-e', script], { cwd: root, encoding: 'utf8', timeout: 20_000 })
-    t.is(r.error, undefined, 'Node exited by itself, not at the 20 s timeout')
+    const r = await nodeScript(script, 20_000)
+    t.false(r.timedOut, 'Node exited by itself, not at the 20 s timeout')
     t.is(r.status, 0, r.stderr)
     const pids = JSON.parse(r.stdout.trim().split('\n').pop()!) as number[]
     t.true(await waitUntil(() => pids.every((p) => !pidAlive(p)), 3000), `the sandbox ended with Node: ${pids.filter(pidAlive)}`)
@@ -438,7 +438,7 @@ test('a polluted Object.prototype (stdin, stdout, persistent, tty) reaches none 
     await new Promise((r) => setTimeout(r, 500))
     console.log(JSON.stringify({ seen, exec: r.exitCode, mine: readlinkSync('/proc/self/fd/' + mine), grew: fds() - before }))
   `
-  const r = spawnSync(process.execPath, ['--import=tsx', '-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 })
+  const r = await nodeScript(script, 60_000)
   t.is(r.status, 0, r.stderr)
   const seen = JSON.parse(r.stdout.trim().split('\n').pop()!)
   t.deepEqual(seen.seen, Array(5).fill('no tty'), 'no terminal where none was asked for')
