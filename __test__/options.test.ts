@@ -29,6 +29,8 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['relative cwd', { cwd: 'tmp' }, 'cwd'],
   ['negative uid', { user: { uid: -1, gid: 0 } }, 'user'],
   ['a host variable to inherit that is no name', { inheritEnv: ['A=B'] }, 'inheritEnv[0]'],
+  ['a host variable to inherit that is no string (a raw TypeError)', { inheritEnv: ['PATH', 1] }, 'inheritEnv[1]'],
+  ['a hole among the host variables to inherit', { inheritEnv: [, 'PATH'] }, 'inheritEnv[0]'],
   ['supplementary groups, which the command never has', { user: { uid: 1000, gid: 1000, groups: [5] } }, 'user.groups'],
   ['zero timeout', { timeoutMs: 0 }, 'timeoutMs'],
   ['unknown option', { hostnmae: 'x' }, 'hostnmae'],
@@ -111,6 +113,13 @@ test('invalid file and args', async (t) => {
   await t.throwsAsync(spawnIsolated('/bin/true', [1 as never]), { instanceOf: IsolateError, message: /options\.args/ })
   t.is((await t.throwsAsync(spawnIsolated('/bin/t\0rue', []), { instanceOf: IsolateError }))?.option, 'file')
   t.is((await t.throwsAsync(spawnIsolated('/bin/echo', ['ok', '\uD800']), { instanceOf: IsolateError }))?.option, 'args[1]')
+  // A hole passed the check (every and forEach skip it) and the addon refused it naming no option.
+  t.is((await t.throwsAsync(spawnIsolated('/bin/echo', ['ok', , 'x'] as string[]), { instanceOf: IsolateError }))?.option, 'args[1]')
+  // Read once, through a copy: a trap that throws is an option error, not a raw one.
+  const trapped = new Proxy(['ok'], { get: (a, k) => (k === '0' ? (() => { throw new Error('boom') })() : Reflect.get(a, k)) })
+  const e = await t.throwsAsync(spawnIsolated('/bin/echo', trapped), { instanceOf: IsolateError })
+  t.is(e?.option, 'args[0]')
+  t.regex(e!.message, /could not be read: boom/)
 })
 
 test('a rootfs that is the host\'s / through a symlink is refused like \'/\'', async (t) => {

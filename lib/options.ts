@@ -168,13 +168,19 @@ function commandLine(file: unknown, args: unknown): { file: string; args: string
   if (file.includes('\0')) throw optionError('file', 'must not contain NUL')
   str('file', file)
   if (args === undefined) args = []
-  if (!Array.isArray(args) || !args.every((a) => typeof a === 'string')) throw optionError('args', 'must be an array of strings')
-  args.forEach((a: string, i) => str(`args[${i}]`, a))
-  return { file, args }
+  // One copy, read once (a Proxy's traps or getters then answer no more), holes as undefined.
+  const copied = Array.isArray(args) ? ownOptions(args, 'args') : args
+  if (!Array.isArray(copied)) throw optionError('args', 'must be an array of strings')
+  copied.forEach((a: unknown, i) => {
+    if (typeof a !== 'string') throw optionError(`args[${i}]`, `must be a string, got ${shown(a)}`)
+    str(`args[${i}]`, a)
+  })
+  return { file, args: copied as string[] }
 }
 
 /** An environment variable's name: `=` in it would make `KEY=VALUE` name another variable. */
-function envName(option: string, k: string): string {
+function envName(option: string, k: unknown): string {
+  if (typeof k !== 'string') throw optionError(option, `must be a variable name, got ${shown(k)}`)
   if (k.length === 0 || k.includes('=') || k.includes('\0')) throw optionError(option, `must be a variable name: not empty, without '=' or NUL, got ${shown(k)}`)
   return str(option, k)
 }
