@@ -6,7 +6,7 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import { execFile } from 'node:child_process'
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { encodeFrame, FrameDecoder } from '../lib/frames.js'
@@ -460,6 +460,22 @@ test('create --timeout: the sandbox ends on its own, and its keeper and files wi
   t.true(await waitUntil(() => !pidAlive(entry.keeperPid), 15_000), 'the keeper exits')
   t.deepEqual(rt.files(), [])
   t.false(pidAlive(entry.pid))
+  await rt.assertClean(t)
+})
+
+test('ps: an entry with fields missing or of another type is no sandbox (ps printed a stack trace)', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  const file = join(rt.dir, `${id}.json`)
+  const good = readFileSync(file, 'utf8')
+  writeFileSync(file, JSON.stringify({ id, keeperPid: 'x', pid: null }))
+  const ps = await rt.cli(['ps'])
+  writeFileSync(file, good)
+  t.is(ps.status, 0, ps.stderr)
+  t.notRegex(ps.stderr, /internal error|TypeError|\bat /)
+  t.notRegex(ps.stdout, new RegExp(id), 'not listed while its entry is not one')
+  t.regex((await rt.cli(['ps'])).stdout, new RegExp(id), 'listed again once it is')
+  t.is((await rt.cli(['rm', id])).status, 0)
   await rt.assertClean(t)
 })
 

@@ -120,10 +120,20 @@ export function writeEntry(dir: string, entry: SandboxEntry): void {
   renameSync(tmp, jsonPath(dir, entry.id))
 }
 
+/** An entry as a keeper writes it: one with fields missing or of another type is no entry (ps once crashed on one). */
+function wellFormed(e: unknown): e is SandboxEntry {
+  if (typeof e !== 'object' || e === null) return false
+  const v = e as Record<string, unknown>
+  const count = (n: unknown, least: number) => Number.isSafeInteger(n) && (n as number) >= least
+  return typeof v.id === 'string' && count(v.keeperPid, 1) && typeof v.keeperStart === 'string' && count(v.pid, 0) &&
+    typeof v.created === 'string' && typeof v.rootfs === 'string' && (v.name === undefined || typeof v.name === 'string') &&
+    typeof v.summary === 'object' && v.summary !== null
+}
+
 export function readEntry(dir: string, id: string): SandboxEntry | undefined {
   try {
     const e = JSON.parse(readFileSync(jsonPath(dir, id), 'utf8')) as SandboxEntry
-    return e && e.id === id ? e : undefined
+    return wellFormed(e) && e.id === id ? e : undefined
   } catch {
     return undefined
   }
