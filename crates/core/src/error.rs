@@ -285,8 +285,13 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
              lower a hard limit, not raise it (ulimit -H shows the caller's)"
         }
         (Step::ForkCommand, Errno::EAGAIN) => {
-            "the sandbox has no room for one more process: raise limits.pids (it counts every \
-             process and thread of the sandbox, its init included)"
+            "no room for one more process: with limits.pids, raise it (it counts every process \
+             and thread of the sandbox, its init included); else a process limit of the caller \
+             was reached (the pids limit of its own cgroup, RLIMIT_NPROC, kernel.threads-max)"
+        }
+        (Step::CloneNamespaces, Errno::EAGAIN) => {
+            "no room for one more process: a process limit of the caller was reached (the pids \
+             limit of its own cgroup, RLIMIT_NPROC, kernel.threads-max): start fewer sandboxes at once"
         }
         (Step::Chdir, Errno::ENOENT) => "the cwd does not exist inside the sandbox",
         (Step::WriteIdMaps, Errno::EPERM) => {
@@ -334,7 +339,7 @@ mod tests {
 
     #[test]
     fn common_failures_of_a_command_start_have_hints() {
-        for (step, errno, says) in [(Step::BindMount, libc::ENOTDIR, "onto a file"), (Step::BindMount, libc::EINVAL, "a pipe"), (Step::Chdir, libc::ENOTDIR, "cwd"), (Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids"), (Step::SetRlimits, libc::EPERM, "ulimit -H")] {
+        for (step, errno, says) in [(Step::BindMount, libc::ENOTDIR, "onto a file"), (Step::BindMount, libc::EINVAL, "a pipe"), (Step::Chdir, libc::ENOTDIR, "cwd"), (Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids"), (Step::ForkCommand, libc::EAGAIN, "RLIMIT_NPROC"), (Step::CloneNamespaces, libc::EAGAIN, "own cgroup"), (Step::SetRlimits, libc::EPERM, "ulimit -H")] {
             let hint = SetupError::sys(step, errno, None).hint.unwrap_or_default();
             assert!(hint.contains(says), "{step:?} {errno}: {hint}");
         }
