@@ -1095,9 +1095,10 @@ function doctorText(p: HostProbe): string {
     } else {
       row('  may create', `yes: ${held.length ? `${held.join(', ')} enforced` : 'but no limit holds'}; ${refused.map((r) => r.option).join(', ')} fail closed`)
       for (const r of refused) problem(`${r.option}: ${r.message}`)
+      // One fix: where a parent would hold every limit, the general hints (which weigh the
+      // caller's own cgroup) would only contradict it.
       if (h?.parentWouldHold) fix(`every limit holds beneath ${h.parentWouldHold}, a cgroup delegated to this process above its own that holds no process: set ISOLATE_CGROUP_PARENT=${h.parentWouldHold}`)
-      const hints = [...new Set(refused.map((r) => r.hint).filter((h) => h !== undefined))]
-      for (const h of hints) fix(h)
+      else for (const hint of new Set(refused.map((r) => r.hint).filter((x) => x !== undefined))) fix(hint)
     }
   }
 

@@ -94,6 +94,9 @@ test('probe() names a delegated parent above this process\'s cgroup beneath whic
   t.is(host.cgroupHost?.parentWouldHold ?? null, expected)
   const doctor = await cli(['doctor'])
   t.is(doctor.stdout.includes(`set ISOLATE_CGROUP_PARENT=${expected}`), expected !== null, doctor.stdout)
+  // That one fix alone: the general hints, weighing the caller's own cgroup, contradicted it.
+  const cgroupFixes = doctor.stdout.split('\n').filter((l) => /^\s+fix: /.test(l) && /cgroup/.test(l))
+  if (expected !== null) t.is(cgroupFixes.length, 1, cgroupFixes.join('\n'))
 })
 
 const where = usableParent === undefined ? test.skip : test
