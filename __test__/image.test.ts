@@ -458,6 +458,16 @@ test('a failed unpack removes the directory it made, and leaves one that was the
   mkdirSync(join(ws, 'old'))
   await t.throwsAsync(unpackRootfs(join(ws, 'not.tar'), join(ws, 'old')), { instanceOf: IsolateError })
   t.true(existsSync(join(ws, 'old')), 'there before the call, still there')
+  // The directories above it that the call made go too (they stayed), and no further.
+  await t.throwsAsync(unpackRootfs(join(ws, 'not.tar'), join(ws, 'old', 'n1', 'n2', 'n3')), { instanceOf: IsolateError })
+  t.false(existsSync(join(ws, 'old', 'n1')), 'made by the call above its target, gone again')
+  t.true(existsSync(join(ws, 'old')))
+  await t.throwsAsync(importImage(join(ws, 'not.tar'), join(ws, 'i1', 'i2')), { instanceOf: IsolateError })
+  t.false(existsSync(join(ws, 'i1')))
+  // A path with a lone surrogate would be written with U+FFFD in its place.
+  const lone = await t.throwsAsync(unpackRootfs(join(ws, 'not.tar'), join(ws, 'x\uD800')), { instanceOf: IsolateError })
+  t.deepEqual([lone?.code, lone?.option], ['ERR_ISOLATE_OPTION', 'dir'])
+  t.deepEqual(readdirSync(ws).sort(), ['not.tar', 'old'])
 })
 
 test('a layers.json that an archive brought is refused, not followed: no host directory becomes a layer', async (t) => {

@@ -129,7 +129,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 const isUint = (v: unknown, max = 2 ** 32 - 1): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max
 
 /** Half of a UTF-16 surrogate pair, alone: it has no UTF-8 form, so the helper could not be given it. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+export const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
 
 function str(option: string, v: unknown): string {
   if (typeof v !== 'string') throw optionError(option, `must be a string, got ${typeof v}`)

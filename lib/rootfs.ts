@@ -25,11 +25,12 @@
  * are not restored: sandboxes run with no_new_privs, where they would have no effect.
  */
 import { accessSync, constants, lstatSync, realpathSync } from 'node:fs'
-import { rm } from 'node:fs/promises'
+import { rm, rmdir } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { callersOptions, IsolateError, optionError, shown } from './errors.js'
 import { loadNative, type Addon, type Native, type SpawnedHelper } from './native.js'
+import { LONE_SURROGATE } from './options.js'
 
 export interface UnpackProgress {
   /** `decompress`: a compressed image archive is decompressed first; `verify`: layer digests are checked before anything is written; `unpack`: entries are written. */
@@ -186,12 +187,18 @@ let endsAtExit = false
  * (crates/napi/src/unreaped.rs).
  */
 async function runInto(target: string, what: string, args: string[], options: UnpackOptions): Promise<Record<string, unknown>> {
-  let existed = true
-  try {
-    lstatSync(target)
-  } catch {
-    existed = false
+  const exists = (p: string) => {
+    try {
+      lstatSync(p)
+      return true
+    } catch {
+      return false
+    }
   }
+  const existed = exists(target)
+  // The directories above it the tool will make (mkdir -p), nearest first.
+  const above: string[] = []
+  for (let p = dirname(target); !existed && p !== dirname(p) && !exists(p); p = dirname(p)) above.push(p)
   const addon = loadNative().addon as ImageAddon
   if (!endsAtExit) {
     // Node runs no cleanup hook of the main thread's at an exit.
@@ -207,6 +214,8 @@ async function runInto(target: string, what: string, args: string[], options: Un
       await rm(target, { recursive: true, force: true }).catch((r: Error) => {
         if (e instanceof Error) e.message += ` (and ${target}, which this call made, could not be removed: ${r.message})`
       })
+      // Those above it too, while empty (anything another process put there meanwhile stays).
+      for (const dir of above) if (!(await rmdir(dir).then(() => true, () => false))) break
     }
     throw e
   } finally {
@@ -331,6 +340,8 @@ function runTool(what: string, args: string[], options: UnpackOptions, made?: st
 function checkPath(option: string, value: unknown): string {
   if (typeof value !== 'string' || value === '') throw optionError(option, `expected a path, got ${shown(value)}`)
   if (value.includes('\0')) throw optionError(option, 'the path contains a NUL byte')
+  // A lone surrogate has no UTF-8: the path would be written with U+FFFD in its place.
+  if (LONE_SURROGATE.test(value)) throw optionError(option, 'the path holds a lone UTF-16 surrogate, which has no UTF-8 form')
   return resolve(value)
 }
 
