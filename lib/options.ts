@@ -192,6 +192,14 @@ function hostPath(option: string, v: unknown): string {
   return resolve(p)
 }
 
+/** A layer of a stacked root: a host directory, never the host's '/' (its whole tree as the root). */
+function layerDir(option: string, v: unknown): string {
+  const p = hostPath(option, v)
+  if (orElse(() => realpathSync(p), p) === '/') throw optionError(option, `${shown(v)} is the host's '/', which would expose the whole host; use rootfs 'host' for a read-only view of its system directories`)
+  if (orElse(() => !statSync(p).isDirectory(), false)) throw optionError(option, `must be a directory (a layer of the root), got the file ${shown(p)}`)
+  return p
+}
+
 function insidePath(option: string, v: unknown): string {
   const p = str(option, v)
   if (!p.startsWith('/')) throw optionError(option, `must be an absolute path inside the sandbox, got ${shown(p)}`)
@@ -218,9 +226,10 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
 
   let rootfs: Spec['rootfs'] = { kind: 'host' }
   if (isObject(o.rootfs)) {
+    for (const k of Object.keys(o.rootfs)) if (k !== 'layers') throw optionError(`rootfs.${k}`, 'is not a field of rootfs ({ layers }); a writable layer on top is the overlay option')
     const layers = (o.rootfs as { layers?: unknown }).layers
     if (!Array.isArray(layers) || layers.length === 0) throw optionError('rootfs.layers', 'must be a non-empty array of layer directories, topmost first')
-    rootfs = { kind: 'layers', paths: layers.map((p, i) => hostPath(`rootfs.layers[${i}]`, p)) }
+    rootfs = { kind: 'layers', paths: layers.map((p, i) => layerDir(`rootfs.layers[${i}]`, p)) }
   } else if (o.rootfs !== undefined && o.rootfs !== 'host') {
     if (str('rootfs', o.rootfs) === '') throw optionError('rootfs', "must be 'host', a directory or { layers }, got ''")
     const dir = resolve(o.rootfs)
