@@ -331,6 +331,14 @@ test('destroy() ends everything: processes, cgroup, the helper; then exec reject
   t.is((await sb.destroy()).reason, 'canceled', 'destroy() again gives the same result')
 })
 
+test('an exec asked for once destroy() was called, before it resolved, rejects as destroyed, every time (some had resolved as canceled, never having run)', async (t) => {
+  const sb = await createSandbox()
+  const ending = sb.destroy()
+  const tries = await Promise.allSettled(Array.from({ length: 5 }, () => sb.exec('/bin/true')))
+  for (const r of tries) t.is(r.status === 'rejected' ? (r.reason as IsolateError).code : `resolved: ${JSON.stringify(r.status === 'fulfilled' && r.value)}`, 'ERR_ISOLATE_DESTROYED')
+  t.is((await ending).reason, 'canceled')
+})
+
 test('an exec handed over after the sandbox ended, before this process heard of it, rejects as destroyed', async (t) => {
   const sb = await sandbox(t, {})
   t.is((await sb.exec('/bin/echo', ['up'])).stdout, 'up\n')

@@ -198,6 +198,8 @@ export class PersistentSandbox {
   #nextId = 1
   readonly #execs = new Map<number, ExecProcess>()
   #ended = false
+  /** destroy() was called: no exec starts any more (one sent meanwhile would race the end). */
+  #destroying = false
   /** unref() was called (and no ref() since): execs' stdio pipes keep the loop alive neither. */
   #unrefd = false
 
@@ -279,7 +281,7 @@ export class PersistentSandbox {
     const id = this.#nextId++
     let fds: ExecStdio | undefined
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
-      if (this.#ended || this.#execFd === undefined) throw destroyedError(this.id)
+      if (this.#ended || this.#destroying || this.#execFd === undefined) throw destroyedError(this.id)
       try {
         fds = this.#addon.sendExec(this.#execFd, JSON.stringify({ ...request, id }), stdio.map(stdioCode))
         break
@@ -352,6 +354,7 @@ export class PersistentSandbox {
 
   /** End everything in the sandbox (processes, mounts, cgroup). Resolves when it is all gone. */
   destroy(): Promise<SandboxResult> {
+    this.#destroying = true
     this.#request('cancel')
     return this.#done
   }
