@@ -620,6 +620,11 @@ test('bad archives and bad options', async (t) => {
   writeFileSync(join(ws, 'trunc.tar.gz'), gzipSync(tar([{ name: 'f', data: 'x'.repeat(5000) }])).subarray(0, 60))
   const trunc = await t.throwsAsync(unpackRootfs(join(ws, 'trunc.tar.gz'), join(ws, 'd')), { instanceOf: IsolateError })
   t.is(trunc?.code, 'ERR_ISOLATE_SETUP')
+  for (const [option, value] of [['ref', 'a\0b'], ['ref', 'r'.repeat(1 << 20)], ['platform', 'linux/am\0d64']] as const) {
+    // They reached the tool's command line (E2BIG, 'could not start the image tool').
+    const bad = await t.throwsAsync(importImage(join(ws, 'x'), join(ws, 'e'), { [option]: value }), { instanceOf: IsolateError })
+    t.deepEqual([bad?.code, bad?.option], ['ERR_ISOLATE_OPTION', option])
+  }
   const opt = await t.throwsAsync(unpackRootfs(join(ws, 'x'), join(ws, 'e'), { specialFiles: 'keep' as 'skip' }), { instanceOf: IsolateError })
   t.deepEqual([opt?.code, opt?.option], ['ERR_ISOLATE_OPTION', 'specialFiles'])
   if (!isRoot) {

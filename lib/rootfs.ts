@@ -421,11 +421,15 @@ export async function importImage(image: string, dir: string, options: ImportOpt
   const target = checkTarget(dir)
   const args = ['import', ...common]
   if (options.platform !== undefined) {
-    if (typeof options.platform !== 'string' || !/^[^/\s]+(\/[^/\s]+){0,2}$/.test(options.platform)) throw optionError('platform', `expected 'os/arch[/variant]' such as 'linux/arm64', got ${shown(options.platform)}`)
+    // [os/]arch[/variant] (an arch alone is Linux's), no NUL: an argument of the tool.
+    if (typeof options.platform !== 'string' || !/^[^/\s\0]+(\/[^/\s\0]+){0,2}$/.test(options.platform) || options.platform.length > 256) throw optionError('platform', `expected 'os/arch[/variant]' such as 'linux/arm64', got ${shown(options.platform)}`)
     args.push('--platform', options.platform)
   }
   if (options.ref !== undefined) {
-    if (typeof options.ref !== 'string' || options.ref === '') throw optionError('ref', `expected an image name, got ${shown(options.ref)}`)
+    // An image name (OCI refs and docker tags are short): no NUL, no lone surrogate, not megabytes.
+    if (typeof options.ref !== 'string' || options.ref === '' || options.ref.includes('\0') || LONE_SURROGATE.test(options.ref) || options.ref.length > 4096) {
+      throw optionError('ref', `expected an image name (at most 4096 characters, no NUL), got ${shown(options.ref)}`)
+    }
     args.push('--ref', options.ref)
   }
   if (options.layout !== undefined) {
