@@ -111,6 +111,10 @@ test('kill() forwards real-time signals; SIGSTOP stops the command (not the init
   // 40 was dropped by the init, which forwarded only the standard signals. (32 and 33 are the C
   // library's: refused.)
   t.throws(() => sb.kill(32), { instanceOf: IsolateError })
+  // Not a name or a number: an option error, never a raw TypeError (of a regex given a Symbol).
+  t.is(t.throws(() => sb.kill(Symbol('x') as never), { instanceOf: IsolateError })?.option, 'signal')
+  t.regex(t.throws(() => sb.kill(NaN), { instanceOf: IsolateError })?.message ?? '', /unknown signal NaN/)
+  t.throws(() => sb.kill('toString' as never), { instanceOf: IsolateError })
   t.true(sb.kill(40))
   const r = await sb.wait()
   await ended(sb.stdout)

@@ -80,6 +80,8 @@ const SHOWN_MOST = 64 << 10
 /** A value as an error message shows it: JSON where it has one, never a throw (BigInt, cycles) and never without end (an object held in many places). */
 export function shown(v: unknown): string {
   if (typeof v === 'bigint') return `${v}n`
+  // JSON would say null for NaN and the infinities, and 0 for -0.
+  if (typeof v === 'number') return Object.is(v, -0) ? '-0' : String(v)
   // A long text shows its start, as JSON, and how long it is.
   if (typeof v === 'string' && v.length > SHOWN_MOST) return `${JSON.stringify(v.slice(0, 1024))}… (${v.length} characters)`
   try {

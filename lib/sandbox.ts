@@ -135,7 +135,8 @@ export function writable(fd: number | undefined): Writable | null {
  * `SIGRTMIN+6`) or number; throws on anything else.
  */
 export function signalNumber(signal: SignalName | number): number {
-  const n = typeof signal === 'number' ? signal : (constants.signals[signal as NodeJS.Signals] ?? realtimeNumber(signal))
+  if (typeof signal !== 'number' && typeof signal !== 'string') throw new IsolateError(`unknown signal ${shown(signal)}`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
+  const n = typeof signal === 'number' ? signal : (Object.hasOwn(constants.signals, signal) ? constants.signals[signal as NodeJS.Signals] : realtimeNumber(signal))
   if (n === undefined || !Number.isInteger(n) || n <= 0 || n > 64) throw new IsolateError(`unknown signal ${shown(signal)}`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
   // The C library keeps them for its threads: the init can neither block nor forward them.
   if (n === 32 || n === 33) throw new IsolateError(`signal ${n} is reserved by the C library (its threads use it) and is not forwarded; real-time signals start at 34 (SIGRTMIN)`, { code: 'ERR_ISOLATE_OPTION', option: 'signal' })
@@ -157,7 +158,7 @@ function realtimeNumber(name: string): number | undefined {
 /** A terminal size from resize(cols, rows); throws when out of range. */
 export function checkSize(cols: number, rows: number): void {
   if (!Number.isInteger(cols) || !Number.isInteger(rows) || cols < 1 || rows < 1 || cols > 65535 || rows > 65535) {
-    throw new IsolateError(`resize(${cols}, ${rows}): sizes must be integers from 1 to 65535`, { code: 'ERR_ISOLATE_OPTION', option: 'tty' })
+    throw new IsolateError(`resize(${shown(cols)}, ${shown(rows)}): sizes must be integers from 1 to 65535`, { code: 'ERR_ISOLATE_OPTION', option: 'tty' })
   }
 }
 
