@@ -2,6 +2,7 @@
  * @isolate/core: run untrusted commands in lightweight Linux sandboxes made from kernel
  * primitives. See DESIGN.md for the architecture and README.md for the options.
  */
+import { whenAborted } from './lib/abort.js'
 import { IsolateError } from './lib/errors.js'
 import { loadNative, takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
@@ -106,9 +107,7 @@ function helperStartFailure(err: Error, helperPath: string): IsolateError {
 /** `stop` when `signal` aborts (at once if it already has: it may have fired while the helper was being started), until `settled`. */
 function onAbort(signal: AbortSignal | undefined, stop: () => void, settled: Promise<unknown>): void {
   if (!signal) return
-  if (signal.aborted) return stop()
-  signal.addEventListener('abort', stop, { once: true })
-  const forget = () => signal.removeEventListener('abort', stop)
+  const forget = whenAborted(signal, stop)
   void settled.then(forget, forget)
 }
 

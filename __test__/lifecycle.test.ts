@@ -450,3 +450,26 @@ test('a polluted Object.prototype (stdin, stdout, persistent, tty) reaches none 
   t.is(seen.mine, '/dev/null', "the caller's descriptor is still its own")
   t.true(seen.grew <= 2, `${seen.grew} more descriptors open after (a pool's helpers may hold a few)`)
 })
+
+test('one AbortSignal shared by many sandboxes and execs ends them all, with no MaxListenersExceededWarning (one listener per signal)', async (t) => {
+  const script = `
+    const { createSandbox, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const warnings = []
+    process.on('warning', (w) => warnings.push(w.name))
+    const ac = new AbortController()
+    const box = await createSandbox()
+    const started = await Promise.all([
+      ...Array.from({ length: 12 }, () => spawnIsolated('/bin/sleep', ['100'], { signal: ac.signal })),
+      ...Array.from({ length: 12 }, () => box.spawn('/bin/sleep', ['100'], { signal: ac.signal })),
+    ])
+    ac.abort()
+    const ends = await Promise.all(started.map((s) => s.wait()))
+    await box.destroy()
+    console.log(JSON.stringify({ reasons: [...new Set(ends.map((e) => e.reason))], warnings }))
+  `
+  const r = await nodeScript(script, 60_000)
+  t.is(r.status, 0, r.stderr)
+  const seen = JSON.parse(r.stdout.trim().split('\n').pop()!)
+  t.deepEqual(seen.reasons, ['canceled'], 'every one ended by the abort')
+  t.deepEqual(seen.warnings, [], 'no warning')
+})

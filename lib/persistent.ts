@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
+import { whenAborted } from './abort.js'
 import { collectOutput, decode, splitRunOptions } from './collect.js'
 import { IsolateError } from './errors.js'
 import { takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './native.js'
@@ -159,9 +160,7 @@ export class ExecProcess {
       // one that overtook it would find no such command yet.
       this.started.then(() => this._killGroup(), () => {})
     }
-    if (signal.aborted) return abort()
-    signal.addEventListener('abort', abort, { once: true })
-    const forget = () => signal.removeEventListener('abort', abort)
+    const forget = whenAborted(signal, abort)
     void this.#done.then(forget, forget)
   }
 

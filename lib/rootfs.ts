@@ -28,6 +28,7 @@ import { accessSync, constants, lstatSync, realpathSync } from 'node:fs'
 import { rm, rmdir } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
+import { whenAborted } from './abort.js'
 import { callersOptions, IsolateError, optionError, shown } from './errors.js'
 import { loadNative, type Addon, type Native, type SpawnedHelper } from './native.js'
 import { LONE_SURROGATE } from './options.js'
@@ -267,7 +268,7 @@ function runTool(what: string, args: string[], options: UnpackOptions, made?: st
       failure ??= abortError(signal!)
       kill()
     }
-    signal?.addEventListener('abort', onAbort, { once: true })
+    const forgetAbort = signal ? whenAborted(signal, onAbort) : () => {}
 
     const handle = (line: string) => {
       let ev: ToolEvent
@@ -318,7 +319,7 @@ function runTool(what: string, args: string[], options: UnpackOptions, made?: st
     socket.on('close', () => {
       if (buffered) handle(buffered)
       reap()
-      signal?.removeEventListener('abort', onAbort)
+      forgetAbort()
       if (failure) return rejectPromise(failure)
       if (!result) {
         const said = stray.length ? `: ${stray.join('\n').slice(0, 2000)}` : ''
