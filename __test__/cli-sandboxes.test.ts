@@ -6,7 +6,7 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import { execFile } from 'node:child_process'
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { accessSync, chmodSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { encodeFrame, FrameDecoder } from '../lib/frames.js'
@@ -421,8 +421,17 @@ test("create: a runtime directory is as long as its sockets' paths allow, no sho
 
 test('create: a relative ISOLATE_RUNTIME_DIR is the one ps, exec and rm find (relative to where isolate runs, not to the keeper\'s /)', async (t) => {
   // Beneath the directory the CLI runs in (the repository), named relative to it: resolved
-  // against / instead, it would be another directory.
-  const dir = mkdtempSync(join(root, '.isolate-rt-'))
+  // against / instead, it would be another directory. Where this user may not write there (the
+  // rootless run), beneath the temporary directory, which tells the two apart only where the
+  // repository lies as deep as it (a relative name climbs to / either way).
+  let base = root
+  try {
+    accessSync(root, constants.W_OK)
+  } catch {
+    base = tmpdir()
+    t.log(`${root} is not writable by this user: the runtime directory is made in ${base}`)
+  }
+  const dir = mkdtempSync(join(base, '.isolate-rt-'))
   const rel = relative(root, dir)
   t.teardown(() => [dir, join('/', rel)].forEach((d) => rmSync(d, { recursive: true, force: true })))
   const env = { ...process.env, ISOLATE_RUNTIME_DIR: rel }
