@@ -7,8 +7,9 @@
  */
 import test from 'ava'
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
-import { configurePool, spawnIsolated, type Sandbox } from '../index.js'
-import { helperServersOf, parentOf, pidAlive, removeDir, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { configurePool, probe, spawnIsolated, type Sandbox } from '../index.js'
+import { limitsHold } from '../lib/probe.js'
+import { helperServersOf, parentOf, pidAlive, removeDir, sandboxCgroupsOf, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 /** A sandbox whose command waits for a line on stdin, and its helper (the init's parent). */
 async function waiting(): Promise<{ sb: Sandbox; helper: number }> {
@@ -63,6 +64,27 @@ test.serial('a forked helper starts in the working directory and with the umask 
   t.is(readlinkSync(`/proc/${helper}/cwd`), dir)
   t.is(/^Umask:\s*(\d+)$/m.exec(readFileSync(`/proc/${helper}/status`, 'utf8'))?.[1], '0027')
   await end(sb)
+})
+
+test.serial("a helper this process spawned itself (its server just died) and a signal killed leaves no cgroup: the addon removes what it left as it reaps it", async (t) => {
+  const host = await probe()
+  const options = { limits: { pids: 16 } }
+  if (!limitsHold(host, options.limits)) return t.pass(`no cgroup limit holds here (${host.cgroupHost?.reason ?? 'no cgroups'}): nothing to leave`)
+  configurePool({ size: 0 })
+  t.teardown(() => configurePool({}))
+  await end((await waiting()).sb)
+  const [server] = helperServersOf(process.pid)
+  process.kill(server, 'SIGKILL')
+  t.true(await waitUntil(() => !pidAlive(server), 2000))
+  const sb = await spawnIsolated('/bin/sleep', ['100'], options)
+  const helper = parentOf(parentOf(sb.pid))
+  t.is(parentOf(helper), process.pid, 'spawned by this process while there is no server')
+  const cgroups = sandboxCgroupsOf(sb.pid)
+  t.true(cgroups.length > 0, 'the sandbox has cgroups')
+  const failed = t.throwsAsync(sb.wait())
+  process.kill(helper, 'SIGKILL')
+  await failed
+  t.true(await waitUntil(() => cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
 })
 
 test.serial('a helper server that dies is replaced: the next sandbox starts, and no zombie is left', async (t) => {
