@@ -497,7 +497,8 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -
             .with_hint("overlay.upper must be a directory of the caller's that no one else may write: whoever may could swap a layer for a symlink to a host directory"));
     }
     // Each layer directory is its owner's alone (0700): what copy-up brought into its upper (a
-    // host binary's set-id bits, kept) is out of other host users' reach.
+    // file's set-id bits, kept, under content the sandbox may then write through a shared
+    // mapping: SECURITY.md) is out of other host users' reach.
     let made_owned = |parent: &OwnedFd, name: &str, shown: &str, mode: u32| -> Result<OwnedFd, SetupError> {
         match nix::sys::stat::mkdirat(parent, name, Mode::from_bits_truncate(mode)) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
