@@ -168,9 +168,16 @@ function commandLine(file: unknown, args: unknown): { file: string; args: string
   if (file.includes('\0')) throw optionError('file', 'must not contain NUL')
   str('file', file)
   if (args === undefined) args = []
-  // One copy, read once (a Proxy's traps or getters then answer no more), holes as undefined.
-  const copied = Array.isArray(args) ? ownOptions(args, 'args') : args
-  if (!Array.isArray(copied)) throw optionError('args', 'must be an array of strings')
+  if (!Array.isArray(args)) throw optionError('args', 'must be an array of strings')
+  // One copy, read once (a Proxy's traps or getters then answer no more), holes as undefined; by
+  // hand, not ownOptions, whose bound on entries is an option's (execve takes ~2 MiB of them).
+  const source = args
+  let copied: unknown[]
+  try {
+    copied = Array.from({ length: source.length }, (_, i) => (Object.hasOwn(source, i) ? source[i] : undefined))
+  } catch (e) {
+    throw optionError('args', `could not be read: ${(e as Error)?.message ?? shown(e)}`)
+  }
   copied.forEach((a: unknown, i) => {
     if (typeof a !== 'string') throw optionError(`args[${i}]`, `must be a string, got ${shown(a)}`)
     str(`args[${i}]`, a)
