@@ -242,3 +242,29 @@ rootOnly("a sandbox that fills its host user's count of descriptors in flight ke
     await victim.destroy()
   }
 })
+
+rootOnly("where the helper may not take a terminal either (root without CAP_SYS_PTRACE), a tty start or exec beside a sandbox that fills the count fails at open_pty with ETOOMANYREFS and a hint, the sandbox living on", async (t) => {
+  const script = `
+    const api = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const hog = await api.spawnIsolated('/usr/bin/python3', ['-c', ${JSON.stringify(putInFlight)}], { stdio: ['pipe', 'pipe', 'inherit'] })
+    await new Promise((resolve) => { let out = ''; hog.stdout.on('data', (d) => (out += d).includes('\\n') && resolve()); hog.stdout.on('end', resolve) })
+    const box = await api.createSandbox()
+    const seen = {}
+    const failure = (e) => ({ code: e.code, step: e.step, errno: e.errno, hint: e.hint })
+    seen.exec = await box.exec('/bin/true', [], { tty: true }).then(() => 'ran', failure)
+    seen.one = await api.runIsolated('/bin/true', [], { tty: true }).then(() => 'ran', failure)
+    seen.after = (await box.exec('/bin/echo', ['alive'])).stdout
+    hog.stdin.end()
+    await hog.wait()
+    await box.destroy()
+    console.log(JSON.stringify(seen))
+  `
+  const r = spawnSync('setpriv', ['--bounding-set=-sys_ptrace', '--inh-caps=-sys_ptrace', process.execPath, '--import=tsx', '-e', script], { cwd: root, encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  const seen = JSON.parse(r.stdout.trim().split('\n').pop()!)
+  for (const what of ['exec', 'one']) {
+    t.like(seen[what], { code: 'ERR_ISOLATE_SETUP', step: 'open_pty', errno: 'ETOOMANYREFS' }, what)
+    t.regex(seen[what].hint ?? '', /per host user/, what)
+  }
+  t.is(seen.after, 'alive\n', 'the long-lived sandbox lives on')
+})

@@ -94,7 +94,7 @@ impl Execs {
     pub fn pump(&mut self, out: &mut Control, oom: OomKills) {
         self.flush_outbox();
         self.take_requests(out, oom);
-        self.take_terminals();
+        self.take_terminals(out);
         for e in self.execs.values_mut() {
             if let Some(t) = &mut e.tty {
                 t.pump();
@@ -156,20 +156,26 @@ impl Execs {
         self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None, reported: false, oom_at_start });
     }
 
-    fn take_terminals(&mut self) {
+    fn take_terminals(&mut self, out: &mut Control) {
         while crate::sys::readable_now(&self.work) {
             let Ok(Some((bytes, mut fds))) = crate::sys::recv_message(&self.work, 4096, Step::OpenPty) else { return };
             let Ok(TerminalHandoff { terminal: id, lent }) = serde_json::from_slice(&bytes) else { continue };
             let master = match (fds.pop(), lent) {
                 (Some(master), _) => Some(master),
                 (None, Some(fd)) => {
-                    let taken = crate::sys::take_fd_of(self.sandbox.init, fd).ok();
+                    let taken = crate::sys::take_fd_of(self.sandbox.init, fd);
                     self.send_work(&Work::TerminalTaken { id });
-                    if taken.is_none() {
-                        // Its command would run with no one at its terminal.
+                    if let Err(errno) = taken {
+                        // Its command would run with no one at its terminal: it ends, and the exec
+                        // fails as the send did (what the init reports of it later finds no exec).
                         self.send_work(&Work::Signal { id, signal: libc::SIGKILL, group: true });
+                        if self.execs.remove(&id).is_some() {
+                            let mut error = SetupError::sys(Step::OpenPty, libc::ETOOMANYREFS, None);
+                            error.message = format!("{} (and the helper could not take the terminal from the sandbox's init: {})", error.message, errno.desc());
+                            out.send(&Event::ExecError { id, error });
+                        }
                     }
-                    taken
+                    taken.ok()
                 }
                 (None, None) => None,
             };

@@ -684,7 +684,7 @@ fn open_terminal(size: crate::spec::Tty, handoff: &OwnedFd) -> sys::Result<Owned
         Err(e) if sys::too_many_in_flight(&e) => {
             sys::send_message(handoff, &sys::lent_note(fd), &[], Step::OpenPty)?;
             if !matches!(sys::recv_message(handoff, 1, Step::OpenPty)?, Some((b, _)) if b == b"t") {
-                return Err(SetupError { step: Step::OpenPty, ..e });
+                return Err(SetupError::sys(Step::OpenPty, libc::ETOOMANYREFS, None));
             }
         }
         Err(e) => return Err(SetupError { step: Step::OpenPty, ..e }),
