@@ -417,8 +417,10 @@ for (const [what, body] of [
 test('a polluted Object.prototype (stdin, stdout, persistent, tty) reaches none of the objects the library makes: no fd of the caller taken, no descriptor left', async (t) => {
   // In a Node of its own: the pollution must not reach the other tests.
   const script = `
-    const { createSandbox, runIsolated, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const { configurePool, createSandbox, runIsolated, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
     const { openSync, readdirSync, readlinkSync } = await import('node:fs')
+    // A size of the caller's own: the pool grows by itself when a start finds it empty (load).
+    configurePool({ size: 2 })
     const mine = openSync('/dev/null', 'r')
     await runIsolated('/bin/true')
     await new Promise((r) => setTimeout(r, 500)) // a warm pool
@@ -472,4 +474,22 @@ test('one AbortSignal shared by many sandboxes and execs ends them all, with no 
   const seen = JSON.parse(r.stdout.trim().split('\n').pop()!)
   t.deepEqual(seen.reasons, ['canceled'], 'every one ended by the abort')
   t.deepEqual(seen.warnings, [], 'no warning')
+})
+
+test('ref() and unref() on an ended sandbox add nothing to its closed streams (each call on a socket with no handle left a listener)', async (t) => {
+  const script = `
+    const { spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const warnings = []
+    process.on('warning', (w) => warnings.push(w.name))
+    const sb = await spawnIsolated('/bin/true')
+    sb.stdout.resume()
+    await sb.wait()
+    await new Promise((r) => setTimeout(r, 100))
+    for (let i = 0; i < 12; i++) sb.unref().ref()
+    await new Promise((r) => setTimeout(r, 100))
+    console.log(JSON.stringify(warnings))
+  `
+  const r = await nodeScript(script, 30_000)
+  t.is(r.status, 0, r.stderr)
+  t.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!), [])
 })

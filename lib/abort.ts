@@ -18,7 +18,18 @@ export function whenAborted(signal: AbortSignal, then: () => void): () => void {
     waiting.set(signal, set)
     signal.addEventListener('abort', () => {
       waiting.delete(signal)
-      for (const f of set) f()
+      // Each one, as separate listeners would be: one that throws stops none of the others.
+      let thrown: { e: unknown } | undefined
+      for (const f of set) {
+        try {
+          f()
+        } catch (e) {
+          thrown ??= { e }
+        }
+      }
+      if (thrown) queueMicrotask(() => {
+        throw thrown.e
+      })
     }, { once: true })
   }
   const mine = () => then()

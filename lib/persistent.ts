@@ -366,14 +366,14 @@ export class PersistentSandbox {
   /** Let the event loop exit while this sandbox lives, its execs' stdio pipes included, now and later (it still ends when Node exits). */
   unref(): this {
     this.#unrefd = true
-    this.#control.unref()
+    refStdio([this.#control], false)
     for (const e of this.#execs.values()) refStdio([e.stdin, e.stdout, e.stderr], false)
     return this
   }
 
   ref(): this {
     this.#unrefd = false
-    this.#control.ref()
+    refStdio([this.#control], true)
     for (const e of this.#execs.values()) refStdio([e.stdin, e.stdout, e.stderr], true)
     return this
   }

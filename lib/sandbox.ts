@@ -83,14 +83,16 @@ const rests = new WeakMap<Readable, (bound: number) => void>()
 const pipes = new WeakMap<Readable, Socket>()
 
 /**
- * Whether the pipes behind a command's stdio keep Node's event loop alive (`ref`) or not: what a
- * sandbox's unref() and ref() do to its streams too (child_process leaves that to the caller, on
- * Sockets of its own; ours are streams in front of a socket, and a caller cannot reach it).
+ * Whether the pipes behind a command's stdio (or a helper's control socket) keep Node's event
+ * loop alive (`ref`) or not: what a sandbox's unref() and ref() do to its streams too
+ * (child_process leaves that to the caller, on Sockets of its own; ours are streams in front of
+ * a socket, and a caller cannot reach it).
  */
 export function refStdio(streams: (Readable | Writable | null)[], ref: boolean): void {
   for (const s of streams) {
     const socket = s instanceof Socket ? s : s && pipes.get(s as Readable)
-    if (socket) ref ? socket.ref() : socket.unref()
+    // A destroyed one has no handle: ref() and unref() would each add a 'connect' listener.
+    if (socket && !socket.destroyed) ref ? socket.ref() : socket.unref()
   }
 }
 
@@ -326,13 +328,13 @@ export class Sandbox {
 
   /** Let the event loop exit while this sandbox runs, its stdio pipes included (it is still killed when Node exits). */
   unref(): this {
-    this.#control.unref()
+    refStdio([this.#control], false)
     refStdio([this.stdin, this.stdout, this.stderr], false)
     return this
   }
 
   ref(): this {
-    this.#control.ref()
+    refStdio([this.#control], true)
     refStdio([this.stdin, this.stdout, this.stderr], true)
     return this
   }
