@@ -254,9 +254,9 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
         (Step::OpenPty, Errno::ETOOMANYREFS) => {
             "this host user has too many descriptors in flight in unix sockets (the kernel counts \
              them per host user, and every sandbox of this caller runs as the same one: another \
-             sandbox holds them); as root the helper takes the terminal itself, so this caller is \
-             not root or may not ptrace its sandbox; give untrusted sandboxes a limits.openFiles \
-             well below the host's"
+             sandbox holds them); as root with CAP_SYS_PTRACE the helper takes the terminal itself \
+             (pidfd_getfd, Linux 5.6+), so this caller is not root, lacks that capability, or the \
+             kernel refused; give untrusted sandboxes a limits.openFiles well below the host's"
         }
         (Step::BindMount, Errno::ENOTDIR | Errno::EISDIR) => {
             "a file binds only onto a file and a directory only onto a directory: the target is \
