@@ -30,7 +30,7 @@ use crate::error::{SetupError, Step};
 use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -844,10 +844,25 @@ pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<Cgrou
 // The sandbox cgroup
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
+/// The process whose counter [`NEXT`] is (a forked helper starts with its server's).
+static NEXT_FOR: AtomicU32 = AtomicU32::new(0);
 
-/// `isolate-<pid>-<counter>`: unique among the live processes of this host.
+/// `isolate-<pid>-<counter>`: unique among the live processes of this host, and never a dead
+/// one's: the counter starts, in each process, at a random number, so a helper given the pid of
+/// one that died leaving its cgroups (a SIGKILL of everything) names its own otherwise, and the
+/// helper server's sweep of the dead's ([`remove_left_by_the_dead`]) never meets a name of a
+/// live helper's.
 pub fn unique_name() -> String {
-    format!("isolate-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    let pid = std::process::id();
+    if NEXT_FOR.swap(pid, Ordering::Relaxed) != pid {
+        let mut bytes = [0u8; 8];
+        // SAFETY: getrandom into a buffer of ours, of its length. Without it (ENOSYS), the time.
+        let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) } == bytes.len() as isize;
+        let seed = if got { u64::from_ne_bytes(bytes) } else { std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) };
+        // 40 bits: at most 13 digits, room left for every sandbox a helper could make.
+        NEXT.store(seed >> 24, Ordering::Relaxed);
+    }
+    format!("isolate-{pid}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn errno_of(e: &std::io::Error) -> i32 {
@@ -940,12 +955,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn mkdir(path: &str) -> Result<(), SetupError> {
-    let make = || nix::unistd::mkdir(path, nix::sys::stat::Mode::from_bits_truncate(0o755));
-    // A sandbox cgroup's name holds its helper's pid, and no helper makes one name twice: one
-    // there already was left by a dead process that had this pid (everything of a service killed
-    // at once leaves its helpers no time to clean up). Empty, it goes (rmdir takes nothing else).
-    let made = make().or_else(|e| if e == Errno::EEXIST && subtree(path).iter().all(|d| rmdir_once(d)) { make() } else { Err(e) });
-    made.map_err(|e| {
+    nix::unistd::mkdir(path, nix::sys::stat::Mode::from_bits_truncate(0o755)).map_err(|e| {
         let err = SetupError::sys(STEP_CREATE, e as i32, Some(path));
         match e {
             Errno::EEXIST => err.with_hint("a cgroup of this name already exists (left by a process that died?); choose another name"),
@@ -1856,6 +1866,11 @@ mod tests {
     fn a_sandbox_cgroup_names_its_helper() {
         assert_eq!(helper_of("isolate-123-0"), Some(123));
         assert_eq!(helper_of(&unique_name()), Some(std::process::id() as i32));
+        // A process's names follow on from a random start: not those a dead one with its pid left.
+        let (a, b) = (unique_name(), unique_name());
+        let n = |name: &str| name.rsplit('-').next().unwrap().parse::<u64>().unwrap();
+        assert_eq!(n(&b), n(&a) + 1);
+        assert!(n(&a) > 1000, "{a}");
         for other in ["isolate-123", "isolate-x-0", "isolate-0-1", "isolate-12-3x", "isolated-1-2", "isolate--1-0"] {
             assert_eq!(helper_of(other), None, "{other}");
         }
@@ -2401,7 +2416,7 @@ mod tests {
         for d in dirs {
             assert!(!exists(&format!("{d}/{name}")), "{d}/{name} left behind");
         }
-        // An existing name in use is refused, and its directory is not taken over or removed.
+        // An existing name is refused, and its directory is not taken over or removed.
         let cg = SandboxCgroup::create(&host, &name, &CgroupLimits::default(), Ending::Frozen).unwrap();
         let mut kid = Kid::spawn(|_| pause_forever());
         cg.attach(kid.pid).unwrap();
@@ -2411,15 +2426,7 @@ mod tests {
         kid.go();
         cg.kill_all().unwrap();
         kid.wait();
-        // Left empty, with a cgroup made inside, as a helper killed with its whole service leaves
-        // it (the name holds its pid, which a later helper may get): made anew.
-        let inner = format!("{}/left", cg.paths()[0]);
-        std::fs::create_dir(&inner).unwrap();
-        std::mem::forget(cg);
-        let again = SandboxCgroup::create(&host, &name, &CgroupLimits { pids: Some(4), ..Default::default() }, Ending::Frozen).unwrap();
-        assert!(!exists(&inner), "what the leftover held is gone");
-        assert_eq!(read_trim(&again.file(Controller::Pids, "pids.max").unwrap()), "4");
-        remove_and_check(again);
+        remove_and_check(cg);
     }
 
     /// clone3(CLONE_INTO_CGROUP) with the v2 directory fd: the child starts inside, no attach.
