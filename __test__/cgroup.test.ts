@@ -6,7 +6,7 @@
  */
 import test from 'ava'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync } from 'node:fs'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { gunzipSync } from 'node:zlib'
 import { basename, join } from 'node:path'
@@ -166,20 +166,31 @@ test.serial('TCP buffers count against the memory limit: loopback connections no
 })
 
 const signalLimits = { memoryBytes: 64 << 20, pids: 16 }
+
+/**
+ * A Node process of its own session and group (as a terminal's foreground job, or a service,
+ * is) running one sandbox with signalLimits where they hold, then `more`; its pid, and the
+ * sandbox's command's.
+ */
+async function serviceChild(t: import('ava').ExecutionContext, more: string): Promise<{ child: ChildProcess; pid: number }> {
+  const child = spawn(process.execPath, ['--import=tsx', '-e', `
+    const api = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const options = ${holds({ limits: signalLimits }) ? JSON.stringify({ limits: signalLimits }) : '{}'}
+    const sb = await api.spawnIsolated('/bin/sleep', ['100'], options)
+    ${more}
+    process.stdout.write(sb.pid + '\\n')
+    setInterval(() => {}, 1000)
+  `], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => void child.kill('SIGKILL'))
+  const pid = await new Promise<number>((resolve, reject) => {
+    child.stdout!.on('data', (d) => resolve(Number(String(d).trim())))
+    child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
+  })
+  return { child, pid }
+}
 for (const signal of ['SIGINT', 'SIGHUP'] as const) {
   test.serial(`${signal} to the caller's process group (Ctrl-C, a terminal hanging up) ends the caller only: its helpers end its sandboxes and remove their cgroups`, async (t) => {
-    // A Node process of its own session and group, as a terminal's foreground job is.
-    const child = spawn(process.execPath, ['--import=tsx', '-e', `
-      const { spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
-      const sb = await spawnIsolated('/bin/sleep', ['100'], ${holds({ limits: signalLimits }) ? JSON.stringify({ limits: signalLimits }) : '{}'})
-      process.stdout.write(sb.pid + '\\n')
-      setInterval(() => {}, 1000)
-    `], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'inherit'] })
-    t.teardown(() => void child.kill('SIGKILL'))
-    const pid = await new Promise<number>((resolve, reject) => {
-      child.stdout!.on('data', (d) => resolve(Number(String(d).trim())))
-      child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
-    })
+    const { child, pid } = await serviceChild(t, '')
     const helper = parentOf(parentOf(pid))
     const servers = helperServersOf(child.pid!)
     const cgroups = sandboxCgroups().filter((d) => helperOf(d) === String(helper))
@@ -193,19 +204,7 @@ for (const signal of ['SIGINT', 'SIGHUP'] as const) {
 }
 
 test.serial("SIGTERM to every process of the caller's service at once (systemd's stop) leaves no cgroup: the helpers ignore it, and end with their caller", async (t) => {
-  const child = spawn(process.execPath, ['--import=tsx', '-e', `
-    const { createSandbox, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
-    const options = ${holds({ limits: signalLimits }) ? JSON.stringify({ limits: signalLimits }) : '{}'}
-    const sb = await spawnIsolated('/bin/sleep', ['100'], options)
-    await createSandbox(options)
-    process.stdout.write(sb.pid + '\\n')
-    setInterval(() => {}, 1000)
-  `], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'inherit'] })
-  t.teardown(() => void child.kill('SIGKILL'))
-  const pid = await new Promise<number>((resolve, reject) => {
-    child.stdout!.on('data', (d) => resolve(Number(String(d).trim())))
-    child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
-  })
+  const { child, pid } = await serviceChild(t, 'await api.createSandbox(options)')
   // Its pool's warm helpers too, each with a cgroup made ahead where cgroups may be made.
   await new Promise((r) => setTimeout(r, 500))
   const service = [child.pid!, ...descendantsOf(child.pid!)]

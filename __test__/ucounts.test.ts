@@ -216,6 +216,10 @@ const sendOne = 'import os, socket\na, b = socket.socketpair()\ntry:\n    socket
 
 const ETOOMANYREFS = 109
 
+// The two tests below fill the count of the host id every root caller's sandbox runs as, for as
+// long as each takes (about a second): sandboxes of other test files running meanwhile cannot
+// pass descriptors then (none of this suite's do; their terminals are taken, not sent).
+
 rootOnly("a sandbox that fills its host user's count of descriptors in flight keeps no other sandbox of root's from its terminal: the helper takes it from the init (pidfd_getfd)", async (t) => {
   const victim = await createSandbox()
   const hog = await spawnIsolated('/usr/bin/python3', ['-c', putInFlight], { stdio: ['pipe', 'pipe', 'inherit'] })
