@@ -1589,7 +1589,6 @@ fn procs_in(dir: &str) -> Result<Vec<i32>, i32> {
     }
 }
 
-/// rmdir, retrying while the kernel finishes tearing down the cgroup's last processes (EBUSY).
 /// One rmdir: true when `path` is gone.
 fn rmdir_once(path: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(path) else { return false };
@@ -1598,6 +1597,7 @@ fn rmdir_once(path: &str) -> bool {
     removed || Errno::last() == Errno::ENOENT
 }
 
+/// rmdir, retrying while the kernel finishes tearing down the cgroup's last processes (EBUSY).
 fn rmdir_retrying(path: &str) -> Result<(), SetupError> {
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut pause = Duration::from_micros(200);
