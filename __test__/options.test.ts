@@ -26,6 +26,7 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['mount namespace off', { namespaces: { mount: false } }, 'namespaces.mount'],
   ['unknown namespace', { namespaces: { time: true } }, 'namespaces.time'],
   ['env value not a string', { env: { A: 1 } }, 'env.A'],
+  ['env as a Map (it was an empty environment, no PATH)', { env: new Map([['A', 'b']]) }, 'env'],
   ['relative cwd', { cwd: 'tmp' }, 'cwd'],
   ['negative uid', { user: { uid: -1, gid: 0 } }, 'user'],
   ['a host variable to inherit that is no name', { inheritEnv: ['A=B'] }, 'inheritEnv[0]'],

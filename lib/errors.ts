@@ -133,6 +133,10 @@ export function ownOptions(v: unknown, path = '', depth = 0, seen: Set<object> =
   }
   if (readable(() => v instanceof EventTarget || v instanceof EventEmitter || ArrayBuffer.isView(v) || v instanceof ArrayBuffer)) return v
   const where = path === '' ? 'options' : path
+  // Their entries are no properties: copied as an object, a Map would be an empty one (env: no PATH).
+  if (readable(() => v instanceof Map || v instanceof Set || v instanceof WeakMap || v instanceof WeakSet)) {
+    throw optionError(path, `must be a plain object or array, not a ${readable(() => Object.prototype.toString.call(v).slice(8, -1))}${readable(() => v instanceof Map) ? ' (Object.fromEntries(map) makes one)' : ''}`)
+  }
   if (seen.has(v)) throw optionError(path, `${where} holds itself (a cycle)`)
   if (copies.has(v)) return copies.get(v)
   if (depth >= 64) throw optionError(path, 'is nested too deep (64 levels)')
