@@ -146,7 +146,10 @@ export function signalNumber(signal: SignalName | number): number {
 }
 
 /** A signal by name: Node's, or a real-time one (`SIGRTMIN`, `SIGRTMIN+6`: 34 and 40 in the C library's numbering). */
-export type SignalName = NodeJS.Signals | 'SIGRTMIN' | `SIGRTMIN+${number}`
+export type SignalName = NodeJS.Signals | 'SIGRTMIN' | `SIGRTMIN+${RealtimeOffset}`
+
+/** SIGRTMIN+1 to SIGRTMIN+30: 35 to 64, the real-time signals past the first. */
+type RealtimeOffset = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11 | 12 | 13 | 14 | 15 | 16 | 17 | 18 | 19 | 20 | 21 | 22 | 23 | 24 | 25 | 26 | 27 | 28 | 29 | 30
 
 /** The C library's first real-time signal (glibc and musl alike: 32 and 33 are its own). */
 const SIGRTMIN = 34
