@@ -46,18 +46,20 @@ function namespaceOwner(pid: number): number {
   return Number(r.stdout)
 }
 
+/** The sandbox's first line of output, as numbers (what the scripts here print, then wait). */
+function firstLine(sb: Sandbox): Promise<number[]> {
+  return new Promise((resolve) => {
+    let out = ''
+    const done = () => resolve(out.trim().split(' ').map(Number))
+    sb.stdout!.on('data', (d: Buffer) => (out += d).includes('\n') && done())
+    sb.stdout!.on('end', done)
+  })
+}
+
 /** A sandbox holding every inotify instance it could open, how many that was, and whether its descriptors ran out first. */
 async function holding(options: SpawnOptions = {}): Promise<{ sb: Sandbox; took: number; errno: number; outOfFds: boolean }> {
   const sb = await spawnIsolated('/usr/bin/python3', ['-c', takeAll], { ...options, stdio: ['pipe', 'pipe', 'inherit'] })
-  const line = await new Promise<string>((resolve) => {
-    let out = ''
-    sb.stdout!.on('data', (d: Buffer) => {
-      out += d
-      if (out.includes('\n')) resolve(out)
-    })
-    sb.stdout!.on('end', () => resolve(out))
-  })
-  const [took, errno, outOfFds] = line.trim().split(' ').map(Number)
+  const [took, errno, outOfFds] = await firstLine(sb)
   return { sb, took, errno, outOfFds: outOfFds === 1 }
 }
 
@@ -224,12 +226,7 @@ rootOnly("a sandbox that fills its host user's count of descriptors in flight ke
   const victim = await createSandbox()
   const hog = await spawnIsolated('/usr/bin/python3', ['-c', putInFlight], { stdio: ['pipe', 'pipe', 'inherit'] })
   try {
-    const line = await new Promise<string>((resolve) => {
-      let out = ''
-      hog.stdout!.on('data', (d: Buffer) => (out += d).includes('\n') && resolve(out))
-      hog.stdout!.on('end', () => resolve(out))
-    })
-    const [n, errno] = line.trim().split(' ').map(Number)
+    const [n, errno] = await firstLine(hog)
     t.is(errno, ETOOMANYREFS, `the hog went on until the kernel refused more in flight (${n} sent)`)
     // Every sandbox of root's is the same host user: another one's own send is refused now.
     const control = await runIsolated('/usr/bin/python3', ['-c', sendOne])

@@ -11,29 +11,30 @@ export function whenAborted(signal: AbortSignal, then: () => void): () => void {
     then()
     return () => {}
   }
-  let all = waiting.get(signal)
-  if (!all) {
-    const set = new Set<() => void>()
-    all = set
-    waiting.set(signal, set)
-    signal.addEventListener('abort', () => {
-      waiting.delete(signal)
-      // Each one, as separate listeners would be: one that throws stops none of the others.
-      let thrown: { e: unknown } | undefined
-      for (const f of set) {
-        try {
-          f()
-        } catch (e) {
-          thrown ??= { e }
-        }
-      }
-      if (thrown) queueMicrotask(() => {
-        throw thrown.e
-      })
-    }, { once: true })
-  }
+  const all = waiting.get(signal) ?? listen(signal)
+  // Its own entry: the same function given twice runs twice, and each forget takes one.
   const mine = () => then()
   all.add(mine)
-  const set = all
-  return () => void set.delete(mine)
+  return () => void all.delete(mine)
+}
+
+/** The one listener of `signal`: every callback, as separate listeners would run them (one that throws stops none of the others; it is rethrown after). */
+function listen(signal: AbortSignal): Set<() => void> {
+  const all = new Set<() => void>()
+  waiting.set(signal, all)
+  signal.addEventListener('abort', () => {
+    waiting.delete(signal)
+    let thrown: { e: unknown } | undefined
+    for (const f of all) {
+      try {
+        f()
+      } catch (e) {
+        thrown ??= { e }
+      }
+    }
+    if (thrown) queueMicrotask(() => {
+      throw thrown.e
+    })
+  }, { once: true })
+  return all
 }
