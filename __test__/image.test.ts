@@ -470,6 +470,19 @@ test('a failed unpack removes the directory it made, and leaves one that was the
   t.deepEqual(readdirSync(ws).sort(), ['not.tar', 'old'])
 })
 
+test('an archive with no entries (an empty file, zeros) is refused, not unpacked as an empty rootfs', async (t) => {
+  const ws = workspace(t)
+  writeFileSync(join(ws, 'empty.tar'), '')
+  writeFileSync(join(ws, 'zeros.tar'), Buffer.alloc(10240))
+  for (const name of ['empty.tar', 'zeros.tar']) {
+    const e = await t.throwsAsync(unpackRootfs(join(ws, name), join(ws, 'rootfs')), { instanceOf: IsolateError }, name)
+    t.deepEqual([e?.code, e?.step], ['ERR_ISOLATE_SETUP', 'read_archive'], name)
+    t.regex(e?.message ?? '', /no archive entries/, name)
+    t.regex(e?.hint ?? '', /tar archive of a root filesystem/, name)
+    t.false(existsSync(join(ws, 'rootfs')), `${name}: the directory the call made is gone again`)
+  }
+})
+
 test('a layers.json that an archive brought is refused, not followed: no host directory becomes a layer', async (t) => {
   const ws = workspace(t)
   const cases: Array<[string, TarEntry[]]> = [

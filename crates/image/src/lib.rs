@@ -116,6 +116,13 @@ pub fn unpack_rootfs(archive: File, name: &str, dir: OwnedFd, opts: &UnpackOptio
     let mut stats = Stats::default();
     let at = |s: &Stats, bytes: u64| Progress { phase: Phase::Unpack, bytes, total_bytes: total, entries: s.entries, layer: None, layers: None };
     unpack::unpack(&mut dec, &mut tree, &policy, &mut stats, &mut |s| progress(&at(s, count.get())))?;
+    // The tar reader takes a stream that ends before any header (an empty file, /dev/null, a
+    // file of zeros) for an archive with no entries: no rootfs, so no success either.
+    if stats.entries == 0 {
+        return Err(SetupError::new(Step::ReadArchive, format!("{name} holds no archive entries (an empty file, or zeros where a tar header belongs)"))
+            .with_path(name)
+            .with_hint("name a tar archive of a root filesystem (plain, or gzip/xz/zstd-compressed)"));
+    }
     finish_tree(&mut tree)?;
     progress(&at(&stats, total.max(count.get())));
     Ok(UnpackReport { format, ownership: opts.ownership, stats })
