@@ -324,6 +324,19 @@ test('an object held in many places is refused as a seccomp profile, and shown c
   t.regex(unmade!.message, /must be a JSON object/)
 })
 
+test('a seccomp profile given as text says what is wrong with the text: not JSON, no object, nested deeper than the parser takes', async (t) => {
+  const notJson = await t.throwsAsync(runIsolated('/bin/true', [], { seccomp: '{"defaultAction": SCMP_ACT_ALLOW}' }), { instanceOf: IsolateError })
+  t.is(notJson?.option, 'seccomp')
+  t.regex(notJson!.message, /this text is not JSON: ".*"/)
+  const array = await t.throwsAsync(runIsolated('/bin/true', [], { seccomp: '[]' }), { instanceOf: IsolateError })
+  t.regex(array!.message, /this JSON text is no object/)
+  // JSON.parse takes any depth; the profile's parser in the addon stops at 128 levels.
+  const deep = `{"defaultAction":"SCMP_ACT_ALLOW","syscalls":${'['.repeat(1000)}${']'.repeat(1000)}}`
+  const nested = await t.throwsAsync(runIsolated('/bin/true', [], { seccomp: deep }), { instanceOf: IsolateError })
+  t.deepEqual([nested?.code, nested?.option], ['ERR_ISOLATE_OPTION', 'seccomp'])
+  t.regex(nested!.message, /recursion limit exceeded/)
+})
+
 test.serial("options made in another realm, or as a class's instance, are read without their realm's Object.prototype", async (t) => {
   const realm = vm.createContext({})
   const foreignProto = vm.runInContext('Object.prototype', realm) as Record<string, unknown>

@@ -381,11 +381,13 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   }
   else if (typeof o.seccomp === 'string' && o.seccomp !== 'default') {
     if (o.seccomp.length > MOST_PROFILE_JSON) throw optionError('seccomp', `${tooLong}; this one has ${o.seccomp.length} characters`)
+    let parsed: unknown
     try {
-      if (!isObject(JSON.parse(o.seccomp))) throw new Error('not an object')
-    } catch {
-      throw optionError('seccomp', "must be 'default', 'none', or a Docker/OCI seccomp profile (an object or its JSON text)")
+      parsed = JSON.parse(o.seccomp)
+    } catch (e) {
+      throw optionError('seccomp', `must be 'default', 'none', or a Docker/OCI seccomp profile (an object or its JSON text); this text is not JSON: ${shown((e as Error).message)}`)
     }
+    if (!isObject(parsed)) throw optionError('seccomp', "must be 'default', 'none', or a Docker/OCI seccomp profile (an object or its JSON text); this JSON text is no object")
     seccomp = { mode: 'profile', json: o.seccomp }
   } else if (o.seccomp !== undefined && o.seccomp !== 'default') throw optionError('seccomp', "must be 'default', 'none', or a Docker/OCI seccomp profile")
 

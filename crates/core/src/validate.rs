@@ -221,8 +221,9 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         }
     }
     if let crate::spec::Seccomp::Profile { json } = &spec.seccomp {
-        if serde_json::from_str::<serde_json::Value>(json).is_err() {
-            return Err(bad("seccomp", "a custom profile must be Docker/OCI seccomp JSON"));
+        // JSON.parse took it; what serde refuses beyond that is mostly its nesting bound (128).
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(json) {
+            return Err(bad("seccomp", format!("a custom profile must be Docker/OCI seccomp JSON: {e}")));
         }
     }
     if let Some(o) = &spec.overlay {
