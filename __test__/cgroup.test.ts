@@ -257,7 +257,9 @@ for (const [how, size, signal] of [['from a warm helper', undefined, 'SIGKILL'],
     const cgroups = sandboxCgroups().filter((d) => helperOf(d) === String(helper))
     t.true(cgroups.length > 0, 'the sandbox has cgroups')
     process.kill(helper, signal)
-    await failed
+    const e = await failed
+    t.is((e as IsolateError | undefined)?.code, 'ERR_ISOLATE_HELPER')
+    t.regex((e as IsolateError | undefined)?.hint ?? '', /killed from outside/, 'says what ends a helper without a report')
     t.true(await waitUntil(() => !pidAlive(sb.pid) && cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
   })
 }

@@ -6,7 +6,7 @@ export type IsolateErrorCode =
   | 'ERR_ISOLATE_UNSUPPORTED' // an option this version or this host cannot honour; nothing was spawned
   | 'ERR_ISOLATE_SETUP' // a sandbox setup step failed; nothing is left running
   | 'ERR_ISOLATE_NATIVE' // the addon or the helper could not be found or started
-  | 'ERR_ISOLATE_HELPER' // the helper ended without reporting (a bug: please report it)
+  | 'ERR_ISOLATE_HELPER' // the helper ended without reporting (killed from outside, or a bug: please report it)
   | 'ERR_ISOLATE_DESTROYED' // the long-lived sandbox has ended; nothing can run in it any more
   | 'ABORT_ERR' // the AbortSignal fired before the sandbox started
 
@@ -223,4 +223,14 @@ export function optionError(option: string, message: string): IsolateError {
 
 export function unsupported(option: string, message: string): IsolateError {
   return new IsolateError(`${named(option)}: ${message}`, { code: 'ERR_ISOLATE_UNSUPPORTED', option })
+}
+
+/** A sandbox's helper ended without telling how its sandbox ended: only a SIGKILL from outside
+ * (it ignores the stop signals) or a crash does that; the sandbox's processes went with it. */
+export function helperGone(pid: number): IsolateError {
+  return new IsolateError(`the sandbox helper (pid ${pid}) ended without reporting`, {
+    code: 'ERR_ISOLATE_HELPER',
+    step: 'supervise',
+    hint: 'it was killed from outside (SIGKILL, the host\'s OOM killer) or crashed; the sandbox\'s processes ended with it. If nothing killed it, please report this as a bug',
+  })
 }

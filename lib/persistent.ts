@@ -8,7 +8,7 @@ import { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
 import { whenAborted } from './abort.js'
 import { collectOutput, decode, splitRunOptions } from './collect.js'
-import { IsolateError } from './errors.js'
+import { helperGone, IsolateError } from './errors.js'
 import { takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
 import { checkSize, onEvents, readable, reapHelper, refStdio, sendLine, execRest, setupError, signalNumber, takeRest, writable, type SignalName, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
@@ -242,7 +242,7 @@ export class PersistentSandbox {
       this.#end()
       reapHelper(addon, h.pid)
       if (!settled) {
-        const e = new IsolateError('the sandbox helper ended without reporting', { code: 'ERR_ISOLATE_HELPER', step: 'supervise' })
+        const e = helperGone(h.pid)
         rejectReady(e)
         rejectDone(e)
       }

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs'
 import { Socket } from 'node:net'
 import { constants } from 'node:os'
 import { Readable, type Writable } from 'node:stream'
-import { IsolateError, shown } from './errors.js'
+import { helperGone, IsolateError, shown } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
 
 export type ExitReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
@@ -273,7 +273,7 @@ export class Sandbox {
       this.#ended = true
       reapHelper(this.#addon, this.#helperPid)
       if (!this.#exited && !failure) {
-        const e = new IsolateError('the sandbox helper ended without reporting', { code: 'ERR_ISOLATE_HELPER', step: 'supervise' })
+        const e = helperGone(this.#helperPid)
         rejectStarted(e)
         rejectDone(e)
         this.#destroyStdio()
