@@ -86,6 +86,8 @@ Filesystem:
                            bind-mount host path SRC at DST inside (default: the same path);
                            read-only unless ':rw' is given; repeatable
   --tmpfs DST[:SIZE]       mount a fresh tmpfs at DST, SIZE like 64M, 1G, 512K or bytes; repeatable
+                           (in --bind and --tmpfs, write a path's ':' as '\\:', and a '\\' of
+                           one that comes before a ':' as '\\\\')
 
 Process:
   -e, --env K=V            set a variable; repeatable. With any -e the command's environment is
@@ -304,12 +306,26 @@ function parseCpus(text: string): number {
   return n
 }
 
+/** `text` split at each ':' that no backslash escapes: `\:` is a ':' of a path and `\\` a
+ * backslash (any other backslash is itself, as paths written before this had them). */
+function splitColons(text: string): string[] {
+  const parts = ['']
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (c === ':') parts.push('')
+    else if (c !== '\\') parts[parts.length - 1] += c
+    else if (text[i + 1] === ':' || text[i + 1] === '\\') parts[parts.length - 1] += text[++i]
+    else parts[parts.length - 1] += c
+  }
+  return parts
+}
+
 /** `SRC[:DST][:ro|:rw]`; DST defaults to the absolute form of SRC. */
 function parseBind(text: string): MountOption {
-  const parts = text.split(':')
+  const parts = splitColons(text)
   let readonly = true
   if (parts.length > 1 && (parts[parts.length - 1] === 'ro' || parts[parts.length - 1] === 'rw')) readonly = parts.pop() === 'ro'
-  if (parts.length > 2) throw new UsageError(`--bind: ${JSON.stringify(text)} has too many ':'; use SRC:DST[:ro|:rw]`)
+  if (parts.length > 2) throw new UsageError(`--bind: ${JSON.stringify(text)} has too many ':'; use SRC:DST[:ro|:rw], and '\\:' for a ':' in a path`)
   const [source, target = resolve(parts[0])] = parts
   if (!source) throw new UsageError(`--bind: ${JSON.stringify(text)} has no source; use SRC:DST[:ro|:rw]`)
   if (!target.startsWith('/')) throw new UsageError(`--bind: the target ${JSON.stringify(target)} must be an absolute path inside the sandbox`)
@@ -331,10 +347,10 @@ function parseEnv(list: string[]): Record<string, string> {
 
 /** `DST[:SIZE]`. */
 function parseTmpfs(text: string): MountOption {
-  const i = text.indexOf(':')
-  const target = i < 0 ? text : text.slice(0, i)
+  const [target, size, ...more] = splitColons(text)
+  if (more.length) throw new UsageError(`--tmpfs: ${JSON.stringify(text)} has too many ':'; use DST[:SIZE], and '\\:' for a ':' in DST`)
   if (!target.startsWith('/')) throw new UsageError(`--tmpfs: the target ${JSON.stringify(target)} must be an absolute path inside the sandbox`)
-  return i < 0 ? { type: 'tmpfs', target } : { type: 'tmpfs', target, sizeBytes: parseSize('--tmpfs', text.slice(i + 1)) }
+  return size === undefined ? { type: 'tmpfs', target } : { type: 'tmpfs', target, sizeBytes: parseSize('--tmpfs', size) }
 }
 
 // ---------------------------------------------------------------------------------------------

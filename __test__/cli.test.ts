@@ -4,7 +4,7 @@
  */
 import test from 'ava'
 import { spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DEFAULT_PATH } from '../lib/options.js'
@@ -90,6 +90,22 @@ test('run: --bind is read-only by default and writable with :rw', async (t) => {
   const rw = await cli(['run', '--bind', `${dir}:/data:rw`, '--', '/bin/sh', '-c', 'echo written > /data/rw'])
   t.is(rw.status, 0, rw.stderr)
   t.is(readFileSync(join(dir, 'rw'), 'utf8'), 'written\n')
+})
+
+test("run: a ':' of a path is written '\\:' in --bind and --tmpfs", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'isolate-cli-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  // The sandbox's root is an unprivileged host uid: let it in.
+  chmodSync(dir, 0o755)
+  mkdirSync(join(dir, 'a:b'))
+  writeFileSync(join(dir, 'a:b', 'f'), 'through the colon\n')
+  const esc = (p: string) => p.replaceAll(':', '\\:')
+  const r = await cli(['run', '--bind', `${esc(join(dir, 'a:b'))}:${esc('/in:side')}`, '--tmpfs', `${esc('/t:mp')}:1M`, '--', '/bin/sh', '-c', 'cat /in:side/f; df -k /t:mp | tail -n 1'])
+  t.is(r.status, 0, r.stderr)
+  t.regex(r.stdout, /^through the colon\ntmpfs\s+1024\s/)
+  const plain = await cli(['run', '--bind', `${join(dir, 'a:b')}:/x`, '--', '/bin/true'])
+  t.is(plain.status, 125, 'unescaped, the path has too many parts')
+  t.regex(plain.stderr, /too many ':'.*'\\:' for a ':' in a path/)
 })
 
 test('run: --tmpfs DST:SIZE mounts a tmpfs of that size', async (t) => {
