@@ -47,10 +47,8 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 const CPU_MIN_QUOTA_US: u64 = 1_000;
 
 /// v1 controllers the kernel may mount; other mount options (rw, xattr, name=...) are not.
-const V1_CONTROLLERS: &[&str] = &[
-    "cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer", "net_cls", "perf_event", "net_prio", "hugetlb",
-    "pids", "rdma", "misc",
-];
+const V1_CONTROLLERS: &[&str] =
+    &["cpuset", "cpu", "cpuacct", "blkio", "memory", "devices", "freezer", "net_cls", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc"];
 
 // ---------------------------------------------------------------------------------------------
 // Detection
@@ -238,7 +236,8 @@ pub struct RefusedLimit {
 }
 
 /// The cgroup limits and the controller each needs (cpuTimeMs: cpuacct on v1, nothing on v2).
-const LIMIT_CONTROLLERS: [(&str, &str); 4] = [("limits.memoryBytes", "memory"), ("limits.pids", "pids"), ("limits.cpus", "cpu"), ("limits.cpuTimeMs", "cpuacct")];
+const LIMIT_CONTROLLERS: [(&str, &str); 4] =
+    [("limits.memoryBytes", "memory"), ("limits.pids", "pids"), ("limits.cpus", "cpu"), ("limits.cpuTimeMs", "cpuacct")];
 
 impl CgroupHost {
     /// The v1 hierarchy carrying `controller`, if mounted.
@@ -417,9 +416,7 @@ pub fn detect_for_probe() -> Result<CgroupHost, SetupError> {
 }
 
 fn read_layout() -> Result<Layout, SetupError> {
-    let read = |path: &str| {
-        std::fs::read_to_string(path).map_err(|e| SetupError::sys(STEP_CREATE, e.raw_os_error().unwrap_or(libc::EIO), Some(path)))
-    };
+    let read = |path: &str| std::fs::read_to_string(path).map_err(|e| SetupError::sys(STEP_CREATE, e.raw_os_error().unwrap_or(libc::EIO), Some(path)));
     Ok(parse_layout(&read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?))
 }
 
@@ -568,12 +565,7 @@ fn host_from_layout(layout: Layout) -> CgroupHost {
             own_dir,
             from_env,
         };
-        u.usable = u
-            .controllers
-            .iter()
-            .filter(|c| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable))
-            .cloned()
-            .collect();
+        u.usable = u.controllers.iter().filter(|c| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable)).cloned().collect();
         u
     });
     let v1: Vec<V1Hierarchy> = layout
@@ -593,7 +585,17 @@ fn host_from_layout(layout: Layout) -> CgroupHost {
         (None, false) => CgroupMode::V1,
         (None, true) => CgroupMode::Unavailable,
     };
-    let mut host = CgroupHost { mode, unified, v1, swap_accounting: None, can_create: false, reason: None, parent_refused: false, refused: Vec::new(), parent_would_hold: None };
+    let mut host = CgroupHost {
+        mode,
+        unified,
+        v1,
+        swap_accounting: None,
+        can_create: false,
+        reason: None,
+        parent_refused: false,
+        refused: Vec::new(),
+        parent_would_hold: None,
+    };
     host.swap_accounting = match mode {
         CgroupMode::V2 => host.unified.as_ref().filter(|u| !u.is_root).and_then(|u| u.own_dir.as_ref()).map(|d| exists(&format!("{d}/memory.swap.max"))),
         CgroupMode::V1 | CgroupMode::Hybrid => {
@@ -701,7 +703,9 @@ fn missing_hint(host: &CgroupHost, controller: &str) -> (String, Option<String>)
             ),
             Some(h) => (
                 format!("this process's {controller} cgroup {} is not visible under {}", h.own_path, h.mount),
-                Some(format!("mount the {controller} hierarchy's root (or run in the cgroup the mount shows), e.g. a container started with a private cgroup namespace")),
+                Some(format!(
+                    "mount the {controller} hierarchy's root (or run in the cgroup the mount shows), e.g. a container started with a private cgroup namespace"
+                )),
             ),
         },
         CgroupMode::V2 => {
@@ -858,7 +862,8 @@ pub fn unique_name() -> String {
         let mut bytes = [0u8; 8];
         // SAFETY: getrandom into a buffer of ours, of its length. Without it (ENOSYS), the time.
         let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) } == bytes.len() as isize;
-        let seed = if got { u64::from_ne_bytes(bytes) } else { std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) };
+        let seed =
+            if got { u64::from_ne_bytes(bytes) } else { std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) };
         // 40 bits: at most 13 digits, room left for every sandbox a helper could make.
         NEXT.store(seed >> 24, Ordering::Relaxed);
     }
@@ -1058,9 +1063,20 @@ impl SandboxCgroup {
         if !valid_name(name) {
             return Err(SetupError::new(STEP_CREATE, format!("invalid cgroup name {name:?}")));
         }
-        let mut cg = SandboxCgroup { name: name.to_owned(), v2: host.mode.uses_v2(), dirs: Vec::new(), v2_fd: None, peak_seen: AtomicU64::new(0), counters: Mutex::new(Vec::new()), limit_files: Mutex::new(Vec::new()), removed: false };
+        let mut cg = SandboxCgroup {
+            name: name.to_owned(),
+            v2: host.mode.uses_v2(),
+            dirs: Vec::new(),
+            v2_fd: None,
+            peak_seen: AtomicU64::new(0),
+            counters: Mutex::new(Vec::new()),
+            limit_files: Mutex::new(Vec::new()),
+            removed: false,
+        };
         match host.mode {
-            CgroupMode::Unavailable => return Err(SetupError::new(STEP_CREATE, "no cgroup filesystem is mounted").with_hint(missing_hint(host, "memory").1.unwrap_or_default())),
+            CgroupMode::Unavailable => {
+                return Err(SetupError::new(STEP_CREATE, "no cgroup filesystem is mounted").with_hint(missing_hint(host, "memory").1.unwrap_or_default()))
+            }
             CgroupMode::V2 => cg.create_v2(host, needed)?,
             CgroupMode::V1 | CgroupMode::Hybrid => cg.create_v1(host, needed, ending)?,
         }
@@ -1097,7 +1113,8 @@ impl SandboxCgroup {
         let enable: Vec<String> = needed.iter().map(|c| c.as_str()).filter(|c| !u.subtree_control.iter().any(|s| s == c)).map(|c| format!("+{c}")).collect();
         if !enable.is_empty() {
             let path = format!("{own}/cgroup.subtree_control");
-            write_file(&path, &enable.join(" ")).map_err(|errno| write_hint(SetupError::sys(STEP_CREATE, errno, Some(&path)), "cgroup.subtree_control", errno))?;
+            write_file(&path, &enable.join(" "))
+                .map_err(|errno| write_hint(SetupError::sys(STEP_CREATE, errno, Some(&path)), "cgroup.subtree_control", errno))?;
         }
         let path = format!("{own}/{}", self.name);
         mkdir(&path)?;
@@ -1118,8 +1135,12 @@ impl SandboxCgroup {
                 .with_path(own.to_owned())
                 .with_hint(format!("remove the threaded controllers from {own}/cgroup.subtree_control, or run the caller in a cgroup that does not enable controllers for its children")));
         }
-        let fd = nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .map_err(|e| SetupError::sys(STEP_CREATE, e as i32, Some(&path)))?;
+        let fd = nix::fcntl::open(
+            path.as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| SetupError::sys(STEP_CREATE, e as i32, Some(&path)))?;
         self.v2_fd = Some(fd);
         Ok(())
     }
@@ -1212,7 +1233,9 @@ impl SandboxCgroup {
             write_file(&path, &value).map_err(|errno| {
                 let e = SetupError::sys(STEP_ATTACH, errno, Some(&path));
                 match Errno::from_raw(errno) {
-                    Errno::EACCES | Errno::EPERM => e.with_hint("moving a process needs write access to cgroup.procs of the common ancestor (this process's own cgroup): delegate it to this user"),
+                    Errno::EACCES | Errno::EPERM => e.with_hint(
+                        "moving a process needs write access to cgroup.procs of the common ancestor (this process's own cgroup): delegate it to this user",
+                    ),
                     Errno::ESRCH => e.with_hint("the process is gone"),
                     _ => e,
                 }
@@ -1661,7 +1684,10 @@ mod tests {
         let l = parse_layout(V1_CGROUP, V1_MOUNTS);
         assert_eq!(l.unified, Some(("/nowhere/cg/unified".into(), "/".into(), Some("/nowhere/cg/unified".into()), "/".into())));
         let find = |c: &str| l.v1.iter().find(|h| h.0.iter().any(|x| x == c)).cloned().unwrap();
-        assert_eq!(find("cpu"), (vec!["cpu".to_owned(), "cpuacct".to_owned()], "/nowhere/cg/cpu,cpuacct".into(), "/".into(), Some("/nowhere/cg/cpu,cpuacct".into())));
+        assert_eq!(
+            find("cpu"),
+            (vec!["cpu".to_owned(), "cpuacct".to_owned()], "/nowhere/cg/cpu,cpuacct".into(), "/".into(), Some("/nowhere/cg/cpu,cpuacct".into()))
+        );
         assert_eq!(find("cpuacct").1, "/nowhere/cg/cpu,cpuacct");
         assert_eq!(find("memory").3.as_deref(), Some("/nowhere/cg/memory/process_api/abc"));
         assert_eq!(l.v1.len(), 4, "name=systemd carries no controller: {l:?}");
@@ -1743,7 +1769,17 @@ mod tests {
             from_env: false,
         };
         u.usable = u.controllers.iter().filter(|c| matches!(u.availability(c), V2Availability::Enabled | V2Availability::Enableable)).cloned().collect();
-        CgroupHost { mode: CgroupMode::V2, unified: Some(u), v1: Vec::new(), swap_accounting: Some(true), can_create: true, reason: None, parent_refused: false, refused: Vec::new(), parent_would_hold: None }
+        CgroupHost {
+            mode: CgroupMode::V2,
+            unified: Some(u),
+            v1: Vec::new(),
+            swap_accounting: Some(true),
+            can_create: true,
+            reason: None,
+            parent_refused: false,
+            refused: Vec::new(),
+            parent_would_hold: None,
+        }
     }
 
     fn v1_host(controllers: &[&str], memsw: bool) -> CgroupHost {
@@ -1757,13 +1793,32 @@ mod tests {
                 writable: true,
             })
             .collect();
-        CgroupHost { mode: CgroupMode::V1, unified: None, v1, swap_accounting: Some(memsw), can_create: true, reason: None, parent_refused: false, refused: Vec::new(), parent_would_hold: None }
+        CgroupHost {
+            mode: CgroupMode::V1,
+            unified: None,
+            v1,
+            swap_accounting: Some(memsw),
+            can_create: true,
+            reason: None,
+            parent_refused: false,
+            refused: Vec::new(),
+            parent_would_hold: None,
+        }
     }
 
     /// A cgroup value with these directories, as if made (nothing is created or removed).
     fn made(v2: bool, dirs: &[(&str, &[Controller])]) -> SandboxCgroup {
         let dirs = dirs.iter().map(|(p, c)| Dir { path: (*p).into(), controllers: c.to_vec() }).collect();
-        SandboxCgroup { name: "isolate-test".into(), v2, dirs, v2_fd: None, peak_seen: AtomicU64::new(0), counters: Mutex::new(Vec::new()), limit_files: Mutex::new(Vec::new()), removed: true }
+        SandboxCgroup {
+            name: "isolate-test".into(),
+            v2,
+            dirs,
+            v2_fd: None,
+            peak_seen: AtomicU64::new(0),
+            counters: Mutex::new(Vec::new()),
+            limit_files: Mutex::new(Vec::new()),
+            removed: true,
+        }
     }
 
     #[test]
@@ -1783,7 +1838,11 @@ mod tests {
 
     #[test]
     fn a_cgroup_made_ahead_opens_ahead_every_file_a_limit_may_go_to() {
-        let hosts = [(v1_host(&["memory", "pids", "cpu,cpuacct"], true), false), (v1_host(&["memory", "pids", "cpu"], false), false), (v2_host(&["cpu", "memory", "pids"], &["cpu", "memory", "pids"], true, 1), true)];
+        let hosts = [
+            (v1_host(&["memory", "pids", "cpu,cpuacct"], true), false),
+            (v1_host(&["memory", "pids", "cpu"], false), false),
+            (v2_host(&["cpu", "memory", "pids"], &["cpu", "memory", "pids"], true, 1), true),
+        ];
         for (host, v2) in hosts {
             let plan = plan_writes(&host, &all_limits()).unwrap();
             assert!(!plan.is_empty());
@@ -1835,7 +1894,8 @@ mod tests {
             ]
         );
         let no_memsw = v1_host(&["memory"], false);
-        let files: Vec<&str> = plan_writes(&no_memsw, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap().iter().map(|w| w.file).collect();
+        let files: Vec<&str> =
+            plan_writes(&no_memsw, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap().iter().map(|w| w.file).collect();
         assert_eq!(files, ["memory.limit_in_bytes", "memory.swappiness", "memory.kmem.tcp.limit_in_bytes"]);
     }
 
@@ -1923,7 +1983,10 @@ mod tests {
         let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
         assert!(e.message.contains("memory") && e.message.contains("cgroup.controllers"), "{e:?}");
         // Delegating it would not do while the cgroup holds the caller.
-        assert!(e.hint.as_deref().unwrap().starts_with("delegating it would not be enough: ") && e.hint.as_deref().unwrap().contains("no-internal-process"), "{e:?}");
+        assert!(
+            e.hint.as_deref().unwrap().starts_with("delegating it would not be enough: ") && e.hint.as_deref().unwrap().contains("no-internal-process"),
+            "{e:?}"
+        );
         assert_eq!(e.path.as_deref(), Some("/sys/fs/cgroup/app.slice/app.service"));
 
         // v2: delegated, but the own cgroup holds processes (the no-internal-process rule);
@@ -1951,7 +2014,12 @@ mod tests {
         host.unified.as_mut().unwrap().own_dir = Some("/sys/fs/cgroup".into());
         let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
         let hint = e.hint.as_deref().unwrap();
-        assert!(hint.contains("root of this process's cgroup namespace") && hint.contains("echo $$ > /sys/fs/cgroup/main/cgroup.procs") && hint.contains("ISOLATE_CGROUP_PARENT=/"), "{e:?}");
+        assert!(
+            hint.contains("root of this process's cgroup namespace")
+                && hint.contains("echo $$ > /sys/fs/cgroup/main/cgroup.procs")
+                && hint.contains("ISOLATE_CGROUP_PARENT=/"),
+            "{e:?}"
+        );
         // The same where the variable names that root while it still holds the processes.
         host.unified.as_mut().unwrap().from_env = true;
         let e = plan_writes(&host, &CgroupLimits { memory_bytes: Some(1 << 20), ..Default::default() }).unwrap_err();
@@ -2214,7 +2282,14 @@ mod tests {
         const SIZE: usize = 512 << 20;
         // SAFETY: a private anonymous mapping, touched page by page.
         unsafe {
-            let p = libc::mmap(std::ptr::null_mut(), SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0);
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
             if p == libc::MAP_FAILED {
                 return 2;
             }
@@ -2407,7 +2482,9 @@ mod tests {
         let Some(host) = real_host() else { return };
         let name = unique_name();
         // Passes the plan, refused by the kernel (quota above its ~203 days maximum).
-        let e = SandboxCgroup::create(&host, &name, &CgroupLimits { memory_bytes: Some(1 << 30), pids: Some(4), cpus: Some(1e9), cpu_time: false }, Ending::Frozen).unwrap_err();
+        let e =
+            SandboxCgroup::create(&host, &name, &CgroupLimits { memory_bytes: Some(1 << 30), pids: Some(4), cpus: Some(1e9), cpu_time: false }, Ending::Frozen)
+                .unwrap_err();
         assert_eq!(e.errno.as_deref(), Some("EINVAL"), "{e:?}");
         assert!(e.path.as_deref().unwrap().contains("cpu"), "{e:?}");
         assert!(e.hint.is_some());
@@ -2527,7 +2604,13 @@ mod tests {
             for c in ["memory", "pids", "cpu"] {
                 assert_eq!(u.availability(c), V2Availability::NoInternalProcess, "{c}");
             }
-            let e = SandboxCgroup::create(&host, &unique_name(), &CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(8), ..Default::default() }, Ending::Frozen).unwrap_err();
+            let e = SandboxCgroup::create(
+                &host,
+                &unique_name(),
+                &CgroupLimits { memory_bytes: Some(64 << 20), pids: Some(8), ..Default::default() },
+                Ending::Frozen,
+            )
+            .unwrap_err();
             assert_eq!(e.errno, None);
             assert!(e.message.contains("memory, pids"), "{e:?}");
             assert!(e.hint.as_deref().unwrap().contains("no-internal-process"), "{e:?}");

@@ -120,13 +120,7 @@ impl SetupError {
     }
 
     pub fn sys(step: Step, errno: i32, path: Option<&str>) -> Self {
-        SetupError {
-            step,
-            path: path.map(str::to_owned),
-            errno: Some(errno_name(errno)),
-            message: strerror(errno).to_owned(),
-            hint: default_hint(step, errno),
-        }
+        SetupError { step, path: path.map(str::to_owned), errno: Some(errno_name(errno)), message: strerror(errno).to_owned(), hint: default_hint(step, errno) }
     }
 
     /// An I/O error (the decompressors and the tar parser report through io::Error): its errno
@@ -294,9 +288,7 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
              limit of its own cgroup, RLIMIT_NPROC, kernel.threads-max): start fewer sandboxes at once"
         }
         (Step::Chdir, Errno::ENOENT) => "the cwd does not exist inside the sandbox",
-        (Step::WriteIdMaps, Errno::EPERM) => {
-            "this process may only map its own uid and gid; use user: { uid: 0 } or your own ids"
-        }
+        (Step::WriteIdMaps, Errno::EPERM) => "this process may only map its own uid and gid; use user: { uid: 0 } or your own ids",
         _ => return None,
     };
     Some(hint.to_owned())
@@ -339,7 +331,17 @@ mod tests {
 
     #[test]
     fn common_failures_of_a_command_start_have_hints() {
-        for (step, errno, says) in [(Step::BindMount, libc::ENOTDIR, "onto a file"), (Step::BindMount, libc::EINVAL, "a pipe"), (Step::Chdir, libc::ENOTDIR, "cwd"), (Step::Execve, libc::EACCES, "landlock"), (Step::Execve, libc::E2BIG, "stdin"), (Step::ForkCommand, libc::EAGAIN, "limits.pids"), (Step::ForkCommand, libc::EAGAIN, "RLIMIT_NPROC"), (Step::CloneNamespaces, libc::EAGAIN, "own cgroup"), (Step::SetRlimits, libc::EPERM, "ulimit -H")] {
+        for (step, errno, says) in [
+            (Step::BindMount, libc::ENOTDIR, "onto a file"),
+            (Step::BindMount, libc::EINVAL, "a pipe"),
+            (Step::Chdir, libc::ENOTDIR, "cwd"),
+            (Step::Execve, libc::EACCES, "landlock"),
+            (Step::Execve, libc::E2BIG, "stdin"),
+            (Step::ForkCommand, libc::EAGAIN, "limits.pids"),
+            (Step::ForkCommand, libc::EAGAIN, "RLIMIT_NPROC"),
+            (Step::CloneNamespaces, libc::EAGAIN, "own cgroup"),
+            (Step::SetRlimits, libc::EPERM, "ulimit -H"),
+        ] {
             let hint = SetupError::sys(step, errno, None).hint.unwrap_or_default();
             assert!(hint.contains(says), "{step:?} {errno}: {hint}");
         }

@@ -161,8 +161,8 @@ impl Server<'_> {
             }
             None => None,
         };
-        let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| SetupError::sys(Step::ForkCommand, e as i32, None))?;
+        let (status_r, status_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).map_err(|e| SetupError::sys(Step::ForkCommand, e as i32, None))?;
         // SAFETY: the init is single-threaded.
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
@@ -223,10 +223,13 @@ impl Server<'_> {
             // Its status pipe is at its end now: settle whether it ever ran.
             self.read_status(pid);
             if let (Some(id), Some((code, signal))) = (self.running.remove(&pid), report) {
-                send(&self.report, &match signal {
-                    Some(signal) => Report::ExecSignaled { id, signal },
-                    None => Report::ExecExited { id, code },
-                });
+                send(
+                    &self.report,
+                    &match signal {
+                        Some(signal) => Report::ExecSignaled { id, signal },
+                        None => Report::ExecExited { id, code },
+                    },
+                );
             }
         }
     }

@@ -330,4 +330,3 @@ impl Execs {
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
-

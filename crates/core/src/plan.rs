@@ -67,22 +67,50 @@ const NOSUID_NODEV: MountFlags = MountFlags { nosuid: true, nodev: true, noexec:
 /// One step of building the new root. Targets are paths inside the sandbox; sources are host paths.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MountOp {
-    Tmpfs { target: String, mode: u32, size_bytes: Option<u64>, flags: MountFlags },
+    Tmpfs {
+        target: String,
+        mode: u32,
+        size_bytes: Option<u64>,
+        flags: MountFlags,
+    },
     /// `is_dir` decides whether the mountpoint is made as a directory or an empty file.
-    Bind { source: String, target: String, readonly: bool, is_dir: bool },
-    Symlink { target: String, points_to: String },
-    Proc { target: String },
-    Devpts { target: String },
+    Bind {
+        source: String,
+        target: String,
+        readonly: bool,
+        is_dir: bool,
+    },
+    Symlink {
+        target: String,
+        points_to: String,
+    },
+    Proc {
+        target: String,
+    },
+    Devpts {
+        target: String,
+    },
     /// Cover a path with an inaccessible placeholder of the same kind.
-    Mask { target: String, is_dir: bool },
+    Mask {
+        target: String,
+        is_dir: bool,
+    },
     /// Mask a kernel-provided path (in /proc) when this kernel has it; its kind is read at apply time.
-    MaskIfPresent { target: String },
+    MaskIfPresent {
+        target: String,
+    },
     /// Make a kernel-provided subtree read-only when this kernel has it.
-    ReadonlyIfPresent { target: String },
+    ReadonlyIfPresent {
+        target: String,
+    },
     /// OverlayFS with `lowers` (host paths, topmost first) below and the sandbox's upper layer
     /// `layer` above; target "/" is the new root itself (read-only at the end unless an overlay
     /// was asked for, like any root).
-    Overlay { lowers: Vec<String>, target: String, layer: String },
+    Overlay {
+        lowers: Vec<String>,
+        target: String,
+        layer: String,
+    },
 }
 
 impl MountOp {
@@ -174,12 +202,7 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
     for p in PROC_READONLY {
         ops.push(MountOp::ReadonlyIfPresent { target: (*p).into() });
     }
-    ops.push(MountOp::Tmpfs {
-        target: "/dev".into(),
-        mode: 0o755,
-        size_bytes: Some(64 << 10),
-        flags: MountFlags { nosuid: true, nodev: false, noexec: true },
-    });
+    ops.push(MountOp::Tmpfs { target: "/dev".into(), mode: 0o755, size_bytes: Some(64 << 10), flags: MountFlags { nosuid: true, nodev: false, noexec: true } });
     for node in DEV_NODES {
         ops.push(MountOp::Bind { source: format!("/dev/{node}"), target: format!("/dev/{node}"), readonly: false, is_dir: false });
     }
@@ -232,7 +255,9 @@ fn caller_mount_op(i: usize, m: &Mount, facts: &HostFacts) -> MountOp {
             MountOp::Bind { source: source.clone(), target: target.clone(), readonly: *readonly, is_dir }
         }
         Mount::Overlay { source, target } => MountOp::Overlay { lowers: vec![source.clone()], target: target.clone(), layer: format!("mount{i}") },
-        Mount::Tmpfs { target, size_bytes, mode } => MountOp::Tmpfs { target: target.clone(), mode: mode.unwrap_or(0o755), size_bytes: *size_bytes, flags: NOSUID_NODEV },
+        Mount::Tmpfs { target, size_bytes, mode } => {
+            MountOp::Tmpfs { target: target.clone(), mode: mode.unwrap_or(0o755), size_bytes: *size_bytes, flags: NOSUID_NODEV }
+        }
     }
 }
 
@@ -321,11 +346,7 @@ pub fn plan_id_maps(inside: Ids, caller: Ids, unprivileged: Ids) -> IdMaps {
             deny_setgroups: false,
         };
     }
-    IdMaps {
-        uid_map: format!("{} {} 1\n", inside.uid, caller.uid),
-        gid_map: format!("{} {} 1\n", inside.gid, caller.gid),
-        deny_setgroups: true,
-    }
+    IdMaps { uid_map: format!("{} {} 1\n", inside.uid, caller.uid), gid_map: format!("{} {} 1\n", inside.gid, caller.gid), deny_setgroups: true }
 }
 
 /// The owner of a root caller's sandbox user namespace: one id of the owner block
@@ -591,7 +612,10 @@ mod tests {
         assert!(ops.contains(&MountOp::MaskIfPresent { target: "/etc/shadow".into() }));
         assert!(!ops.iter().any(|o| matches!(o, MountOp::Mask { .. })));
         spec.mounts = vec![Mount::Tmpfs { target: "/etcetera".into(), size_bytes: None, mode: None }];
-        assert!(plan_mounts(&spec, &host_facts()).contains(&MountOp::Mask { target: "/etc/shadow".into(), is_dir: false }), "a prefix of the name is not a parent");
+        assert!(
+            plan_mounts(&spec, &host_facts()).contains(&MountOp::Mask { target: "/etc/shadow".into(), is_dir: false }),
+            "a prefix of the name is not a parent"
+        );
     }
 
     #[test]
@@ -615,7 +639,12 @@ mod tests {
         let mut spec = Spec::new("/bin/sh", vec![]);
         spec.rootfs = Rootfs::Dir { path: "/srv/alpine/".into() };
         let facts = HostFacts {
-            root_entries: vec![entry("bin", EntryKind::Dir), entry("proc", EntryKind::Dir), entry("tmp", EntryKind::Dir), entry("lib", EntryKind::Symlink("usr/lib".into()))],
+            root_entries: vec![
+                entry("bin", EntryKind::Dir),
+                entry("proc", EntryKind::Dir),
+                entry("tmp", EntryKind::Dir),
+                entry("lib", EntryKind::Symlink("usr/lib".into())),
+            ],
             secrets: vec![entry("/etc/shadow", EntryKind::File)],
             bind_sources: vec![],
         };

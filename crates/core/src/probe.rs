@@ -98,7 +98,24 @@ fn cgroup() -> Cgroup {
             }
             "cgroup" => {
                 for o in opts.split(',') {
-                    if ["cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "freezer", "devices", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc"].contains(&o) {
+                    if [
+                        "cpu",
+                        "cpuacct",
+                        "cpuset",
+                        "memory",
+                        "pids",
+                        "blkio",
+                        "freezer",
+                        "devices",
+                        "net_cls",
+                        "net_prio",
+                        "perf_event",
+                        "hugetlb",
+                        "rdma",
+                        "misc",
+                    ]
+                    .contains(&o)
+                    {
                         v1.push(o.to_owned());
                     }
                 }
@@ -142,7 +159,13 @@ pub fn probe() -> Probe {
         arch: uts.as_ref().map(|u| u.machine().to_string_lossy().into_owned()).unwrap_or_default(),
         uid,
         rootless: uid != 0,
-        user_namespaces: UserNs { allowed: reason.is_none(), reason, max_user_namespaces: max, unprivileged_userns_clone: clone, apparmor_restricted: apparmor },
+        user_namespaces: UserNs {
+            allowed: reason.is_none(),
+            reason,
+            max_user_namespaces: max,
+            unprivileged_userns_clone: clone,
+            apparmor_restricted: apparmor,
+        },
         cgroup: cgroup(),
         #[cfg(target_os = "linux")]
         cgroup_host: crate::cgroup::detect_for_probe().ok(),

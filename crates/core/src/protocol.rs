@@ -40,13 +40,7 @@ pub enum Event {
     Error(SetupError),
     /// The sandbox is gone: the command, everything it started, and its mounts.
     #[serde(rename_all = "camelCase")]
-    Exit {
-        exit_code: Option<i32>,
-        signal: Option<String>,
-        reason: Reason,
-        duration_ms: f64,
-        usage: Usage,
-    },
+    Exit { exit_code: Option<i32>, signal: Option<String>, reason: Reason, duration_ms: f64, usage: Usage },
     /// A warm helper is ready for its spec (see crate::warm).
     Warm,
     /// A ready warm helper's init made ahead went: the host unmounted something its copy of the
@@ -69,13 +63,7 @@ pub enum Event {
     },
     /// An exec's command has ended (its own background children may live on in the sandbox).
     #[serde(rename_all = "camelCase")]
-    ExecExit {
-        id: u32,
-        exit_code: Option<i32>,
-        signal: Option<String>,
-        reason: Reason,
-        duration_ms: f64,
-    },
+    ExecExit { id: u32, exit_code: Option<i32>, signal: Option<String>, reason: Reason, duration_ms: f64 },
 }
 
 impl Event {
@@ -149,9 +137,15 @@ fn root_dir() -> String {
 pub enum Work {
     Exec(ExecRequest),
     /// `group`: the command's whole process group (a timeout), else the command alone.
-    Signal { id: u32, signal: i32, group: bool },
+    Signal {
+        id: u32,
+        signal: i32,
+        group: bool,
+    },
     /// The helper took the terminal master the init lent it ([`TerminalHandoff::lent`]).
-    TerminalTaken { id: u32 },
+    TerminalTaken {
+        id: u32,
+    },
 }
 
 /// Init → helper on the work socket: an exec's terminal master, attached as SCM_RIGHTS, or, where
@@ -186,10 +180,22 @@ pub enum Report {
     },
     /// A long-lived sandbox's init is built and waits for work.
     Ready,
-    ExecStarted { id: u32, pid: i32 },
-    ExecFailed { id: u32, error: SetupError },
-    ExecExited { id: u32, code: i32 },
-    ExecSignaled { id: u32, signal: i32 },
+    ExecStarted {
+        id: u32,
+        pid: i32,
+    },
+    ExecFailed {
+        id: u32,
+        error: SetupError,
+    },
+    ExecExited {
+        id: u32,
+        code: i32,
+    },
+    ExecSignaled {
+        id: u32,
+        signal: i32,
+    },
 }
 
 /// What a sandbox's processes used, as the init counts it once it reaped them all: its own

@@ -33,10 +33,7 @@ pub struct Interest<'a> {
 
 pub(crate) fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {
     let flags = nix::fcntl::fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, nix::fcntl::FcntlArg::F_GETFL)?;
-    nix::fcntl::fcntl(
-        unsafe { BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-    )?;
+    nix::fcntl::fcntl(unsafe { BorrowedFd::borrow_raw(fd) }, nix::fcntl::FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))?;
     Ok(())
 }
 
@@ -200,7 +197,6 @@ impl CallerEnd {
         }
         Ok(CallerEnd { fd, socket: false, shared: true })
     }
-
 
     fn read(&self, buf: &mut [u8]) -> Result<usize, Errno> {
         use nix::poll::PollFlags;

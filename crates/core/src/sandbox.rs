@@ -69,7 +69,8 @@ pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
         Rootfs::Layers { paths } => {
             for p in paths {
                 if kind_of(p, true) != EntryKind::Dir {
-                    return Err(SetupError::sys(Step::InspectSources, libc::ENOENT, Some(p)).with_hint("each rootfs layer must be a directory (importImage with layout: 'layers' makes them)"));
+                    return Err(SetupError::sys(Step::InspectSources, libc::ENOENT, Some(p))
+                        .with_hint("each rootfs layer must be a directory (importImage with layout: 'layers' makes them)"));
                 }
             }
         }
@@ -100,7 +101,8 @@ fn source_kind(i: usize, m: &crate::spec::Mount) -> Result<Option<EntryKind>, Se
         _ => return Ok(None),
     };
     match kind_of(source, true) {
-        EntryKind::Missing => Err(SetupError::sys(step, libc::ENOENT, Some(source)).with_hint(format!("mounts[{i}].source does not exist on the host; create it or fix mounts[{i}].source"))),
+        EntryKind::Missing => Err(SetupError::sys(step, libc::ENOENT, Some(source))
+            .with_hint(format!("mounts[{i}].source does not exist on the host; create it or fix mounts[{i}].source"))),
         k => Ok(Some(k)),
     }
 }
@@ -247,7 +249,12 @@ pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Progr
     let _ = nix::sys::prctl::set_name(c"isolate-init");
     // The init keeps what it was handed and nothing else of the helper (its control socket to
     // Node, a cgroup directory, the relay's ends).
-    let keep: Vec<i32> = [Some(&go), Some(&report), layers.as_ref(), tty.as_ref(), work.as_ref()].into_iter().flatten().chain(&trees).map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    let keep: Vec<i32> = [Some(&go), Some(&report), layers.as_ref(), tty.as_ref(), work.as_ref()]
+        .into_iter()
+        .flatten()
+        .chain(&trees)
+        .map(std::os::fd::AsRawFd::as_raw_fd)
+        .collect();
     sys::close_fds_except(&keep);
     if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, ahead, trees, &go, &report) {
         send(&report, &Report::SetupFailed(e));
@@ -276,7 +283,17 @@ fn staged(target: &str) -> String {
 
 /// `plan`: the whole root's, or for a root built ahead only the mounts made at its release.
 #[allow(clippy::too_many_arguments)]
-fn setup(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, ahead: Ahead, trees: Vec<OwnedFd>, go: &OwnedFd, report: &OwnedFd) -> sys::Result<()> {
+fn setup(
+    spec: &Spec,
+    plan: &[MountOp],
+    pipes_ids: crate::spec::Ids,
+    layers: Option<OwnedFd>,
+    kept_uppers: Vec<(String, String)>,
+    ahead: Ahead,
+    trees: Vec<OwnedFd>,
+    go: &OwnedFd,
+    report: &OwnedFd,
+) -> sys::Result<()> {
     // Die with the helper; the pid namespace then takes everything else with us.
     sys::set_parent_death_signal()?;
     if ahead == Ahead::Nothing {
@@ -327,7 +344,14 @@ fn empty_bounding_set(spec: &Spec) {
 /// The new root, from the host's objects to the pivot: what this process then sees as `/`.
 /// With `note_held` (a root built ahead), returns the host objects it holds on to (see
 /// [`HostObject`]); a root built for its spec now needs none, and spares the stat calls.
-pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::Ids, layers: Option<OwnedFd>, kept_uppers: Vec<(String, String)>, note_held: bool) -> sys::Result<Vec<HostObject>> {
+pub(crate) fn build_root(
+    spec: &Spec,
+    plan: &[MountOp],
+    pipes_ids: crate::spec::Ids,
+    layers: Option<OwnedFd>,
+    kept_uppers: Vec<(String, String)>,
+    note_held: bool,
+) -> sys::Result<Vec<HostObject>> {
     // Everything the setup creates has its mode spelled out; the caller's mask is the commands'.
     sys::set_umask(0);
     // Sources are opened with the caller's own host ids (a root caller's private temp dirs stay
@@ -347,8 +371,7 @@ pub(crate) fn build_root(spec: &Spec, plan: &[MountOp], pipes_ids: crate::spec::
     // Nothing we mount may propagate back to the host.
     sys::make_root_private()?;
 
-    sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
-        .map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
+    sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
     // The staging tmpfs itself, whatever is later stacked on its path (an overlay root).
     // Followed: where the host's /tmp is a symlink, the tmpfs went to its target.
     let staging = sys::open_source(STAGING, true).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
@@ -433,7 +456,11 @@ fn mount_at_release(ops: &[MountOp], trees: Vec<OwnedFd>) -> sys::Result<()> {
         match op {
             MountOp::Bind { target, readonly, is_dir, .. } => {
                 let tree = trees.next().ok_or_else(|| SetupError::new(Step::BindMount, "a bind made at the release came without its tree"))?;
-                if *is_dir { sys::create_dirs("/", target)? } else { sys::create_file("/", target, 0o644)? }
+                if *is_dir {
+                    sys::create_dirs("/", target)?
+                } else {
+                    sys::create_file("/", target, 0o644)?
+                }
                 sys::attach_tree(&tree, &root, target.trim_start_matches('/'), Step::BindMount)?;
                 sys::restrict_mount(target, *readonly)?;
             }
@@ -571,7 +598,11 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
         MountOp::Bind { source, target, readonly, is_dir } => {
             let (Source::Path(fd) | Source::Tree(fd)) = sources.next().expect("one source per bind");
             let t = staged(target);
-            if *is_dir { sys::create_dirs(STAGING, &t)? } else { sys::create_file(STAGING, &t, 0o644)? }
+            if *is_dir {
+                sys::create_dirs(STAGING, &t)?
+            } else {
+                sys::create_file(STAGING, &t, 0o644)?
+            }
             sys::bind_mount(&fd, source, &t)?;
             // The device binds of /dev are the only ones that must keep working as devices.
             if !target.starts_with("/dev/") {
@@ -659,7 +690,10 @@ pub(crate) const STOP_MARK: i32 = 0x5354_4f50;
 pub(crate) fn forwarded_signals() -> SigSet {
     let mut set = SigSet::empty();
     for sig in Signal::iterator() {
-        if !matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE | Signal::SIGTRAP | Signal::SIGSYS) {
+        if !matches!(
+            sig,
+            Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE | Signal::SIGTRAP | Signal::SIGSYS
+        ) {
             set.add(sig);
         }
     }
@@ -821,10 +855,7 @@ fn finish(report: &OwnedFd, st: Ended, alone: bool) -> ! {
 /// The command's last steps, in the order DESIGN section 3 gives: the same for a sandbox's own
 /// command and for every exec into a long-lived one. Returns only on failure.
 pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Option<&crate::seccomp::Program>, terminal: Option<&OwnedFd>) -> SetupError {
-    let argv: Vec<CString> = std::iter::once(cmd.file)
-        .chain(cmd.args.iter().map(String::as_str))
-        .map(|a| CString::new(a).unwrap_or_default())
-        .collect();
+    let argv: Vec<CString> = std::iter::once(cmd.file).chain(cmd.args.iter().map(String::as_str)).map(|a| CString::new(a).unwrap_or_default()).collect();
     let envp: Vec<CString> = cmd.env.iter().map(|kv| CString::new(kv.as_str()).unwrap_or_default()).collect();
     let keep: Vec<u32> = spec.capabilities.iter().filter_map(|c| crate::caps::number(c)).collect();
     let steps = || -> sys::Result<()> {

@@ -71,68 +71,370 @@ mod arch {
 
     /// Every syscall the libc crate defines for x86_64 in both its gnu and musl flavours.
     pub const LIBC: &[(&str, u32)] = libc_syscalls!(
-        SYS__sysctl, SYS_accept, SYS_accept4, SYS_access, SYS_acct, SYS_add_key, SYS_adjtimex, SYS_afs_syscall,
-        SYS_alarm, SYS_arch_prctl, SYS_bind, SYS_bpf, SYS_brk, SYS_capget, SYS_capset, SYS_chdir, SYS_chmod, SYS_chown,
-        SYS_chroot, SYS_clock_adjtime, SYS_clock_getres, SYS_clock_gettime, SYS_clock_nanosleep, SYS_clock_settime,
-        SYS_clone, SYS_clone3, SYS_close, SYS_close_range, SYS_connect, SYS_copy_file_range, SYS_creat,
-        SYS_delete_module, SYS_dup, SYS_dup2, SYS_dup3, SYS_epoll_create, SYS_epoll_create1, SYS_epoll_ctl,
-        SYS_epoll_ctl_old, SYS_epoll_pwait, SYS_epoll_pwait2, SYS_epoll_wait, SYS_epoll_wait_old, SYS_eventfd,
-        SYS_eventfd2, SYS_execve, SYS_execveat, SYS_exit, SYS_exit_group, SYS_faccessat, SYS_faccessat2, SYS_fadvise64,
-        SYS_fallocate, SYS_fanotify_init, SYS_fanotify_mark, SYS_fchdir, SYS_fchmod, SYS_fchmodat, SYS_fchmodat2,
-        SYS_fchown, SYS_fchownat, SYS_fcntl, SYS_fdatasync, SYS_fgetxattr, SYS_finit_module, SYS_flistxattr, SYS_flock,
-        SYS_fork, SYS_fremovexattr, SYS_fsconfig, SYS_fsetxattr, SYS_fsmount, SYS_fsopen, SYS_fspick, SYS_fstat,
-        SYS_fstatfs, SYS_fsync, SYS_ftruncate, SYS_futex, SYS_futex_waitv, SYS_futimesat, SYS_get_mempolicy,
-        SYS_get_robust_list, SYS_get_thread_area, SYS_getcpu, SYS_getcwd, SYS_getdents, SYS_getdents64, SYS_getegid,
-        SYS_geteuid, SYS_getgid, SYS_getgroups, SYS_getitimer, SYS_getpeername, SYS_getpgid, SYS_getpgrp, SYS_getpid,
-        SYS_getpmsg, SYS_getppid, SYS_getpriority, SYS_getrandom, SYS_getresgid, SYS_getresuid, SYS_getrlimit,
-        SYS_getrusage, SYS_getsid, SYS_getsockname, SYS_getsockopt, SYS_gettid, SYS_gettimeofday, SYS_getuid,
-        SYS_getxattr, SYS_init_module, SYS_inotify_add_watch, SYS_inotify_init, SYS_inotify_init1,
-        SYS_inotify_rm_watch, SYS_io_cancel, SYS_io_destroy, SYS_io_getevents, SYS_io_setup, SYS_io_submit,
-        SYS_io_uring_enter, SYS_io_uring_register, SYS_io_uring_setup, SYS_ioctl, SYS_ioperm, SYS_iopl,
-        SYS_ioprio_get, SYS_ioprio_set, SYS_kcmp, SYS_kexec_file_load, SYS_kexec_load, SYS_keyctl, SYS_kill,
-        SYS_landlock_add_rule, SYS_landlock_create_ruleset, SYS_landlock_restrict_self, SYS_lchown, SYS_lgetxattr,
-        SYS_link, SYS_linkat, SYS_listen, SYS_listxattr, SYS_llistxattr, SYS_lookup_dcookie, SYS_lremovexattr,
-        SYS_lseek, SYS_lsetxattr, SYS_lstat, SYS_madvise, SYS_mbind, SYS_membarrier, SYS_memfd_create,
-        SYS_memfd_secret, SYS_migrate_pages, SYS_mincore, SYS_mkdir, SYS_mkdirat, SYS_mknod, SYS_mknodat, SYS_mlock,
-        SYS_mlock2, SYS_mlockall, SYS_mmap, SYS_modify_ldt, SYS_mount, SYS_mount_setattr, SYS_move_mount,
-        SYS_move_pages, SYS_mprotect, SYS_mq_getsetattr, SYS_mq_notify, SYS_mq_open, SYS_mq_timedreceive,
-        SYS_mq_timedsend, SYS_mq_unlink, SYS_mremap, SYS_mseal, SYS_msgctl, SYS_msgget, SYS_msgrcv, SYS_msgsnd,
-        SYS_msync, SYS_munlock, SYS_munlockall, SYS_munmap, SYS_name_to_handle_at, SYS_nanosleep, SYS_newfstatat,
-        SYS_nfsservctl, SYS_open, SYS_open_by_handle_at, SYS_open_tree, SYS_openat, SYS_openat2, SYS_pause,
-        SYS_perf_event_open, SYS_personality, SYS_pidfd_getfd, SYS_pidfd_open, SYS_pidfd_send_signal, SYS_pipe,
-        SYS_pipe2, SYS_pivot_root, SYS_pkey_alloc, SYS_pkey_free, SYS_pkey_mprotect, SYS_poll, SYS_ppoll, SYS_prctl,
-        SYS_pread64, SYS_preadv, SYS_preadv2, SYS_prlimit64, SYS_process_madvise, SYS_process_mrelease,
-        SYS_process_vm_readv, SYS_process_vm_writev, SYS_pselect6, SYS_ptrace, SYS_putpmsg, SYS_pwrite64, SYS_pwritev,
-        SYS_pwritev2, SYS_quotactl, SYS_quotactl_fd, SYS_read, SYS_readahead, SYS_readlink, SYS_readlinkat, SYS_readv,
-        SYS_reboot, SYS_recvfrom, SYS_recvmmsg, SYS_recvmsg, SYS_remap_file_pages, SYS_removexattr, SYS_rename,
-        SYS_renameat, SYS_renameat2, SYS_request_key, SYS_restart_syscall, SYS_rmdir, SYS_rseq, SYS_rt_sigaction,
-        SYS_rt_sigpending, SYS_rt_sigprocmask, SYS_rt_sigqueueinfo, SYS_rt_sigreturn, SYS_rt_sigsuspend,
-        SYS_rt_sigtimedwait, SYS_rt_tgsigqueueinfo, SYS_sched_get_priority_max, SYS_sched_get_priority_min,
-        SYS_sched_getaffinity, SYS_sched_getattr, SYS_sched_getparam, SYS_sched_getscheduler,
-        SYS_sched_rr_get_interval, SYS_sched_setaffinity, SYS_sched_setattr, SYS_sched_setparam,
-        SYS_sched_setscheduler, SYS_sched_yield, SYS_seccomp, SYS_security, SYS_select, SYS_semctl, SYS_semget,
-        SYS_semop, SYS_semtimedop, SYS_sendfile, SYS_sendmmsg, SYS_sendmsg, SYS_sendto, SYS_set_mempolicy,
-        SYS_set_mempolicy_home_node, SYS_set_robust_list, SYS_set_thread_area, SYS_set_tid_address,
-        SYS_setdomainname, SYS_setfsgid, SYS_setfsuid, SYS_setgid, SYS_setgroups, SYS_sethostname, SYS_setitimer,
-        SYS_setns, SYS_setpgid, SYS_setpriority, SYS_setregid, SYS_setresgid, SYS_setresuid, SYS_setreuid,
-        SYS_setrlimit, SYS_setsid, SYS_setsockopt, SYS_settimeofday, SYS_setuid, SYS_setxattr, SYS_shmat, SYS_shmctl,
-        SYS_shmdt, SYS_shmget, SYS_shutdown, SYS_sigaltstack, SYS_signalfd, SYS_signalfd4, SYS_socket, SYS_socketpair,
-        SYS_splice, SYS_stat, SYS_statfs, SYS_statx, SYS_swapoff, SYS_swapon, SYS_symlink, SYS_symlinkat, SYS_sync,
-        SYS_sync_file_range, SYS_syncfs, SYS_sysfs, SYS_sysinfo, SYS_syslog, SYS_tee, SYS_tgkill, SYS_time,
-        SYS_timer_create, SYS_timer_delete, SYS_timer_getoverrun, SYS_timer_gettime, SYS_timer_settime,
-        SYS_timerfd_create, SYS_timerfd_gettime, SYS_timerfd_settime, SYS_times, SYS_tkill, SYS_truncate, SYS_tuxcall,
-        SYS_umask, SYS_umount2, SYS_uname, SYS_unlink, SYS_unlinkat, SYS_unshare, SYS_uselib, SYS_userfaultfd,
-        SYS_ustat, SYS_utime, SYS_utimensat, SYS_utimes, SYS_vfork, SYS_vhangup, SYS_vmsplice, SYS_vserver, SYS_wait4,
-        SYS_waitid, SYS_write, SYS_writev,    );
+        SYS__sysctl,
+        SYS_accept,
+        SYS_accept4,
+        SYS_access,
+        SYS_acct,
+        SYS_add_key,
+        SYS_adjtimex,
+        SYS_afs_syscall,
+        SYS_alarm,
+        SYS_arch_prctl,
+        SYS_bind,
+        SYS_bpf,
+        SYS_brk,
+        SYS_capget,
+        SYS_capset,
+        SYS_chdir,
+        SYS_chmod,
+        SYS_chown,
+        SYS_chroot,
+        SYS_clock_adjtime,
+        SYS_clock_getres,
+        SYS_clock_gettime,
+        SYS_clock_nanosleep,
+        SYS_clock_settime,
+        SYS_clone,
+        SYS_clone3,
+        SYS_close,
+        SYS_close_range,
+        SYS_connect,
+        SYS_copy_file_range,
+        SYS_creat,
+        SYS_delete_module,
+        SYS_dup,
+        SYS_dup2,
+        SYS_dup3,
+        SYS_epoll_create,
+        SYS_epoll_create1,
+        SYS_epoll_ctl,
+        SYS_epoll_ctl_old,
+        SYS_epoll_pwait,
+        SYS_epoll_pwait2,
+        SYS_epoll_wait,
+        SYS_epoll_wait_old,
+        SYS_eventfd,
+        SYS_eventfd2,
+        SYS_execve,
+        SYS_execveat,
+        SYS_exit,
+        SYS_exit_group,
+        SYS_faccessat,
+        SYS_faccessat2,
+        SYS_fadvise64,
+        SYS_fallocate,
+        SYS_fanotify_init,
+        SYS_fanotify_mark,
+        SYS_fchdir,
+        SYS_fchmod,
+        SYS_fchmodat,
+        SYS_fchmodat2,
+        SYS_fchown,
+        SYS_fchownat,
+        SYS_fcntl,
+        SYS_fdatasync,
+        SYS_fgetxattr,
+        SYS_finit_module,
+        SYS_flistxattr,
+        SYS_flock,
+        SYS_fork,
+        SYS_fremovexattr,
+        SYS_fsconfig,
+        SYS_fsetxattr,
+        SYS_fsmount,
+        SYS_fsopen,
+        SYS_fspick,
+        SYS_fstat,
+        SYS_fstatfs,
+        SYS_fsync,
+        SYS_ftruncate,
+        SYS_futex,
+        SYS_futex_waitv,
+        SYS_futimesat,
+        SYS_get_mempolicy,
+        SYS_get_robust_list,
+        SYS_get_thread_area,
+        SYS_getcpu,
+        SYS_getcwd,
+        SYS_getdents,
+        SYS_getdents64,
+        SYS_getegid,
+        SYS_geteuid,
+        SYS_getgid,
+        SYS_getgroups,
+        SYS_getitimer,
+        SYS_getpeername,
+        SYS_getpgid,
+        SYS_getpgrp,
+        SYS_getpid,
+        SYS_getpmsg,
+        SYS_getppid,
+        SYS_getpriority,
+        SYS_getrandom,
+        SYS_getresgid,
+        SYS_getresuid,
+        SYS_getrlimit,
+        SYS_getrusage,
+        SYS_getsid,
+        SYS_getsockname,
+        SYS_getsockopt,
+        SYS_gettid,
+        SYS_gettimeofday,
+        SYS_getuid,
+        SYS_getxattr,
+        SYS_init_module,
+        SYS_inotify_add_watch,
+        SYS_inotify_init,
+        SYS_inotify_init1,
+        SYS_inotify_rm_watch,
+        SYS_io_cancel,
+        SYS_io_destroy,
+        SYS_io_getevents,
+        SYS_io_setup,
+        SYS_io_submit,
+        SYS_io_uring_enter,
+        SYS_io_uring_register,
+        SYS_io_uring_setup,
+        SYS_ioctl,
+        SYS_ioperm,
+        SYS_iopl,
+        SYS_ioprio_get,
+        SYS_ioprio_set,
+        SYS_kcmp,
+        SYS_kexec_file_load,
+        SYS_kexec_load,
+        SYS_keyctl,
+        SYS_kill,
+        SYS_landlock_add_rule,
+        SYS_landlock_create_ruleset,
+        SYS_landlock_restrict_self,
+        SYS_lchown,
+        SYS_lgetxattr,
+        SYS_link,
+        SYS_linkat,
+        SYS_listen,
+        SYS_listxattr,
+        SYS_llistxattr,
+        SYS_lookup_dcookie,
+        SYS_lremovexattr,
+        SYS_lseek,
+        SYS_lsetxattr,
+        SYS_lstat,
+        SYS_madvise,
+        SYS_mbind,
+        SYS_membarrier,
+        SYS_memfd_create,
+        SYS_memfd_secret,
+        SYS_migrate_pages,
+        SYS_mincore,
+        SYS_mkdir,
+        SYS_mkdirat,
+        SYS_mknod,
+        SYS_mknodat,
+        SYS_mlock,
+        SYS_mlock2,
+        SYS_mlockall,
+        SYS_mmap,
+        SYS_modify_ldt,
+        SYS_mount,
+        SYS_mount_setattr,
+        SYS_move_mount,
+        SYS_move_pages,
+        SYS_mprotect,
+        SYS_mq_getsetattr,
+        SYS_mq_notify,
+        SYS_mq_open,
+        SYS_mq_timedreceive,
+        SYS_mq_timedsend,
+        SYS_mq_unlink,
+        SYS_mremap,
+        SYS_mseal,
+        SYS_msgctl,
+        SYS_msgget,
+        SYS_msgrcv,
+        SYS_msgsnd,
+        SYS_msync,
+        SYS_munlock,
+        SYS_munlockall,
+        SYS_munmap,
+        SYS_name_to_handle_at,
+        SYS_nanosleep,
+        SYS_newfstatat,
+        SYS_nfsservctl,
+        SYS_open,
+        SYS_open_by_handle_at,
+        SYS_open_tree,
+        SYS_openat,
+        SYS_openat2,
+        SYS_pause,
+        SYS_perf_event_open,
+        SYS_personality,
+        SYS_pidfd_getfd,
+        SYS_pidfd_open,
+        SYS_pidfd_send_signal,
+        SYS_pipe,
+        SYS_pipe2,
+        SYS_pivot_root,
+        SYS_pkey_alloc,
+        SYS_pkey_free,
+        SYS_pkey_mprotect,
+        SYS_poll,
+        SYS_ppoll,
+        SYS_prctl,
+        SYS_pread64,
+        SYS_preadv,
+        SYS_preadv2,
+        SYS_prlimit64,
+        SYS_process_madvise,
+        SYS_process_mrelease,
+        SYS_process_vm_readv,
+        SYS_process_vm_writev,
+        SYS_pselect6,
+        SYS_ptrace,
+        SYS_putpmsg,
+        SYS_pwrite64,
+        SYS_pwritev,
+        SYS_pwritev2,
+        SYS_quotactl,
+        SYS_quotactl_fd,
+        SYS_read,
+        SYS_readahead,
+        SYS_readlink,
+        SYS_readlinkat,
+        SYS_readv,
+        SYS_reboot,
+        SYS_recvfrom,
+        SYS_recvmmsg,
+        SYS_recvmsg,
+        SYS_remap_file_pages,
+        SYS_removexattr,
+        SYS_rename,
+        SYS_renameat,
+        SYS_renameat2,
+        SYS_request_key,
+        SYS_restart_syscall,
+        SYS_rmdir,
+        SYS_rseq,
+        SYS_rt_sigaction,
+        SYS_rt_sigpending,
+        SYS_rt_sigprocmask,
+        SYS_rt_sigqueueinfo,
+        SYS_rt_sigreturn,
+        SYS_rt_sigsuspend,
+        SYS_rt_sigtimedwait,
+        SYS_rt_tgsigqueueinfo,
+        SYS_sched_get_priority_max,
+        SYS_sched_get_priority_min,
+        SYS_sched_getaffinity,
+        SYS_sched_getattr,
+        SYS_sched_getparam,
+        SYS_sched_getscheduler,
+        SYS_sched_rr_get_interval,
+        SYS_sched_setaffinity,
+        SYS_sched_setattr,
+        SYS_sched_setparam,
+        SYS_sched_setscheduler,
+        SYS_sched_yield,
+        SYS_seccomp,
+        SYS_security,
+        SYS_select,
+        SYS_semctl,
+        SYS_semget,
+        SYS_semop,
+        SYS_semtimedop,
+        SYS_sendfile,
+        SYS_sendmmsg,
+        SYS_sendmsg,
+        SYS_sendto,
+        SYS_set_mempolicy,
+        SYS_set_mempolicy_home_node,
+        SYS_set_robust_list,
+        SYS_set_thread_area,
+        SYS_set_tid_address,
+        SYS_setdomainname,
+        SYS_setfsgid,
+        SYS_setfsuid,
+        SYS_setgid,
+        SYS_setgroups,
+        SYS_sethostname,
+        SYS_setitimer,
+        SYS_setns,
+        SYS_setpgid,
+        SYS_setpriority,
+        SYS_setregid,
+        SYS_setresgid,
+        SYS_setresuid,
+        SYS_setreuid,
+        SYS_setrlimit,
+        SYS_setsid,
+        SYS_setsockopt,
+        SYS_settimeofday,
+        SYS_setuid,
+        SYS_setxattr,
+        SYS_shmat,
+        SYS_shmctl,
+        SYS_shmdt,
+        SYS_shmget,
+        SYS_shutdown,
+        SYS_sigaltstack,
+        SYS_signalfd,
+        SYS_signalfd4,
+        SYS_socket,
+        SYS_socketpair,
+        SYS_splice,
+        SYS_stat,
+        SYS_statfs,
+        SYS_statx,
+        SYS_swapoff,
+        SYS_swapon,
+        SYS_symlink,
+        SYS_symlinkat,
+        SYS_sync,
+        SYS_sync_file_range,
+        SYS_syncfs,
+        SYS_sysfs,
+        SYS_sysinfo,
+        SYS_syslog,
+        SYS_tee,
+        SYS_tgkill,
+        SYS_time,
+        SYS_timer_create,
+        SYS_timer_delete,
+        SYS_timer_getoverrun,
+        SYS_timer_gettime,
+        SYS_timer_settime,
+        SYS_timerfd_create,
+        SYS_timerfd_gettime,
+        SYS_timerfd_settime,
+        SYS_times,
+        SYS_tkill,
+        SYS_truncate,
+        SYS_tuxcall,
+        SYS_umask,
+        SYS_umount2,
+        SYS_uname,
+        SYS_unlink,
+        SYS_unlinkat,
+        SYS_unshare,
+        SYS_uselib,
+        SYS_userfaultfd,
+        SYS_ustat,
+        SYS_utime,
+        SYS_utimensat,
+        SYS_utimes,
+        SYS_vfork,
+        SYS_vhangup,
+        SYS_vmsplice,
+        SYS_vserver,
+        SYS_wait4,
+        SYS_waitid,
+        SYS_write,
+        SYS_writev,
+    );
 
     /// Numbers the libc crate lacks for x86_64 (on one flavour or both).
-    pub const EXTRA: &[(&str, u32)] = &[
-        ("create_module", 174),
-        ("get_kernel_syms", 177),
-        ("query_module", 178),
-        ("io_pgetevents", 333),
-        ("uretprobe", 335),
-    ];
+    pub const EXTRA: &[(&str, u32)] = &[("create_module", 174), ("get_kernel_syms", 177), ("query_module", 178), ("io_pgetevents", 333), ("uretprobe", 335)];
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -144,51 +446,312 @@ mod arch {
 
     /// Every syscall the libc crate defines for aarch64 (lp64) in both its gnu and musl flavours.
     pub const LIBC: &[(&str, u32)] = libc_syscalls!(
-        SYS_accept, SYS_accept4, SYS_acct, SYS_add_key, SYS_adjtimex, SYS_bind, SYS_bpf, SYS_brk, SYS_capget, SYS_capset,
-        SYS_chdir, SYS_chroot, SYS_clock_adjtime, SYS_clock_getres, SYS_clock_gettime, SYS_clock_nanosleep,
-        SYS_clock_settime, SYS_clone, SYS_clone3, SYS_close, SYS_close_range, SYS_connect, SYS_copy_file_range,
-        SYS_delete_module, SYS_dup, SYS_dup3, SYS_epoll_create1, SYS_epoll_ctl, SYS_epoll_pwait, SYS_epoll_pwait2,
-        SYS_eventfd2, SYS_execve, SYS_execveat, SYS_exit, SYS_exit_group, SYS_faccessat, SYS_faccessat2, SYS_fadvise64,
-        SYS_fallocate, SYS_fanotify_init, SYS_fanotify_mark, SYS_fchdir, SYS_fchmod, SYS_fchmodat, SYS_fchown,
-        SYS_fchownat, SYS_fcntl, SYS_fdatasync, SYS_fgetxattr, SYS_finit_module, SYS_flistxattr, SYS_flock,
-        SYS_fremovexattr, SYS_fsconfig, SYS_fsetxattr, SYS_fsmount, SYS_fsopen, SYS_fspick, SYS_fstat, SYS_fstatfs,
-        SYS_fsync, SYS_ftruncate, SYS_futex, SYS_futex_waitv, SYS_get_mempolicy, SYS_get_robust_list, SYS_getcpu,
-        SYS_getcwd, SYS_getdents64, SYS_getegid, SYS_geteuid, SYS_getgid, SYS_getgroups, SYS_getitimer,
-        SYS_getpeername, SYS_getpgid, SYS_getpid, SYS_getppid, SYS_getpriority, SYS_getrandom, SYS_getresgid,
-        SYS_getresuid, SYS_getrlimit, SYS_getrusage, SYS_getsid, SYS_getsockname, SYS_getsockopt, SYS_gettid,
-        SYS_gettimeofday, SYS_getuid, SYS_getxattr, SYS_init_module, SYS_inotify_add_watch, SYS_inotify_init1,
-        SYS_inotify_rm_watch, SYS_io_cancel, SYS_io_destroy, SYS_io_getevents, SYS_io_setup, SYS_io_submit,
-        SYS_io_uring_enter, SYS_io_uring_register, SYS_io_uring_setup, SYS_ioctl, SYS_ioprio_get, SYS_ioprio_set,
-        SYS_kcmp, SYS_kexec_load, SYS_keyctl, SYS_kill, SYS_landlock_add_rule, SYS_landlock_create_ruleset,
-        SYS_landlock_restrict_self, SYS_lgetxattr, SYS_linkat, SYS_listen, SYS_listxattr, SYS_llistxattr,
-        SYS_lookup_dcookie, SYS_lremovexattr, SYS_lseek, SYS_lsetxattr, SYS_madvise, SYS_mbind, SYS_membarrier,
-        SYS_memfd_create, SYS_memfd_secret, SYS_migrate_pages, SYS_mincore, SYS_mkdirat, SYS_mknodat, SYS_mlock,
-        SYS_mlock2, SYS_mlockall, SYS_mmap, SYS_mount, SYS_mount_setattr, SYS_move_mount, SYS_move_pages, SYS_mprotect,
-        SYS_mq_getsetattr, SYS_mq_notify, SYS_mq_open, SYS_mq_timedreceive, SYS_mq_timedsend, SYS_mq_unlink,
-        SYS_mremap, SYS_mseal, SYS_msgctl, SYS_msgget, SYS_msgrcv, SYS_msgsnd, SYS_msync, SYS_munlock, SYS_munlockall,
-        SYS_munmap, SYS_name_to_handle_at, SYS_nanosleep, SYS_newfstatat, SYS_nfsservctl, SYS_open_by_handle_at,
-        SYS_open_tree, SYS_openat, SYS_openat2, SYS_perf_event_open, SYS_personality, SYS_pidfd_getfd, SYS_pidfd_open,
-        SYS_pidfd_send_signal, SYS_pipe2, SYS_pivot_root, SYS_pkey_alloc, SYS_pkey_free, SYS_pkey_mprotect, SYS_ppoll,
-        SYS_prctl, SYS_pread64, SYS_preadv, SYS_preadv2, SYS_prlimit64, SYS_process_madvise, SYS_process_mrelease,
-        SYS_process_vm_readv, SYS_process_vm_writev, SYS_pselect6, SYS_ptrace, SYS_pwrite64, SYS_pwritev,
-        SYS_pwritev2, SYS_quotactl, SYS_quotactl_fd, SYS_read, SYS_readahead, SYS_readlinkat, SYS_readv, SYS_reboot,
-        SYS_recvfrom, SYS_recvmmsg, SYS_recvmsg, SYS_remap_file_pages, SYS_removexattr, SYS_renameat, SYS_renameat2,
-        SYS_request_key, SYS_restart_syscall, SYS_rseq, SYS_rt_sigaction, SYS_rt_sigpending, SYS_rt_sigprocmask,
-        SYS_rt_sigqueueinfo, SYS_rt_sigreturn, SYS_rt_sigsuspend, SYS_rt_sigtimedwait, SYS_rt_tgsigqueueinfo,
-        SYS_sched_get_priority_max, SYS_sched_get_priority_min, SYS_sched_getaffinity, SYS_sched_getattr,
-        SYS_sched_getparam, SYS_sched_getscheduler, SYS_sched_rr_get_interval, SYS_sched_setaffinity,
-        SYS_sched_setattr, SYS_sched_setparam, SYS_sched_setscheduler, SYS_sched_yield, SYS_seccomp, SYS_semctl,
-        SYS_semget, SYS_semop, SYS_semtimedop, SYS_sendfile, SYS_sendmmsg, SYS_sendmsg, SYS_sendto, SYS_set_mempolicy,
-        SYS_set_mempolicy_home_node, SYS_set_robust_list, SYS_set_tid_address, SYS_setdomainname, SYS_setfsgid,
-        SYS_setfsuid, SYS_setgid, SYS_setgroups, SYS_sethostname, SYS_setitimer, SYS_setns, SYS_setpgid,
-        SYS_setpriority, SYS_setregid, SYS_setresgid, SYS_setresuid, SYS_setreuid, SYS_setrlimit, SYS_setsid,
-        SYS_setsockopt, SYS_settimeofday, SYS_setuid, SYS_setxattr, SYS_shmat, SYS_shmctl, SYS_shmdt, SYS_shmget,
-        SYS_shutdown, SYS_sigaltstack, SYS_signalfd4, SYS_socket, SYS_socketpair, SYS_splice, SYS_statfs, SYS_statx,
-        SYS_swapoff, SYS_swapon, SYS_symlinkat, SYS_sync, SYS_sync_file_range, SYS_syncfs, SYS_sysinfo, SYS_syslog,
-        SYS_tee, SYS_tgkill, SYS_timer_create, SYS_timer_delete, SYS_timer_getoverrun, SYS_timer_gettime,
-        SYS_timer_settime, SYS_timerfd_create, SYS_timerfd_gettime, SYS_timerfd_settime, SYS_times, SYS_tkill,
-        SYS_truncate, SYS_umask, SYS_umount2, SYS_uname, SYS_unlinkat, SYS_unshare, SYS_userfaultfd, SYS_utimensat,
-        SYS_vhangup, SYS_vmsplice, SYS_wait4, SYS_waitid, SYS_write, SYS_writev,    );
+        SYS_accept,
+        SYS_accept4,
+        SYS_acct,
+        SYS_add_key,
+        SYS_adjtimex,
+        SYS_bind,
+        SYS_bpf,
+        SYS_brk,
+        SYS_capget,
+        SYS_capset,
+        SYS_chdir,
+        SYS_chroot,
+        SYS_clock_adjtime,
+        SYS_clock_getres,
+        SYS_clock_gettime,
+        SYS_clock_nanosleep,
+        SYS_clock_settime,
+        SYS_clone,
+        SYS_clone3,
+        SYS_close,
+        SYS_close_range,
+        SYS_connect,
+        SYS_copy_file_range,
+        SYS_delete_module,
+        SYS_dup,
+        SYS_dup3,
+        SYS_epoll_create1,
+        SYS_epoll_ctl,
+        SYS_epoll_pwait,
+        SYS_epoll_pwait2,
+        SYS_eventfd2,
+        SYS_execve,
+        SYS_execveat,
+        SYS_exit,
+        SYS_exit_group,
+        SYS_faccessat,
+        SYS_faccessat2,
+        SYS_fadvise64,
+        SYS_fallocate,
+        SYS_fanotify_init,
+        SYS_fanotify_mark,
+        SYS_fchdir,
+        SYS_fchmod,
+        SYS_fchmodat,
+        SYS_fchown,
+        SYS_fchownat,
+        SYS_fcntl,
+        SYS_fdatasync,
+        SYS_fgetxattr,
+        SYS_finit_module,
+        SYS_flistxattr,
+        SYS_flock,
+        SYS_fremovexattr,
+        SYS_fsconfig,
+        SYS_fsetxattr,
+        SYS_fsmount,
+        SYS_fsopen,
+        SYS_fspick,
+        SYS_fstat,
+        SYS_fstatfs,
+        SYS_fsync,
+        SYS_ftruncate,
+        SYS_futex,
+        SYS_futex_waitv,
+        SYS_get_mempolicy,
+        SYS_get_robust_list,
+        SYS_getcpu,
+        SYS_getcwd,
+        SYS_getdents64,
+        SYS_getegid,
+        SYS_geteuid,
+        SYS_getgid,
+        SYS_getgroups,
+        SYS_getitimer,
+        SYS_getpeername,
+        SYS_getpgid,
+        SYS_getpid,
+        SYS_getppid,
+        SYS_getpriority,
+        SYS_getrandom,
+        SYS_getresgid,
+        SYS_getresuid,
+        SYS_getrlimit,
+        SYS_getrusage,
+        SYS_getsid,
+        SYS_getsockname,
+        SYS_getsockopt,
+        SYS_gettid,
+        SYS_gettimeofday,
+        SYS_getuid,
+        SYS_getxattr,
+        SYS_init_module,
+        SYS_inotify_add_watch,
+        SYS_inotify_init1,
+        SYS_inotify_rm_watch,
+        SYS_io_cancel,
+        SYS_io_destroy,
+        SYS_io_getevents,
+        SYS_io_setup,
+        SYS_io_submit,
+        SYS_io_uring_enter,
+        SYS_io_uring_register,
+        SYS_io_uring_setup,
+        SYS_ioctl,
+        SYS_ioprio_get,
+        SYS_ioprio_set,
+        SYS_kcmp,
+        SYS_kexec_load,
+        SYS_keyctl,
+        SYS_kill,
+        SYS_landlock_add_rule,
+        SYS_landlock_create_ruleset,
+        SYS_landlock_restrict_self,
+        SYS_lgetxattr,
+        SYS_linkat,
+        SYS_listen,
+        SYS_listxattr,
+        SYS_llistxattr,
+        SYS_lookup_dcookie,
+        SYS_lremovexattr,
+        SYS_lseek,
+        SYS_lsetxattr,
+        SYS_madvise,
+        SYS_mbind,
+        SYS_membarrier,
+        SYS_memfd_create,
+        SYS_memfd_secret,
+        SYS_migrate_pages,
+        SYS_mincore,
+        SYS_mkdirat,
+        SYS_mknodat,
+        SYS_mlock,
+        SYS_mlock2,
+        SYS_mlockall,
+        SYS_mmap,
+        SYS_mount,
+        SYS_mount_setattr,
+        SYS_move_mount,
+        SYS_move_pages,
+        SYS_mprotect,
+        SYS_mq_getsetattr,
+        SYS_mq_notify,
+        SYS_mq_open,
+        SYS_mq_timedreceive,
+        SYS_mq_timedsend,
+        SYS_mq_unlink,
+        SYS_mremap,
+        SYS_mseal,
+        SYS_msgctl,
+        SYS_msgget,
+        SYS_msgrcv,
+        SYS_msgsnd,
+        SYS_msync,
+        SYS_munlock,
+        SYS_munlockall,
+        SYS_munmap,
+        SYS_name_to_handle_at,
+        SYS_nanosleep,
+        SYS_newfstatat,
+        SYS_nfsservctl,
+        SYS_open_by_handle_at,
+        SYS_open_tree,
+        SYS_openat,
+        SYS_openat2,
+        SYS_perf_event_open,
+        SYS_personality,
+        SYS_pidfd_getfd,
+        SYS_pidfd_open,
+        SYS_pidfd_send_signal,
+        SYS_pipe2,
+        SYS_pivot_root,
+        SYS_pkey_alloc,
+        SYS_pkey_free,
+        SYS_pkey_mprotect,
+        SYS_ppoll,
+        SYS_prctl,
+        SYS_pread64,
+        SYS_preadv,
+        SYS_preadv2,
+        SYS_prlimit64,
+        SYS_process_madvise,
+        SYS_process_mrelease,
+        SYS_process_vm_readv,
+        SYS_process_vm_writev,
+        SYS_pselect6,
+        SYS_ptrace,
+        SYS_pwrite64,
+        SYS_pwritev,
+        SYS_pwritev2,
+        SYS_quotactl,
+        SYS_quotactl_fd,
+        SYS_read,
+        SYS_readahead,
+        SYS_readlinkat,
+        SYS_readv,
+        SYS_reboot,
+        SYS_recvfrom,
+        SYS_recvmmsg,
+        SYS_recvmsg,
+        SYS_remap_file_pages,
+        SYS_removexattr,
+        SYS_renameat,
+        SYS_renameat2,
+        SYS_request_key,
+        SYS_restart_syscall,
+        SYS_rseq,
+        SYS_rt_sigaction,
+        SYS_rt_sigpending,
+        SYS_rt_sigprocmask,
+        SYS_rt_sigqueueinfo,
+        SYS_rt_sigreturn,
+        SYS_rt_sigsuspend,
+        SYS_rt_sigtimedwait,
+        SYS_rt_tgsigqueueinfo,
+        SYS_sched_get_priority_max,
+        SYS_sched_get_priority_min,
+        SYS_sched_getaffinity,
+        SYS_sched_getattr,
+        SYS_sched_getparam,
+        SYS_sched_getscheduler,
+        SYS_sched_rr_get_interval,
+        SYS_sched_setaffinity,
+        SYS_sched_setattr,
+        SYS_sched_setparam,
+        SYS_sched_setscheduler,
+        SYS_sched_yield,
+        SYS_seccomp,
+        SYS_semctl,
+        SYS_semget,
+        SYS_semop,
+        SYS_semtimedop,
+        SYS_sendfile,
+        SYS_sendmmsg,
+        SYS_sendmsg,
+        SYS_sendto,
+        SYS_set_mempolicy,
+        SYS_set_mempolicy_home_node,
+        SYS_set_robust_list,
+        SYS_set_tid_address,
+        SYS_setdomainname,
+        SYS_setfsgid,
+        SYS_setfsuid,
+        SYS_setgid,
+        SYS_setgroups,
+        SYS_sethostname,
+        SYS_setitimer,
+        SYS_setns,
+        SYS_setpgid,
+        SYS_setpriority,
+        SYS_setregid,
+        SYS_setresgid,
+        SYS_setresuid,
+        SYS_setreuid,
+        SYS_setrlimit,
+        SYS_setsid,
+        SYS_setsockopt,
+        SYS_settimeofday,
+        SYS_setuid,
+        SYS_setxattr,
+        SYS_shmat,
+        SYS_shmctl,
+        SYS_shmdt,
+        SYS_shmget,
+        SYS_shutdown,
+        SYS_sigaltstack,
+        SYS_signalfd4,
+        SYS_socket,
+        SYS_socketpair,
+        SYS_splice,
+        SYS_statfs,
+        SYS_statx,
+        SYS_swapoff,
+        SYS_swapon,
+        SYS_symlinkat,
+        SYS_sync,
+        SYS_sync_file_range,
+        SYS_syncfs,
+        SYS_sysinfo,
+        SYS_syslog,
+        SYS_tee,
+        SYS_tgkill,
+        SYS_timer_create,
+        SYS_timer_delete,
+        SYS_timer_getoverrun,
+        SYS_timer_gettime,
+        SYS_timer_settime,
+        SYS_timerfd_create,
+        SYS_timerfd_gettime,
+        SYS_timerfd_settime,
+        SYS_times,
+        SYS_tkill,
+        SYS_truncate,
+        SYS_umask,
+        SYS_umount2,
+        SYS_uname,
+        SYS_unlinkat,
+        SYS_unshare,
+        SYS_userfaultfd,
+        SYS_utimensat,
+        SYS_vhangup,
+        SYS_vmsplice,
+        SYS_wait4,
+        SYS_waitid,
+        SYS_write,
+        SYS_writev,
+    );
 
     /// Numbers the libc crate lacks for aarch64 (on one flavour or both).
     pub const EXTRA: &[(&str, u32)] = &[("io_pgetevents", 292), ("kexec_file_load", 294)];
@@ -777,8 +1340,7 @@ const CREATING: u32 = (libc::O_CREAT | 0o20000000) as u32;
 /// its mode (a directory's setgid comes from its parent).
 const MODE_IN_ARG: &[(&str, u8)] = &[("chmod", 1), ("fchmod", 1), ("creat", 1), ("mknod", 1), ("fchmodat", 2), ("fchmodat2", 2), ("mknodat", 2)];
 
-const SOCKET_FAMILIES: &[u32] =
-    &[libc::AF_UNIX as u32, libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];
+const SOCKET_FAMILIES: &[u32] = &[libc::AF_UNIX as u32, libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];
 
 /// The built-in profile for `seccomp: 'default'`: a denylist, so shells, compilers, Python, Node,
 /// threads and fork keep working. See the module docs for its shape.
@@ -800,8 +1362,7 @@ fn build_default() -> Result<Program, String> {
     let prlimit = a.label();
 
     prologue(&mut a, kill);
-    let mut entries: Vec<(u32, Label)> =
-        DEFAULT_EPERM.iter().filter_map(|name| syscall_number(name)).map(|nr| (nr, eperm)).collect();
+    let mut entries: Vec<(u32, Label)> = DEFAULT_EPERM.iter().filter_map(|name| syscall_number(name)).map(|nr| (nr, eperm)).collect();
     entries.extend([
         // ENOSYS, not EPERM: libc then falls back to clone, whose flags a filter can read
         // (clone3 passes them in memory).
@@ -1128,9 +1689,7 @@ fn parse_profile(json: &[u8], opts: &OciOptions) -> Result<Profile, String> {
         };
         let conds = match obj.get("args") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(args)) => {
-                args.iter().enumerate().map(|(j, arg)| condition(arg, &format!("{at}.args[{j}]"))).collect::<Result<_, _>>()?
-            }
+            Some(Value::Array(args)) => args.iter().enumerate().map(|(j, arg)| condition(arg, &format!("{at}.args[{j}]"))).collect::<Result<_, _>>()?,
             Some(_) => return Err(format!("{at}.args: expected an array")),
         };
         if !ctx.applies(obj, &at)? {
@@ -1252,10 +1811,7 @@ impl Gate<'_> {
             let strings = |field: &str| -> Result<Vec<&str>, String> {
                 match filter.get(field) {
                     None | Some(Value::Null) => Ok(Vec::new()),
-                    Some(Value::Array(l)) => l
-                        .iter()
-                        .map(|s| s.as_str().ok_or_else(|| format!("{at}.{field}: expected an array of strings")))
-                        .collect(),
+                    Some(Value::Array(l)) => l.iter().map(|s| s.as_str().ok_or_else(|| format!("{at}.{field}: expected an array of strings"))).collect(),
                     Some(_) => Err(format!("{at}.{field}: expected an array of strings")),
                 }
             };
@@ -1265,9 +1821,7 @@ impl Gate<'_> {
             let min_kernel = match filter.get("minKernel") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) if s.is_empty() => None,
-                Some(Value::String(s)) => Some(
-                    parse_kernel_version(s).ok_or_else(|| format!("{at}.minKernel: expected a version like \"4.8\""))?,
-                ),
+                Some(Value::String(s)) => Some(parse_kernel_version(s).ok_or_else(|| format!("{at}.minKernel: expected a version like \"4.8\""))?),
                 Some(_) => return Err(format!("{at}.minKernel: expected a string")),
             };
             // An unknown running kernel counts as too old.
@@ -1299,14 +1853,7 @@ pub fn load(program: &Program) -> Result<(), SetupError> {
     }
     let prog = libc::sock_fprog { len: program.len() as libc::c_ushort, filter: program.filter.as_ptr() as *mut sock_filter };
     // SAFETY: prog points at the program's instructions, alive for the call; the kernel copies them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
-            0 as libc::c_ulong,
-            &prog as *const libc::sock_fprog,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong, 0 as libc::c_ulong, &prog as *const libc::sock_fprog) };
     if rc == 0 {
         return Ok(());
     }
@@ -1358,9 +1905,7 @@ mod tests {
         assert!(!insns.is_empty() && insns.len() <= MAX_INSNS);
         assert_eq!(insns.last().unwrap().code, RET_K, "must end in ret");
         // SAFETY: seccomp_data is 64 bytes of plain integers.
-        let bytes: &[u8] = unsafe {
-            std::slice::from_raw_parts(d as *const _ as *const u8, std::mem::size_of::<libc::seccomp_data>())
-        };
+        let bytes: &[u8] = unsafe { std::slice::from_raw_parts(d as *const _ as *const u8, std::mem::size_of::<libc::seccomp_data>()) };
         let (mut acc, mut pc, mut steps) = (0u32, 0usize, 0);
         loop {
             steps += 1;
@@ -1425,10 +1970,8 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         let absent: &[&str] = &["vm86", "vm86old"];
         #[cfg(target_arch = "aarch64")]
-        let absent: &[&str] = &[
-            "vm86", "vm86old", "iopl", "ioperm", "uselib", "ustat", "sysfs", "_sysctl", "create_module",
-            "get_kernel_syms", "query_module", "modify_ldt",
-        ];
+        let absent: &[&str] =
+            &["vm86", "vm86old", "iopl", "ioperm", "uselib", "ustat", "sysfs", "_sysctl", "create_module", "get_kernel_syms", "query_module", "modify_ldt"];
         for name in DEFAULT_EPERM {
             assert_eq!(syscall_number(name).is_none(), absent.contains(name), "{name}");
         }
@@ -1541,12 +2084,45 @@ mod tests {
             let want = if denied.contains(&n) { EPERM } else { RET_ALLOW };
             assert_eq!(eval(&p, n, [0; 6]), want, "syscall {n}");
         }
-        for name in ["read", "write", "execve", "execveat", "fork", "vfork", "wait4", "mmap", "futex", "prctl", "seccomp", "exit_group", "rt_sigreturn", "pidfd_open", "pidfd_send_signal"] {
+        for name in [
+            "read",
+            "write",
+            "execve",
+            "execveat",
+            "fork",
+            "vfork",
+            "wait4",
+            "mmap",
+            "futex",
+            "prctl",
+            "seccomp",
+            "exit_group",
+            "rt_sigreturn",
+            "pidfd_open",
+            "pidfd_send_signal",
+        ] {
             if let Some(n) = syscall_number(name) {
                 assert_eq!(eval(&p, n, [u64::MAX; 6]), RET_ALLOW, "{name}");
             }
         }
-        for name in ["unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "fsopen", "mount_setattr", "bpf", "ptrace", "keyctl", "io_uring_setup", "kexec_load", "open_by_handle_at", "userfaultfd", "perf_event_open"] {
+        for name in [
+            "unshare",
+            "setns",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "chroot",
+            "fsopen",
+            "mount_setattr",
+            "bpf",
+            "ptrace",
+            "keyctl",
+            "io_uring_setup",
+            "kexec_load",
+            "open_by_handle_at",
+            "userfaultfd",
+            "perf_event_open",
+        ] {
             assert_eq!(eval(&p, nr(name), [0; 6]), EPERM, "{name}");
         }
         assert_eq!(eval(&p, nr("clone3"), [0; 6]), ENOSYS);
@@ -1747,16 +2323,14 @@ mod tests {
 
     #[test]
     fn oci_args_in_one_rule_are_anded_and_first_rule_wins() {
-        let p = oci(
-            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":13,"syscalls":[
+        let p = oci(r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":13,"syscalls":[
                 {"names":["write"],"action":"SCMP_ACT_ERRNO","errnoRet":5,
                  "args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"},{"index":2,"value":100,"op":"SCMP_CMP_GT"}]},
                 {"names":["write"],"action":"SCMP_ACT_ERRNO","errnoRet":6,"args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]},
                 {"names":["write","read"],"action":"SCMP_ACT_ALLOW"},
                 {"names":["write"],"action":"SCMP_ACT_KILL"},
                 {"names":["read"],"action":"SCMP_ACT_ERRNO","errnoRet":7,"args":[{"index":0,"value":0,"op":"SCMP_CMP_EQ"}]}
-            ]}"#,
-        );
+            ]}"#);
         let (w, r) = (nr("write"), nr("read"));
         assert_eq!(eval(&p, w, [1, 0, 101, 0, 0, 0]), ret_errno(5));
         assert_eq!(eval(&p, w, [1, 0, 100, 0, 0, 0]), ret_errno(6));
@@ -1767,8 +2341,7 @@ mod tests {
 
     #[test]
     fn oci_actions() {
-        let p = oci(
-            r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_AARCH64"],"syscalls":[
+        let p = oci(r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_AARCH64"],"syscalls":[
                 {"names":["getpid"],"action":"SCMP_ACT_KILL"},
                 {"names":["getppid"],"action":"SCMP_ACT_KILL_THREAD"},
                 {"names":["getuid"],"action":"SCMP_ACT_KILL_PROCESS"},
@@ -1778,8 +2351,7 @@ mod tests {
                 {"names":["gettid"],"action":"SCMP_ACT_ERRNO"},
                 {"names":["getcwd"],"action":"SCMP_ACT_ERRNO","errnoRet":0},
                 {"name":"uname","action":"SCMP_ACT_ERRNO","errnoRet":38}
-            ]}"#,
-        );
+            ]}"#);
         let want = [
             ("getpid", libc::SECCOMP_RET_KILL_THREAD),
             ("getppid", libc::SECCOMP_RET_KILL_THREAD),
@@ -1808,13 +2380,11 @@ mod tests {
 
     #[test]
     fn oci_unknown_names_are_skipped() {
-        let p = oci(
-            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+        let p = oci(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
                 {"names":["arm_fadvise64_64","read","no_such_syscall","_llseek","socketcall"],"action":"SCMP_ACT_ALLOW"},
                 {"names":["s390_pci_mmio_read"],"action":"SCMP_ACT_ALLOW"},
                 {"names":[],"action":"SCMP_ACT_ALLOW"}
-            ]}"#,
-        );
+            ]}"#);
         assert_eq!(eval(&p, nr("read"), [0; 6]), RET_ALLOW);
         assert_eq!(eval(&p, nr("write"), [0; 6]), EPERM);
     }
@@ -1825,18 +2395,14 @@ mod tests {
         assert_eq!(oci_err("[]"), "seccomp profile: expected a JSON object");
         assert_eq!(oci_err("{}"), "defaultAction: missing");
         assert_eq!(oci_err(r#"{"defaultAction":"SCMP_ACT_FOO"}"#), r#"defaultAction: unknown action "SCMP_ACT_FOO""#);
-        assert_eq!(
-            oci_err(r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":-1}"#),
-            "defaultErrnoRet: expected an errno number from 0 to 65535"
-        );
+        assert_eq!(oci_err(r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":-1}"#), "defaultErrnoRet: expected an errno number from 0 to 65535");
         let rules = r#"{"names":["read"],"action":"SCMP_ACT_ALLOW"},"#.repeat(3);
         assert_eq!(
             oci_err(&format!(r#"{{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{rules}{{"names":["write"],"action":"SCMP_ACT_FOO"}}]}}"#)),
             r#"syscalls[3].action: unknown action "SCMP_ACT_FOO""#
         );
-        let with_args = |args: &str| {
-            oci_err(&format!(r#"{{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{{"names":["read"],"action":"SCMP_ACT_ALLOW","args":{args}}}]}}"#))
-        };
+        let with_args =
+            |args: &str| oci_err(&format!(r#"{{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{{"names":["read"],"action":"SCMP_ACT_ALLOW","args":{args}}}]}}"#));
         assert_eq!(
             with_args(r#"[{"index":0,"value":1,"op":"SCMP_CMP_EQ"},{"index":1,"value":1,"op":"SCMP_CMP_FOO"}]"#),
             r#"syscalls[0].args[1].op: unknown operator "SCMP_CMP_FOO""#
@@ -1897,10 +2463,7 @@ mod tests {
         let rules: Vec<String> = names
             .iter()
             .map(|(n, nr)| {
-                format!(
-                    r#"{{"names":["{n}"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{},"op":"SCMP_CMP_EQ"}}]}}"#,
-                    u64::from(*nr) << 20 | 1
-                )
+                format!(r#"{{"names":["{n}"],"action":"SCMP_ACT_ALLOW","args":[{{"index":1,"value":{},"op":"SCMP_CMP_EQ"}}]}}"#, u64::from(*nr) << 20 | 1)
             })
             .collect();
         let p = oci(&format!(r#"{{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{}]}}"#, rules.join(",")));
@@ -2037,8 +2600,7 @@ mod tests {
             out.push(outcome(libc::ioctl(master, libc::TIOCSETD, &n_tty) as i64));
             let mut ws: libc::winsize = std::mem::zeroed();
             out.push(outcome(libc::ioctl(master, libc::TIOCGWINSZ, &mut ws) as i64));
-            out.push(outcome(libc::mount(c"none".as_ptr(), c"/".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null())
-                as i64));
+            out.push(outcome(libc::mount(c"none".as_ptr(), c"/".as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) as i64));
             let rc = libc::syscall(libc::SYS_clone, (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64, 0u64, 0u64, 0u64, 0u64);
             if rc == 0 {
                 libc::_exit(0);
@@ -2111,7 +2673,7 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         fn int80_getpid() -> i64 {
             let mut rax: i64 = 20; // __NR_getpid in the i386 table
-            // SAFETY: the i386 getpid through int 0x80 takes no arguments and touches no memory.
+                                   // SAFETY: the i386 getpid through int 0x80 takes no arguments and touches no memory.
             unsafe {
                 std::arch::asm!("int 0x80", inout("rax") rax, out("r8") _, out("r9") _, out("r10") _, out("r11") _, options(nostack));
             }
@@ -2143,7 +2705,9 @@ mod tests {
             let pid = libc::fork();
             if pid == 0 {
                 libc::dup2(fds[1], 1);
-                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) != 0 || load(program).is_err() {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) != 0
+                    || load(program).is_err()
+                {
                     libc::_exit(98);
                 }
                 libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());

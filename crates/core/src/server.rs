@@ -147,7 +147,8 @@ fn parse(bytes: &[u8], fds: usize) -> Option<(bool, Option<u32>)> {
 fn take_place(mut got: Vec<OwnedFd>, slots: &[i32], umask: Option<u32>) -> bool {
     let control = slots.iter().position(|&s| s == CONTROL_SLOT);
     let report = |to: Option<&OwnedFd>, e: Errno| {
-        let error = SetupError::sys(Step::ReadSpec, e as i32, None).with_hint("the helper server could not give a forked helper its descriptors: this process may be out of them (RLIMIT_NOFILE)");
+        let error = SetupError::sys(Step::ReadSpec, e as i32, None)
+            .with_hint("the helper server could not give a forked helper its descriptors: this process may be out of them (RLIMIT_NOFILE)");
         if let Some(fd) = to {
             let _ = nix::unistd::write(fd, &Event::Error(error).to_line());
         }

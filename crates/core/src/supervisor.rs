@@ -2,15 +2,15 @@
 //! then supervise it (wall clock, output bound, signals and cancel from Node, the lifeline) and
 //! report its end. Single-threaded by design: the sandbox's first process is a fork of it.
 
+use crate::cgroup::{CgroupLimits, SandboxCgroup};
 use crate::error::{SetupError, Step};
+use crate::execs::Execs;
 use crate::plan::{plan_id_maps, plan_mounts, unprivileged_ids};
 use crate::protocol::{signal_name, Event, Reason, Report, Request, Usage};
-use crate::cgroup::{CgroupLimits, SandboxCgroup};
-use crate::execs::Execs;
-use crate::warm::Warm;
 use crate::relay::{Relay, TtyRelay};
 use crate::sandbox;
 use crate::spec::{Ids, Spec};
+use crate::warm::Warm;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -223,7 +223,8 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     // A caller that could not make room on the sockets a birth goes through (not root) starts a
     // spec whose birth would not fit the cold way (the birth is its spec, its plan and its filter).
     let warm = warm.filter(|w| {
-        w.carries(crate::warm::MAX_BIRTH) || w.carries(spec.to_json().len() + serde_json::to_vec(&plan).map_or(usize::MAX / 2, |p| p.len()) + filter.as_ref().map_or(0, Vec::len) + 4096)
+        w.carries(crate::warm::MAX_BIRTH)
+            || w.carries(spec.to_json().len() + serde_json::to_vec(&plan).map_or(usize::MAX / 2, |p| p.len()) + filter.as_ref().map_or(0, Vec::len) + 4096)
     });
     // Compiled once, in the addon (else by whoever clones the init): the sandbox's processes only
     // load it. A zygote or an init made ahead has the built-in one at hand, and is handed a
@@ -232,7 +233,9 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     // The program for an init this helper clones itself (cold, or warm without a zygote when the
     // init made ahead does not fit).
     let program = |filter: Option<&[u8]>| match filter {
-        Some(f) if spec.seccomp != crate::spec::Seccomp::None => Ok(Some(crate::seccomp::Program::from_bytes(f).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?)),
+        Some(f) if spec.seccomp != crate::spec::Seccomp::None => {
+            Ok(Some(crate::seccomp::Program::from_bytes(f).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?))
+        }
         _ => compile_seccomp(spec),
     };
     let (mut seccomp, birth_filter) = match (&warm, filter) {
@@ -365,7 +368,12 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
             drop(ours);
             theirs
         });
-        sandbox::run(spec, &plan, seccomp.as_ref(), sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty, work, ahead: sandbox::Ahead::Nothing, trees: Vec::new() });
+        sandbox::run(
+            spec,
+            &plan,
+            seccomp.as_ref(),
+            sandbox::InitPipes { go: go_r, report: report_w, setup_ids, layers, kept_uppers, tty, work, ahead: sandbox::Ahead::Nothing, trees: Vec::new() },
+        );
     }
     let tty = tty.map(|(ours, _theirs)| ours);
     let work = work.map(|(ours, _theirs)| ours);
@@ -422,7 +430,15 @@ struct Release<'a> {
 
 /// Put everything in place that the init waits for, then let it go.
 #[allow(clippy::too_many_arguments)]
-fn release(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids, init: Pid, how: &Release, layers: Option<&OwnedFd>, go: &OwnedFd) -> Result<(), SetupError> {
+fn release(
+    spec: &Spec,
+    plan: &[crate::plan::MountOp],
+    caller: Ids,
+    init: Pid,
+    how: &Release,
+    layers: Option<&OwnedFd>,
+    go: &OwnedFd,
+) -> Result<(), SetupError> {
     // The init was born of a helper (or zygote) that steps back behind the caller; what it runs
     // for the sandbox, and the command it starts, run at the caller's priority.
     crate::priority::as_caller(init.as_raw())?;
@@ -492,9 +508,14 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -
     })?;
     let st = nix::sys::stat::fstat(&base).map_err(|e| fail(e, dir))?;
     if st.st_uid != caller.uid || st.st_mode & 0o022 != 0 {
-        return Err(SetupError::new(Step::MountOverlay, format!("{dir} is not owned by uid {} alone (owner {}, mode {:o})", caller.uid, st.st_uid, st.st_mode & 0o7777))
-            .with_path(dir)
-            .with_hint("overlay.upper must be a directory of the caller's that no one else may write: whoever may could swap a layer for a symlink to a host directory"));
+        return Err(SetupError::new(
+            Step::MountOverlay,
+            format!("{dir} is not owned by uid {} alone (owner {}, mode {:o})", caller.uid, st.st_uid, st.st_mode & 0o7777),
+        )
+        .with_path(dir)
+        .with_hint(
+            "overlay.upper must be a directory of the caller's that no one else may write: whoever may could swap a layer for a symlink to a host directory",
+        ));
     }
     // Each layer directory is its owner's alone (0700): what copy-up brought into its upper (a
     // file's set-id bits, kept, under content the sandbox may then write through a shared

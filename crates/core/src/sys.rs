@@ -27,8 +27,7 @@ fn fail(step: Step, path: &str) -> impl FnOnce(Errno) -> SetupError + '_ {
 }
 
 pub fn make_root_private() -> Result<()> {
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(fail(Step::MakeRootPrivate, "/"))
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(fail(Step::MakeRootPrivate, "/"))
 }
 
 /// An O_PATH handle on a bind source, taken before anything is mounted over the host's tree.
@@ -109,8 +108,7 @@ fn mount_data(mode: u32, size: Option<u64>) -> String {
 }
 
 pub fn mount_tmpfs(target: &str, mode: u32, size: Option<u64>, flags: MsFlags) -> Result<()> {
-    mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(mount_data(mode, size).as_str()))
-        .map_err(fail(Step::MountTmpfs, target))
+    mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(mount_data(mode, size).as_str())).map_err(fail(Step::MountTmpfs, target))
 }
 
 /// Bind the object behind `source` (an O_PATH fd) onto `target`, with everything mounted below it.
@@ -249,8 +247,7 @@ const DEVPTS_OPTIONS: &str = "newinstance,ptmxmode=0666,mode=620,max=64";
 
 pub fn mount_devpts(target: &str) -> Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    mount(Some("devpts"), target, Some("devpts"), flags, Some(DEVPTS_OPTIONS))
-        .map_err(fail(Step::MountDevpts, target))
+    mount(Some("devpts"), target, Some("devpts"), flags, Some(DEVPTS_OPTIONS)).map_err(fail(Step::MountDevpts, target))
 }
 
 /// mkdir -p, refusing to walk through a symlink (every component is created or already a dir).
@@ -351,13 +348,9 @@ pub fn set_hostname(name: &str) -> Result<()> {
 
 pub fn bring_up_loopback() -> Result<()> {
     let err = |e: Errno| SetupError::sys(Step::BringUpLoopback, e as i32, Some("lo"));
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(err)?;
+    let sock =
+        nix::sys::socket::socket(nix::sys::socket::AddressFamily::Inet, nix::sys::socket::SockType::Datagram, nix::sys::socket::SockFlag::SOCK_CLOEXEC, None)
+            .map_err(err)?;
     // SAFETY: ifreq is plain data; the name is NUL-terminated within IFNAMSIZ.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (i, b) in b"lo\0".iter().enumerate() {
@@ -742,7 +735,16 @@ pub fn spawn_sharing_memory(child: &mut dyn FnMut() -> i32) -> std::result::Resu
     const STACK: usize = 1 << 20;
     const GUARD: usize = 4096;
     // SAFETY: a fresh private anonymous mapping, unmapped below once the child left it.
-    let base = unsafe { libc::mmap(std::ptr::null_mut(), STACK, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK, -1, 0) };
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
     if base == libc::MAP_FAILED {
         return Err(Errno::last());
     }
@@ -752,7 +754,12 @@ pub fn spawn_sharing_memory(child: &mut dyn FnMut() -> i32) -> std::result::Resu
     // SAFETY: the stack top is the end of our mapping (16-byte aligned); CLONE_VFORK keeps this
     // frame, `f` and the mapping alive until the child no longer uses them.
     let rc = unsafe {
-        libc::clone(trampoline, (base as *mut u8).add(STACK) as *mut libc::c_void, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD, &mut f as *mut &mut dyn FnMut() -> i32 as *mut libc::c_void)
+        libc::clone(
+            trampoline,
+            (base as *mut u8).add(STACK) as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &mut f as *mut &mut dyn FnMut() -> i32 as *mut libc::c_void,
+        )
     };
     let err = Errno::last();
     // SAFETY: the mapping made above; the child has exec'd or exited (CLONE_VFORK).
@@ -812,7 +819,9 @@ fn clone_tree(path: &str, step: Step) -> Result<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     let c = CString::new(path).map_err(|_| SetupError::sys(step, libc::EINVAL, Some(path)))?;
     // SAFETY: open_tree with a valid path; returns a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint) };
+    let fd = unsafe {
+        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint)
+    };
     if fd < 0 {
         return Err(SetupError::sys(step, Errno::last() as i32, Some(path)));
     }
@@ -824,7 +833,16 @@ fn clone_tree(path: &str, step: Step) -> Result<OwnedFd> {
 fn set_tree_attr(tree: &OwnedFd, attr: &MountAttr) -> std::result::Result<(), Errno> {
     let empty = CString::default();
     // SAFETY: mount_setattr on our detached tree with a properly sized attr.
-    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), empty.as_ptr(), libc::AT_EMPTY_PATH | libc::AT_RECURSIVE, attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
     if rc < 0 {
         return Err(Errno::last());
     }
@@ -840,9 +858,15 @@ pub fn idmapped_tree(path: &str, userns: &OwnedFd) -> Result<OwnedFd> {
     const MOUNT_ATTR_NODEV: u64 = 0x4;
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
     let tree = clone_tree(path, Step::MountOverlay)?;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
     set_tree_attr(&tree, &attr).map_err(|e| {
-        SetupError::sys(Step::MountOverlay, e as i32, Some(path)).with_hint("the filesystem under the overlay's lower layer must support idmapped mounts (ext4, xfs, btrfs, tmpfs on Linux 5.12+)")
+        SetupError::sys(Step::MountOverlay, e as i32, Some(path))
+            .with_hint("the filesystem under the overlay's lower layer must support idmapped mounts (ext4, xfs, btrfs, tmpfs on Linux 5.12+)")
     })?;
     Ok(tree)
 }

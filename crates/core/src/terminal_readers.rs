@@ -189,8 +189,14 @@ fn blocked_call(line: &str) -> Option<Call> {
 /// Which descriptors a call waits to read, where it names them in its arguments.
 enum Watched {
     One(u64),
-    PollArray { at: u64, count: u64 },
-    SelectSet { at: u64, nfds: u64 },
+    PollArray {
+        at: u64,
+        count: u64,
+    },
+    SelectSet {
+        at: u64,
+        nfds: u64,
+    },
     /// An epoll wait, or a call restarted after a stop (restart_syscall): see the module's notes.
     Holder,
     Nothing,
@@ -199,7 +205,9 @@ enum Watched {
 fn watched(call: &Call) -> Watched {
     let a = call.args;
     let nr = call.nr;
-    if [libc::SYS_read, libc::SYS_readv, libc::SYS_pread64, libc::SYS_preadv, libc::SYS_preadv2, libc::SYS_splice, libc::SYS_tee, libc::SYS_copy_file_range].contains(&nr) {
+    if [libc::SYS_read, libc::SYS_readv, libc::SYS_pread64, libc::SYS_preadv, libc::SYS_preadv2, libc::SYS_splice, libc::SYS_tee, libc::SYS_copy_file_range]
+        .contains(&nr)
+    {
         return Watched::One(a[0]);
     }
     if nr == libc::SYS_sendfile {
@@ -363,7 +371,10 @@ mod tests {
 
     #[test]
     fn a_blocked_call_is_read_from_its_syscall_line() {
-        assert_eq!(blocked_call("0 0x0 0x7ffd4849bcb0 0x400 0x0 0x0 0x0 0x7ffd4849bb90 0x7ff8d226baec\n"), Some(Call { nr: 0, args: [0, 0x7ffd4849bcb0, 0x400, 0, 0, 0] }));
+        assert_eq!(
+            blocked_call("0 0x0 0x7ffd4849bcb0 0x400 0x0 0x0 0x0 0x7ffd4849bb90 0x7ff8d226baec\n"),
+            Some(Call { nr: 0, args: [0, 0x7ffd4849bcb0, 0x400, 0, 0, 0] })
+        );
         assert_eq!(blocked_call("running\n"), None);
         assert_eq!(blocked_call("-1 0x7ffd4849bb90 0x7ff8d226baec\n"), None);
         assert_eq!(blocked_call("7 0x1\n"), None, "a line cut short");

@@ -151,9 +151,7 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         return Err(bad("namespaces.pid", "cannot be false: the sandbox's init must be pid 1 so that everything ends with it"));
     }
     match (spec.network, spec.namespaces.net) {
-        (Network::None, false) => {
-            return Err(bad("namespaces.net", "false contradicts network: 'none'; use network: 'host' to share the host's network"))
-        }
+        (Network::None, false) => return Err(bad("namespaces.net", "false contradicts network: 'none'; use network: 'host' to share the host's network")),
         (Network::Host, true) => return Err(bad("namespaces.net", "true contradicts network: 'host'; use network: 'none' for a network of the sandbox's own")),
         (Network::Host, false) | (Network::None, true) => {}
     }
@@ -233,7 +231,10 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
                 return Err(bad("overlay.upper", "cannot be the host's '/': name a directory of its own for the kept layers"));
             }
             if o.size_bytes.is_some() {
-                return Err(bad("overlay.sizeBytes", "bounds the throw-away layer only; a kept upper directory lives on the host's filesystem (use its quota)"));
+                return Err(bad(
+                    "overlay.sizeBytes",
+                    "bounds the throw-away layer only; a kept upper directory lives on the host's filesystem (use its quota)",
+                ));
             }
             if let crate::spec::Rootfs::Dir { path } = &spec.rootfs {
                 let (u, r) = (upper.trim_end_matches('/'), path.trim_end_matches('/'));
@@ -253,7 +254,8 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         }
     }
     let l = &spec.limits;
-    for (name, v) in [("timeoutMs", l.timeout_ms), ("memoryBytes", l.memory_bytes), ("pids", l.pids), ("cpuTimeMs", l.cpu_time_ms), ("openFiles", l.open_files)] {
+    for (name, v) in [("timeoutMs", l.timeout_ms), ("memoryBytes", l.memory_bytes), ("pids", l.pids), ("cpuTimeMs", l.cpu_time_ms), ("openFiles", l.open_files)]
+    {
         if v == Some(0) {
             return Err(bad(format!("limits.{name}"), "must be greater than 0"));
         }

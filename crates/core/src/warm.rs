@@ -33,10 +33,10 @@ use crate::sandbox::{Ahead, FactsAhead, HostObject, InitPipes};
 use crate::spec::{Ids, Mount, Namespaces, Network, Overlay, Spec};
 use crate::supervisor::Control;
 use crate::sys::{self, MountsSince};
-use std::cell::Cell;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// The largest spec a warm helper takes on its handoff socket (the addon refuses bigger ones,
@@ -102,12 +102,24 @@ pub struct RootKey {
 
 impl RootKey {
     pub(crate) fn of(spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> RootKey {
-        RootKey { plan: plan.to_vec(), namespaces: spec.namespaces, network: spec.network, mounts: spec.mounts.clone(), overlay: spec.overlay.clone(), setup_ids }
+        RootKey {
+            plan: plan.to_vec(),
+            namespaces: spec.namespaces,
+            network: spec.network,
+            mounts: spec.mounts.clone(),
+            overlay: spec.overlay.clone(),
+            setup_ids,
+        }
     }
 
     /// Whether `spec`, planned as `plan`, has this key (compared in place: no copy on a start's path).
     fn is_of(&self, spec: &Spec, plan: &[MountOp], setup_ids: Ids) -> bool {
-        self.plan == plan && self.namespaces == spec.namespaces && self.network == spec.network && self.mounts == spec.mounts && self.overlay == spec.overlay && self.setup_ids == setup_ids
+        self.plan == plan
+            && self.namespaces == spec.namespaces
+            && self.network == spec.network
+            && self.mounts == spec.mounts
+            && self.overlay == spec.overlay
+            && self.setup_ids == setup_ids
     }
 }
 
@@ -232,7 +244,11 @@ fn prepare(ahead: Option<(Spec, bool)>) -> Result<Warm, SetupError> {
     // The user the recent sandboxes ran as (root inside when none came twice).
     let inside = ahead.as_ref().map_or_else(Ids::default, |(spec, _)| spec.user);
     let setup_ids = crate::plan::setup_ids(inside, caller);
-    let preborn = inits_ahead.and_then(|(pid, sock)| Preborn { pid, sock, flags, setup_ids, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }.get_ready(inside, caller, unpriv).ok());
+    let preborn = inits_ahead.and_then(|(pid, sock)| {
+        Preborn { pid, sock, flags, setup_ids, mounts, table, since: Cell::new(MountsSince::Same), built: None, done: false }
+            .get_ready(inside, caller, unpriv)
+            .ok()
+    });
     // A root that cannot be built ahead is no loss either: that init goes, as above.
     let preborn = match (preborn, ahead) {
         (Some(p), Some((spec, true))) => p.build_root(&spec).ok(),
@@ -403,9 +419,14 @@ impl Warm {
 
 impl Zygote {
     /// The zygote, inside the cgroup, and the init it cloned ahead (its pid and socket), if it could.
-    fn fork_into(cgroup: Option<&SandboxCgroup>, default_seccomp: &crate::seccomp::Program, flags: libc::c_ulong) -> Result<(Zygote, Option<(Pid, OwnedFd)>), SetupError> {
+    fn fork_into(
+        cgroup: Option<&SandboxCgroup>,
+        default_seccomp: &crate::seccomp::Program,
+        flags: libc::c_ulong,
+    ) -> Result<(Zygote, Option<(Pid, OwnedFd)>), SetupError> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?;
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?;
         // SAFETY: the helper is single-threaded.
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
@@ -420,10 +441,9 @@ impl Zygote {
                 match sys::recv_message(&z.sock, 64 << 10, Step::AttachCgroup) {
                     Ok(Some((b, _))) if b == b"in" => {
                         let ahead = match sys::recv_message(&z.sock, 64, Step::CloneNamespaces) {
-                            Ok(Some((b, mut fds))) if fds.len() == 1 => std::str::from_utf8(&b)
-                                .ok()
-                                .and_then(|t| t.strip_prefix("ahead ")?.parse().ok())
-                                .map(|pid| (Pid::from_raw(pid), fds.remove(0))),
+                            Ok(Some((b, mut fds))) if fds.len() == 1 => {
+                                std::str::from_utf8(&b).ok().and_then(|t| t.strip_prefix("ahead ")?.parse().ok()).map(|pid| (Pid::from_raw(pid), fds.remove(0)))
+                            }
                             _ => None,
                         };
                         Ok((z, ahead))
@@ -573,7 +593,11 @@ impl Preborn {
             key.is_of(spec, plan, setup_ids) && held.iter().all(|h| seen(h) || h.unchanged())
         };
         // Its bounding set is emptied ahead: a command that keeps a capability needs a fresh init.
-        spec.capabilities.is_empty() && setup_ids == self.setup_ids && crate::supervisor::clone_flags(spec) == self.flags && self.mounts_since() == MountsSince::Same && self.built.as_ref().is_none_or(same_root)
+        spec.capabilities.is_empty()
+            && setup_ids == self.setup_ids
+            && crate::supervisor::clone_flags(spec) == self.flags
+            && self.mounts_since() == MountsSince::Same
+            && self.built.as_ref().is_none_or(same_root)
     }
 
     /// Hand the init its fds (as [`Zygote::give_birth`]) and the spec; it answers once it took them.
@@ -655,7 +679,15 @@ fn room_for_births(sock: &OwnedFd) {
     let room = MAX_BIRTH as libc::c_int;
     let set = |opt: libc::c_int| {
         // SAFETY: setsockopt with an int value on our own socket.
-        unsafe { libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, opt, &room as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as libc::socklen_t) == 0 }
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &room as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
     };
     if !set(libc::SO_SNDBUFFORCE) {
         set(libc::SO_SNDBUF);
@@ -665,7 +697,12 @@ fn room_for_births(sock: &OwnedFd) {
 /// Clone an init ahead into the namespaces of `flags` (with `cgroup_fd`, straight into that v2
 /// cgroup): its pid and the socket that reaches it, where its birth will come. `keep_out`: an fd of
 /// this process's that the init must not keep (closed in the child before anything else).
-fn clone_init_ahead(default_seccomp: &crate::seccomp::Program, flags: libc::c_ulong, cgroup_fd: Option<RawFd>, keep_out: Option<RawFd>) -> Result<(Pid, OwnedFd), nix::errno::Errno> {
+fn clone_init_ahead(
+    default_seccomp: &crate::seccomp::Program,
+    flags: libc::c_ulong,
+    cgroup_fd: Option<RawFd>,
+    keep_out: Option<RawFd>,
+) -> Result<(Pid, OwnedFd), nix::errno::Errno> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
     let rc = sys::clone_as_owner(crate::supervisor::namespace_owner(flags), || match cgroup_fd {
@@ -742,7 +779,12 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
             .and_then(|b| crate::sandbox::build_root(&b.spec, &b.plan, b.setup_ids, None, Vec::new(), true))
             // With its final ids now: the session keyring its sandbox will have, made ahead too.
             .and_then(|held| sys::join_new_session_keyring().map(|()| held));
-        let _ = sys::send_message(&sock, &serde_json::to_vec(&built.as_ref().map_or_else(|e| BuildReply::Failed(e.clone()), |h| BuildReply::Built(h.clone()))).unwrap_or_default(), &[], Step::MountStagingRoot);
+        let _ = sys::send_message(
+            &sock,
+            &serde_json::to_vec(&built.as_ref().map_or_else(|e| BuildReply::Failed(e.clone()), |h| BuildReply::Built(h.clone()))).unwrap_or_default(),
+            &[],
+            Step::MountStagingRoot,
+        );
         if built.is_err() {
             leave(1);
         }
@@ -768,7 +810,11 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
 
 /// A birth message taken apart: its stdio installed as this process's, its fds sorted into the
 /// init's pipes, the seccomp program at hand (the default one is assembled already).
-fn unpack(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Program) -> Result<(Spec, Vec<MountOp>, Option<crate::seccomp::Program>, InitPipes), SetupError> {
+fn unpack(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+    default_seccomp: &crate::seccomp::Program,
+) -> Result<(Spec, Vec<MountOp>, Option<crate::seccomp::Program>, InitPipes), SetupError> {
     let b = Birth::decode(bytes)?;
     let want = 5 + b.layers as usize + b.tty as usize + b.work as usize + b.trees;
     if fds.len() != want {
@@ -786,7 +832,9 @@ fn unpack(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Pro
     let trees = fds.collect();
     let seccomp = match (&b.spec.seccomp, &b.filter) {
         (crate::spec::Seccomp::Default, _) => Some(default_seccomp.clone()),
-        (crate::spec::Seccomp::Profile { .. }, Some(bytes)) => Some(crate::seccomp::Program::from_bytes(bytes).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?),
+        (crate::spec::Seccomp::Profile { .. }, Some(bytes)) => {
+            Some(crate::seccomp::Program::from_bytes(bytes).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?)
+        }
         _ => crate::supervisor::compile_seccomp(&b.spec)?,
     };
     let pipes = InitPipes { go, report, setup_ids: b.setup_ids, layers, kept_uppers: b.kept_uppers, tty, work, ahead: Ahead::Nothing, trees };
@@ -799,7 +847,8 @@ fn birth(bytes: &[u8], fds: Vec<OwnedFd>, default_seccomp: &crate::seccomp::Prog
     // its parent-death signal), born in this process's cgroup.
     let flags = crate::supervisor::clone_flags(&spec) | libc::CLONE_PARENT as libc::c_ulong;
     // SAFETY: fork-like clone(2) of this single-threaded process: no stack, no tids, no tls.
-    let rc = sys::clone_as_owner(crate::supervisor::namespace_owner(flags), || unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) });
+    let rc =
+        sys::clone_as_owner(crate::supervisor::namespace_owner(flags), || unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) });
     if rc < 0 {
         return Err(SetupError::sys(Step::CloneNamespaces, nix::errno::Errno::last() as i32, None));
     }

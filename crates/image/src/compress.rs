@@ -91,9 +91,16 @@ struct XzLimited<R>(R);
 impl<R: Read> Read for XzLimited<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.0.read(buf).map_err(|e| {
-            let limit = e.get_ref().and_then(|inner| inner.downcast_ref::<liblzma::stream::Error>()).is_some_and(|x| matches!(x, liblzma::stream::Error::MemLimit));
+            let limit =
+                e.get_ref().and_then(|inner| inner.downcast_ref::<liblzma::stream::Error>()).is_some_and(|x| matches!(x, liblzma::stream::Error::MemLimit));
             if limit {
-                std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("the xz stream needs more than the {} MiB of memory the unpacker allows its decoder (a dictionary larger than xz -9's 64 MiB)", XZ_MEMLIMIT >> 20))
+                std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    format!(
+                        "the xz stream needs more than the {} MiB of memory the unpacker allows its decoder (a dictionary larger than xz -9's 64 MiB)",
+                        XZ_MEMLIMIT >> 20
+                    ),
+                )
             } else {
                 e
             }

@@ -65,6 +65,10 @@ mod tests {
         assert_eq!(target_rights(6, false) & MAKE_CHAR, 0, "no devices unless whiteouts are made");
         assert_ne!(target_rights(6, true) & MAKE_CHAR, 0);
         assert_eq!(target_rights(6, true) & landlock::EXECUTE, 0, "never execute");
-        assert_eq!(target_rights(6, true) & (landlock::MAKE_SOCK | landlock::MAKE_FIFO | landlock::MAKE_BLOCK | landlock::IOCTL_DEV), 0, "no sockets, fifos, block devices, ioctls");
+        assert_eq!(
+            target_rights(6, true) & (landlock::MAKE_SOCK | landlock::MAKE_FIFO | landlock::MAKE_BLOCK | landlock::IOCTL_DEV),
+            0,
+            "no sockets, fifos, block devices, ioctls"
+        );
     }
 }

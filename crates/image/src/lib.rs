@@ -218,7 +218,8 @@ fn verify_layer(src: &Source, layer: &LayerPlan, diff_too: bool, tick: &mut dyn 
     let want_diff = layer.diff_id.as_deref().filter(|_| diff_too);
     if let Some(want) = want_diff {
         let mut br = BufReader::with_capacity(BUF, &mut raw);
-        let format = compress::sniff_reader(&mut br).map_err(|e| error::io(Step::ReadImage, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
+        let format =
+            compress::sniff_reader(&mut br).map_err(|e| error::io(Step::ReadImage, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
         let mut dec = Hashing::new(compress::decoder(format, br).map_err(|e| error::io(Step::ReadImage, &e, &layer.member, "decompress"))?);
         drain(&mut dec, &layer.member, &mut |_| tick(count.get()))?;
         let got = dec.finish();
@@ -234,7 +235,9 @@ fn verify_layer(src: &Source, layer: &LayerPlan, diff_too: bool, tick: &mut dyn 
             return Err(oci::digest_mismatch(&layer.member, want, &got));
         }
         if read != layer.size {
-            return Err(SetupError::new(Step::VerifyDigest, format!("{} is {read} bytes; its descriptor says {}", layer.member, layer.size)).with_path(&layer.member));
+            return Err(
+                SetupError::new(Step::VerifyDigest, format!("{} is {read} bytes; its descriptor says {}", layer.member, layer.size)).with_path(&layer.member)
+            );
         }
     }
     Ok(())
@@ -275,7 +278,8 @@ fn apply_layer(a: &mut Applier<'_>, layer: &LayerPlan, index: usize, tree: &mut 
     let (r, _) = src.open_member(&layer.member)?;
     let count = Rc::new(Cell::new(0u64));
     let mut br = BufReader::with_capacity(BUF, Counting::new(r, count.clone()));
-    let compression = compress::sniff_reader(&mut br).map_err(|e| error::io(Step::ReadArchive, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
+    let compression =
+        compress::sniff_reader(&mut br).map_err(|e| error::io(Step::ReadArchive, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
     let mut dec = Hashing::new(compress::decoder(compression, br).map_err(|e| error::io(Step::ReadArchive, &e, &layer.member, "decompress"))?);
     let before = stats.entries;
     unpack::unpack(&mut dec, tree, policy, stats, &mut |s| tick(s, count.get())).map_err(|mut e| {
@@ -312,7 +316,8 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
 
     let mut done = 0u64;
     for (i, layer) in plan.layers.iter().enumerate() {
-        let mut tick = |bytes: u64| progress(&Progress { phase: Phase::Verify, bytes: done + bytes, total_bytes: total, entries: 0, layer: Some(i), layers: Some(n) });
+        let mut tick =
+            |bytes: u64| progress(&Progress { phase: Phase::Verify, bytes: done + bytes, total_bytes: total, entries: 0, layer: Some(i), layers: Some(n) });
         tick(0);
         verify_layer(src, layer, plan.verify_diff_ids_first, &mut tick)?;
         done += layer.size;
@@ -329,7 +334,9 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
     let mut reports = Vec::with_capacity(n);
     let mut done = 0u64;
     for (i, layer) in plan.layers.iter().enumerate() {
-        let mut tick = |s: &Stats, bytes: u64| progress(&Progress { phase: Phase::Unpack, bytes: done + bytes, total_bytes: total, entries: s.entries, layer: Some(i), layers: Some(n) });
+        let mut tick = |s: &Stats, bytes: u64| {
+            progress(&Progress { phase: Phase::Unpack, bytes: done + bytes, total_bytes: total, entries: s.entries, layer: Some(i), layers: Some(n) })
+        };
         let report = match opts.layout {
             Layout::Flat => apply_layer(&mut applier, layer, i, &mut root, &mut tick)?,
             Layout::Layers => {

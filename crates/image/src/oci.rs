@@ -258,9 +258,12 @@ pub fn plan(src: &Source, want: Option<&Platform>, reference: Option<&str>) -> R
     } else if src.exists("manifest.json") {
         plan_docker(src, want, reference)
     } else {
-        Err(SetupError::new(Step::ReadImage, format!("{} is neither an OCI image layout (oci-layout, index.json, blobs/) nor a docker save archive (manifest.json)", src.path()))
-            .with_path(src.path())
-            .with_hint("for a root filesystem tarball use unpackRootfs / isolate rootfs unpack"))
+        Err(SetupError::new(
+            Step::ReadImage,
+            format!("{} is neither an OCI image layout (oci-layout, index.json, blobs/) nor a docker save archive (manifest.json)", src.path()),
+        )
+        .with_path(src.path())
+        .with_hint("for a root filesystem tarball use unpackRootfs / isolate rootfs unpack"))
     }
 }
 
@@ -296,10 +299,13 @@ fn plan_oci(src: &Source, want: Option<&Platform>, reference: Option<&str>) -> R
     let host = Platform::host();
     let wanted = want.unwrap_or(&host);
     let available: Vec<String> = manifests.iter().filter_map(|d| d.platform.as_ref()).map(describe).collect();
-    let mut matching: Vec<&Descriptor> = manifests.iter().filter(|d| match &d.platform {
-        Some(p) => wanted.matches(p),
-        None => true,
-    }).collect();
+    let mut matching: Vec<&Descriptor> = manifests
+        .iter()
+        .filter(|d| match &d.platform {
+            Some(p) => wanted.matches(p),
+            None => true,
+        })
+        .collect();
     // The same manifest listed twice (under two names) is one image.
     let mut seen = std::collections::HashSet::new();
     matching.retain(|d| seen.insert(d.digest.clone()));
@@ -311,7 +317,8 @@ fn plan_oci(src: &Source, want: Option<&Platform>, reference: Option<&str>) -> R
         [one] => (*one).clone(),
         many => {
             let names: Vec<String> = many.iter().map(|d| d.annotations.get(REF_ANNOTATIONS[0]).cloned().unwrap_or_else(|| d.digest.clone())).collect();
-            return Err(bad("index.json", format!("several images match {wanted}: {}", names.join(", "))).with_hint("choose one with the ref option (isolate rootfs import --ref NAME)"));
+            return Err(bad("index.json", format!("several images match {wanted}: {}", names.join(", ")))
+                .with_hint("choose one with the ref option (isolate rootfs import --ref NAME)"));
         }
     };
     let manifest_name = blob_name(&chosen.digest)?;
@@ -331,7 +338,13 @@ fn plan_oci(src: &Source, want: Option<&Platform>, reference: Option<&str>) -> R
         if l.media_type.contains("encrypted") {
             return Err(bad(&manifest_name, format!("layer {i} is encrypted ({})", l.media_type)));
         }
-        layers.push(LayerPlan { member: blob_name(&l.digest)?, media_type: Some(l.media_type.clone()), digest: Some(l.digest.clone()), diff_id: diff_ids.get(i).cloned(), size: l.size });
+        layers.push(LayerPlan {
+            member: blob_name(&l.digest)?,
+            media_type: Some(l.media_type.clone()),
+            digest: Some(l.digest.clone()),
+            diff_id: diff_ids.get(i).cloned(),
+            size: l.size,
+        });
     }
     Ok(ImagePlan {
         format: ImageFormat::Oci,
@@ -356,7 +369,10 @@ fn plan_docker(src: &Source, want: Option<&Platform>, reference: Option<&str>) -
     let image = match images.len() {
         0 => return Err(bad("manifest.json", "lists no image")),
         1 => images.remove(0),
-        _ => return Err(bad("manifest.json", format!("holds several images: {}", list_or_none(&tags))).with_hint("choose one with the ref option (isolate rootfs import --ref NAME)")),
+        _ => {
+            return Err(bad("manifest.json", format!("holds several images: {}", list_or_none(&tags)))
+                .with_hint("choose one with the ref option (isolate rootfs import --ref NAME)"))
+        }
     };
     let config_name = clean(&image.config)?;
     let bytes = src.read_small(&config_name)?;
@@ -383,7 +399,14 @@ fn plan_docker(src: &Source, want: Option<&Platform>, reference: Option<&str>) -
         let (_, size) = src.open_member(&member)?;
         layers.push(LayerPlan { member, media_type: None, digest, diff_id: Some(diff_ids[i].clone()), size });
     }
-    Ok(ImagePlan { format: ImageFormat::Docker, platform, manifest_digest: None, layers, config: config.config.unwrap_or_default().into(), verify_diff_ids_first: true })
+    Ok(ImagePlan {
+        format: ImageFormat::Docker,
+        platform,
+        manifest_digest: None,
+        layers,
+        config: config.config.unwrap_or_default().into(),
+        verify_diff_ids_first: true,
+    })
 }
 
 /// A path named by a manifest, as a canonical relative path inside the image.
@@ -404,7 +427,11 @@ fn check_platform(config: &ImageConfig, unchecked: bool, want: Option<&Platform>
         let host = Platform::host();
         let wanted = want.unwrap_or(&host);
         if !wanted.matches(&have) {
-            let hint = if want.is_some() { "this image has no other platform".to_owned() } else { format!("to import it anyway, ask for it: platform '{described}' (isolate rootfs import --platform {described})") };
+            let hint = if want.is_some() {
+                "this image has no other platform".to_owned()
+            } else {
+                format!("to import it anyway, ask for it: platform '{described}' (isolate rootfs import --platform {described})")
+            };
             return Err(bad(name, format!("the image is for {described}, not {wanted}")).with_hint(hint));
         }
     }

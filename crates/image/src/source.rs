@@ -47,7 +47,14 @@ impl Source {
         let n = read_up_to(&mut file, &mut head).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "read the image"))?;
         file.seek(SeekFrom::Start(0)).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "seek"))?;
         let format = compress::sniff(&head[..n]).map_err(|u| {
-            SetupError::new(Step::OpenArchive, format!("{shown} is a {} archive; an image must be a directory (OCI image layout) or a tar archive, optionally gzip/xz/zstd-compressed", u.name())).with_path(&shown)
+            SetupError::new(
+                Step::OpenArchive,
+                format!(
+                    "{shown} is a {} archive; an image must be a directory (OCI image layout) or a tar archive, optionally gzip/xz/zstd-compressed",
+                    u.name()
+                ),
+            )
+            .with_path(&shown)
         })?;
         if format != Format::Tar {
             file = decompress_to_tmpfile(file, format, scratch, &shown, st.st_size as u64, tick)?;
@@ -79,9 +86,7 @@ impl Source {
 
     /// A reader of the file `name` (a relative path inside the image) and its size.
     pub fn open_member(&self, name: &str) -> Result<(Box<dyn Read + '_>, u64)> {
-        let missing = |e: nix::errno::Errno| {
-            error::sys(Step::ReadImage, e, name, &format!("{} has no readable {name}", self.path())).with_path(name)
-        };
+        let missing = |e: nix::errno::Errno| error::sys(Step::ReadImage, e, name, &format!("{} has no readable {name}", self.path())).with_path(name);
         match self {
             Source::Dir { root, .. } => {
                 let c = sys::cstring(name.as_bytes());
@@ -110,7 +115,9 @@ impl Source {
     pub fn read_small(&self, name: &str) -> Result<Vec<u8>> {
         let (r, size) = self.open_member(name)?;
         if size > SMALL_LIMIT {
-            return Err(SetupError::new(Step::ReadImage, format!("{name} is {size} bytes; more than the {SMALL_LIMIT} a manifest or config may have")).with_path(name));
+            return Err(
+                SetupError::new(Step::ReadImage, format!("{name} is {size} bytes; more than the {SMALL_LIMIT} a manifest or config may have")).with_path(name)
+            );
         }
         let mut out = Vec::with_capacity(size as usize);
         r.take(SMALL_LIMIT + 1).read_to_end(&mut out).map_err(|e| error::io(Step::ReadImage, &e, name, "read"))?;
@@ -130,8 +137,10 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 fn decompress_to_tmpfile(file: File, format: Format, scratch: BorrowedFd<'_>, shown: &str, total: u64, tick: &mut dyn FnMut(u64, u64)) -> Result<File> {
-    let tmp = sys::openat(scratch, c".", libc::O_TMPFILE | libc::O_RDWR, 0o600)
-        .map_err(|e| error::sys(Step::OpenArchive, e, shown, "create a temporary file to decompress the image into").with_hint("the target directory's filesystem must support O_TMPFILE, or decompress the image first"))?;
+    let tmp = sys::openat(scratch, c".", libc::O_TMPFILE | libc::O_RDWR, 0o600).map_err(|e| {
+        error::sys(Step::OpenArchive, e, shown, "create a temporary file to decompress the image into")
+            .with_hint("the target directory's filesystem must support O_TMPFILE, or decompress the image first")
+    })?;
     let mut tmp = File::from(tmp);
     let count = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let counted = crate::digest::Counting::new(file, count.clone());

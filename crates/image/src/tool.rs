@@ -78,7 +78,16 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     if command != "unpack" && command != "import" {
         return Err(format!("unknown command '{command}'; expected 'unpack' or 'import'"));
     }
-    let mut a = Args { command, ownership: None, specials: Specials::Refuse, platform: None, reference: None, layout: Layout::Flat, input: PathBuf::new(), dir: PathBuf::new() };
+    let mut a = Args {
+        command,
+        ownership: None,
+        specials: Specials::Refuse,
+        platform: None,
+        reference: None,
+        layout: Layout::Flat,
+        input: PathBuf::new(),
+        dir: PathBuf::new(),
+    };
     let mut positional = Vec::new();
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or(format!("{flag} needs a value"));
@@ -114,7 +123,8 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             s => positional.push(s.to_owned()),
         }
     }
-    let [input, dir] = <[String; 2]>::try_from(positional).map_err(|_| "expected exactly two paths: the archive or image, and the target directory".to_string())?;
+    let [input, dir] =
+        <[String; 2]>::try_from(positional).map_err(|_| "expected exactly two paths: the archive or image, and the target directory".to_string())?;
     a.input = input.into();
     a.dir = dir.into();
     Ok(a)
@@ -130,7 +140,9 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<OwnedFd, SetupError> {
     if must_be_empty {
         let entries = sys::list_dir(fd.as_fd()).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "read the target directory"))?;
         if !entries.is_empty() {
-            return Err(SetupError::new(Step::OpenArchive, format!("the target directory {shown} is not empty")).with_path(&shown).with_hint("import into a new or empty directory"));
+            return Err(SetupError::new(Step::OpenArchive, format!("the target directory {shown} is not empty"))
+                .with_path(&shown)
+                .with_hint("import into a new or empty directory"));
         }
     }
     Ok(fd)
@@ -142,19 +154,27 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<OwnedFd, SetupError> {
 fn refuse_root(target: std::os::fd::BorrowedFd<'_>, shown: &str) -> Result<(), SetupError> {
     let root = sys::open(c"/", libc::O_PATH | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, "/", "open the root directory"))?;
     let [t, r] = [target, root.as_fd()].map(sys::fstat);
-    let (t, r) = (t.map_err(|e| error::sys(Step::OpenArchive, e, shown, "stat the target directory"))?, r.map_err(|e| error::sys(Step::OpenArchive, e, "/", "stat the root directory"))?);
+    let (t, r) = (
+        t.map_err(|e| error::sys(Step::OpenArchive, e, shown, "stat the target directory"))?,
+        r.map_err(|e| error::sys(Step::OpenArchive, e, "/", "stat the root directory"))?,
+    );
     if (t.st_dev, t.st_ino) == (r.st_dev, r.st_ino) {
-        return Err(SetupError::new(Step::OpenArchive, format!("the target directory {shown} is the host's root directory: an archive would replace the host's files"))
-            .with_path(shown)
-            .with_hint("name a directory of its own"));
+        return Err(SetupError::new(
+            Step::OpenArchive,
+            format!("the target directory {shown} is the host's root directory: an archive would replace the host's files"),
+        )
+        .with_path(shown)
+        .with_hint("name a directory of its own"));
     }
     Ok(())
 }
 
 fn ownership(asked: Option<Ownership>) -> Result<Ownership, SetupError> {
     match asked {
-        Some(Ownership::Archive) if sys::geteuid() != 0 => Err(SetupError::new(Step::OpenArchive, "ownership 'archive' (the archive's uid/gid numbers) needs root")
-            .with_hint("without root every file is owned by the caller, whom the sandbox maps to root; leave ownership unset")),
+        Some(Ownership::Archive) if sys::geteuid() != 0 => {
+            Err(SetupError::new(Step::OpenArchive, "ownership 'archive' (the archive's uid/gid numbers) needs root")
+                .with_hint("without root every file is owned by the caller, whom the sandbox maps to root; leave ownership unset"))
+        }
         Some(o) => Ok(o),
         None => Ok(crate::default_ownership()),
     }
@@ -194,7 +214,8 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
         let dir = open_target(&a.dir, true)?;
         let is_dir = sys::fstat(input.as_fd()).map(|st| sys::is_dir(&st)).unwrap_or(false);
         let confinement = confine::confine(dir.as_fd(), is_dir.then(|| input.as_fd()), a.layout == Layout::Layers);
-        let mut decompress_tick = |bytes: u64, total: u64| tick(&Progress { phase: crate::Phase::Decompress, bytes, total_bytes: total, entries: 0, layer: None, layers: None });
+        let mut decompress_tick =
+            |bytes: u64, total: u64| tick(&Progress { phase: crate::Phase::Decompress, bytes, total_bytes: total, entries: 0, layer: None, layers: None });
         let src = Source::from_fd(input, shown, dir.as_fd(), &mut decompress_tick)?;
         let opts = ImportOptions { platform: a.platform, reference: a.reference, layout: a.layout, ownership: own, specials: a.specials, existing_target };
         let report = crate::import_image(&src, dir, &opts, &mut tick)?;

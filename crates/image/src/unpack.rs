@@ -93,7 +93,11 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
         if raw.len() > PATH_MAX {
             // Named in part: the whole name (any length a GNU or PAX header gives) would be the report.
             let shown = names::printable(&String::from_utf8_lossy(&raw[..200]), 200);
-            return Err(SetupError::new(Step::CheckEntry, format!("entry '{shown}' has a name of {} bytes, more than a path may have ({PATH_MAX})", raw.len())).with_path(shown));
+            return Err(SetupError::new(
+                Step::CheckEntry,
+                format!("entry '{shown}' has a name of {} bytes, more than a path may have ({PATH_MAX})", raw.len()),
+            )
+            .with_path(shown));
         }
         let name = names::lossy(&raw);
         last_name.clone_from(&name);
@@ -209,7 +213,13 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
                 match tree.hardlink(&comps, &target) {
                     Ok(HardlinkOutcome::Linked) => {}
                     Ok(HardlinkOutcome::TargetMissing) => {
-                        return Err(SetupError::new(Step::CheckEntry, format!("hardlink '{name}' points to '{target_name}', which does not exist (a hardlink must point to an earlier entry of the archive)")).with_path(&name))
+                        return Err(SetupError::new(
+                            Step::CheckEntry,
+                            format!(
+                                "hardlink '{name}' points to '{target_name}', which does not exist (a hardlink must point to an earlier entry of the archive)"
+                            ),
+                        )
+                        .with_path(&name))
                     }
                     Ok(HardlinkOutcome::TargetIsDir) => return Err(refuse(format!("hardlink '{name}' points to the directory '{target_name}'"))),
                     Ok(HardlinkOutcome::TargetBehindSymlink(p)) => {
@@ -281,7 +291,8 @@ pub fn tree_error(e: TreeError, name: &str) -> SetupError {
             .with_path(name)
         }
         TreeError::NotDir(p) => {
-            let mut e = SetupError::new(Step::WriteEntry, format!("entry '{name}' needs '{}' to be a directory, and it is not", names::lossy(&p))).with_path(name);
+            let mut e =
+                SetupError::new(Step::WriteEntry, format!("entry '{name}' needs '{}' to be a directory, and it is not", names::lossy(&p))).with_path(name);
             e.errno = Some("ENOTDIR".into());
             e
         }
@@ -310,8 +321,10 @@ fn apply_whiteout(tree: &mut Tree, policy: &Policy, comps: &[&[u8]], w: Whiteout
             let mut path: Vec<&[u8]> = parent.to_vec();
             path.push(target);
             tree.mknod(&path, libc::S_IFCHR, libc::makedev(0, 0)).map_err(|e| match e {
-                TreeError::Sys(nix::errno::Errno::EPERM, _) => error::sys(Step::WriteEntry, nix::errno::Errno::EPERM, name, "mknod of an overlayfs whiteout (char 0/0)")
-                    .with_hint("creating whiteouts without root needs Linux 5.8 or newer; use layout 'flat' instead"),
+                TreeError::Sys(nix::errno::Errno::EPERM, _) => {
+                    error::sys(Step::WriteEntry, nix::errno::Errno::EPERM, name, "mknod of an overlayfs whiteout (char 0/0)")
+                        .with_hint("creating whiteouts without root needs Linux 5.8 or newer; use layout 'flat' instead")
+                }
                 e => fail(e),
             })
         }

@@ -35,7 +35,9 @@ const STDIO_INHERIT: i32 = -3;
 /// the sandboxes' setup works in a group beside Node's, not among its threads
 /// (isolate_core::priority).
 pub(crate) fn helper_spawn_flags() -> PosixSpawnFlags {
-    PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF | PosixSpawnFlags::from_bits_retain(libc::POSIX_SPAWN_SETSID as libc::c_int)
+    PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+        | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
+        | PosixSpawnFlags::from_bits_retain(libc::POSIX_SPAWN_SETSID as libc::c_int)
 }
 
 #[napi(object)]
@@ -149,7 +151,8 @@ fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
                 // `child` holds the first one until the message is sent.
                 Some(fd) => dup_high(fd)?,
                 None => {
-                    let fd = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| sys_error("open /dev/null", e))?;
+                    let fd = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                        .map_err(|e| sys_error("open /dev/null", e))?;
                     null = Some(fd.as_raw_fd());
                     fd
                 }
@@ -267,7 +270,12 @@ fn filter_for(spec: &Spec, warm: bool) -> Result<Option<Arc<[u8]>>> {
                 return Ok(Some(bytes));
             }
             let program = isolate_core::supervisor::compile_seccomp(spec)
-                .map_err(|e| option_error(format!("options.seccomp: {} (it must be a Docker/OCI seccomp profile: defaultAction, syscalls[].names/action/args)", e.message)))?
+                .map_err(|e| {
+                    option_error(format!(
+                        "options.seccomp: {} (it must be a Docker/OCI seccomp profile: defaultAction, syscalls[].names/action/args)",
+                        e.message
+                    ))
+                })?
                 .ok_or_else(|| Error::from_reason("a custom seccomp profile compiled to no filter"))?;
             let bytes: Arc<[u8]> = program.to_bytes().into();
             kept.insert(0, (json.clone(), spec.capabilities.clone(), bytes.clone()));
@@ -338,7 +346,11 @@ pub fn send_exec(env: Env, exec_fd: i32, request_json: String, stdio: Vec<i32>) 
     isolate_core::validate::validate_exec(&req).map_err(|e| option_error(e.to_string()))?;
     let bytes = serde_json::to_vec(&req).map_err(|e| Error::from_reason(e.to_string()))?;
     if bytes.len() > isolate_core::exec_server::MAX_REQUEST {
-        return Err(option_error(format!("options.args: the command, its arguments and environment take {} bytes; at most {} fit", bytes.len(), isolate_core::exec_server::MAX_REQUEST)));
+        return Err(option_error(format!(
+            "options.args: the command, its arguments and environment take {} bytes; at most {} fit",
+            bytes.len(),
+            isolate_core::exec_server::MAX_REQUEST
+        )));
     }
     send_with_stdio(&env, exec_fd, &bytes, &stdio)
 }
@@ -398,11 +410,13 @@ impl Task for SpawnWarmHelper {
     type JsValue = SpawnedHelper;
 
     fn compute(&mut self) -> Result<SpawnedHelper> {
-        let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| sys_error("open /dev/null", e))?;
+        let null =
+            nix::fcntl::open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| sys_error("open /dev/null", e))?;
         let (control, helper_control) = socket_pair(nix::sys::socket::SockType::Stream)?;
         let (handoff, helper_handoff) = socket_pair(nix::sys::socket::SockType::SeqPacket)?;
         // Waiting in the socket when the helper starts: its first read.
-        isolate_core::sys::send_message(&handoff, self.first.as_bytes(), &[], isolate_core::Step::ReadSpec).map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
+        isolate_core::sys::send_message(&handoff, self.first.as_bytes(), &[], isolate_core::Step::ReadSpec)
+            .map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
         if server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff], isolate_core::sys::current_umask()) {
             return Ok(SpawnedHelper { pid: 0, control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) });
         }
@@ -559,8 +573,7 @@ pub fn spawn_image_tool(env: Env, tool_path: String, args: Vec<String>, made: Op
     // SIGPIPE back to its default: the tool ends when nobody reads its report any more.
     attr.set_sigmask(&SigSet::empty()).map_err(|e| sys_error("posix_spawnattr_setsigmask", e))?;
     attr.set_sigdefault(&SigSet::all()).map_err(|e| sys_error("posix_spawnattr_setsigdefault", e))?;
-    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF)
-        .map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF).map_err(|e| sys_error("posix_spawnattr_setflags", e))?;
     let path = CString::new(tool_path.clone()).map_err(|_| option_error("image tool path contains NUL".into()))?;
     let mut argv = vec![CString::new("isolate-image").expect("static")];
     for a in args {

@@ -56,7 +56,8 @@ fn fork_with_server(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umas
         return None;
     }
     // This process out of descriptors is not the server's failure: spawn (which reports it).
-    let cwd = nix::fcntl::open(".", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()?;
+    let cwd =
+        nix::fcntl::open(".", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()?;
     match ask(&server.sock, warm, umask, &cwd, fds) {
         Ok(pid) if pid > 0 => Some(pid),
         // The server could not fork now (out of processes or memory): so would a spawn, which
