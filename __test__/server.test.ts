@@ -7,9 +7,10 @@
  */
 import test from 'ava'
 import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
+import { join } from 'node:path'
 import { configurePool, probe, spawnIsolated, type Sandbox } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
-import { helperServersOf, parentOf, pidAlive, removeDir, sandboxCgroupsOf, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { helperServersOf, nodeScript, parentOf, pidAlive, removeDir, root, sandboxCgroupsOf, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 /** A sandbox whose command waits for a line on stdin, and its helper (the init's parent). */
 async function waiting(): Promise<{ sb: Sandbox; helper: number }> {
@@ -108,4 +109,43 @@ test.serial('a helper server that dies is replaced: the next sandbox starts, and
   t.is(parentOf(next.helper), servers[0])
   await end(next.sb)
   t.true(await waitUntil(() => zombieChildren().length === 0, 3000), `no zombie child: ${zombieChildren()}`)
+})
+
+test("a helper server that takes the request and does not answer fails that start: no second helper is given the sandbox's descriptors", async (t) => {
+  // In a Node process of its own: its server is stopped for 10 s, which would hold this file's starts.
+  const r = await nodeScript(`
+    const { configurePool, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const { helperServersOf, descendantsOf } = await import(${JSON.stringify(join(root, '__test__', 'helpers.ts'))})
+    configurePool({ size: 0 })
+    await (await spawnIsolated('/bin/true', [], { stdio: 'ignore' })).wait()
+    const [server] = helperServersOf(process.pid)
+    // Stopped, it takes the request into its socket and never answers (as a server that forked
+    // the helper and then stalled or died would not).
+    process.kill(server, 'SIGSTOP')
+    const started = Date.now()
+    const out = {}
+    try {
+      const sb = await spawnIsolated('/bin/sh', ['-c', 'echo ran'], { stdio: ['ignore', 'pipe', 'ignore'] })
+      out.started = true
+      await sb.wait()
+    } catch (e) {
+      Object.assign(out, { code: e.code, errno: e.errno, hint: e.hint, after: Date.now() - started })
+    }
+    out.serverGone = !descendantsOf(process.pid).includes(server)
+    out.helpers = descendantsOf(process.pid).length
+    const next = await spawnIsolated('/bin/echo', ['next'], { stdio: ['ignore', 'pipe', 'ignore'] })
+    let text = ''
+    for await (const d of next.stdout) text += d
+    out.next = [text, (await next.wait()).exitCode, helperServersOf(process.pid).filter((p) => p !== server).length]
+    console.log(JSON.stringify(out))
+  `, 60_000)
+  t.is(r.status, 0, r.stderr)
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!)
+  t.falsy(out.started, 'the command did not run beside the stopped server')
+  t.deepEqual([out.code, out.errno], ['ERR_ISOLATE_NATIVE', 'ETIMEDOUT'])
+  t.regex(out.hint, /took more than 10 s to answer/)
+  t.true(out.after >= 9_000, `failed after the server's 10 s: ${out.after} ms`)
+  t.true(out.serverGone, 'the stopped server was ended and reaped')
+  t.is(out.helpers, 0, 'and no helper was spawned in its place')
+  t.deepEqual(out.next, ['next\n', 0, 1], 'the next start has a new server')
 })

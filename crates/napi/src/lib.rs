@@ -73,6 +73,12 @@ fn option_error(message: String) -> Error {
     Error::new(Status::InvalidArg, message)
 }
 
+/// The helper server was sent a helper's descriptors and did not answer: the start fails rather
+/// than give them to a second helper, spawned here, beside one the server may have forked.
+fn server_silent() -> Error {
+    sys_error("the helper server did not answer a request for a helper, and was ended", nix::errno::Errno::ETIMEDOUT)
+}
+
 fn sys_error(what: &str, e: nix::errno::Errno) -> Error {
     Error::new(Status::GenericFailure, format!("{what}: {} ({e:?})", e.desc()))
 }
@@ -294,7 +300,12 @@ impl Task for SpawnHelper {
         let filter = filter_for(&spec, false)?;
         let stdio = self.stdio.take().ok_or_else(|| Error::from_reason("the helper was already spawned"))?;
         let w = wire(&SpecMessage::encode(&spec, filter.as_deref()), stdio, spec.persistent)?;
-        if server::fork_helper(&self.helper_path, &self.path, false, &w.child.iter().collect::<Vec<_>>(), spec.umask) {
+        let forked = server::fork_helper(&self.helper_path, &self.path, false, &w.child.iter().collect::<Vec<_>>(), spec.umask);
+        if matches!(forked, server::Forked::Unknown) {
+            // Dropping `w` closes our ends: a helper the server did fork sees its caller gone.
+            return Err(server_silent());
+        }
+        if matches!(forked, server::Forked::Yes) {
             drop(w.child);
             return Ok(SpawnedHelper {
                 pid: 0,
@@ -417,7 +428,11 @@ impl Task for SpawnWarmHelper {
         // Waiting in the socket when the helper starts: its first read.
         isolate_core::sys::send_message(&handoff, self.first.as_bytes(), &[], isolate_core::Step::ReadSpec)
             .map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
-        if server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff], isolate_core::sys::current_umask()) {
+        let forked = server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff], isolate_core::sys::current_umask());
+        if matches!(forked, server::Forked::Unknown) {
+            return Err(server_silent());
+        }
+        if matches!(forked, server::Forked::Yes) {
             return Ok(SpawnedHelper { pid: 0, control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) });
         }
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;

@@ -35,42 +35,52 @@ struct State {
 /// Requests are one at a time: each waits for its own answer on the one socket.
 static STATE: Mutex<State> = Mutex::new(State { server: None, starts: 0 });
 
-/// A helper forked by the server, given its descriptors in the order of their slots (see
-/// isolate_core::server) and the umask it takes (this process's, as an exec'd helper would
-/// inherit it): whether it was (else spawn it). The server reaps it; nothing here needs its pid.
-pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> bool {
-    fork_with_server(path, cpath, warm, fds, umask).is_some()
+/// What became of a request for a helper.
+pub enum Forked {
+    /// The server forked it (and reaps it).
+    Yes,
+    /// No helper has these descriptors: spawn one with them.
+    No,
+    /// The request went out and no answer came (the server stopped answering, or died): it may
+    /// have forked a helper that holds these descriptors, so a second one must not get them.
+    Unknown,
 }
 
-fn fork_with_server(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> Option<i32> {
-    let mut state = STATE.lock().ok()?;
+/// A helper forked by the server, given its descriptors in the order of their slots (see
+/// isolate_core::server) and the umask it takes (this process's, as an exec'd helper would
+/// inherit it).
+pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> Forked {
+    let Ok(mut state) = STATE.lock() else { return Forked::No };
     if state.server.is_none() {
         if state.starts >= MOST_STARTS {
-            return None;
+            return Forked::No;
         }
         state.starts += 1;
         state.server = start(path, cpath);
     }
-    let server = state.server.as_ref()?;
+    let Some(server) = state.server.as_ref() else { return Forked::No };
     if server.path != path {
-        return None;
+        return Forked::No;
     }
     // This process out of descriptors is not the server's failure: spawn (which reports it).
-    let cwd =
-        nix::fcntl::open(".", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok()?;
-    match ask(&server.sock, warm, umask, &cwd, fds) {
-        Ok(pid) if pid > 0 => Some(pid),
+    let Ok(cwd) =
+        nix::fcntl::open(".", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+    else {
+        return Forked::No;
+    };
+    let outcome = match ask(&server.sock, warm, umask, &cwd, fds) {
+        Answer::Pid(pid) if pid > 0 => return Forked::Yes,
         // The server could not fork now (out of processes or memory): so would a spawn, which
         // reports it.
-        Ok(_) => None,
-        Err(_) => {
-            // Gone or stuck: end it (our child) and reap it; the next helper starts another.
-            let gone = state.server.take().expect("checked above");
-            let _ = kill(gone.pid, Signal::SIGKILL);
-            let _ = waitpid(gone.pid, None);
-            None
-        }
-    }
+        Answer::Pid(_) => return Forked::No,
+        Answer::NotSent => Forked::No,
+        Answer::None => Forked::Unknown,
+    };
+    // Gone or stuck: end it (our child) and reap it; the next helper starts another.
+    let gone = state.server.take().expect("checked above");
+    let _ = kill(gone.pid, Signal::SIGKILL);
+    let _ = waitpid(gone.pid, None);
+    outcome
 }
 
 fn start(path: &str, cpath: &CStr) -> Option<Server> {
@@ -93,24 +103,35 @@ fn start(path: &str, cpath: &CStr) -> Option<Server> {
     Some(Server { path: path.to_owned(), pid, sock: ours })
 }
 
+enum Answer {
+    /// The helper's pid, or a negative errno.
+    Pid(i32),
+    /// The request did not go out: the server has none of the descriptors.
+    NotSent,
+    /// It went out, and no answer came back in time.
+    None,
+}
+
 /// One request: the kind, the umask, this process's working directory and the helper's
 /// descriptors go; the pid (or a negative errno) comes back.
-fn ask(sock: &OwnedFd, warm: bool, umask: Option<u32>, cwd: &OwnedFd, fds: &[&OwnedFd]) -> Result<i32, ()> {
+fn ask(sock: &OwnedFd, warm: bool, umask: Option<u32>, cwd: &OwnedFd, fds: &[&OwnedFd]) -> Answer {
     let umask = umask.map_or(-1, |m| m as i32);
     let mut request = Vec::with_capacity(8);
     request.extend_from_slice(if warm { WARM } else { COLD });
     request.extend_from_slice(&umask.to_ne_bytes());
     let attached: Vec<RawFd> = std::iter::once(cwd.as_raw_fd()).chain(fds.iter().map(|fd| fd.as_raw_fd())).collect();
-    isolate_core::sys::send_message(sock, &request, &attached, Step::ReadSpec).map_err(|_| ())?;
+    if isolate_core::sys::send_message(sock, &request, &attached, Step::ReadSpec).is_err() {
+        return Answer::NotSent;
+    }
     let mut answer = [0u8; 4];
     loop {
         // SAFETY: reading into our own 4-byte buffer.
         let n = unsafe { libc::recv(sock.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
         match n {
-            4 => return Ok(i32::from_ne_bytes(answer)),
-            0.. => return Err(()),
+            4 => return Answer::Pid(i32::from_ne_bytes(answer)),
+            0.. => return Answer::None,
             _ if Errno::last() == Errno::EINTR => continue,
-            _ => return Err(()),
+            _ => return Answer::None,
         }
     }
 }
