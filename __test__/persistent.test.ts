@@ -235,6 +235,25 @@ test('an exec\'s timeoutMs bounds the call even when what it left behind holds i
   t.is((await sb.exec('/bin/true', [], { timeoutMs: 2 ** 32 })).exitCode, 0)
 })
 
+test("an abort of an exec's signal bounds the call even when what it left behind holds its output", async (t) => {
+  const sb = await sandbox(t)
+  const abortIn = (ms: number) => AbortSignal.timeout(ms)
+  // Ended at once, with a background child holding stdout: cut 250 ms after the abort.
+  let started = Date.now()
+  const bg = await sh(sb, 'sleep 30 & echo hi', { signal: abortIn(500) })
+  t.deepEqual([bg.stdout, bg.exitCode, bg.reason], ['hi\n', 0, 'canceled'])
+  t.true(Date.now() - started < 10_000, `settled ${Date.now() - started} ms after the call`)
+  // Killed at the abort, with a child in a session of its own (out of the group's reach).
+  started = Date.now()
+  const own = await sh(sb, 'setsid sleep 30 & sleep 30', { signal: abortIn(500) })
+  t.deepEqual([own.reason, own.signal], ['canceled', 'SIGKILL'])
+  t.true(Date.now() - started < 10_000, `settled ${Date.now() - started} ms after the call`)
+  t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n', 'the sandbox lives on')
+  // A signal that never aborts changes nothing.
+  const plain = await sh(sb, 'echo done', { signal: new AbortController().signal })
+  t.deepEqual([plain.stdout, plain.reason], ['done\n', 'exited'])
+})
+
 test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that command and its process group, and the sandbox lives on', async (t) => {
   const sb = await sandbox(t)
   const big = await sh(sb, 'while :; do cat /bin/sh; done', { encoding: 'buffer' })

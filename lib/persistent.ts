@@ -79,6 +79,8 @@ export class ExecProcess {
   #running = true
   /** Its signal aborted: a SIGKILL that ends it is a cancel. */
   #aborted = false
+  /** @internal Its exec's `signal`, if it has one. */
+  _signal?: AbortSignal
   readonly #request: (line: string) => boolean
   readonly #tty: boolean
 
@@ -154,6 +156,7 @@ export class ExecProcess {
 
   /** @internal Its exec's `signal`: an abort kills its process group, and its end is a cancel. */
   _abortOn(signal: AbortSignal): void {
+    this._signal = signal
     const abort = () => {
       this.#aborted = true
       // Once it runs: the request to kill it goes on another socket than the exec itself, and
@@ -333,21 +336,33 @@ export class PersistentSandbox {
     const p = await this.spawn(file, args, execOptions)
     const deadline = execOptions.timeoutMs === undefined ? undefined : Date.now() + execOptions.timeoutMs
     const ended = p.wait()
-    // Its timeoutMs bounds the call: what the command left behind (`sleep 30 &`, a setsid
-    // child) may hold its output open long after it ended or was killed. Once it has ended, its
-    // output is done by the deadline (and a moment to drain what is already written), or is cut.
+    // Its timeoutMs and its signal bound the call: what the command left behind (`sleep 30 &`, a
+    // setsid child) may hold its output open long after it ended or was killed. Once it has
+    // ended, its output is done by the deadline or the abort (and a moment to drain what is
+    // already written), or is cut.
     let timer: NodeJS.Timeout | undefined
+    let cutBy: 'timeout' | 'canceled' = 'timeout'
+    let forgetAbort = () => {}
     // (A timer takes at most 2^31-1 ms, 24.8 days: a longer timeoutMs cuts there.)
     // One I/O turn more when it fires: after a stalled loop, timers run before the reads that
     // would have ended the output in time. Unref'd: it never keeps Node alive by itself.
-    const cutAt = deadline === undefined ? undefined : ended.then(() => new Promise<void>((resolve) => {
-      timer = setTimeout(() => setImmediate(resolve), Math.min(Math.max(0, deadline - Date.now()) + DRAIN_MS, 2 ** 31 - 1)).unref()
+    const cutAt = ended.then(() => new Promise<void>((resolve) => {
+      const cutIn = (ms: number) => setTimeout(() => setImmediate(resolve), Math.min(ms, 2 ** 31 - 1)).unref()
+      if (deadline !== undefined) timer = cutIn(Math.max(0, deadline - Date.now()) + DRAIN_MS)
+      if (p._signal) forgetAbort = whenAborted(p._signal, () => {
+        clearTimeout(timer)
+        cutBy = 'canceled'
+        timer = cutIn(DRAIN_MS)
+      })
     }))
     // The group, as its timeoutMs does: what the command started would live on otherwise.
     const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => void p._killGroup(), cutAt)
     if (p.stdin) p.stdin.end(run.input)
-    const [result, { stdout, stderr, overflowed, cut }] = await Promise.all([ended, output]).finally(() => clearTimeout(timer))
-    const reason = overflowed ? 'output-limit' : cut ? 'timeout' : result.reason
+    const [result, { stdout, stderr, overflowed, cut }] = await Promise.all([ended, output]).finally(() => {
+      clearTimeout(timer)
+      forgetAbort()
+    })
+    const reason = overflowed ? 'output-limit' : cut ? cutBy : result.reason
     return { ...result, reason, stdout: decode(stdout, run.encoding), stderr: decode(stderr, run.encoding) }
   }
 
