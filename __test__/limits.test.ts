@@ -89,6 +89,13 @@ test('openFiles bounds the descriptors a process may open', async (t) => {
   t.is(r.stdout.trim(), '24 20', 'EMFILE at exactly 20 descriptors')
 })
 
+test("a small openFiles is the command's: the setup's own descriptors (Landlock's) do not count against it", async (t) => {
+  // Landlock opens a ruleset and each path: with the limit set before it, 4 failed at apply_landlock (EMFILE).
+  const r = await runIsolated('/bin/sh', ['-c', 'ulimit -Sn; ulimit -Hn'], { limits: { openFiles: 4 }, landlock: { read: ['/'], exec: ['/usr', '/bin', '/lib'] } })
+  t.is(r.exitCode, 0, r.stderr)
+  t.is(r.stdout, '4\n4\n')
+})
+
 test('core dumps are off by default and on when asked', async (t) => {
   t.is((await sh('ulimit -c')).stdout.trim(), '0')
   t.not((await sh('ulimit -c', { limits: { coreDumps: true } })).stdout.trim(), '0')

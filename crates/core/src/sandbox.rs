@@ -485,13 +485,18 @@ fn set_rlimits(limits: &crate::spec::Limits) -> sys::Result<()> {
     } else {
         sys::set_rlimit(Resource::RLIMIT_CORE, 0)?;
     }
-    if let Some(n) = limits.open_files {
-        sys::set_rlimit(Resource::RLIMIT_NOFILE, n)?;
-    }
     if let Some(n) = limits.file_size_bytes {
         sys::set_rlimit(Resource::RLIMIT_FSIZE, n)?;
     }
     Ok(())
+}
+
+/// The command's RLIMIT_NOFILE ([`set_rlimits`] has the others).
+fn set_open_files_limit(limits: &crate::spec::Limits) -> sys::Result<()> {
+    match limits.open_files {
+        Some(n) => sys::set_rlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n),
+        None => Ok(()),
+    }
 }
 
 /// Errors name the path as the sandbox sees it, not the staging path (bind sources stay host paths).
@@ -894,6 +899,9 @@ pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Opti
             // The new session's controlling terminal: Ctrl-C reaches its foreground job.
             sys::take_terminal(slave)?;
         }
+        // After the steps that open descriptors (Landlock's ruleset and paths, the /proc walk
+        // where close_range is missing): a small limit is the command's, not theirs.
+        set_open_files_limit(&spec.limits)?;
         // Last, so the filter (the caller's own profile included) need not allow any setup step.
         if let Some(program) = seccomp {
             crate::seccomp::load(program)?;
