@@ -79,10 +79,12 @@ test('/proc: the kernel helpers are masked or read-only', async (t) => {
     'echo x > /proc/sys/kernel/modprobe 2>&1; echo modprobe=$?',
     'head -c1 /proc/kallsyms >/dev/null 2>&1; echo kallsyms=$?',
     'ls /proc/acpi >/dev/null 2>&1; echo acpi=$?',
+    'echo "some 150000 1000000" > /proc/pressure/memory 2>&1; echo pressure=$?',
+    'cat /proc/cmdline >/dev/null 2>&1; echo cmdline=$?',
     'cat /proc/sys/kernel/ostype',
     'grep -E " /proc/sys | /proc/sysrq-trigger " /proc/self/mountinfo | cut -d" " -f5,6',
   ].join('; '))
-  for (const k of ['sysrq', 'core', 'modprobe', 'kallsyms', 'acpi']) t.regex(r.stdout, new RegExp(`^${k}=[1-9]`, 'm'), `${k}: ${r.stdout}`)
+  for (const k of ['sysrq', 'core', 'modprobe', 'kallsyms', 'acpi', 'pressure', 'cmdline']) t.regex(r.stdout, new RegExp(`^${k}=[1-9]`, 'm'), `${k}: ${r.stdout}`)
   t.regex(r.stdout, /^Linux$/m, '/proc/sys stays readable')
   t.regex(r.stdout, /^\/proc\/sys ro,/m)
   if (existsSync('/proc/sysrq-trigger')) t.regex(r.stdout, /^\/proc\/sysrq-trigger ro,/m)
@@ -216,6 +218,21 @@ test('seccomp default: io_setup answers ENOSYS (the host has one pool of AIO eve
   t.is(d.stdout, 'io_setup ENOSYS\n', d.stderr)
   const n = await runIsolated('/usr/bin/python3', ['-c', script], { seccomp: 'none' })
   t.is(n.stdout, 'io_setup ok\n', `without the filter the call works here: the filter is what refuses it\n${n.stderr}`)
+})
+
+test("seccomp default: no file lease (F_SETLEASE), which would hold every other open of the file, the host's too, for 45 s; none allows it", async (t) => {
+  const script = [
+    'import errno, fcntl, os',
+    'fd = os.open("/tmp/leased", os.O_RDONLY | os.O_CREAT, 0o644)',
+    'for kind, name in ((fcntl.F_RDLCK, "read"), (fcntl.F_WRLCK, "write")):',
+    '  try:',
+    '    fcntl.fcntl(fd, 1024, kind); print(name, "lease ok"); fcntl.fcntl(fd, 1024, fcntl.F_UNLCK)',
+    '  except OSError as e: print(name, "lease", errno.errorcode[e.errno])',
+  ].join('\n')
+  const d = await runIsolated('/usr/bin/python3', ['-c', script])
+  t.is(d.stdout, 'read lease EPERM\nwrite lease EPERM\n', d.stderr)
+  const n = await runIsolated('/usr/bin/python3', ['-c', script], { seccomp: 'none' })
+  t.is(n.stdout, 'read lease ok\nwrite lease ok\n', `without the filter the owner takes leases here: the filter is what refuses them\n${n.stderr}`)
 })
 
 test("a sandbox opens at most 64 terminals from its devpts (the host's pool for every devpts but its own holds 3072): while one holds all it may, another still gets its terminal", async (t) => {

@@ -1,8 +1,9 @@
 /** Terminals: the sandbox's own pty, sized and resized, Ctrl-C to the foreground job; and a
  * person's shell through `isolate run -t`, driven by tmux in a real terminal. */
 import test, { type ExecutionContext } from 'ava'
-import { spawnSync } from 'node:child_process'
-import { closeSync, constants, openSync, readFileSync } from 'node:fs'
+import { execFile, spawnSync } from 'node:child_process'
+import { chmodSync, closeSync, constants, openSync, readFileSync } from 'node:fs'
+import { promisify } from 'node:util'
 import { join } from 'node:path'
 import { createSandbox, runIsolated, spawnIsolated } from '../index.js'
 import { driveShellInTmux, ended, hasTmux, isRoot, removeDir, root, tempDir, waitUntil } from './helpers.js'
@@ -304,4 +305,23 @@ test('tty: an ended sandbox does not wait on a caller that stops reading its ter
   t.is((await sb.wait()).reason, 'exited')
   await ended(sb.stdout)
   t.is(out.length, 128894, 'every line of seq 1 20000, with \r\n')
+})
+
+test.serial("a sandbox that keeps its memory's lock contended does not hold the helper's look at its terminal past its timeoutMs", async (t) => {
+  const dir = tempDir('isolate-mmap-lock-')
+  t.teardown(() => removeDir(dir))
+  // The sandbox's root is no host root: it may enter and run what is there, not write it.
+  chmodSync(dir, 0o755)
+  try {
+    await promisify(execFile)('gcc', ['-O1', '-pthread', '-o', join(dir, 'hold'), join(root, '__test__', 'fixtures', 'hold-mmap-lock.c')])
+  } catch (e) {
+    console.log(`tty.test: no C compiler here (${(e as Error).message}): the mmap-lock test runs on the host`)
+    return t.pass()
+  }
+  // 64 GiB populated from the zero page: each pass holds the lock for about 2.7 s here, and a
+  // look at a task in poll reads its memory. Before, the helper's read waited for the lock with
+  // the deadline unenforced: the sandbox ended about 1.5 s late.
+  const r = await runIsolated('/j/hold', ['64'], { tty: true, input: '', timeoutMs: 1500, mounts: [{ type: 'bind', source: dir, target: '/j' }] })
+  t.is(r.reason, 'timeout')
+  t.true(r.durationMs < 2300, `ended ${Math.round(r.durationMs)} ms after the start, for a timeout of 1500 ms`)
 })

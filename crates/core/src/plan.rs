@@ -149,10 +149,14 @@ pub const PROC_MASKED: &[&str] = &[
     "/proc/asound",
     "/proc/firmware",
     "/proc/driver",
+    // The host's kernel command line (a VM's init arguments, tokens some boot loaders pass).
+    "/proc/cmdline",
 ];
 
 /// /proc subtrees kept readable but never writable.
-pub const PROC_READONLY: &[&str] = &["/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq"];
+/// /proc/pressure: a write there makes a PSI trigger, a kernel object on the host-wide
+/// group that no cgroup bounds (the sandbox reads its own through nothing else anyway).
+pub const PROC_READONLY: &[&str] = &["/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/pressure"];
 
 /// Device nodes bound from the host's /dev into the minimal /dev.
 pub const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];

@@ -1322,6 +1322,7 @@ const CLONE_NS_FLAGS: u32 = (libc::CLONE_NEWNS
 /// personality(2) values that stay allowed: PER_LINUX, PER_LINUX32, UNAME26, both, and the query.
 const PERSONALITY_ALLOWED: &[u32] = &[0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
 
+const F_SETLEASE: u32 = libc::F_SETLEASE as u32;
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541C;
 const TIOCSETD: u32 = 0x5423;
@@ -1359,7 +1360,7 @@ fn build_default() -> Result<Program, String> {
     let eafnosupport = rets.get(&mut a, ret_errno(libc::EAFNOSUPPORT));
     let (clone, personality, ioctl, socket) = (a.label(), a.label(), a.label(), a.label());
     let (mode1, mode2, open, openat) = (a.label(), a.label(), a.label(), a.label());
-    let prlimit = a.label();
+    let (prlimit, fcntl) = (a.label(), a.label());
 
     prologue(&mut a, kill);
     let mut entries: Vec<(u32, Label)> = DEFAULT_EPERM.iter().filter_map(|name| syscall_number(name)).map(|nr| (nr, eperm)).collect();
@@ -1373,6 +1374,7 @@ fn build_default() -> Result<Program, String> {
         (libc::SYS_socket as u32, socket),
         (libc::SYS_socketpair as u32, socket),
         (libc::SYS_prlimit64 as u32, prlimit),
+        (libc::SYS_fcntl as u32, fcntl),
     ]);
     for (name, arg) in MODE_IN_ARG {
         if let Some(nr) = syscall_number(name) {
@@ -1448,6 +1450,14 @@ fn build_default() -> Result<Program, String> {
     a.jump(Cmp::Eq, 0, Next, To(eperm));
     a.load(arg_words(2).1);
     a.jump(Cmp::Eq, 0, To(allow), To(eperm));
+
+    // fcntl(fd, unsigned int cmd): no lease. The kernel lets the file's owner take one on a
+    // read-only mount too, and then holds every other open of the file (another sandbox's exec
+    // of a shared rootfs, the caller's own reads of a read-write bind, on Node's thread pool)
+    // for fs.lease-break-time, 45 s by default. The low word only, as the kernel reads it.
+    a.bind(fcntl);
+    a.load(arg_words(1).0);
+    a.jump(Cmp::Eq, F_SETLEASE, To(eperm), To(allow));
 
     rets.emit(&mut a);
     a.finish()
@@ -2197,6 +2207,18 @@ mod tests {
         }
         // The flags are args[0]: a namespace bit elsewhere changes nothing.
         assert_eq!(eval(&p, clone, [sigchld, libc::CLONE_NEWUSER as u64, 0, 0, 0, 0]), RET_ALLOW);
+    }
+
+    #[test]
+    fn default_takes_no_lease() {
+        let p = default_program();
+        let fcntl = nr("fcntl");
+        assert_eq!(eval(&p, fcntl, [3, F_SETLEASE as u64, libc::F_WRLCK as u64, 0, 0, 0]), EPERM);
+        assert_eq!(eval(&p, fcntl, [3, F_SETLEASE as u64, libc::F_RDLCK as u64, 0, 0, 0]), EPERM);
+        assert_eq!(eval(&p, fcntl, [3, F_SETLEASE as u64 | (1 << 32), 0, 0, 0, 0]), EPERM, "the kernel reads the low word");
+        assert_eq!(eval(&p, fcntl, [3, libc::F_GETLEASE as u64, 0, 0, 0, 0]), RET_ALLOW, "asking is harmless");
+        assert_eq!(eval(&p, fcntl, [3, libc::F_SETFL as u64, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(eval(&p, fcntl, [F_SETLEASE as u64, libc::F_GETFD as u64, 0, 0, 0, 0]), RET_ALLOW, "the fd is not the command");
     }
 
     #[test]

@@ -26,7 +26,9 @@
 //! watching the terminal alone.
 //!
 //! What a look costs is bounded (tasks, files opened, bytes of memory read), and it makes no call
-//! that waits on a lock or a page the sandbox controls; the relay spaces looks by their cost.
+//! that waits on a lock or a page the sandbox controls: the one read that takes such a lock, of
+//! a task's memory (its mmap lock), is made by a child given 20 ms; the relay spaces looks by
+//! their cost.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -336,12 +338,64 @@ impl Task<'_> {
     }
 
     /// `len` bytes of the task's memory at `at` (a call's arguments: a poll array, a select set).
+    /// Read by a child of this process, given [`MEMORY_WITHIN`]: the read takes the task's mmap
+    /// lock, which the sandbox can keep contended for seconds (a writer queued behind a long
+    /// `madvise(MADV_POPULATE_READ)`), and this process enforces the sandbox's deadline. The
+    /// kernel takes that lock killably, so a child still waiting then is killed. None: not read.
     fn memory(&self, at: u64, len: u64) -> Option<Vec<u8>> {
-        let mem = std::fs::File::open(format!("{}/mem", self.dir)).ok()?;
+        let path = format!("{}/mem", self.dir);
         let mut buf = vec![0u8; len as usize];
-        mem.read_exact_at(&mut buf, at).ok()?;
-        Some(buf)
+        let (from_child, to_parent) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
+        // SAFETY: this process is single-threaded (the helper); the child only reads, writes
+        // and exits.
+        match unsafe { nix::unistd::fork() }.ok()? {
+            nix::unistd::ForkResult::Child => {
+                drop(from_child);
+                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+                let read = std::fs::File::open(&path).and_then(|mem| mem.read_exact_at(&mut buf, at));
+                if read.is_ok() {
+                    let _ = std::io::Write::write_all(&mut std::fs::File::from(to_parent), &buf);
+                }
+                // SAFETY: ends the child without running the parent's exit handlers.
+                unsafe { libc::_exit(0) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(to_parent);
+                let got = read_within(from_child, &mut buf, MEMORY_WITHIN);
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = crate::sys::wait_child(Some(child), true);
+                got.then_some(buf)
+            }
+        }
     }
+}
+
+/// How long a look waits for a task's memory: about what a read of 1 MiB takes when nothing
+/// holds it up.
+const MEMORY_WITHIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Fill `buf` from `fd` before `within` has passed: whether it was filled.
+fn read_within(fd: OwnedFd, buf: &mut [u8], within: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let until = std::time::Instant::now() + within;
+    let mut filled = 0;
+    while filled < buf.len() {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().max(1) as i32).unwrap_or(PollTimeout::ZERO);
+        match poll(&mut [PollFd::new(std::os::fd::AsFd::as_fd(&fd), PollFlags::POLLIN)], ms) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) if !left.is_zero() => continue,
+            Err(_) => return false,
+        }
+        match nix::unistd::read(&fd, &mut buf[filled..]) {
+            Ok(0) => return false,
+            Ok(n) => filled += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// What a look needs of /proc/PID/task/TID/stat.
