@@ -1,6 +1,6 @@
 /** Limits that need no cgroup: output, file size, open files, core dumps; and the usage report. */
 import test from 'ava'
-import { IsolateError, runIsolated, spawnIsolated } from '../index.js'
+import { configurePool, IsolateError, runIsolated, spawnIsolated } from '../index.js'
 import { sh } from './helpers.js'
 
 test.serial('1 GB of output stops at outputBytes, exactly, without Node buffering it', async (t) => {
@@ -99,6 +99,21 @@ test("a small openFiles is the command's: the setup's own descriptors (Landlock'
 test('core dumps are off by default and on when asked', async (t) => {
   t.is((await sh('ulimit -c')).stdout.trim(), '0')
   t.not((await sh('ulimit -c', { limits: { coreDumps: true } })).stdout.trim(), '0')
+})
+
+test.serial("without a cgroup, a sandbox ended by force still counts what its processes used (the kernel reaps a killed init's children uncounted)", async (t) => {
+  // Cold starts with no limit: no cgroup (a warm helper always has one where cgroups may be made).
+  configurePool({ size: 0 })
+  t.teardown(() => configurePool({}))
+  const loops = 'sh -c "while :; do :; done" & while :; do :; done'
+  const timedOut = await runIsolated('/bin/sh', ['-c', loops], { timeoutMs: 600 })
+  t.is(timedOut.reason, 'timeout')
+  t.true(timedOut.usage.cpuUserMs + timedOut.usage.cpuSystemMs >= 300, `two busy loops for 600 ms: ${JSON.stringify(timedOut.usage)}`)
+  const python = "x = bytearray(40 << 20)\nwhile True: pass"
+  const canceled = await runIsolated('/usr/bin/python3', ['-c', python], { signal: AbortSignal.timeout(800) })
+  t.is(canceled.reason, 'canceled')
+  t.true(canceled.usage.peakMemoryBytes >= 40 << 20, `a 40 MiB program: ${JSON.stringify(canceled.usage)}`)
+  t.true(canceled.usage.cpuUserMs + canceled.usage.cpuSystemMs >= 150, JSON.stringify(canceled.usage))
 })
 
 test('the result carries usage', async (t) => {

@@ -689,6 +689,10 @@ fn ms_flags(f: crate::plan::MountFlags) -> MsFlags {
 /// the command itself.
 pub(crate) const STOP_CARRIER: i32 = 64;
 pub(crate) const STOP_MARK: i32 = 0x5354_4f50;
+/// Queued on [`STOP_CARRIER`] by the helper to end the sandbox: the init kills every other
+/// process of its pid namespace and reaps them, so its rusage counts them (a killed init's
+/// children are reaped by the kernel, uncounted), then reports and leaves.
+pub(crate) const END_MARK: i32 = 0x454e_4421;
 
 /// Signals the init forwards to the command, the real-time ones (34 to 64: the C library keeps
 /// 32 and 33, and Node's side refuses them) too; everything else keeps its default.
@@ -806,8 +810,14 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
             Ok(Some(info)) => {
                 let signo = info.ssi_signo as i32;
                 // The whole sigval (ssi_ptr), whatever the byte order.
-                let stop = signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE && info.ssi_ptr == STOP_MARK as u64;
-                if signo != libc::SIGCHLD {
+                let marked = |mark: i32| signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE && info.ssi_ptr == mark as u64;
+                let stop = marked(STOP_MARK);
+                // Only as pid 1 of its namespace: kill(-1) there reaches the sandbox alone.
+                if marked(END_MARK) && std::process::id() == 1 {
+                    // SAFETY: kill(2); every process of this pid namespace but this one.
+                    unsafe { libc::kill(-1, libc::SIGKILL) };
+                    reap_everything(child, &report);
+                } else if signo != libc::SIGCHLD {
                     // SAFETY: kill(2) on our own child's pid.
                     unsafe { libc::kill(child.as_raw(), if stop { libc::SIGSTOP } else { signo }) };
                 }
@@ -829,6 +839,23 @@ fn reap_all(command: Pid) -> Option<(Ended, bool)> {
             Ok(Ended::StillAlive) | Err(_) => return result.map(|st| (st, false)),
             Ok(st @ (Ended::Exited(pid, _) | Ended::Signaled(pid, _))) if pid == command => result = Some(st),
             Ok(_) => {}
+        }
+    }
+}
+
+/// Once every other process was killed: reap them all, each counted in this init's rusage, and
+/// report the command's end with it.
+fn reap_everything(command: Pid, report: &OwnedFd) -> ! {
+    let mut status = None;
+    loop {
+        match sys::wait_child(None, true) {
+            Ok(st @ (Ended::Exited(pid, _) | Ended::Signaled(pid, _))) if pid == command => status = Some(st),
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::ECHILD) => match status {
+                Some(st) => finish(report, st, true),
+                None => std::process::exit(1),
+            },
+            Err(_) => std::process::exit(1),
         }
     }
 }

@@ -678,7 +678,16 @@ struct Supervisor {
     tty_cutoff: Option<Instant>,
     /// Whose tasks the terminal relays look at.
     sandbox: crate::terminal_readers::Sandbox,
+    /// Without a cgroup, the init counts what the sandbox used: to end it, the init is asked to
+    /// kill and reap everything first ([`Supervisor::kill_all`]).
+    init_counts: bool,
+    /// Once the init was asked: when it is killed all the same.
+    kill_init_at: Option<Instant>,
 }
+
+/// How long an init asked to end its sandbox has before it is killed: killing and reaping a few
+/// thousand processes takes a few ms.
+const END_WITHIN: Duration = Duration::from_millis(100);
 
 /// How long an ended sandbox's terminal output is still relayed to a caller that is slow to read.
 const TTY_DRAIN: Duration = Duration::from_millis(250);
@@ -713,6 +722,13 @@ impl Supervisor {
         // when the sandbox's last writer is gone.
         crate::sys::redirect_stdio_to_null();
         let sandbox = crate::terminal_readers::Sandbox::of(spec, child.init.as_raw());
+        // The init may kill only processes of its own ids (it keeps no capability): the
+        // command's, unless the command runs as another user of a root caller's namespace or
+        // keeps a capability that could change its ids. Elsewhere it is killed at once, as with
+        // a cgroup, and what its children used goes uncounted.
+        let caller = crate::spec::Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
+        let init_kills = spec.namespaces.pid && spec.namespaces.user && spec.capabilities.is_empty() && crate::plan::setup_ids(spec.user, caller) == spec.user;
+        let init_counts = child.cgroup.is_none() && execs.is_none() && init_kills;
         Supervisor {
             sandbox,
             init: child.init,
@@ -738,6 +754,8 @@ impl Supervisor {
             setup_error: None,
             forced: None,
             tty_cutoff: None,
+            init_counts,
+            kill_init_at: None,
         }
     }
 
@@ -754,13 +772,30 @@ impl Supervisor {
         if self.forced.is_none() {
             self.forced = why;
         }
+        self.kill_all();
+    }
+
+    /// Kill every process of the sandbox. A dead init's children are reaped by the kernel
+    /// uncounted (it ignores SIGCHLD for them), so where the init's rusage is the only count of
+    /// what the sandbox used, the init is asked first to kill them all and reap them (counted),
+    /// then to report and leave; it is killed itself if it has not ended within END_WITHIN.
+    fn kill_all(&mut self) {
+        if self.init_counts && self.kill_init_at.is_none() {
+            let mark = libc::sigval { sival_ptr: crate::sandbox::END_MARK as usize as *mut libc::c_void };
+            // SAFETY: sigqueue(3) to our own child (see STOP_CARRIER).
+            if unsafe { libc::sigqueue(self.init.as_raw(), crate::sandbox::STOP_CARRIER, mark) } == 0 {
+                self.kill_init_at = Some(Instant::now() + END_WITHIN);
+                return;
+            }
+        }
         let _ = kill(self.init, Signal::SIGKILL);
     }
 
     fn poll_timeout(&self) -> PollTimeout {
         let tty = self.tty.as_ref().filter(|t| !t.finished());
         let tty_due = [tty.and_then(TtyRelay::next_due), tty.and(self.tty_cutoff)];
-        let next = [self.deadline, self.next_cpu_check, self.execs.as_ref().and_then(Execs::next_due)].into_iter().chain(tty_due).flatten().min();
+        let next =
+            [self.deadline, self.next_cpu_check, self.kill_init_at, self.execs.as_ref().and_then(Execs::next_due)].into_iter().chain(tty_due).flatten().min();
         match next {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
@@ -939,13 +974,16 @@ impl Supervisor {
                     if self.forced.is_none() {
                         self.forced = Some(Reason::OutputLimit);
                     }
-                    let _ = kill(self.init, Signal::SIGKILL);
                     relay.close();
+                    self.kill_all();
                 }
             }
         }
         if self.report_open {
             self.check_cpu_time();
+        }
+        if self.kill_init_at.is_some_and(|d| Instant::now() >= d) {
+            self.kill_all();
         }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             self.deadline = None;
