@@ -39,8 +39,11 @@ pub struct Execs {
     /// To and from the sandbox's init. Non-blocking: the helper never waits on the init (which
     /// may itself be waiting for the helper to read its reports).
     work: OwnedFd,
-    /// Messages for the init that did not fit in the socket yet, with their fds.
-    outbox: std::collections::VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
+    /// Messages for the init that did not fit in the socket yet, with their fds, and the exec a
+    /// message starts.
+    outbox: std::collections::VecDeque<(Vec<u8>, Vec<OwnedFd>, Option<u32>)>,
+    /// Execs whose message the socket refused (not for lack of room), to fail in [`Execs::pump`].
+    unsent: Vec<(u32, SetupError)>,
     execs: HashMap<u32, Exec>,
     /// The sandbox cgroup's OOM kills already put down to an exec (or before one that was).
     oom_credited: u64,
@@ -57,7 +60,7 @@ pub type OomKills<'a> = &'a dyn Fn() -> u64;
 impl Execs {
     pub fn new(requests: OwnedFd, work: OwnedFd, sandbox: crate::terminal_readers::Sandbox) -> Execs {
         let _ = crate::relay::set_nonblocking(work.as_raw_fd());
-        Execs { requests: Some(requests), work, outbox: Default::default(), execs: HashMap::new(), oom_credited: 0, oom_noted: 0, sandbox }
+        Execs { requests: Some(requests), work, outbox: Default::default(), unsent: Vec::new(), execs: HashMap::new(), oom_credited: 0, oom_noted: 0, sandbox }
     }
 
     /// The fds to poll: the request socket, the work socket, then each relay's.
@@ -94,6 +97,11 @@ impl Execs {
     pub fn pump(&mut self, out: &mut Control, oom: OomKills) {
         self.flush_outbox();
         self.take_requests(out, oom);
+        for (id, error) in std::mem::take(&mut self.unsent) {
+            if self.execs.remove(&id).is_some() {
+                out.send(&Event::ExecError { id, error });
+            }
+        }
         self.take_terminals(out);
         for e in self.execs.values_mut() {
             if let Some(t) = &mut e.tty {
@@ -151,9 +159,9 @@ impl Execs {
             None => (None, fds.collect::<Vec<_>>()),
         };
         let msg = serde_json::to_vec(&Work::Exec(req)).unwrap_or_default();
-        self.outbox.push_back((msg, passed));
-        self.flush_outbox();
         self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None, reported: false, oom_at_start });
+        self.outbox.push_back((msg, passed, Some(id)));
+        self.flush_outbox();
     }
 
     fn take_terminals(&mut self, out: &mut Control) {
@@ -191,16 +199,22 @@ impl Execs {
     }
 
     fn send_work(&mut self, w: &Work) {
-        self.outbox.push_back((serde_json::to_vec(w).unwrap_or_default(), Vec::new()));
+        self.outbox.push_back((serde_json::to_vec(w).unwrap_or_default(), Vec::new(), None));
         self.flush_outbox();
     }
 
     /// Send what the socket takes now, in order; the rest waits for POLLOUT.
     fn flush_outbox(&mut self) {
-        while let Some((msg, fds)) = self.outbox.front() {
+        while let Some((msg, fds, exec)) = self.outbox.front() {
             let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
             match crate::sys::send_message(&self.work, msg, &raw, Step::SendExec) {
                 Err(e) if e.errno.as_deref() == Some("EAGAIN") => return,
+                // Refused for itself (its descriptors in flight, memory): that exec fails, where it
+                // would have waited for an answer the init never gets.
+                Err(e) if exec.is_some() && !matches!(e.errno.as_deref(), Some("EPIPE" | "ECONNRESET")) => {
+                    self.unsent.push((exec.expect("matched"), e));
+                    self.outbox.pop_front();
+                }
                 // Sent, or the init is gone (its end then shows in the reports).
                 _ => {
                     self.outbox.pop_front();

@@ -926,6 +926,9 @@ impl Supervisor {
         match poll(&mut fds, self.poll_timeout()) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => {
+                // Nothing here can be watched any more (the deadline, the caller's end): the
+                // sandbox ends now, rather than run unwatched while run() waits for its init.
+                let _ = kill(self.init, Signal::SIGKILL);
                 self.report_open = false;
                 return;
             }
