@@ -420,9 +420,25 @@ fn read_layout() -> Result<Layout, SetupError> {
     Ok(parse_layout(&read("/proc/self/cgroup")?, &read("/proc/self/mountinfo")?))
 }
 
+/// [`PARENT_ENV`]'s value, as a process that reads its environment only once fixed it.
+static PARENT_FIXED: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+/// From now on [`detect`] takes `value` for [`PARENT_ENV`] and never reads the environment: the
+/// addon, whose threads must not (a getenv there races a setenv of Node's main thread).
+pub fn fix_parent_env(value: Option<std::ffi::OsString>) {
+    let _ = PARENT_FIXED.set(value);
+}
+
+fn parent_env() -> Option<std::ffi::OsString> {
+    match PARENT_FIXED.get() {
+        Some(fixed) => fixed.clone(),
+        None => std::env::var_os(PARENT_ENV),
+    }
+}
+
 /// The host `layout` shows, beneath the parent [`PARENT_ENV`] names if it does.
 fn host_of(layout: Layout) -> CgroupHost {
-    let chosen = std::env::var_os(PARENT_ENV).filter(|p| !p.is_empty()).map(|p| {
+    let chosen = parent_env().filter(|p| !p.is_empty()).map(|p| {
         // Refused, never taken as unset.
         let text = p.into_string().map_err(|p| format!("{PARENT_ENV}={} is not UTF-8 text, as cgroup paths here are", p.to_string_lossy()))?;
         with_parent(layout.clone(), &text)

@@ -126,7 +126,12 @@ static HELPER_ENV: OnceLock<Vec<CString>> = OnceLock::new();
 fn read_helper_env() {
     use std::os::unix::ffi::OsStrExt;
     let name = isolate_core::cgroup::PARENT_ENV;
-    HELPER_ENV.get_or_init(|| std::env::var_os(name).and_then(|v| CString::new([name.as_bytes(), b"=", v.as_bytes()].concat()).ok()).into_iter().collect());
+    HELPER_ENV.get_or_init(|| {
+        let value = std::env::var_os(name);
+        // What this process's own cgroup sweeps and probe see too, read no more.
+        isolate_core::cgroup::fix_parent_env(value.clone());
+        value.and_then(|v| CString::new([name.as_bytes(), b"=", v.as_bytes()].concat()).ok()).into_iter().collect()
+    });
 }
 
 pub(crate) fn helper_env() -> Vec<CString> {
@@ -567,6 +572,7 @@ pub fn set_output_processing(fd: i32, on: bool) -> Option<bool> {
 /// What this host allows (see isolate_core::probe).
 #[napi]
 pub fn probe() -> Result<serde_json::Value> {
+    read_helper_env();
     serde_json::to_value(isolate_core::probe::probe()).map_err(|e| Error::from_reason(e.to_string()))
 }
 
