@@ -3,7 +3,7 @@ import test from 'ava'
 import { createHash } from 'node:crypto'
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { IsolateError } from '../index.js'
+import { createSandbox, IsolateError, spawnIsolated } from '../index.js'
 import { alpineTarball, buildMiniRootfs, isRoot, removeDir, sh, tempDir, unpackAlpine } from './helpers.js'
 
 /** Every entry's path, type, mode, owner, size, inode, mtime and content hash (or link target). */
@@ -56,6 +56,28 @@ test('overlay with a kept upper: a second sandbox starts from the first one\'s c
   t.deepEqual(manifest(dir), before)
   const fresh = await sh('cat /data/note 2>&1', { rootfs: dir, overlay: true })
   t.regex(fresh.stdout, /No such file/)
+})
+
+test('a kept upper serves one sandbox at a time: a second one while the first runs is refused, the next one after its end starts at once', async (t) => {
+  const dir = rootfs()
+  const upper = tempDir('isolate-upper-')
+  t.teardown(() => (removeDir(dir), removeDir(upper)))
+  const options = { rootfs: dir, overlay: { upper } }
+  const first = await createSandbox(options)
+  t.teardown(() => void first.destroy())
+  await first.exec('/bin/sh', ['-c', 'echo one > /note'])
+  const e = await t.throwsAsync(spawnIsolated('/bin/true', [], options), { instanceOf: IsolateError })
+  t.deepEqual([e?.code, e?.step, e?.errno, e?.path], ['ERR_ISOLATE_SETUP', 'mount_overlay', 'EAGAIN', upper])
+  t.regex(e?.message ?? '', /kept upper directory of another sandbox that is running/)
+  t.regex(e?.hint ?? '', /one sandbox at a time per overlay\.upper/)
+  t.is((await first.exec('/bin/cat', ['/note'])).stdout, 'one\n', 'the running one is untouched')
+  await first.destroy()
+  // A session resumed right after the end (the end is reported once the overlay and its lock are gone).
+  for (let i = 0; i < 3; i++) {
+    const next = await sh('cat /note; echo again >> /note', options)
+    t.is(next.exitCode, 0, next.stderr)
+  }
+  t.is((await sh('cat /note', options)).stdout, 'one\nagain\nagain\nagain\n')
 })
 
 test('a kept upper must exist: a missing one (a typo) is refused, nothing is made on the host', async (t) => {

@@ -75,6 +75,8 @@ struct Child {
     work: Option<OwnedFd>,
     /// The sandbox's mount namespace, let go once its end is reported ([`hold_mount_namespace`]).
     mount_ns: Option<OwnedFd>,
+    /// A kept overlay upper directory, locked for this sandbox ([`prepare_kept_upper`]).
+    upper_lock: Option<OwnedFd>,
 }
 
 /// The limits only a cgroup can enforce or measure for the whole sandbox.
@@ -242,7 +244,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
         (None, f) => (program(f.as_deref())?, None),
         (Some(_), f) => (None, f),
     };
-    let kept_uppers = prepare_kept_upper(spec, &plan, caller)?;
+    let (kept_uppers, upper_lock) = prepare_kept_upper(spec, &plan, caller)?;
     // A warm helper's cgroup exists already, its zygote inside; its limits go on once the spec
     // is here, before the init runs anything of it.
     let (cgroup, warm) = match warm {
@@ -399,7 +401,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     }
     // After the release, off the init's way (an init already gone has nothing left to hold).
     let mount_ns = hold_mount_namespace(&plan, init);
-    Ok(Child { init, report: report_r, relay, cgroup, tty, work, mount_ns })
+    Ok(Child { init, report: report_r, relay, cgroup, tty, work, mount_ns, upper_lock })
 }
 
 /// A detached tree ([`crate::sys::bind_tree`]) for each bind among `ops`, in order.
@@ -491,9 +493,12 @@ fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd
 /// The directory must be the caller's and writable by no one else, and what lies in it is made
 /// and changed through descriptors, never through a symlink: the sandbox's own id owns each layer
 /// and may have swapped its parts since the last run.
-fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -> Result<Vec<(String, String)>, SetupError> {
+/// Also returns the directory, locked (flock) for this sandbox: two overlays at once on one upper
+/// directory are undefined behaviour to the kernel (it only warns), so a second sandbox naming it
+/// while the first runs is refused.
+fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -> Result<(Vec<(String, String)>, Option<OwnedFd>), SetupError> {
     use nix::sys::stat::Mode;
-    let Some(dir) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return Ok(Vec::new()) };
+    let Some(dir) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return Ok((Vec::new(), None)) };
     let dir = dir.trim_end_matches('/');
     let fail = |e: nix::errno::Errno, p: &str| SetupError::sys(Step::MountOverlay, e as i32, Some(p));
     let owner = sandbox_host_ids(caller)?;
@@ -506,6 +511,17 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -
         };
         fail(e, dir).with_hint(hint)
     })?;
+    // SAFETY: flock(2) on our own descriptor.
+    if unsafe { libc::flock(base.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = nix::errno::Errno::last();
+        let err = fail(e, dir);
+        return Err(if e == nix::errno::Errno::EWOULDBLOCK {
+            SetupError { message: format!("{dir} is the kept upper directory of another sandbox that is running"), ..err }
+                .with_hint("one sandbox at a time per overlay.upper: wait for the other's end (or destroy it), or give this one a directory of its own")
+        } else {
+            err
+        });
+    }
     let st = nix::sys::stat::fstat(&base).map_err(|e| fail(e, dir))?;
     if st.st_uid != caller.uid || st.st_mode & 0o022 != 0 {
         return Err(SetupError::new(
@@ -539,7 +555,7 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -
         }
         pairs.push((format!("{dir}/{layer}/upper"), format!("{dir}/{layer}/work")));
     }
-    Ok(pairs)
+    Ok((pairs, Some(base)))
 }
 
 /// The spec's seccomp filter: the built-in one, a custom profile compiled, or none.
@@ -683,6 +699,8 @@ struct Supervisor {
     init_counts: bool,
     /// Once the init was asked: when it is killed all the same.
     kill_init_at: Option<Instant>,
+    /// Held until the overlay on it is gone, let go before the caller hears of the end.
+    upper_lock: Option<OwnedFd>,
 }
 
 /// How long an init asked to end its sandbox has before it is killed: killing and reaping a few
@@ -756,6 +774,7 @@ impl Supervisor {
             tty_cutoff: None,
             init_counts,
             kill_init_at: None,
+            upper_lock: child.upper_lock,
         }
     }
 
@@ -832,7 +851,9 @@ impl Supervisor {
         // An init that reaped every other process of the sandbox reported its end and what they
         // used: its own exit (unmapping its memory, letting go of its namespaces, ~0.2 ms) runs
         // while the caller hears of the end; nothing of the command's is left to run.
-        let early = self.reaped.take();
+        // With a kept upper directory, the caller's next sandbox may take it once it hears of
+        // the end: the overlay goes with the init's exit, waited for first, and the lock after it.
+        let early = self.reaped.take().filter(|_| self.upper_lock.is_none());
         let (status, ru) = match early {
             Some(r) => (None, r.as_rusage()),
             None => wait_with_usage(self.init),
@@ -840,6 +861,7 @@ impl Supervisor {
         // The pid namespace is gone with the init; the cgroup's count is the last word.
         let cg_usage = self.cgroup.as_ref().map(|cg| cg.usage());
         let ev = self.end_event(status, ru, cg_usage, out);
+        drop(self.upper_lock.take());
         out.send(&ev);
         if early.is_some() {
             // Reaped before its cgroup goes (a cgroup with a process in it cannot be removed).
