@@ -105,7 +105,7 @@ Process:
                            as this one and following its resizes; Ctrl-C reaches the command
   -i, --interactive        accepted for docker-style -it (stdin is always passed)
 
-Limits (durations like 500ms, 5s, 2m or plain milliseconds; sizes like 64M, 1G, 512K or bytes):
+Limits (durations with a unit: 500ms, 5s, 2m, 1h; sizes like 64M, 1G, 512K or bytes):
   --timeout DURATION       wall-clock limit; the whole sandbox is killed and isolate exits 124
   --memory SIZE            memory limit, swap off (the sandbox's cgroup; reason oom)
   --pids N                 process/thread limit    (the sandbox's cgroup)
@@ -118,7 +118,8 @@ Limits (durations like 500ms, 5s, 2m or plain milliseconds; sizes like 64M, 1G, 
 
 Output:
   --json                   after the command ends, print one JSON object on stdout:
-                           {command, exitCode, signal, reason, durationMs, pid}, or {error} when
+                           {command, exitCode, signal, reason, durationMs, pid, usage: {cpuUserMs,
+                           cpuSystemMs, peakMemoryBytes, wallMs}}, or {error} when
                            the sandbox could not be set up. The command's own stdout and stderr
                            then go to isolate's stderr, so stdout holds only that JSON.
                            Without --json the command's stdin, stdout and stderr are isolate's own.
@@ -271,11 +272,13 @@ const MORE = {
 // ---------------------------------------------------------------------------------------------
 // Value parsers
 
-/** `500ms`, `5s`, `2m`, `1h`, or plain milliseconds; a positive whole number of milliseconds. */
+/** `500ms`, `5s`, `2m`, `1h`: a positive whole number of milliseconds. A bare number is refused:
+ * `timeout 5` means seconds, and read as milliseconds it ended every command at once. */
 function parseDuration(flag: string, text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/i.exec(text.trim())
-  if (!m) throw new UsageError(`${flag}: invalid duration ${JSON.stringify(text)}; use e.g. 500ms, 5s, 2m or plain milliseconds`)
-  const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms').toLowerCase() as 'ms' | 's' | 'm' | 'h']
+  if (!m) throw new UsageError(`${flag}: invalid duration ${JSON.stringify(text)}; use e.g. 500ms, 5s, 2m or 1h`)
+  if (m[2] === undefined) throw new UsageError(`${flag}: ${JSON.stringify(text)} needs a unit: ${m[1]}s for seconds, ${m[1]}ms for milliseconds`)
+  const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2].toLowerCase() as 'ms' | 's' | 'm' | 'h']
   const ms = Math.round(Number(m[1]) * scale)
   if (!(ms > 0)) throw new UsageError(`${flag}: the duration must be at least 1ms, got ${JSON.stringify(text)}`)
   if (!Number.isSafeInteger(ms)) throw new UsageError(`${flag}: the duration is too long (at most ${Number.MAX_SAFE_INTEGER} ms), got ${JSON.stringify(text)}`)

@@ -56,9 +56,13 @@ test('run: a bad --timeout is a usage error (125)', async (t) => {
   const r = await cli(['run', '--timeout', '5 parsecs', '--', '/bin/true'])
   t.is(r.status, 125)
   t.regex(r.stderr, /^isolate: --timeout: invalid duration/)
-  const long = await cli(['run', '--timeout', '99999999999999999', '--memory', '1', '--', '/bin/true'])
+  const long = await cli(['run', '--timeout', '99999999999999999ms', '--memory', '1', '--', '/bin/true'])
   t.is(long.status, 125)
   t.regex(long.stderr, /^isolate: --timeout: the duration is too long/)
+  // A bare number: timeout(1) reads seconds, and as milliseconds every command was ended at once.
+  const bare = await cli(['run', '--timeout', '5', '--', '/bin/true'])
+  t.is(bare.status, 125)
+  t.regex(bare.stderr, /^isolate: --timeout: "5" needs a unit: 5s for seconds, 5ms for milliseconds/)
 })
 
 test('run: a missing command exits 125 with the failing step and errno', async (t) => {
