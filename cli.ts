@@ -19,7 +19,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Socket } from 'node:net'
-import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
+import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxOptions, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
 import { encodeFrame, Frame, jsonFrame, onFrames } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { loadNative } from './lib/native.js'
@@ -796,7 +796,8 @@ async function create(argv: string[]): Promise<number> {
     ...(options.limits ? { limits: options.limits } : {}),
   }
   try {
-    const { id } = await startKeeper(CLI_FILE, { options, name, summary })
+    // create takes no --output: what sandboxOptions made has no limits.outputBytes.
+    const { id } = await startKeeper(CLI_FILE, { options: options as SandboxOptions, name, summary })
     if (await delivered(`${id}\n`)) return 0
     // Nobody got its ID (isolate create | true): a sandbox nobody knows of is removed again.
     const { dir, entry } = await findSandbox(id)

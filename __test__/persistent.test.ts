@@ -140,6 +140,7 @@ test('a failed exec rejects with its step and errno, and the sandbox lives on', 
 test('createSandbox refuses per-command options and reports setup failures like spawnIsolated', async (t) => {
   const tty = await t.throwsAsync(createSandbox({ tty: true } as never), { instanceOf: IsolateError })
   t.is(tty?.option, 'tty')
+  // @ts-expect-error: its type refuses it too
   const out = await t.throwsAsync(createSandbox({ limits: { outputBytes: 10 } }), { instanceOf: IsolateError })
   t.is(out?.option, 'limits.outputBytes')
   const fdsBefore = openFds().length

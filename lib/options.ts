@@ -451,7 +451,8 @@ function parseStdio(v: unknown): [StdioMode, StdioMode, StdioMode] {
 }
 
 /** Options of `createSandbox`: those of `spawnIsolated` that describe the sandbox, not one command. */
-export type SandboxOptions = Omit<SpawnOptions, 'stdio' | 'tty'>
+/** `limits.outputBytes` is refused in this version (a sandbox's output is its execs'). */
+export type SandboxOptions = Omit<SpawnOptions, 'stdio' | 'tty' | 'limits'> & { limits?: Omit<Limits, 'outputBytes'> & { outputBytes?: never } }
 
 const PER_EXEC = ['stdio', 'tty', ...RUN_ONLY]
 
