@@ -58,7 +58,7 @@ const DRAIN_MS = 250
 export const ID_LENGTH = 12
 
 const destroyedError = (id: string) =>
-  new IsolateError(`the sandbox ${id} has ended; nothing can run in it any more`, {
+  new IsolateError(`the sandbox ${id} has ended or is being destroyed; nothing can run in it any more`, {
     code: 'ERR_ISOLATE_DESTROYED',
     hint: 'create a new sandbox with createSandbox()',
   })
