@@ -131,7 +131,7 @@ test('the mount table holds only the intended mounts', async (t) => {
   const provided = ['/', '/proc', '/dev', '/dev/pts', '/dev/shm', '/tmp', ...['null', 'zero', 'full', 'random', 'urandom', 'tty'].map((n) => `/dev/${n}`)]
   const systemDirs = ['/usr', '/etc', '/lib', '/lib32', '/lib64', '/libx32', '/bin', '/sbin', '/opt']
   const secrets = ['/etc/shadow', '/etc/shadow-', '/etc/gshadow', '/etc/gshadow-', '/etc/sudoers', '/etc/sudoers.d', '/etc/ssh', '/etc/ssl/private', '/etc/security/opasswd', '/etc/krb5.keytab']
-  const procCovered = ['kcore', 'keys', 'key-users', 'kmsg', 'kallsyms', 'kpagecount', 'kpageflags', 'kpagecgroup', 'timer_list', 'sched_debug', 'latency_stats', 'sysrq-trigger', 'config.gz', 'acpi', 'scsi', 'asound', 'firmware', 'driver', 'sys', 'bus', 'fs', 'irq'].map((n) => `/proc/${n}`)
+  const procCovered = ['kcore', 'keys', 'key-users', 'kmsg', 'kallsyms', 'kpagecount', 'kpageflags', 'kpagecgroup', 'timer_list', 'sched_debug', 'latency_stats', 'sysrq-trigger', 'config.gz', 'acpi', 'scsi', 'asound', 'firmware', 'driver', 'cmdline', 'sys', 'bus', 'fs', 'irq', 'pressure'].map((n) => `/proc/${n}`)
   const hostMounts = new Set(readFileSync('/proc/self/mountinfo', 'utf8').trim().split('\n').map((l) => l.split(' ')[4]))
   for (const p of points) {
     const underSystem = systemDirs.some((d) => p === d || p.startsWith(`${d}/`))
