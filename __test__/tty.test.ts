@@ -322,6 +322,8 @@ test.serial("a sandbox that keeps its memory's lock contended does not hold the 
   // look at a task in poll reads its memory. Before, the helper's read waited for the lock with
   // the deadline unenforced: the sandbox ended about 1.5 s late.
   const r = await runIsolated('/j/hold', ['64'], { tty: true, input: '', timeoutMs: 1500, mounts: [{ type: 'bind', source: dir, target: '/j' }] })
-  t.is(r.reason, 'timeout')
+  // Its timeout ends it, unless it was told the end of input first (where the helper reads no
+  // memory at all, as rootless, the relay's fallback types it: the poll then returns and it exits).
+  t.true(r.reason === 'timeout' || (r.reason === 'exited' && r.exitCode === 0), `${r.reason} ${r.exitCode} ${r.stderr}`)
   t.true(r.durationMs < 2300, `ended ${Math.round(r.durationMs)} ms after the start, for a timeout of 1500 ms`)
 })
