@@ -228,7 +228,8 @@ export function unsupported(option: string, message: string): IsolateError {
 /** A sandbox's helper ended without telling how its sandbox ended: only a SIGKILL from outside
  * (it ignores the stop signals) or a crash does that; the sandbox's processes went with it. */
 export function helperGone(pid: number): IsolateError {
-  return new IsolateError(`the sandbox helper (pid ${pid}) ended without reporting`, {
+  // 0: forked by the helper server, which reaps it; this process never had its pid.
+  return new IsolateError(`the sandbox helper${pid > 0 ? ` (pid ${pid})` : ''} ended without reporting`, {
     code: 'ERR_ISOLATE_HELPER',
     step: 'supervise',
     hint: 'it was killed from outside (SIGKILL, the host\'s OOM killer) or crashed; the sandbox\'s processes ended with it. If nothing killed it, please report this as a bug',
