@@ -695,7 +695,7 @@ struct Supervisor {
     /// Whose tasks the terminal relays look at.
     sandbox: crate::terminal_readers::Sandbox,
     /// Without a cgroup, the init counts what the sandbox used: to end it, the init is asked to
-    /// kill and reap everything first ([`Supervisor::kill_all`]).
+    /// kill and reap everything first ([`Supervisor::kill_all`]); false once asked.
     init_counts: bool,
     /// Once the init was asked: when it is killed all the same.
     kill_init_at: Option<Instant>,
@@ -799,7 +799,9 @@ impl Supervisor {
     /// what the sandbox used, the init is asked first to kill them all and reap them (counted),
     /// then to report and leave; it is killed itself if it has not ended within END_WITHIN.
     fn kill_all(&mut self) {
-        if self.init_counts && self.kill_init_at.is_none() {
+        if self.init_counts {
+            // Asked once: from then on (its time is up, or another reason came) it is killed.
+            self.init_counts = false;
             let mark = libc::sigval { sival_ptr: crate::sandbox::END_MARK as usize as *mut libc::c_void };
             // SAFETY: sigqueue(3) to our own child (see STOP_CARRIER).
             if unsafe { libc::sigqueue(self.init.as_raw(), crate::sandbox::STOP_CARRIER, mark) } == 0 {
@@ -807,6 +809,7 @@ impl Supervisor {
                 return;
             }
         }
+        self.kill_init_at = None;
         let _ = kill(self.init, Signal::SIGKILL);
     }
 
