@@ -486,6 +486,9 @@ fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd
     crate::sys::send_fds(sock, &raw)
 }
 
+/// A layer's upper and work directories, as paths.
+type UpperPair = (String, String);
+
 /// A kept upper directory gets one `<layer>/{upper,work}` pair per overlay, owned by the
 /// sandbox's root as the host sees it, so the sandbox can write its layer and nothing else of
 /// the host. Created here, on the caller's side, before any namespace exists; the sandbox opens
@@ -496,7 +499,7 @@ fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd
 /// Also returns the directory, locked (flock) for this sandbox: two overlays at once on one upper
 /// directory are undefined behaviour to the kernel (it only warns), so a second sandbox naming it
 /// while the first runs is refused.
-fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -> Result<(Vec<(String, String)>, Option<OwnedFd>), SetupError> {
+fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -> Result<(Vec<UpperPair>, Option<OwnedFd>), SetupError> {
     use nix::sys::stat::Mode;
     let Some(dir) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return Ok((Vec::new(), None)) };
     let dir = dir.trim_end_matches('/');
