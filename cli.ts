@@ -309,16 +309,25 @@ function parseCpus(text: string): number {
   return n
 }
 
-/** `text` split at each ':' that no backslash escapes: `\:` is a ':' of a path and `\\` a
- * backslash (any other backslash is itself, as paths written before this had them). */
+/** `text` split at each ':' that no backslash escapes. Backslashes matter only before a ':' (as
+ * Windows reads them before a quote): there each pair is one backslash of the path, and one left
+ * over makes the ':' the path's; anywhere else a backslash is itself, as paths written before
+ * this had them. `a\:b` is the path `a:b`; `a\\:b` the path `a\` and then `b`. */
 function splitColons(text: string): string[] {
   const parts = ['']
   for (let i = 0; i < text.length; i++) {
-    const c = text[i]
-    if (c === ':') parts.push('')
-    else if (c !== '\\') parts[parts.length - 1] += c
-    else if (text[i + 1] === ':' || text[i + 1] === '\\') parts[parts.length - 1] += text[++i]
-    else parts[parts.length - 1] += c
+    let run = 0
+    while (text[i + run] === '\\') run++
+    if (run > 0 && text[i + run] === ':') {
+      parts[parts.length - 1] += '\\'.repeat(run >> 1)
+      i += run
+      if (run % 2) parts[parts.length - 1] += ':'
+      else parts.push('')
+    } else if (run > 0) {
+      parts[parts.length - 1] += '\\'.repeat(run)
+      i += run - 1
+    } else if (text[i] === ':') parts.push('')
+    else parts[parts.length - 1] += text[i]
   }
   return parts
 }

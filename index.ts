@@ -98,6 +98,7 @@ const START_HINTS: Record<string, string> = {
   EAGAIN: "a process limit of this user was reached (RLIMIT_NPROC, or the pids limit of the caller's cgroup): start fewer sandboxes at once",
   ENOMEM: 'the host is out of memory',
   ETIMEDOUT: "this process's helper server, which forks the helpers, took more than 10 s to answer (a host too loaded to fork, or the server was stopped): the start fails rather than hand the sandbox to a second helper beside one the server may have made; the next start begins a new server",
+  ECONNRESET: "this process's helper server, which forks the helpers, ended (killed?) after it was sent this start: the start fails rather than hand the sandbox to a second helper beside one the server may have made; the next start begins a new server",
 }
 
 function helperStartFailure(err: Error, helperPath: string): IsolateError {

@@ -104,9 +104,13 @@ test("run: a ':' of a path is written '\\:' in --bind and --tmpfs", async (t) =>
   mkdirSync(join(dir, 'a:b'))
   writeFileSync(join(dir, 'a:b', 'f'), 'through the colon\n')
   const esc = (p: string) => p.replaceAll(':', '\\:')
-  const r = await cli(['run', '--bind', `${esc(join(dir, 'a:b'))}:${esc('/in:side')}`, '--tmpfs', `${esc('/t:mp')}:1M`, '--', '/bin/sh', '-c', 'cat /in:side/f; df -k /t:mp | tail -n 1'])
+  // A backslash not before a ':' is the path's own, as before; one that ends a path before the ':' is doubled.
+  mkdirSync(join(dir, 'back\\slash\\'))
+  writeFileSync(join(dir, 'back\\slash\\', 'g'), 'through the backslash\n')
+  const r = await cli(['run', '--bind', `${esc(join(dir, 'a:b'))}:${esc('/in:side')}`, '--tmpfs', `${esc('/t:mp')}:1M`,
+    '--bind', `${join(dir, 'back\\slash\\\\')}:/bs`, '--', '/bin/sh', '-c', 'cat /in:side/f; df -k /t:mp | tail -n 1; cat /bs/g'])
   t.is(r.status, 0, r.stderr)
-  t.regex(r.stdout, /^through the colon\ntmpfs\s+1024\s/)
+  t.regex(r.stdout, /^through the colon\ntmpfs\s+1024\s.*\nthrough the backslash\n$/)
   const plain = await cli(['run', '--bind', `${join(dir, 'a:b')}:/x`, '--', '/bin/true'])
   t.is(plain.status, 125, 'unescaped, the path has too many parts')
   t.regex(plain.stderr, /too many ':'.*'\\:' for a ':' in a path/)

@@ -108,12 +108,13 @@ test.serial("without a cgroup, a sandbox ended by force still counts what its pr
   const loops = 'sh -c "while :; do :; done" & while :; do :; done'
   const timedOut = await runIsolated('/bin/sh', ['-c', loops], { timeoutMs: 600 })
   t.is(timedOut.reason, 'timeout')
-  t.true(timedOut.usage.cpuUserMs + timedOut.usage.cpuSystemMs >= 300, `two busy loops for 600 ms: ${JSON.stringify(timedOut.usage)}`)
+  // Before, the init's own ~1 ms; bounds low enough for a machine the other test files load.
+  t.true(timedOut.usage.cpuUserMs + timedOut.usage.cpuSystemMs >= 100, `two busy loops for 600 ms: ${JSON.stringify(timedOut.usage)}`)
   const python = "x = bytearray(40 << 20)\nwhile True: pass"
   const canceled = await runIsolated('/usr/bin/python3', ['-c', python], { signal: AbortSignal.timeout(800) })
   t.is(canceled.reason, 'canceled')
   t.true(canceled.usage.peakMemoryBytes >= 40 << 20, `a 40 MiB program: ${JSON.stringify(canceled.usage)}`)
-  t.true(canceled.usage.cpuUserMs + canceled.usage.cpuSystemMs >= 150, JSON.stringify(canceled.usage))
+  t.true(canceled.usage.cpuUserMs + canceled.usage.cpuSystemMs >= 50, JSON.stringify(canceled.usage))
 })
 
 test('the result carries usage', async (t) => {

@@ -702,6 +702,10 @@ struct Supervisor {
     init_counts: bool,
     /// Once the init was asked: when it is killed all the same.
     kill_init_at: Option<Instant>,
+    /// The command runs: the init reads the helper's signals (before, it would not see the ask).
+    command_started: bool,
+    /// Past the deadline: the relay is closed once the init has ended it.
+    close_relay_at_end: bool,
     /// Held until the overlay on it is gone, let go before the caller hears of the end.
     upper_lock: Option<OwnedFd>,
 }
@@ -777,6 +781,8 @@ impl Supervisor {
             tty_cutoff: None,
             init_counts,
             kill_init_at: None,
+            command_started: false,
+            close_relay_at_end: false,
             upper_lock: child.upper_lock,
         }
     }
@@ -802,7 +808,9 @@ impl Supervisor {
     /// what the sandbox used, the init is asked first to kill them all and reap them (counted),
     /// then to report and leave; it is killed itself if it has not ended within END_WITHIN.
     fn kill_all(&mut self) {
-        if self.init_counts {
+        // Only once the command runs: during the setup the init reads no signal, and would
+        // start the command before it saw the ask.
+        if self.init_counts && self.command_started {
             // Asked once: from then on (its time is up, or another reason came) it is killed.
             self.init_counts = false;
             let mark = libc::sigval { sival_ptr: crate::sandbox::END_MARK as usize as *mut libc::c_void };
@@ -958,6 +966,12 @@ impl Supervisor {
                 // sandbox ends now, rather than run unwatched while run() waits for its init.
                 let _ = kill(self.init, Signal::SIGKILL);
                 self.report_open = false;
+                if let Some(relay) = &mut self.relay {
+                    relay.close();
+                }
+                if let Some(tty) = &mut self.tty {
+                    tty.close();
+                }
                 return;
             }
         }
@@ -1005,8 +1019,11 @@ impl Supervisor {
                     if self.forced.is_none() {
                         self.forced = Some(Reason::OutputLimit);
                     }
+                    // Not through the init (kill_all): its kill would come after the close, and
+                    // the command could end by SIGPIPE first. Its children's use goes uncounted
+                    // where no cgroup counts it (README).
+                    let _ = kill(self.init, Signal::SIGKILL);
                     relay.close();
-                    self.kill_all();
                 }
             }
         }
@@ -1019,8 +1036,14 @@ impl Supervisor {
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             self.deadline = None;
             self.end_sandbox(Some(Reason::Timeout));
+            self.close_relay_at_end = true;
+        }
+        // Whatever is still buffered past the deadline is not waited for; while the init kills
+        // and reaps (kill_all), the pipes stay open: closed now, the command could end by
+        // SIGPIPE before the init's SIGKILL.
+        if self.close_relay_at_end && (self.kill_init_at.is_none() || !self.report_open) {
+            self.close_relay_at_end = false;
             if let Some(relay) = &mut self.relay {
-                // Whatever is still buffered past the deadline is not waited for.
                 relay.pump();
                 relay.close();
             }
@@ -1059,7 +1082,10 @@ impl Supervisor {
             let cgroup = &self.cgroup;
             let oom = || cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
             match serde_json::from_str::<Report>(&line) {
-                Ok(Report::Started) => out.send(&Event::Spawned { pid: command_pid(self.init) }),
+                Ok(Report::Started) => {
+                    self.command_started = true;
+                    out.send(&Event::Spawned { pid: command_pid(self.init) })
+                }
                 Ok(Report::Ready) => out.send(&Event::Ready { pid: self.init.as_raw() }),
                 Ok(r) if self.execs.as_mut().is_some_and(|x| x.on_report(&r, out, &oom)) => {}
                 Ok(Report::SetupFailed(e)) => self.setup_error = Some(e),

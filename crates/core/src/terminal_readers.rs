@@ -27,8 +27,8 @@
 //!
 //! What a look costs is bounded (tasks, files opened, bytes of memory read), and it makes no call
 //! that waits on a lock or a page the sandbox controls: the one read that takes such a lock, of
-//! a task's memory (its mmap lock), is made by a child given 20 ms; the relay spaces looks by
-//! their cost.
+//! a task's memory (its mmap lock), is made by a child given 20 ms, once per look at most when
+//! it fails; the relay spaces looks by their cost.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -155,6 +155,13 @@ impl Budget {
         self.memory = left;
         true
     }
+
+    /// A read of memory failed (or ran out of its time): none more in this look, so one look
+    /// waits at most one read's bound, however many tasks poll. Always None.
+    fn spend_memory<T>(&mut self) -> Option<T> {
+        self.memory = 0;
+        None
+    }
 }
 
 /// A small /proc file's text (a task's name in it may be any bytes); None when it is missing,
@@ -275,7 +282,7 @@ impl Task<'_> {
                 if !memory || count > MAX_FDS || !budget.take_memory(count * 8) {
                     return None;
                 }
-                let bytes = self.memory(at, count * 8)?;
+                let bytes = self.memory(at, count * 8).or_else(|| budget.spend_memory())?;
                 let reads = (libc::POLLIN | libc::POLLRDNORM) as u16;
                 Some(bytes.chunks_exact(8).any(|p| {
                     let fd = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
@@ -290,7 +297,7 @@ impl Task<'_> {
                 if !memory || nfds > MAX_FDS || !budget.take_memory(nfds.div_ceil(64) * 8) {
                     return None;
                 }
-                let bytes = self.memory(at, nfds.div_ceil(64) * 8)?;
+                let bytes = self.memory(at, nfds.div_ceil(64) * 8).or_else(|| budget.spend_memory())?;
                 Some(ttys.iter().any(|&fd| fd < nfds && bytes[(fd / 8) as usize] & (1 << (fd % 8)) != 0))
             }
             Watched::Holder => {

@@ -75,8 +75,8 @@ fn option_error(message: String) -> Error {
 
 /// The helper server was sent a helper's descriptors and did not answer: the start fails rather
 /// than give them to a second helper, spawned here, beside one the server may have forked.
-fn server_silent() -> Error {
-    sys_error("the helper server did not answer a request for a helper, and was ended", nix::errno::Errno::ETIMEDOUT)
+fn server_silent(errno: nix::errno::Errno) -> Error {
+    sys_error("the helper server did not answer a request for a helper, and was ended", errno)
 }
 
 fn sys_error(what: &str, e: nix::errno::Errno) -> Error {
@@ -306,9 +306,9 @@ impl Task for SpawnHelper {
         let stdio = self.stdio.take().ok_or_else(|| Error::from_reason("the helper was already spawned"))?;
         let w = wire(&SpecMessage::encode(&spec, filter.as_deref()), stdio, spec.persistent)?;
         let forked = server::fork_helper(&self.helper_path, &self.path, false, &w.child.iter().collect::<Vec<_>>(), spec.umask);
-        if matches!(forked, server::Forked::Unknown) {
+        if let server::Forked::Unknown(errno) = forked {
             // Dropping `w` closes our ends: a helper the server did fork sees its caller gone.
-            return Err(server_silent());
+            return Err(server_silent(errno));
         }
         if matches!(forked, server::Forked::Yes) {
             drop(w.child);
@@ -434,8 +434,8 @@ impl Task for SpawnWarmHelper {
         isolate_core::sys::send_message(&handoff, self.first.as_bytes(), &[], isolate_core::Step::ReadSpec)
             .map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
         let forked = server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff], isolate_core::sys::current_umask());
-        if matches!(forked, server::Forked::Unknown) {
-            return Err(server_silent());
+        if let server::Forked::Unknown(errno) = forked {
+            return Err(server_silent(errno));
         }
         if matches!(forked, server::Forked::Yes) {
             return Ok(SpawnedHelper { pid: 0, control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) });

@@ -41,9 +41,10 @@ pub enum Forked {
     Yes,
     /// No helper has these descriptors: spawn one with them.
     No,
-    /// The request went out and no answer came (the server stopped answering, or died): it may
-    /// have forked a helper that holds these descriptors, so a second one must not get them.
-    Unknown,
+    /// The request went out and no answer came: it may have forked a helper that holds these
+    /// descriptors, so a second one must not get them. ETIMEDOUT: it stopped answering;
+    /// ECONNRESET: it ended.
+    Unknown(Errno),
 }
 
 /// A helper forked by the server, given its descriptors in the order of their slots (see
@@ -74,7 +75,7 @@ pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask
         // reports it.
         Answer::Pid(_) => return Forked::No,
         Answer::NotSent => Forked::No,
-        Answer::None => Forked::Unknown,
+        Answer::None(errno) => Forked::Unknown(errno),
     };
     // Gone or stuck: end it (our child) and reap it; the next helper starts another.
     let gone = state.server.take().expect("checked above");
@@ -108,8 +109,8 @@ enum Answer {
     Pid(i32),
     /// The request did not go out: the server has none of the descriptors.
     NotSent,
-    /// It went out, and no answer came back in time.
-    None,
+    /// It went out, and no answer came: ETIMEDOUT (none in time) or ECONNRESET (the server ended).
+    None(Errno),
 }
 
 /// One request: the kind, the umask, this process's working directory and the helper's
@@ -129,9 +130,10 @@ fn ask(sock: &OwnedFd, warm: bool, umask: Option<u32>, cwd: &OwnedFd, fds: &[&Ow
         let n = unsafe { libc::recv(sock.as_raw_fd(), answer.as_mut_ptr().cast(), answer.len(), 0) };
         match n {
             4 => return Answer::Pid(i32::from_ne_bytes(answer)),
-            0.. => return Answer::None,
+            0.. => return Answer::None(Errno::ECONNRESET),
             _ if Errno::last() == Errno::EINTR => continue,
-            _ => return Answer::None,
+            _ if matches!(Errno::last(), Errno::EAGAIN | Errno::ETIMEDOUT) => return Answer::None(Errno::ETIMEDOUT),
+            _ => return Answer::None(Errno::last()),
         }
     }
 }
