@@ -799,7 +799,7 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         Ok(s) => s,
         Err(_) => {
             // Without a signalfd we can still be a correct reaper, only not a forwarder.
-            reap_until(child, &report)
+            reap_blocking(child, &report, false)
         }
     };
     loop {
@@ -816,14 +816,14 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
                 if marked(END_MARK) && std::process::id() == 1 {
                     // SAFETY: kill(2); every process of this pid namespace but this one.
                     unsafe { libc::kill(-1, libc::SIGKILL) };
-                    reap_everything(child, &report);
+                    reap_blocking(child, &report, true);
                 } else if signo != libc::SIGCHLD {
                     // SAFETY: kill(2) on our own child's pid.
                     unsafe { libc::kill(child.as_raw(), if stop { libc::SIGSTOP } else { signo }) };
                 }
             }
             Ok(None) | Err(Errno::EINTR) => {}
-            Err(_) => reap_until(child, &report),
+            Err(_) => reap_blocking(child, &report, false),
         }
     }
 }
@@ -843,28 +843,24 @@ fn reap_all(command: Pid) -> Option<(Ended, bool)> {
     }
 }
 
-/// Once every other process was killed: reap them all, each counted in this init's rusage, and
-/// report the command's end with it.
-fn reap_everything(command: Pid, report: &OwnedFd) -> ! {
+/// Wait for children until the command has ended, then report it. With `everything` (every other
+/// process was killed), until none is left: each reaped here is counted in this init's rusage,
+/// and the report says the init is alone.
+fn reap_blocking(command: Pid, report: &OwnedFd, everything: bool) -> ! {
     let mut status = None;
     loop {
         match sys::wait_child(None, true) {
-            Ok(st @ (Ended::Exited(pid, _) | Ended::Signaled(pid, _))) if pid == command => status = Some(st),
+            Ok(st @ (Ended::Exited(pid, _) | Ended::Signaled(pid, _))) if pid == command => {
+                if !everything {
+                    finish(report, st, false)
+                }
+                status = Some(st);
+            }
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(Errno::ECHILD) => match status {
+            Err(Errno::ECHILD) if everything => match status {
                 Some(st) => finish(report, st, true),
                 None => std::process::exit(1),
             },
-            Err(_) => std::process::exit(1),
-        }
-    }
-}
-
-fn reap_until(command: Pid, report: &OwnedFd) -> ! {
-    loop {
-        match sys::wait_child(None, true) {
-            Ok(st @ (Ended::Exited(pid, _) | Ended::Signaled(pid, _))) if pid == command => finish(report, st, false),
-            Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => std::process::exit(1),
         }
     }
