@@ -5,7 +5,7 @@
  * each limit must fail closed instead, and that is what is asserted.
  */
 import test from 'ava'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from 'node:fs'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { gunzipSync } from 'node:zlib'
@@ -50,8 +50,17 @@ const commOf = (pid: number) => {
   }
 }
 
-/** The helper a sandbox cgroup is named after (`isolate-<helper pid>-<n>`). */
-const helperOf = (dir: string) => /^isolate-(\d+)-\d+$/.exec(basename(dir))?.[1]
+/** The helper a sandbox cgroup is named after (`isolate-<helper pid>-<its start time>-<n>`). */
+const helperOf = (dir: string) => /^isolate-(\d+)-\d+-\d+$/.exec(basename(dir))?.[1]
+
+/** When a process started, in clock ticks after boot (/proc/PID/stat's 22nd field): with its pid, which process it is. */
+const startOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').pop()!.split(' ')[19])
+
+/** The own cgroups the sandbox cgroups are made beneath: v1's memory and pids, or v2's one. */
+const ownParents = () =>
+  readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')
+    .filter((l) => (host.cgroup.mode === 'v2' ? l.startsWith('0::') : /^\d+:[^:]*\b(memory|pids)\b/.test(l)))
+    .map((l) => cgroupDirOf(l).dir)
 
 /**
  * What became of a sandbox cgroup's helper: `ended` (exited, reaped or not), `warm` (a helper of
@@ -224,22 +233,23 @@ test.serial("SIGTERM to every process of the caller's service at once (systemd's
 
 test.serial("a helper server, as it starts, removes the empty cgroups that helpers no longer alive left (a SIGKILL of a whole service), and nothing else", async (t) => {
   if (!canCreate || process.env.ISOLATE_CGROUP_PARENT) return t.pass(`not here: ${canCreate ? 'sandbox cgroups go beneath ISOLATE_CGROUP_PARENT' : why}`)
-  // The own cgroups the sandbox cgroups are made beneath: v1's memory and pids, or v2's one.
-  const parents = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')
-    .filter((l) => (host.cgroup.mode === 'v2' ? l.startsWith('0::') : /^\d+:[^:]*\b(memory|pids)\b/.test(l)))
-    .map((l) => cgroupDirOf(l).dir)
+  const parents = ownParents()
   t.true(parents.length > 0, 'this process has cgroups of its own to make sandbox cgroups beneath')
   const exitedAt = spawnSync('/bin/sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim()
-  const left = parents.flatMap((p) => [join(p, `isolate-${exitedAt}-0`), join(p, `isolate-${exitedAt}-0`, 'inner')])
-  const living = parents.map((p) => join(p, `isolate-${process.pid}-999999`))
-  for (const d of [...left, ...living]) mkdirSync(d)
-  t.teardown(() => [...left].reverse().concat(living).forEach((d) => existsSync(d) && rmdirSync(d)))
+  const left = parents.flatMap((p) => [join(p, `isolate-${exitedAt}-1-0`), join(p, `isolate-${exitedAt}-1-0`, 'inner')])
+  // A process of a dead helper's pid that started at another time is another process (a pid is
+  // given again once reaped; another pid namespace has its own).
+  const leftByOneBefore = parents.map((p) => join(p, `isolate-${process.pid}-${startOf(process.pid) - 1}-999998`))
+  const living = parents.map((p) => join(p, `isolate-${process.pid}-${startOf(process.pid)}-999999`))
+  for (const d of [...left, ...leftByOneBefore, ...living]) mkdirSync(d)
+  t.teardown(() => [...left].reverse().concat(leftByOneBefore, living).forEach((d) => existsSync(d) && rmdirSync(d)))
   const r = await nodeScript(`
     const { runIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
     await runIsolated('/bin/true')
   `, 30_000)
   t.is(r.status, 0, r.stderr)
   t.true(await waitUntil(() => left.every((d) => !existsSync(d)), 5000), `left by pid ${exitedAt}, which no process has now: ${left.filter(existsSync)}`)
+  t.true(await waitUntil(() => leftByOneBefore.every((d) => !existsSync(d)), 5000), `left by an earlier process of this pid: ${leftByOneBefore.filter(existsSync)}`)
   t.true(living.every(existsSync), 'one named after a living process stays')
 })
 
@@ -256,11 +266,27 @@ for (const [how, size, signal] of [['from a warm helper', undefined, 'SIGKILL'],
     const helper = parentOf(parentOf(sb.pid))
     const cgroups = sandboxCgroups().filter((d) => helperOf(d) === String(helper))
     t.true(cgroups.length > 0, 'the sandbox has cgroups')
-    process.kill(helper, signal)
-    const e = await failed
-    t.is((e as IsolateError | undefined)?.code, 'ERR_ISOLATE_HELPER')
-    t.regex((e as IsolateError | undefined)?.hint ?? '', /killed from outside/, 'says what ends a helper without a report')
-    t.true(await waitUntil(() => !pidAlive(sb.pid) && cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
+    // Another helper's, with a process in it: named after the same pid, and another start (a
+    // helper of another pid namespace, or one given this pid once it is reaped). The sweep must
+    // not take it, nor kill what it holds.
+    const other = join(ownParents()[0], `isolate-${helper}-${startOf(helper) + 1}-7`)
+    mkdirSync(other)
+    const held = spawn('/bin/sleep', ['30'], { stdio: 'ignore' })
+    const heldEnded = new Promise((r) => held.once('exit', r))
+    try {
+      writeFileSync(join(other, 'cgroup.procs'), String(held.pid))
+      process.kill(helper, signal)
+      const e = await failed
+      t.is((e as IsolateError | undefined)?.code, 'ERR_ISOLATE_HELPER')
+      t.regex((e as IsolateError | undefined)?.hint ?? '', /killed from outside/, 'says what ends a helper without a report')
+      t.true(await waitUntil(() => !pidAlive(sb.pid) && cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
+      t.true(existsSync(other) && held.exitCode === null && held.signalCode === null, `the other process's cgroup and process are untouched (${held.signalCode})`)
+    } finally {
+      held.kill('SIGKILL')
+      await heldEnded
+      await waitUntil(() => readFileSync(join(other, 'cgroup.procs'), 'utf8').trim() === '', 5000)
+      rmdirSync(other)
+    }
   })
 }
 
@@ -406,7 +432,7 @@ test.serial("a sandbox's cgroup joins no v1 freezer (its processes end with its 
       t.true(await waitUntil(() => sleeper() !== undefined, 5000), 'the daemon runs, a child of the init (its parent ended)')
       const daemon = sleeper()!
       const lines = readFileSync(`/proc/${daemon}/cgroup`, 'utf8').trim().split('\n').map((l) => l.split(':'))
-      const own = lines.filter(([, , path]) => /\/isolate-\d+-\d+$/.test(path))
+      const own = lines.filter(([, , path]) => /\/isolate-\d+-\d+-\d+$/.test(path))
       t.true(own.length > 0, `the daemon is in the sandbox's cgroup: ${JSON.stringify(lines)}`)
       if (freezerHere) t.false(own.some(([, c]) => c.split(',').includes('freezer')), `${way}: no freezer cgroup of its own (${JSON.stringify(own)})`)
       const dirs = own.map(([, c, path]) => (c === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', c.split(',').find((x) => !x.startsWith('name='))!, path)))
@@ -442,7 +468,7 @@ test.serial('a warm helper whose init made ahead does not fit the spec (other na
     t.is(readlinkSync(`/proc/${sb.pid}/ns/net`), readlinkSync('/proc/self/ns/net'), "the sandbox has the host's network, as asked")
     const line = readFileSync(`/proc/${sb.pid}/cgroup`, 'utf8').trim().split('\n').find((l) => l.startsWith('0::') || l.split(':')[1].split(',').includes('pids'))!
     const [, controllers, path] = line.split(':')
-    t.regex(path, new RegExp(`/isolate-${helper}-\\d+$`), "in its warm helper's cgroup")
+    t.regex(path, new RegExp(`/isolate-${helper}-\\d+-\\d+$`), "in its warm helper's cgroup")
     const dir = controllers === '' ? join('/sys/fs/cgroup', path) : join('/sys/fs/cgroup', 'pids', path)
     t.is(readFileSync(join(dir, 'pids.max'), 'utf8').trim(), '16', 'its limit on')
   } finally {

@@ -27,6 +27,7 @@
 //! without limits (kill, cpu accounting) works beneath any delegated cgroup.
 
 use crate::error::{SetupError, Step};
+use crate::sys;
 use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -866,15 +867,18 @@ pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<Cgrou
 static NEXT: AtomicU64 = AtomicU64::new(0);
 /// The process whose counter [`NEXT`] is (a forked helper starts with its server's).
 static NEXT_FOR: AtomicU32 = AtomicU32::new(0);
+/// When that process started ([`sys::own_start_time`]; 0 where /proc does not say).
+static STARTED: AtomicU64 = AtomicU64::new(0);
 
-/// `isolate-<pid>-<counter>`: unique among the live processes of this host, and never a dead
-/// one's: the counter starts, in each process, at a random number, so a helper given the pid of
-/// one that died leaving its cgroups (a SIGKILL of everything) names its own otherwise, and the
-/// helper server's sweep of the dead's ([`remove_left_by_the_dead`]) never meets a name of a
-/// live helper's.
+/// `isolate-<pid>-<start>-<counter>`, after the helper that makes it: its pid and when it
+/// started (which process has that pid: a pid is given again once its process is reaped, and
+/// processes of other pid namespaces have theirs), so that a sweep of what a killed helper left
+/// ([`remove_left_by`], [`remove_left_by_the_dead`]) never takes a live helper's cgroup. The
+/// counter starts, in each process, at a random number: two helpers of one pid and one clock
+/// tick (in two pid namespaces) still name theirs apart.
 pub fn unique_name() -> String {
     let pid = std::process::id();
-    if NEXT_FOR.swap(pid, Ordering::Relaxed) != pid {
+    if NEXT_FOR.load(Ordering::Acquire) != pid {
         let mut bytes = [0u8; 8];
         // SAFETY: getrandom into a buffer of ours, of its length. Without it (ENOSYS), the time.
         let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) } == bytes.len() as isize;
@@ -882,8 +886,11 @@ pub fn unique_name() -> String {
             if got { u64::from_ne_bytes(bytes) } else { std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) };
         // 40 bits: at most 13 digits, room left for every sandbox a helper could make.
         NEXT.store(seed >> 24, Ordering::Relaxed);
+        STARTED.store(sys::own_start_time().unwrap_or(0), Ordering::Relaxed);
+        // Last: a thread that sees it sees both (two threads at once may both seed: names apart all the same).
+        NEXT_FOR.store(pid, Ordering::Release);
     }
-    format!("isolate-{pid}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    format!("isolate-{pid}-{}-{}", STARTED.load(Ordering::Relaxed), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn errno_of(e: &std::io::Error) -> i32 {
@@ -1539,8 +1546,10 @@ fn kill_pinned(list: impl Fn() -> Vec<i32>, me: i32) {
 /// signal): those named after its pid beneath this process's own cgroups, the processes still in
 /// them (its sandbox's, whose init dies with it) killed first. For the helper server, whose
 /// children the helpers are.
-pub fn remove_left_by(helper: i32) {
-    remove_left(|pid| pid == helper, true);
+/// `started`: when that helper started ([`sys::reap_child`]), which tells its cgroups from those
+/// of a process given its pid since (None where /proc could not say: by the pid alone).
+pub fn remove_left_by(helper: i32, started: Option<u64>) {
+    remove_left(|pid, start| pid == helper && started.is_none_or(|s| s == start), true);
 }
 
 /// Remove the empty sandbox cgroups that helpers no longer alive left beneath this process's own
@@ -1549,15 +1558,18 @@ pub fn remove_left_by(helper: i32) {
 /// and nothing is killed: a cgroup that holds a process is someone's. For the helper server, as
 /// it starts.
 pub fn remove_left_by_the_dead() {
-    // kill(pid, 0): ESRCH is no process at all (EPERM is someone's).
-    let gone = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH);
+    // kill(pid, 0): ESRCH is no process at all (EPERM is someone's); a process of that pid that
+    // started at another time is another one.
+    let gone = |pid: i32, start: u64| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH) || sys::start_time(pid).is_some_and(|s| s != start)
+    };
     remove_left(gone, false);
 }
 
 /// Sandbox cgroups beneath this process's own cgroups whose helper's pid `left_by` picks, each
 /// subtree removed deepest first; with `kill`, its processes are killed first (else a cgroup
 /// that holds any stays).
-fn remove_left(left_by: impl Fn(i32) -> bool, kill: bool) {
+fn remove_left(left_by: impl Fn(i32, u64) -> bool, kill: bool) {
     let Ok(host) = detect() else { return };
     let mut parents: Vec<String> = host.v1.iter().filter_map(|h| h.own_dir.clone()).collect();
     if host.mode == CgroupMode::V2 {
@@ -1568,7 +1580,7 @@ fn remove_left(left_by: impl Fn(i32) -> bool, kill: bool) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str().filter(|n| valid_name(n)) else { continue };
-            if !helper_of(name).is_some_and(&left_by) {
+            if !helper_of(name).is_some_and(|(pid, start)| left_by(pid, start)) {
                 continue;
             }
             for dir in subtree(&format!("{parent}/{name}")) {
@@ -1583,12 +1595,14 @@ fn remove_left(left_by: impl Fn(i32) -> bool, kill: bool) {
     }
 }
 
-/// The helper pid in a sandbox cgroup's name ([`unique_name`]).
-fn helper_of(name: &str) -> Option<i32> {
-    let rest = name.strip_prefix("isolate-")?;
-    let (pid, n) = rest.split_once('-')?;
-    n.parse::<u64>().ok()?;
-    pid.parse().ok().filter(|p: &i32| *p > 0)
+/// The helper's pid and start time in a sandbox cgroup's name ([`unique_name`]).
+fn helper_of(name: &str) -> Option<(i32, u64)> {
+    let mut parts = name.strip_prefix("isolate-")?.split('-');
+    let (pid, start, n) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || n.parse::<u64>().is_err() {
+        return None;
+    }
+    Some((pid.parse().ok().filter(|p: &i32| *p > 0)?, start.parse().ok()?))
 }
 
 /// Every cgroup directory at and below `dir`, deepest first.
@@ -1939,15 +1953,19 @@ mod tests {
     }
 
     #[test]
-    fn a_sandbox_cgroup_names_its_helper() {
-        assert_eq!(helper_of("isolate-123-0"), Some(123));
-        assert_eq!(helper_of(&unique_name()), Some(std::process::id() as i32));
-        // A process's names follow on from a random start: not those a dead one with its pid left.
+    fn a_sandbox_cgroup_names_its_helper_and_when_it_started() {
+        assert_eq!(helper_of("isolate-123-4567-0"), Some((123, 4567)));
+        let own = (std::process::id() as i32, sys::own_start_time().unwrap());
+        assert_eq!(helper_of(&unique_name()), Some(own));
+        assert_eq!(sys::start_time(own.0), Some(own.1), "what a sweep reads of a helper's zombie");
+        // A process's names follow on from a random start.
         let (a, b) = (unique_name(), unique_name());
         let n = |name: &str| name.rsplit('-').next().unwrap().parse::<u64>().unwrap();
         assert_eq!(n(&b), n(&a) + 1);
         assert!(n(&a) > 1000, "{a}");
-        for other in ["isolate-123", "isolate-x-0", "isolate-0-1", "isolate-12-3x", "isolated-1-2", "isolate--1-0"] {
+        for other in
+            ["isolate-123-0", "isolate-123", "isolate-x-1-0", "isolate-0-1-1", "isolate-12-3-4x", "isolated-1-2-3", "isolate--1-2-0", "isolate-1-2-3-4"]
+        {
             assert_eq!(helper_of(other), None, "{other}");
         }
     }

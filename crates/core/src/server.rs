@@ -221,12 +221,12 @@ fn answer(sock: &OwnedFd, value: i32) -> Result<(), crate::SetupError> {
 
 /// Reap every helper that ended. One killed by a signal (or crashed) removed no cgroup: a child
 /// of the server removes what it left, off the server's loop (rmdir may wait for its sandbox's
-/// last processes to go).
+/// last processes to go), known by its pid and by when it started (the pid is free once reaped).
 fn reap_helpers() {
-    while let Ok(status) = sys::wait_child(None, false) {
+    while let Ok(status) = sys::reap_child(None) {
         match status {
-            Ended::StillAlive => break,
-            Ended::Signaled(pid, _) => sweep(|| crate::cgroup::remove_left_by(pid.as_raw())),
+            (Ended::StillAlive, _) => break,
+            (Ended::Signaled(pid, _), started) => sweep(|| crate::cgroup::remove_left_by(pid.as_raw(), started)),
             _ => {}
         }
     }

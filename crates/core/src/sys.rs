@@ -803,6 +803,45 @@ pub fn wait_child(pid: Option<nix::unistd::Pid>, block: bool) -> nix::Result<End
     })
 }
 
+/// Reap a child that ended (`pid`, or any), without waiting; for one a signal ended, also when
+/// it started ([`start_time`]), read from its zombie: once reaped, its pid may be another
+/// process's, so the pid alone no longer says whose the cgroups named after it are.
+pub fn reap_child(pid: Option<nix::unistd::Pid>) -> nix::Result<(Ended, Option<u64>)> {
+    // SAFETY: siginfo_t is plain data; zeroed, si_pid reads 0 when no child has ended (WNOHANG).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let (idtype, id) = match pid {
+        Some(p) => (libc::P_PID, p.as_raw() as libc::id_t),
+        None => (libc::P_ALL, 0),
+    };
+    // SAFETY: waitid(2) with a valid out-pointer; WNOWAIT leaves the child to be reaped below.
+    if unsafe { libc::waitid(idtype, id, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) } < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: filled in by waitid for a SIGCHLD-type siginfo (or left zeroed).
+    let child = unsafe { info.si_pid() };
+    if child == 0 {
+        return Ok((Ended::StillAlive, None));
+    }
+    let start = if matches!(info.si_code, libc::CLD_KILLED | libc::CLD_DUMPED) { start_time(child) } else { None };
+    Ok((wait_child(Some(nix::unistd::Pid::from_raw(child)), false)?, start))
+}
+
+/// When process `pid` started, in clock ticks after boot (the 22nd field of /proc/PID/stat; a
+/// zombie's too): with its pid, which process it is.
+pub fn start_time(pid: i32) -> Option<u64> {
+    start_time_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// This process's [`start_time`] (through /proc/self: whichever pid namespace /proc was mounted for).
+pub fn own_start_time() -> Option<u64> {
+    start_time_in(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+fn start_time_in(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses: field 3 on follows its last ')'.
+    stat.get(stat.rfind(')')? + 1..)?.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Point fds 0-2 at /dev/null: for processes that must not hold the sandbox's stdio open.
 pub fn redirect_stdio_to_null() {
     if let Ok(null) = open("/dev/null", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) {
@@ -1392,6 +1431,43 @@ fn mount_ids() -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_childs_start_time_is_read_from_its_zombie_before_the_reap_gives_its_pid_away() {
+        let stat = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
+        assert_eq!(start_time_in(stat), Some(98765), "the fields after the name's last ')'");
+        assert_eq!(start_time_in("42 (a S 1"), None);
+        assert!(own_start_time().is_some());
+        let pausing = || {
+            // SAFETY: the child only pauses (async-signal-safe) until it is killed or exits.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => loop {
+                    unsafe { libc::pause() };
+                },
+                nix::unistd::ForkResult::Parent { child } => child,
+            }
+        };
+        let reaped = |child| loop {
+            match reap_child(Some(child)).unwrap() {
+                (Ended::StillAlive, _) => std::thread::sleep(std::time::Duration::from_millis(1)),
+                r => return r,
+            }
+        };
+        let child = pausing();
+        let started = start_time(child.as_raw());
+        assert!(started.is_some());
+        assert_eq!(reap_child(Some(child)).unwrap(), (Ended::StillAlive, None));
+        nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert_eq!(reaped(child), (Ended::Signaled(child, libc::SIGKILL), started));
+        assert_eq!(wait_child(Some(child), false), Err(Errno::ECHILD), "reaped");
+        // One that exited needs none: it removed what it made.
+        // SAFETY: the child only exits.
+        let child = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => unsafe { libc::_exit(3) },
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        assert_eq!(reaped(child), (Ended::Exited(child, 3), None));
+    }
 
     #[test]
     fn a_lent_note_names_its_descriptor_and_nothing_else_does() {

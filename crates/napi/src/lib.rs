@@ -506,12 +506,14 @@ pub fn reap_helper(pid: i32) -> bool {
         return true;
     }
     // The core's waitpid: nix's errs on a child a real-time signal ended, after reaping it.
-    let ended = isolate_core::sys::wait_child(Some(nix::unistd::Pid::from_raw(pid)), false);
-    if let Ok(isolate_core::sys::Ended::Signaled(..)) = ended {
-        // Killed before it could remove its sandbox's cgroups (what the helper server does for
-        // the helpers it forks; this one was spawned here, with no server to fork it).
-        isolate_core::cgroup::remove_left_by(pid);
-    }
+    let ended = isolate_core::sys::reap_child(Some(nix::unistd::Pid::from_raw(pid))).map(|(ended, started)| {
+        if let isolate_core::sys::Ended::Signaled(..) = ended {
+            // Killed before it could remove its sandbox's cgroups (what the helper server does for
+            // the helpers it forks; this one was spawned here, with no server to fork it).
+            isolate_core::cgroup::remove_left_by(pid, started);
+        }
+        ended
+    });
     let reaped = !matches!(ended, Ok(isolate_core::sys::Ended::StillAlive));
     if reaped {
         unreaped::forget(pid);
