@@ -284,8 +284,10 @@ for (const [how, size, signal] of [['from a warm helper', undefined, 'SIGKILL'],
     } finally {
       held.kill('SIGKILL')
       await heldEnded
-      await waitUntil(() => readFileSync(join(other, 'cgroup.procs'), 'utf8').trim() === '', 5000)
-      rmdirSync(other)
+      if (existsSync(other)) {
+        await waitUntil(() => readFileSync(join(other, 'cgroup.procs'), 'utf8').trim() === '', 5000)
+        rmdirSync(other)
+      }
     }
   })
 }

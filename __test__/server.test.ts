@@ -6,8 +6,9 @@
  * sandbox's; a server that dies is replaced without a sandbox failing or a zombie left.
  */
 import test from 'ava'
-import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
-import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmdirSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { configurePool, probe, spawnIsolated, type Sandbox } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
 import { helperServersOf, nodeScript, parentOf, pidAlive, removeDir, root, sandboxCgroupsOf, tempDir, waitUntil, zombieChildren } from './helpers.js'
@@ -82,10 +83,28 @@ test.serial("a helper this process spawned itself (its server just died) and a s
   t.is(parentOf(helper), process.pid, 'spawned by this process while there is no server')
   const cgroups = sandboxCgroupsOf(sb.pid)
   t.true(cgroups.length > 0, 'the sandbox has cgroups')
-  const failed = t.throwsAsync(sb.wait())
-  process.kill(helper, 'SIGKILL')
-  await failed
-  t.true(await waitUntil(() => cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
+  // Another's, of the same pid and another start time (a helper of another pid namespace beneath
+  // the same cgroup, or a process given this pid once reaped), with a process in it: left alone.
+  const started = Number(readFileSync(`/proc/${helper}/stat`, 'utf8').split(') ').pop()!.split(' ')[19])
+  const other = join(dirname(cgroups[0]), `isolate-${helper}-${started + 1}-7`)
+  mkdirSync(other)
+  const held = spawn('/bin/sleep', ['30'], { stdio: 'ignore' })
+  const heldEnded = new Promise((r) => held.once('exit', r))
+  try {
+    writeFileSync(join(other, 'cgroup.procs'), String(held.pid))
+    const failed = t.throwsAsync(sb.wait())
+    process.kill(helper, 'SIGKILL')
+    await failed
+    t.true(await waitUntil(() => cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
+    t.true(existsSync(other) && held.exitCode === null && held.signalCode === null, `the other cgroup and its process are untouched (${held.signalCode})`)
+  } finally {
+    held.kill('SIGKILL')
+    await heldEnded
+    if (existsSync(other)) {
+      await waitUntil(() => readFileSync(join(other, 'cgroup.procs'), 'utf8').trim() === '', 5000)
+      rmdirSync(other)
+    }
+  }
 })
 
 test.serial('a helper server that dies is replaced: the next sandbox starts, and no zombie is left', async (t) => {

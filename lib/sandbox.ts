@@ -331,14 +331,12 @@ export class Sandbox {
 
   /** Let the event loop exit while this sandbox runs, its stdio pipes included (it is still killed when Node exits). */
   unref(): this {
-    refStdio([this.#control], false)
-    refStdio([this.stdin, this.stdout, this.stderr], false)
+    refStdio([this.#control, this.stdin, this.stdout, this.stderr], false)
     return this
   }
 
   ref(): this {
-    refStdio([this.#control], true)
-    refStdio([this.stdin, this.stdout, this.stderr], true)
+    refStdio([this.#control, this.stdin, this.stdout, this.stderr], true)
     return this
   }
 }

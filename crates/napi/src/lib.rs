@@ -509,8 +509,9 @@ pub fn reap_helper(pid: i32) -> bool {
     let ended = isolate_core::sys::reap_child(Some(nix::unistd::Pid::from_raw(pid))).map(|(ended, started)| {
         if let isolate_core::sys::Ended::Signaled(..) = ended {
             // Killed before it could remove its sandbox's cgroups (what the helper server does for
-            // the helpers it forks; this one was spawned here, with no server to fork it).
-            isolate_core::cgroup::remove_left_by(pid, started);
+            // the helpers it forks; this one was spawned here, with no server to fork it). Off
+            // the JS thread: an rmdir waits for the sandbox's last processes to go (up to 2 s).
+            let _ = std::thread::Builder::new().name("isolate-sweep".into()).spawn(move || isolate_core::cgroup::remove_left_by(pid, started));
         }
         ended
     });
