@@ -193,7 +193,7 @@ async function serviceChild(t: import('ava').ExecutionContext, more: string): Pr
   t.teardown(() => void child.kill('SIGKILL'))
   const pid = await new Promise<number>((resolve, reject) => {
     child.stdout!.on('data', (d) => resolve(Number(String(d).trim())))
-    child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
+    child.on('close', (code) => reject(new Error(`the child exited early with ${code}`)))
   })
   return { child, pid }
 }

@@ -219,7 +219,9 @@ export async function startFixture(t: ExecutionContext, name: string, args: stri
       buf += d
       if (buf.includes('\n')) resolve(buf.split('\n')[0])
     })
-    child.on('exit', (code) => reject(new Error(`fixture ${name} exited early with ${code}`)))
+    // 'close', not 'exit': a fixture that prints its line and exits at once may be seen to exit
+    // before its line is read (a loaded machine).
+    child.on('close', (code) => reject(new Error(`fixture ${name} exited early with ${code}`)))
   })
   return { child, line }
 }

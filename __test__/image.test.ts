@@ -770,6 +770,25 @@ test('a worker thread terminated mid-unpack ends its unpackers and removes the d
   t.true(await waitUntil(() => toolsFor(exiting).length === 0, 5000), `its unpacker ended (${toolsFor(exiting)})`)
 })
 
+test('a SIGKILL of the caller ends its image tool, even one that writes no report meanwhile (an input that blocks)', async (t) => {
+  const ws = workspace(t)
+  const fifo = join(ws, 'image.fifo')
+  await promisify(execFile)('mkfifo', [fifo])
+  const script = `const api = await import(${JSON.stringify(join(root, 'dist', 'index.js'))}); await api.importImage(${JSON.stringify(fifo)}, ${JSON.stringify(join(ws, 'out'))})`
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: 'ignore' })
+  const exited = new Promise((r) => child.once('exit', r))
+  t.true(await waitUntil(() => toolsFor(fifo).length === 1, 10_000), 'the tool runs, waiting to open its input')
+  const [tool] = toolsFor(fifo)
+  t.teardown(() => {
+    try {
+      process.kill(tool, 'SIGKILL') // only if the test failed: it outlived its caller
+    } catch {}
+  })
+  child.kill('SIGKILL')
+  await exited
+  t.true(await waitUntil(() => !existsSync(`/proc/${tool}`) || readFileSync(`/proc/${tool}/stat`, 'utf8').split(') ')[1]?.startsWith('Z') === true, 5000), `the tool ${tool} ended with its caller`)
+})
+
 // ---------------------------------------------------------------------------------------------
 // Images
 

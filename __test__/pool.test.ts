@@ -333,7 +333,7 @@ test.serial('resizing the pool while sandboxes start neither crashes Node nor le
   t.teardown(() => void child.kill('SIGKILL'))
   await new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (d) => String(d).includes('ready') && resolve())
-    child.on('exit', (code) => reject(new Error(`the child exited early with ${code}`)))
+    child.on('close', (code) => reject(new Error(`the child exited early with ${code}`)))
   })
   t.true(await waitUntil(() => initsAheadOf(child.pid!).length >= 2, 5000), 'its pool filled: warm helpers, each with an init made ahead')
   // One look at the processes: between two, a helper still filling the pool could clone an init
@@ -399,7 +399,7 @@ asRoot('where root may not create cgroups (a read-only cgroupfs, as in a contain
       for (const line of String(d).split('\n').filter(Boolean)) lines.push(JSON.parse(line))
       look()
     })
-    child.on('exit', (code) => reject(new Error(`the child exited with ${code} before saying ${key}`)))
+    child.on('close', (code) => reject(new Error(`the child exited with ${code} before saying ${key}`)))
     look()
   })
   t.is((await next('canCreate')).canCreate, false, 'the child may not create cgroups')

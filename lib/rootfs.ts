@@ -54,7 +54,7 @@ export interface UnpackOptions {
   specialFiles?: 'refuse' | 'skip'
   /** `'archive'`: the uid/gid numbers recorded in the archive (root only; the default as root). `'caller'`: the caller's own ids (the default, and the only choice, without root). */
   ownership?: 'archive' | 'caller'
-  /** Kills the unpacker; the promise rejects with `ABORT_ERR` and DIR holds a partial tree. */
+  /** Kills the unpacker; the promise rejects with `ABORT_ERR` (a DIR the call made is removed; one that was there may hold a partial tree). */
   signal?: AbortSignal
 }
 
@@ -224,8 +224,12 @@ async function runInto(target: string, what: string, args: string[], options: Un
   }
 }
 
-/** The longest report line of the image tool that is read (its lines are short JSON). */
-const MAX_REPORT_LINE = 1 << 20
+/**
+ * The longest report line of the image tool that is read: its `done` line holds the image's
+ * runtime config, from a config blob of at most 16 MiB (crates/image/src/source.rs SMALL_LIMIT),
+ * which JSON may write up to 6 times as long (`\u0001`); the other lines are short.
+ */
+const MAX_REPORT_LINE = 7 * (16 << 20)
 
 /** Run the tool with `args`; resolves with its `done` result. */
 function runTool(what: string, args: string[], options: UnpackOptions, made?: string): Promise<Record<string, unknown>> {

@@ -267,33 +267,59 @@ fn drain(r: &mut dyn Read, name: &str, tick: &mut dyn FnMut(u64)) -> Result<()> 
 struct Applier<'a> {
     src: &'a Source,
     policy: Policy,
-    /// Check each layer's uncompressed digest against its diff_id while unpacking.
-    check_diff: bool,
+    /// Each layer's uncompressed digest was checked against its diff_id before anything was
+    /// written (else only its stored digest was, and the diff_id is checked while unpacking).
+    diff_verified: bool,
     stats: Stats,
 }
 
-/// Apply one layer to `tree`.
+/// What is left of a target after a failed layer, said in a hint.
+const PARTIAL_TREE: &str = "what was unpacked is removed if this call made the target directory; else remove it";
+
+/// Apply one layer to `tree`. The stored bytes are hashed again as they are unpacked, so what
+/// was verified is what is written even if the image changed since (another writer; a file
+/// system that serves other bytes on a second read).
 fn apply_layer(a: &mut Applier<'_>, layer: &LayerPlan, index: usize, tree: &mut Tree, tick: &mut dyn FnMut(&Stats, u64)) -> Result<LayerReport> {
-    let (src, policy, check_diff, stats) = (a.src, &a.policy, a.check_diff, &mut a.stats);
+    let (src, policy, stats) = (a.src, &a.policy, &mut a.stats);
     let (r, _) = src.open_member(&layer.member)?;
     let count = Rc::new(Cell::new(0u64));
-    let mut br = BufReader::with_capacity(BUF, Counting::new(r, count.clone()));
-    let compression =
-        compress::sniff_reader(&mut br).map_err(|e| error::io(Step::ReadArchive, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
-    let mut dec = Hashing::new(compress::decoder(compression, br).map_err(|e| error::io(Step::ReadArchive, &e, &layer.member, "decompress"))?);
+    let mut raw = Hashing::new(Counting::new(r, count.clone()));
     let before = stats.entries;
-    unpack::unpack(&mut dec, tree, policy, stats, &mut |s| tick(s, count.get())).map_err(|mut e| {
-        e.message = format!("layer {index}: {}", e.message);
-        e
-    })?;
-    // The tar end marker may be followed by padding; the digest covers all of it.
-    drain(&mut dec, &layer.member, &mut |_| {})?;
-    if let (true, Some(want)) = (check_diff, &layer.diff_id) {
-        let got = dec.finish();
-        if got != *want {
-            return Err(oci::digest_mismatch(&format!("{} (uncompressed)", layer.member), want, &got)
-                .with_path(&layer.member)
-                .with_hint("the image's config and this layer disagree; the target directory holds a partial tree: remove it"));
+    let (compression, diff) = {
+        let mut br = BufReader::with_capacity(BUF, &mut raw);
+        let compression =
+            compress::sniff_reader(&mut br).map_err(|e| error::io(Step::ReadArchive, &e, &layer.member, "read"))?.map_err(|u| unsupported(u, &layer.member))?;
+        let mut dec = Hashing::new(compress::decoder(compression, br).map_err(|e| error::io(Step::ReadArchive, &e, &layer.member, "decompress"))?);
+        unpack::unpack(&mut dec, tree, policy, stats, &mut |s| tick(s, count.get())).map_err(|mut e| {
+            e.message = format!("layer {index}: {}", e.message);
+            e
+        })?;
+        // The tar end marker may be followed by padding; the digest covers all of it.
+        drain(&mut dec, &layer.member, &mut |_| {})?;
+        (compression, dec.finish())
+    };
+    // And what may follow the compressed stream.
+    drain(&mut raw, &layer.member, &mut |_| {})?;
+    let changed = |what: &str| {
+        SetupError::new(Step::VerifyDigest, format!("{} changed after it was verified: {what}", layer.member))
+            .with_path(&layer.member)
+            .with_hint(format!("something wrote to the image while it was imported, or its file system served other bytes on a second read; import it from a copy nothing writes ({PARTIAL_TREE})"))
+    };
+    if let Some(want) = &layer.digest {
+        let (got, read) = (raw.finish(), count.get());
+        if got != *want || read != layer.size {
+            return Err(changed(&format!("{read} bytes of digest {got}, where {} of {want} were verified", layer.size)));
+        }
+    }
+    if let Some(want) = &layer.diff_id {
+        if diff != *want {
+            return Err(if a.diff_verified {
+                changed(&format!("its uncompressed digest is {diff}, where {want} was verified"))
+            } else {
+                oci::digest_mismatch(&format!("{} (uncompressed)", layer.member), want, &diff)
+                    .with_path(&layer.member)
+                    .with_hint(format!("the image's config and this layer disagree ({PARTIAL_TREE})"))
+            });
         }
     }
     Ok(LayerReport {
@@ -329,7 +355,7 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
         Layout::Layers => Whiteouts::Overlay { trusted },
     };
     let policy = Policy { ownership: opts.ownership, specials: opts.specials, whiteouts };
-    let mut applier = Applier { src, policy, check_diff: !plan.verify_diff_ids_first, stats: Stats::default() };
+    let mut applier = Applier { src, policy, diff_verified: plan.verify_diff_ids_first, stats: Stats::default() };
     let mut root = if opts.existing_target { Tree::new(dir).keep_root_attrs() } else { Tree::new(dir) };
     let mut reports = Vec::with_capacity(n);
     let mut done = 0u64;
@@ -407,4 +433,79 @@ fn write_small(tree: &mut Tree, name: &[u8], bytes: &[u8]) -> Result<()> {
     let mut f = File::from(fd);
     std::io::Write::write_all(&mut f, bytes).map_err(|e| error::io(Step::WriteEntry, &e, &shown, "write"))?;
     tree.finish_file(f.as_fd(), &Attrs { mode: 0o644, owner: None, mtime: None }).map_err(|e| unpack::tree_error(e, &shown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::sha256_of;
+
+    /// An uncompressed layer holding `motd`.
+    fn layer(motd: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(motd.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "motd", motd).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn write_blob(dir: &std::path::Path, bytes: &[u8]) -> String {
+        let digest = sha256_of(bytes);
+        std::fs::write(dir.join("blobs/sha256").join(&digest["sha256:".len()..]), bytes).unwrap();
+        digest
+    }
+
+    #[test]
+    fn a_layer_that_changes_between_its_check_and_its_unpacking_is_refused() {
+        let base = std::env::temp_dir().join(format!("isolate-image-changed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (image, target) = (base.join("image"), base.join("target"));
+        std::fs::create_dir_all(image.join("blobs/sha256")).unwrap();
+        std::fs::create_dir_all(&target).unwrap();
+        // No diff_ids (an image may have none): only the stored digests say what the layers are.
+        let (first, second) = (layer(b"good"), layer(b"more"));
+        let arch = if cfg!(target_arch = "x86_64") { "amd64" } else { "arm64" };
+        let config = write_blob(&image, format!(r#"{{"architecture":"{arch}","os":"linux"}}"#).as_bytes());
+        let desc = |kind: &str, digest: &str, size: usize| format!(r#"{{"mediaType":"{kind}","digest":"{digest}","size":{size}}}"#);
+        let tar_kind = "application/vnd.oci.image.layer.v1.tar";
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{},"layers":[{},{}]}}"#,
+            desc("application/vnd.oci.image.config.v1+json", &config, format!(r#"{{"architecture":"{arch}","os":"linux"}}"#).len()),
+            desc(tar_kind, &write_blob(&image, &first), first.len()),
+            desc(tar_kind, &write_blob(&image, &second), second.len()),
+        );
+        let manifest_digest = write_blob(&image, manifest.as_bytes());
+        let index = format!(r#"{{"schemaVersion":2,"manifests":[{}]}}"#, desc("application/vnd.oci.image.manifest.v1+json", &manifest_digest, manifest.len()));
+        std::fs::write(image.join("index.json"), index).unwrap();
+        std::fs::write(image.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+
+        let dir = Source::open_path(&image).unwrap();
+        let scratch = dir.try_clone().unwrap();
+        let src = Source::from_fd(dir, image.display().to_string(), scratch.as_fd(), &mut |_, _| {}).unwrap();
+        let out = sys::open(&sys::cstring(target.as_os_str().as_encoded_bytes()), libc::O_PATH | libc::O_DIRECTORY).unwrap();
+        let opts = ImportOptions {
+            platform: None,
+            reference: None,
+            layout: Layout::Flat,
+            ownership: Ownership::Caller,
+            specials: Specials::Refuse,
+            existing_target: true,
+        };
+        // Once the first layer was verified (as the second is), its file is written over.
+        let first_blob = image.join("blobs/sha256").join(&sha256_of(&first)["sha256:".len()..]);
+        let mut progress = |p: &Progress| {
+            if matches!(p.phase, Phase::Verify) && p.layer == Some(1) {
+                std::fs::write(&first_blob, layer(b"evil")).unwrap();
+            }
+        };
+        let e = import_image(&src, out, &opts, &mut progress).unwrap_err();
+        assert!(e.message.contains("changed after it was verified"), "{}", e.message);
+        assert_eq!(e.step, Step::VerifyDigest);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

@@ -249,6 +249,9 @@ fn read_verified(src: &Source, d: &Descriptor) -> Result<Vec<u8>> {
 
 const INDEX_TYPES: &[&str] = &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
 const MANIFEST_TYPES: &[&str] = &["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
+/// The most manifests and indexes an image's indexes may list together (a multi-platform image
+/// lists a few dozen).
+const MOST_LISTED: usize = 10_000;
 const REF_ANNOTATIONS: &[&str] = &["org.opencontainers.image.ref.name", "io.containerd.image.name"];
 
 /// Read the image at `src` and decide what to apply.
@@ -282,14 +285,25 @@ fn plan_oci(src: &Source, want: Option<&Platform>, reference: Option<&str>) -> R
         }
     }
     // Nested indexes (a multi-platform image inside the layout) flattened; other artifacts left out.
+    // Each index is read once, and the descriptors they list together are bounded: an index that
+    // lists another a thousand times, nested, would otherwise be read a billion times.
     let mut manifests = Vec::new();
     let mut queue: Vec<(Descriptor, usize)> = top.into_iter().map(|d| (d, 0)).collect();
+    let mut indexes_read = std::collections::HashSet::new();
+    let mut listed = queue.len();
     while let Some((d, depth)) = queue.pop() {
         if INDEX_TYPES.contains(&d.media_type.as_str()) {
             if depth >= 4 {
                 return Err(bad("index.json", "image indexes nested too deep"));
             }
+            if !indexes_read.insert(d.digest.clone()) {
+                continue;
+            }
             let nested: Index = parse(&blob_name(&d.digest)?, &read_verified(src, &d)?)?;
+            listed += nested.manifests.len();
+            if listed > MOST_LISTED {
+                return Err(bad("index.json", format!("its image indexes list more than {MOST_LISTED} manifests and indexes together")));
+            }
             queue.extend(nested.manifests.into_iter().rev().map(|n| (n, depth + 1)));
         } else if MANIFEST_TYPES.contains(&d.media_type.as_str()) || d.media_type.is_empty() {
             manifests.push(d);
@@ -474,6 +488,49 @@ mod tests {
     fn blob_names_only_from_sha256() {
         assert!(blob_name("sha256:../../../etc/passwd").is_err());
         assert_eq!(blob_name(&sha256_of(b"")).unwrap(), "blobs/sha256/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    /// An OCI layout in a new temp dir: `index.json` listing `top`, and `blobs`.
+    fn layout(name: &str, top: &[u8], blobs: &[&[u8]]) -> (std::path::PathBuf, Source) {
+        use std::os::fd::AsFd;
+        let dir = std::env::temp_dir().join(format!("isolate-oci-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        std::fs::write(dir.join("index.json"), top).unwrap();
+        for b in blobs {
+            std::fs::write(dir.join("blobs/sha256").join(&sha256_of(b)["sha256:".len()..]), b).unwrap();
+        }
+        let fd = Source::open_path(&dir).unwrap();
+        let scratch = fd.try_clone().unwrap();
+        (dir.clone(), Source::from_fd(fd, dir.display().to_string(), scratch.as_fd(), &mut |_, _| {}).unwrap())
+    }
+
+    /// An index of `n` descriptors of `blob`, of media type `kind`.
+    fn index_of(blob: &[u8], kind: &str, n: usize) -> Vec<u8> {
+        let d = format!(r#"{{"mediaType":"{kind}","digest":"{}","size":{}}}"#, sha256_of(blob), blob.len());
+        format!(r#"{{"schemaVersion":2,"manifests":[{}]}}"#, vec![d; n].join(",")).into_bytes()
+    }
+
+    #[test]
+    fn nested_indexes_are_read_once_each_and_what_they_list_is_bounded() {
+        const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+        // 1000 x 1000 x 1000 listings of one index: read once each (else a billion reads, hours).
+        let leaf = index_of(b"not an image", "application/x-nothing", 1);
+        let l0 = index_of(&leaf, INDEX, 1000);
+        let l1 = index_of(&l0, INDEX, 1000);
+        let (dir, src) = layout("fanout", &index_of(&l1, INDEX, 1000), &[&leaf, &l0, &l1]);
+        let e = plan(&src, None, None).unwrap_err();
+        assert!(e.message.contains("no image for"), "{}", e.message);
+        std::fs::remove_dir_all(dir).unwrap();
+        // Distinct indexes that together list too much.
+        let many: Vec<Vec<u8>> = (0..11).map(|i| index_of(format!("blob {i}").as_bytes(), "application/x-nothing", 1000)).collect();
+        let top: Vec<String> = many.iter().map(|b| format!(r#"{{"mediaType":"{INDEX}","digest":"{}","size":{}}}"#, sha256_of(b), b.len())).collect();
+        let top = format!(r#"{{"schemaVersion":2,"manifests":[{}]}}"#, top.join(","));
+        let (dir, src) = layout("many", top.as_bytes(), &many.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let e = plan(&src, None, None).unwrap_err();
+        assert!(e.message.contains("more than 10000 manifests and indexes"), "{}", e.message);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -225,8 +225,26 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
     }
 }
 
+/// The caller's pid, which the addon gives its tools: they die with it.
+pub const PARENT_ENV: &str = "ISOLATE_IMAGE_PARENT";
+
+/// Die with the caller that started this tool (SIGKILL, or else its thread ending): a killed
+/// caller's tool would go on for as long as it writes no report that meets the closed pipe, as
+/// while it reads an image's indexes or a blocking input. One orphaned already ends now.
+fn die_with_caller() {
+    let Some(parent) = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse::<i32>().ok()) else { return };
+    // SAFETY: prctl and getppid on this process only.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+}
+
 /// The whole program; returns the exit status.
 pub fn main(argv: Vec<String>) -> i32 {
+    die_with_caller();
     let args = match parse(&argv) {
         Ok(a) => a,
         Err(message) => {

@@ -603,7 +603,9 @@ pub fn spawn_image_tool(env: Env, tool_path: String, args: Vec<String>, made: Op
     for a in args {
         argv.push(CString::new(a).map_err(|_| option_error("a path contains a NUL byte".into()))?);
     }
-    let envp: [CString; 0] = [];
+    // It dies with this thread (a SIGKILL of Node too), which it checks is still its parent
+    // (isolate_image::tool::PARENT_ENV).
+    let envp = [CString::new(format!("ISOLATE_IMAGE_PARENT={}", std::process::id())).expect("no NUL")];
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &argv, &envp)
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {tool_path}: {} ({e:?})", e.desc())))?;
     drop(w);
