@@ -8,6 +8,7 @@ import test, { type ExecutionContext } from 'ava'
 import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -468,6 +469,56 @@ test('a failed unpack removes the directory it made, and leaves one that was the
   const lone = await t.throwsAsync(unpackRootfs(join(ws, 'not.tar'), join(ws, 'x\uD800')), { instanceOf: IsolateError })
   t.deepEqual([lone?.code, lone?.option], ['ERR_ISOLATE_OPTION', 'dir'])
   t.deepEqual(readdirSync(ws).sort(), ['not.tar', 'old'])
+})
+
+test('a failed unpack removes the tree it made however deep, and directories the archive made unreadable', async (t) => {
+  const ws = workspace(t)
+  // Deeper than a path may be from the target's parent (Node's rm -r met ENAMETOOLONG and left it).
+  const levels = Array.from({ length: 2040 }, (_, i) => 'a/'.repeat(i + 1))
+  const entries: TarEntry[] = [
+    ...levels.map((name) => ({ name, type: 'dir' as const })),
+    { name: `${levels.at(-1)}deep`, data: 'x' },
+    // What a non-root caller cannot empty without opening it up first.
+    { name: 'locked/', type: 'dir', mode: 0o000 },
+    { name: 'ro/', type: 'dir', mode: 0o555 },
+    { name: 'ro/file', data: 'y' },
+    { name: '../escape', data: 'z' },
+  ]
+  writeFileSync(join(ws, 'deep.tar'), tar(entries))
+  const e = await t.throwsAsync(unpackRootfs(join(ws, 'deep.tar'), join(ws, 'new')), { instanceOf: IsolateError })
+  t.is(e?.step, 'check_entry', e?.message)
+  t.notRegex(e?.message ?? '', /could not be removed/)
+  t.false(existsSync(join(ws, 'new')), 'the whole tree the call made is gone')
+})
+
+test('a second unpack or import into a directory that one is writing is refused, and leaves the first one whole', async (t) => {
+  const ws = workspace(t)
+  // The first reads its archive from a FIFO, so it is still writing for as long as this test says.
+  const whole = tar([{ name: 'data', data: Buffer.alloc(4 << 20, 0x61) }])
+  const fifo = join(ws, 'first.tar')
+  await promisify(execFile)('mkfifo', [fifo])
+  writeFileSync(join(ws, 'small.tar'), tar([{ name: 'other', data: 'o' }]))
+  writeFileSync(join(ws, 'bad.tar'), tar([{ name: 'other', data: 'o' }, { name: '../escape', data: 'z' }]))
+  const target = join(ws, 'new')
+  const first = unpackRootfs(fifo, target)
+  const writer = await open(fifo, 'w')
+  await writer.write(whole.subarray(0, 1 << 20))
+  t.true(await waitUntil(() => existsSync(join(target, 'data')), 10_000), 'the first one is writing')
+  for (const [name, second] of [
+    ['an unpack', () => unpackRootfs(join(ws, 'small.tar'), target)],
+    ['a failing unpack', () => unpackRootfs(join(ws, 'bad.tar'), target)],
+    ['an import', () => importImage(join(ws, 'small.tar'), target)],
+  ] as const) {
+    const e = await t.throwsAsync(second(), { instanceOf: IsolateError }, name)
+    t.deepEqual([e?.step, e?.errno], ['open_archive', 'EBUSY'], `${name}: ${e?.message}`)
+    t.regex(e?.hint ?? '', /another unpack or import is writing into this directory/)
+  }
+  await writer.write(whole.subarray(1 << 20))
+  await writer.close()
+  const r = await first
+  t.is(r.entries, 1)
+  t.is(statSync(join(target, 'data')).size, 4 << 20, 'the first one wrote all of its tree, and nothing of it was removed')
+  t.deepEqual(readdirSync(target), ['data'])
 })
 
 test('an archive with no entries (an empty file, zeros) is refused, not unpacked as an empty rootfs', async (t) => {

@@ -142,6 +142,8 @@ export interface ImportResult extends UnpackStats {
 
 type ToolEvent =
   | ({ event: 'progress' } & UnpackProgress)
+  | { event: 'locked' }
+  | { event: 'emptied' }
   | { event: 'done'; result: Record<string, unknown> }
   | { event: 'error'; error: { step: string; path?: string; errno?: string; message: string; hint?: string } }
 
@@ -206,14 +208,20 @@ async function runInto(target: string, what: string, args: string[], options: Un
     process.once('exit', () => addon.endUnreaped?.())
     endsAtExit = true
   }
+  const seen = { locked: false, emptied: false }
+  // Told that the call made it, the tool removes what it wrote there should it fail.
+  const toolArgs = existed ? args : [...args.slice(0, args.indexOf('--')), '--made', ...args.slice(args.indexOf('--'))]
   try {
-    return await runTool(what, args, options, existed ? undefined : target)
+    return await runTool(what, toolArgs, options, existed ? undefined : target, seen)
   } catch (e) {
-    // Off the event loop (a failed import may leave a large tree); the tool's error is the one
-    // that counts, and what could not be removed stays (named in it).
-    if (!existed) {
-      await rm(target, { recursive: true, force: true }).catch((r: Error) => {
-        if (e instanceof Error) e.message += ` (and ${target}, which this call made, could not be removed: ${r.message})`
+    // Only a directory this call's tool held (locked) is this call's to remove: one another call
+    // into the same path holds is that call's. The tool emptied it (by descriptors: no path is
+    // too deep), unless it was killed (an abort): then it goes from here, off the event loop.
+    // The tool's error is the one that counts, and what could not be removed stays (named in it).
+    if (!existed && seen.locked) {
+      const removal = seen.emptied ? rmdir(target) : rm(target, { recursive: true, force: true })
+      await removal.catch((r: NodeJS.ErrnoException) => {
+        if (r.code !== 'ENOENT' && e instanceof Error) e.message += ` (and ${target}, which this call made, could not be removed: ${r.message})`
       })
       // Those above it too, while empty (anything another process put there meanwhile stays).
       for (const dir of above) if (!(await rmdir(dir).then(() => true, () => false))) break
@@ -232,7 +240,7 @@ async function runInto(target: string, what: string, args: string[], options: Un
 const MAX_REPORT_LINE = 7 * (16 << 20)
 
 /** Run the tool with `args`; resolves with its `done` result. */
-function runTool(what: string, args: string[], options: UnpackOptions, made?: string): Promise<Record<string, unknown>> {
+function runTool(what: string, args: string[], options: UnpackOptions, made: string | undefined, seen: { locked: boolean; emptied: boolean }): Promise<Record<string, unknown>> {
   const { onProgress, signal } = options
   if (signal?.aborted) return Promise.reject(abortError(signal))
   const native = loadNative()
@@ -294,6 +302,10 @@ function runTool(what: string, args: string[], options: UnpackOptions, made?: st
             kill()
           }
         }
+      } else if (ev.event === 'locked') {
+        seen.locked = true
+      } else if (ev.event === 'emptied') {
+        seen.emptied = true
       } else if (ev.event === 'done') {
         result = ev.result
       } else if (ev.event === 'error') {
@@ -399,6 +411,8 @@ function commonArgs(options: UnpackOptions): string[] {
  * absolute target is resolved inside the sandbox later) and never followed while unpacking.
  * On a failure, a `dir` this call created is removed again; an existing one may hold a partial tree.
  * So it is when the worker thread that called it is terminated, or the process exits, first.
+ * A second unpack or import into a directory that one is writing is refused (`open_archive`,
+ * `errno` `EBUSY`), in this process or another.
  */
 export async function unpackRootfs(tarball: string, dir: string, options: UnpackOptions = {}): Promise<UnpackResult> {
   options = callersOptions(options, 'unpackRootfs', UNPACK_OPTIONS)
@@ -417,7 +431,8 @@ export async function unpackRootfs(tarball: string, dir: string, options: Unpack
  * gives is checked (blobs before anything is written; OCI diff_ids while unpacking), and a mismatch
  * is refused (`step` `verify_digest`). See {@link ImportOptions.layout} for one directory per layer.
  * On a failure, a `dir` this call created is removed again, also when the worker thread that
- * called it is terminated, or the process exits, first.
+ * called it is terminated, or the process exits, first. A second unpack or import into a
+ * directory that one is writing is refused (`open_archive`, `errno` `EBUSY`).
  */
 export async function importImage(image: string, dir: string, options: ImportOptions = {}): Promise<ImportResult> {
   options = callersOptions(options, 'importImage', IMPORT_OPTIONS)

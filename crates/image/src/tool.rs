@@ -22,7 +22,7 @@ use crate::unpack::{Ownership, Specials};
 use crate::{confine, sys, ImportOptions, Layout, Progress, UnpackOptions};
 use serde::Serialize;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,17 @@ use std::time::{Duration, Instant};
 #[serde(tag = "event", rename_all = "lowercase")]
 enum Event<'a> {
     Progress(&'a Progress),
-    Done { result: serde_json::Value },
-    Error { error: &'a SetupError },
+    /// The target is this tool's (locked) until it exits: a caller removes a tree it made only
+    /// after its tool got this far.
+    Locked,
+    /// A failed call's tree was removed by the tool (what it made into the target, which stays).
+    Emptied,
+    Done {
+        result: serde_json::Value,
+    },
+    Error {
+        error: &'a SetupError,
+    },
 }
 
 fn emit(event: &Event<'_>) {
@@ -70,6 +79,8 @@ struct Args {
     layout: Layout,
     input: PathBuf,
     dir: PathBuf,
+    /// The caller made the target for this call: on a failure, what is in it is removed.
+    made: bool,
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
@@ -87,6 +98,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         layout: Layout::Flat,
         input: PathBuf::new(),
         dir: PathBuf::new(),
+        made: false,
     };
     let mut positional = Vec::new();
     while let Some(arg) = it.next() {
@@ -118,6 +130,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
                     v => return Err(format!("--layout: '{v}' is not 'flat' or 'layers'")),
                 }
             }
+            "--made" => a.made = true,
             "--" => positional.extend(it.by_ref().cloned()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             s => positional.push(s.to_owned()),
@@ -130,13 +143,42 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     Ok(a)
 }
 
-/// mkdir -p the target (the caller's own path: its symlinks are followed), then open it.
-fn open_target(dir: &Path, must_be_empty: bool) -> Result<OwnedFd, SetupError> {
+/// The target directory, and a lock on it held for the tool's life.
+struct Target {
+    fd: OwnedFd,
+    /// flock'd: two unpacks or imports into one directory at once would each take the other's
+    /// files for its own, and a failed one would remove what the other wrote.
+    lock: OwnedFd,
+}
+
+/// mkdir -p the target (the caller's own path: its symlinks are followed), then open and lock it.
+fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
     let shown = dir.display().to_string();
-    std::fs::create_dir_all(dir).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "create the target directory"))?;
-    let c = sys::cstring(dir.as_os_str().as_encoded_bytes());
-    let fd = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
-    refuse_root(fd.as_fd(), &shown)?;
+    // A failed call into the same directory may remove it (empty) once its tool let go of it:
+    // the lock counts only on the directory the path still names, else it is made again.
+    let mut tries = 0;
+    let (fd, lock) = loop {
+        std::fs::create_dir_all(dir).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "create the target directory"))?;
+        let c = sys::cstring(dir.as_os_str().as_encoded_bytes());
+        let fd = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
+        refuse_root(fd.as_fd(), &shown)?;
+        let lock = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
+        // SAFETY: flock on a descriptor of ours.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = nix::errno::Errno::last();
+            if e == nix::errno::Errno::EWOULDBLOCK {
+                return Err(error::sys(Step::OpenArchive, nix::errno::Errno::EBUSY, &shown, "lock the target directory")
+                    .with_hint("another unpack or import is writing into this directory: wait for it to end, or choose another"));
+            }
+            return Err(error::sys(Step::OpenArchive, e, &shown, "lock the target directory"));
+        }
+        tries += 1;
+        if still_names(dir, lock.as_fd()) || tries == 3 {
+            break (fd, lock);
+        }
+    };
+    emit(&Event::Locked);
     if must_be_empty {
         let entries = sys::list_dir(fd.as_fd()).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "read the target directory"))?;
         if !entries.is_empty() {
@@ -145,7 +187,16 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<OwnedFd, SetupError> {
                 .with_hint("import into a new or empty directory"));
         }
     }
-    Ok(fd)
+    Ok(Target { fd, lock })
+}
+
+/// `path` still names the directory `fd` is.
+fn still_names(path: &Path, fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), sys::fstat(fd)) {
+        (Ok(m), Ok(st)) => m.dev() == st.st_dev && m.ino() == st.st_ino,
+        _ => false,
+    }
 }
 
 /// The directory opened as the target is not this host's root: not `/` itself, nor `/` through a
@@ -197,32 +248,58 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
     let own = ownership(a.ownership)?;
     let mut throttle = Throttle { last: None };
     let mut tick = |p: &Progress| throttle.tick(p);
-    if a.command == "unpack" {
-        let shown = a.input.display().to_string();
-        let archive = std::fs::File::open(&a.input).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "open the archive"))?;
-        let existing_target = std::fs::symlink_metadata(&a.dir).is_ok();
-        let dir = open_target(&a.dir, false)?;
-        let confinement = confine::confine(dir.as_fd(), None, false);
-        let report = crate::unpack_rootfs(archive, &shown, dir, &UnpackOptions { ownership: own, specials: a.specials, existing_target }, &mut tick)?;
-        let mut v = serde_json::to_value(&report).expect("plain data serializes");
-        v["confinement"] = confinement.into();
-        Ok(v)
+    let shown = a.input.display().to_string();
+    let existing_target = std::fs::symlink_metadata(&a.dir).is_ok();
+    let mut locked = None;
+    let result = if a.command == "unpack" {
+        (|| {
+            let archive = std::fs::File::open(&a.input).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "open the archive"))?;
+            let target = open_target(&a.dir, false)?;
+            let dir = target.fd.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
+            locked = Some(target);
+            let confinement = confine::confine(dir.as_fd(), None, false);
+            let report = crate::unpack_rootfs(archive, &shown, dir, &UnpackOptions { ownership: own, specials: a.specials, existing_target }, &mut tick)?;
+            let mut v = serde_json::to_value(&report).expect("plain data serializes");
+            v["confinement"] = confinement.into();
+            Ok(v)
+        })()
     } else {
-        let shown = a.input.display().to_string();
-        let input = Source::open_path(&a.input)?;
-        let existing_target = std::fs::symlink_metadata(&a.dir).is_ok();
-        let dir = open_target(&a.dir, true)?;
-        let is_dir = sys::fstat(input.as_fd()).map(|st| sys::is_dir(&st)).unwrap_or(false);
-        let confinement = confine::confine(dir.as_fd(), is_dir.then(|| input.as_fd()), a.layout == Layout::Layers);
-        let mut decompress_tick =
-            |bytes: u64, total: u64| tick(&Progress { phase: crate::Phase::Decompress, bytes, total_bytes: total, entries: 0, layer: None, layers: None });
-        let src = Source::from_fd(input, shown, dir.as_fd(), &mut decompress_tick)?;
-        let opts = ImportOptions { platform: a.platform, reference: a.reference, layout: a.layout, ownership: own, specials: a.specials, existing_target };
-        let report = crate::import_image(&src, dir, &opts, &mut tick)?;
-        let mut v = serde_json::to_value(&report).expect("plain data serializes");
-        v["confinement"] = confinement.into();
-        Ok(v)
+        (|| {
+            let input = Source::open_path(&a.input)?;
+            let target = open_target(&a.dir, true)?;
+            let dir = target.fd.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
+            locked = Some(target);
+            let is_dir = sys::fstat(input.as_fd()).map(|st| sys::is_dir(&st)).unwrap_or(false);
+            let confinement = confine::confine(dir.as_fd(), is_dir.then(|| input.as_fd()), a.layout == Layout::Layers);
+            let mut decompress_tick =
+                |bytes: u64, total: u64| tick(&Progress { phase: crate::Phase::Decompress, bytes, total_bytes: total, entries: 0, layer: None, layers: None });
+            let src = Source::from_fd(input, shown.clone(), dir.as_fd(), &mut decompress_tick)?;
+            let opts = ImportOptions { platform: a.platform, reference: a.reference, layout: a.layout, ownership: own, specials: a.specials, existing_target };
+            let report = crate::import_image(&src, dir, &opts, &mut tick)?;
+            let mut v = serde_json::to_value(&report).expect("plain data serializes");
+            v["confinement"] = confinement.into();
+            Ok(v)
+        })()
+    };
+    // Written into a directory that another call's cleanup removed meanwhile (the lock was
+    // taken just before), the tree would be nowhere: said, not reported done.
+    let result = match (result, &locked) {
+        (Ok(_), Some(target)) if !still_names(&a.dir, target.lock.as_fd()) => {
+            Err(SetupError::new(Step::OpenArchive, format!("the target directory {} was removed or replaced while this call wrote into it", a.dir.display()))
+                .with_path(a.dir.display().to_string())
+                .with_hint("another call into the same directory failed and removed it: unpack or import again"))
+        }
+        (r, _) => r,
+    };
+    // A failed call's tree goes while this tool still holds the target: removed later by the
+    // caller, it could take what a next call into the same directory had begun to write. By fds,
+    // so no path is too deep, and read-only directories the archive made are opened up first.
+    if let (Err(_), Some(target), true) = (&result, &locked, a.made) {
+        if crate::tree::empty_dir(target.lock.as_fd()).is_ok() {
+            emit(&Event::Emptied);
+        }
     }
+    result
 }
 
 /// The caller's pid, which the addon gives its tools: they die with it.
@@ -289,5 +366,7 @@ mod tests {
         assert!(args("unpack --platform x a b").is_err(), "platform is an import option");
         assert!(args("unpack a").is_err());
         assert!(args("unpack -- --weird-name dir").is_ok());
+        assert!(args("unpack --made a b").unwrap().made, "the caller made the target");
+        assert!(!args("unpack a b").unwrap().made);
     }
 }

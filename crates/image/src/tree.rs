@@ -364,7 +364,7 @@ fn depth(path: &[u8]) -> usize {
 
 /// rm -r of `name` in `parent`, by fds only. A directory we own but may not write (the archive
 /// made it read-only) is given u+rwx first, so a non-root caller can empty it.
-fn remove_tree(parent: BorrowedFd<'_>, name: &CStr) -> SysResult<()> {
+pub(crate) fn remove_tree(parent: BorrowedFd<'_>, name: &CStr) -> SysResult<()> {
     let fd = sys::openat(parent, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)?;
     let st = sys::fstat(fd.as_fd())?;
     if st.st_mode & 0o700 != 0o700 {
@@ -382,6 +382,26 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &CStr) -> SysResult<()> {
         }
     }
     sys::unlinkat(parent, name, true)
+}
+
+/// Remove everything in `dir` (by fds: no path is too deep), leaving `dir` itself, given u+rwx.
+pub(crate) fn empty_dir(dir: BorrowedFd<'_>) -> SysResult<()> {
+    let st = sys::fstat(dir)?;
+    if st.st_mode & 0o700 != 0o700 {
+        sys::fchmod(dir, (st.st_mode & 0o7777) | 0o700)?;
+    }
+    for (child, is_dir) in sys::list_dir(dir)? {
+        let is_dir = match is_dir {
+            Some(d) => d,
+            None => sys::is_dir(&sys::lstatat(dir, &child)?),
+        };
+        if is_dir {
+            remove_tree(dir, &child)?;
+        } else {
+            sys::unlinkat(dir, &child, false)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
