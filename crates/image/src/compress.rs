@@ -80,9 +80,31 @@ pub fn decoder<'a, R: BufRead + 'a>(format: Format, r: R) -> std::io::Result<Box
         Format::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
             d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
-            Box::new(d)
+            Box::new(ZstdLimited(d))
         }
     })
+}
+
+/// The zstd decoder, its window limit reported as what it is (zstd says only "Frame requires
+/// too much memory for decoding").
+struct ZstdLimited<R>(R);
+
+impl<R: Read> Read for ZstdLimited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.to_string().contains("too much memory") {
+                std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    format!(
+                        "the zstd frame needs a window larger than the {} MiB the unpacker allows its decoder (made with zstd --long=28 or more)",
+                        (1u64 << ZSTD_WINDOW_LOG_MAX) >> 20
+                    ),
+                )
+            } else {
+                e
+            }
+        })
+    }
 }
 
 /// The xz decoder, its memory limit reported as what it is.

@@ -24,7 +24,9 @@ pub fn io(step: Step, e: &std::io::Error, path: &str, what: &str) -> SetupError 
 pub fn tar_header(step: Step, e: &std::io::Error, path: &str, after: Option<&str>) -> SetupError {
     let mut err = io(step, e, path, "not a readable tar archive");
     err.message = match after {
-        None => "not a readable tar archive: its first header does not parse as a tar header".into(),
+        // A decoder's limit (the xz dictionary, the zstd window) is the reason, not the tar format.
+        None if e.kind() == std::io::ErrorKind::OutOfMemory => crate::names::printable(&e.to_string(), 400),
+        None => format!("not a readable tar archive: its first header does not parse as a tar header ({})", crate::names::printable(&e.to_string(), 200)),
         Some(before) => format!("{before}: {}", crate::names::printable(&e.to_string(), 200)),
     };
     err
@@ -38,6 +40,21 @@ fn doing(mut e: SetupError, what: &str) -> SetupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_header_that_does_not_parse_says_why() {
+        let limit = std::io::Error::new(std::io::ErrorKind::OutOfMemory, "the xz stream needs more than the 256 MiB");
+        assert_eq!(
+            tar_header(Step::ReadArchive, &limit, "a.tar.xz", None).message,
+            "the xz stream needs more than the 256 MiB",
+            "the decoder's limit, not the format"
+        );
+        let bad = std::io::Error::other("failed to read entire block");
+        assert_eq!(
+            tar_header(Step::ReadArchive, &bad, "a.tar", None).message,
+            "not a readable tar archive: its first header does not parse as a tar header (failed to read entire block)"
+        );
+    }
 
     #[test]
     fn serializes_like_a_setup_error() {

@@ -147,6 +147,9 @@ fn decompress_to_tmpfile(file: File, format: Format, scratch: BorrowedFd<'_>, sh
     let mut r = compress::decoder(format, BufReader::with_capacity(256 << 10, counted)).map_err(|e| error::io(Step::ReadArchive, &e, shown, "decompress"))?;
     let mut buf = vec![0u8; 256 << 10];
     let mut since = 0u64;
+    // Runs of zeros are left as holes, as an unpack leaves them: a small archive of zeros (a
+    // bomb) would fill the disk before anything of it is read as an image.
+    let (mut pos, mut skipped) = (0u64, false);
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => break,
@@ -154,12 +157,21 @@ fn decompress_to_tmpfile(file: File, format: Format, scratch: BorrowedFd<'_>, sh
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(error::io(Step::ReadArchive, &e, shown, "decompress the image")),
         };
-        std::io::Write::write_all(&mut tmp, &buf[..n]).map_err(|e| error::io(Step::WriteEntry, &e, shown, "write the decompressed image"))?;
+        pos += n as u64;
+        skipped = buf[..n].iter().all(|b| *b == 0);
+        if skipped {
+            tmp.seek(SeekFrom::Start(pos)).map_err(|e| error::io(Step::WriteEntry, &e, shown, "seek"))?;
+        } else {
+            std::io::Write::write_all(&mut tmp, &buf[..n]).map_err(|e| error::io(Step::WriteEntry, &e, shown, "write the decompressed image"))?;
+        }
         since += n as u64;
         if since >= 1 << 20 {
             since = 0;
             tick(count.get(), total);
         }
+    }
+    if skipped {
+        tmp.set_len(pos).map_err(|e| error::io(Step::WriteEntry, &e, shown, "set the size of the decompressed image"))?;
     }
     tick(count.get(), total);
     tmp.seek(SeekFrom::Start(0)).map_err(|e| error::io(Step::OpenArchive, &e, shown, "seek"))?;
@@ -219,6 +231,27 @@ fn resolve_link(members: &HashMap<String, Member>, name: &str, target: &str, rel
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decompressed_image_keeps_its_runs_of_zeros_as_holes() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("isolate-source-holes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            gz.write_all(&zeros).unwrap();
+        }
+        gz.write_all(b"data at the end").unwrap();
+        let archive = dir.join("zeros.gz");
+        std::fs::write(&archive, gz.finish().unwrap()).unwrap();
+        let scratch = sys::open(&sys::cstring(dir.as_os_str().as_encoded_bytes()), libc::O_PATH | libc::O_DIRECTORY).unwrap();
+        let out = decompress_to_tmpfile(File::open(&archive).unwrap(), Format::Gzip, scratch.as_fd(), "zeros.gz", 0, &mut |_, _| {}).unwrap();
+        let st = sys::fstat(out.as_fd()).unwrap();
+        assert_eq!(st.st_size as u64, (256 << 20) + 15);
+        assert!((st.st_blocks as u64) * 512 < 4 << 20, "{} bytes on disk for 256 MiB of zeros", st.st_blocks * 512);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn links_resolve_inside_the_archive() {
