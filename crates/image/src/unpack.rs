@@ -264,7 +264,10 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
 }
 
 fn id(v: u64, name: &str) -> Result<u32> {
-    u32::try_from(v).map_err(|_| SetupError::new(Step::CheckEntry, format!("entry '{name}' has an owner id beyond 32 bits ({v})")).with_path(name))
+    // 2^32-1 is no id: chown(2) reads it as "leave as it is" (the file would stay the unpacker's).
+    u32::try_from(v).ok().filter(|id| *id != u32::MAX).ok_or_else(|| {
+        SetupError::new(Step::CheckEntry, format!("entry '{name}' has an owner id that is no id: beyond 32 bits, or 4294967295 ({v})")).with_path(name)
+    })
 }
 
 /// A PAX `mtime` (seconds, maybe with a fraction) overrides the header's.
@@ -296,6 +299,10 @@ pub fn tree_error(e: TreeError, name: &str) -> SetupError {
             e.errno = Some("ENOTDIR".into());
             e
         }
+        // The unpacker may write only beneath its target (Landlock): a directory of the tree that
+        // another process moved out of it meanwhile is out of reach.
+        TreeError::Sys(errno @ nix::errno::Errno::EACCES, what) => error::sys(Step::WriteEntry, errno, name, what)
+            .with_hint("the unpacker writes only beneath its target directory: was a directory of the tree moved out of it, or made unwritable, while it ran?"),
         TreeError::Sys(errno, what) => error::sys(Step::WriteEntry, errno, name, what),
     }
 }
@@ -339,6 +346,21 @@ fn apply_whiteout(tree: &mut Tree, policy: &Policy, comps: &[&[u8]], w: Whiteout
                     .with_hint("the filesystem of the target directory must support user extended attributes (ext4, xfs, btrfs, tmpfs on Linux 6.6+); or use layout 'flat'"));
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_id_is_one_chown_takes_as_an_id() {
+        assert_eq!(id(0, "a").unwrap(), 0);
+        assert_eq!(id(u64::from(u32::MAX) - 1, "a").unwrap(), u32::MAX - 1);
+        for no_id in [u64::from(u32::MAX), 1 << 40] {
+            let e = id(no_id, "etc/x").unwrap_err();
+            assert_eq!((e.step, e.path.as_deref()), (Step::CheckEntry, Some("etc/x")), "{no_id}");
         }
     }
 }
