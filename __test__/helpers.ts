@@ -35,6 +35,13 @@ export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true })
 }
 
+/**
+ * The counter of a sandbox cgroup name that a test makes as another helper's (the same pid as a
+ * helper it kills, another start time), to see that the sweep leaves it: cgroup.test's check for
+ * leftovers, running beside that test, does not count it (the test removes it itself).
+ */
+export const STAND_IN_N = 424242424242
+
 export function pidAlive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')

@@ -521,6 +521,24 @@ test('a second unpack or import into a directory that one is writing is refused,
   t.deepEqual(readdirSync(target), ['data'])
 })
 
+test("a failing unpack that finds its directory made by another call (which finished meanwhile) leaves that call's tree", async (t) => {
+  const ws = workspace(t)
+  const fifo = join(ws, 'slow.tar')
+  await promisify(execFile)('mkfifo', [fifo])
+  writeFileSync(join(ws, 'good.tar'), tar([{ name: 'precious', data: 'p' }]))
+  const target = join(ws, 'new')
+  // The first call saw no directory; its tool waits for its archive before it looks at the target.
+  const first = unpackRootfs(fifo, target)
+  t.true(await waitUntil(() => toolsFor(fifo).length === 1, 10_000))
+  await unpackRootfs(join(ws, 'good.tar'), target)
+  const writer = await open(fifo, 'w')
+  await writer.write(tar([{ name: '../escape', data: 'z' }]))
+  await writer.close()
+  const e = await t.throwsAsync(first, { instanceOf: IsolateError })
+  t.is(e?.step, 'check_entry')
+  t.deepEqual(readdirSync(target), ['precious'], 'the tree of the call that made the directory stays')
+})
+
 test('an archive with no entries (an empty file, zeros) is refused, not unpacked as an empty rootfs', async (t) => {
   const ws = workspace(t)
   writeFileSync(join(ws, 'empty.tar'), '')

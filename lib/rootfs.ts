@@ -142,7 +142,7 @@ export interface ImportResult extends UnpackStats {
 
 type ToolEvent =
   | ({ event: 'progress' } & UnpackProgress)
-  | { event: 'locked' }
+  | { event: 'locked'; made: boolean }
   | { event: 'emptied' }
   | { event: 'done'; result: Record<string, unknown> }
   | { event: 'error'; error: { step: string; path?: string; errno?: string; message: string; hint?: string } }
@@ -208,29 +208,28 @@ async function runInto(target: string, what: string, args: string[], options: Un
     process.once('exit', () => addon.endUnreaped?.())
     endsAtExit = true
   }
-  const seen = { locked: false, emptied: false }
-  // Told that the call made it, the tool removes what it wrote there should it fail.
-  const toolArgs = existed ? args : [...args.slice(0, args.indexOf('--')), '--made', ...args.slice(args.indexOf('--'))]
+  const seen = { made: false, emptied: false }
   try {
-    return await runTool(what, toolArgs, options, existed ? undefined : target, seen)
+    return await runTool(what, args, options, existed ? undefined : target, seen)
   } catch (e) {
-    // Only a directory this call's tool held (locked) is this call's to remove: one another call
-    // into the same path holds is that call's. The tool emptied it (by descriptors: no path is
-    // too deep), unless it was killed (an abort): then it goes from here, off the event loop.
-    // The tool's error is the one that counts, and what could not be removed stays (named in it).
-    if (!existed && seen.locked) {
-      const removal = seen.emptied ? rmdir(target) : rm(target, { recursive: true, force: true })
-      await removal.catch((r: NodeJS.ErrnoException) => {
-        if (r.code !== 'ENOENT' && e instanceof Error) e.message += ` (and ${target}, which this call made, could not be removed: ${r.message})`
-      })
+    // Only a directory this call's tool made is this call's to remove, and the tool emptied it
+    // itself while it held it (by descriptors: no path too deep); what is left is an empty
+    // directory, and those above it that the call made. A tool that had to be killed left its
+    // tree, named in the error. The tool's error is the one that counts.
+    if (seen.made) {
+      const removed = await rmdir(target).then(() => true, (r: NodeJS.ErrnoException) => r.code === 'ENOENT')
+      if (!removed && e instanceof Error) e.message += ` (and ${target}, which this call made, holds what was unpacked: ${seen.emptied ? 'something else wrote into it meanwhile' : 'the unpacker was killed before it could remove it'})`
       // Those above it too, while empty (anything another process put there meanwhile stays).
-      for (const dir of above) if (!(await rmdir(dir).then(() => true, () => false))) break
+      if (removed) for (const dir of above) if (!(await rmdir(dir).then(() => true, () => false))) break
     }
     throw e
   } finally {
     if (!existed) addon.settleMade?.(target)
   }
 }
+
+/** How long an image tool asked to stop (SIGTERM) has before it is killed. */
+const KILL_AFTER_MS = 2_000
 
 /**
  * The longest report line of the image tool that is read: its `done` line holds the image's
@@ -240,7 +239,7 @@ async function runInto(target: string, what: string, args: string[], options: Un
 const MAX_REPORT_LINE = 7 * (16 << 20)
 
 /** Run the tool with `args`; resolves with its `done` result. */
-function runTool(what: string, args: string[], options: UnpackOptions, made: string | undefined, seen: { locked: boolean; emptied: boolean }): Promise<Record<string, unknown>> {
+function runTool(what: string, args: string[], options: UnpackOptions, made: string | undefined, seen: { made: boolean; emptied: boolean }): Promise<Record<string, unknown>> {
   const { onProgress, signal } = options
   if (signal?.aborted) return Promise.reject(abortError(signal))
   const native = loadNative()
@@ -264,13 +263,20 @@ function runTool(what: string, args: string[], options: UnpackOptions, made: str
     let last: UnpackProgress | undefined
     const stray: string[] = []
     let reaped = false
-    const kill = () => {
+    // SIGTERM first: the tool stops at its next read and empties a target it made while it still
+    // holds it; one that does not end within KILL_AFTER_MS (a read stuck on a hung filesystem) is
+    // killed, its tree left.
+    const send = (name: NodeJS.Signals) => {
       if (reaped) return
       try {
-        process.kill(pid, 'SIGKILL')
+        process.kill(pid, name)
       } catch {
         // already gone
       }
+    }
+    const kill = () => {
+      send('SIGTERM')
+      setTimeout(() => send('SIGKILL'), KILL_AFTER_MS).unref()
     }
     const reap = (delay = 0): void => {
       if ((reaped = addon.reapHelper(pid))) return
@@ -303,7 +309,7 @@ function runTool(what: string, args: string[], options: UnpackOptions, made: str
           }
         }
       } else if (ev.event === 'locked') {
-        seen.locked = true
+        seen.made = ev.made === true
       } else if (ev.event === 'emptied') {
         seen.emptied = true
       } else if (ev.event === 'done') {

@@ -867,7 +867,8 @@ pub fn plan_writes(host: &CgroupHost, limits: &CgroupLimits) -> Result<Vec<Cgrou
 static NEXT: AtomicU64 = AtomicU64::new(0);
 /// The process whose counter [`NEXT`] is (a forked helper starts with its server's).
 static NEXT_FOR: AtomicU32 = AtomicU32::new(0);
-/// When that process started ([`sys::own_start_time`]; 0 where /proc does not say).
+/// When that process started ([`sys::own_start_time`]; 0 where /proc does not say, which the
+/// sweeps read as unknown).
 static STARTED: AtomicU64 = AtomicU64::new(0);
 
 /// `isolate-<pid>-<start>-<counter>`, after the helper that makes it: its pid and when it
@@ -1549,7 +1550,8 @@ fn kill_pinned(list: impl Fn() -> Vec<i32>, me: i32) {
 /// `started`: when that helper started ([`sys::reap_child`]), which tells its cgroups from those
 /// of a process given its pid since (None where /proc could not say: by the pid alone).
 pub fn remove_left_by(helper: i32, started: Option<u64>) {
-    remove_left(|pid, start| pid == helper && started.is_none_or(|s| s == start), true);
+    // A name's start 0: the helper could not read its own (by the pid alone, as without ours).
+    remove_left(|pid, start| pid == helper && (start == 0 || started.is_none_or(|s| s == start)), true);
 }
 
 /// Remove the empty sandbox cgroups that helpers no longer alive left beneath this process's own
@@ -1561,7 +1563,7 @@ pub fn remove_left_by_the_dead() {
     // kill(pid, 0): ESRCH is no process at all (EPERM is someone's); a process of that pid that
     // started at another time is another one.
     let gone = |pid: i32, start: u64| {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH) || sys::start_time(pid).is_some_and(|s| s != start)
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH) || (start != 0 && sys::start_time(pid).is_some_and(|s| s != start))
     };
     remove_left(gone, false);
 }

@@ -829,17 +829,19 @@ pub fn reap_child(pid: Option<nix::unistd::Pid>) -> nix::Result<(Ended, Option<u
 /// When process `pid` started, in clock ticks after boot (the 22nd field of /proc/PID/stat; a
 /// zombie's too): with its pid, which process it is.
 pub fn start_time(pid: i32) -> Option<u64> {
-    start_time_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    start_time_in(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// This process's [`start_time`] (through /proc/self: whichever pid namespace /proc was mounted for).
 pub fn own_start_time() -> Option<u64> {
-    start_time_in(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    start_time_in(&std::fs::read("/proc/self/stat").ok()?)
 }
 
-fn start_time_in(stat: &str) -> Option<u64> {
-    // The command name (field 2) may hold spaces and parentheses: field 3 on follows its last ')'.
-    stat.get(stat.rfind(')')? + 1..)?.split_whitespace().nth(19)?.parse().ok()
+fn start_time_in(stat: &[u8]) -> Option<u64> {
+    // The command name (field 2) may hold spaces, parentheses and any bytes: field 3 on follows
+    // its last ')'.
+    let rest = std::str::from_utf8(&stat[stat.iter().rposition(|b| *b == b')')? + 1..]).ok()?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Point fds 0-2 at /dev/null: for processes that must not hold the sandbox's stdio open.
@@ -1434,9 +1436,9 @@ mod tests {
 
     #[test]
     fn a_killed_childs_start_time_is_read_from_its_zombie_before_the_reap_gives_its_pid_away() {
-        let stat = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
-        assert_eq!(start_time_in(stat), Some(98765), "the fields after the name's last ')'");
-        assert_eq!(start_time_in("42 (a S 1"), None);
+        let stat = b"42 (a) b\xff) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
+        assert_eq!(start_time_in(stat), Some(98765), "the fields after the name's last ')', whatever bytes the name holds");
+        assert_eq!(start_time_in(b"42 (a S 1"), None);
         assert!(own_start_time().is_some());
         let pausing = || {
             // SAFETY: the child only pauses (async-signal-safe) until it is killed or exits.

@@ -30,10 +30,12 @@ use std::time::{Duration, Instant};
 #[serde(tag = "event", rename_all = "lowercase")]
 enum Event<'a> {
     Progress(&'a Progress),
-    /// The target is this tool's (locked) until it exits: a caller removes a tree it made only
-    /// after its tool got this far.
-    Locked,
-    /// A failed call's tree was removed by the tool (what it made into the target, which stays).
+    /// The target is this tool's (locked) until it exits; `made`: this tool created it, and
+    /// empties it should the call fail. A caller removes (rmdir) only a directory its tool made.
+    Locked {
+        made: bool,
+    },
+    /// A failed call's tree was removed by the tool, which made the target (that stays, empty).
     Emptied,
     Done {
         result: serde_json::Value,
@@ -79,8 +81,6 @@ struct Args {
     layout: Layout,
     input: PathBuf,
     dir: PathBuf,
-    /// The caller made the target for this call: on a failure, what is in it is removed.
-    made: bool,
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
@@ -98,7 +98,6 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         layout: Layout::Flat,
         input: PathBuf::new(),
         dir: PathBuf::new(),
-        made: false,
     };
     let mut positional = Vec::new();
     while let Some(arg) = it.next() {
@@ -130,7 +129,6 @@ fn parse(argv: &[String]) -> Result<Args, String> {
                     v => return Err(format!("--layout: '{v}' is not 'flat' or 'layers'")),
                 }
             }
-            "--made" => a.made = true,
             "--" => positional.extend(it.by_ref().cloned()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             s => positional.push(s.to_owned()),
@@ -146,19 +144,31 @@ fn parse(argv: &[String]) -> Result<Args, String> {
 /// The target directory, and a lock on it held for the tool's life.
 struct Target {
     fd: OwnedFd,
-    /// flock'd: two unpacks or imports into one directory at once would each take the other's
-    /// files for its own, and a failed one would remove what the other wrote.
+    /// flock'd (where the filesystem has flock): two unpacks or imports into one directory at
+    /// once would each take the other's files for its own, and a failed one would remove what
+    /// the other wrote.
     lock: OwnedFd,
+    /// This tool created it (its last component): a failed call empties it.
+    made: bool,
 }
 
-/// mkdir -p the target (the caller's own path: its symlinks are followed), then open and lock it.
+/// Make the target (mkdir -p; the caller's own path: its symlinks are followed), then open and
+/// lock it. Whether this tool made it is decided here, by its own mkdir, not by what a caller saw
+/// before: another call may have made it meanwhile.
 fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
     let shown = dir.display().to_string();
-    // A failed call into the same directory may remove it (empty) once its tool let go of it:
-    // the lock counts only on the directory the path still names, else it is made again.
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "create the target directory"))?;
+    }
+    // A failed call into the same directory removes it (empty) once its tool let go of it: the
+    // lock counts only on the directory the path still names, else it is made again.
     let mut tries = 0;
-    let (fd, lock) = loop {
-        std::fs::create_dir_all(dir).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "create the target directory"))?;
+    let (fd, lock, made) = loop {
+        let made = match std::fs::create_dir(dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(error::io(Step::OpenArchive, &e, &shown, "create the target directory")),
+        };
         let c = sys::cstring(dir.as_os_str().as_encoded_bytes());
         let fd = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
         refuse_root(fd.as_fd(), &shown)?;
@@ -171,14 +181,19 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
                 return Err(error::sys(Step::OpenArchive, nix::errno::Errno::EBUSY, &shown, "lock the target directory")
                     .with_hint("another unpack or import is writing into this directory: wait for it to end, or choose another"));
             }
-            return Err(error::sys(Step::OpenArchive, e, &shown, "lock the target directory"));
+            // A filesystem without flock on directories (NFS turns it into a byte-range lock,
+            // which a read-only descriptor cannot take): unlocked, as before there was a lock.
+        }
+        if still_names(dir, lock.as_fd()) {
+            break (fd, lock, made);
         }
         tries += 1;
-        if still_names(dir, lock.as_fd()) || tries == 3 {
-            break (fd, lock);
+        if tries == 3 {
+            return Err(SetupError::new(Step::OpenArchive, format!("the target directory {shown} was removed or replaced each time it was opened"))
+                .with_path(&shown)
+                .with_hint("another process keeps removing or replacing it: unpack or import into a directory of this call's own"));
         }
     };
-    emit(&Event::Locked);
     if must_be_empty {
         let entries = sys::list_dir(fd.as_fd()).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "read the target directory"))?;
         if !entries.is_empty() {
@@ -187,7 +202,8 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
                 .with_hint("import into a new or empty directory"));
         }
     }
-    Ok(Target { fd, lock })
+    emit(&Event::Locked { made });
+    Ok(Target { fd, lock, made })
 }
 
 /// `path` still names the directory `fd` is.
@@ -294,7 +310,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
     // A failed call's tree goes while this tool still holds the target: removed later by the
     // caller, it could take what a next call into the same directory had begun to write. By fds,
     // so no path is too deep, and read-only directories the archive made are opened up first.
-    if let (Err(_), Some(target), true) = (&result, &locked, a.made) {
+    if let (Err(_), Some(target @ Target { made: true, .. })) = (&result, &locked) {
         if crate::tree::empty_dir(target.lock.as_fd()).is_ok() {
             emit(&Event::Emptied);
         }
@@ -319,9 +335,27 @@ fn die_with_caller() {
     }
 }
 
+/// SIGTERM (an abort, or the caller's thread ending) stops the tool at its next read of the
+/// archive or image, as a failure: it then empties a target it made, holding the lock, and
+/// exits (SIGKILL would leave that tree to someone who no longer holds it).
+fn abort_on_sigterm() {
+    extern "C" fn on_term(_: libc::c_int) {
+        crate::digest::ABORT.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    // SAFETY: a handler that only stores to an atomic; no SA_RESTART, so a blocking read or open
+    // (a FIFO) returns EINTR and the flag is seen.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_term as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
 /// The whole program; returns the exit status.
 pub fn main(argv: Vec<String>) -> i32 {
     die_with_caller();
+    abort_on_sigterm();
     let args = match parse(&argv) {
         Ok(a) => a,
         Err(message) => {
@@ -366,7 +400,5 @@ mod tests {
         assert!(args("unpack --platform x a b").is_err(), "platform is an import option");
         assert!(args("unpack a").is_err());
         assert!(args("unpack -- --weird-name dir").is_ok());
-        assert!(args("unpack --made a b").unwrap().made, "the caller made the target");
-        assert!(!args("unpack a b").unwrap().made);
     }
 }

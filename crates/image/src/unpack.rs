@@ -111,14 +111,14 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
         let header = entry.header();
         let bad_header = |e: std::io::Error| error::io(Step::ReadArchive, &e, &name, "a corrupt header");
         let mode = header.mode().map_err(bad_header)? & 0o7777;
-        let uid = id(header.uid().map_err(bad_header)?, &name)?;
-        let gid = id(header.gid().map_err(bad_header)?, &name)?;
+        let (uid, gid) = (header.uid().map_err(bad_header)?, header.gid().map_err(bad_header)?);
         let mut mtime = header.mtime().map_err(bad_header)? as i64;
         if let Some(t) = pax_mtime(&mut entry) {
             mtime = t;
         }
+        // Checked only where they are given to chown: the caller's own ids ignore them.
         let owner = match policy.ownership {
-            Ownership::Archive => Some((uid, gid)),
+            Ownership::Archive => Some((id(uid, &name)?, id(gid, &name)?)),
             Ownership::Caller => None,
         };
         let attrs = Attrs { mode, owner, mtime: Some(mtime) };

@@ -8,10 +8,11 @@
 //! remembers each such child until it is reaped ([`forget`]), and each directory a call made until
 //! that call has settled (`settleMade`: it succeeded, or its failure removed the directory), and
 //! its environment's teardown ([`end_unreaped`]; also called at the process's `exit`) ends what is
-//! left as a failed call ends: a tool is killed, a probe (which may be making the namespaces and
-//! cgroup it tries) is waited for a second, then killed too, each is reaped, then the directories
-//! go (not while a tool is still unreaped after 3 s: it could still write there). A pid is safe to
-//! signal while it is remembered: an unreaped child's pid is not reused.
+//! left as a failed call ends: a tool is asked to stop (SIGTERM: it empties a target it made while
+//! it holds its lock), a probe (which may be making the namespaces and cgroup it tries) is waited
+//! for; either is killed after a second, each is reaped, then the directories go if empty (not
+//! while a tool is still unreaped after 3 s: it could still write there). A pid is safe to signal
+//! while it is remembered: an unreaped child's pid is not reused.
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -68,7 +69,8 @@ pub fn end_unreaped() {
     let mut left = CHILDREN.with_borrow_mut(std::mem::take);
     for (pid, end) in &left {
         if matches!(end, End::Kill) {
-            let _ = kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+            // Asked to stop: it empties a target it made while it still holds its lock.
+            let _ = kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGTERM);
         }
     }
     // Bounded: a teardown never hangs on a child (a probe that hangs, a tool in an uninterruptible
@@ -95,9 +97,10 @@ pub fn end_unreaped() {
         return;
     }
     for dir in MADE.with_borrow_mut(std::mem::take) {
-        // Not followed if a symlink took its place: only that link would go.
+        // Emptied by its tool if that tool made it (another call may have, and holds it): only
+        // an empty directory goes, never a symlink that took its place.
         if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir(&dir);
         }
     }
 }
