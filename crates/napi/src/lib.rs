@@ -511,7 +511,9 @@ pub fn reap_helper(pid: i32) -> bool {
             // Killed before it could remove its sandbox's cgroups (what the helper server does for
             // the helpers it forks; this one was spawned here, with no server to fork it). Off
             // the JS thread: an rmdir waits for the sandbox's last processes to go (up to 2 s).
-            let _ = std::thread::Builder::new().name("isolate-sweep".into()).spawn(move || isolate_core::cgroup::remove_left_by(pid, started));
+            if std::thread::Builder::new().name("isolate-sweep".into()).spawn(move || isolate_core::cgroup::remove_left_by(pid, started)).is_err() {
+                isolate_core::cgroup::remove_left_by(pid, started);
+            }
         }
         ended
     });
