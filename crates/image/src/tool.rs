@@ -265,13 +265,14 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
     let mut throttle = Throttle { last: None };
     let mut tick = |p: &Progress| throttle.tick(p);
     let shown = a.input.display().to_string();
-    let existing_target = std::fs::symlink_metadata(&a.dir).is_ok();
     let mut locked = None;
     let result = if a.command == "unpack" {
         (|| {
             let archive = std::fs::File::open(&a.input).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "open the archive"))?;
             let target = open_target(&a.dir, false)?;
             let dir = target.fd.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
+            // One this call did not make keeps its own mode and times (another call's, or the caller's).
+            let existing_target = !target.made;
             locked = Some(target);
             let confinement = confine::confine(dir.as_fd(), None, false);
             let report = crate::unpack_rootfs(archive, &shown, dir, &UnpackOptions { ownership: own, specials: a.specials, existing_target }, &mut tick)?;
@@ -284,6 +285,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
             let input = Source::open_path(&a.input)?;
             let target = open_target(&a.dir, true)?;
             let dir = target.fd.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
+            let existing_target = !target.made;
             locked = Some(target);
             let is_dir = sys::fstat(input.as_fd()).map(|st| sys::is_dir(&st)).unwrap_or(false);
             let confinement = confine::confine(dir.as_fd(), is_dir.then(|| input.as_fd()), a.layout == Layout::Layers);
