@@ -5,7 +5,7 @@
  * each limit must fail closed instead, and that is what is asserted.
  */
 import test from 'ava'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync } from 'node:fs'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { gunzipSync } from 'node:zlib'
@@ -13,7 +13,7 @@ import { basename, join } from 'node:path'
 import { configurePool, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 import { cgroupLimitsHere, limitsHold } from '../lib/probe.js'
 import { cli } from './cli-runner.js'
-import { cgroupDirOf, descendantsOf, ended, helperServersOf, nodeScript, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, STAND_IN_N, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
+import { cgroupDirOf, descendantsOf, ended, helperServersOf, nodeScript, parentOf, root, pidAlive, pidsInNamespace, poolHeard, poolReady, STAND_IN_N, standInCgroup, startOf, untilQuietMounts, waitUntil, warmHelpersOf } from './helpers.js'
 
 const host = await probe()
 /**
@@ -52,9 +52,6 @@ const commOf = (pid: number) => {
 
 /** The helper a sandbox cgroup is named after (`isolate-<helper pid>-<its start time>-<n>`). */
 const helperOf = (dir: string) => /^isolate-(\d+)-\d+-\d+$/.exec(basename(dir))?.[1]
-
-/** When a process started, in clock ticks after boot (/proc/PID/stat's 22nd field): with its pid, which process it is. */
-const startOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').pop()!.split(' ')[19])
 
 /** The own cgroups the sandbox cgroups are made beneath: v1's memory and pids, or v2's one. */
 const ownParents = () =>
@@ -266,30 +263,17 @@ for (const [how, size, signal] of [['from a warm helper', undefined, 'SIGKILL'],
     const helper = parentOf(parentOf(sb.pid))
     const cgroups = sandboxCgroups().filter((d) => helperOf(d) === String(helper))
     t.true(cgroups.length > 0, 'the sandbox has cgroups')
-    // Another helper's, with a process in it: named after the same pid, and another start (a
-    // helper of another pid namespace, or one given this pid once it is reaped). The sweep must
-    // not take it, nor kill what it holds.
-    const other = join(ownParents()[0], `isolate-${helper}-${startOf(helper) + 1}-${STAND_IN_N}`)
-    mkdirSync(other)
-    const held = spawn('/bin/sleep', ['30'], { stdio: 'ignore' })
-    const heldEnded = new Promise((r) => held.once('exit', r))
+    // The sweep must not take another helper's cgroup of the same pid, nor kill what it holds.
+    const other = standInCgroup(ownParents()[0], helper)
     try {
-      writeFileSync(join(other, 'cgroup.procs'), String(held.pid))
       process.kill(helper, signal)
       const e = await failed
       t.is((e as IsolateError | undefined)?.code, 'ERR_ISOLATE_HELPER')
       t.regex((e as IsolateError | undefined)?.hint ?? '', /killed from outside/, 'says what ends a helper without a report')
       t.true(await waitUntil(() => !pidAlive(sb.pid) && cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
-      // The sweep goes through the parent's entries once: given a moment to reach this one.
-      await new Promise((r) => setTimeout(r, 300))
-      t.true(existsSync(other) && pidAlive(held.pid!), "the other process's cgroup and process are untouched")
+      t.true(await other.untouched(), "another helper's cgroup of the same pid, and its process, are untouched")
     } finally {
-      held.kill('SIGKILL')
-      await heldEnded
-      if (existsSync(other)) {
-        await waitUntil(() => readFileSync(join(other, 'cgroup.procs'), 'utf8').trim() === '', 5000)
-        rmdirSync(other)
-      }
+      await other.remove()
     }
   })
 }

@@ -1,7 +1,7 @@
 /** Shared by the tests: what a process inside sees, and what the host has left afterwards. */
 import type { ExecutionContext } from 'ava'
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -41,6 +41,44 @@ export function removeDir(dir: string): void {
  * leftovers, running beside that test, does not count it (the test removes it itself).
  */
 export const STAND_IN_N = 424242424242
+
+/** When a process started, in clock ticks after boot (/proc/PID/stat's 22nd field): with its pid, which process it is. */
+export const startOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').pop()!.split(' ')[19])
+
+/**
+ * Another helper's sandbox cgroup as a sweep of `helper`'s sees it: beneath `parent`, named after
+ * the same pid with another start time (a helper of another pid namespace, or a process given
+ * that pid once reaped), holding a process of its own. `untouched()`, once the sweep of
+ * `helper`'s cgroups is done (given 300 ms to reach this one too): it and its process are still
+ * there. `remove()`: its process ended, the cgroup removed.
+ */
+export function standInCgroup(parent: string, helper: number): { untouched: () => Promise<boolean>; remove: () => Promise<void> } {
+  const dir = join(parent, `isolate-${helper}-${startOf(helper) + 1}-${STAND_IN_N}`)
+  mkdirSync(dir)
+  const held = spawn('/bin/sleep', ['30'], { stdio: 'ignore' })
+  const ended = new Promise((r) => held.once('exit', r))
+  const remove = async () => {
+    held.kill('SIGKILL')
+    await ended
+    if (existsSync(dir)) {
+      await waitUntil(() => readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() === '', 5000)
+      rmdirSync(dir)
+    }
+  }
+  try {
+    writeFileSync(join(dir, 'cgroup.procs'), String(held.pid))
+  } catch (e) {
+    void remove()
+    throw e
+  }
+  return {
+    untouched: async () => {
+      await new Promise((r) => setTimeout(r, 300))
+      return existsSync(dir) && pidAlive(held.pid!)
+    },
+    remove,
+  }
+}
 
 export function pidAlive(pid: number): boolean {
   try {

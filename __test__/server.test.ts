@@ -6,12 +6,11 @@
  * sandbox's; a server that dies is replaced without a sandbox failing or a zombie left.
  */
 import test from 'ava'
-import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmdirSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { configurePool, probe, spawnIsolated, type Sandbox } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
-import { helperServersOf, nodeScript, parentOf, pidAlive, removeDir, root, sandboxCgroupsOf, STAND_IN_N, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { helperServersOf, nodeScript, parentOf, pidAlive, removeDir, root, sandboxCgroupsOf, standInCgroup, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 /** A sandbox whose command waits for a line on stdin, and its helper (the init's parent). */
 async function waiting(): Promise<{ sb: Sandbox; helper: number }> {
@@ -83,29 +82,16 @@ test.serial("a helper this process spawned itself (its server just died) and a s
   t.is(parentOf(helper), process.pid, 'spawned by this process while there is no server')
   const cgroups = sandboxCgroupsOf(sb.pid)
   t.true(cgroups.length > 0, 'the sandbox has cgroups')
-  // Another's, of the same pid and another start time (a helper of another pid namespace beneath
-  // the same cgroup, or a process given this pid once reaped), with a process in it: left alone.
-  const started = Number(readFileSync(`/proc/${helper}/stat`, 'utf8').split(') ').pop()!.split(' ')[19])
-  const other = join(dirname(cgroups[0]), `isolate-${helper}-${started + 1}-${STAND_IN_N}`)
-  mkdirSync(other)
-  const held = spawn('/bin/sleep', ['30'], { stdio: 'ignore' })
-  const heldEnded = new Promise((r) => held.once('exit', r))
+  // The addon's sweep must not take another helper's cgroup of the same pid, nor kill what it holds.
+  const other = standInCgroup(dirname(cgroups[0]), helper)
   try {
-    writeFileSync(join(other, 'cgroup.procs'), String(held.pid))
     const failed = t.throwsAsync(sb.wait())
     process.kill(helper, 'SIGKILL')
     await failed
     t.true(await waitUntil(() => cgroups.every((d) => !existsSync(d)), 5000), `left: ${cgroups.filter(existsSync)}`)
-    // The sweep goes through the parent's entries once: given a moment to reach this one.
-    await new Promise((r) => setTimeout(r, 300))
-    t.true(existsSync(other) && pidAlive(held.pid!), 'the other cgroup and its process are untouched')
+    t.true(await other.untouched(), "another helper's cgroup of the same pid, and its process, are untouched")
   } finally {
-    held.kill('SIGKILL')
-    await heldEnded
-    if (existsSync(other)) {
-      await waitUntil(() => readFileSync(join(other, 'cgroup.procs'), 'utf8').trim() === '', 5000)
-      rmdirSync(other)
-    }
+    await other.remove()
   }
 })
 
