@@ -771,7 +771,7 @@ test("the image tool refuses the host's root itself: named to it directly, or as
   t.false(existsSync(join('/', name)), 'nothing was written there')
 })
 
-test('an abort kills the unpacker and rejects with ABORT_ERR', async (t) => {
+test('an abort stops the unpacker and rejects with ABORT_ERR; the directory it made goes', async (t) => {
   const ws = workspace(t)
   const big = gzipSync(tar([{ name: 'zeros', data: Buffer.alloc(64 << 20) }]))
   writeFileSync(join(ws, 'big.tar.gz'), big)
@@ -792,6 +792,19 @@ test('an abort kills the unpacker and rejects with ABORT_ERR', async (t) => {
     }
   })
   t.true(await waitUntil(() => unreaped().length === 0, 5000), `the unpacker is reaped (zombies: ${unreaped().join(', ')})`)
+  // Aborted mid-way (its archive a FIFO, half written): it stops at its next read, and the
+  // directory it made goes (emptied by the unpacker, which still held it).
+  const fifo = join(ws, 'half.tar')
+  await promisify(execFile)('mkfifo', [fifo])
+  const ac3 = new AbortController()
+  const q = unpackRootfs(fifo, join(ws, 'c'), { signal: ac3.signal })
+  const writer = await open(fifo, 'w')
+  await writer.write(tar([{ name: 'data', data: Buffer.alloc(4 << 20, 0x61) }]).subarray(0, 1 << 20))
+  t.true(await waitUntil(() => existsSync(join(ws, 'c', 'data')), 10_000), 'it is writing')
+  ac3.abort()
+  t.is((await t.throwsAsync(q, { instanceOf: IsolateError }))?.code, 'ABORT_ERR')
+  await writer.close()
+  t.false(existsSync(join(ws, 'c')), 'the directory it made is gone')
 })
 
 /** Pids of this host's image tools whose command line names `path`. */

@@ -25,7 +25,7 @@
  * are not restored: sandboxes run with no_new_privs, where they would have no effect.
  */
 import { accessSync, constants, lstatSync, realpathSync } from 'node:fs'
-import { rm, rmdir } from 'node:fs/promises'
+import { rmdir } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { whenAborted } from './abort.js'
@@ -54,7 +54,7 @@ export interface UnpackOptions {
   specialFiles?: 'refuse' | 'skip'
   /** `'archive'`: the uid/gid numbers recorded in the archive (root only; the default as root). `'caller'`: the caller's own ids (the default, and the only choice, without root). */
   ownership?: 'archive' | 'caller'
-  /** Kills the unpacker; the promise rejects with `ABORT_ERR` (a DIR the call made is removed; one that was there may hold a partial tree). */
+  /** Stops the unpacker (killed if it has not stopped within 2 s); the promise rejects with `ABORT_ERR` (a DIR the call made is removed, unless the unpacker had to be killed; one that was there may hold a partial tree). */
   signal?: AbortSignal
 }
 
@@ -183,11 +183,11 @@ function abortError(signal: AbortSignal): IsolateError {
 let endsAtExit = false
 
 /**
- * The tool run into `target`; a target that was not there before is removed again when it fails
- * (the tool, confined beneath it, cannot remove the directory itself). Nothing in it is followed:
- * rm removes symlinks the archive left, never their targets. Should this thread be torn down, or
- * the process exit, before the call settles, the addon kills the tool and removes that target
- * (crates/napi/src/unreaped.rs).
+ * The tool run into `target`. A target its tool made is emptied by the tool when the call fails
+ * (by descriptors, symlinks the archive left unlinked, never followed), and removed here (the
+ * tool, confined beneath it, cannot remove the directory itself). Should this thread be torn
+ * down, or the process exit, before the call settles, the addon asks the tool to stop, which
+ * cleans up the same way, and removes that target if empty (crates/napi/src/unreaped.rs).
  */
 async function runInto(target: string, what: string, args: string[], options: UnpackOptions): Promise<Record<string, unknown>> {
   const exists = (p: string) => {
