@@ -1550,8 +1550,14 @@ fn kill_pinned(list: impl Fn() -> Vec<i32>, me: i32) {
 /// `started`: when that helper started ([`sys::reap_child`]), which tells its cgroups from those
 /// of a process given its pid since (None where /proc could not say: by the pid alone).
 pub fn remove_left_by(helper: i32, started: Option<u64>) {
-    // A name's start 0: the helper could not read its own (by the pid alone, as without ours).
-    remove_left(|pid, start| pid == helper && (start == 0 || started.is_none_or(|s| s == start)), true);
+    remove_left(|pid, start| named_after(helper, started, pid, start), true);
+}
+
+/// A cgroup named after `pid` and `start` is the one of the helper `helper` that started at
+/// `started`. Either start unknown (None here; 0 in a name: the helper could not read its own):
+/// by the pid alone.
+fn named_after(helper: i32, started: Option<u64>, pid: i32, start: u64) -> bool {
+    pid == helper && (start == 0 || started.is_none_or(|s| s == start))
 }
 
 /// Remove the empty sandbox cgroups that helpers no longer alive left beneath this process's own
@@ -1952,6 +1958,15 @@ mod tests {
         let at_root = v2_host(&["cpu", "pids"], &[], true, 0).refused_limits();
         assert_eq!(at_root.len(), 1);
         assert!(at_root[0].hint.as_deref().unwrap().contains("cgroup_disable="), "{at_root:?}");
+    }
+
+    #[test]
+    fn a_sweep_takes_the_cgroups_of_the_helper_that_died_not_of_another_process_of_its_pid() {
+        assert!(named_after(42, Some(1000), 42, 1000));
+        assert!(!named_after(42, Some(1000), 42, 1001), "a process given the pid since, or a helper of another pid namespace");
+        assert!(!named_after(42, Some(1000), 43, 1000));
+        assert!(named_after(42, None, 42, 1001), "the dead helper's start unread: by the pid");
+        assert!(named_after(42, Some(1000), 42, 0), "a helper that could not read its own start: by the pid");
     }
 
     #[test]

@@ -143,11 +143,10 @@ fn parse(argv: &[String]) -> Result<Args, String> {
 
 /// The target directory, and a lock on it held for the tool's life.
 struct Target {
-    fd: OwnedFd,
     /// flock'd (where the filesystem has flock): two unpacks or imports into one directory at
     /// once would each take the other's files for its own, and a failed one would remove what
     /// the other wrote.
-    lock: OwnedFd,
+    dir: OwnedFd,
     /// This tool created it (its last component): a failed call empties it.
     made: bool,
 }
@@ -163,19 +162,18 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
     // A failed call into the same directory removes it (empty) once its tool let go of it: the
     // lock counts only on the directory the path still names, else it is made again.
     let mut tries = 0;
-    let (fd, lock, made) = loop {
+    let (dir_fd, made) = loop {
         let made = match std::fs::create_dir(dir) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(error::io(Step::OpenArchive, &e, &shown, "create the target directory")),
         };
         let c = sys::cstring(dir.as_os_str().as_encoded_bytes());
-        let fd = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
+        // Read-only, not O_PATH: flock takes no O_PATH descriptor.
+        let fd = sys::open(&c, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
         refuse_root(fd.as_fd(), &shown)?;
-        let lock = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-            .map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
         // SAFETY: flock on a descriptor of ours.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = nix::errno::Errno::last();
             if e == nix::errno::Errno::EWOULDBLOCK {
                 return Err(error::sys(Step::OpenArchive, nix::errno::Errno::EBUSY, &shown, "lock the target directory")
@@ -184,8 +182,8 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
             // A filesystem without flock on directories (NFS turns it into a byte-range lock,
             // which a read-only descriptor cannot take): unlocked, as before there was a lock.
         }
-        if still_names(dir, lock.as_fd()) {
-            break (fd, lock, made);
+        if still_names(dir, fd.as_fd()) {
+            break (fd, made);
         }
         tries += 1;
         if tries == 3 {
@@ -195,7 +193,7 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
         }
     };
     if must_be_empty {
-        let entries = sys::list_dir(fd.as_fd()).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "read the target directory"))?;
+        let entries = sys::list_dir(dir_fd.as_fd()).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "read the target directory"))?;
         if !entries.is_empty() {
             return Err(SetupError::new(Step::OpenArchive, format!("the target directory {shown} is not empty"))
                 .with_path(&shown)
@@ -203,7 +201,7 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
         }
     }
     emit(&Event::Locked { made });
-    Ok(Target { fd, lock, made })
+    Ok(Target { dir: dir_fd, made })
 }
 
 /// `path` still names the directory `fd` is.
@@ -270,7 +268,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
         (|| {
             let archive = std::fs::File::open(&a.input).map_err(|e| error::io(Step::OpenArchive, &e, &shown, "open the archive"))?;
             let target = open_target(&a.dir, false)?;
-            let dir = target.fd.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
+            let dir = target.dir.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
             // One this call did not make keeps its own mode and times (another call's, or the caller's).
             let existing_target = !target.made;
             locked = Some(target);
@@ -284,7 +282,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
         (|| {
             let input = Source::open_path(&a.input)?;
             let target = open_target(&a.dir, true)?;
-            let dir = target.fd.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
+            let dir = target.dir.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
             let existing_target = !target.made;
             locked = Some(target);
             let is_dir = sys::fstat(input.as_fd()).map(|st| sys::is_dir(&st)).unwrap_or(false);
@@ -302,7 +300,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
     // Written into a directory that another call's cleanup removed meanwhile (the lock was
     // taken just before), the tree would be nowhere: said, not reported done.
     let result = match (result, &locked) {
-        (Ok(_), Some(target)) if !still_names(&a.dir, target.lock.as_fd()) => {
+        (Ok(_), Some(target)) if !still_names(&a.dir, target.dir.as_fd()) => {
             Err(SetupError::new(Step::OpenArchive, format!("the target directory {} was removed or replaced while this call wrote into it", a.dir.display()))
                 .with_path(a.dir.display().to_string())
                 .with_hint("another call into the same directory failed and removed it: unpack or import again"))
@@ -313,7 +311,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
     // caller, it could take what a next call into the same directory had begun to write. By fds,
     // so no path is too deep, and read-only directories the archive made are opened up first.
     if let (Err(_), Some(target @ Target { made: true, .. })) = (&result, &locked) {
-        if crate::tree::empty_dir(target.lock.as_fd()).is_ok() {
+        if crate::tree::empty_dir(target.dir.as_fd()).is_ok() {
             emit(&Event::Emptied);
         }
     }
