@@ -54,22 +54,39 @@ export const startOf = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`,
  */
 export function standInCgroup(parent: string, helper: number): { untouched: () => Promise<boolean>; remove: () => Promise<void> } {
   const dir = join(parent, `isolate-${helper}-${startOf(helper) + 1}-${STAND_IN_N}`)
-  mkdirSync(dir)
   const held = spawn('/bin/sleep', ['30'], { stdio: 'ignore' })
   const ended = new Promise((r) => held.once('exit', r))
+  const gone = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT'
   const remove = async () => {
     held.kill('SIGKILL')
     await ended
-    if (existsSync(dir)) {
-      await waitUntil(() => readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() === '', 5000)
+    // Once empty it is any helper server's to sweep (another test file's may start meanwhile).
+    await waitUntil(() => {
+      try {
+        return readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() === ''
+      } catch (e) {
+        if (gone(e)) return true
+        throw e
+      }
+    }, 5000)
+    try {
       rmdirSync(dir)
+    } catch (e) {
+      if (!gone(e)) throw e
     }
   }
-  try {
-    writeFileSync(join(dir, 'cgroup.procs'), String(held.pid))
-  } catch (e) {
-    void remove()
-    throw e
+  // While it is empty, a helper server starting in another test file rightly removes it (a pid
+  // now held by a process of another start): make it again until the process is in.
+  for (let tries = 0; ; tries++) {
+    try {
+      if (!existsSync(dir)) mkdirSync(dir)
+      writeFileSync(join(dir, 'cgroup.procs'), String(held.pid))
+      break
+    } catch (e) {
+      if (gone(e) && tries < 20) continue
+      void remove()
+      throw e
+    }
   }
   return {
     untouched: async () => {
