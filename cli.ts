@@ -108,13 +108,14 @@ Process:
 Limits (durations with a unit: 500ms, 5s, 2m, 1h; sizes like 64M, 1G, 512K or bytes):
   --timeout DURATION       wall-clock limit; the whole sandbox is killed and isolate exits 124
   --memory SIZE            memory limit, swap off (the sandbox's cgroup; reason oom)
-  --pids N                 process/thread limit    (the sandbox's cgroup)
+  --pids N|unlimited       process/thread limit    (the sandbox's cgroup; without it 2048,
+                           counted in the sandbox's user namespace, see isolate doctor)
   --cpus N                 CPU share, e.g. 0.5     (the sandbox's cgroup)
   --cpu-time DURATION      CPU time of the whole sandbox (reason cpu-time)
   --output SIZE            stdout + stderr bound   (reason output-limit)
   A limit that cannot be enforced makes isolate fail with exit 125; it is never dropped silently.
-  None is set unless asked: for code you do not trust, set at least --timeout, --memory and --pids
-  (without --pids a sandbox may start processes until the host has no pid left).
+  Only the process bound has a default: for code you do not trust, set at least --timeout and
+  --memory too (without --memory a sandbox may use all the memory the host grants).
 
 Output:
   --json                   after the command ends, print one JSON object on stdout:
@@ -301,6 +302,12 @@ function parseUint(flag: string, text: string, { positive = false } = {}): numbe
   const n = Number(text.trim())
   if (!Number.isSafeInteger(n) || (positive && n === 0)) throw new UsageError(`${flag}: expected a ${positive ? 'positive ' : ''}whole number, got ${JSON.stringify(text)}`)
   return n
+}
+
+function parsePids(text: string): number {
+  if (text.trim() === 'unlimited') return Infinity
+  if (!/^\d+$/.test(text.trim()) || !(Number(text) > 0)) throw new UsageError(`--pids: expected a positive whole number or unlimited, got ${JSON.stringify(text)}`)
+  return parseUint('--pids', text, { positive: true })
 }
 
 function parseCpus(text: string): number {
@@ -495,7 +502,7 @@ function sandboxOptions(values: SandboxFlags, tokens: ParsedToken[]): { options:
   const limits: Limits = {}
   if (values.timeout !== undefined) limits.timeoutMs = parseDuration('--timeout', values.timeout)
   if (values.memory !== undefined) limits.memoryBytes = parseSize('--memory', values.memory)
-  if (values.pids !== undefined) limits.pids = parseUint('--pids', values.pids, { positive: true })
+  if (values.pids !== undefined) limits.pids = parsePids(values.pids)
   if (values.cpus !== undefined) limits.cpus = parseCpus(values.cpus)
   if (values['cpu-time'] !== undefined) limits.cpuTimeMs = parseDuration('--cpu-time', values['cpu-time'])
   if (values.output !== undefined) limits.outputBytes = parseSize('--output', values.output)
@@ -1130,6 +1137,14 @@ function doctorText(p: HostProbe): string {
       else for (const hint of new Set(refused.map((r) => r.hint).filter((x) => x !== undefined))) fix(hint)
     }
   }
+
+  row(
+    'pids default',
+    p.defaultPids !== null
+      ? `${p.defaultPids} processes and threads per sandbox that names no limits.pids (its RLIMIT_NPROC, counted in its own user namespace; --pids unlimited for none)`
+      : 'none here: this kernel (older than 5.14) counts RLIMIT_NPROC per host user, so a sandbox that names no limits.pids may start processes until the host has no pid left',
+  )
+  if (p.defaultPids === null) fix('give code you do not trust --pids (limits.pids) where a cgroup can hold it (see may create above)')
 
   row('overlayfs', p.overlay ? 'available' : 'not available')
   if (!p.overlay) fix('sudo modprobe overlay (rootless overlay mounts need Linux 5.11 or newer)')

@@ -187,6 +187,16 @@ test('run: limit flags reach the sandbox (--memory, --pids, --output, --json usa
   t.regex(bad.stderr, /--memory/)
 })
 
+test('run: --pids unlimited lifts the default process bound (2100 threads start); a word that is no number is refused', async (t) => {
+  const threads = 'import threading\nthreading.stack_size(65536)\nev = threading.Event()\nfor _ in range(2100): threading.Thread(target=ev.wait, daemon=True).start()\nev.set()\nprint("started")'
+  const r = await cli(['run', '--pids', 'unlimited', '--', '/usr/bin/python3', '-c', threads])
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'started\n')
+  const bad = await cli(['run', '--pids', 'lots', '--', '/bin/true'])
+  t.is(bad.status, 125)
+  t.regex(bad.stderr, /--pids: expected a positive whole number or unlimited/)
+})
+
 test('run: output cut by --output exits 137 even when the command had ended (with 0) before the cut', async (t) => {
   for (let i = 0; i < 5; i++) {
     const r = await cli(['run', '--output', '1', '--', '/bin/echo', 'hello'])
@@ -297,6 +307,8 @@ test('doctor exits 0 and describes cgroups', async (t) => {
   t.is(r.status, 0, r.stdout + r.stderr)
   t.regex(r.stdout, /cgroup/)
   t.regex(r.stdout, /user namespaces:\s+allowed/)
+  const p = JSON.parse((await cli(['doctor', '--json'])).stdout) as { defaultPids: number | null }
+  t.regex(r.stdout, p.defaultPids === 2048 ? /pids default:\s+2048 processes and threads/ : /pids default:\s+none here/, 'says whether the default pids bound holds')
 })
 
 test('doctor warns where accounts come from a directory and root has no ids of its own (the fallback ids were checked against /etc/passwd only)', async (t) => {

@@ -1,6 +1,7 @@
-/** Limits that need no cgroup: output, file size, open files, core dumps; and the usage report. */
+/** Limits that need no cgroup: output, file size, open files, core dumps, the default process bound; and the usage report. */
 import test from 'ava'
-import { configurePool, IsolateError, runIsolated, spawnIsolated } from '../index.js'
+import { configurePool, createSandbox, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
+import { limitsHold } from '../lib/probe.js'
 import { sh } from './helpers.js'
 
 test.serial('1 GB of output stops at outputBytes, exactly, without Node buffering it', async (t) => {
@@ -94,6 +95,69 @@ test("a small openFiles is the command's: the setup's own descriptors (Landlock'
   const r = await runIsolated('/bin/sh', ['-c', 'ulimit -Sn; ulimit -Hn'], { limits: { openFiles: 4 }, landlock: { read: ['/'], exec: ['/usr', '/bin', '/lib'] } })
   t.is(r.exitCode, 0, r.stderr)
   t.is(r.stdout, '4\n4\n')
+})
+
+/**
+ * Python starting `n` threads (they count as processes, and start faster), holding them for
+ * `holdMs` once started: prints what refused one, then how many started and the RLIMIT_NPROC.
+ */
+const threads = (n: number, holdMs = 0) =>
+  `import threading, time, resource\nthreading.stack_size(65536)\nev = threading.Event()\nn = 0\ntry:\n  for _ in range(${n}):\n    threading.Thread(target=ev.wait, daemon=True).start(); n += 1\nexcept RuntimeError as e:\n  print("refused", e)\ntime.sleep(${holdMs / 1000})\nev.set()\nprint("started", n, resource.getrlimit(resource.RLIMIT_NPROC)[0])`
+const started = (stdout: string) => {
+  const m = /^started (\d+) (-?\d+)$/m.exec(stdout)
+  return { n: Number(m?.[1]), nproc: Number(m?.[2]) }
+}
+
+test.serial('a sandbox that names no pids limit is held to 2048 processes and threads, counted in its own user namespace apart from every other sandbox; Infinity lifts it', async (t) => {
+  const host = await probe()
+  const none = await runIsolated('/usr/bin/python3', ['-c', threads(2100)], { timeoutMs: 60_000 })
+  t.is(none.exitCode, 0, none.stderr)
+  if (host.defaultPids === null) {
+    console.log(`limits.test: no default process bound on this kernel (${host.kernel}, older than 5.14: RLIMIT_NPROC is the host user's count there); 2100 threads must start`)
+    t.is(started(none.stdout).n, 2100, none.stdout)
+  } else {
+    t.is(host.defaultPids, 2048)
+    t.regex(none.stdout, /^refused /m, 'a thread past the bound is refused')
+    // Python's main thread and the sandbox's init count too.
+    const { n, nproc } = started(none.stdout)
+    t.true(n > 2000 && n <= 2046, `${n} threads started`)
+    t.is(nproc, 2048, 'the command sees its bound')
+    // Each sandbox has a count of its own: two holding 1500 at once (3000 in all) both get them.
+    const both = await Promise.all([0, 1].map(() => runIsolated('/usr/bin/python3', ['-c', threads(1500, 1500)], { timeoutMs: 60_000 })))
+    for (const r of both) t.is(started(r.stdout).n, 1500, r.stdout + r.stderr)
+    // An exec into a long-lived sandbox is held the same way.
+    const box = await createSandbox({})
+    try {
+      const e = await box.exec('/usr/bin/python3', ['-c', threads(2100)])
+      t.true(started(e.stdout).n <= 2046, e.stdout + e.stderr)
+    } finally {
+      await box.destroy()
+    }
+  }
+  const unbounded = await runIsolated('/usr/bin/python3', ['-c', threads(2100)], { limits: { pids: Infinity }, timeoutMs: 60_000 })
+  t.is(started(unbounded.stdout).n, 2100, `no bound with pids: Infinity: ${unbounded.stdout}`)
+  t.not(started(unbounded.stdout).nproc, 2048)
+  // A number is the cgroup's limit, and the default's RLIMIT_NPROC is not set beside it.
+  const asked: SpawnOptions = { limits: { pids: 3000 }, timeoutMs: 60_000 }
+  if (limitsHold(host, { ...asked.limits })) {
+    const r = await runIsolated('/usr/bin/python3', ['-c', threads(2100)], asked)
+    t.is(started(r.stdout).n, 2100, r.stdout + r.stderr)
+  } else {
+    const e = await t.throwsAsync(runIsolated('/bin/true', [], asked), { instanceOf: IsolateError })
+    t.is(e?.step, 'create_cgroup', 'an asked bound no cgroup can hold fails closed')
+  }
+  await t.throwsAsync(runIsolated('/bin/true', [], { limits: { pids: -Infinity } }), { instanceOf: IsolateError, message: /limits\.pids.*Infinity for no bound/ })
+})
+
+test.serial('without a user namespace no default process bound holds (its count would be the host ids\', shared by every such sandbox)', async (t) => {
+  const host = await probe()
+  if (host.rootless) {
+    console.log('limits.test: namespaces.user false is for root only; the root suite runs this one')
+    return t.pass()
+  }
+  const r = await runIsolated('/usr/bin/python3', ['-c', threads(2100)], { namespaces: { user: false }, timeoutMs: 60_000 })
+  t.is(started(r.stdout).n, 2100, r.stdout + r.stderr)
+  t.not(started(r.stdout).nproc, 2048)
 })
 
 test('core dumps are off by default and on when asked', async (t) => {

@@ -38,6 +38,13 @@ export interface Limits {
   /** Wall clock from the start; the whole sandbox is killed and the reason is `'timeout'`. */
   timeoutMs?: number
   memoryBytes?: number
+  /**
+   * Processes and threads of the whole sandbox: its cgroup's pids limit (fails closed where no
+   * cgroup can hold it). Not given: 2048, as the command's RLIMIT_NPROC, which the sandbox's own
+   * user namespace counts apart from every other process (Linux 5.14+, `probe().defaultPids`; none
+   * without a user namespace, where the count would be the host ids' across sandboxes);
+   * `Infinity`: no bound at all.
+   */
   pids?: number
   cpus?: number
   cpuTimeMs?: number
@@ -108,7 +115,7 @@ export interface Spec {
   network: 'none' | 'host'
   namespaces: Record<NamespaceName, boolean>
   user: { uid: number; gid: number }
-  limits: { timeoutMs?: number; outputBytes?: number; openFiles?: number; fileSizeBytes?: number; coreDumps?: boolean; memoryBytes?: number; pids?: number; cpuTimeMs?: number; cpus?: number }
+  limits: { timeoutMs?: number; outputBytes?: number; openFiles?: number; fileSizeBytes?: number; coreDumps?: boolean; memoryBytes?: number; pids?: number; unboundedPids?: boolean; cpuTimeMs?: number; cpus?: number }
   capabilities: string[]
   landlock?: { read: string[]; write: string[]; exec: string[] }
   seccomp: { mode: 'default' } | { mode: 'none' } | { mode: 'profile'; json: string }
@@ -328,8 +335,12 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   for (const key of COUNT_LIMITS) {
     const v = (limits as Record<string, unknown>)[key]
     if (v === undefined) continue
+    if (key === 'pids' && v === Infinity) {
+      specLimits.unboundedPids = true
+      continue
+    }
     const positive = key !== 'outputBytes' && key !== 'fileSizeBytes'
-    if (!(isUint(v, Number.MAX_SAFE_INTEGER) && (!positive || v > 0))) throw optionError(`limits.${key}`, positive ? 'must be a positive integer' : 'must be a non-negative integer')
+    if (!(isUint(v, Number.MAX_SAFE_INTEGER) && (!positive || v > 0))) throw optionError(`limits.${key}`, key === 'pids' ? 'must be a positive integer, or Infinity for no bound' : positive ? 'must be a positive integer' : 'must be a non-negative integer')
     specLimits[key] = v
   }
   const most = specLimits.openFiles === undefined ? undefined : mostOpenFiles()

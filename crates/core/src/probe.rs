@@ -15,6 +15,10 @@ pub struct Probe {
     /// What this process may do with cgroups (the detection the limits use).
     #[cfg(target_os = "linux")]
     pub cgroup_host: Option<crate::cgroup::CgroupHost>,
+    /// The processes and threads a sandbox with a user namespace of its own may have where it names
+    /// no pids limit (its RLIMIT_NPROC, [`crate::spec::Limits::default_nproc`]); None on a kernel
+    /// older than 5.14, whose count is the host user's, and then no default holds.
+    pub default_pids: Option<u64>,
     pub overlay: bool,
     pub landlock_abi: Option<u32>,
     pub seccomp: bool,
@@ -169,6 +173,7 @@ pub fn probe() -> Probe {
         cgroup: cgroup(),
         #[cfg(target_os = "linux")]
         cgroup_host: crate::cgroup::detect_for_probe().ok(),
+        default_pids: crate::spec::Limits::default().default_nproc(true, nproc_counted_per_user_namespace()),
         overlay: filesystems.lines().any(|l| l.trim_end().ends_with("overlay")),
         landlock_abi: landlock_abi(),
         seccomp: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),
@@ -211,4 +216,46 @@ pub fn attempt() -> Attempt {
     }
     let all = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
     Attempt { user_namespace: try_clone(libc::CLONE_NEWUSER), all_namespaces: try_clone(all) }
+}
+
+/// The running kernel's (major, minor), from uname(2).
+pub(crate) fn running_kernel() -> Option<(u32, u32)> {
+    // SAFETY: uname fills the struct we own.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return None;
+    }
+    // SAFETY: the kernel NUL-terminates release.
+    let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
+    parse_kernel_version(release.to_str().ok()?)
+}
+
+/// "6.18.44-fc" or "4.8" → (major, minor)
+pub(crate) fn parse_kernel_version(s: &str) -> Option<(u32, u32)> {
+    let mut parts = s.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().filter(|p| !p.is_empty()).map_or(Some(0), |p| p.parse().ok())?;
+    Some((major, minor))
+}
+
+/// Whether the kernel counts RLIMIT_NPROC per user namespace (Linux 5.14, ucounts): a sandbox's
+/// own user namespace then has a count of its own, which the default pids bound relies on
+/// ([`crate::spec::Limits::default_nproc`]). Before, the count was the host user's, shared by
+/// every process of those host ids. Read once per process.
+pub(crate) fn nproc_counted_per_user_namespace() -> bool {
+    static PER_NS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PER_NS.get_or_init(|| running_kernel().is_some_and(|v| v >= (5, 14)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_parse_to_major_and_minor() {
+        assert_eq!(parse_kernel_version("6.18.44-fc-v595"), Some((6, 18)));
+        assert_eq!(parse_kernel_version("5"), Some((5, 0)));
+        assert_eq!(parse_kernel_version("5.13.0-1-generic"), Some((5, 13)));
+        assert!(running_kernel().is_some());
+    }
 }

@@ -475,8 +475,9 @@ fn mount_at_release(ops: &[MountOp], trees: Vec<OwnedFd>) -> sys::Result<()> {
 }
 
 /// Inherited by the command and everything it starts.
-fn set_rlimits(limits: &crate::spec::Limits) -> sys::Result<()> {
+fn set_rlimits(spec: &Spec) -> sys::Result<()> {
     use nix::sys::resource::Resource;
+    let limits = &spec.limits;
     // No core files unless asked: they land in the sandbox's cwd and can hold the process's secrets.
     if limits.core_dumps {
         // As far as the hard limit the sandbox was given allows.
@@ -487,6 +488,12 @@ fn set_rlimits(limits: &crate::spec::Limits) -> sys::Result<()> {
     }
     if let Some(n) = limits.file_size_bytes {
         sys::set_rlimit(Resource::RLIMIT_FSIZE, n)?;
+    }
+    if let Some(n) = limits.default_nproc(spec.namespaces.user, crate::probe::nproc_counted_per_user_namespace()) {
+        // Not above the hard limit the sandbox was given, which inside its user namespace it
+        // cannot raise (a caller of its own under a lower `ulimit -u`).
+        let (_, hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NPROC).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
+        sys::set_rlimit(Resource::RLIMIT_NPROC, n.min(hard))?;
     }
     Ok(())
 }
@@ -890,7 +897,7 @@ pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Opti
         sys::reset_signals();
         sys::set_umask(spec.umask.unwrap_or(0o022));
         // The command's, not the init's: a long-lived init must stay able to take execs' fds.
-        set_rlimits(&spec.limits)?;
+        set_rlimits(spec)?;
         sys::clear_groups()?;
         // While still root inside: dropping from the bounding set needs CAP_SETPCAP.
         sys::drop_bounding_set(&keep)?;

@@ -194,9 +194,13 @@ pub struct Limits {
     /// cgroup memory limit, swap off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
-    /// cgroup pids limit (processes and threads together).
+    /// cgroup pids limit (processes and threads together). None: RLIMIT_NPROC at [`DEFAULT_PIDS`]
+    /// where that bounds this sandbox alone ([`Limits::default_nproc`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<u64>,
+    /// No pids bound at all, not even the default one (`pids: Infinity`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unbounded_pids: bool,
     /// cgroup CPU bandwidth, as a fraction of cores (0.5 = half a core).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
@@ -214,6 +218,25 @@ pub struct Limits {
     pub file_size_bytes: Option<u64>,
     /// Core dumps are off unless asked for.
     pub core_dumps: bool,
+}
+
+/// The processes and threads a sandbox may have where its spec names no pids limit (DESIGN
+/// section 4 gives every sandbox limits where the host allows them). Without one a fork bomb takes
+/// every pid of a host whose `kernel.pid_max` is below the caller's RLIMIT_NPROC (a root caller's
+/// usually is), and the host's own processes' next forks fail. As many as Podman gives a
+/// container: room for a parallel build or a JVM's threads, not for a bomb.
+pub const DEFAULT_PIDS: u64 = 2048;
+
+impl Limits {
+    /// The RLIMIT_NPROC a sandbox's command gets where its spec names no pids limit and did not ask
+    /// for none: [`DEFAULT_PIDS`], where the sandbox has a user namespace of its own and the
+    /// kernel counts processes per user namespace (`per_namespace`, Linux 5.14+), so that the count
+    /// is this sandbox's alone (each of its uids'), with no cgroup to make or move into. Elsewhere
+    /// the count would be the host user's, shared with every other process of those host ids
+    /// (every sandbox without a user namespace; an ordinary caller's own processes): none.
+    pub fn default_nproc(&self, user_ns: bool, per_namespace: bool) -> Option<u64> {
+        (self.pids.is_none() && !self.unbounded_pids && user_ns && per_namespace).then_some(DEFAULT_PIDS)
+    }
 }
 
 impl Spec {
@@ -267,5 +290,30 @@ pub struct Command<'a> {
 impl<'a> From<&'a crate::protocol::ExecRequest> for Command<'a> {
     fn from(r: &'a crate::protocol::ExecRequest) -> Self {
         Command { file: &r.file, args: &r.args, env: &r.env, cwd: &r.cwd }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_pids_bound_holds_only_in_a_user_namespace_counted_apart_and_where_no_bound_was_named() {
+        let none = Limits::default();
+        assert_eq!(none.default_nproc(true, true), Some(DEFAULT_PIDS));
+        assert_eq!(none.default_nproc(false, true), None, "no user namespace: the host user's count");
+        assert_eq!(none.default_nproc(true, false), None, "before Linux 5.14: the host user's count");
+        // An asked bound is the cgroup's alone.
+        assert_eq!(Limits { pids: Some(16), ..Limits::default() }.default_nproc(true, true), None);
+        assert_eq!(Limits { unbounded_pids: true, ..Limits::default() }.default_nproc(true, true), None);
+    }
+
+    #[test]
+    fn no_pids_bound_crosses_as_unbounded_pids_and_is_left_out_otherwise() {
+        let json = |l: Limits| serde_json::to_string(&l).unwrap();
+        assert_eq!(json(Limits::default()), r#"{"coreDumps":false}"#);
+        assert_eq!(json(Limits { unbounded_pids: true, ..Limits::default() }), r#"{"unboundedPids":true,"coreDumps":false}"#);
+        let read: Limits = serde_json::from_str(r#"{"unboundedPids":true}"#).unwrap();
+        assert!(read.unbounded_pids && read.pids.is_none());
     }
 }

@@ -265,6 +265,9 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
             return Err(bad("limits.cpus", "must be a fraction of cores between 0.01 and 4096"));
         }
     }
+    if l.pids.is_some() && l.unbounded_pids {
+        return Err(bad("limits.pids", "given both as a number and as no bound (unboundedPids)"));
+    }
     if l.pids.is_some_and(|n| n > PID_MAX_LIMIT) {
         return Err(bad("limits.pids", format!("must be at most {PID_MAX_LIMIT}, the most processes the kernel can have")));
     }
@@ -342,6 +345,15 @@ mod tests {
         s.limits.pids = Some(PID_MAX_LIMIT);
         assert_eq!(validate(&s), Ok(()));
         s.limits.pids = Some(PID_MAX_LIMIT + 1);
+        assert_eq!(validate(&s).unwrap_err().option, "limits.pids");
+    }
+
+    #[test]
+    fn a_pids_bound_and_no_pids_bound_at_once_names_the_option() {
+        let mut s = spec();
+        s.limits.unbounded_pids = true;
+        assert_eq!(validate(&s), Ok(()));
+        s.limits.pids = Some(64);
         assert_eq!(validate(&s).unwrap_err().option, "limits.pids");
     }
 
