@@ -243,6 +243,9 @@ naming the entry.
 Options:
   --progress            show progress on stderr even when it is not a terminal
   --skip-special        skip device nodes and fifos instead of refusing the archive
+  --max-size SIZE       refuse an archive that would write more file content than this (64M,
+                        2G; runs of zeros count at their size); default: no bound but the disk's
+  --max-entries N       refuse an archive of more entries than this (default: no bound)
   --json                print the result as one JSON object on stdout
   -h, --help            show this help
 import only:
@@ -1191,6 +1194,8 @@ async function doctor(argv: string[]): Promise<number> {
 const ROOTFS_OPTIONS = {
   progress: { type: 'boolean' },
   'skip-special': { type: 'boolean' },
+  'max-size': { type: 'string' },
+  'max-entries': { type: 'string' },
   json: { type: 'boolean' },
   platform: { type: 'string' },
   ref: { type: 'string' },
@@ -1246,8 +1251,12 @@ async function rootfs(argv: string[]): Promise<number> {
     }
   }
   const [input, dir] = rest
+  const bounds = {
+    ...(values['max-size'] !== undefined ? { maxBytes: parseSize('--max-size', values['max-size']) } : {}),
+    ...(values['max-entries'] !== undefined ? { maxEntries: parseUint('--max-entries', values['max-entries'], { positive: true }) } : {}),
+  }
   const progress = progressReporter(sub === 'unpack' ? 'unpacking' : 'importing', values.progress === true)
-  const common = { onProgress: progress?.update, ...(values['skip-special'] ? { specialFiles: 'skip' as const } : {}) }
+  const common = { onProgress: progress?.update, ...(values['skip-special'] ? { specialFiles: 'skip' as const } : {}), ...bounds }
   try {
     const result =
       sub === 'unpack'

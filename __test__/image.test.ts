@@ -636,6 +636,35 @@ test('runs of zeros are written as holes: a small archive cannot fill the disk, 
   t.is(readFileSync(join(ws, 'rootfs', 'plain'), 'utf8'), 'x')
 })
 
+test('maxBytes and maxEntries bound what an archive writes: up to them it unpacks, one past them is refused (EFBIG) and the directory the call made goes', async (t) => {
+  const ws = workspace(t)
+  // Runs of zeros are holes on disk, but count at their size: they still take the unpacker's time.
+  writeFileSync(join(ws, 'a.tar.gz'), gzipSync(tar([{ name: 'zeros', data: Buffer.alloc(8 << 20) }, { name: 'etc/x', data: 'x' }])))
+  const whole = await unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'at'), { maxBytes: (8 << 20) + 1, maxEntries: 2 })
+  t.deepEqual([whole.bytes, whole.entries], [(8 << 20) + 1, 2])
+  const bytes = await t.throwsAsync(unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'past-bytes'), { maxBytes: 8 << 20 }), { instanceOf: IsolateError })
+  t.deepEqual([bytes?.step, bytes?.errno, bytes?.path], ['write_entry', 'EFBIG', 'etc/x'])
+  t.regex(bytes?.message ?? '', /maxBytes/)
+  t.regex(bytes?.hint ?? '', /raise it/)
+  const entries = await t.throwsAsync(unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'past-entries'), { maxEntries: 1 }), { instanceOf: IsolateError })
+  t.deepEqual([entries?.step, entries?.errno, entries?.path], ['check_entry', 'EFBIG', 'etc/x'])
+  t.false(existsSync(join(ws, 'past-bytes')) || existsSync(join(ws, 'past-entries')), 'made by the failed calls, gone again')
+  for (const bad of [0, -1, 1.5, Infinity, '10']) {
+    const e = await t.throwsAsync(unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'no'), { maxBytes: bad as number }), { instanceOf: IsolateError })
+    t.deepEqual([e?.code, e?.option], ['ERR_ISOLATE_OPTION', 'maxBytes'], String(bad))
+  }
+  // An image's layers count together: its exact total passes, one byte less is refused.
+  ociLayout(join(ws, 'image'), [{ layers: twoLayers() }])
+  const all = await importImage(join(ws, 'image'), join(ws, 'img'))
+  t.truthy(await importImage(join(ws, 'image'), join(ws, 'img-at'), { maxBytes: all.bytes, maxEntries: all.entries }))
+  const layered = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'img-past'), { maxBytes: all.bytes - 1 }), { instanceOf: IsolateError })
+  t.deepEqual([layered?.step, layered?.errno], ['write_entry', 'EFBIG'])
+  t.regex(layered?.message ?? '', /layer 1/, 'passed in the second layer, each of which alone is under the bound')
+  const layeredEntries = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'img-past2'), { maxEntries: all.entries - 1 }), { instanceOf: IsolateError })
+  t.deepEqual([layeredEntries?.step, layeredEntries?.errno], ['check_entry', 'EFBIG'])
+  t.false(existsSync(join(ws, 'img-past')) || existsSync(join(ws, 'img-past2')))
+})
+
 test('the literal trick: a -> /etc, then a/passwd', async (t) => {
   // As root a bug here would overwrite the host's /etc/passwd, so this exact form runs where it
   // cannot (the rootless lane); as root the same trick runs above against a sentinel directory.
@@ -1296,6 +1325,14 @@ test('isolate rootfs unpack and import, with --progress, --json and refusals', a
   const result = JSON.parse(imp.stdout) as ImportResult
   t.deepEqual(result.lowerDirs, [join(ws, 'img', 'layers/1'), join(ws, 'img', 'layers/0')])
   t.true(existsSync(join(ws, 'img', 'layers.json')))
+
+  const bounded = await cli(['rootfs', 'unpack', '--max-size', '1M', '--max-entries', '5', join(ws, 'small.tar.gz'), join(ws, 'out4')])
+  t.is(bounded.status, 1)
+  t.regex(bounded.stderr, /would pass the 1048576 bytes of file content maxBytes lets this call write/)
+  t.false(existsSync(join(ws, 'out4')))
+  const badSize = await cli(['rootfs', 'unpack', '--max-size', 'lots', join(ws, 'small.tar.gz'), join(ws, 'out5')])
+  t.is(badSize.status, 125)
+  t.regex(badSize.stderr, /--max-size: invalid size/)
 
   const usage = await cli(['rootfs', 'unpack', '--platform', 'linux/arm64', 'a', 'b'])
   t.is(usage.status, 125)

@@ -54,6 +54,15 @@ export interface UnpackOptions {
   specialFiles?: 'refuse' | 'skip'
   /** `'archive'`: the uid/gid numbers recorded in the archive (root only; the default as root). `'caller'`: the caller's own ids (the default, and the only choice, without root). */
   ownership?: 'archive' | 'caller'
+  /**
+   * The most bytes of file content the call may write, all layers together (each regular file at
+   * its size, runs of zeros written as holes included): past it the call fails at `write_entry`
+   * with `EFBIG`, and a DIR it made is removed. Default: none but the filesystem's (a few KiB of
+   * zstd hold gigabytes of one repeated byte): set it for archives you do not trust.
+   */
+  maxBytes?: number
+  /** The most entries the call may read, all layers together (a gzip of millions of empty files takes a filesystem's inodes): past it the call fails at `check_entry` with `EFBIG`. Default: none. */
+  maxEntries?: number
   /** Stops the unpacker (killed if it has not stopped within 2 s); the promise rejects with `ABORT_ERR` (a DIR the call made is removed, unless the unpacker had to be killed; one that was there may hold a partial tree). */
   signal?: AbortSignal
 }
@@ -379,7 +388,7 @@ function checkTarget(dir: unknown): string {
   return target
 }
 
-const UNPACK_OPTIONS = ['onProgress', 'specialFiles', 'ownership', 'signal']
+const UNPACK_OPTIONS = ['onProgress', 'specialFiles', 'ownership', 'signal', 'maxBytes', 'maxEntries']
 const IMPORT_OPTIONS = [...UNPACK_OPTIONS, 'platform', 'ref', 'layout']
 
 function commonArgs(options: UnpackOptions): string[] {
@@ -400,6 +409,12 @@ function commonArgs(options: UnpackOptions): string[] {
       })
     }
     args.push('--ownership', options.ownership)
+  }
+  for (const [option, flag] of [['maxBytes', '--max-bytes'], ['maxEntries', '--max-entries']] as const) {
+    const v = options[option]
+    if (v === undefined) continue
+    if (!(Number.isSafeInteger(v) && v > 0)) throw optionError(option, `expected a whole number above 0, got ${shown(v)}`)
+    args.push(flag, String(v))
   }
   return args
 }

@@ -38,6 +38,7 @@ use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 use tree::{Attrs, Tree};
+pub use unpack::Bounds;
 use unpack::{Ownership, Policy, Specials, Stats, Whiteouts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,6 +91,7 @@ pub fn default_ownership() -> Ownership {
 pub struct UnpackOptions {
     pub ownership: Ownership,
     pub specials: Specials,
+    pub bounds: Bounds,
     /// The target was there before (the caller's): the archive's `./` does not change its owner,
     /// mode or times. A target made for the unpack takes them, as tar gives them.
     pub existing_target: bool,
@@ -112,7 +114,7 @@ pub fn unpack_rootfs(archive: File, name: &str, dir: OwnedFd, opts: &UnpackOptio
     let format = compress::sniff_reader(&mut r).map_err(|e| error::io(Step::ReadArchive, &e, name, "read"))?.map_err(|u| unsupported(u, name))?;
     let mut dec = compress::decoder(format, r).map_err(|e| error::io(Step::ReadArchive, &e, name, "decompress"))?;
     let mut tree = if opts.existing_target { Tree::new(dir).keep_root_attrs() } else { Tree::new(dir) };
-    let policy = Policy { ownership: opts.ownership, specials: opts.specials, whiteouts: Whiteouts::Keep };
+    let policy = Policy { ownership: opts.ownership, specials: opts.specials, whiteouts: Whiteouts::Keep, bounds: opts.bounds };
     let mut stats = Stats::default();
     let at = |s: &Stats, bytes: u64| Progress { phase: Phase::Unpack, bytes, total_bytes: total, entries: s.entries, layer: None, layers: None };
     unpack::unpack(&mut dec, &mut tree, &policy, &mut stats, &mut |s| progress(&at(s, count.get())))?;
@@ -144,6 +146,7 @@ pub struct ImportOptions {
     pub layout: Layout,
     pub ownership: Ownership,
     pub specials: Specials,
+    pub bounds: Bounds,
     /// As [`UnpackOptions::existing_target`]: a layer's `./` leaves a target that was there alone.
     pub existing_target: bool,
 }
@@ -354,7 +357,7 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
         Layout::Flat => Whiteouts::Apply,
         Layout::Layers => Whiteouts::Overlay { trusted },
     };
-    let policy = Policy { ownership: opts.ownership, specials: opts.specials, whiteouts };
+    let policy = Policy { ownership: opts.ownership, specials: opts.specials, whiteouts, bounds: opts.bounds };
     let mut applier = Applier { src, policy, diff_verified: plan.verify_diff_ids_first, stats: Stats::default() };
     let mut root = if opts.existing_target { Tree::new(dir).keep_root_attrs() } else { Tree::new(dir) };
     let mut reports = Vec::with_capacity(n);
@@ -494,6 +497,7 @@ mod tests {
             layout: Layout::Flat,
             ownership: Ownership::Caller,
             specials: Specials::Refuse,
+            bounds: Bounds::default(),
             existing_target: true,
         };
         // Once the first layer was verified (as the second is), its file is written over.

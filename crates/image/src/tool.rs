@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Usage (argument order fixed; the TypeScript layer builds it):
-//! `isolate-image unpack [--ownership archive|caller] [--special refuse|skip] ARCHIVE DIR`
-//! `isolate-image import [--ownership ...] [--special ...] [--platform P] [--ref R]
-//!  [--layout flat|layers] IMAGE DIR`
+//! `isolate-image unpack [--ownership archive|caller] [--special refuse|skip] [--max-bytes N]
+//!  [--max-entries N] ARCHIVE DIR`
+//! `isolate-image import [--ownership ...] [--special ...] [--max-bytes N] [--max-entries N]
+//!  [--platform P] [--ref R] [--layout flat|layers] IMAGE DIR`
 //!
 //! Exit status 0 after `done`, 1 after `error`, 2 on a usage error.
 
@@ -79,6 +80,7 @@ struct Args {
     platform: Option<Platform>,
     reference: Option<String>,
     layout: Layout,
+    bounds: crate::Bounds,
     input: PathBuf,
     dir: PathBuf,
 }
@@ -96,6 +98,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         platform: None,
         reference: None,
         layout: Layout::Flat,
+        bounds: crate::Bounds::default(),
         input: PathBuf::new(),
         dir: PathBuf::new(),
     };
@@ -129,6 +132,8 @@ fn parse(argv: &[String]) -> Result<Args, String> {
                     v => return Err(format!("--layout: '{v}' is not 'flat' or 'layers'")),
                 }
             }
+            "--max-bytes" => a.bounds.bytes = Some(count("--max-bytes", &value("--max-bytes")?)?),
+            "--max-entries" => a.bounds.entries = Some(count("--max-entries", &value("--max-entries")?)?),
             "--" => positional.extend(it.by_ref().cloned()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             s => positional.push(s.to_owned()),
@@ -139,6 +144,11 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     a.input = input.into();
     a.dir = dir.into();
     Ok(a)
+}
+
+/// A bound's value: a whole number above 0.
+fn count(flag: &str, v: &str) -> Result<u64, String> {
+    v.parse::<u64>().ok().filter(|n| *n > 0).ok_or(format!("{flag}: '{v}' is not a whole number above 0"))
 }
 
 /// The target directory, and a lock on it held for the tool's life.
@@ -273,7 +283,13 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
             let existing_target = !target.made;
             locked = Some(target);
             let confinement = confine::confine(dir.as_fd(), None, false);
-            let report = crate::unpack_rootfs(archive, &shown, dir, &UnpackOptions { ownership: own, specials: a.specials, existing_target }, &mut tick)?;
+            let report = crate::unpack_rootfs(
+                archive,
+                &shown,
+                dir,
+                &UnpackOptions { ownership: own, specials: a.specials, bounds: a.bounds, existing_target },
+                &mut tick,
+            )?;
             let mut v = serde_json::to_value(&report).expect("plain data serializes");
             v["confinement"] = confinement.into();
             Ok(v)
@@ -290,7 +306,15 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
             let mut decompress_tick =
                 |bytes: u64, total: u64| tick(&Progress { phase: crate::Phase::Decompress, bytes, total_bytes: total, entries: 0, layer: None, layers: None });
             let src = Source::from_fd(input, shown.clone(), dir.as_fd(), &mut decompress_tick)?;
-            let opts = ImportOptions { platform: a.platform, reference: a.reference, layout: a.layout, ownership: own, specials: a.specials, existing_target };
+            let opts = ImportOptions {
+                platform: a.platform,
+                reference: a.reference,
+                layout: a.layout,
+                ownership: own,
+                specials: a.specials,
+                bounds: a.bounds,
+                existing_target,
+            };
             let report = crate::import_image(&src, dir, &opts, &mut tick)?;
             let mut v = serde_json::to_value(&report).expect("plain data serializes");
             v["confinement"] = confinement.into();
@@ -400,5 +424,11 @@ mod tests {
         assert!(args("unpack --platform x a b").is_err(), "platform is an import option");
         assert!(args("unpack a").is_err());
         assert!(args("unpack -- --weird-name dir").is_ok());
+        let b = args("unpack --max-bytes 1048576 --max-entries 10 a b").unwrap().bounds;
+        assert_eq!(b, crate::Bounds { bytes: Some(1 << 20), entries: Some(10) });
+        assert_eq!(args("unpack a b").unwrap().bounds, crate::Bounds::default());
+        for bad in ["0", "-1", "1e6", "lots"] {
+            assert!(args(&format!("unpack --max-bytes {bad} a b")).is_err(), "{bad}");
+        }
     }
 }

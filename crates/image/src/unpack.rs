@@ -48,6 +48,44 @@ pub struct Policy {
     pub ownership: Ownership,
     pub specials: Specials,
     pub whiteouts: Whiteouts,
+    pub bounds: Bounds,
+}
+
+/// What the caller lets one call write, all layers together (`maxBytes`, `maxEntries`): a few KiB
+/// of zstd hold gigabytes of one repeated byte, and a gzip of millions of empty files takes a
+/// filesystem's inodes. None: no bound but the filesystem's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bounds {
+    /// Bytes of file content (each regular file's size, holes included).
+    pub bytes: Option<u64>,
+    /// Entries read from the archive.
+    pub entries: Option<u64>,
+}
+
+impl Bounds {
+    /// The call's error once an entry past `maxEntries` is read.
+    fn check_entries(&self, stats: &Stats, name: &str) -> Result<()> {
+        match self.entries {
+            Some(most) if stats.entries > most => Err(SetupError {
+                message: format!("entry '{name}' is one more than the {most} entries maxEntries lets this call write"),
+                ..SetupError::sys(Step::CheckEntry, libc::EFBIG, Some(name))
+            }
+            .with_hint("the archive holds more entries than maxEntries allows: raise it if the archive is one you expect to be this large")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The call's error if `n` more bytes of file content would pass `maxBytes`.
+    fn check_bytes(&self, stats: &Stats, n: u64, name: &str) -> Result<()> {
+        match self.bytes {
+            Some(most) if stats.bytes.saturating_add(n) > most => Err(SetupError {
+                message: format!("writing '{name}' would pass the {most} bytes of file content maxBytes lets this call write"),
+                ..SetupError::sys(Step::WriteEntry, libc::EFBIG, Some(name))
+            }
+            .with_hint("the archive unpacks to more than maxBytes (holes and runs of zeros count at their size): raise it if the archive is one you expect to be this large")),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -106,6 +144,7 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
             continue;
         }
         stats.entries += 1;
+        policy.bounds.check_entries(stats, &name)?;
         let refuse = |msg: String| SetupError::new(Step::CheckEntry, msg).with_path(&name);
         let comps = names::components(&raw).map_err(|t| refuse(t.describe(&format!("entry '{name}'"))))?;
         let header = entry.header();
@@ -163,6 +202,7 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(error::io(Step::ReadArchive, &e, &name, "reading the entry's data")),
                     };
+                    policy.bounds.check_bytes(stats, n as u64, &name)?;
                     pos += n as u64;
                     skipped = buf[..n].iter().all(|b| *b == 0);
                     if skipped {
@@ -362,5 +402,21 @@ mod tests {
             let e = id(no_id, "etc/x").unwrap_err();
             assert_eq!((e.step, e.path.as_deref()), (Step::CheckEntry, Some("etc/x")), "{no_id}");
         }
+    }
+
+    #[test]
+    fn bounds_let_a_call_write_up_to_them_and_refuse_what_passes_them() {
+        let b = Bounds { bytes: Some(100), entries: Some(2) };
+        let at = |entries, bytes| Stats { entries, bytes, ..Stats::default() };
+        assert!(b.check_bytes(&at(1, 60), 40, "f").is_ok(), "exactly the bound");
+        let e = b.check_bytes(&at(1, 60), 41, "f").unwrap_err();
+        assert_eq!((e.step, e.errno.as_deref(), e.path.as_deref()), (Step::WriteEntry, Some("EFBIG"), Some("f")));
+        assert!(e.message.contains("maxBytes") && e.hint.is_some());
+        assert!(b.check_entries(&at(2, 0), "g").is_ok());
+        let e = b.check_entries(&at(3, 0), "g").unwrap_err();
+        assert_eq!((e.step, e.errno.as_deref()), (Step::CheckEntry, Some("EFBIG")));
+        assert!(e.message.contains("maxEntries"));
+        let none = Bounds::default();
+        assert!(none.check_bytes(&at(1, u64::MAX - 1), 1 << 20, "f").is_ok() && none.check_entries(&at(u64::MAX, 0), "g").is_ok());
     }
 }
