@@ -113,9 +113,11 @@ Limits (durations with a unit: 500ms, 5s, 2m, 1h; sizes like 64M, 1G, 512K or by
   --cpus N                 CPU share, e.g. 0.5     (the sandbox's cgroup)
   --cpu-time DURATION      CPU time of the whole sandbox (reason cpu-time)
   --output SIZE            stdout + stderr bound   (reason output-limit)
-  A limit that cannot be enforced makes isolate fail with exit 125; it is never dropped silently.
-  Only the process bound has a default: for code you do not trust, set at least --timeout and
-  --memory too (without --memory a sandbox may use all the memory the host grants).
+  A limit given that cannot be enforced makes isolate fail with exit 125; it is never dropped silently.
+  Only the process bound has a default (2048 per uid inside, where isolate doctor says it holds;
+  --pids N or unlimited replace it): for code you do not trust, set at least --timeout and
+  --memory too (without --memory a sandbox may use all the memory the host grants), and --pids
+  where isolate doctor shows no default.
 
 Output:
   --json                   after the command ends, print one JSON object on stdout:
@@ -149,7 +151,7 @@ Options: those of 'isolate run' that make the sandbox (see 'isolate run --help')
   --rootfs DIR|host, --overlay, --bind SRC[:DST][:ro|:rw], --tmpfs DST[:SIZE], --hostname H,
   --net none|host, -e/--env K=V (every exec's environment, to which exec's own -e add),
   --cwd DIR (every exec's default), --uid N, --gid N,
-  --timeout DURATION (how long the sandbox may live), --memory SIZE, --pids N, --cpus N,
+  --timeout DURATION (how long the sandbox may live), --memory SIZE, --pids N|unlimited, --cpus N,
   --cpu-time DURATION (for everything in it, together)
   --name NAME              a name to use instead of the ID (letters, digits, '_', '.', '-')
   -h, --help               show this help
@@ -812,7 +814,7 @@ async function create(argv: string[]): Promise<number> {
     ...(options.cwd ? { cwd: options.cwd } : {}),
     // Names only: values may be secrets.
     ...(options.env ? { env: Object.keys(options.env) } : {}),
-    ...(options.limits ? { limits: options.limits } : {}),
+    ...(options.limits ? { limits: { ...options.limits, ...(options.limits.pids === Infinity ? { pids: 'unlimited' } : {}) } } : {}),
   }
   try {
     // create takes no --output: what sandboxOptions made has no limits.outputBytes.
@@ -1144,8 +1146,8 @@ function doctorText(p: HostProbe): string {
   row(
     'pids default',
     p.defaultPids !== null
-      ? `${p.defaultPids} processes and threads per sandbox that names no limits.pids (its RLIMIT_NPROC, counted in its own user namespace; --pids unlimited for none)`
-      : 'none here: this kernel (older than 5.14) counts RLIMIT_NPROC per host user, so a sandbox that names no limits.pids may start processes until the host has no pid left',
+      ? `${p.defaultPids} processes and threads per uid of a sandbox that names no limits.pids (its RLIMIT_NPROC, counted in its own user namespace; --pids unlimited for none)`
+      : 'none here: this kernel (older than 5.14, or its version unreadable) counts RLIMIT_NPROC per host user, so a sandbox that names no limits.pids may start processes until the host has no pid left',
   )
   if (p.defaultPids === null) fix('give code you do not trust --pids (limits.pids) where a cgroup can hold it (see may create above)')
 

@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process'
 import { accessSync, chmodSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
+import { probe } from '../index.js'
 import { encodeFrame, FrameDecoder } from '../lib/frames.js'
 import { cli, cliUnderTerminal, limited, type CliOptions, type CliResult } from './cli-runner.js'
 import { driveShellInTmux, hasTmux, pidAlive, removeDir, root, waitUntil } from './helpers.js'
@@ -469,6 +470,24 @@ test('create --timeout: the sandbox ends on its own, and its keeper and files wi
   t.true(await waitUntil(() => !pidAlive(entry.keeperPid), 15_000), 'the keeper exits')
   t.deepEqual(rt.files(), [])
   t.false(pidAlive(entry.pid))
+  await rt.assertClean(t)
+})
+
+test('create --pids: unlimited crosses to the keeper (JSON has no Infinity) and lifts the default bound; without it an exec sees 2048', async (t) => {
+  const rt = runtime(t)
+  const nproc = "grep '^Max processes' /proc/self/limits"
+  const free = await rt.create(t, ['--pids', 'unlimited'])
+  const unbounded = await rt.cli(['exec', free, '--', '/bin/sh', '-c', nproc])
+  t.is(unbounded.status, 0, unbounded.stderr)
+  t.notRegex(unbounded.stdout, /\s2048\s+2048\s/, unbounded.stdout)
+  const listed = JSON.parse((await rt.cli(['ps', '--json'])).stdout) as Array<{ id: string; summary: { limits?: { pids?: unknown } } }>
+  t.is(listed.find((e) => e.id === free)?.summary.limits?.pids, 'unlimited', 'ps --json says so')
+  const bounded = await rt.create(t)
+  const dflt = await rt.cli(['exec', bounded, '--', '/bin/sh', '-c', nproc])
+  t.is(dflt.status, 0, dflt.stderr)
+  const p = await probe()
+  if (p.defaultPids !== null) t.regex(dflt.stdout, new RegExp(`\\s${p.defaultPids}\\s+\\d+\\s`), dflt.stdout)
+  t.is((await rt.cli(['rm', free, bounded])).status, 0)
   await rt.assertClean(t)
 })
 

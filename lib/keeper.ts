@@ -125,7 +125,7 @@ export function startKeeper(cliFile: string, setup: KeeperSetup): Promise<{ id: 
     })
     pipe.on('error', () => {})
     pipe.on('close', () => fail(new RegistryError('the sandbox keeper ended before it reported', 'run the same options with isolate run to see what fails')))
-    pipe.write(`${JSON.stringify(setup)}\n`)
+    pipe.write(`${JSON.stringify(setup, (key, v: unknown) => (key === 'pids' && v === Infinity ? 'Infinity' : v))}\n`)
   })
 }
 
@@ -150,7 +150,8 @@ function readSetup(ctl: Socket): Promise<KeeperSetup> {
       ctl.off('data', onData)
       ctl.pause()
       try {
-        resolve(JSON.parse(buf.slice(0, nl)) as KeeperSetup)
+        // JSON has no Infinity: `limits.pids: Infinity` (no bound) crosses as text.
+        resolve(JSON.parse(buf.slice(0, nl), (key, v: unknown) => (key === 'pids' && v === 'Infinity' ? Infinity : v)) as KeeperSetup)
       } catch (e) {
         reject(e)
       }

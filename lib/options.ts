@@ -40,10 +40,11 @@ export interface Limits {
   memoryBytes?: number
   /**
    * Processes and threads of the whole sandbox: its cgroup's pids limit (fails closed where no
-   * cgroup can hold it). Not given: 2048, as the command's RLIMIT_NPROC, which the sandbox's own
-   * user namespace counts apart from every other process (Linux 5.14+, `probe().defaultPids`; none
-   * without a user namespace, where the count would be the host ids' across sandboxes);
-   * `Infinity`: no bound at all.
+   * cgroup can hold it). Not given: 2048 per uid inside, as the command's RLIMIT_NPROC, which the
+   * sandbox's own user namespace counts apart from every other process (Linux 5.14+,
+   * `probe().defaultPids`; none without a user namespace, where the count would be the host ids'
+   * across sandboxes; a sandbox that keeps `SETUID` can take other uids, each with 2048);
+   * `Infinity`: no bound but the caller's own RLIMIT_NPROC.
    */
   pids?: number
   cpus?: number

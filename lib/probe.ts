@@ -52,10 +52,11 @@ export interface HostProbe {
     unified: { mount: string; ownPath: string; ownDir: string | null; fromEnv: boolean; isRoot: boolean; processes: number } | null
   } | null
   /**
-   * The processes and threads a sandbox may have when it names no `limits.pids`: 2048, as its
-   * command's RLIMIT_NPROC, which the kernel counts per user namespace from Linux 5.14, so a
-   * sandbox's own counts apart from every other process (no cgroup needed). Null on an older
-   * kernel, whose count is the host user's: no default bound holds there. A sandbox without a
+   * The processes and threads a sandbox may have per uid inside when it names no `limits.pids`:
+   * 2048 (lower where this process's own RLIMIT_NPROC is), as its command's RLIMIT_NPROC, which
+   * the kernel counts per user namespace from Linux 5.14, so a sandbox's own counts apart from
+   * every other process (no cgroup needed). Null where the kernel is older (or its version cannot
+   * be read), whose count is the host user's: no default bound holds there. A sandbox without a
    * user namespace (`namespaces.user: false`) has none either way.
    */
   defaultPids: number | null

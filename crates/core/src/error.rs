@@ -274,6 +274,11 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
              the stack limit, RLIMIT_STACK; one string at most 128 KiB): pass large data through \
              stdin or a bound file"
         }
+        (Step::Execve, Errno::EAGAIN) => {
+            "the sandbox's processes of this uid are at its process bound (RLIMIT_NPROC: the \
+             default 2048 where limits.pids is not given, or the caller's own): wait for some to \
+             end, or give limits.pids (its cgroup counts the whole sandbox) or Infinity"
+        }
         (Step::SetRlimits, Errno::EPERM) => {
             "a limit above the caller's own hard limit: inside its user namespace the sandbox may \
              lower a hard limit, not raise it (ulimit -H shows the caller's)"
@@ -338,6 +343,7 @@ mod tests {
             (Step::Execve, libc::EACCES, "landlock"),
             (Step::Execve, libc::E2BIG, "stdin"),
             (Step::ForkCommand, libc::EAGAIN, "limits.pids"),
+            (Step::Execve, libc::EAGAIN, "2048"),
             (Step::ForkCommand, libc::EAGAIN, "RLIMIT_NPROC"),
             (Step::CloneNamespaces, libc::EAGAIN, "own cgroup"),
             (Step::SetRlimits, libc::EPERM, "ulimit -H"),

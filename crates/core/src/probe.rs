@@ -15,9 +15,10 @@ pub struct Probe {
     /// What this process may do with cgroups (the detection the limits use).
     #[cfg(target_os = "linux")]
     pub cgroup_host: Option<crate::cgroup::CgroupHost>,
-    /// The processes and threads a sandbox with a user namespace of its own may have where it names
-    /// no pids limit (its RLIMIT_NPROC, [`crate::spec::Limits::default_nproc`]); None on a kernel
-    /// older than 5.14, whose count is the host user's, and then no default holds.
+    /// The processes and threads a sandbox with a user namespace of its own may have per uid where
+    /// it names no pids limit (its RLIMIT_NPROC, [`crate::spec::Limits::default_nproc`], lower
+    /// where this process's own is); None on a kernel older than 5.14, whose count is the host
+    /// user's, and then no default holds.
     pub default_pids: Option<u64>,
     pub overlay: bool,
     pub landlock_abi: Option<u32>,
@@ -173,7 +174,9 @@ pub fn probe() -> Probe {
         cgroup: cgroup(),
         #[cfg(target_os = "linux")]
         cgroup_host: crate::cgroup::detect_for_probe().ok(),
-        default_pids: crate::spec::Limits::default().default_nproc(true, nproc_counted_per_user_namespace()),
+        default_pids: crate::spec::Limits::default()
+            .default_nproc(true, nproc_counted_per_user_namespace())
+            .map(|n| nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC).map_or(n, |(soft, _)| n.min(soft))),
         overlay: filesystems.lines().any(|l| l.trim_end().ends_with("overlay")),
         landlock_abi: landlock_abi(),
         seccomp: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists(),

@@ -490,10 +490,10 @@ fn set_rlimits(spec: &Spec) -> sys::Result<()> {
         sys::set_rlimit(Resource::RLIMIT_FSIZE, n)?;
     }
     if let Some(n) = limits.default_nproc(spec.namespaces.user, crate::probe::nproc_counted_per_user_namespace()) {
-        // Not above the hard limit the sandbox was given, which inside its user namespace it
-        // cannot raise (a caller of its own under a lower `ulimit -u`).
-        let (_, hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NPROC).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
-        sys::set_rlimit(Resource::RLIMIT_NPROC, n.min(hard))?;
+        // Never above what the sandbox was given (a caller under a lower `ulimit -u`): inside
+        // its user namespace it cannot raise a hard limit, and a lower soft one is the caller's wish.
+        let (soft, hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NPROC).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
+        nix::sys::resource::setrlimit(Resource::RLIMIT_NPROC, n.min(soft), n.min(hard)).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
     }
     Ok(())
 }
