@@ -640,8 +640,9 @@ test('maxBytes and maxEntries bound what an archive writes: up to them it unpack
   const ws = workspace(t)
   // Runs of zeros are holes on disk, but count at their size: they still take the unpacker's time.
   writeFileSync(join(ws, 'a.tar.gz'), gzipSync(tar([{ name: 'zeros', data: Buffer.alloc(8 << 20) }, { name: 'etc/x', data: 'x' }])))
-  const whole = await unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'at'), { maxBytes: (8 << 20) + 1, maxEntries: 2 })
-  t.deepEqual([whole.bytes, whole.entries], [(8 << 20) + 1, 2])
+  // etc/x implies etc: three entries and directories in all.
+  const whole = await unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'at'), { maxBytes: (8 << 20) + 1, maxEntries: 3 })
+  t.deepEqual([whole.bytes, whole.entries, whole.impliedDirectories], [(8 << 20) + 1, 2, 1])
   const bytes = await t.throwsAsync(unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'past-bytes'), { maxBytes: 8 << 20 }), { instanceOf: IsolateError })
   t.deepEqual([bytes?.step, bytes?.errno, bytes?.path], ['write_entry', 'EFBIG', 'etc/x'])
   t.regex(bytes?.message ?? '', /maxBytes/)
@@ -649,20 +650,42 @@ test('maxBytes and maxEntries bound what an archive writes: up to them it unpack
   const entries = await t.throwsAsync(unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'past-entries'), { maxEntries: 1 }), { instanceOf: IsolateError })
   t.deepEqual([entries?.step, entries?.errno, entries?.path], ['check_entry', 'EFBIG', 'etc/x'])
   t.false(existsSync(join(ws, 'past-bytes')) || existsSync(join(ws, 'past-entries')), 'made by the failed calls, gone again')
-  for (const bad of [0, -1, 1.5, Infinity, '10']) {
-    const e = await t.throwsAsync(unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'no'), { maxBytes: bad as number }), { instanceOf: IsolateError })
-    t.deepEqual([e?.code, e?.option], ['ERR_ISOLATE_OPTION', 'maxBytes'], String(bad))
+  // The directories an entry's path implies take inodes too: one entry, three of them.
+  writeFileSync(join(ws, 'deep.tar'), tar([{ name: 'a/b/c/f', data: 'x' }]))
+  const deepAt = await unpackRootfs(join(ws, 'deep.tar'), join(ws, 'deep-at'), { maxEntries: 4 })
+  t.deepEqual([deepAt.entries, deepAt.impliedDirectories], [1, 3])
+  const deep = await t.throwsAsync(unpackRootfs(join(ws, 'deep.tar'), join(ws, 'deep-past'), { maxEntries: 3 }), { instanceOf: IsolateError })
+  t.deepEqual([deep?.step, deep?.errno], ['check_entry', 'EFBIG'])
+  for (const option of ['maxBytes', 'maxEntries'] as const) {
+    for (const bad of [0, -1, 1.5, Infinity, NaN, 2 ** 53, '10']) {
+      const e = await t.throwsAsync(unpackRootfs(join(ws, 'a.tar.gz'), join(ws, 'no'), { [option]: bad as number }), { instanceOf: IsolateError })
+      t.deepEqual([e?.code, e?.option], ['ERR_ISOLATE_OPTION', option], `${option}: ${bad}`)
+    }
   }
   // An image's layers count together: its exact total passes, one byte less is refused.
   ociLayout(join(ws, 'image'), [{ layers: twoLayers() }])
   const all = await importImage(join(ws, 'image'), join(ws, 'img'))
-  t.truthy(await importImage(join(ws, 'image'), join(ws, 'img-at'), { maxBytes: all.bytes, maxEntries: all.entries }))
+  t.truthy(await importImage(join(ws, 'image'), join(ws, 'img-at'), { maxBytes: all.bytes, maxEntries: all.entries + all.impliedDirectories }))
   const layered = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'img-past'), { maxBytes: all.bytes - 1 }), { instanceOf: IsolateError })
   t.deepEqual([layered?.step, layered?.errno], ['write_entry', 'EFBIG'])
   t.regex(layered?.message ?? '', /layer 1/, 'passed in the second layer, each of which alone is under the bound')
-  const layeredEntries = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'img-past2'), { maxEntries: all.entries - 1 }), { instanceOf: IsolateError })
+  const layeredEntries = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'img-past2'), { maxEntries: all.entries + all.impliedDirectories - 1 }), { instanceOf: IsolateError })
   t.deepEqual([layeredEntries?.step, layeredEntries?.errno], ['check_entry', 'EFBIG'])
   t.false(existsSync(join(ws, 'img-past')) || existsSync(join(ws, 'img-past2')))
+  // In layout 'layers' the importer's own directories (one per layer) count too.
+  const asLayers = await importImage(join(ws, 'image'), join(ws, 'lay'), { layout: 'layers' })
+  t.true(asLayers.impliedDirectories >= 2, 'layers/0 and layers/1')
+  t.truthy(await importImage(join(ws, 'image'), join(ws, 'lay-at'), { layout: 'layers', maxEntries: asLayers.entries + asLayers.impliedDirectories }))
+  const ownDirs = await t.throwsAsync(importImage(join(ws, 'image'), join(ws, 'lay-past'), { layout: 'layers', maxEntries: asLayers.entries + asLayers.impliedDirectories - 1 }), { instanceOf: IsolateError })
+  t.deepEqual([ownDirs?.step, ownDirs?.errno], ['check_entry', 'EFBIG'])
+  // A compressed image archive is decompressed to a copy first: with maxBytes, that copy may hold
+  // twice the bound (and 64 MiB) at most, so a bomb of one repeated byte stops there.
+  const bomb = layer([{ name: 'big', data: Buffer.alloc(80 << 20, 1) }], 'none')
+  writeFileSync(join(ws, 'bomb.tar.gz'), gzipSync(dockerSave({ layers: [bomb] })))
+  const copy = await t.throwsAsync(importImage(join(ws, 'bomb.tar.gz'), join(ws, 'bomb'), { maxBytes: 1 << 20 }), { instanceOf: IsolateError })
+  t.deepEqual([copy?.step, copy?.errno], ['read_archive', 'EFBIG'])
+  t.regex(copy?.message ?? '', /decompresses to more than 69206016 bytes/)
+  t.false(existsSync(join(ws, 'bomb')))
 })
 
 test('the literal trick: a -> /etc, then a/passwd', async (t) => {
@@ -1328,11 +1351,18 @@ test('isolate rootfs unpack and import, with --progress, --json and refusals', a
 
   const bounded = await cli(['rootfs', 'unpack', '--max-size', '1M', '--max-entries', '5', join(ws, 'small.tar.gz'), join(ws, 'out4')])
   t.is(bounded.status, 1)
-  t.regex(bounded.stderr, /would pass the 1048576 bytes of file content maxBytes lets this call write/)
+  t.regex(bounded.stderr, /would pass the 1048576 bytes of file content maxBytes \(isolate rootfs --max-size\) allows/)
   t.false(existsSync(join(ws, 'out4')))
-  const badSize = await cli(['rootfs', 'unpack', '--max-size', 'lots', join(ws, 'small.tar.gz'), join(ws, 'out5')])
-  t.is(badSize.status, 125)
-  t.regex(badSize.stderr, /--max-size: invalid size/)
+  const fewEntries = await cli(['rootfs', 'unpack', '--max-entries', '2', join(ws, 'small.tar.gz'), join(ws, 'out6')])
+  t.is(fewEntries.status, 1, 'etc/hostname implies etc: three in all')
+  t.regex(fewEntries.stderr, /^ {2}step: check_entry$/m)
+  t.false(existsSync(join(ws, 'out6')))
+  t.is((await cli(['rootfs', 'unpack', '--max-entries', '3', join(ws, 'small.tar.gz'), join(ws, 'out7')])).status, 0)
+  for (const [flag, value, says] of [['--max-size', 'lots', /--max-size: invalid size/], ['--max-entries', '0', /--max-entries: expected a positive whole number/]] as const) {
+    const bad = await cli(['rootfs', 'unpack', flag, value, join(ws, 'small.tar.gz'), join(ws, 'out5')])
+    t.is(bad.status, 125)
+    t.regex(bad.stderr, says)
+  }
 
   const usage = await cli(['rootfs', 'unpack', '--platform', 'linux/arm64', 'a', 'b'])
   t.is(usage.status, 125)

@@ -56,12 +56,22 @@ export interface UnpackOptions {
   ownership?: 'archive' | 'caller'
   /**
    * The most bytes of file content the call may write, all layers together (each regular file at
-   * its size, runs of zeros written as holes included): past it the call fails at `write_entry`
-   * with `EFBIG`, and a DIR it made is removed. Default: none but the filesystem's (a few KiB of
-   * zstd hold gigabytes of one repeated byte): set it for archives you do not trust.
+   * its size, runs of zeros written as holes included; also the importer's own layers.json): past
+   * it the call fails at `write_entry` with `EFBIG`, and a DIR it made is removed. A compressed
+   * image archive is first decompressed to a copy in DIR, which may then hold at most twice this,
+   * 2 KiB per `maxEntries` and 64 MiB (else `read_archive`, `EFBIG`). Default: none but the
+   * filesystem's (a few KiB of zstd hold gigabytes of one repeated byte): set it, with
+   * `maxEntries` and a `signal`, for archives you do not trust. Decompression to check an image's
+   * digests before anything is written is bounded in time by the `signal` only.
    */
   maxBytes?: number
-  /** The most entries the call may read, all layers together (a gzip of millions of empty files takes a filesystem's inodes): past it the call fails at `check_entry` with `EFBIG`. Default: none. */
+  /**
+   * The most entries the call may read and directories it may make, all layers together: each
+   * entry, each directory an entry's path implies (an archive that names `a/b/c/f` alone makes
+   * four), and the importer's own (`layers/<n>`); past it the call fails at `check_entry` with
+   * `EFBIG` (at most one entry's directories past it), and a DIR it made is removed. Default:
+   * none (a gzip of millions of empty files takes a filesystem's inodes).
+   */
   maxEntries?: number
   /** Stops the unpacker (killed if it has not stopped within 2 s); the promise rejects with `ABORT_ERR` (a DIR the call made is removed, unless the unpacker had to be killed; one that was there may hold a partial tree). */
   signal?: AbortSignal
@@ -82,6 +92,8 @@ export interface UnpackStats {
   setidDropped: number
   /** Special files skipped (`specialFiles: 'skip'`). */
   skipped: number
+  /** Directories made that no entry named (an entry's missing parents; an import's `layers/<n>`): `maxEntries` counts them with `entries`. */
+  impliedDirectories: number
 }
 
 export interface UnpackResult extends UnpackStats {

@@ -374,6 +374,9 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
                 let dir_attrs = Attrs { mode: 0o755, owner: None, mtime: None };
                 root.make_dir(&comps[..1], dir_attrs).map_err(|e| unpack::tree_error(e, "layers"))?;
                 root.make_dir(&comps, dir_attrs).map_err(|e| unpack::tree_error(e, "layers"))?;
+                // The importer's own directory takes an inode as an entry's does.
+                applier.stats.implied_dirs += 1;
+                opts.bounds.check_entries(applier.stats.entries + applier.stats.implied_dirs, &format!("layers/{i}"))?;
                 let fd = root.dir(&comps, false).map_err(|e| unpack::tree_error(e, "layers"))?;
                 let fd = fd.try_clone().map_err(|e| error::io(Step::WriteEntry, &e, "layers", "dup"))?;
                 let mut layer_tree = Tree::new(fd);
@@ -412,6 +415,7 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
             };
             let mut json = serde_json::to_vec_pretty(&file).expect("plain data serializes");
             json.push(b'\n');
+            opts.bounds.check_bytes(stats.bytes, json.len() as u64, "layers.json")?;
             write_small(&mut root, b"layers.json", &json)?;
             Some(lower)
         }
@@ -489,7 +493,7 @@ mod tests {
 
         let dir = Source::open_path(&image).unwrap();
         let scratch = dir.try_clone().unwrap();
-        let src = Source::from_fd(dir, image.display().to_string(), scratch.as_fd(), &mut |_, _| {}).unwrap();
+        let src = Source::from_fd(dir, image.display().to_string(), scratch.as_fd(), None, &mut |_, _| {}).unwrap();
         let out = sys::open(&sys::cstring(target.as_os_str().as_encoded_bytes()), libc::O_PATH | libc::O_DIRECTORY).unwrap();
         let opts = ImportOptions {
             platform: None,

@@ -503,7 +503,7 @@ mod tests {
         }
         let fd = Source::open_path(&dir).unwrap();
         let scratch = fd.try_clone().unwrap();
-        (dir.clone(), Source::from_fd(fd, dir.display().to_string(), scratch.as_fd(), &mut |_, _| {}).unwrap())
+        (dir.clone(), Source::from_fd(fd, dir.display().to_string(), scratch.as_fd(), None, &mut |_, _| {}).unwrap())
     }
 
     /// An index of `n` descriptors of `blob`, of media type `kind`.

@@ -37,7 +37,8 @@ impl Source {
     /// A directory (an OCI image layout) or an archive. A compressed archive is first
     /// decompressed into an unnamed temporary file (O_TMPFILE) in `scratch`; `tick(read, total)`
     /// reports that.
-    pub fn from_fd(fd: OwnedFd, shown: String, scratch: BorrowedFd<'_>, tick: &mut dyn FnMut(u64, u64)) -> Result<Source> {
+    /// `cap`: the most a compressed archive's decompressed copy may hold ([`crate::Bounds::copy_cap`]).
+    pub fn from_fd(fd: OwnedFd, shown: String, scratch: BorrowedFd<'_>, cap: Option<u64>, tick: &mut dyn FnMut(u64, u64)) -> Result<Source> {
         let st = sys::fstat(fd.as_fd()).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "fstat"))?;
         if sys::is_dir(&st) {
             return Ok(Source::Dir { root: fd, path: shown });
@@ -57,7 +58,7 @@ impl Source {
             .with_path(&shown)
         })?;
         if format != Format::Tar {
-            file = decompress_to_tmpfile(file, format, scratch, &shown, st.st_size as u64, tick)?;
+            file = decompress_to_tmpfile(file, format, scratch, &shown, st.st_size as u64, cap, tick)?;
         }
         let members = index(&file, &shown)?;
         Ok(Source::Tar { file, path: shown, members })
@@ -136,7 +137,15 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn decompress_to_tmpfile(file: File, format: Format, scratch: BorrowedFd<'_>, shown: &str, total: u64, tick: &mut dyn FnMut(u64, u64)) -> Result<File> {
+fn decompress_to_tmpfile(
+    file: File,
+    format: Format,
+    scratch: BorrowedFd<'_>,
+    shown: &str,
+    total: u64,
+    cap: Option<u64>,
+    tick: &mut dyn FnMut(u64, u64),
+) -> Result<File> {
     let tmp = sys::openat(scratch, c".", libc::O_TMPFILE | libc::O_RDWR, 0o600).map_err(|e| {
         error::sys(Step::OpenArchive, e, shown, "create a temporary file to decompress the image into")
             .with_hint("the target directory's filesystem must support O_TMPFILE, or decompress the image first")
@@ -158,6 +167,15 @@ fn decompress_to_tmpfile(file: File, format: Format, scratch: BorrowedFd<'_>, sh
             Err(e) => return Err(error::io(Step::ReadArchive, &e, shown, "decompress the image")),
         };
         pos += n as u64;
+        if let Some(most) = cap.filter(|most| pos > *most) {
+            return Err(SetupError {
+                message: format!(
+                    "{shown} decompresses to more than {most} bytes, more than an image within maxBytes (isolate rootfs --max-size) could take: twice its file content, 2 KiB per entry and 64 MiB"
+                ),
+                ..SetupError::sys(Step::ReadArchive, libc::EFBIG, Some(shown))
+            }
+            .with_hint("the image holds more than the bound allows: raise maxBytes (and maxEntries) if it is one you expect to be this large"));
+        }
         skipped = buf[..n].iter().all(|b| *b == 0);
         if skipped {
             tmp.seek(SeekFrom::Start(pos)).map_err(|e| error::io(Step::WriteEntry, &e, shown, "seek"))?;
@@ -246,10 +264,17 @@ mod tests {
         let archive = dir.join("zeros.gz");
         std::fs::write(&archive, gz.finish().unwrap()).unwrap();
         let scratch = sys::open(&sys::cstring(dir.as_os_str().as_encoded_bytes()), libc::O_PATH | libc::O_DIRECTORY).unwrap();
-        let out = decompress_to_tmpfile(File::open(&archive).unwrap(), Format::Gzip, scratch.as_fd(), "zeros.gz", 0, &mut |_, _| {}).unwrap();
+        let out = decompress_to_tmpfile(File::open(&archive).unwrap(), Format::Gzip, scratch.as_fd(), "zeros.gz", 0, None, &mut |_, _| {}).unwrap();
         let st = sys::fstat(out.as_fd()).unwrap();
         assert_eq!(st.st_size as u64, (256 << 20) + 15);
         assert!((st.st_blocks as u64) * 512 < 4 << 20, "{} bytes on disk for 256 MiB of zeros", st.st_blocks * 512);
+        // Zeros count at their size against a cap too: they take the decompressor's time.
+        let e = decompress_to_tmpfile(File::open(&archive).unwrap(), Format::Gzip, scratch.as_fd(), "zeros.gz", 0, Some(64 << 20), &mut |_, _| {}).unwrap_err();
+        assert_eq!((e.step, e.errno.as_deref()), (Step::ReadArchive, Some("EFBIG")));
+        assert!(e.message.contains("more than 67108864 bytes"), "{}", e.message);
+        assert!(
+            decompress_to_tmpfile(File::open(&archive).unwrap(), Format::Gzip, scratch.as_fd(), "zeros.gz", 0, Some((256 << 20) + 15), &mut |_, _| {}).is_ok()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -305,7 +305,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
             let confinement = confine::confine(dir.as_fd(), is_dir.then(|| input.as_fd()), a.layout == Layout::Layers);
             let mut decompress_tick =
                 |bytes: u64, total: u64| tick(&Progress { phase: crate::Phase::Decompress, bytes, total_bytes: total, entries: 0, layer: None, layers: None });
-            let src = Source::from_fd(input, shown.clone(), dir.as_fd(), &mut decompress_tick)?;
+            let src = Source::from_fd(input, shown.clone(), dir.as_fd(), a.bounds.copy_cap(), &mut decompress_tick)?;
             let opts = ImportOptions {
                 platform: a.platform,
                 reference: a.reference,

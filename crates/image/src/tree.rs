@@ -57,12 +57,20 @@ pub struct Tree {
     dirs: HashMap<Vec<u8>, Attrs>,
     /// The root keeps its own owner, mode and times, whatever the archive's `./` says.
     keep_root: bool,
+    /// Directories made for paths that had none yet, since [`Tree::take_implied`] last asked.
+    implied: u64,
 }
 
 impl Tree {
     /// `root` is the target directory, opened by the caller (any open mode; O_PATH is enough).
     pub fn new(root: OwnedFd) -> Tree {
-        Tree { root, openat2: true, cache: None, dirs: HashMap::new(), keep_root: false }
+        Tree { root, openat2: true, cache: None, dirs: HashMap::new(), keep_root: false, implied: 0 }
+    }
+
+    /// How many directories were made for paths that had none (an entry's missing parents) since
+    /// the last call: `maxEntries` counts them, as each takes an inode as an entry does.
+    pub fn take_implied(&mut self) -> u64 {
+        std::mem::take(&mut self.implied)
     }
 
     /// The root is the caller's directory, perhaps one that was there before: an archive's `./`
@@ -118,6 +126,7 @@ impl Tree {
                         match sys::mkdirat(cur.as_fd(), &name, 0o700) {
                             Ok(()) => {
                                 self.dirs.entry(crate::names::join(&comps[..=i])).or_insert(IMPLICIT_DIR);
+                                self.implied += 1;
                             }
                             Err(Errno::EEXIST) => {}
                             Err(e) => return Err(TreeError::Sys(e, "mkdirat")),

@@ -56,33 +56,49 @@ pub struct Policy {
 /// filesystem's inodes. None: no bound but the filesystem's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Bounds {
-    /// Bytes of file content (each regular file's size, holes included).
+    /// Bytes of file content (each regular file's size, holes included), and what the importer
+    /// writes of its own (layers.json).
     pub bytes: Option<u64>,
-    /// Entries read from the archive.
+    /// Entries read from the archive, the directories their paths imply and the importer's own.
     pub entries: Option<u64>,
 }
 
+/// Room in a compressed image archive's decompressed copy for what is not file content: each
+/// entry's header and padding (up to 1536 bytes with a PAX record), manifests and configs.
+const COPY_PER_ENTRY: u64 = 2048;
+const COPY_SLACK: u64 = 64 << 20;
+
 impl Bounds {
-    /// The call's error once an entry past `maxEntries` is read.
-    fn check_entries(&self, stats: &Stats, name: &str) -> Result<()> {
+    /// The largest decompressed copy of a compressed image archive that can hold no more than
+    /// these bounds allow: twice the content (its layers' own tar headers and padding count there
+    /// too), room per entry, and some slack; None without a bytes bound.
+    pub fn copy_cap(&self) -> Option<u64> {
+        let per_entry = self.entries.map_or(0, |n| n.saturating_mul(COPY_PER_ENTRY));
+        self.bytes.map(|b| b.saturating_mul(2).saturating_add(per_entry).saturating_add(COPY_SLACK))
+    }
+
+    /// The call's error once `count` (entries read and directories made) passes `maxEntries`.
+    pub(crate) fn check_entries(&self, count: u64, name: &str) -> Result<()> {
         match self.entries {
-            Some(most) if stats.entries > most => Err(SetupError {
-                message: format!("entry '{name}' is one more than the {most} entries maxEntries lets this call write"),
+            Some(most) if count > most => Err(SetupError {
+                message: format!(
+                    "at entry '{name}', the call has read or made more than the {most} entries maxEntries (isolate rootfs --max-entries) allows (the directories entries' paths imply count too)"
+                ),
                 ..SetupError::sys(Step::CheckEntry, libc::EFBIG, Some(name))
             }
-            .with_hint("the archive holds more entries than maxEntries allows: raise it if the archive is one you expect to be this large")),
+            .with_hint("the archive (all layers together) holds more entries than that bound: raise it if the archive is one you expect to be this large")),
             _ => Ok(()),
         }
     }
 
-    /// The call's error if `n` more bytes of file content would pass `maxBytes`.
-    fn check_bytes(&self, stats: &Stats, n: u64, name: &str) -> Result<()> {
+    /// The call's error if `n` more bytes would pass `maxBytes`.
+    pub(crate) fn check_bytes(&self, written: u64, n: u64, name: &str) -> Result<()> {
         match self.bytes {
-            Some(most) if stats.bytes.saturating_add(n) > most => Err(SetupError {
-                message: format!("writing '{name}' would pass the {most} bytes of file content maxBytes lets this call write"),
+            Some(most) if written.saturating_add(n) > most => Err(SetupError {
+                message: format!("writing '{name}' would pass the {most} bytes of file content maxBytes (isolate rootfs --max-size) allows"),
                 ..SetupError::sys(Step::WriteEntry, libc::EFBIG, Some(name))
             }
-            .with_hint("the archive unpacks to more than maxBytes (holes and runs of zeros count at their size): raise it if the archive is one you expect to be this large")),
+            .with_hint("the archive (all layers together, holes and runs of zeros at their size) holds more file content than that bound: raise it if the archive is one you expect to be this large")),
             _ => Ok(()),
         }
     }
@@ -105,6 +121,10 @@ pub struct Stats {
     pub setid_dropped: u64,
     /// Special files skipped (with `Specials::Skip`).
     pub skipped: u64,
+    /// Directories made that no entry named (an entry's missing parents, the importer's own
+    /// `layers/<n>`): `maxEntries` counts them with the entries.
+    #[serde(rename = "impliedDirectories")]
+    pub implied_dirs: u64,
 }
 
 /// How often the copy loop reports progress while one large file is written.
@@ -144,7 +164,9 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
             continue;
         }
         stats.entries += 1;
-        policy.bounds.check_entries(stats, &name)?;
+        // The previous entry's missing parents too (at most one entry's are made past the bound).
+        stats.implied_dirs += tree.take_implied();
+        policy.bounds.check_entries(stats.entries + stats.implied_dirs, &name)?;
         let refuse = |msg: String| SetupError::new(Step::CheckEntry, msg).with_path(&name);
         let comps = names::components(&raw).map_err(|t| refuse(t.describe(&format!("entry '{name}'"))))?;
         let header = entry.header();
@@ -202,7 +224,7 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(error::io(Step::ReadArchive, &e, &name, "reading the entry's data")),
                     };
-                    policy.bounds.check_bytes(stats, n as u64, &name)?;
+                    policy.bounds.check_bytes(stats.bytes, n as u64, &name)?;
                     pos += n as u64;
                     skipped = buf[..n].iter().all(|b| *b == 0);
                     if skipped {
@@ -300,7 +322,8 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
         }
         tick(stats);
     }
-    Ok(())
+    stats.implied_dirs += tree.take_implied();
+    policy.bounds.check_entries(stats.entries + stats.implied_dirs, &last_name)
 }
 
 fn id(v: u64, name: &str) -> Result<u32> {
@@ -407,16 +430,19 @@ mod tests {
     #[test]
     fn bounds_let_a_call_write_up_to_them_and_refuse_what_passes_them() {
         let b = Bounds { bytes: Some(100), entries: Some(2) };
-        let at = |entries, bytes| Stats { entries, bytes, ..Stats::default() };
-        assert!(b.check_bytes(&at(1, 60), 40, "f").is_ok(), "exactly the bound");
-        let e = b.check_bytes(&at(1, 60), 41, "f").unwrap_err();
+        assert!(b.check_bytes(60, 40, "f").is_ok(), "exactly the bound");
+        let e = b.check_bytes(60, 41, "f").unwrap_err();
         assert_eq!((e.step, e.errno.as_deref(), e.path.as_deref()), (Step::WriteEntry, Some("EFBIG"), Some("f")));
-        assert!(e.message.contains("maxBytes") && e.hint.is_some());
-        assert!(b.check_entries(&at(2, 0), "g").is_ok());
-        let e = b.check_entries(&at(3, 0), "g").unwrap_err();
+        assert!(e.message.contains("maxBytes (isolate rootfs --max-size)") && e.hint.is_some());
+        assert!(b.check_entries(2, "g").is_ok());
+        let e = b.check_entries(3, "g").unwrap_err();
         assert_eq!((e.step, e.errno.as_deref()), (Step::CheckEntry, Some("EFBIG")));
-        assert!(e.message.contains("maxEntries"));
+        assert!(e.message.contains("maxEntries (isolate rootfs --max-entries)"));
         let none = Bounds::default();
-        assert!(none.check_bytes(&at(1, u64::MAX - 1), 1 << 20, "f").is_ok() && none.check_entries(&at(u64::MAX, 0), "g").is_ok());
+        assert!(none.check_bytes(u64::MAX - 1, 1 << 20, "f").is_ok() && none.check_entries(u64::MAX, "g").is_ok());
+        assert_eq!(none.copy_cap(), None);
+        assert_eq!(Bounds { bytes: Some(1 << 20), entries: None }.copy_cap(), Some((2 << 20) + COPY_SLACK));
+        assert_eq!(b.copy_cap(), Some(200 + 2 * COPY_PER_ENTRY + COPY_SLACK));
+        assert_eq!(Bounds { bytes: Some(u64::MAX), entries: Some(u64::MAX) }.copy_cap(), Some(u64::MAX));
     }
 }
