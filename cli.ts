@@ -247,7 +247,8 @@ Options:
   --skip-special        skip device nodes and fifos instead of refusing the archive
   --max-size SIZE       refuse an archive that would write more file content than this (64M,
                         2G; runs of zeros count at their size); default: no bound but the disk's
-  --max-entries N       refuse an archive of more entries than this (default: no bound)
+  --max-entries N       refuse an archive of more entries than this, the directories its paths
+                        imply counted too (default: no bound)
   --json                print the result as one JSON object on stdout
   -h, --help            show this help
 import only:
