@@ -312,8 +312,11 @@ function parseUint(flag: string, text: string, { positive = false } = {}): numbe
 
 function parsePids(text: string): number {
   if (text.trim() === 'unlimited') return Infinity
-  if (!/^\d+$/.test(text.trim()) || !(Number(text) > 0)) throw new UsageError(`--pids: expected a positive whole number or unlimited, got ${JSON.stringify(text)}`)
-  return parseUint('--pids', text, { positive: true })
+  try {
+    return parseUint('--pids', text, { positive: true })
+  } catch {
+    throw new UsageError(`--pids: expected a positive whole number or unlimited, got ${JSON.stringify(text)}`)
+  }
 }
 
 function parseCpus(text: string): number {
