@@ -40,8 +40,8 @@ for run in "${runs[@]}"; do
   # retried. (One vCPU avoids the race, but there the cpuTimeMs test
   # overran its bound once in two runs: 768 ms of CPU for 400, the helper's checks far apart under
   # emulation; pinned to one CPU on this host the same test overruns by under 10 ms.) Booted up
-  # to six times: the crash comes early in the boot (seconds), and in a day's runs a third of
-  # first boots crashed, so three boots failed a CI run in about one of 14.
+  # to six times: the crash comes within the guest's first minute, and in one day's runs first
+  # boots crashed in three runs of four, once twice in a row: three boots were too few.
   for attempt in 2 3 4 5 6; do
     if [ "$rc" -eq 0 ] || ! grep -q "guest gave no exit status" "$log"; then
       break
