@@ -3,7 +3,7 @@ import test from 'ava'
 import { chmodSync, readdirSync, readFileSync } from 'node:fs'
 import { configurePool, createSandbox, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
-import { removeDir, sh, tempDir } from './helpers.js'
+import { removeDir, sh, tempDir, waitUntil } from './helpers.js'
 
 test.serial('1 GB of output stops at outputBytes, exactly, without Node buffering it', async (t) => {
   const limit = 1 << 20
@@ -152,11 +152,23 @@ test.serial('a sandbox that names no pids limit is held to 2048 processes and th
     )
     for (const r of both) t.is(started(r.stdout).n, each, r.stdout + r.stderr)
     t.deepEqual(readdirSync(shared).sort(), ['a', 'b'], 'both held theirs at once')
-    // An exec into a long-lived sandbox is held the same way.
+    // An exec into a long-lived sandbox is held the same way, and while one holds the bound a
+    // further exec is refused at its fork (the init that forks it has the bound too).
     const box = await createSandbox({})
     try {
       const e = await box.exec('/usr/bin/python3', ['-c', threads(2100)])
       t.true(started(e.stdout).n <= bound - 2, e.stdout + e.stderr)
+      const fill = 'import threading, sys\nthreading.stack_size(65536)\nev = threading.Event()\ntry:\n  while True: threading.Thread(target=ev.wait, daemon=True).start()\nexcept RuntimeError:\n  print("full", flush=True)\nsys.stdin.read()'
+      const holder = await box.spawn('/usr/bin/python3', ['-c', fill])
+      let said = ''
+      holder.stdout!.setEncoding('utf8').on('data', (d: string) => (said += d))
+      t.true(await waitUntil(() => said.includes('full'), 20_000), 'the holder fills the bound')
+      const refused = await t.throwsAsync(box.exec('/bin/true'), { instanceOf: IsolateError })
+      t.deepEqual([refused?.step, refused?.errno], ['fork_command', 'EAGAIN'])
+      t.regex(refused?.hint ?? '', /default bound of 2048/)
+      holder.stdin!.end()
+      await holder.wait()
+      t.is((await box.exec('/bin/true')).exitCode, 0, 'room again once the holder ended')
     } finally {
       await box.destroy()
     }

@@ -285,8 +285,10 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
         }
         (Step::ForkCommand, Errno::EAGAIN) => {
             "no room for one more process: with limits.pids, raise it (it counts every process \
-             and thread of the sandbox, its init included); else a process limit of the caller \
-             was reached (the pids limit of its own cgroup, RLIMIT_NPROC, kernel.threads-max)"
+             and thread of the sandbox, its init included); without it, the sandbox's processes \
+             are at the default bound of 2048 (RLIMIT_NPROC: give limits.pids, or Infinity); else \
+             a process limit of the caller was reached (the pids limit of its own cgroup, \
+             RLIMIT_NPROC, kernel.threads-max)"
         }
         (Step::CloneNamespaces, Errno::EAGAIN) => {
             "no room for one more process: a process limit of the caller was reached (the pids \

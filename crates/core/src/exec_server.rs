@@ -74,6 +74,9 @@ pub fn serve(spec: &Spec, seccomp: Option<&Program>, report: OwnedFd, work: Owne
     }
     // Each exec then looks only at those.
     sys::note_bounding_set(&caps);
+    if let Err(e) = crate::sandbox::set_default_nproc(spec) {
+        fail(&report, e);
+    }
     send(&report, &Report::Ready);
     let mut server = Server { spec, seccomp, report, work, starting: Vec::new(), running: HashMap::new(), lent: HashMap::new() };
     loop {

@@ -489,11 +489,19 @@ fn set_rlimits(spec: &Spec) -> sys::Result<()> {
     if let Some(n) = limits.file_size_bytes {
         sys::set_rlimit(Resource::RLIMIT_FSIZE, n)?;
     }
-    if let Some(n) = limits.default_nproc(spec.namespaces.user, crate::probe::nproc_counted_per_user_namespace()) {
+    set_default_nproc(spec)
+}
+
+/// The default process bound ([`crate::spec::Limits::default_nproc`]) on this process: the
+/// command's, and a long-lived sandbox's init's, which forks each exec (a fork is checked against
+/// the forking process's limit: else every exec into a full sandbox would get in one over).
+pub(crate) fn set_default_nproc(spec: &Spec) -> sys::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Some(n) = spec.limits.default_nproc(spec.namespaces.user, crate::probe::nproc_counted_per_user_namespace()) {
         // Never above what the sandbox was given (a caller under a lower `ulimit -u`): inside
         // its user namespace it cannot raise a hard limit, and a lower soft one is the caller's wish.
-        let (soft, hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_NPROC).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
-        nix::sys::resource::setrlimit(Resource::RLIMIT_NPROC, n.min(soft), n.min(hard)).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NPROC).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
+        setrlimit(Resource::RLIMIT_NPROC, n.min(soft), n.min(hard)).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
     }
     Ok(())
 }
