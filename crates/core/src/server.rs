@@ -60,6 +60,8 @@ pub fn run(sock: OwnedFd) -> Outcome {
     let euid = nix::unistd::geteuid().as_raw();
     let _ = crate::supervisor::sandbox_host_ids(crate::spec::Ids { uid: euid, gid: nix::unistd::getegid().as_raw() });
     let _ = crate::supervisor::namespace_owners();
+    // Every sandbox's command asks it (its default process bound): read here, not per command.
+    let _ = crate::probe::nproc_counted_per_user_namespace();
     // Reaped between requests, from a signalfd: a handler would run in the forked helpers too.
     let mut chld = SigSet::empty();
     chld.add(Signal::SIGCHLD);
