@@ -874,7 +874,8 @@ static STARTED: AtomicU64 = AtomicU64::new(0);
 /// `isolate-<pid>-<start>-<counter>`, after the helper that makes it: its pid and when it
 /// started (which process has that pid: a pid is given again once its process is reaped, and
 /// processes of other pid namespaces have theirs), so that a sweep of what a killed helper left
-/// ([`remove_left_by`], [`remove_left_by_the_dead`]) never takes a live helper's cgroup. The
+/// ([`remove_left_by`], [`remove_left_by_the_dead`]) never takes a live helper's cgroup (across
+/// pid namespaces, where a pid names another process, the lock of [`make_held`] tells). The
 /// counter starts, in each process, at a random number: two helpers of one pid and one clock
 /// tick (in two pid namespaces) still name theirs apart.
 pub fn unique_name() -> String {
@@ -952,6 +953,8 @@ pub enum Ending {
 struct Dir {
     path: String,
     controllers: Vec<Controller>,
+    /// The directory, open and flock'ed while it is ours ([`make_held`]); None only in tests.
+    held: Option<OwnedFd>,
 }
 
 /// A sandbox's cgroup: one directory on v2, one per hierarchy used on v1. Removed by
@@ -961,7 +964,6 @@ pub struct SandboxCgroup {
     name: String,
     v2: bool,
     dirs: Vec<Dir>,
-    v2_fd: Option<OwnedFd>,
     /// The largest `memory.current` seen, for kernels without `memory.peak`.
     peak_seen: AtomicU64,
     /// The counter files [`SandboxCgroup::usage`] reads, kept open once opened
@@ -994,6 +996,46 @@ fn mkdir(path: &str) -> Result<(), SetupError> {
             _ => err,
         }
     })
+}
+
+/// Make the cgroup directory `path` and hold it: open, with an exclusive flock kept while the
+/// cgroup is ours (its descriptor is close-on-exec, and every child of a helper closes what it was
+/// not handed). A sweep of what dead helpers left ([`remove_left_by_the_dead`]) judges a helper by
+/// the pid in a cgroup's name, which in another pid namespace (a service in a container sharing
+/// the parent cgroup) is another process's or none; a lock is held exactly as long as its holder
+/// lives, so the sweep passes over a held cgroup, empty or not.
+fn make_held(path: &str) -> Result<OwnedFd, SetupError> {
+    // A sweeper that took the new directory between the mkdir and our lock removes it while it
+    // holds the lock: one found gone once locked is made again.
+    for _ in 0..3 {
+        mkdir(path)?;
+        let fd = match open_dir(path) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(SetupError::sys(STEP_CREATE, e as i32, Some(path))),
+        };
+        // Blocking: a sweeper holds it only for its rmdir.
+        // SAFETY: flock(2) on our own descriptor.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::LOCK_EX) } != 0 {
+            return Err(SetupError::sys(STEP_CREATE, Errno::last() as i32, Some(path)));
+        }
+        if nix::sys::stat::fstatat(&fd, "cgroup.procs", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok() {
+            return Ok(fd);
+        }
+    }
+    Err(SetupError::sys(STEP_CREATE, libc::ENOENT, Some(path))
+        .with_hint("the new cgroup was removed as soon as it was made, three times: another process sweeps this cgroup's children"))
+}
+
+/// A sweep's hold on a cgroup it may remove: None while a living process holds it ([`make_held`]).
+fn try_hold(path: &str) -> Option<OwnedFd> {
+    let fd = open_dir(path).ok()?;
+    // SAFETY: flock(2) on our own descriptor.
+    (unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(fd)
+}
+
+fn open_dir(path: &str) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
 }
 
 fn write_hint(err: SetupError, file: &str, errno: i32) -> SetupError {
@@ -1091,7 +1133,6 @@ impl SandboxCgroup {
             name: name.to_owned(),
             v2: host.mode.uses_v2(),
             dirs: Vec::new(),
-            v2_fd: None,
             peak_seen: AtomicU64::new(0),
             counters: Mutex::new(Vec::new()),
             limit_files: Mutex::new(Vec::new()),
@@ -1141,14 +1182,14 @@ impl SandboxCgroup {
                 .map_err(|errno| write_hint(SetupError::sys(STEP_CREATE, errno, Some(&path)), "cgroup.subtree_control", errno))?;
         }
         let path = format!("{own}/{}", self.name);
-        mkdir(&path)?;
+        let held = make_held(&path)?;
         // Memory and pids are accounted whenever the own cgroup gives them, limit or not.
         let mut controllers: Vec<Controller> = [Controller::Memory, Controller::Pids, Controller::Cpu]
             .into_iter()
             .filter(|c| needed.contains(c) || u.subtree_control.iter().any(|s| s == c.as_str()))
             .collect();
         controllers.sort();
-        self.dirs.push(Dir { path: path.clone(), controllers });
+        self.dirs.push(Dir { path: path.clone(), controllers, held: Some(held) });
         // A cgroup that holds processes and gives threaded controllers (cpu, pids) to its children
         // is a thread root: its new children are "domain invalid" and could take processes only
         // as threaded cgroups, which have no cgroup.kill, no cgroup.procs to read and no domain
@@ -1159,13 +1200,6 @@ impl SandboxCgroup {
                 .with_path(own.to_owned())
                 .with_hint(format!("remove the threaded controllers from {own}/cgroup.subtree_control, or run the caller in a cgroup that does not enable controllers for its children")));
         }
-        let fd = nix::fcntl::open(
-            path.as_str(),
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| SetupError::sys(STEP_CREATE, e as i32, Some(&path)))?;
-        self.v2_fd = Some(fd);
         Ok(())
     }
 
@@ -1188,8 +1222,8 @@ impl SandboxCgroup {
             if !required && !h.writable {
                 continue;
             }
-            match mkdir(&path) {
-                Ok(()) => self.dirs.push(Dir { path, controllers: vec![c] }),
+            match make_held(&path) {
+                Ok(held) => self.dirs.push(Dir { path, controllers: vec![c], held: Some(held) }),
                 // Accounting and the freezer are taken where this process may have them.
                 Err(e) if !required && matches!(e.errno.as_deref(), Some("EACCES" | "EPERM" | "EROFS")) => {}
                 Err(e) => return Err(e),
@@ -1242,7 +1276,7 @@ impl SandboxCgroup {
     /// An `O_DIRECTORY` fd on the v2 cgroup, for `clone3(CLONE_INTO_CGROUP)`: the child starts
     /// inside the cgroup, with no migration to pay for. None on v1.
     pub fn dir_fd_v2(&self) -> Option<BorrowedFd<'_>> {
-        self.v2_fd.as_ref().map(|f| f.as_fd())
+        self.dirs.first().filter(|_| self.v2).and_then(|d| d.held.as_ref()).map(|f| f.as_fd())
     }
 
     /// Move `pid` (the whole thread group) into the sandbox cgroup, in every hierarchy. Do it
@@ -1476,7 +1510,6 @@ impl SandboxCgroup {
         if self.removed {
             return Ok(());
         }
-        self.v2_fd = None;
         self.counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.limit_files.lock().unwrap_or_else(|e| e.into_inner()).clear();
         // The common case first: the sandbox's init was reaped, so each directory is empty and
@@ -1563,8 +1596,10 @@ fn named_after(helper: i32, started: Option<u64>, pid: i32, start: u64) -> bool 
 /// Remove the empty sandbox cgroups that helpers no longer alive left beneath this process's own
 /// cgroups (named after a pid no process has now): what a SIGKILL of a whole service leaves, its
 /// helpers and their server killed at once, with no one to clean up after them. Only empty ones,
-/// and nothing is killed: a cgroup that holds a process is someone's. For the helper server, as
-/// it starts.
+/// and nothing is killed: a cgroup that holds a process is someone's, and so is one a living
+/// process holds ([`make_held`]: a helper of another pid namespace, whose pid names another
+/// process here or none, between making its cgroup and moving a process in). For the helper
+/// server, as it starts.
 pub fn remove_left_by_the_dead() {
     // kill(pid, 0): ESRCH is no process at all (EPERM is someone's); a process of that pid that
     // started at another time is another one.
@@ -1591,7 +1626,18 @@ fn remove_left(left_by: impl Fn(i32, u64) -> bool, kill: bool) {
             if !helper_of(name).is_some_and(|(pid, start)| left_by(pid, start)) {
                 continue;
             }
-            for dir in subtree(&format!("{parent}/{name}")) {
+            let top = format!("{parent}/{name}");
+            // Without killing, only what no living process holds (a helper of another pid
+            // namespace, whose pid means nothing here). The killing sweep follows a helper this
+            // process itself reaped.
+            let _held = match kill {
+                true => None,
+                false => match try_hold(&top) {
+                    Some(fd) => Some(fd),
+                    None => continue,
+                },
+            };
+            for dir in subtree(&top) {
                 if kill {
                     kill_pinned(|| procs_in(&dir).unwrap_or_default(), std::process::id() as i32);
                     let _ = rmdir_retrying(&dir);
@@ -1846,12 +1892,11 @@ mod tests {
 
     /// A cgroup value with these directories, as if made (nothing is created or removed).
     fn made(v2: bool, dirs: &[(&str, &[Controller])]) -> SandboxCgroup {
-        let dirs = dirs.iter().map(|(p, c)| Dir { path: (*p).into(), controllers: c.to_vec() }).collect();
+        let dirs = dirs.iter().map(|(p, c)| Dir { path: (*p).into(), controllers: c.to_vec(), held: None }).collect();
         SandboxCgroup {
             name: "isolate-test".into(),
             v2,
             dirs,
-            v2_fd: None,
             peak_seen: AtomicU64::new(0),
             counters: Mutex::new(Vec::new()),
             limit_files: Mutex::new(Vec::new()),
@@ -2526,6 +2571,42 @@ mod tests {
         let stat = std::fs::read_to_string(cg.file(Controller::Cpu, "cpu.stat").unwrap()).unwrap();
         assert!(keyed(&stat, "nr_throttled").unwrap() >= 1, "{stat}");
         remove_and_check(cg);
+    }
+
+    #[test]
+    fn the_sweep_of_the_dead_passes_over_a_cgroup_a_living_process_holds() {
+        let Some(host) = real_host() else { return };
+        // Named after a pid no process has here: to this process, a helper of another pid
+        // namespace, between making its cgroup and moving its init in.
+        let absent = (2..4_000_000).rev().find(|&p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None) == Err(Errno::ESRCH)).unwrap();
+        let own = unique_name();
+        let name = format!("isolate-{absent}-1-{}", own.rsplit('-').next().unwrap());
+        let mut cg = SandboxCgroup::create(&host, &name, &CgroupLimits { pids: Some(8), ..Default::default() }, Ending::WithInit).unwrap();
+        assert!(!cg.paths().is_empty());
+        for p in cg.paths() {
+            assert!(try_hold(p).is_none(), "{p}: its maker holds it");
+        }
+        remove_left_by_the_dead();
+        assert!(cg.paths().iter().all(|p| exists(p)), "a held cgroup is left alone, empty as it is");
+        // Its maker gone without removing it (the descriptors close with the process).
+        for d in &mut cg.dirs {
+            d.held = None;
+        }
+        remove_left_by_the_dead();
+        assert!(cg.paths().iter().all(|p| !exists(p)), "unheld and named after no process: swept");
+        cg.removed = true;
+    }
+
+    #[test]
+    fn a_held_cgroup_removed_meanwhile_is_seen_gone() {
+        let Some(host) = real_host() else { return };
+        let own = host.v1.iter().find_map(|h| h.own_dir.clone()).or_else(|| host.unified.as_ref().and_then(|u| u.own_dir.clone())).unwrap();
+        let path = format!("{own}/{}", unique_name());
+        let fd = make_held(&path).unwrap();
+        assert!(nix::sys::stat::fstatat(&fd, "cgroup.procs", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).is_ok());
+        // What make_held looks at once locked, to make it again (a sweeper took it first).
+        std::fs::remove_dir(&path).unwrap();
+        assert_eq!(nix::sys::stat::fstatat(&fd, "cgroup.procs", nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).err(), Some(Errno::ENOENT));
     }
 
     #[test]
