@@ -7,7 +7,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -600,11 +600,15 @@ test('a header of gigabytes (a GNU long name, a PAX record) is refused when it p
   }
 })
 
-test("an archive's ./ gives a directory made for it its mode, never one that was there (the caller's keeps its own)", async (t) => {
+test("an archive's ./ gives a directory made for it its mode, but no group or other write and never an owner, and never touches one that was there (the caller's keeps its own)", async (t) => {
   const ws = workspace(t)
-  writeFileSync(join(ws, 'open.tar'), tar([{ name: './', type: 'dir', mode: 0o777 }, { name: 'f', data: 'x' }]))
+  writeFileSync(join(ws, 'open.tar'), tar([{ name: './', type: 'dir', mode: 0o777, uid: 1002, gid: 1002 }, { name: 'd/', type: 'dir', mode: 0o750, uid: 1002, gid: 1002 }, { name: 'f', data: 'x' }]))
   await unpackRootfs(join(ws, 'open.tar'), join(ws, 'new'))
-  t.is(statSync(join(ws, 'new')).mode & 0o7777, 0o777, 'made for it: as tar gives it')
+  const top = statSync(join(ws, 'new'))
+  t.is(top.mode & 0o7777, 0o755, 'made for it: as tar gives it, less group and other write (they could swap its parts)')
+  t.deepEqual([top.uid, top.gid], [process.getuid!(), process.getgid!()], "the top stays the caller's: a host account the archive names would own the tree")
+  const inner = statSync(join(ws, 'new', 'd'))
+  t.deepEqual([inner.mode & 0o7777, inner.uid], [0o750, isRoot ? 1002 : process.getuid!()], "below it, the archive's own mode and (as root) owner")
   mkdirSync(join(ws, 'mine'), { mode: 0o750 })
   chmodSync(join(ws, 'mine'), 0o750)
   await unpackRootfs(join(ws, 'open.tar'), join(ws, 'mine'))
@@ -620,6 +624,36 @@ test("an archive's ./ gives a directory made for it its mode, never one that was
   await importImage(join(ws, 'image.tar'), join(ws, 'empty'))
   t.is(statSync(join(ws, 'empty')).mode & 0o7777, 0o750, 'imported into a directory that was there: its own mode')
   t.is(readFileSync(join(ws, 'empty', 'f'), 'utf8'), 'x')
+})
+
+test("a target that is a symlink is refused, not followed; so is one that was there but is another user's or others may write", async (t) => {
+  const ws = workspace(t)
+  writeFileSync(join(ws, 'one.tar'), tar([{ name: 'etc/', type: 'dir' }, { name: 'etc/passwd', data: 'from the archive\n' }]))
+  // What a symlink planted where the caller unpacks would aim at: a directory of the caller's.
+  mkdirSync(join(ws, 'victim', 'etc'), { recursive: true })
+  writeFileSync(join(ws, 'victim', 'etc', 'passwd'), 'ORIG\n')
+  symlinkSync(join(ws, 'victim'), join(ws, 'planted'))
+  for (const call of [() => unpackRootfs(join(ws, 'one.tar'), join(ws, 'planted')), () => importImage(join(ws, 'one.tar'), join(ws, 'planted'))]) {
+    const e = await t.throwsAsync(call(), { instanceOf: IsolateError })
+    t.like(e, { step: 'open_archive', errno: 'ELOOP' })
+    t.regex(e?.hint ?? '', /symlink/)
+  }
+  t.is(readFileSync(join(ws, 'victim', 'etc', 'passwd'), 'utf8'), 'ORIG\n', 'nothing was written through it')
+  mkdirSync(join(ws, 'open'))
+  chmodSync(join(ws, 'open'), 0o777)
+  const open = await t.throwsAsync(unpackRootfs(join(ws, 'one.tar'), join(ws, 'open')), { instanceOf: IsolateError })
+  t.like(open, { step: 'open_archive' })
+  t.regex(open?.message ?? '', /not this caller's alone .*mode 777/)
+  t.deepEqual(readdirSync(join(ws, 'open')), [], 'nothing was written there')
+  if (isRoot) {
+    mkdirSync(join(ws, 'theirs'))
+    chownSync(join(ws, 'theirs'), 65534, 65534)
+    const theirs = await t.throwsAsync(importImage(join(ws, 'one.tar'), join(ws, 'theirs')), { instanceOf: IsolateError })
+    t.regex(theirs?.message ?? '', /not this caller's alone \(owner uid 65534/)
+    t.deepEqual(readdirSync(join(ws, 'theirs')), [], 'nothing was written there')
+  } else {
+    t.log('another user\'s directory: only root can make one to try (the mode case above holds for every caller)')
+  }
 })
 
 test('runs of zeros are written as holes: a small archive cannot fill the disk, and every file reads back the same', async (t) => {

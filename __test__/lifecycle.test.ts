@@ -1,6 +1,6 @@
 /** Lifecycle: timeouts, kill, abort, Node dying, and nothing left behind. */
 import test from 'ava'
-import { spawn, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, createSandbox, IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
@@ -308,7 +308,7 @@ test('a wait() without reading stdout still resolves', async (t) => {
   sb.stdout!.resume()
 })
 
-test('a descriptor Node inherited without close-on-exec reaches neither the helper nor the init', async (t) => {
+test('a descriptor Node inherited without close-on-exec reaches neither the helper, the init nor the image tool', async (t) => {
   // This child Node inherits fd 7 from a shell, not close-on-exec (as Node inherits whatever its
   // parent leaves open); posix_spawn passes such fds on, so the helper must close them itself.
   const dir = tempDir()
@@ -317,6 +317,7 @@ test('a descriptor Node inherited without close-on-exec reaches neither the help
   const cgroupLimits = limitsHold(await probe(), { memoryBytes: 1 }) ? [{}, { memoryBytes: 64 << 20 }, { memoryBytes: 64 << 20 }] : [{}, {}, {}]
   const marker = join(dir, 'leaked-fd')
   writeFileSync(marker, '')
+  execFileSync('mkfifo', [join(dir, 'fifo')])
   const script = `
     const { spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
     const { readdirSync, readlinkSync, readFileSync } = await import('node:fs')
@@ -335,6 +336,18 @@ test('a descriptor Node inherited without close-on-exec reaches neither the help
       await sb.wait()
       await new Promise((r) => setTimeout(r, 200))
     }
+    // The image tool, waiting to open a FIFO that no one writes yet (an abort ends it there).
+    const { unpackRootfs } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const ac = new AbortController()
+    const unpack = unpackRootfs(${JSON.stringify(join(dir, 'fifo'))}, ${JSON.stringify(join(dir, 'out'))}, { signal: ac.signal }).catch((e) => e.code)
+    const comm = (p) => { try { return readFileSync('/proc/' + p + '/comm', 'utf8').trim() } catch { return '' } }
+    for (let i = 0; i < 500 && !result.tool; i++) {
+      await new Promise((r) => setTimeout(r, 10))
+      const tool = readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).find((p) => comm(p) === 'isolate-image' && ppid(p) === process.pid)
+      if (tool) result.tool = links(tool)
+    }
+    ac.abort()
+    result.unpack = await unpack
     process.stdout.write(JSON.stringify(result) + '\\n')
   `
   const child = spawn('/bin/sh', ['-c', 'exec 7<"$1"; exec "$0" --import=tsx --input-type=module -e "$2"', process.execPath, marker, script], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
@@ -342,8 +355,12 @@ test('a descriptor Node inherited without close-on-exec reaches neither the help
   let out = ''
   child.stdout!.on('data', (d) => (out += d))
   await new Promise((r) => child.once('exit', r))
-  const { leaked, helpers, inits } = JSON.parse(out) as { leaked: string; helpers: string[][]; inits: Array<string[] | null> }
+  const { leaked, helpers, inits, tool, unpack } = JSON.parse(out) as { leaked: string; helpers: string[][]; inits: Array<string[] | null>; tool?: string[]; unpack: string }
   t.is(leaked, marker)
+  t.truthy(tool, 'the image tool was found waiting for its FIFO')
+  t.deepEqual(tool?.filter((l) => l === marker), [], `the image tool holds ${tool?.join(', ')}`)
+  t.is(tool?.length, 3, `only its stdio: ${tool?.join(', ')}`)
+  t.is(unpack, 'ABORT_ERR')
   // Cold, then (with a pool, on cgroup v1) warm: neither holds the leaked fd.
   for (const h of helpers) t.false(h.includes(marker), `a helper holds ${h.join(', ')}`)
   if (!isRoot) t.log('not root: the init is not dumpable, so its fds cannot be listed from here; only the helpers are checked')

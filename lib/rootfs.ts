@@ -433,9 +433,10 @@ function commonArgs(options: UnpackOptions): string[] {
 
 /**
  * Unpack the root filesystem tarball `tarball` (tar, or tar compressed with gzip, xz or zstd; told
- * by its first bytes, not its name) into `dir` (created if missing; an existing tree is unpacked
- * over, as tar would, but keeps its own owner and mode whatever the archive's `./` says; never
- * the host's root, `/`, refused as an option). Modes, symlinks, hard links and mtimes are kept, and as root the ownership.
+ * by its first bytes, not its name) into `dir` (created if missing, the caller's whatever owner
+ * the archive's `./` names, without group or other write; an existing tree, the caller's and
+ * writable by no one else, is unpacked over, as tar would, but keeps its own owner and mode; not a
+ * symlink, which is refused rather than followed; never the host's root, `/`, refused as an option). Modes, symlinks, hard links and mtimes are kept, and as root the ownership.
  *
  * A hostile archive cannot write outside `dir`: absolute names, `..` components, writing through
  * a symlink (`a -> /etc` then `a/passwd`), hard links to paths outside, and device nodes or fifos
@@ -460,7 +461,7 @@ export async function unpackRootfs(tarball: string, dir: string, options: Unpack
 /**
  * Turn an OCI image layout directory (`oci-layout`, `index.json`, `blobs/sha256/...`) or a
  * `docker save` archive (plain or compressed) into a root filesystem in `dir` (created if missing;
- * it must be empty). Layers are applied in order with their whiteouts; every digest the format
+ * it must be empty, and as for {@link unpackRootfs} the caller's, no symlink). Layers are applied in order with their whiteouts; every digest the format
  * gives is checked (blobs before anything is written; OCI diff_ids while unpacking), and a mismatch
  * is refused (`step` `verify_digest`). See {@link ImportOptions.layout} for one directory per layer.
  * On a failure, a `dir` this call created is removed again, also when the worker thread that

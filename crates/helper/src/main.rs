@@ -18,6 +18,8 @@ const EXEC_FD: i32 = 5;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--probe") {
+        // Its attempt's children must hold nothing of Node's (fds it inherited without close-on-exec).
+        isolate_core::sys::close_fds_except(&[]);
         // What only a real attempt can tell: print it as JSON on stdout.
         let mut out = std::io::stdout();
         let _ = out.write_all(&serde_json::to_vec(&isolate_core::probe::attempt()).unwrap_or_default());

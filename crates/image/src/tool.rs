@@ -179,9 +179,21 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
             Err(e) => return Err(error::io(Step::OpenArchive, &e, &shown, "create the target directory")),
         };
         let c = sys::cstring(dir.as_os_str().as_encoded_bytes());
-        // Read-only, not O_PATH: flock takes no O_PATH descriptor.
-        let fd = sys::open(&c, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| error::sys(Step::OpenArchive, e, &shown, "open the target directory"))?;
+        // Read-only, not O_PATH: flock takes no O_PATH descriptor. Its last component is not
+        // followed: a symlink there may be another user's, planted where root would write.
+        let fd = sys::open(&c, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW).map_err(|e| match e {
+            // O_DIRECTORY answers ENOTDIR first: a symlink's error is the loop it would follow.
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR if is_symlink(dir) => {
+                error::sys(Step::OpenArchive, nix::errno::Errno::ELOOP, &shown, "open the target directory").with_hint(
+                    "the target is a symlink, which this tool does not follow (whoever may write where it lies could aim it): name the directory it points to",
+                )
+            }
+            _ => error::sys(Step::OpenArchive, e, &shown, "open the target directory"),
+        })?;
         refuse_root(fd.as_fd(), &shown)?;
+        if !made {
+            refuse_foreign(fd.as_fd(), &shown)?;
+        }
         // SAFETY: flock on a descriptor of ours.
         if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = nix::errno::Errno::last();
@@ -212,6 +224,30 @@ fn open_target(dir: &Path, must_be_empty: bool) -> Result<Target, SetupError> {
     }
     emit(&Event::Locked { made });
     Ok(Target { dir: dir_fd, made })
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// A target that was there before is this caller's and writable by no one else: another user's
+/// directory (made ahead where root would unpack) would stay theirs, the tree's top in their hands.
+fn refuse_foreign(target: std::os::fd::BorrowedFd<'_>, shown: &str) -> Result<(), SetupError> {
+    let st = sys::fstat(target).map_err(|e| error::sys(Step::OpenArchive, e, shown, "stat the target directory"))?;
+    let me = sys::geteuid();
+    if st.st_uid != me || st.st_mode & 0o022 != 0 {
+        return Err(SetupError::new(
+            Step::OpenArchive,
+            format!(
+                "the target directory {shown} is not this caller's alone (owner uid {}, mode {:o}; this caller is uid {me})",
+                st.st_uid,
+                st.st_mode & 0o7777
+            ),
+        )
+        .with_path(shown)
+        .with_hint("name a new directory (this tool makes it), or one of this caller's that group and others may not write (chmod go-w)"));
+    }
+    Ok(())
 }
 
 /// `path` still names the directory `fd` is.
@@ -378,6 +414,13 @@ fn abort_on_sigterm() {
 
 /// The whole program; returns the exit status.
 pub fn main(argv: Vec<String>) -> i32 {
+    // Only the stdio the addon gave: a descriptor Node inherited without close-on-exec (a
+    // service's activation socket, a keeper's pipe) is no business of a tool that reads archives.
+    isolate_core::sys::close_fds_except(&[]);
+    // Rust's runtime ignores SIGPIPE before main; a reader that went away (the caller closed the
+    // report) must end the tool, not leave it writing a tree nobody waits for.
+    // SAFETY: restoring a signal's default action.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     die_with_caller();
     abort_on_sigterm();
     let args = match parse(&argv) {

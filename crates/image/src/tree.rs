@@ -328,10 +328,14 @@ impl Tree {
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
                 Err(e) => return Err(TreeError::Sys(e, "open directory")),
             };
-            if let Some((uid, gid)) = attrs.owner {
+            // The root, made for this tree, is still the caller's: an archive's `./` that names
+            // a host account, or lets group or others write there, would give them the tree's
+            // top, where they could swap the parts a root caller's sandbox later opens.
+            let (owner, mode) = if path.is_empty() { (None, attrs.mode & !0o022) } else { (attrs.owner, attrs.mode) };
+            if let Some((uid, gid)) = owner {
                 sys::fchown(fd.as_fd(), uid, gid).map_err(sys_err("fchown"))?;
             }
-            sys::fchmod(fd.as_fd(), attrs.mode).map_err(sys_err("fchmod"))?;
+            sys::fchmod(fd.as_fd(), mode).map_err(sys_err("fchmod"))?;
             if let Some(t) = attrs.mtime {
                 sys::futimens(fd.as_fd(), t).map_err(sys_err("futimens"))?;
             }
