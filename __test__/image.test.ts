@@ -7,7 +7,7 @@
 import test, { type ExecutionContext } from 'ava'
 import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -567,6 +567,57 @@ test('a layers.json that an archive brought is refused, not followed: no host di
     const refused = await t.throwsAsync(runIsolated('/bin/sh', ['-c', 'cat /shadow /etc/shadow'], { rootfs: dir }), { instanceOf: IsolateError }, name)
     t.is(refused?.option, 'rootfs', name)
     t.regex(refused?.message ?? '', /refused rather than followed/, name)
+  }
+})
+
+test('a rootfs or a layer swapped for a symlink after the options were read is refused, not followed: one that may write its directory cannot aim the sandbox at the host', async (t) => {
+  const ws = workspace(t)
+  // What the sandbox must never see: a host directory, and a whole other tree.
+  const secret = join(ws, 'host-secret')
+  mkdirSync(secret)
+  writeFileSync(join(secret, 'secret'), 'HOST-SECRET\n')
+  const other = join(ws, 'other')
+  await unpackRootfs(alpineTarball, other)
+  writeFileSync(join(other, 'secret'), 'HOST-SECRET\n')
+  // An image as layers (Alpine, an empty layer on top), and a flat rootfs.
+  const img = join(ws, 'img')
+  await unpackRootfs(alpineTarball, join(img, 'layers', '0'))
+  mkdirSync(join(img, 'layers', '1'))
+  writeFileSync(join(img, 'layers.json'), JSON.stringify({ lowerDirs: ['layers/1', 'layers/0'] }))
+  const flat = join(ws, 'flat')
+  await unpackRootfs(alpineTarball, flat)
+  const cases: Array<[string, string, string]> = [
+    ['the top layer, swapped for a host directory', join(img, 'layers', '1'), secret],
+    ['the rootfs, swapped for another tree', flat, other],
+  ]
+  for (const [what, path, to] of cases) {
+    const rootfs = path === flat ? flat : img
+    let refused = 0
+    let round = 0
+    // Until two starts met the swap (a loaded machine may let the helper look first many times).
+    for (; round < 40 && refused < 2; round++) {
+      symlinkSync(to, `${path}.link`)
+      const run = runIsolated('/bin/sh', ['-c', 'cat /secret 2>/dev/null; echo ran'], { rootfs })
+      // The call has read its options (their checks passed); its helper opens the paths next.
+      renameSync(path, `${path}.real`)
+      renameSync(`${path}.link`, path)
+      const r = await run.then((r) => r, (e: unknown) => e as IsolateError)
+      rmSync(path)
+      renameSync(`${path}.real`, path)
+      if (r instanceof IsolateError && r.errno === 'ENOENT') {
+        t.log(`${what}: the helper looked between the two renames`)
+      } else if (r instanceof IsolateError) {
+        // Whichever open met it: the helper's look, or the init's at the mount.
+        t.like(r, { errno: 'ELOOP' }, `${what}: ${r.message}`)
+        t.true(['inspect_sources', 'bind_mount', 'mount_overlay'].includes(r.step ?? ''), `${what}: ${r.step}`)
+        t.regex(r.hint ?? '', /symlink/, what)
+        refused++
+      } else {
+        t.is((r as { stdout: string }).stdout, 'ran\n', `${what}: the tree the options named, never the host's`)
+      }
+    }
+    t.log(`${what}: ${refused} of ${round} starts saw the swap and were refused; the others opened the paths first`)
+    t.true(refused > 0, `${what}: the swap came after the helper had looked, every time`)
   }
 })
 

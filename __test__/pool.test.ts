@@ -269,7 +269,8 @@ poolTest('usage and limits hold through a warm helper', async (t) => {
 
 poolTest('configurePool({ size: 0 }) ends the pooled helpers and their cgroups; sandboxes start cold', async (t) => {
   await runIsolated('/bin/true', [], { limits: LIMITS })
-  await new Promise((r) => setTimeout(r, 300))
+  // The refill works at idle priority: beside other test files it may take a while.
+  await waitUntil(() => zygotesOf(process.pid).length > 0 && initsAheadOf(process.pid).length > 0, 5000)
   const zygotes = zygotesOf(process.pid)
   t.true(zygotes.length > 0, 'the pool had warm helpers')
   const ahead = initsAheadOf(process.pid)

@@ -208,9 +208,18 @@ function hostPath(option: string, v: unknown): string {
 }
 
 /** A layer of a stacked root: a host directory, never the host's '/' (its whole tree as the root). */
+/**
+ * A directory of the sandbox's root, by its real path: the caller's symlinks are followed here,
+ * once; the helper then opens that path with no symlink on the way, so one swapped in since (by
+ * whoever may write a directory on it) is refused rather than followed to the host.
+ */
+function realPath(p: string): string {
+  return orElse(() => realpathSync(p), p)
+}
+
 function layerDir(option: string, v: unknown): string {
-  const p = hostPath(option, v)
-  if (orElse(() => realpathSync(p), p) === '/') throw optionError(option, `${shown(v)} is the host's '/', which would expose the whole host; use rootfs 'host' for a read-only view of its system directories`)
+  const p = realPath(hostPath(option, v))
+  if (p === '/') throw optionError(option, `${shown(v)} is the host's '/', which would expose the whole host; use rootfs 'host' for a read-only view of its system directories`)
   if (orElse(() => !statSync(p).isDirectory(), false)) throw optionError(option, `must be a directory (a layer of the root), got the file ${shown(p)}`)
   return p
 }
@@ -247,9 +256,9 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     rootfs = { kind: 'layers', paths: layers.map((p, i) => layerDir(`rootfs.layers[${i}]`, p)) }
   } else if (o.rootfs !== undefined && o.rootfs !== 'host') {
     if (str('rootfs', o.rootfs) === '') throw optionError('rootfs', "must be 'host', a directory or { layers }, got ''")
-    const dir = resolve(o.rootfs)
-    // The helper refuses '/' by its text; a path that leads there through symlinks is the same host.
-    if (orElse(() => realpathSync(dir), dir) === '/') throw optionError('rootfs', `${shown(o.rootfs)} is the host's '/', which would expose the whole host; use 'host' for a read-only view of its system directories`)
+    const dir = realPath(resolve(o.rootfs))
+    // The helper refuses the host's root too, by what it opens.
+    if (dir === '/') throw optionError('rootfs', `${shown(o.rootfs)} is the host's '/', which would expose the whole host; use 'host' for a read-only view of its system directories`)
     rootfs = { kind: 'dir', path: dir }
     // An image imported as layers: stack them rather than read the directory as a tree.
     let manifest: { lowerDirs?: unknown } | undefined

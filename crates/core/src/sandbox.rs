@@ -52,6 +52,22 @@ fn kind_of(path: &str, follow: bool) -> EntryKind {
     }
 }
 
+/// [`kind_of`] for `name` in the directory `dir`, not followed.
+fn kind_at(dir: std::os::fd::BorrowedFd<'_>, name: &str) -> EntryKind {
+    match nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(_) => EntryKind::Missing,
+        Ok(st) => match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => EntryKind::Dir,
+            libc::S_IFREG => EntryKind::File,
+            libc::S_IFLNK => match nix::fcntl::readlinkat(dir, name) {
+                Ok(to) => EntryKind::Symlink(to.to_string_lossy().into_owned()),
+                Err(_) => EntryKind::Missing,
+            },
+            _ => EntryKind::Other,
+        },
+    }
+}
+
 /// The few host facts the mount plan depends on. Runs in the helper before clone, so a missing
 /// rootfs or bind source fails before any namespace exists. For a host-root spec it reads
 /// exactly [`host_fact_paths`].
@@ -66,23 +82,43 @@ pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
                 facts.secrets.push(RootEntry { name: (*path).into(), kind: kind_of(path, false) });
             }
         }
+        // By their real paths, no symlink on the way (sys::open_rooted): what the helper looks at
+        // here is what the init opens later.
         Rootfs::Layers { paths } => {
             for p in paths {
-                if kind_of(p, true) != EntryKind::Dir {
-                    return Err(SetupError::sys(Step::InspectSources, libc::ENOENT, Some(p))
-                        .with_hint("each rootfs layer must be a directory (importImage with layout: 'layers' makes them)"));
-                }
+                sys::open_rooted(p, libc::O_PATH | libc::O_DIRECTORY, Step::InspectSources).map_err(|e| match e.hint {
+                    Some(_) => e,
+                    None => e.with_hint("each rootfs layer must be a directory (importImage with layout: 'layers' makes them)"),
+                })?;
             }
         }
         Rootfs::Dir { path } => {
-            let dir = std::fs::read_dir(path).map_err(|e| {
-                SetupError::sys(Step::InspectSources, e.raw_os_error().unwrap_or(libc::EIO), Some(path))
-                    .with_hint("rootfs must be a directory holding a root filesystem (for example an unpacked Alpine minirootfs)")
+            let dir = sys::open_rooted(path, libc::O_RDONLY | libc::O_DIRECTORY, Step::InspectSources).map_err(|e| match e.hint {
+                Some(_) => e,
+                None => e.with_hint("rootfs must be a directory holding a root filesystem (for example an unpacked Alpine minirootfs)"),
             })?;
-            let mut names: Vec<String> = dir.filter_map(|d| d.ok()?.file_name().into_string().ok()).collect();
+            let (st, host) = (nix::sys::stat::fstat(&dir), nix::sys::stat::stat("/"));
+            if let (Ok(st), Ok(host)) = (st, host) {
+                if (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino) {
+                    return Err(SetupError::new(Step::InspectSources, format!("rootfs {path} is the host's root directory"))
+                        .with_path(path.clone())
+                        .with_hint("a rootfs of the host's '/' would expose the whole host; use 'host' for a read-only view of its system directories"));
+                }
+            }
+            let mut names = Vec::new();
+            let listed = dir.try_clone().map_err(|e| SetupError::sys(Step::InspectSources, e.raw_os_error().unwrap_or(libc::EIO), Some(path)))?;
+            let mut entries = nix::dir::Dir::from_fd(listed).map_err(|e| SetupError::sys(Step::InspectSources, e as i32, Some(path)))?;
+            for entry in entries.iter().flatten() {
+                let name = entry.file_name().to_bytes();
+                if name != b"." && name != b".." {
+                    if let Ok(name) = std::str::from_utf8(name) {
+                        names.push(name.to_owned());
+                    }
+                }
+            }
             names.sort();
             for name in names {
-                let kind = kind_of(&format!("{}/{name}", path.trim_end_matches('/')), false);
+                let kind = kind_at(std::os::fd::AsFd::as_fd(&dir), &name);
                 facts.root_entries.push(RootEntry { name, kind });
             }
         }
@@ -536,19 +572,19 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>, note_he
         match op {
             MountOp::Bind { source, .. } => {
                 let follow = spec.mounts.iter().any(|m| matches!(m, crate::spec::Mount::Bind { source: s, .. } if s == source));
-                let fd = sys::open_source(source, follow)?;
+                // The caller's own bind source is followed; the rootfs's entries, the host's system
+                // directories and device nodes never pass a symlink.
+                let fd = if follow { sys::open_source(source, true)? } else { sys::open_rooted(source, libc::O_PATH, Step::BindMount)? };
                 if let Some(id) = note_held.then(|| sys::FileIdentity::of_fd(&fd)).flatten() {
                     held.push(HostObject { path: source.clone(), follow, id });
                 }
                 sources.push(Source::Path(fd));
             }
-            MountOp::Overlay { lowers, target, layer } => {
+            MountOp::Overlay { lowers, layer, .. } => {
                 for lower in lowers {
                     sources.push(match trees.next() {
                         Some(tree) => Source::Tree(tree),
-                        // The caller's own paths (the rootfs, a mount's source) are followed; a
-                        // host system directory never is.
-                        None => Source::Path(sys::open_source(lower, target == "/" || layer.starts_with("mount"))?),
+                        None => Source::Path(open_lower(lower, layer)?),
                     })
                 }
             }
@@ -556,6 +592,17 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>, note_he
         }
     }
     Ok((sources, held))
+}
+
+/// An overlay's lower layer: a caller's overlay mount's source is followed as a bind's is; the
+/// root's layers (a rootfs's, by their real paths) and the host's system directories never pass a
+/// symlink ([`sys::open_rooted`]).
+pub(crate) fn open_lower(lower: &str, layer: &str) -> sys::Result<OwnedFd> {
+    if layer.starts_with("mount") {
+        sys::open_source(lower, true).map_err(|e| SetupError { step: Step::MountOverlay, ..e })
+    } else {
+        sys::open_rooted(lower, libc::O_PATH | libc::O_DIRECTORY, Step::MountOverlay)
+    }
 }
 
 /// The kept upper directories the helper prepared in `base` (overlay.upper), each opened beneath it

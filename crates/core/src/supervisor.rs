@@ -476,9 +476,10 @@ fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd
     let userns = crate::sys::open_namespace(init.as_raw(), "user", Step::MountOverlay)?;
     let mut trees = Vec::new();
     for op in plan {
-        if let crate::plan::MountOp::Overlay { lowers, .. } = op {
+        if let crate::plan::MountOp::Overlay { lowers, layer, .. } = op {
             for lower in lowers {
-                trees.push(crate::sys::idmapped_tree(lower, &userns)?);
+                let dir = crate::sandbox::open_lower(lower, layer)?;
+                trees.push(crate::sys::idmapped_tree(&dir, lower, &userns)?);
             }
         }
     }

@@ -93,6 +93,23 @@ pub fn open_without_symlinks(path: &str, flags: i32) -> nix::Result<OwnedFd> {
     }
 }
 
+/// A path the sandbox's root is made from (the rootfs directory, its entries, its layers) or one
+/// of the host's own system paths, opened with no symlink anywhere on it: the library passes a
+/// rootfs by its real path, the caller's symlinks followed once when its options were read, so a
+/// symlink there now was swapped in since, by whoever may write one of its directories (another
+/// user, another sandbox with a read-write bind of it), and would aim the root at the host.
+pub fn open_rooted(path: &str, flags: i32, step: Step) -> Result<OwnedFd> {
+    open_without_symlinks(path, flags).map_err(|e| {
+        let err = SetupError::sys(step, e as i32, Some(path));
+        match e {
+            Errno::ELOOP => err.with_hint(
+                "a path of the sandbox's root holds a symlink that was not there when the options were read (the rootfs's real path is taken then): something that may write one of its directories swapped it in; a rootfs must be writable by no one who should not choose what the sandbox sees",
+            ),
+            _ => err,
+        }
+    })
+}
+
 /// A handle on `pid`'s namespace of `kind` (`mnt`, `user`, ...): while it is open, the namespace
 /// outlives the last process in it (a mount namespace: every mount in it and their superblocks).
 pub fn open_namespace(pid: i32, kind: &str, step: Step) -> Result<OwnedFd> {
@@ -857,14 +874,23 @@ pub fn redirect_stdio_to_null() {
 /// A detached copy of the mount tree at `path` (symlinks followed), with everything mounted
 /// below it; a failure is reported as `step`'s.
 fn clone_tree(path: &str, step: Step) -> Result<OwnedFd> {
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
     let c = CString::new(path).map_err(|_| SetupError::sys(step, libc::EINVAL, Some(path)))?;
-    // SAFETY: open_tree with a valid path; returns a new fd we own.
+    clone_tree_at(libc::AT_FDCWD, &c, 0, path, step)
+}
+
+/// [`clone_tree`] of what `dir` (any open mode, O_PATH too) is, not of what a path names now.
+fn clone_tree_of(dir: &OwnedFd, shown: &str, step: Step) -> Result<OwnedFd> {
+    clone_tree_at(dir.as_raw_fd(), c"", libc::AT_EMPTY_PATH as libc::c_uint, shown, step)
+}
+
+fn clone_tree_at(dirfd: RawFd, path: &std::ffi::CStr, flags: libc::c_uint, shown: &str, step: Step) -> Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    // SAFETY: open_tree with a valid directory fd and path; returns a new fd we own.
     let fd = unsafe {
-        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint)
+        libc::syscall(libc::SYS_open_tree, dirfd, path.as_ptr(), OPEN_TREE_CLONE | flags | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint)
     };
     if fd < 0 {
-        return Err(SetupError::sys(step, Errno::last() as i32, Some(path)));
+        return Err(SetupError::sys(step, Errno::last() as i32, Some(shown)));
     }
     // SAFETY: the kernel just returned this descriptor.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
@@ -893,12 +919,14 @@ fn set_tree_attr(tree: &OwnedFd, attr: &MountAttr) -> std::result::Result<(), Er
 /// A detached copy of the mount tree at `path` whose files appear to the user namespace `userns`
 /// as that namespace maps their on-disk owners (host root's files become the sandbox root's),
 /// read-only, nosuid, nodev. Only a process privileged over the host's mounts may make one.
-pub fn idmapped_tree(path: &str, userns: &OwnedFd) -> Result<OwnedFd> {
+/// `layer`: the directory, opened by the caller as its kind of path wants ([`open_rooted`] or
+/// followed); `path`: its name in errors.
+pub fn idmapped_tree(layer: &OwnedFd, path: &str, userns: &OwnedFd) -> Result<OwnedFd> {
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-    let tree = clone_tree(path, Step::MountOverlay)?;
+    let tree = clone_tree_of(layer, path, Step::MountOverlay)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
         attr_clr: 0,
