@@ -52,7 +52,7 @@ async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon,
   if (pool && warm) {
     let sent: ExecStdio | undefined
     const send = () => {
-      const fds = native.addon.sendSpec(warm.handoff, json, stdio)
+      const fds = native.addon.sendSpec(warm.handoff, json, stdio, warm.epoch)
       sent = fds
       // A one-shot sandbox needs the handoff socket no more; a long-lived one sends its execs there.
       if (!spec.persistent) native.addon.closeFd(warm.handoff)
@@ -72,6 +72,8 @@ async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon,
       }
       // Too large for the handoff socket, or the helper went away: the cold way.
       pool.discard(warm)
+      // Made before this process changed its ids or cgroups: so were the others.
+      if (err.code === 'Cancelled') pool.renew()
     }
   }
   let h: SpawnedHelper

@@ -6,11 +6,11 @@
  * sandbox's; a server that dies is replaced without a sandbox failing or a zombie left.
  */
 import test from 'ava'
-import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { configurePool, probe, spawnIsolated, type Sandbox } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
-import { helperServersOf, nodeScript, parentOf, pidAlive, removeDir, root, sandboxCgroupsOf, standInCgroup, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { helperServersOf, isRoot, nodeScript, parentOf, pidAlive, removeDir, root, sandboxCgroupsOf, standInCgroup, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 /** A sandbox whose command waits for a line on stdin, and its helper (the init's parent). */
 async function waiting(): Promise<{ sb: Sandbox; helper: number }> {
@@ -155,4 +155,78 @@ test("a helper server that takes the request and does not answer fails that star
   t.true(out.serverGone, 'the stopped server was ended and reaped')
   t.is(out.helpers, 0, 'and no helper was spawned in its place')
   t.deepEqual(out.next, ['next\n', 0, 1], 'the next start has a new server')
+})
+
+test("a caller that moves to another cgroup or drops root after its first sandbox: later helpers, warm or cold, are made as it is now, not as its helper server was started", async (t) => {
+  if (!isRoot) return void t.log('not root: only root can drop to another user or make the cgroup to move into; the check runs in the root suite')
+  const host = await probe()
+  const v1Memory = (host.cgroup.mode === 'v1' || host.cgroup.mode === 'hybrid') && limitsHold(host, { memoryBytes: 1 })
+  // A bind source only root may reach: the helper of a caller that dropped root must not.
+  const dir = tempDir()
+  t.teardown(() => removeDir(dir))
+  mkdirSync(join(dir, 'private', 'pub'), { recursive: true })
+  writeFileSync(join(dir, 'private', 'pub', 'file'), 'ROOT-ONLY\n')
+  chmodSync(join(dir, 'private'), 0o700)
+  // Beneath this process's own memory cgroup (the child's too); removed by the child once empty, else here.
+  const movedName = `isolate-test-moved-${process.pid}`
+  t.teardown(() => {
+    const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.split(':')[1]?.split(',').includes('memory'))
+    try {
+      if (line) rmdirSync(`/sys/fs/cgroup/memory${line.split(':')[2]}/${movedName}`)
+    } catch {}
+  })
+  const r = await nodeScript(`
+    const { runIsolated, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const { parentOf } = await import(${JSON.stringify(join(root, '__test__', 'helpers.ts'))})
+    const { mkdirSync, readFileSync, rmdirSync, writeFileSync } = await import('node:fs')
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+    const out = {}
+    const bind = { mounts: [{ type: 'bind', source: ${JSON.stringify(join(dir, 'private', 'pub'))}, target: '/m' }] }
+    const read = async (opts) => { try { return (await runIsolated('/bin/cat', ['/m/file'], opts)).stdout.trim() } catch (e) { return e.step + ' ' + e.errno } }
+    const memoryOf = (p) => readFileSync('/proc/' + p + '/cgroup', 'utf8').split('\\n').find((l) => l.split(':')[1].split(',').includes('memory')).split(':')[2]
+    const made = async (opts) => {
+      const sb = await spawnIsolated('/bin/sleep', ['5'], { stdio: 'ignore', ...opts })
+      const helper = parentOf(parentOf(sb.pid))
+      const seen = { uid: Number(/^Uid:\\s+\\d+\\s+(\\d+)/m.exec(readFileSync('/proc/' + helper + '/status', 'utf8'))[1]), memory: opts.limits ? memoryOf(sb.pid) : null }
+      sb.kill('SIGKILL')
+      await sb.wait()
+      return seen
+    }
+    const limits = { memoryBytes: 64 << 20 }
+    out.before = await read(bind)
+    if (${v1Memory}) {
+      await made({ limits })
+      // The pool refills (its warm helpers made where this process is now).
+      await sleep(1000)
+      const own = '/sys/fs/cgroup/memory' + memoryOf(process.pid)
+      const moved = own + '/' + ${JSON.stringify(movedName)}
+      mkdirSync(moved)
+      writeFileSync(moved + '/cgroup.procs', String(process.pid))
+      out.movedTo = memoryOf(process.pid)
+      out.moved = [await made({ limits }), (await sleep(1000), await made({ limits }))]
+      // And back: the helper server and warm helpers made in that cgroup are ended by the next start.
+      writeFileSync(own + '/cgroup.procs', String(process.pid))
+      out.back = [memoryOf(process.pid), (await made({ limits })).memory]
+      for (let i = 0; i < 100; i++) { try { rmdirSync(moved); out.removed = true; break } catch { await sleep(50) } }
+    }
+    await sleep(1000)
+    process.setgroups([])
+    process.setgid(65534)
+    process.setuid(65534)
+    out.after = await read(bind)
+    out.dropped = [await made({}), (await sleep(1000), await made({}))]
+    console.log(JSON.stringify(out))
+  `, 60_000)
+  t.is(r.status, 0, `${r.timedOut ? 'timed out; ' : ''}${r.stdout}${r.stderr}`)
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { before: string; after: string; movedTo?: string; moved?: Array<{ memory: string }>; back?: string[]; removed?: boolean; dropped: Array<{ uid: number }> }
+  t.is(out.before, 'ROOT-ONLY', 'as root, the bind source is reached')
+  if (v1Memory) {
+    t.true(out.back![1].startsWith(`${out.back![0]}/isolate-`), `moved back, its next sandbox is beneath its cgroup again: ${out.back}`)
+    t.true(out.removed, 'nothing was left in the cgroup it moved out of: the helpers made there ended')
+    for (const m of out.moved!) t.true(m.memory.startsWith(`${out.movedTo}/isolate-`), `the sandbox's cgroup is beneath the one the caller moved to (${out.movedTo}), not its old one: ${m.memory}`)
+  } else {
+    t.log('no v1 memory cgroup this process may create: the move is not tried here (the v2 lane has no root suite of this file)')
+  }
+  t.regex(out.after, /^bind_mount (ENOENT|EACCES)$/, 'once root is dropped, its helper cannot reach what the caller cannot')
+  t.deepEqual(out.dropped.map((d) => d.uid), [65534, 65534], 'the helpers of later sandboxes, warm or cold, run as the caller now is')
 })

@@ -31,6 +31,8 @@ export interface SpawnedHelper {
   exec?: number
   /** The control socket, when already wrapped (a warm helper's). */
   socket?: import('node:net').Socket
+  /** A warm helper: this process's identity epoch when it was made (`sendSpec` refuses a past one). */
+  epoch?: number
 }
 
 export interface ExecStdio {
@@ -45,8 +47,11 @@ export interface Addon {
   /** The spec as JSON text; validated and spawned on the libuv thread pool (rejects with `InvalidArg`). */
   spawnHelper(helperPath: string, specJson: string, stdio: number[]): Promise<SpawnedHelper>
   spawnWarmHelper(helperPath: string, ahead?: string | null, buildRoot?: boolean | null): Promise<SpawnedHelper>
-  /** Validates (throws `InvalidArg`); hands the spec and stdio to a warm helper. Our ends are held until `takeFds` (see takeWrapped). */
-  sendSpec(handoffFd: number, specJson: string, stdio: number[]): ExecStdio
+  /**
+   * Validates (throws `InvalidArg`); hands the spec and stdio to a warm helper. Our ends are held until `takeFds` (see takeWrapped).
+   * Throws `Cancelled` for a helper of a past `epoch` (made before this process changed its ids or cgroups).
+   */
+  sendSpec(handoffFd: number, specJson: string, stdio: number[], epoch?: number): ExecStdio
   /** Throws with code `QueueFull` when the exec socket is full (try again shortly). */
   /** `requestJson`: the request as JSON text. Our ends are held until `takeFds` (see takeWrapped). */
   sendExec(execFd: number, requestJson: string, stdio: number[]): ExecStdio

@@ -34,6 +34,8 @@ export interface WarmHelper {
   stale?: boolean
   /** When it got ready (Date.now()). */
   readyAt?: number
+  /** This process's identity epoch when it was made (see `sendSpec`). */
+  epoch?: number
 }
 
 export interface PoolOptions {
@@ -172,6 +174,15 @@ export class HelperPool {
     this.#discard(h)
   }
 
+  /**
+   * End every ready helper and make new ones: this process changed its ids or cgroups since they
+   * were made (a service that dropped root), and they work as it was then.
+   */
+  renew(): void {
+    for (const h of this.#ready.splice(0)) this.#discard(h)
+    this.fill()
+  }
+
   #discard(h: WarmHelper): void {
     // Not through #watch's close handler: the handoff fd is closed here, exactly once.
     h.control.removeAllListeners('close').removeAllListeners('data')
@@ -279,7 +290,7 @@ export class HelperPool {
       const control = new Socket({ fd: s.control, readable: true, writable: true })
       takeWrapped(this.addon, s)
       control.unref()
-      const h: WarmHelper = { pid: s.pid, control, handoff: s.exec! }
+      const h: WarmHelper = { pid: s.pid, control, handoff: s.exec!, epoch: s.epoch }
       let staleAtBirth = false
       let lostAtBirth = false
       const warm = await new Promise<boolean>((resolve) => {

@@ -52,6 +52,8 @@ pub struct SpawnedHelper {
     pub stderr: Option<i32>,
     /// A long-lived sandbox: our end of the exec socket (see `sendExec`); never wrapped by libuv.
     pub exec: Option<i32>,
+    /// A warm helper: this process's identity epoch when it was made (see `sendSpec`).
+    pub epoch: Option<u32>,
 }
 
 impl SpawnedHelper {
@@ -319,6 +321,7 @@ impl Task for SpawnHelper {
                 stdout: w.stdout.map(IntoRawFd::into_raw_fd),
                 stderr: w.stderr.map(IntoRawFd::into_raw_fd),
                 exec: w.exec.map(IntoRawFd::into_raw_fd),
+                epoch: None,
             });
         }
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
@@ -342,6 +345,7 @@ impl Task for SpawnHelper {
             stdout: w.stdout.map(IntoRawFd::into_raw_fd),
             stderr: w.stderr.map(IntoRawFd::into_raw_fd),
             exec: w.exec.map(IntoRawFd::into_raw_fd),
+            epoch: None,
         })
     }
 
@@ -433,12 +437,22 @@ impl Task for SpawnWarmHelper {
         // Waiting in the socket when the helper starts: its first read.
         isolate_core::sys::send_message(&handoff, self.first.as_bytes(), &[], isolate_core::Step::ReadSpec)
             .map_err(|e| Error::from_reason(format!("the warm helper's first message: {}", e.message)))?;
+        // Before the fork: a change of ids meanwhile makes this helper's epoch the past one.
+        let epoch = Some(server::epoch());
         let forked = server::fork_helper(&self.helper_path, &self.path, true, &[&helper_control, &helper_handoff], isolate_core::sys::current_umask());
         if let server::Forked::Unknown(errno) = forked {
             return Err(server_silent(errno));
         }
         if matches!(forked, server::Forked::Yes) {
-            return Ok(SpawnedHelper { pid: 0, control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) });
+            return Ok(SpawnedHelper {
+                pid: 0,
+                control: control.into_raw_fd(),
+                stdin: None,
+                stdout: None,
+                stderr: None,
+                exec: Some(handoff.into_raw_fd()),
+                epoch,
+            });
         }
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
         for (fd, slot) in [(&null, 0), (&null, 1), (&null, 2), (&helper_control, 3), (&helper_handoff, 5)] {
@@ -454,7 +468,15 @@ impl Task for SpawnWarmHelper {
         let envp = helper_env();
         let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))
             .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
-        Ok(SpawnedHelper { pid: pid.as_raw(), control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()) })
+        Ok(SpawnedHelper {
+            pid: pid.as_raw(),
+            control: control.into_raw_fd(),
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            exec: Some(handoff.into_raw_fd()),
+            epoch,
+        })
     }
 
     fn resolve(&mut self, env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
@@ -464,9 +486,14 @@ impl Task for SpawnWarmHelper {
 }
 
 /// Give a warm helper its sandbox: the spec (converted and validated here) and the command's
-/// stdio, in one message on its handoff socket. Returns our ends of the stdio pipes.
+/// stdio, in one message on its handoff socket. Returns our ends of the stdio pipes. `epoch`:
+/// the helper's (from `spawnWarmHelper`); one made before this process changed its ids or
+/// cgroups is refused (code `Cancelled`: start cold, and end the other warm helpers).
 #[napi]
-pub fn send_spec(env: Env, handoff_fd: i32, spec_json: String, stdio: Vec<i32>) -> Result<ExecStdio> {
+pub fn send_spec(env: Env, handoff_fd: i32, spec_json: String, stdio: Vec<i32>, epoch: Option<u32>) -> Result<ExecStdio> {
+    if epoch.is_some_and(|e| e != server::epoch()) {
+        return Err(Error::new(Status::Cancelled, "this process's ids or cgroups changed since the warm helper was made".to_string()));
+    }
     let spec = parse_spec(&spec_json)?;
     let filter = filter_for(&spec, true)?;
     let bytes = SpecMessage::encode(&spec, filter.as_deref());
@@ -495,7 +522,7 @@ pub fn spawn_probe(env: Env, helper_path: String) -> Result<SpawnedHelper> {
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {helper_path}: {} ({e:?})", e.desc())))?;
     drop(w);
     unreaped::remember(&env, pid.as_raw(), unreaped::End::Wait, None);
-    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None, epoch: None })
 }
 
 /// Reap the helper if it has exited. Never blocks: true once reaped (or already gone).
@@ -612,5 +639,5 @@ pub fn spawn_image_tool(env: Env, tool_path: String, args: Vec<String>, made: Op
         .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {tool_path}: {} ({e:?})", e.desc())))?;
     drop(w);
     unreaped::remember(&env, pid.as_raw(), unreaped::End::Kill, made.map(std::path::PathBuf::from));
-    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None })
+    Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None, epoch: None })
 }

@@ -13,6 +13,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 /// A server that has not answered in this long is taken for stuck (it answers in the time of a fork).
@@ -25,6 +26,62 @@ struct Server {
     path: String,
     pid: Pid,
     sock: OwnedFd,
+    /// This process's [`epoch`] when it was started: a forked helper has the server's
+    /// credentials, cgroups and limits, not this process's as they are now.
+    epoch: u32,
+}
+
+/// This process's ids and cgroups as they were last looked at ([`epoch`]).
+static SEEN: Mutex<Option<Identity>> = Mutex::new(None);
+static EPOCH: AtomicU32 = AtomicU32::new(0);
+
+#[derive(PartialEq, Eq)]
+struct Identity {
+    euid: u32,
+    egid: u32,
+    groups: Vec<u32>,
+    /// /proc/self/cgroup's text (empty where /proc cannot say).
+    cgroups: Vec<u8>,
+}
+
+/// A number that changes whenever this process's effective ids, supplementary groups or cgroups
+/// have changed since the last call (a service that drops root with process.setuid once it has
+/// started, or is moved to another cgroup): a helper made under another one would work with ids
+/// or in a cgroup the caller no longer has. A few syscalls and one pread (~2 us).
+pub fn epoch() -> u32 {
+    let groups = nix::unistd::getgroups().map(|g| g.iter().map(|g| g.as_raw()).collect()).unwrap_or_default();
+    let now = Identity { euid: nix::unistd::geteuid().as_raw(), egid: nix::unistd::getegid().as_raw(), groups, cgroups: own_cgroups() };
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.as_ref().is_some_and(|before| *before != now) {
+        EPOCH.fetch_add(1, Ordering::AcqRel);
+    }
+    *seen = Some(now);
+    EPOCH.load(Ordering::Acquire)
+}
+
+/// This process's cgroups, read from a descriptor opened once (the kernel writes the text anew
+/// for each read).
+fn own_cgroups() -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    static FILE: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let Some(file) = FILE.get_or_init(|| std::fs::File::open("/proc/self/cgroup").ok()) else { return Vec::new() };
+    let mut text = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        match file.read_at(&mut text[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len == text.len() {
+                    text.resize(text.len() * 2, 0);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Vec::new(),
+        }
+    }
+    text.truncate(len);
+    text
 }
 
 struct State {
@@ -52,12 +109,20 @@ pub enum Forked {
 /// inherit it).
 pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> Forked {
     let Ok(mut state) = STATE.lock() else { return Forked::No };
+    let epoch = epoch();
+    if state.server.as_ref().is_some_and(|s| s.epoch != epoch) {
+        // This process is not who it was when the server started: a server of the new one takes
+        // over (the old one's helpers keep running, as they do when a server is ended), and
+        // warm helpers made before are refused at their spec (their epoch is past).
+        end(state.server.take().expect("checked above"));
+        state.starts = state.starts.saturating_sub(1);
+    }
     if state.server.is_none() {
         if state.starts >= MOST_STARTS {
             return Forked::No;
         }
         state.starts += 1;
-        state.server = start(path, cpath);
+        state.server = start(path, cpath, epoch);
     }
     let Some(server) = state.server.as_ref() else { return Forked::No };
     if server.path != path {
@@ -77,14 +142,32 @@ pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask
         Answer::NotSent => Forked::No,
         Answer::None(errno) => Forked::Unknown(errno),
     };
-    // Gone or stuck: end it (our child) and reap it; the next helper starts another.
-    let gone = state.server.take().expect("checked above");
-    let _ = kill(gone.pid, Signal::SIGKILL);
-    let _ = waitpid(gone.pid, None);
+    // Gone or stuck: end it; the next helper starts another.
+    end(state.server.take().expect("checked above"));
     outcome
 }
 
-fn start(path: &str, cpath: &CStr) -> Option<Server> {
+/// End a server (our child) and reap it. The helpers it forked run on: it is no parent they die
+/// with. Its socket closes first, which ends a server that still reads it; the kill is for one
+/// that is stuck, and fails for one of root's once this process dropped root: then it is waited
+/// for a while only (it would stay a zombie rather than hold this thread).
+fn end(server: Server) {
+    let Server { pid, sock, .. } = server;
+    drop(sock);
+    let killed = kill(pid, Signal::SIGKILL).is_ok();
+    if killed {
+        let _ = waitpid(pid, None);
+        return;
+    }
+    for _ in 0..2000 {
+        match waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            _ => return,
+        }
+    }
+}
+
+fn start(path: &str, cpath: &CStr, epoch: u32) -> Option<Server> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).ok()?;
     let timeout = TimeVal::new(ANSWER_WITHIN_S, 0);
@@ -101,7 +184,7 @@ fn start(path: &str, cpath: &CStr) -> Option<Server> {
     let argv = [c"isolate-helper".to_owned(), c"--warm".to_owned(), c"--server".to_owned()];
     let envp = crate::helper_env();
     let pid = isolate_core::priority::born_behind(|| posix_spawn(cpath, &actions, &attr, &argv, &envp)).ok()?;
-    Some(Server { path: path.to_owned(), pid, sock: ours })
+    Some(Server { path: path.to_owned(), pid, sock: ours, epoch })
 }
 
 enum Answer {
