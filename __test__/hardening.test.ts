@@ -1,6 +1,6 @@
 /** Capabilities, Landlock and the masked kernel interfaces, each with the thing it forbids tried. */
 import test from 'ava'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { runIsolated, spawnIsolated, probe, IsolateError } from '../index.js'
 import { buildMiniRootfs, expectedOutsideIds, removeDir, root, sh, tempDir } from './helpers.js'
@@ -130,6 +130,25 @@ test('landlock: a path that does not exist inside fails setup, naming it', async
   t.is(e?.step, 'apply_landlock')
   t.is(e?.path, '/nope')
   t.is(e?.errno, 'ENOENT')
+})
+
+test("landlock: a rule's path through a symlink of the image's is refused, not followed (an image's /work -> / would give / what the caller gave /work)", async (t) => {
+  const dir = buildMiniRootfs()
+  t.teardown(() => removeDir(dir))
+  symlinkSync('/', join(dir, 'work'))
+  // A read-write bind the rules keep read-only: writable by anyone as far as the files go.
+  const cache = tempDir()
+  t.teardown(() => removeDir(cache))
+  chmodSync(cache, 0o777)
+  const options = { rootfs: dir, mounts: [{ type: 'bind' as const, source: cache, target: '/cache', readonly: false }] }
+  const e = await t.throwsAsync(runIsolated('/usr/bin/sh', ['-c', 'echo x > /cache/f'], { ...options, landlock: { read: ['/'], write: ['/work'], exec: ['/usr', '/lib', '/lib64'] } }), { instanceOf: IsolateError })
+  t.like(e, { step: 'apply_landlock', errno: 'ELOOP', path: '/work' })
+  t.regex(e?.hint ?? '', /real path/)
+  t.false(existsSync(join(cache, 'f')), 'nothing was written to the bind')
+  // The same rules by real paths hold: the bind stays read-only to the command.
+  const held = await runIsolated('/usr/bin/sh', ['-c', 'echo x > /cache/f; echo rc=$?'], { ...options, landlock: { read: ['/'], write: ['/tmp'], exec: ['/usr', '/lib', '/lib64'] } })
+  t.regex(held.stdout, /rc=[12]/, held.stderr)
+  t.false(existsSync(join(cache, 'f')))
 })
 
 test('landlock: a command outside the exec list is refused at execve', async (t) => {

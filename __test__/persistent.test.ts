@@ -5,7 +5,9 @@
  * (no host fd, no host binary), and that destroy() and Node's exit leave nothing behind.
  */
 import test, { type ExecutionContext } from 'ava'
-import { existsSync, readdirSync, readlinkSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createSandbox, IsolateError, probe, runIsolated, type PersistentSandbox, type SandboxOptions } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
 import { isHelperOf, isRoot, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, sandboxCgroupsOf, waitUntil, zombieChildren } from './helpers.js'
@@ -70,6 +72,24 @@ test('every exec starts with every signal at its default action, none blocked', 
     const sig = Object.fromEntries(r.stdout.split('\n').filter((l) => /^Sig(Blk|Ign|Cgt):/.test(l)).map((l) => l.split(/:\s+/)))
     t.deepEqual(sig, { SigBlk: '0000000000000000', SigIgn: '0000000000000000', SigCgt: '0000000000000000' }, `exec ${i + 1}`)
   }
+})
+
+test("an exec's Landlock rules open the paths the sandbox's setup found, with no symlink: an earlier exec that swapped a rule's directory for a symlink widens nothing", async (t) => {
+  const data = mkdtempSync(join(tmpdir(), 'isolate-ll-'))
+  t.teardown(() => rmSync(data, { recursive: true, force: true }))
+  mkdirSync(join(data, 'tools'))
+  chmodSync(data, 0o777)
+  chmodSync(join(data, 'tools'), 0o777)
+  // Write to /data, execute only from /data/tools (and the system).
+  const sb = await sandbox(t, { mounts: [{ type: 'bind', source: data, target: '/data', readonly: false }], landlock: { read: ['/'], write: ['/data'], exec: ['/usr', '/bin', '/lib', '/lib64', '/data/tools'] } })
+  const before = await sh(sb, 'cp /bin/true /data/t && /data/t; echo rc=$?')
+  t.regex(before.stdout, /rc=126/, `written to /data, not executable there: ${before.stdout}${before.stderr}`)
+  // An exec (hostile) swaps the exec rule's directory for a symlink to /.
+  const swap = await sh(sb, 'rmdir /data/tools && ln -s / /data/tools && echo swapped')
+  t.is(swap.stdout, 'swapped\n', swap.stderr)
+  // The next exec: its rule for /data/tools no longer reaches /data through the symlink.
+  const after = await sh(sb, '/data/t; echo rc=$?').then((r) => r.stdout, (e: IsolateError) => `${e.step} ${e.errno}`)
+  t.is(after, 'apply_landlock ELOOP', 'refused at its landlock step, not run with the rule widened to /')
 })
 
 test('every exec gets the sandbox\'s namespaces, cgroup, ids, capabilities, no_new_privs, seccomp and Landlock', async (t) => {

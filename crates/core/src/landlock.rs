@@ -44,7 +44,8 @@ const WRITE: u64 = READ | WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_DIR | MAK
 const EXEC: u64 = READ | EXECUTE;
 
 /// What the sandbox's own devices need whatever the rules say: a shell's `>/dev/null`, a tty.
-const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts"];
+/// (`/dev/ptmx` is a symlink to `pts/ptmx`, which the rule on `/dev/pts` covers.)
+const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/pts"];
 
 /// The filesystem rights each Landlock ABI version can handle.
 pub fn handled_by_abi(abi: u32) -> u64 {
@@ -146,8 +147,34 @@ fn err(errno: i32, path: Option<&str>) -> SetupError {
     SetupError::sys(Step::ApplyLandlock, errno, path)
 }
 
+/// The rules with each path as it really is in the new root, for a root made from the host's
+/// system directories: their symlinks are the host's (`/bin` -> `usr/bin`, `/etc/os-release`),
+/// followed here once, by the init, after the root is built and before anything of the sandbox
+/// runs. Every command and exec then opens these real paths with no symlink on the way ([`apply`]),
+/// so one that an earlier exec of a long-lived sandbox made (in its overlay, a read-write bind, a
+/// tmpfs) is refused, not followed. An image's symlinks are never followed: it chose them. A path
+/// that cannot be opened stays as given, for [`apply`] to report.
+pub fn resolved_in_root(rules: &Landlock, host_root: bool) -> Landlock {
+    let real = |path: &String| -> String {
+        if !host_root {
+            return path.clone();
+        }
+        let Ok(fd) = nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) else {
+            return path.clone();
+        };
+        match nix::fcntl::readlink(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)).as_str()) {
+            Ok(p) if p.to_str().is_some_and(|p| p.starts_with('/')) => p.to_string_lossy().into_owned(),
+            _ => path.clone(),
+        }
+    };
+    Landlock { read: rules.read.iter().map(real).collect(), write: rules.write.iter().map(real).collect(), exec: rules.exec.iter().map(real).collect() }
+}
+
 /// Restrict this process (and what it execs) to `rules`. Fails closed: no Landlock in the kernel
-/// is an error, never a silent no-op.
+/// is an error, never a silent no-op. Each path is opened with no symlink on the way (the host's
+/// own were resolved once: [`resolved_in_root`]): one an image holds, or one a long-lived
+/// sandbox's earlier exec made, would aim the rule elsewhere (`/work -> /` grants `/` what the
+/// caller gave `/work`).
 pub fn apply(rules: &Landlock) -> Result<(), SetupError> {
     let Some(abi) = abi() else {
         return Err(err(libc::EOPNOTSUPP, None).with_hint(
@@ -157,10 +184,19 @@ pub fn apply(rules: &Landlock) -> Result<(), SetupError> {
     let handled = handled_by_abi(abi);
     let ruleset = Ruleset::create(handled, 0, 0).map_err(|e| err(e as i32, None))?;
     for (path, rights) in plan_rules(rules) {
-        let target = match nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()) {
+        let opened = match path.trim_end_matches('/') {
+            "" => nix::fcntl::open("/", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()),
+            p => crate::sys::open_without_symlinks(p, libc::O_PATH),
+        };
+        let target = match opened {
             Ok(t) => t,
             // The devices are a convenience; a missing one is not the caller's mistake.
             Err(Errno::ENOENT) if DEVICES.contains(&path.as_str()) => continue,
+            Err(Errno::ELOOP) => {
+                return Err(err(libc::ELOOP, Some(&path)).with_hint(
+                    "a landlock path must be the real path inside the sandbox, with no symlink on the way (an image's symlink, or one a sandbox made, could aim the rule at more; only the host's own, in a root made from the host's system directories, are followed, once): name where it points, e.g. /usr/lib rather than /lib on a merged-usr image",
+                ))
+            }
             Err(e) => return Err(err(e as i32, Some(&path)).with_hint("every landlock path must exist inside the sandbox")),
         };
         let is_dir = nix::sys::stat::fstat(&target).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(false);

@@ -296,6 +296,16 @@ pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Progr
         send(&report, &Report::SetupFailed(e));
         std::process::exit(125);
     }
+    // Once, in the built root, before anything of the sandbox runs: the rules' real paths, for
+    // the command and every exec.
+    let in_root;
+    let spec = match &spec.landlock {
+        Some(rules) => {
+            in_root = Spec { landlock: Some(crate::landlock::resolved_in_root(rules, spec.rootfs == Rootfs::Host)), ..spec.clone() };
+            &in_root
+        }
+        None => spec,
+    };
     drop(go);
     match work {
         Some(work) => crate::exec_server::serve(spec, seccomp, report, work),
