@@ -52,7 +52,7 @@ struct Server<'a> {
 
 fn fail(report: &OwnedFd, e: SetupError) -> ! {
     send(report, &Report::SetupFailed(e));
-    std::process::exit(125)
+    sys::exit_now(125)
 }
 
 /// The life of a long-lived sandbox's init after setup. Never returns; ends when the helper
@@ -92,7 +92,7 @@ impl Server<'_> {
             if e == Errno::EINTR {
                 return;
             }
-            std::process::exit(1);
+            sys::exit_now(1);
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
@@ -114,11 +114,11 @@ impl Server<'_> {
         let (bytes, fds) = match sys::recv_message(&self.work, MAX_WORK, Step::SendExec) {
             Ok(Some(m)) => m,
             // The helper is gone: so is the sandbox (our exit ends the pid namespace).
-            Ok(None) => std::process::exit(0),
+            Ok(None) => sys::exit_now(0),
             // A message that cannot be read whole (the helper never sends one) is dropped; any
             // other failure means the socket is unusable.
             Err(e) if matches!(e.errno.as_deref(), Some("EMSGSIZE" | "ENOMEM" | "ENOBUFS")) => return,
-            Err(_) => std::process::exit(0),
+            Err(_) => sys::exit_now(0),
         };
         match serde_json::from_slice::<Work>(&bytes) {
             Ok(Work::Exec(req)) => self.start(req, fds),

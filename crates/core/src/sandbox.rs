@@ -294,7 +294,7 @@ pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Progr
     sys::close_fds_except(&keep);
     if let Err(e) = setup(spec, plan, setup_ids, layers, kept_uppers, ahead, trees, &go, &report) {
         send(&report, &Report::SetupFailed(e));
-        std::process::exit(125);
+        sys::exit_now(125);
     }
     // Once, in the built root, before anything of the sandbox runs: the rules' real paths, for
     // the command and every exec.
@@ -819,7 +819,7 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
             Ok(slave) => Some(slave),
             Err(e) => {
                 send(&report, &Report::SetupFailed(e));
-                std::process::exit(125);
+                sys::exit_now(125);
             }
         },
         _ => None,
@@ -829,7 +829,7 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         Ok(p) => p,
         Err(e) => {
             send(&report, &Report::SetupFailed(SetupError::sys(Step::ForkCommand, e as i32, None)));
-            std::process::exit(125);
+            sys::exit_now(125);
         }
     };
     // The command shares the init's memory until its execve (the init waits meanwhile): it takes
@@ -846,7 +846,7 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         Ok(child) => child,
         Err(e) => {
             send(&report, &Report::SetupFailed(SetupError::sys(Step::ForkCommand, e as i32, None)));
-            std::process::exit(125);
+            sys::exit_now(125);
         }
     };
     drop(status_w);
@@ -863,7 +863,7 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         let e = serde_json::from_slice(&buf).unwrap_or_else(|_| SetupError::new(Step::Execve, "the command failed before execve"));
         let _ = waitpid(child, None);
         send(&report, &Report::SetupFailed(e));
-        std::process::exit(125);
+        sys::exit_now(125);
     }
     send(&report, &Report::Started);
 
@@ -931,9 +931,9 @@ fn reap_blocking(command: Pid, report: &OwnedFd, everything: bool) -> ! {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(Errno::ECHILD) if everything => match status {
                 Some(st) => finish(report, st, true),
-                None => std::process::exit(1),
+                None => sys::exit_now(1),
             },
-            Err(_) => std::process::exit(1),
+            Err(_) => sys::exit_now(1),
         }
     }
 }

@@ -702,6 +702,14 @@ pub fn execve(file: &str, argv: &[CString], envp: &[CString]) -> SetupError {
     }
 }
 
+/// Leave this process now, without the exit handlers: for the init and what it forks, copies of
+/// the helper's memory, where Rust's and libc's cleanup would flush the helper's buffers (its
+/// stdout is the sandbox's there) or run its atexit handlers a second time.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process; nothing of it is used after.
+    unsafe { libc::_exit(code) }
+}
+
 /// Close every descriptor from 3 up but those in `keep`: for a fork that must not hold its
 /// parent's, and for the helper, which must not pass on what Node inherited and leaked to it.
 pub fn close_fds_except(keep: &[RawFd]) {
