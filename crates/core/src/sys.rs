@@ -8,7 +8,6 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub type Result<T> = std::result::Result<T, SetupError>;
@@ -271,42 +270,60 @@ pub fn mount_devpts(target: &str) -> Result<()> {
 /// Every missing directory of `path` below `root` (a directory the caller made, so not checked),
 /// each existing one checked to be a directory and not a symlink, which could lead out of `root`.
 pub fn create_dirs(root: &str, path: &str) -> Result<()> {
+    made_dirs(root, path).map(drop)
+}
+
+/// [`create_dirs`], returning the last directory, open. Made and opened one component at a time,
+/// each relative to the descriptor of the one before (mkdirat, then openat with O_NOFOLLOW): a
+/// directory that another process (a sandbox with a read-write bind of the same tree) swaps for a
+/// symlink meanwhile is refused, never walked through to make something on the host.
+fn made_dirs(root: &str, path: &str) -> Result<OwnedFd> {
     let below = path.strip_prefix(root).filter(|rest| rest.is_empty() || rest.starts_with('/') || root.ends_with('/'));
     let Some(below) = below else {
         return Err(SetupError::sys(Step::CreateMountpoint, libc::EINVAL, Some(path)));
     };
-    let mut cur = String::with_capacity(path.len());
-    cur.push_str(root.trim_end_matches('/'));
+    let mut dir = open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail(Step::CreateMountpoint, path))?;
     for comp in below.split('/').filter(|c| !c.is_empty()) {
-        cur.push('/');
-        cur.push_str(comp);
-        match nix::unistd::mkdir(cur.as_str(), Mode::from_bits_truncate(0o755)) {
-            Ok(()) => {}
-            Err(Errno::EEXIST) => {
-                let st = nix::sys::stat::lstat(cur.as_str()).map_err(fail(Step::CreateMountpoint, path))?;
-                if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                    return Err(SetupError::sys(Step::CreateMountpoint, libc::ENOTDIR, Some(path)));
-                }
-            }
+        match nix::sys::stat::mkdirat(&dir, comp, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(SetupError::sys(Step::CreateMountpoint, e as i32, Some(path))),
         }
+        dir = match nix::fcntl::openat(&dir, comp, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(next) => next,
+            // A symlink (O_NOFOLLOW on a directory open), or something that is no directory.
+            Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(SetupError::sys(Step::CreateMountpoint, libc::ENOTDIR, Some(path))),
+            Err(e) => return Err(SetupError::sys(Step::CreateMountpoint, e as i32, Some(path))),
+        };
     }
-    Ok(())
+    Ok(dir)
+}
+
+/// `path`'s directory made below `root` ([`made_dirs`]) and open, and its last component.
+fn made_parent<'p>(root: &str, path: &'p str) -> Result<(OwnedFd, &'p str)> {
+    let (parent, leaf) = path.rsplit_once('/').ok_or_else(|| SetupError::sys(Step::CreateMountpoint, libc::EINVAL, Some(path)))?;
+    let parent = if parent.is_empty() { "/" } else { parent };
+    if leaf.is_empty() || leaf == "." || leaf == ".." {
+        return Err(SetupError::sys(Step::CreateMountpoint, libc::EINVAL, Some(path)));
+    }
+    Ok((made_dirs(root, parent)?, leaf))
 }
 
 /// An empty file at `path` (its directories made below `root`, as [`create_dirs`]).
 pub fn create_file(root: &str, path: &str, mode: u32) -> Result<()> {
-    if let Some(parent) = Path::new(path).parent().and_then(|p| p.to_str()) {
-        create_dirs(root, parent)?;
-    }
+    let (dir, leaf) = made_parent(root, path)?;
     // O_EXCL: a file already there (one of a read-only tree, that this process may not open for
     // writing) is the mount point as it is. A symlink there is not (O_NOFOLLOW's ELOOP before).
-    match open(path, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(mode)) {
+    match nix::fcntl::openat(
+        &dir,
+        leaf,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    ) {
         Ok(fd) => {
             drop(fd);
             Ok(())
         }
-        Err(Errno::EEXIST) => match nix::sys::stat::lstat(path) {
+        Err(Errno::EEXIST) => match nix::sys::stat::fstatat(&dir, leaf, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => Err(SetupError::sys(Step::CreateMountpoint, libc::ELOOP, Some(path))),
             _ => Ok(()),
         },
@@ -316,10 +333,8 @@ pub fn create_file(root: &str, path: &str, mode: u32) -> Result<()> {
 
 /// A symlink at `path` (its directories made below `root`, as [`create_dirs`]).
 pub fn create_symlink(points_to: &str, root: &str, path: &str) -> Result<()> {
-    if let Some(parent) = Path::new(path).parent().and_then(|p| p.to_str()) {
-        create_dirs(root, parent)?;
-    }
-    nix::unistd::symlinkat(points_to, nix::fcntl::AT_FDCWD, path).map_err(fail(Step::CreateMountpoint, path))
+    let (dir, leaf) = made_parent(root, path)?;
+    nix::unistd::symlinkat(points_to, &dir, leaf).map_err(fail(Step::CreateMountpoint, path))
 }
 
 /// An empty directory that nobody but a privileged process may enter or list (mode 000: the
@@ -1624,6 +1639,48 @@ mod tests {
         assert_eq!(create_dirs(&root, &format!("{root}/link/etc/x")).unwrap_err().errno.as_deref(), Some("ENOTDIR"));
         assert!(!std::path::Path::new("/etc/x").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_meanwhile_is_never_walked_through() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // root/a flips between a directory and a symlink to outside, as a sandbox with a
+        // read-write bind of the same tree could flip it while another's mount points are made.
+        let dir = std::env::temp_dir().join(format!("isolate-sys-swap-{}", std::process::id()));
+        let (root, outside) = (dir.join("root"), dir.join("outside"));
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("b")).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (stop, a, b) = (
+                stop.clone(),
+                std::ffi::CString::new(root.join("a").to_str().unwrap()).unwrap(),
+                std::ffi::CString::new(root.join("b").to_str().unwrap()).unwrap(),
+            );
+            std::thread::spawn(move || {
+                let mut flips = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: renameat2 with two NUL-terminated paths of ours.
+                    unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+                    flips += 1;
+                }
+                flips
+            })
+        };
+        let r = root.to_str().unwrap();
+        let mut made = 0;
+        for i in 0..3000 {
+            made += usize::from(create_dirs(r, &format!("{r}/a/d{i}/e")).is_ok());
+            made += usize::from(create_file(r, &format!("{r}/a/f{i}"), 0o644).is_ok());
+            made += usize::from(create_symlink("x", r, &format!("{r}/a/s{i}")).is_ok());
+        }
+        stop.store(true, Ordering::Relaxed);
+        let flips = flipper.join().unwrap();
+        let escaped: Vec<_> = std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(flips > 1000 && made > 100, "the race ran: {flips} flips, {made} made inside");
+        assert!(escaped.is_empty(), "made through the symlink, outside the root: {escaped:?}");
     }
 
     #[test]
