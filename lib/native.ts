@@ -61,7 +61,8 @@ export interface Addon {
   madeAtRelease(specJson: string): boolean[]
   /** Bytes sent (the rest goes through the stream), -1 when the helper is gone (see send_control in crates/napi). */
   sendControl(fd: number, line: string): number
-  reapHelper(pid: number): boolean
+  /** `sweep` false: a child that makes no cgroups (the image tool, the probe) has none to look for. */
+  reapHelper(pid: number, sweep?: boolean): boolean
   /** Closes a descriptor JavaScript keeps raw (see crates/napi/src/handover.rs). */
   closeFd(fd: number): void
   /** The descriptors a start resolved with that JavaScript now wraps in streams (see crates/napi/src/handover.rs). */

@@ -117,7 +117,7 @@ function attempt(native: Native): Promise<HostProbe['attempt']> {
   return new Promise((resolve, reject) => {
     socket.on('error', reject)
     socket.on('close', () => {
-      const reap = () => (native.addon.reapHelper(h.pid) ? undefined : setTimeout(reap, 1))
+      const reap = () => (native.addon.reapHelper(h.pid, false) ? undefined : setTimeout(reap, 1))
       reap()
       try {
         resolve(JSON.parse(text))

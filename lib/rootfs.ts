@@ -300,7 +300,7 @@ function runTool(what: string, args: string[], options: UnpackOptions, made: str
       setTimeout(() => send('SIGKILL'), KILL_AFTER_MS).unref()
     }
     const reap = (delay = 0): void => {
-      if ((reaped = addon.reapHelper(pid))) return
+      if ((reaped = addon.reapHelper(pid, false))) return
       setTimeout(() => reap(Math.min(delay * 2 + 1, 100)), delay).unref()
     }
     const onAbort = () => {

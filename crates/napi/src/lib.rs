@@ -525,16 +525,18 @@ pub fn spawn_probe(env: Env, helper_path: String) -> Result<SpawnedHelper> {
     Ok(SpawnedHelper { pid: pid.as_raw(), control: r.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: None, epoch: None })
 }
 
-/// Reap the helper if it has exited. Never blocks: true once reaped (or already gone).
+/// Reap the helper if it has exited. Never blocks: true once reaped (or already gone). `sweep`
+/// (default true): whether what it left is looked for should a signal have ended it; false for a
+/// child that makes no cgroups (the image tool, the probe).
 #[napi]
-pub fn reap_helper(pid: i32) -> bool {
+pub fn reap_helper(pid: i32, sweep: Option<bool>) -> bool {
     // Not a pid: waitpid would take any child of the process group (or any child at all).
     if pid <= 0 {
         return true;
     }
     // The core's waitpid: nix's errs on a child a real-time signal ended, after reaping it.
     let ended = isolate_core::sys::reap_child(Some(nix::unistd::Pid::from_raw(pid))).map(|(ended, started)| {
-        if let isolate_core::sys::Ended::Signaled(..) = ended {
+        if matches!(ended, isolate_core::sys::Ended::Signaled(..)) && sweep.unwrap_or(true) {
             // Killed before it could remove its sandbox's cgroups (what the helper server does for
             // the helpers it forks; this one was spawned here, with no server to fork it). Off
             // the JS thread: an rmdir waits for the sandbox's last processes to go (up to 2 s).

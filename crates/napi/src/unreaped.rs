@@ -78,7 +78,8 @@ pub fn end_unreaped() {
     let start = Instant::now();
     let mut probes_killed = false;
     loop {
-        left.retain(|(pid, _)| !crate::reap_helper(*pid));
+        // A probe or an image tool: no cgroup of theirs to look for.
+        left.retain(|(pid, _)| !crate::reap_helper(*pid, Some(false)));
         if left.is_empty() || start.elapsed() > Duration::from_secs(3) {
             break;
         }
