@@ -207,7 +207,6 @@ function hostPath(option: string, v: unknown): string {
   return resolve(p)
 }
 
-/** A layer of a stacked root: a host directory, never the host's '/' (its whole tree as the root). */
 /**
  * A directory of the sandbox's root, by its real path: the caller's symlinks are followed here,
  * once; the helper then opens that path with no symlink on the way, so one swapped in since (by
@@ -217,6 +216,7 @@ function realPath(p: string): string {
   return orElse(() => realpathSync(p), p)
 }
 
+/** A layer of a stacked root: a host directory, never the host's '/' (its whole tree as the root). */
 function layerDir(option: string, v: unknown): string {
   const p = realPath(hostPath(option, v))
   if (p === '/') throw optionError(option, `${shown(v)} is the host's '/', which would expose the whole host; use rootfs 'host' for a read-only view of its system directories`)

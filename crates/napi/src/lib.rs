@@ -443,19 +443,22 @@ impl Task for SpawnWarmHelper {
         if let server::Forked::Unknown(errno) = forked {
             return Err(server_silent(errno));
         }
-        if matches!(forked, server::Forked::Yes) {
-            return Ok(SpawnedHelper {
-                pid: 0,
-                control: control.into_raw_fd(),
-                stdin: None,
-                stdout: None,
-                stderr: None,
-                exec: Some(handoff.into_raw_fd()),
-                epoch,
-            });
-        }
+        let pid = if matches!(forked, server::Forked::Yes) { 0 } else { self.spawn(&null, &helper_control, &helper_handoff)? };
+        Ok(SpawnedHelper { pid, control: control.into_raw_fd(), stdin: None, stdout: None, stderr: None, exec: Some(handoff.into_raw_fd()), epoch })
+    }
+
+    fn resolve(&mut self, env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
+        handover::hold(&env, output.fds());
+        Ok(output)
+    }
+}
+
+impl SpawnWarmHelper {
+    /// Where the helper server could not fork it: spawned with stdio /dev/null, 3 the control
+    /// socket, 5 the handoff socket.
+    fn spawn(&self, null: &OwnedFd, helper_control: &OwnedFd, helper_handoff: &OwnedFd) -> Result<i32> {
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
-        for (fd, slot) in [(&null, 0), (&null, 1), (&null, 2), (&helper_control, 3), (&helper_handoff, 5)] {
+        for (fd, slot) in [(null, 0), (null, 1), (null, 2), (helper_control, 3), (helper_handoff, 5)] {
             actions.add_dup2(fd.as_raw_fd(), slot).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
         }
         let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
@@ -468,20 +471,7 @@ impl Task for SpawnWarmHelper {
         let envp = helper_env();
         let pid = isolate_core::priority::born_behind(|| posix_spawn(self.path.as_c_str(), &actions, &attr, &argv, &envp))
             .map_err(|e| Error::new(Status::GenericFailure, format!("posix_spawn {}: {} ({e:?})", self.helper_path, e.desc())))?;
-        Ok(SpawnedHelper {
-            pid: pid.as_raw(),
-            control: control.into_raw_fd(),
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            exec: Some(handoff.into_raw_fd()),
-            epoch,
-        })
-    }
-
-    fn resolve(&mut self, env: Env, output: SpawnedHelper) -> Result<SpawnedHelper> {
-        handover::hold(&env, output.fds());
-        Ok(output)
+        Ok(pid.as_raw())
     }
 }
 
