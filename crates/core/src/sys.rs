@@ -81,14 +81,28 @@ fn open_beneath_by_steps(base: &OwnedFd, rel: &str, flags: i32) -> nix::Result<O
     dir.ok_or(Errno::EXDEV)
 }
 
-/// An absolute `path` with no symlink anywhere on it ([`open_beneath`] from `/`): a directory a
-/// caller names for others to write into must be the one its path says, whoever else can write
-/// one of its parents.
+/// An absolute `path` with no symlink anywhere on it (and no `..`, as [`open_beneath`] from `/`):
+/// a directory a caller names for others to write into must be the one its path says, whoever
+/// else can write one of its parents. One openat2 where the kernel has it (it is on the spawn
+/// path: the root's sources, Landlock's paths), with no descriptor of `/` opened for it.
 pub fn open_without_symlinks(path: &str, flags: i32) -> nix::Result<OwnedFd> {
-    let root = open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-    match path.trim_start_matches('/') {
-        "" => Err(Errno::EINVAL),
-        rel => open_beneath(&root, rel, flags),
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() || rel.len() == path.len() {
+        return Err(Errno::EINVAL);
+    }
+    if rel.split('/').any(|p| p == "..") {
+        return Err(Errno::EXDEV);
+    }
+    let c = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: AT_FDCWD is no descriptor to close; an absolute path ignores it anyway.
+    let cwd = unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) };
+    match openat2(cwd, &c, flags, libc::RESOLVE_NO_SYMLINKS) {
+        // Before Linux 5.6, or a container profile older than openat2: one component at a time.
+        Err(Errno::ENOSYS | Errno::EPERM) => {
+            let root = open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+            open_beneath_by_steps(&root, rel, flags)
+        }
+        r => r,
     }
 }
 
@@ -1548,6 +1562,9 @@ mod tests {
         let whole = dir.join("a/b");
         assert!(open_without_symlinks(whole.to_str().unwrap(), flags).is_ok());
         assert_eq!(open_without_symlinks(dir.join("a/link").to_str().unwrap(), flags).unwrap_err(), Errno::ELOOP);
+        assert_eq!(open_without_symlinks(dir.join("a/link/ssl").to_str().unwrap(), flags).unwrap_err(), Errno::ELOOP, "a symlink on the way");
+        assert_eq!(open_without_symlinks(&format!("{}/a/../a/b", dir.display()), flags).unwrap_err(), Errno::EXDEV, "no `..`, as from `/` beneath");
+        assert_eq!(open_without_symlinks("a/b", flags).unwrap_err(), Errno::EINVAL, "absolute paths only");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
