@@ -297,12 +297,18 @@ fn made_dirs(root: &str, path: &str) -> Result<OwnedFd> {
         return Err(SetupError::sys(Step::CreateMountpoint, libc::EINVAL, Some(path)));
     };
     let mut dir = open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail(Step::CreateMountpoint, path))?;
+    let open_below =
+        |dir: &OwnedFd, comp: &str| nix::fcntl::openat(dir, comp, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty());
     for comp in below.split('/').filter(|c| !c.is_empty()) {
-        match nix::sys::stat::mkdirat(&dir, comp, Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(SetupError::sys(Step::CreateMountpoint, e as i32, Some(path))),
-        }
-        dir = match nix::fcntl::openat(&dir, comp, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        // Opened first: most components are there already (a root's mount points share them).
+        let next = match open_below(&dir, comp) {
+            Err(Errno::ENOENT) => match nix::sys::stat::mkdirat(&dir, comp, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => open_below(&dir, comp),
+                Err(e) => return Err(SetupError::sys(Step::CreateMountpoint, e as i32, Some(path))),
+            },
+            opened => opened,
+        };
+        dir = match next {
             Ok(next) => next,
             // A symlink (O_NOFOLLOW on a directory open), or something that is no directory.
             Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(SetupError::sys(Step::CreateMountpoint, libc::ENOTDIR, Some(path))),
