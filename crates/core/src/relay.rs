@@ -43,13 +43,8 @@ impl Relay {
     pub fn install(slots: &[RawFd], limit: u64) -> Result<Relay, Errno> {
         let mut streams = Vec::new();
         for &slot in slots {
-            // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that we own.
-            let to = unsafe { libc::fcntl(slot, libc::F_DUPFD_CLOEXEC, 10) };
-            if to < 0 {
-                return Err(Errno::last());
-            }
-            // SAFETY: as above.
-            let to = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(to) };
+            // SAFETY: a slot of this process's stdio, open while it runs.
+            let to = crate::sys::dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(slot) }, 10)?;
             let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
             // SAFETY: dup2 onto our own stdio slot; the slot's old file stays open through `to`.
             if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), slot) } < 0 {

@@ -166,13 +166,7 @@ fn take_place(mut got: Vec<OwnedFd>, slots: &[i32], umask: Option<u32>) -> bool 
     }
     // Above every slot (not higher: the caller's RLIMIT_NOFILE may be small).
     let above = slots.iter().max().map_or(0, |s| s + 1);
-    let high: Result<Vec<OwnedFd>, Errno> = got
-        .iter()
-        .map(|fd| {
-            // SAFETY: the descriptor fcntl makes is ours alone.
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above)).map(|n| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) })
-        })
-        .collect();
+    let high: Result<Vec<OwnedFd>, Errno> = got.iter().map(|fd| sys::dup_above(fd.as_fd(), above)).collect();
     let high = match high {
         Ok(h) => h,
         Err(e) => return report(control.and_then(|i| got.get(i)), e),

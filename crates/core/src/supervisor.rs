@@ -740,9 +740,9 @@ impl Supervisor {
     fn new(spec: &Spec, child: Child, execs: Option<OwnedFd>, started: Instant) -> Supervisor {
         // With a terminal, the caller's stdin and stdout are the relay's ends, not the sandbox's.
         let tty_io = child.tty.as_ref().and_then(|_| {
-            let dup = |fd| nix::fcntl::fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).ok();
-            // SAFETY: fcntl just returned these descriptors.
-            Some(unsafe { (<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup(0)?), <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup(1)?)) })
+            // SAFETY: 0 and 1 are open for the whole life of this process (the helper's stdio).
+            let dup = |fd| crate::sys::dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, 10).ok();
+            Some((dup(0)?, dup(1)?))
         });
         // The helper's own stdio is the sandbox's; let go of it so the caller sees EOF exactly
         // when the sandbox's last writer is gone.

@@ -25,6 +25,13 @@ fn fail(step: Step, path: &str) -> impl FnOnce(Errno) -> SetupError + '_ {
     move |e| SetupError::sys(step, e as i32, Some(path))
 }
 
+/// A close-on-exec copy of `fd` numbered `min` or above (the lowest free such number).
+pub fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: RawFd) -> nix::Result<OwnedFd> {
+    let new = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: F_DUPFD_CLOEXEC just made this descriptor; nobody else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(new) })
+}
+
 pub fn make_root_private() -> Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(fail(Step::MakeRootPrivate, "/"))
 }
@@ -1646,6 +1653,17 @@ mod tests {
         assert_eq!(then.since(None), MountsSince::Gone, "unknown now");
         let here = MountTable::now().expect("listmount on this kernel (6.8+)");
         assert_eq!(here.since(MountTable::now().as_ref()), MountsSince::Same);
+    }
+
+    #[test]
+    fn a_copy_above_a_number_is_there_and_closed_on_exec() {
+        // Low numbers free below it, as a pipe made while a caller's fd 4 was free would be.
+        let low = open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+        let high = dup_above(std::os::fd::AsFd::as_fd(&low), 10).unwrap();
+        assert!(high.as_raw_fd() >= 10, "fd {}", high.as_raw_fd());
+        let flags = nix::fcntl::fcntl(&high, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        assert_eq!(dup_above(std::os::fd::AsFd::as_fd(&low), 1 << 30).unwrap_err(), Errno::EINVAL, "above RLIMIT_NOFILE");
     }
 
     #[test]

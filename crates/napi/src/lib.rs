@@ -205,14 +205,19 @@ fn socket_pair(kind: nix::sys::socket::SockType) -> Result<(OwnedFd, OwnedFd)> {
 
 /// A close-on-exec copy above the helper's fixed slots, so the dup2 sequence never clobbers it.
 fn dup_high(fd: RawFd) -> Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor we then own.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
-    if new < 0 {
-        return Err(sys_error(&format!("stdio fd {fd}"), nix::errno::Errno::last()));
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: `new` was just returned by fcntl and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+    // SAFETY: a descriptor of the caller's (stdio to hand over) or one of ours, open meanwhile;
+    // fcntl fails with EBADF on a number that names nothing.
+    isolate_core::sys::dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, HIGH_FDS).map_err(|e| sys_error(&format!("stdio fd {fd}"), e))
+}
+
+/// Where [`dup_high`] copies go: above the helper's fixed slots (0-5).
+const HIGH_FDS: RawFd = 10;
+
+/// Close-on-exec copies of `fds` above every slot a helper's descriptors go to: posix_spawn runs
+/// its dup2 actions in order, so a source numbered at a slot an earlier action fills (a pipe or
+/// socket made while a low descriptor of Node's was free) would be overwritten before its own.
+fn above_slots(fds: &[&OwnedFd]) -> Result<Vec<OwnedFd>> {
+    fds.iter().map(|fd| dup_high(fd.as_raw_fd())).collect()
 }
 
 /// The spec travels in a sealed memfd: no size limit, no blocking write, invisible in argv.
@@ -325,7 +330,8 @@ impl Task for SpawnHelper {
             });
         }
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
-        for (slot, fd) in w.child.iter().enumerate() {
+        let sources = above_slots(&w.child.iter().collect::<Vec<_>>())?;
+        for (slot, fd) in sources.iter().enumerate() {
             actions.add_dup2(fd.as_raw_fd(), slot as RawFd).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
         }
         let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
@@ -458,7 +464,9 @@ impl SpawnWarmHelper {
     /// socket, 5 the handoff socket.
     fn spawn(&self, null: &OwnedFd, helper_control: &OwnedFd, helper_handoff: &OwnedFd) -> Result<i32> {
         let mut actions = PosixSpawnFileActions::init().map_err(|e| sys_error("posix_spawn_file_actions_init", e))?;
-        for (fd, slot) in [(null, 0), (null, 1), (null, 2), (helper_control, 3), (helper_handoff, 5)] {
+        let [null, helper_control, helper_handoff] =
+            <[OwnedFd; 3]>::try_from(above_slots(&[null, helper_control, helper_handoff])?).expect("three in, three out");
+        for (fd, slot) in [(&null, 0), (&null, 1), (&null, 2), (&helper_control, 3), (&helper_handoff, 5)] {
             actions.add_dup2(fd.as_raw_fd(), slot).map_err(|e| sys_error("posix_spawn_file_actions_adddup2", e))?;
         }
         let mut attr = PosixSpawnAttr::init().map_err(|e| sys_error("posix_spawnattr_init", e))?;
