@@ -153,8 +153,14 @@ test('overlay over the host rootfs: /usr is writable inside, the host\'s /usr un
   t.true(existsSync('/usr/bin/env'))
 })
 
-test('overlay sizeBytes bounds what may be written', async (t) => {
-  const r = await sh('{ head -c 3000000 /dev/zero > /usr/big; } 2>&1; echo rc=$?', { overlay: { sizeBytes: 1 << 20 } })
+test("overlay sizeBytes bounds what may be written: into an overlaid system directory, and into the host root's own entries beside them", async (t) => {
+  const script = 'for p in /usr/big /big /new/big; do mkdir -p "${p%/big}"; head -c 3000000 /dev/zero > "$p"; echo "$p rc=$? size=$(stat -c %s "$p")"; rm -f "$p"; done 2>&1'
+  const r = await sh(script, { overlay: { sizeBytes: 1 << 20 } })
+  for (const p of ['/usr/big', '/big', '/new/big']) {
+    const [, rc, size] = new RegExp(`^${p} rc=(\\d+) size=(\\d+)$`, 'm').exec(r.stdout) ?? []
+    t.not(rc, '0', `${p}: the write of 3 MB past a 1 MiB bound failed (${r.stdout})`)
+    t.true(Number(size) <= 1 << 20, `${p}: at most the bound was written (${size})`)
+  }
   t.regex(r.stdout, /No space left on device/)
   t.false(existsSync('/usr/big'))
 })

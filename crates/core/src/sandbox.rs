@@ -417,7 +417,10 @@ pub(crate) fn build_root(
     // Nothing we mount may propagate back to the host.
     sys::make_root_private()?;
 
-    sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
+    // An overlay leaves the root made here writable (its own entries, beside the overlaid
+    // directories): overlay.sizeBytes bounds it too, as it bounds the overlays' upper layers.
+    let overlay_size = spec.overlay.as_ref().and_then(|o| o.size_bytes);
+    sys::mount_tmpfs(STAGING, 0o755, overlay_size, MsFlags::MS_NOSUID | MsFlags::MS_NODEV).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
     // The staging tmpfs itself, whatever is later stacked on its path (an overlay root).
     // Followed: where the host's /tmp is a symlink, the tmpfs went to its target.
     let staging = sys::open_source(STAGING, true).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
@@ -429,8 +432,7 @@ pub(crate) fn build_root(
     let mut area = if any_overlay {
         let path = staged(OVERLAY_AREA);
         sys::create_dirs(STAGING, &path)?;
-        let size = spec.overlay.as_ref().and_then(|o| o.size_bytes);
-        sys::mount_tmpfs(&path, 0o700, size, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+        sys::mount_tmpfs(&path, 0o700, overlay_size, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
         Some(UpperArea { dir: sys::open_source(&path, false)?, kept: kept.into_iter() })
     } else {
         None
