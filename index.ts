@@ -218,7 +218,10 @@ export async function runIsolated(file: string, args: string[] = [], options: Ru
   const { run, rest: spawnOptions } = splitRunOptions<SpawnOptions>(options)
   if (spawnOptions.stdio === undefined) spawnOptions.stdio = ['pipe', 'pipe', 'pipe']
   const sb = await spawnIsolated(file, args, spawnOptions)
-  const output = collectOutput(sb.stdout, sb.stderr, run.maxBuffer, () => void sb.kill('SIGKILL'))
+  const output = collectOutput(sb.stdout, sb.stderr, run.maxBuffer, () => {
+    sb.kill('SIGKILL')
+    return sb.wait()
+  })
   if (sb.stdin) sb.stdin.end(run.input)
   const [result, { stdout, stderr, overflowed }] = await Promise.all([sb.wait(), output])
   // Cut output is reported as such even when the command had ended before Node read past the bound.

@@ -64,6 +64,15 @@ test('maxBuffer counts stdout and stderr together, exactly; output at the bound 
   t.is(none.stdout.length, 100000)
 })
 
+test('a command cut at maxBuffer ends by the kill every time, never by a SIGPIPE of its own (a shell that exited 141)', async (t) => {
+  const ends = new Set<string>()
+  for (let i = 0; i < 15; i++) {
+    const r = await sh('yes', { maxBuffer: 1000 })
+    ends.add(`${r.reason} ${r.exitCode} ${r.signal}`)
+  }
+  t.deepEqual([...ends], ['output-limit null SIGKILL'])
+})
+
 test.serial('limits.outputBytes above 64 MiB is not cut short by the default maxBuffer', async (t) => {
   const r = await sh('head -c 70000000 /dev/zero', { limits: { outputBytes: 80_000_000 }, encoding: 'buffer' })
   t.is(r.reason, 'exited')

@@ -296,6 +296,13 @@ test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that
     procs = await list()
   }
   t.notRegex(procs, /sleep 100/)
+  // Ended by the kill, every time: never by a SIGPIPE of its own, as if the shell exited 141.
+  const ends = new Set<string>()
+  for (let i = 0; i < 15; i++) {
+    const r = await sh(sb, 'yes', { maxBuffer: 1000 })
+    ends.add(`${r.reason} ${r.exitCode} ${r.signal}`)
+  }
+  t.deepEqual([...ends], ['output-limit null SIGKILL'])
   const bad = await t.throwsAsync(sh(sb, 'true', { maxBuffer: -5 }), { instanceOf: IsolateError })
   t.is(bad?.option, 'maxBuffer')
   t.is((await sh(sb, 'echo still here')).stdout, 'still here\n')

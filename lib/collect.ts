@@ -68,11 +68,13 @@ export interface Collected {
 
 /**
  * Read both streams to their end, keeping at most `maxBuffer` bytes of the two together. The
- * first byte past it calls `overflow` (the caller kills the command) once and closes both
- * streams: a process the command left behind that holds them dies of SIGPIPE when it writes
- * again, and Node does not wait for it to close them.
+ * first byte past it calls `overflow` once: the caller kills the command, and the promise it
+ * returns settles when the command has ended. What comes meanwhile is read and dropped; then
+ * both streams are closed: a process the command left behind that holds them dies of SIGPIPE
+ * when it writes again, and Node does not wait for it to close them. (Closed at once, they let
+ * the command itself die of SIGPIPE before the kill landed, and end as if it had exited so.)
  */
-export function collectOutput(stdout: Readable | null, stderr: Readable | null, maxBuffer: number, overflow: () => void, cutAt?: Promise<unknown>): Promise<Collected> {
+export function collectOutput(stdout: Readable | null, stderr: Readable | null, maxBuffer: number, overflow: () => Promise<unknown>, cutAt?: Promise<unknown>): Promise<Collected> {
   let left = maxBuffer
   let overflowed = false
   let cut = false
@@ -96,8 +98,10 @@ export function collectOutput(stdout: Readable | null, stderr: Readable | null, 
       if (left > 0) chunks.push(c.subarray(0, left))
       left = 0
       overflowed = true
-      overflow()
-      for (const s of streams) s.destroy()
+      const close = () => {
+        for (const s of streams) s.destroy()
+      }
+      overflow().then(close, close)
     })
     // finished() also settles for a stream that ended before this was called.
     await finished(stream).catch((e: unknown) => {

@@ -356,7 +356,10 @@ export class PersistentSandbox {
       })
     }))
     // The group, as its timeoutMs does: what the command started would live on otherwise.
-    const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => void p._killGroup(), cutAt)
+    const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => {
+      void p._killGroup()
+      return ended
+    }, cutAt)
     if (p.stdin) p.stdin.end(run.input)
     const [result, { stdout, stderr, overflowed, cut }] = await Promise.all([ended, output]).finally(() => {
       clearTimeout(timer)
