@@ -274,6 +274,17 @@ test('cwd is where the command starts; a missing one fails at chdir', async (t) 
   t.is(e?.path, '/nowhere')
 })
 
+rootOnly("a root caller's private directory bound as the cwd fails at chdir with EACCES and a hint naming the sandbox's own host ids", async (t) => {
+  const dir = tempDir() // 0700, root's: the sandbox runs as host ids of its own
+  t.teardown(() => removeDir(dir))
+  const e = await t.throwsAsync(spawnIsolated('/bin/pwd', [], { cwd: '/work', mounts: [{ type: 'bind', source: dir, target: '/work' }] }), { instanceOf: IsolateError })
+  t.is(e?.step, 'chdir')
+  t.is(e?.errno, 'EACCES')
+  t.regex(e?.hint ?? '', /sandboxHostIds/)
+  chmodSync(dir, 0o711)
+  t.is((await runIsolated('/bin/pwd', [], { cwd: '/work', mounts: [{ type: 'bind', source: dir, target: '/work' }] })).stdout, '/work\n')
+})
+
 test('/dev is minimal and works', async (t) => {
   const r = await sh('ls /dev | tr "\\n" " "; echo; head -c 4 /dev/zero | od -An -tx1; echo x > /dev/null && echo null-ok; head -c 8 /dev/urandom | wc -c; ls /dev/pts')
   t.is(r.stdout.split('\n')[0].trim(), 'fd full null ptmx pts random shm stderr stdin stdout tty urandom zero')

@@ -267,7 +267,10 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
         }
         (Step::Execve, Errno::EACCES) => {
             "the command is not executable inside the sandbox (its mode, a noexec mount, or a \
-             landlock option whose exec list does not hold it)"
+             landlock option whose exec list does not hold it), or a directory above it may not \
+             be searched: a bind keeps its source's host owner and mode, and a root caller's \
+             sandbox runs as host ids of its own (probe().sandboxHostIds), not as root: let them \
+             in (chown, or chmod o+x on the directories and o+rx on the file)"
         }
         (Step::Execve, Errno::E2BIG) => {
             "the arguments and environment are more than one execve takes (together a quarter of \
@@ -295,6 +298,11 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
              limit of its own cgroup, RLIMIT_NPROC, kernel.threads-max): start fewer sandboxes at once"
         }
         (Step::Chdir, Errno::ENOENT) => "the cwd does not exist inside the sandbox",
+        (Step::Chdir, Errno::EACCES) => {
+            "the sandbox's user may not enter the cwd or a directory above it: a bind keeps its \
+             source's host owner and mode, and a root caller's sandbox runs as host ids of its \
+             own (probe().sandboxHostIds), not as root: let them in (chown, or chmod o+x)"
+        }
         (Step::WriteIdMaps, Errno::EPERM) => "this process may only map its own uid and gid; use user: { uid: 0 } or your own ids",
         _ => return None,
     };
@@ -342,7 +350,9 @@ mod tests {
             (Step::BindMount, libc::ENOTDIR, "onto a file"),
             (Step::BindMount, libc::EINVAL, "a pipe"),
             (Step::Chdir, libc::ENOTDIR, "cwd"),
+            (Step::Chdir, libc::EACCES, "sandboxHostIds"),
             (Step::Execve, libc::EACCES, "landlock"),
+            (Step::Execve, libc::EACCES, "sandboxHostIds"),
             (Step::Execve, libc::E2BIG, "stdin"),
             (Step::ForkCommand, libc::EAGAIN, "limits.pids"),
             (Step::Execve, libc::EAGAIN, "2048"),
