@@ -168,6 +168,7 @@ test('an abort while spawnIsolated is pending rejects it with ABORT_ERR, as crea
   ac.abort()
   const e = await t.throwsAsync(pending, { instanceOf: IsolateError })
   t.is(e?.code, 'ABORT_ERR')
+  t.is(e?.name, 'AbortError', "as Node's own aborts are named")
   t.is(e?.message, 'the sandbox was aborted before it started')
   const sleeping = readdirSync('/proc').filter((p) => {
     try {

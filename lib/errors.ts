@@ -8,7 +8,7 @@ export type IsolateErrorCode =
   | 'ERR_ISOLATE_NATIVE' // the addon or the helper could not be found or started
   | 'ERR_ISOLATE_HELPER' // the helper ended without reporting (killed from outside, or a bug: please report it)
   | 'ERR_ISOLATE_DESTROYED' // the long-lived sandbox has ended; nothing can run in it any more
-  | 'ABORT_ERR' // the AbortSignal fired before the sandbox started
+  | 'ABORT_ERR' // the AbortSignal fired before the sandbox started (its name is 'AbortError', as Node's)
 
 export interface IsolateErrorDetails {
   code: IsolateErrorCode
@@ -35,7 +35,8 @@ export class IsolateError extends Error {
 
   constructor(message: string, details: IsolateErrorDetails) {
     super(details.hint ? `${message} (hint: ${details.hint})` : message, details.cause === undefined ? undefined : { cause: details.cause })
-    this.name = 'IsolateError'
+    // As Node names its own aborts (`e.name === 'AbortError'`), still an IsolateError.
+    this.name = details.code === 'ABORT_ERR' ? 'AbortError' : 'IsolateError'
     this.code = details.code
     this.step = details.step
     this.path = details.path
