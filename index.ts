@@ -2,7 +2,7 @@
  * @isolate/core: run untrusted commands in lightweight Linux sandboxes made from kernel
  * primitives. See DESIGN.md for the architecture and README.md for the options.
  */
-import { whenAborted } from './lib/abort.js'
+import { abortReason, isAborted, whenAborted } from './lib/abort.js'
 import { IsolateError } from './lib/errors.js'
 import { loadNative, takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
@@ -24,7 +24,7 @@ export { configurePool } from './lib/pool.js'
 export type { PoolOptions } from './lib/pool.js'
 
 function abortError(signal: AbortSignal): IsolateError {
-  return new IsolateError('the sandbox was aborted before it started', { code: 'ABORT_ERR', cause: signal.reason })
+  return new IsolateError('the sandbox was aborted before it started', { code: 'ABORT_ERR', cause: abortReason(signal) })
 }
 
 /**
@@ -117,7 +117,7 @@ function onAbort(signal: AbortSignal | undefined, stop: () => void, settled: Pro
 
 export async function spawnIsolated(file: string, args: string[] = [], options: SpawnOptions = {}): Promise<Sandbox> {
   const { spec, stdio, signal, command } = normalize(file, args, options)
-  if (signal?.aborted) throw abortError(signal)
+  if (isAborted(signal)) throw abortError(signal!)
   let sb: Sandbox
   try {
     sb = await startSandbox(spec, stdio.map(stdioCode), (addon, h, send) => new Sandbox(addon, h, command, spec.tty !== undefined, send))
@@ -127,13 +127,15 @@ export async function spawnIsolated(file: string, args: string[] = [], options: 
     refillPool()
     throw e
   }
-  if (signal?.aborted) {
+  if (isAborted(signal)) {
     // Aborted before the caller had it: as createSandbox, the promise rejects (once the sandbox,
-    // canceled, is gone), whether or not the command had been exec'd meanwhile.
+    // canceled, is gone), whether or not the command had been exec'd meanwhile. Canceled here
+    // too: the abort's listener may not have run yet (it runs as the event is dispatched).
+    sb.cancel()
     await sb.wait().catch(() => {})
     for (const s of [sb.stdin, sb.stdout, sb.stderr]) s?.destroy()
     refillPool()
-    throw abortError(signal)
+    throw abortError(signal!)
   }
   refillAfter(sb)
   return sb
@@ -188,7 +190,7 @@ export interface RunResult<T = string> extends SandboxResult {
  */
 export async function createSandbox(options: SandboxOptions = {}): Promise<PersistentSandbox> {
   const { spec, signal } = normalizeSandbox(options)
-  if (signal?.aborted) throw abortError(signal)
+  if (isAborted(signal)) throw abortError(signal!)
   let sb: PersistentSandbox
   try {
     // The sandbox has no stdio of its own; each exec brings its own.
@@ -199,11 +201,11 @@ export async function createSandbox(options: SandboxOptions = {}): Promise<Persi
   } finally {
     refillPool()
   }
-  if (signal?.aborted) {
+  if (isAborted(signal)) {
     // Aborted before the caller had it (its ready may come before the destroy's end): the promise
     // rejects once the sandbox is gone, as spawnIsolated's does.
     await sb.destroy().catch(() => {})
-    throw abortError(signal)
+    throw abortError(signal!)
   }
   if (sb.destroyed) throw new IsolateError('the sandbox ended before it was ready', { code: 'ERR_ISOLATE_DESTROYED' })
   return sb

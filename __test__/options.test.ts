@@ -129,6 +129,64 @@ test('invalid file and args', async (t) => {
   t.is(many.stdout, '70000\n', many.stderr)
 })
 
+test('args whose length says more than execve takes are refused before anything is made of them (a length of 2^32-1 took Node down: a fatal out-of-memory)', async (t) => {
+  const huge: string[] = []
+  huge.length = 2 ** 32 - 1
+  const claims = new Proxy<string[]>([], { get: (a, k) => (k === 'length' ? 2 ** 32 - 1 : Reflect.get(a, k)) })
+  const sb = await createSandbox()
+  t.teardown(() => sb.destroy())
+  for (const args of [huge, claims]) {
+    const started = Date.now()
+    for (const call of [() => spawnIsolated('/bin/true', args), () => runIsolated('/bin/true', args), () => sb.exec('/bin/true', args)]) {
+      const e = await t.throwsAsync(call(), { instanceOf: IsolateError })
+      t.is(e?.option, 'args')
+      t.regex(e!.message, /at most 1048576/)
+    }
+    t.true(Date.now() - started < 1000, 'refused at once')
+  }
+  // A long sparse array is refused at its first hole, not after it is read whole.
+  const sparse: string[] = ['a']
+  sparse.length = 1_000_000
+  t.is((await t.throwsAsync(spawnIsolated('/bin/true', sparse), { instanceOf: IsolateError }))?.option, 'args[1]')
+})
+
+test('a revoked Proxy as args or as the options of runIsolated, sb.exec or configurePool is an option error, not a TypeError', async (t) => {
+  const revoked = () => {
+    const { proxy, revoke } = Proxy.revocable({}, {})
+    revoke()
+    return proxy as never
+  }
+  const sb = await createSandbox()
+  t.teardown(() => sb.destroy())
+  for (const call of [() => spawnIsolated('/bin/true', revoked()), () => sb.exec('/bin/true', revoked()), () => runIsolated('/bin/true', [], revoked()), () => sb.exec('/bin/true', [], revoked())]) {
+    const e = await t.throwsAsync(call(), { instanceOf: IsolateError })
+    t.is(e?.code, 'ERR_ISOLATE_OPTION')
+    t.regex(e!.message, /could not be read/)
+  }
+  t.is(t.throws(() => configurePool(revoked()), { instanceOf: IsolateError })?.code, 'ERR_ISOLATE_OPTION')
+})
+
+test("a signal is an AbortSignal Node made, and its own state decides: an object that only inherits from AbortSignal is refused; an `aborted` getter of its own that lies or throws changes nothing", async (t) => {
+  const fake = Object.create(AbortSignal.prototype) as AbortSignal
+  for (const call of [() => spawnIsolated('/bin/true', [], { signal: fake }), () => createSandbox({ signal: fake })]) {
+    t.is((await t.throwsAsync(call(), { instanceOf: IsolateError }))?.option, 'signal')
+  }
+  // Lies on its third read (after the start: the sandbox ran and was never ended, nor waited
+  // for as if it had been), or throws there (a raw Error, the sandbox left running).
+  for (const third of [() => true, () => { throw new Error('x') }]) {
+    const ac = new AbortController()
+    let reads = 0
+    Object.defineProperty(ac.signal, 'aborted', { get: () => (++reads >= 3 ? third() : false) })
+    const r = await runIsolated('/bin/echo', ['ran'], { signal: ac.signal })
+    t.is(r.reason, 'exited')
+    t.is(r.stdout, 'ran\n')
+    const box = await createSandbox({ signal: ac.signal })
+    t.is((await box.exec('/bin/echo', ['in'], { signal: ac.signal })).stdout, 'in\n')
+    await box.destroy()
+  }
+  t.deepEqual(zombieChildren(), [])
+})
+
 test('a rootfs that is the host\'s / through a symlink is refused like \'/\'', async (t) => {
   const dir = tempDir()
   t.teardown(() => removeDir(dir))

@@ -5,9 +5,36 @@
  */
 const waiting = new WeakMap<AbortSignal, Set<() => void>>()
 
+// The platform's own accessors: a signal's state as Node keeps it, whatever the object was given
+// (an own `aborted` getter that answers differently on each read, or throws, would otherwise
+// decide whether a started sandbox is ended or waited for).
+const abortedOf = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted')!.get!
+const reasonOf = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'reason')!.get!
+const addListener = EventTarget.prototype.addEventListener
+
+/** Whether `signal` has aborted, as Node's own state of it says. */
+export function isAborted(signal: AbortSignal | undefined): boolean {
+  return signal !== undefined && (abortedOf.call(signal) as boolean)
+}
+
+/** Why `signal` aborted, as Node's own state of it says. */
+export function abortReason(signal: AbortSignal): unknown {
+  return reasonOf.call(signal)
+}
+
+/** An AbortSignal Node made (`AbortController`, `AbortSignal.timeout`, `.any`), not an object that only inherits from one. */
+export function isAbortSignal(v: unknown): v is AbortSignal {
+  try {
+    abortedOf.call(v)
+    return true
+  } catch {
+    return false
+  }
+}
+
 /** Run `then` when `signal` aborts (at once if it has). Returns what forgets it. */
 export function whenAborted(signal: AbortSignal, then: () => void): () => void {
-  if (signal.aborted) {
+  if (isAborted(signal)) {
     then()
     return () => {}
   }
@@ -22,7 +49,7 @@ export function whenAborted(signal: AbortSignal, then: () => void): () => void {
 function listen(signal: AbortSignal): Set<() => void> {
   const all = new Set<() => void>()
   waiting.set(signal, all)
-  signal.addEventListener('abort', () => {
+  addListener.call(signal, 'abort', () => {
     waiting.delete(signal)
     let thrown: { e: unknown } | undefined
     for (const f of all) {

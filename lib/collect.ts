@@ -5,7 +5,7 @@
  */
 import type { Readable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import { optionError, ownOptions, shown, withoutKeys } from './errors.js'
+import { isArrayOption, optionError, ownOptions, shown, withoutKeys } from './errors.js'
 
 /** stdout and stderr together; `child_process.execFile`'s 1 MiB is too small for a code runner. */
 const DEFAULT_MAX_BUFFER = 64 << 20
@@ -30,7 +30,7 @@ export interface RunOutput {
  */
 export function splitRunOptions<T extends object>(options: unknown): { run: RunOutput; rest: T } {
   if (options === undefined) options = {}
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', 'must be an object')
+  if (typeof options !== 'object' || options === null || isArrayOption('', options)) throw optionError('', 'must be an object')
   options = ownOptions(options)
   const { input = '', encoding = 'utf8', maxBuffer } = options as Record<string, unknown>
   // Without a prototype, as ownOptions made it (an object rest would get Object.prototype again

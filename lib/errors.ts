@@ -209,10 +209,19 @@ export function withoutKeys(options: object, keys: readonly string[]): Record<st
 
 /** The caller's own options of `api` (see ownOptions: a polluted Object.prototype's keys are never its), none unknown (a misspelt one would do nothing). */
 export function callersOptions<T extends object>(options: unknown, api: string, known: readonly string[]): T {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw optionError('', `${api} takes an object of options (${known.join(', ')})`)
+  if (typeof options !== 'object' || options === null || isArrayOption('', options)) throw optionError('', `${api} takes an object of options (${known.join(', ')})`)
   const own = ownOptions(options) as T
   for (const k of Object.keys(own)) if (!known.includes(k)) throw optionError(k, `is not an option of ${api} (${known.join(', ')})`)
   return own
+}
+
+/** `Array.isArray(v)`, or the option error of a value that cannot say (a revoked Proxy throws). */
+export function isArrayOption(option: string, v: unknown): boolean {
+  try {
+    return Array.isArray(v)
+  } catch (e) {
+    throw optionError(option, `could not be read: ${(e as Error)?.message ?? shown(e)}`)
+  }
 }
 
 /** `options.NAME: message`; `options: message` for the options object itself (`option` ''). */

@@ -1,7 +1,8 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
 import { fstatSync, lstatSync, readFileSync, realpathSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { boundedJson, JsonTooLong, optionError, ownFields, ownOptions, shown } from './errors.js'
+import { boundedJson, isArrayOption, JsonTooLong, optionError, ownFields, ownOptions, shown } from './errors.js'
+import { isAbortSignal } from './abort.js'
 import { loadNative } from './native.js'
 
 export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
@@ -176,22 +177,31 @@ function commandLine(file: unknown, args: unknown): { file: string; args: string
   if (file.includes('\0')) throw optionError('file', 'must not contain NUL')
   str('file', file)
   if (args === undefined) args = []
-  if (!Array.isArray(args)) throw optionError('args', 'must be an array of strings')
-  // One copy, read once (a Proxy's traps or getters then answer no more), holes as undefined; by
-  // hand, not ownOptions, whose bound on entries is an option's (execve takes ~2 MiB of them).
-  const source = args
-  let copied: unknown[]
-  try {
-    copied = Array.from({ length: source.length }, (_, i) => (Object.hasOwn(source, i) ? source[i] : undefined))
-  } catch (e) {
-    throw optionError('args', `could not be read: ${(e as Error)?.message ?? shown(e)}`)
+  if (!isArrayOption('args', args)) throw optionError('args', 'must be an array of strings')
+  // One copy, read once (a Proxy's traps or getters then answer no more), each entry checked as
+  // it is read; by hand, not ownOptions, whose bound on entries is an option's.
+  const source = args as unknown[]
+  const copied: string[] = []
+  const read = (what: () => unknown) => {
+    try {
+      return what()
+    } catch (e) {
+      throw optionError('args', `could not be read: ${(e as Error)?.message ?? shown(e)}`)
+    }
   }
-  copied.forEach((a: unknown, i) => {
+  // Bounded before anything is made of it: an array's length (or a Proxy's) may say 2^32-1.
+  const length = read(() => source.length) as number
+  if (!(length <= MOST_ARGS)) throw optionError('args', `holds ${shown(length)} entries; at most ${MOST_ARGS} are taken (execve takes at most 6 MiB of arguments and environment together, a pointer and a NUL byte each at least)`)
+  for (let i = 0; i < length; i++) {
+    const a = read(() => (Object.hasOwn(source, i) ? source[i] : undefined))
     if (typeof a !== 'string') throw optionError(`args[${i}]`, `must be a string, got ${shown(a)}`)
-    str(`args[${i}]`, a)
-  })
-  return { file, args: copied as string[] }
+    copied.push(str(`args[${i}]`, a))
+  }
+  return { file, args: copied }
 }
+
+/** More arguments than execve can take (at most 6 MiB of them and the environment, 9 bytes each at least). */
+const MOST_ARGS = 1 << 20
 
 /** An environment variable's name: `=` in it would make `KEY=VALUE` name another variable. */
 function envName(option: string, k: unknown): string {
@@ -424,7 +434,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   const tty = parseTty(o.tty)
   const stdio = parseStdio(o.stdio)
 
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw optionError('signal', 'must be an AbortSignal')
+  if (o.signal !== undefined && !isAbortSignal(o.signal)) throw optionError('signal', 'must be an AbortSignal')
 
   const spec: Spec = ownFields({
     file: cmd.file,
@@ -535,7 +545,7 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
     for (const [k, v] of Object.entries(o.env)) env.set(envName(`env.${k}`, k), str(`env.${k}`, v))
   }
   if (o.timeoutMs !== undefined && !(isUint(o.timeoutMs, Number.MAX_SAFE_INTEGER) && o.timeoutMs > 0)) throw optionError('timeoutMs', 'must be a positive integer of milliseconds')
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw optionError('signal', 'must be an AbortSignal')
+  if (o.signal !== undefined && !isAbortSignal(o.signal)) throw optionError('signal', 'must be an AbortSignal')
   const tty = parseTty(o.tty)
   const stdio = parseStdio(o.stdio)
   if (tty) stdio[2] = 'ignore'

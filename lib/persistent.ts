@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
-import { whenAborted } from './abort.js'
+import { abortReason, isAborted, whenAborted } from './abort.js'
 import { collectOutput, decode, splitRunOptions } from './collect.js'
 import { helperGone, IsolateError } from './errors.js'
 import { takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './native.js'
@@ -63,7 +63,7 @@ const destroyedError = (id: string) =>
     hint: 'create a new sandbox with createSandbox()',
   })
 
-const execAborted = (signal: AbortSignal) => new IsolateError('the exec was aborted before it started', { code: 'ABORT_ERR', cause: signal.reason })
+const execAborted = (signal: AbortSignal) => new IsolateError('the exec was aborted before it started', { code: 'ABORT_ERR', cause: abortReason(signal) })
 
 /** One command running in a long-lived sandbox. */
 export class ExecProcess {
@@ -279,7 +279,7 @@ export class PersistentSandbox {
    */
   async spawn(file: string, args: string[] = [], options: ExecOptions = {}): Promise<ExecProcess> {
     const { request, stdio, command, signal } = normalizeExec(file, args, options, this.#spec)
-    if (signal?.aborted) throw execAborted(signal)
+    if (isAborted(signal)) throw execAborted(signal!)
     const id = this.#nextId++
     let fds: ExecStdio | undefined
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
@@ -318,11 +318,13 @@ export class PersistentSandbox {
     if (this.#unrefd) refStdio([exec.stdin, exec.stdout, exec.stderr], false)
     if (signal) exec._abortOn(signal)
     await exec.started
-    if (signal?.aborted) {
-      // Aborted before the caller had it: the call rejects once the command, killed, is gone.
+    if (isAborted(signal)) {
+      // Aborted before the caller had it: the call rejects once the command, killed, is gone
+      // (killed here too: the abort's listener may not have run yet).
+      exec._killGroup()
       await exec.wait().catch(() => {})
       for (const s of [exec.stdin, exec.stdout, exec.stderr]) s?.destroy()
-      throw execAborted(signal)
+      throw execAborted(signal!)
     }
     return exec
   }

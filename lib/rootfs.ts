@@ -28,7 +28,7 @@ import { accessSync, constants, lstatSync, realpathSync } from 'node:fs'
 import { rmdir } from 'node:fs/promises'
 import { Socket } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
-import { whenAborted } from './abort.js'
+import { abortReason, isAbortSignal, isAborted, whenAborted } from './abort.js'
 import { callersOptions, IsolateError, optionError, shown } from './errors.js'
 import { loadNative, type Addon, type Native, type SpawnedHelper } from './native.js'
 import { LONE_SURROGATE } from './options.js'
@@ -198,7 +198,7 @@ function toolPath(native: Native): string {
 }
 
 function abortError(signal: AbortSignal): IsolateError {
-  return new IsolateError('the unpack was aborted', { code: 'ABORT_ERR', cause: signal.reason })
+  return new IsolateError('the unpack was aborted', { code: 'ABORT_ERR', cause: abortReason(signal) })
 }
 
 let endsAtExit = false
@@ -262,7 +262,7 @@ const MAX_REPORT_LINE = 7 * (16 << 20)
 /** Run the tool with `args`; resolves with its `done` result. */
 function runTool(what: string, args: string[], options: UnpackOptions, made: string | undefined, seen: { made: boolean; emptied: boolean }): Promise<Record<string, unknown>> {
   const { onProgress, signal } = options
-  if (signal?.aborted) return Promise.reject(abortError(signal))
+  if (isAborted(signal)) return Promise.reject(abortError(signal!))
   const native = loadNative()
   const addon = native.addon as ImageAddon
   if (typeof addon.spawnImageTool !== 'function') {
@@ -406,7 +406,7 @@ const IMPORT_OPTIONS = [...UNPACK_OPTIONS, 'platform', 'ref', 'layout']
 function commonArgs(options: UnpackOptions): string[] {
   const args: string[] = []
   // Checked here, before the tool starts: found after, it would go on unpacking, unwatched.
-  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw optionError('signal', 'expected an AbortSignal')
+  if (options.signal !== undefined && !isAbortSignal(options.signal)) throw optionError('signal', 'expected an AbortSignal')
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw optionError('onProgress', 'expected a function')
   if (options.specialFiles !== undefined) {
     if (options.specialFiles !== 'refuse' && options.specialFiles !== 'skip') throw optionError('specialFiles', `expected 'refuse' or 'skip', got ${shown(options.specialFiles)}`)
