@@ -3,7 +3,7 @@
  * primitives. See DESIGN.md for the architecture and README.md for the options.
  */
 import { abortReason, isAborted, whenAborted } from './lib/abort.js'
-import { IsolateError } from './lib/errors.js'
+import { errnoAtEnd, IsolateError, START_HINTS } from './lib/errors.js'
 import { loadNative, takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
 import { helperPool, refillPool, startBegins } from './lib/pool.js'
@@ -90,21 +90,8 @@ async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon,
   return made
 }
 
-/** The addon's messages end with the errno's name, as `(EMFILE)`. */
-const ERRNO_AT_END = /\((E[A-Z0-9]+)\)\s*$/
-
-/** Hints for what a caller runs out of when it starts many sandboxes at once. */
-const START_HINTS: Record<string, string> = {
-  EMFILE: 'this process has too many open files: raise its RLIMIT_NOFILE (ulimit -n) or start fewer sandboxes at once (each running one holds a few descriptors of this process)',
-  ENFILE: 'the system-wide file table is full (fs.file-max)',
-  EAGAIN: "a process limit of this user was reached (RLIMIT_NPROC, or the pids limit of the caller's cgroup): start fewer sandboxes at once",
-  ENOMEM: 'the host is out of memory',
-  ETIMEDOUT: "this process's helper server, which forks the helpers, took more than 10 s to answer (a host too loaded to fork, or the server was stopped): the start fails rather than hand the sandbox to a second helper beside one the server may have made; the next start begins a new server",
-  ECONNRESET: "this process's helper server, which forks the helpers, ended (killed?) after it was sent this start: the start fails rather than hand the sandbox to a second helper beside one the server may have made; the next start begins a new server",
-}
-
 function helperStartFailure(err: Error, helperPath: string): IsolateError {
-  const errno = ERRNO_AT_END.exec(err.message)?.[1]
+  const errno = errnoAtEnd(err.message)
   return new IsolateError(`could not start the sandbox helper: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', path: helperPath, errno, hint: errno ? START_HINTS[errno] : undefined, cause: err })
 }
 

@@ -388,6 +388,17 @@ test('a caller out of descriptors gets EMFILE with a hint, and the sandboxes tha
   }
 })
 
+test('an exec into a long-lived sandbox by a caller out of descriptors gets EMFILE with a hint too, and the sandbox takes the next exec', async (t) => {
+  const r = spawnSync('/bin/sh', ['-c', `ulimit -n 64 && exec "${process.execPath}" --import=tsx __test__/fixtures/few-fds.ts exec`], { cwd: root, encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 0, r.stderr)
+  const { errors, after } = JSON.parse(r.stdout) as { errors: Array<{ code?: string; errno?: string; hint?: string }>; after: string }
+  t.is(errors.length, 1, r.stdout)
+  t.is(errors[0].code, 'ERR_ISOLATE_NATIVE')
+  t.is(errors[0].errno, 'EMFILE')
+  t.regex(errors[0].hint ?? '', /ulimit -n/)
+  t.is(after, 'still here\n')
+})
+
 /** Holds the event loop (nothing of a socket is read meanwhile) for `ms`. */
 function holdLoop(ms: number): void {
   const until = Date.now() + ms
