@@ -153,7 +153,21 @@ test('overlay over the host rootfs: /usr is writable inside, the host\'s /usr un
   t.true(existsSync('/usr/bin/env'))
 })
 
-test("overlay sizeBytes bounds what may be written: into an overlaid system directory, and into the host root's own entries beside them", async (t) => {
+test("on the host's root, a kept upper keeps the root's own new entries too, beside the system directories' changes (they were lost with the sandbox)", async (t) => {
+  const upper = tempDir('isolate-upper-')
+  t.teardown(() => removeDir(upper))
+  const first = await sh('mkdir -p /work && echo w > /work/f && echo r > /f && echo u > /usr/isolate-kept && rm /sbin && echo ok', { overlay: { upper } })
+  t.is(first.stdout, 'ok\n', first.stderr)
+  // The root's frame (the host's top-level symlinks, the mount points) is made again each time.
+  const second = await sh('cat /work/f /f /usr/isolate-kept; readlink /sbin', { overlay: { upper } })
+  t.is(second.stdout, 'w\nr\nu\nusr/sbin\n', second.stderr)
+  t.false(existsSync('/usr/isolate-kept'), "the host's own /usr is untouched")
+  t.false(existsSync('/work/f'), "nothing of it on the host's /")
+  const third = await sh('test -e /work/f || echo fresh; ls -d /sbin', { overlay: true })
+  t.is(third.stdout, 'fresh\n/sbin\n', 'a throw-away upper starts from the host as it is')
+})
+
+test("overlay sizeBytes is one bound on everything the sandbox writes to its root: an overlaid system directory and the host root's own entries together", async (t) => {
   const script = 'for p in /usr/big /big /new/big; do mkdir -p "${p%/big}"; head -c 3000000 /dev/zero > "$p"; echo "$p rc=$? size=$(stat -c %s "$p")"; rm -f "$p"; done 2>&1'
   const r = await sh(script, { overlay: { sizeBytes: 1 << 20 } })
   for (const p of ['/usr/big', '/big', '/new/big']) {
@@ -163,6 +177,10 @@ test("overlay sizeBytes bounds what may be written: into an overlaid system dire
   }
   t.regex(r.stdout, /No space left on device/)
   t.false(existsSync('/usr/big'))
+  // 700 kB in the root's own entries leaves less than 700 kB for /usr.
+  const together = await sh('head -c 700000 /dev/zero > /a && echo a-ok; head -c 700000 /dev/zero > /usr/b 2>&1; echo b=$?', { overlay: { sizeBytes: 1 << 20 } })
+  t.regex(together.stdout, /^a-ok$/m, together.stderr)
+  t.regex(together.stdout, /^b=1$/m)
 })
 
 test('binds keep working over an overlay root, and mounts accept an overlay of a host directory', async (t) => {

@@ -176,10 +176,14 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
         ops.push(MountOp::Overlay { lowers, target: "/".into(), layer: "root".into() });
     }
     // A directory rootfs under an overlay is one layer, the new root itself; the host's system
-    // directories each get their own (the rest of the host's / must stay out).
+    // directories each get their own (the rest of the host's / must stay out), on a root layer
+    // with nothing below it: the root's own new entries (a /work) are written to the same upper
+    // area as the rest, within its one size bound, and are kept with the rest (overlay.upper).
     let whole_root_overlay = spec.overlay.is_some() && matches!(spec.rootfs, Rootfs::Dir { .. });
     if whole_root_overlay {
         ops.push(MountOp::Overlay { lowers: vec![source_root.clone()], target: "/".into(), layer: "root".into() });
+    } else if spec.overlay.is_some() && matches!(spec.rootfs, Rootfs::Host) {
+        ops.push(MountOp::Overlay { lowers: Vec::new(), target: "/".into(), layer: "root".into() });
     }
     for entry in &facts.root_entries {
         if whole_root_overlay || matches!(spec.rootfs, Rootfs::Layers { .. }) {
@@ -665,8 +669,9 @@ mod tests {
         let mut spec = Spec::new("/bin/true", vec![]);
         spec.overlay = Some(crate::spec::Overlay::default());
         let ops = plan_mounts(&spec, &host_facts());
-        assert_eq!(ops[1], MountOp::Overlay { lowers: vec!["/usr".into()], target: "/usr".into(), layer: "usr".into() });
-        assert!(matches!(ops[0], MountOp::Symlink { .. }), "symlinks stay symlinks");
+        assert_eq!(ops[0], MountOp::Overlay { lowers: Vec::new(), target: "/".into(), layer: "root".into() }, "a root layer of its own, nothing below it");
+        assert_eq!(ops[2], MountOp::Overlay { lowers: vec!["/usr".into()], target: "/usr".into(), layer: "usr".into() });
+        assert!(matches!(ops[1], MountOp::Symlink { .. }), "symlinks stay symlinks");
         assert!(!ops.iter().any(|o| matches!(o, MountOp::Bind { target, .. } if target == "/usr")));
         spec.rootfs = Rootfs::Dir { path: "/srv/alpine".into() };
         let facts = HostFacts { root_entries: vec![entry("bin", EntryKind::Dir), entry("etc", EntryKind::Dir)], ..HostFacts::default() };

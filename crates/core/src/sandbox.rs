@@ -417,10 +417,7 @@ pub(crate) fn build_root(
     // Nothing we mount may propagate back to the host.
     sys::make_root_private()?;
 
-    // An overlay leaves the root made here writable (its own entries, beside the overlaid
-    // directories): overlay.sizeBytes bounds it too, as it bounds the overlays' upper layers.
-    let overlay_size = spec.overlay.as_ref().and_then(|o| o.size_bytes);
-    sys::mount_tmpfs(STAGING, 0o755, overlay_size, MsFlags::MS_NOSUID | MsFlags::MS_NODEV).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
+    sys::mount_tmpfs(STAGING, 0o755, None, MsFlags::MS_NOSUID | MsFlags::MS_NODEV).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
     // The staging tmpfs itself, whatever is later stacked on its path (an overlay root).
     // Followed: where the host's /tmp is a symlink, the tmpfs went to its target.
     let staging = sys::open_source(STAGING, true).map_err(|e| SetupError { step: Step::MountStagingRoot, ..e })?;
@@ -432,7 +429,8 @@ pub(crate) fn build_root(
     let mut area = if any_overlay {
         let path = staged(OVERLAY_AREA);
         sys::create_dirs(STAGING, &path)?;
-        sys::mount_tmpfs(&path, 0o700, overlay_size, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+        let size = spec.overlay.as_ref().and_then(|o| o.size_bytes);
+        sys::mount_tmpfs(&path, 0o700, size, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
         Some(UpperArea { dir: sys::open_source(&path, false)?, kept: kept.into_iter() })
     } else {
         None
@@ -656,7 +654,11 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
                     (sys::make_dir_at(&dir, "upper")?, sys::make_dir_at(&dir, "work")?)
                 }
             };
-            let mut fds = Vec::with_capacity(lowers.len());
+            let mut fds = Vec::with_capacity(lowers.len().max(1));
+            if lowers.is_empty() {
+                // A layer with nothing below it (the host root's own): overlayfs wants a lower.
+                fds.push(sys::make_dir_at(&area.dir, &format!("{layer}.lower"))?);
+            }
             for (i, _) in lowers.iter().enumerate() {
                 fds.push(match sources.next().expect("one source per lower layer") {
                     Source::Path(fd) => fd,
@@ -672,7 +674,7 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
             if target != "/" {
                 sys::create_dirs(STAGING, &t)?;
             }
-            sys::mount_overlay(&fds, &lowers[0], &upper, &work, &t)?;
+            sys::mount_overlay(&fds, lowers.first().map_or(target, String::as_str), &upper, &work, &t)?;
         }
         MountOp::Bind { source, target, readonly, is_dir } => {
             let (Source::Path(fd) | Source::Tree(fd)) = sources.next().expect("one source per bind");

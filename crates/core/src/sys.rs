@@ -358,10 +358,15 @@ pub fn create_file(root: &str, path: &str, mode: u32) -> Result<()> {
     }
 }
 
-/// A symlink at `path` (its directories made below `root`, as [`create_dirs`]).
+/// A symlink at `path` (its directories made below `root`, as [`create_dirs`]). Whatever is
+/// there already stays: only a kept upper layer (overlay.upper) has anything there, and what a
+/// sandbox left in it is its own, as every other change it kept.
 pub fn create_symlink(points_to: &str, root: &str, path: &str) -> Result<()> {
     let (dir, leaf) = made_parent(root, path)?;
-    nix::unistd::symlinkat(points_to, &dir, leaf).map_err(fail(Step::CreateMountpoint, path))
+    match nix::unistd::symlinkat(points_to, &dir, leaf) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(SetupError::sys(Step::CreateMountpoint, e as i32, Some(path))),
+    }
 }
 
 /// An empty directory that nobody but a privileged process may enter or list (mode 000: the
