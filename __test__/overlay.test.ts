@@ -1,7 +1,8 @@
 /** OverlayFS: copy-on-write roots whose lower layers are never modified, kept or thrown away. */
 import test from 'ava'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createSandbox, IsolateError, spawnIsolated } from '../index.js'
 import { alpineTarball, buildMiniRootfs, isRoot, removeDir, sh, tempDir, unpackAlpine } from './helpers.js'
@@ -133,6 +134,45 @@ test('the overlay\'s upper and work directories appear nowhere inside', async (t
     t.false(r.stdout.includes('isolate-overlay'), 'the throw-away layer\'s area')
     t.false(/upperdir=\/(?!proc\/self\/fd\/)/.test(r.stdout), 'upperdir only as a descriptor')
   }
+})
+
+;(isRoot ? test.serial : test.skip)("a kept upper that another user renames away and replaces with a directory of theirs between the helper's check and the mount is refused (ESTALE), never mounted", async (t) => {
+  // Who may write the directory above overlay.upper can rename it: a directory of theirs with
+  // every layer, writable by the sandbox, would be its root, and get everything it writes.
+  const parent = tempDir('isolate-upper-parent-')
+  const [up, theirs, aside] = ['up', 'theirs', 'aside'].map((n) => join(parent, n))
+  mkdirSync(up, { mode: 0o700 })
+  for (const layer of ['root', 'usr', 'etc', 'opt']) {
+    for (const d of [join(theirs, layer), join(theirs, layer, 'upper'), join(theirs, layer, 'work')]) {
+      mkdirSync(d, { recursive: true })
+      chmodSync(d, 0o777)
+    }
+  }
+  writeFileSync(join(theirs, 'root', 'upper', 'marker'), 'theirs\n')
+  chownSync(theirs, 65534, 65534)
+  const swap = [[up, aside], [theirs, up], [up, theirs], [aside, up]].map(([a, b]) => `fs.renameSync(${JSON.stringify(a)}, ${JSON.stringify(b)})`).join(';')
+  const flipper = spawn(process.execPath, ['-e', `const fs = require('fs'); for (;;) { ${swap} }`], { stdio: 'ignore' })
+  t.teardown(async () => {
+    flipper.kill('SIGKILL')
+    await new Promise((r) => (flipper.exitCode !== null || flipper.signalCode !== null ? r(null) : flipper.once('exit', r)))
+    removeDir(parent)
+  })
+  let refused = 0
+  let round = 0
+  // Until two starts met the swap after the helper's check (most meet it before, or not at all).
+  for (; round < 200 && refused < 2; round++) {
+    const r = await sh('cat /marker 2>/dev/null || echo ours', { overlay: { upper: up } }).then((r) => r, (e: unknown) => e as IsolateError)
+    if (r instanceof IsolateError) {
+      // The helper's own look met theirs (another owner), or no directory (mid-swap); or the
+      // init's open, after the helper's check, met another directory than the one checked.
+      t.is(r.step, 'mount_overlay', r.message)
+      if (r.errno === 'ESTALE') refused++
+    } else {
+      t.is(r.stdout, 'ours\n', 'never their directory as the root')
+    }
+  }
+  t.log(`${refused} of ${round} starts met the swap between the helper's check and the mount, and were refused`)
+  t.true(refused > 0, 'the swap never came between the check and the mount')
 })
 
 test('overlay over the host rootfs: /usr is writable inside, the host\'s /usr untouched', async (t) => {

@@ -231,8 +231,8 @@ pub struct InitPipes {
     /// For a root caller's overlay: the socket on which the helper sends the lower layers as
     /// idmapped mount trees, one per overlay in plan order.
     pub layers: Option<OwnedFd>,
-    /// A kept overlay upper directory's (upper, work) paths, prepared by the helper, one per overlay.
-    pub kept_uppers: Vec<(String, String)>,
+    /// A kept overlay upper directory as the helper prepared it, one layer per overlay.
+    pub kept_uppers: Option<KeptUppers>,
     /// With a tty: where the init hands the terminal's master to the helper.
     pub tty: Option<OwnedFd>,
     /// A long-lived sandbox: where the helper sends execs (see [`crate::exec_server`]).
@@ -334,7 +334,7 @@ fn setup(
     plan: &[MountOp],
     pipes_ids: crate::spec::Ids,
     layers: Option<OwnedFd>,
-    kept_uppers: Vec<(String, String)>,
+    kept_uppers: Option<KeptUppers>,
     ahead: Ahead,
     trees: Vec<OwnedFd>,
     go: &OwnedFd,
@@ -395,7 +395,7 @@ pub(crate) fn build_root(
     plan: &[MountOp],
     pipes_ids: crate::spec::Ids,
     layers: Option<OwnedFd>,
-    kept_uppers: Vec<(String, String)>,
+    kept_uppers: Option<KeptUppers>,
     note_held: bool,
 ) -> sys::Result<Vec<HostObject>> {
     // Everything the setup creates has its mode spelled out; the caller's mask is the commands'.
@@ -404,7 +404,7 @@ pub(crate) fn build_root(
     // reachable), before the staging tmpfs covers the host's /tmp, and before anything the
     // sandbox could influence exists.
     let (sources, mut held) = open_sources(spec, plan, layers.as_ref(), note_held)?;
-    let kept = open_kept_uppers(spec.overlay.as_ref().and_then(|o| o.upper.as_deref()), &kept_uppers)?;
+    let kept = open_kept_uppers(spec.overlay.as_ref().and_then(|o| o.upper.as_deref()), kept_uppers.as_ref())?;
     if spec.namespaces.user {
         // A root caller's child is still host uid 0, unmapped here; become the mapped user so
         // every file the setup creates belongs to the sandbox, keeping the namespace's caps.
@@ -615,18 +615,34 @@ pub(crate) fn open_lower(lower: &str, layer: &str) -> sys::Result<OwnedFd> {
     }
 }
 
+/// A kept overlay upper directory (overlay.upper) as the helper checked and locked it: which
+/// directory that was (device, inode), and each overlay's (upper, work) paths in it, in plan order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptUppers {
+    pub dir: (u64, u64),
+    pub pairs: Vec<(String, String)>,
+}
+
 /// The kept upper directories the helper prepared in `base` (overlay.upper), each opened beneath it
 /// with no symlink on the way: the sandbox's own id owns them, and may have swapped a part for a
-/// symlink since the helper looked.
-fn open_kept_uppers(base: Option<&str>, paths: &[(String, String)]) -> sys::Result<Vec<(OwnedFd, OwnedFd)>> {
-    let Some(base) = base.filter(|_| !paths.is_empty()) else { return Ok(Vec::new()) };
+/// symlink since the helper looked. Opened again here by its path (overlayfs takes only mounts
+/// of this process's own mount namespace), `base` must be the directory the helper checked: one
+/// that another user renamed into its place meanwhile (who may write its parent) would give the
+/// sandbox a root of theirs, and them all the sandbox writes.
+fn open_kept_uppers(base: Option<&str>, kept: Option<&KeptUppers>) -> sys::Result<Vec<(OwnedFd, OwnedFd)>> {
+    let (Some(base), Some(kept)) = (base, kept.filter(|k| !k.pairs.is_empty())) else { return Ok(Vec::new()) };
     let base = base.trim_end_matches('/');
     let dir = sys::open_without_symlinks(base, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(base)))?;
+    let st = nix::sys::stat::fstat(&dir).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(base)))?;
+    if (st.st_dev, st.st_ino) != kept.dir {
+        return Err(SetupError::sys(Step::MountOverlay, libc::ESTALE, Some(base))
+            .with_hint("overlay.upper was replaced by another directory between the check and the mount (renamed by someone who may write its parent?): keep it in a directory only its owner may write"));
+    }
     let open = |path: &str| {
         let rel = path.strip_prefix(base).and_then(|r| r.strip_prefix('/')).unwrap_or(path);
         sys::open_beneath(&dir, rel, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| SetupError::sys(Step::MountOverlay, e as i32, Some(path)))
     };
-    paths.iter().map(|(upper, work)| Ok((open(upper)?, open(work)?))).collect()
+    kept.pairs.iter().map(|(upper, work)| Ok((open(upper)?, open(work)?))).collect()
 }
 
 /// What a bind or an overlay mounts from: a path opened before the new root existed, or (a root

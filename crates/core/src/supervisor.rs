@@ -487,9 +487,6 @@ fn send_idmapped_layers(init: Pid, plan: &[crate::plan::MountOp], sock: &OwnedFd
     crate::sys::send_fds(sock, &raw)
 }
 
-/// A layer's upper and work directories, as paths.
-type UpperPair = (String, String);
-
 /// A kept upper directory gets one `<layer>/{upper,work}` pair per overlay, owned by the
 /// sandbox's root as the host sees it, so the sandbox can write its layer and nothing else of
 /// the host. Created here, on the caller's side, before any namespace exists; the sandbox opens
@@ -500,9 +497,9 @@ type UpperPair = (String, String);
 /// Also returns the directory, locked (flock) for this sandbox: two overlays at once on one upper
 /// directory are undefined behaviour to the kernel (it only warns), so a second sandbox naming it
 /// while the first runs is refused.
-fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -> Result<(Vec<UpperPair>, Option<OwnedFd>), SetupError> {
+fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -> Result<(Option<sandbox::KeptUppers>, Option<OwnedFd>), SetupError> {
     use nix::sys::stat::Mode;
-    let Some(dir) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return Ok((Vec::new(), None)) };
+    let Some(dir) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return Ok((None, None)) };
     let dir = dir.trim_end_matches('/');
     let fail = |e: nix::errno::Errno, p: &str| SetupError::sys(Step::MountOverlay, e as i32, Some(p));
     let owner = sandbox_host_ids(caller)?;
@@ -559,7 +556,7 @@ fn prepare_kept_upper(spec: &Spec, plan: &[crate::plan::MountOp], caller: Ids) -
         }
         pairs.push((format!("{dir}/{layer}/upper"), format!("{dir}/{layer}/work")));
     }
-    Ok((pairs, Some(base)))
+    Ok((Some(sandbox::KeptUppers { dir: (st.st_dev, st.st_ino), pairs }), Some(base)))
 }
 
 /// The spec's seccomp filter: the built-in one, a custom profile compiled, or none.

@@ -150,7 +150,7 @@ pub(crate) struct Birth {
     pub spec: Spec,
     pub plan: Vec<MountOp>,
     pub setup_ids: Ids,
-    pub kept_uppers: Vec<(String, String)>,
+    pub kept_uppers: Option<crate::sandbox::KeptUppers>,
     /// Which optional fds follow stdio, go and report, in this order.
     pub layers: bool,
     pub tty: bool,
@@ -776,7 +776,7 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
     if let Some(json) = bytes.strip_prefix(b"build ") {
         let built = serde_json::from_slice::<Prebuild>(json)
             .map_err(|e| SetupError::new(Step::MountStagingRoot, e.to_string()))
-            .and_then(|b| crate::sandbox::build_root(&b.spec, &b.plan, b.setup_ids, None, Vec::new(), true))
+            .and_then(|b| crate::sandbox::build_root(&b.spec, &b.plan, b.setup_ids, None, None, true))
             // With its final ids now: the session keyring its sandbox will have, made ahead too.
             .and_then(|held| sys::join_new_session_keyring().map(|()| held));
         let _ = sys::send_message(
@@ -867,7 +867,7 @@ mod tests {
     fn birth(filter: Option<Vec<u8>>) -> Birth {
         // A NUL inside a string must not be taken for the end of the JSON.
         let spec = Spec::new("/bin/true", vec!["a\u{0}b".into()]);
-        Birth { filter, spec, plan: Vec::new(), setup_ids: Ids { uid: 0, gid: 0 }, kept_uppers: Vec::new(), layers: false, tty: true, work: false, trees: 2 }
+        Birth { filter, spec, plan: Vec::new(), setup_ids: Ids { uid: 0, gid: 0 }, kept_uppers: None, layers: false, tty: true, work: false, trees: 2 }
     }
 
     #[test]
