@@ -207,6 +207,25 @@ test("on the host's root, a kept upper keeps the root's own new entries too, bes
   t.is(third.stdout, 'fresh\n/sbin\n', 'a throw-away upper starts from the host as it is')
 })
 
+test("a kept upper on the host's root decides nothing of the next sandbox's masks or Landlock rules: what an earlier one planted at the placeholders' names, or a symlink where a rule points", async (t) => {
+  const upper = tempDir('isolate-upper-')
+  t.teardown(() => removeDir(upper))
+  const plant = await sh('printf "root:planted\\n" > /.isolate-mask && chmod 666 /.isolate-mask && mkdir /.isolate-mask-dir && ln -s / /work && echo planted', { overlay: { upper } })
+  t.is(plant.stdout, 'planted\n', plant.stderr)
+  // The placeholders are made where no sandbox reaches: the masks stay empty and sealed.
+  const next = await sh('cat /etc/shadow 2>&1; stat -c %a /etc/shadow', { overlay: { upper } })
+  t.notRegex(next.stdout, /planted/)
+  t.regex(next.stdout, /Permission denied/)
+  t.regex(next.stdout, /^0$/m, next.stderr)
+  // A symlink in a kept layer is the earlier sandbox's, not the host's: never followed for a rule.
+  const ruled = await t.throwsAsync(sh('echo x > /etc/hosts', { overlay: { upper }, landlock: { read: ['/usr', '/etc'], write: ['/work'], exec: ['/usr'] } }), { instanceOf: IsolateError })
+  t.like(ruled, { step: 'apply_landlock', errno: 'ELOOP', path: '/work' })
+  // A setup that fails half way (a mount target through a file) leaves nothing that stops the next.
+  const failed = await t.throwsAsync(sh('true', { overlay: { upper }, mounts: [{ type: 'tmpfs', target: '/etc/hostname/x' }] }), { instanceOf: IsolateError })
+  t.is(failed?.errno, 'ENOTDIR')
+  t.is((await sh('echo fine', { overlay: { upper } })).stdout, 'fine\n')
+})
+
 test("overlay sizeBytes is one bound on everything the sandbox writes to its root: an overlaid system directory and the host root's own entries together", async (t) => {
   const script = 'for p in /usr/big /big /new/big; do mkdir -p "${p%/big}"; head -c 3000000 /dev/zero > "$p"; echo "$p rc=$? size=$(stat -c %s "$p")"; rm -f "$p"; done 2>&1'
   const r = await sh(script, { overlay: { sizeBytes: 1 << 20 } })

@@ -29,11 +29,15 @@ const OVERLAY_AREA: &str = "/.isolate-overlay";
 const MASK_FILE: &str = "/.isolate-mask";
 const MASK_DIR: &str = "/.isolate-mask-dir";
 
-/// The placeholders, each made (mode 000, empty) and opened once for all the masks.
+/// The placeholders, each made (mode 000, empty) and opened once for all the masks: in the
+/// overlays' scratch area when there is one (`area`), else in the staging root, whose names go
+/// once the masks are bound. Never in an overlay root: that may be a kept layer, which an earlier
+/// sandbox (or a setup that failed half way) may have left a placeholder of its own in.
 #[derive(Default)]
 struct MaskSources {
     file: Option<OwnedFd>,
     dir: Option<OwnedFd>,
+    area: Option<OwnedFd>,
 }
 
 fn kind_of(path: &str, follow: bool) -> EntryKind {
@@ -299,9 +303,12 @@ pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Progr
     // Once, in the built root, before anything of the sandbox runs: the rules' real paths, for
     // the command and every exec.
     let in_root;
+    // A kept upper layer (overlay.upper) holds what earlier sandboxes left, their symlinks too:
+    // its root's symlinks are no longer the host's alone, and none is followed, as in an image.
+    let host_symlinks_only = spec.rootfs == Rootfs::Host && spec.overlay.as_ref().is_none_or(|o| o.upper.is_none());
     let spec = match &spec.landlock {
         Some(rules) => {
-            in_root = Spec { landlock: Some(crate::landlock::resolved_in_root(rules, spec.rootfs == Rootfs::Host)), ..spec.clone() };
+            in_root = Spec { landlock: Some(crate::landlock::resolved_in_root(rules, host_symlinks_only)), ..spec.clone() };
             &in_root
         }
         None => spec,
@@ -436,7 +443,7 @@ pub(crate) fn build_root(
         None
     };
     let mut sources = sources.into_iter();
-    let mut masks = MaskSources::default();
+    let mut masks = MaskSources { area: area.as_ref().map(|a| sys::open_at(&a.dir, ".")).transpose()?, ..MaskSources::default() };
     // A host bind is recursive (the mounts below its source come with it), and a source that
     // holds the staging point (the host's /tmp, or /) would bring along the staging tmpfs with
     // the root half built on it: a second, unmasked copy of the sandbox's root instead of the
@@ -470,11 +477,11 @@ pub(crate) fn build_root(
     if any_overlay && !root_is_overlay {
         sys::detach(&staged(OVERLAY_AREA))?;
     }
-    // The binds keep what they cover; the names go.
-    if masks.file.take().is_some() {
+    // The binds keep what they cover; the names go (the area's go with it).
+    if masks.file.take().is_some() && masks.area.is_none() {
         sys::remove_file(&staged(MASK_FILE))?;
     }
-    if masks.dir.take().is_some() {
+    if masks.dir.take().is_some() && masks.area.is_none() {
         sys::remove_dir(&staged(MASK_DIR))?;
     }
 
@@ -750,9 +757,10 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
 /// nosuid, nodev, and for a directory noexec.
 fn mask(t: &str, target: &str, is_dir: bool, masks: &mut MaskSources) -> sys::Result<()> {
     let slot = if is_dir { &mut masks.dir } else { &mut masks.file };
-    let source = match slot {
-        Some(fd) => fd,
-        None => {
+    let source = match (slot, &masks.area) {
+        (Some(fd), _) => fd,
+        (slot, Some(area)) => slot.insert(sys::make_placeholder_at(area, if is_dir { "mask-dir" } else { "mask-file" }, is_dir)?),
+        (slot, None) => {
             let name = staged(if is_dir { MASK_DIR } else { MASK_FILE });
             if is_dir {
                 sys::create_sealed_dir(&name)?;

@@ -260,6 +260,18 @@ pub fn make_dir_at(dir: &OwnedFd, name: &str) -> Result<OwnedFd> {
     open_at(dir, name)
 }
 
+/// A new empty mode-000 directory or file `name` in `dir`, as an O_PATH handle: nothing there
+/// before (EEXIST otherwise), nothing followed.
+pub fn make_placeholder_at(dir: &OwnedFd, name: &str, is_dir: bool) -> Result<OwnedFd> {
+    let fail = |e: Errno| SetupError::sys(Step::MaskPath, e as i32, Some(name));
+    if is_dir {
+        nix::sys::stat::mkdirat(dir, name, Mode::empty()).map_err(fail)?;
+    } else {
+        drop(nix::fcntl::openat(dir, name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail)?);
+    }
+    nix::fcntl::openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail)
+}
+
 /// An O_PATH handle on the directory `name` inside `dir`, never following a symlink.
 pub fn open_at(dir: &OwnedFd, name: &str) -> Result<OwnedFd> {
     nix::fcntl::openat(dir, name, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
