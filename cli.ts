@@ -181,9 +181,10 @@ Options:
 
 SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command, each followed by
 SIGCONT (a stopped command gets it too); a second SIGTERM, or a third SIGINT within 2 s, kills
-the command (SIGKILL). Where nobody reads isolate's output any more, the command gets SIGPIPE,
-and SIGKILL 1 s later. If isolate itself dies, the command is killed (what it started in the
-background stays).
+the command and its process group (SIGKILL), as --timeout does. Where nobody reads isolate's
+output any more, the command gets SIGPIPE, and that kill 1 s later. If isolate itself dies, the
+command and its process group are killed (what it started in the background, in a group of its
+own, stays).
 
 Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
 ended it; 125 when there is no such sandbox (any more), the command could not be started (the
@@ -230,7 +231,9 @@ const ROOTFS_HELP = `Usage: isolate rootfs unpack [options] TARBALL DIR
 
 unpack: unpack a root filesystem tarball (for example an Alpine minirootfs) into DIR, for use with
 'isolate run --rootfs DIR'. Plain tar and tar compressed with gzip, xz or zstd are recognised by
-their content, whatever the file is called. DIR is created if missing; it is never /.
+their content, whatever the file is called. DIR is created if missing; it is never /. An
+existing DIR (the caller's, writable by no one else) is unpacked over, as tar would: files of
+the same name are replaced, others stay (rootfs import wants a new or empty DIR).
 
 import: turn an OCI image layout directory (oci-layout, index.json, blobs/) or a 'docker save'
 archive (optionally gzip/xz/zstd-compressed) into a root filesystem in DIR (new or empty). Layers

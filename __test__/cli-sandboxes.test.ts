@@ -150,15 +150,16 @@ test('frames: the same frames however the bytes are cut', (t) => {
   t.throws(() => new FrameDecoder().push(huge), { message: /longer than/ })
 })
 
-test('exec: a client that goes away takes its command with it', async (t) => {
+test('exec: a client that goes away takes its command with it, and what the command runs in its foreground (its process group)', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)
   const marker = `isolate-gone-${process.pid}-${Date.now()}`
-  const r = await rt.cli(['exec', id, '--', '/bin/sh', '-c', `echo ready; exec /bin/sh -c 'sleep 300; : ${marker}'`], {
+  // The command is the outer shell; the marked one is its child, in its process group.
+  const r = await rt.cli(['exec', id, '--', '/bin/sh', '-c', `echo ready; /bin/sh -c 'sleep 300; : ${marker}'; echo after`], {
     onStdout: { text: 'ready', then: (child) => child.kill('SIGKILL') },
   })
   t.is(r.signal, 'SIGKILL')
-  t.true(await waitUntil(() => hostProcessesWith(marker).length === 0, 10_000), 'the command was killed')
+  t.true(await waitUntil(() => hostProcessesWith(marker).length === 0, 10_000), 'the command and its child were killed')
   const still = await rt.cli(['exec', id, '--', '/bin/echo', 'alive'])
   t.is(still.stdout, 'alive\n', 'the sandbox lives on')
   t.is((await rt.cli(['rm', id])).status, 0)
@@ -285,6 +286,20 @@ test('exec: a command that cannot start exits 125 naming the step; --timeout exi
   })
   t.is(term.signal, null, 'isolate itself was not killed')
   t.is(term.status, 143)
+
+  // A second SIGTERM kills the command and its foreground child (a shell that ignores the first).
+  const marker = `isolate-term-${process.pid}-${Date.now()}`
+  const twice = await rt.cli(['exec', id, '--', '/bin/sh', '-c', `trap '' TERM; echo ready; /bin/sh -c 'trap "" TERM; sleep 300; : ${marker}'`], {
+    onStdout: {
+      text: 'ready',
+      then: (child) => {
+        child.kill('SIGTERM')
+        setTimeout(() => child.kill('SIGTERM'), 200)
+      },
+    },
+  })
+  t.is(twice.status, 137, twice.stderr)
+  t.true(await waitUntil(() => hostProcessesWith(marker).length === 0, 10_000), 'its child went with it')
 
   // The sandbox outlived all of that.
   const still = await rt.cli(['exec', id, '--', '/bin/echo', 'alive'])

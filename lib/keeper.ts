@@ -412,11 +412,16 @@ class ExecRelay {
         } catch {}
         break
       }
-      case Frame.SIGNAL:
+      case Frame.SIGNAL: {
+        const signal = payload.toString('utf8') as NodeJS.Signals
         try {
-          proc.kill(payload.toString('utf8') as NodeJS.Signals)
+          // A kill (isolate's second SIGTERM, its third SIGINT) ends what the command runs in
+          // its foreground too, its process group, as --timeout does; a signal goes to it alone.
+          if (signal === 'SIGKILL') proc._killGroup()
+          else proc.kill(signal)
         } catch {}
         break
+      }
       default:
         break
     }
@@ -429,12 +434,12 @@ class ExecRelay {
       this.conn.end(jsonFrame(Frame.ERROR, { name: 'IsolateError', code: DESTROYED, message: `sandbox ${this.sb.id} has ended` }))
       return
     }
-    // The client went away before the end: the command goes too (what it started in the
-    // background stays, as in any sandbox of this kind).
+    // The client went away before the end: the command goes too, with its process group (what
+    // it started in the background, in a group of its own, stays, as in any sandbox of this kind).
     let clientGone = false
     const onClose = () => {
       clientGone = true
-      if (this.#proc && !this.#finished) this.#proc.kill('SIGKILL')
+      if (this.#proc && !this.#finished) this.#proc._killGroup()
     }
     this.conn.once('close', onClose)
     const opts: ExecOptions = { stdio: 'pipe' }
@@ -452,7 +457,7 @@ class ExecRelay {
       return
     }
     this.#proc = proc
-    if (clientGone) proc.kill('SIGKILL')
+    if (clientGone) proc._killGroup()
     proc.stdin?.on('error', () => {})
     this.#send(jsonFrame(Frame.START, { pid: proc.pid }))
 
