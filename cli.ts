@@ -122,8 +122,9 @@ Limits (durations with a unit: 500ms, 5s, 2m, 1h; sizes like 64M, 1G, 512K or by
 Output:
   --json                   after the command ends, print one JSON object on stdout:
                            {command, exitCode, signal, reason, durationMs, pid, usage: {cpuUserMs,
-                           cpuSystemMs, peakMemoryBytes, wallMs}}, or {error} when
-                           the sandbox could not be set up. The command's own stdout and stderr
+                           cpuSystemMs, peakMemoryBytes, wallMs}}, or {error} when the
+                           sandbox could not be set up or the options were wrong (every
+                           command's --json does so). The command's own stdout and stderr
                            then go to isolate's stderr, so stdout holds only that JSON.
                            Without --json the command's stdin, stdout and stderr are isolate's own.
   -h, --help               show this help
@@ -1348,11 +1349,29 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * Whether the command line asks for --json (before any `--`): then a failure that reaches the top
+ * (a usage error, an option the library refused) is also one JSON object on stdout, `{error}`, as
+ * a sandbox's setup failure is, so a caller that parses stdout always gets JSON.
+ */
+function wantsJson(argv: string[]): boolean {
+  const end = argv.indexOf('--')
+  return (end < 0 ? argv : argv.slice(0, end)).includes('--json')
+}
+
+function errorJson(e: unknown): Record<string, unknown> {
+  if (e instanceof IsolateError) return e.toJSON()
+  if (e instanceof RegistryError) return { name: e.name, message: e.message, hint: e.hint }
+  if (e instanceof Error) return { name: e.name, message: e.message }
+  return { name: 'Error', message: String(e) }
+}
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code
   },
   (e: unknown) => {
+    if (wantsJson(process.argv.slice(2))) out('stdout').write(`${JSON.stringify({ error: errorJson(e) })}\n`)
     if (e instanceof UsageError) {
       out('stderr').write(`isolate: ${e.message}\n${e.help === undefined ? '' : e.help === MAIN_HELP ? `\n${e.help}` : e.help}`)
     } else if (e instanceof IsolateError) {

@@ -146,6 +146,23 @@ test('run: --json reports a setup failure as {error} on stdout', async (t) => {
   t.is(o.error.errno, 'ENOENT')
 })
 
+test('--json: a usage error or an option the library refused is {error} on stdout too, once (it printed nothing there)', async (t) => {
+  for (const [args, name] of [
+    [['run', '--json', '--timeout', '5', '--', '/bin/true'], 'UsageError'],
+    [['run', '--json', '--bogus', '--', '/bin/true'], 'UsageError'],
+    [['run', '--json'], 'UsageError'],
+    [['run', '-t', '--json', '--', '/bin/true'], 'UsageError'],
+    [['rootfs', 'import', '--json', '/nonexistent', '/'], 'IsolateError'],
+    [['run', '--json', '--cwd', 'relative', '--', '/bin/true'], 'IsolateError'],
+  ] as const) {
+    const r = await cli([...args])
+    t.is(r.status, 125, `${args.join(' ')}: ${r.stderr}`)
+    t.is(r.stdout.trim().split('\n').length, 1, `${args.join(' ')}: one line`)
+    t.is((JSON.parse(r.stdout) as { error: { name: string } }).error.name, name, args.join(' '))
+    t.regex(r.stderr, /^isolate: /, 'and the message on stderr, as without --json')
+  }
+})
+
 test('run: -e gives exactly those variables plus the default PATH', async (t) => {
   const r = await cli(['run', '-e', 'FOO=bar', '--', '/usr/bin/env'], { env: { ...process.env, LEAKY: 'host-secret' } })
   t.is(r.status, 0, r.stderr)
