@@ -208,7 +208,9 @@ End each sandbox ID (or NAME) made by 'isolate create': every process in it is k
 mounts and files are gone, and its keeper has exited when isolate returns. Prints each ID.
 
 Options:
-  -f, --force  an ID that does not exist (or has already ended) is not an error
+  -f, --force  an ID that does not exist (or has already ended) is not an error, and a keeper
+               that has not ended its sandbox within 2 s (stopped, stuck) is killed, which
+               ends the sandbox with it (without -f, rm waits 30 s for it, then fails)
   -h, --help   show this help
 
 Exit codes: 0 when every sandbox was removed; 125 when one of them does not exist (without -f),
@@ -1046,7 +1048,7 @@ async function rm(argv: string[]): Promise<number> {
     positionals.map(async (ref) => {
       try {
         const { dir, entry } = await findSandbox(ref)
-        await removeSandbox(dir, entry, ref)
+        await removeSandbox(dir, entry, ref, { force: values.force === true })
         return { id: entry.id }
       } catch (e) {
         if (e instanceof NotFoundError && values.force) return {}

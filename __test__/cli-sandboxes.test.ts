@@ -522,6 +522,27 @@ test('ps: an entry with fields missing or of another type is no sandbox (ps prin
   await rt.assertClean(t)
 })
 
+test('rm -f: a keeper that does not end its sandbox (stopped) is killed after 2 s, and the sandbox ends with it', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  const [entry] = await rt.ps(t)
+  // Ours: we started this keeper. Stopped, it answers nothing (rm without -f waits 30 s).
+  process.kill(entry.keeperPid, 'SIGSTOP')
+  t.teardown(() => {
+    try {
+      process.kill(entry.keeperPid, 'SIGCONT')
+    } catch {}
+  })
+  const started = Date.now()
+  const r = await rt.cli(['rm', '-f', id])
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, `${id}\n`)
+  t.true(Date.now() - started < 15_000, `took ${Date.now() - started} ms`)
+  t.false(pidAlive(entry.keeperPid), 'the keeper was killed')
+  t.true(await waitUntil(() => !pidAlive(entry.pid), 5000), 'the sandbox ended with its keeper')
+  await rt.assertClean(t)
+})
+
 test('ps: a keeper that was killed is pruned (its sandbox ended with it)', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)

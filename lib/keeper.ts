@@ -531,11 +531,38 @@ export function connectKeeper(dir: string, id: string, ref: string): Promise<Soc
 
 /**
  * `isolate rm`: ask the keeper to destroy its sandbox, then wait until the keeper has exited.
- * Resolves with the sandbox's result (null when it had already ended).
+ * Resolves with the sandbox's result (null when it had already ended). With `force` (`rm -f`), a
+ * keeper that has not ended it within 2 s (stopped, stuck) is killed, which ends the sandbox too:
+ * its helper ends everything in it once the keeper's end closes its control socket.
  */
-export async function removeSandbox(dir: string, entry: SandboxEntry, ref: string, timeoutMs = 30_000): Promise<SandboxResult | null> {
+export async function removeSandbox(dir: string, entry: SandboxEntry, ref: string, { timeoutMs = 30_000, force = false } = {}): Promise<SandboxResult | null> {
+  try {
+    return await removeWithin(dir, entry, ref, force ? FORCE_AFTER_MS : timeoutMs)
+  } catch (e) {
+    if (!force || !(e instanceof RegistryError)) throw e
+  }
+  // Still the keeper this entry names (its start time), not a process that took its pid since.
+  if (!procGone(entry.keeperPid, entry.keeperStart)) {
+    try {
+      process.kill(entry.keeperPid, 'SIGKILL')
+    } catch {}
+  }
   const end = Date.now() + timeoutMs
-  const late = () => new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) has not ended it after ${timeoutMs / 1000}s`)
+  while (!procGone(entry.keeperPid, entry.keeperStart)) {
+    if (Date.now() > end) throw new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) was killed and has not exited after ${timeoutMs / 1000}s`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  removeFiles(dir, entry.id)
+  return null
+}
+
+/** How long `rm -f` lets a keeper take before it kills it. */
+const FORCE_AFTER_MS = 2000
+
+async function removeWithin(dir: string, entry: SandboxEntry, ref: string, timeoutMs: number): Promise<SandboxResult | null> {
+  const end = Date.now() + timeoutMs
+  const late = () =>
+    new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) has not ended it after ${timeoutMs / 1000}s`, 'it is stopped or stuck: `isolate rm -f` kills it, and its sandbox with it')
   let result: SandboxResult | null = null
   let conn: Socket | undefined
   try {
