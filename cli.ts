@@ -5,8 +5,9 @@
  *
  * Arguments are parsed with `node:util` `parseArgs` only. Exit codes follow the conventions of
  * `timeout(1)`, `env(1)` and container runtimes: the command's own code; 128+N when the command was
- * killed by signal N; 124 when the wall-clock limit ended it; 125 when the sandbox could not be set
- * up or the command line of `isolate` itself is wrong.
+ * killed by signal N; 124 when the wall-clock limit ended it; 127 when the command was not found
+ * inside, 126 when it was found but could not be run (env(1)'s and docker's); 125 when the sandbox
+ * could not be set up otherwise or the command line of `isolate` itself is wrong.
  *
  * `isolate run` never touches `process.stdin` (but with -t): the sandboxed command inherits fd 0
  * as it is, and a Node stream on it would steal the input the command is meant to read.
@@ -67,8 +68,9 @@ Options:
   -V, --version   print the version
 
 Exit codes of 'isolate run': the command's own exit code; 128+N when it was killed by signal N;
-124 when --timeout ended it; 137 when --output cut its output; 125 when the sandbox could not be set up or the isolate command line
-is wrong.
+124 when --timeout ended it; 137 when --output cut its output; 127 when the command was not found
+inside, 126 when it could not be run (not executable); 125 when the sandbox could not be set up
+otherwise or the isolate command line is wrong.
 `
 
 const RUN_HELP = `Usage: isolate run [options] -- CMD [ARGS...]
@@ -84,7 +86,9 @@ Filesystem:
   --overlay                a copy-on-write layer over the root, thrown away at the end
   --bind SRC[:DST][:ro|:rw]
                            bind-mount host path SRC at DST inside (default: the same path);
-                           read-only unless ':rw' is given; repeatable
+                           read-only unless ':rw' is given; repeatable. Files keep their
+                           host owner and mode: as root, the sandbox runs as host ids of its
+                           own ('isolate doctor' names them), which must be let in (chown, chmod)
   --tmpfs DST[:SIZE]       mount a fresh tmpfs at DST, SIZE like 64M, 1G, 512K or bytes; repeatable
                            (in --bind and --tmpfs, write a path's ':' as '\\:', and a '\\' of
                            one that comes before a ':' as '\\\\')
@@ -135,9 +139,10 @@ a second SIGTERM, or a third SIGINT within 2 s, kills the sandbox (SIGKILL). Whe
 isolate's output any more, the command gets SIGPIPE (and with -t, SIGKILL 1 s later).
 
 Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
-ended it; 137 (128+SIGKILL) when --output cut its output, even if it had ended by then; 125 when
-the sandbox could not be set up or these options are wrong (the failing setup
-step, path, errno and a hint are printed on stderr).
+ended it; 137 (128+SIGKILL) when --output cut its output, even if it had ended by then; 127 when
+the command was not found inside, 126 when it was found but could not be run (execve ENOENT,
+EACCES: as env(1) and docker); 125 when the sandbox could not be set up otherwise or these
+options are wrong (the failing setup step, path, errno and a hint are printed on stderr).
 `
 
 const CREATE_HELP = `Usage: isolate create [options]
@@ -188,8 +193,9 @@ command and its process group are killed (what it started in the background, in 
 own, stays).
 
 Exit codes: the command's own exit code; 128+N when it was killed by signal N; 124 when --timeout
-ended it; 125 when there is no such sandbox (any more), the command could not be started (the
-step, path, errno and a hint are printed on stderr), or these options are wrong.
+ended it; 127 when the command was not found inside, 126 when it could not be run; 125 when
+there is no such sandbox (any more), the command could not be started otherwise (the step, path,
+errno and a hint are printed on stderr), or these options are wrong.
 `
 
 const PS_HELP = `Usage: isolate ps [--json]
@@ -359,6 +365,7 @@ function parseBind(text: string): MountOption {
   const parts = splitColons(text)
   let readonly = true
   if (parts.length > 1 && (parts[parts.length - 1] === 'ro' || parts[parts.length - 1] === 'rw')) readonly = parts.pop() === 'ro'
+  if (parts.length === 3 && !parts[2].includes('/')) throw new UsageError(`--bind: ${JSON.stringify(text)} ends in the mode ${JSON.stringify(parts[2])}, which is neither ro nor rw; use SRC:DST[:ro|:rw], and '\\:' for a ':' in a path`)
   if (parts.length > 2) throw new UsageError(`--bind: ${JSON.stringify(text)} has too many ':'; use SRC:DST[:ro|:rw], and '\\:' for a ':' in a path`)
   const [source, target = resolve(parts[0])] = parts
   if (!source) throw new UsageError(`--bind: ${JSON.stringify(text)} has no source; use SRC:DST[:ro|:rw]`)
@@ -752,6 +759,14 @@ function setupFailed(e: unknown, plan: RunPlan): number {
   if (!(e instanceof IsolateError)) throw e
   reportError(e, plan.mountFlags)
   if (plan.json) out('stdout').write(`${JSON.stringify({ error: e.toJSON() })}\n`)
+  return exitCodeOfSetup(e)
+}
+
+/** A command that is not there (127) or cannot be run (126) is told apart from isolate's own failures (125), as env(1) and docker do. */
+function exitCodeOfSetup(e: IsolateError): number {
+  if (e.step !== 'execve') return EXIT_SETUP
+  if (e.errno === 'ENOENT' || e.errno === 'ENOTDIR') return 127
+  if (e.errno === 'EACCES' || e.errno === 'ENOEXEC' || e.errno === 'EISDIR' || e.errno === 'EPERM') return 126
   return EXIT_SETUP
 }
 
@@ -912,7 +927,7 @@ async function exec(argv: string[]): Promise<number> {
     if ((e as IsolateError).code === DESTROYED) throw new NotFoundError(ref, 'the sandbox has ended')
     if (e instanceof IsolateError) reportError(e)
     else throw e
-    return EXIT_SETUP
+    return exitCodeOfSetup(e)
   } finally {
     for (const sig of FORWARDED) process.off(sig, forward)
     conn?.destroy()

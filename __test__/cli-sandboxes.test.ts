@@ -268,12 +268,12 @@ test('exec: exit codes, stdin, and stdout kept apart from stderr', async (t) => 
   await rt.assertClean(t)
 })
 
-test('exec: a command that cannot start exits 125 naming the step; --timeout exits 124; signals are forwarded', async (t) => {
+test('exec: a command that cannot be found exits 127 naming the step; --timeout exits 124; signals are forwarded', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)
 
   const missing = await rt.cli(['exec', id, '--', '/no/such'])
-  t.is(missing.status, 125)
+  t.is(missing.status, 127)
   t.regex(missing.stderr, /^isolate: /)
   t.regex(missing.stderr, /^ {2}step: execve$/m)
   t.regex(missing.stderr, /^ {2}errno: ENOENT$/m)

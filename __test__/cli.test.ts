@@ -65,9 +65,12 @@ test('run: a bad --timeout is a usage error (125)', async (t) => {
   t.regex(bare.stderr, /^isolate: --timeout: "5" needs a unit: 5s for seconds, 5ms for milliseconds/)
 })
 
-test('run: a missing command exits 125 with the failing step and errno', async (t) => {
+test('run: a missing command exits 127 (126: one that cannot be run) with the failing step and errno, as env(1) and docker', async (t) => {
+  const cannot = await cli(['run', '--', '/etc/passwd'])
+  t.is(cannot.status, 126, cannot.stderr)
+  t.regex(cannot.stderr, /^ {2}errno: EACCES$/m)
   const r = await cli(['run', '--', '/no/such'])
-  t.is(r.status, 125)
+  t.is(r.status, 127)
   t.regex(r.stderr, /^isolate: /)
   t.regex(r.stderr, /^ {2}step: execve$/m)
   t.regex(r.stderr, /^ {2}errno: ENOENT$/m)
@@ -114,6 +117,9 @@ test("run: a ':' of a path is written '\\:' in --bind and --tmpfs", async (t) =>
   const plain = await cli(['run', '--bind', `${join(dir, 'a:b')}:/x`, '--', '/bin/true'])
   t.is(plain.status, 125, 'unescaped, the path has too many parts')
   t.regex(plain.stderr, /too many ':'.*'\\:' for a ':' in a path/)
+  const mode = await cli(['run', '--bind', `${dir}:/x:rx`, '--', '/bin/true'])
+  t.is(mode.status, 125)
+  t.regex(mode.stderr, /the mode "rx", which is neither ro nor rw/)
 })
 
 test('run: --tmpfs DST:SIZE mounts a tmpfs of that size', async (t) => {
@@ -140,7 +146,7 @@ test('run: --json prints one JSON object and nothing else on stdout', async (t) 
 
 test('run: --json reports a setup failure as {error} on stdout', async (t) => {
   const r = await cli(['run', '--json', '--', '/no/such'])
-  t.is(r.status, 125)
+  t.is(r.status, 127)
   const o = JSON.parse(r.stdout) as { error: Record<string, unknown> }
   t.is(o.error.step, 'execve')
   t.is(o.error.errno, 'ENOENT')
