@@ -267,7 +267,10 @@ pub fn make_placeholder_at(dir: &OwnedFd, name: &str, is_dir: bool) -> Result<Ow
     if is_dir {
         nix::sys::stat::mkdirat(dir, name, Mode::empty()).map_err(fail)?;
     } else {
-        drop(nix::fcntl::openat(dir, name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail)?);
+        drop(
+            nix::fcntl::openat(dir, name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(fail)?,
+        );
     }
     nix::fcntl::openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail)
 }
