@@ -759,7 +759,7 @@ fn mask(t: &str, target: &str, is_dir: bool, masks: &mut MaskSources) -> sys::Re
     let slot = if is_dir { &mut masks.dir } else { &mut masks.file };
     let source = match (slot, &masks.area) {
         (Some(fd), _) => fd,
-        (slot, Some(area)) => slot.insert(sys::make_placeholder_at(area, if is_dir { "mask-dir" } else { "mask-file" }, is_dir)?),
+        (slot, Some(area)) => slot.insert(sys::make_placeholder_at(area, if is_dir { ".mask-dir" } else { ".mask-file" }, is_dir)?),
         (slot, None) => {
             let name = staged(if is_dir { MASK_DIR } else { MASK_FILE });
             if is_dir {
