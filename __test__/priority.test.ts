@@ -120,3 +120,23 @@ test.serial("helpers and inits work in the helper server's session, away from th
   t.true(await waitUntil(() => [caller.command, ...ours].every((p) => !existsSync(`/proc/${p}`)), 5000), 'the sandbox and every helper end with it')
   t.deepEqual(cgroupDirs.filter(existsSync), [], 'no cgroup is left')
 })
+
+;(pooled ? test.serial : test.skip)("a sandbox from the pool runs at its caller's nice as it is at the start, not as it was when its warm helper was made", async (t) => {
+  configurePool({ size: 1 })
+  t.teardown(() => {
+    try {
+      // Lowering it back takes CAP_SYS_NICE (the rootless lane's user stays at the higher one:
+      // this test comes last).
+      setPriority(CALLER)
+    } catch {}
+    configurePool({})
+  })
+  t.true(await waitUntil(() => warmHelpersOf(process.pid).helpers.length === 1 && warmHelpersOf(process.pid).helpers.every((p) => leftIdle(p) && waitingForSpec(p)), 10_000), 'a warm helper, made at nice 7, waiting')
+  await poolHeard()
+  // Raising a nice needs no privilege: the rootless lane's user may do it too.
+  setPriority(CALLER + 3)
+  const r = await observe(cgroups ? { memoryBytes: 64 << 20 } : {})
+  t.true(r.fromPool, 'a warm helper served it')
+  t.deepEqual(r.command, { policy: 0, nice: CALLER + 3 }, 'the command, as it sees itself')
+  t.deepEqual(r.init, { policy: 0, nice: CALLER + 3 }, 'the init (pid 1 inside)')
+})

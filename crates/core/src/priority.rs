@@ -30,6 +30,9 @@ pub const BEHIND: i32 = 19;
 /// The caller's nice when this helper stepped back; [`UNSET`] when it did not.
 static CALLER: AtomicI32 = AtomicI32::new(UNSET);
 const UNSET: i32 = i32::MIN;
+/// The caller's pid, whose nice [`as_caller`] reads again: a warm helper may wait a long time
+/// for its spec, and the caller may have changed its nice meanwhile (`os.setPriority`).
+static CALLER_PID: AtomicI32 = AtomicI32::new(0);
 
 /// At the helper's start, before any work: record the caller's nice (its parent's: Node's main
 /// thread, what `os.getPriority()` says) and step back behind it.
@@ -42,6 +45,7 @@ pub fn step_back() {
 /// ([`crate::server`]) reads its caller's nice as it is now, not as it was when the server started.
 pub fn step_back_behind(caller: i32) {
     CALLER.store(UNSET, Ordering::Relaxed);
+    CALLER_PID.store(caller, Ordering::Relaxed);
     let Ok(caller) = sys::nice(caller).or_else(|_| sys::nice(0)) else { return };
     if caller < BEHIND && sys::may_renice() && sys::set_nice(0, BEHIND).is_ok() {
         CALLER.store(caller, Ordering::Relaxed);
@@ -86,12 +90,24 @@ pub fn leave_idle() {
 }
 
 /// Give a process of the sandbox (made by this helper, or by its zygote) the caller's policy and
-/// nice, before it runs anything of the sandbox's.
+/// nice as they are now (else as they were when this helper stepped back), before it runs
+/// anything of the sandbox's.
 pub fn as_caller(pid: i32) -> Result<(), SetupError> {
-    let caller = CALLER.load(Ordering::Relaxed);
-    if caller == UNSET {
+    let now = match CALLER_PID.load(Ordering::Relaxed) {
+        0 => None,
+        caller => sys::nice(caller).ok(),
+    };
+    let recorded = CALLER.load(Ordering::Relaxed);
+    if recorded == UNSET {
+        // Not stepped back: the process has the caller's nice as it was at this helper's start.
+        // One the caller raised since is followed (that takes no privilege); one it lowered
+        // cannot be without CAP_SYS_NICE, and stays.
+        if let Some(n) = now {
+            let _ = sys::set_nice(pid, n);
+        }
         return Ok(());
     }
+    let caller = now.unwrap_or(recorded);
     sys::set_normal_priority(pid)?;
     sys::set_nice(pid, caller).map_err(|e| e.with_hint("the helper runs at nice 19 and could not give the sandbox its caller's nice back"))
 }
