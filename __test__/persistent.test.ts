@@ -465,6 +465,25 @@ test("an exec the OOM killer ends has reason oom, and the sandbox lives on; a SI
   t.like(await running.wait(), { reason: 'signaled', signal: 'SIGKILL' }, 'a running exec ended with its init, killed: not canceled')
 })
 
+test('an OOM kill is put down to its victim, not to an exec the caller killed at the same time (an abort, the output bound)', async (t) => {
+  if (!cgroups) return t.pass('no cgroup limits here (see the test above)')
+  const sb = await sandbox(t, { limits: { memoryBytes: 64 << 20 } })
+  const seen = new Map<string, number>()
+  const count = (what: string) => seen.set(what, (seen.get(what) ?? 0) + 1)
+  for (let i = 0; i < 30; i++) {
+    const ac = new AbortController()
+    const aborted = sb.exec('/bin/sleep', ['10'], { signal: ac.signal })
+    await new Promise((r) => setTimeout(r, 20))
+    const hog = sb.exec('/usr/bin/tail', ['/dev/zero'])
+    setTimeout(() => ac.abort(), 30 + (i % 10) * 10)
+    const [a, h] = await Promise.all([aborted, hog])
+    count(`aborted ${a.reason}, hog ${h.reason}`)
+    const [cut, hog2] = await Promise.all([sh(sb, `sleep 0.0${i % 10}; exec yes`, { maxBuffer: 10_000 }), sb.exec('/usr/bin/tail', ['/dev/zero'])])
+    count(`cut ${cut.reason}, hog ${hog2.reason}`)
+  }
+  t.deepEqual([...seen.keys()].sort(), ['aborted canceled, hog oom', 'cut output-limit, hog oom'], JSON.stringify([...seen]))
+})
+
 test('files that fill the memory limit end the sandbox (reason oom); a /tmp sized below it fails the write (ENOSPC) and the sandbox lives on', async (t) => {
   if (!cgroups) return t.pass('no memory limit here (printed above)')
   const fill = 'head -c 100000000 /dev/zero > /tmp/fill; echo $?'

@@ -31,6 +31,9 @@ struct Exec {
     reported: bool,
     /// The sandbox cgroup's OOM kills when it started: none before can have been its own.
     oom_at_start: u64,
+    /// The caller sent it a SIGKILL (its abort, its output bound, kill()): a SIGKILL end is that
+    /// one, not an OOM kill to put down to it (which would take the kill from its real victim).
+    killed_by_caller: bool,
 }
 
 pub struct Execs {
@@ -159,7 +162,10 @@ impl Execs {
             None => (None, fds.collect::<Vec<_>>()),
         };
         let msg = serde_json::to_vec(&Work::Exec(req)).unwrap_or_default();
-        self.execs.insert(id, Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None, reported: false, oom_at_start });
+        self.execs.insert(
+            id,
+            Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None, reported: false, oom_at_start, killed_by_caller: false },
+        );
         self.outbox.push_back((msg, passed, Some(id)));
         self.flush_outbox();
     }
@@ -287,7 +293,7 @@ impl Execs {
             // died of it meanwhile.)
             let before = e.oom_at_start.max(self.oom_credited);
             let reason = e.forced.unwrap_or_else(|| match signal.as_deref() {
-                Some("SIGKILL") if kills > before => {
+                Some("SIGKILL") if kills > before && !e.killed_by_caller => {
                     self.oom_credited = before + 1;
                     Reason::Oom
                 }
@@ -314,9 +320,9 @@ impl Execs {
 
     /// `group`: the exec's whole process group (what it started in the background too).
     pub fn signal(&mut self, id: u32, signal: i32, group: bool) {
-        if self.execs.contains_key(&id) {
-            self.send_work(&Work::Signal { id, signal, group });
-        }
+        let Some(e) = self.execs.get_mut(&id) else { return };
+        e.killed_by_caller |= signal == libc::SIGKILL;
+        self.send_work(&Work::Signal { id, signal, group });
     }
 
     pub fn resize(&mut self, id: u32, rows: u16, cols: u16) {
