@@ -920,7 +920,8 @@ test('an abort stops the unpacker and rejects with ABORT_ERR; the directory it m
   ac.abort()
   const e = await t.throwsAsync(p, { instanceOf: IsolateError })
   t.is(e?.code, 'ABORT_ERR')
-  // Other tests' children come and go meanwhile; this one's is the only isolate-image here.
+  // Other tests' children come and go meanwhile (their unpackers too): this one's, gone by the
+  // rejection (its socket closed), is among the unreaped isolate-image children now, if at all.
   const unreaped = () => zombieChildren().filter((pid) => {
     try {
       return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'isolate-image'
@@ -928,7 +929,9 @@ test('an abort stops the unpacker and rejects with ABORT_ERR; the directory it m
       return false
     }
   })
-  t.true(await waitUntil(() => unreaped().length === 0, 5000), `the unpacker is reaped (zombies: ${unreaped().join(', ')})`)
+  const then = unreaped()
+  const left = () => unreaped().filter((pid) => then.includes(pid))
+  t.true(await waitUntil(() => left().length === 0, 5000), `the unpacker is reaped (zombies: ${left().join(', ')})`)
   // Aborted mid-way (its archive a FIFO, half written): it stops at its next read, and the
   // directory it made goes (emptied by the unpacker, which still held it).
   const fifo = join(ws, 'half.tar')
