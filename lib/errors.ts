@@ -223,12 +223,17 @@ export function errnoAtEnd(message: string): string | undefined {
   return ERRNO_AT_END.exec(message)?.[1]
 }
 
-/** Hints for what a caller runs out of when it starts many sandboxes (or execs) at once. */
-export const START_HINTS: Record<string, string> = {
+/** Hints for what a caller runs out of when it starts many sandboxes or execs at once. */
+export const RESOURCE_HINTS: Record<string, string> = {
   EMFILE: 'this process has too many open files: raise its RLIMIT_NOFILE (ulimit -n) or start fewer sandboxes at once (each running one holds a few descriptors of this process)',
   ENFILE: 'the system-wide file table is full (fs.file-max)',
-  EAGAIN: "a process limit of this user was reached (RLIMIT_NPROC, or the pids limit of the caller's cgroup): start fewer sandboxes at once",
   ENOMEM: 'the host is out of memory',
+}
+
+/** The hints of a start of a sandbox's helper: those, and the helper server's. */
+export const START_HINTS: Record<string, string> = {
+  ...RESOURCE_HINTS,
+  EAGAIN: "a process limit of this user was reached (RLIMIT_NPROC, or the pids limit of the caller's cgroup): start fewer sandboxes at once",
   ETIMEDOUT: "this process's helper server, which forks the helpers, took more than 10 s to answer (a host too loaded to fork, or the server was stopped): the start fails rather than hand the sandbox to a second helper beside one the server may have made; the next start begins a new server",
   ECONNRESET: "this process's helper server, which forks the helpers, ended (killed?) after it was sent this start: the start fails rather than hand the sandbox to a second helper beside one the server may have made; the next start begins a new server",
 }

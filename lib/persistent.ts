@@ -8,7 +8,7 @@ import { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
 import { abortReason, isAborted, whenAborted } from './abort.js'
 import { collectOutput, decode, splitRunOptions } from './collect.js'
-import { errnoAtEnd, helperGone, IsolateError, START_HINTS } from './errors.js'
+import { errnoAtEnd, helperGone, IsolateError, RESOURCE_HINTS } from './errors.js'
 import { takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
 import { checkSize, onEvents, readable, reapHelper, refStdio, sendLine, execRest, setupError, signalNumber, takeRest, writable, type SignalName, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
@@ -306,7 +306,7 @@ export class PersistentSandbox {
           code: 'ERR_ISOLATE_NATIVE',
           errno,
           // ETOOMANYREFS is counted per host user: a caller without root is the same user as its sandboxes.
-          hint: errno === 'ETOOMANYREFS' ? "this user has too many descriptors in flight in unix sockets, which the kernel counts per host user: a sandbox of this caller's (the same user) holds them; give untrusted sandboxes a limits.openFiles well below this process's" : errno === 'EMFILE' || errno === 'ENFILE' || errno === 'ENOMEM' ? START_HINTS[errno] : undefined,
+          hint: errno === 'ETOOMANYREFS' ? "this user has too many descriptors in flight in unix sockets, which the kernel counts per host user: a sandbox of this caller's (the same user) holds them; give untrusted sandboxes a limits.openFiles well below this process's" : errno ? RESOURCE_HINTS[errno] : undefined,
           cause: e,
         })
       }
