@@ -31,6 +31,8 @@ pub mod supervisor;
 #[cfg(target_os = "linux")]
 pub mod sys;
 #[cfg(target_os = "linux")]
+pub mod syscall_names;
+#[cfg(target_os = "linux")]
 pub mod terminal_readers;
 pub mod validate;
 #[cfg(target_os = "linux")]

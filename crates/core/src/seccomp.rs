@@ -58,6 +58,8 @@ const NEWER_SYSCALLS: &[(&str, u32)] = &[
     ("open_tree_attr", 467),
     ("file_getattr", 468),
     ("file_setattr", 469),
+    ("listns", 470),
+    ("rseq_slice_yield", 471),
 ];
 
 #[cfg(target_arch = "x86_64")]
@@ -434,7 +436,8 @@ mod arch {
     );
 
     /// Numbers the libc crate lacks for x86_64 (on one flavour or both).
-    pub const EXTRA: &[(&str, u32)] = &[("create_module", 174), ("get_kernel_syms", 177), ("query_module", 178), ("io_pgetevents", 333), ("uretprobe", 335)];
+    pub const EXTRA: &[(&str, u32)] =
+        &[("create_module", 174), ("get_kernel_syms", 177), ("query_module", 178), ("io_pgetevents", 333), ("uretprobe", 335), ("uprobe", 336)];
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -1521,7 +1524,8 @@ pub fn compile_oci(profile_json: &[u8]) -> Result<Program, String> {
 /// (only the native arch is compiled; a foreign arch is always killed, as are x32 numbers), and
 /// `syscalls[]` with `names` (or `name`), `action`, `errnoRet`, `args` (ANDed within a rule) and
 /// Docker's `includes`/`excludes`. Several rules for one syscall are alternatives: the first that
-/// matches, in file order, wins. Names unknown on this arch are skipped, as libseccomp does.
+/// matches, in file order, wins. Names of other architectures are skipped, as libseccomp does; a
+/// name no architecture has is refused (see [`known_name`]).
 /// Errors name the field: `syscalls[3].action: unknown action "SCMP_ACT_FOO"`.
 pub fn compile_oci_with(profile_json: &[u8], opts: &OciOptions) -> Result<Program, String> {
     let profile = parse_profile(profile_json, opts)?;
@@ -1712,20 +1716,75 @@ fn rule_names<'a>(obj: &'a Map<String, Value>, at: &str) -> Result<Vec<&'a str>,
         None | Some(Value::Null) => {}
         Some(Value::Array(list)) => {
             for (j, n) in list.iter().enumerate() {
-                names.push(n.as_str().ok_or_else(|| format!("{at}.names[{j}]: expected a string"))?);
+                let n = n.as_str().ok_or_else(|| format!("{at}.names[{j}]: expected a string"))?;
+                names.push(known_name(n, || format!("{at}.names[{j}]"))?);
             }
         }
         Some(_) => return Err(format!("{at}.names: expected an array of strings")),
     }
     match obj.get("name") {
         None | Some(Value::Null) => {}
-        Some(Value::String(n)) => names.push(n),
+        Some(Value::String(n)) => names.push(known_name(n, || format!("{at}.name"))?),
         Some(_) => return Err(format!("{at}.name: expected a string")),
     }
     if names.is_empty() && !obj.contains_key("names") {
         return Err(format!("{at}.names: missing"));
     }
     Ok(names)
+}
+
+/// A name this architecture has, or another one has (skipped later, as libseccomp does); a name
+/// no architecture has would be dropped from the filter as silently, so it is refused, with the
+/// nearest real name when one is close.
+fn known_name(name: &str, at: impl FnOnce() -> String) -> Result<&str, String> {
+    if syscall_number(name).is_some() || crate::syscall_names::is_linux_syscall(name) {
+        return Ok(name);
+    }
+    let guess = nearest_syscall_name(name).map(|n| format!(" (did you mean \"{n}\"?)")).unwrap_or_default();
+    Err(format!(
+        "{}: \"{}\" is no Linux system call{guess}; names of other architectures are skipped, and names run up to Linux 7.1's rseq_slice_yield",
+        at(),
+        cut(name, 64).escape_debug()
+    ))
+}
+
+fn cut(s: &str, most: usize) -> String {
+    match s.char_indices().nth(most) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// The closest real name by edit distance, when within two edits (or a change of case).
+fn nearest_syscall_name(name: &str) -> Option<&'static str> {
+    let lower = name.trim().to_ascii_lowercase();
+    let mut best: Option<(usize, &'static str)> = None;
+    for &candidate in crate::syscall_names::LINUX_SYSCALL_NAMES {
+        let d = edit_distance(&lower, candidate);
+        if d <= 2 && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, candidate));
+        }
+    }
+    best.map(|(_, n)| n)
+}
+
+/// Levenshtein distance over bytes; lengths more than two apart count as 3 (only small distances
+/// make a guess).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len().abs_diff(b.len()) > 2 {
+        return 3;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
 }
 
 fn action(v: &Value, errno: u32, at: &str) -> Result<u32, String> {
@@ -2384,14 +2443,42 @@ mod tests {
     }
 
     #[test]
-    fn oci_unknown_names_are_skipped() {
+    fn oci_names_of_other_architectures_are_skipped() {
         let p = oci(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
-                {"names":["arm_fadvise64_64","read","no_such_syscall","_llseek","socketcall"],"action":"SCMP_ACT_ALLOW"},
+                {"names":["arm_fadvise64_64","read","_llseek","socketcall"],"action":"SCMP_ACT_ALLOW"},
                 {"names":["s390_pci_mmio_read"],"action":"SCMP_ACT_ALLOW"},
                 {"names":[],"action":"SCMP_ACT_ALLOW"}
             ]}"#);
         assert_eq!(eval(&p, nr("read"), [0; 6]), RET_ALLOW);
         assert_eq!(eval(&p, nr("write"), [0; 6]), EPERM);
+    }
+
+    #[test]
+    fn oci_names_no_architecture_has_are_refused_with_a_guess() {
+        let deny = |names: &str| {
+            oci_err(&format!(
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{{"names":["read"],"action":"SCMP_ACT_LOG"}},{{"names":{names},"action":"SCMP_ACT_ERRNO"}}]}}"#
+            ))
+        };
+        let typo = deny(r#"["ptrace","mkdri"]"#);
+        assert!(typo.starts_with(r#"syscalls[1].names[1]: "mkdri" is no Linux system call (did you mean "mkdir"?)"#), "{typo}");
+        assert!(deny(r#"["PTRACE"]"#).contains(r#"(did you mean "ptrace"?)"#));
+        let far = deny(r#"["no_such_syscall"]"#);
+        assert!(far.starts_with(r#"syscalls[1].names[0]: "no_such_syscall" is no Linux system call; names of other"#), "{far}");
+        let single = oci_err(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"name":"opn","action":"SCMP_ACT_ERRNO"}]}"#);
+        assert!(single.starts_with(r#"syscalls[0].name: "opn" is no Linux system call (did you mean "open"?)"#), "{single}");
+        let long = deny(&format!(r#"["{}"]"#, "x".repeat(5000)));
+        assert!(long.len() < 400 && long.contains("xxx…"), "{long}");
+    }
+
+    #[test]
+    fn every_name_of_this_arch_is_a_linux_name_and_the_list_is_sorted() {
+        let all = crate::syscall_names::LINUX_SYSCALL_NAMES;
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "sorted and unique");
+        for name in syscall_table().keys() {
+            assert!(crate::syscall_names::is_linux_syscall(name), "{name} missing from syscall_names");
+        }
+        assert_eq!(syscall_number("rseq_slice_yield"), Some(471));
     }
 
     #[test]
