@@ -104,7 +104,8 @@ Process:
                            a missing one defaults to 0)
   --hostname H             the sandbox's hostname (default 'sandbox')
   --net none|host          'none' (default): own network namespace with only loopback;
-                           'host': the host's network
+                           'host': the host's network (and, with --rootfs DIR, the host's
+                           /etc/resolv.conf, read-only, where DIR has one or --overlay)
   -t, --tty                give the command a terminal of its own (inside the sandbox), sized
                            as this one and following its resizes; Ctrl-C reaches the command
   -i, --interactive        accepted for docker-style -it (stdin is always passed)
@@ -249,10 +250,12 @@ archive (optionally gzip/xz/zstd-compressed) into a root filesystem in DIR (new 
 are applied in order with their whiteouts, and every digest the image gives is checked first.
 
 Modes (but setuid/setgid bits of files, always dropped), symlinks, hard links and mtimes are
-kept. As root, files get the uid/gid numbers of the archive; otherwise they belong to you, which
-is how a rootless sandbox sees them (you are root inside). An archive that tries to write outside DIR (absolute
-names, '..', writing through a symlink, hard links out) or holds device nodes or fifos is refused,
-naming the entry.
+kept. Where the archive has an etc directory without resolv.conf, an empty one is added (as a
+container engine's init layer has): 'isolate run --net host' binds the host's there. As root,
+files get the uid/gid numbers of the archive; otherwise they belong to you, which is how a
+rootless sandbox sees them (you are root inside). An archive that tries to write outside DIR
+(absolute names, '..', writing through a symlink, hard links out) or holds device nodes or fifos
+is refused, naming the entry.
 
 Options:
   --progress            show progress on stderr even when it is not a terminal

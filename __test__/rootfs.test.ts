@@ -1,8 +1,8 @@
 /** A directory rootfs: the Alpine minirootfs fixture, and a tiny tree the test builds itself. */
 import test from 'ava'
-import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
-import { configurePool, probe, runIsolated, type SpawnOptions } from '../index.js'
+import { configurePool, probe, runIsolated, unpackRootfs, type SpawnOptions } from '../index.js'
 import { poolEligible } from '../lib/pool.js'
 import { alpineTarball, buildMiniRootfs, isRoot, poolBuiltFor, removeDir, startFromPool, tempDir, unpackAlpine, untilQuietMounts } from './helpers.js'
 
@@ -47,6 +47,53 @@ test('a file bound over a file the root already has (/etc/hosts, /etc/passwd): t
     const r = await runIsolated('/bin/cat', ['/etc/hosts', '/etc/passwd'], { rootfs, mounts })
     t.is(r.stdout, '10.9.9.9 custom\njudge:x:0:0::/:/bin/sh\n', `${name}: ${r.stderr}`)
   }
+})
+
+alpineTest("with the host's network, a root of its own reads the host's /etc/resolv.conf, read-only, where it has a file there or room for one; a symlink there or a caller's mount decides instead", async (t) => {
+  const host = readFileSync('/etc/resolv.conf', 'utf8')
+  const dir = unpackAlpine()
+  t.teardown(() => removeDir(dir))
+  const etc = join(dir, 'etc')
+  const look = async (options: SpawnOptions) => {
+    const script = 'cat /etc/resolv.conf 2>&1; echo x 2>&1 >> /etc/resolv.conf; echo rc=$?; grep " /etc/resolv.conf " /proc/self/mountinfo | cut -d" " -f6'
+    const r = await runIsolated('/bin/sh', ['-c', script], { rootfs: dir, ...options })
+    t.is(r.exitCode, 0, r.stderr)
+    return r.stdout
+  }
+  // The minirootfs has none, and its read-only root no room: nothing to bind on.
+  t.regex(await look({ network: 'host' }), /No such file or directory/)
+  // An overlay root has room: the file is made in the throw-away upper layer.
+  const overlaid = await look({ network: 'host', overlay: {} })
+  t.true(overlaid.startsWith(host), overlaid)
+  t.regex(overlaid, /(Read-only file system|Permission denied)\nrc=1\nro,/, "a read-only mount (the host's file is no sandbox user's either)")
+  t.false(existsSync(join(etc, 'resolv.conf')), "nothing written to the caller's tree")
+
+  writeFileSync(join(etc, 'resolv.conf'), 'nameserver 192.0.2.1\n')
+  chmodSync(join(etc, 'resolv.conf'), 0o644)
+  for (const round of ['first', 'again']) {
+    const lent = await look({ network: 'host' })
+    t.true(lent.startsWith(host), `${round}: ${lent}`)
+    t.regex(lent, /(Read-only file system|Permission denied)\nrc=1\nro,/)
+  }
+  t.regex(await look({}), /^nameserver 192\.0\.2\.1\n/, 'a network of its own keeps the root\'s file')
+  t.is(readFileSync(join(etc, 'resolv.conf'), 'utf8'), 'nameserver 192.0.2.1\n')
+
+  const mine = join(dir, 'mine.conf')
+  writeFileSync(mine, 'nameserver 192.0.2.7\n')
+  chmodSync(mine, 0o644)
+  t.regex(await look({ network: 'host', mounts: [{ type: 'bind', source: mine, target: '/etc/resolv.conf' }] }), /^nameserver 192\.0\.2\.7\n/, "the caller's bind wins")
+
+  rmSync(join(etc, 'resolv.conf'))
+  symlinkSync('hosts', join(etc, 'resolv.conf'))
+  t.true((await look({ network: 'host' })).startsWith(readFileSync(join(etc, 'hosts'), 'utf8')), 'a symlink in the root is its own choice, left as it is')
+
+  // unpackRootfs leaves an empty file to bind on where the archive has none.
+  const unpacked = join(tempDir(), 'rootfs')
+  t.teardown(() => removeDir(join(unpacked, '..')))
+  await unpackRootfs(alpineTarball, unpacked)
+  const r = await runIsolated('/bin/cat', ['/etc/resolv.conf'], { rootfs: unpacked, network: 'host' })
+  t.is(r.stdout, host, r.stderr)
+  t.is((await runIsolated('/bin/cat', ['/etc/resolv.conf'], { rootfs: unpacked })).stdout, '', 'an empty file with a network of its own')
 })
 
 test('a minimal rootfs built from host binaries, with a symlinked top-level entry', async (t) => {

@@ -31,7 +31,15 @@ pub struct HostFacts {
     pub secrets: Vec<RootEntry>,
     /// The kind of each `mounts[i]` bind source, in order (None for non-bind mounts).
     pub bind_sources: Vec<Option<EntryKind>>,
+    /// Whether the host has a [`HOST_RESOLV_CONF`] to lend (looked at only for a sandbox on the
+    /// host's network with a root of its own).
+    pub host_resolv_conf: bool,
 }
+
+/// The host's name servers: a sandbox on the host's network with a root of its own (a rootfs
+/// directory, an image) resolves names as the host does, where an image's root most often has
+/// no such file, and its C library then asks a server on 127.0.0.1.
+pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// The host directories a `rootfs: 'host'` sandbox sees, read-only. Not /root, /home, /var, /run,
 /// /srv, /mnt, /media: those hold users' and services' data.
@@ -95,6 +103,13 @@ pub enum MountOp {
         target: String,
         is_dir: bool,
     },
+    /// A host file bound read-only where the root has room for it, seen at apply time: over a
+    /// regular file there, or on a new one where the root is writable (an overlay); left out over
+    /// anything else (a symlink is the root's own choice), or where a read-only root lacks it.
+    HostFileIfRoom {
+        source: String,
+        target: String,
+    },
     /// Mask a kernel-provided path (in /proc) when this kernel has it; its kind is read at apply time.
     MaskIfPresent {
         target: String,
@@ -118,6 +133,7 @@ impl MountOp {
         match self {
             MountOp::Tmpfs { target, .. }
             | MountOp::Bind { target, .. }
+            | MountOp::HostFileIfRoom { target, .. }
             | MountOp::Symlink { target, .. }
             | MountOp::Proc { target }
             | MountOp::Devpts { target }
@@ -226,6 +242,12 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
         ops.push(MountOp::Tmpfs { target: "/tmp".into(), mode: 0o1777, size_bytes: None, flags: NOSUID_NODEV });
     }
 
+    // Before the caller's mounts, which may put a file of their own there (or an /etc).
+    let caller_has_resolv_conf = spec.mounts.iter().any(|m| covers(m.target(), HOST_RESOLV_CONF));
+    if lends_resolv_conf(spec) && facts.host_resolv_conf && !caller_has_resolv_conf {
+        ops.push(MountOp::HostFileIfRoom { source: HOST_RESOLV_CONF.into(), target: HOST_RESOLV_CONF.into() });
+    }
+
     for (i, m) in spec.mounts.iter().enumerate() {
         ops.push(caller_mount_op(i, m, facts));
     }
@@ -247,6 +269,12 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
         }
     }
     ops
+}
+
+/// Whether the sandbox gets the host's [`HOST_RESOLV_CONF`]: on the host's network, with a root
+/// of its own (the host's root has the host's /etc already).
+pub fn lends_resolv_conf(spec: &Spec) -> bool {
+    spec.network == crate::spec::Network::Host && spec.rootfs != Rootfs::Host
 }
 
 /// Whether a mount at `target` holds `path` (or is it).
@@ -512,6 +540,7 @@ mod tests {
             ],
             secrets: vec![entry("/etc/shadow", EntryKind::File), entry("/etc/ssh", EntryKind::Dir), entry("/etc/sudoers", EntryKind::Missing)],
             bind_sources: vec![],
+            host_resolv_conf: true,
         }
     }
 
@@ -655,6 +684,7 @@ mod tests {
             ],
             secrets: vec![entry("/etc/shadow", EntryKind::File)],
             bind_sources: vec![],
+            host_resolv_conf: true,
         };
         let ops = plan_mounts(&spec, &facts);
         assert_eq!(ops[0], MountOp::Bind { source: "/srv/alpine/bin".into(), target: "/bin".into(), readonly: true, is_dir: true });
@@ -662,6 +692,32 @@ mod tests {
         assert_eq!(ops.iter().filter(|o| o.target() == "/proc").count(), 1);
         assert!(matches!(ops.iter().find(|o| o.target() == "/proc"), Some(MountOp::Proc { .. })));
         assert!(!ops.iter().any(|o| matches!(o, MountOp::Mask { .. })), "masks are for the host's /etc only");
+    }
+
+    #[test]
+    fn the_hosts_name_servers_go_to_a_root_of_its_own_on_the_hosts_network_unless_the_caller_mounts_there() {
+        let lent = |spec: &Spec, facts: &HostFacts| plan_mounts(spec, facts).iter().position(|o| matches!(o, MountOp::HostFileIfRoom { .. }));
+        let facts = HostFacts { root_entries: vec![entry("etc", EntryKind::Dir)], host_resolv_conf: true, ..HostFacts::default() };
+        let mut spec = Spec::new("/bin/sh", vec![]);
+        spec.rootfs = Rootfs::Dir { path: "/srv/alpine".into() };
+        assert_eq!(lent(&spec, &facts), None, "a network of its own: the root's own file");
+        spec.network = crate::spec::Network::Host;
+        let ops = plan_mounts(&spec, &facts);
+        let at = lent(&spec, &facts).expect("lent");
+        assert_eq!(ops[at], MountOp::HostFileIfRoom { source: "/etc/resolv.conf".into(), target: "/etc/resolv.conf".into() });
+        assert!(at > ops.iter().position(|o| o.target() == "/tmp").unwrap(), "after the root is whole");
+        assert_eq!(lent(&spec, &HostFacts { host_resolv_conf: false, ..facts.clone() }), None, "the host has none");
+        spec.mounts.push(Mount::Tmpfs { target: "/tmp/x".into(), size_bytes: None, mode: None });
+        assert_eq!(lent(&spec, &facts), Some(at), "before the caller's mounts");
+        for target in ["/etc", "/etc/resolv.conf", "/"] {
+            spec.mounts = vec![Mount::Tmpfs { target: target.into(), size_bytes: None, mode: None }];
+            assert_eq!(lent(&spec, &facts), None, "the caller's mount at {target} decides");
+        }
+        spec.mounts.clear();
+        spec.rootfs = Rootfs::Layers { paths: vec!["/srv/image/0".into()] };
+        assert!(lent(&spec, &facts).is_some(), "an image's root");
+        spec.rootfs = Rootfs::Host;
+        assert_eq!(lent(&spec, &facts), None, "the host's root has the host's /etc");
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub fn gather_facts(spec: &Spec) -> Result<HostFacts, SetupError> {
     for (i, m) in spec.mounts.iter().enumerate() {
         facts.bind_sources.push(source_kind(i, m)?);
     }
+    // Followed: the host's own choice of file (systemd-resolved's stub file behind a symlink).
+    facts.host_resolv_conf = crate::plan::lends_resolv_conf(spec) && kind_of(crate::plan::HOST_RESOLV_CONF, true) == EntryKind::File;
     Ok(facts)
 }
 
@@ -158,7 +160,7 @@ pub fn facts_with_release_mounts(base: &HostFacts, spec: &Spec, made: &[bool]) -
         .enumerate()
         .map(|(i, (m, at_release))| if *at_release { source_kind(i, m) } else { Ok(kept.next().cloned().flatten()) })
         .collect::<Result<_, _>>()?;
-    Ok(HostFacts { root_entries: base.root_entries.clone(), secrets: base.secrets.clone(), bind_sources })
+    Ok(HostFacts { bind_sources, ..base.clone() })
 }
 
 /// The paths [`gather_facts`] reads for a host-root spec, and whether it follows a symlink there
@@ -454,7 +456,7 @@ pub(crate) fn build_root(
     // unbindable source would refuse, and for pivot_root.
     let mut unbindable = false;
     for op in plan {
-        let host_bind = matches!(op, MountOp::Bind { .. });
+        let host_bind = matches!(op, MountOp::Bind { .. } | MountOp::HostFileIfRoom { .. });
         if host_bind != unbindable {
             let propagation = if host_bind { MsFlags::MS_UNBINDABLE } else { MsFlags::MS_PRIVATE };
             sys::set_propagation(&staging, STAGING, propagation, Step::MountStagingRoot)?;
@@ -597,6 +599,13 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>, note_he
                 }
                 sources.push(Source::Path(fd));
             }
+            MountOp::HostFileIfRoom { source, .. } => {
+                let fd = sys::open_source(source, true)?;
+                if let Some(id) = note_held.then(|| sys::FileIdentity::of_fd(&fd)).flatten() {
+                    held.push(HostObject { path: source.clone(), follow: true, id });
+                }
+                sources.push(Source::Path(fd));
+            }
             MountOp::Overlay { lowers, layer, .. } => {
                 for lower in lowers {
                     sources.push(match trees.next() {
@@ -717,6 +726,26 @@ fn apply(op: &MountOp, sources: &mut impl Iterator<Item = Source>, area: Option<
             let t = staged(target);
             sys::create_dirs(STAGING, &t)?;
             sys::mount_tmpfs(&t, *mode, *size_bytes, ms_flags(*flags))?;
+        }
+        MountOp::HostFileIfRoom { source, target } => {
+            let (Source::Path(fd) | Source::Tree(fd)) = sources.next().expect("one source per host file");
+            let t = staged(target);
+            // The parent first, not followed: the kinds below are then looked at in the root.
+            let parent = t.rsplit_once('/').map_or(STAGING, |(dir, _)| dir);
+            let room = kind_of(parent, false) == EntryKind::Dir
+                && match kind_of(&t, false) {
+                    EntryKind::File => true,
+                    EntryKind::Missing => match sys::create_file(STAGING, &t, 0o644) {
+                        Ok(()) => true,
+                        Err(e) if e.errno.as_deref() == Some("EROFS") => false,
+                        Err(e) => return Err(e),
+                    },
+                    _ => false,
+                };
+            if room {
+                sys::bind_mount(&fd, source, &t)?;
+                sys::restrict_mount(&t, true)?;
+            }
         }
         MountOp::Symlink { target, points_to } => sys::create_symlink(points_to, STAGING, &staged(target))?,
         MountOp::Proc { target } => {

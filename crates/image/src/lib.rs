@@ -125,6 +125,7 @@ pub fn unpack_rootfs(archive: File, name: &str, dir: OwnedFd, opts: &UnpackOptio
             .with_path(name)
             .with_hint("name a tar archive of a root filesystem (plain, or gzip/xz/zstd-compressed)"));
     }
+    add_resolv_conf(&mut tree)?;
     finish_tree(&mut tree)?;
     progress(&at(&stats, total.max(count.get())));
     Ok(UnpackReport { format, ownership: opts.ownership, stats })
@@ -393,7 +394,10 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
     progress(&Progress { phase: Phase::Unpack, bytes: total, total_bytes: total, entries: stats.entries, layer: n.checked_sub(1), layers: Some(n) });
 
     let lower_dirs = match opts.layout {
-        Layout::Flat => None,
+        Layout::Flat => {
+            add_resolv_conf(&mut root)?;
+            None
+        }
         Layout::Layers => {
             let lower: Vec<String> = (0..n).rev().map(|i| format!("layers/{i}")).collect();
             let mut opaque = vec!["user.overlay.opaque"];
@@ -432,6 +436,24 @@ pub fn import_image(src: &Source, dir: OwnedFd, opts: &ImportOptions, progress: 
         ownership: opts.ownership,
         stats,
     })
+}
+
+/// An empty `etc/resolv.conf` where the tree has an `etc` directory without one, as a container
+/// engine's init layer has: a sandbox on the host's network binds the host's file there, which
+/// a read-only root could not take without a file to mount on (images most often ship none).
+fn add_resolv_conf(tree: &mut Tree) -> Result<()> {
+    let Ok(etc) = tree.dir(&[b"etc"], false) else { return Ok(()) };
+    let name = c"resolv.conf";
+    match sys::lstatat(etc.as_fd(), name) {
+        Err(nix::errno::Errno::ENOENT) => {}
+        _ => return Ok(()),
+    }
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    let fd = sys::openat(etc.as_fd(), name, flags, 0o644).map_err(|e| error::sys(Step::WriteEntry, e, "etc/resolv.conf", "openat"))?;
+    // etc's owner and time: the same archive unpacks to the same tree every time.
+    let etc_attrs = tree.dir_attrs(&[b"etc"]);
+    let attrs = Attrs { mode: 0o644, owner: etc_attrs.and_then(|a| a.owner), mtime: etc_attrs.and_then(|a| a.mtime) };
+    tree.finish_file(fd.as_fd(), &attrs).map_err(|e| unpack::tree_error(e, "etc/resolv.conf"))
 }
 
 fn write_small(tree: &mut Tree, name: &[u8], bytes: &[u8]) -> Result<()> {

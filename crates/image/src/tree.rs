@@ -147,6 +147,11 @@ impl Tree {
         Ok(cur)
     }
 
+    /// The attributes [`Tree::finish`] gives the directory `comps`, when an entry set them.
+    pub fn dir_attrs(&self, comps: &[&[u8]]) -> Option<Attrs> {
+        self.dirs.get(&crate::names::join(comps)).copied()
+    }
+
     /// The parent fd and the leaf name of `comps` (which must not be empty).
     pub fn parent(&mut self, comps: &[&[u8]], create: bool) -> TreeResult<(Rc<OwnedFd>, CString)> {
         let (leaf, parent) = comps.split_last().expect("a leaf");
