@@ -456,18 +456,52 @@ interface RunPlan {
   mountFlags: string[]
 }
 
-function parseParsed<T>(fn: () => T, help: string): T {
+/** Which commands take which options, to tell an option given to the wrong command. */
+type OptionTable = Record<string, { type: string; short?: string }>
+const optionsOf = (): Record<string, OptionTable> => ({
+  run: RUN_OPTIONS,
+  create: CREATE_OPTIONS,
+  exec: EXEC_OPTIONS,
+  'rootfs unpack/import': ROOTFS_OPTIONS,
+  'ps/doctor': { json: { type: 'boolean' } },
+  rm: { force: { type: 'boolean', short: 'f' } },
+})
+
+/** Levenshtein distance, for a typo's nearest option. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 0; i < a.length; i++) {
+    const cur = [i + 1]
+    for (let j = 0; j < b.length; j++) cur.push(Math.min(prev[j] + (a[i] === b[j] ? 0 : 1), prev[j + 1] + 1, cur[j] + 1))
+    prev = cur
+  }
+  return prev[b.length]
+}
+
+function parseParsed<T>(fn: () => T, command: keyof typeof MORE): T {
   try {
     return fn()
   } catch (e) {
-    if ((e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) throw new UsageError((e as Error).message, help)
-    throw e
+    const code = (e as { code?: string }).code
+    if (!code?.startsWith('ERR_PARSE_ARGS')) throw e
+    const unknown = code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && /^Unknown option '([^']+)'/.exec((e as Error).message)?.[1]
+    if (!unknown) throw new UsageError((e as Error).message, MORE[command])
+    // parseArgs's own text goes on about positional arguments, which is no help here.
+    const name = unknown.replace(/^--?/, '').replace(/=.*$/, '')
+    const takes = (options: OptionTable) => (unknown.startsWith('--') ? name in options : Object.values(options).some((o) => o.short === name))
+    const tables = optionsOf()
+    const owners = Object.keys(tables).filter((c) => takes(tables[c]) && !c.split(/[ /]/).includes(command))
+    const listed = owners.map((c) => `'isolate ${c}'`)
+    const elsewhere = listed.length > 0 ? ` (${unknown} is an option of ${listed.length > 1 ? `${listed.slice(0, -1).join(', ')} and ${listed.at(-1)}` : listed[0]})` : ''
+    const own = command === 'ps' || command === 'doctor' ? tables['ps/doctor'] : command === 'rootfs' ? tables['rootfs unpack/import'] : tables[command]
+    const near = unknown.startsWith('--') && !elsewhere ? Object.keys(own).filter((o) => editDistance(o, name) <= 2 && name.length > 2).sort((x, y) => editDistance(x, name) - editDistance(y, name))[0] : undefined
+    throw new UsageError(`${command}: unknown option '${unknown}'${elsewhere}${near ? ` (did you mean --${near}?)` : ''}`, MORE[command])
   }
 }
 
 /** Split `[options] [--] CMD ARGS...`: the options of isolate end at `--` or the first non-option. */
 function splitCommand(argv: string[]): { optionArgs: string[]; command: string[] } {
-  const { tokens } = parseParsed(() => parseArgs({ args: argv, options: RUN_OPTIONS, strict: false, allowPositionals: true, tokens: true }), MORE.run)
+  const { tokens } = parseParsed(() => parseArgs({ args: argv, options: RUN_OPTIONS, strict: false, allowPositionals: true, tokens: true }), 'run')
   const first = tokens.find((t) => t.kind === 'positional' || t.kind === 'option-terminator')
   if (!first) return { optionArgs: argv, command: [] }
   return { optionArgs: argv.slice(0, first.index), command: argv.slice(first.kind === 'option-terminator' ? first.index + 1 : first.index) }
@@ -537,7 +571,7 @@ function sandboxOptions(values: SandboxFlags, tokens: ParsedToken[]): { options:
 
 function planRun(argv: string[]): RunPlan | 'help' {
   const { optionArgs, command } = splitCommand(argv)
-  const { values, tokens } = parseParsed(() => parseArgs({ args: optionArgs, options: RUN_OPTIONS, strict: true, allowPositionals: false, tokens: true }), MORE.run)
+  const { values, tokens } = parseParsed(() => parseArgs({ args: optionArgs, options: RUN_OPTIONS, strict: true, allowPositionals: false, tokens: true }), 'run')
   if (values.help) return 'help'
   if (command.length === 0) throw new UsageError('run: no command given; use: isolate run [options] -- CMD [ARGS...]', MORE.run)
   const [file, ...args] = command
@@ -811,7 +845,7 @@ const CREATE_OPTIONS = {
 const CLI_FILE = fileURLToPath(import.meta.url)
 
 async function create(argv: string[]): Promise<number> {
-  const { values, tokens, positionals } = parseParsed(() => parseArgs({ args: argv, options: CREATE_OPTIONS, strict: true, allowPositionals: true, tokens: true }), MORE.create)
+  const { values, tokens, positionals } = parseParsed(() => parseArgs({ args: argv, options: CREATE_OPTIONS, strict: true, allowPositionals: true, tokens: true }), 'create')
   if (values.help) {
     out('stdout').write(CREATE_HELP)
     return 0
@@ -870,11 +904,11 @@ const EXEC_OPTIONS = {
 
 /** `[options] ID [--] CMD ARGS...`: the options of isolate end at ID (or at a `--` before it). */
 function planExec(argv: string[]): { ref: string; request: ExecRequest } | 'help' {
-  const { tokens } = parseParsed(() => parseArgs({ args: argv, options: EXEC_OPTIONS, strict: false, allowPositionals: true, tokens: true }), MORE.exec)
+  const { tokens } = parseParsed(() => parseArgs({ args: argv, options: EXEC_OPTIONS, strict: false, allowPositionals: true, tokens: true }), 'exec')
   const first = tokens.find((t) => t.kind === 'positional' || t.kind === 'option-terminator')
   const optionArgs = first ? argv.slice(0, first.index) : argv
   const rest = first ? argv.slice(first.kind === 'option-terminator' ? first.index + 1 : first.index) : []
-  const { values } = parseParsed(() => parseArgs({ args: optionArgs, options: EXEC_OPTIONS, strict: true, allowPositionals: false }), MORE.exec)
+  const { values } = parseParsed(() => parseArgs({ args: optionArgs, options: EXEC_OPTIONS, strict: true, allowPositionals: false }), 'exec')
   if (values.help) return 'help'
   const [ref, ...after] = rest
   if (ref === undefined) throw new UsageError('exec: no sandbox ID given; use: isolate exec [options] ID -- CMD [ARGS...]', MORE.exec)
@@ -1029,7 +1063,7 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
 }
 
 async function ps(argv: string[]): Promise<number> {
-  const { values, positionals } = parseParsed(() => parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true }), MORE.ps)
+  const { values, positionals } = parseParsed(() => parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true }), 'ps')
   if (values.help) {
     out('stdout').write(PS_HELP)
     return 0
@@ -1054,7 +1088,7 @@ async function ps(argv: string[]): Promise<number> {
 async function rm(argv: string[]): Promise<number> {
   const { values, positionals } = parseParsed(
     () => parseArgs({ args: argv, options: { force: { type: 'boolean', short: 'f' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true }),
-    MORE.rm,
+    'rm',
   )
   if (values.help) {
     out('stdout').write(RM_HELP)
@@ -1207,7 +1241,7 @@ function doctorText(p: HostProbe): string {
 async function doctor(argv: string[]): Promise<number> {
   const { values } = parseParsed(
     () => parseArgs({ args: argv, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false }),
-    MORE.doctor,
+    'doctor',
   )
   if (values.help) {
     out('stdout').write(DOCTOR_HELP)
@@ -1267,7 +1301,7 @@ function progressReporter(verb: string, force: boolean): { update: (p: UnpackPro
 }
 
 async function rootfs(argv: string[]): Promise<number> {
-  const { values, positionals } = parseParsed(() => parseArgs({ args: argv, options: ROOTFS_OPTIONS, strict: true, allowPositionals: true }), MORE.rootfs)
+  const { values, positionals } = parseParsed(() => parseArgs({ args: argv, options: ROOTFS_OPTIONS, strict: true, allowPositionals: true }), 'rootfs')
   if (values.help) {
     out('stdout').write(ROOTFS_HELP)
     return 0

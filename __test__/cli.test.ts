@@ -78,6 +78,22 @@ test('run: a missing command exits 127 (126: one that cannot be run) with the fa
   t.regex(r.stderr, /^ {2}hint: /m)
 })
 
+test("an unknown option says so, names the command that takes it, or the nearest one, never parseArgs's text about positional arguments", async (t) => {
+  for (const [args, said] of [
+    [['create', '--output', '1M'], /^isolate: create: unknown option '--output' \(--output is an option of 'isolate run'\)\nRun 'isolate create --help'/],
+    [['exec', '-f', 'x', '--', 'true'], /^isolate: exec: unknown option '-f' \(-f is an option of 'isolate rm'\)/],
+    [['rm', '--json', 'x'], /^isolate: rm: unknown option '--json' \(--json is an option of 'isolate run', 'isolate rootfs unpack\/import' and 'isolate ps\/doctor'\)/],
+    [['run', '--memroy', '1M', '--', 'true'], /^isolate: run: unknown option '--memroy' \(did you mean --memory\?\)/],
+    [['run', '--nme', 'x', '--', 'true'], /^isolate: run: unknown option '--nme' \(did you mean --net\?\)/],
+    [['ps', '--all'], /^isolate: ps: unknown option '--all'\n/],
+  ] as const) {
+    const r = await cli([...args])
+    t.is(r.status, 125, args.join(' '))
+    t.regex(r.stderr, said)
+    t.notRegex(r.stderr, /positional/)
+  }
+})
+
 test('run: a missing bind source exits 125 with ENOENT', async (t) => {
   const r = await cli(['run', '--bind', '/nonexistent:/x', '--', '/bin/true'])
   t.is(r.status, 125)
