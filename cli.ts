@@ -27,7 +27,7 @@ import { loadNative } from './lib/native.js'
 import { DEFAULT_PATH } from './lib/options.js'
 import { signalNumber, type SignalName } from './lib/sandbox.js'
 import { cgroupLimitsHere, NAMESPACE_OWNER_IDS, ROOTS_OWN_UIDS, unseenAccountSources } from './lib/probe.js'
-import { ensureRuntimeDir, findSandbox, ID_RE, listSandboxes, NAME_RE, NotFoundError, RegistryError } from './lib/registry.js'
+import { EndedError, ensureRuntimeDir, existingRuntimeDir, findSandbox, forgetEnded, ID_RE, listSandboxes, NAME_RE, NotFoundError, RegistryError } from './lib/registry.js'
 
 const EXIT_TIMEOUT = 124
 const EXIT_SETUP = 125
@@ -213,6 +213,8 @@ const RM_HELP = `Usage: isolate rm [-f] ID...
 
 End each sandbox ID (or NAME) made by 'isolate create': every process in it is killed, its
 mounts and files are gone, and its keeper has exited when isolate returns. Prints each ID.
+A sandbox that has ended already (its --timeout) is gone as asked: its record of that end
+goes, and its ID is printed too.
 
 Options:
   -f, --force  an ID that does not exist (or has already ended) is not an error, and a keeper
@@ -882,10 +884,13 @@ async function create(argv: string[]): Promise<number> {
     // create takes no --output: what sandboxOptions made has no limits.outputBytes.
     const { id } = await startKeeper(CLI_FILE, { options: options as SandboxOptions, name, summary })
     if (await delivered(`${id}\n`)) return 0
-    // Nobody got its ID (isolate create | true): a sandbox nobody knows of is removed again.
+    // Nobody got its ID (isolate create | true, > /dev/full): a sandbox nobody knows of is
+    // removed again.
     const { dir, entry } = await findSandbox(id)
     await removeSandbox(dir, entry, id)
-    return EXIT_SIGPIPE
+    if (stdoutFailed === 'EPIPE') return EXIT_SIGPIPE
+    out('stderr').write(`isolate: create: the ID could not be written to stdout (${stdoutFailed ?? 'EIO'}); the sandbox was removed again\n`)
+    return EXIT_SETUP
   } catch (e) {
     if (!(e instanceof IsolateError)) throw e
     reportError(e, mountFlags)
@@ -1103,6 +1108,12 @@ async function rm(argv: string[]): Promise<number> {
         await removeSandbox(dir, entry, ref, { force: values.force === true })
         return { id: entry.id }
       } catch (e) {
+        // Ended of itself (its --timeout): gone already, as asked; its record goes too.
+        if (e instanceof EndedError) {
+          const dir = existingRuntimeDir()
+          if (dir !== undefined) forgetEnded(dir, ref)
+          return { id: e.ended.id }
+        }
         if (e instanceof NotFoundError && values.force) return {}
         if (e instanceof RegistryError) return { error: e }
         throw e

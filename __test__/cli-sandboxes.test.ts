@@ -335,8 +335,11 @@ test("a reader that goes away early: isolate exits 141 as a tool SIGPIPE ended w
   const full = await rt.shell('$ISOLATE ps --json > /dev/full; echo "status=$?" >&2')
   t.regex(full.stderr, /^isolate: cannot write to stdout \(ENOSPC\)$/m)
   t.regex(full.stderr, /^status=125$/m)
+  // create's own output: it said nothing and exited 141 as if a reader had gone.
+  const fullCreate = await rt.shell('$ISOLATE create --name full > /dev/full; echo "status=$?" >&2')
+  t.regex(fullCreate.stderr, /^isolate: create: the ID could not be written to stdout \(ENOSPC\); the sandbox was removed again\nstatus=125$/m)
   t.is((await rt.cli(['rm', id])).status, 0)
-  t.false((await rt.ps(t)).some((e) => e.name === 'gone'), 'the sandbox whose ID nobody got is gone')
+  t.false((await rt.ps(t)).some((e) => e.name === 'gone' || e.name === 'full'), 'the sandboxes whose IDs nobody got are gone')
   await rt.assertClean(t)
 })
 
@@ -477,14 +480,30 @@ test('create: refuses a runtime directory that others may use', async (t) => {
   await rt.assertClean(t)
 })
 
-test('create --timeout: the sandbox ends on its own, and its keeper and files with it', async (t) => {
+test('create --timeout: the sandbox ends on its own, and its keeper and files with it; an exec or rm after says why, and rm forgets it', async (t) => {
   const rt = runtime(t)
-  const id = await rt.create(t, ['--timeout', '3s'])
+  const id = await rt.create(t, ['--timeout', '3s', '--name', 'brief'])
   const entry = rt.entry(id)
   t.true(pidAlive(entry.pid))
   t.true(await waitUntil(() => !pidAlive(entry.keeperPid), 15_000), 'the keeper exits')
-  t.deepEqual(rt.files(), [])
+  t.deepEqual(rt.files(), [`${id}.ended`], 'a record of its end, nothing else')
   t.false(pidAlive(entry.pid))
+  for (const ref of ['brief', id]) {
+    const late = await rt.cli(['exec', ref, '--', '/bin/true'])
+    t.is(late.status, 125)
+    t.regex(late.stderr, new RegExp(`^isolate: sandbox brief \\(${id}\\) ended at \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC: its --timeout \\(3s\\) passed\n  hint: .*'isolate rm ${ref}' forgets this one`))
+  }
+  // Its keeper told to end it is said so too.
+  const told = await rt.create(t)
+  process.kill(rt.entry(told).keeperPid, 'SIGTERM')
+  t.true(await waitUntil(() => rt.files().includes(`${told}.ended`) && !rt.files().includes(`${told}.sock`), 10_000))
+  t.regex((await rt.cli(['exec', told, '--', '/bin/true'])).stderr, /: its keeper was told to end it \(SIGTERM or SIGINT\)\n/)
+  // Gone already, as rm asks: it succeeds, and the record goes.
+  const rm = await rt.cli(['rm', 'brief', told])
+  t.is(rm.status, 0, rm.stderr)
+  t.is(rm.stdout, `${id}\n${told}\n`)
+  t.deepEqual(rt.files(), [])
+  t.regex((await rt.cli(['exec', 'brief', '--', '/bin/true'])).stderr, /^isolate: no such sandbox: brief\n/)
   await rt.assertClean(t)
 })
 

@@ -22,7 +22,7 @@ import { chmodSync, rmSync } from 'node:fs'
 import { createServer, Socket, type Server } from 'node:net'
 import { createSandbox, IsolateError, type ExecOptions, type ExecProcess, type PersistentSandbox, type SandboxOptions, type SandboxResult } from '../index.js'
 import { encodeFrame, Frame, jsonFrame, onFrames } from './frames.js'
-import { claimName, ensureRuntimeDir, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, runtimeDir, sockPath, writeEntry, type SandboxEntry } from './registry.js'
+import { claimName, endedError, ensureRuntimeDir, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, runtimeDir, sockPath, writeEnded, writeEntry, type SandboxEntry } from './registry.js'
 
 /** What `create` sends the keeper on fd 3. */
 export interface KeeperSetup {
@@ -221,6 +221,7 @@ export async function runKeeper(): Promise<number> {
         process.exit(128 + (sig === 'SIGTERM' ? 15 : 2))
       }
       asked = true
+      keeper.recordEnd({ reason: 'canceled', exitCode: null, signal: null })
       void keeper.shutdown()
     })
   }
@@ -230,7 +231,10 @@ export async function runKeeper(): Promise<number> {
     process.exit(70)
   })
   void sb.wait().then(
-    () => keeper.shutdown(),
+    (result) => {
+      keeper.recordEnd(result)
+      return keeper.shutdown()
+    },
     () => keeper.shutdown(),
   )
   await keeper.done
@@ -286,6 +290,27 @@ class Keeper {
         resolve()
       })
     })
+  }
+
+  /**
+   * Leave a record of an end nobody asked for with `isolate rm` (its --timeout, its init's end, a
+   * signal to this keeper), written before the sandbox's files go: an exec or rm that comes later
+   * finds one or the other and says why, never just "no such sandbox".
+   */
+  recordEnd(result: Pick<SandboxResult, 'reason' | 'exitCode' | 'signal'>): void {
+    if (this.#closing !== undefined) return
+    try {
+      const timeoutMs = this.#setup.options.limits?.timeoutMs ?? this.#setup.options.timeoutMs
+      writeEnded(this.#dir, {
+        id: this.#sb.id,
+        ...(this.name !== undefined ? { name: this.name } : {}),
+        ended: new Date().toISOString(),
+        reason: result.reason,
+        exitCode: result.exitCode,
+        signal: result.signal,
+        ...(typeof timeoutMs === 'number' ? { timeoutMs } : {}),
+      })
+    } catch {}
   }
 
   removeFilesSync(): void {
@@ -520,7 +545,7 @@ export function connectKeeper(dir: string, id: string, ref: string): Promise<Soc
   return new Promise((resolve, reject) => {
     const s = new Socket()
     s.once('error', (e: NodeJS.ErrnoException) => {
-      reject(e.code === 'ECONNREFUSED' || e.code === 'ENOENT' ? new NotFoundError(ref, 'the sandbox has ended') : e)
+      reject(e.code === 'ECONNREFUSED' || e.code === 'ENOENT' ? endedError(dir, ref) : e)
     })
     s.connect(sockPath(dir, id), () => {
       s.removeAllListeners('error')

@@ -51,10 +51,105 @@ export class RegistryError extends Error {
 
 /** No such live sandbox (exit 125). */
 export class NotFoundError extends RegistryError {
-  constructor(readonly ref: string, detail = 'no such sandbox') {
-    super(`${detail}: ${ref}`, "'isolate ps' lists the live sandboxes")
+  constructor(readonly ref: string, detail = 'no such sandbox', told?: { message: string; hint: string }) {
+    super(told?.message ?? `${detail}: ${ref}`, told?.hint ?? "'isolate ps' lists the live sandboxes")
     this.name = 'NotFoundError'
   }
+}
+
+/**
+ * No live sandbox, but a record of its end (`<id>.ended`): it ended of itself (its --timeout, its
+ * init's end) or its keeper was told to end it, and an exec or rm that comes later says so.
+ */
+export class EndedError extends NotFoundError {
+  constructor(ref: string, readonly ended: EndedEntry) {
+    const named = ended.name !== undefined ? `${ended.name} (${ended.id})` : ended.id
+    super(ref, undefined, {
+      message: `sandbox ${named} ended at ${ended.ended.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}: ${whyEnded(ended)}`,
+      hint: `'isolate ps' lists the live sandboxes; 'isolate rm ${ref}' forgets this one`,
+    })
+    this.name = 'EndedError'
+  }
+}
+
+/** `ref`'s sandbox has just been found ended: why, when its keeper left a record of it. */
+export function endedError(dir: string, ref: string): NotFoundError {
+  const ended = findEnded(dir, ref)
+  return ended ? new EndedError(ref, ended) : new NotFoundError(ref, 'the sandbox has ended')
+}
+
+/** What a keeper leaves when its sandbox ended other than by `isolate rm`. */
+export interface EndedEntry {
+  id: string
+  name?: string
+  /** ISO 8601. */
+  ended: string
+  reason: string
+  exitCode: number | null
+  signal: string | null
+  /** Its --timeout, for the message. */
+  timeoutMs?: number
+}
+
+function whyEnded(e: EndedEntry): string {
+  switch (e.reason) {
+    case 'timeout':
+      return `its --timeout${e.timeoutMs !== undefined ? ` (${e.timeoutMs >= 1000 && e.timeoutMs % 1000 === 0 ? `${e.timeoutMs / 1000}s` : `${e.timeoutMs}ms`})` : ''} passed`
+    case 'cpu-time':
+      return 'its --cpu-time was used up'
+    case 'oom':
+      return 'its --memory limit was reached (the kernel killed its init)'
+    case 'canceled':
+      return 'its keeper was told to end it (SIGTERM or SIGINT)'
+    default:
+      return `its init ended (${e.signal ? `signal ${e.signal}` : `exit code ${e.exitCode}`})`
+  }
+}
+
+/** How long an end is remembered. */
+export const ENDED_KEPT_MS = 24 * 3600_000
+
+export const endedPath = (dir: string, id: string) => join(dir, `${id}.ended`)
+
+/** Write `<id>.ended` whole or not at all. */
+export function writeEnded(dir: string, e: EndedEntry): void {
+  const tmp = `${endedPath(dir, e.id)}.tmp`
+  writeFileSync(tmp, `${JSON.stringify(e)}\n`, { mode: 0o600 })
+  renameSync(tmp, endedPath(dir, e.id))
+}
+
+function readEnded(dir: string, file: string): EndedEntry | undefined {
+  try {
+    const e = JSON.parse(readFileSync(join(dir, file), 'utf8')) as EndedEntry
+    const ok = typeof e.id === 'string' && `${e.id}.ended` === file && typeof e.ended === 'string' && typeof e.reason === 'string' && (e.name === undefined || typeof e.name === 'string')
+    return ok ? e : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** The records of ends in `dir`; those older than ENDED_KEPT_MS (or unreadable) are removed. */
+export function endedEntries(dir: string, now = Date.now()): EndedEntry[] {
+  const fresh: EndedEntry[] = []
+  for (const f of readdirSync(dir)) {
+    if (!f.endsWith('.ended')) continue
+    const e = readEnded(dir, f)
+    if (e !== undefined && now - Date.parse(e.ended) < ENDED_KEPT_MS) fresh.push(e)
+    else rmSync(join(dir, f), { force: true })
+  }
+  return fresh
+}
+
+/** The record of `ref`'s end: an id's, or a name's latest sandbox's. */
+export function findEnded(dir: string, ref: string): EndedEntry | undefined {
+  return endedEntries(dir)
+    .filter((e) => e.id === ref || e.name === ref)
+    .sort((a, b) => b.ended.localeCompare(a.ended))[0]
+}
+
+/** `isolate rm` of an ended sandbox: its record goes (every one under that name). */
+export function forgetEnded(dir: string, ref: string): void {
+  for (const e of endedEntries(dir)) if (e.id === ref || e.name === ref) rmSync(endedPath(dir, e.id), { force: true })
 }
 
 /** `ISOLATE_RUNTIME_DIR`, else `/run/isolate` for root, else `$XDG_RUNTIME_DIR/isolate`, else `/tmp/isolate-<uid>`. */
@@ -230,6 +325,7 @@ export async function listSandboxes(dir: string | undefined = existingRuntimeDir
     const target = nameTarget(dir, name)
     if (target === undefined || !alive.has(target)) rmSync(namePath(dir, name), { force: true })
   }
+  endedEntries(dir)
   return live.sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id))
 }
 
@@ -244,10 +340,13 @@ export async function findSandbox(ref: string): Promise<{ dir: string; entry: Sa
   if (ID_RE.test(ref) && readEntry(dir, ref)) id = ref
   else if (NAME_RE.test(ref)) id = nameTarget(dir, ref)
   const entry = id === undefined ? undefined : readEntry(dir, id)
-  if (id === undefined || entry === undefined) throw new NotFoundError(ref)
+  if (id === undefined || entry === undefined) {
+    const ended = ID_RE.test(ref) || NAME_RE.test(ref) ? findEnded(dir, ref) : undefined
+    throw ended ? new EndedError(ref, ended) : new NotFoundError(ref)
+  }
   if ((await keeperState(dir, id)) === 'gone') {
     removeFiles(dir, id)
-    throw new NotFoundError(ref, 'the sandbox has ended')
+    throw endedError(dir, ref)
   }
   return { dir, entry }
 }
