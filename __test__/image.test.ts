@@ -1302,6 +1302,19 @@ test('an OCI layout packed as a tar (oci-archive, or docker save since Docker 25
   t.deepEqual(tree(join(ws, 'rootfs')), FLAT)
 })
 
+test('unpackRootfs of an image archive (docker save, an OCI layout as a tar) is refused naming importImage, and leaves no directory', async (t) => {
+  const ws = workspace(t)
+  writeFileSync(join(ws, 'saved.tar'), dockerSave({ layers: twoLayers().map((l) => ({ ...l, blob: l.tar })) }))
+  ociLayout(join(ws, 'layout'), [{ layers: twoLayers() }])
+  await output('tar', ['-cf', join(ws, 'oci.tar'), '-C', join(ws, 'layout'), '.'])
+  for (const [archive, entry] of [['saved.tar', 'manifest.json'], ['oci.tar', 'oci-layout']]) {
+    const e = await t.throwsAsync(unpackRootfs(join(ws, archive), join(ws, `${archive}.d`)), { instanceOf: IsolateError })
+    t.regex(e?.message ?? '', new RegExp(`'(\\./)?${entry}': this is an image archive \\('docker save', or an OCI layout packed as a tar\\), not a root filesystem tarball`), archive)
+    t.regex(e?.hint ?? '', /importImage \(isolate rootfs import IMAGE DIR\)/)
+    t.false(existsSync(join(ws, `${archive}.d`)), `${archive}: the directory it made is gone`)
+  }
+})
+
 test('a digest mismatch is refused before anything is written', async (t) => {
   const ws = workspace(t)
   const layers = twoLayers()
