@@ -9,13 +9,14 @@ import { poolEligible } from '../lib/pool.js'
 import { ended, helperServersOf, isHelperOf, isRoot, namespaceHolders, nodeScript, openFds, startFixture, parentOf, pidAlive, pidsInNamespace, poolReady, removeDir, root, sh, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 test('timeoutMs kills the whole sandbox, background children too', async (t) => {
-  // Long enough for a loaded machine to start the sleeps, and this test to look, before it runs out.
-  const sb = await spawnIsolated('/bin/sh', ['-c', 'sleep 100 & sleep 100 & wait'], { timeoutMs: 3000 })
+  // Long enough for a loaded machine to start the sleeps, and this test to look, before it runs
+  // out (at 3 s a loaded rootless run once found the command gone before its first look).
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'sleep 100 & sleep 100 & wait'], { timeoutMs: 6000 })
   const ns = readlinkSync(`/proc/${sb.pid}/ns/pid`)
   const init = parentOf(sb.pid)
   // The init is not dumpable, so an unprivileged caller cannot read its ns link: add it by pid.
   const inside = () => [...new Set([init, ...pidsInNamespace(ns)])]
-  t.true(await waitUntil(() => inside().length === 4, 2500), 'init, sh and two sleeps')
+  t.true(await waitUntil(() => inside().length === 4, 5000), 'init, sh and two sleeps')
   const members = inside()
   // The namespace's inode number goes to the next new one once it is freed (another test's
   // sandbox, the pool refilling): only processes made before its end can have been in it.
@@ -23,7 +24,7 @@ test('timeoutMs kills the whole sandbox, background children too', async (t) => 
   const r = await sb.wait()
   t.is(r.reason, 'timeout')
   t.is(r.signal, 'SIGKILL')
-  t.true(r.durationMs >= 3000 && r.durationMs < 8000, String(r.durationMs))
+  t.true(r.durationMs >= 6000 && r.durationMs < 11000, String(r.durationMs))
   for (const pid of members) t.false(pidAlive(pid), `pid ${pid} survived`)
   t.deepEqual(pidsInNamespace(ns).filter((p) => p <= lastPid), [])
 })
