@@ -172,8 +172,10 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
         // A plain unpack (an image's layers have their whiteouts applied, or kept as overlayfs's)
         // of an image archive would leave its manifest and layer blobs as files: nothing to run.
         if policy.whiteouts == Whiteouts::Keep && matches!(comps.as_slice(), [b"manifest.json" | b"oci-layout"]) {
-            return Err(refuse(format!("entry '{name}': this is an image archive ('docker save', or an OCI layout packed as a tar), not a root filesystem tarball"))
-                .with_hint("importImage (isolate rootfs import IMAGE DIR) turns an image into a root filesystem"));
+            return Err(refuse(format!(
+                "entry '{name}': this is an image archive ('docker save', or an OCI layout packed as a tar), not a root filesystem tarball"
+            ))
+            .with_hint("importImage (isolate rootfs import IMAGE DIR) turns an image into a root filesystem"));
         }
         let header = entry.header();
         let bad_header = |e: std::io::Error| error::io(Step::ReadArchive, &e, &name, "a corrupt header");
