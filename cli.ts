@@ -172,9 +172,10 @@ path, errno and a hint are printed on stderr) or these options are wrong.
 
 const EXEC_HELP = `Usage: isolate exec [options] ID [--] CMD [ARGS...]
 
-Run CMD inside the sandbox ID (or NAME) made by 'isolate create': same root, files, processes,
-network and limits as every other command there. Options come before ID. isolate's stdin goes to
-the command (its end too), the command's stdout and stderr to isolate's own, kept apart.
+Run CMD inside the sandbox ID (or NAME, or the start of an ID that only one ID has) made by
+'isolate create': same root, files, processes, network and limits as every other command there.
+Options come before ID. isolate's stdin goes to the command (its end too), the command's stdout
+and stderr to isolate's own, kept apart.
 
 Options:
   -t, --tty                give the command a terminal of the sandbox's own, sized as this one
@@ -211,10 +212,10 @@ Options:
 
 const RM_HELP = `Usage: isolate rm [-f] ID...
 
-End each sandbox ID (or NAME) made by 'isolate create': every process in it is killed, its
-mounts and files are gone, and its keeper has exited when isolate returns. Prints each ID.
-A sandbox that has ended already (its --timeout) is gone as asked: its record of that end
-goes, and its ID is printed too.
+End each sandbox ID (or NAME, or an ID's start) made by 'isolate create': every process in it
+is killed, its mounts and files are gone, and its keeper has exited when isolate returns. Prints
+each ID. A sandbox that has ended already (its --timeout) is gone as asked: its record of that
+end goes, and its ID is printed too.
 
 Options:
   -f, --force  an ID that does not exist (or has already ended) is not an error, and a keeper

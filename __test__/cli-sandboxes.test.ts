@@ -596,6 +596,26 @@ test('--name: exec and rm by name; a name is taken once', async (t) => {
   await rt.assertClean(t)
 })
 
+test('the start of an ID names its sandbox (exec 3f2a, as docker takes it); a start shared by two IDs is an error listing them; a name of hex letters is the name first', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t, ['--hostname', 'by-prefix'])
+  const r = await rt.cli(['exec', id.slice(0, 4), '--', '/bin/hostname'])
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'by-prefix\n')
+  // Two IDs with one start (records of keepers that never ran: only their names are looked at).
+  const other = id[0] === 'a' ? 'b' : 'a'
+  for (const fake of [`${other}bc111111111`, `${other}bc222222222`]) writeFileSync(join(rt.dir, `${fake}.json`), '{}')
+  const shared = await rt.cli(['exec', `${other}bc`, '--', '/bin/true'])
+  t.is(shared.status, 125)
+  t.regex(shared.stderr, new RegExp(`^isolate: ${other}bc starts 2 sandbox IDs: ${other}bc111111111, ${other}bc222222222\n  hint: give more of the ID, or its name\n`))
+  t.is((await rt.cli(['exec', `${other}bc1`, '--', '/bin/true'])).status, 125, 'a record without a live keeper is no sandbox')
+  const named = await rt.create(t, ['--name', id.slice(0, 3), '--hostname', 'by-name'])
+  t.is((await rt.cli(['exec', id.slice(0, 3), '--', '/bin/hostname'])).stdout, 'by-name\n')
+  const rm = await rt.cli(['rm', id.slice(0, 5), named])
+  t.is(rm.stdout, `${id}\n${named}\n`, rm.stderr)
+  await rt.assertClean(t)
+})
+
 if (!hasTmux) console.log('cli-sandboxes.test: tmux is not installed; the exec -t test cannot run without it')
 const withTmux = hasTmux ? test : test.skip
 

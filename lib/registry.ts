@@ -329,9 +329,22 @@ export async function listSandboxes(dir: string | undefined = existingRuntimeDir
   return live.sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id))
 }
 
+/** The start of an id, as `isolate exec 3f2a` takes it (docker's way). */
+const PREFIX_RE = /^[0-9a-f]{3,63}$/
+
+/** The one id `prefix` starts (undefined: none); more than one is an error listing them. */
+function idOfPrefix(dir: string, prefix: string): string | undefined {
+  const ids = readdirSync(dir)
+    .filter((f) => f.startsWith(prefix) && f.endsWith('.json'))
+    .map((f) => f.slice(0, -'.json'.length))
+    .filter((id) => ID_RE.test(id))
+  if (ids.length > 1) throw new RegistryError(`${prefix} starts ${ids.length} sandbox IDs: ${ids.sort().join(', ')}`, 'give more of the ID, or its name')
+  return ids[0]
+}
+
 /**
- * The sandbox `ref` (an id or a name) names, if its keeper lives. A stale one is cleaned up and
- * then not found.
+ * The sandbox `ref` (an id, a name, or the start of an id no name takes) names, if its keeper
+ * lives. A stale one is cleaned up and then not found.
  */
 export async function findSandbox(ref: string): Promise<{ dir: string; entry: SandboxEntry }> {
   const dir = existingRuntimeDir()
@@ -339,6 +352,7 @@ export async function findSandbox(ref: string): Promise<{ dir: string; entry: Sa
   let id: string | undefined
   if (ID_RE.test(ref) && readEntry(dir, ref)) id = ref
   else if (NAME_RE.test(ref)) id = nameTarget(dir, ref)
+  if (id === undefined && PREFIX_RE.test(ref)) id = idOfPrefix(dir, ref)
   const entry = id === undefined ? undefined : readEntry(dir, id)
   if (id === undefined || entry === undefined) {
     const ended = ID_RE.test(ref) || NAME_RE.test(ref) ? findEnded(dir, ref) : undefined
