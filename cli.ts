@@ -811,10 +811,22 @@ function exitCodeOfSetup(e: IsolateError): number {
 }
 
 /** `isolate: <message>` and the structured details, one per line. */
+/** The library's names for options, in a message or hint, as the flags that set them. */
+function inFlags(text: string, mountFlags: string[]): string {
+  const mount = (m: string, i: string, part?: string) => {
+    const flag = mountFlags[Number(i)]
+    return flag === undefined ? m : part ? `the ${part} of '${flag}'` : `'${flag}'`
+  }
+  return text
+    .replace(/\bmounts\[(\d+)\](?:\.(source|target))?/g, mount)
+    .replace(/\b(?:options\.)?(limits\.[a-zA-Z]+)/g, (m: string, key: string) => FLAG_OF[key] ?? m)
+    .replace(/\benv\.PATH\b/g, '-e PATH=...')
+}
+
 function reportError(e: IsolateError, mountFlags: string[] = []): void {
   let message = e.message
   if (e.hint && message.endsWith(` (hint: ${e.hint})`)) message = message.slice(0, -` (hint: ${e.hint})`.length)
-  const lines = [`isolate: ${message}`]
+  const lines = [`isolate: ${inFlags(message, mountFlags)}`]
   if (e.option) {
     const m = /^mounts\[(\d+)\]/.exec(e.option)
     const flag = m ? mountFlags[Number(m[1])] : FLAG_OF[e.option]
@@ -823,7 +835,7 @@ function reportError(e: IsolateError, mountFlags: string[] = []): void {
   if (e.step) lines.push(`  step: ${e.step}`)
   if (e.path) lines.push(`  path: ${e.path}`)
   if (e.errno) lines.push(`  errno: ${e.errno}`)
-  if (e.hint) lines.push(`  hint: ${e.hint}`)
+  if (e.hint) lines.push(`  hint: ${inFlags(e.hint, mountFlags)}`)
   out('stderr').write(`${printable(lines.join('\n'))}\n`)
 }
 

@@ -94,11 +94,19 @@ test("an unknown option says so, names the command that takes it, or the nearest
   }
 })
 
-test('run: a missing bind source exits 125 with ENOENT', async (t) => {
-  const r = await cli(['run', '--bind', '/nonexistent:/x', '--', '/bin/true'])
+test('run: a missing bind source exits 125 with ENOENT; messages and hints name the flags, not the library\'s options (mounts[1].source, limits.memoryBytes, env.PATH)', async (t) => {
+  const r = await cli(['run', '--tmpfs', '/scratch', '--bind', '/nonexistent:/x', '--', '/bin/true'])
   t.is(r.status, 125)
   t.regex(r.stderr, /^ {2}errno: ENOENT$/m)
   t.regex(r.stderr, /^ {2}path: \/nonexistent$/m)
+  t.regex(r.stderr, /^ {2}hint: the source of '--bind \/nonexistent:\/x' does not exist on the host; create it or fix the source of '--bind \/nonexistent:\/x'$/m)
+  const small = await cli(['run', '--memory', '1k', '--', '/bin/true'])
+  t.regex(small.stderr, /^isolate: --memory: must be at least 1 MiB/)
+  const bare = await cli(['run', '--', 'no-such-command'])
+  t.regex(bare.stderr, /^ {2}hint: .*set -e PATH=\.\.\., /m)
+  // The option line names both, on purpose.
+  const told = `${r.stderr}${small.stderr}${bare.stderr}`.split('\n').filter((l) => !l.startsWith('  option: '))
+  t.notRegex(told.join('\n'), /mounts\[|limits\.|env\.PATH/)
 })
 
 test('run: --bind is read-only by default and writable with :rw', async (t) => {
