@@ -514,7 +514,7 @@ impl Preborn {
     }
 
     /// Have the init build its root for `spec` now (not for a spec with overlays: their layers
-    /// come from this helper at the release). The root is what a sandbox started now with that
+    /// come from this helper at the release; nor for one given the host's resolv.conf). The root is what a sandbox started now with that
     /// spec would get; [`Preborn::fits`] says for which specs, and until when, it still is.
     fn build_root(mut self, spec: &Spec) -> Result<Preborn, SetupError> {
         let step = Step::MountStagingRoot;
@@ -525,7 +525,9 @@ impl Preborn {
             Some(a) => crate::plan::plan_mounts(spec, a.facts()),
             None => crate::plan::plan_mounts(spec, &crate::sandbox::gather_facts(spec)?),
         };
-        if plan.iter().any(|op| matches!(op, MountOp::Overlay { .. })) || crate::supervisor::clone_flags(spec) != self.flags {
+        // Nor one that lends a host file where its root has room: whether it has is the
+        // rootfs's say at each start (its owner may add the file), which no held object tells.
+        if plan.iter().any(|op| matches!(op, MountOp::Overlay { .. } | MountOp::HostFileIfRoom { .. })) || crate::supervisor::clone_flags(spec) != self.flags {
             return Ok(self);
         }
         let caller = Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
