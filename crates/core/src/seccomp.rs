@@ -1742,7 +1742,7 @@ fn known_name(name: &str, at: impl FnOnce() -> String) -> Result<&str, String> {
     }
     let guess = nearest_syscall_name(name).map(|n| format!(" (did you mean \"{n}\"?)")).unwrap_or_default();
     Err(format!(
-        "{}: \"{}\" is no Linux system call{guess}; names of other architectures are skipped, and names run up to Linux 7.1's rseq_slice_yield",
+        "{}: \"{}\" is no system call of any architecture libseccomp knows{guess}; names of other architectures are skipped, and names run up to Linux 7.1's rseq_slice_yield",
         at(),
         cut(name, 64).escape_debug()
     ))
@@ -2461,12 +2461,12 @@ mod tests {
             ))
         };
         let typo = deny(r#"["ptrace","mkdri"]"#);
-        assert!(typo.starts_with(r#"syscalls[1].names[1]: "mkdri" is no Linux system call (did you mean "mkdir"?)"#), "{typo}");
+        assert!(typo.starts_with(r#"syscalls[1].names[1]: "mkdri" is no system call of any architecture libseccomp knows (did you mean "mkdir"?)"#), "{typo}");
         assert!(deny(r#"["PTRACE"]"#).contains(r#"(did you mean "ptrace"?)"#));
         let far = deny(r#"["no_such_syscall"]"#);
-        assert!(far.starts_with(r#"syscalls[1].names[0]: "no_such_syscall" is no Linux system call; names of other"#), "{far}");
+        assert!(far.starts_with(r#"syscalls[1].names[0]: "no_such_syscall" is no system call of any architecture libseccomp knows; names of other"#), "{far}");
         let single = oci_err(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"name":"opn","action":"SCMP_ACT_ERRNO"}]}"#);
-        assert!(single.starts_with(r#"syscalls[0].name: "opn" is no Linux system call (did you mean "open"?)"#), "{single}");
+        assert!(single.starts_with(r#"syscalls[0].name: "opn" is no system call of any architecture libseccomp knows (did you mean "open"?)"#), "{single}");
         let long = deny(&format!(r#"["{}"]"#, "x".repeat(5000)));
         assert!(long.len() < 400 && long.contains("xxx…"), "{long}");
     }

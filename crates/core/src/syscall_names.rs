@@ -1,8 +1,9 @@
 //! Every system call name Linux has on any architecture libseccomp supports (x86, x86_64, x32,
 //! arm, aarch64, loongarch64, m68k, mips, parisc, ppc, riscv64, s390, sh), up to Linux 7.1's
 //! `rseq_slice_yield`, sorted. A seccomp profile may name calls of other architectures (Docker's
-//! does): those are skipped; a name on no list here is a mistake, most often a typo that would
-//! leave a denial silently out of the filter, and is refused.
+//! does): those are skipped; a name on no list here (a typo that would leave a denial silently
+//! out of the filter; or a call only alpha or sparc have, which no profile for libseccomp names)
+//! is refused.
 
 /// Sorted, for a binary search.
 pub const LINUX_SYSCALL_NAMES: &[&str] = &[
