@@ -504,6 +504,13 @@ test('create --timeout: the sandbox ends on its own, and its keeper and files wi
   t.is(rm.stdout, `${id}\n${told}\n`)
   t.deepEqual(rt.files(), [])
   t.regex((await rt.cli(['exec', 'brief', '--', '/bin/true'])).stderr, /^isolate: no such sandbox: brief\n/)
+  // A name taken again: the earlier sandbox's end is no longer told of it.
+  const first = await rt.create(t, ['--timeout', '1s', '--name', 'again'])
+  t.true(await waitUntil(() => rt.files().includes(`${first}.ended`) && !rt.files().includes(`${first}.sock`), 10_000))
+  const second = await rt.create(t, ['--name', 'again'])
+  t.false(rt.files().includes(`${first}.ended`), 'forgotten when the name was taken again')
+  t.is((await rt.cli(['rm', 'again'])).stdout, `${second}\n`)
+  t.regex((await rt.cli(['exec', 'again', '--', '/bin/true'])).stderr, /^isolate: no such sandbox: again\n/)
   await rt.assertClean(t)
 })
 

@@ -22,7 +22,7 @@ import { chmodSync, rmSync } from 'node:fs'
 import { createServer, Socket, type Server } from 'node:net'
 import { createSandbox, IsolateError, type ExecOptions, type ExecProcess, type PersistentSandbox, type SandboxOptions, type SandboxResult } from '../index.js'
 import { encodeFrame, Frame, jsonFrame, onFrames } from './frames.js'
-import { claimName, endedError, ensureRuntimeDir, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, runtimeDir, sockPath, writeEnded, writeEntry, type SandboxEntry } from './registry.js'
+import { claimName, endedError, ensureRuntimeDir, forgetEnded, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, runtimeDir, sockPath, writeEnded, writeEntry, type SandboxEntry } from './registry.js'
 
 /** What `create` sends the keeper on fd 3. */
 export interface KeeperSetup {
@@ -198,7 +198,11 @@ export async function runKeeper(): Promise<number> {
     await keeper.listen()
     const held = setup.name === undefined ? undefined : await claimName(dir, setup.name, sb.id)
     if (held !== undefined) throw new RegistryError(`the name ${setup.name} is taken by sandbox ${held}`, "choose another --name, or 'isolate rm' that one first")
-    if (setup.name !== undefined) keeper.name = setup.name
+    if (setup.name !== undefined) {
+      keeper.name = setup.name
+      // The name is this sandbox's now: an earlier one's end under it would be told of this one.
+      forgetEnded(dir, setup.name)
+    }
     writeEntry(dir, keeper.entry())
   } catch (e) {
     await keeper.shutdown()
