@@ -1434,7 +1434,8 @@ async function main(argv: string[]): Promise<number> {
  */
 function wantsJson(argv: string[]): boolean {
   const end = argv.indexOf('--')
-  return (end < 0 ? argv : argv.slice(0, end)).includes('--json')
+  // Only where --json is an option: `create --json` is an unknown option, told as text.
+  return ['run', 'ps', 'doctor', 'rootfs'].includes(argv[0]) && (end < 0 ? argv : argv.slice(0, end)).includes('--json')
 }
 
 function errorJson(e: unknown): Record<string, unknown> {

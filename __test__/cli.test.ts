@@ -91,6 +91,7 @@ test("an unknown option says so, names the command that takes it, or the nearest
     t.is(r.status, 125, args.join(' '))
     t.regex(r.stderr, said)
     t.notRegex(r.stderr, /positional/)
+    t.is(r.stdout, '', `${args.join(' ')}: no JSON where --json is no option`)
   }
 })
 
