@@ -810,7 +810,6 @@ function exitCodeOfSetup(e: IsolateError): number {
   return EXIT_SETUP
 }
 
-/** `isolate: <message>` and the structured details, one per line. */
 /** The library's names for options, in a message or hint, as the flags that set them. */
 function inFlags(text: string, mountFlags: string[]): string {
   const mount = (m: string, i: string, part?: string) => {
@@ -823,6 +822,7 @@ function inFlags(text: string, mountFlags: string[]): string {
     .replace(/\benv\.PATH\b/g, '-e PATH=...')
 }
 
+/** `isolate: <message>` and the structured details, one per line. */
 function reportError(e: IsolateError, mountFlags: string[] = []): void {
   let message = e.message
   if (e.hint && message.endsWith(` (hint: ${e.hint})`)) message = message.slice(0, -` (hint: ${e.hint})`.length)

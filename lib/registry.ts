@@ -325,6 +325,7 @@ export async function listSandboxes(dir: string | undefined = existingRuntimeDir
     const target = nameTarget(dir, name)
     if (target === undefined || !alive.has(target)) rmSync(namePath(dir, name), { force: true })
   }
+  // Records of ends older than a day go too.
   endedEntries(dir)
   return live.sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id))
 }
