@@ -599,13 +599,8 @@ fn open_sources(spec: &Spec, plan: &[MountOp], layers: Option<&OwnedFd>, note_he
                 }
                 sources.push(Source::Path(fd));
             }
-            MountOp::HostFileIfRoom { source, .. } => {
-                let fd = sys::open_source(source, true)?;
-                if let Some(id) = note_held.then(|| sys::FileIdentity::of_fd(&fd)).flatten() {
-                    held.push(HostObject { path: source.clone(), follow: true, id });
-                }
-                sources.push(Source::Path(fd));
-            }
+            // Never in a root built ahead (warm.rs): nothing of it is held.
+            MountOp::HostFileIfRoom { source, .. } => sources.push(Source::Path(sys::open_source(source, true)?)),
             MountOp::Overlay { lowers, layer, .. } => {
                 for lower in lowers {
                     sources.push(match trees.next() {

@@ -514,8 +514,9 @@ impl Preborn {
     }
 
     /// Have the init build its root for `spec` now (not for a spec with overlays: their layers
-    /// come from this helper at the release; nor for one given the host's resolv.conf). The root is what a sandbox started now with that
-    /// spec would get; [`Preborn::fits`] says for which specs, and until when, it still is.
+    /// come from this helper at the release; nor for one given the host's resolv.conf). The root
+    /// is what a sandbox started now with that spec would get; [`Preborn::fits`] says for which
+    /// specs, and until when, it still is.
     fn build_root(mut self, spec: &Spec) -> Result<Preborn, SetupError> {
         let step = Step::MountStagingRoot;
         // Without what its sandbox mounts at the release, which may differ from one to the next.
