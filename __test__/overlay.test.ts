@@ -59,6 +59,25 @@ test('overlay with a kept upper: a second sandbox starts from the first one\'s c
   t.regex(fresh.stdout, /No such file/)
 })
 
+test("a kept upper where an earlier sandbox put a file on a mount point's way: the next start is refused at create_mountpoint, and the hint points at the kept layer", async (t) => {
+  const dir = rootfs()
+  const upper = tempDir('isolate-upper-')
+  const work = tempDir('isolate-work-')
+  t.teardown(() => (removeDir(dir), removeDir(upper), removeDir(work)))
+  const options = { rootfs: dir, overlay: { upper }, mounts: [{ type: 'bind' as const, source: work, target: '/job/in', readonly: false }] }
+  // The mount point's parent can be renamed (only a mount point itself cannot): a file takes its name.
+  const first = await sh('mv /job /job.old && touch /job && echo ok', options)
+  t.is(first.stdout, 'ok\n', first.stderr)
+  const e = await t.throwsAsync(sh('true', options), { instanceOf: IsolateError })
+  t.deepEqual([e?.step, e?.errno, e?.path], ['create_mountpoint', 'ENOTDIR', '/job/in'])
+  t.true(e?.hint?.startsWith(`overlay.upper (${upper}) keeps what earlier sandboxes wrote to the root`), e?.hint)
+  t.regex(e?.hint ?? '', /a file or a symlink at \/job\/in or above it/)
+  // Without the kept layer the same start is told only what a mount point must be.
+  const plain = await t.throwsAsync(sh('true', { rootfs: dir, overlay: true, mounts: [{ type: 'bind', source: work, target: '/bin/sh/x' }] }), { instanceOf: IsolateError })
+  t.deepEqual([plain?.step, plain?.errno], ['create_mountpoint', 'ENOTDIR'])
+  t.false(plain?.hint?.includes('overlay.upper') ?? true, plain?.hint)
+})
+
 test('a kept upper serves one sandbox at a time: a second one while the first runs is refused, the next one after its end starts at once', async (t) => {
   const dir = rootfs()
   const upper = tempDir('isolate-upper-')

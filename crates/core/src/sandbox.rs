@@ -468,7 +468,7 @@ pub(crate) fn build_root(
                 held.push(HostObject { path: target.clone(), follow: false, id });
             }
         }
-        apply(op, &mut sources, area.as_mut(), &mut masks).map_err(|e| inside_path(e, op))?;
+        apply(op, &mut sources, area.as_mut(), &mut masks).map_err(|e| in_kept_layer(inside_path(e, op), spec))?;
     }
     if unbindable {
         sys::set_propagation(&staging, STAGING, MsFlags::MS_PRIVATE, Step::MountStagingRoot)?;
@@ -573,6 +573,24 @@ fn set_open_files_limit(limits: &crate::spec::Limits) -> sys::Result<()> {
 fn inside_path(mut e: SetupError, op: &MountOp) -> SetupError {
     if e.step != Step::BindMount && e.path.as_deref().is_some_and(|p| p.starts_with(STAGING)) {
         e.path = Some(op.target().to_owned());
+    }
+    e
+}
+
+/// A mount point of the wrong kind under a root whose upper layer is kept: most likely what an
+/// earlier sandbox left there (a file where a directory was, a symlink), which no option of this
+/// start can change, so the hint says where to look.
+fn in_kept_layer(mut e: SetupError, spec: &Spec) -> SetupError {
+    let Some(upper) = spec.overlay.as_ref().and_then(|o| o.upper.as_deref()) else { return e };
+    let wrong_kind = matches!((e.step, e.errno.as_deref()), (Step::CreateMountpoint, Some("ENOTDIR")) | (Step::BindMount, Some("ENOTDIR" | "EISDIR")));
+    if let (true, Some(path)) = (wrong_kind, e.path.as_deref()) {
+        let kept = format!(
+            "overlay.upper ({upper}) keeps what earlier sandboxes wrote to the root: one of them may have left a file or a symlink at {path} or above it; remove it from {upper}'s layers, or start from an empty directory"
+        );
+        e.hint = Some(match e.hint.take() {
+            Some(h) => format!("{kept}; else: {h}"),
+            None => kept,
+        });
     }
     e
 }
