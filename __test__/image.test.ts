@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { IsolateError, importImage, runIsolated, unpackRootfs, type ImportResult, type UnpackProgress } from '../index.js'
-import { alpineTarball, isRoot, removeDir, startFixture, tempDir, waitUntil, zombieChildren } from './helpers.js'
+import { alpineTarball, isRoot, nodeScript, removeDir, startFixture, tempDir, waitUntil, zombieChildren } from './helpers.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const haveAlpine = existsSync(alpineTarball)
@@ -573,6 +573,42 @@ test('a layers.json that an archive brought is refused, not followed: no host di
     const refused = await t.throwsAsync(runIsolated('/bin/sh', ['-c', 'cat /shadow /etc/shadow'], { rootfs: dir }), { instanceOf: IsolateError }, name)
     t.is(refused?.option, 'rootfs', name)
     t.regex(refused?.message ?? '', /refused rather than followed/, name)
+  }
+})
+
+test("a layers.json that is no small regular file is not read as one: a fifo, a symlink, a sparse file of a gigabyte neither block nor fill the caller, and the tree is read as it is", async (t) => {
+  const ws = workspace(t)
+  const dir = join(ws, 'rootfs')
+  await unpackRootfs(alpineTarball, dir)
+  // A layer of isolate-image's shape, that a followed manifest would stack as the whole root.
+  mkdirSync(join(dir, 'layers', '0'), { recursive: true })
+  writeFileSync(join(dir, 'layers', '0', 'only-in-the-layer'), 'x\n')
+  const manifest = join(ws, 'manifest.json')
+  writeFileSync(manifest, JSON.stringify({ lowerDirs: ['layers/0'] }))
+  const fifo = join(ws, 'fifo')
+  execFileSync('mkfifo', [fifo])
+  const cases: Array<[string, () => void]> = [
+    ['a symlink to a manifest', () => symlinkSync(manifest, join(dir, 'layers.json'))],
+    ['a symlink to a fifo nobody writes', () => symlinkSync(fifo, join(dir, 'layers.json'))],
+    ['a symlink to /dev/zero', () => symlinkSync('/dev/zero', join(dir, 'layers.json'))],
+    ['a fifo', () => execFileSync('mkfifo', [join(dir, 'layers.json')])],
+    ['a sparse file of 1 GiB', () => execFileSync('truncate', ['-s', '1G', join(dir, 'layers.json')])],
+  ]
+  for (const [name, make] of cases) {
+    rmSync(join(dir, 'layers.json'), { force: true })
+    make()
+    // In a process of its own: a read that blocks would stall this one, its timers included.
+    const r = await nodeScript(
+      `import { runIsolated } from './index.ts'
+       const r = await runIsolated('/bin/sh', ['-c', 'test -e /etc/alpine-release && test -e /layers/0/only-in-the-layer && echo flat'], { rootfs: ${JSON.stringify(dir)}, timeoutMs: 10000 })
+       console.log(JSON.stringify({ out: r.stdout, rss: process.memoryUsage().rss }))`,
+      30_000,
+    )
+    t.false(r.timedOut, `${name}: the start never came back`)
+    t.is(r.status, 0, `${name}: ${r.stderr}`)
+    const { out, rss } = JSON.parse(r.stdout || '{}')
+    t.is(out, 'flat\n', `${name}: the tree as it is, not stacked from layers/0`)
+    t.true(rss < 512 << 20, `${name}: the caller's RSS ${rss}`)
   }
 })
 

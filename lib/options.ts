@@ -1,5 +1,5 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
-import { fstatSync, lstatSync, readFileSync, realpathSync, statSync } from 'node:fs'
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { boundedJson, isArrayOption, JsonTooLong, optionError, ownFields, ownOptions, shown } from './errors.js'
 import { isAbortSignal } from './abort.js'
@@ -271,10 +271,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     if (dir === '/') throw optionError('rootfs', `${shown(o.rootfs)} is the host's '/', which would expose the whole host; use 'host' for a read-only view of its system directories`)
     rootfs = { kind: 'dir', path: dir }
     // An image imported as layers: stack them rather than read the directory as a tree.
-    let manifest: { lowerDirs?: unknown } | undefined
-    try {
-      manifest = JSON.parse(readFileSync(join(dir, 'layers.json'), 'utf8'))
-    } catch {}
+    const manifest = layersManifest(dir) as { lowerDirs?: unknown } | undefined
     if (manifest && Array.isArray(manifest.lowerDirs) && manifest.lowerDirs.every((d) => typeof d === 'string')) {
       rootfs = { kind: 'layers', paths: importedLayers(dir, manifest.lowerDirs as string[]) }
     }
@@ -582,6 +579,40 @@ function hostnameOption(v: unknown, uts: boolean): string {
   const name = str('hostname', v)
   if (!uts) throw optionError('hostname', 'needs the uts namespace, and namespaces.uts is false')
   return name
+}
+
+/** Far more than isolate-image writes for the most layers an overlay stacks (~500). */
+const LAYERS_JSON_MAX = 64 << 10
+
+/**
+ * `dir/layers.json` parsed, where it is what isolate-image writes: a small regular file. Anything
+ * else there (a symlink, a fifo, a device, a file too large to be one) came from somewhere else,
+ * such as an archive unpacked as a plain tree, and makes no manifest: it is not opened, or not
+ * read, since reading it here blocks the caller's thread (a fifo, /proc/self/fd/0) or fills its
+ * memory (/dev/zero, a sparse file of gigabytes).
+ */
+function layersManifest(dir: string): unknown {
+  const path = join(dir, 'layers.json')
+  if (!orElse(() => lstatSync(path).isFile(), false)) return undefined
+  let fd: number
+  try {
+    // Non-blocking and not followed: swapped for a fifo or a symlink since the lstat.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY)
+  } catch {
+    return undefined
+  }
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile() || st.size > LAYERS_JSON_MAX) return undefined
+    const buf = Buffer.alloc(LAYERS_JSON_MAX + 1)
+    let len = 0
+    for (let n; len < buf.length && (n = readSync(fd, buf, len, buf.length - len, len)) > 0; ) len += n
+    return len > LAYERS_JSON_MAX ? undefined : JSON.parse(buf.toString('utf8', 0, len))
+  } catch {
+    return undefined
+  } finally {
+    closeSync(fd)
+  }
 }
 
 /**
