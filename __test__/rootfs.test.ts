@@ -1,6 +1,6 @@
 /** A directory rootfs: the Alpine minirootfs fixture, and a tiny tree the test builds itself. */
 import test from 'ava'
-import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { configurePool, probe, runIsolated, unpackRootfs, type SpawnOptions } from '../index.js'
 import { poolEligible } from '../lib/pool.js'
@@ -123,6 +123,25 @@ alpineTest("with the host's network, a root of its own reads the host's /etc/res
   t.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!), ['none: cat: can\'t open \'/etc/resolv.conf\': No such file or directory\nok\n', 'host: cat: can\'t open \'/etc/resolv.conf\': No such file or directory\nok\n'])
 })
 if (!isRoot) console.log("rootfs.test: the overlay of a tree of root's by another caller needs root to make that caller; the root suite runs it")
+
+alpineTest("a tree whose top holds entries named as the setup's own scratch (.isolate-mask, .isolate-mask-dir, .isolate-overlay): the sandbox starts, masks hold, the entries are left out, the scratch area is never shown", async (t) => {
+  const dir = unpackAlpine()
+  const lower = tempDir('isolate-lower-')
+  t.teardown(() => (removeDir(dir), removeDir(lower)))
+  writeFileSync(join(dir, '.isolate-mask'), 'tree\n')
+  mkdirSync(join(dir, '.isolate-mask-dir'))
+  mkdirSync(join(dir, '.isolate-overlay'))
+  writeFileSync(join(dir, '.isolate-overlay', 'from-the-tree'), 'tree\n')
+  // A caller's overlay mount gives the setup its scratch area (the throw-away upper layers) too.
+  const options: SpawnOptions = { rootfs: dir, mounts: [{ type: 'overlay', source: lower, target: '/scratch' }] }
+  const r = await runIsolated('/bin/sh', ['-c', 'ls -a /; echo ---; grep -c " /proc/timer_list " /proc/self/mountinfo; echo data > /scratch/f && cat /scratch/f'], options)
+  t.is(r.exitCode, 0, r.stderr)
+  const [top, rest] = r.stdout.split('---\n')
+  for (const name of ['.isolate-mask', '.isolate-mask-dir', '.isolate-overlay']) t.false(top.split('\n').includes(name), `${name} in ${top}`)
+  t.true(top.split('\n').includes('etc'))
+  t.is(rest, '1\ndata\n', 'a mask still covers /proc/timer_list; the overlay mount works')
+  t.deepEqual(readdirSync(lower), [], 'its lower layer untouched')
+})
 
 test('a minimal rootfs built from host binaries, with a symlinked top-level entry', async (t) => {
   const dir = buildMiniRootfs()

@@ -63,6 +63,12 @@ pub const HOST_SECRETS: &[&str] = &[
 /// Top-level names of a directory rootfs that the sandbox provides itself.
 const PROVIDED: &[&str] = &["proc", "dev", "tmp", "sys"];
 
+/// Top-level names the setup makes for itself while it builds the root (the overlays' scratch
+/// area, the masks' placeholders: see crate::sandbox), removed or detached before the sandbox
+/// starts. A root entry of one of these names (an archive can bring any) would take their place,
+/// breaking every start on that tree or showing the scratch area, so it is left out of the root.
+pub(crate) const SETUP_NAMES: &[&str] = &[".isolate-overlay", ".isolate-mask", ".isolate-mask-dir"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MountFlags {
     pub nosuid: bool,
@@ -205,7 +211,7 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
         if whole_root_overlay || matches!(spec.rootfs, Rootfs::Layers { .. }) {
             break;
         }
-        if matches!(spec.rootfs, Rootfs::Dir { .. }) && PROVIDED.contains(&entry.name.as_str()) {
+        if matches!(spec.rootfs, Rootfs::Dir { .. }) && PROVIDED.contains(&entry.name.as_str()) || SETUP_NAMES.contains(&entry.name.as_str()) {
             continue;
         }
         let target = format!("/{}", entry.name);
@@ -692,6 +698,24 @@ mod tests {
         assert_eq!(ops.iter().filter(|o| o.target() == "/proc").count(), 1);
         assert!(matches!(ops.iter().find(|o| o.target() == "/proc"), Some(MountOp::Proc { .. })));
         assert!(!ops.iter().any(|o| matches!(o, MountOp::Mask { .. })), "masks are for the host's /etc only");
+    }
+
+    #[test]
+    fn a_root_entry_named_as_the_setups_own_scratch_is_left_out() {
+        for rootfs in [Rootfs::Host, Rootfs::Dir { path: "/srv/tree".into() }] {
+            let mut spec = Spec::new("/bin/sh", vec![]);
+            spec.rootfs = rootfs;
+            let mut root_entries = vec![entry("usr", EntryKind::Dir)];
+            for (i, name) in SETUP_NAMES.iter().enumerate() {
+                root_entries.push(entry(name, [EntryKind::File, EntryKind::Dir, EntryKind::Symlink("/etc".into())][i % 3].clone()));
+            }
+            let facts = HostFacts { root_entries, secrets: vec![], bind_sources: vec![], host_resolv_conf: false };
+            let ops = plan_mounts(&spec, &facts);
+            assert!(ops.iter().any(|o| o.target() == "/usr"));
+            for name in SETUP_NAMES {
+                assert!(!ops.iter().any(|o| o.target() == format!("/{name}")), "{name} in {:?}", spec.rootfs);
+            }
+        }
     }
 
     #[test]

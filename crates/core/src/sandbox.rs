@@ -22,7 +22,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 /// host's /tmp, or /) is bound while the staging tmpfs is unbindable (see [`build_root`]).
 const STAGING: &str = "/tmp";
 
-/// The throw-away upper layers' tmpfs, detached before the sandbox starts.
+/// The throw-away upper layers' tmpfs, detached before the sandbox starts. (It and the two below
+/// are in [`crate::plan::SETUP_NAMES`]: a root entry of their name is left out of the root.)
 const OVERLAY_AREA: &str = "/.isolate-overlay";
 
 /// Placeholders bound over masked files and directories; removed once every mask is in place.
@@ -1094,6 +1095,13 @@ mod tests {
         let mut spec = Spec::new("/bin/true", Vec::new());
         spec.mounts = vec![Mount::Bind { source: source.into(), target: "/data".into(), readonly: true }];
         spec
+    }
+
+    #[test]
+    fn the_setups_own_names_are_those_the_plan_leaves_out_of_the_root() {
+        for name in [OVERLAY_AREA, MASK_FILE, MASK_DIR] {
+            assert!(crate::plan::SETUP_NAMES.contains(&name.trim_start_matches('/')), "{name}");
+        }
     }
 
     #[test]
