@@ -27,7 +27,7 @@ import { loadNative } from './lib/native.js'
 import { DEFAULT_PATH } from './lib/options.js'
 import { signalNumber, type SignalName } from './lib/sandbox.js'
 import { cgroupLimitsHere, NAMESPACE_OWNER_IDS, ROOTS_OWN_UIDS, unseenAccountSources } from './lib/probe.js'
-import { EndedError, ensureRuntimeDir, existingRuntimeDir, findSandbox, forgetEnded, ID_RE, listSandboxes, NAME_RE, NotFoundError, RegistryError } from './lib/registry.js'
+import { EndedError, ensureRuntimeDir, existingRuntimeDir, findSandbox, forgetEnded, ID_RE, listSandboxes, NAME_RE, NotFoundError, PREFIX_RE, RegistryError } from './lib/registry.js'
 
 const EXIT_TIMEOUT = 124
 const EXIT_SETUP = 125
@@ -160,7 +160,8 @@ Options: those of 'isolate run' that make the sandbox (see 'isolate run --help')
   --cwd DIR (every exec's default), --uid N, --gid N,
   --timeout DURATION (how long the sandbox may live), --memory SIZE, --pids N|unlimited, --cpus N,
   --cpu-time DURATION (for everything in it, together)
-  --name NAME              a name to use instead of the ID (letters, digits, '_', '.', '-')
+  --name NAME              a name to use instead of the ID (letters, digits, '_', '.', '-';
+                           not hex digits alone, which exec and rm take for the start of an ID)
   -h, --help               show this help
 
 Sandboxes are registered in $ISOLATE_RUNTIME_DIR, else /run/isolate for root, else
@@ -873,7 +874,9 @@ async function create(argv: string[]): Promise<number> {
   const name = values.name
   if (name !== undefined) {
     if (!NAME_RE.test(name)) throw new UsageError(`--name: ${JSON.stringify(name)} is not a name; use letters, digits, '_', '.' and '-' (at most 63, not starting with '_', '.' or '-')`, MORE.create)
-    if (ID_RE.test(name)) throw new UsageError(`--name: ${JSON.stringify(name)} looks like a sandbox ID; choose a name that does not`, MORE.create)
+    // Not even a short one (3 to 5 hex digits): exec and rm take the start of an ID too, and a
+    // name gone with its sandbox would then name another sandbox whose ID starts so.
+    if (ID_RE.test(name) || PREFIX_RE.test(name)) throw new UsageError(`--name: ${JSON.stringify(name)} looks like a sandbox ID, or the start of one (which exec and rm take too); choose a name with a character other than 0-9 and a-f`, MORE.create)
   }
 
   ensureRuntimeDir()

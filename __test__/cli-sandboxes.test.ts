@@ -603,7 +603,7 @@ test('--name: exec and rm by name; a name is taken once', async (t) => {
   await rt.assertClean(t)
 })
 
-test('the start of an ID names its sandbox (exec 3f2a, as docker takes it); a start shared by two IDs is an error listing them; a name of hex letters is the name first', async (t) => {
+test('the start of an ID names its sandbox (exec 3f2a, as docker takes it); a start shared by two IDs is an error listing them; no name looks like one, and an ended name never falls through to another ID', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t, ['--hostname', 'by-prefix'])
   const r = await rt.cli(['exec', id.slice(0, 4), '--', '/bin/hostname'])
@@ -616,10 +616,26 @@ test('the start of an ID names its sandbox (exec 3f2a, as docker takes it); a st
   t.is(shared.status, 125)
   t.regex(shared.stderr, new RegExp(`^isolate: ${other}bc starts 2 sandbox IDs: ${other}bc111111111, ${other}bc222222222\n  hint: give more of the ID, or its name\n`))
   t.is((await rt.cli(['exec', `${other}bc1`, '--', '/bin/true'])).status, 125, 'a record without a live keeper is no sandbox')
-  const named = await rt.create(t, ['--name', id.slice(0, 3), '--hostname', 'by-name'])
-  t.is((await rt.cli(['exec', id.slice(0, 3), '--', '/bin/hostname'])).stdout, 'by-name\n')
-  const rm = await rt.cli(['rm', id.slice(0, 5), named])
-  t.is(rm.stdout, `${id}\n${named}\n`, rm.stderr)
+  // A name of hex digits alone would, once its sandbox ended, be the start of another's ID.
+  for (const name of [id.slice(0, 3), id.slice(0, 5), 'cafe']) {
+    const refused = await rt.cli(['create', '--name', name])
+    t.is(refused.status, 125, name)
+    t.regex(refused.stderr, new RegExp(`^isolate: --name: "${name}" looks like a sandbox ID, or the start of one \\(which exec and rm take too\\)`), name)
+  }
+  // One a version before that refusal took, whose sandbox ended (its --timeout): told so, never
+  // the sandbox whose ID starts alike.
+  const gone = `${other}${'0'.repeat(11)}`
+  writeFileSync(join(rt.dir, `${gone}.ended`), `${JSON.stringify({ id: gone, name: id.slice(0, 4), ended: new Date().toISOString(), reason: 'timeout', exitCode: null, signal: 'SIGKILL', timeoutMs: 2000 })}\n`)
+  const late = await rt.cli(['exec', id.slice(0, 4), '--', '/bin/hostname'])
+  t.is(late.status, 125)
+  t.is(late.stdout, '', 'nothing ran in the sandbox whose ID starts so')
+  t.regex(late.stderr, new RegExp(`^isolate: sandbox ${id.slice(0, 4)} \\(${gone}\\) ended at .*: its --timeout \\(2s\\) passed\n`))
+  const rmEnded = await rt.cli(['rm', id.slice(0, 4)])
+  t.is(rmEnded.stdout, `${gone}\n`, rmEnded.stderr)
+  t.true(pidAlive(rt.entry(id).pid), 'the sandbox whose ID starts so runs on')
+  const rm = await rt.cli(['rm', id.slice(0, 5)])
+  t.is(rm.stdout, `${id}\n`, rm.stderr)
+  for (const fake of [`${other}bc111111111`, `${other}bc222222222`]) rmSync(join(rt.dir, `${fake}.json`), { force: true })
   await rt.assertClean(t)
 })
 

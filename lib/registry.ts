@@ -330,8 +330,8 @@ export async function listSandboxes(dir: string | undefined = existingRuntimeDir
   return live.sort((a, b) => a.created.localeCompare(b.created) || a.id.localeCompare(b.id))
 }
 
-/** The start of an id, as `isolate exec 3f2a` takes it (docker's way). */
-const PREFIX_RE = /^[0-9a-f]{3,63}$/
+/** The start of an id, as `isolate exec 3f2a` takes it (docker's way); no name looks so. */
+export const PREFIX_RE = /^[0-9a-f]{3,63}$/
 
 /** The one id `prefix` starts (undefined: none); more than one is an error listing them. */
 function idOfPrefix(dir: string, prefix: string): string | undefined {
@@ -353,7 +353,9 @@ export async function findSandbox(ref: string): Promise<{ dir: string; entry: Sa
   let id: string | undefined
   if (ID_RE.test(ref) && readEntry(dir, ref)) id = ref
   else if (NAME_RE.test(ref)) id = nameTarget(dir, ref)
-  if (id === undefined && PREFIX_RE.test(ref)) id = idOfPrefix(dir, ref)
+  // A name of an ended sandbox stays that sandbox's (its record says how it ended), never the
+  // start of another's ID (names from before such names were refused).
+  if (id === undefined && PREFIX_RE.test(ref) && !findEnded(dir, ref)) id = idOfPrefix(dir, ref)
   const entry = id === undefined ? undefined : readEntry(dir, id)
   if (id === undefined || entry === undefined) {
     const ended = ID_RE.test(ref) || NAME_RE.test(ref) ? findEnded(dir, ref) : undefined
