@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Socket } from 'node:net'
 import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxOptions, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
-import { encodeFrame, Frame, jsonFrame, onFrames } from './lib/frames.js'
+import { encodeFrame, Frame, jsonFrame, onFrames, STDIN_WINDOW } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { loadNative } from './lib/native.js'
 import { DEFAULT_PATH } from './lib/options.js'
@@ -940,7 +940,7 @@ function planExec(argv: string[]): { ref: string; request: ExecRequest } | 'help
   const command = after[0] === '--' ? after.slice(1) : after
   if (command.length === 0) throw new UsageError('exec: no command given; use: isolate exec [options] ID -- CMD [ARGS...]', MORE.exec)
   const [file, ...args] = command
-  const request: ExecRequest = { op: 'exec', file, args }
+  const request: ExecRequest = { op: 'exec', file, args, stdinAcks: true }
   if (values.env !== undefined) request.env = parseEnv(values.env)
   if (values.cwd !== undefined) {
     if (!values.cwd.startsWith('/')) throw new UsageError(`--cwd: ${JSON.stringify(values.cwd)} must be an absolute path inside the sandbox`, MORE.exec)
@@ -1002,11 +1002,28 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
     const wasRaw = stdin.isTTY ? stdin.isRaw : false
     if (tty && stdin.isTTY) stdin.setRawMode(true)
     const restoreOutput = tty ? rawOutput() : () => {}
+    // Our stdin waits while the connection is full, and, once the keeper said it acknowledges
+    // (its START), while STDIN_WINDOW bytes are unacknowledged: a command that does not read
+    // them then holds them here, not in the keeper's reading of our signals and our end.
+    let finished = false
+    let connFull = false
+    let acks = false
+    let unacked = 0
+    const flow = () => {
+      if (finished) return
+      if (connFull || (acks && unacked >= STDIN_WINDOW)) stdin.pause()
+      else stdin.resume()
+    }
     const onData = (d: Buffer) => {
-      if (!conn.write(encodeFrame(Frame.STDIN, d))) {
-        stdin.pause()
-        conn.once('drain', () => stdin.resume())
+      unacked += d.length
+      if (!conn.write(encodeFrame(Frame.STDIN, d)) && !connFull) {
+        connFull = true
+        conn.once('drain', () => {
+          connFull = false
+          flow()
+        })
       }
+      flow()
     }
     const onEnd = () => {
       if (!conn.destroyed) conn.write(encodeFrame(Frame.STDIN_EOF))
@@ -1019,7 +1036,6 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
     }
     if (tty) process.stdout.on('resize', onResize)
 
-    let finished = false
     const finish = (outcome: { exit: ExecExit } | { error: Record<string, unknown> } | { lost: true }) => {
       if (finished) return
       finished = true
@@ -1075,6 +1091,15 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
     onFrames(conn, (type, payload) => {
       if (type === Frame.STDOUT) write(process.stdout, payload)
       else if (type === Frame.STDERR) write(process.stderr, payload)
+      else if (type === Frame.STDIN_ACK && payload.length === 4) {
+        unacked = Math.max(0, unacked - payload.readUInt32BE(0))
+        flow()
+      } else if (type === Frame.START) {
+        try {
+          acks = (JSON.parse(payload.toString('utf8')) as { stdinAcks?: unknown }).stdinAcks === true
+        } catch {}
+        flow()
+      }
       else if (type === Frame.EXIT) finish({ exit: JSON.parse(payload.toString('utf8')) as ExecExit })
       else if (type === Frame.ERROR) finish({ error: JSON.parse(payload.toString('utf8')) as Record<string, unknown> })
     })

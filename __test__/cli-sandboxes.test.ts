@@ -166,6 +166,37 @@ test('exec: a client that goes away takes its command with it, and what the comm
   await rt.assertClean(t)
 })
 
+test("exec: a command that never reads its stdin holds up neither the signals forwarded to it nor its end with its client's (the keeper never stops reading the client for stdin)", async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  // Megabytes more stdin than any pipe or socket buffer holds, and a command that reads none of it.
+  const input = 'x'.repeat(8 << 20)
+  const termed = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo ready; exec /bin/sleep 20'], { input, onStdout: { text: 'ready', then: (child) => setTimeout(() => child.kill('SIGTERM'), 300) } })
+  t.is(termed.status, 143, `SIGTERM reached the command: ${termed.stderr}`)
+  const marker = `isolate-unread-${process.pid}-${Date.now()}`
+  const killed = await rt.cli(['exec', id, '--', '/bin/sh', '-c', `echo ready; /bin/sh -c 'sleep 300; : ${marker}'`], { input, onStdout: { text: 'ready', then: (child) => setTimeout(() => child.kill('SIGKILL'), 300) } })
+  t.is(killed.signal, 'SIGKILL')
+  t.true(await waitUntil(() => hostProcessesWith(marker).length === 0, 10_000), 'the client gone, the command and its child were killed')
+  // Read, it all arrives, in order.
+  const read = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'wc -c; echo done'], { input })
+  t.is(read.stdout, `${8 << 20}\ndone\n`, read.stderr)
+  t.is((await rt.cli(['rm', id])).status, 0)
+  await rt.assertClean(t)
+})
+
+test('exec: all of the output reaches a reader slower than the pipes are large (the keeper waits on it, it does not take the wait for the end of the output)', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  const r = await rt.shell(`$ISOLATE exec ${id} -- /usr/bin/head -c 600000 /dev/zero | (sleep 1.5; wc -c)`)
+  t.is(r.stdout.trim(), '600000', r.stderr)
+  // Processes it left that write on do not keep the exec from ending.
+  const left = await rt.shell(`$ISOLATE exec ${id} -- /bin/sh -c 'yes & echo started' | (sleep 1; wc -c)`)
+  t.is(left.status, 0, left.stderr)
+  t.true(Number(left.stdout.trim()) > 0)
+  t.is((await rt.cli(['rm', id])).status, 0)
+  await rt.assertClean(t)
+})
+
 test('rm while an exec runs: the exec ends killed (137), rm returns once all is gone', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)

@@ -25,7 +25,23 @@ export const Frame = {
   ERROR: 0x15,
   /** The answer to `info` or `rm` (JSON). */
   REPLY: 0x16,
+  /**
+   * How many bytes of STDIN the command's stdin took (u32 BE), for a client whose request asked
+   * for them (`stdinAcks`): such a client keeps at most STDIN_WINDOW bytes unacknowledged, so the
+   * keeper never stops reading the connection for a command that does not read its stdin, and
+   * its signals and its end are always heard.
+   */
+  STDIN_ACK: 0x17,
 } as const
+
+/** The most stdin bytes a client sends ahead of the keeper's acknowledgements. */
+export const STDIN_WINDOW = 1 << 20
+
+export function ackFrame(bytes: number): Buffer {
+  const n = Buffer.allocUnsafe(4)
+  n.writeUInt32BE(bytes, 0)
+  return encodeFrame(Frame.STDIN_ACK, n)
+}
 
 export type FrameType = (typeof Frame)[keyof typeof Frame]
 

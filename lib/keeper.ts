@@ -21,8 +21,9 @@ import { spawn } from 'node:child_process'
 import { chmodSync, rmSync } from 'node:fs'
 import { createServer, Socket, type Server } from 'node:net'
 import { createSandbox, IsolateError, type ExecOptions, type ExecProcess, type PersistentSandbox, type SandboxOptions, type SandboxResult } from '../index.js'
-import { encodeFrame, Frame, jsonFrame, onFrames } from './frames.js'
+import { ackFrame, encodeFrame, Frame, jsonFrame, onFrames } from './frames.js'
 import { claimName, endedError, ensureRuntimeDir, forgetEnded, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, runtimeDir, sockPath, writeEnded, writeEntry, type SandboxEntry } from './registry.js'
+import { execRest } from './sandbox.js'
 
 /** What `create` sends the keeper on fd 3. */
 export interface KeeperSetup {
@@ -44,6 +45,8 @@ export interface ExecRequest {
   cwd?: string
   tty?: { rows: number; cols: number }
   timeoutMs?: number
+  /** The client waits for STDIN_ACK frames (a client from before them sends on and is paused). */
+  stdinAcks?: boolean
 }
 
 export type KeeperRequest = ExecRequest | { op: 'info' } | { op: 'rm' }
@@ -424,13 +427,20 @@ class ExecRelay {
       return
     }
     switch (type) {
-      case Frame.STDIN:
-        if (proc.stdin && !proc.stdin.destroyed && !proc.stdin.writableEnded && !proc.stdin.write(payload)) {
-          // The command reads slower than we receive: stop reading the connection meanwhile.
+      case Frame.STDIN: {
+        const stdin = proc.stdin
+        const ack = () => void (this.req.stdinAcks && this.#send(ackFrame(payload.length)))
+        if (!stdin || stdin.destroyed || stdin.writableEnded) {
+          // Nobody takes it any more: gone, as a write to a closed pipe's would be.
+          ack()
+        } else if (!stdin.write(payload, ack) && !this.req.stdinAcks) {
+          // A client that sends on regardless: stop reading it while the command catches up
+          // (which stalls its signals behind its stdin: what the acknowledgements avoid).
           this.conn.pause()
-          proc.stdin.once('drain', () => this.conn.resume())
+          stdin.once('drain', () => this.conn.resume())
         }
         break
+      }
       case Frame.STDIN_EOF:
         if (proc.stdin && !proc.stdin.destroyed) proc.stdin.end()
         break
@@ -488,18 +498,29 @@ class ExecRelay {
     this.#proc = proc
     if (clientGone) proc._killGroup()
     proc.stdin?.on('error', () => {})
-    this.#send(jsonFrame(Frame.START, { pid: proc.pid }))
+    this.#send(jsonFrame(Frame.START, { pid: proc.pid, stdinAcks: true }))
 
     // Output, in order, with backpressure from the connection.
     let lastData = Date.now()
+    /** Streams paused until the connection drains: their output waits on the client, it has not stopped. */
+    let waiting = 0
+    /** What came after the command's end, from processes it left or out of its pipes. */
+    let afterExit = 0
+    let exited = false
     const pump = (stream: NodeJS.ReadableStream | null, type: number) => {
       if (!stream) return Promise.resolve()
       return new Promise<void>((resolve) => {
         stream.on('data', (d: Buffer) => {
           lastData = Date.now()
+          if (exited) afterExit += d.length
           if (!this.#send(encodeFrame(type, d))) {
             stream.pause()
-            this.conn.once('drain', () => stream.resume())
+            waiting++
+            this.conn.once('drain', () => {
+              waiting--
+              lastData = Date.now()
+              stream.resume()
+            })
           }
         })
         stream.once('end', resolve)
@@ -522,11 +543,22 @@ class ExecRelay {
     }
     // What it wrote before it ended is still in the pipes: pass it on. Its output ends when
     // the last writer is gone; one it left in the background may hold it open, so stop once
-    // nothing has come for a while.
+    // nothing has come for a while, after 2 s, or past what its pipes could have held (as the
+    // library bounds an exec's rest). Time spent waiting on a slow client counts for none of
+    // these: what waits then is output, not silence.
+    exited = true
     let ended = false
     const quiet = new Promise<void>((resolve) => {
-      const end = Date.now() + 2000
-      const tick = () => (ended || Date.now() - lastData >= 100 || Date.now() >= end ? resolve() : setTimeout(tick, 25))
+      let flowing = 0
+      let prev = Date.now()
+      const tick = () => {
+        const now = Date.now()
+        if (waiting > 0) lastData = now
+        else flowing += now - prev
+        prev = now
+        if (ended || now - lastData >= 100 || flowing >= 2000 || afterExit > execRest()) resolve()
+        else setTimeout(tick, 25)
+      }
       tick()
     })
     await Promise.race([outputs, quiet])
