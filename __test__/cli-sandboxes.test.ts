@@ -6,13 +6,13 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import { execFile } from 'node:child_process'
-import { accessSync, chmodSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { accessSync, chmodSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { probe } from '../index.js'
 import { encodeFrame, FrameDecoder } from '../lib/frames.js'
 import { cli, cliUnderTerminal, limited, type CliOptions, type CliResult } from './cli-runner.js'
-import { driveShellInTmux, hasTmux, pidAlive, removeDir, root, waitUntil } from './helpers.js'
+import { driveShellInTmux, hasTmux, pidAlive, removeDir, root, tempDir, waitUntil } from './helpers.js'
 
 const cliPath = join(root, 'cli.ts')
 
@@ -497,6 +497,22 @@ test('create: a relative ISOLATE_RUNTIME_DIR is the one ps, exec and rm find (re
     if (removed.status !== 0) await cli(['rm', id], { env: { ...env, ISOLATE_RUNTIME_DIR: join('/', rel) } })
   }
   t.deepEqual(readdirSync(dir), [], 'nothing left in it')
+})
+
+test('create: a runtime directory that is a symlink, dangling or not, is refused naming where it points and who made it; nothing is made through it', async (t) => {
+  const rt = runtime(t)
+  const base = tempDir('isolate-rtlink-')
+  t.teardown(() => removeDir(base))
+  for (const [what, to] of [['dangling', join(base, 'nowhere', 'x')], ['to a directory', base]] as const) {
+    const link = join(base, `rt-${what.replace(/ /g, '-')}`)
+    symlinkSync(to, link)
+    const r = await cli(['create'], { env: { ...rt.env, ISOLATE_RUNTIME_DIR: link } })
+    t.is(r.status, 125, what)
+    t.regex(r.stderr, new RegExp(`^isolate: runtime directory ${link} is a symbolic link to ${to} \\(made by uid ${process.geteuid!()}\\); refusing`), what)
+  }
+  t.false(existsSync(join(base, 'nowhere')), 'nothing made through the dangling link')
+  t.deepEqual(readdirSync(base).sort(), ['rt-dangling', 'rt-to-a-directory'], 'nor through the other')
+  await rt.assertClean(t)
 })
 
 test('create: refuses a runtime directory that others may use', async (t) => {

@@ -165,7 +165,14 @@ export function runtimeDir(): string {
 /** Refuse a directory that others could read or plant sockets in. */
 function checkDir(dir: string): void {
   const st = lstatSync(dir)
-  if (st.isSymbolicLink()) throw new RegistryError(`runtime directory ${dir} is a symbolic link; refusing to use it`, 'remove it, or set ISOLATE_RUNTIME_DIR to a directory of your own with mode 0700')
+  if (st.isSymbolicLink()) {
+    let to = ''
+    try {
+      to = ` to ${readlinkSync(dir)}`
+    } catch {}
+    // Made by another user, it may be there to keep us out of /tmp/isolate-<uid>.
+    throw new RegistryError(`runtime directory ${dir} is a symbolic link${to} (made by uid ${st.uid}); refusing to use it or to make anything through it`, 'remove it, or set ISOLATE_RUNTIME_DIR to a directory of your own with mode 0700')
+  }
   if (!st.isDirectory()) throw new RegistryError(`runtime directory ${dir} is not a directory`, 'remove it, or set ISOLATE_RUNTIME_DIR to a directory of your own with mode 0700')
   const uid = process.geteuid!()
   if (st.uid !== uid) throw new RegistryError(`runtime directory ${dir} belongs to uid ${st.uid}, not to us (uid ${uid}); refusing to use it`, 'set ISOLATE_RUNTIME_DIR to a directory of your own with mode 0700')
@@ -182,10 +189,20 @@ export function ensureRuntimeDir(): string {
   if (Buffer.byteLength(longest) > SUN_PATH_MAX) {
     throw new RegistryError(`runtime directory ${dir} is too long for a unix socket path: its sockets' paths take ${Buffer.byteLength(longest)} bytes, ${SUN_PATH_MAX} at most`, 'set ISOLATE_RUNTIME_DIR to a shorter path')
   }
+  // Looked at before anything is made: mkdir would follow a symlink there (a dangling one to
+  // wherever its maker chose, or fail on it with a mere ENOENT).
+  let there = true
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 })
-  } catch (e) {
-    throw new RegistryError(`cannot create the runtime directory ${dir}: ${(e as Error).message}`, 'set ISOLATE_RUNTIME_DIR to a directory you may write')
+    lstatSync(dir)
+  } catch {
+    there = false
+  }
+  if (!there) {
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 })
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new RegistryError(`cannot create the runtime directory ${dir}: ${(e as Error).message}`, 'set ISOLATE_RUNTIME_DIR to a directory you may write')
+    }
   }
   checkDir(dir)
   return dir
