@@ -8,7 +8,8 @@
 //! dictionary by a decoder memory limit, zstd's window by its largest log).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 /// Far above what unpacking needs (a copy buffer, the names of the entries made for whiteouts:
 /// about 100 bytes per entry), far below what a host misses.
@@ -17,6 +18,22 @@ pub const BUDGET: usize = 1 << 30;
 /// The error events `end_with` writes: what `tool` would emit for a `SetupError` at read_archive.
 const OVER_BUDGET: &[u8] = b"{\"event\":\"error\",\"error\":{\"step\":\"read_archive\",\"errno\":\"ENOMEM\",\"message\":\"reading the archive would take more than the unpacker's 1 GiB of memory: a header (a GNU long name or link, a PAX record) or the list of its entries is larger than any real root filesystem's\",\"hint\":\"this archive cannot be a usable rootfs or image; make it again with ordinary tar\"}}\n";
 const NO_MEMORY: &[u8] = b"{\"event\":\"error\",\"error\":{\"step\":\"read_archive\",\"errno\":\"ENOMEM\",\"message\":\"the system gave the unpacker no more memory (within its 1 GiB budget)\",\"hint\":\"the host is short of memory, or a limit of this process (RLIMIT_AS, RLIMIT_DATA, its cgroup) is below 1 GiB\"}}\n";
+
+/// The line `tool` emits once a failed call's tree was removed.
+const EMPTIED: &[u8] = b"{\"event\":\"emptied\"}\n";
+
+/// The target directory this tool made and holds ([`empty_at_end`]): the end of the budget
+/// empties it, as a failed call's end does, so that an archive that runs the tool out of memory
+/// leaves no half-made tree behind. -1: none.
+static TARGET_MADE: AtomicI32 = AtomicI32::new(-1);
+/// Once the budget ran out: the emptying may take [`RESERVE`] more (the names it lists).
+static RESERVE_OPEN: AtomicBool = AtomicBool::new(false);
+const RESERVE: usize = 64 << 20;
+
+/// Name the target this tool made (its fd, open until the tool ends), or none any more.
+pub fn empty_at_end(dir: Option<RawFd>) {
+    TARGET_MADE.store(dir.unwrap_or(-1), Ordering::SeqCst);
+}
 
 /// The system allocator, with every live byte counted against a limit.
 pub struct Budgeted {
@@ -31,7 +48,8 @@ impl Budgeted {
 
     /// Counts `n` more bytes, or none and false when that would pass the limit.
     fn take(&self, n: usize) -> bool {
-        self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| used.checked_add(n).filter(|after| *after <= self.limit)).is_ok()
+        let limit = if RESERVE_OPEN.load(Ordering::Relaxed) { self.limit.saturating_add(RESERVE) } else { self.limit };
+        self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| used.checked_add(n).filter(|after| *after <= limit)).is_ok()
     }
 
     fn give(&self, n: usize) {
@@ -57,11 +75,28 @@ impl Budgeted {
     }
 }
 
-/// Ends the process with an error event on stdout. Allocates nothing (it runs where allocating
-/// is what failed): writes of a fixed line, then _exit with status 1, as after any error event.
-/// The tool is single-threaded and `tool::emit` writes each line whole, so this one starts a line.
+/// Ends the process with an error event on stdout, as after any error: a target this tool made
+/// is emptied first (within the reserve, once: an allocation past that too ends here again, with
+/// nothing left to empty) and `emptied` said; then a fixed line, written without allocating (it
+/// runs where allocating is what failed), and _exit with status 1. The tool is single-threaded
+/// and `tool::emit` writes each line whole, so each line here starts a line.
 fn end_with(event: &[u8]) -> ! {
-    let mut rest = event;
+    let target = TARGET_MADE.swap(-1, Ordering::SeqCst);
+    if target >= 0 {
+        RESERVE_OPEN.store(true, Ordering::SeqCst);
+        // SAFETY: registered by tool::run while it holds that directory open, for as long as it does.
+        let dir = unsafe { BorrowedFd::borrow_raw(target) };
+        if crate::tree::empty_dir(dir).is_ok() {
+            write_line(EMPTIED);
+        }
+    }
+    write_line(event);
+    // SAFETY: ends the process; never returns.
+    unsafe { libc::_exit(1) }
+}
+
+fn write_line(line: &[u8]) {
+    let mut rest = line;
     while !rest.is_empty() {
         // SAFETY: write of a live static buffer to fd 1.
         let n = unsafe { libc::write(1, rest.as_ptr().cast(), rest.len()) };
@@ -71,8 +106,6 @@ fn end_with(event: &[u8]) -> ! {
             _ => break,
         }
     }
-    // SAFETY: ends the process; never returns.
-    unsafe { libc::_exit(1) }
 }
 
 // SAFETY: every method hands the call to System unchanged; the counting only decides whether to
@@ -139,6 +172,11 @@ mod tests {
             b.dealloc(q, Layout::from_size_align(100, 8).unwrap());
         }
         assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn the_emptied_line_is_the_tool_s_own() {
+        assert_eq!(std::str::from_utf8(EMPTIED).unwrap(), format!("{}\n", serde_json::json!({ "event": "emptied" })));
     }
 
     #[test]

@@ -70,13 +70,20 @@ impl<R: Read> Counting<R> {
 /// Set by the tool's SIGTERM handler: every read of the input fails from then on.
 pub static ABORT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The abort as a read of the input reports it, for loops that make output without reading it:
+/// a sparse entry's holes, a decompressor's long runs from a few bytes (a bomb of zeros).
+pub fn check_abort() -> std::io::Result<()> {
+    if ABORT.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(std::io::Error::other("aborted"));
+    }
+    Ok(())
+}
+
 /// Counting wraps every stream of the input (an archive, a layer, an image to decompress): the
 /// one place an abort is seen by whatever reads it.
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if ABORT.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(std::io::Error::other("aborted"));
-        }
+        check_abort()?;
         let n = self.inner.read(buf)?;
         self.count.set(self.count.get() + n as u64);
         Ok(n)

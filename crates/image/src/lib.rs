@@ -252,6 +252,7 @@ fn drain(r: &mut dyn Read, name: &str, tick: &mut dyn FnMut(u64)) -> Result<()> 
     let mut buf = vec![0u8; BUF];
     let mut since = 0u64;
     loop {
+        crate::digest::check_abort().map_err(|e| error::io(Step::ReadImage, &e, name, "read"))?;
         match r.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => {

@@ -160,6 +160,7 @@ fn decompress_to_tmpfile(
     // bomb) would fill the disk before anything of it is read as an image.
     let (mut pos, mut skipped) = (0u64, false);
     loop {
+        crate::digest::check_abort().map_err(|e| error::io(Step::ReadArchive, &e, shown, "decompress the image"))?;
         let n = match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,

@@ -317,6 +317,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
             let dir = target.dir.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
             // One this call did not make keeps its own mode and times (another call's, or the caller's).
             let existing_target = !target.made;
+            crate::budget::empty_at_end(target.made.then(|| target.dir.as_raw_fd()));
             locked = Some(target);
             let confinement = confine::confine(dir.as_fd(), None, false);
             let report = crate::unpack_rootfs(
@@ -336,6 +337,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
             let target = open_target(&a.dir, true)?;
             let dir = target.dir.try_clone().map_err(|e| error::io(Step::OpenArchive, &e, &a.dir.display().to_string(), "dup"))?;
             let existing_target = !target.made;
+            crate::budget::empty_at_end(target.made.then(|| target.dir.as_raw_fd()));
             locked = Some(target);
             let is_dir = sys::fstat(input.as_fd()).map(|st| sys::is_dir(&st)).unwrap_or(false);
             let confinement = confine::confine(dir.as_fd(), is_dir.then(|| input.as_fd()), a.layout == Layout::Layers);
@@ -357,6 +359,7 @@ fn run(a: Args) -> Result<serde_json::Value, SetupError> {
             Ok(v)
         })()
     };
+    crate::budget::empty_at_end(None);
     // Written into a directory that another call's cleanup removed meanwhile (the lock was
     // taken just before), the tree would be nowhere: said, not reported done.
     let result = match (result, &locked) {

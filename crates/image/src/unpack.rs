@@ -226,6 +226,7 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
                 // not written: the file keeps its size, and the disk holds only what is data.
                 let (mut pos, mut skipped) = (0u64, false);
                 loop {
+                    crate::digest::check_abort().map_err(|e| error::io(Step::ReadArchive, &e, &name, "reading the entry's data"))?;
                     let n = match entry.read(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => n,
