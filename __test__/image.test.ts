@@ -6,7 +6,7 @@
  */
 import test, { type ExecutionContext } from 'ava'
 import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process'
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -555,6 +555,27 @@ test('an archive with no entries (an empty file, zeros) is refused, not unpacked
     t.regex(e?.message ?? '', /no archive entries/, name)
     t.regex(e?.hint ?? '', /tar archive of a root filesystem/, name)
     t.false(existsSync(join(ws, 'rootfs')), `${name}: the directory the call made is gone again`)
+  }
+})
+
+test('an archive that breaks is told as such, with a hint: cut short, random bytes (none of them quoted), an entry of a kind no rootfs has, a name longer than a file name may be', async (t) => {
+  const ws = workspace(t)
+  const common = { mode: 0o644, uid: 0, gid: 0, mtime: 0, linkname: '', devmajor: 0, devminor: 0 }
+  const whole = gzipSync(tar([{ name: 'f', data: randomBytes(200_000) }]))
+  const cases: Array<[string, Buffer, Record<string, unknown>, RegExp, RegExp]> = [
+    ['cut short', whole.subarray(0, whole.length >> 1), { step: 'read_archive' }, /incomplete|unexpected end/, /damaged or incomplete/],
+    ['random bytes', randomBytes(10_000), { step: 'read_archive', path: undefined }, /^[\x20-\x7e]*$/, /damaged or incomplete/],
+    ['a tape volume label', Buffer.concat([header({ ...common, name: 'vol', size: 0, type: 'V' }), Buffer.alloc(1024)]), { step: 'check_entry', path: 'vol' }, /a type this unpacker does not handle \('V'\)/, /no rootfs/],
+    ['a name of 300 bytes', tar([{ name: 'a'.repeat(300), data: 'x' }]), { step: 'write_entry', errno: 'ENAMETOOLONG' }, /too long/, /255 bytes per path component/],
+  ]
+  for (const [what, bytes, fields, message, hint] of cases) {
+    const file = join(ws, `${what.replace(/ /g, '-')}.tar`)
+    writeFileSync(file, bytes)
+    const e = await t.throwsAsync(unpackRootfs(file, join(ws, 'out')), { instanceOf: IsolateError }, what)
+    t.like(e, fields, what)
+    t.regex(e?.message.replace(/^cannot unpack \S+: /, '') ?? '', message, what)
+    t.regex(e?.hint ?? '', hint, what)
+    t.false(existsSync(join(ws, 'out')), what)
   }
 })
 

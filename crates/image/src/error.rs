@@ -26,10 +26,20 @@ pub fn tar_header(step: Step, e: &std::io::Error, path: &str, after: Option<&str
     err.message = match after {
         // A decoder's limit (the xz dictionary, the zstd window) is the reason, not the tar format.
         None if e.kind() == std::io::ErrorKind::OutOfMemory => crate::names::printable(&e.to_string(), 400),
-        None => format!("not a readable tar archive: its first header does not parse as a tar header ({})", crate::names::printable(&e.to_string(), 200)),
+        // The parser's reason only, before any of the header's own bytes that it quotes after a colon.
+        None => format!(
+            "not a readable tar archive: its first header does not parse as a tar header ({})",
+            crate::names::printable(reason_only(&e.to_string()), 200)
+        ),
         Some(before) => format!("{before}: {}", crate::names::printable(&e.to_string(), 200)),
     };
     err
+}
+
+/// A parser's message up to what it quotes of the input (`numeric field did not have utf-8 text:
+/// <bytes> when getting cksum for <header>`).
+fn reason_only(message: &str) -> &str {
+    message.split_once(": ").map_or(message, |(reason, _)| reason)
 }
 
 fn doing(mut e: SetupError, what: &str) -> SetupError {
@@ -48,6 +58,12 @@ mod tests {
             tar_header(Step::ReadArchive, &limit, "a.tar.xz", None).message,
             "the xz stream needs more than the 256 MiB",
             "the decoder's limit, not the format"
+        );
+        let quoted = std::io::Error::other("numeric field did not have utf-8 text: \u{fffd}\u{1}x when getting cksum for \u{fffd}\u{fffd}");
+        assert_eq!(
+            tar_header(Step::ReadArchive, &quoted, "a.tar", None).message,
+            "not a readable tar archive: its first header does not parse as a tar header (numeric field did not have utf-8 text)",
+            "none of the file's own bytes"
         );
         let bad = std::io::Error::other("failed to read entire block");
         assert_eq!(

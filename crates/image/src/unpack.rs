@@ -323,7 +323,10 @@ pub fn unpack(r: &mut dyn Read, tree: &mut Tree, policy: &Policy, stats: &mut St
                 }
             }
             other => {
-                return Err(refuse(format!("entry '{name}' has a type this unpacker does not handle ({other:?})")));
+                let byte = other.as_byte();
+                let shown = if byte.is_ascii_graphic() { format!("'{}'", byte as char) } else { format!("byte {byte}") };
+                return Err(refuse(format!("entry '{name}' has a type this unpacker does not handle ({shown})"))
+                    .with_hint("a rootfs archive holds files, directories, symlinks, hard links and (skipped or refused) special files; one with other kinds (a tape's volume label, a multi-volume part) is no rootfs: make it again with ordinary tar"));
             }
         }
         if track {
