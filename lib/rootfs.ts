@@ -434,7 +434,7 @@ function commonArgs(options: UnpackOptions): string[] {
 /**
  * Unpack the root filesystem tarball `tarball` (tar, or tar compressed with gzip, xz or zstd; told
  * by its first bytes, not its name) into `dir` (created if missing, the caller's whatever owner
- * the archive's `./` names, without group or other write; an existing tree, the caller's and
+ * the archive's `./` names, without group or other write or set-id bits; an existing tree, the caller's and
  * writable by no one else, is unpacked over, as tar would, but keeps its own owner and mode; not a
  * symlink, which is refused rather than followed; never the host's root, `/`, refused as an option). Modes, symlinks, hard links and mtimes are kept, and as root the ownership.
  *

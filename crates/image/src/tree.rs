@@ -335,8 +335,9 @@ impl Tree {
             };
             // The root, made for this tree, is still the caller's: an archive's `./` that names
             // a host account, or lets group or others write there, would give them the tree's
-            // top, where they could swap the parts a root caller's sandbox later opens.
-            let (owner, mode) = if path.is_empty() { (None, attrs.mode & !0o022) } else { (attrs.owner, attrs.mode) };
+            // top, where they could swap the parts a root caller's sandbox later opens. Nor set-id
+            // bits, which nothing unpacked keeps either.
+            let (owner, mode) = if path.is_empty() { (None, attrs.mode & !0o6022) } else { (attrs.owner, attrs.mode) };
             if let Some((uid, gid)) = owner {
                 sys::fchown(fd.as_fd(), uid, gid).map_err(sys_err("fchown"))?;
             }
