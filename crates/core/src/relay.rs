@@ -485,8 +485,15 @@ impl TtyRelay {
             let readers = self.readers.as_ref().map_or(Readers::Unknown, |(sandbox, tty)| crate::terminal_readers::look(sandbox, *tty));
             // Looks of a sandbox with many tasks cost more: they come less often.
             self.look_floor = now + Instant::now().duration_since(now) * LOOK_SHARE;
-            self.unknown_looks = if readers == Readers::Unknown { self.unknown_looks + 1 } else { 0 };
-            if readers != Readers::Unknown {
+            // More tasks than a look reads: the terminal decides from now on, without the looks
+            // in a row that would wait for each other's floor (on a loaded machine, seconds apart:
+            // `cat` after 600 background jobs heard its end only after 20 s).
+            self.unknown_looks = match readers {
+                Readers::TooMany => UNKNOWN_LOOKS,
+                Readers::Unknown => self.unknown_looks + 1,
+                _ => 0,
+            };
+            if !matches!(readers, Readers::Unknown | Readers::TooMany) {
                 // A sighting of the terminal alone holds only within one stretch of such looks.
                 self.settled = None;
             }
@@ -517,8 +524,8 @@ impl TtyRelay {
                 }
             }
             Readers::NoneWaiting => self.look_later(now),
-            Readers::Unknown if self.unknown_looks < UNKNOWN_LOOKS => self.look_at(now + END_OF_INPUT_CHECK),
-            Readers::Unknown => {
+            Readers::Unknown | Readers::TooMany if self.unknown_looks < UNKNOWN_LOOKS => self.look_at(now + END_OF_INPUT_CHECK),
+            Readers::Unknown | Readers::TooMany => {
                 let mode = t.map(|t| t.c_lflag & (libc::ICANON | libc::ISIG));
                 let seen = if unread(slave) == Some(0) { mode } else { None };
                 // The terminal's next check is timed from now, not from before a look that may

@@ -77,14 +77,16 @@ pub enum Readers {
     Waiting,
     /// Every task was seen, and none waits for the terminal.
     NoneWaiting,
-    /// Some task could not be seen (not traceable, or more tasks than a look reads).
+    /// Some task could not be seen (not traceable, gone meanwhile).
     Unknown,
+    /// More tasks than a look reads: as unknown, and likely to stay so for a while.
+    TooMany,
 }
 
-/// At most this many tasks are looked at in one look; beyond, [`Readers::Unknown`].
+/// At most this many tasks are looked at in one look; beyond, [`Readers::TooMany`].
 const MAX_TASKS: usize = 512;
 /// At most this many files are read or looked at in one look (a task's few, and each of its
-/// descriptors a wait needs); beyond, [`Readers::Unknown`].
+/// descriptors a wait needs); beyond, [`Readers::TooMany`] where the tasks alone use it up, else [`Readers::Unknown`].
 const MAX_FILES: usize = 4096;
 /// At most this many entries of one poll array or descriptors of one select set are looked at;
 /// beyond, unknown.
@@ -104,7 +106,7 @@ pub fn look(sandbox: &Sandbox, tty: Terminal) -> Readers {
         for tid in tasks.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
             seen += 1;
             if seen > MAX_TASKS || !budget.take(3) {
-                return Readers::Unknown;
+                return Readers::TooMany;
             }
             let dir = format!("/proc/{pid}/task/{tid}");
             match read_small(&format!("{dir}/children")) {
