@@ -5,7 +5,7 @@
  * sandbox, no file.
  */
 import test, { type ExecutionContext } from 'ava'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { accessSync, chmodSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
@@ -193,6 +193,30 @@ test('exec: all of the output reaches a reader slower than the pipes are large (
   const left = await rt.shell(`$ISOLATE exec ${id} -- /bin/sh -c 'yes & echo started' | (sleep 1; wc -c)`)
   t.is(left.status, 0, left.stderr)
   t.true(Number(left.stdout.trim()) > 0)
+  t.is((await rt.cli(['rm', id])).status, 0)
+  await rt.assertClean(t)
+})
+
+test("exec: a client killed while the command's output waits on it: the keeper lets go of that exec (its pipes, its connection) as it does for any other end", async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  const keeper = rt.entry(id).keeperPid
+  const fds = () => readdirSync(`/proc/${keeper}/fd`).length
+  const before = fds()
+  // Its stdout is never read: the keeper's output for it waits for the connection to drain.
+  const client = spawn(process.execPath, ['--import=tsx', cliPath, 'exec', id, '--', '/usr/bin/head', '-c', '20000000', '/dev/zero'], { cwd: root, env: rt.env, stdio: ['ignore', 'pipe', 'ignore'] })
+  client.stdout!.pause()
+  t.true(await waitUntil(() => fds() > before, 10_000), 'the exec runs')
+  await new Promise((r) => setTimeout(r, 1000))
+  client.kill('SIGKILL')
+  await new Promise((r) => client.once('close', r))
+  t.true(await waitUntil(() => fds() <= before, 10_000), `the keeper holds ${fds()} descriptors, ${before} before the exec`)
+  // And nothing of it goes on waking the keeper (a wait for output for no one ran every 25 ms).
+  const wakeups = () => readdirSync(`/proc/${keeper}/task`).reduce((n, tid) => n + Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/${keeper}/task/${tid}/status`, 'utf8'))?.[1] ?? 0), 0)
+  await new Promise((r) => setTimeout(r, 500))
+  const w0 = wakeups()
+  await new Promise((r) => setTimeout(r, 2000))
+  t.true(wakeups() - w0 < 20, `the idle keeper woke ${wakeups() - w0} times in 2 s`)
   t.is((await rt.cli(['rm', id])).status, 0)
   await rt.assertClean(t)
 })
@@ -626,10 +650,13 @@ test('ps: a keeper that was killed is pruned (its sandbox ended with it)', async
   t.true(await waitUntil(() => !pidAlive(entry.keeperPid), 5000))
   t.true(existsSync(join(rt.dir, `${id}.json`)), 'a keeper killed outright cannot clean up')
   t.deepEqual(await rt.ps(t), [])
-  t.deepEqual(rt.files(), [])
+  t.deepEqual(rt.files(), [`${id}.ended`], 'its files went, and a record of its end came')
   t.true(await waitUntil(() => !pidAlive(entry.pid), 5000), 'the sandbox ended with its keeper')
   const exec = await rt.cli(['exec', id, '--', '/bin/true'])
   t.is(exec.status, 125)
+  t.regex(exec.stderr, new RegExp(`^isolate: sandbox ${id} ended at .*: its keeper was found gone then, without a word \\(killed\\?\\)`))
+  t.is((await rt.cli(['rm', id])).stdout, `${id}\n`)
+  t.deepEqual(rt.files(), [])
   await rt.assertClean(t)
 })
 
@@ -679,6 +706,19 @@ test('the start of an ID names its sandbox (exec 3f2a, as docker takes it); a st
   t.regex(late.stderr, new RegExp(`^isolate: sandbox ${id.slice(0, 4)} \\(${gone}\\) ended at .*: its --timeout \\(2s\\) passed\n`))
   const rmEnded = await rt.cli(['rm', id.slice(0, 4)])
   t.is(rmEnded.stdout, `${gone}\n`, rmEnded.stderr)
+  // Such a sandbox whose keeper was killed (it left its files, no record of its end): found gone
+  // once, its end is recorded, and the name is still its own after.
+  const killed = `${other}${'1'.repeat(11)}`
+  const legacy = id.slice(0, 3)
+  writeFileSync(join(rt.dir, `${killed}.json`), JSON.stringify({ ...rt.entry(id), id: killed, name: legacy }))
+  symlinkSync(killed, join(rt.dir, `${legacy}.name`))
+  for (const look of [1, 2]) {
+    const r = await rt.cli(['exec', legacy, '--', '/bin/hostname'])
+    t.is(r.status, 125, `look ${look}`)
+    t.is(r.stdout, '', `look ${look}: nothing ran in the sandbox whose ID starts so`)
+    t.regex(r.stderr, new RegExp(`^isolate: sandbox ${legacy} \\(${killed}\\) ended at .*: its keeper was found gone then`), `look ${look}`)
+  }
+  t.is((await rt.cli(['rm', legacy])).stdout, `${killed}\n`)
   t.true(pidAlive(rt.entry(id).pid), 'the sandbox whose ID starts so runs on')
   const rm = await rt.cli(['rm', id.slice(0, 5)])
   t.is(rm.stdout, `${id}\n`, rm.stderr)

@@ -556,7 +556,8 @@ class ExecRelay {
         if (waiting > 0) lastData = now
         else flowing += now - prev
         prev = now
-        if (ended || now - lastData >= 100 || flowing >= 2000 || afterExit > execRest()) resolve()
+        // A client gone meanwhile drains nothing any more: what waits for it waits for no one.
+        if (ended || this.conn.destroyed || now - lastData >= 100 || flowing >= 2000 || afterExit > execRest()) resolve()
         else setTimeout(tick, 25)
       }
       tick()

@@ -101,6 +101,8 @@ function whyEnded(e: EndedEntry): string {
       return 'its --memory limit was reached (the kernel killed its init)'
     case 'canceled':
       return 'its keeper was told to end it (SIGTERM or SIGINT)'
+    case 'keeper-gone':
+      return 'its keeper was found gone then, without a word (killed?), and the sandbox with it'
     default:
       return `its init ended (${e.signal ? `signal ${e.signal}` : `exit code ${e.exitCode}`})`
   }
@@ -302,6 +304,21 @@ export function keeperState(dir: string, id: string, timeoutMs = 2000): Promise<
   })
 }
 
+/**
+ * A sandbox whose keeper was found gone without a word (killed: it records every other end
+ * itself): its end is recorded as any other's, so that an exec or rm after is told, and its name
+ * stays its own for as long (never taken for the start of another's ID); then its files go.
+ */
+function forgetGone(dir: string, id: string): void {
+  const entry = readEntry(dir, id)
+  if (entry && !findEnded(dir, id)) {
+    try {
+      writeEnded(dir, { id, ...(entry.name ? { name: entry.name } : {}), ended: new Date().toISOString(), reason: 'keeper-gone', exitCode: null, signal: null })
+    } catch {}
+  }
+  removeFiles(dir, id)
+}
+
 /** Every file a sandbox left, for one whose keeper is gone. */
 export function removeFiles(dir: string, id: string): void {
   const entry = readEntry(dir, id)
@@ -330,7 +347,7 @@ export async function listSandboxes(dir: string | undefined = existingRuntimeDir
   const alive = new Set<string>()
   for (const [id, state] of states) {
     if (state === 'gone') {
-      removeFiles(dir, id)
+      forgetGone(dir, id)
       continue
     }
     alive.add(id)
@@ -371,7 +388,8 @@ export async function findSandbox(ref: string): Promise<{ dir: string; entry: Sa
   if (ID_RE.test(ref) && readEntry(dir, ref)) id = ref
   else if (NAME_RE.test(ref)) id = nameTarget(dir, ref)
   // A name of an ended sandbox stays that sandbox's (its record says how it ended), never the
-  // start of another's ID (names from before such names were refused).
+  // start of another's ID (names from before such names were refused; a day after its end,
+  // when its record goes, such a name could be taken so again).
   if (id === undefined && PREFIX_RE.test(ref) && !findEnded(dir, ref)) id = idOfPrefix(dir, ref)
   const entry = id === undefined ? undefined : readEntry(dir, id)
   if (id === undefined || entry === undefined) {
@@ -379,7 +397,7 @@ export async function findSandbox(ref: string): Promise<{ dir: string; entry: Sa
     throw ended ? new EndedError(ref, ended) : new NotFoundError(ref)
   }
   if ((await keeperState(dir, id)) === 'gone') {
-    removeFiles(dir, id)
+    forgetGone(dir, id)
     throw endedError(dir, ref)
   }
   return { dir, entry }
