@@ -190,6 +190,12 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         if RESERVED_TARGETS.contains(&norm) || norm.starts_with("/proc/") || norm.starts_with("/dev/") {
             return Err(bad(format!("{opt}.target"), format!("{target} is provided by the sandbox itself and cannot be mounted over")));
         }
+        if crate::plan::SETUP_NAMES.iter().any(|n| norm.strip_prefix('/').is_some_and(|rest| rest == *n || rest.starts_with(&format!("{n}/")))) {
+            return Err(bad(
+                format!("{opt}.target"),
+                format!("{target} is a name the sandbox's setup uses for itself while it builds the root; mount elsewhere"),
+            ));
+        }
         if targets.contains(&norm) {
             return Err(bad(format!("{opt}.target"), format!("{target} is the target of an earlier mount")));
         }
@@ -410,6 +416,20 @@ mod tests {
             let only_root = if crate::probe::is_root() { "user" } else { "namespaces.user" };
             assert_eq!(validate(&s).unwrap_err().option, only_root);
         }
+    }
+
+    #[test]
+    fn the_setups_own_names_are_no_mount_targets() {
+        for t in ["/.isolate-overlay", "/.isolate-mask", "/.isolate-mask-dir/x", "/.isolate-overlay/"] {
+            let mut s = Spec::new("/bin/true", vec![]);
+            s.mounts.push(Mount::Tmpfs { target: t.into(), size_bytes: None, mode: None });
+            let e = validate(&s).unwrap_err();
+            assert_eq!(e.option, "mounts[0].target", "{t}");
+            assert!(e.message.contains("the sandbox's setup uses for itself"), "{t}: {}", e.message);
+        }
+        let mut s = Spec::new("/bin/true", vec![]);
+        s.mounts.push(Mount::Tmpfs { target: "/.isolate-masks".into(), size_bytes: None, mode: None });
+        assert!(validate(&s).is_ok(), "a name that only starts like one");
     }
 
     #[test]
