@@ -86,7 +86,7 @@ pub enum Readers {
 /// At most this many tasks are looked at in one look; beyond, [`Readers::TooMany`].
 const MAX_TASKS: usize = 512;
 /// At most this many files are read or looked at in one look (a task's few, and each of its
-/// descriptors a wait needs); beyond, [`Readers::TooMany`] where the tasks alone use it up, else [`Readers::Unknown`].
+/// descriptors a wait needs); beyond, [`Readers::Unknown`].
 const MAX_FILES: usize = 4096;
 /// At most this many entries of one poll array or descriptors of one select set are looked at;
 /// beyond, unknown.
@@ -105,8 +105,11 @@ pub fn look(sandbox: &Sandbox, tty: Terminal) -> Readers {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
         for tid in tasks.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
             seen += 1;
-            if seen > MAX_TASKS || !budget.take(3) {
+            if seen > MAX_TASKS {
                 return Readers::TooMany;
+            }
+            if !budget.take(3) {
+                return Readers::Unknown;
             }
             let dir = format!("/proc/{pid}/task/{tid}");
             match read_small(&format!("{dir}/children")) {
