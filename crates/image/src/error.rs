@@ -14,7 +14,14 @@ pub fn sys(step: Step, errno: nix::errno::Errno, path: &str, what: &str) -> Setu
 /// An I/O error from a reader (the decompressors and the tar parser report through io::Error)
 /// on `path` while doing `what`.
 pub fn io(step: Step, e: &std::io::Error, path: &str, what: &str) -> SetupError {
-    doing(SetupError::io(step, e, Some(path)), what)
+    let err = doing(SetupError::io(step, e, Some(path)), what);
+    if e.kind() == std::io::ErrorKind::OutOfMemory {
+        // A decoder's limit (crate::compress): the archive is sound, its compression too greedy.
+        return err.with_hint(
+            "the unpacker bounds its decoders' memory, so that a small archive cannot take the host's: compress it again with ordinary settings (xz -9 or less, zstd without --long above 27)",
+        );
+    }
+    err
 }
 
 /// The tar reader failed at a header, after `after` (what was read before: None for the first
@@ -54,11 +61,9 @@ mod tests {
     #[test]
     fn a_first_header_that_does_not_parse_says_why() {
         let limit = std::io::Error::new(std::io::ErrorKind::OutOfMemory, "the xz stream needs more than the 256 MiB");
-        assert_eq!(
-            tar_header(Step::ReadArchive, &limit, "a.tar.xz", None).message,
-            "the xz stream needs more than the 256 MiB",
-            "the decoder's limit, not the format"
-        );
+        let e = tar_header(Step::ReadArchive, &limit, "a.tar.xz", None);
+        assert_eq!(e.message, "the xz stream needs more than the 256 MiB", "the decoder's limit, not the format");
+        assert!(e.hint.is_some_and(|h| h.contains("compress it again")), "a hint of its own, not a damaged archive's");
         let quoted = std::io::Error::other("numeric field did not have utf-8 text: \u{fffd}\u{1}x when getting cksum for \u{fffd}\u{fffd}");
         assert_eq!(
             tar_header(Step::ReadArchive, &quoted, "a.tar", None).message,
