@@ -1088,18 +1088,22 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
         })
       }
     }
+    const started = (payload: Buffer) => {
+      try {
+        acks = (JSON.parse(payload.toString('utf8')) as { stdinAcks?: unknown }).stdinAcks === true
+      } catch {}
+      flow()
+    }
+    const acknowledged = (payload: Buffer) => {
+      if (payload.length !== 4) return
+      unacked = Math.max(0, unacked - payload.readUInt32BE(0))
+      flow()
+    }
     onFrames(conn, (type, payload) => {
       if (type === Frame.STDOUT) write(process.stdout, payload)
       else if (type === Frame.STDERR) write(process.stderr, payload)
-      else if (type === Frame.STDIN_ACK && payload.length === 4) {
-        unacked = Math.max(0, unacked - payload.readUInt32BE(0))
-        flow()
-      } else if (type === Frame.START) {
-        try {
-          acks = (JSON.parse(payload.toString('utf8')) as { stdinAcks?: unknown }).stdinAcks === true
-        } catch {}
-        flow()
-      }
+      else if (type === Frame.STDIN_ACK) acknowledged(payload)
+      else if (type === Frame.START) started(payload)
       else if (type === Frame.EXIT) finish({ exit: JSON.parse(payload.toString('utf8')) as ExecExit })
       else if (type === Frame.ERROR) finish({ error: JSON.parse(payload.toString('utf8')) as Record<string, unknown> })
     })

@@ -211,7 +211,7 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
         if whole_root_overlay || matches!(spec.rootfs, Rootfs::Layers { .. }) {
             break;
         }
-        if matches!(spec.rootfs, Rootfs::Dir { .. }) && PROVIDED.contains(&entry.name.as_str()) || SETUP_NAMES.contains(&entry.name.as_str()) {
+        if (matches!(spec.rootfs, Rootfs::Dir { .. }) && PROVIDED.contains(&entry.name.as_str())) || SETUP_NAMES.contains(&entry.name.as_str()) {
             continue;
         }
         let target = format!("/{}", entry.name);
