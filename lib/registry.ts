@@ -390,10 +390,12 @@ export async function findSandbox(ref: string): Promise<{ dir: string; entry: Sa
   // A name of an ended sandbox stays that sandbox's (its record says how it ended), never the
   // start of another's ID (names from before such names were refused; a day after its end,
   // when its record goes, such a name could be taken so again).
-  if (id === undefined && PREFIX_RE.test(ref) && !findEnded(dir, ref)) id = idOfPrefix(dir, ref)
+  let ended = id === undefined ? findEnded(dir, ref) : undefined
+  if (id === undefined && ended === undefined && PREFIX_RE.test(ref)) id = idOfPrefix(dir, ref)
   const entry = id === undefined ? undefined : readEntry(dir, id)
   if (id === undefined || entry === undefined) {
-    const ended = ID_RE.test(ref) || NAME_RE.test(ref) ? findEnded(dir, ref) : undefined
+    // A name whose sandbox's files went as this looked (its keeper ending it): its record came first.
+    ended ??= findEnded(dir, ref)
     throw ended ? new EndedError(ref, ended) : new NotFoundError(ref)
   }
   if ((await keeperState(dir, id)) === 'gone') {

@@ -297,6 +297,10 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
             "no room for one more process: a process limit of the caller was reached (the pids \
              limit of its own cgroup, RLIMIT_NPROC, kernel.threads-max): start fewer sandboxes at once"
         }
+        (Step::WriteEntry, Errno::ENAMETOOLONG) => {
+            "a name in the archive is longer than a file name may be here (255 bytes per path \
+             component): such an entry cannot be unpacked; make the archive without it"
+        }
         (Step::Chdir, Errno::ENOENT) => "the cwd does not exist inside the sandbox",
         (Step::Chdir, Errno::EACCES) => {
             "the sandbox's user may not enter the cwd or a directory above it: a bind keeps its \

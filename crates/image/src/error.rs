@@ -15,13 +15,17 @@ pub fn sys(step: Step, errno: nix::errno::Errno, path: &str, what: &str) -> Setu
 /// on `path` while doing `what`.
 pub fn io(step: Step, e: &std::io::Error, path: &str, what: &str) -> SetupError {
     let err = doing(SetupError::io(step, e, Some(path)), what);
-    if e.kind() == std::io::ErrorKind::OutOfMemory {
+    match (step, e.kind(), e.raw_os_error()) {
         // A decoder's limit (crate::compress): the archive is sound, its compression too greedy.
-        return err.with_hint(
+        (_, std::io::ErrorKind::OutOfMemory, _) => err.with_hint(
             "the unpacker bounds its decoders' memory, so that a small archive cannot take the host's: compress it again with ordinary settings (xz -9 or less, zstd without --long above 27)",
-        );
+        ),
+        // The format's own errors (the system's carry an errno, and their hints by it).
+        (Step::ReadArchive, _, None) => err.with_hint(
+            "the archive is damaged or incomplete (a download cut short?), or not a tar archive at all: `tar -tvf` on it shows where it breaks; fetch or make it again",
+        ),
+        _ => err,
     }
-    err
 }
 
 /// The tar reader failed at a header, after `after` (what was read before: None for the first
@@ -71,10 +75,9 @@ mod tests {
             "none of the file's own bytes"
         );
         let bad = std::io::Error::other("failed to read entire block");
-        assert_eq!(
-            tar_header(Step::ReadArchive, &bad, "a.tar", None).message,
-            "not a readable tar archive: its first header does not parse as a tar header (failed to read entire block)"
-        );
+        let e = tar_header(Step::ReadArchive, &bad, "a.tar", None);
+        assert_eq!(e.message, "not a readable tar archive: its first header does not parse as a tar header (failed to read entire block)");
+        assert!(e.hint.is_some_and(|h| h.contains("damaged or incomplete")));
     }
 
     #[test]

@@ -415,25 +415,6 @@ fn abort_on_sigterm() {
     }
 }
 
-/// What to do about the failures that come from the archive itself, where the step that failed
-/// gave no hint of its own.
-fn with_hint_for(e: &mut SetupError) {
-    if e.hint.is_some() {
-        return;
-    }
-    let hint = match (e.step, e.errno.as_deref()) {
-        // The format's own errors, not the system's (those carry an errno).
-        (Step::ReadArchive, None) => {
-            "the archive is damaged or incomplete (a download cut short?), or not a tar archive at all: `tar -tvf` on it shows where it breaks; fetch or make it again"
-        }
-        (Step::WriteEntry | Step::CheckEntry, Some("ENAMETOOLONG")) => {
-            "a name in the archive is longer than a file name may be here (255 bytes per path component): such an entry cannot be unpacked; make the archive without it"
-        }
-        _ => return,
-    };
-    e.hint = Some(hint.to_owned());
-}
-
 /// The whole program; returns the exit status.
 pub fn main(argv: Vec<String>) -> i32 {
     // Only the stdio the addon gave: a descriptor Node inherited without close-on-exec (a
@@ -458,7 +439,6 @@ pub fn main(argv: Vec<String>) -> i32 {
             0
         }
         Err(mut e) => {
-            with_hint_for(&mut e);
             // An archive's or an image's own strings (an entry's name, a tag, a digest) may be
             // quoted in it, on their way to a terminal or a log: escaped here, once for all.
             fn shown(text: &str) -> String {
