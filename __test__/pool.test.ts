@@ -197,6 +197,19 @@ test.serial('each sandbox gets a helper of its own; with a pool a warm one, neve
   }
 })
 
+// Rootless, the init must be ranked before it enters its mapped ids (its root built ahead): its
+// /proc files are root's after that, which its helper may not write.
+;(pooled ? test.serial : test.skip)("an init made ahead, its root built, is first in the OOM killer's line as a cold one is", async (t) => {
+  const adj = await untilQuietMounts(async () => {
+    t.true(await poolBuiltFor({ limits: LIMITS }, '/proc/sys'), 'two inits made ahead, their roots built')
+    return startFromPool('cat /proc/self/oom_score_adj', { limits: LIMITS })
+  }, (r) => r.took)
+  t.true(adj.took, 'it took an init made ahead')
+  t.is(adj.code, 0)
+  t.is(adj.out, '1000\n')
+  for (const p of initsAheadOf(process.pid)) t.is(readFileSync(`/proc/${p}/oom_score_adj`, 'utf8'), '1000\n', `init ${p}, made ahead`)
+})
+
 poolTest('a spec too large for a warm helper starts cold; the warm helper taken for it goes, nothing is left', async (t) => {
   await runIsolated('/bin/true', [], { limits: LIMITS })
   const ready = () => warmHelpersOf(process.pid).helpers.filter((p) => ![5, -1].includes(schedPolicy(p)))

@@ -89,6 +89,14 @@ export interface HostProbe {
    * checked against /etc/passwd, /etc/group and the ranges only: see {@link unseenAccountSources}.
    */
   sandboxIdsRootsOwn: boolean
+  /**
+   * A sandbox's processes are the first the kernel's OOM killer takes when the host runs out of
+   * memory (their `oom_score_adj` is 1000). True where that is also their floor:
+   * this process holds CAP_SYS_RESOURCE (root, as usual), so the sandbox cannot lower it. False
+   * (an ordinary user; a root without that capability): the sandbox may lower it back as far as
+   * this process's own.
+   */
+  oomFloorHeld: boolean
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */
   attempt: { userNamespace: string | null; allNamespaces: string | null }
   /** Where the native addon and helper were loaded from. */

@@ -73,6 +73,8 @@ steps! {
     Supervise => "supervise",
     /// A warm helper's scheduling policy: idle while it prepares, the default once it serves.
     SetPriority => "set_priority",
+    /// The init's place in the OOM killer's line (oom_score_adj), set by the helper.
+    RankForOomKiller => "rank_for_oom_killer",
     // The image unpacker's steps.
     /// Opening the archive or image, or the target directory.
     OpenArchive => "open_archive",

@@ -327,7 +327,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
                     fds.extend(trees.iter().map(AsRawFd::as_raw_fd));
                     // Released before it is handed the spec (its id maps are written already):
                     // it finds its go waiting and runs through its setup without a round trip.
-                    let how = Release { limits: cgroup.as_ref().map(|cg| (&host, cg)), write_maps: false, attach_to: None };
+                    let how = Release { limits: cgroup.as_ref().map(|cg| (&host, cg)), write_maps: false, rank_for_oom: false, attach_to: None };
                     release(spec, &plan, caller, p.pid(), &how, layers.as_ref().map(|(ours, _)| ours), &go_w)?;
                     released_early = true;
                     // The zygote, unused, is killed now and reaped once the init is on its way:
@@ -389,6 +389,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
         let how = Release {
             limits: limits_host.as_ref().zip(cgroup.as_ref()),
             write_maps: spec.namespaces.user,
+            rank_for_oom: true,
             attach_to: cgroup.as_ref().filter(|_| !born_in_cgroup),
         };
         release(spec, &plan, caller, init, &how, layers.as_ref(), &go_w)
@@ -423,10 +424,12 @@ fn hold_mount_namespace(plan: &[crate::plan::MountOp], init: Pid) -> Option<Owne
 }
 
 /// What releasing a new init involves besides its go: a warm helper's cgroup limits (written
-/// once the spec is known), its id maps, its move into its cgroup (unless it was born there).
+/// once the spec is known), its id maps and its place for the OOM killer (an init made ahead got
+/// both before it changed its ids), its move into its cgroup (unless it was born there).
 struct Release<'a> {
     limits: Option<(&'a crate::cgroup::CgroupHost, &'a SandboxCgroup)>,
     write_maps: bool,
+    rank_for_oom: bool,
     attach_to: Option<&'a SandboxCgroup>,
 }
 
@@ -451,6 +454,10 @@ fn release(
         // Read once per process, before any helper was forked (see sandbox_host_ids): only
         // sandboxes that map ids need them, so only those fail when there are none.
         write_id_maps(init, &plan_id_maps(spec.user, caller, sandbox_host_ids(caller)?))?;
+    }
+    // While the init still has the ids it was born with, which own its /proc files.
+    if how.rank_for_oom {
+        crate::sys::rank_first_for_oom_killer(init.as_raw())?;
     }
     if let Some(sock) = layers {
         send_idmapped_layers(init, plan, sock)?;

@@ -1403,6 +1403,22 @@ pub fn set_nice(pid: i32, nice: i32) -> Result<()> {
     Ok(())
 }
 
+/// What a sandbox's init is given as its `oom_score_adj`: the most, as Kubernetes gives a pod
+/// without memory requests. See [`rank_first_for_oom_killer`].
+pub const OOM_SCORE_ADJ: i32 = 1000;
+
+/// Put `pid` (a sandbox's init, before it runs anything of the sandbox's) first in line for the
+/// kernel's OOM killer; its processes inherit the place. Without `limits.memoryBytes` a sandbox
+/// can hold memory no process owns (its tmpfs files: half the host's memory each by default),
+/// which an OOM kill of any other process would not free, while the kill of its own processes
+/// ends the sandbox and frees it. Written by a holder of CAP_SYS_RESOURCE (a root helper), the
+/// value is also the least the sandbox may set (`oom_score_adj_min`); otherwise it may lower it
+/// back to its caller's own.
+pub fn rank_first_for_oom_killer(pid: i32) -> Result<()> {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    std::fs::write(&path, OOM_SCORE_ADJ.to_string()).map_err(|e| SetupError::sys(Step::RankForOomKiller, e.raw_os_error().unwrap_or(libc::EIO), Some(&path)))
+}
+
 /// A watch on this process's mount table: see [`mounts_changed`].
 pub fn watch_mounts() -> Result<OwnedFd> {
     open("/proc/self/mountinfo", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(fail(Step::CloneNamespaces, "/proc/self/mountinfo"))

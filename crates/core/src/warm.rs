@@ -500,11 +500,15 @@ impl Drop for Zygote {
 
 impl Preborn {
     /// Write the id maps (a root caller's do not depend on the spec; anyone else's map `inside`,
-    /// the sandbox's user, onto the caller), then let the init bring up its loopback.
+    /// the sandbox's user, onto the caller) and rank it for the OOM killer, then let the init
+    /// bring up its loopback.
     fn get_ready(self, inside: Ids, caller: Ids, unpriv: Ids) -> Result<Preborn, SetupError> {
         if self.flags & libc::CLONE_NEWUSER as libc::c_ulong != 0 {
             crate::supervisor::write_id_maps(self.pid, &crate::plan::plan_id_maps(inside, caller, unpriv))?;
         }
+        // Now, not at its release: by then it may have entered the mapped ids (a root built
+        // ahead), after which its /proc files are root's, not its caller's.
+        sys::rank_first_for_oom_killer(self.pid.as_raw())?;
         sys::send_message(&self.sock, b"mapped", &[], Step::BringUpLoopback)?;
         match sys::recv_message(&self.sock, 64 << 10, Step::BringUpLoopback)? {
             Some((b, _)) if b == b"up" => Ok(self),

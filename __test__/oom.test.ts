@@ -1,0 +1,72 @@
+/**
+ * A sandbox's place in the kernel's OOM killer's line: first (oom_score_adj 1000), so that a host
+ * out of memory ends a sandbox, and with it what it holds apart from any process (its tmpfs files,
+ * a memfd), before Node or another service. Where this process holds CAP_SYS_RESOURCE (root, as
+ * usual; here in the cgroup v2 lane's root boot) the sandbox cannot lower it; elsewhere it may
+ * lower it back as far as its caller's own, and no further.
+ */
+import test from 'ava'
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { configurePool, createSandbox, probe, runIsolated, spawnIsolated } from '../index.js'
+
+const host = await probe()
+const ownAdj = Number(readFileSync('/proc/self/oom_score_adj', 'utf8'))
+// The command, a child it forks, and what the kernel makes of it (oom_score: 0 to 2000, the
+// adjustment added to the share of memory used, so 1000 and up).
+const look = 'cat /proc/self/oom_score_adj; sh -c "cat /proc/self/oom_score_adj"; cat /proc/self/oom_score'
+
+function ranked(t: import('ava').ExecutionContext, out: string, what: string) {
+  const [command, child, score] = out.trim().split('\n').map(Number)
+  t.deepEqual([command, child], [1000, 1000], `${what}: ${out}`)
+  t.true(score >= 1000, `${what}: oom_score ${score}`)
+}
+
+test.serial('the command and its children are the OOM killer\'s first choice: cold, from the pool, and in an exec of a long-lived sandbox', async (t) => {
+  configurePool({ size: 0 })
+  try {
+    const cold = await runIsolated('/bin/sh', ['-c', look])
+    t.is(cold.exitCode, 0, cold.stderr)
+    ranked(t, cold.stdout, 'cold')
+    const box = await createSandbox({})
+    try {
+      const e = await box.exec('/bin/sh', ['-c', `${look}; cat /proc/1/oom_score_adj`])
+      t.is(e.exitCode, 0, e.stderr)
+      const lines = e.stdout.trim().split('\n')
+      ranked(t, lines.slice(0, 3).join('\n'), 'an exec')
+      t.is(lines[3], '1000', "the sandbox's init")
+    } finally {
+      await box.destroy()
+    }
+  } finally {
+    configurePool({})
+  }
+  // The pool's inits made ahead (and its zygotes' births) are ranked as they are made; the pool
+  // tests check that a start takes one.
+  for (let i = 0; i < 4; i++) {
+    const warm = await runIsolated('/bin/sh', ['-c', look])
+    t.is(warm.exitCode, 0, warm.stderr)
+    ranked(t, warm.stdout, `start ${i + 1} with the pool on`)
+  }
+  t.is(Number(readFileSync('/proc/self/oom_score_adj', 'utf8')), ownAdj, 'the caller keeps its own')
+})
+
+test('the sandbox cannot step back in the line: not below its place where the caller holds CAP_SYS_RESOURCE, never below its caller', async (t) => {
+  const lower = (to: number) => `echo ${to} > /proc/self/oom_score_adj 2>/dev/null && echo lowered || echo refused; cat /proc/self/oom_score_adj`
+  // What this process's own children may do: the sandbox may never do more.
+  const callerMay = execFileSync('/bin/sh', ['-c', lower(-1000)], { encoding: 'utf8' }).split('\n')[0]
+  const sb = await spawnIsolated('/bin/sh', ['-c', `${lower(999)}; ${lower(ownAdj)}; ${lower(-1000)}`])
+  let out = ''
+  sb.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d))
+  const r = await sb.wait()
+  t.is(r.exitCode, 0)
+  const [to999, after999, toOwn, afterOwn, toLeast, afterLeast] = out.trim().split('\n')
+  if (host.oomFloorHeld) {
+    t.deepEqual([to999, after999, toOwn, afterOwn, toLeast, afterLeast], ['refused', '1000', 'refused', '1000', 'refused', '1000'], out)
+    return
+  }
+  console.log(`oom.test: this process lacks CAP_SYS_RESOURCE (uid ${process.geteuid?.()}): a sandbox may lower its place back as far as its caller's own (${ownAdj}), which is checked here; the floor at 1000 is checked where the caller holds it (the cgroup v2 lane's root boot)`)
+  t.deepEqual([to999, after999, toOwn, afterOwn], ['lowered', '999', 'lowered', String(ownAdj)], out)
+  if (callerMay === 'refused') t.deepEqual([toLeast, afterLeast], ['refused', String(ownAdj)], out)
+  else console.log('oom.test: this process\'s own children may set -1000 (its floor is that low): so may its sandboxes')
+})
