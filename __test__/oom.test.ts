@@ -7,8 +7,10 @@
  */
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { configurePool, createSandbox, probe, runIsolated, spawnIsolated } from '../index.js'
+import { cgroupDirOf, isRoot, nodeScript, root, waitUntil } from './helpers.js'
 
 const host = await probe()
 const ownAdj = Number(readFileSync('/proc/self/oom_score_adj', 'utf8'))
@@ -69,4 +71,61 @@ test('the sandbox cannot step back in the line: not below its place where the ca
   t.deepEqual([to999, after999, toOwn, afterOwn], ['lowered', '999', 'lowered', String(ownAdj)], out)
   if (callerMay === 'refused') t.deepEqual([toLeast, afterLeast], ['refused', String(ownAdj)], out)
   else console.log('oom.test: this process\'s own children may set -1000 (its floor is that low): so may its sandboxes')
+})
+
+/** This process's memory cgroup directory (v1's memory hierarchy, else the v2 one), if it may make one beneath it. */
+function ownMemoryCgroup(): { dir: string; v2: boolean } | undefined {
+  const lines = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')
+  const v1 = lines.find((l) => l.split(':')[1]?.split(',').includes('memory'))
+  if (v1) return { dir: cgroupDirOf(v1).dir, v2: false }
+  const v2 = lines.find((l) => l.startsWith('0::'))
+  if (!v2) return undefined
+  const { dir } = cgroupDirOf(v2)
+  return existsSync(join(dir, 'cgroup.subtree_control')) && readFileSync(join(dir, 'cgroup.subtree_control'), 'utf8').includes('memory') ? { dir, v2: true } : undefined
+}
+
+test.serial('a caller out of memory loses the sandbox that filled its /tmp, not its own life: the OOM killer takes the sandbox, and its end frees the files', async (t) => {
+  const own = isRoot ? ownMemoryCgroup() : undefined
+  if (!own) {
+    console.log(`oom.test: no memory cgroup this process may make here (uid ${process.geteuid?.()}): the OOM killer's choice is seen in the root suite, in a memory cgroup made for it beneath this process's own`)
+    return t.pass()
+  }
+  // A host of 320 MiB, in a cgroup of its own beneath this process's: a Node that holds 160 MiB
+  // and a sandbox with no memoryBytes (so no cgroup of its own, nor from the pool) that writes
+  // 400 MB to its /tmp. Files there belong to no process: before, the OOM killer took the
+  // biggest process, Node, and the files stayed until the sandbox ended.
+  const dir = join(own.dir, `isolate-test-oom-${process.pid}`)
+  mkdirSync(dir)
+  t.teardown(async () => {
+    await waitUntil(() => {
+      try {
+        rmdirSync(dir)
+        return true
+      } catch {
+        return false
+      }
+    }, 10_000)
+  })
+  writeFileSync(join(dir, own.v2 ? 'memory.max' : 'memory.limit_in_bytes'), String(320 << 20))
+  if (own.v2 && existsSync(join(dir, 'memory.swap.max'))) writeFileSync(join(dir, 'memory.swap.max'), '0')
+  const usage = join(dir, own.v2 ? 'memory.current' : 'memory.usage_in_bytes')
+  const r = await nodeScript(`
+    const { writeFileSync, readFileSync } = await import('node:fs')
+    writeFileSync(${JSON.stringify(join(dir, 'cgroup.procs'))}, String(process.pid))
+    const { configurePool, runIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    configurePool({ size: 0 })
+    const held = Buffer.alloc(160 << 20, 1)
+    const r = await runIsolated('/bin/sh', ['-c', 'exec head -c 400000000 /dev/zero > /tmp/fill'], { timeoutMs: 120_000 })
+    // Torn down just after the end is reported (the helper holds the mount namespace till then).
+    const inUse = () => Number(readFileSync(${JSON.stringify(usage)}, 'utf8'))
+    for (let i = 0; i < 100 && inUse() >= 280 << 20; i++) await new Promise((r) => setTimeout(r, 50))
+    const after = inUse()
+    console.log(JSON.stringify({ reason: r.reason, signal: r.signal, exitCode: r.exitCode, stderr: r.stderr, held: held.length, after }))
+  `, 180_000)
+  t.is(r.status, 0, `the caller lived: ${r.timedOut ? 'timed out; ' : ''}${r.stdout}${r.stderr}`)
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { reason: string; signal: string | null; after: number; held: number }
+  t.deepEqual([out.reason, out.signal], ['signaled', 'SIGKILL'], `the sandbox's command was the one killed: ${r.stdout}`)
+  t.is(out.held, 160 << 20)
+  // What the sandbox wrote went with it: the cgroup holds Node (and its 160 MiB) again.
+  t.true(out.after < 280 << 20, `${out.after >> 20} MiB in use once the sandbox ended`)
 })
