@@ -1272,10 +1272,10 @@ function doctorText(p: HostProbe): string {
   row(
     'OOM killer',
     p.oomFloorHeld
-      ? 'takes sandboxes first (oom_score_adj 1000, which they cannot lower): memory they hold apart from any process (tmpfs files) goes with them'
-      : "takes sandboxes first (oom_score_adj 1000), but they may lower it back to this process's own (it lacks CAP_SYS_RESOURCE)",
+      ? 'takes sandboxes first (oom_score_adj 1000, which they cannot lower), the largest first: memory they hold apart from any process (tmpfs files) goes with them'
+      : 'takes sandboxes first (oom_score_adj 1000), but they may lower it as far as this process itself may (it lacks CAP_SYS_RESOURCE)',
   )
-  if (!p.oomFloorHeld) fix('give code you do not trust limits.memoryBytes (its tmpfs files count too) where a cgroup can hold it')
+  if (!p.oomFloorHeld) fix('give code you do not trust limits.memoryBytes: its tmpfs files count too')
 
   row('overlayfs', p.overlay ? 'available' : 'not available')
   if (!p.overlay) fix('sudo modprobe overlay (rootless overlay mounts need Linux 5.11 or newer)')

@@ -91,10 +91,11 @@ export interface HostProbe {
   sandboxIdsRootsOwn: boolean
   /**
    * A sandbox's processes are the first the kernel's OOM killer takes when the host runs out of
-   * memory (their `oom_score_adj` is 1000). True where that is also their floor:
-   * this process holds CAP_SYS_RESOURCE (root, as usual), so the sandbox cannot lower it. False
-   * (an ordinary user; a root without that capability): the sandbox may lower it back as far as
-   * this process's own.
+   * memory (their `oom_score_adj` is 1000; among sandboxes, the largest first). True where that
+   * is also their floor: this process holds CAP_SYS_RESOURCE in its effective set (root, as
+   * usual), and so does the helper it starts, so the sandbox cannot lower it. False (an ordinary
+   * user; a root without that capability): the sandbox may lower it as far as this process
+   * itself may (its floor, which /proc does not show: usually 0).
    */
   oomFloorHeld: boolean
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */

@@ -288,6 +288,11 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
             "a limit above the caller's own hard limit: inside its user namespace the sandbox may \
              lower a hard limit, not raise it (ulimit -H shows the caller's)"
         }
+        (Step::RankForOomKiller, _) => {
+            "the helper could not set the new sandbox's oom_score_adj (each sandbox is the OOM \
+             killer's first choice): a security module, or a /proc mounted read-only or with \
+             hidepid, refuses it; run `isolate doctor`"
+        }
         (Step::ForkCommand, Errno::EAGAIN) => {
             "no room for one more process: with limits.pids, raise it (it counts every process \
              and thread of the sandbox, its init included); without it, the sandbox's processes \
@@ -365,6 +370,7 @@ mod tests {
             (Step::ForkCommand, libc::EAGAIN, "RLIMIT_NPROC"),
             (Step::CloneNamespaces, libc::EAGAIN, "own cgroup"),
             (Step::SetRlimits, libc::EPERM, "ulimit -H"),
+            (Step::RankForOomKiller, libc::EACCES, "oom_score_adj"),
         ] {
             let hint = SetupError::sys(step, errno, None).hint.unwrap_or_default();
             assert!(hint.contains(says), "{step:?} {errno}: {hint}");

@@ -39,10 +39,11 @@ pub struct Probe {
     /// (/etc/subuid, /etc/subgid), not from blocks checked against /etc/passwd and the ranges only.
     #[cfg(target_os = "linux")]
     pub sandbox_ids_roots_own: bool,
-    /// Whether a sandbox's place first in the OOM killer's line ([`crate::sys::OOM_SCORE_ADJ`])
-    /// is also its floor: this process holds CAP_SYS_RESOURCE, which makes the helper's write the
-    /// least `oom_score_adj` the sandbox may set. Otherwise the sandbox may lower it back as far
-    /// as its caller's own.
+    /// Whether a sandbox's place first in the OOM killer's line (`sys::OOM_SCORE_ADJ`) is also
+    /// its floor: this process holds CAP_SYS_RESOURCE, which its helper then holds too and which
+    /// makes the helper's write the least `oom_score_adj` the sandbox may set. Otherwise the
+    /// sandbox may lower it as far as this process itself may (its `oom_score_adj_min`).
+    #[cfg(target_os = "linux")]
     pub oom_floor_held: bool,
 }
 
@@ -192,6 +193,7 @@ pub fn probe() -> Probe {
         namespace_owners: crate::supervisor::namespace_owners(),
         #[cfg(target_os = "linux")]
         sandbox_ids_roots_own: uid == 0 && crate::supervisor::host_ids_roots_own(),
+        #[cfg(target_os = "linux")]
         oom_floor_held: crate::sys::has_effective_caps(&["SYS_RESOURCE"]),
     }
 }

@@ -1411,9 +1411,10 @@ pub const OOM_SCORE_ADJ: i32 = 1000;
 /// kernel's OOM killer; its processes inherit the place. Without `limits.memoryBytes` a sandbox
 /// can hold memory no process owns (its tmpfs files: half the host's memory each by default),
 /// which an OOM kill of any other process would not free, while the kill of its own processes
-/// ends the sandbox and frees it. Written by a holder of CAP_SYS_RESOURCE (a root helper), the
-/// value is also the least the sandbox may set (`oom_score_adj_min`); otherwise it may lower it
-/// back to its caller's own.
+/// ends the sandbox and frees it (among sandboxes the killer takes the largest first, not
+/// necessarily the one holding the files). Written by a holder of CAP_SYS_RESOURCE (a root
+/// helper), the value is also the least the sandbox may set (`oom_score_adj_min`); otherwise it
+/// may lower it as far as its caller may (the floor it inherited).
 pub fn rank_first_for_oom_killer(pid: i32) -> Result<()> {
     let path = format!("/proc/{pid}/oom_score_adj");
     std::fs::write(&path, OOM_SCORE_ADJ.to_string()).map_err(|e| SetupError::sys(Step::RankForOomKiller, e.raw_os_error().unwrap_or(libc::EIO), Some(&path)))
