@@ -3,6 +3,10 @@ import test from 'ava'
 import { chmodSync, readdirSync, readFileSync } from 'node:fs'
 import { configurePool, createSandbox, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
+import { collectOutput } from '../lib/collect.js'
+import { PassThrough } from 'node:stream'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { removeDir, sh, tempDir, waitUntil } from './helpers.js'
 
 test.serial('1 GB of output stops at outputBytes, exactly, without Node buffering it', async (t) => {
@@ -49,6 +53,57 @@ test.serial('runIsolated keeps at most maxBuffer (64 MiB by default) of a comman
   t.is(r.stdout.length + r.stderr.length, 64 << 20)
   // Without the bound Node grew by gigabytes before failing (ERR_STRING_TOO_LONG or the OOM killer).
   t.true(process.memoryUsage().rss - rssBefore < 400 << 20, `rss grew ${(process.memoryUsage().rss - rssBefore) >> 20} MiB`)
+})
+
+test.serial("what runIsolated and exec keep of a command's output costs Node about the bytes maxBuffer counts, however small its writes (not an object of Node's for each)", async (t) => {
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const held = () => {
+    gc()
+    const m = process.memoryUsage()
+    return m.heapUsed + m.arrayBuffers
+  }
+  const stdout = new PassThrough()
+  const stderr = new PassThrough()
+  const collected = collectOutput(stdout, stderr, Infinity, async () => {})
+  const before = held()
+  const writes = 200_000
+  for (let i = 0; i < writes; i++) (i % 2 ? stderr : stdout).write(Buffer.from('x'))
+  await new Promise((r) => setImmediate(r))
+  // Before, each 1-byte chunk was kept as it came: about 40 MB of Node's memory for 200 KB.
+  const grown = held() - before
+  stdout.end()
+  stderr.end()
+  const r = await collected
+  t.deepEqual([r.stdout.length, r.stderr.length], [writes / 2, writes / 2])
+  t.true(grown < 4 << 20, `${writes} bytes in 1-byte chunks held ${(grown / (1 << 20)).toFixed(1)} MiB of Node's memory`)
+  // Through a sandbox: every byte of a command writing one at a time, and the bound still exact.
+  const perl = (n: number) => `$| = 1; print "x" for 1..${n}`
+  const all = await runIsolated('/usr/bin/perl', ['-e', perl(50_000)])
+  t.is(all.stdout, 'x'.repeat(50_000))
+  const over = await runIsolated('/usr/bin/perl', ['-e', `${perl(50_000)}; sleep 10`], { maxBuffer: 5000 })
+  t.deepEqual([over.reason, over.stdout.length], ['output-limit', 5000])
+})
+
+test.serial("a process an exec left behind, writing a byte at a time to the exec's stdout that nobody reads, holds Node to about the bound of what is read in after the exec's end", async (t) => {
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const held = () => {
+    gc()
+    const m = process.memoryUsage()
+    return m.heapUsed + m.arrayBuffers
+  }
+  const box = await createSandbox({})
+  t.teardown(() => box.destroy())
+  const before = held()
+  // Paced so that each of Node's reads finds a byte or a few: a chunk of its own each.
+  const p = await box.spawn('/bin/sh', ['-c', "perl -e '$| = 1; while (1) { print q(x); for ($i = 0; $i < 40; $i++) {} }' & exit 0"])
+  t.is((await p.wait()).exitCode, 0)
+  await new Promise((r) => setTimeout(r, 2000))
+  // Before, each chunk counted its length only: some 30 MB held for 1 MB of bytes read in.
+  const grown = held() - before
+  t.true(grown < 8 << 20, `${p.stdout!.readableLength} bytes read in held ${(grown / (1 << 20)).toFixed(1)} MiB of Node's memory`)
+  t.true(p.stdout!.readableLength > 0, 'what the left process wrote is read in, up to the bound')
 })
 
 test('maxBuffer counts stdout and stderr together, exactly; output at the bound is whole', async (t) => {

@@ -57,6 +57,43 @@ export function decode(b: Buffer, encoding: RunOutput['encoding']): string | Buf
   return encoding === 'buffer' ? b : b.toString(encoding)
 }
 
+/** The largest block {@link Bytes} copies into. */
+const BLOCK = 64 << 10
+
+/**
+ * The bytes of one stream, copied into blocks as they come. Each chunk Node reads is an object of
+ * its own, some 400 bytes of Node's memory whatever its length: kept as they came, the chunks of a
+ * command that writes a byte at a time made Node hold hundreds of times what `maxBuffer` counts
+ * (gigabytes for its default). Blocks grow from 256 bytes to 64 KiB, so a short output stays small
+ * and at most one block is part empty.
+ */
+export class Bytes {
+  private readonly full: Buffer[] = []
+  private block = Buffer.alloc(0)
+  private used = 0
+  private next = 256
+  length = 0
+
+  push(c: Buffer): void {
+    for (let at = 0; at < c.length; ) {
+      if (this.used === this.block.length) {
+        if (this.used > 0) this.full.push(this.block)
+        this.block = Buffer.allocUnsafe(this.next)
+        this.used = 0
+        this.next = Math.min(this.next * 2, BLOCK)
+      }
+      const n = c.copy(this.block, this.used, at)
+      this.used += n
+      at += n
+    }
+    this.length += c.length
+  }
+
+  concat(): Buffer {
+    return Buffer.concat([...this.full, this.block.subarray(0, this.used)], this.length)
+  }
+}
+
 export interface Collected {
   stdout: Buffer
   stderr: Buffer
@@ -86,7 +123,7 @@ export function collectOutput(stdout: Readable | null, stderr: Readable | null, 
     for (const s of streams) s.destroy()
   }, () => {})
   const take = async (stream: Readable | null): Promise<Buffer> => {
-    const chunks: Buffer[] = []
+    const chunks = new Bytes()
     if (!stream) return Buffer.alloc(0)
     stream.on('data', (c: Buffer) => {
       if (overflowed) return
@@ -107,7 +144,7 @@ export function collectOutput(stdout: Readable | null, stderr: Readable | null, 
     await finished(stream).catch((e: unknown) => {
       if (!overflowed && !cut) throw e
     })
-    return Buffer.concat(chunks)
+    return chunks.concat()
   }
   return Promise.all([take(stdout), take(stderr)]).then(([out, err]) => ({ stdout: out, stderr: err, overflowed, cut }))
 }

@@ -63,7 +63,10 @@ export function readable(fd: number | undefined): Readable | null {
   let budget = 0
   const out = new Readable({ read: () => void pipe.resume() })
   pipe.on('data', (chunk: Buffer) => {
-    budget -= chunk.length
+    // A chunk costs Node some 400 bytes whatever its length: counted as 1 KiB at least, so that
+    // a process left behind writing a byte at a time cannot make the rest read in hundreds of
+    // times its bound in Node's memory.
+    budget -= Math.max(chunk.length, CHUNK_COST)
     if (!out.push(chunk) && budget < 0) pipe.pause()
   })
   pipe.on('end', () => out.push(null))
@@ -78,6 +81,9 @@ export function readable(fd: number | undefined): Readable | null {
   })
   return out
 }
+
+/** What a chunk read in after the end counts against its bound at least (see {@link readable}). */
+const CHUNK_COST = 1024
 
 const rests = new WeakMap<Readable, (bound: number) => void>()
 const pipes = new WeakMap<Readable, Socket>()
