@@ -55,23 +55,24 @@ test.serial('runIsolated keeps at most maxBuffer (64 MiB by default) of a comman
   t.true(process.memoryUsage().rss - rssBefore < 400 << 20, `rss grew ${(process.memoryUsage().rss - rssBefore) >> 20} MiB`)
 })
 
-test.serial("what runIsolated and exec keep of a command's output costs Node about the bytes maxBuffer counts, however small its writes (not an object of Node's for each)", async (t) => {
+/** What Node holds (its heap and buffers) once what nobody holds is collected. */
+function heldByNode(): number {
   setFlagsFromString('--expose-gc')
-  const gc = runInNewContext('gc') as () => void
-  const held = () => {
-    gc()
-    const m = process.memoryUsage()
-    return m.heapUsed + m.arrayBuffers
-  }
+  ;(runInNewContext('gc') as () => void)()
+  const m = process.memoryUsage()
+  return m.heapUsed + m.arrayBuffers
+}
+
+test.serial("what runIsolated and exec keep of a command's output costs Node about the bytes maxBuffer counts, however small its writes (not an object of Node's for each)", async (t) => {
   const stdout = new PassThrough()
   const stderr = new PassThrough()
   const collected = collectOutput(stdout, stderr, Infinity, async () => {})
-  const before = held()
+  const before = heldByNode()
   const writes = 200_000
   for (let i = 0; i < writes; i++) (i % 2 ? stderr : stdout).write(Buffer.from('x'))
   await new Promise((r) => setImmediate(r))
   // Before, each 1-byte chunk was kept as it came: about 40 MB of Node's memory for 200 KB.
-  const grown = held() - before
+  const grown = heldByNode() - before
   stdout.end()
   stderr.end()
   const r = await collected
@@ -86,22 +87,15 @@ test.serial("what runIsolated and exec keep of a command's output costs Node abo
 })
 
 test.serial("a process an exec left behind, writing a byte at a time to the exec's stdout that nobody reads, holds Node to about the bound of what is read in after the exec's end", async (t) => {
-  setFlagsFromString('--expose-gc')
-  const gc = runInNewContext('gc') as () => void
-  const held = () => {
-    gc()
-    const m = process.memoryUsage()
-    return m.heapUsed + m.arrayBuffers
-  }
   const box = await createSandbox({})
   t.teardown(() => box.destroy())
-  const before = held()
+  const before = heldByNode()
   // Paced so that each of Node's reads finds a byte or a few: a chunk of its own each.
   const p = await box.spawn('/bin/sh', ['-c', "perl -e '$| = 1; while (1) { print q(x); for ($i = 0; $i < 40; $i++) {} }' & exit 0"])
   t.is((await p.wait()).exitCode, 0)
   await new Promise((r) => setTimeout(r, 2000))
   // Before, each chunk counted its length only: some 30 MB held for 1 MB of bytes read in.
-  const grown = held() - before
+  const grown = heldByNode() - before
   t.true(grown < 8 << 20, `${p.stdout!.readableLength} bytes read in held ${(grown / (1 << 20)).toFixed(1)} MiB of Node's memory`)
   t.true(p.stdout!.readableLength > 0, 'what the left process wrote is read in, up to the bound')
 })

@@ -98,6 +98,13 @@ export interface HostProbe {
    * itself may (its floor, which /proc does not show: usually 0).
    */
   oomFloorHeld: boolean
+  /**
+   * The program this host pipes core dumps to (`kernel.core_pattern` starting with `|`:
+   * systemd-coredump, apport), or null. The kernel starts it on the host, as root, for every
+   * crash of a process that may dump, a sandbox's command too: a sandbox's RLIMIT_CORE of 0 is
+   * not enforced for a pipe (the program may honour it, but it runs).
+   */
+  corePipe: string | null
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */
   attempt: { userNamespace: string | null; allNamespaces: string | null }
   /** Where the native addon and helper were loaded from. */

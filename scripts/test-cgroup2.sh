@@ -3,7 +3,7 @@
 # cgroup v2 (this build machine runs v1), as root and as an ordinary user in a delegated cgroup.
 # The guest is emulated and slow, so only __test__/cgroup.test.ts runs there (and, as root,
 # __test__/ucounts.test.ts: a clone straight into a v2 cgroup as the namespace's owner; and
-# __test__/oom.test.ts, whose floor needs a root with CAP_SYS_RESOURCE, which this host's root
+# __test__/host-costs.test.ts, whose floor needs a root with CAP_SYS_RESOURCE, which this host's root
 # lacks); on a host with native cgroup v2 the same files run in the ordinary suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Booted once per run: as root, whose cgroup in the guest is the hierarchy's root (limits hold);
 # then as an ordinary user in a delegated cgroup (scripts/cgroup2-delegated.sh).
-runs=("env ISOLATE_CGROUP_LANE=v2 node node_modules/ava/entrypoints/cli.mjs --timeout=10m __test__/cgroup.test.ts __test__/cgroup-parent.test.ts __test__/ucounts.test.ts __test__/oom.test.ts" "bash scripts/cgroup2-delegated.sh")
+runs=("env ISOLATE_CGROUP_LANE=v2 node node_modules/ava/entrypoints/cli.mjs --timeout=10m __test__/cgroup.test.ts __test__/cgroup-parent.test.ts __test__/ucounts.test.ts __test__/host-costs.test.ts" "bash scripts/cgroup2-delegated.sh")
 for run in "${runs[@]}"; do
   echo "cgroup v2 lane: running $run in the guest (emulated: minutes, not seconds)"
   set +e

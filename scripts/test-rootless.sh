@@ -4,7 +4,7 @@
 # is not readable to it, and removes the copy afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-suites=(__test__/sandbox.test.ts __test__/lifecycle.test.ts __test__/io.test.ts __test__/rootfs.test.ts __test__/options.test.ts __test__/hardening.test.ts __test__/limits.test.ts __test__/cgroup.test.ts __test__/cgroup-parent.test.ts __test__/escape.test.ts __test__/overlay.test.ts __test__/image.test.ts __test__/tty.test.ts __test__/persistent.test.ts __test__/cli-sandboxes.test.ts __test__/pool.test.ts __test__/priority.test.ts __test__/ucounts.test.ts __test__/oom.test.ts)
+suites=(__test__/sandbox.test.ts __test__/lifecycle.test.ts __test__/io.test.ts __test__/rootfs.test.ts __test__/options.test.ts __test__/hardening.test.ts __test__/limits.test.ts __test__/cgroup.test.ts __test__/cgroup-parent.test.ts __test__/escape.test.ts __test__/overlay.test.ts __test__/image.test.ts __test__/tty.test.ts __test__/persistent.test.ts __test__/cli-sandboxes.test.ts __test__/pool.test.ts __test__/priority.test.ts __test__/ucounts.test.ts __test__/host-costs.test.ts)
 fixtures="${ISOLATE_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -45,6 +45,10 @@ pub struct Probe {
     /// sandbox may lower it as far as this process itself may (its `oom_score_adj_min`).
     #[cfg(target_os = "linux")]
     pub oom_floor_held: bool,
+    /// The program the kernel pipes core dumps to (`kernel.core_pattern` starting with `|`), if
+    /// it does: it is started on the host, as root, for every crash of a dumpable process, a
+    /// sandbox's too, whatever the crashing process's RLIMIT_CORE (not enforced for a pipe).
+    pub core_pipe: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +87,11 @@ fn landlock_abi() -> Option<u32> {
     // SAFETY: the documented version query: NULL attr, size 0.
     let v = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION) };
     (v > 0).then_some(v as u32)
+}
+
+/// The helper's command line of a `kernel.core_pattern` that pipes core dumps, else None.
+fn core_pipe(pattern: &str) -> Option<String> {
+    pattern.trim_end_matches('\n').strip_prefix('|').map(|c| c.trim().to_owned())
 }
 
 fn status_field(name: &str) -> Option<u32> {
@@ -195,6 +204,7 @@ pub fn probe() -> Probe {
         sandbox_ids_roots_own: uid == 0 && crate::supervisor::host_ids_roots_own(),
         #[cfg(target_os = "linux")]
         oom_floor_held: crate::sys::has_effective_caps(&["SYS_RESOURCE"]),
+        core_pipe: core_pipe(&std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default()),
     }
 }
 
@@ -268,5 +278,16 @@ mod tests {
         assert_eq!(parse_kernel_version("5"), Some((5, 0)));
         assert_eq!(parse_kernel_version("5.13.0-1-generic"), Some((5, 13)));
         assert!(running_kernel().is_some());
+    }
+
+    #[test]
+    fn a_core_pattern_pipes_only_where_it_starts_with_a_bar() {
+        assert_eq!(
+            core_pipe("|/usr/lib/systemd/systemd-coredump %P %u %g %s %t %c %h\n").as_deref(),
+            Some("/usr/lib/systemd/systemd-coredump %P %u %g %s %t %c %h")
+        );
+        assert_eq!(core_pipe("core\n"), None);
+        assert_eq!(core_pipe("/var/crash/core.%p"), None);
+        assert_eq!(core_pipe(""), None);
     }
 }

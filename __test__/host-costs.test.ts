@@ -1,17 +1,23 @@
 /**
- * A sandbox's place in the kernel's OOM killer's line: first (oom_score_adj 1000), so that a host
+ * What a sandbox may cost its host past its limits, and what bounds it.
+ *
+ * Its place in the kernel's OOM killer's line: first (oom_score_adj 1000), so that a host
  * out of memory ends a sandbox, and with it what it holds apart from any process (its tmpfs files,
  * a memfd), before Node or another service. Where this process holds CAP_SYS_RESOURCE (root, as
  * usual; here in the cgroup v2 lane's root boot) the sandbox cannot lower it; elsewhere it may
  * lower it as far as its caller itself may (the floor it inherits, which /proc does not show),
  * and no further.
+ *
+ * A host that pipes core dumps to a program (systemd-coredump, apport) starts it for a sandbox's
+ * crash too, whatever the sandbox's RLIMIT_CORE: `isolate doctor` says so.
  */
 import test from 'ava'
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { configurePool, createSandbox, probe, runIsolated, spawnIsolated } from '../index.js'
 import { cgroupDirOf, isRoot, nodeScript, root, waitUntil } from './helpers.js'
+import { cli } from './cli-runner.js'
 
 const host = await probe()
 const ownAdj = Number(readFileSync('/proc/self/oom_score_adj', 'utf8'))
@@ -68,10 +74,10 @@ test('the sandbox cannot step back in the line: not below its place where the ca
     t.deepEqual([to999, after999, toOwn, afterOwn, toLeast, afterLeast], ['refused', '1000', 'refused', '1000', 'refused', '1000'], out)
     return
   }
-  console.log(`oom.test: this process lacks CAP_SYS_RESOURCE (uid ${process.geteuid?.()}): a sandbox may lower its place as far as this process itself may, which is checked here; the floor at 1000 is checked where the caller holds it (the cgroup v2 lane's root boot)`)
+  console.log(`host-costs.test: this process lacks CAP_SYS_RESOURCE (uid ${process.geteuid?.()}): a sandbox may lower its place as far as this process itself may, which is checked here; the floor at 1000 is checked where the caller holds it (the cgroup v2 lane's root boot)`)
   t.deepEqual([to999, after999, toOwn, afterOwn], ['lowered', '999', 'lowered', String(ownAdj)], out)
   if (callerMay === 'refused') t.deepEqual([toLeast, afterLeast], ['refused', String(ownAdj)], out)
-  else console.log('oom.test: this process\'s own children may set -1000 (its floor is that low): so may its sandboxes')
+  else console.log('host-costs.test: this process\'s own children may set -1000 (its floor is that low): so may its sandboxes')
 })
 
 /** This process's memory cgroup directory (v1's memory hierarchy, else the v2 one), if it may make one beneath it. */
@@ -88,7 +94,7 @@ function ownMemoryCgroup(): { dir: string; v2: boolean } | undefined {
 test.serial("a caller out of memory loses the sandbox that filled its /tmp, not its own life: the OOM killer takes the sandbox's processes, and its end frees the files", async (t) => {
   const own = isRoot ? ownMemoryCgroup() : undefined
   if (!own) {
-    console.log(`oom.test: no memory cgroup this process may make here (uid ${process.geteuid?.()}): the OOM killer's choice is seen in the root suite, in a memory cgroup made for it beneath this process's own`)
+    console.log(`host-costs.test: no memory cgroup this process may make here (uid ${process.geteuid?.()}): the OOM killer's choice is seen in the root suite, in a memory cgroup made for it beneath this process's own`)
     return t.pass()
   }
   // A host of 320 MiB, in a cgroup of its own beneath this process's: a Node that holds 160 MiB
@@ -133,4 +139,28 @@ test.serial("a caller out of memory loses the sandbox that filled its /tmp, not 
   t.is(out.held, 160 << 20)
   // What the sandbox wrote went with it: the cgroup holds Node (and its 160 MiB) again.
   t.true(out.after < 280 << 20, `${out.after >> 20} MiB in use once the sandbox ended`)
+})
+
+test.serial("a host that pipes core dumps starts its program for a sandbox's crash too, whatever the sandbox's RLIMIT_CORE: isolate doctor says so", async (t) => {
+  const pattern = readFileSync('/proc/sys/kernel/core_pattern', 'utf8')
+  const row = async () => /^core dumps:\s+(.*)$/m.exec((await cli(['doctor'])).stdout)?.[1] ?? ''
+  const here = await row()
+  if (pattern.startsWith('|')) t.true(here.startsWith(`piped to ${pattern.slice(1).trim().split(/\s+/)[0]},`), here)
+  else t.true(here.startsWith('none from sandboxes'), here)
+  // The lane's guest is a machine of the test's own: there, a pipe is tried.
+  if (process.env.ISOLATE_CGROUP_LANE !== 'v2' || !isRoot) {
+    console.log(`host-costs.test: this host's kernel.core_pattern (${pattern.trim()}) is not the test's to change: a pipe is tried in the cgroup v2 lane's guest, as root`)
+    return
+  }
+  const mark = `isolate-core-${process.pid}-`
+  const marks = () => readdirSync('/tmp').filter((f) => f.startsWith(mark))
+  writeFileSync('/proc/sys/kernel/core_pattern', `|/usr/bin/touch /tmp/${mark}%p`)
+  t.teardown(() => {
+    writeFileSync('/proc/sys/kernel/core_pattern', pattern)
+    for (const f of marks()) rmSync(join('/tmp', f))
+  })
+  t.regex(await row(), /^piped to \/usr\/bin\/touch, which the kernel starts on the host/)
+  const r = await runIsolated('/bin/sh', ['-c', 'ulimit -c; kill -SEGV $$'])
+  t.deepEqual([r.stdout, r.signal], ['0\n', 'SIGSEGV'])
+  t.true(await waitUntil(() => marks().length === 1, 10_000), "the host's program ran for the sandbox's crash, its RLIMIT_CORE 0 notwithstanding")
 })
