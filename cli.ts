@@ -1277,11 +1277,10 @@ function doctorText(p: HostProbe): string {
   )
   if (!p.oomFloorHeld) fix('give code you do not trust limits.memoryBytes: its tmpfs files count too')
 
-  if (p.corePipe === null) row('core dumps', 'none from sandboxes (RLIMIT_CORE 0 unless limits.coreDumps); this host pipes them to no program')
+  if (p.corePipe === null) row('core dumps', 'none from sandboxes unless limits.coreDumps (RLIMIT_CORE 1 byte); this host pipes them to no program')
   else {
-    row('core dumps', `piped to ${p.corePipe.split(/\s+/)[0]}, which the kernel starts on the host, as root, for every crash in a sandbox too (RLIMIT_CORE is not enforced for a pipe)`)
-    problem('a sandbox whose processes crash in a loop keeps starting it, outside the sandbox and its limits')
-    fix('bound how many run at once with sysctl kernel.core_pipe_limit, or give kernel.core_pattern a file name on hosts that run code you do not trust')
+    row('core dumps', `piped to ${p.corePipe.split(/\s+/)[0]}: never for a sandbox's crash (its RLIMIT_CORE of 1 byte is the one limit the kernel keeps for a pipe), but the kernel starts it on the host, as root, for each crash in a sandbox given limits.coreDumps`)
+    fix('give limits.coreDumps only to code you trust, or bound the programs run at once with sysctl kernel.core_pipe_limit')
   }
 
   row('overlayfs', p.overlay ? 'available' : 'not available')

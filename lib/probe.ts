@@ -100,9 +100,9 @@ export interface HostProbe {
   oomFloorHeld: boolean
   /**
    * The program this host pipes core dumps to (`kernel.core_pattern` starting with `|`:
-   * systemd-coredump, apport), or null. The kernel starts it on the host, as root, for every
-   * crash of a process that may dump, a sandbox's command too: a sandbox's RLIMIT_CORE of 0 is
-   * not enforced for a pipe (the program may honour it, but it runs).
+   * systemd-coredump, apport), or null. The kernel starts it on the host, as root, for a crash
+   * of a process that may dump whatever its RLIMIT_CORE, but for the value 1 (which a sandbox
+   * has unless `limits.coreDumps`): 0 is not enforced for a pipe.
    */
   corePipe: string | null
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */

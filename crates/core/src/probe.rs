@@ -46,8 +46,8 @@ pub struct Probe {
     #[cfg(target_os = "linux")]
     pub oom_floor_held: bool,
     /// The program the kernel pipes core dumps to (`kernel.core_pattern` starting with `|`), if
-    /// it does: it is started on the host, as root, for every crash of a dumpable process, a
-    /// sandbox's too, whatever the crashing process's RLIMIT_CORE (not enforced for a pipe).
+    /// it does: it is started on the host, as root, for a crash of a dumpable process whatever
+    /// its RLIMIT_CORE but 1 (a sandbox's, unless it asked for core dumps).
     pub core_pipe: Option<String>,
 }
 

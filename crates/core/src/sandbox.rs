@@ -531,17 +531,20 @@ fn mount_at_release(ops: &[MountOp], trees: Vec<OwnedFd>) -> sys::Result<()> {
 }
 
 /// Inherited by the command and everything it starts.
+/// RLIMIT_CORE without core dumps: 1 byte, not 0. For a core_pattern that pipes to a program
+/// (systemd-coredump, apport) the kernel enforces no core limit but this one value, which it
+/// keeps to stop a crashing dump program's own dump: it then starts no program on the host. A
+/// core file needs a page at least, so none is written either.
+const NO_CORE_DUMP: u64 = 1;
+
 fn set_rlimits(spec: &Spec) -> sys::Result<()> {
     use nix::sys::resource::Resource;
     let limits = &spec.limits;
-    // No core files unless asked: they land in the sandbox's cwd and can hold the process's secrets.
-    if limits.core_dumps {
-        // As far as the hard limit the sandbox was given allows.
-        let (_, hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_CORE).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
-        sys::set_rlimit(Resource::RLIMIT_CORE, hard)?;
-    } else {
-        sys::set_rlimit(Resource::RLIMIT_CORE, 0)?;
-    }
+    // No core dumps unless asked: a file lands in the sandbox's cwd and can hold the process's
+    // secrets, and a core_pattern that pipes starts a program on the host, as root, per crash.
+    let (_, hard) = nix::sys::resource::getrlimit(Resource::RLIMIT_CORE).map_err(|e| SetupError::sys(Step::SetRlimits, e as i32, None))?;
+    // As far as the hard limit the sandbox was given allows (it cannot raise it).
+    sys::set_rlimit(Resource::RLIMIT_CORE, if limits.core_dumps { hard } else { NO_CORE_DUMP.min(hard) })?;
     if let Some(n) = limits.file_size_bytes {
         sys::set_rlimit(Resource::RLIMIT_FSIZE, n)?;
     }
