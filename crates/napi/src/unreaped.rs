@@ -10,9 +10,10 @@
 //! its environment's teardown ([`end_unreaped`]; also called at the process's `exit`) ends what is
 //! left as a failed call ends: a tool is asked to stop (SIGTERM: it empties a target it made while
 //! it holds its lock), a probe (which may be making the namespaces and cgroup it tries) is waited
-//! for; either is killed after a second, each is reaped, then the directories go if empty (not
-//! while a tool is still unreaped after 3 s: it could still write there). A pid is safe to signal
-//! while it is remembered: an unreaped child's pid is not reused.
+//! for; a probe is killed after a second, a tool after two (as lib/rootfs.ts kills one asked to
+//! stop: on a loaded machine its emptying took more than a second), each is reaped, then the
+//! directories go if empty (not while a tool is still unreaped after 4 s: it could still write
+//! there). A pid is safe to signal while it is remembered: an unreaped child's pid is not reused.
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -74,20 +75,21 @@ pub fn end_unreaped() {
         }
     }
     // Bounded: a teardown never hangs on a child (a probe that hangs, a tool in an uninterruptible
-    // read of a hung NFS mount). A probe is given a second before it is killed too.
+    // read of a hung NFS mount).
     let start = Instant::now();
-    let mut probes_killed = false;
+    let grace = |end: &End| Duration::from_secs(if matches!(end, End::Kill) { 2 } else { 1 });
+    let mut killed: Vec<i32> = Vec::new();
     loop {
         // A probe or an image tool: no cgroup of theirs to look for.
         left.retain(|(pid, _)| !crate::reap_helper(*pid, Some(false)));
-        if left.is_empty() || start.elapsed() > Duration::from_secs(3) {
+        if left.is_empty() || start.elapsed() > Duration::from_secs(4) {
             break;
         }
-        if !probes_killed && start.elapsed() > Duration::from_secs(1) {
-            for (pid, _) in &left {
+        for (pid, end) in &left {
+            if start.elapsed() > grace(end) && !killed.contains(pid) {
                 let _ = kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+                killed.push(*pid);
             }
-            probes_killed = true;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
