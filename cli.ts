@@ -1277,9 +1277,12 @@ function doctorText(p: HostProbe): string {
   )
   if (!p.oomFloorHeld) fix('give code you do not trust limits.memoryBytes: its tmpfs files count too')
 
-  if (p.corePipe === null) row('core dumps', 'none from sandboxes unless limits.coreDumps (RLIMIT_CORE 1 byte); this host pipes them to no program')
+  if (p.coreSocket !== null) {
+    row('core dumps', `handed to the socket ${p.coreSocket} (kernel.core_pattern @): the kernel connects to it for each crash in a sandbox too, whatever its RLIMIT_CORE`)
+    fix('a coredump server that starts work per crash runs it for code you do not trust too: bound it there, or give kernel.core_pattern a file name')
+  } else if (p.corePipe === null) row('core dumps', 'none from sandboxes unless limits.coreDumps (RLIMIT_CORE 1 byte); this host pipes them to no program')
   else {
-    row('core dumps', `piped to ${p.corePipe.split(/\s+/)[0]}: never for a sandbox's crash (its RLIMIT_CORE of 1 byte is the one limit the kernel keeps for a pipe), but the kernel starts it on the host, as root, for each crash in a sandbox given limits.coreDumps`)
+    row('core dumps', `piped to ${p.corePipe.split(/\s+/)[0]}: not for a crash in a sandbox (its RLIMIT_CORE is 1 byte, the one limit the kernel keeps for a pipe, and the default seccomp profile keeps it there); for one given limits.coreDumps, seccomp 'none' or a profile of its own, or whose caller's hard RLIMIT_CORE is 0, the kernel starts it on the host, as root, for each crash`)
     fix('give limits.coreDumps only to code you trust, or bound the programs run at once with sysctl kernel.core_pipe_limit')
   }
 

@@ -92,8 +92,9 @@ export interface HostProbe {
   /**
    * A sandbox's processes are the first the kernel's OOM killer takes when the host runs out of
    * memory (their `oom_score_adj` is 1000; among sandboxes, the largest first). True where that
-   * is also their floor: this process holds CAP_SYS_RESOURCE in its effective set (root, as
-   * usual), and so does the helper it starts, so the sandbox cannot lower it. False (an ordinary
+   * is also their floor: this process holds CAP_SYS_RESOURCE in its effective set, in the initial
+   * user namespace (root, as usual, not a container's), and so does the helper it starts, so the
+   * sandbox cannot lower it. False (an ordinary
    * user; a root without that capability): the sandbox may lower it as far as this process
    * itself may (its floor, which /proc does not show: usually 0).
    */
@@ -105,6 +106,12 @@ export interface HostProbe {
    * has unless `limits.coreDumps`): 0 is not enforced for a pipe.
    */
   corePipe: string | null
+  /**
+   * The socket this host hands core dumps to (`kernel.core_pattern` starting with `@`, Linux
+   * 6.16+), or null: the kernel connects to it for every crash of a process that may dump, a
+   * sandbox's too, whatever its RLIMIT_CORE.
+   */
+  coreSocket: string | null
   /** What the helper saw when it really created the namespaces (errno names, null when it worked). */
   attempt: { userNamespace: string | null; allNamespaces: string | null }
   /** Where the native addon and helper were loaded from. */

@@ -288,10 +288,9 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
             "a limit above the caller's own hard limit: inside its user namespace the sandbox may \
              lower a hard limit, not raise it (ulimit -H shows the caller's)"
         }
-        (Step::RankForOomKiller, _) => {
+        (Step::RankForOomKiller, Errno::EACCES | Errno::EPERM | Errno::EROFS) => {
             "the helper could not set the new sandbox's oom_score_adj (each sandbox is the OOM \
-             killer's first choice): a security module, or a /proc mounted read-only or with \
-             hidepid, refuses it; run `isolate doctor`"
+             killer's first choice): a security module, or a /proc mounted read-only, refuses it"
         }
         (Step::ForkCommand, Errno::EAGAIN) => {
             "no room for one more process: with limits.pids, raise it (it counts every process \

@@ -40,7 +40,8 @@ pub struct Probe {
     #[cfg(target_os = "linux")]
     pub sandbox_ids_roots_own: bool,
     /// Whether a sandbox's place first in the OOM killer's line (`sys::OOM_SCORE_ADJ`) is also
-    /// its floor: this process holds CAP_SYS_RESOURCE, which its helper then holds too and which
+    /// its floor: this process holds CAP_SYS_RESOURCE in the initial user namespace (not a
+    /// container's), which its helper then holds too and which
     /// makes the helper's write the least `oom_score_adj` the sandbox may set. Otherwise the
     /// sandbox may lower it as far as this process itself may (its `oom_score_adj_min`).
     #[cfg(target_os = "linux")]
@@ -49,6 +50,10 @@ pub struct Probe {
     /// it does: it is started on the host, as root, for a crash of a dumpable process whatever
     /// its RLIMIT_CORE but 1 (a sandbox's, unless it asked for core dumps).
     pub core_pipe: Option<String>,
+    /// The socket the kernel hands core dumps to (`kernel.core_pattern` starting with `@`, Linux
+    /// 6.16+), if it does: for every crash of a dumpable process, a sandbox's too, whatever its
+    /// RLIMIT_CORE.
+    pub core_socket: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,9 +94,20 @@ fn landlock_abi() -> Option<u32> {
     (v > 0).then_some(v as u32)
 }
 
-/// The helper's command line of a `kernel.core_pattern` that pipes core dumps, else None.
-fn core_pipe(pattern: &str) -> Option<String> {
-    pattern.trim_end_matches('\n').strip_prefix('|').map(|c| c.trim().to_owned())
+/// What a `kernel.core_pattern` hands core dumps to after `mark` (`|`: a program's command line;
+/// `@`: a socket's path, `@@` too), else None (a file name).
+fn core_handler(pattern: &str, mark: char) -> Option<String> {
+    pattern.trim_end_matches('\n').strip_prefix(mark).map(|c| c.trim_start_matches('@').trim().to_owned())
+}
+
+/// The initial user namespace's inode number, fixed by the kernel (PROC_USER_INIT_INO).
+#[cfg(target_os = "linux")]
+const INITIAL_USER_NAMESPACE_INO: u64 = 0xEFFF_FFFD;
+
+#[cfg(target_os = "linux")]
+fn in_initial_user_namespace() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/user").is_ok_and(|m| m.ino() == INITIAL_USER_NAMESPACE_INO)
 }
 
 fn status_field(name: &str) -> Option<u32> {
@@ -160,6 +176,7 @@ fn cgroup() -> Cgroup {
 
 pub fn probe() -> Probe {
     let uts = nix::sys::utsname::uname().ok();
+    let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
     let uid = nix::unistd::geteuid().as_raw();
     let max = read_num("/proc/sys/user/max_user_namespaces");
     let clone = read_num("/proc/sys/kernel/unprivileged_userns_clone");
@@ -202,9 +219,11 @@ pub fn probe() -> Probe {
         namespace_owners: crate::supervisor::namespace_owners(),
         #[cfg(target_os = "linux")]
         sandbox_ids_roots_own: uid == 0 && crate::supervisor::host_ids_roots_own(),
+        // CAP_SYS_RESOURCE in a user namespace of a container's is not the one the floor takes.
         #[cfg(target_os = "linux")]
-        oom_floor_held: crate::sys::has_effective_caps(&["SYS_RESOURCE"]),
-        core_pipe: core_pipe(&std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default()),
+        oom_floor_held: crate::sys::has_effective_caps(&["SYS_RESOURCE"]) && in_initial_user_namespace(),
+        core_pipe: core_handler(&core_pattern, '|'),
+        core_socket: core_handler(&core_pattern, '@'),
     }
 }
 
@@ -281,13 +300,18 @@ mod tests {
     }
 
     #[test]
-    fn a_core_pattern_pipes_only_where_it_starts_with_a_bar() {
+    fn a_core_pattern_pipes_only_where_it_starts_with_a_bar_and_goes_to_a_socket_after_an_at() {
+        let pipe = |p: &str| core_handler(p, '|');
+        let socket = |p: &str| core_handler(p, '@');
         assert_eq!(
-            core_pipe("|/usr/lib/systemd/systemd-coredump %P %u %g %s %t %c %h\n").as_deref(),
+            pipe("|/usr/lib/systemd/systemd-coredump %P %u %g %s %t %c %h\n").as_deref(),
             Some("/usr/lib/systemd/systemd-coredump %P %u %g %s %t %c %h")
         );
-        assert_eq!(core_pipe("core\n"), None);
-        assert_eq!(core_pipe("/var/crash/core.%p"), None);
-        assert_eq!(core_pipe(""), None);
+        assert_eq!(socket("|/usr/lib/systemd/systemd-coredump %P\n"), None);
+        assert_eq!(socket("@/run/systemd/coredump\n").as_deref(), Some("/run/systemd/coredump"));
+        assert_eq!(socket("@@/run/systemd/coredump\n").as_deref(), Some("/run/systemd/coredump"));
+        for file in ["core\n", "/var/crash/core.%p", ""] {
+            assert_eq!((pipe(file), socket(file)), (None, None));
+        }
     }
 }

@@ -530,13 +530,14 @@ fn mount_at_release(ops: &[MountOp], trees: Vec<OwnedFd>) -> sys::Result<()> {
     sys::remount_root_readonly()
 }
 
-/// Inherited by the command and everything it starts.
 /// RLIMIT_CORE without core dumps: 1 byte, not 0. For a core_pattern that pipes to a program
 /// (systemd-coredump, apport) the kernel enforces no core limit but this one value, which it
 /// keeps to stop a crashing dump program's own dump: it then starts no program on the host. A
-/// core file needs a page at least, so none is written either.
+/// core file needs a page at least, so none is written either. The default seccomp profile keeps
+/// it there (crates/core/src/seccomp.rs).
 const NO_CORE_DUMP: u64 = 1;
 
+/// Inherited by the command and everything it starts.
 fn set_rlimits(spec: &Spec) -> sys::Result<()> {
     use nix::sys::resource::Resource;
     let limits = &spec.limits;

@@ -1347,12 +1347,21 @@ const MODE_IN_ARG: &[(&str, u8)] = &[("chmod", 1), ("fchmod", 1), ("creat", 1), 
 const SOCKET_FAMILIES: &[u32] = &[libc::AF_UNIX as u32, libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];
 
 /// The built-in profile for `seccomp: 'default'`: a denylist, so shells, compilers, Python, Node,
-/// threads and fork keep working. See the module docs for its shape.
+/// threads and fork keep working. See the module docs for its shape. For a sandbox without core
+/// dumps (`limits.coreDumps` false, the default); [`default_program_with_core_dumps`] otherwise.
 pub fn default_program() -> Program {
-    build_default().expect("the built-in seccomp profile assembles")
+    build_default(false).expect("the built-in seccomp profile assembles")
 }
 
-fn build_default() -> Result<Program, String> {
+/// [`default_program`] for a sandbox given core dumps: its RLIMIT_CORE is its own to change.
+pub fn default_program_with_core_dumps() -> Program {
+    build_default(true).expect("the built-in seccomp profile assembles")
+}
+
+/// RLIMIT_CORE's number, the same on every architecture Linux has.
+const RLIMIT_CORE: u32 = 4;
+
+fn build_default(core_dumps: bool) -> Result<Program, String> {
     let mut a = Asm::default();
     let mut rets = Rets::default();
     // The default return first: a `ja` to it straight after the search then disappears.
@@ -1361,9 +1370,11 @@ fn build_default() -> Result<Program, String> {
     let eperm = rets.get(&mut a, ret_errno(libc::EPERM));
     let enosys = rets.get(&mut a, ret_errno(libc::ENOSYS));
     let eafnosupport = rets.get(&mut a, ret_errno(libc::EAFNOSUPPORT));
+    // Success, the call not made (only without core dumps: an unused return is left out).
+    let as_if_done = if core_dumps { allow } else { rets.get(&mut a, ret_errno(0)) };
     let (clone, personality, ioctl, socket) = (a.label(), a.label(), a.label(), a.label());
     let (mode1, mode2, open, openat) = (a.label(), a.label(), a.label(), a.label());
-    let (prlimit, fcntl) = (a.label(), a.label());
+    let (prlimit, new_limit, setrlimit, fcntl) = (a.label(), a.label(), a.label(), a.label());
 
     prologue(&mut a, kill);
     let mut entries: Vec<(u32, Label)> = DEFAULT_EPERM.iter().filter_map(|name| syscall_number(name)).map(|nr| (nr, eperm)).collect();
@@ -1379,6 +1390,9 @@ fn build_default() -> Result<Program, String> {
         (libc::SYS_prlimit64 as u32, prlimit),
         (libc::SYS_fcntl as u32, fcntl),
     ]);
+    if !core_dumps {
+        entries.push((libc::SYS_setrlimit as u32, setrlimit));
+    }
     for (name, arg) in MODE_IN_ARG {
         if let Some(nr) = syscall_number(name) {
             entries.push((nr, if *arg == 1 { mode1 } else { mode2 }));
@@ -1445,14 +1459,30 @@ fn build_default() -> Result<Program, String> {
     // prlimit64(pid_t pid, resource, new, old): no new limit for pid 1, the sandbox's init, which
     // runs as the same ids as a command (the kernel's only check): a lowered RLIMIT_NOFILE there
     // loses the next exec's stdio, RLIMIT_CPU kills it, and every later exec inherits them.
-    // Reading its limits stays allowed; the kernel reads the pid's low word only.
+    // Reading limits stays allowed; the kernel reads the pid's and the resource's low words only.
     a.bind(prlimit);
-    a.load(arg_words(0).0);
-    a.jump(Cmp::Eq, 1, Next, To(allow));
     a.load(arg_words(2).0);
-    a.jump(Cmp::Eq, 0, Next, To(eperm));
+    a.jump(Cmp::Eq, 0, Next, To(new_limit));
     a.load(arg_words(2).1);
-    a.jump(Cmp::Eq, 0, To(allow), To(eperm));
+    a.jump(Cmp::Eq, 0, To(allow), To(new_limit));
+    a.bind(new_limit);
+    if !core_dumps {
+        a.load(arg_words(1).0);
+        a.jump(Cmp::Eq, RLIMIT_CORE, To(as_if_done), Next);
+    }
+    a.load(arg_words(0).0);
+    a.jump(Cmp::Eq, 1, To(eperm), To(allow));
+
+    // Without core dumps, RLIMIT_CORE stays at the 1 byte the setup gave: the one value a
+    // core_pattern that pipes to a program honours (0 would have the kernel start that program on
+    // the host, as root, for each crash). A change is answered as done: a program lowering it
+    // (`ulimit -c 0`, a daemon guarding its secrets) already has no core dumps, and raising it
+    // past the hard limit of 1 would be refused anyway. setrlimit(resource, rlim), the low word.
+    if !core_dumps {
+        a.bind(setrlimit);
+        a.load(arg_words(0).0);
+        a.jump(Cmp::Eq, RLIMIT_CORE, To(as_if_done), To(allow));
+    }
 
     // fcntl(fd, unsigned int cmd): no lease. The kernel lets the file's owner take one on a
     // read-only mount too, and then holds every other open of the file (another sandbox's exec
@@ -2105,7 +2135,8 @@ mod tests {
     fn default_program_is_small() {
         let p = default_program();
         eprintln!("default program: {} instructions", p.len());
-        assert!(p.len() < 120, "{p:#?}");
+        // 116 before the rule that keeps RLIMIT_CORE at 1 byte (5 more).
+        assert!(p.len() < 128, "{p:#?}");
     }
 
     #[test]
@@ -2274,6 +2305,28 @@ mod tests {
         assert_eq!(eval(&p, prlimit, [1, 7, 0, new, 0, 0]), RET_ALLOW, "reading the init's limits");
         assert_eq!(eval(&p, prlimit, [0, 7, new, new, 0, 0]), RET_ALLOW, "its own");
         assert_eq!(eval(&p, prlimit, [2, 7, new, 0, 0, 0]), RET_ALLOW, "another process of the sandbox");
+    }
+
+    #[test]
+    fn default_keeps_the_core_limit_without_core_dumps() {
+        let done = ret_errno(0);
+        let (prlimit, setrlimit) = (nr("prlimit64"), nr("setrlimit"));
+        let new = 0x7ffd_1234_5678u64;
+        let core = RLIMIT_CORE as u64;
+        let p = default_program();
+        assert_eq!(eval(&p, setrlimit, [core, new, 0, 0, 0, 0]), done, "as if set, not set");
+        assert_eq!(eval(&p, setrlimit, [core | (1 << 32), new, 0, 0, 0, 0]), done, "the kernel reads the low word");
+        assert_eq!(eval(&p, prlimit, [0, core, new, 0, 0, 0]), done);
+        assert_eq!(eval(&p, prlimit, [0, core, 1 << 40, 0, 0, 0]), done, "a pointer with only high bits");
+        assert_eq!(eval(&p, prlimit, [1, core, new, 0, 0, 0]), done, "the init's too");
+        assert_eq!(eval(&p, prlimit, [0, core, 0, new, 0, 0]), RET_ALLOW, "reading it");
+        assert_eq!(eval(&p, setrlimit, [7, new, 0, 0, 0, 0]), RET_ALLOW, "another limit");
+        assert_eq!(eval(&p, prlimit, [0, 7, new, 0, 0, 0]), RET_ALLOW);
+        let dumps = default_program_with_core_dumps();
+        assert_eq!(eval(&dumps, setrlimit, [core, new, 0, 0, 0, 0]), RET_ALLOW, "its own to change when it has core dumps");
+        assert_eq!(eval(&dumps, prlimit, [0, core, new, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(eval(&dumps, prlimit, [1, core, new, 0, 0, 0]), EPERM, "but for the init's");
+        assert!(!dumps.to_bytes().windows(4).any(|w| w == done.to_le_bytes()), "no return it never takes");
     }
 
     #[test]

@@ -1403,8 +1403,8 @@ pub fn set_nice(pid: i32, nice: i32) -> Result<()> {
     Ok(())
 }
 
-/// What a sandbox's init is given as its `oom_score_adj`: the most, as Kubernetes gives a pod
-/// without memory requests. See [`rank_first_for_oom_killer`].
+/// What a sandbox's init is given as its `oom_score_adj`: the most, as Kubernetes gives a
+/// BestEffort pod. See [`rank_first_for_oom_killer`].
 pub const OOM_SCORE_ADJ: i32 = 1000;
 
 /// Put `pid` (a sandbox's init, before it runs anything of the sandbox's) first in line for the

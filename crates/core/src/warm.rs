@@ -838,7 +838,8 @@ fn unpack(
     let work = if b.work { fds.next() } else { None };
     let trees = fds.collect();
     let seccomp = match (&b.spec.seccomp, &b.filter) {
-        (crate::spec::Seccomp::Default, _) => Some(default_seccomp.clone()),
+        // The one built ahead is for a sandbox without core dumps.
+        (crate::spec::Seccomp::Default, _) if !b.spec.limits.core_dumps => Some(default_seccomp.clone()),
         (crate::spec::Seccomp::Profile { .. }, Some(bytes)) => {
             Some(crate::seccomp::Program::from_bytes(bytes).map_err(|e| SetupError::new(Step::LoadSeccomp, e))?)
         }
