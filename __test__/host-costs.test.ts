@@ -148,6 +148,10 @@ test.serial("a sandbox's crash starts no core dump program on the host (its RLIM
   const limit = 'import resource\nfor new in [(0, 0), (0, 1), (2, 2)]:\n  resource.setrlimit(resource.RLIMIT_CORE, new)\n  print(*resource.getrlimit(resource.RLIMIT_CORE))'
   const r = await runIsolated('/usr/bin/python3', ['-c', limit])
   t.is(r.stdout, '1 1\n1 1\n1 1\n', r.stderr)
+  // A change that asks for the old limit back too (prlimit(2) with both) is refused instead: the
+  // filter cannot fill the old one in.
+  const both = await runIsolated('/usr/bin/python3', ['-c', 'import resource\ntry:\n  resource.prlimit(0, resource.RLIMIT_CORE, (0, 0))\nexcept PermissionError:\n  print("refused")\nprint(*resource.getrlimit(resource.RLIMIT_CORE))'])
+  t.is(both.stdout, 'refused\n1 1\n', both.stderr)
   const shell = await runIsolated('/bin/sh', ['-c', 'ulimit -S -c 0 && ulimit -c && grep "core file" /proc/self/limits'])
   t.regex(shell.stdout, /^0\nMax core file size +1 +1 +bytes *\n$/, 'in blocks, as shells show it; still 1 byte after `ulimit -S -c 0`')
   // Given core dumps, it is the sandbox's own to change: cold, and from the pool (whose helpers

@@ -1374,7 +1374,7 @@ fn build_default(core_dumps: bool) -> Result<Program, String> {
     let as_if_done = if core_dumps { allow } else { rets.get(&mut a, ret_errno(0)) };
     let (clone, personality, ioctl, socket) = (a.label(), a.label(), a.label(), a.label());
     let (mode1, mode2, open, openat) = (a.label(), a.label(), a.label(), a.label());
-    let (prlimit, new_limit, setrlimit, fcntl) = (a.label(), a.label(), a.label(), a.label());
+    let (prlimit, new_limit, new_core, setrlimit, fcntl) = (a.label(), a.label(), a.label(), a.label(), a.label());
 
     prologue(&mut a, kill);
     let mut entries: Vec<(u32, Label)> = DEFAULT_EPERM.iter().filter_map(|name| syscall_number(name)).map(|nr| (nr, eperm)).collect();
@@ -1468,10 +1468,19 @@ fn build_default(core_dumps: bool) -> Result<Program, String> {
     a.bind(new_limit);
     if !core_dumps {
         a.load(arg_words(1).0);
-        a.jump(Cmp::Eq, RLIMIT_CORE, To(as_if_done), Next);
+        a.jump(Cmp::Eq, RLIMIT_CORE, To(new_core), Next);
     }
     a.load(arg_words(0).0);
     a.jump(Cmp::Eq, 1, To(eperm), To(allow));
+    // A new RLIMIT_CORE (see setrlimit below): answered as done where the old one is not asked
+    // for too, which the filter cannot fill in: refused then (util-linux's prlimit asks for both).
+    if !core_dumps {
+        a.bind(new_core);
+        a.load(arg_words(3).0);
+        a.jump(Cmp::Eq, 0, Next, To(eperm));
+        a.load(arg_words(3).1);
+        a.jump(Cmp::Eq, 0, To(as_if_done), To(eperm));
+    }
 
     // Without core dumps, RLIMIT_CORE stays at the 1 byte the setup gave: the one value a
     // core_pattern that pipes to a program honours (0 would have the kernel start that program on
@@ -2135,7 +2144,7 @@ mod tests {
     fn default_program_is_small() {
         let p = default_program();
         eprintln!("default program: {} instructions", p.len());
-        // 116 before the rule that keeps RLIMIT_CORE at 1 byte (5 more).
+        // 116 before the rule that keeps RLIMIT_CORE at 1 byte (9 more).
         assert!(p.len() < 128, "{p:#?}");
     }
 
@@ -2319,6 +2328,8 @@ mod tests {
         assert_eq!(eval(&p, prlimit, [0, core, new, 0, 0, 0]), done);
         assert_eq!(eval(&p, prlimit, [0, core, 1 << 40, 0, 0, 0]), done, "a pointer with only high bits");
         assert_eq!(eval(&p, prlimit, [1, core, new, 0, 0, 0]), done, "the init's too");
+        assert_eq!(eval(&p, prlimit, [0, core, new, new, 0, 0]), EPERM, "the old one asked for too: the filter cannot fill it in");
+        assert_eq!(eval(&p, prlimit, [0, core, new, 1 << 40, 0, 0]), EPERM);
         assert_eq!(eval(&p, prlimit, [0, core, 0, new, 0, 0]), RET_ALLOW, "reading it");
         assert_eq!(eval(&p, setrlimit, [7, new, 0, 0, 0, 0]), RET_ALLOW, "another limit");
         assert_eq!(eval(&p, prlimit, [0, 7, new, 0, 0, 0]), RET_ALLOW);
