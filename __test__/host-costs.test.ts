@@ -16,7 +16,7 @@ import test from 'ava'
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { configurePool, createSandbox, probe, runIsolated, spawnIsolated } from '../index.js'
+import { configurePool, createSandbox, probe, runIsolated } from '../index.js'
 import { cgroupDirOf, isRoot, nodeScript, root, waitUntil } from './helpers.js'
 import { cli } from './cli-runner.js'
 
@@ -65,11 +65,10 @@ test('the sandbox cannot step back in the line: not below its place where the ca
   const lower = (to: number) => `echo ${to} > /proc/self/oom_score_adj 2>/dev/null && echo lowered || echo refused; cat /proc/self/oom_score_adj`
   // What this process's own children may do: the sandbox may never do more.
   const callerMay = execFileSync('/bin/sh', ['-c', lower(-1000)], { encoding: 'utf8' }).split('\n')[0]
-  const sb = await spawnIsolated('/bin/sh', ['-c', `${lower(999)}; ${lower(ownAdj)}; ${lower(-1000)}`])
-  let out = ''
-  sb.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d))
-  const r = await sb.wait()
-  t.is(r.exitCode, 0)
+  // runIsolated, which reads the output to its end (a spawned sandbox's wait() may come first).
+  const r = await runIsolated('/bin/sh', ['-c', `${lower(999)}; ${lower(ownAdj)}; ${lower(-1000)}`])
+  t.is(r.exitCode, 0, r.stderr)
+  const out = r.stdout
   const [to999, after999, toOwn, afterOwn, toLeast, afterLeast] = out.trim().split('\n')
   if (host.oomFloorHeld) {
     t.deepEqual([to999, after999, toOwn, afterOwn, toLeast, afterLeast], ['refused', '1000', 'refused', '1000', 'refused', '1000'], out)
