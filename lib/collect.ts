@@ -67,7 +67,7 @@ const BLOCK = 64 << 10
  * (gigabytes for its default). Blocks grow from 256 bytes to 64 KiB, so a short output stays small
  * and at most one block is part empty.
  */
-export class Bytes {
+class Bytes {
   private readonly full: Buffer[] = []
   private block = Buffer.alloc(0)
   private used = 0

@@ -1348,14 +1348,15 @@ const SOCKET_FAMILIES: &[u32] = &[libc::AF_UNIX as u32, libc::AF_INET as u32, li
 
 /// The built-in profile for `seccomp: 'default'`: a denylist, so shells, compilers, Python, Node,
 /// threads and fork keep working. See the module docs for its shape. For a sandbox without core
-/// dumps (`limits.coreDumps` false, the default); [`default_program_with_core_dumps`] otherwise.
+/// dumps (`limits.coreDumps` false, the default), which a warm helper builds ahead.
 pub fn default_program() -> Program {
-    build_default(false).expect("the built-in seccomp profile assembles")
+    default_program_for(false)
 }
 
-/// [`default_program`] for a sandbox given core dumps: its RLIMIT_CORE is its own to change.
-pub fn default_program_with_core_dumps() -> Program {
-    build_default(true).expect("the built-in seccomp profile assembles")
+/// The built-in profile for a sandbox with or without core dumps (with them, its RLIMIT_CORE is
+/// its own to change): the one place that chooses.
+pub fn default_program_for(core_dumps: bool) -> Program {
+    build_default(core_dumps).expect("the built-in seccomp profile assembles")
 }
 
 /// RLIMIT_CORE's number, the same on every architecture Linux has.
@@ -2333,7 +2334,7 @@ mod tests {
         assert_eq!(eval(&p, prlimit, [0, core, 0, new, 0, 0]), RET_ALLOW, "reading it");
         assert_eq!(eval(&p, setrlimit, [7, new, 0, 0, 0, 0]), RET_ALLOW, "another limit");
         assert_eq!(eval(&p, prlimit, [0, 7, new, 0, 0, 0]), RET_ALLOW);
-        let dumps = default_program_with_core_dumps();
+        let dumps = default_program_for(true);
         assert_eq!(eval(&dumps, setrlimit, [core, new, 0, 0, 0, 0]), RET_ALLOW, "its own to change when it has core dumps");
         assert_eq!(eval(&dumps, prlimit, [0, core, new, 0, 0, 0]), RET_ALLOW);
         assert_eq!(eval(&dumps, prlimit, [1, core, new, 0, 0, 0]), EPERM, "but for the init's");

@@ -571,8 +571,7 @@ pub fn compile_seccomp(spec: &Spec) -> Result<Option<crate::seccomp::Program>, S
     use crate::spec::Seccomp;
     match &spec.seccomp {
         Seccomp::None => Ok(None),
-        Seccomp::Default if spec.limits.core_dumps => Ok(Some(crate::seccomp::default_program_with_core_dumps())),
-        Seccomp::Default => Ok(Some(crate::seccomp::default_program())),
+        Seccomp::Default => Ok(Some(crate::seccomp::default_program_for(spec.limits.core_dumps))),
         Seccomp::Profile { json } => {
             // A rule that a kept capability enables must stay in, as Docker resolves it.
             let opts = crate::seccomp::OciOptions { capabilities: spec.capabilities.clone(), kernel: None };

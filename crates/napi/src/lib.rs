@@ -272,17 +272,17 @@ fn parse_spec(json: &str) -> Result<Spec> {
 fn filter_for(spec: &Spec, warm: bool) -> Result<Option<Arc<[u8]>>> {
     /// A custom profile's text, the capabilities it was compiled for, its filter.
     type Compiled = (String, Vec<String>, Arc<[u8]>);
-    static BUILT_IN: OnceLock<Arc<[u8]>> = OnceLock::new();
-    static BUILT_IN_WITH_CORE_DUMPS: OnceLock<Arc<[u8]>> = OnceLock::new();
+    /// The built-in one, without and with core dumps.
+    static BUILT_IN: [OnceLock<Arc<[u8]>>; 2] = [OnceLock::new(), OnceLock::new()];
     static PROFILES: Mutex<Vec<Compiled>> = Mutex::new(Vec::new());
     const KEPT_PROFILES: usize = 8;
     match &spec.seccomp {
         Seccomp::None => Ok(None),
         Seccomp::Default if warm => Ok(None),
-        Seccomp::Default if spec.limits.core_dumps => {
-            Ok(Some(BUILT_IN_WITH_CORE_DUMPS.get_or_init(|| isolate_core::seccomp::default_program_with_core_dumps().to_bytes().into()).clone()))
+        Seccomp::Default => {
+            let dumps = spec.limits.core_dumps;
+            Ok(Some(BUILT_IN[usize::from(dumps)].get_or_init(|| isolate_core::seccomp::default_program_for(dumps).to_bytes().into()).clone()))
         }
-        Seccomp::Default => Ok(Some(BUILT_IN.get_or_init(|| isolate_core::seccomp::default_program().to_bytes().into()).clone())),
         Seccomp::Profile { json } => {
             let mut kept = PROFILES.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = kept.iter().position(|(j, caps, _)| j == json && *caps == spec.capabilities) {
