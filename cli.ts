@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Socket } from 'node:net'
 import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxOptions, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
+import { nearest } from './lib/errors.js'
 import { encodeFrame, Frame, jsonFrame, onFrames, STDIN_WINDOW } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { loadNative } from './lib/native.js'
@@ -372,6 +373,7 @@ function parseBind(text: string): MountOption {
   const parts = splitColons(text)
   let readonly = true
   if (parts.length > 1 && (parts[parts.length - 1] === 'ro' || parts[parts.length - 1] === 'rw')) readonly = parts.pop() === 'ro'
+  if (parts.length === 3 && (parts[2] === 'ro' || parts[2] === 'rw')) throw new UsageError(`--bind: ${JSON.stringify(text)} gives two modes; use SRC:DST[:ro|:rw], and '\\:' for a ':' in a path`)
   if (parts.length === 3 && !parts[2].includes('/')) throw new UsageError(`--bind: ${JSON.stringify(text)} ends in the mode ${JSON.stringify(parts[2])}, which is neither ro nor rw; use SRC:DST[:ro|:rw], and '\\:' for a ':' in a path`)
   if (parts.length > 2) throw new UsageError(`--bind: ${JSON.stringify(text)} has too many ':'; use SRC:DST[:ro|:rw], and '\\:' for a ':' in a path`)
   const [source, target = resolve(parts[0])] = parts
@@ -471,17 +473,6 @@ const optionsOf = (): Record<string, OptionTable> => ({
   rm: { force: { type: 'boolean', short: 'f' } },
 })
 
-/** Levenshtein distance, for a typo's nearest option. */
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
-  for (let i = 0; i < a.length; i++) {
-    const cur = [i + 1]
-    for (let j = 0; j < b.length; j++) cur.push(Math.min(prev[j] + (a[i] === b[j] ? 0 : 1), prev[j + 1] + 1, cur[j] + 1))
-    prev = cur
-  }
-  return prev[b.length]
-}
-
 function parseParsed<T>(fn: () => T, command: keyof typeof MORE): T {
   try {
     return fn()
@@ -498,7 +489,7 @@ function parseParsed<T>(fn: () => T, command: keyof typeof MORE): T {
     const listed = owners.map((c) => `'isolate ${c}'`)
     const elsewhere = listed.length > 0 ? ` (${unknown} is an option of ${listed.length > 1 ? `${listed.slice(0, -1).join(', ')} and ${listed.at(-1)}` : listed[0]})` : ''
     const own = command === 'ps' || command === 'doctor' ? tables['ps/doctor'] : command === 'rootfs' ? tables['rootfs unpack/import'] : tables[command]
-    const near = unknown.startsWith('--') && !elsewhere ? Object.keys(own).filter((o) => editDistance(o, name) <= 2 && name.length > 2).sort((x, y) => editDistance(x, name) - editDistance(y, name))[0] : undefined
+    const near = unknown.startsWith('--') && !elsewhere ? nearest(name, Object.keys(own)) : undefined
     throw new UsageError(`${command}: unknown option '${unknown}'${elsewhere}${near ? ` (did you mean --${near}?)` : ''}`, MORE[command])
   }
 }

@@ -103,7 +103,12 @@ function onAbort(signal: AbortSignal | undefined, stop: () => void, settled: Pro
 }
 
 export async function spawnIsolated(file: string, args: string[] = [], options: SpawnOptions = {}): Promise<Sandbox> {
-  const { spec, stdio, signal, command } = normalize(file, args, options)
+  return spawnAs('spawnIsolated', file, args, options)
+}
+
+/** spawnIsolated, whose option errors name `api`, the call the caller made. */
+async function spawnAs(api: string, file: string, args: string[], options: SpawnOptions): Promise<Sandbox> {
+  const { spec, stdio, signal, command } = normalize(file, args, options, api)
   if (isAborted(signal)) throw abortError(signal!)
   let sb: Sandbox
   try {
@@ -206,7 +211,7 @@ export async function runIsolated(file: string, args?: string[], options?: RunOp
 export async function runIsolated(file: string, args: string[] = [], options: RunOptions = {}): Promise<RunResult<string | Buffer>> {
   const { run, rest: spawnOptions } = splitRunOptions<SpawnOptions>(options)
   if (spawnOptions.stdio === undefined) spawnOptions.stdio = ['pipe', 'pipe', 'pipe']
-  const sb = await spawnIsolated(file, args, spawnOptions)
+  const sb = await spawnAs('runIsolated', file, args, spawnOptions)
   const output = collectOutput(sb.stdout, sb.stderr, run.maxBuffer, () => {
     sb.kill('SIGKILL')
     return sb.wait()

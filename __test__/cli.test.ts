@@ -145,6 +145,9 @@ test("run: a ':' of a path is written '\\:' in --bind and --tmpfs", async (t) =>
   const mode = await cli(['run', '--bind', `${dir}:/x:rx`, '--', '/bin/true'])
   t.is(mode.status, 125)
   t.regex(mode.stderr, /the mode "rx", which is neither ro nor rw/)
+  const twice = await cli(['run', '--bind', `${dir}:/x:ro:rw`, '--', '/bin/true'])
+  t.is(twice.status, 125)
+  t.regex(twice.stderr, /gives two modes; use SRC:DST\[:ro\|:rw\]/)
 })
 
 test('run: --tmpfs DST:SIZE mounts a tmpfs of that size', async (t) => {

@@ -237,6 +237,27 @@ test('runIsolated refuses input that has no stdin to go to; configurePool refuse
   t.notThrows(() => configurePool())
 })
 
+test("an unknown option's error names the call the caller made, what the option likely meant (a typo, another tool's name for it) and the options there are", async (t) => {
+  const cases: Array<[() => Promise<unknown>, string, RegExp]> = [
+    [() => runIsolated('/bin/true', [], { timeout: 1 } as never), 'timeout', /^options\.timeout: is not an option of runIsolated \(did you mean timeoutMs\?\); its options are rootfs, .*, maxBuffer$/],
+    [() => runIsolated('/bin/true', [], { memoryLimit: 1 } as never), 'memoryLimit', /of runIsolated \(did you mean limits\.memoryBytes\?\)/],
+    [() => spawnIsolated('/bin/true', [], { hostnmae: 'x' } as never), 'hostnmae', /of spawnIsolated \(did you mean hostname\?\); its options are .*landlock$/],
+    [() => createSandbox({ timout: 1 } as never), 'timout', /of createSandbox \(did you mean timeoutMs\?\); its options are (?!.*\bstdio\b)(?!.*\binput\b).*landlock$/],
+    [() => spawnIsolated('/bin/true', [], { shell: true } as never), 'shell', /\(here: the command '\/bin\/sh' with args \['-c', script\]\)/],
+    [() => spawnIsolated('/bin/true', [], { qqqq: 1 } as never), 'qqqq', /^options\.qqqq: is not an option of spawnIsolated; its options are/],
+    [() => spawnIsolated('/bin/true', [], { limits: { memory: 1 } } as never), 'limits.memory', /^options\.limits\.memory: is not a limit \(did you mean limits\.memoryBytes\?\); the limits are .*coreDumps$/],
+    [() => spawnIsolated('/bin/true', [], { limits: { cpuTime: 1 } } as never), 'limits.cpuTime', /did you mean limits\.cpuTimeMs\?/],
+    [() => spawnIsolated('/bin/true', [], { mounts: [{ type: 'bnd', source: '/tmp', target: '/x' }] } as never), 'mounts[0].type', /^options\.mounts\[0\]\.type: must be 'bind', 'tmpfs' or 'overlay', got "bnd" \(did you mean 'bind'\?\)$/],
+    [() => spawnIsolated('/bin/true', [], { mounts: [{ source: '/tmp', target: '/x' }] } as never), 'mounts[0].type', /got undefined$/],
+  ]
+  for (const [call, option, message] of cases) {
+    const e = await t.throwsAsync(call(), { instanceOf: IsolateError })
+    t.is(e?.code, 'ERR_ISOLATE_OPTION')
+    t.is(e?.option, option)
+    t.regex(e?.message ?? '', message)
+  }
+})
+
 test.serial('nothing is spawned for invalid options', async (t) => {
   await t.throwsAsync(spawnIsolated('/bin/true', [], { hostname: '' }))
   t.deepEqual(zombieChildren(), [])

@@ -248,6 +248,30 @@ export function isArrayOption(option: string, v: unknown): boolean {
 }
 
 /** `options.NAME: message`; `options: message` for the options object itself (`option` ''). */
+/** Levenshtein distance, for a typo's nearest name. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 0; i < a.length; i++) {
+    const cur = [i + 1]
+    for (let j = 0; j < b.length; j++) cur.push(Math.min(prev[j] + (a[i] === b[j] ? 0 : 1), prev[j + 1] + 1, cur[j] + 1))
+    prev = cur
+  }
+  return prev[b.length]
+}
+
+/** The one of `names` that `typed` most likely misspells (at most 2 edits, case aside), if any. */
+export function nearest(typed: string, names: Iterable<string>): string | undefined {
+  if (typed.length <= 2) return undefined
+  const lower = typed.toLowerCase()
+  let best: string | undefined
+  let bestDistance = 3
+  for (const name of names) {
+    const d = editDistance(lower, name.toLowerCase())
+    if (d < bestDistance) [best, bestDistance] = [name, d]
+  }
+  return best
+}
+
 const named = (option: string) => (option === '' ? 'options' : `options.${option}`)
 
 export function optionError(option: string, message: string): IsolateError {

@@ -1,7 +1,7 @@
 /** The public options and their one conversion into the spec the Rust core validates again. */
 import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readSync, realpathSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { boundedJson, isArrayOption, JsonTooLong, optionError, ownFields, ownOptions, shown } from './errors.js'
+import { boundedJson, isArrayOption, JsonTooLong, nearest, optionError, ownFields, ownOptions, shown } from './errors.js'
 import { isAbortSignal } from './abort.js'
 import { loadNative } from './native.js'
 
@@ -133,6 +133,38 @@ const MOST_PROFILE_JSON = 4 << 20
 const RUN_ONLY = ['input', 'encoding', 'maxBuffer']
 const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'overlay', 'seccomp', 'tty', 'landlock'])
 const COUNT_LIMITS = ['outputBytes', 'openFiles', 'fileSizeBytes', 'memoryBytes', 'pids', 'cpuTimeMs'] as const
+const LIMITS = [...COUNT_LIMITS, 'cpus', 'timeoutMs', 'coreDumps']
+
+/** What child_process, docker and other sandboxes call some of these options, and their name here. */
+const NAMED_HERE: Record<string, string> = {
+  timeout: 'timeoutMs',
+  memory: 'limits.memoryBytes',
+  memoryLimit: 'limits.memoryBytes',
+  memoryBytes: 'limits.memoryBytes',
+  maxMemory: 'limits.memoryBytes',
+  pids: 'limits.pids',
+  pidsLimit: 'limits.pids',
+  cpus: 'limits.cpus',
+  cpuTimeMs: 'limits.cpuTimeMs',
+  outputBytes: 'limits.outputBytes',
+  uid: 'user',
+  gid: 'user',
+  net: 'network',
+  binds: 'mounts',
+  volumes: 'mounts',
+  root: 'rootfs',
+  killSignal: "sb.kill(signal), or the sandbox's timeoutMs",
+  shell: "the command '/bin/sh' with args ['-c', script]",
+}
+const LIMIT_NAMED_HERE: Record<string, string> = { memory: 'memoryBytes', memoryLimit: 'memoryBytes', timeout: 'timeoutMs', cpu: 'cpus', cpuTime: 'cpuTimeMs', output: 'outputBytes', fileSize: 'fileSizeBytes', nofile: 'openFiles', core: 'coreDumps' }
+
+/** `key`, given among `where`'s options, is none of `known`: the error names what it likely meant and lists the others. */
+function unknownOption(key: string, where: string, known: readonly string[], namedHere: Record<string, string>, prefix = ''): Error {
+  const near = Object.hasOwn(namedHere, key) ? key : nearest(key, [...known, ...Object.keys(namedHere)])
+  const meant = near === undefined ? undefined : Object.hasOwn(namedHere, near) ? namedHere[near] : near
+  const guess = meant === undefined ? '' : /^[\w.]+$/.test(meant) ? ` (did you mean ${prefix}${meant}?)` : ` (here: ${meant})`
+  return optionError(`${prefix}${key}`, `is not ${where}${guess}; ${prefix ? 'the limits are' : 'its options are'} ${known.join(', ')}`)
+}
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isUint = (v: unknown, max = 2 ** 32 - 1): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max
@@ -255,7 +287,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   const o = options as SpawnOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
     if (RUN_ONLY.includes(key)) throw optionError(key, `is an option of runIsolated and sb.exec, which collect the output; ${api} gives streams`)
-    if (!KNOWN.has(key)) throw optionError(key, `is not an option of ${api}`)
+    if (!KNOWN.has(key)) throw unknownOption(key, `an option of ${api}`, optionsOf(api), NAMED_HERE)
   }
 
   let rootfs: Spec['rootfs'] = { kind: 'host' }
@@ -282,6 +314,10 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   for (const [i, m] of (o.mounts ?? []).entries()) {
     const opt = `mounts[${i}]`
     if (!isObject(m)) throw optionError(opt, 'must be an object')
+    if (m.type !== 'bind' && m.type !== 'overlay' && m.type !== 'tmpfs') {
+      const near = typeof m.type === 'string' ? nearest(m.type, ['bind', 'overlay', 'tmpfs']) : undefined
+      throw optionError(`${opt}.type`, `must be 'bind', 'tmpfs' or 'overlay', got ${shown(m.type)}${near ? ` (did you mean '${near}'?)` : ''}`)
+    }
     for (const key of Object.keys(m)) {
       const allowed = m.type === 'bind' ? ['type', 'source', 'target', 'readonly'] : m.type === 'overlay' ? ['type', 'source', 'target'] : ['type', 'target', 'sizeBytes', 'mode']
       if (!allowed.includes(key)) throw optionError(`${opt}.${key}`, `is not a field of a ${shown(m.type)} mount`)
@@ -299,8 +335,6 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
       if (m.sizeBytes !== undefined && !(isUint(m.sizeBytes, Number.MAX_SAFE_INTEGER) && m.sizeBytes > 0)) throw optionError(`${opt}.sizeBytes`, 'must be a positive integer')
       if (m.mode !== undefined && !isUint(m.mode, 0o7777)) throw optionError(`${opt}.mode`, 'must be a file mode such as 0o755')
       mounts.push({ type: 'tmpfs', target: insidePath(`${opt}.target`, m.target), sizeBytes: m.sizeBytes, mode: m.mode })
-    } else {
-      throw optionError(`${opt}.type`, `must be 'bind', 'tmpfs' or 'overlay', got ${shown((m as { type?: unknown }).type)}`)
     }
   }
 
@@ -346,7 +380,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   const limits = o.limits ?? Object.create(null)
   if (!isObject(limits)) throw optionError('limits', 'must be an object')
   for (const key of Object.keys(limits)) {
-    if (key !== 'timeoutMs' && key !== 'coreDumps' && key !== 'cpus' && !(COUNT_LIMITS as readonly string[]).includes(key)) throw optionError(`limits.${key}`, 'is not a limit')
+    if (!LIMITS.includes(key)) throw unknownOption(key, 'a limit', LIMITS, LIMIT_NAMED_HERE, 'limits.')
   }
   const specLimits: Spec['limits'] = {}
   for (const key of COUNT_LIMITS) {
@@ -483,6 +517,13 @@ function parseStdio(v: unknown): [StdioMode, StdioMode, StdioMode] {
 export type SandboxOptions = Omit<SpawnOptions, 'stdio' | 'tty' | 'limits'> & { limits?: Omit<Limits, 'outputBytes'> & { outputBytes?: never } }
 
 const PER_EXEC = ['stdio', 'tty', ...RUN_ONLY]
+
+/** The options `api` takes, as its errors list them. */
+function optionsOf(api: string): string[] {
+  if (api === 'runIsolated') return [...KNOWN, ...RUN_ONLY]
+  if (api === 'createSandbox') return [...KNOWN].filter((k) => !PER_EXEC.includes(k))
+  return [...KNOWN]
+}
 
 /** The spec of a long-lived sandbox: no command of its own; env and cwd become its execs' defaults. */
 export function normalizeSandbox(options: unknown): { spec: Spec; signal?: AbortSignal } {
