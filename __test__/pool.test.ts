@@ -431,7 +431,7 @@ asRoot('where root may not create cgroups (a read-only cgroupfs, as in a contain
     t.is(r.tmp, '', 'nothing the sandbox before left in /tmp')
   }
   t.is(limited?.step, 'create_cgroup', 'limits that need a cgroup still fail, naming the step')
-  t.regex(limited?.message ?? '', /limits need a cgroup/)
+  t.regex(limited?.message ?? "", /^sandbox setup failed at create_cgroup: limits\.memoryBytes needs a cgroup, and /)
   const servers = helperServersOf(child.pid!)
   t.is(servers.length, 1, 'one helper server forks its warm helpers')
   const exited = new Promise((r) => child.once('exit', r))

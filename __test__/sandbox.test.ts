@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join, relative } from 'node:path'
-import { IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
+import { createSandbox, IsolateError, probe, runIsolated, spawnIsolated } from '../index.js'
+import { optionOfFailure } from '../lib/options.js'
 import { expectedOutsideIds, isRoot, removeDir, root, sh, tempDir } from './helpers.js'
 
 const rootOnly = isRoot ? test : test.skip
@@ -368,4 +369,33 @@ test('a bind target inside a read-only directory fails with a hint', async (t) =
   t.truthy(e?.hint)
   t.is(e?.path, '/usr/definitely-not-there', 'the path as the sandbox sees it')
   t.false(existsSync('/usr/definitely-not-there'))
+})
+
+test("a setup step's failure names the option it came from (a bind's source, a mount point, the overlay's upper, the cwd, a Landlock path, the root), so that code can tell which input was wrong", async (t) => {
+  const dir = tempDir('isolate-option-of-')
+  t.teardown(() => removeDir(dir))
+  const missing = join(dir, 'missing')
+  const cases: Array<[Record<string, unknown>, string, string]> = [
+    [{ mounts: [{ type: 'tmpfs', target: '/t' }, { type: 'bind', source: missing, target: '/x' }] }, 'bind_mount', 'mounts[1].source'],
+    [{ mounts: [{ type: 'bind', source: dir, target: '/usr/not-there' }] }, 'create_mountpoint', 'mounts[0].target'],
+    [{ mounts: [{ type: 'overlay', source: missing, target: '/x' }] }, 'mount_overlay', 'mounts[0].source'],
+    [{ overlay: { upper: missing } }, 'mount_overlay', 'overlay.upper'],
+    [{ cwd: '/not-there' }, 'chdir', 'cwd'],
+    [{ landlock: { read: ['/usr'], write: ['/not-there'] } }, 'apply_landlock', 'landlock.write[0]'],
+    [{ rootfs: missing }, 'inspect_sources', 'rootfs'],
+  ]
+  for (const [options, step, option] of cases) {
+    const e = await t.throwsAsync(runIsolated('/bin/true', [], options), { instanceOf: IsolateError }, JSON.stringify(options))
+    t.like(e, { code: 'ERR_ISOLATE_SETUP', step, option }, JSON.stringify(options))
+  }
+  const sb = await createSandbox()
+  t.teardown(() => sb.destroy())
+  t.like(await t.throwsAsync(sb.exec('/bin/true', [], { cwd: '/not-there' }), { instanceOf: IsolateError }), { step: 'chdir', option: 'cwd' })
+  // A path that is one mount's source and another's target: the step says which.
+  const both = { mounts: [{ type: 'bind' as const, source: '/a', target: '/b', readonly: true }, { type: 'bind' as const, source: '/b', target: '/a', readonly: true }] }
+  t.is(optionOfFailure(both, 'bind_mount', '/a'), 'mounts[0].source')
+  t.is(optionOfFailure(both, 'create_mountpoint', '/a'), 'mounts[1].target')
+  t.is(optionOfFailure({ limits: { memoryBytes: 1, pids: 2 } }, 'create_cgroup', undefined), 'limits')
+  t.is(optionOfFailure({ limits: { pids: 2, timeoutMs: 5 } }, 'create_cgroup', undefined), 'limits.pids')
+  t.is(optionOfFailure({}, 'execve', '/bin/nope'), undefined, 'the command is no option')
 })

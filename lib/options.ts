@@ -103,6 +103,37 @@ export interface SpawnOptions {
   seccomp?: 'default' | 'none' | Record<string, unknown> | string
 }
 
+/**
+ * The option a setup step's failure comes from, where one does: a bind's missing source, a mount
+ * point that cannot be made, an overlay's upper layer, the cwd, a Landlock path, the limits that
+ * need a cgroup. `spec` holds what the call was given (an exec's: nothing but its cwd and tty,
+ * which the step names).
+ */
+export function optionOfFailure(spec: Partial<Spec>, step: string, path: string | undefined): string | undefined {
+  if (step === 'chdir') return 'cwd'
+  if (step === 'open_pty') return 'tty'
+  if (step === 'load_seccomp') return 'seccomp'
+  if (step === 'set_rlimits') return 'limits'
+  if (step === 'create_cgroup' || step === 'write_cgroup_limits') {
+    const asked = (['memoryBytes', 'pids', 'cpus', 'cpuTimeMs'] as const).filter((k) => spec.limits?.[k] !== undefined)
+    return asked.length === 1 ? `limits.${asked[0]}` : 'limits'
+  }
+  if (path === undefined) return undefined
+  // The same path may be a mount's source and another's target: the step says which it was.
+  const ofSource = step === 'bind_mount' || step === 'mount_overlay' || step === 'inspect_sources'
+  for (const [i, m] of (spec.mounts ?? []).entries()) {
+    if (ofSource ? 'source' in m && m.source === path : m.target === path) return `mounts[${i}].${ofSource ? 'source' : 'target'}`
+  }
+  if (spec.overlay?.upper === path) return 'overlay.upper'
+  if (spec.rootfs?.kind === 'dir' && spec.rootfs.path === path) return 'rootfs'
+  if (spec.rootfs?.kind === 'layers' && spec.rootfs.paths.includes(path)) return `rootfs.layers[${spec.rootfs.paths.indexOf(path)}]`
+  for (const list of ['read', 'write', 'exec'] as const) {
+    const i = spec.landlock?.[list].indexOf(path) ?? -1
+    if (i >= 0) return `landlock.${list}[${i}]`
+  }
+  return undefined
+}
+
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 /** The JSON shape of isolate_core::spec::Spec. */

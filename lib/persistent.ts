@@ -134,7 +134,7 @@ export class ExecProcess {
   /** @internal The sandbox's events for this exec. */
   _event(ev: Event): void {
     if (ev.event === 'execSpawned') this.#settle.spawned(ev.pid)
-    else if (ev.event === 'execError') this.#settle.failed(setupError(ev, `exec of ${this.command}`))
+    else if (ev.event === 'execError') this.#settle.failed(setupError(ev, `exec of ${this.command}`, {}))
     else if (ev.event === 'execExit') this.#settle.exit({ exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs })
   }
 
@@ -226,7 +226,7 @@ export class PersistentSandbox {
         resolveReady()
       } else if (ev.event === 'error') {
         settled = true
-        const e = setupError(ev)
+        const e = setupError(ev, 'sandbox setup', spec)
         rejectReady(e)
         rejectDone(e)
       } else if (ev.event === 'exit') {

@@ -5,6 +5,7 @@ import { constants } from 'node:os'
 import { Readable, type Writable } from 'node:stream'
 import { helperGone, IsolateError, shown } from './errors.js'
 import type { Addon, ExecStdio, SpawnedHelper } from './native.js'
+import { optionOfFailure, type Spec } from './options.js'
 
 export type ExitReason = 'exited' | 'signaled' | 'timeout' | 'canceled' | 'oom' | 'cpu-time' | 'output-limit'
 
@@ -38,14 +39,15 @@ type Event =
 
 export type SetupFailure = Omit<Extract<Event, { event: 'error' }>, 'event'>
 
-/** A setup step's failure as it crossed from the helper, as an IsolateError. */
-export function setupError(e: SetupFailure, what = 'sandbox setup'): IsolateError {
+/** A setup step's failure as it crossed from the helper, as an IsolateError naming the option it came from where one did (`spec`'s). */
+export function setupError(e: SetupFailure, what: string, spec: Parameters<typeof optionOfFailure>[0]): IsolateError {
   return new IsolateError(`${what} failed at ${e.step}${e.path ? ` (${e.path})` : ''}: ${e.message}`, {
     code: 'ERR_ISOLATE_SETUP',
     step: e.step,
     path: e.path,
     errno: e.errno,
     hint: e.hint,
+    option: optionOfFailure(spec, e.step, e.path),
   })
 }
 
@@ -238,9 +240,9 @@ export class Sandbox {
    * `send`: hands a warm helper its spec, last, once this object listens to the helper (see
    * startSandbox); returns the stdio ends. Throws what it throws, with nothing left listening.
    */
-  constructor(addon: Addon, h: SpawnedHelper, readonly command: string, tty: boolean, send?: () => ExecStdio) {
+  constructor(addon: Addon, h: SpawnedHelper, readonly command: string, spec: Spec, send?: () => ExecStdio) {
     this.#addon = addon
-    this.#tty = tty
+    this.#tty = spec.tty !== undefined
     this.#helperPid = h.pid
     this.#control = h.socket ?? new Socket({ fd: h.control, readable: true, writable: true })
 
@@ -260,7 +262,7 @@ export class Sandbox {
         this.pid = ev.pid
         resolveStarted()
       } else if (ev.event === 'error') {
-        failure = setupError(ev)
+        failure = setupError(ev, 'sandbox setup', spec)
         rejectStarted(failure)
         rejectDone(failure)
         this.#destroyStdio()

@@ -668,6 +668,12 @@ impl CgroupLimits {
     pub fn is_empty(&self) -> bool {
         self.memory_bytes.is_none() && self.pids.is_none() && self.cpus.is_none() && !self.cpu_time
     }
+
+    /// The options that asked for these limits, as the caller wrote them.
+    pub fn options(&self) -> Vec<&'static str> {
+        let given = [self.memory_bytes.is_some(), self.pids.is_some(), self.cpus.is_some(), self.cpu_time];
+        LIMIT_CONTROLLERS.iter().zip(given).filter(|(_, given)| *given).map(|((option, _), _)| *option).collect()
+    }
 }
 
 /// One write into the sandbox cgroup's directory for `controller`.
@@ -1748,6 +1754,15 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_limits_that_need_a_cgroup_are_named_as_options() {
+        let none = CgroupLimits { memory_bytes: None, pids: None, cpus: None, cpu_time: false };
+        assert!(none.options().is_empty());
+        let all = CgroupLimits { memory_bytes: Some(1), pids: Some(2), cpus: Some(0.5), cpu_time: true };
+        assert_eq!(all.options(), ["limits.memoryBytes", "limits.pids", "limits.cpus", "limits.cpuTimeMs"]);
+        assert_eq!(CgroupLimits { pids: Some(2), ..none }.options(), ["limits.pids"]);
+    }
     use std::os::fd::AsRawFd;
 
     // ----- pure: the layout, the host's answers, the plans -----

@@ -201,6 +201,15 @@ impl std::fmt::Display for SetupError {
 
 impl std::error::Error for SetupError {}
 
+/// Names as a sentence lists them: "a", "a and b", "a, b and c".
+pub fn listed(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 pub fn errno_name(errno: i32) -> String {
     let e = nix::errno::Errno::from_raw(errno);
     if e == nix::errno::Errno::UnknownErrno {
@@ -322,6 +331,14 @@ fn default_hint(step: Step, errno: i32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_listed_as_a_sentence() {
+        assert_eq!(listed(&[]), "");
+        assert_eq!(listed(&["limits.pids"]), "limits.pids");
+        assert_eq!(listed(&["a", "b"]), "a and b");
+        assert_eq!(listed(&["a", "b", "c"]), "a, b and c");
+    }
 
     #[test]
     fn an_error_as_json_fits_in_one_pipe_write_whatever_its_texts() {

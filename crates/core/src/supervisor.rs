@@ -94,7 +94,9 @@ fn create_cgroup(spec: &Spec) -> Result<Option<SandboxCgroup>, SetupError> {
     let host = crate::cgroup::detect()?;
     if !host.can_create {
         let why = host.reason.clone().unwrap_or_else(|| "this process may not create cgroups".into());
-        let err = SetupError::new(Step::CreateCgroup, format!("limits need a cgroup, and {why}"));
+        let asked = limits.options();
+        let verb = if asked.len() == 1 { "needs" } else { "need" };
+        let err = SetupError::new(Step::CreateCgroup, format!("{} {verb} a cgroup, and {why}", crate::error::listed(&asked)));
         if host.parent_refused {
             return Err(err.with_hint(format!("name this process's cgroup or one above it in {} (cgroup v2 only), as /proc/self/cgroup writes it, or unset it; it is read once per Node process, at its first sandbox or probe()", crate::cgroup::PARENT_ENV)));
         }
