@@ -8,7 +8,7 @@ import { loadNative, takeWrapped, type Addon, type ExecStdio, type SpawnedHelper
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
 import { helperPool, refillPool, startBegins } from './lib/pool.js'
 import { collectOutput, decode, splitRunOptions } from './lib/collect.js'
-import { PersistentSandbox } from './lib/persistent.js'
+import { endedBecause, PersistentSandbox } from './lib/persistent.js'
 import { Sandbox, type SandboxResult } from './lib/sandbox.js'
 
 export { IsolateError } from './lib/errors.js'
@@ -199,7 +199,10 @@ export async function createSandbox(options: SandboxOptions = {}): Promise<Persi
     await sb.destroy().catch(() => {})
     throw abortError(signal!)
   }
-  if (sb.destroyed) throw new IsolateError('the sandbox ended before it was ready', { code: 'ERR_ISOLATE_DESTROYED' })
+  if (sb.destroyed) {
+    const why = sb._result
+    throw new IsolateError(`the sandbox ended before it was ready${why ? ` (reason '${why.reason}': ${endedBecause(why)})` : ''}`, { code: 'ERR_ISOLATE_DESTROYED' })
+  }
   return sb
 }
 

@@ -377,7 +377,7 @@ test('destroy() ends everything: processes, cgroup, the helper; then exec reject
 
   const e = await t.throwsAsync(sb.exec('/bin/true'), { instanceOf: IsolateError })
   t.is(e?.code, 'ERR_ISOLATE_DESTROYED')
-  t.regex(e!.message, new RegExp(`sandbox ${sb.id} has ended`))
+  t.regex(e!.message, new RegExp(`sandbox ${sb.id} has ended \\(reason 'canceled': destroy\\(\\) or its signal ended it\\)`))
   t.is((await sb.destroy()).reason, 'canceled', 'destroy() again gives the same result')
 })
 
@@ -411,7 +411,17 @@ test('the sandbox\'s own timeoutMs ends it, and the execs in it', async (t) => {
   const [end, result] = await Promise.all([p.wait(), sb.wait()])
   t.is(result.reason, 'timeout')
   t.is(end.reason, 'timeout')
-  await t.throwsAsync(sb.exec('/bin/true'), { code: 'ERR_ISOLATE_DESTROYED' } as never)
+  const e = await t.throwsAsync(sb.exec('/bin/true'), { code: 'ERR_ISOLATE_DESTROYED' } as never)
+  t.regex((e as Error).message, new RegExp(`^the sandbox ${sb.id} has ended \\(reason 'timeout': its timeoutMs passed\\); nothing can run in it any more`), 'it says why')
+})
+
+test('a sandbox whose timeoutMs passes before it is ready rejects createSandbox, saying so', async (t) => {
+  // A 1 ms timeout mostly passes during the set-up; a sandbox that was ready first is no failure.
+  const outcomes = await Promise.allSettled(Array.from({ length: 10 }, () => createSandbox({ timeoutMs: 1 })))
+  const rejected = outcomes.flatMap((o) => (o.status === 'rejected' ? [o.reason as IsolateError] : []))
+  for (const o of outcomes) if (o.status === 'fulfilled') await o.value.destroy()
+  t.true(rejected.length > 0, 'at least one ended before it was ready')
+  for (const e of rejected) t.like(e, { code: 'ERR_ISOLATE_DESTROYED', message: "the sandbox ended before it was ready (reason 'timeout': its timeoutMs passed)" })
 })
 
 test('an abort of its signal after the start ends the sandbox (reason canceled), as spawnIsolated\'s does', async (t) => {
@@ -495,7 +505,9 @@ test('files that fill the memory limit end the sandbox (reason oom); a /tmp size
   const unsized = await sandbox(t, { limits: { memoryBytes: 64 << 20 } })
   t.is((await sh(unsized, fill)).reason, 'oom')
   t.like(await unsized.wait(), { reason: 'oom', signal: 'SIGKILL' }, 'its init too')
-  t.is((await t.throwsAsync(unsized.exec('/bin/true'), { instanceOf: IsolateError }))?.code, 'ERR_ISOLATE_DESTROYED')
+  const gone = await t.throwsAsync(unsized.exec('/bin/true'), { instanceOf: IsolateError })
+  t.is(gone?.code, 'ERR_ISOLATE_DESTROYED')
+  t.regex(gone?.message ?? '', /has ended \(reason 'oom': it ran out of memory \(limits\.memoryBytes; the kernel killed it\)\)/, 'it says why')
 })
 
 test('a Node process that dies leaves no long-lived sandbox behind', async (t) => {

@@ -57,8 +57,27 @@ const DRAIN_MS = 250
 /** Characters of a sandbox's id (hex): what a socket named after it takes (lib/registry.ts). */
 export const ID_LENGTH = 12
 
-const destroyedError = (id: string) =>
-  new IsolateError(`the sandbox ${id} has ended or is being destroyed; nothing can run in it any more`, {
+/** Why a long-lived sandbox ended, as its result says. */
+export function endedBecause(r: SandboxResult): string {
+  switch (r.reason) {
+    case 'timeout':
+      return 'its timeoutMs passed'
+    case 'oom':
+      return 'it ran out of memory (limits.memoryBytes; the kernel killed it)'
+    case 'cpu-time':
+      return 'it used up its CPU time (limits.cpuTimeMs)'
+    case 'canceled':
+      return 'destroy() or its signal ended it'
+    case 'signaled':
+      return `its init was killed by ${r.signal} from outside`
+    default:
+      return `its init ended (${r.reason}${r.exitCode === null ? '' : `, exit code ${r.exitCode}`})`
+  }
+}
+
+/** `why`: its end, once known; else it is still being destroyed, or its helper's report is on its way. */
+const destroyedError = (id: string, why?: SandboxResult) =>
+  new IsolateError(why ? `the sandbox ${id} has ended (reason '${why.reason}': ${endedBecause(why)}); nothing can run in it any more` : `the sandbox ${id} has ended or is being destroyed; nothing can run in it any more`, {
     code: 'ERR_ISOLATE_DESTROYED',
     hint: 'create a new sandbox with createSandbox()',
   })
@@ -200,6 +219,8 @@ export class PersistentSandbox {
   #nextId = 1
   readonly #execs = new Map<number, ExecProcess>()
   #ended = false
+  /** How it ended, once its helper said so. */
+  #result: SandboxResult | undefined
   /** destroy() was called: no exec starts any more (one sent meanwhile would race the end). */
   #destroying = false
   /** unref() was called (and no ref() since): execs' stdio pipes keep the loop alive neither. */
@@ -231,9 +252,10 @@ export class PersistentSandbox {
         rejectDone(e)
       } else if (ev.event === 'exit') {
         settled = true
+        this.#result = { command: `sandbox ${this.id}`, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage }
         this.#end()
         resolveReady()
-        resolveDone({ command: `sandbox ${this.id}`, exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, pid: this.pid, usage: ev.usage })
+        resolveDone(this.#result)
       } else {
         const exec = this.#execs.get(ev.id)
         exec?._event(ev)
@@ -258,8 +280,13 @@ export class PersistentSandbox {
     this.#ended = true
     if (this.#execFd !== undefined) this.#addon.closeFd(this.#execFd)
     this.#execFd = undefined
-    for (const exec of this.#execs.values()) exec._failed(destroyedError(this.id))
+    for (const exec of this.#execs.values()) exec._failed(destroyedError(this.id, this.#result))
     this.#execs.clear()
+  }
+
+  /** @internal How it ended, once its helper said so. */
+  get _result(): SandboxResult | undefined {
+    return this.#result
   }
 
   /** True once the sandbox has ended (destroyed, or ended by its own limits). */
@@ -283,7 +310,7 @@ export class PersistentSandbox {
     const id = this.#nextId++
     let fds: ExecStdio | undefined
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
-      if (this.#ended || this.#destroying || this.#execFd === undefined) throw destroyedError(this.id)
+      if (this.#ended || this.#destroying || this.#execFd === undefined) throw destroyedError(this.id, this.#result)
       try {
         fds = this.#addon.sendExec(this.#execFd, JSON.stringify({ ...request, id }), stdio.map(stdioCode))
         break
@@ -300,7 +327,7 @@ export class PersistentSandbox {
         }
         // The helper closed its end: the sandbox ended (destroyed, timed out, its init killed)
         // and this process has not heard yet.
-        if (/\((EPIPE|ECONNRESET|ENOTCONN)\)\s*$/.test(err.message)) throw destroyedError(this.id)
+        if (/\((EPIPE|ECONNRESET|ENOTCONN)\)\s*$/.test(err.message)) throw destroyedError(this.id, this.#result)
         const errno = errnoAtEnd(err.message)
         throw new IsolateError(`could not hand the exec to the sandbox: ${err.message}`, {
           code: 'ERR_ISOLATE_NATIVE',
