@@ -95,8 +95,10 @@ export interface SpawnOptions {
   overlay?: boolean | { upper?: string; sizeBytes?: number }
   /**
    * A pseudo-terminal for the command (its own devpts instance inside the sandbox): `true`
-   * (80x24) or `{ rows, cols }`. Its input is `sb.stdin`, its output `sb.stdout` (stderr goes
-   * there too, as on any terminal); `sb.resize(cols, rows)` follows window changes.
+   * (80x24) or `{ rows, cols }`. Its input comes from `stdio[0]` and its output (stderr too, as
+   * on any terminal) goes to `stdio[1]`: `sb.stdin` and `sb.stdout` with `'pipe'` (the default),
+   * this process's own with `'inherit'`, nothing and nowhere with `'ignore'`; `stdio[2]` is
+   * unused. `sb.resize(cols, rows)` follows window changes.
    */
   tty?: boolean | { rows: number; cols: number }
   /** `'default'` (the built-in profile), `'none'`, or a Docker/OCI seccomp profile (object or JSON text). */
