@@ -812,6 +812,8 @@ function inFlags(text: string, mountFlags: string[]): string {
     .replace(/\bmounts\[(\d+)\](?:\.(source|target))?/g, mount)
     .replace(/\b(?:options\.)?(limits\.[a-zA-Z]+)/g, (m: string, key: string) => FLAG_OF[key] ?? m)
     .replace(/\benv\.PATH\b/g, '-e PATH=...')
+    .replace(/\boptions\.([a-zA-Z]+)\b(?!\.)/g, (m: string, key: string) => FLAG_OF[key] ?? m)
+    .replace(/\(probe\(\)\.sandboxHostIds\)/g, "('isolate doctor' names them)")
 }
 
 /** `isolate: <message>` and the structured details, one per line. */

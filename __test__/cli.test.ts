@@ -69,6 +69,12 @@ test('run: a missing command exits 127 (126: one that cannot be run) with the fa
   const cannot = await cli(['run', '--', '/etc/passwd'])
   t.is(cannot.status, 126, cannot.stderr)
   t.regex(cannot.stderr, /^ {2}errno: EACCES$/m)
+  // Hints name what a CLI user types, not the library's calls and options.
+  t.regex(cannot.stderr, /host ids of its own \('isolate doctor' names them\)/)
+  t.notRegex(cannot.stderr, /probe\(\)/)
+  const relative = await cli(['run', '--cwd', 'work', '--', '/bin/pwd'])
+  t.is(relative.status, 125)
+  t.regex(relative.stderr, /^isolate: --cwd: must be an absolute path inside the sandbox, got "work"$/m)
   const r = await cli(['run', '--', '/no/such'])
   t.is(r.status, 127)
   t.regex(r.stderr, /^isolate: /)
