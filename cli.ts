@@ -1346,7 +1346,8 @@ function progressReporter(verb: string, force: boolean): { update: (p: UnpackPro
   const phases = { decompress: 'decompressing', verify: 'verifying', unpack: verb }
   const text = (p: UnpackProgress) => {
     const layer = p.layers !== undefined && p.layer !== undefined ? ` layer ${p.layer + 1}/${p.layers}` : ''
-    const amount = p.totalBytes > 0 ? `${mib(p.bytes)} / ${mib(p.totalBytes)} (${Math.min(100, Math.floor((p.bytes / p.totalBytes) * 100))}%)` : mib(p.bytes)
+    // Bytes of the archive read (compressed, as its size on disk), not of the files made.
+    const amount = p.totalBytes > 0 ? `${mib(p.bytes)} / ${mib(p.totalBytes)} read (${Math.min(100, Math.floor((p.bytes / p.totalBytes) * 100))}%)` : `${mib(p.bytes)} read`
     const entries = p.phase === 'unpack' ? `, ${p.entries} entries` : ''
     return `${phases[p.phase]}${layer}: ${amount}${entries}`
   }
