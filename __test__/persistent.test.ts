@@ -415,6 +415,33 @@ test('the sandbox\'s own timeoutMs ends it, and the execs in it', async (t) => {
   t.regex((e as Error).message, new RegExp(`^the sandbox ${sb.id} has ended \\(reason 'timeout': its timeoutMs passed\\); nothing can run in it any more`), 'it says why')
 })
 
+test("an exec's result has its own usage: the CPU time and peak memory of its command and what it waited for, not of what it left running; none for one its sandbox's end cut", async (t) => {
+  const sb = await sandbox(t)
+  // The command (a shell) waits for python, which touches 48 MiB and burns CPU, then says how
+  // much CPU it used by its own clock; a sleep it leaves running is no part of it.
+  const burn = 'import time\nb = bytearray(48 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass\nprint(time.process_time())'
+  const r = await sb.exec('/bin/sh', ['-c', `sleep 30 >/dev/null 2>&1 & /usr/bin/python3 -c '${burn}'`])
+  t.is(r.reason, 'exited', r.stderr)
+  const said = Number(r.stdout) * 1000
+  t.true(said >= 200, r.stdout)
+  t.truthy(r.usage, 'an exec that ended has a usage')
+  const cpu = r.usage!.cpuUserMs + r.usage!.cpuSystemMs
+  t.true(cpu >= said, `usage ${cpu} ms counts at least the ${said} ms python said it used`)
+  t.true(r.usage!.peakMemoryBytes >= 48 << 20, `peak ${r.usage!.peakMemoryBytes}`)
+  t.is(r.usage!.wallMs, r.durationMs)
+  // Another exec counts only its own: a moment's CPU, a small peak.
+  const quick = await sb.exec('/bin/true')
+  t.true(quick.usage!.cpuUserMs + quick.usage!.cpuSystemMs < said / 2, JSON.stringify(quick.usage))
+  t.true(quick.usage!.peakMemoryBytes < 16 << 20, JSON.stringify(quick.usage))
+  // Still running as the sandbox ends: the init never reaped it, so no usage of its own.
+  const running = await sb.spawn('/bin/sleep', ['30'])
+  const ended = running.wait()
+  await sb.destroy()
+  const cut = await ended
+  t.is(cut.reason, 'canceled')
+  t.false('usage' in cut, JSON.stringify(cut))
+})
+
 test('a sandbox whose timeoutMs passes before it is ready rejects createSandbox, saying so', async (t) => {
   // A 1 ms timeout mostly passes during the set-up; a sandbox that was ready first is no failure.
   const outcomes = await Promise.allSettled(Array.from({ length: 10 }, () => createSandbox({ timeoutMs: 1 })))

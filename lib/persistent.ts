@@ -41,6 +41,14 @@ export interface ExecExit {
   durationMs: number
   /** The command's pid as the sandbox sees it. */
   pid: number
+  /**
+   * What the command and the descendants it waited for used, as time(1) counts a command
+   * (`wait4`): CPU time, and as `peakMemoryBytes` the largest resident set among them (not the
+   * sandbox cgroup's peak, which also holds page cache and /tmp); `wallMs` is `durationMs`.
+   * Processes it left running are not in it. Absent when the command was still running as its
+   * sandbox ended (the sandbox's own `usage` counts it).
+   */
+  usage?: Usage
 }
 
 type Event =
@@ -49,7 +57,7 @@ type Event =
   | { event: 'exit'; exitCode: number | null; signal: string | null; reason: SandboxResult['reason']; durationMs: number; usage: Usage }
   | { event: 'execSpawned'; id: number; pid: number }
   | ({ event: 'execError'; id: number } & SetupFailure)
-  | { event: 'execExit'; id: number; exitCode: number | null; signal: string | null; reason: ExecReason; durationMs: number }
+  | { event: 'execExit'; id: number; exitCode: number | null; signal: string | null; reason: ExecReason; durationMs: number; usage?: Usage }
 
 /** How long after an exec's deadline (or its end, when that came later) its output may still drain. */
 const DRAIN_MS = 250
@@ -154,7 +162,7 @@ export class ExecProcess {
   _event(ev: Event): void {
     if (ev.event === 'execSpawned') this.#settle.spawned(ev.pid)
     else if (ev.event === 'execError') this.#settle.failed(setupError(ev, `exec of ${this.command}`, {}))
-    else if (ev.event === 'execExit') this.#settle.exit({ exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs })
+    else if (ev.event === 'execExit') this.#settle.exit({ exitCode: ev.exitCode, signal: ev.signal, reason: ev.reason, durationMs: ev.durationMs, ...(ev.usage ? { usage: ev.usage } : {}) })
   }
 
   /** @internal */

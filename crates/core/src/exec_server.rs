@@ -217,11 +217,11 @@ impl Server<'_> {
     /// Reap every exited process: the execs' commands are reported, orphans just reaped.
     fn reap(&mut self) {
         loop {
-            let (pid, report) = match sys::wait_child(None, false) {
-                Ok(Ended::Exited(pid, code)) => (pid, Some((code, None))),
-                Ok(Ended::Signaled(pid, signal)) => (pid, Some((0, Some(signal)))),
-                Ok(Ended::StillAlive) | Err(_) => return,
-                Ok(Ended::Other(_)) => continue,
+            let (pid, report, used) = match sys::wait_child_counted(None, false) {
+                Ok((Ended::Exited(pid, code), used)) => (pid, Some((code, None)), Some(used)),
+                Ok((Ended::Signaled(pid, signal), used)) => (pid, Some((0, Some(signal))), Some(used)),
+                Ok((Ended::StillAlive, _)) | Err(_) => return,
+                Ok((Ended::Other(_), _)) => continue,
             };
             // Its status pipe is at its end now: settle whether it ever ran.
             self.read_status(pid);
@@ -229,8 +229,8 @@ impl Server<'_> {
                 send(
                     &self.report,
                     &match signal {
-                        Some(signal) => Report::ExecSignaled { id, signal },
-                        None => Report::ExecExited { id, code },
+                        Some(signal) => Report::ExecSignaled { id, signal, used },
+                        None => Report::ExecExited { id, code, used },
                     },
                 );
             }

@@ -4,7 +4,7 @@
 
 use crate::error::{SetupError, Step};
 use crate::exec_server::MAX_REQUEST;
-use crate::protocol::{signal_name, Event, ExecRequest, Reason, Report, TerminalHandoff, Work};
+use crate::protocol::{signal_name, Event, ExecRequest, Reaped, Reason, Report, TerminalHandoff, Work};
 use crate::relay::{Interest, TtyRelay};
 use crate::supervisor::Control;
 use std::collections::HashMap;
@@ -27,6 +27,8 @@ struct Exec {
     tty_size: Option<(u16, u16)>,
     /// The command's end, held back until its terminal output is delivered (or its grace ran out).
     ended: Option<(Option<i32>, Option<String>, Instant)>,
+    /// What its command and the descendants it waited for used, as the init reaped it.
+    used: Option<Reaped>,
     /// Its end was reported; it stays only for its terminal's output, until that is delivered.
     reported: bool,
     /// The sandbox cgroup's OOM kills when it started: none before can have been its own.
@@ -164,7 +166,19 @@ impl Execs {
         let msg = serde_json::to_vec(&Work::Exec(req)).unwrap_or_default();
         self.execs.insert(
             id,
-            Exec { started, deadline, forced: None, tty_io, tty: None, tty_size: None, ended: None, reported: false, oom_at_start, killed_by_caller: false },
+            Exec {
+                started,
+                deadline,
+                forced: None,
+                tty_io,
+                tty: None,
+                tty_size: None,
+                ended: None,
+                used: None,
+                reported: false,
+                oom_at_start,
+                killed_by_caller: false,
+            },
         );
         self.outbox.push_back((msg, passed, Some(id)));
         self.flush_outbox();
@@ -237,17 +251,18 @@ impl Execs {
                 self.execs.remove(id);
                 out.send(&Event::ExecError { id: *id, error: error.clone() });
             }
-            Report::ExecExited { id, code } => self.ended(*id, Some(*code), None),
-            Report::ExecSignaled { id, signal } => self.ended(*id, None, Some(signal_name(*signal))),
+            Report::ExecExited { id, code, used } => self.ended(*id, Some(*code), None, *used),
+            Report::ExecSignaled { id, signal, used } => self.ended(*id, None, Some(signal_name(*signal)), *used),
             _ => return false,
         }
         self.flush_ended(out, oom);
         true
     }
 
-    fn ended(&mut self, id: u32, code: Option<i32>, signal: Option<String>) {
+    fn ended(&mut self, id: u32, code: Option<i32>, signal: Option<String>, used: Option<Reaped>) {
         if let Some(e) = self.execs.get_mut(&id) {
             e.ended = Some((code, signal, Instant::now()));
+            e.used = used;
             e.deadline = None;
             if let Some(t) = &mut e.tty {
                 t.command_ended();
@@ -305,7 +320,8 @@ impl Execs {
             self.oom_noted = self.oom_noted.max(if reason == Reason::Oom { self.oom_credited } else { kills });
             // To the command's end, not to this report (which may wait for its terminal's output).
             let duration_ms = at.duration_since(e.started).as_secs_f64() * 1000.0;
-            out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms });
+            let usage = e.used.map(|u| u.as_usage(duration_ms));
+            out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms, usage });
         }
         for id in done {
             self.execs.remove(&id);
@@ -336,13 +352,18 @@ impl Execs {
     /// The sandbox is gone: every exec still running ended with it.
     pub fn end_all(&mut self, why: Reason, out: &mut Control) {
         for (id, e) in self.execs.drain().filter(|(_, e)| !e.reported) {
+            let duration_ms = match &e.ended {
+                Some((_, _, at)) => at.duration_since(e.started).as_secs_f64() * 1000.0,
+                None => ms_since(e.started),
+            };
             let (exit_code, signal, reason) = match e.ended {
                 Some((code, Some(signal), _)) => (code, Some(signal), Reason::Signaled),
                 Some((code, None, _)) => (code, None, Reason::Exited),
                 None => (None, Some(signal_name(libc::SIGKILL)), why),
             };
             let reason = e.forced.unwrap_or(reason);
-            out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms: ms_since(e.started) });
+            let usage = e.used.map(|u| u.as_usage(duration_ms));
+            out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms, usage });
         }
     }
 }

@@ -63,7 +63,17 @@ pub enum Event {
     },
     /// An exec's command has ended (its own background children may live on in the sandbox).
     #[serde(rename_all = "camelCase")]
-    ExecExit { id: u32, exit_code: Option<i32>, signal: Option<String>, reason: Reason, duration_ms: f64 },
+    /// `usage`: what its command and the descendants it waited for used, when the init reaped
+    /// it (not when the sandbox ended first).
+    ExecExit {
+        id: u32,
+        exit_code: Option<i32>,
+        signal: Option<String>,
+        reason: Reason,
+        duration_ms: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+    },
 }
 
 impl Event {
@@ -188,13 +198,18 @@ pub enum Report {
         id: u32,
         error: SetupError,
     },
+    /// `used`: what its command and the descendants it waited for used (wait4).
     ExecExited {
         id: u32,
         code: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        used: Option<Reaped>,
     },
     ExecSignaled {
         id: u32,
         signal: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        used: Option<Reaped>,
     },
 }
 
@@ -220,6 +235,17 @@ impl Reaped {
         ru
     }
 
+    /// Times and the peak of one rusage.
+    pub fn of(ru: &libc::rusage) -> Reaped {
+        let us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
+        Reaped { user_us: us(ru.ru_utime), system_us: us(ru.ru_stime), max_rss_kib: ru.ru_maxrss.max(0) as u64 }
+    }
+
+    /// As a sandbox's or an exec's usage, over `wall_ms`.
+    pub fn as_usage(&self, wall_ms: f64) -> Usage {
+        Usage { cpu_user_ms: self.user_us as f64 / 1000.0, cpu_system_ms: self.system_us as f64 / 1000.0, peak_memory_bytes: self.max_rss_kib * 1024, wall_ms }
+    }
+
     /// The init's own usage and its reaped children's, summed (peak: the larger).
     pub fn of_init() -> Reaped {
         let get = |who| {
@@ -229,13 +255,8 @@ impl Reaped {
             unsafe { libc::getrusage(who, &mut ru) };
             ru
         };
-        let (me, children) = (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN));
-        let us = |tv: libc::timeval| tv.tv_sec as u64 * 1_000_000 + tv.tv_usec as u64;
-        Reaped {
-            user_us: us(me.ru_utime) + us(children.ru_utime),
-            system_us: us(me.ru_stime) + us(children.ru_stime),
-            max_rss_kib: me.ru_maxrss.max(children.ru_maxrss) as u64,
-        }
+        let (me, children) = (Reaped::of(&get(libc::RUSAGE_SELF)), Reaped::of(&get(libc::RUSAGE_CHILDREN)));
+        Reaped { user_us: me.user_us + children.user_us, system_us: me.system_us + children.system_us, max_rss_kib: me.max_rss_kib.max(children.max_rss_kib) }
     }
 }
 
@@ -345,6 +366,26 @@ mod tests {
         assert_eq!(Request::parse("exec-resize 3 30 100"), Some(Request::ExecResize(3, 30, 100)));
         assert_eq!(Request::parse("exec-signal 3"), None);
         assert_eq!(Request::parse("exec-signal-group 3 9"), Some(Request::ExecSignalGroup(3, 9)));
+    }
+
+    #[test]
+    fn an_exec_end_carries_its_usage_when_the_init_reaped_it() {
+        let used = Reaped { user_us: 1_500_000, system_us: 250, max_rss_kib: 4096 };
+        assert_eq!(Reaped::of(&used.as_rusage()), used);
+        let usage = used.as_usage(12.5);
+        assert_eq!((usage.cpu_user_ms, usage.cpu_system_ms, usage.peak_memory_bytes, usage.wall_ms), (1500.0, 0.25, 4 << 20, 12.5));
+        let line = String::from_utf8(
+            Event::ExecExit { id: 1, exit_code: Some(0), signal: None, reason: Reason::Exited, duration_ms: 12.5, usage: Some(usage) }.to_line(),
+        )
+        .unwrap();
+        assert!(line.contains(r#""usage":{"cpuUserMs":1500.0,"cpuSystemMs":0.25,"peakMemoryBytes":4194304,"wallMs":12.5}"#), "{line}");
+        let cut = String::from_utf8(
+            Event::ExecExit { id: 1, exit_code: None, signal: Some("SIGKILL".into()), reason: Reason::Canceled, duration_ms: 1.0, usage: None }.to_line(),
+        )
+        .unwrap();
+        assert!(!cut.contains("usage"), "{cut}");
+        let r: Report = serde_json::from_str(r#"{"report":"execExited","id":2,"code":0}"#).unwrap();
+        assert_eq!(r, Report::ExecExited { id: 2, code: 0, used: None });
     }
 
     #[test]

@@ -875,19 +875,28 @@ pub enum Ended {
 /// status cannot hold a real-time signal, so it reaps a child that one killed, then returns
 /// EINVAL, and that end is lost (a command killed by signal 40 was never reported).
 pub fn wait_child(pid: Option<nix::unistd::Pid>, block: bool) -> nix::Result<Ended> {
+    wait_child_counted(pid, block).map(|(ended, _)| ended)
+}
+
+/// [`wait_child`] (as wait4(2)), with what the child used: itself and the descendants it
+/// waited for, as time(1) counts a command.
+pub fn wait_child_counted(pid: Option<nix::unistd::Pid>, block: bool) -> nix::Result<(Ended, crate::protocol::Reaped)> {
     let mut status = 0;
-    // SAFETY: waitpid(2) with a valid out-pointer.
-    let rc = unsafe { libc::waitpid(pid.map_or(-1, nix::unistd::Pid::as_raw), &mut status, if block { 0 } else { libc::WNOHANG }) };
+    // SAFETY: rusage is plain data; all zeroes is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4(2) with valid out-pointers.
+    let rc = unsafe { libc::wait4(pid.map_or(-1, nix::unistd::Pid::as_raw), &mut status, if block { 0 } else { libc::WNOHANG }, &mut ru) };
     if rc < 0 {
         return Err(Errno::last());
     }
     let pid = nix::unistd::Pid::from_raw(rc);
-    Ok(match rc {
+    let ended = match rc {
         0 => Ended::StillAlive,
         _ if libc::WIFEXITED(status) => Ended::Exited(pid, libc::WEXITSTATUS(status)),
         _ if libc::WIFSIGNALED(status) => Ended::Signaled(pid, libc::WTERMSIG(status)),
         _ => Ended::Other(pid),
-    })
+    };
+    Ok((ended, crate::protocol::Reaped::of(&ru)))
 }
 
 /// Reap a child that ended (`pid`, or any), without waiting; for one a signal ended, also when
