@@ -1,6 +1,6 @@
 /**
  * @isolate/core: run untrusted commands in lightweight Linux sandboxes made from kernel
- * primitives. See DESIGN.md for the architecture and README.md for the options.
+ * primitives. See README.md for the API and the layout, docs/reference.md for the exact rules.
  */
 import { abortReason, isAborted, whenAborted } from './lib/abort.js'
 import { errnoAtEnd, IsolateError, START_HINTS } from './lib/errors.js'

@@ -406,8 +406,9 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   // caller's sandboxes map their root to, never host root (validation refuses 0).
   const user = o.user ?? (namespaces.user ? { uid: 0, gid: 0 } : sandboxHostIds())
   if (!isObject(user) || !isUint(user.uid) || !isUint(user.gid)) throw optionError('user', 'must be { uid, gid } with integer ids')
-  // Supplementary groups are always none inside (setgroups is cleared before the command runs).
-  for (const k of Object.keys(user)) if (k !== 'uid' && k !== 'gid') throw optionError(`user.${k}`, k === 'groups' ? 'is not an option: the command has no supplementary groups (only user.gid)' : 'is not a field of user ({ uid, gid })')
+  // Supplementary groups cannot be chosen: a root caller's command has none (setgroups clears
+  // them); an ordinary user's keeps the caller's own, which no unprivileged process may drop.
+  for (const k of Object.keys(user)) if (k !== 'uid' && k !== 'gid') throw optionError(`user.${k}`, k === 'groups' ? "is not an option: supplementary groups cannot be chosen (a root caller's command has none; an ordinary user's keeps the caller's own)" : 'is not a field of user ({ uid, gid })')
 
   // No prototype: a limit set on Object.prototype is never read as one.
   const limits = o.limits ?? Object.create(null)

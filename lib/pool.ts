@@ -449,7 +449,7 @@ export function refillPool(): void {
 }
 
 /**
- * How many warm helpers to keep (where this process is root and may create cgroups); 0 turns the
+ * How many warm helpers to keep (where this process is root, or may not create cgroups at all); 0 turns the
  * pool off, no size gives back the default (2, growing up to 4 when sandboxes find it empty).
  */
 export function configurePool(options: PoolOptions = {}): void {
