@@ -1171,7 +1171,8 @@ async function rm(argv: string[]): Promise<number> {
 
 /** `isolate: <message>` and its hint. */
 function reportRegistryError(e: RegistryError): void {
-  out('stderr').write(`isolate: ${e.message}\n${e.hint ? `  hint: ${e.hint}\n` : ''}`)
+  // The message may quote what another user made (a symlink's target in /tmp): never raw to a terminal.
+  out('stderr').write(printable(`isolate: ${e.message}\n${e.hint ? `  hint: ${e.hint}\n` : ''}`))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1495,13 +1496,13 @@ main(process.argv.slice(2)).then(
   (e: unknown) => {
     if (wantsJson(process.argv.slice(2))) out('stdout').write(`${JSON.stringify({ error: errorJson(e) })}\n`)
     if (e instanceof UsageError) {
-      out('stderr').write(`isolate: ${e.message}\n${e.help === undefined ? '' : e.help === MAIN_HELP ? `\n${e.help}` : e.help}`)
+      out('stderr').write(printable(`isolate: ${e.message}\n${e.help === undefined ? '' : e.help === MAIN_HELP ? `\n${e.help}` : e.help}`))
     } else if (e instanceof IsolateError) {
       reportError(e)
     } else if (e instanceof RegistryError) {
       reportRegistryError(e)
     } else {
-      out('stderr').write(`isolate: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+      out('stderr').write(printable(`isolate: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`))
     }
     process.exitCode = EXIT_SETUP
   },

@@ -535,7 +535,15 @@ test('create: a runtime directory that is a symlink, dangling or not, is refused
     t.regex(r.stderr, new RegExp(`^isolate: runtime directory ${link} is a symbolic link to ${to} \\(made by uid ${process.geteuid!()}\\); refusing`), what)
   }
   t.false(existsSync(join(base, 'nowhere')), 'nothing made through the dangling link')
-  t.deepEqual(readdirSync(base).sort(), ['rt-dangling', 'rt-to-a-directory'], 'nor through the other')
+  // Another user's link in /tmp may point at terminal escapes (a title, OSC 52's clipboard, a
+  // cleared screen): they are shown escaped, never sent to the caller's terminal.
+  const hostile = join(base, 'rt-hostile')
+  symlinkSync('\x1b]0;title\x07\x1b]52;c;cm0gLXJm\x07\x1b[2J', hostile)
+  const shown = await cli(['ps'], { env: { ...rt.env, ISOLATE_RUNTIME_DIR: hostile } })
+  t.is(shown.status, 125)
+  t.false(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/.test(shown.stderr), JSON.stringify(shown.stderr))
+  t.true(shown.stderr.includes('is a symbolic link to \\x1b]0;title\\x07\\x1b]52;c;cm0gLXJm\\x07\\x1b[2J (made by uid'), shown.stderr)
+  t.deepEqual(readdirSync(base).sort(), ['rt-dangling', 'rt-hostile', 'rt-to-a-directory'], 'nor through the other')
   await rt.assertClean(t)
 })
 
