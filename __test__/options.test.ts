@@ -250,6 +250,12 @@ test("an unknown option's error names the call the caller made, what the option 
     [() => spawnIsolated('/bin/true', [], { mounts: [{ type: 'bnd', source: '/tmp', target: '/x' }] } as never), 'mounts[0].type', /^options\.mounts\[0\]\.type: must be 'bind', 'tmpfs' or 'overlay', got "bnd" \(did you mean 'bind'\?\)$/],
     [() => spawnIsolated('/bin/true', [], { mounts: [{ source: '/tmp', target: '/x' }] } as never), 'mounts[0].type', /got undefined$/],
   ]
+  const sb = await createSandbox()
+  t.teardown(() => sb.destroy())
+  cases.push(
+    [() => sb.exec('/bin/true', [], { timeout: 1 } as never), 'timeout', /^options\.timeout: is not an option of sb\.spawn or sb\.exec \(did you mean timeoutMs\?\); its options are env, cwd, tty, stdio, timeoutMs, signal, input, encoding, maxBuffer$/],
+    [async () => configurePool({ szie: 2 } as never), 'szie', /^options\.szie: is not an option of configurePool \(did you mean size\?\); its options are size$/],
+  )
   for (const [call, option, message] of cases) {
     const e = await t.throwsAsync(call(), { instanceOf: IsolateError })
     t.is(e?.code, 'ERR_ISOLATE_OPTION')

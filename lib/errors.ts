@@ -211,7 +211,11 @@ export function withoutKeys(options: object, keys: readonly string[]): Record<st
 export function callersOptions<T extends object>(options: unknown, api: string, known: readonly string[]): T {
   if (typeof options !== 'object' || options === null || isArrayOption('', options)) throw optionError('', `${api} takes an object of options (${known.join(', ')})`)
   const own = ownOptions(options) as T
-  for (const k of Object.keys(own)) if (!known.includes(k)) throw optionError(k, `is not an option of ${api} (${known.join(', ')})`)
+  for (const k of Object.keys(own)) {
+    if (known.includes(k)) continue
+    const near = nearest(k, known)
+    throw optionError(k, `is not an option of ${api}${near ? ` (did you mean ${near}?)` : ''}; its options are ${known.join(', ')}`)
+  }
   return own
 }
 

@@ -609,7 +609,7 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
   const o = options as ExecOptions & Record<string, unknown>
   for (const key of Object.keys(o)) {
     if (RUN_ONLY.includes(key)) throw optionError(key, 'is an option of sb.exec, which collects the output; sb.spawn gives streams')
-    if (!EXEC_KNOWN.has(key)) throw optionError(key, 'is not an option of sb.spawn or sb.exec (env, cwd, tty, stdio, timeoutMs, signal; sb.exec also input, encoding, maxBuffer)')
+    if (!EXEC_KNOWN.has(key)) throw unknownOption(key, 'an option of sb.spawn or sb.exec', [...EXEC_KNOWN, ...RUN_ONLY], { timeout: 'timeoutMs', shell: NAMED_HERE.shell })
   }
   const env = new Map(base.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
   if (o.env !== undefined) {
