@@ -72,6 +72,10 @@ test('run: a missing command exits 127 (126: one that cannot be run) with the fa
   // Hints name what a CLI user types, not the library's calls and options.
   t.regex(cannot.stderr, /host ids of its own \('isolate doctor' names them\)/)
   t.notRegex(cannot.stderr, /probe\(\)/)
+  // A helper override that is no helper: the hint names the override, not a bug to report.
+  const wrong = await cli(['run', '--', '/bin/true'], { env: { ...process.env, ISOLATE_HELPER_PATH: '/bin/true' } })
+  t.is(wrong.status, 125)
+  t.regex(wrong.stderr, /hint: ISOLATE_HELPER_PATH names "\/bin\/true": is that this version's isolate-helper\?/)
   const relative = await cli(['run', '--cwd', 'work', '--', '/bin/pwd'])
   t.is(relative.status, 125)
   t.regex(relative.stderr, /^isolate: --cwd: must be an absolute path inside the sandbox, got "work"$/m)
