@@ -251,7 +251,6 @@ export function isArrayOption(option: string, v: unknown): boolean {
   }
 }
 
-/** `options.NAME: message`; `options: message` for the options object itself (`option` ''). */
 /** Levenshtein distance, for a typo's nearest name. */
 function editDistance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
@@ -276,6 +275,7 @@ export function nearest(typed: string, names: Iterable<string>): string | undefi
   return best
 }
 
+/** `options.NAME: message`; `options: message` for the options object itself (`option` ''). */
 const named = (option: string) => (option === '' ? 'options' : `options.${option}`)
 
 export function optionError(option: string, message: string): IsolateError {
