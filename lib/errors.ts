@@ -293,8 +293,12 @@ export function helperGone(pid: number): IsolateError {
   return new IsolateError(`the sandbox helper${pid > 0 ? ` (pid ${pid})` : ''} ended without reporting`, {
     code: 'ERR_ISOLATE_HELPER',
     step: 'supervise',
-    hint: process.env.ISOLATE_HELPER_PATH
-      ? `ISOLATE_HELPER_PATH names ${JSON.stringify(process.env.ISOLATE_HELPER_PATH)}: is that this version's isolate-helper? Unset it to use the installed one`
-      : 'it was killed from outside (SIGKILL, the host\'s OOM killer) or crashed; the sandbox\'s processes ended with it. If nothing killed it, please report this as a bug',
+    hint: overriddenHelper() ?? 'it was killed from outside (SIGKILL, the host\'s OOM killer) or crashed; the sandbox\'s processes ended with it. If nothing killed it, please report this as a bug',
   })
+}
+
+/** Where a helper ended or went silent while ISOLATE_HELPER_PATH names another one: the likelier cause. */
+export function overriddenHelper(): string | undefined {
+  const path = process.env.ISOLATE_HELPER_PATH
+  return path ? `ISOLATE_HELPER_PATH names ${JSON.stringify(path)}: is that this version's isolate-helper? Unset it to use the installed one` : undefined
 }
