@@ -489,7 +489,7 @@ function parseParsed<T>(fn: () => T, command: keyof typeof MORE): T {
     const listed = owners.map((c) => `'isolate ${c}'`)
     const elsewhere = listed.length > 0 ? ` (${unknown} is an option of ${listed.length > 1 ? `${listed.slice(0, -1).join(', ')} and ${listed.at(-1)}` : listed[0]})` : ''
     const own = command === 'ps' || command === 'doctor' ? tables['ps/doctor'] : command === 'rootfs' ? tables['rootfs unpack/import'] : tables[command]
-    const near = unknown.startsWith('--') && !elsewhere ? nearest(name, Object.keys(own)) : undefined
+    const near = unknown.startsWith('--') && !elsewhere ? nearest(name, Object.keys(own), 2) : undefined
     throw new UsageError(`${command}: unknown option '${unknown}'${elsewhere}${near ? ` (did you mean --${near}?)` : ''}`, MORE[command])
   }
 }
@@ -812,7 +812,8 @@ function inFlags(text: string, mountFlags: string[]): string {
     .replace(/\bmounts\[(\d+)\](?:\.(source|target))?/g, mount)
     .replace(/\b(?:options\.)?(limits\.[a-zA-Z]+)/g, (m: string, key: string) => FLAG_OF[key] ?? m)
     .replace(/\benv\.PATH\b/g, '-e PATH=...')
-    .replace(/\boptions\.([a-zA-Z]+)\b(?!\.)/g, (m: string, key: string) => FLAG_OF[key] ?? m)
+    // Only an option error's own prefix: a path the user typed may hold 'options.env' too.
+    .replace(/^options\.([a-zA-Z]+)(?=: )/, (m: string, key: string) => FLAG_OF[key] ?? m)
     .replace(/\(probe\(\)\.sandboxHostIds\)/g, "('isolate doctor' names them)")
 }
 

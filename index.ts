@@ -3,7 +3,7 @@
  * primitives. See README.md for the API and the layout, docs/reference.md for the exact rules.
  */
 import { abortReason, isAborted, whenAborted } from './lib/abort.js'
-import { errnoAtEnd, IsolateError, overriddenHelper, START_HINTS } from './lib/errors.js'
+import { errnoAtEnd, IsolateError, START_HINTS, withOverride } from './lib/errors.js'
 import { loadNative, takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './lib/native.js'
 import { normalize, normalizeSandbox, stdioCode, type SandboxOptions, type Spec, type SpawnOptions } from './lib/options.js'
 import { helperPool, refillPool, startBegins } from './lib/pool.js'
@@ -92,7 +92,7 @@ async function startSandbox<T>(spec: Spec, stdio: number[], make: (addon: Addon,
 
 function helperStartFailure(err: Error, helperPath: string): IsolateError {
   const errno = errnoAtEnd(err.message)
-  return new IsolateError(`could not start the sandbox helper: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', path: helperPath, errno, hint: overriddenHelper() ?? (errno ? START_HINTS[errno] : undefined), cause: err })
+  return new IsolateError(`could not start the sandbox helper: ${err.message}`, { code: 'ERR_ISOLATE_NATIVE', path: helperPath, errno, hint: withOverride(errno ? START_HINTS[errno] : undefined), cause: err })
 }
 
 /** `stop` when `signal` aborts (at once if it already has: it may have fired while the helper was being started), until `settled`. */

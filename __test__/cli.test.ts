@@ -75,7 +75,11 @@ test('run: a missing command exits 127 (126: one that cannot be run) with the fa
   // A helper override that is no helper: the hint names the override, not a bug to report.
   const wrong = await cli(['run', '--', '/bin/true'], { env: { ...process.env, ISOLATE_HELPER_PATH: '/bin/true' } })
   t.is(wrong.status, 125)
-  t.regex(wrong.stderr, /hint: ISOLATE_HELPER_PATH names "\/bin\/true": is that this version's isolate-helper\?/)
+  t.regex(wrong.stderr, /^ {2}hint: .*ISOLATE_HELPER_PATH names "\/bin\/true": is that this version's isolate-helper\?$/m)
+  // A path that holds 'options.env' is shown as typed, not as a flag.
+  const named = await cli(['run', '--', '/opt/options.env'])
+  t.is(named.status, 127)
+  t.regex(named.stderr, /^isolate: sandbox setup failed at execve \(\/opt\/options\.env\)/)
   const relative = await cli(['run', '--cwd', 'work', '--', '/bin/pwd'])
   t.is(relative.status, 125)
   t.regex(relative.stderr, /^isolate: --cwd: must be an absolute path inside the sandbox, got "work"$/m)

@@ -245,6 +245,10 @@ test("an unknown option's error names the call the caller made, what the option 
     [() => createSandbox({ timout: 1 } as never), 'timout', /of createSandbox \(did you mean timeoutMs\?\); its options are (?!.*\bstdio\b)(?!.*\binput\b).*landlock$/],
     [() => spawnIsolated('/bin/true', [], { shell: true } as never), 'shell', /\(here: the command '\/bin\/sh' with args \['-c', script\]\)/],
     [() => spawnIsolated('/bin/true', [], { qqqq: 1 } as never), 'qqqq', /^options\.qqqq: is not an option of spawnIsolated; its options are/],
+    // A short name is one edit from many: only one edit counts there (dir is no 'user', foo no 'root').
+    [() => spawnIsolated('/bin/true', [], { dir: 1, foo: 2 } as never), 'dir', /^options\.dir: is not an option of spawnIsolated; its options are/],
+    [() => spawnIsolated('/bin/true', [], { ids: 1 } as never), 'ids', /\(did you mean user\?\)/],
+    [() => createSandbox({ limits: { memry: 1 } } as never), 'limits.memry', /^options\.limits\.memry: is not a limit \(did you mean limits\.memoryBytes\?\); the limits are (?!.*outputBytes).*coreDumps$/],
     [() => spawnIsolated('/bin/true', [], { limits: { memory: 1 } } as never), 'limits.memory', /^options\.limits\.memory: is not a limit \(did you mean limits\.memoryBytes\?\); the limits are .*coreDumps$/],
     [() => spawnIsolated('/bin/true', [], { limits: { cpuTime: 1 } } as never), 'limits.cpuTime', /did you mean limits\.cpuTimeMs\?/],
     [() => spawnIsolated('/bin/true', [], { mounts: [{ type: 'bnd', source: '/tmp', target: '/x' }] } as never), 'mounts[0].type', /^options\.mounts\[0\]\.type: must be 'bind', 'tmpfs' or 'overlay', got "bnd" \(did you mean 'bind'\?\)$/],

@@ -251,23 +251,28 @@ export function isArrayOption(option: string, v: unknown): boolean {
   }
 }
 
-/** Levenshtein distance, for a typo's nearest name. */
+/** Edits from `a` to `b` (a letter added, removed or changed, or two neighbours swapped), for a typo's nearest name. */
 function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
-  for (let i = 0; i < a.length; i++) {
-    const cur = [i + 1]
-    for (let j = 0; j < b.length; j++) cur.push(Math.min(prev[j] + (a[i] === b[j] ? 0 : 1), prev[j + 1] + 1, cur[j] + 1))
-    prev = cur
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)))
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1)
+    }
   }
-  return prev[b.length]
+  return d[a.length][b.length]
 }
 
-/** The one of `names` that `typed` most likely misspells (at most 2 edits, case aside), if any. */
-export function nearest(typed: string, names: Iterable<string>): string | undefined {
+/**
+ * The one of `names` that `typed` most likely misspells (case aside), if any: at most `edits`
+ * edits away, by default one for a name of up to 4 letters (many options are one or two edits
+ * from any short word), two for a longer one.
+ */
+export function nearest(typed: string, names: Iterable<string>, edits = typed.length <= 4 ? 1 : 2): string | undefined {
   if (typed.length <= 2) return undefined
   const lower = typed.toLowerCase()
   let best: string | undefined
-  let bestDistance = 3
+  let bestDistance = edits + 1
   for (const name of names) {
     const d = editDistance(lower, name.toLowerCase())
     if (d < bestDistance) [best, bestDistance] = [name, d]
@@ -293,12 +298,14 @@ export function helperGone(pid: number): IsolateError {
   return new IsolateError(`the sandbox helper${pid > 0 ? ` (pid ${pid})` : ''} ended without reporting`, {
     code: 'ERR_ISOLATE_HELPER',
     step: 'supervise',
-    hint: overriddenHelper() ?? 'it was killed from outside (SIGKILL, the host\'s OOM killer) or crashed; the sandbox\'s processes ended with it. If nothing killed it, please report this as a bug',
+    hint: withOverride('it was killed from outside (SIGKILL, the host\'s OOM killer) or crashed; the sandbox\'s processes ended with it. If nothing killed it, please report this as a bug'),
   })
 }
 
-/** Where a helper ended or went silent while ISOLATE_HELPER_PATH names another one: the likelier cause. */
-export function overriddenHelper(): string | undefined {
+/** A helper's failure's hint, and where ISOLATE_HELPER_PATH names the helper, the question whether it is one (a likely cause). */
+export function withOverride(hint: string | undefined): string | undefined {
   const path = process.env.ISOLATE_HELPER_PATH
-  return path ? `ISOLATE_HELPER_PATH names ${JSON.stringify(path)}: is that this version's isolate-helper? Unset it to use the installed one` : undefined
+  if (!path) return hint
+  const asked = `ISOLATE_HELPER_PATH names ${JSON.stringify(path)}: is that this version's isolate-helper?`
+  return hint ? `${hint}; or: ${asked}` : asked
 }

@@ -114,11 +114,12 @@ export interface SpawnOptions {
 export function optionOfFailure(spec: Partial<Spec>, step: string, path: string | undefined): string | undefined {
   if (step === 'chdir') return 'cwd'
   if (step === 'open_pty') return 'tty'
-  if (step === 'load_seccomp') return 'seccomp'
-  if (step === 'set_rlimits') return 'limits'
+  // An exec's failure (no seccomp or limits of its own) is the sandbox's, not of an option of the exec.
+  if (step === 'load_seccomp') return spec.seccomp ? 'seccomp' : undefined
+  if (step === 'set_rlimits') return spec.limits ? 'limits' : undefined
   if (step === 'create_cgroup' || step === 'write_cgroup_limits') {
     const asked = (['memoryBytes', 'pids', 'cpus', 'cpuTimeMs'] as const).filter((k) => spec.limits?.[k] !== undefined)
-    return asked.length === 1 ? `limits.${asked[0]}` : 'limits'
+    return asked.length === 1 ? `limits.${asked[0]}` : asked.length > 1 ? 'limits' : undefined
   }
   if (path === undefined) return undefined
   // The same path may be a mount's source and another's target: the step says which it was.
@@ -186,10 +187,21 @@ const NAMED_HERE: Record<string, string> = {
   binds: 'mounts',
   volumes: 'mounts',
   root: 'rootfs',
-  killSignal: "sb.kill(signal), or the sandbox's timeoutMs",
+  ids: 'user',
+  caps: 'capabilities',
+  mem: 'limits.memoryBytes',
+  workdir: 'cwd',
+  workingDirectory: 'cwd',
+  openFiles: 'limits.openFiles',
+  fileSizeBytes: 'limits.fileSizeBytes',
+  coreDumps: 'limits.coreDumps',
+  killSignal: 'SIGKILL ends a sandbox at its timeoutMs and limits; a Sandbox takes other signals from sb.kill(signal)',
   shell: "the command '/bin/sh' with args ['-c', script]",
+  cmd: 'the call\'s file and args',
+  command: 'the call\'s file and args',
+  argv: 'the call\'s file and args',
 }
-const LIMIT_NAMED_HERE: Record<string, string> = { memory: 'memoryBytes', memoryLimit: 'memoryBytes', timeout: 'timeoutMs', cpu: 'cpus', cpuTime: 'cpuTimeMs', output: 'outputBytes', fileSize: 'fileSizeBytes', nofile: 'openFiles', core: 'coreDumps' }
+const LIMIT_NAMED_HERE: Record<string, string> = { memory: 'memoryBytes', mem: 'memoryBytes', memoryLimit: 'memoryBytes', timeout: 'timeoutMs', cpu: 'cpus', cpuTime: 'cpuTimeMs', output: 'outputBytes', fileSize: 'fileSizeBytes', nofile: 'openFiles', core: 'coreDumps' }
 
 /** `key`, given among `where`'s options, is none of `known`: the error names what it likely meant and lists the others. */
 function unknownOption(key: string, where: string, known: readonly string[], namedHere: Record<string, string>, prefix = ''): Error {
@@ -414,7 +426,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   const limits = o.limits ?? Object.create(null)
   if (!isObject(limits)) throw optionError('limits', 'must be an object')
   for (const key of Object.keys(limits)) {
-    if (!LIMITS.includes(key)) throw unknownOption(key, 'a limit', LIMITS, LIMIT_NAMED_HERE, 'limits.')
+    if (!LIMITS.includes(key)) throw unknownOption(key, 'a limit', api === 'createSandbox' ? LIMITS.filter((k) => k !== 'outputBytes') : LIMITS, LIMIT_NAMED_HERE, 'limits.')
   }
   const specLimits: Spec['limits'] = {}
   for (const key of COUNT_LIMITS) {

@@ -46,7 +46,9 @@ export interface ExecExit {
    * (`wait4`): CPU time, and as `peakMemoryBytes` the largest resident set among them (not the
    * sandbox cgroup's peak, which also holds page cache and /tmp); `wallMs` is `durationMs`.
    * Processes it left running are not in it. Absent when the command was still running as its
-   * sandbox ended (the sandbox's own `usage` counts it).
+   * sandbox ended (the sandbox's own `usage` counts it), and when its process group was killed
+   * while it ran (its `timeoutMs`, an abort, `maxBuffer`): children whose parent died first are
+   * reaped by the sandbox's init, so what they used could not be counted.
    */
   usage?: Usage
 }
@@ -335,7 +337,12 @@ export class PersistentSandbox {
         }
         // The helper closed its end: the sandbox ended (destroyed, timed out, its init killed)
         // and this process has not heard yet.
-        if (/\((EPIPE|ECONNRESET|ENOTCONN)\)\s*$/.test(err.message)) throw destroyedError(this.id, this.#result)
+        // Its report of why comes on the control socket: waited for a moment, to say it.
+        if (/\((EPIPE|ECONNRESET|ENOTCONN)\)\s*$/.test(err.message)) {
+          let timer: NodeJS.Timeout | undefined
+          await Promise.race([this.#done.catch(() => {}), new Promise((r) => (timer = setTimeout(r, 1000)))]).finally(() => clearTimeout(timer))
+          throw destroyedError(this.id, this.#result)
+        }
         const errno = errnoAtEnd(err.message)
         throw new IsolateError(`could not hand the exec to the sandbox: ${err.message}`, {
           code: 'ERR_ISOLATE_NATIVE',

@@ -29,6 +29,10 @@ struct Exec {
     ended: Option<(Option<i32>, Option<String>, Instant)>,
     /// What its command and the descendants it waited for used, as the init reaped it.
     used: Option<Reaped>,
+    /// Its process group was killed while its command ran (its timeout, the caller's abort or
+    /// output bound): children whose parent died first were reaped by the init as orphans, so
+    /// `used` would miss them, and is not reported.
+    group_killed: bool,
     /// Its end was reported; it stays only for its terminal's output, until that is delivered.
     reported: bool,
     /// The sandbox cgroup's OOM kills when it started: none before can have been its own.
@@ -119,6 +123,7 @@ impl Execs {
             if e.deadline.is_some_and(|d| now >= d) && e.ended.is_none() {
                 e.deadline = None;
                 e.forced = Some(Reason::Timeout);
+                e.group_killed = true;
                 expired.push(*id);
             }
         }
@@ -175,6 +180,7 @@ impl Execs {
                 tty_size: None,
                 ended: None,
                 used: None,
+                group_killed: false,
                 reported: false,
                 oom_at_start,
                 killed_by_caller: false,
@@ -320,7 +326,7 @@ impl Execs {
             self.oom_noted = self.oom_noted.max(if reason == Reason::Oom { self.oom_credited } else { kills });
             // To the command's end, not to this report (which may wait for its terminal's output).
             let duration_ms = at.duration_since(e.started).as_secs_f64() * 1000.0;
-            let usage = e.used.map(|u| u.as_usage(duration_ms));
+            let usage = e.used.filter(|_| !e.group_killed).map(|u| u.as_usage(duration_ms));
             out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms, usage });
         }
         for id in done {
@@ -338,6 +344,7 @@ impl Execs {
     pub fn signal(&mut self, id: u32, signal: i32, group: bool) {
         let Some(e) = self.execs.get_mut(&id) else { return };
         e.killed_by_caller |= signal == libc::SIGKILL;
+        e.group_killed |= group && signal == libc::SIGKILL && e.ended.is_none();
         self.send_work(&Work::Signal { id, signal, group });
     }
 
@@ -362,7 +369,7 @@ impl Execs {
                 None => (None, Some(signal_name(libc::SIGKILL)), why),
             };
             let reason = e.forced.unwrap_or(reason);
-            let usage = e.used.map(|u| u.as_usage(duration_ms));
+            let usage = e.used.filter(|_| !e.group_killed).map(|u| u.as_usage(duration_ms));
             out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms, usage });
         }
     }
