@@ -248,6 +248,8 @@ test("an unknown option's error names the call the caller made, what the option 
     // A short name is one edit from many: only one edit counts there (dir is no 'user', foo no 'root').
     [() => spawnIsolated('/bin/true', [], { dir: 1, foo: 2 } as never), 'dir', /^options\.dir: is not an option of spawnIsolated; its options are/],
     [() => spawnIsolated('/bin/true', [], { ids: 1 } as never), 'ids', /\(did you mean user\?\)/],
+    // A key of a million characters is refused at once, with no suggestion worked out for it.
+    [() => spawnIsolated('/bin/true', [], { [`timeout${'x'.repeat(1e6)}`]: 1 } as never), `timeout${'x'.repeat(1e6)}`, /^options\.timeoutx+: is not an option of spawnIsolated; its options are/],
     [() => createSandbox({ limits: { memry: 1 } } as never), 'limits.memry', /^options\.limits\.memry: is not a limit \(did you mean limits\.memoryBytes\?\); the limits are (?!.*outputBytes).*coreDumps$/],
     [() => spawnIsolated('/bin/true', [], { limits: { memory: 1 } } as never), 'limits.memory', /^options\.limits\.memory: is not a limit \(did you mean limits\.memoryBytes\?\); the limits are .*coreDumps$/],
     [() => spawnIsolated('/bin/true', [], { limits: { cpuTime: 1 } } as never), 'limits.cpuTime', /did you mean limits\.cpuTimeMs\?/],

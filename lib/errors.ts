@@ -269,7 +269,8 @@ function editDistance(a: string, b: string): number {
  * from any short word), two for a longer one.
  */
 export function nearest(typed: string, names: Iterable<string>, edits = typed.length <= 4 ? 1 : 2): string | undefined {
-  if (typed.length <= 2) return undefined
+  // A long key is no typo of a short name (and its table would cost its length times theirs).
+  if (typed.length <= 2 || typed.length > 64) return undefined
   const lower = typed.toLowerCase()
   let best: string | undefined
   let bestDistance = edits + 1
