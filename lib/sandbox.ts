@@ -257,12 +257,16 @@ export class Sandbox {
     this.#done.catch(() => {})
 
     let failure: IsolateError | undefined
+    // Read only for a setup step's failure, which comes before the command runs: not held after
+    // (a spec may carry a seccomp profile of megabytes, and the sandbox may run for days).
+    let setupSpec: Spec | undefined = spec
     onEvents<Event>(this.#control, (ev) => {
       if (ev.event === 'spawned') {
         this.pid = ev.pid
+        setupSpec = undefined
         resolveStarted()
       } else if (ev.event === 'error') {
-        failure = setupError(ev, 'sandbox setup', spec)
+        failure = setupError(ev, 'sandbox setup', setupSpec ?? {})
         rejectStarted(failure)
         rejectDone(failure)
         this.#destroyStdio()
