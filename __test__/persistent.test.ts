@@ -239,17 +239,27 @@ test('an exec\'s own timeout kills its process group; kill() signals it; the san
   t.is((await sb.exec('/bin/true')).exitCode, 0)
 })
 
+/** The command lines running in `sb`, one per line. */
+const commandLines = async (sb: PersistentSandbox) => (await sh(sb, 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done')).stdout
+
 test('an exec\'s timeoutMs bounds the call even when what it left behind holds its output', async (t) => {
   const sb = await sandbox(t)
-  // Ended in time, with a background child holding stdout: the output it wrote, cut at the deadline.
-  const bg = await sh(sb, 'sleep 30 & echo hi', { timeoutMs: 500 })
+  // Another exec's background process, its output elsewhere: no group a later kill reaches.
+  t.is((await sh(sb, 'sleep 3001 >/dev/null 2>&1 & echo ok')).stdout, 'ok\n')
+  // Ended in time, with a background child holding stdout: the output it wrote; the child,
+  // left in its process group, killed at the deadline as the command would have been.
+  const bg = await sh(sb, 'sleep 3002 & echo hi', { timeoutMs: 500 })
   t.is(bg.stdout, 'hi\n')
   t.is(bg.exitCode, 0)
-  t.is(bg.reason, 'timeout', 'its output was cut at its timeout')
+  t.is(bg.reason, 'timeout', 'its output was held past its timeout')
   // Killed at its timeout, with a child in a session of its own (out of the group's reach).
-  const own = await sh(sb, 'setsid sleep 30 & sleep 30', { timeoutMs: 500 })
+  const own = await sh(sb, 'setsid sleep 3003 & sleep 30', { timeoutMs: 500 })
   t.is(own.reason, 'timeout')
   t.is(own.signal, 'SIGKILL')
+  const left = await commandLines(sb)
+  t.notRegex(left, /sleep 3002/, "what the command left in its group is gone")
+  t.regex(left, /sleep 3001/, "another exec's background process lives on")
+  t.regex(left, /sleep 3003/, 'a process in a session of its own lives on (its output was cut)')
   // Both settled while the sandbox lives on (before, they waited for destroy()).
   t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
   // An exec without holders keeps all of its output and its own reason.
@@ -262,11 +272,13 @@ test('an exec\'s timeoutMs bounds the call even when what it left behind holds i
 test("an abort of an exec's signal bounds the call even when what it left behind holds its output", async (t) => {
   const sb = await sandbox(t)
   const abortIn = (ms: number) => AbortSignal.timeout(ms)
-  // Ended at once, with a background child holding stdout: cut 250 ms after the abort.
+  // Ended at once, with a background child holding stdout: killed at the abort, as what is left
+  // of its process group.
   let started = Date.now()
-  const bg = await sh(sb, 'sleep 30 & echo hi', { signal: abortIn(500) })
+  const bg = await sh(sb, 'sleep 3004 & echo hi', { signal: abortIn(500) })
   t.deepEqual([bg.stdout, bg.exitCode, bg.reason], ['hi\n', 0, 'canceled'])
   t.true(Date.now() - started < 10_000, `settled ${Date.now() - started} ms after the call`)
+  t.notRegex(await commandLines(sb), /sleep 3004/)
   // Killed at the abort, with a child in a session of its own (out of the group's reach).
   started = Date.now()
   const own = await sh(sb, 'setsid sleep 30 & sleep 30', { signal: abortIn(500) })
@@ -296,6 +308,16 @@ test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that
     procs = await list()
   }
   t.notRegex(procs, /sleep 100/)
+  // A writer the command left behind, flooding its output after the command ended, deaf to the
+  // closed pipe (SIGPIPE ignored, write errors too): killed as what is left of its group.
+  const after = await sh(sb, ': flood3015; (trap "" PIPE; while :; do echo y 2>/dev/null; done) & exit 0', { maxBuffer: 1000 })
+  t.deepEqual([after.reason, after.exitCode], ['output-limit', 0])
+  procs = await commandLines(sb)
+  for (let i = 0; i < 10 && /flood3015/.test(procs); i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    procs = await commandLines(sb)
+  }
+  t.notRegex(procs, /flood3015/)
   // Ended by the kill, every time: never by a SIGPIPE of its own, as if the shell exited 141.
   const ends = new Set<string>()
   for (let i = 0; i < 15; i++) {
@@ -306,6 +328,23 @@ test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that
   const bad = await t.throwsAsync(sh(sb, 'true', { maxBuffer: -5 }), { instanceOf: IsolateError })
   t.is(bad?.option, 'maxBuffer')
   t.is((await sh(sb, 'echo still here')).stdout, 'still here\n')
+})
+
+test("an exec of another uid than the init's is reached by its timeoutMs, its signal, its maxBuffer and kill()", async (t) => {
+  const sb = await sandbox(t, { user: { uid: 1000, gid: 1000 } })
+  const started = Date.now()
+  const timed = await sh(sb, 'sleep 3011', { timeoutMs: 300 })
+  t.deepEqual([timed.reason, timed.signal], ['timeout', 'SIGKILL'])
+  const aborted = await sh(sb, 'sleep 3012', { signal: AbortSignal.timeout(300) })
+  t.deepEqual([aborted.reason, aborted.signal], ['canceled', 'SIGKILL'])
+  const flooded = await sh(sb, 'yes; sleep 3013', { maxBuffer: 1000 })
+  t.deepEqual([flooded.reason, flooded.signal], ['output-limit', 'SIGKILL'])
+  const p = await sb.spawn('/bin/sleep', ['3014'])
+  t.true(p.kill('SIGTERM'))
+  t.is((await p.wait()).signal, 'SIGTERM')
+  t.true(Date.now() - started < 20_000, `each ended at once (${Date.now() - started} ms in all)`)
+  t.notRegex(await commandLines(sb), /sleep 301/)
+  t.is((await sh(sb, 'id -u')).stdout, '1000\n')
 })
 
 test('a spawned exec whose stdin the caller never closes leaves no fd once it ends', async (t) => {

@@ -32,7 +32,8 @@ export interface ExecExit {
   signal: string | null
   /**
    * `'timeout'`: its own timeoutMs (from `sb.exec`, also when the command ended in time but what
-   * it left behind held its output past it: that output is cut 250 ms after the deadline). When the sandbox ends while the command runs, the sandbox's
+   * it left behind held its output past it: what is left of its process group is killed then, and
+   * what still holds the output is cut 250 ms later). When the sandbox ends while the command runs, the sandbox's
    * reason: `'canceled'` (destroyed) or that of its limit (`'timeout'`, `'oom'`, `'cpu-time'`), or
    * `'signaled'` (SIGKILL) when its init was killed from outside.
    * `'output-limit'`: `sb.exec` killed it at its `maxBuffer`.
@@ -178,9 +179,12 @@ export class ExecProcess {
     return this.#running && this.#request(`exec-signal ${this.id} ${n}`)
   }
 
-  /** @internal SIGKILL to the command's whole process group, as its own timeoutMs does. */
+  /**
+   * @internal SIGKILL to the command's whole process group, as its own timeoutMs does; after the
+   * command's end, to what it left in that group (the init keeps track of it).
+   */
   _killGroup(): boolean {
-    return this.#running && this.#request(`exec-signal-group ${this.id} ${signalNumber('SIGKILL')}`)
+    return this.pid > 0 && this.#request(`exec-signal-group ${this.id} ${signalNumber('SIGKILL')}`)
   }
 
   /** @internal Its exec's `signal`: an abort kills its process group, and its end is a cancel. */
@@ -380,24 +384,27 @@ export class PersistentSandbox {
     const p = await this.spawn(file, args, execOptions)
     const deadline = execOptions.timeoutMs === undefined ? undefined : Date.now() + execOptions.timeoutMs
     const ended = p.wait()
-    // Its timeoutMs and its signal bound the call: what the command left behind (`sleep 30 &`, a
-    // setsid child) may hold its output open long after it ended or was killed. Once it has
-    // ended, its output is done by the deadline or the abort (and a moment to drain what is
-    // already written), or is cut.
+    // Its timeoutMs and its signal bound the call: what the command left behind (`sleep 30 &`)
+    // may hold its output open long after it ended or was killed. Once it has ended, what it left
+    // in its process group is killed at the deadline or the abort, as the command would have
+    // been, and what still holds the output then (a setsid child) is cut a moment later (time
+    // to drain what is already written).
     let timer: NodeJS.Timeout | undefined
-    let cutBy: 'timeout' | 'canceled' = 'timeout'
+    let cutBy: 'timeout' | 'canceled' | undefined
     let forgetAbort = () => {}
     // (A timer takes at most 2^31-1 ms, 24.8 days: a longer timeoutMs cuts there.)
     // One I/O turn more when it fires: after a stalled loop, timers run before the reads that
     // would have ended the output in time. Unref'd: it never keeps Node alive by itself.
     const cutAt = ended.then(() => new Promise<void>((resolve) => {
-      const cutIn = (ms: number) => setTimeout(() => setImmediate(resolve), Math.min(ms, 2 ** 31 - 1)).unref()
-      if (deadline !== undefined) timer = cutIn(Math.max(0, deadline - Date.now()) + DRAIN_MS)
-      if (p._signal) forgetAbort = whenAborted(p._signal, () => {
+      const later = (ms: number, then: () => void) => setTimeout(() => setImmediate(then), Math.min(ms, 2 ** 31 - 1)).unref()
+      const stop = (by: 'timeout' | 'canceled') => {
         clearTimeout(timer)
-        cutBy = 'canceled'
-        timer = cutIn(DRAIN_MS)
-      })
+        cutBy = by
+        p._killGroup()
+        timer = later(DRAIN_MS, resolve)
+      }
+      if (deadline !== undefined) timer = later(Math.max(0, deadline - Date.now()), () => stop('timeout'))
+      if (p._signal) forgetAbort = whenAborted(p._signal, () => stop('canceled'))
     }))
     // The group, as its timeoutMs does: what the command started would live on otherwise.
     const output = collectOutput(p.stdout, p.stderr, run.maxBuffer, () => {
@@ -405,11 +412,11 @@ export class PersistentSandbox {
       return ended
     }, cutAt)
     if (p.stdin) p.stdin.end(run.input)
-    const [result, { stdout, stderr, overflowed, cut }] = await Promise.all([ended, output]).finally(() => {
+    const [result, { stdout, stderr, overflowed }] = await Promise.all([ended, output]).finally(() => {
       clearTimeout(timer)
       forgetAbort()
     })
-    const reason = overflowed ? 'output-limit' : cut ? cutBy : result.reason
+    const reason = overflowed ? 'output-limit' : (cutBy ?? result.reason)
     return { ...result, reason, stdout: decode(stdout, run.encoding), stderr: decode(stderr, run.encoding) }
   }
 

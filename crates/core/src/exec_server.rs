@@ -25,9 +25,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 pub const MAX_REQUEST: usize = 128 << 10;
 const MAX_WORK: usize = MAX_REQUEST + (4 << 10);
 
-/// What forking an exec needs beyond the capabilities it may keep: changing ids and groups, and
-/// shrinking the bounding set.
-pub(crate) const FORK_CAPS: [&str; 3] = ["SETGID", "SETUID", "SETPCAP"];
+/// What the init needs beyond the capabilities its execs may keep: changing ids and groups and
+/// shrinking the bounding set to fork them, and signalling them (a command of another uid than
+/// the init's, `user: { uid: 1000 }`, is out of a signal's reach without CAP_KILL: its timeout,
+/// its abort and kill() would do nothing). Each exec drops them.
+pub(crate) const FORK_CAPS: [&str; 4] = ["SETGID", "SETUID", "SETPCAP", "KILL"];
 
 /// An exec forked but not yet past execve: its status pipe tells which way it went.
 struct Starting {
@@ -45,6 +47,10 @@ struct Server<'a> {
     starting: Vec<Starting>,
     /// Commands past execve, by pid (as this namespace sees it).
     running: HashMap<Pid, u32>,
+    /// The process groups of execs whose command ended while what it started in the background
+    /// (`sleep 30 &`) still ran in them, by exec id: a group kill (the caller's `exec()` still
+    /// waits on their output past its timeout or abort) still reaches them.
+    left: HashMap<u32, Pid>,
     /// Terminal masters lent to the helper (see [`TerminalHandoff::lent`]), by exec id: kept open
     /// until it says it is done with one, so the number it takes names nothing else.
     lent: HashMap<u32, OwnedFd>,
@@ -78,7 +84,7 @@ pub fn serve(spec: &Spec, seccomp: Option<&Program>, report: OwnedFd, work: Owne
         fail(&report, e);
     }
     send(&report, &Report::Ready);
-    let mut server = Server { spec, seccomp, report, work, starting: Vec::new(), running: HashMap::new(), lent: HashMap::new() };
+    let mut server = Server { spec, seccomp, report, work, starting: Vec::new(), running: HashMap::new(), left: HashMap::new(), lent: HashMap::new() };
     loop {
         server.step(&sfd);
     }
@@ -128,13 +134,18 @@ impl Server<'_> {
         }
     }
 
-    /// `group`: the command's whole process group (it leads its own session), else the command.
-    fn signal(&self, id: u32, signal: i32, group: bool) {
+    /// `group`: the command's whole process group (it leads its own session), else the command;
+    /// after the command's end, what is left of its group.
+    fn signal(&mut self, id: u32, signal: i32, group: bool) {
         let pid = self.running.iter().find(|(_, i)| **i == id).map(|(p, _)| *p).or_else(|| self.starting.iter().find(|s| s.id == id).map(|s| s.pid));
         if let Some(pid) = pid {
             let target = if group && self.running.contains_key(&pid) { -pid.as_raw() } else { pid.as_raw() };
             // SAFETY: kill(2) on a child of ours (or its process group).
             unsafe { libc::kill(target, signal) };
+        } else if let (true, Some(&pgid)) = (group, self.left.get(&id)) {
+            if signal_group(pgid, signal) == Err(Errno::ESRCH) {
+                self.left.remove(&id);
+            }
         }
     }
 
@@ -182,6 +193,8 @@ impl Server<'_> {
                 unsafe { libc::_exit(127) }
             }
             Ok(ForkResult::Parent { child }) => {
+                // Its pid was free: no process of a group by that number is left.
+                self.left.retain(|_, pgid| *pgid != child);
                 self.starting.push(Starting { id: req.id, pid: child, status: status_r, error: Vec::new() });
                 Ok(())
             }
@@ -220,12 +233,15 @@ impl Server<'_> {
             let (pid, report, used) = match sys::wait_child_counted(None, false) {
                 Ok((Ended::Exited(pid, code), used)) => (pid, Some((code, None)), Some(used)),
                 Ok((Ended::Signaled(pid, signal), used)) => (pid, Some((0, Some(signal))), Some(used)),
-                Ok((Ended::StillAlive, _)) | Err(_) => return,
+                Ok((Ended::StillAlive, _)) | Err(_) => break,
                 Ok((Ended::Other(_), _)) => continue,
             };
             // Its status pipe is at its end now: settle whether it ever ran.
             self.read_status(pid);
             if let (Some(id), Some((code, signal))) = (self.running.remove(&pid), report) {
+                if signal_group(pid, 0).is_ok() {
+                    self.left.insert(id, pid);
+                }
                 send(
                     &self.report,
                     &match signal {
@@ -235,7 +251,16 @@ impl Server<'_> {
                 );
             }
         }
+        // Groups emptied since are forgotten: their number may be a new process's (after the
+        // pid counter wraps) and its group that of something else.
+        self.left.retain(|_, pgid| signal_group(*pgid, 0) != Err(Errno::ESRCH));
     }
+}
+
+/// kill(2) on process group `pgid` (signal 0: whether any process is left in it).
+fn signal_group(pgid: Pid, signal: i32) -> Result<(), Errno> {
+    // SAFETY: kill(2) with a negative pid, a group of this sandbox's (the init's namespace).
+    Errno::result(unsafe { libc::kill(-pgid.as_raw(), signal) }).map(drop)
 }
 
 /// A joining process's first steps: its stdio in place (a terminal's slave is put there by

@@ -340,9 +340,15 @@ impl Execs {
         kills > self.oom_noted
     }
 
-    /// `group`: the exec's whole process group (what it started in the background too).
+    /// `group`: the exec's whole process group (what it started in the background too), which
+    /// the init still reaches after the exec's end was reported.
     pub fn signal(&mut self, id: u32, signal: i32, group: bool) {
-        let Some(e) = self.execs.get_mut(&id) else { return };
+        let Some(e) = self.execs.get_mut(&id) else {
+            if group {
+                self.send_work(&Work::Signal { id, signal, group });
+            }
+            return;
+        };
         e.killed_by_caller |= signal == libc::SIGKILL;
         e.group_killed |= group && signal == libc::SIGKILL && e.ended.is_none();
         self.send_work(&Work::Signal { id, signal, group });
