@@ -338,6 +338,27 @@ test('exit codes and signals come back', async (t) => {
   t.is(k.command, "/bin/sh -c kill -SEGV $$")
 })
 
+test("a command of another uid than the init's gets the signals sent to the sandbox; the init keeps CAP_KILL for that, and nothing else, only then", async (t) => {
+  for (const user of [{ uid: 1000, gid: 1000 }, undefined]) {
+    const sb = await spawnIsolated('/bin/sh', ['-c', 'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.05; done'], { user })
+    let out = ''
+    sb.stdout!.on('data', (d: Buffer) => (out += d))
+    for (let i = 0; i < 500 && !out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 10))
+    // The init, the command's parent, as the host sees it: its sets once it dropped the rest
+    // (right after the command's execve).
+    const init = readFileSync(`/proc/${sb.pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]
+    const sets = () => readFileSync(`/proc/${init}/status`, 'utf8').match(/^Cap(Prm|Eff):.*$/gm)!.map((l) => l.split(/\s+/)[1])
+    for (let i = 0; i < 200 && sets().some((c) => /^0*1f+$/.test(c)); i++) await new Promise((r) => setTimeout(r, 10))
+    // Rootless, uid 1000 inside is the init's own uid too (the caller's one id).
+    const killCap = user !== undefined && isRoot
+    t.deepEqual(sets(), Array(2).fill(killCap ? '0000000000000020' : '0000000000000000'), `uid ${user?.uid ?? 0}: the init's permitted and effective sets`)
+    t.true(sb.kill('SIGTERM'))
+    const end = await sb.wait()
+    t.deepEqual([end.exitCode, end.reason], [3, 'exited'], `uid ${user?.uid ?? 0}: the forwarded SIGTERM reached it`)
+    t.regex(out, /got TERM/)
+  }
+})
+
 test('missing directory rootfs is refused with its path', async (t) => {
   const e = await t.throwsAsync(spawnIsolated('/bin/true', [], { rootfs: '/no/such/rootfs' }), { instanceOf: IsolateError })
   t.is(e?.code, 'ERR_ISOLATE_SETUP')

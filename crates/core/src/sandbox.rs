@@ -926,8 +926,18 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
     drop(slave);
     // The init holds no stdio: the command's output ends when the command (and its children) do.
     sys::redirect_stdio_to_null();
-    // The init needs no privilege from here on; a hostile command must not be able to take it over.
-    let _ = sys::drop_capabilities(&[]);
+    // The init needs no privilege from here on (a hostile command must not be able to take it
+    // over) but to signal a command of another uid (`user: { uid: 1000 }`): else the signals it
+    // forwards (kill(), SIGTERM to the sandbox) and its kill of everything at the end would fail
+    // with EPERM. In its own pid namespace, CAP_KILL names no process outside the sandbox.
+    let kill: Vec<u32> = crate::caps::number("KILL").into_iter().filter(|_| runs_as_other_uid(spec)).collect();
+    if let Err(e) = sys::keep_only_own_capabilities(&kill) {
+        // Fails closed: the command does not run beside an init that kept its privileges.
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        send(&report, &Report::SetupFailed(e));
+        sys::exit_now(125);
+    }
     let _ = sys::set_no_new_privs();
 
     let mut buf = Vec::new();
@@ -971,6 +981,12 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
             Err(_) => reap_blocking(child, &report, false),
         }
     }
+}
+
+/// Whether the command runs as another uid than this init (which no signal of an unprivileged
+/// init then reaches).
+pub(crate) fn runs_as_other_uid(spec: &Spec) -> bool {
+    nix::unistd::geteuid().as_raw() != spec.user.uid
 }
 
 /// Reap every exited process. Once the command itself is among them: its status, and whether

@@ -582,20 +582,7 @@ struct CapData {
 /// ambient set so that it survives execve for a non-root user.
 pub fn set_capabilities(keep: &[u32]) -> Result<()> {
     let err = |e: Errno| SetupError::sys(Step::DropCapabilities, e as i32, None);
-    let mut data = [CapData::default(); 2];
-    for cap in keep {
-        let (i, bit) = ((*cap / 32) as usize, 1u32 << (cap % 32));
-        if i < 2 {
-            data[i].effective |= bit;
-            data[i].permitted |= bit;
-            data[i].inheritable |= bit;
-        }
-    }
-    let header = CapHeader::this_process();
-    // SAFETY: a version-3 header with two data words, as capset(2) requires.
-    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } < 0 {
-        return Err(err(Errno::last()));
-    }
+    capset(keep, true)?;
     for cap in keep {
         // SAFETY: plain prctl; raising an ambient cap that is permitted and inheritable.
         if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, *cap as libc::c_ulong, 0, 0) } < 0 {
@@ -603,6 +590,35 @@ pub fn set_capabilities(keep: &[u32]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Permitted and effective become exactly `keep`; inheritable too with `inherit` (else empty).
+fn capset(keep: &[u32], inherit: bool) -> Result<()> {
+    let mut data = [CapData::default(); 2];
+    for cap in keep {
+        let (i, bit) = ((*cap / 32) as usize, 1u32 << (cap % 32));
+        if i < 2 {
+            data[i].effective |= bit;
+            data[i].permitted |= bit;
+            if inherit {
+                data[i].inheritable |= bit;
+            }
+        }
+    }
+    let header = CapHeader::this_process();
+    // SAFETY: a version-3 header with two data words, as capset(2) requires.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } < 0 {
+        return Err(SetupError::sys(Step::DropCapabilities, Errno::last() as i32, None));
+    }
+    Ok(())
+}
+
+/// Every capability set emptied but this process's own permitted and effective ones, which
+/// become `keep`: for a process that runs no program (an execve would need the bounding,
+/// inheritable and ambient sets, which hold nothing).
+pub fn keep_only_own_capabilities(keep: &[u32]) -> Result<()> {
+    drop_bounding_set(&[])?;
+    capset(keep, false)
 }
 
 pub fn keep_capabilities_across_setuid() -> Result<()> {
