@@ -398,6 +398,30 @@ test("a reader that goes away early: isolate exits 141 as a tool SIGPIPE ended w
   await rt.assertClean(t)
 })
 
+test('create interrupted before it printed the ID (SIGINT, SIGKILL, at once or while the sandbox is made): the keeper ends the sandbox nobody will learn of, and leaves nothing', async (t) => {
+  const rt = runtime(t)
+  const childrenOf = (pid: number) => {
+    try {
+      return readdirSync(`/proc/${pid}/task`).flatMap((task) => readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').split(' ').filter(Boolean).map(Number))
+    } catch {
+      return []
+    }
+  }
+  for (const [signal, afterMs] of [['SIGKILL', 0], ['SIGINT', 0], ['SIGKILL', 60], ['SIGINT', 150]] as const) {
+    const create = spawn(process.execPath, ['--import=tsx', cliPath, 'create'], { cwd: root, env: rt.env, stdio: 'ignore' })
+    const closed = new Promise((r) => create.once('close', r))
+    let keeper: number | undefined
+    await waitUntil(() => (keeper = childrenOf(create.pid!).find((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('__keeper'))) !== undefined, 30_000, 1)
+    t.truthy(keeper, `${signal} after ${afterMs} ms: a keeper was started`)
+    rt.keepers.add(keeper!)
+    if (afterMs) await new Promise((r) => setTimeout(r, afterMs))
+    create.kill(signal)
+    await closed
+    t.true(await waitUntil(() => !pidAlive(keeper!), 15_000), `${signal} after ${afterMs} ms: the keeper ended`)
+  }
+  await rt.assertClean(t)
+})
+
 test("exec -t in a terminal: each line ends as the sandbox's terminal ended it (\\r\\n, not \\r\\r\\n)", async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)

@@ -176,25 +176,38 @@ export async function runKeeper(): Promise<number> {
   process.on('SIGHUP', () => {})
   const ctl = new Socket({ fd: 3, readable: true, writable: true })
   ctl.on('error', () => {})
-  // Written, or given up on when `create` is no longer there to read it.
-  const report = (r: KeeperReport) => within(new Promise<void>((res) => ctl.end(`${JSON.stringify(r)}\n`, () => res())), 2000)
+  // `create` may be interrupted at any moment before it has the id (Ctrl-C, a kill): then
+  // nobody will ever learn it, and the sandbox, without a time limit, would be kept for good.
+  let creatorGone = false
+  ctl.once('close', () => (creatorGone = true))
+  // Written (true), or given up on when `create` is no longer there to read it.
+  const report = (r: KeeperReport) => {
+    let written = false
+    const sent = new Promise<void>((res) => {
+      if (ctl.destroyed) return res()
+      ctl.once('error', () => res())
+      ctl.end(`${JSON.stringify(r)}\n`, () => {
+        written = !creatorGone
+        res()
+      })
+    })
+    return within(sent, 2000).then(() => written)
+  }
 
   let setup: KeeperSetup
   let dir: string
   let sb: PersistentSandbox
   try {
     setup = await readSetup(ctl)
+    // Read on (nothing more comes): its end, should `create` go, is seen while the sandbox is made.
+    ctl.on('data', () => {})
+    ctl.resume()
     dir = ensureRuntimeDir()
     sb = await createSandbox(setup.options)
   } catch (e) {
     await report({ error: errorToJSON(e) })
     return 1
   }
-  // `create` may have been interrupted meanwhile: then nobody will ever learn the id.
-  let creatorGone = false
-  ctl.once('close', () => (creatorGone = true))
-  ctl.on('data', () => {})
-  ctl.resume()
 
   const keeper = new Keeper(sb, dir, setup)
   try {
@@ -212,12 +225,11 @@ export async function runKeeper(): Promise<number> {
     await report({ error: errorToJSON(e) })
     return 1
   }
-  if (creatorGone) {
+  process.title = `isolate keeper ${sb.id}`
+  if (creatorGone || !(await report({ id: sb.id, pid: sb.pid }))) {
     await keeper.shutdown()
     return 1
   }
-  process.title = `isolate keeper ${sb.id}`
-  await report({ id: sb.id, pid: sb.pid })
 
   // Asked to end: as rm does. Asked again while that is under way: now.
   let asked = false
