@@ -846,6 +846,16 @@ poolTest("sandboxes that each bind their own directory take the root built ahead
   const e = await t.throwsAsync(runIsolated('/bin/true', [], { limits: LIMITS, mounts: [{ type: 'bind', source: missing, target: '/work' }] }), { instanceOf: IsolateError })
   t.like(e, { step: 'bind_mount', path: missing, errno: 'ENOENT' })
   t.regex(e?.hint ?? '', /mounts\[0\]\.source/)
+  // A file bound onto a directory of the root built ahead: refused as a cold start's bind is,
+  // naming the source (the kernel's move_mount at the release said only EINVAL, of 'usr/lib').
+  const file = join(base, 'in1.txt')
+  const onDir = await untilQuietMounts(async () => {
+    const built = await poolBuiltFor(job(true).options, '/proc/sys')
+    const error = await runIsolated('/bin/true', [], { limits: LIMITS, mounts: [{ type: 'bind', source: file, target: '/usr/lib' }] }).then(() => undefined, (e: unknown) => e)
+    return { built, error }
+  }, (r) => r.built)
+  t.true(onDir.built)
+  t.like(onDir.error, { step: 'bind_mount', path: file, errno: 'ENOTDIR', option: 'mounts[0].source' })
   // A source whose tree the helper cannot open (an unbindable mount; a kernel without open_tree):
   // a fresh init builds the whole root the cold way, in its private copy of the host's mounts.
   const unbindable = join(base, 'unbindable')

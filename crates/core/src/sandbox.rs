@@ -510,14 +510,20 @@ fn mount_at_release(ops: &[MountOp], trees: Vec<OwnedFd>) -> sys::Result<()> {
     let mut trees = trees.into_iter();
     for op in ops {
         match op {
-            MountOp::Bind { target, readonly, is_dir, .. } => {
+            MountOp::Bind { source, target, readonly, is_dir } => {
                 let tree = trees.next().ok_or_else(|| SetupError::new(Step::BindMount, "a bind made at the release came without its tree"))?;
                 if *is_dir {
                     sys::create_dirs("/", target)?
                 } else {
                     sys::create_file("/", target, 0o644)?
                 }
-                sys::attach_tree(&tree, &root, target.trim_start_matches('/'), Step::BindMount)?;
+                // As mount(2) refuses it for a root built in one go (move_mount says only EINVAL):
+                // a file onto a directory there.
+                if !*is_dir && kind_of(target, true) == EntryKind::Dir {
+                    return Err(SetupError::sys(Step::BindMount, libc::ENOTDIR, Some(source)));
+                }
+                // Named as a bind made in place names its failure: by the host source.
+                sys::attach_tree(&tree, &root, target.trim_start_matches('/'), Step::BindMount).map_err(|e| e.with_path(source.clone()))?;
                 sys::restrict_mount(target, *readonly)?;
             }
             MountOp::Tmpfs { target, mode, size_bytes, flags } => {
