@@ -49,6 +49,7 @@ const cases: Array<[string, Record<string, unknown>, string]> = [
   ['negative cpus', { limits: { cpus: -1 } }, 'limits.cpus'],
   ['tiny memory', { limits: { memoryBytes: 4096 } }, 'limits.memoryBytes'],
   ['zero pids', { limits: { pids: 0 } }, 'limits.pids'],
+  ['one pid, the init\'s (it failed at fork_command with EAGAIN, naming no option; a long-lived sandbox came up and refused every exec)', { limits: { pids: 1 } }, 'limits.pids'],
   ['openFiles above fs.nr_open (it failed at set_rlimits with EPERM and no hint)', { limits: { openFiles: 1e9 + 1 } }, 'limits.openFiles'],
   ['openFiles above this process\'s hard limit, which a sandbox cannot raise', { limits: { openFiles: hardNoFile() + 1 } }, 'limits.openFiles'],
   ['tty of no size', { tty: { rows: 0, cols: 80 } }, 'tty'],

@@ -271,6 +271,9 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
             return Err(bad("limits.cpus", "must be a fraction of cores between 0.01 and 4096"));
         }
     }
+    if l.pids.is_some_and(|n| n < 2) {
+        return Err(bad("limits.pids", "must be at least 2: the sandbox's init is one of its processes, and no command could start beside it"));
+    }
     if l.pids.is_some() && l.unbounded_pids {
         return Err(bad("limits.pids", "given both as a number and as no bound (unboundedPids)"));
     }
@@ -343,6 +346,18 @@ mod tests {
         // A capability kept there would be one over the host.
         s.capabilities = vec!["SETUID".into()];
         assert_eq!(validate(&s).unwrap_err().option, if crate::probe::is_root() { "capabilities" } else { "namespaces.user" });
+    }
+
+    #[test]
+    fn a_pids_limit_below_two_is_refused_the_init_is_one() {
+        for persistent in [false, true] {
+            let mut s = if persistent { Spec::new("", vec![]) } else { spec() };
+            s.persistent = persistent;
+            s.limits.pids = Some(1);
+            assert_eq!(validate(&s).unwrap_err().option, "limits.pids");
+            s.limits.pids = Some(2);
+            assert_eq!(validate(&s), Ok(()));
+        }
     }
 
     #[test]
