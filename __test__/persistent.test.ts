@@ -347,6 +347,37 @@ test("an exec of another uid than the init's is reached by its timeoutMs, its si
   t.is((await sh(sb, 'id -u')).stdout, '1000\n')
 })
 
+test('killAll() ends every process in the sandbox (execs running, what they left, what escaped their groups) and keeps the sandbox: a session back from a fork bomb that held every pid', async (t) => {
+  const sb = await sandbox(t, cgroups ? { limits: { pids: 24 } } : {})
+  t.is((await sh(sb, 'echo kept > /tmp/note; setsid sleep 3021 >/dev/null 2>&1 & echo ok')).stdout, 'ok\n')
+  // A command that forks without end (bash retries a fork that fails, where sh gives up).
+  const bomb = await sb.spawn('/bin/bash', ['-c', 'while :; do sleep 3022 & done'], { stdio: ['ignore', 'ignore', 'ignore'] })
+  if (cgroups) {
+    // Every pid taken: no exec can even start, so none could clean up from inside.
+    let refused: unknown
+    for (let i = 0; i < 100 && !refused; i++) refused = await sb.exec('/bin/true').then(() => new Promise((r) => setTimeout(r, 20)), (e: unknown) => e)
+    t.like(refused, { step: 'fork_command', errno: 'EAGAIN' })
+  } else {
+    t.log('no pids limit here (printed above): the sandbox is not filled first')
+    await new Promise((r) => setTimeout(r, 300))
+  }
+  const running = sb.spawn('/bin/sleep', ['3023']).catch((e: unknown) => e)
+  await sb.killAll()
+  t.like(await bomb.wait(), { reason: 'canceled', signal: 'SIGKILL' })
+  const late = await running
+  if (!(late instanceof Error)) t.like(await (late as Awaited<ReturnType<PersistentSandbox['spawn']>>).wait(), { reason: 'canceled' })
+  // Nothing runs but the init and this exec; the files stay; execs start again.
+  const left = await commandLines(sb)
+  t.notRegex(left, /sleep 302/, 'the bomb, its children and the process of a session of its own are gone')
+  t.is(left.trim().split('\n').length, 2, left)
+  t.is((await sb.exec('/bin/cat', ['/tmp/note'])).stdout, 'kept\n')
+  await sb.killAll()
+  t.is((await sb.exec('/bin/echo', ['again'])).stdout, 'again\n')
+  await sb.destroy()
+  const gone = await t.throwsAsync(sb.killAll(), { instanceOf: IsolateError })
+  t.is(gone?.code, 'ERR_ISOLATE_DESTROYED')
+})
+
 test('a spawned exec whose stdin the caller never closes leaves no fd once it ends', async (t) => {
   const sb = await sandbox(t)
   await sb.exec('/bin/true')

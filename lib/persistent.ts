@@ -61,6 +61,7 @@ type Event =
   | { event: 'execSpawned'; id: number; pid: number }
   | ({ event: 'execError'; id: number } & SetupFailure)
   | { event: 'execExit'; id: number; exitCode: number | null; signal: string | null; reason: ExecReason; durationMs: number; usage?: Usage }
+  | { event: 'killedAll' }
 
 /** How long after an exec's deadline (or its end, when that came later) its output may still drain. */
 const DRAIN_MS = 250
@@ -239,6 +240,8 @@ export class PersistentSandbox {
   #destroying = false
   /** unref() was called (and no ref() since): execs' stdio pipes keep the loop alive neither. */
   #unrefd = false
+  /** killAll() calls waiting for the helper's word, oldest first (one word per call). */
+  #killingAll: Array<{ resolve: () => void; reject: (e: Error) => void }> = []
 
   constructor(addon: Addon, h: SpawnedHelper, spec: Spec) {
     this.#addon = addon
@@ -270,6 +273,8 @@ export class PersistentSandbox {
         this.#end()
         resolveReady()
         resolveDone(this.#result)
+      } else if (ev.event === 'killedAll') {
+        this.#killingAll.shift()?.resolve()
       } else {
         const exec = this.#execs.get(ev.id)
         exec?._event(ev)
@@ -296,6 +301,7 @@ export class PersistentSandbox {
     this.#execFd = undefined
     for (const exec of this.#execs.values()) exec._failed(destroyedError(this.id, this.#result))
     this.#execs.clear()
+    for (const w of this.#killingAll.splice(0)) w.reject(destroyedError(this.id, this.#result))
   }
 
   /** @internal How it ended, once its helper said so. */
@@ -418,6 +424,23 @@ export class PersistentSandbox {
     })
     const reason = overflowed ? 'output-limit' : (cutBy ?? result.reason)
     return { ...result, reason, stdout: decode(stdout, run.encoding), stderr: decode(stderr, run.encoding) }
+  }
+
+  /**
+   * Kill every process in the sandbox, and keep the sandbox: its files, mounts, network and
+   * limits stay as they are, and execs start again at once. The way back from a command that ran
+   * wild (a fork bomb holding every pid, background processes nothing else reaches) without
+   * losing the session. Resolves once no process is left but the sandbox's init; the execs that
+   * were running end with reason `'canceled'`. Rejects with `ERR_ISOLATE_DESTROYED` once the
+   * sandbox has ended.
+   */
+  killAll(): Promise<void> {
+    if (this.#ended || this.#destroying) return Promise.reject(destroyedError(this.id, this.#result))
+    return new Promise((resolve, reject) => {
+      this.#killingAll.push({ resolve, reject })
+      // Not sent: the sandbox ended meanwhile, and #end() rejects it (or is about to).
+      this.#request('kill-all')
+    })
   }
 
   /** End everything in the sandbox (processes, mounts, cgroup). Resolves when it is all gone. */

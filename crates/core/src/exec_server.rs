@@ -130,6 +130,7 @@ impl Server<'_> {
             Ok(Work::Exec(req)) => self.start(req, fds),
             Ok(Work::Signal { id, signal, group }) => self.signal(id, signal, group),
             Ok(Work::TerminalTaken { id }) => drop(self.lent.remove(&id)),
+            Ok(Work::KillAll) => self.kill_all(),
             Err(_) => {}
         }
     }
@@ -227,12 +228,35 @@ impl Server<'_> {
         }
     }
 
-    /// Reap every exited process: the execs' commands are reported, orphans just reaped.
-    fn reap(&mut self) {
+    /// Every other process of the sandbox killed and reaped, the sandbox kept (the caller's way
+    /// back from a fork bomb that holds every pid, or background processes run wild). As pid 1,
+    /// kill(-1) reaches them all; the orphans of the killed come to this init, so once it has no
+    /// child none is left. Again until then: one forked while the first kill went round.
+    fn kill_all(&mut self) {
+        loop {
+            // SAFETY: kill(2) as pid 1 of the sandbox's pid namespace: every process in it but this one.
+            unsafe { libc::kill(-1, libc::SIGKILL) };
+            if self.reap() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        self.left.clear();
+        send(&self.report, &Report::KilledAll);
+    }
+
+    /// Reap every exited process: the execs' commands are reported, orphans just reaped. True
+    /// when no child is left.
+    fn reap(&mut self) -> bool {
+        let mut none_left = false;
         loop {
             let (pid, report, used) = match sys::wait_child_counted(None, false) {
                 Ok((Ended::Exited(pid, code), used)) => (pid, Some((code, None)), Some(used)),
                 Ok((Ended::Signaled(pid, signal), used)) => (pid, Some((0, Some(signal))), Some(used)),
+                Err(Errno::ECHILD) => {
+                    none_left = true;
+                    break;
+                }
                 Ok((Ended::StillAlive, _)) | Err(_) => break,
                 Ok((Ended::Other(_), _)) => continue,
             };
@@ -254,6 +278,7 @@ impl Server<'_> {
         // Groups emptied since are forgotten: their number may be a new process's (after the
         // pid counter wraps) and its group that of something else.
         self.left.retain(|_, pgid| signal_group(*pgid, 0) != Err(Errno::ESRCH));
+        none_left
     }
 }
 

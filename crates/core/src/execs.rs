@@ -259,6 +259,12 @@ impl Execs {
             }
             Report::ExecExited { id, code, used } => self.ended(*id, Some(*code), None, *used),
             Report::ExecSignaled { id, signal, used } => self.ended(*id, None, Some(signal_name(*signal)), *used),
+            // After the ends of the execs it killed, which were reported before it.
+            Report::KilledAll => {
+                self.flush_ended(out, oom);
+                out.send(&Event::KilledAll);
+                return true;
+            }
             _ => return false,
         }
         self.flush_ended(out, oom);
@@ -352,6 +358,19 @@ impl Execs {
         e.killed_by_caller |= signal == libc::SIGKILL;
         e.group_killed |= group && signal == libc::SIGKILL && e.ended.is_none();
         self.send_work(&Work::Signal { id, signal, group });
+    }
+
+    /// Every process of the sandbox but its init killed, as the caller asked: the execs running
+    /// end as its cancel (killed by the caller: never taken for the OOM killer's; what their
+    /// children used goes uncounted, as for a group kill).
+    pub fn kill_all(&mut self) {
+        for e in self.execs.values_mut().filter(|e| e.ended.is_none()) {
+            e.forced = Some(Reason::Canceled);
+            e.killed_by_caller = true;
+            e.group_killed = true;
+            e.deadline = None;
+        }
+        self.send_work(&Work::KillAll);
     }
 
     pub fn resize(&mut self, id: u32, rows: u16, cols: u16) {

@@ -74,6 +74,9 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<Usage>,
     },
+    /// A long-lived sandbox's processes but its init are all gone, as asked (`kill-all`); the
+    /// execs that ended were reported before.
+    KilledAll,
 }
 
 impl Event {
@@ -99,6 +102,8 @@ pub enum Request {
     ExecSignalGroup(u32, i32),
     /// One exec's terminal's new size (id, rows, cols).
     ExecResize(u32, u16, u16),
+    /// Every process of a long-lived sandbox but its init killed; the sandbox lives on.
+    KillAll,
 }
 
 impl Request {
@@ -110,6 +115,7 @@ impl Request {
             ("resize", Some(r)) => Some(Request::Resize(r.parse().ok()?, words.next()?.parse().ok()?)),
             ("exec-signal", Some(id)) => Some(Request::ExecSignal(id.parse().ok()?, words.next()?.parse().ok()?)),
             ("exec-signal-group", Some(id)) => Some(Request::ExecSignalGroup(id.parse().ok()?, words.next()?.parse().ok()?)),
+            ("kill-all", None) => Some(Request::KillAll),
             ("exec-resize", Some(id)) => Some(Request::ExecResize(id.parse().ok()?, words.next()?.parse().ok()?, words.next()?.parse().ok()?)),
             _ => None,
         }
@@ -156,6 +162,8 @@ pub enum Work {
     TerminalTaken {
         id: u32,
     },
+    /// Kill and reap every other process of the sandbox ([`Report::KilledAll`] once none is left).
+    KillAll,
 }
 
 /// Init → helper on the work socket: an exec's terminal master, attached as SCM_RIGHTS, or, where
@@ -211,6 +219,9 @@ pub enum Report {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         used: Option<Reaped>,
     },
+    /// After [`Work::KillAll`]: no process of the sandbox is left but the init (the execs it
+    /// ended were reported before).
+    KilledAll,
 }
 
 /// What a sandbox's processes used, as the init counts it once it reaped them all: its own
@@ -366,6 +377,8 @@ mod tests {
         assert_eq!(Request::parse("exec-resize 3 30 100"), Some(Request::ExecResize(3, 30, 100)));
         assert_eq!(Request::parse("exec-signal 3"), None);
         assert_eq!(Request::parse("exec-signal-group 3 9"), Some(Request::ExecSignalGroup(3, 9)));
+        assert_eq!(Request::parse("kill-all"), Some(Request::KillAll));
+        assert_eq!(Request::parse("kill-all 3"), None);
     }
 
     #[test]

@@ -1146,6 +1146,11 @@ impl Supervisor {
                         execs.signal(id, n, true);
                     }
                 }
+                Some(Request::KillAll) => {
+                    if let Some(execs) = &mut self.execs {
+                        execs.kill_all();
+                    }
+                }
                 Some(Request::ExecResize(id, rows, cols)) => {
                     if let Some(execs) = &mut self.execs {
                         execs.resize(id, rows, cols);
