@@ -237,6 +237,25 @@ test('an exec\'s own timeout kills its process group; kill() signals it; the san
   t.is(end.signal, 'SIGTERM')
   t.is(end.reason, 'signaled')
   t.is((await sb.exec('/bin/true')).exitCode, 0)
+  // kill(signal, { group: true }): the whole group, gracefully (the command's trap runs), what it
+  // started in the background too; and what is left of it after the command ended.
+  const g = await sb.spawn('/bin/sh', ['-c', 'trap "echo bye; exit 5" TERM; sleep 3031 & echo ready; while :; do sleep 0.05; done'])
+  let out = ''
+  g.stdout!.on('data', (d: Buffer) => (out += d))
+  for (let i = 0; i < 500 && !out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 10))
+  t.true(g.kill('SIGTERM', { group: true }))
+  t.like(await g.wait(), { exitCode: 5, reason: 'exited' })
+  const leader = await sb.spawn('/bin/sh', ['-c', 'sleep 3032 >/dev/null 2>&1 & exit 0'])
+  await leader.wait()
+  t.false(leader.kill('SIGTERM'), 'the command alone: it has ended')
+  t.true(leader.kill('SIGTERM', { group: true }))
+  let rest = await commandLines(sb)
+  for (let i = 0; i < 10 && /sleep 303[12]/.test(rest); i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    rest = await commandLines(sb)
+  }
+  t.notRegex(rest, /sleep 303[12]/)
+  t.is(t.throws(() => leader.kill('SIGTERM', { grup: true } as never), { instanceOf: IsolateError })?.option, 'grup')
 })
 
 /** The command lines running in `sb`, one per line. */

@@ -8,7 +8,7 @@ import { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
 import { abortReason, isAborted, whenAborted } from './abort.js'
 import { collectOutput, decode, splitRunOptions } from './collect.js'
-import { errnoAtEnd, helperGone, IsolateError, RESOURCE_HINTS } from './errors.js'
+import { errnoAtEnd, helperGone, IsolateError, optionError, RESOURCE_HINTS } from './errors.js'
 import { takeWrapped, type Addon, type ExecStdio, type SpawnedHelper } from './native.js'
 import { normalizeExec, stdioCode, type ExecOptions, type Spec } from './options.js'
 import { checkSize, onEvents, readable, reapHelper, refStdio, sendLine, execRest, setupError, signalNumber, takeRest, writable, type SignalName, type SandboxResult, type SetupFailure, type Usage } from './sandbox.js'
@@ -174,9 +174,17 @@ export class ExecProcess {
     this.#settle.failed(e)
   }
 
-  /** Send a signal to the command (only to it: its process group is left alone). */
-  kill(signal: SignalName | number = 'SIGTERM'): boolean {
+  /**
+   * Send a signal to the command, only to it; with `{ group: true }` to its whole process group,
+   * what it started in the background too (as Ctrl-C at a terminal does), also after the command
+   * itself ended. False when there is nothing to send it to.
+   */
+  kill(signal: SignalName | number = 'SIGTERM', options: { group?: boolean } = {}): boolean {
     const n = signalNumber(signal)
+    if (typeof options !== 'object' || options === null) throw optionError('', 'must be an object ({ group })')
+    for (const k of Object.keys(options)) if (k !== 'group') throw optionError(k, "is not an option of kill(); its option is 'group'")
+    if (options.group !== undefined && typeof options.group !== 'boolean') throw optionError('group', 'must be true or false')
+    if (options.group) return this.pid > 0 && this.#request(`exec-signal-group ${this.id} ${n}`)
     return this.#running && this.#request(`exec-signal ${this.id} ${n}`)
   }
 
