@@ -766,11 +766,11 @@ fn preborn_main(sock: OwnedFd, default_seccomp: &crate::seccomp::Program, own_ne
     }
     // Its commands keep no capability (the only specs it serves, see `Preborn::fits`): their
     // bounding set is emptied here, ahead, but for what a long-lived init keeps to fork its execs
-    // (each command drops those three itself).
+    // (each command drops those itself).
     let fork_caps: Vec<u32> = crate::exec_server::FORK_CAPS.iter().filter_map(|c| crate::caps::number(c)).collect();
     let ready = if own_net { sys::bring_up_loopback() } else { Ok(()) }.and_then(|()| sys::drop_bounding_set(&fork_caps));
     if ready.is_ok() {
-        // Its commands then look only at those three.
+        // Its commands then look only at those.
         sys::note_bounding_set(&fork_caps);
     }
     if let Err(e) = ready {
