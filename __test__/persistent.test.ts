@@ -5,7 +5,7 @@
  * (no host fd, no host binary), and that destroy() and Node's exit leave nothing behind.
  */
 import test, { type ExecutionContext } from 'ava'
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile, readlinkSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createSandbox, IsolateError, probe, runIsolated, type PersistentSandbox, type SandboxOptions } from '../index.js'
@@ -288,6 +288,25 @@ test('an exec\'s timeoutMs bounds the call even when what it left behind holds i
   t.is((await sb.exec('/bin/true', [], { timeoutMs: 2 ** 32 })).exitCode, 0)
 })
 
+test("a call whose output ended as its deadline passed, Node's loop busy then, kills nothing: what the command left running with its output elsewhere lives on", async (t) => {
+  const sb = await sandbox(t)
+  for (let i = 0; i < 3; i++) {
+    // The output ends at ~200 ms; the loop is held from ~100 ms to ~450 ms, past the 300 ms
+    // deadline, by an I/O callback: in the next turn the deadline's timer fires before the
+    // output's end is read, and its setImmediate comes after the call settled.
+    setTimeout(() => {
+      readFile('/proc/self/stat', () => {
+        const until = Date.now() + 350
+        while (Date.now() < until);
+      })
+    }, 100)
+    const r = await sh(sb, `sleep 304${i} >/dev/null 2>&1 & (sleep 0.2; echo late) & echo started`, { timeoutMs: 300 })
+    t.deepEqual([r.stdout, r.reason], ['started\nlate\n', 'exited'])
+    await new Promise((r) => setTimeout(r, 50))
+    t.regex(await commandLines(sb), new RegExp(`sleep 304${i}`), `round ${i}: the call had its result; its redirected process lives on`)
+  }
+})
+
 test("an abort of an exec's signal bounds the call even when what it left behind holds its output", async (t) => {
   const sb = await sandbox(t)
   const abortIn = (ms: number) => AbortSignal.timeout(ms)
@@ -390,7 +409,19 @@ test('killAll() ends every process in the sandbox (execs running, what they left
   t.notRegex(left, /sleep 302/, 'the bomb, its children and the process of a session of its own are gone')
   t.is(left.trim().split('\n').length, 2, left)
   t.is((await sb.exec('/bin/cat', ['/tmp/note'])).stdout, 'kept\n')
-  await sb.killAll()
+  // An exec handed over just before it ends with it, never starts after it (the exec socket is
+  // read after the control socket); a terminal's exec has ended too once it resolves.
+  for (let i = 0; i < 15; i++) {
+    const late = sb.spawn('/bin/sleep', ['3024'])
+    const tty = sb.spawn('/bin/sleep', ['3025'], { tty: true })
+    const ends: string[] = []
+    void late.then((p) => p.wait()).then((r) => ends.push(`late ${r.reason}`))
+    void tty.then((p) => p.wait()).then((r) => ends.push(`tty ${r.reason}`))
+    await sb.killAll()
+    await new Promise((r) => setImmediate(r))
+    t.deepEqual(ends.sort(), ['late canceled', 'tty canceled'], `round ${i}`)
+  }
+  t.notRegex(await commandLines(sb), /sleep 302/)
   t.is((await sb.exec('/bin/echo', ['again'])).stdout, 'again\n')
   await sb.destroy()
   const gone = await t.throwsAsync(sb.killAll(), { instanceOf: IsolateError })

@@ -176,8 +176,9 @@ export class ExecProcess {
 
   /**
    * Send a signal to the command, only to it; with `{ group: true }` to its whole process group,
-   * what it started in the background too (as Ctrl-C at a terminal does), also after the command
-   * itself ended. False when there is nothing to send it to.
+   * what it started in the background too, also after the command itself ended. False when it
+   * was not sent: the command has ended (without `group`), or the sandbox has. True says only
+   * that it was sent: the group may have emptied meanwhile.
    */
   kill(signal: SignalName | number = 'SIGTERM', options: { group?: boolean } = {}): boolean {
     const n = signalNumber(signal)
@@ -405,6 +406,9 @@ export class PersistentSandbox {
     // to drain what is already written).
     let timer: NodeJS.Timeout | undefined
     let cutBy: 'timeout' | 'canceled' | undefined
+    // Once the call has its result, nothing more is killed (a timer that fired as the output
+    // ended still runs its setImmediate).
+    let settled = false
     let forgetAbort = () => {}
     // (A timer takes at most 2^31-1 ms, 24.8 days: a longer timeoutMs cuts there.)
     // One I/O turn more when it fires: after a stalled loop, timers run before the reads that
@@ -412,6 +416,8 @@ export class PersistentSandbox {
     const cutAt = ended.then(() => new Promise<void>((resolve) => {
       const later = (ms: number, then: () => void) => setTimeout(() => setImmediate(then), Math.min(ms, 2 ** 31 - 1)).unref()
       const stop = (by: 'timeout' | 'canceled') => {
+        // The first of the deadline and the abort decides.
+        if (settled || cutBy) return
         clearTimeout(timer)
         cutBy = by
         p._killGroup()
@@ -427,6 +433,7 @@ export class PersistentSandbox {
     }, cutAt)
     if (p.stdin) p.stdin.end(run.input)
     const [result, { stdout, stderr, overflowed }] = await Promise.all([ended, output]).finally(() => {
+      settled = true
       clearTimeout(timer)
       forgetAbort()
     })

@@ -61,6 +61,14 @@ pub struct Execs {
     oom_noted: u64,
     /// Whose tasks the terminal relays look at.
     sandbox: crate::terminal_readers::Sandbox,
+    /// killAll() requests not yet answered, oldest first.
+    kills: std::collections::VecDeque<KillAll>,
+}
+
+/// One killAll(): the execs it ended, and whether the init said that none is left.
+struct KillAll {
+    ended: Vec<u32>,
+    done: bool,
 }
 
 /// The sandbox cgroup's count of OOM kills so far (0 without a cgroup).
@@ -69,7 +77,17 @@ pub type OomKills<'a> = &'a dyn Fn() -> u64;
 impl Execs {
     pub fn new(requests: OwnedFd, work: OwnedFd, sandbox: crate::terminal_readers::Sandbox) -> Execs {
         let _ = crate::relay::set_nonblocking(work.as_raw_fd());
-        Execs { requests: Some(requests), work, outbox: Default::default(), unsent: Vec::new(), execs: HashMap::new(), oom_credited: 0, oom_noted: 0, sandbox }
+        Execs {
+            requests: Some(requests),
+            work,
+            outbox: Default::default(),
+            unsent: Vec::new(),
+            execs: HashMap::new(),
+            oom_credited: 0,
+            oom_noted: 0,
+            sandbox,
+            kills: Default::default(),
+        }
     }
 
     /// The fds to poll: the request socket, the work socket, then each relay's.
@@ -259,11 +277,11 @@ impl Execs {
             }
             Report::ExecExited { id, code, used } => self.ended(*id, Some(*code), None, *used),
             Report::ExecSignaled { id, signal, used } => self.ended(*id, None, Some(signal_name(*signal)), *used),
-            // After the ends of the execs it killed, which were reported before it.
+            // After the ends of the execs it killed (the init reported them before it).
             Report::KilledAll => {
-                self.flush_ended(out, oom);
-                out.send(&Event::KilledAll);
-                return true;
+                if let Some(k) = self.kills.iter_mut().find(|k| !k.done) {
+                    k.done = true;
+                }
             }
             _ => return false,
         }
@@ -338,6 +356,7 @@ impl Execs {
         for id in done {
             self.execs.remove(&id);
         }
+        self.report_kills(out);
     }
 
     /// Whether the sandbox cgroup's OOM killer struck since an exec last started or ended (`kills`,
@@ -363,14 +382,35 @@ impl Execs {
     /// Every process of the sandbox but its init killed, as the caller asked: the execs running
     /// end as its cancel (killed by the caller: never taken for the OOM killer's; what their
     /// children used goes uncounted, as for a group kill).
-    pub fn kill_all(&mut self) {
-        for e in self.execs.values_mut().filter(|e| e.ended.is_none()) {
+    pub fn kill_all(&mut self, out: &mut Control, oom: OomKills) {
+        // Execs handed over before it (on the exec socket, read after the control socket that
+        // brought this) are taken first: they end with it, never start after it.
+        while self.requests.as_ref().is_some_and(crate::sys::readable_now) {
+            self.take_requests(out, oom);
+        }
+        let mut ended = Vec::new();
+        for (id, e) in self.execs.iter_mut().filter(|(_, e)| e.ended.is_none()) {
             e.forced = Some(Reason::Canceled);
             e.killed_by_caller = true;
             e.group_killed = true;
             e.deadline = None;
+            ended.push(*id);
         }
+        self.kills.push_back(KillAll { ended, done: false });
         self.send_work(&Work::KillAll);
+    }
+
+    /// Tell Node of each killAll() the init has carried out once the execs it ended have been
+    /// reported (a terminal's may wait for its output), in their order.
+    fn report_kills(&mut self, out: &mut Control) {
+        while let Some(k) = self.kills.front() {
+            let reported = |id: &u32| self.execs.get(id).is_none_or(|e| e.reported);
+            if !k.done || !k.ended.iter().all(reported) {
+                return;
+            }
+            self.kills.pop_front();
+            out.send(&Event::KilledAll);
+        }
     }
 
     pub fn resize(&mut self, id: u32, rows: u16, cols: u16) {

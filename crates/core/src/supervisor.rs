@@ -756,12 +756,13 @@ impl Supervisor {
         // when the sandbox's last writer is gone.
         crate::sys::redirect_stdio_to_null();
         let sandbox = crate::terminal_readers::Sandbox::of(spec, child.init.as_raw());
-        // The init may kill only processes of its own ids (it keeps no capability): the
-        // command's, unless the command runs as another user of a root caller's namespace or
-        // keeps a capability that could change its ids. Elsewhere it is killed at once, as with
-        // a cgroup, and what its children used goes uncounted.
+        // The init reaches every process of the sandbox: with the command's own ids while the
+        // command keeps no capability that could change them, and with CAP_KILL, which it keeps
+        // for a command of other ids (crate::sandbox::runs_as_other_uid). Elsewhere it is killed
+        // at once, as with a cgroup, and what its children used goes uncounted.
         let caller = crate::spec::Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
-        let init_kills = spec.namespaces.pid && spec.namespaces.user && spec.capabilities.is_empty() && crate::plan::setup_ids(spec.user, caller) == spec.user;
+        let same_ids = crate::plan::setup_ids(spec.user, caller) == spec.user;
+        let init_kills = spec.namespaces.pid && spec.namespaces.user && (spec.capabilities.is_empty() || !same_ids);
         let init_counts = child.cgroup.is_none() && execs.is_none() && init_kills;
         Supervisor {
             sandbox,
@@ -1115,7 +1116,7 @@ impl Supervisor {
         }
     }
 
-    fn read_requests(&mut self, out: &Control) {
+    fn read_requests(&mut self, out: &mut Control) {
         if self.requests.fill(&out.fd).is_none() {
             // Lifeline: Node is gone, so is the sandbox.
             self.control_open = false;
@@ -1147,8 +1148,9 @@ impl Supervisor {
                     }
                 }
                 Some(Request::KillAll) => {
+                    let cgroup = &self.cgroup;
                     if let Some(execs) = &mut self.execs {
-                        execs.kill_all();
+                        execs.kill_all(out, &|| cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills));
                     }
                 }
                 Some(Request::ExecResize(id, rows, cols)) => {
