@@ -761,8 +761,9 @@ impl Supervisor {
         // for a command of other ids (crate::sandbox::runs_as_other_uid). Elsewhere it is killed
         // at once, as with a cgroup, and what its children used goes uncounted.
         let caller = crate::spec::Ids { uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw() };
-        let same_ids = crate::plan::setup_ids(spec.user, caller) == spec.user;
-        let init_kills = spec.namespaces.pid && spec.namespaces.user && (spec.capabilities.is_empty() || !same_ids);
+        // Signals go by uid alone.
+        let same_uid = crate::plan::setup_ids(spec.user, caller).uid == spec.user.uid;
+        let init_kills = spec.namespaces.pid && spec.namespaces.user && (spec.capabilities.is_empty() || !same_uid);
         let init_counts = child.cgroup.is_none() && execs.is_none() && init_kills;
         Supervisor {
             sandbox,
