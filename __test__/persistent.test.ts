@@ -27,6 +27,9 @@ async function sandbox(t: ExecutionContext, options: SandboxOptions = {}): Promi
 
 const sh = (sb: PersistentSandbox, script: string, options = {}) => sb.exec('/bin/sh', ['-c', script], options)
 
+/** The command lines running in `sb`, one per line. */
+const commandLines = async (sb: PersistentSandbox) => (await sh(sb, 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done')).stdout
+
 test('ten execs into one sandbox see each other\'s files and processes', async (t) => {
   const sb = await sandbox(t)
   t.true(sb.pid > 0)
@@ -229,8 +232,8 @@ test('an exec\'s own timeout kills its process group; kill() signals it; the san
   t.is(timed.reason, 'timeout')
   t.is(timed.signal, 'SIGKILL')
   t.true(timed.durationMs < 5000)
-  const left = await sh(sb, 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done')
-  t.notRegex(left.stdout, /sleep 10[12]/, 'the timed-out command and its background child are gone')
+  const left = await commandLines(sb)
+  t.notRegex(left, /sleep 10[12]/, 'the timed-out command and its background child are gone')
   const p = await sb.spawn('/bin/sleep', ['100'])
   t.true(p.kill('SIGTERM'))
   const end = await p.wait()
@@ -257,9 +260,6 @@ test('an exec\'s own timeout kills its process group; kill() signals it; the san
   t.notRegex(rest, /sleep 303[12]/)
   t.is(t.throws(() => leader.kill('SIGTERM', { grup: true } as never), { instanceOf: IsolateError })?.option, 'grup')
 })
-
-/** The command lines running in `sb`, one per line. */
-const commandLines = async (sb: PersistentSandbox) => (await sh(sb, 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done')).stdout
 
 test('an exec\'s timeoutMs bounds the call even when what it left behind holds its output', async (t) => {
   const sb = await sandbox(t)
@@ -341,11 +341,10 @@ test('exec keeps at most maxBuffer of its output (64 MiB by default), kills that
   t.is(small.stdout.length + small.stderr.length, 15)
   t.true(small.durationMs < 5000, 'killed at the bound, not after the sleep')
   // Its process group went with it, as with its timeoutMs: the sleep the shell ran too.
-  const list = async () => (await sh(sb, 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done')).stdout
-  let procs = await list()
+  let procs = await commandLines(sb)
   for (let i = 0; i < 10 && /sleep 100/.test(procs); i++) {
     await new Promise((r) => setTimeout(r, 100))
-    procs = await list()
+    procs = await commandLines(sb)
   }
   t.notRegex(procs, /sleep 100/)
   // A writer the command left behind, flooding its output after the command ended, deaf to the
