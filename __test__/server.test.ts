@@ -157,6 +157,47 @@ test("a helper server that takes the request and does not answer fails that star
   t.deepEqual(out.next, ['next\n', 0, 1], 'the next start has a new server')
 })
 
+test("starts queued behind a helper server that does not answer spawn their helpers instead: they run, and the process's thread pool is not held for the server's 10 s", async (t) => {
+  // libuv's pool has 4 threads: 4 starts at once take them all, so the fs reads after them run
+  // only once starts let go of their threads.
+  const r = await nodeScript(`
+    const { readFile } = await import('node:fs/promises')
+    const { configurePool, spawnIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    const { helperServersOf, descendantsOf, zombieChildren, waitUntil } = await import(${JSON.stringify(join(root, '__test__', 'helpers.ts'))})
+    configurePool({ size: 0 })
+    await (await spawnIsolated('/bin/true', [], { stdio: 'ignore' })).wait()
+    const [server] = helperServersOf(process.pid)
+    process.kill(server, 'SIGSTOP')
+    const started = Date.now()
+    const starts = [0, 1, 2, 3].map(async (i) => {
+      try {
+        const sb = await spawnIsolated('/bin/echo', ['ran ' + i], { stdio: ['ignore', 'pipe', 'ignore'] })
+        let text = ''
+        for await (const d of sb.stdout) text += d
+        return { text, exitCode: (await sb.wait()).exitCode, after: Date.now() - started }
+      } catch (e) {
+        return { errno: e.errno, after: Date.now() - started }
+      }
+    })
+    const reads = Promise.all([0, 1, 2, 3].map(() => readFile('/proc/self/status'))).then(() => Date.now() - started)
+    const out = { starts: await Promise.all(starts), readsAfter: await reads }
+    out.serverGone = !descendantsOf(process.pid).includes(server)
+    out.noZombie = await waitUntil(() => zombieChildren().length === 0, 3000)
+    console.log(JSON.stringify(out))
+  `, 60_000)
+  t.is(r.status, 0, r.stderr)
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!)
+  const failed = out.starts.filter((s: { errno?: string }) => s.errno)
+  const ran = out.starts.filter((s: { errno?: string }) => !s.errno)
+  t.deepEqual(failed.map((s: { errno: string }) => s.errno), ['ETIMEDOUT'], 'only the start whose request the stopped server took fails')
+  t.true(failed[0].after >= 9_000, `it failed after the server's 10 s: ${failed[0].after} ms`)
+  t.deepEqual(ran.map((s: { text: string; exitCode: number }) => [s.text.replace(/\d/, 'i'), s.exitCode]), [['ran i\n', 0], ['ran i\n', 0], ['ran i\n', 0]])
+  for (const s of ran) t.true(s.after < 6_000, `a queued start ran without the server's 10 s: ${s.after} ms`)
+  t.true(out.readsAfter < 6_000, `fs reads were served while the server did not answer: ${out.readsAfter} ms`)
+  t.true(out.serverGone, 'the stopped server was ended and reaped')
+  t.true(out.noZombie, 'no zombie child')
+})
+
 test("a caller that moves to another cgroup or drops root after its first sandbox: later helpers, warm or cold, are made as it is now, not as its helper server was started", async (t) => {
   if (!isRoot) return void t.log('not root: only root can drop to another user or make the cgroup to move into; the check runs in the root suite')
   const host = await probe()

@@ -14,10 +14,15 @@ use nix::unistd::Pid;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 /// A server that has not answered in this long is taken for stuck (it answers in the time of a fork).
 const ANSWER_WITHIN_S: i64 = 10;
+/// A request that waits this long for the one before it spawns its helper instead: queued behind
+/// a stuck server, every start would hold a thread of libuv's pool (4 by default) for up to
+/// [`ANSWER_WITHIN_S`], and with them every fs, dns and crypto call of the process.
+const WAIT_FOR_TURN: Duration = Duration::from_millis(250);
 /// Servers started before this process stops trying (each that ends early costs one start).
 const MOST_STARTS: u32 = 3;
 
@@ -85,12 +90,30 @@ fn own_cgroups() -> Vec<u8> {
 }
 
 struct State {
+    /// None while lent to a request (`busy`), or where there is none.
     server: Option<Server>,
     starts: u32,
+    /// A request is out: requests are one at a time, each waits for its own answer on the one socket.
+    busy: bool,
 }
 
-/// Requests are one at a time: each waits for its own answer on the one socket.
-static STATE: Mutex<State> = Mutex::new(State { server: None, starts: 0 });
+static STATE: Mutex<State> = Mutex::new(State { server: None, starts: 0, busy: false });
+/// Signalled when a request is done with the server.
+static TURN: Condvar = Condvar::new();
+
+/// The server, lent to one request (outside the lock, so that others can give up waiting); given
+/// back when dropped, unless the request took it to end it.
+struct Lent(Option<Server>);
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        state.server = self.0.take();
+        state.busy = false;
+        drop(state);
+        TURN.notify_one();
+    }
+}
 
 /// What became of a request for a helper.
 pub enum Forked {
@@ -108,23 +131,8 @@ pub enum Forked {
 /// isolate_core::server) and the umask it takes (this process's, as an exec'd helper would
 /// inherit it).
 pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> Forked {
-    let Ok(mut state) = STATE.lock() else { return Forked::No };
-    let epoch = epoch();
-    if state.server.as_ref().is_some_and(|s| s.epoch != epoch) {
-        // This process is not who it was when the server started: a server of the new one takes
-        // over (the old one's helpers keep running, as they do when a server is ended), and
-        // warm helpers made before are refused at their spec (their epoch is past).
-        end(state.server.take().expect("checked above"));
-        state.starts = state.starts.saturating_sub(1);
-    }
-    if state.server.is_none() {
-        if state.starts >= MOST_STARTS {
-            return Forked::No;
-        }
-        state.starts += 1;
-        state.server = start(path, cpath, epoch);
-    }
-    let Some(server) = state.server.as_ref() else { return Forked::No };
+    let Some(mut lent) = lend(path, cpath) else { return Forked::No };
+    let Some(server) = lent.0.as_ref() else { return Forked::No };
     if server.path != path {
         return Forked::No;
     }
@@ -142,9 +150,36 @@ pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask
         Answer::NotSent => Forked::No,
         Answer::None(errno) => Forked::Unknown(errno),
     };
-    // Gone or stuck: end it; the next helper starts another.
-    end(state.server.take().expect("checked above"));
+    // Gone or stuck: end it (still holding the turn); the next helper starts another.
+    end(lent.0.take().expect("checked above"));
     outcome
+}
+
+/// The server for one request, started if there is none (or it is of a past [`epoch`]); None when
+/// the request before has not ended within [`WAIT_FOR_TURN`], or no server can be had.
+fn lend(path: &str, cpath: &CStr) -> Option<Lent> {
+    let state = STATE.lock().ok()?;
+    let (mut state, waited) = TURN.wait_timeout_while(state, WAIT_FOR_TURN, |s| s.busy).ok()?;
+    if waited.timed_out() {
+        return None;
+    }
+    let epoch = epoch();
+    if state.server.as_ref().is_some_and(|s| s.epoch != epoch) {
+        // This process is not who it was when the server started: a server of the new one takes
+        // over (the old one's helpers keep running, as they do when a server is ended), and
+        // warm helpers made before are refused at their spec (their epoch is past).
+        end(state.server.take().expect("checked above"));
+        state.starts = state.starts.saturating_sub(1);
+    }
+    if state.server.is_none() {
+        if state.starts >= MOST_STARTS {
+            return None;
+        }
+        state.starts += 1;
+        state.server = start(path, cpath, epoch);
+    }
+    state.busy = true;
+    Some(Lent(state.server.take()))
 }
 
 /// End a server (our child) and reap it. The helpers it forked run on: it is no parent they die
