@@ -23,7 +23,7 @@ import type { Socket } from 'node:net'
 import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxOptions, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
 import { nearest } from './lib/errors.js'
 import { encodeFrame, Frame, jsonFrame, onFrames, STDIN_WINDOW } from './lib/frames.js'
-import { connectKeeper, DESTROYED, errorFromJSON, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
+import { connectKeeper, DESTROYED, errorFromJSON, killAllIn, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
 import { loadNative } from './lib/native.js'
 import { DEFAULT_PATH } from './lib/options.js'
 import { signalNumber, type SignalName } from './lib/sandbox.js'
@@ -58,6 +58,7 @@ Commands:
   exec [options] ID -- CMD [ARGS...]
                                    run CMD inside the sandbox ID (made by create)
   ps [--json]                      list the sandboxes made by create that still run
+  kill-all ID...                   kill every process in those sandboxes; they stay for exec
   rm [-f] ID...                    end those sandboxes and everything in them
   doctor [--json]                  show what this host allows, and how to fix what it does not
   rootfs unpack TARBALL DIR        unpack a root filesystem tarball (.tar, .tar.gz, .tar.xz, .tar.zst)
@@ -212,6 +213,20 @@ Options:
   -h, --help   show this help
 `
 
+const KILL_ALL_HELP = `Usage: isolate kill-all ID...
+
+Kill every process in each sandbox ID (or NAME, or an ID's start) made by 'isolate create', but
+its init: what 'isolate exec' ran and what that left running, a fork bomb too. The sandbox
+stays, with its files, mounts and limits, and takes new 'isolate exec' commands. Prints each ID
+once its processes are gone. An 'isolate exec' running in it ends as killed (exit code 137).
+
+Options:
+  -h, --help   show this help
+
+Exit codes: 0 when every sandbox's processes were killed; 125 when one of them does not exist or
+has ended, or these options are wrong.
+`
+
 const RM_HELP = `Usage: isolate rm [-f] ID...
 
 End each sandbox ID (or NAME, or an ID's start) made by 'isolate create': every process in it
@@ -294,6 +309,7 @@ const MORE = {
   exec: "Run 'isolate exec --help' for the options.\n",
   ps: "Run 'isolate ps --help' for the options.\n",
   rm: "Run 'isolate rm --help' for the options.\n",
+  'kill-all': "Run 'isolate kill-all --help' for the options.\n",
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1170,6 +1186,41 @@ async function rm(argv: string[]): Promise<number> {
   return failed ? EXIT_SETUP : 0
 }
 
+async function killAll(argv: string[]): Promise<number> {
+  const { values, positionals } = parseParsed(() => parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: true }), 'kill-all')
+  if (values.help) {
+    out('stdout').write(KILL_ALL_HELP)
+    return 0
+  }
+  if (positionals.length === 0) throw new UsageError('kill-all: no sandbox ID given; use: isolate kill-all ID...', MORE['kill-all'])
+  // Every one at once; reported in the order given.
+  const outcomes = await Promise.all(
+    positionals.map(async (ref) => {
+      try {
+        const { dir, entry } = await findSandbox(ref)
+        try {
+          await killAllIn(dir, entry, ref)
+        } catch (e) {
+          if ((e as IsolateError).code === DESTROYED) throw new NotFoundError(ref, 'the sandbox has ended')
+          throw e
+        }
+        return { id: entry.id }
+      } catch (e) {
+        if (e instanceof RegistryError || e instanceof IsolateError) return { error: e }
+        throw e
+      }
+    }),
+  )
+  let failed = false
+  for (const o of outcomes) {
+    if (o.id) out('stdout').write(`${o.id}\n`)
+    if (o.error instanceof RegistryError) reportRegistryError(o.error)
+    else if (o.error) reportError(o.error)
+    failed ||= o.error !== undefined
+  }
+  return failed ? EXIT_SETUP : 0
+}
+
 /** `isolate: <message>` and its hint. */
 function reportRegistryError(e: RegistryError): void {
   // The message may quote what another user made (a symlink's target in /tmp): never raw to a terminal.
@@ -1448,11 +1499,13 @@ async function main(argv: string[]): Promise<number> {
       return ps(rest)
     case 'rm':
       return rm(rest)
+    case 'kill-all':
+      return killAll(rest)
     case '__keeper':
       // Not for people: the process `isolate create` leaves behind to hold the sandbox.
       return runKeeper()
     case 'help': {
-      const helps: Record<string, string> = { help: MAIN_HELP, run: RUN_HELP, create: CREATE_HELP, exec: EXEC_HELP, ps: PS_HELP, rm: RM_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }
+      const helps: Record<string, string> = { help: MAIN_HELP, run: RUN_HELP, create: CREATE_HELP, exec: EXEC_HELP, ps: PS_HELP, 'kill-all': KILL_ALL_HELP, rm: RM_HELP, doctor: DOCTOR_HELP, rootfs: ROOTFS_HELP }
       if (rest[0] !== undefined && !Object.hasOwn(helps, rest[0])) throw new UsageError(`help: unknown command ${JSON.stringify(rest[0])}`, MAIN_HELP)
       out('stdout').write(rest[0] === undefined ? MAIN_HELP : helps[rest[0]])
       return 0

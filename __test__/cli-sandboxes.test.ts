@@ -235,6 +235,35 @@ test('rm while an exec runs: the exec ends killed (137), rm returns once all is 
   await rt.assertClean(t)
 })
 
+test("kill-all: every process in the sandbox is killed, a running exec ends killed (137), what was left in the background too; files stay and the next exec runs", async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t)
+  const left = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo kept > /tmp/file; setsid /bin/sleep 301 >/dev/null 2>&1 < /dev/null & echo started'])
+  t.is(left.status, 0, left.stderr)
+  const sleeps = 'for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr "\\0" " "; echo; done | grep -c "^/bin/sleep 30" || true'
+  t.is((await rt.cli(['exec', id, '--', '/bin/sh', '-c', sleeps])).stdout, '1\n', 'the background sleep runs before kill-all')
+  let killed: Promise<CliResult> | undefined
+  const r = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo ready; exec /bin/sleep 302'], {
+    onStdout: { text: 'ready', then: () => (killed = rt.cli(['kill-all', id])) },
+  })
+  t.is(r.status, 137, r.stderr)
+  const k = await killed!
+  t.is(k.status, 0, k.stderr)
+  t.is(k.stdout, `${id}\n`)
+  const after = await rt.cli(['exec', id, '--', '/bin/sh', '-c', `${sleeps}; cat /tmp/file`])
+  t.is(after.status, 0, after.stderr)
+  t.is(after.stdout, '0\nkept\n', 'no sleep left; the file stays')
+  const unknown = await rt.cli(['kill-all', 'nosuch'])
+  t.is(unknown.status, 125)
+  t.regex(unknown.stderr, /nosuch/)
+  t.is((await rt.cli(['kill-all'])).status, 125)
+  t.is((await rt.cli(['rm', id])).status, 0)
+  const ended = await rt.cli(['kill-all', id])
+  t.is(ended.status, 125)
+  t.regex(ended.stderr, new RegExp(id))
+  await rt.assertClean(t)
+})
+
 test('create prints an ID; files and processes persist between execs; ps lists it; rm leaves nothing', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)

@@ -49,7 +49,7 @@ export interface ExecRequest {
   stdinAcks?: boolean
 }
 
-export type KeeperRequest = ExecRequest | { op: 'info' } | { op: 'rm' }
+export type KeeperRequest = ExecRequest | { op: 'info' } | { op: 'rm' } | { op: 'kill-all' }
 
 /** The code of an error frame about a sandbox that is being (or has been) destroyed. */
 export const DESTROYED = 'ERR_ISOLATE_DESTROYED'
@@ -400,6 +400,13 @@ class Keeper {
       })
       return ignore
     }
+    if (req.op === 'kill-all') {
+      this.#sb.killAll().then(
+        () => conn.destroyed || conn.end(jsonFrame(Frame.REPLY, { id: this.#sb.id })),
+        (e: unknown) => conn.destroyed || conn.end(jsonFrame(Frame.ERROR, errorToJSON(e))),
+      )
+      return ignore
+    }
     if (req.op === 'exec') {
       const relay = new ExecRelay(this.#sb, conn, req, this.#closing !== undefined)
       const p = relay.run()
@@ -628,6 +635,37 @@ export async function removeSandbox(dir: string, entry: SandboxEntry, ref: strin
   }
   removeFiles(dir, entry.id)
   return null
+}
+
+/**
+ * `isolate kill-all`: ask the keeper to kill every process in its sandbox but the init (the
+ * sandbox stays). Resolves once they are gone; rejects with the keeper's error (an `IsolateError`
+ * of code DESTROYED for a sandbox that is ending), or a RegistryError after `timeoutMs`.
+ */
+export async function killAllIn(dir: string, entry: SandboxEntry, ref: string, timeoutMs = 30_000): Promise<void> {
+  const conn = await connectKeeper(dir, entry.id, ref)
+  await new Promise<void>((resolve, reject) => {
+    let outcome: Error | 'done' | undefined
+    const timer = setTimeout(() => {
+      outcome ??= new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) has not killed its processes after ${timeoutMs / 1000}s`, 'a process stuck in the kernel (state D) holds it; `isolate rm -f` ends the sandbox')
+      conn.destroy()
+    }, timeoutMs)
+    onFrames(conn, (type, payload) => {
+      try {
+        if (type === Frame.REPLY) outcome ??= 'done'
+        else if (type === Frame.ERROR) outcome ??= errorFromJSON(JSON.parse(payload.toString('utf8')) as Record<string, unknown>)
+      } catch {
+        conn.destroy()
+      }
+    })
+    conn.on('error', () => {})
+    conn.on('close', () => {
+      clearTimeout(timer)
+      if (outcome === 'done') resolve()
+      else reject(outcome ?? new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) closed the connection without an answer (was it killed?)`))
+    })
+    conn.write(jsonFrame(Frame.REQUEST, { op: 'kill-all' } satisfies KeeperRequest))
+  })
 }
 
 /** How long `rm -f` lets a keeper take before it kills it. */
