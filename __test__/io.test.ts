@@ -1,11 +1,12 @@
 /** stdio: bytes in and out exactly, large streams without buffering them in Node. */
 import test from 'ava'
 import { createHash, randomBytes } from 'node:crypto'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { createSandbox, runIsolated, spawnIsolated } from '../index.js'
-import { root } from './helpers.js'
+import { isRoot, root } from './helpers.js'
 
 test('stdin reaches the command and binary stdout comes back byte for byte', async (t) => {
   const input = randomBytes(3 << 20)
@@ -80,6 +81,34 @@ test('stdio ignore and an fd', async (t) => {
   const r = await runIsolated('/bin/sh', ['-c', 'cat; echo out; echo err >&2'], { stdio: ['ignore', 'pipe', 'ignore'] })
   t.is(r.stdout, 'out\n')
   t.is(r.stderr, '')
+})
+
+test('the command reopens its stdio pipes by path (/dev/stdin, /dev/stdout, /dev/stderr, /proc/self/fd/N), as root inside or as another uid, in a run, with an output bound and in an exec; a host user that may not trace it cannot', async (t) => {
+  const script = 'cat /dev/stdin; echo out >/dev/stdout; echo err >/dev/stderr; echo fd >/proc/self/fd/1'
+  const want = { stdout: 'in\nout\nfd\n', stderr: 'err\n' }
+  const runs: Array<[string, Parameters<typeof runIsolated>[2]]> = [
+    ['default', {}],
+    ['outputBytes (the helper\'s pipes)', { limits: { outputBytes: 1 << 20 } }],
+  ]
+  if (isRoot) runs.push(['user 1000', { user: { uid: 1000, gid: 1000 } }])
+  else t.log('not root: a command of another uid needs ids only root maps; the root suite runs it')
+  for (const [name, opts] of runs) {
+    const r = await runIsolated('/bin/sh', ['-c', script], { ...opts, input: 'in\n' })
+    t.deepEqual({ stdout: r.stdout, stderr: r.stderr }, want, name)
+  }
+  const sb = await createSandbox()
+  t.teardown(() => sb.destroy())
+  const e = await sb.exec('/bin/sh', ['-c', script], { input: 'in\n' })
+  t.deepEqual({ stdout: e.stdout, stderr: e.stderr }, want, 'exec')
+
+  if (!isRoot) return void t.log('not root: the host user who may not trace the command is made with runuser, as root; the root suite runs it')
+  const held = await spawnIsolated('/bin/sh', ['-c', 'echo ready; exec sleep 30'], { stdio: ['pipe', 'pipe', 'pipe'] })
+  t.teardown(() => held.kill('SIGKILL'))
+  const [first] = await once(held.stdout!, 'data')
+  t.is(String(first), 'ready\n')
+  const other = spawnSync('runuser', ['-u', 'nobody', '--', '/bin/sh', '-c', `echo forged > /proc/${held.pid}/fd/1`], { encoding: 'utf8' })
+  t.not(other.status, 0)
+  t.regex(other.stderr, /Permission denied/)
 })
 
 test('a command that ignores its stdin does not break the caller', async (t) => {

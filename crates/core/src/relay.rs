@@ -46,6 +46,7 @@ impl Relay {
             // SAFETY: a slot of this process's stdio, open while it runs.
             let to = crate::sys::dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(slot) }, 10)?;
             let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            crate::sys::let_holders_reopen(&r)?;
             // SAFETY: dup2 onto our own stdio slot; the slot's old file stays open through `to`.
             if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), slot) } < 0 {
                 return Err(Errno::last());

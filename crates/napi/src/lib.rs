@@ -152,6 +152,7 @@ fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
         let fd = match mode {
             STDIO_PIPE => {
                 let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| sys_error("pipe2", e))?;
+                isolate_core::sys::let_holders_reopen(&r).map_err(|e| sys_error("fchmod of a stdio pipe", e))?;
                 if slot == 0 {
                     ours[0] = Some(w);
                     r
