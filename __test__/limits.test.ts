@@ -1,6 +1,6 @@
 /** Limits that need no cgroup: output, file size, open files, core dumps, the default process bound; and the usage report. */
 import test from 'ava'
-import { chmodSync, readdirSync, readFileSync } from 'node:fs'
+import { chmodSync, closeSync, openSync, readdirSync, readFileSync } from 'node:fs'
 import { configurePool, createSandbox, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
 import { collectOutput } from '../lib/collect.js'
@@ -32,6 +32,21 @@ test('the bound counts stderr too', async (t) => {
   const r = await sh('head -c 100000 /dev/zero >&2', { limits: { outputBytes: 1000 }, encoding: 'buffer' })
   t.is(r.reason, 'output-limit')
   t.is(r.stderr.length, 1000)
+})
+
+test("the bound counts no slot that is /dev/null ('ignore', or a given fd of it): a judge that ignores stderr bounds stdout alone", async (t) => {
+  const debugThenAnswer = 'head -c 200000 /dev/zero >&2; echo answer'
+  const ignored = await sh(debugThenAnswer, { stdio: ['pipe', 'pipe', 'ignore'], limits: { outputBytes: 64 << 10 } })
+  t.deepEqual([ignored.reason, ignored.exitCode, ignored.stdout], ['exited', 0, 'answer\n'])
+  const null_ = openSync('/dev/null', 'w')
+  t.teardown(() => closeSync(null_))
+  const given = await sh(debugThenAnswer, { stdio: ['pipe', 'pipe', null_], limits: { outputBytes: 64 << 10 } })
+  t.deepEqual([given.reason, given.exitCode, given.stdout], ['exited', 0, 'answer\n'])
+  // The slot that is not /dev/null is still bounded, and stderr piped counts, as before.
+  const flood = await sh('head -c 200000 /dev/zero', { stdio: ['pipe', 'pipe', 'ignore'], limits: { outputBytes: 64 << 10 }, encoding: 'buffer' })
+  t.deepEqual([flood.reason, flood.stdout.length], ['output-limit', 64 << 10])
+  const piped = await sh(debugThenAnswer, { limits: { outputBytes: 64 << 10 } })
+  t.is(piped.reason, 'output-limit')
 })
 
 test('outputBytes also bounds a spawned sandbox whose streams are read slowly', async (t) => {

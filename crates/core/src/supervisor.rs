@@ -262,9 +262,13 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     let layers = if idmap_layers { Some(seqpacket_pair()?) } else { None };
     let tty = if spec.tty.is_some() { Some(seqpacket_pair()?) } else { None };
     let work = if spec.persistent { Some(seqpacket_pair()?) } else { None };
-    // Before clone, so the sandbox inherits the relay's pipes as its stdout and stderr.
+    // Before clone, so the sandbox inherits the relay's pipes as its stdout and stderr. A slot
+    // that is /dev/null ('ignore') keeps it: what nobody receives is no output to bound.
     let relay = match spec.limits.output_bytes {
-        Some(limit) => Some(Relay::install(&[1, 2], limit).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?),
+        Some(limit) => {
+            let slots: Vec<std::os::fd::RawFd> = [1, 2].into_iter().filter(|&slot| !crate::sys::is_dev_null(slot)).collect();
+            Some(Relay::install(&slots, limit).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?)
+        }
         None => None,
     };
 

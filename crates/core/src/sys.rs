@@ -41,6 +41,13 @@ pub fn let_holders_reopen(pipe: &OwnedFd) -> nix::Result<()> {
     nix::sys::stat::fchmod(pipe, nix::sys::stat::Mode::from_bits_truncate(0o666))
 }
 
+/// Whether descriptor `fd` is the null device (character device 1:3).
+pub fn is_dev_null(fd: RawFd) -> bool {
+    // SAFETY: borrowed for the fstat only.
+    nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3))
+}
+
 pub fn make_root_private() -> Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(fail(Step::MakeRootPrivate, "/"))
 }
