@@ -1,8 +1,8 @@
 /** Capabilities, Landlock and the masked kernel interfaces, each with the thing it forbids tried. */
 import test from 'ava'
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
-import { runIsolated, spawnIsolated, probe, IsolateError } from '../index.js'
+import { createSandbox, runIsolated, spawnIsolated, probe, IsolateError } from '../index.js'
 import { buildMiniRootfs, expectedOutsideIds, removeDir, root, sh, tempDir } from './helpers.js'
 import { symlinkSync } from 'node:fs'
 import { join } from 'node:path'
@@ -123,6 +123,35 @@ test('landlock: reads, writes and execs outside the lists are denied', async (t)
   t.is(w.stdout, 'data\n', w.stderr)
   const x = await sh('cp /bin/true /tmp/out/t && /tmp/out/t; echo rc=$?', { mounts: [{ type: 'tmpfs', target: '/tmp/out', mode: 0o777 }], landlock })
   t.regex(x.stdout, /rc=126/, 'written but not executable: write does not imply exec')
+})
+
+test("landlock: a file outside the exec list cannot run through the loader or an executable mapping either: mounts that hold no exec path are noexec (a program written to /tmp, one in a read-only bind)", async (t) => {
+  const job = tempDir()
+  t.teardown(() => removeDir(job))
+  copyFileSync('/usr/bin/true', join(job, 'prog'))
+  chmodSync(job, 0o755)
+  const mounts = [{ type: 'bind' as const, source: job, target: '/job' }]
+  const script = [
+    'cp /usr/bin/true /tmp/t',
+    '/lib64/ld-linux-x86-64.so.2 /tmp/t; echo tmp=$?',
+    '/lib64/ld-linux-x86-64.so.2 /job/prog; echo job=$?',
+    '/lib64/ld-linux-x86-64.so.2 /usr/bin/true; echo usr=$?',
+    'grep -E " /(tmp|job|usr) " /proc/self/mountinfo | while read -r a b c d point opts rest; do case ",$opts," in *,noexec,*) echo "$point noexec";; *) echo "$point exec";; esac; done | sort',
+  ].join('; ')
+  const r = await runIsolated('/bin/sh', ['-c', script], { mounts, landlock: { read: ['/'], write: ['/tmp'], exec: ['/usr'] } })
+  t.regex(r.stdout, /^tmp=(126|127|1)$/m, `the loader cannot map what the command wrote: ${r.stderr}`)
+  t.regex(r.stdout, /^job=(126|127|1)$/m, 'nor a program of a bind outside the exec list')
+  t.regex(r.stdout, /^usr=0$/m, 'what the exec list holds runs, through the loader too')
+  t.regex(r.stdout, /\/job noexec\n\/tmp noexec\n\/usr exec\n$/)
+  // So for every exec of a long-lived sandbox.
+  const sb = await createSandbox({ mounts, landlock: { read: ['/'], write: ['/tmp'], exec: ['/usr'] } })
+  t.teardown(() => sb.destroy())
+  const e = await sb.exec('/bin/sh', ['-c', script])
+  t.regex(e.stdout, /^tmp=(126|127|1)\n.*^job=(126|127|1)\n.*^usr=0\n/ms, e.stderr)
+  // Without landlock, nothing changes: the same loader runs both.
+  const free = await runIsolated('/bin/sh', ['-c', script], { mounts })
+  t.regex(free.stdout, /^tmp=0$/m, free.stderr)
+  t.regex(free.stdout, /^job=0$/m)
 })
 
 test('landlock: a path that does not exist inside fails setup, naming it', async (t) => {

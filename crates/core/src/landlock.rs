@@ -206,9 +206,62 @@ pub fn apply(rules: &Landlock) -> Result<(), SetupError> {
     ruleset.restrict_self().map_err(|e| err(e as i32, None))
 }
 
+/// The mount points (of mountinfo's `text`) to make noexec under rules whose exec list is `exec`:
+/// each mount that holds no exec path and lies beneath none, and is not noexec already. Landlock
+/// checks execve alone: a loader (`ld.so FILE`) or any mmap(PROT_EXEC) runs a file it may only
+/// read, where its mount allows, such as one the command wrote to /tmp.
+pub fn mounts_to_make_noexec(text: &str, exec: &[String]) -> Vec<String> {
+    let exec: Vec<&str> = exec.iter().map(|p| p.trim_end_matches('/')).map(|p| if p.is_empty() { "/" } else { p }).collect();
+    let beneath = |path: &str, mount: &str| mount == "/" || path == mount || path.strip_prefix(mount).is_some_and(|rest| rest.starts_with('/'));
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(point), Some(options)) = (fields.get(4), fields.get(5)) else { continue };
+        let point = crate::cgroup::unescape(point);
+        if options.split(',').any(|o| o == "noexec") || exec.iter().any(|p| beneath(p, &point) || beneath(&point, p)) || out.contains(&point) {
+            continue;
+        }
+        out.push(point);
+    }
+    out
+}
+
+/// Make [`mounts_to_make_noexec`] so, in the sandbox's mount namespace (the init, before it drops
+/// its capabilities; once for the command and every exec).
+pub fn forbid_exec_outside(rules: &Landlock) -> Result<(), SetupError> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| err(e.raw_os_error().unwrap_or(libc::EIO), Some("/proc/self/mountinfo")))?;
+    for point in mounts_to_make_noexec(&text, &rules.exec) {
+        crate::sys::forbid_exec_on(&point).map_err(|e| err(e as i32, Some(&point)))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_without_an_exec_path_become_noexec() {
+        let text = "\
+1 0 0:1 / / ro,nosuid,nodev,relatime - tmpfs tmpfs ro
+2 1 8:1 /usr /usr ro,nosuid,nodev,relatime - ext4 /dev/vda rw
+3 1 8:1 /etc /etc ro,nosuid,nodev,relatime - ext4 /dev/vda rw
+4 1 0:2 / /tmp rw,nosuid,nodev,relatime - tmpfs tmpfs rw
+5 1 0:3 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+6 1 8:1 /srv/job\\0401 /work\\040dir rw,nosuid,nodev,relatime - ext4 /dev/vda rw
+7 2 8:1 /opt /usr/local/x ro,nosuid,nodev,relatime - ext4 /dev/vda rw
+8 1 0:2 / /tmp rw,nosuid,nodev,relatime - tmpfs tmpfs rw
+9 1 8:1 /usrx /usrx ro,nosuid,nodev,relatime - ext4 /dev/vda rw
+";
+        let exec = |paths: &[&str]| mounts_to_make_noexec(text, &paths.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        // "/" holds every path; /usr holds /usr/bin; /usrx is not /usr; /usr/local/x is not beneath
+        // /usr/bin, but beneath /usr.
+        assert_eq!(exec(&["/usr/bin/"]), ["/etc", "/tmp", "/work dir", "/usr/local/x", "/usrx"]);
+        assert_eq!(exec(&["/usr", "/tmp/tools"]), ["/etc", "/work dir", "/usrx"]);
+        assert_eq!(exec(&["/"]), Vec::<String>::new());
+        // No exec path at all: nothing may run anywhere, "/" included.
+        assert_eq!(exec(&[]), ["/", "/usr", "/etc", "/tmp", "/work dir", "/usr/local/x", "/usrx"]);
+    }
 
     #[test]
     fn abi_negotiation() {

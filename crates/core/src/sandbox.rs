@@ -316,6 +316,14 @@ pub fn run(spec: &Spec, plan: &[MountOp], seccomp: Option<&crate::seccomp::Progr
         }
         None => spec,
     };
+    if let Some(rules) = &spec.landlock {
+        // With every mount in place (a root built ahead has had its binds attached), and while
+        // the init still holds CAP_SYS_ADMIN in the sandbox.
+        if let Err(e) = crate::landlock::forbid_exec_outside(rules) {
+            send(&report, &Report::SetupFailed(e));
+            sys::exit_now(125);
+        }
+    }
     drop(go);
     match work {
         Some(work) => crate::exec_server::serve(spec, seccomp, report, work),

@@ -242,6 +242,25 @@ pub fn restrict_mount_with(target: &str, readonly: bool, noexec: bool) -> Result
     mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(fail(Step::RemountReadonly, target))
 }
 
+/// Make the mount at `target` noexec, and nothing else about it (its submounts are each its own).
+pub fn forbid_exec_on(target: &str) -> nix::Result<()> {
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    let c = CString::new(target).map_err(|_| Errno::EINVAL)?;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_NOEXEC, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    // SAFETY: a valid NUL-terminated path and a properly sized mount_attr.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
 /// OverlayFS with the object behind `lower` (an O_PATH fd) as its read-only layer. In a user
 /// namespace its own metadata lives in `user.overlay.*` xattrs (`userxattr`); kernels without
 /// that option get the plain form.
