@@ -1,5 +1,7 @@
 /** Limits that need no cgroup: output, file size, open files, core dumps, the default process bound; and the usage report. */
 import test from 'ava'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
 import { chmodSync, closeSync, openSync, readdirSync, readFileSync } from 'node:fs'
 import { configurePool, createSandbox, IsolateError, probe, runIsolated, spawnIsolated, type SpawnOptions } from '../index.js'
 import { limitsHold } from '../lib/probe.js'
@@ -7,7 +9,7 @@ import { collectOutput } from '../lib/collect.js'
 import { PassThrough } from 'node:stream'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { removeDir, sh, tempDir, waitUntil } from './helpers.js'
+import { removeDir, root, sh, tempDir, waitUntil } from './helpers.js'
 
 test.serial('1 GB of output stops at outputBytes, exactly, without Node buffering it', async (t) => {
   const limit = 1 << 20
@@ -149,6 +151,23 @@ test('a bad maxBuffer is an option error before anything starts', async (t) => {
     t.is(e?.code, 'ERR_ISOLATE_OPTION')
     t.is(e?.option, 'maxBuffer')
   }
+})
+
+test('stackBytes is the command\'s stack limit, soft and hard: it cannot raise it; one above the caller\'s own hard limit is refused naming the option', async (t) => {
+  const r = await sh('grep "^Max stack size" /proc/self/limits; ulimit -s; ulimit -s 131073 2>/dev/null; echo raise=$?', { limits: { stackBytes: 128 << 20 } })
+  t.regex(r.stdout, /^Max stack size\s+134217728\s+134217728\s+bytes\s*$/m)
+  t.regex(r.stdout, /^131072$/m)
+  t.regex(r.stdout, /^raise=[12]$/m, 'not above what it was given')
+  // A caller whose hard limit is 64 MiB (a Node started under `ulimit -Hs 65536`).
+  const script = `const { runIsolated } = await import(${JSON.stringify(join(root, 'index.ts'))})
+    for (const stackBytes of [64 << 20, (64 << 20) + 4096]) {
+      try { console.log((await runIsolated('/bin/sh', ['-c', 'ulimit -s'], { limits: { stackBytes } })).stdout.trim()) } catch (e) { console.log(e.option, e.message) }
+    }`
+  const under = spawnSync('/bin/sh', ['-c', 'ulimit -Ss 8192 && ulimit -Hs 65536 && exec "$0" --import=tsx -e "$1"', process.execPath, script], { cwd: root, encoding: 'utf8' })
+  t.is(under.status, 0, under.stderr)
+  t.regex(under.stdout, /^65536\nlimits\.stackBytes .*must be at most 67108864, this process's own hard RLIMIT_STACK/, under.stdout)
+  const zero = await t.throwsAsync(runIsolated('/bin/true', [], { limits: { stackBytes: 0 } }), { instanceOf: IsolateError })
+  t.is(zero?.option, 'limits.stackBytes')
 })
 
 test('fileSizeBytes stops a large write', async (t) => {

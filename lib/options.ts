@@ -53,6 +53,8 @@ export interface Limits {
   outputBytes?: number
   openFiles?: number
   fileSizeBytes?: number
+  /** RLIMIT_STACK, soft and hard: the main thread's stack (deep recursion; judges often give it memoryBytes). Not given: the caller's. */
+  stackBytes?: number
   /** Core dumps are off unless true. */
   coreDumps?: boolean
 }
@@ -151,7 +153,7 @@ export interface Spec {
   network: 'none' | 'host'
   namespaces: Record<NamespaceName, boolean>
   user: { uid: number; gid: number }
-  limits: { timeoutMs?: number; outputBytes?: number; openFiles?: number; fileSizeBytes?: number; coreDumps?: boolean; memoryBytes?: number; pids?: number; unboundedPids?: boolean; cpuTimeMs?: number; cpus?: number }
+  limits: { timeoutMs?: number; outputBytes?: number; openFiles?: number; fileSizeBytes?: number; stackBytes?: number; coreDumps?: boolean; memoryBytes?: number; pids?: number; unboundedPids?: boolean; cpuTimeMs?: number; cpus?: number }
   capabilities: string[]
   landlock?: { read: string[]; write: string[]; exec: string[] }
   seccomp: { mode: 'default' } | { mode: 'none' } | { mode: 'profile'; json: string }
@@ -166,7 +168,7 @@ const MOST_PROFILE_JSON = 4 << 20
 /** Options of the calls that collect the output (lib/collect.ts), refused by those that give streams. */
 const RUN_ONLY = ['input', 'encoding', 'maxBuffer']
 const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'overlay', 'seccomp', 'tty', 'landlock'])
-const COUNT_LIMITS = ['outputBytes', 'openFiles', 'fileSizeBytes', 'memoryBytes', 'pids', 'cpuTimeMs'] as const
+const COUNT_LIMITS = ['outputBytes', 'openFiles', 'fileSizeBytes', 'stackBytes', 'memoryBytes', 'pids', 'cpuTimeMs'] as const
 const LIMITS = [...COUNT_LIMITS, 'cpus', 'timeoutMs', 'coreDumps']
 
 /** What child_process, docker and other sandboxes call some of these options, and their name here. */
@@ -194,6 +196,8 @@ const NAMED_HERE: Record<string, string> = {
   workingDirectory: 'cwd',
   openFiles: 'limits.openFiles',
   fileSizeBytes: 'limits.fileSizeBytes',
+  stackBytes: 'limits.stackBytes',
+  stackSize: 'limits.stackBytes',
   coreDumps: 'limits.coreDumps',
   killSignal: 'SIGKILL ends a sandbox at its timeoutMs and limits; a Sandbox takes other signals from sb.kill(signal)',
   shell: "the command '/bin/sh' with args ['-c', script]",
@@ -201,7 +205,7 @@ const NAMED_HERE: Record<string, string> = {
   command: 'the call\'s file and args',
   argv: 'the call\'s file and args',
 }
-const LIMIT_NAMED_HERE: Record<string, string> = { memory: 'memoryBytes', mem: 'memoryBytes', memoryLimit: 'memoryBytes', timeout: 'timeoutMs', cpu: 'cpus', cpuTime: 'cpuTimeMs', output: 'outputBytes', fileSize: 'fileSizeBytes', nofile: 'openFiles', core: 'coreDumps' }
+const LIMIT_NAMED_HERE: Record<string, string> = { memory: 'memoryBytes', mem: 'memoryBytes', memoryLimit: 'memoryBytes', timeout: 'timeoutMs', cpu: 'cpus', cpuTime: 'cpuTimeMs', output: 'outputBytes', fileSize: 'fileSizeBytes', nofile: 'openFiles', core: 'coreDumps', stack: 'stackBytes', stackSize: 'stackBytes' }
 
 /** `key`, given among `where`'s options, is none of `known`: the error names what it likely meant and lists the others. */
 function unknownOption(key: string, where: string, known: readonly string[], namedHere: Record<string, string>, prefix = ''): Error {
@@ -237,6 +241,12 @@ function mostOpenFiles(): { n: number; why: string } | undefined {
     ...(Number.isSafeInteger(nrOpen) && nrOpen > 0 ? [{ n: nrOpen, why: "the kernel's fs.nr_open" }] : []),
   ]
   return bounds.sort((a, b) => a.n - b.n)[0]
+}
+
+/** This process's hard RLIMIT_STACK in bytes; undefined when unlimited or unknown (the helper's setrlimit tells then). */
+function hardStack(): number | undefined {
+  const hard = /^Max stack size\s+\S+\s+(\d+)/m.exec(orElse(() => readFileSync('/proc/self/limits', 'utf8'), ''))?.[1]
+  return hard === undefined ? undefined : Number(hard)
 }
 
 /** `f()`, or `fallback` where it throws: a fact of the host that the helper checks again anyway. */
@@ -443,6 +453,10 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   const most = specLimits.openFiles === undefined ? undefined : mostOpenFiles()
   if (specLimits.openFiles !== undefined && most !== undefined && specLimits.openFiles > most.n) {
     throw optionError('limits.openFiles', `must be at most ${most.n}, ${most.why}, got ${specLimits.openFiles}`)
+  }
+  const stackHard = specLimits.stackBytes === undefined ? undefined : hardStack()
+  if (specLimits.stackBytes !== undefined && stackHard !== undefined && specLimits.stackBytes > stackHard) {
+    throw optionError('limits.stackBytes', `must be at most ${stackHard}, this process's own hard RLIMIT_STACK (ulimit -Hs, in KiB there), which a sandbox cannot raise; got ${specLimits.stackBytes}`)
   }
   if (limits.cpus !== undefined) {
     if (typeof limits.cpus !== 'number' || !Number.isFinite(limits.cpus) || limits.cpus <= 0) throw optionError('limits.cpus', 'must be a positive fraction of cores (0.5 is half a core)')

@@ -563,6 +563,9 @@ fn set_rlimits(spec: &Spec) -> sys::Result<()> {
     if let Some(n) = limits.file_size_bytes {
         sys::set_rlimit(Resource::RLIMIT_FSIZE, n)?;
     }
+    if let Some(n) = limits.stack_bytes {
+        sys::set_rlimit(Resource::RLIMIT_STACK, n)?;
+    }
     set_default_nproc(spec)
 }
 

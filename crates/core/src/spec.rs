@@ -216,6 +216,9 @@ pub struct Limits {
     /// RLIMIT_FSIZE: the largest file the command may write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_size_bytes: Option<u64>,
+    /// RLIMIT_STACK: the main thread's stack (and each new thread's default, glibc's and musl's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_bytes: Option<u64>,
     /// Core dumps are off unless asked for.
     pub core_dumps: bool,
 }
