@@ -15,6 +15,12 @@ export interface Usage {
   /** From the sandbox's cgroup when it has one, else the largest process's peak RSS. */
   peakMemoryBytes: number
   wallMs: number
+  /**
+   * Forks and new threads that `limits.pids` refused (they failed with EAGAIN), from the
+   * sandbox's cgroup. Only with `limits.pids`, and in a sandbox's result, not an exec's: nothing
+   * counts the refusals of the default bound.
+   */
+  pidsLimitHits?: number
 }
 
 export interface SandboxResult {

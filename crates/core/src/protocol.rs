@@ -29,6 +29,10 @@ pub struct Usage {
     pub cpu_system_ms: f64,
     pub peak_memory_bytes: u64,
     pub wall_ms: f64,
+    /// Forks and new threads that `limits.pids` refused (the cgroup's `pids.events` max): only
+    /// where that limit is the sandbox's cgroup's (else nothing counts the refusals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit_hits: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,7 +258,13 @@ impl Reaped {
 
     /// As a sandbox's or an exec's usage, over `wall_ms`.
     pub fn as_usage(&self, wall_ms: f64) -> Usage {
-        Usage { cpu_user_ms: self.user_us as f64 / 1000.0, cpu_system_ms: self.system_us as f64 / 1000.0, peak_memory_bytes: self.max_rss_kib * 1024, wall_ms }
+        Usage {
+            cpu_user_ms: self.user_us as f64 / 1000.0,
+            cpu_system_ms: self.system_us as f64 / 1000.0,
+            peak_memory_bytes: self.max_rss_kib * 1024,
+            wall_ms,
+            pids_limit_hits: None,
+        }
     }
 
     /// The init's own usage and its reaped children's, summed (peak: the larger).
@@ -351,12 +361,12 @@ mod tests {
 
     #[test]
     fn events_are_tagged_json_lines() {
-        let usage = Usage { cpu_user_ms: 1.0, cpu_system_ms: 2.0, peak_memory_bytes: 3, wall_ms: 1.5 };
+        let usage = Usage { cpu_user_ms: 1.0, cpu_system_ms: 2.0, peak_memory_bytes: 3, wall_ms: 1.5, pids_limit_hits: Some(4) };
         let line = Event::Exit { exit_code: None, signal: Some("SIGKILL".into()), reason: Reason::OutputLimit, duration_ms: 1.5, usage }.to_line();
         let s = String::from_utf8(line).unwrap();
         assert_eq!(
             s,
-            "{\"event\":\"exit\",\"exitCode\":null,\"signal\":\"SIGKILL\",\"reason\":\"output-limit\",\"durationMs\":1.5,\"usage\":{\"cpuUserMs\":1.0,\"cpuSystemMs\":2.0,\"peakMemoryBytes\":3,\"wallMs\":1.5}}\n"
+            "{\"event\":\"exit\",\"exitCode\":null,\"signal\":\"SIGKILL\",\"reason\":\"output-limit\",\"durationMs\":1.5,\"usage\":{\"cpuUserMs\":1.0,\"cpuSystemMs\":2.0,\"peakMemoryBytes\":3,\"wallMs\":1.5,\"pidsLimitHits\":4}}\n"
         );
         assert_eq!(String::from_utf8(Event::Spawned { pid: 7 }.to_line()).unwrap(), "{\"event\":\"spawned\",\"pid\":7}\n");
         // lib/pool.ts reads these two by name.

@@ -689,6 +689,8 @@ struct Supervisor {
     execs: Option<Execs>,
     /// CPU time allowed to the whole sandbox, checked from the cgroup's counters.
     cpu_time_ms: Option<u64>,
+    /// `limits.pids` is set: the cgroup counts the forks it refuses.
+    pids_limited: bool,
     next_cpu_check: Option<Instant>,
     started: Instant,
     deadline: Option<Instant>,
@@ -734,9 +736,14 @@ const TTY_DRAIN: Duration = Duration::from_millis(250);
 /// counts where it kept them. Those count every process, also one whose parent let the kernel
 /// reap it (SIGCHLD ignored), which no rusage holds; a cgroup without CPU accounting keeps the
 /// rusage's CPU time rather than a 0.
-fn merged_usage(ru: &libc::rusage, cg: Option<crate::cgroup::Usage>, wall_ms: f64) -> Usage {
-    let mut usage = Usage { cpu_user_ms: ms(ru.ru_utime), cpu_system_ms: ms(ru.ru_stime), peak_memory_bytes: ru.ru_maxrss as u64 * 1024, wall_ms };
+/// `pids_limited`: the spec's `limits.pids` is the cgroup's (its refusals are counted there).
+fn merged_usage(ru: &libc::rusage, cg: Option<crate::cgroup::Usage>, wall_ms: f64, pids_limited: bool) -> Usage {
+    let mut usage =
+        Usage { cpu_user_ms: ms(ru.ru_utime), cpu_system_ms: ms(ru.ru_stime), peak_memory_bytes: ru.ru_maxrss as u64 * 1024, wall_ms, pids_limit_hits: None };
     if let Some(u) = cg {
+        if pids_limited {
+            usage.pids_limit_hits = Some(u.pids_limit_hits);
+        }
         if u.cpu_counted {
             usage.cpu_user_ms = u.cpu_user_ms as f64;
             usage.cpu_system_ms = u.cpu_system_ms as f64;
@@ -782,6 +789,7 @@ impl Supervisor {
             tty_size: None,
             execs: execs.zip(child.work).map(|(requests, work)| Execs::new(requests, work, sandbox)),
             cpu_time_ms: spec.limits.cpu_time_ms,
+            pids_limited: spec.limits.pids.is_some(),
             next_cpu_check: spec.limits.cpu_time_ms.map(|_| started),
             started,
             deadline: spec.limits.timeout_ms.and_then(|ms| started.checked_add(Duration::from_millis(ms))),
@@ -921,7 +929,7 @@ impl Supervisor {
             (_, Some(st)) if libc::WIFEXITED(st) => (Some(libc::WEXITSTATUS(st)), None),
             _ => (None, None),
         };
-        let usage = merged_usage(&ru, cg_usage, wall_ms);
+        let usage = merged_usage(&ru, cg_usage, wall_ms, self.pids_limited);
         // A one-shot sandbox's OOM at any point is its verdict; a long-lived one's only since its
         // last exec started or ended.
         let oom = cg_usage.is_some_and(|u| self.execs.as_ref().map_or(u.oom_kills > 0, |x| x.oom_since(u.oom_kills)));
@@ -1207,12 +1215,16 @@ mod tests {
         ru.ru_stime = libc::timeval { tv_sec: 0, tv_usec: 250_000 };
         ru.ru_maxrss = 2048;
         let no_cpu = crate::cgroup::Usage { peak_memory_bytes: 8 << 20, ..Default::default() };
-        let u = merged_usage(&ru, Some(no_cpu), 3.0);
+        let u = merged_usage(&ru, Some(no_cpu), 3.0, false);
         assert_eq!((u.cpu_user_ms, u.cpu_system_ms, u.peak_memory_bytes), (1500.0, 250.0, 8 << 20));
         let counted = crate::cgroup::Usage { cpu_user_ms: 1700, cpu_system_ms: 300, cpu_counted: true, ..Default::default() };
-        let u = merged_usage(&ru, Some(counted), 3.0);
+        let u = merged_usage(&ru, Some(counted), 3.0, false);
         // A process reaped by the kernel (its parent ignored SIGCHLD) is in the cgroup's count only.
         assert_eq!((u.cpu_user_ms, u.cpu_system_ms, u.peak_memory_bytes), (1700.0, 300.0, 2048 * 1024));
-        assert_eq!(merged_usage(&ru, None, 3.0).cpu_user_ms, 1500.0);
+        assert_eq!(merged_usage(&ru, None, 3.0, false).cpu_user_ms, 1500.0);
+        // Refused forks are told only where limits.pids is the cgroup's.
+        let refused = crate::cgroup::Usage { pids_limit_hits: 7, ..Default::default() };
+        assert_eq!(merged_usage(&ru, Some(refused), 3.0, true).pids_limit_hits, Some(7));
+        assert_eq!(merged_usage(&ru, Some(refused), 3.0, false).pids_limit_hits, None);
     }
 }
