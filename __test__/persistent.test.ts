@@ -197,9 +197,13 @@ test("an exec's signal ends that exec (its process group, reason canceled), not 
   const gone = `for i in $(seq 100); do s=$(cut -d' ' -f3 /proc/${bg}/stat 2>/dev/null); if [ -z "$s" ] || [ "$s" = Z ]; then echo gone; exit; fi; sleep 0.02; done; echo alive`
   t.is((await sh(sb, gone)).stdout, 'gone\n', 'its background sleep went with it')
   // sb.exec too, and the sandbox still runs the next one.
+  // Aborted once it runs: an abort before it started rejects instead (a start slower than a fixed
+  // timer under load did).
   const ac2 = new AbortController()
-  setTimeout(() => ac2.abort(), 200)
-  t.like(await sb.exec('/bin/sleep', ['100'], { signal: ac2.signal }), { reason: 'canceled', signal: 'SIGKILL' })
+  const running = sb.exec('/bin/sh', ['-c', 'touch /tmp/started; exec sleep 100'], { signal: ac2.signal })
+  t.is((await sh(sb, 'for i in $(seq 500); do [ -e /tmp/started ] && exit 0; sleep 0.02; done; exit 1')).exitCode, 0, 'it started')
+  ac2.abort()
+  t.like(await running, { reason: 'canceled', signal: 'SIGKILL' })
   t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
   // Aborted before: nothing runs.
   const before = AbortSignal.abort()
