@@ -112,7 +112,7 @@ async function spawnAs(api: string, file: string, args: string[], options: Spawn
   if (isAborted(signal)) throw abortError(signal!)
   let sb: Sandbox
   try {
-    sb = await startSandbox(spec, stdio.map(stdioCode), (addon, h, send) => new Sandbox(addon, h, command, spec, send))
+    sb = await startSandbox(spec, stdio.map((m) => stdioCode(m, spec.namespaces.user)), (addon, h, send) => new Sandbox(addon, h, command, spec, send))
     onAbort(signal, () => sb.cancel(), sb.wait())
     await sb.started
   } catch (e) {

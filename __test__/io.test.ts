@@ -83,7 +83,7 @@ test('stdio ignore and an fd', async (t) => {
   t.is(r.stderr, '')
 })
 
-test('the command reopens its stdio pipes by path (/dev/stdin, /dev/stdout, /dev/stderr, /proc/self/fd/N), as root inside or as another uid, in a run, with an output bound and in an exec; a host user that may not trace it cannot', async (t) => {
+test('the command reopens its stdio pipes by path (/dev/stdin, /dev/stdout, /dev/stderr, /proc/self/fd/N), as root inside or as another uid, in a run, with an output bound and in an exec; a host user that may not trace it cannot; without a user namespace of its own they stay closed, to a host process of its uid too', async (t) => {
   const script = 'cat /dev/stdin; echo out >/dev/stdout; echo err >/dev/stderr; echo fd >/proc/self/fd/1'
   const want = { stdout: 'in\nout\nfd\n', stderr: 'err\n' }
   const runs: Array<[string, Parameters<typeof runIsolated>[2]]> = [
@@ -109,6 +109,18 @@ test('the command reopens its stdio pipes by path (/dev/stdin, /dev/stdout, /dev
   const other = spawnSync('runuser', ['-u', 'nobody', '--', '/bin/sh', '-c', `echo forged > /proc/${held.pid}/fd/1`], { encoding: 'utf8' })
   t.not(other.status, 0)
   t.regex(other.stderr, /Permission denied/)
+
+  // Without a user namespace the command is host uid 1000, whose every process may read-trace it:
+  // its pipes stay closed to reopening, by itself and by them.
+  const hostIds = { namespaces: { user: false }, user: { uid: 1000, gid: 1000 } }
+  const own = await runIsolated('/bin/sh', ['-c', 'echo out >/dev/stdout'], hostIds)
+  t.regex(own.stderr, /Permission denied/)
+  const shared = await spawnIsolated('/bin/sh', ['-c', 'echo ready; exec sleep 30'], { ...hostIds, stdio: ['pipe', 'pipe', 'pipe'] })
+  t.teardown(() => shared.kill('SIGKILL'))
+  t.is(String((await once(shared.stdout!, 'data'))[0]), 'ready\n')
+  const sameUid = spawnSync('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', '/bin/sh', '-c', `echo forged > /proc/${shared.pid}/fd/1`], { encoding: 'utf8' })
+  t.not(sameUid.status, 0)
+  t.regex(sameUid.stderr, /Permission denied/, 'a host process of the same uid cannot open the pipes either')
 })
 
 test('a command that ignores its stdin does not break the caller', async (t) => {

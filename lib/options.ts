@@ -658,9 +658,14 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
   return { request, stdio, command: [cmd.file, ...cmd.args].join(' '), signal: o.signal }
 }
 
-/** The addon's encoding of a stdio slot. */
-export function stdioCode(m: StdioMode): number {
-  return m === 'pipe' ? -1 : m === 'ignore' ? -2 : m === 'inherit' ? -3 : m
+/**
+ * The addon's encoding of a stdio slot. `ownUserNs`: the sandbox has a user namespace of its own,
+ * and its pipes are made so that the command can open them again by path (`/dev/stdout`): only
+ * processes of that namespace can (see docs/reference.md#stdio). Without one the command's uid is
+ * a host user's, whose every process could.
+ */
+export function stdioCode(m: StdioMode, ownUserNs: boolean): number {
+  return m === 'pipe' ? (ownUserNs ? -4 : -1) : m === 'ignore' ? -2 : m === 'inherit' ? -3 : m
 }
 
 /**

@@ -341,7 +341,7 @@ export class PersistentSandbox {
     for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
       if (this.#ended || this.#destroying || this.#execFd === undefined) throw destroyedError(this.id, this.#result)
       try {
-        fds = this.#addon.sendExec(this.#execFd, JSON.stringify({ ...request, id }), stdio.map(stdioCode))
+        fds = this.#addon.sendExec(this.#execFd, JSON.stringify({ ...request, id }), stdio.map((m) => stdioCode(m, this.#spec.namespaces.user)))
         break
       } catch (e) {
         const err = e as Error & { code?: string }

@@ -40,13 +40,17 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> Result<(), Errno> {
 impl Relay {
     /// Put a pipe between the sandbox and each of `slots` (1 and/or 2): the sandbox's end replaces
     /// the slot (so the clone inherits it), the caller's end is kept here.
-    pub fn install(slots: &[RawFd], limit: u64) -> Result<Relay, Errno> {
+    /// `reopenable`: the sandbox's own pipes may be opened again by path (see
+    /// [`crate::sys::let_holders_reopen`]).
+    pub fn install(slots: &[RawFd], limit: u64, reopenable: bool) -> Result<Relay, Errno> {
         let mut streams = Vec::new();
         for &slot in slots {
             // SAFETY: a slot of this process's stdio, open while it runs.
             let to = crate::sys::dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(slot) }, 10)?;
             let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-            crate::sys::let_holders_reopen(&r)?;
+            if reopenable {
+                crate::sys::let_holders_reopen(&r)?;
+            }
             // SAFETY: dup2 onto our own stdio slot; the slot's old file stays open through `to`.
             if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&w), slot) } < 0 {
                 return Err(Errno::last());

@@ -267,7 +267,7 @@ fn launch(spec: &Spec, warm: Option<Warm>, filter: Option<Vec<u8>>) -> Result<Ch
     let relay = match spec.limits.output_bytes {
         Some(limit) => {
             let slots: Vec<std::os::fd::RawFd> = [1, 2].into_iter().filter(|&slot| !crate::sys::is_dev_null(slot)).collect();
-            Some(Relay::install(&slots, limit).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?)
+            Some(Relay::install(&slots, limit, spec.namespaces.user).map_err(|e| SetupError::sys(Step::CreatePipes, e as i32, None))?)
         }
         None => None,
     };

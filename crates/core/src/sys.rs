@@ -35,8 +35,9 @@ pub fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: RawFd) -> nix::Result<Own
 /// Open a pipe's modes to all: a command reopens its stdio by path (`/dev/stdout`, `cat
 /// /dev/stdin`, `/proc/self/fd/1`), and a pipe made by Node or the helper belongs to an id the
 /// sandbox does not map (root's: "Permission denied"), or to its root where the command runs as
-/// another uid. A pipe has no path of its own: /proc/<pid>/fd/N is the only way to it, and that
-/// asks for leave to trace a process that holds it, which any copy of it gives anyway.
+/// another uid. A pipe has no path of its own: /proc/<pid>/fd/N is the only way to it, open to
+/// a process that may read-trace a holder: the same uid in the same user namespace, never across
+/// one (so only for a sandbox with a user namespace of its own; see docs/reference.md#stdio).
 pub fn let_holders_reopen(pipe: &OwnedFd) -> nix::Result<()> {
     nix::sys::stat::fchmod(pipe, nix::sys::stat::Mode::from_bits_truncate(0o666))
 }

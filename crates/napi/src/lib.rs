@@ -25,6 +25,9 @@ pub mod unreaped;
 const STDIO_PIPE: i32 = -1;
 const STDIO_IGNORE: i32 = -2;
 const STDIO_INHERIT: i32 = -3;
+/// A pipe the command may open again by path (`/dev/stdout`): for a sandbox with a user namespace
+/// of its own (lib/options.ts stdioCode).
+const STDIO_REOPENABLE_PIPE: i32 = -4;
 
 /// How a helper (or the helper server, which forks them) is spawned: with a clean signal mask and
 /// dispositions (Node ignores SIGPIPE and may block signals on this thread), in a session of its
@@ -150,9 +153,11 @@ fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
     for slot in 0..3 {
         let mode = stdio.get(slot).copied().unwrap_or(STDIO_PIPE);
         let fd = match mode {
-            STDIO_PIPE => {
+            STDIO_PIPE | STDIO_REOPENABLE_PIPE => {
                 let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| sys_error("pipe2", e))?;
-                isolate_core::sys::let_holders_reopen(&r).map_err(|e| sys_error("fchmod of a stdio pipe", e))?;
+                if mode == STDIO_REOPENABLE_PIPE {
+                    isolate_core::sys::let_holders_reopen(&r).map_err(|e| sys_error("fchmod of a stdio pipe", e))?;
+                }
                 if slot == 0 {
                     ours[0] = Some(w);
                     r
