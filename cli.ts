@@ -119,7 +119,8 @@ Limits (durations with a unit: 500ms, 5s, 2m, 1h; sizes like 64M, 1G, 512K or by
                            counted in the sandbox's user namespace, see isolate doctor)
   --cpus N                 CPU share, e.g. 0.5     (the sandbox's cgroup)
   --cpu-time DURATION      CPU time of the whole sandbox (reason cpu-time)
-  --output SIZE            stdout + stderr bound   (reason output-limit)
+  --output SIZE            stdout + stderr bound   (reason output-limit; an ignored one is not counted)
+  --stack SIZE             the command's stack limit (RLIMIT_STACK), e.g. 256M for deep recursion
   A limit given that cannot be enforced makes isolate fail with exit 125; it is never dropped silently.
   Only the process bound has a default (2048 per uid inside, where isolate doctor says it holds;
   --pids N or unlimited replace it): for code you do not trust, set at least --timeout and
@@ -129,7 +130,8 @@ Limits (durations with a unit: 500ms, 5s, 2m, 1h; sizes like 64M, 1G, 512K or by
 Output:
   --json                   after the command ends, print one JSON object on stdout:
                            {command, exitCode, signal, reason, durationMs, pid, usage: {cpuUserMs,
-                           cpuSystemMs, peakMemoryBytes, wallMs}}, or {error} when the
+                           cpuSystemMs, peakMemoryBytes, wallMs, and with --pids pidsLimitHits:
+                           the forks it refused}}, or {error} when the
                            sandbox could not be set up or the options were wrong (every
                            command's --json does so). The command's own stdout and stderr
                            then go to isolate's stderr, so stdout holds only that JSON.
@@ -161,7 +163,7 @@ Options: those of 'isolate run' that make the sandbox (see 'isolate run --help')
   --net none|host, -e/--env K=V (every exec's environment, to which exec's own -e add),
   --cwd DIR (every exec's default), --uid N, --gid N,
   --timeout DURATION (how long the sandbox may live), --memory SIZE, --pids N|unlimited, --cpus N,
-  --cpu-time DURATION (for everything in it, together)
+  --cpu-time DURATION (for everything in it, together), --stack SIZE
   --name NAME              a name to use instead of the ID (letters, digits, '_', '.', '-';
                            not hex digits alone, which exec and rm take for the start of an ID)
   -h, --help               show this help
@@ -439,6 +441,7 @@ const SANDBOX_FLAGS = {
   pids: { type: 'string' },
   cpus: { type: 'string' },
   'cpu-time': { type: 'string' },
+  stack: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const
 
@@ -466,6 +469,7 @@ const FLAG_OF: Record<string, string> = {
   'limits.cpus': '--cpus',
   'limits.cpuTimeMs': '--cpu-time',
   'limits.outputBytes': '--output',
+  'limits.stackBytes': '--stack',
 }
 
 interface RunPlan {
@@ -533,6 +537,7 @@ interface SandboxFlags {
   pids?: string
   cpus?: string
   'cpu-time'?: string
+  stack?: string
   output?: string
 }
 
@@ -575,6 +580,7 @@ function sandboxOptions(values: SandboxFlags, tokens: ParsedToken[]): { options:
   if (values.pids !== undefined) limits.pids = parsePids(values.pids)
   if (values.cpus !== undefined) limits.cpus = parseCpus(values.cpus)
   if (values['cpu-time'] !== undefined) limits.cpuTimeMs = parseDuration('--cpu-time', values['cpu-time'])
+  if (values.stack !== undefined) limits.stackBytes = parseSize('--stack', values.stack)
   if (values.output !== undefined) limits.outputBytes = parseSize('--output', values.output)
   if (Object.keys(limits).length > 0) options.limits = limits
   return { options, mountFlags }

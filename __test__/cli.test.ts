@@ -241,15 +241,21 @@ test('run: --cwd, --uid and --gid apply inside', async (t) => {
   t.is(r.stdout, '/tmp\n1000\n1001\n')
 })
 
-test('run: limit flags reach the sandbox (--memory, --pids, --output, --json usage)', async (t) => {
+test('run: limit flags reach the sandbox (--memory, --pids, --output, --stack, --json usage)', async (t) => {
   const r = await cli(['run', '--json', '--memory', '64M', '--pids', '32', '--output', '1K', '--', '/bin/sh', '-c', 'head -c 5000 /dev/zero'])
   const result = JSON.parse(r.stdout)
   t.is(result.reason, 'output-limit')
   t.is(r.status, 137)
   t.true(typeof result.usage.cpuUserMs === 'number')
+  t.is(result.usage.pidsLimitHits, 0, 'with --pids, the forks it refused')
   const bad = await cli(['run', '--memory', 'lots', '--', '/bin/true'])
   t.is(bad.status, 125)
   t.regex(bad.stderr, /--memory/)
+  const stack = await cli(['run', '--stack', '256M', '--', '/bin/sh', '-c', 'ulimit -s'])
+  t.is(stack.stdout, '262144\n', stack.stderr)
+  const small = await cli(['run', '--stack', '4K', '--', '/bin/true'])
+  t.is(small.status, 125)
+  t.regex(small.stderr, /--stack.*at least 65536/)
 })
 
 test('run: --pids unlimited lifts the default process bound (2100 threads start); a word that is no number is refused', async (t) => {

@@ -148,6 +148,12 @@ test("landlock: a file outside the exec list cannot run through the loader or an
   t.teardown(() => sb.destroy())
   const e = await sb.exec('/bin/sh', ['-c', script])
   t.regex(e.stdout, /^tmp=(126|127|1)\n.*^job=(126|127|1)\n.*^usr=0\n/ms, e.stderr)
+  // A mount its path no longer reaches (a tmpfs over a directory above it) is left alone.
+  const hidden = await runIsolated('/bin/sh', ['-c', 'cp /usr/bin/true /tmp/t; /lib64/ld-linux-x86-64.so.2 /tmp/t; echo tmp=$?'], {
+    mounts: [{ type: 'bind', source: job, target: '/a/b' }, { type: 'tmpfs', target: '/a' }],
+    landlock: { read: ['/'], write: ['/tmp'], exec: ['/usr'] },
+  })
+  t.regex(hidden.stdout, /^tmp=(126|127|1)$/m, hidden.stderr)
   // Without landlock, nothing changes: the same loader runs both.
   const free = await runIsolated('/bin/sh', ['-c', script], { mounts })
   t.regex(free.stdout, /^tmp=0$/m, free.stderr)

@@ -243,6 +243,9 @@ function mostOpenFiles(): { n: number; why: string } | undefined {
   return bounds.sort((a, b) => a.n - b.n)[0]
 }
 
+/** The smallest limits.stackBytes taken: below ~16 KiB the dynamic loader itself faults. */
+const MIN_STACK = 64 << 10
+
 /** This process's hard RLIMIT_STACK in bytes; undefined when unlimited or unknown (the helper's setrlimit tells then). */
 function hardStack(): number | undefined {
   const hard = /^Max stack size\s+\S+\s+(\d+)/m.exec(orElse(() => readFileSync('/proc/self/limits', 'utf8'), ''))?.[1]
@@ -455,6 +458,9 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     throw optionError('limits.openFiles', `must be at most ${most.n}, ${most.why}, got ${specLimits.openFiles}`)
   }
   const stackHard = specLimits.stackBytes === undefined ? undefined : hardStack()
+  if (specLimits.stackBytes !== undefined && specLimits.stackBytes < MIN_STACK) {
+    throw optionError('limits.stackBytes', `must be at least ${MIN_STACK} (64 KiB): a smaller stack crashes a program (SIGSEGV) before its main, which reads as the program's own crash; got ${specLimits.stackBytes}`)
+  }
   if (specLimits.stackBytes !== undefined && stackHard !== undefined && specLimits.stackBytes > stackHard) {
     throw optionError('limits.stackBytes', `must be at most ${stackHard}, this process's own hard RLIMIT_STACK (ulimit -Hs, in KiB there), which a sandbox cannot raise; got ${specLimits.stackBytes}`)
   }

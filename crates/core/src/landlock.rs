@@ -206,32 +206,48 @@ pub fn apply(rules: &Landlock) -> Result<(), SetupError> {
     ruleset.restrict_self().map_err(|e| err(e as i32, None))
 }
 
-/// The mount points (of mountinfo's `text`) to make noexec under rules whose exec list is `exec`:
-/// each mount that holds no exec path and lies beneath none, and is not noexec already. Landlock
-/// checks execve alone: a loader (`ld.so FILE`) or any mmap(PROT_EXEC) runs a file it may only
-/// read, where its mount allows, such as one the command wrote to /tmp.
-pub fn mounts_to_make_noexec(text: &str, exec: &[String]) -> Vec<String> {
+/// The mounts (id and mount point, of mountinfo's `text`) to make noexec under rules whose exec
+/// list is `exec`: each mount that holds no exec path and lies beneath none, and is not noexec
+/// already. Landlock checks execve alone: a loader (`ld.so FILE`) or any mmap(PROT_EXEC) runs a
+/// file it may only read, where its mount allows, such as one the command wrote to /tmp.
+pub fn mounts_to_make_noexec(text: &str, exec: &[String]) -> Vec<(u64, String)> {
     let exec: Vec<&str> = exec.iter().map(|p| p.trim_end_matches('/')).map(|p| if p.is_empty() { "/" } else { p }).collect();
     let beneath = |path: &str, mount: &str| mount == "/" || path == mount || path.strip_prefix(mount).is_some_and(|rest| rest.starts_with('/'));
-    let mut out: Vec<String> = Vec::new();
+    let mut out = Vec::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(point), Some(options)) = (fields.get(4), fields.get(5)) else { continue };
+        let (Some(id), Some(point), Some(options)) = (fields.first().and_then(|i| i.parse().ok()), fields.get(4), fields.get(5)) else { continue };
         let point = crate::cgroup::unescape(point);
-        if options.split(',').any(|o| o == "noexec") || exec.iter().any(|p| beneath(p, &point) || beneath(&point, p)) || out.contains(&point) {
+        if options.split(',').any(|o| o == "noexec") || exec.iter().any(|p| beneath(p, &point) || beneath(&point, p)) {
             continue;
         }
-        out.push(point);
+        out.push((id, point));
     }
     out
 }
 
 /// Make [`mounts_to_make_noexec`] so, in the sandbox's mount namespace (the init, before it drops
-/// its capabilities; once for the command and every exec).
+/// its capabilities; once for the command and every exec). A mount that its path no longer
+/// reaches (another mounted over it or over a directory above it) is left: nothing can reach it
+/// to run anything from it.
 pub fn forbid_exec_outside(rules: &Landlock) -> Result<(), SetupError> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| err(e.raw_os_error().unwrap_or(libc::EIO), Some("/proc/self/mountinfo")))?;
-    for point in mounts_to_make_noexec(&text, &rules.exec) {
-        crate::sys::forbid_exec_on(&point).map_err(|e| err(e as i32, Some(&point)))?;
+    for (id, point) in mounts_to_make_noexec(&text, &rules.exec) {
+        let fd = match nix::fcntl::open(
+            point.as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
+            Err(e) => return Err(err(e as i32, Some(&point))),
+        };
+        match crate::sys::mount_id_of(fd.as_fd()) {
+            Ok(on) if on == id => {}
+            Ok(_) => continue,
+            Err(e) => return Err(err(e as i32, Some(&point))),
+        }
+        crate::sys::forbid_exec_on(fd.as_fd()).map_err(|e| err(e as i32, Some(&point)))?;
     }
     Ok(())
 }
@@ -253,14 +269,19 @@ mod tests {
 8 1 0:2 / /tmp rw,nosuid,nodev,relatime - tmpfs tmpfs rw
 9 1 8:1 /usrx /usrx ro,nosuid,nodev,relatime - ext4 /dev/vda rw
 ";
-        let exec = |paths: &[&str]| mounts_to_make_noexec(text, &paths.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        let exec = |paths: &[&str]| {
+            mounts_to_make_noexec(text, &paths.iter().map(|p| p.to_string()).collect::<Vec<_>>()).into_iter().map(|(_, p)| p).collect::<Vec<_>>()
+        };
         // "/" holds every path; /usr holds /usr/bin; /usrx is not /usr; /usr/local/x is not beneath
         // /usr/bin, but beneath /usr.
-        assert_eq!(exec(&["/usr/bin/"]), ["/etc", "/tmp", "/work dir", "/usr/local/x", "/usrx"]);
+        assert_eq!(exec(&["/usr/bin/"]), ["/etc", "/tmp", "/work dir", "/usr/local/x", "/tmp", "/usrx"]);
         assert_eq!(exec(&["/usr", "/tmp/tools"]), ["/etc", "/work dir", "/usrx"]);
         assert_eq!(exec(&["/"]), Vec::<String>::new());
         // No exec path at all: nothing may run anywhere, "/" included.
-        assert_eq!(exec(&[]), ["/", "/usr", "/etc", "/tmp", "/work dir", "/usr/local/x", "/usrx"]);
+        // Two mounts at one point (8 over 4) are each listed: the lower one's path reaches the
+        // upper one, and forbid_exec_outside tells them apart by id.
+        assert_eq!(exec(&[]), ["/", "/usr", "/etc", "/tmp", "/work dir", "/usr/local/x", "/tmp", "/usrx"]);
+        assert_eq!(mounts_to_make_noexec(text, &["/usr".into()]).iter().map(|(id, _)| *id).collect::<Vec<_>>(), [3, 4, 6, 8, 9]);
     }
 
     #[test]

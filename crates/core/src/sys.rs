@@ -243,23 +243,28 @@ pub fn restrict_mount_with(target: &str, readonly: bool, noexec: bool) -> Result
     mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(fail(Step::RemountReadonly, target))
 }
 
-/// Make the mount at `target` noexec, and nothing else about it (its submounts are each its own).
-pub fn forbid_exec_on(target: &str) -> nix::Result<()> {
+/// Make the mount `fd` is on noexec, and nothing else about it (its submounts are each its own).
+pub fn forbid_exec_on(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<()> {
     const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-    let c = CString::new(target).map_err(|_| Errno::EINVAL)?;
     let attr = MountAttr { attr_set: MOUNT_ATTR_NOEXEC, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    // SAFETY: a valid NUL-terminated path and a properly sized mount_attr.
+    // SAFETY: an open descriptor, an empty NUL-terminated path and a properly sized mount_attr.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
+        libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
     };
     Errno::result(rc).map(drop)
+}
+
+/// The id of the mount `fd` is on (mountinfo's first field; statx, Linux 5.8+).
+pub fn mount_id_of(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<u64> {
+    // SAFETY: statx fills this plain-data struct; all zeros is a valid value.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an open descriptor, an empty NUL-terminated path and our own buffer.
+    let rc = unsafe { libc::statx(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &mut st) };
+    Errno::result(rc)?;
+    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    Ok(st.stx_mnt_id)
 }
 
 /// OverlayFS with the object behind `lower` (an O_PATH fd) as its read-only layer. In a user

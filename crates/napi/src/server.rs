@@ -102,13 +102,21 @@ static STATE: Mutex<State> = Mutex::new(State { server: None, starts: 0, busy: f
 static TURN: Condvar = Condvar::new();
 
 /// The server, lent to one request (outside the lock, so that others can give up waiting); given
-/// back when dropped, unless the request took it to end it.
-struct Lent(Option<Server>);
+/// back when dropped, unless the request took it to end it. `retired`: a server of a past epoch,
+/// for the request to end (also outside the lock: one of root's that this process may no longer
+/// kill is waited for up to 2 s).
+struct Lent {
+    server: Option<Server>,
+    retired: Option<Server>,
+}
 
 impl Drop for Lent {
     fn drop(&mut self) {
+        if let Some(old) = self.retired.take() {
+            end(old);
+        }
         let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
-        state.server = self.0.take();
+        state.server = self.server.take();
         state.busy = false;
         drop(state);
         TURN.notify_one();
@@ -132,7 +140,10 @@ pub enum Forked {
 /// inherit it).
 pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask: Option<u32>) -> Forked {
     let Some(mut lent) = lend(path, cpath) else { return Forked::No };
-    let Some(server) = lent.0.as_ref() else { return Forked::No };
+    if let Some(old) = lent.retired.take() {
+        end(old);
+    }
+    let Some(server) = lent.server.as_ref() else { return Forked::No };
     if server.path != path {
         return Forked::No;
     }
@@ -151,7 +162,7 @@ pub fn fork_helper(path: &str, cpath: &CStr, warm: bool, fds: &[&OwnedFd], umask
         Answer::None(errno) => Forked::Unknown(errno),
     };
     // Gone or stuck: end it (still holding the turn); the next helper starts another.
-    end(lent.0.take().expect("checked above"));
+    end(lent.server.take().expect("checked above"));
     outcome
 }
 
@@ -164,22 +175,20 @@ fn lend(path: &str, cpath: &CStr) -> Option<Lent> {
         return None;
     }
     let epoch = epoch();
+    let mut retired = None;
     if state.server.as_ref().is_some_and(|s| s.epoch != epoch) {
         // This process is not who it was when the server started: a server of the new one takes
         // over (the old one's helpers keep running, as they do when a server is ended), and
         // warm helpers made before are refused at their spec (their epoch is past).
-        end(state.server.take().expect("checked above"));
+        retired = state.server.take();
         state.starts = state.starts.saturating_sub(1);
     }
-    if state.server.is_none() {
-        if state.starts >= MOST_STARTS {
-            return None;
-        }
+    if state.server.is_none() && state.starts < MOST_STARTS {
         state.starts += 1;
         state.server = start(path, cpath, epoch);
     }
     state.busy = true;
-    Some(Lent(state.server.take()))
+    Some(Lent { server: state.server.take(), retired })
 }
 
 /// End a server (our child) and reap it. The helpers it forked run on: it is no parent they die
