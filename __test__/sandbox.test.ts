@@ -231,6 +231,26 @@ test('tmpfs mounts honour their size', async (t) => {
   t.regex(r.stdout, /\s1024\s/)
 })
 
+test('a tmpfs at /dev/shm replaces the sandbox\'s own: its size holds (ENOSPC, not an OOM that takes a long-lived sandbox), its mode is 1777; no other kind of mount goes there', async (t) => {
+  const shm = { type: 'tmpfs' as const, target: '/dev/shm', sizeBytes: 8 << 20 }
+  const fill = 'head -c 20000000 /dev/zero > /dev/shm/big; echo rc=$?; df -k /dev/shm | tail -1; stat -c %a /dev/shm; grep -c " /dev/shm " /proc/self/mountinfo'
+  const r = await sh(fill, { mounts: [shm] })
+  t.regex(r.stdout, /^rc=1$/m, r.stderr)
+  t.regex(r.stderr, /No space left on device/)
+  t.regex(r.stdout, /\s8192\s/)
+  t.regex(r.stdout, /^1777\n1\n$/m, 'its mode, and one mount there')
+  if (isRoot) t.regex((await sh('echo x > /dev/shm/f && cat /dev/shm/f', { mounts: [shm], user: { uid: 1000, gid: 1000 } })).stdout, /^x$/m, 'writable by any uid inside')
+  // A long-lived sandbox under a memory limit lives on when a call fills it.
+  const sb = await createSandbox({ limits: { memoryBytes: 128 << 20 }, mounts: [shm] })
+  t.teardown(() => sb.destroy())
+  const e = await sb.exec('/bin/sh', ['-c', 'head -c 200000000 /dev/zero > /dev/shm/big; echo rc=$?'])
+  t.deepEqual([e.reason, e.stdout], ['exited', 'rc=1\n'])
+  t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
+  const bind = await t.throwsAsync(runIsolated('/bin/true', [], { mounts: [{ type: 'bind', source: '/usr', target: '/dev/shm' }] }), { instanceOf: IsolateError })
+  t.is(bind?.option, 'mounts[0].target')
+  t.regex(bind?.message ?? '', /but by a tmpfs/)
+})
+
 test('network none: only lo, and it is up', async (t) => {
   const r = await runIsolated('/bin/cat', ['/proc/net/dev'])
   const ifaces = r.stdout.trim().split('\n').slice(2).map((l) => l.split(':')[0].trim())

@@ -238,7 +238,10 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
     }
     ops.push(MountOp::Devpts { target: "/dev/pts".into() });
     ops.push(MountOp::Symlink { target: "/dev/ptmx".into(), points_to: "pts/ptmx".into() });
-    ops.push(MountOp::Tmpfs { target: "/dev/shm".into(), mode: 0o1777, size_bytes: None, flags: NOSUID_NODEV });
+    // A tmpfs the caller gives there (with its size) replaces it, made with the caller's mounts.
+    if !spec.mounts.iter().any(|m| m.target().trim_end_matches('/') == DEV_SHM) {
+        ops.push(MountOp::Tmpfs { target: DEV_SHM.into(), mode: 0o1777, size_bytes: None, flags: NOSUID_NODEV });
+    }
     for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
         ops.push(MountOp::Symlink { target: format!("/dev/{name}"), points_to: to.into() });
     }
@@ -277,6 +280,9 @@ pub fn plan_mounts(spec: &Spec, facts: &HostFacts) -> Vec<MountOp> {
     ops
 }
 
+/// The sandbox's shared-memory tmpfs, which a tmpfs in the caller's mounts may replace.
+pub const DEV_SHM: &str = "/dev/shm";
+
 /// Whether the sandbox gets the host's [`HOST_RESOLV_CONF`]: on the host's network, with a root
 /// of its own (the host's root has the host's /etc already).
 pub fn lends_resolv_conf(spec: &Spec) -> bool {
@@ -298,7 +304,9 @@ fn caller_mount_op(i: usize, m: &Mount, facts: &HostFacts) -> MountOp {
         }
         Mount::Overlay { source, target } => MountOp::Overlay { lowers: vec![source.clone()], target: target.clone(), layer: format!("mount{i}") },
         Mount::Tmpfs { target, size_bytes, mode } => {
-            MountOp::Tmpfs { target: target.clone(), mode: mode.unwrap_or(0o755), size_bytes: *size_bytes, flags: NOSUID_NODEV }
+            // In place of the sandbox's own /dev/shm: its mode too, where every uid may make shared memory.
+            let own_mode = if target.trim_end_matches('/') == DEV_SHM { 0o1777 } else { 0o755 };
+            MountOp::Tmpfs { target: target.clone(), mode: mode.unwrap_or(own_mode), size_bytes: *size_bytes, flags: NOSUID_NODEV }
         }
     }
 }
@@ -319,7 +327,7 @@ fn overlaps(a: &str, b: &str) -> bool {
 /// Which of the caller's mounts an init whose root was built ahead makes at its release (one flag
 /// per `mounts[i]`), so that sandboxes that each bind their own directory (a judge's, a runner's
 /// work dir) still start from a root built ahead: binds (of a detached tree the helper opens on
-/// the host) and tmpfs mounts. Not one at /tmp (it replaces the sandbox's own), at /etc or below
+/// the host) and tmpfs mounts. Not one at /tmp or /dev/shm (it replaces the sandbox's own), at /etc or below
 /// it (the masks over the host's secrets there come after the caller's mounts), nor one that shares
 /// a path with a later mount made with the root (that one would land in another order). Made
 /// last, in their order, they give the root that making them in place gives.
@@ -329,7 +337,8 @@ pub fn made_at_release(spec: &Spec) -> Vec<bool> {
     for (i, m) in spec.mounts.iter().enumerate().rev() {
         let t = m.target();
         let kind_ok = matches!(m, Mount::Bind { .. } | Mount::Tmpfs { .. });
-        made[i] = kind_ok && !overlaps(t, "/etc") && t.trim_end_matches('/') != "/tmp" && !later_in_root.iter().any(|l| overlaps(t, l));
+        let replaces_own = ["/tmp", DEV_SHM].contains(&t.trim_end_matches('/'));
+        made[i] = kind_ok && !overlaps(t, "/etc") && !replaces_own && !later_in_root.iter().any(|l| overlaps(t, l));
         if !made[i] {
             later_in_root.push(t);
         }

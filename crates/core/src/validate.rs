@@ -187,8 +187,11 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         check_inside_path(&format!("{opt}.target"), target)?;
         let norm = target.trim_end_matches('/');
         let norm = if norm.is_empty() { "/" } else { norm };
-        if RESERVED_TARGETS.contains(&norm) || norm.starts_with("/proc/") || norm.starts_with("/dev/") {
-            return Err(bad(format!("{opt}.target"), format!("{target} is provided by the sandbox itself and cannot be mounted over")));
+        // A tmpfs of the caller's may take the place of the sandbox's own /dev/shm (its size).
+        let own_shm = norm == crate::plan::DEV_SHM && matches!(m, Mount::Tmpfs { .. });
+        if !own_shm && (RESERVED_TARGETS.contains(&norm) || norm.starts_with("/proc/") || norm.starts_with("/dev/")) {
+            let hint = if norm == crate::plan::DEV_SHM { " but by a tmpfs (to size it)" } else { "" };
+            return Err(bad(format!("{opt}.target"), format!("{target} is provided by the sandbox itself and cannot be mounted over{hint}")));
         }
         if crate::plan::SETUP_NAMES.iter().any(|n| norm.strip_prefix('/').is_some_and(|rest| rest == *n || rest.starts_with(&format!("{n}/")))) {
             return Err(bad(
