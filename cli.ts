@@ -190,6 +190,10 @@ Options:
                            '-e K' copies K from isolate's own environment
   --cwd DIR                working directory inside (default: the sandbox's)
   --timeout DURATION       wall-clock limit for this command; isolate then exits 124
+  --json                   after the command ends, print one JSON object on stdout: {command,
+                           exitCode, signal, reason (exited, signaled, timeout, oom, canceled,
+                           output-limit), durationMs, usage}, or {error} when it could not be
+                           started; the command's stdout and stderr then go to isolate's stderr
   -h, --help               show this help
 
 SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command, each followed by
@@ -936,11 +940,12 @@ const EXEC_OPTIONS = {
   env: { type: 'string', short: 'e', multiple: true },
   cwd: { type: 'string' },
   timeout: { type: 'string' },
+  json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const
 
 /** `[options] ID [--] CMD ARGS...`: the options of isolate end at ID (or at a `--` before it). */
-function planExec(argv: string[]): { ref: string; request: ExecRequest } | 'help' {
+function planExec(argv: string[]): { ref: string; request: ExecRequest; json: boolean } | 'help' {
   const { tokens } = parseParsed(() => parseArgs({ args: argv, options: EXEC_OPTIONS, strict: false, allowPositionals: true, tokens: true }), 'exec')
   const first = tokens.find((t) => t.kind === 'positional' || t.kind === 'option-terminator')
   const optionArgs = first ? argv.slice(0, first.index) : argv
@@ -964,7 +969,9 @@ function planExec(argv: string[]): { ref: string; request: ExecRequest } | 'help
   }
   if (values.timeout !== undefined) request.timeoutMs = parseDuration('--timeout', values.timeout)
   if (values.tty) request.tty = { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 }
-  return { ref, request }
+  const json = values.json === true
+  if (json && values.tty) throw new UsageError('-t and --json do not go together: a terminal\'s output cannot be kept apart from the result', MORE.exec)
+  return { ref, request, json }
 }
 
 type ExecExit = Awaited<ReturnType<ExecProcess['wait']>>
@@ -975,7 +982,7 @@ async function exec(argv: string[]): Promise<number> {
     out('stdout').write(EXEC_HELP)
     return 0
   }
-  const { ref, request } = plan
+  const { ref, request, json } = plan
 
   // As in run: installed first, so that a signal arriving meanwhile is delivered, not lost.
   let conn: Socket | undefined
@@ -991,16 +998,22 @@ async function exec(argv: string[]): Promise<number> {
     conn = await connectKeeper(dir, entry.id, ref)
     conn.write(jsonFrame(Frame.REQUEST, request))
     for (const sig of pending.splice(0)) deliver(sig)
-    const outcome = await execSession(conn, request.tty !== undefined)
-    if ('exit' in outcome) return exitCodeOf(outcome.exit)
+    const outcome = await execSession(conn, request.tty !== undefined, json)
+    if ('exit' in outcome) {
+      if (json) out('stdout').write(`${JSON.stringify(outcome.exit)}\n`)
+      return exitCodeOf(outcome.exit)
+    }
     if ('lost' in outcome) {
-      out('stderr').write(`isolate: lost the connection to sandbox ${entry.id} before the command ended (its keeper was killed?)\n`)
+      const message = `lost the connection to sandbox ${entry.id} before the command ended (its keeper was killed?)`
+      out('stderr').write(`isolate: ${message}\n`)
+      if (json) out('stdout').write(`${JSON.stringify({ error: { name: 'Error', message } })}\n`)
       return EXIT_SETUP
     }
     const e = errorFromJSON(outcome.error)
     if ((e as IsolateError).code === DESTROYED) throw new NotFoundError(ref, 'the sandbox has ended')
     if (e instanceof IsolateError) reportError(e)
     else throw e
+    if (json) out('stdout').write(`${JSON.stringify({ error: e.toJSON() })}\n`)
     return exitCodeOfSetup(e)
   } finally {
     for (const sig of FORWARDED) process.off(sig, forward)
@@ -1012,7 +1025,7 @@ async function exec(argv: string[]): Promise<number> {
  * Relay one exec over its connection: our stdin to it (raw, with -t), its stdout and stderr to
  * ours, our terminal's size. Ends with its exit, its error, or a lost connection.
  */
-function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | { error: Record<string, unknown> } | { lost: true }> {
+function execSession(conn: Socket, tty: boolean, json = false): Promise<{ exit: ExecExit } | { error: Record<string, unknown> } | { lost: true }> {
   return new Promise((resolve) => {
     const stdin = process.stdin
     const wasRaw = stdin.isTTY ? stdin.isRaw : false
@@ -1116,7 +1129,8 @@ function execSession(conn: Socket, tty: boolean): Promise<{ exit: ExecExit } | {
       flow()
     }
     onFrames(conn, (type, payload) => {
-      if (type === Frame.STDOUT) write(process.stdout, payload)
+      // With --json our stdout carries only the result.
+      if (type === Frame.STDOUT) write(json ? process.stderr : process.stdout, payload)
       else if (type === Frame.STDERR) write(process.stderr, payload)
       else if (type === Frame.STDIN_ACK) acknowledged(payload)
       else if (type === Frame.START) started(payload)
@@ -1539,7 +1553,7 @@ async function main(argv: string[]): Promise<number> {
 function wantsJson(argv: string[]): boolean {
   const end = argv.indexOf('--')
   // Only where --json is an option: `create --json` is an unknown option, told as text.
-  return ['run', 'ps', 'doctor', 'rootfs'].includes(argv[0]) && (end < 0 ? argv : argv.slice(0, end)).includes('--json')
+  return ['run', 'exec', 'ps', 'doctor', 'rootfs'].includes(argv[0]) && (end < 0 ? argv : argv.slice(0, end)).includes('--json')
 }
 
 function errorJson(e: unknown): Record<string, unknown> {

@@ -264,6 +264,27 @@ test("kill-all: every process in the sandbox is killed, a running exec ends kill
   await rt.assertClean(t)
 })
 
+test('exec --json: one JSON object on stdout telling the ends apart (exit code, oom, its own kill), the command\'s output on stderr; a failure is {error}', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t, ['--memory', '64M'])
+  const exited = await rt.cli(['exec', '--json', id, '--', '/bin/sh', '-c', 'echo out; echo err >&2; exit 3'])
+  t.is(exited.status, 3)
+  t.like(JSON.parse(exited.stdout), { exitCode: 3, signal: null, reason: 'exited' })
+  t.is(exited.stderr, 'out\nerr\n')
+  const oom = await rt.cli(['exec', '--json', id, '--', '/usr/bin/python3', '-c', 'x = bytearray(300 << 20)'])
+  const own = await rt.cli(['exec', '--json', id, '--', '/bin/sh', '-c', 'kill -9 $$'])
+  t.deepEqual([oom.status, JSON.parse(oom.stdout).reason], [137, 'oom'])
+  t.deepEqual([own.status, JSON.parse(own.stdout).reason, JSON.parse(own.stdout).signal], [137, 'signaled', 'SIGKILL'], 'the same exit code, told apart')
+  const missing = await rt.cli(['exec', '--json', id, '--', '/nonexistent'])
+  t.is(missing.status, 127)
+  t.like(JSON.parse(missing.stdout).error, { step: 'execve', errno: 'ENOENT' })
+  const unknown = await rt.cli(['exec', '--json', 'nosuch', '--', '/bin/true'])
+  t.is(unknown.status, 125)
+  t.regex(JSON.parse(unknown.stdout).error.message, /nosuch/)
+  t.is((await rt.cli(['rm', id])).status, 0)
+  await rt.assertClean(t)
+})
+
 test('create prints an ID; files and processes persist between execs; ps lists it; rm leaves nothing', async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)

@@ -96,7 +96,7 @@ test("an unknown option says so, names the command that takes it, or the nearest
   for (const [args, said] of [
     [['create', '--output', '1M'], /^isolate: create: unknown option '--output' \(--output is an option of 'isolate run'\)\nRun 'isolate create --help'/],
     [['exec', '-f', 'x', '--', 'true'], /^isolate: exec: unknown option '-f' \(-f is an option of 'isolate rm'\)/],
-    [['rm', '--json', 'x'], /^isolate: rm: unknown option '--json' \(--json is an option of 'isolate run', 'isolate rootfs unpack\/import' and 'isolate ps\/doctor'\)/],
+    [['rm', '--json', 'x'], /^isolate: rm: unknown option '--json' \(--json is an option of 'isolate run', 'isolate exec', 'isolate rootfs unpack\/import' and 'isolate ps\/doctor'\)/],
     [['run', '--memroy', '1M', '--', 'true'], /^isolate: run: unknown option '--memroy' \(did you mean --memory\?\)/],
     [['run', '--nme', 'x', '--', 'true'], /^isolate: run: unknown option '--nme' \(did you mean --net\?\)/],
     [['ps', '--all'], /^isolate: ps: unknown option '--all'\n/],
