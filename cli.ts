@@ -191,9 +191,10 @@ Options:
   --cwd DIR                working directory inside (default: the sandbox's)
   --timeout DURATION       wall-clock limit for this command; isolate then exits 124
   --json                   after the command ends, print one JSON object on stdout: {command,
-                           exitCode, signal, reason (exited, signaled, timeout, oom, canceled,
-                           output-limit), durationMs, usage}, or {error} when it could not be
-                           started; the command's stdout and stderr then go to isolate's stderr
+                           exitCode, signal, reason (exited, signaled, timeout, oom, cpu-time,
+                           canceled), durationMs, usage (absent when the sandbox's end cut it)},
+                           or {error} when it could not be started; the command's stdout and
+                           stderr then go to isolate's stderr
   -h, --help               show this help
 
 SIGINT, SIGTERM and SIGHUP received by isolate are forwarded to the command, each followed by

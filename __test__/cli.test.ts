@@ -255,7 +255,7 @@ test('run: limit flags reach the sandbox (--memory, --pids, --output, --stack, -
   t.is(stack.stdout, '262144\n', stack.stderr)
   const small = await cli(['run', '--stack', '4K', '--', '/bin/true'])
   t.is(small.status, 125)
-  t.regex(small.stderr, /--stack.*at least 65536/)
+  t.regex(small.stderr, /--stack.*at least 262144/)
 })
 
 test('run: --pids unlimited lifts the default process bound (2100 threads start); a word that is no number is refused', async (t) => {

@@ -243,8 +243,8 @@ function mostOpenFiles(): { n: number; why: string } | undefined {
   return bounds.sort((a, b) => a.n - b.n)[0]
 }
 
-/** The smallest limits.stackBytes taken: below ~16 KiB the dynamic loader itself faults. */
-const MIN_STACK = 64 << 10
+/** The smallest limits.stackBytes taken: below ~16 KiB the dynamic loader itself faults, below ~72 KiB python3. */
+const MIN_STACK = 256 << 10
 
 /** This process's hard RLIMIT_STACK in bytes; undefined when unlimited or unknown (the helper's setrlimit tells then). */
 function hardStack(): number | undefined {
@@ -459,7 +459,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   }
   const stackHard = specLimits.stackBytes === undefined ? undefined : hardStack()
   if (specLimits.stackBytes !== undefined && specLimits.stackBytes < MIN_STACK) {
-    throw optionError('limits.stackBytes', `must be at least ${MIN_STACK} (64 KiB): a smaller stack crashes a program (SIGSEGV) before its main, which reads as the program's own crash; got ${specLimits.stackBytes}`)
+    throw optionError('limits.stackBytes', `must be at least ${MIN_STACK} (256 KiB): a smaller stack crashes programs (SIGSEGV) before their main, which reads as the program's own crash; got ${specLimits.stackBytes}`)
   }
   if (specLimits.stackBytes !== undefined && stackHard !== undefined && specLimits.stackBytes > stackHard) {
     throw optionError('limits.stackBytes', `must be at most ${stackHard}, this process's own hard RLIMIT_STACK (ulimit -Hs, in KiB there), which a sandbox cannot raise; got ${specLimits.stackBytes}`)
@@ -667,8 +667,8 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
 /**
  * The addon's encoding of a stdio slot. `ownUserNs`: the sandbox has a user namespace of its own,
  * and its pipes are made so that the command can open them again by path (`/dev/stdout`): only
- * processes of that namespace can (see docs/reference.md#stdio). Without one the command's uid is
- * a host user's, whose every process could.
+ * processes of its host uid can, which no host user has for a root caller (see
+ * docs/reference.md#stdio). Without one the command's uid is a host user's, whose every process could.
  */
 export function stdioCode(m: StdioMode, ownUserNs: boolean): number {
   return m === 'pipe' ? (ownUserNs ? -4 : -1) : m === 'ignore' ? -2 : m === 'inherit' ? -3 : m

@@ -304,8 +304,8 @@ fn caller_mount_op(i: usize, m: &Mount, facts: &HostFacts) -> MountOp {
         }
         Mount::Overlay { source, target } => MountOp::Overlay { lowers: vec![source.clone()], target: target.clone(), layer: format!("mount{i}") },
         Mount::Tmpfs { target, size_bytes, mode } => {
-            // In place of the sandbox's own /dev/shm: its mode too, where every uid may make shared memory.
-            let own_mode = if target.trim_end_matches('/') == DEV_SHM { 0o1777 } else { 0o755 };
+            // In place of the sandbox's own /tmp or /dev/shm: its mode too, where every uid may write.
+            let own_mode = if ["/tmp", DEV_SHM].contains(&target.trim_end_matches('/')) { 0o1777 } else { 0o755 };
             MountOp::Tmpfs { target: target.clone(), mode: mode.unwrap_or(own_mode), size_bytes: *size_bytes, flags: NOSUID_NODEV }
         }
     }
@@ -682,7 +682,7 @@ mod tests {
         let ops = plan_mounts(&spec, &facts);
         let tmps: Vec<_> = ops.iter().filter(|o| o.target() == "/tmp").collect();
         assert_eq!(tmps.len(), 1);
-        assert_eq!(tmps[0], &MountOp::Tmpfs { target: "/tmp".into(), mode: 0o755, size_bytes: Some(1 << 20), flags: NOSUID_NODEV });
+        assert_eq!(tmps[0], &MountOp::Tmpfs { target: "/tmp".into(), mode: 0o1777, size_bytes: Some(1 << 20), flags: NOSUID_NODEV });
         assert!(ops.contains(&MountOp::Bind { source: "/srv/data.txt".into(), target: "/tmp/data.txt".into(), readonly: false, is_dir: false }));
     }
 
@@ -803,6 +803,25 @@ mod tests {
         assert!(!made_at_release(&spec)[0], "an overlay made with the root lands inside /work: /work is made with the root");
         assert!(made_at_release(&spec)[1]);
         assert!(overlaps("/a/b", "/a") && overlaps("/a", "/a/") && !overlaps("/ab", "/a") && !overlaps("/a/b", "/a/c"));
+    }
+
+    #[test]
+    fn a_tmpfs_at_tmp_or_dev_shm_replaces_the_sandboxs_own_with_its_mode_and_is_made_with_the_root() {
+        let mut spec = Spec::new("/bin/true", vec![]);
+        let own = |ops: &[MountOp], at: &str| ops.iter().filter(|op| matches!(op, MountOp::Tmpfs { target, .. } if target == at)).cloned().collect::<Vec<_>>();
+        let plain = plan_mounts(&spec, &host_facts());
+        assert_eq!(own(&plain, "/dev/shm"), [MountOp::Tmpfs { target: "/dev/shm".into(), mode: 0o1777, size_bytes: None, flags: NOSUID_NODEV }]);
+        spec.mounts = vec![
+            Mount::Tmpfs { target: "/dev/shm/".into(), size_bytes: Some(8 << 20), mode: None },
+            Mount::Tmpfs { target: "/tmp".into(), size_bytes: Some(1 << 20), mode: None },
+        ];
+        let ops = plan_mounts(&spec, &host_facts());
+        assert_eq!(own(&ops, "/dev/shm/"), [MountOp::Tmpfs { target: "/dev/shm/".into(), mode: 0o1777, size_bytes: Some(8 << 20), flags: NOSUID_NODEV }]);
+        assert!(own(&ops, "/dev/shm").is_empty(), "one tmpfs there, the caller's");
+        assert_eq!(own(&ops, "/tmp"), [MountOp::Tmpfs { target: "/tmp".into(), mode: 0o1777, size_bytes: Some(1 << 20), flags: NOSUID_NODEV }]);
+        assert_eq!(made_at_release(&spec), vec![false, false]);
+        spec.mounts[1] = Mount::Tmpfs { target: "/tmp".into(), size_bytes: None, mode: Some(0o700) };
+        assert!(own(&plan_mounts(&spec, &host_facts()), "/tmp").iter().all(|op| matches!(op, MountOp::Tmpfs { mode: 0o700, .. })));
     }
 
     #[test]

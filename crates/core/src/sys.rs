@@ -36,8 +36,9 @@ pub fn dup_above(fd: std::os::fd::BorrowedFd<'_>, min: RawFd) -> nix::Result<Own
 /// /dev/stdin`, `/proc/self/fd/1`), and a pipe made by Node or the helper belongs to an id the
 /// sandbox does not map (root's: "Permission denied"), or to its root where the command runs as
 /// another uid. A pipe has no path of its own: /proc/<pid>/fd/N is the only way to it, open to
-/// a process that may read-trace a holder: the same uid in the same user namespace, never across
-/// one (so only for a sandbox with a user namespace of its own; see docs/reference.md#stdio).
+/// a process that may read-trace a holder: one of its host uid (a root caller's sandbox ids are
+/// no host user's) or with CAP_SYS_PTRACE over it. So only for a sandbox with a user namespace of
+/// its own; see docs/reference.md#stdio.
 pub fn let_holders_reopen(pipe: &OwnedFd) -> nix::Result<()> {
     nix::sys::stat::fchmod(pipe, nix::sys::stat::Mode::from_bits_truncate(0o666))
 }
