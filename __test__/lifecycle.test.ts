@@ -311,8 +311,11 @@ test('a wait() without reading stdout still resolves', async (t) => {
 })
 
 test('a descriptor Node inherited without close-on-exec reaches neither the helper, the init nor the image tool', async (t) => {
-  // This child Node inherits fd 7 from a shell, not close-on-exec (as Node inherits whatever its
+  // This child Node inherits fd 100 from a shell, not close-on-exec (as Node inherits whatever its
   // parent leaves open); posix_spawn passes such fds on, so the helper must close them itself.
+  // Not a low fd: Node marks the inherited fds below about 20 close-on-exec at its start, so
+  // those never reach a child of Node's and would test nothing.
+  const fd = 100
   const dir = tempDir()
   t.teardown(() => removeDir(dir))
   // With cgroups the second and third come from the warm pool (cgroup v1); without, all cold.
@@ -331,34 +334,40 @@ test('a descriptor Node inherited without close-on-exec reaches neither the help
       const sb = await spawnIsolated('/bin/sleep', ['5'], { stdio: 'ignore', limits })
       const init = ppid(sb.pid)
       const helper = ppid(init)
-      result.leaked = readlinkSync('/proc/self/fd/7')
+      result.leaked = readlinkSync('/proc/self/fd/${fd}')
+      // Still inheritable: the fd reaches whatever posix_spawn starts unless it closes it itself.
+      result.inheritable = (parseInt(readFileSync('/proc/self/fdinfo/${fd}', 'utf8').match(/flags:\\s+(\\d+)/)[1], 8) & 0o2000000) === 0
       ;(result.helpers ??= []).push(links(helper))
       ;(result.inits ??= []).push(links(init))
       sb.kill('SIGKILL')
       await sb.wait()
       await new Promise((r) => setTimeout(r, 200))
     }
-    // The image tool, waiting to open a FIFO that no one writes yet (an abort ends it there).
+    // The image tool, waiting to open a FIFO that no one writes yet (an abort ends it there). Its
+    // fds are listed once it sleeps in that openat (257 on x86_64), past its main's first step:
+    // right after the exec it still holds what it inherited, which it closes first thing.
     const { unpackRootfs } = await import(${JSON.stringify(join(root, 'index.ts'))})
     const ac = new AbortController()
     const unpack = unpackRootfs(${JSON.stringify(join(dir, 'fifo'))}, ${JSON.stringify(join(dir, 'out'))}, { signal: ac.signal }).catch((e) => e.code)
     const comm = (p) => { try { return readFileSync('/proc/' + p + '/comm', 'utf8').trim() } catch { return '' } }
+    const syscall = (p) => { try { return readFileSync('/proc/' + p + '/syscall', 'utf8').split(' ')[0] } catch { return '' } }
     for (let i = 0; i < 500 && !result.tool; i++) {
       await new Promise((r) => setTimeout(r, 10))
       const tool = readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).find((p) => comm(p) === 'isolate-image' && ppid(p) === process.pid)
-      if (tool) result.tool = links(tool)
+      if (tool && syscall(tool) === '257') result.tool = links(tool)
     }
     ac.abort()
     result.unpack = await unpack
     process.stdout.write(JSON.stringify(result) + '\\n')
   `
-  const child = spawn('/bin/sh', ['-c', 'exec 7<"$1"; exec "$0" --import=tsx --input-type=module -e "$2"', process.execPath, marker, script], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn('/bin/bash', ['-c', `exec ${fd}<"$1"; exec "$0" --import=tsx --input-type=module -e "$2"`, process.execPath, marker, script], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => child.kill('SIGKILL'))
   let out = ''
   child.stdout!.on('data', (d) => (out += d))
   await new Promise((r) => child.once('exit', r))
-  const { leaked, helpers, inits, tool, unpack } = JSON.parse(out) as { leaked: string; helpers: string[][]; inits: Array<string[] | null>; tool?: string[]; unpack: string }
+  const { leaked, inheritable, helpers, inits, tool, unpack } = JSON.parse(out) as { leaked: string; inheritable: boolean; helpers: string[][]; inits: Array<string[] | null>; tool?: string[]; unpack: string }
   t.is(leaked, marker)
+  t.true(inheritable, `fd ${fd} of the child Node is not close-on-exec`)
   t.truthy(tool, 'the image tool was found waiting for its FIFO')
   t.deepEqual(tool?.filter((l) => l === marker), [], `the image tool holds ${tool?.join(', ')}`)
   t.is(tool?.length, 3, `only its stdio: ${tool?.join(', ')}`)
