@@ -644,16 +644,30 @@ export async function removeSandbox(dir: string, entry: SandboxEntry, ref: strin
  */
 export async function killAllIn(dir: string, entry: SandboxEntry, ref: string, timeoutMs = 30_000): Promise<void> {
   const conn = await connectKeeper(dir, entry.id, ref)
-  await new Promise<void>((resolve, reject) => {
-    let outcome: Error | 'done' | undefined
+  const late = () => new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) has not killed its processes after ${timeoutMs / 1000}s`, 'a process stuck in the kernel (state D) holds it; `isolate rm -f` ends the sandbox')
+  const answer = await askKeeper(conn, { op: 'kill-all' }, timeoutMs, late)
+  if (answer.error) throw answer.error
+  if (!('reply' in answer)) throw new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) closed the connection without an answer (was it killed?)`)
+}
+
+/**
+ * Send one request on `conn` and wait until the keeper closes it (it does once it has answered):
+ * resolves with its REPLY's payload or the error it sent, or neither (closed without an answer);
+ * rejects with `late()` when it has not closed within `timeoutMs`.
+ */
+function askKeeper(conn: Socket, request: KeeperRequest, timeoutMs: number, late: () => Error): Promise<{ reply?: unknown; error?: Error }> {
+  return new Promise((resolve, reject) => {
+    const answer: { reply?: unknown; error?: Error } = {}
+    let timedOut = false
     const timer = setTimeout(() => {
-      outcome ??= new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) has not killed its processes after ${timeoutMs / 1000}s`, 'a process stuck in the kernel (state D) holds it; `isolate rm -f` ends the sandbox')
+      timedOut = true
       conn.destroy()
     }, timeoutMs)
     onFrames(conn, (type, payload) => {
+      if ('reply' in answer || answer.error) return
       try {
-        if (type === Frame.REPLY) outcome ??= 'done'
-        else if (type === Frame.ERROR) outcome ??= errorFromJSON(JSON.parse(payload.toString('utf8')) as Record<string, unknown>)
+        if (type === Frame.REPLY) answer.reply = JSON.parse(payload.toString('utf8'))
+        else if (type === Frame.ERROR) answer.error = errorFromJSON(JSON.parse(payload.toString('utf8')) as Record<string, unknown>)
       } catch {
         conn.destroy()
       }
@@ -661,10 +675,10 @@ export async function killAllIn(dir: string, entry: SandboxEntry, ref: string, t
     conn.on('error', () => {})
     conn.on('close', () => {
       clearTimeout(timer)
-      if (outcome === 'done') resolve()
-      else reject(outcome ?? new RegistryError(`sandbox ${entry.id}: its keeper (pid ${entry.keeperPid}) closed the connection without an answer (was it killed?)`))
+      if (timedOut) reject(late())
+      else resolve(answer)
     })
-    conn.write(jsonFrame(Frame.REQUEST, { op: 'kill-all' } satisfies KeeperRequest))
+    conn.write(jsonFrame(Frame.REQUEST, request))
   })
 }
 
@@ -683,27 +697,8 @@ async function removeWithin(dir: string, entry: SandboxEntry, ref: string, timeo
     if (!(e instanceof NotFoundError)) throw e
   }
   if (conn) {
-    const c = conn
-    result = await new Promise<SandboxResult | null>((resolve, reject) => {
-      let got: SandboxResult | null = null
-      const timer = setTimeout(() => {
-        c.destroy()
-        reject(late())
-      }, timeoutMs)
-      onFrames(c, (type, payload) => {
-        try {
-          if (type === Frame.REPLY) got = (JSON.parse(payload.toString('utf8')) as { result: SandboxResult | null }).result
-        } catch {
-          c.destroy()
-        }
-      })
-      c.on('error', () => {})
-      c.on('close', () => {
-        clearTimeout(timer)
-        resolve(got)
-      })
-      c.write(jsonFrame(Frame.REQUEST, { op: 'rm' } satisfies KeeperRequest))
-    })
+    const answer = await askKeeper(conn, { op: 'rm' }, timeoutMs, late)
+    result = (answer.reply as { result?: SandboxResult | null } | undefined)?.result ?? null
   }
   // The keeper answers after removing its files, and exits right after.
   while (!procGone(entry.keeperPid, entry.keeperStart)) {

@@ -234,10 +234,10 @@ function str(option: string, v: unknown): string {
  * RLIMIT_NOFILE (and fs.nr_open, the kernel's). Read when the option is given, so never stale.
  */
 function mostOpenFiles(): { n: number; why: string } | undefined {
-  const hard = /^Max open files\s+\S+\s+(\d+)/m.exec(orElse(() => readFileSync('/proc/self/limits', 'utf8'), ''))?.[1]
+  const hard = hardLimit('Max open files')
   const nrOpen = Number.parseInt(orElse(() => readFileSync('/proc/sys/fs/nr_open', 'utf8'), ''), 10)
   const bounds = [
-    ...(hard ? [{ n: Number(hard), why: "this process's own hard RLIMIT_NOFILE (ulimit -Hn), which a sandbox cannot raise" }] : []),
+    ...(hard ? [{ n: hard, why: "this process's own hard RLIMIT_NOFILE (ulimit -Hn), which a sandbox cannot raise" }] : []),
     ...(Number.isSafeInteger(nrOpen) && nrOpen > 0 ? [{ n: nrOpen, why: "the kernel's fs.nr_open" }] : []),
   ]
   return bounds.sort((a, b) => a.n - b.n)[0]
@@ -246,9 +246,13 @@ function mostOpenFiles(): { n: number; why: string } | undefined {
 /** The smallest limits.stackBytes taken: below ~16 KiB the dynamic loader itself faults, below ~72 KiB python3. */
 const MIN_STACK = 256 << 10
 
-/** This process's hard RLIMIT_STACK in bytes; undefined when unlimited or unknown (the helper's setrlimit tells then). */
-function hardStack(): number | undefined {
-  const hard = /^Max stack size\s+\S+\s+(\d+)/m.exec(orElse(() => readFileSync('/proc/self/limits', 'utf8'), ''))?.[1]
+/**
+ * This process's hard limit of the /proc/self/limits row `name` ('Max stack size'); undefined
+ * when unlimited or unknown (the helper's setrlimit tells then).
+ */
+function hardLimit(name: string): number | undefined {
+  const row = orElse(() => readFileSync('/proc/self/limits', 'utf8'), '').split('\n').find((l) => l.startsWith(name + ' '))
+  const hard = /^\S+\s+(\d+)/.exec(row?.slice(name.length).trim() ?? '')?.[1]
   return hard === undefined ? undefined : Number(hard)
 }
 
@@ -457,7 +461,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   if (specLimits.openFiles !== undefined && most !== undefined && specLimits.openFiles > most.n) {
     throw optionError('limits.openFiles', `must be at most ${most.n}, ${most.why}, got ${specLimits.openFiles}`)
   }
-  const stackHard = specLimits.stackBytes === undefined ? undefined : hardStack()
+  const stackHard = specLimits.stackBytes === undefined ? undefined : hardLimit('Max stack size')
   if (specLimits.stackBytes !== undefined && specLimits.stackBytes < MIN_STACK) {
     throw optionError('limits.stackBytes', `must be at least ${MIN_STACK} (256 KiB): a smaller stack crashes programs (SIGSEGV) before their main, which reads as the program's own crash; got ${specLimits.stackBytes}`)
   }

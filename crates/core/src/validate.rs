@@ -286,8 +286,15 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     if l.memory_bytes.is_some_and(|m| m < 1 << 20) {
         return Err(bad("limits.memoryBytes", "must be at least 1 MiB: below that not even the sandbox's init starts"));
     }
+    if l.stack_bytes.is_some_and(|b| b < MIN_STACK_BYTES) {
+        return Err(bad("limits.stackBytes", format!("must be at least {MIN_STACK_BYTES} (256 KiB): a smaller stack crashes programs (SIGSEGV) before their main, which reads as the program's own crash")));
+    }
     Ok(())
 }
+
+/// The smallest limits.stackBytes: below ~16 KiB the dynamic loader itself faults, below ~72 KiB
+/// python3 does (lib/options.ts says the same to a JS caller, with the caller's hard limit).
+pub const MIN_STACK_BYTES: u64 = 256 << 10;
 
 #[cfg(test)]
 mod tests {
@@ -379,6 +386,15 @@ mod tests {
         assert_eq!(validate(&s), Ok(()));
         s.limits.pids = Some(64);
         assert_eq!(validate(&s).unwrap_err().option, "limits.pids");
+    }
+
+    #[test]
+    fn a_stack_below_256_kib_names_the_option() {
+        let mut s = spec();
+        s.limits.stack_bytes = Some(MIN_STACK_BYTES - 1);
+        assert_eq!(validate(&s).unwrap_err().option, "limits.stackBytes");
+        s.limits.stack_bytes = Some(MIN_STACK_BYTES);
+        assert_eq!(validate(&s), Ok(()));
     }
 
     #[test]
