@@ -303,6 +303,28 @@ test.serial('cpus: 0.5 holds a busy loop near half a core', async (t) => {
   t.true(ratio > 0.3 && ratio < 0.65, `cpu/wall = ${ratio.toFixed(2)} (${JSON.stringify(r.usage)})`)
 })
 
+test.serial("durationMs counts from the command's execve, not the setup before it (slow under cpus: 0.01, whose quota the setup spends)", async (t) => {
+  const options: SpawnOptions = { limits: { cpus: 0.01 }, timeoutMs: 5000, stdio: 'ignore' }
+  if (!holds(options)) return failsClosed(t, options)
+  // The sleep's own start may wait for the quota too (it is the command's time); the setup's
+  // wait is not: seen as time outside durationMs. Most runs here wait 20-190 ms in their setup;
+  // up to 10 runs until one did (an old durationMs counted it: none ever showed more than 10 ms).
+  const runs: string[] = []
+  let leftOut = false
+  for (let i = 0; i < 10 && !leftOut; i++) {
+    const asked = performance.now()
+    const r = await runIsolated('/bin/sleep', ['0.3'], options)
+    const total = performance.now() - asked
+    runs.push(`${r.durationMs.toFixed(0)} of ${total.toFixed(0)} ms`)
+    t.is(r.reason, 'exited', runs.join(', '))
+    t.true(r.durationMs >= 290 && r.durationMs <= total, runs.join(', '))
+    t.is(r.usage.wallMs, r.durationMs)
+    leftOut = total - r.durationMs > 50
+  }
+  t.log(`durationMs of the whole run: ${runs.join(', ')}`)
+  t.true(leftOut, `no run left a setup of more than 50 ms out of its durationMs: ${runs.join(', ')}`)
+})
+
 test('isolate doctor says which limits hold here, as the sandboxes of this file find them', async (t) => {
   const r = await cli(['doctor'])
   t.is(r.status, 0, r.stderr)

@@ -265,6 +265,29 @@ test('an exec\'s own timeout kills its process group; kill() signals it; the san
   t.is(t.throws(() => leader.kill('SIGTERM', { grup: true } as never), { instanceOf: IsolateError })?.option, 'grup')
 })
 
+test("an exec's timeoutMs and durationMs count from its command's start, not from its wait for the init (which still bounds that wait)", async (t) => {
+  const sb = await sandbox(t)
+  // The init stopped for 400 ms: the exec waits that long to start, then runs 300 ms, under a
+  // timeout of 600 ms that counted from the request would have killed it.
+  process.kill(sb.pid, 'SIGSTOP')
+  const asked = Date.now()
+  const run = sh(sb, 'sleep 0.3', { timeoutMs: 600 })
+  await new Promise((r) => setTimeout(r, 400))
+  process.kill(sb.pid, 'SIGCONT')
+  const r = await run
+  const elapsed = Date.now() - asked
+  t.is(r.reason, 'exited', `${r.reason} after ${elapsed} ms`)
+  t.true(r.durationMs >= 290 && r.durationMs < elapsed - 300, `durationMs ${r.durationMs}, ${elapsed} ms after the request`)
+  t.is(r.usage?.wallMs, r.durationMs)
+  // A wait longer than the timeout is still bounded by it.
+  process.kill(sb.pid, 'SIGSTOP')
+  const stuck = sh(sb, 'sleep 0.1', { timeoutMs: 300 })
+  await new Promise((r) => setTimeout(r, 700))
+  process.kill(sb.pid, 'SIGCONT')
+  t.is((await stuck).reason, 'timeout')
+  t.is((await sb.exec('/bin/true')).exitCode, 0)
+})
+
 test('an exec\'s timeoutMs bounds the call even when what it left behind holds its output', async (t) => {
   const sb = await sandbox(t)
   // Another exec's background process, its output elsewhere: no group a later kill reaches.

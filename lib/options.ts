@@ -36,7 +36,10 @@ export type MountOption = BindMount | TmpfsMount | OverlayMount
 export type NamespaceName = 'user' | 'mount' | 'pid' | 'uts' | 'ipc' | 'net' | 'cgroup'
 
 export interface Limits {
-  /** Wall clock from the start; the whole sandbox is killed and the reason is `'timeout'`. */
+  /**
+   * Wall clock from the command's execve (the setup before it is bounded by it too, apart); the
+   * whole sandbox is killed and the reason is `'timeout'`. A long-lived sandbox's: its whole life.
+   */
   timeoutMs?: number
   memoryBytes?: number
   /**

@@ -14,6 +14,7 @@ export interface Usage {
   cpuSystemMs: number
   /** From the sandbox's cgroup when it has one, else the largest process's peak RSS. */
   peakMemoryBytes: number
+  /** `durationMs`. */
   wallMs: number
   /**
    * Forks and new threads that `limits.pids` refused (they failed with EAGAIN), from the
@@ -31,7 +32,10 @@ export interface SandboxResult {
   /** The signal that ended it (`'SIGKILL'`; a real-time one as `'SIGRTMIN+6'`), or null. */
   signal: string | null
   reason: ExitReason
-  /** From spawn to the end of the sandbox. */
+  /**
+   * From the command's execve to its end (its setup before it is not counted; see timeoutMs).
+   * A long-lived sandbox's own: from when its helper had the spec.
+   */
   durationMs: number
   /** The command's pid as the host sees it. */
   pid: number

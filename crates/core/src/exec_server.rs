@@ -32,6 +32,24 @@ const MAX_WORK: usize = MAX_REQUEST + (4 << 10);
 pub(crate) const FORK_CAPS: [&str; 4] = ["SETGID", "SETUID", "SETPCAP", "KILL"];
 
 /// An exec forked but not yet past execve: its status pipe tells which way it went.
+/// What an exec's command writes on its status pipe as it goes to its execve: b'T' and when
+/// (CLOCK_MONOTONIC ns, little-endian). An error, when one follows, is JSON (never a 'T').
+fn exec_record(at: u64) -> [u8; 9] {
+    let mut r = [b'T'; 9];
+    r[1..].copy_from_slice(&at.to_le_bytes());
+    r
+}
+
+/// Split the record [`exec_record`] made off what a status pipe held.
+fn take_exec_record(buf: &mut Vec<u8>) -> Option<u64> {
+    if buf.len() < 9 || buf[0] != b'T' {
+        return None;
+    }
+    let at = u64::from_le_bytes(buf[1..9].try_into().ok()?);
+    buf.drain(..9);
+    Some(at)
+}
+
 struct Starting {
     id: u32,
     pid: Pid,
@@ -186,7 +204,10 @@ impl Server<'_> {
                 // status pipes) stays in a joining process, not even until execve.
                 let e = match prepare_joiner(&stdio, terminal.as_ref(), &status_w) {
                     Err(e) => e,
-                    Ok(()) => exec_command(self.spec, req.into(), self.seccomp, terminal.as_ref()),
+                    // A record the init reads before any error: a 9 bytes' write to an empty pipe.
+                    Ok(()) => exec_command(self.spec, req.into(), self.seccomp, terminal.as_ref(), &mut |at| {
+                        let _ = nix::unistd::write(&status_w, &exec_record(at));
+                    }),
                 };
                 let _ = nix::fcntl::fcntl(&status_w, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()));
                 let _ = std::fs::File::from(status_w).write_all(&e.to_bounded_json());
@@ -218,10 +239,11 @@ impl Server<'_> {
                 Err(_) => return,
             }
         }
-        let s = self.starting.remove(i);
+        let mut s = self.starting.remove(i);
+        let at = take_exec_record(&mut s.error);
         if s.error.is_empty() {
             self.running.insert(s.pid, s.id);
-            send(&self.report, &Report::ExecStarted { id: s.id, pid: s.pid.as_raw() });
+            send(&self.report, &Report::ExecStarted { id: s.id, pid: s.pid.as_raw(), at: at.unwrap_or(0) });
         } else {
             let e = serde_json::from_slice(&s.error).unwrap_or_else(|_| SetupError::new(Step::Execve, "the command failed before execve"));
             send(&self.report, &Report::ExecFailed { id: s.id, error: e });
@@ -298,4 +320,22 @@ fn prepare_joiner(stdio: &[OwnedFd], terminal: Option<&OwnedFd>, status: &OwnedF
     keep.extend(terminal.map(|t| t.as_raw_fd()));
     sys::close_fds_except(&keep);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exec_record_comes_off_before_an_error_and_a_bare_error_stays() {
+        let mut started = exec_record(123_456_789).to_vec();
+        assert_eq!(take_exec_record(&mut started), Some(123_456_789));
+        assert!(started.is_empty());
+        let mut failed = [exec_record(7).as_slice(), br#"{"step":"execve"}"#].concat();
+        assert_eq!(take_exec_record(&mut failed), Some(7));
+        assert_eq!(failed, br#"{"step":"execve"}"#);
+        let mut early = br#"{"step":"chdir"}"#.to_vec();
+        assert_eq!(take_exec_record(&mut early), None);
+        assert_eq!(early, br#"{"step":"chdir"}"#);
+    }
 }

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 const TTY_GRACE: Duration = Duration::from_millis(200);
 
 struct Exec {
+    /// When the request came, then when its command started: what its duration counts from.
     started: Instant,
+    /// Its `timeoutMs`: it bounds the wait for its start from the request, then the command.
+    timeout: Option<Duration>,
     deadline: Option<Instant>,
     /// Why we ended it, when we did.
     forced: Option<Reason>,
@@ -178,6 +181,7 @@ impl Execs {
         let started = Instant::now();
         // One past what the clock can name is no deadline at all.
         let deadline = req.timeout_ms.and_then(|ms| started.checked_add(Duration::from_millis(ms)));
+        let req_timeout = req.timeout_ms.map(Duration::from_millis);
         let oom_at_start = oom();
         self.oom_noted = self.oom_noted.max(oom_at_start);
         let mut fds = fds.into_iter();
@@ -191,6 +195,7 @@ impl Execs {
             id,
             Exec {
                 started,
+                timeout: req_timeout,
                 deadline,
                 forced: None,
                 tty_io,
@@ -270,7 +275,17 @@ impl Execs {
     /// A report of the init about an exec; false when it is not one.
     pub fn on_report(&mut self, r: &Report, out: &mut Control, oom: OomKills) -> bool {
         match r {
-            Report::ExecStarted { id, pid } => out.send(&Event::ExecSpawned { id: *id, pid: *pid }),
+            Report::ExecStarted { id, pid, at } => {
+                if let Some(e) = self.execs.get_mut(id) {
+                    // The command's time counts from its execve, not from a wait for the init.
+                    let at = crate::sys::instant_of_monotonic(*at);
+                    e.started = at;
+                    if e.deadline.is_some() {
+                        e.deadline = e.timeout.and_then(|t| at.checked_add(t));
+                    }
+                }
+                out.send(&Event::ExecSpawned { id: *id, pid: *pid })
+            }
             Report::ExecFailed { id, error } => {
                 self.execs.remove(id);
                 out.send(&Event::ExecError { id: *id, error: error.clone() });

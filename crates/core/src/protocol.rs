@@ -186,8 +186,11 @@ pub struct TerminalHandoff {
 #[serde(rename_all = "camelCase", tag = "report")]
 pub enum Report {
     SetupFailed(SetupError),
-    /// exec succeeded.
-    Started,
+    /// exec succeeded. `at`: CLOCK_MONOTONIC (ns) when the command went to its execve, taken by
+    /// the command itself (the init may see it later: a loaded host, its cgroup's CPU quota).
+    Started {
+        at: u64,
+    },
     /// The command's end. `reaped`: the init had reaped every other process of the sandbox too
     /// (nothing but the init is left), and what they all used.
     Exited {
@@ -205,6 +208,8 @@ pub enum Report {
     ExecStarted {
         id: u32,
         pid: i32,
+        /// As [`Report::Started`]'s.
+        at: u64,
     },
     ExecFailed {
         id: u32,

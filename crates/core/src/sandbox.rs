@@ -925,8 +925,10 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
     // The command shares the init's memory until its execve (the init waits meanwhile): it takes
     // no copy of the init's page tables and no copy-on-write fault, and the init's own steps
     // below wait until the command is on its way. The init is single-threaded.
+    // Written by the command (it shares this memory) as it goes to its execve.
+    let exec_at = std::cell::Cell::new(0u64);
     let mut run_command = || -> i32 {
-        let e = exec_command(spec, spec.command(), seccomp, slave.as_ref());
+        let e = exec_command(spec, spec.command(), seccomp, slave.as_ref(), &mut |at| exec_at.set(at));
         // One write that fits the empty pipe: the init reads it only once this child is gone.
         let _ = nix::unistd::write(&status_w, &e.to_bounded_json());
         // SAFETY: leaving the child without running anything of the init's (atexit handlers).
@@ -965,7 +967,7 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
         send(&report, &Report::SetupFailed(e));
         sys::exit_now(125);
     }
-    send(&report, &Report::Started);
+    send(&report, &Report::Started { at: exec_at.get() });
 
     let sfd = match nix::sys::signalfd::SignalFd::new(&signals) {
         Ok(s) => s,
@@ -1060,11 +1062,18 @@ fn finish(report: &OwnedFd, st: Ended, alone: bool) -> ! {
 
 /// The command's last steps, in the order DESIGN section 3 gives: the same for a sandbox's own
 /// command and for every exec into a long-lived one. Returns only on failure.
-pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Option<&crate::seccomp::Program>, terminal: Option<&OwnedFd>) -> SetupError {
+/// `at_exec` is told CLOCK_MONOTONIC right before the last step: when the command's time starts.
+pub(crate) fn exec_command(
+    spec: &Spec,
+    cmd: crate::spec::Command,
+    seccomp: Option<&crate::seccomp::Program>,
+    terminal: Option<&OwnedFd>,
+    at_exec: &mut dyn FnMut(u64),
+) -> SetupError {
     let argv: Vec<CString> = std::iter::once(cmd.file).chain(cmd.args.iter().map(String::as_str)).map(|a| CString::new(a).unwrap_or_default()).collect();
     let envp: Vec<CString> = cmd.env.iter().map(|kv| CString::new(kv.as_str()).unwrap_or_default()).collect();
     let keep: Vec<u32> = spec.capabilities.iter().filter_map(|c| crate::caps::number(c)).collect();
-    let steps = || -> sys::Result<()> {
+    let mut steps = || -> sys::Result<()> {
         sys::reset_signals();
         sys::set_umask(spec.umask.unwrap_or(0o022));
         // The command's, not the init's: a long-lived init must stay able to take execs' fds.
@@ -1103,6 +1112,9 @@ pub(crate) fn exec_command(spec: &Spec, cmd: crate::spec::Command, seccomp: Opti
         // After the steps that open descriptors (Landlock's ruleset and paths, the /proc walk
         // where close_range is missing): a small limit is the command's, not theirs.
         set_open_files_limit(&spec.limits)?;
+        // Before the filter, which may refuse clock_gettime (a clock the vDSO cannot read) or
+        // the write that tells it.
+        at_exec(sys::monotonic_ns());
         // Last, so the filter (the caller's own profile included) need not allow any setup step.
         if let Some(program) = seccomp {
             crate::seccomp::load(program)?;

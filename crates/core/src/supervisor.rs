@@ -692,7 +692,10 @@ struct Supervisor {
     /// `limits.pids` is set: the cgroup counts the forks it refuses.
     pids_limited: bool,
     next_cpu_check: Option<Instant>,
+    /// When the helper had the spec, then when the command started: what `wall_ms` counts from.
     started: Instant,
+    /// `limits.timeoutMs`: it bounds the setup from `started`, then the command from its start.
+    timeout: Option<Duration>,
     deadline: Option<Instant>,
     reports: LineReader,
     requests: LineReader,
@@ -792,6 +795,8 @@ impl Supervisor {
             pids_limited: spec.limits.pids.is_some(),
             next_cpu_check: spec.limits.cpu_time_ms.map(|_| started),
             started,
+            timeout: spec.limits.timeout_ms.map(Duration::from_millis),
+            // One past what the clock can name is no deadline at all.
             deadline: spec.limits.timeout_ms.and_then(|ms| started.checked_add(Duration::from_millis(ms))),
             reports: LineReader { buf: Vec::new() },
             requests: LineReader { buf: Vec::new() },
@@ -1105,8 +1110,15 @@ impl Supervisor {
             let cgroup = &self.cgroup;
             let oom = || cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills);
             match serde_json::from_str::<Report>(&line) {
-                Ok(Report::Started) => {
+                Ok(Report::Started { at }) => {
                     self.command_started = true;
+                    // The command's time counts from its execve: a setup that waited to run on a
+                    // loaded host is no part of it (and was bounded by the same timeout).
+                    let at = crate::sys::instant_of_monotonic(at);
+                    self.started = at;
+                    if self.deadline.is_some() {
+                        self.deadline = self.timeout.and_then(|t| at.checked_add(t));
+                    }
                     out.send(&Event::Spawned { pid: command_pid(self.init) })
                 }
                 Ok(Report::Ready) => out.send(&Event::Ready { pid: self.init.as_raw() }),

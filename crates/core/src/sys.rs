@@ -830,6 +830,28 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// CLOCK_MONOTONIC in ns: the clock of [`Instant`](std::time::Instant), readable in another
+/// process of the same time namespace (a sandbox has none of its own).
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The [`Instant`](std::time::Instant) of a [`monotonic_ns`] reading taken earlier (by another
+/// process too); `now` for 0 (unknown) or a reading from the future.
+pub fn instant_of_monotonic(ns: u64) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    if ns == 0 {
+        return now;
+    }
+    let ago = monotonic_ns().saturating_sub(ns);
+    now.checked_sub(std::time::Duration::from_nanos(ago)).unwrap_or(now)
+}
+
 /// Close every descriptor from 3 up but those in `keep`: for a fork that must not hold its
 /// parent's, and for the helper, which must not pass on what Node inherited and leaked to it.
 pub fn close_fds_except(keep: &[RawFd]) {
