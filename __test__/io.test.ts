@@ -83,6 +83,42 @@ test('stdio ignore and an fd', async (t) => {
   t.is(r.stderr, '')
 })
 
+test("stdio[2] 'stdout' sends stderr where stdout goes, in the order written (2>&1): in a run, under an output bound (counted once), in a spawn, in an exec; elsewhere it is refused", async (t) => {
+  // Many short writes, alternating: two pipes (or two relays) would not keep their order.
+  const script = 'i=0; while [ $i -lt 2000 ]; do echo "o$i"; echo "e$i" >&2; i=$((i+1)); done'
+  const expected = Array.from({ length: 2000 }, (_, i) => `o${i}\ne${i}\n`).join('')
+  const merged = { stdio: ['pipe', 'pipe', 'stdout'] } as const
+  const r = await runIsolated('/bin/sh', ['-c', script], merged)
+  t.is(r.stdout, expected)
+  t.is(r.stderr, '')
+  const bounded = await runIsolated('/bin/sh', ['-c', script], { ...merged, limits: { outputBytes: expected.length } })
+  t.is(bounded.reason, 'exited')
+  t.is(bounded.stdout, expected)
+  const over = await runIsolated('/bin/sh', ['-c', script], { ...merged, limits: { outputBytes: expected.length - 1 } })
+  t.is(over.reason, 'output-limit')
+  t.true(expected.startsWith(over.stdout), 'what came before the bound, in order')
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'echo a; echo b >&2; echo c'], merged)
+  t.is(sb.stderr, null)
+  let out = ''
+  sb.stdout!.on('data', (d: Buffer) => (out += d))
+  await once(sb.stdout!, 'end')
+  t.is((await sb.wait()).exitCode, 0)
+  t.is(out, 'a\nb\nc\n')
+  const box = await createSandbox()
+  t.teardown(() => box.destroy())
+  const x = await box.exec('/bin/sh', ['-c', script], merged)
+  t.is(x.stdout, expected)
+  t.is(x.stderr, '')
+  // The command sees one pipe at 1 and 2.
+  const file = await runIsolated('/bin/sh', ['-c', 'echo a; echo b >&2; readlink /proc/self/fd/1 /proc/self/fd/2'], { stdio: ['ignore', 'pipe', 'stdout'] })
+  t.regex(file.stdout, /^a\nb\npipe:\[(\d+)\]\npipe:\[\1\]\n$/)
+  for (const stdio of [['stdout', 'pipe', 'pipe'], ['pipe', 'stdout', 'pipe'], 'stdout']) {
+    const e = await runIsolated('/bin/true', [], { stdio } as never).catch((e: unknown) => e as { code?: string; option?: string })
+    t.is((e as { code?: string }).code, 'ERR_ISOLATE_OPTION', JSON.stringify(stdio))
+    t.regex((e as { option?: string }).option ?? '', /^stdio/)
+  }
+})
+
 test('the command reopens its stdio pipes by path (/dev/stdin, /dev/stdout, /dev/stderr, /proc/self/fd/N), as root inside or as another uid, in a run, with an output bound and in an exec; a host user that may not trace it cannot; without a user namespace of its own they stay closed, to a host process of its uid too', async (t) => {
   const script = 'cat /dev/stdin; echo out >/dev/stdout; echo err >/dev/stderr; echo fd >/proc/self/fd/1'
   const want = { stdout: 'in\nout\nfd\n', stderr: 'err\n' }

@@ -6,6 +6,9 @@ import { isAbortSignal } from './abort.js'
 import { loadNative } from './native.js'
 
 export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
+/** `stdio[2]` may also be `'stdout'`: stderr goes where stdout goes, in the order written (as `2>&1`). */
+export type StderrMode = StdioMode | 'stdout'
+export type Stdio = StdioMode | readonly [StdioMode, StdioMode, StderrMode]
 
 export interface BindMount {
   type: 'bind'
@@ -90,7 +93,7 @@ export interface SpawnOptions {
   limits?: Limits
   /** Shorthand for `limits.timeoutMs`. */
   timeoutMs?: number
-  stdio?: StdioMode | [StdioMode, StdioMode, StdioMode]
+  stdio?: Stdio
   signal?: AbortSignal
   /** Capabilities kept inside (`'NET_BIND_SERVICE'`, `CAP_` optional); every other one is dropped from every set. Default none. */
   capabilities?: string[]
@@ -339,7 +342,7 @@ function insidePath(option: string, v: unknown): string {
 
 export interface Normalized {
   spec: Spec
-  stdio: [StdioMode, StdioMode, StdioMode]
+  stdio: [StdioMode, StdioMode, StderrMode]
   signal?: AbortSignal
   command: string
 }
@@ -572,14 +575,16 @@ function parseTty(v: unknown): Spec['tty'] {
   throw optionError('tty', 'must be true, false or { rows, cols }')
 }
 
-function parseStdio(v: unknown): [StdioMode, StdioMode, StdioMode] {
-  let stdio: [StdioMode, StdioMode, StdioMode]
+function parseStdio(v: unknown): [StdioMode, StdioMode, StderrMode] {
+  let stdio: [StdioMode, StdioMode, StderrMode]
   const s = v ?? 'pipe'
+  if (s === 'stdout') throw optionError('stdio', "'stdout' is a mode of stdio[2] only: ['pipe', 'pipe', 'stdout'] sends stderr where stdout goes")
   if (typeof s === 'string' || typeof s === 'number') stdio = [s, s, s] as [StdioMode, StdioMode, StdioMode]
   else if (Array.isArray(s) && s.length === 3) stdio = [s[0], s[1], s[2]]
-  else throw optionError('stdio', "must be 'pipe', 'inherit', 'ignore', an fd, or an array of three of those")
+  else throw optionError('stdio', "must be 'pipe', 'inherit', 'ignore', an fd, or an array of three of those ('stdout' too as the third)")
   stdio.forEach((m, i) => {
-    if (!(m === 'pipe' || m === 'inherit' || m === 'ignore' || isUint(m, 2 ** 31 - 1))) throw optionError(`stdio[${i}]`, `unknown mode ${shown(m)}`)
+    if (m === 'stdout' && i !== 2) throw optionError(`stdio[${i}]`, "'stdout' is a mode of stdio[2] only (stderr where stdout goes)")
+    if (!(m === 'pipe' || m === 'inherit' || m === 'ignore' || m === 'stdout' || isUint(m, 2 ** 31 - 1))) throw optionError(`stdio[${i}]`, `unknown mode ${shown(m)}`)
     if (typeof m === 'number' && !orElse(() => fstatSync(m) !== undefined, false)) throw optionError(`stdio[${i}]`, `fd ${m} is not open in this process`)
   })
   return stdio
@@ -617,7 +622,7 @@ export interface ExecOptions {
   /** A terminal for this command: `true` (80x24) or `{ rows, cols }`; its output is all on stdout. */
   tty?: boolean | { rows: number; cols: number }
   /** Default `'pipe'`. With a tty, stderr is the terminal too and its slot is ignored. */
-  stdio?: StdioMode | [StdioMode, StdioMode, StdioMode]
+  stdio?: Stdio
   /** This command's wall clock: its process group is killed and the reason is `'timeout'`. */
   timeoutMs?: number
   /**
@@ -640,7 +645,7 @@ export interface ExecRequest {
 
 const EXEC_KNOWN = new Set(['env', 'cwd', 'tty', 'stdio', 'timeoutMs', 'signal'])
 
-export function normalizeExec(file: unknown, args: unknown, options: unknown, base: Spec): { request: Omit<ExecRequest, 'id'>; stdio: [StdioMode, StdioMode, StdioMode]; command: string; signal?: AbortSignal } {
+export function normalizeExec(file: unknown, args: unknown, options: unknown, base: Spec): { request: Omit<ExecRequest, 'id'>; stdio: [StdioMode, StdioMode, StderrMode]; command: string; signal?: AbortSignal } {
   const cmd = commandLine(file, args)
   if (options === undefined) options = {}
   options = ownOptions(options)
@@ -677,8 +682,8 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
  * processes of its host uid can, which no host user has for a root caller (see
  * docs/reference.md#stdio). Without one the command's uid is a host user's, whose every process could.
  */
-export function stdioCode(m: StdioMode, ownUserNs: boolean): number {
-  return m === 'pipe' ? (ownUserNs ? -4 : -1) : m === 'ignore' ? -2 : m === 'inherit' ? -3 : m
+export function stdioCode(m: StderrMode, ownUserNs: boolean): number {
+  return m === 'pipe' ? (ownUserNs ? -4 : -1) : m === 'ignore' ? -2 : m === 'inherit' ? -3 : m === 'stdout' ? -5 : m
 }
 
 /**

@@ -43,8 +43,19 @@ impl Relay {
     /// `reopenable`: the sandbox's own pipes may be opened again by path (see
     /// [`crate::sys::let_holders_reopen`]).
     pub fn install(slots: &[RawFd], limit: u64, reopenable: bool) -> Result<Relay, Errno> {
+        // A slot that is the same open file as an earlier one (stderr sent to stdout) gets that
+        // one's pipe: what the command writes to both stays in its order, and counts once.
+        let same: Vec<Option<RawFd>> =
+            slots.iter().enumerate().map(|(i, &slot)| slots[..i].iter().copied().find(|&e| crate::sys::same_open_file(e, slot))).collect();
         let mut streams = Vec::new();
-        for &slot in slots {
+        for (&slot, same) in slots.iter().zip(same) {
+            if let Some(earlier) = same {
+                // SAFETY: dup2 onto our own stdio slot from another, which holds the relay's pipe now.
+                if unsafe { libc::dup2(earlier, slot) } < 0 {
+                    return Err(Errno::last());
+                }
+                continue;
+            }
             // SAFETY: a slot of this process's stdio, open while it runs.
             let to = crate::sys::dup_above(unsafe { std::os::fd::BorrowedFd::borrow_raw(slot) }, 10)?;
             let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;

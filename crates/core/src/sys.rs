@@ -830,6 +830,15 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Whether descriptors `a` and `b` of this process share one open file description (a dup), by
+/// kcmp(2); false where kcmp is missing (a kernel without CONFIG_KCMP).
+pub fn same_open_file(a: RawFd, b: RawFd) -> bool {
+    const KCMP_FILE: libc::c_int = 0;
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: kcmp compares two descriptor numbers of our own process; it touches no memory.
+    (unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) }) == 0
+}
+
 /// CLOCK_MONOTONIC in ns: the clock of [`Instant`](std::time::Instant), readable in another
 /// process of the same time namespace (a sandbox has none of its own).
 pub fn monotonic_ns() -> u64 {

@@ -28,6 +28,8 @@ const STDIO_INHERIT: i32 = -3;
 /// A pipe the command may open again by path (`/dev/stdout`): for a sandbox with a user namespace
 /// of its own (lib/options.ts stdioCode).
 const STDIO_REOPENABLE_PIPE: i32 = -4;
+/// stdio[2] only: the command's stderr is its stdout, one file (`2>&1`).
+const STDIO_AS_STDOUT: i32 = -5;
 
 /// How a helper (or the helper server, which forks them) is spawned: with a clean signal mask and
 /// dispositions (Node ignores SIGPIPE and may block signals on this thread), in a session of its
@@ -145,7 +147,7 @@ pub(crate) fn helper_env() -> Vec<CString> {
 
 /// The three stdio slots of a command: the child's ends in slot order, and ours (pipes only).
 fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
-    let mut child = Vec::with_capacity(3);
+    let mut child: Vec<OwnedFd> = Vec::with_capacity(3);
     let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
     // One open of /dev/null for this command's ignored slots (a dup is no path walk); never one
     // shared with another sandbox's.
@@ -177,6 +179,8 @@ fn stdio_ends(stdio: &[i32]) -> Result<(Vec<OwnedFd>, [Option<OwnedFd>; 3])> {
                 }
             },
             STDIO_INHERIT => dup_high(slot as RawFd)?,
+            // The same open file as stdout: one pipe, written in the command's own order.
+            STDIO_AS_STDOUT if slot == 2 => dup_high(child[1].as_raw_fd())?,
             n if n >= 0 => dup_high(n)?,
             n => return Err(option_error(format!("options.stdio[{slot}]: unknown mode {n}"))),
         };
