@@ -113,7 +113,11 @@ Process:
   -i, --interactive        accepted for docker-style -it (stdin is always passed)
 
 Limits (durations with a unit: 500ms, 5s, 2m, 1h; sizes like 64M, 1G, 512K or bytes):
-  --timeout DURATION       wall-clock limit; the whole sandbox is killed and isolate exits 124
+  --timeout DURATION       wall-clock limit, from the command's start; the whole sandbox is
+                           killed and isolate exits 124
+  --grace DURATION         at --timeout, send the command SIGTERM first and kill the sandbox
+                           only after DURATION (at once if it ends before; still exit 124)
+  --stop-signal SIG        that signal instead of SIGTERM (with --grace), e.g. SIGINT
   --memory SIZE            memory limit, swap off (the sandbox's cgroup; reason oom)
   --pids N|unlimited       process/thread limit    (the sandbox's cgroup; without it 2048,
                            counted in the sandbox's user namespace, see isolate doctor)
@@ -456,6 +460,8 @@ const RUN_OPTIONS = {
   tty: { type: 'boolean', short: 't' },
   interactive: { type: 'boolean', short: 'i' },
   output: { type: 'string' },
+  grace: { type: 'string' },
+  'stop-signal': { type: 'string' },
 } as const
 
 /** Library option names back to the flags that set them, for error messages. */
@@ -475,6 +481,9 @@ const FLAG_OF: Record<string, string> = {
   'limits.cpuTimeMs': '--cpu-time',
   'limits.outputBytes': '--output',
   'limits.stackBytes': '--stack',
+  stop: '--grace',
+  'stop.graceMs': '--grace',
+  'stop.signal': '--stop-signal',
 }
 
 interface RunPlan {
@@ -598,6 +607,9 @@ function planRun(argv: string[]): RunPlan | 'help' {
   if (command.length === 0) throw new UsageError('run: no command given; use: isolate run [options] -- CMD [ARGS...]', MORE.run)
   const [file, ...args] = command
   const { options, mountFlags } = sandboxOptions(values, tokens)
+
+  if (values['stop-signal'] !== undefined && values.grace === undefined) throw new UsageError('--stop-signal needs --grace: the time the command has after that signal before the sandbox is killed')
+  if (values.grace !== undefined) options.stop = { graceMs: parseDuration('--grace', values.grace), ...(values['stop-signal'] !== undefined ? { signal: values['stop-signal'] as SignalName } : {}) }
 
   const json = values.json === true
   const tty = values.tty === true

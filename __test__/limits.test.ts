@@ -22,6 +22,44 @@ test.serial('1 GB of output stops at outputBytes, exactly, without Node bufferin
   t.true(r.durationMs < 10_000)
 })
 
+test("stop: at the timeout or an abort the command gets its signal and the grace to end (its output still comes), then the sandbox is killed; without stop, at once", async (t) => {
+  const trap = 'trap "echo got-term; sleep 0.2; echo flushed; exit 7" TERM; echo ready; while :; do sleep 0.05; done'
+  const graceful = await runIsolated('/bin/sh', ['-c', trap], { timeoutMs: 500, stop: { graceMs: 5000 } })
+  t.like(graceful, { reason: 'timeout', exitCode: 7, signal: null, stdout: 'ready\ngot-term\nflushed\n' })
+  t.true(graceful.durationMs >= 690 && graceful.durationMs < 4000, `ended ${graceful.durationMs} ms after its start: at its own end, not the grace's`)
+  // One that ignores the signal is killed once the grace has passed.
+  const deaf = await runIsolated('/bin/sh', ['-c', 'trap "" TERM; echo ready; while :; do sleep 0.05; done'], { timeoutMs: 300, stop: { graceMs: 700 } })
+  t.like(deaf, { reason: 'timeout', exitCode: null, signal: 'SIGKILL', stdout: 'ready\n' })
+  t.true(deaf.durationMs >= 950, `killed ${deaf.durationMs} ms after its start`)
+  // Without stop: killed at the timeout; the trap never runs.
+  const hard = await runIsolated('/bin/sh', ['-c', trap], { timeoutMs: 500 })
+  t.like(hard, { reason: 'timeout', signal: 'SIGKILL', stdout: 'ready\n' })
+  // An abort, with another signal; what the command started is ended with the sandbox.
+  const ac = new AbortController()
+  const sb = await spawnIsolated('/bin/sh', ['-c', 'trap "echo int; exit 3" INT; sleep 4242 & echo ready; while :; do sleep 0.05; done'], { signal: ac.signal, stop: { signal: 'SIGINT', graceMs: 5000 } })
+  let out = ''
+  sb.stdout!.on('data', (d: Buffer) => (out += d))
+  await waitUntil(() => out.includes('ready'), 5000)
+  ac.abort()
+  t.like(await sb.wait(), { reason: 'canceled', exitCode: 3, signal: null })
+  t.is(out, 'ready\nint\n')
+  const cmdline = (p: string) => {
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8')
+    } catch {
+      return ''
+    }
+  }
+  t.false(readdirSync('/proc').some((p) => /^\d+$/.test(p) && cmdline(p) === 'sleep\u00004242\u0000'), 'the background sleep is gone')
+  // Bad stops are refused before anything starts; a long-lived sandbox has none in this version.
+  for (const [stop, option] of [[{ signal: 'SIGKILL', graceMs: 5 }, 'stop.signal'], [{ signal: 'SIGSTOP', graceMs: 5 }, 'stop.signal'], [{ graceMs: 0 }, 'stop.graceMs'], [{ signal: 'SIGTERM' }, 'stop.graceMs'], [{ graceMs: 5, after: 1 }, 'stop.after'], [5000, 'stop']] as const) {
+    const e = await runIsolated('/bin/true', [], { stop } as never).catch((e: unknown) => e)
+    t.true(e instanceof IsolateError && e.option === option, `${JSON.stringify(stop)}: ${String(e)}`)
+  }
+  const c = await createSandbox({ stop: { graceMs: 5 } } as never).catch((e: unknown) => e)
+  t.true(c instanceof IsolateError && c.option === 'stop', String(c))
+})
+
 test('output under the bound passes through whole, stdout and stderr together', async (t) => {
   const r = await sh('head -c 3000 /dev/zero | tr "\\0" a; echo; echo to-stderr >&2', { limits: { outputBytes: 5000 } })
   t.is(r.reason, 'exited')

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path'
 import { boundedJson, isArrayOption, JsonTooLong, nearest, optionError, ownFields, ownOptions, shown } from './errors.js'
 import { isAbortSignal } from './abort.js'
 import { loadNative } from './native.js'
+import { signalNumber, type SignalName } from './sandbox.js'
 
 export type StdioMode = 'pipe' | 'inherit' | 'ignore' | number
 /** `stdio[2]` may also be `'stdout'`: stderr goes where stdout goes, in the order written (as `2>&1`). */
@@ -111,6 +112,12 @@ export interface SpawnOptions {
   tty?: boolean | { rows: number; cols: number }
   /** `'default'` (the built-in profile), `'none'`, or a Docker/OCI seccomp profile (object or JSON text). */
   seccomp?: 'default' | 'none' | Record<string, unknown> | string
+  /**
+   * A graceful stop: at the timeout or an abort of `signal`, the command is sent `signal`
+   * (default `'SIGTERM'`) and the whole sandbox is killed only after `graceMs` (at once if the
+   * command ends before). The reason stays `'timeout'` or `'canceled'`. Default: killed at once.
+   */
+  stop?: { signal?: SignalName | number; graceMs: number }
 }
 
 /**
@@ -165,6 +172,7 @@ export interface Spec {
   seccomp: { mode: 'default' } | { mode: 'none' } | { mode: 'profile'; json: string }
   overlay?: { upper?: string; sizeBytes?: number }
   tty?: { rows: number; cols: number }
+  stop?: { signal: number; graceMs: number }
   persistent?: boolean
 }
 
@@ -173,7 +181,7 @@ const MOST_PROFILE_JSON = 4 << 20
 
 /** Options of the calls that collect the output (lib/collect.ts), refused by those that give streams. */
 const RUN_ONLY = ['input', 'encoding', 'maxBuffer']
-const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'overlay', 'seccomp', 'tty', 'landlock'])
+const KNOWN = new Set(['rootfs', 'mounts', 'hostname', 'network', 'namespaces', 'env', 'inheritEnv', 'cwd', 'user', 'limits', 'timeoutMs', 'stdio', 'signal', 'capabilities', 'overlay', 'seccomp', 'tty', 'landlock', 'stop'])
 const COUNT_LIMITS = ['outputBytes', 'openFiles', 'fileSizeBytes', 'stackBytes', 'memoryBytes', 'pids', 'cpuTimeMs'] as const
 const LIMITS = [...COUNT_LIMITS, 'cpus', 'timeoutMs', 'coreDumps']
 
@@ -540,6 +548,7 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
 
   const tty = parseTty(o.tty)
   const stdio = parseStdio(o.stdio)
+  const stop = parseStop(o.stop)
 
   if (o.signal !== undefined && !isAbortSignal(o.signal)) throw optionError('signal', 'must be an AbortSignal')
 
@@ -560,8 +569,25 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
     ...(landlock ? { landlock } : {}),
     ...(overlay ? { overlay } : {}),
     ...(tty ? { tty } : {}),
+    ...(stop ? { stop } : {}),
   })
   return { spec, stdio, signal: o.signal, command: [cmd.file, ...cmd.args].join(' ') }
+}
+
+function parseStop(v: unknown): Spec['stop'] {
+  if (v === undefined) return undefined
+  if (!isObject(v)) throw optionError('stop', "must be { signal?, graceMs }: the command's signal at the timeout or an abort, and how long it has before the sandbox is killed")
+  for (const k of Object.keys(v)) if (k !== 'signal' && k !== 'graceMs') throw optionError(`stop.${k}`, 'is not a field of stop ({ signal?, graceMs })')
+  const { signal = 'SIGTERM', graceMs } = v as { signal?: unknown; graceMs?: unknown }
+  if (!(isUint(graceMs, Number.MAX_SAFE_INTEGER) && graceMs > 0)) throw optionError('stop.graceMs', 'must be a positive integer of milliseconds')
+  let n: number
+  try {
+    n = signalNumber(signal as SignalName)
+  } catch (e) {
+    throw optionError('stop.signal', (e as Error).message)
+  }
+  if (n === signalNumber('SIGKILL') || n === signalNumber('SIGSTOP')) throw optionError('stop.signal', `must be a signal the command can handle (SIGTERM, SIGINT, SIGHUP, ...), not ${shown(signal)}: without stop the sandbox is killed at once`)
+  return { signal: n, graceMs }
 }
 
 function parseTty(v: unknown): Spec['tty'] {
@@ -592,14 +618,14 @@ function parseStdio(v: unknown): [StdioMode, StdioMode, StderrMode] {
 
 /** Options of `createSandbox`: those of `spawnIsolated` that describe the sandbox, not one command. */
 /** `limits.outputBytes` is refused in this version (a sandbox's output is its execs'). */
-export type SandboxOptions = Omit<SpawnOptions, 'stdio' | 'tty' | 'limits'> & { limits?: Omit<Limits, 'outputBytes'> & { outputBytes?: never } }
+export type SandboxOptions = Omit<SpawnOptions, 'stdio' | 'tty' | 'limits' | 'stop'> & { limits?: Omit<Limits, 'outputBytes'> & { outputBytes?: never } }
 
 const PER_EXEC = ['stdio', 'tty', ...RUN_ONLY]
 
 /** The options `api` takes, as its errors list them. */
 function optionsOf(api: string): string[] {
   if (api === 'runIsolated') return [...KNOWN, ...RUN_ONLY]
-  if (api === 'createSandbox') return [...KNOWN].filter((k) => !PER_EXEC.includes(k))
+  if (api === 'createSandbox') return [...KNOWN].filter((k) => !PER_EXEC.includes(k) && k !== 'stop')
   return [...KNOWN]
 }
 
@@ -608,6 +634,7 @@ export function normalizeSandbox(options: unknown): { spec: Spec; signal?: Abort
   options = ownOptions(options)
   if (isObject(options)) {
     for (const key of PER_EXEC) if (key in options) throw optionError(key, `is an option of each exec (${RUN_ONLY.includes(key) ? 'sb.exec' : 'sb.exec, sb.spawn'}), not of createSandbox`)
+    if ('stop' in options) throw optionError('stop', "is an option of spawnIsolated and runIsolated: a long-lived sandbox's end (destroy(), its timeoutMs, its signal) kills at once in this version")
   }
   const { spec, signal } = normalize('-', [], options, 'createSandbox')
   return { spec: ownFields({ ...spec, file: '', persistent: true }), signal }

@@ -44,6 +44,10 @@ pub struct Spec {
     /// relays it to the caller's stdin and stdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<Tty>,
+    /// A graceful stop: at the timeout or a cancel the command is sent `signal` first, and the
+    /// whole sandbox is killed only once `grace_ms` have passed (at once if it ends before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
     /// A long-lived sandbox (`createSandbox`): no command of its own; its init waits for execs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub persistent: bool,
@@ -58,6 +62,13 @@ pub struct Spec {
 pub struct Tty {
     pub rows: u16,
     pub cols: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Stop {
+    pub signal: i32,
+    pub grace_ms: u64,
 }
 
 /// OverlayFS over the rootfs: the rootfs is the lower layer and is never modified.
@@ -262,6 +273,7 @@ impl Spec {
             landlock: None,
             overlay: None,
             tty: None,
+            stop: None,
             persistent: false,
             umask: None,
         }

@@ -722,6 +722,10 @@ struct Supervisor {
     command_started: bool,
     /// Past the deadline: the relay is closed once the init has ended it.
     close_relay_at_end: bool,
+    /// `spec.stop`: a timeout or a cancel signals the command first.
+    stop: Option<crate::spec::Stop>,
+    /// A graceful stop is under way: when the sandbox is killed all the same.
+    stop_by: Option<Instant>,
     /// Held until the overlay on it is gone, let go before the caller hears of the end.
     upper_lock: Option<OwnedFd>,
 }
@@ -811,7 +815,37 @@ impl Supervisor {
             kill_init_at: None,
             command_started: false,
             close_relay_at_end: false,
+            stop: spec.stop,
+            stop_by: None,
             upper_lock: child.upper_lock,
+        }
+    }
+
+    /// End the sandbox for `why` (its timeout, a cancel): with a graceful stop the running
+    /// command is sent its signal and has the grace to end (its output still relayed); else, and
+    /// before the command runs, at once.
+    fn stop_sandbox(&mut self, why: Reason) {
+        if self.stop_by.is_some() {
+            return;
+        }
+        let grace = self.stop.filter(|_| self.command_started && self.ended.is_none() && self.report_open);
+        match grace.and_then(|s| Some((s.signal, Instant::now().checked_add(Duration::from_millis(s.grace_ms))?))) {
+            Some((signal, by)) => {
+                self.forced.get_or_insert(why);
+                // SAFETY: kill(2) on our own child; the init forwards it to the command.
+                unsafe { libc::kill(self.init.as_raw(), signal) };
+                self.stop_by = Some(by);
+            }
+            None => self.end_now(why),
+        }
+    }
+
+    /// End the sandbox for `why` at once; past the deadline, what its relay still holds is not
+    /// waited for.
+    fn end_now(&mut self, why: Reason) {
+        self.end_sandbox(Some(why));
+        if why == Reason::Timeout {
+            self.close_relay_at_end = true;
         }
     }
 
@@ -855,8 +889,11 @@ impl Supervisor {
     fn poll_timeout(&self) -> PollTimeout {
         let tty = self.tty.as_ref().filter(|t| !t.finished());
         let tty_due = [tty.and_then(TtyRelay::next_due), tty.and(self.tty_cutoff)];
-        let next =
-            [self.deadline, self.next_cpu_check, self.kill_init_at, self.execs.as_ref().and_then(Execs::next_due)].into_iter().chain(tty_due).flatten().min();
+        let next = [self.deadline, self.stop_by, self.next_cpu_check, self.kill_init_at, self.execs.as_ref().and_then(Execs::next_due)]
+            .into_iter()
+            .chain(tty_due)
+            .flatten()
+            .min();
         match next {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
@@ -1063,8 +1100,11 @@ impl Supervisor {
         }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             self.deadline = None;
-            self.end_sandbox(Some(Reason::Timeout));
-            self.close_relay_at_end = true;
+            self.stop_sandbox(Reason::Timeout);
+        }
+        if self.stop_by.is_some_and(|d| Instant::now() >= d) {
+            self.stop_by = None;
+            self.end_now(self.forced.unwrap_or(Reason::Timeout));
         }
         // Whatever is still buffered past the deadline is not waited for; while the init kills
         // and reaps (kill_all), the pipes stay open: closed now, the command could end by
@@ -1155,7 +1195,7 @@ impl Supervisor {
         }
         while let Some(line) = self.requests.next_line() {
             match Request::parse(&line) {
-                Some(Request::Cancel) => self.end_sandbox(Some(Reason::Canceled)),
+                Some(Request::Cancel) => self.stop_sandbox(Reason::Canceled),
                 Some(Request::Signal(libc::SIGKILL)) => self.end_sandbox(None),
                 Some(Request::Resize(rows, cols)) => match &self.tty {
                     Some(tty) => tty.resize(rows, cols),

@@ -286,6 +286,20 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
     if l.memory_bytes.is_some_and(|m| m < 1 << 20) {
         return Err(bad("limits.memoryBytes", "must be at least 1 MiB: below that not even the sandbox's init starts"));
     }
+    if let Some(stop) = spec.stop {
+        if spec.persistent {
+            return Err(bad(
+                "stop",
+                "is an option of a sandbox's own command; a long-lived sandbox's end (destroy, its timeout) kills at once in this version",
+            ));
+        }
+        if stop.signal == libc::SIGKILL || stop.signal == libc::SIGSTOP || !(1..=libc::SIGRTMAX()).contains(&stop.signal) {
+            return Err(bad("stop.signal", "must be a signal the command can handle (SIGTERM, SIGINT, SIGHUP, ...), not SIGKILL or SIGSTOP"));
+        }
+        if stop.grace_ms == 0 {
+            return Err(bad("stop.graceMs", "must be greater than 0"));
+        }
+    }
     if l.stack_bytes.is_some_and(|b| b < MIN_STACK_BYTES) {
         return Err(bad("limits.stackBytes", format!("must be at least {MIN_STACK_BYTES} (256 KiB): a smaller stack crashes programs (SIGSEGV) before their main, which reads as the program's own crash")));
     }
@@ -395,6 +409,23 @@ mod tests {
         assert_eq!(validate(&s).unwrap_err().option, "limits.stackBytes");
         s.limits.stack_bytes = Some(MIN_STACK_BYTES);
         assert_eq!(validate(&s), Ok(()));
+    }
+
+    #[test]
+    fn a_stop_with_an_uncatchable_signal_no_grace_or_in_a_long_lived_sandbox_names_the_option() {
+        let mut s = spec();
+        s.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 500 });
+        assert_eq!(validate(&s), Ok(()));
+        s.stop = Some(Stop { signal: libc::SIGKILL, grace_ms: 500 });
+        assert_eq!(validate(&s).unwrap_err().option, "stop.signal");
+        s.stop = Some(Stop { signal: 0, grace_ms: 500 });
+        assert_eq!(validate(&s).unwrap_err().option, "stop.signal");
+        s.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 0 });
+        assert_eq!(validate(&s).unwrap_err().option, "stop.graceMs");
+        let mut p = Spec::new("", vec![]);
+        p.persistent = true;
+        p.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 500 });
+        assert_eq!(validate(&p).unwrap_err().option, "stop");
     }
 
     #[test]
