@@ -344,8 +344,9 @@ test('a descriptor Node inherited without close-on-exec reaches neither the help
       await new Promise((r) => setTimeout(r, 200))
     }
     // The image tool, waiting to open a FIFO that no one writes yet (an abort ends it there). Its
-    // fds are listed once it sleeps in that openat (257 on x86_64), past its main's first step:
-    // right after the exec it still holds what it inherited, which it closes first thing.
+    // fds are listed once it sleeps in that openat, past its main's first step: right after the
+    // exec it still holds what it inherited, which it closes first thing.
+    const OPENAT = ({ x64: '257', arm64: '56' })[process.arch]
     const { unpackRootfs } = await import(${JSON.stringify(join(root, 'index.ts'))})
     const ac = new AbortController()
     const unpack = unpackRootfs(${JSON.stringify(join(dir, 'fifo'))}, ${JSON.stringify(join(dir, 'out'))}, { signal: ac.signal }).catch((e) => e.code)
@@ -354,7 +355,7 @@ test('a descriptor Node inherited without close-on-exec reaches neither the help
     for (let i = 0; i < 500 && !result.tool; i++) {
       await new Promise((r) => setTimeout(r, 10))
       const tool = readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).find((p) => comm(p) === 'isolate-image' && ppid(p) === process.pid)
-      if (tool && syscall(tool) === '257') result.tool = links(tool)
+      if (tool && syscall(tool) === OPENAT) result.tool = links(tool)
     }
     ac.abort()
     result.unpack = await unpack

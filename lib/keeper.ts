@@ -653,7 +653,7 @@ export async function killAllIn(dir: string, entry: SandboxEntry, ref: string, t
 /**
  * Send one request on `conn` and wait until the keeper closes it (it does once it has answered):
  * resolves with its REPLY's payload or the error it sent, or neither (closed without an answer);
- * rejects with `late()` when it has not closed within `timeoutMs`.
+ * rejects with `late()` when it has neither answered nor closed within `timeoutMs`.
  */
 function askKeeper(conn: Socket, request: KeeperRequest, timeoutMs: number, late: () => Error): Promise<{ reply?: unknown; error?: Error }> {
   return new Promise((resolve, reject) => {
@@ -675,7 +675,7 @@ function askKeeper(conn: Socket, request: KeeperRequest, timeoutMs: number, late
     conn.on('error', () => {})
     conn.on('close', () => {
       clearTimeout(timer)
-      if (timedOut) reject(late())
+      if (timedOut && !('reply' in answer) && !answer.error) reject(late())
       else resolve(answer)
     })
     conn.write(jsonFrame(Frame.REQUEST, request))

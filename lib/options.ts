@@ -650,7 +650,10 @@ export interface ExecOptions {
   tty?: boolean | { rows: number; cols: number }
   /** Default `'pipe'`. With a tty, stderr is the terminal too and its slot is ignored. */
   stdio?: Stdio
-  /** This command's wall clock: its process group is killed and the reason is `'timeout'`. */
+  /**
+   * This command's wall clock, from its execve (its wait to be started is bounded by it too,
+   * apart): its process group is killed and the reason is `'timeout'`.
+   */
   timeoutMs?: number
   /**
    * Ends this command: its process group is killed (SIGKILL) and the reason is `'canceled'`; the

@@ -39,6 +39,7 @@ export interface ExecExit {
    * `'output-limit'`: `sb.exec` killed it at its `maxBuffer`.
    */
   reason: ExecReason
+  /** From the command's execve to its end. */
   durationMs: number
   /** The command's pid as the sandbox sees it. */
   pid: number

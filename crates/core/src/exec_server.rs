@@ -31,7 +31,6 @@ const MAX_WORK: usize = MAX_REQUEST + (4 << 10);
 /// its abort and kill() would do nothing). Each exec drops them.
 pub(crate) const FORK_CAPS: [&str; 4] = ["SETGID", "SETUID", "SETPCAP", "KILL"];
 
-/// An exec forked but not yet past execve: its status pipe tells which way it went.
 /// What an exec's command writes on its status pipe as it goes to its execve: b'T' and when
 /// (CLOCK_MONOTONIC ns, little-endian). An error, when one follows, is JSON (never a 'T').
 fn exec_record(at: u64) -> [u8; 9] {
@@ -50,10 +49,12 @@ fn take_exec_record(buf: &mut Vec<u8>) -> Option<u64> {
     Some(at)
 }
 
+/// An exec forked but not yet past execve: its status pipe tells which way it went.
 struct Starting {
     id: u32,
     pid: Pid,
     status: OwnedFd,
+    /// What the status pipe held so far: the [`exec_record`], then an error's JSON if any.
     error: Vec<u8>,
 }
 

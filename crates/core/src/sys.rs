@@ -830,13 +830,31 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Whether descriptors `a` and `b` of this process share one open file description (a dup), by
-/// kcmp(2); false where kcmp is missing (a kernel without CONFIG_KCMP).
+/// Whether descriptors `a` and `b` of this process write to one place: one open file
+/// description (a dup), by kcmp(2); where kcmp is refused (Docker's and Kubernetes' default
+/// seccomp profiles, gVisor, a kernel without CONFIG_KCMP), one pipe, by its inode (a pipe has
+/// no offset or flags of a description's that would tell two opens of it apart).
 pub fn same_open_file(a: RawFd, b: RawFd) -> bool {
     const KCMP_FILE: libc::c_int = 0;
     let pid = std::process::id() as libc::pid_t;
     // SAFETY: kcmp compares two descriptor numbers of our own process; it touches no memory.
-    (unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) }) == 0
+    match unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) } {
+        0 => true,
+        r if r > 0 => false,
+        _ => same_pipe(a, b),
+    }
+}
+
+/// Whether `a` and `b` are both ends onto one pipe.
+fn same_pipe(a: RawFd, b: RawFd) -> bool {
+    // SAFETY: descriptors of this process's, open while it asks.
+    let pipe = |fd| {
+        nix::sys::stat::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+            .ok()
+            .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+            .map(|st| (st.st_dev, st.st_ino))
+    };
+    pipe(a).is_some_and(|x| pipe(b) == Some(x))
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of [`Instant`](std::time::Instant), readable in another
@@ -1646,6 +1664,23 @@ fn mount_ids() -> Option<Vec<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_ends_onto_one_pipe_are_one_place_and_two_pipes_or_files_are_not() {
+        use std::os::fd::AsRawFd;
+        let (_r1, w1) = nix::unistd::pipe().unwrap();
+        let (_r2, w2) = nix::unistd::pipe().unwrap();
+        let dup = nix::unistd::dup(&w1).unwrap();
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        let file2 = std::fs::File::open("/proc/self/stat").unwrap();
+        // Where kcmp is refused (Docker's default profile), the pipe's inode decides.
+        assert!(same_pipe(w1.as_raw_fd(), dup.as_raw_fd()));
+        assert!(!same_pipe(w1.as_raw_fd(), w2.as_raw_fd()));
+        assert!(!same_pipe(file.as_raw_fd(), file2.as_raw_fd()), "only pipes: two opens of a file have offsets of their own");
+        assert!(same_open_file(w1.as_raw_fd(), dup.as_raw_fd()));
+        assert!(!same_open_file(w1.as_raw_fd(), w2.as_raw_fd()));
+        assert!(!same_open_file(file.as_raw_fd(), file2.as_raw_fd()));
+    }
 
     #[test]
     fn a_killed_childs_start_time_is_read_from_its_zombie_before_the_reap_gives_its_pid_away() {
