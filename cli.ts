@@ -609,7 +609,13 @@ function planRun(argv: string[]): RunPlan | 'help' {
   const { options, mountFlags } = sandboxOptions(values, tokens)
 
   if (values['stop-signal'] !== undefined && values.grace === undefined) throw new UsageError('--stop-signal needs --grace: the time the command has after that signal before the sandbox is killed')
-  if (values.grace !== undefined) options.stop = { graceMs: parseDuration('--grace', values.grace), ...(values['stop-signal'] !== undefined ? { signal: values['stop-signal'] as SignalName } : {}) }
+  if (values.grace !== undefined && values.timeout === undefined) throw new UsageError('--grace needs --timeout: it is the time the command has after the timeout before the sandbox is killed')
+  if (values.grace !== undefined) {
+    const sig = values['stop-signal']
+    // As kill(1) and docker take it: SIGTERM, TERM or 15.
+    const signal = sig === undefined ? undefined : /^\d+$/.test(sig) ? Number(sig) : ((sig.toUpperCase().startsWith('SIG') ? '' : 'SIG') + sig.toUpperCase()) as SignalName
+    options.stop = { graceMs: parseDuration('--grace', values.grace), ...(signal !== undefined ? { signal } : {}) }
+  }
 
   const json = values.json === true
   const tty = values.tty === true

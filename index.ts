@@ -124,6 +124,8 @@ async function spawnAs(api: string, file: string, args: string[], options: Spawn
     // canceled, is gone), whether or not the command had been exec'd meanwhile. Canceled here
     // too: the abort's listener may not have run yet (it runs as the event is dispatched).
     sb.cancel()
+    // At once, whatever its stop: nobody has its streams to hear a graceful end.
+    sb.kill('SIGKILL')
     await sb.wait().catch(() => {})
     for (const s of [sb.stdin, sb.stdout, sb.stderr]) s?.destroy()
     refillPool()

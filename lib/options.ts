@@ -213,7 +213,7 @@ const NAMED_HERE: Record<string, string> = {
   stackBytes: 'limits.stackBytes',
   stackSize: 'limits.stackBytes',
   coreDumps: 'limits.coreDumps',
-  killSignal: 'SIGKILL ends a sandbox at its timeoutMs and limits; a Sandbox takes other signals from sb.kill(signal)',
+  killSignal: 'stop: { signal, graceMs } (the command gets signal at the timeout or an abort, SIGKILL after the grace); a Sandbox takes any signal from sb.kill(signal)',
   shell: "the command '/bin/sh' with args ['-c', script]",
   cmd: 'the call\'s file and args',
   command: 'the call\'s file and args',
@@ -574,6 +574,8 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
   return { spec, stdio, signal: o.signal, command: [cmd.file, ...cmd.args].join(' ') }
 }
 
+const UNFORWARDED = ['SIGKILL', 'SIGSTOP', 'SIGSEGV', 'SIGBUS', 'SIGILL', 'SIGFPE', 'SIGTRAP', 'SIGSYS', 'SIGCHLD'] as const
+
 function parseStop(v: unknown): Spec['stop'] {
   if (v === undefined) return undefined
   if (!isObject(v)) throw optionError('stop', "must be { signal?, graceMs }: the command's signal at the timeout or an abort, and how long it has before the sandbox is killed")
@@ -586,7 +588,11 @@ function parseStop(v: unknown): Spec['stop'] {
   } catch (e) {
     throw optionError('stop.signal', (e as Error).message)
   }
-  if (n === signalNumber('SIGKILL') || n === signalNumber('SIGSTOP')) throw optionError('stop.signal', `must be a signal the command can handle (SIGTERM, SIGINT, SIGHUP, ...), not ${shown(signal)}: without stop the sandbox is killed at once`)
+  // The init forwards neither what the command cannot handle nor what the kernel sends the init
+  // itself (a fault's, a child's end).
+  if (UNFORWARDED.some((name) => signalNumber(name) === n)) {
+    throw optionError('stop.signal', `must be a signal the command can handle and the sandbox's init forwards (SIGTERM, SIGINT, SIGHUP, SIGUSR1, ...), not ${shown(signal)}${n === signalNumber('SIGKILL') ? ': without stop the sandbox is killed at once' : ''}`)
+  }
   return { signal: n, graceMs }
 }
 

@@ -338,7 +338,10 @@ export class Sandbox {
     return this.#tty && this.#send(`resize ${rows} ${cols}`)
   }
 
-  /** End the whole sandbox; `wait()` reports `reason: 'canceled'`. */
+  /**
+   * End the whole sandbox; `wait()` reports `reason: 'canceled'`. With the `stop` option the
+   * command gets its signal and grace first (`kill('SIGKILL')` ends it at once).
+   */
   cancel(): boolean {
     return this.#send('cancel')
   }

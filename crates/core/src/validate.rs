@@ -293,8 +293,11 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
                 "is an option of a sandbox's own command; a long-lived sandbox's end (destroy, its timeout) kills at once in this version",
             ));
         }
-        if stop.signal == libc::SIGKILL || stop.signal == libc::SIGSTOP || !(1..=libc::SIGRTMAX()).contains(&stop.signal) {
-            return Err(bad("stop.signal", "must be a signal the command can handle (SIGTERM, SIGINT, SIGHUP, ...), not SIGKILL or SIGSTOP"));
+        // The init forwards neither what the command cannot handle nor what the kernel sends the
+        // init itself (a fault's, a child's end).
+        let unforwarded = [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGCHLD];
+        if unforwarded.contains(&stop.signal) || !(1..=64).contains(&stop.signal) || (32..34).contains(&stop.signal) {
+            return Err(bad("stop.signal", "must be a signal the command can handle and the sandbox's init forwards (SIGTERM, SIGINT, SIGHUP, SIGUSR1, ...)"));
         }
         if stop.grace_ms == 0 {
             return Err(bad("stop.graceMs", "must be greater than 0"));
@@ -418,8 +421,10 @@ mod tests {
         assert_eq!(validate(&s), Ok(()));
         s.stop = Some(Stop { signal: libc::SIGKILL, grace_ms: 500 });
         assert_eq!(validate(&s).unwrap_err().option, "stop.signal");
-        s.stop = Some(Stop { signal: 0, grace_ms: 500 });
-        assert_eq!(validate(&s).unwrap_err().option, "stop.signal");
+        for signal in [0, libc::SIGCHLD, libc::SIGSEGV, 32, 65] {
+            s.stop = Some(Stop { signal, grace_ms: 500 });
+            assert_eq!(validate(&s).unwrap_err().option, "stop.signal", "{signal}");
+        }
         s.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 0 });
         assert_eq!(validate(&s).unwrap_err().option, "stop.graceMs");
         let mut p = Spec::new("", vec![]);
