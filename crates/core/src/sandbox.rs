@@ -925,7 +925,8 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
     // The command shares the init's memory until its execve (the init waits meanwhile): it takes
     // no copy of the init's page tables and no copy-on-write fault, and the init's own steps
     // below wait until the command is on its way. The init is single-threaded.
-    // Written by the command (it shares this memory) as it goes to its execve.
+    // Written by the command as it goes to its execve: the one datum of the init's it changes
+    // (see spawn_sharing_memory), made for it, read once the init runs again after that execve.
     let exec_at = std::cell::Cell::new(0u64);
     let mut run_command = || -> i32 {
         let e = exec_command(spec, spec.command(), seccomp, slave.as_ref(), &mut |at| exec_at.set(at));
