@@ -20,7 +20,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Socket } from 'node:net'
-import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxOptions, type SandboxResult, type SpawnOptions, type UnpackProgress } from './index.js'
+import { configurePool, IsolateError, importImage, probe, spawnIsolated, unpackRootfs, type ExecProcess, type HostProbe, type Limits, type MountOption, type Sandbox, type SandboxOptions, type SandboxResult, type SpawnOptions, type Stop, type UnpackProgress } from './index.js'
 import { nearest } from './lib/errors.js'
 import { encodeFrame, Frame, jsonFrame, onFrames, STDIN_WINDOW } from './lib/frames.js'
 import { connectKeeper, DESTROYED, errorFromJSON, killAllIn, removeSandbox, runKeeper, startKeeper, type ExecRequest } from './lib/keeper.js'
@@ -118,6 +118,8 @@ Limits (durations with a unit: 500ms, 5s, 2m, 1h; sizes like 64M, 1G, 512K or by
   --grace DURATION         at --timeout, send the command SIGTERM first and kill the sandbox
                            only after DURATION (at once if it ends before; still exit 124)
   --stop-signal SIG        that signal instead of SIGTERM (with --grace), e.g. SIGINT
+  --stop-group             send it to the command's whole process group (with --grace): what a
+                           shell started too
   --memory SIZE            memory limit, swap off (the sandbox's cgroup; reason oom)
   --pids N|unlimited       process/thread limit    (the sandbox's cgroup; without it 2048,
                            counted in the sandbox's user namespace, see isolate doctor)
@@ -194,6 +196,10 @@ Options:
                            '-e K' copies K from isolate's own environment
   --cwd DIR                working directory inside (default: the sandbox's)
   --timeout DURATION       wall-clock limit for this command; isolate then exits 124
+  --grace DURATION         at --timeout, send the command SIGTERM first and kill its process
+                           group only after DURATION (at once if it ends before; still exit 124)
+  --stop-signal SIG        that signal instead of SIGTERM (with --grace), e.g. SIGINT
+  --stop-group             send it to the command's whole process group (with --grace)
   --json                   after the command ends, print one JSON object on stdout: {command,
                            exitCode, signal, reason (exited, signaled, timeout, oom, cpu-time,
                            canceled), durationMs, usage (absent when the sandbox's end cut it)},
@@ -454,14 +460,20 @@ const SANDBOX_FLAGS = {
   help: { type: 'boolean', short: 'h' },
 } as const
 
+/** A graceful stop at --timeout (run and exec). */
+const STOP_FLAGS = {
+  grace: { type: 'string' },
+  'stop-signal': { type: 'string' },
+  'stop-group': { type: 'boolean' },
+} as const
+
 const RUN_OPTIONS = {
   ...SANDBOX_FLAGS,
   json: { type: 'boolean' },
   tty: { type: 'boolean', short: 't' },
   interactive: { type: 'boolean', short: 'i' },
   output: { type: 'string' },
-  grace: { type: 'string' },
-  'stop-signal': { type: 'string' },
+  ...STOP_FLAGS,
 } as const
 
 /** Library option names back to the flags that set them, for error messages. */
@@ -484,6 +496,7 @@ const FLAG_OF: Record<string, string> = {
   stop: '--grace',
   'stop.graceMs': '--grace',
   'stop.signal': '--stop-signal',
+  'stop.group': '--stop-group',
 }
 
 interface RunPlan {
@@ -600,6 +613,19 @@ function sandboxOptions(values: SandboxFlags, tokens: ParsedToken[]): { options:
   return { options, mountFlags }
 }
 
+/** --grace, --stop-signal and --stop-group as a stop option; `what` is killed after the grace. */
+function planStop(values: { timeout?: string; grace?: string; 'stop-signal'?: string; 'stop-group'?: boolean }, what: string): Stop | undefined {
+  for (const flag of ['stop-signal', 'stop-group'] as const) {
+    if (values[flag] !== undefined && values.grace === undefined) throw new UsageError(`--${flag} needs --grace: the time the command has after the signal before ${what} is killed`)
+  }
+  if (values.grace === undefined) return undefined
+  if (values.timeout === undefined) throw new UsageError(`--grace needs --timeout: it is the time the command has after the timeout before ${what} is killed`)
+  const sig = values['stop-signal']
+  // As kill(1) and docker take it: SIGTERM, TERM or 15.
+  const signal = sig === undefined ? undefined : /^\d+$/.test(sig) ? Number(sig) : ((sig.toUpperCase().startsWith('SIG') ? '' : 'SIG') + sig.toUpperCase()) as SignalName
+  return { graceMs: parseDuration('--grace', values.grace), ...(signal !== undefined ? { signal } : {}), ...(values['stop-group'] ? { group: true } : {}) }
+}
+
 function planRun(argv: string[]): RunPlan | 'help' {
   const { optionArgs, command } = splitCommand(argv)
   const { values, tokens } = parseParsed(() => parseArgs({ args: optionArgs, options: RUN_OPTIONS, strict: true, allowPositionals: false, tokens: true }), 'run')
@@ -608,14 +634,8 @@ function planRun(argv: string[]): RunPlan | 'help' {
   const [file, ...args] = command
   const { options, mountFlags } = sandboxOptions(values, tokens)
 
-  if (values['stop-signal'] !== undefined && values.grace === undefined) throw new UsageError('--stop-signal needs --grace: the time the command has after that signal before the sandbox is killed')
-  if (values.grace !== undefined && values.timeout === undefined) throw new UsageError('--grace needs --timeout: it is the time the command has after the timeout before the sandbox is killed')
-  if (values.grace !== undefined) {
-    const sig = values['stop-signal']
-    // As kill(1) and docker take it: SIGTERM, TERM or 15.
-    const signal = sig === undefined ? undefined : /^\d+$/.test(sig) ? Number(sig) : ((sig.toUpperCase().startsWith('SIG') ? '' : 'SIG') + sig.toUpperCase()) as SignalName
-    options.stop = { graceMs: parseDuration('--grace', values.grace), ...(signal !== undefined ? { signal } : {}) }
-  }
+  const stop = planStop(values, 'the sandbox')
+  if (stop) options.stop = stop
 
   const json = values.json === true
   const tty = values.tty === true
@@ -959,6 +979,7 @@ const EXEC_OPTIONS = {
   env: { type: 'string', short: 'e', multiple: true },
   cwd: { type: 'string' },
   timeout: { type: 'string' },
+  ...STOP_FLAGS,
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const
@@ -987,6 +1008,8 @@ function planExec(argv: string[]): { ref: string; request: ExecRequest; json: bo
     request.cwd = values.cwd
   }
   if (values.timeout !== undefined) request.timeoutMs = parseDuration('--timeout', values.timeout)
+  const stop = planStop(values, 'its process group')
+  if (stop) request.stop = stop
   if (values.tty) request.tty = { rows: process.stdout.rows || 24, cols: process.stdout.columns || 80 }
   const json = values.json === true
   if (json && values.tty) throw new UsageError('-t and --json do not go together: a terminal\'s output cannot be kept apart from the result', MORE.exec)

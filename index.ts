@@ -13,7 +13,7 @@ import { Sandbox, type SandboxResult } from './lib/sandbox.js'
 
 export { IsolateError } from './lib/errors.js'
 export type { IsolateErrorCode, IsolateErrorDetails } from './lib/errors.js'
-export type { SpawnOptions, SandboxOptions, ExecOptions, MountOption, BindMount, TmpfsMount, OverlayMount, Limits, StdioMode, StderrMode, Stdio, NamespaceName } from './lib/options.js'
+export type { SpawnOptions, SandboxOptions, ExecOptions, Stop, MountOption, BindMount, TmpfsMount, OverlayMount, Limits, StdioMode, StderrMode, Stdio, NamespaceName } from './lib/options.js'
 export { Sandbox } from './lib/sandbox.js'
 export type { SandboxResult, ExitReason, Usage, SignalName } from './lib/sandbox.js'
 export { PersistentSandbox, ExecProcess } from './lib/persistent.js'

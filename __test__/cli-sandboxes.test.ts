@@ -389,6 +389,13 @@ test('exec: a command that cannot be found exits 127 naming the step; --timeout 
 
   const slow = await rt.cli(['exec', '--timeout', '300ms', id, '--', '/bin/sleep', '30'])
   t.is(slow.status, 124)
+  // --grace: the command's trap runs at the timeout, its output still comes; still 124.
+  const graceful = await rt.cli(['exec', '--timeout', '1s', '--grace', '5s', '--stop-signal', 'INT', id, '--', '/bin/sh', '-c', 'trap "echo got-int; exit 4" INT; while :; do sleep 0.05; done'])
+  t.is(graceful.status, 124, graceful.stderr)
+  t.is(graceful.stdout, 'got-int\n')
+  const ungraced = await rt.cli(['exec', '--grace', '1s', id, '--', '/bin/true'])
+  t.is(ungraced.status, 125)
+  t.regex(ungraced.stderr, /--grace needs --timeout/)
 
   const term = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo ready; exec /bin/sleep 30'], {
     onStdout: { text: 'ready', then: (child) => child.kill('SIGTERM') },

@@ -72,6 +72,14 @@ test('run: --grace sends the command SIGTERM (or --stop-signal) at --timeout and
   const kill = await cli(['run', '--timeout', '1s', '--grace', '1s', '--stop-signal', 'SIGKILL', '--', '/bin/true'])
   t.is(kill.status, 125)
   t.regex(kill.stderr, /option: stop\.signal \(--stop-signal\)/)
+  // --stop-group: the shell's child gets it too (the shell ignores it and waits for the child).
+  const parent = `/bin/sh -c 'trap "echo child-term; exit 0" TERM; while :; do sleep 0.05; done' & trap "" TERM; wait`
+  const group = await cli(['run', '--timeout', '1s', '--grace', '5s', '--stop-group', '--', '/bin/sh', '-c', parent])
+  t.is(group.status, 124, group.stderr)
+  t.is(group.stdout, 'child-term\n')
+  const lone = await cli(['run', '--stop-group', '--', '/bin/true'])
+  t.is(lone.status, 125)
+  t.regex(lone.stderr, /--stop-group needs --grace/)
 })
 
 test('run: a bad --timeout is a usage error (125)', async (t) => {

@@ -63,6 +63,16 @@ test("stop: at the timeout or an abort the command gets its signal and the grace
   t.true(c instanceof IsolateError && c.option === 'stop', String(c))
 })
 
+test("stop.group: the signal reaches the command's whole process group (a shell's child too); without it, the command alone", async (t) => {
+  // A shell that ignores the signal and waits for its child: only a signal to the group reaches
+  // the child's trap (the shell's wait then ends); to the shell alone, the grace ends them.
+  const parent = `/bin/sh -c 'trap "echo child-term; exit 0" TERM; while :; do sleep 0.05; done' & trap "" TERM; wait`
+  t.like(await runIsolated('/bin/sh', ['-c', parent], { timeoutMs: 1000, stop: { graceMs: 5000, group: true } }), { reason: 'timeout', exitCode: 0, stdout: 'child-term\n' })
+  t.like(await runIsolated('/bin/sh', ['-c', parent], { timeoutMs: 1000, stop: { graceMs: 700 } }), { reason: 'timeout', signal: 'SIGKILL', stdout: '' })
+  const e = await runIsolated('/bin/true', [], { stop: { graceMs: 5, group: 1 } } as never).catch((e: unknown) => e)
+  t.true(e instanceof IsolateError && e.option === 'stop.group', String(e))
+})
+
 test('an abort while spawnIsolated starts rejects it at once, whatever its stop: nobody has the streams to hear a graceful end', async (t) => {
   // Aborts 0 to 20 ms into the call, three times over: some land between the command's execve
   // and the call's end (a window of a few ms: one sweep met it in 1 of 3 runs of the old code).

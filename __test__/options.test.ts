@@ -260,7 +260,7 @@ test("an unknown option's error names the call the caller made, what the option 
   const sb = await createSandbox()
   t.teardown(() => sb.destroy())
   cases.push(
-    [() => sb.exec('/bin/true', [], { timeout: 1 } as never), 'timeout', /^options\.timeout: is not an option of sb\.spawn or sb\.exec \(did you mean timeoutMs\?\); its options are env, cwd, tty, stdio, timeoutMs, signal, input, encoding, maxBuffer$/],
+    [() => sb.exec('/bin/true', [], { timeout: 1 } as never), 'timeout', /^options\.timeout: is not an option of sb\.spawn or sb\.exec \(did you mean timeoutMs\?\); its options are env, cwd, tty, stdio, timeoutMs, signal, stop, input, encoding, maxBuffer$/],
     [async () => configurePool({ szie: 2 } as never), 'szie', /^options\.szie: is not an option of configurePool \(did you mean size\?\); its options are size$/],
   )
   for (const [call, option, message] of cases) {

@@ -265,6 +265,47 @@ test('an exec\'s own timeout kills its process group; kill() signals it; the san
   t.is(t.throws(() => leader.kill('SIGTERM', { grup: true } as never), { instanceOf: IsolateError })?.option, 'grup')
 })
 
+test("an exec's stop: at its timeout or an abort its command gets the signal and the grace (its output still comes), then its process group is killed; group: true reaches what a shell started; the sandbox lives on", async (t) => {
+  const sb = await sandbox(t)
+  const trap = 'trap "echo got-term; sleep 0.2; echo flushed; exit 7" TERM; echo ready; while :; do sleep 0.05; done'
+  // Timeouts of 1 s: the shell has set its trap by then, on a loaded host too.
+  const graceful = await sh(sb, trap, { timeoutMs: 1000, stop: { graceMs: 5000 } })
+  t.like(graceful, { reason: 'timeout', exitCode: 7, signal: null, stdout: 'ready\ngot-term\nflushed\n' })
+  t.true(graceful.durationMs >= 1190 && graceful.durationMs < 5000, `ended ${graceful.durationMs} ms after its start: at its own end, not the grace's`)
+  // One that ignores the signal is killed once the grace has passed.
+  const deaf = await sh(sb, 'trap "" TERM; echo ready; while :; do sleep 0.05; done', { timeoutMs: 1000, stop: { graceMs: 700 } })
+  t.like(deaf, { reason: 'timeout', exitCode: null, signal: 'SIGKILL', stdout: 'ready\n' })
+  t.true(deaf.durationMs >= 1650, `killed ${deaf.durationMs} ms after its start`)
+  // Without stop: killed at the timeout; the trap never runs.
+  t.like(await sh(sb, trap, { timeoutMs: 500 }), { reason: 'timeout', signal: 'SIGKILL', stdout: 'ready\n' })
+  // A shell that ignores the signal and waits for its child: with group: true the child gets it
+  // too (its trap runs, the shell's wait ends); without, only the shell does, and the grace ends both.
+  const parent = `/bin/sh -c 'trap "echo child-term; exit 0" TERM; while :; do sleep 0.05; done' & trap "" TERM; wait`
+  t.like(await sh(sb, parent, { timeoutMs: 1000, stop: { graceMs: 5000, group: true } }), { reason: 'timeout', exitCode: 0, stdout: 'child-term\n' })
+  t.like(await sh(sb, parent, { timeoutMs: 1000, stop: { graceMs: 700 } }), { reason: 'timeout', signal: 'SIGKILL', stdout: '' })
+  // An abort, with another signal: the command's trap runs; what it started in its group goes
+  // as soon as it has ended.
+  const ac = new AbortController()
+  const p = await sb.spawn('/bin/sh', ['-c', 'trap "echo int; exit 3" INT; /bin/sleep 4243 & echo ready; while :; do sleep 0.05; done'], { signal: ac.signal, stop: { signal: 'SIGINT', graceMs: 5000 } })
+  let out = ''
+  p.stdout!.on('data', (d: Buffer) => (out += d))
+  t.true(await waitUntil(() => out.includes('ready'), 5000))
+  ac.abort()
+  t.like(await p.wait(), { reason: 'canceled', exitCode: 3, signal: null })
+  let rest = await commandLines(sb)
+  for (let i = 0; i < 50 && /sleep 4243/.test(rest); i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    rest = await commandLines(sb)
+  }
+  t.notRegex(rest, /sleep 4243/, 'its background sleep went with it')
+  t.is((await sb.exec('/bin/echo', ['alive'])).stdout, 'alive\n')
+  // Bad stops are refused, naming the field.
+  for (const [stop, option] of [[{ signal: 'SIGKILL', graceMs: 5 }, 'stop.signal'], [{ graceMs: 0 }, 'stop.graceMs'], [{ graceMs: 5, group: 'yes' }, 'stop.group'], [{ graceMs: 5, after: 1 }, 'stop.after']] as const) {
+    const e = await sb.exec('/bin/true', [], { stop } as never).catch((e: unknown) => e)
+    t.true(e instanceof IsolateError && e.option === option, `${JSON.stringify(stop)}: ${String(e)}`)
+  }
+})
+
 test("an exec's timeoutMs and durationMs count from its command's start, not from its wait for the init (which still bounds that wait)", async (t) => {
   const sb = await sandbox(t)
   // The init stopped for 400 ms: the exec waits that long to start, then runs 1.2 s, under a

@@ -20,7 +20,7 @@
 import { spawn } from 'node:child_process'
 import { chmodSync, rmSync } from 'node:fs'
 import { createServer, Socket, type Server } from 'node:net'
-import { createSandbox, IsolateError, type ExecOptions, type ExecProcess, type PersistentSandbox, type SandboxOptions, type SandboxResult } from '../index.js'
+import { createSandbox, IsolateError, type ExecOptions, type ExecProcess, type PersistentSandbox, type SandboxOptions, type SandboxResult, type Stop } from '../index.js'
 import { ackFrame, encodeFrame, Frame, jsonFrame, onFrames } from './frames.js'
 import { claimName, endedError, ensureRuntimeDir, forgetEnded, jsonPath, NotFoundError, procGone, procStartTime, RegistryError, releaseName, removeFiles, runtimeDir, sockPath, writeEnded, writeEntry, type SandboxEntry } from './registry.js'
 import { execRest } from './sandbox.js'
@@ -45,6 +45,7 @@ export interface ExecRequest {
   cwd?: string
   tty?: { rows: number; cols: number }
   timeoutMs?: number
+  stop?: Stop
   /** The client waits for STDIN_ACK frames (a client from before them sends on and is paused). */
   stdinAcks?: boolean
 }
@@ -486,7 +487,7 @@ class ExecRelay {
   }
 
   async run(): Promise<void> {
-    const { file, args, env, cwd, tty, timeoutMs } = this.req
+    const { file, args, env, cwd, tty, timeoutMs, stop } = this.req
     if (this.refused || this.sb.destroyed) {
       this.#finished = true
       this.conn.end(jsonFrame(Frame.ERROR, { name: 'IsolateError', code: DESTROYED, message: `sandbox ${this.sb.id} has ended` }))
@@ -505,6 +506,7 @@ class ExecRelay {
     if (cwd !== undefined) opts.cwd = cwd
     if (tty !== undefined) opts.tty = tty
     if (timeoutMs !== undefined) opts.timeoutMs = timeoutMs
+    if (stop !== undefined) opts.stop = stop
     let proc: ExecProcess
     try {
       proc = await this.sb.spawn(file, args ?? [], opts)

@@ -114,10 +114,21 @@ export interface SpawnOptions {
   seccomp?: 'default' | 'none' | Record<string, unknown> | string
   /**
    * A graceful stop: at the timeout or an abort of `signal`, the command is sent `signal`
-   * (default `'SIGTERM'`) and the whole sandbox is killed only after `graceMs` (at once if the
-   * command ends before). The reason stays `'timeout'` or `'canceled'`. Default: killed at once.
+   * (default `'SIGTERM'`; with `group: true` its whole process group is, what a `sh -c` started
+   * too) and the whole sandbox is killed only after `graceMs` (at once if the command ends
+   * before). The reason stays `'timeout'` or `'canceled'`. Default: killed at once.
    */
-  stop?: { signal?: SignalName | number; graceMs: number }
+  stop?: Stop
+}
+
+/** A graceful stop (see `SpawnOptions.stop`, `ExecOptions.stop`). */
+export interface Stop {
+  /** Default `'SIGTERM'`. */
+  signal?: SignalName | number
+  /** How long the command has to end before it is killed (SIGKILL). */
+  graceMs: number
+  /** The signal goes to the command's whole process group, not only to the command. Default false. */
+  group?: boolean
 }
 
 /**
@@ -172,7 +183,7 @@ export interface Spec {
   seccomp: { mode: 'default' } | { mode: 'none' } | { mode: 'profile'; json: string }
   overlay?: { upper?: string; sizeBytes?: number }
   tty?: { rows: number; cols: number }
-  stop?: { signal: number; graceMs: number }
+  stop?: { signal: number; graceMs: number; group?: true }
   persistent?: boolean
 }
 
@@ -576,12 +587,15 @@ export function normalize(file: unknown, args: unknown, options: unknown, api = 
 
 const UNFORWARDED = ['SIGKILL', 'SIGSTOP', 'SIGSEGV', 'SIGBUS', 'SIGILL', 'SIGFPE', 'SIGTRAP', 'SIGSYS', 'SIGCHLD'] as const
 
+const STOP_FIELDS = ['signal', 'graceMs', 'group']
+
 function parseStop(v: unknown): Spec['stop'] {
   if (v === undefined) return undefined
-  if (!isObject(v)) throw optionError('stop', "must be { signal?, graceMs }: the command's signal at the timeout or an abort, and how long it has before the sandbox is killed")
-  for (const k of Object.keys(v)) if (k !== 'signal' && k !== 'graceMs') throw optionError(`stop.${k}`, 'is not a field of stop ({ signal?, graceMs })')
-  const { signal = 'SIGTERM', graceMs } = v as { signal?: unknown; graceMs?: unknown }
+  if (!isObject(v)) throw optionError('stop', "must be { signal?, graceMs, group? }: the command's signal at the timeout or an abort, and how long it has before it is killed")
+  for (const k of Object.keys(v)) if (!STOP_FIELDS.includes(k)) throw optionError(`stop.${k}`, 'is not a field of stop ({ signal?, graceMs, group? })')
+  const { signal = 'SIGTERM', graceMs, group } = v as { signal?: unknown; graceMs?: unknown; group?: unknown }
   if (!(isUint(graceMs, Number.MAX_SAFE_INTEGER) && graceMs > 0)) throw optionError('stop.graceMs', 'must be a positive integer of milliseconds')
+  if (group !== undefined && typeof group !== 'boolean') throw optionError('stop.group', 'must be true or false')
   let n: number
   try {
     n = signalNumber(signal as SignalName)
@@ -593,7 +607,7 @@ function parseStop(v: unknown): Spec['stop'] {
   if (UNFORWARDED.some((name) => signalNumber(name) === n)) {
     throw optionError('stop.signal', `must be a signal the command can handle and the sandbox's init forwards (SIGTERM, SIGINT, SIGHUP, SIGUSR1, ...), not ${shown(signal)}${n === signalNumber('SIGKILL') ? ': without stop the sandbox is killed at once' : ''}`)
   }
-  return { signal: n, graceMs }
+  return { signal: n, graceMs, ...(group ? { group: true as const } : {}) }
 }
 
 function parseTty(v: unknown): Spec['tty'] {
@@ -640,7 +654,7 @@ export function normalizeSandbox(options: unknown): { spec: Spec; signal?: Abort
   options = ownOptions(options)
   if (isObject(options)) {
     for (const key of PER_EXEC) if (key in options) throw optionError(key, `is an option of each exec (${RUN_ONLY.includes(key) ? 'sb.exec' : 'sb.exec, sb.spawn'}), not of createSandbox`)
-    if ('stop' in options) throw optionError('stop', "is an option of spawnIsolated and runIsolated: a long-lived sandbox's end (destroy(), its timeoutMs, its signal) kills at once in this version")
+    if ('stop' in options) throw optionError('stop', "is an option of spawnIsolated and runIsolated, and of each exec (sb.exec(file, args, { stop })): a long-lived sandbox's own end (destroy(), its timeoutMs, its signal) kills at once in this version")
   }
   const { spec, signal } = normalize('-', [], options, 'createSandbox')
   return { spec: ownFields({ ...spec, file: '', persistent: true }), signal }
@@ -666,6 +680,12 @@ export interface ExecOptions {
    * sandbox lives on. Aborted before the call resolved: it rejects with `ABORT_ERR`.
    */
   signal?: AbortSignal
+  /**
+   * A graceful end at its timeout or an abort: the command (with `group: true`, its process
+   * group) is sent `signal` (default `'SIGTERM'`), and its process group is killed after
+   * `graceMs`, or as soon as the command ends. The reason stays `'timeout'` or `'canceled'`.
+   */
+  stop?: Stop
 }
 
 /** The JSON shape of isolate_core::protocol::ExecRequest. */
@@ -677,9 +697,10 @@ export interface ExecRequest {
   cwd: string
   tty?: { rows: number; cols: number }
   timeoutMs?: number
+  stop?: Spec['stop']
 }
 
-const EXEC_KNOWN = new Set(['env', 'cwd', 'tty', 'stdio', 'timeoutMs', 'signal'])
+const EXEC_KNOWN = new Set(['env', 'cwd', 'tty', 'stdio', 'timeoutMs', 'signal', 'stop'])
 
 export function normalizeExec(file: unknown, args: unknown, options: unknown, base: Spec): { request: Omit<ExecRequest, 'id'>; stdio: [StdioMode, StdioMode, StderrMode]; command: string; signal?: AbortSignal } {
   const cmd = commandLine(file, args)
@@ -699,6 +720,7 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
   if (o.timeoutMs !== undefined && !(isUint(o.timeoutMs, Number.MAX_SAFE_INTEGER) && o.timeoutMs > 0)) throw optionError('timeoutMs', 'must be a positive integer of milliseconds')
   if (o.signal !== undefined && !isAbortSignal(o.signal)) throw optionError('signal', 'must be an AbortSignal')
   const tty = parseTty(o.tty)
+  const stop = parseStop(o.stop)
   const stdio = parseStdio(o.stdio)
   if (tty) stdio[2] = 'ignore'
   const request: Omit<ExecRequest, 'id'> = ownFields({
@@ -708,6 +730,7 @@ export function normalizeExec(file: unknown, args: unknown, options: unknown, ba
     cwd: o.cwd === undefined ? base.cwd : insidePath('cwd', o.cwd),
     ...(tty ? { tty } : {}),
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+    ...(stop ? { stop } : {}),
   })
   return { request, stdio, command: [cmd.file, ...cmd.args].join(' '), signal: o.signal }
 }

@@ -198,14 +198,17 @@ export class ExecProcess {
     return this.pid > 0 && this.#request(`exec-signal-group ${this.id} ${signalNumber('SIGKILL')}`)
   }
 
-  /** @internal Its exec's `signal`: an abort kills its process group, and its end is a cancel. */
+  /**
+   * @internal Its exec's `signal`: an abort ends it as its timeout does (its process group
+   * killed, or its stop's signal first), and its end is a cancel.
+   */
   _abortOn(signal: AbortSignal): void {
     this._signal = signal
     const abort = () => {
       this.#aborted = true
-      // Once it runs: the request to kill it goes on another socket than the exec itself, and
-      // one that overtook it would find no such command yet.
-      this.started.then(() => this._killGroup(), () => {})
+      // Once it runs: the request goes on another socket than the exec itself, and one that
+      // overtook it would find no such command yet.
+      this.started.then(() => this.pid > 0 && this.#request(`exec-cancel ${this.id}`), () => {})
     }
     const forget = whenAborted(signal, abort)
     void this.#done.then(forget, forget)

@@ -2,6 +2,7 @@
 //! request and its stdio), are checked and passed to the sandbox's init on the work socket, and
 //! each is followed to its end: its wall clock, its terminal relay, its events to Node.
 
+use crate::command_clock::CommandClock;
 use crate::error::{SetupError, Step};
 use crate::exec_server::MAX_REQUEST;
 use crate::protocol::{signal_name, Event, ExecRequest, Reaped, Reason, Report, TerminalHandoff, Work};
@@ -16,13 +17,16 @@ use std::time::{Duration, Instant};
 const TTY_GRACE: Duration = Duration::from_millis(200);
 
 struct Exec {
-    /// When the request came, then when its command started: what its duration counts from.
-    started: Instant,
-    /// Its `timeoutMs`: it bounds the wait for its start from the request, then the command.
-    timeout: Option<Duration>,
-    deadline: Option<Instant>,
+    /// Its `timeoutMs`, and what its duration counts from: the request, then its command's start.
+    clock: CommandClock,
     /// Why we ended it, when we did.
     forced: Option<Reason>,
+    /// Its `stop`: at its timeout or an abort, a running command is signalled first.
+    stop: Option<crate::spec::Stop>,
+    /// Its command runs (the init reported its start).
+    running: bool,
+    /// A graceful stop is under way: when its process group is killed all the same.
+    stop_by: Option<Instant>,
     /// With a tty: the caller's ends until the init hands over the master, then the relay.
     tty_io: Option<(OwnedFd, OwnedFd)>,
     tty: Option<TtyRelay>,
@@ -111,10 +115,10 @@ impl Execs {
         out
     }
 
-    /// The earliest moment something is due: a deadline, or the end of a terminal's grace.
+    /// The earliest moment something is due: a deadline, a stop's grace, the end of a terminal's grace.
     pub fn next_due(&self) -> Option<Instant> {
         let grace = |e: &Exec| e.ended.as_ref().filter(|_| !e.reported && (e.tty.is_some() || e.tty_io.is_some())).map(|(_, _, at)| *at + TTY_GRACE);
-        self.execs.values().flat_map(|e| [e.deadline, grace(e), e.tty.as_ref().and_then(TtyRelay::next_due)]).flatten().min()
+        self.execs.values().flat_map(|e| [e.clock.deadline(), e.stop_by, grace(e), e.tty.as_ref().and_then(TtyRelay::next_due)]).flatten().min()
     }
 
     /// Read what the callers typed into every exec's terminal (see [`TtyRelay::take_input`]);
@@ -139,19 +143,47 @@ impl Execs {
             }
         }
         let now = Instant::now();
-        let mut expired = Vec::new();
-        for (id, e) in &mut self.execs {
-            if e.deadline.is_some_and(|d| now >= d) && e.ended.is_none() {
-                e.deadline = None;
-                e.forced = Some(Reason::Timeout);
-                e.group_killed = true;
-                expired.push(*id);
-            }
-        }
+        let expired: Vec<u32> = self.execs.iter_mut().filter(|(_, e)| e.ended.is_none()).filter_map(|(id, e)| e.clock.expired(now).then_some(*id)).collect();
         for id in expired {
-            self.send_work(&Work::Signal { id, signal: libc::SIGKILL, group: true });
+            self.stop(id, Reason::Timeout);
+        }
+        let graced: Vec<u32> = self.execs.iter().filter(|(_, e)| e.stop_by.is_some_and(|by| now >= by)).map(|(id, _)| *id).collect();
+        for id in graced {
+            self.kill_group(id);
         }
         self.flush_ended(out, oom);
+    }
+
+    /// End exec `id` for `why` (its timeout, the caller's abort): with its stop, a running
+    /// command is sent the stop's signal and has the grace to end (its group is killed then, or
+    /// as soon as it ends); else, and before it runs, its process group is killed at once.
+    fn stop(&mut self, id: u32, why: Reason) {
+        let Some(e) = self.execs.get_mut(&id).filter(|e| e.ended.is_none() && e.stop_by.is_none()) else { return };
+        e.forced.get_or_insert(why);
+        e.clock.disarm();
+        let grace = e.stop.filter(|_| e.running).and_then(|s| Some((s, Instant::now().checked_add(Duration::from_millis(s.grace_ms))?)));
+        match grace {
+            Some((stop, by)) => {
+                e.stop_by = Some(by);
+                self.send_work(&Work::Signal { id, signal: stop.signal, group: stop.group });
+            }
+            None => self.kill_group(id),
+        }
+    }
+
+    /// SIGKILL to exec `id`'s whole process group: what it started in the background too.
+    fn kill_group(&mut self, id: u32) {
+        let Some(e) = self.execs.get_mut(&id) else { return };
+        e.stop_by = None;
+        e.killed_by_caller = true;
+        // Once its command ended, what it used is known; only its leftovers die here.
+        e.group_killed |= e.ended.is_none();
+        self.send_work(&Work::Signal { id, signal: libc::SIGKILL, group: true });
+    }
+
+    /// The caller aborted exec `id` (see [`Execs::stop`]): its end is a cancel.
+    pub fn cancel(&mut self, id: u32) {
+        self.stop(id, Reason::Canceled);
     }
 
     fn take_requests(&mut self, out: &mut Control, oom: OomKills) {
@@ -178,10 +210,8 @@ impl Execs {
         if self.execs.contains_key(&id) || fds.len() != 3 {
             return out.send(&Event::ExecError { id, error: SetupError::new(Step::SendExec, "an exec id in use, or not three stdio descriptors") });
         }
-        let started = Instant::now();
-        // One past what the clock can name is no deadline at all.
-        let deadline = req.timeout_ms.and_then(|ms| started.checked_add(Duration::from_millis(ms)));
-        let req_timeout = req.timeout_ms.map(Duration::from_millis);
+        let clock = CommandClock::new(Instant::now(), req.timeout_ms);
+        let stop = req.stop;
         let oom_at_start = oom();
         self.oom_noted = self.oom_noted.max(oom_at_start);
         let mut fds = fds.into_iter();
@@ -194,10 +224,11 @@ impl Execs {
         self.execs.insert(
             id,
             Exec {
-                started,
-                timeout: req_timeout,
-                deadline,
+                clock,
                 forced: None,
+                stop,
+                running: false,
+                stop_by: None,
                 tty_io,
                 tty: None,
                 tty_size: None,
@@ -277,12 +308,8 @@ impl Execs {
         match r {
             Report::ExecStarted { id, pid, at } => {
                 if let Some(e) = self.execs.get_mut(id) {
-                    // The command's time counts from its execve, not from a wait for the init.
-                    let at = crate::sys::instant_of_monotonic(*at);
-                    e.started = at;
-                    if e.deadline.is_some() {
-                        e.deadline = e.timeout.and_then(|t| at.checked_add(t));
-                    }
+                    e.running = true;
+                    e.clock.command_started(crate::sys::instant_of_monotonic(*at));
                 }
                 out.send(&Event::ExecSpawned { id: *id, pid: *pid })
             }
@@ -305,13 +332,17 @@ impl Execs {
     }
 
     fn ended(&mut self, id: u32, code: Option<i32>, signal: Option<String>, used: Option<Reaped>) {
-        if let Some(e) = self.execs.get_mut(&id) {
-            e.ended = Some((code, signal, Instant::now()));
-            e.used = used;
-            e.deadline = None;
-            if let Some(t) = &mut e.tty {
-                t.command_ended();
-            }
+        let Some(e) = self.execs.get_mut(&id) else { return };
+        e.ended = Some((code, signal, Instant::now()));
+        e.used = used;
+        e.clock.disarm();
+        if let Some(t) = &mut e.tty {
+            t.command_ended();
+        }
+        // Stopped, it ended within its grace: what it left in its group goes now, as it would
+        // have at the grace's end (or at once, without a stop).
+        if e.stop_by.is_some() {
+            self.kill_group(id);
         }
     }
 
@@ -364,7 +395,7 @@ impl Execs {
             // may have reached us after) stay news for the sandbox's end.
             self.oom_noted = self.oom_noted.max(if reason == Reason::Oom { self.oom_credited } else { kills });
             // To the command's end, not to this report (which may wait for its terminal's output).
-            let duration_ms = at.duration_since(e.started).as_secs_f64() * 1000.0;
+            let duration_ms = e.clock.ms_until(at);
             let usage = e.used.filter(|_| !e.group_killed).map(|u| u.as_usage(duration_ms));
             out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms, usage });
         }
@@ -408,7 +439,7 @@ impl Execs {
             e.forced = Some(Reason::Canceled);
             e.killed_by_caller = true;
             e.group_killed = true;
-            e.deadline = None;
+            e.clock.disarm();
             ended.push(*id);
         }
         self.kills.push_back(KillAll { ended, done: false });
@@ -439,10 +470,7 @@ impl Execs {
     /// The sandbox is gone: every exec still running ended with it.
     pub fn end_all(&mut self, why: Reason, out: &mut Control) {
         for (id, e) in self.execs.drain().filter(|(_, e)| !e.reported) {
-            let duration_ms = match &e.ended {
-                Some((_, _, at)) => at.duration_since(e.started).as_secs_f64() * 1000.0,
-                None => ms_since(e.started),
-            };
+            let duration_ms = e.clock.ms_until(e.ended.as_ref().map_or_else(Instant::now, |(_, _, at)| *at));
             let (exit_code, signal, reason) = match e.ended {
                 Some((code, Some(signal), _)) => (code, Some(signal), Reason::Signaled),
                 Some((code, None, _)) => (code, None, Reason::Exited),
@@ -453,8 +481,4 @@ impl Execs {
             out.send(&Event::ExecExit { id, exit_code, signal, reason, duration_ms, usage });
         }
     }
-}
-
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
 }

@@ -5,6 +5,7 @@
 pub mod caps;
 #[cfg(target_os = "linux")]
 pub mod cgroup;
+pub mod command_clock;
 pub mod error;
 #[cfg(target_os = "linux")]
 pub mod exec_server;

@@ -104,6 +104,8 @@ pub enum Request {
     ExecSignal(u32, i32),
     /// A signal for one exec's whole process group (Node's bound on what it collects, as its timeout does).
     ExecSignalGroup(u32, i32),
+    /// One exec ended for the caller's abort: gracefully with its stop, else its process group killed.
+    ExecCancel(u32),
     /// One exec's terminal's new size (id, rows, cols).
     ExecResize(u32, u16, u16),
     /// Every process of a long-lived sandbox but its init killed; the sandbox lives on.
@@ -120,6 +122,7 @@ impl Request {
             ("exec-signal", Some(id)) => Some(Request::ExecSignal(id.parse().ok()?, words.next()?.parse().ok()?)),
             ("exec-signal-group", Some(id)) => Some(Request::ExecSignalGroup(id.parse().ok()?, words.next()?.parse().ok()?)),
             ("kill-all", None) => Some(Request::KillAll),
+            ("exec-cancel", Some(id)) if words.next().is_none() => id.parse().ok().map(Request::ExecCancel),
             ("exec-resize", Some(id)) => Some(Request::ExecResize(id.parse().ok()?, words.next()?.parse().ok()?, words.next()?.parse().ok()?)),
             _ => None,
         }
@@ -145,6 +148,10 @@ pub struct ExecRequest {
     /// Wall clock for this command alone; its process group is killed when it runs out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// At its timeout or the caller's abort its command is sent a signal first, and its process
+    /// group is killed once the grace has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<crate::spec::Stop>,
 }
 
 fn root_dir() -> String {
@@ -331,6 +338,14 @@ impl SpecMessage {
     }
 }
 
+/// Whether the sandbox's init forwards `signo` to the command: not what the command cannot
+/// handle (SIGKILL, SIGSTOP), nor what the kernel sends the init itself (a fault's, a child's
+/// end), nor the C library's own real-time signals (32 and 33).
+pub fn init_forwards(signo: i32) -> bool {
+    let own = [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGCHLD];
+    (1..=64).contains(&signo) && !(32..34).contains(&signo) && !own.contains(&signo)
+}
+
 pub fn signal_name(signo: i32) -> String {
     match nix::sys::signal::Signal::try_from(signo) {
         Ok(s) => s.as_str().to_owned(),
@@ -393,6 +408,9 @@ mod tests {
         assert_eq!(Request::parse("exec-signal 3"), None);
         assert_eq!(Request::parse("exec-signal-group 3 9"), Some(Request::ExecSignalGroup(3, 9)));
         assert_eq!(Request::parse("kill-all"), Some(Request::KillAll));
+        assert_eq!(Request::parse("exec-cancel 7"), Some(Request::ExecCancel(7)));
+        assert_eq!(Request::parse("exec-cancel 7 9"), None);
+        assert_eq!(Request::parse("exec-cancel"), None);
         assert_eq!(Request::parse("kill-all 3"), None);
     }
 

@@ -10,7 +10,7 @@ use crate::spec::{Rootfs, Spec};
 use crate::sys::{self, Ended};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use std::ffi::CString;
@@ -855,22 +855,27 @@ pub(crate) const STOP_MARK: i32 = 0x5354_4f50;
 /// process of its pid namespace and reaps them, so its rusage counts them (a killed init's
 /// children are reaped by the kernel, uncounted), then reports and leaves.
 pub(crate) const END_MARK: i32 = 0x454e_4421;
+/// Queued on [`STOP_CARRIER`] by the helper for a graceful stop of the command's whole process
+/// group (`stop.group`): the mark in the value's low 32 bits, the signal in its high 32.
+const GROUP_MARK: u32 = 0x4752_5550;
 
-/// Signals the init forwards to the command, the real-time ones (34 to 64: the C library keeps
-/// 32 and 33, and Node's side refuses them) too; everything else keeps its default.
+/// The value queued with [`GROUP_MARK`] to send `signal` to the command's process group.
+pub(crate) fn group_stop_value(signal: i32) -> usize {
+    ((signal as u32 as u64) << 32 | GROUP_MARK as u64) as usize
+}
+
+/// The signal a [`group_stop_value`] carries, if `value` is one.
+fn group_stop_signal(value: u64) -> Option<i32> {
+    let signal = (value >> 32) as i32;
+    (value as u32 == GROUP_MARK && crate::protocol::init_forwards(signal)).then_some(signal)
+}
+
+/// Signals the init reads: those it forwards to the command ([`init_forwards`], the real-time
+/// ones among them) and SIGCHLD, for its reaping; everything else keeps its default.
 pub(crate) fn forwarded_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for sig in Signal::iterator() {
-        if !matches!(
-            sig,
-            Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE | Signal::SIGTRAP | Signal::SIGSYS
-        ) {
-            set.add(sig);
-        }
-    }
-    let mut raw = *set.as_ref();
-    for n in sys::SIGRTMIN..=64 {
-        // SAFETY: sigaddset on a local, initialized set; 34 to 64 are valid signal numbers.
+    let mut raw = *SigSet::empty().as_ref();
+    for n in (1..=64).filter(|n| crate::protocol::init_forwards(*n) || *n == libc::SIGCHLD) {
+        // SAFETY: sigaddset on a local, initialized set; 1 to 64 are valid signal numbers.
         unsafe { libc::sigaddset(&mut raw, n) };
     }
     // SAFETY: `raw` came from a valid SigSet and only had valid signals added.
@@ -987,11 +992,15 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
                 // The whole sigval (ssi_ptr), whatever the byte order.
                 let marked = |mark: i32| signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE && info.ssi_ptr == mark as u64;
                 let stop = marked(STOP_MARK);
+                let queued = signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE;
                 // Only as pid 1 of its namespace: kill(-1) there reaches the sandbox alone.
                 if marked(END_MARK) && std::process::id() == 1 {
                     // SAFETY: kill(2); every process of this pid namespace but this one.
                     unsafe { libc::kill(-1, libc::SIGKILL) };
                     reap_blocking(child, &report, true);
+                } else if let Some(signal) = group_stop_signal(info.ssi_ptr).filter(|_| queued) {
+                    // SAFETY: kill(2) on our own child's process group (it leads its own session).
+                    unsafe { libc::kill(-child.as_raw(), signal) };
                 } else if signo != libc::SIGCHLD {
                     // SAFETY: kill(2) on our own child's pid.
                     unsafe { libc::kill(child.as_raw(), if stop { libc::SIGSTOP } else { signo }) };
@@ -1145,6 +1154,28 @@ mod tests {
         let mut spec = Spec::new("/bin/true", Vec::new());
         spec.mounts = vec![Mount::Bind { source: source.into(), target: "/data".into(), readonly: true }];
         spec
+    }
+
+    #[test]
+    fn a_group_stop_carries_its_signal_and_nothing_else_reads_as_one() {
+        assert_eq!(group_stop_signal(group_stop_value(libc::SIGTERM) as u64), Some(libc::SIGTERM));
+        assert_eq!(group_stop_signal(group_stop_value(40) as u64), Some(40));
+        // What the init does not forward is no group stop either (a process inside may queue anything).
+        assert_eq!(group_stop_signal(group_stop_value(libc::SIGKILL) as u64), None);
+        assert_eq!(group_stop_signal(STOP_MARK as u64), None);
+        assert_eq!(group_stop_signal(END_MARK as u64), None);
+    }
+
+    #[test]
+    fn the_init_reads_what_it_forwards_and_the_ends_of_its_children() {
+        let set = forwarded_signals();
+        for n in 1..=64 {
+            // SAFETY: sigismember on an initialized set; 1 to 64 are valid signal numbers.
+            let member = unsafe { libc::sigismember(set.as_ref(), n) } == 1;
+            assert_eq!(member, crate::protocol::init_forwards(n) || n == libc::SIGCHLD, "{n}");
+        }
+        assert!(crate::protocol::init_forwards(libc::SIGTERM) && crate::protocol::init_forwards(STOP_CARRIER));
+        assert!(!crate::protocol::init_forwards(libc::SIGSTOP) && !crate::protocol::init_forwards(33));
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub struct Spec {
     /// relays it to the caller's stdin and stdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<Tty>,
-    /// A graceful stop: at the timeout or a cancel the command is sent `signal` first, and the
-    /// whole sandbox is killed only once `grace_ms` have passed (at once if it ends before).
+    /// A graceful stop: at the timeout or a cancel the command (or its process group) is sent
+    /// `signal` first, and the whole sandbox is killed only once `grace_ms` have passed (at once
+    /// if it ends before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
     /// A long-lived sandbox (`createSandbox`): no command of its own; its init waits for execs.
@@ -69,6 +70,10 @@ pub struct Tty {
 pub struct Stop {
     pub signal: i32,
     pub grace_ms: u64,
+    /// The signal goes to the command's whole process group (what a `sh -c` started too), as
+    /// a terminal's Ctrl-C does; else to the command alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group: bool,
 }
 
 /// OverlayFS over the rootfs: the rootfs is the lower layer and is never modified.

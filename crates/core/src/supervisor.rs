@@ -3,6 +3,7 @@
 //! report its end. Single-threaded by design: the sandbox's first process is a fork of it.
 
 use crate::cgroup::{CgroupLimits, SandboxCgroup};
+use crate::command_clock::CommandClock;
 use crate::error::{SetupError, Step};
 use crate::execs::Execs;
 use crate::plan::{plan_id_maps, plan_mounts, unprivileged_ids};
@@ -692,11 +693,8 @@ struct Supervisor {
     /// `limits.pids` is set: the cgroup counts the forks it refuses.
     pids_limited: bool,
     next_cpu_check: Option<Instant>,
-    /// When the helper had the spec, then when the command started: what `wall_ms` counts from.
-    started: Instant,
-    /// `limits.timeoutMs`: it bounds the setup from `started`, then the command from its start.
-    timeout: Option<Duration>,
-    deadline: Option<Instant>,
+    /// `limits.timeoutMs`, and what `wall_ms` counts from: the helper's start, then the command's.
+    clock: CommandClock,
     reports: LineReader,
     requests: LineReader,
     control_open: bool,
@@ -798,10 +796,7 @@ impl Supervisor {
             cpu_time_ms: spec.limits.cpu_time_ms,
             pids_limited: spec.limits.pids.is_some(),
             next_cpu_check: spec.limits.cpu_time_ms.map(|_| started),
-            started,
-            timeout: spec.limits.timeout_ms.map(Duration::from_millis),
-            // One past what the clock can name is no deadline at all.
-            deadline: spec.limits.timeout_ms.and_then(|ms| started.checked_add(Duration::from_millis(ms))),
+            clock: CommandClock::new(started, spec.limits.timeout_ms),
             reports: LineReader { buf: Vec::new() },
             requests: LineReader { buf: Vec::new() },
             control_open: true,
@@ -829,11 +824,17 @@ impl Supervisor {
             return;
         }
         let grace = self.stop.filter(|_| self.command_started && self.ended.is_none() && self.report_open);
-        match grace.and_then(|s| Some((s.signal, Instant::now().checked_add(Duration::from_millis(s.grace_ms))?))) {
-            Some((signal, by)) => {
+        match grace.and_then(|s| Some((s, Instant::now().checked_add(Duration::from_millis(s.grace_ms))?))) {
+            Some((stop, by)) => {
                 self.forced.get_or_insert(why);
-                // SAFETY: kill(2) on our own child; the init forwards it to the command.
-                unsafe { libc::kill(self.init.as_raw(), signal) };
+                if stop.group {
+                    let group = libc::sigval { sival_ptr: crate::sandbox::group_stop_value(stop.signal) as *mut libc::c_void };
+                    // SAFETY: sigqueue(3) to our own child; the init signals the command's group (see STOP_CARRIER).
+                    unsafe { libc::sigqueue(self.init.as_raw(), crate::sandbox::STOP_CARRIER, group) };
+                } else {
+                    // SAFETY: kill(2) on our own child; the init forwards it to the command.
+                    unsafe { libc::kill(self.init.as_raw(), stop.signal) };
+                }
                 self.stop_by = Some(by);
             }
             None => self.end_now(why),
@@ -889,7 +890,7 @@ impl Supervisor {
     fn poll_timeout(&self) -> PollTimeout {
         let tty = self.tty.as_ref().filter(|t| !t.finished());
         let tty_due = [tty.and_then(TtyRelay::next_due), tty.and(self.tty_cutoff)];
-        let next = [self.deadline, self.stop_by, self.next_cpu_check, self.kill_init_at, self.execs.as_ref().and_then(Execs::next_due)]
+        let next = [self.clock.deadline(), self.stop_by, self.next_cpu_check, self.kill_init_at, self.execs.as_ref().and_then(Execs::next_due)]
             .into_iter()
             .chain(tty_due)
             .flatten()
@@ -963,7 +964,7 @@ impl Supervisor {
         if let Some(e) = self.setup_error.take() {
             return Event::Error(e);
         }
-        let wall_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let wall_ms = self.clock.ms_until(Instant::now());
         let (exit_code, signal) = match (&self.ended, status) {
             (Some(Report::Exited { code, .. }), _) => (Some(*code), None),
             (Some(Report::Signaled { signal, .. }), _) => (None, Some(signal_name(*signal))),
@@ -1098,8 +1099,7 @@ impl Supervisor {
         if self.kill_init_at.is_some_and(|d| Instant::now() >= d) {
             self.kill_all();
         }
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            self.deadline = None;
+        if self.clock.expired(Instant::now()) {
             self.stop_sandbox(Reason::Timeout);
         }
         if self.stop_by.is_some_and(|d| Instant::now() >= d) {
@@ -1152,13 +1152,7 @@ impl Supervisor {
             match serde_json::from_str::<Report>(&line) {
                 Ok(Report::Started { at }) => {
                     self.command_started = true;
-                    // The command's time counts from its execve: a setup that waited to run on a
-                    // loaded host is no part of it (and was bounded by the same timeout).
-                    let at = crate::sys::instant_of_monotonic(at);
-                    self.started = at;
-                    if self.deadline.is_some() {
-                        self.deadline = self.timeout.and_then(|t| at.checked_add(t));
-                    }
+                    self.clock.command_started(crate::sys::instant_of_monotonic(at));
                     out.send(&Event::Spawned { pid: command_pid(self.init) })
                 }
                 Ok(Report::Ready) => out.send(&Event::Ready { pid: self.init.as_raw() }),
@@ -1210,6 +1204,11 @@ impl Supervisor {
                 Some(Request::ExecSignalGroup(id, n)) => {
                     if let Some(execs) = &mut self.execs {
                         execs.signal(id, n, true);
+                    }
+                }
+                Some(Request::ExecCancel(id)) => {
+                    if let Some(execs) = &mut self.execs {
+                        execs.cancel(id);
                     }
                 }
                 Some(Request::KillAll) => {

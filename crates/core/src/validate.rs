@@ -101,6 +101,21 @@ pub fn validate_exec(req: &ExecRequest) -> Result<(), OptionError> {
     if req.timeout_ms == Some(0) {
         return Err(bad("timeoutMs", "must be greater than 0"));
     }
+    if let Some(stop) = &req.stop {
+        check_stop(stop)?;
+    }
+    Ok(())
+}
+
+/// One rule for a sandbox's stop and an exec's (whose signal the init sends itself): the
+/// signals the init forwards, which a command can handle.
+fn check_stop(stop: &crate::spec::Stop) -> Result<(), OptionError> {
+    if !crate::protocol::init_forwards(stop.signal) {
+        return Err(bad("stop.signal", "must be a signal the command can handle and the sandbox's init forwards (SIGTERM, SIGINT, SIGHUP, SIGUSR1, ...)"));
+    }
+    if stop.grace_ms == 0 {
+        return Err(bad("stop.graceMs", "must be greater than 0"));
+    }
     Ok(())
 }
 
@@ -293,15 +308,7 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
                 "is an option of a sandbox's own command; a long-lived sandbox's end (destroy, its timeout) kills at once in this version",
             ));
         }
-        // The init forwards neither what the command cannot handle nor what the kernel sends the
-        // init itself (a fault's, a child's end).
-        let unforwarded = [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP, libc::SIGSYS, libc::SIGCHLD];
-        if unforwarded.contains(&stop.signal) || !(1..=64).contains(&stop.signal) || (32..34).contains(&stop.signal) {
-            return Err(bad("stop.signal", "must be a signal the command can handle and the sandbox's init forwards (SIGTERM, SIGINT, SIGHUP, SIGUSR1, ...)"));
-        }
-        if stop.grace_ms == 0 {
-            return Err(bad("stop.graceMs", "must be greater than 0"));
-        }
+        check_stop(&stop)?;
     }
     if l.stack_bytes.is_some_and(|b| b < MIN_STACK_BYTES) {
         return Err(bad("limits.stackBytes", format!("must be at least {MIN_STACK_BYTES} (256 KiB): a smaller stack crashes programs (SIGSEGV) before their main, which reads as the program's own crash")));
@@ -345,8 +352,12 @@ mod tests {
         assert_eq!(validate_exec(&rel).unwrap_err().option, "cwd");
         let env = ExecRequest { env: vec!["=x".into()], ..ok.clone() };
         assert_eq!(validate_exec(&env).unwrap_err().option, "env[0]");
-        let t = ExecRequest { timeout_ms: Some(0), ..ok };
+        let t = ExecRequest { timeout_ms: Some(0), ..ok.clone() };
         assert_eq!(validate_exec(&t).unwrap_err().option, "timeoutMs");
+        let stop = |signal, grace_ms| ExecRequest { stop: Some(Stop { signal, grace_ms, group: true }), ..ok.clone() };
+        assert_eq!(validate_exec(&stop(libc::SIGTERM, 100)), Ok(()));
+        assert_eq!(validate_exec(&stop(libc::SIGKILL, 100)).unwrap_err().option, "stop.signal");
+        assert_eq!(validate_exec(&stop(libc::SIGTERM, 0)).unwrap_err().option, "stop.graceMs");
     }
 
     #[test]
@@ -417,19 +428,19 @@ mod tests {
     #[test]
     fn a_stop_with_an_uncatchable_signal_no_grace_or_in_a_long_lived_sandbox_names_the_option() {
         let mut s = spec();
-        s.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 500 });
+        s.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 500, group: false });
         assert_eq!(validate(&s), Ok(()));
-        s.stop = Some(Stop { signal: libc::SIGKILL, grace_ms: 500 });
+        s.stop = Some(Stop { signal: libc::SIGKILL, grace_ms: 500, group: false });
         assert_eq!(validate(&s).unwrap_err().option, "stop.signal");
         for signal in [0, libc::SIGCHLD, libc::SIGSEGV, 32, 65] {
-            s.stop = Some(Stop { signal, grace_ms: 500 });
+            s.stop = Some(Stop { signal, grace_ms: 500, group: false });
             assert_eq!(validate(&s).unwrap_err().option, "stop.signal", "{signal}");
         }
-        s.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 0 });
+        s.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 0, group: false });
         assert_eq!(validate(&s).unwrap_err().option, "stop.graceMs");
         let mut p = Spec::new("", vec![]);
         p.persistent = true;
-        p.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 500 });
+        p.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 500, group: false });
         assert_eq!(validate(&p).unwrap_err().option, "stop");
     }
 
