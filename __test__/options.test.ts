@@ -243,7 +243,7 @@ test("an unknown option's error names the call the caller made, what the option 
     [() => runIsolated('/bin/true', [], { timeout: 1 } as never), 'timeout', /^options\.timeout: is not an option of runIsolated \(did you mean timeoutMs\?\); its options are rootfs, .*, maxBuffer$/],
     [() => runIsolated('/bin/true', [], { memoryLimit: 1 } as never), 'memoryLimit', /of runIsolated \(did you mean limits\.memoryBytes\?\)/],
     [() => spawnIsolated('/bin/true', [], { hostnmae: 'x' } as never), 'hostnmae', /of spawnIsolated \(did you mean hostname\?\); its options are .*landlock, stop$/],
-    [() => createSandbox({ timout: 1 } as never), 'timout', /of createSandbox \(did you mean timeoutMs\?\); its options are (?!.*\bstdio\b)(?!.*\binput\b).*landlock$/],
+    [() => createSandbox({ timout: 1 } as never), 'timout', /of createSandbox \(did you mean timeoutMs\?\); its options are (?!.*\bstdio\b)(?!.*\binput\b).*landlock, stop$/],
     [() => spawnIsolated('/bin/true', [], { shell: true } as never), 'shell', /\(here: the command '\/bin\/sh' with args \['-c', script\]\)/],
     [() => spawnIsolated('/bin/true', [], { qqqq: 1 } as never), 'qqqq', /^options\.qqqq: is not an option of spawnIsolated; its options are/],
     // A short name is one edit from many: only one edit counts there (dir is no 'user', foo no 'root').

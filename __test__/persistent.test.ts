@@ -306,6 +306,48 @@ test("an exec's stop: at its timeout or an abort its command gets the signal and
   }
 })
 
+test("createSandbox's stop: destroy() and its timeoutMs send every process the signal first (the execs end canceled or timeout with their own exit), and end it once none is left or the grace has passed; without stop, at once", async (t) => {
+  const trapped = async (sb: PersistentSandbox, script: string) => {
+    const p = await sb.spawn('/bin/sh', ['-c', `${script}; echo ready; while :; do sleep 0.05; done`])
+    let out = ''
+    p.stdout!.on('data', (d: Buffer) => (out += d))
+    t.true(await waitUntil(() => out.includes('ready'), 5000))
+    return { p, out: () => out }
+  }
+  // Two execs that handle it: the sandbox ends as soon as both have, long before the grace.
+  const sb = await sandbox(t, { stop: { graceMs: 20_000 } })
+  const a = await trapped(sb, 'trap "echo bye; exit 9" TERM')
+  const b = await trapped(sb, 'trap "exit 0" TERM')
+  const began = Date.now()
+  t.like(await sb.destroy(), { reason: 'canceled' })
+  t.true(Date.now() - began < 15_000, `ended ${Date.now() - began} ms after destroy(): once empty, not after the grace`)
+  t.like(await a.p.wait(), { reason: 'canceled', exitCode: 9, signal: null })
+  t.like(await b.p.wait(), { reason: 'canceled', exitCode: 0 })
+  t.is(a.out(), 'ready\nbye\n')
+  // One that ignores it is killed after the grace.
+  const deafBox = await sandbox(t, { stop: { signal: 'SIGINT', graceMs: 700 } })
+  const deaf = await trapped(deafBox, 'trap "" INT')
+  const deafBegan = Date.now()
+  t.like(await deafBox.destroy(), { reason: 'canceled' })
+  t.true(Date.now() - deafBegan >= 650, `killed ${Date.now() - deafBegan} ms after destroy()`)
+  t.like(await deaf.p.wait(), { reason: 'canceled', signal: 'SIGKILL' })
+  // Its own timeoutMs too.
+  const timed = await sandbox(t, { timeoutMs: 2000, stop: { graceMs: 20_000 } })
+  const c = await trapped(timed, 'trap "echo late; exit 4" TERM')
+  t.like(await timed.wait(), { reason: 'timeout' })
+  t.like(await c.p.wait(), { reason: 'timeout', exitCode: 4 })
+  t.is(c.out(), 'ready\nlate\n')
+  // Without stop: killed at once, the trap never runs.
+  const hard = await sandbox(t)
+  const d = await trapped(hard, 'trap "echo bye; exit 9" TERM')
+  await hard.destroy()
+  t.like(await d.p.wait(), { reason: 'canceled', signal: 'SIGKILL' })
+  t.is(d.out(), 'ready\n')
+  // Its stop goes to every process: a group is no option of it.
+  const e = await createSandbox({ stop: { graceMs: 5, group: true } } as never).catch((e: unknown) => e)
+  t.true(e instanceof IsolateError && e.option === 'stop.group', String(e))
+})
+
 test("an exec's timeoutMs and durationMs count from its command's start, not from its wait for the init (which still bounds that wait)", async (t) => {
   const sb = await sandbox(t)
   // The init stopped for 400 ms: the exec waits that long to start, then runs 1.2 s, under a

@@ -638,14 +638,18 @@ function parseStdio(v: unknown): [StdioMode, StdioMode, StderrMode] {
 
 /** Options of `createSandbox`: those of `spawnIsolated` that describe the sandbox, not one command. */
 /** `limits.outputBytes` is refused in this version (a sandbox's output is its execs'). */
-export type SandboxOptions = Omit<SpawnOptions, 'stdio' | 'tty' | 'limits' | 'stop'> & { limits?: Omit<Limits, 'outputBytes'> & { outputBytes?: never } }
+/**
+ * Its `stop` ends it gracefully at `destroy()`, its `timeoutMs` or an abort of its `signal`: every
+ * process in it gets the signal, and the sandbox is killed after `graceMs`, or once none is left.
+ */
+export type SandboxOptions = Omit<SpawnOptions, 'stdio' | 'tty' | 'limits' | 'stop'> & { limits?: Omit<Limits, 'outputBytes'> & { outputBytes?: never }; stop?: Omit<Stop, 'group'> }
 
 const PER_EXEC = ['stdio', 'tty', ...RUN_ONLY]
 
 /** The options `api` takes, as its errors list them. */
 function optionsOf(api: string): string[] {
   if (api === 'runIsolated') return [...KNOWN, ...RUN_ONLY]
-  if (api === 'createSandbox') return [...KNOWN].filter((k) => !PER_EXEC.includes(k) && k !== 'stop')
+  if (api === 'createSandbox') return [...KNOWN].filter((k) => !PER_EXEC.includes(k))
   return [...KNOWN]
 }
 
@@ -654,7 +658,8 @@ export function normalizeSandbox(options: unknown): { spec: Spec; signal?: Abort
   options = ownOptions(options)
   if (isObject(options)) {
     for (const key of PER_EXEC) if (key in options) throw optionError(key, `is an option of each exec (${RUN_ONLY.includes(key) ? 'sb.exec' : 'sb.exec, sb.spawn'}), not of createSandbox`)
-    if ('stop' in options) throw optionError('stop', "is an option of spawnIsolated and runIsolated, and of each exec (sb.exec(file, args, { stop })): a long-lived sandbox's own end (destroy(), its timeoutMs, its signal) kills at once in this version")
+    const stop = (options as { stop?: unknown }).stop
+    if (isObject(stop) && 'group' in stop) throw optionError('stop.group', "is an option of a command's stop (spawnIsolated, each exec): a long-lived sandbox's stop goes to every process in it")
   }
   const { spec, signal } = normalize('-', [], options, 'createSandbox')
   return { spec: ownFields({ ...spec, file: '', persistent: true }), signal }

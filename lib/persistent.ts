@@ -462,7 +462,11 @@ export class PersistentSandbox {
     })
   }
 
-  /** End everything in the sandbox (processes, mounts, cgroup). Resolves when it is all gone. */
+  /**
+   * End everything in the sandbox (processes, mounts, cgroup). Resolves when it is all gone. With
+   * its `stop`, every process in it gets the stop's signal first, and is killed after the grace
+   * (sooner, once none is left); the execs running end with reason `'canceled'`.
+   */
   destroy(): Promise<SandboxResult> {
     this.#destroying = true
     this.#request('cancel')

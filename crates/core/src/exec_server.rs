@@ -73,6 +73,8 @@ struct Server<'a> {
     /// Terminal masters lent to the helper (see [`TerminalHandoff::lent`]), by exec id: kept open
     /// until it says it is done with one, so the number it takes names nothing else.
     lent: HashMap<u32, OwnedFd>,
+    /// The helper asked for a graceful end ([`Work::StopAll`]): it hears once no child is left.
+    emptying: bool,
 }
 
 fn fail(report: &OwnedFd, e: SetupError) -> ! {
@@ -103,7 +105,8 @@ pub fn serve(spec: &Spec, seccomp: Option<&Program>, report: OwnedFd, work: Owne
         fail(&report, e);
     }
     send(&report, &Report::Ready);
-    let mut server = Server { spec, seccomp, report, work, starting: Vec::new(), running: HashMap::new(), left: HashMap::new(), lent: HashMap::new() };
+    let mut server =
+        Server { spec, seccomp, report, work, starting: Vec::new(), running: HashMap::new(), left: HashMap::new(), lent: HashMap::new(), emptying: false };
     loop {
         server.step(&sfd);
     }
@@ -150,6 +153,7 @@ impl Server<'_> {
             Ok(Work::Signal { id, signal, group }) => self.signal(id, signal, group),
             Ok(Work::TerminalTaken { id }) => drop(self.lent.remove(&id)),
             Ok(Work::KillAll) => self.kill_all(),
+            Ok(Work::StopAll { signal }) => self.stop_all(signal),
             Err(_) => {}
         }
     }
@@ -268,6 +272,16 @@ impl Server<'_> {
         send(&self.report, &Report::KilledAll);
     }
 
+    /// The sandbox's graceful end: every other process is sent `signal` (as pid 1, kill(-1)
+    /// reaches them all); the helper hears once none is left, and kills the sandbox when its
+    /// grace has passed before that.
+    fn stop_all(&mut self, signal: i32) {
+        self.emptying = true;
+        // SAFETY: kill(2) as pid 1 of the sandbox's pid namespace: every process in it but this one.
+        unsafe { libc::kill(-1, signal) };
+        self.reap();
+    }
+
     /// Reap every exited process: the execs' commands are reported, orphans just reaped. True
     /// when no child is left.
     fn reap(&mut self) -> bool {
@@ -301,6 +315,10 @@ impl Server<'_> {
         // Groups emptied since are forgotten: their number may be a new process's (after the
         // pid counter wraps) and its group that of something else.
         self.left.retain(|_, pgid| signal_group(*pgid, 0) != Err(Errno::ESRCH));
+        if none_left && self.emptying {
+            self.emptying = false;
+            send(&self.report, &Report::Emptied);
+        }
         none_left
     }
 }

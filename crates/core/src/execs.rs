@@ -446,6 +446,18 @@ impl Execs {
         self.send_work(&Work::KillAll);
     }
 
+    /// The sandbox's graceful end (its stop, at destroy() or its timeout): every process of it is
+    /// sent `signal`. The execs running end as the sandbox does (`why`), whatever their own end;
+    /// their own timeouts and stops give way to the sandbox's grace.
+    pub fn stop_all(&mut self, signal: i32, why: Reason) {
+        for e in self.execs.values_mut().filter(|e| e.ended.is_none()) {
+            e.forced.get_or_insert(why);
+            e.clock.disarm();
+            e.stop_by = None;
+        }
+        self.send_work(&Work::StopAll { signal });
+    }
+
     /// Tell Node of each killAll() the init has carried out once the execs it ended have been
     /// reported (a terminal's may wait for its output), in their order.
     fn report_kills(&mut self, out: &mut Control) {

@@ -175,6 +175,11 @@ pub enum Work {
     },
     /// Kill and reap every other process of the sandbox ([`Report::KilledAll`] once none is left).
     KillAll,
+    /// A graceful end of the sandbox: every other process of it is sent `signal`
+    /// ([`Report::Emptied`] once none is left).
+    StopAll {
+        signal: i32,
+    },
 }
 
 /// Init → helper on the work socket: an exec's terminal master, attached as SCM_RIGHTS, or, where
@@ -238,6 +243,9 @@ pub enum Report {
     /// After [`Work::KillAll`]: no process of the sandbox is left but the init (the execs it
     /// ended were reported before).
     KilledAll,
+    /// After [`Work::StopAll`]: every other process of the sandbox has ended (the execs' ends
+    /// were reported before).
+    Emptied,
 }
 
 /// What a sandbox's processes used, as the init counts it once it reaped them all: its own

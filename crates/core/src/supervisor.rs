@@ -718,6 +718,8 @@ struct Supervisor {
     kill_init_at: Option<Instant>,
     /// The command runs: the init reads the helper's signals (before, it would not see the ask).
     command_started: bool,
+    /// A long-lived sandbox's init waits for work: it can take a graceful end.
+    ready: bool,
     /// Past the deadline: the relay is closed once the init has ended it.
     close_relay_at_end: bool,
     /// `spec.stop`: a timeout or a cancel signals the command first.
@@ -809,6 +811,7 @@ impl Supervisor {
             init_counts,
             kill_init_at: None,
             command_started: false,
+            ready: false,
             close_relay_at_end: false,
             stop: spec.stop,
             stop_by: None,
@@ -817,17 +820,19 @@ impl Supervisor {
     }
 
     /// End the sandbox for `why` (its timeout, a cancel): with a graceful stop the running
-    /// command is sent its signal and has the grace to end (its output still relayed); else, and
-    /// before the command runs, at once.
+    /// command (a long-lived sandbox's every process) is sent its signal and has the grace to end
+    /// (its output still relayed); else, and before the command runs, at once.
     fn stop_sandbox(&mut self, why: Reason) {
         if self.stop_by.is_some() {
             return;
         }
-        let grace = self.stop.filter(|_| self.command_started && self.ended.is_none() && self.report_open);
+        let grace = self.stop.filter(|_| (self.command_started || self.ready) && self.ended.is_none() && self.report_open);
         match grace.and_then(|s| Some((s, Instant::now().checked_add(Duration::from_millis(s.grace_ms))?))) {
             Some((stop, by)) => {
                 self.forced.get_or_insert(why);
-                if stop.group {
+                if let Some(execs) = &mut self.execs {
+                    execs.stop_all(stop.signal, why);
+                } else if stop.group {
                     let group = libc::sigval { sival_ptr: crate::sandbox::group_stop_value(stop.signal) as *mut libc::c_void };
                     // SAFETY: sigqueue(3) to our own child; the init signals the command's group (see STOP_CARRIER).
                     unsafe { libc::sigqueue(self.init.as_raw(), crate::sandbox::STOP_CARRIER, group) };
@@ -1155,8 +1160,17 @@ impl Supervisor {
                     self.clock.command_started(crate::sys::instant_of_monotonic(at));
                     out.send(&Event::Spawned { pid: command_pid(self.init) })
                 }
-                Ok(Report::Ready) => out.send(&Event::Ready { pid: self.init.as_raw() }),
+                Ok(Report::Ready) => {
+                    self.ready = true;
+                    out.send(&Event::Ready { pid: self.init.as_raw() })
+                }
                 Ok(r) if self.execs.as_mut().is_some_and(|x| x.on_report(&r, out, &oom)) => {}
+                // A graceful end found nothing left to wait for.
+                Ok(Report::Emptied) => {
+                    if self.stop_by.take().is_some() {
+                        self.end_now(self.forced.unwrap_or(Reason::Canceled));
+                    }
+                }
                 Ok(Report::SetupFailed(e)) => self.setup_error = Some(e),
                 Ok(r @ (Report::Exited { reaped, .. } | Report::Signaled { reaped, .. })) => {
                     // Nothing but the init is left, and the sandbox's mounts are held here until

@@ -302,11 +302,8 @@ pub fn validate(spec: &Spec) -> Result<(), OptionError> {
         return Err(bad("limits.memoryBytes", "must be at least 1 MiB: below that not even the sandbox's init starts"));
     }
     if let Some(stop) = spec.stop {
-        if spec.persistent {
-            return Err(bad(
-                "stop",
-                "is an option of a sandbox's own command; a long-lived sandbox's end (destroy, its timeout) kills at once in this version",
-            ));
+        if spec.persistent && stop.group {
+            return Err(bad("stop.group", "is an option of a command's stop: a long-lived sandbox's stop goes to every process in it"));
         }
         check_stop(&stop)?;
     }
@@ -426,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stop_with_an_uncatchable_signal_no_grace_or_in_a_long_lived_sandbox_names_the_option() {
+    fn a_stop_with_an_uncatchable_signal_no_grace_or_a_group_in_a_long_lived_sandbox_names_the_option() {
         let mut s = spec();
         s.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 500, group: false });
         assert_eq!(validate(&s), Ok(()));
@@ -441,7 +438,9 @@ mod tests {
         let mut p = Spec::new("", vec![]);
         p.persistent = true;
         p.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 500, group: false });
-        assert_eq!(validate(&p).unwrap_err().option, "stop");
+        assert_eq!(validate(&p), Ok(()));
+        p.stop = Some(Stop { signal: libc::SIGTERM, grace_ms: 500, group: true });
+        assert_eq!(validate(&p).unwrap_err().option, "stop.group");
     }
 
     #[test]
