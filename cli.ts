@@ -28,7 +28,7 @@ import { loadNative } from './lib/native.js'
 import { DEFAULT_PATH } from './lib/options.js'
 import { signalNumber, type SignalName } from './lib/sandbox.js'
 import { cgroupLimitsHere, NAMESPACE_OWNER_IDS, ROOTS_OWN_UIDS, unseenAccountSources } from './lib/probe.js'
-import { EndedError, ensureRuntimeDir, existingRuntimeDir, findSandbox, forgetEnded, ID_RE, listSandboxes, NAME_RE, NotFoundError, PREFIX_RE, RegistryError } from './lib/registry.js'
+import { EndedError, ensureRuntimeDir, existingRuntimeDir, findSandbox, forgetEnded, ID_RE, listSandboxes, NAME_RE, NotFoundError, PREFIX_RE, RegistryError, type SandboxEntry } from './lib/registry.js'
 
 const EXIT_TIMEOUT = 124
 const EXIT_SETUP = 125
@@ -170,6 +170,9 @@ Options: those of 'isolate run' that make the sandbox (see 'isolate run --help')
   --cwd DIR (every exec's default), --uid N, --gid N,
   --timeout DURATION (how long the sandbox may live), --memory SIZE, --pids N|unlimited, --cpus N,
   --cpu-time DURATION (for everything in it, together), --stack SIZE
+  --grace DURATION         at rm and --timeout, send every process in it SIGTERM first and end
+                           the sandbox only after DURATION (sooner, once none is left)
+  --stop-signal SIG        that signal instead of SIGTERM (with --grace), e.g. SIGINT
   --name NAME              a name to use instead of the ID (letters, digits, '_', '.', '-';
                            not hex digits alone, which exec and rm take for the start of an ID)
   -h, --help               show this help
@@ -613,13 +616,16 @@ function sandboxOptions(values: SandboxFlags, tokens: ParsedToken[]): { options:
   return { options, mountFlags }
 }
 
-/** --grace, --stop-signal and --stop-group as a stop option; `what` is killed after the grace. */
-function planStop(values: { timeout?: string; grace?: string; 'stop-signal'?: string; 'stop-group'?: boolean }, what: string): Stop | undefined {
+/**
+ * --grace, --stop-signal and --stop-group as a stop option; `what` is killed after the grace, which
+ * follows --timeout (and, for a sandbox of isolate create, isolate rm: `atTimeoutOnly` false).
+ */
+function planStop(values: { timeout?: string; grace?: string; 'stop-signal'?: string; 'stop-group'?: boolean }, what: string, atTimeoutOnly = true): Stop | undefined {
   for (const flag of ['stop-signal', 'stop-group'] as const) {
     if (values[flag] !== undefined && values.grace === undefined) throw new UsageError(`--${flag} needs --grace: the time the command has after the signal before ${what} is killed`)
   }
   if (values.grace === undefined) return undefined
-  if (values.timeout === undefined) throw new UsageError(`--grace needs --timeout: it is the time the command has after the timeout before ${what} is killed`)
+  if (atTimeoutOnly && values.timeout === undefined) throw new UsageError(`--grace needs --timeout: it is the time the command has after the timeout before ${what} is killed`)
   const sig = values['stop-signal']
   // As kill(1) and docker take it: SIGTERM, TERM or 15.
   const signal = sig === undefined ? undefined : /^\d+$/.test(sig) ? Number(sig) : ((sig.toUpperCase().startsWith('SIG') ? '' : 'SIG') + sig.toUpperCase()) as SignalName
@@ -911,8 +917,19 @@ function printable(text: string): string {
 // ---------------------------------------------------------------------------------------------
 // isolate create, exec, ps, rm: sandboxes that stay
 
+/** How long rm waits for a keeper to end its sandbox, beyond the sandbox's --grace. */
+const RM_WAIT_MS = 30_000
+
+/** The --grace of a sandbox of isolate create, as its entry keeps it (0 without one). */
+function graceOf(entry: SandboxEntry): number {
+  const g = (entry.summary.stop as { graceMs?: unknown } | undefined)?.graceMs
+  return typeof g === 'number' && Number.isSafeInteger(g) && g > 0 ? g : 0
+}
+
 const CREATE_OPTIONS = {
   ...SANDBOX_FLAGS,
+  grace: STOP_FLAGS.grace,
+  'stop-signal': STOP_FLAGS['stop-signal'],
   name: { type: 'string' },
 } as const
 
@@ -927,6 +944,8 @@ async function create(argv: string[]): Promise<number> {
   }
   if (positionals.length > 0) throw new UsageError(`create: takes no command (got ${JSON.stringify(positionals[0])}); run one in the sandbox with: isolate exec ID -- CMD`, MORE.create)
   const { options, mountFlags } = sandboxOptions(values, tokens)
+  const stop = planStop(values, 'the sandbox', false)
+  if (stop) options.stop = stop
   // The keeper works from /: host paths are made absolute here, against our cwd.
   if (typeof options.rootfs === 'string' && options.rootfs !== 'host') options.rootfs = resolve(options.rootfs)
   for (const m of options.mounts ?? []) if (m.type === 'bind' || m.type === 'overlay') m.source = resolve(m.source)
@@ -954,6 +973,8 @@ async function create(argv: string[]): Promise<number> {
     // Names only: values may be secrets.
     ...(options.env ? { env: Object.keys(options.env) } : {}),
     ...(options.limits ? { limits: { ...options.limits, ...(options.limits.pids === Infinity ? { pids: 'unlimited' } : {}) } } : {}),
+    // rm waits that much longer.
+    ...(stop ? { stop } : {}),
   }
   try {
     // create takes no --output: what sandboxOptions made has no limits.outputBytes.
@@ -1222,7 +1243,7 @@ async function rm(argv: string[]): Promise<number> {
     positionals.map(async (ref) => {
       try {
         const { dir, entry } = await findSandbox(ref)
-        await removeSandbox(dir, entry, ref, { force: values.force === true })
+        await removeSandbox(dir, entry, ref, { force: values.force === true, timeoutMs: RM_WAIT_MS + graceOf(entry) })
         return { id: entry.id }
       } catch (e) {
         // Ended of itself (its --timeout): gone already, as asked; its record goes too.

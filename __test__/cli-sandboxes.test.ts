@@ -424,6 +424,24 @@ test('exec: a command that cannot be found exits 127 naming the step; --timeout 
   await rt.assertClean(t)
 })
 
+test('create --grace: rm sends every process SIGTERM (or --stop-signal) first, and ends the sandbox once none is left, long before the grace', async (t) => {
+  const rt = runtime(t)
+  const id = await rt.create(t, ['--grace', '60s', '--stop-signal', 'INT'])
+  let removed: Promise<CliResult> | undefined
+  const began = Date.now()
+  const r = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'trap "echo bye; exit 9" INT; echo ready; while :; do sleep 0.05; done'], {
+    onStdout: { text: 'ready', then: () => (removed = rt.cli(['rm', id])) },
+  })
+  t.is(r.stdout, 'ready\nbye\n', 'its trap ran')
+  const rm = await removed!
+  t.is(rm.status, 0, rm.stderr)
+  t.true(Date.now() - began < 45_000, `took ${Date.now() - began} ms: once empty, not the grace`)
+  await rt.assertClean(t)
+  const lone = await rt.cli(['create', '--stop-signal', 'INT'])
+  t.is(lone.status, 125)
+  t.regex(lone.stderr, /--stop-signal needs --grace/)
+})
+
 test("a reader that goes away early: isolate exits 141 as a tool SIGPIPE ended would, never with a stack trace; create removes the sandbox whose ID nobody got", async (t) => {
   const rt = runtime(t)
   const id = await rt.create(t)
