@@ -16,6 +16,11 @@ export interface CliOptions {
   env?: NodeJS.ProcessEnv
   /** Called with the child once it has printed `text` on stdout. */
   onStdout?: { text: string; then: (child: ReturnType<typeof spawn>) => void }
+  /**
+   * Started from another run's `onStdout`, which waits for it while holding a slot: it takes
+   * none (two runs each waiting on such a one would hold both slots forever).
+   */
+  nested?: boolean
 }
 
 // Each run starts Node with tsx (hundreds of ms of CPU); a few at a time keeps them all quick
@@ -37,7 +42,7 @@ export async function limited<T>(fn: () => Promise<T>): Promise<T> {
 
 /** `isolate ARGS...` from the repository's cli.ts, its stdin fed `opts.input`. */
 export function cli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
-  return limited(
+  return (opts.nested ? (run: () => Promise<CliResult>) => run() : limited<CliResult>)(
     () =>
       new Promise((resolve, reject) => {
         const child = spawn(process.execPath, ['--import=tsx', join(root, 'cli.ts'), ...args], { cwd: root, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] })

@@ -227,7 +227,7 @@ test('rm while an exec runs: the exec ends killed (137), rm returns once all is 
   const id = await rt.create(t)
   let removed: Promise<CliResult> | undefined
   const r = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo ready; exec /bin/sleep 300'], {
-    onStdout: { text: 'ready', then: () => (removed = rt.cli(['rm', id])) },
+    onStdout: { text: 'ready', then: () => (removed = rt.cli(['rm', id], { nested: true })) },
   })
   t.is(r.status, 137, r.stderr)
   const rm = await removed!
@@ -245,7 +245,7 @@ test("kill-all: every process in the sandbox is killed, a running exec ends kill
   t.is((await rt.cli(['exec', id, '--', '/bin/sh', '-c', sleeps])).stdout, '1\n', 'the background sleep runs before kill-all')
   let killed: Promise<CliResult> | undefined
   const r = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'echo ready; exec /bin/sleep 302'], {
-    onStdout: { text: 'ready', then: () => (killed = rt.cli(['kill-all', id])) },
+    onStdout: { text: 'ready', then: () => (killed = rt.cli(['kill-all', id], { nested: true })) },
   })
   t.is(r.status, 137, r.stderr)
   const k = await killed!
@@ -430,7 +430,7 @@ test('create --grace: rm sends every process SIGTERM (or --stop-signal) first, a
   let removed: Promise<CliResult> | undefined
   const began = Date.now()
   const r = await rt.cli(['exec', id, '--', '/bin/sh', '-c', 'trap "echo bye; exit 9" INT; echo ready; while :; do sleep 0.05; done'], {
-    onStdout: { text: 'ready', then: () => (removed = rt.cli(['rm', id])) },
+    onStdout: { text: 'ready', then: () => (removed = rt.cli(['rm', id], { nested: true })) },
   })
   t.is(r.stdout, 'ready\nbye\n', 'its trap ran')
   const rm = await removed!

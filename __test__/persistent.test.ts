@@ -286,14 +286,15 @@ test("an exec's stop: at its timeout or an abort its command gets the signal and
   // An abort, with another signal: the command's trap runs; what it started in its group goes
   // as soon as it has ended.
   const ac = new AbortController()
-  const p = await sb.spawn('/bin/sh', ['-c', 'trap "echo int; exit 3" INT; /bin/sleep 4243 & echo ready; while :; do sleep 0.05; done'], { signal: ac.signal, stop: { signal: 'SIGINT', graceMs: 5000 } })
+  const p = await sb.spawn('/bin/sh', ['-c', 'trap "echo int; exit 3" INT; /bin/sleep 4243 & echo ready; while :; do sleep 0.05; done'], { signal: ac.signal, stop: { signal: 'SIGINT', graceMs: 60_000 } })
   let out = ''
   p.stdout!.on('data', (d: Buffer) => (out += d))
   t.true(await waitUntil(() => out.includes('ready'), 5000))
   ac.abort()
   t.like(await p.wait(), { reason: 'canceled', exitCode: 3, signal: null })
+  // Long before the grace's end.
   let rest = await commandLines(sb)
-  for (let i = 0; i < 50 && /sleep 4243/.test(rest); i++) {
+  for (let i = 0; i < 100 && /sleep 4243/.test(rest); i++) {
     await new Promise((r) => setTimeout(r, 100))
     rest = await commandLines(sb)
   }
@@ -312,7 +313,9 @@ test("createSandbox's stop: destroy() and its timeoutMs send every process the s
     let out = ''
     p.stdout!.on('data', (d: Buffer) => (out += d))
     t.true(await waitUntil(() => out.includes('ready'), 5000))
-    return { p, out: () => out }
+    // What it wrote, once its output has ended (its end may be heard before its last bytes).
+    const ended = new Promise<void>((resolve) => p.stdout!.once('close', resolve))
+    return { p, out: async () => (await ended, out) }
   }
   // Two execs that handle it: the sandbox ends as soon as both have, long before the grace.
   const sb = await sandbox(t, { stop: { graceMs: 20_000 } })
@@ -323,7 +326,7 @@ test("createSandbox's stop: destroy() and its timeoutMs send every process the s
   t.true(Date.now() - began < 15_000, `ended ${Date.now() - began} ms after destroy(): once empty, not after the grace`)
   t.like(await a.p.wait(), { reason: 'canceled', exitCode: 9, signal: null })
   t.like(await b.p.wait(), { reason: 'canceled', exitCode: 0 })
-  t.is(a.out(), 'ready\nbye\n')
+  t.is(await a.out(), 'ready\nbye\n')
   // One that ignores it is killed after the grace.
   const deafBox = await sandbox(t, { stop: { signal: 'SIGINT', graceMs: 700 } })
   const deaf = await trapped(deafBox, 'trap "" INT')
@@ -336,13 +339,13 @@ test("createSandbox's stop: destroy() and its timeoutMs send every process the s
   const c = await trapped(timed, 'trap "echo late; exit 4" TERM')
   t.like(await timed.wait(), { reason: 'timeout' })
   t.like(await c.p.wait(), { reason: 'timeout', exitCode: 4 })
-  t.is(c.out(), 'ready\nlate\n')
+  t.is(await c.out(), 'ready\nlate\n')
   // Without stop: killed at once, the trap never runs.
   const hard = await sandbox(t)
   const d = await trapped(hard, 'trap "echo bye; exit 9" TERM')
   await hard.destroy()
   t.like(await d.p.wait(), { reason: 'canceled', signal: 'SIGKILL' })
-  t.is(d.out(), 'ready\n')
+  t.is(await d.out(), 'ready\n')
   // Its stop goes to every process: a group is no option of it.
   const e = await createSandbox({ stop: { graceMs: 5, group: true } } as never).catch((e: unknown) => e)
   t.true(e instanceof IsolateError && e.option === 'stop.group', String(e))

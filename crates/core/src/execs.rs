@@ -181,8 +181,13 @@ impl Execs {
         self.send_work(&Work::Signal { id, signal: libc::SIGKILL, group: true });
     }
 
-    /// The caller aborted exec `id` (see [`Execs::stop`]): its end is a cancel.
+    /// The caller aborted exec `id` (see [`Execs::stop`]): its end is a cancel. One whose command
+    /// ended before the abort reached us (its end on its way to Node) loses what it left in its
+    /// group, as the abort of one without a stop would.
     pub fn cancel(&mut self, id: u32) {
+        if self.execs.get(&id).is_none_or(|e| e.ended.is_some()) {
+            return self.signal(id, libc::SIGKILL, true);
+        }
         self.stop(id, Reason::Canceled);
     }
 
@@ -449,7 +454,12 @@ impl Execs {
     /// The sandbox's graceful end (its stop, at destroy() or its timeout): every process of it is
     /// sent `signal`. The execs running end as the sandbox does (`why`), whatever their own end;
     /// their own timeouts and stops give way to the sandbox's grace.
-    pub fn stop_all(&mut self, signal: i32, why: Reason) {
+    pub fn stop_all(&mut self, signal: i32, why: Reason, out: &mut Control, oom: OomKills) {
+        // Execs handed over before it are taken first: they get the signal too, rather than
+        // starting after it and holding the sandbox for the whole grace.
+        while self.requests.as_ref().is_some_and(crate::sys::readable_now) {
+            self.take_requests(out, oom);
+        }
         for e in self.execs.values_mut().filter(|e| e.ended.is_none()) {
             e.forced.get_or_insert(why);
             e.clock.disarm();

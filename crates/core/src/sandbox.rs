@@ -990,9 +990,11 @@ fn init_loop(spec: &Spec, seccomp: Option<&crate::seccomp::Program>, report: Own
             Ok(Some(info)) => {
                 let signo = info.ssi_signo as i32;
                 // The whole sigval (ssi_ptr), whatever the byte order.
-                let marked = |mark: i32| signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE && info.ssi_ptr == mark as u64;
+                // Queued by the helper: from outside this pid namespace, its sender's pid shows as
+                // 0 here (a process inside that queued the same is named, and only forwarded).
+                let queued = signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE && info.ssi_pid == 0;
+                let marked = |mark: i32| queued && info.ssi_ptr == mark as u64;
                 let stop = marked(STOP_MARK);
-                let queued = signo == STOP_CARRIER && info.ssi_code == libc::SI_QUEUE;
                 // Only as pid 1 of its namespace: kill(-1) there reaches the sandbox alone.
                 if marked(END_MARK) && std::process::id() == 1 {
                     // SAFETY: kill(2); every process of this pid namespace but this one.

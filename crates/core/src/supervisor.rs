@@ -822,7 +822,7 @@ impl Supervisor {
     /// End the sandbox for `why` (its timeout, a cancel): with a graceful stop the running
     /// command (a long-lived sandbox's every process) is sent its signal and has the grace to end
     /// (its output still relayed); else, and before the command runs, at once.
-    fn stop_sandbox(&mut self, why: Reason) {
+    fn stop_sandbox(&mut self, why: Reason, out: &mut Control) {
         if self.stop_by.is_some() {
             return;
         }
@@ -831,12 +831,9 @@ impl Supervisor {
             Some((stop, by)) => {
                 self.forced.get_or_insert(why);
                 if let Some(execs) = &mut self.execs {
-                    execs.stop_all(stop.signal, why);
-                } else if stop.group {
-                    let group = libc::sigval { sival_ptr: crate::sandbox::group_stop_value(stop.signal) as *mut libc::c_void };
-                    // SAFETY: sigqueue(3) to our own child; the init signals the command's group (see STOP_CARRIER).
-                    unsafe { libc::sigqueue(self.init.as_raw(), crate::sandbox::STOP_CARRIER, group) };
-                } else {
+                    let cgroup = &self.cgroup;
+                    execs.stop_all(stop.signal, why, out, &|| cgroup.as_ref().map_or(0, SandboxCgroup::oom_kills));
+                } else if !(stop.group && self.signal_command_group(stop.signal)) {
                     // SAFETY: kill(2) on our own child; the init forwards it to the command.
                     unsafe { libc::kill(self.init.as_raw(), stop.signal) };
                 }
@@ -844,6 +841,14 @@ impl Supervisor {
             }
             None => self.end_now(why),
         }
+    }
+
+    /// Ask the init to send `signal` to the command's process group; false when it could not be
+    /// queued (the command's uid filled its RLIMIT_SIGPENDING): the command alone gets it then.
+    fn signal_command_group(&self, signal: i32) -> bool {
+        let value = libc::sigval { sival_ptr: crate::sandbox::group_stop_value(signal) as *mut libc::c_void };
+        // SAFETY: sigqueue(3) to our own child; the init signals the command's group (see STOP_CARRIER).
+        unsafe { libc::sigqueue(self.init.as_raw(), crate::sandbox::STOP_CARRIER, value) == 0 }
     }
 
     /// End the sandbox for `why` at once; past the deadline, what its relay still holds is not
@@ -1105,7 +1110,7 @@ impl Supervisor {
             self.kill_all();
         }
         if self.clock.expired(Instant::now()) {
-            self.stop_sandbox(Reason::Timeout);
+            self.stop_sandbox(Reason::Timeout, out);
         }
         if self.stop_by.is_some_and(|d| Instant::now() >= d) {
             self.stop_by = None;
@@ -1203,7 +1208,7 @@ impl Supervisor {
         }
         while let Some(line) = self.requests.next_line() {
             match Request::parse(&line) {
-                Some(Request::Cancel) => self.stop_sandbox(Reason::Canceled),
+                Some(Request::Cancel) => self.stop_sandbox(Reason::Canceled, out),
                 Some(Request::Signal(libc::SIGKILL)) => self.end_sandbox(None),
                 Some(Request::Resize(rows, cols)) => match &self.tty {
                     Some(tty) => tty.resize(rows, cols),
