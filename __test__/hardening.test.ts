@@ -412,3 +412,12 @@ test('seccomp: a profile naming a system call no architecture has is refused (a 
   const r = await sh('mkdir /tmp/d 2>&1; echo rc=$?', { seccomp: foreign })
   t.regex(r.stdout, /Permission denied\nrc=1/)
 })
+
+test("a process inside cannot pass for the helper: the init's marked signals (end, stop, a group stop) are taken only from outside its pid namespace; one queued from inside is only forwarded", async (t) => {
+  // The helper ends the sandbox by queueing signal 64 with END_MARK on the init (the init then
+  // kills every process); queued so from inside, the shell (the command) gets signal 64 instead.
+  const END_MARK = 0x454e4421
+  const queue = `import ctypes; libc = ctypes.CDLL(None); libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]; print("sent", libc.sigqueue(1, 64, ${END_MARK}), flush=True)`
+  const r = await runIsolated('/bin/sh', ['-c', `trap "echo forwarded" 64; /usr/bin/python3 -c '${queue}'; sleep 0.3; echo alive`], { timeoutMs: 20_000 })
+  t.like(r, { exitCode: 0, signal: null, stdout: 'sent 0\nforwarded\nalive\n' })
+})
